@@ -1,0 +1,482 @@
+/*
+ * worker.c — worker threads, each running one libuv loop (worker.h,
+ * DESIGN.md 2).  Sits in src/core above inbox.c; everything above the core
+ * reaches another worker only through xd_worker_post.
+ *
+ * Life of one worker (all on its own thread unless noted):
+ *
+ *   xd_workers_start (caller's thread): uv_loop_init, inbox init, thread create
+ *      │
+ *   running: init hook → uv_run; inbox messages run in post order per producer
+ *      │  xd_workers_stop (any thread) posts a stop message, once per worker
+ *   stopping: on_stop hook; grace timer armed (unref'd)
+ *      │  when holds == 0 (no pool results outstanding)
+ *   inbox closed: pushes refused (XD_ECLOSED), last messages drained, async closed
+ *      │  uv_run returns once every handle is closed; if the grace timer fires
+ *      │  first it logs and closes what is left (xd_timers are freed), except
+ *      │  an inbox still held open for pool results (it warns again each period)
+ *   finished: leftover unref'd handles closed, uv_loop_close() == 0
+ *      │
+ *   xd_workers_join (caller's thread): uv_thread_join, free
+ *
+ * Invariants: wk_all/wk_count change only in start and join, while no worker
+ * thread runs; every field of struct xd_worker except `inbox` and
+ * `stop_requested` is touched by the owner thread only (or by start/join
+ * while the thread is not running); `holds` > 0 keeps the inbox open.
+ */
+#include <stdatomic.h>
+#include <stdint.h>
+
+#include "core/inbox.h"
+#include "core/worker.h"
+#include "xmppd/alloc.h"
+#include "xmppd/assert.h"
+#include "xmppd/err.h"
+#include "xmppd/log.h"
+
+#define WK_BATCH 1024              /* messages per loop iteration */
+#define WK_GRACE_MS_DEFAULT 5000   /* stop: wait this long for handles */
+
+struct xd_timer {
+    uv_timer_t h;                  /* h.data == this; owner loop only */
+    xd_worker_t *w;                /* the owner */
+    xd_timer_handler fn;           /* callback */
+    void *arg;                     /* callback argument */
+    struct xd_timer *prev, *next;  /* w->timers list of live timers */
+};
+
+struct xd_worker {
+    xd_inbox_t inbox;              /* any thread (push); owner drains */
+    _Atomic bool stop_requested;   /* any thread; the stop message was posted */
+    unsigned index;                /* position in wk_all; immutable */
+    uv_thread_t thread;            /* set by start, joined by join */
+    _Atomic bool thread_started;   /* written by start, read by stop on any thread */
+    uv_loop_t loop;                /* owner only */
+    xd_log_t log;                  /* "worker=N"; immutable */
+    void *data;                    /* xd_worker_data slot; owner only */
+    bool stopping;                 /* on_stop has run; owner only */
+    bool inbox_open;               /* async handle open, pushes accepted; owner */
+    unsigned holds;                /* xd_worker_hold count; owner only */
+    uv_timer_t grace;              /* stop deadline; owner only */
+    bool grace_armed;              /* grace was initialised; owner only */
+    struct xd_timer *timers;       /* live xd_timers, newest first; owner only */
+};
+
+static xd_worker_t **wk_all;       /* the workers; see invariants */
+static unsigned wk_count;          /* length of wk_all */
+static xd_worker_fn wk_init_fn;    /* init hook */
+static xd_worker_fn wk_stop_fn;    /* on_stop hook */
+static void *wk_hook_arg;          /* argument of both hooks */
+static uv_sem_t wk_ready;          /* posted by each worker after init */
+static _Atomic uint64_t wk_grace_ms = WK_GRACE_MS_DEFAULT;
+
+static _Thread_local xd_worker_t *wk_self; /* the calling thread's worker */
+static _Thread_local bool wk_on_loop;      /* the calling thread runs a loop */
+
+/* ---- inbox side --------------------------------------------------------- */
+
+/* Closes the inbox: refuse pushes, run what is queued, close the handle. */
+static void
+wk_close_inbox(xd_worker_t *w)
+{
+    if (!w->inbox_open)
+        return;
+    w->inbox_open = false;
+    xd_inbox_close(&w->inbox);
+    while (xd_inbox_drain(&w->inbox, w, SIZE_MAX) > 0)
+        ;
+    uv_close((uv_handle_t *)&w->inbox.async, NULL);
+}
+
+static void
+wk_maybe_close(xd_worker_t *w)
+{
+    if (w->stopping && w->holds == 0)
+        wk_close_inbox(w);
+}
+
+static void
+wk_async_cb(uv_async_t *h)
+{
+    xd_worker_t *w = h->data;
+
+    xd_inbox_begin_drain(&w->inbox);
+    xd_inbox_drain(&w->inbox, w, WK_BATCH);
+    /* Closing happens here, never inside a message, so drain is not re-entered. */
+    wk_maybe_close(w);
+}
+
+/* ---- stopping ----------------------------------------------------------- */
+
+static void
+wk_timer_close_cb(uv_handle_t *h)
+{
+    xd_free(h->data);
+}
+
+/* Logs and closes one leftover handle (uv_walk callback). */
+static void
+wk_walk_close(uv_handle_t *h, void *arg)
+{
+    xd_worker_t *w = arg;
+
+    if (uv_is_closing(h) || h == (uv_handle_t *)&w->grace)
+        return;
+    if (h == (uv_handle_t *)&w->inbox.async)
+        return; /* closed by wk_close_inbox, never behind the holds' back */
+    XD_LOG(&w->log, XD_WARN, "closing leftover handle", "type=%s active=%d",
+           uv_handle_type_name(uv_handle_get_type(h)), uv_is_active(h));
+    uv_close(h, NULL);
+}
+
+/* Frees leftover xd_timers and closes every other handle still open except
+ * the inbox, which stays open while pool results are outstanding (holds):
+ * dropping them would break "done runs exactly once", and xd_pool_stop waits
+ * for running jobs anyway. */
+static void
+wk_close_leftovers(xd_worker_t *w)
+{
+    while (w->timers != NULL) {
+        XD_LOG(&w->log, XD_WARN, "freeing leftover timer", "");
+        xd_timer_free(w->timers);
+    }
+    uv_walk(&w->loop, wk_walk_close, w);
+}
+
+static void
+wk_grace_cb(uv_timer_t *t)
+{
+    xd_worker_t *w = t->data;
+    uint64_t grace_ms = atomic_load(&wk_grace_ms);
+
+    XD_LOG(&w->log, XD_WARN, "stop grace period over", "grace_ms=%llu holds=%u",
+           (unsigned long long)grace_ms, w->holds);
+    wk_close_leftovers(w);
+    if (w->inbox_open) {
+        /* Still waiting for pool results: say so again after another period. */
+        uv_timer_start(&w->grace, wk_grace_cb, grace_ms, 0);
+    }
+}
+
+static void
+wk_stop_msg(xd_worker_t *w, void *arg)
+{
+    (void)arg;
+    if (w->stopping)
+        return;
+    w->stopping = true;
+    if (wk_stop_fn != NULL)
+        wk_stop_fn(w, wk_hook_arg);
+    uv_timer_init(&w->loop, &w->grace);
+    w->grace.data = w;
+    w->grace_armed = true;
+    uv_timer_start(&w->grace, wk_grace_cb, atomic_load(&wk_grace_ms), 0);
+    uv_unref((uv_handle_t *)&w->grace); /* a deadline, not a reason to live */
+    /* wk_async_cb closes the inbox after this batch when holds == 0. */
+}
+
+/* ---- the thread --------------------------------------------------------- */
+
+static void
+wk_main(void *arg)
+{
+    xd_worker_t *w = arg;
+    int rc;
+
+    wk_self = w;
+    wk_on_loop = true;
+    if (wk_init_fn != NULL)
+        wk_init_fn(w, wk_hook_arg);
+    uv_sem_post(&wk_ready);
+
+    uv_run(&w->loop, UV_RUN_DEFAULT);
+
+    /* Only unref'd handles can be left: the grace timer and whatever the
+     * code above us unref'd and forgot. */
+    XD_ASSERT(!w->inbox_open); /* the ref'd async handle kept uv_run going */
+    if (w->grace_armed) {
+        uv_timer_stop(&w->grace);
+        uv_close((uv_handle_t *)&w->grace, NULL);
+    }
+    wk_close_leftovers(w);
+    while (uv_run(&w->loop, UV_RUN_DEFAULT) != 0)
+        ;
+    rc = uv_loop_close(&w->loop);
+    if (rc != 0)
+        XD_LOG(&w->log, XD_CRIT, "loop close failed", "err=%s", uv_err_name(rc));
+    XD_ASSERT(rc == 0);
+    wk_self = NULL;
+    wk_on_loop = false;
+}
+
+/* Initialises one worker's loop and inbox (not its thread). */
+static int
+wk_create(unsigned index, xd_worker_t **out)
+{
+    xd_worker_t *w = xd_new(xd_worker_t);
+    int rc;
+
+    w->index = index;
+    xd_log_ctx(&w->log, NULL, "worker=%u", index);
+    rc = uv_loop_init(&w->loop);
+    if (rc != 0) {
+        xd_free(w);
+        return rc;
+    }
+    rc = xd_inbox_init(&w->inbox, &w->loop, wk_async_cb);
+    if (rc != 0) {
+        uv_loop_close(&w->loop);
+        xd_free(w);
+        return rc;
+    }
+    w->inbox.async.data = w;
+    w->inbox_open = true;
+    atomic_init(&w->stop_requested, false);
+    *out = w;
+    return 0;
+}
+
+/* Frees a worker whose thread never ran. */
+static void
+wk_destroy_unstarted(xd_worker_t *w)
+{
+    uv_close((uv_handle_t *)&w->inbox.async, NULL);
+    uv_run(&w->loop, UV_RUN_DEFAULT);
+    XD_ASSERT(uv_loop_close(&w->loop) == 0);
+    xd_inbox_discard(&w->inbox);
+    xd_free(w);
+}
+
+/* ---- public ------------------------------------------------------------- */
+
+int
+xd_workers_start(unsigned n, xd_worker_fn init, xd_worker_fn on_stop, void *arg)
+{
+    unsigned i, started = 0;
+    int rc = 0;
+
+    if (n == 0)
+        return XD_EINVAL;
+    if (wk_all != NULL)
+        return XD_EEXIST;
+    if (uv_sem_init(&wk_ready, 0) != 0)
+        return XD_EINTERNAL;
+    wk_init_fn = init;
+    wk_stop_fn = on_stop;
+    wk_hook_arg = arg;
+    wk_all = xd_calloc(n, sizeof *wk_all);
+    for (i = 0; i < n && rc == 0; i++)
+        rc = wk_create(i, &wk_all[i]);
+    if (rc != 0) {
+        for (i = 0; i < n; i++)
+            if (wk_all[i] != NULL)
+                wk_destroy_unstarted(wk_all[i]);
+        goto fail;
+    }
+    wk_count = n;
+    for (i = 0; i < n; i++) {
+        rc = uv_thread_create(&wk_all[i]->thread, wk_main, wk_all[i]);
+        if (rc != 0)
+            break;
+        wk_all[i]->thread_started = true;
+        started++;
+    }
+    for (i = 0; i < started; i++)
+        uv_sem_wait(&wk_ready);
+    if (rc != 0) {
+        XD_LOG(NULL, XD_ERROR, "worker start failed", "err=%s", uv_err_name(rc));
+        xd_workers_stop();
+        xd_workers_join();
+        return rc;
+    }
+    XD_LOG(NULL, XD_INFO, "workers started", "count=%u", n);
+    return 0;
+
+fail:
+    xd_free(wk_all);
+    wk_all = NULL;
+    wk_count = 0;
+    uv_sem_destroy(&wk_ready);
+    return rc;
+}
+
+void
+xd_workers_stop(void)
+{
+    for (unsigned i = 0; i < wk_count; i++) {
+        xd_worker_t *w = wk_all[i];
+        if (!w->thread_started)
+            continue;
+        if (!atomic_exchange(&w->stop_requested, true))
+            (void)xd_inbox_push(&w->inbox, wk_stop_msg, NULL);
+    }
+}
+
+void
+xd_workers_join(void)
+{
+    if (wk_all == NULL)
+        return;
+    XD_ASSERT(wk_self == NULL); /* a worker cannot join itself */
+    for (unsigned i = 0; i < wk_count; i++) {
+        xd_worker_t *w = wk_all[i];
+        if (w->thread_started)
+            uv_thread_join(&w->thread);
+        else
+            wk_destroy_unstarted(w);
+    }
+    for (unsigned i = 0; i < wk_count; i++) {
+        if (wk_all[i]->thread_started) {
+            size_t lost = xd_inbox_discard(&wk_all[i]->inbox);
+            XD_ASSERT(lost == 0); /* the final drain runs every accepted message */
+            xd_free(wk_all[i]);
+        }
+    }
+    xd_free(wk_all);
+    wk_all = NULL;
+    wk_count = 0;
+    uv_sem_destroy(&wk_ready);
+}
+
+void
+xd_workers_set_grace_ms(uint64_t ms)
+{
+    atomic_store(&wk_grace_ms, ms);
+}
+
+unsigned
+xd_workers_count(void)
+{
+    return wk_count;
+}
+
+xd_worker_t *
+xd_worker_get(unsigned index)
+{
+    return index < wk_count ? wk_all[index] : NULL;
+}
+
+xd_worker_t *
+xd_worker_self(void)
+{
+    return wk_self;
+}
+
+unsigned
+xd_worker_index(const xd_worker_t *w)
+{
+    return w->index;
+}
+
+uv_loop_t *
+xd_worker_loop(xd_worker_t *w)
+{
+    return &w->loop;
+}
+
+void *
+xd_worker_data(xd_worker_t *w)
+{
+    return w->data;
+}
+
+void
+xd_worker_set_data(xd_worker_t *w, void *data)
+{
+    w->data = data;
+}
+
+int
+xd_worker_post(xd_worker_t *w, xd_worker_fn fn, void *arg)
+{
+    XD_ASSERT(w != NULL && fn != NULL);
+    return xd_inbox_push(&w->inbox, fn, arg);
+}
+
+int
+xd_worker_hold(xd_worker_t *w)
+{
+    XD_DEBUG_ASSERT(w == wk_self);
+    if (!w->inbox_open)
+        return XD_ECLOSED;
+    w->holds++;
+    return 0;
+}
+
+void
+xd_worker_unhold(xd_worker_t *w)
+{
+    XD_DEBUG_ASSERT(w == wk_self);
+    XD_ASSERT(w->holds > 0);
+    w->holds--;
+    /* wk_async_cb re-checks the stop condition after this message. */
+}
+
+bool
+xd_on_loop(void)
+{
+    return wk_on_loop;
+}
+
+void
+xd_mark_loop_thread(bool on)
+{
+    wk_on_loop = on;
+}
+
+/* ---- timers ------------------------------------------------------------- */
+
+static void
+wk_timer_cb(uv_timer_t *h)
+{
+    xd_timer_t *t = h->data;
+    t->fn(t, t->arg);
+}
+
+xd_timer_t *
+xd_timer_new(xd_worker_t *w, xd_timer_handler fn, void *arg)
+{
+    XD_ASSERT(w != NULL && fn != NULL);
+    XD_DEBUG_ASSERT(w == wk_self);
+    xd_timer_t *t = xd_new(xd_timer_t);
+    XD_ASSERT(uv_timer_init(&w->loop, &t->h) == 0);
+    t->h.data = t;
+    t->w = w;
+    t->fn = fn;
+    t->arg = arg;
+    t->next = w->timers;
+    if (w->timers != NULL)
+        w->timers->prev = t;
+    w->timers = t;
+    return t;
+}
+
+void
+xd_timer_start(xd_timer_t *t, uint64_t timeout_ms, uint64_t repeat_ms)
+{
+    XD_DEBUG_ASSERT(t->w == wk_self);
+    XD_ASSERT(uv_timer_start(&t->h, wk_timer_cb, timeout_ms, repeat_ms) == 0);
+}
+
+void
+xd_timer_stop(xd_timer_t *t)
+{
+    XD_DEBUG_ASSERT(t->w == wk_self);
+    uv_timer_stop(&t->h);
+}
+
+void
+xd_timer_free(xd_timer_t *t)
+{
+    if (t == NULL)
+        return;
+    XD_DEBUG_ASSERT(t->w == wk_self);
+    if (t->prev != NULL)
+        t->prev->next = t->next;
+    else
+        t->w->timers = t->next;
+    if (t->next != NULL)
+        t->next->prev = t->prev;
+    uv_timer_stop(&t->h); /* the callback cannot run after this */
+    uv_close((uv_handle_t *)&t->h, wk_timer_close_cb);
+}

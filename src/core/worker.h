@@ -1,0 +1,94 @@
+/*
+ * worker.h — the worker threads (DESIGN.md 2).
+ *
+ * xd_workers_start() runs N threads, each with its own libuv loop.  Every live
+ * entity (a stream, a room) is owned by one worker; others reach it by
+ * posting a message to the owner's inbox, a lock-free MPSC queue drained on
+ * the owner loop after a uv_async wake-up.  Messages posted to one worker
+ * from one thread run in the order they were posted.
+ *
+ * Lifecycle:  start → (init hook on each loop) → running → stop requested →
+ * (stop hooks on each loop: close listeners and streams) → each loop closes
+ * its remaining handles and exits → join.
+ */
+#ifndef XMPPD_CORE_WORKER_H
+#define XMPPD_CORE_WORKER_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <uv.h>
+
+#include "xmppd/assert.h"
+
+typedef struct xd_worker xd_worker_t;
+
+/* A message or hook body; runs on the worker's loop thread. */
+typedef void (*xd_worker_fn)(xd_worker_t *w, void *arg);
+
+/* Starts `n` workers (n >= 1).  `init` runs first on each new loop.
+ * `on_stop` runs on each loop when a stop is requested; it must close what
+ * it opened (listeners, streams) so the loop can end.  Returns 0 or an error;
+ * on error no worker is left running. */
+int xd_workers_start(unsigned n, xd_worker_fn init, xd_worker_fn on_stop, void *arg);
+
+/* Asks every worker to stop (any thread, idempotent).  Returns at once. */
+void xd_workers_stop(void);
+
+/* Waits until every worker thread has exited and frees them.  Call it after
+ * xd_workers_stop() (from this or any thread, or from a worker itself); every
+ * loop is closed with uv_loop_close() == 0 before its worker is freed.
+ *
+ * Shutdown order with the blocking pool: xd_workers_stop() → each loop runs
+ * on_stop and closes its handles, but keeps its inbox open while it still
+ * waits for pool results (xd_worker_hold) → xd_pool_stop() lets running jobs
+ * finish and cancels queued ones; every done callback runs on its loop →
+ * the inboxes close, the loops end → xd_workers_join(). */
+void xd_workers_join(void);
+
+/* How long a stopping loop waits for its handles to close before it logs
+ * each leftover handle and closes it itself (default 5000 ms).  Call before
+ * xd_workers_stop(). */
+void xd_workers_set_grace_ms(uint64_t ms);
+
+unsigned xd_workers_count(void);
+xd_worker_t *xd_worker_get(unsigned index);
+
+/* The calling thread's worker, or NULL when not on a worker loop. */
+xd_worker_t *xd_worker_self(void);
+unsigned xd_worker_index(const xd_worker_t *w);
+uv_loop_t *xd_worker_loop(xd_worker_t *w);
+
+/* Per-worker slot for the code above the core (c2s listener state etc). */
+void *xd_worker_data(xd_worker_t *w);
+void xd_worker_set_data(xd_worker_t *w, void *data);
+
+/* Queues fn(w, arg) to run on w's loop.  Any thread.  Returns 0, or
+ * XD_ECLOSED when w has stopped (fn is then not called and arg stays the
+ * caller's). */
+int xd_worker_post(xd_worker_t *w, xd_worker_fn fn, void *arg);
+
+/* Keeps w's inbox open across a stop until the matching xd_worker_unhold:
+ * for work in flight whose result will be posted back (the pool uses it).
+ * Owner loop only.  Returns 0, or XD_ECLOSED when w's inbox has closed. */
+int xd_worker_hold(xd_worker_t *w);
+void xd_worker_unhold(xd_worker_t *w);
+
+/* True when the calling thread runs an event loop (a worker or the main loop). */
+bool xd_on_loop(void);
+
+/* Marks the calling thread as a loop thread (the main thread's loop). */
+void xd_mark_loop_thread(bool on);
+
+/* Blocking calls assert that they do not run on a loop (DESIGN.md 2). */
+#define xd_assert_off_loop() XD_DEBUG_ASSERT(!xd_on_loop())
+
+/* Timers on the calling worker's loop (thin and owner-only).  A timer is
+ * freed with xd_timer_free, which stops it; the callback never runs after. */
+typedef struct xd_timer xd_timer_t;
+typedef void (*xd_timer_handler)(xd_timer_t *t, void *arg);
+xd_timer_t *xd_timer_new(xd_worker_t *w, xd_timer_handler fn, void *arg);
+void xd_timer_start(xd_timer_t *t, uint64_t timeout_ms, uint64_t repeat_ms);
+void xd_timer_stop(xd_timer_t *t);
+void xd_timer_free(xd_timer_t *t);
+
+#endif
