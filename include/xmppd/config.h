@@ -1,0 +1,297 @@
+/*
+ * config.h — the server configuration: xmppd.yml → xd_config_t (DESIGN.md 6, STYLE.md 3.4).
+ *
+ * One YAML file with the shape ejabberd administrators know: hosts, listen,
+ * certfiles, auth_method, sql_*, acl, access_rules, shaper, shaper_rules,
+ * modules and host_config.  Every option is declared in one table in
+ * src/core/config.c; docs/configuration.md is generated from those tables
+ * (tools/gen-docs) and examples/xmppd.yml shows every option.
+ *
+ * Lifetime and threads: an xd_config_t is immutable once loaded and
+ * reference-counted (atomic).  The running server publishes the current one
+ * with xd_config_publish(); xd_config_get() returns a new reference to it and
+ * never blocks (a reload only makes the publisher wait for readers that are
+ * between loading the pointer and taking their reference).  Whoever holds a
+ * reference may read every field below from any thread.
+ *
+ * Scopes: options flagged XD_OPT_HOST (auth_method, acl, access_rules, …)
+ * may be set again per host under host_config.  xd_config_host() returns the
+ * effective values for one served host: a scalar option from host_config
+ * wins over the top level; acl, access_rules, shaper_rules and modules are
+ * merged by name, the host's definition winning.
+ */
+#ifndef XMPPD_CONFIG_H
+#define XMPPD_CONFIG_H
+
+#include <regex.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/socket.h>
+
+#include "xmppd/jid.h"
+#include "xmppd/opt.h"
+
+/* ---- listen ------------------------------------------------------------------------------- */
+
+typedef enum xd_listen_mod {
+    XD_LISTEN_MOD_C2S,       /* c2s, ejabberd_c2s */
+    XD_LISTEN_MOD_S2S,       /* s2s, ejabberd_s2s_in */
+    XD_LISTEN_MOD_COMPONENT, /* component, ejabberd_service (XEP-0114) */
+    XD_LISTEN_MOD_HTTP,      /* http, ejabberd_http */
+} xd_listen_mod;
+
+/* One entry of `listen`.  Immutable after load. */
+typedef struct xd_listen_conf {
+    int port;                      /* 1..65535, required */
+    char *ip;                      /* address to bind; "::" = all, dual-stack */
+    int module;                    /* xd_listen_mod */
+    bool starttls;                 /* offer STARTTLS (RFC 6120 5) */
+    bool starttls_required;        /* refuse to go on without TLS */
+    bool tls;                      /* direct TLS on connect (XEP-0368) */
+    size_t max_stanza_size;        /* bytes; 64KB c2s/http, 128KB s2s/component */
+    char *shaper;                  /* shaper or shaper rule name; "none" */
+    char *access;                  /* access rule deciding who may connect */
+    int backlog;                   /* listen(2) backlog */
+    int max_connections;           /* open connections on this listener, all workers */
+    char *password;                /* component: shared secret (XEP-0114) */
+    const xd_conf_node_t *hosts;   /* component: {domain: {password: …}}, raw */
+    uint64_t handshake_timeout_ms; /* until the stream is authenticated */
+    uint64_t idle_timeout_ms;      /* close after this long without traffic; 0 = never */
+} xd_listen_conf_t;
+
+/* "c2s", "s2s", "component", "http". */
+const char *xd_listen_module_name(int module);
+
+/* ---- acl, access_rules, shaper, shaper_rules, modules --------------------------------------- */
+
+typedef struct xd_cidr {
+    int family;          /* AF_INET or AF_INET6 */
+    uint8_t addr[16];    /* network address, 4 or 16 bytes used, host bits zero */
+    unsigned prefix;     /* prefix length, 0..32 or 0..128 */
+} xd_cidr_t;
+
+typedef struct xd_cidr_list {
+    xd_cidr_t *items; /* owned */
+    size_t count;     /* number of items */
+} xd_cidr_list_t;
+
+typedef struct xd_regex_list {
+    regex_t *items;   /* compiled (POSIX extended, no sub-matches) */
+    char **sources;   /* the patterns as written, for messages */
+    size_t count;     /* number of items */
+} xd_regex_list_t;
+
+/* One ACL: matches when ANY of its entries matches (ejabberd semantics). */
+typedef struct xd_acl {
+    char *name;                    /* the key under `acl` */
+    xd_strlist_t user;             /* "local@domain" or "local" (= at the host asked about) */
+    xd_strlist_t server;           /* domains */
+    xd_strlist_t resource;         /* resources, exact */
+    xd_cidr_list_t ip;             /* source address ranges */
+    xd_regex_list_t user_regexp;   /* localparts of users of the host asked about */
+    xd_regex_list_t server_regexp; /* domains */
+    xd_regex_list_t resource_regexp; /* resources */
+} xd_acl_t;
+
+typedef struct xd_acl_set {
+    xd_acl_t *items; /* owned, in document order */
+    size_t count;    /* number of items */
+} xd_acl_set_t;
+
+/* One clause of a rule: `allow: admin` → value "allow", acl "admin". */
+typedef struct xd_rule_clause {
+    char *value;                 /* "allow"/"deny", or a shaper_rules value */
+    char *acl;                   /* ACL name, or NULL when inline_acl is used */
+    xd_acl_t *inline_acl;        /* `allow: {ip: 10.0.0.0/8}`, owned, or NULL */
+    const xd_conf_node_t *node;  /* where the ACL reference is written (NULL: built in) */
+    const xd_conf_node_t *value_node; /* where the value is written (NULL: built in) */
+} xd_rule_clause_t;
+
+typedef struct xd_rule {
+    char *name;                  /* the key under access_rules / shaper_rules */
+    xd_rule_clause_t *clauses;   /* first match wins */
+    size_t count;                /* number of clauses */
+    bool listed;                 /* written as a sequence (paths say [i]) */
+} xd_rule_t;
+
+typedef struct xd_rule_set {
+    xd_rule_t *items; /* owned, in document order */
+    size_t count;     /* number of items */
+} xd_rule_set_t;
+
+typedef struct xd_shaper {
+    char *name;            /* the key under `shaper` */
+    uint64_t rate_bytes;   /* sustained bytes per second */
+    uint64_t burst_bytes;  /* bucket size in bytes (defaults to one second of rate) */
+} xd_shaper_t;
+
+typedef struct xd_shaper_set {
+    xd_shaper_t *items; /* owned */
+    size_t count;       /* number of items */
+} xd_shaper_set_t;
+
+/* One entry of `modules`: the options stay a raw tree until the module's own
+ * table parses them (xd_opt_parse_at(table, opts, conf, "modules.mod_x", &err)). */
+typedef struct xd_module_conf {
+    char *name;                  /* "mod_ping" */
+    const xd_conf_node_t *opts;  /* mapping, or NULL for `mod_x: {}` / null; holds its doc */
+} xd_module_conf_t;
+
+typedef struct xd_module_set {
+    xd_module_conf_t *items; /* owned, in document order */
+    size_t count;            /* number of items */
+} xd_module_set_t;
+
+/* ---- scopes ---------------------------------------------------------------------------------- */
+
+typedef enum xd_auth_method {
+    XD_AUTH_INTERNAL,  /* SCRAM credentials in the database */
+    XD_AUTH_EXTERNAL,  /* extauth_program (ejabberd's external auth protocol) */
+    XD_AUTH_ANONYMOUS, /* SASL ANONYMOUS */
+} xd_auth_method;
+
+/* The HOST-scope options: the top-level values (xd_config_t.global), or the
+ * effective ones of one host.  Immutable after load. */
+typedef struct xd_host_conf {
+    char *host;                        /* the served host; NULL for the global scope */
+    int auth_method;                   /* xd_auth_method */
+    char *extauth_program;             /* external: command line of the script */
+    int extauth_pool_size;             /* external: processes per host */
+    char *language;                    /* default xml:lang of server messages */
+    int scram_iterations;              /* PBKDF2 rounds for new SCRAM credentials */
+    xd_acl_set_t acl;                  /* this scope's own ACLs */
+    xd_rule_set_t access_rules;        /* this scope's own access rules */
+    xd_rule_set_t shaper_rules;        /* this scope's own shaper rules */
+    xd_module_set_t modules;           /* this scope's own module entries */
+    const struct xd_host_conf *parent; /* the global scope, or NULL for it */
+} xd_host_conf_t;
+
+/* ---- the configuration ----------------------------------------------------------------------- */
+
+typedef enum xd_sql_type { XD_SQL_SQLITE, XD_SQL_PGSQL, XD_SQL_MYSQL, XD_SQL_ODBC } xd_sql_type;
+typedef enum xd_default_db { XD_DEFAULT_DB_SQL } xd_default_db;
+
+typedef struct xd_config {
+    _Atomic unsigned refs;       /* private: xd_config_ref/unref */
+    xd_conf_doc_t *doc;          /* the parsed file (kept for module options); NULL built-in */
+    char *path;                  /* the file loaded, or NULL for the built-in defaults */
+
+    xd_strlist_t hosts;          /* served domains, normalised, unique, at least one */
+    int loglevel;                /* xd_log_level */
+    char *log_file;              /* "-" = stderr */
+    unsigned workers;            /* worker threads, 1..256 ("auto" resolved) */
+    char *data_dir;              /* database, certificates, sockets */
+    int pool_threads;            /* blocking pool threads */
+    int pool_queue;              /* blocking pool queue bound */
+    xd_strlist_t certfiles;      /* glob patterns of PEM files */
+    char *ctl_socket;            /* xmppctl socket path (default <data_dir>/xmppd.sock) */
+    char *pid_file;              /* or NULL */
+    xd_optlist_t listen;         /* xd_listen_conf_t items */
+    int default_db;              /* xd_default_db */
+    int sql_type;                /* xd_sql_type */
+    char *sql_server;            /* host name or socket directory */
+    int sql_port;                /* 0 for sqlite/odbc; resolved per type */
+    char *sql_database;          /* database name; sqlite: file path */
+    char *sql_username;          /* user name */
+    char *sql_password;          /* password (never logged) */
+    int sql_pool_size;           /* connections per node */
+    xd_shaper_set_t shaper;      /* traffic shapers */
+    const xd_conf_node_t *host_config; /* raw; effective values in hosts_conf */
+
+    xd_host_conf_t global;       /* HOST-scope options at the top level */
+    xd_host_conf_t *hosts_conf;  /* hosts.count entries, effective per host */
+} xd_config_t;
+
+/* Loads and validates `path`.  On success *out is a new reference.  On error
+ * *err is a malloc'd message, one line per error found ("xmppd.yml:12:5:
+ * listen[1].port: 70000 is out of range (expected 1..65535)"), and the result
+ * is an XD_ECONF_* code or -errno. */
+int xd_config_load(const char *path, xd_config_t **out, char **err);
+
+/* Parses a configuration from memory; `name` appears in locations. */
+int xd_config_load_string(const char *name, const char *text, size_t len, xd_config_t **out,
+                          char **err);
+
+/* The built-in configuration used when there is no file: host localhost,
+ * data under ./var, c2s on 127.0.0.1:5222 and [::1]:5222. */
+int xd_config_default(xd_config_t **out);
+
+xd_config_t *xd_config_ref(xd_config_t *cfg);
+void xd_config_unref(xd_config_t *cfg);
+
+/* The published configuration: a new reference (NULL before the first publish). */
+xd_config_t *xd_config_get(void);
+
+/* Publishes `cfg` (takes over the caller's reference; NULL clears) and drops
+ * the reference to the previous one once no reader is still picking it up. */
+void xd_config_publish(xd_config_t *cfg);
+
+/* Effective HOST-scope values of `host` (normalised), or NULL when not served. */
+const xd_host_conf_t *xd_config_host(const xd_config_t *cfg, const char *host);
+
+/* Plain accessors (the fields may also be read directly). */
+size_t xd_config_host_count(const xd_config_t *cfg);
+const char *xd_config_host_name(const xd_config_t *cfg, size_t i); /* NULL past the end */
+const char *xd_config_default_host(const xd_config_t *cfg);       /* the first of hosts */
+bool xd_config_is_host(const xd_config_t *cfg, const char *host);  /* normalised host */
+int xd_config_loglevel(const xd_config_t *cfg);                    /* an xd_log_level */
+const char *xd_config_log_file(const xd_config_t *cfg);            /* "-" = stderr */
+unsigned xd_config_workers(const xd_config_t *cfg);
+const char *xd_config_data_dir(const xd_config_t *cfg);
+unsigned xd_config_pool_threads(const xd_config_t *cfg);
+unsigned xd_config_pool_queue(const xd_config_t *cfg);
+size_t xd_config_listen_count(const xd_config_t *cfg);
+const xd_listen_conf_t *xd_config_listen(const xd_config_t *cfg, size_t i);
+const char *xd_config_ctl_socket(const xd_config_t *cfg);
+
+/* Lookups by name in a scope, falling back to the global scope. */
+const xd_acl_t *xd_config_acl(const xd_host_conf_t *scope, const char *name);
+const xd_rule_t *xd_config_access_rule(const xd_host_conf_t *scope, const char *name);
+const xd_shaper_t *xd_config_shaper(const xd_config_t *cfg, const char *name);
+/* The options of module `name` for `host` (NULL host: global), and whether it is enabled. */
+const xd_module_conf_t *xd_config_module(const xd_config_t *cfg, const char *host,
+                                         const char *name);
+
+/* ---- evaluation ------------------------------------------------------------------------------ */
+
+typedef enum xd_access { XD_ACCESS_DENY = 0, XD_ACCESS_ALLOW = 1 } xd_access_t;
+
+/* Whether `jid` (may be NULL) connecting from `addr` (may be NULL) matches ACL
+ * `acl` when asked about `host` ("user: admin" means admin@host).  "all" and
+ * "none" are built in. */
+bool xd_acl_match(const xd_host_conf_t *scope, const xd_acl_t *acl, const char *host,
+                  const xd_jid_t *jid, const struct sockaddr *addr);
+
+/* Evaluates access rule `rule` for `host` (a served host: its host_config
+ * definitions win; otherwise the global ones).  The first clause whose ACL
+ * matches decides; no match, or an unknown rule, denies.  The rules "all"
+ * (allow) and "none" (deny) are built in. */
+xd_access_t xd_access_match(const xd_config_t *cfg, const char *host, const char *rule,
+                            const xd_jid_t *jid, const struct sockaddr *addr);
+
+/* Evaluates shaper rule `rule` as above: the value of the first matching
+ * clause ("normal", "none", "10"), or NULL when none matches or no such rule. */
+const char *xd_shaper_rule_match(const xd_config_t *cfg, const char *host, const char *rule,
+                                 const xd_jid_t *jid, const struct sockaddr *addr);
+
+/* Whether `addr` lies in `cidr`. */
+bool xd_cidr_match(const xd_cidr_t *cidr, const struct sockaddr *addr);
+
+/* Parses "10.0.0.0/8", "::1/128" or a bare address (full prefix).  0 or XD_EINVAL. */
+int xd_cidr_parse(const char *s, xd_cidr_t *out);
+
+/* ---- tables, for tools/gen-docs and tests ---------------------------------------------------- */
+
+typedef struct xd_config_doc_section {
+    const char *title;      /* "listen entries" */
+    const char *intro;      /* Markdown paragraph(s) */
+    const xd_opt_t *table;  /* the options, or NULL for prose only */
+    size_t size;            /* sizeof the struct the table fills */
+} xd_config_doc_section_t;
+
+/* {NULL}-terminated list of every documented table, in docs order. */
+const xd_config_doc_section_t *xd_config_doc_sections(void);
+
+#endif
