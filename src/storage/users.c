@@ -1,0 +1,323 @@
+/*
+ * users.c — the user store: accounts per virtual host and their salted
+ * SCRAM credentials (DESIGN.md 4; tables from migration core/1 in
+ * migrate.c).  Used by the internal auth backend, in-band registration and
+ * the xmppctl register/unregister/change_password commands.
+ *
+ * Invariants: a password is never stored or logged, only SCRAM-SHA-1,
+ * SHA-256 and SHA-512 credentials, each with its own random salt, all three
+ * written in the transaction that writes the user (create) or replaces the
+ * old ones (set_password).  Key derivation (PBKDF2, the slow part) happens
+ * before the transaction starts, so the write lock is held only for the
+ * inserts.  Every function blocks and asserts it is off the loops.
+ */
+#include <string.h>
+#include <time.h>
+
+#include "core/worker.h"
+#include "storage/db_int.h"
+#include "xmppd/alloc.h"
+#include "xmppd/assert.h"
+#include "xmppd/err.h"
+#include "xmppd/log.h"
+#include "xmppd/scram.h"
+
+/* The hashes stored for every user, and the order check_password tries
+ * them in (strongest first). */
+static const xd_scram_hash users_hashes[XD_SCRAM_HASH_COUNT] = {
+    XD_SCRAM_SHA512,
+    XD_SCRAM_SHA256,
+    XD_SCRAM_SHA1,
+};
+
+/* Arguments of the write transactions. */
+typedef struct users_op {
+    xd_str_t host;                /* prepared domain */
+    xd_str_t user;                /* prepared localpart */
+    const xd_scram_cred_t *creds; /* XD_SCRAM_HASH_COUNT credentials, or NULL */
+} users_op_t;
+
+static int
+users_derive(xd_str_t password, unsigned iterations, xd_scram_cred_t *creds)
+{
+    if (iterations == 0)
+        return XD_EINVAL;
+    for (unsigned i = 0; i < XD_SCRAM_HASH_COUNT; i++) {
+        int rc = xd_scram_cred_make(users_hashes[i], password, iterations, &creds[i]);
+        if (rc < 0)
+            return rc;
+    }
+    return 0;
+}
+
+/* Replaces the user's credentials with op->creds. */
+static int
+users_put_creds(xd_db_conn_t *c, const users_op_t *op)
+{
+    xd_db_val_t key[] = { XD_DB_V_TEXT(op->host), XD_DB_V_TEXT(op->user) };
+    int rc = xd_db_query(c, "DELETE FROM user_scram WHERE host = ? AND username = ?", key, 2,
+                         NULL, NULL);
+    for (unsigned i = 0; rc == 0 && i < XD_SCRAM_HASH_COUNT; i++) {
+        const xd_scram_cred_t *cr = &op->creds[i];
+        size_t klen = xd_scram_key_len(cr->hash);
+        xd_db_val_t p[] = {
+            XD_DB_V_TEXT(op->host),
+            XD_DB_V_TEXT(op->user),
+            XD_DB_V_CSTR(xd_scram_hash_name(cr->hash)),
+            XD_DB_V_BLOB(cr->salt, cr->salt_len),
+            XD_DB_V_INT(cr->iterations),
+            XD_DB_V_BLOB(cr->stored_key, klen),
+            XD_DB_V_BLOB(cr->server_key, klen),
+        };
+        rc = xd_db_query(c,
+                         "INSERT INTO user_scram (host, username, hash, salt, iterations,"
+                         " stored_key, server_key) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                         p, 7, NULL, NULL);
+    }
+    return rc;
+}
+
+static int
+users_exists_conn(xd_db_conn_t *c, xd_str_t host, xd_str_t user)
+{
+    int64_t one;
+    xd_db_val_t p[] = { XD_DB_V_TEXT(host), XD_DB_V_TEXT(user) };
+    int rc = xd_db_query_int64(c, "SELECT 1 FROM users WHERE host = ? AND username = ?", p, 2,
+                               &one);
+    if (rc == XD_ENOTFOUND)
+        return 0;
+    return rc < 0 ? rc : 1;
+}
+
+static int
+users_create_tx(xd_db_conn_t *c, void *arg)
+{
+    const users_op_t *op = arg;
+    xd_db_val_t p[] = { XD_DB_V_TEXT(op->host), XD_DB_V_TEXT(op->user),
+                        XD_DB_V_INT(time(NULL)) };
+    int rc = xd_db_query(c, "INSERT INTO users (host, username, created_at) VALUES (?, ?, ?)",
+                         p, 3, NULL, NULL);
+    if (rc == XD_EDB_CONSTRAINT)
+        return XD_EEXIST; /* the primary key (host, username) */
+    if (rc == 0 && op->creds != NULL)
+        rc = users_put_creds(c, op);
+    return rc;
+}
+
+int
+xd_user_create(xd_db_t *db, xd_str_t host, xd_str_t user, xd_str_t password,
+               unsigned iterations)
+{
+    xd_assert_off_loop();
+    if (host.len == 0 || user.len == 0)
+        return XD_EINVAL;
+    xd_scram_cred_t creds[XD_SCRAM_HASH_COUNT];
+    users_op_t op = { host, user, NULL };
+    if (password.p != NULL) {
+        int rc = users_derive(password, iterations, creds);
+        if (rc < 0)
+            return rc;
+        op.creds = creds;
+    }
+    return xd_db_tx(db, users_create_tx, &op);
+}
+
+int
+xd_user_exists(xd_db_t *db, xd_str_t host, xd_str_t user)
+{
+    xd_assert_off_loop();
+    xd_db_conn_t *c;
+    int rc = xd_db_acquire(db, &c);
+    if (rc < 0)
+        return rc;
+    rc = users_exists_conn(c, host, user);
+    xd_db_release(c);
+    return rc;
+}
+
+static int
+users_set_tx(xd_db_conn_t *c, void *arg)
+{
+    const users_op_t *op = arg;
+    int rc = users_exists_conn(c, op->host, op->user);
+    if (rc == 0)
+        return XD_ENOTFOUND;
+    return rc < 0 ? rc : users_put_creds(c, op);
+}
+
+int
+xd_user_set_password(xd_db_t *db, xd_str_t host, xd_str_t user, xd_str_t password,
+                     unsigned iterations)
+{
+    xd_assert_off_loop();
+    xd_scram_cred_t creds[XD_SCRAM_HASH_COUNT];
+    int rc = users_derive(password, iterations, creds);
+    if (rc < 0)
+        return rc;
+    users_op_t op = { host, user, creds };
+    return xd_db_tx(db, users_set_tx, &op);
+}
+
+typedef struct users_get {
+    xd_scram_cred_t *out; /* where the row goes */
+    bool found;           /* a row came */
+    bool bad;             /* the row has impossible sizes */
+} users_get_t;
+
+static int
+users_get_row(void *arg, const xd_db_val_t *cols, size_t ncols)
+{
+    users_get_t *g = arg;
+    xd_scram_cred_t *o = g->out;
+    size_t klen = xd_scram_key_len(o->hash);
+    g->found = true;
+    if (ncols != 4 || cols[0].type != XD_DB_BLOB || cols[0].s.len == 0 ||
+        cols[0].s.len > XD_SCRAM_SALT_MAX || cols[1].type != XD_DB_INT64 || cols[1].i < 1 ||
+        cols[1].i > (int64_t)UINT32_MAX || cols[2].type != XD_DB_BLOB ||
+        cols[2].s.len != klen || cols[3].type != XD_DB_BLOB || cols[3].s.len != klen) {
+        g->bad = true;
+        return 1;
+    }
+    memcpy(o->salt, cols[0].s.p, cols[0].s.len);
+    o->salt_len = cols[0].s.len;
+    o->iterations = (unsigned)cols[1].i;
+    memcpy(o->stored_key, cols[2].s.p, klen);
+    memcpy(o->server_key, cols[3].s.p, klen);
+    return 1;
+}
+
+int
+xd_user_get_scram(xd_db_t *db, xd_str_t host, xd_str_t user, xd_scram_hash hash,
+                  xd_scram_cred_t *out)
+{
+    xd_assert_off_loop();
+    if ((unsigned)hash >= XD_SCRAM_HASH_COUNT)
+        return XD_EINVAL;
+    xd_db_conn_t *c;
+    int rc = xd_db_acquire(db, &c);
+    if (rc < 0)
+        return rc;
+    memset(out, 0, sizeof *out);
+    out->hash = hash;
+    users_get_t g = { out, false, false };
+    xd_db_val_t p[] = { XD_DB_V_TEXT(host), XD_DB_V_TEXT(user),
+                        XD_DB_V_CSTR(xd_scram_hash_name(hash)) };
+    rc = xd_db_query(c,
+                     "SELECT salt, iterations, stored_key, server_key FROM user_scram"
+                     " WHERE host = ? AND username = ? AND hash = ?",
+                     p, 3, users_get_row, &g);
+    xd_db_release(c);
+    if (rc < 0)
+        return rc;
+    if (!g.found)
+        return XD_ENOTFOUND;
+    if (g.bad) {
+        XD_LOG(NULL, XD_ERROR, "db bad scram row", "host=%.*s user=%.*s hash=%s",
+               (int)host.len, host.p, (int)user.len, user.p, xd_scram_hash_name(hash));
+        return XD_EDB;
+    }
+    return 0;
+}
+
+int
+xd_user_check_password(xd_db_t *db, xd_str_t host, xd_str_t user, xd_str_t password,
+                       bool *ok)
+{
+    xd_assert_off_loop();
+    *ok = false;
+    xd_db_conn_t *c;
+    int rc = xd_db_acquire(db, &c);
+    if (rc < 0)
+        return rc;
+    /* The reads below run on one connection (nested acquires reuse it). */
+    rc = users_exists_conn(c, host, user);
+    if (rc == 0)
+        rc = XD_ENOTFOUND;
+    if (rc < 0) {
+        xd_db_release(c);
+        return rc;
+    }
+
+    xd_scram_cred_t cred;
+    rc = XD_ENOTFOUND;
+    for (unsigned i = 0; i < XD_SCRAM_HASH_COUNT && rc == XD_ENOTFOUND; i++)
+        rc = xd_user_get_scram(db, host, user, users_hashes[i], &cred);
+    xd_db_release(c);
+    if (rc == XD_ENOTFOUND)
+        return 0; /* a user without credentials never matches */
+    if (rc < 0)
+        return rc;
+
+    uint8_t stored[XD_SCRAM_KEY_MAX], server[XD_SCRAM_KEY_MAX];
+    rc = xd_scram_derive(cred.hash, password,
+                         (xd_str_t){ (const char *)cred.salt, cred.salt_len }, cred.iterations,
+                         stored, server);
+    if (rc == XD_EINVAL)
+        return 0; /* a password OpaqueString refuses was never stored */
+    if (rc < 0)
+        return rc;
+    *ok = xd_scram_ct_eq(stored, cred.stored_key, xd_scram_key_len(cred.hash));
+    return 0;
+}
+
+int
+xd_user_remove(xd_db_t *db, xd_str_t host, xd_str_t user)
+{
+    xd_assert_off_loop();
+    xd_db_conn_t *c;
+    int rc = xd_db_acquire(db, &c);
+    if (rc < 0)
+        return rc;
+    /* One statement is atomic; ON DELETE CASCADE removes user_scram rows
+     * (foreign_keys=ON on every connection). */
+    xd_db_val_t p[] = { XD_DB_V_TEXT(host), XD_DB_V_TEXT(user) };
+    rc = xd_db_query(c, "DELETE FROM users WHERE host = ? AND username = ?", p, 2, NULL, NULL);
+    if (rc == 0 && xd_db_changes(c) == 0)
+        rc = XD_ENOTFOUND;
+    xd_db_release(c);
+    return rc;
+}
+
+typedef struct users_list {
+    xd_user_handler fn; /* caller's */
+    void *arg;          /* caller's */
+} users_list_t;
+
+static int
+users_list_row(void *arg, const xd_db_val_t *cols, size_t ncols)
+{
+    users_list_t *l = arg;
+    if (ncols != 1 || cols[0].type != XD_DB_TEXT)
+        return XD_EDB;
+    return l->fn(l->arg, cols[0].s);
+}
+
+int
+xd_user_list(xd_db_t *db, xd_str_t host, xd_user_handler fn, void *arg)
+{
+    xd_assert_off_loop();
+    xd_db_conn_t *c;
+    int rc = xd_db_acquire(db, &c);
+    if (rc < 0)
+        return rc;
+    users_list_t l = { fn, arg };
+    xd_db_val_t p[] = { XD_DB_V_TEXT(host) };
+    rc = xd_db_query(c, "SELECT username FROM users WHERE host = ? ORDER BY username", p, 1,
+                     users_list_row, &l);
+    xd_db_release(c);
+    return rc;
+}
+
+int
+xd_user_count(xd_db_t *db, xd_str_t host, int64_t *out)
+{
+    xd_assert_off_loop();
+    xd_db_conn_t *c;
+    int rc = xd_db_acquire(db, &c);
+    if (rc < 0)
+        return rc;
+    xd_db_val_t p[] = { XD_DB_V_TEXT(host) };
+    rc = xd_db_query_int64(c, "SELECT COUNT(*) FROM users WHERE host = ?", p, 1, out);
+    xd_db_release(c);
+    return rc;
+}
