@@ -1,0 +1,200 @@
+/*
+ * listener.c — per-worker TCP listeners with SO_REUSEPORT (see listener.h).
+ *
+ * The table of listeners is built once by xd_listeners_prepare() on the main
+ * thread and is read-only afterwards (except each listener's atomic
+ * connection counter), so workers read it without locks.
+ */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "stream/listener.h"
+
+#include "stream/c2s.h"
+#include "stream/wstate.h"
+#include "xmppd/alloc.h"
+#include "xmppd/assert.h"
+#include "xmppd/config.h"
+#include "xmppd/err.h"
+#include "xmppd/log.h"
+
+static xd_listener_t *lst_table; /* immutable after prepare */
+static size_t lst_count;
+static xd_wstate_t *lst_ws[XD_MAX_WORKERS]; /* per-worker state, freed after join */
+
+size_t
+xd_listeners_count(void)
+{
+    return lst_count;
+}
+
+const xd_listener_t *
+xd_listeners_get(size_t i)
+{
+    return i < lst_count ? &lst_table[i] : NULL;
+}
+
+static int
+lst_resolve(xd_listener_t *l, const char *ip, int port)
+{
+    memset(&l->addr, 0, sizeof l->addr);
+    struct sockaddr_in *a4 = (struct sockaddr_in *)&l->addr;
+    struct sockaddr_in6 *a6 = (struct sockaddr_in6 *)&l->addr;
+    if (uv_ip4_addr(ip, port, a4) == 0) {
+        l->addrlen = sizeof *a4;
+        snprintf(l->name, sizeof l->name, "%s:%d", ip, port);
+        return 0;
+    }
+    if (uv_ip6_addr(ip, port, a6) == 0) {
+        l->addrlen = sizeof *a6;
+        snprintf(l->name, sizeof l->name, "[%s]:%d", ip, port);
+        return 0;
+    }
+    return XD_EINVAL;
+}
+
+/* Binds the address once without SO_REUSEPORT to learn whether it is free. */
+static int
+lst_probe(const xd_listener_t *l)
+{
+    int fd = socket(l->addr.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        return -errno;
+    int one = 1;
+    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+    if (l->addr.ss_family == AF_INET6) {
+        const struct sockaddr_in6 *a6 = (const struct sockaddr_in6 *)&l->addr;
+        int v6only = !IN6_IS_ADDR_UNSPECIFIED(&a6->sin6_addr);
+        setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &v6only, sizeof v6only);
+    }
+    int rc = 0;
+    if (bind(fd, (const struct sockaddr *)&l->addr, l->addrlen) != 0)
+        rc = -errno;
+    close(fd);
+    return rc;
+}
+
+int
+xd_listeners_prepare(const struct xd_config *cfg, char **err)
+{
+    size_t n = xd_config_listen_count(cfg);
+    lst_table = xd_calloc(n ? n : 1, sizeof *lst_table);
+    lst_count = 0;
+    for (size_t i = 0; i < n; i++) {
+        const xd_listen_conf_t *lc = xd_config_listen(cfg, i);
+        if (lc->module != XD_LISTEN_MOD_C2S) {
+            /* s2s, component and http listeners arrive with their issues. */
+            XD_LOG(NULL, XD_WARN, "listener not supported yet", "port=%d module=%s", lc->port,
+                   xd_listen_module_name(lc->module));
+            continue;
+        }
+        xd_listener_t *l = &lst_table[lst_count];
+        if (lst_resolve(l, lc->ip, lc->port) != 0) {
+            if (asprintf(err, "listen: invalid address \"%s\"", lc->ip) < 0)
+                *err = NULL;
+            return XD_EINVAL;
+        }
+        l->module = XD_LISTEN_C2S;
+        l->backlog = lc->backlog;
+        l->max_connections = lc->max_connections;
+        l->max_stanza_bytes = lc->max_stanza_size;
+        l->handshake_timeout_ms = lc->handshake_timeout_ms;
+        atomic_init(&l->connections, 0);
+        int rc = lst_probe(l);
+        if (rc != 0) {
+            if (asprintf(err, "cannot listen on %s: %s", l->name, xd_strerror(rc)) < 0)
+                *err = NULL;
+            return rc;
+        }
+        lst_count++;
+    }
+    return 0;
+}
+
+static void
+lst_on_connection(uv_stream_t *server, int status)
+{
+    xd_listener_t *l = server->data;
+    xd_worker_t *w = xd_worker_self();
+    if (status < 0) {
+        XD_LOG(NULL, XD_WARN, "accept failed", "listener=%s err=%s", l->name,
+               xd_strerror(status));
+        return;
+    }
+    xd_c2s_accept(w, server, l);
+}
+
+void
+xd_listeners_start_worker(xd_worker_t *w)
+{
+    xd_wstate_t *ws = xd_new(xd_wstate_t);
+    ws->worker = w;
+    XD_ASSERT(xd_worker_index(w) < XD_MAX_WORKERS);
+    lst_ws[xd_worker_index(w)] = ws;
+    xd_worker_set_data(w, ws);
+    ws->listen = xd_calloc(lst_count ? lst_count : 1, sizeof *ws->listen);
+    uv_loop_t *loop = xd_worker_loop(w);
+
+    for (size_t i = 0; i < lst_count; i++) {
+        xd_listener_t *l = &lst_table[i];
+        uv_tcp_t *h = &ws->listen[ws->nlisten];
+        int rc = uv_tcp_init_ex(loop, h, l->addr.ss_family);
+        if (rc != 0) {
+            XD_LOG(NULL, XD_ERROR, "listen failed", "listener=%s err=%s", l->name,
+                   xd_strerror(rc));
+            continue;
+        }
+        h->data = l;
+        uv_os_fd_t fd;
+        int one = 1;
+        unsigned flags = 0;
+        if (uv_fileno((uv_handle_t *)h, &fd) == 0)
+            setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one);
+        if (l->addr.ss_family == AF_INET6) {
+            const struct sockaddr_in6 *a6 = (const struct sockaddr_in6 *)&l->addr;
+            if (!IN6_IS_ADDR_UNSPECIFIED(&a6->sin6_addr))
+                flags |= UV_TCP_IPV6ONLY;
+        }
+        rc = uv_tcp_bind(h, (const struct sockaddr *)&l->addr, flags);
+        if (rc == 0)
+            rc = uv_listen((uv_stream_t *)h, l->backlog, lst_on_connection);
+        if (rc != 0) {
+            XD_LOG(NULL, XD_ERROR, "listen failed", "listener=%s worker=%u err=%s", l->name,
+                   xd_worker_index(w), xd_strerror(rc));
+            uv_close((uv_handle_t *)h, NULL);
+        }
+        ws->nlisten++;
+    }
+}
+
+void
+xd_listeners_stop_worker(xd_worker_t *w)
+{
+    xd_wstate_t *ws = xd_wstate(w);
+    if (!ws)
+        return;
+    ws->stopping = true;
+    for (size_t i = 0; i < ws->nlisten; i++)
+        if (!uv_is_closing((uv_handle_t *)&ws->listen[i]))
+            uv_close((uv_handle_t *)&ws->listen[i], NULL);
+    xd_c2s_shutdown_worker(w);
+}
+
+void
+xd_listeners_free(void)
+{
+    for (unsigned i = 0; i < XD_MAX_WORKERS; i++) {
+        if (lst_ws[i]) {
+            xd_free(lst_ws[i]->listen);
+            xd_free(lst_ws[i]);
+            lst_ws[i] = NULL;
+        }
+    }
+    xd_free(lst_table);
+    lst_table = NULL;
+    lst_count = 0;
+}

@@ -1,0 +1,61 @@
+/*
+ * listener.h — TCP listeners shared by all workers (DESIGN.md 2).
+ *
+ * Each worker listens on every configured address with its own socket and
+ * SO_REUSEPORT, so the kernel spreads new connections over the workers and a
+ * connection lives on the worker that accepted it (its owner) for its whole
+ * life.  Before the workers start, xd_listeners_prepare() binds each address
+ * once WITHOUT SO_REUSEPORT: that fails when any other process holds the
+ * port, which SO_REUSEPORT alone would silently share.
+ */
+#ifndef XMPPD_STREAM_LISTENER_H
+#define XMPPD_STREAM_LISTENER_H
+
+#include <stdatomic.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/socket.h>
+
+#include "core/worker.h"
+
+#define XD_MAX_WORKERS 256 /* the config allows 1..256 */
+
+typedef enum xd_listen_module {
+    XD_LISTEN_C2S,
+    XD_LISTEN_S2S,
+    XD_LISTEN_COMPONENT,
+    XD_LISTEN_HTTP,
+} xd_listen_module;
+
+/* One listening address, immutable after prepare except the counter. */
+typedef struct xd_listener {
+    struct sockaddr_storage addr; /* resolved address */
+    socklen_t addrlen;            /* its length */
+    char name[64];                /* "127.0.0.1:5222" / "[::1]:5222" for logs */
+    xd_listen_module module;      /* what runs on accepted connections */
+    int backlog;                  /* listen(2) backlog */
+    unsigned max_connections;     /* across all workers */
+    size_t max_stanza_bytes;      /* parser limit for this listener */
+    uint64_t handshake_timeout_ms;/* until authenticated (c2s) */
+    _Atomic unsigned connections; /* open connections, all workers */
+} xd_listener_t;
+
+struct xd_config;
+
+/* Resolves and probes every c2s listener of `cfg`.  On error *err is a
+ * malloc'd message ("cannot listen on 127.0.0.1:5222: address already in
+ * use").  Call before xd_workers_start. */
+int xd_listeners_prepare(const struct xd_config *cfg, char **err);
+
+/* Worker hooks: open the per-worker sockets / close them. */
+void xd_listeners_start_worker(xd_worker_t *w);
+void xd_listeners_stop_worker(xd_worker_t *w);
+
+/* Frees what prepare allocated (after the workers joined). */
+void xd_listeners_free(void);
+
+/* Number of prepared listeners and their descriptions, for the ready log. */
+size_t xd_listeners_count(void);
+const xd_listener_t *xd_listeners_get(size_t i);
+
+#endif

@@ -1,0 +1,69 @@
+"""pytest fixtures that run a real xmppd on loopback.
+
+Every test that asks for `server` gets an xmppd of its own: a temporary
+directory with a generated xmppd.yml, free loopback ports, two workers (so
+cross-worker paths always run) and its own data directory.  The fixture
+waits until the server logs that it is ready, and afterwards always stops it
+by its PID: SIGTERM, then SIGKILL after a grace period.  When the test failed,
+the server's log is printed so the failure can be read without a rerun.
+"""
+import os
+import signal
+import socket
+import subprocess
+import time
+
+import pytest
+
+from xmpptest import Server, free_port, have_ipv6
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def build_dir():
+    return os.environ.get("XMPPD_BUILD", os.path.join(ROOT, "build-test"))
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "slow: long-running test, skipped in the TSan pass")
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    outcome = yield
+    rep = outcome.get_result()
+    setattr(item, "rep_" + rep.when, rep)
+
+
+@pytest.fixture
+def server_factory(request, tmp_path):
+    """Returns start(**options) → Server; all started servers are stopped."""
+    started = []
+
+    def start(**kw):
+        srv = Server(build_dir(), tmp_path / f"srv{len(started)}", **kw)
+        started.append(srv)
+        srv.start()
+        return srv
+
+    yield start
+
+    failed = any(getattr(request.node, "rep_" + w, None) is not None
+                 and getattr(request.node, "rep_" + w).failed for w in ("setup", "call"))
+    problems = []
+    for srv in started:
+        rc = srv.stop()
+        if srv.expect_clean_exit and rc != 0:
+            problems.append(f"xmppd exited with {rc} (expected 0 after SIGTERM)")
+        san = srv.sanitizer_report()
+        if san:
+            problems.append("sanitizer report:\n" + san)
+        if failed or problems:
+            print(f"\n----- xmppd log ({srv.dir}) -----\n{srv.log_text()}")
+    if problems:
+        pytest.fail("\n".join(problems))
+
+
+@pytest.fixture
+def server(server_factory):
+    return server_factory()

@@ -1,0 +1,202 @@
+"""The server process: start-up, readiness, configuration check, signals,
+graceful stop, the control socket (xmppctl)."""
+import os
+import signal
+import socket
+import stat
+import subprocess
+import time
+
+import pytest
+
+from conftest import build_dir
+from xmpptest import RawStream, free_port, have_ipv6
+
+
+def test_server__ready_then_clean_stop(server):
+    log = server.log_text()
+    assert 'event="xmppd ready"' in log
+    assert "workers=2" in log
+    s = server.raw()
+    s.open_stream()
+    s.recv_until(r"<stream:features")
+    s.close()
+    assert server.stop() == 0
+    assert 'event="xmppd stopped"' in server.log_text()
+
+
+def test_server__log_lines_are_key_value(server):
+    for line in server.log_text().splitlines():
+        parts = line.split(" ", 3)
+        assert parts[0].endswith("Z") and "T" in parts[0], line
+        assert parts[1].startswith("level="), line
+        assert parts[2].startswith('event='), line
+
+
+def test_server__no_config_runs_on_defaults(tmp_path):
+    """DESIGN.md 6: no file at all → localhost, ./var, c2s on 127.0.0.1 and ::1:5222."""
+    for addr, fam in (("127.0.0.1", socket.AF_INET),) + ((("::1", socket.AF_INET6),) if have_ipv6() else ()):
+        with socket.socket(fam, socket.SOCK_STREAM) as probe:
+            try:
+                probe.bind((addr, 5222))
+            except OSError:
+                pytest.skip(f"port 5222 on {addr} is in use on this machine")
+    errf = open(tmp_path / "stderr.log", "wb")
+    proc = subprocess.Popen([os.path.join(build_dir(), "xmppd")], cwd=tmp_path,
+                            stdout=errf, stderr=errf)
+    try:
+        deadline = time.time() + 20
+        while time.time() < deadline:
+            text = (tmp_path / "stderr.log").read_text(errors="replace")
+            if 'event="xmppd ready"' in text:
+                break
+            assert proc.poll() is None, text
+            time.sleep(0.05)
+        else:
+            raise AssertionError("not ready: " + text)
+        assert (tmp_path / "var" / "xmppd.db").exists()
+        mode = os.stat(tmp_path / "var").st_mode & 0o777
+        assert mode == 0o700
+        sock = tmp_path / "var" / "xmppd.sock"
+        assert stat.S_IMODE(os.stat(sock).st_mode) == 0o600
+        families = [("127.0.0.1", socket.AF_INET)]
+        if have_ipv6():
+            families.append(("::1", socket.AF_INET6))
+        for addr, fam in families:
+            s = RawStream(addr, 5222, fam)
+            s.open_stream("localhost")
+            s.recv_until(r"<stream:features")
+            s.close()
+        r = subprocess.run([os.path.join(build_dir(), "xmppctl"), "status"], cwd=tmp_path,
+                           capture_output=True, text=True, timeout=20)
+        assert r.returncode == 0, r.stderr
+        assert "host localhost" in r.stdout
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        rc = proc.wait(20)
+        errf.close()
+    assert rc == 0
+    text = (tmp_path / "stderr.log").read_text(errors="replace")
+    assert "ERROR: AddressSanitizer" not in text and "runtime error:" not in text, text
+
+
+def test_server__check_config_accepts_valid_file(server_factory, tmp_path):
+    srv = server_factory()
+    r = subprocess.run([srv.bin, "--check-config", "--config", srv.config_path],
+                       capture_output=True, text=True, timeout=20)
+    assert r.returncode == 0, r.stderr
+    assert "valid" in r.stdout
+
+
+def test_server__check_config_reports_file_line_column(tmp_path):
+    cfg = tmp_path / "bad.yml"
+    cfg.write_text("hosts:\n  - localhost\nlisten:\n  - port: 52x2\n    module: c2s\n")
+    r = subprocess.run([os.path.join(build_dir(), "xmppd"), "--check-config", "-c", str(cfg)],
+                       capture_output=True, text=True, timeout=20)
+    assert r.returncode == 1
+    assert f"{cfg}:4:11:" in r.stderr, r.stderr
+    assert "port" in r.stderr
+
+
+def test_server__unknown_option_is_an_error(tmp_path):
+    cfg = tmp_path / "bad.yml"
+    cfg.write_text("hosts: [localhost]\nloglevl: debug\n")
+    r = subprocess.run([os.path.join(build_dir(), "xmppd"), "--check-config", "-c", str(cfg)],
+                       capture_output=True, text=True, timeout=20)
+    assert r.returncode == 1
+    assert f"{cfg}:2:1:" in r.stderr and "loglevl" in r.stderr, r.stderr
+
+
+def test_server__version_and_help():
+    xmppd = os.path.join(build_dir(), "xmppd")
+    r = subprocess.run([xmppd, "--version"], capture_output=True, text=True)
+    assert r.returncode == 0 and r.stdout.startswith("xmppd ")
+    r = subprocess.run([xmppd, "--help"], capture_output=True, text=True)
+    assert r.returncode == 0 and "--check-config" in r.stdout
+    r = subprocess.run([xmppd, "--bogus"], capture_output=True, text=True)
+    assert r.returncode == 2
+
+
+def test_server__port_in_use_is_a_clear_error(tmp_path):
+    from xmpptest import Server
+    with socket.socket() as blocker:
+        blocker.bind(("127.0.0.1", 0))
+        blocker.listen()
+        port = blocker.getsockname()[1]
+        srv = Server(build_dir(), tmp_path / "s",
+                     listen=f"  - port: {port}\n    ip: 127.0.0.1\n    module: c2s\n")
+        srv.start(wait=False)
+        try:
+            rc = srv.proc.wait(20)
+        finally:
+            srv.stop()
+        assert rc == 1
+        assert f"cannot listen on 127.0.0.1:{port}" in srv.stderr_text()
+
+
+def test_server__sighup_reopens_log_and_reloads(server):
+    os.rename(server.log_path, server.log_path + ".1")
+    os.kill(server.pid, signal.SIGHUP)
+    deadline = time.time() + 10
+    while time.time() < deadline:
+        if os.path.exists(server.log_path) and 'event="config reloaded"' in server.log_text():
+            break
+        time.sleep(0.05)
+    assert 'event="config reloaded"' in server.log_text()
+
+
+def test_server__sigterm_closes_streams_with_system_shutdown(server):
+    s = server.raw()
+    s.open_stream()
+    s.recv_until(r"<stream:features")
+    os.kill(server.pid, signal.SIGTERM)
+    assert s.stream_error() == "system-shutdown"
+    assert server.stop() == 0
+
+
+def test_server__ipv6_listener(server_factory):
+    if not have_ipv6():
+        pytest.skip("no IPv6 loopback")
+    port = free_port(socket.AF_INET6, "::1")
+    srv = server_factory(listen=f"  - port: {port}\n    ip: '::1'\n    module: c2s\n")
+    s = RawStream("::1", port, socket.AF_INET6)
+    s.open_stream()
+    s.recv_until(r"<stream:features")
+    s.close()
+
+
+def test_ctl__status_help_and_errors(server):
+    r = server.ctl_run("status")
+    assert r.returncode == 0, r.stderr
+    assert "is running" in r.stdout and "host localhost" in r.stdout
+    r = server.ctl_run("help")
+    assert r.returncode == 0 and "reload_config" in r.stdout and "stop" in r.stdout
+    r = server.ctl_run("no_such_command")
+    assert r.returncode == 2 and "unknown command" in r.stderr
+    r = server.ctl_run("status", "extra")
+    assert r.returncode == 2
+    assert stat.S_IMODE(os.stat(server.ctl_socket).st_mode) == 0o600
+
+
+def test_ctl__reload_with_broken_file_keeps_running(server):
+    good = open(server.config_path).read()
+    with open(server.config_path, "w") as f:
+        f.write(good + "bogus_option: 1\n")
+    r = server.ctl_run("reload_config")
+    assert r.returncode == 1
+    assert "bogus_option" in r.stderr
+    s = server.raw()
+    s.open_stream()
+    s.recv_until(r"<stream:features")
+    s.close()
+    with open(server.config_path, "w") as f:
+        f.write(good)
+    assert server.ctl_run("reload_config").returncode == 0
+
+
+def test_ctl__stop_and_not_running(server):
+    r = server.ctl_run("stop")
+    assert r.returncode == 0
+    assert server.proc.wait(20) == 0
+    r = server.ctl_run("status")
+    assert r.returncode == 3
