@@ -56,7 +56,8 @@ expect_err_n(const char *in, size_t len, int code)
     xd_jid_t *j = (xd_jid_t *)(uintptr_t)1;
     int rc = xd_jid_parse((xd_str_t){ in, len }, &j);
     if (rc != code)
-        fail_msg("parse \"%.*s\": %d, want %d", (int)(len > 80 ? 80 : len), in, rc, code);
+        fail_msg("parse \"%.*s\": %d, want %d", (int)(len > 80 ? 80 : len), in ? in : "", rc,
+                 code);
     assert_null(j);
 }
 
