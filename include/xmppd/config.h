@@ -152,6 +152,13 @@ typedef enum xd_auth_method {
     XD_AUTH_ANONYMOUS, /* SASL ANONYMOUS */
 } xd_auth_method;
 
+/* What resource binding does when the full JID is taken (RFC 6120 7.7.2.2). */
+typedef enum xd_resource_conflict {
+    XD_RESOURCE_REPLACE, /* close the old session with <conflict/> (default) */
+    XD_RESOURCE_REFUSE,  /* refuse the new bind with <conflict/> */
+    XD_RESOURCE_RENAME,  /* give the new session a server-generated resource */
+} xd_resource_conflict;
+
 /* The HOST-scope options: the top-level values (xd_config_t.global), or the
  * effective ones of one host.  Immutable after load. */
 typedef struct xd_host_conf {
@@ -161,6 +168,11 @@ typedef struct xd_host_conf {
     int extauth_pool_size;             /* external: processes per host */
     char *language;                    /* default xml:lang of server messages */
     int scram_iterations;              /* PBKDF2 rounds for new SCRAM credentials */
+    uint64_t extauth_timeout_ms;       /* external: answer time per request */
+    int resource_conflict;             /* xd_resource_conflict */
+    bool allow_unencrypted_plain_auth; /* SASL PLAIN without TLS */
+    int max_auth_failures;             /* SASL failures before the stream is closed */
+    uint64_t auth_failure_delay_ms;    /* pause before each SASL failure is answered */
     xd_acl_set_t acl;                  /* this scope's own ACLs */
     xd_rule_set_t access_rules;        /* this scope's own access rules */
     xd_rule_set_t shaper_rules;        /* this scope's own shaper rules */

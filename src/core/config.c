@@ -87,6 +87,13 @@ static const xd_opt_enum_t cfg_auth_methods[] = {
     { NULL, 0 },
 };
 
+static const xd_opt_enum_t cfg_resource_conflicts[] = {
+    { "replace", XD_RESOURCE_REPLACE },
+    { "refuse", XD_RESOURCE_REFUSE },
+    { "rename", XD_RESOURCE_RENAME },
+    { NULL, 0 },
+};
+
 static const xd_opt_enum_t cfg_sql_types[] = {
     { "sqlite", XD_SQL_SQLITE },
     { "pgsql", XD_SQL_PGSQL },
@@ -202,6 +209,26 @@ static const xd_opt_t cfg_host_opts[] = {
                 HOST_, NULL),
     XD_OPT_FULL("extauth_pool_size", XD_OPT_TYPE_INT, H_, extauth_pool_size, "1",
                 (&(const xd_opt_range_t){ 1, 64 }), "Script processes per host.", HOST_, NULL),
+    XD_OPT_FULL("extauth_timeout", XD_OPT_TYPE_DURATION, H_, extauth_timeout_ms, "10s", NULL,
+                "How long the external script may take to answer one request; after that "
+                "the request fails and the script is restarted.", HOST_, NULL),
+    XD_OPT_FULL("resource_conflict", XD_OPT_TYPE_ENUM, H_, resource_conflict, "replace",
+                cfg_resource_conflicts,
+                "When a client binds a resource that is already online: `replace` closes the "
+                "old session with a `conflict` stream error, `refuse` fails the new bind, "
+                "`rename` gives the new session a server-generated resource.",
+                HOST_, NULL),
+    XD_OPT_FULL("allow_unencrypted_plain_auth", XD_OPT_TYPE_BOOL, H_,
+                allow_unencrypted_plain_auth, "false", NULL,
+                "Offer SASL PLAIN on streams without TLS. Leave off unless the network is "
+                "trusted: the password crosses it in the clear.", HOST_, NULL),
+    XD_OPT_FULL("max_auth_failures", XD_OPT_TYPE_INT, H_, max_auth_failures, "3",
+                (&(const xd_opt_range_t){ 1, 10 }),
+                "Failed SASL attempts on one stream before it is closed (RFC 6120 6.4.5).",
+                HOST_, NULL),
+    XD_OPT_FULL("auth_failure_delay", XD_OPT_TYPE_DURATION, H_, auth_failure_delay_ms, "1s",
+                NULL, "Delay before a failed SASL attempt is answered, to slow password "
+                "guessing.", HOST_, NULL),
     XD_OPT_FULL("language", XD_OPT_TYPE_STRING, H_, language, "en", NULL,
                 "Default language (`xml:lang`) of the server's own messages.", HOST_, NULL),
     XD_OPT_FULL("scram_iterations", XD_OPT_TYPE_INT, H_, scram_iterations, "4096",
