@@ -2,27 +2,69 @@
  * parse.c — the streaming XMPP XML parser and the one-shot element parser
  * (src/xml; API in parse.h and include/xmppd/el.h).
  *
- * Expat runs in namespace mode with triplets ("uri\1local\1prefix").  The
- * parser builds each top-level element directly into a fresh arena
- * (tree.h) and freezes it at its end tag.  Positions are stream offsets:
+ * libxml2's push parser runs in SAX2 mode (namespaces resolved, names from
+ * its dictionary, no tree of its own).  The parser builds each top-level
+ * element directly into a fresh arena (tree.h) and freezes it at its end
+ * tag.  Positions are stream offsets:
  *
- *     0 ........ stanza_start ........ abs_consumed ..... abs_fed
- *                (last top-level       (what the caller   (what expat
- *                 boundary)             gave up)           was given)
+ *     0 ........ stanza_start ........ abs_fed == abs_consumed
+ *                (last top-level       (what was handed to libxml2 and
+ *                 boundary)             given up by the caller)
+ *
+ * A libxml2 context ("ctxt") sees the stream from `origin` on: stream
+ * offset = origin + the ctxt's own byte offset (parse_pos).  A ctxt that
+ * was stopped (error, pause, reset) is never fed again.  Pause needs no
+ * suspended parser: the ctxt is dropped, the caller re-feeds the bytes after
+ * the pause point, and a new ctxt is "primed" with a synthetic copy of the
+ * stream header (same qualified name, same namespace declarations; its
+ * events are swallowed), so it continues in the same namespace context:
+ *
+ *     ctxt bytes:   <stream:stream xmlns='…' xmlns:stream='…'>  <message…
+ *                   └──────── synth (primed) ────────────────┘  └ stream
+ *                   origin = pause_pos - synth_len                 bytes
+ *
+ * The same restart keeps libxml2's memory bounded: its input buffer grows
+ * with the biggest element seen and its dictionary with every distinct name,
+ * and neither ever shrinks, so after a stanza that leaves libxml2 holding
+ * PARSE_TRIM_BYTES more than a fresh ctxt, parsing goes on from the end of
+ * that stanza in a new primed ctxt, within the same feed.
+ *
+ * Stopping: libxml2 leaves its state loop at the next step when errNo is set
+ * and disableSAX is on (what a fatal error does), so parse_stop sets both
+ * from inside a callback; nothing after the current construct is parsed or
+ * reported.  xmlStopParser is not used: it frees the input buffer from
+ * inside the callback, under the feet of the function that called it.
+ *
+ * Held-back bytes: libxml2 parses a tag only once its '>' is in the buffer
+ * and reports text only once a '<' (or 300 bytes) follows, but it parses
+ * everything it can decide on before xmlParseChunk returns, so an element
+ * is reported by the time its last '>' was fed.  Whitespace it holds back
+ * between stanzas is counted as a boundary by parse_run.
  *
  * Invariants:
- *   - abs_fed - stanza_start <= limit + 1 whenever expat runs: input is
+ *   - abs_fed - stanza_start <= limit + 1 whenever libxml2 runs: input is
  *     handed over in chunks of at most PARSE_CHUNK and never past the
- *     budget, so expat never buffers much more than the limit;
- *   - abs_fed > abs_consumed only while suspended (pause): those bytes are
- *     inside expat and the caller re-feeds them first;
+ *     budget, so libxml2 never buffers much more than the limit;
+ *   - abs_fed == abs_consumed whenever feed returns: bytes after a pause or
+ *     reset point are dropped with the ctxt and fed again by the caller;
  *   - the text scratch holds the current text run and never exceeds the
  *     limit (plus slack), since a run is part of the counted bytes;
  *   - err != 0 means dead: no handler runs again until reset.
- * User handlers run inside expat callbacks; the error handler runs from
- * feed after expat returned.
+ * User handlers run inside libxml2 callbacks; the error handler runs from
+ * feed after libxml2 returned.
+ *
+ * Memory accounting: libxml2 allocates through xmlMemSetup hooks installed
+ * once per process (parse_init_once, before any other libxml2 call).  Each block
+ * carries its size and the account of the parser that was running when it
+ * was allocated (a thread-local), so frees and reallocs are counted right
+ * whoever triggers them; an account outlives its parser while blocks that
+ * name it are alive (libxml2 keeps a per-thread copy of the last error).
  */
-#include <expat.h>
+#include <libxml/parser.h>
+#include <libxml/parserInternals.h>
+#include <libxml/xmlerror.h>
+#include <libxml/xmlmemory.h>
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -36,13 +78,31 @@
 #include "xmppd/err.h"
 #include "xmppd/ns.h"
 
-#define PARSE_SEP        '\x01'
 #define PARSE_CHUNK      4096
 #define PARSE_ARENA      2048
 #define PARSE_TEXT_KEEP  8192 /* text scratch kept between stanzas */
+#define PARSE_TRIM_BYTES (16 * 1024) /* libxml2 growth that makes a ctxt restart */
 
+/* Bytes libxml2 holds for one parser.  Owner: the parser's thread. */
+typedef struct parse_acct {
+    struct xd_xml_parser *owner; /* parser to tell about growth; NULL once freed */
+    size_t bytes;                /* live bytes in blocks naming this account */
+    size_t blocks;               /* live blocks naming this account */
+} parse_acct_t;
+
+/* One stream's parser.  Owner: the stream's worker (one thread); handlers
+ * touch it only through the API. */
 struct xd_xml_parser {
-    XML_Parser xp;          /* expat, namespace mode with triplets */
+    xmlParserCtxtPtr ctxt;  /* libxml2 push parser, or NULL: made on the next feed */
+    int64_t origin;         /* stream offset of the ctxt's byte 0 (see above) */
+    bool priming;           /* feeding the synthetic header: events are swallowed */
+    bool stopped;           /* the ctxt was told to stop: ignore its events */
+    bool restart;           /* it stopped only to be replaced (see parse_end) */
+    bool lib_error;         /* libxml2 raised something during this call */
+    int buf_start;          /* xmlDefaultBufferSize for new ctxts (parse_buf_start) */
+    parse_acct_t *acct;     /* libxml2's bytes for this parser */
+    size_t acct_base;       /* acct->bytes right after the ctxt was made */
+
     xd_xml_handlers_t h;    /* user handlers (copy) */
     void *ud;               /* user data for the handlers */
     xd_xml_limits_t lim;    /* limits, defaults filled in */
@@ -55,55 +115,57 @@ struct xd_xml_parser {
 
     unsigned depth;         /* open elements (the header counts in a stream) */
     bool header_seen;       /* stream mode: stream_open was called */
-    xd_arena_t *hdr_arena;  /* header element and content_ns */
+    bool closed;            /* stream mode: stream_close was called */
+    xd_arena_t *hdr_arena;  /* header element, content_ns, synth */
     xd_el_t *header;        /* stream header element */
     const char *content_ns; /* default ns of the header, or NULL */
     size_t content_len;     /* strlen(content_ns) */
+    char *synth;            /* synthetic header for priming, or NULL (in hdr_arena) */
+    size_t synth_len;       /* strlen(synth) */
 
     xd_arena_t *arena;      /* arena of the element being built */
     xd_el_t *root;          /* its root */
     xd_el_t *cur;           /* innermost open element */
-    xd_nsdecl_t *pend;      /* prefixed declarations for the next element */
-    uint32_t npend;         /* entries of pend */
-    uint32_t pend_cap;      /* allocated entries of pend */
     xd_el_t *result;        /* one-shot: the finished root */
 
     char *text;             /* scratch for the current text run */
     size_t text_len;        /* bytes in text */
     size_t text_cap;        /* allocated bytes of text */
 
-    int64_t abs_fed;        /* stream bytes given to expat */
+    int64_t abs_fed;        /* stream bytes given to libxml2 (and consumed) */
     int64_t abs_consumed;   /* stream bytes the caller has given up */
     int64_t stanza_start;   /* offset of the last top-level boundary */
-    int64_t pause_pos;      /* offset right after the element that paused */
-    bool in_parse;          /* inside an expat call */
+    int64_t pause_pos;      /* offset right after the element that paused, reset
+                               or restarted */
+    bool in_parse;          /* inside a libxml2 call */
     bool pause_req;         /* a handler asked to pause */
     bool reset_req;         /* a handler asked to reset */
-    bool suspended;         /* expat is suspended with bytes inside */
     bool paused;            /* waiting for resume */
 
     uint8_t u8_need;        /* UTF-8: continuation bytes still expected */
     uint8_t u8_lo, u8_hi;   /* UTF-8: range of the next continuation byte */
+    bool u8_nul;            /* the last check stopped at a NUL byte */
 
-    size_t mem_expat;       /* live bytes expat allocated */
     size_t mem_peak;        /* most bytes ever held */
 };
 
-/* ---- Memory accounting for expat --------------------------------------- */
+/* ---- Memory accounting for libxml2 ------------------------------------- */
 
-/* Every expat allocation carries its size and its parser, so frees and
- * reallocs account correctly whoever triggers them. */
+/* Header in front of every libxml2 block; 16 bytes keep the payload aligned
+ * for any type. */
 typedef struct parse_mhdr {
-    size_t size;
-    struct xd_xml_parser *owner;
+    size_t size;        /* payload bytes */
+    parse_acct_t *acct; /* account charged, or NULL (process-wide state) */
 } parse_mhdr_t;
 
-static _Thread_local struct xd_xml_parser *parse_mem_owner;
+/* The account charged for libxml2 allocations on this thread now: set
+ * around every libxml2 call, saved and restored (a handler may parse). */
+static _Thread_local parse_acct_t *parse_cur_acct;
 
 static size_t
 parse_mem_now(const struct xd_xml_parser *p)
 {
-    return p->mem_expat + p->text_cap + (p->arena ? p->arena->bytes : 0) +
+    return p->acct->bytes + p->text_cap + (p->arena ? p->arena->bytes : 0) +
            (p->hdr_arena ? p->hdr_arena->bytes : 0);
 }
 
@@ -115,16 +177,34 @@ parse_mem_note(struct xd_xml_parser *p)
         p->mem_peak = now;
 }
 
+static void
+parse_acct_add(parse_acct_t *a, size_t size)
+{
+    if (!a)
+        return;
+    a->bytes += size;
+    a->blocks++;
+    if (a->owner)
+        parse_mem_note(a->owner);
+}
+
+static void
+parse_acct_sub(parse_acct_t *a, size_t size)
+{
+    if (!a)
+        return;
+    a->bytes -= size;
+    if (--a->blocks == 0 && !a->owner)
+        xd_free(a);
+}
+
 static void *
 parse_malloc(size_t size)
 {
     parse_mhdr_t *h = xd_malloc(sizeof(*h) + size);
     h->size = size;
-    h->owner = parse_mem_owner;
-    if (h->owner) {
-        h->owner->mem_expat += size;
-        parse_mem_note(h->owner);
-    }
+    h->acct = parse_cur_acct;
+    parse_acct_add(h->acct, size);
     return h + 1;
 }
 
@@ -134,8 +214,7 @@ parse_mfree(void *ptr)
     if (!ptr)
         return;
     parse_mhdr_t *h = (parse_mhdr_t *)ptr - 1;
-    if (h->owner)
-        h->owner->mem_expat -= h->size;
+    parse_acct_sub(h->acct, h->size);
     xd_free(h);
 }
 
@@ -145,26 +224,57 @@ parse_realloc(void *ptr, size_t size)
     if (!ptr)
         return parse_malloc(size);
     parse_mhdr_t *h = (parse_mhdr_t *)ptr - 1;
-    struct xd_xml_parser *owner = h->owner;
+    parse_acct_t *a = h->acct;
     size_t old = h->size;
     h = xd_realloc(h, sizeof(*h) + size);
     h->size = size;
-    if (owner) {
-        owner->mem_expat = owner->mem_expat - old + size;
-        parse_mem_note(owner);
+    if (a) {
+        a->bytes = a->bytes - old + size;
+        if (a->owner)
+            parse_mem_note(a->owner);
     }
     return h + 1;
 }
 
-static const XML_Memory_Handling_Suite parse_msuite = { parse_malloc, parse_realloc,
-                                                        parse_mfree };
+static char *
+parse_strdup(const char *s)
+{
+    size_t n = strlen(s) + 1;
+    char *d = parse_malloc(n);
+    memcpy(d, s, n);
+    return d;
+}
+
+static pthread_once_t parse_once = PTHREAD_ONCE_INIT;
+
+static void
+parse_init_once(void)
+{
+    /* The hooks must be in place before libxml2 allocates anything. */
+    int rc = xmlMemSetup(parse_mfree, parse_malloc, parse_realloc, parse_strdup);
+    XD_ASSERT(rc == 0);
+    xmlInitParser();
+}
 
 /* ---- Errors -------------------------------------------------------------- */
+
+/* Tells the running ctxt to stop after the current construct: the state a
+ * fatal error leaves it in.  No event of it is reported afterwards. */
+static void
+parse_stop(struct xd_xml_parser *p)
+{
+    p->stopped = true;
+    if (p->ctxt) {
+        p->ctxt->disableSAX = 1;
+        if (p->ctxt->errNo == XML_ERR_OK)
+            p->ctxt->errNo = XML_ERR_USER_STOP;
+    }
+}
 
 static void parse_fail(struct xd_xml_parser *p, int code, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 
-/* Records the first error and stops expat; the handler runs from feed. */
+/* Records the first error and stops libxml2; the handler runs from feed. */
 static void
 parse_fail(struct xd_xml_parser *p, int code, const char *fmt, ...)
 {
@@ -176,7 +286,7 @@ parse_fail(struct xd_xml_parser *p, int code, const char *fmt, ...)
     vsnprintf(p->detail, sizeof(p->detail), fmt, ap);
     va_end(ap);
     if (p->in_parse)
-        XML_StopParser(p->xp, XML_FALSE);
+        parse_stop(p);
 }
 
 static void
@@ -189,53 +299,84 @@ parse_report(struct xd_xml_parser *p)
     }
 }
 
-/* Maps an expat error to an XD_EXML_* code. */
+/* Maps a libxml2 error to an XD_EXML_* code. */
 static int
-parse_map_error(enum XML_Error e)
+parse_map_error(const xmlError *e)
 {
-    switch (e) {
-    case XML_ERROR_UNDEFINED_ENTITY:
-    case XML_ERROR_RECURSIVE_ENTITY_REF:
-    case XML_ERROR_BINARY_ENTITY_REF:
-    case XML_ERROR_ATTRIBUTE_EXTERNAL_ENTITY_REF:
-    case XML_ERROR_EXTERNAL_ENTITY_HANDLING:
-    case XML_ERROR_NOT_STANDALONE:
-    case XML_ERROR_ENTITY_DECLARED_IN_PE:
-    case XML_ERROR_PARAM_ENTITY_REF:
-#if XML_MAJOR_VERSION > 2 || (XML_MAJOR_VERSION == 2 && XML_MINOR_VERSION >= 4)
-    case XML_ERROR_AMPLIFICATION_LIMIT_BREACH:
-#endif
-        return XD_EXML_RESTRICTED;
-    case XML_ERROR_UNBOUND_PREFIX:
-    case XML_ERROR_UNDECLARING_PREFIX:
-    case XML_ERROR_RESERVED_PREFIX_XML:
-    case XML_ERROR_RESERVED_PREFIX_XMLNS:
-    case XML_ERROR_RESERVED_NAMESPACE_URI:
+    if (e->domain == XML_FROM_NAMESPACE)
         return XD_EXML_BAD_NS;
-    case XML_ERROR_UNKNOWN_ENCODING:
-    case XML_ERROR_INCORRECT_ENCODING:
+    switch (e->code) {
+    case XML_ERR_UNDECLARED_ENTITY:
+    case XML_WAR_UNDECLARED_ENTITY:
+    case XML_ERR_UNPARSED_ENTITY:
+    case XML_ERR_ENTITY_IS_EXTERNAL:
+    case XML_ERR_ENTITY_IS_PARAMETER:
+    case XML_ERR_ENTITY_LOOP:
+    case XML_ERR_ENTITY_BOUNDARY:
+    case XML_ERR_ENTITY_PE_INTERNAL:
+    case XML_ERR_EXT_ENTITY_STANDALONE:
+    case XML_ERR_ENTITYREF_SEMICOL_MISSING:
+    case XML_ERR_PEREF_AT_EOF:
+    case XML_ERR_PEREF_IN_PROLOG:
+    case XML_ERR_PEREF_IN_EPILOG:
+    case XML_ERR_PEREF_IN_INT_SUBSET:
+    case XML_ERR_PEREF_NO_NAME:
+    case XML_ERR_PEREF_SEMICOL_MISSING:
+    case XML_ERR_DOCTYPE_NOT_FINISHED:
+    case XML_ERR_ENTITY_NOT_STARTED:
+    case XML_ERR_ENTITY_NOT_FINISHED:
+        return XD_EXML_RESTRICTED;
+    case XML_ERR_UNSUPPORTED_ENCODING:
+    case XML_ERR_UNKNOWN_ENCODING:
+    case XML_ERR_INVALID_ENCODING:
         return XD_EXML_ENCODING;
     default:
         return XD_EXML_SYNTAX;
     }
 }
 
+/* libxml2's structured error channel (serror).  Warnings (relative
+ * namespace URIs, unknown XML versions) are not errors for us. */
+static void
+parse_lib_error(void *ud, xmlErrorPtr e)
+{
+    struct xd_xml_parser *p = ud;
+    p->lib_error = true;
+    if (p->stopped || p->err || e->level == XML_ERR_WARNING)
+        return;
+    /* A namespace name that is not a URI (RFC 3986) is raised as an error;
+     * Namespaces in XML does not require checking it, nor did expat. */
+    if (e->code == XML_WAR_NS_URI || e->code == XML_WAR_NS_URI_RELATIVE)
+        return;
+    const char *msg = e->message ? e->message : "error";
+    size_t n = strlen(msg);
+    while (n && (msg[n - 1] == '\n' || msg[n - 1] == ' '))
+        n--;
+    if (n > 120)
+        n = 120;
+    parse_fail(p, parse_map_error(e), "%.*s at line %d column %d", (int)n, msg, e->line,
+               e->int2);
+}
+
 /* ---- UTF-8 check (RFC 3629) ---------------------------------------------- */
 
 /* Returns the length of the valid prefix of s[0..n); a sequence cut at the
- * end is valid so far and continues in the next call. */
+ * end is valid so far and continues in the next call.  A NUL byte (never an
+ * XML character) also ends the prefix, with u8_nul set. */
 static size_t
 parse_utf8(struct xd_xml_parser *p, const uint8_t *s, size_t n)
 {
     size_t i = 0;
     unsigned need = p->u8_need;
     uint8_t lo = p->u8_lo, hi = p->u8_hi;
+    p->u8_nul = false;
     while (i < n) {
         if (need == 0) {
             while (i + 8 <= n) {
                 uint64_t w;
                 memcpy(&w, s + i, 8);
-                if (w & 0x8080808080808080ULL)
+                /* Any byte >= 0x80 or == 0 sets its top bit here. */
+                if (((w - 0x0101010101010101ULL) | w) & 0x8080808080808080ULL)
                     break;
                 i += 8;
             }
@@ -243,6 +384,10 @@ parse_utf8(struct xd_xml_parser *p, const uint8_t *s, size_t n)
                 break;
             uint8_t c = s[i];
             if (c < 0x80) {
+                if (c == 0) {
+                    p->u8_nul = true;
+                    goto bad;
+                }
                 i++;
                 continue;
             }
@@ -277,6 +422,50 @@ bad:
     return i;
 }
 
+/* Fails for the byte at buf[0], which parse_utf8 refused. */
+static void
+parse_fail_byte(struct xd_xml_parser *p, const char *buf)
+{
+    if (p->u8_nul)
+        parse_fail(p, XD_EXML_SYNTAX, "NUL byte at offset %lld", (long long)p->abs_fed);
+    else
+        parse_fail(p, XD_EXML_UTF8, "invalid UTF-8 byte 0x%02x at offset %lld",
+                   (unsigned char)buf[0], (long long)p->abs_fed);
+}
+
+/* ---- Positions ------------------------------------------------------------- */
+
+/* Stream offset of libxml2's read position.  No encoder is ever active
+ * (anything but UTF-8 fails at the declaration), so bytes are input bytes. */
+static int64_t
+parse_pos(const struct xd_xml_parser *p)
+{
+    const xmlParserInput *in = p->ctxt->input;
+    return p->origin + (int64_t)in->consumed + (int64_t)(in->cur - in->base);
+}
+
+/* Inside startElementNs the read position is on the '>' or "/>" that ends
+ * the start tag: the stream offset right after it. */
+static int64_t
+parse_tag_end(const struct xd_xml_parser *p, bool *empty)
+{
+    const xmlChar *c = p->ctxt->input->cur;
+    *empty = c[0] == '/' && c[1] == '>';
+    return parse_pos(p) + (c[0] == '>' ? 1 : *empty ? 2 : 0);
+}
+
+/* Inside startElementNs: the stream offset of the start tag's '<' (the last
+ * '<' before the read position: none can occur inside a start tag), or -1. */
+static int64_t
+parse_tag_start(const struct xd_xml_parser *p)
+{
+    const xmlParserInput *in = p->ctxt->input;
+    const xmlChar *lt = memrchr(in->base, '<', (size_t)(in->cur - in->base));
+    if (!lt)
+        return -1;
+    return p->origin + (int64_t)in->consumed + (int64_t)(lt - in->base);
+}
+
 /* ---- Tree building ------------------------------------------------------- */
 
 static xd_arena_t *
@@ -301,115 +490,167 @@ parse_flush_text(struct xd_xml_parser *p)
     p->text_len = 0;
 }
 
-/* Called after a user handler: honours a pause or reset it asked for. */
+/* Called after a user handler: honours a pause or reset it asked for; `pos`
+ * is the stream offset right after what was reported. */
 static void
-parse_after_handler(struct xd_xml_parser *p)
+parse_after_handler(struct xd_xml_parser *p, int64_t pos)
 {
     if ((p->pause_req || p->reset_req) && !p->err) {
-        p->pause_pos = XML_GetCurrentByteIndex(p->xp) + XML_GetCurrentByteCount(p->xp);
-        XML_StopParser(p->xp, XML_TRUE);
+        p->pause_pos = pos;
+        parse_stop(p);
     }
 }
 
-static void XMLCALL
-parse_ns_start(void *ud, const XML_Char *prefix, const XML_Char *uri)
+/* Appends s[0..n) to the synthetic header, escaped as an attribute value. */
+static size_t
+parse_synth_esc(char *out, const char *s, size_t n)
 {
-    struct xd_xml_parser *p = ud;
-    if (p->err)
-        return;
-    if (!prefix) {
-        /* A default declaration: the header's is the content namespace;
-         * others are carried by each element's own ns. */
-        if (!p->oneshot && p->depth == 0 && uri) {
-            p->content_len = strlen(uri);
-            p->content_ns = xd_arena_strndup(parse_arena(p), uri, p->content_len);
+    size_t o = 0;
+    for (size_t i = 0; i < n; i++) {
+        const char *rep = NULL;
+        switch (s[i]) {
+        case '&': rep = "&amp;"; break;
+        case '<': rep = "&lt;"; break;
+        case '\'': rep = "&apos;"; break;
+        case '\t': rep = "&#9;"; break;
+        case '\n': rep = "&#10;"; break;
+        case '\r': rep = "&#13;"; break;
+        default: break;
         }
-        return;
+        if (rep) {
+            size_t r = strlen(rep);
+            if (out)
+                memcpy(out + o, rep, r);
+            o += r;
+        } else {
+            if (out)
+                out[o] = s[i];
+            o++;
+        }
     }
-    xd_arena_t *a = parse_arena(p);
-    if (p->npend == p->pend_cap) {
-        uint32_t cap = p->pend_cap ? p->pend_cap * 2 : 4;
-        xd_nsdecl_t *nd = xd_arena_alloc(a, sizeof(*nd) * cap);
-        if (p->npend)
-            memcpy(nd, p->pend, sizeof(*nd) * p->npend);
-        p->pend = nd;
-        p->pend_cap = cap;
-    }
-    size_t plen = strlen(prefix), ulen = uri ? strlen(uri) : 0;
-    p->pend[p->npend++] = (xd_nsdecl_t){ xd_arena_strndup(a, prefix, plen),
-                                         xd_arena_strndup(a, uri ? uri : "", ulen),
-                                         (uint32_t)plen, (uint32_t)ulen };
+    return o;
 }
 
-/* Splits an expat triplet name. */
-static void
-parse_split(const char *name, const char **uri, size_t *uri_len, const char **local,
-            size_t *local_len, const char **prefix, size_t *prefix_len)
+/* Writes (out NULL: measures) the synthetic header: the header's qualified
+ * name with its default and prefixed namespace declarations. */
+static size_t
+parse_synth_write(const struct xd_xml_parser *p, char *out)
 {
-    size_t n = strlen(name);
-    const char *end = name + n;
-    const char *s1 = memchr(name, PARSE_SEP, n);
-    if (!s1) {
-        *uri = NULL, *uri_len = 0;
-        *local = name, *local_len = n;
-        *prefix = NULL, *prefix_len = 0;
-        return;
+    const xd_el_t *h = p->header;
+    size_t o = 0;
+#define SYNTH_PUT(s, n)                                                                    \
+    do {                                                                                   \
+        if (out)                                                                           \
+            memcpy(out + o, (s), (n));                                                     \
+        o += (n);                                                                          \
+    } while (0)
+    SYNTH_PUT("<", 1);
+    if (h->prefix_len) {
+        SYNTH_PUT(h->prefix, h->prefix_len);
+        SYNTH_PUT(":", 1);
     }
-    *uri = name, *uri_len = (size_t)(s1 - name);
-    *local = s1 + 1;
-    const char *s2 = memchr(*local, PARSE_SEP, (size_t)(end - *local));
-    if (s2) {
-        *local_len = (size_t)(s2 - *local);
-        *prefix = s2 + 1, *prefix_len = (size_t)(end - *prefix);
-    } else {
-        *local_len = (size_t)(end - *local);
-        *prefix = NULL, *prefix_len = 0;
+    SYNTH_PUT(h->name, h->name_len);
+    if (p->content_ns) {
+        SYNTH_PUT(" xmlns='", 8);
+        o += parse_synth_esc(out ? out + o : NULL, p->content_ns, p->content_len);
+        SYNTH_PUT("'", 1);
     }
+    for (uint32_t i = 0; i < h->ndecls; i++) {
+        const xd_nsdecl_t *d = &h->decls[i];
+        SYNTH_PUT(" xmlns:", 7);
+        SYNTH_PUT(d->prefix, d->prefix_len);
+        SYNTH_PUT("='", 2);
+        o += parse_synth_esc(out ? out + o : NULL, d->uri, d->uri_len);
+        SYNTH_PUT("'", 1);
+    }
+    /* The space keeps even "<e>" at the 4 bytes libxml2 waits for before it
+     * looks at a document at all. */
+    SYNTH_PUT(" >", 2);
+#undef SYNTH_PUT
+    return o;
 }
 
 static void
-parse_attrs(struct xd_xml_parser *p, xd_arena_t *a, xd_el_t *el, const XML_Char **atts,
-            unsigned n)
+parse_synth_build(struct xd_xml_parser *p)
+{
+    size_t n = parse_synth_write(p, NULL);
+    p->synth = xd_arena_alloc(p->hdr_arena, n + 1);
+    parse_synth_write(p, p->synth);
+    p->synth[n] = '\0';
+    p->synth_len = n;
+}
+
+/* A NUL-terminated copy of an attribute value or namespace name s[0..len)
+ * in `a`; *out_len gets its length.  Without entity substitution libxml2
+ * hands over every '&' of such a value (from &amp; or &#38;) as "&#38;",
+ * and nothing else in it starts with '&': the copy undoes that. */
+static char *
+parse_value_dup(xd_arena_t *a, const char *s, size_t len, size_t *out_len)
+{
+    if (!memchr(s, '&', len)) {
+        *out_len = len;
+        return xd_arena_strndup(a, s, len);
+    }
+    char *q = xd_arena_alloc(a, len + 1);
+    size_t o = 0;
+    for (size_t k = 0; k < len; k++) {
+        q[o++] = s[k];
+        if (s[k] == '&' && len - k >= 5 && memcmp(s + k, "&#38;", 5) == 0)
+            k += 4;
+    }
+    q[o] = '\0';
+    *out_len = o;
+    return q;
+}
+
+static void
+parse_attrs(xd_arena_t *a, xd_el_t *el, const xmlChar **atts, unsigned n)
 {
     el->attrs = xd_arena_alloc(a, sizeof(xd_attr_t) * n);
     el->nattrs = el->attr_cap = n;
     for (unsigned i = 0; i < n; i++) {
-        const char *uri, *local, *prefix;
-        size_t uri_len, local_len, prefix_len;
-        parse_split(atts[2 * i], &uri, &uri_len, &local, &local_len, &prefix, &prefix_len);
+        const char *local = (const char *)atts[5 * i];
+        const char *prefix = (const char *)atts[5 * i + 1];
+        const char *uri = (const char *)atts[5 * i + 2];
+        const char *v = (const char *)atts[5 * i + 3];
+        size_t vlen = (size_t)((const char *)atts[5 * i + 4] - v);
+        size_t local_len = strlen(local);
         xd_attr_t *at = &el->attrs[i];
-        if (prefix_len) {
+        if (prefix) {
+            size_t prefix_len = strlen(prefix);
             char *q = xd_arena_alloc(a, prefix_len + 1 + local_len + 1);
             memcpy(q, prefix, prefix_len);
             q[prefix_len] = ':';
-            memcpy(q + prefix_len + 1, local, local_len);
-            q[prefix_len + 1 + local_len] = '\0';
+            memcpy(q + prefix_len + 1, local, local_len + 1);
             at->name = q;
             at->name_len = (uint32_t)(prefix_len + 1 + local_len);
             at->prefix_len = (uint32_t)prefix_len;
-            if (uri_len == sizeof(XD_NS_XML) - 1 && memcmp(uri, XD_NS_XML, uri_len) == 0)
+            if (!uri)
+                at->ns = NULL;
+            else if (strcmp(uri, XD_NS_XML) == 0)
                 at->ns = XD_NS_XML;
             else
-                at->ns = xd_arena_strndup(a, uri, uri_len);
+                at->ns = parse_value_dup(a, uri, strlen(uri), &(size_t){ 0 });
         } else {
             at->name = xd_arena_strndup(a, local, local_len);
             at->name_len = (uint32_t)local_len;
             at->prefix_len = 0;
             at->ns = NULL;
         }
-        const char *v = atts[2 * i + 1];
-        size_t vlen = strlen(v);
-        at->value = xd_arena_strndup(a, v, vlen);
-        at->value_len = (uint32_t)vlen;
+        size_t len;
+        at->value = parse_value_dup(a, v, vlen, &len);
+        at->value_len = (uint32_t)len;
     }
-    (void)p;
 }
 
-static void XMLCALL
-parse_start(void *ud, const XML_Char *name, const XML_Char **atts)
+static void
+parse_start(void *ud, const xmlChar *xlocal, const xmlChar *xprefix, const xmlChar *xuri,
+            int nb_ns, const xmlChar **nss, int nb_attrs, int nb_defaulted,
+            const xmlChar **atts)
 {
     struct xd_xml_parser *p = ud;
-    if (p->err)
+    (void)nb_defaulted; /* no DTD, so never any */
+    if (p->stopped || p->priming || p->err)
         return;
     bool is_header = !p->oneshot && p->depth == 0;
     unsigned el_depth = p->oneshot ? p->depth + 1 : p->depth;
@@ -417,21 +658,32 @@ parse_start(void *ud, const XML_Char *name, const XML_Char **atts)
         parse_fail(p, XD_EXML_TOO_DEEP, "element nesting deeper than %u", p->lim.max_depth);
         return;
     }
-    unsigned nattrs = 0;
-    while (atts[2 * nattrs])
-        nattrs++;
+    unsigned nattrs = (unsigned)nb_attrs;
     if (nattrs > p->lim.max_attrs) {
         parse_fail(p, XD_EXML_TOO_MANY_ATTRS, "element with %u attributes (limit %u)", nattrs,
                    p->lim.max_attrs);
         return;
     }
     parse_flush_text(p);
+    if (!is_header && !p->cur && !p->oneshot) {
+        /* A new top-level element: whatever came before it (whitespace
+         * that libxml2 had not reported yet) is not part of it. */
+        int64_t lt = parse_tag_start(p);
+        if (lt > p->stanza_start)
+            p->stanza_start = lt;
+    }
 
-    const char *uri, *local, *prefix;
-    size_t uri_len, local_len, prefix_len;
-    parse_split(name, &uri, &uri_len, &local, &local_len, &prefix, &prefix_len);
+    const char *local = (const char *)xlocal, *prefix = (const char *)xprefix;
+    const char *uri = (const char *)xuri;
+    size_t local_len = strlen(local), prefix_len = prefix ? strlen(prefix) : 0;
+    size_t uri_len = uri ? strlen(uri) : 0;
     xd_arena_t *a = parse_arena(p);
     xd_el_t *parent = is_header ? NULL : p->cur;
+    bool uri_copied = false;
+    if (uri && memchr(uri, '&', uri_len)) {
+        uri = parse_value_dup(a, uri, uri_len, &uri_len); /* rare: see parse_value_dup */
+        uri_copied = true;
+    }
 
     xd_el_t *el = xd_tree_el_new(a, local, local_len, prefix, prefix_len, NULL, 0);
     if (uri) {
@@ -446,27 +698,52 @@ parse_start(void *ud, const XML_Char *name, const XML_Char **atts)
             el->ns = parent->ns;
             el->ns_len = parent->ns_len;
         } else {
-            el->ns = xd_arena_strndup(a, uri, uri_len);
+            el->ns = uri_copied ? uri : xd_arena_strndup(a, uri, uri_len);
             el->ns_len = (uint32_t)uri_len;
         }
     }
-    if (nattrs)
-        parse_attrs(p, a, el, atts, nattrs);
-    if (p->npend) {
-        el->decls = p->pend;
-        el->ndecls = p->npend;
-        p->pend = NULL;
-        p->npend = p->pend_cap = 0;
+
+    /* Namespace declarations: the header's default one is the content
+     * namespace; other default ones are carried by each element's own ns;
+     * prefixed ones are kept on the element for the serializer. */
+    uint32_t nprefixed = 0;
+    for (int i = 0; i < nb_ns; i++) {
+        const char *dp = (const char *)nss[2 * i], *du = (const char *)nss[2 * i + 1];
+        if (dp) {
+            nprefixed++;
+        } else if (is_header && du && *du) {
+            p->content_ns = parse_value_dup(a, du, strlen(du), &p->content_len);
+        }
     }
+    if (nprefixed) {
+        el->decls = xd_arena_alloc(a, sizeof(xd_nsdecl_t) * nprefixed);
+        for (int i = 0; i < nb_ns; i++) {
+            const char *dp = (const char *)nss[2 * i], *du = (const char *)nss[2 * i + 1];
+            if (!dp)
+                continue;
+            size_t plen = strlen(dp), ulen;
+            const char *u = parse_value_dup(a, du ? du : "", du ? strlen(du) : 0, &ulen);
+            el->decls[el->ndecls++] = (xd_nsdecl_t){ xd_arena_strndup(a, dp, plen), u,
+                                                     (uint32_t)plen, (uint32_t)ulen };
+        }
+    }
+    if (nattrs)
+        parse_attrs(a, el, atts, nattrs);
     p->depth++;
 
     if (is_header) {
+        bool empty;
+        int64_t end = parse_tag_end(p, &empty);
         p->header = el;
         p->header_seen = true;
-        p->stanza_start = XML_GetCurrentByteIndex(p->xp) + XML_GetCurrentByteCount(p->xp);
+        p->stanza_start = end;
+        parse_synth_build(p);
         if (p->h.stream_open)
             p->h.stream_open(p->ud, el);
-        parse_after_handler(p);
+        /* An empty header closes the stream in the same bytes: a pause or
+         * reset waits for the stream_close that comes right after. */
+        if (!empty)
+            parse_after_handler(p, end);
         return;
     }
     el->parent = parent;
@@ -478,21 +755,27 @@ parse_start(void *ud, const XML_Char *name, const XML_Char **atts)
     parse_mem_note(p);
 }
 
-static void XMLCALL
-parse_end(void *ud, const XML_Char *name)
+static void
+parse_end(void *ud, const xmlChar *local, const xmlChar *prefix, const xmlChar *uri)
 {
     struct xd_xml_parser *p = ud;
-    (void)name;
-    if (p->err)
+    (void)local, (void)prefix, (void)uri;
+    if (p->stopped || p->priming || p->err)
         return;
     parse_flush_text(p);
     p->depth--;
     if (!p->oneshot && p->depth == 0) {
         /* </stream:stream> */
-        p->stanza_start = XML_GetCurrentByteIndex(p->xp) + XML_GetCurrentByteCount(p->xp);
+        int64_t end = parse_pos(p);
+        p->stanza_start = end;
+        p->closed = true;
+        if (p->reset_req) {
+            parse_after_handler(p, end); /* reset from an empty header's open */
+            return;
+        }
         if (p->h.stream_close)
             p->h.stream_close(p->ud);
-        parse_after_handler(p);
+        parse_after_handler(p, end);
         return;
     }
     xd_el_t *el = p->cur;
@@ -501,7 +784,7 @@ parse_end(void *ud, const XML_Char *name)
         return;
     /* A complete top-level element. */
     parse_mem_note(p);
-    int64_t end = XML_GetCurrentByteIndex(p->xp) + XML_GetCurrentByteCount(p->xp);
+    int64_t end = p->oneshot ? 0 : parse_pos(p);
     if (!p->oneshot && end - p->stanza_start > (int64_t)p->lim.max_stanza_bytes) {
         /* Completed inside the last byte of the budget: still too big. */
         parse_fail(p, XD_EXML_TOO_BIG, "stanza larger than %zu bytes", p->lim.max_stanza_bytes);
@@ -524,21 +807,23 @@ parse_end(void *ud, const XML_Char *name)
         p->h.stanza(p->ud, st);
     else
         xd_stanza_unref(st);
-    parse_after_handler(p);
+    parse_after_handler(p, end);
+    if (!p->stopped && p->acct->bytes > p->acct_base + PARSE_TRIM_BYTES) {
+        /* libxml2 grew (a big stanza left its input buffer large, or many
+         * distinct names filled its dictionary) and never shrinks: go on
+         * with a fresh ctxt from here, within the same feed. */
+        p->pause_pos = end;
+        p->restart = true;
+        parse_stop(p);
+    }
 }
 
-static void XMLCALL
-parse_text(void *ud, const XML_Char *s, int len)
+static void
+parse_text(void *ud, const xmlChar *s, int len)
 {
     struct xd_xml_parser *p = ud;
-    if (p->err)
-        return;
-    if (!p->cur) {
-        /* Between stanzas (whitespace keepalives): a top-level boundary. */
-        if (!p->oneshot)
-            p->stanza_start = XML_GetCurrentByteIndex(p->xp) + XML_GetCurrentByteCount(p->xp);
-        return;
-    }
+    if (p->stopped || p->priming || p->err || !p->cur)
+        return; /* between stanzas (whitespace keepalives): nothing to keep */
     size_t n = (size_t)len;
     if (p->text_cap - p->text_len < n) {
         size_t need = p->text_len + n;
@@ -556,122 +841,208 @@ parse_text(void *ud, const XML_Char *s, int len)
     p->text_len += n;
 }
 
-static void XMLCALL
-parse_xmldecl(void *ud, const XML_Char *version, const XML_Char *encoding, int standalone)
+/* Runs right after the XML declaration (or where it would have been). */
+static void
+parse_start_document(void *ud)
 {
     struct xd_xml_parser *p = ud;
-    (void)version;
-    (void)standalone;
-    /* RFC6120 11.6: UTF-8 only. */
-    if (encoding && strcasecmp(encoding, "UTF-8") != 0)
-        parse_fail(p, XD_EXML_ENCODING, "encoding '%.64s' is not UTF-8", encoding);
+    if (p->stopped || p->priming)
+        return;
+    /* RFC6120 11.6: UTF-8 only.  libxml2 has switched to a decoder for any
+     * other encoding it knows; the stream fails before anything is read. */
+    const xmlParserCtxt *c = p->ctxt;
+    const char *enc = (const char *)c->encoding;
+    if (!enc)
+        enc = (const char *)c->input->encoding;
+    if ((enc && strcasecmp(enc, "UTF-8") != 0) || (c->input->buf && c->input->buf->encoder))
+        parse_fail(p, XD_EXML_ENCODING, "encoding '%.64s' is not UTF-8", enc ? enc : "?");
 }
 
-static void XMLCALL
-parse_doctype(void *ud, const XML_Char *name, const XML_Char *sysid, const XML_Char *pubid,
-              int has_internal_subset)
+static void
+parse_doctype(void *ud, const xmlChar *name, const xmlChar *extid, const xmlChar *sysid)
 {
-    (void)name, (void)sysid, (void)pubid, (void)has_internal_subset;
+    (void)name, (void)extid, (void)sysid;
     /* RFC6120 11.1: no DTD; stopping here means an entity bomb never expands. */
     parse_fail(ud, XD_EXML_RESTRICTED, "DOCTYPE declaration");
 }
 
-static void XMLCALL
-parse_entity_decl(void *ud, const XML_Char *name, int is_pe, const XML_Char *value, int value_len,
-                  const XML_Char *base, const XML_Char *sysid, const XML_Char *pubid,
-                  const XML_Char *notation)
+static void
+parse_entity_decl(void *ud, const xmlChar *name, int type, const xmlChar *pubid,
+                  const xmlChar *sysid, xmlChar *content)
 {
-    (void)is_pe, (void)value, (void)value_len, (void)base, (void)sysid, (void)pubid,
-        (void)notation;
-    parse_fail(ud, XD_EXML_RESTRICTED, "entity declaration '%.64s'", name);
+    (void)type, (void)pubid, (void)sysid, (void)content;
+    parse_fail(ud, XD_EXML_RESTRICTED, "entity declaration '%.64s'", (const char *)name);
 }
 
-static void XMLCALL
-parse_comment(void *ud, const XML_Char *data)
+static xmlEntityPtr
+parse_get_entity(void *ud, const xmlChar *name)
+{
+    (void)ud, (void)name;
+    return NULL; /* only the five predefined ones, which libxml2 resolves itself */
+}
+
+static void
+parse_comment(void *ud, const xmlChar *data)
 {
     (void)data;
     parse_fail(ud, XD_EXML_RESTRICTED, "comment"); /* RFC6120 11.1 */
 }
 
-static void XMLCALL
-parse_pi(void *ud, const XML_Char *target, const XML_Char *data)
+static void
+parse_pi(void *ud, const xmlChar *target, const xmlChar *data)
 {
     (void)data;
-    parse_fail(ud, XD_EXML_RESTRICTED, "processing instruction '%.64s'", target); /* RFC6120 11.1 */
+    parse_fail(ud, XD_EXML_RESTRICTED, "processing instruction '%.64s'",
+               (const char *)target); /* RFC6120 11.1 */
 }
 
-static void XMLCALL
-parse_skipped(void *ud, const XML_Char *name, int is_pe)
-{
-    (void)is_pe;
-    parse_fail(ud, XD_EXML_RESTRICTED, "entity reference '%.64s'", name);
-}
-
-static int XMLCALL
-parse_ext_entity(XML_Parser xp, const XML_Char *context, const XML_Char *base,
-                 const XML_Char *sysid, const XML_Char *pubid)
-{
-    (void)xp, (void)context, (void)base, (void)sysid, (void)pubid;
-    return XML_STATUS_ERROR; /* never fetch anything */
-}
-
-/* Installs handlers on a new or reset expat parser. */
 static void
-parse_install(struct xd_xml_parser *p)
+parse_reference(void *ud, const xmlChar *name)
 {
-    XML_Parser xp = p->xp;
-    XML_SetUserData(xp, p);
-    XML_SetReturnNSTriplet(xp, XML_TRUE);
-    XML_SetElementHandler(xp, parse_start, parse_end);
-    XML_SetCharacterDataHandler(xp, parse_text);
-    XML_SetStartNamespaceDeclHandler(xp, parse_ns_start);
-    XML_SetXmlDeclHandler(xp, parse_xmldecl);
-    XML_SetStartDoctypeDeclHandler(xp, parse_doctype);
-    XML_SetEntityDeclHandler(xp, parse_entity_decl);
-    XML_SetCommentHandler(xp, parse_comment);
-    XML_SetProcessingInstructionHandler(xp, parse_pi);
-    XML_SetSkippedEntityHandler(xp, parse_skipped);
-    XML_SetExternalEntityRefHandler(xp, parse_ext_entity);
-    XML_SetParamEntityParsing(xp, XML_PARAM_ENTITY_PARSING_NEVER);
-#if XML_MAJOR_VERSION > 2 || (XML_MAJOR_VERSION == 2 && XML_MINOR_VERSION >= 6)
-    /* Deferral could hold back a complete stanza until more bytes arrive;
-     * our chunking already bounds the reparse cost. */
-    XML_SetReparseDeferralEnabled(xp, XML_FALSE);
-#endif
+    parse_fail(ud, XD_EXML_RESTRICTED, "entity reference '%.64s'", (const char *)name);
 }
 
-/* Drops all per-stream state (not the expat parser itself). */
+/* The SAX2 handler; libxml2 copies it into each ctxt. */
+static xmlSAXHandler parse_sax = {
+    .internalSubset = parse_doctype,
+    .externalSubset = parse_doctype,
+    .getEntity = parse_get_entity,
+    .getParameterEntity = parse_get_entity,
+    .entityDecl = parse_entity_decl,
+    .startDocument = parse_start_document,
+    .reference = parse_reference,
+    .characters = parse_text,
+    .ignorableWhitespace = parse_text,
+    .cdataBlock = parse_text,
+    .processingInstruction = parse_pi,
+    .comment = parse_comment,
+    .initialized = XML_SAX2_MAGIC,
+    .startElementNs = parse_start,
+    .endElementNs = parse_end,
+    .serror = parse_lib_error,
+};
+
+/* ---- libxml2 contexts ---------------------------------------------------- */
+
+/* libxml2's input buffer starts at 2 * xmlDefaultBufferSize + 1 bytes and
+ * doubles by allocating the new size, copying and freeing the old one.  From
+ * the default start (8 KB) it doubles from 64 KB to 128 KB just past what a
+ * 64 KB start tag needs, with both alive during the copy: three times the
+ * limit.  Started so that a doubling lands just above the most one element
+ * can make it hold (the limit, a chunk, and what libxml2 has not shrunk
+ * away yet), the last growth costs 1.5 times that instead, and the first
+ * block is smaller than the default. */
+static int
+parse_buf_start(size_t limit)
+{
+    size_t need = limit + 2 * PARSE_CHUNK + 512;
+    while (need > 8192)
+        need = (need + 1) / 2;
+    return (int)(need / 2 + 1);
+}
+
+static void
+parse_ctx_free(struct xd_xml_parser *p)
+{
+    if (!p->ctxt)
+        return;
+    parse_acct_t *outer = parse_cur_acct; /* a handler may parse too */
+    parse_cur_acct = p->acct;
+    xmlFreeParserCtxt(p->ctxt);
+    if (p->lib_error)
+        xmlResetLastError(); /* libxml2's per-thread copy is charged to us */
+    parse_cur_acct = outer;
+    p->ctxt = NULL;
+    p->lib_error = false;
+}
+
+/* Makes the ctxt for the stream bytes from abs_fed on.  Inside a stream it
+ * is primed with the synthetic header (after the stream's end, with an
+ * empty root), so it continues in the same namespace context. */
+static void
+parse_ctx_open(struct xd_xml_parser *p)
+{
+    XD_ASSERT(!p->ctxt);
+    parse_acct_t *outer = parse_cur_acct; /* a handler may parse too */
+    parse_cur_acct = p->acct;
+    /* The input buffer's first size comes from this per-thread default. */
+    int saved = xmlDefaultBufferSize;
+    xmlDefaultBufferSize = p->buf_start;
+    p->ctxt = xmlCreatePushParserCtxt(&parse_sax, p, NULL, 0, NULL);
+    xmlDefaultBufferSize = saved;
+    XD_ASSERT(p->ctxt != NULL);
+    xmlCtxtUseOptions(p->ctxt, XML_PARSE_NONET);
+    p->stopped = false;
+    p->origin = p->abs_fed;
+    if (!p->oneshot && p->header_seen) {
+        const char *s = p->closed ? "<a/>" : p->synth;
+        size_t n = p->closed ? 4 : p->synth_len;
+        p->priming = true;
+        p->in_parse = true;
+        xmlParseChunk(p->ctxt, s, (int)n, 0);
+        p->in_parse = false;
+        p->priming = false;
+        p->origin = p->abs_fed - (int64_t)n;
+        /* libxml2 accepted these names once (namespace names that are not
+         * URIs only clear nsWellFormed, which we ignore as before). */
+        bool ok = !p->err && p->ctxt->wellFormed &&
+                  (p->closed ? p->ctxt->instate == XML_PARSER_EPILOG : p->ctxt->nameNr == 1) &&
+                  parse_pos(p) == p->abs_fed;
+        if (XD_NEVER(!ok)) {
+            parse_fail(p, XD_EXML_SYNTAX, "stream header cannot be restored");
+            parse_stop(p);
+        }
+    }
+    if (p->lib_error) {
+        xmlResetLastError();
+        p->lib_error = false;
+    }
+    parse_cur_acct = outer;
+    p->acct_base = p->acct->bytes;
+}
+
+/* The bytes after a stop position are fed again from there: the UTF-8
+ * check restarts too (a stop is always right after a '>'). */
+static void
+parse_utf8_rewind(struct xd_xml_parser *p)
+{
+    p->u8_need = 0;
+    p->u8_lo = 0x80;
+    p->u8_hi = 0xBF;
+}
+
+/* Drops all per-stream state (not the account). */
 static void
 parse_clear(struct xd_xml_parser *p)
 {
+    parse_ctx_free(p);
     xd_arena_free(p->arena);
     xd_arena_free(p->hdr_arena);
     p->arena = p->hdr_arena = NULL;
     p->root = p->cur = p->header = NULL;
-    p->pend = NULL;
-    p->npend = p->pend_cap = 0;
     p->content_ns = NULL;
     p->content_len = 0;
+    p->synth = NULL;
+    p->synth_len = 0;
     if (p->result) {
         xd_el_free(p->result);
         p->result = NULL;
     }
     p->text_len = 0;
     p->depth = 0;
-    p->header_seen = false;
+    p->header_seen = p->closed = false;
     p->err = 0;
     p->err_reported = false;
     p->detail[0] = '\0';
-    p->abs_fed = p->abs_consumed = p->stanza_start = p->pause_pos = 0;
-    p->pause_req = p->reset_req = p->suspended = p->paused = false;
-    p->u8_need = 0;
-    p->u8_lo = 0x80;
-    p->u8_hi = 0xBF;
+    p->abs_fed = p->abs_consumed = p->stanza_start = p->pause_pos = p->origin = 0;
+    p->pause_req = p->reset_req = p->paused = p->stopped = p->restart = false;
+    parse_utf8_rewind(p);
 }
 
 static struct xd_xml_parser *
 parse_new(const xd_xml_handlers_t *h, void *ud, const xd_xml_limits_t *limits)
 {
+    pthread_once(&parse_once, parse_init_once);
     struct xd_xml_parser *p = xd_new(struct xd_xml_parser);
     xd_xml_limits_t def = XD_XML_LIMITS_DEFAULT;
     p->lim = limits ? *limits : def;
@@ -686,12 +1057,11 @@ parse_new(const xd_xml_handlers_t *h, void *ud, const xd_xml_limits_t *limits)
     if (h)
         p->h = *h;
     p->ud = ud;
-    static const XML_Char sep[] = { PARSE_SEP, 0 };
-    parse_mem_owner = p;
-    p->xp = XML_ParserCreate_MM("UTF-8", &parse_msuite, sep);
-    parse_mem_owner = NULL;
-    XD_ASSERT(p->xp != NULL);
-    parse_install(p);
+    p->buf_start = parse_buf_start(p->lim.max_stanza_bytes > p->lim.max_header_bytes
+                                       ? p->lim.max_stanza_bytes
+                                       : p->lim.max_header_bytes);
+    p->acct = xd_new(parse_acct_t);
+    p->acct->owner = p;
     parse_clear(p);
     return p;
 }
@@ -709,19 +1079,12 @@ xd_xml_parser_free(xd_xml_parser_t *p)
         return;
     XD_ASSERT(!p->in_parse);
     parse_clear(p);
-    XML_ParserFree(p->xp);
     xd_free(p->text);
+    /* Blocks libxml2 still keeps (none, normally) keep the account alive. */
+    p->acct->owner = NULL;
+    if (p->acct->blocks == 0)
+        xd_free(p->acct);
     xd_free(p);
-}
-
-static void
-parse_do_reset(struct xd_xml_parser *p)
-{
-    parse_clear(p);
-    parse_mem_owner = p;
-    XML_ParserReset(p->xp, "UTF-8");
-    parse_mem_owner = NULL;
-    parse_install(p);
 }
 
 void
@@ -731,7 +1094,7 @@ xd_xml_parser_reset(xd_xml_parser_t *p)
         p->reset_req = true;
         return;
     }
-    parse_do_reset(p);
+    parse_clear(p);
 }
 
 void
@@ -766,6 +1129,27 @@ xd_xml_parser_stream_ns(const xd_xml_parser_t *p)
     return p->content_ns;
 }
 
+bool
+xd_xml_parser_trim(xd_xml_parser_t *p)
+{
+    XD_ASSERT(!p->in_parse);
+    /* Only between top-level elements, with every byte fed parsed: the
+     * next feed then starts a primed ctxt exactly where this one ended. */
+    if (!p->ctxt || p->oneshot || !p->header_seen || p->closed || p->err || p->paused ||
+        p->cur || p->u8_need || p->stanza_start != p->abs_fed)
+        return false;
+    parse_ctx_free(p);
+    xd_arena_free(p->arena);
+    p->arena = NULL;
+    p->root = NULL;
+    if (p->text_len == 0) {
+        xd_free(p->text);
+        p->text = NULL;
+        p->text_cap = 0;
+    }
+    return true;
+}
+
 size_t
 xd_xml_parser_mem(const xd_xml_parser_t *p)
 {
@@ -778,32 +1162,40 @@ xd_xml_parser_mem_peak(const xd_xml_parser_t *p)
     return p->mem_peak;
 }
 
-/* Runs expat on s[0..n) (or resumes it when s is NULL).  Returns true when
+/* Runs libxml2 on s[0..n) (n may be 0 with `final`).  Returns true when
  * parsing must stop for now: error, pause or reset. */
 static bool
 parse_run(struct xd_xml_parser *p, const char *s, size_t n, bool final)
 {
-    enum XML_Status st;
     p->in_parse = true;
-    parse_mem_owner = p;
-    if (s || final)
-        st = XML_Parse(p->xp, s, (int)n, final);
-    else
-        st = XML_ResumeParser(p->xp);
-    parse_mem_owner = NULL;
-    p->in_parse = false;
-    if (st == XML_STATUS_ERROR) {
-        if (!p->err) {
-            enum XML_Error e = XML_GetErrorCode(p->xp);
-            parse_fail(p, parse_map_error(e), "%s at line %lu column %lu", XML_ErrorString(e),
-                       (unsigned long)XML_GetCurrentLineNumber(p->xp),
-                       (unsigned long)XML_GetCurrentColumnNumber(p->xp));
-        }
-        return true;
+    parse_acct_t *outer = parse_cur_acct; /* a handler may parse too */
+    parse_cur_acct = p->acct;
+    xmlParseChunk(p->ctxt, s, (int)n, final);
+    if (p->lib_error) {
+        xmlResetLastError();
+        p->lib_error = false;
     }
-    if (st == XML_STATUS_SUSPENDED)
+    parse_cur_acct = outer;
+    p->in_parse = false;
+    if (!p->stopped && !p->ctxt->wellFormed && !p->err) {
+        /* Defensive: libxml2 gave up without telling us why. */
+        parse_fail(p, XD_EXML_SYNTAX, "not well-formed (libxml2 error %d)", p->ctxt->errNo);
+    }
+    if (p->err || p->stopped)
         return true;
-    return p->err != 0;
+    if (p->header_seen && !p->cur && !p->oneshot) {
+        /* Between stanzas: what libxml2 has read, and whitespace it holds
+         * back (it reports text only once a '<' or 300 bytes follow), is a
+         * top-level boundary. */
+        const xmlParserInput *in = p->ctxt->input;
+        const xmlChar *c = in->cur;
+        while (c < in->end && (*c == ' ' || *c == '\n' || *c == '\t' || *c == '\r'))
+            c++;
+        int64_t pos = p->origin + (int64_t)in->consumed + (int64_t)(c - in->base);
+        if (pos > p->stanza_start)
+            p->stanza_start = pos;
+    }
+    return false;
 }
 
 /* After parse_run stopped without error: settles a pause or reset. */
@@ -812,13 +1204,17 @@ parse_settle(struct xd_xml_parser *p, int64_t base, size_t *consumed)
 {
     *consumed = (size_t)(p->pause_pos - base);
     if (p->reset_req) {
-        parse_do_reset(p);
+        parse_clear(p);
         return;
     }
+    /* The bytes after pause_pos die with the ctxt; the caller feeds them
+     * again after resume, to a primed ctxt. */
+    parse_ctx_free(p);
     p->pause_req = false;
-    p->suspended = true;
+    p->stopped = false;
     p->paused = true;
-    p->abs_consumed = p->pause_pos;
+    p->abs_fed = p->abs_consumed = p->pause_pos;
+    parse_utf8_rewind(p);
 }
 
 int
@@ -834,21 +1230,13 @@ xd_xml_parser_feed(xd_xml_parser_t *p, const char *buf, size_t len, size_t *cons
     if (p->paused)
         return 0;
     int64_t base = p->abs_consumed;
-    size_t off = (size_t)(p->abs_fed - p->abs_consumed); /* already inside expat */
-    if (off > len)
-        return XD_EINVAL;
-    if (p->suspended) {
-        p->suspended = false;
-        if (parse_run(p, NULL, 0, false)) {
-            if (p->err) {
-                parse_report(p);
-                return p->err;
-            }
-            parse_settle(p, base, consumed);
-            return 0;
-        }
-    }
+    size_t off = 0;
     while (off < len) {
+        if (!p->ctxt) {
+            parse_ctx_open(p);
+            if (p->err)
+                break;
+        }
         size_t limit = p->header_seen ? p->lim.max_stanza_bytes : p->lim.max_header_bytes;
         int64_t used = p->abs_fed - p->stanza_start;
         if (used > (int64_t)limit) {
@@ -869,13 +1257,21 @@ xd_xml_parser_feed(xd_xml_parser_t *p, const char *buf, size_t len, size_t *cons
             if (stop) {
                 if (p->err)
                     break;
+                if (p->restart) {
+                    /* Continue from the stop point with a new ctxt. */
+                    parse_ctx_free(p);
+                    p->restart = p->stopped = false;
+                    p->abs_fed = p->pause_pos;
+                    off = (size_t)(p->pause_pos - base);
+                    parse_utf8_rewind(p);
+                    continue;
+                }
                 parse_settle(p, base, consumed);
                 return 0;
             }
         }
         if (ok < n) {
-            parse_fail(p, XD_EXML_UTF8, "invalid UTF-8 byte 0x%02x at offset %lld",
-                       (unsigned char)buf[off], (long long)p->abs_fed);
+            parse_fail_byte(p, buf + off);
             break;
         }
     }
@@ -906,15 +1302,22 @@ parse_oneshot(const char *xml, size_t len, const char *content_ns, xd_el_t **out
     p->oneshot = true;
     p->oneshot_ns = content_ns;
     p->header_seen = true;
+    parse_ctx_open(p);
     size_t off = 0;
     while (off < len && !p->err) {
         size_t n = len - off > PARSE_CHUNK ? PARSE_CHUNK : len - off;
         size_t ok = parse_utf8(p, (const uint8_t *)xml + off, n);
+        if (ok == len - off && p->u8_need) {
+            /* Cut inside a sequence at the very end: fail before libxml2
+             * sees the stray bytes and calls them something else. */
+            parse_fail(p, XD_EXML_UTF8, "truncated UTF-8 sequence at the end");
+            break;
+        }
         if (ok && parse_run(p, xml + off, ok, false))
             break;
         off += ok;
         if (ok < n)
-            parse_fail(p, XD_EXML_UTF8, "invalid UTF-8 at offset %zu", off);
+            parse_fail_byte(p, xml + off);
     }
     if (!p->err && p->u8_need)
         parse_fail(p, XD_EXML_UTF8, "truncated UTF-8 sequence at the end");

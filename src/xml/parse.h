@@ -1,10 +1,13 @@
 /*
  * parse.h — the streaming XMPP XML parser (src/xml; used by src/stream).
  *
- * One parser per XML stream (RFC 6120 4 and 11), built on expat with
- * namespace processing.  The caller feeds bytes as they arrive; the parser
- * calls back with the stream header, each complete top-level element as a
- * frozen xd_stanza_t, the stream end, or one error.
+ * One parser per XML stream (RFC 6120 4 and 11), built on libxml2's push
+ * parser in SAX2 mode (namespaces resolved; DESIGN.md 3 says why).  The
+ * caller feeds bytes as they arrive; the parser calls back with the stream
+ * header, each complete top-level element as a frozen xd_stanza_t, the
+ * stream end, or one error.  Each event fires from the feed that brought
+ * the last byte of its markup (the '>'), never later: libxml2 holds back
+ * only bytes it cannot decide on yet.
  *
  *      new ──► [before header] ──stream_open──► [in stream] ──stream_close──► [closed]
  *                    ▲                          │  stanza (0..n)
@@ -14,19 +17,22 @@
  * references other than the five predefined and character references,
  * comments and processing instructions fail with XD_EXML_RESTRICTED; only an
  * XML declaration at the very start of a stream is allowed, and an encoding
- * other than UTF-8 in it fails with XD_EXML_ENCODING.  Input is checked as
- * UTF-8 before expat sees it (XD_EXML_UTF8: overlong forms, surrogates,
- * values above U+10FFFF, stray or missing continuation bytes).  Other syntax
- * errors are XD_EXML_SYNTAX with expat's message and line:column in the
- * detail; an undeclared prefix is XD_EXML_BAD_NS.
+ * other than UTF-8 in it fails with XD_EXML_ENCODING.  Entities are never
+ * substituted and no DTD or anything else is ever loaded.  Input is checked
+ * as UTF-8 before libxml2 sees it (XD_EXML_UTF8: overlong forms, surrogates,
+ * values above U+10FFFF, stray or missing continuation bytes; a NUL byte is
+ * XD_EXML_SYNTAX).  Other syntax errors are XD_EXML_SYNTAX with libxml2's
+ * message and line:column in the detail; an undeclared prefix or another
+ * namespace error is XD_EXML_BAD_NS.
  *
  * Limits are enforced while parsing: the bytes fed since the last top-level
  * boundary (end of the header, of a stanza, or of whitespace between
  * stanzas) may not pass max_stanza_bytes (max_header_bytes before the
- * header), and input is handed to expat in bounded chunks, so a peer that
+ * header), and input is handed to libxml2 in bounded chunks, so a peer that
  * sends one endless start tag costs about the limit in memory, not what it
  * sent (XD_EXML_TOO_BIG).  Depth and attribute count are checked per
- * element (XD_EXML_TOO_DEEP, XD_EXML_TOO_MANY_ATTRS).
+ * element (XD_EXML_TOO_DEEP, XD_EXML_TOO_MANY_ATTRS).  Whitespace between
+ * stanzas (keepalives) never counts toward the next stanza.
  *
  * Namespaces: elements in the stream's default namespace (the one declared
  * on the header: jabber:client, …) or in no namespace get ns NULL in the
@@ -43,8 +49,15 @@
  *     start of the new stream, or TLS bytes — feed it, or hand it on;
  *   - after pause it must be fed again (the same bytes first) once
  *     xd_xml_parser_resume() was called; while paused, feed consumes nothing.
- * Handlers must not call xd_xml_parser_free or feed.  Not thread-safe: one
- * owner (the stream's worker).
+ * Handlers must not call xd_xml_parser_free or feed (they may parse other
+ * XML, e.g. with xd_stanza_parse).  Not thread-safe: one owner (the
+ * stream's worker).  A pause costs a little: the parser continues in a new
+ * libxml2 context behind a synthetic copy of the stream header (about 2 us;
+ * docs/performance.md).
+ *
+ * libxml2 is set up process-wide by the first xd_xml_parser_new (or
+ * xd_el_parse): its allocator hooks (xmlMemSetup, for the accounting below)
+ * must be in place before anything else in the process calls libxml2.
  */
 #ifndef XD_XML_PARSE_H
 #define XD_XML_PARSE_H
@@ -110,8 +123,17 @@ bool xd_xml_parser_paused(const xd_xml_parser_t *p);
 const xd_el_t *xd_xml_parser_header(const xd_xml_parser_t *p);
 const char *xd_xml_parser_stream_ns(const xd_xml_parser_t *p);
 
-/* Bytes this parser holds now (expat's buffers, text scratch, the partial
- * tree) and the most it ever held: per-connection memory accounting. */
+/* Releases libxml2's context and scratch buffers of an idle stream: when
+ * the parser sits between top-level elements with nothing held back, it
+ * keeps only the stream header (about 1 KB) and the next feed starts a new
+ * context primed with a synthetic copy of the header (about 2 µs).  Returns
+ * whether it trimmed.  Not from inside a handler. */
+bool xd_xml_parser_trim(xd_xml_parser_t *p);
+
+/* Bytes this parser holds now (libxml2's context and buffers, text
+ * scratch, the header and the partial tree) and the most it ever held:
+ * per-connection memory accounting.  libxml2's buffers never shrink, so the
+ * parser moves to a fresh libxml2 context after a stanza that grew them. */
 size_t xd_xml_parser_mem(const xd_xml_parser_t *p);
 size_t xd_xml_parser_mem_peak(const xd_xml_parser_t *p);
 

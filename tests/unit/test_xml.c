@@ -14,6 +14,12 @@
  * U+10FFFF, truncated), size/header/depth/attribute limits, a 10 MB stanza
  * with bounded memory (parser accounting and VmRSS), reset and pause from a
  * handler with the consumed count, and errors reported exactly once.
+ * The push-parser checks (libxml2 holds back bytes it cannot decide on
+ * yet): every event fires by the time the last byte of its markup was fed,
+ * whitespace keepalives never count toward a stanza, pausing after every
+ * stanza (each resume restarts libxml2 behind a synthetic stream header)
+ * gives the same conversation, namespace and attribute round trips, and
+ * libxml2's memory returns after big stanzas and many distinct names.
  * Invariants: each test frees what it makes (ASan checks for leaks).
  */
 #include <setjmp.h>
@@ -45,6 +51,10 @@ typedef struct rec {
     xd_xml_parser_t *p;     /* for handlers that pause or reset */
     const char *reset_on;   /* reset when a stanza with this name arrives */
     const char *pause_on;   /* pause when a stanza with this name arrives */
+    bool pause_all;         /* pause after every stanza and the stream close */
+    bool pause_on_open;     /* pause in stream_open */
+    int opens;              /* stream_open calls seen */
+    int closes;             /* stream_close calls seen */
 } rec_t;
 
 static void
@@ -83,6 +93,9 @@ rec_open(void *ud, const xd_el_t *h)
             xd_el_ns(h) ? xd_el_ns(h) : "-", content_ns ? content_ns : "-",
             xd_el_attr(h, "to") ? xd_el_attr(h, "to") : "-",
             xd_el_attr(h, "version") ? xd_el_attr(h, "version") : "-", lang ? lang : "-");
+    r->opens++;
+    if (r->pause_on_open)
+        xd_xml_parser_pause(r->p);
 }
 
 static void
@@ -96,13 +109,19 @@ rec_stanza(void *ud, xd_stanza_t *st)
         xd_xml_parser_reset(r->p);
     if (r->pause_on && strcmp(xd_el_name(root), r->pause_on) == 0)
         xd_xml_parser_pause(r->p);
+    if (r->pause_all)
+        xd_xml_parser_pause(r->p);
     xd_stanza_unref(st);
 }
 
 static void
 rec_close(void *ud)
 {
-    rec_add(ud, "close");
+    rec_t *r = ud;
+    rec_add(r, "close");
+    r->closes++;
+    if (r->pause_all)
+        xd_xml_parser_pause(r->p);
 }
 
 static void
@@ -687,7 +706,7 @@ test_xml__memory_returns_after_stanzas(void **state)
     xd_free(s);
     assert_int_equal(feed_str(&r, "<presence/>"), 0);
     assert_int_equal(r.stanzas, 2);
-    /* Between stanzas the parser keeps expat's buffers and little else. */
+    /* Between stanzas the parser keeps libxml2's context and little else. */
     assert_true(xd_xml_parser_mem(r.p) < 200 * 1024);
     rec_done(&r);
 }
@@ -800,6 +819,559 @@ test_xml__pause_then_reset_drops_buffered_bytes(void **state)
 }
 
 /* ------------------------------------------------------------------------ */
+/* Push-parser behaviour: timing, keepalives, pause/resume, namespaces      */
+/* ------------------------------------------------------------------------ */
+
+/* Feeds `prefix` whole, then `s` one byte at a time: the recorder must see
+ * its first new event exactly when the last byte arrives (a client sends one
+ * stanza and waits for the answer), and the log must end up as `want`.
+ * Then the same input in one piece, and with `s` split before its last byte. */
+static void
+check_event_at_last_byte(const char *prefix, const char *s, const char *want)
+{
+    size_t n = strlen(s);
+    rec_t r;
+    rec_parser(&r, NULL);
+    assert_int_equal(feed_str(&r, prefix), 0);
+    size_t before = r.len;
+    for (size_t i = 0; i < n; i++) {
+        assert_int_equal(feed_all(&r, s + i, 1), 0);
+        bool last = i + 1 == n;
+        if ((r.len != before) != last)
+            fail_msg("%s: log %s after byte %zu of %zu:\n%s", s, last ? "unchanged" : "changed",
+                     i + 1, n, r.log);
+    }
+    assert_int_equal(r.errors, 0);
+    assert_string_equal(r.log, want);
+    rec_done(&r);
+
+    rec_parser(&r, NULL);
+    assert_int_equal(feed_str(&r, prefix), 0);
+    assert_int_equal(feed_str(&r, s), 0);
+    assert_string_equal(r.log, want);
+    rec_done(&r);
+
+    rec_parser(&r, NULL);
+    assert_int_equal(feed_str(&r, prefix), 0);
+    assert_int_equal(feed_all(&r, s, n - 1), 0);
+    assert_int_equal(r.len, before);
+    assert_int_equal(feed_all(&r, s + n - 1, 1), 0);
+    assert_string_equal(r.log, want);
+    rec_done(&r);
+}
+
+static void
+test_xml__events_fire_when_their_last_byte_arrives(void **state)
+{
+    (void)state;
+    static const char *const stanzas[][2] = {
+        { "<presence/>", "<presence/>" },
+        { "<message to='a@b' type='chat'><body>hi</body></message>",
+          "<message to='a@b' type='chat'><body>hi</body></message>" },
+        { "<message><body>a &amp; b &#x263A;</body></message>",
+          "<message><body>a &amp; b \xE2\x98\xBA</body></message>" },
+        { "<iq type='get' id='x'><query xmlns='jabber:iq:roster'/></iq>",
+          "<iq type='get' id='x'><query xmlns='jabber:iq:roster'/></iq>" },
+        { "<message a='x>y'><body>1 > 0</body></message>",
+          "<message a='x&gt;y'><body>1 &gt; 0</body></message>" },
+        { "<m><![CDATA[<x>]]></m>", "<m>&lt;x&gt;</m>" },
+        { "<m>line\r\nnext\r</m>", "<m>line\nnext\n</m>" },
+        { "<m>\xE2\x82\xAC</m>", "<m>\xE2\x82\xAC</m>" },
+        { "<m >  </m >", "<m>  </m>" },
+        { "<m\n a = \"1\"\n/>", "<m a='1'/>" },
+        { "<a><b><c>deep</c></b>tail</a>", "<a><b><c>deep</c></b>tail</a>" },
+    };
+    for (size_t i = 0; i < sizeof(stanzas) / sizeof(stanzas[0]); i++) {
+        char want[512];
+        snprintf(want, sizeof(want), OPEN_C "stanza %s\n", stanzas[i][1]);
+        check_event_at_last_byte(HDR_C, stanzas[i][0], want);
+    }
+    /* The stream header itself (the server answers it at once) ... */
+    check_event_at_last_byte("", HDR_C, OPEN_C);
+    check_event_at_last_byte("", "<stream:stream xmlns='jabber:client' "
+                                 "xmlns:stream='http://etherx.jabber.org/streams'>",
+                             "open stream:stream ns=http://etherx.jabber.org/streams "
+                             "content=jabber:client to=- version=- lang=-\n");
+    /* ... and its end. */
+    check_event_at_last_byte(HDR_C "<presence/>", "</stream:stream>",
+                             OPEN_C "stanza <presence/>\nclose\n");
+    /* A stanza followed by the start of the next one in the same feed. */
+    rec_t r;
+    rec_parser(&r, NULL);
+    assert_int_equal(feed_str(&r, HDR_C "<presence id='1'/><message><bo"), 0);
+    assert_string_equal(r.log, OPEN_C "stanza <presence id='1'/>\n");
+    assert_int_equal(feed_str(&r, "dy>x</body></message>"), 0);
+    assert_string_equal(r.log, OPEN_C "stanza <presence id='1'/>\n"
+                                      "stanza <message><body>x</body></message>\n");
+    rec_done(&r);
+}
+
+static void
+test_xml__single_byte_keepalives_never_count(void **state)
+{
+    (void)state;
+    /* RFC6120 4.6.1: whitespace pings.  libxml2 reports text only once a
+     * '<' or 300 bytes follow; held-back whitespace must not count toward
+     * the next stanza, even with a limit far below 300 bytes. */
+    xd_xml_limits_t lim = { .max_stanza_bytes = 64 };
+    rec_t r;
+    rec_parser(&r, &lim);
+    assert_int_equal(feed_str(&r, HDR_C), 0);
+    for (int i = 0; i < 5000; i++)
+        assert_int_equal(feed_str(&r, i % 3 ? " " : "\n"), 0);
+    char s[65];
+    memcpy(s, "<m>", 3);
+    memset(s + 3, 'x', 57);
+    memcpy(s + 60, "</m>", 5); /* exactly 64 bytes */
+    assert_int_equal(feed_str(&r, s), 0);
+    for (int i = 0; i < 1000; i++)
+        assert_int_equal(feed_str(&r, "\t"), 0);
+    assert_int_equal(feed_str(&r, " \r\n <presence/>  \n  <presence id='2'/>\n"), 0);
+    assert_int_equal(r.errors, 0);
+    assert_int_equal(r.stanzas, 3);
+    /* Whitespace and a stanza in one feed: still only the stanza counts. */
+    char big[1024];
+    memset(big, ' ', 500);
+    memcpy(big + 500, s, 65);
+    assert_int_equal(feed_str(&r, big), 0);
+    assert_int_equal(r.stanzas, 4);
+    /* But a 65-byte stanza after whitespace is still too big. */
+    char s65[3 + 65 + 1];
+    memcpy(s65, "   <m>", 6);
+    memset(s65 + 6, 'x', 58);
+    memcpy(s65 + 64, "</m>", 5);
+    assert_int_equal(feed_str(&r, s65), XD_EXML_TOO_BIG);
+    rec_done(&r);
+}
+
+static void
+test_xml__stream_close_then_only_whitespace(void **state)
+{
+    (void)state;
+    rec_t r;
+    rec_parser(&r, NULL);
+    assert_int_equal(feed_str(&r, HDR_C "<presence/>\n</stream:stream>\n  "), 0);
+    assert_string_equal(r.log, OPEN_C "stanza <presence/>\nclose\n");
+    assert_int_equal(feed_str(&r, " \n"), 0);
+    assert_int_equal(feed_str(&r, "<presence/>"), XD_EXML_SYNTAX);
+    assert_int_equal(r.errors, 1);
+    rec_done(&r);
+    /* The same when the close paused the parser: what follows is checked
+     * by a fresh libxml2 context that is past its root element too. */
+    rec_parser(&r, NULL);
+    r.pause_all = true;
+    const char *in = HDR_C "<presence/></stream:stream>\n <presence/>";
+    size_t used = 0, total = 0;
+    assert_int_equal(xd_xml_parser_feed(r.p, in, strlen(in), &used), 0);
+    total += used;
+    xd_xml_parser_resume(r.p);
+    assert_int_equal(xd_xml_parser_feed(r.p, in + total, strlen(in) - total, &used), 0);
+    total += used;
+    assert_int_equal(r.closes, 1);
+    assert_int_equal(total, strlen(HDR_C "<presence/></stream:stream>"));
+    xd_xml_parser_resume(r.p);
+    assert_int_equal(feed_str(&r, "\n "), 0);
+    assert_int_equal(feed_str(&r, "<presence/>"), XD_EXML_SYNTAX);
+    assert_int_equal(r.stanzas, 1);
+    rec_done(&r);
+    /* A close tag that does not match the header is not well-formed. */
+    assert_int_equal(stream_rc(HDR_C, "</stream:streams>"), XD_EXML_SYNTAX);
+    assert_int_equal(stream_rc(HDR_C, "</stream>"), XD_EXML_SYNTAX);
+}
+
+static void
+test_xml__xml_declaration_with_and_without_encoding(void **state)
+{
+    (void)state;
+    /* RFC6120 11.5, 11.6 */
+    static const char *const good[] = {
+        "",
+        "<?xml version='1.0'?>",
+        "<?xml version=\"1.0\"?>\n",
+        "<?xml version='1.0' encoding='UTF-8'?>",
+        "<?xml version=\"1.0\" encoding=\"utf-8\" standalone=\"yes\"?>",
+        "\xEF\xBB\xBF<?xml version='1.0' encoding='UTF-8'?>", /* UTF-8 byte order mark */
+    };
+    static const char *const bad[] = {
+        "<?xml version='1.0' encoding='ISO-8859-1'?>",
+        "<?xml version='1.0' encoding='latin1'?>",
+        "<?xml version='1.0' encoding='US-ASCII'?>",
+        "<?xml version='1.0' encoding='UTF-16'?>",
+        "<?xml version='1.0' encoding='UTF8'?>",
+        "<?xml version='1.0' encoding='no-such-charset'?>",
+    };
+    const char *stream = "<stream:stream xmlns='jabber:client' "
+                         "xmlns:stream='http://etherx.jabber.org/streams'><presence/>";
+    for (size_t i = 0; i < sizeof(good) / sizeof(good[0]); i++) {
+        char in[512];
+        snprintf(in, sizeof(in), "%s%s", good[i], stream);
+        for (int bytewise = 0; bytewise < 2; bytewise++) {
+            rec_t r;
+            rec_parser(&r, NULL);
+            if (bytewise) {
+                for (size_t k = 0; in[k]; k++)
+                    assert_int_equal(feed_all(&r, in + k, 1), 0);
+            } else {
+                assert_int_equal(feed_str(&r, in), 0);
+            }
+            if (r.opens != 1 || r.stanzas != 1)
+                fail_msg("declaration %zu (bytewise %d):\n%s", i, bytewise, r.log);
+            assert_string_equal(xd_xml_parser_stream_ns(r.p), XD_NS_CLIENT);
+            rec_done(&r);
+        }
+    }
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        char in[512];
+        snprintf(in, sizeof(in), "%s%s", bad[i], stream);
+        for (int bytewise = 0; bytewise < 2; bytewise++) {
+            rec_t r;
+            rec_parser(&r, NULL);
+            int rc = 0;
+            if (bytewise) {
+                for (size_t k = 0; in[k] && rc == 0; k++)
+                    rc = feed_all(&r, in + k, 1);
+            } else {
+                rc = feed_str(&r, in);
+            }
+            if (rc != XD_EXML_ENCODING)
+                fail_msg("declaration %zu (bytewise %d) gives %s", i, bytewise, xd_err_name(rc));
+            assert_int_equal(r.opens, 0);
+            assert_int_equal(r.errors, 1);
+            rec_done(&r);
+        }
+    }
+    /* The one-shot parser applies the same rule. */
+    xd_el_t *el = NULL;
+    const char *doc = "<?xml version='1.0' encoding='ISO-8859-1'?><a/>";
+    assert_int_equal(xd_el_parse(doc, strlen(doc), &el), XD_EXML_ENCODING);
+    doc = "<?xml version='1.0' encoding='UTF-8'?><a/>";
+    assert_int_equal(xd_el_parse(doc, strlen(doc), &el), 0);
+    xd_el_free(el);
+}
+
+/* The header of a jabber:server stream with one more prefix declared. */
+#define HDR_S                                                                   \
+    "<stream:stream xmlns='jabber:server' xmlns:db='jabber:server:dialback' "  \
+    "xmlns:stream='http://etherx.jabber.org/streams' to='b.example' version='1.0'>"
+
+static const char ns_stream[] =
+    HDR_S "<db:verify from='a.example' to='b.example' id='i1'>key</db:verify>"
+          "<stream:error><not-well-formed xmlns='urn:ietf:params:xml:ns:xmpp-streams'/>"
+          "</stream:error>"
+          "<message xmlns='jabber:server'><p:x xmlns:p='urn:p' p:a='1' xml:lang='en'><p:y/>"
+          "<z xmlns='urn:z'><w/></z></p:x><body>b</body></message>"
+          "<iq><query xmlns='jabber:iq:roster'><item jid='c@d'/></query></iq>"
+          "<foo xmlns='urn:foo'><bar/></foo>"
+          "</stream:stream>";
+
+static const char ns_log[] =
+    "open stream:stream ns=http://etherx.jabber.org/streams content=jabber:server "
+    "to=b.example version=1.0 lang=-\n"
+    "stanza <db:verify xmlns:db='jabber:server:dialback' from='a.example' to='b.example' "
+    "id='i1'>key</db:verify>\n"
+    "stanza <stream:error xmlns:stream='http://etherx.jabber.org/streams'><not-well-formed "
+    "xmlns='urn:ietf:params:xml:ns:xmpp-streams'/></stream:error>\n"
+    "stanza <message><p:x xmlns:p='urn:p' p:a='1' xml:lang='en'><p:y/><z xmlns='urn:z'><w/>"
+    "</z></p:x><body>b</body></message>\n"
+    "stanza <iq><query xmlns='jabber:iq:roster'><item jid='c@d'/></query></iq>\n"
+    "stanza <foo xmlns='urn:foo'><bar/></foo>\n"
+    "close\n";
+
+/* Records each stanza's root and first child namespaces and prefixes. */
+static void
+ns_stanza(void *ud, xd_stanza_t *st)
+{
+    rec_t *r = ud;
+    const xd_el_t *root = xd_stanza_root(st);
+    const xd_el_t *c = xd_el_first_child(root);
+    rec_add(r, "%s %s %s / %s %s", xd_el_name(root), xd_el_prefix(root) ? xd_el_prefix(root) : "-",
+            xd_el_ns(root) ? xd_el_ns(root) : "-", c ? xd_el_name(c) : "-",
+            c && xd_el_ns(c) ? xd_el_ns(c) : "-");
+    xd_stanza_unref(st);
+}
+
+static void
+test_xml__prefixed_and_default_namespaces(void **state)
+{
+    (void)state;
+    rec_t r;
+    rec_parser(&r, NULL);
+    assert_int_equal(feed_str(&r, ns_stream), 0);
+    assert_string_equal(r.log, ns_log);
+    rec_done(&r);
+
+    /* What the tree says, not only the bytes. */
+    xd_xml_handlers_t h = { .stanza = ns_stanza };
+    memset(&r, 0, sizeof(r));
+    r.p = xd_xml_parser_new(&h, &r, NULL);
+    assert_int_equal(feed_str(&r, ns_stream), 0);
+    assert_string_equal(r.log, "verify db jabber:server:dialback / - -\n"
+                               "error stream http://etherx.jabber.org/streams / not-well-formed "
+                               "urn:ietf:params:xml:ns:xmpp-streams\n"
+                               "message - - / x urn:p\n"
+                               "iq - - / query jabber:iq:roster\n"
+                               "foo - urn:foo / bar urn:foo\n");
+    rec_done(&r);
+
+    /* A stream without a default namespace: stanzas are in none (NULL). */
+    rec_parser(&r, NULL);
+    assert_int_equal(feed_str(&r, "<stream:stream xmlns:stream='http://etherx.jabber.org/"
+                                  "streams'><message><body>x</body></message>"),
+                     0);
+    assert_null(xd_xml_parser_stream_ns(r.p));
+    assert_non_null(strstr(r.log, "stanza <message><body>x</body></message>\n"));
+    rec_done(&r);
+
+    /* Namespace names are not checked as URIs (nor were they with expat). */
+    assert_int_equal(stream_rc(HDR_C, "<x xmlns='not a uri'/>"), 0);
+    assert_int_equal(stream_rc(HDR_C, "<x xmlns:p=''/>"), XD_EXML_BAD_NS);
+    assert_int_equal(stream_rc(HDR_C, "<x xmlns:xml='urn:not-xml'/>"), XD_EXML_BAD_NS);
+}
+
+/* Feeds `in` in pieces of `piece` bytes (0: whole), resuming after every
+ * pause and re-feeding what was not consumed; checks every consumed count. */
+static void
+feed_resuming(rec_t *r, const char *in, size_t piece)
+{
+    size_t n = strlen(in), total = 0, avail = piece ? (piece < n ? piece : n) : n;
+    int guard = 0;
+    while (total < n) {
+        size_t used = 0;
+        assert_int_equal(xd_xml_parser_feed(r->p, in + total, avail - total, &used), 0);
+        assert_true(used <= avail - total);
+        total += used;
+        if (xd_xml_parser_paused(r->p)) {
+            xd_xml_parser_resume(r->p);
+            /* While paused nothing more was consumed. */
+        } else {
+            assert_int_equal(total, avail);
+            avail = piece && avail + piece < n ? avail + piece : n;
+        }
+        assert_true(++guard < 100000);
+    }
+}
+
+static void
+test_xml__pause_after_every_event_gives_the_same_conversation(void **state)
+{
+    (void)state;
+    /* Each resume continues in a fresh libxml2 context behind a synthetic
+     * copy of the stream header: prefixes and the content namespace from
+     * the real header must still apply. */
+    static const char *const streams[][2] = {
+        { sample_stream, sample_log },
+        { ns_stream, ns_log },
+        /* Namespace names that need escaping in the synthetic header. */
+        { "<s:s xmlns='urn:c&amp;&apos;d	' xmlns:s='urn:s' xmlns:q=\"urn:q'&lt;&#10;\">"
+          "<m/><q:x/><m xmlns='urn:c&amp;&apos;d&#9;'/></s:s>",
+          "open s:s ns=urn:s content=urn:c&'d  to=- version=- lang=-\n"
+          "stanza <m/>\n"
+          "stanza <q:x xmlns:q='urn:q&apos;&lt;&#10;'/>\n"
+          "stanza <m xmlns='urn:c&amp;&apos;d&#9;'/>\n"
+          "close\n" },
+    };
+    for (size_t k = 0; k < sizeof(streams) / sizeof(streams[0]); k++) {
+        size_t n = strlen(streams[k][0]);
+        size_t pieces[] = { 0, 1, 7, 64, n / 2 };
+        for (size_t i = 0; i < sizeof(pieces) / sizeof(pieces[0]); i++) {
+            rec_t r;
+            rec_parser(&r, NULL);
+            r.pause_all = true;
+            r.pause_on_open = true;
+            feed_resuming(&r, streams[k][0], pieces[i]);
+            if (strcmp(r.log, streams[k][1]) != 0)
+                fail_msg("stream %zu, pieces of %zu:\n%s", k, pieces[i], r.log);
+            assert_int_equal(r.errors, 0);
+            rec_done(&r);
+        }
+    }
+    /* The consumed count ends each time right after the paused element. */
+    rec_t r;
+    rec_parser(&r, NULL);
+    r.pause_all = true;
+    const char *in = HDR_C "<a/>\n<b>x</b><c/>";
+    size_t used = 0;
+    assert_int_equal(xd_xml_parser_feed(r.p, in, strlen(in), &used), 0);
+    assert_int_equal(used, strlen(HDR_C "<a/>"));
+    xd_xml_parser_resume(r.p);
+    size_t total = used;
+    assert_int_equal(xd_xml_parser_feed(r.p, in + total, strlen(in) - total, &used), 0);
+    assert_int_equal(used, strlen("\n<b>x</b>"));
+    rec_done(&r);
+}
+
+static void
+test_xml__pause_keeps_a_utf8_sequence_cut_by_the_feed(void **state)
+{
+    (void)state;
+    /* The bytes after a pause are checked again when re-fed: the UTF-8
+     * state must restart at the pause point, not continue mid-sequence. */
+    rec_t r;
+    rec_parser(&r, NULL);
+    r.pause_on = "a";
+    const char *first = HDR_C "<a/><m>\xE2\x82";
+    size_t used = 0;
+    assert_int_equal(xd_xml_parser_feed(r.p, first, strlen(first), &used), 0);
+    assert_int_equal(used, strlen(HDR_C "<a/>"));
+    xd_xml_parser_resume(r.p);
+    assert_int_equal(feed_str(&r, "<m>\xE2\x82"), 0);
+    assert_int_equal(feed_str(&r, "\xAC</m>"), 0);
+    assert_string_equal(r.log, OPEN_C "stanza <a/>\nstanza <m>\xE2\x82\xAC</m>\n");
+    rec_done(&r);
+}
+
+static void
+test_xml__attribute_escaping_round_trip(void **state)
+{
+    (void)state;
+    const char *in = "<m a='&amp;&lt;&gt;&quot;&apos;' b=\"it's\" c='&#9;&#10;&#13;' "
+                     "d='&#38;&#x26;' e='&amp;#38;' f='a&amp;b&amp;amp;' g='\xE2\x82\xAC&#x20AC;' "
+                     "h='x&#38;&#38;#38;'>&amp;#38; &#38;&lt;</m>";
+    static const char *const want[][2] = {
+        { "a", "&<>\"'" }, { "b", "it's" },  { "c", "\t\n\r" },
+        { "d", "&&" },     { "e", "&#38;" }, { "f", "a&b&amp;" },
+        { "g", "\xE2\x82\xAC\xE2\x82\xAC" }, { "h", "x&&#38;" },
+    };
+    xd_stanza_t *st = NULL;
+    assert_int_equal(xd_stanza_parse(in, strlen(in), NULL, &st), 0);
+    for (int round = 0; round < 3; round++) {
+        const xd_el_t *m = xd_stanza_root(st);
+        for (size_t i = 0; i < sizeof(want) / sizeof(want[0]); i++) {
+            const char *v = xd_el_attr(m, want[i][0]);
+            if (!v || strcmp(v, want[i][1]) != 0)
+                fail_msg("round %d: %s='%s'", round, want[i][0], v ? v : "(none)");
+        }
+        assert_string_equal(xd_el_text(m), "&#38; &<");
+        /* Serialize and parse again: the same values. */
+        size_t len;
+        const char *bytes = xd_stanza_bytes(st, &len);
+        xd_stanza_t *again = NULL;
+        assert_int_equal(xd_stanza_parse(bytes, len, NULL, &again), 0);
+        assert_string_equal(xd_stanza_bytes(again, NULL), bytes);
+        xd_stanza_unref(st);
+        st = again;
+    }
+    assert_string_equal(xd_stanza_bytes(st, NULL),
+                        "<m a='&amp;&lt;&gt;&quot;&apos;' b='it&apos;s' c='&#9;&#10;&#13;' "
+                        "d='&amp;&amp;' e='&amp;#38;' f='a&amp;b&amp;amp;' "
+                        "g='\xE2\x82\xAC\xE2\x82\xAC' h='x&amp;&amp;#38;'>&amp;#38; "
+                        "&amp;&lt;</m>");
+    xd_stanza_unref(st);
+    /* Namespace names are attribute values too. */
+    const char *nsd = "<m xmlns='urn:d&amp;e' xmlns:p='urn:a&#38;b' p:x='1'><p:c/></m>";
+    assert_int_equal(xd_stanza_parse(nsd, strlen(nsd), NULL, &st), 0);
+    assert_string_equal(xd_el_ns(xd_stanza_root(st)), "urn:d&e");
+    assert_string_equal(xd_el_attr_ns(xd_stanza_root(st), "x", "urn:a&b"), "1");
+    assert_string_equal(xd_el_ns(xd_el_first_child(xd_stanza_root(st))), "urn:a&b");
+    assert_string_equal(xd_stanza_bytes(st, NULL),
+                        "<m xmlns='urn:d&amp;e' xmlns:p='urn:a&amp;b' p:x='1'><p:c/></m>");
+    xd_stanza_unref(st);
+    /* The same through the stream parser. */
+    rec_t r;
+    rec_parser(&r, NULL);
+    assert_int_equal(feed_str(&r, HDR_C "<m e='&amp;#38;' d='&#38;'/>"), 0);
+    assert_string_equal(r.log, OPEN_C "stanza <m e='&amp;#38;' d='&amp;'/>\n");
+    rec_done(&r);
+}
+
+static void
+test_xml__nul_bytes_are_not_well_formed(void **state)
+{
+    (void)state;
+    static const char *const cases[] = { "<m>a\0b</m>", "<m a='\0'/>", "\0" };
+    static const size_t lens[] = { 10, 11, 1 };
+    for (size_t i = 0; i < 3; i++) {
+        rec_t r;
+        rec_parser(&r, NULL);
+        assert_int_equal(feed_str(&r, HDR_C), 0);
+        assert_int_equal(feed_all(&r, cases[i], lens[i]), XD_EXML_SYNTAX);
+        assert_int_equal(r.stanzas, 0);
+        rec_done(&r);
+    }
+    xd_el_t *el = NULL;
+    assert_int_equal(xd_el_parse("<m>\0</m>", 8, &el), XD_EXML_SYNTAX);
+    /* Before the header too (a UTF-16 or UCS-4 stream starts with one). */
+    rec_t r;
+    rec_parser(&r, NULL);
+    assert_int_equal(feed_all(&r, "<\0?\0x\0m\0l\0", 10), XD_EXML_SYNTAX);
+    assert_int_equal(r.opens, 0);
+    rec_done(&r);
+}
+
+static void
+test_xml__libxml2_memory_returns_after_big_stanzas_and_many_names(void **state)
+{
+    (void)state;
+    rec_t r;
+    rec_parser(&r, NULL);
+    assert_int_equal(feed_str(&r, HDR_C "<presence/>"), 0);
+    size_t idle = xd_xml_parser_mem(r.p);
+    /* A 60 KB stanza grows libxml2's input buffer, which never shrinks;
+     * the parser moves to a fresh libxml2 context after it. */
+    char *s = stanza_of(60000);
+    assert_int_equal(feed_str(&r, s), 0);
+    xd_free(s);
+    assert_true(xd_xml_parser_mem(r.p) < idle + 8 * 1024);
+    assert_int_equal(feed_str(&r, "<stream:features/><presence/>"), 0);
+    assert_true(xd_xml_parser_mem(r.p) < idle + 8 * 1024);
+    /* Distinct element and attribute names fill libxml2's dictionary. */
+    for (int i = 0; i < 5000; i++) {
+        char buf[128];
+        snprintf(buf, sizeof(buf), "<n%d a%d='1'><c%d/></n%d>", i, i, i, i);
+        assert_int_equal(feed_str(&r, buf), 0);
+    }
+    assert_int_equal(r.stanzas, 5004);
+    assert_int_equal(r.errors, 0);
+    assert_true(xd_xml_parser_mem_peak(r.p) < 200 * 1024);
+    assert_true(xd_xml_parser_mem(r.p) < idle + 32 * 1024);
+    assert_non_null(strstr(r.log, "stanza <stream:features "
+                                  "xmlns:stream='http://etherx.jabber.org/streams'/>\n"));
+    assert_non_null(strstr(r.log, "stanza <n4999 a4999='1'><c4999/></n4999>\n"));
+    rec_done(&r);
+}
+
+/* A stanza handler that parses the stanza's bytes again, one-shot. */
+static void
+nested_stanza(void *ud, xd_stanza_t *st)
+{
+    rec_t *r = ud;
+    size_t len;
+    const char *bytes = xd_stanza_bytes(st, &len);
+    xd_stanza_t *again = NULL;
+    int rc = xd_stanza_parse(bytes, len, NULL, &again);
+    rec_add(r, "stanza %s again %s", bytes, rc == 0 ? xd_stanza_bytes(again, NULL) : "-");
+    xd_stanza_unref(again);
+    /* And a document that fails, so libxml2 reports an error in between. */
+    xd_el_t *el = NULL;
+    rc = xd_el_parse("<a><b></a>", 10, &el);
+    assert_int_equal(rc, XD_EXML_SYNTAX);
+    r->stanzas++;
+    xd_stanza_unref(st);
+}
+
+static void
+test_xml__handlers_may_parse_other_xml(void **state)
+{
+    (void)state;
+    /* The one-shot parser runs libxml2 while the stream's libxml2 context
+     * is inside a callback; each keeps its own memory account. */
+    xd_xml_handlers_t h = { .stanza = nested_stanza };
+    rec_t r;
+    memset(&r, 0, sizeof(r));
+    r.p = xd_xml_parser_new(&h, &r, NULL);
+    assert_int_equal(feed_str(&r, HDR_C), 0);
+    size_t idle = xd_xml_parser_mem(r.p);
+    for (int i = 0; i < 200; i++)
+        assert_int_equal(feed_str(&r, "<message><body>x</body></message><presence/>"), 0);
+    assert_int_equal(r.stanzas, 400);
+    assert_non_null(strstr(r.log, "stanza <presence/> again <presence/>\n"));
+    assert_true(xd_xml_parser_mem(r.p) < idle + 8 * 1024);
+    /* An error on the stream after all that is still reported as its own. */
+    assert_int_equal(feed_str(&r, "<x></y>"), XD_EXML_SYNTAX);
+    rec_done(&r);
+}
+
+/* ------------------------------------------------------------------------ */
 /* One-shot parser                                                          */
 /* ------------------------------------------------------------------------ */
 
@@ -845,6 +1417,57 @@ test_xml__no_handlers_is_fine(void **state)
     xd_xml_parser_free(p);
 }
 
+/* An idle stream gives libxml2's context back and goes on exactly where it
+ * was: after every top-level boundary the parser is trimmed, and the
+ * conversation is the same as without trimming. */
+static void
+test_xml__trim_between_stanzas_keeps_the_conversation(void **state)
+{
+    (void)state;
+    static const char *const streams[][2] = {
+        { sample_stream, sample_log },
+        { ns_stream, ns_log },
+    };
+    for (size_t k = 0; k < sizeof(streams) / sizeof(streams[0]); k++) {
+        const char *in = streams[k][0];
+        size_t n = strlen(in);
+        rec_t r;
+        rec_parser(&r, NULL);
+        unsigned trimmed = 0;
+        size_t low = (size_t)-1, high = 0;
+        for (size_t i = 0; i < n; i++) {
+            assert_int_equal(feed_all(&r, in + i, 1), 0);
+            size_t before = xd_xml_parser_mem(r.p);
+            if (xd_xml_parser_trim(r.p)) {
+                trimmed++;
+                size_t after = xd_xml_parser_mem(r.p);
+                if (after < low)
+                    low = after;
+                if (before > high)
+                    high = before;
+            }
+        }
+        if (strcmp(r.log, streams[k][1]) != 0)
+            fail_msg("stream %zu:\n%s", k, r.log);
+        assert_true(trimmed >= 2);
+        /* libxml2's context is most of an idle parser's memory. */
+        assert_true(low * 4 < high);
+        rec_done(&r);
+    }
+    /* Not inside an element, and not before the header. */
+    rec_t r;
+    rec_parser(&r, NULL);
+    assert_false(xd_xml_parser_trim(r.p));
+    const char *in = HDR_C "<message><body>partial";
+    assert_int_equal(feed_all(&r, in, strlen(in)), 0);
+    assert_false(xd_xml_parser_trim(r.p));
+    const char *rest = "</body></message>";
+    assert_int_equal(feed_all(&r, rest, strlen(rest)), 0);
+    assert_true(xd_xml_parser_trim(r.p));
+    assert_non_null(strstr(r.log, "stanza <message><body>partial</body></message>"));
+    rec_done(&r);
+}
+
 int
 main(void)
 {
@@ -872,8 +1495,20 @@ main(void)
         cmocka_unit_test(test_xml__reset_on_every_split),
         cmocka_unit_test(test_xml__pause_and_resume),
         cmocka_unit_test(test_xml__pause_then_reset_drops_buffered_bytes),
+        cmocka_unit_test(test_xml__events_fire_when_their_last_byte_arrives),
+        cmocka_unit_test(test_xml__single_byte_keepalives_never_count),
+        cmocka_unit_test(test_xml__stream_close_then_only_whitespace),
+        cmocka_unit_test(test_xml__xml_declaration_with_and_without_encoding),
+        cmocka_unit_test(test_xml__prefixed_and_default_namespaces),
+        cmocka_unit_test(test_xml__pause_after_every_event_gives_the_same_conversation),
+        cmocka_unit_test(test_xml__pause_keeps_a_utf8_sequence_cut_by_the_feed),
+        cmocka_unit_test(test_xml__attribute_escaping_round_trip),
+        cmocka_unit_test(test_xml__nul_bytes_are_not_well_formed),
+        cmocka_unit_test(test_xml__libxml2_memory_returns_after_big_stanzas_and_many_names),
+        cmocka_unit_test(test_xml__handlers_may_parse_other_xml),
         cmocka_unit_test(test_xml__oneshot_parse),
         cmocka_unit_test(test_xml__no_handlers_is_fine),
+        cmocka_unit_test(test_xml__trim_between_stanzas_keeps_the_conversation),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
