@@ -11,15 +11,18 @@
  *              ejabberd external authentication protocol (2-byte big-endian
  *              length + "auth:User:Server:Password" etc., answer 0x0002 +
  *              0x0000/0x0001).  Plain passwords only: no SCRAM credentials.
- *   anonymous  SASL ANONYMOUS: no accounts; password checks always fail.
+ *   anonymous  SASL ANONYMOUS: no accounts; password checks always fail
+ *              and users never exist (0 + false through the callback);
+ *              every other call returns XD_ENOTSUP at once.
  *
  * Users are prepared localparts and hosts served domains (the caller
  * prepares them, e.g. from a normalised JID).  An unknown host gives
  * XD_ENOTFOUND.
  *
- * Asynchronous calls (the c2s, IQ handlers): call them on a worker loop.  On
- * success the callback runs later on the same worker loop, exactly once; on
- * error the call returns a negative code and never calls back.  Results
+ * Asynchronous calls (the c2s, IQ handlers): call them on a worker loop (off
+ * a worker they return XD_EINVAL; debug builds abort).  On success the
+ * callback runs later on the same worker loop, exactly once, never inside
+ * the call; on error the call returns a negative code and never calls back.  Results
  * (cred) are lent for the duration of the callback (STYLE.md 3.7 R6).
  * Errors a callback may see: XD_ENOTFOUND, XD_EEXIST, XD_ENOTSUP,
  * XD_EAUTH_REFUSED (the external script said no), XD_ETIMEDOUT (script did
@@ -29,7 +32,17 @@
  * Errors a call may return at once: XD_EINVAL (bad argument, ':' in a user
  * or host for an external host, a request over 65535 bytes), XD_ENOTFOUND
  * (host not served), XD_EFULL (pool or script queue full: answer
- * wait/temporary-auth-failure), XD_ECLOSED (stopped), XD_ENOTSUP.
+ * wait/temporary-auth-failure), XD_ECLOSED (not started, or stopped),
+ * XD_ENOTSUP (the host's method cannot do it: get_scram on external and
+ * anonymous hosts, writes on anonymous hosts).
+ *
+ * External timing: extauth_timeout counts from when a request is written to
+ * a script; no full answer by then gives XD_ETIMEDOUT and the script is
+ * killed and restarted.  A request still queued (all scripts busy or
+ * restarting) extauth_timeout after it was submitted fails with XD_ETIMEDOUT
+ * unsent.  Each host queues at most 1024 requests (then XD_EFULL).  A
+ * script that dies or answers garbage is restarted after 100 ms, doubling
+ * per consecutive failure up to 10 s.  extauth_timeout 0 = no limit.
  *
  * Synchronous calls (`_sync`): for threads that are not loops only (xmppctl
  * commands, the blocking pool, tests); they assert that (xd_assert_off_loop)
@@ -74,8 +87,10 @@ typedef int (*xd_auth_user_handler)(void *arg, xd_str_t user);
  * with wordexp(3), WRDE_NOCMD | WRDE_UNDEF: quotes, $VARS and ~ work, $(…)
  * and `…` are refused; the program is looked up in PATH).  db (borrowed) is
  * used by internal hosts; it may be NULL when no host is internal.  On error
- * *err (may be NULL) gets a malloc'd message and nothing is left running.
- * XD_EEXIST when already started. */
+ * *err (may be NULL) gets a malloc'd message (free(3)) naming the host and
+ * the program, and nothing is left running: -errno when a script cannot be
+ * spawned (-ENOENT: no such program), XD_EINVAL for a command line wordexp
+ * refuses or an internal host without db.  XD_EEXIST when already started. */
 int xd_auth_start(const xd_config_t *cfg, xd_db_t *db, char **err);
 
 /* Applies a new configuration: hosts added or removed, methods and options
@@ -88,7 +103,10 @@ int xd_auth_reload(const xd_config_t *cfg, char **err);
 
 /* Stops everything started (idempotent): queued and in-flight external
  * requests end with XD_ECANCELED, scripts get EOF, then SIGKILL after
- * 500 ms; joins the script threads.  Later calls return XD_ECLOSED. */
+ * 500 ms (the processes of one host in parallel, hosts one after the
+ * other); every child is reaped and the script threads joined.  Later calls
+ * return XD_ECLOSED.  Must run before xd_workers_join: the callbacks of the
+ * canceled requests are posted to their workers. */
 void xd_auth_stop(void);
 
 /* ---- capabilities (any thread) ---------------------------------------------------------------- */
@@ -106,13 +124,15 @@ int xd_auth_method_of(const char *host, int *out);
 /* ---- asynchronous (worker loop) --------------------------------------------------------------- */
 
 /* The stored SCRAM credential of user for hash: 0 + cred, XD_ENOTFOUND (no
- * user, or no credential for that hash), XD_ENOTSUP (external, anonymous). */
+ * user, or no credential for that hash).  The call returns XD_ENOTSUP at
+ * once for external and anonymous hosts. */
 int xd_auth_get_scram(const char *host, const char *user, xd_scram_hash hash,
                       xd_auth_scram_cb cb, void *arg);
 
 /* 0 + ok: whether password is user's (internal: derived with the stored
  * salt; external: "auth"; anonymous: never).  An unknown user gives 0 + false
- * (internal, external) so that callers cannot tell the two apart. */
+ * (internal, external) so that callers cannot tell the two apart (internal:
+ * after a dummy derivation, so the time taken does not tell either). */
 int xd_auth_check_password(const char *host, const char *user, const char *password,
                            xd_auth_bool_cb cb, void *arg);
 

@@ -10,7 +10,9 @@
  *
  *   async request: w != NULL.  auth.c has held w (xd_worker_hold) unless the
  *                  backend is the blocking pool, which holds it itself
- *                  (held == false).  Finishing posts the callback to w.
+ *                  (held == false).  Finishing posts the callback to w;
+ *                  the pool path calls auth_req_deliver from its done
+ *                  callback instead.
  *   sync request:  w == NULL.  The waiting thread sleeps on `sem`;
  *                  finishing posts it, and the waiter owns the request.
  *
@@ -66,7 +68,8 @@ typedef struct auth_req {
     void *arg;                   /* async: its argument */
     uv_sem_t sem;                /* sync: posted when finished */
 
-    uint64_t deadline_ms;        /* external: uv_hrtime ms after which a queued request expires */
+    uint64_t deadline_ms;        /* external: uv_hrtime ms after which a queued (unsent)
+                                    request fails with XD_ETIMEDOUT; UINT64_MAX = never */
     struct auth_req *next;       /* external: queue link */
 } auth_req_t;
 
@@ -78,8 +81,11 @@ void auth_req_finish(auth_req_t *req);
  * req->held.  Async only. */
 void auth_req_deliver(auth_req_t *req);
 
-/* Frees req, wiping the password. */
+/* Frees req (NULL is fine), wiping the password and the credential. */
 void auth_req_free(auth_req_t *req);
+
+/* The protocol name of op ("auth", "isuser", …; "get_scram"), for logs. */
+const char *auth_op_name(auth_op op);
 
 /* ---- internal.c ------------------------------------------------------------------------------ */
 
@@ -96,8 +102,9 @@ int auth_int_submit(auth_req_t *req);
 typedef struct auth_ext auth_ext_t;
 
 /* Splits program, spawns nproc processes (the first spawn is done here, so
- * a missing program is an error now) and starts their threads.  *err gets a
- * malloc'd message on failure. */
+ * a missing program is an error now) and starts their threads.  *err (may
+ * be NULL) gets a malloc'd message on failure, naming host and program.
+ * timeout_ms == 0 means no answer timeout. */
 int auth_ext_start(const char *host, const char *program, unsigned nproc, uint64_t timeout_ms,
                    auth_ext_t **out, char **err);
 

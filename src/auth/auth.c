@@ -1,0 +1,747 @@
+/*
+ * auth.c — the front of the auth backends (xmppd/auth.h): the per-host
+ * backend table, request objects and their completion.  The backends are
+ * internal.c (SCRAM credentials in the database, on the blocking pool) and
+ * external.c (a pool of script processes per host).
+ *
+ * The table maps each served host to its method and, for an external host,
+ * its script pool.  It is published under a rwlock: every call looks its host
+ * up and hands its request to the backend under the read lock (handing over
+ * never blocks: the pool and the script queue are bounded and answer
+ * XD_EFULL at once), and a reload builds a new table outside the lock, swaps
+ * it in under the write lock and only then stops the script pools that the
+ * new table does not keep.  After the swap no reader can still reach a
+ * stopped pool, so a pool is never used after it was freed.
+ *
+ * A request (auth_int.h) carries owned copies of its strings.  Async
+ * requests come back to the requesting worker through its inbox:
+ *
+ *   internal:  xd_pool_submit holds the worker; the pool's done callback
+ *              runs on the worker and calls auth_req_deliver.
+ *   external,  auth.c holds the worker (xd_worker_hold, held = true) so its
+ *   anonymous: inbox stays open across a stop; the backend thread calls
+ *              auth_req_finish, which posts auth_req_deliver to the worker;
+ *              deliver runs the callback and drops the hold.
+ *
+ * Sync requests (w == NULL) run internal work on the calling thread and
+ * wait on the request's semaphore for external work.
+ *
+ * Invariants: au.table, au.db and au.running change only under the write
+ * lock, and start/reload/stop are serialised by au.admin; a request is
+ * finished exactly once; every password copy is wiped when its request is
+ * freed.
+ */
+#include <openssl/crypto.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "auth/auth_int.h"
+#include "xmppd/alloc.h"
+#include "xmppd/assert.h"
+#include "xmppd/auth.h"
+#include "xmppd/err.h"
+#include "xmppd/log.h"
+
+/* One served host. */
+typedef struct au_host {
+    char *host;          /* owned; normalised served domain (the sort key) */
+    int method;          /* xd_auth_method */
+    unsigned iterations; /* internal: scram_iterations for new credentials */
+    auth_ext_t *ext;     /* external: the script pool (the table owns it) */
+    bool reused;         /* reload: ext came from the previous table */
+} au_host_t;
+
+/* Everything served; immutable once published. */
+typedef struct au_table {
+    au_host_t *hosts; /* count entries sorted by host (strcmp), owned */
+    size_t count;     /* number of hosts */
+} au_table_t;
+
+static struct {
+    uv_rwlock_t lock;   /* guards table, db, running */
+    uv_mutex_t admin;   /* serialises start, reload and stop */
+    au_table_t *table;  /* the published table, or NULL when stopped */
+    xd_db_t *db;        /* borrowed from xd_auth_start; NULL when no host is internal */
+    bool running;       /* between start and stop */
+} au;
+
+static uv_once_t au_once = UV_ONCE_INIT;
+
+static void
+au_init_once(void)
+{
+    XD_ASSERT(uv_rwlock_init(&au.lock) == 0);
+    XD_ASSERT(uv_mutex_init(&au.admin) == 0);
+}
+
+/* ---- requests -------------------------------------------------------------------------------- */
+
+void
+auth_req_free(auth_req_t *req)
+{
+    if (req == NULL)
+        return;
+    if (req->password != NULL) {
+        OPENSSL_cleanse(req->password, strlen(req->password));
+        xd_free(req->password);
+    }
+    OPENSSL_cleanse(&req->cred, sizeof req->cred);
+    xd_free(req->host);
+    xd_free(req->user);
+    xd_free(req);
+}
+
+void
+auth_req_deliver(auth_req_t *req)
+{
+    xd_worker_t *w = req->w;
+    bool held = req->held;
+
+    XD_ASSERT(w != NULL);
+    XD_DEBUG_ASSERT(w == xd_worker_self());
+    switch (req->op) {
+    case AUTH_OP_GET_SCRAM:
+        req->cb.scram(req->arg, req->status, req->status == 0 ? &req->cred : NULL);
+        break;
+    case AUTH_OP_CHECK:
+    case AUTH_OP_EXISTS:
+        req->cb.flag(req->arg, req->status, req->status == 0 && req->flag);
+        break;
+    default:
+        req->cb.plain(req->arg, req->status);
+        break;
+    }
+    auth_req_free(req);
+    if (held)
+        xd_worker_unhold(w);
+}
+
+/* Runs on the requesting worker's loop. */
+static void
+au_deliver_msg(xd_worker_t *w, void *arg)
+{
+    (void)w;
+    auth_req_deliver(arg);
+}
+
+void
+auth_req_finish(auth_req_t *req)
+{
+    if (req->w == NULL) {
+        uv_sem_post(&req->sem); /* the waiter owns req from here */
+        return;
+    }
+    XD_ASSERT(req->held); /* only held requests travel through the inbox */
+    int rc = xd_worker_post(req->w, au_deliver_msg, req);
+    /* The hold keeps the inbox open until deliver has run. */
+    XD_ASSERT(rc == 0);
+}
+
+const char *
+auth_op_name(auth_op op)
+{
+    switch (op) {
+    case AUTH_OP_GET_SCRAM: return "get_scram";
+    case AUTH_OP_CHECK: return "auth";
+    case AUTH_OP_EXISTS: return "isuser";
+    case AUTH_OP_SET_PASSWORD: return "setpass";
+    case AUTH_OP_REGISTER: return "tryregister";
+    case AUTH_OP_REMOVE: return "removeuser";
+    case AUTH_OP_REMOVE_CHECKED: return "removeuser3";
+    }
+    return "?";
+}
+
+static bool
+au_op_has_password(auth_op op)
+{
+    return op == AUTH_OP_CHECK || op == AUTH_OP_SET_PASSWORD || op == AUTH_OP_REGISTER ||
+           op == AUTH_OP_REMOVE_CHECKED;
+}
+
+/* A new request with owned copies, or NULL for bad arguments. */
+static auth_req_t *
+au_req_new(auth_op op, const char *host, const char *user, const char *password)
+{
+    if (host == NULL || *host == '\0' || user == NULL || *user == '\0')
+        return NULL;
+    if (au_op_has_password(op) != (password != NULL))
+        return NULL;
+    auth_req_t *req = xd_new(auth_req_t);
+    req->op = op;
+    req->host = xd_strdup(host);
+    req->user = xd_strdup(user);
+    req->password = password != NULL ? xd_strdup(password) : NULL;
+    return req;
+}
+
+/* ---- the table ------------------------------------------------------------------------------- */
+
+static int
+au_host_cmp(const void *a, const void *b)
+{
+    return strcmp(((const au_host_t *)a)->host, ((const au_host_t *)b)->host);
+}
+
+/* host's entry in t, or NULL. */
+static au_host_t *
+au_find(const au_table_t *t, const char *host)
+{
+    if (t == NULL)
+        return NULL;
+    au_host_t key = { .host = (char *)host };
+    return bsearch(&key, t->hosts, t->count, sizeof *t->hosts, au_host_cmp);
+}
+
+/* Frees t and stops the script pools it owns (those not marked kept). */
+static void
+au_table_free(au_table_t *t, bool stop_exts)
+{
+    if (t == NULL)
+        return;
+    for (size_t i = 0; i < t->count; i++) {
+        if (stop_exts && t->hosts[i].ext != NULL)
+            auth_ext_stop(t->hosts[i].ext);
+        xd_free(t->hosts[i].host);
+    }
+    xd_free(t->hosts);
+    xd_free(t);
+}
+
+/* A malloc'd message for *err (NULL when out of memory: the code still tells). */
+static char *au_errf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+static char *
+au_errf(const char *fmt, ...)
+{
+    va_list ap;
+    char *s = NULL;
+
+    va_start(ap, fmt);
+    if (vasprintf(&s, fmt, ap) < 0)
+        s = NULL;
+    va_end(ap);
+    return s;
+}
+
+/* Builds the table for cfg.  External hosts of `old` whose program and pool
+ * size did not change are taken over (marked reused; the old table still
+ * lists them until the caller commits).  On error every pool started here is
+ * stopped again and *err (may be NULL) gets a malloc'd message. */
+static int
+au_build(const xd_config_t *cfg, const au_table_t *old, xd_db_t *db, au_table_t **out,
+         char **err)
+{
+    au_table_t *t = xd_new(au_table_t);
+    int rc = 0;
+
+    t->hosts = xd_calloc(cfg->hosts.count ? cfg->hosts.count : 1, sizeof *t->hosts);
+    for (size_t i = 0; i < cfg->hosts.count && rc == 0; i++) {
+        const xd_host_conf_t *hc = &cfg->hosts_conf[i];
+        au_host_t *h = &t->hosts[t->count++];
+        h->host = xd_strdup(hc->host);
+        h->method = hc->auth_method;
+        h->iterations = hc->scram_iterations > 0 ? (unsigned)hc->scram_iterations
+                                                 : XD_SCRAM_ITERATIONS_DEFAULT;
+        switch (hc->auth_method) {
+        case XD_AUTH_INTERNAL:
+            if (db == NULL) {
+                rc = XD_EINVAL;
+                if (err)
+                    *err = au_errf("host %s: auth_method internal needs a database", hc->host);
+            }
+            break;
+        case XD_AUTH_ANONYMOUS:
+            break;
+        case XD_AUTH_EXTERNAL: {
+            unsigned nproc = hc->extauth_pool_size > 0 ? (unsigned)hc->extauth_pool_size : 1;
+            if (hc->extauth_program == NULL || *hc->extauth_program == '\0') {
+                rc = XD_EINVAL;
+                if (err)
+                    *err = au_errf("host %s: auth_method external needs extauth_program",
+                                   hc->host);
+                break;
+            }
+            const au_host_t *prev = au_find(old, hc->host);
+            if (prev != NULL && prev->ext != NULL &&
+                auth_ext_same(prev->ext, hc->extauth_program, nproc)) {
+                h->ext = prev->ext;
+                h->reused = true;
+                break;
+            }
+            rc = auth_ext_start(hc->host, hc->extauth_program, nproc, hc->extauth_timeout_ms,
+                                &h->ext, err);
+            break;
+        }
+        default:
+            rc = XD_EINVAL;
+            if (err)
+                *err = au_errf("host %s: unknown auth_method %d", hc->host,
+                                   hc->auth_method);
+            break;
+        }
+    }
+    if (rc != 0) {
+        for (size_t i = 0; i < t->count; i++)
+            if (t->hosts[i].reused)
+                t->hosts[i].ext = NULL; /* still the old table's */
+        au_table_free(t, true);
+        return rc;
+    }
+    qsort(t->hosts, t->count, sizeof *t->hosts, au_host_cmp);
+    *out = t;
+    return 0;
+}
+
+int
+xd_auth_start(const xd_config_t *cfg, xd_db_t *db, char **err)
+{
+    au_table_t *t = NULL;
+    int rc;
+
+    xd_assert_off_loop();
+    if (err)
+        *err = NULL;
+    if (cfg == NULL)
+        return XD_EINVAL;
+    uv_once(&au_once, au_init_once);
+    uv_mutex_lock(&au.admin);
+    if (au.running) {
+        uv_mutex_unlock(&au.admin);
+        return XD_EEXIST;
+    }
+    rc = au_build(cfg, NULL, db, &t, err);
+    if (rc == 0) {
+        uv_rwlock_wrlock(&au.lock);
+        au.table = t;
+        au.db = db;
+        au.running = true;
+        uv_rwlock_wrunlock(&au.lock);
+        XD_LOG(NULL, XD_INFO, "auth started", "hosts=%zu", t->count);
+    }
+    uv_mutex_unlock(&au.admin);
+    return rc;
+}
+
+int
+xd_auth_reload(const xd_config_t *cfg, char **err)
+{
+    au_table_t *t = NULL, *old;
+    int rc;
+
+    xd_assert_off_loop();
+    if (err)
+        *err = NULL;
+    if (cfg == NULL)
+        return XD_EINVAL;
+    uv_once(&au_once, au_init_once);
+    uv_mutex_lock(&au.admin);
+    if (!au.running) {
+        uv_mutex_unlock(&au.admin);
+        return XD_ECLOSED;
+    }
+    /* Only this thread changes au.table (admin is held): reading it unlocked is safe. */
+    old = au.table;
+    rc = au_build(cfg, old, au.db, &t, err);
+    if (rc != 0) {
+        uv_mutex_unlock(&au.admin);
+        return rc;
+    }
+    for (size_t i = 0; i < t->count; i++) {
+        const xd_host_conf_t *hc = xd_config_host(cfg, t->hosts[i].host);
+        if (t->hosts[i].reused && hc != NULL)
+            auth_ext_set_timeout(t->hosts[i].ext, hc->extauth_timeout_ms);
+    }
+    uv_rwlock_wrlock(&au.lock);
+    au.table = t;
+    uv_rwlock_wrunlock(&au.lock);
+
+    /* No reader can reach `old` any more: stop the pools t did not keep. */
+    for (size_t i = 0; i < old->count; i++) {
+        au_host_t *h = &old->hosts[i];
+        const au_host_t *now = au_find(t, h->host);
+        if (h->ext != NULL && now != NULL && now->ext == h->ext)
+            h->ext = NULL; /* kept */
+    }
+    au_table_free(old, true);
+    uv_mutex_unlock(&au.admin);
+    XD_LOG(NULL, XD_NOTICE, "auth reloaded", "hosts=%zu", t->count);
+    return 0;
+}
+
+void
+xd_auth_stop(void)
+{
+    au_table_t *t;
+
+    xd_assert_off_loop();
+    uv_once(&au_once, au_init_once);
+    uv_mutex_lock(&au.admin);
+    uv_rwlock_wrlock(&au.lock);
+    t = au.table;
+    au.table = NULL;
+    au.db = NULL;
+    au.running = false;
+    uv_rwlock_wrunlock(&au.lock);
+    if (t != NULL) {
+        au_table_free(t, true);
+        XD_LOG(NULL, XD_INFO, "auth stopped", "");
+    }
+    uv_mutex_unlock(&au.admin);
+}
+
+/* ---- capabilities ---------------------------------------------------------------------------- */
+
+int
+xd_auth_method_of(const char *host, int *out)
+{
+    int rc = XD_ENOTFOUND;
+
+    if (host == NULL)
+        return XD_EINVAL;
+    uv_once(&au_once, au_init_once);
+    uv_rwlock_rdlock(&au.lock);
+    const au_host_t *h = au_find(au.table, host);
+    if (h != NULL) {
+        *out = h->method;
+        rc = 0;
+    }
+    uv_rwlock_rdunlock(&au.lock);
+    return rc;
+}
+
+bool
+xd_auth_supports_scram(const char *host)
+{
+    int m;
+    return xd_auth_method_of(host, &m) == 0 && m == XD_AUTH_INTERNAL;
+}
+
+bool
+xd_auth_anonymous_allowed(const char *host)
+{
+    int m;
+    return xd_auth_method_of(host, &m) == 0 && m == XD_AUTH_ANONYMOUS;
+}
+
+/* ---- dispatch -------------------------------------------------------------------------------- */
+
+/* What au_dispatch did with a request it accepted. */
+typedef enum au_route {
+    AU_QUEUED,    /* a backend has it; it finishes (async: deliver, sync: sem) */
+    AU_RUN_HERE,  /* sync internal: the caller runs auth_int_run now */
+    AU_ANSWERED,  /* sync: status and results are set already */
+} au_route;
+
+/* Answers req without a backend (anonymous): async through the inbox. */
+static au_route
+au_answer_now(auth_req_t *req, int status, bool flag)
+{
+    req->status = status;
+    req->flag = flag;
+    if (req->w == NULL)
+        return AU_ANSWERED;
+    auth_req_finish(req);
+    return AU_QUEUED;
+}
+
+/* Hands req to host's backend.  Returns an au_route (>= 0), or an error and
+ * req stays the caller's.  Async requests must have w set and, for the
+ * inbox paths, be held here. */
+static int
+au_dispatch(auth_req_t *req)
+{
+    int rc;
+
+    uv_once(&au_once, au_init_once);
+    uv_rwlock_rdlock(&au.lock);
+    if (!au.running) {
+        rc = XD_ECLOSED;
+        goto out;
+    }
+    const au_host_t *h = au_find(au.table, req->host);
+    if (h == NULL) {
+        rc = XD_ENOTFOUND;
+        goto out;
+    }
+    switch (h->method) {
+    case XD_AUTH_INTERNAL:
+        req->db = au.db;
+        req->iterations = h->iterations;
+        if (req->w == NULL) {
+            rc = AU_RUN_HERE;
+        } else {
+            req->held = false; /* the pool holds the worker itself */
+            rc = auth_int_submit(req);
+            if (rc == 0)
+                rc = AU_QUEUED;
+        }
+        break;
+    case XD_AUTH_EXTERNAL:
+        if (req->op == AUTH_OP_GET_SCRAM) {
+            rc = XD_ENOTSUP;
+            break;
+        }
+        if (req->w != NULL) {
+            rc = xd_worker_hold(req->w);
+            if (rc != 0)
+                break;
+            req->held = true;
+        }
+        rc = auth_ext_submit(h->ext, req);
+        if (rc != 0 && req->w != NULL) {
+            xd_worker_unhold(req->w);
+            req->held = false;
+        }
+        if (rc == 0)
+            rc = AU_QUEUED;
+        break;
+    case XD_AUTH_ANONYMOUS:
+        if (req->op != AUTH_OP_CHECK && req->op != AUTH_OP_EXISTS) {
+            rc = XD_ENOTSUP;
+            break;
+        }
+        if (req->w != NULL) {
+            rc = xd_worker_hold(req->w);
+            if (rc != 0)
+                break;
+            req->held = true;
+        }
+        rc = (int)au_answer_now(req, 0, false);
+        break;
+    default:
+        rc = XD_EINTERNAL;
+        break;
+    }
+out:
+    uv_rwlock_rdunlock(&au.lock);
+    return rc;
+}
+
+/* Starts an async request on the calling worker.  On error req is freed. */
+static int
+au_async(auth_req_t *req, void *cb, void *arg)
+{
+    if (req == NULL || cb == NULL) {
+        auth_req_free(req);
+        return XD_EINVAL;
+    }
+    req->w = xd_worker_self();
+    if (XD_NEVER(req->w == NULL)) {
+        auth_req_free(req); /* async calls belong on a worker loop */
+        return XD_EINVAL;
+    }
+    req->arg = arg;
+    int rc = au_dispatch(req);
+    if (rc < 0) {
+        auth_req_free(req);
+        return rc;
+    }
+    return 0;
+}
+
+/* Runs a sync request to its end; returns its status.  req stays the
+ * caller's (results are read from it). */
+static int
+au_sync(auth_req_t *req)
+{
+    xd_assert_off_loop();
+    if (req == NULL)
+        return XD_EINVAL;
+    req->w = NULL;
+    XD_ASSERT(uv_sem_init(&req->sem, 0) == 0);
+    int rc = au_dispatch(req);
+    if (rc == AU_QUEUED) {
+        uv_sem_wait(&req->sem);
+        rc = req->status;
+    } else if (rc == AU_RUN_HERE) {
+        auth_int_run(req);
+        rc = req->status;
+    } else if (rc == AU_ANSWERED) {
+        rc = req->status;
+    }
+    uv_sem_destroy(&req->sem);
+    return rc;
+}
+
+/* ---- asynchronous ---------------------------------------------------------------------------- */
+
+int
+xd_auth_get_scram(const char *host, const char *user, xd_scram_hash hash, xd_auth_scram_cb cb,
+                  void *arg)
+{
+    if ((unsigned)hash >= XD_SCRAM_HASH_COUNT)
+        return XD_EINVAL;
+    auth_req_t *req = au_req_new(AUTH_OP_GET_SCRAM, host, user, NULL);
+    if (req != NULL) {
+        req->hash = hash;
+        req->cb.scram = cb;
+    }
+    return au_async(req, (void *)cb, arg);
+}
+
+int
+xd_auth_check_password(const char *host, const char *user, const char *password,
+                       xd_auth_bool_cb cb, void *arg)
+{
+    auth_req_t *req = au_req_new(AUTH_OP_CHECK, host, user, password);
+    if (req != NULL)
+        req->cb.flag = cb;
+    return au_async(req, (void *)cb, arg);
+}
+
+int
+xd_auth_user_exists(const char *host, const char *user, xd_auth_bool_cb cb, void *arg)
+{
+    auth_req_t *req = au_req_new(AUTH_OP_EXISTS, host, user, NULL);
+    if (req != NULL)
+        req->cb.flag = cb;
+    return au_async(req, (void *)cb, arg);
+}
+
+/* The four operations answered with a plain status. */
+static int
+au_plain(auth_op op, const char *host, const char *user, const char *password, xd_auth_cb cb,
+         void *arg)
+{
+    auth_req_t *req = au_req_new(op, host, user, password);
+    if (req != NULL)
+        req->cb.plain = cb;
+    return au_async(req, (void *)cb, arg);
+}
+
+int
+xd_auth_set_password(const char *host, const char *user, const char *password, xd_auth_cb cb,
+                     void *arg)
+{
+    return au_plain(AUTH_OP_SET_PASSWORD, host, user, password, cb, arg);
+}
+
+int
+xd_auth_register(const char *host, const char *user, const char *password, xd_auth_cb cb,
+                 void *arg)
+{
+    return au_plain(AUTH_OP_REGISTER, host, user, password, cb, arg);
+}
+
+int
+xd_auth_remove(const char *host, const char *user, xd_auth_cb cb, void *arg)
+{
+    return au_plain(AUTH_OP_REMOVE, host, user, NULL, cb, arg);
+}
+
+int
+xd_auth_remove_checked(const char *host, const char *user, const char *password, xd_auth_cb cb,
+                       void *arg)
+{
+    return au_plain(AUTH_OP_REMOVE_CHECKED, host, user, password, cb, arg);
+}
+
+/* ---- synchronous ----------------------------------------------------------------------------- */
+
+int
+xd_auth_get_scram_sync(const char *host, const char *user, xd_scram_hash hash,
+                       xd_scram_cred_t *out)
+{
+    if ((unsigned)hash >= XD_SCRAM_HASH_COUNT || out == NULL)
+        return XD_EINVAL;
+    auth_req_t *req = au_req_new(AUTH_OP_GET_SCRAM, host, user, NULL);
+    if (req != NULL)
+        req->hash = hash;
+    int rc = au_sync(req);
+    if (rc == 0)
+        *out = req->cred;
+    auth_req_free(req);
+    return rc;
+}
+
+/* A sync CHECK or EXISTS: *result = the flag. */
+static int
+au_sync_flag(auth_op op, const char *host, const char *user, const char *password, bool *result)
+{
+    if (result == NULL)
+        return XD_EINVAL;
+    *result = false;
+    auth_req_t *req = au_req_new(op, host, user, password);
+    int rc = au_sync(req);
+    if (rc == 0)
+        *result = req->flag;
+    auth_req_free(req);
+    return rc;
+}
+
+int
+xd_auth_check_password_sync(const char *host, const char *user, const char *password, bool *ok)
+{
+    return au_sync_flag(AUTH_OP_CHECK, host, user, password, ok);
+}
+
+int
+xd_auth_user_exists_sync(const char *host, const char *user, bool *exists)
+{
+    return au_sync_flag(AUTH_OP_EXISTS, host, user, NULL, exists);
+}
+
+static int
+au_sync_plain(auth_op op, const char *host, const char *user, const char *password)
+{
+    auth_req_t *req = au_req_new(op, host, user, password);
+    int rc = au_sync(req);
+    auth_req_free(req);
+    return rc;
+}
+
+int
+xd_auth_set_password_sync(const char *host, const char *user, const char *password)
+{
+    return au_sync_plain(AUTH_OP_SET_PASSWORD, host, user, password);
+}
+
+int
+xd_auth_register_sync(const char *host, const char *user, const char *password)
+{
+    return au_sync_plain(AUTH_OP_REGISTER, host, user, password);
+}
+
+int
+xd_auth_remove_sync(const char *host, const char *user)
+{
+    return au_sync_plain(AUTH_OP_REMOVE, host, user, NULL);
+}
+
+int
+xd_auth_remove_checked_sync(const char *host, const char *user, const char *password)
+{
+    return au_sync_plain(AUTH_OP_REMOVE_CHECKED, host, user, password);
+}
+
+int
+xd_auth_list_users_sync(const char *host, xd_auth_user_handler fn, void *arg)
+{
+    xd_db_t *db = NULL;
+    int rc;
+
+    xd_assert_off_loop();
+    if (host == NULL || fn == NULL)
+        return XD_EINVAL;
+    uv_once(&au_once, au_init_once);
+    uv_rwlock_rdlock(&au.lock);
+    const au_host_t *h = au_find(au.table, host);
+    if (!au.running)
+        rc = XD_ECLOSED;
+    else if (h == NULL)
+        rc = XD_ENOTFOUND;
+    else if (h->method != XD_AUTH_INTERNAL)
+        rc = XD_ENOTSUP;
+    else {
+        db = au.db;
+        rc = 0;
+    }
+    uv_rwlock_rdunlock(&au.lock);
+    if (rc != 0)
+        return rc;
+    /* The db outlives xd_auth_stop (auth.h lifecycle), so it may be used unlocked. */
+    return xd_user_list(db, xd_str_c(host), fn, arg);
+}
