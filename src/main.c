@@ -15,6 +15,10 @@
  *           their sockets until restart; everything read per use follows).
  */
 #include <errno.h>
+#include <fcntl.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <pthread.h>
 #include <getopt.h>
 #include <signal.h>
 #include <stdio.h>
@@ -24,10 +28,19 @@
 #include <unistd.h>
 #include <uv.h>
 
+#include <openssl/crypto.h>
+
 #include "core/ctl.h"
+#include "xmppd/cmd.h"
 #include "core/pool.h"
 #include "core/worker.h"
+#include "auth/commands.h"
+#include "router/sm.h"
+#include "stream/c2s.h"
 #include "stream/listener.h"
+#include "stream/register.h"
+#include "stream/tls.h"
+#include "xmppd/auth.h"
 #include "xd_version.h"
 #include "xmppd/alloc.h"
 #include "xmppd/config.h"
@@ -92,14 +105,90 @@ begin_stop(const char *why)
     xd_workers_stop();
 }
 
+/* Reads <data_dir>/secret, creating it (32 random bytes, mode 0600) on
+ * first start: the node's secret for values that must stay stable across
+ * restarts (fake SCRAM salts for unknown users). */
 static int
-reload(xd_ctl_out_t *out)
+load_secret(const char *data_dir, uint8_t *out, size_t len)
 {
+    char path[4096];
+    snprintf(path, sizeof path, "%s/secret", data_dir);
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd >= 0) {
+        ssize_t n = read(fd, out, len);
+        close(fd);
+        if (n == (ssize_t)len)
+            return 0;
+    }
+    if (uv_random(NULL, NULL, out, len, 0, NULL) != 0)
+        return XD_EINTERNAL;
+    char tmp[4120];
+    snprintf(tmp, sizeof tmp, "%s.tmp", path);
+    fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    if (fd < 0)
+        return -errno;
+    bool ok = write(fd, out, len) == (ssize_t)len && fsync(fd) == 0;
+    close(fd);
+    if (!ok || rename(tmp, path) != 0) {
+        unlink(tmp);
+        return XD_EINTERNAL;
+    }
+    return 0;
+}
+
+/* Loads the certificate store for cfg and installs it for the c2s.
+ * Off-loop (reads files, may generate a key). */
+static int
+load_tls(const xd_config_t *cfg, char **err)
+{
+    const char **hosts = xd_calloc(cfg->hosts.count + 1, sizeof *hosts);
+    for (size_t i = 0; i < cfg->hosts.count; i++)
+        hosts[i] = cfg->hosts.items[i];
+    xd_tls_store_opts_t o = {
+        .certfiles = (const char *const *)cfg->certfiles.items,
+        .ncertfiles = cfg->certfiles.count,
+        .hosts = hosts,
+        .nhosts = cfg->hosts.count,
+        .data_dir = cfg->data_dir,
+        .min_version = cfg->tls_min_version == 13 ? "1.3" : "1.2",
+        .ciphers = cfg->tls_ciphers,
+        .ciphersuites = cfg->tls_ciphersuites,
+    };
+    xd_tls_store_t *st = NULL;
+    int rc = xd_tls_store_load(&o, &st, err);
+    xd_free(hosts);
+    if (rc != 0)
+        return rc;
+    size_t n = 0;
+    const char *const *warn = xd_tls_store_warnings(st, &n);
+    for (size_t i = 0; i < n; i++)
+        XD_LOG(NULL, XD_WARN, "certificate warning", "detail=\"%s\"", warn[i]);
+    const xd_tls_selfsigned_t *ss = xd_tls_store_selfsigned(st, &n);
+    for (size_t i = 0; i < n; i++)
+        XD_LOG(NULL, XD_WARN,
+               ss[i].created ? "self-signed certificate created" : "using self-signed certificate",
+               "host=%s path=%s hint=\"clients will not trust it; set certfiles to a "
+               "certificate from a CA\"",
+               ss[i].host, ss[i].path);
+    XD_LOG(NULL, XD_NOTICE, "certificates loaded", "count=%zu", xd_tls_store_count(st));
+    xd_c2s_set_tls_store(st);
+    return 0;
+}
+
+/* Re-reads the configuration and reopens the log.  Off-loop (it may load
+ * certificates and restart auth scripts); one reload at a time.  call may
+ * be NULL (SIGHUP). */
+static int
+reload(xd_cmd_call_t *call)
+{
+    static pthread_mutex_t reload_lock = PTHREAD_MUTEX_INITIALIZER;
+    pthread_mutex_lock(&reload_lock);
     int rc = xd_log_reopen();
     if (rc != 0)
         XD_LOG(NULL, XD_ERROR, "log reopen failed", "err=%s", xd_strerror(rc));
     if (!config_path) {
         XD_LOG(NULL, XD_NOTICE, "config reloaded", "source=defaults");
+        pthread_mutex_unlock(&reload_lock);
         return 0;
     }
     xd_config_t *cfg = NULL;
@@ -109,83 +198,123 @@ reload(xd_ctl_out_t *out)
         /* A bad file never replaces a good configuration. */
         XD_LOG(NULL, XD_ERROR, "config reload failed", "file=%s error=\"%s\"", config_path,
                err ? err : xd_strerror(rc));
-        if (out)
-            xd_ctl_printf(out, "%s\n", err ? err : xd_strerror(rc));
+        if (call)
+            xd_cmd_errorf(call, rc, "%s", err ? err : xd_strerror(rc));
         free(err);
+        pthread_mutex_unlock(&reload_lock);
+        return rc == XD_EINVAL ? XD_ECONF_SYNTAX : rc;
+    }
+    /* Modules, auth backends and certificates first: if they fail, nothing
+     * changes. */
+    if ((rc = xd_register_check_config(cfg, &err)) != 0 || (rc = xd_auth_reload(cfg, &err)) != 0 ||
+        (rc = load_tls(cfg, &err)) != 0) {
+        XD_LOG(NULL, XD_ERROR, "config reload failed", "file=%s error=\"%s\"", config_path,
+               err ? err : xd_strerror(rc));
+        if (call)
+            xd_cmd_errorf(call, rc, "%s", err ? err : xd_strerror(rc));
+        free(err);
+        xd_config_unref(cfg);
+        pthread_mutex_unlock(&reload_lock);
         return rc;
     }
     xd_log_set_level(xd_config_loglevel(cfg));
     xd_config_publish(cfg);
     XD_LOG(NULL, XD_NOTICE, "config reloaded", "file=%s", config_path);
+    pthread_mutex_unlock(&reload_lock);
     return 0;
+}
+
+static void
+sighup_work(uv_work_t *req)
+{
+    (void)req;
+    reload(NULL);
+}
+
+static void
+sighup_done(uv_work_t *req, int status)
+{
+    (void)status;
+    xd_free(req);
 }
 
 static void
 on_signal(uv_signal_t *h, int signum)
 {
-    (void)h;
-    if (signum == SIGHUP)
-        reload(NULL);
-    else
+    if (signum == SIGHUP) {
+        uv_work_t *req = xd_new(uv_work_t);
+        if (uv_queue_work(h->loop, req, sighup_work, sighup_done) != 0)
+            xd_free(req);
+    } else {
         begin_stop(signum == SIGTERM ? "SIGTERM" : "SIGINT");
+    }
 }
 
 /* ---- control commands --------------------------------------------------- */
 
 static int
-cmd_status(int argc, char **argv, xd_ctl_out_t *out)
+cmd_status(xd_cmd_call_t *call)
 {
-    (void)argc;
-    (void)argv;
-    xd_config_t *cfg = xd_config_get();
     uint64_t up = (uv_now(main_loop) - started_ms) / 1000;
-    xd_ctl_printf(out, "xmppd %s is running (pid %d, up %llus, %u workers)\n", XD_VERSION,
+    xd_cmd_printf(call, "xmppd %s is running (pid %d, up %llus, %u workers)\n", XD_VERSION,
                   (int)getpid(), (unsigned long long)up, xd_workers_count());
-    for (size_t i = 0; i < xd_config_host_count(cfg); i++)
-        xd_ctl_printf(out, "host %s\n", xd_config_host_name(cfg, i));
+    for (size_t i = 0; i < xd_config_host_count(call->cfg); i++)
+        xd_cmd_printf(call, "host %s\n", xd_config_host_name(call->cfg, i));
     for (size_t i = 0; i < xd_listeners_count(); i++) {
         const xd_listener_t *l = xd_listeners_get(i);
-        xd_ctl_printf(out, "listener c2s %s connections=%u\n", l->name,
+        xd_cmd_printf(call, "listener c2s %s connections=%u\n", l->name,
                       atomic_load(&((xd_listener_t *)l)->connections));
     }
-    xd_config_unref(cfg);
     return 0;
 }
 
 static int
-cmd_stop(int argc, char **argv, xd_ctl_out_t *out)
+cmd_stop(xd_cmd_call_t *call)
 {
-    (void)argc;
-    (void)argv;
-    xd_ctl_printf(out, "stopping\n");
+    xd_cmd_printf(call, "stopping\n");
     begin_stop("xmppctl");
     return 0;
 }
 
 static int
-cmd_reload(int argc, char **argv, xd_ctl_out_t *out)
+cmd_reload(xd_cmd_call_t *call)
 {
-    (void)argc;
-    (void)argv;
-    return reload(out) == 0 ? 0 : 1;
+    return reload(call);
 }
 
 static int
-cmd_loglevel(int argc, char **argv, xd_ctl_out_t *out)
+cmd_loglevel(xd_cmd_call_t *call)
 {
-    if (argc == 0) {
-        xd_ctl_printf(out, "%s\n", xd_log_level_name((xd_log_level)atomic_load(&xd_log_level_cur)));
+    const char *arg = call->args[0].text;
+    if (!arg) {
+        xd_cmd_printf(call, "%s\n", xd_log_level_name((xd_log_level)atomic_load(&xd_log_level_cur)));
         return 0;
     }
-    int lvl = xd_log_level_parse(argv[0]);
-    if (lvl < 0) {
-        xd_ctl_printf(out, "unknown level %s (none, critical, error, warning, notice, info, debug)\n",
-                      argv[0]);
-        return 2;
-    }
+    int lvl = xd_log_level_parse(arg);
+    if (lvl < 0)
+        return xd_cmd_errorf(call, XD_EINVAL,
+                             "unknown level %s (none, critical, error, warning, notice, info, debug)",
+                             arg);
     xd_log_set_level((xd_log_level)lvl);
     return 0;
 }
+
+static const xd_cmd_arg_t loglevel_args[] = {
+    { "level", XD_CMD_STRING, "none, critical, error, warning, notice, info or debug" },
+};
+
+static const xd_cmd_t server_cmds[] = {
+    { .name = "status", .doc = "show whether the server runs, its hosts and listeners",
+      .result = XD_CMD_RES_STRING, .flags = XD_CMD_ON_LOOP, .fn = cmd_status },
+    { .name = "stop", .doc = "stop the server gracefully", .result = XD_CMD_RES_STRING,
+      .flags = XD_CMD_ON_LOOP, .fn = cmd_stop },
+    { .name = "reload_config",
+      .doc = "reload the configuration file (a bad file leaves the running one in force)",
+      .result = XD_CMD_RES_NONE, .fn = cmd_reload },
+    { .name = "loglevel", .doc = "show or set the log level", .args = loglevel_args,
+      .nargs = 1, .nopt = 1, .result = XD_CMD_RES_STRING, .flags = XD_CMD_ON_LOOP,
+      .fn = cmd_loglevel },
+};
 
 /* ---- workers ------------------------------------------------------------ */
 
@@ -253,6 +382,16 @@ main(int argc, char **argv)
     xd_config_t *cfg = NULL;
     if (load_config(&cfg) != 0)
         return 1;
+    {
+        /* Module options are checked now too, so errors name file:line. */
+        char *merr = NULL;
+        if (xd_register_check_config(cfg, &merr) != 0) {
+            fprintf(stderr, "%s\n", merr ? merr : "invalid module options");
+            free(merr);
+            xd_config_unref(cfg);
+            return 1;
+        }
+    }
     if (check_only) {
         printf("%s: configuration is valid\n", config_path ? config_path : "(built-in defaults)");
         xd_config_unref(cfg);
@@ -291,7 +430,13 @@ main(int argc, char **argv)
         fprintf(stderr, "xmppd: only sql_type: sqlite is supported so far\n");
         goto out_config;
     }
-    xd_db_params_t params = { .driver = "sqlite", .path = cfg->sql_database };
+    /* SQLite's own page cache per connection is kept small: the operating
+     * system caches the file anyway, and every pooled connection would hold
+     * its own copy of the same pages. */
+    xd_db_params_t params = { .driver = "sqlite",
+                              .path = cfg->sql_database,
+                              .max_conns = (unsigned)cfg->sql_pool_size,
+                              .cache_kib = 2048 };
     if ((rc = xd_db_open(&params, &db)) != 0) {
         XD_LOG(NULL, XD_CRIT, "cannot open storage", "path=%s err=%s", cfg->sql_database,
                xd_strerror(rc));
@@ -306,10 +451,35 @@ main(int argc, char **argv)
         goto out_db;
     }
 
+    uint8_t secret[32];
+    if ((rc = load_secret(data_dir, secret, sizeof secret)) != 0) {
+        XD_LOG(NULL, XD_CRIT, "cannot read or create the node secret", "dir=%s err=%s", data_dir,
+               xd_strerror(rc));
+        goto out_pool;
+    }
+    xd_c2s_set_secret(secret, sizeof secret);
+    OPENSSL_cleanse(secret, sizeof secret);
+    if ((rc = xd_sm_init()) != 0) {
+        XD_LOG(NULL, XD_CRIT, "cannot create the session table", "err=%s", xd_strerror(rc));
+        goto out_pool;
+    }
+    if ((rc = load_tls(cfg, &err)) != 0) {
+        XD_LOG(NULL, XD_CRIT, "cannot load certificates", "error=\"%s\"",
+               err ? err : xd_strerror(rc));
+        fprintf(stderr, "xmppd: %s\n", err ? err : xd_strerror(rc));
+        goto out_sm;
+    }
+    if ((rc = xd_auth_start(cfg, db, &err)) != 0) {
+        XD_LOG(NULL, XD_CRIT, "cannot start authentication", "error=\"%s\"",
+               err ? err : xd_strerror(rc));
+        fprintf(stderr, "xmppd: %s\n", err ? err : xd_strerror(rc));
+        goto out_tls;
+    }
+
     if ((rc = xd_listeners_prepare(cfg, &err)) != 0) {
         XD_LOG(NULL, XD_CRIT, "cannot listen", "error=\"%s\"", err ? err : xd_strerror(rc));
         fprintf(stderr, "xmppd: %s\n", err ? err : xd_strerror(rc));
-        goto out_pool;
+        goto out_auth;
     }
 
     main_loop = uv_default_loop();
@@ -330,11 +500,10 @@ main(int argc, char **argv)
         goto out_loop;
     }
 
-    xd_ctl_register("status", "", "show whether the server runs, its hosts and listeners", 0, 0,
-                    cmd_status);
-    xd_ctl_register("stop", "", "stop the server gracefully", 0, 0, cmd_stop);
-    xd_ctl_register("reload_config", "", "reload the configuration file", 0, 0, cmd_reload);
-    xd_ctl_register("loglevel", "[LEVEL]", "show or set the log level", 0, 1, cmd_loglevel);
+    for (size_t i = 0; i < sizeof server_cmds / sizeof server_cmds[0]; i++)
+        xd_cmd_register(&server_cmds[i]);
+    xd_auth_register_commands();
+    xd_c2s_register_commands();
     if ((rc = xd_ctl_start(main_loop, xd_config_ctl_socket(cfg), &err)) != 0) {
         XD_LOG(NULL, XD_CRIT, "cannot open the control socket", "error=\"%s\"",
                err ? err : xd_strerror(rc));
@@ -352,15 +521,24 @@ main(int argc, char **argv)
     uv_run(main_loop, UV_RUN_DEFAULT);
     /* Workers are stopping (begin_stop); queued pool jobs are cancelled and
      * running ones finish, their results delivered on their loops; then
-     * the loops end. */
+     * the loops end.  The main loop is done: blocking calls are fine now. */
+    xd_mark_loop_thread(false);
+    xd_auth_stop();
     xd_pool_stop();
     xd_workers_join();
 out_loop:
     xd_mark_loop_thread(false); /* the main loop is done; blocking calls are fine now */
     uv_loop_close(main_loop);
-out_pool:
+out_auth:
+    xd_auth_stop();
+out_tls:
+    xd_c2s_set_tls_store(NULL);
+out_sm:
     xd_pool_stop();
     xd_listeners_free();
+    xd_sm_shutdown();
+out_pool:
+    xd_pool_stop();
 out_db:
     xd_db_close(db);
 out_config:

@@ -173,6 +173,8 @@ typedef struct xd_host_conf {
     bool allow_unencrypted_plain_auth; /* SASL PLAIN without TLS */
     int max_auth_failures;             /* SASL failures before the stream is closed */
     uint64_t auth_failure_delay_ms;    /* pause before each SASL failure is answered */
+    xd_strlist_t disable_sasl_mechanisms; /* mechanism names never offered */
+    char *sasl_authzid_access;         /* access rule: who may use another authzid */
     xd_acl_set_t acl;                  /* this scope's own ACLs */
     xd_rule_set_t access_rules;        /* this scope's own access rules */
     xd_rule_set_t shaper_rules;        /* this scope's own shaper rules */
@@ -198,6 +200,9 @@ typedef struct xd_config {
     int pool_threads;            /* blocking pool threads */
     int pool_queue;              /* blocking pool queue bound */
     xd_strlist_t certfiles;      /* glob patterns of PEM files */
+    int tls_min_version;         /* 12 (TLS 1.2) or 13 */
+    char *tls_ciphers;           /* TLS <= 1.2 cipher list, NULL = built-in modern list */
+    char *tls_ciphersuites;      /* TLS 1.3 suites, NULL = OpenSSL default */
     char *ctl_socket;            /* xmppctl socket path (default <data_dir>/xmppd.sock) */
     char *pid_file;              /* or NULL */
     xd_optlist_t listen;         /* xd_listen_conf_t items */

@@ -94,6 +94,12 @@ static const xd_opt_enum_t cfg_resource_conflicts[] = {
     { NULL, 0 },
 };
 
+static const xd_opt_enum_t cfg_tls_versions[] = {
+    { "1.2", 12 },
+    { "1.3", 13 },
+    { NULL, 0 },
+};
+
 static const xd_opt_enum_t cfg_sql_types[] = {
     { "sqlite", XD_SQL_SQLITE },
     { "pgsql", XD_SQL_PGSQL },
@@ -229,6 +235,16 @@ static const xd_opt_t cfg_host_opts[] = {
     XD_OPT_FULL("auth_failure_delay", XD_OPT_TYPE_DURATION, H_, auth_failure_delay_ms, "1s",
                 NULL, "Delay before a failed SASL attempt is answered, to slow password "
                 "guessing.", HOST_, NULL),
+    XD_OPT_FULL("disable_sasl_mechanisms", XD_OPT_TYPE_STRING_LIST, H_, disable_sasl_mechanisms,
+                "[]", NULL,
+                "SASL mechanisms never offered on this host, e.g. `[PLAIN]` or "
+                "`[SCRAM-SHA-1, SCRAM-SHA-1-PLUS]` (case-insensitive).", HOST_, NULL),
+    XD_OPT_FULL("sasl_authzid_access", XD_OPT_TYPE_STRING, H_, sasl_authzid_access, "none",
+                NULL,
+                "Access rule naming the users who may authenticate as themselves but act as "
+                "another JID (a SASL authorization identity, RFC 6120 6.3.8). Everyone else "
+                "gets `invalid-authzid` for an authzid that is not their own bare JID.",
+                HOST_, NULL),
     XD_OPT_FULL("language", XD_OPT_TYPE_STRING, H_, language, "en", NULL,
                 "Default language (`xml:lang`) of the server's own messages.", HOST_, NULL),
     XD_OPT_FULL("scram_iterations", XD_OPT_TYPE_INT, H_, scram_iterations, "4096",
@@ -282,6 +298,13 @@ static const xd_opt_t cfg_global_opts[] = {
     XD_OPT_STRING_LIST("certfiles", C_, certfiles, "[]",
                        "Glob patterns of PEM files holding certificates and keys; each "
                        "certificate is used for the domains it names."),
+    XD_OPT_ENUM("tls_min_version", C_, tls_min_version, "1.2", cfg_tls_versions,
+                "Oldest TLS version accepted on client and server streams: `1.2` or `1.3`."),
+    XD_OPT_STRING("tls_ciphers", C_, tls_ciphers, NULL,
+                  "OpenSSL cipher list for TLS 1.2. Unset: forward-secret AEAD ciphers only "
+                  "(ECDHE with AES-GCM or ChaCha20-Poly1305)."),
+    XD_OPT_STRING("tls_ciphersuites", C_, tls_ciphersuites, NULL,
+                  "OpenSSL TLS 1.3 cipher suites. Unset: OpenSSL's default."),
     XD_OPT_FULL("ctl_socket", XD_OPT_TYPE_PATH, C_, ctl_socket, NULL, NULL,
                 "Unix socket xmppctl talks to.", 0, "`<data_dir>/xmppd.sock`"),
     XD_OPT_PATH("pid_file", C_, pid_file, NULL, "Write the process id here when set."),

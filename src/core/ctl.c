@@ -12,22 +12,19 @@
 
 #include "core/ctl.h"
 
+#include <inttypes.h>
+
+#include "xmppd/assert.h"
+#include "xmppd/cmd.h"
+#include "xmppd/config.h"
+
 #include "xmppd/alloc.h"
 #include "xmppd/err.h"
 #include "xmppd/log.h"
 
 #define CTL_MAX_REQUEST 4096
-#define CTL_MAX_ARGS 16
-#define CTL_MAX_CMDS 64
+#define CTL_MAX_ARGS XD_CMD_MAX_ARGS
 
-typedef struct {
-    const char *name, *args, *doc; /* static strings */
-    int min_args, max_args;        /* argument count bounds */
-    xd_ctl_handler fn;             /* the handler */
-} ctl_cmd_t;
-
-static ctl_cmd_t ctl_cmds[CTL_MAX_CMDS];
-static size_t ctl_ncmds;
 static uv_pipe_t ctl_server;
 static bool ctl_open;
 static char *ctl_path;
@@ -37,10 +34,21 @@ typedef struct {
     char req[CTL_MAX_REQUEST];  /* the request line so far */
     size_t len;                 /* its length */
     bool answered;              /* a reply is queued; ignore further input */
+    uv_work_t work;             /* an off-loop command in progress */
+    xd_cmd_call_t call;         /* its call */
+    int status;                 /* its result */
 } ctl_client_t;
 
-void
-xd_ctl_printf(xd_ctl_out_t *out, const char *fmt, ...)
+/* A growable output buffer for the reply. */
+typedef struct {
+    char *p;
+    size_t len, cap;
+} ctl_out_t;
+
+static void ctl_printf(ctl_out_t *out, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+static void
+ctl_printf(ctl_out_t *out, const char *fmt, ...)
 {
     va_list ap;
     for (;;) {
@@ -59,42 +67,71 @@ xd_ctl_printf(xd_ctl_out_t *out, const char *fmt, ...)
     }
 }
 
-void
-xd_ctl_register(const char *name, const char *args, const char *doc, int min_args,
-                int max_args, xd_ctl_handler fn)
+/* ---- help ------------------------------------------------------------------------------------ */
+
+static int
+ctl_help_line(void *arg, const xd_cmd_t *cmd)
 {
-    for (size_t i = 0; i < ctl_ncmds; i++)
-        if (strcmp(ctl_cmds[i].name, name) == 0) {
-            ctl_cmds[i] = (ctl_cmd_t){ name, args, doc, min_args, max_args, fn };
-            return;
-        }
-    if (ctl_ncmds < CTL_MAX_CMDS)
-        ctl_cmds[ctl_ncmds++] = (ctl_cmd_t){ name, args, doc, min_args, max_args, fn };
+    xd_cmd_call_t *call = arg;
+    char syn[256];
+    xd_cmd_synopsis(cmd, syn, sizeof syn);
+    xd_cmd_printf(call, "  %-24s %s\n", cmd->name, cmd->doc);
+    (void)syn;
+    return 0;
 }
 
 static int
-ctl_help(int argc, char **argv, xd_ctl_out_t *out)
+ctl_help(xd_cmd_call_t *call)
 {
-    for (size_t i = 0; i < ctl_ncmds; i++) {
-        const ctl_cmd_t *c = &ctl_cmds[i];
-        if (argc == 1 && strcmp(argv[0], c->name) != 0)
-            continue;
-        xd_ctl_printf(out, "  %s%s%s\n      %s\n", c->name, c->args && *c->args ? " " : "",
-                      c->args ? c->args : "", c->doc);
-        if (argc == 1)
-            return 0;
+    if (!call->args[0].text) {
+        xd_cmd_printf(call, "Usage: xmppctl [--socket PATH] COMMAND [ARGUMENT...]\n\nCommands:\n");
+        xd_cmd_foreach(ctl_help_line, call);
+        xd_cmd_printf(call, "\n`xmppctl help COMMAND` describes one command.");
+        return 0;
     }
-    if (argc == 1) {
-        xd_ctl_printf(out, "unknown command: %s\n", argv[0]);
-        return 2;
-    }
+    const xd_cmd_t *cmd = xd_cmd_find(call->args[0].text);
+    if (!cmd)
+        return xd_cmd_errorf(call, XD_EINVAL, "unknown command: %s (try `xmppctl help`)",
+                             call->args[0].text);
+    char syn[256];
+    xd_cmd_synopsis(cmd, syn, sizeof syn);
+    xd_cmd_printf(call, "xmppctl %s%s%s\n    %s\n", cmd->name, *syn ? " " : "", syn, cmd->doc);
+    if (cmd->longdoc)
+        xd_cmd_printf(call, "\n    %s\n", cmd->longdoc);
+    if (cmd->nargs)
+        xd_cmd_printf(call, "\nArguments:\n");
+    for (size_t i = 0; i < cmd->nargs; i++)
+        xd_cmd_printf(call, "    %-12s %-9s %s%s\n", cmd->args[i].name,
+                      xd_cmd_type_name(cmd->args[i].type), cmd->args[i].doc,
+                      i >= cmd->nargs - cmd->nopt ? " (optional)" : "");
+    if (cmd->result_doc)
+        xd_cmd_printf(call, "\nResult: %s\n", cmd->result_doc);
     return 0;
 }
+
+static const xd_cmd_arg_t ctl_help_args[] = {
+    { "command", XD_CMD_STRING, "the command to describe" },
+};
+
+static const xd_cmd_t ctl_help_cmd = {
+    .name = "help",
+    .doc = "list the commands, or describe one",
+    .args = ctl_help_args,
+    .nargs = 1,
+    .nopt = 1,
+    .result = XD_CMD_RES_STRING,
+    .flags = XD_CMD_ON_LOOP,
+    .fn = ctl_help,
+};
+
+/* ---- replies --------------------------------------------------------------------------------- */
 
 static void
 ctl_on_close(uv_handle_t *h)
 {
-    xd_free(h);
+    ctl_client_t *cl = (ctl_client_t *)h;
+    xd_cmd_call_clear(&cl->call);
+    xd_free(cl);
 }
 
 typedef struct {
@@ -112,15 +149,26 @@ ctl_on_write(uv_write_t *req, int status)
     xd_free(w);
 }
 
-static void
-ctl_reply(ctl_client_t *cl, int code, xd_ctl_out_t *out)
+/* Exit codes of xmppctl: 0 ok, 1 failed (or a "no" answer), 2 usage. */
+static int
+ctl_exit_code(int status)
 {
-    xd_ctl_out_t msg = { 0 };
+    if (status == 0)
+        return 0;
+    return status == XD_EINVAL ? 2 : 1;
+}
+
+static void
+ctl_send(ctl_client_t *cl, int code, const char *body, size_t len)
+{
+    ctl_out_t msg = { 0 };
     if (code == 0)
-        xd_ctl_printf(&msg, "ok\n%s", out->p ? out->p : "");
+        ctl_printf(&msg, "ok\n");
     else
-        xd_ctl_printf(&msg, "error %d\n%s", code, out->p ? out->p : "");
-    xd_free(out->p);
+        ctl_printf(&msg, "error %d\n", code);
+    ctl_printf(&msg, "%.*s", (int)len, body ? body : "");
+    if (len && body[len - 1] != '\n')
+        ctl_printf(&msg, "\n");
     ctl_wreq_t *w = xd_new(ctl_wreq_t);
     w->data = msg.p;
     uv_buf_t buf = uv_buf_init(msg.p, (unsigned)msg.len);
@@ -134,41 +182,111 @@ ctl_reply(ctl_client_t *cl, int code, xd_ctl_out_t *out)
 }
 
 static void
+ctl_reply_msg(ctl_client_t *cl, int code, const char *msg)
+{
+    ctl_send(cl, code, msg, strlen(msg));
+}
+
+/* Formats the finished call by its result kind. */
+static void
+ctl_reply_call(ctl_client_t *cl, int status)
+{
+    xd_cmd_result_t *r = &cl->call.res;
+    if (status != 0) {
+        const char *msg = r->text ? r->text : xd_strerror(status);
+        ctl_send(cl, ctl_exit_code(status), msg, strlen(msg));
+        return;
+    }
+    ctl_out_t out = { 0 };
+    int code = 0;
+    switch ((xd_cmd_res)r->kind) {
+    case XD_CMD_RES_NONE:
+    case XD_CMD_RES_STRING:
+        if (r->text)
+            ctl_printf(&out, "%s", r->text);
+        break;
+    case XD_CMD_RES_INT:
+        ctl_printf(&out, "%" PRId64 "\n", r->i);
+        break;
+    case XD_CMD_RES_BOOL:
+        if (r->text)
+            ctl_printf(&out, "%s", r->text);
+        code = r->yes ? 0 : 1;
+        break;
+    case XD_CMD_RES_LIST:
+        for (size_t i = 0; i < r->n; i++)
+            ctl_printf(&out, "%s\n", r->items[i]);
+        break;
+    }
+    ctl_send(cl, code, out.p, out.len);
+    xd_free(out.p);
+}
+
+static void
+ctl_work(uv_work_t *req)
+{
+    ctl_client_t *cl = req->data;
+    cl->status = xd_cmd_run(&cl->call);
+}
+
+static void
+ctl_after_work(uv_work_t *req, int status)
+{
+    ctl_client_t *cl = req->data;
+    if (status == UV_ECANCELED)
+        cl->status = xd_cmd_errorf(&cl->call, XD_ECANCELED, "canceled: the server is stopping");
+    ctl_reply_call(cl, cl->status);
+}
+
+static void
 ctl_dispatch(ctl_client_t *cl)
 {
-    char *argv[CTL_MAX_ARGS + 1];
+    char *argv[CTL_MAX_ARGS + 2];
     int argc = 0;
-    xd_ctl_out_t out = { 0 };
-    for (char *tok = cl->req, *save = NULL; (tok = strtok_r(tok, "\t", &save)); tok = NULL) {
+    /* One request per connection: from here on input is ignored, and the
+     * client is closed only after its reply is written. */
+    cl->answered = true;
+    uv_read_stop((uv_stream_t *)&cl->pipe);
+    /* Fields are separated by tabs; empty fields are kept (an empty
+     * password is the server's to refuse, not the splitter's). */
+    for (char *p = cl->req;;) {
         if (argc == CTL_MAX_ARGS + 1) {
-            xd_ctl_printf(&out, "too many arguments\n");
-            ctl_reply(cl, 2, &out);
+            ctl_reply_msg(cl, 2, "too many arguments");
             return;
         }
-        argv[argc++] = tok;
+        argv[argc++] = p;
+        char *tab = strchr(p, '\t');
+        if (!tab)
+            break;
+        *tab = '\0';
+        p = tab + 1;
     }
-    if (argc == 0) {
-        xd_ctl_printf(&out, "empty request\n");
-        ctl_reply(cl, 2, &out);
+    if (argc == 0 || argv[0][0] == '\0') {
+        ctl_reply_msg(cl, 2, "empty request");
         return;
     }
-    for (size_t i = 0; i < ctl_ncmds; i++) {
-        const ctl_cmd_t *c = &ctl_cmds[i];
-        if (strcmp(c->name, argv[0]) != 0)
-            continue;
-        int nargs = argc - 1;
-        if (nargs < c->min_args || nargs > c->max_args) {
-            xd_ctl_printf(&out, "usage: xmppctl %s %s\n", c->name, c->args ? c->args : "");
-            ctl_reply(cl, 2, &out);
-            return;
-        }
-        XD_LOG(NULL, XD_NOTICE, "ctl command", "cmd=%s", c->name);
-        int rc = c->fn(nargs, argv + 1, &out);
-        ctl_reply(cl, rc, &out);
+    const xd_cmd_t *cmd = xd_cmd_find(argv[0]);
+    if (!cmd) {
+        char msg[300];
+        snprintf(msg, sizeof msg, "unknown command: %.200s (try `xmppctl help`)", argv[0]);
+        ctl_reply_msg(cl, 2, msg);
         return;
     }
-    xd_ctl_printf(&out, "unknown command: %s (try `xmppctl help`)\n", argv[0]);
-    ctl_reply(cl, 2, &out);
+    xd_config_t *cfg = xd_config_get();
+    int rc = xd_cmd_prepare(&cl->call, cmd, cfg, argc - 1, argv + 1, "xmppctl");
+    xd_config_unref(cfg);
+    if (rc != 0) {
+        ctl_reply_call(cl, rc);
+        return;
+    }
+    if (cmd->flags & XD_CMD_ON_LOOP) {
+        ctl_reply_call(cl, xd_cmd_run(&cl->call));
+        return;
+    }
+    cl->work.data = cl;
+    rc = uv_queue_work(cl->pipe.loop, &cl->work, ctl_work, ctl_after_work);
+    if (rc != 0)
+        ctl_reply_call(cl, xd_cmd_errorf(&cl->call, XD_EINTERNAL, "cannot run: %s", uv_strerror(rc)));
 }
 
 static void
@@ -197,9 +315,7 @@ ctl_on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
         *nl = '\0';
         ctl_dispatch(cl);
     } else if (cl->len >= sizeof cl->req - 1) {
-        xd_ctl_out_t out = { 0 };
-        xd_ctl_printf(&out, "request too long\n");
-        ctl_reply(cl, 2, &out);
+        ctl_reply_msg(cl, 2, "request too long");
     }
 }
 
@@ -234,7 +350,9 @@ ctl_socket_alive(const char *path)
 int
 xd_ctl_start(uv_loop_t *loop, const char *path, char **err)
 {
-    xd_ctl_register("help", "[COMMAND]", "list the commands, or describe one", 0, 1, ctl_help);
+    int reg = xd_cmd_register(&ctl_help_cmd);
+    XD_ASSERT(reg == 0 || reg == XD_EEXIST);
+    (void)reg;
     if (strlen(path) >= sizeof(((struct sockaddr_un *)0)->sun_path)) {
         if (asprintf(err, "ctl_socket: path too long: %s", path) < 0)
             *err = NULL;

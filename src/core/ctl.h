@@ -4,30 +4,16 @@
  * A Unix stream socket, mode 0600, served on the main loop.  One request per
  * connection: a line "command\targ\targ\n"; the answer is "ok\n" or
  * "error <exit-code>\n" followed by the output, then the server closes.
- * Commands are registered by name; the full command registry (DESIGN.md 5)
- * replaces this table when it lands, keeping the wire format.
+ * The commands are those of the command registry (include/xmppd/cmd.h);
+ * those without XD_CMD_ON_LOOP run on the libuv thread pool of the main
+ * loop, so they may block.  Fields are tab-separated; the exit code is
+ * 0 (ok), 1 (failed, or a "no" answer) or 2 (usage, bad argument).
  */
 #ifndef XMPPD_CORE_CTL_H
 #define XMPPD_CORE_CTL_H
 
 #include <stddef.h>
 #include <uv.h>
-
-/* Output of a command: a growable string. */
-typedef struct xd_ctl_out {
-    char *p;    /* NUL-terminated */
-    size_t len; /* bytes used */
-    size_t cap; /* bytes allocated */
-} xd_ctl_out_t;
-
-void xd_ctl_printf(xd_ctl_out_t *out, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-
-/* Returns 0 (ok) or an exit code for xmppctl (1 = failed, 2 = usage). */
-typedef int (*xd_ctl_handler)(int argc, char **argv, xd_ctl_out_t *out);
-
-/* Registers a command; `args` documents the arguments ("USER HOST"). */
-void xd_ctl_register(const char *name, const char *args, const char *doc, int min_args,
-                     int max_args, xd_ctl_handler fn);
 
 /* Listens on `path` on `loop`.  A stale socket file (nobody listening) is
  * replaced; a live one is an error.  Returns 0 or an error, *err set. */

@@ -13,9 +13,30 @@
 
 #include "core/worker.h"
 #include "stream/listener.h"
+#include "stream/tls.h"
+#include "xmppd/conds.h"
+#include "xmppd/jid.h"
 
 /* Accepts one pending connection on `server` (a listener of worker w). */
 void xd_c2s_accept(xd_worker_t *w, uv_stream_t *server, xd_listener_t *l);
+
+/* Closes the session bound to the full JID with a stream error (any
+ * thread; the close happens on the owner worker).  XD_ENOTFOUND. */
+int xd_c2s_kick(const xd_jid_t *full, xd_stream_cond cond, const char *text);
+
+/* Installs the certificate store used by STARTTLS and direct TLS from now
+ * on (takes over the caller's reference; NULL = no TLS).  Any thread. */
+void xd_c2s_set_tls_store(xd_tls_store_t *st);
+
+/* The node secret (at most 32 bytes used) for fake SCRAM salts of unknown
+ * users.  Call before the workers start. */
+void xd_c2s_set_secret(const void *secret, size_t len);
+
+/* Registers connected_users, connected_users_number and kick_session. */
+void xd_c2s_register_commands(void);
+
+/* Worker start (after its state is set): starts the idle sweep. */
+void xd_c2s_start_worker(xd_worker_t *w);
 
 /* Server stop: closes every stream of w with system-shutdown. */
 void xd_c2s_shutdown_worker(xd_worker_t *w);

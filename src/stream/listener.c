@@ -103,6 +103,16 @@ xd_listeners_prepare(const struct xd_config *cfg, char **err)
         l->max_connections = lc->max_connections;
         l->max_stanza_bytes = lc->max_stanza_size;
         l->handshake_timeout_ms = lc->handshake_timeout_ms;
+        l->idle_timeout_ms = lc->idle_timeout_ms;
+        l->starttls = lc->starttls;
+        l->starttls_required = lc->starttls && lc->starttls_required;
+        l->tls = lc->tls;
+        snprintf(l->access, sizeof l->access, "%s", lc->access ? lc->access : "all");
+        const xd_shaper_t *sh = lc->shaper ? xd_config_shaper(cfg, lc->shaper) : NULL;
+        if (sh) {
+            l->shaper_rate = sh->rate_bytes;
+            l->shaper_burst = sh->burst_bytes ? sh->burst_bytes : sh->rate_bytes;
+        }
         atomic_init(&l->connections, 0);
         int rc = lst_probe(l);
         if (rc != 0) {
@@ -138,6 +148,7 @@ xd_listeners_start_worker(xd_worker_t *w)
     xd_worker_set_data(w, ws);
     ws->listen = xd_calloc(lst_count ? lst_count : 1, sizeof *ws->listen);
     uv_loop_t *loop = xd_worker_loop(w);
+    xd_c2s_start_worker(w);
 
     for (size_t i = 0; i < lst_count; i++) {
         xd_listener_t *l = &lst_table[i];
@@ -190,6 +201,7 @@ xd_listeners_free(void)
     for (unsigned i = 0; i < XD_MAX_WORKERS; i++) {
         if (lst_ws[i]) {
             xd_free(lst_ws[i]->listen);
+            xd_free(lst_ws[i]->byid);
             xd_free(lst_ws[i]);
             lst_ws[i] = NULL;
         }

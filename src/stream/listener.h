@@ -12,6 +12,7 @@
 #define XMPPD_STREAM_LISTENER_H
 
 #include <stdatomic.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <sys/socket.h>
@@ -36,7 +37,14 @@ typedef struct xd_listener {
     int backlog;                  /* listen(2) backlog */
     unsigned max_connections;     /* across all workers */
     size_t max_stanza_bytes;      /* parser limit for this listener */
-    uint64_t handshake_timeout_ms;/* until authenticated (c2s) */
+    uint64_t handshake_timeout_ms;/* until authenticated and bound (c2s) */
+    uint64_t idle_timeout_ms;     /* close after this long without input; 0 = never */
+    bool starttls;                /* offer STARTTLS */
+    bool starttls_required;       /* no SASL or stanzas before TLS */
+    bool tls;                     /* direct TLS (XEP-0368) */
+    char access[64];              /* access rule deciding who may log in here */
+    uint64_t shaper_rate;         /* bytes/s read per connection; 0 = unlimited */
+    uint64_t shaper_burst;        /* token bucket size in bytes */
     _Atomic unsigned connections; /* open connections, all workers */
 } xd_listener_t;
 

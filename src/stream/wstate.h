@@ -24,6 +24,10 @@ typedef struct xd_wstate {
     bool stopping;              /* on_stop ran: refuse new connections */
     char rbuf[65536];           /* shared read buffer: parsing is synchronous */
     bool rbuf_busy;             /* lent to libuv between alloc_cb and read_cb */
+    struct xd_conn **byid;      /* open-addressing table of conns by conn_id */
+    size_t byid_cap;            /* slots, a power of two (0 = not allocated) */
+    size_t byid_n;              /* live entries */
+    struct xd_timer *sweep;     /* c2s: periodic trim of idle connections */
 } xd_wstate_t;
 
 static inline xd_wstate_t *

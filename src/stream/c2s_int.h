@@ -1,0 +1,109 @@
+/*
+ * c2s_int.h — the c2s connection, shared by the files of the c2s
+ * (c2s.c: stream, TLS, SASL, binding; register.c: XEP-0077).  Owner worker
+ * only; nothing outside src/stream includes it.
+ */
+#ifndef XMPPD_STREAM_C2S_INT_H
+#define XMPPD_STREAM_C2S_INT_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/socket.h>
+#include <uv.h>
+
+#include "core/worker.h"
+#include "stream/listener.h"
+#include "stream/sasl.h"
+#include "stream/tls.h"
+#include "stream/wstate.h"
+#include "xmppd/conds.h"
+#include "xmppd/el.h"
+#include "xmppd/jid.h"
+#include "xmppd/log.h"
+#include "xml/parse.h"
+
+typedef enum { C2S_HEADER, C2S_OPEN, C2S_CLOSING } c2s_state;
+
+struct c2s_op;
+
+typedef struct xd_conn {
+    uv_tcp_t tcp;                /* first member: the handle is the connection */
+    struct xd_conn *prev, *next; /* ws->conns list */
+    xd_wstate_t *ws;             /* owner worker's state */
+    xd_listener_t *listener;     /* where it was accepted; counter decremented on free */
+    uint64_t id;                 /* process-unique connection id (sm entries carry it) */
+    xd_xml_parser_t *parser;     /* the current stream's parser */
+    xd_timer_t *timer;           /* handshake, then idle timeout, then linger */
+    xd_timer_t *delay;           /* SASL failure delay; shaper pause */
+    xd_tls_t *tls;               /* TLS engine once STARTTLS or direct TLS began */
+    xd_sasl_t *sasl;             /* SASL engine of the current exchange */
+    struct c2s_op *op;           /* outstanding auth backend request, or NULL */
+    xd_jid_t *jid;               /* authorized bare JID after SASL; full JID once bound */
+    xd_log_t log;                /* conn= ip= [host=] [jid=] */
+    c2s_state state;             /* see the diagram */
+    bool header_sent;            /* our <stream:stream> of this stage is out */
+    bool shut;                   /* uv_shutdown requested */
+    bool restart;                /* a handler reset the parser: a new stream follows */
+    bool starttls_go;            /* <proceed/> sent: the rest of the input is TLS */
+    bool authenticated;          /* SASL succeeded */
+    bool anonymous;              /* ... by ANONYMOUS */
+    bool bound;                  /* resource bound and in the session table */
+    bool reading;                /* uv_read_start is in force */
+    bool blocked;                /* input paused: auth answer or failure delay pending */
+    bool delayed_close;          /* the failure being delayed is the last one allowed */
+    bool registered;             /* an account was registered in-band on this stream */
+    unsigned auth_failures;      /* SASL failures that tested credentials */
+    unsigned proto_failures;     /* SASL failures that did not (bad cb type, 'y', malformed) */
+    bool sasl_checked;           /* this exchange asked the backend about the credentials */
+    char *host;                  /* the served domain the client asked for */
+    char *inbuf;                 /* plaintext received while blocked, not yet parsed */
+    size_t inbuf_len, inbuf_cap; /* bytes held, allocated */
+    char *pending_failure;       /* <failure/> to send when the delay ends */
+    uint64_t last_input_ms;      /* loop time of the last bytes read */
+    bool trimmed;                /* the parser gave its buffers back since then */
+    double tokens;               /* shaper: bytes that may be read now */
+    uint64_t tokens_ms;          /* shaper: when tokens was last refilled */
+    struct sockaddr_storage peer; /* the client's address (acl ip: rules) */
+    char ip[48];                 /* printable peer address */
+    char lang[36];               /* xml:lang of the stream */
+    char sid[33];                /* stream id of this stage, 128 random bits in hex */
+} xd_conn_t;
+
+/* An outstanding auth backend request.  The connection drops its pointer
+ * (c = NULL) when it closes first; the callback then only frees the op. */
+typedef struct c2s_op {
+    xd_conn_t *c; /* NULL once the connection is gone */
+} c2s_op_t;
+
+/* Writes stream bytes or a stanza to the client (through TLS when on). */
+void c2s_write(xd_conn_t *c, const char *data, size_t len);
+void c2s_send_stanza(xd_conn_t *c, const xd_stanza_t *st);
+/* Answers a request with a stanza error (nothing for non-requests). */
+void c2s_send_iq_error(xd_conn_t *c, const xd_stanza_t *st, xd_cond cond, const char *text);
+/* Sends the stream error and closes the stream. */
+void c2s_close(xd_conn_t *c, xd_stream_cond cond, const char *text);
+
+/* Pauses input while an asynchronous answer is outstanding, and resumes
+ * it (parsing what arrived meanwhile). */
+void c2s_block(xd_conn_t *c);
+void c2s_unblock(xd_conn_t *c);
+
+/* An outstanding request's token (c2s_op_t) and its return: the second
+ * gives the connection back, or NULL when it closed meanwhile. */
+c2s_op_t *c2s_op_new(xd_conn_t *c);
+xd_conn_t *c2s_op_done(c2s_op_t *op);
+
+/* True once TLS is up on the stream. */
+bool c2s_secure(const xd_conn_t *c);
+
+/* ---- register.c (XEP-0077) ---- */
+
+/* Whether to advertise <register xmlns='http://jabber.org/features/iq-register'/>. */
+bool c2s_register_offered(const xd_conn_t *c);
+
+/* Handles an IQ with <query xmlns='jabber:iq:register'/> before or after
+ * authentication. */
+void c2s_register_iq(xd_conn_t *c, const xd_stanza_t *st, const xd_el_t *query);
+
+#endif

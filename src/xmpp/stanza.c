@@ -1,0 +1,94 @@
+/*
+ * stanza.c — replies and stanza errors (see include/xmppd/stanza.h).
+ */
+#include <string.h>
+
+#include "xmppd/ns.h"
+#include "xmppd/stanza.h"
+
+xd_stanza_kind
+xd_stanza_kind_of(const xd_el_t *el)
+{
+    if (xd_el_ns(el) != NULL)
+        return XD_STANZA_OTHER;
+    const char *n = xd_el_name(el);
+    if (!strcmp(n, "message"))
+        return XD_STANZA_MESSAGE;
+    if (!strcmp(n, "presence"))
+        return XD_STANZA_PRESENCE;
+    if (!strcmp(n, "iq"))
+        return XD_STANZA_IQ;
+    return XD_STANZA_OTHER;
+}
+
+bool
+xd_iq_is_request(const xd_el_t *el)
+{
+    const char *t = xd_el_attr(el, "type");
+    return xd_stanza_kind_of(el) == XD_STANZA_IQ && t &&
+           (!strcmp(t, "get") || !strcmp(t, "set"));
+}
+
+/* Swaps 'to' and 'from' on a builder whose attributes come from `orig`. */
+static void
+swap_addresses(xd_el_t *el, const xd_el_t *orig)
+{
+    const char *to = xd_el_attr(orig, "to");
+    const char *from = xd_el_attr(orig, "from");
+    xd_el_set_attr(el, "to", from);
+    xd_el_set_attr(el, "from", to);
+}
+
+static xd_el_t *
+reply_shell(const xd_el_t *orig, const char *type)
+{
+    xd_el_t *el = xd_el_new(xd_el_name(orig), NULL);
+    const char *id = xd_el_attr(orig, "id");
+    if (id)
+        xd_el_set_attr(el, "id", id);
+    swap_addresses(el, orig);
+    xd_el_set_attr(el, "type", type);
+    return el;
+}
+
+xd_stanza_t *
+xd_stanza_error(const xd_stanza_t *st, xd_cond cond, const char *text)
+{
+    const xd_el_t *orig = xd_stanza_root(st);
+    const char *type = xd_el_attr(orig, "type");
+    xd_stanza_kind kind = xd_stanza_kind_of(orig);
+    if (type && !strcmp(type, "error"))
+        return NULL; /* RFC 6120 8.3.1: never answer an error with an error */
+    if (kind == XD_STANZA_IQ && !xd_iq_is_request(orig))
+        return NULL;
+
+    xd_el_t *el;
+    if (kind == XD_STANZA_IQ || kind == XD_STANZA_OTHER) {
+        el = reply_shell(orig, "error");
+    } else {
+        el = xd_stanza_edit(st);
+        swap_addresses(el, orig);
+        xd_el_set_attr(el, "type", "error");
+    }
+    xd_el_t *err = xd_el_add_child(el, "error", NULL);
+    xd_el_set_attr(err, "type", xd_cond_type(cond));
+    xd_el_add_child(err, xd_cond_name(cond), XD_NS_STANZAS);
+    if (text && *text) {
+        xd_el_t *t = xd_el_add_child(err, "text", XD_NS_STANZAS);
+        xd_el_set_attr(t, "xml:lang", "en");
+        xd_el_add_text(t, text);
+    }
+    return xd_el_freeze(el);
+}
+
+xd_el_t *
+xd_iq_result_builder(const xd_stanza_t *st)
+{
+    return reply_shell(xd_stanza_root(st), "result");
+}
+
+xd_stanza_t *
+xd_iq_result(const xd_stanza_t *st)
+{
+    return xd_el_freeze(xd_iq_result_builder(st));
+}
