@@ -64,6 +64,7 @@
 #include <libxml/parserInternals.h>
 #include <libxml/xmlerror.h>
 #include <libxml/xmlmemory.h>
+#include <ctype.h>
 #include <pthread.h>
 #include <stdarg.h>
 #include <stdint.h>
@@ -1162,6 +1163,34 @@ xd_xml_parser_mem_peak(const xd_xml_parser_t *p)
     return p->mem_peak;
 }
 
+/* Whether s[0..e) can still become the rest of a reference after '&'
+ * (RFC 6120 allows only the predefined entities and character references;
+ * names are checked for shape here, libxml2 judges them once complete). */
+static bool
+parse_ref_prefix_ok(const xmlChar *s, const xmlChar *e)
+{
+    if (e - s > 40)
+        return false; /* no reference we accept is this long */
+    if (s == e)
+        return true;
+    if (*s == '#') {
+        s++;
+        bool hex = s < e && *s == 'x';
+        if (hex)
+            s++;
+        for (; s < e; s++)
+            if (!(isdigit(*s) || (hex && isxdigit(*s))))
+                return false;
+        return true;
+    }
+    if (!(isalpha(*s) || *s == '_' || *s == ':' || *s >= 0x80))
+        return false;
+    for (s++; s < e; s++)
+        if (!(isalnum(*s) || *s == '_' || *s == ':' || *s == '-' || *s == '.' || *s >= 0x80))
+            return false;
+    return true;
+}
+
 /* Runs libxml2 on s[0..n) (n may be 0 with `final`).  Returns true when
  * parsing must stop for now: error, pause or reset. */
 static bool
@@ -1183,6 +1212,18 @@ parse_run(struct xd_xml_parser *p, const char *s, size_t n, bool final)
     }
     if (p->err || p->stopped)
         return true;
+    /* In content libxml2 parses a reference only once a ';' is somewhere in
+     * its buffer, so "&3-x</message>" would wait for the next stanza's ';'
+     * while the client waits for an answer.  What can no longer become a
+     * reference is an error now. */
+    if (p->ctxt->instate == XML_PARSER_CONTENT) {
+        const xmlParserInput *in = p->ctxt->input;
+        if (in->cur < in->end && *in->cur == '&' && !parse_ref_prefix_ok(in->cur + 1, in->end)) {
+            parse_fail(p, XD_EXML_SYNTAX, "invalid entity or character reference at line %d",
+                       in->line);
+            return true;
+        }
+    }
     if (p->header_seen && !p->cur && !p->oneshot) {
         /* Between stanzas: what libxml2 has read, and whitespace it holds
          * back (it reports text only once a '<' or 300 bytes follow), is a

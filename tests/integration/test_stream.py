@@ -260,3 +260,13 @@ def test_stream__slixmpp_client_gets_stream_and_features(server):
                 disable_starttls=True, force_starttls=False)
     assert seen.get("connected") and seen.get("features"), seen
     assert 'event="connection accepted"' in server.log_text()
+
+
+def test_broken_reference_is_not_well_formed_at_once(server):
+    # libxml2 would wait for a ';' that may never come; the client must get
+    # its error now, not after the next stanza.
+    s = server.raw()
+    s.open_stream()
+    s.recv_until(r"<stream:features")
+    s.send("<message>&3-x</message>")
+    assert s.stream_error(timeout=5) == "not-well-formed"

@@ -1468,6 +1468,39 @@ test_xml__trim_between_stanzas_keeps_the_conversation(void **state)
     rec_done(&r);
 }
 
+/* A reference that can no longer be completed is an error as soon as it
+ * is seen, not when some later ';' arrives; a split one waits. */
+static void
+test_xml__broken_reference_fails_at_once(void **state)
+{
+    (void)state;
+    static const char *const bad[] = { "&3-x</m>", "& x</m>", "&#xZ;</m>", "&#12a</m>",
+                                       "&am p</m>", "&lt </m>" };
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        rec_t r;
+        rec_parser(&r, NULL);
+        const char *hdr = HDR_C "<m>";
+        assert_int_equal(feed_all(&r, hdr, strlen(hdr)), 0);
+        int rc = feed_all(&r, bad[i], strlen(bad[i]));
+        if (rc != XD_EXML_SYNTAX)
+            fail_msg("%s: %d", bad[i], rc);
+        rec_done(&r);
+    }
+    static const char *const good[][2] = { { "&am", "p;</m>" }, { "&#x4", "1;</m>" },
+                                           { "&#", "65;</m>" }, { "&", "lt;</m>" } };
+    for (size_t i = 0; i < sizeof(good) / sizeof(good[0]); i++) {
+        rec_t r;
+        rec_parser(&r, NULL);
+        const char *hdr = HDR_C "<m>";
+        assert_int_equal(feed_all(&r, hdr, strlen(hdr)), 0);
+        assert_int_equal(feed_all(&r, good[i][0], strlen(good[i][0])), 0);
+        assert_int_equal(feed_all(&r, good[i][1], strlen(good[i][1])), 0);
+        assert_int_equal(r.errors, 0);
+        assert_non_null(strstr(r.log, "stanza <m>"));
+        rec_done(&r);
+    }
+}
+
 int
 main(void)
 {
@@ -1509,6 +1542,7 @@ main(void)
         cmocka_unit_test(test_xml__oneshot_parse),
         cmocka_unit_test(test_xml__no_handlers_is_fine),
         cmocka_unit_test(test_xml__trim_between_stanzas_keeps_the_conversation),
+        cmocka_unit_test(test_xml__broken_reference_fails_at_once),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
