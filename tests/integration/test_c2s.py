@@ -208,6 +208,16 @@ def test_bad_password_then_success_on_retry(server_factory):
     assert c.scram("hal", "right", "SHA-256")[0] == "success"
 
 
+def test_slixmpp_bad_password_then_success(server_factory):
+    srv = server_factory(extra_yaml=FAST + NO_PLUS)
+    register(srv, "hank", "right")
+    ok, _, client = slix_login(srv, "hank@localhost", "wrong", mech="SCRAM-SHA-256")
+    assert not ok
+    assert "cond=not-authorized" in srv.log_text()
+    ok, jid, _ = slix_login(srv, "hank@localhost", "right", mech="SCRAM-SHA-256")
+    assert ok and jid.startswith("hank@localhost/"), srv.log_text()
+
+
 def test_unknown_user_fails_like_a_wrong_password(server_factory):
     srv = server_factory(extra_yaml=FAST)
     register(srv, "ivy", "pw")

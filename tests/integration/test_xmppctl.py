@@ -101,6 +101,14 @@ def test_external_auth_with_example_script(server_factory, tmp_path):
     assert ctl("check_account", "bob", "localhost").returncode == 1
 
 
+def test_external_auth_slixmpp(server_factory, tmp_path):
+    from test_c2s import slix_login
+    srv, _ = extauth_server(server_factory, tmp_path, EXTAUTH, users="carl:cpw\n")
+    ok, jid, _ = slix_login(srv, "carl@localhost", "cpw")
+    assert ok and jid.startswith("carl@localhost/"), srv.log_text()
+    assert "mech=PLAIN" in srv.log_text()
+
+
 def test_external_script_crash_mid_request(server_factory, tmp_path):
     # extauth-crash.py: password "crash" kills the script mid-request,
     # "good" succeeds; argv[1] is a directory it records its spawns in.
