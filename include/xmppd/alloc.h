@@ -7,6 +7,7 @@
 #ifndef XMPPD_ALLOC_H
 #define XMPPD_ALLOC_H
 
+#include <stdarg.h>
 #include <stddef.h>
 
 void *xd_malloc(size_t size);
@@ -15,6 +16,10 @@ void *xd_realloc(void *p, size_t size);
 char *xd_strdup(const char *s);
 char *xd_strndup(const char *s, size_t len);
 void xd_free(void *p);
+
+/* A new string formatted as by printf (xd_free it). */
+char *xd_asprintf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+char *xd_vasprintf(const char *fmt, va_list ap) __attribute__((format(printf, 1, 0)));
 
 /* Allocates and zeroes one object of the pointee's type. */
 #define xd_new(T) ((T *)xd_calloc(1, sizeof(T)))

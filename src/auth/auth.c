@@ -210,22 +210,6 @@ au_table_free(au_table_t *t, bool stop_exts)
     xd_free(t);
 }
 
-/* A malloc'd message for *err (NULL when out of memory: the code still tells). */
-static char *au_errf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-
-static char *
-au_errf(const char *fmt, ...)
-{
-    va_list ap;
-    char *s = NULL;
-
-    va_start(ap, fmt);
-    if (vasprintf(&s, fmt, ap) < 0)
-        s = NULL;
-    va_end(ap);
-    return s;
-}
-
 /* Builds the table for cfg.  External hosts of `old` whose program and pool
  * size did not change are taken over (marked reused; the old table still
  * lists them until the caller commits).  On error every pool started here is
@@ -250,7 +234,7 @@ au_build(const xd_config_t *cfg, const au_table_t *old, xd_db_t *db, au_table_t 
             if (db == NULL) {
                 rc = XD_EINVAL;
                 if (err)
-                    *err = au_errf("host %s: auth_method internal needs a database", hc->host);
+                    *err = xd_asprintf("host %s: auth_method internal needs a database", hc->host);
             }
             break;
         case XD_AUTH_ANONYMOUS:
@@ -260,7 +244,7 @@ au_build(const xd_config_t *cfg, const au_table_t *old, xd_db_t *db, au_table_t 
             if (hc->extauth_program == NULL || *hc->extauth_program == '\0') {
                 rc = XD_EINVAL;
                 if (err)
-                    *err = au_errf("host %s: auth_method external needs extauth_program",
+                    *err = xd_asprintf("host %s: auth_method external needs extauth_program",
                                    hc->host);
                 break;
             }
@@ -278,7 +262,7 @@ au_build(const xd_config_t *cfg, const au_table_t *old, xd_db_t *db, au_table_t 
         default:
             rc = XD_EINVAL;
             if (err)
-                *err = au_errf("host %s: unknown auth_method %d", hc->host,
+                *err = xd_asprintf("host %s: unknown auth_method %d", hc->host,
                                    hc->auth_method);
             break;
         }

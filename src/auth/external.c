@@ -130,22 +130,6 @@ ext_now_ms(void)
     return uv_hrtime() / 1000000u;
 }
 
-static char *ext_errf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-
-/* A malloc'd message for *err. */
-static char *
-ext_errf(const char *fmt, ...)
-{
-    va_list ap;
-    char *s = NULL;
-
-    va_start(ap, fmt);
-    if (vasprintf(&s, fmt, ap) < 0)
-        s = NULL;
-    va_end(ap);
-    return s;
-}
-
 /* ---- the queue (under mu) -------------------------------------------------------------------- */
 
 static void
@@ -778,7 +762,7 @@ auth_ext_start(const char *host, const char *program, unsigned nproc, uint64_t t
     rc = wordexp(program, &x->words, WRDE_NOCMD | WRDE_UNDEF);
     if (rc != 0 || x->words.we_wordc == 0) {
         if (err)
-            *err = ext_errf("host %s: extauth_program \"%s\": %s", host, program,
+            *err = xd_asprintf("host %s: extauth_program \"%s\": %s", host, program,
                             rc != 0 ? ext_wordexp_error(rc) : "empty command line");
         if (rc == 0 || rc == WRDE_NOSPACE)
             wordfree(&x->words);
@@ -802,7 +786,7 @@ auth_ext_start(const char *host, const char *program, unsigned nproc, uint64_t t
         rc = ext_spawn(&x->slots[i]);
         if (rc != 0) {
             if (err)
-                *err = ext_errf("host %s: cannot start extauth_program \"%s\": %s", host,
+                *err = xd_asprintf("host %s: cannot start extauth_program \"%s\": %s", host,
                                 x->words.we_wordv[0], strerror(-rc));
             XD_LOG(NULL, XD_ERROR, "extauth spawn failed", "host=%s err=%s", host,
                    xd_err_name(rc));
@@ -814,7 +798,7 @@ auth_ext_start(const char *host, const char *program, unsigned nproc, uint64_t t
         rc = uv_thread_create(&x->slots[i].thread, ext_slot_main, &x->slots[i]);
         if (rc != 0) {
             if (err)
-                *err = ext_errf("host %s: cannot start an extauth thread: %s", host,
+                *err = xd_asprintf("host %s: cannot start an extauth thread: %s", host,
                                 uv_strerror(rc));
             ext_destroy(x);
             return rc;

@@ -8,6 +8,7 @@
  * nothing, then aborts); a zero size is rounded up to one byte so callers never
  * see the implementation-defined NULL of malloc(0).  xd_free(NULL) is a no-op.
  */
+#include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -88,6 +89,26 @@ void
 xd_free(void *p)
 {
     free(p);
+}
+
+char *
+xd_vasprintf(const char *fmt, va_list ap)
+{
+    char *s = NULL;
+    int n = vasprintf(&s, fmt, ap);
+    if (n < 0)
+        alloc_oom("xd_vasprintf", 0);
+    return s;
+}
+
+char *
+xd_asprintf(const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    char *s = xd_vasprintf(fmt, ap);
+    va_end(ap);
+    return s;
 }
 
 _Noreturn void

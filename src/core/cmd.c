@@ -115,15 +115,7 @@ xd_cmd_foreach(int (*fn)(void *arg, const xd_cmd_t *cmd), void *arg)
 static char *
 cmd_vfmt(const char *fmt, va_list ap, size_t *len)
 {
-    va_list ap2;
-    va_copy(ap2, ap);
-    int n = vsnprintf(NULL, 0, fmt, ap2);
-    va_end(ap2);
-    if (n < 0)
-        n = 0;
-    char *s = xd_malloc((size_t)n + 1);
-    if (vsnprintf(s, (size_t)n + 1, fmt, ap) < 0)
-        s[0] = '\0';
+    char *s = xd_vasprintf(fmt, ap);
     *len = strlen(s);
     return s;
 }
