@@ -390,3 +390,19 @@ def test_anonymous_host(server_factory):
     c.open_stream()
     text, jid = c.bind()
     assert re.fullmatch(r"[0-9a-f]{24}@localhost/.+", jid), jid
+
+
+def test_idle_timeout_and_whitespace_keepalive(server_factory):
+    port = free_port()
+    srv = server_factory(listen=c2s_listen(port, "    idle_timeout: 1500ms\n"))
+    srv.c2s_port = port
+    register(srv, "ida", "pw")
+    live, _ = login(port, "ida", "pw", resource="live")
+    quiet, _ = login(port, "ida", "pw", resource="quiet")
+    # Whitespace keepalives (RFC 6120 4.6.1) count as traffic.
+    for _ in range(6):
+        time.sleep(0.5)
+        live.send(" ")
+    assert quiet.stream_error() == "connection-timeout"
+    assert srv.ctl_run("connected_users").stdout.split() == ["ida@localhost/live"]
+    live.close()
