@@ -262,6 +262,43 @@ xd_sm_find(const xd_jid_t *jid, xd_sm_entry_t *out)
     return rc;
 }
 
+int
+xd_sm_set_presence(const xd_jid_t *jid, uint64_t conn_id, bool available, int priority)
+{
+    xd_str_t bare = xd_jid_bare_str(jid);
+    uint64_t h = sm_hash(bare);
+    sm_shard_t *sh = sm_shard_of(h);
+    int rc = XD_ENOTFOUND;
+    uv_rwlock_wrlock(&sh->lock);
+    sm_user_t *u = sm_user_find(sh, h, bare);
+    xd_sm_entry_t *cur = u ? sm_res_find(u, jid) : NULL;
+    if (cur && cur->conn_id == conn_id) {
+        cur->available = available;
+        cur->priority = priority;
+        rc = 0;
+    }
+    uv_rwlock_wrunlock(&sh->lock);
+    return rc;
+}
+
+size_t
+xd_sm_resources(const xd_jid_t *jid, xd_sm_entry_t *out, size_t max)
+{
+    xd_str_t bare = xd_jid_bare_str(jid);
+    uint64_t h = sm_hash(bare);
+    sm_shard_t *sh = sm_shard_of(h);
+    size_t n = 0;
+    uv_rwlock_rdlock(&sh->lock);
+    sm_user_t *u = sm_user_find(sh, h, bare);
+    if (u) {
+        n = u->nres;
+        for (size_t i = 0; i < n && i < max; i++)
+            sm_copy_out(&u->res[i], &out[i]);
+    }
+    uv_rwlock_rdunlock(&sh->lock);
+    return n;
+}
+
 static bool
 sm_host_match(const xd_sm_entry_t *e, const char *host)
 {

@@ -34,6 +34,8 @@ typedef struct xd_sm_entry {
     uint64_t conn_id;    /* the stream's id on that worker */
     uint64_t since_ms;   /* bind time, uv_hrtime based */
     char ip[48];         /* peer address, for connected_users */
+    bool available;      /* the session sent available presence (RFC 6121 4.2) */
+    int priority;        /* its presence priority, -128..127 (RFC 6121 4.7.2.3) */
 } xd_sm_entry_t;
 
 int xd_sm_init(void);
@@ -54,6 +56,15 @@ bool xd_sm_unbind(const xd_jid_t *jid, uint64_t conn_id);
 
 /* The holder of a full JID; *out's jid is a new reference. */
 int xd_sm_find(const xd_jid_t *jid, xd_sm_entry_t *out);
+
+/* Records the presence of the session bound to `jid` (if conn_id still
+ * holds it): available or not, and its priority.  XD_ENOTFOUND. */
+int xd_sm_set_presence(const xd_jid_t *jid, uint64_t conn_id, bool available, int priority);
+
+/* The sessions of the bare JID of `jid`: up to max entries into out (jids
+ * are new references; clear each).  Returns how many the user has, which
+ * may be more than max. */
+size_t xd_sm_resources(const xd_jid_t *jid, xd_sm_entry_t *out, size_t max);
 
 /* Sessions online, all hosts or one (host NULL = all). */
 size_t xd_sm_count(const char *host);

@@ -45,6 +45,7 @@
 #include "stream/c2s.h"
 #include "stream/c2s_int.h"
 
+#include "router/router.h"
 #include "router/sm.h"
 #include "stream/sasl.h"
 #include "stream/tls.h"
@@ -1212,9 +1213,56 @@ c2s_bind(xd_conn_t *c, const xd_stanza_t *st, const xd_el_t *bind)
 
 /* ---- stanzas ------------------------------------------------------------------------------------ */
 
-/* A stanza of a bound session.  Routing to other entities is the routing
- * issue's; until then IQs to the server are answered and the rest is
- * refused with an error, never dropped silently. */
+/* Presence without 'to' is the session's own (RFC 6121 4.2, 4.5): it makes
+ * the session available or unavailable and sets its priority.  Broadcast
+ * to contacts comes with the roster. */
+static void
+c2s_own_presence(xd_conn_t *c, const xd_el_t *el)
+{
+    const char *type = xd_el_attr(el, "type");
+    if (type && strcmp(type, "unavailable") != 0)
+        return; /* subscriptions and probes: the roster's */
+    int prio = 0;
+    const char *p = xd_el_child_text(el, "priority", NULL);
+    if (p) {
+        long v = strtol(p, NULL, 10);
+        prio = v < -128 ? -128 : v > 127 ? 127 : (int)v;
+    }
+    xd_sm_set_presence(c->jid, c->id, !type, prio);
+}
+
+/* Stamps 'from' with the session's full JID when the client left it out,
+ * resolves a missing 'to' (RFC 6120 10.3) and hands the stanza to the
+ * router. */
+static void
+c2s_route_own(xd_conn_t *c, const xd_stanza_t *st, xd_stanza_kind kind)
+{
+    const xd_el_t *el = xd_stanza_root(st);
+    const char *to = xd_el_attr(el, "to");
+    if (!to && kind == XD_STANZA_PRESENCE) {
+        c2s_own_presence(c, el);
+        return;
+    }
+    if (!to && kind == XD_STANZA_IQ) {
+        /* RFC 6120 10.3.3: the server answers for the user (handlers come
+         * with the module API). */
+        c2s_send_iq_error(c, st, XD_COND_SERVICE_UNAVAILABLE, NULL);
+        return;
+    }
+    xd_el_t *e = xd_stanza_edit(st);
+    xd_el_set_attr(e, "from", xd_jid_full_str(c->jid).p);
+    if (!to) {
+        /* RFC 6120 10.3.1: a message without 'to' is for the sender's bare JID. */
+        xd_str_t bare = xd_jid_bare_str(c->jid);
+        char buf[3072];
+        snprintf(buf, sizeof buf, "%.*s", (int)bare.len, bare.p);
+        xd_el_set_attr(e, "to", buf);
+    }
+    xd_route(xd_el_freeze(e));
+}
+
+/* A stanza of a bound session: what the stream itself answers (binding,
+ * session, ping, registration) and the rest to the router. */
 static void
 c2s_session_stanza(xd_conn_t *c, xd_stanza_t *st)
 {
@@ -1266,10 +1314,7 @@ c2s_session_stanza(xd_conn_t *c, xd_stanza_t *st)
             return;
         }
     }
-    if (kind == XD_STANZA_PRESENCE)
-        return; /* presence handling arrives with the routing issue */
-    /* RFC 6120 8.3.3.19: nothing here serves it (yet). */
-    c2s_send_iq_error(c, st, XD_COND_SERVICE_UNAVAILABLE, NULL);
+    c2s_route_own(c, st, kind);
 }
 
 static void
@@ -1695,6 +1740,42 @@ c2s_post_close(unsigned worker, uint64_t id, xd_stream_cond cond, const char *te
     snprintf(m->text, sizeof m->text, "%s", text ? text : "");
     if (xd_worker_post(w, c2s_close_msg, m) != 0)
         xd_free(m);
+}
+
+typedef struct {
+    uint64_t id;      /* the session's connection */
+    xd_stanza_t *st;  /* what to write */
+} c2s_deliver_msg_t;
+
+static void
+c2s_deliver_msg(xd_worker_t *w, void *arg)
+{
+    c2s_deliver_msg_t *m = arg;
+    xd_wstate_t *ws = xd_wstate(w);
+    xd_conn_t *c = ws ? byid_get(ws, m->id) : NULL;
+    if (c && c->bound && c->state == C2S_OPEN) {
+        c2s_send_stanza(c, m->st);
+        xd_stanza_unref(m->st);
+    } else {
+        xd_stanza_t *err = xd_stanza_error(m->st, XD_COND_SERVICE_UNAVAILABLE, NULL);
+        xd_stanza_unref(m->st);
+        if (err)
+            xd_route(err);
+    }
+    xd_free(m);
+}
+
+void
+xd_c2s_deliver(unsigned worker, uint64_t conn_id, xd_stanza_t *st)
+{
+    xd_worker_t *w = xd_worker_get(worker);
+    c2s_deliver_msg_t *m = xd_new(c2s_deliver_msg_t);
+    m->id = conn_id;
+    m->st = st;
+    if (!w || xd_worker_post(w, c2s_deliver_msg, m) != 0) {
+        xd_stanza_unref(st); /* the server is stopping */
+        xd_free(m);
+    }
 }
 
 int

@@ -15,6 +15,7 @@
 #include "stream/listener.h"
 #include "stream/tls.h"
 #include "xmppd/conds.h"
+#include "xmppd/el.h"
 #include "xmppd/jid.h"
 
 /* Accepts one pending connection on `server` (a listener of worker w). */
@@ -23,6 +24,11 @@ void xd_c2s_accept(xd_worker_t *w, uv_stream_t *server, xd_listener_t *l);
 /* Closes the session bound to the full JID with a stream error (any
  * thread; the close happens on the owner worker).  XD_ENOTFOUND. */
 int xd_c2s_kick(const xd_jid_t *full, xd_stream_cond cond, const char *text);
+
+/* Hands st to the session conn_id on worker `worker` (any thread; takes
+ * over the reference).  When that session is gone by the time the message
+ * arrives, the sender gets service-unavailable (RFC 6121 8.5.3.2). */
+void xd_c2s_deliver(unsigned worker, uint64_t conn_id, xd_stanza_t *st);
 
 /* Installs the certificate store used by STARTTLS and direct TLS from now
  * on (takes over the caller's reference; NULL = no TLS).  Any thread. */

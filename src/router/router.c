@@ -1,0 +1,164 @@
+/*
+ * router.c — routing by destination (see router.h).
+ *
+ * Delivery rules implemented here (RFC 6121 8.5), for a stanza to a local
+ * user:
+ *
+ *   to            message (normal, chat)          message headline   message groupchat   iq          presence
+ *   full, online  that session                    that session       that session        that one    that one
+ *   full, gone    as to the bare JID              dropped            service-unavail.    service-u.  dropped
+ *   bare          available sessions of the       all available      service-unavail.    (server     every available
+ *                 highest non-negative priority   with priority >= 0                     answers)    session
+ *                 (all of them on a tie); none:
+ *                 service-unavailable (offline
+ *                 storage: the routing issue)
+ *
+ * An IQ to a bare JID is answered by the server on the user's behalf
+ * (RFC 6121 8.5.1); the handlers (roster, vCard, …) come with the module API,
+ * so until then such an IQ gets service-unavailable.
+ */
+#include <stdlib.h>
+#include <string.h>
+
+#include "router/router.h"
+
+#include "router/sm.h"
+#include "stream/c2s.h"
+#include "xmppd/config.h"
+#include "xmppd/jid.h"
+#include "xmppd/stanza.h"
+
+#define ROUTE_MAX_RESOURCES 64 /* sessions of one user considered for a bare JID */
+
+/* Sends an error for st back to its sender (nothing for errors and
+ * results), then drops st. */
+static void
+route_bounce(xd_stanza_t *st, xd_cond cond, const char *text)
+{
+    xd_stanza_t *err = xd_stanza_error(st, cond, text);
+    xd_stanza_unref(st);
+    if (err)
+        xd_route(err);
+}
+
+static bool
+route_is(const char *type, const char *what)
+{
+    return type && !strcmp(type, what);
+}
+
+/* To a local user's bare JID (or a full JID whose resource is gone and
+ * the rules say "as to the bare JID"). */
+static void
+route_bare(xd_stanza_t *st, const xd_jid_t *to, xd_stanza_kind kind, const char *type)
+{
+    xd_sm_entry_t res[ROUTE_MAX_RESOURCES];
+    size_t n = xd_sm_resources(to, res, ROUTE_MAX_RESOURCES);
+    if (n > ROUTE_MAX_RESOURCES)
+        n = ROUTE_MAX_RESOURCES;
+
+    int best = -1;
+    for (size_t i = 0; i < n; i++)
+        if (res[i].available && res[i].priority >= 0 && res[i].priority > best)
+            best = res[i].priority;
+
+    size_t sent = 0;
+    for (size_t i = 0; i < n; i++) {
+        const xd_sm_entry_t *e = &res[i];
+        bool take;
+        if (kind == XD_STANZA_PRESENCE)
+            take = e->available;
+        else if (route_is(type, "headline"))
+            take = e->available && e->priority >= 0;
+        else
+            take = e->available && e->priority >= 0 && e->priority == best;
+        if (take) {
+            xd_c2s_deliver(e->worker, e->conn_id, xd_stanza_ref(st));
+            sent++;
+        }
+    }
+    for (size_t i = 0; i < n; i++)
+        xd_sm_entry_clear(&res[i]);
+
+    if (sent || kind == XD_STANZA_PRESENCE || route_is(type, "headline") ||
+        route_is(type, "error")) {
+        xd_stanza_unref(st);
+        return;
+    }
+    /* RFC 6121 8.5.2.2.1: nobody to take it now; offline storage comes with
+     * the routing issue. */
+    route_bounce(st, XD_COND_SERVICE_UNAVAILABLE, NULL);
+}
+
+static void
+route_local(xd_stanza_t *st, const xd_jid_t *to)
+{
+    const xd_el_t *el = xd_stanza_root(st);
+    xd_stanza_kind kind = xd_stanza_kind_of(el);
+    const char *type = xd_el_attr(el, "type");
+
+    if (xd_jid_local(to).len == 0) {
+        /* The host itself: the local router's IQ handlers arrive with the
+         * module API. */
+        if (kind == XD_STANZA_PRESENCE)
+            xd_stanza_unref(st);
+        else
+            route_bounce(st, XD_COND_SERVICE_UNAVAILABLE, NULL);
+        return;
+    }
+    if (xd_jid_is_bare(to)) {
+        if (kind == XD_STANZA_IQ) {
+            route_bounce(st, XD_COND_SERVICE_UNAVAILABLE, NULL);
+            return;
+        }
+        route_bare(st, to, kind, type);
+        return;
+    }
+    xd_sm_entry_t e;
+    if (xd_sm_find(to, &e) == 0) {
+        xd_c2s_deliver(e.worker, e.conn_id, st);
+        xd_sm_entry_clear(&e);
+        return;
+    }
+    /* RFC 6121 8.5.3.2: no such resource. */
+    if (kind == XD_STANZA_MESSAGE && (!type || route_is(type, "normal") || route_is(type, "chat"))) {
+        route_bare(st, to, kind, type);
+    } else if (kind == XD_STANZA_IQ ||
+               (kind == XD_STANZA_MESSAGE && route_is(type, "groupchat"))) {
+        route_bounce(st, XD_COND_SERVICE_UNAVAILABLE, NULL);
+    } else {
+        xd_stanza_unref(st); /* presence, headline, error: dropped */
+    }
+}
+
+void
+xd_route(xd_stanza_t *st)
+{
+    const xd_el_t *el = xd_stanza_root(st);
+    const char *to_s = xd_el_attr(el, "to");
+    xd_jid_t *to = NULL;
+    if (!to_s || xd_jid_parse(xd_str_c(to_s), &to) != 0) {
+        /* RFC 6120 8.3.3.8: a 'to' that is not a JID. */
+        route_bounce(st, XD_COND_JID_MALFORMED, NULL);
+        return;
+    }
+    xd_config_t *cfg = xd_config_get();
+    xd_str_t dom = xd_jid_domain(to);
+    char host[1024];
+    bool local = false;
+    if (dom.len < sizeof host) {
+        memcpy(host, dom.p, dom.len);
+        host[dom.len] = '\0';
+        local = xd_config_is_host(cfg, host);
+    }
+    xd_config_unref(cfg);
+    if (local) {
+        route_local(st, to);
+    } else if (xd_stanza_kind_of(el) == XD_STANZA_PRESENCE) {
+        xd_stanza_unref(st); /* federation: the s2s issue */
+    } else {
+        /* The s2s manager arrives with federation (RFC 6120 8.3.3.15). */
+        route_bounce(st, XD_COND_REMOTE_SERVER_NOT_FOUND, NULL);
+    }
+    xd_jid_unref(to);
+}

@@ -1,0 +1,29 @@
+/*
+ * router.h — where a stanza goes (DESIGN.md 1; RFC 6120 10, RFC 6121 8).
+ *
+ *   xd_route(st) ── to a served host? ── no ──► s2s manager (a stub until
+ *        │                                      federation: bounced with
+ *        │ yes                                  remote-server-not-found)
+ *        ├── to the host itself ──► local router (IQ handlers: the module
+ *        │                          API of the routing issue; until then
+ *        │                          service-unavailable)
+ *        └── to a user ──► session manager: full JID → that session;
+ *                          bare JID → by type and presence priority
+ *                          (RFC 6121 8.5)
+ *
+ * A stanza reaches a session by a message to the session's owner worker
+ * (xd_c2s_deliver); nothing here touches a stream.  Any thread; the caller
+ * gives its reference to the stanza away.
+ */
+#ifndef XMPPD_ROUTER_ROUTER_H
+#define XMPPD_ROUTER_ROUTER_H
+
+#include "xmppd/el.h"
+
+/* Routes st.  Its 'from' must be set (a stream stamps it; the router
+ * trusts it) and its 'to' present (a stream resolves a missing 'to' first,
+ * RFC 6120 10.3).  Errors go back to the sender as stanza errors (never an
+ * error for an error, RFC 6120 8.3.1).  Takes over the reference. */
+void xd_route(xd_stanza_t *st);
+
+#endif

@@ -1,0 +1,147 @@
+"""First routing between local sessions (RFC 6121 8.5): messages to full
+and bare JIDs by presence priority, IQs between resources, bounces for
+unknown resources and remote domains, across both workers."""
+import re
+
+import slixmpp
+
+from xclient import login
+from xmpptest import run_slixmpp
+
+import pytest
+
+
+def users(server, *names):
+    for n in names:
+        r = server.ctl_run("register", n, "localhost", "pw")
+        assert r.returncode == 0, r.stdout + r.stderr
+
+
+def online(server, user, resource, priority=0, available=True):
+    c, jid = login(server.c2s_port, user, "pw", resource=resource)
+    if available:
+        c.send(f"<presence><priority>{priority}</priority></presence>")
+    return c, jid
+
+
+def expect(c, pattern, timeout=5):
+    return c.recv_until(pattern, timeout=timeout).group(0).decode()
+
+
+def nothing(c, pattern, wait=0.6):
+    try:
+        c.recv_until(pattern, timeout=wait)
+    except AssertionError:
+        return True
+    return False
+
+
+def test_message_to_full_jid_across_sessions(server):
+    users(server, "alice", "bob")
+    # Several sessions so that both workers own some.
+    sessions = [online(server, "bob", f"r{i}") for i in range(4)]
+    a, ajid = online(server, "alice", "home")
+    for i, (c, jid) in enumerate(sessions):
+        a.send(f"<message to='{jid}' type='chat' id='m{i}'><body>hi {i}</body></message>")
+        text = expect(c, rf"<message[^>]*id=['\"]m{i}['\"].*?</message>")
+        assert f"from='{ajid}'" in text.replace('"', "'"), text
+        assert f"<body>hi {i}</body>" in text
+
+
+def test_bare_jid_goes_to_highest_priority(server):
+    users(server, "carol", "dan")
+    lo, _ = online(server, "dan", "lo", priority=1)
+    hi, _ = online(server, "dan", "hi", priority=5)
+    neg, _ = online(server, "dan", "neg", priority=-1)
+    c, _ = online(server, "carol", "x")
+    c.send("<message to='dan@localhost' type='chat' id='b1'><body>top</body></message>")
+    assert "<body>top</body>" in expect(hi, r"<message[^>]*id=['\"]b1.*?</message>")
+    assert nothing(lo, r"id=['\"]b1")
+    assert nothing(neg, r"id=['\"]b1")
+    # Headlines go to every available session of non-negative priority.
+    c.send("<message to='dan@localhost' type='headline' id='h1'><body>news</body></message>")
+    expect(hi, r"id=['\"]h1")
+    expect(lo, r"id=['\"]h1")
+    assert nothing(neg, r"id=['\"]h1")
+
+
+def test_unknown_resource_falls_back_to_bare_for_chat(server):
+    users(server, "eve", "fay")
+    f, _ = online(server, "fay", "desk")
+    e, _ = online(server, "eve", "x")
+    e.send("<message to='fay@localhost/gone' type='chat' id='u1'><body>there?</body></message>")
+    expect(f, r"id=['\"]u1")
+    e.send("<iq to='fay@localhost/gone' type='get' id='q1'><ping xmlns='urn:xmpp:ping'/></iq>")
+    assert "service-unavailable" in expect(e, r"<iq[^>]*id=['\"]q1.*?</iq>")
+
+
+def test_no_session_and_remote_domain_bounce(server):
+    users(server, "gil", "hal")
+    g, _ = online(server, "gil", "x")
+    g.send("<message to='hal@localhost' type='chat' id='n1'><body>x</body></message>")
+    t = expect(g, r"<message[^>]*id=['\"]n1.*?</message>")
+    assert "type='error'" in t.replace('"', "'") and "service-unavailable" in t
+    g.send("<message to='someone@elsewhere.example' id='r1'><body>x</body></message>")
+    assert "remote-server-not-found" in expect(g, r"<message[^>]*id=['\"]r1.*?</message>")
+    g.send("<message to='not a jid@@' id='j1'><body>x</body></message>")
+    assert "jid-malformed" in expect(g, r"<message[^>]*id=['\"]j1.*?</message>")
+
+
+def test_iq_between_resources_and_result_back(server):
+    users(server, "ian")
+    a, ajid = online(server, "ian", "a")
+    b, bjid = online(server, "ian", "b")
+    a.send(f"<iq to='{bjid}' type='get' id='v1'><query xmlns='jabber:iq:version'/></iq>")
+    req = expect(b, r"<iq[^>]*id=['\"]v1.*?</iq>")
+    assert f"from='{ajid}'" in req.replace('"', "'")
+    b.send(f"<iq to='{ajid}' type='result' id='v1'><query xmlns='jabber:iq:version'>"
+           f"<name>test</name></query></iq>")
+    assert "<name>test</name>" in expect(a, r"<iq[^>]*id=['\"]v1.*?</iq>")
+
+
+def test_unavailable_session_gets_no_bare_messages(server):
+    users(server, "jo", "kai")
+    k, _ = online(server, "kai", "k")
+    j, _ = online(server, "jo", "j")
+    k.send("<presence type='unavailable'/>")
+    j.send("<message to='kai@localhost' type='chat' id='x1'><body>x</body></message>")
+    assert "service-unavailable" in expect(j, r"<message[^>]*id=['\"]x1.*?</message>")
+
+
+def test_slixmpp_chat_between_two_clients(server):
+    users(server, "lia", "max")
+    import asyncio, os, ssl
+    got = {}
+
+    def make_pair():
+        ctx = ssl.create_default_context(
+            cafile=os.path.join(server.data_dir, "certs", "localhost.pem"))
+        recv = slixmpp.ClientXMPP("max@localhost/r", "pw")
+        send = slixmpp.ClientXMPP("lia@localhost/s", "pw")
+        for c in (recv, send):
+            c.ssl_context = ctx
+
+        def on_msg(msg):
+            got["body"] = msg["body"]
+            got["from"] = str(msg["from"])
+            recv.disconnect()
+            send.disconnect()
+
+        async def recv_start(_):
+            recv.send_presence()
+            send.connect(address=("127.0.0.1", server.c2s_port))
+
+        async def send_start(_):
+            send.send_presence()
+            await asyncio.sleep(0.2)
+            send.send_message(mto="max@localhost", mbody="hello max", mtype="chat")
+
+        recv.add_event_handler("session_start", recv_start)
+        recv.add_event_handler("message", on_msg)
+        send.add_event_handler("session_start", send_start)
+        send.loop = recv.loop = asyncio.get_event_loop()
+        return recv
+
+    run_slixmpp(make_pair, ("127.0.0.1", server.c2s_port), timeout=20)
+    assert got.get("body") == "hello max", server.log_text()
+    assert got["from"] == "lia@localhost/s"
