@@ -35,12 +35,14 @@
 #include "core/pool.h"
 #include "core/worker.h"
 #include "auth/commands.h"
+#include "mod/mod_basic.h"
 #include "router/sm.h"
 #include "stream/c2s.h"
 #include "stream/listener.h"
 #include "stream/register.h"
 #include "stream/tls.h"
 #include "xmppd/auth.h"
+#include "xmppd/iq.h"
 #include "xd_version.h"
 #include "xmppd/alloc.h"
 #include "xmppd/config.h"
@@ -476,6 +478,8 @@ main(int argc, char **argv)
         goto out_tls;
     }
 
+    xd_mod_basic_start();
+
     if ((rc = xd_listeners_prepare(cfg, &err)) != 0) {
         XD_LOG(NULL, XD_CRIT, "cannot listen", "error=\"%s\"", err ? err : xd_strerror(rc));
         fprintf(stderr, "xmppd: %s\n", err ? err : xd_strerror(rc));
@@ -537,6 +541,7 @@ out_sm:
     xd_pool_stop();
     xd_listeners_free();
     xd_sm_shutdown();
+    xd_iq_clear();
 out_pool:
     xd_pool_stop();
 out_db:

@@ -14,8 +14,8 @@
  *                 storage: the routing issue)
  *
  * An IQ to a bare JID is answered by the server on the user's behalf
- * (RFC 6121 8.5.1); the handlers (roster, vCard, …) come with the module API,
- * so until then such an IQ gets service-unavailable.
+ * (RFC 6121 8.5.1), and one to a host's JID by the local router: both go
+ * to the IQ handlers registered by namespace (include/xmppd/iq.h).
  */
 #include <stdlib.h>
 #include <string.h>
@@ -25,6 +25,7 @@
 #include "router/sm.h"
 #include "stream/c2s.h"
 #include "xmppd/config.h"
+#include "xmppd/iq.h"
 #include "xmppd/jid.h"
 #include "xmppd/stanza.h"
 
@@ -91,16 +92,17 @@ route_bare(xd_stanza_t *st, const xd_jid_t *to, xd_stanza_kind kind, const char 
 }
 
 static void
-route_local(xd_stanza_t *st, const xd_jid_t *to)
+route_local(xd_stanza_t *st, const xd_jid_t *to, const char *host)
 {
     const xd_el_t *el = xd_stanza_root(st);
     xd_stanza_kind kind = xd_stanza_kind_of(el);
     const char *type = xd_el_attr(el, "type");
 
     if (xd_jid_local(to).len == 0) {
-        /* The host itself: the local router's IQ handlers arrive with the
-         * module API. */
-        if (kind == XD_STANZA_PRESENCE)
+        /* The host itself: the local router. */
+        if (kind == XD_STANZA_IQ)
+            xd_iq_dispatch(st, to, host, XD_IQ_HOST);
+        else if (kind == XD_STANZA_PRESENCE || route_is(type, "error"))
             xd_stanza_unref(st);
         else
             route_bounce(st, XD_COND_SERVICE_UNAVAILABLE, NULL);
@@ -108,7 +110,8 @@ route_local(xd_stanza_t *st, const xd_jid_t *to)
     }
     if (xd_jid_is_bare(to)) {
         if (kind == XD_STANZA_IQ) {
-            route_bounce(st, XD_COND_SERVICE_UNAVAILABLE, NULL);
+            /* RFC 6121 8.5.1: the server answers for the account. */
+            xd_iq_dispatch(st, to, host, XD_IQ_USER);
             return;
         }
         route_bare(st, to, kind, type);
@@ -153,7 +156,7 @@ xd_route(xd_stanza_t *st)
     }
     xd_config_unref(cfg);
     if (local) {
-        route_local(st, to);
+        route_local(st, to, host);
     } else if (xd_stanza_kind_of(el) == XD_STANZA_PRESENCE) {
         xd_stanza_unref(st); /* federation: the s2s issue */
     } else {

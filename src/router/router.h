@@ -4,9 +4,8 @@
  *   xd_route(st) ── to a served host? ── no ──► s2s manager (a stub until
  *        │                                      federation: bounced with
  *        │ yes                                  remote-server-not-found)
- *        ├── to the host itself ──► local router (IQ handlers: the module
- *        │                          API of the routing issue; until then
- *        │                          service-unavailable)
+ *        ├── to the host itself ──► local router: IQ handlers by namespace
+ *        │                          (include/xmppd/iq.h)
  *        └── to a user ──► session manager: full JID → that session;
  *                          bare JID → by type and presence priority
  *                          (RFC 6121 8.5)

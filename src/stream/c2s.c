@@ -1243,16 +1243,12 @@ c2s_route_own(xd_conn_t *c, const xd_stanza_t *st, xd_stanza_kind kind)
         c2s_own_presence(c, el);
         return;
     }
-    if (!to && kind == XD_STANZA_IQ) {
-        /* RFC 6120 10.3.3: the server answers for the user (handlers come
-         * with the module API). */
-        c2s_send_iq_error(c, st, XD_COND_SERVICE_UNAVAILABLE, NULL);
-        return;
-    }
     xd_el_t *e = xd_stanza_edit(st);
     xd_el_set_attr(e, "from", xd_jid_full_str(c->jid).p);
     if (!to) {
-        /* RFC 6120 10.3.1: a message without 'to' is for the sender's bare JID. */
+        /* RFC 6120 10.3.1, 10.3.3: a message or IQ without 'to' is for the
+         * sender's bare JID (an IQ is then answered by the server on the
+         * account's behalf). */
         xd_str_t bare = xd_jid_bare_str(c->jid);
         char buf[3072];
         snprintf(buf, sizeof buf, "%.*s", (int)bare.len, bare.p);
@@ -1300,12 +1296,6 @@ c2s_session_stanza(xd_conn_t *c, xd_stanza_t *st)
         if (xd_iq_is_request(el) && to_server && payload &&
             xd_el_is(payload, "query", XD_NS_REGISTER)) {
             c2s_register_iq(c, st, payload);
-            return;
-        }
-        if (xd_iq_is_request(el) && to_server && payload && xd_el_is(payload, "ping", XD_NS_PING)) {
-            xd_stanza_t *r = xd_iq_result(st);
-            c2s_send_stanza(c, r);
-            xd_stanza_unref(r);
             return;
         }
         if (!xd_el_attr(el, "id") || !xd_el_attr(el, "type")) {

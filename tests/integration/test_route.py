@@ -145,3 +145,42 @@ def test_slixmpp_chat_between_two_clients(server):
     run_slixmpp(make_pair, ("127.0.0.1", server.c2s_port), timeout=20)
     assert got.get("body") == "hello max", server.log_text()
     assert got["from"] == "lia@localhost/s"
+
+
+def test_iq_handlers_of_the_server_and_the_account(server):
+    users(server, "nia")
+    c, jid = online(server, "nia", "r")
+    # To the server: ping, version, time, disco#info with features.
+    c.send("<iq to='localhost' type='get' id='p1'><ping xmlns='urn:xmpp:ping'/></iq>")
+    assert "type='result'" in expect(c, r"<iq[^>]*id=['\"]p1['\"][^>]*/?>").replace('"', "'")
+    c.send("<iq to='localhost' type='get' id='v1'><query xmlns='jabber:iq:version'/></iq>")
+    assert "<name>xmppd</name>" in expect(c, r"<iq[^>]*id=['\"]v1.*?</iq>")
+    c.send("<iq to='localhost' type='get' id='t1'><time xmlns='urn:xmpp:time'/></iq>")
+    t = expect(c, r"<iq[^>]*id=['\"]t1.*?</iq>")
+    assert re.search(r"<utc>\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z</utc>", t), t
+    c.send("<iq to='localhost' type='get' id='d1'>"
+           "<query xmlns='http://jabber.org/protocol/disco#info'/></iq>")
+    d = expect(c, r"<iq[^>]*id=['\"]d1.*?</iq>").replace('"', "'")
+    assert "category='server'" in d and "type='im'" in d, d
+    for ns in ("urn:xmpp:ping", "jabber:iq:version", "urn:xmpp:time",
+               "http://jabber.org/protocol/disco#info"):
+        assert f"var='{ns}'" in d, (ns, d)
+    c.send("<iq to='localhost' type='get' id='d2'>"
+           "<query xmlns='http://jabber.org/protocol/disco#items'/></iq>")
+    assert "disco#items" in expect(c, r"<iq[^>]*id=['\"]d2.*?</iq>")
+    # Unknown namespace: service-unavailable (RFC 6120 8.4).
+    c.send("<iq to='localhost' type='get' id='u1'><query xmlns='urn:example:nope'/></iq>")
+    assert "service-unavailable" in expect(c, r"<iq[^>]*id=['\"]u1.*?</iq>")
+    # To the account (own bare JID, or no 'to'): answered for the account.
+    c.send("<iq type='get' id='p2'><ping xmlns='urn:xmpp:ping'/></iq>")
+    assert "type='result'" in expect(c, r"<iq[^>]*id=['\"]p2['\"][^>]*/?>").replace('"', "'")
+    c.send("<iq to='nia@localhost' type='get' id='d3'>"
+           "<query xmlns='http://jabber.org/protocol/disco#info'/></iq>")
+    d = expect(c, r"<iq[^>]*id=['\"]d3.*?</iq>").replace('"', "'")
+    assert "category='account'" in d, d
+    # A result to the server is not answered.
+    c.send("<iq to='localhost' type='result' id='r9'/>")
+    assert nothing(c, r"id=['\"]r9")
+    # No payload: bad-request.
+    c.send("<iq to='localhost' type='get' id='e1'/>")
+    assert "bad-request" in expect(c, r"<iq[^>]*id=['\"]e1.*?</iq>")

@@ -1,0 +1,119 @@
+/*
+ * mod_basic.c — the IQs every server answers, as IQ handlers (iq.h):
+ * XEP-0199 ping (to the server and to an account), XEP-0092 software
+ * version, XEP-0202 entity time, XEP-0030 service discovery (info and
+ * items; features from the handler registry).  All INLINE: nothing here
+ * blocks.  They move under the module API (per host, options) when it lands.
+ */
+#include <stdio.h>
+#include <string.h>
+#include <time.h>
+
+#include "mod/mod_basic.h"
+#include "xd_version.h"
+#include "xmppd/config.h"
+#include "xmppd/err.h"
+#include "xmppd/iq.h"
+#include "xmppd/ns.h"
+#include "xmppd/stanza.h"
+
+static xd_stanza_t *
+basic_ping(const xd_iq_req_t *req)
+{
+    return xd_iq_result(req->iq);
+}
+
+static xd_stanza_t *
+basic_version(const xd_iq_req_t *req)
+{
+    if (strcmp(xd_el_attr(xd_stanza_root(req->iq), "type"), "get") != 0)
+        return xd_stanza_error(req->iq, XD_COND_NOT_ALLOWED, NULL);
+    xd_el_t *r = xd_iq_result_builder(req->iq);
+    xd_el_t *q = xd_el_add_child(r, "query", XD_NS_VERSION);
+    xd_el_add_text(xd_el_add_child(q, "name", NULL), "xmppd");
+    xd_el_add_text(xd_el_add_child(q, "version", NULL), XD_VERSION);
+    return xd_el_freeze(r);
+}
+
+static xd_stanza_t *
+basic_time(const xd_iq_req_t *req)
+{
+    if (strcmp(xd_el_attr(xd_stanza_root(req->iq), "type"), "get") != 0)
+        return xd_stanza_error(req->iq, XD_COND_NOT_ALLOWED, NULL);
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    struct tm tm;
+    gmtime_r(&ts.tv_sec, &tm);
+    char utc[96];
+    snprintf(utc, sizeof utc, "%04d-%02d-%02dT%02d:%02d:%02d.%03ldZ", tm.tm_year + 1900,
+             tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, ts.tv_nsec / 1000000);
+    xd_el_t *r = xd_iq_result_builder(req->iq);
+    xd_el_t *t = xd_el_add_child(r, "time", XD_NS_TIME);
+    xd_el_add_text(xd_el_add_child(t, "tzo", NULL), "+00:00"); /* the server keeps UTC */
+    xd_el_add_text(xd_el_add_child(t, "utc", NULL), utc);
+    return xd_el_freeze(r);
+}
+
+static void
+basic_feature(void *arg, const char *ns)
+{
+    xd_el_t *q = arg;
+    xd_el_set_attr(xd_el_add_child(q, "feature", NULL), "var", ns);
+}
+
+static xd_stanza_t *
+basic_disco_info(const xd_iq_req_t *req)
+{
+    const xd_el_t *payload = req->payload;
+    if (strcmp(xd_el_attr(xd_stanza_root(req->iq), "type"), "get") != 0)
+        return xd_stanza_error(req->iq, XD_COND_NOT_ALLOWED, NULL);
+    if (xd_el_attr(payload, "node"))
+        return xd_stanza_error(req->iq, XD_COND_ITEM_NOT_FOUND, NULL);
+    bool host = xd_jid_local(req->to).len == 0;
+    xd_el_t *r = xd_iq_result_builder(req->iq);
+    xd_el_t *q = xd_el_add_child(r, "query", XD_NS_DISCO_INFO);
+    xd_el_t *id = xd_el_add_child(q, "identity", NULL);
+    if (host) {
+        xd_el_set_attr(id, "category", "server");
+        xd_el_set_attr(id, "type", "im");
+        xd_el_set_attr(id, "name", "xmppd");
+    } else {
+        /* XEP-0030 8: an account on this server. */
+        xd_el_set_attr(id, "category", "account");
+        xd_el_set_attr(id, "type", "registered");
+    }
+    xd_iq_foreach_ns(req->host, host ? XD_IQ_HOST : XD_IQ_USER, basic_feature, q);
+    if (host) {
+        xd_config_t *cfg = xd_config_get();
+        if (xd_config_module(cfg, req->host, "mod_register"))
+            basic_feature(q, XD_NS_REGISTER);
+        xd_config_unref(cfg);
+    }
+    return xd_el_freeze(r);
+}
+
+static xd_stanza_t *
+basic_disco_items(const xd_iq_req_t *req)
+{
+    if (strcmp(xd_el_attr(xd_stanza_root(req->iq), "type"), "get") != 0)
+        return xd_stanza_error(req->iq, XD_COND_NOT_ALLOWED, NULL);
+    /* No services yet (MUC, pubsub, upload come with their issues). */
+    xd_el_t *r = xd_iq_result_builder(req->iq);
+    xd_el_add_child(r, "query", XD_NS_DISCO_ITEMS);
+    return xd_el_freeze(r);
+}
+
+int
+xd_mod_basic_start(void)
+{
+    int rc = 0;
+    rc |= xd_iq_register(NULL, XD_IQ_HOST, XD_NS_PING, XD_IQ_INLINE, basic_ping, NULL);
+    rc |= xd_iq_register(NULL, XD_IQ_USER, XD_NS_PING, XD_IQ_INLINE, basic_ping, NULL);
+    rc |= xd_iq_register(NULL, XD_IQ_HOST, XD_NS_VERSION, XD_IQ_INLINE, basic_version, NULL);
+    rc |= xd_iq_register(NULL, XD_IQ_HOST, XD_NS_TIME, XD_IQ_INLINE, basic_time, NULL);
+    rc |= xd_iq_register(NULL, XD_IQ_HOST, XD_NS_DISCO_INFO, XD_IQ_INLINE, basic_disco_info, NULL);
+    rc |= xd_iq_register(NULL, XD_IQ_USER, XD_NS_DISCO_INFO, XD_IQ_INLINE, basic_disco_info, NULL);
+    rc |= xd_iq_register(NULL, XD_IQ_HOST, XD_NS_DISCO_ITEMS, XD_IQ_INLINE, basic_disco_items,
+                         NULL);
+    return rc ? XD_EEXIST : 0;
+}

@@ -1,0 +1,234 @@
+/*
+ * iq.c — the IQ handler registry and dispatch (see include/xmppd/iq.h).
+ *
+ * The registry is a small array under a rwlock: handlers are few (tens) and
+ * registered at start and reload; dispatch reads it per IQ.  A handler
+ * that a host registered for itself wins over one for every host.
+ */
+#include <pthread.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "core/pool.h"
+#include "router/router.h"
+#include "xmppd/alloc.h"
+#include "xmppd/err.h"
+#include "xmppd/iq.h"
+#include "xmppd/stanza.h"
+
+typedef struct iq_entry {
+    char *host;          /* NULL = every host */
+    int target;          /* xd_iq_target */
+    char *ns;            /* payload namespace */
+    int discipline;      /* xd_iq_discipline */
+    xd_iq_fn fn;         /* the handler */
+    void *arg;           /* its argument */
+} iq_entry_t;
+
+static pthread_rwlock_t iq_lock = PTHREAD_RWLOCK_INITIALIZER;
+static iq_entry_t *iq_tab;
+static size_t iq_n, iq_cap;
+
+static bool
+iq_same_host(const char *a, const char *b)
+{
+    return (!a && !b) || (a && b && !strcmp(a, b));
+}
+
+int
+xd_iq_register(const char *host, int target, const char *ns, int discipline, xd_iq_fn fn,
+               void *arg)
+{
+    if (!ns || !*ns || !fn || (target != XD_IQ_HOST && target != XD_IQ_USER))
+        return XD_EINVAL;
+    if (discipline == XD_IQ_SERIAL)
+        return XD_ENOTSUP;
+    if (discipline != XD_IQ_INLINE && discipline != XD_IQ_PARALLEL)
+        return XD_EINVAL;
+    pthread_rwlock_wrlock(&iq_lock);
+    for (size_t i = 0; i < iq_n; i++)
+        if (iq_tab[i].target == target && !strcmp(iq_tab[i].ns, ns) &&
+            iq_same_host(iq_tab[i].host, host)) {
+            pthread_rwlock_unlock(&iq_lock);
+            return XD_EEXIST;
+        }
+    if (iq_n == iq_cap) {
+        iq_cap = iq_cap ? iq_cap * 2 : 16;
+        iq_tab = xd_realloc(iq_tab, iq_cap * sizeof *iq_tab);
+    }
+    iq_tab[iq_n++] = (iq_entry_t){ host ? xd_strdup(host) : NULL, target, xd_strdup(ns),
+                                   discipline, fn, arg };
+    pthread_rwlock_unlock(&iq_lock);
+    return 0;
+}
+
+void
+xd_iq_unregister(const char *host, int target, const char *ns)
+{
+    pthread_rwlock_wrlock(&iq_lock);
+    for (size_t i = 0; i < iq_n; i++) {
+        iq_entry_t *e = &iq_tab[i];
+        if (e->target == target && !strcmp(e->ns, ns) && iq_same_host(e->host, host)) {
+            xd_free(e->host);
+            xd_free(e->ns);
+            *e = iq_tab[--iq_n];
+            break;
+        }
+    }
+    pthread_rwlock_unlock(&iq_lock);
+}
+
+void
+xd_iq_clear(void)
+{
+    pthread_rwlock_wrlock(&iq_lock);
+    for (size_t i = 0; i < iq_n; i++) {
+        xd_free(iq_tab[i].host);
+        xd_free(iq_tab[i].ns);
+    }
+    xd_free(iq_tab);
+    iq_tab = NULL;
+    iq_n = iq_cap = 0;
+    pthread_rwlock_unlock(&iq_lock);
+}
+
+void
+xd_iq_foreach_ns(const char *host, int target, void (*fn)(void *arg, const char *ns), void *arg)
+{
+    pthread_rwlock_rdlock(&iq_lock);
+    for (size_t i = 0; i < iq_n; i++)
+        if (iq_tab[i].target == target && (!iq_tab[i].host || (host && !strcmp(iq_tab[i].host, host))))
+            fn(arg, iq_tab[i].ns);
+    pthread_rwlock_unlock(&iq_lock);
+}
+
+/* The handler for (host, target, ns), copied out under the lock. */
+static bool
+iq_find(const char *host, int target, const char *ns, iq_entry_t *out)
+{
+    bool found = false;
+    pthread_rwlock_rdlock(&iq_lock);
+    for (size_t i = 0; i < iq_n; i++) {
+        const iq_entry_t *e = &iq_tab[i];
+        if (e->target != target || strcmp(e->ns, ns) != 0)
+            continue;
+        if (e->host && host && !strcmp(e->host, host)) {
+            *out = *e;
+            found = true;
+            break; /* the host's own wins */
+        }
+        if (!e->host && !found) {
+            *out = *e;
+            found = true;
+        }
+    }
+    pthread_rwlock_unlock(&iq_lock);
+    return found;
+}
+
+/* A PARALLEL call in flight: everything the handler reads, owned. */
+typedef struct iq_job {
+    xd_iq_fn fn;         /* the handler */
+    void *arg;           /* its argument */
+    xd_stanza_t *iq;     /* the request (a reference) */
+    xd_jid_t *from, *to; /* references */
+    char host[1024];     /* the host */
+    xd_stanza_t *reply;  /* the handler's answer */
+} iq_job_t;
+
+static xd_stanza_t *
+iq_call(xd_iq_fn fn, void *arg, const xd_stanza_t *iq, const xd_jid_t *from, const xd_jid_t *to,
+        const char *host)
+{
+    xd_iq_req_t req = {
+        .iq = iq,
+        .payload = xd_el_first_child(xd_stanza_root(iq)),
+        .from = from,
+        .to = to,
+        .host = host,
+        .arg = arg,
+    };
+    return fn(&req);
+}
+
+static void
+iq_job_work(void *arg)
+{
+    iq_job_t *j = arg;
+    j->reply = iq_call(j->fn, j->arg, j->iq, j->from, j->to, j->host);
+}
+
+static void
+iq_job_done(void *arg, int status)
+{
+    iq_job_t *j = arg;
+    if (status != 0 && !j->reply)
+        j->reply = xd_stanza_error(j->iq, XD_COND_INTERNAL_SERVER_ERROR, "the server is stopping");
+    if (j->reply)
+        xd_route(j->reply);
+    xd_stanza_unref(j->iq);
+    xd_jid_unref(j->from);
+    xd_jid_unref(j->to);
+    xd_free(j);
+}
+
+static void
+iq_reply(xd_stanza_t *iq, xd_cond cond, const char *text)
+{
+    xd_stanza_t *err = xd_stanza_error(iq, cond, text);
+    xd_stanza_unref(iq);
+    if (err)
+        xd_route(err);
+}
+
+void
+xd_iq_dispatch(xd_stanza_t *iq, const xd_jid_t *to, const char *host, int target)
+{
+    const xd_el_t *el = xd_stanza_root(iq);
+    if (!xd_iq_is_request(el)) {
+        xd_stanza_unref(iq); /* results and errors to the server end here */
+        return;
+    }
+    const xd_el_t *payload = xd_el_first_child(el);
+    if (!payload) {
+        /* RFC 6120 8.2.3: a get or set has exactly one payload. */
+        iq_reply(iq, XD_COND_BAD_REQUEST, "an IQ get or set needs a payload");
+        return;
+    }
+    const char *ns = xd_el_ns(payload);
+    iq_entry_t e = { 0 };
+    if (!ns || !iq_find(host, target, ns, &e)) {
+        iq_reply(iq, XD_COND_SERVICE_UNAVAILABLE, NULL);
+        return;
+    }
+    xd_jid_t *from = NULL;
+    const char *from_s = xd_el_attr(el, "from");
+    if (!from_s || xd_jid_parse(xd_str_c(from_s), &from) != 0) {
+        iq_reply(iq, XD_COND_BAD_REQUEST, NULL);
+        return;
+    }
+    if (e.discipline == XD_IQ_INLINE) {
+        xd_stanza_t *reply = iq_call(e.fn, e.arg, iq, from, to, host);
+        xd_stanza_unref(iq);
+        xd_jid_unref(from);
+        if (reply)
+            xd_route(reply);
+        return;
+    }
+    iq_job_t *j = xd_new(iq_job_t);
+    j->fn = e.fn;
+    j->arg = e.arg;
+    j->iq = iq;
+    j->from = from;
+    j->to = xd_jid_ref((xd_jid_t *)to);
+    snprintf(j->host, sizeof j->host, "%s", host);
+    int rc = xd_pool_submit(iq_job_work, iq_job_done, j);
+    if (rc != 0) {
+        /* DESIGN.md 2: a full pool answers at once. */
+        xd_jid_unref(j->from);
+        xd_jid_unref(j->to);
+        xd_free(j);
+        iq_reply(iq, rc == XD_EFULL ? XD_COND_RESOURCE_CONSTRAINT : XD_COND_SERVICE_UNAVAILABLE,
+                 NULL);
+    }
+}
