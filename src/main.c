@@ -43,6 +43,7 @@
 #include "stream/tls.h"
 #include "xmppd/auth.h"
 #include "xmppd/iq.h"
+#include "xmppd/service.h"
 #include "xd_version.h"
 #include "xmppd/alloc.h"
 #include "xmppd/config.h"
@@ -542,6 +543,7 @@ out_sm:
     xd_listeners_free();
     xd_sm_shutdown();
     xd_iq_clear();
+    xd_service_clear();
 out_pool:
     xd_pool_stop();
 out_db:

@@ -26,6 +26,7 @@
 #include "stream/c2s.h"
 #include "xmppd/config.h"
 #include "xmppd/iq.h"
+#include "xmppd/service.h"
 #include "xmppd/jid.h"
 #include "xmppd/stanza.h"
 
@@ -149,6 +150,7 @@ xd_route(xd_stanza_t *st)
     xd_str_t dom = xd_jid_domain(to);
     char host[1024];
     bool local = false;
+    host[0] = '\0';
     if (dom.len < sizeof host) {
         memcpy(host, dom.p, dom.len);
         host[dom.len] = '\0';
@@ -157,6 +159,8 @@ xd_route(xd_stanza_t *st)
     xd_config_unref(cfg);
     if (local) {
         route_local(st, to, host);
+    } else if (dom.len < sizeof host && xd_service_deliver(host, st)) {
+        /* a service of this process (include/xmppd/service.h) took it */
     } else if (xd_stanza_kind_of(el) == XD_STANZA_PRESENCE) {
         xd_stanza_unref(st); /* federation: the s2s issue */
     } else {

@@ -1,0 +1,34 @@
+/*
+ * service.h — service routes: a domain served by code in this process
+ * (DESIGN.md 1: "component / service"): a module's echo service, MUC,
+ * pubsub, upload, an IRC gateway.  External components (XEP-0114) register
+ * here too while they are connected.
+ *
+ * The router looks a stanza's destination domain up here after the served
+ * hosts and before the s2s manager.  The handler runs on the routing thread
+ * (a worker loop): it must not block, and it owns the stanza it is given.
+ */
+#ifndef XMPPD_SERVICE_H
+#define XMPPD_SERVICE_H
+
+#include <stdbool.h>
+
+#include "xmppd/el.h"
+
+typedef void (*xd_service_fn)(void *arg, xd_stanza_t *st);
+
+/* Routes stanzas to `domain` (normalised) to fn.  XD_EEXIST when taken,
+ * XD_EINVAL for a bad argument.  Any thread. */
+int xd_service_add(const char *domain, xd_service_fn fn, void *arg);
+
+/* Removes the route (only when fn still holds it); true when removed. */
+bool xd_service_remove(const char *domain, xd_service_fn fn);
+
+/* Router side: hands st to the service of `domain` and returns true, or
+ * returns false (st untouched) when there is none. */
+bool xd_service_deliver(const char *domain, xd_stanza_t *st);
+
+/* Drops every route (shutdown, tests). */
+void xd_service_clear(void);
+
+#endif

@@ -1,0 +1,87 @@
+/*
+ * service.c — service routes (see include/xmppd/service.h).  A small array
+ * under a rwlock: services are few and change rarely.
+ */
+#include <pthread.h>
+#include <string.h>
+
+#include "xmppd/alloc.h"
+#include "xmppd/err.h"
+#include "xmppd/service.h"
+
+typedef struct {
+    char *domain;     /* normalised */
+    xd_service_fn fn; /* handler */
+    void *arg;        /* its argument */
+} svc_t;
+
+static pthread_rwlock_t svc_lock = PTHREAD_RWLOCK_INITIALIZER;
+static svc_t *svc_tab;
+static size_t svc_n, svc_cap;
+
+int
+xd_service_add(const char *domain, xd_service_fn fn, void *arg)
+{
+    if (!domain || !*domain || !fn)
+        return XD_EINVAL;
+    pthread_rwlock_wrlock(&svc_lock);
+    for (size_t i = 0; i < svc_n; i++)
+        if (!strcmp(svc_tab[i].domain, domain)) {
+            pthread_rwlock_unlock(&svc_lock);
+            return XD_EEXIST;
+        }
+    if (svc_n == svc_cap) {
+        svc_cap = svc_cap ? svc_cap * 2 : 8;
+        svc_tab = xd_realloc(svc_tab, svc_cap * sizeof *svc_tab);
+    }
+    svc_tab[svc_n++] = (svc_t){ xd_strdup(domain), fn, arg };
+    pthread_rwlock_unlock(&svc_lock);
+    return 0;
+}
+
+bool
+xd_service_remove(const char *domain, xd_service_fn fn)
+{
+    bool removed = false;
+    pthread_rwlock_wrlock(&svc_lock);
+    for (size_t i = 0; i < svc_n; i++)
+        if (!strcmp(svc_tab[i].domain, domain) && svc_tab[i].fn == fn) {
+            xd_free(svc_tab[i].domain);
+            svc_tab[i] = svc_tab[--svc_n];
+            removed = true;
+            break;
+        }
+    pthread_rwlock_unlock(&svc_lock);
+    return removed;
+}
+
+bool
+xd_service_deliver(const char *domain, xd_stanza_t *st)
+{
+    xd_service_fn fn = NULL;
+    void *arg = NULL;
+    pthread_rwlock_rdlock(&svc_lock);
+    for (size_t i = 0; i < svc_n; i++)
+        if (!strcmp(svc_tab[i].domain, domain)) {
+            fn = svc_tab[i].fn;
+            arg = svc_tab[i].arg;
+            break;
+        }
+    pthread_rwlock_unlock(&svc_lock);
+    if (!fn)
+        return false;
+    fn(arg, st);
+    return true;
+}
+
+void
+xd_service_clear(void)
+{
+    pthread_rwlock_wrlock(&svc_lock);
+    for (size_t i = 0; i < svc_n; i++)
+        xd_free(svc_tab[i].domain);
+    xd_free(svc_tab);
+    svc_tab = NULL;
+    svc_n = svc_cap = 0;
+    pthread_rwlock_unlock(&svc_lock);
+}
