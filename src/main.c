@@ -36,6 +36,7 @@
 #include "core/worker.h"
 #include "auth/commands.h"
 #include "mod/mod_basic.h"
+#include "mod/mod_offline.h"
 #include "router/sm.h"
 #include "stream/c2s.h"
 #include "stream/listener.h"
@@ -209,7 +210,8 @@ reload(xd_cmd_call_t *call)
     }
     /* Modules, auth backends and certificates first: if they fail, nothing
      * changes. */
-    if ((rc = xd_register_check_config(cfg, &err)) != 0 || (rc = xd_auth_reload(cfg, &err)) != 0 ||
+    if ((rc = xd_register_check_config(cfg, &err)) != 0 ||
+        (rc = xd_offline_check_config(cfg, &err)) != 0 || (rc = xd_auth_reload(cfg, &err)) != 0 ||
         (rc = load_tls(cfg, &err)) != 0) {
         XD_LOG(NULL, XD_ERROR, "config reload failed", "file=%s error=\"%s\"", config_path,
                err ? err : xd_strerror(rc));
@@ -388,7 +390,8 @@ main(int argc, char **argv)
     {
         /* Module options are checked now too, so errors name file:line. */
         char *merr = NULL;
-        if (xd_register_check_config(cfg, &merr) != 0) {
+        if (xd_register_check_config(cfg, &merr) != 0 ||
+            xd_offline_check_config(cfg, &merr) != 0) {
             fprintf(stderr, "%s\n", merr ? merr : "invalid module options");
             free(merr);
             xd_config_unref(cfg);
@@ -440,6 +443,7 @@ main(int argc, char **argv)
                               .path = cfg->sql_database,
                               .max_conns = (unsigned)cfg->sql_pool_size,
                               .cache_kib = 2048 };
+    xd_offline_register_migrations(); /* module tables, created by xd_db_open */
     if ((rc = xd_db_open(&params, &db)) != 0) {
         XD_LOG(NULL, XD_CRIT, "cannot open storage", "path=%s err=%s", cfg->sql_database,
                xd_strerror(rc));
@@ -480,6 +484,7 @@ main(int argc, char **argv)
     }
 
     xd_mod_basic_start();
+    xd_offline_start(db);
 
     if ((rc = xd_listeners_prepare(cfg, &err)) != 0) {
         XD_LOG(NULL, XD_CRIT, "cannot listen", "error=\"%s\"", err ? err : xd_strerror(rc));
@@ -544,6 +549,7 @@ out_sm:
     xd_sm_shutdown();
     xd_iq_clear();
     xd_service_clear();
+    xd_offline_stop();
 out_pool:
     xd_pool_stop();
 out_db:

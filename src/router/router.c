@@ -17,6 +17,8 @@
  * (RFC 6121 8.5.1), and one to a host's JID by the local router: both go
  * to the IQ handlers registered by namespace (include/xmppd/iq.h).
  */
+#include <stdatomic.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -31,6 +33,14 @@
 #include "xmppd/stanza.h"
 
 #define ROUTE_MAX_RESOURCES 64 /* sessions of one user considered for a bare JID */
+
+static _Atomic(xd_offline_fn) route_offline;
+
+void
+xd_router_set_offline(xd_offline_fn fn)
+{
+    atomic_store(&route_offline, fn);
+}
 
 /* Sends an error for st back to its sender (nothing for errors and
  * results), then drops st. */
@@ -87,8 +97,16 @@ route_bare(xd_stanza_t *st, const xd_jid_t *to, xd_stanza_kind kind, const char 
         xd_stanza_unref(st);
         return;
     }
-    /* RFC 6121 8.5.2.2.1: nobody to take it now; offline storage comes with
-     * the routing issue. */
+    /* RFC 6121 8.5.2.2.1: nobody to take it now: offline storage if the
+     * host keeps messages, else service-unavailable. */
+    xd_offline_fn off = atomic_load(&route_offline);
+    if (off && kind == XD_STANZA_MESSAGE && !route_is(type, "groupchat")) {
+        char host[1024];
+        xd_str_t d = xd_jid_domain(to);
+        snprintf(host, sizeof host, "%.*s", (int)d.len, d.p);
+        if (off(st, to, host))
+            return;
+    }
     route_bounce(st, XD_COND_SERVICE_UNAVAILABLE, NULL);
 }
 

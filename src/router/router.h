@@ -17,12 +17,22 @@
 #ifndef XMPPD_ROUTER_ROUTER_H
 #define XMPPD_ROUTER_ROUTER_H
 
+#include <stdbool.h>
+
 #include "xmppd/el.h"
+#include "xmppd/jid.h"
 
 /* Routes st.  Its 'from' must be set (a stream stamps it; the router
  * trusts it) and its 'to' present (a stream resolves a missing 'to' first,
  * RFC 6120 10.3).  Errors go back to the sender as stanza errors (never an
  * error for an error, RFC 6120 8.3.1).  Takes over the reference. */
 void xd_route(xd_stanza_t *st);
+
+/* Offline storage (mod_offline until hooks replace this): called for a
+ * chat/normal message to a local bare JID that no session takes; returns
+ * true when it took the stanza (reference and all), false to let the router
+ * answer service-unavailable.  NULL = none.  Set before the workers run. */
+typedef bool (*xd_offline_fn)(xd_stanza_t *st, const xd_jid_t *to, const char *host);
+void xd_router_set_offline(xd_offline_fn fn);
 
 #endif

@@ -74,6 +74,13 @@
 #define C2S_SASL_B64_MAX (((XD_SASL_MSG_MAX + 2) / 3) * 4) /* base64 of the longest message */
 
 static _Atomic uint64_t c2s_next_id = 1;
+static _Atomic(xd_c2s_available_fn) c2s_on_available;
+
+void
+xd_c2s_set_on_available(xd_c2s_available_fn fn)
+{
+    atomic_store(&c2s_on_available, fn);
+}
 
 /* The node's secret for SCRAM answers to unknown users: stable across
  * restarts, so that a user's existence cannot be read from a changing salt.
@@ -1228,7 +1235,12 @@ c2s_own_presence(xd_conn_t *c, const xd_el_t *el)
         long v = strtol(p, NULL, 10);
         prio = v < -128 ? -128 : v > 127 ? 127 : (int)v;
     }
+    bool was = c->available;
+    c->available = !type;
     xd_sm_set_presence(c->jid, c->id, !type, prio);
+    xd_c2s_available_fn on = atomic_load(&c2s_on_available);
+    if (!was && c->available && prio >= 0 && on)
+        on(c->jid, xd_worker_index(c->ws->worker), c->id);
 }
 
 /* Stamps 'from' with the session's full JID when the client left it out,

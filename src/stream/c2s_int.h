@@ -53,6 +53,7 @@ typedef struct xd_conn {
     bool blocked;                /* input paused: auth answer or failure delay pending */
     bool delayed_close;          /* the failure being delayed is the last one allowed */
     bool registered;             /* an account was registered in-band on this stream */
+    bool available;              /* the session's own presence is available */
     unsigned auth_failures;      /* SASL failures that tested credentials */
     unsigned proto_failures;     /* SASL failures that did not (bad cb type, 'y', malformed) */
     bool sasl_checked;           /* this exchange asked the backend about the credentials */

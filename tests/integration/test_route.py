@@ -184,3 +184,63 @@ def test_iq_handlers_of_the_server_and_the_account(server):
     # No payload: bad-request.
     c.send("<iq to='localhost' type='get' id='e1'/>")
     assert "bad-request" in expect(c, r"<iq[^>]*id=['\"]e1.*?</iq>")
+
+
+OFFLINE = "modules:\n  mod_offline:\n    max_user_messages: 2\n"
+
+
+def test_offline_messages_stored_and_delivered_with_delay(server_factory):
+    srv = server_factory(extra_yaml=OFFLINE)
+    users(srv, "olga", "paul")
+    p, _ = online(srv, "paul", "x")
+    p.send("<message to='olga@localhost' type='chat' id='o1'><body>first</body></message>")
+    p.send("<message to='olga@localhost' id='o2'><body>second</body></message>")
+    # Chat states alone are not kept, and cause no error.
+    p.send("<message to='olga@localhost' type='chat' id='o3'>"
+           "<active xmlns='http://jabber.org/protocol/chatstates'/></message>")
+    # Over the quota: the sender learns it was not kept.
+    p.send("<message to='olga@localhost' type='chat' id='o4'><body>third</body></message>")
+    assert "resource-constraint" in expect(p, r"<message[^>]*id=['\"]o4.*?</message>")
+    assert nothing(p, r"id=['\"]o[123]")
+    # No such account: not stored.
+    p.send("<message to='nobody@localhost' type='chat' id='o5'><body>x</body></message>")
+    assert "service-unavailable" in expect(p, r"<message[^>]*id=['\"]o5.*?</message>")
+
+    o, _ = login(srv.c2s_port, "olga", "pw", resource="r")
+    assert nothing(o, r"<message", wait=0.5)  # not before the initial presence
+    o.send("<presence/>")
+    m1 = expect(o, r"<message[^>]*id=['\"]o1.*?</message>")
+    m2 = expect(o, r"<message[^>]*id=['\"]o2.*?</message>")
+    assert "<body>first</body>" in m1 and "<body>second</body>" in m2
+    assert "urn:xmpp:delay" in m1 and re.search(r"stamp=['\"]\d{4}-\d\d-\d\dT", m1), m1
+    # Taken out: a second login gets nothing.
+    o2, _ = online(srv, "olga", "r2")
+    assert nothing(o2, r"<message", wait=0.6)
+
+
+def test_offline_message_survives_kill_9(server_factory):
+    import os
+    import signal
+    srv = server_factory(extra_yaml=OFFLINE)
+    srv.expect_clean_exit = False
+    users(srv, "quin", "rita")
+    r, _ = online(srv, "rita", "x")
+    r.send("<message to='quin@localhost' type='chat' id='k1'><body>kept</body></message>")
+    # Wait until it is committed (the log says nothing; poll the database).
+    import sqlite3
+    import time
+    db = os.path.join(srv.data_dir, "xmppd.db")
+    deadline = time.time() + 10
+    while time.time() < deadline:
+        with sqlite3.connect(db) as con:
+            if con.execute("SELECT COUNT(*) FROM offline_msg").fetchone()[0] == 1:
+                break
+        time.sleep(0.05)
+    srv.proc.send_signal(signal.SIGKILL)
+    srv.proc.wait()
+    srv._stderr.close()
+    os.remove(srv.log_path)
+    srv.start()
+    srv.expect_clean_exit = True
+    q, _ = online(srv, "quin", "y")
+    assert "<body>kept</body>" in expect(q, r"<message[^>]*id=['\"]k1.*?</message>")
