@@ -281,6 +281,24 @@ xd_sm_set_presence(const xd_jid_t *jid, uint64_t conn_id, bool available, int pr
     return rc;
 }
 
+int
+xd_sm_set_interested(const xd_jid_t *jid, uint64_t conn_id)
+{
+    xd_str_t bare = xd_jid_bare_str(jid);
+    uint64_t h = sm_hash(bare);
+    sm_shard_t *sh = sm_shard_of(h);
+    int rc = XD_ENOTFOUND;
+    uv_rwlock_wrlock(&sh->lock);
+    sm_user_t *u = sm_user_find(sh, h, bare);
+    xd_sm_entry_t *cur = u ? sm_res_find(u, jid) : NULL;
+    if (cur && (conn_id == 0 || cur->conn_id == conn_id)) {
+        cur->interested = true;
+        rc = 0;
+    }
+    uv_rwlock_wrunlock(&sh->lock);
+    return rc;
+}
+
 size_t
 xd_sm_resources(const xd_jid_t *jid, xd_sm_entry_t *out, size_t max)
 {
