@@ -50,6 +50,7 @@
 #include "xmppd/config.h"
 #include "xmppd/err.h"
 #include "xmppd/log.h"
+#include "xmppd/module.h"
 #include "xmppd/storage.h"
 
 static uv_loop_t *main_loop;
@@ -212,7 +213,7 @@ reload(xd_cmd_call_t *call)
      * changes. */
     if ((rc = xd_register_check_config(cfg, &err)) != 0 ||
         (rc = xd_offline_check_config(cfg, &err)) != 0 || (rc = xd_auth_reload(cfg, &err)) != 0 ||
-        (rc = load_tls(cfg, &err)) != 0) {
+        (rc = load_tls(cfg, &err)) != 0 || (rc = xd_modules_reload(cfg, &err)) != 0) {
         XD_LOG(NULL, XD_ERROR, "config reload failed", "file=%s error=\"%s\"", config_path,
                err ? err : xd_strerror(rc));
         if (call)
@@ -391,7 +392,7 @@ main(int argc, char **argv)
         /* Module options are checked now too, so errors name file:line. */
         char *merr = NULL;
         if (xd_register_check_config(cfg, &merr) != 0 ||
-            xd_offline_check_config(cfg, &merr) != 0) {
+            xd_offline_check_config(cfg, &merr) != 0 || xd_modules_check(cfg, &merr) != 0) {
             fprintf(stderr, "%s\n", merr ? merr : "invalid module options");
             free(merr);
             xd_config_unref(cfg);
@@ -485,6 +486,11 @@ main(int argc, char **argv)
 
     xd_mod_basic_start();
     xd_offline_start(db);
+    if ((rc = xd_modules_start(cfg, &err)) != 0) {
+        XD_LOG(NULL, XD_CRIT, "cannot start modules", "error=\"%s\"", err ? err : xd_strerror(rc));
+        fprintf(stderr, "xmppd: %s\n", err ? err : xd_strerror(rc));
+        goto out_auth;
+    }
 
     if ((rc = xd_listeners_prepare(cfg, &err)) != 0) {
         XD_LOG(NULL, XD_CRIT, "cannot listen", "error=\"%s\"", err ? err : xd_strerror(rc));
@@ -547,6 +553,7 @@ out_sm:
     xd_pool_stop();
     xd_listeners_free();
     xd_sm_shutdown();
+    xd_modules_stop();
     xd_iq_clear();
     xd_service_clear();
     xd_offline_stop();

@@ -204,6 +204,7 @@ typedef struct xd_config {
     char *tls_ciphers;           /* TLS <= 1.2 cipher list, NULL = built-in modern list */
     char *tls_ciphersuites;      /* TLS 1.3 suites, NULL = OpenSSL default */
     char *ctl_socket;            /* xmppctl socket path (default <data_dir>/xmppd.sock) */
+    char *module_dir;            /* where <name>.so modules are loaded from */
     char *pid_file;              /* or NULL */
     xd_optlist_t listen;         /* xd_listen_conf_t items */
     int default_db;              /* xd_default_db */

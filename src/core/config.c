@@ -7,7 +7,7 @@
  *   1. xd_opt_parse_in(global table, root): every top-level option, its
  *      defaults, the listen entries (with their own table and check hook),
  *      acl / access_rules / shaper / shaper_rules / modules (CUSTOM parsers);
- *   2. computed defaults (ctl_socket, sql_database, sql_port) and host_config:
+ *   2. computed defaults (ctl_socket, module_dir, sql_database, sql_port) and host_config:
  *      for each served host the HOST-scope table is parsed again with the
  *      host's mapping first and the top level as fallback;
  *   3. cross references: ACL names in rules, shaper names in shaper rules and
@@ -30,6 +30,14 @@
 #include "xmppd/config.h"
 #include "xmppd/err.h"
 #include "xmppd/log.h"
+#include "xd_version.h"
+
+/* Default module_dir: the build may set XD_MODULE_DIR (<prefix>/lib/xmppd/modules). */
+#ifdef XD_MODULE_DIR
+#define CFG_MODULE_DIR XD_MODULE_DIR
+#else
+#define CFG_MODULE_DIR "/usr/local/lib/xmppd/modules"
+#endif
 
 /* ---- Custom types: declarations ------------------------------------------------------------- */
 
@@ -307,6 +315,9 @@ static const xd_opt_t cfg_global_opts[] = {
                   "OpenSSL TLS 1.3 cipher suites. Unset: OpenSSL's default."),
     XD_OPT_FULL("ctl_socket", XD_OPT_TYPE_PATH, C_, ctl_socket, NULL, NULL,
                 "Unix socket xmppctl talks to.", 0, "`<data_dir>/xmppd.sock`"),
+    XD_OPT_FULL("module_dir", XD_OPT_TYPE_PATH, C_, module_dir, NULL, NULL,
+                "Directory of loadable modules: a name under `modules` that is not built in "
+                "is loaded from `<module_dir>/<name>.so`.", 0, "`<prefix>/lib/xmppd/modules`"),
     XD_OPT_PATH("pid_file", C_, pid_file, NULL, "Write the process id here when set."),
     XD_OPT_SUB_LIST("listen", C_, listen,
                     "[{port: 5222, ip: 127.0.0.1}, {port: 5222, ip: \"::1\"}]",
@@ -1234,6 +1245,8 @@ cfg_build(xd_conf_doc_t *doc, const char *path, xd_config_t **out, char **err)
         }
         if (!cfg->ctl_socket)
             cfg->ctl_socket = cfg_join(cfg->data_dir, "xmppd.sock");
+        if (!cfg->module_dir)
+            cfg->module_dir = xd_strdup(CFG_MODULE_DIR);
         if (!cfg->sql_database)
             cfg->sql_database = cfg->sql_type == XD_SQL_SQLITE
                                     ? cfg_join(cfg->data_dir, "xmppd.db")
