@@ -26,6 +26,7 @@
 #ifndef XMPPD_HOOKS_H
 #define XMPPD_HOOKS_H
 
+#include <stdbool.h>
 #include <stddef.h>
 
 #include "xmppd/el.h"
@@ -54,6 +55,7 @@ typedef struct xd_hook_presence {
     const char *host;             /* the user's served host */
     const xd_jid_t *jid;          /* the full JID of the resource */
     const xd_stanza_t *presence;  /* the presence stanza; NULL when the session just ended */
+    bool initial;                 /* AVAILABLE: the first since the session was unavailable */
 } xd_hook_presence_t;
 
 /* MESSAGE_OFFLINE.  Lent for the run; xd_stanza_ref() to keep the stanza. */

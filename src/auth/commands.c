@@ -8,6 +8,7 @@
 #include "xmppd/auth.h"
 #include "xmppd/cmd.h"
 #include "xmppd/err.h"
+#include "xmppd/hooks.h"
 
 /* Maps a backend status to a message the administrator can act on. */
 static int
@@ -52,6 +53,9 @@ cmd_unregister(xd_cmd_call_t *call)
     int rc = xd_auth_remove_sync(host, user);
     if (rc != 0)
         return acct_fail(call, rc, user, host);
+    /* Modules drop the account's data (roster, vCard, offline messages). */
+    xd_hook_user_t ev = { .host = host, .user = user };
+    xd_hook_run(XD_HOOK_USER_REMOVED, host, &ev);
     xd_cmd_printf(call, "user %s@%s removed\n", user, host);
     return 0;
 }

@@ -19,16 +19,20 @@
  * the blocking pool (xd_db_async) and its answer comes back to that loop.
  */
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
 #include "mod/mod_offline.h"
 #include "router/router.h"
+#include "core/worker.h"
+#include "router/sm.h"
 #include "stream/c2s.h"
 #include "xmppd/alloc.h"
 #include "xmppd/auth.h"
 #include "xmppd/config.h"
 #include "xmppd/err.h"
+#include "xmppd/hooks.h"
 #include "xmppd/log.h"
 #include "xmppd/ns.h"
 #include "xmppd/opt.h"
@@ -228,17 +232,23 @@ off_worth_keeping(const xd_el_t *el)
     return xd_el_child(el, "body", NULL) || xd_el_child(el, "subject", NULL);
 }
 
-/* Router side (see router.h xd_router_set_offline). */
-static bool
-off_store(xd_stanza_t *st, const xd_jid_t *to, const char *host)
+/* XD_HOOK_MESSAGE_OFFLINE: keeps the message (returns XD_HOOK_STOP) when
+ * the host stores messages. */
+static int
+off_store(void *evp, void *arg)
 {
+    (void)arg;
+    xd_hook_stanza_t *ev = evp;
+    const xd_stanza_t *st = ev->st;
+    const xd_jid_t *to = ev->to;
+    const char *host = ev->host;
     off_conf_t oc;
     if (!off_db || !off_conf(host, &oc))
-        return false;
+        return XD_HOOK_OK;
     const xd_el_t *el = xd_stanza_root(st);
     if (!off_worth_keeping(el)) {
-        xd_stanza_unref(st); /* XEP-0160 3: nothing to keep, and no error */
-        return true;
+        xd_opt_free(off_opts, &oc);
+        return XD_HOOK_STOP; /* XEP-0160 3: nothing to keep, and no error */
     }
     struct timespec ts;
     clock_gettime(CLOCK_REALTIME, &ts);
@@ -257,7 +267,7 @@ off_store(xd_stanza_t *st, const xd_jid_t *to, const char *host)
     const char *bytes = xd_stanza_bytes(stamped, &len);
 
     off_store_t *s = xd_new(off_store_t);
-    s->orig = st;
+    s->orig = xd_stanza_ref(st);
     xd_str_t l = xd_jid_local(to);
     snprintf(s->host, sizeof s->host, "%s", host);
     snprintf(s->user, sizeof s->user, "%.*s", (int)l.len, l.p);
@@ -275,7 +285,7 @@ off_store(xd_stanza_t *st, const xd_jid_t *to, const char *host)
     off_q_tail = s;
     if (idle)
         off_q_run();
-    return true;
+    return XD_HOOK_STOP;
 }
 
 /* ---- delivering ------------------------------------------------------------------------------- */
@@ -348,16 +358,31 @@ off_pop_done(void *arg, int status)
     xd_free(p);
 }
 
-/* c2s side (see c2s.h xd_c2s_set_on_available). */
-static void
-off_available(const xd_jid_t *full, unsigned worker, uint64_t conn_id)
+/* XD_HOOK_USER_AVAILABLE: the first available presence with a
+ * non-negative priority takes the stored messages out for that session. */
+static int
+off_available(void *evp, void *arg)
 {
+    (void)arg;
+    xd_hook_presence_t *ev = evp;
+    const xd_jid_t *full = ev->jid;
+    if (!ev->presence || !ev->initial)
+        return XD_HOOK_OK;
+    const char *pr = xd_el_child_text(xd_stanza_root(ev->presence), "priority", NULL);
+    if (pr && strtol(pr, NULL, 10) < 0)
+        return XD_HOOK_OK;
+    xd_sm_entry_t e;
+    if (xd_sm_find(full, &e) != 0)
+        return XD_HOOK_OK;
+    unsigned worker = e.worker;
+    uint64_t conn_id = e.conn_id;
+    xd_sm_entry_clear(&e);
     xd_str_t d = xd_jid_domain(full), l = xd_jid_local(full);
     char host[1024];
     snprintf(host, sizeof host, "%.*s", (int)d.len, d.p);
     off_conf_t oc;
     if (!off_db || !off_conf(host, &oc))
-        return;
+        return XD_HOOK_OK;
     xd_opt_free(off_opts, &oc);
     off_pop_t *p = xd_new(off_pop_t);
     snprintf(p->host, sizeof p->host, "%s", host);
@@ -366,20 +391,70 @@ off_available(const xd_jid_t *full, unsigned worker, uint64_t conn_id)
     p->conn_id = conn_id;
     if (xd_db_async(off_db, off_pop_work, off_pop_done, p) != 0)
         xd_free(p); /* stays stored: delivered at the next login */
+    return XD_HOOK_OK;
+}
+
+/* XD_HOOK_USER_REMOVED: the account's stored messages go with it.  The
+ * hook may run on a worker loop (in-band cancellation) or off-loop
+ * (xmppctl): the delete is queued on the pool either way when possible. */
+typedef struct off_rm {
+    char host[1024], user[1024];
+} off_rm_t;
+
+static int
+off_rm_work(xd_db_conn_t *c, void *arg)
+{
+    off_rm_t *r = arg;
+    xd_db_val_t key[] = { XD_DB_V_CSTR(r->host), XD_DB_V_CSTR(r->user) };
+    return xd_db_query(c, "DELETE FROM offline_msg WHERE host = ? AND username = ?", key, 2,
+                       NULL, NULL);
+}
+
+static void
+off_rm_done(void *arg, int status)
+{
+    (void)status;
+    xd_free(arg);
+}
+
+static int
+off_removed(void *evp, void *arg)
+{
+    (void)arg;
+    xd_hook_user_t *ev = evp;
+    if (!off_db)
+        return XD_HOOK_OK;
+    off_rm_t *r = xd_new(off_rm_t);
+    snprintf(r->host, sizeof r->host, "%s", ev->host);
+    snprintf(r->user, sizeof r->user, "%s", ev->user);
+    if (xd_on_loop()) {
+        if (xd_db_async(off_db, off_rm_work, off_rm_done, r) != 0)
+            xd_free(r);
+        return XD_HOOK_OK;
+    }
+    xd_db_conn_t *c;
+    if (xd_db_acquire(off_db, &c) == 0) {
+        off_rm_work(c, r);
+        xd_db_release(c);
+    }
+    xd_free(r);
+    return XD_HOOK_OK;
 }
 
 void
 xd_offline_start(xd_db_t *db)
 {
     off_db = db;
-    xd_router_set_offline(off_store);
-    xd_c2s_set_on_available(off_available);
+    xd_hook_add(XD_HOOK_MESSAGE_OFFLINE, NULL, XD_HOOK_PRIO_DEFAULT, off_store, NULL);
+    xd_hook_add(XD_HOOK_USER_AVAILABLE, NULL, XD_HOOK_PRIO_DEFAULT, off_available, NULL);
+    xd_hook_add(XD_HOOK_USER_REMOVED, NULL, XD_HOOK_PRIO_DEFAULT, off_removed, NULL);
 }
 
 void
 xd_offline_stop(void)
 {
-    xd_router_set_offline(NULL);
-    xd_c2s_set_on_available(NULL);
+    xd_hook_remove(XD_HOOK_MESSAGE_OFFLINE, NULL, off_store, NULL);
+    xd_hook_remove(XD_HOOK_USER_AVAILABLE, NULL, off_available, NULL);
+    xd_hook_remove(XD_HOOK_USER_REMOVED, NULL, off_removed, NULL);
     off_db = NULL;
 }

@@ -27,6 +27,7 @@
 #include "router/sm.h"
 #include "stream/c2s.h"
 #include "xmppd/config.h"
+#include "xmppd/hooks.h"
 #include "xmppd/iq.h"
 #include "xmppd/service.h"
 #include "xmppd/jid.h"
@@ -34,13 +35,7 @@
 
 #define ROUTE_MAX_RESOURCES 64 /* sessions of one user considered for a bare JID */
 
-static _Atomic(xd_offline_fn) route_offline;
 
-void
-xd_router_set_offline(xd_offline_fn fn)
-{
-    atomic_store(&route_offline, fn);
-}
 
 /* Sends an error for st back to its sender (nothing for errors and
  * results), then drops st. */
@@ -99,13 +94,15 @@ route_bare(xd_stanza_t *st, const xd_jid_t *to, xd_stanza_kind kind, const char 
     }
     /* RFC 6121 8.5.2.2.1: nobody to take it now: offline storage if the
      * host keeps messages, else service-unavailable. */
-    xd_offline_fn off = atomic_load(&route_offline);
-    if (off && kind == XD_STANZA_MESSAGE && !route_is(type, "groupchat")) {
+    if (kind == XD_STANZA_MESSAGE && !route_is(type, "groupchat")) {
         char host[1024];
         xd_str_t d = xd_jid_domain(to);
         snprintf(host, sizeof host, "%.*s", (int)d.len, d.p);
-        if (off(st, to, host))
+        xd_hook_stanza_t ev = { .host = host, .to = to, .st = st };
+        if (xd_hook_run(XD_HOOK_MESSAGE_OFFLINE, host, &ev) == XD_HOOK_STOP) {
+            xd_stanza_unref(st); /* a handler kept its own reference */
             return;
+        }
     }
     route_bounce(st, XD_COND_SERVICE_UNAVAILABLE, NULL);
 }
@@ -175,6 +172,15 @@ xd_route(xd_stanza_t *st)
         local = xd_config_is_host(cfg, host);
     }
     xd_config_unref(cfg);
+    if (local && xd_hook_count(XD_HOOK_FILTER_PACKET, host)) {
+        xd_hook_filter_t ev = { .host = host, .st = st };
+        xd_hook_run(XD_HOOK_FILTER_PACKET, host, &ev);
+        st = ev.st;
+        if (!st) {
+            xd_jid_unref(to);
+            return; /* dropped by a filter */
+        }
+    }
     if (local) {
         route_local(st, to, host);
     } else if (dom.len < sizeof host && xd_service_deliver(host, st)) {

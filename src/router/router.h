@@ -10,6 +10,11 @@
  *                          bare JID → by type and presence priority
  *                          (RFC 6121 8.5)
  *
+ * Hooks run here: FILTER_PACKET for every stanza to a served host (a
+ * handler may replace or drop it), MESSAGE_OFFLINE for a chat or normal
+ * message that no session takes (a handler that keeps it returns
+ * XD_HOOK_STOP; otherwise the sender gets service-unavailable).
+ *
  * A stanza reaches a session by a message to the session's owner worker
  * (xd_c2s_deliver); nothing here touches a stream.  Any thread; the caller
  * gives its reference to the stanza away.
@@ -28,11 +33,5 @@
  * error for an error, RFC 6120 8.3.1).  Takes over the reference. */
 void xd_route(xd_stanza_t *st);
 
-/* Offline storage (mod_offline until hooks replace this): called for a
- * chat/normal message to a local bare JID that no session takes; returns
- * true when it took the stanza (reference and all), false to let the router
- * answer service-unavailable.  NULL = none.  Set before the workers run. */
-typedef bool (*xd_offline_fn)(xd_stanza_t *st, const xd_jid_t *to, const char *host);
-void xd_router_set_offline(xd_offline_fn fn);
 
 #endif

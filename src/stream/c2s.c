@@ -58,6 +58,7 @@
 #include "xmppd/config.h"
 #include "xmppd/el.h"
 #include "xmppd/err.h"
+#include "xmppd/hooks.h"
 #include "xmppd/jid.h"
 #include "xmppd/log.h"
 #include "xmppd/ns.h"
@@ -74,13 +75,7 @@
 #define C2S_SASL_B64_MAX (((XD_SASL_MSG_MAX + 2) / 3) * 4) /* base64 of the longest message */
 
 static _Atomic uint64_t c2s_next_id = 1;
-static _Atomic(xd_c2s_available_fn) c2s_on_available;
 
-void
-xd_c2s_set_on_available(xd_c2s_available_fn fn)
-{
-    atomic_store(&c2s_on_available, fn);
-}
 
 /* The node's secret for SCRAM answers to unknown users: stable across
  * restarts, so that a user's existence cannot be read from a changing salt.
@@ -284,8 +279,16 @@ c2s_on_close(uv_handle_t *h)
     ws->nconns--;
     byid_del(ws, c);
     atomic_fetch_sub(&c->listener->connections, 1);
-    if (c->bound)
+    if (c->bound) {
+        /* Closed without passing c2s_finish (the peer went away). */
         xd_sm_unbind(c->jid, c->id);
+        if (c->available) {
+            xd_hook_presence_t pev = { .host = c->host, .jid = c->jid, .presence = NULL };
+            xd_hook_run(XD_HOOK_USER_UNAVAILABLE, c->host, &pev);
+        }
+        xd_hook_session_t sev = { .host = c->host, .jid = c->jid, .reason = "disconnected" };
+        xd_hook_run(XD_HOOK_SESSION_CLOSED, c->host, &sev);
+    }
     c->bound = false;
     if (c->op)
         c->op->c = NULL; /* the answer will find nobody */
@@ -338,6 +341,13 @@ c2s_finish(xd_conn_t *c, uint64_t linger_ms)
         /* The session ends now, not when the socket is finally closed. */
         xd_sm_unbind(c->jid, c->id);
         c->bound = false;
+        if (c->available) {
+            c->available = false;
+            xd_hook_presence_t pev = { .host = c->host, .jid = c->jid, .presence = NULL };
+            xd_hook_run(XD_HOOK_USER_UNAVAILABLE, c->host, &pev);
+        }
+        xd_hook_session_t sev = { .host = c->host, .jid = c->jid, .reason = "closed" };
+        xd_hook_run(XD_HOOK_SESSION_CLOSED, c->host, &sev);
     }
     if (c->tls)
         xd_tls_shutdown(c->tls);
@@ -1211,6 +1221,8 @@ c2s_bind(xd_conn_t *c, const xd_stanza_t *st, const xd_el_t *bind)
     xd_log_ctx(&c->log, NULL, "conn=%llu ip=%s jid=%s", (unsigned long long)c->id, c->ip,
                xd_jid_full_str(full).p);
     XD_LOG(&c->log, XD_NOTICE, "session bound", "worker=%u", xd_worker_index(c->ws->worker));
+    xd_hook_session_t sev = { .host = c->host, .jid = c->jid, .reason = NULL };
+    xd_hook_run(XD_HOOK_SESSION_BOUND, c->host, &sev);
     /* The handshake timer becomes the idle timer. */
     if (c->listener->idle_timeout_ms)
         xd_timer_start(c->timer, c->listener->idle_timeout_ms, 0);
@@ -1224,7 +1236,7 @@ c2s_bind(xd_conn_t *c, const xd_stanza_t *st, const xd_el_t *bind)
  * the session available or unavailable and sets its priority.  Broadcast
  * to contacts comes with the roster. */
 static void
-c2s_own_presence(xd_conn_t *c, const xd_el_t *el)
+c2s_own_presence(xd_conn_t *c, const xd_stanza_t *st, const xd_el_t *el)
 {
     const char *type = xd_el_attr(el, "type");
     if (type && strcmp(type, "unavailable") != 0)
@@ -1238,9 +1250,11 @@ c2s_own_presence(xd_conn_t *c, const xd_el_t *el)
     bool was = c->available;
     c->available = !type;
     xd_sm_set_presence(c->jid, c->id, !type, prio);
-    xd_c2s_available_fn on = atomic_load(&c2s_on_available);
-    if (!was && c->available && prio >= 0 && on)
-        on(c->jid, xd_worker_index(c->ws->worker), c->id);
+    xd_hook_presence_t ev = { .host = c->host, .jid = c->jid, .presence = st, .initial = !was };
+    if (c->available)
+        xd_hook_run(XD_HOOK_USER_AVAILABLE, c->host, &ev);
+    else if (was)
+        xd_hook_run(XD_HOOK_USER_UNAVAILABLE, c->host, &ev);
 }
 
 /* Stamps 'from' with the session's full JID when the client left it out,
@@ -1252,7 +1266,7 @@ c2s_route_own(xd_conn_t *c, const xd_stanza_t *st, xd_stanza_kind kind)
     const xd_el_t *el = xd_stanza_root(st);
     const char *to = xd_el_attr(el, "to");
     if (!to && kind == XD_STANZA_PRESENCE) {
-        c2s_own_presence(c, el);
+        c2s_own_presence(c, st, el);
         return;
     }
     xd_el_t *e = xd_stanza_edit(st);

@@ -30,11 +30,6 @@ int xd_c2s_kick(const xd_jid_t *full, xd_stream_cond cond, const char *text);
  * arrives, the sender gets service-unavailable (RFC 6121 8.5.3.2). */
 void xd_c2s_deliver(unsigned worker, uint64_t conn_id, xd_stanza_t *st);
 
-/* Called when a bound session becomes available with a non-negative
- * priority (its initial presence): offline delivery (mod_offline, until
- * hooks replace this).  Runs on the session's worker.  NULL = none. */
-typedef void (*xd_c2s_available_fn)(const xd_jid_t *full, unsigned worker, uint64_t conn_id);
-void xd_c2s_set_on_available(xd_c2s_available_fn fn);
 
 /* Installs the certificate store used by STARTTLS and direct TLS from now
  * on (takes over the caller's reference; NULL = no TLS).  Any thread. */

@@ -29,6 +29,7 @@
 #include "xmppd/auth.h"
 #include "xmppd/config.h"
 #include "xmppd/err.h"
+#include "xmppd/hooks.h"
 #include "xmppd/ns.h"
 #include "xmppd/opt.h"
 #include "xmppd/stanza.h"
@@ -296,6 +297,8 @@ reg_done(void *arg, int status)
             c2s_send_iq_error(c, rq->st, cond, text);
         }
         if (status == 0 && rq->kind == REG_REMOVE) {
+            xd_hook_user_t uev = { .host = c->host, .user = rq->user };
+            xd_hook_run(XD_HOOK_USER_REMOVED, c->host, &uev);
             /* XEP-0077 3.2: the account is gone; so are its sessions. */
             xd_sm_foreach(c->host, reg_kick_other, c);
             c2s_close(c, XD_STREAM_NOT_AUTHORIZED, "the account was removed");

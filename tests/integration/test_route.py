@@ -244,3 +244,25 @@ def test_offline_message_survives_kill_9(server_factory):
     srv.expect_clean_exit = True
     q, _ = online(srv, "quin", "y")
     assert "<body>kept</body>" in expect(q, r"<message[^>]*id=['\"]k1.*?</message>")
+
+
+def test_removing_an_account_drops_its_offline_messages(server_factory):
+    import os
+    import sqlite3
+    import time
+    srv = server_factory(extra_yaml=OFFLINE)
+    users(srv, "sam", "tia")
+    t, _ = online(srv, "tia", "x")
+    t.send("<message to='sam@localhost' type='chat' id='d1'><body>x</body></message>")
+    db = os.path.join(srv.data_dir, "xmppd.db")
+
+    def count():
+        with sqlite3.connect(db) as con:
+            return con.execute("SELECT COUNT(*) FROM offline_msg").fetchone()[0]
+
+    deadline = time.time() + 10
+    while count() != 1 and time.time() < deadline:
+        time.sleep(0.05)
+    assert count() == 1
+    assert srv.ctl_run("unregister", "sam", "localhost").returncode == 0
+    assert count() == 0
