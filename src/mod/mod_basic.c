@@ -2,7 +2,8 @@
  * mod_basic.c — the IQs every server answers, as IQ handlers (iq.h):
  * XEP-0199 ping (to the server and to an account), XEP-0092 software
  * version, XEP-0202 entity time, XEP-0030 service discovery (info and
- * items; features from the handler registry).  All INLINE: nothing here
+ * items; features from the handler registry), XEP-0280 carbons (enable,
+ * disable; the copies are made by src/router/carbons.c).  All INLINE: nothing here
  * blocks.  They move under the module API (per host, options) when it lands.
  */
 #include <stdio.h>
@@ -10,6 +11,7 @@
 #include <time.h>
 
 #include "mod/mod_basic.h"
+#include "router/sm.h"
 #include "xd_version.h"
 #include "xmppd/config.h"
 #include "xmppd/err.h"
@@ -103,6 +105,21 @@ basic_disco_items(const xd_iq_req_t *req)
     return xd_el_freeze(r);
 }
 
+/* XEP-0280: <enable/> and <disable/> set the requesting session's flag. */
+static xd_stanza_t *
+basic_carbons(const xd_iq_req_t *req)
+{
+    const char *type = xd_el_attr(xd_stanza_root(req->iq), "type");
+    const char *name = xd_el_name(req->payload);
+    if (strcmp(type, "set") != 0 || (strcmp(name, "enable") != 0 && strcmp(name, "disable") != 0))
+        return xd_stanza_error(req->iq, XD_COND_BAD_REQUEST, NULL);
+    if (!xd_jid_eq_bare(req->from, req->to) && xd_jid_local(req->to).len)
+        return xd_stanza_error(req->iq, XD_COND_FORBIDDEN, NULL);
+    if (xd_sm_set_carbons(req->from, 0, !strcmp(name, "enable")) != 0)
+        return xd_stanza_error(req->iq, XD_COND_ITEM_NOT_FOUND, NULL);
+    return xd_iq_result(req->iq);
+}
+
 int
 xd_mod_basic_start(void)
 {
@@ -115,5 +132,8 @@ xd_mod_basic_start(void)
     rc |= xd_iq_register(NULL, XD_IQ_USER, XD_NS_DISCO_INFO, XD_IQ_INLINE, basic_disco_info, NULL);
     rc |= xd_iq_register(NULL, XD_IQ_HOST, XD_NS_DISCO_ITEMS, XD_IQ_INLINE, basic_disco_items,
                          NULL);
+    /* Clients send <enable/> without 'to' (the account) or to the server. */
+    rc |= xd_iq_register(NULL, XD_IQ_USER, XD_NS_CARBONS, XD_IQ_INLINE, basic_carbons, NULL);
+    rc |= xd_iq_register(NULL, XD_IQ_HOST, XD_NS_CARBONS, XD_IQ_INLINE, basic_carbons, NULL);
     return rc ? XD_EEXIST : 0;
 }

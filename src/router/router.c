@@ -24,6 +24,7 @@
 
 #include "router/router.h"
 
+#include "router/carbons.h"
 #include "router/sm.h"
 #include "stream/c2s.h"
 #include "xmppd/config.h"
@@ -70,6 +71,7 @@ route_bare(xd_stanza_t *st, const xd_jid_t *to, xd_stanza_kind kind, const char 
             best = res[i].priority;
 
     size_t sent = 0;
+    uint64_t done[ROUTE_MAX_RESOURCES];
     for (size_t i = 0; i < n; i++) {
         const xd_sm_entry_t *e = &res[i];
         bool take;
@@ -81,11 +83,13 @@ route_bare(xd_stanza_t *st, const xd_jid_t *to, xd_stanza_kind kind, const char 
             take = e->available && e->priority >= 0 && e->priority == best;
         if (take) {
             xd_c2s_deliver(e->worker, e->conn_id, xd_stanza_ref(st));
-            sent++;
+            done[sent++] = e->conn_id;
         }
     }
     for (size_t i = 0; i < n; i++)
         xd_sm_entry_clear(&res[i]);
+    if (sent && kind == XD_STANZA_MESSAGE)
+        xd_carbons_received(st, to, done, sent);
 
     if (sent || kind == XD_STANZA_PRESENCE || route_is(type, "headline") ||
         route_is(type, "error")) {
@@ -135,6 +139,8 @@ route_local(xd_stanza_t *st, const xd_jid_t *to, const char *host)
     }
     xd_sm_entry_t e;
     if (xd_sm_find(to, &e) == 0) {
+        if (kind == XD_STANZA_MESSAGE)
+            xd_carbons_received(st, to, &e.conn_id, 1);
         xd_c2s_deliver(e.worker, e.conn_id, st);
         xd_sm_entry_clear(&e);
         return;

@@ -281,8 +281,8 @@ xd_sm_set_presence(const xd_jid_t *jid, uint64_t conn_id, bool available, int pr
     return rc;
 }
 
-int
-xd_sm_set_interested(const xd_jid_t *jid, uint64_t conn_id)
+static int
+sm_set_flag(const xd_jid_t *jid, uint64_t conn_id, int which, bool on)
 {
     xd_str_t bare = xd_jid_bare_str(jid);
     uint64_t h = sm_hash(bare);
@@ -292,11 +292,26 @@ xd_sm_set_interested(const xd_jid_t *jid, uint64_t conn_id)
     sm_user_t *u = sm_user_find(sh, h, bare);
     xd_sm_entry_t *cur = u ? sm_res_find(u, jid) : NULL;
     if (cur && (conn_id == 0 || cur->conn_id == conn_id)) {
-        cur->interested = true;
+        if (which == 0)
+            cur->interested = on;
+        else
+            cur->carbons = on;
         rc = 0;
     }
     uv_rwlock_wrunlock(&sh->lock);
     return rc;
+}
+
+int
+xd_sm_set_interested(const xd_jid_t *jid, uint64_t conn_id)
+{
+    return sm_set_flag(jid, conn_id, 0, true);
+}
+
+int
+xd_sm_set_carbons(const xd_jid_t *jid, uint64_t conn_id, bool on)
+{
+    return sm_set_flag(jid, conn_id, 1, on);
 }
 
 size_t

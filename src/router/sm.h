@@ -36,6 +36,7 @@ typedef struct xd_sm_entry {
     char ip[48];         /* peer address, for connected_users */
     bool available;      /* the session sent available presence (RFC 6121 4.2) */
     bool interested;     /* it asked for the roster: gets roster pushes (RFC 6121 2.1.6) */
+    bool carbons;        /* it enabled message carbons (XEP-0280) */
     int priority;        /* its presence priority, -128..127 (RFC 6121 4.7.2.3) */
 } xd_sm_entry_t;
 
@@ -65,6 +66,10 @@ int xd_sm_set_presence(const xd_jid_t *jid, uint64_t conn_id, bool available, in
 /* Marks the session bound to `jid` (if conn_id still holds it; 0 = any) as an
  * interested resource (RFC 6121 2.1.6).  XD_ENOTFOUND. */
 int xd_sm_set_interested(const xd_jid_t *jid, uint64_t conn_id);
+
+/* Enables or disables carbons for the session bound to `jid` (if conn_id
+ * still holds it; 0 = any).  XD_ENOTFOUND. */
+int xd_sm_set_carbons(const xd_jid_t *jid, uint64_t conn_id, bool on);
 
 /* The sessions of the bare JID of `jid`: up to max entries into out (jids
  * are new references; clear each).  Returns how many the user has, which

@@ -45,6 +45,7 @@
 #include "stream/c2s.h"
 #include "stream/c2s_int.h"
 
+#include "router/carbons.h"
 #include "router/router.h"
 #include "router/sm.h"
 #include "stream/sasl.h"
@@ -1280,7 +1281,10 @@ c2s_route_own(xd_conn_t *c, const xd_stanza_t *st, xd_stanza_kind kind)
         snprintf(buf, sizeof buf, "%.*s", (int)bare.len, bare.p);
         xd_el_set_attr(e, "to", buf);
     }
-    xd_route(xd_el_freeze(e));
+    xd_stanza_t *out = xd_el_freeze(e);
+    if (kind == XD_STANZA_MESSAGE)
+        xd_carbons_sent(out, c->jid);
+    xd_route(out);
 }
 
 /* A stanza of a bound session: what the stream itself answers (binding,

@@ -266,3 +266,38 @@ def test_removing_an_account_drops_its_offline_messages(server_factory):
     assert count() == 1
     assert srv.ctl_run("unregister", "sam", "localhost").returncode == 0
     assert count() == 0
+
+
+def test_message_carbons(server):
+    users(server, "uma", "vic")
+    a, ajid = online(server, "uma", "a")
+    b, bjid = online(server, "uma", "b")
+    c, cjid = online(server, "uma", "c")
+    for x, i in ((a, "ea"), (b, "eb")):
+        x.send(f"<iq type='set' id='{i}'><enable xmlns='urn:xmpp:carbons:2'/></iq>")
+        assert "type='result'" in expect(x, rf"<iq[^>]*id=['\"]{i}['\"][^>]*/?>").replace('"', "'")
+    v, vjid = online(server, "vic", "v")
+    # Received: to uma/b; a gets a carbon, c (not enabled) nothing.
+    v.send(f"<message to='{bjid}' type='chat' id='c1'><body>to b</body></message>")
+    assert "<body>to b</body>" in expect(b, r"<message[^>]*id=['\"]c1.*?</message>")
+    carbon = expect(a, r"<message[^>]*>\s*<received xmlns=['\"]urn:xmpp:carbons:2['\"].*?</received>\s*</message>")
+    assert "urn:xmpp:forward:0" in carbon and "<body>to b</body>" in carbon, carbon
+    assert "jabber:client" in carbon
+    assert nothing(c, r"to b")
+    # Sent: a writes to vic; b gets a sent-carbon, a itself does not.
+    a.send(f"<message to='{vjid}' type='chat' id='c2'><body>from a</body></message>")
+    expect(v, r"<message[^>]*id=['\"]c2")
+    sent = expect(b, r"<sent xmlns=['\"]urn:xmpp:carbons:2['\"].*?</sent>")
+    assert "<body>from a</body>" in sent
+    assert nothing(a, r"<sent ")
+    # Private messages are not copied.
+    v.send(f"<message to='{bjid}' type='chat' id='c3'><body>secret</body>"
+           f"<private xmlns='urn:xmpp:carbons:2'/></message>")
+    expect(b, r"id=['\"]c3")
+    assert nothing(a, r"secret")
+    # Disabled: no more copies.
+    a.send("<iq type='set' id='da'><disable xmlns='urn:xmpp:carbons:2'/></iq>")
+    expect(a, r"<iq[^>]*id=['\"]da")
+    v.send(f"<message to='{bjid}' type='chat' id='c4'><body>later</body></message>")
+    expect(b, r"id=['\"]c4")
+    assert nothing(a, r"later")
