@@ -37,6 +37,8 @@
 #include "auth/commands.h"
 #include "mod/mod_basic.h"
 #include "mod/mod_offline.h"
+#include "mod/mod_roster.h"
+#include "mod/mod_vcard.h"
 #include "router/sm.h"
 #include "stream/c2s.h"
 #include "stream/listener.h"
@@ -385,6 +387,11 @@ main(int argc, char **argv)
         return 2;
     }
 
+    /* Built-in modules (known before the configuration is checked); each
+     * also registers its tables' migrations, applied by xd_db_open. */
+    mod_roster_register();
+    xd_vcard_register_builtin();
+    xd_private_register_builtin();
     xd_config_t *cfg = NULL;
     if (load_config(&cfg) != 0)
         return 1;
@@ -445,6 +452,8 @@ main(int argc, char **argv)
                               .max_conns = (unsigned)cfg->sql_pool_size,
                               .cache_kib = 2048 };
     xd_offline_register_migrations(); /* module tables, created by xd_db_open */
+    xd_vcard_register_migrations();
+    xd_private_register_migrations();
     if ((rc = xd_db_open(&params, &db)) != 0) {
         XD_LOG(NULL, XD_CRIT, "cannot open storage", "path=%s err=%s", cfg->sql_database,
                xd_strerror(rc));
@@ -486,6 +495,9 @@ main(int argc, char **argv)
 
     xd_mod_basic_start();
     xd_offline_start(db);
+    mod_roster_set_db(db);
+    xd_vcard_set_db(db);
+    xd_private_set_db(db);
     if ((rc = xd_modules_start(cfg, &err)) != 0) {
         XD_LOG(NULL, XD_CRIT, "cannot start modules", "error=\"%s\"", err ? err : xd_strerror(rc));
         fprintf(stderr, "xmppd: %s\n", err ? err : xd_strerror(rc));
@@ -554,6 +566,9 @@ out_sm:
     xd_listeners_free();
     xd_sm_shutdown();
     xd_modules_stop();
+    mod_roster_set_db(NULL);
+    xd_vcard_set_db(NULL);
+    xd_private_set_db(NULL);
     xd_iq_clear();
     xd_service_clear();
     xd_offline_stop();

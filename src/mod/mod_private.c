@@ -1,0 +1,390 @@
+/*
+ * mod_private.c — private XML storage (XEP-0049, jabber:iq:private).
+ *
+ * On for a host when `mod_private` is listed under `modules`.  An account
+ * stores any XML fragment whose root is in a namespace of its own and
+ * reads it back:
+ *
+ *   set <query xmlns='jabber:iq:private'><a xmlns='x'/>[<b xmlns='y'/>…]</query>
+ *       → every child replaces what was stored under (its namespace, its
+ *         name), all of them in one transaction (all or nothing);
+ *   get <query xmlns='jabber:iq:private'><a xmlns='x'/></query>
+ *       → the stored <a xmlns='x'>…</a>, or the element as asked (empty)
+ *         when nothing is stored under that key (as ejabberd and Prosody do).
+ *
+ * Errors (XEP-0049 2.3 and 3):
+ *   - to another account's bare JID: forbidden (the preferred condition);
+ *   - a query without a child: not-acceptable (the MUST of 2.3; the
+ *     "Bad Format" of the later example is a stream error, not a stanza one);
+ *   - a get naming more than one namespace: bad-request (a client MUST NOT);
+ *   - a child in a reserved namespace (beginning with 'jabber:' or
+ *     'http://jabber.org/', or 'vcard-temp'; also a child without a
+ *     namespace of its own, which is jabber:client): not-acceptable;
+ *   - a child whose serialized XML exceeds `max_size`: not-acceptable;
+ *   - a set after which the account's stored bytes would exceed
+ *     `max_user_size`: policy-violation, nothing stored.
+ *
+ * Storage: table `private_storage`, one row per (host, username, ns, name)
+ * with the element serialized (xd_el_serialize).  PARALLEL: the handler runs
+ * on the blocking pool with the synchronous storage API.  Per-host settings
+ * are copied out of a mutex-guarded list by each request, so a request on
+ * the pool never reads an instance's freed state.
+ */
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <string.h>
+#include <time.h>
+
+#include "mod/mod_vcard.h"
+#include "xmppd/alloc.h"
+#include "xmppd/err.h"
+#include "xmppd/log.h"
+#include "xmppd/module.h"
+#include "xmppd/ns.h"
+#include "xmppd/stanza.h"
+#include "xmppd/storage.h"
+
+/* ---- options ----------------------------------------------------------------------------------- */
+
+typedef struct pv_conf {
+    size_t max_size;      /* largest stored element, serialized bytes */
+    size_t max_user_size; /* all of an account's stored elements, bytes */
+} pv_conf_t;
+
+#define C_ pv_conf_t
+static const xd_opt_t pv_opts[] = {
+    XD_OPT_SIZE("max_size", C_, max_size, "64KiB",
+                "Largest element an account may store, counted as its serialized XML in bytes; "
+                "a larger one is refused with not-acceptable."),
+    XD_OPT_SIZE("max_user_size", C_, max_user_size, "1MiB",
+                "Bytes all of an account's stored elements may take together; a set that would "
+                "go beyond is refused with policy-violation and stores nothing."),
+    XD_OPT_END,
+};
+#undef C_
+
+const xd_opt_t *
+xd_private_opts(void)
+{
+    return pv_opts;
+}
+
+/* ---- storage ----------------------------------------------------------------------------------- */
+
+static const char *const pv_mig1[] = {
+    "CREATE TABLE private_storage ("
+    " host TEXT NOT NULL,"
+    " username TEXT NOT NULL,"
+    " ns TEXT NOT NULL,"
+    " name TEXT NOT NULL,"
+    " xml TEXT NOT NULL,"
+    " updated_at INTEGER NOT NULL,"
+    " PRIMARY KEY (host, username, ns, name))",
+    NULL,
+};
+
+static const xd_db_migration_t pv_migrations[] = {
+    { 1, NULL, pv_mig1 },
+    { 0, NULL, NULL },
+};
+
+static _Atomic(xd_db_t *) pv_db; /* set by main.c before modules start */
+
+int
+xd_private_register_migrations(void)
+{
+    int rc = xd_db_register_migrations("mod_private", pv_migrations);
+    return rc == XD_EEXIST ? 0 : rc;
+}
+
+void
+xd_private_set_db(xd_db_t *db)
+{
+    atomic_store(&pv_db, db);
+}
+
+/* ---- per-host state ---------------------------------------------------------------------------- */
+
+typedef struct pv_host {
+    struct pv_host *next; /* the list, under pv_lock */
+    char *host;           /* the served host (owned) */
+    pv_conf_t lim;        /* its limits (plain values) */
+} pv_host_t;
+
+static pthread_mutex_t pv_lock = PTHREAD_MUTEX_INITIALIZER; /* guards pv_hosts */
+static pv_host_t *pv_hosts;                                 /* running instances */
+
+static bool
+pv_host_get(const char *host, pv_conf_t *out)
+{
+    bool found = false;
+    pthread_mutex_lock(&pv_lock);
+    for (pv_host_t *h = pv_hosts; h; h = h->next)
+        if (strcmp(h->host, host) == 0) {
+            *out = h->lim;
+            found = true;
+            break;
+        }
+    pthread_mutex_unlock(&pv_lock);
+    return found;
+}
+
+/* ---- get --------------------------------------------------------------------------------------- */
+
+typedef struct pv_row {
+    char *xml;  /* the stored element (owned) or NULL */
+    size_t len; /* its length */
+} pv_row_t;
+
+static int
+pv_load_row(void *arg, const xd_db_val_t *cols, size_t ncols)
+{
+    pv_row_t *r = arg;
+    if (ncols < 1 || cols[0].type != XD_DB_TEXT)
+        return 0;
+    xd_free(r->xml);
+    r->xml = xd_strndup(cols[0].s.p, cols[0].s.len);
+    r->len = cols[0].s.len;
+    return 1;
+}
+
+/* XEP-0049 2.3: reserved namespaces.  NULL is the content namespace
+ * (jabber:client), reserved as well. */
+static bool
+pv_reserved(const char *ns)
+{
+    return !ns || strncmp(ns, "jabber:", 7) == 0 || strncmp(ns, "http://jabber.org/", 18) == 0 ||
+           strcmp(ns, XD_NS_VCARD) == 0;
+}
+
+static xd_stanza_t *
+pv_get(const xd_iq_req_t *req, const char *user)
+{
+    const xd_el_t *first = xd_el_first_child(req->payload);
+    for (const xd_el_t *c = first; c; c = xd_el_next(c))
+        if (strcmp(xd_el_ns(c), xd_el_ns(first)) != 0) /* both non-NULL: checked before */
+            return xd_stanza_error(req->iq, XD_COND_BAD_REQUEST,
+                                   "one namespace per private storage get");
+    xd_db_t *db = atomic_load(&pv_db);
+    xd_db_conn_t *conn = NULL;
+    int rc = db ? xd_db_acquire(db, &conn) : XD_ECLOSED;
+    xd_el_t *r = xd_iq_result_builder(req->iq);
+    xd_el_t *q = xd_el_add_child(r, "query", XD_NS_PRIVATE);
+    for (const xd_el_t *c = first; c && rc == 0; c = xd_el_next(c)) {
+        pv_row_t row = { 0 };
+        xd_db_val_t key[] = { XD_DB_V_CSTR(req->host), XD_DB_V_CSTR(user),
+                              XD_DB_V_CSTR(xd_el_ns(c)), XD_DB_V_CSTR(xd_el_name(c)) };
+        rc = xd_db_query(conn,
+                         "SELECT xml FROM private_storage"
+                         " WHERE host = ? AND username = ? AND ns = ? AND name = ?",
+                         key, 4, pv_load_row, &row);
+        xd_el_t *el = NULL;
+        if (rc == 0 && row.xml && (rc = xd_el_parse(row.xml, row.len, &el)) != 0)
+            XD_LOG(NULL, XD_ERROR, "stored private XML unreadable", "host=%s user=%s ns=%s",
+                   req->host, user, xd_el_ns(c));
+        xd_free(row.xml);
+        if (rc != 0)
+            break;
+        if (el) {
+            xd_el_append(q, el);
+        } else {
+            /* Nothing stored: the element as asked, empty. */
+            xd_el_add_child(q, xd_el_name(c), xd_el_ns(c));
+        }
+    }
+    if (conn)
+        xd_db_release(conn);
+    if (rc != 0) {
+        xd_el_free(r);
+        XD_LOG(NULL, XD_ERROR, "private storage load failed", "host=%s user=%s err=%s",
+               req->host, user, xd_strerror(rc));
+        return xd_stanza_error(req->iq, XD_COND_INTERNAL_SERVER_ERROR, NULL);
+    }
+    return xd_el_freeze(r);
+}
+
+/* ---- set --------------------------------------------------------------------------------------- */
+
+typedef struct pv_item {
+    const char *ns;   /* the element's namespace (lent from the request) */
+    const char *name; /* its local name */
+    char *xml;        /* its serialization (owned) */
+    size_t len;       /* length of xml */
+} pv_item_t;
+
+typedef struct pv_set {
+    const char *host;     /* the account */
+    const char *user;
+    pv_item_t *items;     /* what to store */
+    size_t n;             /* how many */
+    size_t max_user_size; /* quota */
+    int64_t now;          /* seconds since the epoch */
+} pv_set_t;
+
+static int
+pv_set_tx(xd_db_conn_t *c, void *arg)
+{
+    const pv_set_t *s = arg;
+    int rc = 0;
+    for (size_t i = 0; i < s->n && rc == 0; i++) {
+        const pv_item_t *it = &s->items[i];
+        xd_db_val_t key[] = { XD_DB_V_CSTR(s->host), XD_DB_V_CSTR(s->user),
+                              XD_DB_V_CSTR(it->ns), XD_DB_V_CSTR(it->name) };
+        rc = xd_db_query(c,
+                         "DELETE FROM private_storage"
+                         " WHERE host = ? AND username = ? AND ns = ? AND name = ?",
+                         key, 4, NULL, NULL);
+        if (rc != 0)
+            break;
+        xd_db_val_t row[] = {
+            XD_DB_V_CSTR(s->host), XD_DB_V_CSTR(s->user), XD_DB_V_CSTR(it->ns),
+            XD_DB_V_CSTR(it->name), XD_DB_V_TEXT(((xd_str_t){ it->xml, it->len })),
+            XD_DB_V_INT(s->now),
+        };
+        rc = xd_db_query(c,
+                         "INSERT INTO private_storage (host, username, ns, name, xml, updated_at)"
+                         " VALUES (?, ?, ?, ?, ?, ?)",
+                         row, 6, NULL, NULL);
+    }
+    if (rc != 0)
+        return rc;
+    /* The quota is checked after the writes, in the same transaction, so
+     * two sets racing on the pool cannot both pass it. */
+    xd_db_val_t key[] = { XD_DB_V_CSTR(s->host), XD_DB_V_CSTR(s->user) };
+    int64_t total = 0;
+    rc = xd_db_query_int64(c,
+                           "SELECT COALESCE(SUM(LENGTH(CAST(xml AS BLOB))), 0)"
+                           " FROM private_storage WHERE host = ? AND username = ?",
+                           key, 2, &total);
+    if (rc != 0)
+        return rc;
+    return (uint64_t)total > (uint64_t)s->max_user_size ? XD_ELIMIT : 0;
+}
+
+static xd_stanza_t *
+pv_set(const xd_iq_req_t *req, const char *user, const pv_conf_t *lim)
+{
+    size_t n = xd_el_child_count(req->payload);
+    pv_set_t s = { .host = req->host, .user = user, .items = xd_calloc(n, sizeof(pv_item_t)),
+                   .max_user_size = lim->max_user_size, .now = (int64_t)time(NULL) };
+    xd_stanza_t *reply = NULL;
+    for (const xd_el_t *c = xd_el_first_child(req->payload); c; c = xd_el_next(c)) {
+        pv_item_t *it = &s.items[s.n++];
+        it->ns = xd_el_ns(c);
+        it->name = xd_el_name(c);
+        it->xml = xd_el_serialize(c, NULL, &it->len);
+        if (it->len > lim->max_size) {
+            char text[96];
+            snprintf(text, sizeof text, "a stored element may take at most %zu bytes",
+                     lim->max_size);
+            reply = xd_stanza_error(req->iq, XD_COND_NOT_ACCEPTABLE, text);
+            break;
+        }
+    }
+    if (!reply) {
+        xd_db_t *db = atomic_load(&pv_db);
+        int rc = db ? xd_db_tx(db, pv_set_tx, &s) : XD_ECLOSED;
+        if (rc == XD_ELIMIT) {
+            reply = xd_stanza_error(req->iq, XD_COND_POLICY_VIOLATION,
+                                    "the account's private storage quota would be exceeded");
+        } else if (rc < 0) {
+            XD_LOG(NULL, XD_ERROR, "private storage store failed", "host=%s user=%s err=%s",
+                   req->host, user, xd_strerror(rc));
+            reply = xd_stanza_error(req->iq, XD_COND_INTERNAL_SERVER_ERROR, NULL);
+        } else {
+            reply = xd_iq_result(req->iq);
+        }
+    }
+    for (size_t i = 0; i < s.n; i++)
+        xd_free(s.items[i].xml);
+    xd_free(s.items);
+    return reply;
+}
+
+/* ---- handler ----------------------------------------------------------------------------------- */
+
+static xd_stanza_t *
+pv_iq(const xd_iq_req_t *req)
+{
+    if (!xd_el_is(req->payload, "query", XD_NS_PRIVATE))
+        return xd_stanza_error(req->iq, XD_COND_BAD_REQUEST,
+                               "expected <query xmlns='jabber:iq:private'/>");
+    pv_conf_t lim;
+    if (!pv_host_get(req->host, &lim))
+        return xd_stanza_error(req->iq, XD_COND_SERVICE_UNAVAILABLE, NULL);
+    /* XEP-0049 2.3 and 4: only the account itself. */
+    if (!xd_jid_eq_bare(req->from, req->to))
+        return xd_stanza_error(req->iq, XD_COND_FORBIDDEN,
+                               "private storage belongs to its account");
+    if (!xd_el_first_child(req->payload)) /* XEP-0049 2.3: at least one child */
+        return xd_stanza_error(req->iq, XD_COND_NOT_ACCEPTABLE,
+                               "name the element to get or set inside <query/>");
+    for (const xd_el_t *c = xd_el_first_child(req->payload); c; c = xd_el_next(c))
+        if (pv_reserved(xd_el_ns(c)))
+            return xd_stanza_error(req->iq, XD_COND_NOT_ACCEPTABLE, "reserved namespace");
+    xd_str_t l = xd_jid_local(req->to);
+    char user[1024];
+    snprintf(user, sizeof user, "%.*s", (int)l.len, l.p);
+    const char *type = xd_el_attr(xd_stanza_root(req->iq), "type");
+    if (type && strcmp(type, "get") == 0)
+        return pv_get(req, user);
+    return pv_set(req, user, &lim);
+}
+
+/* ---- module ------------------------------------------------------------------------------------ */
+
+static int
+pv_start(xd_module_ctx_t *ctx)
+{
+    const pv_conf_t *conf = xd_module_opts(ctx);
+    if (!atomic_load(&pv_db))
+        return xd_module_fail(ctx, XD_ECLOSED, "no database (xd_private_set_db not called)");
+    int rc = xd_module_iq(ctx, XD_IQ_USER, XD_NS_PRIVATE, XD_IQ_PARALLEL, pv_iq, NULL);
+    if (rc != 0)
+        return xd_module_fail(ctx, rc, "cannot register the jabber:iq:private handler: %s",
+                              xd_strerror(rc));
+    pv_host_t *h = xd_new(pv_host_t);
+    h->host = xd_strdup(xd_module_host(ctx));
+    h->lim = *conf;
+    pthread_mutex_lock(&pv_lock);
+    h->next = pv_hosts;
+    pv_hosts = h;
+    pthread_mutex_unlock(&pv_lock);
+    xd_module_set_state(ctx, h);
+    return 0;
+}
+
+static void
+pv_stop(xd_module_ctx_t *ctx)
+{
+    pv_host_t *h = xd_module_state(ctx);
+    if (!h)
+        return;
+    pthread_mutex_lock(&pv_lock);
+    for (pv_host_t **pp = &pv_hosts; *pp; pp = &(*pp)->next)
+        if (*pp == h) {
+            *pp = h->next;
+            break;
+        }
+    pthread_mutex_unlock(&pv_lock);
+    xd_free(h->host);
+    xd_free(h);
+    xd_module_set_state(ctx, NULL);
+}
+
+static const xd_module_t pv_module = {
+    .abi = XD_MODULE_ABI,
+    .name = "mod_private",
+    .doc = "Private XML storage (XEP-0049, jabber:iq:private)",
+    .opts = pv_opts,
+    .opts_size = sizeof(pv_conf_t),
+    .start = pv_start,
+    .stop = pv_stop,
+};
+
+int
+xd_private_register_builtin(void)
+{
+    return xd_module_register_builtin(&pv_module);
+}

@@ -1,0 +1,858 @@
+/*
+ * mod_roster.c — rosters (RFC 6121 2), versioning (XEP-0237) and stored
+ * presence subscriptions (RFC 6121 3); see mod_roster.h.
+ *
+ * The jabber:iq:roster handler is an XD_IQ_USER, XD_IQ_PARALLEL handler: it
+ * runs on the blocking pool and uses the synchronous storage API.  A get
+ * marks the requesting session as an interested resource; a set or remove
+ * is committed first, then pushed to every interested resource of the user
+ * (including the requester), then answered.
+ */
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "mod/mod_roster.h"
+#include "router/sm.h"
+#include "stream/c2s.h"
+#include "xmppd/alloc.h"
+#include "xmppd/err.h"
+#include "xmppd/log.h"
+#include "xmppd/ns.h"
+#include "xmppd/stanza.h"
+
+/* ---- schema ----------------------------------------------------------------------------- */
+
+static const char *const ros_mig1[] = {
+    "CREATE TABLE roster_item ("
+    " host TEXT NOT NULL,"
+    " username TEXT NOT NULL,"
+    " jid TEXT NOT NULL,"
+    " name TEXT,"
+    " subscription INTEGER NOT NULL DEFAULT 0," /* mod_roster_subscr */
+    " ask INTEGER NOT NULL DEFAULT 0,"
+    " pending_in INTEGER NOT NULL DEFAULT 0,"
+    " pending_status TEXT,"
+    " approved INTEGER NOT NULL DEFAULT 0,"
+    " in_roster INTEGER NOT NULL DEFAULT 1,"
+    " PRIMARY KEY (host, username, jid))",
+    "CREATE TABLE roster_group ("
+    " host TEXT NOT NULL,"
+    " username TEXT NOT NULL,"
+    " jid TEXT NOT NULL,"
+    " grp TEXT NOT NULL,"
+    " PRIMARY KEY (host, username, jid, grp),"
+    " FOREIGN KEY (host, username, jid) REFERENCES roster_item (host, username, jid)"
+    " ON DELETE CASCADE)",
+    "CREATE TABLE roster_version ("
+    " host TEXT NOT NULL,"
+    " username TEXT NOT NULL,"
+    " version INTEGER NOT NULL,"
+    " PRIMARY KEY (host, username))",
+    NULL,
+};
+
+static const xd_db_migration_t ros_migrations[] = {
+    { 1, NULL, ros_mig1 },
+    { 0, NULL, NULL },
+};
+
+static xd_db_t *ros_db;
+static mod_roster_removed_fn ros_on_removed;
+
+/* ---- items -------------------------------------------------------------------------------- */
+
+void
+mod_roster_item_clear(mod_roster_item_t *it)
+{
+    if (!it)
+        return;
+    xd_free(it->jid);
+    xd_free(it->name);
+    xd_free(it->pending_status);
+    for (size_t i = 0; i < it->ngroups; i++)
+        xd_free(it->groups[i]);
+    xd_free(it->groups);
+    memset(it, 0, sizeof *it);
+}
+
+void
+mod_roster_list_clear(mod_roster_list_t *l)
+{
+    if (!l)
+        return;
+    for (size_t i = 0; i < l->n; i++)
+        mod_roster_item_clear(&l->items[i]);
+    xd_free(l->items);
+    memset(l, 0, sizeof *l);
+}
+
+static char *
+val_dup(const xd_db_val_t *v)
+{
+    if (v->type != XD_DB_TEXT && v->type != XD_DB_BLOB)
+        return NULL;
+    return xd_strndup(v->s.p ? v->s.p : "", v->s.len);
+}
+
+static void
+item_add_group(mod_roster_item_t *it, const char *g, size_t len)
+{
+    it->groups = xd_realloc(it->groups, (it->ngroups + 1) * sizeof *it->groups);
+    it->groups[it->ngroups++] = xd_strndup(g, len);
+}
+
+#define ITEM_COLS "jid, name, subscription, ask, pending_in, pending_status, approved, in_roster"
+
+static void
+item_from_row(mod_roster_item_t *it, const xd_db_val_t *c)
+{
+    it->jid = val_dup(&c[0]);
+    it->name = val_dup(&c[1]);
+    it->state.sub = (mod_roster_subscr)(c[2].i & 3);
+    it->state.ask = c[3].i != 0;
+    it->state.pending_in = c[4].i != 0;
+    it->pending_status = val_dup(&c[5]);
+    it->state.approved = c[6].i != 0;
+    it->in_roster = c[7].i != 0;
+}
+
+static int
+list_row(void *arg, const xd_db_val_t *cols, size_t ncols)
+{
+    mod_roster_list_t *l = arg;
+    if (ncols < 8)
+        return XD_EINTERNAL;
+    l->items = xd_realloc(l->items, (l->n + 1) * sizeof *l->items);
+    memset(&l->items[l->n], 0, sizeof l->items[l->n]);
+    item_from_row(&l->items[l->n++], cols);
+    return 0;
+}
+
+/* Groups arrive ordered by (jid, grp) and items by jid: a merge. */
+typedef struct grp_merge {
+    mod_roster_list_t *l; /* the items */
+    size_t at;            /* current item */
+} grp_merge_t;
+
+static int
+group_row(void *arg, const xd_db_val_t *cols, size_t ncols)
+{
+    grp_merge_t *m = arg;
+    if (ncols < 2)
+        return XD_EINTERNAL;
+    xd_str_t jid = cols[0].s;
+    while (m->at < m->l->n) {
+        mod_roster_item_t *it = &m->l->items[m->at];
+        size_t jl = strlen(it->jid);
+        size_t k = jl < jid.len ? jl : jid.len;
+        int cmp = memcmp(it->jid, jid.p, k);
+        if (cmp == 0)
+            cmp = jl < jid.len ? -1 : jl > jid.len ? 1 : 0;
+        if (cmp == 0) {
+            item_add_group(it, cols[1].s.p ? cols[1].s.p : "", cols[1].s.len);
+            return 0;
+        }
+        if (cmp > 0)
+            return 0; /* a group of an item we do not list */
+        m->at++;
+    }
+    return 0;
+}
+
+typedef struct get_all {
+    const char *host, *user; /* the account */
+    mod_roster_list_t *out;  /* result */
+} get_all_t;
+
+static int
+get_version(xd_db_conn_t *c, const char *host, const char *user, int64_t *out)
+{
+    xd_db_val_t key[] = { XD_DB_V_CSTR(host), XD_DB_V_CSTR(user) };
+    int rc = xd_db_query_int64(
+        c, "SELECT version FROM roster_version WHERE host = ? AND username = ?", key, 2, out);
+    if (rc == XD_ENOTFOUND) {
+        *out = 0;
+        rc = 0;
+    }
+    return rc;
+}
+
+static int
+get_all_tx(xd_db_conn_t *c, void *arg)
+{
+    get_all_t *g = arg;
+    mod_roster_list_clear(g->out); /* a retried transaction starts again */
+    xd_db_val_t key[] = { XD_DB_V_CSTR(g->host), XD_DB_V_CSTR(g->user) };
+    int rc = get_version(c, g->host, g->user, &g->out->version);
+    if (rc == 0)
+        rc = xd_db_query(c,
+                         "SELECT " ITEM_COLS " FROM roster_item WHERE host = ? AND username = ?"
+                         " AND in_roster = 1 ORDER BY jid",
+                         key, 2, list_row, g->out);
+    grp_merge_t m = { g->out, 0 };
+    if (rc == 0 && g->out->n)
+        rc = xd_db_query(c,
+                         "SELECT jid, grp FROM roster_group WHERE host = ? AND username = ?"
+                         " ORDER BY jid, grp",
+                         key, 2, group_row, &m);
+    return rc;
+}
+
+int
+mod_roster_get_all(const char *host, const char *user, mod_roster_list_t *out)
+{
+    memset(out, 0, sizeof *out);
+    if (!ros_db)
+        return XD_ECLOSED;
+    get_all_t g = { host, user, out };
+    int rc = xd_db_tx(ros_db, get_all_tx, &g);
+    if (rc < 0)
+        mod_roster_list_clear(out);
+    return rc < 0 ? rc : 0;
+}
+
+int
+mod_roster_version(const char *host, const char *user, int64_t *out)
+{
+    *out = 0;
+    if (!ros_db)
+        return XD_ECLOSED;
+    xd_db_conn_t *c;
+    int rc = xd_db_acquire(ros_db, &c);
+    if (rc != 0)
+        return rc;
+    rc = get_version(c, host, user, out);
+    xd_db_release(c);
+    return rc;
+}
+
+/* Loads one item (any in_roster) into *out.  XD_ENOTFOUND. */
+static int
+load_item(xd_db_conn_t *c, const char *host, const char *user, const char *contact,
+          mod_roster_item_t *out)
+{
+    mod_roster_list_t l = { 0 };
+    xd_db_val_t key[] = { XD_DB_V_CSTR(host), XD_DB_V_CSTR(user), XD_DB_V_CSTR(contact) };
+    int rc = xd_db_query(c,
+                         "SELECT " ITEM_COLS " FROM roster_item"
+                         " WHERE host = ? AND username = ? AND jid = ?",
+                         key, 3, list_row, &l);
+    grp_merge_t m = { &l, 0 };
+    if (rc == 0 && l.n == 1)
+        rc = xd_db_query(c,
+                         "SELECT jid, grp FROM roster_group WHERE host = ? AND username = ?"
+                         " AND jid = ? ORDER BY grp",
+                         key, 3, group_row, &m);
+    if (rc == 0 && l.n != 1)
+        rc = XD_ENOTFOUND;
+    if (rc == 0) {
+        *out = l.items[0];
+        l.n = 0;
+    }
+    mod_roster_list_clear(&l);
+    return rc;
+}
+
+typedef struct get_one {
+    const char *host, *user, *contact; /* the key */
+    mod_roster_item_t *out;            /* result */
+} get_one_t;
+
+static int
+get_one_tx(xd_db_conn_t *c, void *arg)
+{
+    get_one_t *g = arg;
+    mod_roster_item_clear(g->out);
+    return load_item(c, g->host, g->user, g->contact, g->out);
+}
+
+int
+mod_roster_get_item(const char *host, const char *user, const char *contact,
+                    mod_roster_item_t *out)
+{
+    memset(out, 0, sizeof *out);
+    if (!ros_db)
+        return XD_ECLOSED;
+    get_one_t g = { host, user, contact, out };
+    int rc = xd_db_tx(ros_db, get_one_tx, &g);
+    if (rc < 0)
+        mod_roster_item_clear(out);
+    return rc < 0 ? rc : 0;
+}
+
+static int
+bump_version(xd_db_conn_t *c, const char *host, const char *user, int64_t *out)
+{
+    xd_db_val_t key[] = { XD_DB_V_CSTR(host), XD_DB_V_CSTR(user) };
+    int rc = xd_db_query(c,
+                         "INSERT INTO roster_version (host, username, version) VALUES (?, ?, 1)"
+                         " ON CONFLICT (host, username) DO UPDATE SET version = version + 1",
+                         key, 2, NULL, NULL);
+    return rc != 0 ? rc : get_version(c, host, user, out);
+}
+
+static int
+store_state(xd_db_conn_t *c, const char *host, const char *user, const mod_roster_item_t *it)
+{
+    xd_db_val_t v[] = {
+        XD_DB_V_CSTR(host),
+        XD_DB_V_CSTR(user),
+        XD_DB_V_CSTR(it->jid),
+        it->name ? XD_DB_V_CSTR(it->name) : XD_DB_V_NULL,
+        XD_DB_V_INT(it->state.sub),
+        XD_DB_V_INT(it->state.ask),
+        XD_DB_V_INT(it->state.pending_in),
+        it->pending_status ? XD_DB_V_CSTR(it->pending_status) : XD_DB_V_NULL,
+        XD_DB_V_INT(it->state.approved),
+        XD_DB_V_INT(it->in_roster),
+    };
+    return xd_db_query(c,
+                       "INSERT INTO roster_item (host, username, jid, name, subscription, ask,"
+                       " pending_in, pending_status, approved, in_roster)"
+                       " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+                       " ON CONFLICT (host, username, jid) DO UPDATE SET name = excluded.name,"
+                       " subscription = excluded.subscription, ask = excluded.ask,"
+                       " pending_in = excluded.pending_in,"
+                       " pending_status = excluded.pending_status,"
+                       " approved = excluded.approved, in_roster = excluded.in_roster",
+                       v, 10, NULL, NULL);
+}
+
+/* ---- set ---------------------------------------------------------------------------------- */
+
+static int
+cmp_str(const void *a, const void *b)
+{
+    return strcmp(*(const char *const *)a, *(const char *const *)b);
+}
+
+static bool
+text_ok(const char *s)
+{
+    size_t n = strlen(s);
+    return n > 0 && n <= MOD_ROSTER_TEXT_MAX;
+}
+
+typedef struct set_args {
+    const char *host, *user, *contact, *name; /* the request */
+    const char **groups;                      /* sorted, unique */
+    size_t ngroups;                           /* how many */
+    mod_roster_item_t item;                   /* the stored item */
+    int64_t ver;                              /* the new version */
+} set_args_t;
+
+static int
+set_tx(xd_db_conn_t *c, void *arg)
+{
+    set_args_t *s = arg;
+    mod_roster_item_clear(&s->item);
+    int rc = load_item(c, s->host, s->user, s->contact, &s->item);
+    if (rc == XD_ENOTFOUND) {
+        s->item.jid = xd_strdup(s->contact);
+        rc = 0;
+    }
+    if (rc != 0)
+        return rc;
+    xd_free(s->item.name);
+    s->item.name = s->name ? xd_strdup(s->name) : NULL;
+    s->item.in_roster = true;
+    if ((rc = store_state(c, s->host, s->user, &s->item)) != 0)
+        return rc;
+    xd_db_val_t key[] = { XD_DB_V_CSTR(s->host), XD_DB_V_CSTR(s->user),
+                          XD_DB_V_CSTR(s->contact), XD_DB_V_NULL };
+    rc = xd_db_query(c, "DELETE FROM roster_group WHERE host = ? AND username = ? AND jid = ?",
+                     key, 3, NULL, NULL);
+    for (size_t i = 0; i < s->item.ngroups; i++)
+        xd_free(s->item.groups[i]);
+    s->item.ngroups = 0;
+    for (size_t i = 0; rc == 0 && i < s->ngroups; i++) {
+        key[3] = XD_DB_V_CSTR(s->groups[i]);
+        rc = xd_db_query(c,
+                         "INSERT INTO roster_group (host, username, jid, grp) VALUES (?, ?, ?, ?)",
+                         key, 4, NULL, NULL);
+        item_add_group(&s->item, s->groups[i], strlen(s->groups[i]));
+    }
+    return rc != 0 ? rc : bump_version(c, s->host, s->user, &s->ver);
+}
+
+int
+mod_roster_set_item(const char *host, const char *user, const char *contact, const char *name,
+                    const char *const *groups, size_t ngroups, mod_roster_item_t *pushed,
+                    int64_t *ver)
+{
+    if (pushed)
+        memset(pushed, 0, sizeof *pushed);
+    if (!ros_db)
+        return XD_ECLOSED;
+    if (!contact || !*contact || (name && !text_ok(name)))
+        return XD_EINVAL;
+    set_args_t s = { .host = host, .user = user, .contact = contact, .name = name };
+    s.groups = xd_calloc(ngroups + 1, sizeof *s.groups);
+    for (size_t i = 0; i < ngroups; i++) {
+        if (!groups[i] || !text_ok(groups[i])) {
+            xd_free(s.groups);
+            return XD_EINVAL;
+        }
+        s.groups[i] = groups[i];
+    }
+    qsort(s.groups, ngroups, sizeof *s.groups, cmp_str);
+    for (size_t i = 0; i < ngroups; i++)
+        if (s.ngroups == 0 || strcmp(s.groups[s.ngroups - 1], s.groups[i]) != 0)
+            s.groups[s.ngroups++] = s.groups[i];
+    int rc = xd_db_tx(ros_db, set_tx, &s);
+    xd_free(s.groups);
+    if (rc < 0) {
+        mod_roster_item_clear(&s.item);
+        return rc;
+    }
+    if (ver)
+        *ver = s.ver;
+    if (pushed)
+        *pushed = s.item;
+    else
+        mod_roster_item_clear(&s.item);
+    return 0;
+}
+
+/* ---- remove ------------------------------------------------------------------------------- */
+
+typedef struct rm_args {
+    const char *host, *user, *contact; /* the key */
+    mod_roster_item_t before;          /* the item as it was */
+    int64_t ver;                       /* the new version */
+} rm_args_t;
+
+static int
+rm_tx(xd_db_conn_t *c, void *arg)
+{
+    rm_args_t *r = arg;
+    mod_roster_item_clear(&r->before);
+    int rc = load_item(c, r->host, r->user, r->contact, &r->before);
+    if (rc == 0 && !r->before.in_roster)
+        rc = XD_ENOTFOUND;
+    if (rc != 0)
+        return rc;
+    xd_db_val_t key[] = { XD_DB_V_CSTR(r->host), XD_DB_V_CSTR(r->user), XD_DB_V_CSTR(r->contact) };
+    rc = xd_db_query(c, "DELETE FROM roster_item WHERE host = ? AND username = ? AND jid = ?", key,
+                     3, NULL, NULL);
+    return rc != 0 ? rc : bump_version(c, r->host, r->user, &r->ver);
+}
+
+int
+mod_roster_remove_item(const char *host, const char *user, const char *contact,
+                       mod_roster_item_t *before, int64_t *ver)
+{
+    if (before)
+        memset(before, 0, sizeof *before);
+    if (!ros_db)
+        return XD_ECLOSED;
+    rm_args_t r = { .host = host, .user = user, .contact = contact };
+    int rc = xd_db_tx(ros_db, rm_tx, &r);
+    if (rc < 0) {
+        mod_roster_item_clear(&r.before);
+        return rc;
+    }
+    if (ver)
+        *ver = r.ver;
+    if (before)
+        *before = r.before;
+    else
+        mod_roster_item_clear(&r.before);
+    return 0;
+}
+
+mod_roster_remove_actions_t
+mod_roster_remove_actions(const mod_roster_state_t *b)
+{
+    mod_roster_remove_actions_t a = {
+        .unsubscribe = (b->sub & MOD_ROSTER_SUB_TO) || b->ask,
+        .unsubscribed = (b->sub & MOD_ROSTER_SUB_FROM) || b->pending_in || b->approved,
+    };
+    return a;
+}
+
+void
+mod_roster_set_on_removed(mod_roster_removed_fn fn)
+{
+    ros_on_removed = fn;
+}
+
+/* ---- subscriptions ------------------------------------------------------------------------ */
+
+typedef struct sub_args {
+    const char *host, *user, *contact, *status; /* the request */
+    mod_roster_event ev;                        /* the event */
+    mod_roster_sub_outcome_t *out;              /* result */
+} sub_args_t;
+
+static int
+sub_tx(xd_db_conn_t *c, void *arg)
+{
+    sub_args_t *s = arg;
+    mod_roster_sub_outcome_t *o = s->out;
+    mod_roster_item_clear(&o->item);
+    memset(o, 0, sizeof *o);
+    mod_roster_item_t *it = &o->item;
+    int rc = load_item(c, s->host, s->user, s->contact, it);
+    bool existed = rc == 0;
+    if (rc == XD_ENOTFOUND) {
+        it->jid = xd_strdup(s->contact);
+        rc = 0;
+    }
+    if (rc != 0)
+        return rc;
+    o->r = mod_roster_sub_apply(it->state, s->ev);
+    bool outbound = s->ev <= MOD_ROSTER_OUT_UNSUBSCRIBED;
+    if (o->r.changed) {
+        bool had_pending = it->state.pending_in;
+        it->state = o->r.state;
+        if (outbound)
+            it->in_roster = true; /* RFC 6121 3.1.2, 3.1.5, 3.4: the item is created */
+        if (!it->state.pending_in) {
+            xd_free(it->pending_status);
+            it->pending_status = NULL;
+        } else if (!had_pending && s->status) {
+            it->pending_status = xd_strdup(s->status);
+        }
+        xd_db_val_t key[] = { XD_DB_V_CSTR(s->host), XD_DB_V_CSTR(s->user),
+                              XD_DB_V_CSTR(s->contact) };
+        mod_roster_state_t z = { 0 };
+        if (!it->in_roster && !memcmp(&it->state, &z, sizeof z)) {
+            if (existed)
+                rc = xd_db_query(c,
+                                 "DELETE FROM roster_item WHERE host = ? AND username = ? AND jid = ?",
+                                 key, 3, NULL, NULL);
+        } else {
+            rc = store_state(c, s->host, s->user, it);
+        }
+        if (rc != 0)
+            return rc;
+    }
+    o->r.push = o->r.push && it->in_roster;
+    if (o->r.push)
+        return bump_version(c, s->host, s->user, &o->version);
+    return get_version(c, s->host, s->user, &o->version);
+}
+
+int
+mod_roster_subscription(const char *host, const char *user, const char *contact,
+                        mod_roster_event ev, const char *status, mod_roster_sub_outcome_t *out)
+{
+    memset(out, 0, sizeof *out);
+    if (!ros_db)
+        return XD_ECLOSED;
+    if ((unsigned)ev >= MOD_ROSTER_EVENT_COUNT || !contact || !*contact)
+        return XD_EINVAL;
+    sub_args_t s = { host, user, contact, status, ev, out };
+    int rc = xd_db_tx(ros_db, sub_tx, &s);
+    if (rc < 0) {
+        mod_roster_item_clear(&out->item);
+        memset(out, 0, sizeof *out);
+        return rc;
+    }
+    return 0;
+}
+
+/* ---- contacts, user removal --------------------------------------------------------------- */
+
+typedef struct contacts_args {
+    int (*fn)(void *arg, const char *jid); /* the caller's */
+    void *arg;                             /* its argument */
+} contacts_args_t;
+
+static int
+contacts_row(void *arg, const xd_db_val_t *cols, size_t ncols)
+{
+    contacts_args_t *a = arg;
+    if (ncols < 1 || cols[0].type != XD_DB_TEXT)
+        return 0;
+    char *jid = xd_strndup(cols[0].s.p ? cols[0].s.p : "", cols[0].s.len);
+    int rc = a->fn(a->arg, jid);
+    xd_free(jid);
+    return rc;
+}
+
+int
+mod_roster_contacts(const char *host, const char *user, mod_roster_filter filter,
+                    int (*fn)(void *arg, const char *jid), void *arg)
+{
+    if (!ros_db)
+        return XD_ECLOSED;
+    xd_db_conn_t *c;
+    int rc = xd_db_acquire(ros_db, &c);
+    if (rc != 0)
+        return rc;
+    contacts_args_t a = { fn, arg };
+    int bit = filter == MOD_ROSTER_FROM ? MOD_ROSTER_SUB_FROM : MOD_ROSTER_SUB_TO;
+    xd_db_val_t v[] = { XD_DB_V_CSTR(host), XD_DB_V_CSTR(user), XD_DB_V_INT(bit) };
+    rc = xd_db_query(c,
+                     "SELECT jid FROM roster_item WHERE host = ? AND username = ?"
+                     " AND (subscription & ?) != 0 ORDER BY jid",
+                     v, 3, contacts_row, &a);
+    xd_db_release(c);
+    return rc;
+}
+
+typedef struct rmu_args {
+    const char *host, *user; /* the account */
+} rmu_args_t;
+
+static int
+rmu_tx(xd_db_conn_t *c, void *arg)
+{
+    rmu_args_t *r = arg;
+    xd_db_val_t key[] = { XD_DB_V_CSTR(r->host), XD_DB_V_CSTR(r->user) };
+    int rc = xd_db_query(c, "DELETE FROM roster_item WHERE host = ? AND username = ?", key, 2,
+                         NULL, NULL);
+    if (rc == 0)
+        rc = xd_db_query(c, "DELETE FROM roster_version WHERE host = ? AND username = ?", key, 2,
+                         NULL, NULL);
+    return rc;
+}
+
+int
+mod_roster_remove_user(const char *host, const char *user)
+{
+    if (!ros_db)
+        return XD_ECLOSED;
+    rmu_args_t r = { host, user };
+    int rc = xd_db_tx(ros_db, rmu_tx, &r);
+    return rc < 0 ? rc : 0;
+}
+
+/* ---- pushes ------------------------------------------------------------------------------- */
+
+void
+mod_roster_item_to_el(xd_el_t *parent, const mod_roster_item_t *it)
+{
+    xd_el_t *e = xd_el_add_child(parent, "item", XD_NS_ROSTER);
+    xd_el_set_attr(e, "jid", it->jid);
+    if (it->removed) {
+        xd_el_set_attr(e, "subscription", "remove");
+        return;
+    }
+    if (it->name)
+        xd_el_set_attr(e, "name", it->name);
+    xd_el_set_attr(e, "subscription", mod_roster_subscr_name(it->state.sub));
+    if (it->state.ask)
+        xd_el_set_attr(e, "ask", "subscribe");
+    if (it->state.approved)
+        xd_el_set_attr(e, "approved", "true");
+    for (size_t i = 0; i < it->ngroups; i++)
+        xd_el_add_text(xd_el_add_child(e, "group", XD_NS_ROSTER), it->groups[i]);
+}
+
+size_t
+mod_roster_push(const char *host, const char *user, const mod_roster_item_t *it, int64_t ver)
+{
+    xd_jid_t *bare = NULL;
+    if (xd_jid_make(xd_str_c(user), xd_str_c(host), XD_STR_NULL, &bare) != 0)
+        return 0;
+    xd_sm_entry_t small[16], *ents = small;
+    size_t n = xd_sm_resources(bare, ents, 16);
+    if (n > 16) {
+        ents = xd_calloc(n, sizeof *ents);
+        n = xd_sm_resources(bare, ents, n);
+    }
+    static _Atomic unsigned long push_seq;
+    char verbuf[32];
+    snprintf(verbuf, sizeof verbuf, "%" PRId64, ver);
+    size_t sent = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (ents[i].interested) {
+            char id[48];
+            snprintf(id, sizeof id, "push%lu", (unsigned long)++push_seq);
+            xd_el_t *iq = xd_el_new("iq", NULL);
+            xd_el_set_attr(iq, "type", "set");
+            xd_el_set_attr(iq, "id", id);
+            xd_el_set_attr(iq, "to", xd_jid_full_str(ents[i].jid).p);
+            xd_el_t *q = xd_el_add_child(iq, "query", XD_NS_ROSTER);
+            xd_el_set_attr(q, "ver", verbuf);
+            mod_roster_item_to_el(q, it);
+            xd_c2s_deliver(ents[i].worker, ents[i].conn_id, xd_el_freeze(iq));
+            sent++;
+        }
+        xd_sm_entry_clear(&ents[i]);
+    }
+    if (ents != small)
+        xd_free(ents);
+    xd_jid_unref(bare);
+    return sent;
+}
+
+/* ---- the IQ handler ------------------------------------------------------------------------ */
+
+static xd_stanza_t *
+iq_error(const xd_iq_req_t *req, xd_cond cond, const char *text)
+{
+    return xd_stanza_error(req->iq, cond, text);
+}
+
+static xd_stanza_t *
+roster_get(const xd_iq_req_t *req, const char *host, const char *user)
+{
+    (void)xd_sm_set_interested(req->from, 0); /* RFC 6121 2.1.6; gone sessions do not matter */
+    const char *ver = xd_el_attr(req->payload, "ver");
+    char cur[32];
+    if (ver) {
+        int64_t v = 0;
+        if (mod_roster_version(host, user, &v) != 0)
+            return iq_error(req, XD_COND_INTERNAL_SERVER_ERROR, NULL);
+        snprintf(cur, sizeof cur, "%" PRId64, v);
+        if (strcmp(cur, ver) == 0)
+            return xd_iq_result(req->iq); /* XEP-0237: unchanged, pushes follow */
+    }
+    mod_roster_list_t l;
+    int rc = mod_roster_get_all(host, user, &l);
+    if (rc != 0) {
+        XD_LOG(NULL, XD_ERROR, "roster get failed", "host=%s user=%s err=%s", host, user,
+               xd_strerror(rc));
+        return iq_error(req, XD_COND_INTERNAL_SERVER_ERROR, NULL);
+    }
+    xd_el_t *r = xd_iq_result_builder(req->iq);
+    xd_el_t *q = xd_el_add_child(r, "query", XD_NS_ROSTER);
+    if (ver) {
+        snprintf(cur, sizeof cur, "%" PRId64, l.version);
+        xd_el_set_attr(q, "ver", cur);
+    }
+    for (size_t i = 0; i < l.n; i++)
+        mod_roster_item_to_el(q, &l.items[i]);
+    mod_roster_list_clear(&l);
+    return xd_el_freeze(r);
+}
+
+static xd_stanza_t *
+roster_set(const xd_iq_req_t *req, const char *host, const char *user)
+{
+    const xd_el_t *item = xd_el_first_child(req->payload);
+    if (xd_el_child_count(req->payload) != 1 || !xd_el_is(item, "item", XD_NS_ROSTER))
+        return iq_error(req, XD_COND_BAD_REQUEST, "a roster set holds exactly one item");
+    const char *jid_s = xd_el_attr(item, "jid");
+    xd_jid_t *jid = NULL;
+    if (!jid_s || xd_jid_parse(xd_str_c(jid_s), &jid) != 0)
+        return iq_error(req, XD_COND_BAD_REQUEST, "the item needs a valid 'jid'");
+    xd_stanza_t *reply = NULL;
+    const char **groups = NULL;
+    if (!xd_jid_is_bare(jid)) {
+        reply = iq_error(req, XD_COND_BAD_REQUEST, "a roster item's 'jid' is a bare JID");
+        goto out;
+    }
+    if (xd_jid_eq_bare(jid, req->to)) {
+        reply = iq_error(req, XD_COND_BAD_REQUEST, "the user's own JID is not a roster item");
+        goto out;
+    }
+    const char *contact = xd_jid_bare_str(jid).p;
+    const char *sub = xd_el_attr(item, "subscription");
+    if (sub && strcmp(sub, "remove") != 0) {
+        reply = iq_error(req, XD_COND_BAD_REQUEST, "'subscription' may only be 'remove'");
+        goto out;
+    }
+    int64_t ver = 0;
+    if (sub) {
+        mod_roster_item_t before;
+        int rc = mod_roster_remove_item(host, user, contact, &before, &ver);
+        if (rc == XD_ENOTFOUND) {
+            reply = iq_error(req, XD_COND_ITEM_NOT_FOUND, NULL);
+            goto out;
+        }
+        if (rc != 0) {
+            reply = iq_error(req, XD_COND_INTERNAL_SERVER_ERROR, NULL);
+            goto out;
+        }
+        mod_roster_item_t gone = { .jid = (char *)contact, .removed = true };
+        mod_roster_push(host, user, &gone, ver);
+        if (ros_on_removed)
+            ros_on_removed(host, user, contact, mod_roster_remove_actions(&before.state));
+        mod_roster_item_clear(&before);
+        reply = xd_iq_result(req->iq);
+        goto out;
+    }
+    const char *name = xd_el_attr(item, "name");
+    if (name && !text_ok(name)) {
+        reply = iq_error(req, XD_COND_NOT_ACCEPTABLE, "the name is empty or too long");
+        goto out;
+    }
+    size_t ng = 0, cap = xd_el_child_count(item);
+    groups = xd_calloc(cap + 1, sizeof *groups);
+    for (const xd_el_t *g = xd_el_first_child(item); g; g = xd_el_next(g)) {
+        if (!xd_el_is(g, "group", XD_NS_ROSTER))
+            continue;
+        const char *t = xd_el_text(g);
+        if (!text_ok(t)) {
+            reply = iq_error(req, XD_COND_NOT_ACCEPTABLE, "a group name is empty or too long");
+            goto out;
+        }
+        groups[ng++] = t;
+    }
+    mod_roster_item_t pushed;
+    int rc = mod_roster_set_item(host, user, contact, name, groups, ng, &pushed, &ver);
+    if (rc != 0) {
+        XD_LOG(NULL, XD_ERROR, "roster set failed", "host=%s user=%s err=%s", host, user,
+               xd_strerror(rc));
+        reply = iq_error(req, XD_COND_INTERNAL_SERVER_ERROR, NULL);
+        goto out;
+    }
+    mod_roster_push(host, user, &pushed, ver);
+    mod_roster_item_clear(&pushed);
+    reply = xd_iq_result(req->iq);
+out:
+    xd_free(groups);
+    xd_jid_unref(jid);
+    return reply;
+}
+
+static xd_stanza_t *
+roster_iq(const xd_iq_req_t *req)
+{
+    /* RFC 6121 2.1.5: only the user's own roster. */
+    if (!xd_jid_eq_bare(req->from, req->to))
+        return iq_error(req, XD_COND_FORBIDDEN, NULL);
+    if (!xd_el_is(req->payload, "query", XD_NS_ROSTER))
+        return iq_error(req, XD_COND_BAD_REQUEST, NULL);
+    const char *user = xd_jid_local(req->to).p;
+    const char *type = xd_el_attr(xd_stanza_root(req->iq), "type");
+    if (type && strcmp(type, "get") == 0)
+        return roster_get(req, req->host, user);
+    return roster_set(req, req->host, user);
+}
+
+/* ---- the module ---------------------------------------------------------------------------- */
+
+static int
+ros_start(xd_module_ctx_t *ctx)
+{
+    if (!ros_db)
+        return xd_module_fail(ctx, XD_ECLOSED, "no database (mod_roster_set_db not called)");
+    return xd_module_iq(ctx, XD_IQ_USER, XD_NS_ROSTER, XD_IQ_PARALLEL, roster_iq, NULL);
+}
+
+static const xd_module_t ros_module = {
+    .abi = XD_MODULE_ABI,
+    .name = "mod_roster",
+    .doc = "Rosters (RFC 6121 2) with versioning (XEP-0237) and subscription state",
+    .start = ros_start,
+};
+
+const xd_module_t *
+mod_roster_module(void)
+{
+    return &ros_module;
+}
+
+int
+mod_roster_register(void)
+{
+    int rc = xd_db_register_migrations("mod_roster", ros_migrations);
+    if (rc != 0 && rc != XD_EEXIST)
+        return rc;
+    rc = xd_module_register_builtin(&ros_module);
+    return rc == XD_EEXIST ? 0 : rc;
+}
+
+void
+mod_roster_set_db(xd_db_t *db)
+{
+    ros_db = db;
+}

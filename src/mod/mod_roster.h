@@ -1,0 +1,150 @@
+/*
+ * mod_roster.h — rosters (RFC 6121 2), roster versioning (XEP-0237) and the
+ * stored side of presence subscriptions (RFC 6121 3); see mod_roster.c.
+ *
+ * Storage (component "mod_roster"): one row per (host, username, contact
+ * bare JID) with name, subscription state (roster_sub.h), the pending-in
+ * status text and whether the item is in the roster at all (an inbound
+ * subscribe from a stranger is remembered without adding a roster item,
+ * RFC 6121 3.1.3); groups in a second table; a per-user version bumped by
+ * every change that a client can see.
+ *
+ * Threads: every function here but mod_roster_sub_* (roster_sub.h) and
+ * mod_roster_remove_actions blocks on the database: call it on the blocking
+ * pool (an XD_IQ_PARALLEL handler, xd_db_async work, xd_pool_submit), never
+ * on a worker loop.  Each change runs in one transaction.
+ *
+ * Memory: out-structures are filled with malloc'd copies the caller frees
+ * with mod_roster_item_clear / mod_roster_list_clear; a failed call leaves
+ * them zeroed.  Strings passed in are borrowed.  Host, user and contact are
+ * taken as given: pass normalised JID parts (the IQ handler does).
+ */
+#ifndef XMPPD_MOD_MOD_ROSTER_H
+#define XMPPD_MOD_MOD_ROSTER_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "mod/roster_sub.h"
+#include "xmppd/module.h"
+#include "xmppd/storage.h"
+
+#define MOD_ROSTER_TEXT_MAX 1023 /* bytes of a name or a group (RFC 6121 2.3.3 limit we set) */
+
+/* One roster item. */
+typedef struct mod_roster_item {
+    char *jid;                /* the contact's bare JID */
+    char *name;               /* handle, or NULL for none */
+    mod_roster_state_t state; /* subscription, ask, pending-in, approved */
+    char *pending_status;     /* <status/> of the pending subscribe, or NULL */
+    bool in_roster;           /* false: only a pending-in request is remembered */
+    bool removed;             /* a push of subscription='remove' (never stored) */
+    char **groups;            /* group names, sorted bytewise, no duplicates */
+    size_t ngroups;           /* how many */
+} mod_roster_item_t;
+
+/* A roster. */
+typedef struct mod_roster_list {
+    mod_roster_item_t *items; /* roster items (in_roster only), by jid */
+    size_t n;                 /* how many */
+    int64_t version;          /* the user's roster version (0: never changed) */
+} mod_roster_list_t;
+
+void mod_roster_item_clear(mod_roster_item_t *it);
+void mod_roster_list_clear(mod_roster_list_t *l);
+
+/* ---- lifecycle (main.c) ------------------------------------------------------------------- */
+
+/* Registers the migrations (before xd_db_open) and the built-in module
+ * (before xd_modules_check).  Idempotent. */
+int mod_roster_register(void);
+/* The database every call below uses (before xd_modules_start; NULL after
+ * xd_modules_stop).  Must stay open while set. */
+void mod_roster_set_db(xd_db_t *db);
+/* The module declaration (tests). */
+const xd_module_t *mod_roster_module(void);
+
+/* ---- storage ------------------------------------------------------------------------------ */
+
+/* The user's roster items and version. */
+int mod_roster_get_all(const char *host, const char *user, mod_roster_list_t *out);
+/* The user's roster version (0 when none). */
+int mod_roster_version(const char *host, const char *user, int64_t *out);
+/* One item, in the roster or only pending-in.  XD_ENOTFOUND. */
+int mod_roster_get_item(const char *host, const char *user, const char *contact,
+                        mod_roster_item_t *out);
+
+/* A roster set (RFC 6121 2.3): adds or updates contact with name (NULL =
+ * none) and groups (duplicates collapsed); the subscription state stays.
+ * *pushed (optional) gets the item as stored, *ver (optional) the new
+ * version.  XD_EINVAL for an empty or over-long name or group. */
+int mod_roster_set_item(const char *host, const char *user, const char *contact,
+                        const char *name, const char *const *groups, size_t ngroups,
+                        mod_roster_item_t *pushed, int64_t *ver);
+
+/* A roster remove (RFC 6121 2.5): deletes the item; *before (optional) gets
+ * it as it was (for mod_roster_remove_actions), *ver the new version.
+ * XD_ENOTFOUND when contact is not in the roster. */
+int mod_roster_remove_item(const char *host, const char *user, const char *contact,
+                           mod_roster_item_t *before, int64_t *ver);
+
+/* What the server sends the contact after a remove (RFC 6121 2.5.2). */
+typedef struct mod_roster_remove_actions {
+    bool unsubscribe;  /* the user had 'to'/'both' or Pending Out: send unsubscribe */
+    bool unsubscribed; /* the contact had 'from'/'both' or Pending In: send unsubscribed */
+} mod_roster_remove_actions_t;
+mod_roster_remove_actions_t mod_roster_remove_actions(const mod_roster_state_t *before);
+
+/* Called (on the pool thread, after the commit) for every remove done by
+ * the IQ handler, so that presence code sends the unsubscribe/unsubscribed.
+ * NULL = none.  Set before the workers run. */
+typedef void (*mod_roster_removed_fn)(const char *host, const char *user, const char *contact,
+                                      mod_roster_remove_actions_t actions);
+void mod_roster_set_on_removed(mod_roster_removed_fn fn);
+
+/* Result of a subscription event. */
+typedef struct mod_roster_sub_outcome {
+    mod_roster_sub_result_t r; /* the machine's answer: forward, push, reply, new state */
+    mod_roster_item_t item;    /* the item after the event (for the push when r.push) */
+    int64_t version;           /* the version after the event */
+} mod_roster_sub_outcome_t;
+
+/* Loads contact's item (absent = state none), applies ev (roster_sub.h),
+ * stores the result, and bumps the version when a push is due, in one
+ * transaction.  Items are created for an outbound event that changes the
+ * state (RFC 6121 3.1.2, 3.4) and kept out of the roster for an inbound
+ * subscribe from a stranger (3.1.3); an item left with nothing at all
+ * outside the roster is deleted.  status: the <status/> of an inbound
+ * subscribe (kept with the pending-in), or NULL.  Call mod_roster_push
+ * afterwards when out->r.push, and clear out->item. */
+int mod_roster_subscription(const char *host, const char *user, const char *contact,
+                            mod_roster_event ev, const char *status,
+                            mod_roster_sub_outcome_t *out);
+
+/* Which contacts mod_roster_contacts lists. */
+typedef enum mod_roster_filter {
+    MOD_ROSTER_FROM, /* subscription from or both: they get the user's presence */
+    MOD_ROSTER_TO,   /* subscription to or both: the user gets theirs (probes) */
+} mod_roster_filter;
+
+/* Calls fn with each contact's bare JID (lent) in JID order.  fn returns 0
+ * to go on, > 0 to stop, < 0 to stop with that error. */
+int mod_roster_contacts(const char *host, const char *user, mod_roster_filter filter,
+                        int (*fn)(void *arg, const char *jid), void *arg);
+
+/* Deletes all of a user's roster (account removal). */
+int mod_roster_remove_user(const char *host, const char *user);
+
+/* ---- pushes ------------------------------------------------------------------------------- */
+
+/* The <item/> of `it` in jabber:iq:roster (subscription='remove' when
+ * it->removed), appended to parent. */
+void mod_roster_item_to_el(xd_el_t *parent, const mod_roster_item_t *it);
+
+/* Sends a roster push of `it` with ver to every interested resource of
+ * user@host (RFC 6121 2.1.6, XEP-0237).  Any thread.  Returns how many. */
+size_t mod_roster_push(const char *host, const char *user, const mod_roster_item_t *it,
+                       int64_t ver);
+
+#endif

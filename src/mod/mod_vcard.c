@@ -1,0 +1,479 @@
+/*
+ * mod_vcard.c — vcard-temp (XEP-0054) for accounts and for the server.
+ *
+ * On for a host when `mod_vcard` is listed under `modules`.  Answers:
+ *
+ *   get to one's own bare JID (a get without 'to' arrives so)
+ *       → the stored <vCard xmlns='vcard-temp'/>, or an empty one when none
+ *         is stored (XEP-0054 3.1 allows either that or item-not-found);
+ *   get to another local account's bare JID
+ *       → the stored vCard, or service-unavailable both when the account
+ *         has none and when it does not exist (XEP-0054 3.3, version 1.3:
+ *         the same error in both cases against directory harvesting);
+ *   set to one's own bare JID
+ *       → the whole vCard replaces the stored one in one transaction (there
+ *         are no partial updates, XEP-0054 3.2); an empty <vCard/> deletes it;
+ *         one larger than `max_size` bytes (serialized) is refused with
+ *         not-acceptable (XEP-0054 names no condition; RFC 6120 8.3.3.12
+ *         fits: the request does not meet the server's criteria);
+ *   set to anyone else → forbidden (XEP-0054 3.2);
+ *   get to the server's JID → the `vcard` option as a vCard, or an empty
+ *       one; set there → forbidden.
+ *
+ * Storage: one row per (host, username) in the table `vcard`, the vCard
+ * serialized as XML text (xd_el_serialize) and parsed back on a get
+ * (xd_el_parse).  Account handlers run PARALLEL (blocking pool, synchronous
+ * storage API); the server-vCard handler runs INLINE (no storage).
+ *
+ * Per-host state (max_size, the server vCard) lives in a small list guarded
+ * by a mutex and is copied out (or referenced) by each request, so a request
+ * still on the pool while its host's instance stops never reads freed state.
+ *
+ * Not here: XEP-0153 avatar hashes in presence (needs the presence code),
+ * vCard search (XEP-0055), size limits per field.
+ */
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <string.h>
+#include <time.h>
+
+#include "mod/mod_vcard.h"
+#include "xmppd/alloc.h"
+#include "xmppd/err.h"
+#include "xmppd/log.h"
+#include "xmppd/module.h"
+#include "xmppd/ns.h"
+#include "xmppd/stanza.h"
+#include "xmppd/storage.h"
+
+/* ---- options ----------------------------------------------------------------------------------- */
+
+typedef struct vc_conf {
+    size_t max_size; /* largest serialized vCard accepted from an account, bytes */
+    char *server;    /* the `vcard` option serialized as <vCard xmlns='vcard-temp'>, or NULL */
+} vc_conf_t;
+
+/* An element name we accept from the configuration: an XML NCName in ASCII
+ * (vCard element names are upper-case ASCII: FN, URL, ORG, ORGNAME, …). */
+static bool
+vc_name_ok(const char *s)
+{
+    if (!s || !((*s >= 'A' && *s <= 'Z') || (*s >= 'a' && *s <= 'z') || *s == '_'))
+        return false;
+    for (const char *p = s + 1; *p; p++)
+        if (!((*p >= 'A' && *p <= 'Z') || (*p >= 'a' && *p <= 'z') || (*p >= '0' && *p <= '9') ||
+              *p == '_' || *p == '-' || *p == '.'))
+            return false;
+    return true;
+}
+
+static int vc_conf_fill(xd_opt_ctx_t *ctx, const xd_conf_node_t *map, xd_el_t *parent);
+
+/* One value under `name`: a scalar is a text element, a mapping an element
+ * with children, a sequence repeats the element once per item. */
+static int
+vc_conf_value(xd_opt_ctx_t *ctx, const char *name, const xd_conf_node_t *v, xd_el_t *parent)
+{
+    int rc = 0;
+    switch (v->kind) {
+    case XD_CONF_SCALAR: {
+        xd_el_t *e = xd_el_add_child(parent, name, NULL);
+        if (!xd_conf_is_null(v))
+            xd_el_add_textn(e, v->value, v->len);
+        break;
+    }
+    case XD_CONF_MAP:
+        rc = vc_conf_fill(ctx, v, xd_el_add_child(parent, name, NULL));
+        break;
+    case XD_CONF_SEQ:
+        for (size_t i = 0; i < v->count; i++) {
+            xd_opt_push_index(ctx, i);
+            if (v->items[i]->kind == XD_CONF_SEQ) {
+                xd_opt_error(ctx, v->items[i], "a vCard field is a string or a mapping");
+                rc = -1;
+            } else if (vc_conf_value(ctx, name, v->items[i], parent) != 0) {
+                rc = -1;
+            }
+            xd_opt_pop(ctx);
+        }
+        break;
+    }
+    return rc;
+}
+
+static int
+vc_conf_fill(xd_opt_ctx_t *ctx, const xd_conf_node_t *map, xd_el_t *parent)
+{
+    int rc = 0;
+    for (size_t i = 0; i < map->count; i++) {
+        const char *name = map->keys[i]->value;
+        xd_opt_push_key(ctx, name);
+        if (!vc_name_ok(name)) {
+            xd_opt_error(ctx, map->keys[i], "\"%s\" is not a vCard element name", name);
+            rc = -1;
+        } else if (vc_conf_value(ctx, name, map->items[i], parent) != 0) {
+            rc = -1;
+        }
+        xd_opt_pop(ctx);
+    }
+    return rc;
+}
+
+/* CUSTOM parser of `vcard`: a mapping such as {FN: Example, URL: https://…,
+ * ADR: {LOCALITY: Paris}} into its serialization (field: char *). */
+static int
+vc_conf_parse(xd_opt_ctx_t *ctx, const xd_conf_node_t *node, void *field)
+{
+    char **out = field;
+    if (node->kind != XD_CONF_MAP) {
+        xd_opt_error(ctx, node, "expected a mapping of vCard fields, got %s",
+                     xd_conf_kind_name(node));
+        return -1;
+    }
+    xd_el_t *v = xd_el_new("vCard", XD_NS_VCARD);
+    if (vc_conf_fill(ctx, node, v) != 0) {
+        xd_el_free(v);
+        return -1;
+    }
+    *out = xd_el_serialize(v, NULL, NULL);
+    xd_el_free(v);
+    return 0;
+}
+
+static void
+vc_conf_free(void *field)
+{
+    char **p = field;
+    xd_free(*p);
+    *p = NULL;
+}
+
+static const xd_opt_custom_t vc_conf_vcard = {
+    .type_name = "vCard fields",
+    .parse = vc_conf_parse,
+    .free = vc_conf_free,
+};
+
+#define C_ vc_conf_t
+static const xd_opt_t vc_opts[] = {
+    XD_OPT_SIZE("max_size", C_, max_size, "64KiB",
+                "Largest vCard an account may store, counted as its serialized XML in bytes; "
+                "a larger one is refused with not-acceptable. The c2s listener's "
+                "max_stanza_size (64 KiB by default) also bounds what can arrive."),
+    XD_OPT_CUSTOM("vcard", C_, server, NULL, &vc_conf_vcard,
+                  "The server's own vCard, answered to a vcard-temp get to the host's JID: "
+                  "a mapping of vCard elements, for example `{FN: Example, URL: "
+                  "\"https://example.org\"}`; a nested mapping is an element with children, "
+                  "a list repeats the element. Unset: an empty vCard."),
+    XD_OPT_END,
+};
+#undef C_
+
+const xd_opt_t *
+xd_vcard_opts(void)
+{
+    return vc_opts;
+}
+
+/* ---- storage ----------------------------------------------------------------------------------- */
+
+static const char *const vc_mig1[] = {
+    "CREATE TABLE vcard ("
+    " host TEXT NOT NULL,"
+    " username TEXT NOT NULL,"
+    " xml TEXT NOT NULL,"
+    " updated_at INTEGER NOT NULL,"
+    " PRIMARY KEY (host, username))",
+    NULL,
+};
+
+static const xd_db_migration_t vc_migrations[] = {
+    { 1, NULL, vc_mig1 },
+    { 0, NULL, NULL },
+};
+
+static _Atomic(xd_db_t *) vc_db; /* set by main.c before modules start */
+
+int
+xd_vcard_register_migrations(void)
+{
+    int rc = xd_db_register_migrations("mod_vcard", vc_migrations);
+    return rc == XD_EEXIST ? 0 : rc;
+}
+
+void
+xd_vcard_set_db(xd_db_t *db)
+{
+    atomic_store(&vc_db, db);
+}
+
+/* A stored vCard read back: xml is owned (xd_free), NULL when none. */
+typedef struct vc_row {
+    char *xml;  /* the serialized vCard */
+    size_t len; /* its length */
+} vc_row_t;
+
+static int
+vc_load_row(void *arg, const xd_db_val_t *cols, size_t ncols)
+{
+    vc_row_t *r = arg;
+    if (ncols < 1 || cols[0].type != XD_DB_TEXT)
+        return 0;
+    xd_free(r->xml);
+    r->xml = xd_strndup(cols[0].s.p, cols[0].s.len);
+    r->len = cols[0].s.len;
+    return 1;
+}
+
+/* The stored vCard of (host, user) into *out (out->xml NULL when none). */
+static int
+vc_load(const char *host, const char *user, vc_row_t *out)
+{
+    xd_db_t *db = atomic_load(&vc_db);
+    xd_db_conn_t *c;
+    if (!db)
+        return XD_ECLOSED;
+    int rc = xd_db_acquire(db, &c);
+    if (rc != 0)
+        return rc;
+    xd_db_val_t key[] = { XD_DB_V_CSTR(host), XD_DB_V_CSTR(user) };
+    rc = xd_db_query(c, "SELECT xml FROM vcard WHERE host = ? AND username = ?", key, 2,
+                     vc_load_row, out);
+    xd_db_release(c);
+    return rc;
+}
+
+typedef struct vc_store {
+    const char *host; /* the account */
+    const char *user;
+    const char *xml;  /* the new vCard, or NULL to delete */
+    size_t len;       /* its length */
+    int64_t now;      /* seconds since the epoch */
+} vc_store_t;
+
+/* Delete and insert in one transaction: a reader sees the old vCard or the
+ * new one, never none. */
+static int
+vc_store_tx(xd_db_conn_t *c, void *arg)
+{
+    const vc_store_t *s = arg;
+    xd_db_val_t key[] = { XD_DB_V_CSTR(s->host), XD_DB_V_CSTR(s->user) };
+    int rc = xd_db_query(c, "DELETE FROM vcard WHERE host = ? AND username = ?", key, 2, NULL,
+                         NULL);
+    if (rc != 0 || !s->xml)
+        return rc;
+    xd_db_val_t row[] = {
+        XD_DB_V_CSTR(s->host),
+        XD_DB_V_CSTR(s->user),
+        XD_DB_V_TEXT(((xd_str_t){ s->xml, s->len })),
+        XD_DB_V_INT(s->now),
+    };
+    return xd_db_query(c, "INSERT INTO vcard (host, username, xml, updated_at) VALUES (?, ?, ?, ?)",
+                       row, 4, NULL, NULL);
+}
+
+/* ---- per-host state ---------------------------------------------------------------------------- */
+
+typedef struct vc_host {
+    struct vc_host *next; /* the list, under vc_lock */
+    char *host;           /* the served host (owned) */
+    size_t max_size;      /* its max_size */
+    xd_stanza_t *server;  /* its server vCard (a frozen <vCard/>, a reference) or NULL */
+} vc_host_t;
+
+static pthread_mutex_t vc_lock = PTHREAD_MUTEX_INITIALIZER; /* guards vc_hosts */
+static vc_host_t *vc_hosts;                                 /* running instances */
+
+/* Copies out the host's settings; *server (if asked) gets a reference or
+ * NULL.  False when the module does not run there (any more). */
+static bool
+vc_host_get(const char *host, size_t *max_size, xd_stanza_t **server)
+{
+    bool found = false;
+    pthread_mutex_lock(&vc_lock);
+    for (vc_host_t *h = vc_hosts; h; h = h->next)
+        if (strcmp(h->host, host) == 0) {
+            *max_size = h->max_size;
+            if (server)
+                *server = h->server ? xd_stanza_ref(h->server) : NULL;
+            found = true;
+            break;
+        }
+    pthread_mutex_unlock(&vc_lock);
+    return found;
+}
+
+/* ---- handlers ---------------------------------------------------------------------------------- */
+
+static bool
+vc_is_get(const xd_iq_req_t *req)
+{
+    const char *type = xd_el_attr(xd_stanza_root(req->iq), "type");
+    return type && strcmp(type, "get") == 0;
+}
+
+/* IQs to an account's bare JID (PARALLEL). */
+static xd_stanza_t *
+vc_user_iq(const xd_iq_req_t *req)
+{
+    if (!xd_el_is(req->payload, "vCard", XD_NS_VCARD))
+        return xd_stanza_error(req->iq, XD_COND_BAD_REQUEST, "expected <vCard xmlns='vcard-temp'/>");
+    size_t max_size = 0;
+    if (!vc_host_get(req->host, &max_size, NULL))
+        return xd_stanza_error(req->iq, XD_COND_SERVICE_UNAVAILABLE, NULL);
+    bool own = xd_jid_eq_bare(req->from, req->to);
+    xd_str_t l = xd_jid_local(req->to);
+    char user[1024];
+    snprintf(user, sizeof user, "%.*s", (int)l.len, l.p);
+
+    if (vc_is_get(req)) {
+        vc_row_t row = { 0 };
+        int rc = vc_load(req->host, user, &row);
+        xd_el_t *card = NULL;
+        if (rc == 0 && row.xml && xd_el_parse(row.xml, row.len, &card) != 0) {
+            XD_LOG(NULL, XD_ERROR, "stored vCard unreadable", "host=%s user=%s", req->host, user);
+            rc = XD_EINTERNAL;
+        }
+        xd_free(row.xml);
+        if (rc != 0) {
+            XD_LOG(NULL, XD_ERROR, "vCard load failed", "host=%s user=%s err=%s", req->host,
+                   user, xd_strerror(rc));
+            return xd_stanza_error(req->iq, XD_COND_INTERNAL_SERVER_ERROR, NULL);
+        }
+        if (!card && !own) /* XEP-0054 3.3: same answer for no vCard and no account */
+            return xd_stanza_error(req->iq, XD_COND_SERVICE_UNAVAILABLE, NULL);
+        xd_el_t *r = xd_iq_result_builder(req->iq);
+        if (card)
+            xd_el_append(r, card);
+        else
+            xd_el_add_child(r, "vCard", XD_NS_VCARD); /* XEP-0054 3.1: empty vCard */
+        return xd_el_freeze(r);
+    }
+
+    /* set */
+    if (!own) /* XEP-0054 3.2 */
+        return xd_stanza_error(req->iq, XD_COND_FORBIDDEN, "only your own vCard can be set");
+    size_t len = 0;
+    char *xml = NULL;
+    if (xd_el_first_child(req->payload) || xd_el_text_len(req->payload) > 0) {
+        xml = xd_el_serialize(req->payload, NULL, &len);
+        if (len > max_size) {
+            xd_free(xml);
+            char text[96];
+            snprintf(text, sizeof text, "the vCard is larger than %zu bytes", max_size);
+            return xd_stanza_error(req->iq, XD_COND_NOT_ACCEPTABLE, text);
+        }
+    }
+    vc_store_t s = { .host = req->host, .user = user, .xml = xml, .len = len,
+                     .now = (int64_t)time(NULL) };
+    xd_db_t *db = atomic_load(&vc_db);
+    int rc = db ? xd_db_tx(db, vc_store_tx, &s) : XD_ECLOSED;
+    xd_free(xml);
+    if (rc < 0) {
+        XD_LOG(NULL, XD_ERROR, "vCard store failed", "host=%s user=%s err=%s", req->host, user,
+               xd_strerror(rc));
+        return xd_stanza_error(req->iq, XD_COND_INTERNAL_SERVER_ERROR, NULL);
+    }
+    return xd_iq_result(req->iq);
+}
+
+/* IQs to the host's JID (INLINE: no storage). */
+static xd_stanza_t *
+vc_host_iq(const xd_iq_req_t *req)
+{
+    if (!xd_el_is(req->payload, "vCard", XD_NS_VCARD))
+        return xd_stanza_error(req->iq, XD_COND_BAD_REQUEST, "expected <vCard xmlns='vcard-temp'/>");
+    if (!vc_is_get(req))
+        return xd_stanza_error(req->iq, XD_COND_FORBIDDEN, "the server's vCard is configured");
+    size_t max_size;
+    xd_stanza_t *server = NULL;
+    if (!vc_host_get(req->host, &max_size, &server))
+        return xd_stanza_error(req->iq, XD_COND_SERVICE_UNAVAILABLE, NULL);
+    xd_el_t *r = xd_iq_result_builder(req->iq);
+    if (server) {
+        xd_el_append(r, xd_stanza_edit(server));
+        xd_stanza_unref(server);
+    } else {
+        xd_el_add_child(r, "vCard", XD_NS_VCARD);
+    }
+    return xd_el_freeze(r);
+}
+
+/* ---- module ------------------------------------------------------------------------------------ */
+
+static void
+vc_host_free(vc_host_t *h)
+{
+    xd_stanza_unref(h->server);
+    xd_free(h->host);
+    xd_free(h);
+}
+
+static int
+vc_start(xd_module_ctx_t *ctx)
+{
+    const vc_conf_t *conf = xd_module_opts(ctx);
+    const char *host = xd_module_host(ctx);
+    if (!atomic_load(&vc_db))
+        return xd_module_fail(ctx, XD_ECLOSED, "no database (xd_vcard_set_db not called)");
+    vc_host_t *h = xd_new(vc_host_t);
+    h->host = xd_strdup(host);
+    h->max_size = conf->max_size;
+    if (conf->server) {
+        xd_el_t *el = NULL;
+        int rc = xd_el_parse(conf->server, strlen(conf->server), &el);
+        if (rc != 0) {
+            vc_host_free(h);
+            return xd_module_fail(ctx, rc, "vcard: %s", xd_strerror(rc));
+        }
+        h->server = xd_el_freeze(el);
+    }
+    int rc = xd_module_iq(ctx, XD_IQ_USER, XD_NS_VCARD, XD_IQ_PARALLEL, vc_user_iq, NULL);
+    if (rc == 0)
+        rc = xd_module_iq(ctx, XD_IQ_HOST, XD_NS_VCARD, XD_IQ_INLINE, vc_host_iq, NULL);
+    if (rc != 0) {
+        vc_host_free(h);
+        return xd_module_fail(ctx, rc, "cannot register the vcard-temp handlers: %s",
+                              xd_strerror(rc));
+    }
+    pthread_mutex_lock(&vc_lock);
+    h->next = vc_hosts;
+    vc_hosts = h;
+    pthread_mutex_unlock(&vc_lock);
+    xd_module_set_state(ctx, h);
+    return 0;
+}
+
+static void
+vc_stop(xd_module_ctx_t *ctx)
+{
+    vc_host_t *h = xd_module_state(ctx);
+    if (!h)
+        return;
+    pthread_mutex_lock(&vc_lock);
+    for (vc_host_t **pp = &vc_hosts; *pp; pp = &(*pp)->next)
+        if (*pp == h) {
+            *pp = h->next;
+            break;
+        }
+    pthread_mutex_unlock(&vc_lock);
+    vc_host_free(h);
+    xd_module_set_state(ctx, NULL);
+}
+
+static const xd_module_t vc_module = {
+    .abi = XD_MODULE_ABI,
+    .name = "mod_vcard",
+    .doc = "vcard-temp (XEP-0054): account vCards in storage, the server's vCard from options",
+    .opts = vc_opts,
+    .opts_size = sizeof(vc_conf_t),
+    .start = vc_start,
+    .stop = vc_stop,
+};
+
+int
+xd_vcard_register_builtin(void)
+{
+    return xd_module_register_builtin(&vc_module);
+}

@@ -1,0 +1,218 @@
+"""mod_roster through the wire (RFC 6121 2, XEP-0237): roster get/set/
+remove, pushes to interested resources only, versioning, validation
+errors, another user's roster, and persistence across a restart."""
+import re
+import time
+
+from xclient import login
+
+import pytest
+
+MODULES = "modules:\n  mod_roster: {}\n"
+NS = "jabber:iq:roster"
+
+
+@pytest.fixture
+def srv(server_factory):
+    return server_factory(extra_yaml=MODULES)
+
+
+def users(server, *names):
+    for n in names:
+        r = server.ctl_run("register", n, "localhost", "pw")
+        assert r.returncode == 0, r.stdout + r.stderr
+
+
+def q(s):
+    return s.replace('"', "'")
+
+
+def reply_rx(iq_id):
+    i = re.escape(iq_id)
+    return (rf"<iq[^>]*id=['\"]{i}['\"][^>]*/>|"
+            rf"<iq[^>]*id=['\"]{i}['\"][^>]*[^/]>.*?</iq>")
+
+
+PUSH_RX = r"<iq[^>]*type=['\"]set['\"][^>]*>\s*<query[^>]*jabber:iq:roster.*?</iq>"
+
+
+def collect(c, patterns, timeout=5):
+    """Waits until every pattern matched the buffer (in any order); returns
+    the matches as text and drops what was read."""
+    deadline = time.time() + timeout
+    while True:
+        found = [re.search(p.encode(), c.buf, re.S) for p in patterns]
+        if all(found):
+            c.buf = b""
+            return [q(m.group(0).decode()) for m in found]
+        if c.closed or time.time() > deadline:
+            raise AssertionError(f"no match for {patterns!r} in {c.buf!r}")
+        c._recv_some(deadline)
+
+
+def nothing(c, pattern, wait=0.7):
+    try:
+        c.recv_until(pattern, timeout=wait)
+    except AssertionError:
+        return True
+    return False
+
+
+def iq(c, iq_id, body, typ="set", to=None):
+    t = f" to='{to}'" if to else ""
+    c.send(f"<iq type='{typ}' id='{iq_id}'{t}>{body}</iq>")
+    return q(c.recv_until(reply_rx(iq_id)).group(0).decode())
+
+
+def get(c, iq_id, ver=None):
+    v = f" ver='{ver}'" if ver is not None else ""
+    return iq(c, iq_id, f"<query xmlns='{NS}'{v}/>", typ="get")
+
+
+def set_item(c, iq_id, attrs, inner=""):
+    return iq(c, iq_id, f"<query xmlns='{NS}'><item {attrs}>{inner}</item></query>")
+
+
+def items(text):
+    return re.findall(r"<item [^>]*?(?:/>|>.*?</item>)", text, re.S)
+
+
+def test_get_empty_then_items(srv):
+    users(srv, "alice")
+    c, _ = login(srv.c2s_port, "alice", "pw", resource="r")
+    r = get(c, "g1")
+    assert "type='result'" in r and NS in r, r
+    assert items(r) == [], r
+    r = set_item(c, "s1", "jid='bob@example.net' name='Bob'",
+                 "<group>Friends</group><group>Ünïcode &amp; &lt;x&gt;</group>")
+    assert "type='result'" in r, r
+    r = set_item(c, "s2", "jid='carol@example.net'")
+    assert "type='result'" in r, r
+    r = get(c, "g2")
+    its = items(r)
+    assert len(its) == 2, r
+    assert "jid='bob@example.net'" in its[0] and "name='Bob'" in its[0], r
+    assert "subscription='none'" in its[0], r
+    assert "<group>Friends</group>" in its[0], r
+    assert "<group>Ünïcode &amp; &lt;x&gt;</group>" in its[0], r
+    assert "jid='carol@example.net'" in its[1] and "name=" not in its[1], r
+
+
+def test_pushes_reach_interested_resources_only(srv):
+    users(srv, "alice")
+    r1, _ = login(srv.c2s_port, "alice", "pw", resource="r1")
+    r2, j2 = login(srv.c2s_port, "alice", "pw", resource="r2")
+    r3, _ = login(srv.c2s_port, "alice", "pw", resource="r3")  # never asks: not interested
+    get(r1, "g1")
+    get(r2, "g2")
+    r1.send(f"<iq type='set' id='s1'><query xmlns='{NS}'>"
+            "<item jid='bob@example.net' name='Bob'><group>G</group></item></query></iq>")
+    res, p1 = collect(r1, [reply_rx("s1"), PUSH_RX])
+    assert "type='result'" in res, res
+    (p2,) = collect(r2, [PUSH_RX])
+    for p in (p1, p2):
+        assert "jid='bob@example.net'" in p and "name='Bob'" in p and "<group>G</group>" in p, p
+        assert re.search(r"ver='\d+'", p), p
+        m = re.search(r"from='([^']*)'", p.split(">")[0])
+        assert m is None or m.group(1) == "alice@localhost", p
+    assert f"to='{j2}'" in p2, p2
+    assert nothing(r3, r"jabber:iq:roster")
+    # Update: pushed with the new name.
+    r2.send(f"<iq type='set' id='s2'><query xmlns='{NS}'>"
+            "<item jid='bob@example.net' name='Robert'/></query></iq>")
+    res, p2 = collect(r2, [reply_rx("s2"), PUSH_RX])
+    (p1,) = collect(r1, [PUSH_RX])
+    assert "name='Robert'" in p1 and "name='Robert'" in p2 and "<group>" not in p1, p1
+    assert nothing(r3, r"jabber:iq:roster")
+    # Remove.
+    r1.send(f"<iq type='set' id='s3'><query xmlns='{NS}'>"
+            "<item jid='bob@example.net' subscription='remove'/></query></iq>")
+    res, p1 = collect(r1, [reply_rx("s3"), PUSH_RX])
+    (p2,) = collect(r2, [PUSH_RX])
+    assert "type='result'" in res, res
+    for p in (p1, p2):
+        assert "jid='bob@example.net'" in p and "subscription='remove'" in p, p
+    assert nothing(r3, r"jabber:iq:roster")
+    assert items(get(r1, "g3")) == []
+
+
+def test_versioning(srv):
+    users(srv, "alice")
+    c, _ = login(srv.c2s_port, "alice", "pw")
+    r = get(c, "g1", ver="")
+    ver0 = re.search(r"ver='(\d+)'", r).group(1)
+    c.send(f"<iq type='set' id='s1'><query xmlns='{NS}'><item jid='b@x.org'/></query></iq>")
+    res, push = collect(c, [reply_rx("s1"), PUSH_RX])
+    ver1 = re.search(r"ver='(\d+)'", push).group(1)
+    assert ver1 != ver0
+    # Unchanged: an empty result.
+    r = get(c, "g2", ver=ver1)
+    assert "type='result'" in r and "<query" not in r, r
+    # Changed since: the full roster with the current version.
+    r = get(c, "g3", ver=ver0)
+    assert f"ver='{ver1}'" in r and len(items(r)) == 1, r
+    r = get(c, "g4", ver="bogus")
+    assert f"ver='{ver1}'" in r and len(items(r)) == 1, r
+
+
+def err(text, cond):
+    return "type='error'" in text and f"<{cond} " in text.replace(f"<{cond}/>", f"<{cond} />")
+
+
+def test_validation_errors(srv):
+    users(srv, "alice")
+    c, _ = login(srv.c2s_port, "alice", "pw")
+    r = iq(c, "v1", f"<query xmlns='{NS}'><item jid='a@x.org'/><item jid='b@x.org'/></query>")
+    assert err(r, "bad-request"), r
+    r = set_item(c, "v2", "jid='a@x.org' subscription='both'")
+    assert err(r, "bad-request"), r
+    r = set_item(c, "v3", "jid='alice@localhost'")
+    assert err(r, "bad-request"), r
+    r = set_item(c, "v4", "jid='a@x.org' name=''")
+    assert err(r, "not-acceptable"), r
+    r = set_item(c, "v5", "jid='a@x.org' name='" + "n" * 1024 + "'")
+    assert err(r, "not-acceptable"), r
+    r = set_item(c, "v6", "jid='a@x.org'", "<group></group>")
+    assert err(r, "not-acceptable"), r
+    r = set_item(c, "v7", "jid='a@x.org'", "<group>" + "g" * 1024 + "</group>")
+    assert err(r, "not-acceptable"), r
+    r = set_item(c, "v8", "jid='nobody@x.org' subscription='remove'")
+    assert err(r, "item-not-found"), r
+    assert items(get(c, "g1")) == []
+    # 1023 bytes is fine; duplicate groups collapse.
+    r = set_item(c, "v9", "jid='a@x.org' name='" + "n" * 1023 + "'",
+                 "<group>G</group><group>G</group>")
+    assert "type='result'" in r, r
+    its = items(get(c, "g2"))
+    assert len(its) == 1 and its[0].count("<group>G</group>") == 1, its
+
+
+def test_other_users_roster_forbidden(srv):
+    users(srv, "alice", "bob")
+    c, _ = login(srv.c2s_port, "alice", "pw")
+    r = iq(c, "x1", f"<query xmlns='{NS}'/>", typ="get", to="bob@localhost")
+    assert err(r, "forbidden"), r
+    r = iq(c, "x2", f"<query xmlns='{NS}'><item jid='z@x.org'/></query>", to="bob@localhost")
+    assert err(r, "forbidden"), r
+    b, _ = login(srv.c2s_port, "bob", "pw")
+    assert items(get(b, "g1")) == []
+    # Addressed to one's own bare JID explicitly: fine.
+    r = iq(c, "x3", f"<query xmlns='{NS}'/>", typ="get", to="alice@localhost")
+    assert "type='result'" in r, r
+
+
+def test_persists_across_restart(srv):
+    users(srv, "alice")
+    c, _ = login(srv.c2s_port, "alice", "pw")
+    set_item(c, "s1", "jid='bob@example.net' name='Bob'", "<group>Stay</group>")
+    ver = re.search(r"ver='(\d+)'", get(c, "g0", ver="")).group(1)
+    c.close()
+    assert srv.stop() == 0
+    open(srv.log_path, "w").close()  # wait_ready looks for a fresh "xmppd ready"
+    srv.start()
+    c, _ = login(srv.c2s_port, "alice", "pw")
+    r = get(c, "g1")
+    its = items(r)
+    assert len(its) == 1 and "name='Bob'" in its[0] and "<group>Stay</group>" in its[0], r
+    r = get(c, "g2", ver=ver)
+    assert "<query" not in r, r

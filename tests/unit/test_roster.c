@@ -1,0 +1,394 @@
+/*
+ * test_roster.c — roster storage of src/mod/mod_roster.c against a real
+ * SQLite file in a fresh mkdtemp directory per test: set/get with groups
+ * that must round-trip, validation limits, versions bumped per change,
+ * remove with its cascade and remove actions, subscription events through
+ * storage (items created for outbound events, hidden pending-in from a
+ * stranger, pre-approval, auto-reply), the contacts filter, per-user
+ * isolation, user removal, persistence across a reopen, and the <item/>
+ * the pushes carry.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "mod/mod_roster.h"
+#include "xmppd/alloc.h"
+#include "xmppd/el.h"
+#include "xmppd/err.h"
+#include "xmppd/storage.h"
+
+#define H "example.org"
+
+typedef struct {
+    char dir[256];      /* mkdtemp directory */
+    char path[320];     /* the database */
+    xd_db_params_t prm; /* sqlite params */
+    xd_db_t *db;        /* open database */
+} fx_t;
+
+static int
+fx_setup(void **state)
+{
+    fx_t *f = calloc(1, sizeof *f);
+    snprintf(f->dir, sizeof f->dir, "/tmp/xd_test_roster.XXXXXX");
+    if (!mkdtemp(f->dir))
+        return -1;
+    snprintf(f->path, sizeof f->path, "%s/xmppd.db", f->dir);
+    f->prm = (xd_db_params_t){ .driver = "sqlite", .path = f->path, .busy_timeout_ms = 2000 };
+    if (mod_roster_register() != 0 || xd_db_open(&f->prm, &f->db) != 0)
+        return -1;
+    mod_roster_set_db(f->db);
+    *state = f;
+    return 0;
+}
+
+static int
+fx_teardown(void **state)
+{
+    fx_t *f = *state;
+    mod_roster_set_db(NULL);
+    xd_db_close(f->db);
+    char cmd[300];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", f->dir);
+    int rc = system(cmd);
+    free(f);
+    return rc == 0 ? 0 : -1;
+}
+
+static int64_t
+count(fx_t *f, const char *sql)
+{
+    xd_db_conn_t *c;
+    assert_int_equal(xd_db_acquire(f->db, &c), 0);
+    int64_t n = -1;
+    assert_int_equal(xd_db_query_int64(c, sql, NULL, 0, &n), 0);
+    xd_db_release(c);
+    return n;
+}
+
+static void
+test_roster__set_get_groups_roundtrip(void **state)
+{
+    (void)state;
+    mod_roster_list_t l;
+    assert_int_equal(mod_roster_get_all(H, "alice", &l), 0);
+    assert_int_equal(l.n, 0);
+    assert_int_equal(l.version, 0);
+    mod_roster_list_clear(&l);
+
+    const char *groups[] = { "Friends", "日本語 & <x> \"q\" 'a'\n\ttab", "Friends", "A" };
+    mod_roster_item_t it;
+    int64_t ver = 0;
+    assert_int_equal(mod_roster_set_item(H, "alice", "bob@example.net", "Bob", groups, 4, &it,
+                                         &ver),
+                     0);
+    assert_int_equal(ver, 1);
+    assert_string_equal(it.jid, "bob@example.net");
+    assert_string_equal(it.name, "Bob");
+    assert_int_equal(it.ngroups, 3); /* duplicate collapsed */
+    assert_true(it.in_roster);
+    assert_int_equal(it.state.sub, MOD_ROSTER_SUB_NONE);
+    mod_roster_item_clear(&it);
+
+    assert_int_equal(mod_roster_set_item(H, "alice", "carol@example.net", NULL, NULL, 0, NULL,
+                                         &ver),
+                     0);
+    assert_int_equal(ver, 2);
+
+    assert_int_equal(mod_roster_get_all(H, "alice", &l), 0);
+    assert_int_equal(l.version, 2);
+    assert_int_equal(l.n, 2);
+    assert_string_equal(l.items[0].jid, "bob@example.net");
+    assert_int_equal(l.items[0].ngroups, 3);
+    assert_string_equal(l.items[0].groups[0], "A");
+    assert_string_equal(l.items[0].groups[1], "Friends");
+    assert_string_equal(l.items[0].groups[2], "日本語 & <x> \"q\" 'a'\n\ttab");
+    assert_string_equal(l.items[1].jid, "carol@example.net");
+    assert_null(l.items[1].name);
+    assert_int_equal(l.items[1].ngroups, 0);
+    mod_roster_list_clear(&l);
+
+    /* Update replaces name and groups. */
+    const char *g2[] = { "Work" };
+    assert_int_equal(mod_roster_set_item(H, "alice", "bob@example.net", NULL, g2, 1, NULL, &ver),
+                     0);
+    assert_int_equal(ver, 3);
+    assert_int_equal(mod_roster_get_item(H, "alice", "bob@example.net", &it), 0);
+    assert_null(it.name);
+    assert_int_equal(it.ngroups, 1);
+    assert_string_equal(it.groups[0], "Work");
+    mod_roster_item_clear(&it);
+    assert_int_equal(mod_roster_get_item(H, "alice", "nobody@example.net", &it), XD_ENOTFOUND);
+    assert_null(it.jid);
+}
+
+static void
+test_roster__validation_limits(void **state)
+{
+    fx_t *f = *state;
+    char big[1025];
+    memset(big, 'x', 1024);
+    big[1024] = 0;
+    int64_t ver = 0;
+    assert_int_equal(mod_roster_set_item(H, "u", "c@x.org", "", NULL, 0, NULL, &ver), XD_EINVAL);
+    assert_int_equal(mod_roster_set_item(H, "u", "c@x.org", big, NULL, 0, NULL, &ver), XD_EINVAL);
+    const char *ge[] = { "" };
+    assert_int_equal(mod_roster_set_item(H, "u", "c@x.org", NULL, ge, 1, NULL, &ver), XD_EINVAL);
+    const char *gb[] = { "ok", big };
+    assert_int_equal(mod_roster_set_item(H, "u", "c@x.org", NULL, gb, 2, NULL, &ver), XD_EINVAL);
+    assert_int_equal(count(f, "SELECT COUNT(*) FROM roster_item"), 0);
+    big[1023] = 0; /* 1023 bytes: the limit itself is fine */
+    const char *g3[] = { big };
+    assert_int_equal(mod_roster_set_item(H, "u", "c@x.org", big, g3, 1, NULL, &ver), 0);
+    mod_roster_item_t it;
+    assert_int_equal(mod_roster_get_item(H, "u", "c@x.org", &it), 0);
+    assert_int_equal(strlen(it.name), 1023);
+    assert_int_equal(strlen(it.groups[0]), 1023);
+    mod_roster_item_clear(&it);
+}
+
+static void
+test_roster__remove_cascade_and_actions(void **state)
+{
+    fx_t *f = *state;
+    const char *g[] = { "a", "b" };
+    int64_t ver = 0;
+    assert_int_equal(mod_roster_set_item(H, "u", "c@x.org", "C", g, 2, NULL, &ver), 0);
+    mod_roster_sub_outcome_t o;
+    assert_int_equal(mod_roster_subscription(H, "u", "c@x.org", MOD_ROSTER_OUT_SUBSCRIBE, NULL, &o),
+                     0);
+    mod_roster_item_clear(&o.item);
+    assert_int_equal(count(f, "SELECT COUNT(*) FROM roster_group"), 2);
+    mod_roster_item_t before;
+    assert_int_equal(mod_roster_remove_item(H, "u", "c@x.org", &before, &ver), 0);
+    assert_int_equal(ver, 3);
+    assert_true(before.state.ask);
+    mod_roster_remove_actions_t a = mod_roster_remove_actions(&before.state);
+    assert_true(a.unsubscribe);
+    assert_false(a.unsubscribed);
+    mod_roster_item_clear(&before);
+    assert_int_equal(count(f, "SELECT COUNT(*) FROM roster_group"), 0);
+    assert_int_equal(count(f, "SELECT COUNT(*) FROM roster_item"), 0);
+    assert_int_equal(mod_roster_remove_item(H, "u", "c@x.org", NULL, &ver), XD_ENOTFOUND);
+
+    mod_roster_state_t both = { .sub = MOD_ROSTER_SUB_BOTH };
+    a = mod_roster_remove_actions(&both);
+    assert_true(a.unsubscribe && a.unsubscribed);
+    mod_roster_state_t pin = { .sub = MOD_ROSTER_SUB_NONE, .pending_in = true };
+    a = mod_roster_remove_actions(&pin);
+    assert_false(a.unsubscribe);
+    assert_true(a.unsubscribed);
+    mod_roster_state_t none = { 0 };
+    a = mod_roster_remove_actions(&none);
+    assert_false(a.unsubscribe || a.unsubscribed);
+}
+
+static int
+collect(void *arg, const char *jid)
+{
+    char *buf = arg;
+    strcat(buf, jid);
+    strcat(buf, ";");
+    return 0;
+}
+
+static void
+test_roster__subscription_through_storage(void **state)
+{
+    fx_t *f = *state;
+    mod_roster_sub_outcome_t o;
+    /* A stranger asks: remembered, not a roster item, delivered, no push. */
+    assert_int_equal(mod_roster_subscription(H, "u", "s@x.org", MOD_ROSTER_IN_SUBSCRIBE,
+                                             "let me in", &o),
+                     0);
+    assert_true(o.r.forward);
+    assert_false(o.r.push);
+    assert_int_equal(o.version, 0);
+    mod_roster_item_clear(&o.item);
+    mod_roster_list_t l;
+    assert_int_equal(mod_roster_get_all(H, "u", &l), 0);
+    assert_int_equal(l.n, 0);
+    mod_roster_list_clear(&l);
+    mod_roster_item_t it;
+    assert_int_equal(mod_roster_get_item(H, "u", "s@x.org", &it), 0);
+    assert_false(it.in_roster);
+    assert_true(it.state.pending_in);
+    assert_string_equal(it.pending_status, "let me in");
+    mod_roster_item_clear(&it);
+    /* The stranger takes it back: nothing left at all. */
+    assert_int_equal(mod_roster_subscription(H, "u", "s@x.org", MOD_ROSTER_IN_UNSUBSCRIBE, NULL,
+                                             &o),
+                     0);
+    assert_true(o.r.forward);
+    mod_roster_item_clear(&o.item);
+    assert_int_equal(count(f, "SELECT COUNT(*) FROM roster_item"), 0);
+
+    /* Asked again, then approved: the item joins the roster as 'from'. */
+    assert_int_equal(mod_roster_subscription(H, "u", "s@x.org", MOD_ROSTER_IN_SUBSCRIBE, NULL, &o),
+                     0);
+    mod_roster_item_clear(&o.item);
+    assert_int_equal(mod_roster_subscription(H, "u", "s@x.org", MOD_ROSTER_OUT_SUBSCRIBED, NULL,
+                                             &o),
+                     0);
+    assert_true(o.r.forward && o.r.push);
+    assert_int_equal(o.version, 1);
+    assert_true(o.item.in_roster);
+    assert_int_equal(o.item.state.sub, MOD_ROSTER_SUB_FROM);
+    assert_null(o.item.pending_status);
+    mod_roster_item_clear(&o.item);
+
+    /* Outbound subscribe to someone new: item created with ask, pushed. */
+    assert_int_equal(mod_roster_subscription(H, "u", "t@x.org", MOD_ROSTER_OUT_SUBSCRIBE, NULL, &o),
+                     0);
+    assert_true(o.r.forward && o.r.push);
+    assert_true(o.item.state.ask);
+    assert_int_equal(o.version, 2);
+    mod_roster_item_clear(&o.item);
+    assert_int_equal(mod_roster_subscription(H, "u", "t@x.org", MOD_ROSTER_IN_SUBSCRIBED, NULL,
+                                             &o),
+                     0);
+    assert_int_equal(o.item.state.sub, MOD_ROSTER_SUB_TO);
+    assert_false(o.item.state.ask);
+    assert_int_equal(o.version, 3);
+    mod_roster_item_clear(&o.item);
+    /* A duplicate subscribed changes nothing and is not delivered. */
+    assert_int_equal(mod_roster_subscription(H, "u", "t@x.org", MOD_ROSTER_IN_SUBSCRIBED, NULL,
+                                             &o),
+                     0);
+    assert_false(o.r.forward || o.r.push || o.r.changed);
+    assert_int_equal(o.version, 3);
+    mod_roster_item_clear(&o.item);
+
+    char from[256] = "", to[256] = "";
+    assert_int_equal(mod_roster_contacts(H, "u", MOD_ROSTER_FROM, collect, from), 0);
+    assert_int_equal(mod_roster_contacts(H, "u", MOD_ROSTER_TO, collect, to), 0);
+    assert_string_equal(from, "s@x.org;");
+    assert_string_equal(to, "t@x.org;");
+
+    /* A roster set keeps the subscription state. */
+    assert_int_equal(mod_roster_set_item(H, "u", "t@x.org", "T", NULL, 0, &it, NULL), 0);
+    assert_int_equal(it.state.sub, MOD_ROSTER_SUB_TO);
+    mod_roster_item_clear(&it);
+    assert_int_equal(mod_roster_subscription(H, "u", "t@x.org", MOD_ROSTER_EVENT_COUNT, NULL, &o),
+                     XD_EINVAL);
+}
+
+static void
+test_roster__preapproval_through_storage(void **state)
+{
+    (void)state;
+    mod_roster_sub_outcome_t o;
+    assert_int_equal(mod_roster_subscription(H, "u", "p@x.org", MOD_ROSTER_OUT_SUBSCRIBED, NULL,
+                                             &o),
+                     0);
+    assert_false(o.r.forward);
+    assert_true(o.r.push && o.item.in_roster && o.item.state.approved);
+    mod_roster_item_clear(&o.item);
+    assert_int_equal(mod_roster_subscription(H, "u", "p@x.org", MOD_ROSTER_IN_SUBSCRIBE, NULL, &o),
+                     0);
+    assert_false(o.r.forward);
+    assert_int_equal(o.r.reply, MOD_ROSTER_REPLY_SUBSCRIBED);
+    assert_int_equal(o.item.state.sub, MOD_ROSTER_SUB_FROM);
+    assert_false(o.item.state.approved);
+    mod_roster_item_clear(&o.item);
+    /* Now 'from': a repeated subscribe is answered by the server. */
+    assert_int_equal(mod_roster_subscription(H, "u", "p@x.org", MOD_ROSTER_IN_SUBSCRIBE, NULL, &o),
+                     0);
+    assert_false(o.r.forward || o.r.changed);
+    assert_int_equal(o.r.reply, MOD_ROSTER_REPLY_SUBSCRIBED);
+    mod_roster_item_clear(&o.item);
+}
+
+static void
+test_roster__isolation_remove_user_persistence(void **state)
+{
+    fx_t *f = *state;
+    int64_t ver;
+    assert_int_equal(mod_roster_set_item(H, "a", "x@y.org", "X", NULL, 0, NULL, &ver), 0);
+    assert_int_equal(mod_roster_set_item(H, "b", "x@y.org", "Y", NULL, 0, NULL, &ver), 0);
+    assert_int_equal(mod_roster_set_item("other.org", "a", "x@y.org", "Z", NULL, 0, NULL, &ver), 0);
+    assert_int_equal(ver, 1); /* versions are per user */
+    mod_roster_item_t it;
+    assert_int_equal(mod_roster_get_item(H, "b", "x@y.org", &it), 0);
+    assert_string_equal(it.name, "Y");
+    mod_roster_item_clear(&it);
+    assert_int_equal(mod_roster_remove_user(H, "b"), 0);
+    assert_int_equal(mod_roster_get_item(H, "b", "x@y.org", &it), XD_ENOTFOUND);
+    assert_int_equal(mod_roster_version(H, "b", &ver), 0);
+    assert_int_equal(ver, 0);
+
+    /* Reopen: still there. */
+    mod_roster_set_db(NULL);
+    xd_db_close(f->db);
+    assert_int_equal(mod_roster_get_all(H, "a", &(mod_roster_list_t){ 0 }), XD_ECLOSED);
+    assert_int_equal(xd_db_open(&f->prm, &f->db), 0);
+    mod_roster_set_db(f->db);
+    assert_int_equal(mod_roster_get_item(H, "a", "x@y.org", &it), 0);
+    assert_string_equal(it.name, "X");
+    mod_roster_item_clear(&it);
+    assert_int_equal(mod_roster_version(H, "a", &ver), 0);
+    assert_int_equal(ver, 1);
+}
+
+static void
+test_roster__item_element(void **state)
+{
+    (void)state;
+    char *groups[] = { "G1", "G&2" };
+    mod_roster_item_t it = { .jid = "bob@x.org", .name = "Bob",
+                             .state = { .sub = MOD_ROSTER_SUB_FROM, .ask = true },
+                             .groups = groups, .ngroups = 2 };
+    xd_el_t *q = xd_el_new("query", "jabber:iq:roster");
+    mod_roster_item_to_el(q, &it);
+    it.state = (mod_roster_state_t){ .approved = true };
+    it.name = NULL;
+    it.ngroups = 0;
+    mod_roster_item_to_el(q, &it);
+    it.removed = true;
+    mod_roster_item_to_el(q, &it);
+    char *s = xd_el_serialize(q, NULL, NULL);
+    assert_string_equal(s, "<query xmlns='jabber:iq:roster'>"
+                           "<item jid='bob@x.org' name='Bob' subscription='from' ask='subscribe'>"
+                           "<group>G1</group><group>G&amp;2</group></item>"
+                           "<item jid='bob@x.org' subscription='none' approved='true'/>"
+                           "<item jid='bob@x.org' subscription='remove'/></query>");
+    xd_free(s);
+    xd_el_free(q);
+}
+
+static void
+test_roster__module_declared(void **state)
+{
+    (void)state;
+    const xd_module_t *m = mod_roster_module();
+    assert_string_equal(m->name, "mod_roster");
+    assert_int_equal(m->abi, XD_MODULE_ABI);
+    assert_non_null(m->start);
+    assert_int_equal(mod_roster_register(), 0); /* idempotent */
+}
+
+#define T(fn) cmocka_unit_test_setup_teardown(fn, fx_setup, fx_teardown)
+
+int
+main(void)
+{
+    const struct CMUnitTest tests[] = {
+        T(test_roster__set_get_groups_roundtrip),
+        T(test_roster__validation_limits),
+        T(test_roster__remove_cascade_and_actions),
+        T(test_roster__subscription_through_storage),
+        T(test_roster__preapproval_through_storage),
+        T(test_roster__isolation_remove_user_persistence),
+        cmocka_unit_test(test_roster__item_element),
+        cmocka_unit_test(test_roster__module_declared),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
