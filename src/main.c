@@ -37,6 +37,7 @@
 #include "auth/commands.h"
 #include "mod/mod_basic.h"
 #include "mod/mod_offline.h"
+#include "mod/mod_presence.h"
 #include "mod/mod_roster.h"
 #include "mod/mod_vcard.h"
 #include "router/sm.h"
@@ -495,6 +496,7 @@ main(int argc, char **argv)
 
     xd_mod_basic_start();
     xd_offline_start(db);
+    xd_presence_start();
     mod_roster_set_db(db);
     xd_vcard_set_db(db);
     xd_private_set_db(db);
@@ -566,6 +568,7 @@ out_sm:
     xd_listeners_free();
     xd_sm_shutdown();
     xd_modules_stop();
+    xd_presence_stop();
     mod_roster_set_db(NULL);
     xd_vcard_set_db(NULL);
     xd_private_set_db(NULL);

@@ -595,6 +595,26 @@ mod_roster_contacts(const char *host, const char *user, mod_roster_filter filter
     return rc;
 }
 
+int
+mod_roster_pending_in(const char *host, const char *user, int (*fn)(void *arg, const char *jid),
+                      void *arg)
+{
+    if (!ros_db)
+        return XD_ECLOSED;
+    xd_db_conn_t *c;
+    int rc = xd_db_acquire(ros_db, &c);
+    if (rc != 0)
+        return rc;
+    contacts_args_t a = { fn, arg };
+    xd_db_val_t v[] = { XD_DB_V_CSTR(host), XD_DB_V_CSTR(user) };
+    rc = xd_db_query(c,
+                     "SELECT jid FROM roster_item WHERE host = ? AND username = ?"
+                     " AND pending_in != 0 ORDER BY jid",
+                     v, 2, contacts_row, &a);
+    xd_db_release(c);
+    return rc;
+}
+
 typedef struct rmu_args {
     const char *host, *user; /* the account */
 } rmu_args_t;

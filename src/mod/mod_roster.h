@@ -133,6 +133,11 @@ typedef enum mod_roster_filter {
 int mod_roster_contacts(const char *host, const char *user, mod_roster_filter filter,
                         int (*fn)(void *arg, const char *jid), void *arg);
 
+/* Calls fn with each contact whose subscription request waits for the user
+ * (Pending In, RFC 6121 3.1.3: redelivered when the user comes online). */
+int mod_roster_pending_in(const char *host, const char *user,
+                          int (*fn)(void *arg, const char *jid), void *arg);
+
 /* Deletes all of a user's roster (account removal). */
 int mod_roster_remove_user(const char *host, const char *user);
 

@@ -70,6 +70,10 @@ xd_sm_entry_clear(xd_sm_entry_t *e)
         xd_jid_unref(e->jid);
         e->jid = NULL;
     }
+    if (e && e->presence) {
+        xd_stanza_unref(e->presence);
+        e->presence = NULL;
+    }
 }
 
 static void
@@ -176,6 +180,8 @@ sm_copy_out(const xd_sm_entry_t *from, xd_sm_entry_t *to)
 {
     *to = *from;
     to->jid = xd_jid_ref(from->jid);
+    if (from->presence)
+        to->presence = xd_stanza_ref(from->presence);
 }
 
 static int
@@ -194,9 +200,9 @@ sm_bind(const xd_sm_entry_t *e, xd_sm_entry_t *old, bool replace)
         rc = XD_EEXIST;
     } else if (cur) {
         if (old)
-            *old = *cur; /* hand our reference over */
+            *old = *cur; /* hand our references over */
         else
-            xd_jid_unref(cur->jid);
+            xd_sm_entry_clear(cur);
         sm_copy_out(e, cur);
         rc = 1;
     } else {
@@ -234,7 +240,7 @@ xd_sm_unbind(const xd_jid_t *jid, uint64_t conn_id)
     sm_user_t *u = sm_user_find(sh, h, bare);
     xd_sm_entry_t *cur = u ? sm_res_find(u, jid) : NULL;
     if (cur && cur->conn_id == conn_id) {
-        xd_jid_unref(cur->jid);
+        xd_sm_entry_clear(cur);
         *cur = u->res[--u->nres];
         sh->nsessions--;
         removed = true;
@@ -263,7 +269,8 @@ xd_sm_find(const xd_jid_t *jid, xd_sm_entry_t *out)
 }
 
 int
-xd_sm_set_presence(const xd_jid_t *jid, uint64_t conn_id, bool available, int priority)
+xd_sm_set_presence(const xd_jid_t *jid, uint64_t conn_id, bool available, int priority,
+                   const xd_stanza_t *presence)
 {
     xd_str_t bare = xd_jid_bare_str(jid);
     uint64_t h = sm_hash(bare);
@@ -275,6 +282,9 @@ xd_sm_set_presence(const xd_jid_t *jid, uint64_t conn_id, bool available, int pr
     if (cur && cur->conn_id == conn_id) {
         cur->available = available;
         cur->priority = priority;
+        if (cur->presence)
+            xd_stanza_unref(cur->presence);
+        cur->presence = available && presence ? xd_stanza_ref(presence) : NULL;
         rc = 0;
     }
     uv_rwlock_wrunlock(&sh->lock);

@@ -18,6 +18,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "xmppd/el.h"
 #include "xmppd/jid.h"
 
 /* What binding does when the full JID is already bound (RFC 6120 7.7.2.2). */
@@ -37,6 +38,7 @@ typedef struct xd_sm_entry {
     bool available;      /* the session sent available presence (RFC 6121 4.2) */
     bool interested;     /* it asked for the roster: gets roster pushes (RFC 6121 2.1.6) */
     bool carbons;        /* it enabled message carbons (XEP-0280) */
+    xd_stanza_t *presence; /* its last available presence (a reference), or NULL */
     int priority;        /* its presence priority, -128..127 (RFC 6121 4.7.2.3) */
 } xd_sm_entry_t;
 
@@ -60,8 +62,11 @@ bool xd_sm_unbind(const xd_jid_t *jid, uint64_t conn_id);
 int xd_sm_find(const xd_jid_t *jid, xd_sm_entry_t *out);
 
 /* Records the presence of the session bound to `jid` (if conn_id still
- * holds it): available or not, and its priority.  XD_ENOTFOUND. */
-int xd_sm_set_presence(const xd_jid_t *jid, uint64_t conn_id, bool available, int priority);
+ * holds it): available or not, its priority, and the presence stanza to
+ * answer probes with (a reference is taken; NULL when unavailable).
+ * XD_ENOTFOUND. */
+int xd_sm_set_presence(const xd_jid_t *jid, uint64_t conn_id, bool available, int priority,
+                       const xd_stanza_t *presence);
 
 /* Marks the session bound to `jid` (if conn_id still holds it; 0 = any) as an
  * interested resource (RFC 6121 2.1.6).  XD_ENOTFOUND. */
@@ -83,7 +88,7 @@ size_t xd_sm_count(const char *host);
  * lent for the call.  fn may not call back into sm.  Returns the count. */
 size_t xd_sm_foreach(const char *host, void (*fn)(void *arg, const xd_sm_entry_t *e), void *arg);
 
-/* Releases the jid reference inside an entry filled by this API. */
+/* Releases the jid and presence references inside an entry filled by this API. */
 void xd_sm_entry_clear(xd_sm_entry_t *e);
 
 #endif

@@ -1250,12 +1250,18 @@ c2s_own_presence(xd_conn_t *c, const xd_stanza_t *st, const xd_el_t *el)
     }
     bool was = c->available;
     c->available = !type;
-    xd_sm_set_presence(c->jid, c->id, !type, prio);
-    xd_hook_presence_t ev = { .host = c->host, .jid = c->jid, .presence = st, .initial = !was };
+    /* What contacts and probes see: the presence from the full JID. */
+    xd_el_t *e = xd_stanza_edit(st);
+    xd_el_set_attr(e, "from", xd_jid_full_str(c->jid).p);
+    xd_stanza_t *stamped = xd_el_freeze(e);
+    xd_sm_set_presence(c->jid, c->id, !type, prio, stamped);
+    xd_hook_presence_t ev = { .host = c->host, .jid = c->jid, .presence = stamped,
+                              .initial = !was };
     if (c->available)
         xd_hook_run(XD_HOOK_USER_AVAILABLE, c->host, &ev);
     else if (was)
         xd_hook_run(XD_HOOK_USER_UNAVAILABLE, c->host, &ev);
+    xd_stanza_unref(stamped);
 }
 
 /* Stamps 'from' with the session's full JID when the client left it out,

@@ -1,0 +1,430 @@
+/*
+ * mod_presence.c — presence subscriptions, broadcast and probes between
+ * local users (RFC 6121 3 and 4), on the roster of mod_roster.
+ *
+ * Active for the hosts where mod_roster runs.  Three entry points, all
+ * hooks:
+ *
+ *   filter_packet   a subscribe / subscribed / unsubscribe / unsubscribed
+ *                   from a local session: outbound processing for the user
+ *                   and, when the contact is local too, inbound processing
+ *                   for the contact (mod_roster_subscription, the Appendix A
+ *                   machine), roster pushes, delivery to the contact's
+ *                   available sessions (a subscribe waits as Pending In when
+ *                   there are none), the server's own answer when the
+ *                   contact pre-approved, and the contact's presence after
+ *                   an approval (or unavailable after a cancellation);
+ *   user_available  broadcast to the contacts with from/both and the user's
+ *                   own sessions; on the initial presence also probes (the
+ *                   current presence of contacts with to/both, and of the
+ *                   user's other sessions, to the new session) and the
+ *                   waiting subscription requests;
+ *   user_unavailable  unavailable to the same audience.
+ *
+ * Roster reads and writes block, so each event is a job on the blocking
+ * pool; its result is delivered from the worker that asked.  Remote
+ * contacts get what the router does with remote domains today.  Directed
+ * presence and its unavailable on disconnect are not tracked yet.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/pool.h"
+#include "mod/mod_presence.h"
+#include "mod/mod_roster.h"
+#include "mod/roster_sub.h"
+#include "router/router.h"
+#include "router/sm.h"
+#include "stream/c2s.h"
+#include "xmppd/alloc.h"
+#include "xmppd/config.h"
+#include "xmppd/err.h"
+#include "xmppd/hooks.h"
+#include "xmppd/stanza.h"
+
+#define PRES_MAX_RES 64
+#define PRES_MAX_CONTACTS 10000
+
+static bool
+pres_on(const char *host)
+{
+    xd_config_t *cfg = xd_config_get();
+    bool on = cfg && xd_config_module(cfg, host, "mod_roster") != NULL;
+    if (cfg)
+        xd_config_unref(cfg);
+    return on;
+}
+
+typedef struct strlist {
+    char **v;
+    size_t n, cap;
+} strlist_t;
+
+static int
+sl_add(void *arg, const char *s)
+{
+    strlist_t *l = arg;
+    if (l->n >= PRES_MAX_CONTACTS)
+        return 1;
+    if (l->n == l->cap) {
+        l->cap = l->cap ? l->cap * 2 : 16;
+        l->v = xd_realloc(l->v, l->cap * sizeof *l->v);
+    }
+    l->v[l->n++] = xd_strdup(s);
+    return 0;
+}
+
+static void
+sl_free(strlist_t *l)
+{
+    for (size_t i = 0; i < l->n; i++)
+        xd_free(l->v[i]);
+    xd_free(l->v);
+    *l = (strlist_t){ 0 };
+}
+
+/* A copy of st addressed from/to (either may be NULL: unchanged). */
+static xd_stanza_t *
+pres_addr(const xd_stanza_t *st, const char *from, const char *to)
+{
+    xd_el_t *e = xd_stanza_edit(st);
+    if (from)
+        xd_el_set_attr(e, "from", from);
+    if (to)
+        xd_el_set_attr(e, "to", to);
+    return xd_el_freeze(e);
+}
+
+static xd_stanza_t *
+pres_make(const char *type, const char *from, const char *to)
+{
+    xd_el_t *e = xd_el_new("presence", NULL);
+    xd_el_set_attr(e, "from", from);
+    xd_el_set_attr(e, "to", to);
+    if (type)
+        xd_el_set_attr(e, "type", type);
+    return xd_el_freeze(e);
+}
+
+/* Delivers st (reference taken over) to every available session of the
+ * bare JID `bare`, each copy addressed to that session.  Returns how many. */
+static size_t
+pres_to_sessions(xd_stanza_t *st, const char *bare)
+{
+    xd_jid_t *j = NULL;
+    size_t sent = 0;
+    if (xd_jid_parse(xd_str_c(bare), &j) == 0) {
+        xd_sm_entry_t res[PRES_MAX_RES];
+        size_t n = xd_sm_resources(j, res, PRES_MAX_RES);
+        if (n > PRES_MAX_RES)
+            n = PRES_MAX_RES;
+        for (size_t i = 0; i < n; i++) {
+            if (res[i].available) {
+                xd_c2s_deliver(res[i].worker, res[i].conn_id,
+                               pres_addr(st, NULL, xd_jid_full_str(res[i].jid).p));
+                sent++;
+            }
+            xd_sm_entry_clear(&res[i]);
+        }
+        xd_jid_unref(j);
+    }
+    xd_stanza_unref(st);
+    return sent;
+}
+
+/* The current presence of every available session of `of_bare`, to the
+ * session `to_full` (worker/conn), or unavailable from each when `unavail`. */
+static void
+pres_current_to(const char *of_bare, const char *to_full, bool unavail)
+{
+    xd_jid_t *of = NULL, *to = NULL;
+    if (xd_jid_parse(xd_str_c(of_bare), &of) != 0)
+        return;
+    if (xd_jid_parse(xd_str_c(to_full), &to) != 0) {
+        xd_jid_unref(of);
+        return;
+    }
+    xd_sm_entry_t res[PRES_MAX_RES];
+    size_t n = xd_sm_resources(of, res, PRES_MAX_RES);
+    if (n > PRES_MAX_RES)
+        n = PRES_MAX_RES;
+    for (size_t i = 0; i < n; i++) {
+        if (res[i].available && res[i].presence) {
+            xd_stanza_t *p = unavail ? pres_make("unavailable", xd_jid_full_str(res[i].jid).p,
+                                                 to_full)
+                                     : pres_addr(res[i].presence, xd_jid_full_str(res[i].jid).p,
+                                                 to_full);
+            if (xd_jid_is_bare(to))
+                pres_to_sessions(p, to_full);
+            else
+                xd_route(p);
+        }
+        xd_sm_entry_clear(&res[i]);
+    }
+    xd_jid_unref(of);
+    xd_jid_unref(to);
+}
+
+/* ---- subscriptions ----------------------------------------------------------------------------- */
+
+typedef struct sub_job {
+    xd_stanza_t *st;      /* the presence as sent (for the status text) */
+    char type[16];        /* subscribe, subscribed, unsubscribe, unsubscribed */
+    char uhost[1024];     /* the user (sender) */
+    char uuser[1024];
+    char ubare[2100];
+    char contact[2100];   /* the contact's bare JID */
+    char chost[1024];     /* the contact's domain */
+    char cuser[1024];     /* its localpart ("" for a domain) */
+    bool clocal;          /* the contact is an account here with presence on */
+    int out_rc, in_rc;    /* mod_roster_subscription results */
+    mod_roster_sub_outcome_t out, in;
+} sub_job_t;
+
+static void sub_start(xd_stanza_t *st, const xd_jid_t *from, const xd_jid_t *to);
+
+static void
+sub_work(void *arg)
+{
+    sub_job_t *j = arg;
+    int ev = mod_roster_event_of(j->type, false);
+    j->out_rc = mod_roster_subscription(j->uhost, j->uuser, j->contact, (mod_roster_event)ev,
+                                        NULL, &j->out);
+    if (j->out_rc == 0 && j->out.r.push)
+        mod_roster_push(j->uhost, j->uuser, &j->out.item, j->out.version);
+    if (j->out_rc != 0 || !j->out.r.forward || !j->clocal)
+        return;
+    const char *status = xd_el_child_text(xd_stanza_root(j->st), "status", NULL);
+    j->in_rc = mod_roster_subscription(j->chost, j->cuser, j->ubare,
+                                       (mod_roster_event)mod_roster_event_of(j->type, true),
+                                       status, &j->in);
+    if (j->in_rc == 0 && j->in.r.push)
+        mod_roster_push(j->chost, j->cuser, &j->in.item, j->in.version);
+}
+
+static void
+sub_done(void *arg, int status)
+{
+    sub_job_t *j = arg;
+    if (status == 0 && j->out_rc == 0 && j->out.r.forward) {
+        if (!j->clocal) {
+            xd_route(pres_make(j->type, j->ubare, j->contact)); /* remote: the router's */
+        } else if (j->in_rc == 0 && j->in.r.forward) {
+            xd_stanza_t *fw = pres_addr(j->st, j->ubare, j->contact);
+            pres_to_sessions(fw, j->contact); /* none: a subscribe waits as Pending In */
+            if (!strcmp(j->type, "subscribed"))
+                /* RFC 6121 3.1.5: the approver (the sender) sends its
+                 * current presence to the new subscriber. */
+                pres_current_to(j->ubare, j->contact, false);
+            else if (!strcmp(j->type, "unsubscribed"))
+                /* RFC 6121 3.2.2: and unavailable when it cancels. */
+                pres_current_to(j->ubare, j->contact, true);
+        }
+        if (j->clocal && j->in_rc == 0 && j->in.r.reply == MOD_ROSTER_REPLY_SUBSCRIBED) {
+            /* Pre-approved (RFC 6121 3.4): the contact's server answers. */
+            xd_jid_t *f = NULL, *t = NULL;
+            xd_stanza_t *ans = pres_make("subscribed", j->contact, j->ubare);
+            if (xd_jid_parse(xd_str_c(j->contact), &f) == 0 &&
+                xd_jid_parse(xd_str_c(j->ubare), &t) == 0)
+                sub_start(ans, f, t);
+            else
+                xd_stanza_unref(ans);
+            if (f)
+                xd_jid_unref(f);
+            if (t)
+                xd_jid_unref(t);
+        }
+        /* RFC 6121 3.2.2, 3.3.2: after unsubscribe the contact's presence
+         * is gone for the user. */
+        if (j->clocal && !strcmp(j->type, "unsubscribe"))
+            pres_current_to(j->contact, j->ubare, true);
+    }
+    if (j->out_rc == 0)
+        mod_roster_item_clear(&j->out.item);
+    if (j->in_rc == 0 && j->clocal && j->out.r.forward)
+        mod_roster_item_clear(&j->in.item);
+    xd_stanza_unref(j->st);
+    xd_free(j);
+}
+
+/* Takes st (reference) from the user `from` to `to`. */
+static void
+sub_start(xd_stanza_t *st, const xd_jid_t *from, const xd_jid_t *to)
+{
+    sub_job_t *j = xd_new(sub_job_t);
+    j->st = st;
+    j->in_rc = -1;
+    snprintf(j->type, sizeof j->type, "%s", xd_el_attr(xd_stanza_root(st), "type"));
+    xd_str_t d = xd_jid_domain(from), l = xd_jid_local(from), b = xd_jid_bare_str(from);
+    snprintf(j->uhost, sizeof j->uhost, "%.*s", (int)d.len, d.p);
+    snprintf(j->uuser, sizeof j->uuser, "%.*s", (int)l.len, l.p);
+    snprintf(j->ubare, sizeof j->ubare, "%.*s", (int)b.len, b.p);
+    d = xd_jid_domain(to);
+    l = xd_jid_local(to);
+    b = xd_jid_bare_str(to);
+    snprintf(j->contact, sizeof j->contact, "%.*s", (int)b.len, b.p);
+    snprintf(j->chost, sizeof j->chost, "%.*s", (int)d.len, d.p);
+    snprintf(j->cuser, sizeof j->cuser, "%.*s", (int)l.len, l.p);
+    j->clocal = l.len && pres_on(j->chost);
+    if (xd_pool_submit(sub_work, sub_done, j) != 0) {
+        xd_stanza_unref(j->st);
+        xd_free(j);
+    }
+}
+
+static bool
+pres_is_sub(const char *type)
+{
+    return type && (!strcmp(type, "subscribe") || !strcmp(type, "subscribed") ||
+                    !strcmp(type, "unsubscribe") || !strcmp(type, "unsubscribed"));
+}
+
+/* filter_packet: subscription presence from a local user. */
+static int
+pres_filter(void *evp, void *arg)
+{
+    (void)arg;
+    xd_hook_filter_t *ev = evp;
+    const xd_el_t *el = xd_stanza_root(ev->st);
+    if (xd_stanza_kind_of(el) != XD_STANZA_PRESENCE || !pres_is_sub(xd_el_attr(el, "type")))
+        return XD_HOOK_OK;
+    const char *fs = xd_el_attr(el, "from"), *ts = xd_el_attr(el, "to");
+    xd_jid_t *from = NULL, *to = NULL;
+    if (!fs || !ts || xd_jid_parse(xd_str_c(fs), &from) != 0 ||
+        xd_jid_parse(xd_str_c(ts), &to) != 0) {
+        if (from)
+            xd_jid_unref(from);
+        return XD_HOOK_OK;
+    }
+    char fhost[1024];
+    xd_str_t d = xd_jid_domain(from);
+    snprintf(fhost, sizeof fhost, "%.*s", (int)d.len, d.p);
+    bool mine = xd_jid_local(from).len && !xd_jid_is_bare(from) && pres_on(fhost);
+    if (mine) {
+        /* Only a session's own stanza carries its full JID as 'from'. */
+        xd_sm_entry_t e;
+        mine = xd_sm_find(from, &e) == 0;
+        if (mine)
+            xd_sm_entry_clear(&e);
+    }
+    if (mine) {
+        sub_start(ev->st, from, to);
+        ev->st = NULL;
+    }
+    xd_jid_unref(from);
+    xd_jid_unref(to);
+    return mine ? XD_HOOK_STOP : XD_HOOK_OK;
+}
+
+/* ---- broadcast and probes ---------------------------------------------------------------------- */
+
+typedef struct bc_job {
+    xd_stanza_t *pres;    /* what to broadcast (from the full JID) */
+    char host[1024], user[1024], bare[2100], full[3100];
+    bool initial;         /* also probes and pending requests */
+    strlist_t from, to, pending;
+} bc_job_t;
+
+static void
+bc_work(void *arg)
+{
+    bc_job_t *j = arg;
+    mod_roster_contacts(j->host, j->user, MOD_ROSTER_FROM, sl_add, &j->from);
+    if (j->initial) {
+        mod_roster_contacts(j->host, j->user, MOD_ROSTER_TO, sl_add, &j->to);
+        mod_roster_pending_in(j->host, j->user, sl_add, &j->pending);
+    }
+}
+
+static void
+bc_done(void *arg, int status)
+{
+    bc_job_t *j = arg;
+    if (status == 0) {
+        /* RFC 6121 4.2.2, 4.5.2: to the contacts, and to all the user's
+         * available sessions (this one included for available presence). */
+        for (size_t i = 0; i < j->from.n; i++)
+            xd_route(pres_addr(j->pres, NULL, j->from.v[i]));
+        pres_to_sessions(xd_stanza_ref(j->pres), j->bare);
+        if (j->initial) {
+            /* RFC 6121 4.3: probes, answered here for local contacts. */
+            for (size_t i = 0; i < j->to.n; i++)
+                pres_current_to(j->to.v[i], j->full, false);
+            pres_current_to(j->bare, j->full, false);
+            /* RFC 6121 3.1.3: requests that waited. */
+            for (size_t i = 0; i < j->pending.n; i++)
+                xd_route(pres_make("subscribe", j->pending.v[i], j->full));
+        }
+    }
+    sl_free(&j->from);
+    sl_free(&j->to);
+    sl_free(&j->pending);
+    xd_stanza_unref(j->pres);
+    xd_free(j);
+}
+
+static void
+bc_start(const char *host, const xd_jid_t *jid, xd_stanza_t *pres, bool initial)
+{
+    bc_job_t *j = xd_new(bc_job_t);
+    j->pres = pres;
+    j->initial = initial;
+    xd_str_t l = xd_jid_local(jid), b = xd_jid_bare_str(jid), f = xd_jid_full_str(jid);
+    snprintf(j->host, sizeof j->host, "%s", host);
+    snprintf(j->user, sizeof j->user, "%.*s", (int)l.len, l.p);
+    snprintf(j->bare, sizeof j->bare, "%.*s", (int)b.len, b.p);
+    snprintf(j->full, sizeof j->full, "%.*s", (int)f.len, f.p);
+    if (xd_pool_submit(bc_work, bc_done, j) != 0) {
+        xd_stanza_unref(j->pres);
+        xd_free(j);
+    }
+}
+
+static int
+pres_available(void *evp, void *arg)
+{
+    (void)arg;
+    xd_hook_presence_t *ev = evp;
+    if (!ev->presence || !pres_on(ev->host))
+        return XD_HOOK_OK;
+    bc_start(ev->host, ev->jid, xd_stanza_ref(ev->presence), ev->initial);
+    return XD_HOOK_OK;
+}
+
+static int
+pres_unavailable(void *evp, void *arg)
+{
+    (void)arg;
+    xd_hook_presence_t *ev = evp;
+    if (!pres_on(ev->host))
+        return XD_HOOK_OK;
+    xd_str_t f = xd_jid_full_str(ev->jid);
+    char full[3100];
+    snprintf(full, sizeof full, "%.*s", (int)f.len, f.p);
+    xd_stanza_t *p = ev->presence ? xd_stanza_ref(ev->presence) : NULL;
+    if (!p) {
+        xd_el_t *e = xd_el_new("presence", NULL);
+        xd_el_set_attr(e, "from", full);
+        xd_el_set_attr(e, "type", "unavailable");
+        p = xd_el_freeze(e);
+    }
+    bc_start(ev->host, ev->jid, p, false);
+    return XD_HOOK_OK;
+}
+
+void
+xd_presence_start(void)
+{
+    xd_hook_add(XD_HOOK_FILTER_PACKET, NULL, 40, pres_filter, NULL);
+    xd_hook_add(XD_HOOK_USER_AVAILABLE, NULL, 60, pres_available, NULL);
+    xd_hook_add(XD_HOOK_USER_UNAVAILABLE, NULL, 60, pres_unavailable, NULL);
+}
+
+void
+xd_presence_stop(void)
+{
+    xd_hook_remove(XD_HOOK_FILTER_PACKET, NULL, pres_filter, NULL);
+    xd_hook_remove(XD_HOOK_USER_AVAILABLE, NULL, pres_available, NULL);
+    xd_hook_remove(XD_HOOK_USER_UNAVAILABLE, NULL, pres_unavailable, NULL);
+}

@@ -1,0 +1,96 @@
+"""Presence subscriptions, broadcast and probes between local users
+(RFC 6121 3 and 4) with mod_roster."""
+import re
+
+from xclient import login
+from test_route import expect, nothing, users
+
+ROSTER = "modules:\n  mod_roster: {}\n"
+
+
+def session(srv, user, resource, presence=True, roster=True):
+    c, jid = login(srv.c2s_port, user, "pw", resource=resource)
+    if roster:
+        c.send("<iq type='get' id='r0'><query xmlns='jabber:iq:roster'/></iq>")
+        expect(c, r"<iq[^>]*id=['\"]r0.*?(</iq>|/>)")
+    if presence:
+        c.send("<presence/>")
+    return c, jid
+
+
+def q(s):
+    return s.replace('"', "'")
+
+
+def test_subscribe_approve_broadcast_and_probe(server_factory):
+    srv = server_factory(extra_yaml=ROSTER)
+    users(srv, "alice", "bob")
+    a, ajid = session(srv, "alice", "a")
+    b, bjid = session(srv, "bob", "b")
+    # Each session sees its own presence (RFC 6121 4.2.2).
+    expect(a, rf"<presence[^>]*from=['\"]{re.escape(ajid)}")
+
+    a.send("<presence to='bob@localhost' type='subscribe'/>")
+    sub = q(expect(b, r"<presence[^>]*type=['\"]subscribe['\"][^>]*/?>"))
+    assert "from='alice@localhost'" in sub, sub
+    push = q(expect(a, r"<iq[^>]*type=['\"]set['\"].*?</iq>"))
+    assert "jid='bob@localhost'" in push and "ask='subscribe'" in push, push
+
+    b.send("<presence to='alice@localhost' type='subscribed'/>")
+    ok = q(expect(a, r"<presence[^>]*type=['\"]subscribed['\"][^>]*/?>"))
+    assert "from='bob@localhost'" in ok
+    # The approver's presence follows (RFC 6121 3.1.6).
+    expect(a, rf"<presence[^>]*from=['\"]{re.escape(bjid)}['\"](?![^>]*type=)")
+    bpush = q(expect(b, r"<iq[^>]*type=['\"]set['\"].*?</iq>"))
+    assert "subscription='from'" in bpush, bpush
+
+    # Broadcast: bob goes unavailable, alice sees it.
+    b.send("<presence type='unavailable'/>")
+    un = q(expect(a, rf"<presence[^>]*from=['\"]{re.escape(bjid)}['\"][^>]*type=['\"]unavailable|"
+                     rf"<presence[^>]*type=['\"]unavailable['\"][^>]*from=['\"]{re.escape(bjid)}"))
+    assert "unavailable" in un
+    # ... and available again, with a status.
+    b.send("<presence><status>back</status></presence>")
+    assert "<status>back</status>" in expect(a, r"<presence[^>]*>.*?</presence>")
+
+    # Probe: a new alice session gets bob's current presence at login.
+    a2, _ = session(srv, "alice", "a2")
+    assert "<status>back</status>" in expect(a2, rf"<presence[^>]*from=['\"]{re.escape(bjid)}.*?</presence>")
+    # Bob is not subscribed to alice: he does not get alice's presence.
+    assert nothing(b, rf"<presence[^>]*from=['\"]alice@localhost/a2")
+
+
+def test_subscription_request_waits_until_login(server_factory):
+    srv = server_factory(extra_yaml=ROSTER)
+    users(srv, "carol", "dave")
+    c, _ = session(srv, "carol", "c")
+    c.send("<presence to='dave@localhost' type='subscribe'><status>hi dave</status></presence>")
+    expect(c, r"<iq[^>]*type=['\"]set['\"].*?</iq>")  # carol's push (ask)
+    d, _ = session(srv, "dave", "d")
+    req = q(expect(d, r"<presence[^>]*type=['\"]subscribe['\"][^>]*/?>"))
+    assert "from='carol@localhost'" in req, req
+    # Dave's roster shows no item for a request (RFC 6121 3.1.3).
+    d.send("<iq type='get' id='r1'><query xmlns='jabber:iq:roster'/></iq>")
+    r1 = expect(d, r"<iq[^>]*id=['\"]r1.*?(</iq>|/>)")
+    assert "carol@localhost" not in r1, r1
+
+
+def test_mutual_subscription_and_unsubscribe(server_factory):
+    srv = server_factory(extra_yaml=ROSTER)
+    users(srv, "eve", "fay")
+    e, ejid = session(srv, "eve", "e")
+    f, fjid = session(srv, "fay", "f")
+    for x, y, yb in ((e, f, "fay@localhost"), (f, e, "eve@localhost")):
+        x.send(f"<presence to='{yb}' type='subscribe'/>")
+        expect(y, r"type=['\"]subscribe['\"]")
+    e.send("<presence to='fay@localhost' type='subscribed'/>")
+    f.send("<presence to='eve@localhost' type='subscribed'/>")
+    expect(e, r"type=['\"]subscribed['\"]")
+    expect(f, r"type=['\"]subscribed['\"]")
+    e.send("<iq type='get' id='r2'><query xmlns='jabber:iq:roster'/></iq>")
+    assert "subscription='both'" in q(expect(e, r"<iq[^>]*id=['\"]r2.*?</iq>"))
+    # Fay cancels eve's subscription: eve gets unavailable from fay.
+    f.send("<presence to='eve@localhost' type='unsubscribed'/>")
+    expect(e, r"type=['\"]unsubscribed['\"]")
+    e.send("<iq type='get' id='r3'><query xmlns='jabber:iq:roster'/></iq>")
+    assert "subscription='from'" in q(expect(e, r"<iq[^>]*id=['\"]r3.*?</iq>"))
