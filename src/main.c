@@ -39,6 +39,7 @@
 #include "mod/mod_offline.h"
 #include "mod/mod_presence.h"
 #include "mod/mod_roster.h"
+#include "mod/mod_blocking.h"
 #include "mod/mod_vcard.h"
 #include "router/sm.h"
 #include "stream/c2s.h"
@@ -393,6 +394,7 @@ main(int argc, char **argv)
     mod_roster_register();
     xd_vcard_register_builtin();
     xd_private_register_builtin();
+    xd_blocking_register_builtin();
     xd_config_t *cfg = NULL;
     if (load_config(&cfg) != 0)
         return 1;
@@ -455,6 +457,7 @@ main(int argc, char **argv)
     xd_offline_register_migrations(); /* module tables, created by xd_db_open */
     xd_vcard_register_migrations();
     xd_private_register_migrations();
+    xd_blocking_register_migrations();
     if ((rc = xd_db_open(&params, &db)) != 0) {
         XD_LOG(NULL, XD_CRIT, "cannot open storage", "path=%s err=%s", cfg->sql_database,
                xd_strerror(rc));
@@ -500,6 +503,7 @@ main(int argc, char **argv)
     mod_roster_set_db(db);
     xd_vcard_set_db(db);
     xd_private_set_db(db);
+    xd_blocking_set_db(db);
     if ((rc = xd_modules_start(cfg, &err)) != 0) {
         XD_LOG(NULL, XD_CRIT, "cannot start modules", "error=\"%s\"", err ? err : xd_strerror(rc));
         fprintf(stderr, "xmppd: %s\n", err ? err : xd_strerror(rc));
@@ -572,6 +576,7 @@ out_sm:
     mod_roster_set_db(NULL);
     xd_vcard_set_db(NULL);
     xd_private_set_db(NULL);
+    xd_blocking_set_db(NULL);
     xd_iq_clear();
     xd_service_clear();
     xd_offline_stop();

@@ -24,8 +24,8 @@
 #include <time.h>
 
 #include "mod/mod_offline.h"
+#include "mod/mod_util.h"
 #include "router/router.h"
-#include "core/worker.h"
 #include "router/sm.h"
 #include "stream/c2s.h"
 #include "xmppd/alloc.h"
@@ -394,50 +394,14 @@ off_available(void *evp, void *arg)
     return XD_HOOK_OK;
 }
 
-/* XD_HOOK_USER_REMOVED: the account's stored messages go with it.  The
- * hook may run on a worker loop (in-band cancellation) or off-loop
- * (xmppctl): the delete is queued on the pool either way when possible. */
-typedef struct off_rm {
-    char host[1024], user[1024];
-} off_rm_t;
-
-static int
-off_rm_work(xd_db_conn_t *c, void *arg)
-{
-    off_rm_t *r = arg;
-    xd_db_val_t key[] = { XD_DB_V_CSTR(r->host), XD_DB_V_CSTR(r->user) };
-    return xd_db_query(c, "DELETE FROM offline_msg WHERE host = ? AND username = ?", key, 2,
-                       NULL, NULL);
-}
-
-static void
-off_rm_done(void *arg, int status)
-{
-    (void)status;
-    xd_free(arg);
-}
-
+/* XD_HOOK_USER_REMOVED: the account's stored messages go with it. */
 static int
 off_removed(void *evp, void *arg)
 {
     (void)arg;
     xd_hook_user_t *ev = evp;
-    if (!off_db)
-        return XD_HOOK_OK;
-    off_rm_t *r = xd_new(off_rm_t);
-    snprintf(r->host, sizeof r->host, "%s", ev->host);
-    snprintf(r->user, sizeof r->user, "%s", ev->user);
-    if (xd_on_loop()) {
-        if (xd_db_async(off_db, off_rm_work, off_rm_done, r) != 0)
-            xd_free(r);
-        return XD_HOOK_OK;
-    }
-    xd_db_conn_t *c;
-    if (xd_db_acquire(off_db, &c) == 0) {
-        off_rm_work(c, r);
-        xd_db_release(c);
-    }
-    xd_free(r);
+    mod_user_rows_delete(off_db, "DELETE FROM offline_msg WHERE host = ? AND username = ?",
+                         ev->host, ev->user);
     return XD_HOOK_OK;
 }
 

@@ -31,6 +31,8 @@
 #include <string.h>
 
 #include "core/pool.h"
+#include "core/worker.h"
+#include "mod/mod_blocking.h"
 #include "mod/mod_presence.h"
 #include "mod/mod_roster.h"
 #include "mod/roster_sub.h"
@@ -108,13 +110,22 @@ pres_make(const char *type, const char *from, const char *to)
 }
 
 /* Delivers st (reference taken over) to every available session of the
- * bare JID `bare`, each copy addressed to that session.  Returns how many. */
+ * bare JID `bare`, each copy addressed to that session; nothing when a block
+ * (XEP-0191) stands between the sender and `bare`, in either direction.
+ * Returns how many. */
 static size_t
 pres_to_sessions(xd_stanza_t *st, const char *bare)
 {
-    xd_jid_t *j = NULL;
+    xd_jid_t *j = NULL, *from = NULL;
     size_t sent = 0;
-    if (xd_jid_parse(xd_str_c(bare), &j) == 0) {
+    const char *fs = xd_el_attr(xd_stanza_root(st), "from");
+    if (xd_jid_parse(xd_str_c(bare), &j) != 0) {
+        xd_stanza_unref(st);
+        return 0;
+    }
+    bool blocked = fs && xd_jid_parse(xd_str_c(fs), &from) == 0 &&
+                   (xd_blocking_blocks(j, from) || xd_blocking_blocks(from, j));
+    if (!blocked) {
         xd_sm_entry_t res[PRES_MAX_RES];
         size_t n = xd_sm_resources(j, res, PRES_MAX_RES);
         if (n > PRES_MAX_RES)
@@ -127,8 +138,10 @@ pres_to_sessions(xd_stanza_t *st, const char *bare)
             }
             xd_sm_entry_clear(&res[i]);
         }
-        xd_jid_unref(j);
     }
+    if (from)
+        xd_jid_unref(from);
+    xd_jid_unref(j);
     xd_stanza_unref(st);
     return sent;
 }
@@ -267,10 +280,72 @@ sub_start(xd_stanza_t *st, const xd_jid_t *from, const xd_jid_t *to)
     snprintf(j->chost, sizeof j->chost, "%.*s", (int)d.len, d.p);
     snprintf(j->cuser, sizeof j->cuser, "%.*s", (int)l.len, l.p);
     j->clocal = l.len && pres_on(j->chost);
+    if (!xd_worker_self()) {
+        /* Already off the loops (a roster remove on the pool): inline. */
+        sub_work(j);
+        sub_done(j, 0);
+        return;
+    }
     if (xd_pool_submit(sub_work, sub_done, j) != 0) {
         xd_stanza_unref(j->st);
         xd_free(j);
     }
+}
+
+/* A roster remove (RFC 6121 2.5.2): the presence side, on the pool thread
+ * that committed it. */
+static void
+pres_roster_removed(const char *host, const char *user, const char *contact,
+                    mod_roster_remove_actions_t actions)
+{
+    char bare[2100];
+    snprintf(bare, sizeof bare, "%s@%s", user, host);
+    xd_jid_t *from = NULL, *to = NULL;
+    if (xd_jid_parse(xd_str_c(bare), &from) != 0 || xd_jid_parse(xd_str_c(contact), &to) != 0) {
+        if (from)
+            xd_jid_unref(from);
+        return;
+    }
+    if (actions.unsubscribe)
+        sub_start(pres_make("unsubscribe", bare, contact), from, to);
+    if (actions.unsubscribed)
+        sub_start(pres_make("unsubscribed", bare, contact), from, to);
+    xd_jid_unref(from);
+    xd_jid_unref(to);
+}
+
+/* user_removed: the roster goes with the account. */
+static void
+pres_rm_work(void *arg)
+{
+    char *hu = arg; /* "host\0user" */
+    mod_roster_remove_user(hu, hu + strlen(hu) + 1);
+}
+
+static void
+pres_rm_done(void *arg, int status)
+{
+    (void)status;
+    xd_free(arg);
+}
+
+static int
+pres_removed(void *evp, void *arg)
+{
+    (void)arg;
+    xd_hook_user_t *ev = evp;
+    size_t hl = strlen(ev->host), ul = strlen(ev->user);
+    char *hu = xd_malloc(hl + ul + 2);
+    memcpy(hu, ev->host, hl + 1);
+    memcpy(hu + hl + 1, ev->user, ul + 1);
+    if (xd_worker_self()) {
+        if (xd_pool_submit(pres_rm_work, pres_rm_done, hu) != 0)
+            xd_free(hu);
+        return XD_HOOK_OK;
+    }
+    pres_rm_work(hu);
+    xd_free(hu);
+    return XD_HOOK_OK;
 }
 
 static bool
@@ -416,6 +491,8 @@ pres_unavailable(void *evp, void *arg)
 void
 xd_presence_start(void)
 {
+    mod_roster_set_on_removed(pres_roster_removed);
+    xd_hook_add(XD_HOOK_USER_REMOVED, NULL, XD_HOOK_PRIO_DEFAULT, pres_removed, NULL);
     xd_hook_add(XD_HOOK_FILTER_PACKET, NULL, 40, pres_filter, NULL);
     xd_hook_add(XD_HOOK_USER_AVAILABLE, NULL, 60, pres_available, NULL);
     xd_hook_add(XD_HOOK_USER_UNAVAILABLE, NULL, 60, pres_unavailable, NULL);
@@ -424,6 +501,8 @@ xd_presence_start(void)
 void
 xd_presence_stop(void)
 {
+    mod_roster_set_on_removed(NULL);
+    xd_hook_remove(XD_HOOK_USER_REMOVED, NULL, pres_removed, NULL);
     xd_hook_remove(XD_HOOK_FILTER_PACKET, NULL, pres_filter, NULL);
     xd_hook_remove(XD_HOOK_USER_AVAILABLE, NULL, pres_available, NULL);
     xd_hook_remove(XD_HOOK_USER_UNAVAILABLE, NULL, pres_unavailable, NULL);

@@ -36,9 +36,11 @@
 #include <string.h>
 #include <time.h>
 
+#include "mod/mod_util.h"
 #include "mod/mod_vcard.h"
 #include "xmppd/alloc.h"
 #include "xmppd/err.h"
+#include "xmppd/hooks.h"
 #include "xmppd/log.h"
 #include "xmppd/module.h"
 #include "xmppd/ns.h"
@@ -98,10 +100,25 @@ xd_private_register_migrations(void)
     return rc == XD_EEXIST ? 0 : rc;
 }
 
+/* XD_HOOK_USER_REMOVED: the account's data goes with it. */
+static int
+pv_removed(void *evp, void *arg)
+{
+    (void)arg;
+    xd_hook_user_t *ev = evp;
+    mod_user_rows_delete(atomic_load(&pv_db), "DELETE FROM private_storage WHERE host = ? AND username = ?",
+                         ev->host, ev->user);
+    return XD_HOOK_OK;
+}
+
 void
 xd_private_set_db(xd_db_t *db)
 {
-    atomic_store(&pv_db, db);
+    xd_db_t *old = atomic_exchange(&pv_db, db);
+    if (db && !old)
+        xd_hook_add(XD_HOOK_USER_REMOVED, NULL, XD_HOOK_PRIO_DEFAULT, pv_removed, NULL);
+    else if (!db && old)
+        xd_hook_remove(XD_HOOK_USER_REMOVED, NULL, pv_removed, NULL);
 }
 
 /* ---- per-host state ---------------------------------------------------------------------------- */

@@ -591,6 +591,11 @@ c2s_send_features(xd_conn_t *c)
     } else if (!c->bound) {
         ADD("<bind xmlns='" XD_NS_BIND "'/>"
             "<session xmlns='" XD_NS_SESSION "'><optional/></session>");
+        xd_config_t *cfg = xd_config_get();
+        if (xd_config_module(cfg, c->host, "mod_roster"))
+            /* XEP-0237 and RFC 6121 3.4 */
+            ADD("<ver xmlns='" XD_NS_ROSTERVER "'/><sub xmlns='" XD_NS_PRE_APPROVAL "'/>");
+        xd_config_unref(cfg);
     }
     ADD("</stream:features>");
 #undef ADD

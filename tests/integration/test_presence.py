@@ -15,6 +15,7 @@ def session(srv, user, resource, presence=True, roster=True):
         expect(c, r"<iq[^>]*id=['\"]r0.*?(</iq>|/>)")
     if presence:
         c.send("<presence/>")
+        c.roundtrip()
     return c, jid
 
 
@@ -94,3 +95,79 @@ def test_mutual_subscription_and_unsubscribe(server_factory):
     expect(e, r"type=['\"]unsubscribed['\"]")
     e.send("<iq type='get' id='r3'><query xmlns='jabber:iq:roster'/></iq>")
     assert "subscription='from'" in q(expect(e, r"<iq[^>]*id=['\"]r3.*?</iq>"))
+
+
+def test_roster_remove_cancels_both_ways_and_features(server_factory):
+    srv = server_factory(extra_yaml=ROSTER)
+    users(srv, "gil", "hana")
+    g, gjid = session(srv, "gil", "g")
+    h, hjid = session(srv, "hana", "h")
+    g.send("<presence to='hana@localhost' type='subscribe'/>")
+    expect(h, r"type=['\"]subscribe['\"]")
+    h.send("<presence to='gil@localhost' type='subscribed'/>")
+    expect(g, r"type=['\"]subscribed['\"]")
+    # RFC 6121 2.5.2: removing hana unsubscribes and cancels.
+    g.send("<iq type='set' id='rm'><query xmlns='jabber:iq:roster'>"
+           "<item jid='hana@localhost' subscription='remove'/></query></iq>")
+    expect(g, r"<iq[^>]*id=['\"]rm")
+    expect(h, r"type=['\"]unsubscribe['\"]")
+    h.send("<iq type='get' id='r9'><query xmlns='jabber:iq:roster'/></iq>")
+    r9 = q(expect(h, r"<iq[^>]*id=['\"]r9.*?(</iq>|/>)"))
+    assert "subscription='from'" not in r9 and "subscription='both'" not in r9, r9
+
+
+def test_stream_features_advertise_roster_versioning(server_factory):
+    from xclient import XClient
+    srv = server_factory(extra_yaml=ROSTER)
+    users(srv, "ivy")
+    c = XClient(srv.c2s_port)
+    c.open_stream()
+    c.starttls()
+    c.open_stream()
+    assert c.plain("ivy", "pw")[0] == "success"
+    feats = c.open_stream()
+    assert "urn:xmpp:features:rosterver" in feats and "urn:xmpp:features:pre-approval" in feats
+
+
+def test_account_removal_drops_roster_vcard_private(server_factory):
+    import os
+    import sqlite3
+    srv = server_factory(extra_yaml="modules:\n  mod_roster: {}\n  mod_vcard: {}\n  mod_private: {}\n")
+    users(srv, "jon", "kim")
+    j, _ = session(srv, "jon", "j")
+    j.send("<iq type='set' id='s1'><query xmlns='jabber:iq:roster'><item jid='kim@localhost'/>"
+           "</query></iq>")
+    expect(j, r"<iq[^>]*id=['\"]s1['\"][^>]*type=['\"]result|<iq[^>]*type=['\"]result['\"][^>]*id=['\"]s1")
+    j.send("<iq type='set' id='s2'><vCard xmlns='vcard-temp'><FN>Jon</FN></vCard></iq>")
+    expect(j, r"id=['\"]s2")
+    j.send("<iq type='set' id='s3'><query xmlns='jabber:iq:private'>"
+           "<prefs xmlns='urn:example:prefs'>x</prefs></query></iq>")
+    expect(j, r"id=['\"]s3")
+    db = os.path.join(srv.data_dir, "xmppd.db")
+
+    def rows():
+        with sqlite3.connect(db) as con:
+            return [con.execute(f"SELECT COUNT(*) FROM {t} WHERE username='jon'").fetchone()[0]
+                    for t in ("roster_item", "vcard", "private_storage")]
+
+    assert rows() == [1, 1, 1]
+    assert srv.ctl_run("unregister", "jon", "localhost").returncode == 0
+    assert rows() == [0, 0, 0]
+
+
+def test_blocked_contact_presence_is_not_broadcast(server_factory):
+    srv = server_factory(extra_yaml="modules:\n  mod_roster: {}\n  mod_blocking: {}\n")
+    users(srv, "lou", "mia")
+    l, _ = session(srv, "lou", "l")
+    m, mjid = session(srv, "mia", "m")
+    l.send("<presence to='mia@localhost' type='subscribe'/>")
+    expect(m, r"type=['\"]subscribe['\"]")
+    m.send("<presence to='lou@localhost' type='subscribed'/>")
+    expect(l, r"type=['\"]subscribed['\"]")
+    m.send("<presence><status>one</status></presence>")
+    assert "<status>one</status>" in expect(l, r"<presence[^>]*>.*?</presence>")
+    l.send("<iq type='set' id='b1'><block xmlns='urn:xmpp:blocking'><item jid='mia@localhost'/>"
+           "</block></iq>")
+    expect(l, r"<iq[^>]*id=['\"]b1")
+    m.send("<presence><status>two</status></presence>")
+    assert nothing(l, r"<status>two</status>")

@@ -21,6 +21,7 @@ def online(server, user, resource, priority=0, available=True):
     c, jid = login(server.c2s_port, user, "pw", resource=resource)
     if available:
         c.send(f"<presence><priority>{priority}</priority></presence>")
+        c.roundtrip()  # handled before the caller goes on
     return c, jid
 
 
@@ -104,6 +105,7 @@ def test_unavailable_session_gets_no_bare_messages(server):
     k, _ = online(server, "kai", "k")
     j, _ = online(server, "jo", "j")
     k.send("<presence type='unavailable'/>")
+    k.roundtrip()  # its presence has been handled by then
     j.send("<message to='kai@localhost' type='chat' id='x1'><body>x</body></message>")
     assert "service-unavailable" in expect(j, r"<message[^>]*id=['\"]x1.*?</message>")
 

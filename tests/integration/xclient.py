@@ -85,6 +85,30 @@ class XClient:
                 raise AssertionError(f"no match for {pattern!r} in {self.buf!r}")
             self._recv_some(deadline)
 
+    def take(self, pattern, timeout=None):
+        """As recv_until, but removes only the match from the buffer: what
+        arrived before it stays to be read."""
+        if isinstance(pattern, str):
+            pattern = pattern.encode()
+        rx = re.compile(pattern, re.S)
+        deadline = time.time() + (timeout or self.timeout)
+        while True:
+            m = rx.search(self.buf)
+            if m:
+                self.buf = self.buf[:m.start()] + self.buf[m.end():]
+                return m
+            if self.closed or time.time() > deadline:
+                raise AssertionError(f"no match for {pattern!r} in {self.buf!r}")
+            self._recv_some(deadline)
+
+    def roundtrip(self):
+        """A ping to the server and its answer: everything this stream sent
+        before has been handled by then (RFC 6120 10.1, in-order processing)."""
+        self._rt = getattr(self, "_rt", 0) + 1
+        rid = f"rt{self._rt}"
+        self.send(f"<iq type='get' id='{rid}'><ping xmlns='urn:xmpp:ping'/></iq>")
+        self.take(r"<iq[^>]*id=['\"]" + rid + r"['\"][^>]*(/>|>.*?</iq>)")
+
     def read_to_close(self, timeout=None):
         deadline = time.time() + (timeout or self.timeout)
         while not self.closed:
