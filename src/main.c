@@ -86,7 +86,17 @@ static int
 load_config(xd_config_t **out)
 {
     char *err = NULL;
-    int rc = config_path ? xd_config_load(config_path, out, &err) : xd_config_default(out);
+    /* Without a file: the built-in defaults (DESIGN.md 6) plus the modules
+     * an IM server is expected to run. */
+    static const char builtin[] = "modules:\n"
+                                  "  mod_roster: {}\n"
+                                  "  mod_offline: {}\n"
+                                  "  mod_vcard: {}\n"
+                                  "  mod_private: {}\n"
+                                  "  mod_blocking: {}\n";
+    int rc = config_path ? xd_config_load(config_path, out, &err)
+                         : xd_config_load_string("(built-in defaults)", builtin,
+                                                 sizeof builtin - 1, out, &err);
     if (rc != 0) {
         fprintf(stderr, "%s\n", err ? err : xd_strerror(rc));
         free(err);
