@@ -72,10 +72,13 @@
 #define C2S_SWEEP_MS 1000          /* how often idle connections are looked at */
 #define C2S_TRIM_IDLE_MS 2000      /* silence after which a parser is trimmed */
 #define C2S_TRIM_RELEASE 256       /* trimmed parsers in one sweep that call malloc_trim */
+#define C2S_MAX_DIRECTED 128     /* directed-presence recipients remembered per session */
 #define C2S_MAX_PROTO_FAILURES 10 /* SASL failures without a credential check per stream */
 #define C2S_SASL_B64_MAX (((XD_SASL_MSG_MAX + 2) / 3) * 4) /* base64 of the longest message */
 
 static _Atomic uint64_t c2s_next_id = 1;
+
+static void c2s_directed_unavailable(xd_conn_t *c);
 
 
 /* The node's secret for SCRAM answers to unknown users: stable across
@@ -287,6 +290,7 @@ c2s_on_close(uv_handle_t *h)
             xd_hook_presence_t pev = { .host = c->host, .jid = c->jid, .presence = NULL };
             xd_hook_run(XD_HOOK_USER_UNAVAILABLE, c->host, &pev);
         }
+        c2s_directed_unavailable(c);
         xd_hook_session_t sev = { .host = c->host, .jid = c->jid, .reason = "disconnected" };
         xd_hook_run(XD_HOOK_SESSION_CLOSED, c->host, &sev);
     }
@@ -300,6 +304,9 @@ c2s_on_close(uv_handle_t *h)
     xd_sasl_free(c->sasl);
     if (c->jid)
         xd_jid_unref(c->jid);
+    for (size_t i = 0; i < c->ndirected; i++)
+        xd_free(c->directed[i]);
+    xd_free(c->directed);
     xd_free(c->inbuf);
     xd_free(c->pending_failure);
     xd_free(c->host);
@@ -347,6 +354,7 @@ c2s_finish(xd_conn_t *c, uint64_t linger_ms)
             xd_hook_presence_t pev = { .host = c->host, .jid = c->jid, .presence = NULL };
             xd_hook_run(XD_HOOK_USER_UNAVAILABLE, c->host, &pev);
         }
+        c2s_directed_unavailable(c);
         xd_hook_session_t sev = { .host = c->host, .jid = c->jid, .reason = "closed" };
         xd_hook_run(XD_HOOK_SESSION_CLOSED, c->host, &sev);
     }
@@ -1262,11 +1270,56 @@ c2s_own_presence(xd_conn_t *c, const xd_stanza_t *st, const xd_el_t *el)
     xd_sm_set_presence(c->jid, c->id, !type, prio, stamped);
     xd_hook_presence_t ev = { .host = c->host, .jid = c->jid, .presence = stamped,
                               .initial = !was };
-    if (c->available)
+    if (c->available) {
         xd_hook_run(XD_HOOK_USER_AVAILABLE, c->host, &ev);
-    else if (was)
+    } else if (was) {
         xd_hook_run(XD_HOOK_USER_UNAVAILABLE, c->host, &ev);
+        c2s_directed_unavailable(c);
+    }
     xd_stanza_unref(stamped);
+}
+
+/* RFC 6121 4.6: remembers whom the session sent directed available
+ * presence to (forgets on directed unavailable), so that they learn when it
+ * goes away.  Subscription presence is not directed presence. */
+static void
+c2s_track_directed(xd_conn_t *c, const xd_el_t *el, const char *to)
+{
+    const char *type = xd_el_attr(el, "type");
+    if (type && strcmp(type, "unavailable") != 0)
+        return;
+    size_t i = 0;
+    while (i < c->ndirected && strcmp(c->directed[i], to) != 0)
+        i++;
+    if (type) { /* unavailable: forget */
+        if (i < c->ndirected) {
+            xd_free(c->directed[i]);
+            c->directed[i] = c->directed[--c->ndirected];
+        }
+        return;
+    }
+    if (i < c->ndirected || c->ndirected >= C2S_MAX_DIRECTED)
+        return;
+    c->directed = xd_realloc(c->directed, (c->ndirected + 1) * sizeof *c->directed);
+    c->directed[c->ndirected++] = xd_strdup(to);
+}
+
+/* Unavailable presence to everyone who got directed presence, and forgets
+ * them (the session went unavailable or is ending). */
+static void
+c2s_directed_unavailable(xd_conn_t *c)
+{
+    for (size_t i = 0; i < c->ndirected; i++) {
+        xd_el_t *e = xd_el_new("presence", NULL);
+        xd_el_set_attr(e, "from", xd_jid_full_str(c->jid).p);
+        xd_el_set_attr(e, "to", c->directed[i]);
+        xd_el_set_attr(e, "type", "unavailable");
+        xd_route(xd_el_freeze(e));
+        xd_free(c->directed[i]);
+    }
+    xd_free(c->directed);
+    c->directed = NULL;
+    c->ndirected = 0;
 }
 
 /* Stamps 'from' with the session's full JID when the client left it out,
@@ -1281,6 +1334,8 @@ c2s_route_own(xd_conn_t *c, const xd_stanza_t *st, xd_stanza_kind kind)
         c2s_own_presence(c, st, el);
         return;
     }
+    if (to && kind == XD_STANZA_PRESENCE)
+        c2s_track_directed(c, el, to);
     xd_el_t *e = xd_stanza_edit(st);
     xd_el_set_attr(e, "from", xd_jid_full_str(c->jid).p);
     if (!to) {

@@ -303,3 +303,22 @@ def test_message_carbons(server):
     v.send(f"<message to='{bjid}' type='chat' id='c4'><body>later</body></message>")
     expect(b, r"id=['\"]c4")
     assert nothing(a, r"later")
+
+
+def test_directed_presence_unavailable_on_disconnect(server):
+    users(server, "wes", "xia")
+    x, xjid = online(server, "xia", "x")
+    w, wjid = online(server, "wes", "w")
+    w.send(f"<presence to='{xjid}'><status>hello xia</status></presence>")
+    assert "hello xia" in expect(x, r"<presence[^>]*>.*?</presence>")
+    w.close()  # RFC 6121 4.6.3: the recipient learns the sender is gone
+    un = expect(x, rf"<presence[^>]*from=['\"]{re.escape(wjid)}['\"][^>]*/?>")
+    assert "unavailable" in un, un
+    # Directed unavailable forgets the recipient: no second notice later.
+    w2, _ = online(server, "wes", "w2")
+    w2.send(f"<presence to='{xjid}'/>")
+    expect(x, r"<presence[^>]*from=['\"]wes@localhost/w2[^>]*>")
+    w2.send(f"<presence to='{xjid}' type='unavailable'/>")
+    expect(x, r"<presence[^>]*type=['\"]unavailable[^>]*>")
+    w2.close()
+    assert nothing(x, r"from=['\"]wes@localhost/w2", wait=1.0)
