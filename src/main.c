@@ -226,7 +226,8 @@ reload(xd_cmd_call_t *call)
     /* Modules, auth backends and certificates first: if they fail, nothing
      * changes. */
     if ((rc = xd_register_check_config(cfg, &err)) != 0 ||
-        (rc = xd_offline_check_config(cfg, &err)) != 0 || (rc = xd_auth_reload(cfg, &err)) != 0 ||
+        (rc = xd_offline_check_config(cfg, &err)) != 0 ||
+        (rc = xd_mod_basic_check_config(cfg, &err)) != 0 || (rc = xd_auth_reload(cfg, &err)) != 0 ||
         (rc = load_tls(cfg, &err)) != 0 || (rc = xd_modules_reload(cfg, &err)) != 0) {
         XD_LOG(NULL, XD_ERROR, "config reload failed", "file=%s error=\"%s\"", config_path,
                err ? err : xd_strerror(rc));
@@ -412,7 +413,8 @@ main(int argc, char **argv)
         /* Module options are checked now too, so errors name file:line. */
         char *merr = NULL;
         if (xd_register_check_config(cfg, &merr) != 0 ||
-            xd_offline_check_config(cfg, &merr) != 0 || xd_modules_check(cfg, &merr) != 0) {
+            xd_offline_check_config(cfg, &merr) != 0 || xd_mod_basic_check_config(cfg, &merr) != 0 ||
+            xd_modules_check(cfg, &merr) != 0) {
             fprintf(stderr, "%s\n", merr ? merr : "invalid module options");
             free(merr);
             xd_config_unref(cfg);

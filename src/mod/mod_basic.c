@@ -16,6 +16,7 @@
 #include "xmppd/config.h"
 #include "xmppd/err.h"
 #include "xmppd/iq.h"
+#include "xmppd/opt.h"
 #include "xmppd/ns.h"
 #include "xmppd/stanza.h"
 
@@ -56,6 +57,101 @@ basic_time(const xd_iq_req_t *req)
     return xd_el_freeze(r);
 }
 
+/* mod_disco's options: XEP-0157 contact addresses, published as XEP-0128
+ * extended information in the server's disco#info. */
+typedef struct disco_info_entry {
+    char *name;          /* the field: abuse-addresses, admin-addresses, … */
+    xd_strlist_t urls;   /* its values: mailto:, xmpp:, https: … */
+} disco_info_entry_t;
+
+typedef struct disco_conf {
+    xd_optlist_t server_info; /* disco_info_entry_t items */
+} disco_conf_t;
+
+static const xd_opt_enum_t disco_fields[] = {
+    { "abuse-addresses", 0 },  { "admin-addresses", 1 },    { "feedback-addresses", 2 },
+    { "sales-addresses", 3 },  { "security-addresses", 4 }, { "status-addresses", 5 },
+    { "support-addresses", 6 }, { NULL, 0 },
+};
+
+static int
+disco_entry_check(xd_opt_ctx_t *ctx, const xd_conf_node_t *map, void *conf)
+{
+    disco_info_entry_t *e = conf;
+    for (size_t i = 0; disco_fields[i].name; i++)
+        if (!strcmp(disco_fields[i].name, e->name))
+            return 0;
+    xd_opt_error(ctx, map, "name: \"%s\" is not a field of XEP-0157 (abuse-addresses, "
+                 "admin-addresses, feedback-addresses, sales-addresses, security-addresses, "
+                 "status-addresses, support-addresses)", e->name);
+    return -1;
+}
+
+#define E_ disco_info_entry_t
+static const xd_opt_t disco_entry_opts[] = {
+    XD_OPT_FULL("name", XD_OPT_TYPE_STRING, E_, name, NULL, NULL,
+                "XEP-0157 field, e.g. `abuse-addresses`.", XD_OPT_REQUIRED, NULL),
+    XD_OPT_STRING_LIST("urls", E_, urls, "[]", "Addresses: `mailto:`, `xmpp:`, `https:` URIs."),
+    XD_OPT_END,
+};
+#undef E_
+
+static const xd_opt_sub_t disco_entry_sub = { disco_entry_opts, sizeof(disco_info_entry_t),
+                                              disco_entry_check, "server_info entries" };
+
+#define D_ disco_conf_t
+static const xd_opt_t disco_opts[] = {
+    XD_OPT_SUB_LIST("server_info", D_, server_info, "[]", &disco_entry_sub,
+                    "Contact addresses of the service (XEP-0157) in the server's disco#info."),
+    XD_OPT_END,
+};
+#undef D_
+
+int
+xd_mod_basic_check_config(const xd_config_t *cfg, char **err)
+{
+    for (size_t i = 0; i < cfg->hosts.count; i++) {
+        const xd_module_conf_t *m = xd_config_module(cfg, cfg->hosts.items[i], "mod_disco");
+        if (!m)
+            continue;
+        disco_conf_t dc = { 0 };
+        int rc = xd_opt_parse_at(disco_opts, m->opts, &dc, "modules.mod_disco", err);
+        if (rc != 0)
+            return rc;
+        xd_opt_free(disco_opts, &dc);
+    }
+    return 0;
+}
+
+/* Appends the XEP-0128 form with the host's XEP-0157 addresses, if any. */
+static void
+basic_server_info(xd_el_t *q, const char *host)
+{
+    xd_config_t *cfg = xd_config_get();
+    const xd_module_conf_t *m = cfg ? xd_config_module(cfg, host, "mod_disco") : NULL;
+    disco_conf_t dc = { 0 };
+    if (m && xd_opt_parse_at(disco_opts, m->opts, &dc, "modules.mod_disco", NULL) == 0) {
+        if (dc.server_info.count) {
+            xd_el_t *x = xd_el_add_child(q, "x", XD_NS_DATA);
+            xd_el_set_attr(x, "type", "result");
+            xd_el_t *f = xd_el_add_child(x, "field", NULL);
+            xd_el_set_attr(f, "var", "FORM_TYPE");
+            xd_el_set_attr(f, "type", "hidden");
+            xd_el_add_text(xd_el_add_child(f, "value", NULL), "http://jabber.org/network/serverinfo");
+            const disco_info_entry_t *e = dc.server_info.items;
+            for (size_t i = 0; i < dc.server_info.count; i++) {
+                f = xd_el_add_child(x, "field", NULL);
+                xd_el_set_attr(f, "var", e[i].name);
+                for (size_t k = 0; k < e[i].urls.count; k++)
+                    xd_el_add_text(xd_el_add_child(f, "value", NULL), e[i].urls.items[k]);
+            }
+        }
+        xd_opt_free(disco_opts, &dc);
+    }
+    if (cfg)
+        xd_config_unref(cfg);
+}
+
 static void
 basic_feature(void *arg, const char *ns)
 {
@@ -90,6 +186,7 @@ basic_disco_info(const xd_iq_req_t *req)
         if (xd_config_module(cfg, req->host, "mod_register"))
             basic_feature(q, XD_NS_REGISTER);
         xd_config_unref(cfg);
+        basic_server_info(q, req->host);
     }
     return xd_el_freeze(r);
 }

@@ -1,6 +1,7 @@
 """First routing between local sessions (RFC 6121 8.5): messages to full
 and bare JIDs by presence priority, IQs between resources, bounces for
 unknown resources and remote domains, across both workers."""
+import os
 import re
 
 import slixmpp
@@ -322,3 +323,29 @@ def test_directed_presence_unavailable_on_disconnect(server):
     expect(x, r"<presence[^>]*type=['\"]unavailable[^>]*>")
     w2.close()
     assert nothing(x, r"from=['\"]wes@localhost/w2", wait=1.0)
+
+
+def test_disco_server_info_contact_addresses(server_factory):
+    srv = server_factory(extra_yaml=(
+        "modules:\n  mod_disco:\n    server_info:\n"
+        "      - name: abuse-addresses\n        urls: [\"mailto:abuse@localhost\"]\n"
+        "      - name: admin-addresses\n        urls: [\"xmpp:admin@localhost\", \"https://example.org/\"]\n"))
+    users(srv, "yan")
+    c, _ = online(srv, "yan", "y")
+    c.send("<iq to='localhost' type='get' id='si'>"
+           "<query xmlns='http://jabber.org/protocol/disco#info'/></iq>")
+    d = expect(c, r"<iq[^>]*id=['\"]si.*?</iq>").replace('"', "'")
+    assert "http://jabber.org/network/serverinfo" in d, d
+    assert "<field var='abuse-addresses'><value>mailto:abuse@localhost</value></field>" in d, d
+    assert "<value>https://example.org/</value>" in d
+
+
+def test_disco_server_info_bad_field_is_a_config_error(tmp_path):
+    import subprocess
+    from conftest import build_dir
+    cfg = tmp_path / "x.yml"
+    cfg.write_text("modules:\n  mod_disco:\n    server_info:\n      - name: spam-addresses\n"
+                   "        urls: [\"mailto:x@y\"]\n")
+    r = subprocess.run([os.path.join(build_dir(), "xmppd"), "--check-config", "-c", str(cfg)],
+                       capture_output=True, text=True)
+    assert r.returncode != 0 and "x.yml:4" in r.stderr and "spam-addresses" in r.stderr, r.stderr
