@@ -107,9 +107,55 @@ static const xd_opt_t disco_opts[] = {
 };
 #undef D_
 
+static const xd_opt_enum_t ping_actions[] = {
+    { "none", 0 },
+    { "kill", 1 },
+    { NULL, 0 },
+};
+
+#define P_ xd_ping_conf_t
+static const xd_opt_t ping_opts[] = {
+    XD_OPT_BOOL("send_pings", P_, send_pings, "false",
+                "Ping clients that have been silent for `ping_interval` (XEP-0199 4.2)."),
+    XD_OPT_DURATION("ping_interval", P_, interval_ms, "60s",
+                    "Silence after which a client is pinged."),
+    XD_OPT_DURATION("ping_ack_timeout", P_, ack_timeout_ms, "32s",
+                    "How long a pinged client has to show it is alive (any input counts)."),
+    XD_OPT_ENUM("timeout_action", P_, kill, "none", ping_actions,
+                "What happens to a client that does not answer: `none` or `kill` (close the "
+                "stream with connection-timeout)."),
+    XD_OPT_END,
+};
+#undef P_
+
+bool
+xd_mod_ping_conf(const xd_config_t *cfg, const char *host, xd_ping_conf_t *out)
+{
+    *out = (xd_ping_conf_t){ 0 };
+    const xd_module_conf_t *m = xd_config_module(cfg, host, "mod_ping");
+    if (!m)
+        return false;
+    xd_ping_conf_t pc = { 0 };
+    if (xd_opt_parse_at(ping_opts, m->opts, &pc, "modules.mod_ping", NULL) != 0)
+        return false;
+    *out = pc; /* plain values only; xd_opt_free zeroes the struct */
+    xd_opt_free(ping_opts, &pc);
+    return out->send_pings;
+}
+
 int
 xd_mod_basic_check_config(const xd_config_t *cfg, char **err)
 {
+    for (size_t i = 0; i < cfg->hosts.count; i++) {
+        const xd_module_conf_t *m = xd_config_module(cfg, cfg->hosts.items[i], "mod_ping");
+        if (!m)
+            continue;
+        xd_ping_conf_t pc = { 0 };
+        int rc = xd_opt_parse_at(ping_opts, m->opts, &pc, "modules.mod_ping", err);
+        if (rc != 0)
+            return rc;
+        xd_opt_free(ping_opts, &pc);
+    }
     for (size_t i = 0; i < cfg->hosts.count; i++) {
         const xd_module_conf_t *m = xd_config_module(cfg, cfg->hosts.items[i], "mod_disco");
         if (!m)

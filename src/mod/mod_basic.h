@@ -5,6 +5,9 @@
 #ifndef XMPPD_MOD_MOD_BASIC_H
 #define XMPPD_MOD_MOD_BASIC_H
 
+#include <stdbool.h>
+#include <stdint.h>
+
 #include "xmppd/config.h"
 
 /* Registers the handlers for every host.  0 or an error (already started). */
@@ -13,5 +16,15 @@ int xd_mod_basic_start(void);
 /* Parses mod_disco's options (XEP-0157 server_info) of every host; errors
  * name file:line. */
 int xd_mod_basic_check_config(const xd_config_t *cfg, char **err);
+
+/* mod_ping's options for a host (XEP-0199 server-to-client pings): true
+ * when pings are on. */
+typedef struct xd_ping_conf {
+    bool send_pings;          /* ping silent clients */
+    uint64_t interval_ms;     /* silence before a ping */
+    uint64_t ack_timeout_ms;  /* time to answer */
+    int kill;                 /* 1: close a client that does not answer */
+} xd_ping_conf_t;
+bool xd_mod_ping_conf(const xd_config_t *cfg, const char *host, xd_ping_conf_t *out);
 
 #endif

@@ -45,6 +45,7 @@
 #include "stream/c2s.h"
 #include "stream/c2s_int.h"
 
+#include "mod/mod_basic.h"
 #include "router/carbons.h"
 #include "router/router.h"
 #include "router/sm.h"
@@ -1745,6 +1746,65 @@ xd_c2s_accept(xd_worker_t *w, uv_stream_t *server, xd_listener_t *l)
            xd_worker_index(w), l->tls ? "direct" : "no");
 }
 
+/* XEP-0199 4.2: clients silent for ping_interval get a ping; any input
+ * answers it; no input within ping_ack_timeout closes the stream when the
+ * host says timeout_action: kill.  Runs from the sweep; the options of each
+ * host are read once per sweep. */
+static void
+c2s_ping_sweep(xd_wstate_t *ws, uint64_t now)
+{
+    xd_config_t *cfg = xd_config_get();
+    if (!cfg)
+        return;
+    enum { HOSTS = 16 };
+    const char *hosts[HOSTS];
+    xd_ping_conf_t confs[HOSTS];
+    size_t nh = 0;
+    for (xd_conn_t *c = ws->conns; c; c = c->next) {
+        if (!c->bound || c->state != C2S_OPEN || c->blocked)
+            continue;
+        xd_ping_conf_t pc, *p = NULL;
+        for (size_t i = 0; i < nh && !p; i++)
+            if (!strcmp(hosts[i], c->host))
+                p = &confs[i];
+        if (!p) {
+            xd_mod_ping_conf(cfg, c->host, &pc);
+            if (nh < HOSTS) {
+                hosts[nh] = c->host;
+                confs[nh] = pc;
+                p = &confs[nh++];
+            } else {
+                p = &pc;
+            }
+        }
+        if (!p->send_pings)
+            continue;
+        if (c->ping_sent_ms && c->last_input_ms >= c->ping_sent_ms) {
+            c->ping_sent_ms = 0; /* it said something: alive */
+        } else if (c->ping_sent_ms) {
+            if (p->kill && now - c->ping_sent_ms >= p->ack_timeout_ms)
+                c2s_close(c, XD_STREAM_CONNECTION_TIMEOUT, "no answer to ping");
+            continue;
+        }
+        if (now - c->last_input_ms >= p->interval_ms) {
+            /* Built, not printed: a resource may hold quotes. */
+            char id[40];
+            snprintf(id, sizeof id, "xd-ping-%llu", (unsigned long long)now);
+            xd_el_t *iq = xd_el_new("iq", NULL);
+            xd_el_set_attr(iq, "type", "get");
+            xd_el_set_attr(iq, "id", id);
+            xd_el_set_attr(iq, "from", c->host);
+            xd_el_set_attr(iq, "to", xd_jid_full_str(c->jid).p);
+            xd_el_add_child(iq, "ping", XD_NS_PING);
+            xd_stanza_t *st = xd_el_freeze(iq);
+            c2s_send_stanza(c, st);
+            xd_stanza_unref(st);
+            c->ping_sent_ms = now;
+        }
+    }
+    xd_config_unref(cfg);
+}
+
 /* Every C2S_SWEEP_MS: connections silent for C2S_TRIM_IDLE_MS give their
  * parser's buffers back (OpenSSL releases its own by itself), which is most
  * of what an idle connection costs beyond the TLS state. */
@@ -1755,6 +1815,7 @@ c2s_sweep(xd_timer_t *t, void *arg)
     xd_wstate_t *ws = arg;
     uint64_t now = uv_now(xd_worker_loop(ws->worker));
     unsigned n = 0;
+    c2s_ping_sweep(ws, now);
     for (xd_conn_t *c = ws->conns; c; c = c->next) {
         if (c->trimmed || c->state != C2S_OPEN || c->blocked || !c->parser ||
             now - c->last_input_ms < C2S_TRIM_IDLE_MS)

@@ -65,6 +65,7 @@ typedef struct xd_conn {
     char *pending_failure;       /* <failure/> to send when the delay ends */
     uint64_t last_input_ms;      /* loop time of the last bytes read */
     bool trimmed;                /* the parser gave its buffers back since then */
+    uint64_t ping_sent_ms;       /* loop time of an unanswered server ping (XEP-0199), 0 = none */
     double tokens;               /* shaper: bytes that may be read now */
     uint64_t tokens_ms;          /* shaper: when tokens was last refilled */
     struct sockaddr_storage peer; /* the client's address (acl ip: rules) */

@@ -349,3 +349,19 @@ def test_disco_server_info_bad_field_is_a_config_error(tmp_path):
     r = subprocess.run([os.path.join(build_dir(), "xmppd"), "--check-config", "-c", str(cfg)],
                        capture_output=True, text=True)
     assert r.returncode != 0 and "x.yml:4" in r.stderr and "spam-addresses" in r.stderr, r.stderr
+
+
+def test_server_pings_silent_clients_and_drops_dead_ones(server_factory):
+    srv = server_factory(extra_yaml=(
+        "modules:\n  mod_ping:\n    send_pings: true\n    ping_interval: 1s\n"
+        "    ping_ack_timeout: 1s\n    timeout_action: kill\n"))
+    users(srv, "zoe", "zed")
+    alive, _ = online(srv, "zoe", "alive")
+    dead, _ = online(srv, "zed", "dead")
+    ping = expect(alive, r"<iq[^>]*type=['\"]get['\"].*?urn:xmpp:ping.*?</iq>", timeout=5)
+    pid = re.search(r"id=['\"]([^'\"]+)", ping).group(1)
+    alive.send(f"<iq type='result' id='{pid}' to='localhost'/>")
+    # The silent one is pinged too, does not answer, and is closed.
+    assert dead.stream_error(timeout=8) == "connection-timeout"
+    assert b"no answer to ping" in dead.buf
+    alive.roundtrip()  # still there
