@@ -56,6 +56,7 @@
 
 #include "core/worker.h"
 #include "mod/mod_blocking.h"
+#include "mod/mod_util.h"
 #include "mod/mod_roster.h"
 #include "router/router.h"
 #include "router/sm.h"
@@ -784,30 +785,6 @@ blk_closed(void *evp, void *arg)
     return XD_HOOK_OK;
 }
 
-typedef struct blk_del {
-    char host[XD_JID_PART_MAX + 1]; /* the account removed */
-    char user[XD_JID_PART_MAX + 1];
-} blk_del_t;
-
-static int
-blk_del_work(xd_db_conn_t *c, void *arg)
-{
-    blk_del_t *d = arg;
-    xd_db_val_t key[] = { XD_DB_V_CSTR(d->host), XD_DB_V_CSTR(d->user) };
-    return xd_db_query(c, "DELETE FROM blocklist WHERE host = ? AND username = ?", key, 2, NULL,
-                       NULL);
-}
-
-static void
-blk_del_done(void *arg, int status)
-{
-    blk_del_t *d = arg;
-    if (status < 0)
-        XD_LOG(NULL, XD_ERROR, "block list not removed", "host=%s user=%s err=%s", d->host,
-               d->user, xd_strerror(status));
-    xd_free(d);
-}
-
 /* XD_HOOK_USER_REMOVED: the account's list goes with it. */
 static int
 blk_removed(void *evp, void *arg)
@@ -822,25 +799,9 @@ blk_removed(void *evp, void *arg)
     pthread_rwlock_unlock(&blk_lock);
     xd_free(bare);
 
-    xd_db_t *db = atomic_load(&blk_db);
-    if (!db)
-        return XD_HOOK_OK;
-    blk_del_t *d = xd_new(blk_del_t);
-    snprintf(d->host, sizeof d->host, "%s", ev->host);
-    snprintf(d->user, sizeof d->user, "%s", ev->user);
-    if (xd_on_loop()) {
-        int rc = xd_db_async(db, blk_del_work, blk_del_done, d);
-        if (rc != 0)
-            blk_del_done(d, rc);
-        return XD_HOOK_OK;
-    }
-    xd_db_conn_t *c;
-    int rc = xd_db_acquire(db, &c);
-    if (rc == 0) {
-        rc = blk_del_work(c, d);
-        xd_db_release(c);
-    }
-    blk_del_done(d, rc);
+    mod_user_rows_delete(atomic_load(&blk_db),
+                         "DELETE FROM blocklist WHERE host = ? AND username = ?", ev->host,
+                         ev->user);
     return XD_HOOK_OK;
 }
 

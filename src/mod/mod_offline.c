@@ -394,16 +394,10 @@ off_available(void *evp, void *arg)
     return XD_HOOK_OK;
 }
 
-/* XD_HOOK_USER_REMOVED: the account's stored messages go with it. */
-static int
-off_removed(void *evp, void *arg)
-{
-    (void)arg;
-    xd_hook_user_t *ev = evp;
-    mod_user_rows_delete(off_db, "DELETE FROM offline_msg WHERE host = ? AND username = ?",
-                         ev->host, ev->user);
-    return XD_HOOK_OK;
-}
+/* The account's stored messages go with it. */
+static mod_user_rows_t off_rows = {
+    .sql = "DELETE FROM offline_msg WHERE host = ? AND username = ?"
+};
 
 void
 xd_offline_start(xd_db_t *db)
@@ -411,7 +405,7 @@ xd_offline_start(xd_db_t *db)
     off_db = db;
     xd_hook_add(XD_HOOK_MESSAGE_OFFLINE, NULL, XD_HOOK_PRIO_DEFAULT, off_store, NULL);
     xd_hook_add(XD_HOOK_USER_AVAILABLE, NULL, XD_HOOK_PRIO_DEFAULT, off_available, NULL);
-    xd_hook_add(XD_HOOK_USER_REMOVED, NULL, XD_HOOK_PRIO_DEFAULT, off_removed, NULL);
+    mod_user_rows_attach(&off_rows, db);
 }
 
 void
@@ -419,6 +413,6 @@ xd_offline_stop(void)
 {
     xd_hook_remove(XD_HOOK_MESSAGE_OFFLINE, NULL, off_store, NULL);
     xd_hook_remove(XD_HOOK_USER_AVAILABLE, NULL, off_available, NULL);
-    xd_hook_remove(XD_HOOK_USER_REMOVED, NULL, off_removed, NULL);
+    mod_user_rows_attach(&off_rows, NULL);
     off_db = NULL;
 }

@@ -100,25 +100,16 @@ xd_private_register_migrations(void)
     return rc == XD_EEXIST ? 0 : rc;
 }
 
-/* XD_HOOK_USER_REMOVED: the account's data goes with it. */
-static int
-pv_removed(void *evp, void *arg)
-{
-    (void)arg;
-    xd_hook_user_t *ev = evp;
-    mod_user_rows_delete(atomic_load(&pv_db), "DELETE FROM private_storage WHERE host = ? AND username = ?",
-                         ev->host, ev->user);
-    return XD_HOOK_OK;
-}
+/* The account's private data goes with it. */
+static mod_user_rows_t pv_rows = {
+    .sql = "DELETE FROM private_storage WHERE host = ? AND username = ?"
+};
 
 void
 xd_private_set_db(xd_db_t *db)
 {
-    xd_db_t *old = atomic_exchange(&pv_db, db);
-    if (db && !old)
-        xd_hook_add(XD_HOOK_USER_REMOVED, NULL, XD_HOOK_PRIO_DEFAULT, pv_removed, NULL);
-    else if (!db && old)
-        xd_hook_remove(XD_HOOK_USER_REMOVED, NULL, pv_removed, NULL);
+    atomic_store(&pv_db, db);
+    mod_user_rows_attach(&pv_rows, db);
 }
 
 /* ---- per-host state ---------------------------------------------------------------------------- */

@@ -7,6 +7,7 @@
 #include "mod/mod_util.h"
 #include "xmppd/alloc.h"
 #include "xmppd/err.h"
+#include "xmppd/hooks.h"
 #include "xmppd/log.h"
 
 typedef struct rows_del {
@@ -54,4 +55,23 @@ mod_user_rows_delete(xd_db_t *db, const char *sql, const char *host, const char 
         xd_db_release(c);
     }
     rows_del_done(r, rc);
+}
+
+static int
+rows_removed(void *evp, void *arg)
+{
+    mod_user_rows_t *r = arg;
+    const xd_hook_user_t *ev = evp;
+    mod_user_rows_delete(atomic_load(&r->db), r->sql, ev->host, ev->user);
+    return XD_HOOK_OK;
+}
+
+void
+mod_user_rows_attach(mod_user_rows_t *r, xd_db_t *db)
+{
+    xd_db_t *old = atomic_exchange(&r->db, db);
+    if (db && !old)
+        xd_hook_add(XD_HOOK_USER_REMOVED, NULL, XD_HOOK_PRIO_DEFAULT, rows_removed, r);
+    else if (!db && old)
+        xd_hook_remove(XD_HOOK_USER_REMOVED, NULL, rows_removed, r);
 }

@@ -204,25 +204,14 @@ xd_vcard_register_migrations(void)
     return rc == XD_EEXIST ? 0 : rc;
 }
 
-/* XD_HOOK_USER_REMOVED: the account's data goes with it. */
-static int
-vc_removed(void *evp, void *arg)
-{
-    (void)arg;
-    xd_hook_user_t *ev = evp;
-    mod_user_rows_delete(atomic_load(&vc_db), "DELETE FROM vcard WHERE host = ? AND username = ?",
-                         ev->host, ev->user);
-    return XD_HOOK_OK;
-}
+/* The account's vCard goes with it. */
+static mod_user_rows_t vc_rows = { .sql = "DELETE FROM vcard WHERE host = ? AND username = ?" };
 
 void
 xd_vcard_set_db(xd_db_t *db)
 {
-    xd_db_t *old = atomic_exchange(&vc_db, db);
-    if (db && !old)
-        xd_hook_add(XD_HOOK_USER_REMOVED, NULL, XD_HOOK_PRIO_DEFAULT, vc_removed, NULL);
-    else if (!db && old)
-        xd_hook_remove(XD_HOOK_USER_REMOVED, NULL, vc_removed, NULL);
+    atomic_store(&vc_db, db);
+    mod_user_rows_attach(&vc_rows, db);
 }
 
 /* A stored vCard read back: xml is owned (xd_free), NULL when none. */

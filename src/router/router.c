@@ -178,7 +178,9 @@ xd_route(xd_stanza_t *st)
         local = xd_config_is_host(cfg, host);
     }
     xd_config_unref(cfg);
-    if (local && xd_hook_count(XD_HOOK_FILTER_PACKET, host)) {
+    if (local) {
+        /* No count first: presence handling always hangs here, so the
+         * check would only add a second pass over the hook table. */
         xd_hook_filter_t ev = { .host = host, .st = st };
         xd_hook_run(XD_HOOK_FILTER_PACKET, host, &ev);
         st = ev.st;

@@ -175,6 +175,25 @@ sm_res_find(sm_user_t *u, const xd_jid_t *jid)
     return NULL;
 }
 
+/* The shard of jid's bare JID; *h gets the bare JID's hash. */
+static sm_shard_t *
+sm_shard_for(const xd_jid_t *jid, uint64_t *h)
+{
+    *h = sm_hash(xd_jid_bare_str(jid));
+    return sm_shard_of(*h);
+}
+
+/* The entry of the full JID in its shard (locked by the caller), or NULL;
+ * *up (may be NULL) gets its user. */
+static xd_sm_entry_t *
+sm_locate(sm_shard_t *sh, uint64_t h, const xd_jid_t *jid, sm_user_t **up)
+{
+    sm_user_t *u = sm_user_find(sh, h, xd_jid_bare_str(jid));
+    if (up)
+        *up = u;
+    return u ? sm_res_find(u, jid) : NULL;
+}
+
 static void
 sm_copy_out(const xd_sm_entry_t *from, xd_sm_entry_t *to)
 {
@@ -232,13 +251,12 @@ xd_sm_bind_replace(const xd_sm_entry_t *e, xd_sm_entry_t *old)
 bool
 xd_sm_unbind(const xd_jid_t *jid, uint64_t conn_id)
 {
-    xd_str_t bare = xd_jid_bare_str(jid);
-    uint64_t h = sm_hash(bare);
-    sm_shard_t *sh = sm_shard_of(h);
+    uint64_t h;
+    sm_shard_t *sh = sm_shard_for(jid, &h);
     bool removed = false;
     uv_rwlock_wrlock(&sh->lock);
-    sm_user_t *u = sm_user_find(sh, h, bare);
-    xd_sm_entry_t *cur = u ? sm_res_find(u, jid) : NULL;
+    sm_user_t *u;
+    xd_sm_entry_t *cur = sm_locate(sh, h, jid, &u);
     if (cur && cur->conn_id == conn_id) {
         xd_sm_entry_clear(cur);
         *cur = u->res[--u->nres];
@@ -253,13 +271,11 @@ xd_sm_unbind(const xd_jid_t *jid, uint64_t conn_id)
 int
 xd_sm_find(const xd_jid_t *jid, xd_sm_entry_t *out)
 {
-    xd_str_t bare = xd_jid_bare_str(jid);
-    uint64_t h = sm_hash(bare);
-    sm_shard_t *sh = sm_shard_of(h);
+    uint64_t h;
+    sm_shard_t *sh = sm_shard_for(jid, &h);
     int rc = XD_ENOTFOUND;
     uv_rwlock_rdlock(&sh->lock);
-    sm_user_t *u = sm_user_find(sh, h, bare);
-    xd_sm_entry_t *cur = u ? sm_res_find(u, jid) : NULL;
+    xd_sm_entry_t *cur = sm_locate(sh, h, jid, NULL);
     if (cur) {
         sm_copy_out(cur, out);
         rc = 0;
@@ -272,13 +288,11 @@ int
 xd_sm_set_presence(const xd_jid_t *jid, uint64_t conn_id, bool available, int priority,
                    const xd_stanza_t *presence)
 {
-    xd_str_t bare = xd_jid_bare_str(jid);
-    uint64_t h = sm_hash(bare);
-    sm_shard_t *sh = sm_shard_of(h);
+    uint64_t h;
+    sm_shard_t *sh = sm_shard_for(jid, &h);
     int rc = XD_ENOTFOUND;
     uv_rwlock_wrlock(&sh->lock);
-    sm_user_t *u = sm_user_find(sh, h, bare);
-    xd_sm_entry_t *cur = u ? sm_res_find(u, jid) : NULL;
+    xd_sm_entry_t *cur = sm_locate(sh, h, jid, NULL);
     if (cur && cur->conn_id == conn_id) {
         cur->available = available;
         cur->priority = priority;
@@ -294,13 +308,11 @@ xd_sm_set_presence(const xd_jid_t *jid, uint64_t conn_id, bool available, int pr
 static int
 sm_set_flag(const xd_jid_t *jid, uint64_t conn_id, int which, bool on)
 {
-    xd_str_t bare = xd_jid_bare_str(jid);
-    uint64_t h = sm_hash(bare);
-    sm_shard_t *sh = sm_shard_of(h);
+    uint64_t h;
+    sm_shard_t *sh = sm_shard_for(jid, &h);
     int rc = XD_ENOTFOUND;
     uv_rwlock_wrlock(&sh->lock);
-    sm_user_t *u = sm_user_find(sh, h, bare);
-    xd_sm_entry_t *cur = u ? sm_res_find(u, jid) : NULL;
+    xd_sm_entry_t *cur = sm_locate(sh, h, jid, NULL);
     if (cur && (conn_id == 0 || cur->conn_id == conn_id)) {
         if (which == 0)
             cur->interested = on;
