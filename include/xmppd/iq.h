@@ -19,8 +19,12 @@
  *   XD_IQ_PARALLEL  runs on the blocking pool; may use the synchronous
  *                   storage API.  A full pool answers resource-constraint
  *                   at once.
- *   (XD_IQ_SERIAL, one ordered queue per module and host, arrives with the
- *   module API; registering it returns XD_ENOTSUP until then.)
+ *   XD_IQ_SERIAL    runs on the blocking pool, one request at a time per
+ *                   registration and in arrival order (ejabberd's
+ *                   one_queue): for handlers whose requests must not
+ *                   overtake each other.  At most 1024 wait; more, or a
+ *                   full pool, is answered resource-constraint.  Requests
+ *                   still waiting when the server stops are dropped.
  *
  * A handler returns the reply: a result (xd_iq_result_builder) or an error
  * (xd_stanza_error), with one reference, which the router sends back to the
@@ -52,8 +56,7 @@ typedef struct xd_iq_req {
 typedef xd_stanza_t *(*xd_iq_fn)(const xd_iq_req_t *req);
 
 /* Registers fn for (host or every host, target, ns).  XD_EEXIST when that
- * triple is taken, XD_ENOTSUP for XD_IQ_SERIAL, XD_EINVAL for bad
- * arguments.  `ns` and `host` are copied. */
+ * triple is taken, XD_EINVAL for bad arguments.  `ns` and `host` are copied. */
 int xd_iq_register(const char *host, int target, const char *ns, int discipline, xd_iq_fn fn,
                    void *arg);
 

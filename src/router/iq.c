@@ -4,8 +4,16 @@
  * The registry is a small array under a rwlock: handlers are few (tens) and
  * registered at start and reload; dispatch reads it per IQ.  A handler
  * that a host registered for itself wins over one for every host.
+ *
+ * SERIAL: each registration owns a FIFO of requests.  Whoever finds it idle
+ * submits one pool job that drains it (running the handler and routing the
+ * reply for each request in arrival order); so one module sees its requests
+ * one at a time and in order, without holding a pool thread while idle.
+ * The FIFO is reference counted: a registration removed while requests are
+ * queued leaves the drain job to finish them.
  */
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -16,6 +24,19 @@
 #include "xmppd/iq.h"
 #include "xmppd/stanza.h"
 
+#define IQ_SERIAL_MAX 1024 /* queued requests per SERIAL registration before resource-constraint */
+
+struct iq_job;
+
+/* The FIFO of one SERIAL registration. */
+typedef struct iq_serial {
+    pthread_mutex_t mu;         /* guards the fields below */
+    struct iq_job *head, *tail; /* waiting requests, oldest first */
+    unsigned len;               /* how many */
+    bool busy;                  /* a drain job is submitted or running */
+    atomic_uint refs;           /* the registration + a running drain job */
+} iq_serial_t;
+
 typedef struct iq_entry {
     char *host;          /* NULL = every host */
     int target;          /* xd_iq_target */
@@ -23,11 +44,38 @@ typedef struct iq_entry {
     int discipline;      /* xd_iq_discipline */
     xd_iq_fn fn;         /* the handler */
     void *arg;           /* its argument */
+    iq_serial_t *serial; /* SERIAL: its FIFO (the entry's reference); else NULL */
 } iq_entry_t;
 
 static pthread_rwlock_t iq_lock = PTHREAD_RWLOCK_INITIALIZER;
 static iq_entry_t *iq_tab;
 static size_t iq_n, iq_cap;
+
+static iq_serial_t *
+iq_serial_new(void)
+{
+    iq_serial_t *q = xd_new(iq_serial_t);
+    pthread_mutex_init(&q->mu, NULL);
+    atomic_init(&q->refs, 1);
+    return q;
+}
+
+static iq_serial_t *
+iq_serial_ref(iq_serial_t *q)
+{
+    if (q)
+        atomic_fetch_add(&q->refs, 1);
+    return q;
+}
+
+static void
+iq_serial_unref(iq_serial_t *q)
+{
+    if (!q || atomic_fetch_sub(&q->refs, 1) != 1)
+        return;
+    pthread_mutex_destroy(&q->mu); /* the last reference: busy is false, the FIFO empty */
+    xd_free(q);
+}
 
 static bool
 iq_same_host(const char *a, const char *b)
@@ -41,9 +89,7 @@ xd_iq_register(const char *host, int target, const char *ns, int discipline, xd_
 {
     if (!ns || !*ns || !fn || (target != XD_IQ_HOST && target != XD_IQ_USER))
         return XD_EINVAL;
-    if (discipline == XD_IQ_SERIAL)
-        return XD_ENOTSUP;
-    if (discipline != XD_IQ_INLINE && discipline != XD_IQ_PARALLEL)
+    if (discipline != XD_IQ_INLINE && discipline != XD_IQ_PARALLEL && discipline != XD_IQ_SERIAL)
         return XD_EINVAL;
     pthread_rwlock_wrlock(&iq_lock);
     for (size_t i = 0; i < iq_n; i++)
@@ -57,7 +103,8 @@ xd_iq_register(const char *host, int target, const char *ns, int discipline, xd_
         iq_tab = xd_realloc(iq_tab, iq_cap * sizeof *iq_tab);
     }
     iq_tab[iq_n++] = (iq_entry_t){ host ? xd_strdup(host) : NULL, target, xd_strdup(ns),
-                                   discipline, fn, arg };
+                                   discipline, fn, arg,
+                                   discipline == XD_IQ_SERIAL ? iq_serial_new() : NULL };
     pthread_rwlock_unlock(&iq_lock);
     return 0;
 }
@@ -71,6 +118,7 @@ xd_iq_unregister(const char *host, int target, const char *ns)
         if (e->target == target && !strcmp(e->ns, ns) && iq_same_host(e->host, host)) {
             xd_free(e->host);
             xd_free(e->ns);
+            iq_serial_unref(e->serial);
             *e = iq_tab[--iq_n];
             break;
         }
@@ -85,6 +133,7 @@ xd_iq_clear(void)
     for (size_t i = 0; i < iq_n; i++) {
         xd_free(iq_tab[i].host);
         xd_free(iq_tab[i].ns);
+        iq_serial_unref(iq_tab[i].serial);
     }
     xd_free(iq_tab);
     iq_tab = NULL;
@@ -102,7 +151,8 @@ xd_iq_foreach_ns(const char *host, int target, void (*fn)(void *arg, const char 
     pthread_rwlock_unlock(&iq_lock);
 }
 
-/* The handler for (host, target, ns), copied out under the lock. */
+/* The handler for (host, target, ns), copied out under the lock; a SERIAL
+ * entry's FIFO comes with a reference for the caller. */
 static bool
 iq_find(const char *host, int target, const char *ns, iq_entry_t *out)
 {
@@ -122,12 +172,15 @@ iq_find(const char *host, int target, const char *ns, iq_entry_t *out)
             found = true;
         }
     }
+    if (found)
+        iq_serial_ref(out->serial);
     pthread_rwlock_unlock(&iq_lock);
     return found;
 }
 
-/* A PARALLEL call in flight: everything the handler reads, owned. */
+/* A PARALLEL or SERIAL call in flight: everything the handler reads, owned. */
 typedef struct iq_job {
+    struct iq_job *next; /* SERIAL: the next in the FIFO */
     xd_iq_fn fn;         /* the handler */
     void *arg;           /* its argument */
     xd_stanza_t *iq;     /* the request (a reference) */
@@ -152,6 +205,15 @@ iq_call(xd_iq_fn fn, void *arg, const xd_stanza_t *iq, const xd_jid_t *from, con
 }
 
 static void
+iq_job_free(iq_job_t *j)
+{
+    xd_stanza_unref(j->iq);
+    xd_jid_unref(j->from);
+    xd_jid_unref(j->to);
+    xd_free(j);
+}
+
+static void
 iq_job_work(void *arg)
 {
     iq_job_t *j = arg;
@@ -166,10 +228,69 @@ iq_job_done(void *arg, int status)
         j->reply = xd_stanza_error(j->iq, XD_COND_INTERNAL_SERVER_ERROR, "the server is stopping");
     if (j->reply)
         xd_route(j->reply);
-    xd_stanza_unref(j->iq);
-    xd_jid_unref(j->from);
-    xd_jid_unref(j->to);
-    xd_free(j);
+    iq_job_free(j);
+}
+
+/* SERIAL: a pool thread runs the FIFO's requests in order until it is
+ * empty.  The handlers may block like PARALLEL ones; replies are routed
+ * from here (xd_route works on any thread). */
+static void
+iq_serial_drain(void *arg)
+{
+    iq_serial_t *q = arg;
+    for (;;) {
+        pthread_mutex_lock(&q->mu);
+        iq_job_t *j = q->head;
+        if (!j) {
+            q->busy = false;
+            pthread_mutex_unlock(&q->mu);
+            break;
+        }
+        q->head = j->next;
+        if (!q->head)
+            q->tail = NULL;
+        q->len--;
+        pthread_mutex_unlock(&q->mu);
+        xd_stanza_t *reply = iq_call(j->fn, j->arg, j->iq, j->from, j->to, j->host);
+        if (reply)
+            xd_route(reply);
+        iq_job_free(j);
+    }
+    iq_serial_unref(q);
+}
+
+static void iq_reply(xd_stanza_t *iq, xd_cond cond, const char *text);
+
+/* Appends j to q; starts a drain job when q was idle.  0, or the XD_E*
+ * code when j could not be queued (j is then still the caller's). */
+static int
+iq_serial_push(iq_serial_t *q, iq_job_t *j)
+{
+    pthread_mutex_lock(&q->mu);
+    if (q->len >= IQ_SERIAL_MAX) {
+        pthread_mutex_unlock(&q->mu);
+        return XD_EFULL;
+    }
+    if (!q->busy) {
+        /* Queue first, then submit: the drain job may start at once. */
+        iq_serial_ref(q);
+        int rc = xd_pool_submit(iq_serial_drain, NULL, q);
+        if (rc != 0) {
+            pthread_mutex_unlock(&q->mu);
+            iq_serial_unref(q);
+            return rc;
+        }
+        q->busy = true;
+    }
+    j->next = NULL;
+    if (q->tail)
+        q->tail->next = j;
+    else
+        q->head = j;
+    q->tail = j;
+    q->len++;
+    pthread_mutex_unlock(&q->mu);
+    return 0;
 }
 
 static void
@@ -204,6 +325,7 @@ xd_iq_dispatch(xd_stanza_t *iq, const xd_jid_t *to, const char *host, int target
     xd_jid_t *from = NULL;
     const char *from_s = xd_el_attr(el, "from");
     if (!from_s || xd_jid_parse(xd_str_c(from_s), &from) != 0) {
+        iq_serial_unref(e.serial);
         iq_reply(iq, XD_COND_BAD_REQUEST, NULL);
         return;
     }
@@ -222,7 +344,13 @@ xd_iq_dispatch(xd_stanza_t *iq, const xd_jid_t *to, const char *host, int target
     j->from = from;
     j->to = xd_jid_ref((xd_jid_t *)to);
     snprintf(j->host, sizeof j->host, "%s", host);
-    int rc = xd_pool_submit(iq_job_work, iq_job_done, j);
+    int rc;
+    if (e.serial) {
+        rc = iq_serial_push(e.serial, j);
+        iq_serial_unref(e.serial);
+    } else {
+        rc = xd_pool_submit(iq_job_work, iq_job_done, j);
+    }
     if (rc != 0) {
         /* DESIGN.md 2: a full pool answers at once. */
         xd_jid_unref(j->from);
