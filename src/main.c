@@ -40,6 +40,7 @@
 #include "mod/mod_presence.h"
 #include "mod/mod_roster.h"
 #include "mod/mod_blocking.h"
+#include "mod/mod_stanza_id.h"
 #include "mod/mod_vcard.h"
 #include "router/sm.h"
 #include "stream/c2s.h"
@@ -93,7 +94,8 @@ load_config(xd_config_t **out)
                                   "  mod_offline: {}\n"
                                   "  mod_vcard: {}\n"
                                   "  mod_private: {}\n"
-                                  "  mod_blocking: {}\n";
+                                  "  mod_blocking: {}\n"
+                                  "  mod_stanza_id: {}\n";
     int rc = config_path ? xd_config_load(config_path, out, &err)
                          : xd_config_load_string("(built-in defaults)", builtin,
                                                  sizeof builtin - 1, out, &err);
@@ -406,6 +408,7 @@ main(int argc, char **argv)
     xd_vcard_register_builtin();
     xd_private_register_builtin();
     xd_blocking_register_builtin();
+    xd_stanza_id_register_builtin();
     xd_config_t *cfg = NULL;
     if (load_config(&cfg) != 0)
         return 1;

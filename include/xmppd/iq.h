@@ -60,11 +60,18 @@ typedef xd_stanza_t *(*xd_iq_fn)(const xd_iq_req_t *req);
 int xd_iq_register(const char *host, int target, const char *ns, int discipline, xd_iq_fn fn,
                    void *arg);
 
+/* Adds a disco#info feature `var` for (host or every host, target) that
+ * no IQ handler stands for (urn:xmpp:sid:0, msgoffline, …): it is listed
+ * with the handlers' namespaces by xd_iq_foreach_ns and removed by
+ * xd_iq_unregister(host, target, var).  XD_EEXIST when the triple is taken
+ * (also by a handler), XD_EINVAL for bad arguments. */
+int xd_iq_feature_add(const char *host, int target, const char *var);
+
 /* Removes the registration (what was registered with these three). */
 void xd_iq_unregister(const char *host, int target, const char *ns);
 
-/* Calls fn for every namespace registered for (host, target): disco#info
- * features.  fn must not register or unregister. */
+/* Calls fn for every namespace registered for (host, target), handlers'
+ * and xd_iq_feature_add's: disco#info features.  fn must not register or unregister. */
 void xd_iq_foreach_ns(const char *host, int target, void (*fn)(void *arg, const char *ns),
                       void *arg);
 

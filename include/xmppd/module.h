@@ -87,6 +87,10 @@ int xd_module_fail(xd_module_ctx_t *ctx, int code, const char *fmt, ...)
 /* xd_iq_register(host of ctx, target, ns, discipline, fn, arg) (iq.h). */
 int xd_module_iq(xd_module_ctx_t *ctx, xd_iq_target target, const char *ns,
                  xd_iq_discipline discipline, xd_iq_fn fn, void *arg);
+/* xd_iq_feature_add(host of ctx, target, var) (iq.h): a disco#info
+ * feature of the server (XD_IQ_HOST) or of its accounts (XD_IQ_USER) that
+ * no IQ handler of the module stands for. */
+int xd_module_feature(xd_module_ctx_t *ctx, xd_iq_target target, const char *var);
 /* xd_service_add(domain, fn, arg) (service.h): a domain served by the module. */
 int xd_module_service(xd_module_ctx_t *ctx, const char *domain, xd_service_fn fn, void *arg);
 /* xd_hook_add(hook, host of ctx, prio, fn, arg) (hooks.h). */

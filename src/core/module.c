@@ -154,6 +154,18 @@ xd_module_iq(xd_module_ctx_t *ctx, xd_iq_target target, const char *ns,
 }
 
 int
+xd_module_feature(xd_module_ctx_t *ctx, xd_iq_target target, const char *var)
+{
+    int rc = xd_iq_feature_add(ctx->host, target, var);
+    if (rc != 0)
+        return rc;
+    md_reg_t *r = md_reg_push(ctx, MD_REG_IQ); /* undone by xd_iq_unregister too */
+    r->target = target;
+    r->key = xd_strdup(var);
+    return 0;
+}
+
+int
 xd_module_service(xd_module_ctx_t *ctx, const char *domain, xd_service_fn fn, void *arg)
 {
     int rc = xd_service_add(domain, fn, arg);

@@ -42,7 +42,7 @@ typedef struct iq_entry {
     int target;          /* xd_iq_target */
     char *ns;            /* payload namespace */
     int discipline;      /* xd_iq_discipline */
-    xd_iq_fn fn;         /* the handler */
+    xd_iq_fn fn;         /* the handler; NULL for a bare disco feature */
     void *arg;           /* its argument */
     iq_serial_t *serial; /* SERIAL: its FIFO (the entry's reference); else NULL */
 } iq_entry_t;
@@ -83,13 +83,11 @@ iq_same_host(const char *a, const char *b)
     return (!a && !b) || (a && b && !strcmp(a, b));
 }
 
-int
-xd_iq_register(const char *host, int target, const char *ns, int discipline, xd_iq_fn fn,
-               void *arg)
+/* Adds an entry (fn NULL: a feature only). */
+static int
+iq_add(const char *host, int target, const char *ns, int discipline, xd_iq_fn fn, void *arg)
 {
-    if (!ns || !*ns || !fn || (target != XD_IQ_HOST && target != XD_IQ_USER))
-        return XD_EINVAL;
-    if (discipline != XD_IQ_INLINE && discipline != XD_IQ_PARALLEL && discipline != XD_IQ_SERIAL)
+    if (!ns || !*ns || (target != XD_IQ_HOST && target != XD_IQ_USER))
         return XD_EINVAL;
     pthread_rwlock_wrlock(&iq_lock);
     for (size_t i = 0; i < iq_n; i++)
@@ -107,6 +105,23 @@ xd_iq_register(const char *host, int target, const char *ns, int discipline, xd_
                                    discipline == XD_IQ_SERIAL ? iq_serial_new() : NULL };
     pthread_rwlock_unlock(&iq_lock);
     return 0;
+}
+
+int
+xd_iq_register(const char *host, int target, const char *ns, int discipline, xd_iq_fn fn,
+               void *arg)
+{
+    if (!fn)
+        return XD_EINVAL;
+    if (discipline != XD_IQ_INLINE && discipline != XD_IQ_PARALLEL && discipline != XD_IQ_SERIAL)
+        return XD_EINVAL;
+    return iq_add(host, target, ns, discipline, fn, arg);
+}
+
+int
+xd_iq_feature_add(const char *host, int target, const char *var)
+{
+    return iq_add(host, target, var, XD_IQ_INLINE, NULL, NULL);
 }
 
 void
@@ -160,7 +175,7 @@ iq_find(const char *host, int target, const char *ns, iq_entry_t *out)
     pthread_rwlock_rdlock(&iq_lock);
     for (size_t i = 0; i < iq_n; i++) {
         const iq_entry_t *e = &iq_tab[i];
-        if (e->target != target || strcmp(e->ns, ns) != 0)
+        if (e->target != target || !e->fn || strcmp(e->ns, ns) != 0)
             continue;
         if (e->host && host && !strcmp(e->host, host)) {
             *out = *e;
@@ -181,7 +196,7 @@ iq_find(const char *host, int target, const char *ns, iq_entry_t *out)
 /* A PARALLEL or SERIAL call in flight: everything the handler reads, owned. */
 typedef struct iq_job {
     struct iq_job *next; /* SERIAL: the next in the FIFO */
-    xd_iq_fn fn;         /* the handler */
+    xd_iq_fn fn;         /* the handler; NULL for a bare disco feature */
     void *arg;           /* its argument */
     xd_stanza_t *iq;     /* the request (a reference) */
     xd_jid_t *from, *to; /* references */

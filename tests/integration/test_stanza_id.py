@@ -1,0 +1,119 @@
+"""mod_stanza_id (XEP-0359) through the wire: every message to an account is
+stamped with a stanza-id by the recipient's bare JID, the same for every
+resource and after offline delivery, forged ids by the recipient are removed,
+others kept, and the feature is advertised."""
+import re
+import time
+
+from xclient import login
+
+MODULES = "modules:\n  mod_roster: {}\n  mod_offline: {}\n  mod_stanza_id: {}\n"
+SID = "urn:xmpp:sid:0"
+
+
+def users(server, *names):
+    for n in names:
+        r = server.ctl_run("register", n, "localhost", "pw")
+        assert r.returncode == 0, r.stdout + r.stderr
+
+
+def online(server, user, resource, prio=0):
+    c, jid = login(server.c2s_port, user, "pw", resource=resource)
+    c.send(f"<presence><priority>{prio}</priority></presence>")
+    c.roundtrip()
+    return c, jid
+
+
+def wait_gone(server, bare):
+    """Until no session of `bare` is left (a close is asynchronous)."""
+    for _ in range(100):
+        out = server.ctl_run("connected_users").stdout
+        if bare + "/" not in out:
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"{bare} still connected: {out}")
+
+
+def msg(c, body, timeout=5):
+    m = c.recv_until(r"<message[^>]*>(?:(?!</message>).)*" + body + r".*?</message>",
+                     timeout=timeout)
+    return m.group(0).decode().replace('"', "'")
+
+
+def sids(xml, by):
+    """The ids of the stanza-id elements of xml that name `by`."""
+    return [re.search(r"id='([^']*)'", e).group(1)
+            for e in re.findall(r"<stanza-id [^>]*>", xml)
+            if f"by='{by}'" in e and SID in e]
+
+
+def test_stamped_unique_and_same_for_carbons_and_offline(server_factory):
+    srv = server_factory(extra_yaml=MODULES)
+    users(srv, "alice", "bob")
+    a, _ = online(srv, "alice", "a1")
+    b1, _ = online(srv, "bob", "b1", prio=5)
+    b2, _ = online(srv, "bob", "b2", prio=5)
+    # Equal priorities: a message to the bare JID reaches both (RFC 6121 8.5.2.1.1).
+    a.send("<message to='bob@localhost' type='chat'><body>one</body></message>")
+    m1, m2 = msg(b1, "one"), msg(b2, "one")
+    i1, i2 = sids(m1, "bob@localhost"), sids(m2, "bob@localhost")
+    assert len(i1) == 1 and i1 == i2, (m1, m2)
+    assert re.fullmatch(r"[A-Za-z0-9_-]{20}", i1[0])
+    a.send("<message to='bob@localhost/b1' type='chat'><body>two</body></message>")
+    i3 = sids(msg(b1, "two"), "bob@localhost")
+    assert len(i3) == 1 and i3 != i1
+    # Offline: the id is given before storage and delivered with the message.
+    b1.close()
+    b2.close()
+    wait_gone(srv, "bob@localhost")
+    a.send("<message to='bob@localhost' type='chat'><body>three</body></message>")
+    a.roundtrip()
+    b3, _ = online(srv, "bob", "b3")
+    m = msg(b3, "three")
+    assert "urn:xmpp:delay" in m and len(sids(m, "bob@localhost")) == 1, m
+    a.close()
+    b3.close()
+
+
+def test_forged_ids_removed_others_kept(server_factory):
+    srv = server_factory(extra_yaml=MODULES)
+    users(srv, "alice", "bob")
+    a, _ = online(srv, "alice", "a1")
+    b, _ = online(srv, "bob", "b1")
+    a.send("<message to='bob@localhost/b1' type='chat'><body>forged</body>"
+           f"<stanza-id xmlns='{SID}' id='FORGED' by='bob@localhost'/>"
+           f"<stanza-id xmlns='{SID}' id='room-1' by='room@conference.example'/>"
+           f"<origin-id xmlns='{SID}' id='client-1'/></message>")
+    m = msg(b, "forged")
+    assert "FORGED" not in m, m
+    own = sids(m, "bob@localhost")
+    assert len(own) == 1 and own[0] != "FORGED"
+    assert "id='room-1'" in m and "id='client-1'" in m, m
+    # Error messages are not stamped.
+    a.send("<message to='bob@localhost/b1' type='error'><body>err</body></message>")
+    assert "stanza-id" not in msg(b, "err")
+    a.close()
+    b.close()
+
+
+def test_feature_advertised(server_factory):
+    srv = server_factory(extra_yaml=MODULES)
+    users(srv, "alice")
+    a, _ = online(srv, "alice", "a1")
+    for to in ("alice@localhost", "localhost"):
+        a.send(f"<iq type='get' id='d-{to}' to='{to}'>"
+               "<query xmlns='http://jabber.org/protocol/disco#info'/></iq>")
+        r = a.recv_until(r"<iq[^>]*id=['\"]d-" + re.escape(to) + r"['\"].*?</iq>").group(0)
+        assert f"var='{SID}'" in r.decode().replace('"', "'"), r
+    a.close()
+
+
+def test_off_without_the_module(server_factory):
+    srv = server_factory(extra_yaml="modules:\n  mod_roster: {}\n")
+    users(srv, "alice", "bob")
+    a, _ = online(srv, "alice", "a1")
+    b, _ = online(srv, "bob", "b1")
+    a.send("<message to='bob@localhost/b1' type='chat'><body>plain</body></message>")
+    assert "stanza-id" not in msg(b, "plain")
+    a.close()
+    b.close()
