@@ -13,6 +13,7 @@
 #include "mod/mod_basic.h"
 #include "router/sm.h"
 #include "xd_version.h"
+#include "xmppd/caps.h"
 #include "xmppd/config.h"
 #include "xmppd/err.h"
 #include "xmppd/iq.h"
@@ -205,17 +206,12 @@ basic_feature(void *arg, const char *ns)
     xd_el_set_attr(xd_el_add_child(q, "feature", NULL), "var", ns);
 }
 
-static xd_stanza_t *
-basic_disco_info(const xd_iq_req_t *req)
+/* The disco#info <query/> of the host itself (host true) or of an account
+ * of it; the caller frees it. */
+static xd_el_t *
+basic_info_query(const char *served, bool host)
 {
-    const xd_el_t *payload = req->payload;
-    if (strcmp(xd_el_attr(xd_stanza_root(req->iq), "type"), "get") != 0)
-        return xd_stanza_error(req->iq, XD_COND_NOT_ALLOWED, NULL);
-    if (xd_el_attr(payload, "node"))
-        return xd_stanza_error(req->iq, XD_COND_ITEM_NOT_FOUND, NULL);
-    bool host = xd_jid_local(req->to).len == 0;
-    xd_el_t *r = xd_iq_result_builder(req->iq);
-    xd_el_t *q = xd_el_add_child(r, "query", XD_NS_DISCO_INFO);
+    xd_el_t *q = xd_el_new("query", XD_NS_DISCO_INFO);
     xd_el_t *id = xd_el_add_child(q, "identity", NULL);
     if (host) {
         xd_el_set_attr(id, "category", "server");
@@ -226,14 +222,49 @@ basic_disco_info(const xd_iq_req_t *req)
         xd_el_set_attr(id, "category", "account");
         xd_el_set_attr(id, "type", "registered");
     }
-    xd_iq_foreach_ns(req->host, host ? XD_IQ_HOST : XD_IQ_USER, basic_feature, q);
+    xd_iq_foreach_ns(served, host ? XD_IQ_HOST : XD_IQ_USER, basic_feature, q);
     if (host) {
         xd_config_t *cfg = xd_config_get();
-        if (xd_config_module(cfg, req->host, "mod_register"))
+        if (xd_config_module(cfg, served, "mod_register"))
             basic_feature(q, XD_NS_REGISTER);
         xd_config_unref(cfg);
-        basic_server_info(q, req->host);
+        basic_server_info(q, served);
     }
+    return q;
+}
+
+int
+xd_disco_host_caps(const char *host, char ver[29])
+{
+    xd_el_t *q = basic_info_query(host, true);
+    int rc = xd_caps_ver(q, ver);
+    xd_el_free(q);
+    return rc;
+}
+
+static xd_stanza_t *
+basic_disco_info(const xd_iq_req_t *req)
+{
+    const xd_el_t *payload = req->payload;
+    if (strcmp(xd_el_attr(xd_stanza_root(req->iq), "type"), "get") != 0)
+        return xd_stanza_error(req->iq, XD_COND_NOT_ALLOWED, NULL);
+    bool host = xd_jid_local(req->to).len == 0;
+    xd_el_t *q = basic_info_query(req->host, host);
+    const char *node = xd_el_attr(payload, "node");
+    if (node) {
+        /* XEP-0115 6.2: node#ver of the server's own caps is the same
+         * information; any other node is unknown. */
+        char ver[29];
+        size_t nl = strlen(XD_CAPS_NODE);
+        if (!host || xd_caps_ver(q, ver) != 0 || strncmp(node, XD_CAPS_NODE, nl) != 0 ||
+            node[nl] != '#' || strcmp(node + nl + 1, ver) != 0) {
+            xd_el_free(q);
+            return xd_stanza_error(req->iq, XD_COND_ITEM_NOT_FOUND, NULL);
+        }
+        xd_el_set_attr(q, "node", node);
+    }
+    xd_el_t *r = xd_iq_result_builder(req->iq);
+    xd_el_append(r, q);
     return xd_el_freeze(r);
 }
 
@@ -275,6 +306,7 @@ xd_mod_basic_start(void)
     rc |= xd_iq_register(NULL, XD_IQ_USER, XD_NS_DISCO_INFO, XD_IQ_INLINE, basic_disco_info, NULL);
     rc |= xd_iq_register(NULL, XD_IQ_HOST, XD_NS_DISCO_ITEMS, XD_IQ_INLINE, basic_disco_items,
                          NULL);
+    rc |= xd_iq_feature_add(NULL, XD_IQ_HOST, XD_NS_CAPS); /* XEP-0115 for the server */
     /* Clients send <enable/> without 'to' (the account) or to the server. */
     rc |= xd_iq_register(NULL, XD_IQ_USER, XD_NS_CARBONS, XD_IQ_INLINE, basic_carbons, NULL);
     rc |= xd_iq_register(NULL, XD_IQ_HOST, XD_NS_CARBONS, XD_IQ_INLINE, basic_carbons, NULL);

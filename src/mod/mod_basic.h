@@ -17,6 +17,11 @@ int xd_mod_basic_start(void);
  * name file:line. */
 int xd_mod_basic_check_config(const xd_config_t *cfg, char **err);
 
+/* The XEP-0115 'ver' of the host's disco#info (node XD_CAPS_NODE, hash
+ * sha-1), for the stream features.  0 or XD_EINVAL (see xd_caps_ver).
+ * Any thread. */
+int xd_disco_host_caps(const char *host, char ver[29]);
+
 /* mod_ping's options for a host (XEP-0199 server-to-client pings): true
  * when pings are on. */
 typedef struct xd_ping_conf {

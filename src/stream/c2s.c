@@ -55,6 +55,7 @@
 #include "xmppd/alloc.h"
 #include "xmppd/assert.h"
 #include "xmppd/auth.h"
+#include "xmppd/caps.h"
 #include "xmppd/cmd.h"
 #include "xmppd/conds.h"
 #include "xmppd/config.h"
@@ -600,6 +601,11 @@ c2s_send_features(xd_conn_t *c)
     } else if (!c->bound) {
         ADD("<bind xmlns='" XD_NS_BIND "'/>"
             "<session xmlns='" XD_NS_SESSION "'><optional/></session>");
+        char ver[29];
+        if (xd_disco_host_caps(c->host, ver) == 0)
+            /* XEP-0115 6.3: the server's capabilities, so the client need
+             * not ask each time. */
+            ADD("<c xmlns='" XD_NS_CAPS "' hash='sha-1' node='" XD_CAPS_NODE "' ver='%s'/>", ver);
         xd_config_t *cfg = xd_config_get();
         if (xd_config_module(cfg, c->host, "mod_roster"))
             /* XEP-0237 and RFC 6121 3.4 */

@@ -256,6 +256,7 @@ def login(port, user, password, mech="SCRAM-SHA-256", resource=None, cb=None, **
     assert kind == "success", (kind, val)
     feats = c.open_stream()
     assert "urn:ietf:params:xml:ns:xmpp-bind" in feats, feats
+    c.features = feats  # the post-authentication stream features
     text, jid = c.bind(resource)
     assert jid, text
     return c, jid

@@ -1,0 +1,237 @@
+/*
+ * caps.c — XEP-0115 5.1 verification strings (see include/xmppd/caps.h).
+ */
+#include <stdlib.h>
+#include <string.h>
+
+#include <openssl/evp.h>
+#include <openssl/sha.h>
+
+#include "xmppd/alloc.h"
+#include "xmppd/caps.h"
+#include "xmppd/err.h"
+#include "xmppd/ns.h"
+
+#define CAPS_NS_DATA "jabber:x:data"
+
+/* A growable string. */
+typedef struct caps_buf {
+    char *p;
+    size_t len, cap;
+} caps_buf_t;
+
+static void
+caps_puts(caps_buf_t *b, const char *s)
+{
+    size_t n = strlen(s);
+    if (b->len + n + 1 > b->cap) {
+        b->cap = (b->len + n + 1) * 2;
+        b->p = xd_realloc(b->p, b->cap);
+    }
+    memcpy(b->p + b->len, s, n + 1);
+    b->len += n;
+}
+
+static char *
+caps_take(caps_buf_t *b)
+{
+    char *p = b->p ? b->p : xd_strdup("");
+    *b = (caps_buf_t){ 0 };
+    return p;
+}
+
+/* Compares the first `nkeys` `sep`-terminated segments one by one (so
+ * "a/x" sorts before "a-b/x" as "a" before "a-b"), then the rest. */
+static int
+caps_cmp_keys(const char *a, const char *b, char sep, int nkeys)
+{
+    for (int k = 0; k < nkeys; k++) {
+        const char *ea = strchr(a, sep), *eb = strchr(b, sep);
+        if (!ea || !eb)
+            break;
+        size_t la = (size_t)(ea - a), lb = (size_t)(eb - b);
+        int c = memcmp(a, b, la < lb ? la : lb);
+        if (c || la != lb)
+            return c ? c : (la < lb ? -1 : 1);
+        a = ea + 1;
+        b = eb + 1;
+    }
+    return strcmp(a, b);
+}
+
+/* Identities: category/type/lang/name< — three keys, then the name. */
+static int
+caps_cmp_identity(const void *a, const void *b)
+{
+    return caps_cmp_keys(*(char *const *)a, *(char *const *)b, '/', 3);
+}
+
+/* Forms: FORM_TYPE<fields… — the FORM_TYPE, then the fields. */
+static int
+caps_cmp_form(const void *a, const void *b)
+{
+    return caps_cmp_keys(*(char *const *)a, *(char *const *)b, '<', 1);
+}
+
+static int
+caps_cmp_str(const void *a, const void *b)
+{
+    return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+/* A growable array of malloc'd strings. */
+typedef struct caps_list {
+    char **v;     /* items */
+    size_t n, cap;
+} caps_list_t;
+
+static void
+caps_push(caps_list_t *l, char *s)
+{
+    if (l->n == l->cap) {
+        l->cap = l->cap ? l->cap * 2 : 16;
+        l->v = xd_realloc(l->v, l->cap * sizeof *l->v);
+    }
+    l->v[l->n++] = s;
+}
+
+static void
+caps_list_free(caps_list_t *l)
+{
+    for (size_t i = 0; i < l->n; i++)
+        xd_free(l->v[i]);
+    xd_free(l->v);
+    *l = (caps_list_t){ 0 };
+}
+
+/* Sorts l with cmp; false when two items have equal keys (5.4 rule 3:
+ * duplicate identities, features or FORM_TYPEs). */
+static bool
+caps_sort_unique(caps_list_t *l, int (*cmp)(const void *, const void *), char sep)
+{
+    if (l->n > 1)
+        qsort(l->v, l->n, sizeof *l->v, cmp);
+    for (size_t i = 1; i < l->n; i++) {
+        const char *a = l->v[i - 1], *b = l->v[i];
+        if (sep) { /* forms: only the FORM_TYPE must differ */
+            size_t la = strcspn(a, "<"), lb = strcspn(b, "<");
+            if (la == lb && !memcmp(a, b, la))
+                return false;
+        } else if (!strcmp(a, b)) {
+            return false;
+        }
+    }
+    return true;
+}
+
+static const char *
+caps_or_empty(const char *s)
+{
+    return s ? s : "";
+}
+
+/* "var<value<value<" of one field, values sorted; NULL for FORM_TYPE. */
+static char *
+caps_field(const xd_el_t *field)
+{
+    caps_list_t vals = { 0 };
+    for (const xd_el_t *v = xd_el_first_child(field); v; v = xd_el_next(v))
+        if (xd_el_is(v, "value", CAPS_NS_DATA))
+            caps_push(&vals, xd_strdup(caps_or_empty(xd_el_text(v))));
+    if (vals.n > 1)
+        qsort(vals.v, vals.n, sizeof *vals.v, caps_cmp_str);
+    caps_buf_t b = { 0 };
+    caps_puts(&b, caps_or_empty(xd_el_attr(field, "var")));
+    caps_puts(&b, "<");
+    for (size_t i = 0; i < vals.n; i++) {
+        caps_puts(&b, vals.v[i]);
+        caps_puts(&b, "<");
+    }
+    caps_list_free(&vals);
+    return caps_take(&b);
+}
+
+/* One form as "FORM_TYPE<field<…", fields sorted by var; NULL without a
+ * FORM_TYPE. */
+static char *
+caps_form(const xd_el_t *x)
+{
+    const char *form_type = NULL;
+    caps_list_t fields = { 0 };
+    for (const xd_el_t *f = xd_el_first_child(x); f; f = xd_el_next(f)) {
+        if (!xd_el_is(f, "field", CAPS_NS_DATA))
+            continue;
+        const char *var = xd_el_attr(f, "var");
+        if (var && !strcmp(var, "FORM_TYPE")) {
+            const xd_el_t *v = xd_el_child(f, "value", CAPS_NS_DATA);
+            form_type = v ? caps_or_empty(xd_el_text(v)) : "";
+            continue;
+        }
+        caps_push(&fields, caps_field(f));
+    }
+    if (!form_type) {
+        caps_list_free(&fields);
+        return NULL;
+    }
+    if (fields.n > 1)
+        qsort(fields.v, fields.n, sizeof *fields.v, caps_cmp_str);
+    caps_buf_t b = { 0 };
+    caps_puts(&b, form_type);
+    caps_puts(&b, "<");
+    for (size_t i = 0; i < fields.n; i++)
+        caps_puts(&b, fields.v[i]);
+    caps_list_free(&fields);
+    return caps_take(&b);
+}
+
+int
+xd_caps_ver(const xd_el_t *query, char out[29])
+{
+    caps_list_t ids = { 0 }, feats = { 0 }, forms = { 0 };
+    bool ok = true;
+    for (const xd_el_t *c = xd_el_first_child(query); c && ok; c = xd_el_next(c)) {
+        if (xd_el_is(c, "identity", XD_NS_DISCO_INFO)) {
+            caps_buf_t b = { 0 };
+            caps_puts(&b, caps_or_empty(xd_el_attr(c, "category")));
+            caps_puts(&b, "/");
+            caps_puts(&b, caps_or_empty(xd_el_attr(c, "type")));
+            caps_puts(&b, "/");
+            caps_puts(&b, caps_or_empty(xd_el_attr_ns(c, "lang", XD_NS_XML)));
+            caps_puts(&b, "/");
+            caps_puts(&b, caps_or_empty(xd_el_attr(c, "name")));
+            caps_puts(&b, "<");
+            caps_push(&ids, caps_take(&b));
+        } else if (xd_el_is(c, "feature", XD_NS_DISCO_INFO)) {
+            caps_buf_t b = { 0 };
+            caps_puts(&b, caps_or_empty(xd_el_attr(c, "var")));
+            caps_puts(&b, "<");
+            caps_push(&feats, caps_take(&b));
+        } else if (xd_el_is(c, "x", CAPS_NS_DATA)) {
+            char *f = caps_form(c);
+            if (f)
+                caps_push(&forms, f);
+            else
+                ok = false; /* 5.4 rule 3.6 */
+        }
+    }
+    ok = ok && caps_sort_unique(&ids, caps_cmp_identity, 0) &&
+         caps_sort_unique(&feats, caps_cmp_str, 0) && caps_sort_unique(&forms, caps_cmp_form, '<');
+    if (ok) {
+        EVP_MD_CTX *md = EVP_MD_CTX_new();
+        unsigned char dig[SHA_DIGEST_LENGTH];
+        unsigned dlen = 0;
+        ok = md && EVP_DigestInit_ex(md, EVP_sha1(), NULL) == 1;
+        caps_list_t *parts[] = { &ids, &feats, &forms };
+        for (size_t p = 0; ok && p < 3; p++)
+            for (size_t i = 0; ok && i < parts[p]->n; i++)
+                ok = EVP_DigestUpdate(md, parts[p]->v[i], strlen(parts[p]->v[i])) == 1;
+        ok = ok && EVP_DigestFinal_ex(md, dig, &dlen) == 1 && dlen == sizeof dig;
+        EVP_MD_CTX_free(md);
+        if (ok)
+            EVP_EncodeBlock((unsigned char *)out, dig, sizeof dig);
+    }
+    caps_list_free(&ids);
+    caps_list_free(&feats);
+    caps_list_free(&forms);
+    return ok ? 0 : XD_EINVAL;
+}
