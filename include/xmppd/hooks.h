@@ -40,6 +40,7 @@ typedef enum xd_hook_id {
     XD_HOOK_SESSION_CLOSED,   /* xd_hook_session_t: a bound session ended */
     XD_HOOK_USER_REMOVED,     /* xd_hook_user_t: an account was deleted */
     XD_HOOK_FILTER_PACKET,    /* xd_hook_filter_t: a stanza being routed; may drop/replace */
+    XD_HOOK_PRESENCE_EDIT,    /* xd_hook_presence_edit_t: a user's available presence, editable */
     XD_HOOK_COUNT_            /* number of hooks (not a hook) */
 } xd_hook_id;
 
@@ -86,6 +87,17 @@ typedef struct xd_hook_filter {
     const char *host;  /* the served host the stanza is routed for */
     xd_stanza_t *st;   /* in/out, one reference */
 } xd_hook_filter_t;
+
+/* PRESENCE_EDIT: available presence a client sends (its own, broadcast to
+ * contacts and kept for probes, and directed presence such as a MUC join),
+ * before it is stored or routed; 'from' is already the full JID.  Handlers
+ * may add or remove children of `presence` (XEP-0153 avatar hashes, …);
+ * not its attributes.  Runs on the session's worker: must not block. */
+typedef struct xd_hook_presence_edit {
+    const char *host;        /* the user's served host */
+    const xd_jid_t *jid;     /* the full JID of the session */
+    xd_el_t *presence;       /* the presence element, mutable for the run */
+} xd_hook_presence_edit_t;
 
 /* ev points at the event struct of the hook the handler was added to. */
 typedef int (*xd_hook_fn)(void *ev, void *arg);

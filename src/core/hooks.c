@@ -55,6 +55,7 @@ static const char *const hk_names[XD_HOOK_COUNT_] = {
     [XD_HOOK_SESSION_CLOSED] = "session_closed",
     [XD_HOOK_USER_REMOVED] = "user_removed",
     [XD_HOOK_FILTER_PACKET] = "filter_packet",
+    [XD_HOOK_PRESENCE_EDIT] = "presence_edit",
 };
 
 const char *

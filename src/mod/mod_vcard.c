@@ -29,8 +29,20 @@
  * by a mutex and is copied out (or referenced) by each request, so a request
  * still on the pool while its host's instance stops never reads freed state.
  *
- * Not here: XEP-0153 avatar hashes in presence (needs the presence code),
- * vCard search (XEP-0055), size limits per field.
+ * Avatar hashes (XEP-0153): each stored vCard keeps the SHA-1 (hex) of its
+ * PHOTO/BINVAL image in the column photo_hash ('' without a photo), and a
+ * start loads the non-empty ones of its host into memory.  Every available
+ * presence a client of the host sends (own or directed; the presence_edit
+ * hook) then carries <x xmlns='vcard-temp:x:update'><photo>hash</photo></x>
+ * (an empty <photo/> when the account has no photo), replacing the client's
+ * own x element, as ejabberd's mod_vcard_xupdate does; a client's x without
+ * a <photo/> child ("not ready", XEP-0153 4.2) is left alone.  A vCard set
+ * updates the hash after its commit; contacts see it with the client's next
+ * presence, which XEP-0153 clients send after publishing a new photo.
+ * Rows stored before the column existed get their hash at the next start.
+ *
+ * Not here: vCard search (XEP-0055), size limits per field, XEP-0084/PEP
+ * avatars (with pubsub).
  */
 #include <pthread.h>
 #include <stdatomic.h>
@@ -42,8 +54,11 @@
 #include "mod/mod_vcard.h"
 #include "xmppd/alloc.h"
 #include "xmppd/err.h"
+#include <openssl/evp.h>
+
 #include "xmppd/hooks.h"
 #include "xmppd/log.h"
+#include "xmppd/map.h"
 #include "xmppd/module.h"
 #include "xmppd/ns.h"
 #include "xmppd/stanza.h"
@@ -190,8 +205,15 @@ static const char *const vc_mig1[] = {
     NULL,
 };
 
+/* XEP-0153: the photo's hash, NULL until computed (rows from version 1). */
+static const char *const vc_mig2[] = {
+    "ALTER TABLE vcard ADD COLUMN photo_hash TEXT",
+    NULL,
+};
+
 static const xd_db_migration_t vc_migrations[] = {
     { 1, NULL, vc_mig1 },
+    { 2, NULL, vc_mig2 },
     { 0, NULL, NULL },
 };
 
@@ -250,12 +272,245 @@ vc_load(const char *host, const char *user, vc_row_t *out)
     return rc;
 }
 
+/* ---- avatar hashes (XEP-0153) ------------------------------------------------------------------ */
+
+#define VC_HASH_LEN 40 /* SHA-1 in hex */
+
+/* The hex SHA-1 of the image in the vCard's PHOTO/BINVAL (base64, line
+ * breaks allowed) into out; "" when there is no such photo or it does not
+ * decode. */
+static void
+vc_photo_hash(const xd_el_t *card, char out[VC_HASH_LEN + 1])
+{
+    out[0] = '\0';
+    const xd_el_t *photo = card ? xd_el_child(card, "PHOTO", XD_NS_VCARD) : NULL;
+    const xd_el_t *bin = photo ? xd_el_child(photo, "BINVAL", XD_NS_VCARD) : NULL;
+    size_t len = bin ? xd_el_text_len(bin) : 0;
+    if (!len)
+        return;
+    const unsigned char *b64 = (const unsigned char *)xd_el_text(bin);
+    unsigned char *img = xd_malloc(len);
+    EVP_ENCODE_CTX *dec = EVP_ENCODE_CTX_new();
+    int n1 = 0, n2 = 0;
+    bool ok = dec != NULL;
+    if (ok) {
+        EVP_DecodeInit(dec);
+        ok = EVP_DecodeUpdate(dec, img, &n1, b64, (int)len) >= 0 &&
+             EVP_DecodeFinal(dec, img + n1, &n2) == 1 && n1 + n2 > 0;
+    }
+    EVP_ENCODE_CTX_free(dec);
+    unsigned char dig[EVP_MAX_MD_SIZE];
+    unsigned dlen = 0;
+    if (ok && EVP_Digest(img, (size_t)(n1 + n2), dig, &dlen, EVP_sha1(), NULL) == 1) {
+        for (unsigned i = 0; i < dlen && 2 * i + 2 <= VC_HASH_LEN; i++)
+            snprintf(out + 2 * i, 3, "%02x", dig[i]);
+    }
+    xd_free(img);
+}
+
+/* The same for a serialized vCard. */
+static void
+vc_photo_hash_xml(const char *xml, size_t len, char out[VC_HASH_LEN + 1])
+{
+    xd_el_t *card = NULL;
+    out[0] = '\0';
+    if (xd_el_parse(xml, len, &card) == 0) {
+        vc_photo_hash(card, out);
+        xd_el_free(card);
+    }
+}
+
+/* "user@host" → hex hash (owned), only for accounts with a photo, of the
+ * hosts where the module runs.  Read on every available presence. */
+static pthread_rwlock_t vc_hash_lock = PTHREAD_RWLOCK_INITIALIZER;
+static xd_map_t vc_hashes = XD_MAP_INIT;
+
+static void
+vc_hash_key(char *buf, size_t cap, const char *host, const char *user)
+{
+    snprintf(buf, cap, "%s@%s", user, host);
+}
+
+/* Records the account's hash ("" = no photo). */
+static void
+vc_hash_set(const char *host, const char *user, const char *hash)
+{
+    char key[2100];
+    vc_hash_key(key, sizeof key, host, user);
+    pthread_rwlock_wrlock(&vc_hash_lock);
+    void *old = *hash ? xd_map_put(&vc_hashes, xd_str_c(key), xd_strdup(hash))
+                      : xd_map_del(&vc_hashes, xd_str_c(key));
+    pthread_rwlock_unlock(&vc_hash_lock);
+    xd_free(old);
+}
+
+typedef struct vc_hash_fill {
+    const char *host;  /* the host being loaded */
+    size_t n;          /* hashes loaded */
+} vc_hash_fill_t;
+
+static int
+vc_hash_row(void *arg, const xd_db_val_t *cols, size_t ncols)
+{
+    vc_hash_fill_t *f = arg;
+    if (ncols < 2 || cols[0].type != XD_DB_TEXT || cols[1].type != XD_DB_TEXT ||
+        cols[1].s.len != VC_HASH_LEN)
+        return 0;
+    char user[1024], hash[VC_HASH_LEN + 1];
+    snprintf(user, sizeof user, "%.*s", (int)cols[0].s.len, cols[0].s.p);
+    snprintf(hash, sizeof hash, "%.*s", (int)cols[1].s.len, cols[1].s.p);
+    vc_hash_set(f->host, user, hash);
+    f->n++;
+    return 0;
+}
+
+/* Rows without a hash yet (stored before migration 2). */
+typedef struct vc_unhashed {
+    char **users, **xml; /* owned */
+    size_t *len;
+    size_t n, cap;
+} vc_unhashed_t;
+
+static int
+vc_unhashed_row(void *arg, const xd_db_val_t *cols, size_t ncols)
+{
+    vc_unhashed_t *u = arg;
+    if (ncols < 2 || cols[0].type != XD_DB_TEXT || cols[1].type != XD_DB_TEXT)
+        return 0;
+    if (u->n == u->cap) {
+        u->cap = u->cap ? u->cap * 2 : 16;
+        u->users = xd_realloc(u->users, u->cap * sizeof *u->users);
+        u->xml = xd_realloc(u->xml, u->cap * sizeof *u->xml);
+        u->len = xd_realloc(u->len, u->cap * sizeof *u->len);
+    }
+    u->users[u->n] = xd_strndup(cols[0].s.p, cols[0].s.len);
+    u->xml[u->n] = xd_strndup(cols[1].s.p, cols[1].s.len);
+    u->len[u->n] = cols[1].s.len;
+    u->n++;
+    return 0;
+}
+
+/* Start: hashes the rows that have none, then loads the host's hashes. */
+static int
+vc_hash_load(const char *host, size_t *loaded)
+{
+    xd_db_t *db = atomic_load(&vc_db);
+    xd_db_conn_t *c;
+    int rc = db ? xd_db_acquire(db, &c) : XD_ECLOSED;
+    if (rc != 0)
+        return rc;
+    xd_db_val_t key[] = { XD_DB_V_CSTR(host) };
+    vc_unhashed_t u = { 0 };
+    rc = xd_db_query(c, "SELECT username, xml FROM vcard WHERE host = ? AND photo_hash IS NULL",
+                     key, 1, vc_unhashed_row, &u);
+    for (size_t i = 0; i < u.n; i++) {
+        char hash[VC_HASH_LEN + 1];
+        vc_photo_hash_xml(u.xml[i], u.len[i], hash);
+        xd_db_val_t upd[] = { XD_DB_V_CSTR(hash), XD_DB_V_CSTR(host), XD_DB_V_CSTR(u.users[i]) };
+        if (rc == 0)
+            rc = xd_db_query(c, "UPDATE vcard SET photo_hash = ? WHERE host = ? AND username = ?",
+                             upd, 3, NULL, NULL);
+        xd_free(u.users[i]);
+        xd_free(u.xml[i]);
+    }
+    xd_free(u.users);
+    xd_free(u.xml);
+    xd_free(u.len);
+    vc_hash_fill_t f = { .host = host };
+    if (rc == 0)
+        rc = xd_db_query(c, "SELECT username, photo_hash FROM vcard"
+                            " WHERE host = ? AND photo_hash <> ''",
+                         key, 1, vc_hash_row, &f);
+    xd_db_release(c);
+    *loaded = f.n;
+    return rc;
+}
+
+typedef struct vc_hash_drop {
+    const char *suffix; /* "@host" */
+    size_t slen;
+    char **keys;        /* collected keys (owned) */
+    size_t n, cap;
+} vc_hash_drop_t;
+
+static int
+vc_hash_collect(void *arg, const char *key, void *val)
+{
+    (void)val;
+    vc_hash_drop_t *d = arg;
+    size_t kl = strlen(key);
+    if (kl > d->slen && !strcmp(key + kl - d->slen, d->suffix)) {
+        if (d->n == d->cap) {
+            d->cap = d->cap ? d->cap * 2 : 64;
+            d->keys = xd_realloc(d->keys, d->cap * sizeof *d->keys);
+        }
+        d->keys[d->n++] = xd_strdup(key);
+    }
+    return 0;
+}
+
+/* Stop: forgets the host's hashes. */
+static void
+vc_hash_forget(const char *host)
+{
+    char suffix[1100];
+    snprintf(suffix, sizeof suffix, "@%s", host);
+    vc_hash_drop_t d = { .suffix = suffix, .slen = strlen(suffix) };
+    pthread_rwlock_wrlock(&vc_hash_lock);
+    xd_map_foreach(&vc_hashes, vc_hash_collect, &d);
+    for (size_t i = 0; i < d.n; i++) {
+        xd_free(xd_map_del(&vc_hashes, xd_str_c(d.keys[i])));
+        xd_free(d.keys[i]);
+    }
+    if (!xd_map_count(&vc_hashes))
+        xd_map_free(&vc_hashes, NULL);
+    pthread_rwlock_unlock(&vc_hash_lock);
+    xd_free(d.keys);
+}
+
+/* presence_edit: the account's photo hash into the presence. */
+static int
+vc_presence_edit(void *evp, void *arg)
+{
+    (void)arg;
+    xd_hook_presence_edit_t *ev = evp;
+    xd_el_t *p = ev->presence;
+    xd_el_t *x = xd_el_child_mut(p, "x", XD_NS_VCARD_UPDATE);
+    if (x && !xd_el_child(x, "photo", XD_NS_VCARD_UPDATE))
+        return XD_HOOK_OK; /* XEP-0153 4.2: the client is not ready to advertise */
+    xd_str_t bare = xd_jid_bare_str(ev->jid);
+    char hash[VC_HASH_LEN + 1] = "";
+    pthread_rwlock_rdlock(&vc_hash_lock);
+    const char *h = xd_map_get(&vc_hashes, bare);
+    if (h)
+        memcpy(hash, h, sizeof hash);
+    pthread_rwlock_unlock(&vc_hash_lock);
+    if (x)
+        xd_el_remove_child(p, x);
+    x = xd_el_add_child(p, "x", XD_NS_VCARD_UPDATE);
+    xd_el_t *photo = xd_el_add_child(x, "photo", NULL);
+    if (hash[0])
+        xd_el_add_text(photo, hash);
+    return XD_HOOK_OK;
+}
+
+/* user_removed: the account's hash goes with its vCard row. */
+static int
+vc_user_removed(void *evp, void *arg)
+{
+    (void)arg;
+    const xd_hook_user_t *ev = evp;
+    vc_hash_set(ev->host, ev->user, "");
+    return XD_HOOK_OK;
+}
+
 typedef struct vc_store {
     const char *host; /* the account */
     const char *user;
     const char *xml;  /* the new vCard, or NULL to delete */
     size_t len;       /* its length */
     int64_t now;      /* seconds since the epoch */
+    const char *hash; /* its photo's hash, "" without one */
 } vc_store_t;
 
 /* Delete and insert in one transaction: a reader sees the old vCard or the
@@ -274,9 +529,12 @@ vc_store_tx(xd_db_conn_t *c, void *arg)
         XD_DB_V_CSTR(s->user),
         XD_DB_V_TEXT(((xd_str_t){ s->xml, s->len })),
         XD_DB_V_INT(s->now),
+        XD_DB_V_CSTR(s->hash),
     };
-    return xd_db_query(c, "INSERT INTO vcard (host, username, xml, updated_at) VALUES (?, ?, ?, ?)",
-                       row, 4, NULL, NULL);
+    return xd_db_query(c,
+                       "INSERT INTO vcard (host, username, xml, updated_at, photo_hash)"
+                       " VALUES (?, ?, ?, ?, ?)",
+                       row, 5, NULL, NULL);
 }
 
 /* ---- per-host state ---------------------------------------------------------------------------- */
@@ -371,8 +629,10 @@ vc_user_iq(const xd_iq_req_t *req)
             return xd_stanza_error(req->iq, XD_COND_NOT_ACCEPTABLE, text);
         }
     }
+    char hash[VC_HASH_LEN + 1];
+    vc_photo_hash(xml ? req->payload : NULL, hash);
     vc_store_t s = { .host = req->host, .user = user, .xml = xml, .len = len,
-                     .now = (int64_t)time(NULL) };
+                     .now = (int64_t)time(NULL), .hash = hash };
     xd_db_t *db = atomic_load(&vc_db);
     int rc = db ? xd_db_tx(db, vc_store_tx, &s) : XD_ECLOSED;
     xd_free(xml);
@@ -381,6 +641,7 @@ vc_user_iq(const xd_iq_req_t *req)
                xd_strerror(rc));
         return xd_stanza_error(req->iq, XD_COND_INTERNAL_SERVER_ERROR, NULL);
     }
+    vc_hash_set(req->host, user, hash);
     return xd_iq_result(req->iq);
 }
 
@@ -435,14 +696,29 @@ vc_start(xd_module_ctx_t *ctx)
         }
         h->server = xd_el_freeze(el);
     }
-    int rc = xd_module_iq(ctx, XD_IQ_USER, XD_NS_VCARD, XD_IQ_PARALLEL, vc_user_iq, NULL);
-    if (rc == 0)
-        rc = xd_module_iq(ctx, XD_IQ_HOST, XD_NS_VCARD, XD_IQ_INLINE, vc_host_iq, NULL);
+    size_t loaded = 0;
+    int rc = vc_hash_load(host, &loaded);
     if (rc != 0) {
         vc_host_free(h);
+        vc_hash_forget(host);
+        return xd_module_fail(ctx, rc, "cannot load the avatar hashes: %s", xd_strerror(rc));
+    }
+    rc = xd_module_iq(ctx, XD_IQ_USER, XD_NS_VCARD, XD_IQ_PARALLEL, vc_user_iq, NULL);
+    if (rc == 0)
+        rc = xd_module_iq(ctx, XD_IQ_HOST, XD_NS_VCARD, XD_IQ_INLINE, vc_host_iq, NULL);
+    if (rc == 0)
+        rc = xd_module_hook(ctx, XD_HOOK_PRESENCE_EDIT, XD_HOOK_PRIO_DEFAULT, vc_presence_edit,
+                            NULL);
+    if (rc == 0)
+        rc = xd_module_hook(ctx, XD_HOOK_USER_REMOVED, XD_HOOK_PRIO_DEFAULT, vc_user_removed,
+                            NULL);
+    if (rc != 0) {
+        vc_host_free(h);
+        vc_hash_forget(host);
         return xd_module_fail(ctx, rc, "cannot register the vcard-temp handlers: %s",
                               xd_strerror(rc));
     }
+    XD_LOG(NULL, XD_INFO, "avatar hashes loaded", "host=%s count=%zu", host, loaded);
     pthread_mutex_lock(&vc_lock);
     h->next = vc_hosts;
     vc_hosts = h;
@@ -464,6 +740,7 @@ vc_stop(xd_module_ctx_t *ctx)
             break;
         }
     pthread_mutex_unlock(&vc_lock);
+    vc_hash_forget(h->host);
     vc_host_free(h);
     xd_module_set_state(ctx, NULL);
 }

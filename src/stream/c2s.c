@@ -1253,6 +1253,14 @@ c2s_bind(xd_conn_t *c, const xd_stanza_t *st, const xd_el_t *bind)
 
 /* ---- stanzas ------------------------------------------------------------------------------------ */
 
+/* XD_HOOK_PRESENCE_EDIT on an available presence being sent. */
+static void
+c2s_presence_edit(xd_conn_t *c, xd_el_t *presence)
+{
+    xd_hook_presence_edit_t ev = { .host = c->host, .jid = c->jid, .presence = presence };
+    xd_hook_run(XD_HOOK_PRESENCE_EDIT, c->host, &ev);
+}
+
 /* Presence without 'to' is the session's own (RFC 6121 4.2, 4.5): it makes
  * the session available or unavailable and sets its priority.  Broadcast
  * to contacts comes with the roster. */
@@ -1273,6 +1281,8 @@ c2s_own_presence(xd_conn_t *c, const xd_stanza_t *st, const xd_el_t *el)
     /* What contacts and probes see: the presence from the full JID. */
     xd_el_t *e = xd_stanza_edit(st);
     xd_el_set_attr(e, "from", xd_jid_full_str(c->jid).p);
+    if (!type)
+        c2s_presence_edit(c, e);
     xd_stanza_t *stamped = xd_el_freeze(e);
     xd_sm_set_presence(c->jid, c->id, !type, prio, stamped);
     xd_hook_presence_t ev = { .host = c->host, .jid = c->jid, .presence = stamped,
@@ -1345,6 +1355,8 @@ c2s_route_own(xd_conn_t *c, const xd_stanza_t *st, xd_stanza_kind kind)
         c2s_track_directed(c, el, to);
     xd_el_t *e = xd_stanza_edit(st);
     xd_el_set_attr(e, "from", xd_jid_full_str(c->jid).p);
+    if (kind == XD_STANZA_PRESENCE && !xd_el_attr(el, "type"))
+        c2s_presence_edit(c, e);
     if (!to) {
         /* RFC 6120 10.3.1, 10.3.3: a message or IQ without 'to' is for the
          * sender's bare JID (an IQ is then answered by the server on the

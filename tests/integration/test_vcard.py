@@ -171,3 +171,78 @@ def test_bad_server_vcard_option_is_a_config_error(tmp_path):
     assert p.returncode != 0
     assert "modules.mod_vcard.vcard" in p.stderr and "not a vCard element name" in p.stderr, \
         p.stderr
+
+
+# ---- XEP-0153 avatar hashes in presence ----
+
+IMAGE = bytes(range(256)) * 3  # stands for a PNG; only its bytes matter
+UPD = "vcard-temp:x:update"
+
+
+def photo_card(img):
+    import base64
+    b64 = base64.b64encode(img).decode()
+    lines = "\n".join(b64[i:i + 76] for i in range(0, len(b64), 76))  # as clients wrap it
+    return ("<vCard xmlns='vcard-temp'><FN>Alice</FN><PHOTO><TYPE>image/png</TYPE>"
+            f"<BINVAL>{lines}</BINVAL></PHOTO></vCard>")
+
+
+def directed(a, b, tag, extra=""):
+    """a sends available presence to b's full JID; the x:update b sees."""
+    a.send(f"<presence to='bob@localhost/r'><status>{tag}</status>{extra}</presence>")
+    m = b.recv_until(r"<presence[^>]*>(?:(?!</presence>).)*" + tag + r".*?</presence>")
+    text = m.group(0).decode().replace('"', "'")
+    x = re.search(r"<x xmlns='" + UPD + r"'\s*/>|<x xmlns='" + UPD + r"'>.*?</x>", text)
+    assert x, text
+    assert text.count(UPD) == 1, text
+    return x.group(0)
+
+
+def photo_of(x):
+    m = re.search(r"<photo>([^<]*)</photo>|<photo\s*/>", x)
+    assert m, x
+    return m.group(1) or ""
+
+
+def test_avatar_hash_in_presence(server_factory):
+    import hashlib
+    srv = server_factory(extra_yaml="modules:\n  mod_roster: {}\n  mod_vcard: {}\n")
+    users(srv, "alice", "bob")
+    a, _ = login(srv.c2s_port, "alice", "pw", resource="r")
+    b, _ = login(srv.c2s_port, "bob", "pw", resource="r")
+    # No vCard: an empty <photo/> (no avatar).
+    assert photo_of(directed(a, b, "t1")) == ""
+    a.send(f"<iq type='set' id='s1'>{photo_card(IMAGE)}</iq>")
+    assert "type='result'" in iq(a, "s1")
+    want = hashlib.sha1(IMAGE).hexdigest()
+    assert photo_of(directed(a, b, "t2")) == want
+    # A client's own claim is replaced by what the server stored ...
+    assert photo_of(directed(a, b, "t3", f"<x xmlns='{UPD}'><photo>{'0' * 40}</photo></x>")) \
+        == want
+    # ... but "not ready" (no <photo/> child) is the client's to say.
+    assert "<photo" not in directed(a, b, "t4", f"<x xmlns='{UPD}'/>")
+    # The session's own presence (echoed to the user's resources) has it too.
+    a.send("<presence><status>own</status></presence>")
+    own = a.recv_until(r"<presence[^>]*>(?:(?!</presence>).)*own.*?</presence>").group(0)
+    assert want in own.decode(), own
+    a.close()
+    b.close()
+    # Kept across a restart (loaded from storage at start); a row stored
+    # before the hash column existed (NULL) is hashed by the start.
+    assert srv.stop() == 0
+    import os
+    import sqlite3
+    db = sqlite3.connect(os.path.join(srv.data_dir, "xmppd.db"))
+    db.execute("UPDATE vcard SET photo_hash = NULL")
+    db.commit()
+    db.close()
+    restart(srv)
+    a, _ = login(srv.c2s_port, "alice", "pw", resource="r")
+    b, _ = login(srv.c2s_port, "bob", "pw", resource="r")
+    assert photo_of(directed(a, b, "t5")) == want
+    # A vCard without a photo clears it.
+    a.send("<iq type='set' id='s2'><vCard xmlns='vcard-temp'><FN>A</FN></vCard></iq>")
+    assert "type='result'" in iq(a, "s2")
+    assert photo_of(directed(a, b, "t6")) == ""
+    a.close()
+    b.close()
