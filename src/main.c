@@ -40,6 +40,7 @@
 #include "mod/mod_presence.h"
 #include "mod/mod_roster.h"
 #include "mod/mod_blocking.h"
+#include "mod/mod_last.h"
 #include "mod/mod_stanza_id.h"
 #include "mod/mod_vcard.h"
 #include "router/sm.h"
@@ -95,7 +96,8 @@ load_config(xd_config_t **out)
                                   "  mod_vcard: {}\n"
                                   "  mod_private: {}\n"
                                   "  mod_blocking: {}\n"
-                                  "  mod_stanza_id: {}\n";
+                                  "  mod_stanza_id: {}\n"
+                                  "  mod_last: {}\n";
     int rc = config_path ? xd_config_load(config_path, out, &err)
                          : xd_config_load_string("(built-in defaults)", builtin,
                                                  sizeof builtin - 1, out, &err);
@@ -408,6 +410,7 @@ main(int argc, char **argv)
     xd_vcard_register_builtin();
     xd_private_register_builtin();
     xd_blocking_register_builtin();
+    xd_last_register_builtin();
     xd_stanza_id_register_builtin();
     xd_config_t *cfg = NULL;
     if (load_config(&cfg) != 0)
@@ -473,6 +476,7 @@ main(int argc, char **argv)
     xd_vcard_register_migrations();
     xd_private_register_migrations();
     xd_blocking_register_migrations();
+    xd_last_register_migrations();
     if ((rc = xd_db_open(&params, &db)) != 0) {
         XD_LOG(NULL, XD_CRIT, "cannot open storage", "path=%s err=%s", cfg->sql_database,
                xd_strerror(rc));
@@ -519,6 +523,7 @@ main(int argc, char **argv)
     xd_vcard_set_db(db);
     xd_private_set_db(db);
     xd_blocking_set_db(db);
+    xd_last_set_db(db);
     if ((rc = xd_modules_start(cfg, &err)) != 0) {
         XD_LOG(NULL, XD_CRIT, "cannot start modules", "error=\"%s\"", err ? err : xd_strerror(rc));
         fprintf(stderr, "xmppd: %s\n", err ? err : xd_strerror(rc));
@@ -592,6 +597,7 @@ out_sm:
     xd_vcard_set_db(NULL);
     xd_private_set_db(NULL);
     xd_blocking_set_db(NULL);
+    xd_last_set_db(NULL);
     xd_iq_clear();
     xd_service_clear();
     xd_offline_stop();
