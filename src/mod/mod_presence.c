@@ -253,6 +253,14 @@ sub_done(void *arg, int status)
         if (j->clocal && !strcmp(j->type, "unsubscribe"))
             pres_current_to(j->contact, j->ubare, true);
     }
+    if (status == 0 && j->out_rc == XD_EFULL) {
+        /* mod_roster's max_items: the subscription would add an item to a
+         * full roster; it goes back to the sender instead. */
+        xd_stanza_t *err = xd_stanza_error(j->st, XD_COND_RESOURCE_CONSTRAINT,
+                                           "your roster is full");
+        if (err)
+            xd_route(err);
+    }
     if (j->out_rc == 0)
         mod_roster_item_clear(&j->out.item);
     if (j->in_rc == 0 && j->clocal && j->out.r.forward)

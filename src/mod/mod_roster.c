@@ -7,14 +7,24 @@
  * marks the requesting session as an interested resource; a set or remove
  * is committed first, then pushed to every interested resource of the user
  * (including the requester), then answered.
+ *
+ * Size: `max_items` per host bounds the items in an account's roster.  A
+ * roster set or an outbound subscription that would add one more is
+ * refused (resource-constraint to the set; the subscribe is not forwarded
+ * and the sender gets it back as a presence error); updates of existing
+ * items and inbound requests (kept outside the roster) are not limited.
  */
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include <pthread.h>
+
 #include "mod/mod_roster.h"
 #include "router/sm.h"
+#include "xmppd/map.h"
+#include "xmppd/opt.h"
 #include "stream/c2s.h"
 #include "xmppd/alloc.h"
 #include "xmppd/err.h"
@@ -59,6 +69,55 @@ static const xd_db_migration_t ros_migrations[] = {
 };
 
 static xd_db_t *ros_db;
+
+/* ---- options, per-host limits ------------------------------------------------------------- */
+
+typedef struct ros_conf {
+    int max_items; /* items one roster may hold */
+} ros_conf_t;
+
+#define C_ ros_conf_t
+static const xd_opt_t ros_opts[] = {
+    XD_OPT_INT("max_items", C_, max_items, "5000", 1, 1000000,
+               "Items an account's roster may hold; a roster set or subscription request that "
+               "would add one more is refused with resource-constraint."),
+    XD_OPT_END,
+};
+#undef C_
+
+/* host → max_items (as a pointer-sized integer) of the hosts where the
+ * module runs; read by the storage functions on the pool. */
+static pthread_mutex_t ros_lim_lock = PTHREAD_MUTEX_INITIALIZER;
+static xd_map_t ros_limits = XD_MAP_INIT;
+
+/* The host's limit, or 0 (none) where the module does not run. */
+static size_t
+ros_max_items(const char *host)
+{
+    pthread_mutex_lock(&ros_lim_lock);
+    size_t n = (size_t)(uintptr_t)xd_map_get(&ros_limits, xd_str_c(host));
+    pthread_mutex_unlock(&ros_lim_lock);
+    return n;
+}
+
+/* XD_EFULL when the roster of (host, user) already holds the host's
+ * maximum (inside the transaction that would add one). */
+static int
+ros_room_for_one(xd_db_conn_t *c, const char *host, const char *user)
+{
+    size_t max = ros_max_items(host);
+    if (!max)
+        return 0;
+    xd_db_val_t key[] = { XD_DB_V_CSTR(host), XD_DB_V_CSTR(user) };
+    int64_t n = 0;
+    int rc = xd_db_query_int64(c,
+                               "SELECT COUNT(*) FROM roster_item"
+                               " WHERE host = ? AND username = ? AND in_roster = 1",
+                               key, 2, &n);
+    if (rc != 0)
+        return rc;
+    return n >= (int64_t)max ? XD_EFULL : 0;
+}
 static mod_roster_removed_fn ros_on_removed;
 
 /* ---- items -------------------------------------------------------------------------------- */
@@ -353,6 +412,8 @@ set_tx(xd_db_conn_t *c, void *arg)
         s->item.jid = xd_strdup(s->contact);
         rc = 0;
     }
+    if (rc == 0 && !s->item.in_roster)
+        rc = ros_room_for_one(c, s->host, s->user);
     if (rc != 0)
         return rc;
     xd_free(s->item.name);
@@ -508,8 +569,12 @@ sub_tx(xd_db_conn_t *c, void *arg)
     if (o->r.changed) {
         bool had_pending = it->state.pending_in;
         it->state = o->r.state;
-        if (outbound)
+        if (outbound && !it->in_roster) {
+            rc = ros_room_for_one(c, s->host, s->user);
+            if (rc != 0)
+                return rc;
             it->in_roster = true; /* RFC 6121 3.1.2, 3.1.5, 3.4: the item is created */
+        }
         if (!it->state.pending_in) {
             xd_free(it->pending_status);
             it->pending_status = NULL;
@@ -808,6 +873,12 @@ roster_set(const xd_iq_req_t *req, const char *host, const char *user)
     }
     mod_roster_item_t pushed;
     int rc = mod_roster_set_item(host, user, contact, name, groups, ng, &pushed, &ver);
+    if (rc == XD_EFULL) {
+        char text[96];
+        snprintf(text, sizeof text, "the roster is full (%zu items)", ros_max_items(host));
+        reply = iq_error(req, XD_COND_RESOURCE_CONSTRAINT, text);
+        goto out;
+    }
     if (rc != 0) {
         XD_LOG(NULL, XD_ERROR, "roster set failed", "host=%s user=%s err=%s", host, user,
                xd_strerror(rc));
@@ -840,19 +911,51 @@ roster_iq(const xd_iq_req_t *req)
 
 /* ---- the module ---------------------------------------------------------------------------- */
 
+static int ros_reload(xd_module_ctx_t *ctx, const void *old_opts);
+
 static int
 ros_start(xd_module_ctx_t *ctx)
 {
     if (!ros_db)
         return xd_module_fail(ctx, XD_ECLOSED, "no database (mod_roster_set_db not called)");
-    return xd_module_iq(ctx, XD_IQ_USER, XD_NS_ROSTER, XD_IQ_PARALLEL, roster_iq, NULL);
+    int rc = xd_module_iq(ctx, XD_IQ_USER, XD_NS_ROSTER, XD_IQ_PARALLEL, roster_iq, NULL);
+    if (rc != 0)
+        return rc;
+    ros_reload(ctx, NULL);
+    return 0;
+}
+
+/* Start and reload: the host's limit from the options. */
+static int
+ros_reload(xd_module_ctx_t *ctx, const void *old_opts)
+{
+    (void)old_opts;
+    const ros_conf_t *conf = xd_module_opts(ctx);
+    pthread_mutex_lock(&ros_lim_lock);
+    xd_map_put(&ros_limits, xd_str_c(xd_module_host(ctx)), (void *)(uintptr_t)conf->max_items);
+    pthread_mutex_unlock(&ros_lim_lock);
+    return 0;
+}
+
+static void
+ros_stop(xd_module_ctx_t *ctx)
+{
+    pthread_mutex_lock(&ros_lim_lock);
+    xd_map_del(&ros_limits, xd_str_c(xd_module_host(ctx)));
+    if (!xd_map_count(&ros_limits))
+        xd_map_free(&ros_limits, NULL);
+    pthread_mutex_unlock(&ros_lim_lock);
 }
 
 static const xd_module_t ros_module = {
     .abi = XD_MODULE_ABI,
     .name = "mod_roster",
     .doc = "Rosters (RFC 6121 2) with versioning (XEP-0237) and subscription state",
+    .opts = ros_opts,
+    .opts_size = sizeof(ros_conf_t),
     .start = ros_start,
+    .stop = ros_stop,
+    .reload = ros_reload,
 };
 
 const xd_module_t *

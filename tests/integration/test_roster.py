@@ -216,3 +216,32 @@ def test_persists_across_restart(srv):
     assert len(its) == 1 and "name='Bob'" in its[0] and "<group>Stay</group>" in its[0], r
     r = get(c, "g2", ver=ver)
     assert "<query" not in r, r
+
+
+def test_roster_size_limit(server_factory):
+    """mod_roster max_items: a set adding one more item than allowed is
+    resource-constraint, updating an existing item still works, and an
+    outbound subscribe to a new contact comes back as a presence error."""
+    srv = server_factory(extra_yaml="modules:\n  mod_roster:\n    max_items: 2\n")
+    for u in ("ann", "zed"):
+        assert srv.ctl_run("register", u, "localhost", "pw").returncode == 0
+    a, _ = login(srv.c2s_port, "ann", "pw", resource="r")
+
+    def setitem(iq_id, jid, name="x"):
+        a.send(f"<iq type='set' id='{iq_id}'><query xmlns='jabber:iq:roster'>"
+               f"<item jid='{jid}' name='{name}'/></query></iq>")
+        return a.recv_until(r"<iq[^>]*id=['\"]" + iq_id + r"['\"](?:[^>]*/>|.*?</iq>)"
+                            ).group(0).decode().replace('"', "'")
+
+    assert "type='result'" in setitem("s1", "b@example.org")
+    assert "type='result'" in setitem("s2", "c@example.org")
+    r = setitem("s3", "d@example.org")
+    assert "type='error'" in r and "<resource-constraint" in r, r
+    assert "type='result'" in setitem("s4", "c@example.org", "renamed")
+    a.send("<presence to='zed@localhost' type='subscribe'/>")
+    err = a.recv_until(r"<presence[^>]*type=['\"]error['\"].*?</presence>").group(0).decode()
+    assert "resource-constraint" in err, err
+    a.send("<iq type='get' id='g'><query xmlns='jabber:iq:roster'/></iq>")
+    roster = a.recv_until(r"<iq[^>]*id=['\"]g['\"].*?</iq>").group(0).decode()
+    assert roster.count("<item ") == 2 and "zed@localhost" not in roster, roster
+    a.close()
