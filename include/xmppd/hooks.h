@@ -57,6 +57,8 @@ typedef struct xd_hook_presence {
     const xd_jid_t *jid;          /* the full JID of the resource */
     const xd_stanza_t *presence;  /* the presence stanza; NULL when the session just ended */
     bool initial;                 /* AVAILABLE: the first since the session was unavailable */
+    bool first_nonneg;            /* AVAILABLE: the first with a priority >= 0 since then (the
+                                     session can now take messages to the bare JID) */
 } xd_hook_presence_t;
 
 /* MESSAGE_OFFLINE.  Lent for the run; xd_stanza_ref() to keep the stanza. */

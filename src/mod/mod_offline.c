@@ -359,17 +359,16 @@ off_pop_done(void *arg, int status)
 }
 
 /* XD_HOOK_USER_AVAILABLE: the first available presence with a
- * non-negative priority takes the stored messages out for that session. */
+ * non-negative priority (at login, or later when a session that started
+ * negative raises it, RFC 6121 8.5.2.1.1) takes the stored messages out
+ * for that session. */
 static int
 off_available(void *evp, void *arg)
 {
     (void)arg;
     xd_hook_presence_t *ev = evp;
     const xd_jid_t *full = ev->jid;
-    if (!ev->presence || !ev->initial)
-        return XD_HOOK_OK;
-    const char *pr = xd_el_child_text(xd_stanza_root(ev->presence), "priority", NULL);
-    if (pr && strtol(pr, NULL, 10) < 0)
+    if (!ev->presence || !ev->first_nonneg)
         return XD_HOOK_OK;
     xd_sm_entry_t e;
     if (xd_sm_find(full, &e) != 0)

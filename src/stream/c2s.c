@@ -1278,6 +1278,8 @@ c2s_own_presence(xd_conn_t *c, const xd_stanza_t *st, const xd_el_t *el)
     }
     bool was = c->available;
     c->available = !type;
+    bool first_nonneg = c->available && prio >= 0 && !(was && c->nonneg_seen);
+    c->nonneg_seen = c->available && (first_nonneg || (was && c->nonneg_seen));
     /* What contacts and probes see: the presence from the full JID. */
     xd_el_t *e = xd_stanza_edit(st);
     xd_el_set_attr(e, "from", xd_jid_full_str(c->jid).p);
@@ -1286,7 +1288,7 @@ c2s_own_presence(xd_conn_t *c, const xd_stanza_t *st, const xd_el_t *el)
     xd_stanza_t *stamped = xd_el_freeze(e);
     xd_sm_set_presence(c->jid, c->id, !type, prio, stamped);
     xd_hook_presence_t ev = { .host = c->host, .jid = c->jid, .presence = stamped,
-                              .initial = !was };
+                              .initial = !was, .first_nonneg = first_nonneg };
     if (c->available) {
         xd_hook_run(XD_HOOK_USER_AVAILABLE, c->host, &ev);
     } else if (was) {

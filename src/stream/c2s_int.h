@@ -54,6 +54,7 @@ typedef struct xd_conn {
     bool delayed_close;          /* the failure being delayed is the last one allowed */
     bool registered;             /* an account was registered in-band on this stream */
     bool available;              /* the session's own presence is available */
+    bool nonneg_seen;            /* ... with a priority >= 0 since it became available */
     char **directed;             /* JIDs it sent directed available presence to (RFC 6121 4.6) */
     size_t ndirected;            /* how many (at most C2S_MAX_DIRECTED) */
     unsigned auth_failures;      /* SASL failures that tested credentials */

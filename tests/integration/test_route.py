@@ -221,6 +221,29 @@ def test_offline_messages_stored_and_delivered_with_delay(server_factory):
     assert nothing(o2, r"<message", wait=0.6)
 
 
+def test_offline_messages_wait_for_a_non_negative_priority(server_factory):
+    """XEP-0160 / RFC 6121 8.5.2.1.1: a session with a negative priority
+    takes no bare-JID messages, so stored ones wait until it raises its
+    priority (or another session comes with a non-negative one)."""
+    srv = server_factory(extra_yaml=OFFLINE)
+    users(srv, "quin", "rae")
+    r, _ = online(srv, "rae", "x")
+    r.send("<message to='quin@localhost' type='chat' id='n1'><body>held</body></message>")
+    r.roundtrip()
+    q, _ = online(srv, "quin", "low", priority=-1)
+    assert nothing(q, r"<message", wait=0.5)
+    q.send("<presence><priority>-5</priority></presence>")  # still negative
+    assert nothing(q, r"<message", wait=0.5)
+    q.send("<presence><priority>2</priority></presence>")
+    m = expect(q, r"<message[^>]*id=['\"]n1.*?</message>")
+    assert "<body>held</body>" in m and "urn:xmpp:delay" in m, m
+    # Going negative and back does not deliver twice (nothing is left anyway,
+    # and a new message to an available non-negative session is live).
+    q.send("<presence><priority>-1</priority></presence>")
+    q.send("<presence><priority>1</priority></presence>")
+    assert nothing(q, r"id=['\"]n1", wait=0.5)
+
+
 def test_offline_message_survives_kill_9(server_factory):
     import os
     import signal
