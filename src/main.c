@@ -35,14 +35,10 @@
 #include "core/pool.h"
 #include "core/worker.h"
 #include "auth/commands.h"
+#include "mod/builtin.h"
 #include "mod/mod_basic.h"
 #include "mod/mod_offline.h"
 #include "mod/mod_presence.h"
-#include "mod/mod_roster.h"
-#include "mod/mod_blocking.h"
-#include "mod/mod_last.h"
-#include "mod/mod_stanza_id.h"
-#include "mod/mod_vcard.h"
 #include "router/sm.h"
 #include "stream/c2s.h"
 #include "stream/listener.h"
@@ -406,12 +402,7 @@ main(int argc, char **argv)
 
     /* Built-in modules (known before the configuration is checked); each
      * also registers its tables' migrations, applied by xd_db_open. */
-    mod_roster_register();
-    xd_vcard_register_builtin();
-    xd_private_register_builtin();
-    xd_blocking_register_builtin();
-    xd_last_register_builtin();
-    xd_stanza_id_register_builtin();
+    xd_builtin_register();
     xd_config_t *cfg = NULL;
     if (load_config(&cfg) != 0)
         return 1;
@@ -472,11 +463,6 @@ main(int argc, char **argv)
                               .path = cfg->sql_database,
                               .max_conns = (unsigned)cfg->sql_pool_size,
                               .cache_kib = 2048 };
-    xd_offline_register_migrations(); /* module tables, created by xd_db_open */
-    xd_vcard_register_migrations();
-    xd_private_register_migrations();
-    xd_blocking_register_migrations();
-    xd_last_register_migrations();
     if ((rc = xd_db_open(&params, &db)) != 0) {
         XD_LOG(NULL, XD_CRIT, "cannot open storage", "path=%s err=%s", cfg->sql_database,
                xd_strerror(rc));
@@ -519,11 +505,7 @@ main(int argc, char **argv)
     xd_mod_basic_start();
     xd_offline_start(db);
     xd_presence_start();
-    mod_roster_set_db(db);
-    xd_vcard_set_db(db);
-    xd_private_set_db(db);
-    xd_blocking_set_db(db);
-    xd_last_set_db(db);
+    xd_builtin_set_db(db);
     if ((rc = xd_modules_start(cfg, &err)) != 0) {
         XD_LOG(NULL, XD_CRIT, "cannot start modules", "error=\"%s\"", err ? err : xd_strerror(rc));
         fprintf(stderr, "xmppd: %s\n", err ? err : xd_strerror(rc));
@@ -593,11 +575,7 @@ out_sm:
     xd_sm_shutdown();
     xd_modules_stop();
     xd_presence_stop();
-    mod_roster_set_db(NULL);
-    xd_vcard_set_db(NULL);
-    xd_private_set_db(NULL);
-    xd_blocking_set_db(NULL);
-    xd_last_set_db(NULL);
+    xd_builtin_set_db(NULL);
     xd_iq_clear();
     xd_service_clear();
     xd_offline_stop();

@@ -13,6 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "mod/builtin.h"
 #include "xmppd/alloc.h"
 #include "xmppd/config.h"
 #include "xmppd/opt.h"
@@ -163,6 +164,26 @@ gd_render(void)
             gd_put(&b, "\n| Option | Type | Default | Range | Description |\n"
                        "|---|---|---|---|---|\n");
         gd_rows(&b, s->table, scope);
+    }
+    gd_put(&b, "\n## Modules\n\n"
+               "Modules run per host as listed under `modules:` (and `host_config`), each with\n"
+               "its options as a map (`mod_roster: {max_items: 2000}`; `{}` or `~` for the\n"
+               "defaults). The built-in ones are below; any other name is loaded from\n"
+               "`<module_dir>/<name>.so` (docs/modules.md).\n");
+    xd_builtin_register();
+    for (const xd_builtin_doc_t *m = xd_builtin_docs(); m->name; m++) {
+        gd_put(&b, "\n### ");
+        gd_put(&b, m->name);
+        gd_put(&b, "\n\n");
+        gd_put(&b, m->doc ? m->doc : "");
+        gd_put(&b, ".\n");
+        if (!m->opts || !m->opts->name) {
+            gd_put(&b, "\nNo options.\n");
+            continue;
+        }
+        gd_put(&b, "\n| Option | Type | Default | Range | Description |\n"
+                   "|---|---|---|---|---|\n");
+        gd_rows(&b, m->opts, 0);
     }
     return b.p;
 }

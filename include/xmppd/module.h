@@ -106,6 +106,10 @@ int xd_module_command(xd_module_ctx_t *ctx, const xd_cmd_t *cmd);
  * when the name is taken, XD_EINVAL for a bad declaration. */
 int xd_module_register_builtin(const xd_module_t *mod);
 
+/* Copies up to max registered built-in modules into out (registration
+ * order); returns how many there are. */
+size_t xd_module_builtins(const xd_module_t **out, size_t max);
+
 /* Finds module `name`: a built-in, else loads <module_dir>/<name>.so
  * (kept loaded until xd_modules_stop).  On error *err names the file
  * ("…/mod_x.so: ABI 7, this server needs 1"). */

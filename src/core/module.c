@@ -294,6 +294,14 @@ xd_module_register_builtin(const xd_module_t *mod)
 }
 
 /* md_lock held. */
+size_t
+xd_module_builtins(const xd_module_t **out, size_t max)
+{
+    for (size_t i = 0; i < md_nbuiltin && i < max; i++)
+        out[i] = md_builtin[i];
+    return md_nbuiltin;
+}
+
 static int
 md_find(const char *dir, const char *name, const xd_module_t **out, char **err)
 {

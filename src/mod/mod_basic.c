@@ -108,6 +108,12 @@ static const xd_opt_t disco_opts[] = {
 };
 #undef D_
 
+const xd_opt_t *
+xd_disco_opts(void)
+{
+    return disco_opts;
+}
+
 static const xd_opt_enum_t ping_actions[] = {
     { "none", 0 },
     { "kill", 1 },
@@ -128,6 +134,12 @@ static const xd_opt_t ping_opts[] = {
     XD_OPT_END,
 };
 #undef P_
+
+const xd_opt_t *
+xd_ping_opts(void)
+{
+    return ping_opts;
+}
 
 bool
 xd_mod_ping_conf(const xd_config_t *cfg, const char *host, xd_ping_conf_t *out)

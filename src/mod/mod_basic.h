@@ -9,6 +9,7 @@
 #include <stdint.h>
 
 #include "xmppd/config.h"
+#include "xmppd/opt.h"
 
 /* Registers the handlers for every host.  0 or an error (already started). */
 int xd_mod_basic_start(void);
@@ -16,6 +17,10 @@ int xd_mod_basic_start(void);
 /* Parses mod_disco's options (XEP-0157 server_info) of every host; errors
  * name file:line. */
 int xd_mod_basic_check_config(const xd_config_t *cfg, char **err);
+
+/* The option tables of mod_disco and mod_ping (docs). */
+const xd_opt_t *xd_disco_opts(void);
+const xd_opt_t *xd_ping_opts(void);
 
 /* The XEP-0115 'ver' of the host's disco#info (node XD_CAPS_NODE, hash
  * sha-1), for the stream features.  0 or XD_EINVAL (see xd_caps_ver).
