@@ -28,6 +28,7 @@
 #include "xmppd/alloc.h"
 #include "xmppd/assert.h"
 #include "xmppd/config.h"
+#include "xmppd/jid.h"
 #include "xmppd/err.h"
 #include "xmppd/log.h"
 #include "xd_version.h"
@@ -979,6 +980,35 @@ cfg_listen_check(xd_opt_ctx_t *ctx, const xd_conf_node_t *map, void *conf)
     if (l->module == XD_LISTEN_MOD_COMPONENT && !l->password && !l->hosts) {
         xd_opt_error(ctx, map, "a component listener needs `password` or `hosts`");
         rc = -1;
+    }
+    if (l->hosts) {
+        /* {domain: {password: secret}} (ejabberd's ejabberd_service hosts). */
+        const xd_conf_node_t *h = l->hosts;
+        xd_opt_push_key(ctx, "hosts");
+        if (h->kind != XD_CONF_MAP) {
+            xd_opt_error(ctx, h, "expected a mapping {domain: {password: secret}}");
+            rc = -1;
+        }
+        for (size_t i = 0; h->kind == XD_CONF_MAP && i < h->count; i++) {
+            const xd_conf_node_t *pw = h->items[i]->kind == XD_CONF_MAP
+                                           ? xd_conf_map_get(h->items[i], "password")
+                                           : NULL;
+            char *dom = NULL;
+            if (xd_jid_prep_domain(xd_str_c(h->keys[i]->value), &dom) != 0) {
+                xd_opt_error(ctx, h->keys[i], "\"%s\" is not a domain", h->keys[i]->value);
+                rc = -1;
+            } else if (!pw || pw->kind != XD_CONF_SCALAR || !pw->len) {
+                xd_opt_error(ctx, h->items[i], "%s: expected {password: secret}",
+                             h->keys[i]->value);
+                rc = -1;
+            }
+            xd_free(dom);
+        }
+        xd_opt_pop(ctx);
+        if (l->module != XD_LISTEN_MOD_COMPONENT) {
+            xd_opt_error(ctx, map, "`hosts` is for component listeners");
+            rc = -1;
+        }
     }
     return rc;
 }

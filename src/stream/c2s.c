@@ -297,6 +297,8 @@ c2s_on_close(uv_handle_t *h)
         xd_hook_run(XD_HOOK_SESSION_CLOSED, c->host, &sev);
     }
     c->bound = false;
+    if (c->role && c->role->closed)
+        c->role->closed(c);
     if (c->op)
         c->op->c = NULL; /* the answer will find nobody */
     if (c->parser)
@@ -387,7 +389,7 @@ c2s_on_timer(xd_timer_t *t, void *arg)
         c2s_destroy(c); /* the peer never closed its side */
         return;
     }
-    if (!c->bound)
+    if (!c->bound && !c->established)
         /* RFC 6120 4.9.3.4: no bound session within the handshake time. */
         c2s_close(c, XD_STREAM_CONNECTION_TIMEOUT, "handshake timeout");
     else
@@ -398,7 +400,8 @@ c2s_on_timer(xd_timer_t *t, void *arg)
 static void
 c2s_touch(xd_conn_t *c)
 {
-    if (c->bound && c->state != C2S_CLOSING && c->listener->idle_timeout_ms && c->timer)
+    if ((c->bound || c->established) && c->state != C2S_CLOSING &&
+        c->listener->idle_timeout_ms && c->timer)
         xd_timer_start(c->timer, c->listener->idle_timeout_ms, 0);
 }
 
@@ -414,26 +417,48 @@ c2s_new_sid(xd_conn_t *c)
         snprintf(c->sid + 2 * i, 3, "%02x", rnd[i]);
 }
 
-static void
-c2s_send_header(xd_conn_t *c, const char *to_attr)
+void
+c2s_send_header_as(xd_conn_t *c, const char *from, const char *to_attr, bool no_version)
 {
-    const char *from = c->host;
+    if (!from)
+        from = c->host;
     if (!from) {
         xd_config_t *cfg = xd_config_get();
         c->host = xd_strdup(xd_config_default_host(cfg));
         xd_config_unref(cfg);
         from = c->host;
     }
-    char buf[1200];
+    const char *ns = c->role ? c->role->content_ns : XD_NS_CLIENT;
+    bool db = c->role && c->role->dialback_ns;
+    char buf[1400];
     int n = snprintf(buf, sizeof buf,
                      "<?xml version='1.0'?>"
-                     "<stream:stream xmlns='jabber:client' "
+                     "<stream:stream xmlns='%s' %s"
                      "xmlns:stream='http://etherx.jabber.org/streams' "
-                     "id='%s' from='%s'%s%s%s version='1.0' xml:lang='%s'>",
-                     c->sid, from, to_attr ? " to='" : "", to_attr ? to_attr : "",
-                     to_attr ? "'" : "", c->lang[0] ? c->lang : "en");
+                     "id='%s' from='%s'%s%s%s%s xml:lang='%s'>",
+                     ns, db ? "xmlns:db='" XD_NS_DIALBACK "' " : "", c->sid, from,
+                     to_attr ? " to='" : "", to_attr ? to_attr : "", to_attr ? "'" : "",
+                     no_version ? "" : " version='1.0'", c->lang[0] ? c->lang : "en");
     c2s_write(c, buf, (size_t)n < sizeof buf ? (size_t)n : sizeof buf - 1);
     c->header_sent = true;
+}
+
+static void
+c2s_send_header(xd_conn_t *c, const char *to_attr)
+{
+    c2s_send_header_as(c, NULL, to_attr, false);
+}
+
+void
+c2s_established(xd_conn_t *c)
+{
+    c->established = true;
+    if (c->timer) {
+        if (c->listener->idle_timeout_ms)
+            xd_timer_start(c->timer, c->listener->idle_timeout_ms, 0);
+        else
+            xd_timer_stop(c->timer);
+    }
 }
 
 /* Sends the error and closes our side (RFC 6120 4.9.1.1); if no header went
@@ -631,6 +656,10 @@ c2s_stream_open(void *ud, const xd_el_t *hdr)
         strcpy(c->lang, lang);
     c2s_new_sid(c);
     c->header_sent = false;
+    if (c->role) {
+        c->role->stream_open(c, hdr);
+        return;
+    }
 
     /* The host comes first so that an error header carries the right 'from'. */
     const char *to = xd_el_attr(hdr, "to");
@@ -760,6 +789,8 @@ c2s_tls_handshake(void *ud)
     XD_LOG(&c->log, XD_INFO, "tls established", "version=%s cipher=%s sni=%s",
            xd_tls_version(c->tls), xd_tls_cipher(c->tls),
            xd_tls_sni(c->tls) ? xd_tls_sni(c->tls) : "-");
+    if (c->role && c->role->tls_up)
+        c->role->tls_up(c);
 }
 
 static int
@@ -769,7 +800,7 @@ c2s_tls_plain(void *ud, const uint8_t *data, size_t len)
     return c2s_input(c, (const char *)data, len);
 }
 
-static void
+void
 c2s_starttls(xd_conn_t *c, const xd_el_t *el)
 {
     (void)el;
@@ -1433,6 +1464,11 @@ c2s_stanza(void *ud, xd_stanza_t *st)
         xd_stanza_unref(st);
         return;
     }
+    if (c->role) {
+        c->role->element(c, st);
+        xd_stanza_unref(st);
+        return;
+    }
     const char *ns = xd_el_ns(el);
     if (ns && !strcmp(ns, XD_NS_TLS) && !strcmp(xd_el_name(el), "starttls")) {
         c2s_starttls(c, el);
@@ -1743,6 +1779,9 @@ xd_c2s_accept(xd_worker_t *w, uv_stream_t *server, xd_listener_t *l)
     xd_xml_limits_t lim = XD_XML_LIMITS_DEFAULT;
     lim.max_stanza_bytes = l->max_stanza_bytes;
     c->parser = xd_xml_parser_new(&c2s_xml_handlers, c, &lim);
+    c->role = l->role;
+    if (c->role && c->role->accepted)
+        c->role->accepted(c);
 
     if (ws->stopping || n > l->max_connections) {
         XD_LOG(&c->log, XD_WARN, "connection refused", "listener=%s reason=%s", l->name,
@@ -1920,7 +1959,7 @@ c2s_deliver_msg(xd_worker_t *w, void *arg)
     c2s_deliver_msg_t *m = arg;
     xd_wstate_t *ws = xd_wstate(w);
     xd_conn_t *c = ws ? byid_get(ws, m->id) : NULL;
-    if (c && c->bound && c->state == C2S_OPEN) {
+    if (c && (c->bound || c->established) && c->state == C2S_OPEN) {
         c2s_send_stanza(c, m->st);
         xd_stanza_unref(m->st);
     } else {
@@ -1934,6 +1973,12 @@ c2s_deliver_msg(xd_worker_t *w, void *arg)
 
 void
 xd_c2s_deliver(unsigned worker, uint64_t conn_id, xd_stanza_t *st)
+{
+    c2s_deliver(worker, conn_id, st);
+}
+
+void
+c2s_deliver(unsigned worker, uint64_t conn_id, xd_stanza_t *st)
 {
     xd_worker_t *w = xd_worker_get(worker);
     c2s_deliver_msg_t *m = xd_new(c2s_deliver_msg_t);

@@ -1,7 +1,17 @@
 /*
- * c2s_int.h — the c2s connection, shared by the files of the c2s
- * (c2s.c: stream, TLS, SASL, binding; register.c: XEP-0077).  Owner worker
- * only; nothing outside src/stream includes it.
+ * c2s_int.h — the stream connection, shared by the files of the c2s
+ * (c2s.c: stream, TLS, SASL, binding; register.c: XEP-0077) and by the
+ * other kinds of XML stream that reuse its transport (socket, TLS, parser,
+ * write queue, timers, closing): server-to-server streams and external
+ * components (src/s2s).  Owner worker only; nothing outside src/stream and
+ * src/s2s includes it.
+ *
+ * Roles: a connection with role NULL is a client stream (c2s.c does
+ * everything).  Any other kind sets c->role; c2s.c then hands the stream
+ * header, every first-level element and the TLS handshake to the role and
+ * calls its `closed` when the connection is freed, and keeps the rest:
+ * reading, TLS, the parser and its limits, writing with a bounded queue,
+ * the handshake/idle timer, stream errors and the closing handshake.
  */
 #ifndef XMPPD_STREAM_C2S_INT_H
 #define XMPPD_STREAM_C2S_INT_H
@@ -26,6 +36,25 @@
 typedef enum { C2S_HEADER, C2S_OPEN, C2S_CLOSING } c2s_state;
 
 struct c2s_op;
+struct xd_conn;
+
+/* What a non-client stream does with its events (all on the owner worker;
+ * the connection is valid for the call). */
+typedef struct xd_conn_role {
+    const char *name;        /* "component", "s2s-in", "s2s-out": logs */
+    const char *content_ns;  /* the stream's default namespace */
+    bool dialback_ns;        /* the header declares xmlns:db (server streams) */
+    /* A connection was accepted on a listener of this role (optional). */
+    void (*accepted)(struct xd_conn *c);
+    /* A stream header arrived (state HEADER): check it, answer (c2s_send_header). */
+    void (*stream_open)(struct xd_conn *c, const xd_el_t *hdr);
+    /* A first-level element in state OPEN; lent (ref it to keep it). */
+    void (*element)(struct xd_conn *c, xd_stanza_t *el);
+    /* The TLS handshake finished (optional). */
+    void (*tls_up)(struct xd_conn *c);
+    /* The connection is being freed: release c->rs (optional). */
+    void (*closed)(struct xd_conn *c);
+} xd_conn_role_t;
 
 typedef struct xd_conn {
     uv_tcp_t tcp;                /* first member: the handle is the connection */
@@ -73,6 +102,9 @@ typedef struct xd_conn {
     char ip[48];                 /* printable peer address */
     char lang[36];               /* xml:lang of the stream */
     char sid[33];                /* stream id of this stage, 128 random bits in hex */
+    const xd_conn_role_t *role;  /* NULL: a client stream; else who handles the stream */
+    void *rs;                    /* the role's state */
+    bool established;            /* role streams: authenticated (the idle timer applies) */
 } xd_conn_t;
 
 /* An outstanding auth backend request.  The connection drops its pointer
@@ -88,6 +120,26 @@ void c2s_send_stanza(xd_conn_t *c, const xd_stanza_t *st);
 void c2s_send_iq_error(xd_conn_t *c, const xd_stanza_t *st, xd_cond cond, const char *text);
 /* Sends the stream error and closes the stream. */
 void c2s_close(xd_conn_t *c, xd_stream_cond cond, const char *text);
+
+/* Writes our stream header (a new id first when new_id): 'from' = from
+ * (NULL: c->host or the default host), 'to' = to_attr (NULL: none), the
+ * content namespace and dialback declaration of the role, version='1.0'
+ * unless no_version (XEP-0114 streams have none). */
+void c2s_send_header_as(xd_conn_t *c, const char *from, const char *to_attr, bool no_version);
+
+/* Starts the server side of STARTTLS as c2s does (RFC 6120 5.4.2): when not
+ * offered on the listener or already secure, a <failure/> and a stream
+ * error. */
+void c2s_starttls(xd_conn_t *c, const xd_el_t *el);
+
+/* Marks a role stream authenticated: from now the listener's idle timeout
+ * applies instead of its handshake timeout. */
+void c2s_established(xd_conn_t *c);
+
+/* Hands st to connection conn_id on worker `worker` (any thread; takes the
+ * reference): written if it is still open and bound/established, else the
+ * sender gets service-unavailable. */
+void c2s_deliver(unsigned worker, uint64_t conn_id, xd_stanza_t *st);
 
 /* Pauses input while an asynchronous answer is outstanding, and resumes
  * it (parsing what arrived meanwhile). */

@@ -14,13 +14,16 @@
 
 #include "stream/listener.h"
 
+#include "s2s/component.h"
 #include "stream/c2s.h"
 #include "stream/wstate.h"
 #include "xmppd/alloc.h"
 #include "xmppd/assert.h"
 #include "xmppd/config.h"
 #include "xmppd/err.h"
+#include "xmppd/jid.h"
 #include "xmppd/log.h"
+#include "xmppd/opt.h"
 
 static xd_listener_t *lst_table; /* immutable after prepare */
 static size_t lst_count;
@@ -78,6 +81,38 @@ lst_probe(const xd_listener_t *l)
     return rc;
 }
 
+/* Copies a component listener's `password` and `hosts: {domain:
+ * {password: …}}` (checked by the configuration). */
+static void
+lst_component_secrets(xd_listener_t *l, const xd_listen_conf_t *lc)
+{
+    if (lc->password)
+        l->password = xd_strdup(lc->password);
+    const xd_conf_node_t *h = lc->hosts;
+    if (!h || h->kind != XD_CONF_MAP)
+        return;
+    l->secrets = xd_calloc(h->count ? h->count : 1, sizeof *l->secrets);
+    for (size_t i = 0; i < h->count; i++) {
+        const xd_conf_node_t *pw = xd_conf_map_get(h->items[i], "password");
+        char *dom = NULL;
+        if (!pw || pw->kind != XD_CONF_SCALAR ||
+            xd_jid_prep_domain(xd_str_c(h->keys[i]->value), &dom) != 0)
+            continue;
+        l->secrets[l->nsecrets].domain = dom;
+        l->secrets[l->nsecrets].password = xd_strdup(pw->value);
+        l->nsecrets++;
+    }
+}
+
+const char *
+xd_listener_component_secret(const xd_listener_t *l, const char *domain)
+{
+    for (size_t i = 0; i < l->nsecrets; i++)
+        if (!strcmp(l->secrets[i].domain, domain))
+            return l->secrets[i].password;
+    return l->password;
+}
+
 int
 xd_listeners_prepare(const struct xd_config *cfg, char **err)
 {
@@ -86,8 +121,8 @@ xd_listeners_prepare(const struct xd_config *cfg, char **err)
     lst_count = 0;
     for (size_t i = 0; i < n; i++) {
         const xd_listen_conf_t *lc = xd_config_listen(cfg, i);
-        if (lc->module != XD_LISTEN_MOD_C2S) {
-            /* s2s, component and http listeners arrive with their issues. */
+        if (lc->module != XD_LISTEN_MOD_C2S && lc->module != XD_LISTEN_MOD_COMPONENT) {
+            /* s2s and http listeners arrive with their issues. */
             XD_LOG(NULL, XD_WARN, "listener not supported yet", "port=%d module=%s", lc->port,
                    xd_listen_module_name(lc->module));
             continue;
@@ -98,7 +133,11 @@ xd_listeners_prepare(const struct xd_config *cfg, char **err)
                 *err = NULL;
             return XD_EINVAL;
         }
-        l->module = XD_LISTEN_C2S;
+        l->module = lc->module == XD_LISTEN_MOD_COMPONENT ? XD_LISTEN_COMPONENT : XD_LISTEN_C2S;
+        if (l->module == XD_LISTEN_COMPONENT) {
+            l->role = &xd_component_role;
+            lst_component_secrets(l, lc);
+        }
         l->backlog = lc->backlog;
         l->max_connections = lc->max_connections;
         l->max_stanza_bytes = lc->max_stanza_size;
@@ -205,6 +244,15 @@ xd_listeners_free(void)
             xd_free(lst_ws[i]);
             lst_ws[i] = NULL;
         }
+    }
+    for (size_t i = 0; i < lst_count; i++) {
+        xd_listener_t *l = &lst_table[i];
+        for (size_t j = 0; j < l->nsecrets; j++) {
+            xd_free(l->secrets[j].domain);
+            xd_free(l->secrets[j].password);
+        }
+        xd_free(l->secrets);
+        xd_free(l->password);
     }
     xd_free(lst_table);
     lst_table = NULL;

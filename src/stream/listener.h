@@ -45,12 +45,26 @@ typedef struct xd_listener {
     char access[64];              /* access rule deciding who may log in here */
     uint64_t shaper_rate;         /* bytes/s read per connection; 0 = unlimited */
     uint64_t shaper_burst;        /* token bucket size in bytes */
+    const struct xd_conn_role *role; /* NULL: client streams; else the stream kind (c2s_int.h) */
+    char *password;               /* component: the shared secret for every domain, or NULL */
+    struct xd_listener_secret *secrets; /* component: per-domain secrets (`hosts`) */
+    size_t nsecrets;              /* how many */
     _Atomic unsigned connections; /* open connections, all workers */
 } xd_listener_t;
 
+/* A component domain and its XEP-0114 secret (listener option `hosts`). */
+typedef struct xd_listener_secret {
+    char *domain;   /* normalised */
+    char *password; /* the secret */
+} xd_listener_secret_t;
+
+/* The secret for component `domain` on listener l (per-domain first, then
+ * the listener's password), or NULL when the domain may not connect. */
+const char *xd_listener_component_secret(const xd_listener_t *l, const char *domain);
+
 struct xd_config;
 
-/* Resolves and probes every c2s listener of `cfg`.  On error *err is a
+/* Resolves and probes every c2s, s2s and component listener of `cfg`.  On error *err is a
  * malloc'd message ("cannot listen on 127.0.0.1:5222: address already in
  * use").  Call before xd_workers_start. */
 int xd_listeners_prepare(const struct xd_config *cfg, char **err);
