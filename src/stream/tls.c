@@ -2,10 +2,21 @@
  * tls.c — the TLS engine and certificate store (tls.h), on OpenSSL 3.
  *
  * Store: loaded once (tls_batch_* read PEM files and pair keys with
- * certificates, tls_ctx_new builds one SSL_CTX per certificate, the name
- * index maps host names to certificates), then immutable.  The SNI callback
- * of every SSL_CTX looks the client's name up in the index and switches the
- * connection to that certificate's SSL_CTX.
+ * certificates, tls_ctx_base builds one SSL_CTX per certificate, the name
+ * index maps host names to certificates, tls_trust_load reads the trust
+ * anchors), then immutable.  Every SSL_CTX is made with TLS_method(), so
+ * one serves server connections (c2s, s2s-in) and client connections
+ * (s2s-out) alike.  The SNI callback of every SSL_CTX looks the client's
+ * name up in the index and switches the connection to that certificate's
+ * SSL_CTX; the ALPN callback accepts the one protocol the connection was
+ * given (xd_tls_t.alpn).
+ *
+ * Peer certificates: OpenSSL never fails a handshake on them (clients use
+ * SSL_VERIFY_NONE; a server that asks for one uses SSL_VERIFY_PEER with a
+ * callback that accepts everything).  xd_tls_peer_verify runs the chain
+ * check against the store's X509_STORE afterwards and the RFC 6125 name
+ * checks itself (tls_peer_* below), because OpenSSL's X509_check_host
+ * knows neither SRV-IDs nor XmppAddrs.
  *
  * Connection: a custom BIO (tls_bio_*) whose read side returns bytes from
  * the slice being fed (xd_tls_t.in) and whose write side calls io.send
@@ -22,6 +33,7 @@
  */
 #include "stream/tls.h"
 
+#include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <glob.h>
@@ -32,6 +44,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -83,6 +96,8 @@ struct xd_tls_store {
     char **warnings;            /* lines for the log */
     size_t nwarnings;           /* entries in warnings */
     int min_version;            /* TLS1_2_VERSION or TLS1_3_VERSION */
+    X509_STORE *trust;          /* trust anchors for peer verification (owned); OpenSSL
+                                 * locks it internally, so any worker may verify */
 };
 
 static char *
@@ -139,6 +154,23 @@ tls_is_ascii(const char *s)
         if ((unsigned char)*s >= 0x80)
             return false;
     return true;
+}
+
+/* True for an IP-address domainpart (RFC7622 3.2): "192.0.2.1" or
+ * "[2001:db8::1]". */
+static bool
+tls_is_ip_literal(const char *s)
+{
+    unsigned char addr[16];
+    char v6[64];
+    size_t n = strlen(s);
+    if (inet_pton(AF_INET, s, addr) == 1)
+        return true;
+    if (n < 3 || n - 2 >= sizeof v6 || s[0] != '[' || s[n - 1] != ']')
+        return false;
+    memcpy(v6, s + 1, n - 2);
+    v6[n - 2] = '\0';
+    return inet_pton(AF_INET6, v6, addr) == 1;
 }
 
 /* Writes the lower-case A-label form of name into out[TLS_NAME_MAX + 1].
@@ -344,6 +376,9 @@ tls_index_cert(xd_tls_store_t *st, X509 *x, size_t cert)
 
 /* ---- store: SSL_CTX ----------------------------------------------------- */
 
+static int tls_alpn_cb(SSL *ssl, const unsigned char **out, unsigned char *outlen,
+                       const unsigned char *in, unsigned int inlen, void *arg);
+
 static int
 tls_sni_cb(SSL *ssl, int *alert, void *arg)
 {
@@ -361,11 +396,12 @@ tls_sni_cb(SSL *ssl, int *alert, void *arg)
     return SSL_TLSEXT_ERR_OK;
 }
 
-/* A server SSL_CTX with the store's policy and no certificate yet. */
+/* An SSL_CTX with the store's policy and no certificate yet, for server
+ * and client connections (TLS_method). */
 static int
 tls_ctx_base(xd_tls_store_t *st, const xd_tls_store_opts_t *o, SSL_CTX **out, char **err)
 {
-    SSL_CTX *ctx = SSL_CTX_new(TLS_server_method());
+    SSL_CTX *ctx = SSL_CTX_new(TLS_method());
     if (ctx == NULL)
         return tls_fail(err, XD_EINTERNAL, "SSL_CTX_new: %s", tls_ossl_reason("failed"));
     SSL_CTX_set_min_proto_version(ctx, st->min_version);
@@ -396,6 +432,7 @@ tls_ctx_base(xd_tls_store_t *st, const xd_tls_store_opts_t *o, SSL_CTX **out, ch
     }
     SSL_CTX_set_tlsext_servername_callback(ctx, tls_sni_cb);
     SSL_CTX_set_tlsext_servername_arg(ctx, st);
+    SSL_CTX_set_alpn_select_cb(ctx, tls_alpn_cb, NULL);
     *out = ctx;
     return 0;
 }
@@ -858,11 +895,51 @@ tls_selfsigned(xd_tls_store_t *st, const xd_tls_store_opts_t *o, const char *hos
     return 0;
 }
 
+/* ---- store: trust anchors ------------------------------------------------ */
+
+/* Builds st->trust from ca_file / ca_path, or the system default paths. */
+static int
+tls_trust_load(xd_tls_store_t *st, const xd_tls_store_opts_t *o, char **err)
+{
+    st->trust = X509_STORE_new();
+    if (st->trust == NULL)
+        return tls_fail(err, XD_EINTERNAL, "X509_STORE_new: %s", tls_ossl_reason("failed"));
+    ERR_clear_error();
+    if (o->ca_file == NULL && o->ca_path == NULL) {
+        /* The default file is read now; the default directory is looked
+         * up when a peer is verified.  Missing defaults are not an error:
+         * every peer is then untrusted. */
+        X509_STORE_set_default_paths(st->trust);
+        ERR_clear_error();
+        return 0;
+    }
+    if (o->ca_file != NULL) {
+        if (access(o->ca_file, R_OK) != 0)
+            return tls_fail(err, XD_ETLS_CERT, "ca_file: %s: %s", o->ca_file, strerror(errno));
+        if (X509_STORE_load_file(st->trust, o->ca_file) != 1)
+            return tls_fail(err, XD_ETLS_CERT, "ca_file: %s: %s", o->ca_file,
+                            tls_ossl_reason("no certificate in it"));
+    }
+    if (o->ca_path != NULL) {
+        struct stat sb;
+        if (stat(o->ca_path, &sb) != 0)
+            return tls_fail(err, XD_ETLS_CERT, "ca_path: %s: %s", o->ca_path, strerror(errno));
+        if (!S_ISDIR(sb.st_mode))
+            return tls_fail(err, XD_ETLS_CERT, "ca_path: %s: not a directory", o->ca_path);
+        if (X509_STORE_load_path(st->trust, o->ca_path) != 1)
+            return tls_fail(err, XD_ETLS_CERT, "ca_path: %s: %s", o->ca_path,
+                            tls_ossl_reason("cannot use the directory"));
+    }
+    ERR_clear_error();
+    return 0;
+}
+
 /* ---- store: public ------------------------------------------------------ */
 
 static void
 tls_store_free(xd_tls_store_t *st)
 {
+    X509_STORE_free(st->trust);
     for (size_t i = 0; i < st->ncerts; i++)
         SSL_CTX_free(st->certs[i]);
     for (size_t i = 0; i < st->nnames; i++)
@@ -908,6 +985,8 @@ xd_tls_store_load(const xd_tls_store_opts_t *o, xd_tls_store_t **out, char **err
         rc = tls_ctx_base(st, o, &probe, err);
         SSL_CTX_free(probe);
     }
+    if (rc == 0)
+        rc = tls_trust_load(st, o, err);
 
     tls_batch_t b = { 0 };
     for (size_t i = 0; rc == 0 && i < o->ncertfiles; i++) {
@@ -996,7 +1075,8 @@ typedef enum tls_state {
     TLS_FAILED,        /* fatal: err says why */
 } tls_state;
 
-/* One connection.  Owner loop only. */
+/* One connection.  Owner loop only (the ALPN callback reads alpn from
+ * inside tls_drive, on the owner loop too). */
 struct xd_tls {
     SSL *ssl;                /* owns the BIO */
     xd_tls_store_t *store;   /* one reference */
@@ -1012,6 +1092,10 @@ struct xd_tls {
     bool paused;             /* delivery stopped */
     bool in_drive;           /* inside tls_drive (callbacks may run) */
     bool shut_sent;          /* our close_notify went out */
+    bool client;             /* made by xd_tls_client_new */
+    bool begun;              /* the handshake has started (first drive ran) */
+    char *alpn;              /* our ALPN protocol (owned), or NULL: the one we offer
+                              * (client) or accept (server) */
 };
 
 static BIO_METHOD *tls_bio_method;      /* created once, never freed */
@@ -1079,16 +1163,10 @@ tls_bio_method_init(void)
     tls_bio_method = m;
 }
 
-int
-xd_tls_server_new(xd_tls_store_t *st, const char *default_host, const xd_tls_io_t *io,
-                  xd_tls_t **out)
+/* A connection on ssl (consumed) with our BIO attached. */
+static int
+tls_conn_new(xd_tls_store_t *st, SSL *ssl, const xd_tls_io_t *io, xd_tls_t **out)
 {
-    XD_ASSERT(st != NULL && io != NULL && io->send != NULL && io->plain != NULL && out != NULL);
-    XD_ASSERT(st->ncerts > 0);
-    pthread_once(&tls_bio_once, tls_bio_method_init);
-    long i = tls_lookup(st, default_host);
-    ERR_clear_error();
-    SSL *ssl = SSL_new(st->certs[i >= 0 ? i : 0]);
     BIO *bio = ssl != NULL ? BIO_new(tls_bio_method) : NULL;
     if (bio == NULL) {
         SSL_free(ssl);
@@ -1101,8 +1179,123 @@ xd_tls_server_new(xd_tls_store_t *st, const char *default_host, const xd_tls_io_
     t->io = *io;
     BIO_set_data(bio, t);
     SSL_set_bio(ssl, bio, bio);
-    SSL_set_accept_state(ssl);
     *out = t;
+    return 0;
+}
+
+int
+xd_tls_server_new(xd_tls_store_t *st, const char *default_host, const xd_tls_io_t *io,
+                  xd_tls_t **out)
+{
+    XD_ASSERT(st != NULL && io != NULL && io->send != NULL && io->plain != NULL && out != NULL);
+    XD_ASSERT(st->ncerts > 0);
+    pthread_once(&tls_bio_once, tls_bio_method_init);
+    long i = tls_lookup(st, default_host);
+    ERR_clear_error();
+    int rc = tls_conn_new(st, SSL_new(st->certs[i >= 0 ? i : 0]), io, out);
+    if (rc == 0)
+        SSL_set_accept_state((*out)->ssl);
+    return rc;
+}
+
+/* Accepts every client certificate: the verdict is xd_tls_peer_verify's. */
+static int
+tls_verify_accept(int ok, X509_STORE_CTX *x)
+{
+    (void)ok;
+    (void)x;
+    return 1;
+}
+
+int
+xd_tls_request_cert(xd_tls_t *t)
+{
+    if (t->client || t->begun)
+        return XD_EINVAL;
+    SSL_set_verify(t->ssl, SSL_VERIFY_PEER | SSL_VERIFY_CLIENT_ONCE, tls_verify_accept);
+    return 0;
+}
+
+static bool
+tls_alpn_ok(const char *proto)
+{
+    size_t n = proto != NULL ? strlen(proto) : 0;
+    return n > 0 && n <= 255;
+}
+
+int
+xd_tls_set_alpn(xd_tls_t *t, const char *proto)
+{
+    if (t->client || t->begun || !tls_alpn_ok(proto))
+        return XD_EINVAL;
+    xd_free(t->alpn);
+    t->alpn = xd_strdup(proto);
+    return 0;
+}
+
+/* RFC7301 3.2: select our protocol if the client offers it; a client that
+ * offers others only gets no_application_protocol.  A connection without
+ * a protocol ignores ALPN. */
+static int
+tls_alpn_cb(SSL *ssl, const unsigned char **out, unsigned char *outlen, const unsigned char *in,
+            unsigned int inlen, void *arg)
+{
+    (void)arg;
+    const xd_tls_t *t = BIO_get_data(SSL_get_rbio(ssl));
+    if (t == NULL || t->alpn == NULL)
+        return SSL_TLSEXT_ERR_NOACK;
+    size_t want = strlen(t->alpn);
+    for (unsigned int off = 0; off < inlen;) {
+        unsigned int n = in[off];
+        if (n == 0 || off + 1 + n > inlen)
+            break; /* malformed list; OpenSSL checks it before, so never here */
+        if (n == want && memcmp(in + off + 1, t->alpn, n) == 0) {
+            *out = in + off + 1;
+            *outlen = (unsigned char)n;
+            return SSL_TLSEXT_ERR_OK;
+        }
+        off += 1 + n;
+    }
+    return SSL_TLSEXT_ERR_ALERT_FATAL;
+}
+
+int
+xd_tls_client_new(xd_tls_store_t *st, const char *local_host, const char *remote_host,
+                  const char *alpn, const xd_tls_io_t *io, xd_tls_t **out)
+{
+    XD_ASSERT(st != NULL && io != NULL && io->send != NULL && io->plain != NULL && out != NULL);
+    XD_ASSERT(st->ncerts > 0);
+    char sni[TLS_NAME_MAX + 1];
+    bool ip = remote_host != NULL && tls_is_ip_literal(remote_host); /* RFC6066 3: no SNI */
+    if (remote_host == NULL || (!ip && !tls_name_norm(remote_host, sni, false)) ||
+        (alpn != NULL && !tls_alpn_ok(alpn)))
+        return XD_EINVAL;
+    pthread_once(&tls_bio_once, tls_bio_method_init);
+    long i = tls_lookup(st, local_host);
+    ERR_clear_error();
+    SSL *ssl = SSL_new(st->certs[i >= 0 ? i : 0]);
+    if (ssl != NULL && i < 0)
+        SSL_certs_clear(ssl); /* no certificate of ours covers local_host: present none */
+    bool ok = ssl != NULL && (ip || SSL_set_tlsext_host_name(ssl, sni) == 1);
+    if (ok && alpn != NULL) {
+        unsigned char wire[256];
+        size_t n = strlen(alpn);
+        wire[0] = (unsigned char)n;
+        memcpy(wire + 1, alpn, n);
+        ok = SSL_set_alpn_protos(ssl, wire, (unsigned int)n + 1) == 0; /* 0 = success */
+    }
+    if (!ok) {
+        SSL_free(ssl);
+        ERR_clear_error();
+        return XD_ETLS;
+    }
+    int rc = tls_conn_new(st, ssl, io, out);
+    if (rc != 0)
+        return rc;
+    xd_tls_t *t = *out;
+    t->client = true;
+    t->alpn = alpn != NULL ? xd_strdup(alpn) : NULL;
+    SSL_set_connect_state(ssl);
     return 0;
 }
 
@@ -1115,6 +1308,7 @@ xd_tls_free(xd_tls_t *t)
     SSL_free(t->ssl);
     xd_tls_store_unref(t->store);
     xd_free(t->pend);
+    xd_free(t->alpn);
     xd_free(t);
 }
 
@@ -1155,6 +1349,7 @@ tls_drive(xd_tls_t *t)
     size_t dirty = 0; /* bytes of buf that held plaintext */
     int rc = 0;
     t->in_drive = true;
+    t->begun = true;
     while (!t->paused && rc == 0) {
         size_t before = t->in_len, n = 0;
         bool hs = t->state == TLS_HANDSHAKE;
@@ -1251,6 +1446,14 @@ xd_tls_input(xd_tls_t *t, const uint8_t *data, size_t len)
     return rc;
 }
 
+int
+xd_tls_start(xd_tls_t *t)
+{
+    if (!t->client || t->begun)
+        return XD_EINVAL;
+    return xd_tls_input(t, NULL, 0);
+}
+
 void
 xd_tls_pause(xd_tls_t *t)
 {
@@ -1342,9 +1545,295 @@ xd_tls_sni(const xd_tls_t *t)
 }
 
 const char *
+xd_tls_alpn(const xd_tls_t *t)
+{
+    const unsigned char *p = NULL;
+    unsigned int n = 0;
+    SSL_get0_alpn_selected(t->ssl, &p, &n);
+    /* Only ours can be selected: OpenSSL refuses a server's pick we did
+     * not offer, and our callback picks nothing else. */
+    return n > 0 && t->alpn != NULL && n == strlen(t->alpn) && memcmp(p, t->alpn, n) == 0 ? t->alpn
+                                                                                          : NULL;
+}
+
+bool
+xd_tls_is_client(const xd_tls_t *t)
+{
+    return t->client;
+}
+
+const char *
 xd_tls_error(const xd_tls_t *t)
 {
     return t->err;
+}
+
+/* ---- the peer's certificate ----------------------------------------------- */
+
+#define TLS_SRV_S2S "_xmpp-server." /* RFC7590 3.2 / RFC6120 13.7.1.2: the s2s SRV-ID prefix */
+
+static const char *const tls_peer_names[XD_TLS_PEER_STATUS_COUNT] = {
+    [XD_TLS_PEER_OK] = "ok",
+    [XD_TLS_PEER_NONE] = "none",
+    [XD_TLS_PEER_EXPIRED] = "expired",
+    [XD_TLS_PEER_NOT_YET_VALID] = "not-yet-valid",
+    [XD_TLS_PEER_UNTRUSTED] = "untrusted",
+    [XD_TLS_PEER_INVALID] = "invalid",
+    [XD_TLS_PEER_NAME_MISMATCH] = "name-mismatch",
+};
+
+const char *
+xd_tls_peer_status_name(xd_tls_peer_status status)
+{
+    return (unsigned)status < XD_TLS_PEER_STATUS_COUNT ? tls_peer_names[status] : "?";
+}
+
+/* Called for each identity of a certificate; value is lent for the call. */
+typedef void (*tls_id_fn)(void *ud, xd_tls_id_type type, const char *value);
+
+/* Calls fn for the identities of x in certificate order: SAN SRVName,
+ * XmppAddr and dNSName entries; or, only when the SAN holds no DNS-ID,
+ * SRV-ID, XmppAddr or URI (RFC6125 6.4.4), the last subject CN (the most
+ * specific one).  A SAN extension that does not decode (or appears twice)
+ * counts as holding identities, so it never lets the CN in. */
+static void
+tls_cert_ids(X509 *x, tls_id_fn fn, void *ud)
+{
+    int crit = -1; /* -1: no SAN; -2: several; else found (decoded or not) */
+    GENERAL_NAMES *gens = X509_get_ext_d2i(x, NID_subject_alt_name, &crit, NULL);
+    bool any = gens == NULL && crit != -1;
+    for (int i = 0; gens != NULL && i < sk_GENERAL_NAME_num(gens); i++) {
+        const GENERAL_NAME *g = sk_GENERAL_NAME_value(gens, i);
+        xd_tls_id_type type = XD_TLS_ID_NONE;
+        char *s = NULL;
+        if (g->type == GEN_DNS) {
+            any = true;
+            type = XD_TLS_ID_DNS;
+            s = tls_asn1_str(g->d.dNSName);
+        } else if (g->type == GEN_URI) {
+            any = true; /* a URI-ID: no XMPP meaning, but it rules out the CN */
+        } else if (g->type == GEN_OTHERNAME) {
+            int nid = OBJ_obj2nid(g->d.otherName->type_id);
+            const ASN1_TYPE *v = g->d.otherName->value;
+            if (nid == NID_XmppAddr) { /* RFC6120 13.7.1.4: UTF8String */
+                any = true;
+                type = XD_TLS_ID_XMPPADDR;
+                s = v->type == V_ASN1_UTF8STRING ? tls_asn1_str(v->value.utf8string) : NULL;
+            } else if (nid == NID_SRVName) { /* RFC 4985: IA5String */
+                any = true;
+                type = XD_TLS_ID_SRV;
+                s = v->type == V_ASN1_IA5STRING ? tls_asn1_str(v->value.ia5string) : NULL;
+            }
+        }
+        if (s != NULL)
+            fn(ud, type, s);
+        xd_free(s);
+    }
+    GENERAL_NAMES_free(gens);
+    ERR_clear_error();
+    if (any)
+        return;
+    const X509_NAME *subj = X509_get_subject_name(x);
+    int last = -1;
+    for (int i = -1; (i = X509_NAME_get_index_by_NID(subj, NID_commonName, i)) >= 0;)
+        last = i;
+    if (last >= 0) {
+        char *s = tls_asn1_str(X509_NAME_ENTRY_get_data(X509_NAME_get_entry(subj, last)));
+        if (s != NULL)
+            fn(ud, XD_TLS_ID_CN, s);
+        xd_free(s);
+    }
+}
+
+/* RFC6125 6.4.1 and 6.4.3 on normalised names: exact, or a "*." wildcard
+ * standing for exactly one whole left-most label above a parent of at
+ * least two labels (no "*.org"; RFC 9525 6.3 forbids the rest). */
+static bool
+tls_dns_match(const char *pattern, const char *want)
+{
+    if (pattern[0] != '*')
+        return strcmp(pattern, want) == 0;
+    const char *parent = pattern + 2; /* tls_name_norm allows "*" only as "*.<name>" */
+    if (strchr(parent, '.') == NULL)
+        return false;
+    const char *dot = strchr(want, '.');
+    return dot != NULL && dot != want && strcmp(dot + 1, parent) == 0;
+}
+
+/* Name check state: the reference identifier and the best kind matched. */
+typedef struct tls_match {
+    const char *want;    /* the domain, normalised by tls_name_norm */
+    xd_tls_id_type best; /* XD_TLS_ID_NONE until something matches */
+} tls_match_t;
+
+static int
+tls_id_rank(xd_tls_id_type type)
+{
+    switch (type) {
+    case XD_TLS_ID_SRV:
+        return 4;
+    case XD_TLS_ID_XMPPADDR:
+        return 3;
+    case XD_TLS_ID_DNS:
+        return 2;
+    case XD_TLS_ID_CN:
+        return 1;
+    default:
+        return 0;
+    }
+}
+
+static void
+tls_match_id(void *ud, xd_tls_id_type type, const char *value)
+{
+    tls_match_t *m = ud;
+    char n[TLS_NAME_MAX + 1];
+    bool hit = false;
+    switch (type) {
+    case XD_TLS_ID_SRV: /* RFC6125 6.5.1: service type, then the domain as DNS-ID */
+        hit = strncasecmp(value, TLS_SRV_S2S, sizeof TLS_SRV_S2S - 1) == 0 &&
+              tls_name_norm(value + sizeof TLS_SRV_S2S - 1, n, false) && strcmp(n, m->want) == 0;
+        break;
+    case XD_TLS_ID_XMPPADDR: /* RFC6120 13.7.1.4: a bare domain JID, exact */
+        hit = strpbrk(value, "@/") == NULL && tls_name_norm(value, n, false) &&
+              strcmp(n, m->want) == 0;
+        break;
+    case XD_TLS_ID_DNS:
+    case XD_TLS_ID_CN:
+        hit = tls_name_norm(value, n, true) && tls_dns_match(n, m->want);
+        break;
+    default:
+        break;
+    }
+    if (hit && tls_id_rank(type) > tls_id_rank(m->best))
+        m->best = type;
+}
+
+static xd_tls_peer_status
+tls_peer_x509_status(int e)
+{
+    switch (e) {
+    case X509_V_ERR_CERT_HAS_EXPIRED:
+        return XD_TLS_PEER_EXPIRED;
+    case X509_V_ERR_CERT_NOT_YET_VALID:
+        return XD_TLS_PEER_NOT_YET_VALID;
+    case X509_V_ERR_UNABLE_TO_GET_ISSUER_CERT:
+    case X509_V_ERR_UNABLE_TO_GET_ISSUER_CERT_LOCALLY:
+    case X509_V_ERR_UNABLE_TO_VERIFY_LEAF_SIGNATURE:
+    case X509_V_ERR_DEPTH_ZERO_SELF_SIGNED_CERT:
+    case X509_V_ERR_SELF_SIGNED_CERT_IN_CHAIN:
+    case X509_V_ERR_CERT_UNTRUSTED:
+    case X509_V_ERR_CERT_REJECTED:
+        return XD_TLS_PEER_UNTRUSTED;
+    default:
+        return XD_TLS_PEER_INVALID;
+    }
+}
+
+/* Verifies the peer's chain against the store's anchors at the current
+ * time; *x509_err gets X509_V_OK or the first error.  The leaf must allow
+ * TLS server or client use (extended key usage, key usage, Netscape type).
+ * Returns 0, or XD_ETLS when OpenSSL itself failed. */
+static int
+tls_peer_chain(const xd_tls_t *t, X509 *leaf, int *x509_err)
+{
+    ERR_clear_error();
+    X509_STORE_CTX *vc = X509_STORE_CTX_new();
+    int ok = -1;
+    if (vc != NULL &&
+        X509_STORE_CTX_init(vc, t->store->trust, leaf, SSL_get_peer_cert_chain(t->ssl)) == 1)
+        ok = X509_verify_cert(vc); /* no callback: stops at the first error */
+    int e = ok == 1 ? X509_V_OK : vc != NULL ? X509_STORE_CTX_get_error(vc) : X509_V_OK;
+    X509_STORE_CTX_free(vc);
+    if (ok < 0 && e == X509_V_OK) {
+        ERR_clear_error();
+        return XD_ETLS;
+    }
+    if (ok == 0 && e == X509_V_OK)
+        e = X509_V_ERR_UNSPECIFIED;
+    if (e == X509_V_OK && X509_check_purpose(leaf, X509_PURPOSE_SSL_SERVER, 0) != 1 &&
+        X509_check_purpose(leaf, X509_PURPOSE_SSL_CLIENT, 0) != 1)
+        e = X509_V_ERR_INVALID_PURPOSE;
+    ERR_clear_error();
+    *x509_err = e;
+    return 0;
+}
+
+int
+xd_tls_peer_verify(const xd_tls_t *t, const char *domain, xd_tls_peer_result_t *res)
+{
+    memset(res, 0, sizeof *res);
+    char want[TLS_NAME_MAX + 1];
+    if (t->state == TLS_FAILED || !xd_tls_handshake_done(t) ||
+        (domain != NULL && (tls_is_ip_literal(domain) || !tls_name_norm(domain, want, false))))
+        return XD_EINVAL;
+    X509 *leaf = SSL_get0_peer_certificate(t->ssl);
+    if (leaf == NULL) {
+        res->status = XD_TLS_PEER_NONE;
+        res->reason = "no certificate presented";
+        return 0;
+    }
+    int rc = tls_peer_chain(t, leaf, &res->x509_err);
+    if (rc != 0)
+        return rc;
+    res->chain_ok = res->x509_err == X509_V_OK;
+    res->name_ok = domain == NULL;
+    if (domain != NULL) {
+        tls_match_t m = { .want = want, .best = XD_TLS_ID_NONE };
+        tls_cert_ids(leaf, tls_match_id, &m);
+        res->matched = m.best;
+        res->name_ok = m.best != XD_TLS_ID_NONE;
+    }
+    if (!res->chain_ok) {
+        res->status = tls_peer_x509_status(res->x509_err);
+        res->reason = X509_verify_cert_error_string(res->x509_err);
+    } else if (!res->name_ok) {
+        res->status = XD_TLS_PEER_NAME_MISMATCH;
+        res->reason = "no identity of the certificate matches the domain";
+    } else {
+        res->status = XD_TLS_PEER_OK;
+        res->reason = "ok";
+    }
+    return 0;
+}
+
+/* An identity list being collected. */
+typedef struct tls_idlist {
+    xd_tls_id_t *ids; /* grown by one per identity */
+    size_t n;         /* entries in ids */
+} tls_idlist_t;
+
+static void
+tls_collect_id(void *ud, xd_tls_id_type type, const char *value)
+{
+    tls_idlist_t *l = ud;
+    l->ids = xd_realloc(l->ids, (l->n + 1) * sizeof *l->ids);
+    l->ids[l->n++] = (xd_tls_id_t){ .type = type, .value = xd_strdup(value) };
+}
+
+int
+xd_tls_peer_identities(const xd_tls_t *t, xd_tls_id_t **ids, size_t *n)
+{
+    *ids = NULL;
+    *n = 0;
+    if (t->state == TLS_FAILED || !xd_tls_handshake_done(t))
+        return XD_EINVAL;
+    X509 *leaf = SSL_get0_peer_certificate(t->ssl);
+    if (leaf == NULL)
+        return 0;
+    tls_idlist_t l = { 0 };
+    tls_cert_ids(leaf, tls_collect_id, &l);
+    *ids = l.ids;
+    *n = l.n;
+    return 0;
+}
+
+void
+xd_tls_ids_free(xd_tls_id_t *ids, size_t n)
+{
+    for (size_t i = 0; ids != NULL && i < n; i++)
+        xd_free(ids[i].value);
+    xd_free(ids);
 }
 
 /* ---- channel binding ------------------------------------------------------ */
@@ -1374,6 +1863,13 @@ xd_tls_cb_parse(xd_str_t name, xd_tls_cb_type *out)
     return XD_EINVAL;
 }
 
+/* The server's certificate: ours, or the peer's on a client connection. */
+static X509 *
+tls_server_cert(const xd_tls_t *t)
+{
+    return t->client ? SSL_get0_peer_certificate(t->ssl) : SSL_get_certificate(t->ssl);
+}
+
 /* RFC5929 4.1: the certificate's signature hash, MD5 and SHA-1 become
  * SHA-256; NULL when the signature has none (Ed25519). */
 static const EVP_MD *
@@ -1399,7 +1895,7 @@ xd_tls_cb_available(const xd_tls_t *t, xd_tls_cb_type type)
         ok = tls13 || SSL_get_extms_support(t->ssl) == 1;
         break;
     case XD_TLS_CB_SERVER_END_POINT:
-        ok = tls_endpoint_md(SSL_get_certificate(t->ssl)) != NULL;
+        ok = tls_endpoint_md(tls_server_cert(t)) != NULL;
         break;
     case XD_TLS_CB_UNIQUE: /* RFC9266 3: not defined for TLS 1.3 */
         ok = !tls13;
@@ -1430,7 +1926,7 @@ xd_tls_channel_binding(const xd_tls_t *t, xd_tls_cb_type type, uint8_t *out, siz
             *len = TLS_EXPORTER_LEN;
         break;
     case XD_TLS_CB_SERVER_END_POINT: {
-        X509 *cert = SSL_get_certificate(t->ssl);
+        X509 *cert = tls_server_cert(t);
         const EVP_MD *md = tls_endpoint_md(cert);
         unsigned n = 0;
         if (md == NULL)
@@ -1445,10 +1941,11 @@ xd_tls_channel_binding(const xd_tls_t *t, xd_tls_cb_type type, uint8_t *out, siz
     }
     case XD_TLS_CB_UNIQUE: {
         /* RFC5929 3.1: the first Finished of the latest handshake: the
-         * client's in a full handshake, ours in a resumption. */
+         * client's in a full handshake, the server's in a resumption. */
         uint8_t fin[EVP_MAX_MD_SIZE];
-        size_t n = SSL_session_reused(t->ssl) ? SSL_get_finished(t->ssl, fin, sizeof fin)
-                                              : SSL_get_peer_finished(t->ssl, fin, sizeof fin);
+        bool ours = t->client != (SSL_session_reused(t->ssl) == 1);
+        size_t n = ours ? SSL_get_finished(t->ssl, fin, sizeof fin)
+                        : SSL_get_peer_finished(t->ssl, fin, sizeof fin);
         if (n == 0 || n > sizeof fin)
             rc = XD_ETLS;
         else if (cap < n)

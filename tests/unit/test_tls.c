@@ -19,6 +19,23 @@
  * TLS 1.3 KeyUpdate; ticket resumption (cache off); a pause from the
  * handshake callback; IDN hosts; and the heap cost of an idle connection,
  * measured through CRYPTO_set_mem_functions.
+ *
+ * s2s (client mode and peer certificates), engine against engine in
+ * memory (epair_t: each side's io.send is queued and handed to the other):
+ * a test CA made per test (ca_make) signs leaf certificates with SRV-ID,
+ * XmppAddr, DNS-ID, wildcard and CN-only variants; RFC 6125 name rules
+ * (SRV-ID, _xmpp-client refused, user XmppAddr refused, wildcard one label
+ * only and not "*.test" nor partial, CN only without SAN identities, IDN);
+ * chain verdicts (expired, not yet valid, self-signed, unknown CA, e-mail
+ * EKU, intermediate sent or not); trust from ca_file, ca_path and the
+ * default paths ($SSL_CERT_FILE), load errors; SNI and ALPN seen on both
+ * ends (RFC 7301 refusal included); the client certificate presented for
+ * the local domain and verified by a server that asked, none presented /
+ * not asked / untrusted / expired recorded with the handshake intact; the
+ * server switching certificates on SNI still asking; identities listing;
+ * API rules (IP-literal domains without SNI); the client against a plain
+ * OpenSSL TLS 1.2 server (tls-unique and end-point from the client side);
+ * the heap of an idle client connection and the cost of one verification.
  */
 #include <errno.h>
 #include <malloc.h>
@@ -136,12 +153,14 @@ mk_key(void)
     return k;
 }
 
-/* A certificate for key with CN cn and the dNSNames dns (NULL-terminated;
- * NULL = no SAN), signed by issuer/ikey (NULL = self-signed) with md,
- * valid from now+from_days to now+to_days. */
+/* A certificate for key with CN cn (NULL = no subject CN) and the
+ * subjectAltName san in OpenSSL's config syntax ("DNS:a.test,otherName:
+ * 1.3.6.1.5.5.7.8.5;UTF8:a.test"; NULL = no SAN), signed by issuer/ikey
+ * (NULL = self-signed) with md, valid from now+from_days to now+to_days,
+ * with extendedKeyUsage eku (NULL = none). */
 static X509 *
-mk_cert_ex(EVP_PKEY *key, const char *cn, const char *const *dns, X509 *issuer, EVP_PKEY *ikey,
-           bool ca, const EVP_MD *md, long from_days, long to_days)
+mk_cert_san(EVP_PKEY *key, const char *cn, const char *san, X509 *issuer, EVP_PKEY *ikey, bool ca,
+            const EVP_MD *md, long from_days, long to_days, const char *eku)
 {
     X509 *x = X509_new();
     assert_non_null(x);
@@ -155,7 +174,11 @@ mk_cert_ex(EVP_PKEY *key, const char *cn, const char *const *dns, X509 *issuer, 
     X509_gmtime_adj(X509_getm_notBefore(x), from_days * 86400);
     X509_gmtime_adj(X509_getm_notAfter(x), to_days * 86400);
     X509_NAME *name = X509_get_subject_name(x);
-    X509_NAME_add_entry_by_txt(name, "CN", MBSTRING_UTF8, (const unsigned char *)cn, -1, -1, 0);
+    if (cn != NULL)
+        X509_NAME_add_entry_by_txt(name, "CN", MBSTRING_UTF8, (const unsigned char *)cn, -1, -1, 0);
+    else
+        X509_NAME_add_entry_by_txt(name, "O", MBSTRING_UTF8, (const unsigned char *)"xmppd test",
+                                   -1, -1, 0);
     X509_set_issuer_name(x, issuer ? X509_get_subject_name(issuer) : name);
     X509_set_pubkey(x, key);
     X509V3_CTX v3;
@@ -172,19 +195,37 @@ mk_cert_ex(EVP_PKEY *key, const char *cn, const char *const *dns, X509 *issuer, 
         X509_add_ext(x, e, -1);
         X509_EXTENSION_free(e);
     }
-    if (dns != NULL) {
-        char san[1024] = "";
-        for (size_t i = 0; dns[i]; i++) {
-            strcat(san, i ? ",DNS:" : "DNS:");
-            strcat(san, dns[i]);
-        }
+    if (san != NULL) {
         e = X509V3_EXT_nconf_nid(NULL, &v3, NID_subject_alt_name, san);
+        if (e == NULL)
+            fail_msg("bad SAN for the test: %s", san);
+        X509_add_ext(x, e, -1);
+        X509_EXTENSION_free(e);
+    }
+    if (eku != NULL) {
+        e = X509V3_EXT_nconf_nid(NULL, &v3, NID_ext_key_usage, eku);
         assert_non_null(e);
         X509_add_ext(x, e, -1);
         X509_EXTENSION_free(e);
     }
     assert_true(X509_sign(x, ikey ? ikey : key, md) > 0);
     return x;
+}
+
+/* A certificate for key with CN cn and the dNSNames dns (NULL-terminated;
+ * NULL = no SAN), signed by issuer/ikey (NULL = self-signed) with md,
+ * valid from now+from_days to now+to_days. */
+static X509 *
+mk_cert_ex(EVP_PKEY *key, const char *cn, const char *const *dns, X509 *issuer, EVP_PKEY *ikey,
+           bool ca, const EVP_MD *md, long from_days, long to_days)
+{
+    char san[1024] = "";
+    for (size_t i = 0; dns != NULL && dns[i]; i++) {
+        strcat(san, i ? ",DNS:" : "DNS:");
+        strcat(san, dns[i]);
+    }
+    return mk_cert_san(key, cn, dns != NULL ? san : NULL, issuer, ikey, ca, md, from_days, to_days,
+                       NULL);
 }
 
 static X509 *
@@ -1494,6 +1535,983 @@ test_tls__memory_per_idle_connection(void **state)
     xd_tls_store_unref(st);
 }
 
+/* ---- s2s: test PKI, client mode, peer verification -------------------------------- */
+
+#define OID_XMPPADDR "1.3.6.1.5.5.7.8.5" /* id-on-xmppAddr, RFC 6120 13.7.1.4 */
+#define OID_SRVNAME "1.3.6.1.5.5.7.8.7"  /* id-on-dnsSRV, RFC 4985 */
+
+/* A test certificate authority, made per test. */
+typedef struct test_ca {
+    EVP_PKEY *key;  /* its key */
+    X509 *cert;     /* self-signed CA certificate */
+    char file[512]; /* PEM with the certificate only: the trust anchor */
+} test_ca_t;
+
+static void
+ca_make(fx_t *f, test_ca_t *ca, const char *cn, const char *file)
+{
+    ca->key = mk_key();
+    ca->cert = mk_cert_san(ca->key, cn, NULL, NULL, NULL, true, EVP_sha256(), -1, 3650, NULL);
+    snprintf(ca->file, sizeof ca->file, "%s", fx_path(f, file));
+    write_pem(ca->file, NULL, (X509 *const[]){ ca->cert, NULL });
+}
+
+static void
+ca_free(test_ca_t *ca)
+{
+    EVP_PKEY_free(ca->key);
+    X509_free(ca->cert);
+}
+
+/* Writes <dir>/<file>: a new key and a certificate (cn, san, validity,
+ * eku) signed by ca (NULL = self-signed), followed by extra (an
+ * intermediate to send along; may be NULL). */
+static void
+mk_leaf(fx_t *f, const char *file, const test_ca_t *ca, const char *cn, const char *san,
+        long from_days, long to_days, const char *eku, X509 *extra)
+{
+    EVP_PKEY *k = mk_key();
+    X509 *x = mk_cert_san(k, cn, san, ca ? ca->cert : NULL, ca ? ca->key : NULL, false,
+                          EVP_sha256(), from_days, to_days, eku);
+    write_pem(fx_path(f, file), k, (X509 *const[]){ x, extra, NULL });
+    X509_free(x);
+    EVP_PKEY_free(k);
+}
+
+/* A store with the given certificate files and trust anchors in ca_file. */
+static xd_tls_store_t *
+store_with(fx_t *f, const char *const *files, size_t n, const char *ca_file)
+{
+    const char *paths[8];
+    assert_true(n <= 8);
+    for (size_t i = 0; i < n; i++)
+        paths[i] = fx_path(f, files[i]);
+    xd_tls_store_opts_t o = { .certfiles = paths, .ncertfiles = n, .ca_file = ca_file };
+    return load_ok(&o);
+}
+
+/* One end of an engine-to-engine connection. */
+typedef struct eside {
+    xd_tls_t *t;         /* the engine */
+    uint8_t *out;        /* ciphertext it sent, not yet given to the other end */
+    size_t out_len;      /* bytes in out */
+    size_t out_cap;      /* capacity of out */
+    uint8_t plain[4096]; /* plaintext it delivered */
+    size_t plain_len;    /* bytes in plain */
+    size_t hs_calls;     /* io.handshake calls */
+    int rc;              /* first non-zero xd_tls_input result */
+} eside_t;
+
+typedef struct epair {
+    eside_t c; /* xd_tls_client_new */
+    eside_t s; /* xd_tls_server_new */
+} epair_t;
+
+static int
+e_send(void *ud, const uint8_t *data, size_t len)
+{
+    eside_t *e = ud;
+    if (e->out_len + len > e->out_cap) {
+        e->out_cap = (e->out_len + len) * 2;
+        e->out = realloc(e->out, e->out_cap);
+    }
+    memcpy(e->out + e->out_len, data, len);
+    e->out_len += len;
+    return 0;
+}
+
+static int
+e_plain(void *ud, const uint8_t *data, size_t len)
+{
+    eside_t *e = ud;
+    assert_true(e->plain_len + len <= sizeof e->plain);
+    memcpy(e->plain + e->plain_len, data, len);
+    e->plain_len += len;
+    return 0;
+}
+
+static void
+e_handshake(void *ud)
+{
+    ((eside_t *)ud)->hs_calls++;
+}
+
+static xd_tls_io_t
+e_io(eside_t *e)
+{
+    return (xd_tls_io_t){ .ud = e, .send = e_send, .plain = e_plain, .handshake = e_handshake };
+}
+
+/* Server options for ep_init. */
+typedef struct srv_opts {
+    const char *default_host; /* xd_tls_server_new's */
+    bool request_cert;        /* xd_tls_request_cert */
+    const char *alpn;         /* xd_tls_set_alpn, NULL = not called */
+} srv_opts_t;
+
+static void
+ep_init(epair_t *p, xd_tls_store_t *cst, const char *local, const char *remote, const char *alpn,
+        xd_tls_store_t *sst, srv_opts_t so)
+{
+    memset(p, 0, sizeof *p);
+    xd_tls_io_t cio = e_io(&p->c), sio = e_io(&p->s);
+    assert_int_equal(xd_tls_client_new(cst, local, remote, alpn, &cio, &p->c.t), 0);
+    assert_int_equal(xd_tls_server_new(sst, so.default_host, &sio, &p->s.t), 0);
+    if (so.request_cert)
+        assert_int_equal(xd_tls_request_cert(p->s.t), 0);
+    if (so.alpn != NULL)
+        assert_int_equal(xd_tls_set_alpn(p->s.t, so.alpn), 0);
+    assert_true(xd_tls_is_client(p->c.t));
+    assert_false(xd_tls_is_client(p->s.t));
+}
+
+/* Hands one side's output to the other. */
+static bool
+ep_move(eside_t *from, eside_t *to)
+{
+    if (from->out_len == 0 || to->rc != 0)
+        return false;
+    size_t n = from->out_len;
+    from->out_len = 0; /* `to` writes to its own buffer only */
+    int rc = xd_tls_input(to->t, from->out, n);
+    if (rc != 0 && to->rc == 0)
+        to->rc = rc;
+    return true;
+}
+
+/* Starts the client and moves bytes both ways until nothing moves. */
+static void
+ep_pump(epair_t *p)
+{
+    if (!xd_tls_handshake_done(p->c.t) && p->c.out_len == 0 && p->s.out_len == 0 && p->c.rc == 0) {
+        int rc = xd_tls_start(p->c.t);
+        if (rc != XD_EINVAL) /* EINVAL: already started */
+            p->c.rc = rc;
+    }
+    for (int round = 0; round < 100; round++) {
+        bool a = ep_move(&p->c, &p->s);
+        bool b = ep_move(&p->s, &p->c);
+        if (!a && !b)
+            return;
+    }
+    fail_msg("the engines keep talking");
+}
+
+static void
+ep_handshake(epair_t *p)
+{
+    ep_pump(p);
+    if (p->c.rc != 0 || p->s.rc != 0)
+        fail_msg("handshake: client %s (%s), server %s (%s)", xd_err_name(p->c.rc),
+                 xd_tls_error(p->c.t) ? xd_tls_error(p->c.t) : "-", xd_err_name(p->s.rc),
+                 xd_tls_error(p->s.t) ? xd_tls_error(p->s.t) : "-");
+    assert_true(xd_tls_handshake_done(p->c.t));
+    assert_true(xd_tls_handshake_done(p->s.t));
+    assert_int_equal(p->c.hs_calls, 1);
+    assert_int_equal(p->s.hs_calls, 1);
+}
+
+static void
+ep_free(epair_t *p)
+{
+    xd_tls_free(p->c.t);
+    xd_tls_free(p->s.t);
+    free(p->c.out);
+    free(p->s.out);
+}
+
+/* The client's verdict on a server presenting a certificate for cn/san
+ * (signed by ca, NULL = self-signed) when it expects domain. */
+static xd_tls_peer_result_t
+verdict(fx_t *f, xd_tls_store_t *cst, const test_ca_t *ca, const char *cn, const char *san,
+        long from_days, long to_days, const char *eku, const char *domain)
+{
+    mk_leaf(f, "v.pem", ca, cn, san, from_days, to_days, eku, NULL);
+    xd_tls_store_t *sst = store_with(f, (const char *[]){ "v.pem" }, 1, NULL);
+    epair_t p;
+    ep_init(&p, cst, NULL, domain ? domain : "a.test", NULL, sst, (srv_opts_t){ 0 });
+    ep_handshake(&p);
+    xd_tls_peer_result_t r;
+    assert_int_equal(xd_tls_peer_verify(p.c.t, domain, &r), 0);
+    assert_non_null(r.reason);
+    ep_free(&p);
+    xd_tls_store_unref(sst);
+    return r;
+}
+
+/* A client store for "b.test" trusting ca. */
+static xd_tls_store_t *
+client_store(fx_t *f, const test_ca_t *ca)
+{
+    mk_leaf(f, "b.pem", ca, "b.test", "DNS:b.test", -1, 30, NULL, NULL);
+    return store_with(f, (const char *[]){ "b.pem" }, 1, ca->file);
+}
+
+#define EXPECT_MATCH(r, kind)                                                                      \
+    do {                                                                                           \
+        xd_tls_peer_result_t r_ = (r);                                                             \
+        if (r_.status != XD_TLS_PEER_OK || r_.matched != (kind))                                   \
+            fail_msg("line %d: status %s (%s), matched %d, want ok/%d", __LINE__,                  \
+                     xd_tls_peer_status_name(r_.status), r_.reason, r_.matched, (kind));           \
+        assert_true(r_.chain_ok &&r_.name_ok);                                                     \
+        assert_int_equal(r_.x509_err, 0);                                                          \
+    } while (0)
+
+#define EXPECT_MISMATCH(r)                                                                         \
+    do {                                                                                           \
+        xd_tls_peer_result_t r_ = (r);                                                             \
+        if (r_.status != XD_TLS_PEER_NAME_MISMATCH)                                                \
+            fail_msg("line %d: status %s (%s), want name-mismatch", __LINE__,                      \
+                     xd_tls_peer_status_name(r_.status), r_.reason);                               \
+        assert_true(r_.chain_ok);                                                                  \
+        assert_false(r_.name_ok);                                                                  \
+        assert_int_equal(r_.matched, XD_TLS_ID_NONE);                                              \
+    } while (0)
+
+/* RFC7590 3.2 / RFC6125 6 / RFC6120 13.7.1.4: SRV-ID, XmppAddr, DNS-ID,
+ * each on a certificate the client trusts. */
+static void
+test_tls__peer_name_rules(void **state)
+{
+    fx_t *f = *state;
+    test_ca_t ca;
+    ca_make(f, &ca, "xmppd test CA", "ca.pem");
+    xd_tls_store_t *cst = client_store(f, &ca);
+
+    /* SRV-ID only (the CN names another host and is ignored) */
+    EXPECT_MATCH(verdict(f, cst, &ca, "other.test",
+                         "otherName:" OID_SRVNAME ";IA5:_xmpp-server.a.test", -1, 30, NULL,
+                         "a.test"),
+                 XD_TLS_ID_SRV);
+    /* an _xmpp-client SRV-ID says nothing about a server */
+    EXPECT_MISMATCH(verdict(f, cst, &ca, "a.test",
+                            "otherName:" OID_SRVNAME ";IA5:_xmpp-client.a.test", -1, 30, NULL,
+                            "a.test"));
+    /* XmppAddr with the bare domain */
+    EXPECT_MATCH(verdict(f, cst, &ca, NULL, "otherName:" OID_XMPPADDR ";UTF8:a.test", -1, 30, NULL,
+                         "a.test"),
+                 XD_TLS_ID_XMPPADDR);
+    /* an XmppAddr of a user is not the domain; the CN is not looked at */
+    EXPECT_MISMATCH(verdict(f, cst, &ca, "a.test", "otherName:" OID_XMPPADDR ";UTF8:juliet@a.test",
+                            -1, 30, NULL, "a.test"));
+    /* DNS-ID, case-insensitive */
+    EXPECT_MATCH(verdict(f, cst, &ca, NULL, "DNS:A.Test", -1, 30, NULL, "a.test"), XD_TLS_ID_DNS);
+    /* all three: the strongest kind is reported */
+    EXPECT_MATCH(verdict(f, cst, &ca, "a.test",
+                         "DNS:a.test,otherName:" OID_XMPPADDR ";UTF8:a.test,otherName:" OID_SRVNAME
+                         ";IA5:_xmpp-server.a.test",
+                         -1, 30, NULL, "a.test"),
+                 XD_TLS_ID_SRV);
+    EXPECT_MATCH(verdict(f, cst, &ca, NULL, "DNS:a.test,otherName:" OID_XMPPADDR ";UTF8:a.test", -1,
+                         30, NULL, "a.test"),
+                 XD_TLS_ID_XMPPADDR);
+    /* wrong name */
+    EXPECT_MISMATCH(verdict(f, cst, &ca, "b.test", "DNS:b.test", -1, 30, NULL, "a.test"));
+    xd_tls_store_unref(cst);
+    ca_free(&ca);
+}
+
+/* RFC6125 6.4.3: a wildcard stands for one whole left-most label. */
+static void
+test_tls__peer_wildcard_rules(void **state)
+{
+    fx_t *f = *state;
+    test_ca_t ca;
+    ca_make(f, &ca, "xmppd test CA", "ca.pem");
+    xd_tls_store_t *cst = client_store(f, &ca);
+    EXPECT_MATCH(verdict(f, cst, &ca, NULL, "DNS:*.a.test", -1, 30, NULL, "muc.a.test"),
+                 XD_TLS_ID_DNS);
+    EXPECT_MISMATCH(verdict(f, cst, &ca, NULL, "DNS:*.a.test", -1, 30, NULL, "a.test"));
+    EXPECT_MISMATCH(verdict(f, cst, &ca, NULL, "DNS:*.a.test", -1, 30, NULL, "x.muc.a.test"));
+    /* "*.test" would cover a whole top-level domain */
+    EXPECT_MISMATCH(verdict(f, cst, &ca, NULL, "DNS:*.test", -1, 30, NULL, "a.test"));
+    /* partial-label wildcards are not honoured */
+    EXPECT_MISMATCH(verdict(f, cst, &ca, NULL, "DNS:m*.a.test", -1, 30, NULL, "muc.a.test"));
+    EXPECT_MISMATCH(verdict(f, cst, &ca, NULL, "DNS:*uc.a.test", -1, 30, NULL, "muc.a.test"));
+    /* no wildcards in SRV-IDs or XmppAddrs */
+    EXPECT_MISMATCH(verdict(f, cst, &ca, NULL,
+                            "otherName:" OID_SRVNAME ";IA5:_xmpp-server.*.a.test", -1, 30, NULL,
+                            "muc.a.test"));
+    EXPECT_MISMATCH(verdict(f, cst, &ca, NULL, "otherName:" OID_XMPPADDR ";UTF8:*.a.test", -1, 30,
+                            NULL, "muc.a.test"));
+    xd_tls_store_unref(cst);
+    ca_free(&ca);
+}
+
+/* RFC6125 6.4.4: the CN only when the SAN has no identifier at all. */
+static void
+test_tls__peer_cn_fallback(void **state)
+{
+    fx_t *f = *state;
+    test_ca_t ca;
+    ca_make(f, &ca, "xmppd test CA", "ca.pem");
+    xd_tls_store_t *cst = client_store(f, &ca);
+    EXPECT_MATCH(verdict(f, cst, &ca, "a.test", NULL, -1, 30, NULL, "a.test"), XD_TLS_ID_CN);
+    EXPECT_MATCH(verdict(f, cst, &ca, "*.a.test", NULL, -1, 30, NULL, "x.a.test"), XD_TLS_ID_CN);
+    /* a SAN without identifiers of ours (an e-mail address) keeps the CN */
+    EXPECT_MATCH(verdict(f, cst, &ca, "a.test", "email:admin@a.test", -1, 30, NULL, "a.test"),
+                 XD_TLS_ID_CN);
+    /* any DNS-ID, SRV-ID, XmppAddr or URI in the SAN rules the CN out */
+    EXPECT_MISMATCH(verdict(f, cst, &ca, "a.test", "DNS:other.test", -1, 30, NULL, "a.test"));
+    EXPECT_MISMATCH(verdict(f, cst, &ca, "a.test", "URI:xmpp:other.test", -1, 30, NULL, "a.test"));
+    EXPECT_MISMATCH(verdict(f, cst, &ca, "a.test",
+                            "otherName:" OID_SRVNAME ";IA5:_xmpp-server.other.test", -1, 30, NULL,
+                            "a.test"));
+    xd_tls_store_unref(cst);
+    ca_free(&ca);
+}
+
+/* Internationalised domains: U-labels in XmppAddrs and in the reference
+ * identifier are compared as A-labels. */
+static void
+test_tls__peer_idn(void **state)
+{
+    fx_t *f = *state;
+    test_ca_t ca;
+    ca_make(f, &ca, "xmppd test CA", "ca.pem");
+    xd_tls_store_t *cst = client_store(f, &ca);
+    const char *u = "b\xc3\xbc"
+                    "cher.test"; /* bücher.test */
+    /* the config syntax would read the bytes as Latin-1: build the
+     * UTF8String XmppAddr by hand */
+    EVP_PKEY *k = mk_key();
+    X509 *x = mk_cert_san(k, NULL, NULL, ca.cert, ca.key, false, EVP_sha256(), -1, 30, NULL);
+    GENERAL_NAMES *gens = sk_GENERAL_NAME_new_null();
+    GENERAL_NAME *g = GENERAL_NAME_new();
+    ASN1_TYPE *v = ASN1_TYPE_new();
+    ASN1_UTF8STRING *s = ASN1_UTF8STRING_new();
+    assert_int_equal(ASN1_STRING_set(s, u, (int)strlen(u)), 1);
+    ASN1_TYPE_set(v, V_ASN1_UTF8STRING, s);
+    assert_int_equal(GENERAL_NAME_set0_othername(g, OBJ_nid2obj(NID_XmppAddr), v), 1);
+    assert_true(sk_GENERAL_NAME_push(gens, g) > 0);
+    assert_int_equal(X509_add1_ext_i2d(x, NID_subject_alt_name, gens, 0, X509V3_ADD_DEFAULT), 1);
+    GENERAL_NAMES_free(gens);
+    assert_true(X509_sign(x, ca.key, EVP_sha256()) > 0);
+    write_pem(fx_path(f, "u.pem"), k, (X509 *const[]){ x, NULL });
+    X509_free(x);
+    EVP_PKEY_free(k);
+    xd_tls_store_t *sst = store_with(f, (const char *[]){ "u.pem" }, 1, NULL);
+    const char *domains[] = { "xn--bcher-kva.test", u, "XN--BCHER-KVA.test" };
+    for (int i = 0; i < 3; i++) {
+        epair_t p;
+        ep_init(&p, cst, NULL, domains[i], NULL, sst, (srv_opts_t){ 0 });
+        ep_handshake(&p);
+        xd_tls_peer_result_t r;
+        assert_int_equal(xd_tls_peer_verify(p.c.t, domains[i], &r), 0);
+        EXPECT_MATCH(r, XD_TLS_ID_XMPPADDR);
+        xd_tls_id_t *ids = NULL;
+        size_t n = 0;
+        assert_int_equal(xd_tls_peer_identities(p.c.t, &ids, &n), 0);
+        assert_int_equal(n, 1);
+        assert_string_equal(ids[0].value, u); /* as written */
+        xd_tls_ids_free(ids, n);
+        ep_free(&p);
+    }
+    xd_tls_store_unref(sst);
+    EXPECT_MATCH(verdict(f, cst, &ca, NULL, "DNS:xn--bcher-kva.test", -1, 30, NULL, u),
+                 XD_TLS_ID_DNS);
+    EXPECT_MATCH(verdict(f, cst, &ca, NULL, "DNS:*.xn--bcher-kva.test", -1, 30, NULL,
+                         "muc.xn--bcher-kva.test"),
+                 XD_TLS_ID_DNS);
+    EXPECT_MISMATCH(
+        verdict(f, cst, &ca, NULL, "DNS:xn--bcher-kva.test", -1, 30, NULL, "bucher.test"));
+    xd_tls_store_unref(cst);
+    ca_free(&ca);
+}
+
+/* Chain failures map to their reasons; the name is still checked. */
+static void
+test_tls__peer_chain_failures(void **state)
+{
+    fx_t *f = *state;
+    test_ca_t ca, other;
+    ca_make(f, &ca, "xmppd test CA", "ca.pem");
+    ca_make(f, &other, "someone else's CA", "other-ca.pem");
+    xd_tls_store_t *cst = client_store(f, &ca);
+    xd_tls_peer_result_t r;
+
+    r = verdict(f, cst, &ca, NULL, "DNS:a.test", -30, -1, NULL, "a.test"); /* expired */
+    assert_int_equal(r.status, XD_TLS_PEER_EXPIRED);
+    assert_int_equal(r.x509_err, X509_V_ERR_CERT_HAS_EXPIRED);
+    assert_false(r.chain_ok);
+    assert_true(r.name_ok);
+    assert_int_equal(r.matched, XD_TLS_ID_DNS);
+    assert_non_null(strstr(r.reason, "expired"));
+
+    r = verdict(f, cst, &ca, NULL, "DNS:b.test", -30, -1, NULL, "a.test"); /* both wrong */
+    assert_int_equal(r.status, XD_TLS_PEER_EXPIRED);                       /* chain first */
+    assert_false(r.name_ok);
+
+    r = verdict(f, cst, &ca, NULL, "DNS:a.test", 2, 30, NULL, "a.test");
+    assert_int_equal(r.status, XD_TLS_PEER_NOT_YET_VALID);
+    assert_int_equal(r.x509_err, X509_V_ERR_CERT_NOT_YET_VALID);
+
+    r = verdict(f, cst, NULL, "a.test", "DNS:a.test", -1, 30, NULL, "a.test"); /* self-signed */
+    assert_int_equal(r.status, XD_TLS_PEER_UNTRUSTED);
+    assert_int_equal(r.x509_err, X509_V_ERR_DEPTH_ZERO_SELF_SIGNED_CERT);
+    assert_true(r.name_ok);
+
+    r = verdict(f, cst, &other, NULL, "DNS:a.test", -1, 30, NULL, "a.test"); /* unknown CA */
+    assert_int_equal(r.status, XD_TLS_PEER_UNTRUSTED);
+    assert_int_equal(r.x509_err, X509_V_ERR_UNABLE_TO_GET_ISSUER_CERT_LOCALLY);
+
+    /* extended key usage: serverAuth or clientAuth will do, e-mail will not */
+    EXPECT_MATCH(verdict(f, cst, &ca, NULL, "DNS:a.test", -1, 30, "serverAuth", "a.test"),
+                 XD_TLS_ID_DNS);
+    EXPECT_MATCH(verdict(f, cst, &ca, NULL, "DNS:a.test", -1, 30, "clientAuth", "a.test"),
+                 XD_TLS_ID_DNS);
+    r = verdict(f, cst, &ca, NULL, "DNS:a.test", -1, 30, "emailProtection", "a.test");
+    assert_int_equal(r.status, XD_TLS_PEER_INVALID);
+    assert_int_equal(r.x509_err, X509_V_ERR_INVALID_PURPOSE);
+
+    /* domain NULL: the chain only */
+    r = verdict(f, cst, &ca, NULL, "DNS:zzz.test", -1, 30, NULL, NULL);
+    assert_int_equal(r.status, XD_TLS_PEER_OK);
+    assert_true(r.name_ok);
+    assert_int_equal(r.matched, XD_TLS_ID_NONE);
+    xd_tls_store_unref(cst);
+    ca_free(&ca);
+    ca_free(&other);
+}
+
+/* An intermediate CA: verified when the server sends it, not otherwise. */
+static void
+test_tls__peer_intermediate(void **state)
+{
+    fx_t *f = *state;
+    test_ca_t ca;
+    ca_make(f, &ca, "xmppd test root", "ca.pem");
+    xd_tls_store_t *cst = client_store(f, &ca);
+    test_ca_t mid = { .key = mk_key() };
+    mid.cert = mk_cert_san(mid.key, "xmppd test intermediate", NULL, ca.cert, ca.key, true,
+                           EVP_sha256(), -1, 365, NULL);
+    xd_tls_peer_result_t r;
+    for (int send_mid = 1; send_mid >= 0; send_mid--) {
+        mk_leaf(f, "v.pem", &mid, NULL, "DNS:a.test", -1, 30, NULL, send_mid ? mid.cert : NULL);
+        xd_tls_store_t *sst = store_with(f, (const char *[]){ "v.pem" }, 1, NULL);
+        epair_t p;
+        ep_init(&p, cst, NULL, "a.test", NULL, sst, (srv_opts_t){ 0 });
+        ep_handshake(&p);
+        assert_int_equal(xd_tls_peer_verify(p.c.t, "a.test", &r), 0);
+        if (send_mid) {
+            EXPECT_MATCH(r, XD_TLS_ID_DNS);
+        } else {
+            assert_int_equal(r.status, XD_TLS_PEER_UNTRUSTED);
+            assert_int_equal(r.x509_err, X509_V_ERR_UNABLE_TO_GET_ISSUER_CERT_LOCALLY);
+        }
+        ep_free(&p);
+        xd_tls_store_unref(sst);
+    }
+    xd_tls_store_unref(cst);
+    ca_free(&mid);
+    ca_free(&ca);
+}
+
+/* Trust anchors from ca_path (hashed directory) and from the default
+ * paths ($SSL_CERT_FILE), and load errors naming the option. */
+static void
+test_tls__trust_sources(void **state)
+{
+    fx_t *f = *state;
+    test_ca_t ca;
+    ca_make(f, &ca, "xmppd test CA", "ca.pem");
+    mk_leaf(f, "b.pem", &ca, NULL, "DNS:b.test", -1, 30, NULL, NULL);
+    mk_leaf(f, "a.pem", &ca, NULL, "DNS:a.test", -1, 30, NULL, NULL);
+    xd_tls_store_t *sst = store_with(f, (const char *[]){ "a.pem" }, 1, NULL);
+    const char *bfile[] = { fx_path(f, "b.pem") };
+
+    /* <dir>/<subject hash>.0, as `openssl rehash` makes it */
+    char dir[400], link[480];
+    snprintf(dir, sizeof dir, "%s/capath", f->dir);
+    assert_int_equal(mkdir(dir, 0700), 0);
+    snprintf(link, sizeof link, "%s/%08lx.0", dir, X509_subject_name_hash(ca.cert));
+    write_pem(link, NULL, (X509 *const[]){ ca.cert, NULL });
+
+    char saved[600] = "";
+    const char *env = getenv("SSL_CERT_FILE");
+    bool had_env = env != NULL;
+    if (had_env)
+        snprintf(saved, sizeof saved, "%s", env);
+    for (int mode = 0; mode < 3; mode++) {
+        xd_tls_store_opts_t o = { .certfiles = bfile, .ncertfiles = 1 };
+        if (mode == 0)
+            o.ca_path = dir;
+        else if (mode == 1)
+            setenv("SSL_CERT_FILE", ca.file, 1); /* default paths honour it */
+        else
+            unsetenv("SSL_CERT_FILE"); /* the system's anchors: not our test CA */
+        xd_tls_store_t *cst = load_ok(&o);
+        epair_t p;
+        ep_init(&p, cst, NULL, "a.test", NULL, sst, (srv_opts_t){ 0 });
+        ep_handshake(&p);
+        xd_tls_peer_result_t r;
+        assert_int_equal(xd_tls_peer_verify(p.c.t, "a.test", &r), 0);
+        if (mode < 2)
+            EXPECT_MATCH(r, XD_TLS_ID_DNS);
+        else
+            assert_int_equal(r.status, XD_TLS_PEER_UNTRUSTED);
+        ep_free(&p);
+        xd_tls_store_unref(cst);
+    }
+    if (had_env)
+        setenv("SSL_CERT_FILE", saved, 1);
+    else
+        unsetenv("SSL_CERT_FILE");
+
+    /* errors: XD_ETLS_CERT naming the option and the path */
+    xd_tls_store_opts_t o = { .certfiles = bfile, .ncertfiles = 1 };
+    o.ca_file = fx_path(f, "missing.pem");
+    char *err = load_err(&o, XD_ETLS_CERT);
+    assert_non_null(strstr(err, "ca_file"));
+    assert_non_null(strstr(err, "missing.pem"));
+    xd_free(err);
+    FILE *junk = fopen(fx_path(f, "junk.pem"), "w");
+    assert_non_null(junk);
+    fputs("not a certificate\n", junk);
+    fclose(junk);
+    o.ca_file = fx_path(f, "junk.pem");
+    err = load_err(&o, XD_ETLS_CERT);
+    assert_non_null(strstr(err, "junk.pem"));
+    xd_free(err);
+    o.ca_file = NULL;
+    o.ca_path = ca.file; /* a file */
+    err = load_err(&o, XD_ETLS_CERT);
+    assert_non_null(strstr(err, "ca_path"));
+    assert_non_null(strstr(err, "not a directory"));
+    xd_free(err);
+    o.ca_path = fx_path(f, "nodir");
+    err = load_err(&o, XD_ETLS_CERT);
+    assert_non_null(strstr(err, "nodir"));
+    xd_free(err);
+    xd_tls_store_unref(sst);
+    ca_free(&ca);
+}
+
+/* Client mode end to end: SNI, ALPN, data both ways, our certificate for
+ * the local domain presented when asked and verified by the server, the
+ * server's verified by the client.  The server also switches certificates
+ * on SNI and still asks for the client's. */
+static void
+test_tls__client_server_s2s(void **state)
+{
+    fx_t *f = *state;
+    test_ca_t ca;
+    ca_make(f, &ca, "xmppd test CA", "ca.pem");
+    mk_leaf(f, "a.pem", &ca, NULL, "otherName:" OID_SRVNAME ";IA5:_xmpp-server.a.test", -1, 30,
+            NULL, NULL);
+    mk_leaf(f, "c.pem", &ca, NULL, "DNS:c.test", -1, 30, NULL, NULL);
+    mk_leaf(f, "b.pem", &ca, NULL, "otherName:" OID_XMPPADDR ";UTF8:b.test,DNS:b.test", -1, 30,
+            "clientAuth,serverAuth", NULL);
+    xd_tls_store_t *sst = store_with(f, (const char *[]){ "a.pem", "c.pem" }, 2, ca.file);
+    xd_tls_store_t *cst = store_with(f, (const char *[]){ "b.pem" }, 1, ca.file);
+    const char *remotes[] = { "a.test", "c.test" };
+    for (int i = 0; i < 2; i++) {
+        epair_t p;
+        ep_init(
+            &p, cst, "b.test", remotes[i], "xmpp-server", sst,
+            (srv_opts_t){ .default_host = "a.test", .request_cert = true, .alpn = "xmpp-server" });
+        ep_handshake(&p);
+        assert_string_equal(xd_tls_sni(p.s.t), remotes[i]); /* SNI = the remote domain */
+        assert_string_equal(xd_tls_sni(p.c.t), remotes[i]);
+        assert_string_equal(xd_tls_alpn(p.c.t), "xmpp-server");
+        assert_string_equal(xd_tls_alpn(p.s.t), "xmpp-server");
+        assert_string_equal(xd_tls_version(p.c.t), xd_tls_version(p.s.t));
+        assert_string_equal(xd_tls_cipher(p.c.t), xd_tls_cipher(p.s.t));
+
+        xd_tls_peer_result_t r;
+        assert_int_equal(xd_tls_peer_verify(p.c.t, remotes[i], &r), 0);
+        EXPECT_MATCH(r, i == 0 ? XD_TLS_ID_SRV : XD_TLS_ID_DNS); /* the SNI-chosen cert */
+        assert_int_equal(xd_tls_peer_verify(p.s.t, "b.test", &r), 0);
+        EXPECT_MATCH(r, XD_TLS_ID_XMPPADDR);
+        assert_int_equal(xd_tls_peer_verify(p.s.t, "x.test", &r), 0);
+        EXPECT_MISMATCH(r);
+
+        /* data both ways */
+        const char *hello = "<stream:stream xmlns='jabber:server' to='a.test'>";
+        assert_int_equal(xd_tls_send(p.c.t, (const uint8_t *)hello, strlen(hello)), 0);
+        const char *back = "<stream:features/>";
+        assert_int_equal(xd_tls_send(p.s.t, (const uint8_t *)back, strlen(back)), 0);
+        ep_pump(&p);
+        assert_int_equal(p.c.rc, 0);
+        assert_int_equal(p.s.rc, 0);
+        assert_int_equal(p.s.plain_len, strlen(hello));
+        assert_memory_equal(p.s.plain, hello, strlen(hello));
+        assert_int_equal(p.c.plain_len, strlen(back));
+        assert_memory_equal(p.c.plain, back, strlen(back));
+
+        /* the end-point binding is the server's certificate on both sides */
+        uint8_t cb1[XD_TLS_CB_MAX], cb2[XD_TLS_CB_MAX];
+        size_t n1 = 0, n2 = 0;
+        for (int type = 0; type < 2; type++) {
+            assert_int_equal(
+                xd_tls_channel_binding(p.c.t, (xd_tls_cb_type)type, cb1, sizeof cb1, &n1), 0);
+            assert_int_equal(
+                xd_tls_channel_binding(p.s.t, (xd_tls_cb_type)type, cb2, sizeof cb2, &n2), 0);
+            assert_int_equal(n1, n2);
+            assert_memory_equal(cb1, cb2, n1);
+        }
+
+        /* close_notify from the client ends the server's input */
+        xd_tls_shutdown(p.c.t);
+        ep_pump(&p);
+        assert_int_equal(p.s.rc, XD_ECLOSED);
+        ep_free(&p);
+    }
+    xd_tls_store_unref(sst);
+    xd_tls_store_unref(cst);
+    ca_free(&ca);
+}
+
+/* The server asks; the client has none (or not for its local domain), or
+ * one that does not verify: recorded, the handshake succeeds.  A server
+ * that does not ask gets none. */
+static void
+test_tls__client_cert_absent_or_bad(void **state)
+{
+    fx_t *f = *state;
+    test_ca_t ca;
+    ca_make(f, &ca, "xmppd test CA", "ca.pem");
+    mk_leaf(f, "a.pem", &ca, NULL, "DNS:a.test", -1, 30, NULL, NULL);
+    mk_leaf(f, "b.pem", &ca, NULL, "DNS:b.test", -1, 30, NULL, NULL);
+    mk_leaf(f, "self.pem", NULL, NULL, "DNS:self.test", -1, 30, NULL, NULL);
+    mk_leaf(f, "old.pem", &ca, NULL, "DNS:old.test", -30, -1, NULL, NULL);
+    xd_tls_store_t *sst = store_with(f, (const char *[]){ "a.pem" }, 1, ca.file);
+    xd_tls_store_t *cst =
+        store_with(f, (const char *[]){ "b.pem", "self.pem", "old.pem" }, 3, ca.file);
+    static const struct {
+        const char *local; /* client's local domain */
+        bool ask;          /* server requests a certificate */
+        xd_tls_peer_status want;
+        const char *domain; /* what the server checks */
+    } cases[] = {
+        { NULL, true, XD_TLS_PEER_NONE, "b.test" },
+        { "nothere.test", true, XD_TLS_PEER_NONE, "nothere.test" },
+        { "b.test", false, XD_TLS_PEER_NONE, "b.test" },
+        { "b.test", true, XD_TLS_PEER_OK, "b.test" },
+        { "self.test", true, XD_TLS_PEER_UNTRUSTED, "self.test" },
+        { "old.test", true, XD_TLS_PEER_EXPIRED, "old.test" },
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        epair_t p;
+        ep_init(&p, cst, cases[i].local, "a.test", NULL, sst,
+                (srv_opts_t){ .request_cert = cases[i].ask });
+        ep_handshake(&p);
+        xd_tls_peer_result_t r;
+        assert_int_equal(xd_tls_peer_verify(p.s.t, cases[i].domain, &r), 0);
+        if (r.status != cases[i].want)
+            fail_msg("case %zu: %s (%s)", i, xd_tls_peer_status_name(r.status), r.reason);
+        xd_tls_id_t *ids = NULL;
+        size_t n = 99;
+        assert_int_equal(xd_tls_peer_identities(p.s.t, &ids, &n), 0);
+        if (cases[i].want == XD_TLS_PEER_NONE) {
+            assert_string_equal(r.reason, "no certificate presented");
+            assert_false(r.chain_ok);
+            assert_null(ids);
+            assert_int_equal(n, 0);
+        } else {
+            assert_int_equal(n, 1);
+            assert_int_equal(ids[0].type, XD_TLS_ID_DNS);
+            assert_string_equal(ids[0].value, cases[i].local);
+        }
+        xd_tls_ids_free(ids, n);
+        /* the client's view of the server is unaffected */
+        assert_int_equal(xd_tls_peer_verify(p.c.t, "a.test", &r), 0);
+        EXPECT_MATCH(r, XD_TLS_ID_DNS);
+        ep_free(&p);
+    }
+    xd_tls_store_unref(sst);
+    xd_tls_store_unref(cst);
+    ca_free(&ca);
+}
+
+/* xd_tls_peer_identities lists SAN identities in order, or the CN. */
+static void
+test_tls__peer_identities(void **state)
+{
+    fx_t *f = *state;
+    test_ca_t ca;
+    ca_make(f, &ca, "xmppd test CA", "ca.pem");
+    xd_tls_store_t *cst = client_store(f, &ca);
+    static const struct {
+        const char *cn, *san;
+        size_t n;
+        xd_tls_id_type types[4];
+        const char *values[4];
+    } cases[] = {
+        { "ignored.test",
+          "otherName:" OID_SRVNAME ";IA5:_xmpp-server.a.test,otherName:" OID_XMPPADDR
+          ";UTF8:romeo@a.test/orchard,DNS:a.test,email:x@a.test",
+          3,
+          { XD_TLS_ID_SRV, XD_TLS_ID_XMPPADDR, XD_TLS_ID_DNS },
+          { "_xmpp-server.a.test", "romeo@a.test/orchard", "a.test" } },
+        { "a.test", NULL, 1, { XD_TLS_ID_CN }, { "a.test" } },
+        { NULL, "URI:xmpp:a.test", 0, { 0 }, { NULL } },
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        mk_leaf(f, "v.pem", &ca, cases[i].cn, cases[i].san, -1, 30, NULL, NULL);
+        xd_tls_store_t *sst = store_with(f, (const char *[]){ "v.pem" }, 1, NULL);
+        epair_t p;
+        ep_init(&p, cst, NULL, "a.test", NULL, sst, (srv_opts_t){ 0 });
+        ep_handshake(&p);
+        xd_tls_id_t *ids = NULL;
+        size_t n = 0;
+        assert_int_equal(xd_tls_peer_identities(p.c.t, &ids, &n), 0);
+        assert_int_equal(n, cases[i].n);
+        for (size_t j = 0; j < n; j++) {
+            assert_int_equal(ids[j].type, cases[i].types[j]);
+            assert_string_equal(ids[j].value, cases[i].values[j]);
+        }
+        xd_tls_ids_free(ids, n);
+        ep_free(&p);
+        xd_tls_store_unref(sst);
+    }
+    xd_tls_store_unref(cst);
+    ca_free(&ca);
+}
+
+/* XEP-0368 3 / RFC7301 3.2: ALPN agreement, absence, and refusal. */
+static void
+test_tls__alpn(void **state)
+{
+    fx_t *f = *state;
+    xd_tls_store_t *st = simple_store(f);
+    static const struct {
+        const char *cli, *srv, *want;
+        bool fails;
+    } cases[] = {
+        { "xmpp-server", "xmpp-server", "xmpp-server", false },
+        { "xmpp-client", "xmpp-client", "xmpp-client", false },
+        { "xmpp-server", NULL, NULL, false },         /* server ignores ALPN */
+        { NULL, "xmpp-server", NULL, false },         /* client offers none */
+        { "xmpp-client", "xmpp-server", NULL, true }, /* no_application_protocol */
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        epair_t p;
+        ep_init(&p, st, NULL, "xmpp.example", cases[i].cli, st,
+                (srv_opts_t){ .alpn = cases[i].srv });
+        if (cases[i].fails) {
+            ep_pump(&p);
+            assert_int_equal(p.s.rc, XD_ETLS);
+            assert_int_equal(p.c.rc, XD_ETLS); /* the alert reached the client */
+            assert_non_null(strstr(xd_tls_error(p.c.t), "application protocol"));
+            assert_false(xd_tls_handshake_done(p.c.t));
+        } else {
+            ep_handshake(&p);
+            if (cases[i].want) {
+                assert_string_equal(xd_tls_alpn(p.c.t), cases[i].want);
+                assert_string_equal(xd_tls_alpn(p.s.t), cases[i].want);
+            } else {
+                assert_null(xd_tls_alpn(p.c.t));
+                assert_null(xd_tls_alpn(p.s.t));
+            }
+        }
+        ep_free(&p);
+    }
+    xd_tls_store_unref(st);
+}
+
+/* Argument and state rules of the new calls. */
+static void
+test_tls__client_api_rules(void **state)
+{
+    fx_t *f = *state;
+    xd_tls_store_t *st = simple_store(f);
+    eside_t e = { 0 };
+    xd_tls_io_t io = e_io(&e);
+    xd_tls_t *t = (xd_tls_t *)1;
+    char long_alpn[300];
+    memset(long_alpn, 'x', sizeof long_alpn - 1);
+    long_alpn[sizeof long_alpn - 1] = '\0';
+    assert_int_equal(xd_tls_client_new(st, NULL, NULL, NULL, &io, &t), XD_EINVAL);
+    assert_int_equal(xd_tls_client_new(st, NULL, "not a domain", NULL, &io, &t), XD_EINVAL);
+    assert_int_equal(xd_tls_client_new(st, NULL, "a.test", "", &io, &t), XD_EINVAL);
+    assert_int_equal(xd_tls_client_new(st, NULL, "a.test", long_alpn, &io, &t), XD_EINVAL);
+    assert_ptr_equal(t, (xd_tls_t *)1); /* untouched on failure */
+
+    /* a U-label remote domain goes out as an A-label SNI */
+    epair_t p;
+    ep_init(&p, st, NULL,
+            "b\xc3\xbc"
+            "cher.test",
+            NULL, st, (srv_opts_t){ 0 });
+    assert_int_equal(xd_tls_request_cert(p.c.t), XD_EINVAL); /* client */
+    assert_int_equal(xd_tls_set_alpn(p.c.t, "xmpp-server"), XD_EINVAL);
+    assert_int_equal(xd_tls_set_alpn(p.s.t, ""), XD_EINVAL);
+    assert_int_equal(xd_tls_set_alpn(p.s.t, long_alpn), XD_EINVAL);
+    assert_int_equal(xd_tls_start(p.s.t), XD_EINVAL); /* server */
+    xd_tls_peer_result_t r;
+    xd_tls_id_t *ids = NULL;
+    size_t n = 0;
+    assert_int_equal(xd_tls_peer_verify(p.c.t, "a.test", &r), XD_EINVAL); /* no handshake */
+    assert_int_equal(xd_tls_peer_identities(p.c.t, &ids, &n), XD_EINVAL);
+    assert_int_equal(xd_tls_start(p.c.t), 0);
+    assert_true(p.c.out_len > 0);                     /* the ClientHello */
+    assert_int_equal(xd_tls_start(p.c.t), XD_EINVAL); /* once */
+    ep_handshake(&p);
+    assert_string_equal(xd_tls_sni(p.s.t), "xn--bcher-kva.test");
+    assert_int_equal(xd_tls_request_cert(p.s.t), XD_EINVAL); /* too late */
+    assert_int_equal(xd_tls_set_alpn(p.s.t, "xmpp-server"), XD_EINVAL);
+    assert_int_equal(xd_tls_peer_verify(p.c.t, "bad domain!", &r), XD_EINVAL);
+    assert_int_equal(xd_tls_peer_verify(p.c.t, "xmpp.example", &r), 0);
+    assert_int_equal(r.status, XD_TLS_PEER_UNTRUSTED); /* self-signed, system anchors */
+    assert_true(r.name_ok);
+    assert_int_equal(xd_tls_peer_verify(p.c.t, "192.0.2.1", &r), XD_EINVAL);
+    ep_free(&p);
+
+    /* RFC6066 3: no SNI for an IP-address domain */
+    const char *ips[] = { "192.0.2.1", "[2001:db8::1]" };
+    for (int i = 0; i < 2; i++) {
+        ep_init(&p, st, NULL, ips[i], NULL, st, (srv_opts_t){ 0 });
+        ep_handshake(&p);
+        assert_null(xd_tls_sni(p.s.t));
+        assert_null(xd_tls_sni(p.c.t));
+        assert_int_equal(xd_tls_peer_verify(p.c.t, ips[i], &r), XD_EINVAL);
+        assert_int_equal(xd_tls_peer_verify(p.c.t, NULL, &r), 0); /* chain only */
+        ep_free(&p);
+    }
+    assert_int_equal(xd_tls_client_new(st, NULL, "[not-an-ip]", NULL, &io, &t), XD_EINVAL);
+    xd_tls_store_unref(st);
+
+    for (int s = 0; s <= XD_TLS_PEER_STATUS_COUNT; s++)
+        assert_non_null(xd_tls_peer_status_name((xd_tls_peer_status)s));
+    assert_string_equal(xd_tls_peer_status_name(XD_TLS_PEER_NAME_MISMATCH), "name-mismatch");
+    assert_string_equal(xd_tls_peer_status_name(XD_TLS_PEER_STATUS_COUNT), "?");
+}
+
+/* A plain OpenSSL server limited to TLS 1.2 that asks for a certificate,
+ * against the engine's client: the client side of TLS 1.2, its
+ * certificate presented there, and tls-unique / end-point from the
+ * client's side. */
+static void
+test_tls__client_tls12_vs_openssl_server(void **state)
+{
+    fx_t *f = *state;
+    test_ca_t ca;
+    ca_make(f, &ca, "xmppd test CA", "ca.pem");
+    xd_tls_store_t *cst = client_store(f, &ca); /* presents b.test */
+    EVP_PKEY *sk = mk_key();
+    X509 *sx =
+        mk_cert_san(sk, NULL, "DNS:a.test", ca.cert, ca.key, false, EVP_sha384(), -1, 30, NULL);
+    SSL_CTX *sctx = SSL_CTX_new(TLS_server_method());
+    assert_non_null(sctx);
+    SSL_CTX_set_max_proto_version(sctx, TLS1_2_VERSION);
+    assert_int_equal(SSL_CTX_use_certificate(sctx, sx), 1);
+    assert_int_equal(SSL_CTX_use_PrivateKey(sctx, sk), 1);
+    SSL_CTX_set_verify(sctx, SSL_VERIFY_PEER | SSL_VERIFY_FAIL_IF_NO_PEER_CERT, NULL);
+    X509_STORE_add_cert(SSL_CTX_get_cert_store(sctx), ca.cert); /* and it must verify */
+    SSL *srv = SSL_new(sctx);
+    BIO *s_rd = BIO_new(BIO_s_mem()), *s_wr = BIO_new(BIO_s_mem());
+    SSL_set_bio(srv, s_rd, s_wr);
+    SSL_set_accept_state(srv);
+
+    eside_t c = { 0 };
+    xd_tls_io_t io = e_io(&c);
+    assert_int_equal(xd_tls_client_new(cst, "b.test", "a.test", NULL, &io, &c.t), 0);
+    assert_int_equal(xd_tls_start(c.t), 0);
+    for (int round = 0; round < 20 && !xd_tls_handshake_done(c.t); round++) {
+        assert_int_equal(BIO_write(s_rd, c.out, (int)c.out_len), (int)c.out_len);
+        c.out_len = 0;
+        SSL_do_handshake(srv);
+        ERR_clear_error();
+        uint8_t buf[16384];
+        int n;
+        while ((n = BIO_read(s_wr, buf, sizeof buf)) > 0)
+            assert_int_equal(xd_tls_input(c.t, buf, (size_t)n), 0);
+    }
+    assert_true(xd_tls_handshake_done(c.t));
+    assert_int_equal(BIO_write(s_rd, c.out, (int)c.out_len), (int)c.out_len); /* Finished */
+    c.out_len = 0;
+    assert_int_equal(SSL_do_handshake(srv), 1);
+    assert_string_equal(xd_tls_version(c.t), "TLSv1.2");
+    assert_int_equal(SSL_get_verify_result(srv), X509_V_OK); /* our b.test certificate */
+    X509 *got = SSL_get1_peer_certificate(srv);
+    assert_non_null(got);
+    assert_int_equal(X509_check_host(got, "b.test", 0, 0, NULL), 1);
+    X509_free(got);
+
+    xd_tls_peer_result_t r;
+    assert_int_equal(xd_tls_peer_verify(c.t, "a.test", &r), 0);
+    EXPECT_MATCH(r, XD_TLS_ID_DNS);
+    uint8_t a[XD_TLS_CB_MAX], b[XD_TLS_CB_MAX];
+    size_t n = 0;
+    assert_int_equal(xd_tls_channel_binding(c.t, XD_TLS_CB_UNIQUE, a, sizeof a, &n), 0);
+    assert_int_equal(SSL_get_peer_finished(srv, b, sizeof b), n); /* the client's Finished */
+    assert_memory_equal(a, b, n);
+    assert_int_equal(xd_tls_channel_binding(c.t, XD_TLS_CB_SERVER_END_POINT, a, sizeof a, &n), 0);
+    unsigned int bn = 0;
+    assert_int_equal(X509_digest(sx, EVP_sha384(), b, &bn), 1); /* of the server's cert */
+    assert_int_equal(n, bn);
+    assert_memory_equal(a, b, n);
+
+    xd_tls_free(c.t);
+    free(c.out);
+    SSL_free(srv);
+    SSL_CTX_free(sctx);
+    X509_free(sx);
+    EVP_PKEY_free(sk);
+    xd_tls_store_unref(cst);
+    ca_free(&ca);
+}
+
+/* Figures: the heap of an idle client connection and the cost of one
+ * xd_tls_peer_verify. */
+static void
+test_tls__client_memory_and_verify_cost(void **state)
+{
+    fx_t *f = *state;
+    test_ca_t ca;
+    ca_make(f, &ca, "xmppd test CA", "ca.pem");
+    xd_tls_store_t *cst = client_store(f, &ca);
+    mk_leaf(f, "a.pem", &ca, NULL, "DNS:a.test", -1, 30, NULL, NULL);
+    xd_tls_store_t *sst = store_with(f, (const char *[]){ "a.pem" }, 1, ca.file);
+    enum { N = 200 };
+    epair_t *pairs = calloc(N, sizeof *pairs);
+    for (int i = 0; i < 2; i++) { /* warm-up */
+        ep_init(&pairs[i], cst, "b.test", "a.test", "xmpp-server", sst, (srv_opts_t){ 0 });
+        ep_handshake(&pairs[i]);
+        ep_free(&pairs[i]);
+    }
+    long before = 0;
+    for (size_t i = 0; i < N; i++) {
+        epair_t *p = &pairs[i];
+        ep_init(p, cst, "b.test", "a.test", "xmpp-server", sst,
+                (srv_opts_t){ .request_cert = true, .alpn = "xmpp-server" });
+        ep_handshake(p);
+        assert_int_equal(xd_tls_send(p->c.t, (const uint8_t *)"<presence/>", 11), 0);
+        ep_pump(p);
+        /* count the client only: free the server side now */
+        xd_tls_free(p->s.t);
+        p->s.t = NULL;
+        free(p->s.out);
+        p->s.out = NULL;
+        if (i == 0)
+            before = t_ossl_live;
+    }
+    double per_client = (double)(t_ossl_live - before) / (N - 1);
+    struct timespec t0, t1;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    xd_tls_peer_result_t r;
+    for (size_t i = 0; i < N; i++)
+        assert_int_equal(xd_tls_peer_verify(pairs[i].c.t, "a.test", &r), 0);
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    EXPECT_MATCH(r, XD_TLS_ID_DNS);
+    double us =
+        ((double)(t1.tv_sec - t0.tv_sec) * 1e9 + (double)(t1.tv_nsec - t0.tv_nsec)) / 1e3 / N;
+    print_message("idle s2s client connection: OpenSSL %.0f B; xd_tls_peer_verify %.1f us "
+                  "(one intermediate-free chain, P-256)\n",
+                  per_client, us);
+    if (t_ossl_counting) {
+        assert_true(per_client > 1000);
+        assert_true(per_client < 32768);
+    }
+    for (size_t i = 0; i < N; i++)
+        ep_free(&pairs[i]);
+    free(pairs);
+    xd_tls_store_unref(cst);
+    xd_tls_store_unref(sst);
+    ca_free(&ca);
+}
+
 int
 main(void)
 {
@@ -1526,6 +2544,20 @@ main(void)
         T(test_tls__pause_in_handshake_callback),
         T(test_tls__idn_hosts),
         T(test_tls__memory_per_idle_connection),
+        T(test_tls__peer_name_rules),
+        T(test_tls__peer_wildcard_rules),
+        T(test_tls__peer_cn_fallback),
+        T(test_tls__peer_idn),
+        T(test_tls__peer_chain_failures),
+        T(test_tls__peer_intermediate),
+        T(test_tls__trust_sources),
+        T(test_tls__client_server_s2s),
+        T(test_tls__client_cert_absent_or_bad),
+        T(test_tls__peer_identities),
+        T(test_tls__alpn),
+        T(test_tls__client_api_rules),
+        T(test_tls__client_tls12_vs_openssl_server),
+        T(test_tls__client_memory_and_verify_cost),
 #undef T
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
