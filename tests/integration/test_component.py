@@ -51,8 +51,15 @@ class Bot(ComponentXMPP):
 
 
 def run_bot(port):
-    bot = Bot()
+    # slixmpp binds to the current event loop when it is built: give it the
+    # loop its thread will run (an earlier test may have cleared the main
+    # thread's).
     loop = asyncio.new_event_loop()
+    asyncio.set_event_loop(loop)
+    try:
+        bot = Bot()
+    finally:
+        asyncio.set_event_loop(None)
 
     def main():
         asyncio.set_event_loop(loop)
