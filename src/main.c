@@ -92,6 +92,7 @@ load_config(xd_config_t **out)
                                   "  mod_vcard: {}\n"
                                   "  mod_private: {}\n"
                                   "  mod_blocking: {}\n"
+                                  "  mod_privacy: {}\n"
                                   "  mod_stanza_id: {}\n"
                                   "  mod_last: {}\n";
     int rc = config_path ? xd_config_load(config_path, out, &err)

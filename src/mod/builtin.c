@@ -9,6 +9,7 @@
 #include "mod/mod_blocking.h"
 #include "mod/mod_last.h"
 #include "mod/mod_offline.h"
+#include "mod/mod_privacy.h"
 #include "mod/mod_roster.h"
 #include "mod/mod_stanza_id.h"
 #include "mod/mod_vcard.h"
@@ -22,13 +23,15 @@ xd_builtin_register(void)
     xd_vcard_register_builtin();
     xd_private_register_builtin();
     xd_blocking_register_builtin();
+    xd_privacy_register_builtin();
     xd_last_register_builtin();
     xd_stanza_id_register_builtin();
 
     xd_offline_register_migrations(); /* served by the core, stores in its own table */
     xd_vcard_register_migrations();
     xd_private_register_migrations();
-    xd_blocking_register_migrations();
+    xd_blocking_register_migrations(); /* the privacy engine's tables, once for both */
+    xd_privacy_register_migrations();
     xd_last_register_migrations();
 }
 
@@ -39,6 +42,7 @@ xd_builtin_set_db(xd_db_t *db)
     xd_vcard_set_db(db);
     xd_private_set_db(db);
     xd_blocking_set_db(db);
+    xd_privacy_set_db(db);
     xd_last_set_db(db);
 }
 

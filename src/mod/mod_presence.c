@@ -32,9 +32,9 @@
 
 #include "core/pool.h"
 #include "core/worker.h"
-#include "mod/mod_blocking.h"
 #include "mod/mod_presence.h"
 #include "mod/mod_roster.h"
+#include "mod/privacy.h"
 #include "mod/roster_sub.h"
 #include "router/router.h"
 #include "router/sm.h"
@@ -110,9 +110,9 @@ pres_make(const char *type, const char *from, const char *to)
 }
 
 /* Delivers st (reference taken over) to every available session of the
- * bare JID `bare`, each copy addressed to that session; nothing when a block
- * (XEP-0191) stands between the sender and `bare`, in either direction.
- * Returns how many. */
+ * bare JID `bare`, each copy addressed to that session, as privacy lists
+ * and blocks (XEP-0016, XEP-0191) let it: the sender's outgoing rules, each
+ * session's incoming rules.  Returns how many. */
 static size_t
 pres_to_sessions(xd_stanza_t *st, const char *bare)
 {
@@ -123,15 +123,18 @@ pres_to_sessions(xd_stanza_t *st, const char *bare)
         xd_stanza_unref(st);
         return 0;
     }
+    /* Privacy lists (privacy.h): the sender's outgoing rules here, each
+     * session's incoming rules below. */
+    const xd_el_t *root = xd_stanza_root(st);
     bool blocked = fs && xd_jid_parse(xd_str_c(fs), &from) == 0 &&
-                   (xd_blocking_blocks(j, from) || xd_blocking_blocks(from, j));
+                   !xd_privacy_allows(from, j, root, true);
     if (!blocked) {
         xd_sm_entry_t res[PRES_MAX_RES];
         size_t n = xd_sm_resources(j, res, PRES_MAX_RES);
         if (n > PRES_MAX_RES)
             n = PRES_MAX_RES;
         for (size_t i = 0; i < n; i++) {
-            if (res[i].available) {
+            if (res[i].available && (!from || xd_privacy_allows(res[i].jid, from, root, false))) {
                 xd_c2s_deliver(res[i].worker, res[i].conn_id,
                                pres_addr(st, NULL, xd_jid_full_str(res[i].jid).p));
                 sent++;

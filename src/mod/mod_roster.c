@@ -22,6 +22,7 @@
 #include <pthread.h>
 
 #include "mod/mod_roster.h"
+#include "mod/privacy.h"
 #include "router/sm.h"
 #include "xmppd/map.h"
 #include "xmppd/opt.h"
@@ -468,6 +469,7 @@ mod_roster_set_item(const char *host, const char *user, const char *contact, con
         mod_roster_item_clear(&s.item);
         return rc;
     }
+    xd_privacy_roster_changed(host, user, &s.item); /* privacy.h: group items */
     if (ver)
         *ver = s.ver;
     if (pushed)
@@ -515,6 +517,8 @@ mod_roster_remove_item(const char *host, const char *user, const char *contact,
         mod_roster_item_clear(&r.before);
         return rc;
     }
+    mod_roster_item_t gone = { .jid = (char *)contact, .removed = true };
+    xd_privacy_roster_changed(host, user, &gone);
     if (ver)
         *ver = r.ver;
     if (before)
@@ -617,6 +621,8 @@ mod_roster_subscription(const char *host, const char *user, const char *contact,
         memset(out, 0, sizeof *out);
         return rc;
     }
+    if (out->r.changed)
+        xd_privacy_roster_changed(host, user, &out->item);
     return 0;
 }
 

@@ -1,8 +1,10 @@
 """mod_blocking (XEP-0191 blocking command) through the wire: the list,
 block / unblock / unblock-all with pushes to the sessions that requested the
 list, enforcement on routing (inbound bounces and silent presence drops,
-outbound <blocked/> errors), JID matching rules and persistence across a
-restart."""
+outbound <blocked/> errors), JID matching rules, persistence across a
+restart, the blocks of an older server (its `blocklist` table) kept by the
+upgrade, and the module without mod_privacy.  The interplay with privacy
+lists is in test_privacy.py."""
 import re
 import time
 
@@ -220,3 +222,44 @@ def test_feature_in_account_disco(server_factory):
            "<query xmlns='http://jabber.org/protocol/disco#info'/></iq>")
     r = iq(a, "d1")
     assert f"var='{NS}'" in r, r
+    # XEP-0191 2: clients ask their server.
+    a.send("<iq type='get' id='d2' to='localhost'>"
+           "<query xmlns='http://jabber.org/protocol/disco#info'/></iq>")
+    r = iq(a, "d2")
+    assert f"var='{NS}'" in r and "jabber:iq:privacy" not in r, r
+    # Without mod_privacy, privacy lists are not served (blocks still are).
+    a.send("<iq type='get' id='p1'><query xmlns='jabber:iq:privacy'/></iq>")
+    r = iq(a, "p1")
+    assert "type='error'" in r and "service-unavailable" in r, r
+
+
+def test_blocks_of_an_older_server_are_kept(server_factory):
+    """A database written before privacy lists (mod_blocking schema 1, its
+    own `blocklist` table): the upgrade moves the blocks into the default
+    privacy list and they hold as before."""
+    import os
+    import sqlite3
+    srv = start(server_factory)
+    assert srv.stop() == 0
+    with sqlite3.connect(os.path.join(srv.data_dir, "xmppd.db")) as con:
+        con.executescript(
+            "DROP TABLE privacy_default; DROP TABLE privacy_item; DROP TABLE privacy_list;"
+            "DELETE FROM schema_version WHERE component = 'privacy';"
+            "UPDATE schema_version SET version = 1 WHERE component = 'mod_blocking';"
+            "CREATE TABLE blocklist (host TEXT NOT NULL, username TEXT NOT NULL,"
+            " jid TEXT NOT NULL, created_at INTEGER NOT NULL,"
+            " PRIMARY KEY (host, username, jid));"
+            "INSERT INTO blocklist VALUES ('localhost', 'alice', 'carol@localhost/x', 20);"
+            "INSERT INTO blocklist VALUES ('localhost', 'alice', 'bob@localhost', 10);")
+    restart(srv)
+    a, ajid = online(srv, "alice", "home")
+    assert blocklist(a, "l1") == ["bob@localhost", "carol@localhost/x"]
+    b, _ = online(srv, "bob", "x")
+    b.send(f"<message to='{ajid}' type='chat' id='m1'><body>still?</body></message>")
+    assert "service-unavailable" in expect(b, r"<message[^>]*id=['\"]m1['\"].*?</message>")
+    assert "type='result'" in block(a, "u1", "bob@localhost", verb="unblock")
+    b.send(f"<message to='{ajid}' type='chat' id='m2'><body>free</body></message>")
+    assert "<body>free</body>" in expect(a, r"<message[^>]*id=['\"]m2['\"].*?</message>")
+    with sqlite3.connect(os.path.join(srv.data_dir, "xmppd.db")) as con:
+        assert con.execute("SELECT COUNT(*) FROM sqlite_master WHERE name = 'blocklist'"
+                           ).fetchone()[0] == 0
