@@ -36,6 +36,7 @@
 #include "core/worker.h"
 #include "auth/commands.h"
 #include "mod/builtin.h"
+#include "s2s/s2s.h"
 #include "mod/mod_basic.h"
 #include "mod/mod_offline.h"
 #include "mod/mod_presence.h"
@@ -173,6 +174,8 @@ load_tls(const xd_config_t *cfg, char **err)
         .min_version = cfg->tls_min_version == 13 ? "1.3" : "1.2",
         .ciphers = cfg->tls_ciphers,
         .ciphersuites = cfg->tls_ciphersuites,
+        .ca_file = cfg->ca_file,
+        .ca_path = cfg->ca_path,
     };
     xd_tls_store_t *st = NULL;
     int rc = xd_tls_store_load(&o, &st, err);
@@ -228,7 +231,8 @@ reload(xd_cmd_call_t *call)
      * changes. */
     if ((rc = xd_register_check_config(cfg, &err)) != 0 ||
         (rc = xd_offline_check_config(cfg, &err)) != 0 ||
-        (rc = xd_mod_basic_check_config(cfg, &err)) != 0 || (rc = xd_auth_reload(cfg, &err)) != 0 ||
+        (rc = xd_mod_basic_check_config(cfg, &err)) != 0 ||
+        (rc = xd_s2s_check_config(cfg, &err)) != 0 || (rc = xd_auth_reload(cfg, &err)) != 0 ||
         (rc = load_tls(cfg, &err)) != 0 || (rc = xd_modules_reload(cfg, &err)) != 0) {
         XD_LOG(NULL, XD_ERROR, "config reload failed", "file=%s error=\"%s\"", config_path,
                err ? err : xd_strerror(rc));
@@ -240,6 +244,7 @@ reload(xd_cmd_call_t *call)
         return rc;
     }
     xd_log_set_level(xd_config_loglevel(cfg));
+    xd_s2s_configure(cfg);
     xd_config_publish(cfg);
     XD_LOG(NULL, XD_NOTICE, "config reloaded", "file=%s", config_path);
     pthread_mutex_unlock(&reload_lock);
@@ -412,7 +417,7 @@ main(int argc, char **argv)
         char *merr = NULL;
         if (xd_register_check_config(cfg, &merr) != 0 ||
             xd_offline_check_config(cfg, &merr) != 0 || xd_mod_basic_check_config(cfg, &merr) != 0 ||
-            xd_modules_check(cfg, &merr) != 0) {
+            xd_s2s_check_config(cfg, &merr) != 0 || xd_modules_check(cfg, &merr) != 0) {
             fprintf(stderr, "%s\n", merr ? merr : "invalid module options");
             free(merr);
             xd_config_unref(cfg);
@@ -485,7 +490,9 @@ main(int argc, char **argv)
         goto out_pool;
     }
     xd_c2s_set_secret(secret, sizeof secret);
+    xd_s2s_set_secret(secret, sizeof secret); /* dialback keys (XEP-0185) */
     OPENSSL_cleanse(secret, sizeof secret);
+    xd_s2s_configure(cfg);
     if ((rc = xd_sm_init()) != 0) {
         XD_LOG(NULL, XD_CRIT, "cannot create the session table", "err=%s", xd_strerror(rc));
         goto out_pool;
@@ -541,6 +548,7 @@ main(int argc, char **argv)
         xd_cmd_register(&server_cmds[i]);
     xd_auth_register_commands();
     xd_c2s_register_commands();
+    xd_s2s_register_commands();
     if ((rc = xd_ctl_start(main_loop, xd_config_ctl_socket(cfg), &err)) != 0) {
         XD_LOG(NULL, XD_CRIT, "cannot open the control socket", "error=\"%s\"",
                err ? err : xd_strerror(rc));
@@ -548,7 +556,11 @@ main(int argc, char **argv)
         begin_stop("startup failed");
     } else {
         for (size_t i = 0; i < xd_listeners_count(); i++)
-            XD_LOG(NULL, XD_NOTICE, "listening", "module=c2s address=%s",
+            XD_LOG(NULL, XD_NOTICE, "listening", "module=%s address=%s",
+                   xd_listeners_get(i)->module == XD_LISTEN_C2S         ? "c2s"
+                   : xd_listeners_get(i)->module == XD_LISTEN_S2S       ? "s2s"
+                   : xd_listeners_get(i)->module == XD_LISTEN_COMPONENT ? "component"
+                                                                         : "http",
                    xd_listeners_get(i)->name);
         XD_LOG(NULL, XD_NOTICE, "xmppd ready", "workers=%u hosts=%zu ctl_socket=%s", nworkers,
                xd_config_host_count(cfg), xd_config_ctl_socket(cfg));
@@ -563,6 +575,7 @@ main(int argc, char **argv)
     xd_auth_stop();
     xd_pool_stop();
     xd_workers_join();
+    xd_s2s_shutdown();
 out_loop:
     xd_mark_loop_thread(false); /* the main loop is done; blocking calls are fine now */
     uv_loop_close(main_loop);

@@ -215,6 +215,18 @@ typedef struct xd_config {
     char *sql_username;          /* user name */
     char *sql_password;          /* password (never logged) */
     int sql_pool_size;           /* connections per node */
+    char *ca_file;               /* trusted CA certificates (PEM) for peer verification */
+    char *ca_path;               /* directory of trusted CAs (hashed); both NULL = system's */
+    char *s2s_access;            /* access rule deciding which remote domains may federate */
+    bool s2s_require_encryption; /* no dialback, SASL or stanzas before TLS on s2s streams */
+    bool s2s_verify_certificates;/* a peer must present a valid certificate (no dialback) */
+    bool s2s_dialback;           /* offer and use server dialback (XEP-0220) */
+    const xd_conf_node_t *s2s_hosts; /* {domain: "host:port"} static routes, raw */
+    char *s2s_dns_servers;       /* c-ares server list, NULL = /etc/resolv.conf */
+    uint64_t s2s_connect_timeout_ms; /* resolve + connect + authenticate, then bounce */
+    uint64_t s2s_timeout_ms;     /* close s2s streams idle this long */
+    int s2s_queue_max;           /* stanzas held for a remote domain while connecting */
+    int s2s_max_streams;         /* incoming + outgoing s2s connections, all workers */
     xd_shaper_set_t shaper;      /* traffic shapers */
     const xd_conf_node_t *host_config; /* raw; effective values in hosts_conf */
 
@@ -268,7 +280,8 @@ const char *xd_config_ctl_socket(const xd_config_t *cfg);
 const xd_acl_t *xd_config_acl(const xd_host_conf_t *scope, const char *name);
 const xd_rule_t *xd_config_access_rule(const xd_host_conf_t *scope, const char *name);
 const xd_shaper_t *xd_config_shaper(const xd_config_t *cfg, const char *name);
-/* The options of module `name` for `host` (NULL host: global), and whether it is enabled. */
+/* The options of module `name` for `host` (NULL host: global), and whether it is enabled;
+ * NULL for a host that is not served. */
 const xd_module_conf_t *xd_config_module(const xd_config_t *cfg, const char *host,
                                          const char *name);
 

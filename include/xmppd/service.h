@@ -28,6 +28,9 @@ bool xd_service_remove(const char *domain, xd_service_fn fn);
  * returns false (st untouched) when there is none. */
 bool xd_service_deliver(const char *domain, xd_stanza_t *st);
 
+/* True when `domain` has a service route now.  Any thread. */
+bool xd_service_exists(const char *domain);
+
 /* Drops every route (shutdown, tests). */
 void xd_service_clear(void);
 

@@ -314,6 +314,41 @@ static const xd_opt_t cfg_global_opts[] = {
                   "(ECDHE with AES-GCM or ChaCha20-Poly1305)."),
     XD_OPT_STRING("tls_ciphersuites", C_, tls_ciphersuites, NULL,
                   "OpenSSL TLS 1.3 cipher suites. Unset: OpenSSL's default."),
+    XD_OPT_PATH("ca_file", C_, ca_file, NULL,
+                "PEM file of the certificate authorities trusted when a server's (or client's) "
+                "certificate is verified. Unset with `ca_path` unset: the system's trust store."),
+    XD_OPT_PATH("ca_path", C_, ca_path, NULL,
+                "Directory of trusted certificate authorities in OpenSSL's hashed layout "
+                "(`openssl rehash`)."),
+    XD_OPT_STRING("s2s_access", C_, s2s_access, "all",
+                  "Access rule deciding which remote domains this server federates with, "
+                  "evaluated for the remote domain (ACLs of kind `server` or "
+                  "`server_regexp`). Denied domains are refused both ways."),
+    XD_OPT_BOOL("s2s_require_encryption", C_, s2s_require_encryption, "true",
+                "Server-to-server streams must use TLS before authenticating or exchanging "
+                "stanzas, both ways."),
+    XD_OPT_BOOL("s2s_verify_certificates", C_, s2s_verify_certificates, "false",
+                "Require a certificate that verifies for the remote domain (SASL EXTERNAL); "
+                "when false, a server without one may authenticate with dialback."),
+    XD_OPT_BOOL("s2s_dialback", C_, s2s_dialback, "true",
+                "Offer and use server dialback (XEP-0220) when certificates do not settle it."),
+    XD_OPT_NODE("s2s_hosts", C_, s2s_hosts,
+                "Static routes `{domain: \"host:port\"}` that replace DNS for those domains "
+                "(`\"192.0.2.1\"`, `\"[2001:db8::1]:5270\"`, `\"xmpp.example.net:5269\"`)."),
+    XD_OPT_STRING("s2s_dns_servers", C_, s2s_dns_servers, NULL,
+                  "DNS servers for federation, `\"127.0.0.1:5353,[::1]:53\"`. Unset: "
+                  "those of /etc/resolv.conf."),
+    XD_OPT_DURATION("s2s_connect_timeout", C_, s2s_connect_timeout_ms, "20s",
+                    "Time to resolve, connect and authenticate to a remote server; stanzas "
+                    "waiting longer bounce with remote-server-timeout."),
+    XD_OPT_DURATION("s2s_timeout", C_, s2s_timeout_ms, "10min",
+                    "Server-to-server streams idle this long are closed (and reopened when "
+                    "needed)."),
+    XD_OPT_INT("s2s_queue_max", C_, s2s_queue_max, "1000", 1, 1000000,
+               "Stanzas held for one remote domain while its stream is being set up; more "
+               "bounce with resource-constraint."),
+    XD_OPT_INT("s2s_max_streams", C_, s2s_max_streams, "10000", 1, 10000000,
+               "Server-to-server connections, incoming and outgoing, all workers together."),
     XD_OPT_FULL("ctl_socket", XD_OPT_TYPE_PATH, C_, ctl_socket, NULL, NULL,
                 "Unix socket xmppctl talks to.", 0, "`<data_dir>/xmppd.sock`"),
     XD_OPT_FULL("module_dir", XD_OPT_TYPE_PATH, C_, module_dir, NULL, NULL,
@@ -1520,9 +1555,9 @@ xd_config_shaper(const xd_config_t *cfg, const char *name)
 const xd_module_conf_t *
 xd_config_module(const xd_config_t *cfg, const char *host, const char *name)
 {
-    const xd_host_conf_t *scope = xd_config_host(cfg, host);
+    const xd_host_conf_t *scope = host ? xd_config_host(cfg, host) : &cfg->global;
     if (!scope)
-        scope = &cfg->global;
+        return NULL; /* not a served host: no module runs for it */
     for (; scope; scope = scope->parent)
         for (size_t i = 0; i < scope->modules.count; i++)
             if (strcmp(scope->modules.items[i].name, name) == 0)

@@ -22,9 +22,13 @@
  *   user_unavailable  unavailable to the same audience.
  *
  * Roster reads and writes block, so each event is a job on the blocking
- * pool; its result is delivered from the worker that asked.  Remote
- * contacts get what the router does with remote domains today.  Directed
- * presence and its unavailable on disconnect are not tracked yet.
+ * pool; its result is delivered from the worker that asked.
+ *
+ * Other servers' users (federation): our users' subscription presence to
+ * them goes out after the outbound half of the machine; theirs to our
+ * users runs the inbound half here (filter_packet on arrival); probes for
+ * remote contacts go out as <presence type='probe'/> from the bare JID, and
+ * probes arriving for our users are answered here (RFC 6121 4.3.2).
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -52,7 +56,8 @@ static bool
 pres_on(const char *host)
 {
     xd_config_t *cfg = xd_config_get();
-    bool on = cfg && xd_config_module(cfg, host, "mod_roster") != NULL;
+    bool on = cfg && xd_config_is_host(cfg, host) &&
+              xd_config_module(cfg, host, "mod_roster") != NULL;
     if (cfg)
         xd_config_unref(cfg);
     return on;
@@ -149,6 +154,31 @@ pres_to_sessions(xd_stanza_t *st, const char *bare)
     return sent;
 }
 
+/* True when jid is an account of a host where presence handling runs. */
+static bool
+pres_user_here(const xd_jid_t *jid)
+{
+    if (!xd_jid_local(jid).len)
+        return false;
+    xd_str_t d = xd_jid_domain(jid);
+    char host[1024];
+    snprintf(host, sizeof host, "%.*s", (int)d.len, d.p);
+    return pres_on(host);
+}
+
+/* True when `host` is one of the served hosts (any module). */
+static bool
+pres_served(xd_str_t host)
+{
+    char h[1024];
+    snprintf(h, sizeof h, "%.*s", (int)host.len, host.p);
+    xd_config_t *cfg = xd_config_get();
+    bool served = cfg && xd_config_is_host(cfg, h);
+    if (cfg)
+        xd_config_unref(cfg);
+    return served;
+}
+
 /* The current presence of every available session of `of_bare`, to the
  * session `to_full` (worker/conn), or unavailable from each when `unavail`. */
 static void
@@ -171,10 +201,10 @@ pres_current_to(const char *of_bare, const char *to_full, bool unavail)
                                                  to_full)
                                      : pres_addr(res[i].presence, xd_jid_full_str(res[i].jid).p,
                                                  to_full);
-            if (xd_jid_is_bare(to))
+            if (xd_jid_is_bare(to) && pres_user_here(to))
                 pres_to_sessions(p, to_full);
             else
-                xd_route(p);
+                xd_route(p); /* a session, or another server's user */
         }
         xd_sm_entry_clear(&res[i]);
     }
@@ -200,6 +230,36 @@ typedef struct sub_job {
 
 static void sub_start(xd_stanza_t *st, const xd_jid_t *from, const xd_jid_t *to);
 
+/* The inbound half for the contact (chost, cuser) from ubare: state,
+ * roster push.  On the pool. */
+static void
+sub_inbound(sub_job_t *j)
+{
+    const char *status = xd_el_child_text(xd_stanza_root(j->st), "status", NULL);
+    j->in_rc = mod_roster_subscription(j->chost, j->cuser, j->ubare,
+                                       (mod_roster_event)mod_roster_event_of(j->type, true),
+                                       status, &j->in);
+    if (j->in_rc == 0 && j->in.r.push)
+        mod_roster_push(j->chost, j->cuser, &j->in.item, j->in.version);
+}
+
+/* Pre-approval (RFC 6121 3.4): the contact's server answers `subscribed`
+ * for the contact, which runs the outbound half for the contact. */
+static void
+sub_preapproved(const char *contact, const char *user)
+{
+    xd_jid_t *f = NULL, *t = NULL;
+    xd_stanza_t *ans = pres_make("subscribed", contact, user);
+    if (xd_jid_parse(xd_str_c(contact), &f) == 0 && xd_jid_parse(xd_str_c(user), &t) == 0)
+        sub_start(ans, f, t);
+    else
+        xd_stanza_unref(ans);
+    if (f)
+        xd_jid_unref(f);
+    if (t)
+        xd_jid_unref(t);
+}
+
 static void
 sub_work(void *arg)
 {
@@ -211,12 +271,7 @@ sub_work(void *arg)
         mod_roster_push(j->uhost, j->uuser, &j->out.item, j->out.version);
     if (j->out_rc != 0 || !j->out.r.forward || !j->clocal)
         return;
-    const char *status = xd_el_child_text(xd_stanza_root(j->st), "status", NULL);
-    j->in_rc = mod_roster_subscription(j->chost, j->cuser, j->ubare,
-                                       (mod_roster_event)mod_roster_event_of(j->type, true),
-                                       status, &j->in);
-    if (j->in_rc == 0 && j->in.r.push)
-        mod_roster_push(j->chost, j->cuser, &j->in.item, j->in.version);
+    sub_inbound(j);
 }
 
 static void
@@ -226,6 +281,11 @@ sub_done(void *arg, int status)
     if (status == 0 && j->out_rc == 0 && j->out.r.forward) {
         if (!j->clocal) {
             xd_route(pres_make(j->type, j->ubare, j->contact)); /* remote: the router's */
+            /* RFC 6121 3.1.5, 3.2.2: as for a local contact, below. */
+            if (!strcmp(j->type, "subscribed"))
+                pres_current_to(j->ubare, j->contact, false);
+            else if (!strcmp(j->type, "unsubscribed"))
+                pres_current_to(j->ubare, j->contact, true);
         } else if (j->in_rc == 0 && j->in.r.forward) {
             xd_stanza_t *fw = pres_addr(j->st, j->ubare, j->contact);
             pres_to_sessions(fw, j->contact); /* none: a subscribe waits as Pending In */
@@ -237,20 +297,8 @@ sub_done(void *arg, int status)
                 /* RFC 6121 3.2.2: and unavailable when it cancels. */
                 pres_current_to(j->ubare, j->contact, true);
         }
-        if (j->clocal && j->in_rc == 0 && j->in.r.reply == MOD_ROSTER_REPLY_SUBSCRIBED) {
-            /* Pre-approved (RFC 6121 3.4): the contact's server answers. */
-            xd_jid_t *f = NULL, *t = NULL;
-            xd_stanza_t *ans = pres_make("subscribed", j->contact, j->ubare);
-            if (xd_jid_parse(xd_str_c(j->contact), &f) == 0 &&
-                xd_jid_parse(xd_str_c(j->ubare), &t) == 0)
-                sub_start(ans, f, t);
-            else
-                xd_stanza_unref(ans);
-            if (f)
-                xd_jid_unref(f);
-            if (t)
-                xd_jid_unref(t);
-        }
+        if (j->clocal && j->in_rc == 0 && j->in.r.reply == MOD_ROSTER_REPLY_SUBSCRIBED)
+            sub_preapproved(j->contact, j->ubare);
         /* RFC 6121 3.2.2, 3.3.2: after unsubscribe the contact's presence
          * is gone for the user. */
         if (j->clocal && !strcmp(j->type, "unsubscribe"))
@@ -366,14 +414,108 @@ pres_is_sub(const char *type)
                     !strcmp(type, "unsubscribe") || !strcmp(type, "unsubscribed"));
 }
 
-/* filter_packet: subscription presence from a local user. */
+/* ---- from other servers ---------------------------------------------------------------------- */
+
+/* A subscription presence from another server's user to one of ours: the
+ * inbound half of the machine (RFC 6121 3.1.3, 3.1.6, 3.2.3, 3.3.3). */
+static void
+subin_work(void *arg)
+{
+    sub_inbound(arg);
+}
+
+static void
+subin_done(void *arg, int status)
+{
+    sub_job_t *j = arg;
+    if (status == 0 && j->in_rc == 0) {
+        if (j->in.r.forward) {
+            pres_to_sessions(pres_addr(j->st, j->ubare, j->contact), j->contact);
+            if (!strcmp(j->type, "unsubscribe"))
+                /* RFC 6121 3.3.3: our user's presence is gone for them. */
+                pres_current_to(j->contact, j->ubare, true);
+        }
+        if (j->in.r.reply == MOD_ROSTER_REPLY_SUBSCRIBED)
+            sub_preapproved(j->contact, j->ubare);
+        mod_roster_item_clear(&j->in.item);
+    }
+    xd_stanza_unref(j->st);
+    xd_free(j);
+}
+
+/* A presence probe to one of our users (RFC 6121 4.3.2): the current
+ * presence of each available session when the prober has a subscription,
+ * unavailable when there is none; nothing for others. */
+typedef struct probe_job {
+    char host[1024], user[1024], bare[2100];
+    char prober[3100];     /* as it came ('from' of the probe) */
+    char prober_bare[2100];
+    bool allowed;
+} probe_job_t;
+
+static void
+probe_work(void *arg)
+{
+    probe_job_t *j = arg;
+    mod_roster_item_t it = { 0 };
+    if (mod_roster_get_item(j->host, j->user, j->prober_bare, &it) == 0) {
+        j->allowed = it.state.sub & MOD_ROSTER_SUB_FROM;
+        mod_roster_item_clear(&it);
+    }
+}
+
+static void
+probe_done(void *arg, int status)
+{
+    probe_job_t *j = arg;
+    if (status == 0 && j->allowed) {
+        xd_jid_t *u = NULL;
+        bool any = false;
+        if (xd_jid_parse(xd_str_c(j->bare), &u) == 0) {
+            xd_sm_entry_t res[PRES_MAX_RES];
+            size_t n = xd_sm_resources(u, res, PRES_MAX_RES);
+            for (size_t i = 0; i < n && i < PRES_MAX_RES; i++) {
+                any = any || res[i].available;
+                xd_sm_entry_clear(&res[i]);
+            }
+            xd_jid_unref(u);
+        }
+        if (any)
+            pres_current_to(j->bare, j->prober, false);
+        else
+            xd_route(pres_make("unavailable", j->bare, j->prober));
+    }
+    xd_free(j);
+}
+
+static void
+probe_start(const xd_jid_t *from, const xd_jid_t *to)
+{
+    probe_job_t *j = xd_new(probe_job_t);
+    xd_str_t d = xd_jid_domain(to), l = xd_jid_local(to), b = xd_jid_bare_str(to);
+    snprintf(j->host, sizeof j->host, "%.*s", (int)d.len, d.p);
+    snprintf(j->user, sizeof j->user, "%.*s", (int)l.len, l.p);
+    snprintf(j->bare, sizeof j->bare, "%.*s", (int)b.len, b.p);
+    xd_str_t f = xd_jid_full_str(from), fb = xd_jid_bare_str(from);
+    snprintf(j->prober, sizeof j->prober, "%.*s", (int)f.len, f.p);
+    snprintf(j->prober_bare, sizeof j->prober_bare, "%.*s", (int)fb.len, fb.p);
+    if (xd_pool_submit(probe_work, probe_done, j) != 0)
+        xd_free(j);
+}
+
+/* filter_packet: subscription presence from a local user; subscriptions
+ * and probes from other servers' users to ours. */
 static int
 pres_filter(void *evp, void *arg)
 {
     (void)arg;
     xd_hook_filter_t *ev = evp;
     const xd_el_t *el = xd_stanza_root(ev->st);
-    if (xd_stanza_kind_of(el) != XD_STANZA_PRESENCE || !pres_is_sub(xd_el_attr(el, "type")))
+    if (xd_stanza_kind_of(el) != XD_STANZA_PRESENCE)
+        return XD_HOOK_OK;
+    const char *ptype = xd_el_attr(el, "type");
+    bool probe = ptype && !strcmp(ptype, "probe");
+    if (!probe && !pres_is_sub(ptype))
         return XD_HOOK_OK;
     const char *fs = xd_el_attr(el, "from"), *ts = xd_el_attr(el, "to");
     xd_jid_t *from = NULL, *to = NULL;
@@ -394,13 +536,42 @@ pres_filter(void *evp, void *arg)
         if (mine)
             xd_sm_entry_clear(&e);
     }
-    if (mine) {
+    bool taken = false;
+    if (probe) {
+        /* Ours answers for our users, whoever asks (local or remote). */
+        if (pres_user_here(to) && xd_str_eq_c(xd_jid_domain(to), ev->host)) {
+            probe_start(from, to);
+            xd_stanza_unref(ev->st);
+            ev->st = NULL;
+            taken = true;
+        }
+    } else if (mine) {
         sub_start(ev->st, from, to);
         ev->st = NULL;
+        taken = true;
+    } else if (!pres_served(xd_jid_domain(from)) && pres_user_here(to) &&
+               xd_str_eq_c(xd_jid_domain(to), ev->host)) {
+        /* From another server (or a component) to one of our users. */
+        sub_job_t *j = xd_new(sub_job_t);
+        j->st = ev->st;
+        ev->st = NULL;
+        taken = true;
+        snprintf(j->type, sizeof j->type, "%s", ptype);
+        xd_str_t fb = xd_jid_bare_str(from), tb = xd_jid_bare_str(to);
+        xd_str_t td = xd_jid_domain(to), tl = xd_jid_local(to);
+        snprintf(j->ubare, sizeof j->ubare, "%.*s", (int)fb.len, fb.p);
+        snprintf(j->contact, sizeof j->contact, "%.*s", (int)tb.len, tb.p);
+        snprintf(j->chost, sizeof j->chost, "%.*s", (int)td.len, td.p);
+        snprintf(j->cuser, sizeof j->cuser, "%.*s", (int)tl.len, tl.p);
+        j->in_rc = -1;
+        if (xd_pool_submit(subin_work, subin_done, j) != 0) {
+            xd_stanza_unref(j->st);
+            xd_free(j);
+        }
     }
     xd_jid_unref(from);
     xd_jid_unref(to);
-    return mine ? XD_HOOK_STOP : XD_HOOK_OK;
+    return taken ? XD_HOOK_STOP : XD_HOOK_OK;
 }
 
 /* ---- broadcast and probes ---------------------------------------------------------------------- */
@@ -435,8 +606,16 @@ bc_done(void *arg, int status)
         pres_to_sessions(xd_stanza_ref(j->pres), j->bare);
         if (j->initial) {
             /* RFC 6121 4.3: probes, answered here for local contacts. */
-            for (size_t i = 0; i < j->to.n; i++)
-                pres_current_to(j->to.v[i], j->full, false);
+            for (size_t i = 0; i < j->to.n; i++) {
+                xd_jid_t *cj = NULL;
+                if (xd_jid_parse(xd_str_c(j->to.v[i]), &cj) != 0)
+                    continue;
+                if (pres_user_here(cj))
+                    pres_current_to(j->to.v[i], j->full, false);
+                else /* another server answers for its users (RFC 6121 4.3.1) */
+                    xd_route(pres_make("probe", j->bare, j->to.v[i]));
+                xd_jid_unref(cj);
+            }
             pres_current_to(j->bare, j->full, false);
             /* RFC 6121 3.1.3: requests that waited. */
             for (size_t i = 0; i < j->pending.n; i++)

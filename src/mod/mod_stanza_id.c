@@ -87,7 +87,10 @@ sid_filter(void *ev_, void *arg)
     xd_str_t local = xd_jid_local(to);
     xd_str_t dom = xd_jid_domain(to);
     char by[1024 + 1 + 1024];
-    bool account = local.len > 0 && local.len + dom.len + 2 <= sizeof by;
+    /* Only for our accounts: the filter also sees what our users send to
+     * other servers. */
+    bool account = local.len > 0 && local.len + dom.len + 2 <= sizeof by &&
+                   xd_str_eq_c(dom, ev->host);
     if (account)
         snprintf(by, sizeof by, "%.*s@%.*s", (int)local.len, local.p, (int)dom.len, dom.p);
     xd_jid_unref(to);

@@ -26,12 +26,14 @@
 
 #include "router/carbons.h"
 #include "router/sm.h"
+#include "s2s/s2s.h"
 #include "stream/c2s.h"
 #include "xmppd/config.h"
 #include "xmppd/hooks.h"
 #include "xmppd/iq.h"
 #include "xmppd/service.h"
 #include "xmppd/jid.h"
+#include "xmppd/log.h"
 #include "xmppd/stanza.h"
 
 #define ROUTE_MAX_RESOURCES 64 /* sessions of one user considered for a bare JID */
@@ -156,6 +158,29 @@ route_local(xd_stanza_t *st, const xd_jid_t *to, const char *host)
     }
 }
 
+/* The served host in the stanza's 'from', into buf; false when there is
+ * none (a remote sender, a service, a malformed 'from'). */
+static bool
+route_from_host(const xd_el_t *el, char *buf, size_t cap)
+{
+    const char *from = xd_el_attr(el, "from");
+    xd_jid_t *fj = NULL;
+    if (!from || xd_jid_parse(xd_str_c(from), &fj) != 0)
+        return false;
+    xd_str_t d = xd_jid_domain(fj);
+    bool ok = d.len < cap;
+    if (ok) {
+        memcpy(buf, d.p, d.len);
+        buf[d.len] = '\0';
+        xd_config_t *cfg = xd_config_get();
+        ok = cfg && xd_config_is_host(cfg, buf);
+        if (cfg)
+            xd_config_unref(cfg);
+    }
+    xd_jid_unref(fj);
+    return ok;
+}
+
 void
 xd_route(xd_stanza_t *st)
 {
@@ -193,10 +218,19 @@ xd_route(xd_stanza_t *st)
         route_local(st, to, host);
     } else if (dom.len < sizeof host && xd_service_deliver(host, st)) {
         /* a service of this process (include/xmppd/service.h) took it */
-    } else if (xd_stanza_kind_of(el) == XD_STANZA_PRESENCE) {
-        xd_stanza_unref(st); /* federation: the s2s issue */
+    } else if (dom.len < sizeof host) {
+        /* Another server's domain: federation.  Stanzas our users send there
+         * pass the filters of their own host first (blocking and privacy
+         * rules on outgoing stanzas, subscription state). */
+        char fhost[1024];
+        if (route_from_host(xd_stanza_root(st), fhost, sizeof fhost)) {
+            xd_hook_filter_t ev = { .host = fhost, .st = st };
+            xd_hook_run(XD_HOOK_FILTER_PACKET, fhost, &ev);
+            st = ev.st;
+        }
+        if (st)
+            xd_s2s_route(st, host);
     } else {
-        /* The s2s manager arrives with federation (RFC 6120 8.3.3.15). */
         route_bounce(st, XD_COND_REMOTE_SERVER_NOT_FOUND, NULL);
     }
     xd_jid_unref(to);

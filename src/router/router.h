@@ -1,9 +1,9 @@
 /*
  * router.h — where a stanza goes (DESIGN.md 1; RFC 6120 10, RFC 6121 8).
  *
- *   xd_route(st) ── to a served host? ── no ──► s2s manager (a stub until
- *        │                                      federation: bounced with
- *        │ yes                                  remote-server-not-found)
+ *   xd_route(st) ── to a served host? ── no ──► a service of this process
+ *        │                                      (service.h), else the s2s
+ *        │ yes                                  manager (src/s2s/s2s.h)
  *        ├── to the host itself ──► local router: IQ handlers by namespace
  *        │                          (include/xmppd/iq.h)
  *        └── to a user ──► session manager: full JID → that session;
@@ -11,7 +11,8 @@
  *                          (RFC 6121 8.5)
  *
  * Hooks run here: FILTER_PACKET for every stanza to a served host (a
- * handler may replace or drop it), MESSAGE_OFFLINE for a chat or normal
+ * handler may replace or drop it) and for every stanza from a served host
+ * to another server (ev.host is then the sender's host), MESSAGE_OFFLINE for a chat or normal
  * message that no session takes (a handler that keeps it returns
  * XD_HOOK_STOP; otherwise the sender gets service-unavailable).
  *

@@ -56,6 +56,17 @@ xd_service_remove(const char *domain, xd_service_fn fn)
 }
 
 bool
+xd_service_exists(const char *domain)
+{
+    bool found = false;
+    pthread_rwlock_rdlock(&svc_lock);
+    for (size_t i = 0; i < svc_n && !found; i++)
+        found = !strcmp(svc_tab[i].domain, domain);
+    pthread_rwlock_unlock(&svc_lock);
+    return found;
+}
+
+bool
 xd_service_deliver(const char *domain, xd_stanza_t *st)
 {
     xd_service_fn fn = NULL;

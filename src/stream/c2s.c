@@ -39,6 +39,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <openssl/evp.h>
 
@@ -654,6 +655,10 @@ c2s_stream_open(void *ud, const xd_el_t *hdr)
     const char *lang = xd_el_attr(hdr, "xml:lang");
     if (lang && strlen(lang) < sizeof c->lang && !strpbrk(lang, "'<&\""))
         strcpy(c->lang, lang);
+    if (c->role && c->role->initiator) {
+        c->role->stream_open(c, hdr); /* the answer to our header */
+        return;
+    }
     c2s_new_sid(c);
     c->header_sent = false;
     if (c->role) {
@@ -737,7 +742,7 @@ c2s_tls_lock_init(void)
     uv_mutex_init(&c2s_tls_lock);
 }
 
-static xd_tls_store_t *
+xd_tls_store_t *
 c2s_tls_store_get(void)
 {
     uv_once(&c2s_tls_once, c2s_tls_lock_init);
@@ -758,6 +763,18 @@ xd_c2s_set_tls_store(xd_tls_store_t *st)
     xd_tls_store_unref(old);
 }
 
+/* The TLS engine's callbacks for connection c. */
+static xd_tls_io_t
+c2s_tls_io(xd_conn_t *c)
+{
+    return (xd_tls_io_t){
+        .ud = c,
+        .send = c2s_tls_send,
+        .plain = c2s_tls_plain,
+        .handshake = c2s_tls_handshake,
+    };
+}
+
 /* Starts the server side of TLS on c; false (and c closed) on failure. */
 static bool
 c2s_tls_begin(xd_conn_t *c, const char *default_host)
@@ -767,14 +784,13 @@ c2s_tls_begin(xd_conn_t *c, const char *default_host)
         c2s_close(c, XD_STREAM_INTERNAL_SERVER_ERROR, "TLS is not available");
         return false;
     }
-    xd_tls_io_t io = {
-        .ud = c,
-        .send = c2s_tls_send,
-        .plain = c2s_tls_plain,
-        .handshake = c2s_tls_handshake,
-    };
+    xd_tls_io_t io = c2s_tls_io(c);
     int rc = xd_tls_server_new(st, default_host, &io, &c->tls);
     xd_tls_store_unref(st); /* the connection holds its own reference */
+    if (rc == 0 && c->role && c->role->request_cert)
+        rc = xd_tls_request_cert(c->tls);
+    if (rc == 0 && c->role && c->role->request_cert && c->listener->tls)
+        rc = xd_tls_set_alpn(c->tls, "xmpp-server"); /* XEP-0368 */
     if (rc != 0) {
         c2s_close(c, XD_STREAM_INTERNAL_SERVER_ERROR, "TLS is not available");
         return false;
@@ -1172,7 +1188,7 @@ c2s_send_iq_error(xd_conn_t *c, const xd_stanza_t *st, xd_cond cond, const char 
 }
 
 /* Sends kick text to conn id on worker w (the replaced session). */
-static void c2s_post_close(unsigned worker, uint64_t id, xd_stream_cond cond, const char *text);
+
 
 static void
 c2s_bind(xd_conn_t *c, const xd_stanza_t *st, const xd_el_t *bind)
@@ -1738,18 +1754,14 @@ c2s_on_delay_timer(xd_timer_t *t, void *arg)
         c2s_read_start(c);
 }
 
-void
-xd_c2s_accept(xd_worker_t *w, uv_stream_t *server, xd_listener_t *l)
+/* Everything a new connection needs once its socket is in c->tcp: the
+ * worker's lists, ids, addresses, timers, parser and role.  Returns the
+ * listener's connection count including this one. */
+static unsigned
+c2s_conn_init(xd_conn_t *c, xd_worker_t *w, xd_listener_t *l, const xd_conn_role_t *role,
+              void *rs)
 {
     xd_wstate_t *ws = xd_wstate(w);
-    xd_conn_t *c = xd_new(xd_conn_t);
-    c->ws = ws;
-    c->listener = l;
-    uv_tcp_init(xd_worker_loop(w), &c->tcp);
-    if (uv_accept(server, (uv_stream_t *)&c->tcp) != 0) {
-        xd_free(c);
-        return;
-    }
     /* Count first, so c2s_on_close can always decrement. */
     unsigned n = atomic_fetch_add(&l->connections, 1) + 1;
     c->id = atomic_fetch_add(&c2s_next_id, 1);
@@ -1779,7 +1791,24 @@ xd_c2s_accept(xd_worker_t *w, uv_stream_t *server, xd_listener_t *l)
     xd_xml_limits_t lim = XD_XML_LIMITS_DEFAULT;
     lim.max_stanza_bytes = l->max_stanza_bytes;
     c->parser = xd_xml_parser_new(&c2s_xml_handlers, c, &lim);
-    c->role = l->role;
+    c->role = role;
+    c->rs = rs;
+    return n;
+}
+
+void
+xd_c2s_accept(xd_worker_t *w, uv_stream_t *server, xd_listener_t *l)
+{
+    xd_wstate_t *ws = xd_wstate(w);
+    xd_conn_t *c = xd_new(xd_conn_t);
+    c->ws = ws;
+    c->listener = l;
+    uv_tcp_init(xd_worker_loop(w), &c->tcp);
+    if (uv_accept(server, (uv_stream_t *)&c->tcp) != 0) {
+        xd_free(c);
+        return;
+    }
+    unsigned n = c2s_conn_init(c, w, l, l->role, NULL);
     if (c->role && c->role->accepted)
         c->role->accepted(c);
 
@@ -1803,6 +1832,56 @@ xd_c2s_accept(xd_worker_t *w, uv_stream_t *server, xd_listener_t *l)
     c2s_read_start(c);
     XD_LOG(&c->log, XD_INFO, "connection accepted", "listener=%s worker=%u tls=%s", l->name,
            xd_worker_index(w), l->tls ? "direct" : "no");
+}
+
+static void
+c2s_free_handle(uv_handle_t *h)
+{
+    xd_free(h); /* the tcp handle is the connection's first member */
+}
+
+xd_conn_t *
+c2s_conn_open(xd_worker_t *w, int fd, xd_listener_t *l, const xd_conn_role_t *role, void *rs)
+{
+    xd_wstate_t *ws = xd_wstate(w);
+    xd_conn_t *c = xd_new(xd_conn_t);
+    c->ws = ws;
+    c->listener = l;
+    uv_tcp_init(xd_worker_loop(w), &c->tcp);
+    if (uv_tcp_open(&c->tcp, (uv_os_sock_t)fd) != 0) {
+        close(fd);
+        uv_close((uv_handle_t *)&c->tcp, c2s_free_handle);
+        return NULL;
+    }
+    c2s_conn_init(c, w, l, role, rs);
+    xd_timer_start(c->timer, l->handshake_timeout_ms, 0);
+    uv_tcp_nodelay(&c->tcp, 1);
+    c2s_read_start(c);
+    XD_LOG(&c->log, XD_INFO, "connection opened", "role=%s worker=%u", role->name,
+           xd_worker_index(w));
+    return c;
+}
+
+bool
+c2s_tls_client(xd_conn_t *c, const char *local, const char *remote, const char *alpn)
+{
+    xd_tls_store_t *st = c2s_tls_store_get();
+    if (!st) {
+        c2s_close(c, XD_STREAM_INTERNAL_SERVER_ERROR, "TLS is not available");
+        return false;
+    }
+    xd_tls_io_t io = c2s_tls_io(c);
+    int rc = xd_tls_client_new(st, local, remote, alpn, &io, &c->tls);
+    xd_tls_store_unref(st);
+    if (rc == 0)
+        rc = xd_tls_start(c->tls);
+    if (rc != 0) {
+        XD_LOG(&c->log, XD_WARN, "tls client failed", "err=%s", xd_strerror(rc));
+        c->state = C2S_CLOSING;
+        c2s_destroy(c);
+        return false;
+    }
+    return true;
 }
 
 /* XEP-0199 4.2: clients silent for ping_interval get a ping; any input
@@ -1917,6 +1996,13 @@ xd_c2s_shutdown_worker(xd_worker_t *w)
 
 /* ---- reaching a connection from another thread ------------------------------------------------- */
 
+xd_conn_t *
+c2s_conn_find(xd_worker_t *w, uint64_t id)
+{
+    xd_wstate_t *ws = w ? xd_wstate(w) : NULL;
+    return ws ? byid_get(ws, id) : NULL;
+}
+
 typedef struct {
     uint64_t id;           /* the connection */
     xd_stream_cond cond;   /* stream error to close it with */
@@ -1934,7 +2020,7 @@ c2s_close_msg(xd_worker_t *w, void *arg)
     xd_free(m);
 }
 
-static void
+void
 c2s_post_close(unsigned worker, uint64_t id, xd_stream_cond cond, const char *text)
 {
     xd_worker_t *w = xd_worker_get(worker);

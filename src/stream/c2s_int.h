@@ -43,6 +43,8 @@ struct xd_conn;
 typedef struct xd_conn_role {
     const char *name;        /* "component", "s2s-in", "s2s-out": logs */
     const char *content_ns;  /* the stream's default namespace */
+    bool request_cert;       /* server-side TLS asks for the peer's certificate (s2s) */
+    bool initiator;          /* we opened the connection: our header is not an answer */
     bool dialback_ns;        /* the header declares xmlns:db (server streams) */
     /* A connection was accepted on a listener of this role (optional). */
     void (*accepted)(struct xd_conn *c);
@@ -131,6 +133,31 @@ void c2s_send_header_as(xd_conn_t *c, const char *from, const char *to_attr, boo
  * offered on the listener or already secure, a <failure/> and a stream
  * error. */
 void c2s_starttls(xd_conn_t *c, const xd_el_t *el);
+
+/* Opens a role connection over the connected socket fd (now ours) on
+ * worker w: the limits and timeouts of l (a listener-shaped settings
+ * struct for outgoing streams), the role and its state rs (set before any
+ * callback).  Reading starts and l->handshake_timeout_ms runs; nothing is
+ * written.  NULL (fd closed, rs untouched) when the socket cannot be
+ * adopted.  Owner worker only. */
+xd_conn_t *c2s_conn_open(xd_worker_t *w, int fd, xd_listener_t *l, const xd_conn_role_t *role,
+                         void *rs);
+
+/* Starts the client side of TLS on c (outgoing server streams): SNI and the
+ * name to verify are `remote`, our certificate is the one for `local`,
+ * alpn "xmpp-server" for direct TLS or NULL.  The role's tls_up runs when
+ * the handshake is done.  false when it cannot start (c is then being
+ * closed). */
+bool c2s_tls_client(xd_conn_t *c, const char *local, const char *remote, const char *alpn);
+
+/* The certificate store in use (a new reference, or NULL without TLS). */
+xd_tls_store_t *c2s_tls_store_get(void);
+
+/* The connection id on worker w (owner worker only), or NULL. */
+xd_conn_t *c2s_conn_find(xd_worker_t *w, uint64_t id);
+
+/* Closes connection id on `worker` with a stream error (any thread). */
+void c2s_post_close(unsigned worker, uint64_t id, xd_stream_cond cond, const char *text);
 
 /* Marks a role stream authenticated: from now the listener's idle timeout
  * applies instead of its handshake timeout. */

@@ -15,6 +15,7 @@
 #include "stream/listener.h"
 
 #include "s2s/component.h"
+#include "s2s/s2s.h"
 #include "stream/c2s.h"
 #include "stream/wstate.h"
 #include "xmppd/alloc.h"
@@ -121,8 +122,8 @@ xd_listeners_prepare(const struct xd_config *cfg, char **err)
     lst_count = 0;
     for (size_t i = 0; i < n; i++) {
         const xd_listen_conf_t *lc = xd_config_listen(cfg, i);
-        if (lc->module != XD_LISTEN_MOD_C2S && lc->module != XD_LISTEN_MOD_COMPONENT) {
-            /* s2s and http listeners arrive with their issues. */
+        if (lc->module == XD_LISTEN_MOD_HTTP) {
+            /* http listeners arrive with their issue. */
             XD_LOG(NULL, XD_WARN, "listener not supported yet", "port=%d module=%s", lc->port,
                    xd_listen_module_name(lc->module));
             continue;
@@ -133,16 +134,22 @@ xd_listeners_prepare(const struct xd_config *cfg, char **err)
                 *err = NULL;
             return XD_EINVAL;
         }
-        l->module = lc->module == XD_LISTEN_MOD_COMPONENT ? XD_LISTEN_COMPONENT : XD_LISTEN_C2S;
+        l->module = lc->module == XD_LISTEN_MOD_COMPONENT ? XD_LISTEN_COMPONENT
+                    : lc->module == XD_LISTEN_MOD_S2S     ? XD_LISTEN_S2S
+                                                          : XD_LISTEN_C2S;
         if (l->module == XD_LISTEN_COMPONENT) {
             l->role = &xd_component_role;
             lst_component_secrets(l, lc);
+        } else if (l->module == XD_LISTEN_S2S) {
+            l->role = &xd_s2s_in_role;
         }
         l->backlog = lc->backlog;
         l->max_connections = lc->max_connections;
         l->max_stanza_bytes = lc->max_stanza_size;
         l->handshake_timeout_ms = lc->handshake_timeout_ms;
         l->idle_timeout_ms = lc->idle_timeout_ms;
+        if (l->module == XD_LISTEN_S2S && !l->idle_timeout_ms)
+            l->idle_timeout_ms = cfg->s2s_timeout_ms; /* idle server streams are closed */
         l->starttls = lc->starttls;
         l->starttls_required = lc->starttls && lc->starttls_required;
         l->tls = lc->tls;
@@ -188,6 +195,7 @@ xd_listeners_start_worker(xd_worker_t *w)
     ws->listen = xd_calloc(lst_count ? lst_count : 1, sizeof *ws->listen);
     uv_loop_t *loop = xd_worker_loop(w);
     xd_c2s_start_worker(w);
+    xd_s2s_start_worker(w);
 
     for (size_t i = 0; i < lst_count; i++) {
         xd_listener_t *l = &lst_table[i];
@@ -231,6 +239,7 @@ xd_listeners_stop_worker(xd_worker_t *w)
     for (size_t i = 0; i < ws->nlisten; i++)
         if (!uv_is_closing((uv_handle_t *)&ws->listen[i]))
             uv_close((uv_handle_t *)&ws->listen[i], NULL);
+    xd_s2s_stop_worker(w);
     xd_c2s_shutdown_worker(w);
 }
 

@@ -1,0 +1,250 @@
+"""Federation between two xmppd instances on two loopback addresses
+(a.test on 127.0.0.1, b.test on 127.0.0.2), each finding the other through
+s2s_hosts: dialback with self-signed certificates, SASL EXTERNAL with
+certificates from a test CA, policy refusals, messages, presence
+subscriptions and IQs across, a remote domain that never answers, and the
+xmppctl commands."""
+import os
+import re
+import socket
+import subprocess
+import time
+
+import pytest
+
+from xclient import login
+from xmpptest import free_port
+
+A_IP, B_IP = "127.0.0.1", "127.0.0.2"
+
+
+def listen_yaml(ip, c2s, s2s):
+    return (f"  - port: {c2s}\n    ip: {ip}\n    module: c2s\n"
+            f"  - port: {s2s}\n    ip: {ip}\n    module: s2s\n")
+
+
+class Pair:
+    def __init__(self, a, b):
+        self.a, self.b = a, b
+
+
+def make_pair(server_factory, a_extra="", b_extra="", certs=None, start_b=True, a_hosts=""):
+    """a.test and b.test; certs: None (self-signed each) or {"a": (cert, key), ...,
+    "ca": cafile}."""
+    ports = {"a": (free_port(addr=A_IP), free_port(addr=A_IP)),
+             "b": (free_port(addr=B_IP), free_port(addr=B_IP))}
+    servers = {}
+    for name, ip, other, oip in (("a", A_IP, "b", B_IP), ("b", B_IP, "a", A_IP)):
+        c2s, s2s = ports[name]
+        extra = (f"s2s_hosts:\n  {other}.test: \"{oip}:{ports[other][1]}\"\n"
+                 + (a_hosts if name == "a" else "") + "s2s_connect_timeout: 5s\n")
+        if certs:
+            extra += f"certfiles:\n  - {certs[name]}\nca_file: {certs['ca']}\n"
+        extra += a_extra if name == "a" else b_extra
+        servers[name] = (dict(hosts=(f"{name}.test",), listen=listen_yaml(ip, c2s, s2s),
+                              extra_yaml=extra), c2s)
+    started = {}
+    for name in ("a", "b"):
+        if name == "b" and not start_b:
+            break
+        kw, c2s = servers[name]
+        srv = server_factory(**kw)
+        srv.c2s_port = c2s
+        srv.ip = A_IP if name == "a" else B_IP
+        srv.domain = f"{name}.test"
+        for u in ("alice", "bob", "carol"):
+            r = srv.ctl_run("register", u, srv.domain, "pw")
+            assert r.returncode == 0, r.stdout + r.stderr
+        started[name] = srv
+    return Pair(started["a"], started.get("b"))
+
+
+def client(srv, user, resource="r", presence=True):
+    c, jid = login(srv.c2s_port, user, "pw", resource=resource, host=srv.ip, domain=srv.domain)
+    if presence:
+        c.send("<presence/>")
+        c.roundtrip()
+    return c, jid
+
+
+def expect(c, pattern, timeout=10):
+    return c.recv_until(pattern, timeout=timeout).group(0).decode().replace('"', "'")
+
+
+def connections(srv):
+    r = srv.ctl_run("s2s_connections")
+    assert r.returncode == 0, r.stderr
+    return r.stdout
+
+
+def test_dialback_messages_both_ways(server_factory):
+    p = make_pair(server_factory)
+    a, ajid = client(p.a, "alice")
+    b, bjid = client(p.b, "bob")
+    a.send(f"<message to='{bjid}' type='chat' id='m1'><body>hello b</body></message>")
+    m = expect(b, r"<message[^>]*>.*?hello b.*?</message>")
+    assert f"from='{ajid}'" in m, m
+    b.send(f"<message to='alice@a.test' type='chat' id='m2'><body>hello a</body></message>")
+    m = expect(a, r"<message[^>]*>.*?hello a.*?</message>")
+    assert f"from='{bjid}'" in m, m
+    # Both directions are authenticated with dialback (self-signed certificates).
+    ca, cb = connections(p.a), connections(p.b)
+    assert re.search(r"out a\.test -> b\.test auth=dialback", ca), ca
+    assert re.search(r"in a\.test <- b\.test auth=dialback", ca), ca
+    assert re.search(r"out b\.test -> a\.test auth=dialback", cb), cb
+    # An IQ across and its answer.
+    a.send(f"<iq type='get' id='v1' to='b.test'><query xmlns='jabber:iq:version'/></iq>")
+    r = expect(a, r"<iq[^>]*id='v1'.*?</iq>")
+    assert "type='result'" in r and "xmppd" in r, r
+    a.close()
+    b.close()
+
+
+def test_presence_subscription_across(server_factory):
+    p = make_pair(server_factory, a_extra="modules:\n  mod_roster: {}\n",
+                  b_extra="modules:\n  mod_roster: {}\n")
+    a, ajid = client(p.a, "alice")
+    b, bjid = client(p.b, "bob")
+    a.send("<presence to='bob@b.test' type='subscribe'/>")
+    sub = expect(b, r"<presence[^>]*type='subscribe'[^>]*/?>")
+    assert "from='alice@a.test'" in sub, sub
+    b.send("<presence to='alice@a.test' type='subscribed'/>")
+    # The approval and bob's presence that follows it (RFC 6121 3.1.5) may
+    # arrive in either order: the approval passes alice's roster first.
+    got = ""
+    deadline = time.time() + 10
+    while not (re.search(r"type='subscribed'", got) and re.search(
+            rf"<presence[^>]*from='{re.escape(bjid)}'", got)):
+        assert time.time() < deadline, got
+        got += expect(a, r"<presence[^>]*/>|<presence[^>]*>.*?</presence>")
+    assert re.search(r"<presence[^>]*from='bob@b\.test'[^>]*type='subscribed'|"
+                     r"<presence[^>]*type='subscribed'[^>]*from='bob@b\.test'", got), got
+    b.send("<presence><status>busy</status></presence>")
+    assert "busy" in expect(a, r"<presence[^>]*from='bob@b\.test/r'.*?</presence>")
+    a.close()
+    b.close()
+
+
+def test_unknown_remote_bounces_after_timeout(server_factory):
+    # A host that accepts TCP but never speaks: the connect timeout bounces.
+    mute = socket.socket()
+    mute.bind((B_IP, 0))
+    mute.listen(5)
+    port = mute.getsockname()[1]
+    try:
+        p = make_pair(server_factory, start_b=False,
+                      a_hosts=f"  mute.test: \"{B_IP}:{port}\"\n")
+        a, ajid = client(p.a, "alice")
+        a.send("<message to='x@mute.test' type='chat' id='t1'><body>x</body></message>")
+        e = expect(a, r"<message[^>]*id='t1'.*?</message>", timeout=15)
+        assert "type='error'" in e and "remote-server-timeout" in e, e
+        # Nothing listening at all: remote-server-not-found.
+        a.send("<message to='x@b.test' type='chat' id='t2'><body>x</body></message>")
+        e = expect(a, r"<message[^>]*id='t2'.*?</message>", timeout=15)
+        assert "type='error'" in e and "remote-server-not-found" in e, e
+        a.close()
+    finally:
+        mute.close()
+
+
+# ---- certificates from a test CA: SASL EXTERNAL (XEP-0178) ----
+
+def ca_certs(tmp_path):
+    from prosody import TestCA
+    ca = TestCA(str(tmp_path / "ca"))
+    out = {"ca": ca.cert}
+    for name in ("a", "b"):
+        cp = ca.issue(f"{name}.test")
+        out[name] = f"{cp.cert}\n  - {cp.key}"
+    return out
+
+
+def test_sasl_external_with_ca_certificates(server_factory, tmp_path):
+    p = make_pair(server_factory, certs=ca_certs(tmp_path),
+                  a_extra="s2s_verify_certificates: true\n",
+                  b_extra="s2s_verify_certificates: true\n")
+    a, ajid = client(p.a, "alice")
+    b, bjid = client(p.b, "bob")
+    a.send(f"<message to='{bjid}' type='chat'><body>over sasl</body></message>")
+    assert f"from='{ajid}'" in expect(b, r"<message[^>]*>.*?over sasl.*?</message>")
+    b.send(f"<message to='{ajid}' type='chat'><body>and back</body></message>")
+    assert f"from='{bjid}'" in expect(a, r"<message[^>]*>.*?and back.*?</message>")
+    ca, cb = connections(p.a), connections(p.b)
+    assert "out a.test -> b.test auth=sasl" in ca and "in a.test <- b.test auth=sasl" in ca, ca
+    assert "out b.test -> a.test auth=sasl" in cb, cb
+    # disconnect_s2s closes both directions; the next stanza reopens.
+    r = p.a.ctl_run("disconnect_s2s", "b.test")
+    assert r.returncode == 0 and r.stdout.strip() == "2", r.stdout + r.stderr
+    deadline = time.time() + 5
+    while "b.test" in connections(p.a):
+        assert time.time() < deadline, connections(p.a)
+        time.sleep(0.05)
+    a.send(f"<message to='{bjid}' type='chat'><body>again</body></message>")
+    expect(b, r"<message[^>]*>.*?again.*?</message>")
+    a.close()
+    b.close()
+
+
+def test_verify_certificates_refuses_self_signed(server_factory):
+    # b demands valid certificates; a has only its self-signed one.
+    p = make_pair(server_factory, b_extra="s2s_verify_certificates: true\n")
+    a, ajid = client(p.a, "alice")
+    a.send("<message to='bob@b.test' type='chat' id='r1'><body>x</body></message>")
+    e = expect(a, r"<message[^>]*id='r1'.*?</message>", timeout=15)
+    assert "type='error'" in e and "remote-server-not-found" in e, e
+    assert "b.test" not in connections(p.a)
+    a.close()
+
+
+def test_s2s_access_denies_a_domain(server_factory):
+    deny = ("acl:\n  bad:\n    server: [a.test]\n"
+            "access_rules:\n  s2s_in:\n    - deny: bad\n    - allow: all\n"
+            "s2s_access: s2s_in\n")
+    p = make_pair(server_factory, b_extra=deny)
+    a, _ = client(p.a, "alice")
+    b, bjid = client(p.b, "bob")
+    # a cannot reach b ...
+    a.send(f"<message to='{bjid}' type='chat' id='d1'><body>x</body></message>")
+    e = expect(a, r"<message[^>]*id='d1'.*?</message>", timeout=15)
+    assert "type='error'" in e, e
+    # ... and b does not even try to reach a.
+    b.send("<message to='alice@a.test' type='chat' id='d2'><body>x</body></message>")
+    e = expect(b, r"<message[^>]*id='d2'.*?</message>")
+    assert "type='error'" in e and "remote-server-not-found" in e, e
+    assert "a.test" not in connections(p.b)
+    a.close()
+    b.close()
+
+
+def test_bad_s2s_hosts_is_a_config_error(tmp_path):
+    from conftest import build_dir
+    from xmpptest import Server
+    srv = Server(build_dir(), tmp_path / "bad", extra_yaml="s2s_hosts:\n  x.test: \"1.2.3.4:0\"\n")
+    r = subprocess.run([srv.bin, "--config", srv.config_path, "--check-config"],
+                       capture_output=True, text=True, timeout=20)
+    assert r.returncode != 0 and re.search(r"xmppd\.yml:\d+:\d+: s2s_hosts\.x\.test", r.stderr), \
+        r.stderr
+
+
+def test_raw_incoming_stream_rules(server_factory):
+    """An incoming stream may not send stanzas for pairs it did not
+    authenticate, nor dialback before TLS when encryption is required."""
+    p = make_pair(server_factory, start_b=False)
+    s = socket.create_connection((A_IP, int(re.search(r"port: (\d+)\n    ip: 127.0.0.1\n    module: s2s",
+                                                      open(p.a.config_path).read()).group(1))))
+    s.settimeout(5)
+    s.sendall(b"<?xml version='1.0'?><stream:stream xmlns='jabber:server' "
+              b"xmlns:db='jabber:server:dialback' xmlns:stream='http://etherx.jabber.org/streams' "
+              b"from='evil.test' to='a.test' version='1.0'>")
+    buf = b""
+    while b"</stream:features>" not in buf:
+        buf += s.recv(4096)
+    assert b"<starttls" in buf and b"<required/>" in buf, buf
+    s.sendall(b"<db:result from='evil.test' to='a.test'>abc</db:result>")
+    while b"</stream:stream>" not in buf:
+        chunk = s.recv(4096)
+        if not chunk:
+            break
+        buf += chunk
+    assert b"policy-violation" in buf, buf
+    s.close()

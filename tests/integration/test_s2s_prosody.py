@@ -1,0 +1,73 @@
+"""Federation with Prosody (the Debian package) on loopback: xmppd.test on
+127.0.0.1 and prosody.test on 127.0.0.2.  Both find each other through SRV
+records of a private dnsmasq (xmppd with s2s_dns_servers, Prosody through
+lua-unbound): dialback with self-signed certificates, and SASL EXTERNAL
+both ways with certificates from a test CA.  Skipped, with the reason, where
+Prosody or lua-unbound is not installed (XMPPD_REQUIRE_PROSODY=1 makes that
+a failure)."""
+import re
+
+import pytest
+
+from prosody import prosody_lab  # noqa: F401  (the fixture)
+from xclient import login
+from xmpptest import free_port
+
+X_IP, P_IP = "127.0.0.1", "127.0.0.2"
+pytestmark = pytest.mark.slow
+
+
+def start_xmppd(server_factory, lab, verify, certs=None):
+    c2s, s2s = free_port(addr=X_IP), free_port(addr=X_IP)
+    lab.add_peer("xmppd.test", X_IP, s2s)  # SRV for Prosody
+    extra = (f"s2s_dns_servers: \"{lab.dns.nameserver}\"\n"
+             f"s2s_connect_timeout: 8s\n"
+             f"s2s_verify_certificates: {'true' if verify else 'false'}\n"
+             f"ca_file: {lab.ca.cert}\n")
+    if certs:
+        extra += f"certfiles:\n  - {certs.cert}\n  - {certs.key}\n"
+    srv = server_factory(hosts=("xmppd.test",),
+                         listen=(f"  - port: {c2s}\n    ip: {X_IP}\n    module: c2s\n"
+                                 f"  - port: {s2s}\n    ip: {X_IP}\n    module: s2s\n"),
+                         extra_yaml=extra)
+    srv.c2s_port = c2s
+    assert srv.ctl_run("register", "alice", "xmppd.test", "pw").returncode == 0
+    return srv
+
+
+def chat(xmppd, prosody):
+    prosody.register("bob", "pw")
+    a, ajid = login(xmppd.c2s_port, "alice", "pw", resource="x", host=X_IP, domain="xmppd.test")
+    b, bjid = login(prosody.c2s_port, "bob", "pw", mech="SCRAM-SHA-1", resource="p", host=P_IP,
+                    domain="prosody.test")
+    for c in (a, b):
+        c.send("<presence/>")
+    a.send(f"<message to='{bjid}' type='chat'><body>to prosody</body></message>")
+    m = b.recv_until(r"<message[^>]*>.*?to prosody.*?</message>", timeout=15).group(0).decode()
+    assert ajid in m, m
+    b.send(f"<message to='{ajid}' type='chat'><body>to xmppd</body></message>")
+    m = a.recv_until(r"<message[^>]*>.*?to xmppd.*?</message>", timeout=15).group(0).decode()
+    assert bjid in m, m
+    a.close()
+    b.close()
+    r = xmppd.ctl_run("s2s_connections")
+    return r.stdout
+
+
+def test_prosody_dialback(server_factory, prosody_lab):
+    lab = prosody_lab
+    x = start_xmppd(server_factory, lab, verify=False)
+    p = lab.start(domain="prosody.test", ip=P_IP, cert="self-signed", s2s_secure_auth=False)
+    conns = chat(x, p)
+    assert re.search(r"out xmppd\.test -> prosody\.test auth=dialback", conns), conns
+    assert re.search(r"in xmppd\.test <- prosody\.test auth=dialback", conns), conns
+
+
+def test_prosody_sasl_external(server_factory, prosody_lab):
+    lab = prosody_lab
+    x = start_xmppd(server_factory, lab, verify=True, certs=lab.ca.issue("xmppd.test"))
+    p = lab.start(domain="prosody.test", ip=P_IP, cert="ca", s2s_secure_auth=True,
+                  dialback=False)
+    conns = chat(x, p)
+    assert re.search(r"out xmppd\.test -> prosody\.test auth=sasl", conns), conns
+    assert re.search(r"in xmppd\.test <- prosody\.test auth=(sasl|dialback-cert)", conns), conns
