@@ -67,6 +67,25 @@ int xd_iq_register(const char *host, int target, const char *ns, int discipline,
  * (also by a handler), XD_EINVAL for bad arguments. */
 int xd_iq_feature_add(const char *host, int target, const char *var);
 
+/* Adds a disco#info identity (XEP-0030 3.1) of the server (XD_IQ_HOST) or
+ * of its accounts (XD_IQ_USER), for host or every host: `pubsub/pep` on the
+ * accounts, `store/file` on the server, …  One per (category, type); name
+ * may be NULL.  Listed by xd_iq_foreach_identity; removed by
+ * xd_iq_unregister(host, target, xd_iq_identity_key(…)).  XD_EEXIST,
+ * XD_EINVAL. */
+int xd_iq_identity_add(const char *host, int target, const char *category, const char *type,
+                       const char *name);
+
+/* The registry key of an identity, into buf (at least 512 bytes); buf. */
+const char *xd_iq_identity_key(char *buf, size_t cap, const char *category, const char *type);
+
+/* Calls fn for each identity registered for (host, target).  fn must not
+ * register or unregister. */
+void xd_iq_foreach_identity(const char *host, int target,
+                            void (*fn)(void *arg, const char *category, const char *type,
+                                       const char *name),
+                            void *arg);
+
 /* Removes the registration (what was registered with these three). */
 void xd_iq_unregister(const char *host, int target, const char *ns);
 

@@ -91,6 +91,10 @@ int xd_module_iq(xd_module_ctx_t *ctx, xd_iq_target target, const char *ns,
  * feature of the server (XD_IQ_HOST) or of its accounts (XD_IQ_USER) that
  * no IQ handler of the module stands for. */
 int xd_module_feature(xd_module_ctx_t *ctx, xd_iq_target target, const char *var);
+/* xd_iq_identity_add(host of ctx, target, category, type, name) (iq.h): a
+ * disco#info identity the module gives the server or its accounts. */
+int xd_module_identity(xd_module_ctx_t *ctx, xd_iq_target target, const char *category,
+                       const char *type, const char *name);
 /* xd_service_add(domain, fn, arg) (service.h): a domain served by the module. */
 int xd_module_service(xd_module_ctx_t *ctx, const char *domain, xd_service_fn fn, void *arg);
 /* xd_hook_add(hook, host of ctx, prio, fn, arg) (hooks.h). */

@@ -166,6 +166,20 @@ xd_module_feature(xd_module_ctx_t *ctx, xd_iq_target target, const char *var)
 }
 
 int
+xd_module_identity(xd_module_ctx_t *ctx, xd_iq_target target, const char *category,
+                   const char *type, const char *name)
+{
+    int rc = xd_iq_identity_add(ctx->host, target, category, type, name);
+    if (rc != 0)
+        return rc;
+    char key[512];
+    md_reg_t *r = md_reg_push(ctx, MD_REG_IQ); /* undone by xd_iq_unregister */
+    r->target = target;
+    r->key = xd_strdup(xd_iq_identity_key(key, sizeof key, category, type));
+    return 0;
+}
+
+int
 xd_module_service(xd_module_ctx_t *ctx, const char *domain, xd_service_fn fn, void *arg)
 {
     int rc = xd_service_add(domain, fn, arg);

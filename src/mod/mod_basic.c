@@ -218,6 +218,16 @@ basic_feature(void *arg, const char *ns)
     xd_el_set_attr(xd_el_add_child(q, "feature", NULL), "var", ns);
 }
 
+static void
+basic_identity(void *arg, const char *category, const char *type, const char *name)
+{
+    xd_el_t *id = xd_el_add_child(arg, "identity", NULL);
+    xd_el_set_attr(id, "category", category);
+    xd_el_set_attr(id, "type", type);
+    if (name && *name)
+        xd_el_set_attr(id, "name", name);
+}
+
 /* The disco#info <query/> of the host itself (host true) or of an account
  * of it; the caller frees it. */
 static xd_el_t *
@@ -234,6 +244,7 @@ basic_info_query(const char *served, bool host)
         xd_el_set_attr(id, "category", "account");
         xd_el_set_attr(id, "type", "registered");
     }
+    xd_iq_foreach_identity(served, host ? XD_IQ_HOST : XD_IQ_USER, basic_identity, q);
     xd_iq_foreach_ns(served, host ? XD_IQ_HOST : XD_IQ_USER, basic_feature, q);
     if (host) {
         xd_config_t *cfg = xd_config_get();

@@ -45,7 +45,12 @@ typedef struct iq_entry {
     xd_iq_fn fn;         /* the handler; NULL for a bare disco feature */
     void *arg;           /* its argument */
     iq_serial_t *serial; /* SERIAL: its FIFO (the entry's reference); else NULL */
+    char *id_name;       /* a disco identity: its name (may be ""), else NULL; ns is then
+                          * IQ_ID_PREFIX "category/type" */
 } iq_entry_t;
+
+/* Identities share the table under keys no namespace can have. */
+#define IQ_ID_PREFIX "\x01id:"
 
 static pthread_rwlock_t iq_lock = PTHREAD_RWLOCK_INITIALIZER;
 static iq_entry_t *iq_tab;
@@ -102,7 +107,7 @@ iq_add(const char *host, int target, const char *ns, int discipline, xd_iq_fn fn
     }
     iq_tab[iq_n++] = (iq_entry_t){ host ? xd_strdup(host) : NULL, target, xd_strdup(ns),
                                    discipline, fn, arg,
-                                   discipline == XD_IQ_SERIAL ? iq_serial_new() : NULL };
+                                   discipline == XD_IQ_SERIAL ? iq_serial_new() : NULL, NULL };
     pthread_rwlock_unlock(&iq_lock);
     return 0;
 }
@@ -121,7 +126,62 @@ xd_iq_register(const char *host, int target, const char *ns, int discipline, xd_
 int
 xd_iq_feature_add(const char *host, int target, const char *var)
 {
+    if (var && var[0] == IQ_ID_PREFIX[0])
+        return XD_EINVAL;
     return iq_add(host, target, var, XD_IQ_INLINE, NULL, NULL);
+}
+
+static void
+iq_identity_key(char *buf, size_t cap, const char *category, const char *type)
+{
+    snprintf(buf, cap, IQ_ID_PREFIX "%s/%s", category, type);
+}
+
+int
+xd_iq_identity_add(const char *host, int target, const char *category, const char *type,
+                   const char *name)
+{
+    if (!category || !*category || !type || !*type || strchr(category, '/'))
+        return XD_EINVAL;
+    char key[512];
+    iq_identity_key(key, sizeof key, category, type);
+    int rc = iq_add(host, target, key, XD_IQ_INLINE, NULL, NULL);
+    if (rc != 0)
+        return rc;
+    pthread_rwlock_wrlock(&iq_lock);
+    for (size_t i = 0; i < iq_n; i++)
+        if (iq_tab[i].target == target && !strcmp(iq_tab[i].ns, key) &&
+            iq_same_host(iq_tab[i].host, host))
+            iq_tab[i].id_name = xd_strdup(name ? name : "");
+    pthread_rwlock_unlock(&iq_lock);
+    return 0;
+}
+
+const char *
+xd_iq_identity_key(char *buf, size_t cap, const char *category, const char *type)
+{
+    iq_identity_key(buf, cap, category, type);
+    return buf;
+}
+
+void
+xd_iq_foreach_identity(const char *host, int target,
+                       void (*fn)(void *arg, const char *category, const char *type,
+                                  const char *name),
+                       void *arg)
+{
+    pthread_rwlock_rdlock(&iq_lock);
+    for (size_t i = 0; i < iq_n; i++) {
+        const iq_entry_t *e = &iq_tab[i];
+        if (!e->id_name || e->target != target || (e->host && (!host || strcmp(e->host, host))))
+            continue;
+        char cat[256];
+        const char *ct = e->ns + strlen(IQ_ID_PREFIX);
+        const char *slash = strchr(ct, '/');
+        snprintf(cat, sizeof cat, "%.*s", (int)(slash - ct), ct);
+        fn(arg, cat, slash + 1, e->id_name);
+    }
+    pthread_rwlock_unlock(&iq_lock);
 }
 
 void
@@ -133,6 +193,7 @@ xd_iq_unregister(const char *host, int target, const char *ns)
         if (e->target == target && !strcmp(e->ns, ns) && iq_same_host(e->host, host)) {
             xd_free(e->host);
             xd_free(e->ns);
+            xd_free(e->id_name);
             iq_serial_unref(e->serial);
             *e = iq_tab[--iq_n];
             break;
@@ -148,6 +209,7 @@ xd_iq_clear(void)
     for (size_t i = 0; i < iq_n; i++) {
         xd_free(iq_tab[i].host);
         xd_free(iq_tab[i].ns);
+        xd_free(iq_tab[i].id_name);
         iq_serial_unref(iq_tab[i].serial);
     }
     xd_free(iq_tab);
@@ -161,7 +223,8 @@ xd_iq_foreach_ns(const char *host, int target, void (*fn)(void *arg, const char 
 {
     pthread_rwlock_rdlock(&iq_lock);
     for (size_t i = 0; i < iq_n; i++)
-        if (iq_tab[i].target == target && (!iq_tab[i].host || (host && !strcmp(iq_tab[i].host, host))))
+        if (iq_tab[i].target == target && !iq_tab[i].id_name &&
+            (!iq_tab[i].host || (host && !strcmp(iq_tab[i].host, host))))
             fn(arg, iq_tab[i].ns);
     pthread_rwlock_unlock(&iq_lock);
 }

@@ -80,6 +80,49 @@ test_iq__register_rules(void **state)
     assert_string_equal(buf, "");
 }
 
+/* ---- identities ---- */
+
+static void
+collect_id(void *arg, const char *category, const char *type, const char *name)
+{
+    char *buf = arg;
+    strcat(buf, category);
+    strcat(buf, "/");
+    strcat(buf, type);
+    strcat(buf, "=");
+    strcat(buf, name);
+    strcat(buf, " ");
+}
+
+static void
+test_iq__identities(void **state)
+{
+    (void)state;
+    assert_int_equal(xd_iq_identity_add(NULL, XD_IQ_USER, "pubsub", "pep", NULL), 0);
+    assert_int_equal(xd_iq_identity_add("b.example", XD_IQ_HOST, "store", "file", "Files"), 0);
+    assert_int_equal(xd_iq_identity_add(NULL, XD_IQ_USER, "pubsub", "pep", "again"), XD_EEXIST);
+    assert_int_equal(xd_iq_identity_add(NULL, XD_IQ_USER, "", "x", NULL), XD_EINVAL);
+    assert_int_equal(xd_iq_feature_add(NULL, XD_IQ_USER, "urn:f"), 0);
+    char buf[256] = "";
+    xd_iq_foreach_identity("a.example", XD_IQ_USER, collect_id, buf);
+    assert_string_equal(buf, "pubsub/pep= ");
+    buf[0] = '\0';
+    xd_iq_foreach_identity("a.example", XD_IQ_HOST, collect_id, buf);
+    assert_string_equal(buf, "");
+    xd_iq_foreach_identity("b.example", XD_IQ_HOST, collect_id, buf);
+    assert_string_equal(buf, "store/file=Files ");
+    /* Identities are not features, and features not identities. */
+    buf[0] = '\0';
+    xd_iq_foreach_ns("a.example", XD_IQ_USER, collect, buf);
+    assert_string_equal(buf, "urn:f ");
+    char key[512];
+    xd_iq_unregister(NULL, XD_IQ_USER, xd_iq_identity_key(key, sizeof key, "pubsub", "pep"));
+    buf[0] = '\0';
+    xd_iq_foreach_identity("a.example", XD_IQ_USER, collect_id, buf);
+    assert_string_equal(buf, "");
+    xd_iq_clear();
+}
+
 /* ---- SERIAL ---- */
 
 #define NREQ 24
@@ -157,6 +200,7 @@ main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_iq__register_rules),
+        cmocka_unit_test(test_iq__identities),
         cmocka_unit_test(test_iq__serial_runs_in_order_one_at_a_time),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
