@@ -226,7 +226,7 @@ typedef struct xd_config {
     uint64_t s2s_connect_timeout_ms; /* resolve + connect + authenticate, then bounce */
     uint64_t s2s_timeout_ms;     /* close s2s streams idle this long */
     int s2s_queue_max;           /* stanzas held for a remote domain while connecting */
-    int s2s_max_streams;         /* incoming + outgoing s2s connections, all workers */
+    int s2s_max_streams;         /* outgoing s2s connections, all workers */
     xd_shaper_set_t shaper;      /* traffic shapers */
     const xd_conf_node_t *host_config; /* raw; effective values in hosts_conf */
 

@@ -348,7 +348,9 @@ static const xd_opt_t cfg_global_opts[] = {
                "Stanzas held for one remote domain while its stream is being set up; more "
                "bounce with resource-constraint."),
     XD_OPT_INT("s2s_max_streams", C_, s2s_max_streams, "10000", 1, 10000000,
-               "Server-to-server connections, incoming and outgoing, all workers together."),
+               "Outgoing server-to-server connections, all workers together (incoming ones "
+               "are bounded by their listener's `max_connections`); a route beyond it fails "
+               "as remote-server-not-found."),
     XD_OPT_FULL("ctl_socket", XD_OPT_TYPE_PATH, C_, ctl_socket, NULL, NULL,
                 "Unix socket xmppctl talks to.", 0, "`<data_dir>/xmppd.sock`"),
     XD_OPT_FULL("module_dir", XD_OPT_TYPE_PATH, C_, module_dir, NULL, NULL,

@@ -70,11 +70,18 @@ xd_s2s_configure(const xd_config_t *cfg)
     s2s_cur.connect_timeout_ms = cfg->s2s_connect_timeout_ms;
     s2s_cur.timeout_ms = cfg->s2s_timeout_ms;
     s2s_cur.queue_max = (unsigned)cfg->s2s_queue_max;
+    static bool applied;
+    bool first = !applied;
+    applied = true;
     pthread_mutex_unlock(&s2s_conf_lock);
-    xd_listener_t *l = s2s_out_listener();
-    l->handshake_timeout_ms = cfg->s2s_connect_timeout_ms;
-    l->idle_timeout_ms = cfg->s2s_timeout_ms;
-    l->max_connections = (unsigned)cfg->s2s_max_streams;
+    if (first) {
+        /* The outgoing streams' "listener" is read by the workers without a
+         * lock: set before they start; a reload does not change it. */
+        xd_listener_t *l = s2s_out_listener();
+        l->handshake_timeout_ms = cfg->s2s_connect_timeout_ms;
+        l->idle_timeout_ms = cfg->s2s_timeout_ms;
+        l->max_connections = (unsigned)cfg->s2s_max_streams;
+    }
 }
 
 int

@@ -50,8 +50,10 @@ int xd_s2s_check_config(const xd_config_t *cfg, char **err);
  * Call before the workers start. */
 void xd_s2s_set_secret(const void *secret, size_t len);
 
-/* Applies cfg (timeouts, limits, static routes) to what starts from now.
- * Call before the workers start and after each reload.  Any thread. */
+/* Applies cfg (policy, queue bound, connect timeout for attempts) to what
+ * starts from now.  Call before the workers start and after each reload.
+ * The handshake and idle timeouts and the stream limit of outgoing streams
+ * are taken from the first call only (a restart changes them). */
 void xd_s2s_configure(const xd_config_t *cfg);
 
 /* Worker hooks: the worker's resolver, and its end (every stream is closed

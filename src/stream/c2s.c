@@ -1853,7 +1853,14 @@ c2s_conn_open(xd_worker_t *w, int fd, xd_listener_t *l, const xd_conn_role_t *ro
         uv_close((uv_handle_t *)&c->tcp, c2s_free_handle);
         return NULL;
     }
-    c2s_conn_init(c, w, l, role, rs);
+    if (c2s_conn_init(c, w, l, role, rs) > l->max_connections) {
+        XD_LOG(&c->log, XD_WARN, "connection refused", "role=%s reason=max_connections",
+               role->name);
+        c->rs = NULL; /* stays the caller's */
+        c->state = C2S_CLOSING;
+        c2s_destroy(c);
+        return NULL;
+    }
     xd_timer_start(c->timer, l->handshake_timeout_ms, 0);
     uv_tcp_nodelay(&c->tcp, 1);
     c2s_read_start(c);

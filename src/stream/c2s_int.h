@@ -138,8 +138,9 @@ void c2s_starttls(xd_conn_t *c, const xd_el_t *el);
  * worker w: the limits and timeouts of l (a listener-shaped settings
  * struct for outgoing streams), the role and its state rs (set before any
  * callback).  Reading starts and l->handshake_timeout_ms runs; nothing is
- * written.  NULL (fd closed, rs untouched) when the socket cannot be
- * adopted.  Owner worker only. */
+ * written.  NULL (fd closed, rs untouched, no role callback) when the
+ * socket cannot be adopted or l->max_connections are already open.  Owner
+ * worker only. */
 xd_conn_t *c2s_conn_open(xd_worker_t *w, int fd, xd_listener_t *l, const xd_conn_role_t *role,
                          void *rs);
 

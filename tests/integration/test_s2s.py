@@ -248,3 +248,139 @@ def test_raw_incoming_stream_rules(server_factory):
         buf += chunk
     assert b"policy-violation" in buf, buf
     s.close()
+
+
+# ---- DNS, direct TLS (XEP-0368), idle streams ----
+
+def test_direct_tls_found_through_xmpps_srv(server_factory, tmp_path):
+    """b.test publishes only _xmpps-server._tcp (direct TLS) in a real DNS
+    server; a.test resolves it and connects with TLS from the first byte."""
+    from prosody import DnsServer, Unavailable
+    dns = DnsServer(str(tmp_path / "dns"))
+    b_c2s, b_tls = free_port(addr=B_IP), free_port(addr=B_IP)
+    dns.add_srv("b.test", b_tls, target="s2s.b.test", service="xmpps-server")
+    dns.add_srv("b.test", None)  # "." for _xmpp-server: no STARTTLS service
+    dns.add_host("s2s.b.test", B_IP)
+    try:
+        dns.start()
+    except Unavailable as e:
+        pytest.skip(str(e))
+    try:
+        a_c2s, a_s2s = free_port(addr=A_IP), free_port(addr=A_IP)
+        a = server_factory(hosts=("a.test",), listen=listen_yaml(A_IP, a_c2s, a_s2s),
+                           extra_yaml=f"s2s_dns_servers: \"{dns.nameserver}\"\n"
+                                      f"s2s_hosts:\n  a.test: \"{A_IP}:{a_s2s}\"\n")
+        b = server_factory(hosts=("b.test",),
+                           listen=(f"  - port: {b_c2s}\n    ip: {B_IP}\n    module: c2s\n"
+                                   f"  - port: {b_tls}\n    ip: {B_IP}\n    module: s2s\n"
+                                   f"    tls: true\n"),
+                           extra_yaml=f"s2s_hosts:\n  a.test: \"{A_IP}:{a_s2s}\"\n")
+        for srv, c2s, ip, dom in ((a, a_c2s, A_IP, "a.test"), (b, b_c2s, B_IP, "b.test")):
+            srv.c2s_port, srv.ip, srv.domain = c2s, ip, dom
+            assert srv.ctl_run("register", "u", dom, "pw").returncode == 0
+        ca, _ = client(a, "u")
+        cb, bjid = client(b, "u")
+        ca.send(f"<message to='{bjid}' type='chat'><body>direct</body></message>")
+        expect(cb, r"<message[^>]*>.*?direct.*?</message>")
+        log = a.log_text()
+        assert re.search(r"s2s connected.*to=127\.0\.0\.2:%d.*tls=direct" % b_tls, log), log
+        assert "_xmpps-server._tcp.b.test" in dns.log_text()
+        ca.close()
+        cb.close()
+    finally:
+        dns.stop()
+
+
+def test_idle_streams_close_and_reopen(server_factory):
+    p = make_pair(server_factory, a_extra="s2s_timeout: 1s\n", b_extra="s2s_timeout: 1s\n")
+    a, _ = client(p.a, "alice")
+    b, bjid = client(p.b, "bob")
+    a.send(f"<message to='{bjid}' type='chat'><body>one</body></message>")
+    expect(b, r"<message[^>]*>.*?one.*?</message>")
+    assert "b.test" in connections(p.a)
+    deadline = time.time() + 10
+    while "b.test" in connections(p.a):
+        assert time.time() < deadline, "idle s2s streams were not closed"
+        time.sleep(0.1)
+    a.send(f"<message to='{bjid}' type='chat'><body>two</body></message>")
+    expect(b, r"<message[^>]*>.*?two.*?</message>")
+    a.close()
+    b.close()
+
+
+def test_incoming_stream_multiplexes_two_domains(server_factory):
+    """One incoming stream authenticates two of the sending server's domains
+    with dialback (XEP-0220: several <db:result/> on one stream), then
+    carries stanzas for both; a third, unauthenticated domain is refused.
+    The sending side is played by hand, with keys made from a.test's node
+    secret, so b.test really dials back to the authoritative server."""
+    import hashlib
+    import hmac
+    import ssl
+    a_c2s, a_s2s = free_port(addr=A_IP), free_port(addr=A_IP)
+    b_c2s, b_s2s = free_port(addr=B_IP), free_port(addr=B_IP)
+    a = server_factory(hosts=("a.test", "a2.test"), listen=listen_yaml(A_IP, a_c2s, a_s2s),
+                       extra_yaml=f"s2s_hosts:\n  b.test: \"{B_IP}:{b_s2s}\"\n")
+    b = server_factory(hosts=("b.test",), listen=listen_yaml(B_IP, b_c2s, b_s2s),
+                       extra_yaml=(f"s2s_hosts:\n  a.test: \"{A_IP}:{a_s2s}\"\n"
+                                   f"  a2.test: \"{A_IP}:{a_s2s}\"\n"))
+    b.c2s_port, b.ip, b.domain = b_c2s, B_IP, "b.test"
+    assert b.ctl_run("register", "bob", "b.test", "pw").returncode == 0
+    bob, _ = client(b, "bob")
+    with open(os.path.join(a.data_dir, "secret"), "rb") as f:
+        secret = f.read()
+
+    def key(receiving, originating, sid):
+        k = hashlib.sha256(secret).hexdigest().encode()
+        return hmac.new(k, f"{receiving} {originating} {sid}".encode(),
+                        hashlib.sha256).hexdigest()
+
+    raw = socket.create_connection((B_IP, b_s2s), timeout=10)
+    header = ("<?xml version='1.0'?><stream:stream xmlns='jabber:server' "
+              "xmlns:db='jabber:server:dialback' "
+              "xmlns:stream='http://etherx.jabber.org/streams' "
+              "from='a.test' to='b.test' version='1.0'>").encode()
+
+    def read_until(sock, pat, buf=b""):
+        while not re.search(pat, buf, re.S):
+            chunk = sock.recv(65536)
+            assert chunk, buf
+            buf += chunk
+        return buf
+
+    raw.sendall(header)
+    read_until(raw, rb"</stream:features>")
+    raw.sendall(b"<starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>")
+    read_until(raw, rb"<proceed")
+    ctx = ssl.create_default_context()
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    tls = ctx.wrap_socket(raw, server_hostname="b.test")
+    tls.sendall(header)
+    buf = read_until(tls, rb"</stream:features>")
+    sid = re.search(rb"<stream:stream[^>]*\sid=['\"]([^'\"]+)", buf).group(1).decode()
+    assert b"urn:xmpp:features:dialback" in buf, buf
+    for dom in ("a.test", "a2.test"):
+        tls.sendall(f"<db:result from='{dom}' to='b.test'>{key('b.test', dom, sid)}"
+                    f"</db:result>".encode())
+    buf = b""
+    for dom in ("a.test", "a2.test"):
+        buf = read_until(tls, (r"<db:result[^>]*from=['\"]b\.test['\"][^>]*to=['\"]%s['\"]"
+                               r"[^>]*type=['\"]valid|<db:result[^>]*type=['\"]valid['\"][^>]*"
+                               r"to=['\"]%s['\"]" % (re.escape(dom), re.escape(dom))).encode(),
+                         buf)
+    for i, dom in enumerate(("a.test", "a2.test")):
+        tls.sendall(f"<message from='x@{dom}/r' to='bob@b.test' type='chat'>"
+                    f"<body>via {dom}</body></message>".encode())
+        expect(bob, r"<message[^>]*>.*?via %s.*?</message>" % re.escape(dom))
+    assert "auth=dialback" in connections(b)
+    # a.test answered the verifications as the authoritative server.
+    log = a.log_text()
+    for dom in ("a.test", "a2.test"):
+        assert re.search(r"db:verify answered.* for=%s by=b\.test valid=yes" % re.escape(dom),
+                         log), log
+    # A domain this stream did not authenticate.
+    tls.sendall(b"<message from='x@evil.test' to='bob@b.test'><body>no</body></message>")
+    assert b"invalid-from" in read_until(tls, rb"</stream:error>")
+    tls.close()
+    bob.close()
