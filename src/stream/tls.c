@@ -906,10 +906,16 @@ tls_trust_load(xd_tls_store_t *st, const xd_tls_store_opts_t *o, char **err)
         return tls_fail(err, XD_EINTERNAL, "X509_STORE_new: %s", tls_ossl_reason("failed"));
     ERR_clear_error();
     if (o->ca_file == NULL && o->ca_path == NULL) {
-        /* The default file is read now; the default directory is looked
-         * up when a peer is verified.  Missing defaults are not an error:
-         * every peer is then untrusted. */
-        X509_STORE_set_default_paths(st->trust);
+        /* The system's bundle file ($SSL_CERT_FILE or OpenSSL's default),
+         * read now, so that verifying a peer never scans a directory on a
+         * worker (directory lookups read files on the loop).  Without a
+         * bundle, the default directory is looked up when a peer is
+         * verified.  Missing defaults are not an error: every peer is then
+         * untrusted. */
+        const char *env = getenv(X509_get_default_cert_file_env());
+        const char *file = env && *env ? env : X509_get_default_cert_file();
+        if (access(file, R_OK) != 0 || X509_STORE_load_file(st->trust, file) != 1)
+            X509_STORE_set_default_paths(st->trust);
         ERR_clear_error();
         return 0;
     }

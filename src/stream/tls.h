@@ -112,8 +112,9 @@ typedef struct xd_tls_selfsigned {
  * there, mode 0600, directory 0700, atomically (temporary file + rename).
  *
  * Trust anchors for xd_tls_peer_verify: every certificate of ca_file and
- * the directory ca_path; when neither is given, the system default paths
- * (the default file is read now, the default directory lazily).  The
+ * the directory ca_path; when neither is given, the system's bundle file
+ * ($SSL_CERT_FILE or OpenSSL's default), read now, or only when there is
+ * none the default directory (looked up lazily).  The
  * Debian bundle (~145 CAs) costs ~30 ms and ~1.2 MB per store; a reload
  * holds two stores for a while.
  *
