@@ -48,11 +48,22 @@ typedef struct s2s_in {
     bool v1;                   /* the header said version 1.x */
     bool sasl_ok;              /* SASL EXTERNAL succeeded on this stream */
     bool registered;           /* in the s2s_connections registry */
-    in_pair_t authed[IN_MAX_PAIRS];
-    size_t nauthed;
-    in_pair_t pending[IN_MAX_PAIRS];
-    size_t npending;
+    in_pair_t *authed;         /* authenticated pairs (grown on demand, at most IN_MAX_PAIRS) */
+    size_t nauthed, cauthed;
+    in_pair_t *pending;        /* pairs whose dialback verification is out */
+    size_t npending, cpending;
 } s2s_in_t;
+
+/* A new slot at the end of *v (n used, *cap allocated). */
+static in_pair_t *
+in_push(in_pair_t **v, size_t *n, size_t *cap)
+{
+    if (*n == *cap) {
+        *cap = *cap ? *cap * 2 : 2;
+        *v = xd_realloc(*v, *cap * sizeof **v);
+    }
+    return &(*v)[(*n)++];
+}
 
 static void
 in_accepted(xd_conn_t *c)
@@ -68,6 +79,8 @@ in_closed(xd_conn_t *c)
         return;
     if (s->registered)
         s2s_registry_drop(c->id);
+    xd_free(s->authed);
+    xd_free(s->pending);
     xd_free(s);
     c->rs = NULL;
 }
@@ -86,7 +99,7 @@ in_authorize(xd_conn_t *c, const char *remote, const char *local, const char *ho
 {
     s2s_in_t *s = c->rs;
     if (!in_has(s->authed, s->nauthed, remote, local) && s->nauthed < IN_MAX_PAIRS) {
-        in_pair_t *p = &s->authed[s->nauthed++];
+        in_pair_t *p = in_push(&s->authed, &s->nauthed, &s->cauthed);
         snprintf(p->remote, sizeof p->remote, "%.255s", remote);
         snprintf(p->local, sizeof p->local, "%.255s", local);
     }
@@ -282,7 +295,7 @@ in_dialback(xd_conn_t *c, const xd_el_t *el)
         in_db_reply(c, &d, XD_DIALBACK_ERROR, XD_COND_POLICY_VIOLATION);
         return;
     }
-    in_pair_t *p = &s->pending[s->npending++];
+    in_pair_t *p = in_push(&s->pending, &s->npending, &s->cpending);
     snprintf(p->remote, sizeof p->remote, "%.255s", remote);
     snprintf(p->local, sizeof p->local, "%.255s", local);
     char key[256];
