@@ -221,6 +221,7 @@ typedef struct xd_config {
     bool s2s_require_encryption; /* no dialback, SASL or stanzas before TLS on s2s streams */
     bool s2s_verify_certificates;/* a peer must present a valid certificate (no dialback) */
     bool s2s_dialback;           /* offer and use server dialback (XEP-0220) */
+    bool s2s_multiplex;          /* add local domains to established outgoing streams */
     const xd_conf_node_t *s2s_hosts; /* {domain: "host:port"} static routes, raw */
     char *s2s_dns_servers;       /* c-ares server list, NULL = /etc/resolv.conf */
     uint64_t s2s_connect_timeout_ms; /* resolve + connect + authenticate, then bounce */

@@ -332,6 +332,11 @@ static const xd_opt_t cfg_global_opts[] = {
                 "when false, a server without one may authenticate with dialback."),
     XD_OPT_BOOL("s2s_dialback", C_, s2s_dialback, "true",
                 "Offer and use server dialback (XEP-0220) when certificates do not settle it."),
+    XD_OPT_BOOL("s2s_multiplex", C_, s2s_multiplex, "true",
+                "Send the stanzas of several of our domains to one remote server over one "
+                "stream: a second domain authenticates with its own dialback request on the "
+                "established stream (XEP-0220); a server that refuses gets a stream per "
+                "domain."),
     XD_OPT_NODE("s2s_hosts", C_, s2s_hosts,
                 "Static routes `{domain: \"host:port\"}` that replace DNS for those domains "
                 "(`\"192.0.2.1\"`, `\"[2001:db8::1]:5270\"`, `\"xmpp.example.net:5269\"`)."),

@@ -41,6 +41,7 @@ static s2s_conf_t s2s_cur = {
     .connect_timeout_ms = 20000,
     .timeout_ms = 600000,
     .queue_max = 1000,
+    .multiplex = true,
 };
 static uint8_t s2s_secret[64];
 static size_t s2s_secret_len;
@@ -70,6 +71,7 @@ xd_s2s_configure(const xd_config_t *cfg)
     s2s_cur.connect_timeout_ms = cfg->s2s_connect_timeout_ms;
     s2s_cur.timeout_ms = cfg->s2s_timeout_ms;
     s2s_cur.queue_max = (unsigned)cfg->s2s_queue_max;
+    s2s_cur.multiplex = cfg->s2s_multiplex;
     static bool applied;
     bool first = !applied;
     applied = true;
@@ -174,6 +176,8 @@ typedef struct s2s_route {
     xd_stanza_t **q;        /* stanzas waiting (CONNECTING) */
     size_t nq, qcap;
     s2s_verify_t *verifies; /* verifications to send on the stream */
+    bool mux;               /* UP: other local domains may join its stream */
+    bool muxed;             /* rides on another route's stream (conn_id is that one's) */
 } s2s_route_t;
 
 static pthread_mutex_t s2s_lock = PTHREAD_MUTEX_INITIALIZER;
@@ -225,11 +229,78 @@ route_kick_cb(xd_worker_t *w, void *arg)
     xd_free(m);
 }
 
+typedef struct {
+    uint64_t conn_id;
+    char local[S2S_DOMAIN_MAX], remote[S2S_DOMAIN_MAX];
+} route_mux_msg_t;
+
+static void
+route_mux_cb(xd_worker_t *w, void *arg)
+{
+    route_mux_msg_t *m = arg;
+    s2s_out_mux(w, m->conn_id, m->local, m->remote);
+    xd_free(m);
+}
+
+typedef struct {
+    const char *remote;      /* looked for */
+    const s2s_route_t *host; /* found: an UP route to remote open for more domains */
+} mux_find_t;
+
+static int
+mux_find(void *arg, const char *key, void *val)
+{
+    (void)key;
+    mux_find_t *f = arg;
+    const s2s_route_t *r = val;
+    if (r->state == ROUTE_UP && r->mux && !r->muxed && !strcmp(r->remote, f->remote)) {
+        f->host = r;
+        return 1;
+    }
+    return 0;
+}
+
+/* A new route joining an established stream to the same remote server
+ * (multiplexing); lock held.  NULL when there is none to join. */
+static s2s_route_t *
+route_new_mux(const char *key, const char *local, const char *remote)
+{
+    s2s_conf_t conf;
+    s2s_conf(&conf);
+    if (!conf.multiplex)
+        return NULL;
+    mux_find_t f = { .remote = remote };
+    xd_map_foreach(&s2s_routes, mux_find, &f);
+    if (!f.host)
+        return NULL;
+    route_mux_msg_t *m = xd_new(route_mux_msg_t);
+    m->conn_id = f.host->conn_id;
+    snprintf(m->local, sizeof m->local, "%s", local);
+    snprintf(m->remote, sizeof m->remote, "%s", remote);
+    xd_worker_t *w = xd_worker_get(f.host->worker);
+    if (!w || xd_worker_post(w, route_mux_cb, m) != 0) {
+        xd_free(m);
+        return NULL;
+    }
+    s2s_route_t *r = xd_new(s2s_route_t);
+    r->local = xd_strdup(local);
+    r->remote = xd_strdup(remote);
+    r->state = ROUTE_CONNECTING;
+    r->worker = f.host->worker;
+    r->conn_id = f.host->conn_id;
+    r->muxed = true;
+    xd_map_put(&s2s_routes, xd_str_c(key), r);
+    return r;
+}
+
 /* A new route, CONNECTING on a worker; lock held.  NULL when no worker
  * takes it (stopping). */
 static s2s_route_t *
 route_new(const char *key, const char *local, const char *remote)
 {
+    s2s_route_t *mux = route_new_mux(key, local, remote);
+    if (mux)
+        return mux;
     unsigned nw = xd_workers_count();
     xd_worker_t *self = xd_worker_self();
     unsigned wi = self ? xd_worker_index(self)
@@ -331,7 +402,7 @@ s2s_route_attach(const char *local, const char *remote, uint64_t conn_id)
 }
 
 void
-s2s_route_up(const char *local, const char *remote, xd_conn_t *c, const char *auth)
+s2s_route_up(const char *local, const char *remote, xd_conn_t *c, const char *auth, bool mux)
 {
     char key[2 * S2S_DOMAIN_MAX];
     route_key(key, sizeof key, local, remote);
@@ -341,6 +412,7 @@ s2s_route_up(const char *local, const char *remote, xd_conn_t *c, const char *au
     s2s_route_t *r = xd_map_get(&s2s_routes, xd_str_c(key));
     if (r) {
         r->state = ROUTE_UP;
+        r->mux = mux;
         r->conn_id = c->id;
         r->worker = xd_worker_index(c->ws->worker);
         q = r->q;
@@ -384,6 +456,24 @@ s2s_route_down(const char *local, const char *remote, uint64_t conn_id, xd_cond 
     route_free(r);
 }
 
+void
+s2s_route_unmux(xd_worker_t *w, const char *local, const char *remote)
+{
+    char key[2 * S2S_DOMAIN_MAX];
+    route_key(key, sizeof key, local, remote);
+    pthread_mutex_lock(&s2s_lock);
+    s2s_route_t *r = xd_map_get(&s2s_routes, xd_str_c(key));
+    bool start = r && r->muxed && r->state == ROUTE_CONNECTING;
+    if (start) {
+        r->muxed = false;
+        r->conn_id = 0;
+        r->worker = xd_worker_index(w);
+    }
+    pthread_mutex_unlock(&s2s_lock);
+    if (start)
+        s2s_out_begin(w, local, remote); /* a stream of its own */
+}
+
 s2s_verify_t *
 s2s_route_take_verifies(const char *local, const char *remote)
 {
@@ -405,6 +495,7 @@ s2s_verify_request(const char *local, const char *remote, const char *id, const 
     s2s_verify_t *v = xd_new(s2s_verify_t);
     snprintf(v->id, sizeof v->id, "%s", id);
     snprintf(v->key, sizeof v->key, "%s", key);
+    snprintf(v->local, sizeof v->local, "%.255s", local);
     v->worker = worker;
     v->conn_id = conn_id;
     char rkey[2 * S2S_DOMAIN_MAX];
@@ -459,7 +550,7 @@ s2s_verify_answer(const s2s_verify_t *v, const char *local, const char *remote,
 {
     verify_answer_msg_t *m = xd_new(verify_answer_msg_t);
     m->conn_id = v->conn_id;
-    snprintf(m->local, sizeof m->local, "%s", local);
+    snprintf(m->local, sizeof m->local, "%s", v->local[0] ? v->local : local);
     snprintf(m->remote, sizeof m->remote, "%s", remote);
     m->type = type;
     xd_worker_t *w = xd_worker_get(v->worker);

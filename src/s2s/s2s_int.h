@@ -24,6 +24,7 @@ typedef struct s2s_conf {
     uint64_t connect_timeout_ms;
     uint64_t timeout_ms;       /* idle */
     unsigned queue_max;
+    bool multiplex;            /* s2s_multiplex */
 } s2s_conf_t;
 
 void s2s_conf(s2s_conf_t *out);
@@ -47,8 +48,13 @@ void s2s_send_el(xd_conn_t *c, xd_el_t *el);
 
 /* The outgoing connection c now carries the route (local, remote). */
 void s2s_route_attach(const char *local, const char *remote, uint64_t conn_id);
-/* The route is authenticated: its queued stanzas are written to c. */
-void s2s_route_up(const char *local, const char *remote, xd_conn_t *c, const char *auth);
+/* The route is authenticated: its queued stanzas are written to c.  mux:
+ * other local domains may be added to this stream with dialback. */
+void s2s_route_up(const char *local, const char *remote, xd_conn_t *c, const char *auth,
+                  bool mux);
+/* Piggybacking (below) did not work out for (local, remote): the route
+ * gets a stream of its own, started on the calling worker w. */
+void s2s_route_unmux(xd_worker_t *w, const char *local, const char *remote);
 /* The attempt or stream of the route ended (conn_id 0: before a connection
  * existed): queued stanzas bounce with cond, waiting verifications are
  * answered with an error. */
@@ -60,6 +66,7 @@ typedef struct s2s_verify {
     struct s2s_verify *next;
     char id[128];        /* the incoming stream's id */
     char key[256];       /* the key the originating server sent */
+    char local[256];     /* the domain of ours it was sent to (the route's local) */
     unsigned worker;     /* the incoming stream that waits */
     uint64_t conn_id;
 } s2s_verify_t;
@@ -72,7 +79,8 @@ s2s_verify_t *s2s_route_take_verifies(const char *local, const char *remote);
 void s2s_verify_request(const char *local, const char *remote, const char *id, const char *key,
                         unsigned worker, uint64_t conn_id);
 
-/* Hands the outcome to the incoming stream that asked (any thread). */
+/* Hands the outcome to the incoming stream that asked (any thread); the
+ * pair is (v->local or local, remote). */
 void s2s_verify_answer(const s2s_verify_t *v, const char *local, const char *remote,
                        xd_dialback_type type);
 
@@ -83,6 +91,12 @@ void s2s_out_begin(xd_worker_t *w, const char *local, const char *remote);
 
 /* The route's stream may have verifications to send (posted by s2s.c). */
 void s2s_out_kick(xd_worker_t *w, uint64_t conn_id);
+
+/* Multiplexing (XEP-0220 2.6): authenticate `local` on the established
+ * outgoing stream conn_id too, with a <db:result/> of its own; the route
+ * (local, remote) comes UP on that stream, or falls back to a stream of its
+ * own (s2s_route_unmux). */
+void s2s_out_mux(xd_worker_t *w, uint64_t conn_id, const char *local, const char *remote);
 
 /* Per-worker state: the resolver and the attempts without a connection. */
 void s2s_out_worker_start(xd_worker_t *w);

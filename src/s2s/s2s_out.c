@@ -55,9 +55,17 @@ typedef struct s2s_out {
     bool up;                       /* authenticated: the route is UP */
     char peer_id[128];             /* the id of the peer's stream header */
     s2s_verify_t *sent;            /* verifications sent, waiting for their answers */
+    struct out_mux *mux;           /* other local domains on this stream (multiplexing) */
     bool failed;                   /* fail is set */
     xd_cond fail;                  /* why it failed (else decided at close) */
 } s2s_out_t;
+
+/* Another local domain authenticated (or being so) on the stream. */
+typedef struct out_mux {
+    struct out_mux *next;
+    char local[S2S_DOMAIN_MAX];
+    bool up;               /* its <db:result/> came back valid */
+} out_mux_t;
 
 typedef struct s2s_worker {
     xd_resolve_ctx_t *res;         /* created at the first attempt */
@@ -166,6 +174,10 @@ out_unlink(s2s_out_t *o)
 static void
 out_free(s2s_out_t *o)
 {
+    for (out_mux_t *m = o->mux, *n; m; m = n) {
+        n = m->next;
+        xd_free(m);
+    }
     for (s2s_verify_t *v = o->sent, *n; v; v = n) {
         n = v->next;
         s2s_verify_answer(v, o->local, o->remote, XD_DIALBACK_ERROR);
@@ -318,20 +330,30 @@ out_close(s2s_out_t *o, xd_cond cond, xd_stream_cond scond, const char *text)
     c2s_close(o->c, scond, text);
 }
 
+/* Sends the verifications waiting on the route (local, remote). */
 static void
-out_send_verifies(s2s_out_t *o)
+out_send_verifies_of(s2s_out_t *o, const char *local)
 {
-    if (!o->ready)
-        return;
-    for (s2s_verify_t *v = s2s_route_take_verifies(o->local, o->remote), *n; v; v = n) {
+    for (s2s_verify_t *v = s2s_route_take_verifies(local, o->remote), *n; v; v = n) {
         n = v->next;
         xd_dialback_t d = { .kind = XD_DIALBACK_VERIFY, .type = XD_DIALBACK_REQUEST,
-                            .from = o->local, .to = o->remote, .id = v->id,
+                            .from = local, .to = o->remote, .id = v->id,
                             .key = xd_str_c(v->key) };
         s2s_send_el(o->c, xd_dialback_build(&d));
         v->next = o->sent;
         o->sent = v;
     }
+}
+
+/* ... of the stream's own route and of the domains that joined it. */
+static void
+out_send_verifies(s2s_out_t *o)
+{
+    if (!o->ready)
+        return;
+    out_send_verifies_of(o, o->local);
+    for (out_mux_t *m = o->mux; m; m = m->next)
+        out_send_verifies_of(o, m->local);
 }
 
 void
@@ -342,13 +364,35 @@ s2s_out_kick(xd_worker_t *w, uint64_t conn_id)
         out_send_verifies(c->rs);
 }
 
+void
+s2s_out_mux(xd_worker_t *w, uint64_t conn_id, const char *local, const char *remote)
+{
+    xd_conn_t *c = c2s_conn_find(w, conn_id);
+    s2s_out_t *o = c && c->role == &s2s_out_role && c->state == C2S_OPEN ? c->rs : NULL;
+    char key[XD_DIALBACK_KEY_LEN + 1];
+    if (!o || !o->up || !o->peer_dialback || strcmp(o->remote, remote) != 0 ||
+        s2s_key(o->remote, local, o->peer_id, key) != 0) {
+        s2s_route_unmux(w, local, remote); /* no stream to join after all */
+        return;
+    }
+    out_mux_t *m = xd_new(out_mux_t);
+    snprintf(m->local, sizeof m->local, "%s", local);
+    m->next = o->mux;
+    o->mux = m;
+    xd_dialback_t d = { .kind = XD_DIALBACK_RESULT, .type = XD_DIALBACK_REQUEST,
+                        .from = local, .to = o->remote, .key = xd_str_c(key) };
+    s2s_send_el(c, xd_dialback_build(&d));
+    XD_LOG(&c->log, XD_INFO, "s2s domain joining", "local=%s", local);
+    out_send_verifies_of(o, local); /* any that waited on the new route */
+}
+
 static void
 out_up(s2s_out_t *o, const char *auth)
 {
     o->up = true;
     c2s_established(o->c);
     XD_LOG(&o->c->log, XD_NOTICE, "s2s established", "auth=%s", auth);
-    s2s_route_up(o->local, o->remote, o->c, auth);
+    s2s_route_up(o->local, o->remote, o->c, auth, o->peer_dialback);
     out_send_verifies(o);
 }
 
@@ -498,6 +542,28 @@ out_dialback_answer(s2s_out_t *o, const xd_el_t *el)
         XD_LOG(&o->c->log, XD_INFO, "unexpected db:verify answer", "id=%s", d.id ? d.id : "");
         return;
     }
+    if (strcmp(d.from, o->remote) == 0 && strcmp(d.to, o->local) != 0) {
+        /* For a domain that joined the stream (multiplexing). */
+        for (out_mux_t **pp = &o->mux; *pp; pp = &(*pp)->next) {
+            out_mux_t *m = *pp;
+            if (m->up || strcmp(m->local, d.to) != 0)
+                continue;
+            if (d.type == XD_DIALBACK_VALID) {
+                m->up = true;
+                XD_LOG(&o->c->log, XD_NOTICE, "s2s domain added", "local=%s auth=dialback",
+                       m->local);
+                s2s_route_up(m->local, o->remote, o->c, "dialback-mux", false);
+            } else {
+                char local[S2S_DOMAIN_MAX];
+                snprintf(local, sizeof local, "%s", m->local);
+                *pp = m->next;
+                xd_free(m);
+                XD_LOG(&o->c->log, XD_INFO, "s2s multiplexing refused", "local=%s", local);
+                s2s_route_unmux(o->w, local, o->remote);
+            }
+            return;
+        }
+    }
     if (!o->dialback_sent || strcmp(d.from, o->remote) != 0 || strcmp(d.to, o->local) != 0) {
         XD_LOG(&o->c->log, XD_INFO, "unexpected db:result answer", "from=%s to=%s", d.from, d.to);
         return;
@@ -570,6 +636,8 @@ out_closed(xd_conn_t *c)
     }
     XD_LOG(&c->log, XD_INFO, "s2s stream ended", "was_up=%s", o->up ? "yes" : "no");
     s2s_route_down(o->local, o->remote, c->id, cond);
+    for (out_mux_t *m = o->mux; m; m = m->next)
+        s2s_route_down(m->local, o->remote, c->id, cond);
     c->rs = NULL;
     out_free(o);
 }

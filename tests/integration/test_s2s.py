@@ -384,3 +384,42 @@ def test_incoming_stream_multiplexes_two_domains(server_factory):
     assert b"invalid-from" in read_until(tls, rb"</stream:error>")
     tls.close()
     bob.close()
+
+
+@pytest.mark.parametrize("multiplex", [True, False])
+def test_outgoing_stream_carries_two_local_domains(server_factory, multiplex):
+    """a.test and a2.test on one server send to b.test: with s2s_multiplex
+    the second domain joins the established stream with its own dialback
+    request; without, it gets a stream of its own."""
+    a_c2s, a_s2s = free_port(addr=A_IP), free_port(addr=A_IP)
+    b_c2s, b_s2s = free_port(addr=B_IP), free_port(addr=B_IP)
+    a = server_factory(hosts=("a.test", "a2.test"), listen=listen_yaml(A_IP, a_c2s, a_s2s),
+                       extra_yaml=(f"s2s_hosts:\n  b.test: \"{B_IP}:{b_s2s}\"\n"
+                                   f"s2s_multiplex: {'true' if multiplex else 'false'}\n"))
+    b = server_factory(hosts=("b.test",), listen=listen_yaml(B_IP, b_c2s, b_s2s),
+                       extra_yaml=(f"s2s_hosts:\n  a.test: \"{A_IP}:{a_s2s}\"\n"
+                                   f"  a2.test: \"{A_IP}:{a_s2s}\"\n"))
+    a.c2s_port, a.ip = a_c2s, A_IP
+    b.c2s_port, b.ip, b.domain = b_c2s, B_IP, "b.test"
+    for dom in ("a.test", "a2.test"):
+        assert a.ctl_run("register", "u", dom, "pw").returncode == 0
+    assert b.ctl_run("register", "bob", "b.test", "pw").returncode == 0
+    bob, bjid = client(b, "bob")
+    for dom in ("a.test", "a2.test"):
+        a.domain = dom
+        c, _ = client(a, "u")
+        c.send(f"<message to='{bjid}' type='chat'><body>from {dom}</body></message>")
+        expect(bob, r"<message[^>]*>.*?from %s.*?</message>" % re.escape(dom))
+        c.close()
+    out = [l for l in connections(a).splitlines() if l.startswith("out ")]
+    conns = {re.search(r"conn=(\d+)", l).group(1) for l in out}
+    assert len(out) == 2, out
+    if multiplex:
+        assert len(conns) == 1 and any("a2.test -> b.test auth=dialback-mux" in l
+                                       for l in out), out
+    else:
+        assert len(conns) == 2 and not any("mux" in l for l in out), out
+    # b saw both pairs authenticated on its incoming side.
+    inc = connections(b)
+    assert "b.test <- a.test" in inc and "b.test <- a2.test" in inc, inc
+    bob.close()

@@ -71,3 +71,33 @@ def test_prosody_sasl_external(server_factory, prosody_lab):
     conns = chat(x, p)
     assert re.search(r"out xmppd\.test -> prosody\.test auth=sasl", conns), conns
     assert re.search(r"in xmppd\.test <- prosody\.test auth=(sasl|dialback-cert)", conns), conns
+
+
+def test_prosody_two_xmppd_domains_one_stream(server_factory, prosody_lab):
+    """xmppd.test and xmppd2.test send to Prosody: the second domain joins
+    the first one's stream with its own dialback request (Prosody accepts
+    several domain pairs on one incoming stream)."""
+    lab = prosody_lab
+    c2s, s2s = free_port(addr=X_IP), free_port(addr=X_IP)
+    for dom in ("xmppd.test", "xmppd2.test"):
+        lab.add_peer(dom, X_IP, s2s)
+    x = server_factory(hosts=("xmppd.test", "xmppd2.test"),
+                       listen=(f"  - port: {c2s}\n    ip: {X_IP}\n    module: c2s\n"
+                               f"  - port: {s2s}\n    ip: {X_IP}\n    module: s2s\n"),
+                       extra_yaml=f"s2s_dns_servers: \"{lab.dns.nameserver}\"\n"
+                                  f"s2s_connect_timeout: 8s\nca_file: {lab.ca.cert}\n")
+    p = lab.start(domain="prosody.test", ip=P_IP, cert="self-signed", s2s_secure_auth=False)
+    p.register("bob", "pw")
+    b, bjid = login(p.c2s_port, "bob", "pw", mech="SCRAM-SHA-1", resource="p", host=P_IP,
+                    domain="prosody.test")
+    b.send("<presence/>")
+    for dom in ("xmppd.test", "xmppd2.test"):
+        assert x.ctl_run("register", "u", dom, "pw").returncode == 0
+        a, _ = login(c2s, "u", "pw", resource="x", host=X_IP, domain=dom)
+        a.send(f"<message to='{bjid}' type='chat'><body>from {dom}</body></message>")
+        b.recv_until(r"<message[^>]*>.*?from %s.*?</message>" % re.escape(dom), timeout=15)
+        a.close()
+    b.close()
+    out = [l for l in x.ctl_run("s2s_connections").stdout.splitlines() if l.startswith("out ")]
+    assert len(out) == 2, out
+    assert len({re.search(r"conn=(\d+)", l).group(1) for l in out}) == 1, out
