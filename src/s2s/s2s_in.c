@@ -219,7 +219,8 @@ in_sasl(xd_conn_t *c, const xd_el_t *el)
         return;
     }
     s->sasl_ok = true;
-    c2s_write(c, "<success xmlns='" XD_NS_SASL "'/>", sizeof "<success xmlns='" XD_NS_SASL "'/>" - 1);
+    static const char success[] = "<success xmlns='" XD_NS_SASL "'/>";
+    c2s_write(c, success, sizeof success - 1);
     in_authorize(c, domain, c->host, "sasl");
     /* RFC 6120 6.4.6: the initiating server restarts the stream. */
     xd_xml_parser_reset(c->parser);
@@ -309,7 +310,8 @@ s2s_in_verified(xd_conn_t *c, const char *local, const char *remote, xd_dialback
 {
     s2s_in_t *s = c->rs;
     size_t i = 0;
-    while (i < s->npending && (strcmp(s->pending[i].remote, remote) || strcmp(s->pending[i].local, local)))
+    while (i < s->npending &&
+           (strcmp(s->pending[i].remote, remote) || strcmp(s->pending[i].local, local)))
         i++;
     if (i == s->npending)
         return;
