@@ -63,8 +63,10 @@ typedef struct s2s_out {
 /* Another local domain authenticated (or being so) on the stream. */
 typedef struct out_mux {
     struct out_mux *next;
+    struct s2s_out *o;     /* the stream it joined */
     char local[S2S_DOMAIN_MAX];
     bool up;               /* its <db:result/> came back valid */
+    xd_timer_t *timer;     /* until then: the answer's deadline (s2s_connect_timeout) */
 } out_mux_t;
 
 typedef struct s2s_worker {
@@ -176,6 +178,8 @@ out_free(s2s_out_t *o)
 {
     for (out_mux_t *m = o->mux, *n; m; m = n) {
         n = m->next;
+        if (m->timer)
+            xd_timer_free(m->timer);
         xd_free(m);
     }
     for (s2s_verify_t *v = o->sent, *n; v; v = n) {
@@ -364,6 +368,27 @@ s2s_out_kick(xd_worker_t *w, uint64_t conn_id)
         out_send_verifies(c->rs);
 }
 
+/* A joining domain's <db:result/> was not answered in time: it gets a
+ * stream of its own. */
+static void
+out_mux_timeout(xd_timer_t *t, void *arg)
+{
+    (void)t;
+    out_mux_t *m = arg;
+    s2s_out_t *o = m->o;
+    for (out_mux_t **pp = &o->mux; *pp; pp = &(*pp)->next)
+        if (*pp == m) {
+            *pp = m->next;
+            break;
+        }
+    char local[S2S_DOMAIN_MAX];
+    snprintf(local, sizeof local, "%s", m->local);
+    xd_timer_free(m->timer);
+    xd_free(m);
+    XD_LOG(&o->c->log, XD_INFO, "s2s multiplexing unanswered", "local=%s", local);
+    s2s_route_unmux(o->w, local, o->remote);
+}
+
 void
 s2s_out_mux(xd_worker_t *w, uint64_t conn_id, const char *local, const char *remote)
 {
@@ -377,6 +402,11 @@ s2s_out_mux(xd_worker_t *w, uint64_t conn_id, const char *local, const char *rem
     }
     out_mux_t *m = xd_new(out_mux_t);
     snprintf(m->local, sizeof m->local, "%s", local);
+    m->o = o;
+    s2s_conf_t conf;
+    s2s_conf(&conf);
+    m->timer = xd_timer_new(w, out_mux_timeout, m);
+    xd_timer_start(m->timer, conf.connect_timeout_ms, 0);
     m->next = o->mux;
     o->mux = m;
     xd_dialback_t d = { .kind = XD_DIALBACK_RESULT, .type = XD_DIALBACK_REQUEST,
@@ -548,6 +578,10 @@ out_dialback_answer(s2s_out_t *o, const xd_el_t *el)
             out_mux_t *m = *pp;
             if (m->up || strcmp(m->local, d.to) != 0)
                 continue;
+            if (m->timer) {
+                xd_timer_free(m->timer);
+                m->timer = NULL;
+            }
             if (d.type == XD_DIALBACK_VALID) {
                 m->up = true;
                 XD_LOG(&o->c->log, XD_NOTICE, "s2s domain added", "local=%s auth=dialback",

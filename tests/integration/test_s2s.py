@@ -423,3 +423,67 @@ def test_outgoing_stream_carries_two_local_domains(server_factory, multiplex):
     inc = connections(b)
     assert "b.test <- a.test" in inc and "b.test <- a2.test" in inc, inc
     bob.close()
+
+
+def test_unanswered_multiplexing_falls_back_to_a_stream(server_factory):
+    """The remote server (played by hand, without TLS) answers the first
+    domain's dialback request and ignores the second one sent on the same
+    stream: after s2s_connect_timeout the second domain opens a stream of
+    its own, and its messages go there."""
+    lsock = socket.socket()
+    lsock.bind((B_IP, 0))
+    lsock.listen(4)
+    port = lsock.getsockname()[1]
+    a_c2s, a_s2s = free_port(addr=A_IP), free_port(addr=A_IP)
+    a = server_factory(hosts=("a.test", "a2.test"), listen=listen_yaml(A_IP, a_c2s, a_s2s),
+                       extra_yaml=(f"s2s_hosts:\n  b.test: \"{B_IP}:{port}\"\n"
+                                   "s2s_require_encryption: false\ns2s_connect_timeout: 2s\n"))
+    a.c2s_port, a.ip = a_c2s, A_IP
+
+    def accept_stream():
+        lsock.settimeout(10)
+        s, _ = lsock.accept()
+        s.settimeout(10)
+        buf = b""
+        while b"<stream:stream" not in buf or b">" not in buf.split(b"<stream:stream", 1)[1]:
+            buf += s.recv(4096)
+        s.sendall(b"<?xml version='1.0'?><stream:stream xmlns='jabber:server' "
+                  b"xmlns:db='jabber:server:dialback' "
+                  b"xmlns:stream='http://etherx.jabber.org/streams' id='s1' from='b.test' "
+                  b"version='1.0'><stream:features><dialback xmlns='urn:xmpp:features:dialback'/>"
+                  b"</stream:features>")
+        return s
+
+    def read_until(s, pat, buf=b""):
+        while not re.search(pat, buf, re.S):
+            chunk = s.recv(65536)
+            assert chunk, buf
+            buf += chunk
+        return buf
+
+    try:
+        for dom in ("a.test", "a2.test"):
+            assert a.ctl_run("register", "u", dom, "pw").returncode == 0
+        a.domain = "a.test"
+        c1, _ = client(a, "u")
+        c1.send("<message to='bob@b.test' type='chat'><body>first</body></message>")
+        s1 = accept_stream()
+        read_until(s1, rb"<db:result[^>]*from=['\"]a\.test['\"]")
+        s1.sendall(b"<db:result from='b.test' to='a.test' type='valid'/>")
+        buf1 = read_until(s1, rb"<body>first</body>")
+        # The second domain joins the stream; its request is never answered.
+        a.domain = "a2.test"
+        c2, _ = client(a, "u")
+        c2.send("<message to='bob@b.test' type='chat'><body>second</body></message>")
+        read_until(s1, rb"<db:result[^>]*from=['\"]a2\.test['\"]", buf1)
+        s2 = accept_stream()  # the fallback stream, after the timeout
+        read_until(s2, rb"<db:result[^>]*from=['\"]a2\.test['\"]")
+        s2.sendall(b"<db:result from='b.test' to='a2.test' type='valid'/>")
+        read_until(s2, rb"<body>second</body>")
+        assert "s2s multiplexing unanswered" in a.log_text()
+        for s in (s1, s2):
+            s.close()
+        c1.close()
+        c2.close()
+    finally:
+        lsock.close()
