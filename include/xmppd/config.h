@@ -50,6 +50,7 @@ typedef struct xd_listen_conf {
     bool starttls;                 /* offer STARTTLS (RFC 6120 5) */
     bool starttls_required;        /* refuse to go on without TLS */
     bool tls;                      /* direct TLS on connect (XEP-0368) */
+    bool tls_verify;               /* c2s: ask clients for a certificate (SASL EXTERNAL) */
     size_t max_stanza_size;        /* bytes; 64KB c2s/http, 128KB s2s/component */
     char *shaper;                  /* shaper or shaper rule name; "none" */
     char *access;                  /* access rule deciding who may connect */

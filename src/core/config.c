@@ -141,6 +141,10 @@ static const xd_opt_t cfg_listen_opts[] = {
     XD_OPT_BOOL("tls", L_, tls, "false",
                 "Direct TLS: the TLS handshake starts as soon as the client connects "
                 "(XEP-0368, usually port 5223)."),
+    XD_OPT_BOOL("tls_verify", L_, tls_verify, "false",
+                "c2s: ask clients for a certificate during the TLS handshake (never required) "
+                "and offer SASL EXTERNAL (XEP-0178) to those whose certificate verifies against "
+                "the trust store (`ca_file`/`ca_path`) and names an account in an XmppAddr."),
     XD_OPT_FULL("max_stanza_size", XD_OPT_TYPE_SIZE, L_, max_stanza_size, NULL, NULL,
                 "Largest stanza accepted, enforced while parsing; a bigger one closes the "
                 "stream with `policy-violation`.",

@@ -541,6 +541,15 @@ c2s_cb_data(void *arg, xd_sasl_cb type, uint8_t *out, size_t cap, size_t *out_le
     return xd_tls_channel_binding(c->tls, t, out, cap, out_len);
 }
 
+/* The client's certificate chain verifies against the trust store (the
+ * identities are matched when the client authenticates). */
+static bool
+c2s_client_cert_ok(xd_conn_t *c)
+{
+    xd_tls_peer_result_t r;
+    return c->tls && xd_tls_peer_verify(c->tls, NULL, &r) == 0 && r.status == XD_TLS_PEER_OK;
+}
+
 /* A fresh SASL engine for this stage, with the mechanisms the host, the
  * auth backend and the TLS state allow. */
 static void
@@ -560,6 +569,8 @@ c2s_sasl_setup(xd_conn_t *c)
                 mechs |= XD_SASL_BIT(XD_SASL_PLAIN);
             else
                 need_tls |= XD_SASL_BIT(XD_SASL_PLAIN);
+            if (secure && c->listener->tls_verify && c2s_client_cert_ok(c))
+                mechs |= XD_SASL_BIT(XD_SASL_EXTERNAL); /* XEP-0178 */
         }
         for (int m = 0; m < XD_SASL_MECH_COUNT; m++)
             if ((mechs & XD_SASL_BIT(m)) && c2s_mech_disabled(hc, xd_sasl_mech_name(m)))
@@ -787,7 +798,7 @@ c2s_tls_begin(xd_conn_t *c, const char *default_host)
     xd_tls_io_t io = c2s_tls_io(c);
     int rc = xd_tls_server_new(st, default_host, &io, &c->tls);
     xd_tls_store_unref(st); /* the connection holds its own reference */
-    if (rc == 0 && c->role && c->role->request_cert)
+    if (rc == 0 && ((c->role && c->role->request_cert) || (!c->role && c->listener->tls_verify)))
         rc = xd_tls_request_cert(c->tls);
     if (rc == 0 && c->role && c->role->request_cert && c->listener->tls)
         rc = xd_tls_set_alpn(c->tls, "xmpp-server"); /* XEP-0368 */
@@ -839,6 +850,7 @@ c2s_starttls(xd_conn_t *c, const xd_el_t *el)
 /* ---- SASL (RFC 6120 6) -------------------------------------------------------------------------- */
 
 static void c2s_sasl_result(xd_conn_t *c, const xd_sasl_result_t *r);
+static void c2s_external(xd_conn_t *c, const xd_jid_t *authzid);
 
 void
 c2s_block(xd_conn_t *c)
@@ -1071,13 +1083,10 @@ c2s_sasl_result(xd_conn_t *c, const xd_sasl_result_t *r)
         c2s_block(c);
         return;
     }
-    case XD_SASL_NEED_EXTERNAL: {
-        /* Client certificates are not requested yet: nobody to vouch. */
-        xd_sasl_result_t nr;
-        xd_sasl_provide_external(c->sasl, XD_ENOTFOUND, NULL, 0, &nr);
-        c2s_sasl_result(c, &nr);
+    case XD_SASL_NEED_EXTERNAL:
+        c->sasl_checked = true;
+        c2s_external(c, r->authzid); /* answers now, or blocks until the account check */
         return;
-    }
     case XD_SASL_NONE:
         break;
     }
@@ -1085,6 +1094,91 @@ c2s_sasl_result(xd_conn_t *c, const xd_sasl_result_t *r)
      * failure delay or a close took over). */
     if (was_blocked && c->blocked && !c->pending_failure && c->state != C2S_CLOSING)
         c2s_unblock(c);
+}
+
+/* ---- SASL EXTERNAL with client certificates (XEP-0178) -------------------------------------- */
+
+typedef struct c2s_ext_op {
+    c2s_op_t op;   /* first: the connection's token */
+    char jid[3100]; /* the one candidate whose account is being looked up */
+} c2s_ext_op_t;
+
+static void
+c2s_on_external_exists(void *arg, int status, bool exists)
+{
+    c2s_ext_op_t *eo = arg;
+    char jid[sizeof eo->jid];
+    memcpy(jid, eo->jid, sizeof jid);
+    xd_conn_t *c = c2s_op_done(&eo->op); /* frees eo */
+    if (!c || c->state == C2S_CLOSING)
+        return;
+    xd_str_t id = xd_str_c(jid);
+    xd_sasl_result_t nr;
+    if (status != 0)
+        xd_sasl_provide_external(c->sasl, status, NULL, 0, &nr);
+    else if (!exists)
+        xd_sasl_provide_external(c->sasl, XD_ENOTFOUND, NULL, 0, &nr);
+    else
+        xd_sasl_provide_external(c->sasl, 0, &id, 1, &nr);
+    c2s_sasl_result(c, &nr);
+}
+
+/* NEED_EXTERNAL: the verified certificate's XmppAddr identities that are
+ * accounts of this host (XEP-0178 3); with one candidate its account is
+ * looked up (input is blocked meanwhile), several go to the engine as
+ * they are (it asks for an authzid), none is not-authorized. */
+static void
+c2s_external(xd_conn_t *c, const xd_jid_t *authzid)
+{
+    xd_tls_id_t *ids = NULL;
+    size_t n = 0;
+    enum { MAXC = 8 };
+    xd_str_t cand[MAXC];
+    char store[MAXC][3100];
+    size_t nc = 0;
+    if (c2s_client_cert_ok(c) && xd_tls_peer_identities(c->tls, &ids, &n) == 0) {
+        for (size_t i = 0; i < n && nc < MAXC; i++) {
+            xd_jid_t *j = NULL;
+            if (ids[i].type != XD_TLS_ID_XMPPADDR ||
+                xd_jid_parse(xd_str_c(ids[i].value), &j) != 0)
+                continue;
+            bool ours = xd_jid_local(j).len && xd_jid_is_bare(j) &&
+                        xd_str_eq_c(xd_jid_domain(j), c->host) &&
+                        (!authzid || xd_jid_eq_bare(j, authzid));
+            if (ours) {
+                snprintf(store[nc], sizeof store[nc], "%s", xd_jid_bare_str(j).p);
+                cand[nc] = xd_str_c(store[nc]);
+                nc++;
+            }
+            xd_jid_unref(j);
+        }
+        xd_tls_ids_free(ids, n);
+    }
+    xd_sasl_result_t nr;
+    if (nc != 1) {
+        xd_sasl_provide_external(c->sasl, nc ? 0 : XD_ENOTFOUND, nc ? cand : NULL, nc, &nr);
+        c2s_sasl_result(c, &nr);
+        return;
+    }
+    xd_jid_t *j = NULL;
+    xd_jid_parse(cand[0], &j);
+    xd_str_t l = xd_jid_local(j);
+    char user[1100];
+    snprintf(user, sizeof user, "%.*s", (int)l.len, l.p);
+    xd_jid_unref(j);
+    c2s_ext_op_t *eo = xd_new(c2s_ext_op_t);
+    XD_ASSERT(!c->op);
+    eo->op.c = c;
+    c->op = &eo->op;
+    snprintf(eo->jid, sizeof eo->jid, "%s", store[0]);
+    if (xd_auth_user_exists(c->host, user, c2s_on_external_exists, eo) != 0) {
+        c->op = NULL;
+        xd_free(eo);
+        xd_sasl_provide_external(c->sasl, XD_EINTERNAL, NULL, 0, &nr);
+        c2s_sasl_result(c, &nr);
+        return;
+    }
+    c2s_block(c);
 }
 
 /* Decodes base64 element text (RFC 6120 6.4.2: "=" is empty, nothing is

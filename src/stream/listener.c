@@ -153,6 +153,7 @@ xd_listeners_prepare(const struct xd_config *cfg, char **err)
         l->starttls = lc->starttls;
         l->starttls_required = lc->starttls && lc->starttls_required;
         l->tls = lc->tls;
+        l->tls_verify = lc->tls_verify;
         snprintf(l->access, sizeof l->access, "%s", lc->access ? lc->access : "all");
         const xd_shaper_t *sh = lc->shaper ? xd_config_shaper(cfg, lc->shaper) : NULL;
         if (sh) {

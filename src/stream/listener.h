@@ -42,6 +42,7 @@ typedef struct xd_listener {
     bool starttls;                /* offer STARTTLS */
     bool starttls_required;       /* no SASL or stanzas before TLS */
     bool tls;                     /* direct TLS (XEP-0368) */
+    bool tls_verify;              /* c2s: request client certificates (SASL EXTERNAL) */
     char access[64];              /* access rule deciding who may log in here */
     uint64_t shaper_rate;         /* bytes/s read per connection; 0 = unlimited */
     uint64_t shaper_burst;        /* token bucket size in bytes */

@@ -26,7 +26,7 @@ HASHES = {"SHA-1": "sha1", "SHA-256": "sha256", "SHA-512": "sha512"}
 
 class XClient:
     def __init__(self, port, host="127.0.0.1", timeout=10, direct_tls=False,
-                 tls_max=None, domain="localhost", cafile=None):
+                 tls_max=None, domain="localhost", cafile=None, certfile=None, keyfile=None):
         self.sock = socket.create_connection((host, port), timeout=timeout)
         self.timeout = timeout
         self.tls = None
@@ -35,6 +35,7 @@ class XClient:
         self.domain = domain
         self.tls_max = tls_max
         self.cafile = cafile
+        self.certfile, self.keyfile = certfile, keyfile  # a client certificate (EXTERNAL)
         if direct_tls:
             self._handshake()
 
@@ -142,6 +143,9 @@ class XClient:
         ctx.set_min_proto_version(SSL.TLS1_2_VERSION)
         if self.tls_max:
             ctx.set_max_proto_version(self.tls_max)
+        if self.certfile:
+            ctx.use_certificate_chain_file(self.certfile)
+            ctx.use_privatekey_file(self.keyfile)
         if self.cafile:
             ctx.load_verify_locations(self.cafile)
             ctx.set_verify(SSL.VERIFY_PEER, lambda *a: a[-1] == 1)
