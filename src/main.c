@@ -33,6 +33,7 @@
 #include "core/ctl.h"
 #include "xmppd/cmd.h"
 #include "core/pool.h"
+#include "core/secret.h"
 #include "core/worker.h"
 #include "auth/commands.h"
 #include "mod/builtin.h"
@@ -124,37 +125,6 @@ begin_stop(const char *why)
     signal(SIGTERM, SIG_IGN);
     signal(SIGINT, SIG_IGN);
     xd_workers_stop();
-}
-
-/* Reads <data_dir>/secret, creating it (32 random bytes, mode 0600) on
- * first start: the node's secret for values that must stay stable across
- * restarts (fake SCRAM salts for unknown users). */
-static int
-load_secret(const char *data_dir, uint8_t *out, size_t len)
-{
-    char path[4096];
-    snprintf(path, sizeof path, "%s/secret", data_dir);
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd >= 0) {
-        ssize_t n = read(fd, out, len);
-        close(fd);
-        if (n == (ssize_t)len)
-            return 0;
-    }
-    if (uv_random(NULL, NULL, out, len, 0, NULL) != 0)
-        return XD_EINTERNAL;
-    char tmp[4120];
-    snprintf(tmp, sizeof tmp, "%s.tmp", path);
-    fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-    if (fd < 0)
-        return -errno;
-    bool ok = write(fd, out, len) == (ssize_t)len && fsync(fd) == 0;
-    close(fd);
-    if (!ok || rename(tmp, path) != 0) {
-        unlink(tmp);
-        return XD_EINTERNAL;
-    }
-    return 0;
 }
 
 /* Loads the certificate store for cfg and installs it for the c2s.
@@ -483,15 +453,11 @@ main(int argc, char **argv)
         goto out_db;
     }
 
-    uint8_t secret[32];
-    if ((rc = load_secret(data_dir, secret, sizeof secret)) != 0) {
+    if ((rc = xd_node_secret_load(data_dir)) != 0) {
         XD_LOG(NULL, XD_CRIT, "cannot read or create the node secret", "dir=%s err=%s", data_dir,
                xd_strerror(rc));
         goto out_pool;
     }
-    xd_c2s_set_secret(secret, sizeof secret);
-    xd_s2s_set_secret(secret, sizeof secret); /* dialback keys (XEP-0185) */
-    OPENSSL_cleanse(secret, sizeof secret);
     xd_s2s_configure(cfg);
     if ((rc = xd_sm_init()) != 0) {
         XD_LOG(NULL, XD_CRIT, "cannot create the session table", "err=%s", xd_strerror(rc));
@@ -599,6 +565,7 @@ out_db:
     xd_db_close(db);
 out_config:
     free(err);
+    xd_node_secret_clear();
     XD_LOG(NULL, XD_NOTICE, "xmppd stopped", "exit=%d", exit_code);
     xd_config_publish(NULL);
     xd_config_unref(cfg);

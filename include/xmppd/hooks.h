@@ -86,8 +86,10 @@ typedef struct xd_hook_user {
  * unrefs it, sets st to NULL and returns XD_HOOK_STOP.  The runner sends
  * whatever st holds afterwards (nothing when NULL). */
 typedef struct xd_hook_filter {
-    const char *host;  /* the served host the stanza is routed for */
-    xd_stanza_t *st;   /* in/out, one reference */
+    const char *host;    /* the served host the stanza is routed for (or sent from) */
+    xd_stanza_t *st;     /* in/out, one reference */
+    const xd_jid_t *to;  /* st's 'to', parsed by the router (lent for the run); a
+                          * handler that replaces st keeps the same 'to' */
 } xd_hook_filter_t;
 
 /* PRESENCE_EDIT: available presence a client sends (its own, broadcast to

@@ -80,10 +80,9 @@ sid_filter(void *ev_, void *arg)
     const char *type = xd_el_attr(root, "type");
     if (type && !strcmp(type, "error"))
         return XD_HOOK_OK;
-    const char *to_s = xd_el_attr(root, "to");
-    xd_jid_t *to = NULL;
-    if (!to_s || xd_jid_parse(xd_str_c(to_s), &to) != 0)
-        return XD_HOOK_OK; /* the router answers jid-malformed */
+    const xd_jid_t *to = ev->to;
+    if (!to)
+        return XD_HOOK_OK;
     xd_str_t local = xd_jid_local(to);
     xd_str_t dom = xd_jid_domain(to);
     char by[1024 + 1 + 1024];
@@ -93,7 +92,6 @@ sid_filter(void *ev_, void *arg)
                    xd_str_eq_c(dom, ev->host);
     if (account)
         snprintf(by, sizeof by, "%.*s@%.*s", (int)local.len, local.p, (int)dom.len, dom.p);
-    xd_jid_unref(to);
     char id[21];
     if (!account || sid_new_id(id) != 0)
         return XD_HOOK_OK; /* to the server itself, or no randomness: unstamped */

@@ -1339,7 +1339,11 @@ prv_filter(void *evp, void *arg)
     xd_jid_t *from = NULL, *to = NULL;
     if (xd_jid_parse(xd_str_c(from_s), &from) != 0)
         return XD_HOOK_OK;
-    if (xd_jid_parse(xd_str_c(to_s), &to) != 0 || xd_jid_eq_bare(from, to)) {
+    if (ev->to)
+        to = xd_jid_ref((xd_jid_t *)ev->to); /* parsed by the router */
+    else if (xd_jid_parse(xd_str_c(to_s), &to) != 0)
+        to = NULL;
+    if (!to || xd_jid_eq_bare(from, to)) {
         /* XEP-0016 2.1: never between the resources of one account. */
         if (to)
             xd_jid_unref(to);

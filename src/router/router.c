@@ -206,7 +206,7 @@ xd_route(xd_stanza_t *st)
     if (local) {
         /* No count first: presence handling always hangs here, so the
          * check would only add a second pass over the hook table. */
-        xd_hook_filter_t ev = { .host = host, .st = st };
+        xd_hook_filter_t ev = { .host = host, .st = st, .to = to };
         xd_hook_run(XD_HOOK_FILTER_PACKET, host, &ev);
         st = ev.st;
         if (!st) {
@@ -224,7 +224,7 @@ xd_route(xd_stanza_t *st)
          * rules on outgoing stanzas, subscription state). */
         char fhost[1024];
         if (route_from_host(xd_stanza_root(st), fhost, sizeof fhost)) {
-            xd_hook_filter_t ev = { .host = fhost, .st = st };
+            xd_hook_filter_t ev = { .host = fhost, .st = st, .to = to };
             xd_hook_run(XD_HOOK_FILTER_PACKET, fhost, &ev);
             st = ev.st;
         }

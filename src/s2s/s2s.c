@@ -20,6 +20,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "core/secret.h"
 #include "router/router.h"
 #include "s2s/resolve.h"
 #include "s2s/s2s_int.h"
@@ -43,15 +44,6 @@ static s2s_conf_t s2s_cur = {
     .queue_max = 1000,
     .multiplex = true,
 };
-static uint8_t s2s_secret[64];
-static size_t s2s_secret_len;
-
-void
-xd_s2s_set_secret(const void *secret, size_t len)
-{
-    s2s_secret_len = len < sizeof s2s_secret ? len : sizeof s2s_secret;
-    memcpy(s2s_secret, secret, s2s_secret_len);
-}
 
 void
 s2s_conf(s2s_conf_t *out)
@@ -145,14 +137,14 @@ int
 s2s_key(const char *receiving, const char *originating, const char *id,
         char out[XD_DIALBACK_KEY_LEN + 1])
 {
-    return xd_dialback_key((xd_str_t){ (const char *)s2s_secret, s2s_secret_len },
+    return xd_dialback_key(xd_node_secret(),
                            xd_str_c(receiving), xd_str_c(originating), xd_str_c(id), out);
 }
 
 bool
 s2s_key_ok(const char *receiving, const char *originating, const char *id, xd_str_t key)
 {
-    return xd_dialback_key_check((xd_str_t){ (const char *)s2s_secret, s2s_secret_len },
+    return xd_dialback_key_check(xd_node_secret(),
                                  xd_str_c(receiving), xd_str_c(originating), xd_str_c(id), key);
 }
 

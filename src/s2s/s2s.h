@@ -15,8 +15,8 @@
  * One outgoing stream per (local domain, remote domain) pair, on one
  * worker.  Incoming streams authenticate any number of pairs (SASL
  * EXTERNAL for the stream's 'from', dialback for each <db:result/>).
- * Dialback keys come from the node secret (XEP-0185), so this server can
- * answer <db:verify/> for the domains it originates from.
+ * Dialback keys come from the node secret (core/secret.h, XEP-0185), so
+ * this server can answer <db:verify/> for the domains it originates from.
  *
  * Policy (configuration): s2s_access on the remote domain both ways,
  * s2s_require_encryption, s2s_verify_certificates (no dialback fallback),
@@ -45,10 +45,6 @@ void xd_s2s_route(xd_stanza_t *st, const char *remote);
 /* Checks the s2s options of cfg (s2s_hosts entries); errors name
  * file:line.  0 or an XD_E* code with *err (malloc'd). */
 int xd_s2s_check_config(const xd_config_t *cfg, char **err);
-
-/* The node secret (at most 64 bytes used) that dialback keys derive from.
- * Call before the workers start. */
-void xd_s2s_set_secret(const void *secret, size_t len);
 
 /* Applies cfg (policy, queue bound, connect timeout for attempts) to what
  * starts from now.  Call before the workers start and after each reload.

@@ -206,6 +206,17 @@ out_fail_early(s2s_out_t *o, xd_cond cond)
     out_free(o);
 }
 
+/* A resolve or connect step failed with status: a timeout is
+ * remote-server-timeout, anything else remote-server-not-found. */
+static void
+out_fail_status(s2s_out_t *o, const char *step, int status)
+{
+    XD_LOG(NULL, XD_INFO, "s2s step failed", "step=%s remote=%s err=%s", step, o->remote,
+           xd_strerror(status));
+    out_fail_early(o, status == XD_ETIMEDOUT ? XD_COND_REMOTE_SERVER_TIMEOUT
+                                             : XD_COND_REMOTE_SERVER_NOT_FOUND);
+}
+
 static void
 out_on_timeout(xd_timer_t *t, void *arg)
 {
@@ -222,10 +233,7 @@ out_connected(void *arg, int status, uv_tcp_t *tcp, const xd_resolve_cand_t *won
     s2s_out_t *o = arg;
     o->race = NULL;
     if (status != 0) {
-        XD_LOG(NULL, XD_INFO, "s2s connect failed", "remote=%s err=%s", o->remote,
-               xd_strerror(status));
-        out_fail_early(o, status == XD_ETIMEDOUT ? XD_COND_REMOTE_SERVER_TIMEOUT
-                                                 : XD_COND_REMOTE_SERVER_NOT_FOUND);
+        out_fail_status(o, "connect", status);
         return;
     }
     /* The connection embeds its own handle: adopt a duplicate of the fd. */
@@ -263,10 +271,7 @@ out_resolved(void *arg, int status, const xd_resolve_cand_t *cands, size_t count
     s2s_out_t *o = arg;
     o->req = NULL;
     if (status != 0) {
-        XD_LOG(NULL, XD_INFO, "s2s resolve failed", "remote=%s err=%s", o->remote,
-               xd_strerror(status));
-        out_fail_early(o, status == XD_ETIMEDOUT ? XD_COND_REMOTE_SERVER_TIMEOUT
-                                                 : XD_COND_REMOTE_SERVER_NOT_FOUND);
+        out_fail_status(o, "resolve", status);
         return;
     }
     s2s_conf_t conf;

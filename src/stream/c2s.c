@@ -44,6 +44,7 @@
 #include <openssl/evp.h>
 
 #include "stream/c2s.h"
+#include "core/secret.h"
 #include "stream/c2s_int.h"
 
 #include "mod/mod_basic.h"
@@ -84,18 +85,6 @@ static _Atomic uint64_t c2s_next_id = 1;
 static void c2s_directed_unavailable(xd_conn_t *c);
 
 
-/* The node's secret for SCRAM answers to unknown users: stable across
- * restarts, so that a user's existence cannot be read from a changing salt.
- * Set once at start-up, before the workers run. */
-static uint8_t c2s_secret[32];
-static size_t c2s_secret_len;
-
-void
-xd_c2s_set_secret(const void *secret, size_t len)
-{
-    c2s_secret_len = len < sizeof c2s_secret ? len : sizeof c2s_secret;
-    memcpy(c2s_secret, secret, c2s_secret_len);
-}
 
 /* The certificate store for STARTTLS and direct TLS, replaced on reload. */
 static uv_mutex_t c2s_tls_lock;
@@ -594,7 +583,7 @@ c2s_sasl_setup(xd_conn_t *c)
         .authz = c2s_authz,
         .arg = c,
         .fake_iterations = hc ? (unsigned)hc->scram_iterations : 0,
-        .secret = { (const char *)c2s_secret, c2s_secret_len },
+        .secret = xd_node_secret(), /* stable fake salts for unknown users */
     };
     xd_sasl_free(c->sasl);
     c->sasl = xd_sasl_new(&o);

@@ -35,9 +35,6 @@ void xd_c2s_deliver(unsigned worker, uint64_t conn_id, xd_stanza_t *st);
  * on (takes over the caller's reference; NULL = no TLS).  Any thread. */
 void xd_c2s_set_tls_store(xd_tls_store_t *st);
 
-/* The node secret (at most 32 bytes used) for fake SCRAM salts of unknown
- * users.  Call before the workers start. */
-void xd_c2s_set_secret(const void *secret, size_t len);
 
 /* Registers connected_users, connected_users_number and kick_session. */
 void xd_c2s_register_commands(void);
