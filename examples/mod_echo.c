@@ -52,7 +52,7 @@ echo_route(void *arg, xd_stanza_t *st)
     xd_el_set_attr(b, "to", sender);
     xd_free(sender);
     xd_free(service);
-    xd_route(xd_el_freeze(b));
+    xd_route_take(xd_el_freeze(b));
 }
 
 /* "@HOST@" in pattern replaced by host (a new string). */

@@ -37,12 +37,15 @@
 #include "core/worker.h"
 #include "auth/commands.h"
 #include "mod/builtin.h"
+#include "router/router.h"
+#include "router/session.h"
+#include "s2s/component.h"
 #include "s2s/s2s.h"
 #include "mod/mod_basic.h"
 #include "mod/mod_offline.h"
 #include "mod/mod_presence.h"
 #include "router/sm.h"
-#include "stream/c2s.h"
+#include "stream/conn.h"
 #include "stream/listener.h"
 #include "stream/register.h"
 #include "stream/tls.h"
@@ -164,7 +167,7 @@ load_tls(const xd_config_t *cfg, char **err)
                "certificate from a CA\"",
                ss[i].host, ss[i].path);
     XD_LOG(NULL, XD_NOTICE, "certificates loaded", "count=%zu", xd_tls_store_count(st));
-    xd_c2s_set_tls_store(st);
+    xd_conn_set_tls_store(st);
     return 0;
 }
 
@@ -320,13 +323,16 @@ worker_init(xd_worker_t *w, void *arg)
 {
     (void)arg;
     xd_listeners_start_worker(w);
+    xd_s2s_start_worker(w);
 }
 
 static void
 worker_stop(xd_worker_t *w, void *arg)
 {
     (void)arg;
-    xd_listeners_stop_worker(w);
+    xd_listeners_stop_worker(w); /* no new connections */
+    xd_s2s_stop_worker(w);
+    xd_conn_shutdown_worker(w); /* RFC 6120 4.9.3.20: system-shutdown to every stream */
 }
 
 static int
@@ -486,6 +492,11 @@ main(int argc, char **argv)
         goto out_auth;
     }
 
+    /* The s2s manager serves s2s and component listeners and the route to
+     * other servers. */
+    xd_listeners_set_role(XD_LISTEN_S2S, &xd_s2s_in_role);
+    xd_listeners_set_role(XD_LISTEN_COMPONENT, &xd_component_role);
+    xd_router_set_remote(xd_s2s_route);
     if ((rc = xd_listeners_prepare(cfg, &err)) != 0) {
         XD_LOG(NULL, XD_CRIT, "cannot listen", "error=\"%s\"", err ? err : xd_strerror(rc));
         fprintf(stderr, "xmppd: %s\n", err ? err : xd_strerror(rc));
@@ -513,7 +524,7 @@ main(int argc, char **argv)
     for (size_t i = 0; i < sizeof server_cmds / sizeof server_cmds[0]; i++)
         xd_cmd_register(&server_cmds[i]);
     xd_auth_register_commands();
-    xd_c2s_register_commands();
+    xd_session_register_commands();
     xd_s2s_register_commands();
     if ((rc = xd_ctl_start(main_loop, xd_config_ctl_socket(cfg), &err)) != 0) {
         XD_LOG(NULL, XD_CRIT, "cannot open the control socket", "error=\"%s\"",
@@ -548,7 +559,7 @@ out_loop:
 out_auth:
     xd_auth_stop();
 out_tls:
-    xd_c2s_set_tls_store(NULL);
+    xd_conn_set_tls_store(NULL);
 out_sm:
     xd_pool_stop();
     xd_listeners_free();

@@ -11,7 +11,6 @@
 #include <time.h>
 
 #include "mod/mod_basic.h"
-#include "router/sm.h"
 #include "xd_version.h"
 #include "xmppd/caps.h"
 #include "xmppd/config.h"
@@ -19,6 +18,7 @@
 #include "xmppd/iq.h"
 #include "xmppd/opt.h"
 #include "xmppd/ns.h"
+#include "xmppd/session.h"
 #include "xmppd/stanza.h"
 
 static xd_stanza_t *
@@ -312,7 +312,7 @@ basic_carbons(const xd_iq_req_t *req)
         return xd_stanza_error(req->iq, XD_COND_BAD_REQUEST, NULL);
     if (!xd_jid_eq_bare(req->from, req->to) && xd_jid_local(req->to).len)
         return xd_stanza_error(req->iq, XD_COND_FORBIDDEN, NULL);
-    if (xd_sm_set_carbons(req->from, 0, !strcmp(name, "enable")) != 0)
+    if (xd_session_set_flag(req->from, XD_SESSION_CARBONS, !strcmp(name, "enable")) != 0)
         return xd_stanza_error(req->iq, XD_COND_ITEM_NOT_FOUND, NULL);
     return xd_iq_result(req->iq);
 }

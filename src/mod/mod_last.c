@@ -29,13 +29,13 @@
 #include "mod/mod_last.h"
 #include "mod/mod_roster.h"
 #include "mod/mod_util.h"
-#include "router/sm.h"
 #include "xmppd/alloc.h"
 #include "xmppd/err.h"
 #include "xmppd/hooks.h"
 #include "xmppd/log.h"
 #include "xmppd/module.h"
 #include "xmppd/ns.h"
+#include "xmppd/session.h"
 #include "xmppd/stanza.h"
 
 #define LAST_STATUS_MAX 1024 /* bytes of <status/> kept */
@@ -216,14 +216,14 @@ last_user_iq(const xd_iq_req_t *req)
     if (!last_may_see(req, user))
         return xd_stanza_error(req->iq, XD_COND_FORBIDDEN, NULL); /* §3 */
 
-    xd_sm_entry_t res[LAST_MAX_RES];
-    size_t n = xd_sm_resources(req->to, res, LAST_MAX_RES);
+    xd_session_info_t res[LAST_MAX_RES];
+    size_t n = xd_session_list(req->to, res, LAST_MAX_RES);
     if (n > LAST_MAX_RES)
         n = LAST_MAX_RES;
     bool online = false;
     for (size_t i = 0; i < n; i++) {
         online = online || res[i].available;
-        xd_sm_entry_clear(&res[i]);
+        xd_session_info_clear(&res[i]);
     }
     if (online)
         return last_result(req->iq, 0, NULL);

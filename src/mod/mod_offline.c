@@ -26,8 +26,6 @@
 #include "mod/mod_offline.h"
 #include "mod/mod_util.h"
 #include "router/router.h"
-#include "router/sm.h"
-#include "stream/c2s.h"
 #include "xmppd/alloc.h"
 #include "xmppd/auth.h"
 #include "xmppd/config.h"
@@ -36,6 +34,7 @@
 #include "xmppd/log.h"
 #include "xmppd/ns.h"
 #include "xmppd/opt.h"
+#include "xmppd/session.h"
 #include "xmppd/stanza.h"
 #include "xmppd/storage.h"
 
@@ -208,18 +207,18 @@ off_store_done(void *arg, int status)
         /* RFC 6121 8.5.2.2.1 for an account that does not exist. */
         xd_stanza_t *e = xd_stanza_error(s->orig, XD_COND_SERVICE_UNAVAILABLE, NULL);
         if (e)
-            xd_route(e);
+            xd_route_take(e);
     } else if (status == XD_ELIMIT) {
         xd_stanza_t *e = xd_stanza_error(s->orig, XD_COND_RESOURCE_CONSTRAINT,
                                          "the recipient's offline storage is full");
         if (e)
-            xd_route(e);
+            xd_route_take(e);
     } else if (status != 0) {
         XD_LOG(NULL, XD_ERROR, "offline store failed", "host=%s user=%s err=%s", s->host,
                s->user, xd_strerror(status));
         xd_stanza_t *e = xd_stanza_error(s->orig, XD_COND_INTERNAL_SERVER_ERROR, NULL);
         if (e)
-            xd_route(e);
+            xd_route_take(e);
     }
     xd_stanza_unref(s->orig);
     xd_free(s->xml);
@@ -293,8 +292,7 @@ off_store(void *evp, void *arg)
 typedef struct off_pop {
     char host[1024];       /* the account */
     char user[1024];
-    unsigned worker;       /* the session to deliver to */
-    uint64_t conn_id;
+    xd_session_ref_t to;   /* the session to deliver to */
     char **msgs;           /* popped XML, in order */
     size_t n, cap;
 } off_pop_t;
@@ -348,7 +346,7 @@ off_pop_done(void *arg, int status)
         xd_stanza_t *st = NULL;
         if (status >= 0 &&
             xd_stanza_parse(p->msgs[i], strlen(p->msgs[i]), XD_NS_CLIENT, &st) == 0)
-            xd_c2s_deliver(p->worker, p->conn_id, st);
+            xd_session_send_take(&p->to, st);
         xd_free(p->msgs[i]);
     }
     if (p->n)
@@ -370,12 +368,11 @@ off_available(void *evp, void *arg)
     const xd_jid_t *full = ev->jid;
     if (!ev->presence || !ev->first_nonneg)
         return XD_HOOK_OK;
-    xd_sm_entry_t e;
-    if (xd_sm_find(full, &e) != 0)
+    xd_session_info_t e;
+    if (xd_session_find(full, &e) != 0)
         return XD_HOOK_OK;
-    unsigned worker = e.worker;
-    uint64_t conn_id = e.conn_id;
-    xd_sm_entry_clear(&e);
+    xd_session_ref_t to = e.ref;
+    xd_session_info_clear(&e);
     xd_str_t d = xd_jid_domain(full), l = xd_jid_local(full);
     char host[1024];
     snprintf(host, sizeof host, "%.*s", (int)d.len, d.p);
@@ -386,8 +383,7 @@ off_available(void *evp, void *arg)
     off_pop_t *p = xd_new(off_pop_t);
     snprintf(p->host, sizeof p->host, "%s", host);
     snprintf(p->user, sizeof p->user, "%.*s", (int)l.len, l.p);
-    p->worker = worker;
-    p->conn_id = conn_id;
+    p->to = to;
     if (xd_db_async(off_db, off_pop_work, off_pop_done, p) != 0)
         xd_free(p); /* stays stored: delivered at the next login */
     return XD_HOOK_OK;

@@ -41,12 +41,11 @@
 #include "mod/privacy.h"
 #include "mod/roster_sub.h"
 #include "router/router.h"
-#include "router/sm.h"
-#include "stream/c2s.h"
 #include "xmppd/alloc.h"
 #include "xmppd/config.h"
 #include "xmppd/err.h"
 #include "xmppd/hooks.h"
+#include "xmppd/session.h"
 #include "xmppd/stanza.h"
 
 #define PRES_MAX_RES 64
@@ -134,17 +133,17 @@ pres_to_sessions(xd_stanza_t *st, const char *bare)
     bool blocked = fs && xd_jid_parse(xd_str_c(fs), &from) == 0 &&
                    !xd_privacy_allows(from, j, root, true);
     if (!blocked) {
-        xd_sm_entry_t res[PRES_MAX_RES];
-        size_t n = xd_sm_resources(j, res, PRES_MAX_RES);
+        xd_session_info_t res[PRES_MAX_RES];
+        size_t n = xd_session_list(j, res, PRES_MAX_RES);
         if (n > PRES_MAX_RES)
             n = PRES_MAX_RES;
         for (size_t i = 0; i < n; i++) {
             if (res[i].available && (!from || xd_privacy_allows(res[i].jid, from, root, false))) {
-                xd_c2s_deliver(res[i].worker, res[i].conn_id,
-                               pres_addr(st, NULL, xd_jid_full_str(res[i].jid).p));
+                xd_session_send_take(&res[i].ref,
+                                 pres_addr(st, NULL, xd_jid_full_str(res[i].jid).p));
                 sent++;
             }
-            xd_sm_entry_clear(&res[i]);
+            xd_session_info_clear(&res[i]);
         }
     }
     if (from)
@@ -191,8 +190,8 @@ pres_current_to(const char *of_bare, const char *to_full, bool unavail)
         xd_jid_unref(of);
         return;
     }
-    xd_sm_entry_t res[PRES_MAX_RES];
-    size_t n = xd_sm_resources(of, res, PRES_MAX_RES);
+    xd_session_info_t res[PRES_MAX_RES];
+    size_t n = xd_session_list(of, res, PRES_MAX_RES);
     if (n > PRES_MAX_RES)
         n = PRES_MAX_RES;
     for (size_t i = 0; i < n; i++) {
@@ -204,9 +203,9 @@ pres_current_to(const char *of_bare, const char *to_full, bool unavail)
             if (xd_jid_is_bare(to) && pres_user_here(to))
                 pres_to_sessions(p, to_full);
             else
-                xd_route(p); /* a session, or another server's user */
+                xd_route_take(p); /* a session, or another server's user */
         }
-        xd_sm_entry_clear(&res[i]);
+        xd_session_info_clear(&res[i]);
     }
     xd_jid_unref(of);
     xd_jid_unref(to);
@@ -280,7 +279,7 @@ sub_done(void *arg, int status)
     sub_job_t *j = arg;
     if (status == 0 && j->out_rc == 0 && j->out.r.forward) {
         if (!j->clocal) {
-            xd_route(pres_make(j->type, j->ubare, j->contact)); /* remote: the router's */
+            xd_route_take(pres_make(j->type, j->ubare, j->contact)); /* remote: the router's */
             /* RFC 6121 3.1.5, 3.2.2: as for a local contact, below. */
             if (!strcmp(j->type, "subscribed"))
                 pres_current_to(j->ubare, j->contact, false);
@@ -310,7 +309,7 @@ sub_done(void *arg, int status)
         xd_stanza_t *err = xd_stanza_error(j->st, XD_COND_RESOURCE_CONSTRAINT,
                                            "your roster is full");
         if (err)
-            xd_route(err);
+            xd_route_take(err);
     }
     if (j->out_rc == 0)
         mod_roster_item_clear(&j->out.item);
@@ -472,18 +471,18 @@ probe_done(void *arg, int status)
         xd_jid_t *u = NULL;
         bool any = false;
         if (xd_jid_parse(xd_str_c(j->bare), &u) == 0) {
-            xd_sm_entry_t res[PRES_MAX_RES];
-            size_t n = xd_sm_resources(u, res, PRES_MAX_RES);
+            xd_session_info_t res[PRES_MAX_RES];
+            size_t n = xd_session_list(u, res, PRES_MAX_RES);
             for (size_t i = 0; i < n && i < PRES_MAX_RES; i++) {
                 any = any || res[i].available;
-                xd_sm_entry_clear(&res[i]);
+                xd_session_info_clear(&res[i]);
             }
             xd_jid_unref(u);
         }
         if (any)
             pres_current_to(j->bare, j->prober, false);
         else
-            xd_route(pres_make("unavailable", j->bare, j->prober));
+            xd_route_take(pres_make("unavailable", j->bare, j->prober));
     }
     xd_free(j);
 }
@@ -531,10 +530,10 @@ pres_filter(void *evp, void *arg)
     bool mine = xd_jid_local(from).len && !xd_jid_is_bare(from) && pres_on(fhost);
     if (mine) {
         /* Only a session's own stanza carries its full JID as 'from'. */
-        xd_sm_entry_t e;
-        mine = xd_sm_find(from, &e) == 0;
+        xd_session_info_t e;
+        mine = xd_session_find(from, &e) == 0;
         if (mine)
-            xd_sm_entry_clear(&e);
+            xd_session_info_clear(&e);
     }
     bool taken = false;
     if (probe) {
@@ -602,7 +601,7 @@ bc_done(void *arg, int status)
         /* RFC 6121 4.2.2, 4.5.2: to the contacts, and to all the user's
          * available sessions (this one included for available presence). */
         for (size_t i = 0; i < j->from.n; i++)
-            xd_route(pres_addr(j->pres, NULL, j->from.v[i]));
+            xd_route_take(pres_addr(j->pres, NULL, j->from.v[i]));
         pres_to_sessions(xd_stanza_ref(j->pres), j->bare);
         if (j->initial) {
             /* RFC 6121 4.3: probes, answered here for local contacts. */
@@ -613,13 +612,13 @@ bc_done(void *arg, int status)
                 if (pres_user_here(cj))
                     pres_current_to(j->to.v[i], j->full, false);
                 else /* another server answers for its users (RFC 6121 4.3.1) */
-                    xd_route(pres_make("probe", j->bare, j->to.v[i]));
+                    xd_route_take(pres_make("probe", j->bare, j->to.v[i]));
                 xd_jid_unref(cj);
             }
             pres_current_to(j->bare, j->full, false);
             /* RFC 6121 3.1.3: requests that waited. */
             for (size_t i = 0; i < j->pending.n; i++)
-                xd_route(pres_make("subscribe", j->pending.v[i], j->full));
+                xd_route_take(pres_make("subscribe", j->pending.v[i], j->full));
         }
     }
     sl_free(&j->from);

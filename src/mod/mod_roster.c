@@ -23,14 +23,13 @@
 
 #include "mod/mod_roster.h"
 #include "mod/privacy.h"
-#include "router/sm.h"
 #include "xmppd/map.h"
 #include "xmppd/opt.h"
-#include "stream/c2s.h"
 #include "xmppd/alloc.h"
 #include "xmppd/err.h"
 #include "xmppd/log.h"
 #include "xmppd/ns.h"
+#include "xmppd/session.h"
 #include "xmppd/stanza.h"
 
 /* ---- schema ----------------------------------------------------------------------------- */
@@ -741,18 +740,18 @@ mod_roster_push(const char *host, const char *user, const mod_roster_item_t *it,
     xd_jid_t *bare = NULL;
     if (xd_jid_make(xd_str_c(user), xd_str_c(host), XD_STR_NULL, &bare) != 0)
         return 0;
-    xd_sm_entry_t small[16], *ents = small;
-    size_t n = xd_sm_resources(bare, ents, 16);
+    xd_session_info_t small[16], *ents = small;
+    size_t n = xd_session_list(bare, ents, 16);
     if (n > 16) {
         ents = xd_calloc(n, sizeof *ents);
-        n = xd_sm_resources(bare, ents, n);
+        n = xd_session_list(bare, ents, n);
     }
     static _Atomic unsigned long push_seq;
     char verbuf[32];
     snprintf(verbuf, sizeof verbuf, "%" PRId64, ver);
     size_t sent = 0;
     for (size_t i = 0; i < n; i++) {
-        if (ents[i].interested) {
+        if (ents[i].flags & XD_SESSION_INTERESTED) {
             char id[48];
             snprintf(id, sizeof id, "push%lu", (unsigned long)++push_seq);
             xd_el_t *iq = xd_el_new("iq", NULL);
@@ -762,10 +761,10 @@ mod_roster_push(const char *host, const char *user, const mod_roster_item_t *it,
             xd_el_t *q = xd_el_add_child(iq, "query", XD_NS_ROSTER);
             xd_el_set_attr(q, "ver", verbuf);
             mod_roster_item_to_el(q, it);
-            xd_c2s_deliver(ents[i].worker, ents[i].conn_id, xd_el_freeze(iq));
+            xd_session_send_take(&ents[i].ref, xd_el_freeze(iq));
             sent++;
         }
-        xd_sm_entry_clear(&ents[i]);
+        xd_session_info_clear(&ents[i]);
     }
     if (ents != small)
         xd_free(ents);
@@ -784,7 +783,8 @@ iq_error(const xd_iq_req_t *req, xd_cond cond, const char *text)
 static xd_stanza_t *
 roster_get(const xd_iq_req_t *req, const char *host, const char *user)
 {
-    (void)xd_sm_set_interested(req->from, 0); /* RFC 6121 2.1.6; gone sessions do not matter */
+    /* RFC 6121 2.1.6; gone sessions do not matter */
+    (void)xd_session_set_flag(req->from, XD_SESSION_INTERESTED, true);
     const char *ver = xd_el_attr(req->payload, "ver");
     char cur[32];
     if (ver) {

@@ -29,14 +29,13 @@
 #include "mod/mod_util.h"
 #include "mod/privacy.h"
 #include "router/router.h"
-#include "router/sm.h"
-#include "stream/c2s.h"
 #include "xmppd/alloc.h"
 #include "xmppd/err.h"
 #include "xmppd/hooks.h"
 #include "xmppd/log.h"
 #include "xmppd/map.h"
 #include "xmppd/ns.h"
+#include "xmppd/session.h"
 #include "xmppd/stanza.h"
 
 #define PRV_NS_BLOCK_ERRORS "urn:xmpp:blocking:errors"
@@ -628,10 +627,10 @@ prv_who(const xd_jid_t *req, prv_who_t *w)
     w->user = xd_strndup(l.p, l.len);
     w->bare = xd_jid_bare((xd_jid_t *)req);
     w->req = req;
-    xd_sm_entry_t e;
-    if (!xd_jid_is_bare(req) && xd_sm_find(req, &e) == 0) {
-        w->conn_id = e.conn_id;
-        xd_sm_entry_clear(&e);
+    xd_session_info_t e;
+    if (!xd_jid_is_bare(req) && xd_session_find(req, &e) == 0) {
+        w->conn_id = e.ref.id;
+        xd_session_info_clear(&e);
     }
     return 0;
 }
@@ -643,11 +642,11 @@ prv_sess_recheck(const prv_who_t *w)
 {
     if (!w->conn_id)
         return;
-    xd_sm_entry_t e;
+    xd_session_info_t e;
     uint64_t live = 0;
-    if (xd_sm_find(w->req, &e) == 0) {
-        live = e.conn_id;
-        xd_sm_entry_clear(&e);
+    if (xd_session_find(w->req, &e) == 0) {
+        live = e.ref.id;
+        xd_session_info_clear(&e);
     }
     if (live == w->conn_id)
         return;
@@ -730,22 +729,22 @@ prv_route(xd_stanza_t *st)
         return;
     bool was = prv_inner;
     prv_inner = true;
-    xd_route(st);
+    xd_route_take(st);
     prv_inner = was;
 }
 
 /* Which sessions of `bare` get a push: want_privacy or want_blocklist. */
 static size_t
-prv_push_targets(const xd_jid_t *bare, bool blocklist, xd_sm_entry_t *res, bool *want)
+prv_push_targets(const xd_jid_t *bare, bool blocklist, xd_session_info_t *res, bool *want)
 {
-    size_t n = xd_sm_resources(bare, res, PRV_MAX_RES);
+    size_t n = xd_session_list(bare, res, PRV_MAX_RES);
     if (n > PRV_MAX_RES)
         n = PRV_MAX_RES;
     pthread_rwlock_rdlock(&prv_lock);
     const prv_acct_t *a = prv_find(xd_jid_bare_str(bare));
     for (size_t i = 0; i < n; i++) {
         const prv_sess_t *s = a ? prv_sess_find(a, xd_jid_full_str(res[i].jid)) : NULL;
-        want[i] = s && s->conn_id == res[i].conn_id &&
+        want[i] = s && s->conn_id == res[i].ref.id &&
                   (blocklist ? s->want_blocklist : s->want_privacy);
     }
     pthread_rwlock_unlock(&prv_lock);
@@ -770,7 +769,7 @@ prv_push_iq(const xd_jid_t *to, const char *idp)
 static void
 prv_push_list(const xd_jid_t *bare, const char *name)
 {
-    xd_sm_entry_t res[PRV_MAX_RES];
+    xd_session_info_t res[PRV_MAX_RES];
     bool want[PRV_MAX_RES] = { 0 };
     size_t n = prv_push_targets(bare, false, res, want);
     for (size_t i = 0; i < n; i++) {
@@ -778,9 +777,9 @@ prv_push_list(const xd_jid_t *bare, const char *name)
             xd_el_t *iq = prv_push_iq(res[i].jid, "privacypush");
             xd_el_t *q = xd_el_add_child(iq, "query", XD_NS_PRIVACY);
             xd_el_set_attr(xd_el_add_child(q, "list", XD_NS_PRIVACY), "name", name);
-            xd_c2s_deliver(res[i].worker, res[i].conn_id, xd_el_freeze(iq));
+            xd_session_send_take(&res[i].ref, xd_el_freeze(iq));
         }
-        xd_sm_entry_clear(&res[i]);
+        xd_session_info_clear(&res[i]);
     }
 }
 
@@ -788,7 +787,7 @@ prv_push_list(const xd_jid_t *bare, const char *name)
 static void
 prv_push_block(const xd_jid_t *bare, const char *name, char *const *items, size_t nitems)
 {
-    xd_sm_entry_t res[PRV_MAX_RES];
+    xd_session_info_t res[PRV_MAX_RES];
     bool want[PRV_MAX_RES] = { 0 };
     size_t n = prv_push_targets(bare, true, res, want);
     for (size_t i = 0; i < n; i++) {
@@ -797,9 +796,9 @@ prv_push_block(const xd_jid_t *bare, const char *name, char *const *items, size_
             xd_el_t *q = xd_el_add_child(iq, name, XD_NS_BLOCKING);
             for (size_t k = 0; k < nitems; k++)
                 xd_el_set_attr(xd_el_add_child(q, "item", XD_NS_BLOCKING), "jid", items[k]);
-            xd_c2s_deliver(res[i].worker, res[i].conn_id, xd_el_freeze(iq));
+            xd_session_send_take(&res[i].ref, xd_el_freeze(iq));
         }
-        xd_sm_entry_clear(&res[i]);
+        xd_session_info_clear(&res[i]);
     }
 }
 
@@ -809,7 +808,7 @@ prv_push_block(const xd_jid_t *bare, const char *name, char *const *items, size_
  * towards its from/both contacts (and the full-JID jid items naming one
  * of them), before and after a change.  The writer's, on its thread. */
 typedef struct prv_pres {
-    xd_sm_entry_t res[PRV_MAX_RES]; /* the account's sessions */
+    xd_session_info_t res[PRV_MAX_RES]; /* the account's sessions */
     size_t nres;                    /* how many */
     char **tgt;                     /* target JIDs (owned) */
     xd_jid_t **tj;                  /* the same, parsed (references) */
@@ -890,7 +889,7 @@ prv_pres_before(prv_pres_t *p, const prv_who_t *w, const xd_privacy_list_t *extr
                 const char *const *jids, size_t njids)
 {
     memset(p, 0, sizeof *p);
-    size_t n = xd_sm_resources(w->bare, p->res, PRV_MAX_RES);
+    size_t n = xd_session_list(w->bare, p->res, PRV_MAX_RES);
     p->nres = n > PRV_MAX_RES ? PRV_MAX_RES : n;
     bool any = false;
     for (size_t i = 0; i < p->nres; i++)
@@ -922,7 +921,7 @@ prv_pres_after(prv_pres_t *p, const prv_who_t *w)
         bool *after = xd_calloc(p->nres * p->ntgt, sizeof *after);
         prv_pres_decide(p, xd_jid_bare_str(w->bare).p, after);
         for (size_t r = 0; r < p->nres; r++) {
-            const xd_sm_entry_t *e = &p->res[r];
+            const xd_session_info_t *e = &p->res[r];
             if (!e->available)
                 continue;
             for (size_t t = 0; t < p->ntgt; t++) {
@@ -944,7 +943,7 @@ prv_pres_after(prv_pres_t *p, const prv_who_t *w)
         xd_free(after);
     }
     for (size_t i = 0; i < p->nres; i++)
-        xd_sm_entry_clear(&p->res[i]);
+        xd_session_info_clear(&p->res[i]);
     for (size_t i = 0; i < p->ntgt; i++) {
         xd_free(p->tgt[i]);
         xd_jid_unref(p->tj[i]);
@@ -1284,8 +1283,8 @@ prv_split(xd_stanza_t *st, const xd_jid_t *to, const xd_jid_t *from, xd_privacy_
     bool presence = xd_stanza_kind_of(root) == XD_STANZA_PRESENCE;
     const char *type = xd_el_attr(root, "type");
     bool headline = type && strcmp(type, "headline") == 0;
-    xd_sm_entry_t res[PRV_MAX_RES];
-    size_t n = xd_sm_resources(to, res, PRV_MAX_RES);
+    xd_session_info_t res[PRV_MAX_RES];
+    size_t n = xd_session_list(to, res, PRV_MAX_RES);
     if (n > PRV_MAX_RES)
         n = PRV_MAX_RES;
     int best = -1; /* as router.c route_bare */
@@ -1298,7 +1297,7 @@ prv_split(xd_stanza_t *st, const xd_jid_t *to, const xd_jid_t *from, xd_privacy_
     pthread_rwlock_rdlock(&prv_lock);
     const prv_acct_t *a = prv_find(xd_jid_bare_str(to));
     for (size_t i = 0; a && i < n; i++) {
-        const xd_sm_entry_t *e = &res[i];
+        const xd_session_info_t *e = &res[i];
         pick[i] = presence   ? e->available
                   : headline ? e->available && e->priority >= 0
                              : e->available && e->priority >= 0 && e->priority == best;
@@ -1316,11 +1315,11 @@ prv_split(xd_stanza_t *st, const xd_jid_t *to, const xd_jid_t *from, xd_privacy_
     if (npick && nallow && nallow < npick) {
         for (size_t i = 0; i < n; i++)
             if (pick[i] && allow[i])
-                xd_c2s_deliver(res[i].worker, res[i].conn_id, xd_stanza_ref(st));
+                xd_session_send_take(&res[i].ref, xd_stanza_ref(st));
         *taken = true;
     }
     for (size_t i = 0; i < n; i++)
-        xd_sm_entry_clear(&res[i]);
+        xd_session_info_clear(&res[i]);
     return v;
 }
 
@@ -1415,11 +1414,11 @@ prv_closed(void *evp, void *arg)
     const xd_hook_session_t *ev = evp;
     if (atomic_load(&prv_naccts) == 0)
         return XD_HOOK_OK;
-    xd_sm_entry_t e;
+    xd_session_info_t e;
     uint64_t live = 0;
-    if (xd_sm_find(ev->jid, &e) == 0) {
-        live = e.conn_id;
-        xd_sm_entry_clear(&e);
+    if (xd_session_find(ev->jid, &e) == 0) {
+        live = e.ref.id;
+        xd_session_info_clear(&e);
     }
     pthread_rwlock_wrlock(&prv_lock);
     prv_acct_t *a = prv_find(xd_jid_bare_str(ev->jid));
@@ -1798,10 +1797,10 @@ xd_privacy_set_list(const xd_jid_t *req, const xd_privacy_list_t *l)
 
 /* True when the session `full` (stream conn) is bound now. */
 static bool
-prv_live(const xd_sm_entry_t *res, size_t n, const char *full, uint64_t conn)
+prv_live(const xd_session_info_t *res, size_t n, const char *full, uint64_t conn)
 {
     for (size_t i = 0; i < n; i++)
-        if (res[i].conn_id == conn && xd_str_eq_c(xd_jid_full_str(res[i].jid), full))
+        if (res[i].ref.id == conn && xd_str_eq_c(xd_jid_full_str(res[i].jid), full))
             return true;
     return false;
 }
@@ -1815,8 +1814,8 @@ xd_privacy_remove_list(const xd_jid_t *req, const char *name)
     int rc = prv_who(req, &w);
     if (rc != 0)
         return rc;
-    xd_sm_entry_t res[PRV_MAX_RES];
-    size_t n = xd_sm_resources(w.bare, res, PRV_MAX_RES);
+    xd_session_info_t res[PRV_MAX_RES];
+    size_t n = xd_session_list(w.bare, res, PRV_MAX_RES);
     if (n > PRV_MAX_RES)
         n = PRV_MAX_RES;
     pthread_mutex_lock(&prv_change_mu);
@@ -1836,7 +1835,7 @@ xd_privacy_remove_list(const xd_jid_t *req, const char *name)
     }
     pthread_rwlock_unlock(&prv_lock);
     for (size_t k = 0; k < n; k++)
-        xd_sm_entry_clear(&res[k]);
+        xd_session_info_clear(&res[k]);
     if (rc == 0) {
         prv_op_t op = { .w = w, .drop = name, .push_name = name };
         rc = prv_commit(&op);
@@ -1882,8 +1881,8 @@ xd_privacy_set_default(const xd_jid_t *req, const char *name)
     int rc = prv_who(req, &w);
     if (rc != 0)
         return rc;
-    xd_sm_entry_t res[PRV_MAX_RES];
-    size_t n = xd_sm_resources(w.bare, res, PRV_MAX_RES);
+    xd_session_info_t res[PRV_MAX_RES];
+    size_t n = xd_session_list(w.bare, res, PRV_MAX_RES);
     if (n > PRV_MAX_RES)
         n = PRV_MAX_RES;
     pthread_mutex_lock(&prv_change_mu);
@@ -1899,12 +1898,12 @@ xd_privacy_set_default(const xd_jid_t *req, const char *name)
         if (xd_jid_eq(res[i].jid, req))
             continue;
         const prv_sess_t *s = prv_sess_find(a, xd_jid_full_str(res[i].jid));
-        if (!s || s->conn_id != res[i].conn_id || !s->active)
+        if (!s || s->conn_id != res[i].ref.id || !s->active)
             rc = XD_EEXIST;
     }
     pthread_rwlock_unlock(&prv_lock);
     for (size_t k = 0; k < n; k++)
-        xd_sm_entry_clear(&res[k]);
+        xd_session_info_clear(&res[k]);
     if (rc == 0 && (change || (name && !cur))) {
         prv_op_t op = { .w = w, .def_op = name ? 1 : 2, .def_name = name };
         rc = prv_commit(&op);

@@ -1,12 +1,12 @@
 /*
  * carbons.c — message carbons (see carbons.h).
  */
+#include <stdio.h>
 #include <string.h>
 
 #include "router/carbons.h"
 
-#include "router/sm.h"
-#include "stream/c2s.h"
+#include "xmppd/session.h"
 #include "xmppd/ns.h"
 #include "xmppd/stanza.h"
 
@@ -48,45 +48,48 @@ carbons_wrap(const xd_stanza_t *st, const char *kind, xd_str_t bare, xd_str_t fu
     return xd_el_freeze(m);
 }
 
+/* Copies st, wrapped as `kind`, to every available carbons-enabled session
+ * in res[0..n) that is not skipped. */
 static void
-carbons_send(const xd_stanza_t *st, const char *kind, const xd_jid_t *user, const uint64_t *skip,
-             size_t nskip)
+carbons_copy(const xd_stanza_t *st, const char *kind, const xd_session_info_t *res, size_t n,
+             const bool *skip, uint64_t skip_id)
 {
-    xd_sm_entry_t res[CARBONS_MAX_RESOURCES];
-    size_t n = xd_sm_resources(user, res, CARBONS_MAX_RESOURCES);
-    if (n > CARBONS_MAX_RESOURCES)
-        n = CARBONS_MAX_RESOURCES;
     for (size_t i = 0; i < n; i++) {
-        bool skipped = !res[i].carbons || !res[i].available;
-        for (size_t j = 0; j < nskip && !skipped; j++)
-            skipped = res[i].conn_id == skip[j];
-        if (!skipped)
-            xd_c2s_deliver(res[i].worker, res[i].conn_id,
-                           carbons_wrap(st, kind, xd_jid_bare_str(res[i].jid),
-                                        xd_jid_full_str(res[i].jid)));
-        xd_sm_entry_clear(&res[i]);
+        if (!(res[i].flags & XD_SESSION_CARBONS) || !res[i].available ||
+            (skip && skip[i]) || res[i].ref.id == skip_id)
+            continue;
+        xd_session_send_take(&res[i].ref, carbons_wrap(st, kind, xd_jid_bare_str(res[i].jid),
+                                                       xd_jid_full_str(res[i].jid)));
     }
 }
 
-void
-xd_carbons_received(const xd_stanza_t *st, const xd_jid_t *to, const uint64_t *done,
-                    size_t ndone)
+static bool
+carbons_any(const xd_session_info_t *res, size_t n)
 {
-    if (xd_carbons_eligible(st))
-        carbons_send(st, "received", to, done, ndone);
+    for (size_t i = 0; i < n; i++)
+        if (res[i].flags & XD_SESSION_CARBONS)
+            return true;
+    return false;
 }
 
 void
-xd_carbons_sent(const xd_stanza_t *st, const xd_jid_t *from)
+xd_carbons_received(const xd_stanza_t *st, const xd_session_info_t *res, size_t n,
+                    const bool *delivered)
+{
+    if (carbons_any(res, n) && xd_carbons_eligible(st))
+        carbons_copy(st, "received", res, n, delivered, 0);
+}
+
+void
+xd_carbons_sent(const xd_stanza_t *st, const xd_jid_t *from, uint64_t self)
 {
     if (!xd_carbons_eligible(st))
         return;
-    /* The sender's own session is the one to skip. */
-    xd_sm_entry_t e;
-    uint64_t self = 0;
-    if (xd_sm_find(from, &e) == 0) {
-        self = e.conn_id;
-        xd_sm_entry_clear(&e);
-    }
-    carbons_send(st, "sent", from, &self, 1);
+    xd_session_info_t res[CARBONS_MAX_RESOURCES];
+    size_t n = xd_session_list(from, res, CARBONS_MAX_RESOURCES);
+    if (n > CARBONS_MAX_RESOURCES)
+        n = CARBONS_MAX_RESOURCES;
+    carbons_copy(st, "sent", res, n, NULL, self); /* the sender's own session is skipped */
+    for (size_t i = 0; i < n; i++)
+        xd_session_info_clear(&res[i]);
 }

@@ -22,17 +22,20 @@
 
 #include "xmppd/el.h"
 #include "xmppd/jid.h"
+#include "xmppd/session.h"
 
 /* Whether st is eligible for carbons. */
 bool xd_carbons_eligible(const xd_stanza_t *st);
 
-/* st was delivered to the sessions `done[0..ndone)` (conn ids) of the user
- * of `to`: sends received-carbons to the user's other enabled sessions. */
-void xd_carbons_received(const xd_stanza_t *st, const xd_jid_t *to, const uint64_t *done,
-                         size_t ndone);
+/* st was delivered to the sessions res[i] with delivered[i] (the
+ * recipient's sessions res[0..n)): sends received-carbons to the user's
+ * other enabled sessions.  Costs a flag test per session when none has
+ * carbons on. */
+void xd_carbons_received(const xd_stanza_t *st, const xd_session_info_t *res, size_t n,
+                         const bool *delivered);
 
-/* The session `from` (full JID) sent st: sends sent-carbons to the other
- * enabled sessions of the same user. */
-void xd_carbons_sent(const xd_stanza_t *st, const xd_jid_t *from);
+/* The session `from` (full JID; session id `self`) sent st: sends
+ * sent-carbons to the other enabled sessions of the same user. */
+void xd_carbons_sent(const xd_stanza_t *st, const xd_jid_t *from, uint64_t self);
 
 #endif

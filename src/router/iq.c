@@ -305,7 +305,7 @@ iq_job_done(void *arg, int status)
     if (status != 0 && !j->reply)
         j->reply = xd_stanza_error(j->iq, XD_COND_INTERNAL_SERVER_ERROR, "the server is stopping");
     if (j->reply)
-        xd_route(j->reply);
+        xd_route_take(j->reply);
     iq_job_free(j);
 }
 
@@ -331,7 +331,7 @@ iq_serial_drain(void *arg)
         pthread_mutex_unlock(&q->mu);
         xd_stanza_t *reply = iq_call(j->fn, j->arg, j->iq, j->from, j->to, j->host);
         if (reply)
-            xd_route(reply);
+            xd_route_take(reply);
         iq_job_free(j);
     }
     iq_serial_unref(q);
@@ -377,7 +377,7 @@ iq_reply(xd_stanza_t *iq, xd_cond cond, const char *text)
     xd_stanza_t *err = xd_stanza_error(iq, cond, text);
     xd_stanza_unref(iq);
     if (err)
-        xd_route(err);
+        xd_route_take(err);
 }
 
 void
@@ -412,7 +412,7 @@ xd_iq_dispatch(xd_stanza_t *iq, const xd_jid_t *to, const char *host, int target
         xd_stanza_unref(iq);
         xd_jid_unref(from);
         if (reply)
-            xd_route(reply);
+            xd_route_take(reply);
         return;
     }
     iq_job_t *j = xd_new(iq_job_t);

@@ -25,20 +25,24 @@
 #include "router/router.h"
 
 #include "router/carbons.h"
-#include "router/sm.h"
-#include "s2s/s2s.h"
-#include "stream/c2s.h"
 #include "xmppd/config.h"
 #include "xmppd/hooks.h"
 #include "xmppd/iq.h"
-#include "xmppd/service.h"
 #include "xmppd/jid.h"
 #include "xmppd/log.h"
+#include "xmppd/service.h"
+#include "xmppd/session.h"
 #include "xmppd/stanza.h"
 
-#define ROUTE_MAX_RESOURCES 64 /* sessions of one user considered for a bare JID */
+#define ROUTE_MAX_RESOURCES 64 /* sessions of one user considered */
 
+static _Atomic(xd_router_remote_fn) route_remote;
 
+void
+xd_router_set_remote(xd_router_remote_fn fn)
+{
+    atomic_store(&route_remote, fn);
+}
 
 /* Sends an error for st back to its sender (nothing for errors and
  * results), then drops st. */
@@ -48,7 +52,15 @@ route_bounce(xd_stanza_t *st, xd_cond cond, const char *text)
     xd_stanza_t *err = xd_stanza_error(st, cond, text);
     xd_stanza_unref(st);
     if (err)
-        xd_route(err);
+        xd_route_take(err);
+}
+
+void
+xd_route_error(const xd_stanza_t *req, xd_cond cond, const char *text)
+{
+    xd_stanza_t *err = xd_stanza_error(req, cond, text);
+    if (err)
+        xd_route_take(err);
 }
 
 static bool
@@ -57,41 +69,26 @@ route_is(const char *type, const char *what)
     return type && !strcmp(type, what);
 }
 
-/* To a local user's bare JID (or a full JID whose resource is gone and
- * the rules say "as to the bare JID"). */
 static void
-route_bare(xd_stanza_t *st, const xd_jid_t *to, xd_stanza_kind kind, const char *type)
+route_clear(xd_session_info_t *res, size_t n)
 {
-    xd_sm_entry_t res[ROUTE_MAX_RESOURCES];
-    size_t n = xd_sm_resources(to, res, ROUTE_MAX_RESOURCES);
-    if (n > ROUTE_MAX_RESOURCES)
-        n = ROUTE_MAX_RESOURCES;
-
-    int best = -1;
     for (size_t i = 0; i < n; i++)
-        if (res[i].available && res[i].priority >= 0 && res[i].priority > best)
-            best = res[i].priority;
+        xd_session_info_clear(&res[i]);
+}
 
-    size_t sent = 0;
-    uint64_t done[ROUTE_MAX_RESOURCES];
-    for (size_t i = 0; i < n; i++) {
-        const xd_sm_entry_t *e = &res[i];
-        bool take;
-        if (kind == XD_STANZA_PRESENCE)
-            take = e->available;
-        else if (route_is(type, "headline"))
-            take = e->available && e->priority >= 0;
-        else
-            take = e->available && e->priority >= 0 && e->priority == best;
-        if (take) {
-            xd_c2s_deliver(e->worker, e->conn_id, xd_stanza_ref(st));
-            done[sent++] = e->conn_id;
-        }
-    }
+/* To a local user's bare JID (or a full JID whose resource is gone and
+ * the rules say "as to the bare JID"); res[0..n) are the user's sessions. */
+static void
+route_bare(xd_stanza_t *st, const xd_jid_t *to, xd_stanza_kind kind, const char *type,
+           const xd_session_info_t *res, size_t n)
+{
+    bool take[ROUTE_MAX_RESOURCES];
+    size_t sent = xd_session_pick(res, n, st, take);
     for (size_t i = 0; i < n; i++)
-        xd_sm_entry_clear(&res[i]);
+        if (take[i])
+            xd_session_send(&res[i].ref, st);
     if (sent && kind == XD_STANZA_MESSAGE)
-        xd_carbons_received(st, to, done, sent);
+        xd_carbons_received(st, res, n, take);
 
     if (sent || kind == XD_STANZA_PRESENCE || route_is(type, "headline") ||
         route_is(type, "error")) {
@@ -101,7 +98,7 @@ route_bare(xd_stanza_t *st, const xd_jid_t *to, xd_stanza_kind kind, const char 
     /* RFC 6121 8.5.2.2.1: nobody to take it now: offline storage if the
      * host keeps messages, else service-unavailable. */
     if (kind == XD_STANZA_MESSAGE && !route_is(type, "groupchat")) {
-        char host[1024];
+        char host[XD_JID_PART_MAX + 1];
         xd_str_t d = xd_jid_domain(to);
         snprintf(host, sizeof host, "%.*s", (int)d.len, d.p);
         xd_hook_stanza_t ev = { .host = host, .to = to, .st = st };
@@ -130,32 +127,44 @@ route_local(xd_stanza_t *st, const xd_jid_t *to, const char *host)
             route_bounce(st, XD_COND_SERVICE_UNAVAILABLE, NULL);
         return;
     }
-    if (xd_jid_is_bare(to)) {
-        if (kind == XD_STANZA_IQ) {
-            /* RFC 6121 8.5.1: the server answers for the account. */
-            xd_iq_dispatch(st, to, host, XD_IQ_USER);
-            return;
-        }
-        route_bare(st, to, kind, type);
+    if (xd_jid_is_bare(to) && kind == XD_STANZA_IQ) {
+        /* RFC 6121 8.5.1: the server answers for the account. */
+        xd_iq_dispatch(st, to, host, XD_IQ_USER);
         return;
     }
-    xd_sm_entry_t e;
-    if (xd_sm_find(to, &e) == 0) {
-        if (kind == XD_STANZA_MESSAGE)
-            xd_carbons_received(st, to, &e.conn_id, 1);
-        xd_c2s_deliver(e.worker, e.conn_id, st);
-        xd_sm_entry_clear(&e);
+    /* One look at the account's sessions serves the resource, the bare JID
+     * rules and the carbons. */
+    xd_session_info_t res[ROUTE_MAX_RESOURCES];
+    size_t n = xd_session_list(to, res, ROUTE_MAX_RESOURCES);
+    if (n > ROUTE_MAX_RESOURCES)
+        n = ROUTE_MAX_RESOURCES;
+    if (xd_jid_is_bare(to)) {
+        route_bare(st, to, kind, type, res, n);
+        route_clear(res, n);
+        return;
+    }
+    for (size_t i = 0; i < n; i++) {
+        if (!xd_jid_eq(res[i].jid, to))
+            continue;
+        if (kind == XD_STANZA_MESSAGE) {
+            bool take[ROUTE_MAX_RESOURCES] = { false };
+            take[i] = true;
+            xd_carbons_received(st, res, n, take);
+        }
+        xd_session_send_take(&res[i].ref, st);
+        route_clear(res, n);
         return;
     }
     /* RFC 6121 8.5.3.2: no such resource. */
     if (kind == XD_STANZA_MESSAGE && (!type || route_is(type, "normal") || route_is(type, "chat"))) {
-        route_bare(st, to, kind, type);
+        route_bare(st, to, kind, type, res, n);
     } else if (kind == XD_STANZA_IQ ||
                (kind == XD_STANZA_MESSAGE && route_is(type, "groupchat"))) {
         route_bounce(st, XD_COND_SERVICE_UNAVAILABLE, NULL);
     } else {
         xd_stanza_unref(st); /* presence, headline, error: dropped */
     }
+    route_clear(res, n);
 }
 
 /* The served host in the stanza's 'from', into buf; false when there is
@@ -182,7 +191,13 @@ route_from_host(const xd_el_t *el, char *buf, size_t cap)
 }
 
 void
-xd_route(xd_stanza_t *st)
+xd_route(const xd_stanza_t *st)
+{
+    xd_route_take(xd_stanza_ref(st));
+}
+
+void
+xd_route_take(xd_stanza_t *st)
 {
     const xd_el_t *el = xd_stanza_root(st);
     const char *to_s = xd_el_attr(el, "to");
@@ -194,7 +209,7 @@ xd_route(xd_stanza_t *st)
     }
     xd_config_t *cfg = xd_config_get();
     xd_str_t dom = xd_jid_domain(to);
-    char host[1024];
+    char host[XD_JID_PART_MAX + 1];
     bool local = false;
     host[0] = '\0';
     if (dom.len < sizeof host) {
@@ -222,14 +237,17 @@ xd_route(xd_stanza_t *st)
         /* Another server's domain: federation.  Stanzas our users send there
          * pass the filters of their own host first (blocking and privacy
          * rules on outgoing stanzas, subscription state). */
-        char fhost[1024];
+        char fhost[XD_JID_PART_MAX + 1];
         if (route_from_host(xd_stanza_root(st), fhost, sizeof fhost)) {
             xd_hook_filter_t ev = { .host = fhost, .st = st, .to = to };
             xd_hook_run(XD_HOOK_FILTER_PACKET, fhost, &ev);
             st = ev.st;
         }
-        if (st)
-            xd_s2s_route(st, host);
+        xd_router_remote_fn remote = atomic_load(&route_remote);
+        if (st && remote)
+            remote(st, host);
+        else if (st)
+            route_bounce(st, XD_COND_REMOTE_SERVER_NOT_FOUND, NULL);
     } else {
         route_bounce(st, XD_COND_REMOTE_SERVER_NOT_FOUND, NULL);
     }

@@ -21,7 +21,7 @@ typedef struct sm_user {
     struct sm_user *next;  /* bucket chain */
     uint64_t hash;         /* hash of bare */
     char *bare;            /* "user@host", owned */
-    xd_sm_entry_t *res;    /* bound resources, owned jid references */
+    xd_session_info_t *res;    /* bound resources, owned jid references */
     size_t nres, capres;   /* count and capacity */
 } sm_user_t;
 
@@ -64,7 +64,7 @@ xd_sm_init(void)
 }
 
 void
-xd_sm_entry_clear(xd_sm_entry_t *e)
+xd_session_info_clear(xd_session_info_t *e)
 {
     if (e && e->jid) {
         xd_jid_unref(e->jid);
@@ -80,7 +80,7 @@ static void
 sm_user_free(sm_user_t *u)
 {
     for (size_t i = 0; i < u->nres; i++)
-        xd_sm_entry_clear(&u->res[i]);
+        xd_session_info_clear(&u->res[i]);
     xd_free(u->res);
     xd_free(u->bare);
     xd_free(u);
@@ -166,7 +166,7 @@ sm_user_drop_if_empty(sm_shard_t *sh, sm_user_t *u)
     sm_user_free(u);
 }
 
-static xd_sm_entry_t *
+static xd_session_info_t *
 sm_res_find(sm_user_t *u, const xd_jid_t *jid)
 {
     for (size_t i = 0; i < u->nres; i++)
@@ -185,7 +185,7 @@ sm_shard_for(const xd_jid_t *jid, uint64_t *h)
 
 /* The entry of the full JID in its shard (locked by the caller), or NULL;
  * *up (may be NULL) gets its user. */
-static xd_sm_entry_t *
+static xd_session_info_t *
 sm_locate(sm_shard_t *sh, uint64_t h, const xd_jid_t *jid, sm_user_t **up)
 {
     sm_user_t *u = sm_user_find(sh, h, xd_jid_bare_str(jid));
@@ -195,7 +195,7 @@ sm_locate(sm_shard_t *sh, uint64_t h, const xd_jid_t *jid, sm_user_t **up)
 }
 
 static void
-sm_copy_out(const xd_sm_entry_t *from, xd_sm_entry_t *to)
+sm_copy_out(const xd_session_info_t *from, xd_session_info_t *to)
 {
     *to = *from;
     to->jid = xd_jid_ref(from->jid);
@@ -204,7 +204,7 @@ sm_copy_out(const xd_sm_entry_t *from, xd_sm_entry_t *to)
 }
 
 static int
-sm_bind(const xd_sm_entry_t *e, xd_sm_entry_t *old, bool replace)
+sm_bind(const xd_session_info_t *e, xd_session_info_t *old, bool replace)
 {
     xd_str_t bare = xd_jid_bare_str(e->jid);
     uint64_t h = sm_hash(bare);
@@ -212,7 +212,7 @@ sm_bind(const xd_sm_entry_t *e, xd_sm_entry_t *old, bool replace)
     int rc = 0;
     uv_rwlock_wrlock(&sh->lock);
     sm_user_t *u = sm_user_get(sh, h, bare);
-    xd_sm_entry_t *cur = sm_res_find(u, e->jid);
+    xd_session_info_t *cur = sm_res_find(u, e->jid);
     if (cur && !replace) {
         if (old)
             sm_copy_out(cur, old);
@@ -221,7 +221,7 @@ sm_bind(const xd_sm_entry_t *e, xd_sm_entry_t *old, bool replace)
         if (old)
             *old = *cur; /* hand our references over */
         else
-            xd_sm_entry_clear(cur);
+            xd_session_info_clear(cur);
         sm_copy_out(e, cur);
         rc = 1;
     } else {
@@ -237,28 +237,28 @@ sm_bind(const xd_sm_entry_t *e, xd_sm_entry_t *old, bool replace)
 }
 
 int
-xd_sm_bind(const xd_sm_entry_t *e, xd_sm_entry_t *old)
+xd_sm_bind(const xd_session_info_t *e, xd_session_info_t *old)
 {
     return sm_bind(e, old, false);
 }
 
 int
-xd_sm_bind_replace(const xd_sm_entry_t *e, xd_sm_entry_t *old)
+xd_sm_bind_replace(const xd_session_info_t *e, xd_session_info_t *old)
 {
     return sm_bind(e, old, true);
 }
 
 bool
-xd_sm_unbind(const xd_jid_t *jid, uint64_t conn_id)
+xd_sm_unbind(const xd_jid_t *jid, uint64_t id)
 {
     uint64_t h;
     sm_shard_t *sh = sm_shard_for(jid, &h);
     bool removed = false;
     uv_rwlock_wrlock(&sh->lock);
     sm_user_t *u;
-    xd_sm_entry_t *cur = sm_locate(sh, h, jid, &u);
-    if (cur && cur->conn_id == conn_id) {
-        xd_sm_entry_clear(cur);
+    xd_session_info_t *cur = sm_locate(sh, h, jid, &u);
+    if (cur && cur->ref.id == id) {
+        xd_session_info_clear(cur);
         *cur = u->res[--u->nres];
         sh->nsessions--;
         removed = true;
@@ -269,13 +269,13 @@ xd_sm_unbind(const xd_jid_t *jid, uint64_t conn_id)
 }
 
 int
-xd_sm_find(const xd_jid_t *jid, xd_sm_entry_t *out)
+xd_session_find(const xd_jid_t *jid, xd_session_info_t *out)
 {
     uint64_t h;
     sm_shard_t *sh = sm_shard_for(jid, &h);
     int rc = XD_ENOTFOUND;
     uv_rwlock_rdlock(&sh->lock);
-    xd_sm_entry_t *cur = sm_locate(sh, h, jid, NULL);
+    xd_session_info_t *cur = sm_locate(sh, h, jid, NULL);
     if (cur) {
         sm_copy_out(cur, out);
         rc = 0;
@@ -285,15 +285,15 @@ xd_sm_find(const xd_jid_t *jid, xd_sm_entry_t *out)
 }
 
 int
-xd_sm_set_presence(const xd_jid_t *jid, uint64_t conn_id, bool available, int priority,
+xd_sm_set_presence(const xd_jid_t *jid, uint64_t id, bool available, int priority,
                    const xd_stanza_t *presence)
 {
     uint64_t h;
     sm_shard_t *sh = sm_shard_for(jid, &h);
     int rc = XD_ENOTFOUND;
     uv_rwlock_wrlock(&sh->lock);
-    xd_sm_entry_t *cur = sm_locate(sh, h, jid, NULL);
-    if (cur && cur->conn_id == conn_id) {
+    xd_session_info_t *cur = sm_locate(sh, h, jid, NULL);
+    if (cur && cur->ref.id == id) {
         cur->available = available;
         cur->priority = priority;
         if (cur->presence)
@@ -305,39 +305,27 @@ xd_sm_set_presence(const xd_jid_t *jid, uint64_t conn_id, bool available, int pr
     return rc;
 }
 
-static int
-sm_set_flag(const xd_jid_t *jid, uint64_t conn_id, int which, bool on)
+int
+xd_session_set_flag(const xd_jid_t *jid, unsigned flag, bool on)
 {
     uint64_t h;
     sm_shard_t *sh = sm_shard_for(jid, &h);
     int rc = XD_ENOTFOUND;
     uv_rwlock_wrlock(&sh->lock);
-    xd_sm_entry_t *cur = sm_locate(sh, h, jid, NULL);
-    if (cur && (conn_id == 0 || cur->conn_id == conn_id)) {
-        if (which == 0)
-            cur->interested = on;
+    xd_session_info_t *cur = sm_locate(sh, h, jid, NULL);
+    if (cur) {
+        if (on)
+            cur->flags |= flag;
         else
-            cur->carbons = on;
+            cur->flags &= ~flag;
         rc = 0;
     }
     uv_rwlock_wrunlock(&sh->lock);
     return rc;
 }
 
-int
-xd_sm_set_interested(const xd_jid_t *jid, uint64_t conn_id)
-{
-    return sm_set_flag(jid, conn_id, 0, true);
-}
-
-int
-xd_sm_set_carbons(const xd_jid_t *jid, uint64_t conn_id, bool on)
-{
-    return sm_set_flag(jid, conn_id, 1, on);
-}
-
 size_t
-xd_sm_resources(const xd_jid_t *jid, xd_sm_entry_t *out, size_t max)
+xd_session_list(const xd_jid_t *jid, xd_session_info_t *out, size_t max)
 {
     xd_str_t bare = xd_jid_bare_str(jid);
     uint64_t h = sm_hash(bare);
@@ -355,20 +343,21 @@ xd_sm_resources(const xd_jid_t *jid, xd_sm_entry_t *out, size_t max)
 }
 
 static bool
-sm_host_match(const xd_sm_entry_t *e, const char *host)
+sm_host_match(const xd_session_info_t *e, const char *host)
 {
     return !host || xd_str_eq_c(xd_jid_domain(e->jid), host);
 }
 
 size_t
-xd_sm_foreach(const char *host, void (*fn)(void *arg, const xd_sm_entry_t *e), void *arg)
+xd_session_foreach(const char *host, void (*fn)(void *arg, const xd_session_info_t *e),
+                   void *arg)
 {
     size_t n = 0;
     for (int i = 0; i < SM_SHARDS; i++) {
         sm_shard_t *sh = &sm_shards[i];
         /* Copy the shard's matching entries, then call fn without the lock. */
         uv_rwlock_rdlock(&sh->lock);
-        xd_sm_entry_t *snap = xd_calloc(sh->nsessions ? sh->nsessions : 1, sizeof *snap);
+        xd_session_info_t *snap = xd_calloc(sh->nsessions ? sh->nsessions : 1, sizeof *snap);
         size_t k = 0;
         for (size_t b = 0; b < sh->nbuckets; b++)
             for (sm_user_t *u = sh->buckets[b]; u; u = u->next)
@@ -379,7 +368,7 @@ xd_sm_foreach(const char *host, void (*fn)(void *arg, const xd_sm_entry_t *e), v
         for (size_t j = 0; j < k; j++) {
             if (fn)
                 fn(arg, &snap[j]);
-            xd_sm_entry_clear(&snap[j]);
+            xd_session_info_clear(&snap[j]);
         }
         xd_free(snap);
         n += k;
@@ -388,7 +377,7 @@ xd_sm_foreach(const char *host, void (*fn)(void *arg, const xd_sm_entry_t *e), v
 }
 
 size_t
-xd_sm_count(const char *host)
+xd_session_count(const char *host)
 {
     if (!host) {
         size_t n = 0;
@@ -399,5 +388,5 @@ xd_sm_count(const char *host)
         }
         return n;
     }
-    return xd_sm_foreach(host, NULL, NULL);
+    return xd_session_foreach(host, NULL, NULL);
 }

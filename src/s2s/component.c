@@ -33,7 +33,7 @@
 
 #include "s2s/component.h"
 #include "router/router.h"
-#include "stream/c2s_int.h"
+#include "stream/conn.h"
 #include "xmppd/alloc.h"
 #include "xmppd/config.h"
 #include "xmppd/err.h"
@@ -193,7 +193,7 @@ comp_stanza(xd_conn_t *c, xd_stanza_t *st)
         c2s_close(c, XD_STREAM_INVALID_FROM, "'from' is not at the component's domain");
         return;
     }
-    xd_route(xd_stanza_ref(st));
+    xd_route_take(xd_stanza_ref(st));
 }
 
 static void

@@ -2,7 +2,7 @@
  * component.h — external components (XEP-0114, "jabber:component:accept").
  *
  * A `component` listener (config `listen: - module: component`) runs this
- * role on its connections (stream/c2s_int.h).  A component names its
+ * role on its connections (stream/conn.h).  A component names its
  * domain in the stream header, proves the shared secret with the
  * <handshake/> digest, and from then on its domain is a service route
  * (include/xmppd/service.h): stanzas to the domain or any JID at it go to

@@ -320,7 +320,7 @@ bounce(xd_stanza_t *st, xd_cond cond, const char *text)
     xd_stanza_t *err = xd_stanza_error(st, cond, text);
     xd_stanza_unref(st);
     if (err)
-        xd_route(err);
+        xd_route_take(err);
 }
 
 void

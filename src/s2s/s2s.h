@@ -34,7 +34,7 @@
 
 struct xd_conn_role;
 
-/* The role of connections accepted on s2s listeners (stream/c2s_int.h). */
+/* The role of connections accepted on s2s listeners (stream/conn.h). */
 extern const struct xd_conn_role xd_s2s_in_role;
 
 /* Routes st (a reference, taken over) to `remote`, a domain this process

@@ -357,7 +357,7 @@ in_stanza(xd_conn_t *c, xd_stanza_t *st)
         c2s_close(c, XD_STREAM_INVALID_FROM, "that domain pair is not authenticated here");
         return;
     }
-    xd_route(xd_stanza_ref(st));
+    xd_route_take(xd_stanza_ref(st));
 }
 
 static void
@@ -366,7 +366,7 @@ in_element(xd_conn_t *c, xd_stanza_t *st)
     const xd_el_t *el = xd_stanza_root(st);
     const char *name = xd_el_name(el), *ns = xd_el_ns(el);
     if (ns && !strcmp(ns, XD_NS_TLS) && !strcmp(name, "starttls")) {
-        c2s_starttls(c, el);
+        c2s_starttls(c, el, true);
     } else if (ns && !strcmp(ns, XD_NS_SASL) && !strcmp(name, "auth")) {
         s2s_conf_t conf;
         s2s_conf(&conf);

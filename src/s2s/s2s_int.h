@@ -11,7 +11,7 @@
 
 #include "s2s/dialback.h"
 #include "s2s/s2s.h"
-#include "stream/c2s_int.h"
+#include "stream/conn.h"
 #include "xmppd/conds.h"
 
 #define S2S_DOMAIN_MAX 1024 /* bytes of a domain, with NUL */

@@ -14,9 +14,8 @@
 
 #include "stream/listener.h"
 
-#include "s2s/component.h"
-#include "s2s/s2s.h"
 #include "stream/c2s.h"
+#include "stream/conn.h"
 #include "stream/wstate.h"
 #include "xmppd/alloc.h"
 #include "xmppd/assert.h"
@@ -28,7 +27,15 @@
 
 static xd_listener_t *lst_table; /* immutable after prepare */
 static size_t lst_count;
+static const xd_conn_role_t *lst_roles[XD_LISTEN_HTTP + 1] = { [XD_LISTEN_C2S] = &xd_c2s_role };
 static xd_wstate_t *lst_ws[XD_MAX_WORKERS]; /* per-worker state, freed after join */
+
+void
+xd_listeners_set_role(xd_listen_module module, const struct xd_conn_role *role)
+{
+    if ((unsigned)module <= XD_LISTEN_HTTP)
+        lst_roles[module] = role;
+}
 
 size_t
 xd_listeners_count(void)
@@ -137,12 +144,14 @@ xd_listeners_prepare(const struct xd_config *cfg, char **err)
         l->module = lc->module == XD_LISTEN_MOD_COMPONENT ? XD_LISTEN_COMPONENT
                     : lc->module == XD_LISTEN_MOD_S2S     ? XD_LISTEN_S2S
                                                           : XD_LISTEN_C2S;
-        if (l->module == XD_LISTEN_COMPONENT) {
-            l->role = &xd_component_role;
-            lst_component_secrets(l, lc);
-        } else if (l->module == XD_LISTEN_S2S) {
-            l->role = &xd_s2s_in_role;
+        l->role = lst_roles[l->module];
+        if (!l->role) {
+            if (asprintf(err, "listen: %s: no stream role for this module", l->name) < 0)
+                *err = NULL;
+            return XD_EINVAL;
         }
+        if (l->module == XD_LISTEN_COMPONENT)
+            lst_component_secrets(l, lc);
         l->backlog = lc->backlog;
         l->max_connections = lc->max_connections;
         l->max_stanza_bytes = lc->max_stanza_size;
@@ -182,7 +191,7 @@ lst_on_connection(uv_stream_t *server, int status)
                xd_strerror(status));
         return;
     }
-    xd_c2s_accept(w, server, l);
+    xd_conn_accept(w, server, l);
 }
 
 void
@@ -195,8 +204,7 @@ xd_listeners_start_worker(xd_worker_t *w)
     xd_worker_set_data(w, ws);
     ws->listen = xd_calloc(lst_count ? lst_count : 1, sizeof *ws->listen);
     uv_loop_t *loop = xd_worker_loop(w);
-    xd_c2s_start_worker(w);
-    xd_s2s_start_worker(w);
+    xd_conn_start_worker(w);
 
     for (size_t i = 0; i < lst_count; i++) {
         xd_listener_t *l = &lst_table[i];
@@ -240,8 +248,6 @@ xd_listeners_stop_worker(xd_worker_t *w)
     for (size_t i = 0; i < ws->nlisten; i++)
         if (!uv_is_closing((uv_handle_t *)&ws->listen[i]))
             uv_close((uv_handle_t *)&ws->listen[i], NULL);
-    xd_s2s_stop_worker(w);
-    xd_c2s_shutdown_worker(w);
 }
 
 void

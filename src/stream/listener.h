@@ -46,7 +46,7 @@ typedef struct xd_listener {
     char access[64];              /* access rule deciding who may log in here */
     uint64_t shaper_rate;         /* bytes/s read per connection; 0 = unlimited */
     uint64_t shaper_burst;        /* token bucket size in bytes */
-    const struct xd_conn_role *role; /* NULL: client streams; else the stream kind (c2s_int.h) */
+    const struct xd_conn_role *role; /* the stream kind (stream/conn.h) */
     char *password;               /* component: the shared secret for every domain, or NULL */
     struct xd_listener_secret *secrets; /* component: per-domain secrets (`hosts`) */
     size_t nsecrets;              /* how many */
@@ -70,7 +70,14 @@ struct xd_config;
  * use").  Call before xd_workers_start. */
 int xd_listeners_prepare(const struct xd_config *cfg, char **err);
 
-/* Worker hooks: open the per-worker sockets / close them. */
+/* The stream role of listeners of `module` (client streams are built in;
+ * the s2s manager installs its roles for s2s and component listeners).
+ * Before xd_listeners_prepare. */
+void xd_listeners_set_role(xd_listen_module module, const struct xd_conn_role *role);
+
+/* Worker hooks: open the per-worker sockets (and start the connections'
+ * sweep) / refuse new connections and close the sockets (streams are
+ * closed by xd_conn_shutdown_worker). */
 void xd_listeners_start_worker(xd_worker_t *w);
 void xd_listeners_stop_worker(xd_worker_t *w);
 

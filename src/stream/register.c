@@ -22,8 +22,6 @@
 #include <uv.h>
 
 #include "stream/c2s_int.h"
-#include "router/sm.h"
-#include "stream/c2s.h"
 #include "stream/register.h"
 #include "xmppd/alloc.h"
 #include "xmppd/auth.h"
@@ -32,6 +30,7 @@
 #include "xmppd/hooks.h"
 #include "xmppd/ns.h"
 #include "xmppd/opt.h"
+#include "xmppd/session.h"
 #include "xmppd/stanza.h"
 
 /* mod_register options. */
@@ -217,9 +216,9 @@ reg_send_form(xd_conn_t *c, const xd_stanza_t *st)
 {
     xd_el_t *r = xd_iq_result_builder(st);
     xd_el_t *q = xd_el_add_child(r, "query", XD_NS_REGISTER);
-    if (c->bound) {
+    if (c2s_of(c)->session) {
         xd_el_add_child(q, "registered", NULL);
-        xd_str_t l = xd_jid_local(c->jid);
+        xd_str_t l = xd_jid_local(c2s_of(c)->jid);
         xd_el_add_textn(xd_el_add_child(q, "username", NULL), l.p, l.len);
     } else {
         xd_el_add_text(xd_el_add_child(q, "instructions", NULL),
@@ -254,7 +253,7 @@ reg_send_form(xd_conn_t *c, const xd_stanza_t *st)
 
 /* A request waiting for the auth backend. */
 typedef struct reg_req {
-    c2s_op_t *op;            /* the connection's token */
+    xd_conn_op_t *op;        /* the connection's token */
     xd_stanza_t *st;         /* the request, to answer */
     char user[1024];         /* prepared localpart */
     int kind;                /* REG_CREATE, REG_PASSWORD, REG_REMOVE */
@@ -263,7 +262,7 @@ typedef struct reg_req {
 enum { REG_CREATE, REG_PASSWORD, REG_REMOVE };
 
 static void
-reg_kick_other(void *arg, const xd_sm_entry_t *e);
+reg_kick_other(void *arg, const xd_session_info_t *e);
 
 static void
 reg_done(void *arg, int status)
@@ -281,7 +280,7 @@ reg_done(void *arg, int status)
                                               : "account removed",
                    "user=%s", rq->user);
             if (rq->kind == REG_CREATE)
-                c->registered = true;
+                c2s_of(c)->registered = true;
         } else {
             xd_cond cond = XD_COND_INTERNAL_SERVER_ERROR;
             const char *text = NULL;
@@ -300,7 +299,7 @@ reg_done(void *arg, int status)
             xd_hook_user_t uev = { .host = c->host, .user = rq->user };
             xd_hook_run(XD_HOOK_USER_REMOVED, c->host, &uev);
             /* XEP-0077 3.2: the account is gone; so are its sessions. */
-            xd_sm_foreach(c->host, reg_kick_other, c);
+            xd_session_foreach(c->host, reg_kick_other, c);
             c2s_close(c, XD_STREAM_NOT_AUTHORIZED, "the account was removed");
         } else {
             c2s_unblock(c);
@@ -311,11 +310,11 @@ reg_done(void *arg, int status)
 }
 
 static void
-reg_kick_other(void *arg, const xd_sm_entry_t *e)
+reg_kick_other(void *arg, const xd_session_info_t *e)
 {
     xd_conn_t *c = arg;
-    if (e->conn_id != c->id && xd_jid_eq_bare(e->jid, c->jid))
-        xd_c2s_kick(e->jid, XD_STREAM_NOT_AUTHORIZED, "the account was removed");
+    if (e->ref.id != c->id && xd_jid_eq_bare(e->jid, c2s_of(c)->jid))
+        xd_session_close(&e->ref, XD_STREAM_NOT_AUTHORIZED, "the account was removed");
 }
 
 /* Starts an asynchronous backend call; answers the error itself when the
@@ -327,7 +326,7 @@ reg_submit(xd_conn_t *c, const xd_stanza_t *st, int kind, const char *user, cons
     rq->st = xd_stanza_ref(st);
     rq->kind = kind;
     snprintf(rq->user, sizeof rq->user, "%s", user);
-    rq->op = c2s_op_new(c);
+    rq->op = c2s_op_new(c, sizeof *rq->op);
     int rc;
     switch (kind) {
     case REG_CREATE: rc = xd_auth_register(c->host, user, password, reg_done, rq); break;
@@ -346,7 +345,7 @@ reg_submit(xd_conn_t *c, const xd_stanza_t *st, int kind, const char *user, cons
 bool
 c2s_register_offered(const xd_conn_t *c)
 {
-    if (c->authenticated || (!c2s_secure(c) && c->listener->starttls_required))
+    if (c2s_of(c)->authenticated || (!c2s_secure(c) && c->listener->starttls_required))
         return false;
     xd_config_t *cfg = xd_config_get();
     bool on = xd_config_module(cfg, c->host, "mod_register") != NULL;
@@ -362,7 +361,7 @@ c2s_register_iq(xd_conn_t *c, const xd_stanza_t *st, const xd_el_t *query)
     xd_config_t *cfg = xd_config_get();
     reg_conf_t rc;
     bool on = reg_conf_get(cfg, c->host, &rc);
-    if (!on || (!c->authenticated && !c2s_secure(c) && c->listener->starttls_required)) {
+    if (!on || (!c2s_of(c)->authenticated && !c2s_secure(c) && c->listener->starttls_required)) {
         xd_config_unref(cfg);
         if (on)
             xd_opt_free(reg_opts, &rc);
@@ -378,16 +377,16 @@ c2s_register_iq(xd_conn_t *c, const xd_stanza_t *st, const xd_el_t *query)
         goto out;
 
     if (xd_el_child(query, "remove", XD_NS_REGISTER)) {
-        if (!c->bound) {
+        if (!c2s_of(c)->session) {
             c2s_send_iq_error(c, st, XD_COND_NOT_AUTHORIZED, "log in to cancel an account");
             goto out;
         }
-        if (xd_access_match(cfg, c->host, rc.access_remove, c->jid,
+        if (xd_access_match(cfg, c->host, rc.access_remove, c2s_of(c)->session->jid,
                             (const struct sockaddr *)&c->peer) != XD_ACCESS_ALLOW) {
             c2s_send_iq_error(c, st, XD_COND_FORBIDDEN, NULL);
             goto out;
         }
-        xd_str_t l = xd_jid_local(c->jid);
+        xd_str_t l = xd_jid_local(c2s_of(c)->jid);
         char user[1024];
         snprintf(user, sizeof user, "%.*s", (int)l.len, l.p);
         reg_submit(c, st, REG_REMOVE, user, NULL);
@@ -411,9 +410,9 @@ c2s_register_iq(xd_conn_t *c, const xd_stanza_t *st, const xd_el_t *query)
         xd_free(user);
         goto out;
     }
-    if (c->bound) {
+    if (c2s_of(c)->session) {
         /* XEP-0077 3.3: a password change for the logged-in account. */
-        if (!xd_str_eq_c(xd_jid_local(c->jid), user)) {
+        if (!xd_str_eq_c(xd_jid_local(c2s_of(c)->jid), user)) {
             c2s_send_iq_error(c, st, XD_COND_NOT_ALLOWED, "that is not your account");
         } else {
             reg_submit(c, st, REG_PASSWORD, user, password);
@@ -421,7 +420,7 @@ c2s_register_iq(xd_conn_t *c, const xd_stanza_t *st, const xd_el_t *query)
         xd_free(user);
         goto out;
     }
-    if (c->authenticated || c->registered) {
+    if (c2s_of(c)->authenticated || c2s_of(c)->registered) {
         /* XEP-0077 3.1: one registration per stream before logging in. */
         c2s_send_iq_error(c, st, XD_COND_NOT_ACCEPTABLE, "one registration per connection");
         xd_free(user);

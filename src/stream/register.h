@@ -1,7 +1,7 @@
 /*
  * register.h — mod_register (XEP-0077 in-band registration): its option
  * table, checked when the configuration is loaded.  The protocol itself runs
- * inside the c2s (c2s_int.h).
+ * inside the client streams (c2s_int.h).
  */
 #ifndef XMPPD_STREAM_REGISTER_H
 #define XMPPD_STREAM_REGISTER_H

@@ -343,7 +343,7 @@ typedef struct {
     char path[320];     /* the database */
     xd_db_params_t prm; /* sqlite params */
     xd_db_t *db;        /* open database */
-    xd_sm_entry_t s[4]; /* bound fake sessions */
+    xd_session_info_t s[4]; /* bound fake sessions */
     size_t ns;          /* how many */
 } fx_t;
 
@@ -388,7 +388,7 @@ fx_teardown(void **state)
     xd_privacy_set_db(NULL);
     mod_roster_set_db(NULL);
     for (size_t i = 0; i < f->ns; i++) {
-        xd_sm_unbind(f->s[i].jid, f->s[i].conn_id);
+        xd_sm_unbind(f->s[i].jid, f->s[i].ref.id);
         xd_jid_unref(f->s[i].jid);
     }
     xd_sm_shutdown();
@@ -417,8 +417,8 @@ fx_start(fx_t *f)
 static const xd_jid_t *
 fx_bind(fx_t *f, const char *full)
 {
-    xd_sm_entry_t *e = &f->s[f->ns];
-    *e = (xd_sm_entry_t){ .jid = jid(full), .worker = 0, .conn_id = 100 + f->ns };
+    xd_session_info_t *e = &f->s[f->ns];
+    *e = (xd_session_info_t){ .jid = jid(full), .ref = { .worker = 0, .id = 100 + f->ns } };
     assert_int_equal(xd_sm_bind(e, NULL), 0);
     f->ns++;
     return e->jid;
@@ -549,7 +549,7 @@ test_privacy__bare_jid_sessions_decide_each(void **state)
                      0);
     assert_int_equal(xd_privacy_set_active(a1, "all"), 0);
     for (size_t i = 0; i < 2; i++)
-        assert_int_equal(xd_sm_set_presence(f->s[i].jid, f->s[i].conn_id, true, 0, NULL), 0);
+        assert_int_equal(xd_sm_set_presence(f->s[i].jid, f->s[i].ref.id, true, 0, NULL), 0);
     /* They disagree about bob's presence: the engine delivers it to the
      * session that allows it and the router gets nothing. */
     assert_false(passes("<presence from='bob@" H "/x' to='alice@" H "'/>"));
@@ -596,7 +596,7 @@ test_privacy__conflicts_of_2_5_and_2_8(void **state)
     assert_int_equal(xd_privacy_remove_list(a1, "two"), 0);
     /* A session that ends takes its active list with it. */
     assert_int_equal(xd_privacy_remove_list(a1, "one"), XD_EEXIST);
-    assert_true(xd_sm_unbind(f->s[1].jid, f->s[1].conn_id));
+    assert_true(xd_sm_unbind(f->s[1].jid, f->s[1].ref.id));
     xd_hook_session_t ev = { .host = H, .jid = f->s[1].jid, .reason = "disconnected" };
     xd_hook_run(XD_HOOK_SESSION_CLOSED, H, &ev);
     assert_int_equal(xd_privacy_remove_list(a1, "one"), 0);

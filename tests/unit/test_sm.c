@@ -42,20 +42,20 @@ static void
 test_sm__bind_find_unbind(void **state)
 {
     (void)state;
-    xd_sm_entry_t e = { .jid = jid("Juliet@Capulet.example/balcony"), .worker = 1, .conn_id = 7 };
+    xd_session_info_t e = { .jid = jid("Juliet@Capulet.example/balcony"), .ref = { .worker = 1, .id = 7 } };
     assert_int_equal(xd_sm_bind(&e, NULL), 0);
-    xd_sm_entry_t out = { 0 };
+    xd_session_info_t out = { 0 };
     xd_jid_t *q = jid("juliet@capulet.example/balcony");
-    assert_int_equal(xd_sm_find(q, &out), 0);
-    assert_int_equal(out.worker, 1);
-    assert_int_equal(out.conn_id, 7);
-    xd_sm_entry_clear(&out);
-    assert_int_equal(xd_sm_count(NULL), 1);
+    assert_int_equal(xd_session_find(q, &out), 0);
+    assert_int_equal(out.ref.worker, 1);
+    assert_int_equal(out.ref.id, 7);
+    xd_session_info_clear(&out);
+    assert_int_equal(xd_session_count(NULL), 1);
     /* Only the holder may unbind. */
     assert_false(xd_sm_unbind(q, 8));
     assert_true(xd_sm_unbind(q, 7));
-    assert_int_equal(xd_sm_find(q, &out), XD_ENOTFOUND);
-    assert_int_equal(xd_sm_count(NULL), 0);
+    assert_int_equal(xd_session_find(q, &out), XD_ENOTFOUND);
+    assert_int_equal(xd_session_count(NULL), 0);
     xd_jid_unref(q);
     xd_jid_unref(e.jid);
 }
@@ -64,27 +64,27 @@ static void
 test_sm__conflict_and_replace(void **state)
 {
     (void)state;
-    xd_sm_entry_t a = { .jid = jid("romeo@montague.example/orchard"), .worker = 0, .conn_id = 1 };
-    xd_sm_entry_t b = { .jid = jid("romeo@montague.example/orchard"), .worker = 1, .conn_id = 2 };
+    xd_session_info_t a = { .jid = jid("romeo@montague.example/orchard"), .ref = { .worker = 0, .id = 1 } };
+    xd_session_info_t b = { .jid = jid("romeo@montague.example/orchard"), .ref = { .worker = 1, .id = 2 } };
     assert_int_equal(xd_sm_bind(&a, NULL), 0);
-    xd_sm_entry_t old = { 0 };
+    xd_session_info_t old = { 0 };
     assert_int_equal(xd_sm_bind(&b, &old), XD_EEXIST);
-    assert_int_equal(old.conn_id, 1);
-    xd_sm_entry_clear(&old);
+    assert_int_equal(old.ref.id, 1);
+    xd_session_info_clear(&old);
     assert_int_equal(xd_sm_bind_replace(&b, &old), 1);
-    assert_int_equal(old.conn_id, 1);
-    assert_int_equal(old.worker, 0);
-    xd_sm_entry_clear(&old);
+    assert_int_equal(old.ref.id, 1);
+    assert_int_equal(old.ref.worker, 0);
+    xd_session_info_clear(&old);
     /* The old stream's unbind, arriving late, must not remove the new one. */
     assert_false(xd_sm_unbind(a.jid, 1));
-    assert_int_equal(xd_sm_count(NULL), 1);
+    assert_int_equal(xd_session_count(NULL), 1);
     assert_true(xd_sm_unbind(b.jid, 2));
     xd_jid_unref(a.jid);
     xd_jid_unref(b.jid);
 }
 
 static void
-count_cb(void *arg, const xd_sm_entry_t *e)
+count_cb(void *arg, const xd_session_info_t *e)
 {
     (void)e;
     (*(size_t *)arg)++;
@@ -97,22 +97,22 @@ test_sm__many_users_and_hosts(void **state)
     char buf[64];
     for (int i = 0; i < 5000; i++) {
         snprintf(buf, sizeof buf, "user%d@%s/r%d", i / 2, i % 3 ? "a.example" : "b.example", i);
-        xd_sm_entry_t e = { .jid = jid(buf), .conn_id = (uint64_t)i };
+        xd_session_info_t e = { .jid = jid(buf), .ref = { .id = (uint64_t)i } };
         assert_int_equal(xd_sm_bind(&e, NULL), 0);
         xd_jid_unref(e.jid);
     }
-    assert_int_equal(xd_sm_count(NULL), 5000);
+    assert_int_equal(xd_session_count(NULL), 5000);
     size_t n = 0;
-    assert_int_equal(xd_sm_foreach("b.example", count_cb, &n), 1667);
+    assert_int_equal(xd_session_foreach("b.example", count_cb, &n), 1667);
     assert_int_equal(n, 1667);
-    assert_int_equal(xd_sm_count("a.example"), 3333);
+    assert_int_equal(xd_session_count("a.example"), 3333);
     for (int i = 0; i < 5000; i++) {
         snprintf(buf, sizeof buf, "user%d@%s/r%d", i / 2, i % 3 ? "a.example" : "b.example", i);
         xd_jid_t *j = jid(buf);
         assert_true(xd_sm_unbind(j, (uint64_t)i));
         xd_jid_unref(j);
     }
-    assert_int_equal(xd_sm_count(NULL), 0);
+    assert_int_equal(xd_session_count(NULL), 0);
 }
 
 static void
@@ -125,7 +125,7 @@ sm_thread(void *arg)
         xd_jid_t *j = NULL;
         if (xd_jid_parse(xd_str_c(buf), &j) != 0)
             abort();
-        xd_sm_entry_t e = { .jid = j, .conn_id = (uint64_t)(base + i) };
+        xd_session_info_t e = { .jid = j, .ref = { .id = (uint64_t)(base + i) } };
         if (xd_sm_bind(&e, NULL) != 0)
             abort();
         if (i % 2 && !xd_sm_unbind(j, (uint64_t)(base + i)))
@@ -144,7 +144,7 @@ test_sm__concurrent_binds(void **state)
         assert_int_equal(uv_thread_create(&t[i], sm_thread, &base[i]), 0);
     for (int i = 0; i < 4; i++)
         uv_thread_join(&t[i]);
-    assert_int_equal(xd_sm_count(NULL), 4 * 1000);
+    assert_int_equal(xd_session_count(NULL), 4 * 1000);
 }
 
 int

@@ -1,0 +1,113 @@
+/*
+ * session.h — sessions: the bound resources of the server's accounts,
+ * whatever carries them (public module API; DESIGN.md 1, 2).
+ *
+ * A session is what RFC 6120 7 calls a bound resource: a full JID with a
+ * presence, reachable by stanzas.  The session manager keeps one table of
+ * them (sharded by bare JID, read-mostly), and each entry says how to reach
+ * the session: a handle, xd_session_ref_t, naming the transport that
+ * carries it (a client stream over TCP/TLS today; WebSocket, BOSH or a
+ * session on another cluster node tomorrow), the worker that owns it and
+ * the transport's id for it.  Nothing here depends on which transport it is.
+ *
+ *   xd_session_find / _list / _foreach   copies of table entries (infos)
+ *   xd_session_send / _send_take         a stanza to one session
+ *   xd_session_close / _kick             end a session with a stream error
+ *
+ * Delivery: a session is touched only by its owner worker.  A send from
+ * that worker runs the transport's delivery at once; from any other thread
+ * it travels through the owner's inbox.  Sends from one thread to one
+ * session arrive in the order made (RFC 6120 10.1).  When the session is
+ * gone by the time the stanza gets there, the sender gets
+ * service-unavailable (RFC 6121 8.5.3.2), as if it had been routed to a
+ * full JID that is not online.
+ *
+ * Ownership (STYLE.md 3.7): _send borrows the stanza, _send_take takes the
+ * caller's reference.  An info's jid and presence are references released
+ * by xd_session_info_clear; an info is a copy, stale the moment it is made.
+ * Every function here may be called from any thread and never blocks.
+ */
+#ifndef XMPPD_SESSION_H
+#define XMPPD_SESSION_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "xmppd/conds.h"
+#include "xmppd/el.h"
+#include "xmppd/jid.h"
+
+/* What a transport provides (src/router/session.h); opaque to modules. */
+typedef struct xd_session_ops xd_session_ops_t;
+
+/* How to reach one session.  Plain data: copy it freely. */
+typedef struct xd_session_ref {
+    const xd_session_ops_t *ops; /* the transport that carries the session */
+    unsigned worker;             /* the worker that owns it */
+    uint64_t id;                 /* the transport's id for it; unique in the process */
+} xd_session_ref_t;
+
+/* Flags a session carries in the table (xd_session_set_flag). */
+enum {
+    XD_SESSION_INTERESTED = 1u << 0, /* asked for the roster: gets pushes (RFC 6121 2.1.6) */
+    XD_SESSION_CARBONS = 1u << 1,    /* enabled message carbons (XEP-0280) */
+};
+
+/* One session as the table has it (a copy). */
+typedef struct xd_session_info {
+    xd_jid_t *jid;          /* the full JID (a reference) */
+    xd_session_ref_t ref;   /* how to reach it */
+    uint64_t since_ms;      /* when it was bound (loop clock, ms) */
+    char ip[48];            /* the client's address, printable */
+    bool available;         /* it sent available presence (RFC 6121 4.2) */
+    int priority;           /* its presence priority, -128..127 (RFC 6121 4.7.2.3) */
+    xd_stanza_t *presence;  /* its last available presence (a reference), or NULL */
+    unsigned flags;         /* XD_SESSION_* */
+} xd_session_info_t;
+
+/* The session bound to the full JID `full` into *out.  0 or XD_ENOTFOUND. */
+int xd_session_find(const xd_jid_t *full, xd_session_info_t *out);
+
+/* The sessions of the account of `jid` (full or bare): up to max infos
+ * into out, in no particular order.  Returns how many the account has,
+ * which may be more than max; clear the ones filled. */
+size_t xd_session_list(const xd_jid_t *jid, xd_session_info_t *out, size_t max);
+
+/* Calls fn with every session of `host` (NULL: of every host) from a
+ * snapshot taken shard by shard; the info is lent for the call, and fn may
+ * call back into this API.  Returns how many there were. */
+size_t xd_session_foreach(const char *host,
+                          void (*fn)(void *arg, const xd_session_info_t *s), void *arg);
+
+/* Sessions bound now, on `host` (NULL: on every host). */
+size_t xd_session_count(const char *host);
+
+/* Releases the references an info holds and zeroes them. */
+void xd_session_info_clear(xd_session_info_t *s);
+
+/* Sets or clears `flag` (XD_SESSION_*) of the session bound to `full`.
+ * 0 or XD_ENOTFOUND. */
+int xd_session_set_flag(const xd_jid_t *full, unsigned flag, bool on);
+
+/* The sessions a stanza to the account's bare JID goes to (RFC 6121 8.5.2):
+ * for presence every available one; for a headline message every available
+ * one with a non-negative priority; for any other message the available
+ * ones with the highest non-negative priority (all of them on a tie).
+ * Sets take[i] for each of s[0..n) accordingly and returns how many. */
+size_t xd_session_pick(const xd_session_info_t *s, size_t n, const xd_stanza_t *st, bool *take);
+
+/* Hands st to session `to`: borrows st (a reference is taken). */
+void xd_session_send(const xd_session_ref_t *to, const xd_stanza_t *st);
+
+/* Hands st to session `to`: takes over the caller's reference. */
+void xd_session_send_take(const xd_session_ref_t *to, xd_stanza_t *st);
+
+/* Ends session s with stream error `cond` and `text` (NULL: none), on its
+ * owner worker.  Nothing when it is already gone. */
+void xd_session_close(const xd_session_ref_t *s, xd_stream_cond cond, const char *text);
+
+/* xd_session_close for the session bound to `full`.  0 or XD_ENOTFOUND. */
+int xd_session_kick(const xd_jid_t *full, xd_stream_cond cond, const char *text);
+
+#endif

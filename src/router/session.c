@@ -1,0 +1,519 @@
+/*
+ * session.c — sessions: delivery to them wherever their transport runs
+ * (include/xmppd/session.h) and the session manager's side of each one
+ * (src/router/session.h): binding, the client's stanzas, the end.
+ *
+ * Delivery: xd_session_send_take on the session's owner worker calls the
+ * transport's deliver at once; from anywhere else it posts one message to
+ * the owner's inbox that does the same there.  A transport that no longer
+ * has the session answers XD_ENOTFOUND and the sender gets
+ * service-unavailable (never an error for an error: xd_stanza_error).
+ *
+ * The session state of RFC 6121 (availability, priority, the presence kept
+ * for probes) lives in the session table (sm.c) so that any worker can
+ * route by it; what only the owner needs (directed presence, whether the
+ * first non-negative presence was seen) lives in the xd_session_t.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <uv.h>
+
+#include "router/session.h"
+
+#include "core/worker.h"
+#include "router/carbons.h"
+#include "router/router.h"
+#include "router/sm.h"
+#include "xmppd/alloc.h"
+#include "xmppd/cmd.h"
+#include "xmppd/config.h"
+#include "xmppd/err.h"
+#include "xmppd/hooks.h"
+#include "xmppd/ns.h"
+#include "xmppd/stanza.h"
+
+#define SESS_MAX_DIRECTED 128 /* directed-presence recipients remembered per session */
+
+/* ---- delivery ----------------------------------------------------------------------------- */
+
+/* On the owner worker: the transport writes st; a session that is gone
+ * makes the sender an error.  Takes st. */
+static void
+sess_deliver_here(const xd_session_ops_t *ops, uint64_t id, xd_stanza_t *st)
+{
+    if (ops->deliver(id, st) != 0) {
+        xd_stanza_t *err = xd_stanza_error(st, XD_COND_SERVICE_UNAVAILABLE, NULL);
+        if (err)
+            xd_route_take(err);
+    }
+    xd_stanza_unref(st);
+}
+
+typedef struct sess_msg {
+    const xd_session_ops_t *ops; /* the transport */
+    uint64_t id;                 /* its session */
+    xd_stanza_t *st;             /* what to write (NULL: close) */
+    xd_stream_cond cond;         /* close: the stream error */
+    char text[200];              /* close: its text ("" = none) */
+} sess_msg_t;
+
+static void
+sess_deliver_msg(xd_worker_t *w, void *arg)
+{
+    (void)w;
+    sess_msg_t *m = arg;
+    sess_deliver_here(m->ops, m->id, m->st);
+    xd_free(m);
+}
+
+static bool
+sess_here(const xd_session_ref_t *to)
+{
+    xd_worker_t *self = xd_worker_self();
+    return self && xd_worker_index(self) == to->worker;
+}
+
+void
+xd_session_send_take(const xd_session_ref_t *to, xd_stanza_t *st)
+{
+    if (sess_here(to)) {
+        sess_deliver_here(to->ops, to->id, st);
+        return;
+    }
+    xd_worker_t *w = xd_worker_get(to->worker);
+    sess_msg_t *m = xd_new(sess_msg_t);
+    m->ops = to->ops;
+    m->id = to->id;
+    m->st = st;
+    if (!w || xd_worker_post(w, sess_deliver_msg, m) != 0) {
+        xd_stanza_unref(st); /* the server is stopping */
+        xd_free(m);
+    }
+}
+
+void
+xd_session_send(const xd_session_ref_t *to, const xd_stanza_t *st)
+{
+    xd_session_send_take(to, xd_stanza_ref(st));
+}
+
+static void
+sess_close_msg(xd_worker_t *w, void *arg)
+{
+    (void)w;
+    sess_msg_t *m = arg;
+    m->ops->close(m->id, m->cond, m->text[0] ? m->text : NULL);
+    xd_free(m);
+}
+
+void
+xd_session_close(const xd_session_ref_t *s, xd_stream_cond cond, const char *text)
+{
+    xd_worker_t *w = xd_worker_get(s->worker);
+    if (!w)
+        return;
+    /* Always through the inbox, also on the owner: the caller may be inside
+     * the session's own input or another session's delivery. */
+    sess_msg_t *m = xd_new(sess_msg_t);
+    m->ops = s->ops;
+    m->id = s->id;
+    m->cond = cond;
+    snprintf(m->text, sizeof m->text, "%s", text ? text : "");
+    if (xd_worker_post(w, sess_close_msg, m) != 0)
+        xd_free(m);
+}
+
+int
+xd_session_kick(const xd_jid_t *full, xd_stream_cond cond, const char *text)
+{
+    xd_session_info_t e = { 0 };
+    int rc = xd_session_find(full, &e);
+    if (rc != 0)
+        return rc;
+    xd_session_close(&e.ref, cond, text);
+    xd_session_info_clear(&e);
+    return 0;
+}
+
+size_t
+xd_session_pick(const xd_session_info_t *s, size_t n, const xd_stanza_t *st, bool *take)
+{
+    const xd_el_t *el = xd_stanza_root(st);
+    xd_stanza_kind kind = xd_stanza_kind_of(el);
+    const char *type = xd_el_attr(el, "type");
+    bool headline = type && !strcmp(type, "headline");
+    int best = -1;
+    for (size_t i = 0; i < n; i++)
+        if (s[i].available && s[i].priority > best)
+            best = s[i].priority;
+    size_t k = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (kind == XD_STANZA_PRESENCE)
+            take[i] = s[i].available;
+        else if (headline)
+            take[i] = s[i].available && s[i].priority >= 0;
+        else
+            take[i] = s[i].available && s[i].priority >= 0 && s[i].priority == best;
+        k += take[i];
+    }
+    return k;
+}
+
+/* ---- binding (RFC 6120 7) ----------------------------------------------------------------- */
+
+static xd_stanza_t *
+sess_iq_error(const xd_stanza_t *iq, xd_cond cond, const char *text)
+{
+    return xd_stanza_error(iq, cond, text);
+}
+
+xd_stanza_t *
+xd_session_bind_iq(const xd_session_bind_req_t *req, const xd_stanza_t *iq, xd_session_t **out)
+{
+    *out = NULL;
+    const xd_el_t *bind = xd_el_first_child(xd_stanza_root(iq));
+    const char *want = xd_el_child_text(bind, "resource", XD_NS_BIND);
+    char *res = NULL;
+    if (want && *want && xd_jid_prep_resource(xd_str_c(want), &res) != 0)
+        /* RFC 6120 7.7.2.1 */
+        return sess_iq_error(iq, XD_COND_BAD_REQUEST, "the resource is not allowed");
+    xd_config_t *cfg = xd_config_get();
+    const xd_host_conf_t *hc = xd_config_host(cfg, req->host);
+    int policy = hc ? hc->resource_conflict : XD_RESOURCE_REPLACE;
+    xd_config_unref(cfg);
+
+    xd_str_t local = xd_jid_local(req->user), domain = xd_jid_domain(req->user);
+    xd_jid_t *full = NULL;
+    for (int attempt = 0; attempt < 8; attempt++) {
+        char gen[40];
+        const char *r = res;
+        if (!r) {
+            /* RFC 6120 7.6.2.1: a server-generated resource, unique and
+             * unguessable. */
+            unsigned char rnd[8];
+            if (uv_random(NULL, NULL, rnd, sizeof rnd, 0, NULL) != 0)
+                memset(rnd, attempt, sizeof rnd);
+            snprintf(gen, sizeof gen, "xmppd-%02x%02x%02x%02x%02x%02x%02x%02x", rnd[0], rnd[1],
+                     rnd[2], rnd[3], rnd[4], rnd[5], rnd[6], rnd[7]);
+            r = gen;
+        }
+        if (xd_jid_make(local, domain, xd_str_c(r), &full) != 0) {
+            xd_free(res);
+            return sess_iq_error(iq, XD_COND_BAD_REQUEST, "the resource is not allowed");
+        }
+        xd_session_info_t e = { .jid = full, .ref = req->ref, .since_ms = req->now_ms };
+        snprintf(e.ip, sizeof e.ip, "%s", req->ip ? req->ip : "");
+        xd_session_info_t old = { 0 };
+        int rc;
+        if (res && policy == XD_RESOURCE_REPLACE) {
+            if (xd_sm_bind_replace(&e, &old) == 1) {
+                /* RFC 6120 7.7.2.2 and 4.9.3.3: the old session ends. */
+                xd_session_close(&old.ref, XD_STREAM_CONFLICT, "replaced by a new connection");
+                xd_session_info_clear(&old);
+            }
+            rc = 0;
+        } else {
+            rc = xd_sm_bind(&e, &old);
+            xd_session_info_clear(&old);
+        }
+        if (rc == 0)
+            break;
+        xd_jid_unref(full);
+        full = NULL;
+        if (rc != XD_EEXIST) {
+            xd_free(res);
+            return sess_iq_error(iq, XD_COND_INTERNAL_SERVER_ERROR, NULL);
+        }
+        if (res && policy == XD_RESOURCE_REFUSE) {
+            xd_free(res);
+            return sess_iq_error(iq, XD_COND_CONFLICT, "the resource is in use");
+        }
+        /* rename, or a generated resource that collided: try a new one. */
+        xd_free(res);
+        res = NULL;
+    }
+    xd_free(res);
+    if (!full)
+        return sess_iq_error(iq, XD_COND_INTERNAL_SERVER_ERROR, NULL);
+
+    xd_session_t *s = xd_new(xd_session_t);
+    s->ref = req->ref;
+    s->jid = full;
+    s->host = xd_strdup(req->host);
+    s->log = req->log;
+    xd_el_t *reply = xd_iq_result_builder(iq);
+    xd_el_t *b = xd_el_add_child(reply, "bind", XD_NS_BIND);
+    xd_el_add_text(xd_el_add_child(b, "jid", NULL), xd_jid_full_str(full).p);
+    xd_hook_session_t sev = { .host = s->host, .jid = s->jid, .reason = NULL };
+    xd_hook_run(XD_HOOK_SESSION_BOUND, s->host, &sev);
+    *out = s;
+    return xd_el_freeze(reply);
+}
+
+/* ---- presence ------------------------------------------------------------------------------- */
+
+/* XD_HOOK_PRESENCE_EDIT on an available presence being sent. */
+static void
+sess_presence_edit(xd_session_t *s, xd_el_t *presence)
+{
+    xd_hook_presence_edit_t ev = { .host = s->host, .jid = s->jid, .presence = presence };
+    xd_hook_run(XD_HOOK_PRESENCE_EDIT, s->host, &ev);
+}
+
+/* Unavailable presence to everyone who got directed presence, and forgets
+ * them (the session went unavailable or is ending). */
+static void
+sess_directed_unavailable(xd_session_t *s)
+{
+    for (size_t i = 0; i < s->ndirected; i++) {
+        xd_el_t *e = xd_el_new("presence", NULL);
+        xd_el_set_attr(e, "from", xd_jid_full_str(s->jid).p);
+        xd_el_set_attr(e, "to", s->directed[i]);
+        xd_el_set_attr(e, "type", "unavailable");
+        xd_route_take(xd_el_freeze(e));
+        xd_free(s->directed[i]);
+    }
+    xd_free(s->directed);
+    s->directed = NULL;
+    s->ndirected = 0;
+}
+
+/* Presence without 'to' is the session's own (RFC 6121 4.2, 4.5): it makes
+ * the session available or unavailable and sets its priority.  Broadcast
+ * to contacts is the roster's (USER_AVAILABLE / USER_UNAVAILABLE). */
+static void
+sess_own_presence(xd_session_t *s, const xd_stanza_t *st, const xd_el_t *el)
+{
+    const char *type = xd_el_attr(el, "type");
+    if (type && strcmp(type, "unavailable") != 0)
+        return; /* subscriptions and probes without 'to': the roster's, and meaningless */
+    int prio = 0;
+    const char *p = xd_el_child_text(el, "priority", NULL);
+    if (p) {
+        long v = strtol(p, NULL, 10);
+        prio = v < -128 ? -128 : v > 127 ? 127 : (int)v;
+    }
+    bool was = s->available;
+    s->available = !type;
+    bool first_nonneg = s->available && prio >= 0 && !(was && s->nonneg_seen);
+    s->nonneg_seen = s->available && (first_nonneg || (was && s->nonneg_seen));
+    /* What contacts and probes see: the presence from the full JID. */
+    xd_el_t *e = xd_stanza_edit(st);
+    xd_el_set_attr(e, "from", xd_jid_full_str(s->jid).p);
+    if (!type)
+        sess_presence_edit(s, e);
+    xd_stanza_t *stamped = xd_el_freeze(e);
+    xd_sm_set_presence(s->jid, s->ref.id, !type, prio, stamped);
+    xd_hook_presence_t ev = { .host = s->host, .jid = s->jid, .presence = stamped,
+                              .initial = !was, .first_nonneg = first_nonneg };
+    if (s->available) {
+        xd_hook_run(XD_HOOK_USER_AVAILABLE, s->host, &ev);
+    } else if (was) {
+        xd_hook_run(XD_HOOK_USER_UNAVAILABLE, s->host, &ev);
+        sess_directed_unavailable(s);
+    }
+    xd_stanza_unref(stamped);
+}
+
+/* RFC 6121 4.6: remembers whom the session sent directed available
+ * presence to (forgets on directed unavailable), so that they learn when it
+ * goes away.  Subscription presence is not directed presence. */
+static void
+sess_track_directed(xd_session_t *s, const xd_el_t *el, const char *to)
+{
+    const char *type = xd_el_attr(el, "type");
+    if (type && strcmp(type, "unavailable") != 0)
+        return;
+    size_t i = 0;
+    while (i < s->ndirected && strcmp(s->directed[i], to) != 0)
+        i++;
+    if (type) { /* unavailable: forget */
+        if (i < s->ndirected) {
+            xd_free(s->directed[i]);
+            s->directed[i] = s->directed[--s->ndirected];
+        }
+        return;
+    }
+    if (i < s->ndirected || s->ndirected >= SESS_MAX_DIRECTED)
+        return;
+    s->directed = xd_realloc(s->directed, (s->ndirected + 1) * sizeof *s->directed);
+    s->directed[s->ndirected++] = xd_strdup(to);
+}
+
+/* ---- the client's stanzas ----------------------------------------------------------------- */
+
+/* Writes a reply of the session manager to the client. */
+static void
+sess_reply(xd_session_t *s, xd_stanza_t *st)
+{
+    if (st) {
+        s->ref.ops->deliver(s->ref.id, st);
+        xd_stanza_unref(st);
+    }
+}
+
+int
+xd_session_input(xd_session_t *s, const xd_stanza_t *st)
+{
+    const xd_el_t *el = xd_stanza_root(st);
+    xd_stanza_kind kind = xd_stanza_kind_of(el);
+
+    /* RFC 6120 8.1.2.1: 'from' is ours to stamp; a different one is spoofing. */
+    const char *from = xd_el_attr(el, "from");
+    if (from) {
+        xd_jid_t *fj = NULL;
+        bool ok = xd_jid_parse(xd_str_c(from), &fj) == 0 &&
+                  (xd_jid_eq(fj, s->jid) || (xd_jid_is_bare(fj) && xd_jid_eq_bare(fj, s->jid)));
+        if (fj)
+            xd_jid_unref(fj);
+        if (!ok)
+            return XD_EINVAL;
+    }
+    const char *to = xd_el_attr(el, "to");
+    if (kind == XD_STANZA_IQ) {
+        const xd_el_t *payload = xd_el_first_child(el);
+        bool to_server = !to || !strcmp(to, s->host) || xd_str_eq_c(xd_jid_bare_str(s->jid), to);
+        if (xd_iq_is_request(el) && to_server && payload) {
+            if (xd_el_is(payload, "session", XD_NS_SESSION)) {
+                /* RFC 3921 3: establishment is a no-op once bound. */
+                sess_reply(s, xd_iq_result(st));
+                return 0;
+            }
+            if (xd_el_is(payload, "bind", XD_NS_BIND)) {
+                /* RFC 6120 7.7.2.1 is silent on rebinding; one resource per stream. */
+                sess_reply(s, xd_stanza_error(st, XD_COND_NOT_ALLOWED,
+                                              "a resource is already bound"));
+                return 0;
+            }
+        }
+        if (!xd_el_attr(el, "id") || !xd_el_attr(el, "type")) {
+            /* RFC 6120 8.1.3, 8.2.3: an IQ needs both. */
+            sess_reply(s, xd_stanza_error(st, XD_COND_BAD_REQUEST, "an IQ needs 'id' and 'type'"));
+            return 0;
+        }
+    }
+    if (!to && kind == XD_STANZA_PRESENCE) {
+        sess_own_presence(s, st, el);
+        return 0;
+    }
+    if (to && kind == XD_STANZA_PRESENCE)
+        sess_track_directed(s, el, to);
+    xd_el_t *e = xd_stanza_edit(st);
+    xd_el_set_attr(e, "from", xd_jid_full_str(s->jid).p);
+    if (kind == XD_STANZA_PRESENCE && !xd_el_attr(el, "type"))
+        sess_presence_edit(s, e);
+    if (!to) {
+        /* RFC 6120 10.3.1, 10.3.3: a message or IQ without 'to' is for the
+         * sender's bare JID (an IQ is then answered by the server on the
+         * account's behalf). */
+        xd_str_t bare = xd_jid_bare_str(s->jid);
+        char buf[XD_JID_MAX + 1];
+        snprintf(buf, sizeof buf, "%.*s", (int)bare.len, bare.p);
+        xd_el_set_attr(e, "to", buf);
+    }
+    xd_stanza_t *out = xd_el_freeze(e);
+    if (kind == XD_STANZA_MESSAGE)
+        xd_carbons_sent(out, s->jid, s->ref.id);
+    xd_route_take(out);
+    return 0;
+}
+
+void
+xd_session_end(xd_session_t *s, const char *reason)
+{
+    if (!s)
+        return;
+    xd_sm_unbind(s->jid, s->ref.id);
+    if (s->available) {
+        s->available = false;
+        xd_hook_presence_t pev = { .host = s->host, .jid = s->jid, .presence = NULL };
+        xd_hook_run(XD_HOOK_USER_UNAVAILABLE, s->host, &pev);
+    }
+    sess_directed_unavailable(s);
+    xd_hook_session_t sev = { .host = s->host, .jid = s->jid, .reason = reason };
+    xd_hook_run(XD_HOOK_SESSION_CLOSED, s->host, &sev);
+    xd_jid_unref(s->jid);
+    xd_free(s->host);
+    xd_free(s);
+}
+
+/* ---- commands ------------------------------------------------------------------------------ */
+
+static void
+list_session(void *arg, const xd_session_info_t *e)
+{
+    xd_cmd_add(arg, "%s", xd_jid_full_str(e->jid).p);
+}
+
+static int
+cmd_connected_users(xd_cmd_call_t *call)
+{
+    xd_session_foreach(call->args[0].text, list_session, call);
+    if (call->res.n > 1) {
+        /* Stable output: sorted. */
+        for (size_t i = 1; i < call->res.n; i++)
+            for (size_t j = i; j > 0 && strcmp(call->res.items[j - 1], call->res.items[j]) > 0;
+                 j--) {
+                char *t = call->res.items[j];
+                call->res.items[j] = call->res.items[j - 1];
+                call->res.items[j - 1] = t;
+            }
+    }
+    return 0;
+}
+
+static int
+cmd_connected_users_number(xd_cmd_call_t *call)
+{
+    call->res.i = (int64_t)xd_session_count(call->args[0].text);
+    return 0;
+}
+
+static int
+cmd_kick_session(xd_cmd_call_t *call)
+{
+    xd_jid_t *full = NULL;
+    int rc = xd_jid_make(xd_str_c(call->args[0].text), xd_str_c(call->args[1].text),
+                         xd_str_c(call->args[2].text), &full);
+    if (rc != 0)
+        return xd_cmd_errorf(call, XD_EINVAL, "not a valid JID: %s", xd_strerror(rc));
+    const char *reason = call->args[3].text ? call->args[3].text : "kicked by an administrator";
+    rc = xd_session_kick(full, XD_STREAM_POLICY_VIOLATION, reason);
+    if (rc == XD_ENOTFOUND)
+        rc = xd_cmd_errorf(call, rc, "%s is not connected", xd_jid_full_str(full).p);
+    else if (rc == 0)
+        xd_cmd_printf(call, "%s kicked\n", xd_jid_full_str(full).p);
+    xd_jid_unref(full);
+    return rc;
+}
+
+static const xd_cmd_arg_t args_opt_host[] = {
+    { "host", XD_CMD_HOST, "only the sessions of this virtual host" },
+};
+
+static const xd_cmd_arg_t args_kick[] = {
+    { "user", XD_CMD_USER, "the localpart" },
+    { "host", XD_CMD_HOST, "the virtual host" },
+    { "resource", XD_CMD_RESOURCE, "the resource of the session" },
+    { "reason", XD_CMD_STRING, "text sent to the client in the stream error" },
+};
+
+static const xd_cmd_t sess_cmds[] = {
+    { .name = "connected_users", .doc = "list the bound sessions (full JIDs), one per line",
+      .args = args_opt_host, .nargs = 1, .nopt = 1, .result = XD_CMD_RES_LIST,
+      .flags = XD_CMD_ON_LOOP, .fn = cmd_connected_users },
+    { .name = "connected_users_number", .doc = "how many sessions are bound",
+      .args = args_opt_host, .nargs = 1, .nopt = 1, .result = XD_CMD_RES_INT,
+      .flags = XD_CMD_ON_LOOP, .fn = cmd_connected_users_number },
+    { .name = "kick_session", .doc = "close a session with a policy-violation stream error",
+      .args = args_kick, .nargs = 4, .nopt = 1, .result = XD_CMD_RES_NONE,
+      .flags = XD_CMD_ON_LOOP, .fn = cmd_kick_session },
+};
+
+void
+xd_session_register_commands(void)
+{
+    for (size_t i = 0; i < sizeof sess_cmds / sizeof sess_cmds[0]; i++)
+        xd_cmd_register(&sess_cmds[i]);
+}

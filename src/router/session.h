@@ -1,0 +1,105 @@
+/*
+ * session.h (router) — the session manager's side of a session, for the
+ * transports that carry sessions (src/stream/c2s.c today; WebSocket, BOSH
+ * and cluster links later).  Modules use include/xmppd/session.h.
+ *
+ * A transport provides an xd_session_ops_t (deliver, close, info: all run
+ * on the owner worker, keyed by the transport's id) and, once the client
+ * asks to bind a resource, hands the request to xd_session_bind_iq.  From
+ * then on the session manager owns what RFC 6120/6121 say a session is:
+ *
+ *   bind         the resource (requested or generated, conflicts by the
+ *                host's resource_conflict policy) in the session table;
+ *   input        every stanza the client sends: 'from' checked and stamped,
+ *                a missing 'to' resolved (RFC 6120 10.3), the session
+ *                establishment IQ answered (RFC 3921 3), its own presence
+ *                (availability, priority, USER_AVAILABLE / _UNAVAILABLE),
+ *                directed presence remembered (RFC 6121 4.6), sent carbons,
+ *                then the router;
+ *   end          unbound, unavailable broadcast, directed presence undone,
+ *                SESSION_CLOSED.
+ *
+ * The transport keeps the wire: framing, TLS, SASL, limits.  An
+ * xd_session_t belongs to the transport's owner worker (not shared): only
+ * that worker calls these functions with it.
+ */
+#ifndef XMPPD_ROUTER_SESSION_H
+#define XMPPD_ROUTER_SESSION_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "xmppd/conds.h"
+#include "xmppd/el.h"
+#include "xmppd/jid.h"
+#include "xmppd/log.h"
+#include "xmppd/session.h"
+
+/* What a transport tells about one of its sessions (ops->info). */
+typedef struct xd_session_stats {
+    uint64_t idle_ms;  /* since the client last sent anything */
+    bool secure;       /* encrypted (TLS) */
+} xd_session_stats_t;
+
+/* A transport.  Every function runs on the session's owner worker and is
+ * given the transport's id for the session. */
+struct xd_session_ops {
+    const char *name; /* "c2s", "websocket", "bosh", "cluster": logs and status */
+    /* Writes st (lent) to the session: 0, or XD_ENOTFOUND when it is gone
+     * or no longer takes stanzas (the sender then gets service-unavailable).
+     * Must not end the session synchronously (a full write queue closes it
+     * later): the caller may be in the middle of another session's input. */
+    int (*deliver)(uint64_t id, const xd_stanza_t *st);
+    /* Ends the session with a stream error (nothing when it is gone). */
+    void (*close)(uint64_t id, xd_stream_cond cond, const char *text);
+    /* Fills *out: 0 or XD_ENOTFOUND. */
+    int (*info)(uint64_t id, xd_session_stats_t *out);
+};
+
+/* One bound session (owner worker only). */
+typedef struct xd_session {
+    xd_session_ref_t ref;  /* the transport, worker and id */
+    xd_jid_t *jid;         /* the bound full JID */
+    char *host;            /* the served host (owned) */
+    const xd_log_t *log;   /* the transport's log context (lent for the session's life) */
+    bool available;        /* its own presence is available */
+    bool nonneg_seen;      /* ... with a priority >= 0 since it became available */
+    char **directed;       /* JIDs it sent directed available presence to (RFC 6121 4.6) */
+    size_t ndirected;      /* how many (bounded) */
+} xd_session_t;
+
+/* A bind request. */
+typedef struct xd_session_bind_req {
+    xd_session_ref_t ref;    /* how the new session is reached */
+    const xd_jid_t *user;    /* the authenticated account (bare JID) */
+    const char *host;        /* the served host of the stream */
+    const char *ip;          /* the client's address */
+    const xd_log_t *log;     /* the transport's log context */
+    uint64_t now_ms;         /* the owner loop's clock */
+} xd_session_bind_req_t;
+
+/* Answers the resource binding request iq (RFC 6120 7): on success binds
+ * the session, sets *out (the caller owns it until xd_session_end) and
+ * returns the result carrying the full JID; otherwise returns the error
+ * (bad-request, conflict, internal-server-error) with *out NULL.  The reply
+ * is a new reference for the transport to write.  A resource bound by
+ * another session is taken over or refused by the host's
+ * resource_conflict policy; the old session is closed with <conflict/>. */
+xd_stanza_t *xd_session_bind_iq(const xd_session_bind_req_t *req, const xd_stanza_t *iq,
+                                xd_session_t **out);
+
+/* A stanza the client sent on session s (lent).  0, or XD_EINVAL when its
+ * 'from' is not the session's (the transport then closes the stream with
+ * invalid-from, RFC 6120 8.1.2.1).  Replies of the session manager itself
+ * are written through s->ref.ops->deliver. */
+int xd_session_input(xd_session_t *s, const xd_stanza_t *st);
+
+/* The session ends (reason: "closed", "disconnected", …, for the hook):
+ * unbound, unavailable presence to whoever had its presence, SESSION_CLOSED;
+ * then s is freed. */
+void xd_session_end(xd_session_t *s, const char *reason);
+
+/* Registers connected_users, connected_users_number and kick_session. */
+void xd_session_register_commands(void);
+
+#endif

@@ -1,0 +1,519 @@
+/*
+ * c2s_sasl.c — SASL on client streams (RFC 6120 6): which mechanisms a
+ * stream offers, the exchange with the SASL engine (stream/sasl.h), the
+ * auth backend's asynchronous answers, failure delays and limits, and
+ * SASL EXTERNAL with client certificates (XEP-0178).
+ *
+ * While the backend is asked (SCRAM credentials, a password check, whether
+ * a certificate's account exists) or a failure is being delayed, the stream
+ * is blocked (conn.h): later input waits.  Only attempts that tested
+ * credentials count against max_auth_failures and are delayed.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include <openssl/crypto.h>
+#include <openssl/evp.h>
+
+#include "stream/c2s_int.h"
+
+#include "core/secret.h"
+#include "stream/sasl.h"
+#include "stream/tls.h"
+#include "xmppd/alloc.h"
+#include "xmppd/assert.h"
+#include "xmppd/auth.h"
+#include "xmppd/config.h"
+#include "xmppd/err.h"
+#include "xmppd/jid.h"
+#include "xmppd/log.h"
+#include "xmppd/ns.h"
+
+#define C2S_MAX_PROTO_FAILURES 10 /* SASL failures without a credential check per stream */
+#define C2S_SASL_B64_MAX (((XD_SASL_MSG_MAX + 2) / 3) * 4) /* base64 of the longest message */
+
+/* ---- mechanisms ------------------------------------------------------------------------------ */
+
+static bool
+c2s_mech_disabled(const xd_host_conf_t *hc, const char *name)
+{
+    for (size_t i = 0; i < hc->disable_sasl_mechanisms.count; i++)
+        if (strcasecmp(hc->disable_sasl_mechanisms.items[i], name) == 0)
+            return true;
+    return false;
+}
+
+static bool
+c2s_authz(void *arg, const xd_jid_t *user, const xd_jid_t *authzid)
+{
+    xd_conn_t *c = arg;
+    (void)authzid;
+    xd_config_t *cfg = xd_config_get();
+    const xd_host_conf_t *hc = xd_config_host(cfg, c->host);
+    bool ok = hc && xd_access_match(cfg, c->host, hc->sasl_authzid_access, user,
+                                    (const struct sockaddr *)&c->peer) == XD_ACCESS_ALLOW;
+    xd_config_unref(cfg);
+    return ok;
+}
+
+static int
+c2s_cb_data(void *arg, xd_sasl_cb type, uint8_t *out, size_t cap, size_t *out_len)
+{
+    xd_conn_t *c = arg;
+    if (!c2s_secure(c))
+        return XD_ENOTSUP;
+    xd_tls_cb_type t = type == XD_SASL_CB_TLS_EXPORTER   ? XD_TLS_CB_EXPORTER
+                       : type == XD_SASL_CB_TLS_UNIQUE ? XD_TLS_CB_UNIQUE
+                                                       : XD_TLS_CB_SERVER_END_POINT;
+    return xd_tls_channel_binding(c->tls, t, out, cap, out_len);
+}
+
+/* The client's certificate chain verifies against the trust store (the
+ * identities are matched when the client authenticates). */
+static bool
+c2s_client_cert_ok(xd_conn_t *c)
+{
+    xd_tls_peer_result_t r;
+    return c->tls && xd_tls_peer_verify(c->tls, NULL, &r) == 0 && r.status == XD_TLS_PEER_OK;
+}
+
+/* A fresh SASL engine for this stage, with the mechanisms the host, the
+ * auth backend and the TLS state allow. */
+void
+c2s_sasl_setup(xd_conn_t *c)
+{
+    xd_config_t *cfg = xd_config_get();
+    const xd_host_conf_t *hc = xd_config_host(cfg, c->host);
+    unsigned mechs = 0, need_tls = 0;
+    bool secure = c2s_secure(c);
+    if (hc) {
+        if (hc->auth_method == XD_AUTH_ANONYMOUS) {
+            mechs |= XD_SASL_BIT(XD_SASL_ANONYMOUS);
+        } else {
+            if (xd_auth_supports_scram(c->host))
+                mechs |= XD_SASL_MECHS_SCRAM | (secure ? XD_SASL_MECHS_SCRAM_PLUS : 0);
+            if (secure || hc->allow_unencrypted_plain_auth)
+                mechs |= XD_SASL_BIT(XD_SASL_PLAIN);
+            else
+                need_tls |= XD_SASL_BIT(XD_SASL_PLAIN);
+            if (secure && c->listener->tls_verify && c2s_client_cert_ok(c))
+                mechs |= XD_SASL_BIT(XD_SASL_EXTERNAL); /* XEP-0178 */
+        }
+        for (int m = 0; m < XD_SASL_MECH_COUNT; m++)
+            if ((mechs & XD_SASL_BIT(m)) && c2s_mech_disabled(hc, xd_sasl_mech_name(m)))
+                mechs &= ~XD_SASL_BIT(m);
+    }
+    unsigned cb = 0;
+    if (secure) {
+        if (xd_tls_cb_available(c->tls, XD_TLS_CB_EXPORTER))
+            cb |= XD_SASL_CB_BIT(XD_SASL_CB_TLS_EXPORTER);
+        if (xd_tls_cb_available(c->tls, XD_TLS_CB_SERVER_END_POINT))
+            cb |= XD_SASL_CB_BIT(XD_SASL_CB_TLS_SERVER_END_POINT);
+        if (xd_tls_cb_available(c->tls, XD_TLS_CB_UNIQUE))
+            cb |= XD_SASL_CB_BIT(XD_SASL_CB_TLS_UNIQUE);
+    }
+    xd_sasl_opts_t o = {
+        .host = c->host,
+        .mechs = mechs,
+        .mechs_need_tls = need_tls,
+        .cb_types = cb,
+        .cb_data = c2s_cb_data,
+        .authz = c2s_authz,
+        .arg = c,
+        .fake_iterations = hc ? (unsigned)hc->scram_iterations : 0,
+        .secret = xd_node_secret(), /* stable fake salts for unknown users */
+    };
+    xd_sasl_free(c2s_of(c)->sasl);
+    c2s_of(c)->sasl = xd_sasl_new(&o);
+    xd_config_unref(cfg);
+}
+
+
+/* ---- the exchange --------------------------------------------------------------------------- */
+
+static void c2s_sasl_result(xd_conn_t *c, const xd_sasl_result_t *r);
+static void c2s_external(xd_conn_t *c, const xd_jid_t *authzid);
+
+static void
+c2s_on_scram(void *arg, int status, const xd_scram_cred_t *cred)
+{
+    xd_conn_t *c = c2s_op_done(arg);
+    if (!c || c->state == C2S_CLOSING)
+        return;
+    xd_sasl_result_t r;
+    xd_sasl_provide_scram(c2s_of(c)->sasl, status, cred, &r);
+    c2s_sasl_result(c, &r);
+}
+
+static void
+c2s_on_check(void *arg, int status, bool ok)
+{
+    xd_conn_t *c = c2s_op_done(arg);
+    if (!c || c->state == C2S_CLOSING)
+        return;
+    xd_sasl_result_t r;
+    xd_sasl_provide_check(c2s_of(c)->sasl, status, ok, &r);
+    c2s_sasl_result(c, &r);
+}
+
+static void
+c2s_send_sasl(xd_conn_t *c, const char *name, const uint8_t *data, size_t len, bool has_data)
+{
+    size_t b64len = has_data ? 4 * ((len + 2) / 3) : 0;
+    char *buf = xd_malloc(b64len + 128);
+    int n = snprintf(buf, 128, "<%s xmlns='" XD_NS_SASL "'>", name);
+    size_t off = (size_t)n;
+    if (has_data && len == 0) {
+        buf[off++] = '='; /* RFC 6120 6.4.2: empty data is "=" */
+    } else if (has_data) {
+        off += (size_t)EVP_EncodeBlock((unsigned char *)buf + off, data, (int)len);
+    }
+    off += (size_t)snprintf(buf + off, 64, "</%s>", name);
+    c2s_write(c, buf, off);
+    OPENSSL_cleanse(buf, off);
+    xd_free(buf);
+}
+
+void
+c2s_sasl_delay_done(xd_conn_t *c)
+{
+    if (c->state == C2S_CLOSING || !c2s_of(c)->pending_failure)
+        return;
+    c2s_write_str(c, c2s_of(c)->pending_failure);
+    xd_free(c2s_of(c)->pending_failure);
+    c2s_of(c)->pending_failure = NULL;
+    if (c2s_of(c)->delayed_close) {
+        /* RFC 6120 6.4.5: retries are limited; then the stream ends. */
+        c2s_close(c, XD_STREAM_POLICY_VIOLATION, "too many authentication failures");
+        return;
+    }
+    c2s_unblock(c);
+}
+
+static void
+c2s_sasl_failure(xd_conn_t *c, const xd_sasl_result_t *r)
+{
+    char buf[512];
+    if (r->text)
+        snprintf(buf, sizeof buf,
+                 "<failure xmlns='" XD_NS_SASL "'><%s/><text xml:lang='en'>%s</text></failure>",
+                 xd_sasl_cond_name(r->cond), r->text);
+    else
+        snprintf(buf, sizeof buf, "<failure xmlns='" XD_NS_SASL "'><%s/></failure>",
+                 xd_sasl_cond_name(r->cond));
+    xd_config_t *cfg = xd_config_get();
+    const xd_host_conf_t *hc = xd_config_host(cfg, c->host);
+    uint64_t delay = hc ? hc->auth_failure_delay_ms : 0;
+    unsigned max = hc ? (unsigned)hc->max_auth_failures : 3;
+    xd_config_unref(cfg);
+    /* Only attempts that tested credentials count against
+     * max_auth_failures and are delayed: those are what password guessing
+     * costs.  A client walking down the mechanism list (a channel-binding
+     * type it cannot use, the 'y' flag, PLAIN as the last resort, as
+     * slixmpp does) must not lose its connection on the way; such
+     * failures have their own, looser cap. */
+    bool counts = r->cond != XD_SASL_COND_ABORTED && c2s_of(c)->sasl_checked;
+    if (counts)
+        c2s_of(c)->auth_failures++;
+    else if (r->cond != XD_SASL_COND_ABORTED)
+        c2s_of(c)->proto_failures++;
+    c2s_of(c)->sasl_checked = false;
+    XD_LOG(&c->log, XD_NOTICE, "authentication failed",
+           "mech=%s cond=%s user=%s failures=%u other_failures=%u",
+           xd_sasl_mech_name(r->mech) ? xd_sasl_mech_name(r->mech) : "-",
+           xd_sasl_cond_name(r->cond), r->user ? r->user : "-", c2s_of(c)->auth_failures,
+           c2s_of(c)->proto_failures);
+    c2s_of(c)->delayed_close = c2s_of(c)->auth_failures >= max || c2s_of(c)->proto_failures >= C2S_MAX_PROTO_FAILURES;
+    if (!counts || delay == 0) {
+        c2s_write_str(c, buf);
+        if (c2s_of(c)->delayed_close)
+            c2s_close(c, XD_STREAM_POLICY_VIOLATION, "too many authentication failures");
+        return;
+    }
+    /* Slow down guessing: answer after the delay, reading nothing meanwhile. */
+    c2s_block(c);
+    xd_free(c2s_of(c)->pending_failure);
+    c2s_of(c)->pending_failure = xd_strdup(buf);
+    xd_timer_start(c2s_of(c)->delay, delay, 0);
+}
+
+static void
+c2s_sasl_success(xd_conn_t *c, const xd_sasl_result_t *r)
+{
+    xd_jid_t *jid = NULL;
+    if (r->anonymous) {
+        unsigned char rnd[12];
+        char local[25];
+        if (uv_random(NULL, NULL, rnd, sizeof rnd, 0, NULL) != 0)
+            memset(rnd, 7, sizeof rnd);
+        for (size_t i = 0; i < sizeof rnd; i++)
+            snprintf(local + 2 * i, 3, "%02x", rnd[i]);
+        xd_jid_make(xd_str_c(local), xd_str_c(c->host), xd_str_c(""), &jid);
+    } else if (r->jid) {
+        jid = xd_jid_ref((xd_jid_t *)r->jid);
+    }
+    if (!jid) {
+        xd_sasl_result_t f = *r;
+        f.kind = XD_SASL_FAILURE;
+        f.cond = XD_SASL_COND_TEMPORARY_AUTH_FAILURE;
+        f.text = NULL;
+        c2s_sasl_failure(c, &f);
+        return;
+    }
+    /* The listener's access rule: who may log in here at all. */
+    xd_config_t *cfg = xd_config_get();
+    xd_access_t acc = xd_access_match(cfg, c->host, c->listener->access, jid,
+                                      (const struct sockaddr *)&c->peer);
+    xd_config_unref(cfg);
+    if (acc != XD_ACCESS_ALLOW) {
+        xd_jid_unref(jid);
+        xd_sasl_result_t f = *r;
+        f.kind = XD_SASL_FAILURE;
+        f.cond = XD_SASL_COND_NOT_AUTHORIZED;
+        f.text = "access denied by service policy";
+        c2s_sasl_failure(c, &f);
+        return;
+    }
+    c2s_send_sasl(c, "success", r->out, r->out_len, r->out != NULL);
+    c2s_of(c)->authenticated = true;
+    c2s_of(c)->anonymous = r->anonymous;
+    c2s_of(c)->jid = jid;
+    xd_log_ctx(&c->log, NULL, "conn=%llu ip=%s jid=%s", (unsigned long long)c->id, c->ip,
+               xd_jid_full_str(jid).p);
+    XD_LOG(&c->log, XD_NOTICE, "authenticated", "mech=%s cb=%s",
+           xd_sasl_mech_name(r->mech),
+           r->cb >= 0 ? xd_sasl_cb_name((xd_sasl_cb)r->cb) : "-");
+    xd_sasl_free(c2s_of(c)->sasl);
+    c2s_of(c)->sasl = NULL;
+    /* RFC 6120 6.4.6: the client restarts the stream. */
+    xd_xml_parser_reset(c->parser);
+    c->restart = true;
+    c->state = C2S_HEADER;
+    c->header_sent = false;
+}
+
+static void
+c2s_sasl_result(xd_conn_t *c, const xd_sasl_result_t *r)
+{
+    bool was_blocked = c->blocked;
+    switch (r->kind) {
+    case XD_SASL_CHALLENGE:
+        c2s_send_sasl(c, "challenge", r->out, r->out_len, true);
+        break;
+    case XD_SASL_SUCCESS:
+        c2s_sasl_success(c, r);
+        break;
+    case XD_SASL_FAILURE:
+        c2s_sasl_failure(c, r);
+        break;
+    case XD_SASL_NEED_SCRAM: {
+        c2s_of(c)->sasl_checked = true;
+        xd_conn_op_t *op = c2s_op_new(c, sizeof *op);
+        int rc = xd_auth_get_scram(c->host, r->user, r->hash, c2s_on_scram, op);
+        if (rc != 0) {
+            c2s_op_done(op);
+            xd_sasl_result_t nr;
+            xd_sasl_provide_scram(c2s_of(c)->sasl, rc, NULL, &nr);
+            c2s_sasl_result(c, &nr);
+            return;
+        }
+        c2s_block(c);
+        return;
+    }
+    case XD_SASL_NEED_CHECK: {
+        c2s_of(c)->sasl_checked = true;
+        xd_conn_op_t *op = c2s_op_new(c, sizeof *op);
+        int rc = xd_auth_check_password(c->host, r->user, r->password, c2s_on_check, op);
+        if (rc != 0) {
+            c2s_op_done(op);
+            xd_sasl_result_t nr;
+            xd_sasl_provide_check(c2s_of(c)->sasl, rc, false, &nr);
+            c2s_sasl_result(c, &nr);
+            return;
+        }
+        c2s_block(c);
+        return;
+    }
+    case XD_SASL_NEED_EXTERNAL:
+        c2s_of(c)->sasl_checked = true;
+        c2s_external(c, r->authzid); /* answers now, or blocks until the account check */
+        return;
+    case XD_SASL_NONE:
+        break;
+    }
+    /* An answer from the backend ends the block it caused (unless a
+     * failure delay or a close took over). */
+    if (was_blocked && c->blocked && !c2s_of(c)->pending_failure && c->state != C2S_CLOSING)
+        c2s_unblock(c);
+}
+
+/* ---- SASL EXTERNAL with client certificates (XEP-0178) -------------------------------------- */
+
+typedef struct c2s_ext_op {
+    xd_conn_op_t op; /* first: the connection's token */
+    char jid[XD_JID_MAX + 1]; /* the one candidate whose account is being looked up */
+} c2s_ext_op_t;
+
+static void
+c2s_on_external_exists(void *arg, int status, bool exists)
+{
+    c2s_ext_op_t *eo = arg;
+    char jid[sizeof eo->jid];
+    memcpy(jid, eo->jid, sizeof jid);
+    xd_conn_t *c = c2s_op_done(&eo->op); /* frees eo */
+    if (!c || c->state == C2S_CLOSING)
+        return;
+    xd_str_t id = xd_str_c(jid);
+    xd_sasl_result_t nr;
+    if (status != 0)
+        xd_sasl_provide_external(c2s_of(c)->sasl, status, NULL, 0, &nr);
+    else if (!exists)
+        xd_sasl_provide_external(c2s_of(c)->sasl, XD_ENOTFOUND, NULL, 0, &nr);
+    else
+        xd_sasl_provide_external(c2s_of(c)->sasl, 0, &id, 1, &nr);
+    c2s_sasl_result(c, &nr);
+}
+
+/* NEED_EXTERNAL: the verified certificate's XmppAddr identities that are
+ * accounts of this host (XEP-0178 3); with one candidate its account is
+ * looked up (input is blocked meanwhile), several go to the engine as
+ * they are (it asks for an authzid), none is not-authorized. */
+static void
+c2s_external(xd_conn_t *c, const xd_jid_t *authzid)
+{
+    xd_tls_id_t *ids = NULL;
+    size_t n = 0;
+    enum { MAXC = 8 };
+    xd_str_t cand[MAXC];
+    char store[MAXC][XD_JID_MAX + 1];
+    size_t nc = 0;
+    if (c2s_client_cert_ok(c) && xd_tls_peer_identities(c->tls, &ids, &n) == 0) {
+        for (size_t i = 0; i < n && nc < MAXC; i++) {
+            xd_jid_t *j = NULL;
+            if (ids[i].type != XD_TLS_ID_XMPPADDR ||
+                xd_jid_parse(xd_str_c(ids[i].value), &j) != 0)
+                continue;
+            bool ours = xd_jid_local(j).len && xd_jid_is_bare(j) &&
+                        xd_str_eq_c(xd_jid_domain(j), c->host) &&
+                        (!authzid || xd_jid_eq_bare(j, authzid));
+            if (ours) {
+                snprintf(store[nc], sizeof store[nc], "%s", xd_jid_bare_str(j).p);
+                cand[nc] = xd_str_c(store[nc]);
+                nc++;
+            }
+            xd_jid_unref(j);
+        }
+        xd_tls_ids_free(ids, n);
+    }
+    xd_sasl_result_t nr;
+    if (nc != 1) {
+        xd_sasl_provide_external(c2s_of(c)->sasl, nc ? 0 : XD_ENOTFOUND, nc ? cand : NULL, nc, &nr);
+        c2s_sasl_result(c, &nr);
+        return;
+    }
+    xd_jid_t *j = NULL;
+    xd_jid_parse(cand[0], &j);
+    xd_str_t l = xd_jid_local(j);
+    char user[1100];
+    snprintf(user, sizeof user, "%.*s", (int)l.len, l.p);
+    xd_jid_unref(j);
+    c2s_ext_op_t *eo = (c2s_ext_op_t *)c2s_op_new(c, sizeof *eo);
+    snprintf(eo->jid, sizeof eo->jid, "%s", store[0]);
+    if (xd_auth_user_exists(c->host, user, c2s_on_external_exists, eo) != 0) {
+        c2s_op_done(&eo->op);
+        xd_sasl_provide_external(c2s_of(c)->sasl, XD_EINTERNAL, NULL, 0, &nr);
+        c2s_sasl_result(c, &nr);
+        return;
+    }
+    c2s_block(c);
+}
+
+/* Decodes base64 element text (RFC 6120 6.4.2: "=" is empty, nothing is
+ * "no data").  Returns the length, or -1 for bad base64. */
+static long
+c2s_b64_decode(const char *in, size_t inlen, uint8_t *out, bool *present)
+{
+    *present = inlen > 0;
+    if (inlen == 0)
+        return 0;
+    if (inlen == 1 && in[0] == '=')
+        return 0;
+    if (inlen % 4 != 0)
+        return -1;
+    for (size_t i = 0; i < inlen; i++) {
+        char ch = in[i];
+        bool ok = (ch >= 'A' && ch <= 'Z') || (ch >= 'a' && ch <= 'z') ||
+                  (ch >= '0' && ch <= '9') || ch == '+' || ch == '/' ||
+                  (ch == '=' && i >= inlen - 2);
+        if (!ok || (i == inlen - 2 && ch == '=' && in[inlen - 1] != '='))
+            return -1;
+    }
+    int n = EVP_DecodeBlock(out, (const unsigned char *)in, (int)inlen);
+    if (n < 0)
+        return -1;
+    if (in[inlen - 1] == '=')
+        n--;
+    if (in[inlen - 2] == '=')
+        n--;
+    return n;
+}
+
+void
+c2s_sasl_element(xd_conn_t *c, const xd_el_t *el)
+{
+    const char *name = xd_el_name(el);
+    if (c2s_of(c)->authenticated) {
+        /* RFC 6120 6.4.6: no second authentication on a stream. */
+        c2s_close(c, XD_STREAM_POLICY_VIOLATION, "the stream is already authenticated");
+        return;
+    }
+    if (!c2s_of(c)->sasl || (!c2s_secure(c) && c->listener->starttls_required)) {
+        if (!strcmp(name, "auth")) {
+            c2s_write_str(c, "<failure xmlns='" XD_NS_SASL "'><encryption-required/>"
+                             "<text xml:lang='en'>use STARTTLS first</text></failure>");
+            c2s_close(c, XD_STREAM_POLICY_VIOLATION, "TLS is required before authentication");
+        } else {
+            c2s_close(c, XD_STREAM_POLICY_VIOLATION, "no SASL exchange is in progress");
+        }
+        return;
+    }
+    xd_sasl_result_t r;
+    if (!strcmp(name, "abort")) {
+        xd_sasl_abort(c2s_of(c)->sasl, &r);
+        c2s_sasl_result(c, &r);
+        return;
+    }
+    const char *text = xd_el_text(el);
+    size_t tlen = text ? xd_el_text_len(el) : 0;
+    uint8_t *data = NULL;
+    long dlen = 0;
+    bool present = false, bad = tlen > C2S_SASL_B64_MAX;
+    if (!bad) {
+        data = xd_malloc(tlen + 4);
+        dlen = c2s_b64_decode(text ? text : "", tlen, data, &present);
+        bad = dlen < 0;
+    }
+    if (bad) {
+        xd_free(data);
+        r = (xd_sasl_result_t){ .kind = XD_SASL_FAILURE, .cond = XD_SASL_COND_INCORRECT_ENCODING };
+        xd_sasl_abort(c2s_of(c)->sasl, NULL); /* the exchange is over */
+        c2s_sasl_result(c, &r);
+        return;
+    }
+    if (!strcmp(name, "auth")) {
+        const char *mech = xd_el_attr(el, "mechanism");
+        xd_sasl_start(c2s_of(c)->sasl, xd_str_c(mech ? mech : ""), present ? data : NULL, (size_t)dlen,
+                      &r);
+    } else if (!strcmp(name, "response")) {
+        xd_sasl_step(c2s_of(c)->sasl, data, (size_t)dlen, &r);
+    } else {
+        xd_free(data);
+        c2s_close(c, XD_STREAM_UNSUPPORTED_STANZA_TYPE, NULL);
+        return;
+    }
+    OPENSSL_cleanse(data, (size_t)dlen);
+    xd_free(data);
+    c2s_sasl_result(c, &r);
+}

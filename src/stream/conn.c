@@ -1,0 +1,1105 @@
+/*
+ * conn.c — the stream connection (conn.h): transport, TLS glue, parser,
+ * limits, timers and the closing handshake, for every stream role.
+ *
+ * One xd_conn_t per TCP connection, owned by the worker that accepted or
+ * opened it.  What is said on the stream is the role's (c2s.c for clients,
+ * src/s2s for servers and components); this file only moves bytes and
+ * elements and enforces the limits of the listener.  conn.h has the state
+ * diagram and the input path.
+ */
+#include <malloc.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "stream/conn.h"
+
+#include "core/worker.h"
+#include "router/router.h"
+#include "stream/tls.h"
+#include "stream/wstate.h"
+#include "xmppd/alloc.h"
+#include "xmppd/assert.h"
+#include "xmppd/conds.h"
+#include "xmppd/config.h"
+#include "xmppd/el.h"
+#include "xmppd/err.h"
+#include "xmppd/log.h"
+#include "xmppd/ns.h"
+#include "xmppd/stanza.h"
+#include "xml/parse.h"
+
+#define C2S_LINGER_MS 2000          /* wait for the peer's </stream:stream> */
+#define C2S_SHUTDOWN_LINGER_MS 500  /* shorter while the server stops */
+#define C2S_MAX_WRITE_QUEUE (4u << 20) /* bytes queued to a peer that does not read */
+#define C2S_SWEEP_MS 1000          /* how often idle connections are looked at */
+#define C2S_TRIM_IDLE_MS 2000      /* silence after which a parser is trimmed */
+#define C2S_TRIM_RELEASE 256       /* trimmed parsers in one sweep that call malloc_trim */
+
+static _Atomic uint64_t c2s_next_id = 1;
+
+/* The certificate store for STARTTLS and direct TLS, replaced on reload. */
+static uv_mutex_t c2s_tls_lock;
+static uv_once_t c2s_tls_once = UV_ONCE_INIT;
+static xd_tls_store_t *c2s_tls_store;
+
+static int c2s_input(xd_conn_t *c, const char *p, size_t n);
+
+
+/* ---- connections by id (per worker) ------------------------------------------------------- */
+
+static size_t
+byid_slot(uint64_t id, size_t cap)
+{
+    return (size_t)((id * 0x9E3779B97F4A7C15ULL) >> 20) & (cap - 1);
+}
+
+static void
+byid_put(xd_wstate_t *ws, xd_conn_t *c)
+{
+    if ((ws->byid_n + 1) * 2 > ws->byid_cap) {
+        size_t ncap = ws->byid_cap ? ws->byid_cap * 2 : 64;
+        xd_conn_t **nt = xd_calloc(ncap, sizeof *nt);
+        for (size_t i = 0; i < ws->byid_cap; i++) {
+            xd_conn_t *o = ws->byid[i];
+            if (!o)
+                continue;
+            size_t j = byid_slot(o->id, ncap);
+            while (nt[j])
+                j = (j + 1) & (ncap - 1);
+            nt[j] = o;
+        }
+        xd_free(ws->byid);
+        ws->byid = nt;
+        ws->byid_cap = ncap;
+    }
+    size_t j = byid_slot(c->id, ws->byid_cap);
+    while (ws->byid[j])
+        j = (j + 1) & (ws->byid_cap - 1);
+    ws->byid[j] = c;
+    ws->byid_n++;
+}
+
+static xd_conn_t *
+byid_get(xd_wstate_t *ws, uint64_t id)
+{
+    if (!ws->byid_cap)
+        return NULL;
+    for (size_t j = byid_slot(id, ws->byid_cap); ws->byid[j]; j = (j + 1) & (ws->byid_cap - 1))
+        if (ws->byid[j]->id == id)
+            return ws->byid[j];
+    return NULL;
+}
+
+static void
+byid_del(xd_wstate_t *ws, xd_conn_t *c)
+{
+    if (!ws->byid_cap)
+        return;
+    size_t mask = ws->byid_cap - 1, j = byid_slot(c->id, ws->byid_cap);
+    while (ws->byid[j] && ws->byid[j] != c)
+        j = (j + 1) & mask;
+    if (!ws->byid[j])
+        return;
+    ws->byid[j] = NULL;
+    ws->byid_n--;
+    /* Re-insert the rest of the cluster (linear probing deletion). */
+    for (size_t k = (j + 1) & mask; ws->byid[k]; k = (k + 1) & mask) {
+        xd_conn_t *o = ws->byid[k];
+        ws->byid[k] = NULL;
+        size_t s = byid_slot(o->id, ws->byid_cap);
+        while (ws->byid[s])
+            s = (s + 1) & mask;
+        ws->byid[s] = o;
+    }
+}
+
+/* ---- writing ------------------------------------------------------------------------------ */
+
+typedef struct {
+    uv_write_t req;
+    size_t len;
+    char data[]; /* a copy: the caller's buffer may go away */
+} c2s_wreq_t;
+
+static void
+c2s_on_write(uv_write_t *req, int status)
+{
+    (void)status; /* a failed write shows up as a read error or EOF */
+    xd_free(req->data);
+}
+
+/* Bytes to the socket, copied. */
+static int
+c2s_write_raw(xd_conn_t *c, const void *data, size_t len)
+{
+    if (uv_is_closing((uv_handle_t *)&c->tcp) || c->shut)
+        return XD_ECLOSED;
+    c2s_wreq_t *w = xd_malloc(sizeof *w + len);
+    memcpy(w->data, data, len);
+    w->len = len;
+    w->req.data = w;
+    uv_buf_t buf = uv_buf_init(w->data, (unsigned)len);
+    int rc = uv_write(&w->req, (uv_stream_t *)&c->tcp, &buf, 1, c2s_on_write);
+    if (rc != 0) {
+        xd_free(w);
+        return rc;
+    }
+    return 0;
+}
+
+static int
+c2s_tls_send(void *ud, const uint8_t *data, size_t len)
+{
+    return c2s_write_raw(ud, data, len);
+}
+
+/* Stream bytes to the client: through TLS once it is up. */
+void
+c2s_write(xd_conn_t *c, const char *data, size_t len)
+{
+    if (c->overflow && c->state != C2S_CLOSING)
+        return; /* closing soon; nothing more is queued */
+    if (c->tls) {
+        /* Nothing plaintext may cross a TLS connection; before the
+         * handshake has finished there is nothing to say. */
+        if (xd_tls_handshake_done(c->tls) && !c->shut && !uv_is_closing((uv_handle_t *)&c->tcp))
+            xd_tls_send(c->tls, (const uint8_t *)data, len);
+    } else {
+        c2s_write_raw(c, data, len);
+    }
+    /* A peer that does not read must not make us buffer without end.  The
+     * close is posted: a write may come from another stream's input or a
+     * delivery, which must not see this stream end under it. */
+    if (c->state != C2S_CLOSING && !c->overflow &&
+        uv_stream_get_write_queue_size((uv_stream_t *)&c->tcp) > C2S_MAX_WRITE_QUEUE) {
+        XD_LOG(&c->log, XD_WARN, "write queue full", "bytes=%zu",
+               uv_stream_get_write_queue_size((uv_stream_t *)&c->tcp));
+        c->overflow = true;
+        c2s_post_close(xd_worker_index(c->ws->worker), c->id, XD_STREAM_POLICY_VIOLATION,
+                       "the peer does not read its stream");
+    }
+}
+
+void
+c2s_write_str(xd_conn_t *c, const char *s)
+{
+    c2s_write(c, s, strlen(s));
+}
+
+void
+c2s_send_stanza(xd_conn_t *c, const xd_stanza_t *st)
+{
+    size_t len;
+    const char *b = xd_stanza_bytes(st, &len);
+    c2s_write(c, b, len);
+}
+
+/* ---- reading control ------------------------------------------------------------------------ */
+
+static void c2s_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf);
+static void c2s_on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf);
+
+static void
+c2s_read_start(xd_conn_t *c)
+{
+    if (c->reading || uv_is_closing((uv_handle_t *)&c->tcp))
+        return;
+    if (uv_read_start((uv_stream_t *)&c->tcp, c2s_alloc, c2s_on_read) == 0)
+        c->reading = true;
+}
+
+static void
+c2s_read_stop(xd_conn_t *c)
+{
+    if (!c->reading)
+        return;
+    uv_read_stop((uv_stream_t *)&c->tcp);
+    c->reading = false;
+}
+
+/* ---- lifetime ------------------------------------------------------------------------------- */
+
+static void
+c2s_on_close(uv_handle_t *h)
+{
+    xd_conn_t *c = (xd_conn_t *)h;
+    xd_wstate_t *ws = c->ws;
+    if (c->prev)
+        c->prev->next = c->next;
+    else
+        ws->conns = c->next;
+    if (c->next)
+        c->next->prev = c->prev;
+    ws->nconns--;
+    byid_del(ws, c);
+    atomic_fetch_sub(&c->listener->connections, 1);
+    if (c->role->closed)
+        c->role->closed(c); /* also ends what a peer that went away left */
+    if (c->op)
+        c->op->c = NULL; /* the answer will find nobody */
+    if (c->parser)
+        xd_xml_parser_free(c->parser);
+    if (c->tls)
+        xd_tls_free(c->tls);
+    xd_free(c->inbuf);
+    xd_free(c->host);
+    XD_LOG(&c->log, XD_INFO, "connection closed", "");
+    xd_free(c);
+}
+
+static void
+c2s_destroy(xd_conn_t *c)
+{
+    if (uv_is_closing((uv_handle_t *)&c->tcp))
+        return;
+    if (c->timer) {
+        xd_timer_free(c->timer);
+        c->timer = NULL;
+    }
+    if (c->delay) {
+        xd_timer_free(c->delay);
+        c->delay = NULL;
+    }
+    c->reading = false;
+    uv_read_stop((uv_stream_t *)&c->tcp);
+    uv_close((uv_handle_t *)&c->tcp, c2s_on_close);
+}
+
+static void
+c2s_on_shutdown(uv_shutdown_t *req, int status)
+{
+    (void)status;
+    xd_free(req);
+}
+
+/* Our side is closed: shut down writing once the queue drains, then wait
+ * up to linger_ms for the peer to close its side (RFC 6120 4.4). */
+static void
+c2s_finish(xd_conn_t *c, uint64_t linger_ms)
+{
+    c->state = C2S_CLOSING;
+    if (c->role->closing)
+        c->role->closing(c); /* what the stream carried ends now, not when the socket goes */
+    if (c->tls)
+        xd_tls_shutdown(c->tls);
+    uv_shutdown_t *sreq = xd_malloc(sizeof *sreq);
+    if (uv_shutdown(sreq, (uv_stream_t *)&c->tcp, c2s_on_shutdown) == 0)
+        c->shut = true;
+    else
+        xd_free(sreq);
+    if (c->delay)
+        xd_timer_stop(c->delay);
+    /* Keep reading (and discarding) so the peer's close is seen. */
+    c->blocked = false;
+    c2s_read_start(c);
+    if (c->timer)
+        xd_timer_start(c->timer, linger_ms, 0);
+    else
+        c2s_destroy(c);
+}
+
+static void
+c2s_on_timer(xd_timer_t *t, void *arg)
+{
+    (void)t;
+    xd_conn_t *c = arg;
+    if (c->state == C2S_CLOSING) {
+        c2s_destroy(c); /* the peer never closed its side */
+        return;
+    }
+    if (!c->established)
+        /* RFC 6120 4.9.3.4: no bound session within the handshake time. */
+        c2s_close(c, XD_STREAM_CONNECTION_TIMEOUT, "handshake timeout");
+    else
+        c2s_close(c, XD_STREAM_CONNECTION_TIMEOUT, "idle timeout");
+}
+
+/* Input arrived: the idle timer starts over (once established). */
+static void
+c2s_touch(xd_conn_t *c)
+{
+    if (c->established && c->state != C2S_CLOSING &&
+        c->listener->idle_timeout_ms && c->timer)
+        xd_timer_start(c->timer, c->listener->idle_timeout_ms, 0);
+}
+
+/* ---- stream header and errors ----------------------------------------------------------------- */
+
+void
+c2s_new_sid(xd_conn_t *c)
+{
+    unsigned char rnd[16];
+    if (uv_random(NULL, NULL, rnd, sizeof rnd, 0, NULL) != 0)
+        memset(rnd, 0, sizeof rnd);
+    for (int i = 0; i < 16; i++)
+        snprintf(c->sid + 2 * i, 3, "%02x", rnd[i]);
+}
+
+void
+c2s_send_header_as(xd_conn_t *c, const char *from, const char *to_attr, bool no_version)
+{
+    if (!from)
+        from = c->host;
+    if (!from) {
+        xd_config_t *cfg = xd_config_get();
+        c->host = xd_strdup(xd_config_default_host(cfg));
+        xd_config_unref(cfg);
+        from = c->host;
+    }
+    const char *ns = c->role->content_ns;
+    bool db = c->role->dialback_ns;
+    char buf[1400];
+    int n = snprintf(buf, sizeof buf,
+                     "<?xml version='1.0'?>"
+                     "<stream:stream xmlns='%s' %s"
+                     "xmlns:stream='http://etherx.jabber.org/streams' "
+                     "id='%s' from='%s'%s%s%s%s xml:lang='%s'>",
+                     ns, db ? "xmlns:db='" XD_NS_DIALBACK "' " : "", c->sid, from,
+                     to_attr ? " to='" : "", to_attr ? to_attr : "", to_attr ? "'" : "",
+                     no_version ? "" : " version='1.0'", c->lang[0] ? c->lang : "en");
+    c2s_write(c, buf, (size_t)n < sizeof buf ? (size_t)n : sizeof buf - 1);
+    c->header_sent = true;
+}
+
+static void
+c2s_send_header(xd_conn_t *c, const char *to_attr)
+{
+    c2s_send_header_as(c, NULL, to_attr, false);
+}
+
+void
+c2s_established(xd_conn_t *c)
+{
+    c->established = true;
+    if (c->timer) {
+        if (c->listener->idle_timeout_ms)
+            xd_timer_start(c->timer, c->listener->idle_timeout_ms, 0);
+        else
+            xd_timer_stop(c->timer);
+    }
+}
+
+/* Sends the error and closes our side (RFC 6120 4.9.1.1); if no header went
+ * out yet, one goes first (RFC 6120 4.9.1.2). */
+void
+c2s_close(xd_conn_t *c, xd_stream_cond cond, const char *text)
+{
+    if (c->state == C2S_CLOSING || uv_is_closing((uv_handle_t *)&c->tcp))
+        return;
+    if (c->tls && !xd_tls_handshake_done(c->tls)) {
+        /* Nothing can be said inside an unfinished TLS handshake. */
+        XD_LOG(&c->log, XD_INFO, "stream closed", "cond=%s text=\"%s\" stage=tls-handshake",
+               xd_stream_cond_name(cond), text ? text : "");
+        c->state = C2S_CLOSING;
+        c2s_destroy(c);
+        return;
+    }
+    if (!c->header_sent)
+        c2s_send_header(c, NULL);
+    char buf[1024];
+    int n = xd_stream_error_format(buf, sizeof buf, cond, text);
+    c->state = C2S_CLOSING; /* before the write: a full queue must not recurse */
+    c2s_write(c, buf, (size_t)n < sizeof buf ? (size_t)n : sizeof buf - 1);
+    XD_LOG(&c->log, XD_INFO, "stream error sent", "cond=%s text=\"%s\"",
+           xd_stream_cond_name(cond), text ? text : "");
+    c2s_finish(c, c->ws->stopping ? C2S_SHUTDOWN_LINGER_MS : C2S_LINGER_MS);
+}
+
+
+bool
+c2s_secure(const xd_conn_t *c)
+{
+    return c->tls && xd_tls_handshake_done(c->tls);
+}
+
+/* ---- stream open ------------------------------------------------------------------------------ */
+
+static void
+c2s_stream_open(void *ud, const xd_el_t *hdr)
+{
+    xd_conn_t *c = ud;
+    if (c->state != C2S_HEADER)
+        return;
+    const char *lang = xd_el_attr(hdr, "xml:lang");
+    if (lang && strlen(lang) < sizeof c->lang && !strpbrk(lang, "'<&\""))
+        strcpy(c->lang, lang);
+    if (!c->role->initiator) {
+        /* We answer this header: a new stage with a new id. */
+        c2s_new_sid(c);
+        c->header_sent = false;
+    }
+    c->role->stream_open(c, hdr);
+}
+
+/* ---- STARTTLS (RFC 6120 5) --------------------------------------------------------------------- */
+
+static int c2s_tls_plain(void *ud, const uint8_t *data, size_t len);
+static void c2s_tls_handshake(void *ud);
+
+static void
+c2s_tls_lock_init(void)
+{
+    uv_mutex_init(&c2s_tls_lock);
+}
+
+xd_tls_store_t *
+c2s_tls_store_get(void)
+{
+    uv_once(&c2s_tls_once, c2s_tls_lock_init);
+    uv_mutex_lock(&c2s_tls_lock);
+    xd_tls_store_t *st = c2s_tls_store ? xd_tls_store_ref(c2s_tls_store) : NULL;
+    uv_mutex_unlock(&c2s_tls_lock);
+    return st;
+}
+
+void
+xd_conn_set_tls_store(xd_tls_store_t *st)
+{
+    uv_once(&c2s_tls_once, c2s_tls_lock_init);
+    uv_mutex_lock(&c2s_tls_lock);
+    xd_tls_store_t *old = c2s_tls_store;
+    c2s_tls_store = st;
+    uv_mutex_unlock(&c2s_tls_lock);
+    xd_tls_store_unref(old);
+}
+
+/* The TLS engine's callbacks for connection c. */
+static xd_tls_io_t
+c2s_tls_io(xd_conn_t *c)
+{
+    return (xd_tls_io_t){
+        .ud = c,
+        .send = c2s_tls_send,
+        .plain = c2s_tls_plain,
+        .handshake = c2s_tls_handshake,
+    };
+}
+
+bool
+c2s_tls_begin(xd_conn_t *c, const char *default_host)
+{
+    xd_tls_store_t *st = c2s_tls_store_get();
+    if (!st) {
+        c2s_close(c, XD_STREAM_INTERNAL_SERVER_ERROR, "TLS is not available");
+        return false;
+    }
+    xd_tls_io_t io = c2s_tls_io(c);
+    int rc = xd_tls_server_new(st, default_host, &io, &c->tls);
+    xd_tls_store_unref(st); /* the connection holds its own reference */
+    if (rc == 0 && (c->role->request_cert || c->listener->tls_verify))
+        rc = xd_tls_request_cert(c->tls);
+    if (rc == 0 && c->role->request_cert && c->listener->tls)
+        rc = xd_tls_set_alpn(c->tls, "xmpp-server"); /* XEP-0368 */
+    if (rc != 0) {
+        c2s_close(c, XD_STREAM_INTERNAL_SERVER_ERROR, "TLS is not available");
+        return false;
+    }
+    return true;
+}
+
+static void
+c2s_tls_handshake(void *ud)
+{
+    xd_conn_t *c = ud;
+    XD_LOG(&c->log, XD_INFO, "tls established", "version=%s cipher=%s sni=%s",
+           xd_tls_version(c->tls), xd_tls_cipher(c->tls),
+           xd_tls_sni(c->tls) ? xd_tls_sni(c->tls) : "-");
+    if (c->role->tls_up)
+        c->role->tls_up(c);
+}
+
+static int
+c2s_tls_plain(void *ud, const uint8_t *data, size_t len)
+{
+    xd_conn_t *c = ud;
+    return c2s_input(c, (const char *)data, len);
+}
+
+void
+c2s_starttls(xd_conn_t *c, const xd_el_t *el, bool allowed)
+{
+    (void)el;
+    if (!allowed || c2s_secure(c) || c->tls || !c->listener->starttls) {
+        /* RFC 6120 5.4.2.2: STARTTLS where it was not offered. */
+        c2s_write_str(c, "<failure xmlns='" XD_NS_TLS "'/>");
+        c2s_close(c, XD_STREAM_POLICY_VIOLATION, "STARTTLS is not offered here");
+        return;
+    }
+    if (!c2s_tls_begin(c, c->host))
+        return;
+    c2s_write_raw(c, "<proceed xmlns='" XD_NS_TLS "'/>", sizeof "<proceed xmlns='" XD_NS_TLS "'/>" - 1);
+    /* RFC 6120 5.4.3.3: the old stream is gone; the next bytes are TLS. */
+    xd_xml_parser_reset(c->parser);
+    c->starttls_go = true;
+    c->state = C2S_HEADER;
+    c->header_sent = false;
+}
+
+void
+c2s_block(xd_conn_t *c)
+{
+    c->blocked = true;
+    xd_xml_parser_pause(c->parser);
+    c2s_read_stop(c);
+}
+
+xd_conn_op_t *
+c2s_op_new(xd_conn_t *c, size_t size)
+{
+    XD_ASSERT(!c->op && size >= sizeof(xd_conn_op_t));
+    xd_conn_op_t *op = xd_calloc(1, size);
+    op->c = c;
+    c->op = op;
+    return op;
+}
+
+/* Takes the connection back from an answered op; NULL when it is gone. */
+xd_conn_t *
+c2s_op_done(xd_conn_op_t *op)
+{
+    xd_conn_t *c = op->c;
+    xd_free(op);
+    if (c)
+        c->op = NULL;
+    return c;
+}
+
+
+void
+c2s_send_iq_error(xd_conn_t *c, const xd_stanza_t *st, xd_cond cond, const char *text)
+{
+    xd_stanza_t *e = xd_stanza_error(st, cond, text);
+    if (e) {
+        c2s_send_stanza(c, e);
+        xd_stanza_unref(e);
+    }
+
+}
+
+/* ---- elements ----------------------------------------------------------------------------------- */
+
+static void
+c2s_stanza(void *ud, xd_stanza_t *st)
+{
+    xd_conn_t *c = ud;
+    if (c->state == C2S_OPEN)
+        c->role->element(c, st);
+    xd_stanza_unref(st);
+}
+
+static void
+c2s_stream_close(void *ud)
+{
+    xd_conn_t *c = ud;
+    if (c->state == C2S_CLOSING) {
+        c2s_destroy(c); /* we had already closed ours: done */
+        return;
+    }
+    /* RFC 6120 4.4: the peer closed; close ours and end the connection. */
+    if (!c->header_sent)
+        c2s_send_header(c, NULL);
+    c2s_write_str(c, "</stream:stream>");
+    c2s_finish(c, C2S_SHUTDOWN_LINGER_MS);
+}
+
+static void
+c2s_parse_error(void *ud, int code, const char *detail)
+{
+    xd_conn_t *c = ud;
+    XD_LOG(&c->log, XD_INFO, "xml error", "err=%s detail=\"%s\"", xd_err_name(code),
+           detail ? detail : "");
+    char text[160];
+    switch (code) {
+    case XD_EXML_RESTRICTED:
+        /* RFC 6120 11.1: DTDs, comments, PIs, entity declarations. */
+        c2s_close(c, XD_STREAM_RESTRICTED_XML, detail);
+        break;
+    case XD_EXML_TOO_BIG:
+        snprintf(text, sizeof text, "stanza too big (limit %zu bytes)",
+                 c->listener->max_stanza_bytes);
+        c2s_close(c, XD_STREAM_POLICY_VIOLATION, text);
+        break;
+    case XD_EXML_TOO_DEEP:
+        c2s_close(c, XD_STREAM_POLICY_VIOLATION, "elements nested too deeply");
+        break;
+    case XD_EXML_TOO_MANY_ATTRS:
+        c2s_close(c, XD_STREAM_POLICY_VIOLATION, "too many attributes");
+        break;
+    case XD_EXML_BAD_NS:
+        c2s_close(c, XD_STREAM_BAD_NAMESPACE_PREFIX, detail);
+        break;
+    case XD_EXML_ENCODING:
+        /* RFC 6120 11.6: UTF-8 only. */
+        c2s_close(c, XD_STREAM_UNSUPPORTED_ENCODING, detail);
+        break;
+    default:
+        /* Syntax errors and invalid UTF-8 byte sequences: XML 1.0 4.3.3
+         * makes bad UTF-8 a well-formedness error. */
+        c2s_close(c, XD_STREAM_NOT_WELL_FORMED, detail);
+        break;
+    }
+}
+
+static const xd_xml_handlers_t c2s_xml_handlers = {
+    .stream_open = c2s_stream_open,
+    .stanza = c2s_stanza,
+    .stream_close = c2s_stream_close,
+    .error = c2s_parse_error,
+};
+
+/* ---- input path ------------------------------------------------------------------------------ */
+
+static void
+c2s_inbuf_append(xd_conn_t *c, const char *p, size_t n)
+{
+    if (n == 0)
+        return;
+    if (c->inbuf_len + n > c->inbuf_cap) {
+        size_t cap = c->inbuf_cap ? c->inbuf_cap : 1024;
+        while (cap < c->inbuf_len + n)
+            cap *= 2;
+        c->inbuf = xd_realloc(c->inbuf, cap);
+        c->inbuf_cap = cap;
+    }
+    memcpy(c->inbuf + c->inbuf_len, p, n);
+    c->inbuf_len += n;
+}
+
+/* Plaintext of the stream, from the socket or from TLS.  Returns 0, or
+ * XD_TLS_PAUSE when the stream is blocked (the bytes were kept). */
+static int
+c2s_input(xd_conn_t *c, const char *p, size_t n)
+{
+    while (n > 0) {
+        if (c->state == C2S_CLOSING && !c->parser)
+            return 0;
+        if (uv_is_closing((uv_handle_t *)&c->tcp))
+            return 0;
+        if (c->blocked || c->inbuf_len) {
+            c2s_inbuf_append(c, p, n);
+            return XD_TLS_PAUSE;
+        }
+        size_t used = n;
+        c->restart = false;
+        int rc = xd_xml_parser_feed(c->parser, p, n, &used);
+        if (rc != 0 || uv_is_closing((uv_handle_t *)&c->tcp))
+            return 0; /* errors arrive through c2s_parse_error */
+        p += used;
+        n -= used;
+        if (c->starttls_go) {
+            /* Bytes after <starttls/> are the client's first TLS records. */
+            c->starttls_go = false;
+            if (n)
+                xd_tls_input(c->tls, (const uint8_t *)p, n);
+            return 0;
+        }
+        if (c->blocked) {
+            c2s_inbuf_append(c, p, n);
+            return XD_TLS_PAUSE;
+        }
+        if (c->state == C2S_CLOSING && n) {
+            /* After our close, input is discarded. */
+            return 0;
+        }
+        /* After a stream restart the rest starts the new stream. */
+        if (!c->restart && used == 0)
+            break;
+    }
+    return 0;
+}
+
+/* Ends a block: parses what was kept, then the TLS engine's queue, then
+ * reads again. */
+void
+c2s_unblock(xd_conn_t *c)
+{
+    if (!c->blocked || c->state == C2S_CLOSING)
+        return;
+    c->blocked = false;
+    xd_xml_parser_resume(c->parser);
+    if (c->inbuf_len) {
+        char *buf = c->inbuf;
+        size_t len = c->inbuf_len;
+        c->inbuf = NULL;
+        c->inbuf_len = c->inbuf_cap = 0;
+        c2s_input(c, buf, len);
+        xd_free(buf);
+        if (c->blocked || c->state == C2S_CLOSING || uv_is_closing((uv_handle_t *)&c->tcp))
+            return;
+    }
+    if (c->tls && xd_tls_paused(c->tls)) {
+        int rc = xd_tls_resume(c->tls);
+        if (rc == XD_ETLS || rc == XD_ECLOSED) {
+            c2s_destroy(c);
+            return;
+        }
+        if (c->blocked || uv_is_closing((uv_handle_t *)&c->tcp))
+            return;
+    }
+    c2s_read_start(c);
+}
+
+static void
+c2s_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
+{
+    (void)suggested;
+    xd_conn_t *c = (xd_conn_t *)h;
+    /* One buffer per worker: read_cb consumes it before the next alloc. */
+    *buf = uv_buf_init(c->ws->rbuf, sizeof c->ws->rbuf);
+}
+
+/* The per-connection shaper (token bucket): after n bytes, pause reading
+ * until the bucket has refilled. */
+static void
+c2s_shape(xd_conn_t *c, size_t n)
+{
+    const xd_listener_t *l = c->listener;
+    if (!l->shaper_rate || c->state == C2S_CLOSING)
+        return;
+    uint64_t now = uv_now(c->tcp.loop);
+    c->tokens += (double)(now - c->tokens_ms) * (double)l->shaper_rate / 1000.0;
+    if (c->tokens > (double)l->shaper_burst)
+        c->tokens = (double)l->shaper_burst;
+    c->tokens_ms = now;
+    c->tokens -= (double)n;
+    if (c->tokens >= 0 || c->blocked)
+        return;
+    uint64_t wait = (uint64_t)(-c->tokens * 1000.0 / (double)l->shaper_rate) + 1;
+    c2s_read_stop(c);
+    xd_timer_start(c->delay, wait, 0);
+}
+
+static void
+c2s_on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
+{
+    xd_conn_t *c = (xd_conn_t *)s;
+    if (nread < 0) {
+        if (nread != UV_EOF)
+            XD_LOG(&c->log, XD_INFO, "read error", "err=%s", xd_strerror((int)nread));
+        c2s_destroy(c);
+        return;
+    }
+    if (nread == 0)
+        return;
+    if (c->state == C2S_CLOSING && (!c->tls || !xd_tls_handshake_done(c->tls)))
+        return; /* discard until the peer closes */
+    c2s_touch(c);
+    c->last_input_ms = uv_now(c->tcp.loop);
+    c->trimmed = false;
+    if (c->tls) {
+        int rc = xd_tls_input(c->tls, (const uint8_t *)buf->base, (size_t)nread);
+        if (rc == XD_ETLS) {
+            XD_LOG(&c->log, XD_INFO, "tls failure", "reason=\"%s\"",
+                   xd_tls_error(c->tls) ? xd_tls_error(c->tls) : "?");
+            c->state = C2S_CLOSING;
+            c2s_destroy(c);
+            return;
+        }
+        if (rc == XD_ECLOSED) {
+            /* The peer's close_notify: the stream is over. */
+            if (c->state != C2S_CLOSING)
+                XD_LOG(&c->log, XD_INFO, "tls closed by peer", "");
+            xd_tls_shutdown(c->tls);
+            c2s_destroy(c);
+            return;
+        }
+        if (c->tls && xd_tls_paused(c->tls))
+            c2s_read_stop(c);
+    } else {
+        c2s_input(c, buf->base, (size_t)nread);
+    }
+    if (!uv_is_closing((uv_handle_t *)&c->tcp))
+        c2s_shape(c, (size_t)nread);
+}
+
+/* The shaper's pause is over. */
+static void
+c2s_on_delay_timer(xd_timer_t *t, void *arg)
+{
+    (void)t;
+    xd_conn_t *c = arg;
+    if (!c->blocked && c->state != C2S_CLOSING)
+        c2s_read_start(c);
+}
+
+/* Everything a new connection needs once its socket is in c->tcp: the
+ * worker's lists, ids, addresses, timers, parser and role.  Returns the
+ * listener's connection count including this one. */
+static unsigned
+c2s_conn_init(xd_conn_t *c, xd_worker_t *w, xd_listener_t *l, const xd_conn_role_t *role,
+              void *rs)
+{
+    xd_wstate_t *ws = xd_wstate(w);
+    /* Count first, so c2s_on_close can always decrement. */
+    unsigned n = atomic_fetch_add(&l->connections, 1) + 1;
+    c->id = atomic_fetch_add(&c2s_next_id, 1);
+    c->next = ws->conns;
+    if (ws->conns)
+        ws->conns->prev = c;
+    ws->conns = c;
+    ws->nconns++;
+    byid_put(ws, c);
+    c2s_new_sid(c);
+
+    int plen = sizeof c->peer;
+    snprintf(c->ip, sizeof c->ip, "?");
+    if (uv_tcp_getpeername(&c->tcp, (struct sockaddr *)&c->peer, &plen) == 0) {
+        if (c->peer.ss_family == AF_INET)
+            uv_ip4_name((struct sockaddr_in *)&c->peer, c->ip, sizeof c->ip);
+        else
+            uv_ip6_name((struct sockaddr_in6 *)&c->peer, c->ip, sizeof c->ip);
+    }
+    xd_log_ctx(&c->log, NULL, "conn=%llu ip=%s", (unsigned long long)c->id, c->ip);
+    c->timer = xd_timer_new(w, c2s_on_timer, c);
+    c->delay = xd_timer_new(w, c2s_on_delay_timer, c);
+    c->tokens = (double)l->shaper_burst;
+    c->tokens_ms = uv_now(xd_worker_loop(w));
+    c->last_input_ms = c->tokens_ms;
+
+    xd_xml_limits_t lim = XD_XML_LIMITS_DEFAULT;
+    lim.max_stanza_bytes = l->max_stanza_bytes;
+    c->parser = xd_xml_parser_new(&c2s_xml_handlers, c, &lim);
+    c->role = role;
+    c->rs = rs;
+    return n;
+}
+
+void
+xd_conn_accept(xd_worker_t *w, uv_stream_t *server, xd_listener_t *l)
+{
+    xd_wstate_t *ws = xd_wstate(w);
+    xd_conn_t *c = xd_new(xd_conn_t);
+    c->ws = ws;
+    c->listener = l;
+    uv_tcp_init(xd_worker_loop(w), &c->tcp);
+    if (uv_accept(server, (uv_stream_t *)&c->tcp) != 0) {
+        xd_free(c);
+        return;
+    }
+    unsigned n = c2s_conn_init(c, w, l, l->role, NULL);
+    if (c->role->accepted)
+        c->role->accepted(c);
+
+    if (ws->stopping || n > l->max_connections) {
+        XD_LOG(&c->log, XD_WARN, "connection refused", "listener=%s reason=%s", l->name,
+               ws->stopping ? "stopping" : "max_connections");
+        c2s_close(c, ws->stopping ? XD_STREAM_SYSTEM_SHUTDOWN : XD_STREAM_RESOURCE_CONSTRAINT,
+                  "too many connections");
+        return;
+    }
+    if (l->tls) {
+        /* XEP-0368: TLS from the first byte; SNI picks the certificate. */
+        xd_config_t *cfg = xd_config_get();
+        bool ok = c2s_tls_begin(c, xd_config_default_host(cfg));
+        xd_config_unref(cfg);
+        if (!ok)
+            return;
+    }
+    xd_timer_start(c->timer, l->handshake_timeout_ms, 0);
+    uv_tcp_nodelay(&c->tcp, 1);
+    c2s_read_start(c);
+    XD_LOG(&c->log, XD_INFO, "connection accepted", "listener=%s worker=%u tls=%s", l->name,
+           xd_worker_index(w), l->tls ? "direct" : "no");
+}
+
+static void
+c2s_free_handle(uv_handle_t *h)
+{
+    xd_free(h); /* the tcp handle is the connection's first member */
+}
+
+xd_conn_t *
+c2s_conn_open(xd_worker_t *w, int fd, xd_listener_t *l, const xd_conn_role_t *role, void *rs)
+{
+    xd_wstate_t *ws = xd_wstate(w);
+    xd_conn_t *c = xd_new(xd_conn_t);
+    c->ws = ws;
+    c->listener = l;
+    uv_tcp_init(xd_worker_loop(w), &c->tcp);
+    if (uv_tcp_open(&c->tcp, (uv_os_sock_t)fd) != 0) {
+        close(fd);
+        uv_close((uv_handle_t *)&c->tcp, c2s_free_handle);
+        return NULL;
+    }
+    if (c2s_conn_init(c, w, l, role, rs) > l->max_connections) {
+        XD_LOG(&c->log, XD_WARN, "connection refused", "role=%s reason=max_connections",
+               role->name);
+        c->rs = NULL; /* stays the caller's */
+        c->state = C2S_CLOSING;
+        c2s_destroy(c);
+        return NULL;
+    }
+    xd_timer_start(c->timer, l->handshake_timeout_ms, 0);
+    uv_tcp_nodelay(&c->tcp, 1);
+    c2s_read_start(c);
+    XD_LOG(&c->log, XD_INFO, "connection opened", "role=%s worker=%u", role->name,
+           xd_worker_index(w));
+    return c;
+}
+
+bool
+c2s_tls_client(xd_conn_t *c, const char *local, const char *remote, const char *alpn)
+{
+    xd_tls_store_t *st = c2s_tls_store_get();
+    if (!st) {
+        c2s_close(c, XD_STREAM_INTERNAL_SERVER_ERROR, "TLS is not available");
+        return false;
+    }
+    xd_tls_io_t io = c2s_tls_io(c);
+    int rc = xd_tls_client_new(st, local, remote, alpn, &io, &c->tls);
+    xd_tls_store_unref(st);
+    if (rc == 0)
+        rc = xd_tls_start(c->tls);
+    if (rc != 0) {
+        XD_LOG(&c->log, XD_WARN, "tls client failed", "err=%s", xd_strerror(rc));
+        c->state = C2S_CLOSING;
+        c2s_destroy(c);
+        return false;
+    }
+    return true;
+}
+
+/* Every C2S_SWEEP_MS: connections silent for C2S_TRIM_IDLE_MS give their
+ * parser's buffers back (OpenSSL releases its own by itself), which is most
+ * of what an idle connection costs beyond the TLS state. */
+static void
+c2s_sweep(xd_timer_t *t, void *arg)
+{
+    (void)t;
+    xd_wstate_t *ws = arg;
+    uint64_t now = uv_now(xd_worker_loop(ws->worker));
+    unsigned n = 0;
+    for (xd_conn_t *c = ws->conns, *next; c; c = next) {
+        next = c->next; /* a role's sweep may close c (it is freed later, never here) */
+        if (c->state != C2S_OPEN || c->blocked)
+            continue;
+        if (c->role->sweep)
+            c->role->sweep(c, now);
+        if (c->trimmed || c->state != C2S_OPEN || !c->parser ||
+            now - c->last_input_ms < C2S_TRIM_IDLE_MS)
+            continue;
+        n += xd_xml_parser_trim(c->parser);
+        c->trimmed = true;
+    }
+    /* Many connections went quiet (the end of a login wave): hand the pages
+     * their handshakes and parsers left free back to the system, or the
+     * process keeps the peak's size. */
+    if (n)
+        XD_LOG(NULL, XD_DEBUG, "idle parsers trimmed", "worker=%u count=%u",
+               xd_worker_index(ws->worker), n);
+    if (n >= C2S_TRIM_RELEASE)
+        malloc_trim(64 * 1024);
+}
+
+void
+xd_conn_start_worker(xd_worker_t *w)
+{
+    xd_wstate_t *ws = xd_wstate(w);
+    ws->sweep = xd_timer_new(w, c2s_sweep, ws);
+    xd_timer_start(ws->sweep, C2S_SWEEP_MS, C2S_SWEEP_MS);
+}
+
+void
+xd_conn_shutdown_worker(xd_worker_t *w)
+{
+    xd_wstate_t *ws = xd_wstate(w);
+    if (ws->sweep) {
+        xd_timer_free(ws->sweep);
+        ws->sweep = NULL;
+    }
+    for (xd_conn_t *c = ws->conns, *next; c; c = next) {
+        next = c->next;
+        /* RFC 6120 4.9.3.20 */
+        c2s_close(c, XD_STREAM_SYSTEM_SHUTDOWN, "the server is stopping");
+    }
+}
+
+/* ---- reaching a connection from another thread ------------------------------------------------- */
+
+xd_conn_t *
+c2s_conn_find(xd_worker_t *w, uint64_t id)
+{
+    xd_wstate_t *ws = w ? xd_wstate(w) : NULL;
+    return ws ? byid_get(ws, id) : NULL;
+}
+
+typedef struct {
+    uint64_t id;           /* the connection */
+    xd_stream_cond cond;   /* stream error to close it with */
+    char text[200];        /* its text */
+} c2s_close_msg_t;
+
+static void
+c2s_close_msg(xd_worker_t *w, void *arg)
+{
+    c2s_close_msg_t *m = arg;
+    xd_wstate_t *ws = xd_wstate(w);
+    xd_conn_t *c = ws ? byid_get(ws, m->id) : NULL;
+    if (c)
+        c2s_close(c, m->cond, m->text[0] ? m->text : NULL);
+    xd_free(m);
+}
+
+void
+c2s_post_close(unsigned worker, uint64_t id, xd_stream_cond cond, const char *text)
+{
+    xd_worker_t *w = xd_worker_get(worker);
+    if (!w)
+        return;
+    c2s_close_msg_t *m = xd_new(c2s_close_msg_t);
+    m->id = id;
+    m->cond = cond;
+    snprintf(m->text, sizeof m->text, "%s", text ? text : "");
+    if (xd_worker_post(w, c2s_close_msg, m) != 0)
+        xd_free(m);
+}
+
+typedef struct {
+    uint64_t id;      /* the connection */
+    xd_stanza_t *st;  /* what to write */
+} c2s_deliver_msg_t;
+
+/* On the owner worker: writes st to established connection id, or bounces
+ * it.  Takes st. */
+static void
+c2s_deliver_here(xd_worker_t *w, uint64_t id, xd_stanza_t *st)
+{
+    xd_wstate_t *ws = xd_wstate(w);
+    xd_conn_t *c = ws ? byid_get(ws, id) : NULL;
+    if (c && c->established && c->state == C2S_OPEN) {
+        c2s_send_stanza(c, st);
+    } else {
+        xd_stanza_t *err = xd_stanza_error(st, XD_COND_SERVICE_UNAVAILABLE, NULL);
+        if (err)
+            xd_route_take(err);
+    }
+    xd_stanza_unref(st);
+}
+
+static void
+c2s_deliver_msg(xd_worker_t *w, void *arg)
+{
+    c2s_deliver_msg_t *m = arg;
+    c2s_deliver_here(w, m->id, m->st);
+    xd_free(m);
+}
+
+void
+c2s_deliver(unsigned worker, uint64_t conn_id, xd_stanza_t *st)
+{
+    xd_worker_t *w = xd_worker_get(worker);
+    if (w && w == xd_worker_self()) {
+        c2s_deliver_here(w, conn_id, st); /* no detour through our own inbox */
+        return;
+    }
+    c2s_deliver_msg_t *m = xd_new(c2s_deliver_msg_t);
+    m->id = conn_id;
+    m->st = st;
+    if (!w || xd_worker_post(w, c2s_deliver_msg, m) != 0) {
+        xd_stanza_unref(st); /* the server is stopping */
+        xd_free(m);
+    }
+}
