@@ -14,10 +14,10 @@
 #include <stddef.h>
 #include <string.h>
 
-#include "router/router.h"
 #include "xmppd/alloc.h"
 #include "xmppd/err.h"
 #include "xmppd/module.h"
+#include "xmppd/route.h"
 
 struct echo_conf {
     char *host; /* the echo domain; NULL = "echo.<host>" */
@@ -32,8 +32,9 @@ static const xd_opt_t echo_opts[] = {
 
 /* Runs on the routing worker; owns st. */
 static void
-echo_route(void *arg, xd_stanza_t *st)
+echo_route(xd_module_ctx_t *ctx, xd_stanza_t *st, void *arg)
 {
+    (void)ctx;
     (void)arg;
     const xd_el_t *root = xd_stanza_root(st);
     const char *type = xd_el_attr(root, "type");

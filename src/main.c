@@ -486,6 +486,7 @@ main(int argc, char **argv)
     xd_offline_start(db);
     xd_presence_start();
     xd_builtin_set_db(db);
+    xd_modules_set_db(db);
     if ((rc = xd_modules_start(cfg, &err)) != 0) {
         XD_LOG(NULL, XD_CRIT, "cannot start modules", "error=\"%s\"", err ? err : xd_strerror(rc));
         fprintf(stderr, "xmppd: %s\n", err ? err : xd_strerror(rc));
@@ -565,6 +566,7 @@ out_sm:
     xd_listeners_free();
     xd_sm_shutdown();
     xd_modules_stop();
+    xd_modules_set_db(NULL);
     xd_presence_stop();
     xd_builtin_set_db(NULL);
     xd_iq_clear();

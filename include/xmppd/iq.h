@@ -40,6 +40,8 @@
 #include "xmppd/el.h"
 #include "xmppd/jid.h"
 
+typedef struct xd_module_ctx xd_module_ctx_t; /* module.h */
+
 typedef enum xd_iq_target { XD_IQ_HOST, XD_IQ_USER } xd_iq_target;
 typedef enum xd_iq_discipline { XD_IQ_INLINE, XD_IQ_SERIAL, XD_IQ_PARALLEL } xd_iq_discipline;
 
@@ -50,15 +52,22 @@ typedef struct xd_iq_req {
     const xd_jid_t *from;     /* requester (a full JID, stamped by its stream) */
     const xd_jid_t *to;       /* the host's JID or the user's bare JID */
     const char *host;         /* the served host it is for */
+    xd_module_ctx_t *ctx;     /* the module instance that registered it (NULL: the core) */
     void *arg;                /* the registration's argument */
 } xd_iq_req_t;
 
 typedef xd_stanza_t *(*xd_iq_fn)(const xd_iq_req_t *req);
 
 /* Registers fn for (host or every host, target, ns).  XD_EEXIST when that
- * triple is taken, XD_EINVAL for bad arguments.  `ns` and `host` are copied. */
+ * triple is taken, XD_EINVAL for bad arguments.  `ns` and `host` are copied.
+ * Modules use xd_module_iq (module.h), which passes their context. */
 int xd_iq_register(const char *host, int target, const char *ns, int discipline, xd_iq_fn fn,
                    void *arg);
+
+/* xd_iq_register for a module instance: req->ctx is ctx, and ctx is held
+ * (xd_module_hold) while a request is queued or its handler runs. */
+int xd_iq_register_ctx(xd_module_ctx_t *ctx, const char *host, int target, const char *ns,
+                       int discipline, xd_iq_fn fn, void *arg);
 
 /* Adds a disco#info feature `var` for (host or every host, target) that
  * no IQ handler stands for (urn:xmpp:sid:0, msgoffline, …): it is listed

@@ -18,10 +18,19 @@
  *                        .start = echo_start };
  *
  * Per host: start runs once for every served host whose `modules:` (after
- * host_config merging) lists the module, with a context of its own.  The
- * context records every registration made through the xd_module_* helpers
- * below and undoes them, in reverse order, after stop (or after a failed
- * start): stop only frees what the module allocated itself.
+ * host_config merging) lists the module (or every host for a module with
+ * XD_MODULE_ALWAYS), with a context of its own.  The context records every
+ * registration made through the xd_module_* helpers below and undoes
+ * them, in reverse order, before stop (or after a failed start); then the
+ * manager waits until no handler of the instance runs and no work it
+ * submitted is in flight, and only then calls stop: stop frees what the
+ * module allocated itself, and nothing of the module runs any more.
+ *
+ * Handlers get the context: IQ handlers in req->ctx, hook handlers and
+ * service handlers as their first argument, work submitted with
+ * xd_module_submit likewise.  So a module keeps its per-host state in the
+ * context (xd_module_set_state in start) and reads its options from it
+ * (xd_module_opts), from any thread, without a map of its own.
  *
  * Lifecycle (main.c): xd_modules_check for --check-config and before a
  * reload; xd_modules_start once at start-up; xd_modules_reload on a config
@@ -41,11 +50,24 @@
 #include "xmppd/iq.h"
 #include "xmppd/opt.h"
 #include "xmppd/service.h"
+#include "xmppd/storage.h"
 
 /* Bumped whenever xd_module_t or the API a module sees changes incompatibly. */
-#define XD_MODULE_ABI 1u
+#define XD_MODULE_ABI 2u
 
 typedef struct xd_module_ctx xd_module_ctx_t; /* one per (module, host); opaque */
+
+/* Tables a module keeps: the migrations of one storage component
+ * (storage.h), applied before the module first starts. */
+typedef struct xd_module_schema {
+    const char *component;                /* "mod_roster"; NULL ends the list */
+    const xd_db_migration_t *migrations;  /* {0}-terminated; outlives the process */
+} xd_module_schema_t;
+
+/* xd_module_t.flags */
+enum {
+    XD_MODULE_ALWAYS = 1u << 0, /* runs on every served host; listing it only sets options */
+};
 
 typedef struct xd_module {
     unsigned abi;                /* XD_MODULE_ABI, checked when loading a .so */
@@ -54,6 +76,8 @@ typedef struct xd_module {
     const char *const *depends;  /* NULL-terminated names, started first, or NULL */
     const xd_opt_t *opts;        /* option table (opt.h), XD_OPT_END-terminated, or NULL */
     size_t opts_size;            /* sizeof the struct the table fills (0 without opts) */
+    const xd_module_schema_t *schemas; /* {NULL}-terminated storage components, or NULL */
+    unsigned flags;              /* XD_MODULE_* */
     int (*start)(xd_module_ctx_t *ctx); /* per host: 0, or an XD_E* code (+ xd_module_fail) */
     void (*stop)(xd_module_ctx_t *ctx); /* per host, may be NULL */
     int (*reload)(xd_module_ctx_t *ctx, const void *old_opts); /* optional; NULL = stop+start */
@@ -67,13 +91,32 @@ typedef struct xd_module {
 /* The host this instance serves (normalised). */
 const char *xd_module_host(const xd_module_ctx_t *ctx);
 /* The parsed options (a struct of opts_size bytes filled by the table), or
- * NULL without a table.  Immutable; replaced before reload is called. */
+ * NULL without a table.  Immutable; replaced before reload is called.  Any
+ * thread: options a handler read before a reload stay valid until the
+ * instance stops. */
 const void *xd_module_opts(const xd_module_ctx_t *ctx);
 /* The module's per-host state pointer (NULL until set). */
 void *xd_module_state(const xd_module_ctx_t *ctx);
 void xd_module_set_state(xd_module_ctx_t *ctx, void *state);
 /* The module's declaration. */
 const xd_module_t *xd_module_of(const xd_module_ctx_t *ctx);
+
+/* The database of the instance's host, or NULL when the server runs
+ * without one (tests). */
+xd_db_t *xd_module_db(const xd_module_ctx_t *ctx);
+
+/* Blocking work for the instance: work(ctx, arg) runs on the blocking pool
+ * and may block; done(ctx, arg, status) runs afterwards on the worker loop
+ * that submitted it (status 0, or XD_ECANCELED when the server stopped
+ * before work ran; work is then not called).  The instance does not stop
+ * while work is in flight.  Called off the worker loops (a pool thread, the
+ * control thread), both run at once on the calling thread.  0, or XD_EFULL
+ * (the pool's queue is full: answer resource-constraint) / XD_ECLOSED; on
+ * error neither callback is called. */
+typedef void (*xd_module_work_fn)(xd_module_ctx_t *ctx, void *arg);
+typedef void (*xd_module_done_cb)(xd_module_ctx_t *ctx, void *arg, int status);
+int xd_module_submit(xd_module_ctx_t *ctx, xd_module_work_fn work, xd_module_done_cb done,
+                     void *arg);
 
 /* A start/reload failure message, returned to the operator through the
  * lifecycle call's err ("mod_x on host h: <message>").  Returns `code`. */
@@ -84,7 +127,8 @@ int xd_module_fail(xd_module_ctx_t *ctx, int code, const char *fmt, ...)
  * the underlying call returns (0 or an XD_E* code: then nothing was
  * recorded). */
 
-/* xd_iq_register(host of ctx, target, ns, discipline, fn, arg) (iq.h). */
+/* xd_iq_register(host of ctx, target, ns, discipline, fn, arg) (iq.h); the
+ * handler gets ctx in req->ctx. */
 int xd_module_iq(xd_module_ctx_t *ctx, xd_iq_target target, const char *ns,
                  xd_iq_discipline discipline, xd_iq_fn fn, void *arg);
 /* xd_iq_feature_add(host of ctx, target, var) (iq.h): a disco#info
@@ -95,10 +139,11 @@ int xd_module_feature(xd_module_ctx_t *ctx, xd_iq_target target, const char *var
  * disco#info identity the module gives the server or its accounts. */
 int xd_module_identity(xd_module_ctx_t *ctx, xd_iq_target target, const char *category,
                        const char *type, const char *name);
-/* xd_service_add(domain, fn, arg) (service.h): a domain served by the module. */
+/* xd_service_add(domain, fn, arg) (service.h): a domain served by the
+ * module; fn gets ctx. */
 int xd_module_service(xd_module_ctx_t *ctx, const char *domain, xd_service_fn fn, void *arg);
-/* xd_hook_add(hook, host of ctx, prio, fn, arg) (hooks.h). */
-int xd_module_hook(xd_module_ctx_t *ctx, xd_hook_id hook, int prio, xd_hook_fn fn, void *arg);
+/* A hook handler on the host of ctx, getting ctx: the typed macro
+ * xd_module_hook(ctx, XD_HOOK_<ID>, prio, fn, arg) of hooks.h. */
 /* xd_cmd_register(cmd) (cmd.h).  Commands are global: a module started on
  * several hosts registers cmd once and removes it when the last instance
  * stops.  cmd must outlive the module (static data of the module). */
@@ -121,10 +166,9 @@ int xd_module_find(const char *module_dir, const char *name, const xd_module_t *
 
 /* ---- lifecycle (main.c) ---------------------------------------------------------------------- */
 
-/* Checks cfg: every listed name is a known module (built-in, a .so in
- * module_dir, or one the core serves itself: mod_register, mod_offline,
- * mod_disco, mod_ping, mod_version, mod_time), its options parse, and its dependencies
- * are enabled on the same host.  0, or an XD_E* code with *err (malloc'd). */
+/* Checks cfg: every listed name is a known module (built-in or a .so in
+ * module_dir), its options parse, and its dependencies are enabled on the
+ * same host.  0, or an XD_E* code with *err (malloc'd). */
 int xd_modules_check(const xd_config_t *cfg, char **err);
 
 /* Starts, per served host, every module cfg enables there, dependencies
@@ -141,6 +185,11 @@ int xd_modules_reload(const xd_config_t *cfg, char **err);
 
 /* Stops every instance (reverse start order) and unloads the .so files. */
 void xd_modules_stop(void);
+
+/* The database instances get from xd_module_db (before xd_modules_start;
+ * NULL after xd_modules_stop).  The schemas of every module are applied to
+ * it before the module first starts. */
+void xd_modules_set_db(xd_db_t *db);
 
 /* Running instances of module `name` (tests, status). */
 size_t xd_modules_running(const char *name);

@@ -15,11 +15,19 @@
 
 #include "xmppd/el.h"
 
-typedef void (*xd_service_fn)(void *arg, xd_stanza_t *st);
+typedef struct xd_module_ctx xd_module_ctx_t; /* module.h */
+
+/* A service's handler: ctx is the module instance that added the route
+ * (NULL for the core's routes, such as external components). */
+typedef void (*xd_service_fn)(xd_module_ctx_t *ctx, xd_stanza_t *st, void *arg);
 
 /* Routes stanzas to `domain` (normalised) to fn.  XD_EEXIST when taken,
- * XD_EINVAL for a bad argument.  Any thread. */
+ * XD_EINVAL for a bad argument.  Any thread.  Modules use
+ * xd_module_service (module.h). */
 int xd_service_add(const char *domain, xd_service_fn fn, void *arg);
+
+/* xd_service_add for a module instance (ctx held while fn runs). */
+int xd_service_add_ctx(xd_module_ctx_t *ctx, const char *domain, xd_service_fn fn, void *arg);
 
 /* Removes the route (only when fn still holds it); true when removed. */
 bool xd_service_remove(const char *domain, xd_service_fn fn);

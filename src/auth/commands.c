@@ -55,7 +55,7 @@ cmd_unregister(xd_cmd_call_t *call)
         return acct_fail(call, rc, user, host);
     /* Modules drop the account's data (roster, vCard, offline messages). */
     xd_hook_user_t ev = { .host = host, .user = user };
-    xd_hook_run(XD_HOOK_USER_REMOVED, host, &ev);
+    xd_hook_run(XD_HOOK_REMOVE_USER, host, &ev);
     xd_cmd_printf(call, "user %s@%s removed\n", user, host);
     return 0;
 }

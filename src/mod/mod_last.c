@@ -126,8 +126,9 @@ last_store_done(void *arg, int status)
 
 /* user_unavailable: remember when and with which status. */
 static int
-last_unavailable(void *evp, void *arg)
+last_unavailable(xd_module_ctx_t *hctx, xd_hook_presence_t *evp, void *arg)
 {
+    (void)hctx;
     (void)arg;
     const xd_hook_presence_t *ev = evp;
     xd_db_t *db = atomic_load(&last_db);

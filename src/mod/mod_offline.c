@@ -231,11 +231,12 @@ off_worth_keeping(const xd_el_t *el)
     return xd_el_child(el, "body", NULL) || xd_el_child(el, "subject", NULL);
 }
 
-/* XD_HOOK_MESSAGE_OFFLINE: keeps the message (returns XD_HOOK_STOP) when
+/* XD_HOOK_OFFLINE_MESSAGE: keeps the message (returns XD_HOOK_STOP) when
  * the host stores messages. */
 static int
-off_store(void *evp, void *arg)
+off_store(xd_module_ctx_t *hctx, xd_hook_stanza_t *evp, void *arg)
 {
+    (void)hctx;
     (void)arg;
     xd_hook_stanza_t *ev = evp;
     const xd_stanza_t *st = ev->st;
@@ -361,8 +362,9 @@ off_pop_done(void *arg, int status)
  * negative raises it, RFC 6121 8.5.2.1.1) takes the stored messages out
  * for that session. */
 static int
-off_available(void *evp, void *arg)
+off_available(xd_module_ctx_t *hctx, xd_hook_presence_t *evp, void *arg)
 {
+    (void)hctx;
     (void)arg;
     xd_hook_presence_t *ev = evp;
     const xd_jid_t *full = ev->jid;
@@ -398,7 +400,7 @@ void
 xd_offline_start(xd_db_t *db)
 {
     off_db = db;
-    xd_hook_add(XD_HOOK_MESSAGE_OFFLINE, NULL, XD_HOOK_PRIO_DEFAULT, off_store, NULL);
+    xd_hook_add(XD_HOOK_OFFLINE_MESSAGE, NULL, XD_HOOK_PRIO_DEFAULT, off_store, NULL);
     xd_hook_add(XD_HOOK_USER_AVAILABLE, NULL, XD_HOOK_PRIO_DEFAULT, off_available, NULL);
     mod_user_rows_attach(&off_rows, db);
 }
@@ -406,7 +408,7 @@ xd_offline_start(xd_db_t *db)
 void
 xd_offline_stop(void)
 {
-    xd_hook_remove(XD_HOOK_MESSAGE_OFFLINE, NULL, off_store, NULL);
+    xd_hook_remove(XD_HOOK_OFFLINE_MESSAGE, NULL, off_store, NULL);
     xd_hook_remove(XD_HOOK_USER_AVAILABLE, NULL, off_available, NULL);
     mod_user_rows_attach(&off_rows, NULL);
     off_db = NULL;

@@ -388,8 +388,9 @@ pres_rm_done(void *arg, int status)
 }
 
 static int
-pres_removed(void *evp, void *arg)
+pres_removed(xd_module_ctx_t *hctx, xd_hook_user_t *evp, void *arg)
 {
+    (void)hctx;
     (void)arg;
     xd_hook_user_t *ev = evp;
     size_t hl = strlen(ev->host), ul = strlen(ev->user);
@@ -505,8 +506,9 @@ probe_start(const xd_jid_t *from, const xd_jid_t *to)
 /* filter_packet: subscription presence from a local user; subscriptions
  * and probes from other servers' users to ours. */
 static int
-pres_filter(void *evp, void *arg)
+pres_filter(xd_module_ctx_t *hctx, xd_hook_filter_t *evp, void *arg)
 {
+    (void)hctx;
     (void)arg;
     xd_hook_filter_t *ev = evp;
     const xd_el_t *el = xd_stanza_root(ev->st);
@@ -646,8 +648,9 @@ bc_start(const char *host, const xd_jid_t *jid, xd_stanza_t *pres, bool initial)
 }
 
 static int
-pres_available(void *evp, void *arg)
+pres_available(xd_module_ctx_t *hctx, xd_hook_presence_t *evp, void *arg)
 {
+    (void)hctx;
     (void)arg;
     xd_hook_presence_t *ev = evp;
     if (!ev->presence || !pres_on(ev->host))
@@ -657,8 +660,9 @@ pres_available(void *evp, void *arg)
 }
 
 static int
-pres_unavailable(void *evp, void *arg)
+pres_unavailable(xd_module_ctx_t *hctx, xd_hook_presence_t *evp, void *arg)
 {
+    (void)hctx;
     (void)arg;
     xd_hook_presence_t *ev = evp;
     if (!pres_on(ev->host))
@@ -681,7 +685,7 @@ void
 xd_presence_start(void)
 {
     mod_roster_set_on_removed(pres_roster_removed);
-    xd_hook_add(XD_HOOK_USER_REMOVED, NULL, XD_HOOK_PRIO_DEFAULT, pres_removed, NULL);
+    xd_hook_add(XD_HOOK_REMOVE_USER, NULL, XD_HOOK_PRIO_DEFAULT, pres_removed, NULL);
     xd_hook_add(XD_HOOK_FILTER_PACKET, NULL, 40, pres_filter, NULL);
     xd_hook_add(XD_HOOK_USER_AVAILABLE, NULL, 60, pres_available, NULL);
     xd_hook_add(XD_HOOK_USER_UNAVAILABLE, NULL, 60, pres_unavailable, NULL);
@@ -691,7 +695,7 @@ void
 xd_presence_stop(void)
 {
     mod_roster_set_on_removed(NULL);
-    xd_hook_remove(XD_HOOK_USER_REMOVED, NULL, pres_removed, NULL);
+    xd_hook_remove(XD_HOOK_REMOVE_USER, NULL, pres_removed, NULL);
     xd_hook_remove(XD_HOOK_FILTER_PACKET, NULL, pres_filter, NULL);
     xd_hook_remove(XD_HOOK_USER_AVAILABLE, NULL, pres_available, NULL);
     xd_hook_remove(XD_HOOK_USER_UNAVAILABLE, NULL, pres_unavailable, NULL);

@@ -70,8 +70,9 @@ sid_new_id(char out[21])
 
 /* FILTER_PACKET: stamps messages to an account of the host. */
 static int
-sid_filter(void *ev_, void *arg)
+sid_filter(xd_module_ctx_t *hctx, xd_hook_filter_t *ev_, void *arg)
 {
+    (void)hctx;
     (void)arg;
     xd_hook_filter_t *ev = ev_;
     const xd_el_t *root = xd_stanza_root(ev->st);

@@ -58,8 +58,9 @@ mod_user_rows_delete(xd_db_t *db, const char *sql, const char *host, const char 
 }
 
 static int
-rows_removed(void *evp, void *arg)
+rows_removed(xd_module_ctx_t *hctx, xd_hook_user_t *evp, void *arg)
 {
+    (void)hctx;
     mod_user_rows_t *r = arg;
     const xd_hook_user_t *ev = evp;
     mod_user_rows_delete(atomic_load(&r->db), r->sql, ev->host, ev->user);
@@ -71,7 +72,7 @@ mod_user_rows_attach(mod_user_rows_t *r, xd_db_t *db)
 {
     xd_db_t *old = atomic_exchange(&r->db, db);
     if (db && !old)
-        xd_hook_add(XD_HOOK_USER_REMOVED, NULL, XD_HOOK_PRIO_DEFAULT, rows_removed, r);
+        xd_hook_add(XD_HOOK_REMOVE_USER, NULL, XD_HOOK_PRIO_DEFAULT, rows_removed, r);
     else if (!db && old)
-        xd_hook_remove(XD_HOOK_USER_REMOVED, NULL, rows_removed, r);
+        xd_hook_remove(XD_HOOK_REMOVE_USER, NULL, rows_removed, r);
 }

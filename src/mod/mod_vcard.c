@@ -470,8 +470,9 @@ vc_hash_forget(const char *host)
 
 /* presence_edit: the account's photo hash into the presence. */
 static int
-vc_presence_edit(void *evp, void *arg)
+vc_presence_edit(xd_module_ctx_t *hctx, xd_hook_presence_edit_t *evp, void *arg)
 {
+    (void)hctx;
     (void)arg;
     xd_hook_presence_edit_t *ev = evp;
     xd_el_t *p = ev->presence;
@@ -496,8 +497,9 @@ vc_presence_edit(void *evp, void *arg)
 
 /* user_removed: the account's hash goes with its vCard row. */
 static int
-vc_user_removed(void *evp, void *arg)
+vc_user_removed(xd_module_ctx_t *hctx, xd_hook_user_t *evp, void *arg)
 {
+    (void)hctx;
     (void)arg;
     const xd_hook_user_t *ev = evp;
     vc_hash_set(ev->host, ev->user, "");
@@ -710,7 +712,7 @@ vc_start(xd_module_ctx_t *ctx)
         rc = xd_module_hook(ctx, XD_HOOK_PRESENCE_EDIT, XD_HOOK_PRIO_DEFAULT, vc_presence_edit,
                             NULL);
     if (rc == 0)
-        rc = xd_module_hook(ctx, XD_HOOK_USER_REMOVED, XD_HOOK_PRIO_DEFAULT, vc_user_removed,
+        rc = xd_module_hook(ctx, XD_HOOK_REMOVE_USER, XD_HOOK_PRIO_DEFAULT, vc_user_removed,
                             NULL);
     if (rc != 0) {
         vc_host_free(h);

@@ -1324,8 +1324,9 @@ prv_split(xd_stanza_t *st, const xd_jid_t *to, const xd_jid_t *from, xd_privacy_
 }
 
 static int
-prv_filter(void *evp, void *arg)
+prv_filter(xd_module_ctx_t *hctx, xd_hook_filter_t *evp, void *arg)
 {
+    (void)hctx;
     (void)arg;
     xd_hook_filter_t *ev = evp;
     if (prv_inner || atomic_load(&prv_naccts) == 0 || !ev->st)
@@ -1408,8 +1409,9 @@ prv_filter(void *evp, void *arg)
 /* SESSION_CLOSED: forget the session unless its JID is bound again by the
  * stream the entry belongs to. */
 static int
-prv_closed(void *evp, void *arg)
+prv_closed(xd_module_ctx_t *hctx, xd_hook_session_t *evp, void *arg)
 {
+    (void)hctx;
     (void)arg;
     const xd_hook_session_t *ev = evp;
     if (atomic_load(&prv_naccts) == 0)
@@ -1433,8 +1435,9 @@ prv_closed(void *evp, void *arg)
 
 /* USER_REMOVED: memory (storage is mod_user_rows' job). */
 static int
-prv_removed(void *evp, void *arg)
+prv_removed(xd_module_ctx_t *hctx, xd_hook_user_t *evp, void *arg)
 {
+    (void)hctx;
     (void)arg;
     const xd_hook_user_t *ev = evp;
     char *bare = xd_asprintf("%s@%s", ev->user, ev->host);
@@ -1457,9 +1460,9 @@ xd_privacy_store_set_db(xd_db_t *db)
     xd_db_t *old = atomic_exchange(&prv_db, db);
     mod_user_rows_attach(&prv_rows, db);
     if (db && !old)
-        xd_hook_add(XD_HOOK_USER_REMOVED, NULL, XD_HOOK_PRIO_DEFAULT, prv_removed, NULL);
+        xd_hook_add(XD_HOOK_REMOVE_USER, NULL, XD_HOOK_PRIO_DEFAULT, prv_removed, NULL);
     else if (!db && old)
-        xd_hook_remove(XD_HOOK_USER_REMOVED, NULL, prv_removed, NULL);
+        xd_hook_remove(XD_HOOK_REMOVE_USER, NULL, prv_removed, NULL);
 }
 
 /* ---- hosts ----------------------------------------------------------------------------------- */
@@ -1540,7 +1543,7 @@ xd_privacy_store_attach(const char *host, xd_privacy_user by, const xd_privacy_l
     pthread_rwlock_unlock(&prv_lock);
     if (first) {
         xd_hook_add(XD_HOOK_FILTER_PACKET, NULL, PRV_FILTER_PRIO, prv_filter, NULL);
-        xd_hook_add(XD_HOOK_SESSION_CLOSED, NULL, XD_HOOK_PRIO_DEFAULT, prv_closed, NULL);
+        xd_hook_add(XD_HOOK_SM_REMOVE_CONNECTION, NULL, XD_HOOK_PRIO_DEFAULT, prv_closed, NULL);
     }
     XD_LOG(NULL, XD_INFO, "privacy lists loaded", "host=%s lists=%zu items=%zu", host, l.lists,
            l.items);
@@ -1573,7 +1576,7 @@ xd_privacy_store_detach(const char *host, xd_privacy_user by)
     pthread_rwlock_unlock(&prv_lock);
     if (last) {
         xd_hook_remove(XD_HOOK_FILTER_PACKET, NULL, prv_filter, NULL);
-        xd_hook_remove(XD_HOOK_SESSION_CLOSED, NULL, prv_closed, NULL);
+        xd_hook_remove(XD_HOOK_SM_REMOVE_CONNECTION, NULL, prv_closed, NULL);
     }
 }
 

@@ -18,6 +18,7 @@
 #include <string.h>
 
 #include "core/pool.h"
+#include "router/module_int.h"
 #include "router/router.h"
 #include "xmppd/alloc.h"
 #include "xmppd/err.h"
@@ -43,6 +44,7 @@ typedef struct iq_entry {
     char *ns;            /* payload namespace */
     int discipline;      /* xd_iq_discipline */
     xd_iq_fn fn;         /* the handler; NULL for a bare disco feature */
+    xd_module_ctx_t *ctx; /* the module instance that registered it, or NULL */
     void *arg;           /* its argument */
     iq_serial_t *serial; /* SERIAL: its FIFO (the entry's reference); else NULL */
     char *id_name;       /* a disco identity: its name (may be ""), else NULL; ns is then
@@ -90,7 +92,8 @@ iq_same_host(const char *a, const char *b)
 
 /* Adds an entry (fn NULL: a feature only). */
 static int
-iq_add(const char *host, int target, const char *ns, int discipline, xd_iq_fn fn, void *arg)
+iq_add(xd_module_ctx_t *ctx, const char *host, int target, const char *ns, int discipline,
+       xd_iq_fn fn, void *arg)
 {
     if (!ns || !*ns || (target != XD_IQ_HOST && target != XD_IQ_USER))
         return XD_EINVAL;
@@ -106,7 +109,7 @@ iq_add(const char *host, int target, const char *ns, int discipline, xd_iq_fn fn
         iq_tab = xd_realloc(iq_tab, iq_cap * sizeof *iq_tab);
     }
     iq_tab[iq_n++] = (iq_entry_t){ host ? xd_strdup(host) : NULL, target, xd_strdup(ns),
-                                   discipline, fn, arg,
+                                   discipline, fn, ctx, arg,
                                    discipline == XD_IQ_SERIAL ? iq_serial_new() : NULL, NULL };
     pthread_rwlock_unlock(&iq_lock);
     return 0;
@@ -116,11 +119,18 @@ int
 xd_iq_register(const char *host, int target, const char *ns, int discipline, xd_iq_fn fn,
                void *arg)
 {
+    return xd_iq_register_ctx(NULL, host, target, ns, discipline, fn, arg);
+}
+
+int
+xd_iq_register_ctx(xd_module_ctx_t *ctx, const char *host, int target, const char *ns,
+                   int discipline, xd_iq_fn fn, void *arg)
+{
     if (!fn)
         return XD_EINVAL;
     if (discipline != XD_IQ_INLINE && discipline != XD_IQ_PARALLEL && discipline != XD_IQ_SERIAL)
         return XD_EINVAL;
-    return iq_add(host, target, ns, discipline, fn, arg);
+    return iq_add(ctx, host, target, ns, discipline, fn, arg);
 }
 
 int
@@ -128,7 +138,7 @@ xd_iq_feature_add(const char *host, int target, const char *var)
 {
     if (var && var[0] == IQ_ID_PREFIX[0])
         return XD_EINVAL;
-    return iq_add(host, target, var, XD_IQ_INLINE, NULL, NULL);
+    return iq_add(NULL, host, target, var, XD_IQ_INLINE, NULL, NULL);
 }
 
 static void
@@ -145,7 +155,7 @@ xd_iq_identity_add(const char *host, int target, const char *category, const cha
         return XD_EINVAL;
     char key[512];
     iq_identity_key(key, sizeof key, category, type);
-    int rc = iq_add(host, target, key, XD_IQ_INLINE, NULL, NULL);
+    int rc = iq_add(NULL, host, target, key, XD_IQ_INLINE, NULL, NULL);
     if (rc != 0)
         return rc;
     pthread_rwlock_wrlock(&iq_lock);
@@ -250,8 +260,10 @@ iq_find(const char *host, int target, const char *ns, iq_entry_t *out)
             found = true;
         }
     }
-    if (found)
+    if (found) {
         iq_serial_ref(out->serial);
+        xd_module_hold(out->ctx); /* under the lock: the instance cannot stop now */
+    }
     pthread_rwlock_unlock(&iq_lock);
     return found;
 }
@@ -260,6 +272,7 @@ iq_find(const char *host, int target, const char *ns, iq_entry_t *out)
 typedef struct iq_job {
     struct iq_job *next; /* SERIAL: the next in the FIFO */
     xd_iq_fn fn;         /* the handler; NULL for a bare disco feature */
+    xd_module_ctx_t *ctx; /* the registering instance (held until the job is freed) */
     void *arg;           /* its argument */
     xd_stanza_t *iq;     /* the request (a reference) */
     xd_jid_t *from, *to; /* references */
@@ -268,8 +281,8 @@ typedef struct iq_job {
 } iq_job_t;
 
 static xd_stanza_t *
-iq_call(xd_iq_fn fn, void *arg, const xd_stanza_t *iq, const xd_jid_t *from, const xd_jid_t *to,
-        const char *host)
+iq_call(xd_iq_fn fn, xd_module_ctx_t *ctx, void *arg, const xd_stanza_t *iq, const xd_jid_t *from,
+        const xd_jid_t *to, const char *host)
 {
     xd_iq_req_t req = {
         .iq = iq,
@@ -277,6 +290,7 @@ iq_call(xd_iq_fn fn, void *arg, const xd_stanza_t *iq, const xd_jid_t *from, con
         .from = from,
         .to = to,
         .host = host,
+        .ctx = ctx,
         .arg = arg,
     };
     return fn(&req);
@@ -285,6 +299,7 @@ iq_call(xd_iq_fn fn, void *arg, const xd_stanza_t *iq, const xd_jid_t *from, con
 static void
 iq_job_free(iq_job_t *j)
 {
+    xd_module_release(j->ctx);
     xd_stanza_unref(j->iq);
     xd_jid_unref(j->from);
     xd_jid_unref(j->to);
@@ -295,7 +310,7 @@ static void
 iq_job_work(void *arg)
 {
     iq_job_t *j = arg;
-    j->reply = iq_call(j->fn, j->arg, j->iq, j->from, j->to, j->host);
+    j->reply = iq_call(j->fn, j->ctx, j->arg, j->iq, j->from, j->to, j->host);
 }
 
 static void
@@ -329,7 +344,7 @@ iq_serial_drain(void *arg)
             q->tail = NULL;
         q->len--;
         pthread_mutex_unlock(&q->mu);
-        xd_stanza_t *reply = iq_call(j->fn, j->arg, j->iq, j->from, j->to, j->host);
+        xd_stanza_t *reply = iq_call(j->fn, j->ctx, j->arg, j->iq, j->from, j->to, j->host);
         if (reply)
             xd_route_take(reply);
         iq_job_free(j);
@@ -404,11 +419,13 @@ xd_iq_dispatch(xd_stanza_t *iq, const xd_jid_t *to, const char *host, int target
     const char *from_s = xd_el_attr(el, "from");
     if (!from_s || xd_jid_parse(xd_str_c(from_s), &from) != 0) {
         iq_serial_unref(e.serial);
+        xd_module_release(e.ctx);
         iq_reply(iq, XD_COND_BAD_REQUEST, NULL);
         return;
     }
     if (e.discipline == XD_IQ_INLINE) {
-        xd_stanza_t *reply = iq_call(e.fn, e.arg, iq, from, to, host);
+        xd_stanza_t *reply = iq_call(e.fn, e.ctx, e.arg, iq, from, to, host);
+        xd_module_release(e.ctx);
         xd_stanza_unref(iq);
         xd_jid_unref(from);
         if (reply)
@@ -417,6 +434,7 @@ xd_iq_dispatch(xd_stanza_t *iq, const xd_jid_t *to, const char *host, int target
     }
     iq_job_t *j = xd_new(iq_job_t);
     j->fn = e.fn;
+    j->ctx = e.ctx; /* the hold taken by iq_find goes with the job */
     j->arg = e.arg;
     j->iq = iq;
     j->from = from;
@@ -431,6 +449,7 @@ xd_iq_dispatch(xd_stanza_t *iq, const xd_jid_t *to, const char *host, int target
     }
     if (rc != 0) {
         /* DESIGN.md 2: a full pool answers at once. */
+        xd_module_release(j->ctx);
         xd_jid_unref(j->from);
         xd_jid_unref(j->to);
         xd_free(j);

@@ -102,7 +102,7 @@ route_bare(xd_stanza_t *st, const xd_jid_t *to, xd_stanza_kind kind, const char 
         xd_str_t d = xd_jid_domain(to);
         snprintf(host, sizeof host, "%.*s", (int)d.len, d.p);
         xd_hook_stanza_t ev = { .host = host, .to = to, .st = st };
-        if (xd_hook_run(XD_HOOK_MESSAGE_OFFLINE, host, &ev) == XD_HOOK_STOP) {
+        if (xd_hook_run(XD_HOOK_OFFLINE_MESSAGE, host, &ev) == XD_HOOK_STOP) {
             xd_stanza_unref(st); /* a handler kept its own reference */
             return;
         }

@@ -5,14 +5,16 @@
 #include <pthread.h>
 #include <string.h>
 
+#include "router/module_int.h"
 #include "xmppd/alloc.h"
 #include "xmppd/err.h"
 #include "xmppd/service.h"
 
 typedef struct {
-    char *domain;     /* normalised */
-    xd_service_fn fn; /* handler */
-    void *arg;        /* its argument */
+    char *domain;          /* normalised */
+    xd_service_fn fn;      /* handler */
+    xd_module_ctx_t *ctx;  /* the module instance that added it, or NULL */
+    void *arg;             /* its argument */
 } svc_t;
 
 static pthread_rwlock_t svc_lock = PTHREAD_RWLOCK_INITIALIZER;
@@ -21,6 +23,12 @@ static size_t svc_n, svc_cap;
 
 int
 xd_service_add(const char *domain, xd_service_fn fn, void *arg)
+{
+    return xd_service_add_ctx(NULL, domain, fn, arg);
+}
+
+int
+xd_service_add_ctx(xd_module_ctx_t *ctx, const char *domain, xd_service_fn fn, void *arg)
 {
     if (!domain || !*domain || !fn)
         return XD_EINVAL;
@@ -34,7 +42,7 @@ xd_service_add(const char *domain, xd_service_fn fn, void *arg)
         svc_cap = svc_cap ? svc_cap * 2 : 8;
         svc_tab = xd_realloc(svc_tab, svc_cap * sizeof *svc_tab);
     }
-    svc_tab[svc_n++] = (svc_t){ xd_strdup(domain), fn, arg };
+    svc_tab[svc_n++] = (svc_t){ xd_strdup(domain), fn, ctx, arg };
     pthread_rwlock_unlock(&svc_lock);
     return 0;
 }
@@ -70,18 +78,22 @@ bool
 xd_service_deliver(const char *domain, xd_stanza_t *st)
 {
     xd_service_fn fn = NULL;
+    xd_module_ctx_t *ctx = NULL;
     void *arg = NULL;
     pthread_rwlock_rdlock(&svc_lock);
     for (size_t i = 0; i < svc_n; i++)
         if (!strcmp(svc_tab[i].domain, domain)) {
             fn = svc_tab[i].fn;
+            ctx = svc_tab[i].ctx;
             arg = svc_tab[i].arg;
+            xd_module_hold(ctx); /* under the lock: the instance cannot stop before the call */
             break;
         }
     pthread_rwlock_unlock(&svc_lock);
     if (!fn)
         return false;
-    fn(arg, st);
+    fn(ctx, st, arg);
+    xd_module_release(ctx);
     return true;
 }
 

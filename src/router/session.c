@@ -246,7 +246,7 @@ xd_session_bind_iq(const xd_session_bind_req_t *req, const xd_stanza_t *iq, xd_s
     xd_el_t *b = xd_el_add_child(reply, "bind", XD_NS_BIND);
     xd_el_add_text(xd_el_add_child(b, "jid", NULL), xd_jid_full_str(full).p);
     xd_hook_session_t sev = { .host = s->host, .jid = s->jid, .reason = NULL };
-    xd_hook_run(XD_HOOK_SESSION_BOUND, s->host, &sev);
+    xd_hook_run(XD_HOOK_SM_REGISTER_CONNECTION, s->host, &sev);
     *out = s;
     return xd_el_freeze(reply);
 }
@@ -432,7 +432,7 @@ xd_session_end(xd_session_t *s, const char *reason)
     }
     sess_directed_unavailable(s);
     xd_hook_session_t sev = { .host = s->host, .jid = s->jid, .reason = reason };
-    xd_hook_run(XD_HOOK_SESSION_CLOSED, s->host, &sev);
+    xd_hook_run(XD_HOOK_SM_REMOVE_CONNECTION, s->host, &sev);
     xd_jid_unref(s->jid);
     xd_free(s->host);
     xd_free(s);

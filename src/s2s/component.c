@@ -56,8 +56,9 @@ comp_pack(const xd_conn_t *c)
 
 /* The service route: a stanza for the component's domain. */
 static void
-comp_service(void *arg, xd_stanza_t *st)
+comp_service(xd_module_ctx_t *ctx, xd_stanza_t *st, void *arg)
 {
+    (void)ctx;
     uintptr_t v = (uintptr_t)arg;
     c2s_deliver((unsigned)(v & 0xff), (uint64_t)(v >> 8), st);
 }

@@ -297,7 +297,7 @@ reg_done(void *arg, int status)
         }
         if (status == 0 && rq->kind == REG_REMOVE) {
             xd_hook_user_t uev = { .host = c->host, .user = rq->user };
-            xd_hook_run(XD_HOOK_USER_REMOVED, c->host, &uev);
+            xd_hook_run(XD_HOOK_REMOVE_USER, c->host, &uev);
             /* XEP-0077 3.2: the account is gone; so are its sessions. */
             xd_session_foreach(c->host, reg_kick_other, c);
             c2s_close(c, XD_STREAM_NOT_AUTHORIZED, "the account was removed");

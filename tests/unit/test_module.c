@@ -12,10 +12,15 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sched.h>
 #include <unistd.h>
 
 #include <cmocka.h>
 
+#include <pthread.h>
+#include <stdatomic.h>
+
+#include "router/module_int.h"
 #include "xmppd/err.h"
 #include "xmppd/module.h"
 
@@ -38,16 +43,23 @@ iq_none(const xd_iq_req_t *req)
 }
 
 static void
-svc_none(void *arg, xd_stanza_t *st)
+svc_none(xd_module_ctx_t *ctx, xd_stanza_t *st, void *arg)
 {
-    (void)arg;
+    (void)ctx; (void)arg;
     xd_stanza_unref(st);
 }
 
 static int
-hook_none(void *ev, void *arg)
+hook_none(xd_module_ctx_t *ctx, xd_hook_user_t *ev, void *arg)
 {
-    (void)ev; (void)arg;
+    (void)ctx; (void)ev; (void)arg;
+    return XD_HOOK_OK;
+}
+
+static int
+hook_none_session(xd_module_ctx_t *ctx, xd_hook_session_t *ev, void *arg)
+{
+    (void)ctx; (void)ev; (void)arg;
     return XD_HOOK_OK;
 }
 
@@ -78,7 +90,7 @@ a_start(xd_module_ctx_t *ctx)
     if (rc == 0)
         rc = xd_module_service(ctx, dom, svc_none, NULL);
     if (rc == 0)
-        rc = xd_module_hook(ctx, XD_HOOK_USER_REMOVED, 50, hook_none, NULL);
+        rc = xd_module_hook(ctx, XD_HOOK_REMOVE_USER, 50, hook_none, NULL);
     if (rc == 0)
         rc = xd_module_command(ctx, &t_cmd);
     return rc;
@@ -118,7 +130,7 @@ bad_start(xd_module_ctx_t *ctx)
 {
     note("start", ctx);
     /* Registers something, then fails: the registration must be undone. */
-    xd_module_hook(ctx, XD_HOOK_SESSION_BOUND, 50, hook_none, NULL);
+    xd_module_hook(ctx, XD_HOOK_SM_REGISTER_CONNECTION, 50, hook_none_session, NULL);
     return xd_module_fail(ctx, XD_EINVAL, "no luck on %s", xd_module_host(ctx));
 }
 
@@ -130,6 +142,38 @@ static const xd_module_t mod_tb = { .abi = XD_MODULE_ABI, .name = "mod_tb", .doc
                                     .depends = b_deps, .start = b_start, .stop = b_stop };
 static const xd_module_t mod_tbad = { .abi = XD_MODULE_ABI, .name = "mod_tbad", .doc = "bad",
                                       .start = bad_start };
+
+/* mod_tw: keeps its context for the test, registers an IQ handler that
+ * reports the context it gets, and records in stop whether the call held
+ * by the test had been released by then. */
+static _Atomic(xd_module_ctx_t *) w_ctx;
+static atomic_bool w_released, w_stop_saw_release;
+
+static xd_stanza_t *
+w_iq(const xd_iq_req_t *req)
+{
+    *(xd_module_ctx_t **)req->arg = req->ctx;
+    return NULL;
+}
+
+static xd_module_ctx_t *w_iq_seen;
+
+static int
+w_start(xd_module_ctx_t *ctx)
+{
+    atomic_store(&w_ctx, ctx); /* no note(): it runs everywhere, in every test */
+    return xd_module_iq(ctx, XD_IQ_HOST, "urn:t:w", XD_IQ_INLINE, w_iq, &w_iq_seen);
+}
+
+static void
+w_stop(xd_module_ctx_t *ctx)
+{
+    (void)ctx;
+    atomic_store(&w_stop_saw_release, atomic_load(&w_released));
+}
+
+static const xd_module_t mod_tw = { .abi = XD_MODULE_ABI, .name = "mod_tw", .doc = "w",
+                                    .flags = XD_MODULE_ALWAYS, .start = w_start, .stop = w_stop };
 
 static xd_config_t *
 load(const char *yml)
@@ -151,6 +195,7 @@ setup(void **state)
         assert_int_equal(xd_module_register_builtin(&mod_ta), 0);
         assert_int_equal(xd_module_register_builtin(&mod_tb), 0);
         assert_int_equal(xd_module_register_builtin(&mod_tbad), 0);
+        assert_int_equal(xd_module_register_builtin(&mod_tw), 0);
         done = true;
     }
     trace[0] = '\0';
@@ -179,7 +224,7 @@ test_module__start_order_and_undo(void **state)
     assert_int_equal(xd_modules_start(cfg, &err), 0);
     assert_string_equal(trace, "start:ta@h1 start:tb@h1 start:ta@h2 start:tb@h2 ");
     assert_int_equal(xd_modules_running("mod_ta"), 2);
-    assert_int_equal(xd_hook_count(XD_HOOK_USER_REMOVED, "h1"), 1);
+    assert_int_equal(xd_hook_count(XD_HOOK_REMOVE_USER, "h1"), 1);
     assert_non_null(xd_cmd_find("t_mod_cmd"));
     /* The IQ is taken on h1 now. */
     assert_int_equal(xd_iq_register("h1", XD_IQ_HOST, "urn:t:a", XD_IQ_INLINE, iq_none, NULL),
@@ -188,7 +233,7 @@ test_module__start_order_and_undo(void **state)
     xd_modules_stop();
     assert_string_equal(trace, "stop:tb@h2 stop:ta@h2 stop:tb@h1 stop:ta@h1 ");
     /* Everything the module registered is gone. */
-    assert_int_equal(xd_hook_count(XD_HOOK_USER_REMOVED, "h1"), 0);
+    assert_int_equal(xd_hook_count(XD_HOOK_REMOVE_USER, "h1"), 0);
     assert_null(xd_cmd_find("t_mod_cmd"));
     assert_false(xd_service_remove("svc.h1", svc_none));
     assert_int_equal(xd_iq_register("h1", XD_IQ_HOST, "urn:t:a", XD_IQ_INLINE, iq_none, NULL), 0);
@@ -209,8 +254,8 @@ test_module__failing_start_rolls_back(void **state)
     /* ta@h1 started, then was stopped again; bad's hook was undone. */
     assert_string_equal(trace, "start:ta@h1 start:tbad@h1 stop:ta@h1 ");
     assert_int_equal(xd_modules_running(NULL), 0);
-    assert_int_equal(xd_hook_count(XD_HOOK_SESSION_BOUND, "h1"), 0);
-    assert_int_equal(xd_hook_count(XD_HOOK_USER_REMOVED, "h1"), 0);
+    assert_int_equal(xd_hook_count(XD_HOOK_SM_REGISTER_CONNECTION, "h1"), 0);
+    assert_int_equal(xd_hook_count(XD_HOOK_REMOVE_USER, "h1"), 0);
     xd_config_unref(cfg);
 }
 
@@ -291,7 +336,8 @@ test_module__reload(void **state)
                            "  mod_ta: {level: 4}\n");
     assert_int_equal(xd_modules_reload(c4, &err), 0);
     assert_string_equal(trace, "stop:tb@h2 stop:tb@h1 stop:ta@h2 ");
-    assert_int_equal(xd_modules_running(NULL), 1);
+    assert_int_equal(xd_modules_running("mod_ta"), 1);
+    assert_int_equal(xd_modules_running("mod_tw"), 1); /* on h1, listed or not */
     /* A bad config changes nothing. */
     trace[0] = '\0';
     xd_config_t *c5 = load("hosts: [h1]\ndata_dir: /tmp/xd-test-module\nmodules:\n"
@@ -306,6 +352,67 @@ test_module__reload(void **state)
     xd_config_unref(c5);
 }
 
+/* An XD_MODULE_ALWAYS module runs on every host without being listed, and
+ * its IQ handler gets the instance's context. */
+static void
+test_module__always_and_handler_context(void **state)
+{
+    (void)state;
+    char *err = NULL;
+    xd_config_t *cfg = load(TWO_HOSTS);
+    assert_int_equal(xd_modules_start(cfg, &err), 0);
+    assert_int_equal(xd_modules_running("mod_tw"), 2);
+    xd_module_ctx_t *ctx = atomic_load(&w_ctx); /* the last started: h2's */
+    assert_string_equal(xd_module_host(ctx), "h2");
+    xd_jid_t *to = NULL, *from = NULL;
+    assert_int_equal(xd_jid_parse(xd_str_c("h2"), &to), 0);
+    xd_stanza_t *iq = NULL;
+    const char *x = "<iq type='get' id='1' from='u@h2/r' to='h2'><q xmlns='urn:t:w'/></iq>";
+    assert_int_equal(xd_stanza_parse(x, strlen(x), "jabber:client", &iq), 0);
+    xd_iq_dispatch(iq, to, "h2", XD_IQ_HOST);
+    assert_ptr_equal(w_iq_seen, ctx);
+    xd_jid_unref(to);
+    (void)from;
+    xd_config_unref(cfg);
+}
+
+/* Stopping an instance waits for its calls in flight: the test holds a
+ * call, a second thread stops the modules, the test sees the handler
+ * registration gone (the stop began) and only then releases; stop must
+ * have run after the release. */
+static void *
+w_stopper(void *arg)
+{
+    (void)arg;
+    xd_modules_stop();
+    return NULL;
+}
+
+static void
+test_module__stop_waits_for_calls_in_flight(void **state)
+{
+    (void)state;
+    char *err = NULL;
+    xd_config_t *cfg = load("hosts: [h1]\ndata_dir: /tmp/xd-test-module\n");
+    assert_int_equal(xd_modules_start(cfg, &err), 0);
+    xd_module_ctx_t *ctx = atomic_load(&w_ctx);
+    atomic_store(&w_released, false);
+    atomic_store(&w_stop_saw_release, false);
+    xd_module_hold(ctx);
+    pthread_t th;
+    pthread_create(&th, NULL, w_stopper, NULL);
+    /* Registrations are undone before the wait: once the namespace is free
+     * again, the stopper is waiting (or about to). */
+    while (xd_iq_register("h1", XD_IQ_HOST, "urn:t:w", XD_IQ_INLINE, w_iq, NULL) != 0)
+        sched_yield();
+    xd_iq_unregister("h1", XD_IQ_HOST, "urn:t:w");
+    atomic_store(&w_released, true);
+    xd_module_release(ctx);
+    pthread_join(th, NULL);
+    assert_true(atomic_load(&w_stop_saw_release));
+    xd_config_unref(cfg);
+}
+
 int
 main(void)
 {
@@ -315,6 +422,9 @@ main(void)
         cmocka_unit_test_setup_teardown(test_module__check_errors, setup, teardown),
         cmocka_unit_test_setup_teardown(test_module__so_errors_name_the_file, setup, teardown),
         cmocka_unit_test_setup_teardown(test_module__reload, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_module__always_and_handler_context, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_module__stop_waits_for_calls_in_flight, setup,
+                                        teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -598,7 +598,7 @@ test_privacy__conflicts_of_2_5_and_2_8(void **state)
     assert_int_equal(xd_privacy_remove_list(a1, "one"), XD_EEXIST);
     assert_true(xd_sm_unbind(f->s[1].jid, f->s[1].ref.id));
     xd_hook_session_t ev = { .host = H, .jid = f->s[1].jid, .reason = "disconnected" };
-    xd_hook_run(XD_HOOK_SESSION_CLOSED, H, &ev);
+    xd_hook_run(XD_HOOK_SM_REMOVE_CONNECTION, H, &ev);
     assert_int_equal(xd_privacy_remove_list(a1, "one"), 0);
     /* Limits: max_lists 3, max_items 6; set with no items is not a set. */
     assert_int_equal(set_list(a1, one), 0);
@@ -807,7 +807,7 @@ test_privacy__persistence_and_account_removal(void **state)
     /* Account removal: memory and storage. */
     assert_int_equal(count(f, "SELECT COUNT(*) FROM privacy_item WHERE username = 'alice'"), 2);
     xd_hook_user_t ev = { .host = H, .user = "alice" };
-    xd_hook_run(XD_HOOK_USER_REMOVED, H, &ev);
+    xd_hook_run(XD_HOOK_REMOVE_USER, H, &ev);
     assert_true(passes("<iq type='get' id='3' from='eve@" H "/x' to='alice@" H "/one'/>"));
     assert_int_equal(count(f, "SELECT COUNT(*) FROM privacy_list WHERE username = 'alice'"), 0);
     assert_int_equal(count(f, "SELECT COUNT(*) FROM privacy_item WHERE username = 'alice'"), 0);

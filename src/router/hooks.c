@@ -25,11 +25,12 @@
 #include "xmppd/hooks.h"
 
 typedef struct hk_entry {
-    char *host;      /* served host, or NULL for every host; owned by the snapshot */
-    int prio;        /* lower runs first */
-    unsigned long seq; /* insertion order among equal priorities */
-    xd_hook_fn fn;   /* the handler */
-    void *arg;       /* its argument */
+    char *host;            /* served host, or NULL for every host; owned by the snapshot */
+    int prio;              /* lower runs first */
+    unsigned long seq;     /* insertion order among equal priorities */
+    xd_hook_fn_any fn;     /* the handler, converted from its hook's handler type */
+    xd_module_ctx_t *ctx;  /* the module instance that added it, or NULL */
+    void *arg;             /* its argument */
 } hk_entry_t;
 
 typedef struct hk_snap {
@@ -47,21 +48,41 @@ static hk_snap_t *hk_retired;              /* retired snapshots still read */
 static unsigned long hk_seq;               /* next insertion number (write lock) */
 static unsigned long hk_retire_gen;        /* retirements so far (hk_retired_lock) */
 
-static const char *const hk_names[XD_HOOK_COUNT_] = {
-    [XD_HOOK_USER_AVAILABLE] = "user_available",
-    [XD_HOOK_USER_UNAVAILABLE] = "user_unavailable",
-    [XD_HOOK_MESSAGE_OFFLINE] = "message_offline",
-    [XD_HOOK_SESSION_BOUND] = "session_bound",
-    [XD_HOOK_SESSION_CLOSED] = "session_closed",
-    [XD_HOOK_USER_REMOVED] = "user_removed",
-    [XD_HOOK_FILTER_PACKET] = "filter_packet",
-    [XD_HOOK_PRESENCE_EDIT] = "presence_edit",
+static _Atomic size_t hk_count[XD_HOOK_COUNT_]; /* handlers in the current chain */
+
+static const struct {
+    const char *name;   /* "user_available" */
+    const char *thread; /* "loop", "pool", "any" */
+    const char *doc;    /* one line */
+} hk_info[XD_HOOK_COUNT_] = {
+#define XD_HOOK(ID, name, T, thread, doc) [XD_HOOK_##ID] = { #name, thread, doc },
+#include "xmppd/hooks.def"
+#undef XD_HOOK
 };
 
 const char *
 xd_hook_name(xd_hook_id id)
 {
-    return (unsigned)id < XD_HOOK_COUNT_ ? hk_names[id] : NULL;
+    return (unsigned)id < XD_HOOK_COUNT_ ? hk_info[id].name : NULL;
+}
+
+const char *
+xd_hook_thread(xd_hook_id id)
+{
+    return (unsigned)id < XD_HOOK_COUNT_ ? hk_info[id].thread : NULL;
+}
+
+const char *
+xd_hook_doc(xd_hook_id id)
+{
+    return (unsigned)id < XD_HOOK_COUNT_ ? hk_info[id].doc : NULL;
+}
+
+bool
+xd_hook_active(xd_hook_id id)
+{
+    return (unsigned)id < XD_HOOK_COUNT_ &&
+           atomic_load_explicit(&hk_count[id], memory_order_relaxed) > 0;
 }
 
 static void
@@ -95,6 +116,7 @@ hk_publish(xd_hook_id id, hk_snap_t *s)
     hk_snap_t *old = hk_cur[id];
     atomic_store(&s->refs, 1);
     hk_cur[id] = s;
+    atomic_store(&hk_count[id], s->n);
     if (old) {
         pthread_mutex_lock(&hk_retired_lock);
         old->gen = ++hk_retire_gen;
@@ -119,7 +141,8 @@ hk_same_host(const char *a, const char *b)
 }
 
 int
-xd_hook_add(xd_hook_id id, const char *host, int prio, xd_hook_fn fn, void *arg)
+xd_hook_add_any(xd_hook_id id, const char *host, xd_module_ctx_t *ctx, int prio, xd_hook_fn_any fn,
+                void *arg)
 {
     if ((unsigned)id >= XD_HOOK_COUNT_ || !fn)
         return XD_EINVAL;
@@ -134,7 +157,7 @@ xd_hook_add(xd_hook_id id, const char *host, int prio, xd_hook_fn fn, void *arg)
     hk_snap_t *s = hk_snap_new(n + 1);
     size_t j = 0;
     bool placed = false;
-    hk_entry_t ne = { host ? xd_strdup(host) : NULL, prio, hk_seq++, fn, arg };
+    hk_entry_t ne = { host ? xd_strdup(host) : NULL, prio, hk_seq++, fn, ctx, arg };
     for (size_t i = 0; i < n; i++) {
         /* Equal priorities keep insertion order: the new one goes after them. */
         if (!placed && prio < old->e[i].prio) {
@@ -154,7 +177,7 @@ xd_hook_add(xd_hook_id id, const char *host, int prio, xd_hook_fn fn, void *arg)
 }
 
 bool
-xd_hook_remove(xd_hook_id id, const char *host, xd_hook_fn fn, void *arg)
+xd_hook_remove_any(xd_hook_id id, const char *host, xd_hook_fn_any fn, void *arg)
 {
     if ((unsigned)id >= XD_HOOK_COUNT_)
         return false;
@@ -196,9 +219,9 @@ hk_get(xd_hook_id id)
 }
 
 int
-xd_hook_run(xd_hook_id id, const char *host, void *ev)
+xd_hook_run_any(xd_hook_id id, const char *host, void *ev, xd_hook_caller call)
 {
-    if ((unsigned)id >= XD_HOOK_COUNT_)
+    if ((unsigned)id >= XD_HOOK_COUNT_ || !xd_hook_active(id))
         return XD_HOOK_OK;
     hk_snap_t *s = hk_get(id);
     if (!s)
@@ -208,7 +231,7 @@ xd_hook_run(xd_hook_id id, const char *host, void *ev)
         const hk_entry_t *e = &s->e[i];
         if (e->host && (!host || strcmp(e->host, host) != 0))
             continue;
-        if (e->fn(ev, e->arg) == XD_HOOK_STOP) {
+        if (call(e->fn, e->ctx, ev, e->arg) == XD_HOOK_STOP) {
             rc = XD_HOOK_STOP;
             break;
         }

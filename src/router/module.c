@@ -11,18 +11,35 @@
  *                order; stop walks it backwards;
  *   md_cmds      reference counts of commands registered through
  *                xd_module_command (global, shared by a module's hosts);
- *   md_cfg       the configuration the instances run with (a reference).
+ *   md_cfg       the configuration the instances run with (a reference);
+ *   md_db        the database instances get, with the schemas applied.
+ *
+ * Stopping an instance: its registrations are undone (newest first), runs
+ * of hooks that may still call its handlers are waited for
+ * (xd_hook_sync), then calls in flight (ctx->busy: IQ requests queued or
+ * running, service calls, submitted work) are waited for, and only then is
+ * stop called and the context freed.  Options replaced by a reload are
+ * kept until the instance stops, so a handler that read them keeps valid
+ * memory.
  */
 #include <dlfcn.h>
 #include <pthread.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <string.h>
+#include <time.h>
 
+#include "router/module_int.h"
+
+#include "core/pool.h"
+#include "core/worker.h"
 #include "xmppd/alloc.h"
 #include "xmppd/err.h"
 #include "xmppd/log.h"
 #include "xmppd/module.h"
+
+#define MD_IDLE_WAIT_MS 10000 /* longest wait for a stopping instance's calls in flight */
 
 typedef enum md_reg_kind { MD_REG_IQ, MD_REG_SERVICE, MD_REG_HOOK, MD_REG_CMD } md_reg_kind;
 
@@ -33,7 +50,7 @@ typedef struct md_reg {
     char *key;               /* IQ: ns; SERVICE: domain (owned) */
     xd_hook_id hook;         /* HOOK: the hook */
     xd_service_fn sfn;       /* SERVICE: the handler */
-    xd_hook_fn hfn;          /* HOOK: the handler */
+    xd_hook_fn_any hfn;      /* HOOK: the handler */
     void *arg;               /* HOOK: its argument */
     const xd_cmd_t *cmd;     /* CMD: the command */
 } md_reg_t;
@@ -41,11 +58,14 @@ typedef struct md_reg {
 struct xd_module_ctx {
     const xd_module_t *mod;  /* the module */
     char *host;              /* the served host (owned) */
-    void *opts;              /* parsed options (owned), NULL without a table */
+    _Atomic(void *) opts;    /* parsed options (owned), NULL without a table */
+    void **retired;          /* options replaced by reloads, freed at stop (owned) */
+    size_t nretired;         /* how many */
     void *state;             /* the module's own per-host pointer */
     md_reg_t *regs;          /* registrations, in order made */
     size_t nregs, cap;       /* used, allocated */
     char *fail;              /* xd_module_fail message (owned) or NULL */
+    _Atomic unsigned busy;   /* calls of the instance's code in flight (xd_module_hold) */
 };
 
 typedef struct md_lib {
@@ -69,6 +89,7 @@ static size_t md_nrun, md_caprun;        /* used, allocated */
 static md_cmdref_t *md_cmds;             /* command refcounts */
 static size_t md_ncmds;                  /* used */
 static xd_config_t *md_cfg;              /* running configuration (a reference) */
+static _Atomic(xd_db_t *) md_db;         /* the database, or NULL */
 
 /* Names listed under `modules:` that the core serves itself (their options
  * are read by the core: mod_register in the c2s, the rest by mod_basic). */
@@ -96,7 +117,77 @@ xd_module_host(const xd_module_ctx_t *ctx)
 const void *
 xd_module_opts(const xd_module_ctx_t *ctx)
 {
-    return ctx->opts;
+    return atomic_load(&((xd_module_ctx_t *)ctx)->opts);
+}
+
+xd_db_t *
+xd_module_db(const xd_module_ctx_t *ctx)
+{
+    (void)ctx; /* one database for every host until per-host storage lands */
+    return atomic_load(&md_db);
+}
+
+void
+xd_module_hold(xd_module_ctx_t *ctx)
+{
+    if (ctx)
+        atomic_fetch_add(&ctx->busy, 1);
+}
+
+void
+xd_module_release(xd_module_ctx_t *ctx)
+{
+    if (ctx)
+        atomic_fetch_sub(&ctx->busy, 1);
+}
+
+/* ---- submitted work ---------------------------------------------------------------------------- */
+
+typedef struct md_job {
+    xd_module_ctx_t *ctx;     /* held until done ran */
+    xd_module_work_fn work;   /* on the pool */
+    xd_module_done_cb done;   /* back on the loop, or NULL */
+    void *arg;                /* theirs */
+} md_job_t;
+
+static void
+md_job_work(void *arg)
+{
+    md_job_t *j = arg;
+    j->work(j->ctx, j->arg);
+}
+
+static void
+md_job_done(void *arg, int status)
+{
+    md_job_t *j = arg;
+    if (j->done)
+        j->done(j->ctx, j->arg, status);
+    xd_module_release(j->ctx);
+    xd_free(j);
+}
+
+int
+xd_module_submit(xd_module_ctx_t *ctx, xd_module_work_fn work, xd_module_done_cb done, void *arg)
+{
+    if (!work)
+        return XD_EINVAL;
+    if (!xd_worker_self()) {
+        /* Off the loops already (a pool thread, the control thread). */
+        work(ctx, arg);
+        if (done)
+            done(ctx, arg, 0);
+        return 0;
+    }
+    md_job_t *j = xd_new(md_job_t);
+    *j = (md_job_t){ ctx, work, done, arg };
+    xd_module_hold(ctx);
+    int rc = xd_pool_submit(md_job_work, md_job_done, j);
+    if (rc != 0) {
+        xd_module_release(ctx);
+        xd_free(j);
+    }
+    return rc;
 }
 
 void *
@@ -144,7 +235,7 @@ int
 xd_module_iq(xd_module_ctx_t *ctx, xd_iq_target target, const char *ns,
              xd_iq_discipline discipline, xd_iq_fn fn, void *arg)
 {
-    int rc = xd_iq_register(ctx->host, target, ns, discipline, fn, arg);
+    int rc = xd_iq_register_ctx(ctx, ctx->host, target, ns, discipline, fn, arg);
     if (rc != 0)
         return rc;
     md_reg_t *r = md_reg_push(ctx, MD_REG_IQ);
@@ -182,7 +273,7 @@ xd_module_identity(xd_module_ctx_t *ctx, xd_iq_target target, const char *catego
 int
 xd_module_service(xd_module_ctx_t *ctx, const char *domain, xd_service_fn fn, void *arg)
 {
-    int rc = xd_service_add(domain, fn, arg);
+    int rc = xd_service_add_ctx(ctx, domain, fn, arg);
     if (rc != 0)
         return rc;
     md_reg_t *r = md_reg_push(ctx, MD_REG_SERVICE);
@@ -192,9 +283,9 @@ xd_module_service(xd_module_ctx_t *ctx, const char *domain, xd_service_fn fn, vo
 }
 
 int
-xd_module_hook(xd_module_ctx_t *ctx, xd_hook_id hook, int prio, xd_hook_fn fn, void *arg)
+xd_module_hook_any(xd_module_ctx_t *ctx, xd_hook_id hook, int prio, xd_hook_fn_any fn, void *arg)
 {
-    int rc = xd_hook_add(hook, ctx->host, prio, fn, arg);
+    int rc = xd_hook_add_any(hook, ctx->host, ctx, prio, fn, arg);
     if (rc != 0)
         return rc;
     md_reg_t *r = md_reg_push(ctx, MD_REG_HOOK);
@@ -249,7 +340,7 @@ md_undo(xd_module_ctx_t *ctx)
         switch (r->kind) {
         case MD_REG_IQ: xd_iq_unregister(ctx->host, r->target, r->key); break;
         case MD_REG_SERVICE: xd_service_remove(r->key, r->sfn); break;
-        case MD_REG_HOOK: xd_hook_remove(r->hook, ctx->host, r->hfn, r->arg); break;
+        case MD_REG_HOOK: xd_hook_remove_any(r->hook, ctx->host, r->hfn, r->arg); break;
         case MD_REG_CMD: md_cmd_release(r->cmd); break;
         }
         xd_free(r->key);
@@ -265,11 +356,31 @@ md_opts_free(const xd_module_t *mod, void *opts)
     xd_free(opts);
 }
 
+/* After md_undo: waits until nothing of ctx runs or is queued any more. */
+static void
+md_wait_idle(xd_module_ctx_t *ctx)
+{
+    xd_hook_sync(); /* runs that took their snapshot before the undo */
+    for (unsigned ms = 0; atomic_load(&ctx->busy) != 0; ms++) {
+        if (ms == MD_IDLE_WAIT_MS) {
+            /* Only at shutdown after the pool stopped can work never finish. */
+            XD_LOG(NULL, XD_WARN, "module still busy at stop", "mod=%s host=%s calls=%u",
+                   ctx->mod->name, ctx->host, atomic_load(&ctx->busy));
+            break;
+        }
+        struct timespec ts = { 0, 1000000 };
+        nanosleep(&ts, NULL);
+    }
+}
+
 static void
 md_ctx_free(xd_module_ctx_t *ctx)
 {
-    md_undo(ctx);
-    md_opts_free(ctx->mod, ctx->opts);
+    md_undo(ctx); /* normally done already (md_stop_at) */
+    md_opts_free(ctx->mod, atomic_load(&ctx->opts));
+    for (size_t i = 0; i < ctx->nretired; i++)
+        md_opts_free(ctx->mod, ctx->retired[i]);
+    xd_free(ctx->retired);
     xd_free(ctx->regs);
     xd_free(ctx->host);
     xd_free(ctx->fail);
@@ -295,6 +406,12 @@ xd_module_register_builtin(const xd_module_t *mod)
     if (!mod || mod->abi != XD_MODULE_ABI || !md_name_ok(mod->name) || !mod->start ||
         (mod->opts && mod->opts_size == 0))
         return XD_EINVAL;
+    /* Its tables are known before the database opens (xd_db_open migrates). */
+    for (const xd_module_schema_t *sc = mod->schemas; sc && sc->component; sc++) {
+        int rc = xd_db_register_migrations(sc->component, sc->migrations);
+        if (rc != 0 && rc != XD_EEXIST)
+            return rc;
+    }
     pthread_mutex_lock(&md_lock);
     for (size_t i = 0; i < md_nbuiltin; i++)
         if (strcmp(md_builtin[i]->name, mod->name) == 0) {
@@ -412,13 +529,49 @@ md_foreach_enabled(const xd_config_t *cfg, const char *host,
                 return rc;
         }
     }
+    /* Modules that run everywhere, listed or not: the unlisted ones with no
+     * options. */
+    for (size_t i = 0; i < md_nbuiltin; i++) {
+        const xd_module_t *m = md_builtin[i];
+        if (!(m->flags & XD_MODULE_ALWAYS) || xd_config_module(cfg, host, m->name))
+            continue;
+        xd_module_conf_t unlisted = { .name = (char *)m->name, .opts = NULL };
+        int rc = fn(arg, cfg, host, &unlisted);
+        if (rc != 0)
+            return rc;
+    }
     return 0;
+}
+
+static const xd_module_t *
+md_builtin_named(const char *name)
+{
+    for (size_t i = 0; i < md_nbuiltin; i++)
+        if (strcmp(md_builtin[i]->name, name) == 0)
+            return md_builtin[i];
+    return NULL;
+}
+
+static bool
+md_always(const char *name)
+{
+    const xd_module_t *m = md_builtin_named(name);
+    return m && (m->flags & XD_MODULE_ALWAYS);
 }
 
 static bool
 md_enabled(const xd_config_t *cfg, const char *host, const char *name)
 {
-    return xd_config_module(cfg, host, name) != NULL;
+    return xd_config_module(cfg, host, name) != NULL || md_always(name);
+}
+
+/* The options tree of name on host (NULL: listed without options, or an
+ * unlisted XD_MODULE_ALWAYS module). */
+static const xd_conf_node_t *
+md_conf_opts(const xd_config_t *cfg, const char *host, const char *name)
+{
+    const xd_module_conf_t *mc = cfg ? xd_config_module(cfg, host, name) : NULL;
+    return mc ? mc->opts : NULL;
 }
 
 static char *
@@ -522,6 +675,33 @@ md_errmsg(xd_module_ctx_t *ctx, int rc)
                        ctx->fail ? ctx->fail : xd_strerror(rc));
 }
 
+/* Registers mod's storage components and brings the database up to date
+ * (a .so loaded by a reload brings tables the database has not seen). */
+static int
+md_schemas(const xd_module_t *mod, char **err)
+{
+    if (!mod->schemas)
+        return 0;
+    bool fresh = false;
+    for (const xd_module_schema_t *sc = mod->schemas; sc->component; sc++) {
+        int rc = xd_db_register_migrations(sc->component, sc->migrations);
+        if (rc == 0)
+            fresh = true;
+        else if (rc != XD_EEXIST) {
+            *err = xd_asprintf("%s: storage component %s: %s", mod->name, sc->component,
+                               xd_strerror(rc));
+            return rc;
+        }
+    }
+    xd_db_t *db = atomic_load(&md_db);
+    if (!fresh || !db)
+        return 0;
+    int rc = xd_db_migrate(db);
+    if (rc != 0)
+        *err = xd_asprintf("%s: cannot migrate its tables: %s", mod->name, xd_strerror(rc));
+    return rc;
+}
+
 /* Starts mod on host with mc's options and appends it to md_run. */
 static int
 md_start_instance(const xd_module_t *mod, const char *host, const xd_module_conf_t *mc,
@@ -530,7 +710,11 @@ md_start_instance(const xd_module_t *mod, const char *host, const xd_module_conf
     xd_module_ctx_t *ctx = xd_new(xd_module_ctx_t);
     ctx->mod = mod;
     ctx->host = xd_strdup(host);
-    int rc = md_parse_opts(mod, mc, &ctx->opts, err);
+    void *opts = NULL;
+    int rc = md_parse_opts(mod, mc, &opts, err);
+    atomic_store(&ctx->opts, opts);
+    if (rc == 0)
+        rc = md_schemas(mod, err);
     if (rc != 0) {
         md_ctx_free(ctx);
         return rc;
@@ -541,6 +725,8 @@ md_start_instance(const xd_module_t *mod, const char *host, const xd_module_conf
         *err = md_errmsg(ctx, rc);
         XD_LOG(NULL, XD_ERROR, "module start failed", "mod=%s host=%s error=\"%s\"", mod->name,
                host, *err);
+        md_undo(ctx);
+        md_wait_idle(ctx);
         md_ctx_free(ctx);
         return rc;
     }
@@ -559,6 +745,8 @@ static void
 md_stop_at(size_t i)
 {
     xd_module_ctx_t *ctx = md_run[i];
+    md_undo(ctx);
+    md_wait_idle(ctx);
     if (ctx->mod->stop)
         ctx->mod->stop(ctx);
     XD_LOG(NULL, XD_INFO, "module stopped", "mod=%s host=%s", ctx->mod->name, ctx->host);
@@ -685,11 +873,12 @@ xd_modules_reload(const xd_config_t *cfg, char **err)
     /* 2. Changed options: reload, or stop now and start again in step 3. */
     for (size_t i = md_nrun; i-- > 0;) {
         xd_module_ctx_t *ctx = md_run[i];
-        const xd_module_conf_t *oldc = md_cfg ? xd_config_module(md_cfg, ctx->host,
-                                                                 ctx->mod->name) : NULL;
-        const xd_module_conf_t *newc = xd_config_module(cfg, ctx->host, ctx->mod->name);
-        if (oldc && md_node_equal(oldc->opts, newc->opts))
+        const xd_conf_node_t *oldo = md_conf_opts(md_cfg, ctx->host, ctx->mod->name);
+        const xd_conf_node_t *newo = md_conf_opts(cfg, ctx->host, ctx->mod->name);
+        if (md_cfg && md_node_equal(oldo, newo))
             continue;
+        xd_module_conf_t newc_ = { .name = (char *)ctx->mod->name, .opts = newo };
+        const xd_module_conf_t *newc = &newc_;
         if (!ctx->mod->reload) {
             md_stop_at(i);
             continue;
@@ -698,20 +887,22 @@ xd_modules_reload(const xd_config_t *cfg, char **err)
         rc = md_parse_opts(ctx->mod, newc, &nopts, err); /* checked above: cannot fail */
         if (rc != 0)
             break;
-        void *old = ctx->opts;
-        ctx->opts = nopts;
+        void *old = atomic_exchange(&ctx->opts, nopts);
         rc = ctx->mod->reload(ctx, old);
+        /* Handlers on other threads may have read either set: both stay
+         * until the instance stops. */
+        ctx->retired = xd_realloc(ctx->retired, (ctx->nretired + 1) * sizeof *ctx->retired);
         if (rc != 0) {
             /* The instance keeps running with its old options. */
-            ctx->opts = old;
-            md_opts_free(ctx->mod, nopts);
+            atomic_store(&ctx->opts, old);
+            ctx->retired[ctx->nretired++] = nopts;
             if (err)
                 *err = md_errmsg(ctx, rc);
             xd_free(ctx->fail);
             ctx->fail = NULL;
             break;
         }
-        md_opts_free(ctx->mod, old);
+        ctx->retired[ctx->nretired++] = old;
         XD_LOG(NULL, XD_INFO, "module reloaded", "mod=%s host=%s", ctx->mod->name, ctx->host);
     }
     /* 3. Start what is enabled and not running (new, or stopped in 2). */
@@ -757,6 +948,12 @@ xd_modules_stop(void)
         xd_config_unref(md_cfg);
     md_cfg = NULL;
     pthread_mutex_unlock(&md_lock);
+}
+
+void
+xd_modules_set_db(xd_db_t *db)
+{
+    atomic_store(&md_db, db);
 }
 
 size_t
