@@ -1,6 +1,7 @@
 /*
  * bench_tls_mem.c — heap cost of an idle server TLS connection
- * (src/stream/tls.c), the figure behind the ~16 KiB per connection budget.
+ * (src/stream/tls_conn.c), the figure behind the ~16 KiB per connection
+ * budget.
  *
  * Makes N in-memory pairs (an OpenSSL client over mem BIOs, the engine as
  * the server), completes the handshake, exchanges a few records both ways,

@@ -1,7 +1,10 @@
 /*
- * resolve.c — SRV/AAAA/A resolution for outgoing s2s with c-ares, and the
- * happy-eyeballs connector (resolve.h).  Sits in src/s2s below the s2s
- * manager; depends on libuv, c-ares, libidn2 and src/core only.
+ * resolve.c — SRV/AAAA/A resolution for outgoing s2s with c-ares
+ * (resolve.h, "the resolver"): the context and the requests.  Sits in
+ * src/s2s below the s2s manager; the static table and the name syntax are
+ * in resolve_static.c (shared: resolve_int.h), and the candidate lists made
+ * here are raced by the happy-eyeballs connector (connect.c).  Depends on
+ * libuv, c-ares and src/core only.
  *
  * c-ares on libuv.  c-ares tells us which sockets it wants watched through
  * its socket-state callback; each gets a uv_poll_t (rs_poll_t) that calls
@@ -30,28 +33,19 @@
  *    ctx->done; a request's callback runs at most once, never after cancel;
  *  - the context is freed by the close callback of its last uv handle
  *    (ctx->handles), never inside a call of this file.
- *
- * The connector keeps one attempt per started candidate; an attempt's memory
- * lives until its tcp close callback (libuv runs the connect callback with
- * UV_ECANCELED before that), except the winner's, whose handle is given
- * away.  The connector is freed when its two timers and all attempts have
- * closed (c->refs == 0).
  */
 #include <arpa/inet.h>
 #include <arpa/nameser.h>
-#include <ctype.h>
 #include <errno.h>
 #include <netinet/in.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <string.h>
-#include <strings.h>
 
 #include <ares.h>
-#include <idn2.h>
 #include <uv.h>
 
-#include "s2s/resolve.h"
+#include "s2s/resolve_int.h"
 #include "xmppd/alloc.h"
 #include "xmppd/assert.h"
 #include "xmppd/err.h"
@@ -60,13 +54,8 @@
 #define RS_DEFAULT_TIMEOUT_MS 2000
 #define RS_DEFAULT_TRIES 3
 #define RS_MAX_SRV 64  /* SRV records kept per service answer */
-#define RS_QNAME_MAX 254 /* 253 + NUL */
 
 /* ---- small intrusive list ------------------------------------------------ */
-
-typedef struct rs_link {
-    struct rs_link *prev, *next; /* circular; a head points to itself when empty */
-} rs_link_t;
 
 static void
 rs_list_init(rs_link_t *h)
@@ -100,17 +89,6 @@ rs_list_del(rs_link_t *n)
 #define RS_CONTAINER(p, T, field) ((T *)(void *)((char *)(p) - offsetof(T, field)))
 
 /* ---- types ------------------------------------------------------------------ */
-
-/* A static override entry.  Owner loop only. */
-typedef struct rs_static {
-    char domain[RS_QNAME_MAX];       /* key: normalised like a query name */
-    char host[XD_RESOLVE_HOST_MAX];  /* host name to look up, or the address text */
-    uint16_t port;                   /* port to connect to */
-    bool literal;                    /* addr is set: no DNS at all */
-    struct sockaddr_storage addr;    /* the address when literal (port set) */
-    socklen_t addrlen;               /* its length */
-    struct rs_static *next;          /* ctx->statics */
-} rs_static_t;
 
 /* A c-ares socket watched by libuv.  Owner loop only. */
 typedef struct rs_poll {
@@ -176,24 +154,6 @@ struct xd_resolve_req {
     size_t ncands;                   /* its length */
 };
 
-/* One resolver per worker loop.  Owner loop only. */
-struct xd_resolve_ctx {
-    uv_loop_t *loop;                 /* the worker's loop */
-    ares_channel ch;                 /* c-ares channel; destroyed when closing */
-    uv_timer_t timer;                /* c-ares timeouts (ares_timeout) */
-    uv_timer_t defer;                /* delivers ctx->done outside c-ares */
-    rs_poll_t *polls;                /* watched c-ares sockets */
-    rs_link_t reqs;                  /* every request not yet freed */
-    rs_link_t done;                  /* requests whose callback is due, FIFO */
-    size_t pending;                  /* requests in SRV or ADDR */
-    size_t ndone;                    /* length of done */
-    rs_static_t *statics;            /* static overrides */
-    uint64_t rng;                    /* xorshift64* state for RFC 2782 weights */
-    unsigned handles;                /* open uv handles; freed at 0 when closing */
-    bool closing;                    /* xd_resolve_free has run */
-    xd_log_t log;                    /* "part=resolve" under the caller's context */
-};
-
 static void rs_timer_update(xd_resolve_ctx_t *ctx);
 static void rq_start_addr(xd_resolve_req_t *req);
 
@@ -210,7 +170,7 @@ rs_rand(xd_resolve_ctx_t *ctx)
     return x * 0x2545F4914F6CDD1DULL;
 }
 
-static void
+void
 rs_copy(char *dst, size_t size, const char *src)
 {
     size_t n = strlen(src);
@@ -265,183 +225,6 @@ rs_err_rank(int status)
     default:
         return 3;
     }
-}
-
-/* Host-name syntax: LDH labels of 1..63 bytes (and '_', seen in the wild),
- * 1..253 bytes in all, no trailing dot. */
-static bool
-rs_hostname_ok(const char *s, size_t n)
-{
-    if (n == 0 || n > 253)
-        return false;
-    size_t lab = 0;
-    for (size_t i = 0; i < n; i++) {
-        unsigned char c = (unsigned char)s[i];
-        if (c == '.') {
-            if (lab == 0 || s[i - 1] == '-')
-                return false; /* empty label, or one that ends with '-' */
-            lab = 0;
-            continue;
-        }
-        if (!(isalnum(c) || c == '-' || c == '_') || ++lab > 63 || (lab == 1 && c == '-'))
-            return false;
-    }
-    return lab > 0 && s[n - 1] != '-';
-}
-
-/* Domain → query name: trailing dot dropped, U-labels to A-labels (IDNA2008
- * + UTS-46 non-transitional, as src/xmpp/jid.c), lower case, syntax
- * checked.  Returns 0 or XD_EINVAL. */
-static int
-rs_qname(const char *domain, char out[RS_QNAME_MAX])
-{
-    size_t n = strlen(domain);
-    if (n > 0 && domain[n - 1] == '.')
-        n--;
-    if (n == 0 || n > 1023)
-        return XD_EINVAL;
-    bool ascii = true;
-    for (size_t i = 0; i < n; i++)
-        if ((unsigned char)domain[i] & 0x80)
-            ascii = false;
-    char *tmp = xd_strndup(domain, n);
-    char *alabel = NULL;
-    const char *src = tmp;
-    if (!ascii) {
-        if (idn2_lookup_u8((const uint8_t *)tmp, (uint8_t **)&alabel,
-                           IDN2_NFC_INPUT | IDN2_NONTRANSITIONAL) != IDN2_OK) {
-            idn2_free(alabel);
-            xd_free(tmp);
-            return XD_EINVAL;
-        }
-        src = alabel;
-    }
-    int rc = 0;
-    size_t m = strlen(src);
-    if (!rs_hostname_ok(src, m)) {
-        rc = XD_EINVAL;
-    } else {
-        for (size_t i = 0; i <= m; i++)
-            out[i] = (char)tolower((unsigned char)src[i]);
-    }
-    idn2_free(alabel);
-    xd_free(tmp);
-    return rc;
-}
-
-/* Fills a sockaddr from IP text ("192.0.2.1", "2001:db8::1"); false if the
- * text is not an address. */
-static bool
-rs_ip_parse(const char *s, uint16_t port, struct sockaddr_storage *ss, socklen_t *len)
-{
-    memset(ss, 0, sizeof *ss);
-    struct sockaddr_in *a4 = (struct sockaddr_in *)ss;
-    struct sockaddr_in6 *a6 = (struct sockaddr_in6 *)ss;
-    if (inet_pton(AF_INET, s, &a4->sin_addr) == 1) {
-        a4->sin_family = AF_INET;
-        a4->sin_port = htons(port);
-        *len = sizeof *a4;
-        return true;
-    }
-    if (inet_pton(AF_INET6, s, &a6->sin6_addr) == 1) {
-        a6->sin6_family = AF_INET6;
-        a6->sin6_port = htons(port);
-        *len = sizeof *a6;
-        return true;
-    }
-    return false;
-}
-
-/* An IP-literal domain ("192.0.2.1", "[2001:db8::1]", RFC 7622 3.2). */
-static bool
-rs_domain_literal(const char *domain, struct sockaddr_storage *ss, socklen_t *len)
-{
-    char buf[64];
-    size_t n = strlen(domain);
-    if (n >= 2 && domain[0] == '[' && domain[n - 1] == ']' && n - 2 < sizeof buf) {
-        memcpy(buf, domain + 1, n - 2);
-        buf[n - 2] = '\0';
-        struct in6_addr a;
-        if (inet_pton(AF_INET6, buf, &a) != 1)
-            return false;
-        return rs_ip_parse(buf, XD_RESOLVE_PORT, ss, len);
-    }
-    struct in_addr a4;
-    if (n < sizeof buf && inet_pton(AF_INET, domain, &a4) == 1)
-        return rs_ip_parse(domain, XD_RESOLVE_PORT, ss, len);
-    return false;
-}
-
-/* Parses a static spec (resolve.h) into e (domain untouched). */
-static int
-rs_static_parse(const char *spec, rs_static_t *e)
-{
-    char host[XD_RESOLVE_HOST_MAX];
-    const char *port_s = NULL;
-    size_t n = strlen(spec);
-    if (n == 0 || n >= sizeof host)
-        return XD_EINVAL;
-    if (spec[0] == '[') {
-        const char *close = strchr(spec, ']');
-        if (close == NULL || close == spec + 1)
-            return XD_EINVAL;
-        size_t hl = (size_t)(close - spec - 1);
-        memcpy(host, spec + 1, hl);
-        host[hl] = '\0';
-        if (close[1] == ':')
-            port_s = close + 2;
-        else if (close[1] != '\0')
-            return XD_EINVAL;
-        struct in6_addr a;
-        if (inet_pton(AF_INET6, host, &a) != 1)
-            return XD_EINVAL;
-    } else {
-        const char *colon = strchr(spec, ':');
-        if (colon != NULL && strchr(colon + 1, ':') != NULL) {
-            memcpy(host, spec, n + 1); /* a bare IPv6 address, no port */
-        } else if (colon != NULL) {
-            memcpy(host, spec, (size_t)(colon - spec));
-            host[colon - spec] = '\0';
-            port_s = colon + 1;
-        } else {
-            memcpy(host, spec, n + 1);
-        }
-    }
-    unsigned long port = XD_RESOLVE_PORT;
-    if (port_s != NULL) {
-        if (*port_s == '\0' || strlen(port_s) > 5)
-            return XD_EINVAL;
-        port = 0;
-        for (const char *p = port_s; *p; p++) {
-            if (*p < '0' || *p > '9')
-                return XD_EINVAL;
-            port = port * 10 + (unsigned long)(*p - '0');
-        }
-        if (port == 0 || port > 65535)
-            return XD_EINVAL;
-    }
-    e->port = (uint16_t)port;
-    if (rs_ip_parse(host, e->port, &e->addr, &e->addrlen)) {
-        e->literal = true;
-    } else {
-        size_t hl = strlen(host);
-        if (hl > 0 && host[hl - 1] == '.')
-            host[--hl] = '\0';
-        if (!rs_hostname_ok(host, hl))
-            return XD_EINVAL;
-        e->literal = false;
-    }
-    rs_copy(e->host, sizeof e->host, host);
-    return 0;
-}
-
-static rs_static_t *
-rs_static_find(xd_resolve_ctx_t *ctx, const char *qname)
-{
-    for (rs_static_t *e = ctx->statics; e != NULL; e = e->next)
-        if (strcmp(e->domain, qname) == 0)
-            return e;
-    return NULL;
 }
 
 /* ---- c-ares on libuv ----------------------------------------------------------- */
@@ -1000,56 +783,6 @@ xd_resolve_free(xd_resolve_ctx_t *ctx)
 }
 
 int
-xd_resolve_static_check(const char *spec)
-{
-    rs_static_t e;
-    if (spec == NULL)
-        return XD_EINVAL;
-    return rs_static_parse(spec, &e);
-}
-
-int
-xd_resolve_set_static(xd_resolve_ctx_t *ctx, const char *domain, const char *spec)
-{
-    char key[RS_QNAME_MAX];
-    if (ctx == NULL || domain == NULL || rs_qname(domain, key) != 0)
-        return XD_EINVAL;
-    rs_static_t e;
-    memset(&e, 0, sizeof e);
-    if (spec != NULL) {
-        int rc = rs_static_parse(spec, &e);
-        if (rc != 0)
-            return rc;
-    }
-    for (rs_static_t **pp = &ctx->statics; *pp != NULL; pp = &(*pp)->next) {
-        if (strcmp((*pp)->domain, key) == 0) {
-            rs_static_t *old = *pp;
-            *pp = old->next;
-            xd_free(old);
-            break;
-        }
-    }
-    if (spec == NULL)
-        return 0;
-    rs_static_t *ne = xd_new(rs_static_t);
-    *ne = e;
-    memcpy(ne->domain, key, sizeof key);
-    ne->next = ctx->statics;
-    ctx->statics = ne;
-    return 0;
-}
-
-void
-xd_resolve_clear_static(xd_resolve_ctx_t *ctx)
-{
-    while (ctx->statics != NULL) {
-        rs_static_t *e = ctx->statics;
-        ctx->statics = e->next;
-        xd_free(e);
-    }
-}
-
-int
 xd_resolve_domain(xd_resolve_ctx_t *ctx, const char *domain, xd_resolve_cb cb, void *arg,
                   xd_resolve_req_t **req_out)
 {
@@ -1145,254 +878,4 @@ xd_resolve_cand_str(const xd_resolve_cand_t *c, char *buf, size_t size)
         snprintf(buf, size, "%s:%u", ip, (unsigned)c->port);
     }
     return buf;
-}
-
-/* ---- happy-eyeballs connector (RFC 8305 5) ------------------------------------ */
-
-/* One connection attempt.  Owner loop only. */
-typedef struct cn_attempt {
-    uv_tcp_t *tcp;                /* our handle (tcp->data = this) until it wins */
-    uv_connect_t req;             /* the connect request (req.data = this) */
-    struct xd_connect *c;         /* the race */
-    size_t index;                 /* candidate index */
-    bool closing;                 /* uv_close called; freed in its close callback */
-    struct cn_attempt *next;      /* c->attempts */
-} cn_attempt_t;
-
-/* A race.  Owner loop only. */
-struct xd_connect {
-    uv_loop_t *loop;              /* where it runs */
-    xd_resolve_cand_t *cands;     /* own copy of the list */
-    size_t count;                 /* its length */
-    size_t next;                  /* next candidate to start */
-    unsigned running;             /* attempts whose connect callback is due */
-    unsigned refs;                /* open timers + unfreed attempts; freed at 0 */
-    uint64_t delay_ms;            /* Connection Attempt Delay */
-    uv_timer_t delay;             /* starts the next attempt */
-    uv_timer_t deadline;          /* ends the race */
-    xd_connect_cb cb;             /* completion */
-    void *arg;                    /* its argument */
-    int last_err;                 /* error of the latest failed attempt */
-    bool finished;                /* won, failed, cancelled: no more callbacks */
-    cn_attempt_t *attempts;       /* not yet freed */
-};
-
-static void
-cn_maybe_free(xd_connect_t *c)
-{
-    if (c->refs == 0) {
-        xd_free(c->cands);
-        xd_free(c);
-    }
-}
-
-static void
-cn_unlink(xd_connect_t *c, cn_attempt_t *a)
-{
-    for (cn_attempt_t **pp = &c->attempts; *pp != NULL; pp = &(*pp)->next) {
-        if (*pp == a) {
-            *pp = a->next;
-            return;
-        }
-    }
-}
-
-static void
-cn_attempt_closed(uv_handle_t *h)
-{
-    cn_attempt_t *a = h->data;
-    xd_connect_t *c = a->c;
-    cn_unlink(c, a);
-    xd_free(a->tcp);
-    xd_free(a);
-    c->refs--;
-    cn_maybe_free(c);
-}
-
-static void
-cn_timer_closed(uv_handle_t *h)
-{
-    xd_connect_t *c = h->data;
-    c->refs--;
-    cn_maybe_free(c);
-}
-
-static void
-cn_close_attempt(cn_attempt_t *a)
-{
-    if (!a->closing) {
-        a->closing = true;
-        uv_close((uv_handle_t *)a->tcp, cn_attempt_closed);
-    }
-}
-
-/* Ends the race: closes timers and every remaining attempt. */
-static void
-cn_shutdown(xd_connect_t *c)
-{
-    c->finished = true;
-    uv_close((uv_handle_t *)&c->delay, cn_timer_closed);
-    uv_close((uv_handle_t *)&c->deadline, cn_timer_closed);
-    for (cn_attempt_t *a = c->attempts; a != NULL; a = a->next)
-        cn_close_attempt(a);
-}
-
-static void
-cn_fail(xd_connect_t *c, int status)
-{
-    cn_shutdown(c);
-    c->cb(c->arg, status, NULL, NULL, SIZE_MAX);
-}
-
-static void cn_on_connect(uv_connect_t *r, int status);
-
-/* Starts the attempt for candidate idx; returns 0 or the synchronous error. */
-static int
-cn_start_attempt(xd_connect_t *c, size_t idx)
-{
-    cn_attempt_t *a = xd_new(cn_attempt_t);
-    a->c = c;
-    a->index = idx;
-    a->tcp = xd_new(uv_tcp_t);
-    a->req.data = a;
-    int rc = uv_tcp_init(c->loop, a->tcp);
-    if (rc != 0) {
-        xd_free(a->tcp);
-        xd_free(a);
-        return rc;
-    }
-    a->tcp->data = a;
-    a->next = c->attempts;
-    c->attempts = a;
-    c->refs++;
-    rc = uv_tcp_connect(&a->req, a->tcp, (const struct sockaddr *)&c->cands[idx].addr,
-                        cn_on_connect);
-    if (rc != 0) {
-        cn_close_attempt(a);
-        return rc;
-    }
-    c->running++;
-    return 0;
-}
-
-static void cn_delay_cb(uv_timer_t *t);
-
-/* Starts the next candidate that can be started, re-arming the delay.
- * Returns 0, or the last error when nothing runs and nothing is left. */
-static int
-cn_next(xd_connect_t *c)
-{
-    while (c->next < c->count) {
-        size_t idx = c->next++;
-        int rc = cn_start_attempt(c, idx);
-        if (rc == 0) {
-            uv_timer_start(&c->delay, cn_delay_cb, c->delay_ms, 0);
-            return 0;
-        }
-        char buf[80];
-        XD_LOG(NULL, XD_DEBUG, "connect attempt failed", "addr=%s err=%s",
-               xd_resolve_cand_str(&c->cands[idx], buf, sizeof buf), xd_err_name(rc));
-        c->last_err = rc;
-    }
-    uv_timer_stop(&c->delay);
-    return c->running == 0 ? c->last_err : 0;
-}
-
-static void
-cn_delay_cb(uv_timer_t *t)
-{
-    xd_connect_t *c = t->data;
-    int rc = cn_next(c);
-    if (rc != 0)
-        cn_fail(c, rc);
-}
-
-static void
-cn_deadline_cb(uv_timer_t *t)
-{
-    cn_fail(t->data, XD_ETIMEDOUT);
-}
-
-static void
-cn_on_connect(uv_connect_t *r, int status)
-{
-    cn_attempt_t *a = r->data;
-    xd_connect_t *c = a->c;
-    XD_ASSERT(c->running > 0);
-    c->running--;
-    if (c->finished)
-        return; /* closed by us (UV_ECANCELED); cn_attempt_closed frees it */
-    if (status == 0) {
-        size_t idx = a->index;
-        uv_tcp_t *tcp = a->tcp;
-        tcp->data = NULL;
-        cn_unlink(c, a);
-        xd_free(a);
-        c->refs--;
-        cn_shutdown(c); /* c stays alive until its timers have closed */
-        c->cb(c->arg, 0, tcp, &c->cands[idx], idx);
-        return;
-    }
-    char buf[80];
-    XD_LOG(NULL, XD_DEBUG, "connect attempt failed", "addr=%s err=%s",
-           xd_resolve_cand_str(&c->cands[a->index], buf, sizeof buf), xd_err_name(status));
-    c->last_err = status;
-    cn_close_attempt(a);
-    int rc = cn_next(c); /* RFC 8305 5: a failure starts the next attempt at once */
-    if (rc != 0)
-        cn_fail(c, rc);
-}
-
-int
-xd_connect_start(uv_loop_t *loop, const xd_resolve_cand_t *cands, size_t count,
-                 const xd_connect_opts_t *opts, xd_connect_cb cb, void *arg, xd_connect_t **out)
-{
-    if (loop == NULL || cands == NULL || count == 0 || cb == NULL)
-        return XD_EINVAL;
-    xd_connect_t *c = xd_new(xd_connect_t);
-    c->loop = loop;
-    c->cands = xd_calloc(count, sizeof *cands);
-    memcpy(c->cands, cands, count * sizeof *cands);
-    c->count = count;
-    c->cb = cb;
-    c->arg = arg;
-    c->last_err = XD_ENOTFOUND;
-    c->delay_ms = opts && opts->attempt_delay_ms ? opts->attempt_delay_ms : XD_CONNECT_DELAY_MS;
-    uint64_t timeout = opts && opts->timeout_ms ? opts->timeout_ms : XD_CONNECT_TIMEOUT_MS;
-    uv_timer_init(loop, &c->delay);
-    uv_timer_init(loop, &c->deadline);
-    c->delay.data = c;
-    c->deadline.data = c;
-    c->refs = 2;
-    uv_update_time(loop); /* the cached loop time may be stale: timers count from now */
-    uv_timer_start(&c->deadline, cn_deadline_cb, timeout, 0);
-    int rc = cn_next(c);
-    if (rc != 0) {
-        cn_shutdown(c); /* no callback: the call failed */
-        return rc;
-    }
-    if (out != NULL)
-        *out = c;
-    return 0;
-}
-
-void
-xd_connect_cancel(xd_connect_t *c)
-{
-    if (c == NULL || c->finished)
-        return;
-    cn_shutdown(c);
-}
-
-static void
-cn_user_tcp_closed(uv_handle_t *h)
-{
-    xd_free(h);
-}
-
-void
-xd_connect_tcp_close(uv_tcp_t *tcp)
-{
-    if (tcp != NULL && !uv_is_closing((uv_handle_t *)tcp))
-        uv_close((uv_handle_t *)tcp, cn_user_tcp_closed);
 }

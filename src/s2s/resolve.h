@@ -4,10 +4,11 @@
  *
  * Two parts, both owner-loop only (DESIGN.md 2: nothing blocks a loop):
  *
- *  1. The resolver.  One xd_resolve_ctx_t per worker, created on that
- *     worker's thread for its loop; c-ares sockets are watched with uv_poll_t
- *     and c-ares timeouts run on a uv_timer_t.  xd_resolve_domain() turns a
- *     domain into an ordered list of connection candidates:
+ *  1. The resolver (resolve.c, the static table in resolve_static.c).  One
+ *     xd_resolve_ctx_t per worker, created on that worker's thread for its
+ *     loop; c-ares sockets are watched with uv_poll_t and c-ares timeouts
+ *     run on a uv_timer_t.  xd_resolve_domain() turns a domain into an
+ *     ordered list of connection candidates:
  *
  *       static override (s2s_hosts)  ──► that host/address only, no SRV
  *       IP-literal domain            ──► the address, port 5269
@@ -19,9 +20,10 @@
  *         ─► each target to AAAA + A (ares_getaddrinfo, AF_UNSPEC)
  *         ─► per target, families interleaved starting with IPv6 (RFC 8305 4)
  *
- *  2. The connector (happy eyeballs, RFC 8305 5).  xd_connect_start() races
- *     TCP connects over a candidate list, one new attempt every 250 ms (or
- *     at once when the previous one fails), first success wins.
+ *  2. The connector (happy eyeballs, RFC 8305 5; connect.c).
+ *     xd_connect_start() races TCP connects over a candidate list, one new
+ *     attempt every 250 ms (or at once when the previous one fails), first
+ *     success wins.
  *
  * Choices the RFCs leave open, made here:
  *  - XEP-0368 3 says xmpp- and xmpps- records SHOULD be ordered as one set

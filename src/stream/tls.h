@@ -1,6 +1,8 @@
 /*
  * tls.h — the TLS engine and the certificate store, on OpenSSL 3
  * (RFC 6120 5 STARTTLS, XEP-0368 direct TLS, RFC 7590, RFC 6125).
+ * Implemented by src/stream/tls_*.c, one file per noun (tls_int.h lists
+ * them and what they share).
  *
  * Two objects:
  *

@@ -1,5 +1,5 @@
 /*
- * test_resolve.c — unit tests for src/s2s/resolve.c against a REAL DNS
+ * test_resolve.c — unit tests for src/s2s/resolve*.c and connect.c against a REAL DNS
  * server: the group setup starts dnsmasq (posix_spawn, --no-daemon) on a
  * free loopback port with the zone below and stops it by PID at teardown.
  * A "silent" DNS server (a bound UDP socket nobody reads) gives timeouts;

@@ -1,5 +1,5 @@
 /*
- * test_tls.c — unit tests for src/stream/tls.c: the certificate store and
+ * test_tls.c — unit tests for src/stream/tls_*.c: the certificate store and
  * the server engine, against real OpenSSL clients in memory (mem BIOs on
  * the client side, the engine's callbacks on the server side).
  *
