@@ -41,13 +41,9 @@
 #include "router/session.h"
 #include "s2s/component.h"
 #include "s2s/s2s.h"
-#include "mod/mod_basic.h"
-#include "mod/mod_offline.h"
-#include "mod/mod_presence.h"
 #include "router/sm.h"
 #include "stream/conn.h"
 #include "stream/listener.h"
-#include "stream/register.h"
 #include "stream/tls.h"
 #include "xmppd/auth.h"
 #include "xmppd/iq.h"
@@ -55,6 +51,7 @@
 #include "xd_version.h"
 #include "xmppd/alloc.h"
 #include "xmppd/config.h"
+#include "xmppd/hooks.h"
 #include "xmppd/err.h"
 #include "xmppd/log.h"
 #include "xmppd/module.h"
@@ -202,10 +199,7 @@ reload(xd_cmd_call_t *call)
     }
     /* Modules, auth backends and certificates first: if they fail, nothing
      * changes. */
-    if ((rc = xd_register_check_config(cfg, &err)) != 0 ||
-        (rc = xd_offline_check_config(cfg, &err)) != 0 ||
-        (rc = xd_mod_basic_check_config(cfg, &err)) != 0 ||
-        (rc = xd_s2s_check_config(cfg, &err)) != 0 || (rc = xd_auth_reload(cfg, &err)) != 0 ||
+    if ((rc = xd_s2s_check_config(cfg, &err)) != 0 || (rc = xd_auth_reload(cfg, &err)) != 0 ||
         (rc = load_tls(cfg, &err)) != 0 || (rc = xd_modules_reload(cfg, &err)) != 0) {
         XD_LOG(NULL, XD_ERROR, "config reload failed", "file=%s error=\"%s\"", config_path,
                err ? err : xd_strerror(rc));
@@ -318,18 +312,36 @@ static const xd_cmd_t server_cmds[] = {
 
 /* ---- workers ------------------------------------------------------------ */
 
+#define TICK_MS 1000 /* the TICK hook's period */
+
+static xd_timer_t *worker_tick[XD_MAX_WORKERS]; /* each worker's own (owner only) */
+
+/* Once a second on every worker: the TICK hook (mod_ping's sweep, ...). */
+static void
+on_tick(xd_timer_t *t, void *arg)
+{
+    (void)t;
+    xd_worker_t *w = arg;
+    xd_hook_tick_t ev = { .now_ms = uv_now(xd_worker_loop(w)), .worker = xd_worker_index(w) };
+    xd_hook_run_all(XD_HOOK_TICK, &ev);
+}
+
 static void
 worker_init(xd_worker_t *w, void *arg)
 {
     (void)arg;
     xd_listeners_start_worker(w);
     xd_s2s_start_worker(w);
+    worker_tick[xd_worker_index(w)] = xd_timer_new(w, on_tick, w);
+    xd_timer_start(worker_tick[xd_worker_index(w)], TICK_MS, TICK_MS);
 }
 
 static void
 worker_stop(xd_worker_t *w, void *arg)
 {
     (void)arg;
+    xd_timer_free(worker_tick[xd_worker_index(w)]);
+    worker_tick[xd_worker_index(w)] = NULL;
     xd_listeners_stop_worker(w); /* no new connections */
     xd_s2s_stop_worker(w);
     xd_conn_shutdown_worker(w); /* RFC 6120 4.9.3.20: system-shutdown to every stream */
@@ -384,16 +396,17 @@ main(int argc, char **argv)
 
     /* Built-in modules (known before the configuration is checked); each
      * also registers its tables' migrations, applied by xd_db_open. */
-    xd_builtin_register();
+    if (xd_builtin_register() != 0) {
+        fprintf(stderr, "xmppd: cannot register the built-in modules\n");
+        return 1;
+    }
     xd_config_t *cfg = NULL;
     if (load_config(&cfg) != 0)
         return 1;
     {
         /* Module options are checked now too, so errors name file:line. */
         char *merr = NULL;
-        if (xd_register_check_config(cfg, &merr) != 0 ||
-            xd_offline_check_config(cfg, &merr) != 0 || xd_mod_basic_check_config(cfg, &merr) != 0 ||
-            xd_s2s_check_config(cfg, &merr) != 0 || xd_modules_check(cfg, &merr) != 0) {
+        if (xd_s2s_check_config(cfg, &merr) != 0 || xd_modules_check(cfg, &merr) != 0) {
             fprintf(stderr, "%s\n", merr ? merr : "invalid module options");
             free(merr);
             xd_config_unref(cfg);
@@ -482,10 +495,6 @@ main(int argc, char **argv)
         goto out_tls;
     }
 
-    xd_mod_basic_start();
-    xd_offline_start(db);
-    xd_presence_start();
-    xd_builtin_set_db(db);
     xd_modules_set_db(db);
     if ((rc = xd_modules_start(cfg, &err)) != 0) {
         XD_LOG(NULL, XD_CRIT, "cannot start modules", "error=\"%s\"", err ? err : xd_strerror(rc));
@@ -567,11 +576,9 @@ out_sm:
     xd_sm_shutdown();
     xd_modules_stop();
     xd_modules_set_db(NULL);
-    xd_presence_stop();
-    xd_builtin_set_db(NULL);
+
     xd_iq_clear();
     xd_service_clear();
-    xd_offline_stop();
 out_pool:
     xd_pool_stop();
 out_db:

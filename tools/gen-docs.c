@@ -14,6 +14,7 @@
 #include <string.h>
 
 #include "mod/builtin.h"
+#include "xmppd/module.h"
 #include "xmppd/alloc.h"
 #include "xmppd/config.h"
 #include "xmppd/opt.h"
@@ -177,6 +178,8 @@ gd_render(void)
         gd_put(&b, "\n\n");
         gd_put(&b, m->doc ? m->doc : "");
         gd_put(&b, ".\n");
+        if (m->flags & XD_MODULE_ALWAYS)
+            gd_put(&b, "\nRuns on every host, listed or not; listing it sets its options.\n");
         if (!m->opts || !m->opts->name) {
             gd_put(&b, "\nNo options.\n");
             continue;

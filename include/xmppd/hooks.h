@@ -41,6 +41,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 #include <sys/socket.h>
 
 #include "xmppd/el.h"
@@ -48,6 +49,7 @@
 #include "xmppd/roster.h"
 
 typedef struct xd_module_ctx xd_module_ctx_t; /* module.h */
+typedef struct xd_session xd_session_t;       /* session.h */
 
 typedef enum xd_hook_id {
 #define XD_HOOK(ID, name, T, thread, doc) XD_HOOK_##ID,
@@ -90,15 +92,22 @@ typedef struct xd_hook_presence_edit {
     xd_el_t *presence;       /* the presence element, mutable for the run */
 } xd_hook_presence_edit_t;
 
+/* TICK. */
+typedef struct xd_hook_tick {
+    uint64_t now_ms;   /* the worker loop's clock */
+    unsigned worker;   /* which worker */
+} xd_hook_tick_t;
+
 /* USER_SEND_PACKET, USER_RECEIVE_PACKET, FILTER_PACKET and
  * S2S_RECEIVE_PACKET own their stanza: a handler that replaces it unrefs
  * the old one and stores the new reference; one that drops it unrefs it,
  * sets st to NULL and returns XD_HOOK_STOP.  The runner carries on with
  * whatever st holds afterwards (nothing when NULL). */
 typedef struct xd_hook_packet {
-    const char *host;     /* the session's served host */
-    const xd_jid_t *jid;  /* the session's full JID */
-    xd_stanza_t *st;      /* in/out, one reference */
+    const char *host;       /* the session's served host */
+    const xd_jid_t *jid;    /* the session's full JID */
+    xd_session_t *session;  /* the session, on its owner worker (session.h) */
+    xd_stanza_t *st;        /* in/out, one reference */
 } xd_hook_packet_t;
 
 /* FILTER_PACKET. */
@@ -177,11 +186,13 @@ typedef struct xd_hook_user {
 
 /* ROSTER_GET (blocking pool): the handler that keeps the host's rosters
  * calls fn for every item of user's roster (in_roster or only pending
- * in), sets rc (0 or an error) and served, and returns XD_HOOK_STOP.  fn
- * returns 0 to go on, non-zero to stop. */
+ * in; with contact set, for that contact's item if there is one), sets rc
+ * (0 or an error) and served, and returns XD_HOOK_STOP.  fn returns 0 to
+ * go on, non-zero to stop. */
 typedef struct xd_hook_roster_get {
     const char *host;  /* the user's served host */
     const char *user;  /* the localpart */
+    const char *contact; /* only this contact's item (a bare JID), or NULL for all */
     int (*fn)(void *arg, const xd_roster_view_t *item); /* gets each item, lent */
     void *arg;         /* fn's argument */
     int rc;            /* out: 0 or an XD_E* code */
@@ -227,6 +238,7 @@ int xd_hook_add_any(xd_hook_id id, const char *host, xd_module_ctx_t *ctx, int p
                     xd_hook_fn_any fn, void *arg);
 bool xd_hook_remove_any(xd_hook_id id, const char *host, xd_hook_fn_any fn, void *arg);
 int xd_hook_run_any(xd_hook_id id, const char *host, void *ev, xd_hook_caller call);
+int xd_hook_run_all_any(xd_hook_id id, void *ev, xd_hook_caller call);
 int xd_module_hook_any(xd_module_ctx_t *ctx, xd_hook_id id, int prio, xd_hook_fn_any fn,
                        void *arg);
 
@@ -240,6 +252,10 @@ int xd_module_hook_any(xd_module_ctx_t *ctx, xd_hook_id id, int prio, xd_hook_fn
     static inline int xd_hook_run_XD_HOOK_##ID(const char *host, T *ev)                        \
     {                                                                                          \
         return xd_hook_run_any(XD_HOOK_##ID, host, ev, xd_hook_call_XD_HOOK_##ID);             \
+    }                                                                                          \
+    static inline int xd_hook_run_all_XD_HOOK_##ID(T *ev)                                      \
+    {                                                                                          \
+        return xd_hook_run_all_any(XD_HOOK_##ID, ev, xd_hook_call_XD_HOOK_##ID);               \
     }                                                                                          \
     static inline int xd_hook_add_XD_HOOK_##ID(const char *host, int prio,                     \
                                                xd_hook_fn_XD_HOOK_##ID fn, void *arg)          \
@@ -274,6 +290,9 @@ int xd_module_hook_any(xd_module_ctx_t *ctx, xd_hook_id id, int prio, xd_hook_fn
  * else XD_HOOK_OK (also for no handlers).  No lock is held while handlers
  * run. */
 #define xd_hook_run(ID, host, ev) xd_hook_run_##ID((host), (ev))
+
+/* Runs hook ID with every handler, whatever host it was added for (TICK). */
+#define xd_hook_run_all(ID, ev) xd_hook_run_all_##ID((ev))
 
 /* Adds a handler for the module instance ctx, on its host, recorded in ctx
  * and removed before the instance stops (module.h). */

@@ -32,6 +32,11 @@
  * context (xd_module_set_state in start) and reads its options from it
  * (xd_module_opts), from any thread, without a map of its own.
  *
+ * A start that fails (returns an error) has its registrations undone and
+ * waited for like a stop; then stop is called only if the start had set a
+ * state (xd_module_set_state), so that state set before the first
+ * registration is freed in one place, stop.
+ *
  * Lifecycle (main.c): xd_modules_check for --check-config and before a
  * reload; xd_modules_start once at start-up; xd_modules_reload on a config
  * reload; xd_modules_stop at shutdown.  These run on one thread at a time
@@ -101,6 +106,20 @@ void xd_module_set_state(xd_module_ctx_t *ctx, void *state);
 /* The module's declaration. */
 const xd_module_t *xd_module_of(const xd_module_ctx_t *ctx);
 
+/* Keeps the instance from stopping while a call of its own is outstanding
+ * (an auth backend's callback, a timer): one xd_module_release for each
+ * xd_module_hold.  Any thread; NULL is a no-op.  IQ, hook and service
+ * handlers and xd_module_submit work need none: the server holds for them. */
+void xd_module_hold(xd_module_ctx_t *ctx);
+void xd_module_release(xd_module_ctx_t *ctx);
+
+/* The running instance of module `name` on `host`, held (release it with
+ * xd_module_release), or NULL when it does not run there.  For a module
+ * that serves several hosts and must act for another one (the contact's
+ * roster on another local host).  Any thread; never blocks on a start or
+ * stop in progress. */
+xd_module_ctx_t *xd_module_instance(const char *name, const char *host);
+
 /* The database of the instance's host, or NULL when the server runs
  * without one (tests). */
 xd_db_t *xd_module_db(const xd_module_ctx_t *ctx);
@@ -148,6 +167,9 @@ int xd_module_service(xd_module_ctx_t *ctx, const char *domain, xd_service_fn fn
  * several hosts registers cmd once and removes it when the last instance
  * stops.  cmd must outlive the module (static data of the module). */
 int xd_module_command(xd_module_ctx_t *ctx, const xd_cmd_t *cmd);
+
+/* The server's version ("0.1.0"). */
+const char *xd_server_version(void);
 
 /* ---- registry ------------------------------------------------------------------------------- */
 

@@ -41,6 +41,10 @@
 /* What a transport provides (src/router/session.h); opaque to modules. */
 typedef struct xd_session_ops xd_session_ops_t;
 
+/* A session as its owner worker has it (opaque): see "The calling
+ * worker's own sessions" below. */
+typedef struct xd_session xd_session_t;
+
 /* How to reach one session.  Plain data: copy it freely. */
 typedef struct xd_session_ref {
     const xd_session_ops_t *ops; /* the transport that carries the session */
@@ -109,5 +113,36 @@ void xd_session_close(const xd_session_ref_t *s, xd_stream_cond cond, const char
 
 /* xd_session_close for the session bound to `full`.  0 or XD_ENOTFOUND. */
 int xd_session_kick(const xd_jid_t *full, xd_stream_cond cond, const char *text);
+
+/* ---- the calling worker's own sessions (owner worker only) ----------------------------------
+ *
+ * A worker reaches the sessions it owns directly: from a TICK handler
+ * (xd_session_foreach_local) or a USER_SEND_PACKET / USER_RECEIVE_PACKET
+ * handler (ev->session).  These calls are valid on that worker only, and an
+ * xd_session_t only for the call it was given to. */
+
+/* Calls fn with every session the calling worker owns on `host` (NULL:
+ * every host).  fn must not end sessions synchronously (xd_session_close
+ * is fine: it is posted).  Returns how many. */
+size_t xd_session_foreach_local(const char *host, void (*fn)(void *arg, xd_session_t *s),
+                                void *arg);
+
+const xd_jid_t *xd_session_jid(const xd_session_t *s);     /* its full JID */
+const char *xd_session_host(const xd_session_t *s);        /* its served host */
+xd_session_ref_t xd_session_ref(const xd_session_t *s);    /* its handle */
+
+/* Milliseconds since the client last sent anything on the transport. */
+uint64_t xd_session_idle_ms(const xd_session_t *s);
+
+/* Per-session values of a module: a slot is a process-wide index that a
+ * module takes once (in its first start; slots are never given back) with
+ * the function that frees a value when its session ends (NULL: nothing to
+ * free).  Returns the slot, or XD_ELIMIT when all XD_SESSION_SLOTS are
+ * taken.  Any thread. */
+#define XD_SESSION_SLOTS 16
+int xd_session_slot_new(void (*free_fn)(void *value));
+void *xd_session_slot_get(const xd_session_t *s, int slot);
+/* Replaces the value (the old one is not freed). */
+void xd_session_slot_set(xd_session_t *s, int slot, void *value);
 
 #endif

@@ -1,10 +1,7 @@
 /*
  * builtin.h — the modules compiled into the server, in one place: what
- * main.c registers, which get the database, and what the configuration
- * reference documents (tools/gen-docs).
- *
- * Adding a built-in module: its register/migrations/set_db calls go into
- * builtin.c, nowhere else.
+ * main.c registers and what the configuration reference documents
+ * (tools/gen-docs).
  */
 #ifndef XMPPD_MOD_BUILTIN_H
 #define XMPPD_MOD_BUILTIN_H
@@ -12,30 +9,23 @@
 #include <stddef.h>
 
 #include "xmppd/opt.h"
-#include "xmppd/storage.h"
 
-/* Makes every built-in module known to the module manager and registers
- * the migrations of their tables.  Call before the configuration is
- * checked (xd_modules_check must know the names) and before xd_db_open
- * (which creates the tables).  Idempotent. */
-void xd_builtin_register(void);
+/* Makes every built-in module known to the module manager, with the
+ * migrations of its tables.  Call before the configuration is checked
+ * (xd_modules_check must know the names) and before xd_db_open (which
+ * creates the tables).  Idempotent: 0 or an XD_E* code. */
+int xd_builtin_register(void);
 
-/* Hands the database to every module that stores (after xd_db_open and
- * before xd_modules_start), or takes it back (NULL, after
- * xd_modules_stop). */
-void xd_builtin_set_db(xd_db_t *db);
-
-/* A module name with its documentation, for the configuration reference:
- * the registered built-ins and the ones the core serves itself. */
+/* A module name with its documentation, for the configuration reference. */
 typedef struct xd_builtin_doc {
     const char *name;     /* "mod_roster" */
     const char *doc;      /* one line */
     const xd_opt_t *opts; /* its option table, or NULL */
+    unsigned flags;       /* its XD_MODULE_* flags */
 } xd_builtin_doc_t;
 
-/* Every module documented, sorted by name, terminated by { NULL }.  After
- * xd_builtin_register.  The array is static (not thread-safe to build
- * concurrently; tools call it once). */
+/* Every built-in module, sorted by name, terminated by { NULL }.  After
+ * xd_builtin_register.  The array is static (tools call it once). */
 const xd_builtin_doc_t *xd_builtin_docs(void);
 
 #endif

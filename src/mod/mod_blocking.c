@@ -30,8 +30,8 @@
 #include <stdio.h>
 #include <string.h>
 
-#include "mod/mod_blocking.h"
-#include "mod/privacy.h"
+#include "mod_util.h"
+#include "privacy.h"
 #include "xmppd/alloc.h"
 #include "xmppd/err.h"
 #include "xmppd/log.h"
@@ -53,30 +53,6 @@ static const xd_opt_t blk_opts[] = {
     XD_OPT_END,
 };
 #undef C_
-
-const xd_opt_t *
-xd_blocking_opts(void)
-{
-    return blk_opts;
-}
-
-int
-xd_blocking_register_migrations(void)
-{
-    return xd_privacy_store_register_migrations();
-}
-
-void
-xd_blocking_set_db(xd_db_t *db)
-{
-    xd_privacy_store_set_db(db);
-}
-
-bool
-xd_blocking_blocks(const xd_jid_t *user, const xd_jid_t *other)
-{
-    return xd_privacy_blocks(user, other);
-}
 
 /* ---- the IQ handler -------------------------------------------------------------------------- */
 
@@ -194,7 +170,7 @@ blk_attach(xd_module_ctx_t *ctx)
     const blk_conf_t *conf = xd_module_opts(ctx);
     xd_privacy_limits_t lim = { .max_blocked = conf->max_items };
     char *err = NULL;
-    int rc = xd_privacy_store_attach(xd_module_host(ctx), XD_PRIVACY_BY_BLOCKING, &lim, &err);
+    int rc = xd_privacy_store_attach(ctx, XD_PRIVACY_BY_BLOCKING, &lim, &err);
     if (rc != 0) {
         rc = xd_module_fail(ctx, rc, "%s", err ? err : xd_strerror(rc));
         xd_free(err);
@@ -220,8 +196,10 @@ blk_start(xd_module_ctx_t *ctx)
     rc = xd_module_iq(ctx, XD_IQ_USER, XD_NS_BLOCKING, XD_IQ_PARALLEL, blk_iq, NULL);
     if (rc == 0) /* 2: clients ask their server */
         rc = xd_module_feature(ctx, XD_IQ_HOST, XD_NS_BLOCKING);
+    if (rc == 0) /* the account's lists go with it (the items cascade) */
+        rc = mod_user_rows(ctx, "DELETE FROM privacy_list WHERE host = ? AND username = ?");
     if (rc != 0) {
-        blk_stop(ctx);
+        /* Detached in blk_stop, once the handlers are gone. */
         return xd_module_fail(ctx, rc, "cannot register the blocking handler: %s",
                               xd_strerror(rc));
     }
@@ -236,19 +214,15 @@ blk_reload(xd_module_ctx_t *ctx, const void *old)
     return blk_attach(ctx);
 }
 
-static const xd_module_t blk_module = {
+const xd_module_t xd_mod_blocking = {
     .abi = XD_MODULE_ABI,
     .name = "mod_blocking",
     .doc = "Blocking command (XEP-0191): block lists in storage, enforced on routing",
     .opts = blk_opts,
+    .schemas = xd_privacy_schemas,
     .opts_size = sizeof(blk_conf_t),
     .start = blk_start,
     .stop = blk_stop,
     .reload = blk_reload,
 };
 
-int
-xd_blocking_register_builtin(void)
-{
-    return xd_module_register_builtin(&blk_module);
-}

@@ -21,14 +21,11 @@
  * written, one row per account (table last_activity), off the loop with
  * xd_db_async.  Account removal deletes the row.
  */
-#include <stdatomic.h>
 #include <stdio.h>
 #include <string.h>
 #include <time.h>
 
-#include "mod/mod_last.h"
-#include "mod/mod_roster.h"
-#include "mod/mod_util.h"
+#include "mod_util.h"
 #include "xmppd/alloc.h"
 #include "xmppd/err.h"
 #include "xmppd/hooks.h"
@@ -41,7 +38,7 @@
 #define LAST_STATUS_MAX 1024 /* bytes of <status/> kept */
 #define LAST_MAX_RES 64      /* sessions looked at for "is anyone available" */
 
-static struct timespec last_boot; /* CLOCK_MONOTONIC at registration (server start) */
+static struct timespec last_boot; /* CLOCK_MONOTONIC at the first start (server start) */
 
 /* ---- storage ----------------------------------------------------------------------------------- */
 
@@ -60,30 +57,16 @@ static const xd_db_migration_t last_migrations[] = {
     { 0, NULL, NULL },
 };
 
-static _Atomic(xd_db_t *) last_db;
-
-static mod_user_rows_t last_rows = {
-    .sql = "DELETE FROM last_activity WHERE host = ? AND username = ?"
+static const xd_module_schema_t last_schemas[] = {
+    { "mod_last", last_migrations },
+    { NULL, NULL },
 };
-
-int
-xd_last_register_migrations(void)
-{
-    int rc = xd_db_register_migrations("mod_last", last_migrations);
-    return rc == XD_EEXIST ? 0 : rc;
-}
-
-void
-xd_last_set_db(xd_db_t *db)
-{
-    atomic_store(&last_db, db);
-    mod_user_rows_attach(&last_rows, db);
-}
 
 typedef struct last_rec {
     char host[1024], user[1024];
     int64_t when;                   /* seconds since the epoch */
     char status[LAST_STATUS_MAX + 1];
+    int rc;                         /* the transaction's result */
 } last_rec_t;
 
 static int
@@ -103,21 +86,23 @@ last_store_tx(xd_db_conn_t *c, void *arg)
                        row, 4, NULL, NULL);
 }
 
-/* On the pool: the delete and insert as one transaction (on the
- * connection this thread already holds). */
-static int
-last_store_work(xd_db_conn_t *c, void *arg)
+/* On the pool: the delete and insert as one transaction. */
+static void
+last_store_work(xd_module_ctx_t *ctx, void *arg)
 {
-    (void)c;
-    xd_db_t *db = atomic_load(&last_db);
-    int rc = db ? xd_db_tx(db, last_store_tx, arg) : XD_ECLOSED;
-    return rc < 0 ? rc : 0;
+    last_rec_t *r = arg;
+    xd_db_t *db = xd_module_db(ctx);
+    int rc = db ? xd_db_tx(db, last_store_tx, r) : XD_ECLOSED;
+    r->rc = rc < 0 ? rc : 0;
 }
 
 static void
-last_store_done(void *arg, int status)
+last_store_done(xd_module_ctx_t *ctx, void *arg, int status)
 {
+    (void)ctx;
     last_rec_t *r = arg;
+    if (!status)
+        status = r->rc;
     if (status != 0)
         XD_LOG(NULL, XD_ERROR, "last activity not stored", "host=%s user=%s err=%s", r->host,
                r->user, xd_strerror(status));
@@ -126,14 +111,9 @@ last_store_done(void *arg, int status)
 
 /* user_unavailable: remember when and with which status. */
 static int
-last_unavailable(xd_module_ctx_t *hctx, xd_hook_presence_t *evp, void *arg)
+last_unavailable(xd_module_ctx_t *ctx, xd_hook_presence_t *ev, void *arg)
 {
-    (void)hctx;
     (void)arg;
-    const xd_hook_presence_t *ev = evp;
-    xd_db_t *db = atomic_load(&last_db);
-    if (!db)
-        return XD_HOOK_OK;
     last_rec_t *r = xd_new(last_rec_t);
     xd_str_t l = xd_jid_local(ev->jid);
     snprintf(r->host, sizeof r->host, "%s", ev->host);
@@ -142,9 +122,9 @@ last_unavailable(xd_module_ctx_t *hctx, xd_hook_presence_t *evp, void *arg)
     const char *status =
         ev->presence ? xd_el_child_text(xd_stanza_root(ev->presence), "status", NULL) : NULL;
     snprintf(r->status, sizeof r->status, "%s", status ? status : "");
-    int rc = xd_db_async(db, last_store_work, last_store_done, r);
+    int rc = xd_module_submit(ctx, last_store_work, last_store_done, r);
     if (rc != 0)
-        last_store_done(r, rc);
+        last_store_done(ctx, r, rc);
     return XD_HOOK_OK;
 }
 
@@ -188,21 +168,28 @@ last_is_get(const xd_stanza_t *iq)
     return type && !strcmp(type, "get");
 }
 
-/* The account's own sessions, or a contact it shares its presence with. */
+static int
+last_item(void *arg, const xd_roster_view_t *it)
+{
+    *(bool *)arg = it->sub & XD_ROSTER_SUB_FROM;
+    return 1;
+}
+
+/* The account's own sessions, or a contact it shares its presence with
+ * (the roster, through ROSTER_GET: this runs on the pool). */
 static bool
 last_may_see(const xd_iq_req_t *req, const char *user)
 {
     if (xd_jid_eq_bare(req->from, req->to))
         return true;
     xd_str_t b = xd_jid_bare_str(req->from);
-    char contact[3072];
+    char contact[XD_JID_MAX + 1];
     snprintf(contact, sizeof contact, "%.*s", (int)b.len, b.p);
-    mod_roster_item_t it = { 0 };
-    if (mod_roster_get_item(req->host, user, contact, &it) != 0)
-        return false;
-    bool ok = it.state.sub & MOD_ROSTER_SUB_FROM;
-    mod_roster_item_clear(&it);
-    return ok;
+    bool from = false;
+    xd_hook_roster_get_t ev = { .host = req->host, .user = user, .contact = contact,
+                                .fn = last_item, .arg = &from };
+    xd_hook_run(XD_HOOK_ROSTER_GET, req->host, &ev);
+    return ev.served && ev.rc == 0 && from;
 }
 
 /* To an account's bare JID (PARALLEL: roster and storage reads). */
@@ -229,7 +216,7 @@ last_user_iq(const xd_iq_req_t *req)
     if (online)
         return last_result(req->iq, 0, NULL);
 
-    xd_db_t *db = atomic_load(&last_db);
+    xd_db_t *db = xd_module_db(req->ctx);
     xd_db_conn_t *c;
     int rc = db ? xd_db_acquire(db, &c) : XD_ECLOSED;
     last_row_t row = { 0 };
@@ -269,29 +256,27 @@ last_host_iq(const xd_iq_req_t *req)
 static int
 last_start(xd_module_ctx_t *ctx)
 {
-    if (!atomic_load(&last_db))
-        return xd_module_fail(ctx, XD_ECLOSED, "no database (xd_last_set_db not called)");
+    if (!xd_module_db(ctx))
+        return xd_module_fail(ctx, XD_ECLOSED, "no database");
+    if (!last_boot.tv_sec) /* start runs on one thread at a time */
+        clock_gettime(CLOCK_MONOTONIC, &last_boot);
     int rc = xd_module_iq(ctx, XD_IQ_USER, XD_NS_LAST, XD_IQ_PARALLEL, last_user_iq, NULL);
     if (rc == 0)
         rc = xd_module_iq(ctx, XD_IQ_HOST, XD_NS_LAST, XD_IQ_INLINE, last_host_iq, NULL);
     if (rc == 0)
         rc = xd_module_hook(ctx, XD_HOOK_USER_UNAVAILABLE, XD_HOOK_PRIO_DEFAULT,
                             last_unavailable, NULL);
+    if (rc == 0) /* the account's row goes with it */
+        rc = mod_user_rows(ctx, "DELETE FROM last_activity WHERE host = ? AND username = ?");
     if (rc != 0)
         return xd_module_fail(ctx, rc, "cannot register: %s", xd_strerror(rc));
     return 0;
 }
 
-static const xd_module_t last_module = {
+const xd_module_t xd_mod_last = {
     .abi = XD_MODULE_ABI,
     .name = "mod_last",
     .doc = "Last activity (XEP-0012): when an account was last seen, the server's uptime",
+    .schemas = last_schemas,
     .start = last_start,
 };
-
-int
-xd_last_register_builtin(void)
-{
-    clock_gettime(CLOCK_MONOTONIC, &last_boot);
-    return xd_module_register_builtin(&last_module);
-}

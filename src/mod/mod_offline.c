@@ -1,7 +1,7 @@
 /*
  * mod_offline.c — offline messages (XEP-0160) with delay stamps (XEP-0203).
  *
- * On when `mod_offline` is listed under `modules` (per host).  A chat or
+ * mod_offline, on when listed under `modules` (per host).  A chat or
  * normal message to an account with no session that takes it (RFC 6121
  * 8.5.2.2.1) is stored, stamped with <delay from='host' stamp='…'/>, and the
  * store is committed before the router forgets the message, so a stored
@@ -17,23 +17,25 @@
  *
  * Threads: the router calls in on a worker loop; the database work runs on
  * the blocking pool (xd_db_async) and its answer comes back to that loop.
+ * The instance is held (xd_module_hold) while a store or a delivery is in
+ * flight.
  */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
-#include "mod/mod_offline.h"
-#include "mod/mod_util.h"
-#include "router/router.h"
+#include "mod_util.h"
 #include "xmppd/alloc.h"
 #include "xmppd/auth.h"
 #include "xmppd/config.h"
 #include "xmppd/err.h"
 #include "xmppd/hooks.h"
 #include "xmppd/log.h"
+#include "xmppd/module.h"
 #include "xmppd/ns.h"
 #include "xmppd/opt.h"
+#include "xmppd/route.h"
 #include "xmppd/session.h"
 #include "xmppd/stanza.h"
 #include "xmppd/storage.h"
@@ -68,53 +70,16 @@ static const xd_db_migration_t off_migrations[] = {
     { 0, NULL, NULL },
 };
 
-static xd_db_t *off_db;
-
-const xd_opt_t *
-xd_offline_opts(void)
-{
-    return off_opts;
-}
-
-int
-xd_offline_register_migrations(void)
-{
-    int rc = xd_db_register_migrations("mod_offline", off_migrations);
-    return rc == XD_EEXIST ? 0 : rc;
-}
-
-int
-xd_offline_check_config(const xd_config_t *cfg, char **err)
-{
-    for (size_t i = 0; i < cfg->hosts.count; i++) {
-        const xd_module_conf_t *m = xd_config_module(cfg, cfg->hosts.items[i], "mod_offline");
-        if (!m)
-            continue;
-        off_conf_t oc = { 0 };
-        int rc = xd_opt_parse_at(off_opts, m->opts, &oc, "modules.mod_offline", err);
-        if (rc != 0)
-            return rc;
-        xd_opt_free(off_opts, &oc);
-    }
-    return 0;
-}
-
-/* The host's options, or false when mod_offline is off there. */
-static bool
-off_conf(const char *host, off_conf_t *out)
-{
-    xd_config_t *cfg = xd_config_get();
-    const xd_module_conf_t *m = cfg ? xd_config_module(cfg, host, "mod_offline") : NULL;
-    bool on = m && xd_opt_parse_at(off_opts, m->opts, out, "modules.mod_offline", NULL) == 0;
-    if (cfg)
-        xd_config_unref(cfg);
-    return on;
-}
+static const xd_module_schema_t off_schemas[] = {
+    { "mod_offline", off_migrations },
+    { NULL, NULL },
+};
 
 /* ---- storing ----------------------------------------------------------------------------------- */
 
 typedef struct off_store {
     struct off_store *next; /* the worker's queue of stores */
+    xd_module_ctx_t *ctx; /* the instance (held until done) */
     xd_stanza_t *orig;   /* the message as routed (for the error reply) */
     char host[1024];     /* the account's host */
     char user[1024];     /* its localpart */
@@ -164,7 +129,7 @@ off_store_work(xd_db_conn_t *c, void *arg)
         return rc;
     if (!exists)
         return XD_ENOTFOUND;
-    return xd_db_tx(off_db, off_store_tx, s);
+    return xd_db_tx(xd_module_db(s->ctx), off_store_tx, s);
 }
 
 /* Stores run one at a time per worker, in the order the router handed
@@ -179,7 +144,8 @@ static void
 off_q_run(void)
 {
     while (off_q_head) {
-        int rc = xd_db_async(off_db, off_store_work, off_store_done, off_q_head);
+        int rc = xd_db_async(xd_module_db(off_q_head->ctx), off_store_work, off_store_done,
+                             off_q_head);
         if (rc == 0)
             return;
         /* Cannot queue: fail this one now and try the next. */
@@ -220,6 +186,7 @@ off_store_done(void *arg, int status)
         if (e)
             xd_route_take(e);
     }
+    xd_module_release(s->ctx);
     xd_stanza_unref(s->orig);
     xd_free(s->xml);
     xd_free(s);
@@ -234,22 +201,18 @@ off_worth_keeping(const xd_el_t *el)
 /* XD_HOOK_OFFLINE_MESSAGE: keeps the message (returns XD_HOOK_STOP) when
  * the host stores messages. */
 static int
-off_store(xd_module_ctx_t *hctx, xd_hook_stanza_t *evp, void *arg)
+off_store(xd_module_ctx_t *ctx, xd_hook_stanza_t *ev, void *arg)
 {
-    (void)hctx;
     (void)arg;
-    xd_hook_stanza_t *ev = evp;
     const xd_stanza_t *st = ev->st;
     const xd_jid_t *to = ev->to;
     const char *host = ev->host;
-    off_conf_t oc;
-    if (!off_db || !off_conf(host, &oc))
+    const off_conf_t *oc = xd_module_opts(ctx);
+    if (!xd_module_db(ctx))
         return XD_HOOK_OK;
     const xd_el_t *el = xd_stanza_root(st);
-    if (!off_worth_keeping(el)) {
-        xd_opt_free(off_opts, &oc);
+    if (!off_worth_keeping(el))
         return XD_HOOK_STOP; /* XEP-0160 3: nothing to keep, and no error */
-    }
     struct timespec ts;
     clock_gettime(CLOCK_REALTIME, &ts);
     struct tm tm;
@@ -267,16 +230,17 @@ off_store(xd_module_ctx_t *hctx, xd_hook_stanza_t *evp, void *arg)
     const char *bytes = xd_stanza_bytes(stamped, &len);
 
     off_store_t *s = xd_new(off_store_t);
+    s->ctx = ctx;
+    xd_module_hold(ctx);
     s->orig = xd_stanza_ref(st);
     xd_str_t l = xd_jid_local(to);
     snprintf(s->host, sizeof s->host, "%s", host);
     snprintf(s->user, sizeof s->user, "%.*s", (int)l.len, l.p);
     s->xml = xd_strndup(bytes, len);
     s->xml_len = len;
-    s->max = oc.max_user_messages;
+    s->max = oc->max_user_messages;
     s->now = (int64_t)ts.tv_sec;
     xd_stanza_unref(stamped);
-    xd_opt_free(off_opts, &oc);
     bool idle = off_q_head == NULL;
     if (off_q_tail)
         off_q_tail->next = s;
@@ -291,6 +255,7 @@ off_store(xd_module_ctx_t *hctx, xd_hook_stanza_t *evp, void *arg)
 /* ---- delivering ------------------------------------------------------------------------------- */
 
 typedef struct off_pop {
+    xd_module_ctx_t *ctx;  /* the instance (held until done) */
     char host[1024];       /* the account */
     char user[1024];
     xd_session_ref_t to;   /* the session to deliver to */
@@ -333,7 +298,8 @@ static int
 off_pop_work(xd_db_conn_t *c, void *arg)
 {
     (void)c;
-    return xd_db_tx(off_db, off_pop_tx, arg);
+    off_pop_t *p = arg;
+    return xd_db_tx(xd_module_db(p->ctx), off_pop_tx, p);
 }
 
 static void
@@ -354,6 +320,7 @@ off_pop_done(void *arg, int status)
         XD_LOG(NULL, XD_INFO, "offline messages delivered", "host=%s user=%s count=%zu", p->host,
                p->user, p->n);
     xd_free(p->msgs);
+    xd_module_release(p->ctx);
     xd_free(p);
 }
 
@@ -362,54 +329,50 @@ off_pop_done(void *arg, int status)
  * negative raises it, RFC 6121 8.5.2.1.1) takes the stored messages out
  * for that session. */
 static int
-off_available(xd_module_ctx_t *hctx, xd_hook_presence_t *evp, void *arg)
+off_available(xd_module_ctx_t *ctx, xd_hook_presence_t *ev, void *arg)
 {
-    (void)hctx;
     (void)arg;
-    xd_hook_presence_t *ev = evp;
     const xd_jid_t *full = ev->jid;
-    if (!ev->presence || !ev->first_nonneg)
+    if (!ev->presence || !ev->first_nonneg || !xd_module_db(ctx))
         return XD_HOOK_OK;
     xd_session_info_t e;
     if (xd_session_find(full, &e) != 0)
         return XD_HOOK_OK;
-    xd_session_ref_t to = e.ref;
-    xd_session_info_clear(&e);
-    xd_str_t d = xd_jid_domain(full), l = xd_jid_local(full);
-    char host[1024];
-    snprintf(host, sizeof host, "%.*s", (int)d.len, d.p);
-    off_conf_t oc;
-    if (!off_db || !off_conf(host, &oc))
-        return XD_HOOK_OK;
-    xd_opt_free(off_opts, &oc);
     off_pop_t *p = xd_new(off_pop_t);
-    snprintf(p->host, sizeof p->host, "%s", host);
+    p->ctx = ctx;
+    p->to = e.ref;
+    xd_session_info_clear(&e);
+    xd_str_t l = xd_jid_local(full);
+    snprintf(p->host, sizeof p->host, "%s", ev->host);
     snprintf(p->user, sizeof p->user, "%.*s", (int)l.len, l.p);
-    p->to = to;
-    if (xd_db_async(off_db, off_pop_work, off_pop_done, p) != 0)
+    xd_module_hold(ctx);
+    if (xd_db_async(xd_module_db(ctx), off_pop_work, off_pop_done, p) != 0) {
+        xd_module_release(ctx);
         xd_free(p); /* stays stored: delivered at the next login */
+    }
     return XD_HOOK_OK;
 }
 
-/* The account's stored messages go with it. */
-static mod_user_rows_t off_rows = {
-    .sql = "DELETE FROM offline_msg WHERE host = ? AND username = ?"
+/* ---- module ------------------------------------------------------------------------------------ */
+
+static int
+off_start(xd_module_ctx_t *ctx)
+{
+    int rc = xd_module_hook(ctx, XD_HOOK_OFFLINE_MESSAGE, XD_HOOK_PRIO_DEFAULT, off_store, NULL);
+    if (rc == 0)
+        rc = xd_module_hook(ctx, XD_HOOK_USER_AVAILABLE, XD_HOOK_PRIO_DEFAULT, off_available,
+                            NULL);
+    if (rc == 0) /* the account's stored messages go with it */
+        rc = mod_user_rows(ctx, "DELETE FROM offline_msg WHERE host = ? AND username = ?");
+    return rc ? xd_module_fail(ctx, rc, "cannot register: %s", xd_strerror(rc)) : 0;
+}
+
+const xd_module_t xd_mod_offline = {
+    .abi = XD_MODULE_ABI,
+    .name = "mod_offline",
+    .doc = "Offline messages (XEP-0160) with delay stamps (XEP-0203)",
+    .opts = off_opts,
+    .opts_size = sizeof(off_conf_t),
+    .schemas = off_schemas,
+    .start = off_start,
 };
-
-void
-xd_offline_start(xd_db_t *db)
-{
-    off_db = db;
-    xd_hook_add(XD_HOOK_OFFLINE_MESSAGE, NULL, XD_HOOK_PRIO_DEFAULT, off_store, NULL);
-    xd_hook_add(XD_HOOK_USER_AVAILABLE, NULL, XD_HOOK_PRIO_DEFAULT, off_available, NULL);
-    mod_user_rows_attach(&off_rows, db);
-}
-
-void
-xd_offline_stop(void)
-{
-    xd_hook_remove(XD_HOOK_OFFLINE_MESSAGE, NULL, off_store, NULL);
-    xd_hook_remove(XD_HOOK_USER_AVAILABLE, NULL, off_available, NULL);
-    mod_user_rows_attach(&off_rows, NULL);
-    off_db = NULL;
-}

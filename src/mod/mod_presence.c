@@ -1,9 +1,9 @@
 /*
- * mod_presence.c — presence subscriptions, broadcast and probes between
- * local users (RFC 6121 3 and 4), on the roster of mod_roster.
+ * mod_presence.c — presence subscriptions, broadcast and probes (RFC 6121
+ * 3 and 4): the presence side of mod_roster, on its roster.
  *
- * Active for the hosts where mod_roster runs.  Three entry points, all
- * hooks:
+ * Active for the hosts where mod_roster runs (each instance starts it).
+ * Three entry points, all hooks:
  *
  *   filter_packet   a subscribe / subscribed / unsubscribe / unsubscribed
  *                   from a local session: outbound processing for the user
@@ -22,7 +22,16 @@
  *   user_unavailable  unavailable to the same audience.
  *
  * Roster reads and writes block, so each event is a job on the blocking
- * pool; its result is delivered from the worker that asked.
+ * pool (xd_module_submit); its result is delivered from the worker that
+ * asked.  A job holds the roster instances of the hosts it touches
+ * (xd_module_instance), so their stores stay valid while it runs.
+ * filter_packet is one global handler for every host (a subscription from
+ * one local host to another is routed for the contact's host only), added
+ * with the first instance and removed with the last; user_available,
+ * user_unavailable and remove_user are each instance's own.  Presence this
+ * code delivers itself passes the users' privacy rules
+ * (PRIVACY_CHECK_PACKET), and subscription presence passes the
+ * ROSTER_OUT_SUBSCRIPTION / ROSTER_IN_SUBSCRIPTION hooks first.
  *
  * Other servers' users (federation): our users' subscription presence to
  * them goes out after the outbound half of the machine; theirs to our
@@ -34,32 +43,51 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "core/pool.h"
-#include "core/worker.h"
-#include "mod/mod_presence.h"
-#include "mod/mod_roster.h"
-#include "mod/privacy.h"
-#include "mod/roster_sub.h"
-#include "router/router.h"
+#include <stdatomic.h>
+
+#include "mod_roster.h"
+#include "roster_sub.h"
 #include "xmppd/alloc.h"
 #include "xmppd/config.h"
 #include "xmppd/err.h"
 #include "xmppd/hooks.h"
+#include "xmppd/module.h"
+#include "xmppd/route.h"
 #include "xmppd/session.h"
 #include "xmppd/stanza.h"
 
 #define PRES_MAX_RES 64
 #define PRES_MAX_CONTACTS 10000
 
+/* The roster instance of host, held, or NULL where none runs. */
+static xd_module_ctx_t *
+pres_instance(const char *host)
+{
+    return xd_module_instance("mod_roster", host);
+}
+
 static bool
 pres_on(const char *host)
 {
-    xd_config_t *cfg = xd_config_get();
-    bool on = cfg && xd_config_is_host(cfg, host) &&
-              xd_config_module(cfg, host, "mod_roster") != NULL;
-    if (cfg)
-        xd_config_unref(cfg);
-    return on;
+    xd_module_ctx_t *ctx = pres_instance(host);
+    xd_module_release(ctx);
+    return ctx != NULL;
+}
+
+/* May presence el pass `user`'s privacy rules: incoming from other
+ * (outgoing false) or outgoing to it? */
+static bool
+pres_allowed(const xd_jid_t *user, const xd_jid_t *other, const xd_el_t *el, bool outgoing)
+{
+    if (!xd_hook_active(XD_HOOK_PRIVACY_CHECK_PACKET))
+        return true;
+    xd_str_t d = xd_jid_domain(user);
+    char host[XD_JID_PART_MAX + 1];
+    snprintf(host, sizeof host, "%.*s", (int)d.len, d.p);
+    xd_hook_privacy_check_t ev = { .user = user, .other = other, .el = el,
+                                   .outgoing = outgoing };
+    xd_hook_run(XD_HOOK_PRIVACY_CHECK_PACKET, host, &ev);
+    return !ev.deny;
 }
 
 typedef struct strlist {
@@ -131,14 +159,14 @@ pres_to_sessions(xd_stanza_t *st, const char *bare)
      * session's incoming rules below. */
     const xd_el_t *root = xd_stanza_root(st);
     bool blocked = fs && xd_jid_parse(xd_str_c(fs), &from) == 0 &&
-                   !xd_privacy_allows(from, j, root, true);
+                   !pres_allowed(from, j, root, true);
     if (!blocked) {
         xd_session_info_t res[PRES_MAX_RES];
         size_t n = xd_session_list(j, res, PRES_MAX_RES);
         if (n > PRES_MAX_RES)
             n = PRES_MAX_RES;
         for (size_t i = 0; i < n; i++) {
-            if (res[i].available && (!from || xd_privacy_allows(res[i].jid, from, root, false))) {
+            if (res[i].available && (!from || pres_allowed(res[i].jid, from, root, false))) {
                 xd_session_send_take(&res[i].ref,
                                  pres_addr(st, NULL, xd_jid_full_str(res[i].jid).p));
                 sent++;
@@ -214,28 +242,70 @@ pres_current_to(const char *of_bare, const char *to_full, bool unavail)
 /* ---- subscriptions ----------------------------------------------------------------------------- */
 
 typedef struct sub_job {
+    xd_module_ctx_t *uctx; /* the user's roster instance (held), or NULL: a remote user */
+    xd_module_ctx_t *cctx; /* the contact's roster instance (held), or NULL: not local */
     xd_stanza_t *st;      /* the presence as sent (for the status text) */
     char type[16];        /* subscribe, subscribed, unsubscribe, unsubscribed */
-    char uhost[1024];     /* the user (sender) */
-    char uuser[1024];
-    char ubare[2100];
-    char contact[2100];   /* the contact's bare JID */
-    char chost[1024];     /* the contact's domain */
-    char cuser[1024];     /* its localpart ("" for a domain) */
-    bool clocal;          /* the contact is an account here with presence on */
+    char uhost[XD_JID_PART_MAX + 1]; /* the user (sender) */
+    char uuser[XD_JID_PART_MAX + 1];
+    char ubare[XD_JID_MAX + 1];
+    char contact[XD_JID_MAX + 1]; /* the contact's bare JID */
+    char chost[XD_JID_PART_MAX + 1]; /* the contact's domain */
+    char cuser[XD_JID_PART_MAX + 1]; /* its localpart ("" for a domain) */
+    bool clocal;          /* the contact is an account here with presence on (cctx) */
+    bool in_taken;        /* ROSTER_IN_SUBSCRIPTION took the inbound half */
     int out_rc, in_rc;    /* mod_roster_subscription results */
     mod_roster_sub_outcome_t out, in;
 } sub_job_t;
 
 static void sub_start(xd_stanza_t *st, const xd_jid_t *from, const xd_jid_t *to);
 
+static void
+sub_job_free(sub_job_t *j)
+{
+    xd_module_release(j->uctx);
+    xd_module_release(j->cctx);
+    xd_stanza_unref(j->st);
+    xd_free(j);
+}
+
+/* ROSTER_IN/OUT_SUBSCRIPTION for j: true when a handler dealt with it. */
+static bool
+sub_hook(sub_job_t *j, bool inbound)
+{
+    xd_hook_id id = inbound ? XD_HOOK_ROSTER_IN_SUBSCRIPTION : XD_HOOK_ROSTER_OUT_SUBSCRIPTION;
+    if (!xd_hook_active(id))
+        return false;
+    xd_jid_t *u = NULL, *c = NULL;
+    bool taken = false;
+    const char *ub = inbound ? j->contact : j->ubare, *cb = inbound ? j->ubare : j->contact;
+    if (xd_jid_parse(xd_str_c(ub), &u) == 0 && xd_jid_parse(xd_str_c(cb), &c) == 0) {
+        xd_hook_subscription_t ev = { .host = inbound ? j->chost : j->uhost, .user = u,
+                                      .contact = c, .type = j->type, .st = j->st };
+        taken = inbound ? xd_hook_run(XD_HOOK_ROSTER_IN_SUBSCRIPTION, ev.host, &ev) ==
+                              XD_HOOK_STOP
+                        : xd_hook_run(XD_HOOK_ROSTER_OUT_SUBSCRIPTION, ev.host, &ev) ==
+                              XD_HOOK_STOP;
+    }
+    if (u)
+        xd_jid_unref(u);
+    if (c)
+        xd_jid_unref(c);
+    return taken;
+}
+
 /* The inbound half for the contact (chost, cuser) from ubare: state,
  * roster push.  On the pool. */
 static void
 sub_inbound(sub_job_t *j)
 {
+    if (sub_hook(j, true)) {
+        j->in_taken = true;
+        return;
+    }
+    mod_roster_store_t rs = mod_roster_store_of(j->cctx);
     const char *status = xd_el_child_text(xd_stanza_root(j->st), "status", NULL);
-    j->in_rc = mod_roster_subscription(j->chost, j->cuser, j->ubare,
+    j->in_rc = mod_roster_subscription(&rs, j->chost, j->cuser, j->ubare,
                                        (mod_roster_event)mod_roster_event_of(j->type, true),
                                        status, &j->in);
     if (j->in_rc == 0 && j->in.r.push)
@@ -260,12 +330,14 @@ sub_preapproved(const char *contact, const char *user)
 }
 
 static void
-sub_work(void *arg)
+sub_work(xd_module_ctx_t *ctx, void *arg)
 {
+    (void)ctx;
     sub_job_t *j = arg;
+    mod_roster_store_t rs = mod_roster_store_of(j->uctx);
     int ev = mod_roster_event_of(j->type, false);
-    j->out_rc = mod_roster_subscription(j->uhost, j->uuser, j->contact, (mod_roster_event)ev,
-                                        NULL, &j->out);
+    j->out_rc = mod_roster_subscription(&rs, j->uhost, j->uuser, j->contact,
+                                        (mod_roster_event)ev, NULL, &j->out);
     if (j->out_rc == 0 && j->out.r.push)
         mod_roster_push(j->uhost, j->uuser, &j->out.item, j->out.version);
     if (j->out_rc != 0 || !j->out.r.forward || !j->clocal)
@@ -274,8 +346,9 @@ sub_work(void *arg)
 }
 
 static void
-sub_done(void *arg, int status)
+sub_done(xd_module_ctx_t *ctx, void *arg, int status)
 {
+    (void)ctx;
     sub_job_t *j = arg;
     if (status == 0 && j->out_rc == 0 && j->out.r.forward) {
         if (!j->clocal) {
@@ -285,7 +358,7 @@ sub_done(void *arg, int status)
                 pres_current_to(j->ubare, j->contact, false);
             else if (!strcmp(j->type, "unsubscribed"))
                 pres_current_to(j->ubare, j->contact, true);
-        } else if (j->in_rc == 0 && j->in.r.forward) {
+        } else if (!j->in_taken && j->in_rc == 0 && j->in.r.forward) {
             xd_stanza_t *fw = pres_addr(j->st, j->ubare, j->contact);
             pres_to_sessions(fw, j->contact); /* none: a subscribe waits as Pending In */
             if (!strcmp(j->type, "subscribed"))
@@ -315,8 +388,7 @@ sub_done(void *arg, int status)
         mod_roster_item_clear(&j->out.item);
     if (j->in_rc == 0 && j->clocal && j->out.r.forward)
         mod_roster_item_clear(&j->in.item);
-    xd_stanza_unref(j->st);
-    xd_free(j);
+    sub_job_free(j);
 }
 
 /* Takes st (reference) from the user `from` to `to`. */
@@ -337,26 +409,24 @@ sub_start(xd_stanza_t *st, const xd_jid_t *from, const xd_jid_t *to)
     snprintf(j->contact, sizeof j->contact, "%.*s", (int)b.len, b.p);
     snprintf(j->chost, sizeof j->chost, "%.*s", (int)d.len, d.p);
     snprintf(j->cuser, sizeof j->cuser, "%.*s", (int)l.len, l.p);
-    j->clocal = l.len && pres_on(j->chost);
-    if (!xd_worker_self()) {
-        /* Already off the loops (a roster remove on the pool): inline. */
-        sub_work(j);
-        sub_done(j, 0);
+    j->uctx = pres_instance(j->uhost);
+    j->cctx = l.len ? pres_instance(j->chost) : NULL;
+    j->clocal = j->cctx != NULL;
+    if (!j->uctx || sub_hook(j, false)) {
+        sub_job_free(j); /* the user's roster is gone, or a handler dealt with it */
         return;
     }
-    if (xd_pool_submit(sub_work, sub_done, j) != 0) {
-        xd_stanza_unref(j->st);
-        xd_free(j);
-    }
+    /* Off the loops already (a roster remove on the pool): runs inline. */
+    if (xd_module_submit(j->uctx, sub_work, sub_done, j) != 0)
+        sub_job_free(j);
 }
 
-/* A roster remove (RFC 6121 2.5.2): the presence side, on the pool thread
- * that committed it. */
-static void
-pres_roster_removed(const char *host, const char *user, const char *contact,
-                    mod_roster_remove_actions_t actions)
+void
+mod_presence_roster_removed(xd_module_ctx_t *ctx, const char *host, const char *user,
+                            const char *contact, mod_roster_remove_actions_t actions)
 {
-    char bare[2100];
+    (void)ctx;
+    char bare[XD_JID_MAX + 1];
     snprintf(bare, sizeof bare, "%s@%s", user, host);
     xd_jid_t *from = NULL, *to = NULL;
     if (xd_jid_parse(xd_str_c(bare), &from) != 0 || xd_jid_parse(xd_str_c(contact), &to) != 0) {
@@ -372,38 +442,36 @@ pres_roster_removed(const char *host, const char *user, const char *contact,
     xd_jid_unref(to);
 }
 
-/* user_removed: the roster goes with the account. */
+/* remove_user: the roster goes with the account. */
+typedef struct pres_rm {
+    char host[XD_JID_PART_MAX + 1], user[XD_JID_PART_MAX + 1];
+} pres_rm_t;
+
 static void
-pres_rm_work(void *arg)
+pres_rm_work(xd_module_ctx_t *ctx, void *arg)
 {
-    char *hu = arg; /* "host\0user" */
-    mod_roster_remove_user(hu, hu + strlen(hu) + 1);
+    pres_rm_t *r = arg;
+    mod_roster_store_t rs = mod_roster_store_of(ctx);
+    mod_roster_remove_user(&rs, r->host, r->user);
 }
 
 static void
-pres_rm_done(void *arg, int status)
+pres_rm_done(xd_module_ctx_t *ctx, void *arg, int status)
 {
+    (void)ctx;
     (void)status;
     xd_free(arg);
 }
 
 static int
-pres_removed(xd_module_ctx_t *hctx, xd_hook_user_t *evp, void *arg)
+pres_removed(xd_module_ctx_t *ctx, xd_hook_user_t *ev, void *arg)
 {
-    (void)hctx;
     (void)arg;
-    xd_hook_user_t *ev = evp;
-    size_t hl = strlen(ev->host), ul = strlen(ev->user);
-    char *hu = xd_malloc(hl + ul + 2);
-    memcpy(hu, ev->host, hl + 1);
-    memcpy(hu + hl + 1, ev->user, ul + 1);
-    if (xd_worker_self()) {
-        if (xd_pool_submit(pres_rm_work, pres_rm_done, hu) != 0)
-            xd_free(hu);
-        return XD_HOOK_OK;
-    }
-    pres_rm_work(hu);
-    xd_free(hu);
+    pres_rm_t *r = xd_new(pres_rm_t);
+    snprintf(r->host, sizeof r->host, "%s", ev->host);
+    snprintf(r->user, sizeof r->user, "%s", ev->user);
+    if (xd_module_submit(ctx, pres_rm_work, pres_rm_done, r) != 0)
+        xd_free(r);
     return XD_HOOK_OK;
 }
 
@@ -419,16 +487,18 @@ pres_is_sub(const char *type)
 /* A subscription presence from another server's user to one of ours: the
  * inbound half of the machine (RFC 6121 3.1.3, 3.1.6, 3.2.3, 3.3.3). */
 static void
-subin_work(void *arg)
+subin_work(xd_module_ctx_t *ctx, void *arg)
 {
+    (void)ctx;
     sub_inbound(arg);
 }
 
 static void
-subin_done(void *arg, int status)
+subin_done(xd_module_ctx_t *ctx, void *arg, int status)
 {
+    (void)ctx;
     sub_job_t *j = arg;
-    if (status == 0 && j->in_rc == 0) {
+    if (status == 0 && !j->in_taken && j->in_rc == 0) {
         if (j->in.r.forward) {
             pres_to_sessions(pres_addr(j->st, j->ubare, j->contact), j->contact);
             if (!strcmp(j->type, "unsubscribe"))
@@ -439,34 +509,35 @@ subin_done(void *arg, int status)
             sub_preapproved(j->contact, j->ubare);
         mod_roster_item_clear(&j->in.item);
     }
-    xd_stanza_unref(j->st);
-    xd_free(j);
+    sub_job_free(j);
 }
 
 /* A presence probe to one of our users (RFC 6121 4.3.2): the current
  * presence of each available session when the prober has a subscription,
  * unavailable when there is none; nothing for others. */
 typedef struct probe_job {
-    char host[1024], user[1024], bare[2100];
-    char prober[3100];     /* as it came ('from' of the probe) */
-    char prober_bare[2100];
+    char host[XD_JID_PART_MAX + 1], user[XD_JID_PART_MAX + 1], bare[XD_JID_MAX + 1];
+    char prober[XD_JID_MAX + 1]; /* as it came ('from' of the probe) */
+    char prober_bare[XD_JID_MAX + 1];
     bool allowed;
 } probe_job_t;
 
 static void
-probe_work(void *arg)
+probe_work(xd_module_ctx_t *ctx, void *arg)
 {
     probe_job_t *j = arg;
+    mod_roster_store_t rs = mod_roster_store_of(ctx);
     mod_roster_item_t it = { 0 };
-    if (mod_roster_get_item(j->host, j->user, j->prober_bare, &it) == 0) {
+    if (mod_roster_get_item(&rs, j->host, j->user, j->prober_bare, &it) == 0) {
         j->allowed = it.state.sub & MOD_ROSTER_SUB_FROM;
         mod_roster_item_clear(&it);
     }
 }
 
 static void
-probe_done(void *arg, int status)
+probe_done(xd_module_ctx_t *ctx, void *arg, int status)
 {
+    (void)ctx;
     probe_job_t *j = arg;
     if (status == 0 && j->allowed) {
         xd_jid_t *u = NULL;
@@ -488,8 +559,10 @@ probe_done(void *arg, int status)
     xd_free(j);
 }
 
+/* The prober `from` asks for the presence of `to`, an account of the
+ * roster instance ctx. */
 static void
-probe_start(const xd_jid_t *from, const xd_jid_t *to)
+probe_start(xd_module_ctx_t *ctx, const xd_jid_t *from, const xd_jid_t *to)
 {
     probe_job_t *j = xd_new(probe_job_t);
     xd_str_t d = xd_jid_domain(to), l = xd_jid_local(to), b = xd_jid_bare_str(to);
@@ -499,18 +572,17 @@ probe_start(const xd_jid_t *from, const xd_jid_t *to)
     xd_str_t f = xd_jid_full_str(from), fb = xd_jid_bare_str(from);
     snprintf(j->prober, sizeof j->prober, "%.*s", (int)f.len, f.p);
     snprintf(j->prober_bare, sizeof j->prober_bare, "%.*s", (int)fb.len, fb.p);
-    if (xd_pool_submit(probe_work, probe_done, j) != 0)
+    if (xd_module_submit(ctx, probe_work, probe_done, j) != 0)
         xd_free(j);
 }
 
 /* filter_packet: subscription presence from a local user; subscriptions
  * and probes from other servers' users to ours. */
 static int
-pres_filter(xd_module_ctx_t *hctx, xd_hook_filter_t *evp, void *arg)
+pres_filter(xd_module_ctx_t *hctx, xd_hook_filter_t *ev, void *arg)
 {
-    (void)hctx;
+    (void)hctx; /* global: NULL */
     (void)arg;
-    xd_hook_filter_t *ev = evp;
     const xd_el_t *el = xd_stanza_root(ev->st);
     if (xd_stanza_kind_of(el) != XD_STANZA_PRESENCE)
         return XD_HOOK_OK;
@@ -526,7 +598,7 @@ pres_filter(xd_module_ctx_t *hctx, xd_hook_filter_t *evp, void *arg)
             xd_jid_unref(from);
         return XD_HOOK_OK;
     }
-    char fhost[1024];
+    char fhost[XD_JID_PART_MAX + 1];
     xd_str_t d = xd_jid_domain(from);
     snprintf(fhost, sizeof fhost, "%.*s", (int)d.len, d.p);
     bool mine = xd_jid_local(from).len && !xd_jid_is_bare(from) && pres_on(fhost);
@@ -537,11 +609,15 @@ pres_filter(xd_module_ctx_t *hctx, xd_hook_filter_t *evp, void *arg)
         if (mine)
             xd_session_info_clear(&e);
     }
+    /* The roster instance of the recipient's host, for an account here. */
+    xd_module_ctx_t *tctx = xd_jid_local(to).len && xd_str_eq_c(xd_jid_domain(to), ev->host)
+                                ? pres_instance(ev->host)
+                                : NULL;
     bool taken = false;
     if (probe) {
         /* Ours answers for our users, whoever asks (local or remote). */
-        if (pres_user_here(to) && xd_str_eq_c(xd_jid_domain(to), ev->host)) {
-            probe_start(from, to);
+        if (tctx) {
+            probe_start(tctx, from, to);
             xd_stanza_unref(ev->st);
             ev->st = NULL;
             taken = true;
@@ -550,8 +626,7 @@ pres_filter(xd_module_ctx_t *hctx, xd_hook_filter_t *evp, void *arg)
         sub_start(ev->st, from, to);
         ev->st = NULL;
         taken = true;
-    } else if (!pres_served(xd_jid_domain(from)) && pres_user_here(to) &&
-               xd_str_eq_c(xd_jid_domain(to), ev->host)) {
+    } else if (tctx && !pres_served(xd_jid_domain(from))) {
         /* From another server (or a component) to one of our users. */
         sub_job_t *j = xd_new(sub_job_t);
         j->st = ev->st;
@@ -565,11 +640,12 @@ pres_filter(xd_module_ctx_t *hctx, xd_hook_filter_t *evp, void *arg)
         snprintf(j->chost, sizeof j->chost, "%.*s", (int)td.len, td.p);
         snprintf(j->cuser, sizeof j->cuser, "%.*s", (int)tl.len, tl.p);
         j->in_rc = -1;
-        if (xd_pool_submit(subin_work, subin_done, j) != 0) {
-            xd_stanza_unref(j->st);
-            xd_free(j);
-        }
+        j->cctx = tctx; /* the job's hold now */
+        tctx = NULL;
+        if (xd_module_submit(j->cctx, subin_work, subin_done, j) != 0)
+            sub_job_free(j);
     }
+    xd_module_release(tctx);
     xd_jid_unref(from);
     xd_jid_unref(to);
     return taken ? XD_HOOK_STOP : XD_HOOK_OK;
@@ -579,25 +655,28 @@ pres_filter(xd_module_ctx_t *hctx, xd_hook_filter_t *evp, void *arg)
 
 typedef struct bc_job {
     xd_stanza_t *pres;    /* what to broadcast (from the full JID) */
-    char host[1024], user[1024], bare[2100], full[3100];
+    char host[XD_JID_PART_MAX + 1], user[XD_JID_PART_MAX + 1];
+    char bare[XD_JID_MAX + 1], full[XD_JID_MAX + 1];
     bool initial;         /* also probes and pending requests */
     strlist_t from, to, pending;
 } bc_job_t;
 
 static void
-bc_work(void *arg)
+bc_work(xd_module_ctx_t *ctx, void *arg)
 {
     bc_job_t *j = arg;
-    mod_roster_contacts(j->host, j->user, MOD_ROSTER_FROM, sl_add, &j->from);
+    mod_roster_store_t rs = mod_roster_store_of(ctx);
+    mod_roster_contacts(&rs, j->host, j->user, MOD_ROSTER_FROM, sl_add, &j->from);
     if (j->initial) {
-        mod_roster_contacts(j->host, j->user, MOD_ROSTER_TO, sl_add, &j->to);
-        mod_roster_pending_in(j->host, j->user, sl_add, &j->pending);
+        mod_roster_contacts(&rs, j->host, j->user, MOD_ROSTER_TO, sl_add, &j->to);
+        mod_roster_pending_in(&rs, j->host, j->user, sl_add, &j->pending);
     }
 }
 
 static void
-bc_done(void *arg, int status)
+bc_done(xd_module_ctx_t *ctx, void *arg, int status)
 {
+    (void)ctx;
     bc_job_t *j = arg;
     if (status == 0) {
         /* RFC 6121 4.2.2, 4.5.2: to the contacts, and to all the user's
@@ -631,7 +710,8 @@ bc_done(void *arg, int status)
 }
 
 static void
-bc_start(const char *host, const xd_jid_t *jid, xd_stanza_t *pres, bool initial)
+bc_start(xd_module_ctx_t *ctx, const char *host, const xd_jid_t *jid, xd_stanza_t *pres,
+         bool initial)
 {
     bc_job_t *j = xd_new(bc_job_t);
     j->pres = pres;
@@ -641,34 +721,27 @@ bc_start(const char *host, const xd_jid_t *jid, xd_stanza_t *pres, bool initial)
     snprintf(j->user, sizeof j->user, "%.*s", (int)l.len, l.p);
     snprintf(j->bare, sizeof j->bare, "%.*s", (int)b.len, b.p);
     snprintf(j->full, sizeof j->full, "%.*s", (int)f.len, f.p);
-    if (xd_pool_submit(bc_work, bc_done, j) != 0) {
+    if (xd_module_submit(ctx, bc_work, bc_done, j) != 0) {
         xd_stanza_unref(j->pres);
         xd_free(j);
     }
 }
 
 static int
-pres_available(xd_module_ctx_t *hctx, xd_hook_presence_t *evp, void *arg)
+pres_available(xd_module_ctx_t *ctx, xd_hook_presence_t *ev, void *arg)
 {
-    (void)hctx;
     (void)arg;
-    xd_hook_presence_t *ev = evp;
-    if (!ev->presence || !pres_on(ev->host))
-        return XD_HOOK_OK;
-    bc_start(ev->host, ev->jid, xd_stanza_ref(ev->presence), ev->initial);
+    if (ev->presence)
+        bc_start(ctx, ev->host, ev->jid, xd_stanza_ref(ev->presence), ev->initial);
     return XD_HOOK_OK;
 }
 
 static int
-pres_unavailable(xd_module_ctx_t *hctx, xd_hook_presence_t *evp, void *arg)
+pres_unavailable(xd_module_ctx_t *ctx, xd_hook_presence_t *ev, void *arg)
 {
-    (void)hctx;
     (void)arg;
-    xd_hook_presence_t *ev = evp;
-    if (!pres_on(ev->host))
-        return XD_HOOK_OK;
     xd_str_t f = xd_jid_full_str(ev->jid);
-    char full[3100];
+    char full[XD_JID_MAX + 1];
     snprintf(full, sizeof full, "%.*s", (int)f.len, f.p);
     xd_stanza_t *p = ev->presence ? xd_stanza_ref(ev->presence) : NULL;
     if (!p) {
@@ -677,26 +750,36 @@ pres_unavailable(xd_module_ctx_t *hctx, xd_hook_presence_t *evp, void *arg)
         xd_el_set_attr(e, "type", "unavailable");
         p = xd_el_freeze(e);
     }
-    bc_start(ev->host, ev->jid, p, false);
+    bc_start(ctx, ev->host, ev->jid, p, false);
     return XD_HOOK_OK;
 }
 
-void
-xd_presence_start(void)
+/* Instances running: the global filter is added by the first, removed by
+ * the last.  Starts and stops run on one thread at a time. */
+static unsigned pres_instances;
+
+int
+mod_presence_start(xd_module_ctx_t *ctx)
 {
-    mod_roster_set_on_removed(pres_roster_removed);
-    xd_hook_add(XD_HOOK_REMOVE_USER, NULL, XD_HOOK_PRIO_DEFAULT, pres_removed, NULL);
-    xd_hook_add(XD_HOOK_FILTER_PACKET, NULL, 40, pres_filter, NULL);
-    xd_hook_add(XD_HOOK_USER_AVAILABLE, NULL, 60, pres_available, NULL);
-    xd_hook_add(XD_HOOK_USER_UNAVAILABLE, NULL, 60, pres_unavailable, NULL);
+    int rc = xd_module_hook(ctx, XD_HOOK_REMOVE_USER, XD_HOOK_PRIO_DEFAULT, pres_removed, NULL);
+    if (rc == 0)
+        rc = xd_module_hook(ctx, XD_HOOK_USER_AVAILABLE, 60, pres_available, NULL);
+    if (rc == 0)
+        rc = xd_module_hook(ctx, XD_HOOK_USER_UNAVAILABLE, 60, pres_unavailable, NULL);
+    if (rc != 0)
+        return rc;
+    /* 40: after the privacy engine (30), before stanza ids (60). */
+    if (pres_instances++ == 0)
+        rc = xd_hook_add(XD_HOOK_FILTER_PACKET, NULL, 40, pres_filter, NULL);
+    return rc;
 }
 
 void
-xd_presence_stop(void)
+mod_presence_stop(xd_module_ctx_t *ctx)
 {
-    mod_roster_set_on_removed(NULL);
-    xd_hook_remove(XD_HOOK_REMOVE_USER, NULL, pres_removed, NULL);
-    xd_hook_remove(XD_HOOK_FILTER_PACKET, NULL, pres_filter, NULL);
-    xd_hook_remove(XD_HOOK_USER_AVAILABLE, NULL, pres_available, NULL);
-    xd_hook_remove(XD_HOOK_USER_UNAVAILABLE, NULL, pres_unavailable, NULL);
+    (void)ctx;
+    if (pres_instances && --pres_instances == 0) {
+        xd_hook_remove(XD_HOOK_FILTER_PACKET, NULL, pres_filter, NULL);
+        xd_hook_sync();
+    }
 }

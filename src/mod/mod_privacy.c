@@ -33,7 +33,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "mod/mod_privacy.h"
+#include "mod_util.h"
+#include "privacy.h"
 #include "xmppd/alloc.h"
 #include "xmppd/err.h"
 #include "xmppd/log.h"
@@ -59,24 +60,6 @@ static const xd_opt_t pl_opts[] = {
     XD_OPT_END,
 };
 #undef C_
-
-const xd_opt_t *
-xd_privacy_opts(void)
-{
-    return pl_opts;
-}
-
-int
-xd_privacy_register_migrations(void)
-{
-    return xd_privacy_store_register_migrations();
-}
-
-void
-xd_privacy_set_db(xd_db_t *db)
-{
-    xd_privacy_store_set_db(db);
-}
 
 /* ---- the XML of a list ----------------------------------------------------------------------- */
 
@@ -151,7 +134,7 @@ pl_parse_item(const xd_el_t *c, xd_privacy_item_t *it)
         xd_jid_unref(j);
         return NULL;
     }
-    if (it->type == XD_PRIVACY_SUBSCRIPTION && mod_roster_subscr_parse(value) < 0)
+    if (it->type == XD_PRIVACY_SUBSCRIPTION && xd_roster_sub_parse(value) < 0)
         return "a subscription item's value is none, to, from or both";
     it->value = xd_strdup(value);
     return NULL;
@@ -330,7 +313,7 @@ pl_attach(xd_module_ctx_t *ctx)
     const pl_conf_t *conf = xd_module_opts(ctx);
     xd_privacy_limits_t lim = { .max_lists = conf->max_lists, .max_items = conf->max_items };
     char *err = NULL;
-    int rc = xd_privacy_store_attach(xd_module_host(ctx), XD_PRIVACY_BY_PRIVACY, &lim, &err);
+    int rc = xd_privacy_store_attach(ctx, XD_PRIVACY_BY_PRIVACY, &lim, &err);
     if (rc != 0) {
         rc = xd_module_fail(ctx, rc, "%s", err ? err : xd_strerror(rc));
         xd_free(err);
@@ -356,8 +339,10 @@ pl_start(xd_module_ctx_t *ctx)
     rc = xd_module_iq(ctx, XD_IQ_USER, XD_NS_PRIVACY, XD_IQ_PARALLEL, pl_iq, NULL);
     if (rc == 0)
         rc = xd_module_feature(ctx, XD_IQ_HOST, XD_NS_PRIVACY);
+    if (rc == 0) /* the account's lists go with it (the items cascade) */
+        rc = mod_user_rows(ctx, "DELETE FROM privacy_list WHERE host = ? AND username = ?");
     if (rc != 0) {
-        pl_stop(ctx);
+        /* Detached in pl_stop, once the handlers are gone. */
         return xd_module_fail(ctx, rc, "cannot register the jabber:iq:privacy handler: %s",
                               xd_strerror(rc));
     }
@@ -372,19 +357,15 @@ pl_reload(xd_module_ctx_t *ctx, const void *old)
     return pl_attach(ctx);
 }
 
-static const xd_module_t pl_module = {
+const xd_module_t xd_mod_privacy = {
     .abi = XD_MODULE_ABI,
     .name = "mod_privacy",
     .doc = "Privacy lists (XEP-0016), enforced on routing; shares its store with mod_blocking",
     .opts = pl_opts,
+    .schemas = xd_privacy_schemas,
     .opts_size = sizeof(pl_conf_t),
     .start = pl_start,
     .stop = pl_stop,
     .reload = pl_reload,
 };
 
-int
-xd_privacy_register_builtin(void)
-{
-    return xd_module_register_builtin(&pl_module);
-}

@@ -26,18 +26,14 @@
  *
  * Storage: table `private_storage`, one row per (host, username, ns, name)
  * with the element serialized (xd_el_serialize).  PARALLEL: the handler runs
- * on the blocking pool with the synchronous storage API.  Per-host settings
- * are copied out of a mutex-guarded list by each request, so a request on
- * the pool never reads an instance's freed state.
+ * on the blocking pool with the synchronous storage API; its options come
+ * from the instance's context (req->ctx), valid while the request runs.
  */
-#include <pthread.h>
-#include <stdatomic.h>
 #include <stdio.h>
 #include <string.h>
 #include <time.h>
 
-#include "mod/mod_util.h"
-#include "mod/mod_vcard.h"
+#include "mod_util.h"
 #include "xmppd/alloc.h"
 #include "xmppd/err.h"
 #include "xmppd/hooks.h"
@@ -66,12 +62,6 @@ static const xd_opt_t pv_opts[] = {
 };
 #undef C_
 
-const xd_opt_t *
-xd_private_opts(void)
-{
-    return pv_opts;
-}
-
 /* ---- storage ----------------------------------------------------------------------------------- */
 
 static const char *const pv_mig1[] = {
@@ -91,52 +81,10 @@ static const xd_db_migration_t pv_migrations[] = {
     { 0, NULL, NULL },
 };
 
-static _Atomic(xd_db_t *) pv_db; /* set by main.c before modules start */
-
-int
-xd_private_register_migrations(void)
-{
-    int rc = xd_db_register_migrations("mod_private", pv_migrations);
-    return rc == XD_EEXIST ? 0 : rc;
-}
-
-/* The account's private data goes with it. */
-static mod_user_rows_t pv_rows = {
-    .sql = "DELETE FROM private_storage WHERE host = ? AND username = ?"
+static const xd_module_schema_t pv_schemas[] = {
+    { "mod_private", pv_migrations },
+    { NULL, NULL },
 };
-
-void
-xd_private_set_db(xd_db_t *db)
-{
-    atomic_store(&pv_db, db);
-    mod_user_rows_attach(&pv_rows, db);
-}
-
-/* ---- per-host state ---------------------------------------------------------------------------- */
-
-typedef struct pv_host {
-    struct pv_host *next; /* the list, under pv_lock */
-    char *host;           /* the served host (owned) */
-    pv_conf_t lim;        /* its limits (plain values) */
-} pv_host_t;
-
-static pthread_mutex_t pv_lock = PTHREAD_MUTEX_INITIALIZER; /* guards pv_hosts */
-static pv_host_t *pv_hosts;                                 /* running instances */
-
-static bool
-pv_host_get(const char *host, pv_conf_t *out)
-{
-    bool found = false;
-    pthread_mutex_lock(&pv_lock);
-    for (pv_host_t *h = pv_hosts; h; h = h->next)
-        if (strcmp(h->host, host) == 0) {
-            *out = h->lim;
-            found = true;
-            break;
-        }
-    pthread_mutex_unlock(&pv_lock);
-    return found;
-}
 
 /* ---- get --------------------------------------------------------------------------------------- */
 
@@ -174,7 +122,7 @@ pv_get(const xd_iq_req_t *req, const char *user)
         if (strcmp(xd_el_ns(c), xd_el_ns(first)) != 0) /* both non-NULL: checked before */
             return xd_stanza_error(req->iq, XD_COND_BAD_REQUEST,
                                    "one namespace per private storage get");
-    xd_db_t *db = atomic_load(&pv_db);
+    xd_db_t *db = xd_module_db(req->ctx);
     xd_db_conn_t *conn = NULL;
     int rc = db ? xd_db_acquire(db, &conn) : XD_ECLOSED;
     xd_el_t *r = xd_iq_result_builder(req->iq);
@@ -291,7 +239,7 @@ pv_set(const xd_iq_req_t *req, const char *user, const pv_conf_t *lim)
         }
     }
     if (!reply) {
-        xd_db_t *db = atomic_load(&pv_db);
+        xd_db_t *db = xd_module_db(req->ctx);
         int rc = db ? xd_db_tx(db, pv_set_tx, &s) : XD_ECLOSED;
         if (rc == XD_ELIMIT) {
             reply = xd_stanza_error(req->iq, XD_COND_POLICY_VIOLATION,
@@ -318,9 +266,7 @@ pv_iq(const xd_iq_req_t *req)
     if (!xd_el_is(req->payload, "query", XD_NS_PRIVATE))
         return xd_stanza_error(req->iq, XD_COND_BAD_REQUEST,
                                "expected <query xmlns='jabber:iq:private'/>");
-    pv_conf_t lim;
-    if (!pv_host_get(req->host, &lim))
-        return xd_stanza_error(req->iq, XD_COND_SERVICE_UNAVAILABLE, NULL);
+    const pv_conf_t *lim = xd_module_opts(req->ctx);
     /* XEP-0049 2.3 and 4: only the account itself. */
     if (!xd_jid_eq_bare(req->from, req->to))
         return xd_stanza_error(req->iq, XD_COND_FORBIDDEN,
@@ -337,7 +283,7 @@ pv_iq(const xd_iq_req_t *req)
     const char *type = xd_el_attr(xd_stanza_root(req->iq), "type");
     if (type && strcmp(type, "get") == 0)
         return pv_get(req, user);
-    return pv_set(req, user, &lim);
+    return pv_set(req, user, lim);
 }
 
 /* ---- module ------------------------------------------------------------------------------------ */
@@ -345,54 +291,23 @@ pv_iq(const xd_iq_req_t *req)
 static int
 pv_start(xd_module_ctx_t *ctx)
 {
-    const pv_conf_t *conf = xd_module_opts(ctx);
-    if (!atomic_load(&pv_db))
-        return xd_module_fail(ctx, XD_ECLOSED, "no database (xd_private_set_db not called)");
+    if (!xd_module_db(ctx))
+        return xd_module_fail(ctx, XD_ECLOSED, "no database");
     int rc = xd_module_iq(ctx, XD_IQ_USER, XD_NS_PRIVATE, XD_IQ_PARALLEL, pv_iq, NULL);
+    if (rc == 0) /* the account's private data goes with it */
+        rc = mod_user_rows(ctx, "DELETE FROM private_storage WHERE host = ? AND username = ?");
     if (rc != 0)
         return xd_module_fail(ctx, rc, "cannot register the jabber:iq:private handler: %s",
                               xd_strerror(rc));
-    pv_host_t *h = xd_new(pv_host_t);
-    h->host = xd_strdup(xd_module_host(ctx));
-    h->lim = *conf;
-    pthread_mutex_lock(&pv_lock);
-    h->next = pv_hosts;
-    pv_hosts = h;
-    pthread_mutex_unlock(&pv_lock);
-    xd_module_set_state(ctx, h);
     return 0;
 }
 
-static void
-pv_stop(xd_module_ctx_t *ctx)
-{
-    pv_host_t *h = xd_module_state(ctx);
-    if (!h)
-        return;
-    pthread_mutex_lock(&pv_lock);
-    for (pv_host_t **pp = &pv_hosts; *pp; pp = &(*pp)->next)
-        if (*pp == h) {
-            *pp = h->next;
-            break;
-        }
-    pthread_mutex_unlock(&pv_lock);
-    xd_free(h->host);
-    xd_free(h);
-    xd_module_set_state(ctx, NULL);
-}
-
-static const xd_module_t pv_module = {
+const xd_module_t xd_mod_private = {
     .abi = XD_MODULE_ABI,
     .name = "mod_private",
     .doc = "Private XML storage (XEP-0049, jabber:iq:private)",
     .opts = pv_opts,
     .opts_size = sizeof(pv_conf_t),
+    .schemas = pv_schemas,
     .start = pv_start,
-    .stop = pv_stop,
 };
-
-int
-xd_private_register_builtin(void)
-{
-    return xd_module_register_builtin(&pv_module);
-}

@@ -19,11 +19,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include <pthread.h>
-
-#include "mod/mod_roster.h"
-#include "mod/privacy.h"
-#include "xmppd/map.h"
+#include "mod_roster.h"
+#include "xmppd/hooks.h"
 #include "xmppd/opt.h"
 #include "xmppd/alloc.h"
 #include "xmppd/err.h"
@@ -68,7 +65,10 @@ static const xd_db_migration_t ros_migrations[] = {
     { 0, NULL, NULL },
 };
 
-static xd_db_t *ros_db;
+static const xd_module_schema_t ros_schemas[] = {
+    { "mod_roster", ros_migrations },
+    { NULL, NULL },
+};
 
 /* ---- options, per-host limits ------------------------------------------------------------- */
 
@@ -85,27 +85,18 @@ static const xd_opt_t ros_opts[] = {
 };
 #undef C_
 
-/* host → max_items (as a pointer-sized integer) of the hosts where the
- * module runs; read by the storage functions on the pool. */
-static pthread_mutex_t ros_lim_lock = PTHREAD_MUTEX_INITIALIZER;
-static xd_map_t ros_limits = XD_MAP_INIT;
-
-/* The host's limit, or 0 (none) where the module does not run. */
-static size_t
-ros_max_items(const char *host)
+mod_roster_store_t
+mod_roster_store_of(xd_module_ctx_t *ctx)
 {
-    pthread_mutex_lock(&ros_lim_lock);
-    size_t n = (size_t)(uintptr_t)xd_map_get(&ros_limits, xd_str_c(host));
-    pthread_mutex_unlock(&ros_lim_lock);
-    return n;
+    const ros_conf_t *conf = xd_module_opts(ctx);
+    return (mod_roster_store_t){ xd_module_db(ctx), (size_t)conf->max_items };
 }
 
 /* XD_EFULL when the roster of (host, user) already holds the host's
  * maximum (inside the transaction that would add one). */
 static int
-ros_room_for_one(xd_db_conn_t *c, const char *host, const char *user)
+ros_room_for_one(xd_db_conn_t *c, size_t max, const char *host, const char *user)
 {
-    size_t max = ros_max_items(host);
     if (!max)
         return 0;
     xd_db_val_t key[] = { XD_DB_V_CSTR(host), XD_DB_V_CSTR(user) };
@@ -118,7 +109,25 @@ ros_room_for_one(xd_db_conn_t *c, const char *host, const char *user)
         return rc;
     return n >= (int64_t)max ? XD_EFULL : 0;
 }
-static mod_roster_removed_fn ros_on_removed;
+/* ROSTER_CHANGED for the item after a committed change. */
+static void
+ros_changed(const char *host, const char *user, const mod_roster_item_t *it)
+{
+    if (!xd_hook_active(XD_HOOK_ROSTER_CHANGED))
+        return;
+    xd_roster_view_t v = {
+        .jid = it->jid,
+        .name = it->name,
+        .sub = it->state.sub,
+        .ask = it->state.ask,
+        .pending_in = it->state.pending_in,
+        .in_roster = it->in_roster && !it->removed,
+        .groups = (const char *const *)it->groups,
+        .ngroups = it->ngroups,
+    };
+    xd_hook_roster_changed_t ev = { .host = host, .user = user, .item = &v };
+    xd_hook_run(XD_HOOK_ROSTER_CHANGED, host, &ev);
+}
 
 /* ---- items -------------------------------------------------------------------------------- */
 
@@ -260,26 +269,26 @@ get_all_tx(xd_db_conn_t *c, void *arg)
 }
 
 int
-mod_roster_get_all(const char *host, const char *user, mod_roster_list_t *out)
+mod_roster_get_all(const mod_roster_store_t *rs, const char *host, const char *user, mod_roster_list_t *out)
 {
     memset(out, 0, sizeof *out);
-    if (!ros_db)
+    if (!rs || !rs->db)
         return XD_ECLOSED;
     get_all_t g = { host, user, out };
-    int rc = xd_db_tx(ros_db, get_all_tx, &g);
+    int rc = xd_db_tx(rs->db, get_all_tx, &g);
     if (rc < 0)
         mod_roster_list_clear(out);
     return rc < 0 ? rc : 0;
 }
 
 int
-mod_roster_version(const char *host, const char *user, int64_t *out)
+mod_roster_version(const mod_roster_store_t *rs, const char *host, const char *user, int64_t *out)
 {
     *out = 0;
-    if (!ros_db)
+    if (!rs || !rs->db)
         return XD_ECLOSED;
     xd_db_conn_t *c;
-    int rc = xd_db_acquire(ros_db, &c);
+    int rc = xd_db_acquire(rs->db, &c);
     if (rc != 0)
         return rc;
     rc = get_version(c, host, user, out);
@@ -328,14 +337,14 @@ get_one_tx(xd_db_conn_t *c, void *arg)
 }
 
 int
-mod_roster_get_item(const char *host, const char *user, const char *contact,
+mod_roster_get_item(const mod_roster_store_t *rs, const char *host, const char *user, const char *contact,
                     mod_roster_item_t *out)
 {
     memset(out, 0, sizeof *out);
-    if (!ros_db)
+    if (!rs || !rs->db)
         return XD_ECLOSED;
     get_one_t g = { host, user, contact, out };
-    int rc = xd_db_tx(ros_db, get_one_tx, &g);
+    int rc = xd_db_tx(rs->db, get_one_tx, &g);
     if (rc < 0)
         mod_roster_item_clear(out);
     return rc < 0 ? rc : 0;
@@ -398,6 +407,7 @@ typedef struct set_args {
     const char *host, *user, *contact, *name; /* the request */
     const char **groups;                      /* sorted, unique */
     size_t ngroups;                           /* how many */
+    size_t max;                               /* the host's max_items (0: none) */
     mod_roster_item_t item;                   /* the stored item */
     int64_t ver;                              /* the new version */
 } set_args_t;
@@ -413,7 +423,7 @@ set_tx(xd_db_conn_t *c, void *arg)
         rc = 0;
     }
     if (rc == 0 && !s->item.in_roster)
-        rc = ros_room_for_one(c, s->host, s->user);
+        rc = ros_room_for_one(c, s->max, s->host, s->user);
     if (rc != 0)
         return rc;
     xd_free(s->item.name);
@@ -439,17 +449,18 @@ set_tx(xd_db_conn_t *c, void *arg)
 }
 
 int
-mod_roster_set_item(const char *host, const char *user, const char *contact, const char *name,
+mod_roster_set_item(const mod_roster_store_t *rs, const char *host, const char *user, const char *contact, const char *name,
                     const char *const *groups, size_t ngroups, mod_roster_item_t *pushed,
                     int64_t *ver)
 {
     if (pushed)
         memset(pushed, 0, sizeof *pushed);
-    if (!ros_db)
+    if (!rs || !rs->db)
         return XD_ECLOSED;
     if (!contact || !*contact || (name && !text_ok(name)))
         return XD_EINVAL;
-    set_args_t s = { .host = host, .user = user, .contact = contact, .name = name };
+    set_args_t s = { .host = host, .user = user, .contact = contact, .name = name,
+                     .max = rs->max_items };
     s.groups = xd_calloc(ngroups + 1, sizeof *s.groups);
     for (size_t i = 0; i < ngroups; i++) {
         if (!groups[i] || !text_ok(groups[i])) {
@@ -462,13 +473,13 @@ mod_roster_set_item(const char *host, const char *user, const char *contact, con
     for (size_t i = 0; i < ngroups; i++)
         if (s.ngroups == 0 || strcmp(s.groups[s.ngroups - 1], s.groups[i]) != 0)
             s.groups[s.ngroups++] = s.groups[i];
-    int rc = xd_db_tx(ros_db, set_tx, &s);
+    int rc = xd_db_tx(rs->db, set_tx, &s);
     xd_free(s.groups);
     if (rc < 0) {
         mod_roster_item_clear(&s.item);
         return rc;
     }
-    xd_privacy_roster_changed(host, user, &s.item); /* privacy.h: group items */
+    ros_changed(host, user, &s.item);
     if (ver)
         *ver = s.ver;
     if (pushed)
@@ -503,21 +514,21 @@ rm_tx(xd_db_conn_t *c, void *arg)
 }
 
 int
-mod_roster_remove_item(const char *host, const char *user, const char *contact,
+mod_roster_remove_item(const mod_roster_store_t *rs, const char *host, const char *user, const char *contact,
                        mod_roster_item_t *before, int64_t *ver)
 {
     if (before)
         memset(before, 0, sizeof *before);
-    if (!ros_db)
+    if (!rs || !rs->db)
         return XD_ECLOSED;
     rm_args_t r = { .host = host, .user = user, .contact = contact };
-    int rc = xd_db_tx(ros_db, rm_tx, &r);
+    int rc = xd_db_tx(rs->db, rm_tx, &r);
     if (rc < 0) {
         mod_roster_item_clear(&r.before);
         return rc;
     }
     mod_roster_item_t gone = { .jid = (char *)contact, .removed = true };
-    xd_privacy_roster_changed(host, user, &gone);
+    ros_changed(host, user, &gone);
     if (ver)
         *ver = r.ver;
     if (before)
@@ -537,17 +548,13 @@ mod_roster_remove_actions(const mod_roster_state_t *b)
     return a;
 }
 
-void
-mod_roster_set_on_removed(mod_roster_removed_fn fn)
-{
-    ros_on_removed = fn;
-}
 
 /* ---- subscriptions ------------------------------------------------------------------------ */
 
 typedef struct sub_args {
     const char *host, *user, *contact, *status; /* the request */
     mod_roster_event ev;                        /* the event */
+    size_t max;                                 /* the host's max_items (0: none) */
     mod_roster_sub_outcome_t *out;              /* result */
 } sub_args_t;
 
@@ -573,7 +580,7 @@ sub_tx(xd_db_conn_t *c, void *arg)
         bool had_pending = it->state.pending_in;
         it->state = o->r.state;
         if (outbound && !it->in_roster) {
-            rc = ros_room_for_one(c, s->host, s->user);
+            rc = ros_room_for_one(c, s->max, s->host, s->user);
             if (rc != 0)
                 return rc;
             it->in_roster = true; /* RFC 6121 3.1.2, 3.1.5, 3.4: the item is created */
@@ -605,23 +612,23 @@ sub_tx(xd_db_conn_t *c, void *arg)
 }
 
 int
-mod_roster_subscription(const char *host, const char *user, const char *contact,
+mod_roster_subscription(const mod_roster_store_t *rs, const char *host, const char *user, const char *contact,
                         mod_roster_event ev, const char *status, mod_roster_sub_outcome_t *out)
 {
     memset(out, 0, sizeof *out);
-    if (!ros_db)
+    if (!rs || !rs->db)
         return XD_ECLOSED;
     if ((unsigned)ev >= MOD_ROSTER_EVENT_COUNT || !contact || !*contact)
         return XD_EINVAL;
-    sub_args_t s = { host, user, contact, status, ev, out };
-    int rc = xd_db_tx(ros_db, sub_tx, &s);
+    sub_args_t s = { host, user, contact, status, ev, rs->max_items, out };
+    int rc = xd_db_tx(rs->db, sub_tx, &s);
     if (rc < 0) {
         mod_roster_item_clear(&out->item);
         memset(out, 0, sizeof *out);
         return rc;
     }
     if (out->r.changed)
-        xd_privacy_roster_changed(host, user, &out->item);
+        ros_changed(host, user, &out->item);
     return 0;
 }
 
@@ -645,13 +652,13 @@ contacts_row(void *arg, const xd_db_val_t *cols, size_t ncols)
 }
 
 int
-mod_roster_contacts(const char *host, const char *user, mod_roster_filter filter,
+mod_roster_contacts(const mod_roster_store_t *rs, const char *host, const char *user, mod_roster_filter filter,
                     int (*fn)(void *arg, const char *jid), void *arg)
 {
-    if (!ros_db)
+    if (!rs || !rs->db)
         return XD_ECLOSED;
     xd_db_conn_t *c;
-    int rc = xd_db_acquire(ros_db, &c);
+    int rc = xd_db_acquire(rs->db, &c);
     if (rc != 0)
         return rc;
     contacts_args_t a = { fn, arg };
@@ -666,13 +673,13 @@ mod_roster_contacts(const char *host, const char *user, mod_roster_filter filter
 }
 
 int
-mod_roster_pending_in(const char *host, const char *user, int (*fn)(void *arg, const char *jid),
+mod_roster_pending_in(const mod_roster_store_t *rs, const char *host, const char *user, int (*fn)(void *arg, const char *jid),
                       void *arg)
 {
-    if (!ros_db)
+    if (!rs || !rs->db)
         return XD_ECLOSED;
     xd_db_conn_t *c;
-    int rc = xd_db_acquire(ros_db, &c);
+    int rc = xd_db_acquire(rs->db, &c);
     if (rc != 0)
         return rc;
     contacts_args_t a = { fn, arg };
@@ -703,12 +710,12 @@ rmu_tx(xd_db_conn_t *c, void *arg)
 }
 
 int
-mod_roster_remove_user(const char *host, const char *user)
+mod_roster_remove_user(const mod_roster_store_t *rs, const char *host, const char *user)
 {
-    if (!ros_db)
+    if (!rs || !rs->db)
         return XD_ECLOSED;
     rmu_args_t r = { host, user };
-    int rc = xd_db_tx(ros_db, rmu_tx, &r);
+    int rc = xd_db_tx(rs->db, rmu_tx, &r);
     return rc < 0 ? rc : 0;
 }
 
@@ -725,7 +732,7 @@ mod_roster_item_to_el(xd_el_t *parent, const mod_roster_item_t *it)
     }
     if (it->name)
         xd_el_set_attr(e, "name", it->name);
-    xd_el_set_attr(e, "subscription", mod_roster_subscr_name(it->state.sub));
+    xd_el_set_attr(e, "subscription", xd_roster_sub_name(it->state.sub));
     if (it->state.ask)
         xd_el_set_attr(e, "ask", "subscribe");
     if (it->state.approved)
@@ -781,7 +788,8 @@ iq_error(const xd_iq_req_t *req, xd_cond cond, const char *text)
 }
 
 static xd_stanza_t *
-roster_get(const xd_iq_req_t *req, const char *host, const char *user)
+roster_get(const xd_iq_req_t *req, const mod_roster_store_t *rs, const char *host,
+           const char *user)
 {
     /* RFC 6121 2.1.6; gone sessions do not matter */
     (void)xd_session_set_flag(req->from, XD_SESSION_INTERESTED, true);
@@ -789,14 +797,14 @@ roster_get(const xd_iq_req_t *req, const char *host, const char *user)
     char cur[32];
     if (ver) {
         int64_t v = 0;
-        if (mod_roster_version(host, user, &v) != 0)
+        if (mod_roster_version(rs, host, user, &v) != 0)
             return iq_error(req, XD_COND_INTERNAL_SERVER_ERROR, NULL);
         snprintf(cur, sizeof cur, "%" PRId64, v);
         if (strcmp(cur, ver) == 0)
             return xd_iq_result(req->iq); /* XEP-0237: unchanged, pushes follow */
     }
     mod_roster_list_t l;
-    int rc = mod_roster_get_all(host, user, &l);
+    int rc = mod_roster_get_all(rs, host, user, &l);
     if (rc != 0) {
         XD_LOG(NULL, XD_ERROR, "roster get failed", "host=%s user=%s err=%s", host, user,
                xd_strerror(rc));
@@ -815,7 +823,8 @@ roster_get(const xd_iq_req_t *req, const char *host, const char *user)
 }
 
 static xd_stanza_t *
-roster_set(const xd_iq_req_t *req, const char *host, const char *user)
+roster_set(const xd_iq_req_t *req, const mod_roster_store_t *rs, const char *host,
+           const char *user)
 {
     const xd_el_t *item = xd_el_first_child(req->payload);
     if (xd_el_child_count(req->payload) != 1 || !xd_el_is(item, "item", XD_NS_ROSTER))
@@ -843,7 +852,7 @@ roster_set(const xd_iq_req_t *req, const char *host, const char *user)
     int64_t ver = 0;
     if (sub) {
         mod_roster_item_t before;
-        int rc = mod_roster_remove_item(host, user, contact, &before, &ver);
+        int rc = mod_roster_remove_item(rs, host, user, contact, &before, &ver);
         if (rc == XD_ENOTFOUND) {
             reply = iq_error(req, XD_COND_ITEM_NOT_FOUND, NULL);
             goto out;
@@ -854,8 +863,9 @@ roster_set(const xd_iq_req_t *req, const char *host, const char *user)
         }
         mod_roster_item_t gone = { .jid = (char *)contact, .removed = true };
         mod_roster_push(host, user, &gone, ver);
-        if (ros_on_removed)
-            ros_on_removed(host, user, contact, mod_roster_remove_actions(&before.state));
+        /* RFC 6121 2.5.2: the presence side. */
+        mod_presence_roster_removed(req->ctx, host, user, contact,
+                                    mod_roster_remove_actions(&before.state));
         mod_roster_item_clear(&before);
         reply = xd_iq_result(req->iq);
         goto out;
@@ -878,10 +888,10 @@ roster_set(const xd_iq_req_t *req, const char *host, const char *user)
         groups[ng++] = t;
     }
     mod_roster_item_t pushed;
-    int rc = mod_roster_set_item(host, user, contact, name, groups, ng, &pushed, &ver);
+    int rc = mod_roster_set_item(rs, host, user, contact, name, groups, ng, &pushed, &ver);
     if (rc == XD_EFULL) {
         char text[96];
-        snprintf(text, sizeof text, "the roster is full (%zu items)", ros_max_items(host));
+        snprintf(text, sizeof text, "the roster is full (%zu items)", rs->max_items);
         reply = iq_error(req, XD_COND_RESOURCE_CONSTRAINT, text);
         goto out;
     }
@@ -910,78 +920,119 @@ roster_iq(const xd_iq_req_t *req)
         return iq_error(req, XD_COND_BAD_REQUEST, NULL);
     const char *user = xd_jid_local(req->to).p;
     const char *type = xd_el_attr(xd_stanza_root(req->iq), "type");
+    mod_roster_store_t rs = mod_roster_store_of(req->ctx);
     if (type && strcmp(type, "get") == 0)
-        return roster_get(req, req->host, user);
-    return roster_set(req, req->host, user);
+        return roster_get(req, &rs, req->host, user);
+    return roster_set(req, &rs, req->host, user);
+}
+
+/* ---- ROSTER_GET: the roster for other modules ------------------------------------------------ */
+
+typedef struct ros_view_args {
+    xd_hook_roster_get_t *ev; /* the request */
+    int stop;                 /* the caller's fn said stop */
+} ros_view_args_t;
+
+static int
+ros_view_item(ros_view_args_t *a, const mod_roster_item_t *it)
+{
+    xd_roster_view_t v = {
+        .jid = it->jid,
+        .name = it->name,
+        .sub = it->state.sub,
+        .ask = it->state.ask,
+        .pending_in = it->state.pending_in,
+        .in_roster = it->in_roster,
+        .groups = (const char *const *)it->groups,
+        .ngroups = it->ngroups,
+    };
+    return a->stop = a->ev->fn(a->ev->arg, &v);
+}
+
+/* On the pool (the hook's thread): the items from storage. */
+static int
+ros_get_hook(xd_module_ctx_t *ctx, xd_hook_roster_get_t *ev, void *arg)
+{
+    (void)arg;
+    mod_roster_store_t rs = mod_roster_store_of(ctx);
+    ros_view_args_t a = { ev, 0 };
+    ev->served = true;
+    if (ev->contact) {
+        mod_roster_item_t it;
+        ev->rc = mod_roster_get_item(&rs, ev->host, ev->user, ev->contact, &it);
+        if (ev->rc == XD_ENOTFOUND) {
+            ev->rc = 0; /* not in the roster: no item */
+        } else if (ev->rc == 0) {
+            ros_view_item(&a, &it);
+            mod_roster_item_clear(&it);
+        }
+        return XD_HOOK_STOP;
+    }
+    mod_roster_list_t l;
+    ev->rc = mod_roster_get_all(&rs, ev->host, ev->user, &l);
+    for (size_t i = 0; ev->rc == 0 && i < l.n && !a.stop; i++)
+        ros_view_item(&a, &l.items[i]);
+    if (ev->rc == 0)
+        mod_roster_list_clear(&l);
+    return XD_HOOK_STOP;
 }
 
 /* ---- the module ---------------------------------------------------------------------------- */
 
-static int ros_reload(xd_module_ctx_t *ctx, const void *old_opts);
+/* C2S_STREAM_FEATURES: roster versioning (XEP-0237) and pre-approval
+ * (RFC 6121 3.4) with the bind feature. */
+static int
+ros_features(xd_module_ctx_t *ctx, xd_hook_features_t *ev, void *arg)
+{
+    (void)ctx;
+    (void)arg;
+    if (ev->authenticated) {
+        xd_el_add_child(ev->features, "ver", XD_NS_ROSTERVER);
+        xd_el_add_child(ev->features, "sub", XD_NS_PRE_APPROVAL);
+    }
+    return XD_HOOK_OK;
+}
 
 static int
 ros_start(xd_module_ctx_t *ctx)
 {
-    if (!ros_db)
-        return xd_module_fail(ctx, XD_ECLOSED, "no database (mod_roster_set_db not called)");
+    if (!xd_module_db(ctx))
+        return xd_module_fail(ctx, XD_ECLOSED, "no database");
     int rc = xd_module_iq(ctx, XD_IQ_USER, XD_NS_ROSTER, XD_IQ_PARALLEL, roster_iq, NULL);
-    if (rc != 0)
-        return rc;
-    ros_reload(ctx, NULL);
-    return 0;
-}
-
-/* Start and reload: the host's limit from the options. */
-static int
-ros_reload(xd_module_ctx_t *ctx, const void *old_opts)
-{
-    (void)old_opts;
-    const ros_conf_t *conf = xd_module_opts(ctx);
-    pthread_mutex_lock(&ros_lim_lock);
-    xd_map_put(&ros_limits, xd_str_c(xd_module_host(ctx)), (void *)(uintptr_t)conf->max_items);
-    pthread_mutex_unlock(&ros_lim_lock);
-    return 0;
+    if (rc == 0)
+        rc = xd_module_hook(ctx, XD_HOOK_ROSTER_GET, XD_HOOK_PRIO_DEFAULT, ros_get_hook, NULL);
+    if (rc == 0)
+        rc = xd_module_hook(ctx, XD_HOOK_C2S_STREAM_FEATURES, XD_HOOK_PRIO_DEFAULT, ros_features,
+                            NULL);
+    if (rc == 0)
+        rc = mod_presence_start(ctx); /* subscriptions, broadcast, probes (mod_presence.c) */
+    return rc ? xd_module_fail(ctx, rc, "cannot register: %s", xd_strerror(rc)) : 0;
 }
 
 static void
 ros_stop(xd_module_ctx_t *ctx)
 {
-    pthread_mutex_lock(&ros_lim_lock);
-    xd_map_del(&ros_limits, xd_str_c(xd_module_host(ctx)));
-    if (!xd_map_count(&ros_limits))
-        xd_map_free(&ros_limits, NULL);
-    pthread_mutex_unlock(&ros_lim_lock);
+    mod_presence_stop(ctx);
 }
 
-static const xd_module_t ros_module = {
+/* The limit is read from the options on every change: nothing to do. */
+static int
+ros_reload(xd_module_ctx_t *ctx, const void *old_opts)
+{
+    (void)ctx;
+    (void)old_opts;
+    return 0;
+}
+
+const xd_module_t xd_mod_roster = {
     .abi = XD_MODULE_ABI,
     .name = "mod_roster",
-    .doc = "Rosters (RFC 6121 2) with versioning (XEP-0237) and subscription state",
+    .doc = "Rosters (RFC 6121 2) with versioning (XEP-0237), presence subscriptions (RFC 6121 3) "
+           "and presence broadcast (RFC 6121 4)",
     .opts = ros_opts,
     .opts_size = sizeof(ros_conf_t),
+    .schemas = ros_schemas,
     .start = ros_start,
     .stop = ros_stop,
     .reload = ros_reload,
 };
-
-const xd_module_t *
-mod_roster_module(void)
-{
-    return &ros_module;
-}
-
-int
-mod_roster_register(void)
-{
-    int rc = xd_db_register_migrations("mod_roster", ros_migrations);
-    if (rc != 0 && rc != XD_EEXIST)
-        return rc;
-    rc = xd_module_register_builtin(&ros_module);
-    return rc == XD_EEXIST ? 0 : rc;
-}
-
-void
-mod_roster_set_db(xd_db_t *db)
-{
-    ros_db = db;
-}

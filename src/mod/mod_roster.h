@@ -11,8 +11,11 @@
  *
  * Threads: every function here but mod_roster_sub_* (roster_sub.h) and
  * mod_roster_remove_actions blocks on the database: call it on the blocking
- * pool (an XD_IQ_PARALLEL handler, xd_db_async work, xd_pool_submit), never
- * on a worker loop.  Each change runs in one transaction.
+ * pool (an XD_IQ_PARALLEL handler, xd_module_submit work), never on a
+ * worker loop.  Each change runs in one transaction; committed changes run
+ * the ROSTER_CHANGED hook.  The storage functions take the store of the
+ * roster's host (mod_roster_store_of its instance), so the same code serves
+ * the roster of a contact on another local host.
  *
  * Memory: out-structures are filled with malloc'd copies the caller frees
  * with mod_roster_item_clear / mod_roster_list_clear; a failed call leaves
@@ -26,7 +29,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "mod/roster_sub.h"
+#include "roster_sub.h"
 #include "xmppd/module.h"
 #include "xmppd/storage.h"
 
@@ -54,39 +57,37 @@ typedef struct mod_roster_list {
 void mod_roster_item_clear(mod_roster_item_t *it);
 void mod_roster_list_clear(mod_roster_list_t *l);
 
-/* ---- lifecycle (main.c) ------------------------------------------------------------------- */
+/* Where a host's rosters live and how big they may grow. */
+typedef struct mod_roster_store {
+    xd_db_t *db;      /* the host's database */
+    size_t max_items; /* items one roster may hold (0: no limit) */
+} mod_roster_store_t;
 
-/* Registers the migrations (before xd_db_open) and the built-in module
- * (before xd_modules_check).  Idempotent. */
-int mod_roster_register(void);
-/* The database every call below uses (before xd_modules_start; NULL after
- * xd_modules_stop).  Must stay open while set. */
-void mod_roster_set_db(xd_db_t *db);
-/* The module declaration (tests). */
-const xd_module_t *mod_roster_module(void);
+/* The store of the instance ctx (of mod_roster). */
+mod_roster_store_t mod_roster_store_of(xd_module_ctx_t *ctx);
 
 /* ---- storage ------------------------------------------------------------------------------ */
 
 /* The user's roster items and version. */
-int mod_roster_get_all(const char *host, const char *user, mod_roster_list_t *out);
+int mod_roster_get_all(const mod_roster_store_t *rs, const char *host, const char *user, mod_roster_list_t *out);
 /* The user's roster version (0 when none). */
-int mod_roster_version(const char *host, const char *user, int64_t *out);
+int mod_roster_version(const mod_roster_store_t *rs, const char *host, const char *user, int64_t *out);
 /* One item, in the roster or only pending-in.  XD_ENOTFOUND. */
-int mod_roster_get_item(const char *host, const char *user, const char *contact,
+int mod_roster_get_item(const mod_roster_store_t *rs, const char *host, const char *user, const char *contact,
                         mod_roster_item_t *out);
 
 /* A roster set (RFC 6121 2.3): adds or updates contact with name (NULL =
  * none) and groups (duplicates collapsed); the subscription state stays.
  * *pushed (optional) gets the item as stored, *ver (optional) the new
  * version.  XD_EINVAL for an empty or over-long name or group. */
-int mod_roster_set_item(const char *host, const char *user, const char *contact,
+int mod_roster_set_item(const mod_roster_store_t *rs, const char *host, const char *user, const char *contact,
                         const char *name, const char *const *groups, size_t ngroups,
                         mod_roster_item_t *pushed, int64_t *ver);
 
 /* A roster remove (RFC 6121 2.5): deletes the item; *before (optional) gets
  * it as it was (for mod_roster_remove_actions), *ver the new version.
  * XD_ENOTFOUND when contact is not in the roster. */
-int mod_roster_remove_item(const char *host, const char *user, const char *contact,
+int mod_roster_remove_item(const mod_roster_store_t *rs, const char *host, const char *user, const char *contact,
                            mod_roster_item_t *before, int64_t *ver);
 
 /* What the server sends the contact after a remove (RFC 6121 2.5.2). */
@@ -95,13 +96,6 @@ typedef struct mod_roster_remove_actions {
     bool unsubscribed; /* the contact had 'from'/'both' or Pending In: send unsubscribed */
 } mod_roster_remove_actions_t;
 mod_roster_remove_actions_t mod_roster_remove_actions(const mod_roster_state_t *before);
-
-/* Called (on the pool thread, after the commit) for every remove done by
- * the IQ handler, so that presence code sends the unsubscribe/unsubscribed.
- * NULL = none.  Set before the workers run. */
-typedef void (*mod_roster_removed_fn)(const char *host, const char *user, const char *contact,
-                                      mod_roster_remove_actions_t actions);
-void mod_roster_set_on_removed(mod_roster_removed_fn fn);
 
 /* Result of a subscription event. */
 typedef struct mod_roster_sub_outcome {
@@ -118,7 +112,7 @@ typedef struct mod_roster_sub_outcome {
  * outside the roster is deleted.  status: the <status/> of an inbound
  * subscribe (kept with the pending-in), or NULL.  Call mod_roster_push
  * afterwards when out->r.push, and clear out->item. */
-int mod_roster_subscription(const char *host, const char *user, const char *contact,
+int mod_roster_subscription(const mod_roster_store_t *rs, const char *host, const char *user, const char *contact,
                             mod_roster_event ev, const char *status,
                             mod_roster_sub_outcome_t *out);
 
@@ -130,16 +124,16 @@ typedef enum mod_roster_filter {
 
 /* Calls fn with each contact's bare JID (lent) in JID order.  fn returns 0
  * to go on, > 0 to stop, < 0 to stop with that error. */
-int mod_roster_contacts(const char *host, const char *user, mod_roster_filter filter,
+int mod_roster_contacts(const mod_roster_store_t *rs, const char *host, const char *user, mod_roster_filter filter,
                         int (*fn)(void *arg, const char *jid), void *arg);
 
 /* Calls fn with each contact whose subscription request waits for the user
  * (Pending In, RFC 6121 3.1.3: redelivered when the user comes online). */
-int mod_roster_pending_in(const char *host, const char *user,
+int mod_roster_pending_in(const mod_roster_store_t *rs, const char *host, const char *user,
                           int (*fn)(void *arg, const char *jid), void *arg);
 
 /* Deletes all of a user's roster (account removal). */
-int mod_roster_remove_user(const char *host, const char *user);
+int mod_roster_remove_user(const mod_roster_store_t *rs, const char *host, const char *user);
 
 /* ---- pushes ------------------------------------------------------------------------------- */
 
@@ -151,5 +145,17 @@ void mod_roster_item_to_el(xd_el_t *parent, const mod_roster_item_t *it);
  * user@host (RFC 6121 2.1.6, XEP-0237).  Any thread.  Returns how many. */
 size_t mod_roster_push(const char *host, const char *user, const mod_roster_item_t *it,
                        int64_t ver);
+
+/* ---- presence (mod_presence.c, part of the module) ---------------------------------------- */
+
+/* Starts / stops the presence side on the instance ctx: subscription
+ * processing, broadcast and probes (RFC 6121 3, 4). */
+int mod_presence_start(xd_module_ctx_t *ctx);
+void mod_presence_stop(xd_module_ctx_t *ctx);
+
+/* A roster remove committed by the IQ handler (on the pool): the
+ * unsubscribe / unsubscribed that RFC 6121 2.5.2 makes the server send. */
+void mod_presence_roster_removed(xd_module_ctx_t *ctx, const char *host, const char *user,
+                                 const char *contact, mod_roster_remove_actions_t actions);
 
 #endif

@@ -35,7 +35,6 @@
 #include "xmppd/module.h"
 #include "xmppd/ns.h"
 #include "xmppd/stanza.h"
-#include "mod/mod_stanza_id.h"
 
 #define SID_RAND_BATCH 4080 /* random bytes fetched at once per thread (a multiple of 15) */
 
@@ -130,15 +129,9 @@ sid_start(xd_module_ctx_t *ctx)
     return 0;
 }
 
-static const xd_module_t sid_module = {
+const xd_module_t xd_mod_stanza_id = {
     .abi = XD_MODULE_ABI,
     .name = "mod_stanza_id",
     .doc = "Unique and stable stanza IDs (XEP-0359) on messages to the host's accounts",
     .start = sid_start,
 };
-
-int
-xd_stanza_id_register_builtin(void)
-{
-    return xd_module_register_builtin(&sid_module);
-}

@@ -3,76 +3,68 @@
  */
 #include <stdio.h>
 
-#include "core/worker.h"
-#include "mod/mod_util.h"
+#include "mod_util.h"
 #include "xmppd/alloc.h"
 #include "xmppd/err.h"
 #include "xmppd/hooks.h"
+#include "xmppd/jid.h"
 #include "xmppd/log.h"
 
 typedef struct rows_del {
-    const char *sql;        /* static text */
-    char host[1024], user[1024];
+    const char *sql; /* static text */
+    char host[XD_JID_PART_MAX + 1], user[XD_JID_PART_MAX + 1];
+    int rc;          /* the result */
 } rows_del_t;
 
-static int
-rows_del_work(xd_db_conn_t *c, void *arg)
+static void
+rows_del_work(xd_module_ctx_t *ctx, void *arg)
 {
     rows_del_t *r = arg;
+    xd_db_conn_t *c;
+    r->rc = xd_db_acquire(xd_module_db(ctx), &c);
+    if (r->rc != 0)
+        return;
     xd_db_val_t key[] = { XD_DB_V_CSTR(r->host), XD_DB_V_CSTR(r->user) };
-    return xd_db_query(c, r->sql, key, 2, NULL, NULL);
+    r->rc = xd_db_query(c, r->sql, key, 2, NULL, NULL);
+    xd_db_release(c);
 }
 
 static void
-rows_del_done(void *arg, int status)
+rows_del_done(xd_module_ctx_t *ctx, void *arg, int status)
 {
+    (void)ctx;
     rows_del_t *r = arg;
-    if (status != 0)
+    int rc = status ? status : r->rc;
+    if (rc != 0)
         XD_LOG(NULL, XD_ERROR, "account data not removed", "host=%s user=%s err=%s", r->host,
-               r->user, xd_strerror(status));
+               r->user, xd_strerror(rc));
     xd_free(r);
 }
 
 void
-mod_user_rows_delete(xd_db_t *db, const char *sql, const char *host, const char *user)
+mod_user_rows_delete(xd_module_ctx_t *ctx, const char *sql, const char *host, const char *user)
 {
-    if (!db)
+    if (!xd_module_db(ctx))
         return;
     rows_del_t *r = xd_new(rows_del_t);
     r->sql = sql;
     snprintf(r->host, sizeof r->host, "%s", host);
     snprintf(r->user, sizeof r->user, "%s", user);
-    if (xd_on_loop()) {
-        int rc = xd_db_async(db, rows_del_work, rows_del_done, r);
-        if (rc != 0)
-            rows_del_done(r, rc);
-        return;
-    }
-    xd_db_conn_t *c;
-    int rc = xd_db_acquire(db, &c);
-    if (rc == 0) {
-        rc = rows_del_work(c, r);
-        xd_db_release(c);
-    }
-    rows_del_done(r, rc);
+    int rc = xd_module_submit(ctx, rows_del_work, rows_del_done, r);
+    if (rc != 0)
+        rows_del_done(ctx, r, rc);
 }
 
 static int
-rows_removed(xd_module_ctx_t *hctx, xd_hook_user_t *evp, void *arg)
+rows_removed(xd_module_ctx_t *ctx, xd_hook_user_t *ev, void *arg)
 {
-    (void)hctx;
-    mod_user_rows_t *r = arg;
-    const xd_hook_user_t *ev = evp;
-    mod_user_rows_delete(atomic_load(&r->db), r->sql, ev->host, ev->user);
+    mod_user_rows_delete(ctx, arg, ev->host, ev->user);
     return XD_HOOK_OK;
 }
 
-void
-mod_user_rows_attach(mod_user_rows_t *r, xd_db_t *db)
+int
+mod_user_rows(xd_module_ctx_t *ctx, const char *sql)
 {
-    xd_db_t *old = atomic_exchange(&r->db, db);
-    if (db && !old)
-        xd_hook_add(XD_HOOK_REMOVE_USER, NULL, XD_HOOK_PRIO_DEFAULT, rows_removed, r);
-    else if (!db && old)
-        xd_hook_remove(XD_HOOK_REMOVE_USER, NULL, rows_removed, r);
+    return xd_module_hook(ctx, XD_HOOK_REMOVE_USER, XD_HOOK_PRIO_DEFAULT, rows_removed,
+                          (void *)sql);
 }

@@ -50,8 +50,7 @@
 #include <string.h>
 #include <time.h>
 
-#include "mod/mod_util.h"
-#include "mod/mod_vcard.h"
+#include "mod_util.h"
 #include "xmppd/alloc.h"
 #include "xmppd/err.h"
 #include <openssl/evp.h>
@@ -187,11 +186,6 @@ static const xd_opt_t vc_opts[] = {
 };
 #undef C_
 
-const xd_opt_t *
-xd_vcard_opts(void)
-{
-    return vc_opts;
-}
 
 /* ---- storage ----------------------------------------------------------------------------------- */
 
@@ -217,24 +211,17 @@ static const xd_db_migration_t vc_migrations[] = {
     { 0, NULL, NULL },
 };
 
-static _Atomic(xd_db_t *) vc_db; /* set by main.c before modules start */
+static const xd_module_schema_t vc_schemas[] = {
+    { "mod_vcard", vc_migrations },
+    { NULL, NULL },
+};
 
-int
-xd_vcard_register_migrations(void)
-{
-    int rc = xd_db_register_migrations("mod_vcard", vc_migrations);
-    return rc == XD_EEXIST ? 0 : rc;
-}
-
-/* The account's vCard goes with it. */
-static mod_user_rows_t vc_rows = { .sql = "DELETE FROM vcard WHERE host = ? AND username = ?" };
-
-void
-xd_vcard_set_db(xd_db_t *db)
-{
-    atomic_store(&vc_db, db);
-    mod_user_rows_attach(&vc_rows, db);
-}
+/* One instance's state (xd_module_state). */
+typedef struct vc_state {
+    pthread_rwlock_t lock; /* guards hashes: read on every available presence */
+    xd_map_t hashes;       /* username → hex hash (owned), only accounts with a photo */
+    xd_stanza_t *server;   /* the server vCard (a frozen <vCard/>) or NULL */
+} vc_state_t;
 
 /* A stored vCard read back: xml is owned (xd_free), NULL when none. */
 typedef struct vc_row {
@@ -256,9 +243,8 @@ vc_load_row(void *arg, const xd_db_val_t *cols, size_t ncols)
 
 /* The stored vCard of (host, user) into *out (out->xml NULL when none). */
 static int
-vc_load(const char *host, const char *user, vc_row_t *out)
+vc_load(xd_db_t *db, const char *host, const char *user, vc_row_t *out)
 {
-    xd_db_t *db = atomic_load(&vc_db);
     xd_db_conn_t *c;
     if (!db)
         return XD_ECLOSED;
@@ -320,32 +306,19 @@ vc_photo_hash_xml(const char *xml, size_t len, char out[VC_HASH_LEN + 1])
     }
 }
 
-/* "user@host" → hex hash (owned), only for accounts with a photo, of the
- * hosts where the module runs.  Read on every available presence. */
-static pthread_rwlock_t vc_hash_lock = PTHREAD_RWLOCK_INITIALIZER;
-static xd_map_t vc_hashes = XD_MAP_INIT;
-
-static void
-vc_hash_key(char *buf, size_t cap, const char *host, const char *user)
-{
-    snprintf(buf, cap, "%s@%s", user, host);
-}
-
 /* Records the account's hash ("" = no photo). */
 static void
-vc_hash_set(const char *host, const char *user, const char *hash)
+vc_hash_set(vc_state_t *st, const char *user, const char *hash)
 {
-    char key[2100];
-    vc_hash_key(key, sizeof key, host, user);
-    pthread_rwlock_wrlock(&vc_hash_lock);
-    void *old = *hash ? xd_map_put(&vc_hashes, xd_str_c(key), xd_strdup(hash))
-                      : xd_map_del(&vc_hashes, xd_str_c(key));
-    pthread_rwlock_unlock(&vc_hash_lock);
+    pthread_rwlock_wrlock(&st->lock);
+    void *old = *hash ? xd_map_put(&st->hashes, xd_str_c(user), xd_strdup(hash))
+                      : xd_map_del(&st->hashes, xd_str_c(user));
+    pthread_rwlock_unlock(&st->lock);
     xd_free(old);
 }
 
 typedef struct vc_hash_fill {
-    const char *host;  /* the host being loaded */
+    vc_state_t *st;    /* the instance being loaded */
     size_t n;          /* hashes loaded */
 } vc_hash_fill_t;
 
@@ -359,7 +332,7 @@ vc_hash_row(void *arg, const xd_db_val_t *cols, size_t ncols)
     char user[1024], hash[VC_HASH_LEN + 1];
     snprintf(user, sizeof user, "%.*s", (int)cols[0].s.len, cols[0].s.p);
     snprintf(hash, sizeof hash, "%.*s", (int)cols[1].s.len, cols[1].s.p);
-    vc_hash_set(f->host, user, hash);
+    vc_hash_set(f->st, user, hash);
     f->n++;
     return 0;
 }
@@ -392,9 +365,8 @@ vc_unhashed_row(void *arg, const xd_db_val_t *cols, size_t ncols)
 
 /* Start: hashes the rows that have none, then loads the host's hashes. */
 static int
-vc_hash_load(const char *host, size_t *loaded)
+vc_hash_load(xd_db_t *db, vc_state_t *st, const char *host, size_t *loaded)
 {
-    xd_db_t *db = atomic_load(&vc_db);
     xd_db_conn_t *c;
     int rc = db ? xd_db_acquire(db, &c) : XD_ECLOSED;
     if (rc != 0)
@@ -416,7 +388,7 @@ vc_hash_load(const char *host, size_t *loaded)
     xd_free(u.users);
     xd_free(u.xml);
     xd_free(u.len);
-    vc_hash_fill_t f = { .host = host };
+    vc_hash_fill_t f = { .st = st };
     if (rc == 0)
         rc = xd_db_query(c, "SELECT username, photo_hash FROM vcard"
                             " WHERE host = ? AND photo_hash <> ''",
@@ -426,66 +398,22 @@ vc_hash_load(const char *host, size_t *loaded)
     return rc;
 }
 
-typedef struct vc_hash_drop {
-    const char *suffix; /* "@host" */
-    size_t slen;
-    char **keys;        /* collected keys (owned) */
-    size_t n, cap;
-} vc_hash_drop_t;
-
-static int
-vc_hash_collect(void *arg, const char *key, void *val)
-{
-    (void)val;
-    vc_hash_drop_t *d = arg;
-    size_t kl = strlen(key);
-    if (kl > d->slen && !strcmp(key + kl - d->slen, d->suffix)) {
-        if (d->n == d->cap) {
-            d->cap = d->cap ? d->cap * 2 : 64;
-            d->keys = xd_realloc(d->keys, d->cap * sizeof *d->keys);
-        }
-        d->keys[d->n++] = xd_strdup(key);
-    }
-    return 0;
-}
-
-/* Stop: forgets the host's hashes. */
-static void
-vc_hash_forget(const char *host)
-{
-    char suffix[1100];
-    snprintf(suffix, sizeof suffix, "@%s", host);
-    vc_hash_drop_t d = { .suffix = suffix, .slen = strlen(suffix) };
-    pthread_rwlock_wrlock(&vc_hash_lock);
-    xd_map_foreach(&vc_hashes, vc_hash_collect, &d);
-    for (size_t i = 0; i < d.n; i++) {
-        xd_free(xd_map_del(&vc_hashes, xd_str_c(d.keys[i])));
-        xd_free(d.keys[i]);
-    }
-    if (!xd_map_count(&vc_hashes))
-        xd_map_free(&vc_hashes, NULL);
-    pthread_rwlock_unlock(&vc_hash_lock);
-    xd_free(d.keys);
-}
-
 /* presence_edit: the account's photo hash into the presence. */
 static int
-vc_presence_edit(xd_module_ctx_t *hctx, xd_hook_presence_edit_t *evp, void *arg)
+vc_presence_edit(xd_module_ctx_t *ctx, xd_hook_presence_edit_t *ev, void *arg)
 {
-    (void)hctx;
     (void)arg;
-    xd_hook_presence_edit_t *ev = evp;
+    vc_state_t *st = xd_module_state(ctx);
     xd_el_t *p = ev->presence;
     xd_el_t *x = xd_el_child_mut(p, "x", XD_NS_VCARD_UPDATE);
     if (x && !xd_el_child(x, "photo", XD_NS_VCARD_UPDATE))
         return XD_HOOK_OK; /* XEP-0153 4.2: the client is not ready to advertise */
-    xd_str_t bare = xd_jid_bare_str(ev->jid);
     char hash[VC_HASH_LEN + 1] = "";
-    pthread_rwlock_rdlock(&vc_hash_lock);
-    const char *h = xd_map_get(&vc_hashes, bare);
+    pthread_rwlock_rdlock(&st->lock);
+    const char *h = xd_map_get(&st->hashes, xd_jid_local(ev->jid));
     if (h)
         memcpy(hash, h, sizeof hash);
-    pthread_rwlock_unlock(&vc_hash_lock);
+    pthread_rwlock_unlock(&st->lock);
     if (x)
         xd_el_remove_child(p, x);
     x = xd_el_add_child(p, "x", XD_NS_VCARD_UPDATE);
@@ -497,12 +425,10 @@ vc_presence_edit(xd_module_ctx_t *hctx, xd_hook_presence_edit_t *evp, void *arg)
 
 /* user_removed: the account's hash goes with its vCard row. */
 static int
-vc_user_removed(xd_module_ctx_t *hctx, xd_hook_user_t *evp, void *arg)
+vc_user_removed(xd_module_ctx_t *ctx, xd_hook_user_t *ev, void *arg)
 {
-    (void)hctx;
     (void)arg;
-    const xd_hook_user_t *ev = evp;
-    vc_hash_set(ev->host, ev->user, "");
+    vc_hash_set(xd_module_state(ctx), ev->user, "");
     return XD_HOOK_OK;
 }
 
@@ -539,37 +465,6 @@ vc_store_tx(xd_db_conn_t *c, void *arg)
                        row, 5, NULL, NULL);
 }
 
-/* ---- per-host state ---------------------------------------------------------------------------- */
-
-typedef struct vc_host {
-    struct vc_host *next; /* the list, under vc_lock */
-    char *host;           /* the served host (owned) */
-    size_t max_size;      /* its max_size */
-    xd_stanza_t *server;  /* its server vCard (a frozen <vCard/>, a reference) or NULL */
-} vc_host_t;
-
-static pthread_mutex_t vc_lock = PTHREAD_MUTEX_INITIALIZER; /* guards vc_hosts */
-static vc_host_t *vc_hosts;                                 /* running instances */
-
-/* Copies out the host's settings; *server (if asked) gets a reference or
- * NULL.  False when the module does not run there (any more). */
-static bool
-vc_host_get(const char *host, size_t *max_size, xd_stanza_t **server)
-{
-    bool found = false;
-    pthread_mutex_lock(&vc_lock);
-    for (vc_host_t *h = vc_hosts; h; h = h->next)
-        if (strcmp(h->host, host) == 0) {
-            *max_size = h->max_size;
-            if (server)
-                *server = h->server ? xd_stanza_ref(h->server) : NULL;
-            found = true;
-            break;
-        }
-    pthread_mutex_unlock(&vc_lock);
-    return found;
-}
-
 /* ---- handlers ---------------------------------------------------------------------------------- */
 
 static bool
@@ -585,9 +480,9 @@ vc_user_iq(const xd_iq_req_t *req)
 {
     if (!xd_el_is(req->payload, "vCard", XD_NS_VCARD))
         return xd_stanza_error(req->iq, XD_COND_BAD_REQUEST, "expected <vCard xmlns='vcard-temp'/>");
-    size_t max_size = 0;
-    if (!vc_host_get(req->host, &max_size, NULL))
-        return xd_stanza_error(req->iq, XD_COND_SERVICE_UNAVAILABLE, NULL);
+    const vc_conf_t *conf = xd_module_opts(req->ctx);
+    size_t max_size = conf->max_size;
+    xd_db_t *db = xd_module_db(req->ctx);
     bool own = xd_jid_eq_bare(req->from, req->to);
     xd_str_t l = xd_jid_local(req->to);
     char user[1024];
@@ -595,7 +490,7 @@ vc_user_iq(const xd_iq_req_t *req)
 
     if (vc_is_get(req)) {
         vc_row_t row = { 0 };
-        int rc = vc_load(req->host, user, &row);
+        int rc = vc_load(db, req->host, user, &row);
         xd_el_t *card = NULL;
         if (rc == 0 && row.xml && xd_el_parse(row.xml, row.len, &card) != 0) {
             XD_LOG(NULL, XD_ERROR, "stored vCard unreadable", "host=%s user=%s", req->host, user);
@@ -635,7 +530,6 @@ vc_user_iq(const xd_iq_req_t *req)
     vc_photo_hash(xml ? req->payload : NULL, hash);
     vc_store_t s = { .host = req->host, .user = user, .xml = xml, .len = len,
                      .now = (int64_t)time(NULL), .hash = hash };
-    xd_db_t *db = atomic_load(&vc_db);
     int rc = db ? xd_db_tx(db, vc_store_tx, &s) : XD_ECLOSED;
     xd_free(xml);
     if (rc < 0) {
@@ -643,7 +537,7 @@ vc_user_iq(const xd_iq_req_t *req)
                xd_strerror(rc));
         return xd_stanza_error(req->iq, XD_COND_INTERNAL_SERVER_ERROR, NULL);
     }
-    vc_hash_set(req->host, user, hash);
+    vc_hash_set(xd_module_state(req->ctx), user, hash);
     return xd_iq_result(req->iq);
 }
 
@@ -655,14 +549,10 @@ vc_host_iq(const xd_iq_req_t *req)
         return xd_stanza_error(req->iq, XD_COND_BAD_REQUEST, "expected <vCard xmlns='vcard-temp'/>");
     if (!vc_is_get(req))
         return xd_stanza_error(req->iq, XD_COND_FORBIDDEN, "the server's vCard is configured");
-    size_t max_size;
-    xd_stanza_t *server = NULL;
-    if (!vc_host_get(req->host, &max_size, &server))
-        return xd_stanza_error(req->iq, XD_COND_SERVICE_UNAVAILABLE, NULL);
+    const vc_state_t *st = xd_module_state(req->ctx);
     xd_el_t *r = xd_iq_result_builder(req->iq);
-    if (server) {
-        xd_el_append(r, xd_stanza_edit(server));
-        xd_stanza_unref(server);
+    if (st->server) {
+        xd_el_append(r, xd_stanza_edit(st->server));
     } else {
         xd_el_add_child(r, "vCard", XD_NS_VCARD);
     }
@@ -672,11 +562,12 @@ vc_host_iq(const xd_iq_req_t *req)
 /* ---- module ------------------------------------------------------------------------------------ */
 
 static void
-vc_host_free(vc_host_t *h)
+vc_state_free(vc_state_t *st)
 {
-    xd_stanza_unref(h->server);
-    xd_free(h->host);
-    xd_free(h);
+    xd_stanza_unref(st->server);
+    xd_map_free(&st->hashes, xd_free);
+    pthread_rwlock_destroy(&st->lock);
+    xd_free(st);
 }
 
 static int
@@ -684,27 +575,27 @@ vc_start(xd_module_ctx_t *ctx)
 {
     const vc_conf_t *conf = xd_module_opts(ctx);
     const char *host = xd_module_host(ctx);
-    if (!atomic_load(&vc_db))
-        return xd_module_fail(ctx, XD_ECLOSED, "no database (xd_vcard_set_db not called)");
-    vc_host_t *h = xd_new(vc_host_t);
-    h->host = xd_strdup(host);
-    h->max_size = conf->max_size;
+    xd_db_t *db = xd_module_db(ctx);
+    if (!db)
+        return xd_module_fail(ctx, XD_ECLOSED, "no database");
+    vc_state_t *st = xd_new(vc_state_t);
+    pthread_rwlock_init(&st->lock, NULL);
     if (conf->server) {
         xd_el_t *el = NULL;
         int rc = xd_el_parse(conf->server, strlen(conf->server), &el);
         if (rc != 0) {
-            vc_host_free(h);
+            vc_state_free(st);
             return xd_module_fail(ctx, rc, "vcard: %s", xd_strerror(rc));
         }
-        h->server = xd_el_freeze(el);
+        st->server = xd_el_freeze(el);
     }
     size_t loaded = 0;
-    int rc = vc_hash_load(host, &loaded);
+    int rc = vc_hash_load(db, st, host, &loaded);
     if (rc != 0) {
-        vc_host_free(h);
-        vc_hash_forget(host);
+        vc_state_free(st);
         return xd_module_fail(ctx, rc, "cannot load the avatar hashes: %s", xd_strerror(rc));
     }
+    xd_module_set_state(ctx, st); /* before any handler can run */
     rc = xd_module_iq(ctx, XD_IQ_USER, XD_NS_VCARD, XD_IQ_PARALLEL, vc_user_iq, NULL);
     if (rc == 0)
         rc = xd_module_iq(ctx, XD_IQ_HOST, XD_NS_VCARD, XD_IQ_INLINE, vc_host_iq, NULL);
@@ -714,51 +605,31 @@ vc_start(xd_module_ctx_t *ctx)
     if (rc == 0)
         rc = xd_module_hook(ctx, XD_HOOK_REMOVE_USER, XD_HOOK_PRIO_DEFAULT, vc_user_removed,
                             NULL);
-    if (rc != 0) {
-        vc_host_free(h);
-        vc_hash_forget(host);
+    if (rc == 0) /* the account's vCard goes with it */
+        rc = mod_user_rows(ctx, "DELETE FROM vcard WHERE host = ? AND username = ?");
+    if (rc != 0) /* the state goes in vc_stop, once the handlers are gone */
         return xd_module_fail(ctx, rc, "cannot register the vcard-temp handlers: %s",
                               xd_strerror(rc));
-    }
     XD_LOG(NULL, XD_INFO, "avatar hashes loaded", "host=%s count=%zu", host, loaded);
-    pthread_mutex_lock(&vc_lock);
-    h->next = vc_hosts;
-    vc_hosts = h;
-    pthread_mutex_unlock(&vc_lock);
-    xd_module_set_state(ctx, h);
     return 0;
 }
 
 static void
 vc_stop(xd_module_ctx_t *ctx)
 {
-    vc_host_t *h = xd_module_state(ctx);
-    if (!h)
-        return;
-    pthread_mutex_lock(&vc_lock);
-    for (vc_host_t **pp = &vc_hosts; *pp; pp = &(*pp)->next)
-        if (*pp == h) {
-            *pp = h->next;
-            break;
-        }
-    pthread_mutex_unlock(&vc_lock);
-    vc_hash_forget(h->host);
-    vc_host_free(h);
+    vc_state_t *st = xd_module_state(ctx);
+    if (st)
+        vc_state_free(st);
     xd_module_set_state(ctx, NULL);
 }
 
-static const xd_module_t vc_module = {
+const xd_module_t xd_mod_vcard = {
     .abi = XD_MODULE_ABI,
     .name = "mod_vcard",
     .doc = "vcard-temp (XEP-0054): account vCards in storage, the server's vCard from options",
     .opts = vc_opts,
     .opts_size = sizeof(vc_conf_t),
+    .schemas = vc_schemas,
     .start = vc_start,
     .stop = vc_stop,
 };
-
-int
-xd_vcard_register_builtin(void)
-{
-    return xd_module_register_builtin(&vc_module);
-}

@@ -26,15 +26,15 @@
 #include <string.h>
 #include <time.h>
 
-#include "mod/mod_util.h"
-#include "mod/privacy.h"
-#include "router/router.h"
+#include "mod_util.h"
+#include "privacy.h"
 #include "xmppd/alloc.h"
 #include "xmppd/err.h"
 #include "xmppd/hooks.h"
 #include "xmppd/log.h"
 #include "xmppd/map.h"
 #include "xmppd/ns.h"
+#include "xmppd/route.h"
 #include "xmppd/session.h"
 #include "xmppd/stanza.h"
 
@@ -130,7 +130,7 @@ xd_privacy_jid_matches(const char *item, const xd_jid_t *j)
 static int
 prv_sub_of(const char *v)
 {
-    return v ? mod_roster_subscr_parse(v) : -1;
+    return v ? xd_roster_sub_parse(v) : -1;
 }
 
 bool
@@ -205,7 +205,7 @@ typedef struct prv_sess {
 /* One roster contact, as the rules need it (prv_lock). */
 typedef struct prv_contact {
     char *jid;      /* its bare JID (owned), the sort key */
-    int sub;        /* mod_roster_subscr */
+    int sub;        /* xd_roster_sub */
     char **groups;  /* its groups (owned) */
     size_t ngroups; /* how many */
 } prv_contact_t;
@@ -237,7 +237,7 @@ static pthread_mutex_t prv_change_mu = PTHREAD_MUTEX_INITIALIZER; /* writers, on
 static xd_map_t prv_accts = XD_MAP_INIT; /* bare JID → prv_acct_t (prv_lock) */
 static _Atomic size_t prv_naccts;  /* its count, read without the lock */
 static prv_host_t *prv_hosts;      /* attached hosts (prv_lock) */
-static _Atomic(xd_db_t *) prv_db;  /* set by main.c through the modules */
+static _Atomic(xd_db_t *) prv_db;  /* the database, from the first module that attached */
 static _Thread_local bool prv_inner; /* this thread routes a stanza the engine made */
 
 /* The entry of bare JID key, or NULL.  Lock held. */
@@ -392,10 +392,10 @@ prv_contact_find(const prv_acct_t *a, xd_str_t bare)
 }
 
 static void
-prv_contact_set(prv_contact_t *c, const mod_roster_item_t *it)
+prv_contact_set(prv_contact_t *c, const xd_roster_view_t *it)
 {
     c->jid = xd_strdup(it->jid);
-    c->sub = it->state.sub;
+    c->sub = it->sub;
     c->ngroups = it->ngroups;
     c->groups = it->ngroups ? xd_calloc(it->ngroups, sizeof *c->groups) : NULL;
     for (size_t i = 0; i < it->ngroups; i++)
@@ -408,16 +408,59 @@ prv_contact_sort(const void *x, const void *y)
     return strcmp(((const prv_contact_t *)x)->jid, ((const prv_contact_t *)y)->jid);
 }
 
-/* Installs roster l as a's copy.  Write lock held. */
+/* A roster as the engine keeps it: its items in the roster. */
+typedef struct prv_roster {
+    prv_contact_t *items; /* owned */
+    size_t n, cap;        /* used, allocated */
+} prv_roster_t;
+
+static int
+prv_roster_add(void *arg, const xd_roster_view_t *it)
+{
+    prv_roster_t *r = arg;
+    if (!it->in_roster)
+        return 0;
+    if (r->n == r->cap) {
+        r->cap = r->cap ? r->cap * 2 : 16;
+        r->items = xd_realloc(r->items, r->cap * sizeof *r->items);
+    }
+    prv_contact_set(&r->items[r->n++], it);
+    return 0;
+}
+
 static void
-prv_roster_install(prv_acct_t *a, const mod_roster_list_t *l)
+prv_roster_clear(prv_roster_t *r)
+{
+    for (size_t i = 0; i < r->n; i++)
+        prv_contact_clear(&r->items[i]);
+    xd_free(r->items);
+    memset(r, 0, sizeof *r);
+}
+
+/* Reads user@host's roster from whoever keeps rosters (ROSTER_GET; this
+ * runs on the pool).  Without a roster module the roster is empty (0). */
+static int
+prv_roster_fetch(const char *host, const char *user, prv_roster_t *out)
+{
+    memset(out, 0, sizeof *out);
+    xd_hook_roster_get_t ev = { .host = host, .user = user, .fn = prv_roster_add, .arg = out };
+    xd_hook_run(XD_HOOK_ROSTER_GET, host, &ev);
+    if (ev.served && ev.rc != 0) {
+        prv_roster_clear(out);
+        return ev.rc;
+    }
+    return 0;
+}
+
+/* Installs roster r as a's copy (r is emptied).  Write lock held. */
+static void
+prv_roster_install(prv_acct_t *a, prv_roster_t *r)
 {
     prv_roster_drop(a);
     a->has_roster = true;
-    a->roster = l->n ? xd_calloc(l->n, sizeof *a->roster) : NULL;
-    for (size_t i = 0; i < l->n; i++)
-        if (l->items[i].in_roster)
-            prv_contact_set(&a->roster[a->nroster++], &l->items[i]);
+    a->roster = r->items;
+    a->nroster = r->n;
+    memset(r, 0, sizeof *r);
     if (a->nroster > 1)
         qsort(a->roster, a->nroster, sizeof *a->roster, prv_contact_sort);
 }
@@ -435,7 +478,7 @@ prv_acct_needs_roster(const prv_acct_t *a)
 static xd_privacy_peer_t
 prv_peer(const prv_acct_t *a, const xd_jid_t *other)
 {
-    xd_privacy_peer_t p = { .jid = other, .sub = MOD_ROSTER_SUB_NONE };
+    xd_privacy_peer_t p = { .jid = other, .sub = XD_ROSTER_SUB_NONE };
     const prv_contact_t *c = prv_contact_find(a, xd_jid_bare_str(other));
     if (c) {
         p.sub = c->sub;
@@ -555,8 +598,8 @@ xd_privacy_blocks(const xd_jid_t *user, const xd_jid_t *other)
     return r;
 }
 
-bool
-xd_privacy_allows(const xd_jid_t *user, const xd_jid_t *other, const xd_el_t *el, bool outgoing)
+static bool
+prv_allows(const xd_jid_t *user, const xd_jid_t *other, const xd_el_t *el, bool outgoing)
 {
     if (!user || !other || !el || atomic_load(&prv_naccts) == 0 || !xd_jid_local(user).len ||
         xd_jid_eq_bare(user, other))
@@ -567,6 +610,18 @@ xd_privacy_allows(const xd_jid_t *user, const xd_jid_t *other, const xd_el_t *el
     bool deny = a && prv_judge(a, xd_jid_full_str(user), other, k).deny;
     pthread_rwlock_unlock(&prv_lock);
     return !deny;
+}
+
+/* PRIVACY_CHECK_PACKET: for code that delivers without the router. */
+static int
+prv_check(xd_module_ctx_t *ctx, xd_hook_privacy_check_t *ev, void *arg)
+{
+    (void)ctx;
+    (void)arg;
+    if (prv_allows(ev->user, ev->other, ev->el, ev->outgoing))
+        return XD_HOOK_OK;
+    ev->deny = true;
+    return XD_HOOK_STOP;
 }
 
 void
@@ -834,12 +889,13 @@ prv_pres_add(prv_pres_t *p, const char *jid)
 }
 
 static int
-prv_pres_contact(void *arg, const char *jid)
+prv_pres_contact(void *arg, const xd_roster_view_t *it)
 {
     prv_pres_t *p = arg;
-    if (p->ntgt >= 10000) /* as mod_presence: enough for any real roster */
+    if (p->ntgt >= 10000) /* as the roster's broadcast: enough for any real roster */
         return 1;
-    prv_pres_add(p, jid);
+    if (it->in_roster && (it->sub & XD_ROSTER_SUB_FROM))
+        prv_pres_add(p, it->jid);
     return 0;
 }
 
@@ -896,7 +952,10 @@ prv_pres_before(prv_pres_t *p, const prv_who_t *w, const xd_privacy_list_t *extr
         any |= p->res[i].available;
     if (!any)
         return;
-    mod_roster_contacts(w->host, w->user, MOD_ROSTER_FROM, prv_pres_contact, p); /* best effort */
+    /* Best effort: the contacts with a subscription from the user. */
+    xd_hook_roster_get_t rev = { .host = w->host, .user = w->user, .fn = prv_pres_contact,
+                                 .arg = p };
+    xd_hook_run(XD_HOOK_ROSTER_GET, w->host, &rev);
     size_t ncontacts = p->ntgt;
     if (!ncontacts)
         return;
@@ -1027,15 +1086,11 @@ static const xd_db_migration_t blk_migrations[] = {
     { 0, NULL, NULL },
 };
 
-int
-xd_privacy_store_register_migrations(void)
-{
-    int rc = xd_db_register_migrations("privacy", prv_migrations);
-    if (rc != 0 && rc != XD_EEXIST)
-        return rc;
-    rc = xd_db_register_migrations("mod_blocking", blk_migrations);
-    return rc == XD_EEXIST ? 0 : rc;
-}
+const xd_module_schema_t xd_privacy_schemas[] = {
+    { "privacy", prv_migrations },
+    { "mod_blocking", blk_migrations },
+    { NULL, NULL },
+};
 
 static const char *
 prv_type_name(xd_privacy_type t)
@@ -1254,15 +1309,15 @@ prv_load_rosters(const char *host)
     for (size_t i = 0; i < o.n; i++) {
         const char *at = strchr(o.bare[i], '@');
         char *user = xd_strndup(o.bare[i], (size_t)(at - o.bare[i]));
-        mod_roster_list_t rl;
-        if (mod_roster_get_all(host, user, &rl) != 0)
+        prv_roster_t rl;
+        if (prv_roster_fetch(host, user, &rl) != 0)
             memset(&rl, 0, sizeof rl); /* no roster: nobody is in it */
         pthread_rwlock_wrlock(&prv_lock);
         prv_acct_t *a = prv_find(xd_str_c(o.bare[i]));
         if (a && !a->has_roster)
             prv_roster_install(a, &rl);
         pthread_rwlock_unlock(&prv_lock);
-        mod_roster_list_clear(&rl);
+        prv_roster_clear(&rl);
         xd_free(user);
         xd_free(o.bare[i]);
     }
@@ -1279,28 +1334,18 @@ static prv_verdict_t
 prv_split(xd_stanza_t *st, const xd_jid_t *to, const xd_jid_t *from, xd_privacy_kind k,
           bool *taken)
 {
-    const xd_el_t *root = xd_stanza_root(st);
-    bool presence = xd_stanza_kind_of(root) == XD_STANZA_PRESENCE;
-    const char *type = xd_el_attr(root, "type");
-    bool headline = type && strcmp(type, "headline") == 0;
     xd_session_info_t res[PRV_MAX_RES];
     size_t n = xd_session_list(to, res, PRV_MAX_RES);
     if (n > PRV_MAX_RES)
         n = PRV_MAX_RES;
-    int best = -1; /* as router.c route_bare */
-    for (size_t i = 0; i < n; i++)
-        if (res[i].available && res[i].priority >= 0 && res[i].priority > best)
-            best = res[i].priority;
     bool pick[PRV_MAX_RES] = { 0 }, allow[PRV_MAX_RES] = { 0 };
+    xd_session_pick(res, n, st, pick); /* the sessions the router would pick */
     size_t npick = 0, nallow = 0;
     prv_verdict_t v = { false, false };
     pthread_rwlock_rdlock(&prv_lock);
     const prv_acct_t *a = prv_find(xd_jid_bare_str(to));
     for (size_t i = 0; a && i < n; i++) {
         const xd_session_info_t *e = &res[i];
-        pick[i] = presence   ? e->available
-                  : headline ? e->available && e->priority >= 0
-                             : e->available && e->priority >= 0 && e->priority == best;
         if (!pick[i])
             continue;
         npick++;
@@ -1450,19 +1495,29 @@ prv_removed(xd_module_ctx_t *hctx, xd_hook_user_t *evp, void *arg)
     return XD_HOOK_OK;
 }
 
-static mod_user_rows_t prv_rows = {
-    .sql = "DELETE FROM privacy_list WHERE host = ? AND username = ?", /* cascades */
-};
+static int prv_roster_changed(xd_module_ctx_t *ctx, xd_hook_roster_changed_t *ev, void *arg);
 
-void
-xd_privacy_store_set_db(xd_db_t *db)
+/* The engine's hooks: global, added when the first host attaches and
+ * removed with the last (a stanza between two hosts meets the outgoing
+ * rules of one and the incoming rules of the other in one filter run). */
+static void
+prv_hooks(bool on)
 {
-    xd_db_t *old = atomic_exchange(&prv_db, db);
-    mod_user_rows_attach(&prv_rows, db);
-    if (db && !old)
+    if (on) {
+        xd_hook_add(XD_HOOK_FILTER_PACKET, NULL, PRV_FILTER_PRIO, prv_filter, NULL);
+        xd_hook_add(XD_HOOK_SM_REMOVE_CONNECTION, NULL, XD_HOOK_PRIO_DEFAULT, prv_closed, NULL);
         xd_hook_add(XD_HOOK_REMOVE_USER, NULL, XD_HOOK_PRIO_DEFAULT, prv_removed, NULL);
-    else if (!db && old)
+        xd_hook_add(XD_HOOK_ROSTER_CHANGED, NULL, XD_HOOK_PRIO_DEFAULT, prv_roster_changed,
+                    NULL);
+        xd_hook_add(XD_HOOK_PRIVACY_CHECK_PACKET, NULL, XD_HOOK_PRIO_DEFAULT, prv_check, NULL);
+    } else {
+        xd_hook_remove(XD_HOOK_FILTER_PACKET, NULL, prv_filter, NULL);
+        xd_hook_remove(XD_HOOK_SM_REMOVE_CONNECTION, NULL, prv_closed, NULL);
         xd_hook_remove(XD_HOOK_REMOVE_USER, NULL, prv_removed, NULL);
+        xd_hook_remove(XD_HOOK_ROSTER_CHANGED, NULL, prv_roster_changed, NULL);
+        xd_hook_remove(XD_HOOK_PRIVACY_CHECK_PACKET, NULL, prv_check, NULL);
+        xd_hook_sync(); /* the engine's memory goes next */
+    }
 }
 
 /* ---- hosts ----------------------------------------------------------------------------------- */
@@ -1481,15 +1536,17 @@ prv_set_limits(prv_host_t *h, const xd_privacy_limits_t *lim)
 }
 
 int
-xd_privacy_store_attach(const char *host, xd_privacy_user by, const xd_privacy_limits_t *lim,
+xd_privacy_store_attach(xd_module_ctx_t *ctx, xd_privacy_user by, const xd_privacy_limits_t *lim,
                         char **err)
 {
     *err = NULL;
-    xd_db_t *db = atomic_load(&prv_db);
+    const char *host = xd_module_host(ctx);
+    xd_db_t *db = xd_module_db(ctx);
     if (!db) {
-        *err = xd_strdup("no database (set_db not called)");
+        *err = xd_strdup("no database");
         return XD_ECLOSED;
     }
+    atomic_store(&prv_db, db);
     pthread_rwlock_wrlock(&prv_lock);
     prv_host_t *h = prv_host_find(host);
     if (h) {
@@ -1541,10 +1598,8 @@ xd_privacy_store_attach(const char *host, xd_privacy_user by, const xd_privacy_l
     h->by |= (unsigned)by;
     prv_set_limits(h, lim);
     pthread_rwlock_unlock(&prv_lock);
-    if (first) {
-        xd_hook_add(XD_HOOK_FILTER_PACKET, NULL, PRV_FILTER_PRIO, prv_filter, NULL);
-        xd_hook_add(XD_HOOK_SM_REMOVE_CONNECTION, NULL, XD_HOOK_PRIO_DEFAULT, prv_closed, NULL);
-    }
+    if (first)
+        prv_hooks(true);
     XD_LOG(NULL, XD_INFO, "privacy lists loaded", "host=%s lists=%zu items=%zu", host, l.lists,
            l.items);
     return 0;
@@ -1574,10 +1629,8 @@ xd_privacy_store_detach(const char *host, xd_privacy_user by)
         break;
     }
     pthread_rwlock_unlock(&prv_lock);
-    if (last) {
-        xd_hook_remove(XD_HOOK_FILTER_PACKET, NULL, prv_filter, NULL);
-        xd_hook_remove(XD_HOOK_SM_REMOVE_CONNECTION, NULL, prv_closed, NULL);
-    }
+    if (last)
+        prv_hooks(false);
 }
 
 bool
@@ -1602,7 +1655,7 @@ typedef struct prv_op {
     const char *def_name;         /* def_op 1 */
     int act_op;                   /* 0 keep, 1 the requester's active list is act_name, 2 none */
     const char *act_name;         /* act_op 1 */
-    mod_roster_list_t *roster;    /* a roster to install when the account keeps none yet */
+    prv_roster_t *roster;         /* a roster to install when the account keeps none yet */
     const char *push_name;        /* list name to push (XEP-0016 2.6), or NULL */
     const char *block_verb;       /* "block"/"unblock": XEP-0191 push of block_items; NULL: the
                                      difference of the blocklist, if any */
@@ -1735,7 +1788,7 @@ prv_limits(const char *host)
 
 /* Is group g a group of some item of roster rl? */
 static bool
-prv_roster_has_group(const mod_roster_list_t *rl, const char *g)
+prv_roster_has_group(const prv_roster_t *rl, const char *g)
 {
     for (size_t i = 0; i < rl->n; i++)
         for (size_t k = 0; k < rl->items[i].ngroups; k++)
@@ -1761,16 +1814,14 @@ xd_privacy_set_list(const xd_jid_t *req, const xd_privacy_list_t *l)
         xd_privacy_list_clear(&copy);
         return rc;
     }
-    mod_roster_list_t rl = { 0 };
+    prv_roster_t rl = { 0 };
     bool have_rl = false;
     xd_privacy_limits_t lim = prv_limits(w.host);
     if (lim.max_items && copy.n > (size_t)lim.max_items)
         rc = XD_ELIMIT;
     if (rc == 0 && xd_privacy_list_needs_roster(&copy)) {
         /* XEP-0016 2.1: a group not in the roster is item-not-found. */
-        rc = mod_roster_get_all(w.host, w.user, &rl);
-        if (rc == XD_ECLOSED)
-            rc = 0; /* no rosters here at all: every group is unknown */
+        rc = prv_roster_fetch(w.host, w.user, &rl); /* no rosters: every group is unknown */
         have_rl = rc == 0;
         for (size_t i = 0; rc == 0 && i < copy.n; i++)
             if (copy.items[i].type == XD_PRIVACY_GROUP &&
@@ -1792,7 +1843,7 @@ xd_privacy_set_list(const xd_jid_t *req, const xd_privacy_list_t *l)
     }
     pthread_mutex_unlock(&prv_change_mu);
     if (have_rl)
-        mod_roster_list_clear(&rl);
+        prv_roster_clear(&rl);
     xd_privacy_list_clear(&copy);
     prv_who_clear(&w);
     return rc;
@@ -2056,17 +2107,22 @@ xd_privacy_unblock(const xd_jid_t *req, const char *const *jids, size_t n)
 
 /* ---- roster changes -------------------------------------------------------------------------- */
 
-void
-xd_privacy_roster_changed(const char *host, const char *user, const mod_roster_item_t *it)
+/* ROSTER_CHANGED: the engine's copy follows the roster. */
+static int
+prv_roster_changed(xd_module_ctx_t *ctx, xd_hook_roster_changed_t *ev, void *arg)
 {
+    (void)ctx;
+    (void)arg;
+    const char *host = ev->host, *user = ev->user;
+    const xd_roster_view_t *it = ev->item;
     if (!host || !user || !it || !it->jid || atomic_load(&prv_naccts) == 0)
-        return;
+        return XD_HOOK_OK;
     char *bare = xd_asprintf("%s@%s", user, host);
     pthread_rwlock_wrlock(&prv_lock);
     prv_acct_t *a = prv_find(xd_str_c(bare));
     if (a && a->has_roster) {
         prv_contact_t *c = (prv_contact_t *)prv_contact_find(a, xd_str_c(it->jid));
-        bool gone = it->removed || !it->in_roster;
+        bool gone = !it->in_roster;
         if (c) {
             prv_contact_clear(c);
             size_t i = (size_t)(c - a->roster);
@@ -2082,4 +2138,5 @@ xd_privacy_roster_changed(const char *host, const char *user, const mod_roster_i
     }
     pthread_rwlock_unlock(&prv_lock);
     xd_free(bare);
+    return XD_HOOK_OK;
 }

@@ -100,9 +100,8 @@
  * So the engine keeps a copy of an account's roster (subscription and
  * groups per contact) exactly while one of its lists has a group or
  * subscription item: read at start and when such a list is set (both off
- * the loops), and kept current by xd_privacy_roster_changed, which
- * mod_roster calls after each committed roster change.  Without that call
- * a roster change is seen at the next list set or restart.
+ * the loops, through the ROSTER_GET hook), and kept current by the
+ * ROSTER_CHANGED hook, which the roster runs after each committed change.
  *
  * ---- Threads, memory --------------------------------------------------------------------------
  *
@@ -135,9 +134,10 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "mod/mod_roster.h"
 #include "xmppd/el.h"
 #include "xmppd/jid.h"
+#include "xmppd/module.h"
+#include "xmppd/roster.h"
 #include "xmppd/storage.h"
 
 #define XD_PRIVACY_BLOCKED_LIST "Blocked contacts" /* the default list a block creates */
@@ -193,7 +193,7 @@ bool xd_privacy_list_needs_roster(const xd_privacy_list_t *l);
 /* The other party as the rules see it. */
 typedef struct xd_privacy_peer {
     const xd_jid_t *jid;       /* its JID as in the stanza (full or bare) */
-    int sub;                   /* mod_roster_subscr of its roster item; NONE when not in it */
+    int sub;                   /* xd_roster_sub of its roster item; NONE when not in it */
     const char *const *groups; /* its roster groups (lent) */
     size_t ngroups;            /* how many */
 } xd_privacy_peer_t;
@@ -217,15 +217,29 @@ bool xd_privacy_is_block_item(const xd_privacy_item_t *it);
  * or outgoing from the user. */
 xd_privacy_kind xd_privacy_kind_of(const xd_el_t *el, bool outgoing);
 
+/* ---- XML (mod_privacy.c) ----------------------------------------------------------------- */
+
+/* Parses <list name='…'>items</list> (XEP-0016 2.1) into *out, items
+ * sorted by order, jid values normalised.  XD_EINVAL (bad-request) with
+ * *why (static English text) for: no name or a name over
+ * XD_PRIVACY_NAME_MAX bytes, a child that is not <item/>, an action other
+ * than allow/deny, an order that is not an unsignedInt, an unknown type, a
+ * type without a value, a jid value that is not a JID, a subscription
+ * other than none/to/from/both, an unknown child of an item, two items
+ * with one order.  An item without a type ignores its value.  On error
+ * *out is zeroed. */
+int xd_privacy_list_parse(const xd_el_t *list, xd_privacy_list_t *out, const char **why);
+
+/* Appends <list name='…'> with l's items (as XEP-0016 2.3 shows them) to
+ * parent; with_items false: the name only (pushes, names). */
+void xd_privacy_list_to_el(xd_el_t *parent, const xd_privacy_list_t *l, bool with_items);
+
 /* ---- lifecycle (through mod_privacy.h / mod_blocking.h, which main.c calls) --------------- */
 
-/* Registers components "privacy" (the tables) and "mod_blocking" (its old
- * table, version 2 migrating it), in that order.  0 when already done. */
-int xd_privacy_store_register_migrations(void);
-
-/* The database (NULL: none; attaching then fails).  Also attaches account
- * removal (lists deleted from storage and memory). */
-void xd_privacy_store_set_db(xd_db_t *db);
+/* The storage components of the engine: "privacy" (the tables) and
+ * "mod_blocking" (its old table, version 2 migrating it), in that order;
+ * both modules declare them. */
+extern const xd_module_schema_t xd_privacy_schemas[];
 
 /* Which module runs the engine on a host. */
 typedef enum xd_privacy_user {
@@ -240,12 +254,14 @@ typedef struct xd_privacy_limits {
     int max_blocked; /* mod_blocking: block items in the blocklist */
 } xd_privacy_limits_t;
 
-/* Module `by` runs on host (from its start; main or reload thread).  The
- * first module of a host loads the host's lists (blocking storage reads);
- * the first host adds the filter.  Again for the same (host, by) only
- * updates the limits (reload).  0, or an XD_E* code with *err (malloc'd). */
-int xd_privacy_store_attach(const char *host, xd_privacy_user by, const xd_privacy_limits_t *lim,
-                            char **err);
+/* Module `by` runs on the host of ctx (from its start; main or reload
+ * thread), on ctx's database.  The first module of a host loads the host's
+ * lists (blocking storage reads); the first host adds the engine's hooks
+ * (filter_packet, sm_remove_connection, remove_user, roster_changed,
+ * privacy_check_packet).  Again for the same (host, by) only updates the
+ * limits (reload).  0, or an XD_E* code with *err (malloc'd). */
+int xd_privacy_store_attach(xd_module_ctx_t *ctx, xd_privacy_user by,
+                            const xd_privacy_limits_t *lim, char **err);
 
 /* Module `by` stops on host: the last one forgets the host's accounts
  * (storage keeps them); the last host removes the filter. */
@@ -262,12 +278,6 @@ bool xd_privacy_store_runs(const char *host, xd_privacy_user by);
  * XEP-0191 in use this is "user blocks other".  Never for user's own
  * account or server. */
 bool xd_privacy_blocks(const xd_jid_t *user, const xd_jid_t *other);
-
-/* True when the rules of `user` (as above) let stanza el pass: incoming
- * from other (outgoing false) or outgoing to other.  For code that
- * delivers without the router. */
-bool xd_privacy_allows(const xd_jid_t *user, const xd_jid_t *other, const xd_el_t *el,
-                       bool outgoing);
 
 /* What XEP-0016 get answers: names, or one list. */
 typedef struct xd_privacy_view {
@@ -326,13 +336,5 @@ int xd_privacy_set_default(const xd_jid_t *req, const char *name);
  * to those that asked for privacy. */
 int xd_privacy_block(const xd_jid_t *req, const char *const *jids, size_t n);
 int xd_privacy_unblock(const xd_jid_t *req, const char *const *jids, size_t n);
-
-/* ---- roster changes ------------------------------------------------------------------------ */
-
-/* mod_roster calls this after committing a change of user@host's item `it`
- * (it->removed or !it->in_roster: gone from the roster).  Updates the
- * engine's copy when it keeps one for the account.  Any thread; takes the
- * store lock for writing briefly. */
-void xd_privacy_roster_changed(const char *host, const char *user, const mod_roster_item_t *it);
 
 #endif

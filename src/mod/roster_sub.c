@@ -7,7 +7,7 @@
  */
 #include <string.h>
 
-#include "mod/roster_sub.h"
+#include "roster_sub.h"
 
 enum { S_NONE, S_NONE_PO, S_NONE_PI, S_NONE_POPI, S_TO, S_TO_PI, S_FROM, S_FROM_PO, S_BOTH,
        S_COUNT };
@@ -140,22 +140,6 @@ mod_roster_sub_apply(mod_roster_state_t old, mod_roster_event ev)
     r.push = r.state.sub != norm.sub || r.state.ask != norm.ask ||
              r.state.approved != norm.approved;
     return r;
-}
-
-const char *
-mod_roster_subscr_name(mod_roster_subscr s)
-{
-    static const char *const names[] = { "none", "to", "from", "both" };
-    return (unsigned)s < 4 ? names[s] : NULL;
-}
-
-int
-mod_roster_subscr_parse(const char *s)
-{
-    for (int i = 0; s && i < 4; i++)
-        if (strcmp(s, mod_roster_subscr_name((mod_roster_subscr)i)) == 0)
-            return i;
-    return -1;
 }
 
 static const char *const ev_types[4] = { "subscribe", "unsubscribe", "subscribed", "unsubscribed" };

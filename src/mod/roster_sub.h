@@ -25,13 +25,14 @@
 
 #include <stdbool.h>
 
-/* RFC 6121 2.1.2.5, as two bits: to = 1, from = 2. */
-typedef enum mod_roster_subscr {
-    MOD_ROSTER_SUB_NONE = 0, /* neither direction */
-    MOD_ROSTER_SUB_TO = 1,   /* the user receives the contact's presence */
-    MOD_ROSTER_SUB_FROM = 2, /* the contact receives the user's presence */
-    MOD_ROSTER_SUB_BOTH = 3, /* to | from */
-} mod_roster_subscr;
+#include "xmppd/roster.h"
+
+/* RFC 6121 2.1.2.5, as two bits (include/xmppd/roster.h). */
+typedef xd_roster_sub mod_roster_subscr;
+#define MOD_ROSTER_SUB_NONE XD_ROSTER_SUB_NONE
+#define MOD_ROSTER_SUB_TO XD_ROSTER_SUB_TO
+#define MOD_ROSTER_SUB_FROM XD_ROSTER_SUB_FROM
+#define MOD_ROSTER_SUB_BOTH XD_ROSTER_SUB_BOTH
 
 /* One item's subscription state. */
 typedef struct mod_roster_state {
@@ -72,10 +73,6 @@ typedef struct mod_roster_sub_result {
 /* Applies `ev` to `old` (RFC 6121 Appendix A, with 3.4 pre-approval).
  * Pure and total: an out-of-range event leaves the state and does nothing. */
 mod_roster_sub_result_t mod_roster_sub_apply(mod_roster_state_t old, mod_roster_event ev);
-
-/* "none", "to", "from", "both"; and back (-1 when unknown). */
-const char *mod_roster_subscr_name(mod_roster_subscr s);
-int mod_roster_subscr_parse(const char *s);
 
 /* "subscribe", … for outbound and inbound alike; -1/NULL when unknown.
  * mod_roster_event_of("subscribed", true) == MOD_ROSTER_IN_SUBSCRIBED. */

@@ -218,8 +218,8 @@ hk_get(xd_hook_id id)
     return s;
 }
 
-int
-xd_hook_run_any(xd_hook_id id, const char *host, void *ev, xd_hook_caller call)
+static int
+hk_run(xd_hook_id id, const char *host, bool all, void *ev, xd_hook_caller call)
 {
     if ((unsigned)id >= XD_HOOK_COUNT_ || !xd_hook_active(id))
         return XD_HOOK_OK;
@@ -229,7 +229,7 @@ xd_hook_run_any(xd_hook_id id, const char *host, void *ev, xd_hook_caller call)
     int rc = XD_HOOK_OK;
     for (size_t i = 0; i < s->n; i++) {
         const hk_entry_t *e = &s->e[i];
-        if (e->host && (!host || strcmp(e->host, host) != 0))
+        if (!all && e->host && (!host || strcmp(e->host, host) != 0))
             continue;
         if (call(e->fn, e->ctx, ev, e->arg) == XD_HOOK_STOP) {
             rc = XD_HOOK_STOP;
@@ -238,6 +238,18 @@ xd_hook_run_any(xd_hook_id id, const char *host, void *ev, xd_hook_caller call)
     }
     hk_snap_unref(s);
     return rc;
+}
+
+int
+xd_hook_run_any(xd_hook_id id, const char *host, void *ev, xd_hook_caller call)
+{
+    return hk_run(id, host, false, ev, call);
+}
+
+int
+xd_hook_run_all_any(xd_hook_id id, void *ev, xd_hook_caller call)
+{
+    return hk_run(id, NULL, true, ev, call);
 }
 
 size_t

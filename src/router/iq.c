@@ -18,7 +18,7 @@
 #include <string.h>
 
 #include "core/pool.h"
-#include "router/module_int.h"
+#include "xmppd/module.h"
 #include "router/router.h"
 #include "xmppd/alloc.h"
 #include "xmppd/err.h"

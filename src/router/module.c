@@ -30,8 +30,9 @@
 #include <string.h>
 #include <time.h>
 
-#include "router/module_int.h"
+#include "xmppd/module.h"
 
+#include "xd_version.h"
 #include "core/pool.h"
 #include "core/worker.h"
 #include "xmppd/alloc.h"
@@ -91,19 +92,39 @@ static size_t md_ncmds;                  /* used */
 static xd_config_t *md_cfg;              /* running configuration (a reference) */
 static _Atomic(xd_db_t *) md_db;         /* the database, or NULL */
 
-/* Names listed under `modules:` that the core serves itself (their options
- * are read by the core: mod_register in the c2s, the rest by mod_basic). */
-static const char *const md_core_names[] = {
-    "mod_register", "mod_offline", "mod_disco", "mod_ping", "mod_version", "mod_time", NULL,
-};
+/* The running instances for xd_module_instance: its own lock, so that a
+ * lookup from a worker never waits for a start or stop (md_lock). */
+static pthread_rwlock_t md_idx_lock = PTHREAD_RWLOCK_INITIALIZER;
+static xd_module_ctx_t **md_idx;         /* started instances (md_idx_lock) */
+static size_t md_nidx, md_capidx;        /* used, allocated */
 
-static bool
-md_is_core(const char *name)
+static void
+md_idx_add(xd_module_ctx_t *ctx)
 {
-    for (size_t i = 0; md_core_names[i]; i++)
-        if (strcmp(md_core_names[i], name) == 0)
-            return true;
-    return false;
+    pthread_rwlock_wrlock(&md_idx_lock);
+    if (md_nidx == md_capidx) {
+        md_capidx = md_capidx ? md_capidx * 2 : 16;
+        md_idx = xd_realloc(md_idx, md_capidx * sizeof *md_idx);
+    }
+    md_idx[md_nidx++] = ctx;
+    pthread_rwlock_unlock(&md_idx_lock);
+}
+
+static void
+md_idx_del(xd_module_ctx_t *ctx)
+{
+    pthread_rwlock_wrlock(&md_idx_lock);
+    for (size_t i = 0; i < md_nidx; i++)
+        if (md_idx[i] == ctx) {
+            md_idx[i] = md_idx[--md_nidx];
+            break;
+        }
+    if (!md_nidx) {
+        xd_free(md_idx);
+        md_idx = NULL;
+        md_capidx = 0;
+    }
+    pthread_rwlock_unlock(&md_idx_lock);
 }
 
 /* ---- context ---------------------------------------------------------------------------------- */
@@ -118,6 +139,19 @@ const void *
 xd_module_opts(const xd_module_ctx_t *ctx)
 {
     return atomic_load(&((xd_module_ctx_t *)ctx)->opts);
+}
+
+xd_module_ctx_t *
+xd_module_instance(const char *name, const char *host)
+{
+    xd_module_ctx_t *found = NULL;
+    pthread_rwlock_rdlock(&md_idx_lock);
+    for (size_t i = 0; i < md_nidx && !found; i++)
+        if (!strcmp(md_idx[i]->mod->name, name) && !strcmp(md_idx[i]->host, host))
+            found = md_idx[i];
+    xd_module_hold(found); /* under the lock: the stop waits for the release */
+    pthread_rwlock_unlock(&md_idx_lock);
+    return found;
 }
 
 xd_db_t *
@@ -614,8 +648,6 @@ static int
 md_check_one(void *arg, const xd_config_t *cfg, const char *host, const xd_module_conf_t *mc)
 {
     md_check_t *ck = arg;
-    if (md_is_core(mc->name))
-        return 0;
     const xd_module_t *mod = NULL;
     int rc = md_find(cfg->module_dir, mc->name, &mod, &ck->err);
     if (rc == 0) {
@@ -727,6 +759,8 @@ md_start_instance(const xd_module_t *mod, const char *host, const xd_module_conf
                host, *err);
         md_undo(ctx);
         md_wait_idle(ctx);
+        if (ctx->state && mod->stop)
+            mod->stop(ctx); /* what it set up before failing, now that nothing runs */
         md_ctx_free(ctx);
         return rc;
     }
@@ -737,6 +771,7 @@ md_start_instance(const xd_module_t *mod, const char *host, const xd_module_conf
         md_run = xd_realloc(md_run, md_caprun * sizeof *md_run);
     }
     md_run[md_nrun++] = ctx;
+    md_idx_add(ctx);
     XD_LOG(NULL, XD_INFO, "module started", "mod=%s host=%s", mod->name, host);
     return 0;
 }
@@ -745,6 +780,7 @@ static void
 md_stop_at(size_t i)
 {
     xd_module_ctx_t *ctx = md_run[i];
+    md_idx_del(ctx);
     md_undo(ctx);
     md_wait_idle(ctx);
     if (ctx->mod->stop)
@@ -779,7 +815,7 @@ static int
 md_start_one(void *arg, const xd_config_t *cfg, const char *host, const xd_module_conf_t *mc)
 {
     md_start_t *st = arg;
-    if (md_is_core(mc->name) || md_running(mc->name, host))
+    if (md_running(mc->name, host))
         return 0;
     const xd_module_t *mod = NULL;
     int rc = md_find(cfg->module_dir, mc->name, &mod, &st->err);
@@ -948,6 +984,12 @@ xd_modules_stop(void)
         xd_config_unref(md_cfg);
     md_cfg = NULL;
     pthread_mutex_unlock(&md_lock);
+}
+
+const char *
+xd_server_version(void)
+{
+    return XD_VERSION;
 }
 
 void

@@ -5,7 +5,7 @@
 #include <pthread.h>
 #include <string.h>
 
-#include "router/module_int.h"
+#include "xmppd/module.h"
 #include "xmppd/alloc.h"
 #include "xmppd/err.h"
 #include "xmppd/service.h"

@@ -14,6 +14,7 @@
  * route by it; what only the owner needs (directed presence, whether the
  * first non-negative presence was seen) lives in the xd_session_t.
  */
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -35,13 +36,27 @@
 
 #define SESS_MAX_DIRECTED 128 /* directed-presence recipients remembered per session */
 
+static _Thread_local xd_session_t *sess_local; /* the calling worker's sessions */
+static void (*sess_slot_free[XD_SESSION_SLOTS])(void *); /* per slot; set once */
+static _Atomic int sess_nslots;                            /* slots taken */
+
 /* ---- delivery ----------------------------------------------------------------------------- */
 
-/* On the owner worker: the transport writes st; a session that is gone
- * makes the sender an error.  Takes st. */
+/* On the owner worker: USER_RECEIVE_PACKET, then the transport writes st;
+ * a session that is gone makes the sender an error.  Takes st. */
 static void
 sess_deliver_here(const xd_session_ops_t *ops, uint64_t id, xd_stanza_t *st)
 {
+    if (xd_hook_active(XD_HOOK_USER_RECEIVE_PACKET)) {
+        xd_session_t *s = ops->session(id);
+        if (s) {
+            xd_hook_packet_t ev = { .host = s->host, .jid = s->jid, .session = s, .st = st };
+            xd_hook_run(XD_HOOK_USER_RECEIVE_PACKET, s->host, &ev);
+            if (!ev.st)
+                return; /* a handler took it */
+            st = ev.st;
+        }
+    }
     if (ops->deliver(id, st) != 0) {
         xd_stanza_t *err = xd_stanza_error(st, XD_COND_SERVICE_UNAVAILABLE, NULL);
         if (err)
@@ -242,6 +257,10 @@ xd_session_bind_iq(const xd_session_bind_req_t *req, const xd_stanza_t *iq, xd_s
     s->jid = full;
     s->host = xd_strdup(req->host);
     s->log = req->log;
+    s->next = sess_local;
+    if (sess_local)
+        sess_local->prev = s;
+    sess_local = s;
     xd_el_t *reply = xd_iq_result_builder(iq);
     xd_el_t *b = xd_el_add_child(reply, "bind", XD_NS_BIND);
     xd_el_add_text(xd_el_add_child(b, "jid", NULL), xd_jid_full_str(full).p);
@@ -283,8 +302,9 @@ sess_directed_unavailable(xd_session_t *s)
  * the session available or unavailable and sets its priority.  Broadcast
  * to contacts is the roster's (USER_AVAILABLE / USER_UNAVAILABLE). */
 static void
-sess_own_presence(xd_session_t *s, const xd_stanza_t *st, const xd_el_t *el)
+sess_own_presence(xd_session_t *s, const xd_stanza_t *stamped)
 {
+    const xd_el_t *el = xd_stanza_root(stamped);
     const char *type = xd_el_attr(el, "type");
     if (type && strcmp(type, "unavailable") != 0)
         return; /* subscriptions and probes without 'to': the roster's, and meaningless */
@@ -299,11 +319,6 @@ sess_own_presence(xd_session_t *s, const xd_stanza_t *st, const xd_el_t *el)
     bool first_nonneg = s->available && prio >= 0 && !(was && s->nonneg_seen);
     s->nonneg_seen = s->available && (first_nonneg || (was && s->nonneg_seen));
     /* What contacts and probes see: the presence from the full JID. */
-    xd_el_t *e = xd_stanza_edit(st);
-    xd_el_set_attr(e, "from", xd_jid_full_str(s->jid).p);
-    if (!type)
-        sess_presence_edit(s, e);
-    xd_stanza_t *stamped = xd_el_freeze(e);
     xd_sm_set_presence(s->jid, s->ref.id, !type, prio, stamped);
     xd_hook_presence_t ev = { .host = s->host, .jid = s->jid, .presence = stamped,
                               .initial = !was, .first_nonneg = first_nonneg };
@@ -313,7 +328,6 @@ sess_own_presence(xd_session_t *s, const xd_stanza_t *st, const xd_el_t *el)
         xd_hook_run(XD_HOOK_USER_UNAVAILABLE, s->host, &ev);
         sess_directed_unavailable(s);
     }
-    xd_stanza_unref(stamped);
 }
 
 /* RFC 6121 4.6: remembers whom the session sent directed available
@@ -343,14 +357,12 @@ sess_track_directed(xd_session_t *s, const xd_el_t *el, const char *to)
 
 /* ---- the client's stanzas ----------------------------------------------------------------- */
 
-/* Writes a reply of the session manager to the client. */
+/* Writes a reply of the session manager to the client (takes st). */
 static void
 sess_reply(xd_session_t *s, xd_stanza_t *st)
 {
-    if (st) {
-        s->ref.ops->deliver(s->ref.id, st);
-        xd_stanza_unref(st);
-    }
+    if (st)
+        sess_deliver_here(s->ref.ops, s->ref.id, st);
 }
 
 int
@@ -393,17 +405,12 @@ xd_session_input(xd_session_t *s, const xd_stanza_t *st)
             return 0;
         }
     }
-    if (!to && kind == XD_STANZA_PRESENCE) {
-        sess_own_presence(s, st, el);
-        return 0;
-    }
-    if (to && kind == XD_STANZA_PRESENCE)
-        sess_track_directed(s, el, to);
+    bool own_presence = !to && kind == XD_STANZA_PRESENCE;
     xd_el_t *e = xd_stanza_edit(st);
     xd_el_set_attr(e, "from", xd_jid_full_str(s->jid).p);
     if (kind == XD_STANZA_PRESENCE && !xd_el_attr(el, "type"))
         sess_presence_edit(s, e);
-    if (!to) {
+    if (!to && !own_presence) {
         /* RFC 6120 10.3.1, 10.3.3: a message or IQ without 'to' is for the
          * sender's bare JID (an IQ is then answered by the server on the
          * account's behalf). */
@@ -413,6 +420,20 @@ xd_session_input(xd_session_t *s, const xd_stanza_t *st)
         xd_el_set_attr(e, "to", buf);
     }
     xd_stanza_t *out = xd_el_freeze(e);
+    if (xd_hook_active(XD_HOOK_USER_SEND_PACKET)) {
+        xd_hook_packet_t ev = { .host = s->host, .jid = s->jid, .session = s, .st = out };
+        xd_hook_run(XD_HOOK_USER_SEND_PACKET, s->host, &ev);
+        if (!ev.st)
+            return 0; /* a handler took it */
+        out = ev.st;
+    }
+    if (own_presence) {
+        sess_own_presence(s, out);
+        xd_stanza_unref(out);
+        return 0;
+    }
+    if (kind == XD_STANZA_PRESENCE)
+        sess_track_directed(s, xd_stanza_root(out), to);
     if (kind == XD_STANZA_MESSAGE)
         xd_carbons_sent(out, s->jid, s->ref.id);
     xd_route_take(out);
@@ -433,9 +454,84 @@ xd_session_end(xd_session_t *s, const char *reason)
     sess_directed_unavailable(s);
     xd_hook_session_t sev = { .host = s->host, .jid = s->jid, .reason = reason };
     xd_hook_run(XD_HOOK_SM_REMOVE_CONNECTION, s->host, &sev);
+    if (s->prev)
+        s->prev->next = s->next;
+    else
+        sess_local = s->next;
+    if (s->next)
+        s->next->prev = s->prev;
+    for (int i = 0; i < XD_SESSION_SLOTS; i++)
+        if (s->slots[i] && sess_slot_free[i])
+            sess_slot_free[i](s->slots[i]);
     xd_jid_unref(s->jid);
     xd_free(s->host);
     xd_free(s);
+}
+
+/* ---- the calling worker's own sessions ---------------------------------------------------- */
+
+size_t
+xd_session_foreach_local(const char *host, void (*fn)(void *arg, xd_session_t *s), void *arg)
+{
+    size_t n = 0;
+    for (xd_session_t *s = sess_local, *next; s; s = next) {
+        next = s->next; /* fn may not end s, but be safe against a relink */
+        if (host && strcmp(host, s->host) != 0)
+            continue;
+        fn(arg, s);
+        n++;
+    }
+    return n;
+}
+
+const xd_jid_t *
+xd_session_jid(const xd_session_t *s)
+{
+    return s->jid;
+}
+
+const char *
+xd_session_host(const xd_session_t *s)
+{
+    return s->host;
+}
+
+xd_session_ref_t
+xd_session_ref(const xd_session_t *s)
+{
+    return s->ref;
+}
+
+uint64_t
+xd_session_idle_ms(const xd_session_t *s)
+{
+    xd_session_stats_t st = { 0 };
+    return s->ref.ops->info(s->ref.id, &st) == 0 ? st.idle_ms : 0;
+}
+
+int
+xd_session_slot_new(void (*free_fn)(void *value))
+{
+    int slot = atomic_fetch_add(&sess_nslots, 1);
+    if (slot >= XD_SESSION_SLOTS) {
+        atomic_fetch_sub(&sess_nslots, 1);
+        return XD_ELIMIT;
+    }
+    sess_slot_free[slot] = free_fn;
+    return slot;
+}
+
+void *
+xd_session_slot_get(const xd_session_t *s, int slot)
+{
+    return slot >= 0 && slot < XD_SESSION_SLOTS ? s->slots[slot] : NULL;
+}
+
+void
+xd_session_slot_set(xd_session_t *s, int slot, void *value)
+{
+    if (slot >= 0 && slot < XD_SESSION_SLOTS)
+        s->slots[slot] = value;
 }
 
 /* ---- commands ------------------------------------------------------------------------------ */

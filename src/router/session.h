@@ -54,10 +54,13 @@ struct xd_session_ops {
     void (*close)(uint64_t id, xd_stream_cond cond, const char *text);
     /* Fills *out: 0 or XD_ENOTFOUND. */
     int (*info)(uint64_t id, xd_session_stats_t *out);
+    /* The session manager's object of session id, or NULL when it is gone. */
+    xd_session_t *(*session)(uint64_t id);
 };
 
 /* One bound session (owner worker only). */
-typedef struct xd_session {
+struct xd_session {
+    struct xd_session *prev, *next; /* the owner worker's sessions */
     xd_session_ref_t ref;  /* the transport, worker and id */
     xd_jid_t *jid;         /* the bound full JID */
     char *host;            /* the served host (owned) */
@@ -66,7 +69,8 @@ typedef struct xd_session {
     bool nonneg_seen;      /* ... with a priority >= 0 since it became available */
     char **directed;       /* JIDs it sent directed available presence to (RFC 6121 4.6) */
     size_t ndirected;      /* how many (bounded) */
-} xd_session_t;
+    void *slots[XD_SESSION_SLOTS]; /* modules' values (xd_session_slot_new) */
+};
 
 /* A bind request. */
 typedef struct xd_session_bind_req {

@@ -13,10 +13,11 @@
  *                          (xd_session_input, router/session.h)
  *
  * What stays here is the wire: header checks, features, STARTTLS and SASL
- * (c2s_sasl.c), registration before authentication (register.c), and the
+ * (c2s_sasl.c), and the
  * session's transport: xd_c2s_ops delivers stanzas to the connection,
- * closes it and tells how idle it is.  Server pings (XEP-0199 4.2) run from
- * the connection sweep.
+ * closes it and tells how idle it is.  Modules add stream features
+ * (C2S_STREAM_FEATURES) and answer IQs before authentication
+ * (C2S_UNAUTHENTICATED_IQ: in-band registration).
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -25,16 +26,16 @@
 #include "stream/c2s.h"
 #include "stream/c2s_int.h"
 
-#include "mod/mod_basic.h"
+#include "core/worker.h"
 #include "router/session.h"
 #include "stream/sasl.h"
 #include "xmppd/alloc.h"
 #include "xmppd/assert.h"
-#include "xmppd/caps.h"
 #include "xmppd/conds.h"
 #include "xmppd/config.h"
 #include "xmppd/el.h"
 #include "xmppd/err.h"
+#include "xmppd/hooks.h"
 #include "xmppd/jid.h"
 #include "xmppd/log.h"
 #include "xmppd/ns.h"
@@ -44,11 +45,39 @@ static const xd_session_ops_t xd_c2s_ops;
 
 /* ---- features ------------------------------------------------------------------------------- */
 
+/* The features of modules (C2S_STREAM_FEATURES) appended to buf. */
+static size_t
+c2s_hook_features(xd_conn_t *c, bool authenticated, char *buf, size_t len, size_t cap)
+{
+    if (!xd_hook_active(XD_HOOK_C2S_STREAM_FEATURES))
+        return len;
+    bool secure = c2s_secure(c);
+    xd_hook_features_t ev = {
+        .host = c->host,
+        .authenticated = authenticated,
+        .secure = secure,
+        .tls_required = c->listener->starttls_required && !secure,
+        .features = xd_el_new("features", XD_NS_STREAMS),
+    };
+    xd_hook_run(XD_HOOK_C2S_STREAM_FEATURES, c->host, &ev);
+    for (const xd_el_t *f = xd_el_first_child(ev.features); f; f = xd_el_next(f)) {
+        size_t n;
+        char *x = xd_el_serialize(f, XD_NS_CLIENT, &n);
+        if (len + n < cap) {
+            memcpy(buf + len, x, n);
+            len += n;
+        }
+        xd_free(x);
+    }
+    xd_el_free(ev.features);
+    return len;
+}
+
 static void
 c2s_send_features(xd_conn_t *c)
 {
     c2s_t *s = c2s_of(c);
-    char buf[2048];
+    char buf[4096];
     size_t len = 0;
 #define ADD(...) \
     len += (size_t)snprintf(buf + len, len < sizeof buf ? sizeof buf - len : 0, __VA_ARGS__)
@@ -76,22 +105,14 @@ c2s_send_features(xd_conn_t *c)
                         ADD("<channel-binding type='%s'/>", xd_sasl_cb_name((xd_sasl_cb)t));
                 ADD("</sasl-channel-binding>");
             }
-            if (c2s_register_offered(c))
-                ADD("<register xmlns='" XD_NS_REGISTER_FEAT "'/>");
         }
+        if (len < sizeof buf)
+            len = c2s_hook_features(c, false, buf, len, sizeof buf);
     } else if (!s->session) {
         ADD("<bind xmlns='" XD_NS_BIND "'/>"
             "<session xmlns='" XD_NS_SESSION "'><optional/></session>");
-        char ver[29];
-        if (xd_disco_host_caps(c->host, ver) == 0)
-            /* XEP-0115 6.3: the server's capabilities, so the client need
-             * not ask each time. */
-            ADD("<c xmlns='" XD_NS_CAPS "' hash='sha-1' node='" XD_CAPS_NODE "' ver='%s'/>", ver);
-        xd_config_t *cfg = xd_config_get();
-        if (xd_config_module(cfg, c->host, "mod_roster"))
-            /* XEP-0237 and RFC 6121 3.4 */
-            ADD("<ver xmlns='" XD_NS_ROSTERVER "'/><sub xmlns='" XD_NS_PRE_APPROVAL "'/>");
-        xd_config_unref(cfg);
+        if (len < sizeof buf)
+            len = c2s_hook_features(c, true, buf, len, sizeof buf);
     }
     ADD("</stream:features>");
 #undef ADD
@@ -207,6 +228,104 @@ c2s_bind(xd_conn_t *c, const xd_stanza_t *st)
     xd_stanza_unref(reply);
 }
 
+/* ---- before authentication (C2S_UNAUTHENTICATED_IQ) ------------------------------------------- */
+
+/* A request a module took; the stream waits for its answer. */
+struct xd_preauth {
+    xd_conn_op_t op;  /* first: the connection's token */
+    unsigned worker;  /* the connection's owner */
+    bool waiting;     /* the stream is blocked for it */
+};
+
+typedef struct c2s_preauth_msg {
+    xd_preauth_t *req;   /* the request */
+    xd_stanza_t *reply;  /* what to write (a reference), or NULL */
+    unsigned flags;      /* XD_PREAUTH_* */
+} c2s_preauth_msg_t;
+
+/* On the owner worker. */
+static void
+c2s_preauth_finish(xd_preauth_t *req, const xd_stanza_t *reply, unsigned flags)
+{
+    bool waiting = req->waiting;
+    xd_conn_t *c = c2s_op_done(&req->op); /* frees req */
+    if (!c || c->state == C2S_CLOSING)
+        return;
+    if (reply)
+        c2s_send_stanza(c, reply);
+    if (flags & XD_PREAUTH_REGISTERED)
+        c2s_of(c)->registered = true;
+    if (waiting)
+        c2s_unblock(c);
+}
+
+static void
+c2s_preauth_msg(xd_worker_t *w, void *arg)
+{
+    (void)w;
+    c2s_preauth_msg_t *m = arg;
+    c2s_preauth_finish(m->req, m->reply, m->flags);
+    xd_stanza_unref(m->reply);
+    xd_free(m);
+}
+
+void
+xd_preauth_answer(xd_preauth_t *req, const xd_stanza_t *reply, unsigned flags)
+{
+    xd_worker_t *self = xd_worker_self();
+    if (self && xd_worker_index(self) == req->worker) {
+        c2s_preauth_finish(req, reply, flags);
+        return;
+    }
+    c2s_preauth_msg_t *m = xd_new(c2s_preauth_msg_t);
+    m->req = req;
+    m->reply = reply ? xd_stanza_ref(reply) : NULL;
+    m->flags = flags;
+    if (xd_worker_post(xd_worker_get(req->worker), c2s_preauth_msg, m) != 0) {
+        /* The server stops; the connection goes with it.  req stays with
+         * its connection, which frees what it holds when it closes. */
+        xd_stanza_unref(m->reply);
+        xd_free(m);
+    }
+}
+
+/* An IQ before authentication: a module's (XEP-0077 registration), or the
+ * end of the stream. */
+static void
+c2s_preauth_iq(xd_conn_t *c, const xd_stanza_t *st)
+{
+    c2s_t *s = c2s_of(c);
+    xd_preauth_t *req = (xd_preauth_t *)c2s_op_new(c, sizeof *req);
+    req->worker = xd_worker_index(c->ws->worker);
+    bool secure = c2s_secure(c);
+    xd_hook_preauth_t ev = {
+        .host = c->host,
+        .iq = st,
+        .ip = c->ip,
+        .peer = (const struct sockaddr *)&c->peer,
+        .secure = secure,
+        .tls_required = c->listener->starttls_required && !secure,
+        .registered = s->registered,
+        .req = req,
+    };
+    if (xd_hook_run(XD_HOOK_C2S_UNAUTHENTICATED_IQ, c->host, &ev) != XD_HOOK_STOP) {
+        c2s_op_done(&req->op);
+        const xd_el_t *payload = xd_el_first_child(xd_stanza_root(st));
+        if (payload && xd_el_is(payload, "query", XD_NS_REGISTER))
+            /* XEP-0077 3.1: registration is not offered here. */
+            c2s_send_iq_error(c, st, XD_COND_SERVICE_UNAVAILABLE, NULL);
+        else
+            /* RFC 6120 6.4.1 / 4.9.3.12: stanzas before authentication. */
+            c2s_close(c, XD_STREAM_NOT_AUTHORIZED, "authenticate first");
+        return;
+    }
+    if (c->op) {
+        /* Not answered yet: later input waits for the answer. */
+        req->waiting = true;
+        c2s_block(c);
+    }
+}
+
 /* ---- elements --------------------------------------------------------------------------------- */
 
 static void
@@ -223,12 +342,9 @@ c2s_element(xd_conn_t *c, xd_stanza_t *st)
         /* RFC 6120 4.9.3.24: a first-level element we do not understand. */
         c2s_close(c, XD_STREAM_UNSUPPORTED_STANZA_TYPE, NULL);
     } else if (!s->authenticated) {
-        const xd_el_t *payload = xd_el_first_child(el);
         const char *to = xd_el_attr(el, "to");
-        if (xd_stanza_kind_of(el) == XD_STANZA_IQ && (!to || !strcmp(to, c->host)) && payload &&
-            xd_el_is(payload, "query", XD_NS_REGISTER))
-            /* XEP-0077 3.1: registration before authentication. */
-            c2s_register_iq(c, st, payload);
+        if (xd_stanza_kind_of(el) == XD_STANZA_IQ && (!to || !strcmp(to, c->host)))
+            c2s_preauth_iq(c, st); /* XEP-0077 3.1: registration before authentication */
         else
             /* RFC 6120 6.4.1 / 4.9.3.12: stanzas before authentication. */
             c2s_close(c, XD_STREAM_NOT_AUTHORIZED, "authenticate first");
@@ -239,16 +355,8 @@ c2s_element(xd_conn_t *c, xd_stanza_t *st)
         else
             /* RFC 6120 7.1: nothing but binding before a resource is bound. */
             c2s_close(c, XD_STREAM_NOT_AUTHORIZED, "bind a resource first");
-    } else {
-        const xd_el_t *payload = xd_el_first_child(el);
-        const char *to = xd_el_attr(el, "to");
-        bool to_server = !to || !strcmp(to, c->host) ||
-                         xd_str_eq_c(xd_jid_bare_str(s->session->jid), to);
-        if (xd_iq_is_request(el) && to_server && payload &&
-            xd_el_is(payload, "query", XD_NS_REGISTER))
-            c2s_register_iq(c, st, payload); /* XEP-0077 3.2, 3.3 */
-        else if (xd_session_input(s->session, st) == XD_EINVAL)
-            c2s_close(c, XD_STREAM_INVALID_FROM, "'from' does not match the bound JID");
+    } else if (xd_session_input(s->session, st) == XD_EINVAL) {
+        c2s_close(c, XD_STREAM_INVALID_FROM, "'from' does not match the bound JID");
     }
 }
 
@@ -291,80 +399,20 @@ c2s_ops_info(uint64_t id, xd_session_stats_t *out)
     return 0;
 }
 
+static xd_session_t *
+c2s_ops_session(uint64_t id)
+{
+    xd_conn_t *c = c2s_find(id);
+    return c ? c2s_of(c)->session : NULL;
+}
+
 static const xd_session_ops_t xd_c2s_ops = {
     .name = "c2s",
     .deliver = c2s_ops_deliver,
     .close = c2s_ops_close,
     .info = c2s_ops_info,
+    .session = c2s_ops_session,
 };
-
-/* ---- server pings (XEP-0199 4.2) -------------------------------------------------------------- */
-
-/* mod_ping's options of one host, cached per worker for one configuration. */
-static _Thread_local struct {
-    const xd_config_t *cfg;  /* the configuration they were read from (not a reference) */
-    unsigned gen;            /* bumped when cfg changes */
-    char host[XD_JID_PART_MAX + 1];
-    xd_ping_conf_t conf;
-} c2s_ping_cache[8];
-
-static void
-c2s_ping_conf(const char *host, xd_ping_conf_t *out)
-{
-    xd_config_t *cfg = xd_config_get();
-    size_t slot = 0;
-    for (size_t i = 0; i < 8; i++) {
-        if (c2s_ping_cache[i].cfg == cfg && !strcmp(c2s_ping_cache[i].host, host)) {
-            *out = c2s_ping_cache[i].conf;
-            xd_config_unref(cfg);
-            return;
-        }
-        if (c2s_ping_cache[i].cfg != cfg)
-            slot = i;
-    }
-    xd_mod_ping_conf(cfg, host, out);
-    c2s_ping_cache[slot].cfg = cfg;
-    snprintf(c2s_ping_cache[slot].host, sizeof c2s_ping_cache[slot].host, "%s", host);
-    c2s_ping_cache[slot].conf = *out;
-    xd_config_unref(cfg);
-}
-
-/* Clients silent for ping_interval get a ping; any input answers it; no
- * input within ping_ack_timeout closes the stream when the host says
- * timeout_action: kill. */
-static void
-c2s_sweep(xd_conn_t *c, uint64_t now)
-{
-    c2s_t *s = c2s_of(c);
-    if (!s->session)
-        return;
-    xd_ping_conf_t p;
-    c2s_ping_conf(c->host, &p);
-    if (!p.send_pings)
-        return;
-    if (s->ping_sent_ms && c->last_input_ms >= s->ping_sent_ms) {
-        s->ping_sent_ms = 0; /* it said something: alive */
-    } else if (s->ping_sent_ms) {
-        if (p.kill && now - s->ping_sent_ms >= p.ack_timeout_ms)
-            c2s_close(c, XD_STREAM_CONNECTION_TIMEOUT, "no answer to ping");
-        return;
-    }
-    if (now - c->last_input_ms >= p.interval_ms) {
-        /* Built, not printed: a resource may hold quotes. */
-        char id[40];
-        snprintf(id, sizeof id, "xd-ping-%llu", (unsigned long long)now);
-        xd_el_t *iq = xd_el_new("iq", NULL);
-        xd_el_set_attr(iq, "type", "get");
-        xd_el_set_attr(iq, "id", id);
-        xd_el_set_attr(iq, "from", c->host);
-        xd_el_set_attr(iq, "to", xd_jid_full_str(s->session->jid).p);
-        xd_el_add_child(iq, "ping", XD_NS_PING);
-        xd_stanza_t *st = xd_el_freeze(iq);
-        c2s_send_stanza(c, st);
-        xd_stanza_unref(st);
-        s->ping_sent_ms = now;
-    }
-}
 
 /* ---- lifetime --------------------------------------------------------------------------------- */
 
@@ -420,5 +468,4 @@ const xd_conn_role_t xd_c2s_role = {
     .element = c2s_element,
     .closing = c2s_closing,
     .closed = c2s_closed,
-    .sweep = c2s_sweep,
 };

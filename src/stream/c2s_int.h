@@ -1,8 +1,7 @@
 /*
  * c2s_int.h — the client role of the stream connection, shared by its
  * files: c2s.c (stream header, features, stanzas, the session's
- * transport), c2s_sasl.c (SASL, RFC 6120 6) and register.c (XEP-0077
- * before authentication).  Owner worker only.
+ * transport) and c2s_sasl.c (SASL, RFC 6120 6).  Owner worker only.
  *
  *   connect ─► [TLS] ─► header ─► features ─► STARTTLS ─► SASL ─► restart
  *           ─► features: bind ─► <bind/> ─► session (router/session.h):
@@ -35,7 +34,6 @@ typedef struct c2s {
     bool registered;           /* an account was registered in-band on this stream */
     bool delayed_close;        /* the failure being delayed is the last one allowed */
     bool sasl_checked;         /* this exchange asked the backend about the credentials */
-    uint64_t ping_sent_ms;     /* loop time of an unanswered server ping (XEP-0199), 0 = none */
 } c2s_t;
 
 static inline c2s_t *
@@ -55,14 +53,5 @@ void c2s_sasl_element(xd_conn_t *c, const xd_el_t *el);
 
 /* The SASL failure delay ended. */
 void c2s_sasl_delay_done(xd_conn_t *c);
-
-/* ---- register.c (XEP-0077) ---- */
-
-/* Whether to advertise <register xmlns='http://jabber.org/features/iq-register'/>. */
-bool c2s_register_offered(const xd_conn_t *c);
-
-/* Handles an IQ with <query xmlns='jabber:iq:register'/> before or after
- * authentication. */
-void c2s_register_iq(xd_conn_t *c, const xd_stanza_t *st, const xd_el_t *query);
 
 #endif

@@ -972,13 +972,8 @@ c2s_sweep(xd_timer_t *t, void *arg)
     xd_wstate_t *ws = arg;
     uint64_t now = uv_now(xd_worker_loop(ws->worker));
     unsigned n = 0;
-    for (xd_conn_t *c = ws->conns, *next; c; c = next) {
-        next = c->next; /* a role's sweep may close c (it is freed later, never here) */
-        if (c->state != C2S_OPEN || c->blocked)
-            continue;
-        if (c->role->sweep)
-            c->role->sweep(c, now);
-        if (c->trimmed || c->state != C2S_OPEN || !c->parser ||
+    for (xd_conn_t *c = ws->conns; c; c = c->next) {
+        if (c->trimmed || c->state != C2S_OPEN || c->blocked || !c->parser ||
             now - c->last_input_ms < C2S_TRIM_IDLE_MS)
             continue;
         n += xd_xml_parser_trim(c->parser);

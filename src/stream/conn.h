@@ -78,9 +78,6 @@ typedef struct xd_conn_role {
     void (*closing)(struct xd_conn *c);
     /* The connection is being freed: release c->rs (optional). */
     void (*closed)(struct xd_conn *c);
-    /* Once a second from the worker's sweep, for connections in state OPEN
-     * and not blocked (optional). */
-    void (*sweep)(struct xd_conn *c, uint64_t now_ms);
 } xd_conn_role_t;
 
 typedef struct xd_conn {

@@ -20,7 +20,7 @@
 #include <pthread.h>
 #include <stdatomic.h>
 
-#include "router/module_int.h"
+#include "xmppd/module.h"
 #include "xmppd/err.h"
 #include "xmppd/module.h"
 
@@ -284,9 +284,11 @@ test_module__check_errors(void **state)
     free(err);
     xd_config_unref(cfg);
 
-    /* Names the core serves itself are accepted. */
-    cfg = load(TWO_HOSTS "modules:\n  mod_register: {}\n  mod_ping: {send_pings: true}\n");
-    assert_int_equal(xd_modules_check(cfg, &err), 0);
+    /* Every listed name is a module: the core serves none by name. */
+    cfg = load(TWO_HOSTS "modules:\n  mod_ta: {level: 2}\n  mod_ping: {send_pings: true}\n");
+    assert_int_equal(xd_modules_check(cfg, &err), XD_ENOTFOUND);
+    assert_non_null(strstr(err, "mod_ping"));
+    free(err);
     xd_config_unref(cfg);
     assert_int_equal(xd_modules_running(NULL), 0);
 }

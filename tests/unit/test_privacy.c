@@ -27,18 +27,27 @@
 #include <cmocka.h>
 #include <sqlite3.h>
 
-#include "mod/mod_privacy.h"
 #include "mod/mod_roster.h"
 #include "mod/privacy.h"
 #include "router/sm.h"
 #include "xmppd/alloc.h"
 #include "xmppd/config.h"
+#include "xmppd/module.h"
 #include "xmppd/err.h"
 #include "xmppd/hooks.h"
 #include "xmppd/ns.h"
 #include "xmppd/stanza.h"
 
 #define H "example.org"
+
+extern const xd_module_t xd_mod_roster, xd_mod_privacy, xd_mod_blocking;
+static mod_roster_store_t g_rs; /* the roster storage the tests write directly */
+#define RS (&g_rs)
+
+/* The modules the engine runs under, as a configuration would list them. */
+#define MODS_ROSTER "  mod_roster: {}\n"
+#define MODS_PRIVACY "  mod_privacy: {max_lists: 3, max_items: 6}\n"
+#define MODS_BLOCKING "  mod_blocking: {max_items: 4}\n"
 
 static xd_jid_t *
 jid(const char *s)
@@ -350,12 +359,36 @@ typedef struct {
 static int
 fx_open(fx_t *f)
 {
-    if (mod_roster_register() != 0 || xd_privacy_register_migrations() != 0 ||
-        xd_db_open(&f->prm, &f->db) != 0)
+    const xd_module_t *mods[] = { &xd_mod_roster, &xd_mod_privacy, &xd_mod_blocking };
+    for (size_t i = 0; i < 3; i++) {
+        int rc = xd_module_register_builtin(mods[i]); /* and their tables */
+        if (rc != 0 && rc != XD_EEXIST)
+            return -1;
+    }
+    if (xd_db_open(&f->prm, &f->db) != 0)
         return -1;
-    mod_roster_set_db(f->db);
-    xd_privacy_set_db(f->db);
+    xd_modules_set_db(f->db);
+    g_rs = (mod_roster_store_t){ .db = f->db };
     return 0;
+}
+
+/* Runs exactly the modules listed (MODS_*) on H: starts, stops or
+ * reloads as needed. */
+static void
+fx_modules(const char *mods)
+{
+    char yml[512];
+    snprintf(yml, sizeof yml, "hosts: [" H "]\nmodules:\n%s", mods);
+    xd_config_t *cfg = NULL;
+    char *err = NULL;
+    if (xd_config_load_string("t.yml", yml, strlen(yml), &cfg, &err) != 0)
+        fail_msg("config: %s", err);
+    static bool running;
+    int rc = running ? xd_modules_reload(cfg, &err) : xd_modules_start(cfg, &err);
+    if (rc != 0)
+        fail_msg("modules: %s", err ? err : "?");
+    running = true;
+    xd_config_unref(cfg);
 }
 
 static int
@@ -383,10 +416,9 @@ static int
 fx_teardown(void **state)
 {
     fx_t *f = *state;
-    xd_privacy_store_detach(H, XD_PRIVACY_BY_PRIVACY);
-    xd_privacy_store_detach(H, XD_PRIVACY_BY_BLOCKING);
-    xd_privacy_set_db(NULL);
-    mod_roster_set_db(NULL);
+    xd_modules_stop();
+    xd_modules_set_db(NULL);
+    g_rs = (mod_roster_store_t){ 0 };
     for (size_t i = 0; i < f->ns; i++) {
         xd_sm_unbind(f->s[i].jid, f->s[i].ref.id);
         xd_jid_unref(f->s[i].jid);
@@ -406,10 +438,8 @@ static void
 fx_start(fx_t *f)
 {
     assert_int_equal(fx_open(f), 0);
-    char *err = NULL;
-    xd_privacy_limits_t lim = { .max_lists = 3, .max_items = 6, .max_blocked = 4 };
-    assert_int_equal(xd_privacy_store_attach(H, XD_PRIVACY_BY_PRIVACY, &lim, &err), 0);
-    assert_int_equal(xd_privacy_store_attach(H, XD_PRIVACY_BY_BLOCKING, &lim, &err), 0);
+    xd_modules_stop(); /* a fresh start in every test */
+    fx_modules(MODS_ROSTER MODS_PRIVACY MODS_BLOCKING);
     assert_true(xd_privacy_store_runs(H, XD_PRIVACY_BY_BLOCKING));
 }
 
@@ -458,7 +488,9 @@ allows(const char *user, const char *other, const char *xml, bool outgoing)
 {
     xd_jid_t *u = jid(user), *o = jid(other);
     xd_el_t *e = el(xml);
-    bool r = xd_privacy_allows(u, o, e, outgoing);
+    xd_hook_privacy_check_t ev = { .user = u, .other = o, .el = e, .outgoing = outgoing };
+    xd_hook_run(XD_HOOK_PRIVACY_CHECK_PACKET, H, &ev);
+    bool r = !ev.deny;
     xd_el_free(e);
     xd_jid_unref(u);
     xd_jid_unref(o);
@@ -719,13 +751,13 @@ test_privacy__groups_subscriptions_and_roster_changes(void **state)
     fx_start(f);
     const xd_jid_t *a = fx_bind(f, "alice@" H "/one");
     const char *enemies[] = { "Enemies" };
-    assert_int_equal(mod_roster_set_item(H, "alice", "bob@" H, NULL, enemies, 1, NULL, NULL), 0);
+    assert_int_equal(mod_roster_set_item(RS, H, "alice", "bob@" H, NULL, enemies, 1, NULL, NULL), 0);
     mod_roster_sub_outcome_t o;
-    assert_int_equal(mod_roster_subscription(H, "alice", "carol@" H, MOD_ROSTER_OUT_SUBSCRIBE,
+    assert_int_equal(mod_roster_subscription(RS, H, "alice", "carol@" H, MOD_ROSTER_OUT_SUBSCRIBE,
                                              NULL, &o),
                      0);
     mod_roster_item_clear(&o.item);
-    assert_int_equal(mod_roster_subscription(H, "alice", "carol@" H, MOD_ROSTER_IN_SUBSCRIBED,
+    assert_int_equal(mod_roster_subscription(RS, H, "alice", "carol@" H, MOD_ROSTER_IN_SUBSCRIBED,
                                              NULL, &o),
                      0);
     mod_roster_item_clear(&o.item);
@@ -746,19 +778,19 @@ test_privacy__groups_subscriptions_and_roster_changes(void **state)
     assert_false(passes("<message from='stranger@" H "/x' to='alice@" H "/one'/>")); /* none */
     assert_true(passes("<iq type='get' id='2' from='stranger@" H "/x' to='alice@" H "/one'/>"));
     /* Roster changes reach the copy (rule 9): bob leaves the group. */
-    mod_roster_item_t it = { .jid = (char *)"bob@" H, .in_roster = true };
-    xd_privacy_roster_changed(H, "alice", &it);
+    xd_roster_view_t it = { .jid = "bob@" H, .in_roster = true };
+    xd_hook_roster_changed_t rev = { .host = H, .user = "alice", .item = &it };
+    xd_hook_run(XD_HOOK_ROSTER_CHANGED, H, &rev);
     assert_true(passes("<iq type='get' id='3' from='bob@" H "/x' to='alice@" H "/one'/>"));
     assert_false(passes("<message from='bob@" H "/x' to='alice@" H "/one'/>")); /* now none */
     /* carol's item removed: she is a stranger now. */
-    mod_roster_item_t gone = { .jid = (char *)"carol@" H, .removed = true };
-    xd_privacy_roster_changed(H, "alice", &gone);
+    xd_roster_view_t gone = { .jid = "carol@" H, .in_roster = false };
+    rev.item = &gone;
+    xd_hook_run(XD_HOOK_ROSTER_CHANGED, H, &rev);
     assert_false(passes("<message from='carol@" H "/x' to='alice@" H "/one'/>"));
     /* The copy is read again from storage by a reload (bob: Enemies). */
-    xd_privacy_store_detach(H, XD_PRIVACY_BY_PRIVACY);
-    xd_privacy_store_detach(H, XD_PRIVACY_BY_BLOCKING);
-    char *err = NULL;
-    assert_int_equal(xd_privacy_store_attach(H, XD_PRIVACY_BY_PRIVACY, NULL, &err), 0);
+    fx_modules(MODS_ROSTER);
+    fx_modules(MODS_ROSTER MODS_PRIVACY);
     assert_false(passes("<iq type='get' id='4' from='bob@" H "/x' to='alice@" H "/one'/>"));
     assert_true(passes("<message from='carol@" H "/x' to='alice@" H "/one'/>"));
 }
@@ -789,12 +821,11 @@ test_privacy__persistence_and_account_removal(void **state)
     const char *e[] = { "eve@" H };
     assert_int_equal(xd_privacy_block(b, e, 1), 0);
     /* Everything comes back from storage after the last module stops. */
-    xd_privacy_store_detach(H, XD_PRIVACY_BY_PRIVACY);
+    fx_modules(MODS_ROSTER MODS_BLOCKING);
     assert_true(xd_privacy_store_runs(H, XD_PRIVACY_BY_BLOCKING));
-    xd_privacy_store_detach(H, XD_PRIVACY_BY_BLOCKING);
+    fx_modules(MODS_ROSTER);
     assert_true(passes("<iq type='get' id='1' from='eve@" H "/x' to='alice@" H "/one'/>"));
-    char *err = NULL;
-    assert_int_equal(xd_privacy_store_attach(H, XD_PRIVACY_BY_BLOCKING, NULL, &err), 0);
+    fx_modules(MODS_ROSTER MODS_BLOCKING);
     assert_false(passes("<iq type='get' id='2' from='eve@" H "/x' to='alice@" H "/one'/>"));
     assert_true(passes("<message from='eve@" H "/x' to='alice@" H "/one'/>"));
     assert_false(passes("<message from='eve@" H "/x' to='bob@" H "/one'/>"));

@@ -23,9 +23,14 @@
 #include "xmppd/alloc.h"
 #include "xmppd/el.h"
 #include "xmppd/err.h"
+#include "xmppd/module.h"
 #include "xmppd/storage.h"
 
 #define H "example.org"
+
+extern const xd_module_t xd_mod_roster;
+static mod_roster_store_t g_rs; /* the store the functions under test use */
+#define RS (&g_rs)
 
 typedef struct {
     char dir[256];      /* mkdtemp directory */
@@ -43,9 +48,10 @@ fx_setup(void **state)
         return -1;
     snprintf(f->path, sizeof f->path, "%s/xmppd.db", f->dir);
     f->prm = (xd_db_params_t){ .driver = "sqlite", .path = f->path, .busy_timeout_ms = 2000 };
-    if (mod_roster_register() != 0 || xd_db_open(&f->prm, &f->db) != 0)
+    int rc = xd_module_register_builtin(&xd_mod_roster); /* and its tables */
+    if ((rc != 0 && rc != XD_EEXIST) || xd_db_open(&f->prm, &f->db) != 0)
         return -1;
-    mod_roster_set_db(f->db);
+    g_rs = (mod_roster_store_t){ .db = f->db };
     *state = f;
     return 0;
 }
@@ -54,7 +60,7 @@ static int
 fx_teardown(void **state)
 {
     fx_t *f = *state;
-    mod_roster_set_db(NULL);
+    g_rs = (mod_roster_store_t){ 0 };
     xd_db_close(f->db);
     char cmd[300];
     snprintf(cmd, sizeof cmd, "rm -rf '%s'", f->dir);
@@ -79,7 +85,7 @@ test_roster__set_get_groups_roundtrip(void **state)
 {
     (void)state;
     mod_roster_list_t l;
-    assert_int_equal(mod_roster_get_all(H, "alice", &l), 0);
+    assert_int_equal(mod_roster_get_all(RS, H, "alice", &l), 0);
     assert_int_equal(l.n, 0);
     assert_int_equal(l.version, 0);
     mod_roster_list_clear(&l);
@@ -87,7 +93,7 @@ test_roster__set_get_groups_roundtrip(void **state)
     const char *groups[] = { "Friends", "日本語 & <x> \"q\" 'a'\n\ttab", "Friends", "A" };
     mod_roster_item_t it;
     int64_t ver = 0;
-    assert_int_equal(mod_roster_set_item(H, "alice", "bob@example.net", "Bob", groups, 4, &it,
+    assert_int_equal(mod_roster_set_item(RS, H, "alice", "bob@example.net", "Bob", groups, 4, &it,
                                          &ver),
                      0);
     assert_int_equal(ver, 1);
@@ -98,12 +104,12 @@ test_roster__set_get_groups_roundtrip(void **state)
     assert_int_equal(it.state.sub, MOD_ROSTER_SUB_NONE);
     mod_roster_item_clear(&it);
 
-    assert_int_equal(mod_roster_set_item(H, "alice", "carol@example.net", NULL, NULL, 0, NULL,
+    assert_int_equal(mod_roster_set_item(RS, H, "alice", "carol@example.net", NULL, NULL, 0, NULL,
                                          &ver),
                      0);
     assert_int_equal(ver, 2);
 
-    assert_int_equal(mod_roster_get_all(H, "alice", &l), 0);
+    assert_int_equal(mod_roster_get_all(RS, H, "alice", &l), 0);
     assert_int_equal(l.version, 2);
     assert_int_equal(l.n, 2);
     assert_string_equal(l.items[0].jid, "bob@example.net");
@@ -118,15 +124,15 @@ test_roster__set_get_groups_roundtrip(void **state)
 
     /* Update replaces name and groups. */
     const char *g2[] = { "Work" };
-    assert_int_equal(mod_roster_set_item(H, "alice", "bob@example.net", NULL, g2, 1, NULL, &ver),
+    assert_int_equal(mod_roster_set_item(RS, H, "alice", "bob@example.net", NULL, g2, 1, NULL, &ver),
                      0);
     assert_int_equal(ver, 3);
-    assert_int_equal(mod_roster_get_item(H, "alice", "bob@example.net", &it), 0);
+    assert_int_equal(mod_roster_get_item(RS, H, "alice", "bob@example.net", &it), 0);
     assert_null(it.name);
     assert_int_equal(it.ngroups, 1);
     assert_string_equal(it.groups[0], "Work");
     mod_roster_item_clear(&it);
-    assert_int_equal(mod_roster_get_item(H, "alice", "nobody@example.net", &it), XD_ENOTFOUND);
+    assert_int_equal(mod_roster_get_item(RS, H, "alice", "nobody@example.net", &it), XD_ENOTFOUND);
     assert_null(it.jid);
 }
 
@@ -138,18 +144,18 @@ test_roster__validation_limits(void **state)
     memset(big, 'x', 1024);
     big[1024] = 0;
     int64_t ver = 0;
-    assert_int_equal(mod_roster_set_item(H, "u", "c@x.org", "", NULL, 0, NULL, &ver), XD_EINVAL);
-    assert_int_equal(mod_roster_set_item(H, "u", "c@x.org", big, NULL, 0, NULL, &ver), XD_EINVAL);
+    assert_int_equal(mod_roster_set_item(RS, H, "u", "c@x.org", "", NULL, 0, NULL, &ver), XD_EINVAL);
+    assert_int_equal(mod_roster_set_item(RS, H, "u", "c@x.org", big, NULL, 0, NULL, &ver), XD_EINVAL);
     const char *ge[] = { "" };
-    assert_int_equal(mod_roster_set_item(H, "u", "c@x.org", NULL, ge, 1, NULL, &ver), XD_EINVAL);
+    assert_int_equal(mod_roster_set_item(RS, H, "u", "c@x.org", NULL, ge, 1, NULL, &ver), XD_EINVAL);
     const char *gb[] = { "ok", big };
-    assert_int_equal(mod_roster_set_item(H, "u", "c@x.org", NULL, gb, 2, NULL, &ver), XD_EINVAL);
+    assert_int_equal(mod_roster_set_item(RS, H, "u", "c@x.org", NULL, gb, 2, NULL, &ver), XD_EINVAL);
     assert_int_equal(count(f, "SELECT COUNT(*) FROM roster_item"), 0);
     big[1023] = 0; /* 1023 bytes: the limit itself is fine */
     const char *g3[] = { big };
-    assert_int_equal(mod_roster_set_item(H, "u", "c@x.org", big, g3, 1, NULL, &ver), 0);
+    assert_int_equal(mod_roster_set_item(RS, H, "u", "c@x.org", big, g3, 1, NULL, &ver), 0);
     mod_roster_item_t it;
-    assert_int_equal(mod_roster_get_item(H, "u", "c@x.org", &it), 0);
+    assert_int_equal(mod_roster_get_item(RS, H, "u", "c@x.org", &it), 0);
     assert_int_equal(strlen(it.name), 1023);
     assert_int_equal(strlen(it.groups[0]), 1023);
     mod_roster_item_clear(&it);
@@ -161,14 +167,14 @@ test_roster__remove_cascade_and_actions(void **state)
     fx_t *f = *state;
     const char *g[] = { "a", "b" };
     int64_t ver = 0;
-    assert_int_equal(mod_roster_set_item(H, "u", "c@x.org", "C", g, 2, NULL, &ver), 0);
+    assert_int_equal(mod_roster_set_item(RS, H, "u", "c@x.org", "C", g, 2, NULL, &ver), 0);
     mod_roster_sub_outcome_t o;
-    assert_int_equal(mod_roster_subscription(H, "u", "c@x.org", MOD_ROSTER_OUT_SUBSCRIBE, NULL, &o),
+    assert_int_equal(mod_roster_subscription(RS, H, "u", "c@x.org", MOD_ROSTER_OUT_SUBSCRIBE, NULL, &o),
                      0);
     mod_roster_item_clear(&o.item);
     assert_int_equal(count(f, "SELECT COUNT(*) FROM roster_group"), 2);
     mod_roster_item_t before;
-    assert_int_equal(mod_roster_remove_item(H, "u", "c@x.org", &before, &ver), 0);
+    assert_int_equal(mod_roster_remove_item(RS, H, "u", "c@x.org", &before, &ver), 0);
     assert_int_equal(ver, 3);
     assert_true(before.state.ask);
     mod_roster_remove_actions_t a = mod_roster_remove_actions(&before.state);
@@ -177,7 +183,7 @@ test_roster__remove_cascade_and_actions(void **state)
     mod_roster_item_clear(&before);
     assert_int_equal(count(f, "SELECT COUNT(*) FROM roster_group"), 0);
     assert_int_equal(count(f, "SELECT COUNT(*) FROM roster_item"), 0);
-    assert_int_equal(mod_roster_remove_item(H, "u", "c@x.org", NULL, &ver), XD_ENOTFOUND);
+    assert_int_equal(mod_roster_remove_item(RS, H, "u", "c@x.org", NULL, &ver), XD_ENOTFOUND);
 
     mod_roster_state_t both = { .sub = MOD_ROSTER_SUB_BOTH };
     a = mod_roster_remove_actions(&both);
@@ -206,7 +212,7 @@ test_roster__subscription_through_storage(void **state)
     fx_t *f = *state;
     mod_roster_sub_outcome_t o;
     /* A stranger asks: remembered, not a roster item, delivered, no push. */
-    assert_int_equal(mod_roster_subscription(H, "u", "s@x.org", MOD_ROSTER_IN_SUBSCRIBE,
+    assert_int_equal(mod_roster_subscription(RS, H, "u", "s@x.org", MOD_ROSTER_IN_SUBSCRIBE,
                                              "let me in", &o),
                      0);
     assert_true(o.r.forward);
@@ -214,17 +220,17 @@ test_roster__subscription_through_storage(void **state)
     assert_int_equal(o.version, 0);
     mod_roster_item_clear(&o.item);
     mod_roster_list_t l;
-    assert_int_equal(mod_roster_get_all(H, "u", &l), 0);
+    assert_int_equal(mod_roster_get_all(RS, H, "u", &l), 0);
     assert_int_equal(l.n, 0);
     mod_roster_list_clear(&l);
     mod_roster_item_t it;
-    assert_int_equal(mod_roster_get_item(H, "u", "s@x.org", &it), 0);
+    assert_int_equal(mod_roster_get_item(RS, H, "u", "s@x.org", &it), 0);
     assert_false(it.in_roster);
     assert_true(it.state.pending_in);
     assert_string_equal(it.pending_status, "let me in");
     mod_roster_item_clear(&it);
     /* The stranger takes it back: nothing left at all. */
-    assert_int_equal(mod_roster_subscription(H, "u", "s@x.org", MOD_ROSTER_IN_UNSUBSCRIBE, NULL,
+    assert_int_equal(mod_roster_subscription(RS, H, "u", "s@x.org", MOD_ROSTER_IN_UNSUBSCRIBE, NULL,
                                              &o),
                      0);
     assert_true(o.r.forward);
@@ -232,10 +238,10 @@ test_roster__subscription_through_storage(void **state)
     assert_int_equal(count(f, "SELECT COUNT(*) FROM roster_item"), 0);
 
     /* Asked again, then approved: the item joins the roster as 'from'. */
-    assert_int_equal(mod_roster_subscription(H, "u", "s@x.org", MOD_ROSTER_IN_SUBSCRIBE, NULL, &o),
+    assert_int_equal(mod_roster_subscription(RS, H, "u", "s@x.org", MOD_ROSTER_IN_SUBSCRIBE, NULL, &o),
                      0);
     mod_roster_item_clear(&o.item);
-    assert_int_equal(mod_roster_subscription(H, "u", "s@x.org", MOD_ROSTER_OUT_SUBSCRIBED, NULL,
+    assert_int_equal(mod_roster_subscription(RS, H, "u", "s@x.org", MOD_ROSTER_OUT_SUBSCRIBED, NULL,
                                              &o),
                      0);
     assert_true(o.r.forward && o.r.push);
@@ -246,13 +252,13 @@ test_roster__subscription_through_storage(void **state)
     mod_roster_item_clear(&o.item);
 
     /* Outbound subscribe to someone new: item created with ask, pushed. */
-    assert_int_equal(mod_roster_subscription(H, "u", "t@x.org", MOD_ROSTER_OUT_SUBSCRIBE, NULL, &o),
+    assert_int_equal(mod_roster_subscription(RS, H, "u", "t@x.org", MOD_ROSTER_OUT_SUBSCRIBE, NULL, &o),
                      0);
     assert_true(o.r.forward && o.r.push);
     assert_true(o.item.state.ask);
     assert_int_equal(o.version, 2);
     mod_roster_item_clear(&o.item);
-    assert_int_equal(mod_roster_subscription(H, "u", "t@x.org", MOD_ROSTER_IN_SUBSCRIBED, NULL,
+    assert_int_equal(mod_roster_subscription(RS, H, "u", "t@x.org", MOD_ROSTER_IN_SUBSCRIBED, NULL,
                                              &o),
                      0);
     assert_int_equal(o.item.state.sub, MOD_ROSTER_SUB_TO);
@@ -260,7 +266,7 @@ test_roster__subscription_through_storage(void **state)
     assert_int_equal(o.version, 3);
     mod_roster_item_clear(&o.item);
     /* A duplicate subscribed changes nothing and is not delivered. */
-    assert_int_equal(mod_roster_subscription(H, "u", "t@x.org", MOD_ROSTER_IN_SUBSCRIBED, NULL,
+    assert_int_equal(mod_roster_subscription(RS, H, "u", "t@x.org", MOD_ROSTER_IN_SUBSCRIBED, NULL,
                                              &o),
                      0);
     assert_false(o.r.forward || o.r.push || o.r.changed);
@@ -268,16 +274,16 @@ test_roster__subscription_through_storage(void **state)
     mod_roster_item_clear(&o.item);
 
     char from[256] = "", to[256] = "";
-    assert_int_equal(mod_roster_contacts(H, "u", MOD_ROSTER_FROM, collect, from), 0);
-    assert_int_equal(mod_roster_contacts(H, "u", MOD_ROSTER_TO, collect, to), 0);
+    assert_int_equal(mod_roster_contacts(RS, H, "u", MOD_ROSTER_FROM, collect, from), 0);
+    assert_int_equal(mod_roster_contacts(RS, H, "u", MOD_ROSTER_TO, collect, to), 0);
     assert_string_equal(from, "s@x.org;");
     assert_string_equal(to, "t@x.org;");
 
     /* A roster set keeps the subscription state. */
-    assert_int_equal(mod_roster_set_item(H, "u", "t@x.org", "T", NULL, 0, &it, NULL), 0);
+    assert_int_equal(mod_roster_set_item(RS, H, "u", "t@x.org", "T", NULL, 0, &it, NULL), 0);
     assert_int_equal(it.state.sub, MOD_ROSTER_SUB_TO);
     mod_roster_item_clear(&it);
-    assert_int_equal(mod_roster_subscription(H, "u", "t@x.org", MOD_ROSTER_EVENT_COUNT, NULL, &o),
+    assert_int_equal(mod_roster_subscription(RS, H, "u", "t@x.org", MOD_ROSTER_EVENT_COUNT, NULL, &o),
                      XD_EINVAL);
 }
 
@@ -286,13 +292,13 @@ test_roster__preapproval_through_storage(void **state)
 {
     (void)state;
     mod_roster_sub_outcome_t o;
-    assert_int_equal(mod_roster_subscription(H, "u", "p@x.org", MOD_ROSTER_OUT_SUBSCRIBED, NULL,
+    assert_int_equal(mod_roster_subscription(RS, H, "u", "p@x.org", MOD_ROSTER_OUT_SUBSCRIBED, NULL,
                                              &o),
                      0);
     assert_false(o.r.forward);
     assert_true(o.r.push && o.item.in_roster && o.item.state.approved);
     mod_roster_item_clear(&o.item);
-    assert_int_equal(mod_roster_subscription(H, "u", "p@x.org", MOD_ROSTER_IN_SUBSCRIBE, NULL, &o),
+    assert_int_equal(mod_roster_subscription(RS, H, "u", "p@x.org", MOD_ROSTER_IN_SUBSCRIBE, NULL, &o),
                      0);
     assert_false(o.r.forward);
     assert_int_equal(o.r.reply, MOD_ROSTER_REPLY_SUBSCRIBED);
@@ -300,7 +306,7 @@ test_roster__preapproval_through_storage(void **state)
     assert_false(o.item.state.approved);
     mod_roster_item_clear(&o.item);
     /* Now 'from': a repeated subscribe is answered by the server. */
-    assert_int_equal(mod_roster_subscription(H, "u", "p@x.org", MOD_ROSTER_IN_SUBSCRIBE, NULL, &o),
+    assert_int_equal(mod_roster_subscription(RS, H, "u", "p@x.org", MOD_ROSTER_IN_SUBSCRIBE, NULL, &o),
                      0);
     assert_false(o.r.forward || o.r.changed);
     assert_int_equal(o.r.reply, MOD_ROSTER_REPLY_SUBSCRIBED);
@@ -312,29 +318,29 @@ test_roster__isolation_remove_user_persistence(void **state)
 {
     fx_t *f = *state;
     int64_t ver;
-    assert_int_equal(mod_roster_set_item(H, "a", "x@y.org", "X", NULL, 0, NULL, &ver), 0);
-    assert_int_equal(mod_roster_set_item(H, "b", "x@y.org", "Y", NULL, 0, NULL, &ver), 0);
-    assert_int_equal(mod_roster_set_item("other.org", "a", "x@y.org", "Z", NULL, 0, NULL, &ver), 0);
+    assert_int_equal(mod_roster_set_item(RS, H, "a", "x@y.org", "X", NULL, 0, NULL, &ver), 0);
+    assert_int_equal(mod_roster_set_item(RS, H, "b", "x@y.org", "Y", NULL, 0, NULL, &ver), 0);
+    assert_int_equal(mod_roster_set_item(RS, "other.org", "a", "x@y.org", "Z", NULL, 0, NULL, &ver), 0);
     assert_int_equal(ver, 1); /* versions are per user */
     mod_roster_item_t it;
-    assert_int_equal(mod_roster_get_item(H, "b", "x@y.org", &it), 0);
+    assert_int_equal(mod_roster_get_item(RS, H, "b", "x@y.org", &it), 0);
     assert_string_equal(it.name, "Y");
     mod_roster_item_clear(&it);
-    assert_int_equal(mod_roster_remove_user(H, "b"), 0);
-    assert_int_equal(mod_roster_get_item(H, "b", "x@y.org", &it), XD_ENOTFOUND);
-    assert_int_equal(mod_roster_version(H, "b", &ver), 0);
+    assert_int_equal(mod_roster_remove_user(RS, H, "b"), 0);
+    assert_int_equal(mod_roster_get_item(RS, H, "b", "x@y.org", &it), XD_ENOTFOUND);
+    assert_int_equal(mod_roster_version(RS, H, "b", &ver), 0);
     assert_int_equal(ver, 0);
 
     /* Reopen: still there. */
-    mod_roster_set_db(NULL);
+    g_rs = (mod_roster_store_t){ 0 };
     xd_db_close(f->db);
-    assert_int_equal(mod_roster_get_all(H, "a", &(mod_roster_list_t){ 0 }), XD_ECLOSED);
+    assert_int_equal(mod_roster_get_all(RS, H, "a", &(mod_roster_list_t){ 0 }), XD_ECLOSED);
     assert_int_equal(xd_db_open(&f->prm, &f->db), 0);
-    mod_roster_set_db(f->db);
-    assert_int_equal(mod_roster_get_item(H, "a", "x@y.org", &it), 0);
+    g_rs = (mod_roster_store_t){ .db = f->db };
+    assert_int_equal(mod_roster_get_item(RS, H, "a", "x@y.org", &it), 0);
     assert_string_equal(it.name, "X");
     mod_roster_item_clear(&it);
-    assert_int_equal(mod_roster_version(H, "a", &ver), 0);
+    assert_int_equal(mod_roster_version(RS, H, "a", &ver), 0);
     assert_int_equal(ver, 1);
 }
 
@@ -368,11 +374,36 @@ static void
 test_roster__module_declared(void **state)
 {
     (void)state;
-    const xd_module_t *m = mod_roster_module();
+    const xd_module_t *m = &xd_mod_roster;
     assert_string_equal(m->name, "mod_roster");
     assert_int_equal(m->abi, XD_MODULE_ABI);
     assert_non_null(m->start);
-    assert_int_equal(mod_roster_register(), 0); /* idempotent */
+    assert_non_null(m->schemas);
+    assert_string_equal(m->schemas[0].component, "mod_roster");
+    assert_int_equal(xd_module_register_builtin(m), XD_EEXIST); /* registered once */
+}
+
+/* max_items: a set or an outbound subscription that would add one more
+ * item is refused; updates and inbound requests are not. */
+static void
+test_roster__max_items(void **state)
+{
+    (void)state;
+    g_rs.max_items = 2;
+    assert_int_equal(mod_roster_set_item(RS, H, "a", "b@x.org", NULL, NULL, 0, NULL, NULL), 0);
+    assert_int_equal(mod_roster_set_item(RS, H, "a", "c@x.org", NULL, NULL, 0, NULL, NULL), 0);
+    assert_int_equal(mod_roster_set_item(RS, H, "a", "d@x.org", NULL, NULL, 0, NULL, NULL),
+                     XD_EFULL);
+    assert_int_equal(mod_roster_set_item(RS, H, "a", "c@x.org", "C", NULL, 0, NULL, NULL), 0);
+    mod_roster_sub_outcome_t o;
+    assert_int_equal(mod_roster_subscription(RS, H, "a", "e@x.org", MOD_ROSTER_OUT_SUBSCRIBE,
+                                             NULL, &o),
+                     XD_EFULL);
+    assert_int_equal(mod_roster_subscription(RS, H, "a", "f@x.org", MOD_ROSTER_IN_SUBSCRIBE,
+                                             NULL, &o),
+                     0);
+    mod_roster_item_clear(&o.item);
+    g_rs.max_items = 0;
 }
 
 #define T(fn) cmocka_unit_test_setup_teardown(fn, fx_setup, fx_teardown)
@@ -387,6 +418,7 @@ main(void)
         T(test_roster__subscription_through_storage),
         T(test_roster__preapproval_through_storage),
         T(test_roster__isolation_remove_user_persistence),
+        T(test_roster__max_items),
         cmocka_unit_test(test_roster__item_element),
         cmocka_unit_test(test_roster__module_declared),
     };

@@ -241,12 +241,12 @@ static void
 test_roster_sub__names(void **state)
 {
     (void)state;
-    assert_string_equal(mod_roster_subscr_name(MOD_ROSTER_SUB_BOTH), "both");
-    assert_string_equal(mod_roster_subscr_name(MOD_ROSTER_SUB_FROM), "from");
-    assert_null(mod_roster_subscr_name((mod_roster_subscr)7));
-    assert_int_equal(mod_roster_subscr_parse("to"), MOD_ROSTER_SUB_TO);
-    assert_int_equal(mod_roster_subscr_parse("remove"), -1);
-    assert_int_equal(mod_roster_subscr_parse(NULL), -1);
+    assert_string_equal(xd_roster_sub_name(MOD_ROSTER_SUB_BOTH), "both");
+    assert_string_equal(xd_roster_sub_name(MOD_ROSTER_SUB_FROM), "from");
+    assert_null(xd_roster_sub_name((xd_roster_sub)7));
+    assert_int_equal(xd_roster_sub_parse("to"), MOD_ROSTER_SUB_TO);
+    assert_int_equal(xd_roster_sub_parse("remove"), -1);
+    assert_int_equal(xd_roster_sub_parse(NULL), -1);
     assert_int_equal(mod_roster_event_of("subscribed", true), MOD_ROSTER_IN_SUBSCRIBED);
     assert_int_equal(mod_roster_event_of("unsubscribe", false), MOD_ROSTER_OUT_UNSUBSCRIBE);
     assert_int_equal(mod_roster_event_of("probe", false), -1);
