@@ -19,6 +19,15 @@
  * effective values for one served host: a scalar option from host_config
  * wins over the top level; acl, access_rules, shaper_rules and modules are
  * merged by name, the host's definition winning.
+ *
+ * Layers: the loader is src/core and knows no JIDs.  Names written in the
+ * file (hosts, ACL users and servers, host_config and component domains) are
+ * prepared by the xd_conf_names_t it is given (xd_config_load_with); the
+ * xmpp layer supplies the RFC 7622 one and the usual entry points
+ * xd_config_load, xd_config_load_string and xd_config_default that pass it
+ * (src/xmpp/acl.c, which also evaluates ACLs and rules: xmppd/acl.h).  The
+ * loaded config keeps the preparation (xd_config_t.names) so that core code
+ * such as cmd.c prepares names the same way.
  */
 #ifndef XMPPD_CONFIG_H
 #define XMPPD_CONFIG_H
@@ -30,8 +39,8 @@
 #include <stdint.h>
 #include <sys/socket.h>
 
-#include "xmppd/jid.h"
 #include "xmppd/opt.h"
+#include "xmppd/str.h"
 
 /* ---- listen ------------------------------------------------------------------------------- */
 
@@ -183,6 +192,19 @@ typedef struct xd_host_conf {
     const struct xd_host_conf *parent; /* the global scope, or NULL for it */
 } xd_host_conf_t;
 
+/* ---- names ----------------------------------------------------------------------------------- */
+
+/* How the loader prepares the names written in the file: each function
+ * returns 0 with *out a new normalised string (xd_free), or an XD_E* code
+ * naming what is wrong.  Immutable; outlives every config loaded with it. */
+typedef struct xd_conf_names {
+    xd_opt_prep_fn domain;   /* a domain: hosts, ACL server, host_config, component hosts */
+    xd_opt_prep_fn user;     /* an ACL user: "local@domain" (bare JID), or a localpart */
+    xd_opt_prep_fn local;    /* a localpart (xmppctl USER arguments) */
+    xd_opt_prep_fn resource; /* a resourcepart (xmppctl RESOURCE arguments) */
+    xd_opt_prep_fn jid;      /* a whole JID, as its normalised full text (JID arguments) */
+} xd_conf_names_t;
+
 /* ---- the configuration ----------------------------------------------------------------------- */
 
 typedef enum xd_sql_type { XD_SQL_SQLITE, XD_SQL_PGSQL, XD_SQL_MYSQL, XD_SQL_ODBC } xd_sql_type;
@@ -192,6 +214,7 @@ typedef struct xd_config {
     _Atomic unsigned refs;       /* private: xd_config_ref/unref */
     xd_conf_doc_t *doc;          /* the parsed file (kept for module options); NULL built-in */
     char *path;                  /* the file loaded, or NULL for the built-in defaults */
+    const xd_conf_names_t *names; /* how its names were prepared (borrowed, static) */
 
     xd_strlist_t hosts;          /* served domains, normalised, unique, at least one */
     int loglevel;                /* xd_log_level */
@@ -236,18 +259,27 @@ typedef struct xd_config {
     xd_host_conf_t *hosts_conf;  /* hosts.count entries, effective per host */
 } xd_config_t;
 
-/* Loads and validates `path`.  On success *out is a new reference.  On error
- * *err is a malloc'd message, one line per error found ("xmppd.yml:12:5:
- * listen[1].port: 70000 is out of range (expected 1..65535)"), and the result
- * is an XD_ECONF_* code or -errno. */
-int xd_config_load(const char *path, xd_config_t **out, char **err);
+/* Loads and validates `path`, preparing names with `names`.  On success *out
+ * is a new reference.  On error *err is a malloc'd message, one line per error
+ * found ("xmppd.yml:12:5: listen[1].port: 70000 is out of range (expected
+ * 1..65535)"), and the result is an XD_ECONF_* code or -errno. */
+int xd_config_load_with(const xd_conf_names_t *names, const char *path, xd_config_t **out,
+                        char **err);
 
 /* Parses a configuration from memory; `name` appears in locations. */
-int xd_config_load_string(const char *name, const char *text, size_t len, xd_config_t **out,
-                          char **err);
+int xd_config_load_string_with(const xd_conf_names_t *names, const char *name, const char *text,
+                               size_t len, xd_config_t **out, char **err);
 
 /* The built-in configuration used when there is no file: host localhost,
  * data under ./var, c2s on 127.0.0.1:5222 and [::1]:5222. */
+int xd_config_default_with(const xd_conf_names_t *names, xd_config_t **out);
+
+/* The same with the RFC 7622 preparation (xd_xmpp_names): what programs call.
+ * Defined by the xmpp layer (src/xmpp/acl.c); code in src/core calls the
+ * _with forms above. */
+int xd_config_load(const char *path, xd_config_t **out, char **err);
+int xd_config_load_string(const char *name, const char *text, size_t len, xd_config_t **out,
+                          char **err);
 int xd_config_default(xd_config_t **out);
 
 xd_config_t *xd_config_ref(xd_config_t *cfg);
@@ -281,33 +313,14 @@ const char *xd_config_ctl_socket(const xd_config_t *cfg);
 /* Lookups by name in a scope, falling back to the global scope. */
 const xd_acl_t *xd_config_acl(const xd_host_conf_t *scope, const char *name);
 const xd_rule_t *xd_config_access_rule(const xd_host_conf_t *scope, const char *name);
+const xd_rule_t *xd_config_shaper_rule(const xd_host_conf_t *scope, const char *name);
 const xd_shaper_t *xd_config_shaper(const xd_config_t *cfg, const char *name);
 /* The options of module `name` for `host` (NULL host: global), and whether it is enabled;
  * NULL for a host that is not served. */
 const xd_module_conf_t *xd_config_module(const xd_config_t *cfg, const char *host,
                                          const char *name);
 
-/* ---- evaluation ------------------------------------------------------------------------------ */
-
-typedef enum xd_access { XD_ACCESS_DENY = 0, XD_ACCESS_ALLOW = 1 } xd_access_t;
-
-/* Whether `jid` (may be NULL) connecting from `addr` (may be NULL) matches ACL
- * `acl` when asked about `host` ("user: admin" means admin@host).  "all" and
- * "none" are built in. */
-bool xd_acl_match(const xd_host_conf_t *scope, const xd_acl_t *acl, const char *host,
-                  const xd_jid_t *jid, const struct sockaddr *addr);
-
-/* Evaluates access rule `rule` for `host` (a served host: its host_config
- * definitions win; otherwise the global ones).  The first clause whose ACL
- * matches decides; no match, or an unknown rule, denies.  The rules "all"
- * (allow) and "none" (deny) are built in. */
-xd_access_t xd_access_match(const xd_config_t *cfg, const char *host, const char *rule,
-                            const xd_jid_t *jid, const struct sockaddr *addr);
-
-/* Evaluates shaper rule `rule` as above: the value of the first matching
- * clause ("normal", "none", "10"), or NULL when none matches or no such rule. */
-const char *xd_shaper_rule_match(const xd_config_t *cfg, const char *host, const char *rule,
-                                 const xd_jid_t *jid, const struct sockaddr *addr);
+/* ---- addresses ------------------------------------------------------------------------------- */
 
 /* Whether `addr` lies in `cidr`. */
 bool xd_cidr_match(const xd_cidr_t *cidr, const struct sockaddr *addr);

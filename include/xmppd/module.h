@@ -39,6 +39,7 @@
 #include "xmppd/config.h"
 #include "xmppd/hooks.h"
 #include "xmppd/iq.h"
+#include "xmppd/jid_opt.h"
 #include "xmppd/opt.h"
 #include "xmppd/service.h"
 

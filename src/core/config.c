@@ -13,6 +13,11 @@
  *   3. cross references: ACL names in rules, shaper names in shaper rules and
  *      listeners, access rule names in listeners, duplicate listen addresses.
  *
+ * Names (hosts, ACL users and servers, host_config and component domains)
+ * are prepared by the xd_conf_names_t the loader is given, which the custom
+ * types below find in the parse context (cfg_names): core knows no JIDs.
+ * Evaluating ACLs and rules is src/xmpp/acl.c.
+ *
  * Invariants: a loaded config is immutable; it holds a reference on its YAML
  * document, so the nodes kept in it (module options, rule locations) stay
  * valid as long as the config; the published pointer is only swapped by
@@ -28,7 +33,6 @@
 #include "xmppd/alloc.h"
 #include "xmppd/assert.h"
 #include "xmppd/config.h"
-#include "xmppd/jid.h"
 #include "xmppd/err.h"
 #include "xmppd/log.h"
 #include "xd_version.h"
@@ -43,6 +47,7 @@
 /* ---- Custom types: declarations ------------------------------------------------------------- */
 
 static int cfg_users_parse(xd_opt_ctx_t *ctx, const xd_conf_node_t *node, void *field);
+static int cfg_domains_parse(xd_opt_ctx_t *ctx, const xd_conf_node_t *node, void *field);
 static void cfg_strlist_free(void *field);
 static int cfg_cidrs_parse(xd_opt_ctx_t *ctx, const xd_conf_node_t *node, void *field);
 static void cfg_cidrs_free(void *field);
@@ -61,6 +66,8 @@ static int cfg_listen_check(xd_opt_ctx_t *ctx, const xd_conf_node_t *map, void *
 
 static const xd_opt_custom_t cfg_users_type = { "list of users", cfg_users_parse,
                                                 cfg_strlist_free };
+static const xd_opt_custom_t cfg_domains_type = { "list of domains", cfg_domains_parse,
+                                                  cfg_strlist_free };
 static const xd_opt_custom_t cfg_cidrs_type = { "list of IP ranges", cfg_cidrs_parse,
                                                 cfg_cidrs_free };
 static const xd_opt_custom_t cfg_regexps_type = { "list of regular expressions",
@@ -182,7 +189,7 @@ static const xd_opt_t cfg_acl_opts[] = {
     XD_OPT_CUSTOM("user", A_, user, NULL, &cfg_users_type,
                   "Users: `name@domain`, or a bare `name` meaning that user on whichever host "
                   "the rule is evaluated for."),
-    XD_OPT_DOMAIN_LIST("server", A_, server, NULL, "Every user of these domains."),
+    XD_OPT_CUSTOM("server", A_, server, NULL, &cfg_domains_type, "Every user of these domains."),
     XD_OPT_STRING_LIST("resource", A_, resource, NULL, "Full JIDs with this resource."),
     XD_OPT_CUSTOM("ip", A_, ip, NULL, &cfg_cidrs_type,
                   "Source addresses: `127.0.0.0/8`, `::1/128`, or a bare address."),
@@ -290,9 +297,9 @@ static const xd_opt_sub_t cfg_host_sub = { cfg_host_opts, sizeof(xd_host_conf_t)
 
 #define C_ xd_config_t
 static const xd_opt_t cfg_global_opts[] = {
-    XD_OPT_DOMAIN_LIST("hosts", C_, hosts, "[localhost]",
-                       "The domains this server serves (virtual hosts), normalised (IDNA); "
-                       "at least one."),
+    XD_OPT_CUSTOM("hosts", C_, hosts, "[localhost]", &cfg_domains_type,
+                  "The domains this server serves (virtual hosts), normalised (IDNA); "
+                  "at least one."),
     XD_OPT_LOGLEVEL("loglevel", C_, loglevel, "info",
                     "Least severe level logged: `none`, `critical`, `error`, `warning`, "
                     "`notice`, `info` or `debug`."),
@@ -465,71 +472,41 @@ xd_listen_module_name(int module)
 
 /* ---- Lists of scalars: users, CIDRs, regexps ------------------------------------------------- */
 
-/* Calls fn for each item of a list value (one scalar counts as a list of one). */
-static int
-cfg_each_scalar(xd_opt_ctx_t *ctx, const xd_conf_node_t *node, const char *what,
-                int (*fn)(xd_opt_ctx_t *ctx, const xd_conf_node_t *it, const char *s, void *arg),
-                void *arg)
+/* The name preparation of the load running in ctx (cfg_build). */
+static const xd_conf_names_t *
+cfg_names(const xd_opt_ctx_t *ctx)
 {
-    if (xd_conf_is_null(node))
-        return 0;
-    if (node->kind == XD_CONF_MAP) {
-        xd_opt_error(ctx, node, "expected %s, got a mapping", what);
-        return -1;
-    }
-    bool seq = node->kind == XD_CONF_SEQ;
-    size_t n = seq ? node->count : 1;
-    int rc = 0;
-    for (size_t i = 0; i < n; i++) {
-        const xd_conf_node_t *it = seq ? node->items[i] : node;
-        if (seq)
-            xd_opt_push_index(ctx, i);
-        const char *s;
-        if (xd_opt_get_string(ctx, it, &s) != 0 || fn(ctx, it, s, arg) != 0)
-            rc = -1;
-        if (seq)
-            xd_opt_pop(ctx);
-    }
-    return rc;
-}
-
-static void
-cfg_strlist_push(xd_strlist_t *l, char *s)
-{
-    l->items = xd_realloc(l->items, (l->count + 1) * sizeof *l->items);
-    l->items[l->count++] = s;
+    const xd_conf_names_t *names = xd_opt_ctx_udata(ctx);
+    XD_ASSERT(names != NULL);
+    return names;
 }
 
 static int
 cfg_user_one(xd_opt_ctx_t *ctx, const xd_conf_node_t *it, const char *s, void *arg)
 {
     char *norm = NULL;
-    int rc;
-    if (strchr(s, '@') || strchr(s, '/')) {
-        xd_jid_t *jid = NULL;
-        rc = xd_jid_parse(xd_str_c(s), &jid);
-        if (rc == 0 && (!xd_jid_is_bare(jid) || xd_jid_local(jid).len == 0))
-            rc = XD_EINVAL;
-        if (rc == 0)
-            norm = xd_strdup(xd_jid_bare_str(jid).p);
-        if (jid)
-            xd_jid_unref(jid);
-    } else {
-        rc = xd_jid_prep_local(xd_str_c(s), &norm);
-    }
+    int rc = cfg_names(ctx)->user(xd_str_c(s), &norm);
     if (rc != 0) {
         xd_opt_error(ctx, it, "invalid user \"%s\" (expected user@domain or a localpart: %s)", s,
                      xd_strerror(rc));
         return -1;
     }
-    cfg_strlist_push(arg, norm);
+    xd_strlist_t *l = arg;
+    l->items = xd_realloc(l->items, (l->count + 1) * sizeof *l->items);
+    l->items[l->count++] = norm;
     return 0;
 }
 
 static int
 cfg_users_parse(xd_opt_ctx_t *ctx, const xd_conf_node_t *node, void *field)
 {
-    return cfg_each_scalar(ctx, node, "a user or a list of users", cfg_user_one, field);
+    return xd_opt_each_string(ctx, node, "a user or a list of users", cfg_user_one, field);
+}
+
+static int
+cfg_domains_parse(xd_opt_ctx_t *ctx, const xd_conf_node_t *node, void *field)
+{
+    return xd_opt_get_names(ctx, node, "domain", cfg_names(ctx)->domain, true, field);
 }
 
 static void
@@ -630,7 +607,7 @@ cfg_cidr_one(xd_opt_ctx_t *ctx, const xd_conf_node_t *it, const char *s, void *a
 static int
 cfg_cidrs_parse(xd_opt_ctx_t *ctx, const xd_conf_node_t *node, void *field)
 {
-    return cfg_each_scalar(ctx, node, "an IP range or a list of them", cfg_cidr_one, field);
+    return xd_opt_each_string(ctx, node, "an IP range or a list of them", cfg_cidr_one, field);
 }
 
 static void
@@ -664,8 +641,8 @@ cfg_regexp_one(xd_opt_ctx_t *ctx, const xd_conf_node_t *it, const char *s, void 
 static int
 cfg_regexps_parse(xd_opt_ctx_t *ctx, const xd_conf_node_t *node, void *field)
 {
-    return cfg_each_scalar(ctx, node, "a regular expression or a list of them", cfg_regexp_one,
-                           field);
+    return xd_opt_each_string(ctx, node, "a regular expression or a list of them",
+                              cfg_regexp_one, field);
 }
 
 static void
@@ -1040,7 +1017,7 @@ cfg_listen_check(xd_opt_ctx_t *ctx, const xd_conf_node_t *map, void *conf)
                                            ? xd_conf_map_get(h->items[i], "password")
                                            : NULL;
             char *dom = NULL;
-            if (xd_jid_prep_domain(xd_str_c(h->keys[i]->value), &dom) != 0) {
+            if (cfg_names(ctx)->domain(xd_str_c(h->keys[i]->value), &dom) != 0) {
                 xd_opt_error(ctx, h->keys[i], "\"%s\" is not a domain", h->keys[i]->value);
                 rc = -1;
             } else if (!pw || pw->kind != XD_CONF_SCALAR || !pw->len) {
@@ -1120,7 +1097,7 @@ cfg_hosts_parse(xd_opt_ctx_t *ctx, xd_config_t *cfg, const xd_conf_node_t *root)
         xd_opt_push_key(ctx, k->value);
         char *dom = NULL;
         size_t idx = cfg->hosts.count;
-        if (xd_jid_prep_domain(xd_str_c(k->value), &dom) == 0) {
+        if (cfg->names->domain(xd_str_c(k->value), &dom) == 0) {
             for (size_t j = 0; j < cfg->hosts.count; j++)
                 if (strcmp(cfg->hosts.items[j], dom) == 0)
                     idx = j;
@@ -1192,7 +1169,7 @@ cfg_host_map(const xd_config_t *cfg, const char *host)
         return NULL;
     for (size_t i = 0; i < hc->count; i++) {
         char *dom = NULL;
-        bool same = xd_jid_prep_domain(xd_str_c(hc->keys[i]->value), &dom) == 0 &&
+        bool same = cfg->names->domain(xd_str_c(hc->keys[i]->value), &dom) == 0 &&
                     strcmp(dom, host) == 0;
         xd_free(dom);
         if (same)
@@ -1303,15 +1280,18 @@ cfg_check_listen(xd_opt_ctx_t *ctx, const xd_config_t *cfg, const xd_conf_node_t
 }
 
 static int
-cfg_build(xd_conf_doc_t *doc, const char *path, xd_config_t **out, char **err)
+cfg_build(const xd_conf_names_t *names, xd_conf_doc_t *doc, const char *path, xd_config_t **out,
+          char **err)
 {
+    XD_ASSERT(names != NULL);
     xd_config_t *cfg = xd_new(xd_config_t);
     atomic_init(&cfg->refs, 1);
     cfg->doc = doc; /* takes the caller's reference */
     cfg->path = path ? xd_strdup(path) : NULL;
+    cfg->names = names;
     const xd_conf_node_t *root = doc ? xd_conf_doc_root(doc) : NULL;
 
-    xd_opt_ctx_t *ctx = xd_opt_ctx_new(NULL);
+    xd_opt_ctx_t *ctx = xd_opt_ctx_new(NULL, names);
     if (xd_opt_parse_in(ctx, cfg_global_opts, root, cfg) == 0) {
         /* Stage 2: computed defaults, host scopes. */
         if (cfg->hosts.count == 0) {
@@ -1356,34 +1336,35 @@ cfg_build(xd_conf_doc_t *doc, const char *path, xd_config_t **out, char **err)
 }
 
 int
-xd_config_load(const char *path, xd_config_t **out, char **err)
+xd_config_load_with(const xd_conf_names_t *names, const char *path, xd_config_t **out,
+                    char **err)
 {
     *out = NULL;
     xd_conf_doc_t *doc = NULL;
     int rc = xd_conf_parse_file(path, &doc, err);
     if (rc != 0)
         return rc;
-    return cfg_build(doc, path, out, err);
+    return cfg_build(names, doc, path, out, err);
 }
 
 int
-xd_config_load_string(const char *name, const char *text, size_t len, xd_config_t **out,
-                      char **err)
+xd_config_load_string_with(const xd_conf_names_t *names, const char *name, const char *text,
+                           size_t len, xd_config_t **out, char **err)
 {
     *out = NULL;
     xd_conf_doc_t *doc = NULL;
     int rc = xd_conf_parse_string(name, text, len, &doc, err);
     if (rc != 0)
         return rc;
-    return cfg_build(doc, name, out, err);
+    return cfg_build(names, doc, name, out, err);
 }
 
 int
-xd_config_default(xd_config_t **out)
+xd_config_default_with(const xd_conf_names_t *names, xd_config_t **out)
 {
     *out = NULL;
     char *err = NULL;
-    int rc = cfg_build(NULL, NULL, out, &err);
+    int rc = cfg_build(names, NULL, NULL, out, &err);
     if (rc != 0) {
         /* The defaults are tested; this would be a bug in the tables. */
         XD_LOG(NULL, XD_CRIT, "built-in configuration invalid", "err=\"%s\"", err ? err : "?");
@@ -1554,6 +1535,12 @@ xd_config_access_rule(const xd_host_conf_t *scope, const char *name)
     return cfg_rule_find(scope, name, true);
 }
 
+const xd_rule_t *
+xd_config_shaper_rule(const xd_host_conf_t *scope, const char *name)
+{
+    return cfg_rule_find(scope, name, false);
+}
+
 const xd_shaper_t *
 xd_config_shaper(const xd_config_t *cfg, const char *name)
 {
@@ -1574,101 +1561,4 @@ xd_config_module(const xd_config_t *cfg, const char *host, const char *name)
             if (strcmp(scope->modules.items[i].name, name) == 0)
                 return &scope->modules.items[i];
     return NULL;
-}
-
-/* ---- Evaluation ------------------------------------------------------------------------------ */
-
-static bool
-cfg_regex_any(const xd_regex_list_t *l, const char *s)
-{
-    for (size_t i = 0; i < l->count; i++)
-        if (regexec(&l->items[i], s, 0, NULL, 0) == 0)
-            return true;
-    return false;
-}
-
-bool
-xd_acl_match(const xd_host_conf_t *scope, const xd_acl_t *acl, const char *host,
-             const xd_jid_t *jid, const struct sockaddr *addr)
-{
-    (void)scope;
-    for (size_t i = 0; i < acl->ip.count; i++)
-        if (xd_cidr_match(&acl->ip.items[i], addr))
-            return true;
-    if (!jid)
-        return false;
-    xd_str_t local = xd_jid_local(jid), domain = xd_jid_domain(jid), res = xd_jid_resource(jid);
-    bool at_host = host && xd_str_eq_c(domain, host);
-    if (local.len) {
-        xd_str_t bare = xd_jid_bare_str(jid);
-        for (size_t i = 0; i < acl->user.count; i++) {
-            const char *u = acl->user.items[i];
-            if (strchr(u, '@') ? xd_str_eq_c(bare, u) : (at_host && xd_str_eq_c(local, u)))
-                return true;
-        }
-        if (at_host && cfg_regex_any(&acl->user_regexp, local.p))
-            return true;
-    }
-    for (size_t i = 0; i < acl->server.count; i++)
-        if (xd_str_eq_c(domain, acl->server.items[i]))
-            return true;
-    if (cfg_regex_any(&acl->server_regexp, domain.p))
-        return true;
-    if (res.len) {
-        for (size_t i = 0; i < acl->resource.count; i++)
-            if (xd_str_eq_c(res, acl->resource.items[i]))
-                return true;
-        if (cfg_regex_any(&acl->resource_regexp, res.p))
-            return true;
-    }
-    return false;
-}
-
-static bool
-cfg_clause_match(const xd_host_conf_t *scope, const xd_rule_clause_t *c, const char *host,
-                 const xd_jid_t *jid, const struct sockaddr *addr)
-{
-    if (c->inline_acl)
-        return xd_acl_match(scope, c->inline_acl, host, jid, addr);
-    if (strcmp(c->acl, "all") == 0)
-        return true;
-    if (strcmp(c->acl, "none") == 0)
-        return false;
-    const xd_acl_t *acl = xd_config_acl(scope, c->acl);
-    return acl && xd_acl_match(scope, acl, host, jid, addr);
-}
-
-static const char *
-cfg_rule_eval(const xd_config_t *cfg, const char *host, const char *rule, const xd_jid_t *jid,
-              const struct sockaddr *addr, bool access)
-{
-    const xd_host_conf_t *scope = xd_config_host(cfg, host);
-    if (!scope)
-        scope = &cfg->global;
-    const xd_rule_t *r = cfg_rule_find(scope, rule, access);
-    if (!r)
-        return NULL;
-    for (size_t i = 0; i < r->count; i++)
-        if (cfg_clause_match(scope, &r->clauses[i], host, jid, addr))
-            return r->clauses[i].value;
-    return NULL;
-}
-
-xd_access_t
-xd_access_match(const xd_config_t *cfg, const char *host, const char *rule, const xd_jid_t *jid,
-                const struct sockaddr *addr)
-{
-    if (strcmp(rule, "all") == 0)
-        return XD_ACCESS_ALLOW;
-    if (strcmp(rule, "none") == 0)
-        return XD_ACCESS_DENY;
-    const char *v = cfg_rule_eval(cfg, host, rule, jid, addr, true);
-    return v && strcmp(v, "allow") == 0 ? XD_ACCESS_ALLOW : XD_ACCESS_DENY;
-}
-
-const char *
-xd_shaper_rule_match(const xd_config_t *cfg, const char *host, const char *rule,
-                     const xd_jid_t *jid, const struct sockaddr *addr)
-{
-    return cfg_rule_eval(cfg, host, rule, jid, addr, false);
 }

@@ -54,6 +54,7 @@
 #include "stream/sasl.h"
 #include "stream/tls.h"
 #include "stream/wstate.h"
+#include "xmppd/acl.h"
 #include "xmppd/alloc.h"
 #include "xmppd/assert.h"
 #include "xmppd/auth.h"

@@ -25,6 +25,7 @@
 #include "router/sm.h"
 #include "stream/c2s.h"
 #include "stream/register.h"
+#include "xmppd/acl.h"
 #include "xmppd/alloc.h"
 #include "xmppd/auth.h"
 #include "xmppd/config.h"

@@ -1,6 +1,6 @@
 /*
  * test_config.c — unit tests of the YAML node tree, the option machinery and
- * the server configuration (src/core/yaml.c, opt.c, config.c).
+ * the server configuration (src/core/yaml.c, opt.c, config.c; src/xmpp/jid_opt.c, acl.c).
  *
  * Error messages are asserted as exact text, locations included, because the
  * format ("FILE:LINE:COL: PATH: MESSAGE") is part of the contract.  Files are
@@ -21,10 +21,12 @@
 
 #include <cmocka.h>
 
+#include "xmppd/acl.h"
 #include "xmppd/alloc.h"
 #include "xmppd/config.h"
 #include "xmppd/err.h"
 #include "xmppd/jid.h"
+#include "xmppd/jid_opt.h"
 #include "xmppd/log.h"
 #include "xmppd/opt.h"
 
@@ -312,18 +314,18 @@ test_config__every_default_parses(void **state)
     for (const xd_config_doc_section_t *s = xd_config_doc_sections(); s->title; s++) {
         if (!s->table)
             continue;
-        int rc = xd_opt_check_defaults(s->table, s->size, &err);
+        int rc = xd_opt_check_defaults(s->table, s->size, &xd_xmpp_names, &err);
         if (rc != 0)
             fail_msg("defaults of %s: %s", s->title, err);
     }
-    assert_int_equal(xd_opt_check_defaults(t_opts, sizeof(t_conf_t), &err), 0);
+    assert_int_equal(xd_opt_check_defaults(t_opts, sizeof(t_conf_t), NULL, &err), 0);
 
     /* And a bad default is caught. */
     static const xd_opt_t bad[] = {
         XD_OPT_DURATION("ping_interval", t_conf_t, d_ms, "6x", "broken"),
         XD_OPT_END,
     };
-    assert_int_not_equal(xd_opt_check_defaults(bad, sizeof(t_conf_t), &err), 0);
+    assert_int_not_equal(xd_opt_check_defaults(bad, sizeof(t_conf_t), NULL, &err), 0);
     assert_string_equal(err, "(default):1:1: ping_interval: invalid duration \"6x\" (expected a "
                              "duration such as 60s)");
     free(err);
