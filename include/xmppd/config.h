@@ -51,6 +51,17 @@ typedef enum xd_listen_mod {
     XD_LISTEN_MOD_HTTP,      /* http, ejabberd_http */
 } xd_listen_mod;
 
+/* One domain of a component listener's `hosts`, with its secret.  Immutable after load. */
+typedef struct xd_component_host {
+    char *domain;   /* the key, prepared as a domain */
+    char *password; /* its shared secret (XEP-0114) */
+} xd_component_host_t;
+
+typedef struct xd_component_host_set {
+    xd_component_host_t *items; /* owned, in document order */
+    size_t count;               /* number of items */
+} xd_component_host_set_t;
+
 /* One entry of `listen`.  Immutable after load. */
 typedef struct xd_listen_conf {
     int port;                      /* 1..65535, required */
@@ -66,7 +77,7 @@ typedef struct xd_listen_conf {
     int backlog;                   /* listen(2) backlog */
     int max_connections;           /* open connections on this listener, all workers */
     char *password;                /* component: shared secret (XEP-0114) */
-    const xd_conf_node_t *hosts;   /* component: {domain: {password: …}}, raw */
+    xd_component_host_set_t hosts; /* component: {domain: {password: …}} */
     uint64_t handshake_timeout_ms; /* until the stream is authenticated */
     uint64_t idle_timeout_ms;      /* close after this long without traffic; 0 = never */
 } xd_listen_conf_t;
@@ -153,6 +164,18 @@ typedef struct xd_module_set {
     xd_module_conf_t *items; /* owned, in document order */
     size_t count;            /* number of items */
 } xd_module_set_t;
+
+/* One entry of `host_config`: a served host and its own options, kept raw
+ * until the host's scope is parsed over the top level (xd_config_t.hosts_conf). */
+typedef struct xd_host_entry {
+    char *host;                 /* the key, prepared as a domain; one of hosts */
+    const xd_conf_node_t *opts; /* mapping, or NULL for `host: ~`; holds its document */
+} xd_host_entry_t;
+
+typedef struct xd_host_entry_set {
+    xd_host_entry_t *items; /* owned, in document order */
+    size_t count;           /* number of items */
+} xd_host_entry_set_t;
 
 /* ---- scopes ---------------------------------------------------------------------------------- */
 
@@ -253,7 +276,7 @@ typedef struct xd_config {
     int s2s_queue_max;           /* stanzas held for a remote domain while connecting */
     int s2s_max_streams;         /* outgoing s2s connections, all workers */
     xd_shaper_set_t shaper;      /* traffic shapers */
-    const xd_conf_node_t *host_config; /* raw; effective values in hosts_conf */
+    xd_host_entry_set_t host_config; /* per-host options, raw; effective ones in hosts_conf */
 
     xd_host_conf_t global;       /* HOST-scope options at the top level */
     xd_host_conf_t *hosts_conf;  /* hosts.count entries, effective per host */
@@ -337,7 +360,9 @@ typedef struct xd_config_doc_section {
     size_t size;            /* sizeof the struct the table fills */
 } xd_config_doc_section_t;
 
-/* {NULL}-terminated list of every documented table, in docs order. */
+/* {NULL}-terminated list of every documented table, in docs order.  The tables
+ * parse in a context whose udata is the xd_config_t being loaded (its names
+ * prepare hosts and domains; xd_opt_check_defaults takes one likewise). */
 const xd_config_doc_section_t *xd_config_doc_sections(void);
 
 #endif

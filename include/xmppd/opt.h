@@ -34,6 +34,7 @@
  *   STRING_LIST xd_strlist_t · WORKERS unsigned ·
  *   NODE const xd_conf_node_t * (holds its document) ·
  *   SUB the sub-struct itself, embedded · SUB_LIST xd_optlist_t ·
+ *   MAP {T *items; size_t count;} (xd_optmap_t's layout), see xd_opt_map_t ·
  *   INLINE the sub-struct, embedded, whose keys sit in the same mapping ·
  *   CUSTOM whatever its xd_opt_custom_t parses.
  *
@@ -124,6 +125,7 @@ typedef enum xd_opt_type {
     XD_OPT_TYPE_NODE,
     XD_OPT_TYPE_SUB,
     XD_OPT_TYPE_SUB_LIST,
+    XD_OPT_TYPE_MAP,
     XD_OPT_TYPE_INLINE,
     XD_OPT_TYPE_CUSTOM,
 } xd_opt_type;
@@ -178,12 +180,43 @@ typedef struct xd_opt_custom {
     void (*free)(void *field);
 } xd_opt_custom_t;
 
+/* MAP: `{name: value, …}` where the writer picks the names (ACLs, rules,
+ * modules, domains), into a field {T *items; size_t count;} (the layout of
+ * xd_optmap_t) holding one item per key in document order.  An item is `size`
+ * bytes and begins with `char *name`: the key as written, or as `key`
+ * prepared it.  `value` parses each value into its item: its offset lies
+ * within the item, so a SUB at offset 0 fills the item from a table and a
+ * CUSTOM parses anything else (it must leave `name` alone).  Errors carry the
+ * key as written in their path ("acl.admin.user") and the standard
+ * location; the map itself reports a value that is not a mapping ("expected
+ * EXPECTED, got a sequence"), a reserved name ("\"all\" is a built-in ACL
+ * and cannot be redefined") and two keys that prepare to the same name
+ * ("host \"B.example\" appears twice (also at line 3 column 3)"). */
+typedef struct xd_opt_map {
+    const char *type_name;       /* "ACL definitions": docs (Type column) */
+    const char *expected;        /* "a mapping of ACL names to definitions": messages */
+    const char *noun;            /* "ACL": messages about one key */
+    size_t size;                 /* sizeof one item */
+    const xd_opt_t *value;       /* how one value is parsed; offset within the item */
+    const char *const *reserved; /* names that may not be defined ({NULL}-ended), or NULL */
+    /* Prepares (and checks) a key into *out (xd_free), reporting with
+     * xd_opt_error; 0 or -1.  NULL: the key as written. */
+    int (*key)(xd_opt_ctx_t *ctx, const xd_conf_node_t *key, char **out);
+} xd_opt_map_t;
+
+/* The generic view of a MAP field; declare the field with the item type. */
+typedef struct xd_optmap {
+    void *items;  /* count items of the map's size, owned, in document order */
+    size_t count; /* number of items */
+} xd_optmap_t;
+
 struct xd_opt {
     const char *name;     /* YAML key, "ping_interval" */
     xd_opt_type type;     /* how the value is parsed and stored */
     size_t offset;        /* offsetof(conf struct, field) */
     const char *def;      /* default as YAML text, or NULL: field stays zero/NULL */
-    const void *range;    /* INT xd_opt_range_t, ENUM xd_opt_enum_t[], SUB* xd_opt_sub_t, CUSTOM */
+    const void *range;    /* INT xd_opt_range_t, ENUM xd_opt_enum_t[], SUB* xd_opt_sub_t, MAP
+                             xd_opt_map_t, CUSTOM xd_opt_custom_t */
     const char *doc;      /* one paragraph of Markdown for docs/configuration.md */
     unsigned flags;       /* XD_OPT_HOST, XD_OPT_REQUIRED, … */
     const char *def_doc;  /* docs text for a default computed in code, or NULL */
@@ -223,6 +256,11 @@ struct xd_opt {
     XD_OPT_(key, XD_OPT_TYPE_SUB, T, f, def, sub, doc, 0)
 #define XD_OPT_SUB_LIST(key, T, f, def, sub, doc) \
     XD_OPT_(key, XD_OPT_TYPE_SUB_LIST, T, f, def, sub, doc, 0)
+#define XD_OPT_MAP(key, T, f, def, map, doc) \
+    XD_OPT_(key, XD_OPT_TYPE_MAP, T, f, def, map, doc, 0)
+/* The `value` of a MAP: a value of type ty (range r) parsed at offset off of the item. */
+#define XD_OPT_MAP_VALUE(ty, off, r) \
+    (&(const xd_opt_t){ .name = "", .type = (ty), .offset = (off), .range = (r) })
 #define XD_OPT_INLINE(T, f, sub) \
     XD_OPT_("", XD_OPT_TYPE_INLINE, T, f, NULL, sub, NULL, 0)
 #define XD_OPT_CUSTOM(key, T, f, def, custom, doc) \

@@ -6,7 +6,9 @@
  *
  *   1. xd_opt_parse_in(global table, root): every top-level option, its
  *      defaults, the listen entries (with their own table and check hook),
- *      acl / access_rules / shaper / shaper_rules / modules (CUSTOM parsers);
+ *      and the mappings of names acl / access_rules / shaper / shaper_rules /
+ *      modules / host_config / listen.hosts (MAP options: one generic parser,
+ *      each with a value type and, for domains, a key preparation);
  *   2. computed defaults (ctl_socket, module_dir, sql_database, sql_port) and host_config:
  *      for each served host the HOST-scope table is parsed again with the
  *      host's mapping first and the top level as fallback;
@@ -14,8 +16,9 @@
  *      listeners, access rule names in listeners, duplicate listen addresses.
  *
  * Names (hosts, ACL users and servers, host_config and component domains)
- * are prepared by the xd_conf_names_t the loader is given, which the custom
- * types below find in the parse context (cfg_names): core knows no JIDs.
+ * are prepared by the xd_conf_names_t the loader is given: the parse
+ * context's udata is the config being built, and the custom types below
+ * find its names there (cfg_names): core knows no JIDs.
  * Evaluating ACLs and rules is src/xmpp/acl.c.
  *
  * Invariants: a loaded config is immutable; it holds a reference on its YAML
@@ -44,7 +47,7 @@
 #define CFG_MODULE_DIR "/usr/local/lib/xmppd/modules"
 #endif
 
-/* ---- Custom types: declarations ------------------------------------------------------------- */
+/* ---- Custom types: declarations -------------------------------------------------------------- */
 
 static int cfg_users_parse(xd_opt_ctx_t *ctx, const xd_conf_node_t *node, void *field);
 static int cfg_domains_parse(xd_opt_ctx_t *ctx, const xd_conf_node_t *node, void *field);
@@ -53,15 +56,17 @@ static int cfg_cidrs_parse(xd_opt_ctx_t *ctx, const xd_conf_node_t *node, void *
 static void cfg_cidrs_free(void *field);
 static int cfg_regexps_parse(xd_opt_ctx_t *ctx, const xd_conf_node_t *node, void *field);
 static void cfg_regexps_free(void *field);
-static int cfg_acls_parse(xd_opt_ctx_t *ctx, const xd_conf_node_t *node, void *field);
-static void cfg_acls_free(void *field);
-static int cfg_access_parse(xd_opt_ctx_t *ctx, const xd_conf_node_t *node, void *field);
-static int cfg_shaper_rules_parse(xd_opt_ctx_t *ctx, const xd_conf_node_t *node, void *field);
-static void cfg_rules_free(void *field);
-static int cfg_shapers_parse(xd_opt_ctx_t *ctx, const xd_conf_node_t *node, void *field);
-static void cfg_shapers_free(void *field);
-static int cfg_modules_parse(xd_opt_ctx_t *ctx, const xd_conf_node_t *node, void *field);
-static void cfg_modules_free(void *field);
+static int cfg_access_clauses_parse(xd_opt_ctx_t *ctx, const xd_conf_node_t *node, void *field);
+static int cfg_shaper_clauses_parse(xd_opt_ctx_t *ctx, const xd_conf_node_t *node, void *field);
+static void cfg_clauses_free(void *field);
+static int cfg_shaper_parse(xd_opt_ctx_t *ctx, const xd_conf_node_t *node, void *field);
+static void cfg_shaper_free(void *field);
+static int cfg_module_opts_parse(xd_opt_ctx_t *ctx, const xd_conf_node_t *node, void *field);
+static int cfg_host_opts_parse(xd_opt_ctx_t *ctx, const xd_conf_node_t *node, void *field);
+static void cfg_raw_map_free(void *field);
+static int cfg_domain_key(xd_opt_ctx_t *ctx, const xd_conf_node_t *key, char **out);
+static int cfg_host_key(xd_opt_ctx_t *ctx, const xd_conf_node_t *key, char **out);
+static int cfg_component_host_check(xd_opt_ctx_t *ctx, const xd_conf_node_t *map, void *conf);
 static int cfg_listen_check(xd_opt_ctx_t *ctx, const xd_conf_node_t *map, void *conf);
 
 static const xd_opt_custom_t cfg_users_type = { "list of users", cfg_users_parse,
@@ -72,15 +77,20 @@ static const xd_opt_custom_t cfg_cidrs_type = { "list of IP ranges", cfg_cidrs_p
                                                 cfg_cidrs_free };
 static const xd_opt_custom_t cfg_regexps_type = { "list of regular expressions",
                                                   cfg_regexps_parse, cfg_regexps_free };
-static const xd_opt_custom_t cfg_acls_type = { "ACL definitions", cfg_acls_parse, cfg_acls_free };
-static const xd_opt_custom_t cfg_access_type = { "access rules", cfg_access_parse,
-                                                 cfg_rules_free };
-static const xd_opt_custom_t cfg_shaper_rules_type = { "shaper rules", cfg_shaper_rules_parse,
-                                                       cfg_rules_free };
-static const xd_opt_custom_t cfg_shapers_type = { "shaper definitions", cfg_shapers_parse,
-                                                  cfg_shapers_free };
-static const xd_opt_custom_t cfg_modules_type = { "module options", cfg_modules_parse,
-                                                  cfg_modules_free };
+static const xd_opt_custom_t cfg_access_clauses_type = { "access clauses",
+                                                         cfg_access_clauses_parse,
+                                                         cfg_clauses_free };
+static const xd_opt_custom_t cfg_shaper_clauses_type = { "shaper clauses",
+                                                         cfg_shaper_clauses_parse,
+                                                         cfg_clauses_free };
+static const xd_opt_custom_t cfg_shaper_type = { "shaper", cfg_shaper_parse, cfg_shaper_free };
+static const xd_opt_custom_t cfg_module_opts_type = { "module options", cfg_module_opts_parse,
+                                                      cfg_raw_map_free };
+static const xd_opt_custom_t cfg_host_opts_type = { "host options", cfg_host_opts_parse,
+                                                    cfg_raw_map_free };
+
+/* The ACL and access rule names that are built in. */
+static const char *const cfg_builtin_names[] = { "all", "none", NULL };
 
 /* ---- Tables ---------------------------------------------------------------------------------- */
 
@@ -129,6 +139,27 @@ static const xd_opt_enum_t cfg_db_types[] = {
     { NULL, 0 },
 };
 
+static const xd_opt_t cfg_component_host_opts[] = {
+    XD_OPT_FULL("password", XD_OPT_TYPE_STRING, xd_component_host_t, password, NULL, NULL,
+                "The component's shared secret (XEP-0114).", XD_OPT_REQUIRED | XD_OPT_SECRET,
+                NULL),
+    XD_OPT_END,
+};
+
+static const xd_opt_sub_t cfg_component_host_sub = {
+    cfg_component_host_opts, sizeof(xd_component_host_t), cfg_component_host_check,
+    "component hosts"
+};
+
+static const xd_opt_map_t cfg_component_hosts_map = {
+    .type_name = "map of domains to {password}",
+    .expected = "a mapping {domain: {password: secret}}",
+    .noun = "domain",
+    .size = sizeof(xd_component_host_t),
+    .value = XD_OPT_MAP_VALUE(XD_OPT_TYPE_SUB, 0, &cfg_component_host_sub),
+    .key = cfg_domain_key,
+};
+
 #define L_ xd_listen_conf_t
 static const xd_opt_t cfg_listen_opts[] = {
     XD_OPT_FULL("port", XD_OPT_TYPE_INT, L_, port, NULL,
@@ -170,9 +201,9 @@ static const xd_opt_t cfg_listen_opts[] = {
                 "Component listeners: the shared secret of XEP-0114 for every component "
                 "that connects here.",
                 XD_OPT_SECRET, NULL),
-    XD_OPT_NODE("hosts", L_, hosts,
-                "Component listeners: `{domain: {password: secret}}` per component domain, "
-                "as in ejabberd."),
+    XD_OPT_MAP("hosts", L_, hosts, NULL, &cfg_component_hosts_map,
+               "Component listeners: `{domain: {password: secret}}` per component domain, "
+               "as in ejabberd."),
     XD_OPT_DURATION("handshake_timeout", L_, handshake_timeout_ms, "30s",
                     "Time allowed from connect until the stream is authenticated."),
     XD_OPT_DURATION("idle_timeout", L_, idle_timeout_ms, "0",
@@ -203,6 +234,74 @@ static const xd_opt_t cfg_acl_opts[] = {
     XD_OPT_END,
 };
 #undef A_
+
+static const xd_opt_sub_t cfg_acl_sub = { cfg_acl_opts, sizeof(xd_acl_t), NULL, "acl" };
+
+static const xd_opt_map_t cfg_acl_map = {
+    .type_name = "ACL definitions",
+    .expected = "a mapping of ACL names to definitions",
+    .noun = "ACL",
+    .size = sizeof(xd_acl_t),
+    .value = XD_OPT_MAP_VALUE(XD_OPT_TYPE_SUB, 0, &cfg_acl_sub),
+    .reserved = cfg_builtin_names,
+};
+
+static const xd_opt_map_t cfg_access_map = {
+    .type_name = "access rules",
+    .expected = "a mapping of access rule names to clauses",
+    .noun = "access rule",
+    .size = sizeof(xd_rule_t),
+    .value = XD_OPT_MAP_VALUE(XD_OPT_TYPE_CUSTOM, 0, &cfg_access_clauses_type),
+    .reserved = cfg_builtin_names,
+};
+
+static const xd_opt_map_t cfg_shaper_rules_map = {
+    .type_name = "shaper rules",
+    .expected = "a mapping of shaper rule names to clauses",
+    .noun = "shaper rule",
+    .size = sizeof(xd_rule_t),
+    .value = XD_OPT_MAP_VALUE(XD_OPT_TYPE_CUSTOM, 0, &cfg_shaper_clauses_type),
+};
+
+static const xd_opt_map_t cfg_modules_map = {
+    .type_name = "module options",
+    .expected = "a mapping of module names to options",
+    .noun = "module",
+    .size = sizeof(xd_module_conf_t),
+    .value = XD_OPT_MAP_VALUE(XD_OPT_TYPE_CUSTOM, offsetof(xd_module_conf_t, opts),
+                              &cfg_module_opts_type),
+};
+
+static const xd_opt_map_t cfg_shapers_map = {
+    .type_name = "shaper definitions",
+    .expected = "a mapping of shaper names to rates",
+    .noun = "shaper",
+    .size = sizeof(xd_shaper_t),
+    .value = XD_OPT_MAP_VALUE(XD_OPT_TYPE_CUSTOM, 0, &cfg_shaper_type),
+};
+
+static const xd_opt_map_t cfg_host_config_map = {
+    .type_name = "map of hosts to options",
+    .expected = "a mapping of hosts to options",
+    .noun = "host",
+    .size = sizeof(xd_host_entry_t),
+    .value = XD_OPT_MAP_VALUE(XD_OPT_TYPE_CUSTOM, offsetof(xd_host_entry_t, opts),
+                              &cfg_host_opts_type),
+    .key = cfg_host_key,
+};
+
+/* MAP fields are read through xd_optmap_t: the typed sets must share its layout. */
+#define CFG_MAP_LAYOUT(T)                                                                  \
+    _Static_assert(sizeof(T) == sizeof(xd_optmap_t) &&                                     \
+                       offsetof(T, items) == offsetof(xd_optmap_t, items) &&               \
+                       offsetof(T, count) == offsetof(xd_optmap_t, count),                 \
+                   #T " is not shaped as xd_optmap_t")
+CFG_MAP_LAYOUT(xd_acl_set_t);
+CFG_MAP_LAYOUT(xd_rule_set_t);
+CFG_MAP_LAYOUT(xd_shaper_set_t);
+CFG_MAP_LAYOUT(xd_module_set_t);
+CFG_MAP_LAYOUT(xd_host_entry_set_t);
+CFG_MAP_LAYOUT(xd_component_host_set_t);
 
 /* The mapping form of a shaper: {rate: N, burst_size: M}. */
 typedef struct cfg_shaper_form {
@@ -270,20 +369,19 @@ static const xd_opt_t cfg_host_opts[] = {
     XD_OPT_FULL("scram_iterations", XD_OPT_TYPE_INT, H_, scram_iterations, "4096",
                 (&(const xd_opt_range_t){ 1024, 1000000 }),
                 "PBKDF2 iterations for SCRAM credentials stored from now on.", HOST_, NULL),
-    XD_OPT_FULL("acl", XD_OPT_TYPE_CUSTOM, H_, acl, NULL, &cfg_acls_type,
+    XD_OPT_FULL("acl", XD_OPT_TYPE_MAP, H_, acl, NULL, &cfg_acl_map,
                 "Access control lists: `name: {user: [...], server: [...], ip: [...], ...}`; "
                 "see [acl](#acl). `all` and `none` are built in.",
                 HOST_ | XD_OPT_MERGE, NULL),
-    XD_OPT_FULL("access_rules", XD_OPT_TYPE_CUSTOM, H_, access_rules, NULL, &cfg_access_type,
+    XD_OPT_FULL("access_rules", XD_OPT_TYPE_MAP, H_, access_rules, NULL, &cfg_access_map,
                 "Access rules: `name: [{deny: blocked}, {allow: all}]`; see "
                 "[access_rules](#access_rules).",
                 HOST_ | XD_OPT_MERGE, NULL),
-    XD_OPT_FULL("shaper_rules", XD_OPT_TYPE_CUSTOM, H_, shaper_rules, NULL,
-                &cfg_shaper_rules_type,
+    XD_OPT_FULL("shaper_rules", XD_OPT_TYPE_MAP, H_, shaper_rules, NULL, &cfg_shaper_rules_map,
                 "Rules that pick a shaper (or a number) per user; see "
                 "[shaper_rules](#shaper_rules).",
                 HOST_ | XD_OPT_MERGE, NULL),
-    XD_OPT_FULL("modules", XD_OPT_TYPE_CUSTOM, H_, modules, NULL, &cfg_modules_type,
+    XD_OPT_FULL("modules", XD_OPT_TYPE_MAP, H_, modules, NULL, &cfg_modules_map,
                 "Modules to run and their options: `mod_name: {option: value}`; see "
                 "[modules](#modules).",
                 HOST_ | XD_OPT_MERGE, NULL),
@@ -395,12 +493,12 @@ static const xd_opt_t cfg_global_opts[] = {
                 "Database password.", XD_OPT_SECRET, NULL),
     XD_OPT_INT("sql_pool_size", C_, sql_pool_size, "10", 1, 1000,
                "Database connections this node opens."),
-    XD_OPT_CUSTOM("shaper", C_, shaper, NULL, &cfg_shapers_type,
-                  "Traffic shapers: `name: rate` in bytes per second, or "
-                  "`name: {rate: N, burst_size: M}`; see [shaper](#shaper)."),
-    XD_OPT_NODE("host_config", C_, host_config,
-                "Per-host values of the options marked *host*: `{domain: {option: value}}`; "
-                "the domain must be listed in `hosts`. See [host_config](#host_config)."),
+    XD_OPT_MAP("shaper", C_, shaper, NULL, &cfg_shapers_map,
+               "Traffic shapers: `name: rate` in bytes per second, or "
+               "`name: {rate: N, burst_size: M}`; see [shaper](#shaper)."),
+    XD_OPT_MAP("host_config", C_, host_config, NULL, &cfg_host_config_map,
+               "Per-host values of the options marked *host*: `{domain: {option: value}}`; "
+               "the domain must be listed in `hosts`. See [host_config](#host_config)."),
     XD_OPT_INLINE(C_, global, &cfg_host_sub),
     XD_OPT_END,
 };
@@ -476,9 +574,9 @@ xd_listen_module_name(int module)
 static const xd_conf_names_t *
 cfg_names(const xd_opt_ctx_t *ctx)
 {
-    const xd_conf_names_t *names = xd_opt_ctx_udata(ctx);
-    XD_ASSERT(names != NULL);
-    return names;
+    const xd_config_t *cfg = xd_opt_ctx_udata(ctx);
+    XD_ASSERT(cfg != NULL && cfg->names != NULL);
+    return cfg->names;
 }
 
 static int
@@ -663,21 +761,13 @@ cfg_regexps_free(void *field)
 static bool
 cfg_builtin_acl(const char *name)
 {
-    return strcmp(name, "all") == 0 || strcmp(name, "none") == 0;
+    for (const char *const *b = cfg_builtin_names; *b; b++)
+        if (strcmp(name, *b) == 0)
+            return true;
+    return false;
 }
 
-static int
-cfg_want_map(xd_opt_ctx_t *ctx, const xd_conf_node_t *node, const char *what)
-{
-    if (xd_conf_is_null(node))
-        return 1; /* empty */
-    if (node->kind != XD_CONF_MAP) {
-        xd_opt_error(ctx, node, "expected %s, got %s", what, xd_conf_kind_name(node));
-        return -1;
-    }
-    return 0;
-}
-
+/* Frees an inline ACL's contents (the ACLs under `acl` are the map's). */
 static void
 cfg_acl_free(xd_acl_t *acl)
 {
@@ -686,45 +776,7 @@ cfg_acl_free(xd_acl_t *acl)
     xd_opt_free(cfg_acl_opts, acl);
 }
 
-static int
-cfg_acls_parse(xd_opt_ctx_t *ctx, const xd_conf_node_t *node, void *field)
-{
-    xd_acl_set_t *set = field;
-    int w = cfg_want_map(ctx, node, "a mapping of ACL names to definitions");
-    if (w != 0)
-        return w < 0 ? -1 : 0;
-    set->items = xd_calloc(node->count ? node->count : 1, sizeof *set->items);
-    int rc = 0;
-    for (size_t i = 0; i < node->count; i++) {
-        const char *name = node->keys[i]->value;
-        xd_opt_push_key(ctx, name);
-        if (cfg_builtin_acl(name)) {
-            xd_opt_error(ctx, node->keys[i], "\"%s\" is a built-in ACL and cannot be redefined",
-                         name);
-            rc = -1;
-        } else if (xd_opt_parse_in(ctx, cfg_acl_opts, node->items[i],
-                                   &set->items[set->count]) == 0) {
-            set->items[set->count++].name = xd_strdup(name);
-        } else {
-            rc = -1;
-        }
-        xd_opt_pop(ctx);
-    }
-    return rc;
-}
-
-static void
-cfg_acls_free(void *field)
-{
-    xd_acl_set_t *set = field;
-    for (size_t i = 0; i < set->count; i++)
-        cfg_acl_free(&set->items[i]);
-    xd_free(set->items);
-    set->items = NULL;
-    set->count = 0;
-}
-
-/* ---- access_rules and shaper_rules ---------------------------------------------------------- */
+/* ---- access_rules and shaper_rules ----------------------------------------------------------- */
 
 static int
 cfg_clause_parse(xd_opt_ctx_t *ctx, const xd_conf_node_t *key, const xd_conf_node_t *val,
@@ -827,159 +879,155 @@ cfg_rule_parse(xd_opt_ctx_t *ctx, const xd_conf_node_t *body, bool access, xd_ru
 }
 
 static void
-cfg_rule_free(xd_rule_t *r)
+cfg_clauses_free(void *field)
 {
+    xd_rule_t *r = field; /* the item of a rule map: its name is the map's */
     for (size_t i = 0; i < r->count; i++)
         cfg_clause_free(&r->clauses[i]);
     xd_free(r->clauses);
-    xd_free(r->name);
-    memset(r, 0, sizeof *r);
+    r->clauses = NULL;
+    r->count = 0;
+    r->listed = false;
 }
 
 static int
-cfg_rules_parse(xd_opt_ctx_t *ctx, const xd_conf_node_t *node, xd_rule_set_t *set, bool access)
+cfg_access_clauses_parse(xd_opt_ctx_t *ctx, const xd_conf_node_t *node, void *field)
 {
-    int w = cfg_want_map(ctx, node, access ? "a mapping of access rule names to clauses"
-                                           : "a mapping of shaper rule names to clauses");
-    if (w != 0)
-        return w < 0 ? -1 : 0;
-    set->items = xd_calloc(node->count ? node->count : 1, sizeof *set->items);
-    int rc = 0;
-    for (size_t i = 0; i < node->count; i++) {
-        const char *name = node->keys[i]->value;
-        xd_opt_push_key(ctx, name);
-        if (access && cfg_builtin_acl(name)) {
-            xd_opt_error(ctx, node->keys[i], "\"%s\" is a built-in access rule and cannot be "
-                         "redefined", name);
-            rc = -1;
-        } else {
-            xd_rule_t *r = &set->items[set->count];
-            if (cfg_rule_parse(ctx, node->items[i], access, r) == 0) {
-                r->name = xd_strdup(name);
-                set->count++;
-            } else {
-                cfg_rule_free(r);
-                rc = -1;
-            }
-        }
-        xd_opt_pop(ctx);
-    }
-    return rc;
+    return cfg_rule_parse(ctx, node, true, field);
 }
 
 static int
-cfg_access_parse(xd_opt_ctx_t *ctx, const xd_conf_node_t *node, void *field)
+cfg_shaper_clauses_parse(xd_opt_ctx_t *ctx, const xd_conf_node_t *node, void *field)
 {
-    return cfg_rules_parse(ctx, node, field, true);
-}
-
-static int
-cfg_shaper_rules_parse(xd_opt_ctx_t *ctx, const xd_conf_node_t *node, void *field)
-{
-    return cfg_rules_parse(ctx, node, field, false);
-}
-
-static void
-cfg_rules_free(void *field)
-{
-    xd_rule_set_t *set = field;
-    for (size_t i = 0; i < set->count; i++)
-        cfg_rule_free(&set->items[i]);
-    xd_free(set->items);
-    set->items = NULL;
-    set->count = 0;
+    return cfg_rule_parse(ctx, node, false, field);
 }
 
 /* ---- shaper ---------------------------------------------------------------------------------- */
 
+/* One shaper: `name: N` or `name: {rate: N, burst_size: M}`. */
 static int
-cfg_shapers_parse(xd_opt_ctx_t *ctx, const xd_conf_node_t *node, void *field)
+cfg_shaper_parse(xd_opt_ctx_t *ctx, const xd_conf_node_t *node, void *field)
 {
-    xd_shaper_set_t *set = field;
-    int w = cfg_want_map(ctx, node, "a mapping of shaper names to rates");
-    if (w != 0)
-        return w < 0 ? -1 : 0;
-    set->items = xd_calloc(node->count ? node->count : 1, sizeof *set->items);
+    xd_shaper_t *s = field; /* the item of the shaper map: its name is the map's */
+    cfg_shaper_form_t form = { 0 };
+    int rc = node->kind == XD_CONF_MAP
+                 ? xd_opt_parse_in(ctx, cfg_shaper_opts, node, &form)
+                 : xd_opt_get_int(ctx, node, cfg_shaper_opts[0].range, &form.rate);
+    if (rc != 0)
+        return -1;
+    s->rate_bytes = (uint64_t)form.rate;
+    s->burst_bytes = form.burst_size ? (uint64_t)form.burst_size : (uint64_t)form.rate;
+    return 0;
+}
+
+static void
+cfg_shaper_free(void *field)
+{
+    xd_shaper_t *s = field;
+    s->rate_bytes = 0;
+    s->burst_bytes = 0;
+}
+
+/* ---- modules and host_config: mappings kept raw ---------------------------------------------- */
+
+/* A mapping of options kept as a node for a later parse (null: none). */
+static int
+cfg_raw_map(xd_opt_ctx_t *ctx, const xd_conf_node_t *node, const char *expected, void *field)
+{
+    if (xd_conf_is_null(node))
+        return 0;
+    if (node->kind != XD_CONF_MAP) {
+        xd_opt_error(ctx, node, "expected %s, got %s", expected, xd_conf_kind_name(node));
+        return -1;
+    }
+    xd_conf_doc_ref(node->doc);
+    *(const xd_conf_node_t **)field = node;
+    return 0;
+}
+
+static void
+cfg_raw_map_free(void *field)
+{
+    const xd_conf_node_t **n = field;
+    if (*n)
+        xd_conf_doc_unref((*n)->doc);
+    *n = NULL;
+}
+
+static int
+cfg_module_opts_parse(xd_opt_ctx_t *ctx, const xd_conf_node_t *node, void *field)
+{
+    return cfg_raw_map(ctx, node, "a mapping of module options", field);
+}
+
+static const xd_opt_t *
+cfg_find_opt(const xd_opt_t *table, const char *name)
+{
+    for (const xd_opt_t *o = table; o->name; o++)
+        if (o->type != XD_OPT_TYPE_INLINE && strcmp(o->name, name) == 0)
+            return o;
+    return NULL;
+}
+
+/* A host's options: only those of the HOST scope may appear (stage 2 parses them). */
+static int
+cfg_host_opts_parse(xd_opt_ctx_t *ctx, const xd_conf_node_t *node, void *field)
+{
+    if (cfg_raw_map(ctx, node, "a mapping of options", field) != 0)
+        return -1;
     int rc = 0;
-    for (size_t i = 0; i < node->count; i++) {
-        const xd_conf_node_t *v = node->items[i];
-        xd_opt_push_key(ctx, node->keys[i]->value);
-        cfg_shaper_form_t form = { 0 };
-        int prc;
-        if (v->kind == XD_CONF_MAP)
-            prc = xd_opt_parse_in(ctx, cfg_shaper_opts, v, &form);
+    for (size_t j = 0; node->kind == XD_CONF_MAP && j < node->count; j++) {
+        const char *key = node->keys[j]->value;
+        if (cfg_find_opt(cfg_host_opts, key))
+            continue;
+        xd_opt_push_key(ctx, key);
+        if (cfg_find_opt(cfg_global_opts, key))
+            xd_opt_error(ctx, node->keys[j], "option cannot be set per host (it is not marked "
+                         "host in docs/configuration.md)");
         else
-            prc = xd_opt_get_int(ctx, v, cfg_shaper_opts[0].range, &form.rate);
-        if (prc == 0) {
-            xd_shaper_t *s = &set->items[set->count++];
-            s->name = xd_strdup(node->keys[i]->value);
-            s->rate_bytes = (uint64_t)form.rate;
-            s->burst_bytes = form.burst_size ? (uint64_t)form.burst_size : (uint64_t)form.rate;
-        } else {
-            rc = -1;
-        }
+            xd_opt_error(ctx, node->keys[j], "unknown option");
         xd_opt_pop(ctx);
+        rc = -1;
     }
     return rc;
 }
 
-static void
-cfg_shapers_free(void *field)
-{
-    xd_shaper_set_t *set = field;
-    for (size_t i = 0; i < set->count; i++)
-        xd_free(set->items[i].name);
-    xd_free(set->items);
-    set->items = NULL;
-    set->count = 0;
-}
-
-/* ---- modules --------------------------------------------------------------------------------- */
-
+/* A host_config key: a served host, prepared. */
 static int
-cfg_modules_parse(xd_opt_ctx_t *ctx, const xd_conf_node_t *node, void *field)
+cfg_host_key(xd_opt_ctx_t *ctx, const xd_conf_node_t *key, char **out)
 {
-    xd_module_set_t *set = field;
-    int w = cfg_want_map(ctx, node, "a mapping of module names to options");
-    if (w != 0)
-        return w < 0 ? -1 : 0;
-    set->items = xd_calloc(node->count ? node->count : 1, sizeof *set->items);
-    int rc = 0;
-    for (size_t i = 0; i < node->count; i++) {
-        const xd_conf_node_t *v = node->items[i];
-        xd_opt_push_key(ctx, node->keys[i]->value);
-        if (!xd_conf_is_null(v) && v->kind != XD_CONF_MAP) {
-            xd_opt_error(ctx, v, "expected a mapping of module options, got %s",
-                         xd_conf_kind_name(v));
-            rc = -1;
-        } else {
-            xd_module_conf_t *m = &set->items[set->count++];
-            m->name = xd_strdup(node->keys[i]->value);
-            if (!xd_conf_is_null(v)) {
-                xd_conf_doc_ref(v->doc);
-                m->opts = v;
-            }
-        }
-        xd_opt_pop(ctx);
+    const xd_config_t *cfg = xd_opt_ctx_udata(ctx);
+    char *dom = NULL;
+    if (cfg_names(ctx)->domain(xd_str_c(key->value), &dom) != 0 ||
+        !xd_strlist_contains(&cfg->hosts, dom)) {
+        xd_opt_error(ctx, key, "host \"%s\" is not listed in hosts", key->value);
+        xd_free(dom);
+        return -1;
     }
-    return rc;
-}
-
-static void
-cfg_modules_free(void *field)
-{
-    xd_module_set_t *set = field;
-    for (size_t i = 0; i < set->count; i++) {
-        xd_free(set->items[i].name);
-        if (set->items[i].opts)
-            xd_conf_doc_unref(set->items[i].opts->doc);
-    }
-    xd_free(set->items);
-    set->items = NULL;
-    set->count = 0;
+    *out = dom;
+    return 0;
 }
 
 /* ---- listen ---------------------------------------------------------------------------------- */
+
+/* A component domain under a listener's `hosts`, prepared. */
+static int
+cfg_domain_key(xd_opt_ctx_t *ctx, const xd_conf_node_t *key, char **out)
+{
+    return xd_opt_get_name(ctx, key, "domain", cfg_names(ctx)->domain, out);
+}
+
+static int
+cfg_component_host_check(xd_opt_ctx_t *ctx, const xd_conf_node_t *map, void *conf)
+{
+    const xd_component_host_t *h = conf;
+    if (h->password && *h->password)
+        return 0;
+    xd_opt_push_key(ctx, "password");
+    xd_opt_error(ctx, xd_conf_map_get(map, "password"), "the secret must not be empty");
+    xd_opt_pop(ctx);
+    return -1;
+}
 
 static int
 cfg_listen_check(xd_opt_ctx_t *ctx, const xd_conf_node_t *map, void *conf)
@@ -1000,38 +1048,13 @@ cfg_listen_check(xd_opt_ctx_t *ctx, const xd_conf_node_t *map, void *conf)
                                      l->module == XD_LISTEN_MOD_COMPONENT
                                  ? 131072
                                  : 65536;
-    if (l->module == XD_LISTEN_MOD_COMPONENT && !l->password && !l->hosts) {
+    if (l->module == XD_LISTEN_MOD_COMPONENT && !l->password && l->hosts.count == 0) {
         xd_opt_error(ctx, map, "a component listener needs `password` or `hosts`");
         rc = -1;
     }
-    if (l->hosts) {
-        /* {domain: {password: secret}} (ejabberd's ejabberd_service hosts). */
-        const xd_conf_node_t *h = l->hosts;
-        xd_opt_push_key(ctx, "hosts");
-        if (h->kind != XD_CONF_MAP) {
-            xd_opt_error(ctx, h, "expected a mapping {domain: {password: secret}}");
-            rc = -1;
-        }
-        for (size_t i = 0; h->kind == XD_CONF_MAP && i < h->count; i++) {
-            const xd_conf_node_t *pw = h->items[i]->kind == XD_CONF_MAP
-                                           ? xd_conf_map_get(h->items[i], "password")
-                                           : NULL;
-            char *dom = NULL;
-            if (cfg_names(ctx)->domain(xd_str_c(h->keys[i]->value), &dom) != 0) {
-                xd_opt_error(ctx, h->keys[i], "\"%s\" is not a domain", h->keys[i]->value);
-                rc = -1;
-            } else if (!pw || pw->kind != XD_CONF_SCALAR || !pw->len) {
-                xd_opt_error(ctx, h->items[i], "%s: expected {password: secret}",
-                             h->keys[i]->value);
-                rc = -1;
-            }
-            xd_free(dom);
-        }
-        xd_opt_pop(ctx);
-        if (l->module != XD_LISTEN_MOD_COMPONENT) {
-            xd_opt_error(ctx, map, "`hosts` is for component listeners");
-            rc = -1;
-        }
+    if (l->hosts.count > 0 && l->module != XD_LISTEN_MOD_COMPONENT) {
+        xd_opt_error(ctx, map, "`hosts` is for component listeners");
+        rc = -1;
     }
     return rc;
 }
@@ -1069,75 +1092,32 @@ cfg_free(xd_config_t *cfg)
     xd_free(cfg);
 }
 
-static const xd_opt_t *
-cfg_find_opt(const xd_opt_t *table, const char *name)
+/* The host_config mapping of `host` (a normalised served host), or NULL. */
+static const xd_conf_node_t *
+cfg_host_map(const xd_config_t *cfg, const char *host)
 {
-    for (const xd_opt_t *o = table; o->name; o++)
-        if (o->type != XD_OPT_TYPE_INLINE && strcmp(o->name, name) == 0)
-            return o;
+    for (size_t i = 0; host && i < cfg->host_config.count; i++)
+        if (strcmp(cfg->host_config.items[i].host, host) == 0)
+            return cfg->host_config.items[i].opts;
     return NULL;
 }
 
-/* Stage 2: one effective host scope per served host. */
+/* Stage 2: one effective host scope per served host, its host_config
+ * options first and the top level as fallback. */
 static void
 cfg_hosts_parse(xd_opt_ctx_t *ctx, xd_config_t *cfg, const xd_conf_node_t *root)
 {
-    const xd_conf_node_t *hc = cfg->host_config;
     cfg->hosts_conf = xd_calloc(cfg->hosts.count, sizeof *cfg->hosts_conf);
-    const xd_conf_node_t **per_host = xd_calloc(cfg->hosts.count, sizeof *per_host);
-
     xd_opt_push_key(ctx, "host_config");
-    if (hc && hc->kind != XD_CONF_MAP) {
-        xd_opt_error(ctx, hc, "expected a mapping of hosts to options, got %s",
-                     xd_conf_kind_name(hc));
-        hc = NULL;
-    }
-    for (size_t i = 0; hc && i < hc->count; i++) {
-        const xd_conf_node_t *k = hc->keys[i], *v = hc->items[i];
-        xd_opt_push_key(ctx, k->value);
-        char *dom = NULL;
-        size_t idx = cfg->hosts.count;
-        if (cfg->names->domain(xd_str_c(k->value), &dom) == 0) {
-            for (size_t j = 0; j < cfg->hosts.count; j++)
-                if (strcmp(cfg->hosts.items[j], dom) == 0)
-                    idx = j;
-        }
-        if (idx == cfg->hosts.count) {
-            xd_opt_error(ctx, k, "host \"%s\" is not listed in hosts", k->value);
-        } else if (per_host[idx]) {
-            xd_opt_error(ctx, k, "host \"%s\" appears twice (also at line %u column %u)",
-                         k->value, per_host[idx]->line, per_host[idx]->col);
-        } else if (!xd_conf_is_null(v) && v->kind != XD_CONF_MAP) {
-            xd_opt_error(ctx, v, "expected a mapping of options, got %s", xd_conf_kind_name(v));
-        } else {
-            per_host[idx] = xd_conf_is_null(v) ? k : v;
-            for (size_t j = 0; v->kind == XD_CONF_MAP && j < v->count; j++) {
-                const char *key = v->keys[j]->value;
-                if (cfg_find_opt(cfg_host_opts, key))
-                    continue;
-                xd_opt_push_key(ctx, key);
-                if (cfg_find_opt(cfg_global_opts, key))
-                    xd_opt_error(ctx, v->keys[j], "option cannot be set per host (it is not "
-                                 "marked host in docs/configuration.md)");
-                else
-                    xd_opt_error(ctx, v->keys[j], "unknown option");
-                xd_opt_pop(ctx);
-            }
-        }
-        xd_free(dom);
-        xd_opt_pop(ctx);
-    }
     for (size_t i = 0; i < cfg->hosts.count; i++) {
         xd_host_conf_t *h = &cfg->hosts_conf[i];
-        const xd_conf_node_t *m = per_host[i];
         xd_opt_push_key(ctx, cfg->hosts.items[i]);
-        xd_opt_parse_layered(ctx, cfg_host_opts, m && m->kind == XD_CONF_MAP ? m : NULL, root, h);
+        xd_opt_parse_layered(ctx, cfg_host_opts, cfg_host_map(cfg, cfg->hosts.items[i]), root, h);
         h->host = xd_strdup(cfg->hosts.items[i]);
         h->parent = &cfg->global;
         xd_opt_pop(ctx);
     }
     xd_opt_pop(ctx);
-    xd_free(per_host);
 }
 
 static bool
@@ -1158,24 +1138,6 @@ cfg_rule_defined(const xd_rule_set_t *set, const char *name)
         if (strcmp(set->items[i].name, name) == 0)
             return true;
     return false;
-}
-
-/* The host_config mapping of `host` (a normalised served host), or NULL. */
-static const xd_conf_node_t *
-cfg_host_map(const xd_config_t *cfg, const char *host)
-{
-    const xd_conf_node_t *hc = cfg->host_config;
-    if (!host || !hc || hc->kind != XD_CONF_MAP)
-        return NULL;
-    for (size_t i = 0; i < hc->count; i++) {
-        char *dom = NULL;
-        bool same = cfg->names->domain(xd_str_c(hc->keys[i]->value), &dom) == 0 &&
-                    strcmp(dom, host) == 0;
-        xd_free(dom);
-        if (same)
-            return hc->items[i];
-    }
-    return NULL;
 }
 
 /* Stage 3 for one scope: ACL names in rules, shaper names in shaper rules. */
@@ -1291,7 +1253,7 @@ cfg_build(const xd_conf_names_t *names, xd_conf_doc_t *doc, const char *path, xd
     cfg->names = names;
     const xd_conf_node_t *root = doc ? xd_conf_doc_root(doc) : NULL;
 
-    xd_opt_ctx_t *ctx = xd_opt_ctx_new(NULL, names);
+    xd_opt_ctx_t *ctx = xd_opt_ctx_new(NULL, cfg);
     if (xd_opt_parse_in(ctx, cfg_global_opts, root, cfg) == 0) {
         /* Stage 2: computed defaults, host scopes. */
         if (cfg->hosts.count == 0) {

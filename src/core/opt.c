@@ -4,7 +4,8 @@
  * Sits in src/core above yaml.c.  xd_opt_parse() walks a table: for each
  * option the value under its key, or else its default (YAML text parsed by
  * xd_conf_parse_string and then by the very same code), is parsed into the
- * field at `offset`.  Nested tables (SUB, SUB_LIST, INLINE) recurse.
+ * field at `offset`.  Nested tables (SUB, SUB_LIST, INLINE) recurse, and so do
+ * MAP values: one generic parser for every `{name: value}` mapping.
  *
  * Invariants:
  *   - a parse collects every error it finds, each one line of
@@ -213,6 +214,8 @@ xd_opt_type_name(const xd_opt_t *opt)
     case XD_OPT_TYPE_NODE: return "any YAML";
     case XD_OPT_TYPE_SUB: return "mapping";
     case XD_OPT_TYPE_SUB_LIST: return "list of mappings";
+    case XD_OPT_TYPE_MAP:
+        return opt->range ? ((const xd_opt_map_t *)opt->range)->type_name : "mapping";
     case XD_OPT_TYPE_INLINE: return "inline";
     case XD_OPT_TYPE_CUSTOM:
         return opt->range ? ((const xd_opt_custom_t *)opt->range)->type_name : "custom";
@@ -237,6 +240,7 @@ opt_expected(const xd_opt_t *opt)
     case XD_OPT_TYPE_WORKERS: return "auto or a number from 1 to 256";
     case XD_OPT_TYPE_SUB: return "a mapping";
     case XD_OPT_TYPE_SUB_LIST: return "a list of mappings";
+    case XD_OPT_TYPE_MAP: return ((const xd_opt_map_t *)opt->range)->expected;
     default: return xd_opt_type_name(opt);
     }
 }
@@ -567,6 +571,96 @@ opt_parse_sub(xd_opt_ctx_t *ctx, const xd_opt_sub_t *sub, const xd_conf_node_t *
     return ctx->nerr == before ? 0 : -1;
 }
 
+static bool
+opt_reserved(const xd_opt_map_t *m, const char *name)
+{
+    for (const char *const *r = m->reserved; r && *r; r++)
+        if (strcmp(*r, name) == 0)
+            return true;
+    return false;
+}
+
+/* Index of the item named `name` among the first n of a map field, or n. */
+static size_t
+opt_map_find(const xd_opt_map_t *m, const xd_optmap_t *l, size_t n, const char *name)
+{
+    for (size_t i = 0; i < n; i++)
+        if (strcmp(*(char **)((char *)l->items + i * m->size), name) == 0)
+            return i;
+    return n;
+}
+
+static void
+opt_map_free(const xd_opt_map_t *m, xd_optmap_t *l)
+{
+    for (size_t i = 0; i < l->count; i++) {
+        char *item = (char *)l->items + i * m->size;
+        opt_free_value(m->value, item + m->value->offset);
+        xd_free(*(char **)item);
+    }
+    xd_free(l->items);
+    l->items = NULL;
+    l->count = 0;
+}
+
+/* MAP: one item per key; a key or value in error leaves no item. */
+static int
+opt_parse_map(xd_opt_ctx_t *ctx, const xd_opt_map_t *m, const xd_conf_node_t *node,
+              xd_optmap_t *l)
+{
+    if (xd_conf_is_null(node))
+        return 0;
+    if (node->kind != XD_CONF_MAP) {
+        opt_error(ctx, XD_ECONF_TYPE, node, "expected %s, got %s", m->expected,
+                  xd_conf_kind_name(node));
+        return -1;
+    }
+    if (node->count == 0)
+        return 0;
+    l->items = xd_calloc(node->count, m->size);
+    const xd_conf_node_t **keys = xd_calloc(node->count, sizeof *keys); /* per item */
+    int rc = 0;
+    for (size_t i = 0; i < node->count; i++) {
+        const xd_conf_node_t *k = node->keys[i];
+        char *item = (char *)l->items + l->count * m->size;
+        char *name = NULL;
+        bool ok = false;
+        unsigned before = ctx->nerr;
+        xd_opt_push_key(ctx, k->value);
+        if (opt_reserved(m, k->value)) {
+            opt_error(ctx, XD_ECONF_TYPE, k, "\"%s\" is a built-in %s and cannot be redefined",
+                      k->value, m->noun);
+        } else if (m->key && m->key(ctx, k, &name) != 0) {
+            if (ctx->nerr == before)
+                opt_error(ctx, XD_ECONF_TYPE, k, "invalid %s \"%s\"", m->noun, k->value);
+        } else {
+            if (!m->key)
+                name = xd_strdup(k->value);
+            size_t dup = opt_map_find(m, l, l->count, name);
+            if (dup < l->count) {
+                opt_error(ctx, XD_ECONF_TYPE, k, "%s \"%s\" appears twice (also at line %u "
+                          "column %u)", m->noun, k->value, keys[dup]->line, keys[dup]->col);
+            } else if (xd_opt_parse_value(ctx, m->value, node->items[i],
+                                          item + m->value->offset) == 0) {
+                ok = true;
+            } else {
+                opt_free_value(m->value, item + m->value->offset);
+                memset(item, 0, m->size);
+            }
+        }
+        if (ok) {
+            *(char **)item = name;
+            keys[l->count++] = k;
+        } else {
+            xd_free(name);
+            rc = -1;
+        }
+        xd_opt_pop(ctx);
+    }
+    xd_free(keys);
+    return rc;
+}
+
 int
 xd_opt_parse_value(xd_opt_ctx_t *ctx, const xd_opt_t *opt, const xd_conf_node_t *node,
                    void *field)
@@ -662,6 +756,8 @@ xd_opt_parse_value(xd_opt_ctx_t *ctx, const xd_opt_t *opt, const xd_conf_node_t 
         }
         return bad;
     }
+    case XD_OPT_TYPE_MAP:
+        return opt_parse_map(ctx, opt->range, node, field);
     case XD_OPT_TYPE_CUSTOM: {
         const xd_opt_custom_t *c = opt->range;
         unsigned before = ctx->nerr;
@@ -833,6 +929,9 @@ opt_free_value(const xd_opt_t *opt, void *field)
         l->count = 0;
         break;
     }
+    case XD_OPT_TYPE_MAP:
+        opt_map_free(opt->range, field);
+        break;
     case XD_OPT_TYPE_CUSTOM:
         ((const xd_opt_custom_t *)opt->range)->free(field);
         break;
@@ -884,6 +983,14 @@ opt_check_defaults_in(xd_opt_ctx_t *ctx, const xd_opt_t *table, size_t size)
             opt_check_defaults_in(ctx, sub->table, sub->size);
             if (o->type == XD_OPT_TYPE_SUB_LIST)
                 xd_opt_pop(ctx);
+            xd_opt_pop(ctx);
+        } else if (o->type == XD_OPT_TYPE_MAP &&
+                   ((const xd_opt_map_t *)o->range)->value->type == XD_OPT_TYPE_SUB) {
+            const xd_opt_sub_t *sub = ((const xd_opt_map_t *)o->range)->value->range;
+            xd_opt_push_key(ctx, o->name);
+            xd_opt_push_key(ctx, "NAME");
+            opt_check_defaults_in(ctx, sub->table, sub->size);
+            xd_opt_pop(ctx);
             xd_opt_pop(ctx);
         }
     }
