@@ -3,9 +3,11 @@
  *
  * One YAML file with the shape ejabberd administrators know: hosts, listen,
  * certfiles, auth_method, sql_*, acl, access_rules, shaper, shaper_rules,
- * modules and host_config.  Every option is declared in one table in
- * src/core/config.c; docs/configuration.md is generated from those tables
- * (tools/gen-docs) and examples/xmppd.yml shows every option.
+ * modules and host_config.  Every option is declared in one of the tables
+ * of src/core/config*.c (config.c: top level; config_listen.c, config_acl.c,
+ * config_hosts.c: listen entries, ACL data, the HOST scope);
+ * docs/configuration.md is generated from those tables (tools/gen-docs) and
+ * examples/xmppd.yml shows every option.
  *
  * Lifetime and threads: an xd_config_t is immutable once loaded and
  * reference-counted (atomic).  The running server publishes the current one

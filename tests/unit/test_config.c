@@ -1,6 +1,6 @@
 /*
  * test_config.c — unit tests of the YAML node tree, the option machinery and
- * the server configuration (src/core/yaml.c, opt.c, config.c; src/xmpp/jid_opt.c, acl.c).
+ * the server configuration (src/core/yaml.c, opt.c, config*.c; src/xmpp/jid_opt.c, acl.c).
  *
  * Error messages are asserted as exact text, locations included, because the
  * format ("FILE:LINE:COL: PATH: MESSAGE") is part of the contract.  Files are
