@@ -44,7 +44,7 @@
 #include "xmppd/service.h"
 
 /* Bumped whenever xd_module_t or the API a module sees changes incompatibly. */
-#define XD_MODULE_ABI 1u
+#define XD_MODULE_ABI 2u
 
 typedef struct xd_module_ctx xd_module_ctx_t; /* one per (module, host); opaque */
 
