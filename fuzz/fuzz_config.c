@@ -10,6 +10,7 @@
 #include <stdint.h>
 #include <stdlib.h>
 
+#include "xmppd/acl.h"
 #include "xmppd/assert.h"
 #include "xmppd/config.h"
 

@@ -3,9 +3,11 @@
  *
  * One YAML file with the shape ejabberd administrators know: hosts, listen,
  * certfiles, auth_method, sql_*, acl, access_rules, shaper, shaper_rules,
- * modules and host_config.  Every option is declared in one table in
- * src/core/config.c; docs/configuration.md is generated from those tables
- * (tools/gen-docs) and examples/xmppd.yml shows every option.
+ * modules and host_config.  Every option is declared in one of the tables
+ * of src/core/config*.c (config.c: top level; config_listen.c, config_acl.c,
+ * config_hosts.c: listen entries, ACL data, the HOST scope);
+ * docs/configuration.md is generated from those tables (tools/gen-docs) and
+ * examples/xmppd.yml shows every option.
  *
  * Lifetime and threads: an xd_config_t is immutable once loaded and
  * reference-counted (atomic).  The running server publishes the current one
@@ -19,6 +21,15 @@
  * effective values for one served host: a scalar option from host_config
  * wins over the top level; acl, access_rules, shaper_rules and modules are
  * merged by name, the host's definition winning.
+ *
+ * Layers: the loader is src/core and knows no JIDs.  Names written in the
+ * file (hosts, ACL users and servers, host_config and component domains) are
+ * prepared by the xd_conf_names_t it is given (xd_config_load_with); the
+ * xmpp layer supplies the RFC 7622 one and the usual entry points
+ * xd_config_load, xd_config_load_string and xd_config_default that pass it
+ * (src/xmpp/acl.c, which also evaluates ACLs and rules: xmppd/acl.h).  The
+ * loaded config keeps the preparation (xd_config_t.names) so that core code
+ * such as cmd.c prepares names the same way.
  */
 #ifndef XMPPD_CONFIG_H
 #define XMPPD_CONFIG_H
@@ -30,8 +41,8 @@
 #include <stdint.h>
 #include <sys/socket.h>
 
-#include "xmppd/jid.h"
 #include "xmppd/opt.h"
+#include "xmppd/str.h"
 
 /* ---- listen ------------------------------------------------------------------------------- */
 
@@ -41,6 +52,17 @@ typedef enum xd_listen_mod {
     XD_LISTEN_MOD_COMPONENT, /* component, ejabberd_service (XEP-0114) */
     XD_LISTEN_MOD_HTTP,      /* http, ejabberd_http */
 } xd_listen_mod;
+
+/* One domain of a component listener's `hosts`, with its secret.  Immutable after load. */
+typedef struct xd_component_host {
+    char *domain;   /* the key, prepared as a domain */
+    char *password; /* its shared secret (XEP-0114) */
+} xd_component_host_t;
+
+typedef struct xd_component_host_set {
+    xd_component_host_t *items; /* owned, in document order */
+    size_t count;               /* number of items */
+} xd_component_host_set_t;
 
 /* One entry of `listen`.  Immutable after load. */
 typedef struct xd_listen_conf {
@@ -57,7 +79,7 @@ typedef struct xd_listen_conf {
     int backlog;                   /* listen(2) backlog */
     int max_connections;           /* open connections on this listener, all workers */
     char *password;                /* component: shared secret (XEP-0114) */
-    const xd_conf_node_t *hosts;   /* component: {domain: {password: …}}, raw */
+    xd_component_host_set_t hosts; /* component: {domain: {password: …}} */
     uint64_t handshake_timeout_ms; /* until the stream is authenticated */
     uint64_t idle_timeout_ms;      /* close after this long without traffic; 0 = never */
 } xd_listen_conf_t;
@@ -145,6 +167,18 @@ typedef struct xd_module_set {
     size_t count;            /* number of items */
 } xd_module_set_t;
 
+/* One entry of `host_config`: a served host and its own options, kept raw
+ * until the host's scope is parsed over the top level (xd_config_t.hosts_conf). */
+typedef struct xd_host_entry {
+    char *host;                 /* the key, prepared as a domain; one of hosts */
+    const xd_conf_node_t *opts; /* mapping, or NULL for `host: ~`; holds its document */
+} xd_host_entry_t;
+
+typedef struct xd_host_entry_set {
+    xd_host_entry_t *items; /* owned, in document order */
+    size_t count;           /* number of items */
+} xd_host_entry_set_t;
+
 /* ---- scopes ---------------------------------------------------------------------------------- */
 
 typedef enum xd_auth_method {
@@ -183,6 +217,19 @@ typedef struct xd_host_conf {
     const struct xd_host_conf *parent; /* the global scope, or NULL for it */
 } xd_host_conf_t;
 
+/* ---- names ----------------------------------------------------------------------------------- */
+
+/* How the loader prepares the names written in the file: each function
+ * returns 0 with *out a new normalised string (xd_free), or an XD_E* code
+ * naming what is wrong.  Immutable; outlives every config loaded with it. */
+typedef struct xd_conf_names {
+    xd_opt_prep_fn domain;   /* a domain: hosts, ACL server, host_config, component hosts */
+    xd_opt_prep_fn user;     /* an ACL user: "local@domain" (bare JID), or a localpart */
+    xd_opt_prep_fn local;    /* a localpart (xmppctl USER arguments) */
+    xd_opt_prep_fn resource; /* a resourcepart (xmppctl RESOURCE arguments) */
+    xd_opt_prep_fn jid;      /* a whole JID, as its normalised full text (JID arguments) */
+} xd_conf_names_t;
+
 /* ---- the configuration ----------------------------------------------------------------------- */
 
 typedef enum xd_sql_type { XD_SQL_SQLITE, XD_SQL_PGSQL, XD_SQL_MYSQL, XD_SQL_ODBC } xd_sql_type;
@@ -192,6 +239,7 @@ typedef struct xd_config {
     _Atomic unsigned refs;       /* private: xd_config_ref/unref */
     xd_conf_doc_t *doc;          /* the parsed file (kept for module options); NULL built-in */
     char *path;                  /* the file loaded, or NULL for the built-in defaults */
+    const xd_conf_names_t *names; /* how its names were prepared (borrowed, static) */
 
     xd_strlist_t hosts;          /* served domains, normalised, unique, at least one */
     int loglevel;                /* xd_log_level */
@@ -230,24 +278,33 @@ typedef struct xd_config {
     int s2s_queue_max;           /* stanzas held for a remote domain while connecting */
     int s2s_max_streams;         /* outgoing s2s connections, all workers */
     xd_shaper_set_t shaper;      /* traffic shapers */
-    const xd_conf_node_t *host_config; /* raw; effective values in hosts_conf */
+    xd_host_entry_set_t host_config; /* per-host options, raw; effective ones in hosts_conf */
 
     xd_host_conf_t global;       /* HOST-scope options at the top level */
     xd_host_conf_t *hosts_conf;  /* hosts.count entries, effective per host */
 } xd_config_t;
 
-/* Loads and validates `path`.  On success *out is a new reference.  On error
- * *err is a malloc'd message, one line per error found ("xmppd.yml:12:5:
- * listen[1].port: 70000 is out of range (expected 1..65535)"), and the result
- * is an XD_ECONF_* code or -errno. */
-int xd_config_load(const char *path, xd_config_t **out, char **err);
+/* Loads and validates `path`, preparing names with `names`.  On success *out
+ * is a new reference.  On error *err is a malloc'd message, one line per error
+ * found ("xmppd.yml:12:5: listen[1].port: 70000 is out of range (expected
+ * 1..65535)"), and the result is an XD_ECONF_* code or -errno. */
+int xd_config_load_with(const xd_conf_names_t *names, const char *path, xd_config_t **out,
+                        char **err);
 
 /* Parses a configuration from memory; `name` appears in locations. */
-int xd_config_load_string(const char *name, const char *text, size_t len, xd_config_t **out,
-                          char **err);
+int xd_config_load_string_with(const xd_conf_names_t *names, const char *name, const char *text,
+                               size_t len, xd_config_t **out, char **err);
 
 /* The built-in configuration used when there is no file: host localhost,
  * data under ./var, c2s on 127.0.0.1:5222 and [::1]:5222. */
+int xd_config_default_with(const xd_conf_names_t *names, xd_config_t **out);
+
+/* The same with the RFC 7622 preparation (xd_xmpp_names): what programs call.
+ * Defined by the xmpp layer (src/xmpp/acl.c); code in src/core calls the
+ * _with forms above. */
+int xd_config_load(const char *path, xd_config_t **out, char **err);
+int xd_config_load_string(const char *name, const char *text, size_t len, xd_config_t **out,
+                          char **err);
 int xd_config_default(xd_config_t **out);
 
 xd_config_t *xd_config_ref(xd_config_t *cfg);
@@ -281,33 +338,14 @@ const char *xd_config_ctl_socket(const xd_config_t *cfg);
 /* Lookups by name in a scope, falling back to the global scope. */
 const xd_acl_t *xd_config_acl(const xd_host_conf_t *scope, const char *name);
 const xd_rule_t *xd_config_access_rule(const xd_host_conf_t *scope, const char *name);
+const xd_rule_t *xd_config_shaper_rule(const xd_host_conf_t *scope, const char *name);
 const xd_shaper_t *xd_config_shaper(const xd_config_t *cfg, const char *name);
 /* The options of module `name` for `host` (NULL host: global), and whether it is enabled;
  * NULL for a host that is not served. */
 const xd_module_conf_t *xd_config_module(const xd_config_t *cfg, const char *host,
                                          const char *name);
 
-/* ---- evaluation ------------------------------------------------------------------------------ */
-
-typedef enum xd_access { XD_ACCESS_DENY = 0, XD_ACCESS_ALLOW = 1 } xd_access_t;
-
-/* Whether `jid` (may be NULL) connecting from `addr` (may be NULL) matches ACL
- * `acl` when asked about `host` ("user: admin" means admin@host).  "all" and
- * "none" are built in. */
-bool xd_acl_match(const xd_host_conf_t *scope, const xd_acl_t *acl, const char *host,
-                  const xd_jid_t *jid, const struct sockaddr *addr);
-
-/* Evaluates access rule `rule` for `host` (a served host: its host_config
- * definitions win; otherwise the global ones).  The first clause whose ACL
- * matches decides; no match, or an unknown rule, denies.  The rules "all"
- * (allow) and "none" (deny) are built in. */
-xd_access_t xd_access_match(const xd_config_t *cfg, const char *host, const char *rule,
-                            const xd_jid_t *jid, const struct sockaddr *addr);
-
-/* Evaluates shaper rule `rule` as above: the value of the first matching
- * clause ("normal", "none", "10"), or NULL when none matches or no such rule. */
-const char *xd_shaper_rule_match(const xd_config_t *cfg, const char *host, const char *rule,
-                                 const xd_jid_t *jid, const struct sockaddr *addr);
+/* ---- addresses ------------------------------------------------------------------------------- */
 
 /* Whether `addr` lies in `cidr`. */
 bool xd_cidr_match(const xd_cidr_t *cidr, const struct sockaddr *addr);
@@ -324,7 +362,9 @@ typedef struct xd_config_doc_section {
     size_t size;            /* sizeof the struct the table fills */
 } xd_config_doc_section_t;
 
-/* {NULL}-terminated list of every documented table, in docs order. */
+/* {NULL}-terminated list of every documented table, in docs order.  The tables
+ * parse in a context whose udata is the xd_config_t being loaded (its names
+ * prepare hosts and domains; xd_opt_check_defaults takes one likewise). */
 const xd_config_doc_section_t *xd_config_doc_sections(void);
 
 #endif

@@ -53,6 +53,7 @@
 #include "xmppd/config.h"
 #include "xmppd/hooks.h"
 #include "xmppd/iq.h"
+#include "xmppd/jid_opt.h"
 #include "xmppd/opt.h"
 #include "xmppd/service.h"
 #include "xmppd/storage.h"

@@ -30,12 +30,19 @@
  *
  * Field types per option type (the struct field at `offset`):
  *   BOOL bool · INT int · DURATION uint64_t milliseconds · SIZE size_t bytes ·
- *   STRING, PATH, DOMAIN char * (NULL = unset) · ENUM, LOGLEVEL int ·
- *   STRING_LIST, DOMAIN_LIST xd_strlist_t · JID xd_jid_t * (a reference) ·
- *   WORKERS unsigned · NODE const xd_conf_node_t * (holds its document) ·
+ *   STRING, PATH char * (NULL = unset) · ENUM, LOGLEVEL int ·
+ *   STRING_LIST xd_strlist_t · WORKERS unsigned ·
+ *   NODE const xd_conf_node_t * (holds its document) ·
  *   SUB the sub-struct itself, embedded · SUB_LIST xd_optlist_t ·
+ *   MAP {T *items; size_t count;} (xd_optmap_t's layout), see xd_opt_map_t ·
  *   INLINE the sub-struct, embedded, whose keys sit in the same mapping ·
  *   CUSTOM whatever its xd_opt_custom_t parses.
+ *
+ * Layers: this is src/core and knows no XMPP addresses.  Values that are
+ * names to prepare (domains, JIDs) are CUSTOM types of the layer that knows
+ * them (XD_OPT_JID, XD_OPT_DOMAIN, XD_OPT_DOMAIN_LIST in jid_opt.h), built
+ * with the helpers below (xd_opt_get_name) around a preparation function;
+ * a caller hands such parsers what they need through the context's udata.
  *
  * A key written with no value (`key:` or `key: ~`) takes the option's default.
  *
@@ -49,7 +56,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "xmppd/jid.h"
+#include "xmppd/str.h"
 
 /* ---- Node trees ---------------------------------------------------------------------------- */
 
@@ -113,14 +120,12 @@ typedef enum xd_opt_type {
     XD_OPT_TYPE_PATH,
     XD_OPT_TYPE_ENUM,
     XD_OPT_TYPE_STRING_LIST,
-    XD_OPT_TYPE_JID,
-    XD_OPT_TYPE_DOMAIN,
-    XD_OPT_TYPE_DOMAIN_LIST,
     XD_OPT_TYPE_LOGLEVEL,
     XD_OPT_TYPE_WORKERS,
     XD_OPT_TYPE_NODE,
     XD_OPT_TYPE_SUB,
     XD_OPT_TYPE_SUB_LIST,
+    XD_OPT_TYPE_MAP,
     XD_OPT_TYPE_INLINE,
     XD_OPT_TYPE_CUSTOM,
 } xd_opt_type;
@@ -175,12 +180,43 @@ typedef struct xd_opt_custom {
     void (*free)(void *field);
 } xd_opt_custom_t;
 
+/* MAP: `{name: value, …}` where the writer picks the names (ACLs, rules,
+ * modules, domains), into a field {T *items; size_t count;} (the layout of
+ * xd_optmap_t) holding one item per key in document order.  An item is `size`
+ * bytes and begins with `char *name`: the key as written, or as `key`
+ * prepared it.  `value` parses each value into its item: its offset lies
+ * within the item, so a SUB at offset 0 fills the item from a table and a
+ * CUSTOM parses anything else (it must leave `name` alone).  Errors carry the
+ * key as written in their path ("acl.admin.user") and the standard
+ * location; the map itself reports a value that is not a mapping ("expected
+ * EXPECTED, got a sequence"), a reserved name ("\"all\" is a built-in ACL
+ * and cannot be redefined") and two keys that prepare to the same name
+ * ("host \"B.example\" appears twice (also at line 3 column 3)"). */
+typedef struct xd_opt_map {
+    const char *type_name;       /* "ACL definitions": docs (Type column) */
+    const char *expected;        /* "a mapping of ACL names to definitions": messages */
+    const char *noun;            /* "ACL": messages about one key */
+    size_t size;                 /* sizeof one item */
+    const xd_opt_t *value;       /* how one value is parsed; offset within the item */
+    const char *const *reserved; /* names that may not be defined ({NULL}-ended), or NULL */
+    /* Prepares (and checks) a key into *out (xd_free), reporting with
+     * xd_opt_error; 0 or -1.  NULL: the key as written. */
+    int (*key)(xd_opt_ctx_t *ctx, const xd_conf_node_t *key, char **out);
+} xd_opt_map_t;
+
+/* The generic view of a MAP field; declare the field with the item type. */
+typedef struct xd_optmap {
+    void *items;  /* count items of the map's size, owned, in document order */
+    size_t count; /* number of items */
+} xd_optmap_t;
+
 struct xd_opt {
     const char *name;     /* YAML key, "ping_interval" */
     xd_opt_type type;     /* how the value is parsed and stored */
     size_t offset;        /* offsetof(conf struct, field) */
     const char *def;      /* default as YAML text, or NULL: field stays zero/NULL */
-    const void *range;    /* INT xd_opt_range_t, ENUM xd_opt_enum_t[], SUB* xd_opt_sub_t, CUSTOM */
+    const void *range;    /* INT xd_opt_range_t, ENUM xd_opt_enum_t[], SUB* xd_opt_sub_t, MAP
+                             xd_opt_map_t, CUSTOM xd_opt_custom_t */
     const char *doc;      /* one paragraph of Markdown for docs/configuration.md */
     unsigned flags;       /* XD_OPT_HOST, XD_OPT_REQUIRED, … */
     const char *def_doc;  /* docs text for a default computed in code, or NULL */
@@ -210,12 +246,6 @@ struct xd_opt {
     XD_OPT_(key, XD_OPT_TYPE_ENUM, T, f, def, names, doc, 0)
 #define XD_OPT_STRING_LIST(key, T, f, def, doc) \
     XD_OPT_(key, XD_OPT_TYPE_STRING_LIST, T, f, def, NULL, doc, 0)
-#define XD_OPT_JID(key, T, f, def, doc) \
-    XD_OPT_(key, XD_OPT_TYPE_JID, T, f, def, NULL, doc, 0)
-#define XD_OPT_DOMAIN(key, T, f, def, doc) \
-    XD_OPT_(key, XD_OPT_TYPE_DOMAIN, T, f, def, NULL, doc, 0)
-#define XD_OPT_DOMAIN_LIST(key, T, f, def, doc) \
-    XD_OPT_(key, XD_OPT_TYPE_DOMAIN_LIST, T, f, def, NULL, doc, 0)
 #define XD_OPT_LOGLEVEL(key, T, f, def, doc) \
     XD_OPT_(key, XD_OPT_TYPE_LOGLEVEL, T, f, def, NULL, doc, 0)
 #define XD_OPT_WORKERS(key, T, f, def, doc) \
@@ -226,6 +256,11 @@ struct xd_opt {
     XD_OPT_(key, XD_OPT_TYPE_SUB, T, f, def, sub, doc, 0)
 #define XD_OPT_SUB_LIST(key, T, f, def, sub, doc) \
     XD_OPT_(key, XD_OPT_TYPE_SUB_LIST, T, f, def, sub, doc, 0)
+#define XD_OPT_MAP(key, T, f, def, map, doc) \
+    XD_OPT_(key, XD_OPT_TYPE_MAP, T, f, def, map, doc, 0)
+/* The `value` of a MAP: a value of type ty (range r) parsed at offset off of the item. */
+#define XD_OPT_MAP_VALUE(ty, off, r) \
+    (&(const xd_opt_t){ .name = "", .type = (ty), .offset = (off), .range = (r) })
 #define XD_OPT_INLINE(T, f, sub) \
     XD_OPT_("", XD_OPT_TYPE_INLINE, T, f, NULL, sub, NULL, 0)
 #define XD_OPT_CUSTOM(key, T, f, def, custom, doc) \
@@ -249,8 +284,11 @@ int xd_opt_parse_at(const xd_opt_t *table, const xd_conf_node_t *map, void *conf
 void xd_opt_free(const xd_opt_t *table, void *conf);
 
 /* Parses every default of `table` (recursively) through the production parser
- * into a scratch struct and frees it.  0 or an error, as xd_opt_parse. */
-int xd_opt_check_defaults(const xd_opt_t *table, size_t conf_size, char **err);
+ * into a scratch struct and frees it; `udata` is the context's (see
+ * xd_opt_ctx_new: what the table's CUSTOM parsers expect, or NULL).  0 or an
+ * error, as xd_opt_parse. */
+int xd_opt_check_defaults(const xd_opt_t *table, size_t conf_size, const void *udata,
+                          char **err);
 
 /* Name of a type as shown in messages and docs ("duration", "list of strings"). */
 const char *xd_opt_type_name(const xd_opt_t *opt);
@@ -261,10 +299,15 @@ const char *xd_opt_enum_name(const xd_opt_enum_t *names, int value);
 /* ---- For CUSTOM parsers and check hooks ------------------------------------------------------ */
 
 /* A parse context of its own, for code that runs several parses as one (config.c):
- * `prefix` may be NULL.  xd_opt_ctx_finish frees ctx and returns 0 when no error
- * was recorded, else the first error's code with *err the message lines. */
-xd_opt_ctx_t *xd_opt_ctx_new(const char *prefix);
+ * `prefix` may be NULL; `udata` (borrowed, may be NULL) is for the CUSTOM parsers
+ * of the tables parsed in it (xd_opt_ctx_udata).  xd_opt_ctx_finish frees ctx and
+ * returns 0 when no error was recorded, else the first error's code with *err the
+ * message lines. */
+xd_opt_ctx_t *xd_opt_ctx_new(const char *prefix, const void *udata);
 int xd_opt_ctx_finish(xd_opt_ctx_t *ctx, char **err);
+
+/* The udata given to xd_opt_ctx_new (NULL for xd_opt_parse and xd_opt_parse_at). */
+const void *xd_opt_ctx_udata(const xd_opt_ctx_t *ctx);
 
 /* Records an error at `at` (NULL: no location) under the current key path. */
 void xd_opt_error(xd_opt_ctx_t *ctx, const xd_conf_node_t *at, const char *fmt, ...)
@@ -294,6 +337,30 @@ int xd_opt_parse_value(xd_opt_ctx_t *ctx, const xd_opt_t *opt, const xd_conf_nod
 int xd_opt_get_int(xd_opt_ctx_t *ctx, const xd_conf_node_t *node, const xd_opt_range_t *range,
                    int *out);
 int xd_opt_get_string(xd_opt_ctx_t *ctx, const xd_conf_node_t *node, const char **out);
+
+/* Lists for CUSTOM types: calls fn for each item of a value that is a string or
+ * a list of them (one scalar counts as a list of one, null as an empty list),
+ * with "[i]" pushed for sequence items; a mapping is "expected EXPECTED, got a
+ * mapping".  Returns 0, or -1 when any item failed (fn records its errors). */
+typedef int (*xd_opt_item_fn)(xd_opt_ctx_t *ctx, const xd_conf_node_t *it, const char *s,
+                              void *arg);
+int xd_opt_each_string(xd_opt_ctx_t *ctx, const xd_conf_node_t *node, const char *expected,
+                       xd_opt_item_fn fn, void *arg);
+
+/* Names for CUSTOM types: a preparation function (xd_jid_prep_domain, …)
+ * returns 0 with *out a new string (xd_free), or an XD_E* code. */
+typedef int (*xd_opt_prep_fn)(xd_str_t in, char **out);
+
+/* A string prepared with `prep` into *out; "invalid WHAT \"s\" (reason)" when
+ * prep refuses it.  0 or -1 (error recorded). */
+int xd_opt_get_name(xd_opt_ctx_t *ctx, const xd_conf_node_t *node, const char *what,
+                    xd_opt_prep_fn prep, char **out);
+
+/* A string or list of strings, each prepared as by xd_opt_get_name, appended
+ * to `out`; with `unique`, a name already in the list is "duplicate WHAT
+ * \"name\"".  A mapping is "expected a list of WHATs".  0 or -1. */
+int xd_opt_get_names(xd_opt_ctx_t *ctx, const xd_conf_node_t *node, const char *what,
+                     xd_opt_prep_fn prep, bool unique, xd_strlist_t *out);
 
 /* Number of errors recorded so far in this parse. */
 unsigned xd_opt_error_count(const xd_opt_ctx_t *ctx);

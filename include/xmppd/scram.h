@@ -22,6 +22,11 @@
  *
  * Deriving a key runs PBKDF2 and is blocking work: xd_scram_derive() asserts
  * that it is not on an event loop.  The other functions are cheap.
+ *
+ * Layers: the credential record, the hash names and the key sizes are plain
+ * data, defined inline here, so that storage (src/storage/users.c) persists
+ * and reads credentials without linking src/auth.  Everything that computes
+ * (derivation, checks, proofs) is in src/auth/scram.c.
  */
 #ifndef XMPPD_SCRAM_H
 #define XMPPD_SCRAM_H
@@ -30,6 +35,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "xmppd/assert.h"
 #include "xmppd/str.h"
 
 typedef enum xd_scram_hash {
@@ -55,13 +61,33 @@ typedef struct xd_scram_cred {
 } xd_scram_cred_t;
 
 /* "SHA-1", "SHA-256", "SHA-512": the names in mechanism names and storage. */
-const char *xd_scram_hash_name(xd_scram_hash hash);
+static inline const char *
+xd_scram_hash_name(xd_scram_hash hash)
+{
+    static const char *const names[XD_SCRAM_HASH_COUNT] = {
+        [XD_SCRAM_SHA1] = "SHA-1",
+        [XD_SCRAM_SHA256] = "SHA-256",
+        [XD_SCRAM_SHA512] = "SHA-512",
+    };
+    XD_ASSERT((unsigned)hash < XD_SCRAM_HASH_COUNT);
+    return names[hash];
+}
+
+/* Output size of H in bytes (20, 32, 64). */
+static inline size_t
+xd_scram_key_len(xd_scram_hash hash)
+{
+    static const size_t lens[XD_SCRAM_HASH_COUNT] = {
+        [XD_SCRAM_SHA1] = 20,
+        [XD_SCRAM_SHA256] = 32,
+        [XD_SCRAM_SHA512] = 64,
+    };
+    XD_ASSERT((unsigned)hash < XD_SCRAM_HASH_COUNT);
+    return lens[hash];
+}
 
 /* The hash called `name` (as xd_scram_hash_name).  XD_EINVAL. */
 int xd_scram_hash_parse(xd_str_t name, xd_scram_hash *out);
-
-/* Output size of H in bytes (20, 32, 64). */
-size_t xd_scram_key_len(xd_scram_hash hash);
 
 /* Prepares a password with OpaqueString.  On success *out is a new
  * NUL-terminated string (xd_free) and *out_len its length.  XD_EINVAL for
@@ -81,6 +107,18 @@ int xd_scram_derive(xd_scram_hash hash, xd_str_t password, xd_str_t salt, unsign
  * XD_SCRAM_SALT_LEN bytes. */
 int xd_scram_cred_make(xd_scram_hash hash, xd_str_t password, unsigned iterations,
                        xd_scram_cred_t *out);
+
+/* The credentials stored for an account's password: one per hash
+ * (XD_SCRAM_SHA512, SHA256, SHA1 in creds[0..2]), each with its own random
+ * salt.  XD_EINVAL for a password OpaqueString refuses or iterations == 0;
+ * then creds is wiped. */
+int xd_scram_creds_make(xd_str_t password, unsigned iterations,
+                        xd_scram_cred_t creds[XD_SCRAM_HASH_COUNT]);
+
+/* Sets *ok when `password` derives (with cred's salt and iterations) to
+ * cred's StoredKey, compared in constant time.  A password OpaqueString
+ * refuses was never stored: 0 with *ok false.  XD_EINTERNAL (OpenSSL). */
+int xd_scram_cred_check(const xd_scram_cred_t *cred, xd_str_t password, bool *ok);
 
 /* out = H(data); xd_scram_key_len(hash) bytes. */
 int xd_scram_digest(xd_scram_hash hash, const void *data, size_t len, uint8_t *out);

@@ -222,34 +222,30 @@ int xd_db_schema_version(xd_db_t *db, const char *component, unsigned *out);
 /* ---- users and SCRAM credentials (src/storage/users.c) ------------------- */
 
 /* Host and username are stored as given: pass them prepared (domain and
- * localpart of a normalised JID).  Passwords are prepared with OpaqueString
- * (xd_scram_normalize) and stored only as SCRAM-SHA-1/256/512 credentials,
- * each with its own random salt; nothing plaintext.  `iterations` comes from
- * the scram_iterations option (default XD_SCRAM_ITERATIONS_DEFAULT). */
+ * localpart of a normalised JID).  Storage never sees a password: the caller
+ * (the internal auth backend) derives the SCRAM credentials
+ * (xd_scram_creds_make) and checks passwords against the stored ones
+ * (xd_scram_cred_check); storage keeps at most one credential per hash. */
 
-/* Creates a user; with password.p != NULL also its credentials, in one
- * transaction.  XD_EEXIST when the user exists; XD_EINVAL for a password
- * that OpaqueString refuses. */
-int xd_user_create(xd_db_t *db, xd_str_t host, xd_str_t user, xd_str_t password,
-                   unsigned iterations);
+/* Creates a user with creds[0..ncreds) (ncreds may be 0: no credentials),
+ * in one transaction.  XD_EEXIST when the user exists; XD_EINVAL for an
+ * empty host or user, or a credential with an unknown or repeated hash or
+ * sizes out of range. */
+int xd_user_create(xd_db_t *db, xd_str_t host, xd_str_t user, const xd_scram_cred_t *creds,
+                   size_t ncreds);
 
 /* 1 when the user exists, 0 when not, or an error. */
 int xd_user_exists(xd_db_t *db, xd_str_t host, xd_str_t user);
 
-/* Replaces all three credentials in one transaction.  XD_ENOTFOUND. */
-int xd_user_set_password(xd_db_t *db, xd_str_t host, xd_str_t user, xd_str_t password,
-                         unsigned iterations);
+/* Replaces all of the user's credentials with creds[0..ncreds) in one
+ * transaction.  XD_ENOTFOUND; XD_EINVAL as xd_user_create. */
+int xd_user_set_scram(xd_db_t *db, xd_str_t host, xd_str_t user, const xd_scram_cred_t *creds,
+                      size_t ncreds);
 
 /* The user's credentials for `hash`.  XD_ENOTFOUND when the user or that
  * credential does not exist. */
 int xd_user_get_scram(xd_db_t *db, xd_str_t host, xd_str_t user, xd_scram_hash hash,
                       xd_scram_cred_t *out);
-
-/* Sets *ok when password matches (derived with the stored salt, compared in
- * constant time; the strongest stored hash is used).  XD_ENOTFOUND when
- * there is no such user; a user without credentials never matches. */
-int xd_user_check_password(xd_db_t *db, xd_str_t host, xd_str_t user, xd_str_t password,
-                           bool *ok);
 
 /* Removes the user and (ON DELETE CASCADE) its credentials.  XD_ENOTFOUND. */
 int xd_user_remove(xd_db_t *db, xd_str_t host, xd_str_t user);

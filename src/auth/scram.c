@@ -1,8 +1,9 @@
 /*
  * scram.c — SCRAM key derivation and proof checks (RFC 5802, RFC 7677),
  * the PRECIS OpaqueString preparation of passwords (RFC 8265 4.2), and a
- * constant-time compare.  Sits in src/auth; used by src/storage/users.c to
- * make and check stored credentials and by the SASL code for the exchange.
+ * constant-time compare.  Sits in src/auth; the internal backend
+ * (internal.c) makes and checks the credentials that storage keeps, the SASL
+ * code runs the exchange with them.
  *
  * Invariants: no function keeps state; every buffer that held a password or
  * a SaltedPassword is wiped (OPENSSL_cleanse) before it is freed or goes out
@@ -26,13 +27,11 @@
 #include "xmppd/assert.h"
 #include "xmppd/err.h"
 
-static const struct {
-    const char *name; /* as stored and in mechanism names */
-    size_t len;       /* digest bytes */
-} scram_hashes[XD_SCRAM_HASH_COUNT] = {
-    [XD_SCRAM_SHA1] = { "SHA-1", 20 },
-    [XD_SCRAM_SHA256] = { "SHA-256", 32 },
-    [XD_SCRAM_SHA512] = { "SHA-512", 64 },
+/* The hashes stored for every account, strongest first (xd_scram_creds_make). */
+static const xd_scram_hash scram_stored[XD_SCRAM_HASH_COUNT] = {
+    XD_SCRAM_SHA512,
+    XD_SCRAM_SHA256,
+    XD_SCRAM_SHA1,
 };
 
 static const EVP_MD *
@@ -50,30 +49,16 @@ scram_md(xd_scram_hash hash)
     }
 }
 
-const char *
-xd_scram_hash_name(xd_scram_hash hash)
-{
-    XD_ASSERT((unsigned)hash < XD_SCRAM_HASH_COUNT);
-    return scram_hashes[hash].name;
-}
-
 int
 xd_scram_hash_parse(xd_str_t name, xd_scram_hash *out)
 {
     for (unsigned i = 0; i < XD_SCRAM_HASH_COUNT; i++) {
-        if (xd_str_eq_c(name, scram_hashes[i].name)) {
+        if (xd_str_eq_c(name, xd_scram_hash_name((xd_scram_hash)i))) {
             *out = (xd_scram_hash)i;
             return 0;
         }
     }
     return XD_EINVAL;
-}
-
-size_t
-xd_scram_key_len(xd_scram_hash hash)
-{
-    XD_ASSERT((unsigned)hash < XD_SCRAM_HASH_COUNT);
-    return scram_hashes[hash].len;
 }
 
 bool
@@ -246,6 +231,40 @@ xd_scram_cred_make(xd_scram_hash hash, xd_str_t password, unsigned iterations,
         return rc;
     return xd_scram_derive(hash, password, (xd_str_t){ (const char *)out->salt, out->salt_len },
                            iterations, out->stored_key, out->server_key);
+}
+
+int
+xd_scram_creds_make(xd_str_t password, unsigned iterations,
+                    xd_scram_cred_t creds[XD_SCRAM_HASH_COUNT])
+{
+    if (iterations == 0)
+        return XD_EINVAL;
+    for (unsigned i = 0; i < XD_SCRAM_HASH_COUNT; i++) {
+        int rc = xd_scram_cred_make(scram_stored[i], password, iterations, &creds[i]);
+        if (rc < 0) {
+            OPENSSL_cleanse(creds, XD_SCRAM_HASH_COUNT * sizeof *creds);
+            return rc;
+        }
+    }
+    return 0;
+}
+
+int
+xd_scram_cred_check(const xd_scram_cred_t *cred, xd_str_t password, bool *ok)
+{
+    uint8_t stored[XD_SCRAM_KEY_MAX], server[XD_SCRAM_KEY_MAX];
+
+    *ok = false;
+    int rc = xd_scram_derive(cred->hash, password,
+                             (xd_str_t){ (const char *)cred->salt, cred->salt_len },
+                             cred->iterations, stored, server);
+    if (rc == XD_EINVAL)
+        return 0; /* a password OpaqueString refuses was never stored */
+    if (rc == 0)
+        *ok = xd_scram_ct_eq(stored, cred->stored_key, xd_scram_key_len(cred->hash));
+    OPENSSL_cleanse(stored, sizeof stored);
+    OPENSSL_cleanse(server, sizeof server);
+    return rc;
 }
 
 int

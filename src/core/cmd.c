@@ -17,7 +17,6 @@
 #include "xmppd/alloc.h"
 #include "xmppd/cmd.h"
 #include "xmppd/err.h"
-#include "xmppd/jid.h"
 #include "xmppd/log.h"
 
 static pthread_rwlock_t cmd_lock = PTHREAD_RWLOCK_INITIALIZER;
@@ -212,10 +211,12 @@ xd_cmd_synopsis(const xd_cmd_t *cmd, char *buf, size_t cap)
     }
 }
 
-/* Prepares one argument into v; on error a message into call->res. */
+/* Prepares one argument into v; on error a message into call->res.  Names
+ * are prepared as the configuration's (call->cfg->names: RFC 7622). */
 static int
 cmd_prepare_arg(xd_cmd_call_t *call, const xd_cmd_arg_t *a, const char *raw, xd_cmd_value_t *v)
 {
+    const xd_conf_names_t *names = call->cfg->names;
     xd_str_t in = xd_str_c(raw);
     int rc = 0;
     switch ((xd_cmd_type)a->type) {
@@ -234,27 +235,20 @@ cmd_prepare_arg(xd_cmd_call_t *call, const xd_cmd_arg_t *a, const char *raw, xd_
         return 0;
     }
     case XD_CMD_USER:
-        rc = xd_jid_prep_local(in, &v->text);
+        rc = names->local(in, &v->text);
         break;
     case XD_CMD_RESOURCE:
-        rc = xd_jid_prep_resource(in, &v->text);
+        rc = names->resource(in, &v->text);
         break;
     case XD_CMD_HOST:
-        rc = xd_jid_prep_domain(in, &v->text);
+        rc = names->domain(in, &v->text);
         if (rc == 0 && !xd_config_is_host(call->cfg, v->text))
             return xd_cmd_errorf(call, XD_EINVAL, "%s '%s': not a host this server serves", a->name,
                                  raw);
         break;
-    case XD_CMD_JID: {
-        xd_jid_t *jid = NULL;
-        rc = xd_jid_parse(in, &jid);
-        if (rc == 0) {
-            xd_str_t full = xd_jid_full_str(jid);
-            v->text = xd_strndup(full.p, full.len);
-            xd_jid_unref(jid);
-        }
+    case XD_CMD_JID:
+        rc = names->jid(in, &v->text);
         break;
-    }
     default:
         return xd_cmd_errorf(call, XD_EINVAL, "%s: unknown argument type", a->name);
     }

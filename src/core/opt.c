@@ -4,7 +4,8 @@
  * Sits in src/core above yaml.c.  xd_opt_parse() walks a table: for each
  * option the value under its key, or else its default (YAML text parsed by
  * xd_conf_parse_string and then by the very same code), is parsed into the
- * field at `offset`.  Nested tables (SUB, SUB_LIST, INLINE) recurse.
+ * field at `offset`.  Nested tables (SUB, SUB_LIST, INLINE) recurse, and so do
+ * MAP values: one generic parser for every `{name: value}` mapping.
  *
  * Invariants:
  *   - a parse collects every error it finds, each one line of
@@ -14,7 +15,10 @@
  *     what xd_opt_free releases, so a failed parse is freed by the same walk
  *     as a good one and every field ends zero;
  *   - nothing here keeps a pointer into a node tree except NODE fields, which
- *     hold a reference on their document.
+ *     hold a reference on their document;
+ *   - nothing here knows XMPP addresses (src/core sits below src/xmpp): names
+ *     are prepared by functions the CUSTOM types of upper layers pass to
+ *     xd_opt_get_name / xd_opt_get_names.
  */
 #include <ctype.h>
 #include <errno.h>
@@ -30,7 +34,6 @@
 #include "xmppd/alloc.h"
 #include "xmppd/assert.h"
 #include "xmppd/err.h"
-#include "xmppd/jid.h"
 #include "xmppd/log.h"
 #include "xmppd/opt.h"
 
@@ -49,6 +52,7 @@ struct xd_opt_ctx {
     unsigned nerr;                         /* number of errors */
     int code;                              /* first error's code */
     bool defaults_only;                    /* xd_opt_check_defaults: ignore REQUIRED */
+    const void *udata;                     /* the creator's, for CUSTOM parsers */
 };
 
 static const xd_opt_enum_t opt_loglevels[] = {
@@ -73,9 +77,10 @@ opt_path_append(xd_opt_ctx_t *ctx, const char *s, size_t n)
 }
 
 xd_opt_ctx_t *
-xd_opt_ctx_new(const char *prefix)
+xd_opt_ctx_new(const char *prefix, const void *udata)
 {
     xd_opt_ctx_t *ctx = xd_new(xd_opt_ctx_t);
+    ctx->udata = udata;
     opt_path_append(ctx, "", 0);
     if (prefix)
         opt_path_append(ctx, prefix, strlen(prefix));
@@ -96,6 +101,12 @@ xd_opt_ctx_finish(xd_opt_ctx_t *ctx, char **err)
     xd_free(ctx->path);
     xd_free(ctx);
     return rc;
+}
+
+const void *
+xd_opt_ctx_udata(const xd_opt_ctx_t *ctx)
+{
+    return ctx->udata;
 }
 
 unsigned
@@ -198,14 +209,13 @@ xd_opt_type_name(const xd_opt_t *opt)
     case XD_OPT_TYPE_PATH: return "path";
     case XD_OPT_TYPE_ENUM: return "enum";
     case XD_OPT_TYPE_STRING_LIST: return "list of strings";
-    case XD_OPT_TYPE_JID: return "JID";
-    case XD_OPT_TYPE_DOMAIN: return "domain";
-    case XD_OPT_TYPE_DOMAIN_LIST: return "list of domains";
     case XD_OPT_TYPE_LOGLEVEL: return "log level";
     case XD_OPT_TYPE_WORKERS: return "workers";
     case XD_OPT_TYPE_NODE: return "any YAML";
     case XD_OPT_TYPE_SUB: return "mapping";
     case XD_OPT_TYPE_SUB_LIST: return "list of mappings";
+    case XD_OPT_TYPE_MAP:
+        return opt->range ? ((const xd_opt_map_t *)opt->range)->type_name : "mapping";
     case XD_OPT_TYPE_INLINE: return "inline";
     case XD_OPT_TYPE_CUSTOM:
         return opt->range ? ((const xd_opt_custom_t *)opt->range)->type_name : "custom";
@@ -226,13 +236,11 @@ opt_expected(const xd_opt_t *opt)
     case XD_OPT_TYPE_PATH: return "a path";
     case XD_OPT_TYPE_ENUM: return "a name";
     case XD_OPT_TYPE_STRING_LIST: return "a string or a list of strings";
-    case XD_OPT_TYPE_JID: return "a JID";
-    case XD_OPT_TYPE_DOMAIN: return "a domain";
-    case XD_OPT_TYPE_DOMAIN_LIST: return "a list of domains";
     case XD_OPT_TYPE_LOGLEVEL: return "a log level";
     case XD_OPT_TYPE_WORKERS: return "auto or a number from 1 to 256";
     case XD_OPT_TYPE_SUB: return "a mapping";
     case XD_OPT_TYPE_SUB_LIST: return "a list of mappings";
+    case XD_OPT_TYPE_MAP: return ((const xd_opt_map_t *)opt->range)->expected;
     default: return xd_opt_type_name(opt);
     }
 }
@@ -421,16 +429,17 @@ opt_get_enum(xd_opt_ctx_t *ctx, const xd_conf_node_t *node, const xd_opt_enum_t 
     return -1;
 }
 
-static int
-opt_get_domain(xd_opt_ctx_t *ctx, const xd_conf_node_t *node, char **out)
+int
+xd_opt_get_name(xd_opt_ctx_t *ctx, const xd_conf_node_t *node, const char *what,
+                xd_opt_prep_fn prep, char **out)
 {
     const char *s;
     if (xd_opt_get_string(ctx, node, &s) != 0)
         return -1;
     char *d = NULL;
-    int rc = xd_jid_prep_domain(xd_str_c(s), &d);
+    int rc = prep(xd_str_c(s), &d);
     if (rc != 0) {
-        opt_error(ctx, XD_ECONF_TYPE, node, "invalid domain \"%s\" (%s)", s, xd_strerror(rc));
+        opt_error(ctx, XD_ECONF_TYPE, node, "invalid %s \"%s\" (%s)", what, s, xd_strerror(rc));
         return -1;
     }
     *out = d;
@@ -458,65 +467,81 @@ xd_strlist_contains(const xd_strlist_t *l, const char *s)
     return false;
 }
 
-/* Items of a list value: a sequence, or one scalar standing for a list of one. */
-static size_t
-opt_list_items(const xd_conf_node_t *node, const xd_conf_node_t *const **items)
+int
+xd_opt_each_string(xd_opt_ctx_t *ctx, const xd_conf_node_t *node, const char *expected,
+                   xd_opt_item_fn fn, void *arg)
 {
-    if (xd_conf_is_null(node)) {
-        *items = NULL;
+    if (xd_conf_is_null(node))
         return 0;
+    if (node->kind == XD_CONF_MAP) {
+        opt_error(ctx, XD_ECONF_TYPE, node, "expected %s, got a mapping", expected);
+        return -1;
     }
-    if (node->kind == XD_CONF_SEQ) {
-        *items = (const xd_conf_node_t *const *)node->items;
-        return node->count;
+    bool seq = node->kind == XD_CONF_SEQ;
+    size_t n = seq ? node->count : 1;
+    int rc = 0;
+    for (size_t i = 0; i < n; i++) {
+        const xd_conf_node_t *it = seq ? node->items[i] : node;
+        if (seq)
+            xd_opt_push_index(ctx, i);
+        const char *s;
+        if (xd_opt_get_string(ctx, it, &s) != 0 || fn(ctx, it, s, arg) != 0)
+            rc = -1;
+        if (seq)
+            xd_opt_pop(ctx);
     }
-    *items = NULL;
-    return 1;
+    return rc;
+}
+
+static void
+opt_strlist_push(xd_strlist_t *l, char *s)
+{
+    l->items = xd_realloc(l->items, (l->count + 1) * sizeof *l->items);
+    l->items[l->count++] = s;
 }
 
 static int
-opt_parse_strlist(xd_opt_ctx_t *ctx, const xd_opt_t *opt, const xd_conf_node_t *node,
-                  xd_strlist_t *l, bool domains)
+opt_string_item(xd_opt_ctx_t *ctx, const xd_conf_node_t *it, const char *s, void *arg)
 {
-    if (node->kind == XD_CONF_MAP) {
-        opt_error(ctx, XD_ECONF_TYPE, node, "expected %s, got a mapping", opt_expected(opt));
+    (void)ctx;
+    (void)it;
+    opt_strlist_push(arg, xd_strdup(s));
+    return 0;
+}
+
+/* What xd_opt_get_names does per item. */
+typedef struct opt_names {
+    const char *what;    /* "domain" */
+    xd_opt_prep_fn prep; /* the preparation */
+    bool unique;         /* duplicates are errors */
+    xd_strlist_t *out;   /* where the names go */
+} opt_names_t;
+
+static int
+opt_name_item(xd_opt_ctx_t *ctx, const xd_conf_node_t *it, const char *s, void *arg)
+{
+    (void)s;
+    const opt_names_t *n = arg;
+    char *v = NULL;
+    if (xd_opt_get_name(ctx, it, n->what, n->prep, &v) != 0)
+        return -1;
+    if (n->unique && xd_strlist_contains(n->out, v)) {
+        opt_error(ctx, XD_ECONF_TYPE, it, "duplicate %s \"%s\"", n->what, v);
+        xd_free(v);
         return -1;
     }
-    const xd_conf_node_t *const *items;
-    size_t n = opt_list_items(node, &items);
-    if (n == 0)
-        return 0;
-    l->items = xd_calloc(n, sizeof *l->items);
-    int bad = 0;
-    for (size_t i = 0; i < n; i++) {
-        const xd_conf_node_t *it = items ? items[i] : node;
-        if (items)
-            xd_opt_push_index(ctx, i);
-        char *v = NULL;
-        if (domains) {
-            if (opt_get_domain(ctx, it, &v) == 0) {
-                for (size_t j = 0; j < l->count; j++) {
-                    if (strcmp(l->items[j], v) == 0) {
-                        opt_error(ctx, XD_ECONF_TYPE, it, "duplicate domain \"%s\"", v);
-                        xd_free(v);
-                        v = NULL;
-                        break;
-                    }
-                }
-            }
-        } else {
-            const char *s;
-            if (xd_opt_get_string(ctx, it, &s) == 0)
-                v = xd_strdup(s);
-        }
-        if (items)
-            xd_opt_pop(ctx);
-        if (v)
-            l->items[l->count++] = v;
-        else
-            bad = -1;
-    }
-    return bad;
+    opt_strlist_push(n->out, v);
+    return 0;
+}
+
+int
+xd_opt_get_names(xd_opt_ctx_t *ctx, const xd_conf_node_t *node, const char *what,
+                 xd_opt_prep_fn prep, bool unique, xd_strlist_t *out)
+{
+    char expected[128];
+    snprintf(expected, sizeof expected, "a list of %ss", what);
+    opt_names_t n = { what, prep, unique, out };
+    return xd_opt_each_string(ctx, node, expected, opt_name_item, &n);
 }
 
 /* ---- Values --------------------------------------------------------------------------------- */
@@ -544,6 +569,96 @@ opt_parse_sub(xd_opt_ctx_t *ctx, const xd_opt_sub_t *sub, const xd_conf_node_t *
         return -1;
     }
     return ctx->nerr == before ? 0 : -1;
+}
+
+static bool
+opt_reserved(const xd_opt_map_t *m, const char *name)
+{
+    for (const char *const *r = m->reserved; r && *r; r++)
+        if (strcmp(*r, name) == 0)
+            return true;
+    return false;
+}
+
+/* Index of the item named `name` among the first n of a map field, or n. */
+static size_t
+opt_map_find(const xd_opt_map_t *m, const xd_optmap_t *l, size_t n, const char *name)
+{
+    for (size_t i = 0; i < n; i++)
+        if (strcmp(*(char **)((char *)l->items + i * m->size), name) == 0)
+            return i;
+    return n;
+}
+
+static void
+opt_map_free(const xd_opt_map_t *m, xd_optmap_t *l)
+{
+    for (size_t i = 0; i < l->count; i++) {
+        char *item = (char *)l->items + i * m->size;
+        opt_free_value(m->value, item + m->value->offset);
+        xd_free(*(char **)item);
+    }
+    xd_free(l->items);
+    l->items = NULL;
+    l->count = 0;
+}
+
+/* MAP: one item per key; a key or value in error leaves no item. */
+static int
+opt_parse_map(xd_opt_ctx_t *ctx, const xd_opt_map_t *m, const xd_conf_node_t *node,
+              xd_optmap_t *l)
+{
+    if (xd_conf_is_null(node))
+        return 0;
+    if (node->kind != XD_CONF_MAP) {
+        opt_error(ctx, XD_ECONF_TYPE, node, "expected %s, got %s", m->expected,
+                  xd_conf_kind_name(node));
+        return -1;
+    }
+    if (node->count == 0)
+        return 0;
+    l->items = xd_calloc(node->count, m->size);
+    const xd_conf_node_t **keys = xd_calloc(node->count, sizeof *keys); /* per item */
+    int rc = 0;
+    for (size_t i = 0; i < node->count; i++) {
+        const xd_conf_node_t *k = node->keys[i];
+        char *item = (char *)l->items + l->count * m->size;
+        char *name = NULL;
+        bool ok = false;
+        unsigned before = ctx->nerr;
+        xd_opt_push_key(ctx, k->value);
+        if (opt_reserved(m, k->value)) {
+            opt_error(ctx, XD_ECONF_TYPE, k, "\"%s\" is a built-in %s and cannot be redefined",
+                      k->value, m->noun);
+        } else if (m->key && m->key(ctx, k, &name) != 0) {
+            if (ctx->nerr == before)
+                opt_error(ctx, XD_ECONF_TYPE, k, "invalid %s \"%s\"", m->noun, k->value);
+        } else {
+            if (!m->key)
+                name = xd_strdup(k->value);
+            size_t dup = opt_map_find(m, l, l->count, name);
+            if (dup < l->count) {
+                opt_error(ctx, XD_ECONF_TYPE, k, "%s \"%s\" appears twice (also at line %u "
+                          "column %u)", m->noun, k->value, keys[dup]->line, keys[dup]->col);
+            } else if (xd_opt_parse_value(ctx, m->value, node->items[i],
+                                          item + m->value->offset) == 0) {
+                ok = true;
+            } else {
+                opt_free_value(m->value, item + m->value->offset);
+                memset(item, 0, m->size);
+            }
+        }
+        if (ok) {
+            *(char **)item = name;
+            keys[l->count++] = k;
+        } else {
+            xd_free(name);
+            rc = -1;
+        }
+        xd_opt_pop(ctx);
+    }
+    xd_free(keys);
+    return rc;
 }
 
 int
@@ -590,25 +705,7 @@ xd_opt_parse_value(xd_opt_ctx_t *ctx, const xd_opt_t *opt, const xd_conf_node_t 
     case XD_OPT_TYPE_LOGLEVEL:
         return opt_get_enum(ctx, node, opt_loglevels, "log level", field);
     case XD_OPT_TYPE_STRING_LIST:
-    case XD_OPT_TYPE_DOMAIN_LIST:
-        return opt_parse_strlist(ctx, opt, node, field, opt->type == XD_OPT_TYPE_DOMAIN_LIST);
-    case XD_OPT_TYPE_DOMAIN:
-        if (xd_conf_is_null(node))
-            return 0;
-        return opt_get_domain(ctx, node, field);
-    case XD_OPT_TYPE_JID: {
-        if (xd_conf_is_null(node))
-            return 0;
-        const char *s;
-        if (xd_opt_get_string(ctx, node, &s) != 0)
-            return -1;
-        int rc = xd_jid_parse(xd_str_c(s), field);
-        if (rc != 0) {
-            opt_error(ctx, XD_ECONF_TYPE, node, "invalid JID \"%s\" (%s)", s, xd_strerror(rc));
-            return -1;
-        }
-        return 0;
-    }
+        return xd_opt_each_string(ctx, node, opt_expected(opt), opt_string_item, field);
     case XD_OPT_TYPE_WORKERS: {
         if (node->kind == XD_CONF_SCALAR && strcmp(node->value, "auto") == 0) {
             *(unsigned *)field = opt_auto_workers();
@@ -659,6 +756,8 @@ xd_opt_parse_value(xd_opt_ctx_t *ctx, const xd_opt_t *opt, const xd_conf_node_t 
         }
         return bad;
     }
+    case XD_OPT_TYPE_MAP:
+        return opt_parse_map(ctx, opt->range, node, field);
     case XD_OPT_TYPE_CUSTOM: {
         const xd_opt_custom_t *c = opt->range;
         unsigned before = ctx->nerr;
@@ -786,7 +885,7 @@ int
 xd_opt_parse_at(const xd_opt_t *table, const xd_conf_node_t *map, void *conf, const char *prefix,
                 char **err)
 {
-    xd_opt_ctx_t *ctx = xd_opt_ctx_new(prefix);
+    xd_opt_ctx_t *ctx = xd_opt_ctx_new(prefix, NULL);
     opt_table_parse(ctx, table, map, conf);
     return xd_opt_ctx_finish(ctx, err);
 }
@@ -803,18 +902,11 @@ opt_free_value(const xd_opt_t *opt, void *field)
     switch (opt->type) {
     case XD_OPT_TYPE_STRING:
     case XD_OPT_TYPE_PATH:
-    case XD_OPT_TYPE_DOMAIN:
         xd_free(*(char **)field);
         *(char **)field = NULL;
         break;
     case XD_OPT_TYPE_STRING_LIST:
-    case XD_OPT_TYPE_DOMAIN_LIST:
         xd_strlist_free(field);
-        break;
-    case XD_OPT_TYPE_JID:
-        if (*(xd_jid_t **)field)
-            xd_jid_unref(*(xd_jid_t **)field);
-        *(xd_jid_t **)field = NULL;
         break;
     case XD_OPT_TYPE_NODE: {
         const xd_conf_node_t **n = field;
@@ -837,6 +929,9 @@ opt_free_value(const xd_opt_t *opt, void *field)
         l->count = 0;
         break;
     }
+    case XD_OPT_TYPE_MAP:
+        opt_map_free(opt->range, field);
+        break;
     case XD_OPT_TYPE_CUSTOM:
         ((const xd_opt_custom_t *)opt->range)->free(field);
         break;
@@ -889,14 +984,22 @@ opt_check_defaults_in(xd_opt_ctx_t *ctx, const xd_opt_t *table, size_t size)
             if (o->type == XD_OPT_TYPE_SUB_LIST)
                 xd_opt_pop(ctx);
             xd_opt_pop(ctx);
+        } else if (o->type == XD_OPT_TYPE_MAP &&
+                   ((const xd_opt_map_t *)o->range)->value->type == XD_OPT_TYPE_SUB) {
+            const xd_opt_sub_t *sub = ((const xd_opt_map_t *)o->range)->value->range;
+            xd_opt_push_key(ctx, o->name);
+            xd_opt_push_key(ctx, "NAME");
+            opt_check_defaults_in(ctx, sub->table, sub->size);
+            xd_opt_pop(ctx);
+            xd_opt_pop(ctx);
         }
     }
 }
 
 int
-xd_opt_check_defaults(const xd_opt_t *table, size_t conf_size, char **err)
+xd_opt_check_defaults(const xd_opt_t *table, size_t conf_size, const void *udata, char **err)
 {
-    xd_opt_ctx_t *ctx = xd_opt_ctx_new(NULL);
+    xd_opt_ctx_t *ctx = xd_opt_ctx_new(NULL, udata);
     ctx->defaults_only = true;
     opt_check_defaults_in(ctx, table, conf_size);
     return xd_opt_ctx_finish(ctx, err);

@@ -26,6 +26,7 @@
 #include <pthread.h>
 #include <time.h>
 
+#include "xmppd/acl.h"
 #include "xmppd/alloc.h"
 #include "xmppd/auth.h"
 #include "xmppd/config.h"

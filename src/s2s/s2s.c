@@ -24,6 +24,7 @@
 #include "router/router.h"
 #include "s2s/resolve.h"
 #include "s2s/s2s_int.h"
+#include "xmppd/acl.h"
 #include "xmppd/alloc.h"
 #include "xmppd/cmd.h"
 #include "xmppd/err.h"

@@ -1,15 +1,17 @@
 /*
  * users.c — the user store: accounts per virtual host and their salted
  * SCRAM credentials (DESIGN.md 4; tables from migration core/1 in
- * migrate.c).  Used by the internal auth backend, in-band registration and
- * the xmppctl register/unregister/change_password commands.
+ * migrate.c).  Used by the internal auth backend (src/auth/internal.c),
+ * which derives the credentials from passwords and checks passwords against
+ * them; storage only persists and returns them (it links nothing of
+ * src/auth: the credential record of scram.h is plain data).
  *
- * Invariants: a password is never stored or logged, only SCRAM-SHA-1,
- * SHA-256 and SHA-512 credentials, each with its own random salt, all three
- * written in the transaction that writes the user (create) or replaces the
- * old ones (set_password).  Key derivation (PBKDF2, the slow part) happens
- * before the transaction starts, so the write lock is held only for the
- * inserts.  Every function blocks and asserts it is off the loops.
+ * Invariants: a password never reaches this file; a user's credentials are
+ * written in the transaction that writes the user (create) or replaces all
+ * the old ones (set_scram), at most one per hash.  Key derivation (PBKDF2,
+ * the slow part) happens in the caller before, so the write lock is held
+ * only for the inserts.  Every function blocks and asserts it is off the
+ * loops.
  */
 #include <string.h>
 #include <time.h>
@@ -22,39 +24,28 @@
 #include "xmppd/log.h"
 #include "xmppd/scram.h"
 
-/* The hashes stored for every user. */
-static const xd_scram_hash users_hashes[XD_SCRAM_HASH_COUNT] = {
-    XD_SCRAM_SHA512,
-    XD_SCRAM_SHA256,
-    XD_SCRAM_SHA1,
-};
-
-/* The order check_password tries them in.  Any stored credential proves the
- * password equally well; PBKDF2-SHA-256 costs half of SHA-512 on 64-bit
- * hardware (1.3 ms against 2.7 ms at 4096 iterations here), and a PLAIN
- * login is one such derivation, so SHA-256 comes first. */
-static const xd_scram_hash users_check_order[XD_SCRAM_HASH_COUNT] = {
-    XD_SCRAM_SHA256,
-    XD_SCRAM_SHA512,
-    XD_SCRAM_SHA1,
-};
-
 /* Arguments of the write transactions. */
 typedef struct users_op {
     xd_str_t host;                /* prepared domain */
     xd_str_t user;                /* prepared localpart */
-    const xd_scram_cred_t *creds; /* XD_SCRAM_HASH_COUNT credentials, or NULL */
+    const xd_scram_cred_t *creds; /* ncreds credentials, or NULL */
+    size_t ncreds;                /* number of creds */
 } users_op_t;
 
+/* 0 when creds[0..n) can be stored: known hashes, each at most once, sizes
+ * in range; else XD_EINVAL. */
 static int
-users_derive(xd_str_t password, unsigned iterations, xd_scram_cred_t *creds)
+users_creds_check(const xd_scram_cred_t *creds, size_t n)
 {
-    if (iterations == 0)
+    bool seen[XD_SCRAM_HASH_COUNT] = { false };
+    if (n > 0 && creds == NULL)
         return XD_EINVAL;
-    for (unsigned i = 0; i < XD_SCRAM_HASH_COUNT; i++) {
-        int rc = xd_scram_cred_make(users_hashes[i], password, iterations, &creds[i]);
-        if (rc < 0)
-            return rc;
+    for (size_t i = 0; i < n; i++) {
+        const xd_scram_cred_t *cr = &creds[i];
+        if ((unsigned)cr->hash >= XD_SCRAM_HASH_COUNT || seen[cr->hash] || cr->salt_len == 0 ||
+            cr->salt_len > XD_SCRAM_SALT_MAX || cr->iterations == 0)
+            return XD_EINVAL;
+        seen[cr->hash] = true;
     }
     return 0;
 }
@@ -66,7 +57,7 @@ users_put_creds(xd_db_conn_t *c, const users_op_t *op)
     xd_db_val_t key[] = { XD_DB_V_TEXT(op->host), XD_DB_V_TEXT(op->user) };
     int rc = xd_db_query(c, "DELETE FROM user_scram WHERE host = ? AND username = ?", key, 2,
                          NULL, NULL);
-    for (unsigned i = 0; rc == 0 && i < XD_SCRAM_HASH_COUNT; i++) {
+    for (size_t i = 0; rc == 0 && i < op->ncreds; i++) {
         const xd_scram_cred_t *cr = &op->creds[i];
         size_t klen = xd_scram_key_len(cr->hash);
         xd_db_val_t p[] = {
@@ -108,26 +99,19 @@ users_create_tx(xd_db_conn_t *c, void *arg)
                          p, 3, NULL, NULL);
     if (rc == XD_EDB_CONSTRAINT)
         return XD_EEXIST; /* the primary key (host, username) */
-    if (rc == 0 && op->creds != NULL)
+    if (rc == 0 && op->ncreds > 0)
         rc = users_put_creds(c, op);
     return rc;
 }
 
 int
-xd_user_create(xd_db_t *db, xd_str_t host, xd_str_t user, xd_str_t password,
-               unsigned iterations)
+xd_user_create(xd_db_t *db, xd_str_t host, xd_str_t user, const xd_scram_cred_t *creds,
+               size_t ncreds)
 {
     xd_assert_off_loop();
-    if (host.len == 0 || user.len == 0)
+    if (host.len == 0 || user.len == 0 || users_creds_check(creds, ncreds) != 0)
         return XD_EINVAL;
-    xd_scram_cred_t creds[XD_SCRAM_HASH_COUNT];
-    users_op_t op = { host, user, NULL };
-    if (password.p != NULL) {
-        int rc = users_derive(password, iterations, creds);
-        if (rc < 0)
-            return rc;
-        op.creds = creds;
-    }
+    users_op_t op = { host, user, creds, ncreds };
     return xd_db_tx(db, users_create_tx, &op);
 }
 
@@ -155,15 +139,13 @@ users_set_tx(xd_db_conn_t *c, void *arg)
 }
 
 int
-xd_user_set_password(xd_db_t *db, xd_str_t host, xd_str_t user, xd_str_t password,
-                     unsigned iterations)
+xd_user_set_scram(xd_db_t *db, xd_str_t host, xd_str_t user, const xd_scram_cred_t *creds,
+                  size_t ncreds)
 {
     xd_assert_off_loop();
-    xd_scram_cred_t creds[XD_SCRAM_HASH_COUNT];
-    int rc = users_derive(password, iterations, creds);
-    if (rc < 0)
-        return rc;
-    users_op_t op = { host, user, creds };
+    if (users_creds_check(creds, ncreds) != 0)
+        return XD_EINVAL;
+    users_op_t op = { host, user, creds, ncreds };
     return xd_db_tx(db, users_set_tx, &op);
 }
 
@@ -225,47 +207,6 @@ xd_user_get_scram(xd_db_t *db, xd_str_t host, xd_str_t user, xd_scram_hash hash,
                (int)host.len, host.p, (int)user.len, user.p, xd_scram_hash_name(hash));
         return XD_EDB;
     }
-    return 0;
-}
-
-int
-xd_user_check_password(xd_db_t *db, xd_str_t host, xd_str_t user, xd_str_t password,
-                       bool *ok)
-{
-    xd_assert_off_loop();
-    *ok = false;
-    xd_db_conn_t *c;
-    int rc = xd_db_acquire(db, &c);
-    if (rc < 0)
-        return rc;
-    /* The reads below run on one connection (nested acquires reuse it). */
-    rc = users_exists_conn(c, host, user);
-    if (rc == 0)
-        rc = XD_ENOTFOUND;
-    if (rc < 0) {
-        xd_db_release(c);
-        return rc;
-    }
-
-    xd_scram_cred_t cred;
-    rc = XD_ENOTFOUND;
-    for (unsigned i = 0; i < XD_SCRAM_HASH_COUNT && rc == XD_ENOTFOUND; i++)
-        rc = xd_user_get_scram(db, host, user, users_check_order[i], &cred);
-    xd_db_release(c);
-    if (rc == XD_ENOTFOUND)
-        return 0; /* a user without credentials never matches */
-    if (rc < 0)
-        return rc;
-
-    uint8_t stored[XD_SCRAM_KEY_MAX], server[XD_SCRAM_KEY_MAX];
-    rc = xd_scram_derive(cred.hash, password,
-                         (xd_str_t){ (const char *)cred.salt, cred.salt_len }, cred.iterations,
-                         stored, server);
-    if (rc == XD_EINVAL)
-        return 0; /* a password OpaqueString refuses was never stored */
-    if (rc < 0)
-        return rc;
-    *ok = xd_scram_ct_eq(stored, cred.stored_key, xd_scram_key_len(cred.hash));
     return 0;
 }
 

@@ -22,6 +22,7 @@
 #include "core/secret.h"
 #include "stream/sasl.h"
 #include "stream/tls.h"
+#include "xmppd/acl.h"
 #include "xmppd/alloc.h"
 #include "xmppd/assert.h"
 #include "xmppd/auth.h"

@@ -21,7 +21,6 @@
 #include "xmppd/assert.h"
 #include "xmppd/config.h"
 #include "xmppd/err.h"
-#include "xmppd/jid.h"
 #include "xmppd/log.h"
 #include "xmppd/opt.h"
 
@@ -90,26 +89,20 @@ lst_probe(const xd_listener_t *l)
 }
 
 /* Copies a component listener's `password` and `hosts: {domain:
- * {password: …}}` (checked by the configuration). */
+ * {password: …}}` (domains prepared by the configuration). */
 static void
 lst_component_secrets(xd_listener_t *l, const xd_listen_conf_t *lc)
 {
     if (lc->password)
         l->password = xd_strdup(lc->password);
-    const xd_conf_node_t *h = lc->hosts;
-    if (!h || h->kind != XD_CONF_MAP)
+    if (lc->hosts.count == 0)
         return;
-    l->secrets = xd_calloc(h->count ? h->count : 1, sizeof *l->secrets);
-    for (size_t i = 0; i < h->count; i++) {
-        const xd_conf_node_t *pw = xd_conf_map_get(h->items[i], "password");
-        char *dom = NULL;
-        if (!pw || pw->kind != XD_CONF_SCALAR ||
-            xd_jid_prep_domain(xd_str_c(h->keys[i]->value), &dom) != 0)
-            continue;
-        l->secrets[l->nsecrets].domain = dom;
-        l->secrets[l->nsecrets].password = xd_strdup(pw->value);
-        l->nsecrets++;
+    l->secrets = xd_calloc(lc->hosts.count, sizeof *l->secrets);
+    for (size_t i = 0; i < lc->hosts.count; i++) {
+        l->secrets[i].domain = xd_strdup(lc->hosts.items[i].domain);
+        l->secrets[i].password = xd_strdup(lc->hosts.items[i].password);
     }
+    l->nsecrets = lc->hosts.count;
 }
 
 const char *

@@ -1,6 +1,6 @@
 /*
  * test_config.c — unit tests of the YAML node tree, the option machinery and
- * the server configuration (src/core/yaml.c, opt.c, config.c).
+ * the server configuration (src/core/yaml.c, opt.c, config*.c; src/xmpp/jid_opt.c, acl.c).
  *
  * Error messages are asserted as exact text, locations included, because the
  * format ("FILE:LINE:COL: PATH: MESSAGE") is part of the contract.  Files are
@@ -21,10 +21,12 @@
 
 #include <cmocka.h>
 
+#include "xmppd/acl.h"
 #include "xmppd/alloc.h"
 #include "xmppd/config.h"
 #include "xmppd/err.h"
 #include "xmppd/jid.h"
+#include "xmppd/jid_opt.h"
 #include "xmppd/log.h"
 #include "xmppd/opt.h"
 
@@ -96,37 +98,51 @@ static const xd_opt_t t_opts[] = {
     XD_OPT_END,
 };
 
-/* Parses `yaml` (named t.yml) with t_opts.  Returns the xd_opt_parse result;
- * *err gets the message (caller frees). */
+/* Parses `yaml` (named t.yml) with `table` into conf (size bytes, zeroed
+ * first).  Returns the xd_opt_parse result; *err gets the message (caller
+ * frees). */
 static int
-t_parse(const char *yaml, t_conf_t *c, char **err)
+t_parse_table(const xd_opt_t *table, const char *yaml, void *conf, size_t size, char **err)
 {
     xd_conf_doc_t *doc = NULL;
-    memset(c, 0, sizeof *c);
+    memset(conf, 0, size);
     *err = NULL;
     int rc = xd_conf_parse_string("t.yml", yaml, strlen(yaml), &doc, err);
     if (rc != 0)
         return rc;
-    rc = xd_opt_parse(t_opts, xd_conf_doc_root(doc), c, err);
+    rc = xd_opt_parse(table, xd_conf_doc_root(doc), conf, err);
     xd_conf_doc_unref(doc);
     return rc;
 }
 
-/* Asserts that parsing `yaml` fails with exactly `want`. */
-static void
-t_expect_error(const char *yaml, const char *want)
+/* t_parse_table with t_opts. */
+static int
+t_parse(const char *yaml, t_conf_t *c, char **err)
 {
-    t_conf_t c;
+    return t_parse_table(t_opts, yaml, c, sizeof *c, err);
+}
+
+/* Asserts that parsing `yaml` with `table` fails with exactly `want`. */
+static void
+t_expect_table_error(const xd_opt_t *table, size_t size, const char *yaml, const char *want)
+{
+    unsigned char conf[512];
     char *err = NULL;
-    int rc = t_parse(yaml, &c, &err);
+    assert_true(size <= sizeof conf);
+    int rc = t_parse_table(table, yaml, conf, size, &err);
     assert_int_not_equal(rc, 0);
     assert_non_null(err);
     assert_string_equal(err, want);
     /* A failed parse leaves nothing allocated and every field zero. */
-    t_conf_t zero;
-    memset(&zero, 0, sizeof zero);
-    assert_memory_equal(&c, &zero, sizeof c);
+    for (size_t i = 0; i < size; i++)
+        assert_int_equal(conf[i], 0);
     free(err);
+}
+
+static void
+t_expect_error(const char *yaml, const char *want)
+{
+    t_expect_table_error(t_opts, sizeof(t_conf_t), yaml, want);
 }
 
 static void
@@ -309,21 +325,25 @@ test_config__every_default_parses(void **state)
 {
     (void)state;
     char *err = NULL;
+    /* The server's tables parse with the config being loaded as udata (its names). */
+    xd_config_t *cfg = NULL;
+    assert_int_equal(xd_config_default(&cfg), 0);
     for (const xd_config_doc_section_t *s = xd_config_doc_sections(); s->title; s++) {
         if (!s->table)
             continue;
-        int rc = xd_opt_check_defaults(s->table, s->size, &err);
+        int rc = xd_opt_check_defaults(s->table, s->size, cfg, &err);
         if (rc != 0)
             fail_msg("defaults of %s: %s", s->title, err);
     }
-    assert_int_equal(xd_opt_check_defaults(t_opts, sizeof(t_conf_t), &err), 0);
+    xd_config_unref(cfg);
+    assert_int_equal(xd_opt_check_defaults(t_opts, sizeof(t_conf_t), NULL, &err), 0);
 
     /* And a bad default is caught. */
     static const xd_opt_t bad[] = {
         XD_OPT_DURATION("ping_interval", t_conf_t, d_ms, "6x", "broken"),
         XD_OPT_END,
     };
-    assert_int_not_equal(xd_opt_check_defaults(bad, sizeof(t_conf_t), &err), 0);
+    assert_int_not_equal(xd_opt_check_defaults(bad, sizeof(t_conf_t), NULL, &err), 0);
     assert_string_equal(err, "(default):1:1: ping_interval: invalid duration \"6x\" (expected a "
                              "duration such as 60s)");
     free(err);
@@ -547,6 +567,105 @@ test_config__loglevel_and_workers(void **state)
                    "t.yml:1:4: w: invalid workers \"0\" (expected auto or a number from 1 to 256)");
 }
 
+/* ---- MAP ------------------------------------------------------------------------------------ */
+
+typedef struct t_item {
+    char *name; /* the key (upper-cased by t_upper_key) */
+    int x;      /* required */
+    char *tag;  /* default "t" */
+} t_item_t;
+
+typedef struct t_items {
+    t_item_t *items; /* owned */
+    size_t count;    /* number of items */
+} t_items_t;
+
+static const xd_opt_t t_item_opts[] = {
+    XD_OPT_FULL("x", XD_OPT_TYPE_INT, t_item_t, x, NULL, NULL, "x", XD_OPT_REQUIRED, NULL),
+    XD_OPT_STRING("tag", t_item_t, tag, "t", "tag"),
+    XD_OPT_END,
+};
+static const xd_opt_sub_t t_item_sub = { t_item_opts, sizeof(t_item_t), NULL, "items" };
+
+/* Keys are case-insensitive: "a" and "A" are the same item; "bad" is refused. */
+static int
+t_upper_key(xd_opt_ctx_t *ctx, const xd_conf_node_t *key, char **out)
+{
+    if (strcmp(key->value, "bad") == 0) {
+        xd_opt_error(ctx, key, "bad key");
+        return -1;
+    }
+    char *u = xd_strdup(key->value);
+    for (char *p = u; *p; p++)
+        if (*p >= 'a' && *p <= 'z')
+            *p = (char)(*p - 'a' + 'A');
+    *out = u;
+    return 0;
+}
+
+static const char *const t_reserved[] = { "all", NULL };
+static const xd_opt_map_t t_items_map = {
+    .type_name = "items",
+    .expected = "a mapping of item names to items",
+    .noun = "item",
+    .size = sizeof(t_item_t),
+    .value = XD_OPT_MAP_VALUE(XD_OPT_TYPE_SUB, 0, &t_item_sub),
+    .reserved = t_reserved,
+    .key = t_upper_key,
+};
+
+typedef struct t_map_conf {
+    t_items_t items; /* the map */
+} t_map_conf_t;
+
+static const xd_opt_t t_map_opts[] = {
+    XD_OPT_MAP("items", t_map_conf_t, items, NULL, &t_items_map, "items"),
+    XD_OPT_END,
+};
+
+static void
+t_map_error(const char *yaml, const char *want)
+{
+    t_expect_table_error(t_map_opts, sizeof(t_map_conf_t), yaml, want);
+}
+
+static void
+test_config__map(void **state)
+{
+    (void)state;
+    t_map_conf_t c;
+    char *err = NULL;
+    assert_int_equal(t_parse_table(t_map_opts, "items:\n  b: {x: 2, tag: two}\n  a: {x: 1}\n", &c,
+                                   sizeof c, &err),
+                     0);
+    assert_int_equal(c.items.count, 2);
+    assert_string_equal(c.items.items[0].name, "B"); /* document order, key prepared */
+    assert_int_equal(c.items.items[0].x, 2);
+    assert_string_equal(c.items.items[0].tag, "two");
+    assert_string_equal(c.items.items[1].name, "A");
+    assert_string_equal(c.items.items[1].tag, "t"); /* the value table's default */
+    xd_opt_free(t_map_opts, &c);
+    assert_null(c.items.items);
+    assert_int_equal(t_parse_table(t_map_opts, "items: ~\n", &c, sizeof c, &err), 0);
+    assert_int_equal(c.items.count, 0);
+    assert_int_equal(t_parse_table(t_map_opts, "items: {}\n", &c, sizeof c, &err), 0);
+    assert_int_equal(c.items.count, 0);
+
+    t_map_error("items: [a]\n",
+                "t.yml:1:8: items: expected a mapping of item names to items, got a sequence");
+    t_map_error("items:\n  all: {x: 1}\n",
+                "t.yml:2:3: items.all: \"all\" is a built-in item and cannot be redefined");
+    t_map_error("items:\n  bad: {x: 1}\n", "t.yml:2:3: items.bad: bad key");
+    t_map_error("items:\n  a: {x: 1}\n  A: {x: 2}\n",
+                "t.yml:3:3: items.A: item \"A\" appears twice (also at line 2 column 3)");
+    /* Every error of every value, each under its key as written. */
+    t_map_error("items:\n  a: {tag: q}\n  b: {x: 1, y: 2}\n  c: 3\n",
+                "t.yml:2:6: items.a.x: missing required option\n"
+                "t.yml:3:13: items.b.y: unknown option\n"
+                "t.yml:4:6: items.c: expected a mapping, got a scalar");
+    assert_string_equal(xd_opt_type_name(&t_map_opts[0]), "items");
+}
+
 static void
 test_config__node_outlives_document(void **state)
 {
@@ -747,6 +866,25 @@ test_config__listen(void **state)
             "xmppd.yml:4:13: listen[0].shaper: unknown shaper or shaper rule \"slow\"");
     cfg_err("listen: {port: 1}\n",
             "xmppd.yml:1:9: listen: expected a list of mappings, got a mapping");
+    /* Component domains: prepared keys, a secret each, only on component listeners. */
+    cfg = cfg_ok("listen:\n  - port: 5347\n    module: component\n"
+                 "    hosts:\n      GW.example: {password: s1}\n      b.example: {password: s2}\n");
+    l = xd_config_listen(cfg, 0);
+    assert_int_equal(l->hosts.count, 2);
+    assert_string_equal(l->hosts.items[0].domain, "gw.example");
+    assert_string_equal(l->hosts.items[1].password, "s2");
+    xd_config_unref(cfg);
+    cfg_err("listen:\n  - port: 5347\n    module: component\n"
+            "    hosts:\n      \"bad domain\": {password: s}\n      b.example: {secret: s}\n",
+            "xmppd.yml:5:7: listen[0].hosts.bad domain: invalid domain \"bad domain\" "
+            "(domainpart is not a valid domain name or IP address)\n"
+            "xmppd.yml:6:19: listen[0].hosts.b.example.secret: unknown option\n"
+            "xmppd.yml:6:18: listen[0].hosts.b.example.password: missing required option");
+    cfg_err("listen:\n  - port: 5347\n    module: component\n"
+            "    hosts: {b.example: {password: \"\"}}\n",
+            "xmppd.yml:4:35: listen[0].hosts.b.example.password: the secret must not be empty");
+    cfg_err("listen:\n  - port: 5222\n    hosts: {b.example: {password: s}}\n",
+            "xmppd.yml:2:5: listen[0]: `hosts` is for component listeners");
 }
 
 static void
@@ -1023,6 +1161,12 @@ test_config__host_config(void **state)
 
     cfg_err("hosts: [a.example]\nhost_config:\n  c.example:\n    language: de\n",
             "xmppd.yml:3:3: host_config.c.example: host \"c.example\" is not listed in hosts");
+    cfg_err("hosts: [a.example]\nhost_config:\n  a.example: ~\n  A.Example: ~\n",
+            "xmppd.yml:4:3: host_config.A.Example: host \"A.Example\" appears twice (also at "
+            "line 3 column 3)");
+    cfg_err("hosts: [a.example]\nhost_config:\n  a.example: [language]\n",
+            "xmppd.yml:3:14: host_config.a.example: expected a mapping of options, got a "
+            "sequence");
     cfg_err("hosts: [a.example]\nhost_config:\n  a.example:\n    workers: 2\n    colour: red\n",
             "xmppd.yml:4:5: host_config.a.example.workers: option cannot be set per host (it is "
             "not marked host in docs/configuration.md)\n"
@@ -1158,6 +1302,7 @@ main(void)
         cmocka_unit_test(test_config__jid),
         cmocka_unit_test(test_config__loglevel_and_workers),
         cmocka_unit_test(test_config__node_outlives_document),
+        cmocka_unit_test(test_config__map),
         cmocka_unit_test(test_config__sub_tables),
         cmocka_unit_test(test_config__unknown_key_and_many_errors),
         cmocka_unit_test(test_config__builtin_defaults),

@@ -8,7 +8,8 @@
  * second component with per-driver SQL, failed step rolled back), typed
  * parameters round-trip, statement cache, transactions (rollback, savepoint
  * nesting), BUSY with two connections (give-up and retry), the users API end
- * to end with the cascade, SCRAM test vectors of RFC 5802 and RFC 7677,
+ * to end with the cascade (credentials derived and checked with scram.c, as
+ * the internal auth backend does), SCRAM test vectors of RFC 5802 and RFC 7677,
  * OpaqueString preparation, four threads in parallel, the async path
  * through the blocking pool, and the off-loop assertion.
  */
@@ -121,6 +122,44 @@ q1_int(xd_db_t *db, const char *sql)
     return v;
 }
 
+/* Creates user with the credentials of password (none for password.p NULL),
+ * as the internal auth backend registers an account. */
+static int
+user_create(xd_db_t *db, xd_str_t host, xd_str_t user, xd_str_t password, unsigned iterations)
+{
+    if (password.p == NULL)
+        return xd_user_create(db, host, user, NULL, 0);
+    xd_scram_cred_t creds[XD_SCRAM_HASH_COUNT];
+    int rc = xd_scram_creds_make(password, iterations, creds);
+    return rc < 0 ? rc : xd_user_create(db, host, user, creds, XD_SCRAM_HASH_COUNT);
+}
+
+/* Replaces user's credentials with those of password. */
+static int
+user_set_password(xd_db_t *db, xd_str_t host, xd_str_t user, xd_str_t password,
+                  unsigned iterations)
+{
+    xd_scram_cred_t creds[XD_SCRAM_HASH_COUNT];
+    int rc = xd_scram_creds_make(password, iterations, creds);
+    return rc < 0 ? rc : xd_user_set_scram(db, host, user, creds, XD_SCRAM_HASH_COUNT);
+}
+
+/* Checks password against user's SHA-256 credential (any would do):
+ * XD_ENOTFOUND for no such user; no credential never matches. */
+static int
+user_check_password(xd_db_t *db, xd_str_t host, xd_str_t user, xd_str_t password, bool *ok)
+{
+    *ok = false;
+    int rc = xd_user_exists(db, host, user);
+    if (rc <= 0)
+        return rc == 0 ? XD_ENOTFOUND : rc;
+    xd_scram_cred_t cred;
+    rc = xd_user_get_scram(db, host, user, XD_SCRAM_SHA256, &cred);
+    if (rc == XD_ENOTFOUND)
+        return 0;
+    return rc < 0 ? rc : xd_scram_cred_check(&cred, password, ok);
+}
+
 static void
 exec_ok(xd_db_t *db, const char *sql)
 {
@@ -211,7 +250,7 @@ test_storage__migrations_once_and_idempotent(void **state)
     assert_int_equal(q1_int(db, "SELECT COUNT(*) FROM sqlite_master WHERE type = 'table'"
                                 " AND name IN ('users', 'user_scram', 'schema_version')"),
                      3);
-    assert_int_equal(xd_user_create(db, HOST, XD_STR("keep"), XD_STR_NULL, FAST_ITER), 0);
+    assert_int_equal(xd_user_create(db, HOST, XD_STR("keep"), NULL, 0), 0);
     xd_db_close(db);
 
     /* Reopen: nothing re-applied (CREATE TABLE would fail), data kept. */
@@ -725,8 +764,8 @@ test_storage__users_end_to_end(void **state)
     const xd_str_t alice = XD_STR("alice");
 
     assert_int_equal(xd_user_exists(db, HOST, alice), 0);
-    assert_int_equal(xd_user_create(db, HOST, alice, XD_STR("secret"), 4096), 0);
-    assert_int_equal(xd_user_create(db, HOST, alice, XD_STR("other"), 4096), XD_EEXIST);
+    assert_int_equal(user_create(db, HOST, alice, XD_STR("secret"), 4096), 0);
+    assert_int_equal(user_create(db, HOST, alice, XD_STR("other"), 4096), XD_EEXIST);
     assert_int_equal(xd_user_exists(db, HOST, alice), 1);
     assert_int_equal(xd_user_exists(db, XD_STR("other.org"), alice), 0);
 
@@ -749,22 +788,22 @@ test_storage__users_end_to_end(void **state)
     assert_memory_not_equal(cred[1].salt, cred[2].salt, 16);
     assert_int_equal(q1_int(db, "SELECT COUNT(*) FROM user_scram"), 3);
 
-    assert_int_equal(xd_user_check_password(db, HOST, alice, XD_STR("secret"), &ok), 0);
+    assert_int_equal(user_check_password(db, HOST, alice, XD_STR("secret"), &ok), 0);
     assert_true(ok);
-    assert_int_equal(xd_user_check_password(db, HOST, alice, XD_STR("Secret"), &ok), 0);
+    assert_int_equal(user_check_password(db, HOST, alice, XD_STR("Secret"), &ok), 0);
     assert_false(ok);
-    assert_int_equal(xd_user_check_password(db, HOST, alice, XD_STR("\x01"), &ok), 0);
+    assert_int_equal(user_check_password(db, HOST, alice, XD_STR("\x01"), &ok), 0);
     assert_false(ok);
-    assert_int_equal(xd_user_check_password(db, HOST, XD_STR("nobody"), XD_STR("x"), &ok),
+    assert_int_equal(user_check_password(db, HOST, XD_STR("nobody"), XD_STR("x"), &ok),
                      XD_ENOTFOUND);
 
     /* set_password replaces all three in one go, with new salts. */
-    assert_int_equal(xd_user_set_password(db, HOST, alice, XD_STR("n\xc3\xa9w pass"), 64), 0);
-    assert_int_equal(xd_user_check_password(db, HOST, alice, XD_STR("secret"), &ok), 0);
+    assert_int_equal(user_set_password(db, HOST, alice, XD_STR("n\xc3\xa9w pass"), 64), 0);
+    assert_int_equal(user_check_password(db, HOST, alice, XD_STR("secret"), &ok), 0);
     assert_false(ok);
     /* OpaqueString: NFD input and a no-break space match the NFC original. */
     assert_int_equal(
-        xd_user_check_password(db, HOST, alice, XD_STR("ne\xcc\x81w\xc2\xa0pass"), &ok), 0);
+        user_check_password(db, HOST, alice, XD_STR("ne\xcc\x81w\xc2\xa0pass"), &ok), 0);
     assert_true(ok);
     for (unsigned h = 0; h < XD_SCRAM_HASH_COUNT; h++) {
         xd_scram_cred_t nc;
@@ -773,25 +812,33 @@ test_storage__users_end_to_end(void **state)
         assert_memory_not_equal(nc.salt, cred[h].salt, 16);
     }
     assert_int_equal(q1_int(db, "SELECT COUNT(*) FROM user_scram"), 3);
-    assert_int_equal(xd_user_set_password(db, HOST, XD_STR("nobody"), XD_STR("x"), 64),
+    assert_int_equal(user_set_password(db, HOST, XD_STR("nobody"), XD_STR("x"), 64),
                      XD_ENOTFOUND);
-    assert_int_equal(xd_user_set_password(db, HOST, alice, XD_STR(""), 64), XD_EINVAL);
-    assert_int_equal(xd_user_set_password(db, HOST, alice, XD_STR("x"), 0), XD_EINVAL);
+    assert_int_equal(user_set_password(db, HOST, alice, XD_STR(""), 64), XD_EINVAL);
+    assert_int_equal(user_set_password(db, HOST, alice, XD_STR("x"), 0), XD_EINVAL);
 
     /* A user without credentials exists but never matches. */
-    assert_int_equal(xd_user_create(db, HOST, XD_STR("carol"), XD_STR_NULL, 0), 0);
+    assert_int_equal(user_create(db, HOST, XD_STR("carol"), XD_STR_NULL, 0), 0);
     xd_scram_cred_t none;
     assert_int_equal(xd_user_get_scram(db, HOST, XD_STR("carol"), XD_SCRAM_SHA256, &none),
                      XD_ENOTFOUND);
-    assert_int_equal(xd_user_check_password(db, HOST, XD_STR("carol"), XD_STR(""), &ok), 0);
+    assert_int_equal(user_check_password(db, HOST, XD_STR("carol"), XD_STR(""), &ok), 0);
     assert_false(ok);
-    assert_int_equal(xd_user_create(db, HOST, XD_STR("bob"), XD_STR("b"), FAST_ITER), 0);
-    assert_int_equal(xd_user_create(db, XD_STR("other.org"), XD_STR("zed"), XD_STR("z"),
+    assert_int_equal(user_create(db, HOST, XD_STR("bob"), XD_STR("b"), FAST_ITER), 0);
+    assert_int_equal(user_create(db, XD_STR("other.org"), XD_STR("zed"), XD_STR("z"),
                                     FAST_ITER),
                      0);
     /* A refused password creates nothing. */
-    assert_int_equal(xd_user_create(db, HOST, XD_STR("dave"), XD_STR("a\x7f"), FAST_ITER),
+    assert_int_equal(user_create(db, HOST, XD_STR("dave"), XD_STR("a\x7f"), FAST_ITER),
                      XD_EINVAL);
+    assert_int_equal(xd_user_exists(db, HOST, XD_STR("dave")), 0);
+    /* Storage refuses a credential it could not keep: a hash twice, no salt. */
+    xd_scram_cred_t two[2];
+    assert_int_equal(xd_scram_cred_make(XD_SCRAM_SHA1, XD_STR("d"), FAST_ITER, &two[0]), 0);
+    two[1] = two[0];
+    assert_int_equal(xd_user_create(db, HOST, XD_STR("dave"), two, 2), XD_EINVAL);
+    two[0].salt_len = 0;
+    assert_int_equal(xd_user_set_scram(db, HOST, XD_STR("bob"), two, 1), XD_EINVAL);
     assert_int_equal(xd_user_exists(db, HOST, XD_STR("dave")), 0);
 
     names_t l = { .n = 0 };
@@ -816,7 +863,7 @@ test_storage__users_end_to_end(void **state)
     assert_int_equal(q1_int(db, "SELECT COUNT(*) FROM user_scram WHERE username = 'alice'"), 0);
     assert_int_equal(xd_user_remove(db, HOST, alice), XD_ENOTFOUND);
     assert_int_equal(xd_user_exists(db, HOST, alice), 0);
-    assert_int_equal(xd_user_check_password(db, HOST, alice, XD_STR("secret"), &ok),
+    assert_int_equal(user_check_password(db, HOST, alice, XD_STR("secret"), &ok),
                      XD_ENOTFOUND);
     assert_int_equal(xd_user_count(db, HOST, &n), 0);
     assert_int_equal(n, 2);
@@ -994,10 +1041,10 @@ parallel_main(void *arg)
     for (int i = 0; i < PER_THREAD; i++) {
         char name[32];
         snprintf(name, sizeof name, "t%d_u%02d", a->id, i);
-        if (xd_user_create(a->db, HOST, xd_str_c(name), XD_STR("pw"), FAST_ITER) != 0)
+        if (user_create(a->db, HOST, xd_str_c(name), XD_STR("pw"), FAST_ITER) != 0)
             a->errors++;
         bool ok = false;
-        if (xd_user_check_password(a->db, HOST, xd_str_c(name), XD_STR("pw"), &ok) != 0 || !ok)
+        if (user_check_password(a->db, HOST, xd_str_c(name), XD_STR("pw"), &ok) != 0 || !ok)
             a->errors++;
     }
     return NULL;
@@ -1108,7 +1155,7 @@ test_storage__async_pool(void **state)
     for (int i = 0; i < 3; i++) {
         char name[8];
         snprintf(name, sizeof name, "a%d", i);
-        assert_int_equal(xd_user_create(as.db, HOST, xd_str_c(name), XD_STR_NULL, 0), 0);
+        assert_int_equal(user_create(as.db, HOST, xd_str_c(name), XD_STR_NULL, 0), 0);
     }
     assert_int_equal(xd_pool_start(2, 8), 0);
     assert_int_equal(xd_workers_start(1, async_init, async_stop, NULL), 0);

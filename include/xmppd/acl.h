@@ -1,0 +1,46 @@
+/*
+ * acl.h — access control over JIDs: ACLs, access rules and shaper rules
+ * evaluated for a user and an address (src/xmpp/acl.c).
+ *
+ * The rules are configuration data (xd_acl_t, xd_rule_t in config.h, parsed
+ * by src/core); matching them needs JIDs, so it lives in the xmpp layer,
+ * together with xd_xmpp_names, the RFC 7622 preparation the configuration's
+ * names get when a config is loaded (xd_config_load and friends, config.h).
+ *
+ * Every function reads an immutable config and may run on any thread.
+ */
+#ifndef XMPPD_ACL_H
+#define XMPPD_ACL_H
+
+#include <stdbool.h>
+#include <sys/socket.h>
+
+#include "xmppd/config.h"
+#include "xmppd/jid.h"
+
+/* Names prepared as in JIDs (RFC 7622): domains with IDNA2008, localparts
+ * with UsernameCaseMapped, resources with OpaqueString; an ACL user is a bare
+ * JID with a localpart or a lone localpart. */
+extern const xd_conf_names_t xd_xmpp_names;
+
+typedef enum xd_access { XD_ACCESS_DENY = 0, XD_ACCESS_ALLOW = 1 } xd_access_t;
+
+/* Whether `jid` (may be NULL) connecting from `addr` (may be NULL) matches ACL
+ * `acl` when asked about `host` ("user: admin" means admin@host).  "all" and
+ * "none" are built in. */
+bool xd_acl_match(const xd_host_conf_t *scope, const xd_acl_t *acl, const char *host,
+                  const xd_jid_t *jid, const struct sockaddr *addr);
+
+/* Evaluates access rule `rule` for `host` (a served host: its host_config
+ * definitions win; otherwise the global ones).  The first clause whose ACL
+ * matches decides; no match, or an unknown rule, denies.  The rules "all"
+ * (allow) and "none" (deny) are built in. */
+xd_access_t xd_access_match(const xd_config_t *cfg, const char *host, const char *rule,
+                            const xd_jid_t *jid, const struct sockaddr *addr);
+
+/* Evaluates shaper rule `rule` as above: the value of the first matching
+ * clause ("normal", "none", "10"), or NULL when none matches or no such rule. */
+const char *xd_shaper_rule_match(const xd_config_t *cfg, const char *host, const char *rule,
+                                 const xd_jid_t *jid, const struct sockaddr *addr);
+
+#endif

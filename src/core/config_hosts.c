@@ -1,0 +1,315 @@
+/*
+ * config_hosts.c — the HOST scope of the configuration (include/xmppd/config.h): its
+ * option table, `modules`, `host_config`, and the effective scope of each served host.
+ *
+ * Sits in src/core beside config.c (config_int.h).  The HOST-scope options
+ * are parsed twice: once at the top level (xd_config_t.global, INLINE in the
+ * global table) and, in stage 2, once per served host with its host_config
+ * mapping first and the top level as fallback (xd_opt_parse_layered).
+ * acl, access_rules, shaper_rules and modules are XD_OPT_MERGE: a host keeps
+ * only its own entries and lookups fall back to the global scope through
+ * `parent`.  host_config is a MAP whose keys are prepared with the load's
+ * names and must be served hosts; its values stay raw until stage 2, but
+ * their keys are checked at once (only HOST-scope options may appear).
+ *
+ * Invariants: after a load, hosts_conf has one scope per entry of hosts, in
+ * the same order, each with `host` set and `parent` the global scope;
+ * module options stay raw nodes (each module parses its own table).
+ */
+#include <string.h>
+
+#include "core/config_int.h"
+#include "xmppd/alloc.h"
+
+static int cfg_module_opts_parse(xd_opt_ctx_t *ctx, const xd_conf_node_t *node, void *field);
+static int cfg_host_opts_parse(xd_opt_ctx_t *ctx, const xd_conf_node_t *node, void *field);
+static void cfg_raw_map_free(void *field);
+static int cfg_host_key(xd_opt_ctx_t *ctx, const xd_conf_node_t *key, char **out);
+
+static const xd_opt_custom_t cfg_module_opts_type = { "module options", cfg_module_opts_parse,
+                                                      cfg_raw_map_free };
+static const xd_opt_custom_t cfg_host_opts_type = { "host options", cfg_host_opts_parse,
+                                                    cfg_raw_map_free };
+
+/* ---- Tables ---------------------------------------------------------------------------------- */
+
+static const xd_opt_enum_t cfg_auth_methods[] = {
+    { "internal", XD_AUTH_INTERNAL },
+    { "external", XD_AUTH_EXTERNAL },
+    { "anonymous", XD_AUTH_ANONYMOUS },
+    { NULL, 0 },
+};
+
+static const xd_opt_enum_t cfg_resource_conflicts[] = {
+    { "replace", XD_RESOURCE_REPLACE },
+    { "refuse", XD_RESOURCE_REFUSE },
+    { "rename", XD_RESOURCE_RENAME },
+    { NULL, 0 },
+};
+
+static const xd_opt_map_t cfg_modules_map = {
+    .type_name = "module options",
+    .expected = "a mapping of module names to options",
+    .noun = "module",
+    .size = sizeof(xd_module_conf_t),
+    .value = XD_OPT_MAP_VALUE(XD_OPT_TYPE_CUSTOM, offsetof(xd_module_conf_t, opts),
+                              &cfg_module_opts_type),
+};
+
+const xd_opt_map_t cfg_host_config_map = {
+    .type_name = "map of hosts to options",
+    .expected = "a mapping of hosts to options",
+    .noun = "host",
+    .size = sizeof(xd_host_entry_t),
+    .value = XD_OPT_MAP_VALUE(XD_OPT_TYPE_CUSTOM, offsetof(xd_host_entry_t, opts),
+                              &cfg_host_opts_type),
+    .key = cfg_host_key,
+};
+
+#define H_ xd_host_conf_t
+#define HOST_ XD_OPT_HOST
+const xd_opt_t cfg_host_opts[] = {
+    XD_OPT_FULL("auth_method", XD_OPT_TYPE_ENUM, H_, auth_method, "internal", cfg_auth_methods,
+                "How users authenticate: `internal` (SCRAM credentials in the database), "
+                "`external` (`extauth_program`) or `anonymous` (SASL ANONYMOUS).",
+                HOST_, NULL),
+    XD_OPT_FULL("extauth_program", XD_OPT_TYPE_PATH, H_, extauth_program, NULL, NULL,
+                "Command line of the external authentication script (ejabberd's protocol: "
+                "2-byte length-prefixed requests on stdin). Required with "
+                "`auth_method: external`.",
+                HOST_, NULL),
+    XD_OPT_FULL("extauth_pool_size", XD_OPT_TYPE_INT, H_, extauth_pool_size, "1",
+                (&(const xd_opt_range_t){ 1, 64 }), "Script processes per host.", HOST_, NULL),
+    XD_OPT_FULL("extauth_timeout", XD_OPT_TYPE_DURATION, H_, extauth_timeout_ms, "10s", NULL,
+                "How long the external script may take to answer one request; after that "
+                "the request fails and the script is restarted.", HOST_, NULL),
+    XD_OPT_FULL("resource_conflict", XD_OPT_TYPE_ENUM, H_, resource_conflict, "replace",
+                cfg_resource_conflicts,
+                "When a client binds a resource that is already online: `replace` closes the "
+                "old session with a `conflict` stream error, `refuse` fails the new bind, "
+                "`rename` gives the new session a server-generated resource.",
+                HOST_, NULL),
+    XD_OPT_FULL("allow_unencrypted_plain_auth", XD_OPT_TYPE_BOOL, H_,
+                allow_unencrypted_plain_auth, "false", NULL,
+                "Offer SASL PLAIN on streams without TLS. Leave off unless the network is "
+                "trusted: the password crosses it in the clear.", HOST_, NULL),
+    XD_OPT_FULL("max_auth_failures", XD_OPT_TYPE_INT, H_, max_auth_failures, "3",
+                (&(const xd_opt_range_t){ 1, 10 }),
+                "Failed SASL attempts on one stream before it is closed (RFC 6120 6.4.5).",
+                HOST_, NULL),
+    XD_OPT_FULL("auth_failure_delay", XD_OPT_TYPE_DURATION, H_, auth_failure_delay_ms, "1s",
+                NULL, "Delay before a failed SASL attempt is answered, to slow password "
+                "guessing.", HOST_, NULL),
+    XD_OPT_FULL("disable_sasl_mechanisms", XD_OPT_TYPE_STRING_LIST, H_, disable_sasl_mechanisms,
+                "[]", NULL,
+                "SASL mechanisms never offered on this host, e.g. `[PLAIN]` or "
+                "`[SCRAM-SHA-1, SCRAM-SHA-1-PLUS]` (case-insensitive).", HOST_, NULL),
+    XD_OPT_FULL("sasl_authzid_access", XD_OPT_TYPE_STRING, H_, sasl_authzid_access, "none",
+                NULL,
+                "Access rule naming the users who may authenticate as themselves but act as "
+                "another JID (a SASL authorization identity, RFC 6120 6.3.8). Everyone else "
+                "gets `invalid-authzid` for an authzid that is not their own bare JID.",
+                HOST_, NULL),
+    XD_OPT_FULL("language", XD_OPT_TYPE_STRING, H_, language, "en", NULL,
+                "Default language (`xml:lang`) of the server's own messages.", HOST_, NULL),
+    XD_OPT_FULL("scram_iterations", XD_OPT_TYPE_INT, H_, scram_iterations, "4096",
+                (&(const xd_opt_range_t){ 1024, 1000000 }),
+                "PBKDF2 iterations for SCRAM credentials stored from now on.", HOST_, NULL),
+    XD_OPT_FULL("acl", XD_OPT_TYPE_MAP, H_, acl, NULL, &cfg_acl_map,
+                "Access control lists: `name: {user: [...], server: [...], ip: [...], ...}`; "
+                "see [acl](#acl). `all` and `none` are built in.",
+                HOST_ | XD_OPT_MERGE, NULL),
+    XD_OPT_FULL("access_rules", XD_OPT_TYPE_MAP, H_, access_rules, NULL, &cfg_access_map,
+                "Access rules: `name: [{deny: blocked}, {allow: all}]`; see "
+                "[access_rules](#access_rules).",
+                HOST_ | XD_OPT_MERGE, NULL),
+    XD_OPT_FULL("shaper_rules", XD_OPT_TYPE_MAP, H_, shaper_rules, NULL, &cfg_shaper_rules_map,
+                "Rules that pick a shaper (or a number) per user; see "
+                "[shaper_rules](#shaper_rules).",
+                HOST_ | XD_OPT_MERGE, NULL),
+    XD_OPT_FULL("modules", XD_OPT_TYPE_MAP, H_, modules, NULL, &cfg_modules_map,
+                "Modules to run and their options: `mod_name: {option: value}`; see "
+                "[modules](#modules).",
+                HOST_ | XD_OPT_MERGE, NULL),
+    XD_OPT_END,
+};
+#undef H_
+#undef HOST_
+
+const xd_opt_sub_t cfg_host_sub = { cfg_host_opts, sizeof(xd_host_conf_t), NULL,
+                                           "host_config" };
+
+/* ---- modules and host_config: mappings kept raw ---------------------------------------------- */
+
+/* A mapping of options kept as a node for a later parse (null: none). */
+static int
+cfg_raw_map(xd_opt_ctx_t *ctx, const xd_conf_node_t *node, const char *expected, void *field)
+{
+    if (xd_conf_is_null(node))
+        return 0;
+    if (node->kind != XD_CONF_MAP) {
+        xd_opt_error(ctx, node, "expected %s, got %s", expected, xd_conf_kind_name(node));
+        return -1;
+    }
+    xd_conf_doc_ref(node->doc);
+    *(const xd_conf_node_t **)field = node;
+    return 0;
+}
+
+static void
+cfg_raw_map_free(void *field)
+{
+    const xd_conf_node_t **n = field;
+    if (*n)
+        xd_conf_doc_unref((*n)->doc);
+    *n = NULL;
+}
+
+static int
+cfg_module_opts_parse(xd_opt_ctx_t *ctx, const xd_conf_node_t *node, void *field)
+{
+    return cfg_raw_map(ctx, node, "a mapping of module options", field);
+}
+
+static const xd_opt_t *
+cfg_find_opt(const xd_opt_t *table, const char *name)
+{
+    for (const xd_opt_t *o = table; o->name; o++)
+        if (o->type != XD_OPT_TYPE_INLINE && strcmp(o->name, name) == 0)
+            return o;
+    return NULL;
+}
+
+/* A host's options: only those of the HOST scope may appear (stage 2 parses them). */
+static int
+cfg_host_opts_parse(xd_opt_ctx_t *ctx, const xd_conf_node_t *node, void *field)
+{
+    if (cfg_raw_map(ctx, node, "a mapping of options", field) != 0)
+        return -1;
+    int rc = 0;
+    for (size_t j = 0; node->kind == XD_CONF_MAP && j < node->count; j++) {
+        const char *key = node->keys[j]->value;
+        if (cfg_find_opt(cfg_host_opts, key))
+            continue;
+        xd_opt_push_key(ctx, key);
+        if (cfg_find_opt(cfg_global_opts, key))
+            xd_opt_error(ctx, node->keys[j], "option cannot be set per host (it is not marked "
+                         "host in docs/configuration.md)");
+        else
+            xd_opt_error(ctx, node->keys[j], "unknown option");
+        xd_opt_pop(ctx);
+        rc = -1;
+    }
+    return rc;
+}
+
+/* A host_config key: a served host, prepared. */
+static int
+cfg_host_key(xd_opt_ctx_t *ctx, const xd_conf_node_t *key, char **out)
+{
+    const xd_config_t *cfg = xd_opt_ctx_udata(ctx);
+    char *dom = NULL;
+    if (cfg_names(ctx)->domain(xd_str_c(key->value), &dom) != 0 ||
+        !xd_strlist_contains(&cfg->hosts, dom)) {
+        xd_opt_error(ctx, key, "host \"%s\" is not listed in hosts", key->value);
+        xd_free(dom);
+        return -1;
+    }
+    *out = dom;
+    return 0;
+}
+
+/* ---- Host scopes ----------------------------------------------------------------------------- */
+
+/* The host_config mapping of `host` (a normalised served host), or NULL. */
+static const xd_conf_node_t *
+cfg_host_map(const xd_config_t *cfg, const char *host)
+{
+    for (size_t i = 0; host && i < cfg->host_config.count; i++)
+        if (strcmp(cfg->host_config.items[i].host, host) == 0)
+            return cfg->host_config.items[i].opts;
+    return NULL;
+}
+
+/* Stage 2: one effective host scope per served host, its host_config
+ * options first and the top level as fallback. */
+void
+cfg_hosts_parse(xd_opt_ctx_t *ctx, xd_config_t *cfg, const xd_conf_node_t *root)
+{
+    cfg->hosts_conf = xd_calloc(cfg->hosts.count, sizeof *cfg->hosts_conf);
+    xd_opt_push_key(ctx, "host_config");
+    for (size_t i = 0; i < cfg->hosts.count; i++) {
+        xd_host_conf_t *h = &cfg->hosts_conf[i];
+        xd_opt_push_key(ctx, cfg->hosts.items[i]);
+        xd_opt_parse_layered(ctx, cfg_host_opts, cfg_host_map(cfg, cfg->hosts.items[i]), root, h);
+        h->host = xd_strdup(cfg->hosts.items[i]);
+        h->parent = &cfg->global;
+        xd_opt_pop(ctx);
+    }
+    xd_opt_pop(ctx);
+}
+
+static void
+cfg_host_free(xd_host_conf_t *h)
+{
+    xd_opt_free(cfg_host_opts, h);
+    xd_free(h->host);
+    h->host = NULL;
+}
+
+void
+cfg_hosts_free(xd_config_t *cfg)
+{
+    if (!cfg->hosts_conf)
+        return;
+    for (size_t i = 0; i < cfg->hosts.count; i++)
+        cfg_host_free(&cfg->hosts_conf[i]);
+    xd_free(cfg->hosts_conf);
+    cfg->hosts_conf = NULL;
+}
+
+/* External authentication needs a program.  A host that sets neither
+ * auth_method nor extauth_program inherits the top level's problem, which is
+ * reported once, at the top. */
+void
+cfg_check_host(xd_opt_ctx_t *ctx, const xd_config_t *cfg, const xd_host_conf_t *scope)
+{
+    const xd_conf_node_t *hm = cfg_host_map(cfg, scope->host);
+    bool own = !scope->host || xd_conf_map_get(hm, "auth_method") ||
+               xd_conf_map_get(hm, "extauth_program");
+    if (own && scope->auth_method == XD_AUTH_EXTERNAL && !scope->extauth_program) {
+        const xd_conf_node_t *at = xd_conf_map_get(hm, "auth_method");
+        if (!at && cfg->doc)
+            at = xd_conf_map_get(xd_conf_doc_root(cfg->doc), "auth_method");
+        xd_opt_push_key(ctx, "auth_method");
+        xd_opt_error(ctx, at, "external authentication needs extauth_program%s%s",
+                     scope->host ? " for host " : "", scope->host ? scope->host : "");
+        xd_opt_pop(ctx);
+    }
+}
+
+/* ---- Lookups --------------------------------------------------------------------------------- */
+
+const xd_host_conf_t *
+xd_config_host(const xd_config_t *cfg, const char *host)
+{
+    if (!host)
+        return NULL;
+    for (size_t i = 0; i < cfg->hosts.count; i++)
+        if (strcmp(cfg->hosts.items[i], host) == 0)
+            return &cfg->hosts_conf[i];
+    return NULL;
+}
+
+const xd_module_conf_t *
+xd_config_module(const xd_config_t *cfg, const char *host, const char *name)
+{
+    const xd_host_conf_t *scope = host ? xd_config_host(cfg, host) : &cfg->global;
+    if (!scope)
+        return NULL; /* not a served host: no module runs for it */
+    for (; scope; scope = scope->parent)
+        for (size_t i = 0; i < scope->modules.count; i++)
+            if (strcmp(scope->modules.items[i].name, name) == 0)
+                return &scope->modules.items[i];
+    return NULL;
+}
