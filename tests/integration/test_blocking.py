@@ -6,51 +6,17 @@ restart, the blocks of an older server (its `blocklist` table) kept by the
 upgrade, and the module without mod_privacy.  The interplay with privacy
 lists is in test_privacy.py."""
 import re
-import time
 
+from helpers import expect, nothing, online, reply, users
 from xclient import login
 
 MODULES = "modules:\n  mod_roster: {}\n  mod_blocking: {}\n"
 NS = "urn:xmpp:blocking"
 
 
-def users(server, *names):
-    for n in names:
-        r = server.ctl_run("register", n, "localhost", "pw")
-        assert r.returncode == 0, r.stdout + r.stderr
-
-
-def online(server, user, resource):
-    c, jid = login(server.c2s_port, user, "pw", resource=resource)
-    c.send("<presence/>")
-    return c, jid
-
-
-def norm(b):
-    return b.decode().replace('"', "'")
-
-
-def iq(c, iq_id, timeout=5):
-    m = c.recv_until(r"<iq[^>]*id=['\"]" + iq_id + r"['\"][^>]*/>|"
-                     r"<iq[^>]*id=['\"]" + iq_id + r"['\"][^>]*>.*?</iq>", timeout=timeout)
-    return norm(m.group(0))
-
-
-def expect(c, pattern, timeout=5):
-    return norm(c.recv_until(pattern, timeout=timeout).group(0))
-
-
-def nothing(c, pattern, wait=0.8):
-    try:
-        c.recv_until(pattern, timeout=wait)
-    except AssertionError:
-        return True
-    return False
-
-
 def blocklist(c, iq_id):
     c.send(f"<iq type='get' id='{iq_id}'><blocklist xmlns='{NS}'/></iq>")
-    r = iq(c, iq_id)
+    r = reply(c, iq_id)
     assert "type='result'" in r and f"<blocklist xmlns='{NS}'" in r, r
     return re.findall(r"<item jid='([^']*)'", r)
 
@@ -58,7 +24,7 @@ def blocklist(c, iq_id):
 def block(c, iq_id, *jids, verb="block"):
     items = "".join(f"<item jid='{j}'/>" for j in jids)
     c.send(f"<iq type='set' id='{iq_id}'><{verb} xmlns='{NS}'>{items}</{verb}></iq>")
-    return iq(c, iq_id)
+    return reply(c, iq_id)
 
 
 def start(server_factory):
@@ -95,7 +61,7 @@ def test_block_unblock_list_and_pushes(server_factory):
     # Another account's list is not ours to read.
     b, _ = online(srv, "bob", "x")
     b.send(f"<iq type='get' id='x1' to='alice@localhost'><blocklist xmlns='{NS}'/></iq>")
-    r = iq(b, "x1")
+    r = reply(b, "x1")
     assert "type='error'" in r, r
 
 
@@ -114,7 +80,7 @@ def test_enforcement_both_directions(server_factory):
     assert "service-unavailable" in r, r
     # Inbound IQ request: service-unavailable.
     b.send(f"<iq to='{ajid}' type='get' id='q1'><ping xmlns='urn:xmpp:ping'/></iq>")
-    r = iq(b, "q1")
+    r = reply(b, "q1")
     assert "type='error'" in r and "service-unavailable" in r, r
     # Inbound presence (directed, and a subscription request): no answer, not delivered.
     b.send(f"<presence to='{ajid}' id='p1'/>")
@@ -190,23 +156,13 @@ def test_unblock_all(server_factory):
     assert "<body>free</body>" in expect(a1, r"<message[^>]*id=['\"]m1['\"].*?</message>")
 
 
-def restart(srv, timeout=20):
-    before = srv.log_text().count('event="xmppd ready"')
-    srv.start(wait=False)
-    deadline = time.time() + timeout
-    while srv.log_text().count('event="xmppd ready"') <= before:
-        assert srv.proc.poll() is None, srv.stderr_text()
-        assert time.time() < deadline, "xmppd did not become ready again"
-        time.sleep(0.05)
-
-
 def test_lists_survive_restart(server_factory):
     srv = start(server_factory)
     a, _ = online(srv, "alice", "home")
     assert "type='result'" in block(a, "b1", "bob@localhost", "carol@localhost/x")
     a.close()
     assert srv.stop() == 0
-    restart(srv)
+    srv.restart()
     a, ajid = online(srv, "alice", "home")
     assert blocklist(a, "l1") == ["bob@localhost", "carol@localhost/x"]
     b, _ = online(srv, "bob", "x")
@@ -220,16 +176,16 @@ def test_feature_in_account_disco(server_factory):
     a, _ = online(srv, "alice", "home")
     a.send("<iq type='get' id='d1' to='alice@localhost'>"
            "<query xmlns='http://jabber.org/protocol/disco#info'/></iq>")
-    r = iq(a, "d1")
+    r = reply(a, "d1")
     assert f"var='{NS}'" in r, r
     # XEP-0191 2: clients ask their server.
     a.send("<iq type='get' id='d2' to='localhost'>"
            "<query xmlns='http://jabber.org/protocol/disco#info'/></iq>")
-    r = iq(a, "d2")
+    r = reply(a, "d2")
     assert f"var='{NS}'" in r and "jabber:iq:privacy" not in r, r
     # Without mod_privacy, privacy lists are not served (blocks still are).
     a.send("<iq type='get' id='p1'><query xmlns='jabber:iq:privacy'/></iq>")
-    r = iq(a, "p1")
+    r = reply(a, "p1")
     assert "type='error'" in r and "service-unavailable" in r, r
 
 
@@ -251,7 +207,7 @@ def test_blocks_of_an_older_server_are_kept(server_factory):
             " PRIMARY KEY (host, username, jid));"
             "INSERT INTO blocklist VALUES ('localhost', 'alice', 'carol@localhost/x', 20);"
             "INSERT INTO blocklist VALUES ('localhost', 'alice', 'bob@localhost', 10);")
-    restart(srv)
+    srv.restart()
     a, ajid = online(srv, "alice", "home")
     assert blocklist(a, "l1") == ["bob@localhost", "carol@localhost/x"]
     b, _ = online(srv, "bob", "x")

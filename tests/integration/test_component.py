@@ -12,6 +12,7 @@ import time
 import slixmpp
 from slixmpp.componentxmpp import ComponentXMPP
 
+from helpers import users
 from xclient import XClient, login
 from xmpptest import free_port, NS_STREAMS
 
@@ -29,8 +30,7 @@ def component_server(server_factory):
         f"      other.localhost: {{password: another}}\n"
         f"      localhost: {{password: nope}}\n"))
     srv.comp_port = cport
-    for u in ("alice",):
-        assert srv.ctl_run("register", u, "localhost", "pw").returncode == 0
+    users(srv, "alice")
     return srv
 
 

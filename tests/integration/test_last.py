@@ -5,17 +5,18 @@ recorded, persistence across a restart and removal with the account."""
 import re
 import time
 
-from test_presence import expect, session, q
-from test_route import users
-from test_vcard import restart
+from helpers import expect, iq, online, users
 
 MODULES = "modules:\n  mod_roster: {}\n  mod_last: {}\n"
 NS = "jabber:iq:last"
 
 
+def session(srv, user, resource, presence=True):
+    return online(srv, user, resource, presence=presence, roster=True)
+
+
 def last(c, iq_id, to):
-    c.send(f"<iq type='get' id='{iq_id}' to='{to}'><query xmlns='{NS}'/></iq>")
-    return q(expect(c, r"<iq[^>]*id=['\"]" + iq_id + r"['\"](?:[^>]*/>|.*?</iq>)"))
+    return iq(c, iq_id, f"<query xmlns='{NS}'/>", typ="get", to=to)
 
 
 def seconds(r):
@@ -69,7 +70,7 @@ def test_last_activity(server_factory):
     b.close()
     m.close()
     assert srv.stop() == 0
-    restart(srv)
+    srv.restart()
     b, _ = session(srv, "bob", "b")
     r = last(b, "l6", "alice@localhost")
     assert seconds(r) >= 1 and "Heading home" in r, r

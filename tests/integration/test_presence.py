@@ -2,25 +2,14 @@
 (RFC 6121 3 and 4) with mod_roster."""
 import re
 
-from xclient import login
-from test_route import expect, nothing, users
+from helpers import expect, nothing, online, q, users
 
 ROSTER = "modules:\n  mod_roster: {}\n"
 
 
-def session(srv, user, resource, presence=True, roster=True):
-    c, jid = login(srv.c2s_port, user, "pw", resource=resource)
-    if roster:
-        c.send("<iq type='get' id='r0'><query xmlns='jabber:iq:roster'/></iq>")
-        expect(c, r"<iq[^>]*id=['\"]r0.*?(</iq>|/>)")
-    if presence:
-        c.send("<presence/>")
-        c.roundtrip()
-    return c, jid
-
-
-def q(s):
-    return s.replace('"', "'")
+def session(srv, user, resource, presence=True):
+    """Asks for the roster (so it gets the pushes), then available."""
+    return online(srv, user, resource, presence=presence, roster=True)
 
 
 def test_subscribe_approve_broadcast_and_probe(server_factory):

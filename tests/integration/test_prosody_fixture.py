@@ -20,8 +20,8 @@ from cryptography import x509
 from cryptography.x509.oid import ObjectIdentifier
 
 import prosody
+from helpers import online
 from prosody import DnsServer, dns_query, prosody_lab  # noqa: F401 (fixture)
-from xclient import login
 
 pytestmark = pytest.mark.slow
 
@@ -38,13 +38,8 @@ def pair(lab, cert, **kw):
     a.register("alice", "pw-a")
     b.register("bob", "pw-b")
     # Prosody 0.12 with internal_hashed storage offers PLAIN and SCRAM-SHA-1.
-    ca, ajid = login(a.c2s_port, "alice", "pw-a", mech="SCRAM-SHA-1", resource="ra",
-                     host=a.ip, domain=a.domain)
-    cb, bjid = login(b.c2s_port, "bob", "pw-b", mech="SCRAM-SHA-1", resource="rb",
-                     host=b.ip, domain=b.domain)
-    for c in (ca, cb):
-        c.send("<presence/>")
-        c.roundtrip()
+    ca, ajid = online(a, "alice", "ra", password="pw-a", mech="SCRAM-SHA-1")
+    cb, bjid = online(b, "bob", "rb", password="pw-b", mech="SCRAM-SHA-1")
     assert (ajid, bjid) == ("alice@a.test/ra", "bob@b.test/rb")
     return a, b, ca, cb
 

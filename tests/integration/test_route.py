@@ -6,36 +6,9 @@ import re
 
 import slixmpp
 
+from helpers import expect, nothing, online, users
 from xclient import login
 from xmpptest import run_slixmpp
-
-import pytest
-
-
-def users(server, *names):
-    for n in names:
-        r = server.ctl_run("register", n, "localhost", "pw")
-        assert r.returncode == 0, r.stdout + r.stderr
-
-
-def online(server, user, resource, priority=0, available=True):
-    c, jid = login(server.c2s_port, user, "pw", resource=resource)
-    if available:
-        c.send(f"<presence><priority>{priority}</priority></presence>")
-        c.roundtrip()  # handled before the caller goes on
-    return c, jid
-
-
-def expect(c, pattern, timeout=5):
-    return c.recv_until(pattern, timeout=timeout).group(0).decode()
-
-
-def nothing(c, pattern, wait=0.6):
-    try:
-        c.recv_until(pattern, timeout=wait)
-    except AssertionError:
-        return True
-    return False
 
 
 def test_message_to_full_jid_across_sessions(server):
@@ -209,7 +182,7 @@ def test_offline_messages_stored_and_delivered_with_delay(server_factory):
     p.send("<message to='nobody@localhost' type='chat' id='o5'><body>x</body></message>")
     assert "service-unavailable" in expect(p, r"<message[^>]*id=['\"]o5.*?</message>")
 
-    o, _ = login(srv.c2s_port, "olga", "pw", resource="r")
+    o, _ = online(srv, "olga", "r", presence=False)
     assert nothing(o, r"<message", wait=0.5)  # not before the initial presence
     o.send("<presence/>")
     m1 = expect(o, r"<message[^>]*id=['\"]o1.*?</message>")

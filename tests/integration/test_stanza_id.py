@@ -5,23 +5,10 @@ others kept, and the feature is advertised."""
 import re
 import time
 
-from xclient import login
+from helpers import expect, online, users
 
 MODULES = "modules:\n  mod_roster: {}\n  mod_offline: {}\n  mod_stanza_id: {}\n"
 SID = "urn:xmpp:sid:0"
-
-
-def users(server, *names):
-    for n in names:
-        r = server.ctl_run("register", n, "localhost", "pw")
-        assert r.returncode == 0, r.stdout + r.stderr
-
-
-def online(server, user, resource, prio=0):
-    c, jid = login(server.c2s_port, user, "pw", resource=resource)
-    c.send(f"<presence><priority>{prio}</priority></presence>")
-    c.roundtrip()
-    return c, jid
 
 
 def wait_gone(server, bare):
@@ -34,10 +21,8 @@ def wait_gone(server, bare):
     raise AssertionError(f"{bare} still connected: {out}")
 
 
-def msg(c, body, timeout=5):
-    m = c.recv_until(r"<message[^>]*>(?:(?!</message>).)*" + body + r".*?</message>",
-                     timeout=timeout)
-    return m.group(0).decode().replace('"', "'")
+def msg(c, body):
+    return expect(c, r"<message[^>]*>(?:(?!</message>).)*" + body + r".*?</message>")
 
 
 def sids(xml, by):
@@ -51,8 +36,8 @@ def test_stamped_unique_and_same_for_carbons_and_offline(server_factory):
     srv = server_factory(extra_yaml=MODULES)
     users(srv, "alice", "bob")
     a, _ = online(srv, "alice", "a1")
-    b1, _ = online(srv, "bob", "b1", prio=5)
-    b2, _ = online(srv, "bob", "b2", prio=5)
+    b1, _ = online(srv, "bob", "b1", priority=5)
+    b2, _ = online(srv, "bob", "b2", priority=5)
     # Equal priorities: a message to the bare JID reaches both (RFC 6121 8.5.2.1.1).
     a.send("<message to='bob@localhost' type='chat'><body>one</body></message>")
     m1, m2 = msg(b1, "one"), msg(b2, "one")
