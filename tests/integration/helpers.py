@@ -1,15 +1,42 @@
 """What the integration tests share on top of xclient.py (the hand-driven
 client) and xmpptest.py (the server process): accounts and sessions, IQs,
-reading stanzas.
+reading stanzas, and negative checks that cannot lie.
 
 Reading: expect() reads up to and including a match and drops what came
 before it; take() removes only the match and leaves the rest buffered for
 later checks (for pushes and answers that may come in either order).
+
+Negative checks ("X must not reach c") never wait for a while: on a slow
+machine a wait passes when it should fail.  The test arranges a barrier
+instead, something that reaches c after X would have, and
+assert_nothing_before() reads c's stream up to it.  What the server orders,
+and so what makes a barrier sound:
+
+  - one session's stanzas are handled in order, and routing is synchronous
+    on the sender's worker: what the server routes because of a stanza (a
+    delivery, a bounce, a carbon, a refusal) is queued for its recipients
+    before the sender's next stanza is handled;
+  - what is queued for a session is written to it in that order (RFC 6120
+    10.1).  So a stanza from the same sender to c, sent after X, is a
+    barrier (send_marker()); c's own round trip is one for what c's earlier
+    stanzas caused (barrier=None); and after the sender's round trip, c's
+    round trip is one for what the sender's stanzas caused (after=sender);
+  - work done off the loop (presence broadcasts and subscriptions, offline
+    storage and delivery, IQs like the roster's: the blocking pool) is
+    ordered only with one pool thread (POOL1): jobs then run one at a time
+    in the order they were queued and complete on the queuing worker in
+    that order, so a session's pool_roundtrip(), or anything else the pool
+    answers, comes after every pool job its earlier stanzas started.
 """
+import itertools
 import re
 
 from xclient import login
 
+# One blocking-pool thread: pool jobs run in the order they were queued.
+POOL1 = "pool_threads: 1\n"
+
+# An IQ the roster module answers on the pool (XD_IQ_PARALLEL).
 ROSTER_GET = "<query xmlns='jabber:iq:roster'/>"
 
 
@@ -95,10 +122,48 @@ def take_iq(c, iq_id, body, typ="set", to=None, timeout=5):
     return take(c, reply_rx(iq_id), timeout)
 
 
-def nothing(c, pattern, wait=0.8):
-    """True when nothing matching pattern arrives within `wait` seconds."""
-    try:
-        c.take(pattern, timeout=wait)
-    except AssertionError:
-        return True
-    return False
+# ---- barriers --------------------------------------------------------------------------------
+
+_marks = itertools.count(1)
+
+
+def send_marker(sender, to, typ="chat"):
+    """Sends a message with a unique id from sender to `to`; returns the
+    pattern that matches it (or its bounce) on a stream."""
+    mid = f"barrier{next(_marks)}"
+    sender.send(f"<message to='{to}' type='{typ}' id='{mid}'><body>{mid}</body></message>")
+    return msg_rx(mid)
+
+
+def pool_roundtrip(c):
+    """With POOL1 and mod_roster: a roster get, answered on the pool after
+    every pool job that c's earlier stanzas started has completed (a
+    presence broadcast has been routed, a subscription handled)."""
+    return c.roundtrip(ROSTER_GET)
+
+
+def assert_nothing_before(c, unwanted, barrier=None, after=(), pool=False, timeout=5):
+    """The negative check: nothing matching `unwanted` reached c ahead of
+    the barrier.
+
+    barrier: the pattern of a stanza the caller has arranged to reach c
+    after any unwanted one would have, e.g. send_marker() from the same
+    sender; None: c's own round trip.  after: the sessions (one or a
+    tuple) that sent the stanzas under test; their round trips come first,
+    so that whatever the server routed because of them is ahead of the
+    barrier.  pool: the round trips are pool_roundtrip()s (POOL1), for
+    what the server does on the pool.  Returns the barrier stanza (quotes
+    normalised; "" for a round trip); what arrived before it stays
+    buffered, so a later check still sees it."""
+    roundtrip = pool_roundtrip if pool else (lambda s: s.roundtrip())
+    for s in (after if isinstance(after, (list, tuple)) else (after,)):
+        roundtrip(s)
+    if barrier is None:
+        seen, got = roundtrip(c), ""
+    else:
+        seen, m = c.before(barrier, timeout)
+        got = q(m.group(0))
+    rx = unwanted.encode() if isinstance(unwanted, str) else unwanted
+    bad = re.search(rx, seen, re.S)
+    assert bad is None, f"{bad.group(0)!r} arrived before the barrier: {seen!r}"
+    return got
