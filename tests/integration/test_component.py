@@ -81,8 +81,9 @@ def run_bot(port):
 
 
 async def _disconnect(bot):
-    bot.disconnect()
-    await asyncio.sleep(0.3)
+    # Ends when the server has answered our </stream:stream> with its own
+    # (or after slixmpp's own 2 s wait).
+    await bot.disconnect()
     # Let slixmpp's own tasks end before the loop goes away.
     me = asyncio.current_task()
     pending = [t for t in asyncio.all_tasks() if t is not me and not t.done()]

@@ -167,6 +167,9 @@ def test_sasl_external_with_ca_certificates(server_factory, tmp_path):
     # disconnect_s2s closes both directions; the next stanza reopens.
     r = p.a.ctl_run("disconnect_s2s", "b.test")
     assert r.returncode == 0 and r.stdout.strip() == "2", r.stdout + r.stderr
+    # The routes go when the streams have closed, which takes b.test's part
+    # too, and nothing is sent to a client then: poll a.test's own list (a
+    # poll for a state; it fails at the deadline, it cannot pass early).
     deadline = time.time() + 5
     while "b.test" in connections(p.a):
         assert time.time() < deadline, connections(p.a)
@@ -290,6 +293,8 @@ def test_idle_streams_close_and_reopen(server_factory):
     a.send(f"<message to='{bjid}' type='chat'><body>one</body></message>")
     expect(b, r"<message[^>]*>.*?one.*?</message>")
     assert "b.test" in connections(p.a)
+    # Time itself is under test here (s2s_timeout): poll until the idle
+    # streams are gone.
     deadline = time.time() + 10
     while "b.test" in connections(p.a):
         assert time.time() < deadline, "idle s2s streams were not closed"

@@ -275,8 +275,9 @@ def run_slixmpp(make_client, address, timeout=15, **connect_kw):
         try:
             loop.run_until_complete(asyncio.wait_for(done, timeout))
         except asyncio.TimeoutError:
-            client.disconnect()
-            loop.run_until_complete(asyncio.sleep(0.2))
+            # Ends when the server has closed its stream (or after
+            # slixmpp's own 2 s wait).
+            loop.run_until_complete(client.disconnect())
         return client
     finally:
         # Let slixmpp's own tasks end before the loop goes away.
