@@ -3,7 +3,9 @@
 Everything runs on loopback, as the current user (root in CI), in a temporary
 directory, and every process is stopped by its PID at teardown.  The test CA,
 the self-signed certificates and the dnsmasq that serves the SRV records are
-those of prosody.py (TestCA, self_signed, DnsServer), imported, not copied.
+those of prosody.py (TestCA, self_signed, DnsServer), imported, not copied, and
+so are the process and lab plumbing (Daemon: ports, stop by PID, logs; Lab and
+run_lab: the CA, the DNS, skip or fail, teardown).
 
   Ejabberd        one Erlang VM running ejabberd, started with `erl` directly
                   (see below), with its own ejabberd.yml, inetrc, Mnesia spool,
@@ -111,7 +113,7 @@ import time
 
 import pytest
 
-from prosody import DnsServer, TestCA, Unavailable, _read, _stop_proc, self_signed
+from prosody import Daemon, Lab, Unavailable, _read, run_lab
 from xmpptest import free_port
 
 ERL = shutil.which("erl") or "/usr/bin/erl"
@@ -163,7 +165,7 @@ def yq(s):
 
 # ---- ejabberd -------------------------------------------------------------------
 
-class Ejabberd:
+class Ejabberd(Daemon):
     """One ejabberd VM: its own directory, config, spool, log, node and ports.
 
     domain          the served host (must end in .test when `dns` is given)
@@ -180,6 +182,9 @@ class Ejabberd:
     modules         extra `modules:` entries as YAML text (indented 2)
     extra_config    YAML text appended at the top level
     """
+
+    name = "ejabberd"
+    stop_timeout = 20  # SIGTERM makes the VM run init:stop(), a clean shutdown
 
     def __init__(self, dirpath, domain="ejabberd.test", ip="127.0.0.2", c2s_port=None,
                  s2s_port=None, cert=None, cafile=None, dialback=True, starttls="required",
@@ -335,16 +340,7 @@ modules:
                                      stdout=self._out, stderr=self._out,
                                      stdin=subprocess.DEVNULL)
         deadline = time.time() + timeout
-        while time.time() < deadline:
-            if self.proc.poll() is not None:
-                rc, self.proc = self.proc.returncode, None  # reaped: nothing to stop
-                self._out.close()
-                self._out = None
-                raise Unavailable(f"ejabberd exited with {rc} at start:\n{self.output_text()}")
-            if self._listening(self.c2s_port) and self._listening(self.s2s_port):
-                break
-            time.sleep(0.1)
-        else:
+        if not self._wait_listening(deadline):
             self.stop()
             raise Unavailable(f"ejabberd did not listen on {self.ip}:{self.c2s_port}/"
                               f"{self.s2s_port} within {timeout}s:\n{self.output_text()}")
@@ -353,30 +349,10 @@ modules:
             r = self.ctl("status", timeout=max(5, deadline - time.time()))
             if r.returncode == 0:
                 return self
-            time.sleep(0.3)
+            time.sleep(0.3)  # a starting VM: poll until it answers
         self.stop()
         raise Unavailable(f"ejabberdctl status failed ({r and r.returncode}):\n"
                           f"{r and r.stdout}{r and r.stderr}\n{self.output_text()}")
-
-    def _listening(self, port):
-        try:
-            with socket.create_connection((self.ip, port), timeout=0.2):
-                return True
-        except OSError:
-            return False
-
-    def stop(self):
-        """Stops the VM by PID (SIGTERM: init:stop(); SIGKILL after 20 s);
-        returns its exit code."""
-        rc = _stop_proc(self.proc, timeout=20)
-        if self._out:
-            self._out.close()
-            self._out = None
-        return rc
-
-    @property
-    def pid(self):
-        return self.proc.pid
 
     # administration
     def ctl(self, *args, timeout=30):
@@ -397,13 +373,7 @@ modules:
             raise RuntimeError(f"ejabberdctl register {user} {self.domain} failed "
                                f"({r.returncode}):\n{r.stdout}{r.stderr}")
 
-    def jid(self, user):
-        return f"{user}@{self.domain}"
-
     # logs
-    def log_text(self):
-        return _read(self.log_path) or "(no log file)"
-
     def wait_log(self, pattern, timeout=10):
         """The first match of regex `pattern` in ejabberd.log, waiting up to
         `timeout` s: ejabberd's logger writes the file in batches, so a
@@ -429,7 +399,7 @@ modules:
 
 # ---- the pytest fixture -----------------------------------------------------------
 
-class EjabberdLab:
+class EjabberdLab(Lab):
     """What the `ejabberd_lab` fixture yields: a directory, a lazily created
     TestCA and DnsServer (prosody.py's), and the ejabberd servers started
     through it.
@@ -444,41 +414,16 @@ class EjabberdLab:
     and A records in lab.dns and resolves through it (use_dns=False: Erlang's
     default resolver).  When skip is true, Unavailable (a missing package, an
     ejabberd or dnsmasq that cannot start) becomes pytest.skip, or a failure
-    when XMPPD_REQUIRE_EJABBERD=1."""
+    when XMPPD_REQUIRE_EJABBERD=1 (see Lab)."""
 
-    def __init__(self, dirpath, skip=True):
-        self.dir = str(dirpath)
-        os.makedirs(self.dir, exist_ok=True)
-        self.skip = skip      # Unavailable -> pytest.skip (else raised)
-        self.servers = []     # Ejabberd instances, in creation order
-        self._ca = None       # TestCA, made on first use
-        self._dns = None      # DnsServer, made on first use
+    name = "ejabberd"
+    require_env = "XMPPD_REQUIRE_EJABBERD"
+    server_class = Ejabberd
+    default_domain, default_ip = "ejabberd.test", "127.0.0.2"
 
-    def _guard(self, fn, *a, **kw):
-        try:
-            return fn(*a, **kw)
-        except Unavailable as e:
-            if not self.skip:
-                raise
-            if os.environ.get("XMPPD_REQUIRE_EJABBERD"):
-                pytest.fail(str(e))
-            pytest.skip(str(e))
-
-    @property
-    def ca(self):
-        if self._ca is None:
-            self._ca = self._guard(TestCA, self.dir)
-        return self._ca
-
-    @property
-    def dns(self):
-        """The DnsServer (not necessarily started yet)."""
-        if self._dns is None:
-            self._dns = DnsServer(os.path.join(self.dir, "dns"))
-        return self._dns
-
-    def _dns_apply(self):
-        self._guard(self.dns.start if self.dns.proc is None else self.dns.restart)
+    @staticmethod
+    def check(use_dns):
+        check_ejabberd()
 
     def add_peer(self, domain, ip, port):
         """Makes `domain` (e.g. xmppd's) resolvable from the ejabberd servers
@@ -491,51 +436,6 @@ class EjabberdLab:
         self.dns.add_host(domain, ip)
         self._dns_apply()
 
-    def cert_for(self, domain, cert="ca"):
-        if cert == "ca":
-            return self.ca.issue(domain)
-        if cert == "self-signed":
-            return self._guard(self_signed, self.dir, domain)
-        return cert
-
-    def create(self, domain="ejabberd.test", ip="127.0.0.2", cert="ca", use_dns=True, **kw):
-        """A configured, not yet started ejabberd (see Ejabberd())."""
-        self._guard(check_ejabberd)
-        certp = self.cert_for(domain, cert)
-        if use_dns:
-            kw.setdefault("s2s_port", free_port(socket.AF_INET, ip))
-            self.dns.add_xmpp_server(domain, ip, kw["s2s_port"])
-            self._dns_apply()
-            kw["dns"] = self.dns
-        e = Ejabberd(os.path.join(self.dir, f"ejabberd{len(self.servers)}-{domain}"),
-                     domain=domain, ip=ip, cert=certp, **kw)
-        self.servers.append(e)
-        return e
-
-    def start(self, domain="ejabberd.test", ip="127.0.0.2", cert="ca", **kw):
-        """create() then start(); returns the running ejabberd."""
-        e = self.create(domain, ip, cert, **kw)
-        self._guard(e.start)
-        return e
-
-    def close(self):
-        """Stops every process by PID; returns [problem strings]."""
-        problems = []
-        for e in self.servers:
-            rc = e.stop()
-            if rc not in (0, None):
-                problems.append(f"ejabberd {e.domain} exited with {rc} after SIGTERM")
-        if self._dns is not None:
-            self._dns.stop()
-        return problems
-
-    def logs(self):
-        out = [f"----- ejabberd {e.domain} ({e.dir}) -----\n{e.output_text()}"
-               for e in self.servers]
-        if self._dns is not None:
-            out.append(f"----- dnsmasq ({self._dns.dir}) -----\n{self._dns.log_text()}")
-        return "\n".join(out)
-
 
 @pytest.fixture
 def ejabberd_lab(request, tmp_path):
@@ -545,15 +445,4 @@ def ejabberd_lab(request, tmp_path):
     ejabberd that cannot start skips the test with the reason;
     XMPPD_REQUIRE_EJABBERD=1 makes that a failure.  Use it from a test module
     with `from ejabberd import ejabberd_lab  # noqa: F401`."""
-    lab = EjabberdLab(tmp_path / "ejabberd-lab")
-    lab._guard(check_ejabberd)
-    try:
-        yield lab
-    finally:
-        failed = any(getattr(getattr(request.node, "rep_" + w, None), "failed", False)
-                     for w in ("setup", "call"))
-        problems = lab.close()
-        if failed or problems:
-            print("\n" + lab.logs())
-        if problems:
-            pytest.fail("\n".join(problems))
+    yield from run_lab(request, EjabberdLab(tmp_path / "ejabberd-lab"))

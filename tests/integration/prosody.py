@@ -409,9 +409,178 @@ class DnsServer:
         return re.findall(r"query\[(\w+)\] (\S+) from", self.log_text())
 
 
+# ---- servers and labs (shared with ejabberd.py) ------------------------------
+
+class Daemon:
+    """What Prosody and Ejabberd share: one server process of their own
+    (proc, its output file _out), listening on ip:c2s_port and ip:s2s_port,
+    serving `domain`, logging to log_path.  Subclasses set `name` (for
+    messages) and `stop_timeout` (seconds from SIGTERM to SIGKILL)."""
+
+    name = "server"
+    stop_timeout = 10
+
+    def _wait_listening(self, deadline):
+        """Until both ports accept connections: True; False at the deadline.
+        Unavailable (with the output) when the process exits first.  A
+        starting process answers nothing, so this polls its ports."""
+        while time.time() < deadline:
+            if self.proc.poll() is not None:
+                rc, self.proc = self.proc.returncode, None  # reaped: nothing to stop
+                self._out.close()
+                self._out = None
+                raise Unavailable(f"{self.name} exited with {rc} at start:\n"
+                                  f"{self.output_text()}")
+            if self._listening(self.c2s_port) and self._listening(self.s2s_port):
+                return True
+            time.sleep(0.05)
+        return False
+
+    def _listening(self, port):
+        try:
+            with socket.create_connection((self.ip, port), timeout=0.2):
+                return True
+        except OSError:
+            return False
+
+    def stop(self):
+        """Stops the process by PID (SIGTERM, SIGKILL after stop_timeout s);
+        returns its exit code."""
+        rc = _stop_proc(self.proc, timeout=self.stop_timeout)
+        if self._out:
+            self._out.close()
+            self._out = None
+        return rc
+
+    @property
+    def pid(self):
+        return self.proc.pid
+
+    def jid(self, user):
+        return f"{user}@{self.domain}"
+
+    def log_text(self):
+        return _read(self.log_path) or "(no log file)"
+
+
+class Lab:
+    """What ProsodyLab and EjabberdLab share: a directory, a lazily created
+    TestCA and DnsServer, the servers created through it (each with its SRV
+    and A records in the lab's DNS unless use_dns=False), their teardown and
+    their logs.  Subclasses set:
+
+        name            "prosody" / "ejabberd": messages, directory names
+        require_env     the variable that makes Unavailable a failure
+        server_class    Prosody / Ejabberd
+        default_domain, default_ip
+    and define check(use_dns) (Unavailable when the package is missing) and
+    add_peer()."""
+
+    def __init__(self, dirpath, skip=True):
+        self.dir = str(dirpath)
+        os.makedirs(self.dir, exist_ok=True)
+        self.skip = skip      # Unavailable -> pytest.skip (else raised)
+        self.servers = []     # server_class instances, in creation order
+        self._ca = None       # TestCA, made on first use
+        self._dns = None      # DnsServer, made on first use
+
+    def _guard(self, fn, *a, **kw):
+        try:
+            return fn(*a, **kw)
+        except Unavailable as e:
+            if not self.skip:
+                raise
+            if os.environ.get(self.require_env):
+                pytest.fail(str(e))
+            pytest.skip(str(e))
+
+    @property
+    def ca(self):
+        if self._ca is None:
+            self._ca = self._guard(TestCA, self.dir)
+        return self._ca
+
+    @property
+    def dns(self):
+        """The DnsServer (not necessarily started yet)."""
+        if self._dns is None:
+            self._dns = DnsServer(os.path.join(self.dir, "dns"))
+        return self._dns
+
+    def _dns_apply(self):
+        self._guard(self.dns.start if self.dns.proc is None else self.dns.restart)
+
+    def cert_for(self, domain, cert="ca"):
+        if cert == "ca":
+            return self.ca.issue(domain)
+        if cert == "self-signed":
+            return self._guard(self_signed, self.dir, domain)
+        return cert
+
+    def create(self, domain=None, ip=None, cert="ca", use_dns=True, **kw):
+        """A configured, not yet started server (see server_class)."""
+        domain = domain or self.default_domain
+        ip = ip or self.default_ip
+        self._guard(self.check, use_dns)
+        certp = self.cert_for(domain, cert)
+        if use_dns:
+            kw.setdefault("s2s_port", free_port(socket.AF_INET, ip))
+            self.dns.add_xmpp_server(domain, ip, kw["s2s_port"])
+            self._dns_apply()
+            kw["dns"] = self.dns
+        srv = self.server_class(
+            os.path.join(self.dir, f"{self.name}{len(self.servers)}-{domain}"),
+            domain=domain, ip=ip, cert=certp, **kw)
+        self.servers.append(srv)
+        return srv
+
+    def start(self, domain=None, ip=None, cert="ca", **kw):
+        """create() then start(); returns the running server."""
+        srv = self.create(domain, ip, cert, **kw)
+        self._guard(srv.start)
+        return srv
+
+    def close(self):
+        """Stops every process by PID; returns [problem strings]."""
+        problems = []
+        for srv in self.servers:
+            rc = srv.stop()
+            if rc not in (0, None):
+                problems.append(f"{self.name} {srv.domain} exited with {rc} after SIGTERM")
+        if self._dns is not None:
+            self._dns.stop()
+        return problems
+
+    def logs(self):
+        out = [f"----- {self.name} {srv.domain} ({srv.dir}) -----\n{srv.output_text()}"
+               for srv in self.servers]
+        if self._dns is not None:
+            out.append(f"----- dnsmasq ({self._dns.dir}) -----\n{self._dns.log_text()}")
+        return "\n".join(out)
+
+
+def run_lab(request, lab):
+    """The body of a lab fixture: yields lab; at teardown stops every
+    process it started, by PID, prints the logs when the test failed
+    (conftest.py records the reports) or a process did not stop cleanly,
+    and fails the test in the latter case.  A missing package skips the
+    test (lab.require_env=1: fails it)."""
+    lab._guard(lab.check, False)
+    try:
+        yield lab
+    finally:
+        failed = any(getattr(getattr(request.node, "rep_" + w, None), "failed", False)
+                     for w in ("setup", "call"))
+        problems = lab.close()
+        if failed or problems:
+            print("\n" + lab.logs())
+        if problems:
+            pytest.fail("\n".join(problems))
+
+
 # ---- Prosody ------------------------------------------------------------------
 
-class Prosody:
+class Prosody(Daemon):
     """One Prosody process: its own directory, config, data, log and ports.
 
     domain         the VirtualHost (must end in .test when `dns` is given)
@@ -428,6 +597,8 @@ class Prosody:
     extra_config   Lua text appended to the global section
     host_config    Lua text appended to the VirtualHost section
     """
+
+    name = "prosody"
 
     def __init__(self, dirpath, domain="prosody.test", ip="127.0.0.1", c2s_port=None,
                  s2s_port=None, cert=None, cafile=None, s2s_secure_auth=False,
@@ -515,40 +686,11 @@ class Prosody:
         self.proc = subprocess.Popen([PROSODY, "-F", "--config", self.config_path],
                                      cwd=self.dir, stdout=self._out, stderr=self._out,
                                      stdin=subprocess.DEVNULL)
-        deadline = time.time() + timeout
-        while time.time() < deadline:
-            if self.proc.poll() is not None:
-                rc, self.proc = self.proc.returncode, None  # reaped: nothing to stop
-                self._out.close()
-                self._out = None
-                raise Unavailable(f"prosody exited with {rc} at start:\n"
-                                  f"{self.output_text()}")
-            if self._listening(self.c2s_port) and self._listening(self.s2s_port):
-                return self
-            time.sleep(0.05)
+        if self._wait_listening(time.time() + timeout):
+            return self
         self.stop()
         raise Unavailable(f"prosody did not listen on {self.ip}:{self.c2s_port}/"
                           f"{self.s2s_port} within {timeout}s:\n{self.output_text()}")
-
-    def _listening(self, port):
-        try:
-            with socket.create_connection((self.ip, port), timeout=0.2):
-                return True
-        except OSError:
-            return False
-
-    def stop(self):
-        """Stops Prosody by PID (SIGTERM, SIGKILL after 10 s); returns its
-        exit code."""
-        rc = _stop_proc(self.proc)
-        if self._out:
-            self._out.close()
-            self._out = None
-        return rc
-
-    @property
-    def pid(self):
-        return self.proc.pid
 
     # administration
     def ctl(self, *args, timeout=30):
@@ -564,20 +706,14 @@ class Prosody:
             raise RuntimeError(f"prosodyctl register {user} {self.domain} failed "
                                f"({r.returncode}):\n{r.stdout}{r.stderr}")
 
-    def jid(self, user):
-        return f"{user}@{self.domain}"
-
     # logs
-    def log_text(self):
-        return _read(self.log_path) or "(no log file)"
-
     def output_text(self):
         return _read(self.stdout_path) + "\n" + _read(self.log_path)
 
 
 # ---- the pytest fixture ---------------------------------------------------------
 
-class ProsodyLab:
+class ProsodyLab(Lab):
     """What the `prosody_lab` fixture yields: a directory, a lazily created
     TestCA and DnsServer, and the Prosody instances started through it.
 
@@ -590,44 +726,16 @@ class ProsodyLab:
     keywords are those of Prosody().  Each Prosody started here gets its
     SRV + A records in lab.dns and resolves through it (use_dns=False: the
     system resolver).  When skip is true, Unavailable (a missing package, a
-    Prosody or dnsmasq that cannot start) becomes pytest.skip."""
+    Prosody or dnsmasq that cannot start) becomes pytest.skip (see Lab)."""
 
-    def __init__(self, dirpath, skip=True):
-        self.dir = str(dirpath)
-        os.makedirs(self.dir, exist_ok=True)
-        self.skip = skip      # Unavailable -> pytest.skip (else raised)
-        self.servers = []     # Prosody instances, in creation order
-        self._ca = None       # TestCA, made on first use
-        self._dns = None      # DnsServer, made on first use
+    name = "prosody"
+    require_env = "XMPPD_REQUIRE_PROSODY"
+    server_class = Prosody
+    default_domain, default_ip = "prosody.test", "127.0.0.1"
 
-    def _guard(self, fn, *a, **kw):
-        try:
-            return fn(*a, **kw)
-        except Unavailable as e:
-            if not self.skip:
-                raise
-            if os.environ.get("XMPPD_REQUIRE_PROSODY"):
-                pytest.fail(str(e))
-            pytest.skip(str(e))
-
-    @property
-    def ca(self):
-        if self._ca is None:
-            self._ca = self._guard(TestCA, self.dir)
-        return self._ca
-
-    @property
-    def dns(self):
-        """The DnsServer (not necessarily started yet)."""
-        if self._dns is None:
-            self._dns = DnsServer(os.path.join(self.dir, "dns"))
-        return self._dns
-
-    def _dns_apply(self):
-        if self.dns.proc is None:
-            self._guard(self.dns.start)
-        else:
-            self._guard(self.dns.restart)
+    @staticmethod
+    def check(use_dns):
+        check_prosody(need_unbound=use_dns)
 
     def add_peer(self, domain, ip, port):
         """Makes `domain` (e.g. xmppd's) resolvable from the Prosody servers
@@ -635,51 +743,6 @@ class ProsodyLab:
         Call it before starting the Prosody that must reach the peer."""
         self.dns.add_xmpp_server(domain, ip, port)
         self._dns_apply()
-
-    def cert_for(self, domain, cert="ca"):
-        if cert == "ca":
-            return self.ca.issue(domain)
-        if cert == "self-signed":
-            return self._guard(self_signed, self.dir, domain)
-        return cert
-
-    def create(self, domain="prosody.test", ip="127.0.0.1", cert="ca", use_dns=True, **kw):
-        """A configured, not yet started Prosody (see Prosody())."""
-        self._guard(check_prosody, need_unbound=use_dns)
-        certp = self.cert_for(domain, cert)
-        if use_dns:
-            kw.setdefault("s2s_port", free_port(socket.AF_INET, ip))
-            self.dns.add_xmpp_server(domain, ip, kw["s2s_port"])
-            self._dns_apply()
-            kw["dns"] = self.dns
-        p = Prosody(os.path.join(self.dir, f"prosody{len(self.servers)}-{domain}"),
-                    domain=domain, ip=ip, cert=certp, **kw)
-        self.servers.append(p)
-        return p
-
-    def start(self, domain="prosody.test", ip="127.0.0.1", cert="ca", **kw):
-        """create() then start(); returns the running Prosody."""
-        p = self.create(domain, ip, cert, **kw)
-        self._guard(p.start)
-        return p
-
-    def close(self):
-        """Stops every process by PID; returns [problem strings]."""
-        problems = []
-        for p in self.servers:
-            rc = p.stop()
-            if rc not in (0, None):
-                problems.append(f"prosody {p.domain} exited with {rc} after SIGTERM")
-        if self._dns is not None:
-            self._dns.stop()
-        return problems
-
-    def logs(self):
-        out = [f"----- prosody {p.domain} ({p.dir}) -----\n{p.output_text()}"
-               for p in self.servers]
-        if self._dns is not None:
-            out.append(f"----- dnsmasq ({self._dns.dir}) -----\n{self._dns.log_text()}")
-        return "\n".join(out)
 
 
 @pytest.fixture
@@ -690,15 +753,4 @@ def prosody_lab(request, tmp_path):
     that cannot start skip the test with the reason; XMPPD_REQUIRE_PROSODY=1
     makes that a failure.  Use it from a test module with
     `from prosody import prosody_lab  # noqa: F401`."""
-    lab = ProsodyLab(tmp_path / "prosody-lab")
-    lab._guard(check_prosody)
-    try:
-        yield lab
-    finally:
-        failed = any(getattr(getattr(request.node, "rep_" + w, None), "failed", False)
-                     for w in ("setup", "call"))
-        problems = lab.close()
-        if failed or problems:
-            print("\n" + lab.logs())
-        if problems:
-            pytest.fail("\n".join(problems))
+    yield from run_lab(request, ProsodyLab(tmp_path / "prosody-lab"))

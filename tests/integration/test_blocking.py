@@ -6,51 +6,17 @@ restart, the blocks of an older server (its `blocklist` table) kept by the
 upgrade, and the module without mod_privacy.  The interplay with privacy
 lists is in test_privacy.py."""
 import re
-import time
 
+from helpers import POOL1, assert_nothing_before, expect, msg_rx, online, reply, users
 from xclient import login
 
 MODULES = "modules:\n  mod_roster: {}\n  mod_blocking: {}\n"
 NS = "urn:xmpp:blocking"
 
 
-def users(server, *names):
-    for n in names:
-        r = server.ctl_run("register", n, "localhost", "pw")
-        assert r.returncode == 0, r.stdout + r.stderr
-
-
-def online(server, user, resource):
-    c, jid = login(server.c2s_port, user, "pw", resource=resource)
-    c.send("<presence/>")
-    return c, jid
-
-
-def norm(b):
-    return b.decode().replace('"', "'")
-
-
-def iq(c, iq_id, timeout=5):
-    m = c.recv_until(r"<iq[^>]*id=['\"]" + iq_id + r"['\"][^>]*/>|"
-                     r"<iq[^>]*id=['\"]" + iq_id + r"['\"][^>]*>.*?</iq>", timeout=timeout)
-    return norm(m.group(0))
-
-
-def expect(c, pattern, timeout=5):
-    return norm(c.recv_until(pattern, timeout=timeout).group(0))
-
-
-def nothing(c, pattern, wait=0.8):
-    try:
-        c.recv_until(pattern, timeout=wait)
-    except AssertionError:
-        return True
-    return False
-
-
 def blocklist(c, iq_id):
     c.send(f"<iq type='get' id='{iq_id}'><blocklist xmlns='{NS}'/></iq>")
-    r = iq(c, iq_id)
+    r = reply(c, iq_id)
     assert "type='result'" in r and f"<blocklist xmlns='{NS}'" in r, r
     return re.findall(r"<item jid='([^']*)'", r)
 
@@ -58,11 +24,11 @@ def blocklist(c, iq_id):
 def block(c, iq_id, *jids, verb="block"):
     items = "".join(f"<item jid='{j}'/>" for j in jids)
     c.send(f"<iq type='set' id='{iq_id}'><{verb} xmlns='{NS}'>{items}</{verb}></iq>")
-    return iq(c, iq_id)
+    return reply(c, iq_id)
 
 
-def start(server_factory):
-    srv = server_factory(extra_yaml=MODULES)
+def start(server_factory, extra=""):
+    srv = server_factory(extra_yaml=MODULES + extra)
     users(srv, "alice", "bob", "carol")
     return srv
 
@@ -84,7 +50,8 @@ def test_block_unblock_list_and_pushes(server_factory):
     push = expect(a2, r"<iq[^>]*type='set'[^>]*>.*?</iq>".replace("'", "['\"]"))
     assert f"to='{a2jid}'" in push and f"<block xmlns='{NS}'>" in push, push
     assert "jid='bob@localhost'" in push and "jid='carol@localhost'" in push, push
-    assert nothing(a3, r"xmlns=['\"]urn:xmpp:blocking")
+    # Pushes go out before the result that alice/one has seen.
+    assert_nothing_before(a3, r"xmlns=['\"]urn:xmpp:blocking")
     assert blocklist(a2, "l2") == ["bob@localhost", "carol@localhost"]
     # Unblock one: the list shrinks, pushes carry the item.
     r = block(a2, "u1", "carol@localhost", verb="unblock")
@@ -95,12 +62,12 @@ def test_block_unblock_list_and_pushes(server_factory):
     # Another account's list is not ours to read.
     b, _ = online(srv, "bob", "x")
     b.send(f"<iq type='get' id='x1' to='alice@localhost'><blocklist xmlns='{NS}'/></iq>")
-    r = iq(b, "x1")
+    r = reply(b, "x1")
     assert "type='error'" in r, r
 
 
 def test_enforcement_both_directions(server_factory):
-    srv = start(server_factory)
+    srv = start(server_factory, POOL1)  # pool round trips below
     a, ajid = online(srv, "alice", "home")
     b, bjid = online(srv, "bob", "desk")
     c, _ = online(srv, "carol", "x")
@@ -114,20 +81,23 @@ def test_enforcement_both_directions(server_factory):
     assert "service-unavailable" in r, r
     # Inbound IQ request: service-unavailable.
     b.send(f"<iq to='{ajid}' type='get' id='q1'><ping xmlns='urn:xmpp:ping'/></iq>")
-    r = iq(b, "q1")
+    r = reply(b, "q1")
     assert "type='error'" in r and "service-unavailable" in r, r
     # Inbound presence (directed, and a subscription request): no answer, not delivered.
     b.send(f"<presence to='{ajid}' id='p1'/>")
     b.send("<presence to='alice@localhost' type='subscribe' id='p2'/>")
-    assert nothing(b, r"id=['\"]p[12]['\"]")
-    assert nothing(a, r"id=['\"](m1|m2|q1|p1|p2)['\"]")
+    # Barriers: the block decides on bob's stream, in order; a subscription
+    # it let pass would be handled on the pool, which bob's pool round trip
+    # follows (one pool thread).
+    assert_nothing_before(b, r"id=['\"]p[12]['\"]", pool=True)
+    assert_nothing_before(a, r"id=['\"](m1|m2|q1|p1|p2)['\"]", after=b, pool=True)
     # Outbound: alice's message to bob comes back not-acceptable + <blocked/>.
     a.send(f"<message to='{bjid}' type='chat' id='o1'><body>Can you hear me now?</body></message>")
     r = expect(a, r"<message[^>]*id=['\"]o1['\"].*?</message>")
     assert "type='error'" in r and "not-acceptable" in r, r
     assert "<blocked xmlns='urn:xmpp:blocking:errors'" in r, r
     assert "Can you hear me now?" in r, r
-    assert nothing(b, r"id=['\"]o1['\"]")
+    assert_nothing_before(b, r"id=['\"]o1['\"]", after=a)
     # Carol is not blocked: both directions flow.
     c.send(f"<message to='{ajid}' type='chat' id='c1'><body>hi</body></message>")
     assert "<body>hi</body>" in expect(a, r"<message[^>]*id=['\"]c1['\"].*?</message>")
@@ -146,16 +116,18 @@ def test_jid_matching_full_and_domain(server_factory):
     assert "type='result'" in block(a, "b1", "bob@localhost/r1")
     b1.send(f"<message to='{ajid}' type='chat' id='f1'><body>1</body></message>")
     assert "service-unavailable" in expect(b1, r"<message[^>]*id=['\"]f1['\"].*?</message>")
+    # bob/r2's message, sent after bob/r1's was refused, is a barrier for it.
     b2.send(f"<message to='{ajid}' type='chat' id='f2'><body>2</body></message>")
-    assert "<body>2</body>" in expect(a, r"<message[^>]*id=['\"]f2['\"].*?</message>")
+    assert "<body>2</body>" in assert_nothing_before(a, r"id=['\"]f1['\"]", after=b1,
+                                                     barrier=msg_rx("f2"))
     # The domain blocks everyone there, but never alice's own resources.
     assert "type='result'" in block(a, "b2", "localhost")
     b2.send(f"<message to='{ajid}' type='chat' id='f3'><body>3</body></message>")
     assert "service-unavailable" in expect(b2, r"<message[^>]*id=['\"]f3['\"].*?</message>")
     a2, a2jid = online(srv, "alice", "other")
     a2.send(f"<message to='{ajid}' type='chat' id='own'><body>me</body></message>")
-    assert "<body>me</body>" in expect(a, r"<message[^>]*id=['\"]own['\"].*?</message>")
-    assert nothing(a, r"id=['\"]f[13]['\"]")
+    assert "<body>me</body>" in assert_nothing_before(a, r"id=['\"]f[13]['\"]", after=b2,
+                                                      barrier=msg_rx("own"))
 
 
 def test_block_sends_unavailable_to_subscribed_contact(server_factory):
@@ -190,29 +162,19 @@ def test_unblock_all(server_factory):
     assert "<body>free</body>" in expect(a1, r"<message[^>]*id=['\"]m1['\"].*?</message>")
 
 
-def restart(srv, timeout=20):
-    before = srv.log_text().count('event="xmppd ready"')
-    srv.start(wait=False)
-    deadline = time.time() + timeout
-    while srv.log_text().count('event="xmppd ready"') <= before:
-        assert srv.proc.poll() is None, srv.stderr_text()
-        assert time.time() < deadline, "xmppd did not become ready again"
-        time.sleep(0.05)
-
-
 def test_lists_survive_restart(server_factory):
     srv = start(server_factory)
     a, _ = online(srv, "alice", "home")
     assert "type='result'" in block(a, "b1", "bob@localhost", "carol@localhost/x")
     a.close()
     assert srv.stop() == 0
-    restart(srv)
+    srv.restart()
     a, ajid = online(srv, "alice", "home")
     assert blocklist(a, "l1") == ["bob@localhost", "carol@localhost/x"]
     b, _ = online(srv, "bob", "x")
     b.send(f"<message to='{ajid}' type='chat' id='m1'><body>again</body></message>")
     assert "service-unavailable" in expect(b, r"<message[^>]*id=['\"]m1['\"].*?</message>")
-    assert nothing(a, r"id=['\"]m1['\"]")
+    assert_nothing_before(a, r"id=['\"]m1['\"]", after=b)
 
 
 def test_feature_in_account_disco(server_factory):
@@ -220,16 +182,16 @@ def test_feature_in_account_disco(server_factory):
     a, _ = online(srv, "alice", "home")
     a.send("<iq type='get' id='d1' to='alice@localhost'>"
            "<query xmlns='http://jabber.org/protocol/disco#info'/></iq>")
-    r = iq(a, "d1")
+    r = reply(a, "d1")
     assert f"var='{NS}'" in r, r
     # XEP-0191 2: clients ask their server.
     a.send("<iq type='get' id='d2' to='localhost'>"
            "<query xmlns='http://jabber.org/protocol/disco#info'/></iq>")
-    r = iq(a, "d2")
+    r = reply(a, "d2")
     assert f"var='{NS}'" in r and "jabber:iq:privacy" not in r, r
     # Without mod_privacy, privacy lists are not served (blocks still are).
     a.send("<iq type='get' id='p1'><query xmlns='jabber:iq:privacy'/></iq>")
-    r = iq(a, "p1")
+    r = reply(a, "p1")
     assert "type='error'" in r and "service-unavailable" in r, r
 
 
@@ -251,7 +213,7 @@ def test_blocks_of_an_older_server_are_kept(server_factory):
             " PRIMARY KEY (host, username, jid));"
             "INSERT INTO blocklist VALUES ('localhost', 'alice', 'carol@localhost/x', 20);"
             "INSERT INTO blocklist VALUES ('localhost', 'alice', 'bob@localhost', 10);")
-    restart(srv)
+    srv.restart()
     a, ajid = online(srv, "alice", "home")
     assert blocklist(a, "l1") == ["bob@localhost", "carol@localhost/x"]
     b, _ = online(srv, "bob", "x")

@@ -11,6 +11,7 @@ import pytest
 import slixmpp
 from OpenSSL import SSL
 
+from helpers import users
 from xclient import XClient, login
 from xmpptest import free_port, run_slixmpp
 
@@ -23,11 +24,6 @@ def c2s_listen(port, extra=""):
 
 def cert_path(srv, host="localhost"):
     return os.path.join(srv.data_dir, "certs", f"{host}.pem")
-
-
-def register(srv, user, password, host="localhost"):
-    r = srv.ctl_run("register", user, host, password)
-    assert r.returncode == 0, r.stdout + r.stderr
 
 
 def slix_login(srv, jid, password, mech=None, tls12=False, use_ssl=False, port=None,
@@ -124,7 +120,7 @@ def test_slixmpp_login_each_mechanism(server_factory, mech):
     # RFC 5802 makes the server refuse 'y' when it offered -PLUS, so the
     # -PLUS mechanisms are disabled here (they have their own tests).
     srv = server_factory(extra_yaml=NO_PLUS)
-    register(srv, "alice", "secret pass")
+    users(srv, "alice", password="secret pass")
     ok, jid, _ = slix_login(srv, "alice@localhost", "secret pass", mech=mech)
     assert ok, srv.log_text()
     assert jid.startswith("alice@localhost/")
@@ -134,7 +130,7 @@ def test_slixmpp_login_each_mechanism(server_factory, mech):
 @pytest.mark.parametrize("mech", ["SCRAM-SHA-1-PLUS", "SCRAM-SHA-256-PLUS", "SCRAM-SHA-512-PLUS"])
 def test_slixmpp_login_plus_tls_unique_over_tls12(server, mech):
     # slixmpp binds with tls-unique, which exists only in TLS 1.2.
-    register(server, "bob", "pw-bob")
+    users(server, "bob", password="pw-bob")
     ok, jid, _ = slix_login(server, "bob@localhost", "pw-bob", mech=mech, tls12=True)
     assert ok, server.log_text()
     assert f"mech={mech} cb=tls-unique" in server.log_text()
@@ -143,7 +139,7 @@ def test_slixmpp_login_plus_tls_unique_over_tls12(server, mech):
 @pytest.mark.parametrize("hash_name", ["SHA-1", "SHA-256", "SHA-512"])
 @pytest.mark.parametrize("cb", ["tls-exporter", "tls-server-end-point"])
 def test_scram_plus_channel_bindings(server, hash_name, cb):
-    register(server, "carol", "pw-carol")
+    users(server, "carol", password="pw-carol")
     c, jid = login(server.c2s_port, "carol", "pw-carol", mech=f"SCRAM-{hash_name}-PLUS", cb=cb)
     assert jid.startswith("carol@localhost/")
     assert f"cb={cb}" in server.log_text()
@@ -151,7 +147,7 @@ def test_scram_plus_channel_bindings(server, hash_name, cb):
 
 
 def test_scram_plus_wrong_binding_data_fails(server):
-    register(server, "dave", "pw")
+    users(server, "dave", password="pw")
     c = XClient(server.c2s_port)
     c.open_stream()
     c.starttls()
@@ -163,7 +159,7 @@ def test_scram_plus_wrong_binding_data_fails(server):
 
 
 def test_scram_downgrade_flag_y_refused_when_plus_offered(server):
-    register(server, "erin", "pw")
+    users(server, "erin", password="pw")
     c = XClient(server.c2s_port)
     c.open_stream()
     c.starttls()
@@ -179,13 +175,13 @@ def test_tls12_offers_tls_unique(server):
     feats = c.open_stream()
     assert c.tls_version() == "TLSv1.2"
     assert "tls-unique" in feats and "tls-server-end-point" in feats, feats
-    register(server, "fay", "pw")
+    users(server, "fay", password="pw")
     kind, _ = c.scram("fay", "pw", "SHA-256", cb="tls-unique")
     assert kind == "success"
 
 
 def test_authzid_other_user_is_invalid(server):
-    register(server, "gus", "pw")
+    users(server, "gus", password="pw")
     c = XClient(server.c2s_port)
     c.open_stream()
     c.starttls()
@@ -198,7 +194,7 @@ def test_authzid_other_user_is_invalid(server):
 
 def test_bad_password_then_success_on_retry(server_factory):
     srv = server_factory(extra_yaml=FAST)
-    register(srv, "hal", "right")
+    users(srv, "hal", password="right")
     c = XClient(srv.c2s_port)
     c.open_stream()
     c.starttls()
@@ -210,7 +206,7 @@ def test_bad_password_then_success_on_retry(server_factory):
 
 def test_slixmpp_bad_password_then_success(server_factory):
     srv = server_factory(extra_yaml=FAST + NO_PLUS)
-    register(srv, "hank", "right")
+    users(srv, "hank", password="right")
     ok, _, client = slix_login(srv, "hank@localhost", "wrong", mech="SCRAM-SHA-256")
     assert not ok
     assert "cond=not-authorized" in srv.log_text()
@@ -220,7 +216,7 @@ def test_slixmpp_bad_password_then_success(server_factory):
 
 def test_unknown_user_fails_like_a_wrong_password(server_factory):
     srv = server_factory(extra_yaml=FAST)
-    register(srv, "ivy", "pw")
+    users(srv, "ivy", password="pw")
     c = XClient(srv.c2s_port)
     c.open_stream()
     c.starttls()
@@ -231,7 +227,7 @@ def test_unknown_user_fails_like_a_wrong_password(server_factory):
 
 def test_too_many_failures_close_the_stream(server_factory):
     srv = server_factory(extra_yaml=FAST + "max_auth_failures: 2\n")
-    register(srv, "jay", "pw")
+    users(srv, "jay", password="pw")
     c = XClient(srv.c2s_port)
     c.open_stream()
     c.starttls()
@@ -243,7 +239,7 @@ def test_too_many_failures_close_the_stream(server_factory):
 
 def test_failure_is_delayed(server_factory):
     srv = server_factory(extra_yaml="auth_failure_delay: 400ms\n")
-    register(srv, "kim", "pw")
+    users(srv, "kim", password="pw")
     c = XClient(srv.c2s_port)
     c.open_stream()
     c.starttls()
@@ -276,7 +272,7 @@ def test_direct_tls_slixmpp_and_raw(server_factory):
     port = free_port()
     srv = server_factory(listen=c2s_listen(port) + c2s_listen(tls_port, "    tls: true\n"))
     srv.c2s_port = port
-    register(srv, "lee", "pw")
+    users(srv, "lee", password="pw")
     ok, jid, _ = slix_login(srv, "lee@localhost", "pw", use_ssl=True, port=tls_port, tls12=True)
     assert ok, srv.log_text()
     c = XClient(tls_port, direct_tls=True, cafile=cert_path(srv))
@@ -298,7 +294,7 @@ def test_garbage_on_direct_tls_port_closes_quietly(server_factory):
 # ---- binding ---------------------------------------------------------------------------
 
 def test_bind_server_generated_and_chosen(server):
-    register(server, "max", "pw")
+    users(server, "max", password="pw")
     c, jid = login(server.c2s_port, "max", "pw")
     assert re.fullmatch(r"max@localhost/xmppd-[0-9a-f]{16}", jid), jid
     c2, jid2 = login(server.c2s_port, "max", "pw", resource="laptop")
@@ -312,7 +308,7 @@ def test_bind_server_generated_and_chosen(server):
 
 
 def test_stanza_before_bind_is_not_authorized(server):
-    register(server, "ned", "pw")
+    users(server, "ned", password="pw")
     c = XClient(server.c2s_port)
     c.open_stream()
     c.starttls()
@@ -324,7 +320,7 @@ def test_stanza_before_bind_is_not_authorized(server):
 
 
 def test_resource_conflict_replace(server):
-    register(server, "oli", "pw")
+    users(server, "oli", password="pw")
     old, _ = login(server.c2s_port, "oli", "pw", resource="phone")
     new, jid = login(server.c2s_port, "oli", "pw", resource="phone")
     assert jid == "oli@localhost/phone"
@@ -335,7 +331,7 @@ def test_resource_conflict_replace(server):
 
 def test_resource_conflict_refuse(server_factory):
     srv = server_factory(extra_yaml="resource_conflict: refuse\n")
-    register(srv, "pam", "pw")
+    users(srv, "pam", password="pw")
     old, _ = login(srv.c2s_port, "pam", "pw", resource="phone")
     c = XClient(srv.c2s_port)
     c.open_stream()
@@ -353,7 +349,7 @@ def test_resource_conflict_refuse(server_factory):
 
 def test_resource_conflict_rename(server_factory):
     srv = server_factory(extra_yaml="resource_conflict: rename\n")
-    register(srv, "quin", "pw")
+    users(srv, "quin", password="pw")
     a, jid_a = login(srv.c2s_port, "quin", "pw", resource="phone")
     b, jid_b = login(srv.c2s_port, "quin", "pw", resource="phone")
     assert jid_a == "quin@localhost/phone"
@@ -361,14 +357,14 @@ def test_resource_conflict_rename(server_factory):
 
 
 def test_spoofed_from_is_invalid_from(server):
-    register(server, "ron", "pw")
+    users(server, "ron", password="pw")
     c, jid = login(server.c2s_port, "ron", "pw")
     c.send("<message from='someone@localhost/x' to='ron@localhost'><body>x</body></message>")
     assert c.stream_error() == "invalid-from"
 
 
 def test_kick_session(server):
-    register(server, "sue", "pw")
+    users(server, "sue", password="pw")
     c, jid = login(server.c2s_port, "sue", "pw", resource="r1")
     r = server.ctl_run("kick_session", "sue", "localhost", "r1", "bye now")
     assert r.returncode == 0, r.stdout + r.stderr
@@ -396,12 +392,12 @@ def test_idle_timeout_and_whitespace_keepalive(server_factory):
     port = free_port()
     srv = server_factory(listen=c2s_listen(port, "    idle_timeout: 1500ms\n"))
     srv.c2s_port = port
-    register(srv, "ida", "pw")
+    users(srv, "ida", password="pw")
     live, _ = login(port, "ida", "pw", resource="live")
     quiet, _ = login(port, "ida", "pw", resource="quiet")
     # Whitespace keepalives (RFC 6120 4.6.1) count as traffic.
     for _ in range(6):
-        time.sleep(0.5)
+        time.sleep(0.5)  # time itself is under test: idle_timeout
         live.send(" ")
     assert quiet.stream_error() == "connection-timeout"
     assert srv.ctl_run("connected_users").stdout.split() == ["ida@localhost/live"]

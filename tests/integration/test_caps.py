@@ -8,6 +8,7 @@ import hashlib
 import re
 import xml.etree.ElementTree as ET
 
+from helpers import users
 from xclient import login
 
 DI = "http://jabber.org/protocol/disco#info"
@@ -67,7 +68,7 @@ def check(server, user):
 
 def test_server_caps_match_disco(server_factory):
     srv = server_factory(extra_yaml="modules:\n  mod_roster: {}\n")
-    assert srv.ctl_run("register", "alice", "localhost", "pw").returncode == 0
+    users(srv, "alice")
     v1 = check(srv, "alice")
     srv.stop()
     # Other modules, other features, other ver; an XEP-0128 form too.
@@ -75,6 +76,6 @@ def test_server_caps_match_disco(server_factory):
                           "  mod_stanza_id: {}\n  mod_disco:\n    server_info:\n"
                           "      - name: admin-addresses\n"
                           "        urls: ['xmpp:b@localhost', 'mailto:a@localhost']\n")
-    assert srv2.ctl_run("register", "alice", "localhost", "pw").returncode == 0
+    users(srv2, "alice")
     v2 = check(srv2, "alice")
     assert v1 != v2

@@ -12,6 +12,7 @@ import time
 import slixmpp
 from slixmpp.componentxmpp import ComponentXMPP
 
+from helpers import users
 from xclient import XClient, login
 from xmpptest import free_port, NS_STREAMS
 
@@ -29,8 +30,7 @@ def component_server(server_factory):
         f"      other.localhost: {{password: another}}\n"
         f"      localhost: {{password: nope}}\n"))
     srv.comp_port = cport
-    for u in ("alice",):
-        assert srv.ctl_run("register", u, "localhost", "pw").returncode == 0
+    users(srv, "alice")
     return srv
 
 
@@ -81,8 +81,9 @@ def run_bot(port):
 
 
 async def _disconnect(bot):
-    bot.disconnect()
-    await asyncio.sleep(0.3)
+    # Ends when the server has answered our </stream:stream> with its own
+    # (or after slixmpp's own 2 s wait).
+    await bot.disconnect()
     # Let slixmpp's own tasks end before the loop goes away.
     me = asyncio.current_task()
     pending = [t for t in asyncio.all_tasks() if t is not me and not t.done()]

@@ -6,6 +6,7 @@ import re
 import subprocess
 
 from conftest import build_dir
+from helpers import users
 from xclient import login
 
 
@@ -18,7 +19,7 @@ def modules_yaml(extra=""):
 
 
 def registered_login(srv, user="alice", pw="secret-pw"):
-    assert srv.ctl_run("register", user, "localhost", pw).returncode == 0
+    users(srv, user, password=pw)
     return login(srv.c2s_port, user, pw)
 
 

@@ -5,6 +5,7 @@ import re
 
 import slixmpp
 
+from helpers import iq
 from xclient import XClient, login
 from xmpptest import run_slixmpp
 
@@ -23,11 +24,6 @@ def tls_stream(port):
     return c, feats
 
 
-def iq(c, body, iq_id, type_="set"):
-    c.send(f"<iq type='{type_}' id='{iq_id}'>{body}</iq>")
-    return c.recv_until(r"<iq[^>]*id=['\"]" + iq_id + r"['\"][^>]*(/>|>.*?</iq>)").group(0).decode()
-
-
 def reg_query(user, pw):
     return (f"<query xmlns='jabber:iq:register'><username>{user}</username>"
             f"<password>{pw}</password></query>")
@@ -36,7 +32,7 @@ def reg_query(user, pw):
 def test_registration_off_by_default(server):
     c, feats = tls_stream(server.c2s_port)
     assert "iq-register" not in feats
-    r = iq(c, "<query xmlns='jabber:iq:register'/>", "r1", "get")
+    r = iq(c, "r1", "<query xmlns='jabber:iq:register'/>", "get")
     assert "service-unavailable" in r, r
 
 
@@ -44,12 +40,12 @@ def test_register_then_login(server_factory):
     srv = server_factory(extra_yaml=ON)
     c, feats = tls_stream(srv.c2s_port)
     assert "http://jabber.org/features/iq-register" in feats, feats
-    form = iq(c, "<query xmlns='jabber:iq:register'/>", "f1", "get")
+    form = iq(c, "f1", "<query xmlns='jabber:iq:register'/>", "get")
     assert "<username" in form and "<password" in form and "jabber:x:data" in form, form
-    r = iq(c, reg_query("newbie", "a-good-password"), "r1")
+    r = iq(c, "r1", reg_query("newbie", "a-good-password"))
     assert "type='result'" in r.replace('"', "'"), r
     # One registration per stream.
-    r = iq(c, reg_query("second", "another-password"), "r2")
+    r = iq(c, "r2", reg_query("second", "another-password"))
     assert "not-acceptable" in r, r
     # The account works, through SCRAM (credentials were derived).
     assert c.scram("newbie", "a-good-password", "SHA-256")[0] == "success"
@@ -64,10 +60,10 @@ def test_register_with_data_form_and_conflict(server_factory):
             "<field var='FORM_TYPE'><value>jabber:iq:register</value></field>"
             "<field var='username'><value>taken</value></field>"
             "<field var='password'><value>pw2</value></field></x></query>")
-    r = iq(c, form, "r1")
+    r = iq(c, "r1", form)
     assert "<conflict" in r, r
     c2, _ = tls_stream(srv.c2s_port)
-    r = iq(c2, form.replace("taken", "formuser"), "r2")
+    r = iq(c2, "r2", form.replace("taken", "formuser"))
     assert "type='result'" in r.replace('"', "'"), r
     assert srv.ctl_run("check_password", "formuser", "localhost", "pw2").returncode == 0
 
@@ -77,7 +73,7 @@ def test_register_denied_by_access_rule(server_factory):
         "access_rules:\n  register:\n    - deny: all\n"
         "modules:\n  mod_register:\n    access: register\n    registration_timeout: 0\n"))
     c, _ = tls_stream(srv.c2s_port)
-    r = iq(c, reg_query("x1", "pw-pw-pw"), "r1")
+    r = iq(c, "r1", reg_query("x1", "pw-pw-pw"))
     assert "<forbidden" in r, r
     assert srv.ctl_run("check_account", "x1", "localhost").returncode == 1
 
@@ -85,17 +81,17 @@ def test_register_denied_by_access_rule(server_factory):
 def test_register_rate_limited_per_address(server_factory):
     srv = server_factory(extra_yaml="modules:\n  mod_register:\n    registration_timeout: 600s\n")
     c, _ = tls_stream(srv.c2s_port)
-    assert "result" in iq(c, reg_query("first1", "pw-first"), "r1")
+    assert "result" in iq(c, "r1", reg_query("first1", "pw-first"))
     c2, _ = tls_stream(srv.c2s_port)
-    r = iq(c2, reg_query("second2", "pw-second"), "r2")
+    r = iq(c2, "r2", reg_query("second2", "pw-second"))
     assert "resource-constraint" in r, r
 
 
 def test_weak_password_refused(server_factory):
     srv = server_factory(extra_yaml=ON + "    password_strength: 40\n")
     c, _ = tls_stream(srv.c2s_port)
-    assert "not-acceptable" in iq(c, reg_query("weak", "abc"), "r1")
-    assert "result" in iq(c, reg_query("strong", "Tr0ub4dor&amp;3-horse-battery"), "r2")
+    assert "not-acceptable" in iq(c, "r1", reg_query("weak", "abc"))
+    assert "result" in iq(c, "r2", reg_query("strong", "Tr0ub4dor&amp;3-horse-battery"))
 
 
 def test_password_change_and_cancel_after_login(server_factory):
@@ -103,14 +99,14 @@ def test_password_change_and_cancel_after_login(server_factory):
     srv.ctl_run("register", "pat", "localhost", "old-pass")
     c, jid = login(srv.c2s_port, "pat", "old-pass")
     other, _ = login(srv.c2s_port, "pat", "old-pass", resource="other")
-    r = iq(c, "<query xmlns='jabber:iq:register'/>", "g1", "get")
+    r = iq(c, "g1", "<query xmlns='jabber:iq:register'/>", "get")
     assert "<registered" in r and "pat" in r, r
-    r = iq(c, reg_query("pat", "new-pass"), "p1")
+    r = iq(c, "p1", reg_query("pat", "new-pass"))
     assert "result" in r, r
     assert srv.ctl_run("check_password", "pat", "localhost", "new-pass").returncode == 0
-    r = iq(c, reg_query("someoneelse", "x"), "p2")
+    r = iq(c, "p2", reg_query("someoneelse", "x"))
     assert "not-allowed" in r, r
-    r = iq(c, "<query xmlns='jabber:iq:register'><remove/></query>", "rm1")
+    r = iq(c, "rm1", "<query xmlns='jabber:iq:register'><remove/></query>")
     assert "result" in r, r
     assert c.stream_error() == "not-authorized"
     assert other.stream_error() == "not-authorized"

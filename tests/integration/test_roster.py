@@ -4,9 +4,10 @@ errors, another user's roster, and persistence across a restart."""
 import re
 import time
 
-from xclient import login
-
 import pytest
+
+from helpers import assert_nothing_before, iq, q, reply_rx, users
+from xclient import login
 
 MODULES = "modules:\n  mod_roster: {}\n"
 NS = "jabber:iq:roster"
@@ -15,22 +16,6 @@ NS = "jabber:iq:roster"
 @pytest.fixture
 def srv(server_factory):
     return server_factory(extra_yaml=MODULES)
-
-
-def users(server, *names):
-    for n in names:
-        r = server.ctl_run("register", n, "localhost", "pw")
-        assert r.returncode == 0, r.stdout + r.stderr
-
-
-def q(s):
-    return s.replace('"', "'")
-
-
-def reply_rx(iq_id):
-    i = re.escape(iq_id)
-    return (rf"<iq[^>]*id=['\"]{i}['\"][^>]*/>|"
-            rf"<iq[^>]*id=['\"]{i}['\"][^>]*[^/]>.*?</iq>")
 
 
 PUSH_RX = r"<iq[^>]*type=['\"]set['\"][^>]*>\s*<query[^>]*jabber:iq:roster.*?</iq>"
@@ -44,24 +29,10 @@ def collect(c, patterns, timeout=5):
         found = [re.search(p.encode(), c.buf, re.S) for p in patterns]
         if all(found):
             c.buf = b""
-            return [q(m.group(0).decode()) for m in found]
+            return [q(m.group(0)) for m in found]
         if c.closed or time.time() > deadline:
             raise AssertionError(f"no match for {patterns!r} in {c.buf!r}")
         c._recv_some(deadline)
-
-
-def nothing(c, pattern, wait=0.7):
-    try:
-        c.recv_until(pattern, timeout=wait)
-    except AssertionError:
-        return True
-    return False
-
-
-def iq(c, iq_id, body, typ="set", to=None):
-    t = f" to='{to}'" if to else ""
-    c.send(f"<iq type='{typ}' id='{iq_id}'{t}>{body}</iq>")
-    return q(c.recv_until(reply_rx(iq_id)).group(0).decode())
 
 
 def get(c, iq_id, ver=None):
@@ -116,14 +87,15 @@ def test_pushes_reach_interested_resources_only(srv):
         m = re.search(r"from='([^']*)'", p.split(">")[0])
         assert m is None or m.group(1) == "alice@localhost", p
     assert f"to='{j2}'" in p2, p2
-    assert nothing(r3, r"jabber:iq:roster")
+    # Pushes go out before the result that r1 has seen.
+    assert_nothing_before(r3, r"jabber:iq:roster")
     # Update: pushed with the new name.
     r2.send(f"<iq type='set' id='s2'><query xmlns='{NS}'>"
             "<item jid='bob@example.net' name='Robert'/></query></iq>")
     res, p2 = collect(r2, [reply_rx("s2"), PUSH_RX])
     (p1,) = collect(r1, [PUSH_RX])
     assert "name='Robert'" in p1 and "name='Robert'" in p2 and "<group>" not in p1, p1
-    assert nothing(r3, r"jabber:iq:roster")
+    assert_nothing_before(r3, r"jabber:iq:roster")
     # Remove.
     r1.send(f"<iq type='set' id='s3'><query xmlns='{NS}'>"
             "<item jid='bob@example.net' subscription='remove'/></query></iq>")
@@ -132,7 +104,7 @@ def test_pushes_reach_interested_resources_only(srv):
     assert "type='result'" in res, res
     for p in (p1, p2):
         assert "jid='bob@example.net'" in p and "subscription='remove'" in p, p
-    assert nothing(r3, r"jabber:iq:roster")
+    assert_nothing_before(r3, r"jabber:iq:roster")
     assert items(get(r1, "g3")) == []
 
 
@@ -208,8 +180,7 @@ def test_persists_across_restart(srv):
     ver = re.search(r"ver='(\d+)'", get(c, "g0", ver="")).group(1)
     c.close()
     assert srv.stop() == 0
-    open(srv.log_path, "w").close()  # wait_ready looks for a fresh "xmppd ready"
-    srv.start()
+    srv.restart()
     c, _ = login(srv.c2s_port, "alice", "pw")
     r = get(c, "g1")
     its = items(r)
@@ -223,15 +194,11 @@ def test_roster_size_limit(server_factory):
     resource-constraint, updating an existing item still works, and an
     outbound subscribe to a new contact comes back as a presence error."""
     srv = server_factory(extra_yaml="modules:\n  mod_roster:\n    max_items: 2\n")
-    for u in ("ann", "zed"):
-        assert srv.ctl_run("register", u, "localhost", "pw").returncode == 0
+    users(srv, "ann", "zed")
     a, _ = login(srv.c2s_port, "ann", "pw", resource="r")
 
     def setitem(iq_id, jid, name="x"):
-        a.send(f"<iq type='set' id='{iq_id}'><query xmlns='jabber:iq:roster'>"
-               f"<item jid='{jid}' name='{name}'/></query></iq>")
-        return a.recv_until(r"<iq[^>]*id=['\"]" + iq_id + r"['\"](?:[^>]*/>|.*?</iq>)"
-                            ).group(0).decode().replace('"', "'")
+        return set_item(a, iq_id, f"jid='{jid}' name='{name}'")
 
     assert "type='result'" in setitem("s1", "b@example.org")
     assert "type='result'" in setitem("s2", "c@example.org")
@@ -241,7 +208,6 @@ def test_roster_size_limit(server_factory):
     a.send("<presence to='zed@localhost' type='subscribe'/>")
     err = a.recv_until(r"<presence[^>]*type=['\"]error['\"].*?</presence>").group(0).decode()
     assert "resource-constraint" in err, err
-    a.send("<iq type='get' id='g'><query xmlns='jabber:iq:roster'/></iq>")
-    roster = a.recv_until(r"<iq[^>]*id=['\"]g['\"].*?</iq>").group(0).decode()
+    roster = get(a, "g")
     assert roster.count("<item ") == 2 and "zed@localhost" not in roster, roster
     a.close()

@@ -12,7 +12,8 @@ import time
 
 import pytest
 
-from xclient import login
+import helpers
+from helpers import online, users
 from xmpptest import free_port
 
 A_IP, B_IP = "127.0.0.1", "127.0.0.2"
@@ -52,23 +53,14 @@ def make_pair(server_factory, a_extra="", b_extra="", certs=None, start_b=True, 
         srv.c2s_port = c2s
         srv.ip = A_IP if name == "a" else B_IP
         srv.domain = f"{name}.test"
-        for u in ("alice", "bob", "carol"):
-            r = srv.ctl_run("register", u, srv.domain, "pw")
-            assert r.returncode == 0, r.stdout + r.stderr
+        users(srv, "alice", "bob", "carol")
         started[name] = srv
     return Pair(started["a"], started.get("b"))
 
 
-def client(srv, user, resource="r", presence=True):
-    c, jid = login(srv.c2s_port, user, "pw", resource=resource, host=srv.ip, domain=srv.domain)
-    if presence:
-        c.send("<presence/>")
-        c.roundtrip()
-    return c, jid
-
-
 def expect(c, pattern, timeout=10):
-    return c.recv_until(pattern, timeout=timeout).group(0).decode().replace('"', "'")
+    """helpers.expect with more time: stanzas cross two servers."""
+    return helpers.expect(c, pattern, timeout)
 
 
 def connections(srv):
@@ -79,8 +71,8 @@ def connections(srv):
 
 def test_dialback_messages_both_ways(server_factory):
     p = make_pair(server_factory)
-    a, ajid = client(p.a, "alice")
-    b, bjid = client(p.b, "bob")
+    a, ajid = online(p.a, "alice", "r")
+    b, bjid = online(p.b, "bob", "r")
     a.send(f"<message to='{bjid}' type='chat' id='m1'><body>hello b</body></message>")
     m = expect(b, r"<message[^>]*>.*?hello b.*?</message>")
     assert f"from='{ajid}'" in m, m
@@ -103,8 +95,8 @@ def test_dialback_messages_both_ways(server_factory):
 def test_presence_subscription_across(server_factory):
     p = make_pair(server_factory, a_extra="modules:\n  mod_roster: {}\n",
                   b_extra="modules:\n  mod_roster: {}\n")
-    a, ajid = client(p.a, "alice")
-    b, bjid = client(p.b, "bob")
+    a, ajid = online(p.a, "alice", "r")
+    b, bjid = online(p.b, "bob", "r")
     a.send("<presence to='bob@b.test' type='subscribe'/>")
     sub = expect(b, r"<presence[^>]*type='subscribe'[^>]*/?>")
     assert "from='alice@a.test'" in sub, sub
@@ -134,7 +126,7 @@ def test_unknown_remote_bounces_after_timeout(server_factory):
     try:
         p = make_pair(server_factory, start_b=False,
                       a_hosts=f"  mute.test: \"{B_IP}:{port}\"\n")
-        a, ajid = client(p.a, "alice")
+        a, ajid = online(p.a, "alice", "r")
         a.send("<message to='x@mute.test' type='chat' id='t1'><body>x</body></message>")
         e = expect(a, r"<message[^>]*id='t1'.*?</message>", timeout=15)
         assert "type='error'" in e and "remote-server-timeout" in e, e
@@ -163,8 +155,8 @@ def test_sasl_external_with_ca_certificates(server_factory, tmp_path):
     p = make_pair(server_factory, certs=ca_certs(tmp_path),
                   a_extra="s2s_verify_certificates: true\n",
                   b_extra="s2s_verify_certificates: true\n")
-    a, ajid = client(p.a, "alice")
-    b, bjid = client(p.b, "bob")
+    a, ajid = online(p.a, "alice", "r")
+    b, bjid = online(p.b, "bob", "r")
     a.send(f"<message to='{bjid}' type='chat'><body>over sasl</body></message>")
     assert f"from='{ajid}'" in expect(b, r"<message[^>]*>.*?over sasl.*?</message>")
     b.send(f"<message to='{ajid}' type='chat'><body>and back</body></message>")
@@ -175,6 +167,9 @@ def test_sasl_external_with_ca_certificates(server_factory, tmp_path):
     # disconnect_s2s closes both directions; the next stanza reopens.
     r = p.a.ctl_run("disconnect_s2s", "b.test")
     assert r.returncode == 0 and r.stdout.strip() == "2", r.stdout + r.stderr
+    # The routes go when the streams have closed, which takes b.test's part
+    # too, and nothing is sent to a client then: poll a.test's own list (a
+    # poll for a state; it fails at the deadline, it cannot pass early).
     deadline = time.time() + 5
     while "b.test" in connections(p.a):
         assert time.time() < deadline, connections(p.a)
@@ -188,7 +183,7 @@ def test_sasl_external_with_ca_certificates(server_factory, tmp_path):
 def test_verify_certificates_refuses_self_signed(server_factory):
     # b demands valid certificates; a has only its self-signed one.
     p = make_pair(server_factory, b_extra="s2s_verify_certificates: true\n")
-    a, ajid = client(p.a, "alice")
+    a, ajid = online(p.a, "alice", "r")
     a.send("<message to='bob@b.test' type='chat' id='r1'><body>x</body></message>")
     e = expect(a, r"<message[^>]*id='r1'.*?</message>", timeout=15)
     assert "type='error'" in e and "remote-server-not-found" in e, e
@@ -201,8 +196,8 @@ def test_s2s_access_denies_a_domain(server_factory):
             "access_rules:\n  s2s_in:\n    - deny: bad\n    - allow: all\n"
             "s2s_access: s2s_in\n")
     p = make_pair(server_factory, b_extra=deny)
-    a, _ = client(p.a, "alice")
-    b, bjid = client(p.b, "bob")
+    a, _ = online(p.a, "alice", "r")
+    b, bjid = online(p.b, "bob", "r")
     # a cannot reach b ...
     a.send(f"<message to='{bjid}' type='chat' id='d1'><body>x</body></message>")
     e = expect(a, r"<message[^>]*id='d1'.*?</message>", timeout=15)
@@ -277,9 +272,9 @@ def test_direct_tls_found_through_xmpps_srv(server_factory, tmp_path):
                            extra_yaml=f"s2s_hosts:\n  a.test: \"{A_IP}:{a_s2s}\"\n")
         for srv, c2s, ip, dom in ((a, a_c2s, A_IP, "a.test"), (b, b_c2s, B_IP, "b.test")):
             srv.c2s_port, srv.ip, srv.domain = c2s, ip, dom
-            assert srv.ctl_run("register", "u", dom, "pw").returncode == 0
-        ca, _ = client(a, "u")
-        cb, bjid = client(b, "u")
+            users(srv, "u")
+        ca, _ = online(a, "u", "r")
+        cb, bjid = online(b, "u", "r")
         ca.send(f"<message to='{bjid}' type='chat'><body>direct</body></message>")
         expect(cb, r"<message[^>]*>.*?direct.*?</message>")
         log = a.log_text()
@@ -293,11 +288,13 @@ def test_direct_tls_found_through_xmpps_srv(server_factory, tmp_path):
 
 def test_idle_streams_close_and_reopen(server_factory):
     p = make_pair(server_factory, a_extra="s2s_timeout: 1s\n", b_extra="s2s_timeout: 1s\n")
-    a, _ = client(p.a, "alice")
-    b, bjid = client(p.b, "bob")
+    a, _ = online(p.a, "alice", "r")
+    b, bjid = online(p.b, "bob", "r")
     a.send(f"<message to='{bjid}' type='chat'><body>one</body></message>")
     expect(b, r"<message[^>]*>.*?one.*?</message>")
     assert "b.test" in connections(p.a)
+    # Time itself is under test here (s2s_timeout): poll until the idle
+    # streams are gone.
     deadline = time.time() + 10
     while "b.test" in connections(p.a):
         assert time.time() < deadline, "idle s2s streams were not closed"
@@ -325,8 +322,8 @@ def test_incoming_stream_multiplexes_two_domains(server_factory):
                        extra_yaml=(f"s2s_hosts:\n  a.test: \"{A_IP}:{a_s2s}\"\n"
                                    f"  a2.test: \"{A_IP}:{a_s2s}\"\n"))
     b.c2s_port, b.ip, b.domain = b_c2s, B_IP, "b.test"
-    assert b.ctl_run("register", "bob", "b.test", "pw").returncode == 0
-    bob, _ = client(b, "bob")
+    users(b, "bob")
+    bob, _ = online(b, "bob", "r")
     with open(os.path.join(a.data_dir, "secret"), "rb") as f:
         secret = f.read()
 
@@ -402,12 +399,12 @@ def test_outgoing_stream_carries_two_local_domains(server_factory, multiplex):
     a.c2s_port, a.ip = a_c2s, A_IP
     b.c2s_port, b.ip, b.domain = b_c2s, B_IP, "b.test"
     for dom in ("a.test", "a2.test"):
-        assert a.ctl_run("register", "u", dom, "pw").returncode == 0
-    assert b.ctl_run("register", "bob", "b.test", "pw").returncode == 0
-    bob, bjid = client(b, "bob")
+        users(a, "u", host=dom)
+    users(b, "bob")
+    bob, bjid = online(b, "bob", "r")
     for dom in ("a.test", "a2.test"):
         a.domain = dom
-        c, _ = client(a, "u")
+        c, _ = online(a, "u", "r")
         c.send(f"<message to='{bjid}' type='chat'><body>from {dom}</body></message>")
         expect(bob, r"<message[^>]*>.*?from %s.*?</message>" % re.escape(dom))
         c.close()
@@ -463,9 +460,9 @@ def test_unanswered_multiplexing_falls_back_to_a_stream(server_factory):
 
     try:
         for dom in ("a.test", "a2.test"):
-            assert a.ctl_run("register", "u", dom, "pw").returncode == 0
+            users(a, "u", host=dom)
         a.domain = "a.test"
-        c1, _ = client(a, "u")
+        c1, _ = online(a, "u", "r")
         c1.send("<message to='bob@b.test' type='chat'><body>first</body></message>")
         s1 = accept_stream()
         read_until(s1, rb"<db:result[^>]*from=['\"]a\.test['\"]")
@@ -473,7 +470,7 @@ def test_unanswered_multiplexing_falls_back_to_a_stream(server_factory):
         buf1 = read_until(s1, rb"<body>first</body>")
         # The second domain joins the stream; its request is never answered.
         a.domain = "a2.test"
-        c2, _ = client(a, "u")
+        c2, _ = online(a, "u", "r")
         c2.send("<message to='bob@b.test' type='chat'><body>second</body></message>")
         read_until(s1, rb"<db:result[^>]*from=['\"]a2\.test['\"]", buf1)
         s2 = accept_stream()  # the fallback stream, after the timeout

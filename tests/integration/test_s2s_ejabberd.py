@@ -16,7 +16,7 @@ import re
 import pytest
 
 from ejabberd import ejabberd_lab  # noqa: F401  (the fixture)
-from xclient import login
+from helpers import online, users
 from xmpptest import free_port
 
 X_IP, E_IP = "127.0.0.1", "127.0.0.2"
@@ -38,7 +38,7 @@ def start_xmppd(server_factory, lab, verify, certs=None):
                          extra_yaml=extra)
     srv.c2s_port = c2s
     srv.s2s_port = s2s
-    assert srv.ctl_run("register", "alice", "xmppd.test", "pw").returncode == 0
+    users(srv, "alice", host="xmppd.test")
     return srv
 
 
@@ -52,14 +52,10 @@ def chat(xmppd, ej):
     """alice@xmppd.test <-> bob@ejabberd.test, one message each way; returns
     `xmppctl s2s_connections`."""
     ej.register("bob", "pw")
-    a, ajid = login(xmppd.c2s_port, "alice", "pw", resource="x", host=X_IP, domain="xmppd.test")
+    a, ajid = online(xmppd, "alice", "x", host=X_IP, domain="xmppd.test")
     # ejabberd with auth_password_format: plain offers SCRAM-SHA-1 and PLAIN.
-    b, bjid = login(ej.c2s_port, "bob", "pw", mech="SCRAM-SHA-1", resource="e", host=E_IP,
-                    domain="ejabberd.test")
+    b, bjid = online(ej, "bob", "e", mech="SCRAM-SHA-1")
     assert (ajid, bjid) == ("alice@xmppd.test/x", "bob@ejabberd.test/e")
-    for c in (a, b):
-        c.send("<presence/>")
-        c.roundtrip()
     a.send(f"<message to='{bjid}' type='chat' id='xe1'><body>to ejabberd</body></message>")
     got = message(b, "xe1")
     assert f"from='{ajid}'" in got, got

@@ -9,8 +9,8 @@ import re
 
 import pytest
 
+from helpers import online, users
 from prosody import prosody_lab  # noqa: F401  (the fixture)
-from xclient import login
 from xmpptest import free_port
 
 X_IP, P_IP = "127.0.0.1", "127.0.0.2"
@@ -31,17 +31,14 @@ def start_xmppd(server_factory, lab, verify, certs=None):
                                  f"  - port: {s2s}\n    ip: {X_IP}\n    module: s2s\n"),
                          extra_yaml=extra)
     srv.c2s_port = c2s
-    assert srv.ctl_run("register", "alice", "xmppd.test", "pw").returncode == 0
+    users(srv, "alice", host="xmppd.test")
     return srv
 
 
 def chat(xmppd, prosody):
     prosody.register("bob", "pw")
-    a, ajid = login(xmppd.c2s_port, "alice", "pw", resource="x", host=X_IP, domain="xmppd.test")
-    b, bjid = login(prosody.c2s_port, "bob", "pw", mech="SCRAM-SHA-1", resource="p", host=P_IP,
-                    domain="prosody.test")
-    for c in (a, b):
-        c.send("<presence/>")
+    a, ajid = online(xmppd, "alice", "x", host=X_IP, domain="xmppd.test")
+    b, bjid = online(prosody, "bob", "p", mech="SCRAM-SHA-1")
     a.send(f"<message to='{bjid}' type='chat'><body>to prosody</body></message>")
     m = b.recv_until(r"<message[^>]*>.*?to prosody.*?</message>", timeout=15).group(0).decode()
     assert ajid in m, m
@@ -86,14 +83,13 @@ def test_prosody_two_xmppd_domains_one_stream(server_factory, prosody_lab):
                                f"  - port: {s2s}\n    ip: {X_IP}\n    module: s2s\n"),
                        extra_yaml=f"s2s_dns_servers: \"{lab.dns.nameserver}\"\n"
                                   f"s2s_connect_timeout: 8s\nca_file: {lab.ca.cert}\n")
+    x.c2s_port = c2s
     p = lab.start(domain="prosody.test", ip=P_IP, cert="self-signed", s2s_secure_auth=False)
     p.register("bob", "pw")
-    b, bjid = login(p.c2s_port, "bob", "pw", mech="SCRAM-SHA-1", resource="p", host=P_IP,
-                    domain="prosody.test")
-    b.send("<presence/>")
+    b, bjid = online(p, "bob", "p", mech="SCRAM-SHA-1")
     for dom in ("xmppd.test", "xmppd2.test"):
-        assert x.ctl_run("register", "u", dom, "pw").returncode == 0
-        a, _ = login(c2s, "u", "pw", resource="x", host=X_IP, domain=dom)
+        users(x, "u", host=dom)
+        a, _ = online(x, "u", "x", presence=False, host=X_IP, domain=dom)
         a.send(f"<message to='{bjid}' type='chat'><body>from {dom}</body></message>")
         b.recv_until(r"<message[^>]*>.*?from %s.*?</message>" % re.escape(dom), timeout=15)
         a.close()

@@ -10,6 +10,7 @@ import subprocess
 
 import pytest
 
+from helpers import users
 from xclient import XClient
 from xmpptest import free_port
 
@@ -51,8 +52,7 @@ def server(server_factory, ca):
                                  f"    tls_verify: true\n"),
                          extra_yaml=f"ca_file: {ca.cert}\n")
     srv.c2s_port = port
-    for u in ("alice", "bob"):
-        assert srv.ctl_run("register", u, "localhost", "pw").returncode == 0
+    users(srv, "alice", "bob")
     return srv
 
 

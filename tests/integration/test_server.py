@@ -51,7 +51,7 @@ def test_server__no_config_runs_on_defaults(tmp_path):
             if 'event="xmppd ready"' in text:
                 break
             assert proc.poll() is None, text
-            time.sleep(0.05)
+            time.sleep(0.05)  # a starting process answers nothing yet: poll its log
         else:
             raise AssertionError("not ready: " + text)
         assert (tmp_path / "var" / "xmppd.db").exists()
@@ -137,6 +137,8 @@ def test_server__port_in_use_is_a_clear_error(tmp_path):
 def test_server__sighup_reopens_log_and_reloads(server):
     os.rename(server.log_path, server.log_path + ".1")
     os.kill(server.pid, signal.SIGHUP)
+    # A signal has no answer to wait for: poll the log (this cannot pass
+    # before the reload is logged).
     deadline = time.time() + 10
     while time.time() < deadline:
         if os.path.exists(server.log_path) and 'event="config reloaded"' in server.log_text():

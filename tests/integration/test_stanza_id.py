@@ -3,41 +3,15 @@ stamped with a stanza-id by the recipient's bare JID, the same for every
 resource and after offline delivery, forged ids by the recipient are removed,
 others kept, and the feature is advertised."""
 import re
-import time
 
-from xclient import login
+from helpers import expect, online, users
 
 MODULES = "modules:\n  mod_roster: {}\n  mod_offline: {}\n  mod_stanza_id: {}\n"
 SID = "urn:xmpp:sid:0"
 
 
-def users(server, *names):
-    for n in names:
-        r = server.ctl_run("register", n, "localhost", "pw")
-        assert r.returncode == 0, r.stdout + r.stderr
-
-
-def online(server, user, resource, prio=0):
-    c, jid = login(server.c2s_port, user, "pw", resource=resource)
-    c.send(f"<presence><priority>{prio}</priority></presence>")
-    c.roundtrip()
-    return c, jid
-
-
-def wait_gone(server, bare):
-    """Until no session of `bare` is left (a close is asynchronous)."""
-    for _ in range(100):
-        out = server.ctl_run("connected_users").stdout
-        if bare + "/" not in out:
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"{bare} still connected: {out}")
-
-
-def msg(c, body, timeout=5):
-    m = c.recv_until(r"<message[^>]*>(?:(?!</message>).)*" + body + r".*?</message>",
-                     timeout=timeout)
-    return m.group(0).decode().replace('"', "'")
+def msg(c, body):
+    return expect(c, r"<message[^>]*>(?:(?!</message>).)*" + body + r".*?</message>")
 
 
 def sids(xml, by):
@@ -51,8 +25,8 @@ def test_stamped_unique_and_same_for_carbons_and_offline(server_factory):
     srv = server_factory(extra_yaml=MODULES)
     users(srv, "alice", "bob")
     a, _ = online(srv, "alice", "a1")
-    b1, _ = online(srv, "bob", "b1", prio=5)
-    b2, _ = online(srv, "bob", "b2", prio=5)
+    b1, _ = online(srv, "bob", "b1", priority=5)
+    b2, _ = online(srv, "bob", "b2", priority=5)
     # Equal priorities: a message to the bare JID reaches both (RFC 6121 8.5.2.1.1).
     a.send("<message to='bob@localhost' type='chat'><body>one</body></message>")
     m1, m2 = msg(b1, "one"), msg(b2, "one")
@@ -63,9 +37,8 @@ def test_stamped_unique_and_same_for_carbons_and_offline(server_factory):
     i3 = sids(msg(b1, "two"), "bob@localhost")
     assert len(i3) == 1 and i3 != i1
     # Offline: the id is given before storage and delivered with the message.
-    b1.close()
-    b2.close()
-    wait_gone(srv, "bob@localhost")
+    b1.end_stream()  # bob has no session left once the server closed both
+    b2.end_stream()
     a.send("<message to='bob@localhost' type='chat'><body>three</body></message>")
     a.roundtrip()
     b3, _ = online(srv, "bob", "b3")

@@ -2,8 +2,8 @@
 account's, the errors the XEP names, the size limit, the server's vCard from
 module options, and persistence across a restart."""
 import re
-import time
 
+from helpers import reply, users
 from xclient import login
 
 MAX = 2048
@@ -17,19 +17,6 @@ MODULES = (
     "      ADR:\n"
     "        LOCALITY: Paris\n"
 )
-
-
-def users(server, *names):
-    for n in names:
-        r = server.ctl_run("register", n, "localhost", "pw")
-        assert r.returncode == 0, r.stdout + r.stderr
-
-
-def iq(c, iq_id, timeout=5):
-    """The answer to IQ iq_id, with quotes normalised to '."""
-    m = c.recv_until(r"<iq[^>]*id=['\"]" + iq_id + r"['\"][^>]*/>|"
-                     r"<iq[^>]*id=['\"]" + iq_id + r"['\"][^>]*>.*?</iq>", timeout=timeout)
-    return m.group(0).decode().replace('"', "'")
 
 
 def start(server_factory):
@@ -47,25 +34,25 @@ def test_own_vcard_empty_then_set_then_get(server_factory):
     a, ajid = login(srv.c2s_port, "alice", "pw", resource="r")
     # XEP-0054 3.1: no vCard yet → an empty <vCard/> for the owner.
     a.send("<iq type='get' id='g0'><vCard xmlns='vcard-temp'/></iq>")
-    r = iq(a, "g0")
+    r = reply(a, "g0")
     assert "type='result'" in r, r
     assert re.search(r"<vCard xmlns='vcard-temp'\s*/>|<vCard xmlns='vcard-temp'></vCard>", r), r
     a.send(f"<iq type='set' id='s1'>{CARD}</iq>")
-    r = iq(a, "s1")
+    r = reply(a, "s1")
     assert "type='result'" in r, r
     # Get without 'to' and with 'to' = own bare JID.
     a.send("<iq type='get' id='g1'><vCard xmlns='vcard-temp'/></iq>")
-    r = iq(a, "g1")
+    r = reply(a, "g1")
     assert "<FN>Alice Liddell</FN>" in r and "<NICKNAME>al</NICKNAME>" in r, r
     assert "<ORGNAME>Wonderland &amp; Co</ORGNAME>" in r, r
     a.send("<iq type='get' id='g2' to='alice@localhost'><vCard xmlns='vcard-temp'/></iq>")
-    r = iq(a, "g2")
+    r = reply(a, "g2")
     assert "type='result'" in r and "<FN>Alice Liddell</FN>" in r, r
     # A second set replaces the whole vCard (no partial update, XEP-0054 3.2).
     a.send("<iq type='set' id='s2'><vCard xmlns='vcard-temp'><FN>Alice L.</FN></vCard></iq>")
-    assert "type='result'" in iq(a, "s2")
+    assert "type='result'" in reply(a, "s2")
     a.send("<iq type='get' id='g3'><vCard xmlns='vcard-temp'/></iq>")
-    r = iq(a, "g3")
+    r = reply(a, "g3")
     assert "<FN>Alice L.</FN>" in r and "NICKNAME" not in r, r
 
 
@@ -75,23 +62,23 @@ def test_another_users_vcard_and_errors(server_factory):
     b, _ = login(srv.c2s_port, "bob", "pw", resource="r")
     # Bob has no vCard: service-unavailable, as for an account that does not exist.
     a.send("<iq type='get' id='o1' to='bob@localhost'><vCard xmlns='vcard-temp'/></iq>")
-    r = iq(a, "o1")
+    r = reply(a, "o1")
     assert "type='error'" in r and "service-unavailable" in r, r
     a.send("<iq type='get' id='o2' to='nobody@localhost'><vCard xmlns='vcard-temp'/></iq>")
-    r = iq(a, "o2")
+    r = reply(a, "o2")
     assert "type='error'" in r and "service-unavailable" in r, r
     b.send("<iq type='set' id='b1'><vCard xmlns='vcard-temp'><FN>Bob</FN></vCard></iq>")
-    assert "type='result'" in iq(b, "b1")
+    assert "type='result'" in reply(b, "b1")
     a.send("<iq type='get' id='o3' to='bob@localhost'><vCard xmlns='vcard-temp'/></iq>")
-    r = iq(a, "o3")
+    r = reply(a, "o3")
     assert "type='result'" in r and "from='bob@localhost'" in r and "<FN>Bob</FN>" in r, r
     # Setting another account's vCard: forbidden, and Bob's stays as it was.
     a.send("<iq type='set' id='o4' to='bob@localhost'>"
            "<vCard xmlns='vcard-temp'><FN>Mallory</FN></vCard></iq>")
-    r = iq(a, "o4")
+    r = reply(a, "o4")
     assert "type='error'" in r and "<forbidden" in r, r
     b.send("<iq type='get' id='b2'><vCard xmlns='vcard-temp'/></iq>")
-    r = iq(b, "b2")
+    r = reply(b, "b2")
     assert "<FN>Bob</FN>" in r and "Mallory" not in r, r
 
 
@@ -99,39 +86,28 @@ def test_size_limit(server_factory):
     srv = start(server_factory)
     a, _ = login(srv.c2s_port, "alice", "pw", resource="r")
     a.send(f"<iq type='set' id='ok'><vCard xmlns='vcard-temp'><FN>{'x' * 100}</FN></vCard></iq>")
-    assert "type='result'" in iq(a, "ok")
+    assert "type='result'" in reply(a, "ok")
     big = "y" * (MAX + 1)
     a.send(f"<iq type='set' id='big'><vCard xmlns='vcard-temp'><DESC>{big}</DESC></vCard></iq>")
-    r = iq(a, "big")
+    r = reply(a, "big")
     assert "type='error'" in r and "not-acceptable" in r, r
     # The refused vCard did not replace the stored one.
     a.send("<iq type='get' id='g'><vCard xmlns='vcard-temp'/></iq>")
-    r = iq(a, "g")
+    r = reply(a, "g")
     assert "x" * 100 in r and "DESC" not in r, r
-
-
-def restart(srv, timeout=20):
-    """Starts a stopped server again; its log file already holds one 'ready'."""
-    before = srv.log_text().count('event="xmppd ready"')
-    srv.start(wait=False)
-    deadline = time.time() + timeout
-    while srv.log_text().count('event="xmppd ready"') <= before:
-        assert srv.proc.poll() is None, srv.stderr_text()
-        assert time.time() < deadline, "xmppd did not become ready again"
-        time.sleep(0.05)
 
 
 def test_persists_across_restart(server_factory):
     srv = start(server_factory)
     a, _ = login(srv.c2s_port, "alice", "pw", resource="r")
     a.send(f"<iq type='set' id='s'>{CARD}</iq>")
-    assert "type='result'" in iq(a, "s")
+    assert "type='result'" in reply(a, "s")
     a.close()
     assert srv.stop() == 0
-    restart(srv)
+    srv.restart()
     b, _ = login(srv.c2s_port, "bob", "pw", resource="r")
     b.send("<iq type='get' id='g' to='alice@localhost'><vCard xmlns='vcard-temp'/></iq>")
-    r = iq(b, "g")
+    r = reply(b, "g")
     assert "type='result'" in r and "<FN>Alice Liddell</FN>" in r, r
 
 
@@ -139,24 +115,24 @@ def test_server_vcard_from_options(server_factory):
     srv = start(server_factory)
     a, _ = login(srv.c2s_port, "alice", "pw", resource="r")
     a.send("<iq type='get' id='h1' to='localhost'><vCard xmlns='vcard-temp'/></iq>")
-    r = iq(a, "h1")
+    r = reply(a, "h1")
     assert "type='result'" in r and "from='localhost'" in r, r
     assert "<FN>Example Server</FN>" in r and "<URL>https://example.org/</URL>" in r, r
     assert re.search(r"<ADR><LOCALITY>Paris</LOCALITY></ADR>", r), r
     a.send("<iq type='set' id='h2' to='localhost'><vCard xmlns='vcard-temp'/></iq>")
-    r = iq(a, "h2")
+    r = reply(a, "h2")
     assert "type='error'" in r and "<forbidden" in r, r
     # XEP-0054 4: the feature is announced.
     a.send("<iq type='get' id='d1' to='localhost'>"
            "<query xmlns='http://jabber.org/protocol/disco#info'/></iq>")
-    assert "var='vcard-temp'" in iq(a, "d1")
+    assert "var='vcard-temp'" in reply(a, "d1")
 
 
 def test_not_enabled_means_service_unavailable(server):
     users(server, "alice")
     a, _ = login(server.c2s_port, "alice", "pw", resource="r")
     a.send("<iq type='get' id='n1'><vCard xmlns='vcard-temp'/></iq>")
-    r = iq(a, "n1")
+    r = reply(a, "n1")
     assert "type='error'" in r and "service-unavailable" in r, r
 
 
@@ -213,7 +189,7 @@ def test_avatar_hash_in_presence(server_factory):
     # No vCard: an empty <photo/> (no avatar).
     assert photo_of(directed(a, b, "t1")) == ""
     a.send(f"<iq type='set' id='s1'>{photo_card(IMAGE)}</iq>")
-    assert "type='result'" in iq(a, "s1")
+    assert "type='result'" in reply(a, "s1")
     want = hashlib.sha1(IMAGE).hexdigest()
     assert photo_of(directed(a, b, "t2")) == want
     # A client's own claim is replaced by what the server stored ...
@@ -236,13 +212,13 @@ def test_avatar_hash_in_presence(server_factory):
     db.execute("UPDATE vcard SET photo_hash = NULL")
     db.commit()
     db.close()
-    restart(srv)
+    srv.restart()
     a, _ = login(srv.c2s_port, "alice", "pw", resource="r")
     b, _ = login(srv.c2s_port, "bob", "pw", resource="r")
     assert photo_of(directed(a, b, "t5")) == want
     # A vCard without a photo clears it.
     a.send("<iq type='set' id='s2'><vCard xmlns='vcard-temp'><FN>A</FN></vCard></iq>")
-    assert "type='result'" in iq(a, "s2")
+    assert "type='result'" in reply(a, "s2")
     assert photo_of(directed(a, b, "t6")) == ""
     a.close()
     b.close()

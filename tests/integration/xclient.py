@@ -102,13 +102,30 @@ class XClient:
                 raise AssertionError(f"no match for {pattern!r} in {self.buf!r}")
             self._recv_some(deadline)
 
-    def roundtrip(self):
-        """A ping to the server and its answer: everything this stream sent
-        before has been handled by then (RFC 6120 10.1, in-order processing)."""
+    def before(self, pattern, timeout=None):
+        """As take; returns the bytes that were buffered ahead of the match
+        (they stay in the buffer) and the match."""
+        m = self.take(pattern, timeout)
+        return m.string[:m.start()], m
+
+    def roundtrip(self, payload="<ping xmlns='urn:xmpp:ping'/>"):
+        """An IQ get to the account (a ping unless `payload` says otherwise)
+        and its answer: everything this stream sent before has been handled
+        by then (RFC 6120 10.1, in-order processing), and everything the
+        server had routed to this session before it answered arrived ahead
+        of the answer.  Returns what arrived ahead of it (it stays in the
+        buffer)."""
         self._rt = getattr(self, "_rt", 0) + 1
         rid = f"rt{self._rt}"
-        self.send(f"<iq type='get' id='{rid}'><ping xmlns='urn:xmpp:ping'/></iq>")
-        self.take(r"<iq[^>]*id=['\"]" + rid + r"['\"][^>]*(/>|>.*?</iq>)")
+        self.send(f"<iq type='get' id='{rid}'>{payload}</iq>")
+        return self.before(r"<iq[^>]*id=['\"]" + rid + r"['\"][^>]*(/>|>.*?</iq>)")[0]
+
+    def end_stream(self, timeout=None):
+        """Closes the stream (RFC 6120 4.4) and waits until the server has
+        closed the connection: it ends the session first (unbound, its
+        unavailable presence sent), so this is the round trip of a close."""
+        self.send("</stream:stream>")
+        return self.read_to_close(timeout)
 
     def read_to_close(self, timeout=None):
         deadline = time.time() + (timeout or self.timeout)

@@ -72,16 +72,26 @@ class Server:
         if wait:
             self.wait_ready()
 
-    def wait_ready(self, timeout=20):
+    def wait_ready(self, timeout=20, seen=0):
+        """Until the log holds more than `seen` "xmppd ready" lines.  A new
+        process has no one to answer a round trip before it is ready: this
+        polls its log (and fails at the deadline, it cannot pass early)."""
         deadline = time.time() + timeout
         while time.time() < deadline:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"xmppd exited with {self.proc.returncode}:\n"
                                    f"{self.stderr_text()}\n{self.log_text()}")
-            if 'event="xmppd ready"' in self.log_text():
+            if self.log_text().count('event="xmppd ready"') > seen:
                 return
             time.sleep(0.05)
         raise RuntimeError("xmppd did not become ready:\n" + self.log_text())
+
+    def restart(self, timeout=20):
+        """Starts a stopped server again on the same directory, data and
+        ports; its log file already holds the earlier "ready" lines."""
+        seen = self.log_text().count('event="xmppd ready"')
+        self.start(wait=False)
+        self.wait_ready(timeout, seen)
 
     def stop(self, sig=signal.SIGTERM, timeout=20):
         """Stops the process by PID; returns its exit code."""
@@ -265,8 +275,9 @@ def run_slixmpp(make_client, address, timeout=15, **connect_kw):
         try:
             loop.run_until_complete(asyncio.wait_for(done, timeout))
         except asyncio.TimeoutError:
-            client.disconnect()
-            loop.run_until_complete(asyncio.sleep(0.2))
+            # Ends when the server has closed its stream (or after
+            # slixmpp's own 2 s wait).
+            loop.run_until_complete(client.disconnect())
         return client
     finally:
         # Let slixmpp's own tasks end before the loop goes away.

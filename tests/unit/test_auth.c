@@ -353,6 +353,46 @@ ac_wait(acall_t *a)
     assert_true(atomic_load(&a->done));
 }
 
+static void
+ac_mark(xd_worker_t *w, void *arg)
+{
+    (void)w;
+    atomic_store((atomic_int *)arg, 1);
+}
+
+/* Until a message posted to w now has run: what was posted to w before,
+ * the calls ac_post() asked for among it, has run too (the inbox is FIFO). */
+static void
+worker_roundtrip(xd_worker_t *w)
+{
+    uint64_t end = now_ms() + WAIT_MS;
+    atomic_int ran = 0;
+    assert_int_equal(xd_worker_post(w, ac_mark, &ran), 0);
+    while (!atomic_load(&ran) && now_ms() < end)
+        usleep(500);
+    assert_true(atomic_load(&ran));
+}
+
+/* After a call on worker w that failed: lets everything that could still
+ * run its callback run, without waiting for a while.  A callback reaches
+ * the caller only through w's inbox: the pool's done message for an
+ * internal host, auth_req_finish's post for an external or anonymous one
+ * (anonymous answers are posted during the call).  So: wait until the pool
+ * has nothing queued or running (every done message is posted by then),
+ * then until a message posted to w behind them has run.  An external
+ * host's script queue is not seen here: auth_ext_submit refuses before it
+ * queues, and a request queued on a failed call would trip the assertion
+ * in auth_req_finish (au_dispatch releases the worker hold on an error). */
+static void
+ac_settle(xd_worker_t *w)
+{
+    uint64_t end = now_ms() + WAIT_MS;
+    while (xd_pool_pending() != 0 && now_ms() < end)
+        usleep(500);
+    assert_int_equal(xd_pool_pending(), 0);
+    worker_roundtrip(w);
+}
+
 /* Makes one call on a worker and returns the status the caller sees: the
  * call's error, or the callback's status.  Checks "exactly one callback on
  * the calling worker, none after an error". */
@@ -362,7 +402,7 @@ ac(unsigned worker, acall_t *a)
     ac_post(worker, a);
     ac_wait(a);
     if (a->call_rc != 0) {
-        usleep(20000); /* a wrong callback would come now */
+        ac_settle(a->w); /* a wrong callback would have run by now */
         assert_int_equal(atomic_load(&a->cbs), 0);
         return a->call_rc;
     }
@@ -976,7 +1016,11 @@ test_auth__external_stop_in_flight(void **state)
         if (i == 1)
             wait_pid_files(f, true, 2); /* both hangs reached a process */
     }
-    usleep(100000);
+    /* Every call has been made; none is answered (the two processes hang,
+     * the rest wait behind them).  That none is answered before the stop
+     * is checked below: each ends with exactly one callback, XD_ECANCELED. */
+    worker_roundtrip(xd_worker_get(0));
+    worker_roundtrip(xd_worker_get(1));
     for (int i = 0; i < 6; i++)
         assert_false(atomic_load(&calls[i].done));
     check_fds(f); /* two processes: neither has the other's pipes */
@@ -1018,11 +1062,18 @@ test_auth__reload(void **state)
     wait_spawned(f, 2);
     assert_int_equal(xd_auth_register_sync("int.example", "ivy", "pi"), 0);
 
-    /* Same program and pool size: the processes stay, the new timeout applies. */
+    /* Same program and pool size: the processes stay, the new timeout
+     * applies.  A pool the new table does not keep is stopped, its
+     * processes reaped, before xd_auth_reload returns: both still running
+     * means the pool was kept.  (The processes of a stray second pool,
+     * once started, would outlive the reload below, after which every
+     * earlier process must be gone.) */
+    assert_int_equal(spawned(f, pids, 8), 2);
     xd_config_t *cfg = ext_cfg(crash_py(f), 2, "300ms");
     assert_int_equal(xd_auth_reload(cfg, &err), 0);
     xd_config_unref(cfg);
-    usleep(200000);
+    assert_false(pid_gone(pids[0]));
+    assert_false(pid_gone(pids[1]));
     assert_int_equal(spawned(f, NULL, 0), 2);
     uint64_t t0 = now_ms();
     assert_int_equal(xd_auth_check_password_sync(E, "u", "hang", &ok), XD_ETIMEDOUT);
