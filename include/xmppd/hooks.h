@@ -236,7 +236,10 @@ typedef int (*xd_hook_caller)(xd_hook_fn_any fn, xd_module_ctx_t *ctx, void *ev,
 /* The untyped machinery behind the typed calls; use those. */
 int xd_hook_add_any(xd_hook_id id, const char *host, xd_module_ctx_t *ctx, int prio,
                     xd_hook_fn_any fn, void *arg);
-bool xd_hook_remove_any(xd_hook_id id, const char *host, xd_hook_fn_any fn, void *arg);
+/* A registration is (handler, argument, host, module instance): two modules may add the same
+ * handler with the same argument, and each removes its own. */
+bool xd_hook_remove_any(xd_hook_id id, const char *host, xd_module_ctx_t *ctx, xd_hook_fn_any fn,
+                        void *arg);
 int xd_hook_run_any(xd_hook_id id, const char *host, void *ev, xd_hook_caller call);
 int xd_hook_run_all_any(xd_hook_id id, void *ev, xd_hook_caller call);
 int xd_module_hook_any(xd_module_ctx_t *ctx, xd_hook_id id, int prio, xd_hook_fn_any fn,
@@ -265,7 +268,7 @@ int xd_module_hook_any(xd_module_ctx_t *ctx, xd_hook_id id, int prio, xd_hook_fn
     static inline bool xd_hook_remove_XD_HOOK_##ID(const char *host,                           \
                                                    xd_hook_fn_XD_HOOK_##ID fn, void *arg)      \
     {                                                                                          \
-        return xd_hook_remove_any(XD_HOOK_##ID, host, (xd_hook_fn_any)fn, arg);                \
+        return xd_hook_remove_any(XD_HOOK_##ID, host, NULL, (xd_hook_fn_any)fn, arg);          \
     }                                                                                          \
     static inline int xd_module_hook_XD_HOOK_##ID(xd_module_ctx_t *ctx, int prio,              \
                                                   xd_hook_fn_XD_HOOK_##ID fn, void *arg)       \

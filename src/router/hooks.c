@@ -150,7 +150,8 @@ xd_hook_add_any(xd_hook_id id, const char *host, xd_module_ctx_t *ctx, int prio,
     hk_snap_t *old = hk_cur[id];
     size_t n = old ? old->n : 0;
     for (size_t i = 0; i < n; i++)
-        if (old->e[i].fn == fn && old->e[i].arg == arg && hk_same_host(old->e[i].host, host)) {
+        if (old->e[i].fn == fn && old->e[i].arg == arg && old->e[i].ctx == ctx &&
+            hk_same_host(old->e[i].host, host)) {
             pthread_rwlock_unlock(&hk_lock);
             return XD_EEXIST;
         }
@@ -177,7 +178,8 @@ xd_hook_add_any(xd_hook_id id, const char *host, xd_module_ctx_t *ctx, int prio,
 }
 
 bool
-xd_hook_remove_any(xd_hook_id id, const char *host, xd_hook_fn_any fn, void *arg)
+xd_hook_remove_any(xd_hook_id id, const char *host, xd_module_ctx_t *ctx, xd_hook_fn_any fn,
+                   void *arg)
 {
     if ((unsigned)id >= XD_HOOK_COUNT_)
         return false;
@@ -189,7 +191,8 @@ xd_hook_remove_any(xd_hook_id id, const char *host, xd_hook_fn_any fn, void *arg
         size_t j = 0;
         for (size_t i = 0; i < old->n; i++) {
             const hk_entry_t *e = &old->e[i];
-            if (!found && e->fn == fn && e->arg == arg && hk_same_host(e->host, host)) {
+            if (!found && e->fn == fn && e->arg == arg && e->ctx == ctx &&
+                hk_same_host(e->host, host)) {
                 found = true;
                 continue;
             }

@@ -374,7 +374,7 @@ md_undo(xd_module_ctx_t *ctx)
         switch (r->kind) {
         case MD_REG_IQ: xd_iq_unregister(ctx->host, r->target, r->key); break;
         case MD_REG_SERVICE: xd_service_remove(r->key, r->sfn); break;
-        case MD_REG_HOOK: xd_hook_remove_any(r->hook, ctx->host, r->hfn, r->arg); break;
+        case MD_REG_HOOK: xd_hook_remove_any(r->hook, ctx->host, ctx, r->hfn, r->arg); break;
         case MD_REG_CMD: md_cmd_release(r->cmd); break;
         }
         xd_free(r->key);

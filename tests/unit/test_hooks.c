@@ -107,6 +107,42 @@ test_hooks__handler_gets_its_context(void **state)
     assert_null(seen_b);
 }
 
+static int
+h_owner(xd_module_ctx_t *ctx, xd_hook_user_t *u, void *arg)
+{
+    trace_t *t = (trace_t *)(uintptr_t)u->user;
+    strncat(t->s, ctx == (xd_module_ctx_t *)(uintptr_t)0x1 ? "1" : "2",
+            sizeof t->s - strlen(t->s) - 1);
+    (void)arg;
+    return XD_HOOK_OK;
+}
+
+/* Two module instances may add one handler with one argument (a shared helper with a string
+ * literal the compiler merged): both run, and each removal takes its owner's entry. */
+static void
+test_hooks__same_handler_two_owners(void **state)
+{
+    (void)state;
+    trace_t t;
+    xd_module_ctx_t *one = (xd_module_ctx_t *)(uintptr_t)0x1, *two = (xd_module_ctx_t *)(uintptr_t)0x2;
+    static const char sql[] = "DELETE";
+    assert_int_equal(xd_hook_add_any(XD_HOOK_REMOVE_USER, "a.test", one, 50,
+                                     (xd_hook_fn_any)h_owner, (void *)sql), 0);
+    assert_int_equal(xd_hook_add_any(XD_HOOK_REMOVE_USER, "a.test", two, 50,
+                                     (xd_hook_fn_any)h_owner, (void *)sql), 0);
+    assert_int_equal(xd_hook_add_any(XD_HOOK_REMOVE_USER, "a.test", two, 50,
+                                     (xd_hook_fn_any)h_owner, (void *)sql), XD_EEXIST);
+    assert_string_equal(run("a.test", &t), "12");
+    assert_true(xd_hook_remove_any(XD_HOOK_REMOVE_USER, "a.test", one, (xd_hook_fn_any)h_owner,
+                                   (void *)sql));
+    assert_string_equal(run("a.test", &t), "2");
+    assert_false(xd_hook_remove_any(XD_HOOK_REMOVE_USER, "a.test", one, (xd_hook_fn_any)h_owner,
+                                    (void *)sql));
+    assert_true(xd_hook_remove_any(XD_HOOK_REMOVE_USER, "a.test", two, (xd_hook_fn_any)h_owner,
+                                   (void *)sql));
+    assert_string_equal(run("a.test", &t), "");
+}
+
 static void
 test_hooks__stop_ends_chain(void **state)
 {
@@ -235,6 +271,7 @@ main(void)
         cmocka_unit_test_teardown(test_hooks__modify_from_handler, teardown),
         cmocka_unit_test_teardown(test_hooks__handler_gets_its_context, teardown),
         cmocka_unit_test_teardown(test_hooks__remove_while_running, teardown),
+        cmocka_unit_test_teardown(test_hooks__same_handler_two_owners, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
