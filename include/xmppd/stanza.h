@@ -14,6 +14,7 @@
 
 #include "xmppd/conds.h"
 #include "xmppd/el.h"
+#include "xmppd/jid.h"
 
 typedef enum xd_stanza_kind {
     XD_STANZA_OTHER,
@@ -21,6 +22,29 @@ typedef enum xd_stanza_kind {
     XD_STANZA_PRESENCE,
     XD_STANZA_IQ,
 } xd_stanza_kind;
+
+/* The stanza's 'to' / 'from' as a JID, parsed once and kept with the
+ * stanza (every later call, on any thread, gets the same object); NULL
+ * when the attribute is absent or not a JID.  Lent while the caller holds
+ * its reference to st (xd_jid_ref to keep it longer). */
+const xd_jid_t *xd_stanza_to(const xd_stanza_t *st);
+const xd_jid_t *xd_stanza_from(const xd_stanza_t *st);
+
+/* Records jid (a reference is taken) as the parsed 'from' of st, whose
+ * 'from' attribute must be jid's full string: for the code that stamped it
+ * (a session stamping its own JID). */
+void xd_stanza_set_from(const xd_stanza_t *st, xd_jid_t *jid);
+
+/* For a change that leaves 'to' and 'from' alone (adding a child, as a
+ * stanza-id does): xd_stanza_thaw_keep thaws st (el.h: in place when the
+ * caller's reference is the only one) and keeps its parsed addresses in
+ * *keep; xd_stanza_freeze_keep freezes the builder and gives them to the
+ * new stanza, so nobody parses them again. */
+typedef struct xd_stanza_keep {
+    xd_jid_t *to, *from;
+} xd_stanza_keep_t;
+xd_el_t *xd_stanza_thaw_keep(xd_stanza_t *st, xd_stanza_keep_t *keep);
+xd_stanza_t *xd_stanza_freeze_keep(xd_el_t *el, xd_stanza_keep_t *keep);
 
 /* message / presence / iq in the content namespace, or OTHER. */
 xd_stanza_kind xd_stanza_kind_of(const xd_el_t *el);

@@ -8,8 +8,9 @@
  *    publishes fn/arg to the consumer's acquire load of ->next.
  *  - wake_pending and the closed/posters handshake use seq_cst, because both
  *    are "store one variable, then load another" protocols.
- * Each message costs one xd_malloc (producer) and one xd_free (consumer);
- * bench/bench_inbox.c measures the throughput.
+ * Each message costs one xd_malloc (producer) and one xd_free (consumer),
+ * unless the producer embeds the node in its own message struct
+ * (xd_inbox_push_msg); bench/bench_inbox.c measures the throughput.
  */
 #include <sched.h>
 
@@ -24,6 +25,7 @@ xd_inbox_init(xd_inbox_t *q, uv_loop_t *loop, uv_async_cb cb)
     atomic_init(&q->stub.next, NULL);
     q->stub.fn = NULL;
     q->stub.arg = NULL;
+    q->stub.embedded = true;
     atomic_init(&q->head, &q->stub);
     q->tail = &q->stub;
     atomic_init(&q->wake_pending, false);
@@ -51,7 +53,7 @@ inbox_signal(xd_inbox_t *q)
 }
 
 int
-xd_inbox_push(xd_inbox_t *q, xd_worker_fn fn, void *arg)
+xd_inbox_push_msg(xd_inbox_t *q, xd_inbox_msg_t *msg, xd_worker_fn fn, void *arg)
 {
     XD_ASSERT(fn != NULL);
     atomic_fetch_add_explicit(&q->posters, 1, memory_order_seq_cst);
@@ -59,13 +61,23 @@ xd_inbox_push(xd_inbox_t *q, xd_worker_fn fn, void *arg)
         atomic_fetch_sub_explicit(&q->posters, 1, memory_order_release);
         return XD_ECLOSED;
     }
-    xd_inbox_msg_t *msg = xd_malloc(sizeof *msg);
     msg->fn = fn;
     msg->arg = arg;
     inbox_link(q, msg);
     inbox_signal(q);
     atomic_fetch_sub_explicit(&q->posters, 1, memory_order_release);
     return 0;
+}
+
+int
+xd_inbox_push(xd_inbox_t *q, xd_worker_fn fn, void *arg)
+{
+    xd_inbox_msg_t *msg = xd_malloc(sizeof *msg);
+    msg->embedded = false;
+    int rc = xd_inbox_push_msg(q, msg, fn, arg);
+    if (rc != 0)
+        xd_free(msg);
+    return rc;
 }
 
 /* Vyukov pop: the oldest message, or NULL when the queue is empty or a
@@ -122,7 +134,8 @@ xd_inbox_drain(xd_inbox_t *q, xd_worker_t *owner, size_t max)
     while (n < max && (msg = inbox_pop(q)) != NULL) {
         xd_worker_fn fn = msg->fn;
         void *arg = msg->arg;
-        xd_free(msg);
+        if (!msg->embedded)
+            xd_free(msg); /* an embedded node is fn's to free, with its struct */
         fn(owner, arg);
         n++;
     }
@@ -154,7 +167,8 @@ xd_inbox_discard(xd_inbox_t *q)
     xd_inbox_msg_t *msg;
 
     while ((msg = inbox_pop(q)) != NULL) {
-        xd_free(msg);
+        if (!msg->embedded)
+            xd_free(msg);
         n++;
     }
     return n;

@@ -34,12 +34,9 @@
 
 #include "core/worker.h"
 
-/* One message; allocated by the producer, freed by the consumer after fn. */
-typedef struct xd_inbox_msg {
-    _Atomic(struct xd_inbox_msg *) next; /* newer message, or NULL */
-    xd_worker_fn fn;                     /* body; NULL only for the stub */
-    void *arg;                           /* fn's argument, owned by fn */
-} xd_inbox_msg_t;
+/* One message; allocated by the producer and freed by the consumer before
+ * fn, or embedded in the producer's struct (worker.h) and left to fn. */
+typedef xd_worker_msg_t xd_inbox_msg_t;
 
 typedef struct xd_inbox {
     _Atomic(xd_inbox_msg_t *) head;      /* newest message; producers swap here */
@@ -60,6 +57,9 @@ int xd_inbox_init(xd_inbox_t *q, uv_loop_t *loop, uv_async_cb cb);
 /* Any thread: queues fn(owner, arg) and wakes the consumer if it is idle.
  * Returns 0 or XD_ECLOSED (then nothing was queued). */
 int xd_inbox_push(xd_inbox_t *q, xd_worker_fn fn, void *arg);
+
+/* As xd_inbox_push with the caller's embedded node (msg->embedded set). */
+int xd_inbox_push_msg(xd_inbox_t *q, xd_inbox_msg_t *msg, xd_worker_fn fn, void *arg);
 
 /* Consumer: clears the wake-pending flag; call first in the async callback,
  * before draining. */

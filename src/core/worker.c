@@ -394,6 +394,14 @@ xd_worker_post(xd_worker_t *w, xd_worker_fn fn, void *arg)
 }
 
 int
+xd_worker_post_msg(xd_worker_t *w, xd_worker_msg_t *m, xd_worker_fn fn, void *arg)
+{
+    XD_ASSERT(w != NULL && fn != NULL && m != NULL);
+    m->embedded = true;
+    return xd_inbox_push_msg(&w->inbox, m, fn, arg);
+}
+
+int
 xd_worker_hold(xd_worker_t *w)
 {
     XD_DEBUG_ASSERT(w == wk_self);

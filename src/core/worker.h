@@ -25,6 +25,18 @@ typedef struct xd_worker xd_worker_t;
 /* A message or hook body; runs on the worker's loop thread. */
 typedef void (*xd_worker_fn)(xd_worker_t *w, void *arg);
 
+/* A message node.  xd_worker_post allocates one per message; a poster that
+ * sends many messages of one kind embeds it in its own struct instead and
+ * uses xd_worker_post_msg (no allocation; the node is the inbox's until
+ * fn starts, and fn may then free the struct holding it).  Fields are the
+ * inbox's. */
+typedef struct xd_worker_msg {
+    _Atomic(struct xd_worker_msg *) next; /* newer message, or NULL */
+    xd_worker_fn fn;                      /* body; NULL only for the stub */
+    void *arg;                            /* fn's argument, owned by fn */
+    bool embedded;                        /* in the poster's struct: not freed by the inbox */
+} xd_worker_msg_t;
+
 /* Starts `n` workers (n >= 1).  `init` runs first on each new loop.
  * `on_stop` runs on each loop when a stop is requested; it must close what
  * it opened (listeners, streams) so the loop can end.  Returns 0 or an error;
@@ -66,6 +78,10 @@ void xd_worker_set_data(xd_worker_t *w, void *data);
  * XD_ECLOSED when w has stopped (fn is then not called and arg stays the
  * caller's). */
 int xd_worker_post(xd_worker_t *w, xd_worker_fn fn, void *arg);
+
+/* As xd_worker_post, with the caller's node m (see xd_worker_msg_t).  On
+ * XD_ECLOSED m and arg stay the caller's. */
+int xd_worker_post_msg(xd_worker_t *w, xd_worker_msg_t *m, xd_worker_fn fn, void *arg);
 
 /* Keeps w's inbox open across a stop until the matching xd_worker_unhold:
  * for work in flight whose result will be posted back (the pool uses it).

@@ -96,7 +96,11 @@ sid_filter(xd_module_ctx_t *hctx, xd_hook_filter_t *ev_, void *arg)
     if (!account || sid_new_id(id) != 0)
         return XD_HOOK_OK; /* to the server itself, or no randomness: unstamped */
 
-    xd_el_t *m = xd_stanza_edit(ev->st);
+    /* In place when the router's reference is the only one (a message
+     * fresh from a session or a peer), with its parsed addresses kept. */
+    xd_stanza_keep_t keep;
+    xd_el_t *m = xd_stanza_thaw_keep(ev->st, &keep);
+    ev->st = NULL;
     for (xd_el_t *c = xd_el_first_child_mut(m), *next; c; c = next) {
         next = xd_el_next_mut(c);
         if (xd_el_is(c, "stanza-id", XD_NS_SID)) {
@@ -108,9 +112,7 @@ sid_filter(xd_module_ctx_t *hctx, xd_hook_filter_t *ev_, void *arg)
     xd_el_t *sid = xd_el_add_child(m, "stanza-id", XD_NS_SID);
     xd_el_set_attr(sid, "id", id);
     xd_el_set_attr(sid, "by", by);
-    xd_stanza_t *st = xd_el_freeze(m);
-    xd_stanza_unref(ev->st);
-    ev->st = st;
+    ev->st = xd_stanza_freeze_keep(m, &keep);
     return XD_HOOK_OK;
 }
 

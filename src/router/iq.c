@@ -415,9 +415,9 @@ xd_iq_dispatch(xd_stanza_t *iq, const xd_jid_t *to, const char *host, int target
         iq_reply(iq, XD_COND_SERVICE_UNAVAILABLE, NULL);
         return;
     }
-    xd_jid_t *from = NULL;
-    const char *from_s = xd_el_attr(el, "from");
-    if (!from_s || xd_jid_parse(xd_str_c(from_s), &from) != 0) {
+    const xd_jid_t *from_lent = xd_stanza_from(iq);
+    xd_jid_t *from = from_lent ? xd_jid_ref((xd_jid_t *)from_lent) : NULL;
+    if (!from) {
         iq_serial_unref(e.serial);
         xd_module_release(e.ctx);
         iq_reply(iq, XD_COND_BAD_REQUEST, NULL);

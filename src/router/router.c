@@ -170,23 +170,20 @@ route_local(xd_stanza_t *st, const xd_jid_t *to, const char *host)
 /* The served host in the stanza's 'from', into buf; false when there is
  * none (a remote sender, a service, a malformed 'from'). */
 static bool
-route_from_host(const xd_el_t *el, char *buf, size_t cap)
+route_from_host(const xd_stanza_t *st, char *buf, size_t cap)
 {
-    const char *from = xd_el_attr(el, "from");
-    xd_jid_t *fj = NULL;
-    if (!from || xd_jid_parse(xd_str_c(from), &fj) != 0)
+    const xd_jid_t *fj = xd_stanza_from(st);
+    if (!fj)
         return false;
     xd_str_t d = xd_jid_domain(fj);
-    bool ok = d.len < cap;
-    if (ok) {
-        memcpy(buf, d.p, d.len);
-        buf[d.len] = '\0';
-        xd_config_t *cfg = xd_config_get();
-        ok = cfg && xd_config_is_host(cfg, buf);
-        if (cfg)
-            xd_config_unref(cfg);
-    }
-    xd_jid_unref(fj);
+    if (d.len >= cap)
+        return false;
+    memcpy(buf, d.p, d.len);
+    buf[d.len] = '\0';
+    xd_config_t *cfg = xd_config_get();
+    bool ok = cfg && xd_config_is_host(cfg, buf);
+    if (cfg)
+        xd_config_unref(cfg);
     return ok;
 }
 
@@ -199,14 +196,15 @@ xd_route(const xd_stanza_t *st)
 void
 xd_route_take(xd_stanza_t *st)
 {
-    const xd_el_t *el = xd_stanza_root(st);
-    const char *to_s = xd_el_attr(el, "to");
-    xd_jid_t *to = NULL;
-    if (!to_s || xd_jid_parse(xd_str_c(to_s), &to) != 0) {
+    /* Parsed once for the stanza's life; our own reference, since a
+     * filter may replace the stanza that lends it. */
+    const xd_jid_t *to_lent = xd_stanza_to(st);
+    if (!to_lent) {
         /* RFC 6120 8.3.3.8: a 'to' that is not a JID. */
         route_bounce(st, XD_COND_JID_MALFORMED, NULL);
         return;
     }
+    xd_jid_t *to = xd_jid_ref((xd_jid_t *)to_lent);
     xd_config_t *cfg = xd_config_get();
     xd_str_t dom = xd_jid_domain(to);
     char host[XD_JID_PART_MAX + 1];
@@ -238,7 +236,7 @@ xd_route_take(xd_stanza_t *st)
          * pass the filters of their own host first (blocking and privacy
          * rules on outgoing stanzas, subscription state). */
         char fhost[XD_JID_PART_MAX + 1];
-        if (route_from_host(xd_stanza_root(st), fhost, sizeof fhost)) {
+        if (route_from_host(st, fhost, sizeof fhost)) {
             xd_hook_filter_t ev = { .host = fhost, .st = st, .to = to };
             xd_hook_run(XD_HOOK_FILTER_PACKET, fhost, &ev);
             st = ev.st;

@@ -65,21 +65,33 @@ sess_deliver_here(const xd_session_ops_t *ops, uint64_t id, xd_stanza_t *st)
     xd_stanza_unref(st);
 }
 
+/* A close for a session on another worker. */
 typedef struct sess_msg {
     const xd_session_ops_t *ops; /* the transport */
     uint64_t id;                 /* its session */
-    xd_stanza_t *st;             /* what to write (NULL: close) */
-    xd_stream_cond cond;         /* close: the stream error */
-    char text[200];              /* close: its text ("" = none) */
+    xd_stream_cond cond;         /* the stream error */
+    char text[200];              /* its text ("" = none) */
 } sess_msg_t;
+
+/* A stanza for a session on another worker: one allocation, the inbox
+ * node inside. */
+typedef struct sess_delivery {
+    xd_worker_msg_t node;        /* the inbox's until sess_deliver_msg runs */
+    const xd_session_ops_t *ops; /* the transport */
+    uint64_t id;                 /* its session */
+    xd_stanza_t *st;             /* what to write */
+} sess_delivery_t;
 
 static void
 sess_deliver_msg(xd_worker_t *w, void *arg)
 {
     (void)w;
-    sess_msg_t *m = arg;
-    sess_deliver_here(m->ops, m->id, m->st);
+    sess_delivery_t *m = arg;
+    const xd_session_ops_t *ops = m->ops;
+    uint64_t id = m->id;
+    xd_stanza_t *st = m->st;
     xd_free(m);
+    sess_deliver_here(ops, id, st);
 }
 
 static bool
@@ -97,11 +109,11 @@ xd_session_send_take(const xd_session_ref_t *to, xd_stanza_t *st)
         return;
     }
     xd_worker_t *w = xd_worker_get(to->worker);
-    sess_msg_t *m = xd_new(sess_msg_t);
+    sess_delivery_t *m = xd_new(sess_delivery_t);
     m->ops = to->ops;
     m->id = to->id;
     m->st = st;
-    if (!w || xd_worker_post(w, sess_deliver_msg, m) != 0) {
+    if (!w || xd_worker_post_msg(w, &m->node, sess_deliver_msg, m) != 0) {
         xd_stanza_unref(st); /* the server is stopping */
         xd_free(m);
     }
@@ -257,6 +269,7 @@ xd_session_bind_iq(const xd_session_bind_req_t *req, const xd_stanza_t *iq, xd_s
     s->jid = full;
     s->host = xd_strdup(req->host);
     s->log = req->log;
+    s->acct = xd_sm_account(full);
     s->next = sess_local;
     if (sess_local)
         sess_local->prev = s;
@@ -366,7 +379,7 @@ sess_reply(xd_session_t *s, xd_stanza_t *st)
 }
 
 int
-xd_session_input(xd_session_t *s, const xd_stanza_t *st)
+xd_session_input(xd_session_t *s, xd_stanza_t *st)
 {
     const xd_el_t *el = xd_stanza_root(st);
     xd_stanza_kind kind = xd_stanza_kind_of(el);
@@ -379,36 +392,41 @@ xd_session_input(xd_session_t *s, const xd_stanza_t *st)
                   (xd_jid_eq(fj, s->jid) || (xd_jid_is_bare(fj) && xd_jid_eq_bare(fj, s->jid)));
         if (fj)
             xd_jid_unref(fj);
-        if (!ok)
+        if (!ok) {
+            xd_stanza_unref(st);
             return XD_EINVAL;
+        }
     }
     const char *to = xd_el_attr(el, "to");
     if (kind == XD_STANZA_IQ) {
         const xd_el_t *payload = xd_el_first_child(el);
         bool to_server = !to || !strcmp(to, s->host) || xd_str_eq_c(xd_jid_bare_str(s->jid), to);
+        xd_stanza_t *reply = NULL;
         if (xd_iq_is_request(el) && to_server && payload) {
-            if (xd_el_is(payload, "session", XD_NS_SESSION)) {
+            if (xd_el_is(payload, "session", XD_NS_SESSION))
                 /* RFC 3921 3: establishment is a no-op once bound. */
-                sess_reply(s, xd_iq_result(st));
-                return 0;
-            }
-            if (xd_el_is(payload, "bind", XD_NS_BIND)) {
+                reply = xd_iq_result(st);
+            else if (xd_el_is(payload, "bind", XD_NS_BIND))
                 /* RFC 6120 7.7.2.1 is silent on rebinding; one resource per stream. */
-                sess_reply(s, xd_stanza_error(st, XD_COND_NOT_ALLOWED,
-                                              "a resource is already bound"));
-                return 0;
-            }
+                reply = xd_stanza_error(st, XD_COND_NOT_ALLOWED, "a resource is already bound");
         }
-        if (!xd_el_attr(el, "id") || !xd_el_attr(el, "type")) {
+        if (!reply && (!xd_el_attr(el, "id") || !xd_el_attr(el, "type")))
             /* RFC 6120 8.1.3, 8.2.3: an IQ needs both. */
-            sess_reply(s, xd_stanza_error(st, XD_COND_BAD_REQUEST, "an IQ needs 'id' and 'type'"));
+            reply = xd_stanza_error(st, XD_COND_BAD_REQUEST, "an IQ needs 'id' and 'type'");
+        if (reply) {
+            sess_reply(s, reply);
+            xd_stanza_unref(st);
             return 0;
         }
     }
     bool own_presence = !to && kind == XD_STANZA_PRESENCE;
-    xd_el_t *e = xd_stanza_edit(st);
-    xd_el_set_attr(e, "from", xd_jid_full_str(s->jid).p);
-    if (kind == XD_STANZA_PRESENCE && !xd_el_attr(el, "type"))
+    bool available = kind == XD_STANZA_PRESENCE && !xd_el_attr(el, "type");
+    /* Stamped in place: the parser's stanza is ours alone (a copy only
+     * when someone else holds it). */
+    xd_el_t *e = xd_stanza_thaw(st);
+    xd_str_t full = xd_jid_full_str(s->jid);
+    xd_el_set_attr(e, "from", full.p);
+    if (available)
         sess_presence_edit(s, e);
     if (!to && !own_presence) {
         /* RFC 6120 10.3.1, 10.3.3: a message or IQ without 'to' is for the
@@ -420,6 +438,7 @@ xd_session_input(xd_session_t *s, const xd_stanza_t *st)
         xd_el_set_attr(e, "to", buf);
     }
     xd_stanza_t *out = xd_el_freeze(e);
+    xd_stanza_set_from(out, s->jid); /* the router need not parse it */
     if (xd_hook_active(XD_HOOK_USER_SEND_PACKET)) {
         xd_hook_packet_t ev = { .host = s->host, .jid = s->jid, .session = s, .st = out };
         xd_hook_run(XD_HOOK_USER_SEND_PACKET, s->host, &ev);
@@ -433,9 +452,9 @@ xd_session_input(xd_session_t *s, const xd_stanza_t *st)
         return 0;
     }
     if (kind == XD_STANZA_PRESENCE)
-        sess_track_directed(s, xd_stanza_root(out), to);
-    if (kind == XD_STANZA_MESSAGE)
-        xd_carbons_sent(out, s->jid, s->ref.id);
+        sess_track_directed(s, xd_stanza_root(out), xd_el_attr(xd_stanza_root(out), "to"));
+    if (kind == XD_STANZA_MESSAGE && xd_sm_account_carbons(s->acct))
+        xd_carbons_sent(out, s->jid, s->ref.id); /* only when a resource wants copies */
     xd_route_take(out);
     return 0;
 }
@@ -463,6 +482,7 @@ xd_session_end(xd_session_t *s, const char *reason)
     for (int i = 0; i < XD_SESSION_SLOTS; i++)
         if (s->slots[i] && sess_slot_free[i])
             sess_slot_free[i](s->slots[i]);
+    xd_sm_account_unref(s->acct);
     xd_jid_unref(s->jid);
     xd_free(s->host);
     xd_free(s);

@@ -64,6 +64,7 @@ struct xd_session {
     xd_session_ref_t ref;  /* the transport, worker and id */
     xd_jid_t *jid;         /* the bound full JID */
     char *host;            /* the served host (owned) */
+    struct xd_sm_account *acct; /* the account's shared counters (sm.h), a reference */
     const xd_log_t *log;   /* the transport's log context (lent for the session's life) */
     bool available;        /* its own presence is available */
     bool nonneg_seen;      /* ... with a priority >= 0 since it became available */
@@ -92,11 +93,12 @@ typedef struct xd_session_bind_req {
 xd_stanza_t *xd_session_bind_iq(const xd_session_bind_req_t *req, const xd_stanza_t *iq,
                                 xd_session_t **out);
 
-/* A stanza the client sent on session s (lent).  0, or XD_EINVAL when its
- * 'from' is not the session's (the transport then closes the stream with
- * invalid-from, RFC 6120 8.1.2.1).  Replies of the session manager itself
- * are written through s->ref.ops->deliver. */
-int xd_session_input(xd_session_t *s, const xd_stanza_t *st);
+/* A stanza the client sent on session s; the reference is taken (a fresh
+ * stanza from the parser is stamped in place, without a copy).  0, or
+ * XD_EINVAL when its 'from' is not the session's (the transport then
+ * closes the stream with invalid-from, RFC 6120 8.1.2.1).  Replies of the
+ * session manager itself are written through s->ref.ops->deliver. */
+int xd_session_input(xd_session_t *s, xd_stanza_t *st);
 
 /* The session ends (reason: "closed", "disconnected", …, for the hook):
  * unbound, unavailable presence to whoever had its presence, SESSION_CLOSED;

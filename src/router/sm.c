@@ -7,6 +7,7 @@
  * A user entry lives while it has at least one resource.  All fields of a
  * shard are guarded by its rwlock; the entries handed out are copies.
  */
+#include <stdatomic.h>
 #include <string.h>
 #include <uv.h>
 
@@ -23,7 +24,41 @@ typedef struct sm_user {
     char *bare;            /* "user@host", owned */
     xd_session_info_t *res;    /* bound resources, owned jid references */
     size_t nres, capres;   /* count and capacity */
+    xd_sm_account_t *acct; /* shared with the account's sessions (one reference) */
 } sm_user_t;
+
+struct xd_sm_account {
+    _Atomic unsigned refs;    /* the table's entry + each session holding it */
+    _Atomic unsigned carbons; /* resources with XD_SESSION_CARBONS (changed under the shard lock) */
+};
+
+static void
+sm_account_unref(xd_sm_account_t *a)
+{
+    if (a && atomic_fetch_sub_explicit(&a->refs, 1, memory_order_acq_rel) == 1)
+        xd_free(a);
+}
+
+void
+xd_sm_account_unref(xd_sm_account_t *a)
+{
+    sm_account_unref(a);
+}
+
+bool
+xd_sm_account_carbons(const xd_sm_account_t *a)
+{
+    return a && atomic_load_explicit(&a->carbons, memory_order_relaxed) != 0;
+}
+
+/* Shard lock held for writing: e's carbons flag went from `was` to `now`. */
+static void
+sm_carbons_change(sm_user_t *u, bool was, bool now)
+{
+    if (was != now)
+        atomic_fetch_add_explicit(&u->acct->carbons, now ? 1u : (unsigned)-1,
+                                  memory_order_relaxed);
+}
 
 typedef struct sm_shard {
     uv_rwlock_t lock;     /* guards everything below */
@@ -83,6 +118,7 @@ sm_user_free(sm_user_t *u)
         xd_session_info_clear(&u->res[i]);
     xd_free(u->res);
     xd_free(u->bare);
+    sm_account_unref(u->acct);
     xd_free(u);
 }
 
@@ -147,6 +183,9 @@ sm_user_get(sm_shard_t *sh, uint64_t h, xd_str_t bare)
     u = xd_new(sm_user_t);
     u->hash = h;
     u->bare = xd_strndup(bare.p, bare.len);
+    u->acct = xd_new(xd_sm_account_t);
+    atomic_init(&u->acct->refs, 1);
+    atomic_init(&u->acct->carbons, 0);
     u->next = sh->buckets[h & (sh->nbuckets - 1)];
     sh->buckets[h & (sh->nbuckets - 1)] = u;
     sh->nusers++;
@@ -218,6 +257,7 @@ sm_bind(const xd_session_info_t *e, xd_session_info_t *old, bool replace)
             sm_copy_out(cur, old);
         rc = XD_EEXIST;
     } else if (cur) {
+        sm_carbons_change(u, cur->flags & XD_SESSION_CARBONS, e->flags & XD_SESSION_CARBONS);
         if (old)
             *old = *cur; /* hand our references over */
         else
@@ -230,6 +270,7 @@ sm_bind(const xd_session_info_t *e, xd_session_info_t *old, bool replace)
             u->res = xd_realloc(u->res, u->capres * sizeof *u->res);
         }
         sm_copy_out(e, &u->res[u->nres++]);
+        sm_carbons_change(u, false, e->flags & XD_SESSION_CARBONS);
         sh->nsessions++;
     }
     uv_rwlock_wrunlock(&sh->lock);
@@ -258,6 +299,7 @@ xd_sm_unbind(const xd_jid_t *jid, uint64_t id)
     sm_user_t *u;
     xd_session_info_t *cur = sm_locate(sh, h, jid, &u);
     if (cur && cur->ref.id == id) {
+        sm_carbons_change(u, cur->flags & XD_SESSION_CARBONS, false);
         xd_session_info_clear(cur);
         *cur = u->res[--u->nres];
         sh->nsessions--;
@@ -312,16 +354,35 @@ xd_session_set_flag(const xd_jid_t *jid, unsigned flag, bool on)
     sm_shard_t *sh = sm_shard_for(jid, &h);
     int rc = XD_ENOTFOUND;
     uv_rwlock_wrlock(&sh->lock);
-    xd_session_info_t *cur = sm_locate(sh, h, jid, NULL);
+    sm_user_t *u;
+    xd_session_info_t *cur = sm_locate(sh, h, jid, &u);
     if (cur) {
+        bool was = cur->flags & XD_SESSION_CARBONS;
         if (on)
             cur->flags |= flag;
         else
             cur->flags &= ~flag;
+        sm_carbons_change(u, was, cur->flags & XD_SESSION_CARBONS);
         rc = 0;
     }
     uv_rwlock_wrunlock(&sh->lock);
     return rc;
+}
+
+xd_sm_account_t *
+xd_sm_account(const xd_jid_t *jid)
+{
+    uint64_t h;
+    sm_shard_t *sh = sm_shard_for(jid, &h);
+    xd_sm_account_t *a = NULL;
+    uv_rwlock_rdlock(&sh->lock);
+    sm_user_t *u = sm_user_find(sh, h, xd_jid_bare_str(jid));
+    if (u) {
+        a = u->acct;
+        atomic_fetch_add_explicit(&a->refs, 1, memory_order_relaxed);
+    }
+    uv_rwlock_rdunlock(&sh->lock);
+    return a;
 }
 
 size_t

@@ -48,4 +48,16 @@ bool xd_sm_unbind(const xd_jid_t *jid, uint64_t id);
 int xd_sm_set_presence(const xd_jid_t *jid, uint64_t id, bool available, int priority,
                        const xd_stanza_t *presence);
 
+/* What the sessions of one account share while any is bound: counters the
+ * hot path reads without a table lookup.  A session takes its reference
+ * after binding (xd_sm_account, NULL when the account has no binding) and
+ * drops it when it ends; the object outlives the table entry while held. */
+typedef struct xd_sm_account xd_sm_account_t;
+xd_sm_account_t *xd_sm_account(const xd_jid_t *jid);
+void xd_sm_account_unref(xd_sm_account_t *a);
+
+/* True while a resource of the account has carbons enabled (XEP-0280):
+ * a message sent by a user without carbons costs no session lookup. */
+bool xd_sm_account_carbons(const xd_sm_account_t *a);
+
 #endif

@@ -174,27 +174,25 @@ comp_handshake(xd_conn_t *c, const xd_el_t *el)
            xd_worker_index(c->ws->worker));
 }
 
-/* A stanza from the component: addressed both ways, from its domain. */
+/* A stanza from the component (taken): addressed both ways, from its
+ * domain. */
 static void
 comp_stanza(xd_conn_t *c, xd_stanza_t *st)
 {
     comp_state_t *cs = c->rs;
     const xd_el_t *el = xd_stanza_root(st);
-    const char *from = xd_el_attr(el, "from"), *to = xd_el_attr(el, "to");
-    if (!from || !to) {
+    if (!xd_el_attr(el, "from") || !xd_el_attr(el, "to")) {
+        xd_stanza_unref(st);
         c2s_close(c, XD_STREAM_IMPROPER_ADDRESSING, "a stanza needs 'from' and 'to'");
         return;
     }
-    xd_jid_t *fj = NULL;
-    bool ok = xd_jid_parse(xd_str_c(from), &fj) == 0 &&
-              xd_str_eq_c(xd_jid_domain(fj), cs->domain);
-    if (fj)
-        xd_jid_unref(fj);
-    if (!ok) {
+    const xd_jid_t *fj = xd_stanza_from(st); /* kept with the stanza for the router */
+    if (!fj || !xd_str_eq_c(xd_jid_domain(fj), cs->domain)) {
+        xd_stanza_unref(st);
         c2s_close(c, XD_STREAM_INVALID_FROM, "'from' is not at the component's domain");
         return;
     }
-    xd_route_take(xd_stanza_ref(st));
+    xd_route_take(st);
 }
 
 static void
@@ -208,13 +206,15 @@ comp_element(xd_conn_t *c, xd_stanza_t *st)
             comp_handshake(c, el);
         else
             c2s_close(c, XD_STREAM_NOT_AUTHORIZED, "send the handshake first");
+        xd_stanza_unref(st);
         return;
     }
     if (xd_stanza_kind_of(el) == XD_STANZA_OTHER) {
         c2s_close(c, XD_STREAM_UNSUPPORTED_STANZA_TYPE, NULL);
+        xd_stanza_unref(st);
         return;
     }
-    comp_stanza(c, st);
+    comp_stanza(c, st); /* takes st */
 }
 
 const xd_conn_role_t xd_component_role = {

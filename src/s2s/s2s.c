@@ -327,19 +327,14 @@ bounce(xd_stanza_t *st, xd_cond cond, const char *text)
 void
 xd_s2s_route(xd_stanza_t *st, const char *remote)
 {
-    const xd_el_t *el = xd_stanza_root(st);
-    const char *from = xd_el_attr(el, "from");
-    xd_jid_t *fj = NULL;
+    const xd_jid_t *fj = xd_stanza_from(st); /* parsed once, by whoever asked first */
     char local[S2S_DOMAIN_MAX];
-    if (!from || xd_jid_parse(xd_str_c(from), &fj) != 0) {
-        if (fj)
-            xd_jid_unref(fj);
+    if (!fj) {
         xd_stanza_unref(st); /* nobody to tell */
         return;
     }
     xd_str_t d = xd_jid_domain(fj);
     snprintf(local, sizeof local, "%.*s", (int)d.len, d.p);
-    xd_jid_unref(fj);
     if (!s2s_is_local(local)) {
         /* Not ours to federate for (a remote stanza routed on). */
         bounce(st, XD_COND_REMOTE_SERVER_NOT_FOUND, NULL);

@@ -28,6 +28,7 @@
 #include "s2s/s2s_int.h"
 #include "xmppd/alloc.h"
 #include "xmppd/err.h"
+#include "xmppd/hooks.h"
 #include "xmppd/jid.h"
 #include "xmppd/log.h"
 #include "xmppd/ns.h"
@@ -329,19 +330,20 @@ s2s_in_verified(xd_conn_t *c, const char *local, const char *remote, xd_dialback
     }
 }
 
-/* A stanza: only for the pairs this stream authenticated. */
+/* A stanza (taken): only for the pairs this stream authenticated. */
 static void
 in_stanza(xd_conn_t *c, xd_stanza_t *st)
 {
     s2s_in_t *s = c->rs;
     const xd_el_t *el = xd_stanza_root(st);
-    const char *from = xd_el_attr(el, "from"), *to = xd_el_attr(el, "to");
-    if (!from || !to) {
+    if (!xd_el_attr(el, "from") || !xd_el_attr(el, "to")) {
+        xd_stanza_unref(st);
         c2s_close(c, XD_STREAM_IMPROPER_ADDRESSING, "a stanza needs 'from' and 'to'");
         return;
     }
-    xd_jid_t *fj = NULL, *tj = NULL;
-    bool ok = xd_jid_parse(xd_str_c(from), &fj) == 0 && xd_jid_parse(xd_str_c(to), &tj) == 0;
+    /* Parsed here once; the router and the filters reuse them. */
+    const xd_jid_t *fj = xd_stanza_from(st), *tj = xd_stanza_to(st);
+    bool ok = fj && tj;
     char fd[S2S_DOMAIN_MAX], td[S2S_DOMAIN_MAX];
     if (ok) {
         xd_str_t a = xd_jid_domain(fj), b = xd_jid_domain(tj);
@@ -349,15 +351,19 @@ in_stanza(xd_conn_t *c, xd_stanza_t *st)
         snprintf(td, sizeof td, "%.*s", (int)b.len, b.p);
         ok = in_has(s->authed, s->nauthed, fd, td);
     }
-    if (fj)
-        xd_jid_unref(fj);
-    if (tj)
-        xd_jid_unref(tj);
     if (!ok) {
+        xd_stanza_unref(st);
         c2s_close(c, XD_STREAM_INVALID_FROM, "that domain pair is not authenticated here");
         return;
     }
-    xd_route_take(xd_stanza_ref(st));
+    if (xd_hook_active(XD_HOOK_S2S_RECEIVE_PACKET)) {
+        xd_hook_s2s_packet_t ev = { .local = td, .remote = fd, .st = st };
+        xd_hook_run(XD_HOOK_S2S_RECEIVE_PACKET, td, &ev);
+        st = ev.st;
+        if (!st)
+            return; /* a handler took it */
+    }
+    xd_route_take(st);
 }
 
 static void
@@ -384,7 +390,9 @@ in_element(xd_conn_t *c, xd_stanza_t *st)
         c2s_close(c, XD_STREAM_UNSUPPORTED_STANZA_TYPE, NULL);
     } else {
         in_stanza(c, st);
+        return; /* taken */
     }
+    xd_stanza_unref(st);
 }
 
 const xd_conn_role_t xd_s2s_in_role = {

@@ -615,7 +615,7 @@ out_dialback_answer(s2s_out_t *o, const xd_el_t *el)
 }
 
 static void
-out_element(xd_conn_t *c, xd_stanza_t *st)
+out_element_lent(xd_conn_t *c, xd_stanza_t *st)
 {
     s2s_out_t *o = c->rs;
     const xd_el_t *el = xd_stanza_root(st);
@@ -679,6 +679,14 @@ out_closed(xd_conn_t *c)
         s2s_route_down(m->local, o->remote, c->id, cond);
     c->rs = NULL;
     out_free(o);
+}
+
+/* An outgoing stream only negotiates; its elements are not passed on. */
+static void
+out_element(xd_conn_t *c, xd_stanza_t *st)
+{
+    out_element_lent(c, st);
+    xd_stanza_unref(st);
 }
 
 const xd_conn_role_t s2s_out_role = {

@@ -328,6 +328,7 @@ c2s_preauth_iq(xd_conn_t *c, const xd_stanza_t *st)
 
 /* ---- elements --------------------------------------------------------------------------------- */
 
+/* Takes st. */
 static void
 c2s_element(xd_conn_t *c, xd_stanza_t *st)
 {
@@ -355,9 +356,12 @@ c2s_element(xd_conn_t *c, xd_stanza_t *st)
         else
             /* RFC 6120 7.1: nothing but binding before a resource is bound. */
             c2s_close(c, XD_STREAM_NOT_AUTHORIZED, "bind a resource first");
-    } else if (xd_session_input(s->session, st) == XD_EINVAL) {
-        c2s_close(c, XD_STREAM_INVALID_FROM, "'from' does not match the bound JID");
+    } else {
+        if (xd_session_input(s->session, st) == XD_EINVAL) /* takes st */
+            c2s_close(c, XD_STREAM_INVALID_FROM, "'from' does not match the bound JID");
+        return;
     }
+    xd_stanza_unref(st);
 }
 
 /* ---- the session's transport ------------------------------------------------------------------ */

@@ -120,34 +120,69 @@ byid_del(xd_wstate_t *ws, xd_conn_t *c)
 
 typedef struct {
     uv_write_t req;
-    size_t len;
-    char data[]; /* a copy: the caller's buffer may go away */
+    xd_stanza_t *st; /* the stanza whose bytes are written, or NULL: data holds a copy */
+    char data[];
 } c2s_wreq_t;
 
 static void
 c2s_on_write(uv_write_t *req, int status)
 {
     (void)status; /* a failed write shows up as a read error or EOF */
-    xd_free(req->data);
+    c2s_wreq_t *w = req->data;
+    xd_stanza_unref(w->st);
+    xd_free(w);
 }
 
-/* Bytes to the socket, copied. */
+/* As much of data as the socket takes now, without a copy: the number of
+ * bytes written (0 when a write is already queued or the socket is full). */
+static size_t
+c2s_write_now(xd_conn_t *c, const void *data, size_t len)
+{
+    if (uv_stream_get_write_queue_size((uv_stream_t *)&c->tcp) != 0)
+        return 0; /* order: after what is queued */
+    uv_buf_t buf = uv_buf_init((char *)data, (unsigned)len);
+    int n = uv_try_write((uv_stream_t *)&c->tcp, &buf, 1);
+    return n > 0 ? (size_t)n : 0;
+}
+
+/* The rest of a write, queued: referencing st's bytes when st is given,
+ * else copied (the caller's buffer may go away). */
 static int
-c2s_write_raw(xd_conn_t *c, const void *data, size_t len)
+c2s_write_queue(xd_conn_t *c, const char *data, size_t len, const xd_stanza_t *st)
+{
+    c2s_wreq_t *w = xd_malloc(sizeof *w + (st ? 0 : len));
+    w->st = st ? xd_stanza_ref(st) : NULL;
+    if (!st) {
+        memcpy(w->data, data, len);
+        data = w->data;
+    }
+    w->req.data = w;
+    uv_buf_t buf = uv_buf_init((char *)data, (unsigned)len);
+    int rc = uv_write(&w->req, (uv_stream_t *)&c->tcp, &buf, 1, c2s_on_write);
+    if (rc != 0) {
+        xd_stanza_unref(w->st);
+        xd_free(w);
+    }
+    return rc;
+}
+
+/* Bytes to the socket: written at once when it takes them (the common
+ * case: no allocation, no copy), the rest queued. */
+static int
+c2s_write_raw_ref(xd_conn_t *c, const void *data, size_t len, const xd_stanza_t *st)
 {
     if (uv_is_closing((uv_handle_t *)&c->tcp) || c->shut)
         return XD_ECLOSED;
-    c2s_wreq_t *w = xd_malloc(sizeof *w + len);
-    memcpy(w->data, data, len);
-    w->len = len;
-    w->req.data = w;
-    uv_buf_t buf = uv_buf_init(w->data, (unsigned)len);
-    int rc = uv_write(&w->req, (uv_stream_t *)&c->tcp, &buf, 1, c2s_on_write);
-    if (rc != 0) {
-        xd_free(w);
-        return rc;
-    }
-    return 0;
+    size_t n = c2s_write_now(c, data, len);
+    if (n == len)
+        return 0;
+    return c2s_write_queue(c, (const char *)data + n, len - n, st);
+}
+
+static int
+c2s_write_raw(xd_conn_t *c, const void *data, size_t len)
+{
+    return c2s_write_raw_ref(c, data, len, NULL);
 }
 
 static int
@@ -156,9 +191,26 @@ c2s_tls_send(void *ud, const uint8_t *data, size_t len)
     return c2s_write_raw(ud, data, len);
 }
 
-/* Stream bytes to the client: through TLS once it is up. */
-void
-c2s_write(xd_conn_t *c, const char *data, size_t len)
+/* A peer that does not read must not make us buffer without end.  The
+ * close is posted: a write may come from another stream's input or a
+ * delivery, which must not see this stream end under it. */
+static void
+c2s_check_queue(xd_conn_t *c)
+{
+    if (c->state != C2S_CLOSING && !c->overflow &&
+        uv_stream_get_write_queue_size((uv_stream_t *)&c->tcp) > C2S_MAX_WRITE_QUEUE) {
+        XD_LOG(&c->log, XD_WARN, "write queue full", "bytes=%zu",
+               uv_stream_get_write_queue_size((uv_stream_t *)&c->tcp));
+        c->overflow = true;
+        c2s_post_close(xd_worker_index(c->ws->worker), c->id, XD_STREAM_POLICY_VIOLATION,
+                       "the peer does not read its stream");
+    }
+}
+
+/* Stream bytes to the client: through TLS once it is up.  st, when given,
+ * owns data (its serialization), which a queued write then references. */
+static void
+c2s_write_ref(xd_conn_t *c, const char *data, size_t len, const xd_stanza_t *st)
 {
     if (c->overflow && c->state != C2S_CLOSING)
         return; /* closing soon; nothing more is queued */
@@ -168,19 +220,15 @@ c2s_write(xd_conn_t *c, const char *data, size_t len)
         if (xd_tls_handshake_done(c->tls) && !c->shut && !uv_is_closing((uv_handle_t *)&c->tcp))
             xd_tls_send(c->tls, (const uint8_t *)data, len);
     } else {
-        c2s_write_raw(c, data, len);
+        c2s_write_raw_ref(c, data, len, st);
     }
-    /* A peer that does not read must not make us buffer without end.  The
-     * close is posted: a write may come from another stream's input or a
-     * delivery, which must not see this stream end under it. */
-    if (c->state != C2S_CLOSING && !c->overflow &&
-        uv_stream_get_write_queue_size((uv_stream_t *)&c->tcp) > C2S_MAX_WRITE_QUEUE) {
-        XD_LOG(&c->log, XD_WARN, "write queue full", "bytes=%zu",
-               uv_stream_get_write_queue_size((uv_stream_t *)&c->tcp));
-        c->overflow = true;
-        c2s_post_close(xd_worker_index(c->ws->worker), c->id, XD_STREAM_POLICY_VIOLATION,
-                       "the peer does not read its stream");
-    }
+    c2s_check_queue(c);
+}
+
+void
+c2s_write(xd_conn_t *c, const char *data, size_t len)
+{
+    c2s_write_ref(c, data, len, NULL);
 }
 
 void
@@ -194,7 +242,7 @@ c2s_send_stanza(xd_conn_t *c, const xd_stanza_t *st)
 {
     size_t len;
     const char *b = xd_stanza_bytes(st, &len);
-    c2s_write(c, b, len);
+    c2s_write_ref(c, b, len, st);
 }
 
 /* ---- reading control ------------------------------------------------------------------------ */
@@ -586,8 +634,9 @@ c2s_stanza(void *ud, xd_stanza_t *st)
 {
     xd_conn_t *c = ud;
     if (c->state == C2S_OPEN)
-        c->role->element(c, st);
-    xd_stanza_unref(st);
+        c->role->element(c, st); /* takes st */
+    else
+        xd_stanza_unref(st);
 }
 
 static void

@@ -68,7 +68,8 @@ typedef struct xd_conn_role {
     void (*accepted)(struct xd_conn *c);
     /* A stream header arrived (state HEADER): check it, answer (c2s_send_header_as). */
     void (*stream_open)(struct xd_conn *c, const xd_el_t *hdr);
-    /* A first-level element in state OPEN; lent (ref it to keep it). */
+    /* A first-level element in state OPEN; the role takes the reference
+     * (so it may pass the stanza on, or thaw it, without a copy). */
     void (*element)(struct xd_conn *c, xd_stanza_t *el);
     /* The TLS handshake finished (optional). */
     void (*tls_up)(struct xd_conn *c);

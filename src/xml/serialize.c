@@ -20,6 +20,8 @@
 
 #include "xml/tree.h"
 #include "xmppd/alloc.h"
+
+#define SER_ARENA_MIN 128 /* free arena bytes worth trying to serialize into */
 #include "xmppd/assert.h"
 #include "xmppd/ns.h"
 
@@ -31,7 +33,8 @@ typedef struct ser_bind {
 } ser_bind_t;
 
 typedef struct ser {
-    char *buf;            /* output, xd_realloc'd */
+    char *buf;            /* output, xd_realloc'd (unless fixed) */
+    bool fixed;           /* buf is not ours to realloc (an arena's free tail) */
     size_t len;           /* bytes used */
     size_t cap;           /* bytes allocated */
     const char *content;  /* resolved content namespace */
@@ -57,7 +60,15 @@ ser_grow(ser_t *s, size_t need)
     size_t cap = s->cap ? s->cap : 256;
     while (cap - s->len < need)
         cap *= 2;
-    s->buf = xd_realloc(s->buf, cap);
+    if (s->fixed) {
+        /* Out of the borrowed space: on to the heap with what is written. */
+        char *nb = xd_malloc(cap);
+        memcpy(nb, s->buf, s->len);
+        s->buf = nb;
+        s->fixed = false;
+    } else {
+        s->buf = xd_realloc(s->buf, cap);
+    }
     s->cap = cap;
 }
 
@@ -228,11 +239,15 @@ ser_el(ser_t *s, const xd_el_t *el, const char *dflt, uint32_t dflt_len)
     s->nbinds = mark;
 }
 
-void
-xd_tree_serialize(const xd_el_t *el, const char *content_ns, char **buf, size_t *len,
-                  size_t *cap)
+/* As xd_tree_serialize; with fixed, *buf is borrowed space of *cap bytes
+ * that is never reallocated or freed: an output that does not fit moves to
+ * the heap, and *fixed then says false. */
+static void
+ser_run(const xd_el_t *el, const char *content_ns, char **buf, size_t *len, size_t *cap,
+        bool *fixed)
 {
     ser_t s;
+    s.fixed = fixed && *fixed;
     s.buf = *buf;
     s.len = *len;
     s.cap = *cap;
@@ -249,6 +264,15 @@ xd_tree_serialize(const xd_el_t *el, const char *content_ns, char **buf, size_t 
     *buf = s.buf;
     *len = s.len;
     *cap = s.cap;
+    if (fixed)
+        *fixed = s.fixed;
+}
+
+void
+xd_tree_serialize(const xd_el_t *el, const char *content_ns, char **buf, size_t *len,
+                  size_t *cap)
+{
+    ser_run(el, content_ns, buf, len, cap, NULL);
 }
 
 char *
@@ -267,10 +291,27 @@ xd_stanza_bytes(const xd_stanza_t *cst, size_t *len)
 {
     xd_stanza_t *st = (xd_stanza_t *)cst;
     xd_stanza_bytes_t *b = atomic_load_explicit(&st->bytes, memory_order_acquire);
+    size_t hdr = offsetof(xd_stanza_bytes_t, data);
+    xd_arena_t *a = st->arena;
+    if (!b && atomic_load_explicit(&st->refs, memory_order_acquire) == 1 &&
+        (size_t)(a->end - a->cur) >= hdr + SER_ARENA_MIN) {
+        /* The only reference: nobody else serializes or allocates in the
+         * arena now, so the bytes go into its free tail (no malloc) and
+         * stay there while the stanza lives. */
+        char *buf = (char *)xd_arena_alloc(a, 0);
+        size_t cap = (size_t)(a->end - buf), used = hdr;
+        bool fixed = true;
+        ser_run(st->root, NULL, &buf, &used, &cap, &fixed);
+        b = (xd_stanza_bytes_t *)buf;
+        b->len = used - hdr;
+        if (fixed)
+            (void)xd_arena_alloc(a, used + 1); /* claims what was written */
+        st->bytes_in_arena = fixed;
+        atomic_store_explicit(&st->bytes, b, memory_order_release);
+    }
     if (!b) {
         /* Serialize behind a reserved header, then publish with a CAS; a
          * loser frees its copy and uses the winner's. */
-        size_t hdr = offsetof(xd_stanza_bytes_t, data);
         size_t cap = hdr + 256, used = hdr;
         char *buf = xd_malloc(cap);
         xd_tree_serialize(st->root, NULL, &buf, &used, &cap);

@@ -92,6 +92,9 @@ xd_tree_freeze(xd_el_t *root)
     st->root = root;
     st->arena = a;
     atomic_init(&st->bytes, NULL);
+    st->bytes_in_arena = false;
+    for (unsigned i = 0; i < XD_STANZA_CACHE_SLOTS; i++)
+        atomic_init(&st->cache[i], NULL);
     return st;
 }
 
@@ -345,6 +348,8 @@ xd_el_freeze(xd_el_t *el)
 
 /* ---- Stanzas ------------------------------------------------------------- */
 
+static void tree_drop_cached(xd_stanza_t *st);
+
 xd_stanza_t *
 xd_stanza_ref(const xd_stanza_t *cst)
 {
@@ -367,8 +372,73 @@ xd_stanza_unref(xd_stanza_t *st)
     XD_ASSERT(old > 0);
     if (old != 1)
         return;
-    xd_free(atomic_load_explicit(&st->bytes, memory_order_relaxed));
+    tree_drop_cached(st);
     xd_arena_free(st->arena);
+}
+
+/* ---- Cached values --------------------------------------------------------- */
+
+static void (*tree_cache_free[XD_STANZA_CACHE_SLOTS])(void *); /* set at start-up */
+
+void
+xd_stanza_cache_slot(unsigned slot, void (*free_fn)(void *value))
+{
+    XD_ASSERT(slot < XD_STANZA_CACHE_SLOTS);
+    tree_cache_free[slot] = free_fn;
+}
+
+void *
+xd_stanza_cache_get(const xd_stanza_t *cst, unsigned slot)
+{
+    xd_stanza_t *st = (xd_stanza_t *)cst;
+    return slot < XD_STANZA_CACHE_SLOTS
+               ? atomic_load_explicit(&st->cache[slot], memory_order_acquire)
+               : NULL;
+}
+
+void *
+xd_stanza_cache_put(const xd_stanza_t *cst, unsigned slot, void *value)
+{
+    xd_stanza_t *st = (xd_stanza_t *)cst;
+    XD_ASSERT(slot < XD_STANZA_CACHE_SLOTS && tree_cache_free[slot]);
+    void *expected = NULL;
+    if (atomic_compare_exchange_strong_explicit(&st->cache[slot], &expected, value,
+                                                memory_order_acq_rel, memory_order_acquire))
+        return value;
+    tree_cache_free[slot](value); /* another thread was first */
+    return expected;
+}
+
+/* The serialization and the cached values go (last reference, or a thaw). */
+static void
+tree_drop_cached(xd_stanza_t *st)
+{
+    xd_stanza_bytes_t *b = atomic_load_explicit(&st->bytes, memory_order_relaxed);
+    if (b && !st->bytes_in_arena)
+        xd_free(b);
+    atomic_store_explicit(&st->bytes, NULL, memory_order_relaxed);
+    st->bytes_in_arena = false;
+    for (unsigned i = 0; i < XD_STANZA_CACHE_SLOTS; i++) {
+        void *v = atomic_load_explicit(&st->cache[i], memory_order_relaxed);
+        if (v)
+            tree_cache_free[i](v);
+        atomic_store_explicit(&st->cache[i], NULL, memory_order_relaxed);
+    }
+}
+
+xd_el_t *
+xd_stanza_thaw(xd_stanza_t *st)
+{
+    if (atomic_load_explicit(&st->refs, memory_order_acquire) != 1) {
+        /* Shared: the others keep theirs. */
+        xd_el_t *copy = xd_stanza_edit(st);
+        xd_stanza_unref(st);
+        return copy;
+    }
+    /* The only reference: nobody else can read the tree any more. */
+    tree_drop_cached(st);
+    st->arena->frozen = false;
+    return st->root; /* its struct stays in the arena, unused, until the arena goes */
 }
 
 const xd_el_t *

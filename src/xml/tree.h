@@ -87,6 +87,9 @@ struct xd_stanza {
     xd_el_t *root;                   /* frozen tree, in `arena` */
     xd_arena_t *arena;               /* owns the tree and this struct */
     _Atomic(xd_stanza_bytes_t *) bytes; /* cached serialization, set once by CAS */
+    bool bytes_in_arena;             /* bytes lives in `arena` (written by the sole owner) */
+    _Atomic(void *) cache[XD_STANZA_CACHE_SLOTS]; /* values of the layers above (el.h),
+                                                   * released by their slot's free function */
 };
 
 extern const char xd_tree_empty[1]; /* "" for elements without text */

@@ -1,10 +1,89 @@
 /*
- * stanza.c — replies and stanza errors (see include/xmppd/stanza.h).
+ * stanza.c — replies, stanza errors and the parsed addresses that travel
+ * with a stanza (see include/xmppd/stanza.h).
+ *
+ * The parsed 'to' and 'from' live in the stanza's cache slots (el.h): the
+ * first reader parses, every later one (router, filters, IQ dispatch, the
+ * s2s manager) takes the same xd_jid_t; the session that stamps 'from'
+ * puts its own bound JID there, so a session's stanza is never parsed for
+ * its sender.
  */
+#include <pthread.h>
 #include <string.h>
 
 #include "xmppd/ns.h"
 #include "xmppd/stanza.h"
+
+enum { ST_SLOT_TO = 0, ST_SLOT_FROM = 1 };
+
+static void
+st_jid_free(void *v)
+{
+    xd_jid_unref(v);
+}
+
+static pthread_once_t st_slots_once = PTHREAD_ONCE_INIT;
+
+static void
+st_slots_init(void)
+{
+    xd_stanza_cache_slot(ST_SLOT_TO, st_jid_free);
+    xd_stanza_cache_slot(ST_SLOT_FROM, st_jid_free);
+}
+
+static const xd_jid_t *
+st_addr(const xd_stanza_t *st, unsigned slot, const char *attr)
+{
+    xd_jid_t *j = xd_stanza_cache_get(st, slot);
+    if (j)
+        return j;
+    const char *s = xd_el_attr(xd_stanza_root(st), attr);
+    if (!s || xd_jid_parse(xd_str_c(s), &j) != 0)
+        return NULL; /* absent or not a JID: nothing to keep */
+    pthread_once(&st_slots_once, st_slots_init);
+    return xd_stanza_cache_put(st, slot, j);
+}
+
+const xd_jid_t *
+xd_stanza_to(const xd_stanza_t *st)
+{
+    return st_addr(st, ST_SLOT_TO, "to");
+}
+
+const xd_jid_t *
+xd_stanza_from(const xd_stanza_t *st)
+{
+    return st_addr(st, ST_SLOT_FROM, "from");
+}
+
+void
+xd_stanza_set_from(const xd_stanza_t *st, xd_jid_t *jid)
+{
+    pthread_once(&st_slots_once, st_slots_init);
+    xd_stanza_cache_put(st, ST_SLOT_FROM, xd_jid_ref(jid));
+}
+
+xd_el_t *
+xd_stanza_thaw_keep(xd_stanza_t *st, xd_stanza_keep_t *keep)
+{
+    xd_jid_t *to = xd_stanza_cache_get(st, ST_SLOT_TO), *from = xd_stanza_cache_get(st, ST_SLOT_FROM);
+    keep->to = to ? xd_jid_ref(to) : NULL;
+    keep->from = from ? xd_jid_ref(from) : NULL;
+    return xd_stanza_thaw(st);
+}
+
+xd_stanza_t *
+xd_stanza_freeze_keep(xd_el_t *el, xd_stanza_keep_t *keep)
+{
+    xd_stanza_t *st = xd_el_freeze(el);
+    /* The slots were registered when the values were first put. */
+    if (keep->to)
+        xd_stanza_cache_put(st, ST_SLOT_TO, keep->to);
+    if (keep->from)
+        xd_stanza_cache_put(st, ST_SLOT_FROM, keep->from);
+    keep->to = keep->from = NULL;
+    return st;
+}
 
 xd_stanza_kind
 xd_stanza_kind_of(const xd_el_t *el)

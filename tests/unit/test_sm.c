@@ -83,6 +83,45 @@ test_sm__conflict_and_replace(void **state)
     xd_jid_unref(b.jid);
 }
 
+/* The account counter the sender's session reads instead of a lookup:
+ * follows enable/disable, replacement and unbind, and outlives the table
+ * entry while a session holds it. */
+static void
+test_sm__account_carbons_count(void **state)
+{
+    (void)state;
+    xd_session_info_t a = { .jid = jid("nurse@capulet.example/a"), .ref = { .id = 1 } };
+    xd_session_info_t b = { .jid = jid("nurse@capulet.example/b"), .ref = { .id = 2 } };
+    assert_null(xd_sm_account(a.jid));
+    assert_int_equal(xd_sm_bind(&a, NULL), 0);
+    assert_int_equal(xd_sm_bind(&b, NULL), 0);
+    xd_sm_account_t *acct = xd_sm_account(a.jid), *acct_b = xd_sm_account(b.jid);
+    assert_non_null(acct);
+    assert_ptr_equal(acct, acct_b);
+    xd_sm_account_unref(acct_b);
+    assert_false(xd_sm_account_carbons(acct));
+    assert_int_equal(xd_session_set_flag(b.jid, XD_SESSION_CARBONS, true), 0);
+    assert_int_equal(xd_session_set_flag(b.jid, XD_SESSION_CARBONS, true), 0); /* again: once */
+    assert_true(xd_sm_account_carbons(acct));
+    assert_int_equal(xd_session_set_flag(b.jid, XD_SESSION_CARBONS, false), 0);
+    assert_false(xd_sm_account_carbons(acct));
+    assert_int_equal(xd_session_set_flag(a.jid, XD_SESSION_CARBONS, true), 0);
+    assert_true(xd_sm_account_carbons(acct));
+    /* A new stream taking resource a over starts without carbons. */
+    xd_session_info_t a2 = { .jid = a.jid, .ref = { .id = 3 } };
+    assert_int_equal(xd_sm_bind_replace(&a2, NULL), 1);
+    assert_false(xd_sm_account_carbons(acct));
+    assert_int_equal(xd_session_set_flag(b.jid, XD_SESSION_CARBONS, true), 0);
+    assert_true(xd_sm_unbind(b.jid, 2)); /* its carbons go with it */
+    assert_false(xd_sm_account_carbons(acct));
+    assert_true(xd_sm_unbind(a.jid, 3));
+    assert_null(xd_sm_account(a.jid));
+    assert_false(xd_sm_account_carbons(acct)); /* still readable: we hold it */
+    xd_sm_account_unref(acct);
+    xd_jid_unref(a.jid);
+    xd_jid_unref(b.jid);
+}
+
 static void
 count_cb(void *arg, const xd_session_info_t *e)
 {
@@ -153,6 +192,7 @@ main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_sm__bind_find_unbind, setup, teardown),
         cmocka_unit_test_setup_teardown(test_sm__conflict_and_replace, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_sm__account_carbons_count, setup, teardown),
         cmocka_unit_test_setup_teardown(test_sm__many_users_and_hosts, setup, teardown),
         cmocka_unit_test_setup_teardown(test_sm__concurrent_binds, setup, teardown),
     };

@@ -16,6 +16,7 @@
 #include <uv.h>
 
 #include "core/worker.h"
+#include "xmppd/alloc.h"
 #include "xmppd/err.h"
 
 enum { MAX_WORKERS = 8, PRODUCERS = 4, PER_PRODUCER = 100000 };
@@ -114,13 +115,42 @@ wt_msg(xd_worker_t *w, void *arg)
     atomic_fetch_add(&wt_ran, 1);
 }
 
+/* A message with its inbox node inside (xd_worker_post_msg): the body
+ * frees it; ASan sees a node freed twice or never. */
+typedef struct {
+    xd_worker_msg_t node;
+    uintptr_t v;
+} wt_embedded_t;
+
+static bool wt_mixed; /* producers alternate plain and embedded posts */
+
+static void
+wt_msg_embedded(xd_worker_t *w, void *arg)
+{
+    wt_embedded_t *m = arg;
+    uintptr_t v = m->v;
+    xd_free(m);
+    wt_msg(w, (void *)v);
+}
+
 static void
 wt_producer(void *arg)
 {
     uintptr_t p = (uintptr_t)arg;
     for (uintptr_t seq = 0; seq < PER_PRODUCER; seq++) {
         xd_worker_t *w = xd_worker_get((unsigned)(seq % wt_n));
-        if (xd_worker_post(w, wt_msg, (void *)((p << 24) | seq)) != 0)
+        uintptr_t v = (p << 24) | seq;
+        int rc;
+        if (wt_mixed && (seq / wt_n) % 2) {
+            wt_embedded_t *m = xd_new(wt_embedded_t);
+            m->v = v;
+            rc = xd_worker_post_msg(w, &m->node, wt_msg_embedded, m);
+            if (rc != 0)
+                xd_free(m);
+        } else {
+            rc = xd_worker_post(w, wt_msg, (void *)v);
+        }
+        if (rc != 0)
             atomic_fetch_add(&wt_errors, 1);
     }
 }
@@ -151,6 +181,17 @@ test_worker__many_producers_2_workers(void **state)
 {
     (void)state;
     wt_many_producers(2);
+}
+
+/* Plain and embedded nodes interleaved in one queue keep per-producer
+ * order and are each run once. */
+static void
+test_worker__embedded_nodes_2_workers(void **state)
+{
+    (void)state;
+    wt_mixed = true;
+    wt_many_producers(2);
+    wt_mixed = false;
 }
 
 static void
@@ -450,6 +491,7 @@ main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup(test_worker__many_producers_2_workers, wt_setup),
         cmocka_unit_test_setup(test_worker__many_producers_4_workers, wt_setup),
+        cmocka_unit_test_setup(test_worker__embedded_nodes_2_workers, wt_setup),
         cmocka_unit_test_setup(test_worker__post_between_workers, wt_setup),
         cmocka_unit_test_setup(test_worker__timers_fire_and_never_after_free, wt_setup),
         cmocka_unit_test_setup(test_worker__stop_with_leftover_handles_does_not_hang, wt_setup),
