@@ -542,13 +542,18 @@ main(int argc, char **argv)
         fprintf(stderr, "xmppd: %s\n", err ? err : xd_strerror(rc));
         begin_stop("startup failed");
     } else {
-        for (size_t i = 0; i < xd_listeners_count(); i++)
-            XD_LOG(NULL, XD_NOTICE, "listening", "module=%s address=%s",
-                   xd_listeners_get(i)->module == XD_LISTEN_C2S         ? "c2s"
-                   : xd_listeners_get(i)->module == XD_LISTEN_S2S       ? "s2s"
-                   : xd_listeners_get(i)->module == XD_LISTEN_COMPONENT ? "component"
-                                                                         : "http",
-                   xd_listeners_get(i)->name);
+        for (size_t i = 0; i < xd_listeners_count(); i++) {
+            const xd_listener_t *l = xd_listeners_get(i);
+            char wk[16] = "all";
+            if (l->worker >= 0)
+                snprintf(wk, sizeof wk, "%d", l->worker);
+            XD_LOG(NULL, XD_NOTICE, "listening", "module=%s address=%s worker=%s",
+                   l->module == XD_LISTEN_C2S         ? "c2s"
+                   : l->module == XD_LISTEN_S2S       ? "s2s"
+                   : l->module == XD_LISTEN_COMPONENT ? "component"
+                                                      : "http",
+                   l->name, wk);
+        }
         XD_LOG(NULL, XD_NOTICE, "xmppd ready", "workers=%u hosts=%zu ctl_socket=%s", nworkers,
                xd_config_host_count(cfg), xd_config_ctl_socket(cfg));
         exit_code = 0;

@@ -82,6 +82,7 @@ typedef struct xd_listen_conf {
     xd_component_host_set_t hosts; /* component: {domain: {password: …}} */
     uint64_t handshake_timeout_ms; /* until the stream is authenticated */
     uint64_t idle_timeout_ms;      /* close after this long without traffic; 0 = never */
+    int worker;                    /* the one worker that accepts here; -1 = every worker */
 } xd_listen_conf_t;
 
 /* "c2s", "s2s", "component", "http". */

@@ -8,11 +8,12 @@
  * address, a component's secrets).  `hosts` is a MAP of component domains,
  * prepared with the load's names, to {password}.  cfg_check_listen runs
  * after the host scopes exist: access rules and shapers named by a listener
- * must be defined somewhere, and no two listeners may bind the same address
- * and port.
+ * must be defined somewhere, a listener pinned to one `worker` must name one
+ * that exists, and no two listeners may bind the same address and port.
  *
- * Invariants: a parsed entry always has an address that inet_pton accepts
- * and a max_stanza_size; only component listeners have `hosts`.
+ * Invariants: a parsed entry always has an address that inet_pton accepts,
+ * a max_stanza_size and a worker (-1 when every worker accepts); only
+ * component listeners have `hosts`.
  */
 #include <arpa/inet.h>
 #include <netinet/in.h>
@@ -107,6 +108,14 @@ const xd_opt_t cfg_listen_opts[] = {
                     "Time allowed from connect until the stream is authenticated."),
     XD_OPT_DURATION("idle_timeout", L_, idle_timeout_ms, "0",
                     "Close a connection that sent nothing for this long; 0 never does."),
+    XD_OPT_FULL("worker", XD_OPT_TYPE_INT, L_, worker, NULL,
+                (&(const xd_opt_range_t){ 0, 255 }),
+                "Only this worker (counted from 0, below `workers`) accepts connections on "
+                "this address, so every stream of the listener lives on that worker; without "
+                "it each worker listens (SO_REUSEPORT) and the kernel spreads connections over "
+                "them. Keeps a noisy or bulk listener (a gateway, a load generator) off the "
+                "other workers' loops, and lets tests place sessions on a chosen worker.",
+                0, "every worker"),
     XD_OPT_END,
 };
 #undef L_
@@ -156,6 +165,8 @@ cfg_listen_check(xd_opt_ctx_t *ctx, const xd_conf_node_t *map, void *conf)
         xd_opt_pop(ctx);
         rc = -1;
     }
+    if (!xd_conf_map_get(map, "worker"))
+        l->worker = -1; /* every worker */
     if (l->max_stanza_size == 0)
         l->max_stanza_size = l->module == XD_LISTEN_MOD_S2S ||
                                      l->module == XD_LISTEN_MOD_COMPONENT
@@ -202,6 +213,13 @@ cfg_check_listen(xd_opt_ctx_t *ctx, const xd_config_t *cfg, const xd_conf_node_t
             xd_opt_push_key(ctx, "shaper");
             xd_opt_error(ctx, xd_conf_map_get(entry, "shaper"),
                          "unknown shaper or shaper rule \"%s\"", l->shaper);
+            xd_opt_pop(ctx);
+        }
+        if (l->worker >= 0 && (unsigned)l->worker >= cfg->workers) {
+            xd_opt_push_key(ctx, "worker");
+            xd_opt_error(ctx, xd_conf_map_get(entry, "worker"),
+                         "worker %d does not exist: there %s %u (`workers`, counted from 0)",
+                         l->worker, cfg->workers == 1 ? "is" : "are", cfg->workers);
             xd_opt_pop(ctx);
         }
         unsigned char a[16] = { 0 };

@@ -96,7 +96,9 @@ route_bare(xd_stanza_t *st, const xd_jid_t *to, xd_stanza_kind kind, const char 
         return;
     }
     /* RFC 6121 8.5.2.2.1: nobody to take it now: offline storage if the
-     * host keeps messages, else service-unavailable. */
+     * host keeps messages, else service-unavailable.  A groupchat message
+     * gets here always (xd_session_pick takes no session for it, RFC 6121
+     * 8.5.2.1.1) and is never stored. */
     if (kind == XD_STANZA_MESSAGE && !route_is(type, "groupchat")) {
         char host[XD_JID_PART_MAX + 1];
         xd_str_t d = xd_jid_domain(to);

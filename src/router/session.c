@@ -170,6 +170,9 @@ xd_session_pick(const xd_session_info_t *s, size_t n, const xd_stanza_t *st, boo
     xd_stanza_kind kind = xd_stanza_kind_of(el);
     const char *type = xd_el_attr(el, "type");
     bool headline = type && !strcmp(type, "headline");
+    /* RFC 6121 8.5.2.1.1: a groupchat message to a bare JID goes to no
+     * session; the router answers the sender with an error. */
+    bool groupchat = kind == XD_STANZA_MESSAGE && type && !strcmp(type, "groupchat");
     int best = -1;
     for (size_t i = 0; i < n; i++)
         if (s[i].available && s[i].priority > best)
@@ -178,6 +181,8 @@ xd_session_pick(const xd_session_info_t *s, size_t n, const xd_stanza_t *st, boo
     for (size_t i = 0; i < n; i++) {
         if (kind == XD_STANZA_PRESENCE)
             take[i] = s[i].available;
+        else if (groupchat)
+            take[i] = false;
         else if (headline)
             take[i] = s[i].available && s[i].priority >= 0;
         else

@@ -156,6 +156,7 @@ xd_listeners_prepare(const struct xd_config *cfg, char **err)
         l->starttls_required = lc->starttls && lc->starttls_required;
         l->tls = lc->tls;
         l->tls_verify = lc->tls_verify;
+        l->worker = lc->worker;
         snprintf(l->access, sizeof l->access, "%s", lc->access ? lc->access : "all");
         const xd_shaper_t *sh = lc->shaper ? xd_config_shaper(cfg, lc->shaper) : NULL;
         if (sh) {
@@ -201,6 +202,8 @@ xd_listeners_start_worker(xd_worker_t *w)
 
     for (size_t i = 0; i < lst_count; i++) {
         xd_listener_t *l = &lst_table[i];
+        if (l->worker >= 0 && (unsigned)l->worker != xd_worker_index(w))
+            continue; /* pinned to another worker (listener option `worker`) */
         uv_tcp_t *h = &ws->listen[ws->nlisten];
         int rc = uv_tcp_init_ex(loop, h, l->addr.ss_family);
         if (rc != 0) {

@@ -4,9 +4,11 @@
  * Each worker listens on every configured address with its own socket and
  * SO_REUSEPORT, so the kernel spreads new connections over the workers and a
  * connection lives on the worker that accepted it (its owner) for its whole
- * life.  Before the workers start, xd_listeners_prepare() binds each address
- * once WITHOUT SO_REUSEPORT: that fails when any other process holds the
- * port, which SO_REUSEPORT alone would silently share.
+ * life.  A listener with the option `worker: N` is opened by worker N alone,
+ * so all of its connections live there.  Before the workers start,
+ * xd_listeners_prepare() binds each address once WITHOUT SO_REUSEPORT: that
+ * fails when any other process holds the port, which SO_REUSEPORT alone
+ * would silently share.
  */
 #ifndef XMPPD_STREAM_LISTENER_H
 #define XMPPD_STREAM_LISTENER_H
@@ -46,6 +48,7 @@ typedef struct xd_listener {
     char access[64];              /* access rule deciding who may log in here */
     uint64_t shaper_rate;         /* bytes/s read per connection; 0 = unlimited */
     uint64_t shaper_burst;        /* token bucket size in bytes */
+    int worker;                   /* the only worker that opens it; -1 = every worker */
     const struct xd_conn_role *role; /* the stream kind (stream/conn.h) */
     char *password;               /* component: the shared secret for every domain, or NULL */
     struct xd_listener_secret *secrets; /* component: per-domain secrets (`hosts`) */

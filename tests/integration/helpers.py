@@ -57,16 +57,17 @@ def users(srv, *names, password="pw", host=None):
 
 
 def online(srv, user, resource=None, priority=0, presence=True, roster=False, password="pw",
-           **login_kw):
-    """Logs in (STARTTLS, SASL, bind) to srv's c2s port, at srv.ip/srv.domain
-    when the test set them; roster: asks for the roster first (its pushes
-    then reach this session); presence: sends the initial presence and waits
-    until the server handled it.  Returns (client, full JID)."""
+           port=None, **login_kw):
+    """Logs in (STARTTLS, SASL, bind) to srv's c2s port (or `port`), at
+    srv.ip/srv.domain when the test set them; roster: asks for the roster
+    first (its pushes then reach this session); presence: sends the initial
+    presence and waits until the server handled it.  Returns (client, full
+    JID)."""
     if getattr(srv, "ip", None):
         login_kw.setdefault("host", srv.ip)
     if getattr(srv, "domain", None):
         login_kw.setdefault("domain", srv.domain)
-    c, jid = login(srv.c2s_port, user, password, resource=resource, **login_kw)
+    c, jid = login(port or srv.c2s_port, user, password, resource=resource, **login_kw)
     if roster:
         c.send(f"<iq type='get' id='r0'>{ROSTER_GET}</iq>")
         expect(c, reply_rx("r0"))

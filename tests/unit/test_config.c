@@ -866,6 +866,26 @@ test_config__listen(void **state)
             "xmppd.yml:4:13: listen[0].shaper: unknown shaper or shaper rule \"slow\"");
     cfg_err("listen: {port: 1}\n",
             "xmppd.yml:1:9: listen: expected a list of mappings, got a mapping");
+    /* `worker` pins a listener to one worker; without it every worker accepts. */
+    cfg = cfg_ok("workers: 2\nlisten:\n  - port: 5222\n  - port: 5223\n    worker: 1\n"
+                 "  - port: 5224\n    worker: 0\n");
+    assert_int_equal(xd_config_listen(cfg, 0)->worker, -1);
+    assert_int_equal(xd_config_listen(cfg, 1)->worker, 1);
+    assert_int_equal(xd_config_listen(cfg, 2)->worker, 0);
+    xd_config_unref(cfg);
+    cfg = cfg_ok("listen:\n  - port: 5222\n");
+    assert_int_equal(xd_config_listen(cfg, 0)->worker, -1);
+    xd_config_unref(cfg);
+    cfg_err("workers: 2\nlisten:\n  - port: 5222\n    worker: 2\n",
+            "xmppd.yml:4:13: listen[0].worker: worker 2 does not exist: there are 2 "
+            "(`workers`, counted from 0)");
+    cfg_err("workers: 1\nlisten:\n  - port: 5222\n  - port: 5223\n    worker: 1\n",
+            "xmppd.yml:5:13: listen[1].worker: worker 1 does not exist: there is 1 "
+            "(`workers`, counted from 0)");
+    cfg_err("listen:\n  - port: 5222\n    worker: -1\n",
+            "xmppd.yml:3:13: listen[0].worker: -1 is out of range (expected 0..255)");
+    cfg_err("listen:\n  - port: 5222\n    worker: first\n",
+            "xmppd.yml:3:13: listen[0].worker: invalid integer \"first\" (expected an integer)");
     /* Component domains: prepared keys, a secret each, only on component listeners. */
     cfg = cfg_ok("listen:\n  - port: 5347\n    module: component\n"
                  "    hosts:\n      GW.example: {password: s1}\n      b.example: {password: s2}\n");
