@@ -9,6 +9,9 @@
  * The value is the CPU time of the whole server process (user + system),
  * in milliseconds.  It also adds the xmppctl command `cputime`.
  */
+#ifndef _POSIX_C_SOURCE
+#define _POSIX_C_SOURCE 200809L /* clock_gettime, CLOCK_PROCESS_CPUTIME_ID under -std=c17 */
+#endif
 #include <stdint.h>
 #include <stdio.h>
 #include <string.h>

@@ -49,6 +49,7 @@
 #include "xmppd/iq.h"
 #include "xmppd/service.h"
 #include "xd_version.h"
+#include "xmppd/acl.h"
 #include "xmppd/alloc.h"
 #include "xmppd/config.h"
 #include "xmppd/hooks.h"
@@ -314,6 +315,15 @@ static const xd_cmd_t server_cmds[] = {
 
 #define TICK_MS 1000 /* the TICK hook's period */
 
+/* `xmppctl unregister` removed an account: modules drop its data (roster,
+ * vCard, offline messages).  Given to auth, which sits below the hooks. */
+static void
+account_removed(const char *host, const char *user)
+{
+    xd_hook_user_t ev = { .host = host, .user = user };
+    xd_hook_run(XD_HOOK_REMOVE_USER, host, &ev);
+}
+
 static xd_timer_t *worker_tick[XD_MAX_WORKERS]; /* each worker's own (owner only) */
 
 /* Once a second on every worker: the TICK hook (mod_ping's sweep, ...). */
@@ -533,7 +543,7 @@ main(int argc, char **argv)
 
     for (size_t i = 0; i < sizeof server_cmds / sizeof server_cmds[0]; i++)
         xd_cmd_register(&server_cmds[i]);
-    xd_auth_register_commands();
+    xd_auth_register_commands(account_removed);
     xd_session_register_commands();
     xd_s2s_register_commands();
     if ((rc = xd_ctl_start(main_loop, xd_config_ctl_socket(cfg), &err)) != 0) {

@@ -5,7 +5,9 @@
  * The rules are configuration data (xd_acl_t, xd_rule_t in config.h, parsed
  * by src/core); matching them needs JIDs, so it lives in the xmpp layer,
  * together with xd_xmpp_names, the RFC 7622 preparation the configuration's
- * names get when a config is loaded (xd_config_load and friends, config.h).
+ * names get when a config is loaded, and the loaders that pass it
+ * (xd_config_load and friends; core's loader, config.h, takes the
+ * preparation as an argument and knows no JIDs).
  *
  * Every function reads an immutable config and may run on any thread.
  */
@@ -22,6 +24,13 @@
  * with UsernameCaseMapped, resources with OpaqueString; an ACL user is a bare
  * JID with a localpart or a lone localpart. */
 extern const xd_conf_names_t xd_xmpp_names;
+
+/* xd_config_load_with and friends (config.h) with xd_xmpp_names: what the
+ * server, its tools and tests call to load a configuration. */
+int xd_config_load(const char *path, xd_config_t **out, char **err);
+int xd_config_load_string(const char *name, const char *text, size_t len, xd_config_t **out,
+                          char **err);
+int xd_config_default(xd_config_t **out);
 
 typedef enum xd_access { XD_ACCESS_DENY = 0, XD_ACCESS_ALLOW = 1 } xd_access_t;
 

@@ -26,10 +26,10 @@
  * file (hosts, ACL users and servers, host_config and component domains) are
  * prepared by the xd_conf_names_t it is given (xd_config_load_with); the
  * xmpp layer supplies the RFC 7622 one and the usual entry points
- * xd_config_load, xd_config_load_string and xd_config_default that pass it
- * (src/xmpp/acl.c, which also evaluates ACLs and rules: xmppd/acl.h).  The
- * loaded config keeps the preparation (xd_config_t.names) so that core code
- * such as cmd.c prepares names the same way.
+ * xd_config_load, xd_config_load_string and xd_config_default that pass it,
+ * declared with it in xmppd/acl.h (src/xmpp/acl.c, which also evaluates ACLs
+ * and rules).  The loaded config keeps the preparation (xd_config_t.names)
+ * so that core code such as cmd.c prepares names the same way.
  */
 #ifndef XMPPD_CONFIG_H
 #define XMPPD_CONFIG_H
@@ -300,13 +300,8 @@ int xd_config_load_string_with(const xd_conf_names_t *names, const char *name, c
  * data under ./var, c2s on 127.0.0.1:5222 and [::1]:5222. */
 int xd_config_default_with(const xd_conf_names_t *names, xd_config_t **out);
 
-/* The same with the RFC 7622 preparation (xd_xmpp_names): what programs call.
- * Defined by the xmpp layer (src/xmpp/acl.c); code in src/core calls the
- * _with forms above. */
-int xd_config_load(const char *path, xd_config_t **out, char **err);
-int xd_config_load_string(const char *name, const char *text, size_t len, xd_config_t **out,
-                          char **err);
-int xd_config_default(xd_config_t **out);
+/* The same with the RFC 7622 preparation, xd_config_load and friends, are
+ * the xmpp layer's: xmppd/acl.h. */
 
 xd_config_t *xd_config_ref(xd_config_t *cfg);
 void xd_config_unref(xd_config_t *cfg);

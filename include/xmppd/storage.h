@@ -40,7 +40,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "xmppd/scram.h"
+#include "xmppd/scram_cred.h"
 #include "xmppd/str.h"
 
 /* ---- values -------------------------------------------------------------- */

@@ -3,12 +3,17 @@
  * register, unregister, change_password, check_account, check_password,
  * registered_users.  They run off-loop and use the synchronous auth API, so
  * they work for every auth_method the host uses (internal, external).
+ *
+ * Layers: auth sits below the router, so `unregister` does not run the
+ * REMOVE_USER hook itself; it calls the function start-up gave
+ * xd_auth_register_commands (main.c: it runs the hook).
  */
 #include "auth/commands.h"
 #include "xmppd/auth.h"
 #include "xmppd/cmd.h"
 #include "xmppd/err.h"
-#include "xmppd/hooks.h"
+
+static xd_auth_removed_fn acct_removed; /* set once at start-up, before any command runs */
 
 /* Maps a backend status to a message the administrator can act on. */
 static int
@@ -54,8 +59,8 @@ cmd_unregister(xd_cmd_call_t *call)
     if (rc != 0)
         return acct_fail(call, rc, user, host);
     /* Modules drop the account's data (roster, vCard, offline messages). */
-    xd_hook_user_t ev = { .host = host, .user = user };
-    xd_hook_run(XD_HOOK_REMOVE_USER, host, &ev);
+    if (acct_removed)
+        acct_removed(host, user);
     xd_cmd_printf(call, "user %s@%s removed\n", user, host);
     return 0;
 }
@@ -150,8 +155,9 @@ static const xd_cmd_t acct_cmds[] = {
 };
 
 void
-xd_auth_register_commands(void)
+xd_auth_register_commands(xd_auth_removed_fn removed)
 {
+    acct_removed = removed;
     for (size_t i = 0; i < sizeof acct_cmds / sizeof acct_cmds[0]; i++)
         xd_cmd_register(&acct_cmds[i]);
 }

@@ -5,7 +5,13 @@
 #ifndef XMPPD_AUTH_COMMANDS_H
 #define XMPPD_AUTH_COMMANDS_H
 
-/* Registers them (start-up, once). */
-void xd_auth_register_commands(void);
+/* Called after `unregister` removed an account, on the thread that ran the
+ * command (off-loop), so that the layers above drop its data. */
+typedef void (*xd_auth_removed_fn)(const char *host, const char *user);
+
+/* Registers them (start-up, once).  `removed` may be NULL.  The hooks are
+ * the router's, above this layer, so main.c passes the function that runs
+ * REMOVE_USER (docs/design.md, Layers). */
+void xd_auth_register_commands(xd_auth_removed_fn removed);
 
 #endif

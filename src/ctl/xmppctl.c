@@ -10,6 +10,11 @@
  *
  * Exit codes: 0 success, 1 the command failed, 2 usage error,
  * 3 the server is not running (cannot connect).
+ *
+ * Layers (docs/design.md): ctl uses core only.  With -c it loads the file
+ * with core's loader for `ctl_socket`; the RFC 7622 preparation of the names
+ * in it is the xmpp layer's and matters only to the server, so xmppctl takes
+ * them as written (ctl_names).
  */
 #include <errno.h>
 #include <getopt.h>
@@ -21,11 +26,28 @@
 #include <unistd.h>
 
 #include "xd_version.h"
+#include "xmppd/alloc.h"
 #include "xmppd/config.h"
 
 #define CTL_EXIT_FAIL 1
 #define CTL_EXIT_USAGE 2
 #define CTL_EXIT_DOWN 3
+
+/* A name of the file as written: xmppctl reads ctl_socket and serves no names. */
+static int
+ctl_name(xd_str_t in, char **out)
+{
+    *out = xd_strndup(in.p, in.len);
+    return 0;
+}
+
+static const xd_conf_names_t ctl_names = {
+    .domain = ctl_name,
+    .user = ctl_name,
+    .local = ctl_name,
+    .resource = ctl_name,
+    .jid = ctl_name,
+};
 
 static void
 ctl_usage(FILE *out)
@@ -77,7 +99,7 @@ main(int argc, char **argv)
     if (!sock_path && config_path) {
         xd_config_t *cfg = NULL;
         char *err = NULL;
-        if (xd_config_load(config_path, &cfg, &err) != 0) {
+        if (xd_config_load_with(&ctl_names, config_path, &cfg, &err) != 0) {
             fprintf(stderr, "xmppctl: %s\n", err ? err : "cannot load configuration");
             free(err);
             return CTL_EXIT_USAGE;

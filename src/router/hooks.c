@@ -13,6 +13,10 @@
  * n == 0); a snapshot's entries are sorted by (prio, seq); every snapshot
  * is either current (holding one "published" reference) or on the retired
  * list, never both.
+ *
+ * xd_preauth_answer is here too: the hook API is the router's, and the token
+ * of C2S_UNAUTHENTICATED_IQ carries the answer function of the stream that
+ * made it (router/preauth.h), so nothing here calls up into src/stream.
  */
 #include <pthread.h>
 #include <stdatomic.h>
@@ -20,6 +24,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "router/preauth.h"
 #include "xmppd/alloc.h"
 #include "xmppd/err.h"
 #include "xmppd/hooks.h"
@@ -303,4 +308,12 @@ xd_hook_clear(void)
         hk_publish((xd_hook_id)id, empty);
     }
     pthread_rwlock_unlock(&hk_lock);
+}
+
+/* ---- C2S_UNAUTHENTICATED_IQ answers ------------------------------------------------------------ */
+
+void
+xd_preauth_answer(xd_preauth_t *req, const xd_stanza_t *reply, unsigned flags)
+{
+    req->answer(req, reply, flags); /* the stream that made the token (router/preauth.h) */
 }

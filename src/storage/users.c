@@ -4,7 +4,7 @@
  * migrate.c).  Used by the internal auth backend (src/auth/internal.c),
  * which derives the credentials from passwords and checks passwords against
  * them; storage only persists and returns them (it links nothing of
- * src/auth: the credential record of scram.h is plain data).
+ * src/auth: the credential record is the plain data of scram_cred.h).
  *
  * Invariants: a password never reaches this file; a user's credentials are
  * written in the transaction that writes the user (create) or replaces all
@@ -22,7 +22,7 @@
 #include "xmppd/assert.h"
 #include "xmppd/err.h"
 #include "xmppd/log.h"
-#include "xmppd/scram.h"
+#include "xmppd/scram_cred.h"
 
 /* Arguments of the write transactions. */
 typedef struct users_op {

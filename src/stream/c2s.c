@@ -19,6 +19,7 @@
  * (C2S_STREAM_FEATURES) and answer IQs before authentication
  * (C2S_UNAUTHENTICATED_IQ: in-band registration).
  */
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -27,6 +28,7 @@
 #include "stream/c2s_int.h"
 
 #include "core/worker.h"
+#include "router/preauth.h"
 #include "router/session.h"
 #include "stream/sasl.h"
 #include "xmppd/alloc.h"
@@ -230,22 +232,30 @@ c2s_bind(xd_conn_t *c, const xd_stanza_t *st)
 
 /* ---- before authentication (C2S_UNAUTHENTICATED_IQ) ------------------------------------------- */
 
-/* A request a module took; the stream waits for its answer. */
-struct xd_preauth {
-    xd_conn_op_t op;  /* first: the connection's token */
-    unsigned worker;  /* the connection's owner */
-    bool waiting;     /* the stream is blocked for it */
-};
+/* A request a module took; the stream waits for its answer.  Owner worker
+ * only, except `base`, which modules hold until they answer. */
+typedef struct c2s_preauth {
+    xd_conn_op_t op;    /* first: the connection's token */
+    xd_preauth_t base;  /* what modules get; answer = c2s_preauth_answer */
+    unsigned worker;    /* the connection's owner */
+    bool waiting;       /* the stream is blocked for it */
+} c2s_preauth_t;
+
+static c2s_preauth_t *
+c2s_preauth_of(xd_preauth_t *base)
+{
+    return (c2s_preauth_t *)((char *)base - offsetof(c2s_preauth_t, base));
+}
 
 typedef struct c2s_preauth_msg {
-    xd_preauth_t *req;   /* the request */
+    c2s_preauth_t *req;  /* the request */
     xd_stanza_t *reply;  /* what to write (a reference), or NULL */
     unsigned flags;      /* XD_PREAUTH_* */
 } c2s_preauth_msg_t;
 
 /* On the owner worker. */
 static void
-c2s_preauth_finish(xd_preauth_t *req, const xd_stanza_t *reply, unsigned flags)
+c2s_preauth_finish(c2s_preauth_t *req, const xd_stanza_t *reply, unsigned flags)
 {
     bool waiting = req->waiting;
     xd_conn_t *c = c2s_op_done(&req->op); /* frees req */
@@ -269,9 +279,11 @@ c2s_preauth_msg(xd_worker_t *w, void *arg)
     xd_free(m);
 }
 
-void
-xd_preauth_answer(xd_preauth_t *req, const xd_stanza_t *reply, unsigned flags)
+/* xd_preauth_answer of a c2s token (any thread). */
+static void
+c2s_preauth_answer(xd_preauth_t *base, const xd_stanza_t *reply, unsigned flags)
 {
+    c2s_preauth_t *req = c2s_preauth_of(base);
     xd_worker_t *self = xd_worker_self();
     if (self && xd_worker_index(self) == req->worker) {
         c2s_preauth_finish(req, reply, flags);
@@ -295,7 +307,8 @@ static void
 c2s_preauth_iq(xd_conn_t *c, const xd_stanza_t *st)
 {
     c2s_t *s = c2s_of(c);
-    xd_preauth_t *req = (xd_preauth_t *)c2s_op_new(c, sizeof *req);
+    c2s_preauth_t *req = (c2s_preauth_t *)c2s_op_new(c, sizeof *req);
+    req->base.answer = c2s_preauth_answer;
     req->worker = xd_worker_index(c->ws->worker);
     bool secure = c2s_secure(c);
     xd_hook_preauth_t ev = {
@@ -306,7 +319,7 @@ c2s_preauth_iq(xd_conn_t *c, const xd_stanza_t *st)
         .secure = secure,
         .tls_required = c->listener->starttls_required && !secure,
         .registered = s->registered,
-        .req = req,
+        .req = &req->base,
     };
     if (xd_hook_run(XD_HOOK_C2S_UNAUTHENTICATED_IQ, c->host, &ev) != XD_HOOK_STOP) {
         c2s_op_done(&req->op);

@@ -37,6 +37,7 @@
 
 #include "core/pool.h"
 #include "core/worker.h"
+#include "xmppd/acl.h"
 #include "xmppd/alloc.h"
 #include "xmppd/auth.h"
 #include "xmppd/config.h"

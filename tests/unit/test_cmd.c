@@ -10,6 +10,7 @@
 
 #include <cmocka.h>
 
+#include "xmppd/acl.h"
 #include "xmppd/cmd.h"
 #include "xmppd/err.h"
 

@@ -21,6 +21,7 @@
 #include <stdatomic.h>
 
 #include "xmppd/module.h"
+#include "xmppd/acl.h"
 #include "xmppd/err.h"
 #include "xmppd/module.h"
 

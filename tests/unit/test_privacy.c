@@ -30,6 +30,7 @@
 #include "mod/mod_roster.h"
 #include "mod/privacy.h"
 #include "router/sm.h"
+#include "xmppd/acl.h"
 #include "xmppd/alloc.h"
 #include "xmppd/config.h"
 #include "xmppd/module.h"
