@@ -45,6 +45,7 @@
 #include "router/router.h"
 #include "router/session.h"
 #include "router/sm.h"
+#include "xmppd/acl.h"
 #include "xmppd/config.h"
 #include "xmppd/err.h"
 #include "xmppd/hooks.h"
@@ -323,8 +324,7 @@ t_input_fn(void *arg)
     xd_stanza_t *st = NULL;
     if (xd_stanza_parse(in->xml, strlen(in->xml), XD_NS_CLIENT, &st) != 0)
         abort();
-    in->rc = xd_session_input(in->f->s, st);
-    xd_stanza_unref(st);
+    in->rc = xd_session_input(in->f->s, st); /* takes st */
 }
 
 /* The client of f sends xml (on f's worker); then settles. */
