@@ -19,8 +19,9 @@ configuration (bench/shared/servers/xmppd/xmppd.yml.in), as the msg phase
 runs; `none` loads no module, the bare router.
 
 Workers: with 1 the recipient is always on the sender's worker (direct
-delivery); with 2 the script retries logins until the two sessions sit on
-different workers (delivery through the inbox), as the server log says.
+delivery); with 2 there are two listeners pinned to worker 0 and worker 1
+(the listener option `worker`), the sender logs in on the first and the
+recipient on the second: every message crosses through worker 1's inbox.
 
 Output: one line per counter, e.g.
     Ir/msg 23105   malloc/msg 4.00   free/msg 4.00   memcpy-bytes/msg 1042
@@ -90,12 +91,22 @@ def run(build, tmp, n, workers, tool_args, modules):
         extra += "modules: {}\n"
     else:
         extra += "modules:\n" + "".join(f"  {m}: {{}}\n" for m in BENCH_MODULES)
+    port2 = free_port()
     srv = Server(build, os.path.join(tmp, f"srv{n}"), workers=workers,
                  listen=None, extra_yaml=extra)
+    if workers > 1:
+        with open(srv.config_path) as f:
+            cfg = f.read()
+        cfg = cfg.replace("    module: c2s\n",
+                          "    module: c2s\n    worker: 0\n"
+                          f"  - port: {port2}\n    ip: 127.0.0.1\n    module: c2s\n"
+                          "    worker: 1\n", 1)
+        with open(srv.config_path, "w") as f:
+            f.write(cfg)
     # The plain-TCP listener of the bench: no STARTTLS required.
     with open(srv.config_path) as f:
         cfg = f.read().replace("    module: c2s\n",
-                               "    module: c2s\n    starttls_required: false\n", 1)
+                               "    module: c2s\n    starttls_required: false\n")
     cfg = cfg.replace("loglevel: debug", "loglevel: info")
     with open(srv.config_path, "w") as f:
         f.write(cfg)
@@ -110,14 +121,11 @@ def run(build, tmp, n, workers, tool_args, modules):
     srv.wait_ready(timeout=300)
     for u in ("alice", "bob"):
         srv.ctl_run("register", u, "localhost", "pw", timeout=120)
-    for attempt in range(20):
-        a, ajid = login_plain(srv.c2s_port, "alice", f"a{attempt}")
-        b, bjid = login_plain(srv.c2s_port, "bob", f"b{attempt}")
-        wa, wb = worker_of(srv, ajid), worker_of(srv, bjid)
-        if workers == 1 or (wa is not None and wb is not None and wa != wb):
-            break
-        a.close()
-        b.close()
+    a, ajid = login_plain(srv.c2s_port, "alice", "a")
+    b, bjid = login_plain(srv.c2s_port if workers == 1 else port2, "bob", "b")
+    wa, wb = worker_of(srv, ajid), worker_of(srv, bjid)
+    if workers > 1 and (wa, wb) != (0, 1):
+        sys.exit(f"msgpath: sessions on workers {wa}, {wb}, not 0, 1")
     # Warm-up: one message, and its arrival.
     a.send(f"<message type='chat' to='{bjid}' id='w'><body>{BODY}</body></message>")
     b.recv_until(r"id=['\"]w['\"]", timeout=120)

@@ -20,10 +20,10 @@
 
 #include "xml/tree.h"
 #include "xmppd/alloc.h"
-
-#define SER_ARENA_MIN 128 /* free arena bytes worth trying to serialize into */
 #include "xmppd/assert.h"
 #include "xmppd/ns.h"
+
+#define SER_ARENA_MIN 128 /* free arena bytes worth trying to serialize into */
 
 typedef struct ser_bind {
     const char *prefix; /* bound prefix */

@@ -29,6 +29,7 @@
 #include "xmppd/el.h"
 #include "xmppd/err.h"
 #include "xmppd/ns.h"
+#include "xmppd/stanza.h"
 
 /* Serializes `el` (content ns NULL) and compares with `want`. */
 static void
@@ -483,6 +484,110 @@ test_el__serialize_deep_and_large(void **state)
     xd_el_free(root);
 }
 
+/* The owner of the only reference changes the stanza in place; a shared
+ * stanza is copied and the other holder keeps what it had. */
+static void
+test_el__thaw_in_place_or_copy(void **state)
+{
+    (void)state;
+    const char *in = "<message to='b@x/r'><body>hi</body></message>";
+    xd_stanza_t *st = NULL;
+    assert_int_equal(xd_stanza_parse(in, strlen(in), XD_NS_CLIENT, &st), 0);
+    const xd_el_t *root = xd_stanza_root(st);
+    assert_string_equal(xd_stanza_bytes(st, NULL), in); /* cached, then dropped by the thaw */
+    xd_el_t *e = xd_stanza_thaw(st);
+    assert_ptr_equal(e, root); /* no copy */
+    xd_el_set_attr(e, "from", "a@x/r");
+    st = xd_el_freeze(e);
+    assert_string_equal(xd_stanza_bytes(st, NULL),
+                        "<message to='b@x/r' from='a@x/r'><body>hi</body></message>");
+
+    xd_stanza_t *other = xd_stanza_ref(st);
+    e = xd_stanza_thaw(st); /* shared: a copy, and our reference is gone */
+    assert_ptr_not_equal(e, xd_stanza_root(other));
+    xd_el_set_attr(e, "to", "c@x");
+    xd_stanza_t *mine = xd_el_freeze(e);
+    assert_string_equal(xd_el_attr(xd_stanza_root(other), "to"), "b@x/r");
+    assert_string_equal(xd_el_attr(xd_stanza_root(mine), "to"), "c@x");
+    xd_stanza_unref(other); /* the last reference of the original */
+    xd_stanza_unref(mine);
+}
+
+/* The parsed addresses are parsed once, shared by every caller, dropped
+ * with a thaw (the attributes may change), kept by thaw_keep; a bad 'to'
+ * is NULL.  LeakSanitizer checks that the cached JIDs are released. */
+static void
+test_el__addresses_travel_with_the_stanza(void **state)
+{
+    (void)state;
+    const char *in = "<message from='a@x/r' to='B@X/r2'><body>hi</body></message>";
+    xd_stanza_t *st = NULL;
+    assert_int_equal(xd_stanza_parse(in, strlen(in), XD_NS_CLIENT, &st), 0);
+    const xd_jid_t *to = xd_stanza_to(st), *from = xd_stanza_from(st);
+    assert_non_null(to);
+    assert_non_null(from);
+    assert_ptr_equal(xd_stanza_to(st), to); /* the same object, not parsed again */
+    assert_string_equal(xd_jid_full_str(to).p, "b@x/r2");
+    assert_string_equal(xd_jid_full_str(from).p, "a@x/r");
+
+    xd_stanza_keep_t keep;
+    xd_el_t *e = xd_stanza_thaw_keep(st, &keep);
+    xd_el_add_child(e, "stanza-id", "urn:xmpp:sid:0");
+    st = xd_stanza_freeze_keep(e, &keep);
+    assert_ptr_equal(xd_stanza_to(st), to); /* kept across the change */
+    assert_ptr_equal(xd_stanza_from(st), from);
+
+    e = xd_stanza_thaw(st); /* a plain thaw forgets them */
+    xd_el_set_attr(e, "to", "not a jid@");
+    st = xd_el_freeze(e);
+    assert_null(xd_stanza_to(st));
+    assert_string_equal(xd_jid_full_str(xd_stanza_from(st)).p, "a@x/r");
+
+    /* A session records the JID it stamped. */
+    xd_jid_t *j = NULL;
+    assert_int_equal(xd_jid_parse(xd_str_c("me@x/home"), &j), 0);
+    e = xd_stanza_thaw(st);
+    xd_el_set_attr(e, "from", "me@x/home");
+    st = xd_el_freeze(e);
+    xd_stanza_set_from(st, j);
+    assert_ptr_equal(xd_stanza_from(st), j);
+    xd_jid_unref(j);
+    xd_stanza_unref(st);
+}
+
+/* Serialized into the stanza's own arena when that has room, to the heap
+ * when the stanza outgrows it: the bytes are the same either way. */
+static void
+test_el__bytes_in_arena_or_heap(void **state)
+{
+    (void)state;
+    const char *small = "<message to='b@x'><body>short</body></message>";
+    xd_stanza_t *st = NULL;
+    assert_int_equal(xd_stanza_parse(small, strlen(small), XD_NS_CLIENT, &st), 0);
+    size_t len = 0;
+    assert_string_equal(xd_stanza_bytes(st, &len), small);
+    assert_int_equal(len, strlen(small));
+    xd_stanza_unref(st);
+
+    /* A child added after parsing, whose text is larger than any arena
+     * tail: the serialization starts in the arena and moves to the heap. */
+    assert_int_equal(xd_stanza_parse(small, strlen(small), XD_NS_CLIENT, &st), 0);
+    xd_el_t *e = xd_stanza_thaw(st);
+    size_t n = 70000;
+    char *big = xd_malloc(n + 1);
+    memset(big, 'y', n);
+    big[n] = '\0';
+    xd_el_add_text(xd_el_add_child(e, "x", "urn:big"), big);
+    st = xd_el_freeze(e);
+    const char *b = xd_stanza_bytes(st, &len);
+    assert_int_equal(len, strlen(small) + n + strlen("<x xmlns='urn:big'></x>"));
+    assert_true(strstr(b, big) != NULL);
+    assert_int_equal(b[len], '\0');
+    assert_ptr_equal(xd_stanza_bytes(st, NULL), b); /* once */
+    xd_free(big);
+    xd_stanza_unref(st);
+}
+
 int
 main(void)
 {
@@ -504,6 +609,9 @@ main(void)
         cmocka_unit_test(test_el__edit_copy_keeps_namespaces_and_decls),
         cmocka_unit_test(test_el__cached_bytes_are_shared_across_threads),
         cmocka_unit_test(test_el__serialize_deep_and_large),
+        cmocka_unit_test(test_el__thaw_in_place_or_copy),
+        cmocka_unit_test(test_el__addresses_travel_with_the_stanza),
+        cmocka_unit_test(test_el__bytes_in_arena_or_heap),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
