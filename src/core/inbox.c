@@ -12,15 +12,51 @@
  * unless the producer embeds the node in its own message struct
  * (xd_inbox_push_msg); bench/bench_inbox.c measures the throughput.
  */
+#include <errno.h>
 #include <sched.h>
+#include <stdint.h>
+#include <unistd.h>
 
 #include "core/inbox.h"
+#if XD_INBOX_EVENTFD
+#include <sys/eventfd.h>
+#endif
 #include "xmppd/alloc.h"
 #include "xmppd/assert.h"
 #include "xmppd/err.h"
 
+#if XD_INBOX_EVENTFD
+static void
+inbox_poll_cb(uv_poll_t *h, int status, int events)
+{
+    (void)status;
+    (void)events;
+    xd_inbox_t *q = h->data;
+    uint64_t v;
+    /* Reset the counter first: a post after this read writes again. */
+    while (read(q->efd, &v, sizeof v) < 0 && errno == EINTR)
+        ;
+    q->cb(q);
+}
+
+static void
+inbox_closed_cb(uv_handle_t *h)
+{
+    xd_inbox_t *q = h->data;
+    close(q->efd);
+    q->efd = -1;
+}
+#else
+static void
+inbox_async_cb(uv_async_t *h)
+{
+    xd_inbox_t *q = h->data;
+    q->cb(q);
+}
+#endif
+
 int
-xd_inbox_init(xd_inbox_t *q, uv_loop_t *loop, uv_async_cb cb)
+xd_inbox_init(xd_inbox_t *q, uv_loop_t *loop, xd_inbox_wake_cb cb)
 {
     atomic_init(&q->stub.next, NULL);
     q->stub.fn = NULL;
@@ -31,7 +67,46 @@ xd_inbox_init(xd_inbox_t *q, uv_loop_t *loop, uv_async_cb cb)
     atomic_init(&q->wake_pending, false);
     atomic_init(&q->closed, false);
     atomic_init(&q->posters, 0u);
-    return uv_async_init(loop, &q->async, cb);
+    q->cb = cb;
+    q->data = NULL;
+#if XD_INBOX_EVENTFD
+    q->efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    if (q->efd < 0)
+        return uv_translate_sys_error(errno);
+    int rc = uv_poll_init(loop, &q->poll, q->efd);
+    if (rc == 0)
+        rc = uv_poll_start(&q->poll, UV_READABLE, inbox_poll_cb);
+    if (rc != 0) {
+        close(q->efd);
+        return rc;
+    }
+    q->poll.data = q;
+    return 0;
+#else
+    int rc = uv_async_init(loop, &q->async, inbox_async_cb);
+    q->async.data = q;
+    return rc;
+#endif
+}
+
+uv_handle_t *
+xd_inbox_handle(xd_inbox_t *q)
+{
+#if XD_INBOX_EVENTFD
+    return (uv_handle_t *)&q->poll;
+#else
+    return (uv_handle_t *)&q->async;
+#endif
+}
+
+void
+xd_inbox_close_handle(xd_inbox_t *q)
+{
+#if XD_INBOX_EVENTFD
+    uv_close((uv_handle_t *)&q->poll, inbox_closed_cb);
+#else
+    uv_close((uv_handle_t *)&q->async, NULL);
+#endif
 }
 
 /* Links msg at the head (Vyukov push).  Any thread. */
@@ -44,12 +119,20 @@ inbox_link(xd_inbox_t *q, xd_inbox_msg_t *msg)
     atomic_store_explicit(&prev->next, msg, memory_order_release);
 }
 
-/* Sends the async wake-up unless one is already pending. */
+/* Sends the wake-up unless one is already pending. */
 static void
 inbox_signal(xd_inbox_t *q)
 {
-    if (!atomic_exchange_explicit(&q->wake_pending, true, memory_order_seq_cst))
-        uv_async_send(&q->async);
+    if (atomic_exchange_explicit(&q->wake_pending, true, memory_order_seq_cst))
+        return;
+#if XD_INBOX_EVENTFD
+    uint64_t one = 1;
+    /* EAGAIN only at a counter of 2^64-2: the consumer is awake anyway. */
+    while (write(q->efd, &one, sizeof one) < 0 && errno == EINTR)
+        ;
+#else
+    uv_async_send(&q->async);
+#endif
 }
 
 int

@@ -11,7 +11,7 @@
  *      │  xd_workers_stop (any thread) posts a stop message, once per worker
  *   stopping: on_stop hook; grace timer armed (unref'd)
  *      │  when holds == 0 (no pool results outstanding)
- *   inbox closed: pushes refused (XD_ECLOSED), last messages drained, async closed
+ *   inbox closed: pushes refused (XD_ECLOSED), last messages drained, wake-up handle closed
  *      │  uv_run returns once every handle is closed; if the grace timer fires
  *      │  first it logs and closes what is left (xd_timers are freed), except
  *      │  an inbox still held open for pool results (it warns again each period)
@@ -55,7 +55,7 @@ struct xd_worker {
     xd_log_t log;                  /* "worker=N"; immutable */
     void *data;                    /* xd_worker_data slot; owner only */
     bool stopping;                 /* on_stop has run; owner only */
-    bool inbox_open;               /* async handle open, pushes accepted; owner */
+    bool inbox_open;               /* wake-up handle open, pushes accepted; owner */
     unsigned holds;                /* xd_worker_hold count; owner only */
     uv_timer_t grace;              /* stop deadline; owner only */
     bool grace_armed;              /* grace was initialised; owner only */
@@ -85,7 +85,7 @@ wk_close_inbox(xd_worker_t *w)
     xd_inbox_close(&w->inbox);
     while (xd_inbox_drain(&w->inbox, w, SIZE_MAX) > 0)
         ;
-    uv_close((uv_handle_t *)&w->inbox.async, NULL);
+    xd_inbox_close_handle(&w->inbox);
 }
 
 static void
@@ -96,9 +96,9 @@ wk_maybe_close(xd_worker_t *w)
 }
 
 static void
-wk_async_cb(uv_async_t *h)
+wk_inbox_cb(xd_inbox_t *q)
 {
-    xd_worker_t *w = h->data;
+    xd_worker_t *w = q->data;
 
     xd_inbox_begin_drain(&w->inbox);
     xd_inbox_drain(&w->inbox, w, WK_BATCH);
@@ -122,7 +122,7 @@ wk_walk_close(uv_handle_t *h, void *arg)
 
     if (uv_is_closing(h) || h == (uv_handle_t *)&w->grace)
         return;
-    if (h == (uv_handle_t *)&w->inbox.async)
+    if (h == xd_inbox_handle(&w->inbox))
         return; /* closed by wk_close_inbox, never behind the holds' back */
     XD_LOG(&w->log, XD_WARN, "closing leftover handle", "type=%s active=%d",
            uv_handle_type_name(uv_handle_get_type(h)), uv_is_active(h));
@@ -172,7 +172,7 @@ wk_stop_msg(xd_worker_t *w, void *arg)
     w->grace_armed = true;
     uv_timer_start(&w->grace, wk_grace_cb, atomic_load(&wk_grace_ms), 0);
     uv_unref((uv_handle_t *)&w->grace); /* a deadline, not a reason to live */
-    /* wk_async_cb closes the inbox after this batch when holds == 0. */
+    /* wk_inbox_cb closes the inbox after this batch when holds == 0. */
 }
 
 /* ---- the thread --------------------------------------------------------- */
@@ -193,7 +193,7 @@ wk_main(void *arg)
 
     /* Only unref'd handles can be left: the grace timer and whatever the
      * code above us unref'd and forgot. */
-    XD_ASSERT(!w->inbox_open); /* the ref'd async handle kept uv_run going */
+    XD_ASSERT(!w->inbox_open); /* the wake-up handle kept uv_run going */
     if (w->grace_armed) {
         uv_timer_stop(&w->grace);
         uv_close((uv_handle_t *)&w->grace, NULL);
@@ -223,13 +223,13 @@ wk_create(unsigned index, xd_worker_t **out)
         xd_free(w);
         return rc;
     }
-    rc = xd_inbox_init(&w->inbox, &w->loop, wk_async_cb);
+    rc = xd_inbox_init(&w->inbox, &w->loop, wk_inbox_cb);
     if (rc != 0) {
         uv_loop_close(&w->loop);
         xd_free(w);
         return rc;
     }
-    w->inbox.async.data = w;
+    w->inbox.data = w;
     w->inbox_open = true;
     atomic_init(&w->stop_requested, false);
     *out = w;
@@ -240,7 +240,7 @@ wk_create(unsigned index, xd_worker_t **out)
 static void
 wk_destroy_unstarted(xd_worker_t *w)
 {
-    uv_close((uv_handle_t *)&w->inbox.async, NULL);
+    xd_inbox_close_handle(&w->inbox);
     uv_run(&w->loop, UV_RUN_DEFAULT);
     XD_ASSERT(uv_loop_close(&w->loop) == 0);
     xd_inbox_discard(&w->inbox);
@@ -417,7 +417,7 @@ xd_worker_unhold(xd_worker_t *w)
     XD_DEBUG_ASSERT(w == wk_self);
     XD_ASSERT(w->holds > 0);
     w->holds--;
-    /* wk_async_cb re-checks the stop condition after this message. */
+    /* wk_inbox_cb re-checks the stop condition after this message. */
 }
 
 bool
