@@ -25,6 +25,7 @@
 #include "router/router.h"
 
 #include "router/carbons.h"
+#include "router/sm.h"
 #include "xmppd/config.h"
 #include "xmppd/hooks.h"
 #include "xmppd/iq.h"
@@ -133,6 +134,17 @@ route_local(xd_stanza_t *st, const xd_jid_t *to, const char *host)
         /* RFC 6121 8.5.1: the server answers for the account. */
         xd_iq_dispatch(st, to, host, XD_IQ_USER);
         return;
+    }
+    if (!xd_jid_is_bare(to)) {
+        /* The common case, a bound resource and no carbons to make: one
+         * lookup that copies a handle and touches no shared reference. */
+        xd_session_ref_t ref;
+        bool carbons = false;
+        if (xd_sm_find_ref(to, &ref, &carbons) == 0 &&
+            !(carbons && kind == XD_STANZA_MESSAGE)) {
+            xd_session_send_take(&ref, st);
+            return;
+        }
     }
     /* One look at the account's sessions serves the resource, the bare JID
      * rules and the carbons. */

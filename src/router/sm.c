@@ -369,6 +369,24 @@ xd_session_set_flag(const xd_jid_t *jid, unsigned flag, bool on)
     return rc;
 }
 
+int
+xd_sm_find_ref(const xd_jid_t *full, xd_session_ref_t *ref, bool *carbons)
+{
+    uint64_t h;
+    sm_shard_t *sh = sm_shard_for(full, &h);
+    int rc = XD_ENOTFOUND;
+    uv_rwlock_rdlock(&sh->lock);
+    sm_user_t *u;
+    xd_session_info_t *cur = sm_locate(sh, h, full, &u);
+    if (cur) {
+        *ref = cur->ref;
+        *carbons = atomic_load_explicit(&u->acct->carbons, memory_order_relaxed) != 0;
+        rc = 0;
+    }
+    uv_rwlock_rdunlock(&sh->lock);
+    return rc;
+}
+
 xd_sm_account_t *
 xd_sm_account(const xd_jid_t *jid)
 {

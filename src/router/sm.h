@@ -48,6 +48,11 @@ bool xd_sm_unbind(const xd_jid_t *jid, uint64_t id);
 int xd_sm_set_presence(const xd_jid_t *jid, uint64_t id, bool available, int priority,
                        const xd_stanza_t *presence);
 
+/* The handle of the session bound to the full JID `full` (plain data, no
+ * references taken) and whether any resource of the account has carbons
+ * enabled: the router's lookup for a stanza to a full JID.  XD_ENOTFOUND. */
+int xd_sm_find_ref(const xd_jid_t *full, xd_session_ref_t *ref, bool *carbons);
+
 /* What the sessions of one account share while any is bound: counters the
  * hot path reads without a table lookup.  A session takes its reference
  * after binding (xd_sm_account, NULL when the account has no binding) and

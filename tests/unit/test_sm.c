@@ -114,7 +114,19 @@ test_sm__account_carbons_count(void **state)
     assert_int_equal(xd_session_set_flag(b.jid, XD_SESSION_CARBONS, true), 0);
     assert_true(xd_sm_unbind(b.jid, 2)); /* its carbons go with it */
     assert_false(xd_sm_account_carbons(acct));
+    /* The router's lookup for a full JID: the handle, and the account's
+     * carbons state for deciding whether it needs the whole list. */
+    xd_session_ref_t ref = { 0 };
+    bool carbons = true;
+    assert_int_equal(xd_sm_find_ref(a.jid, &ref, &carbons), 0);
+    assert_int_equal(ref.id, 3);
+    assert_false(carbons);
+    assert_int_equal(xd_session_set_flag(a.jid, XD_SESSION_CARBONS, true), 0);
+    assert_int_equal(xd_sm_find_ref(a.jid, &ref, &carbons), 0);
+    assert_true(carbons);
+    assert_int_equal(xd_sm_find_ref(b.jid, &ref, &carbons), XD_ENOTFOUND);
     assert_true(xd_sm_unbind(a.jid, 3));
+    assert_int_equal(xd_sm_find_ref(a.jid, &ref, &carbons), XD_ENOTFOUND);
     assert_null(xd_sm_account(a.jid));
     assert_false(xd_sm_account_carbons(acct)); /* still readable: we hold it */
     xd_sm_account_unref(acct);
