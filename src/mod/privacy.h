@@ -2,7 +2,7 @@
  * privacy.h — the one engine behind privacy lists (XEP-0016, mod_privacy)
  * and the blocking command (XEP-0191, mod_blocking): the rules, their
  * in-memory store, their storage, and their enforcement on routing
- * (privacy.c).
+ * (privacy_*.c; privacy_int.h lists the parts and what they share).
  *
  * ---- The data ---------------------------------------------------------------------------------
  *

@@ -1,5 +1,5 @@
 /*
- * test_privacy.c — the privacy engine (src/mod/privacy.c) and the XEP-0016
+ * test_privacy.c — the privacy engine (src/mod/privacy_*.c) and the XEP-0016
  * list codec (src/mod/mod_privacy.c).
  *
  * Pure matcher: the JID rules of XEP-0016 2.1 one by one, first match by
