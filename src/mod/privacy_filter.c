@@ -5,9 +5,11 @@
  * xd_privacy_blocks, and the handlers that forget a session when its
  * stream ends and an account when it is removed.
  *
- * The filter reads the store under prv_lock, shared, and never blocks
- * while holding it.  prv_inner is per thread: set while the engine routes
- * a stanza it made itself, which the filter then lets pass.
+ * The filter takes the shard lock of the sender's account, then of the
+ * recipient's, shared, one at a time, and neither when the account has no
+ * privacy state (prv_read); it never blocks while holding one.  prv_inner
+ * is per thread: set while the engine routes a stanza it made itself,
+ * which the filter then lets pass.
  */
 #include <string.h>
 
@@ -33,31 +35,25 @@ prv_route(xd_stanza_t *st)
     prv_inner = was;
 }
 
-bool
-xd_privacy_blocks(const xd_jid_t *user, const xd_jid_t *other)
+/* Do user's rules refuse a stanza of kind k with other?  (The read side of
+ * xd_privacy_blocks and PRIVACY_CHECK_PACKET: user's shard only.) */
+static bool
+prv_denies(const xd_jid_t *user, const xd_jid_t *other, xd_privacy_kind k)
 {
     if (!user || !other || atomic_load(&prv_naccts) == 0 || !xd_jid_local(user).len ||
         xd_jid_eq_bare(user, other))
         return false;
-    pthread_rwlock_rdlock(&prv_lock);
-    const prv_acct_t *a = prv_find(xd_jid_bare_str(user));
-    bool r = a && prv_judge(a, xd_jid_full_str(user), other, XD_PRIVACY_OTHER).deny;
-    pthread_rwlock_unlock(&prv_lock);
-    return r;
+    prv_shard_t *sh;
+    const prv_acct_t *a = prv_read(xd_jid_bare_str(user), &sh);
+    bool deny = a && prv_judge(a, xd_jid_full_str(user), other, k).deny;
+    prv_unlock(sh);
+    return deny;
 }
 
-static bool
-prv_allows(const xd_jid_t *user, const xd_jid_t *other, const xd_el_t *el, bool outgoing)
+bool
+xd_privacy_blocks(const xd_jid_t *user, const xd_jid_t *other)
 {
-    if (!user || !other || !el || atomic_load(&prv_naccts) == 0 || !xd_jid_local(user).len ||
-        xd_jid_eq_bare(user, other))
-        return true;
-    xd_privacy_kind k = xd_privacy_kind_of(el, outgoing);
-    pthread_rwlock_rdlock(&prv_lock);
-    const prv_acct_t *a = prv_find(xd_jid_bare_str(user));
-    bool deny = a && prv_judge(a, xd_jid_full_str(user), other, k).deny;
-    pthread_rwlock_unlock(&prv_lock);
-    return !deny;
+    return prv_denies(user, other, XD_PRIVACY_OTHER);
 }
 
 /* PRIVACY_CHECK_PACKET: for code that delivers without the router. */
@@ -66,7 +62,7 @@ prv_check(xd_module_ctx_t *ctx, xd_hook_privacy_check_t *ev, void *arg)
 {
     (void)ctx;
     (void)arg;
-    if (prv_allows(ev->user, ev->other, ev->el, ev->outgoing))
+    if (!ev->el || !prv_denies(ev->user, ev->other, xd_privacy_kind_of(ev->el, ev->outgoing)))
         return XD_HOOK_OK;
     ev->deny = true;
     return XD_HOOK_STOP;
@@ -81,15 +77,13 @@ prv_split(xd_stanza_t *st, const xd_jid_t *to, const xd_jid_t *from, xd_privacy_
           bool *taken)
 {
     xd_session_info_t res[PRV_MAX_RES];
-    size_t n = xd_session_list(to, res, PRV_MAX_RES);
-    if (n > PRV_MAX_RES)
-        n = PRV_MAX_RES;
+    size_t n = prv_sessions(to, res);
     bool pick[PRV_MAX_RES] = { 0 }, allow[PRV_MAX_RES] = { 0 };
     xd_session_pick(res, n, st, pick); /* the sessions the router would pick */
     size_t npick = 0, nallow = 0;
     prv_verdict_t v = { false, false };
-    pthread_rwlock_rdlock(&prv_lock);
-    const prv_acct_t *a = prv_find(xd_jid_bare_str(to));
+    prv_shard_t *sh;
+    const prv_acct_t *a = prv_read(xd_jid_bare_str(to), &sh);
     for (size_t i = 0; a && i < n; i++) {
         const xd_session_info_t *e = &res[i];
         if (!pick[i])
@@ -100,7 +94,7 @@ prv_split(xd_stanza_t *st, const xd_jid_t *to, const xd_jid_t *from, xd_privacy_
     }
     if (a && npick == 0)
         v = prv_judge(a, XD_STR_NULL, from, k);
-    pthread_rwlock_unlock(&prv_lock);
+    prv_unlock(sh);
     if (npick && nallow == 0)
         v.deny = true;
     if (npick && nallow && nallow < npick) {
@@ -109,8 +103,7 @@ prv_split(xd_stanza_t *st, const xd_jid_t *to, const xd_jid_t *from, xd_privacy_
                 xd_session_send_take(&res[i].ref, xd_stanza_ref(st));
         *taken = true;
     }
-    for (size_t i = 0; i < n; i++)
-        xd_session_info_clear(&res[i]);
+    prv_sessions_clear(res, n);
     return v;
 }
 
@@ -144,11 +137,15 @@ prv_filter(xd_module_ctx_t *hctx, xd_hook_filter_t *evp, void *arg)
     xd_privacy_kind kout = xd_privacy_kind_of(root, true), kin = xd_privacy_kind_of(root, false);
     prv_verdict_t out = { false, false }, in = { false, false };
     bool split = false, taken = false;
-    pthread_rwlock_rdlock(&prv_lock);
-    const prv_acct_t *a = xd_jid_local(from).len ? prv_find(xd_jid_bare_str(from)) : NULL;
+    /* The sender's shard, then the recipient's, one at a time; neither
+     * when its account has no privacy state. */
+    prv_shard_t *sh = NULL;
+    const prv_acct_t *a = xd_jid_local(from).len ? prv_read(xd_jid_bare_str(from), &sh) : NULL;
     if (a)
         out = prv_judge(a, xd_jid_full_str(from), to, kout);
-    a = !out.deny && xd_jid_local(to).len ? prv_find(xd_jid_bare_str(to)) : NULL;
+    prv_unlock(sh);
+    sh = NULL;
+    a = !out.deny && xd_jid_local(to).len ? prv_read(xd_jid_bare_str(to), &sh) : NULL;
     if (a) {
         if (!xd_jid_is_bare(to))
             in = prv_judge(a, xd_jid_full_str(to), from, kin);
@@ -157,7 +154,7 @@ prv_filter(xd_module_ctx_t *hctx, xd_hook_filter_t *evp, void *arg)
         else
             split = true;
     }
-    pthread_rwlock_unlock(&prv_lock);
+    prv_unlock(sh);
     if (split)
         in = prv_split(ev->st, to, from, kin, &taken);
     xd_jid_unref(from);
@@ -205,22 +202,9 @@ prv_closed(xd_module_ctx_t *hctx, xd_hook_session_t *evp, void *arg)
     (void)hctx;
     (void)arg;
     const xd_hook_session_t *ev = evp;
-    if (atomic_load(&prv_naccts) == 0)
+    if (atomic_load(&prv_naccts) == 0 || !prv_known(xd_jid_bare_str(ev->jid)))
         return XD_HOOK_OK;
-    xd_session_info_t e;
-    uint64_t live = 0;
-    if (xd_session_find(ev->jid, &e) == 0) {
-        live = e.ref.id;
-        xd_session_info_clear(&e);
-    }
-    pthread_rwlock_wrlock(&prv_lock);
-    prv_acct_t *a = prv_find(xd_jid_bare_str(ev->jid));
-    prv_sess_t *s = a ? prv_sess_find(a, xd_jid_full_str(ev->jid)) : NULL;
-    if (s && (live == 0 || s->conn_id != live)) {
-        prv_sess_del(a, s);
-        prv_drop_if_empty(a, false);
-    }
-    pthread_rwlock_unlock(&prv_lock);
+    prv_sess_forget(ev->jid, 0, prv_live_id(ev->jid));
     return XD_HOOK_OK;
 }
 
@@ -232,11 +216,11 @@ prv_removed(xd_module_ctx_t *hctx, xd_hook_user_t *evp, void *arg)
     (void)arg;
     const xd_hook_user_t *ev = evp;
     char *bare = xd_asprintf("%s@%s", ev->user, ev->host);
-    pthread_rwlock_wrlock(&prv_lock);
-    prv_acct_t *a = prv_find(xd_str_c(bare));
+    prv_shard_t *sh;
+    prv_acct_t *a = prv_edit(xd_str_c(bare), &sh);
     if (a)
         prv_drop_if_empty(a, true);
-    pthread_rwlock_unlock(&prv_lock);
+    prv_unlock(sh);
     xd_free(bare);
     return XD_HOOK_OK;
 }

@@ -4,9 +4,10 @@
  * lists and the rosters they need) and detaching, and the engine's global
  * hooks, added with the first host and removed with the last.
  *
- * Who may touch what: prv_hosts and every prv_host_t under prv_lock;
- * prv_db is atomic.  Attach and detach run on the main or reload thread,
- * one at a time (the module manager's rule).
+ * Who may touch what: prv_hosts and every prv_host_t under prv_hosts_lock,
+ * a leaf lock (nothing else is taken while it is held); prv_db is atomic.
+ * Attach and detach run on the main or reload thread, one at a time (the
+ * module manager's rule).
  */
 #include <string.h>
 
@@ -17,7 +18,7 @@
 
 #define PRV_FILTER_PRIO 30 /* before mod_presence (40): privacy is the first delivery rule */
 
-/* A host where mod_blocking and/or mod_privacy run (prv_lock). */
+/* A host where mod_blocking and/or mod_privacy run (prv_hosts_lock). */
 typedef struct prv_host {
     struct prv_host *next;   /* the list */
     char *host;              /* the host (owned) */
@@ -25,7 +26,8 @@ typedef struct prv_host {
     xd_privacy_limits_t lim; /* the modules' limits */
 } prv_host_t;
 
-static prv_host_t *prv_hosts;     /* attached hosts (prv_lock) */
+static pthread_rwlock_t prv_hosts_lock = PTHREAD_RWLOCK_INITIALIZER; /* prv_hosts */
+static prv_host_t *prv_hosts;     /* attached hosts (prv_hosts_lock) */
 static _Atomic(xd_db_t *) prv_db; /* the database, from the first module that attached */
 
 static prv_host_t *
@@ -85,37 +87,38 @@ xd_privacy_store_attach(xd_module_ctx_t *ctx, xd_privacy_user by, const xd_priva
         return XD_ECLOSED;
     }
     atomic_store(&prv_db, db);
-    pthread_rwlock_wrlock(&prv_lock);
+    pthread_rwlock_wrlock(&prv_hosts_lock);
     prv_host_t *h = prv_host_find(host);
     if (h) {
         h->by |= (unsigned)by;
         prv_set_limits(h, lim);
-        pthread_rwlock_unlock(&prv_lock);
+        pthread_rwlock_unlock(&prv_hosts_lock);
         return 0;
     }
-    pthread_rwlock_unlock(&prv_lock);
+    pthread_rwlock_unlock(&prv_hosts_lock);
 
-    /* The first module of this host: load its lists.  The host is not yet
-     * in prv_hosts, so no request for it changes the store meanwhile. */
-    prv_load_t l = { .host = host };
+    /* The first module of this host: load its lists, then put them in the
+     * store, each account at once.  The host is not yet in prv_hosts, so
+     * no request for it changes the store meanwhile.  What the store held
+     * for the host goes, whether the load succeeds or not. */
+    prv_load_t l = { .host = host, .accts = XD_MAP_INIT };
     xd_db_conn_t *c;
     int rc = xd_db_acquire(db, &c);
     if (rc == 0) {
-        pthread_rwlock_wrlock(&prv_lock);
-        prv_forget_host(host);
         rc = prv_sql_load(c, &l);
-        if (rc < 0)
-            prv_forget_host(host);
-        pthread_rwlock_unlock(&prv_lock);
         xd_db_release(c);
+        prv_forget_host(host);
+        if (rc >= 0)
+            prv_install(&l.accts);
     }
+    prv_accts_free(&l.accts); /* what a failed load read */
     if (rc < 0) {
         *err = xd_asprintf("cannot load the privacy lists: %s", xd_strerror(rc));
         return rc;
     }
     prv_load_rosters(host);
 
-    pthread_rwlock_wrlock(&prv_lock);
+    pthread_rwlock_wrlock(&prv_hosts_lock);
     bool first = prv_hosts == NULL;
     h = prv_host_find(host);
     if (!h) {
@@ -126,7 +129,7 @@ xd_privacy_store_attach(xd_module_ctx_t *ctx, xd_privacy_user by, const xd_priva
     }
     h->by |= (unsigned)by;
     prv_set_limits(h, lim);
-    pthread_rwlock_unlock(&prv_lock);
+    pthread_rwlock_unlock(&prv_hosts_lock);
     if (first)
         prv_hooks(true);
     XD_LOG(NULL, XD_INFO, "privacy lists loaded", "host=%s lists=%zu items=%zu", host, l.lists,
@@ -138,7 +141,8 @@ void
 xd_privacy_store_detach(const char *host, xd_privacy_user by)
 {
     bool last = false;
-    pthread_rwlock_wrlock(&prv_lock);
+    char *gone = NULL; /* the host, when its last module went */
+    pthread_rwlock_wrlock(&prv_hosts_lock);
     for (prv_host_t **pp = &prv_hosts; *pp; pp = &(*pp)->next) {
         prv_host_t *h = *pp;
         if (strcmp(h->host, host) != 0)
@@ -150,14 +154,16 @@ xd_privacy_store_detach(const char *host, xd_privacy_user by)
             h->lim.max_lists = h->lim.max_items = 0;
         if (!h->by) {
             *pp = h->next;
-            prv_forget_host(h->host);
-            xd_free(h->host);
+            gone = h->host;
             xd_free(h);
             last = prv_hosts == NULL;
         }
         break;
     }
-    pthread_rwlock_unlock(&prv_lock);
+    pthread_rwlock_unlock(&prv_hosts_lock);
+    if (gone)
+        prv_forget_host(gone); /* requests for it are refused from now on */
+    xd_free(gone);
     if (last)
         prv_hooks(false);
 }
@@ -165,10 +171,10 @@ xd_privacy_store_detach(const char *host, xd_privacy_user by)
 bool
 xd_privacy_store_runs(const char *host, xd_privacy_user by)
 {
-    pthread_rwlock_rdlock(&prv_lock);
+    pthread_rwlock_rdlock(&prv_hosts_lock);
     const prv_host_t *h = prv_host_find(host);
     bool r = h && (h->by & (unsigned)by);
-    pthread_rwlock_unlock(&prv_lock);
+    pthread_rwlock_unlock(&prv_hosts_lock);
     return r;
 }
 
@@ -176,9 +182,9 @@ xd_privacy_store_runs(const char *host, xd_privacy_user by)
 bool
 prv_host_on(const char *host)
 {
-    pthread_rwlock_rdlock(&prv_lock);
+    pthread_rwlock_rdlock(&prv_hosts_lock);
     bool on = prv_host_find(host) != NULL;
-    pthread_rwlock_unlock(&prv_lock);
+    pthread_rwlock_unlock(&prv_hosts_lock);
     return on;
 }
 
@@ -187,11 +193,11 @@ xd_privacy_limits_t
 prv_host_limits(const char *host)
 {
     xd_privacy_limits_t l = { 0, 0, 0 };
-    pthread_rwlock_rdlock(&prv_lock);
+    pthread_rwlock_rdlock(&prv_hosts_lock);
     const prv_host_t *h = prv_host_find(host);
     if (h)
         l = h->lim;
-    pthread_rwlock_unlock(&prv_lock);
+    pthread_rwlock_unlock(&prv_hosts_lock);
     return l;
 }
 

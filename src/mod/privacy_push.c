@@ -5,9 +5,9 @@
  * that becomes due or must be withdrawn when presence-out changes.
  *
  * Everything here runs on the writer's thread, with the writer's change
- * mutex held, and reads the store under prv_lock, shared, only to copy
- * what it needs: sessions are listed, rosters read and stanzas sent or
- * routed with no store lock held.
+ * mutex held, and reads the writer's account under its shard's lock,
+ * shared, only to copy what it needs: sessions are listed, rosters read
+ * and stanzas sent or routed with no shard locked.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -22,17 +22,15 @@
 static size_t
 prv_push_targets(const xd_jid_t *bare, bool blocklist, xd_session_info_t *res, bool *want)
 {
-    size_t n = xd_session_list(bare, res, PRV_MAX_RES);
-    if (n > PRV_MAX_RES)
-        n = PRV_MAX_RES;
-    pthread_rwlock_rdlock(&prv_lock);
-    const prv_acct_t *a = prv_find(xd_jid_bare_str(bare));
+    size_t n = prv_sessions(bare, res);
+    prv_shard_t *sh;
+    const prv_acct_t *a = prv_read(xd_jid_bare_str(bare), &sh);
     for (size_t i = 0; i < n; i++) {
         const prv_sess_t *s = a ? prv_sess_find(a, xd_jid_full_str(res[i].jid)) : NULL;
         want[i] = s && s->conn_id == res[i].ref.id &&
                   (blocklist ? s->want_blocklist : s->want_privacy);
     }
-    pthread_rwlock_unlock(&prv_lock);
+    prv_unlock(sh);
     return n;
 }
 
@@ -144,15 +142,15 @@ prv_pres_add_list(prv_pres_t *p, size_t ncontacts, const xd_privacy_list_t *l)
 static void
 prv_pres_decide(const prv_pres_t *p, const char *bare, bool *out)
 {
-    pthread_rwlock_rdlock(&prv_lock);
-    const prv_acct_t *a = prv_find(xd_str_c(bare));
+    prv_shard_t *sh;
+    const prv_acct_t *a = prv_read(xd_str_c(bare), &sh);
     for (size_t r = 0; r < p->nres; r++)
         for (size_t t = 0; t < p->ntgt; t++)
             out[r * p->ntgt + t] =
                 !a || !prv_judge(a, xd_jid_full_str(p->res[r].jid), p->tj[t],
                                  XD_PRIVACY_PRESENCE_OUT)
                            .deny;
-    pthread_rwlock_unlock(&prv_lock);
+    prv_unlock(sh);
 }
 
 /* Before a change: who is available, whom they may send presence to.
@@ -163,8 +161,7 @@ prv_pres_before(prv_pres_t *p, const prv_who_t *w, const xd_privacy_list_t *extr
                 const char *const *jids, size_t njids)
 {
     memset(p, 0, sizeof *p);
-    size_t n = xd_session_list(w->bare, p->res, PRV_MAX_RES);
-    p->nres = n > PRV_MAX_RES ? PRV_MAX_RES : n;
+    p->nres = prv_sessions(w->bare, p->res);
     bool any = false;
     for (size_t i = 0; i < p->nres; i++)
         any |= p->res[i].available;
@@ -177,11 +174,11 @@ prv_pres_before(prv_pres_t *p, const prv_who_t *w, const xd_privacy_list_t *extr
     size_t ncontacts = p->ntgt;
     if (!ncontacts)
         return;
-    pthread_rwlock_rdlock(&prv_lock);
-    const prv_acct_t *a = prv_find(xd_jid_bare_str(w->bare));
+    prv_shard_t *sh;
+    const prv_acct_t *a = prv_read(xd_jid_bare_str(w->bare), &sh);
     for (size_t i = 0; a && i < a->nlists; i++)
         prv_pres_add_list(p, ncontacts, &a->lists[i]);
-    pthread_rwlock_unlock(&prv_lock);
+    prv_unlock(sh);
     prv_pres_add_list(p, ncontacts, extra);
     for (size_t i = 0; i < njids; i++)
         prv_pres_add_full(p, ncontacts, jids[i]);
@@ -219,8 +216,7 @@ prv_pres_after(prv_pres_t *p, const prv_who_t *w)
         }
         xd_free(after);
     }
-    for (size_t i = 0; i < p->nres; i++)
-        xd_session_info_clear(&p->res[i]);
+    prv_sessions_clear(p->res, p->nres);
     for (size_t i = 0; i < p->ntgt; i++) {
         xd_free(p->tgt[i]);
         xd_jid_unref(p->tj[i]);

@@ -3,9 +3,9 @@
  * tables and their migrations, mod_blocking's old table moved into them,
  * the one transaction of a write, and the reading of a host's lists.
  *
- * Nothing here holds a lock of the store except the loading callbacks,
- * which put rows into it under the write lock that prv_sql_load's caller
- * holds.  Everything here blocks on the database.
+ * Nothing here touches the store or takes a lock: a host's rows are read
+ * into entries of the loader's own (prv_load_t), which the caller installs
+ * (prv_install).  Everything here blocks on the database.
  */
 #include <string.h>
 
@@ -174,16 +174,21 @@ prv_sql_tx(xd_db_conn_t *c, void *arg)
 
 /* ---- loading a host -------------------------------------------------------------------------- */
 
+/* The entry of the account of `user` in l->accts, created when missing. */
 static prv_acct_t *
-prv_load_acct(const prv_load_t *l, const xd_db_val_t *user)
+prv_load_acct(prv_load_t *l, const xd_db_val_t *user)
 {
     char *bare = xd_asprintf("%.*s@%s", (int)user->s.len, user->s.p ? user->s.p : "", l->host);
-    prv_acct_t *a = prv_get(xd_str_c(bare));
+    prv_acct_t *a = xd_map_get(&l->accts, xd_str_c(bare));
+    if (!a) {
+        a = prv_acct_new(xd_str_c(bare));
+        xd_map_put(&l->accts, xd_str_c(bare), a);
+    }
     xd_free(bare);
     return a;
 }
 
-/* (username, name): a list.  Write lock held. */
+/* (username, name): a list. */
 static int
 prv_load_list(void *arg, const xd_db_val_t *cols, size_t ncols)
 {

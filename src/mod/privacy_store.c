@@ -3,44 +3,181 @@
  * account with lists or remembered sessions, the roster copy of accounts
  * whose lists need one, and what an account's rules decide (prv_judge).
  *
- *   prv_accts (xd_map, bare JID) ─► prv_acct (privacy_int.h)
+ * The store is sharded (privacy_int.h has the picture and who may touch
+ * what): the top PRV_SHARD_BITS of prv_hash(bare JID) pick its shard, the
+ * top PRV_SLOT_BITS its slot in prv_slots, so the 64 slots of a shard
+ * refine it.  prv_hash reads 8 bytes at a time: the filter hashes two JIDs
+ * per stanza, most often only to find their slots empty.  The map of a
+ * shard hashes its keys again, its own way, for its buckets.
  *
- * Who may touch what: prv_lock guards prv_accts and every entry in it;
- * prv_naccts is written under the write lock and read by anyone without
- * it.  Nothing here blocks but prv_roster_fetch and prv_load_rosters,
- * which read rosters without holding the lock.
+ * Invariant: prv_slots[s] is the number of entries, in any shard, whose
+ * hash has s as its top PRV_SLOT_BITS, and prv_naccts the number of all
+ * entries; both change with the map of a shard, under its write lock.
+ *
+ * Nothing here blocks but prv_roster_fetch and prv_load_rosters, which
+ * read rosters without holding a lock.
  */
 #include <stdlib.h>
 #include <string.h>
 
 #include "privacy_int.h"
 #include "xmppd/alloc.h"
-#include "xmppd/map.h"
 
-pthread_rwlock_t prv_lock = PTHREAD_RWLOCK_INITIALIZER;
-pthread_mutex_t prv_change_mu = PTHREAD_MUTEX_INITIALIZER;
+#define PRV_SHARD_BITS 6 /* 64 shards */
+#define PRV_NSHARDS (1u << PRV_SHARD_BITS)
+#define PRV_SLOT_BITS 12 /* 4096 counters in prv_slots, 64 per shard */
+
+/* A shard: the accounts whose bare JID hashes to it.  Padded to a cache
+ * line of its own, so that readers of one shard do not slow another. */
+struct prv_shard {
+    _Alignas(64) pthread_rwlock_t lock; /* guards accts and every entry in it */
+    pthread_mutex_t change_mu;          /* the writers of its accounts, one at a time */
+    xd_map_t accts;                     /* bare JID → prv_acct_t (lock) */
+};
+
+/* Every shard is initialised statically, so no call has to come first. */
+#define PRV_SHARD_INIT                                                                          \
+    { .lock = PTHREAD_RWLOCK_INITIALIZER, .change_mu = PTHREAD_MUTEX_INITIALIZER }
+#define PRV_SHARD_INIT4 PRV_SHARD_INIT, PRV_SHARD_INIT, PRV_SHARD_INIT, PRV_SHARD_INIT
+#define PRV_SHARD_INIT16 PRV_SHARD_INIT4, PRV_SHARD_INIT4, PRV_SHARD_INIT4, PRV_SHARD_INIT4
+
+static prv_shard_t prv_shards[] = { PRV_SHARD_INIT16, PRV_SHARD_INIT16, PRV_SHARD_INIT16,
+                                    PRV_SHARD_INIT16 };
+_Static_assert(sizeof prv_shards / sizeof prv_shards[0] == PRV_NSHARDS, "one init per shard");
+
+static _Atomic uint32_t prv_slots[1u << PRV_SLOT_BITS]; /* entries per hash slot */
 _Atomic size_t prv_naccts;
-static xd_map_t prv_accts = XD_MAP_INIT; /* bare JID → prv_acct_t (prv_lock) */
 
-/* The entry of bare JID key, or NULL.  Lock held. */
-prv_acct_t *
-prv_find(xd_str_t key)
+/* A 64-bit hash of key, 8 bytes at a time, with MurmurHash3's finaliser
+ * so that its top bits depend on every byte. */
+static uint64_t
+prv_hash(xd_str_t key)
 {
-    return key.len ? xd_map_get(&prv_accts, key) : NULL;
+    uint64_t h = 0x9e3779b97f4a7c15u ^ key.len, w;
+    size_t i = 0;
+    for (; i + 8 <= key.len; i += 8) {
+        memcpy(&w, key.p + i, 8);
+        h = (h ^ w) * 0xff51afd7ed558ccdu;
+        h ^= h >> 32;
+    }
+    w = 0;
+    if (i < key.len)
+        memcpy(&w, key.p + i, key.len - i);
+    h = (h ^ w) * 0xff51afd7ed558ccdu;
+    h ^= h >> 33;
+    h *= 0xc4ceb9fe1a85ec53u;
+    h ^= h >> 33;
+    return h;
 }
 
-/* The entry of key, created when missing.  Write lock held. */
-prv_acct_t *
-prv_get(xd_str_t key)
+static prv_shard_t *
+prv_shard_of(uint64_t h)
 {
-    prv_acct_t *a = prv_find(key);
+    return &prv_shards[h >> (64 - PRV_SHARD_BITS)];
+}
+
+/* A slot's count is read relaxed: a change that happened before the read
+ * (through whatever ordered the two threads) is seen by it, and one made
+ * at the same time may or may not be, exactly as with a lock taken a
+ * moment earlier or later. */
+static bool
+prv_known_h(uint64_t h)
+{
+    return atomic_load_explicit(&prv_slots[h >> (64 - PRV_SLOT_BITS)], memory_order_relaxed) != 0;
+}
+
+/* An entry with hash h comes (add) or goes.  Its shard write-locked. */
+static void
+prv_tally(uint64_t h, bool add)
+{
+    _Atomic uint32_t *slot = &prv_slots[h >> (64 - PRV_SLOT_BITS)];
+    if (add) {
+        atomic_fetch_add(slot, 1);
+        atomic_fetch_add(&prv_naccts, 1);
+    } else {
+        atomic_fetch_sub(slot, 1);
+        atomic_fetch_sub(&prv_naccts, 1);
+    }
+}
+
+bool
+prv_known(xd_str_t key)
+{
+    return key.len && prv_known_h(prv_hash(key));
+}
+
+/* prv_read and prv_edit. */
+static prv_acct_t *
+prv_lock_find(xd_str_t key, prv_shard_t **sh, bool write)
+{
+    *sh = NULL;
+    if (!key.len)
+        return NULL;
+    uint64_t h = prv_hash(key);
+    if (!prv_known_h(h))
+        return NULL;
+    *sh = prv_shard_of(h);
+    if (write)
+        pthread_rwlock_wrlock(&(*sh)->lock);
+    else
+        pthread_rwlock_rdlock(&(*sh)->lock);
+    return xd_map_get(&(*sh)->accts, key);
+}
+
+const prv_acct_t *
+prv_read(xd_str_t key, prv_shard_t **sh)
+{
+    return prv_lock_find(key, sh, false);
+}
+
+prv_acct_t *
+prv_edit(xd_str_t key, prv_shard_t **sh)
+{
+    return prv_lock_find(key, sh, true);
+}
+
+void
+prv_unlock(prv_shard_t *sh)
+{
+    if (sh)
+        pthread_rwlock_unlock(&sh->lock);
+}
+
+prv_shard_t *
+prv_writer_begin(xd_str_t key)
+{
+    prv_shard_t *sh = prv_shard_of(prv_hash(key));
+    pthread_mutex_lock(&sh->change_mu);
+    return sh;
+}
+
+void
+prv_writer_end(prv_shard_t *sh)
+{
+    pthread_mutex_unlock(&sh->change_mu);
+}
+
+prv_acct_t *
+prv_acct_new(xd_str_t key)
+{
+    prv_acct_t *a = xd_new(prv_acct_t);
+    a->bare = xd_strndup(key.p, key.len);
+    a->hash = prv_hash(key);
+    a->def = -1;
+    return a;
+}
+
+prv_acct_t *
+prv_get(xd_str_t key, prv_shard_t **sh)
+{
+    *sh = prv_shard_of(prv_hash(key));
+    pthread_rwlock_wrlock(&(*sh)->lock);
+    prv_acct_t *a = key.len ? xd_map_get(&(*sh)->accts, key) : NULL;
     if (a)
         return a;
-    a = xd_new(prv_acct_t);
-    a->bare = xd_strndup(key.p, key.len);
-    a->def = -1;
-    xd_map_put(&prv_accts, key, a);
-    atomic_store(&prv_naccts, xd_map_count(&prv_accts));
+    a = prv_acct_new(key);
+    xd_map_put(&(*sh)->accts, key, a);
+    prv_tally(a->hash, true);
     return a;
 }
 
@@ -81,15 +218,49 @@ prv_acct_free(prv_acct_t *a)
     xd_free(a);
 }
 
-/* Unlinks and frees a when it holds nothing (force: in any case).  Write lock held. */
 void
 prv_drop_if_empty(prv_acct_t *a, bool force)
 {
     if (!force && (a->nlists || a->nsess))
         return;
-    xd_map_del(&prv_accts, xd_str_c(a->bare));
-    atomic_store(&prv_naccts, xd_map_count(&prv_accts));
+    xd_map_del(&prv_shard_of(a->hash)->accts, xd_str_c(a->bare));
+    prv_tally(a->hash, false);
     prv_acct_free(a);
+}
+
+static void
+prv_acct_free_v(void *a)
+{
+    prv_acct_free(a);
+}
+
+void
+prv_accts_free(xd_map_t *m)
+{
+    xd_map_free(m, prv_acct_free_v);
+}
+
+static int
+prv_install_one(void *arg, const char *key, void *val)
+{
+    (void)arg;
+    prv_acct_t *a = val;
+    prv_shard_t *sh = prv_shard_of(a->hash);
+    pthread_rwlock_wrlock(&sh->lock);
+    prv_acct_t *old = xd_map_put(&sh->accts, xd_str_c(key), a);
+    if (old)
+        prv_acct_free(old);
+    else
+        prv_tally(a->hash, true);
+    pthread_rwlock_unlock(&sh->lock);
+    return 0;
+}
+
+void
+prv_install(xd_map_t *m)
+{
+    xd_map_foreach(m, prv_install_one, NULL);
+    xd_map_free(m, NULL); /* the entries are the store's now */
 }
 
 int
@@ -125,7 +296,7 @@ prv_count_active(prv_acct_t *a)
 }
 
 /* The entry of session (full, conn_id), created when missing; an entry of
- * an older stream of the same full JID starts over.  Write lock held. */
+ * an older stream of the same full JID starts over.  Its shard write-locked. */
 prv_sess_t *
 prv_sess_get(prv_acct_t *a, xd_str_t full, uint64_t conn_id)
 {
@@ -154,6 +325,45 @@ prv_sess_del(prv_acct_t *a, prv_sess_t *s)
     xd_free(s->active);
     *s = a->sess[--a->nsess];
     prv_count_active(a);
+}
+
+size_t
+prv_sessions(const xd_jid_t *jid, xd_session_info_t *res)
+{
+    size_t n = xd_session_list(jid, res, PRV_MAX_RES);
+    return n > PRV_MAX_RES ? PRV_MAX_RES : n;
+}
+
+void
+prv_sessions_clear(xd_session_info_t *res, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        xd_session_info_clear(&res[i]);
+}
+
+uint64_t
+prv_live_id(const xd_jid_t *full)
+{
+    xd_session_info_t e;
+    uint64_t live = 0;
+    if (xd_session_find(full, &e) == 0) {
+        live = e.ref.id;
+        xd_session_info_clear(&e);
+    }
+    return live;
+}
+
+void
+prv_sess_forget(const xd_jid_t *full, uint64_t conn_id, uint64_t live)
+{
+    prv_shard_t *sh;
+    prv_acct_t *a = prv_edit(xd_jid_bare_str(full), &sh);
+    prv_sess_t *s = a ? prv_sess_find(a, xd_jid_full_str(full)) : NULL;
+    if (s && (live == 0 || s->conn_id != live) && (conn_id == 0 || s->conn_id == conn_id)) {
+        prv_sess_del(a, s);
+        prv_drop_if_empty(a, false);
+    }
+    prv_unlock(sh);
 }
 
 static int
@@ -228,7 +438,7 @@ prv_roster_fetch(const char *host, const char *user, prv_roster_t *out)
     return 0;
 }
 
-/* Installs roster r as a's copy (r is emptied).  Write lock held. */
+/* Installs roster r as a's copy (r is emptied).  Its shard write-locked. */
 void
 prv_roster_install(prv_acct_t *a, prv_roster_t *r)
 {
@@ -250,7 +460,7 @@ prv_acct_needs_roster(const prv_acct_t *a)
     return false;
 }
 
-/* The rules' view of `other` for account a.  Lock held; the groups are lent. */
+/* The rules' view of `other` for account a.  Its shard locked; the groups are lent. */
 static xd_privacy_peer_t
 prv_peer(const prv_acct_t *a, const xd_jid_t *other)
 {
@@ -289,7 +499,7 @@ prv_own_server(const prv_acct_t *a, const xd_jid_t *other)
 }
 
 /* What a's rules for session `full` (len 0: the account) say about a
- * stanza of kind k with `other`.  Lock held. */
+ * stanza of kind k with `other`.  Its shard locked. */
 prv_verdict_t
 prv_judge(const prv_acct_t *a, xd_str_t full, const xd_jid_t *other, xd_privacy_kind k)
 {
@@ -307,7 +517,7 @@ prv_judge(const prv_acct_t *a, xd_str_t full, const xd_jid_t *other, xd_privacy_
 }
 
 /* The blocklist of a: block items of the default list, each value once.
- * Lock held; *out malloc'd (strings owned). */
+ * Its shard locked; *out malloc'd (strings owned). */
 size_t
 prv_blockview(const prv_acct_t *a, char ***out)
 {
@@ -366,44 +576,55 @@ prv_of_host_fn(void *arg, const char *key, void *val)
     return 0;
 }
 
-/* Forgets every account of host.  Write lock held. */
+static void
+prv_of_host_clear(prv_of_host_t *o)
+{
+    prv_strv_free(o->bare, o->n);
+    o->bare = NULL;
+    o->n = 0;
+}
+
 void
 prv_forget_host(const char *host)
 {
     prv_of_host_t o = { .host = host };
-    xd_map_foreach(&prv_accts, prv_of_host_fn, &o);
-    for (size_t i = 0; i < o.n; i++) {
-        prv_drop_if_empty(prv_find(xd_str_c(o.bare[i])), true);
-        xd_free(o.bare[i]);
+    for (size_t s = 0; s < PRV_NSHARDS; s++) {
+        prv_shard_t *sh = &prv_shards[s];
+        pthread_rwlock_wrlock(&sh->lock);
+        xd_map_foreach(&sh->accts, prv_of_host_fn, &o);
+        for (size_t i = 0; i < o.n; i++)
+            prv_drop_if_empty(xd_map_get(&sh->accts, xd_str_c(o.bare[i])), true);
+        pthread_rwlock_unlock(&sh->lock);
+        prv_of_host_clear(&o);
     }
-    xd_free(o.bare);
 }
 
-/* Reads the rosters the host's lists need, one account at a time (the
- * store lock is not held while reading).  Blocking. */
+/* Reads the rosters the host's lists need, one account at a time (no
+ * shard is locked while reading).  Blocking. */
 void
 prv_load_rosters(const char *host)
 {
     prv_of_host_t o = { .host = host, .roster_only = true };
-    pthread_rwlock_rdlock(&prv_lock);
-    xd_map_foreach(&prv_accts, prv_of_host_fn, &o);
-    pthread_rwlock_unlock(&prv_lock);
+    for (size_t s = 0; s < PRV_NSHARDS; s++) {
+        pthread_rwlock_rdlock(&prv_shards[s].lock);
+        xd_map_foreach(&prv_shards[s].accts, prv_of_host_fn, &o);
+        pthread_rwlock_unlock(&prv_shards[s].lock);
+    }
     for (size_t i = 0; i < o.n; i++) {
         const char *at = strchr(o.bare[i], '@');
         char *user = xd_strndup(o.bare[i], (size_t)(at - o.bare[i]));
         prv_roster_t rl;
         if (prv_roster_fetch(host, user, &rl) != 0)
             memset(&rl, 0, sizeof rl); /* no roster: nobody is in it */
-        pthread_rwlock_wrlock(&prv_lock);
-        prv_acct_t *a = prv_find(xd_str_c(o.bare[i]));
+        prv_shard_t *sh;
+        prv_acct_t *a = prv_edit(xd_str_c(o.bare[i]), &sh);
         if (a && !a->has_roster)
             prv_roster_install(a, &rl);
-        pthread_rwlock_unlock(&prv_lock);
+        prv_unlock(sh);
         prv_roster_clear(&rl);
         xd_free(user);
-        xd_free(o.bare[i]);
     }
-    xd_free(o.bare);
+    prv_of_host_clear(&o);
 }
 
 /* ROSTER_CHANGED: the engine's copy follows the roster. */
@@ -417,8 +638,8 @@ prv_roster_changed(xd_module_ctx_t *ctx, xd_hook_roster_changed_t *ev, void *arg
     if (!host || !user || !it || !it->jid || atomic_load(&prv_naccts) == 0)
         return XD_HOOK_OK;
     char *bare = xd_asprintf("%s@%s", user, host);
-    pthread_rwlock_wrlock(&prv_lock);
-    prv_acct_t *a = prv_find(xd_str_c(bare));
+    prv_shard_t *sh;
+    prv_acct_t *a = prv_edit(xd_str_c(bare), &sh);
     if (a && a->has_roster) {
         prv_contact_t *c = (prv_contact_t *)prv_contact_find(a, xd_str_c(it->jid));
         bool gone = !it->in_roster;
@@ -435,7 +656,7 @@ prv_roster_changed(xd_module_ctx_t *ctx, xd_hook_roster_changed_t *ev, void *arg
                 qsort(a->roster, a->nroster, sizeof *a->roster, prv_contact_sort);
         }
     }
-    pthread_rwlock_unlock(&prv_lock);
+    prv_unlock(sh);
     xd_free(bare);
     return XD_HOOK_OK;
 }

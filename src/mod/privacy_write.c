@@ -3,10 +3,11 @@
  * (XEP-0016) and blocklist (XEP-0191), which also remember the session as
  * one that gets pushes, and every write (privacy.h, "writes").
  *
- * A write runs on the blocking pool: it takes prv_change_mu from its first
- * read to its last push, stores (privacy_sql.c), then changes the store
- * under prv_lock held exclusive, then pushes and sends presence
- * (privacy_push.c) with no store lock held.
+ * A write runs on the blocking pool: it holds the writers' mutex of its
+ * account's shard (prv_writer_begin) from its first read to its last push,
+ * stores (privacy_sql.c), then changes the account under its shard's
+ * write lock, then pushes and sends presence (privacy_push.c) with no
+ * shard locked.  get and blocklist take the shard's write lock only.
  */
 #include <stdlib.h>
 #include <string.h>
@@ -62,11 +63,7 @@ prv_who(const xd_jid_t *req, prv_who_t *w)
     w->user = xd_strndup(l.p, l.len);
     w->bare = xd_jid_bare((xd_jid_t *)req);
     w->req = req;
-    xd_session_info_t e;
-    if (!xd_jid_is_bare(req) && xd_session_find(req, &e) == 0) {
-        w->conn_id = e.ref.id;
-        xd_session_info_clear(&e);
-    }
+    w->conn_id = xd_jid_is_bare(req) ? 0 : prv_live_id(req);
     return 0;
 }
 
@@ -77,22 +74,9 @@ prv_sess_recheck(const prv_who_t *w)
 {
     if (!w->conn_id)
         return;
-    xd_session_info_t e;
-    uint64_t live = 0;
-    if (xd_session_find(w->req, &e) == 0) {
-        live = e.ref.id;
-        xd_session_info_clear(&e);
-    }
-    if (live == w->conn_id)
-        return;
-    pthread_rwlock_wrlock(&prv_lock);
-    prv_acct_t *a = prv_find(xd_jid_bare_str(w->bare));
-    prv_sess_t *s = a ? prv_sess_find(a, xd_jid_full_str(w->req)) : NULL;
-    if (s && s->conn_id == w->conn_id) {
-        prv_sess_del(a, s);
-        prv_drop_if_empty(a, false);
-    }
-    pthread_rwlock_unlock(&prv_lock);
+    uint64_t live = prv_live_id(w->req);
+    if (live != w->conn_id)
+        prv_sess_forget(w->req, w->conn_id, live);
 }
 
 int
@@ -103,8 +87,8 @@ xd_privacy_get(const xd_jid_t *req, const char *name, xd_privacy_view_t *out)
     int rc = prv_who(req, &w);
     if (rc != 0)
         return rc;
-    pthread_rwlock_wrlock(&prv_lock);
-    prv_acct_t *a = prv_get(xd_jid_bare_str(w.bare));
+    prv_shard_t *sh;
+    prv_acct_t *a = prv_get(xd_jid_bare_str(w.bare), &sh);
     if (w.conn_id)
         prv_sess_get(a, xd_jid_full_str(req), w.conn_id)->want_privacy = true;
     const prv_sess_t *s = prv_sess_find(a, xd_jid_full_str(req));
@@ -125,7 +109,7 @@ xd_privacy_get(const xd_jid_t *req, const char *name, xd_privacy_view_t *out)
         qsort(out->names, out->nnames, sizeof *out->names, prv_strcmp_p);
     }
     prv_drop_if_empty(a, false);
-    pthread_rwlock_unlock(&prv_lock);
+    prv_unlock(sh);
     prv_sess_recheck(&w);
     prv_who_clear(&w);
     if (rc != 0)
@@ -142,13 +126,13 @@ xd_privacy_blocklist(const xd_jid_t *req, char ***out, size_t *n)
     int rc = prv_who(req, &w);
     if (rc != 0)
         return rc;
-    pthread_rwlock_wrlock(&prv_lock);
-    prv_acct_t *a = prv_get(xd_jid_bare_str(w.bare));
+    prv_shard_t *sh;
+    prv_acct_t *a = prv_get(xd_jid_bare_str(w.bare), &sh);
     if (w.conn_id)
         prv_sess_get(a, xd_jid_full_str(req), w.conn_id)->want_blocklist = true;
     *n = prv_blockview(a, out);
     prv_drop_if_empty(a, false);
-    pthread_rwlock_unlock(&prv_lock);
+    prv_unlock(sh);
     prv_sess_recheck(&w);
     prv_who_clear(&w);
     return 0;
@@ -157,7 +141,7 @@ xd_privacy_blocklist(const xd_jid_t *req, char ***out, size_t *n)
 /* ---- writes ---------------------------------------------------------------------------------- */
 
 /* One write: what to store, what to change in memory, what to push (the
- * writer's stack; prv_change_mu held while it is used). */
+ * writer's stack; its shard's writers' mutex held while it is used). */
 typedef struct prv_op {
     prv_who_t w;                  /* the requester */
     const xd_privacy_list_t *put; /* list to store, or NULL */
@@ -176,7 +160,8 @@ typedef struct prv_op {
     size_t nnew;                  /* how many */
 } prv_op_t;
 
-/* Stores op, applies it to memory, pushes, sends presence.  Change mutex held. */
+/* Stores op, applies it to memory, pushes, sends presence.  The writers'
+ * mutex of the account's shard held. */
 static int
 prv_commit(prv_op_t *op)
 {
@@ -185,9 +170,9 @@ prv_commit(prv_op_t *op)
     char **before = NULL, **after = NULL;
     size_t nbefore, nafter;
     xd_str_t key = xd_jid_bare_str(op->w.bare);
-    pthread_rwlock_rdlock(&prv_lock);
-    nbefore = prv_blockview(prv_find(key), &before);
-    pthread_rwlock_unlock(&prv_lock);
+    prv_shard_t *sh;
+    nbefore = prv_blockview(prv_read(key, &sh), &before);
+    prv_unlock(sh);
 
     int rc = 0;
     if (op->put || op->drop || op->def_op) {
@@ -205,8 +190,7 @@ prv_commit(prv_op_t *op)
         }
     }
 
-    pthread_rwlock_wrlock(&prv_lock);
-    prv_acct_t *a = prv_get(key);
+    prv_acct_t *a = prv_get(key, &sh);
     char *def = a->def >= 0 ? xd_strdup(a->lists[a->def].name) : NULL;
     if (op->put) {
         int i = prv_list_index(a, op->put->name);
@@ -255,7 +239,7 @@ prv_commit(prv_op_t *op)
         prv_roster_install(a, op->roster);
     nafter = prv_blockview(a, &after);
     prv_drop_if_empty(a, false);
-    pthread_rwlock_unlock(&prv_lock);
+    prv_unlock(sh);
 
     /* Pushes: the list's name, then the blocklist. */
     if (op->push_name)
@@ -326,20 +310,20 @@ xd_privacy_set_list(const xd_jid_t *req, const xd_privacy_list_t *l)
                 !prv_roster_has_group(&rl, copy.items[i].value))
                 rc = XD_ENOTFOUND;
     }
-    pthread_mutex_lock(&prv_change_mu);
+    prv_shard_t *wsh = prv_writer_begin(xd_jid_bare_str(w.bare));
     if (rc == 0 && lim.max_lists) {
-        pthread_rwlock_rdlock(&prv_lock);
-        const prv_acct_t *a = prv_find(xd_jid_bare_str(w.bare));
+        prv_shard_t *sh;
+        const prv_acct_t *a = prv_read(xd_jid_bare_str(w.bare), &sh);
         if (a && prv_list_index(a, copy.name) < 0 && a->nlists >= (size_t)lim.max_lists)
             rc = XD_ELIMIT;
-        pthread_rwlock_unlock(&prv_lock);
+        prv_unlock(sh);
     }
     if (rc == 0) {
         prv_op_t op = { .w = w, .put = &copy, .roster = have_rl ? &rl : NULL,
                         .push_name = copy.name };
         rc = prv_commit(&op);
     }
-    pthread_mutex_unlock(&prv_change_mu);
+    prv_writer_end(wsh);
     if (have_rl)
         prv_roster_clear(&rl);
     xd_privacy_list_clear(&copy);
@@ -367,12 +351,10 @@ xd_privacy_remove_list(const xd_jid_t *req, const char *name)
     if (rc != 0)
         return rc;
     xd_session_info_t res[PRV_MAX_RES];
-    size_t n = xd_session_list(w.bare, res, PRV_MAX_RES);
-    if (n > PRV_MAX_RES)
-        n = PRV_MAX_RES;
-    pthread_mutex_lock(&prv_change_mu);
-    pthread_rwlock_rdlock(&prv_lock);
-    const prv_acct_t *a = prv_find(xd_jid_bare_str(w.bare));
+    size_t n = prv_sessions(w.bare, res);
+    prv_shard_t *wsh = prv_writer_begin(xd_jid_bare_str(w.bare));
+    prv_shard_t *sh;
+    const prv_acct_t *a = prv_read(xd_jid_bare_str(w.bare), &sh);
     int i = a ? prv_list_index(a, name) : -1;
     if (i < 0)
         rc = XD_ENOTFOUND;
@@ -385,14 +367,13 @@ xd_privacy_remove_list(const xd_jid_t *req, const char *name)
             prv_live(res, n, ss->full, ss->conn_id))
             rc = XD_EEXIST; /* XEP-0016 2.8: active in another session */
     }
-    pthread_rwlock_unlock(&prv_lock);
-    for (size_t k = 0; k < n; k++)
-        xd_session_info_clear(&res[k]);
+    prv_unlock(sh);
+    prv_sessions_clear(res, n);
     if (rc == 0) {
         prv_op_t op = { .w = w, .drop = name, .push_name = name };
         rc = prv_commit(&op);
     }
-    pthread_mutex_unlock(&prv_change_mu);
+    prv_writer_end(wsh);
     prv_who_clear(&w);
     return rc;
 }
@@ -408,19 +389,19 @@ xd_privacy_set_active(const xd_jid_t *req, const char *name)
         prv_who_clear(&w);
         return XD_EINVAL; /* only a bound session has an active list */
     }
-    pthread_mutex_lock(&prv_change_mu);
+    prv_shard_t *wsh = prv_writer_begin(xd_jid_bare_str(w.bare));
     if (name) {
-        pthread_rwlock_rdlock(&prv_lock);
-        const prv_acct_t *a = prv_find(xd_jid_bare_str(w.bare));
+        prv_shard_t *sh;
+        const prv_acct_t *a = prv_read(xd_jid_bare_str(w.bare), &sh);
         if (!a || prv_list_index(a, name) < 0)
             rc = XD_ENOTFOUND;
-        pthread_rwlock_unlock(&prv_lock);
+        prv_unlock(sh);
     }
     if (rc == 0) {
         prv_op_t op = { .w = w, .act_op = name ? 1 : 2, .act_name = name };
         rc = prv_commit(&op);
     }
-    pthread_mutex_unlock(&prv_change_mu);
+    prv_writer_end(wsh);
     prv_sess_recheck(&w);
     prv_who_clear(&w);
     return rc;
@@ -434,12 +415,10 @@ xd_privacy_set_default(const xd_jid_t *req, const char *name)
     if (rc != 0)
         return rc;
     xd_session_info_t res[PRV_MAX_RES];
-    size_t n = xd_session_list(w.bare, res, PRV_MAX_RES);
-    if (n > PRV_MAX_RES)
-        n = PRV_MAX_RES;
-    pthread_mutex_lock(&prv_change_mu);
-    pthread_rwlock_rdlock(&prv_lock);
-    const prv_acct_t *a = prv_find(xd_jid_bare_str(w.bare));
+    size_t n = prv_sessions(w.bare, res);
+    prv_shard_t *wsh = prv_writer_begin(xd_jid_bare_str(w.bare));
+    prv_shard_t *sh;
+    const prv_acct_t *a = prv_read(xd_jid_bare_str(w.bare), &sh);
     const char *cur = a && a->def >= 0 ? a->lists[a->def].name : NULL;
     if (name && (!a || prv_list_index(a, name) < 0))
         rc = XD_ENOTFOUND;
@@ -453,21 +432,20 @@ xd_privacy_set_default(const xd_jid_t *req, const char *name)
         if (!s || s->conn_id != res[i].ref.id || !s->active)
             rc = XD_EEXIST;
     }
-    pthread_rwlock_unlock(&prv_lock);
-    for (size_t k = 0; k < n; k++)
-        xd_session_info_clear(&res[k]);
+    prv_unlock(sh);
+    prv_sessions_clear(res, n);
     if (rc == 0 && (change || (name && !cur))) {
         prv_op_t op = { .w = w, .def_op = name ? 1 : 2, .def_name = name };
         rc = prv_commit(&op);
     }
-    pthread_mutex_unlock(&prv_change_mu);
+    prv_writer_end(wsh);
     prv_who_clear(&w);
     return rc;
 }
 
 /* The default list as it is (copy), or a new "Blocked contacts" (the
  * existing list of that name, when there is one).  *had_def: a default
- * existed.  Lock held. */
+ * existed.  The account's shard locked. */
 static void
 prv_default_copy(const prv_acct_t *a, xd_privacy_list_t *out, bool *had_def)
 {
@@ -495,15 +473,15 @@ xd_privacy_block(const xd_jid_t *req, const char *const *jids, size_t n)
     if (rc != 0)
         return rc;
     xd_privacy_limits_t lim = prv_host_limits(w.host);
-    pthread_mutex_lock(&prv_change_mu);
+    prv_shard_t *wsh = prv_writer_begin(xd_jid_bare_str(w.bare));
     xd_privacy_list_t l;
     bool had_def;
     char **view = NULL;
-    pthread_rwlock_rdlock(&prv_lock);
-    const prv_acct_t *a = prv_find(xd_jid_bare_str(w.bare));
+    prv_shard_t *sh;
+    const prv_acct_t *a = prv_read(xd_jid_bare_str(w.bare), &sh);
     prv_default_copy(a, &l, &had_def);
     size_t nview = prv_blockview(a, &view);
-    pthread_rwlock_unlock(&prv_lock);
+    prv_unlock(sh);
 
     /* The JIDs not blocked yet, in the order given, each once. */
     char **fresh = xd_calloc(n, sizeof *fresh);
@@ -550,7 +528,7 @@ xd_privacy_block(const xd_jid_t *req, const char *const *jids, size_t n)
                         .nnew = nfresh };
         rc = prv_commit(&op);
     }
-    pthread_mutex_unlock(&prv_change_mu);
+    prv_writer_end(wsh);
     xd_free(fresh);
     prv_strv_free(view, nview);
     xd_privacy_list_clear(&l);
@@ -565,14 +543,14 @@ xd_privacy_unblock(const xd_jid_t *req, const char *const *jids, size_t n)
     int rc = prv_who(req, &w);
     if (rc != 0)
         return rc;
-    pthread_mutex_lock(&prv_change_mu);
+    prv_shard_t *wsh = prv_writer_begin(xd_jid_bare_str(w.bare));
     xd_privacy_list_t l = { 0 };
-    pthread_rwlock_rdlock(&prv_lock);
-    const prv_acct_t *a = prv_find(xd_jid_bare_str(w.bare));
+    prv_shard_t *sh;
+    const prv_acct_t *a = prv_read(xd_jid_bare_str(w.bare), &sh);
     const xd_privacy_list_t *d = a ? prv_default(a) : NULL;
     if (d)
         xd_privacy_list_copy(&l, d);
-    pthread_rwlock_unlock(&prv_lock);
+    prv_unlock(sh);
     size_t kept = 0, gone = 0;
     for (size_t i = 0; i < l.n; i++) {
         xd_privacy_item_t *it = &l.items[i];
@@ -597,7 +575,7 @@ xd_privacy_unblock(const xd_jid_t *req, const char *const *jids, size_t n)
                     .block_items = (char *const *)jids,
                     .nblock = n };
     rc = prv_commit(&op);
-    pthread_mutex_unlock(&prv_change_mu);
+    prv_writer_end(wsh);
     xd_privacy_list_clear(&l);
     prv_who_clear(&w);
     return rc;
