@@ -2,7 +2,7 @@
  * privacy.h — the one engine behind privacy lists (XEP-0016, mod_privacy)
  * and the blocking command (XEP-0191, mod_blocking): the rules, their
  * in-memory store, their storage, and their enforcement on routing
- * (privacy.c).
+ * (privacy_*.c; privacy_int.h lists the parts and what they share).
  *
  * ---- The data ---------------------------------------------------------------------------------
  *
@@ -105,13 +105,18 @@
  *
  * ---- Threads, memory --------------------------------------------------------------------------
  *
- * One rwlock guards the store: the filter and the read functions take it
- * shared, changes exclusive, briefly; no pointer into the store escapes it.
- * Writes (the xd_privacy_set_* / block / unblock functions) block on
- * storage: call them on the blocking pool (XD_IQ_PARALLEL handlers); they
- * are serialised by one mutex so that read-modify-write of a list is
- * atomic.  Storage is committed before memory changes and before any push.
- * Results are copies the caller frees (xd_privacy_list_clear,
+ * The store is sharded by bare JID (privacy_int.h): each shard has an
+ * rwlock and a mutex for writers.  The filter and the read functions take
+ * the shard lock of the account they concern, shared (for a stanza: the
+ * sender's, then the recipient's, one at a time), changes exclusive,
+ * briefly; no pointer into the store escapes it.  An account without
+ * privacy state costs the filter no lock: a lock-free count per hash slot
+ * says it has none.  Writes (the xd_privacy_set_* / block / unblock
+ * functions) block on storage: call them on the blocking pool
+ * (XD_IQ_PARALLEL handlers); the writes to one account are serialised by
+ * the writers' mutex of its shard, so that read-modify-write of its lists
+ * is atomic.  Storage is committed before memory changes and before any
+ * push.  Results are copies the caller frees (xd_privacy_list_clear,
  * xd_privacy_view_clear).
  *
  * ---- Storage (component "privacy"; main.c through either module) ---------------------------

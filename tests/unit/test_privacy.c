@@ -1,5 +1,5 @@
 /*
- * test_privacy.c — the privacy engine (src/mod/privacy.c) and the XEP-0016
+ * test_privacy.c — the privacy engine (src/mod/privacy_*.c) and the XEP-0016
  * list codec (src/mod/mod_privacy.c).
  *
  * Pure matcher: the JID rules of XEP-0016 2.1 one by one, first match by
@@ -12,11 +12,14 @@
  * hook, the conflicts of XEP-0016 2.5/2.8, the blocklist as a view of the
  * default list (create, prepend, shift, unblock, unblock all), group and
  * subscription items with the roster copy and its refresh, limits, reload
- * from storage, account removal, and the migration of mod_blocking's old
- * table.
+ * from storage, account removal, the migration of mod_blocking's old
+ * table, and many accounts (spread over the store's shards) routed on
+ * several threads while others change.
  */
+#include <pthread.h>
 #include <setjmp.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -890,6 +893,118 @@ test_privacy__migrates_the_old_blocklist(void **state)
     assert_int_equal(count(f, "SELECT COUNT(*) FROM sqlite_master WHERE name = 'blocklist'"), 0);
 }
 
+/* ---- many accounts, several threads ------------------------------------------------------------ */
+
+#define MANY 64       /* accounts u0..u63, each blocking spam<i> */
+#define MANY_THREADS 4 /* threads routing at once */
+#define MANY_ROUNDS 300 /* passes of each thread over its accounts */
+
+/* Runs the filter without cmocka (which must not fail off the main
+ * thread): 1 passed, 0 refused, -1 the stanza did not parse. */
+static int
+filter_once(const char *xml)
+{
+    xd_stanza_t *st = NULL;
+    if (xd_stanza_parse(xml, strlen(xml), XD_NS_CLIENT, &st) != 0)
+        return -1;
+    xd_hook_filter_t ev = { .host = H, .st = st };
+    xd_hook_run(XD_HOOK_FILTER_PACKET, H, &ev);
+    if (!ev.st)
+        return 0;
+    xd_stanza_unref(ev.st);
+    return 1;
+}
+
+/* spam<i> to u<i>: refused; spam<i + 1> to u<i> and between accounts
+ * without state: passed.  How many answers were wrong. */
+static int
+many_check(size_t i)
+{
+    char xml[256];
+    int wrong = 0;
+    snprintf(xml, sizeof xml, "<presence from='spam%zu@" H "/x' to='u%zu@" H "/r'/>", i, i);
+    wrong += filter_once(xml) != 0;
+    snprintf(xml, sizeof xml, "<presence from='spam%zu@" H "/x' to='u%zu@" H "/r'/>",
+             (i + 1) % MANY, i);
+    wrong += filter_once(xml) != 1;
+    snprintf(xml, sizeof xml, "<message from='free%zu@" H "/x' to='open%zu@" H "/r'/>", i, i);
+    wrong += filter_once(xml) != 1;
+    return wrong;
+}
+
+/* One routing thread: its share of the accounts, MANY_ROUNDS times. */
+typedef struct many_arg {
+    size_t first;        /* its first account; then every MANY_THREADS-th */
+    _Atomic int *wrong;  /* answers that were wrong, all threads */
+} many_arg_t;
+
+static void *
+many_thread(void *p)
+{
+    many_arg_t *a = p;
+    for (int r = 0; r < MANY_ROUNDS; r++)
+        for (size_t i = a->first; i < MANY; i += MANY_THREADS)
+            atomic_fetch_add(a->wrong, many_check(i));
+    return NULL;
+}
+
+static void
+test_privacy__many_accounts_routed_on_threads(void **state)
+{
+    fx_t *f = *state;
+    fx_start(f);
+    char req[64], spam[64];
+    for (size_t i = 0; i < MANY; i++) {
+        snprintf(req, sizeof req, "u%zu@" H "/r", i);
+        snprintf(spam, sizeof spam, "spam%zu@" H, i);
+        xd_jid_t *j = jid(req);
+        const char *b[] = { spam };
+        assert_int_equal(xd_privacy_block(j, b, 1), 0);
+        xd_jid_unref(j);
+    }
+    for (size_t i = 0; i < MANY; i++)
+        assert_int_equal(many_check(i), 0);
+
+    /* Routing on threads while other accounts (w<k>) block, unblock, ask
+     * for their blocklist and go, in shards the routed accounts share. */
+    _Atomic int wrong = 0;
+    pthread_t t[MANY_THREADS];
+    many_arg_t args[MANY_THREADS];
+    for (size_t i = 0; i < MANY_THREADS; i++) {
+        args[i] = (many_arg_t){ .first = i, .wrong = &wrong };
+        assert_int_equal(pthread_create(&t[i], NULL, many_thread, &args[i]), 0);
+    }
+    for (size_t k = 0; k < 2 * MANY; k++) {
+        snprintf(req, sizeof req, "w%zu@" H "/r", k);
+        xd_jid_t *j = jid(req);
+        const char *b[] = { "spam0@" H };
+        char bl[8][64];
+        assert_int_equal(xd_privacy_block(j, b, 1), 0);
+        assert_int_equal(blocklist(j, bl), 1);
+        assert_int_equal(xd_privacy_unblock(j, NULL, 0), 0);
+        xd_hook_user_t ev = { .host = H, .user = req };
+        *strchr(req, '@') = '\0';
+        xd_hook_run(XD_HOOK_REMOVE_USER, H, &ev);
+        xd_jid_unref(j);
+    }
+    for (size_t i = 0; i < MANY_THREADS; i++)
+        pthread_join(t[i], NULL);
+    assert_int_equal(atomic_load(&wrong), 0);
+
+    /* The last module gone, every shard forgets the host; back, every
+     * account is read again. */
+    xd_jid_t *u1 = jid("u1@" H "/r"), *spam1 = jid("spam1@" H "/x");
+    assert_true(xd_privacy_blocks(u1, spam1));
+    fx_modules(MODS_ROSTER);
+    assert_false(xd_privacy_blocks(u1, spam1));
+    fx_modules(MODS_ROSTER MODS_BLOCKING);
+    assert_true(xd_privacy_blocks(u1, spam1));
+    xd_jid_unref(u1);
+    xd_jid_unref(spam1);
+    for (size_t i = 0; i < MANY; i++)
+        assert_int_equal(many_check(i), 0);
+}
+
 int
 main(void)
 {
@@ -913,6 +1028,8 @@ main(void)
         cmocka_unit_test_setup_teardown(test_privacy__persistence_and_account_removal, fx_setup,
                                         fx_teardown),
         cmocka_unit_test_setup_teardown(test_privacy__migrates_the_old_blocklist, fx_setup,
+                                        fx_teardown),
+        cmocka_unit_test_setup_teardown(test_privacy__many_accounts_routed_on_threads, fx_setup,
                                         fx_teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
