@@ -120,13 +120,15 @@ prv_filter(xd_module_ctx_t *hctx, xd_hook_filter_t *evp, void *arg)
     const char *from_s = xd_el_attr(root, "from"), *to_s = xd_el_attr(root, "to");
     if (sk == XD_STANZA_OTHER || !from_s || !to_s)
         return XD_HOOK_OK;
-    xd_jid_t *from = NULL, *to = NULL;
-    if (xd_jid_parse(xd_str_c(from_s), &from) != 0)
+    /* Parsed once for the stanza (the session stamped its own JID; the
+     * router parsed 'to'); our references, since the stanza may be replaced. */
+    const xd_jid_t *from_lent = xd_stanza_from(ev->st);
+    if (!from_lent)
         return XD_HOOK_OK;
-    if (ev->to)
-        to = xd_jid_ref((xd_jid_t *)ev->to); /* parsed by the router */
-    else if (xd_jid_parse(xd_str_c(to_s), &to) != 0)
-        to = NULL;
+    xd_jid_t *from = xd_jid_ref((xd_jid_t *)from_lent), *to = NULL;
+    const xd_jid_t *to_lent = ev->to ? ev->to : xd_stanza_to(ev->st);
+    if (to_lent)
+        to = xd_jid_ref((xd_jid_t *)to_lent);
     if (!to || xd_jid_eq_bare(from, to)) {
         /* XEP-0016 2.1: never between the resources of one account. */
         if (to)
