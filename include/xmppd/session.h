@@ -20,7 +20,9 @@
  * session arrive in the order made (RFC 6120 10.1).  When the session is
  * gone by the time the stanza gets there, the sender gets
  * service-unavailable (RFC 6121 8.5.3.2), as if it had been routed to a
- * full JID that is not online.
+ * full JID that is not online; a sender that must not lose the stanza
+ * (offline storage handing out stored messages) passes a `gone` function
+ * to _send_take_or and gets the stanza back instead.
  *
  * Ownership (STYLE.md 3.7): _send borrows the stanza, _send_take takes the
  * caller's reference.  An info's jid and presence are references released
@@ -107,6 +109,16 @@ void xd_session_send(const xd_session_ref_t *to, const xd_stanza_t *st);
 
 /* Hands st to session `to`: takes over the caller's reference. */
 void xd_session_send_take(const xd_session_ref_t *to, xd_stanza_t *st);
+
+/* What becomes of a stanza whose session went away before it was written:
+ * called with the reference on the session's (former) owner worker, or on
+ * the sender's thread when that worker has already stopped. */
+typedef void (*xd_session_gone_fn)(xd_stanza_t *st);
+
+/* As xd_session_send_take, but a stanza the session can no longer take is
+ * given to gone(st) instead of becoming an error to its sender. */
+void xd_session_send_take_or(const xd_session_ref_t *to, xd_stanza_t *st,
+                             xd_session_gone_fn gone);
 
 /* Ends session s with stream error `cond` and `text` (NULL: none), on its
  * owner worker.  Nothing when it is already gone. */

@@ -43,9 +43,11 @@ static _Atomic int sess_nslots;                            /* slots taken */
 /* ---- delivery ----------------------------------------------------------------------------- */
 
 /* On the owner worker: USER_RECEIVE_PACKET, then the transport writes st;
- * a session that is gone makes the sender an error.  Takes st. */
+ * a session that is gone hands st to `gone`, or makes the sender an error.
+ * Takes st. */
 static void
-sess_deliver_here(const xd_session_ops_t *ops, uint64_t id, xd_stanza_t *st)
+sess_deliver_here(const xd_session_ops_t *ops, uint64_t id, xd_stanza_t *st,
+                  xd_session_gone_fn gone)
 {
     if (xd_hook_active(XD_HOOK_USER_RECEIVE_PACKET)) {
         xd_session_t *s = ops->session(id);
@@ -58,6 +60,10 @@ sess_deliver_here(const xd_session_ops_t *ops, uint64_t id, xd_stanza_t *st)
         }
     }
     if (ops->deliver(id, st) != 0) {
+        if (gone) {
+            gone(st);
+            return;
+        }
         xd_stanza_t *err = xd_stanza_error(st, XD_COND_SERVICE_UNAVAILABLE, NULL);
         if (err)
             xd_route_take(err);
@@ -80,6 +86,7 @@ typedef struct sess_delivery {
     const xd_session_ops_t *ops; /* the transport */
     uint64_t id;                 /* its session */
     xd_stanza_t *st;             /* what to write */
+    xd_session_gone_fn gone;     /* for st when the session is gone, or NULL */
 } sess_delivery_t;
 
 static void
@@ -90,8 +97,9 @@ sess_deliver_msg(xd_worker_t *w, void *arg)
     const xd_session_ops_t *ops = m->ops;
     uint64_t id = m->id;
     xd_stanza_t *st = m->st;
+    xd_session_gone_fn gone = m->gone;
     xd_free(m);
-    sess_deliver_here(ops, id, st);
+    sess_deliver_here(ops, id, st, gone);
 }
 
 static bool
@@ -102,10 +110,10 @@ sess_here(const xd_session_ref_t *to)
 }
 
 void
-xd_session_send_take(const xd_session_ref_t *to, xd_stanza_t *st)
+xd_session_send_take_or(const xd_session_ref_t *to, xd_stanza_t *st, xd_session_gone_fn gone)
 {
     if (sess_here(to)) {
-        sess_deliver_here(to->ops, to->id, st);
+        sess_deliver_here(to->ops, to->id, st, gone);
         return;
     }
     xd_worker_t *w = xd_worker_get(to->worker);
@@ -113,10 +121,20 @@ xd_session_send_take(const xd_session_ref_t *to, xd_stanza_t *st)
     m->ops = to->ops;
     m->id = to->id;
     m->st = st;
+    m->gone = gone;
     if (!w || xd_worker_post_msg(w, &m->node, sess_deliver_msg, m) != 0) {
-        xd_stanza_unref(st); /* the server is stopping */
         xd_free(m);
+        if (gone)
+            gone(st); /* the server is stopping: the owner decides */
+        else
+            xd_stanza_unref(st);
     }
+}
+
+void
+xd_session_send_take(const xd_session_ref_t *to, xd_stanza_t *st)
+{
+    xd_session_send_take_or(to, st, NULL);
 }
 
 void
@@ -380,7 +398,7 @@ static void
 sess_reply(xd_session_t *s, xd_stanza_t *st)
 {
     if (st)
-        sess_deliver_here(s->ref.ops, s->ref.id, st);
+        sess_deliver_here(s->ref.ops, s->ref.id, st, NULL);
 }
 
 int

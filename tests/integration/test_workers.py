@@ -252,9 +252,12 @@ def test_session_replaced_by_login_on_other_worker(srv, peer):
 
 
 @placement
-def test_message_to_a_session_that_closed_meanwhile_bounces(srv, peer):
-    """A stanza handed to a session that is gone when it gets there comes
-    back to the sender as service-unavailable (include/xmppd/session.h).
+def test_stored_message_to_a_session_that_closed_meanwhile_is_kept(srv, peer):
+    """A stored message handed to a session that is gone when it gets there
+    is not lost: it was deleted from the store when it was taken out, so it
+    is routed again and stored again (include/xmppd/session.h,
+    xd_session_send_take_or), with its first delay stamp; its sender gets
+    no error.
 
     Made deterministic with the offline store: uli's initial presence
     makes mod_offline take the stored message out on the pool for that
@@ -270,6 +273,8 @@ def test_message_to_a_session_that_closed_meanwhile_bounces(srv, peer):
     u.send("<presence/></stream:stream>")
     u.read_to_close()
     assert b"late" not in u.buf, u.buf
-    err = expect(t, msg_rx("z1"))
-    assert "type='error'" in err and "service-unavailable" in err, err
-    assert "from='uli@localhost'" in err, err
+    # Back in the store: the next login gets it, stamped once.
+    u2, _ = login_on(srv, 1 - peer, "uli", "u2")
+    m = expect(u2, msg_rx("z1"))
+    assert "<body>late</body>" in m and m.count("urn:xmpp:delay") == 1, m
+    assert_nothing_before(t, msg_rx("z1"))
