@@ -99,7 +99,8 @@ int xd_session_set_flag(const xd_jid_t *full, unsigned flag, bool on);
 /* The sessions a stanza to the account's bare JID goes to (RFC 6121 8.5.2):
  * for presence every available one; for a headline message every available
  * one with a non-negative priority; for a groupchat message none (the
- * sender gets an error, 8.5.2.1.1); for any other message the available
+ * sender gets an error, 8.5.2.1.1) and for an error message none (it is
+ * silently ignored, 8.5.2.1.1); for any other message the available
  * ones with the highest non-negative priority (all of them on a tie).
  * Sets take[i] for each of s[0..n) accordingly and returns how many. */
 size_t xd_session_pick(const xd_session_info_t *s, size_t n, const xd_stanza_t *st, bool *take);

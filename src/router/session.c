@@ -189,8 +189,10 @@ xd_session_pick(const xd_session_info_t *s, size_t n, const xd_stanza_t *st, boo
     const char *type = xd_el_attr(el, "type");
     bool headline = type && !strcmp(type, "headline");
     /* RFC 6121 8.5.2.1.1: a groupchat message to a bare JID goes to no
-     * session; the router answers the sender with an error. */
-    bool groupchat = kind == XD_STANZA_MESSAGE && type && !strcmp(type, "groupchat");
+     * session (the router answers the sender with an error), nor does an
+     * error message (silently ignored). */
+    bool groupchat = kind == XD_STANZA_MESSAGE && type &&
+                     (!strcmp(type, "groupchat") || !strcmp(type, "error"));
     int best = -1;
     for (size_t i = 0; i < n; i++)
         if (s[i].available && s[i].priority > best)

@@ -831,6 +831,24 @@ test_router__bare_jid_groupchat_refused(void **state)
     assert_int_equal(t_noted("offline"), 0);
 }
 
+/* RFC 6121 8.5.2.1.1: a message of type error to a bare JID is silently
+ * ignored, also when a session is available; its sender gets nothing. */
+static void
+test_router__bare_jid_error_ignored(void **state)
+{
+    (void)state;
+    t_sess_t *u = t_online(1, "u@a.example", "r", 5);
+    t_sess_t *x = t_online(0, "x@a.example", "x", 0);
+    t_route(0, "<message from='x@a.example/x' to='u@a.example' type='error' id='e1'>"
+               "<error type='cancel'><item-not-found xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'/>"
+               "</error></message>");
+    t_expect_total(u, 0);
+    t_expect_total(x, 0);
+    /* To the full JID it is delivered (8.5.3.1). */
+    t_route(0, "<message from='x@a.example/x' to='u@a.example/r' type='error' id='e2'/>");
+    assert_int_equal(t_got(u, "id='e2'"), 1);
+}
+
 /* 8.5.2.2.1 (and 8.5.2.1.1 for negative priorities only): chat and
  * normal go to the offline hook, else service-unavailable; headline is
  * dropped; errors never get an error. */
@@ -1354,6 +1372,7 @@ main(void)
         T(test_router__full_jid_absent),
         T(test_router__bare_jid_by_priority),
         T(test_router__bare_jid_groupchat_refused),
+        T(test_router__bare_jid_error_ignored),
         T(test_router__bare_jid_nobody_available),
         T(test_router__offline_hook_takes_or_not),
         T(test_router__bare_jid_presence),
