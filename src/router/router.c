@@ -243,12 +243,11 @@ xd_route_take(xd_stanza_t *st)
     }
     if (local) {
         route_local(st, to, host);
-    } else if (dom.len < sizeof host && xd_service_deliver(host, st)) {
-        /* a service of this process (include/xmppd/service.h) took it */
     } else if (dom.len < sizeof host) {
-        /* Another server's domain: federation.  Stanzas our users send there
-         * pass the filters of their own host first (blocking and privacy
-         * rules on outgoing stanzas, subscription state). */
+        /* A service of this process (include/xmppd/service.h) or another
+         * server's domain.  Stanzas our users send there pass the filters of
+         * their own host first (blocking and privacy rules on outgoing
+         * stanzas, subscription state). */
         char fhost[XD_JID_PART_MAX + 1];
         if (route_from_host(st, fhost, sizeof fhost)) {
             xd_hook_filter_t ev = { .host = fhost, .st = st, .to = to };
@@ -256,9 +255,13 @@ xd_route_take(xd_stanza_t *st)
             st = ev.st;
         }
         xd_router_remote_fn remote = atomic_load(&route_remote);
-        if (st && remote)
-            remote(st, host);
-        else if (st)
+        if (!st)
+            ; /* dropped by a filter */
+        else if (xd_service_deliver(host, st))
+            ; /* a service took it */
+        else if (remote)
+            remote(st, host); /* federation */
+        else
             route_bounce(st, XD_COND_REMOTE_SERVER_NOT_FOUND, NULL);
     } else {
         route_bounce(st, XD_COND_REMOTE_SERVER_NOT_FOUND, NULL);

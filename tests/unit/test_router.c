@@ -53,6 +53,7 @@
 #include "xmppd/log.h"
 #include "xmppd/ns.h"
 #include "xmppd/route.h"
+#include "xmppd/service.h"
 #include "xmppd/stanza.h"
 
 #define T_WORKERS 2
@@ -578,6 +579,17 @@ t_offline_keep(xd_module_ctx_t *ctx, xd_hook_stanza_t *ev, void *arg)
 
 /* Drops stanzas whose id is "drop", replaces the body of those whose id is
  * "edit". */
+/* A service of this process: notes what reaches it. */
+static void
+t_service(xd_module_ctx_t *ctx, xd_stanza_t *st, void *arg)
+{
+    (void)ctx;
+    (void)arg;
+    const char *id = xd_el_attr(xd_stanza_root(st), "id");
+    t_note("service id=%s", id ? id : "");
+    xd_stanza_unref(st);
+}
+
 static int
 t_filter(xd_module_ctx_t *ctx, xd_hook_filter_t *ev, void *arg)
 {
@@ -1017,6 +1029,15 @@ test_router__filter_packet_drops_and_replaces(void **state)
     t_expect_total(x, 0); /* dropped: no remote-server-not-found either */
     t_route(0, "<message from='x@a.example/x' to='y@elsewhere.example' id='far'/>");
     assert_int_equal(t_got(x, "id='far'", "<remote-server-not-found"), 1);
+    /* So is one to a service of this process (a MUC domain, a gateway):
+     * the sender's outgoing rules apply there too. */
+    assert_int_equal(xd_service_add("svc.example", t_service, NULL), 0);
+    t_route(0, "<message from='x@a.example/x' to='room@svc.example' id='drop'/>");
+    assert_int_equal(t_noted("filter host=a.example to=room@svc.example"), 1);
+    assert_int_equal(t_noted("service id=drop"), 0);
+    t_route(0, "<message from='x@a.example/x' to='room@svc.example' id='kept'/>");
+    assert_int_equal(t_noted("service id=kept"), 1);
+    xd_service_clear();
 }
 
 /* ---- carbons (XEP-0280) -------------------------------------------------------------------- */
