@@ -116,16 +116,6 @@ xd_el_t *xd_stanza_edit(const xd_stanza_t *st);
  * changes it before passing it on (stamping 'from', adding a stanza-id). */
 xd_el_t *xd_stanza_thaw(xd_stanza_t *st);
 
-/* Values that travel with a stanza (the parsed 'to' and 'from', ...): a
- * few slots, each with a function that releases its value when the
- * stanza is freed or thawed.  Slots are set once (first wins, as for the
- * serialization); xd_stanza_cache_put returns the value now in the slot
- * (yours, or the winner's after your value was released).  Any thread. */
-#define XD_STANZA_CACHE_SLOTS 2
-void xd_stanza_cache_slot(unsigned slot, void (*free_fn)(void *value));
-void *xd_stanza_cache_get(const xd_stanza_t *st, unsigned slot);
-void *xd_stanza_cache_put(const xd_stanza_t *st, unsigned slot, void *value);
-
 /* The stanza's serialization, computed once (the first caller wins an
  * atomic compare-and-swap; concurrent callers are safe) and cached for the
  * stanza's lifetime.  NUL-terminated; *len (if not NULL) gets the length. */

@@ -82,6 +82,18 @@ typedef struct xd_stanza_bytes {
     char data[]; /* NUL-terminated serialization */
 } xd_stanza_bytes_t;
 
+/* Values that travel with a stanza (the parsed 'to' and 'from' of
+ * src/xmpp/stanza.c, which owns both slots): each slot has a function that
+ * releases its value when the stanza is freed or thawed.  Slots are set
+ * once (first wins, as for the serialization); xd_stanza_cache_put returns
+ * the value now in the slot (yours, or the winner's after your value was
+ * released).  Any thread.  Not public: a module reads the addresses with
+ * xd_stanza_to / xd_stanza_from (stanza.h). */
+#define XD_STANZA_CACHE_SLOTS 2
+void xd_stanza_cache_slot(unsigned slot, void (*free_fn)(void *value));
+void *xd_stanza_cache_get(const xd_stanza_t *st, unsigned slot);
+void *xd_stanza_cache_put(const xd_stanza_t *st, unsigned slot, void *value);
+
 struct xd_stanza {
     atomic_uint refs;                /* references; the last unref frees */
     xd_el_t *root;                   /* frozen tree, in `arena` */

@@ -11,6 +11,7 @@
 #include <pthread.h>
 #include <string.h>
 
+#include "xml/tree.h"
 #include "xmppd/ns.h"
 #include "xmppd/stanza.h"
 
