@@ -69,6 +69,7 @@ bench: deps build-release/build.ninja
 
 docs: build
 	./build/tools/gen-docs > docs/configuration.md
+	./build/tools/gen-docs --hooks > docs/hooks.md
 
 clean:
 	rm -rf build build-test build-tsan build-fuzz build-release

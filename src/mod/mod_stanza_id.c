@@ -19,8 +19,9 @@
  * Advertised as the feature urn:xmpp:sid:0 of the accounts (disco#info to
  * the bare JID, §4) and of the server.
  *
- * Cost: one copy of the message per delivery (stanzas are immutable once
- * routed); measured in docs/performance.md.
+ * Cost: none beyond the element itself: the message is changed in place
+ * when the router holds its only reference (xd_stanza_thaw_keep), as it
+ * does for a message fresh from a session; otherwise it is copied.
  */
 #include <stdio.h>
 #include <string.h>

@@ -13,7 +13,7 @@
  *
  * Hooks run here: FILTER_PACKET for every stanza to a served host (a
  * handler may replace or drop it) and for every stanza from a served host
- * to another server (ev.host is then the sender's host), MESSAGE_OFFLINE
+ * to another server (ev.host is then the sender's host), OFFLINE_MESSAGE
  * for a chat or normal message that no session takes (a handler that keeps
  * it returns XD_HOOK_STOP; otherwise the sender gets service-unavailable).
  *

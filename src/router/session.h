@@ -17,7 +17,7 @@
  *                directed presence remembered (RFC 6121 4.6), sent carbons,
  *                then the router;
  *   end          unbound, unavailable broadcast, directed presence undone,
- *                SESSION_CLOSED.
+ *                SM_REMOVE_CONNECTION.
  *
  * The transport keeps the wire: framing, TLS, SASL, limits.  An
  * xd_session_t belongs to the transport's owner worker (not shared): only
@@ -101,7 +101,8 @@ xd_stanza_t *xd_session_bind_iq(const xd_session_bind_req_t *req, const xd_stanz
 int xd_session_input(xd_session_t *s, xd_stanza_t *st);
 
 /* The session ends (reason: "closed", "disconnected", …, for the hook):
- * unbound, unavailable presence to whoever had its presence, SESSION_CLOSED;
+ * unbound, unavailable presence to whoever had its presence,
+ * SM_REMOVE_CONNECTION;
  * then s is freed. */
 void xd_session_end(xd_session_t *s, const char *reason);
 
