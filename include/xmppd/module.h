@@ -72,7 +72,8 @@ typedef struct xd_module_schema {
 
 /* xd_module_t.flags */
 enum {
-    XD_MODULE_ALWAYS = 1u << 0, /* runs on every served host; listing it only sets options */
+    XD_MODULE_ALWAYS = 1u << 0, /* a built-in that runs on every served host; listing it only
+                                 * sets options (a .so runs where it is listed) */
 };
 
 typedef struct xd_module {
