@@ -245,6 +245,48 @@ def test_raw_incoming_stream_rules(server_factory):
     s.close()
 
 
+
+def test_raw_incoming_sasl_authzid_encoding(server_factory):
+    """XEP-0178 on an incoming stream: an authzid that is not strict base64
+    (RFC 4648 4, no white space: RFC 6120 6.4.2) is <incorrect-encoding/>;
+    one that decodes to a name with a NUL in it is no domain."""
+    import ssl
+    p = make_pair(server_factory, start_b=False)
+    port = int(re.search(r"port: (\d+)\n    ip: 127.0.0.1\n    module: s2s",
+                         open(p.a.config_path).read()).group(1))
+    raw = socket.create_connection((A_IP, port), timeout=10)
+    header = (b"<?xml version='1.0'?><stream:stream xmlns='jabber:server' "
+              b"xmlns:db='jabber:server:dialback' xmlns:stream='http://etherx.jabber.org/streams' "
+              b"from='b.test' to='a.test' version='1.0'>")
+
+    def read_until(sock, pat, buf=b""):
+        while not re.search(pat, buf, re.S):
+            chunk = sock.recv(65536)
+            assert chunk, buf
+            buf += chunk
+        return buf
+
+    raw.sendall(header)
+    read_until(raw, rb"</stream:features>")
+    raw.sendall(b"<starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>")
+    read_until(raw, rb"<proceed")
+    ctx = ssl.create_default_context()
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    tls = ctx.wrap_socket(raw, server_hostname="a.test")
+    tls.sendall(header)
+    read_until(tls, rb"</stream:features>")
+    for text, cond in ((b"!!!notbase64", b"incorrect-encoding"),
+                       (b" Yi50ZXN0", b"incorrect-encoding"),      # " b.test"
+                       (b"Yi50ZXN0\n", b"incorrect-encoding"),
+                       (b"Yh==", b"incorrect-encoding"),           # "b", spare bits set
+                       (b"Yi50ZXN0AGEudGVzdA==", b"not-authorized")):  # "b.test\0a.test"
+        tls.sendall(b"<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='EXTERNAL'>"
+                    + text + b"</auth>")
+        buf = read_until(tls, rb"</failure>")
+        assert cond in buf, (text, buf)
+    tls.close()
+
 # ---- DNS, direct TLS (XEP-0368), idle streams ----
 
 def test_direct_tls_found_through_xmpps_srv(server_factory, tmp_path):
