@@ -18,7 +18,6 @@
 
 #include "stream/c2s_int.h"
 
-#include "core/secret.h"
 #include "stream/sasl.h"
 #include "stream/tls.h"
 #include "xmppd/acl.h"
@@ -123,7 +122,7 @@ c2s_sasl_setup(xd_conn_t *c)
         .authz = c2s_authz,
         .arg = c,
         .fake_iterations = hc ? (unsigned)hc->scram_iterations : 0,
-        .secret = xd_node_secret(), /* stable fake salts for unknown users */
+        /* .secret empty: fake salts from the node secret (stable across restarts) */
     };
     xd_sasl_free(c2s_of(c)->sasl);
     c2s_of(c)->sasl = xd_sasl_new(&o);

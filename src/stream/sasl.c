@@ -18,17 +18,18 @@
 
 #include <openssl/crypto.h>
 #include <openssl/rand.h>
-#include <pthread.h>
 #include <stdio.h>
 #include <string.h>
 #include <unistr.h>
 
+#include "core/secret.h"
 #include "xmppd/alloc.h"
 #include "xmppd/assert.h"
 #include "xmppd/base64.h"
 #include "xmppd/err.h"
 
 #define SASL_SECRET_MAX 64 /* bytes of server secret kept */
+_Static_assert(XD_NODE_KEY_LEN <= SASL_SECRET_MAX, "the node key fits");
 
 typedef enum sasl_state {
     SASL_IDLE,          /* no exchange: start allowed (first, or after a failure) */
@@ -171,19 +172,6 @@ sasl_mech_hash(xd_sasl_mech m)
     }
 }
 
-/* ---- process-wide fallback secret ------------------------------------------------------------ */
-
-static uint8_t sasl_proc_secret[32]; /* written once under sasl_proc_once */
-static pthread_once_t sasl_proc_once = PTHREAD_ONCE_INIT;
-
-static void
-sasl_proc_secret_init(void)
-{
-    /* Without randomness fake salts could be guessed; that is worth a stop. */
-    int ok = RAND_bytes(sasl_proc_secret, sizeof sasl_proc_secret);
-    XD_ASSERT(ok == 1);
-}
-
 /* ---- lifecycle ------------------------------------------------------------------------------- */
 
 xd_sasl_t *
@@ -212,9 +200,8 @@ xd_sasl_new(const xd_sasl_opts_t *o)
         s->secret_len = o->secret.len < SASL_SECRET_MAX ? o->secret.len : SASL_SECRET_MAX;
         memcpy(s->secret, o->secret.p, s->secret_len);
     } else {
-        pthread_once(&sasl_proc_once, sasl_proc_secret_init);
-        memcpy(s->secret, sasl_proc_secret, sizeof sasl_proc_secret);
-        s->secret_len = sizeof sasl_proc_secret;
+        xd_node_key(XD_NODE_KEY_SCRAM_SALT, s->secret);
+        s->secret_len = XD_NODE_KEY_LEN;
     }
     s->fake_iterations = o->fake_iterations ? o->fake_iterations : XD_SCRAM_ITERATIONS_DEFAULT;
     size_t k = 0;
