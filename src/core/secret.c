@@ -87,12 +87,6 @@ xd_node_key(const char *purpose, unsigned char out[XD_NODE_KEY_LEN])
     XD_ASSERT(r != NULL && len == XD_NODE_KEY_LEN); /* fails only with a broken OpenSSL */
 }
 
-xd_str_t
-xd_node_secret(void)
-{
-    return (xd_str_t){ (const char *)node_secret, node_secret_len };
-}
-
 void
 xd_node_secret_clear(void)
 {

@@ -5,14 +5,12 @@
  * nodes that share the file: fake SCRAM salts for unknown users (c2s) and
  * dialback keys (XEP-0185, s2s).
  *
- * Each use asks for a key of its own purpose (xd_node_key), so that no two
- * uses share key material and a value one of them shows the world says
- * nothing about another's key.
+ * Nothing uses the secret itself.  Each use asks for a key of its own
+ * purpose (xd_node_key), so that no two uses share key material and a
+ * value one of them shows the world says nothing about another's key.
  */
 #ifndef XMPPD_CORE_SECRET_H
 #define XMPPD_CORE_SECRET_H
-
-#include "xmppd/str.h"
 
 #define XD_NODE_SECRET_LEN 32
 #define XD_NODE_KEY_LEN 32
@@ -34,11 +32,6 @@ int xd_node_secret_load(const char *data_dir);
  * load, after xd_node_secret_clear) a random one made once per process
  * stands in: stable for the process, never written anywhere. */
 void xd_node_key(const char *purpose, unsigned char out[XD_NODE_KEY_LEN]);
-
-/* The secret itself (XD_NODE_SECRET_LEN bytes; empty before the load).
- * Any thread after the load.  Dialback keys only, until they too have a
- * purpose of their own. */
-xd_str_t xd_node_secret(void);
 
 /* Wipes the loaded secret (shutdown). */
 void xd_node_secret_clear(void);

@@ -352,7 +352,8 @@ def test_incoming_stream_multiplexes_two_domains(server_factory):
     with dialback (XEP-0220: several <db:result/> on one stream), then
     carries stanzas for both; a third, unauthenticated domain is refused.
     The sending side is played by hand, with keys made from a.test's node
-    secret, so b.test really dials back to the authoritative server."""
+    secret (its dialback key: HKDF-Expand-SHA256 with info "xmppd node key:
+    dialback"), so b.test really dials back to the authoritative server."""
     import hashlib
     import hmac
     import ssl
@@ -369,8 +370,10 @@ def test_incoming_stream_multiplexes_two_domains(server_factory):
     with open(os.path.join(a.data_dir, "secret"), "rb") as f:
         secret = f.read()
 
+    db_key = hmac.new(secret, b"xmppd node key: dialback\x01", hashlib.sha256).digest()
+
     def key(receiving, originating, sid):
-        k = hashlib.sha256(secret).hexdigest().encode()
+        k = hashlib.sha256(db_key).hexdigest().encode()
         return hmac.new(k, f"{receiving} {originating} {sid}".encode(),
                         hashlib.sha256).hexdigest()
 
