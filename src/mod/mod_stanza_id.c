@@ -28,6 +28,7 @@
 
 #include <openssl/rand.h>
 
+#include "xmppd/base64.h"
 #include "xmppd/el.h"
 #include "xmppd/err.h"
 #include "xmppd/hooks.h"
@@ -46,8 +47,6 @@
 static int
 sid_new_id(char out[21])
 {
-    static const char b64[] =
-        "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
     static _Thread_local unsigned char pool[SID_RAND_BATCH];
     static _Thread_local size_t used = SID_RAND_BATCH;
     if (used + 15 > SID_RAND_BATCH) {
@@ -55,16 +54,8 @@ sid_new_id(char out[21])
             return XD_EINTERNAL;
         used = 0;
     }
-    const unsigned char *r = pool + used;
+    xd_base64_encode(pool + used, 15, out, XD_BASE64_URL); /* 15 bytes: 20 characters */
     used += 15;
-    for (int i = 0; i < 5; i++) { /* 3 bytes → 4 characters */
-        unsigned v = (unsigned)r[3 * i] << 16 | (unsigned)r[3 * i + 1] << 8 | r[3 * i + 2];
-        out[4 * i] = b64[v >> 18 & 63];
-        out[4 * i + 1] = b64[v >> 12 & 63];
-        out[4 * i + 2] = b64[v >> 6 & 63];
-        out[4 * i + 3] = b64[v & 63];
-    }
-    out[20] = '\0';
     return 0;
 }
 

@@ -52,6 +52,7 @@
 
 #include "mod_util.h"
 #include "xmppd/alloc.h"
+#include "xmppd/base64.h"
 #include "xmppd/err.h"
 #include <openssl/evp.h>
 
@@ -274,20 +275,12 @@ vc_photo_hash(const xd_el_t *card, char out[VC_HASH_LEN + 1])
     size_t len = bin ? xd_el_text_len(bin) : 0;
     if (!len)
         return;
-    const unsigned char *b64 = (const unsigned char *)xd_el_text(bin);
-    unsigned char *img = xd_malloc(len);
-    EVP_ENCODE_CTX *dec = EVP_ENCODE_CTX_new();
-    int n1 = 0, n2 = 0;
-    bool ok = dec != NULL;
-    if (ok) {
-        EVP_DecodeInit(dec);
-        ok = EVP_DecodeUpdate(dec, img, &n1, b64, (int)len) >= 0 &&
-             EVP_DecodeFinal(dec, img + n1, &n2) == 1 && n1 + n2 > 0;
-    }
-    EVP_ENCODE_CTX_free(dec);
+    size_t cap = xd_base64_decoded_max(len), n = 0;
+    unsigned char *img = xd_malloc(cap + 1);
+    bool ok = xd_base64_decode(xd_el_text(bin), len, img, cap, &n, XD_BASE64_WS) == 0 && n > 0;
     unsigned char dig[EVP_MAX_MD_SIZE];
     unsigned dlen = 0;
-    if (ok && EVP_Digest(img, (size_t)(n1 + n2), dig, &dlen, EVP_sha1(), NULL) == 1) {
+    if (ok && EVP_Digest(img, n, dig, &dlen, EVP_sha1(), NULL) == 1) {
         for (unsigned i = 0; i < dlen && 2 * i + 2 <= VC_HASH_LEN; i++)
             snprintf(out + 2 * i, 3, "%02x", dig[i]);
     }

@@ -20,6 +20,8 @@
 #include <stdio.h>
 #include <string.h>
 
+#include <openssl/crypto.h>
+
 #include "core/secret.h"
 #include "router/router.h"
 #include "s2s/resolve.h"
@@ -134,19 +136,33 @@ s2s_is_local(const char *domain)
     return served || xd_service_exists(domain);
 }
 
+/* This node's dialback key into k; the XEP-0185 secret. */
+static xd_str_t
+s2s_db_secret(unsigned char k[XD_NODE_KEY_LEN])
+{
+    xd_node_key(XD_NODE_KEY_DIALBACK, k);
+    return (xd_str_t){ (const char *)k, XD_NODE_KEY_LEN };
+}
+
 int
 s2s_key(const char *receiving, const char *originating, const char *id,
         char out[XD_DIALBACK_KEY_LEN + 1])
 {
-    return xd_dialback_key(xd_node_secret(),
-                           xd_str_c(receiving), xd_str_c(originating), xd_str_c(id), out);
+    unsigned char k[XD_NODE_KEY_LEN];
+    int rc = xd_dialback_key(s2s_db_secret(k), xd_str_c(receiving), xd_str_c(originating),
+                             xd_str_c(id), out);
+    OPENSSL_cleanse(k, sizeof k);
+    return rc;
 }
 
 bool
 s2s_key_ok(const char *receiving, const char *originating, const char *id, xd_str_t key)
 {
-    return xd_dialback_key_check(xd_node_secret(),
-                                 xd_str_c(receiving), xd_str_c(originating), xd_str_c(id), key);
+    unsigned char k[XD_NODE_KEY_LEN];
+    bool ok = xd_dialback_key_check(s2s_db_secret(k), xd_str_c(receiving),
+                                    xd_str_c(originating), xd_str_c(id), key);
+    OPENSSL_cleanse(k, sizeof k);
+    return ok;
 }
 
 void

@@ -15,8 +15,9 @@
  * One outgoing stream per (local domain, remote domain) pair, on one
  * worker.  Incoming streams authenticate any number of pairs (SASL
  * EXTERNAL for the stream's 'from', dialback for each <db:result/>).
- * Dialback keys come from the node secret (core/secret.h, XEP-0185), so
- * this server can answer <db:verify/> for the domains it originates from.
+ * Dialback keys (XEP-0185) come from the node secret's dialback key
+ * (core/secret.h), so this server, and every node sharing the secret, can
+ * answer <db:verify/> for the domains it originates from.
  *
  * Policy (configuration): s2s_access on the remote domain both ways,
  * s2s_require_encryption, s2s_verify_certificates (no dialback fallback),

@@ -22,11 +22,10 @@
 #include <stdio.h>
 #include <string.h>
 
-#include <openssl/evp.h>
-
 #include "router/router.h"
 #include "s2s/s2s_int.h"
 #include "xmppd/alloc.h"
+#include "xmppd/base64.h"
 #include "xmppd/err.h"
 #include "xmppd/hooks.h"
 #include "xmppd/jid.h"
@@ -196,16 +195,22 @@ in_sasl(xd_conn_t *c, const xd_el_t *el)
     const char *mech = xd_el_attr(el, "mechanism");
     char domain[S2S_DOMAIN_MAX] = "";
     const char *text = xd_el_text(el);
-    if (text && *text && strcmp(text, "=") != 0) {
-        /* XEP-0178: the authzid, base64 — the initiating server's domain. */
-        unsigned char out[S2S_DOMAIN_MAX];
-        int n = strlen(text) < sizeof out ? EVP_DecodeBlock(out, (const unsigned char *)text,
-                                                            (int)strlen(text))
-                                          : -1;
-        while (n > 0 && out[n - 1] == '\0')
-            n--; /* padding */
-        if (n > 0)
-            snprintf(domain, sizeof domain, "%.*s", n, (const char *)out);
+    size_t tlen = text ? xd_el_text_len(el) : 0;
+    if (tlen > 0 && !(tlen == 1 && text[0] == '=')) {
+        /* XEP-0178: the authzid, base64 — the initiating server's domain.
+         * RFC 6120 6.4.5: text that is not base64 is incorrect-encoding;
+         * a name too long or with a NUL in it is no domain. */
+        size_t n = 0;
+        int rc = xd_base64_decode(text, tlen, domain, sizeof domain - 1, &n, 0);
+        if (rc == XD_EINVAL) {
+            XD_LOG(&c->log, XD_INFO, "s2s sasl refused", "mech=%s err=incorrect-encoding",
+                   mech ? mech : "?");
+            static const char bad[] =
+                "<failure xmlns='" XD_NS_SASL "'><incorrect-encoding/></failure>";
+            c2s_write(c, bad, sizeof bad - 1);
+            return;
+        }
+        domain[rc == 0 && !memchr(domain, '\0', n) ? n : 0] = '\0';
     } else {
         snprintf(domain, sizeof domain, "%s", s->from);
     }

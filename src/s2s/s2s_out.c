@@ -22,12 +22,11 @@
 #include <string.h>
 #include <unistd.h>
 
-#include <openssl/evp.h>
-
 #include "s2s/resolve.h"
 #include "s2s/s2s_int.h"
 #include "stream/wstate.h"
 #include "xmppd/alloc.h"
+#include "xmppd/base64.h"
 #include "xmppd/config.h"
 #include "xmppd/err.h"
 #include "xmppd/log.h"
@@ -455,8 +454,8 @@ out_authenticate(s2s_out_t *o, bool external_offered)
     s2s_conf(&conf);
     if (external_offered && o->c->tls && !o->sasl_tried) {
         o->sasl_tried = true;
-        unsigned char b64[2 * S2S_DOMAIN_MAX];
-        EVP_EncodeBlock(b64, (const unsigned char *)o->local, (int)strlen(o->local));
+        char b64[2 * S2S_DOMAIN_MAX];
+        xd_base64_encode(o->local, strlen(o->local), b64, 0);
         char buf[sizeof b64 + 128];
         int n = snprintf(buf, sizeof buf,
                          "<auth xmlns='" XD_NS_SASL "' mechanism='EXTERNAL'>%s</auth>", b64);

@@ -15,17 +15,16 @@
 #include <strings.h>
 
 #include <openssl/crypto.h>
-#include <openssl/evp.h>
 
 #include "stream/c2s_int.h"
 
-#include "core/secret.h"
 #include "stream/sasl.h"
 #include "stream/tls.h"
 #include "xmppd/acl.h"
 #include "xmppd/alloc.h"
 #include "xmppd/assert.h"
 #include "xmppd/auth.h"
+#include "xmppd/base64.h"
 #include "xmppd/config.h"
 #include "xmppd/err.h"
 #include "xmppd/jid.h"
@@ -33,7 +32,6 @@
 #include "xmppd/ns.h"
 
 #define C2S_MAX_PROTO_FAILURES 10 /* SASL failures without a credential check per stream */
-#define C2S_SASL_B64_MAX (((XD_SASL_MSG_MAX + 2) / 3) * 4) /* base64 of the longest message */
 
 /* ---- mechanisms ------------------------------------------------------------------------------ */
 
@@ -124,7 +122,7 @@ c2s_sasl_setup(xd_conn_t *c)
         .authz = c2s_authz,
         .arg = c,
         .fake_iterations = hc ? (unsigned)hc->scram_iterations : 0,
-        .secret = xd_node_secret(), /* stable fake salts for unknown users */
+        /* .secret empty: fake salts from the node secret (stable across restarts) */
     };
     xd_sasl_free(c2s_of(c)->sasl);
     c2s_of(c)->sasl = xd_sasl_new(&o);
@@ -162,14 +160,14 @@ c2s_on_check(void *arg, int status, bool ok)
 static void
 c2s_send_sasl(xd_conn_t *c, const char *name, const uint8_t *data, size_t len, bool has_data)
 {
-    size_t b64len = has_data ? 4 * ((len + 2) / 3) : 0;
+    size_t b64len = has_data ? xd_base64_encoded_len(len, 0) : 0;
     char *buf = xd_malloc(b64len + 128);
     int n = snprintf(buf, 128, "<%s xmlns='" XD_NS_SASL "'>", name);
     size_t off = (size_t)n;
     if (has_data && len == 0) {
         buf[off++] = '='; /* RFC 6120 6.4.2: empty data is "=" */
     } else if (has_data) {
-        off += (size_t)EVP_EncodeBlock((unsigned char *)buf + off, data, (int)len);
+        off += xd_base64_encode(data, len, buf + off, 0);
     }
     off += (size_t)snprintf(buf + off, 64, "</%s>", name);
     c2s_write(c, buf, off);
@@ -431,34 +429,17 @@ c2s_external(xd_conn_t *c, const xd_jid_t *authzid)
     c2s_block(c);
 }
 
-/* Decodes base64 element text (RFC 6120 6.4.2: "=" is empty, nothing is
- * "no data").  Returns the length, or -1 for bad base64. */
+/* Decodes base64 element text into out (cap bytes).  RFC 6120 6.4.2: "="
+ * is empty data, nothing at all is no data; the data is strict base64
+ * without white space.  Returns the length, or -1 for bad base64. */
 static long
-c2s_b64_decode(const char *in, size_t inlen, uint8_t *out, bool *present)
+c2s_b64_decode(const char *in, size_t inlen, uint8_t *out, size_t cap, bool *present)
 {
     *present = inlen > 0;
-    if (inlen == 0)
+    if (inlen == 0 || (inlen == 1 && in[0] == '='))
         return 0;
-    if (inlen == 1 && in[0] == '=')
-        return 0;
-    if (inlen % 4 != 0)
-        return -1;
-    for (size_t i = 0; i < inlen; i++) {
-        char ch = in[i];
-        bool ok = (ch >= 'A' && ch <= 'Z') || (ch >= 'a' && ch <= 'z') ||
-                  (ch >= '0' && ch <= '9') || ch == '+' || ch == '/' ||
-                  (ch == '=' && i >= inlen - 2);
-        if (!ok || (i == inlen - 2 && ch == '=' && in[inlen - 1] != '='))
-            return -1;
-    }
-    int n = EVP_DecodeBlock(out, (const unsigned char *)in, (int)inlen);
-    if (n < 0)
-        return -1;
-    if (in[inlen - 1] == '=')
-        n--;
-    if (in[inlen - 2] == '=')
-        n--;
-    return n;
+    size_t n = 0;
+    return xd_base64_decode(in, inlen, out, cap, &n, 0) == 0 ? (long)n : -1;
 }
 
 void
@@ -489,14 +470,17 @@ c2s_sasl_element(xd_conn_t *c, const xd_el_t *el)
     const char *text = xd_el_text(el);
     size_t tlen = text ? xd_el_text_len(el) : 0;
     uint8_t *data = NULL;
+    size_t cap = xd_base64_decoded_max(tlen);
     long dlen = 0;
-    bool present = false, bad = tlen > C2S_SASL_B64_MAX;
+    bool present = false, bad = tlen > xd_base64_encoded_len(XD_SASL_MSG_MAX, 0);
     if (!bad) {
-        data = xd_malloc(tlen + 4);
-        dlen = c2s_b64_decode(text ? text : "", tlen, data, &present);
+        data = xd_malloc(cap + 1);
+        dlen = c2s_b64_decode(text ? text : "", tlen, data, cap, &present);
         bad = dlen < 0;
     }
     if (bad) {
+        if (data != NULL)
+            OPENSSL_cleanse(data, cap); /* what decoded before the error */
         xd_free(data);
         r = (xd_sasl_result_t){ .kind = XD_SASL_FAILURE, .cond = XD_SASL_COND_INCORRECT_ENCODING };
         xd_sasl_abort(c2s_of(c)->sasl, NULL); /* the exchange is over */

@@ -17,18 +17,19 @@
 #include "stream/sasl.h"
 
 #include <openssl/crypto.h>
-#include <openssl/evp.h>
 #include <openssl/rand.h>
-#include <pthread.h>
 #include <stdio.h>
 #include <string.h>
 #include <unistr.h>
 
+#include "core/secret.h"
 #include "xmppd/alloc.h"
 #include "xmppd/assert.h"
+#include "xmppd/base64.h"
 #include "xmppd/err.h"
 
 #define SASL_SECRET_MAX 64 /* bytes of server secret kept */
+_Static_assert(XD_NODE_KEY_LEN <= SASL_SECRET_MAX, "the node key fits");
 
 typedef enum sasl_state {
     SASL_IDLE,          /* no exchange: start allowed (first, or after a failure) */
@@ -171,74 +172,6 @@ sasl_mech_hash(xd_sasl_mech m)
     }
 }
 
-/* ---- base64 (RFC 4648 4, with padding, no whitespace) ---------------------------------------- */
-
-/* A new NUL-terminated base64 text of in[0..n); *out_len gets its length. */
-static char *
-sasl_b64(const uint8_t *in, size_t n, size_t *out_len)
-{
-    XD_ASSERT(n <= XD_SASL_MSG_MAX * 2);
-    char *out = xd_malloc(4 * ((n + 2) / 3) + 1);
-    int k = EVP_EncodeBlock((unsigned char *)out, in, (int)n);
-    XD_ASSERT(k >= 0);
-    out[k] = '\0';
-    if (out_len != NULL)
-        *out_len = (size_t)k;
-    return out;
-}
-
-static bool
-sasl_b64_char(unsigned char c)
-{
-    return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') ||
-           c == '+' || c == '/';
-}
-
-/* Decodes in[0..n) strictly (alphabet, length a multiple of 4, '=' only as
- * the final one or two characters) into out (cap >= 3 * n / 4). */
-static bool
-sasl_unb64(const char *in, size_t n, uint8_t *out, size_t cap, size_t *out_len)
-{
-    const unsigned char *u = (const unsigned char *)in;
-    if (n % 4 != 0 || 3 * (n / 4) > cap || n > INT32_MAX)
-        return false;
-    if (n == 0) {
-        *out_len = 0;
-        return true;
-    }
-    size_t pad = u[n - 1] == '=' ? (u[n - 2] == '=' ? 2 : 1) : 0;
-    for (size_t i = 0; i < n - pad; i++)
-        if (!sasl_b64_char(u[i]))
-            return false;
-    /* RFC4648 3.5: canonical encoding only; the bits under the padding are
-     * zero (otherwise two texts would carry one proof). */
-    if (pad > 0) {
-        static const char alphabet[] =
-            "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-        unsigned v = (unsigned)(strchr(alphabet, u[n - pad - 1]) - alphabet);
-        if ((v & (pad == 1 ? 0x3u : 0xfu)) != 0)
-            return false;
-    }
-    int k = EVP_DecodeBlock(out, u, (int)n);
-    if (k < 0 || (size_t)k < pad)
-        return false;
-    *out_len = (size_t)k - pad;
-    return true;
-}
-
-/* ---- process-wide fallback secret ------------------------------------------------------------ */
-
-static uint8_t sasl_proc_secret[32]; /* written once under sasl_proc_once */
-static pthread_once_t sasl_proc_once = PTHREAD_ONCE_INIT;
-
-static void
-sasl_proc_secret_init(void)
-{
-    /* Without randomness fake salts could be guessed; that is worth a stop. */
-    int ok = RAND_bytes(sasl_proc_secret, sizeof sasl_proc_secret);
-    XD_ASSERT(ok == 1);
-}
-
 /* ---- lifecycle ------------------------------------------------------------------------------- */
 
 xd_sasl_t *
@@ -267,9 +200,8 @@ xd_sasl_new(const xd_sasl_opts_t *o)
         s->secret_len = o->secret.len < SASL_SECRET_MAX ? o->secret.len : SASL_SECRET_MAX;
         memcpy(s->secret, o->secret.p, s->secret_len);
     } else {
-        pthread_once(&sasl_proc_once, sasl_proc_secret_init);
-        memcpy(s->secret, sasl_proc_secret, sizeof sasl_proc_secret);
-        s->secret_len = sizeof sasl_proc_secret;
+        xd_node_key(XD_NODE_KEY_SCRAM_SALT, s->secret);
+        s->secret_len = XD_NODE_KEY_LEN;
     }
     s->fake_iterations = o->fake_iterations ? o->fake_iterations : XD_SCRAM_ITERATIONS_DEFAULT;
     size_t k = 0;
@@ -881,26 +813,25 @@ xd_sasl_provide_scram(xd_sasl_t *s, int status, const xd_scram_cred_t *cred,
     }
 
     /* server-first-message = nonce "," salt "," iteration-count */
-    char *snonce;
-    if (s->test_snonce != NULL) {
-        snonce = xd_strdup(s->test_snonce);
-    } else {
+    char rnd_b64[4 * ((XD_SASL_NONCE_BYTES + 2) / 3) + 1];
+    const char *snonce = s->test_snonce;
+    if (snonce == NULL) {
         uint8_t rnd[XD_SASL_NONCE_BYTES];
         if (RAND_bytes(rnd, sizeof rnd) != 1)
             return sasl_fail(s, r, XD_SASL_COND_TEMPORARY_AUTH_FAILURE, NULL);
-        snonce = sasl_b64(rnd, sizeof rnd, NULL);
+        xd_base64_encode(rnd, sizeof rnd, rnd_b64, 0);
+        snonce = rnd_b64;
     }
     size_t nl = strlen(s->cnonce) + strlen(snonce);
     s->nonce = xd_malloc(nl + 1);
     snprintf(s->nonce, nl + 1, "%s%s", s->cnonce, snonce);
-    xd_free(snonce);
-    char *salt = sasl_b64(s->cred.salt, s->cred.salt_len, NULL);
+    char salt[4 * ((XD_SCRAM_SALT_MAX + 2) / 3) + 1];
+    xd_base64_encode(s->cred.salt, s->cred.salt_len, salt, 0);
     size_t cap = nl + strlen(salt) + 32;
     s->sfirst = xd_malloc(cap);
     int k = snprintf(s->sfirst, cap, "r=%s,s=%s,i=%u", s->nonce, salt, s->cred.iterations);
     XD_ASSERT(k > 0 && (size_t)k < cap);
     s->sfirst_len = (size_t)k;
-    xd_free(salt);
     uint8_t *out = xd_malloc(s->sfirst_len);
     memcpy(out, s->sfirst, s->sfirst_len);
     return sasl_challenge(s, r, out, s->sfirst_len, SASL_WAIT_FINAL);
@@ -944,11 +875,11 @@ sc_client_final(xd_sasl_t *s, const char *m, size_t n, xd_sasl_result_t *r)
 
     uint8_t proof[XD_SASL_MSG_MAX];
     size_t proof_len = 0;
-    if (!sasl_unb64(pf.p + 2, pf.len - 2, proof, sizeof proof, &proof_len))
+    if (xd_base64_decode(pf.p + 2, pf.len - 2, proof, sizeof proof, &proof_len, 0) != 0)
         return sasl_fail(s, r, XD_SASL_COND_MALFORMED_REQUEST, "SCRAM proof is not base64");
     uint8_t *cbind = xd_malloc(c.len); /* decoded is shorter than encoded */
     size_t cbind_len = 0;
-    if (!sasl_unb64(c.p + 2, c.len - 2, cbind, c.len, &cbind_len)) {
+    if (xd_base64_decode(c.p + 2, c.len - 2, cbind, c.len, &cbind_len, 0) != 0) {
         xd_free(cbind);
         return sasl_fail(s, r, XD_SASL_COND_MALFORMED_REQUEST, "c= is not base64");
     }
@@ -984,13 +915,11 @@ sc_client_final(xd_sasl_t *s, const char *m, size_t n, xd_sasl_result_t *r)
         return sasl_fail(s, r, XD_SASL_COND_TEMPORARY_AUTH_FAILURE, NULL);
 
     /* server-final-message = "v=" base64(ServerSignature) */
-    size_t b64_len = 0;
-    char *b64 = sasl_b64(sig, xd_scram_key_len(s->hash), &b64_len);
-    uint8_t *out = xd_malloc(b64_len + 2);
+    size_t klen = xd_scram_key_len(s->hash);
+    uint8_t *out = xd_malloc(2 + xd_base64_encoded_len(klen, 0) + 1);
     out[0] = 'v';
     out[1] = '=';
-    memcpy(out + 2, b64, b64_len);
-    xd_free(b64);
+    size_t b64_len = xd_base64_encode(sig, klen, (char *)out + 2, 0);
     return sasl_authorize(s, r, out, b64_len + 2);
 }
 

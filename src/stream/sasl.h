@@ -154,8 +154,9 @@ typedef struct xd_sasl_opts {
                                             NULL; copied (at most XD_SASL_CB_DATA_MAX) */
     xd_sasl_authz_fn authz;    /* authorization policy; NULL = only the own bare JID */
     void *arg;                 /* passed to cb_data and authz */
-    xd_str_t secret;           /* server secret for fake SCRAM salts (copied, at most 64
-                                  bytes used); empty = a random secret made once per process */
+    xd_str_t secret;           /* key for fake SCRAM salts (copied, at most 64 bytes
+                                  used); empty = the node secret's key for the purpose
+                                  (core/secret.h: stable across restarts and nodes) */
     unsigned fake_iterations;  /* "i=" for unknown users: set it to the host's
                                   scram_iterations; 0 = XD_SCRAM_ITERATIONS_DEFAULT */
 } xd_sasl_opts_t;

@@ -8,6 +8,7 @@
 #include <openssl/sha.h>
 
 #include "xmppd/alloc.h"
+#include "xmppd/base64.h"
 #include "xmppd/caps.h"
 #include "xmppd/err.h"
 #include "xmppd/ns.h"
@@ -228,7 +229,7 @@ xd_caps_ver(const xd_el_t *query, char out[29])
         ok = ok && EVP_DigestFinal_ex(md, dig, &dlen) == 1 && dlen == sizeof dig;
         EVP_MD_CTX_free(md);
         if (ok)
-            EVP_EncodeBlock((unsigned char *)out, dig, sizeof dig);
+            xd_base64_encode(dig, sizeof dig, out, 0);
     }
     caps_list_free(&ids);
     caps_list_free(&feats);

@@ -225,6 +225,39 @@ def test_unknown_user_fails_like_a_wrong_password(server_factory):
     assert c.scram("nobody", "pw", "SHA-256") == ("failure", "not-authorized")
 
 
+def test_unknown_user_salt_is_stable_across_restarts(server_factory):
+    """The fake salt of an unknown user comes from the node secret in
+    data_dir (its "scram fake salt" key, HKDF-Expand-SHA256), so a probe
+    sees the same salt before and after a restart, as it would for an
+    account that exists, and a different one for another name."""
+    import base64
+    import hashlib
+    import hmac
+    srv = server_factory(extra_yaml=FAST)
+
+    def salt_of(user):
+        c = XClient(srv.c2s_port)
+        c.open_stream()
+        c.starttls()
+        c.open_stream()
+        c.auth("SCRAM-SHA-256", f"n,,n={user},r=0123456789abcdef".encode())
+        kind, val = c.sasl_answer()
+        assert kind == "challenge", (kind, val)
+        c.close()
+        attrs = dict(kv.split("=", 1) for kv in val.decode().split(","))
+        return base64.b64decode(attrs["s"])
+
+    before = salt_of("nobody")
+    assert len(before) == 16 and salt_of("nobody") == before
+    assert salt_of("somebody") != before
+    with open(os.path.join(srv.data_dir, "secret"), "rb") as f:
+        secret = f.read()
+    k = hmac.new(secret, b"xmppd node key: scram fake salt\x01", hashlib.sha256).digest()
+    assert before == hmac.new(k, b"salt:localhost\0SHA-256\0nobody", hashlib.sha256).digest()[:16]
+    srv.stop()
+    srv.restart()
+    assert salt_of("nobody") == before
+
 def test_too_many_failures_close_the_stream(server_factory):
     srv = server_factory(extra_yaml=FAST + "max_auth_failures: 2\n")
     users(srv, "jay", password="pw")

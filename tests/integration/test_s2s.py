@@ -7,6 +7,7 @@ xmppctl commands."""
 import os
 import re
 import socket
+import ssl
 import subprocess
 import time
 
@@ -67,6 +68,31 @@ def connections(srv):
     r = srv.ctl_run("s2s_connections")
     assert r.returncode == 0, r.stderr
     return r.stdout
+
+
+def read_until(sock, pat, buf=b""):
+    """Reads sock until the bytes pattern pat matches what came; all of it."""
+    while not re.search(pat, buf, re.S):
+        chunk = sock.recv(65536)
+        assert chunk, buf
+        buf += chunk
+    return buf
+
+
+def incoming_over_tls(raw, header, name):
+    """Plays the initiating server on the connected socket raw: the stream
+    header, STARTTLS (no certificate check), the header again.  The TLS
+    socket and what came up to its features."""
+    raw.sendall(header)
+    read_until(raw, rb"</stream:features>")
+    raw.sendall(b"<starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>")
+    read_until(raw, rb"<proceed")
+    ctx = ssl.create_default_context()
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    tls = ctx.wrap_socket(raw, server_hostname=name)
+    tls.sendall(header)
+    return tls, read_until(tls, rb"</stream:features>")
 
 
 def test_dialback_messages_both_ways(server_factory):
@@ -245,6 +271,31 @@ def test_raw_incoming_stream_rules(server_factory):
     s.close()
 
 
+
+def test_raw_incoming_sasl_authzid_encoding(server_factory):
+    """XEP-0178 on an incoming stream: an authzid that is not strict base64
+    (RFC 4648 4, no white space: RFC 6120 6.4.2) is <incorrect-encoding/>;
+    one that decodes to a name with a NUL in it is no domain."""
+    p = make_pair(server_factory, start_b=False)
+    port = int(re.search(r"port: (\d+)\n    ip: 127.0.0.1\n    module: s2s",
+                         open(p.a.config_path).read()).group(1))
+    raw = socket.create_connection((A_IP, port), timeout=10)
+    header = (b"<?xml version='1.0'?><stream:stream xmlns='jabber:server' "
+              b"xmlns:db='jabber:server:dialback' xmlns:stream='http://etherx.jabber.org/streams' "
+              b"from='b.test' to='a.test' version='1.0'>")
+
+    tls, _ = incoming_over_tls(raw, header, "a.test")
+    for text, cond in ((b"!!!notbase64", b"incorrect-encoding"),
+                       (b" Yi50ZXN0", b"incorrect-encoding"),      # " b.test"
+                       (b"Yi50ZXN0\n", b"incorrect-encoding"),
+                       (b"Yh==", b"incorrect-encoding"),           # "b", spare bits set
+                       (b"Yi50ZXN0AGEudGVzdA==", b"not-authorized")):  # "b.test\0a.test"
+        tls.sendall(b"<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='EXTERNAL'>"
+                    + text + b"</auth>")
+        buf = read_until(tls, rb"</failure>")
+        assert cond in buf, (text, buf)
+    tls.close()
+
 # ---- DNS, direct TLS (XEP-0368), idle streams ----
 
 def test_direct_tls_found_through_xmpps_srv(server_factory, tmp_path):
@@ -310,10 +361,10 @@ def test_incoming_stream_multiplexes_two_domains(server_factory):
     with dialback (XEP-0220: several <db:result/> on one stream), then
     carries stanzas for both; a third, unauthenticated domain is refused.
     The sending side is played by hand, with keys made from a.test's node
-    secret, so b.test really dials back to the authoritative server."""
+    secret (its dialback key: HKDF-Expand-SHA256 with info "xmppd node key:
+    dialback"), so b.test really dials back to the authoritative server."""
     import hashlib
     import hmac
-    import ssl
     a_c2s, a_s2s = free_port(addr=A_IP), free_port(addr=A_IP)
     b_c2s, b_s2s = free_port(addr=B_IP), free_port(addr=B_IP)
     a = server_factory(hosts=("a.test", "a2.test"), listen=listen_yaml(A_IP, a_c2s, a_s2s),
@@ -327,8 +378,10 @@ def test_incoming_stream_multiplexes_two_domains(server_factory):
     with open(os.path.join(a.data_dir, "secret"), "rb") as f:
         secret = f.read()
 
+    db_key = hmac.new(secret, b"xmppd node key: dialback\x01", hashlib.sha256).digest()
+
     def key(receiving, originating, sid):
-        k = hashlib.sha256(secret).hexdigest().encode()
+        k = hashlib.sha256(db_key).hexdigest().encode()
         return hmac.new(k, f"{receiving} {originating} {sid}".encode(),
                         hashlib.sha256).hexdigest()
 
@@ -338,23 +391,7 @@ def test_incoming_stream_multiplexes_two_domains(server_factory):
               "xmlns:stream='http://etherx.jabber.org/streams' "
               "from='a.test' to='b.test' version='1.0'>").encode()
 
-    def read_until(sock, pat, buf=b""):
-        while not re.search(pat, buf, re.S):
-            chunk = sock.recv(65536)
-            assert chunk, buf
-            buf += chunk
-        return buf
-
-    raw.sendall(header)
-    read_until(raw, rb"</stream:features>")
-    raw.sendall(b"<starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>")
-    read_until(raw, rb"<proceed")
-    ctx = ssl.create_default_context()
-    ctx.check_hostname = False
-    ctx.verify_mode = ssl.CERT_NONE
-    tls = ctx.wrap_socket(raw, server_hostname="b.test")
-    tls.sendall(header)
-    buf = read_until(tls, rb"</stream:features>")
+    tls, buf = incoming_over_tls(raw, header, "b.test")
     sid = re.search(rb"<stream:stream[^>]*\sid=['\"]([^'\"]+)", buf).group(1).decode()
     assert b"urn:xmpp:features:dialback" in buf, buf
     for dom in ("a.test", "a2.test"):
@@ -450,13 +487,6 @@ def test_unanswered_multiplexing_falls_back_to_a_stream(server_factory):
                   b"version='1.0'><stream:features><dialback xmlns='urn:xmpp:features:dialback'/>"
                   b"</stream:features>")
         return s
-
-    def read_until(s, pat, buf=b""):
-        while not re.search(pat, buf, re.S):
-            chunk = s.recv(65536)
-            assert chunk, buf
-            buf += chunk
-        return buf
 
     try:
         for dom in ("a.test", "a2.test"):

@@ -32,6 +32,7 @@
 #include <openssl/evp.h>
 #include <openssl/hmac.h>
 
+#include "core/secret.h"
 #include "stream/sasl.h"
 #include "xmppd/err.h"
 #include "xmppd/jid.h"
@@ -695,7 +696,9 @@ test_sasl__scram_unknown_user_same_shape(void **state)
     assert_string_not_equal(salt1, salt4);
     xd_sasl_free(s);
 
-    /* Without a configured secret the process secret is stable too. */
+    /* Without a configured secret the key is the node secret's for fake
+     * salts (core/secret.h; here the per-process stand-in, as nothing is
+     * loaded): stable, and HMAC-SHA256(key, "salt:" host 0 hash 0 user). */
     o.secret = XD_STR_NULL;
     s = xd_sasl_new(&o);
     tc_init(&cu, XD_SCRAM_SHA256, "n,,", "nobody", "x");
@@ -709,6 +712,15 @@ test_sasl__scram_unknown_user_same_shape(void **state)
     assert_string_equal(salt1, salt2);
     expect_fail(&unknown, XD_SASL_COND_NOT_AUTHORIZED);
     xd_sasl_free(s);
+    unsigned char nkey[XD_NODE_KEY_LEN], mac[32];
+    unsigned mac_len = 0;
+    xd_node_key(XD_NODE_KEY_SCRAM_SALT, nkey);
+    static const char msg[] = "salt:" HOST "\0SHA-256\0nobody";
+    HMAC(EVP_sha256(), nkey, sizeof nkey, (const unsigned char *)msg, sizeof msg - 1, mac,
+         &mac_len);
+    uint8_t got[64];
+    assert_int_equal(unb64(salt1, got), XD_SCRAM_SALT_LEN);
+    assert_memory_equal(got, mac, XD_SCRAM_SALT_LEN);
 
     /* fake_iterations follows the host's setting. */
     o.fake_iterations = 10000;
