@@ -153,6 +153,25 @@ def test_sm_register_and_remove_connection(server_factory):
     assert not log.of("sm_remove_connection", jid=bobjid), log.events
 
 
+def test_sm_remove_connection_of_a_replaced_session(server_factory):
+    srv = start(server_factory)
+    bob, _ = online(srv, "bob", "obs")
+    base = read_log(bob).seq
+    old, jid = login(srv.c2s_port, "alice", "pw", resource="same")
+    new, jid2 = login(srv.c2s_port, "alice", "pw", resource="same")
+    assert jid == jid2
+    assert old.stream_error() == "conflict"  # after the session ended
+    log = read_log(bob, base)
+    assert len(log.of("sm_register_connection", jid=jid)) == 2, log.events
+    ev = one(log.of("sm_remove_connection", jid=jid), "replaced")
+    # hooks.def: "A bound session ended (reason: closed, disconnected, replaced, ...)".
+    assert ev["reason"] == "replaced", ev
+    # The session that took the resource ends as any other.
+    new.end_stream()
+    evs = read_log(bob, base, "sm_remove_connection").of("sm_remove_connection", jid=jid)
+    assert [e["reason"] for e in evs] == ["replaced", "closed"], evs
+
+
 # ---- client streams ------------------------------------------------------------------------
 
 def feature(features):
