@@ -489,7 +489,11 @@ xd_session_end(xd_session_t *s, const char *reason)
 {
     if (!s)
         return;
-    xd_sm_unbind(s->jid, s->ref.id);
+    /* The binding is gone already only when a new session took the
+     * resource (xd_sm_bind_replace): whatever closed the stream, this
+     * session was replaced (hooks.def, SM_REMOVE_CONNECTION). */
+    if (!xd_sm_unbind(s->jid, s->ref.id))
+        reason = "replaced";
     if (s->available) {
         s->available = false;
         xd_hook_presence_t pev = { .host = s->host, .jid = s->jid, .presence = NULL };

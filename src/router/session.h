@@ -100,8 +100,9 @@ xd_stanza_t *xd_session_bind_iq(const xd_session_bind_req_t *req, const xd_stanz
  * session manager itself are written through s->ref.ops->deliver. */
 int xd_session_input(xd_session_t *s, xd_stanza_t *st);
 
-/* The session ends (reason: "closed", "disconnected", …, for the hook):
- * unbound, unavailable presence to whoever had its presence,
+/* The session ends (reason: "closed", "disconnected", …, for the hook;
+ * "replaced" whatever the caller says when another session took its
+ * resource): unbound, unavailable presence to whoever had its presence,
  * SM_REMOVE_CONNECTION;
  * then s is freed. */
 void xd_session_end(xd_session_t *s, const char *reason);
