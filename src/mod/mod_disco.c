@@ -162,16 +162,31 @@ disco_info(const xd_iq_req_t *req)
         return xd_stanza_error(req->iq, XD_COND_NOT_ALLOWED, NULL);
     bool host = xd_jid_local(req->to).len == 0;
     const char *node = xd_el_attr(payload, "node");
-    xd_el_t *q = disco_info_query(req->ctx, req->from, req->to, host, NULL);
-    if (node) {
+    xd_el_t *q;
+    if (!node) {
+        q = disco_info_query(req->ctx, req->from, req->to, host, NULL);
+    } else {
         /* XEP-0115 6.2: node#ver of the server's own caps is the same
-         * information; any other node is unknown. */
+         * information.  Any other node is the modules' (XEP-0030 3.2): the
+         * hook runs with it, and a node nobody answers for is unknown. */
         char ver[29];
         size_t nl = strlen(XD_CAPS_NODE);
-        if (!host || xd_caps_ver(q, ver) != 0 || strncmp(node, XD_CAPS_NODE, nl) != 0 ||
-            node[nl] != '#' || strcmp(node + nl + 1, ver) != 0) {
-            xd_el_free(q);
-            return xd_stanza_error(req->iq, XD_COND_ITEM_NOT_FOUND, NULL);
+        bool caps = host && strncmp(node, XD_CAPS_NODE, nl) == 0 && node[nl] == '#' &&
+                    disco_host_ver(req->ctx, ver) == 0 && strcmp(node + nl + 1, ver) == 0;
+        if (caps) {
+            q = disco_info_query(req->ctx, req->from, req->to, host, NULL);
+        } else {
+            q = xd_el_new("query", XD_NS_DISCO_INFO);
+            xd_hook_disco_t ev = { .host = req->host, .from = req->from, .to = req->to,
+                                   .node = node, .query = q };
+            if (host)
+                xd_hook_run(XD_HOOK_DISCO_LOCAL_FEATURES, req->host, &ev);
+            else
+                xd_hook_run(XD_HOOK_DISCO_SM_FEATURES, req->host, &ev);
+            if (!xd_el_first_child(q)) {
+                xd_el_free(q);
+                return xd_stanza_error(req->iq, XD_COND_ITEM_NOT_FOUND, NULL);
+            }
         }
         xd_el_set_attr(q, "node", node);
     }
@@ -224,6 +239,8 @@ disco_start(xd_module_ctx_t *ctx)
         rc = xd_module_iq(ctx, XD_IQ_USER, XD_NS_DISCO_INFO, XD_IQ_INLINE, disco_info, NULL);
     if (rc == 0)
         rc = xd_module_iq(ctx, XD_IQ_HOST, XD_NS_DISCO_ITEMS, XD_IQ_INLINE, disco_items, NULL);
+    if (rc == 0) /* an account's items (DISCO_SM_ITEMS: PEP nodes, ...) */
+        rc = xd_module_iq(ctx, XD_IQ_USER, XD_NS_DISCO_ITEMS, XD_IQ_INLINE, disco_items, NULL);
     if (rc == 0)
         rc = xd_module_feature(ctx, XD_IQ_HOST, XD_NS_CAPS); /* XEP-0115 for the server */
     if (rc == 0)

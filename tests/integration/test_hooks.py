@@ -547,9 +547,6 @@ def test_disco_hooks(server_factory):
         (ajid, "localhost", None), (ajid, "localhost", "n1")], li
 
 
-@pytest.mark.xfail(strict=True, reason="mod_disco registers disco#items for XD_IQ_HOST only "
-                   "(src/mod/mod_disco.c:226): an account's disco#items is service-unavailable "
-                   "and DISCO_SM_ITEMS never runs")
 def test_disco_sm_items(server_factory):
     srv = start(server_factory)
     a, ajid = online(srv, "alice", "a")
@@ -561,9 +558,6 @@ def test_disco_sm_items(server_factory):
     assert (si["host"], si["from"], si["to"]) == ("localhost", ajid, "alice@localhost"), si
 
 
-@pytest.mark.xfail(strict=True, reason="mod_disco runs DISCO_*_FEATURES with node NULL "
-                   "(src/mod/mod_disco.c:165) and answers item-not-found for every node but "
-                   "its caps node")
 def test_disco_info_node_reaches_the_hook(server_factory):
     srv = start(server_factory)
     a, ajid = online(srv, "alice", "a")
