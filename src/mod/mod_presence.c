@@ -206,8 +206,9 @@ pres_served(xd_str_t host)
     return served;
 }
 
-/* The current presence of every available session of `of_bare`, to the
- * session `to_full` (worker/conn), or unavailable from each when `unavail`. */
+/* The current presence of every available session of `of_bare` but
+ * `to_full` itself, to the session `to_full` (worker/conn), or unavailable
+ * from each when `unavail`. */
 static void
 pres_current_to(const char *of_bare, const char *to_full, bool unavail)
 {
@@ -223,7 +224,9 @@ pres_current_to(const char *of_bare, const char *to_full, bool unavail)
     if (n > PRES_MAX_RES)
         n = PRES_MAX_RES;
     for (size_t i = 0; i < n; i++) {
-        if (res[i].available && res[i].presence) {
+        /* A session's own presence reached it with the broadcast
+         * (RFC 6121 4.2.2): only its other resources' here. */
+        if (res[i].available && res[i].presence && !xd_jid_eq(res[i].jid, to)) {
             xd_stanza_t *p = unavail ? pres_make("unavailable", xd_jid_full_str(res[i].jid).p,
                                                  to_full)
                                      : pres_addr(res[i].presence, xd_jid_full_str(res[i].jid).p,

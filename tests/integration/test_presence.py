@@ -2,7 +2,7 @@
 (RFC 6121 3 and 4) with mod_roster."""
 import re
 
-from helpers import POOL1, assert_nothing_before, expect, online, q, users
+from helpers import POOL1, assert_nothing_before, expect, online, pool_roundtrip, q, users
 
 ROSTER = "modules:\n  mod_roster: {}\n"
 
@@ -49,6 +49,23 @@ def test_subscribe_approve_broadcast_and_probe(server_factory):
     # Bob is not subscribed to alice: he does not get alice's presence.
     # alice/a2's broadcast goes out from the pool: pool round trips (POOL1).
     assert_nothing_before(b, r"<presence[^>]*from=['\"]alice@localhost/a2", after=a2, pool=True)
+
+
+def test_own_initial_presence_arrives_once(server_factory):
+    """RFC 6121 4.2.2: the initial presence goes to each of the user's
+    available resources, the one that sent it included, once; the other
+    resource's presence reaches the new session once too."""
+    srv = server_factory(extra_yaml=ROSTER + POOL1)  # the broadcast runs on the pool
+    users(srv, "erin")
+    o, ojid = session(srv, "erin", "other")
+    e, ejid = session(srv, "erin", "new")
+    # A pool round trip: the broadcast and the other resources' presence
+    # went out before it; everything since the login is still buffered.
+    seen = q(pool_roundtrip(e).decode(errors="replace"))
+    for jid in (ejid, ojid):
+        got = re.findall(rf"<presence[^>]*from='{re.escape(jid)}'", seen)
+        assert len(got) == 1, (jid, seen)
+    o.close()
 
 
 def test_subscription_request_waits_until_login(server_factory):
