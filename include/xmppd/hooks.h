@@ -129,7 +129,8 @@ typedef struct xd_hook_s2s_packet {
  * `other` (outgoing false) or outgoing to it?  A handler that refuses sets
  * deny and returns XD_HOOK_STOP. */
 typedef struct xd_hook_privacy_check {
-    const xd_jid_t *user;  /* the account whose rules apply (full JID: that session's) */
+    const xd_jid_t *user;  /* the account whose rules apply: a session's full JID, or the
+                            * bare JID when no one session is meant (a subscription) */
     const xd_jid_t *other; /* the other party */
     const xd_el_t *el;     /* the stanza */
     bool outgoing;         /* from user to other (else to user from other) */
@@ -216,7 +217,11 @@ typedef struct xd_hook_subscription {
 } xd_hook_subscription_t;
 
 /* DISCO_*: the <query/> of the reply being built, after what the server
- * itself lists (identities, features of registered IQ handlers). */
+ * itself lists (identities, features of registered IQ handlers).  With a
+ * node (XEP-0030 3.2) the query starts empty and only the handlers that
+ * serve that node add to it; a disco#info nobody added to is
+ * item-not-found.  A handler describing the entity itself adds nothing
+ * when node is set. */
 typedef struct xd_hook_disco {
     const char *host;      /* the served host */
     const xd_jid_t *from;  /* the requester */
