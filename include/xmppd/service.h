@@ -21,8 +21,9 @@ typedef struct xd_module_ctx xd_module_ctx_t; /* module.h */
  * (NULL for the core's routes, such as external components). */
 typedef void (*xd_service_fn)(xd_module_ctx_t *ctx, xd_stanza_t *st, void *arg);
 
-/* Routes stanzas to `domain` (normalised) to fn.  XD_EEXIST when taken,
- * XD_EINVAL for a bad argument.  Any thread.  Modules use
+/* Routes stanzas to `domain` (normalised here as a JID's domain part:
+ * "Echo.Example.ORG" serves echo.example.org) to fn.  XD_EEXIST when
+ * taken, XD_EINVAL for a bad argument or a domain that is not one.  Any thread.  Modules use
  * xd_module_service (module.h). */
 int xd_service_add(const char *domain, xd_service_fn fn, void *arg);
 

@@ -8,6 +8,7 @@
 #include "xmppd/module.h"
 #include "xmppd/alloc.h"
 #include "xmppd/err.h"
+#include "xmppd/jid.h"
 #include "xmppd/service.h"
 
 typedef struct {
@@ -30,19 +31,23 @@ xd_service_add(const char *domain, xd_service_fn fn, void *arg)
 int
 xd_service_add_ctx(xd_module_ctx_t *ctx, const char *domain, xd_service_fn fn, void *arg)
 {
-    if (!domain || !*domain || !fn)
+    char *norm = NULL;
+    /* Stored as the router compares it: the domain part of a parsed JID
+     * (lower case, IDNA), whatever case the configuration wrote. */
+    if (!domain || !fn || xd_jid_prep_domain(xd_str_c(domain), &norm) != 0)
         return XD_EINVAL;
     pthread_rwlock_wrlock(&svc_lock);
     for (size_t i = 0; i < svc_n; i++)
-        if (!strcmp(svc_tab[i].domain, domain)) {
+        if (!strcmp(svc_tab[i].domain, norm)) {
             pthread_rwlock_unlock(&svc_lock);
+            xd_free(norm);
             return XD_EEXIST;
         }
     if (svc_n == svc_cap) {
         svc_cap = svc_cap ? svc_cap * 2 : 8;
         svc_tab = xd_realloc(svc_tab, svc_cap * sizeof *svc_tab);
     }
-    svc_tab[svc_n++] = (svc_t){ xd_strdup(domain), fn, ctx, arg };
+    svc_tab[svc_n++] = (svc_t){ norm, fn, ctx, arg };
     pthread_rwlock_unlock(&svc_lock);
     return 0;
 }
@@ -51,15 +56,19 @@ bool
 xd_service_remove(const char *domain, xd_service_fn fn)
 {
     bool removed = false;
+    char *norm = NULL;
+    if (!domain || xd_jid_prep_domain(xd_str_c(domain), &norm) != 0)
+        return false;
     pthread_rwlock_wrlock(&svc_lock);
     for (size_t i = 0; i < svc_n; i++)
-        if (!strcmp(svc_tab[i].domain, domain) && svc_tab[i].fn == fn) {
+        if (!strcmp(svc_tab[i].domain, norm) && svc_tab[i].fn == fn) {
             xd_free(svc_tab[i].domain);
             svc_tab[i] = svc_tab[--svc_n];
             removed = true;
             break;
         }
     pthread_rwlock_unlock(&svc_lock);
+    xd_free(norm);
     return removed;
 }
 

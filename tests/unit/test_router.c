@@ -1031,13 +1031,17 @@ test_router__filter_packet_drops_and_replaces(void **state)
     assert_int_equal(t_got(x, "id='far'", "<remote-server-not-found"), 1);
     /* So is one to a service of this process (a MUC domain, a gateway):
      * the sender's outgoing rules apply there too. */
-    assert_int_equal(xd_service_add("svc.example", t_service, NULL), 0);
+    /* Added as the configuration wrote it, matched as a JID's domain. */
+    assert_int_equal(xd_service_add("SVC.Example", t_service, NULL), 0);
+    assert_int_equal(xd_service_add("svc.example", t_service, NULL), XD_EEXIST);
+    assert_int_equal(xd_service_add("not a domain!", t_service, NULL), XD_EINVAL);
     t_route(0, "<message from='x@a.example/x' to='room@svc.example' id='drop'/>");
     assert_int_equal(t_noted("filter host=a.example to=room@svc.example"), 1);
     assert_int_equal(t_noted("service id=drop"), 0);
     t_route(0, "<message from='x@a.example/x' to='room@svc.example' id='kept'/>");
     assert_int_equal(t_noted("service id=kept"), 1);
-    xd_service_clear();
+    assert_true(xd_service_remove("svc.EXAMPLE", t_service));
+    assert_false(xd_service_exists("svc.example"));
 }
 
 /* ---- carbons (XEP-0280) -------------------------------------------------------------------- */
