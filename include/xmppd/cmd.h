@@ -125,9 +125,22 @@ typedef struct xd_cmd {
 /* Registers cmd (any thread).  XD_EEXIST when the name is taken, XD_EINVAL
  * for a malformed declaration. */
 int xd_cmd_register(const xd_cmd_t *cmd);
+
+/* Removes cmd, then waits until every call of it that was acquired has
+ * been released: after it returns no handler of cmd runs (a module's
+ * commands go before its stop; a .so's before it is unloaded).  Not from
+ * within a call of cmd itself. */
 void xd_cmd_unregister(const xd_cmd_t *cmd);
 
-/* The command called name, or NULL. */
+/* A front end's way to run a command: the command called name, held
+ * against xd_cmd_unregister until xd_cmd_release(*hold); NULL (and *hold
+ * NULL) when there is none. */
+typedef struct xd_cmd_hold xd_cmd_hold_t;
+const xd_cmd_t *xd_cmd_acquire(const char *name, xd_cmd_hold_t **hold);
+void xd_cmd_release(xd_cmd_hold_t *hold); /* NULL: nothing */
+
+/* The command called name, or NULL: for a check only (the pointer is not
+ * held; a front end that runs or describes it uses xd_cmd_acquire). */
 const xd_cmd_t *xd_cmd_find(const char *name);
 
 /* Calls fn for each command in name order; stops when fn returns non-zero. */

@@ -8,9 +8,11 @@
 #include <inttypes.h>
 #include <pthread.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include <openssl/crypto.h>
 
@@ -20,7 +22,15 @@
 #include "xmppd/log.h"
 
 static pthread_rwlock_t cmd_lock = PTHREAD_RWLOCK_INITIALIZER;
-static const xd_cmd_t **cmd_tab; /* sorted by name */
+
+/* A registered command and the calls of it in progress: unregistering waits
+ * for them, so a module's command never runs after its module stopped (nor
+ * in an unloaded .so). */
+struct xd_cmd_hold {
+    const xd_cmd_t *cmd;
+    _Atomic unsigned busy; /* holds (xd_cmd_acquire) not yet released */
+};
+static struct xd_cmd_hold **cmd_tab; /* sorted by name */
 static size_t cmd_n, cmd_cap;
 
 /* ---- registry ------------------------------------------------------------------------------ */
@@ -32,7 +42,7 @@ cmd_search(const char *name, bool *found)
     size_t lo = 0, hi = cmd_n;
     while (lo < hi) {
         size_t mid = lo + (hi - lo) / 2;
-        int c = strcmp(cmd_tab[mid]->name, name);
+        int c = strcmp(cmd_tab[mid]->cmd->name, name);
         if (c == 0) {
             *found = true;
             return mid;
@@ -64,7 +74,10 @@ xd_cmd_register(const xd_cmd_t *cmd)
         cmd_tab = xd_realloc(cmd_tab, cmd_cap * sizeof *cmd_tab);
     }
     memmove(cmd_tab + at + 1, cmd_tab + at, (cmd_n - at) * sizeof *cmd_tab);
-    cmd_tab[at] = cmd;
+    struct xd_cmd_hold *e = xd_new(struct xd_cmd_hold);
+    e->cmd = cmd;
+    atomic_init(&e->busy, 0u);
+    cmd_tab[at] = e;
     cmd_n++;
     pthread_rwlock_unlock(&cmd_lock);
     return 0;
@@ -73,14 +86,24 @@ xd_cmd_register(const xd_cmd_t *cmd)
 void
 xd_cmd_unregister(const xd_cmd_t *cmd)
 {
+    struct xd_cmd_hold *e = NULL;
     pthread_rwlock_wrlock(&cmd_lock);
     bool found;
     size_t at = cmd_search(cmd->name, &found);
-    if (found && cmd_tab[at] == cmd) {
+    if (found && cmd_tab[at]->cmd == cmd) {
+        e = cmd_tab[at];
         memmove(cmd_tab + at, cmd_tab + at + 1, (cmd_n - at - 1) * sizeof *cmd_tab);
         cmd_n--;
     }
     pthread_rwlock_unlock(&cmd_lock);
+    if (!e)
+        return;
+    /* Nobody can take a new hold now; wait for the calls in progress. */
+    while (atomic_load_explicit(&e->busy, memory_order_acquire) != 0) {
+        struct timespec ts = { 0, 1000000 };
+        nanosleep(&ts, NULL);
+    }
+    xd_free(e);
 }
 
 const xd_cmd_t *
@@ -89,23 +112,55 @@ xd_cmd_find(const char *name)
     pthread_rwlock_rdlock(&cmd_lock);
     bool found;
     size_t at = cmd_search(name, &found);
-    const xd_cmd_t *cmd = found ? cmd_tab[at] : NULL;
+    const xd_cmd_t *cmd = found ? cmd_tab[at]->cmd : NULL;
     pthread_rwlock_unlock(&cmd_lock);
     return cmd;
+}
+
+const xd_cmd_t *
+xd_cmd_acquire(const char *name, xd_cmd_hold_t **hold)
+{
+    pthread_rwlock_rdlock(&cmd_lock);
+    bool found;
+    size_t at = cmd_search(name, &found);
+    struct xd_cmd_hold *e = found ? cmd_tab[at] : NULL;
+    if (e)
+        atomic_fetch_add_explicit(&e->busy, 1, memory_order_relaxed);
+    pthread_rwlock_unlock(&cmd_lock);
+    *hold = e;
+    return e ? e->cmd : NULL;
+}
+
+void
+xd_cmd_release(xd_cmd_hold_t *hold)
+{
+    if (hold)
+        atomic_fetch_sub_explicit(&hold->busy, 1, memory_order_release);
 }
 
 void
 xd_cmd_foreach(int (*fn)(void *arg, const xd_cmd_t *cmd), void *arg)
 {
-    /* A snapshot, so fn may register or look up commands. */
+    /* A snapshot of held entries, so fn may register or look up commands
+     * and none of them goes away meanwhile. */
     pthread_rwlock_rdlock(&cmd_lock);
     size_t n = cmd_n;
-    const xd_cmd_t **snap = xd_malloc((n ? n : 1) * sizeof *snap);
+    struct xd_cmd_hold **snap = xd_malloc((n ? n : 1) * sizeof *snap);
     memcpy(snap, cmd_tab, n * sizeof *snap);
-    pthread_rwlock_unlock(&cmd_lock);
     for (size_t i = 0; i < n; i++)
-        if (fn(arg, snap[i]) != 0)
+        atomic_fetch_add_explicit(&snap[i]->busy, 1, memory_order_relaxed);
+    pthread_rwlock_unlock(&cmd_lock);
+    size_t i = 0;
+    for (; i < n; i++) {
+        int stop = fn(arg, snap[i]->cmd);
+        xd_cmd_release(snap[i]);
+        if (stop != 0) {
+            i++;
             break;
+        }
+    }
+    for (; i < n; i++)
+        xd_cmd_release(snap[i]);
     xd_free(snap);
 }
 

@@ -36,6 +36,7 @@ typedef struct {
     bool answered;              /* a reply is queued; ignore further input */
     uv_work_t work;             /* an off-loop command in progress */
     xd_cmd_call_t call;         /* its call */
+    xd_cmd_hold_t *hold;        /* the command, held until the reply is queued */
     int status;                 /* its result */
 } ctl_client_t;
 
@@ -89,7 +90,8 @@ ctl_help(xd_cmd_call_t *call)
         xd_cmd_printf(call, "\n`xmppctl help COMMAND` describes one command.");
         return 0;
     }
-    const xd_cmd_t *cmd = xd_cmd_find(call->args[0].text);
+    xd_cmd_hold_t *hold;
+    const xd_cmd_t *cmd = xd_cmd_acquire(call->args[0].text, &hold);
     if (!cmd)
         return xd_cmd_errorf(call, XD_EINVAL, "unknown command: %s (try `xmppctl help`)",
                              call->args[0].text);
@@ -106,6 +108,7 @@ ctl_help(xd_cmd_call_t *call)
                       i >= cmd->nargs - cmd->nopt ? " (optional)" : "");
     if (cmd->result_doc)
         xd_cmd_printf(call, "\nResult: %s\n", cmd->result_doc);
+    xd_cmd_release(hold);
     return 0;
 }
 
@@ -130,6 +133,7 @@ static void
 ctl_on_close(uv_handle_t *h)
 {
     ctl_client_t *cl = (ctl_client_t *)h;
+    xd_cmd_release(cl->hold);
     xd_cmd_call_clear(&cl->call);
     xd_free(cl);
 }
@@ -169,6 +173,10 @@ ctl_send(ctl_client_t *cl, int code, const char *body, size_t len)
     ctl_printf(&msg, "%.*s", (int)len, body ? body : "");
     if (len && body[len - 1] != '\n')
         ctl_printf(&msg, "\n");
+    /* The call is over (the body may be the command's own text, copied
+     * above): its module may go now. */
+    xd_cmd_release(cl->hold);
+    cl->hold = NULL;
     ctl_wreq_t *w = xd_new(ctl_wreq_t);
     w->data = msg.p;
     uv_buf_t buf = uv_buf_init(msg.p, (unsigned)msg.len);
@@ -265,7 +273,7 @@ ctl_dispatch(ctl_client_t *cl)
         ctl_reply_msg(cl, 2, "empty request");
         return;
     }
-    const xd_cmd_t *cmd = xd_cmd_find(argv[0]);
+    const xd_cmd_t *cmd = xd_cmd_acquire(argv[0], &cl->hold);
     if (!cmd) {
         char msg[300];
         snprintf(msg, sizeof msg, "unknown command: %.200s (try `xmppctl help`)", argv[0]);
@@ -284,6 +292,9 @@ ctl_dispatch(ctl_client_t *cl)
         return;
     }
     cl->work.data = cl;
+    /* No more input while the call runs off the loop: a client that hangs
+     * up must not free cl under it (the reply's write then fails). */
+    uv_read_stop((uv_stream_t *)&cl->pipe);
     rc = uv_queue_work(cl->pipe.loop, &cl->work, ctl_work, ctl_after_work);
     if (rc != 0)
         ctl_reply_call(cl, xd_cmd_errorf(&cl->call, XD_EINTERNAL, "cannot run: %s", uv_strerror(rc)));

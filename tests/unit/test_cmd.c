@@ -6,7 +6,9 @@
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdatomic.h>
 #include <string.h>
+#include <uv.h>
 
 #include <cmocka.h>
 
@@ -145,6 +147,47 @@ test_errors_carry_messages(void **state)
     xd_config_unref(cfg);
 }
 
+static const xd_cmd_t cmd_held = {
+    .name = "held",
+    .doc = "a command a front end is running",
+    .fn = fail_fn,
+};
+
+static _Atomic bool held_gone;
+
+static void
+held_unregister(void *arg)
+{
+    (void)arg;
+    xd_cmd_unregister(&cmd_held);
+    atomic_store(&held_gone, true);
+}
+
+/* Unregistering a command waits for the calls a front end acquired: the
+ * name is gone at once (no new call), the unregister returns only after
+ * the release, so the module behind it never stops under a running call. */
+static void
+test_unregister_waits_for_running_calls(void **state)
+{
+    (void)state;
+    assert_int_equal(xd_cmd_register(&cmd_held), 0);
+    xd_cmd_hold_t *hold = NULL, *none = NULL;
+    assert_ptr_equal(xd_cmd_acquire("held", &hold), &cmd_held);
+    assert_non_null(hold);
+    assert_null(xd_cmd_acquire("nope", &none));
+    assert_null(none);
+    atomic_store(&held_gone, false);
+    uv_thread_t th;
+    assert_int_equal(uv_thread_create(&th, held_unregister, NULL), 0);
+    while (xd_cmd_find("held")) /* removed by the other thread: it now waits */
+        uv_sleep(1);
+    assert_false(atomic_load(&held_gone));
+    xd_cmd_release(hold);
+    uv_thread_join(&th);
+    assert_true(atomic_load(&held_gone));
+    xd_cmd_release(NULL);
+}
+
 int
 main(void)
 {
@@ -152,6 +195,7 @@ main(void)
         cmocka_unit_test(test_register_find_foreach),
         cmocka_unit_test(test_prepare_types),
         cmocka_unit_test(test_errors_carry_messages),
+        cmocka_unit_test(test_unregister_waits_for_running_calls),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
