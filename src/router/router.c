@@ -26,6 +26,8 @@
 
 #include "router/carbons.h"
 #include "router/sm.h"
+#include "xmppd/alloc.h"
+#include "xmppd/auth.h"
 #include "xmppd/config.h"
 #include "xmppd/hooks.h"
 #include "xmppd/iq.h"
@@ -68,6 +70,13 @@ static bool
 route_is(const char *type, const char *what)
 {
     return type && !strcmp(type, what);
+}
+
+static bool
+route_iq_type_ok(const char *type)
+{
+    return type && (!strcmp(type, "get") || !strcmp(type, "set") || !strcmp(type, "result") ||
+                    !strcmp(type, "error"));
 }
 
 static void
@@ -113,6 +122,58 @@ route_bare(xd_stanza_t *st, const xd_jid_t *to, xd_stanza_kind kind, const char 
     route_bounce(st, XD_COND_SERVICE_UNAVAILABLE, NULL);
 }
 
+/* An IQ request to an account whose existence is being looked up. */
+typedef struct route_acct_iq {
+    xd_stanza_t *st;
+    xd_jid_t *to;
+    char host[XD_JID_PART_MAX + 1];
+} route_acct_iq_t;
+
+static void
+route_account_known(void *arg, int status, bool exists)
+{
+    route_acct_iq_t *q = arg;
+    if (status == 0 && exists)
+        xd_iq_dispatch(q->st, q->to, q->host, XD_IQ_USER);
+    else /* RFC 6121 8.5.1: no such account */
+        route_bounce(q->st, status == 0 ? XD_COND_SERVICE_UNAVAILABLE
+                                        : XD_COND_INTERNAL_SERVER_ERROR, NULL);
+    xd_jid_unref(q->to);
+    xd_free(q);
+}
+
+/* An IQ to a local bare JID: answered for the account when it exists (it
+ * does while it has a session, or when it sends the IQ itself; otherwise
+ * the auth backend is asked, off the loop), else service-unavailable. */
+static void
+route_account_iq(xd_stanza_t *st, const xd_jid_t *to, const char *host)
+{
+    const xd_jid_t *from = xd_stanza_from(st);
+    bool known = !xd_iq_is_request(xd_stanza_root(st)) || (from && xd_jid_eq_bare(from, to));
+    if (!known) {
+        xd_sm_account_t *a = xd_sm_account(to);
+        known = a != NULL;
+        xd_sm_account_unref(a);
+    }
+    if (known) {
+        xd_iq_dispatch(st, to, host, XD_IQ_USER);
+        return;
+    }
+    route_acct_iq_t *q = xd_new(route_acct_iq_t);
+    q->st = st;
+    q->to = xd_jid_ref((xd_jid_t *)to);
+    snprintf(q->host, sizeof q->host, "%s", host);
+    char user[XD_JID_PART_MAX + 1];
+    xd_str_t l = xd_jid_local(to);
+    snprintf(user, sizeof user, "%.*s", (int)l.len, l.p);
+    if (xd_auth_user_exists(host, user, route_account_known, q) != 0) {
+        /* Not on a loop, or no auth for the host (unit tests): as before. */
+        xd_jid_unref(q->to);
+        xd_free(q);
+        xd_iq_dispatch(st, to, host, XD_IQ_USER);
+    }
+}
+
 static void
 route_local(xd_stanza_t *st, const xd_jid_t *to, const char *host)
 {
@@ -131,8 +192,9 @@ route_local(xd_stanza_t *st, const xd_jid_t *to, const char *host)
         return;
     }
     if (xd_jid_is_bare(to) && kind == XD_STANZA_IQ) {
-        /* RFC 6121 8.5.1: the server answers for the account. */
-        xd_iq_dispatch(st, to, host, XD_IQ_USER);
+        /* RFC 6121 8.5.1: the server answers for the account, if there is
+         * one. */
+        route_account_iq(st, to, host);
         return;
     }
     if (!xd_jid_is_bare(to)) {
@@ -219,6 +281,13 @@ xd_route_take(xd_stanza_t *st)
         return;
     }
     xd_jid_t *to = xd_jid_ref((xd_jid_t *)to_lent);
+    const xd_el_t *root = xd_stanza_root(st);
+    if (xd_stanza_kind_of(root) == XD_STANZA_IQ && !route_iq_type_ok(xd_el_attr(root, "type"))) {
+        /* RFC 6120 8.3.3.1: an unknown (or missing) IQ type. */
+        route_bounce(st, XD_COND_BAD_REQUEST, "an IQ's type is get, set, result or error");
+        xd_jid_unref(to);
+        return;
+    }
     xd_config_t *cfg = xd_config_get();
     xd_str_t dom = xd_jid_domain(to);
     char host[XD_JID_PART_MAX + 1];

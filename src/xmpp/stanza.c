@@ -139,8 +139,8 @@ xd_stanza_error(const xd_stanza_t *st, xd_cond cond, const char *text)
     xd_stanza_kind kind = xd_stanza_kind_of(orig);
     if (type && !strcmp(type, "error"))
         return NULL; /* RFC 6120 8.3.1: never answer an error with an error */
-    if (kind == XD_STANZA_IQ && !xd_iq_is_request(orig))
-        return NULL;
+    if (kind == XD_STANZA_IQ && type && !strcmp(type, "result"))
+        return NULL; /* a result is not answered; an IQ of no known type is (8.3.3.1) */
 
     xd_el_t *el;
     if (kind == XD_STANZA_IQ || kind == XD_STANZA_OTHER) {

@@ -165,6 +165,33 @@ def test_iq_handlers_of_the_server_and_the_account(server):
     assert "bad-request" in expect(c, r"<iq[^>]*id=['\"]e1.*?</iq>")
 
 
+def test_iq_with_an_unknown_type_is_bad_request(server):
+    """RFC 6120 8.3.3.1: an IQ whose 'type' is none of get, set, result and
+    error is a bad-request, whoever it is addressed to (issue 12 #11)."""
+    users(server, "oda", "pim")
+    c, _ = online(server, "oda", "r")
+    p, pjid = online(server, "pim", "r")
+    for n, to in enumerate(("localhost", "oda@localhost", pjid)):
+        c.send(f"<iq to='{to}' type='fetch' id='bt{n}'><ping xmlns='urn:xmpp:ping'/></iq>")
+        r = expect(c, rf"<iq[^>]*id=['\"]bt{n}['\"].*?</iq>").replace('"', "'")
+        assert "type='error'" in r and "bad-request" in r, (to, r)
+    assert_nothing_before(p, r"id=['\"]bt", after=c)
+
+
+def test_iq_to_a_missing_account_is_service_unavailable(server):
+    """RFC 6121 8.5.1: an IQ to the bare JID of an account that does not
+    exist gets service-unavailable, disco#info included (issue 12 #12)."""
+    users(server, "quin")
+    c, _ = online(server, "quin", "r")
+    for n, q in enumerate(("<query xmlns='http://jabber.org/protocol/disco#info'/>",
+                           "<query xmlns='http://jabber.org/protocol/disco#items'/>",
+                           "<ping xmlns='urn:xmpp:ping'/>")):
+        c.send(f"<iq to='ghost@localhost' type='get' id='m{n}'>{q}</iq>")
+        r = expect(c, rf"<iq[^>]*id=['\"]m{n}['\"].*?</iq>").replace('"', "'")
+        assert "type='error'" in r and "service-unavailable" in r, r
+        assert "from='ghost@localhost'" in r, r
+
+
 # One pool thread (POOL1): a session's message to an account that does not
 # exist is refused by the offline store, on the pool, so its bounce comes
 # after every pool job the session's earlier stanzas started (a delivery of
