@@ -404,6 +404,11 @@ main(int argc, char **argv)
         return 2;
     }
 
+    /* Everything xmppd writes (database and its journal, certificates, the
+     * node secret, logs, the control socket) holds secrets or users' data:
+     * for this user only, whatever the data directory's mode (issue 12 #6). */
+    umask(077);
+
     /* Built-in modules (known before the configuration is checked); each
      * also registers its tables' migrations, applied by xd_db_open. */
     if (xd_builtin_register() != 0) {

@@ -10,7 +10,7 @@ import time
 import pytest
 
 from conftest import build_dir
-from xmpptest import RawStream, free_port, have_ipv6
+from xmpptest import RawStream, Server, free_port, have_ipv6
 
 
 def test_server__ready_then_clean_stop(server):
@@ -23,6 +23,36 @@ def test_server__ready_then_clean_stop(server):
     s.close()
     assert server.stop() == 0
     assert 'event="xmppd stopped"' in server.log_text()
+
+
+def test_server__files_are_private_in_a_shared_data_dir(server_factory, tmp_path):
+    """Issue 12 #6: with a data_dir that others may read (0755, as packages
+    create /var/lib/xmppd), every file xmppd writes (database and its
+    -wal/-shm, certificates, node secret, log) is for its user only."""
+    srv = Server(build_dir(), tmp_path / "srv")
+    os.makedirs(srv.data_dir, mode=0o755, exist_ok=True)
+    os.chmod(srv.data_dir, 0o755)
+    old = os.umask(0o022)  # the usual umask of a service
+    try:
+        srv.start()
+    finally:
+        os.umask(old)
+    try:
+        r = srv.ctl_run("register", "ivy", "localhost", "pw")  # a write: the WAL exists
+        assert r.returncode == 0, r.stderr
+        written = [srv.log_path]
+        for root, dirs, files in os.walk(srv.data_dir):
+            written += [os.path.join(root, f) for f in files]
+            for d in dirs:
+                mode = stat.S_IMODE(os.stat(os.path.join(root, d)).st_mode)
+                assert mode & 0o077 == 0, (d, oct(mode))
+        names = {os.path.basename(f) for f in written}
+        assert {"xmppd.db", "xmppd.db-wal", "xmppd.db-shm"} <= names, names
+        for f in written:
+            mode = stat.S_IMODE(os.stat(f).st_mode)
+            assert mode & 0o077 == 0, (f, oct(mode))
+    finally:
+        assert srv.stop() == 0
 
 
 def test_server__log_lines_are_key_value(server):
