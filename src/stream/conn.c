@@ -582,6 +582,7 @@ c2s_starttls(xd_conn_t *c, const xd_el_t *el, bool allowed)
     /* RFC 6120 5.4.3.3: the old stream is gone; the next bytes are TLS. */
     xd_xml_parser_reset(c->parser);
     c->starttls_go = true;
+    c->tls_ws = true;
     c->state = C2S_HEADER;
     c->header_sent = false;
 }
@@ -717,6 +718,25 @@ c2s_inbuf_append(xd_conn_t *c, const char *p, size_t n)
     c->inbuf_len += n;
 }
 
+/* Socket bytes to the TLS engine.  Right after <proceed/>, whitespace
+ * before the first record still belongs to the old XML stream (a client
+ * may write `<starttls/>\n` in one go): it is skipped, never fed to TLS (a
+ * record starts with its content type byte, never whitespace). */
+static int
+c2s_tls_feed(xd_conn_t *c, const char *p, size_t n)
+{
+    if (c->tls_ws) {
+        while (n && (*p == ' ' || *p == '\t' || *p == '\r' || *p == '\n')) {
+            p++;
+            n--;
+        }
+        if (n == 0)
+            return 0;
+        c->tls_ws = false;
+    }
+    return xd_tls_input(c->tls, (const uint8_t *)p, n);
+}
+
 /* Plaintext of the stream, from the socket or from TLS.  Returns 0, or
  * XD_TLS_PAUSE when the stream is blocked (the bytes were kept). */
 static int
@@ -742,7 +762,7 @@ c2s_input(xd_conn_t *c, const char *p, size_t n)
             /* Bytes after <starttls/> are the client's first TLS records. */
             c->starttls_go = false;
             if (n)
-                xd_tls_input(c->tls, (const uint8_t *)p, n);
+                c2s_tls_feed(c, p, n);
             return 0;
         }
         if (c->blocked) {
@@ -839,7 +859,7 @@ c2s_on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
     c->last_input_ms = uv_now(c->tcp.loop);
     c->trimmed = false;
     if (c->tls) {
-        int rc = xd_tls_input(c->tls, (const uint8_t *)buf->base, (size_t)nread);
+        int rc = c2s_tls_feed(c, buf->base, (size_t)nread);
         if (rc == XD_ETLS) {
             XD_LOG(&c->log, XD_INFO, "tls failure", "reason=\"%s\"",
                    xd_tls_error(c->tls) ? xd_tls_error(c->tls) : "?");

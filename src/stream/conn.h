@@ -98,6 +98,7 @@ typedef struct xd_conn {
     bool shut;                   /* uv_shutdown requested */
     bool restart;                /* a handler reset the parser: a new stream follows */
     bool starttls_go;            /* <proceed/> sent: the rest of the input is TLS */
+    bool tls_ws;                 /* ... once the old stream's whitespace is skipped */
     bool reading;                /* uv_read_start is in force */
     bool blocked;                /* input paused by the role */
     bool overflow;               /* the write queue overflowed: closing, writes dropped */

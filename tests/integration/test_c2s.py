@@ -12,7 +12,7 @@ import slixmpp
 from OpenSSL import SSL
 
 from helpers import users
-from xclient import XClient, login
+from xclient import NS_TLS, XClient, login
 from xmpptest import free_port, run_slixmpp
 
 FAST = "auth_failure_delay: 50ms\n"
@@ -93,6 +93,25 @@ def test_stanza_after_starttls_before_auth_is_not_authorized(server):
     c.open_stream()
     c.send("<message to='x@localhost'><body>hi</body></message>")
     assert c.stream_error() == "not-authorized"
+
+
+@pytest.mark.parametrize("split", [False, True])
+def test_whitespace_after_starttls_belongs_to_the_old_stream(server, split):
+    """Issue 12 #9: go-sendxmpp writes `<starttls/>\n` in one write; the
+    newline (or whitespace arriving in a read of its own before the
+    ClientHello) is XML whitespace of the old stream, not TLS."""
+    c = XClient(server.c2s_port)
+    c.open_stream()
+    if split:
+        c.send(f"<starttls xmlns='{NS_TLS}'/>")
+        c.recv_until(r"<proceed xmlns=['\"]" + re.escape(NS_TLS) + r"['\"]\s*/>")
+        c.send(" \r\n\t")
+    else:
+        c.send(f"<starttls xmlns='{NS_TLS}'/>\n ")
+        c.recv_until(r"<proceed xmlns=['\"]" + re.escape(NS_TLS) + r"['\"]\s*/>")
+    c._handshake()
+    features = c.open_stream()
+    assert "SCRAM-SHA-256" in features, features
 
 
 def test_self_signed_certificate_is_created_0600_and_reused(server_factory):
