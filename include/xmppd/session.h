@@ -58,6 +58,7 @@ typedef struct xd_session_ref {
 enum {
     XD_SESSION_INTERESTED = 1u << 0, /* asked for the roster: gets pushes (RFC 6121 2.1.6) */
     XD_SESSION_CARBONS = 1u << 1,    /* enabled message carbons (XEP-0280) */
+    XD_SESSION_SECURE = 1u << 2,     /* its transport is encrypted (TLS); set at bind */
 };
 
 /* One session as the table has it (a copy). */

@@ -9,7 +9,9 @@
  * the classic <username/>/<password/> elements or as a jabber:x:data form
  * (XEP-0004) with FORM_TYPE jabber:iq:register; the server offers both.
  * The stream feature (C2S_STREAM_FEATURES) is offered where a password
- * could be sent: not before TLS on a listener that requires it.
+ * could be sent: not before TLS, unless the host allows passwords in clear
+ * (allow_unencrypted_plain_auth, as for PLAIN); registering or changing a
+ * password without TLS is refused with policy-violation then.
  *
  * Limits: the `access` rule (evaluated for the JID being registered),
  * `ip_access` (evaluated for the client address), one registration per
@@ -341,6 +343,21 @@ reg_fields(const reg_conf_t *rc, const xd_stanza_t *st, const xd_el_t *query, ch
     return NULL;
 }
 
+/* A password may travel on this stream: it is encrypted, or the host
+ * allows passwords in clear (as for PLAIN, issue 12 #5). */
+static bool
+reg_password_ok(const char *host, bool secure)
+{
+    if (secure)
+        return true;
+    xd_config_t *cfg = xd_config_get();
+    const xd_host_conf_t *hc = cfg ? xd_config_host(cfg, host) : NULL;
+    bool ok = hc && hc->allow_unencrypted_plain_auth;
+    if (cfg)
+        xd_config_unref(cfg);
+    return ok;
+}
+
 /* C2S_UNAUTHENTICATED_IQ: XEP-0077 3.1 before authentication. */
 static int
 reg_preauth(xd_module_ctx_t *ctx, xd_hook_preauth_t *ev, void *arg)
@@ -356,6 +373,12 @@ reg_preauth(xd_module_ctx_t *ctx, xd_hook_preauth_t *ev, void *arg)
         /* Not offered before TLS where TLS is required: a password would
          * travel in clear. */
         reg_answer(ev->req, xd_stanza_error(ev->iq, XD_COND_SERVICE_UNAVAILABLE, NULL), 0);
+        return XD_HOOK_STOP;
+    }
+    if (!reg_password_ok(ev->host, ev->secure)) {
+        /* Not offered in clear either: refused like PLAIN (encryption first). */
+        reg_answer(ev->req, xd_stanza_error(ev->iq, XD_COND_POLICY_VIOLATION,
+                                            "encryption is required: use STARTTLS first"), 0);
         return XD_HOOK_STOP;
     }
     if (!type || !strcmp(type, "get")) {
@@ -435,6 +458,15 @@ reg_iq(const xd_iq_req_t *req)
         reg_submit(req->ctx, NULL, req->iq, REG_REMOVE, user, NULL);
         return NULL;
     }
+    xd_session_info_t si;
+    bool secure = false;
+    if (xd_session_find(req->from, &si) == 0) {
+        secure = si.flags & XD_SESSION_SECURE;
+        xd_session_info_clear(&si);
+    }
+    if (!reg_password_ok(req->host, secure))
+        return xd_stanza_error(req->iq, XD_COND_POLICY_VIOLATION,
+                               "encryption is required to change a password");
     char *user = NULL;
     const char *password = NULL;
     xd_stanza_t *err = reg_fields(rc, req->iq, req->payload, &user, &password);
@@ -452,7 +484,7 @@ reg_features(xd_module_ctx_t *ctx, xd_hook_features_t *ev, void *arg)
 {
     (void)ctx;
     (void)arg;
-    if (!ev->authenticated && !ev->tls_required)
+    if (!ev->authenticated && !ev->tls_required && reg_password_ok(ev->host, ev->secure))
         xd_el_add_child(ev->features, "register", XD_NS_REGISTER_FEAT);
     return XD_HOOK_OK;
 }

@@ -254,7 +254,8 @@ xd_session_bind_iq(const xd_session_bind_req_t *req, const xd_stanza_t *iq, xd_s
             xd_free(res);
             return sess_iq_error(iq, XD_COND_BAD_REQUEST, "the resource is not allowed");
         }
-        xd_session_info_t e = { .jid = full, .ref = req->ref, .since_ms = req->now_ms };
+        xd_session_info_t e = { .jid = full, .ref = req->ref, .since_ms = req->now_ms,
+                                .flags = req->secure ? XD_SESSION_SECURE : 0 };
         snprintf(e.ip, sizeof e.ip, "%s", req->ip ? req->ip : "");
         xd_session_info_t old = { 0 };
         int rc;

@@ -81,6 +81,7 @@ typedef struct xd_session_bind_req {
     const char *ip;          /* the client's address */
     const xd_log_t *log;     /* the transport's log context */
     uint64_t now_ms;         /* the owner loop's clock */
+    bool secure;             /* the transport is encrypted (XD_SESSION_SECURE) */
 } xd_session_bind_req_t;
 
 /* Answers the resource binding request iq (RFC 6120 7): on success binds

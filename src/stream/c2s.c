@@ -217,6 +217,7 @@ c2s_bind(xd_conn_t *c, const xd_stanza_t *st)
         .ip = c->ip,
         .log = &c->log,
         .now_ms = uv_now(c->tcp.loop),
+        .secure = c2s_secure(c),
     };
     xd_stanza_t *reply = xd_session_bind_iq(&req, st, &s->session);
     if (s->session) {

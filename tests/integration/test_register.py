@@ -52,6 +52,62 @@ def test_register_then_login(server_factory):
     assert srv.ctl_run("check_account", "newbie", "localhost").returncode == 0
 
 
+def plain_listener(srv_port):
+    return (f"  - port: {srv_port}\n    ip: 127.0.0.1\n    module: c2s\n"
+            f"    starttls_required: false\n")
+
+
+def test_no_registration_before_tls_where_passwords_would_travel_in_clear(server_factory):
+    """Issue 12 #5: on a listener without required STARTTLS, registration is
+    treated like PLAIN: neither offered nor accepted before TLS (a password
+    would travel in clear) unless the host allows unencrypted passwords;
+    after STARTTLS it works, and a password change on a session without TLS
+    is refused the same way."""
+    from xmpptest import free_port
+    port = free_port()
+    srv = server_factory(extra_yaml=ON, listen=plain_listener(port))
+    c = XClient(port)
+    feats = c.open_stream()
+    assert "iq-register" not in feats, feats
+    for n, (typ, q) in enumerate((("get", "<query xmlns='jabber:iq:register'/>"),
+                                   ("set", reg_query("clear", "a-good-password")))):
+        r = iq(c, f"c{n}", q, typ)
+        assert "policy-violation" in r and "type='error'" in r.replace('"', "'"), r
+    assert srv.ctl_run("check_account", "clear", "localhost").returncode != 0
+    c.starttls()
+    feats = c.open_stream()
+    assert "iq-register" in feats, feats
+    r = iq(c, "t1", reg_query("secured", "a-good-password"))
+    assert "type='result'" in r.replace('"', "'"), r
+    # A host that allows passwords in clear offers and accepts it before
+    # TLS; a session logged in without TLS may not change its password
+    # unless the host allows that too.
+    port2 = free_port()
+    srv2 = server_factory(extra_yaml=ON, listen=plain_listener(port2))
+    srv2.ctl_run("register", "old", "localhost", "a-good-password")
+    c2 = XClient(port2)
+    c2.open_stream()
+    assert c2.scram("old", "a-good-password", "SHA-256")[0] == "success"  # no password sent
+    c2.open_stream()
+    c2.bind("r")
+    r = iq(c2, "p1", reg_query("old", "another-good-password"))
+    assert "policy-violation" in r, r
+    port3 = free_port()
+    srv3 = server_factory(extra_yaml=ON + "allow_unencrypted_plain_auth: true\n",
+                          listen=plain_listener(port3))
+    c3 = XClient(port3)
+    feats = c3.open_stream()
+    assert "iq-register" in feats, feats
+    r = iq(c3, "u1", reg_query("clearok", "a-good-password"))
+    assert "type='result'" in r.replace('"', "'"), r
+    assert c3.plain("clearok", "a-good-password")[0] == "success"
+    c3.open_stream()
+    c3.bind("r")
+    r = iq(c3, "u2", reg_query("clearok", "another-good-password"))
+    assert "type='result'" in r.replace('"', "'"), r
+    del srv2, srv3
+
+
 def test_register_with_data_form_and_conflict(server_factory):
     srv = server_factory(extra_yaml=ON)
     srv.ctl_run("register", "taken", "localhost", "pw")
