@@ -40,8 +40,6 @@
 #include "xmppd/stanza.h"
 #include "xmppd/storage.h"
 
-#define XD_NS_DELAY "urn:xmpp:delay"
-
 typedef struct off_conf {
     int max_user_messages; /* stored messages per account */
 } off_conf_t;
@@ -213,13 +211,6 @@ off_store(xd_module_ctx_t *ctx, xd_hook_stanza_t *ev, void *arg)
     const xd_el_t *el = xd_stanza_root(st);
     if (!off_worth_keeping(el))
         return XD_HOOK_STOP; /* XEP-0160 3: nothing to keep, and no error */
-    /* A message coming back from a delivery whose session went away keeps
-     * the stamp of when it was first stored. */
-    bool stamped_here = false;
-    for (const xd_el_t *c = xd_el_first_child(el); c && !stamped_here; c = xd_el_next(c)) {
-        const char *df = xd_el_attr(c, "from");
-        stamped_here = xd_el_is(c, "delay", XD_NS_DELAY) && df && !strcmp(df, host);
-    }
     struct timespec ts;
     clock_gettime(CLOCK_REALTIME, &ts);
     struct tm tm;
@@ -227,17 +218,21 @@ off_store(xd_module_ctx_t *ctx, xd_hook_stanza_t *ev, void *arg)
     char stamp[96];
     snprintf(stamp, sizeof stamp, "%04d-%02d-%02dT%02d:%02d:%02d.%03ldZ", tm.tm_year + 1900,
              tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, ts.tv_nsec / 1000000);
-    xd_stanza_t *stamped;
-    if (stamped_here) {
-        stamped = xd_stanza_ref(st);
-    } else {
-        xd_el_t *e = xd_stanza_edit(st);
-        xd_el_t *d = xd_el_add_child(e, "delay", XD_NS_DELAY);
-        xd_el_set_attr(d, "from", host);
-        xd_el_set_attr(d, "stamp", stamp);
-        xd_el_add_text(d, "Offline Storage");
-        stamped = xd_el_freeze(e);
+    /* The stamp is ours alone: a <delay/> in our host's name that is there
+     * already was forged by the sender, or is an earlier stamp of a stored
+     * message coming back from a session that ended before it got it. */
+    xd_el_t *e = xd_stanza_edit(st);
+    for (xd_el_t *c = xd_el_first_child_mut(e), *next; c; c = next) {
+        next = xd_el_next_mut(c);
+        const char *df = xd_el_attr(c, "from");
+        if (xd_el_is(c, "delay", XD_NS_DELAY) && df && !strcmp(df, host))
+            xd_el_remove_child(e, c);
     }
+    xd_el_t *d = xd_el_add_child(e, "delay", XD_NS_DELAY);
+    xd_el_set_attr(d, "from", host);
+    xd_el_set_attr(d, "stamp", stamp);
+    xd_el_add_text(d, "Offline Storage");
+    xd_stanza_t *stamped = xd_el_freeze(e);
     size_t len;
     const char *bytes = xd_stanza_bytes(stamped, &len);
 
@@ -314,15 +309,6 @@ off_pop_work(xd_db_conn_t *c, void *arg)
     return xd_db_tx(xd_module_db(p->ctx), off_pop_tx, p);
 }
 
-/* A stored message whose session ended before it was written: routed
- * again to the account, which stores it once more when no other session
- * takes it (it was deleted from the store when it was taken out). */
-static void
-off_redeliver(xd_stanza_t *st)
-{
-    xd_route_take(st);
-}
-
 static void
 off_pop_done(void *arg, int status)
 {
@@ -334,7 +320,10 @@ off_pop_done(void *arg, int status)
         xd_stanza_t *st = NULL;
         if (status >= 0 &&
             xd_stanza_parse(p->msgs[i], strlen(p->msgs[i]), XD_NS_CLIENT, &st) == 0)
-            xd_session_send_take_or(&p->to, st, off_redeliver);
+            /* A session that ended before the message reached it: routed
+             * again to the account (stored once more when no other session
+             * takes it; it left the store when it was taken out). */
+            xd_session_send_take_or(&p->to, st, xd_route_take);
         xd_free(p->msgs[i]);
     }
     if (p->n)

@@ -6,7 +6,7 @@ import re
 
 import slixmpp
 
-from helpers import POOL1, assert_nothing_before, expect, msg_rx, online, send_marker, users
+from helpers import POOL1, assert_nothing_before, expect, msg_rx, online, q, send_marker, users
 from xmpptest import run_slixmpp
 
 
@@ -229,6 +229,25 @@ def test_offline_messages_stored_and_delivered_with_delay(server_factory):
     # Taken out: a second login gets nothing.
     o2, _ = online(srv, "olga", "r2")
     assert_nothing_before(o2, r"<message", barrier=send_marker(o2, NOBODY))
+
+
+def test_offline_stamp_cannot_be_forged_by_the_sender(server_factory):
+    """The <delay from='host'/> on a stored message is the server's: one a
+    sender put there in the host's name is replaced, not trusted."""
+    srv = server_factory(extra_yaml=OFFLINE)
+    users(srv, "rita", "sam")
+    s, _ = online(srv, "sam", "x")
+    s.send("<message to='rita@localhost' type='chat' id='f1'><body>old news</body>"
+           "<delay xmlns='urn:xmpp:delay' from='localhost' stamp='2001-01-01T00:00:00Z'/>"
+           "<delay xmlns='urn:xmpp:delay' from='elsewhere.example' stamp='2002-02-02T00:00:00Z'/>"
+           "</message>")
+    assert "service-unavailable" in expect(s, send_marker(s, NOBODY))  # stored by now
+    r, _ = online(srv, "rita", "r")
+    m = q(expect(r, msg_rx("f1")))
+    stamps = re.findall(r"<delay xmlns='urn:xmpp:delay' from='([^']*)' stamp='([^']*)'", m)
+    assert ("elsewhere.example", "2002-02-02T00:00:00Z") in stamps, m
+    ours = [st for frm, st in stamps if frm == "localhost"]
+    assert len(ours) == 1 and not ours[0].startswith("2001"), m
 
 
 def test_offline_messages_wait_for_a_non_negative_priority(server_factory):

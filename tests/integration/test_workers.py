@@ -256,8 +256,8 @@ def test_stored_message_to_a_session_that_closed_meanwhile_is_kept(srv, peer):
     """A stored message handed to a session that is gone when it gets there
     is not lost: it was deleted from the store when it was taken out, so it
     is routed again and stored again (include/xmppd/session.h,
-    xd_session_send_take_or), with its first delay stamp; its sender gets
-    no error.
+    xd_session_send_take_or), with one delay stamp; its sender gets no
+    error.
 
     Made deterministic with the offline store: uli's initial presence
     makes mod_offline take the stored message out on the pool for that
