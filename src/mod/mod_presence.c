@@ -51,6 +51,7 @@
 #include "xmppd/config.h"
 #include "xmppd/err.h"
 #include "xmppd/hooks.h"
+#include "xmppd/log.h"
 #include "xmppd/module.h"
 #include "xmppd/route.h"
 #include "xmppd/session.h"
@@ -448,6 +449,7 @@ mod_presence_roster_removed(xd_module_ctx_t *ctx, const char *host, const char *
 /* remove_user: the roster goes with the account. */
 typedef struct pres_rm {
     char host[XD_JID_PART_MAX + 1], user[XD_JID_PART_MAX + 1];
+    int rc;
 } pres_rm_t;
 
 static void
@@ -455,15 +457,19 @@ pres_rm_work(xd_module_ctx_t *ctx, void *arg)
 {
     pres_rm_t *r = arg;
     mod_roster_store_t rs = mod_roster_store_of(ctx);
-    mod_roster_remove_user(&rs, r->host, r->user);
+    r->rc = mod_roster_remove_user(&rs, r->host, r->user);
 }
 
 static void
 pres_rm_done(xd_module_ctx_t *ctx, void *arg, int status)
 {
     (void)ctx;
-    (void)status;
-    xd_free(arg);
+    pres_rm_t *r = arg;
+    int rc = status ? status : r->rc;
+    if (rc != 0)
+        XD_LOG(NULL, XD_ERROR, "roster not removed", "host=%s user=%s err=%s", r->host, r->user,
+               xd_strerror(rc));
+    xd_free(r);
 }
 
 static int

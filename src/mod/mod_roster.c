@@ -750,8 +750,11 @@ mod_roster_push(const char *host, const char *user, const mod_roster_item_t *it,
     xd_session_info_t small[16], *ents = small;
     size_t n = xd_session_list(bare, ents, 16);
     if (n > 16) {
-        ents = xd_calloc(n, sizeof *ents);
-        n = xd_session_list(bare, ents, n);
+        size_t cap = n;
+        ents = xd_calloc(cap, sizeof *ents);
+        n = xd_session_list(bare, ents, cap);
+        if (n > cap)
+            n = cap; /* sessions bound meanwhile: the next push reaches them */
     }
     static _Atomic unsigned long push_seq;
     char verbuf[32];
