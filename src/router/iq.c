@@ -93,7 +93,7 @@ iq_same_host(const char *a, const char *b)
 /* Adds an entry (fn NULL: a feature only). */
 static int
 iq_add(xd_module_ctx_t *ctx, const char *host, int target, const char *ns, int discipline,
-       xd_iq_fn fn, void *arg)
+       xd_iq_fn fn, void *arg, const char *id_name)
 {
     if (!ns || !*ns || (target != XD_IQ_HOST && target != XD_IQ_USER))
         return XD_EINVAL;
@@ -110,7 +110,8 @@ iq_add(xd_module_ctx_t *ctx, const char *host, int target, const char *ns, int d
     }
     iq_tab[iq_n++] = (iq_entry_t){ host ? xd_strdup(host) : NULL, target, xd_strdup(ns),
                                    discipline, fn, ctx, arg,
-                                   discipline == XD_IQ_SERIAL ? iq_serial_new() : NULL, NULL };
+                                   discipline == XD_IQ_SERIAL ? iq_serial_new() : NULL,
+                                   id_name ? xd_strdup(id_name) : NULL };
     pthread_rwlock_unlock(&iq_lock);
     return 0;
 }
@@ -130,7 +131,7 @@ xd_iq_register_ctx(xd_module_ctx_t *ctx, const char *host, int target, const cha
         return XD_EINVAL;
     if (discipline != XD_IQ_INLINE && discipline != XD_IQ_PARALLEL && discipline != XD_IQ_SERIAL)
         return XD_EINVAL;
-    return iq_add(ctx, host, target, ns, discipline, fn, arg);
+    return iq_add(ctx, host, target, ns, discipline, fn, arg, NULL);
 }
 
 int
@@ -138,7 +139,7 @@ xd_iq_feature_add(const char *host, int target, const char *var)
 {
     if (var && var[0] == IQ_ID_PREFIX[0])
         return XD_EINVAL;
-    return iq_add(NULL, host, target, var, XD_IQ_INLINE, NULL, NULL);
+    return iq_add(NULL, host, target, var, XD_IQ_INLINE, NULL, NULL, NULL);
 }
 
 static void
@@ -155,16 +156,9 @@ xd_iq_identity_add(const char *host, int target, const char *category, const cha
         return XD_EINVAL;
     char key[512];
     iq_identity_key(key, sizeof key, category, type);
-    int rc = iq_add(NULL, host, target, key, XD_IQ_INLINE, NULL, NULL);
-    if (rc != 0)
-        return rc;
-    pthread_rwlock_wrlock(&iq_lock);
-    for (size_t i = 0; i < iq_n; i++)
-        if (iq_tab[i].target == target && !strcmp(iq_tab[i].ns, key) &&
-            iq_same_host(iq_tab[i].host, host))
-            iq_tab[i].id_name = xd_strdup(name ? name : "");
-    pthread_rwlock_unlock(&iq_lock);
-    return 0;
+    /* Added with its name in one step: an identity never shows as a
+     * feature (the features are the entries without a name). */
+    return iq_add(NULL, host, target, key, XD_IQ_INLINE, NULL, NULL, name ? name : "");
 }
 
 const char *
@@ -389,10 +383,8 @@ iq_serial_push(iq_serial_t *q, iq_job_t *j)
 static void
 iq_reply(xd_stanza_t *iq, xd_cond cond, const char *text)
 {
-    xd_stanza_t *err = xd_stanza_error(iq, cond, text);
+    xd_route_error(iq, cond, text);
     xd_stanza_unref(iq);
-    if (err)
-        xd_route_take(err);
 }
 
 void

@@ -24,6 +24,7 @@
 
 #include "router/router.h"
 
+#include "core/worker.h"
 #include "router/carbons.h"
 #include "router/sm.h"
 #include "xmppd/alloc.h"
@@ -52,10 +53,8 @@ xd_router_set_remote(xd_router_remote_fn fn)
 static void
 route_bounce(xd_stanza_t *st, xd_cond cond, const char *text)
 {
-    xd_stanza_t *err = xd_stanza_error(st, cond, text);
+    xd_route_error(st, cond, text);
     xd_stanza_unref(st);
-    if (err)
-        xd_route_take(err);
 }
 
 void
@@ -149,12 +148,9 @@ static void
 route_account_iq(xd_stanza_t *st, const xd_jid_t *to, const char *host)
 {
     const xd_jid_t *from = xd_stanza_from(st);
-    bool known = !xd_iq_is_request(xd_stanza_root(st)) || (from && xd_jid_eq_bare(from, to));
-    if (!known) {
-        xd_sm_account_t *a = xd_sm_account(to);
-        known = a != NULL;
-        xd_sm_account_unref(a);
-    }
+    bool known = !xd_iq_is_request(xd_stanza_root(st)) || (from && xd_jid_eq_bare(from, to)) ||
+                 xd_session_list(to, NULL, 0) != 0 /* it has a session */ ||
+                 !xd_worker_self(); /* the auth backend answers on a loop only: as before */
     if (known) {
         xd_iq_dispatch(st, to, host, XD_IQ_USER);
         return;
@@ -167,7 +163,7 @@ route_account_iq(xd_stanza_t *st, const xd_jid_t *to, const char *host)
     xd_str_t l = xd_jid_local(to);
     snprintf(user, sizeof user, "%.*s", (int)l.len, l.p);
     if (xd_auth_user_exists(host, user, route_account_known, q) != 0) {
-        /* Not on a loop, or no auth for the host (unit tests): as before. */
+        /* No auth for the host (unit tests): as before. */
         xd_jid_unref(q->to);
         xd_free(q);
         xd_iq_dispatch(st, to, host, XD_IQ_USER);
@@ -203,7 +199,7 @@ route_local(xd_stanza_t *st, const xd_jid_t *to, const char *host)
         xd_session_ref_t ref;
         bool carbons = false;
         if (xd_sm_find_ref(to, &ref, &carbons) == 0 &&
-            !(carbons && kind == XD_STANZA_MESSAGE)) {
+            !(carbons && kind == XD_STANZA_MESSAGE && xd_carbons_eligible(st))) {
             xd_session_send_take(&ref, st);
             return;
         }
@@ -300,8 +296,6 @@ xd_route_take(xd_stanza_t *st)
     }
     xd_config_unref(cfg);
     if (local) {
-        /* No count first: presence handling always hangs here, so the
-         * check would only add a second pass over the hook table. */
         xd_hook_filter_t ev = { .host = host, .st = st, .to = to };
         xd_hook_run(XD_HOOK_FILTER_PACKET, host, &ev);
         st = ev.st;
