@@ -191,8 +191,8 @@ xd_session_pick(const xd_session_info_t *s, size_t n, const xd_stanza_t *st, boo
     /* RFC 6121 8.5.2.1.1: a groupchat message to a bare JID goes to no
      * session (the router answers the sender with an error), nor does an
      * error message (silently ignored). */
-    bool groupchat = kind == XD_STANZA_MESSAGE && type &&
-                     (!strcmp(type, "groupchat") || !strcmp(type, "error"));
+    bool none = kind == XD_STANZA_MESSAGE && type &&
+                (!strcmp(type, "groupchat") || !strcmp(type, "error"));
     int best = -1;
     for (size_t i = 0; i < n; i++)
         if (s[i].available && s[i].priority > best)
@@ -201,7 +201,7 @@ xd_session_pick(const xd_session_info_t *s, size_t n, const xd_stanza_t *st, boo
     for (size_t i = 0; i < n; i++) {
         if (kind == XD_STANZA_PRESENCE)
             take[i] = s[i].available;
-        else if (groupchat)
+        else if (none)
             take[i] = false;
         else if (headline)
             take[i] = s[i].available && s[i].priority >= 0;
@@ -214,12 +214,6 @@ xd_session_pick(const xd_session_info_t *s, size_t n, const xd_stanza_t *st, boo
 
 /* ---- binding (RFC 6120 7) ----------------------------------------------------------------- */
 
-static xd_stanza_t *
-sess_iq_error(const xd_stanza_t *iq, xd_cond cond, const char *text)
-{
-    return xd_stanza_error(iq, cond, text);
-}
-
 xd_stanza_t *
 xd_session_bind_iq(const xd_session_bind_req_t *req, const xd_stanza_t *iq, xd_session_t **out)
 {
@@ -227,9 +221,10 @@ xd_session_bind_iq(const xd_session_bind_req_t *req, const xd_stanza_t *iq, xd_s
     const xd_el_t *bind = xd_el_first_child(xd_stanza_root(iq));
     const char *want = xd_el_child_text(bind, "resource", XD_NS_BIND);
     char *res = NULL;
+    xd_sm_account_t *acct = NULL; /* the bound account's shared object (sm.h) */
     if (want && *want && xd_jid_prep_resource(xd_str_c(want), &res) != 0)
         /* RFC 6120 7.7.2.1 */
-        return sess_iq_error(iq, XD_COND_BAD_REQUEST, "the resource is not allowed");
+        return xd_stanza_error(iq, XD_COND_BAD_REQUEST, "the resource is not allowed");
     xd_config_t *cfg = xd_config_get();
     const xd_host_conf_t *hc = xd_config_host(cfg, req->host);
     int policy = hc ? hc->resource_conflict : XD_RESOURCE_REPLACE;
@@ -252,7 +247,7 @@ xd_session_bind_iq(const xd_session_bind_req_t *req, const xd_stanza_t *iq, xd_s
         }
         if (xd_jid_make(local, domain, xd_str_c(r), &full) != 0) {
             xd_free(res);
-            return sess_iq_error(iq, XD_COND_BAD_REQUEST, "the resource is not allowed");
+            return xd_stanza_error(iq, XD_COND_BAD_REQUEST, "the resource is not allowed");
         }
         xd_session_info_t e = { .jid = full, .ref = req->ref, .since_ms = req->now_ms,
                                 .flags = req->secure ? XD_SESSION_SECURE : 0 };
@@ -260,15 +255,14 @@ xd_session_bind_iq(const xd_session_bind_req_t *req, const xd_stanza_t *iq, xd_s
         xd_session_info_t old = { 0 };
         int rc;
         if (res && policy == XD_RESOURCE_REPLACE) {
-            if (xd_sm_bind_replace(&e, &old) == 1) {
+            if (xd_sm_bind_account(&e, true, &old, &acct) == 1) {
                 /* RFC 6120 7.7.2.2 and 4.9.3.3: the old session ends. */
                 xd_session_close(&old.ref, XD_STREAM_CONFLICT, "replaced by a new connection");
                 xd_session_info_clear(&old);
             }
             rc = 0;
         } else {
-            rc = xd_sm_bind(&e, &old);
-            xd_session_info_clear(&old);
+            rc = xd_sm_bind_account(&e, false, NULL, &acct);
         }
         if (rc == 0)
             break;
@@ -276,11 +270,11 @@ xd_session_bind_iq(const xd_session_bind_req_t *req, const xd_stanza_t *iq, xd_s
         full = NULL;
         if (rc != XD_EEXIST) {
             xd_free(res);
-            return sess_iq_error(iq, XD_COND_INTERNAL_SERVER_ERROR, NULL);
+            return xd_stanza_error(iq, XD_COND_INTERNAL_SERVER_ERROR, NULL);
         }
         if (res && policy == XD_RESOURCE_REFUSE) {
             xd_free(res);
-            return sess_iq_error(iq, XD_COND_CONFLICT, "the resource is in use");
+            return xd_stanza_error(iq, XD_COND_CONFLICT, "the resource is in use");
         }
         /* rename, or a generated resource that collided: try a new one. */
         xd_free(res);
@@ -288,14 +282,14 @@ xd_session_bind_iq(const xd_session_bind_req_t *req, const xd_stanza_t *iq, xd_s
     }
     xd_free(res);
     if (!full)
-        return sess_iq_error(iq, XD_COND_INTERNAL_SERVER_ERROR, NULL);
+        return xd_stanza_error(iq, XD_COND_INTERNAL_SERVER_ERROR, NULL);
 
     xd_session_t *s = xd_new(xd_session_t);
     s->ref = req->ref;
     s->jid = full;
     s->host = xd_strdup(req->host);
     s->log = req->log;
-    s->acct = xd_sm_account(full);
+    s->acct = acct;
     s->next = sess_local;
     if (sess_local)
         sess_local->prev = s;
@@ -593,19 +587,17 @@ list_session(void *arg, const xd_session_info_t *e)
 }
 
 static int
+cmp_str(const void *a, const void *b)
+{
+    return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+static int
 cmd_connected_users(xd_cmd_call_t *call)
 {
     xd_session_foreach(call->args[0].text, list_session, call);
-    if (call->res.n > 1) {
-        /* Stable output: sorted. */
-        for (size_t i = 1; i < call->res.n; i++)
-            for (size_t j = i; j > 0 && strcmp(call->res.items[j - 1], call->res.items[j]) > 0;
-                 j--) {
-                char *t = call->res.items[j];
-                call->res.items[j] = call->res.items[j - 1];
-                call->res.items[j - 1] = t;
-            }
-    }
+    /* Stable output: sorted (qsort: a server may have many sessions). */
+    qsort(call->res.items, call->res.n, sizeof *call->res.items, cmp_str);
     return 0;
 }
 

@@ -243,7 +243,7 @@ sm_copy_out(const xd_session_info_t *from, xd_session_info_t *to)
 }
 
 static int
-sm_bind(const xd_session_info_t *e, xd_session_info_t *old, bool replace)
+sm_bind(const xd_session_info_t *e, xd_session_info_t *old, bool replace, xd_sm_account_t **acct)
 {
     xd_str_t bare = xd_jid_bare_str(e->jid);
     uint64_t h = sm_hash(bare);
@@ -273,6 +273,11 @@ sm_bind(const xd_session_info_t *e, xd_session_info_t *old, bool replace)
         sm_carbons_change(u, false, e->flags & XD_SESSION_CARBONS);
         sh->nsessions++;
     }
+    if (acct && rc >= 0) {
+        /* Taken under the lock that bound it: the account of this binding. */
+        *acct = u->acct;
+        atomic_fetch_add_explicit(&u->acct->refs, 1, memory_order_relaxed);
+    }
     uv_rwlock_wrunlock(&sh->lock);
     return rc;
 }
@@ -280,13 +285,21 @@ sm_bind(const xd_session_info_t *e, xd_session_info_t *old, bool replace)
 int
 xd_sm_bind(const xd_session_info_t *e, xd_session_info_t *old)
 {
-    return sm_bind(e, old, false);
+    return sm_bind(e, old, false, NULL);
 }
 
 int
 xd_sm_bind_replace(const xd_session_info_t *e, xd_session_info_t *old)
 {
-    return sm_bind(e, old, true);
+    return sm_bind(e, old, true, NULL);
+}
+
+int
+xd_sm_bind_account(const xd_session_info_t *e, bool replace, xd_session_info_t *old,
+                   xd_sm_account_t **acct)
+{
+    *acct = NULL;
+    return sm_bind(e, old, replace, acct);
 }
 
 bool

@@ -25,6 +25,8 @@
 #include "xmppd/jid.h"
 #include "xmppd/session.h"
 
+typedef struct xd_sm_account xd_sm_account_t; /* see xd_sm_account below */
+
 int xd_sm_init(void);
 void xd_sm_shutdown(void);
 
@@ -36,6 +38,12 @@ int xd_sm_bind(const xd_session_info_t *e, xd_session_info_t *old);
 /* Replaces the holder of e->jid, whoever it is, with e; *old (optional) gets
  * the previous holder when there was one (returns 1) or 0 when none. */
 int xd_sm_bind_replace(const xd_session_info_t *e, xd_session_info_t *old);
+
+/* xd_sm_bind (replace false) or xd_sm_bind_replace, also handing out the
+ * account's shared object (a reference, *acct) of the binding made: the
+ * session manager's bind, with no window for another lookup to miss it. */
+int xd_sm_bind_account(const xd_session_info_t *e, bool replace, xd_session_info_t *old,
+                       xd_sm_account_t **acct);
 
 /* Removes the binding of `jid` if session id `id` still holds it.  Returns
  * true when something was removed. */
@@ -57,7 +65,6 @@ int xd_sm_find_ref(const xd_jid_t *full, xd_session_ref_t *ref, bool *carbons);
  * hot path reads without a table lookup.  A session takes its reference
  * after binding (xd_sm_account, NULL when the account has no binding) and
  * drops it when it ends; the object outlives the table entry while held. */
-typedef struct xd_sm_account xd_sm_account_t;
 xd_sm_account_t *xd_sm_account(const xd_jid_t *jid);
 void xd_sm_account_unref(xd_sm_account_t *a);
 
