@@ -46,6 +46,8 @@ xd_builtin_docs(void)
     size_t n = 0;
     const xd_module_t *mods[63];
     size_t nm = xd_module_builtins(mods, sizeof mods / sizeof *mods);
+    if (nm > sizeof mods / sizeof *mods)
+        nm = sizeof mods / sizeof *mods;
     for (size_t i = 0; i < nm && n + 1 < sizeof all / sizeof *all; i++)
         all[n++] = (xd_builtin_doc_t){ mods[i]->name, mods[i]->doc, mods[i]->opts,
                                        mods[i]->flags };

@@ -38,7 +38,6 @@
 #include "xmppd/alloc.h"
 #include "xmppd/err.h"
 #include "xmppd/log.h"
-#include "xmppd/module.h"
 
 #define MD_IDLE_WAIT_MS 10000 /* longest wait for a stopping instance's calls in flight */
 
@@ -458,7 +457,7 @@ xd_module_register_builtin(const xd_module_t *mod)
     return 0;
 }
 
-/* md_lock held. */
+/* Built-ins are registered at start-up, before any thread reads them. */
 size_t
 xd_module_builtins(const xd_module_t **out, size_t max)
 {
