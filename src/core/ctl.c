@@ -292,9 +292,6 @@ ctl_dispatch(ctl_client_t *cl)
         return;
     }
     cl->work.data = cl;
-    /* No more input while the call runs off the loop: a client that hangs
-     * up must not free cl under it (the reply's write then fails). */
-    uv_read_stop((uv_stream_t *)&cl->pipe);
     rc = uv_queue_work(cl->pipe.loop, &cl->work, ctl_work, ctl_after_work);
     if (rc != 0)
         ctl_reply_call(cl, xd_cmd_errorf(&cl->call, XD_EINTERNAL, "cannot run: %s", uv_strerror(rc)));
@@ -376,10 +373,10 @@ xd_ctl_start(uv_loop_t *loop, const char *path, char **err)
     }
     unlink(path); /* stale file from a crash */
     uv_pipe_init(loop, &ctl_server, 0);
-    /* The socket is created 0600 (umask), so nobody else can even connect. */
-    mode_t old = umask(0177);
+    /* Created under the process's umask 077 (main.c), so nobody else can
+     * even connect; no umask juggling here: it is process-wide, and the
+     * workers are running. */
     int rc = uv_pipe_bind(&ctl_server, path);
-    umask(old);
     if (rc == 0)
         rc = uv_listen((uv_stream_t *)&ctl_server, 16, ctl_on_connection);
     if (rc != 0) {

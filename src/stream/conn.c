@@ -737,6 +737,32 @@ c2s_tls_feed(xd_conn_t *c, const char *p, size_t n)
     return xd_tls_input(c->tls, (const uint8_t *)p, n);
 }
 
+/* Socket bytes through TLS, and what the engine says about them: false
+ * when the connection is done (a TLS failure, or the peer's close_notify). */
+static bool
+c2s_tls_in(xd_conn_t *c, const char *p, size_t n)
+{
+    int rc = c2s_tls_feed(c, p, n);
+    if (rc == XD_ETLS) {
+        XD_LOG(&c->log, XD_INFO, "tls failure", "reason=\"%s\"",
+               xd_tls_error(c->tls) ? xd_tls_error(c->tls) : "?");
+        c->state = C2S_CLOSING;
+        c2s_destroy(c);
+        return false;
+    }
+    if (rc == XD_ECLOSED) {
+        /* The peer's close_notify: the stream is over. */
+        if (c->state != C2S_CLOSING)
+            XD_LOG(&c->log, XD_INFO, "tls closed by peer", "");
+        xd_tls_shutdown(c->tls);
+        c2s_destroy(c);
+        return false;
+    }
+    if (c->tls && xd_tls_paused(c->tls))
+        c2s_read_stop(c);
+    return true;
+}
+
 /* Plaintext of the stream, from the socket or from TLS.  Returns 0, or
  * XD_TLS_PAUSE when the stream is blocked (the bytes were kept). */
 static int
@@ -762,7 +788,7 @@ c2s_input(xd_conn_t *c, const char *p, size_t n)
             /* Bytes after <starttls/> are the client's first TLS records. */
             c->starttls_go = false;
             if (n)
-                c2s_tls_feed(c, p, n);
+                c2s_tls_in(c, p, n);
             return 0;
         }
         if (c->blocked) {
@@ -859,24 +885,8 @@ c2s_on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
     c->last_input_ms = uv_now(c->tcp.loop);
     c->trimmed = false;
     if (c->tls) {
-        int rc = c2s_tls_feed(c, buf->base, (size_t)nread);
-        if (rc == XD_ETLS) {
-            XD_LOG(&c->log, XD_INFO, "tls failure", "reason=\"%s\"",
-                   xd_tls_error(c->tls) ? xd_tls_error(c->tls) : "?");
-            c->state = C2S_CLOSING;
-            c2s_destroy(c);
+        if (!c2s_tls_in(c, buf->base, (size_t)nread))
             return;
-        }
-        if (rc == XD_ECLOSED) {
-            /* The peer's close_notify: the stream is over. */
-            if (c->state != C2S_CLOSING)
-                XD_LOG(&c->log, XD_INFO, "tls closed by peer", "");
-            xd_tls_shutdown(c->tls);
-            c2s_destroy(c);
-            return;
-        }
-        if (c->tls && xd_tls_paused(c->tls))
-            c2s_read_stop(c);
     } else {
         c2s_input(c, buf->base, (size_t)nread);
     }

@@ -129,7 +129,7 @@ typedef struct xd_conn_op {
 void c2s_write(xd_conn_t *c, const char *data, size_t len);
 void c2s_write_str(xd_conn_t *c, const char *s);
 void c2s_send_stanza(xd_conn_t *c, const xd_stanza_t *st);
-/* Answers a request with a stanza error (nothing for non-requests). */
+/* Answers an IQ with a stanza error (nothing for a result or an error). */
 void c2s_send_iq_error(xd_conn_t *c, const xd_stanza_t *st, xd_cond cond, const char *text);
 /* Sends the stream error and closes the stream. */
 void c2s_close(xd_conn_t *c, xd_stream_cond cond, const char *text);

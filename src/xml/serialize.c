@@ -294,6 +294,9 @@ xd_stanza_bytes(const xd_stanza_t *cst, size_t *len)
     size_t hdr = offsetof(xd_stanza_bytes_t, data);
     xd_arena_t *a = st->arena;
     if (!b && atomic_load_explicit(&st->refs, memory_order_acquire) == 1 &&
+        /* Read again: a holder that dropped its reference just now may have
+         * published heap bytes first (the acquire above makes them seen). */
+        !(b = atomic_load_explicit(&st->bytes, memory_order_acquire)) &&
         (size_t)(a->end - a->cur) >= hdr + SER_ARENA_MIN) {
         /* The only reference: nobody else serializes or allocates in the
          * arena now, so the bytes go into its free tail (no malloc) and

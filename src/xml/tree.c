@@ -378,7 +378,7 @@ xd_stanza_unref(xd_stanza_t *st)
 
 /* ---- Cached values --------------------------------------------------------- */
 
-static void (*tree_cache_free[XD_STANZA_CACHE_SLOTS])(void *); /* set at start-up */
+static void (*tree_cache_free[XD_STANZA_CACHE_SLOTS])(void *); /* set once, before a value is put */
 
 void
 xd_stanza_cache_slot(unsigned slot, void (*free_fn)(void *value))
