@@ -92,6 +92,9 @@ def test_no_registration_before_tls_where_passwords_would_travel_in_clear(server
     c2.bind("r")
     r = iq(c2, "p1", reg_query("old", "another-good-password"))
     assert "policy-violation" in r, r
+    c2b = XClient(port2)
+    c2b.open_stream()
+    assert c2b.scram("old", "a-good-password", "SHA-256")[0] == "success"  # unchanged
     port3 = free_port()
     srv3 = server_factory(extra_yaml=ON + "allow_unencrypted_plain_auth: true\n",
                           listen=plain_listener(port3))
@@ -105,6 +108,9 @@ def test_no_registration_before_tls_where_passwords_would_travel_in_clear(server
     c3.bind("r")
     r = iq(c3, "u2", reg_query("clearok", "another-good-password"))
     assert "type='result'" in r.replace('"', "'"), r
+    c3b = XClient(port3)
+    c3b.open_stream()
+    assert c3b.plain("clearok", "another-good-password")[0] == "success"  # changed
     del srv2, srv3
 
 

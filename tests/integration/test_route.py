@@ -171,8 +171,9 @@ def test_iq_with_an_unknown_type_is_bad_request(server):
     users(server, "oda", "pim")
     c, _ = online(server, "oda", "r")
     p, pjid = online(server, "pim", "r")
-    for n, to in enumerate(("localhost", "oda@localhost", pjid)):
-        c.send(f"<iq to='{to}' type='fetch' id='bt{n}'><ping xmlns='urn:xmpp:ping'/></iq>")
+    for n, (to, typ) in enumerate((("localhost", " type='fetch'"), ("oda@localhost", " type='fetch'"),
+                                   (pjid, " type='fetch'"), (pjid, ""))):
+        c.send(f"<iq to='{to}'{typ} id='bt{n}'><ping xmlns='urn:xmpp:ping'/></iq>")
         r = expect(c, rf"<iq[^>]*id=['\"]bt{n}['\"].*?</iq>").replace('"', "'")
         assert "type='error'" in r and "bad-request" in r, (to, r)
     assert_nothing_before(p, r"id=['\"]bt", after=c)

@@ -47,7 +47,8 @@ def test_server__files_are_private_in_a_shared_data_dir(server_factory, tmp_path
                 mode = stat.S_IMODE(os.stat(os.path.join(root, d)).st_mode)
                 assert mode & 0o077 == 0, (d, oct(mode))
         names = {os.path.basename(f) for f in written}
-        assert {"xmppd.db", "xmppd.db-wal", "xmppd.db-shm"} <= names, names
+        assert {"xmppd.db", "xmppd.db-wal", "xmppd.db-shm", "secret", "localhost.pem"} <= names, \
+            names
         for f in written:
             mode = stat.S_IMODE(os.stat(f).st_mode)
             assert mode & 0o077 == 0, (f, oct(mode))

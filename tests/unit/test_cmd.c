@@ -153,14 +153,21 @@ static const xd_cmd_t cmd_held = {
     .fn = fail_fn,
 };
 
-static _Atomic bool held_gone;
+static xd_cmd_hold_t *held_hold;
+static _Atomic bool held_released;
 
+/* The front end holding a call of cmd_held: it lets go only after the
+ * command is out of the table, so that the unregister is already waiting. */
 static void
-held_unregister(void *arg)
+held_holder(void *arg)
 {
     (void)arg;
-    xd_cmd_unregister(&cmd_held);
-    atomic_store(&held_gone, true);
+    while (xd_cmd_find("held"))
+        uv_sleep(1);
+    xd_cmd_hold_t *none = NULL;
+    if (xd_cmd_acquire("held", &none) == NULL && none == NULL) /* no new call now */
+        atomic_store(&held_released, true);
+    xd_cmd_release(held_hold);
 }
 
 /* Unregistering a command waits for the calls a front end acquired: the
@@ -171,20 +178,14 @@ test_unregister_waits_for_running_calls(void **state)
 {
     (void)state;
     assert_int_equal(xd_cmd_register(&cmd_held), 0);
-    xd_cmd_hold_t *hold = NULL, *none = NULL;
-    assert_ptr_equal(xd_cmd_acquire("held", &hold), &cmd_held);
-    assert_non_null(hold);
-    assert_null(xd_cmd_acquire("nope", &none));
-    assert_null(none);
-    atomic_store(&held_gone, false);
+    assert_ptr_equal(xd_cmd_acquire("held", &held_hold), &cmd_held);
+    assert_non_null(held_hold);
+    atomic_store(&held_released, false);
     uv_thread_t th;
-    assert_int_equal(uv_thread_create(&th, held_unregister, NULL), 0);
-    while (xd_cmd_find("held")) /* removed by the other thread: it now waits */
-        uv_sleep(1);
-    assert_false(atomic_load(&held_gone));
-    xd_cmd_release(hold);
+    assert_int_equal(uv_thread_create(&th, held_holder, NULL), 0);
+    xd_cmd_unregister(&cmd_held); /* returns after held_holder's release */
+    assert_true(atomic_load(&held_released));
     uv_thread_join(&th);
-    assert_true(atomic_load(&held_gone));
     xd_cmd_release(NULL);
 }
 

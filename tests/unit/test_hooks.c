@@ -258,7 +258,6 @@ test_hooks__remove_while_running(void **state)
     for (int i = 0; i < 4; i++)
         pthread_join(th[i], NULL);
     assert_int_equal(atomic_load(&calls_removed), after);
-    assert_true(atomic_load(&calls_kept) >= kept_before + 1000);
 }
 
 int

@@ -141,8 +141,13 @@ static int
 t_deliver(uint64_t id, const xd_stanza_t *st)
 {
     t_sess_t *f = t_sess_of(id);
-    if (!f || f->gone)
+    if (!f || f->gone) {
+        /* Noted, so a test sees every stanza handed to a closing stream. */
+        const xd_el_t *el = xd_stanza_root(st);
+        const char *sid = xd_el_attr(el, "id"), *type = xd_el_attr(el, "type");
+        t_note("gone %s id=%s type=%s", f ? f->jid : "?", sid ? sid : "", type ? type : "");
         return XD_ENOTFOUND;
+    }
     t_record(id, st, 0);
     return 0;
 }
@@ -577,8 +582,6 @@ t_offline_keep(xd_module_ctx_t *ctx, xd_hook_stanza_t *ev, void *arg)
     return strcmp((const char *)arg, "keep") == 0 ? XD_HOOK_STOP : XD_HOOK_OK;
 }
 
-/* Drops stanzas whose id is "drop", replaces the body of those whose id is
- * "edit". */
 /* A service of this process: notes what reaches it. */
 static void
 t_service(xd_module_ctx_t *ctx, xd_stanza_t *st, void *arg)
@@ -590,6 +593,8 @@ t_service(xd_module_ctx_t *ctx, xd_stanza_t *st, void *arg)
     xd_stanza_unref(st);
 }
 
+/* Drops stanzas whose id is "drop", replaces the body of those whose id is
+ * "edit". */
 static int
 t_filter(xd_module_ctx_t *ctx, xd_hook_filter_t *ev, void *arg)
 {
@@ -993,12 +998,17 @@ test_router__session_gone_meanwhile(void **state)
     t_route(1, "<iq from='x@a.example/x' to='u@a.example/r0' type='result' id='s4'/>");
     t_route(1, "<presence from='x@a.example/x' to='u@a.example' type='error' id='s5'/>");
     t_expect_total(x, 0);
-    /* An error whose sender is gone too goes nowhere, and ends there. */
+    /* An error whose sender is gone too goes nowhere, and ends there: the
+     * message is handed to u1's closing stream once, its error to x's once,
+     * and nothing answers that error. */
     t_gone(x);
     t_route(0, "<message from='x@a.example/x' to='u@a.example/r1' type='chat' id='s6'/>");
     t_expect_total(x, 0);
     t_expect_total(u0, 0);
     t_expect_total(u1, 0);
+    assert_int_equal(t_noted("gone u@a.example/r1 id=s6 type=chat"), 1);
+    assert_int_equal(t_noted("gone x@a.example/x id=s6 type=error"), 1);
+    assert_int_equal(t_noted("id=s6"), 2);
 }
 
 /* ---- filters ------------------------------------------------------------------------------- */
