@@ -149,18 +149,18 @@ pres_make(const char *type, const char *from, const char *to)
 static size_t
 pres_to_sessions(xd_stanza_t *st, const char *bare)
 {
-    xd_jid_t *j = NULL, *from = NULL;
+    xd_jid_t *j = NULL;
     size_t sent = 0;
-    const char *fs = xd_el_attr(xd_stanza_root(st), "from");
     if (xd_jid_parse(xd_str_c(bare), &j) != 0) {
         xd_stanza_unref(st);
         return 0;
     }
     /* Privacy lists (privacy.h): the sender's outgoing rules here, each
-     * session's incoming rules below. */
+     * session's incoming rules below.  'from' is the stanza's parsed one
+     * (lent while we hold st). */
     const xd_el_t *root = xd_stanza_root(st);
-    bool blocked = fs && xd_jid_parse(xd_str_c(fs), &from) == 0 &&
-                   !pres_allowed(from, j, root, true);
+    const xd_jid_t *from = xd_stanza_from(st);
+    bool blocked = from && !pres_allowed(from, j, root, true);
     if (!blocked) {
         xd_session_info_t res[PRES_MAX_RES];
         size_t n = xd_session_list(j, res, PRES_MAX_RES);
@@ -175,8 +175,6 @@ pres_to_sessions(xd_stanza_t *st, const char *bare)
             xd_session_info_clear(&res[i]);
         }
     }
-    if (from)
-        xd_jid_unref(from);
     xd_jid_unref(j);
     xd_stanza_unref(st);
     return sent;
@@ -599,14 +597,11 @@ pres_filter(xd_module_ctx_t *hctx, xd_hook_filter_t *ev, void *arg)
     bool probe = ptype && !strcmp(ptype, "probe");
     if (!probe && !pres_is_sub(ptype))
         return XD_HOOK_OK;
-    const char *fs = xd_el_attr(el, "from"), *ts = xd_el_attr(el, "to");
-    xd_jid_t *from = NULL, *to = NULL;
-    if (!fs || !ts || xd_jid_parse(xd_str_c(fs), &from) != 0 ||
-        xd_jid_parse(xd_str_c(ts), &to) != 0) {
-        if (from)
-            xd_jid_unref(from);
+    /* Parsed once with the stanza; our references, as the stanza may go. */
+    const xd_jid_t *from_l = xd_stanza_from(ev->st), *to_l = ev->to ? ev->to : xd_stanza_to(ev->st);
+    if (!from_l || !to_l)
         return XD_HOOK_OK;
-    }
+    xd_jid_t *from = xd_jid_ref((xd_jid_t *)from_l), *to = xd_jid_ref((xd_jid_t *)to_l);
     char fhost[XD_JID_PART_MAX + 1];
     xd_str_t d = xd_jid_domain(from);
     snprintf(fhost, sizeof fhost, "%.*s", (int)d.len, d.p);
