@@ -1132,8 +1132,9 @@ c2s_post_close(unsigned worker, uint64_t id, xd_stream_cond cond, const char *te
 }
 
 typedef struct {
-    uint64_t id;      /* the connection */
-    xd_stanza_t *st;  /* what to write */
+    xd_worker_msg_t node; /* the inbox's until c2s_deliver_msg runs */
+    uint64_t id;          /* the connection */
+    xd_stanza_t *st;      /* what to write */
 } c2s_deliver_msg_t;
 
 /* On the owner worker: writes st to established connection id, or bounces
@@ -1157,8 +1158,10 @@ static void
 c2s_deliver_msg(xd_worker_t *w, void *arg)
 {
     c2s_deliver_msg_t *m = arg;
-    c2s_deliver_here(w, m->id, m->st);
+    uint64_t id = m->id;
+    xd_stanza_t *st = m->st;
     xd_free(m);
+    c2s_deliver_here(w, id, st);
 }
 
 void
@@ -1172,7 +1175,7 @@ c2s_deliver(unsigned worker, uint64_t conn_id, xd_stanza_t *st)
     c2s_deliver_msg_t *m = xd_new(c2s_deliver_msg_t);
     m->id = conn_id;
     m->st = st;
-    if (!w || xd_worker_post(w, c2s_deliver_msg, m) != 0) {
+    if (!w || xd_worker_post_msg(w, &m->node, c2s_deliver_msg, m) != 0) {
         xd_stanza_unref(st); /* the server is stopping */
         xd_free(m);
     }
