@@ -9,8 +9,11 @@
  *           listeners probed → workers (each opens its listeners) →
  *           control socket → "xmppd ready".
  * Stop:     SIGTERM/SIGINT or `xmppctl stop` → control socket closed →
- *           workers close listeners and streams (system-shutdown) → workers
- *           joined → pool stopped → storage closed → "xmppd stopped", exit 0.
+ *           workers close listeners and stop reading streams → the work
+ *           in flight finishes (offline stores, roster writes: at most
+ *           STOP_DRAIN_MS) → workers close streams (system-shutdown) →
+ *           workers joined → pool stopped → storage closed → "xmppd
+ *           stopped", exit 0.  Nothing a sender was answered for is lost.
  * SIGHUP:   reopen the log file, reload the configuration (listeners keep
  *           their sockets until restart; everything read per use follows).
  */
@@ -62,6 +65,9 @@ static uv_loop_t *main_loop;
 static uv_signal_t sig_term, sig_int, sig_hup;
 static const char *config_path;   /* NULL: built-in defaults */
 static bool stopping;
+
+/* Stop: how long the work in flight may take before streams close. */
+#define STOP_DRAIN_MS 10000
 static uint64_t started_ms;
 
 static void
@@ -346,13 +352,23 @@ worker_init(xd_worker_t *w, void *arg)
     xd_timer_start(worker_tick[xd_worker_index(w)], TICK_MS, TICK_MS);
 }
 
+/* Stop, first step: no new connections, no more input; what the streams'
+ * stanzas started (pool work, offline stores) finishes before worker_stop. */
+static void
+worker_drain(xd_worker_t *w, void *arg)
+{
+    (void)arg;
+    xd_listeners_stop_worker(w);
+    xd_conn_quiesce_worker(w);
+}
+
 static void
 worker_stop(xd_worker_t *w, void *arg)
 {
     (void)arg;
     xd_timer_free(worker_tick[xd_worker_index(w)]);
     worker_tick[xd_worker_index(w)] = NULL;
-    xd_listeners_stop_worker(w); /* no new connections */
+    xd_listeners_stop_worker(w); /* no new connections (done already when drained) */
     xd_s2s_stop_worker(w);
     xd_conn_shutdown_worker(w); /* RFC 6120 4.9.3.20: system-shutdown to every stream */
 }
@@ -539,6 +555,8 @@ main(int argc, char **argv)
     uv_signal_start(&sig_hup, on_signal, SIGHUP);
 
     unsigned nworkers = xd_config_workers(cfg);
+    xd_conn_setup();
+    xd_workers_set_drain(worker_drain, STOP_DRAIN_MS);
     if ((rc = xd_workers_start(nworkers, worker_init, worker_stop, NULL)) != 0) {
         XD_LOG(NULL, XD_CRIT, "cannot start workers", "err=%s", xd_strerror(rc));
         begin_stop("startup failed");
@@ -579,6 +597,9 @@ main(int argc, char **argv)
      * running ones finish, their results delivered on their loops; then
      * the loops end.  The main loop is done: blocking calls are fine now. */
     xd_mark_loop_thread(false);
+    /* The pool and the auth backends serve the drain. */
+    if (!xd_workers_wait_drained(STOP_DRAIN_MS + 2000))
+        XD_LOG(NULL, XD_WARN, "stop: workers did not drain in time", "");
     xd_auth_stop();
     xd_pool_stop();
     xd_workers_join();

@@ -98,6 +98,7 @@ auth_req_deliver(auth_req_t *req)
 {
     xd_worker_t *w = req->w;
     bool held = req->held;
+    xd_input_ref_t in = req->in;
 
     XD_ASSERT(w != NULL);
     XD_DEBUG_ASSERT(w == xd_worker_self());
@@ -116,6 +117,7 @@ auth_req_deliver(auth_req_t *req)
     auth_req_free(req);
     if (held)
         xd_worker_unhold(w);
+    xd_input_release(in); /* after the callback: what it routes comes first */
 }
 
 /* Runs on the requesting worker's loop. */
@@ -478,6 +480,8 @@ au_dispatch(auth_req_t *req)
         if (rc != 0 && req->w != NULL) {
             xd_worker_unhold(req->w);
             req->held = false;
+        } else if (rc == 0 && req->w != NULL) {
+            req->in = xd_input_hold(); /* released by auth_req_deliver */
         }
         if (rc == 0)
             rc = AU_QUEUED;
@@ -492,6 +496,7 @@ au_dispatch(auth_req_t *req)
             if (rc != 0)
                 break;
             req->held = true;
+            req->in = xd_input_hold(); /* released by auth_req_deliver */
         }
         rc = (int)au_answer_now(req, 0, false);
         break;

@@ -29,6 +29,7 @@
 
 #include "core/worker.h"
 #include "xmppd/auth.h"
+#include "xmppd/input.h"
 #include "xmppd/scram.h"
 #include "xmppd/storage.h"
 
@@ -60,6 +61,7 @@ typedef struct auth_req {
 
     xd_worker_t *w;              /* async: the requesting worker; NULL = sync */
     bool held;                   /* async: auth.c holds w (unhold after the callback) */
+    xd_input_ref_t in;           /* held: the stream held until the callback has run */
     union {
         xd_auth_cb plain;        /* SET_PASSWORD REGISTER REMOVE REMOVE_CHECKED */
         xd_auth_bool_cb flag;    /* CHECK EXISTS */

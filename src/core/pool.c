@@ -15,7 +15,10 @@
  *    submit until the done message has run on that worker's loop, so the
  *    worker's inbox stays open for the result even while it stops;
  *  - done runs exactly once per accepted job: with 0 after work ran, or with
- *    XD_ECANCELED when xd_pool_stop took the job off the queue unrun.
+ *    XD_ECANCELED when xd_pool_stop took the job off the queue unrun;
+ *  - a job with a done callback submitted while a stream's stanza is handled
+ *    holds that stream (xmppd/input.h) until done has run: the stream's next
+ *    stanza waits for what this one started (RFC 6120 10.1).
  *
  * Shutdown order (see worker.h): xd_workers_stop → xd_pool_stop →
  * xd_workers_join.  Pool threads are not loop threads: xd_on_loop() is false
@@ -31,6 +34,7 @@
 #include "xmppd/alloc.h"
 #include "xmppd/assert.h"
 #include "xmppd/err.h"
+#include "xmppd/input.h"
 #include "xmppd/log.h"
 
 typedef struct pool_job {
@@ -38,6 +42,7 @@ typedef struct pool_job {
     xd_pool_done_cb done;          /* runs on w's loop; may be NULL */
     void *arg;                     /* both callbacks' argument */
     xd_worker_t *w;                /* submitting worker; NULL when done == NULL */
+    xd_input_ref_t in;             /* the stream held until done has run (input.h) */
     int status;                    /* 0 or XD_ECANCELED, for done */
     struct pool_job *next;         /* FIFO link */
 } pool_job_t;
@@ -65,6 +70,7 @@ pool_done_msg(xd_worker_t *w, void *arg)
 
     job->done(job->arg, job->status);
     xd_worker_unhold(w);
+    xd_input_release(job->in); /* after done: what it routes comes first */
     xd_free(job);
 }
 
@@ -187,6 +193,8 @@ xd_pool_submit(xd_pool_work_fn work, xd_pool_done_cb done, void *arg)
         job->done = done;
         job->arg = arg;
         job->w = w;
+        if (done != NULL)
+            job->in = xd_input_hold();
         if (pl.tail != NULL)
             pl.tail->next = job;
         else

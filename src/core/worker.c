@@ -9,6 +9,8 @@
  *      │
  *   running: init hook → uv_run; inbox messages run in post order per producer
  *      │  xd_workers_stop (any thread) posts a stop message, once per worker
+ *   draining (with xd_workers_set_drain): on_drain hook (no new input);
+ *      │  when holds == 0 (the work in flight is done), or the drain timeout
  *   stopping: on_stop hook; grace timer armed (unref'd)
  *      │  when holds == 0 (no pool results outstanding)
  *   inbox closed: pushes refused (XD_ECLOSED), last messages drained, wake-up handle closed
@@ -32,6 +34,7 @@
 #include "xmppd/alloc.h"
 #include "xmppd/assert.h"
 #include "xmppd/err.h"
+#include "xmppd/input.h"
 #include "xmppd/log.h"
 
 #define WK_BATCH 1024              /* messages per loop iteration */
@@ -55,6 +58,9 @@ struct xd_worker {
     xd_log_t log;                  /* "worker=N"; immutable */
     void *data;                    /* xd_worker_data slot; owner only */
     bool stopping;                 /* on_stop has run; owner only */
+    bool draining;                 /* on_drain has run, on_stop not yet; owner only */
+    uv_timer_t drain;              /* drain deadline; owner only */
+    bool drain_armed;              /* drain was initialised; owner only */
     bool inbox_open;               /* wake-up handle open, pushes accepted; owner */
     unsigned holds;                /* xd_worker_hold count; owner only */
     uv_timer_t grace;              /* stop deadline; owner only */
@@ -66,7 +72,15 @@ static xd_worker_t **wk_all;       /* the workers; see invariants */
 static unsigned wk_count;          /* length of wk_all */
 static xd_worker_fn wk_init_fn;    /* init hook */
 static xd_worker_fn wk_stop_fn;    /* on_stop hook */
-static void *wk_hook_arg;          /* argument of both hooks */
+static void *wk_hook_arg;          /* argument of the hooks */
+static xd_worker_fn wk_drain_fn;   /* on_drain hook, or NULL */
+static uint64_t wk_drain_ms;       /* drain deadline */
+static uv_mutex_t wk_drain_mu;     /* guards wk_drained */
+static uv_cond_t wk_drain_cv;      /* signalled when a worker has drained */
+static unsigned wk_drained;        /* workers done draining (or never draining) */
+static xd_input_hold_fn wk_in_hold;       /* the stream layer's; set before start */
+static xd_input_release_fn wk_in_release; /* idem */
+static _Thread_local uint64_t wk_input;   /* the stream whose element is handled, or 0 */
 static uv_sem_t wk_ready;          /* posted by each worker after init */
 static _Atomic uint64_t wk_grace_ms = WK_GRACE_MS_DEFAULT;
 
@@ -95,6 +109,8 @@ wk_maybe_close(xd_worker_t *w)
         wk_close_inbox(w);
 }
 
+static void wk_drained_now(xd_worker_t *w);
+
 static void
 wk_inbox_cb(xd_inbox_t *q)
 {
@@ -102,6 +118,8 @@ wk_inbox_cb(xd_inbox_t *q)
 
     xd_inbox_begin_drain(&w->inbox);
     xd_inbox_drain(&w->inbox, w, WK_BATCH);
+    if (w->draining && w->holds == 0)
+        wk_drained_now(w);
     /* Closing happens here, never inside a message, so drain is not re-entered. */
     wk_maybe_close(w);
 }
@@ -120,7 +138,7 @@ wk_walk_close(uv_handle_t *h, void *arg)
 {
     xd_worker_t *w = arg;
 
-    if (uv_is_closing(h) || h == (uv_handle_t *)&w->grace)
+    if (uv_is_closing(h) || h == (uv_handle_t *)&w->grace || h == (uv_handle_t *)&w->drain)
         return;
     if (h == xd_inbox_handle(&w->inbox))
         return; /* closed by wk_close_inbox, never behind the holds' back */
@@ -158,10 +176,69 @@ wk_grace_cb(uv_timer_t *t)
     }
 }
 
+static void wk_begin_stop(xd_worker_t *w);
+
+static void
+wk_drain_close_cb(uv_handle_t *h)
+{
+    (void)h;
+}
+
+/* Draining is over (the work in flight is done, or the deadline passed):
+ * tell xd_workers_wait_drained and close the streams. */
+static void
+wk_drained_now(xd_worker_t *w)
+{
+    if (!w->draining)
+        return;
+    w->draining = false;
+    if (w->drain_armed) {
+        uv_timer_stop(&w->drain);
+        uv_close((uv_handle_t *)&w->drain, wk_drain_close_cb);
+        w->drain_armed = false;
+    }
+    uv_mutex_lock(&wk_drain_mu);
+    wk_drained++;
+    uv_cond_broadcast(&wk_drain_cv);
+    uv_mutex_unlock(&wk_drain_mu);
+    wk_begin_stop(w);
+}
+
+static void
+wk_drain_cb(uv_timer_t *t)
+{
+    xd_worker_t *w = t->data;
+    XD_LOG(&w->log, XD_WARN, "stop: work still in flight after the drain period",
+           "drain_ms=%llu holds=%u", (unsigned long long)wk_drain_ms, w->holds);
+    wk_drained_now(w);
+}
+
 static void
 wk_stop_msg(xd_worker_t *w, void *arg)
 {
     (void)arg;
+    if (w->stopping || w->draining)
+        return;
+    if (wk_drain_fn == NULL) {
+        wk_begin_stop(w);
+        return;
+    }
+    w->draining = true;
+    wk_drain_fn(w, wk_hook_arg);
+    if (w->holds == 0) {
+        wk_drained_now(w);
+        return;
+    }
+    uv_timer_init(&w->loop, &w->drain);
+    w->drain.data = w;
+    w->drain_armed = true;
+    uv_timer_start(&w->drain, wk_drain_cb, wk_drain_ms, 0);
+    /* wk_inbox_cb ends the drain after the batch that brings holds to 0. */
+}
+
+static void
+wk_begin_stop(xd_worker_t *w)
+{
     if (w->stopping)
         return;
     w->stopping = true;
@@ -261,6 +338,13 @@ xd_workers_start(unsigned n, xd_worker_fn init, xd_worker_fn on_stop, void *arg)
         return XD_EEXIST;
     if (uv_sem_init(&wk_ready, 0) != 0)
         return XD_EINTERNAL;
+    static bool drain_sync;
+    if (!drain_sync) {
+        if (uv_mutex_init(&wk_drain_mu) != 0 || uv_cond_init(&wk_drain_cv) != 0)
+            return XD_EINTERNAL;
+        drain_sync = true;
+    }
+    wk_drained = 0;
     wk_init_fn = init;
     wk_stop_fn = on_stop;
     wk_hook_arg = arg;
@@ -298,6 +382,37 @@ fail:
     wk_count = 0;
     uv_sem_destroy(&wk_ready);
     return rc;
+}
+
+void
+xd_workers_set_drain(xd_worker_fn on_drain, uint64_t timeout_ms)
+{
+    wk_drain_fn = on_drain;
+    wk_drain_ms = timeout_ms;
+}
+
+bool
+xd_workers_wait_drained(uint64_t timeout_ms)
+{
+    XD_ASSERT(wk_self == NULL);
+    if (wk_drain_fn == NULL || wk_all == NULL)
+        return true;
+    unsigned want = 0;
+    for (unsigned i = 0; i < wk_count; i++)
+        if (wk_all[i]->thread_started)
+            want++;
+    uint64_t deadline = uv_hrtime() + timeout_ms * 1000000ull;
+    bool ok = true;
+    uv_mutex_lock(&wk_drain_mu);
+    while (wk_drained < want) {
+        uint64_t now = uv_hrtime();
+        if (now >= deadline || uv_cond_timedwait(&wk_drain_cv, &wk_drain_mu, deadline - now) != 0) {
+            ok = wk_drained >= want;
+            break;
+        }
+    }
+    uv_mutex_unlock(&wk_drain_mu);
+    return ok;
 }
 
 void
@@ -487,4 +602,68 @@ xd_timer_free(xd_timer_t *t)
         t->next->prev = t->prev;
     uv_timer_stop(&t->h); /* the callback cannot run after this */
     uv_close((uv_handle_t *)&t->h, wk_timer_close_cb);
+}
+
+/* ---- the order of a stream's input ------------------------------------- */
+
+void
+xd_input_set_handlers(xd_input_hold_fn hold, xd_input_release_fn release)
+{
+    wk_in_hold = hold;
+    wk_in_release = release;
+}
+
+uint64_t
+xd_input_enter(uint64_t id)
+{
+    uint64_t prev = wk_input;
+    wk_input = id;
+    return prev;
+}
+
+void
+xd_input_leave(uint64_t prev)
+{
+    wk_input = prev;
+}
+
+xd_input_ref_t
+xd_input_hold(void)
+{
+    xd_input_ref_t ref = { 0, 0 };
+    if (wk_self == NULL || wk_input == 0 || wk_in_hold == NULL)
+        return ref;
+    if (!wk_in_hold(wk_self, wk_input))
+        return ref;
+    ref.id = wk_input;
+    ref.worker = wk_self->index;
+    return ref;
+}
+
+typedef struct wk_release_msg {
+    xd_worker_msg_t m; /* first: the inbox node */
+    uint64_t id;
+} wk_release_msg_t;
+
+static void
+wk_release_msg(xd_worker_t *w, void *arg)
+{
+    wk_release_msg_t *r = arg;
+    wk_in_release(w, r->id);
+    xd_free(r);
+}
+
+void
+xd_input_release(xd_input_ref_t ref)
+{
+    if (ref.id == 0 || wk_in_release == NULL || ref.worker >= wk_count)
+        return;
+    if (wk_self != NULL && wk_self->index == ref.worker) {
+        wk_in_release(wk_self, ref.id);
+        return;
+    }
+    wk_release_msg_t *r = xd_new(wk_release_msg_t);
+    r->id = ref.id;
+    if (xd_worker_post_msg(wk_all[ref.worker], &r->m, wk_release_msg, r) != 0)
+        xd_free(r); /* the worker has stopped: its streams are gone */
 }

@@ -57,6 +57,18 @@ void xd_workers_stop(void);
  * the inboxes close, the loops end → xd_workers_join(). */
 void xd_workers_join(void);
 
+/* Drains before stopping: with `on_drain` set, a stop first runs on_drain
+ * on each loop (stop taking new input: listeners, streams' reading) and
+ * lets the work in flight finish (pool results, holds of xd_worker_hold),
+ * for at most timeout_ms, before on_stop closes the streams.  Call before
+ * xd_workers_start. */
+void xd_workers_set_drain(xd_worker_fn on_drain, uint64_t timeout_ms);
+
+/* Waits (off-loop) until every worker has drained or timeout_ms passed:
+ * the blocking pool and the auth backends must keep running until then.
+ * Returns true when all drained. */
+bool xd_workers_wait_drained(uint64_t timeout_ms);
+
 /* How long a stopping loop waits for its handles to close before it logs
  * each leftover handle and closes it itself (default 5000 ms).  Call before
  * xd_workers_stop(). */
@@ -88,6 +100,18 @@ int xd_worker_post_msg(xd_worker_t *w, xd_worker_msg_t *m, xd_worker_fn fn, void
  * Owner loop only.  Returns 0, or XD_ECLOSED when w's inbox has closed. */
 int xd_worker_hold(xd_worker_t *w);
 void xd_worker_unhold(xd_worker_t *w);
+
+/* ---- the order of a stream's input (xmppd/input.h) ----
+ *
+ * The stream layer names the stream whose element is being handled on this
+ * thread (enter/leave nest: leave restores what enter returned) and gives
+ * the functions that pause and resume a stream's input by id on its owner
+ * worker (hold returns false when there is no such stream). */
+typedef bool (*xd_input_hold_fn)(xd_worker_t *w, uint64_t id);
+typedef void (*xd_input_release_fn)(xd_worker_t *w, uint64_t id);
+void xd_input_set_handlers(xd_input_hold_fn hold, xd_input_release_fn release);
+uint64_t xd_input_enter(uint64_t id);
+void xd_input_leave(uint64_t prev);
 
 /* True when the calling thread runs an event loop (a worker or the main loop). */
 bool xd_on_loop(void);

@@ -26,6 +26,7 @@
 #include "xmppd/config.h"
 #include "xmppd/el.h"
 #include "xmppd/err.h"
+#include "xmppd/input.h"
 #include "xmppd/log.h"
 #include "xmppd/ns.h"
 #include "xmppd/stanza.h"
@@ -587,12 +588,60 @@ c2s_starttls(xd_conn_t *c, const xd_el_t *el, bool allowed)
     c->header_sent = false;
 }
 
-void
-c2s_block(xd_conn_t *c)
+/* Input stops after the element being handled (see conn.h). */
+static void
+c2s_pause(xd_conn_t *c)
 {
+    if (c->blocked)
+        return;
     c->blocked = true;
     xd_xml_parser_pause(c->parser);
     c2s_read_stop(c);
+}
+
+static void c2s_resume(xd_conn_t *c);
+
+void
+c2s_block(xd_conn_t *c)
+{
+    c->role_blocked = true;
+    c2s_pause(c);
+}
+
+void
+c2s_unblock(xd_conn_t *c)
+{
+    c->role_blocked = false;
+    if (c->holds == 0 && !c->quiesced)
+        c2s_resume(c);
+}
+
+/* xd_input_hold on this worker: the stream with `id` waits for a release. */
+static bool
+c2s_input_hold(xd_worker_t *w, uint64_t id)
+{
+    xd_conn_t *c = c2s_conn_find(w, id);
+    if (!c || c->state == C2S_CLOSING)
+        return false;
+    c->holds++;
+    c2s_pause(c);
+    return true;
+}
+
+static void
+c2s_input_release(xd_worker_t *w, uint64_t id)
+{
+    xd_conn_t *c = c2s_conn_find(w, id);
+    if (!c || XD_NEVER(c->holds == 0))
+        return;
+    if (--c->holds == 0 && !c->role_blocked && !c->quiesced)
+        c2s_resume(c);
+}
+
+void
+xd_conn_setup(void)
+{
+    xd_input_set_handlers(c2s_input_hold, c2s_input_release);
 }
 
 xd_conn_op_t *
@@ -634,10 +683,14 @@ static void
 c2s_stanza(void *ud, xd_stanza_t *st)
 {
     xd_conn_t *c = ud;
-    if (c->state == C2S_OPEN)
-        c->role->element(c, st); /* takes st */
-    else
+    if (c->state != C2S_OPEN) {
         xd_stanza_unref(st);
+        return;
+    }
+    /* Work this element sends off the loop holds the stream (xmppd/input.h). */
+    uint64_t prev = xd_input_enter(c->id);
+    c->role->element(c, st); /* takes st */
+    xd_input_leave(prev);
 }
 
 static void
@@ -806,10 +859,10 @@ c2s_input(xd_conn_t *c, const char *p, size_t n)
     return 0;
 }
 
-/* Ends a block: parses what was kept, then the TLS engine's queue, then
+/* Ends a pause: parses what was kept, then the TLS engine's queue, then
  * reads again. */
-void
-c2s_unblock(xd_conn_t *c)
+static void
+c2s_resume(xd_conn_t *c)
 {
     if (!c->blocked || c->state == C2S_CLOSING)
         return;
@@ -1074,6 +1127,18 @@ xd_conn_start_worker(xd_worker_t *w)
     xd_wstate_t *ws = xd_wstate(w);
     ws->sweep = xd_timer_new(w, c2s_sweep, ws);
     xd_timer_start(ws->sweep, C2S_SWEEP_MS, C2S_SWEEP_MS);
+}
+
+void
+xd_conn_quiesce_worker(xd_worker_t *w)
+{
+    xd_wstate_t *ws = xd_wstate(w);
+    for (xd_conn_t *c = ws->conns; c; c = c->next) {
+        if (c->state == C2S_CLOSING)
+            continue;
+        c->quiesced = true;
+        c2s_pause(c);
+    }
 }
 
 void

@@ -100,7 +100,10 @@ typedef struct xd_conn {
     bool starttls_go;            /* <proceed/> sent: the rest of the input is TLS */
     bool tls_ws;                 /* ... once the old stream's whitespace is skipped */
     bool reading;                /* uv_read_start is in force */
-    bool blocked;                /* input paused by the role */
+    bool blocked;                /* input paused (role, holds or quiesced) */
+    bool role_blocked;           /* c2s_block: the role waits for an answer */
+    bool quiesced;               /* the server stops: no more input */
+    unsigned holds;              /* xd_input_hold count (xmppd/input.h) */
     bool overflow;               /* the write queue overflowed: closing, writes dropped */
     bool established;            /* authenticated (and bound): the idle timer applies */
     char *host;                  /* the served domain of the stream (owned) */
@@ -190,7 +193,8 @@ void c2s_established(xd_conn_t *c);
 void c2s_deliver(unsigned worker, uint64_t conn_id, xd_stanza_t *st);
 
 /* Pauses input while an asynchronous answer is outstanding, and resumes
- * it (parsing what arrived meanwhile). */
+ * it (parsing what arrived meanwhile) unless holds (xmppd/input.h) or a
+ * stop keep it paused. */
 void c2s_block(xd_conn_t *c);
 void c2s_unblock(xd_conn_t *c);
 
@@ -211,6 +215,14 @@ void xd_conn_accept(xd_worker_t *w, uv_stream_t *server, xd_listener_t *l);
 
 /* Worker start (after its state is set): starts the once-a-second sweep. */
 void xd_conn_start_worker(xd_worker_t *w);
+
+/* Registers the stream layer's input holds (xmppd/input.h) with the core;
+ * once, before the workers start. */
+void xd_conn_setup(void);
+
+/* Server stop, first step: no stream of w reads more input; the work its
+ * stanzas started goes on (see xd_workers_set_drain). */
+void xd_conn_quiesce_worker(xd_worker_t *w);
 
 /* Server stop: closes every stream of w with system-shutdown. */
 void xd_conn_shutdown_worker(xd_worker_t *w);

@@ -22,11 +22,13 @@ and so what makes a barrier sound:
     stanzas caused (barrier=None); and after the sender's round trip, c's
     round trip is one for what the sender's stanzas caused (after=sender);
   - work done off the loop (presence broadcasts and subscriptions, offline
-    storage and delivery, IQs like the roster's: the blocking pool) is
-    ordered only with one pool thread (POOL1): jobs then run one at a time
-    in the order they were queued and complete on the queuing worker in
-    that order, so a session's pool_roundtrip(), or anything else the pool
-    answers, comes after every pool job its earlier stanzas started.
+    storage and delivery, IQs like the roster's: the blocking pool) holds
+    the stream whose stanza started it (xmppd/input.h): that stream's next
+    stanza is handled after it, so a session's own round trip comes after
+    every pool job its earlier stanzas started.  Between streams, pool work
+    is ordered only with one pool thread (POOL1): jobs then run one at a
+    time in the order they were queued and complete on the queuing worker
+    in that order.
 """
 import itertools
 import re
@@ -168,3 +170,21 @@ def assert_nothing_before(c, unwanted, barrier=None, after=(), pool=False, timeo
     bad = re.search(rx, seen, re.S)
     assert bad is None, f"{bad.group(0)!r} arrived before the barrier: {seen!r}"
     return got
+
+
+
+# ---- federation ------------------------------------------------------------------------------
+
+def subscribe_in_order(a, ajid, b, bjid):
+    """alice asks bob for his presence and bob approves: the remote server
+    sends `subscribed` and then bob's available presence on one stream, and
+    alice must get them in that order (RFC 6120 10.1; xmppd handles the
+    subscription on the pool and holds the incoming stream meanwhile)."""
+    abare, bbare = ajid.split("/")[0], bjid.split("/")[0]
+    a.send(f"<presence to='{bbare}' type='subscribe'/>")
+    b.take(r"<presence[^>]*type=['\"]subscribe['\"][^>]*>", timeout=20)
+    b.send(f"<presence to='{abare}' type='subscribed'/>")
+    ahead, _ = a.before(r"<presence(?![^>]*type=)[^>]*from=['\"]" + re.escape(bjid) + r"['\"]",
+                        timeout=20)
+    assert re.search(rb"<presence[^>]*type=['\"]subscribed['\"]", ahead), ahead
+

@@ -127,12 +127,12 @@ def test_presence_subscription_across(server_factory):
     sub = expect(b, r"<presence[^>]*type='subscribe'[^>]*/?>")
     assert "from='alice@a.test'" in sub, sub
     b.send("<presence to='alice@a.test' type='subscribed'/>")
-    # The approval and bob's presence that follows it (RFC 6121 3.1.5) may
-    # arrive in either order: the approval passes alice's roster first.
+    # The approval, then bob's presence that follows it (RFC 6121 3.1.5), in
+    # that order (RFC 6120 10.1): the approval passes alice's roster first,
+    # and the incoming stream waits for it.
     got = ""
     deadline = time.time() + 10
-    while not (re.search(r"type='subscribed'", got) and re.search(
-            rf"<presence[^>]*from='{re.escape(bjid)}'", got)):
+    while not re.search(rf"<presence[^>]*from='{re.escape(bjid)}'", got):
         assert time.time() < deadline, got
         got += expect(a, r"<presence[^>]*/>|<presence[^>]*>.*?</presence>")
     assert re.search(r"<presence[^>]*from='bob@b\.test'[^>]*type='subscribed'|"
@@ -363,8 +363,6 @@ def test_incoming_stream_multiplexes_two_domains(server_factory):
     The sending side is played by hand, with keys made from a.test's node
     secret (its dialback key: HKDF-Expand-SHA256 with info "xmppd node key:
     dialback"), so b.test really dials back to the authoritative server."""
-    import hashlib
-    import hmac
     a_c2s, a_s2s = free_port(addr=A_IP), free_port(addr=A_IP)
     b_c2s, b_s2s = free_port(addr=B_IP), free_port(addr=B_IP)
     a = server_factory(hosts=("a.test", "a2.test"), listen=listen_yaml(A_IP, a_c2s, a_s2s),
@@ -375,34 +373,8 @@ def test_incoming_stream_multiplexes_two_domains(server_factory):
     b.c2s_port, b.ip, b.domain = b_c2s, B_IP, "b.test"
     users(b, "bob")
     bob, _ = online(b, "bob", "r")
-    with open(os.path.join(a.data_dir, "secret"), "rb") as f:
-        secret = f.read()
-
-    db_key = hmac.new(secret, b"xmppd node key: dialback\x01", hashlib.sha256).digest()
-
-    def key(receiving, originating, sid):
-        k = hashlib.sha256(db_key).hexdigest().encode()
-        return hmac.new(k, f"{receiving} {originating} {sid}".encode(),
-                        hashlib.sha256).hexdigest()
-
-    raw = socket.create_connection((B_IP, b_s2s), timeout=10)
-    header = ("<?xml version='1.0'?><stream:stream xmlns='jabber:server' "
-              "xmlns:db='jabber:server:dialback' "
-              "xmlns:stream='http://etherx.jabber.org/streams' "
-              "from='a.test' to='b.test' version='1.0'>").encode()
-
-    tls, buf = incoming_over_tls(raw, header, "b.test")
-    sid = re.search(rb"<stream:stream[^>]*\sid=['\"]([^'\"]+)", buf).group(1).decode()
-    assert b"urn:xmpp:features:dialback" in buf, buf
-    for dom in ("a.test", "a2.test"):
-        tls.sendall(f"<db:result from='{dom}' to='b.test'>{key('b.test', dom, sid)}"
-                    f"</db:result>".encode())
-    buf = b""
-    for dom in ("a.test", "a2.test"):
-        buf = read_until(tls, (r"<db:result[^>]*from=['\"]b\.test['\"][^>]*to=['\"]%s['\"]"
-                               r"[^>]*type=['\"]valid|<db:result[^>]*type=['\"]valid['\"][^>]*"
-                               r"to=['\"]%s['\"]" % (re.escape(dom), re.escape(dom))).encode(),
-                         buf)
+    tls, features = dialback_in(a, B_IP, b_s2s, ["a.test", "a2.test"])
+    assert b"urn:xmpp:features:dialback" in features, features
     for i, dom in enumerate(("a.test", "a2.test")):
         tls.sendall(f"<message from='x@{dom}/r' to='bob@b.test' type='chat'>"
                     f"<body>via {dom}</body></message>".encode())
@@ -416,6 +388,78 @@ def test_incoming_stream_multiplexes_two_domains(server_factory):
     # A domain this stream did not authenticate.
     tls.sendall(b"<message from='x@evil.test' to='bob@b.test'><body>no</body></message>")
     assert b"invalid-from" in read_until(tls, rb"</stream:error>")
+    tls.close()
+    bob.close()
+
+
+def dialback_in(a, b_ip, b_s2s, doms, receiving="b.test"):
+    """Plays a's side of an incoming stream to b by hand: TLS, then a
+    dialback request per domain of doms with keys made from a's node secret
+    (its dialback key: HKDF-Expand-SHA256 with info "xmppd node key:
+    dialback"), so b dials back to a, the authoritative server.  Returns
+    the TLS socket once every domain is valid, and the stream features."""
+    import hashlib
+    import hmac
+    with open(os.path.join(a.data_dir, "secret"), "rb") as f:
+        secret = f.read()
+    db_key = hmac.new(secret, b"xmppd node key: dialback\x01", hashlib.sha256).digest()
+
+    def key(originating, sid):
+        k = hashlib.sha256(db_key).hexdigest().encode()
+        return hmac.new(k, f"{receiving} {originating} {sid}".encode(),
+                        hashlib.sha256).hexdigest()
+
+    raw = socket.create_connection((b_ip, b_s2s), timeout=10)
+    header = ("<?xml version='1.0'?><stream:stream xmlns='jabber:server' "
+              "xmlns:db='jabber:server:dialback' "
+              "xmlns:stream='http://etherx.jabber.org/streams' "
+              f"from='{doms[0]}' to='{receiving}' version='1.0'>").encode()
+    tls, features = incoming_over_tls(raw, header, receiving)
+    sid = re.search(rb"<stream:stream[^>]*\sid=['\"]([^'\"]+)", features).group(1).decode()
+    for dom in doms:
+        tls.sendall(f"<db:result from='{dom}' to='{receiving}'>{key(dom, sid)}"
+                    f"</db:result>".encode())
+    buf = b""
+    for dom in doms:
+        buf = read_until(tls, (r"<db:result[^>]*type=['\"]valid['\"][^>]*to=['\"]%s['\"]|"
+                               r"<db:result[^>]*to=['\"]%s['\"][^>]*type=['\"]valid"
+                               % (re.escape(dom), re.escape(dom))).encode(), buf)
+    return tls, features
+
+
+def test_incoming_stream_keeps_order_across_deferred_work(server_factory):
+    """RFC 6120 10.1 on an incoming server stream: a subscription request
+    is handled on the pool (the roster is written first), and the message
+    its sender sent right after it on the same stream must not overtake it:
+    the stream is held meanwhile (xmppd/input.h)."""
+    a_c2s, a_s2s = free_port(addr=A_IP), free_port(addr=A_IP)
+    b_c2s, b_s2s = free_port(addr=B_IP), free_port(addr=B_IP)
+    a = server_factory(hosts=("a.test",), listen=listen_yaml(A_IP, a_c2s, a_s2s),
+                       extra_yaml=f"s2s_hosts:\n  b.test: \"{B_IP}:{b_s2s}\"\n")
+    b = server_factory(hosts=("b.test",), listen=listen_yaml(B_IP, b_c2s, b_s2s),
+                       extra_yaml=(f"s2s_hosts:\n  a.test: \"{A_IP}:{a_s2s}\"\n"
+                                   "modules:\n  mod_roster: {}\n  mod_ping: {}\n"))
+    b.c2s_port, b.ip, b.domain = b_c2s, B_IP, "b.test"
+    users(b, "bob")
+    bob, bjid = online(b, "bob", "r", roster=True)
+    n = 10
+    # bob asks each contact for its presence: ask=subscribe in his roster.
+    for i in range(n):
+        bob.send(f"<presence to='x{i}@a.test' type='subscribe'/>")
+    for i in range(n):
+        expect(bob, r"<iq[^>]*type=['\"]set['\"].*?x%d@a\.test.*?</iq>" % i)
+    tls, _ = dialback_in(a, B_IP, b_s2s, ["a.test"])
+    # Each approves, and its available presence follows (RFC 6121 3.1.5).
+    tls.sendall("".join(f"<presence from='x{i}@a.test' to='bob@b.test' type='subscribed'/>"
+                        f"<presence from='x{i}@a.test/r' to='bob@b.test'/>"
+                        for i in range(n)).encode())
+    ahead, m = bob.before(r"<presence[^>]*from=['\"]x%d@a\.test/r['\"][^>]*>" % (n - 1),
+                          timeout=10)
+    got = helpers.q(ahead + m.group(0))
+    order = []
+    for t in re.finditer(r"<presence[^>]*from='(x\d)@a\.test(/r)?'[^>]*>", got):
+        order.append(("A:" if t.group(2) else "S:") + t.group(1))
+    assert order == [f"{k}:x{i}" for i in range(n) for k in ("S", "A")], got
     tls.close()
     bob.close()
 

@@ -16,7 +16,7 @@ import re
 import pytest
 
 from ejabberd import ejabberd_lab  # noqa: F401  (the fixture)
-from helpers import online, users
+from helpers import online, subscribe_in_order, users
 from xmpptest import free_port
 
 X_IP, E_IP = "127.0.0.1", "127.0.0.2"
@@ -64,6 +64,7 @@ def chat(xmppd, ej):
     got = message(a, "ex1")
     assert f"from='{bjid}'" in got, got
     assert "<body>to xmppd</body>" in got, got
+    subscribe_in_order(a, ajid, b, bjid)
     a.close()
     b.close()
     r = xmppd.ctl_run("s2s_connections")

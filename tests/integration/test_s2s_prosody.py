@@ -9,7 +9,7 @@ import re
 
 import pytest
 
-from helpers import online, users
+from helpers import online, subscribe_in_order, users
 from prosody import prosody_lab  # noqa: F401  (the fixture)
 from xmpptest import free_port
 
@@ -45,6 +45,7 @@ def chat(xmppd, prosody):
     b.send(f"<message to='{ajid}' type='chat'><body>to xmppd</body></message>")
     m = a.recv_until(r"<message[^>]*>.*?to xmppd.*?</message>", timeout=15).group(0).decode()
     assert bjid in m, m
+    subscribe_in_order(a, ajid, b, bjid)
     a.close()
     b.close()
     r = xmppd.ctl_run("s2s_connections")

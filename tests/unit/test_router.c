@@ -1011,6 +1011,49 @@ test_router__session_gone_meanwhile(void **state)
     assert_int_equal(t_noted("id=s6"), 2);
 }
 
+/* xd_session_send_take_or: a stanza handed to a session that has gone by
+ * the time it gets there comes back to the sender's `gone` function (the
+ * offline store routes a taken-out message again), from either worker. */
+static void
+t_back(xd_stanza_t *st)
+{
+    t_note("back %s", xd_el_attr(xd_stanza_root(st), "id"));
+    xd_stanza_unref(st);
+}
+
+typedef struct t_or {
+    xd_session_ref_t to;
+    const char *xml;
+} t_or_t;
+
+static void
+t_send_or_fn(void *arg)
+{
+    t_or_t *o = arg;
+    xd_session_send_take_or(&o->to, t_stanza(o->xml), t_back);
+}
+
+static void
+test_router__send_or_gives_back(void **state)
+{
+    (void)state;
+    t_sess_t *u = t_online(1, "u@a.example", "r", 0);
+    t_sess_t *v = t_online(1, "v@a.example", "r", 0);
+    t_gone(u);
+    t_or_t near = { { &t_ops, u->worker, u->id }, "<message to='u@a.example/r' id='near'/>" };
+    t_or_t far = { { &t_ops, u->worker, u->id }, "<message to='u@a.example/r' id='far'/>" };
+    t_or_t live = { { &t_ops, v->worker, v->id }, "<message to='v@a.example/r' id='live'/>" };
+    t_on(1, t_send_or_fn, &near); /* same worker: a direct call */
+    t_on(0, t_send_or_fn, &far);  /* through worker 1's inbox */
+    t_on(0, t_send_or_fn, &live);
+    t_settle();
+    assert_int_equal(t_noted("back near"), 1);
+    assert_int_equal(t_noted("back far"), 1);
+    assert_int_equal(t_noted("back live"), 0);
+    assert_int_equal(t_got(v, "id='live'"), 1);
+    t_expect_total(u, 0);
+}
+
 /* ---- filters ------------------------------------------------------------------------------- */
 
 /* FILTER_PACKET runs for every stanza to a served host: a handler may drop
@@ -1406,6 +1449,7 @@ main(void)
     const struct CMUnitTest tests[] = {
 #define T(name) cmocka_unit_test_setup_teardown(name, setup, teardown)
         T(test_router__delivery_paths),
+        T(test_router__send_or_gives_back),
         T(test_router__full_jid_present),
         T(test_router__full_jid_absent),
         T(test_router__bare_jid_by_priority),

@@ -1,0 +1,47 @@
+/*
+ * input.h — the order of a stream's input (public module API; RFC 6120
+ * 10.1, DESIGN.md 2).
+ *
+ * A stream's stanzas are handled one after another on the worker that owns
+ * the stream.  When the work a stanza starts leaves the loop (the blocking
+ * pool, storage, an auth backend), the stream is *held*: its next stanza is
+ * not parsed until every hold is released, so nothing the server does for a
+ * later stanza (an IQ result, a delivery, a stream-management ack) can
+ * overtake what an earlier one started, and an answer to a later stanza
+ * means the earlier ones are done (an offline message stored is durable).
+ *
+ * Work submitted with xd_module_submit or xd_db_async while a stanza is
+ * handled holds the stream by itself, until its done callback has run.  A
+ * module that parks a stanza elsewhere (its own queue, a timer, a request
+ * to another entity) takes a hold itself:
+ *
+ *     xd_input_ref_t in = xd_input_hold();   // while handling the stanza
+ *     ...
+ *     xd_input_release(in);                  // when its work is done
+ *
+ * A hold costs the stream nothing but its reading; hold only while the
+ * stanza's effects are in flight.  Streams that close meanwhile ignore the
+ * release.  Stanzas that come from no stream (a module's own, a timer's,
+ * another worker's delivery) hold nothing: xd_input_hold returns a ref with
+ * id 0, and releasing it does nothing.
+ */
+#ifndef XMPPD_INPUT_H
+#define XMPPD_INPUT_H
+
+#include <stdint.h>
+
+/* A held stream: its connection id (0: none) and owner worker. */
+typedef struct xd_input_ref {
+    uint64_t id;
+    unsigned worker;
+} xd_input_ref_t;
+
+/* Holds the stream whose stanza the calling thread is handling (a worker
+ * loop, inside a stanza's handling); {0} when there is none. */
+xd_input_ref_t xd_input_hold(void);
+
+/* Releases a hold (any thread; a ref with id 0 does nothing).  The stream
+ * goes on when its last hold is released. */
+void xd_input_release(xd_input_ref_t ref);
+
+#endif
