@@ -4,22 +4,25 @@
  * mod_offline, on when listed under `modules` (per host).  A chat or
  * normal message to an account with no session that takes it (RFC 6121
  * 8.5.2.2.1) is stored, stamped with <delay from='host' stamp='…'/>, and the
- * store is committed before the router forgets the message, so a stored
- * message survives a crash of the server.  When a session of the account
+ * store is committed before the sender's stream goes on to its next stanza
+ * (xmppd/input.h), so a message the sender saw answered past survives a
+ * crash of the server, and a graceful stop drains the stores first.  When a session of the account
  * sends its initial available presence with a non-negative priority, the
  * stored messages are taken out (read and deleted in one transaction) and
  * delivered to it in order.
  *
  * What is stored: messages with a <body> or <subject> (chat states alone
  * and receipts are not worth keeping, XEP-0160 3); messages to accounts that
- * do not exist get service-unavailable; beyond `max_user_messages` per
- * account, resource-constraint (the sender learns it was not kept).
+ * do not exist get service-unavailable; beyond `max_user_messages` or
+ * `max_user_size` per account, resource-constraint (the sender learns it
+ * was not kept).
  *
  * Threads: the router calls in on a worker loop; the database work runs on
  * the blocking pool (xd_db_async) and its answer comes back to that loop.
  * The instance is held (xd_module_hold) while a store or a delivery is in
  * flight.
  */
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -31,6 +34,7 @@
 #include "xmppd/config.h"
 #include "xmppd/err.h"
 #include "xmppd/hooks.h"
+#include "xmppd/input.h"
 #include "xmppd/log.h"
 #include "xmppd/module.h"
 #include "xmppd/ns.h"
@@ -42,12 +46,16 @@
 
 typedef struct off_conf {
     int max_user_messages; /* stored messages per account */
+    size_t max_user_size;  /* stored bytes per account */
 } off_conf_t;
 
 #define O_ off_conf_t
 static const xd_opt_t off_opts[] = {
     XD_OPT_INT("max_user_messages", O_, max_user_messages, "1000", 1, 1000000,
                "Messages kept per account; beyond it senders get resource-constraint."),
+    XD_OPT_SIZE("max_user_size", O_, max_user_size, "10MiB",
+                "Bytes of stored messages (their XML with the delay stamp) kept per account; a "
+                "message that would go beyond is refused with resource-constraint."),
     XD_OPT_END,
 };
 #undef O_
@@ -63,8 +71,18 @@ static const char *const off_mig1[] = {
     NULL,
 };
 
+/* The byte quota: each row's size, and an index that answers count and
+ * sum without reading the messages. */
+static const char *const off_mig2[] = {
+    "ALTER TABLE offline_msg ADD COLUMN size INTEGER NOT NULL DEFAULT 0",
+    "UPDATE offline_msg SET size = LENGTH(CAST(xml AS BLOB))",
+    "CREATE INDEX offline_msg_quota ON offline_msg (host, username, size)",
+    NULL,
+};
+
 static const xd_db_migration_t off_migrations[] = {
     { 1, NULL, off_mig1 },
+    { 2, NULL, off_mig2 },
     { 0, NULL, NULL },
 };
 
@@ -73,121 +91,205 @@ static const xd_module_schema_t off_schemas[] = {
     { NULL, NULL },
 };
 
-/* ---- storing ----------------------------------------------------------------------------------- */
+/* ---- storing ----------------------------------------------------------------------------------- *
+ *
+ * Order and durability (RFC 6120 10.1, xmppd/input.h): a message to store
+ * holds the stream it came from until its row is committed, so the
+ * sender's next stanza (an IQ whose answer says "done", an SM ack) is
+ * handled only after the message is durable, and one sender's messages are
+ * stored in the order sent.  Stores wait in a per-worker FIFO and are
+ * written in batches, one transaction each (the quota is checked per
+ * message inside it), so many senders share the commit.  The FIFO is
+ * bounded (OFF_Q_MAX messages, OFF_Q_MAX_BYTES): beyond, resource-
+ * constraint at once.  A held stream adds at most one message, so the bound
+ * is hit only by stanzas that come from no stream. */
+
+#define OFF_Q_MAX 10000                  /* messages waiting on one worker */
+#define OFF_Q_MAX_BYTES (64u << 20)      /* their XML */
+#define OFF_BATCH_MAX 256                /* messages per transaction */
+#define OFF_BATCH_MAX_BYTES (4u << 20)   /* their XML */
 
 typedef struct off_store {
-    struct off_store *next; /* the worker's queue of stores */
-    xd_module_ctx_t *ctx; /* the instance (held until done) */
-    xd_stanza_t *orig;   /* the message as routed (for the error reply) */
-    char host[1024];     /* the account's host */
-    char user[1024];     /* its localpart */
-    char *xml;           /* what is stored: the message with its delay stamp */
-    size_t xml_len;      /* its length */
-    int64_t max;         /* quota */
-    int64_t now;         /* seconds since the epoch */
+    struct off_store *next; /* the worker's FIFO */
+    xd_module_ctx_t *ctx;   /* the instance (held until done) */
+    xd_stanza_t *orig;      /* the message as routed (for the error reply) */
+    xd_input_ref_t in;      /* the sender's stream, held until stored */
+    char *host;             /* the account's host */
+    char *user;             /* its localpart */
+    char *xml;              /* what is stored: the message with its delay stamp */
+    size_t xml_len;         /* its length */
+    int64_t max;            /* quota: messages */
+    int64_t max_bytes;      /* quota: bytes */
+    int64_t now;            /* seconds since the epoch */
+    int status;             /* 0, XD_ENOTFOUND, XD_ELIMIT or an error */
 } off_store_t;
 
-/* Count and insert in one write transaction, so that messages stored at
- * the same time on several pool threads cannot all pass the quota. */
-static int
-off_store_tx(xd_db_conn_t *c, void *arg)
+typedef struct off_batch {
+    off_store_t *head;      /* the messages, in order */
+    xd_db_t *db;            /* where they go */
+} off_batch_t;
+
+/* The FIFO belongs to the worker thread: xd_db_async brings each answer
+ * back to the thread that asked. */
+static _Thread_local off_store_t *off_q_head, *off_q_tail;
+static _Thread_local size_t off_q_len, off_q_bytes;
+static _Thread_local bool off_q_busy; /* a batch is being written */
+
+static bool
+off_same_account(const off_store_t *a, const off_store_t *b)
 {
-    off_store_t *s = arg;
-    int rc;
-    xd_db_val_t key[] = { XD_DB_V_CSTR(s->host), XD_DB_V_CSTR(s->user) };
-    int64_t n = 0;
-    rc = xd_db_query_int64(c, "SELECT COUNT(*) FROM offline_msg WHERE host = ? AND username = ?",
-                           key, 2, &n);
-    if (rc != 0)
-        return rc;
-    if (n >= s->max)
-        return XD_ELIMIT;
-    xd_db_val_t row[] = {
-        XD_DB_V_CSTR(s->host),
-        XD_DB_V_CSTR(s->user),
-        XD_DB_V_INT(s->now),
-        XD_DB_V_TEXT(((xd_str_t){ s->xml, s->xml_len })),
-    };
-    return xd_db_query(c,
-                       "INSERT INTO offline_msg (host, username, created_at, xml)"
-                       " VALUES (?, ?, ?, ?)",
-                       row, 4, NULL, NULL);
+    return !strcmp(a->host, b->host) && !strcmp(a->user, b->user);
+}
+
+/* The quota check and insert of every message, in one write transaction
+ * (so that batches on several pool threads cannot all pass the quota).
+ * Counts are carried along for runs of one account. */
+static int
+off_batch_tx(xd_db_conn_t *c, void *arg)
+{
+    off_batch_t *b = arg;
+    int64_t n = 0, bytes = 0;
+    const off_store_t *counted = NULL; /* the account n and bytes are for */
+    for (off_store_t *s = b->head; s; s = s->next) {
+        if (s->status == XD_ENOTFOUND)
+            continue; /* no such account (known before the transaction) */
+        s->status = 0; /* a retried transaction starts again */
+        if (!counted || !off_same_account(counted, s)) {
+            xd_db_val_t key[] = { XD_DB_V_CSTR(s->host), XD_DB_V_CSTR(s->user) };
+            int rc = xd_db_query_int64(c,
+                                       "SELECT COUNT(*) FROM offline_msg"
+                                       " WHERE host = ? AND username = ?",
+                                       key, 2, &n);
+            if (rc == 0)
+                rc = xd_db_query_int64(c,
+                                       "SELECT COALESCE(SUM(size), 0) FROM offline_msg"
+                                       " WHERE host = ? AND username = ?",
+                                       key, 2, &bytes);
+            if (rc != 0)
+                return rc;
+            counted = s;
+        }
+        if (n >= s->max || bytes + (int64_t)s->xml_len > s->max_bytes) {
+            s->status = XD_ELIMIT;
+            continue;
+        }
+        xd_db_val_t row[] = {
+            XD_DB_V_CSTR(s->host),
+            XD_DB_V_CSTR(s->user),
+            XD_DB_V_INT(s->now),
+            XD_DB_V_TEXT(((xd_str_t){ s->xml, s->xml_len })),
+            XD_DB_V_INT((int64_t)s->xml_len),
+        };
+        int rc = xd_db_query(c,
+                             "INSERT INTO offline_msg (host, username, created_at, xml, size)"
+                             " VALUES (?, ?, ?, ?, ?)",
+                             row, 5, NULL, NULL);
+        if (rc != 0)
+            return rc;
+        n++;
+        bytes += (int64_t)s->xml_len;
+    }
+    return 0;
 }
 
 static int
-off_store_work(xd_db_conn_t *c, void *arg)
+off_batch_work(xd_db_conn_t *c, void *arg)
 {
     (void)c;
-    off_store_t *s = arg;
-    bool exists = false;
-    int rc = xd_auth_user_exists_sync(s->host, s->user, &exists);
-    if (rc == XD_ENOTSUP)
-        exists = true; /* anonymous hosts: the session table is the truth */
-    else if (rc != 0)
-        return rc;
-    if (!exists)
-        return XD_ENOTFOUND;
-    return xd_db_tx(xd_module_db(s->ctx), off_store_tx, s);
+    off_batch_t *b = arg;
+    /* Existence first, outside the transaction: the auth backend may be
+     * elsewhere.  Asked once per account of a run. */
+    const off_store_t *asked = NULL;
+    int known = 0;
+    for (off_store_t *s = b->head; s; s = s->next) {
+        if (!asked || !off_same_account(asked, s)) {
+            bool exists = false;
+            int rc = xd_auth_user_exists_sync(s->host, s->user, &exists);
+            if (rc == XD_ENOTSUP)
+                exists = true; /* anonymous hosts: the session table is the truth */
+            else if (rc != 0)
+                return rc;
+            known = exists ? 0 : XD_ENOTFOUND;
+            asked = s;
+        }
+        s->status = known;
+    }
+    return xd_db_tx(b->db, off_batch_tx, b);
 }
 
-/* Stores run one at a time per worker, in the order the router handed
- * them over: messages from one sender keep their order (RFC 6120 10.1)
- * although the pool has several threads.  The queue belongs to the worker
- * thread: xd_db_async brings each answer back to the thread that asked. */
-static _Thread_local off_store_t *off_q_head, *off_q_tail;
+static void off_batch_done(void *arg, int status);
 
-static void off_store_done(void *arg, int status);
-
+/* Answers one message: an error to the sender when it was not stored, then
+ * its stream goes on. */
 static void
-off_q_run(void)
+off_store_finish(off_store_t *s, int status)
 {
-    while (off_q_head) {
-        int rc = xd_db_async(xd_module_db(off_q_head->ctx), off_store_work, off_store_done,
-                             off_q_head);
-        if (rc == 0)
-            return;
-        /* Cannot queue: fail this one now and try the next. */
-        off_store_t *s = off_q_head;
-        off_q_head = s->next;
-        if (!off_q_head)
-            off_q_tail = NULL;
-        s->next = NULL;
-        off_store_done(s, rc == XD_EFULL ? XD_EINTERNAL : rc);
-    }
-}
-
-static void
-off_store_done(void *arg, int status)
-{
-    off_store_t *s = arg;
-    if (off_q_head == s) {
-        off_q_head = s->next;
-        if (!off_q_head)
-            off_q_tail = NULL;
-        if (off_q_head)
-            off_q_run();
-    }
+    if (status == 0)
+        status = s->status;
     if (status == XD_ENOTFOUND) {
         /* RFC 6121 8.5.2.2.1 for an account that does not exist. */
-        xd_stanza_t *e = xd_stanza_error(s->orig, XD_COND_SERVICE_UNAVAILABLE, NULL);
-        if (e)
-            xd_route_take(e);
+        xd_route_error(s->orig, XD_COND_SERVICE_UNAVAILABLE, NULL);
     } else if (status == XD_ELIMIT) {
-        xd_stanza_t *e = xd_stanza_error(s->orig, XD_COND_RESOURCE_CONSTRAINT,
-                                         "the recipient's offline storage is full");
-        if (e)
-            xd_route_take(e);
+        xd_route_error(s->orig, XD_COND_RESOURCE_CONSTRAINT,
+                       "the recipient's offline storage is full");
+    } else if (status == XD_EFULL) {
+        xd_route_error(s->orig, XD_COND_RESOURCE_CONSTRAINT,
+                       "the server cannot store more messages now");
     } else if (status != 0) {
         XD_LOG(NULL, XD_ERROR, "offline store failed", "host=%s user=%s err=%s", s->host,
                s->user, xd_strerror(status));
-        xd_stanza_t *e = xd_stanza_error(s->orig, XD_COND_INTERNAL_SERVER_ERROR, NULL);
-        if (e)
-            xd_route_take(e);
+        xd_route_error(s->orig, XD_COND_INTERNAL_SERVER_ERROR, NULL);
     }
+    xd_input_release(s->in);
     xd_module_release(s->ctx);
     xd_stanza_unref(s->orig);
+    xd_free(s->host);
+    xd_free(s->user);
     xd_free(s->xml);
     xd_free(s);
+}
+
+/* Writes the next batch when none is being written. */
+static void
+off_q_run(void)
+{
+    while (off_q_head && !off_q_busy) {
+        off_batch_t *b = xd_new(off_batch_t);
+        b->db = xd_module_db(off_q_head->ctx);
+        b->head = off_q_head;
+        off_store_t *last = off_q_head;
+        size_t n = 1, bytes = last->xml_len;
+        /* One database per batch (a host's modules share one today). */
+        while (last->next && n < OFF_BATCH_MAX && bytes + last->next->xml_len <= OFF_BATCH_MAX_BYTES &&
+               xd_module_db(last->next->ctx) == b->db) {
+            last = last->next;
+            n++;
+            bytes += last->xml_len;
+        }
+        off_q_head = last->next;
+        if (!off_q_head)
+            off_q_tail = NULL;
+        last->next = NULL;
+        off_q_len -= n;
+        off_q_bytes -= bytes;
+        off_q_busy = true;
+        int rc = xd_db_async(b->db, off_batch_work, off_batch_done, b);
+        if (rc != 0) /* cannot queue: these fail now, the next batch may pass */
+            off_batch_done(b, rc == XD_EFULL ? XD_EINTERNAL : rc);
+    }
+}
+
+static void
+off_batch_done(void *arg, int status)
+{
+    off_batch_t *b = arg;
+    off_q_busy = false;
+    for (off_store_t *s = b->head, *next; s; s = next) {
+        next = s->next;
+        off_store_finish(s, status);
+    }
+    xd_free(b);
+    off_q_run();
 }
 
 static bool
@@ -236,26 +338,36 @@ off_store(xd_module_ctx_t *ctx, xd_hook_stanza_t *ev, void *arg)
     size_t len;
     const char *bytes = xd_stanza_bytes(stamped, &len);
 
+    if (off_q_len >= OFF_Q_MAX || off_q_bytes + len > OFF_Q_MAX_BYTES) {
+        xd_stanza_unref(stamped);
+        XD_LOG(NULL, XD_WARN, "offline store queue full", "host=%s queued=%zu bytes=%zu", host,
+               off_q_len, off_q_bytes);
+        xd_route_error(st, XD_COND_RESOURCE_CONSTRAINT,
+                       "the server cannot store more messages now");
+        return XD_HOOK_STOP;
+    }
     off_store_t *s = xd_new(off_store_t);
     s->ctx = ctx;
     xd_module_hold(ctx);
     s->orig = xd_stanza_ref(st);
+    s->in = xd_input_hold();
     xd_str_t l = xd_jid_local(to);
-    snprintf(s->host, sizeof s->host, "%s", host);
-    snprintf(s->user, sizeof s->user, "%.*s", (int)l.len, l.p);
+    s->host = xd_strdup(host);
+    s->user = xd_strndup(l.p, l.len);
     s->xml = xd_strndup(bytes, len);
     s->xml_len = len;
     s->max = oc->max_user_messages;
+    s->max_bytes = oc->max_user_size > (size_t)INT64_MAX ? INT64_MAX : (int64_t)oc->max_user_size;
     s->now = (int64_t)ts.tv_sec;
     xd_stanza_unref(stamped);
-    bool idle = off_q_head == NULL;
     if (off_q_tail)
         off_q_tail->next = s;
     else
         off_q_head = s;
     off_q_tail = s;
-    if (idle)
-        off_q_run();
+    off_q_len++;
+    off_q_bytes += len;
+    off_q_run();
     return XD_HOOK_STOP;
 }
 
