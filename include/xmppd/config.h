@@ -41,6 +41,7 @@
 #include <stdint.h>
 #include <sys/socket.h>
 
+#include "xmppd/map.h"
 #include "xmppd/opt.h"
 #include "xmppd/str.h"
 
@@ -283,6 +284,9 @@ typedef struct xd_config {
 
     xd_host_conf_t global;       /* HOST-scope options at the top level */
     xd_host_conf_t *hosts_conf;  /* hosts.count entries, effective per host */
+    xd_map_t host_index;         /* private: host → its position in hosts + 1 (lookups by
+                                    name stay O(1) with thousands of hosts) */
+    xd_map_t host_config_index;  /* private: host → its host_config entry + 1 */
 } xd_config_t;
 
 /* Loads and validates `path`, preparing names with `names`.  On success *out

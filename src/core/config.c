@@ -33,6 +33,7 @@
 #include <sched.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/un.h>
 
 #include "core/config_int.h"
 #include "xmppd/alloc.h"
@@ -70,7 +71,7 @@ static const xd_opt_enum_t cfg_db_types[] = {
 
 #define C_ xd_config_t
 const xd_opt_t cfg_global_opts[] = {
-    XD_OPT_CUSTOM("hosts", C_, hosts, "[localhost]", &cfg_domains_type,
+    XD_OPT_CUSTOM("hosts", C_, hosts, "[localhost]", &cfg_hosts_type,
                   "The domains this server serves (virtual hosts), normalised (IDNA); "
                   "at least one."),
     XD_OPT_LOGLEVEL("loglevel", C_, loglevel, "info",
@@ -271,11 +272,38 @@ cfg_join(const char *dir, const char *file)
 static void
 cfg_free(xd_config_t *cfg)
 {
+    xd_map_free(&cfg->host_index, NULL);
+    xd_map_free(&cfg->host_config_index, NULL);
     cfg_hosts_free(cfg);
     xd_opt_free(cfg_global_opts, cfg);
     xd_conf_doc_unref(cfg->doc);
     xd_free(cfg->path);
     xd_free(cfg);
+}
+
+/* The control socket is a Unix socket: its path must fit in sun_path,
+ * or xmppd would fail only once it starts.  A computed path is blamed on
+ * data_dir, which the writer can shorten. */
+static void
+cfg_check_ctl_socket(xd_opt_ctx_t *ctx, const xd_config_t *cfg, const xd_conf_node_t *root)
+{
+    size_t max = sizeof(((struct sockaddr_un *)0)->sun_path) - 1;
+    size_t len = strlen(cfg->ctl_socket);
+    if (len <= max)
+        return;
+    const xd_conf_node_t *at = xd_conf_map_get(root, "ctl_socket");
+    if (at) {
+        xd_opt_push_key(ctx, "ctl_socket");
+        xd_opt_error(ctx, at, "path too long for a Unix socket (%zu bytes, at most %zu): %s",
+                     len, max, cfg->ctl_socket);
+    } else {
+        xd_opt_push_key(ctx, "data_dir");
+        xd_opt_error(ctx, xd_conf_map_get(root, "data_dir"),
+                     "the control socket %s would be %zu bytes, more than a Unix socket path "
+                     "may hold (%zu): shorten data_dir or set ctl_socket",
+                     cfg->ctl_socket, len, max);
+    }
+    xd_opt_pop(ctx);
 }
 
 static int
@@ -300,6 +328,9 @@ cfg_build(const xd_conf_names_t *names, xd_conf_doc_t *doc, const char *path, xd
         }
         if (!cfg->ctl_socket)
             cfg->ctl_socket = cfg_join(cfg->data_dir, "xmppd.sock");
+        cfg_check_ctl_socket(ctx, cfg, root);
+        for (size_t i = 0; i < cfg->hosts.count; i++)
+            xd_map_put(&cfg->host_index, xd_str_c(cfg->hosts.items[i]), (void *)(uintptr_t)(i + 1));
         if (!cfg->module_dir)
             cfg->module_dir = xd_strdup(CFG_MODULE_DIR);
         if (!cfg->sql_database)
@@ -314,16 +345,19 @@ cfg_build(const xd_conf_names_t *names, xd_conf_doc_t *doc, const char *path, xd
             cfg_hosts_parse(ctx, cfg, root);
         /* Stage 3: cross references. */
         if (xd_opt_error_count(ctx) == 0) {
-            cfg_check_rules(ctx, cfg, &cfg->global);
+            cfg_rules_index_t ix;
+            cfg_rules_index_init(&ix, cfg);
+            cfg_check_rules(ctx, &ix, &cfg->global);
             cfg_check_host(ctx, cfg, &cfg->global);
             for (size_t i = 0; i < cfg->hosts.count; i++) {
                 xd_opt_push_key(ctx, "host_config");
                 xd_opt_push_key(ctx, cfg->hosts.items[i]);
-                cfg_check_rules(ctx, cfg, &cfg->hosts_conf[i]);
+                cfg_check_rules(ctx, &ix, &cfg->hosts_conf[i]);
                 cfg_check_host(ctx, cfg, &cfg->hosts_conf[i]);
                 xd_opt_pop(ctx);
                 xd_opt_pop(ctx);
             }
+            cfg_rules_index_free(&ix);
             cfg_check_listen(ctx, cfg, root);
         }
     }
@@ -440,7 +474,7 @@ xd_config_default_host(const xd_config_t *cfg)
 bool
 xd_config_is_host(const xd_config_t *cfg, const char *host)
 {
-    return host && xd_strlist_contains(&cfg->hosts, host);
+    return host && xd_map_get(&cfg->host_index, xd_str_c(host)) != NULL;
 }
 
 int

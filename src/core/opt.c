@@ -35,6 +35,7 @@
 #include "xmppd/assert.h"
 #include "xmppd/err.h"
 #include "xmppd/log.h"
+#include "xmppd/map.h"
 #include "xmppd/opt.h"
 
 #define OPT_MAX_PATH_DEPTH 128
@@ -493,10 +494,13 @@ xd_opt_each_string(xd_opt_ctx_t *ctx, const xd_conf_node_t *node, const char *ex
     return rc;
 }
 
+/* Lists built here grow by doubling: the capacity is the next power of two
+ * of count, so a list of n names costs O(n) copies, not O(n^2). */
 static void
 opt_strlist_push(xd_strlist_t *l, char *s)
 {
-    l->items = xd_realloc(l->items, (l->count + 1) * sizeof *l->items);
+    if ((l->count & (l->count - 1)) == 0) /* 0, 1, 2, 4, …: full */
+        l->items = xd_realloc(l->items, (l->count ? 2 * l->count : 1) * sizeof *l->items);
     l->items[l->count++] = s;
 }
 
@@ -515,17 +519,18 @@ typedef struct opt_names {
     xd_opt_prep_fn prep; /* the preparation */
     bool unique;         /* duplicates are errors */
     xd_strlist_t *out;   /* where the names go */
+    xd_map_t seen;       /* unique: the names so far (values unused) */
 } opt_names_t;
 
 static int
 opt_name_item(xd_opt_ctx_t *ctx, const xd_conf_node_t *it, const char *s, void *arg)
 {
     (void)s;
-    const opt_names_t *n = arg;
+    opt_names_t *n = arg;
     char *v = NULL;
     if (xd_opt_get_name(ctx, it, n->what, n->prep, &v) != 0)
         return -1;
-    if (n->unique && xd_strlist_contains(n->out, v)) {
+    if (n->unique && xd_map_put(&n->seen, xd_str_c(v), n) != NULL) {
         opt_error(ctx, XD_ECONF_TYPE, it, "duplicate %s \"%s\"", n->what, v);
         xd_free(v);
         return -1;
@@ -540,8 +545,12 @@ xd_opt_get_names(xd_opt_ctx_t *ctx, const xd_conf_node_t *node, const char *what
 {
     char expected[128];
     snprintf(expected, sizeof expected, "a list of %ss", what);
-    opt_names_t n = { what, prep, unique, out };
-    return xd_opt_each_string(ctx, node, expected, opt_name_item, &n);
+    opt_names_t n = { what, prep, unique, out, XD_MAP_INIT };
+    for (size_t i = 0; unique && i < out->count; i++)
+        xd_map_put(&n.seen, xd_str_c(out->items[i]), &n);
+    int rc = xd_opt_each_string(ctx, node, expected, opt_name_item, &n);
+    xd_map_free(&n.seen, NULL);
+    return rc;
 }
 
 /* ---- Values --------------------------------------------------------------------------------- */
@@ -580,16 +589,6 @@ opt_reserved(const xd_opt_map_t *m, const char *name)
     return false;
 }
 
-/* Index of the item named `name` among the first n of a map field, or n. */
-static size_t
-opt_map_find(const xd_opt_map_t *m, const xd_optmap_t *l, size_t n, const char *name)
-{
-    for (size_t i = 0; i < n; i++)
-        if (strcmp(*(char **)((char *)l->items + i * m->size), name) == 0)
-            return i;
-    return n;
-}
-
 static void
 opt_map_free(const xd_opt_map_t *m, xd_optmap_t *l)
 {
@@ -619,6 +618,7 @@ opt_parse_map(xd_opt_ctx_t *ctx, const xd_opt_map_t *m, const xd_conf_node_t *no
         return 0;
     l->items = xd_calloc(node->count, m->size);
     const xd_conf_node_t **keys = xd_calloc(node->count, sizeof *keys); /* per item */
+    xd_map_t names = XD_MAP_INIT; /* prepared name → its item's position + 1 */
     int rc = 0;
     for (size_t i = 0; i < node->count; i++) {
         const xd_conf_node_t *k = node->keys[i];
@@ -636,8 +636,8 @@ opt_parse_map(xd_opt_ctx_t *ctx, const xd_opt_map_t *m, const xd_conf_node_t *no
         } else {
             if (!m->key)
                 name = xd_strdup(k->value);
-            size_t dup = opt_map_find(m, l, l->count, name);
-            if (dup < l->count) {
+            size_t dup = (uintptr_t)xd_map_get(&names, xd_str_c(name));
+            if (dup-- > 0) {
                 opt_error(ctx, XD_ECONF_TYPE, k, "%s \"%s\" appears twice (also at line %u "
                           "column %u)", m->noun, k->value, keys[dup]->line, keys[dup]->col);
             } else if (xd_opt_parse_value(ctx, m->value, node->items[i],
@@ -651,12 +651,14 @@ opt_parse_map(xd_opt_ctx_t *ctx, const xd_opt_map_t *m, const xd_conf_node_t *no
         if (ok) {
             *(char **)item = name;
             keys[l->count++] = k;
+            xd_map_put(&names, xd_str_c(name), (void *)(uintptr_t)l->count);
         } else {
             xd_free(name);
             rc = -1;
         }
         xd_opt_pop(ctx);
     }
+    xd_map_free(&names, NULL);
     xd_free(keys);
     return rc;
 }

@@ -138,6 +138,24 @@ def test_server__unknown_option_is_an_error(tmp_path):
     assert f"{cfg}:2:1:" in r.stderr and "loglevl" in r.stderr, r.stderr
 
 
+@pytest.mark.parametrize("text, where, why", [
+    # A socket path longer than sun_path used to pass the check and fail at start.
+    ("hosts: [localhost]\nctl_socket: /" + "s" * 120 + "\n", ":2:13: ctl_socket:",
+     "path too long for a Unix socket"),
+    # 0 used to mean the 64 KB default, silently.
+    ("hosts: [localhost]\nlisten:\n  - port: 5222\n    max_stanza_size: 0\n",
+     ":4:22: listen[0].max_stanza_size:", "0 is too small (at least 10000 bytes"),
+    ("hosts: localhost\n", ":1:8: hosts:", "expected a list of domains, got a scalar"),
+])
+def test_server__check_config_refuses(tmp_path, text, where, why):
+    cfg = tmp_path / "bad.yml"
+    cfg.write_text(text)
+    r = subprocess.run([os.path.join(build_dir(), "xmppd"), "--check-config", "-c", str(cfg)],
+                       capture_output=True, text=True, timeout=20)
+    assert r.returncode == 1, r.stdout + r.stderr
+    assert f"{cfg}{where}" in r.stderr and why in r.stderr, r.stderr
+
+
 def test_server__version_and_help():
     xmppd = os.path.join(build_dir(), "xmppd")
     r = subprocess.run([xmppd, "--version"], capture_output=True, text=True)
