@@ -11,8 +11,12 @@
  * Stop:     SIGTERM/SIGINT or `xmppctl stop` → control socket closed →
  *           workers close listeners and streams (system-shutdown) → workers
  *           joined → pool stopped → storage closed → "xmppd stopped", exit 0.
- * SIGHUP:   reopen the log file, reload the configuration (listeners keep
- *           their sockets until restart; everything read per use follows).
+ * SIGHUP:   reopen the log file, reload the configuration: everything read
+ *           per use follows; a file that changes what is set up once at
+ *           start (XD_OPT_RESTART options: listeners, data_dir, storage,
+ *           workers, …), an empty file and one that drops every host are
+ *           refused as a whole (xd_config_check_reload), with a log line
+ *           per reason.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -169,6 +173,22 @@ load_tls(const xd_config_t *cfg, char **err)
     return 0;
 }
 
+/* One log line per reason a reload was refused ("file:line:col: option: why"). */
+static void
+reload_log_refused(const char *err)
+{
+    const char *p = err ? err : "?";
+    for (;;) {
+        const char *nl = strchr(p, '\n');
+        int n = nl ? (int)(nl - p) : (int)strlen(p);
+        XD_LOG(NULL, XD_ERROR, "config reload refused", "file=%s reason=\"%.*s\"", config_path,
+               n, p);
+        if (!nl)
+            break;
+        p = nl + 1;
+    }
+}
+
 /* Re-reads the configuration and reopens the log.  Off-loop (it may load
  * certificates and restart auth scripts); one reload at a time.  call may
  * be NULL (SIGHUP). */
@@ -197,6 +217,22 @@ reload(xd_cmd_call_t *call)
         free(err);
         pthread_mutex_unlock(&reload_lock);
         return rc == XD_EINVAL ? XD_ECONF_SYNTAX : rc;
+    }
+    /* What cannot change while running (listeners, data_dir, storage, …),
+     * an empty file and one that drops every host refuse the whole reload:
+     * nothing is half-applied. */
+    xd_config_t *running = xd_config_get();
+    rc = running ? xd_config_check_reload(running, cfg, &err) : 0;
+    xd_config_unref(running);
+    if (rc != 0) {
+        reload_log_refused(err);
+        if (call)
+            xd_cmd_errorf(call, rc, "%s\nreload refused: the running configuration stays in "
+                                    "force", err ? err : xd_strerror(rc));
+        free(err);
+        xd_config_unref(cfg);
+        pthread_mutex_unlock(&reload_lock);
+        return rc;
     }
     /* Modules, auth backends and certificates first: if they fail, nothing
      * changes. */

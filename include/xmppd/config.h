@@ -307,6 +307,15 @@ int xd_config_default_with(const xd_conf_names_t *names, xd_config_t **out);
 /* The same with the RFC 7622 preparation, xd_config_load and friends, are
  * the xmpp layer's: xmppd/acl.h. */
 
+/* Whether the running configuration may be replaced by `cfg`, loaded from a file
+ * for a reload: 0, or XD_ECONF_RESTART with *err one line per reason (as load
+ * errors: "xmppd.yml:5:11: listen[0].port: changed (was 5222, now 5223): takes
+ * effect only at a restart").  Refused: an empty file (it would run on the
+ * built-in defaults), a file that serves none of the running hosts, and a
+ * change to any XD_OPT_RESTART option (listeners, data_dir, storage, workers,
+ * …: docs/configuration.md marks them). */
+int xd_config_check_reload(const xd_config_t *running, const xd_config_t *cfg, char **err);
+
 xd_config_t *xd_config_ref(xd_config_t *cfg);
 void xd_config_unref(xd_config_t *cfg);
 

@@ -843,6 +843,45 @@ test_config__large_mappings(void **state)
     xd_free(y);
 }
 
+/* What a reload may not change: each difference named, secrets not printed. */
+static void
+test_config__check_reload(void **state)
+{
+    (void)state;
+    xd_config_t *a = cfg_ok("hosts: [a.example]\nsql_password: s3cret\nlisten:\n  - port: 5222\n");
+    xd_config_t *b = cfg_ok("hosts: [a.example, b.example]\nloglevel: debug\n"
+                            "sql_password: other\nlisten:\n  - port: 5222\n    backlog: 7\n");
+    char *err = NULL;
+    assert_int_equal(xd_config_check_reload(a, b, &err), XD_ECONF_RESTART);
+    assert_string_equal(err, "xmppd.yml:6:14: listen[0].backlog: changed (was 1024, now 7): "
+                             "takes effect only at a restart\nxmppd.yml:3:15: sql_password: "
+                             "changed: takes effect only at a restart");
+    free(err);
+    xd_config_unref(b);
+    /* Live changes only: accepted. */
+    b = cfg_ok("hosts: [b.example, a.example]\nloglevel: debug\nsql_password: s3cret\n"
+               "listen:\n  - port: 5222\n");
+    assert_int_equal(xd_config_check_reload(a, b, &err), 0);
+    assert_null(err);
+    xd_config_unref(b);
+    b = cfg_ok("hosts: [b.example]\nsql_password: s3cret\nlisten:\n  - port: 5222\n"
+               "  - port: 5223\n");
+    assert_int_equal(xd_config_check_reload(a, b, &err), XD_ECONF_RESTART);
+    assert_string_equal(err, "xmppd.yml:1:8: hosts: serves none of the running hosts "
+                             "(a.example): a reload never removes every host (restart xmppd "
+                             "to replace them all)\nxmppd.yml:4:3: listen: 2 entries, were 1: "
+                             "takes effect only at a restart");
+    free(err);
+    xd_config_unref(b);
+    b = cfg_ok("# nothing\n");
+    assert_int_equal(xd_config_check_reload(a, b, &err), XD_ECONF_RESTART);
+    assert_string_equal(err, "xmppd.yml:1:1: (top level): the file is empty: a reload never "
+                             "falls back to the built-in defaults");
+    free(err);
+    xd_config_unref(b);
+    xd_config_unref(a);
+}
+
 static void
 test_config__builtin_defaults(void **state)
 {
@@ -1441,6 +1480,7 @@ main(void)
         cmocka_unit_test(test_config__publish_and_get),
         cmocka_unit_test(test_config__ctl_socket_path_length),
         cmocka_unit_test(test_config__large_mappings),
+        cmocka_unit_test(test_config__check_reload),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
