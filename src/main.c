@@ -293,8 +293,8 @@ cmd_status(xd_cmd_call_t *call)
         xd_cmd_printf(call, "host %s\n", xd_config_host_name(call->cfg, i));
     for (size_t i = 0; i < xd_listeners_count(); i++) {
         const xd_listener_t *l = xd_listeners_get(i);
-        xd_cmd_printf(call, "listener c2s %s connections=%u\n", l->name,
-                      atomic_load(&((xd_listener_t *)l)->connections));
+        xd_cmd_printf(call, "listener %s %s connections=%u\n", xd_listener_module_name(l),
+                      l->name, atomic_load(&((xd_listener_t *)l)->connections));
     }
     return 0;
 }
@@ -599,11 +599,7 @@ main(int argc, char **argv)
             if (l->worker >= 0)
                 snprintf(wk, sizeof wk, "%d", l->worker);
             XD_LOG(NULL, XD_NOTICE, "listening", "module=%s address=%s worker=%s",
-                   l->module == XD_LISTEN_C2S         ? "c2s"
-                   : l->module == XD_LISTEN_S2S       ? "s2s"
-                   : l->module == XD_LISTEN_COMPONENT ? "component"
-                                                      : "http",
-                   l->name, wk);
+                   xd_listener_module_name(l), l->name, wk);
         }
         XD_LOG(NULL, XD_NOTICE, "xmppd ready", "workers=%u hosts=%zu ctl_socket=%s", nworkers,
                xd_config_host_count(cfg), xd_config_ctl_socket(cfg));

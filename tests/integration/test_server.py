@@ -357,3 +357,40 @@ def test_reload__data_dir_change_needs_restart(server, tmp_path):
     assert not os.path.exists(newdir)
     r = server.ctl_run("reload_config")
     assert r.returncode == 1 and "data_dir: changed" in r.stderr and "sql_database" in r.stderr
+
+
+# ---- xmppctl: listener roles and socket errors (issue: hardening 16) -------------------------
+
+def test_ctl__status_shows_each_listener_role(server_factory):
+    """status used to print every listener as "c2s"."""
+    c2s, s2s, comp = free_port(), free_port(), free_port()
+    srv = server_factory(listen=(f"  - port: {c2s}\n    ip: 127.0.0.1\n    module: c2s\n"
+                                 f"  - port: {s2s}\n    ip: 127.0.0.1\n    module: s2s\n"
+                                 f"  - port: {comp}\n    ip: 127.0.0.1\n    module: component\n"
+                                 f"    password: secret\n"))
+    r = srv.ctl_run("status")
+    assert r.returncode == 0, r.stderr
+    assert f"listener c2s 127.0.0.1:{c2s} " in r.stdout, r.stdout
+    assert f"listener s2s 127.0.0.1:{s2s} " in r.stdout, r.stdout
+    assert f"listener component 127.0.0.1:{comp} " in r.stdout, r.stdout
+
+
+def test_ctl__permission_denied_is_not_server_down(server):
+    """A socket this user may not use was reported as "is xmppd running?"."""
+    if os.geteuid() == 0:
+        # Root may use any socket: ask as nobody (the private directories
+        # and the 0600 socket keep it out).
+        cmd = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
+               server.ctl, "--socket", server.ctl_socket, "status"]
+        r = subprocess.run(cmd, capture_output=True, text=True, timeout=20)
+    else:
+        os.chmod(server.ctl_socket, 0)
+        r = server.ctl_run("status")
+    assert r.returncode == 1, (r.returncode, r.stderr)
+    assert f"permission denied on {server.ctl_socket}: run as the xmppd user or root" \
+        in r.stderr, r.stderr
+    assert "is xmppd running" not in r.stderr
+    # Nothing listening: still "is xmppd running?", exit 3.
+    r = subprocess.run([server.ctl, "--socket", server.ctl_socket + ".none", "status"],
+                       capture_output=True, text=True, timeout=20)
+    assert r.returncode == 3 and "is xmppd running?" in r.stderr, r.stderr
