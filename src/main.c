@@ -14,8 +14,12 @@
  *           STOP_DRAIN_MS) → workers close streams (system-shutdown) →
  *           workers joined → pool stopped → storage closed → "xmppd
  *           stopped", exit 0.  Nothing a sender was answered for is lost.
- * SIGHUP:   reopen the log file, reload the configuration (listeners keep
- *           their sockets until restart; everything read per use follows).
+ * SIGHUP:   reopen the log file, reload the configuration: everything read
+ *           per use follows; a file that changes what is set up once at
+ *           start (XD_OPT_RESTART options: listeners, data_dir, storage,
+ *           workers, …), an empty file and one that drops every host are
+ *           refused as a whole (xd_config_check_reload), with a log line
+ *           per reason.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -175,6 +179,22 @@ load_tls(const xd_config_t *cfg, char **err)
     return 0;
 }
 
+/* One log line per reason a reload was refused ("file:line:col: option: why"). */
+static void
+reload_log_refused(const char *err)
+{
+    const char *p = err ? err : "?";
+    for (;;) {
+        const char *nl = strchr(p, '\n');
+        int n = nl ? (int)(nl - p) : (int)strlen(p);
+        XD_LOG(NULL, XD_ERROR, "config reload refused", "file=%s reason=\"%.*s\"", config_path,
+               n, p);
+        if (!nl)
+            break;
+        p = nl + 1;
+    }
+}
+
 /* Re-reads the configuration and reopens the log.  Off-loop (it may load
  * certificates and restart auth scripts); one reload at a time.  call may
  * be NULL (SIGHUP). */
@@ -203,6 +223,22 @@ reload(xd_cmd_call_t *call)
         free(err);
         pthread_mutex_unlock(&reload_lock);
         return rc == XD_EINVAL ? XD_ECONF_SYNTAX : rc;
+    }
+    /* What cannot change while running (listeners, data_dir, storage, …),
+     * an empty file and one that drops every host refuse the whole reload:
+     * nothing is half-applied. */
+    xd_config_t *running = xd_config_get();
+    rc = running ? xd_config_check_reload(running, cfg, &err) : 0;
+    xd_config_unref(running);
+    if (rc != 0) {
+        reload_log_refused(err);
+        if (call)
+            xd_cmd_errorf(call, rc, "%s\nreload refused: the running configuration stays in "
+                                    "force", err ? err : xd_strerror(rc));
+        free(err);
+        xd_config_unref(cfg);
+        pthread_mutex_unlock(&reload_lock);
+        return rc;
     }
     /* Modules, auth backends and certificates first: if they fail, nothing
      * changes. */
@@ -263,8 +299,8 @@ cmd_status(xd_cmd_call_t *call)
         xd_cmd_printf(call, "host %s\n", xd_config_host_name(call->cfg, i));
     for (size_t i = 0; i < xd_listeners_count(); i++) {
         const xd_listener_t *l = xd_listeners_get(i);
-        xd_cmd_printf(call, "listener c2s %s connections=%u\n", l->name,
-                      atomic_load(&((xd_listener_t *)l)->connections));
+        xd_cmd_printf(call, "listener %s %s connections=%u\n", xd_listener_module_name(l),
+                      l->name, atomic_load(&((xd_listener_t *)l)->connections));
     }
     return 0;
 }
@@ -581,11 +617,7 @@ main(int argc, char **argv)
             if (l->worker >= 0)
                 snprintf(wk, sizeof wk, "%d", l->worker);
             XD_LOG(NULL, XD_NOTICE, "listening", "module=%s address=%s worker=%s",
-                   l->module == XD_LISTEN_C2S         ? "c2s"
-                   : l->module == XD_LISTEN_S2S       ? "s2s"
-                   : l->module == XD_LISTEN_COMPONENT ? "component"
-                                                      : "http",
-                   l->name, wk);
+                   xd_listener_module_name(l), l->name, wk);
         }
         XD_LOG(NULL, XD_NOTICE, "xmppd ready", "workers=%u hosts=%zu ctl_socket=%s", nworkers,
                xd_config_host_count(cfg), xd_config_ctl_socket(cfg));

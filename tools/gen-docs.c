@@ -142,6 +142,8 @@ gd_rows(gd_buf_t *b, const xd_opt_t *table, int scope)
         gd_put(b, " | ");
         if (scope) {
             gd_put(b, (o->flags & XD_OPT_HOST) ? "host" : "global");
+            if (o->flags & XD_OPT_RESTART)
+                gd_put(b, ", *restart*");
             gd_put(b, " | ");
         }
         gd_put_cell(b, o->doc ? o->doc : "");

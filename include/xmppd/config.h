@@ -41,6 +41,7 @@
 #include <stdint.h>
 #include <sys/socket.h>
 
+#include "xmppd/map.h"
 #include "xmppd/opt.h"
 #include "xmppd/str.h"
 
@@ -283,6 +284,9 @@ typedef struct xd_config {
 
     xd_host_conf_t global;       /* HOST-scope options at the top level */
     xd_host_conf_t *hosts_conf;  /* hosts.count entries, effective per host */
+    xd_map_t host_index;         /* private: host → its position in hosts + 1 (lookups by
+                                    name stay O(1) with thousands of hosts) */
+    xd_map_t host_config_index;  /* private: host → its host_config entry + 1 */
 } xd_config_t;
 
 /* Loads and validates `path`, preparing names with `names`.  On success *out
@@ -302,6 +306,15 @@ int xd_config_default_with(const xd_conf_names_t *names, xd_config_t **out);
 
 /* The same with the RFC 7622 preparation, xd_config_load and friends, are
  * the xmpp layer's: xmppd/acl.h. */
+
+/* Whether the running configuration may be replaced by `cfg`, loaded from a file
+ * for a reload: 0, or XD_ECONF_RESTART with *err one line per reason (as load
+ * errors: "xmppd.yml:5:11: listen[0].port: changed (was 5222, now 5223): takes
+ * effect only at a restart").  Refused: an empty file (it would run on the
+ * built-in defaults), a file that serves none of the running hosts, and a
+ * change to any XD_OPT_RESTART option (listeners, data_dir, storage, workers,
+ * …: docs/configuration.md marks them). */
+int xd_config_check_reload(const xd_config_t *running, const xd_config_t *cfg, char **err);
 
 xd_config_t *xd_config_ref(xd_config_t *cfg);
 void xd_config_unref(xd_config_t *cfg);

@@ -135,6 +135,7 @@ typedef enum xd_opt_type {
 #define XD_OPT_REQUIRED 0x2u /* the key must be present (def is then NULL) */
 #define XD_OPT_SECRET   0x4u /* never printed (docs show no default, logs hide it) */
 #define XD_OPT_MERGE    0x8u /* HOST: host_config adds to the global value, see config.h */
+#define XD_OPT_RESTART  0x10u /* read once at start: a reload that changes it is refused */
 
 typedef struct xd_opt_range {
     int min; /* smallest accepted value */
@@ -369,6 +370,17 @@ unsigned xd_opt_error_count(const xd_opt_ctx_t *ctx);
  * from elsewhere: 0 or XD_EINVAL / XD_ECONF_RANGE. */
 int xd_opt_parse_duration(const char *s, uint64_t *out_ms);
 int xd_opt_parse_size(const char *s, size_t *out_bytes);
+
+/* Compares two structs parsed with `table` (`was`, the running one, and `now`) and
+ * records an error for each option flagged `flags` whose value differs: "changed
+ * (was X, now Y)", X and Y left out for XD_OPT_SECRET.  Below a flagged SUB,
+ * SUB_LIST or MAP every option is compared, with the path of the item that
+ * differs ("listen[1].port").  The error is located at the option's node under
+ * `map` (now's document), when it is written there.  CUSTOM values are not
+ * compared (no generic equality).  Returns the number of options that differ. */
+unsigned xd_opt_diff(xd_opt_ctx_t *ctx, const xd_opt_t *table, const void *was,
+                     const void *now, const xd_conf_node_t *map, unsigned flags,
+                     const char *why);
 
 void xd_strlist_free(xd_strlist_t *l);
 bool xd_strlist_contains(const xd_strlist_t *l, const char *s);

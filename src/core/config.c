@@ -33,10 +33,12 @@
 #include <sched.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/un.h>
 
 #include "core/config_int.h"
 #include "xmppd/alloc.h"
 #include "xmppd/assert.h"
+#include "xmppd/err.h"
 #include "xmppd/log.h"
 #include "xd_version.h"
 
@@ -70,24 +72,31 @@ static const xd_opt_enum_t cfg_db_types[] = {
 
 #define C_ xd_config_t
 const xd_opt_t cfg_global_opts[] = {
-    XD_OPT_CUSTOM("hosts", C_, hosts, "[localhost]", &cfg_domains_type,
+    XD_OPT_CUSTOM("hosts", C_, hosts, "[localhost]", &cfg_hosts_type,
                   "The domains this server serves (virtual hosts), normalised (IDNA); "
                   "at least one."),
     XD_OPT_LOGLEVEL("loglevel", C_, loglevel, "info",
                     "Least severe level logged: `none`, `critical`, `error`, `warning`, "
                     "`notice`, `info` or `debug`."),
-    XD_OPT_PATH("log_file", C_, log_file, "\"-\"",
-                "File the log is appended to, reopened on SIGHUP; `-` is standard error."),
-    XD_OPT_WORKERS("workers", C_, workers, "auto",
-                   "Worker threads, each with its own event loop; `auto` is one per CPU core "
-                   "(at most 256)."),
-    XD_OPT_PATH("data_dir", C_, data_dir, "./var",
+    XD_OPT_FULL("log_file", XD_OPT_TYPE_PATH, C_, log_file, "\"-\"", NULL,
+                "File the log is appended to, reopened on SIGHUP; `-` is standard error.",
+                XD_OPT_RESTART, NULL),
+    XD_OPT_FULL("workers", XD_OPT_TYPE_WORKERS, C_, workers, "auto", NULL,
+                "Worker threads, each with its own event loop; `auto` is one per CPU core "
+                "(at most 256).",
+                XD_OPT_RESTART, NULL),
+    XD_OPT_FULL("data_dir", XD_OPT_TYPE_PATH, C_, data_dir, "./var", NULL,
                 "Directory for the SQLite database, the self-signed certificate and the "
-                "control socket."),
-    XD_OPT_INT("pool_threads", C_, pool_threads, "8", 1, 1024,
-               "Threads of the blocking pool (storage, external auth, password hashing)."),
-    XD_OPT_INT("pool_queue", C_, pool_queue, "4096", 1, 1000000,
-               "Jobs the blocking pool queues before new work is refused with a `wait` error."),
+                "control socket.",
+                XD_OPT_RESTART, NULL),
+    XD_OPT_FULL("pool_threads", XD_OPT_TYPE_INT, C_, pool_threads, "8",
+                (&(const xd_opt_range_t){ 1, 1024 }),
+                "Threads of the blocking pool (storage, external auth, password hashing).",
+                XD_OPT_RESTART, NULL),
+    XD_OPT_FULL("pool_queue", XD_OPT_TYPE_INT, C_, pool_queue, "4096",
+                (&(const xd_opt_range_t){ 1, 1000000 }),
+                "Jobs the blocking pool queues before new work is refused with a `wait` error.",
+                XD_OPT_RESTART, NULL),
     XD_OPT_STRING_LIST("certfiles", C_, certfiles, "[]",
                        "Glob patterns of PEM files holding certificates and keys; each "
                        "certificate is used for the domains it names."),
@@ -124,50 +133,59 @@ const xd_opt_t cfg_global_opts[] = {
     XD_OPT_NODE("s2s_hosts", C_, s2s_hosts,
                 "Static routes `{domain: \"host:port\"}` that replace DNS for those domains "
                 "(`\"192.0.2.1\"`, `\"[2001:db8::1]:5270\"`, `\"xmpp.example.net:5269\"`)."),
-    XD_OPT_STRING("s2s_dns_servers", C_, s2s_dns_servers, NULL,
-                  "DNS servers for federation, `\"127.0.0.1:5353,[::1]:53\"`. Unset: "
-                  "those of /etc/resolv.conf."),
-    XD_OPT_DURATION("s2s_connect_timeout", C_, s2s_connect_timeout_ms, "20s",
-                    "Time to resolve, connect and authenticate to a remote server; stanzas "
-                    "waiting longer bounce with remote-server-timeout."),
-    XD_OPT_DURATION("s2s_timeout", C_, s2s_timeout_ms, "10min",
-                    "Server-to-server streams idle this long are closed (and reopened when "
-                    "needed)."),
+    XD_OPT_FULL("s2s_dns_servers", XD_OPT_TYPE_STRING, C_, s2s_dns_servers, NULL, NULL,
+                "DNS servers for federation, `\"127.0.0.1:5353,[::1]:53\"`. Unset: "
+                "those of /etc/resolv.conf.",
+                XD_OPT_RESTART, NULL),
+    XD_OPT_FULL("s2s_connect_timeout", XD_OPT_TYPE_DURATION, C_, s2s_connect_timeout_ms, "20s",
+                NULL,
+                "Time to resolve, connect and authenticate to a remote server; stanzas "
+                "waiting longer bounce with remote-server-timeout.",
+                XD_OPT_RESTART, NULL),
+    XD_OPT_FULL("s2s_timeout", XD_OPT_TYPE_DURATION, C_, s2s_timeout_ms, "10min", NULL,
+                "Server-to-server streams idle this long are closed (and reopened when "
+                "needed).",
+                XD_OPT_RESTART, NULL),
     XD_OPT_INT("s2s_queue_max", C_, s2s_queue_max, "1000", 1, 1000000,
                "Stanzas held for one remote domain while its stream is being set up; more "
                "bounce with resource-constraint."),
-    XD_OPT_INT("s2s_max_streams", C_, s2s_max_streams, "10000", 1, 10000000,
-               "Outgoing server-to-server connections, all workers together (incoming ones "
-               "are bounded by their listener's `max_connections`); a route beyond it fails "
-               "as remote-server-not-found."),
+    XD_OPT_FULL("s2s_max_streams", XD_OPT_TYPE_INT, C_, s2s_max_streams, "10000",
+                (&(const xd_opt_range_t){ 1, 10000000 }),
+                "Outgoing server-to-server connections, all workers together (incoming ones "
+                "are bounded by their listener's `max_connections`); a route beyond it fails "
+                "as remote-server-not-found.",
+                XD_OPT_RESTART, NULL),
     XD_OPT_FULL("ctl_socket", XD_OPT_TYPE_PATH, C_, ctl_socket, NULL, NULL,
-                "Unix socket xmppctl talks to.", 0, "`<data_dir>/xmppd.sock`"),
+                "Unix socket xmppctl talks to.", XD_OPT_RESTART, "`<data_dir>/xmppd.sock`"),
     XD_OPT_FULL("module_dir", XD_OPT_TYPE_PATH, C_, module_dir, NULL, NULL,
                 "Directory of loadable modules: a name under `modules` that is not built in "
                 "is loaded from `<module_dir>/<name>.so`.", 0, "`<prefix>/lib/xmppd/modules`"),
     XD_OPT_PATH("pid_file", C_, pid_file, NULL, "Write the process id here when set."),
-    XD_OPT_SUB_LIST("listen", C_, listen,
-                    "[{port: 5222, ip: 127.0.0.1}, {port: 5222, ip: \"::1\"}]",
-                    &cfg_listen_sub,
-                    "Listening sockets; see [listen entries](#listen-entries)."),
-    XD_OPT_ENUM("default_db", C_, default_db, "sql", cfg_db_types,
-                "Storage backend for modules that store data."),
-    XD_OPT_ENUM("sql_type", C_, sql_type, "sqlite", cfg_sql_types,
+    XD_OPT_FULL("listen", XD_OPT_TYPE_SUB_LIST, C_, listen,
+                "[{port: 5222, ip: 127.0.0.1}, {port: 5222, ip: \"::1\"}]", &cfg_listen_sub,
+                "Listening sockets; see [listen entries](#listen-entries).", XD_OPT_RESTART,
+                NULL),
+    XD_OPT_FULL("default_db", XD_OPT_TYPE_ENUM, C_, default_db, "sql", cfg_db_types,
+                "Storage backend for modules that store data.", XD_OPT_RESTART, NULL),
+    XD_OPT_FULL("sql_type", XD_OPT_TYPE_ENUM, C_, sql_type, "sqlite", cfg_sql_types,
                 "SQL database: `sqlite` (embedded, nothing to install), `pgsql`, `mysql` or "
-                "`odbc`."),
-    XD_OPT_STRING("sql_server", C_, sql_server, "localhost",
-                  "Database server host name (or ODBC connection string)."),
+                "`odbc`.",
+                XD_OPT_RESTART, NULL),
+    XD_OPT_FULL("sql_server", XD_OPT_TYPE_STRING, C_, sql_server, "localhost", NULL,
+                "Database server host name (or ODBC connection string).", XD_OPT_RESTART, NULL),
     XD_OPT_FULL("sql_port", XD_OPT_TYPE_INT, C_, sql_port, NULL,
-                (&(const xd_opt_range_t){ 1, 65535 }), "Database server port.", 0,
+                (&(const xd_opt_range_t){ 1, 65535 }), "Database server port.", XD_OPT_RESTART,
                 "5432 (pgsql), 3306 (mysql)"),
     XD_OPT_FULL("sql_database", XD_OPT_TYPE_STRING, C_, sql_database, NULL, NULL,
-                "Database name; for sqlite the path of the database file.", 0,
+                "Database name; for sqlite the path of the database file.", XD_OPT_RESTART,
                 "`<data_dir>/xmppd.db` (sqlite), `xmppd` (others)"),
-    XD_OPT_STRING("sql_username", C_, sql_username, "xmppd", "Database user."),
+    XD_OPT_FULL("sql_username", XD_OPT_TYPE_STRING, C_, sql_username, "xmppd", NULL,
+                "Database user.", XD_OPT_RESTART, NULL),
     XD_OPT_FULL("sql_password", XD_OPT_TYPE_STRING, C_, sql_password, "\"\"", NULL,
-                "Database password.", XD_OPT_SECRET, NULL),
-    XD_OPT_INT("sql_pool_size", C_, sql_pool_size, "10", 1, 1000,
-               "Database connections this node opens."),
+                "Database password.", XD_OPT_SECRET | XD_OPT_RESTART, NULL),
+    XD_OPT_FULL("sql_pool_size", XD_OPT_TYPE_INT, C_, sql_pool_size, "10",
+                (&(const xd_opt_range_t){ 1, 1000 }), "Database connections this node opens.",
+                XD_OPT_RESTART, NULL),
     XD_OPT_MAP("shaper", C_, shaper, NULL, &cfg_shapers_map,
                "Traffic shapers: `name: rate` in bytes per second, or "
                "`name: {rate: N, burst_size: M}`; see [shaper](#shaper)."),
@@ -182,12 +200,15 @@ const xd_opt_t cfg_global_opts[] = {
 static const xd_config_doc_section_t cfg_sections[] = {
     { "Top-level options",
       "Every option of `xmppd.yml`. Options marked *host* may also be given per host under "
-      "`host_config`. Durations are written `500ms`, `60s`, `5 min`, `1h` or `2d` (a plain "
+      "`host_config`. Options marked *restart* are read once, at start: a reload (SIGHUP, "
+      "`xmppctl reload_config`) that changes one is refused as a whole and names it, and "
+      "the running configuration stays in force. Durations are written `500ms`, `60s`, `5 min`, `1h` or `2d` (a plain "
       "number is seconds); sizes `65536`, `64KB`, `1MB` (KB = 1024 bytes).",
       cfg_global_opts, sizeof(xd_config_t) },
     { "listen entries",
       "`listen` is a list of mappings, one per socket. Without `listen`, xmppd listens for "
-      "clients on 127.0.0.1:5222 and [::1]:5222. Errors name the entry by its index from 0: "
+      "clients on 127.0.0.1:5222 and [::1]:5222. Listeners are set up at start: a reload "
+      "that adds, removes or changes an entry is refused (restart xmppd). Errors name the entry by its index from 0: "
       "`listen[1].port`.",
       cfg_listen_opts, sizeof(xd_listen_conf_t) },
     { "acl",
@@ -271,11 +292,38 @@ cfg_join(const char *dir, const char *file)
 static void
 cfg_free(xd_config_t *cfg)
 {
+    xd_map_free(&cfg->host_index, NULL);
+    xd_map_free(&cfg->host_config_index, NULL);
     cfg_hosts_free(cfg);
     xd_opt_free(cfg_global_opts, cfg);
     xd_conf_doc_unref(cfg->doc);
     xd_free(cfg->path);
     xd_free(cfg);
+}
+
+/* The control socket is a Unix socket: its path must fit in sun_path,
+ * or xmppd would fail only once it starts.  A computed path is blamed on
+ * data_dir, which the writer can shorten. */
+static void
+cfg_check_ctl_socket(xd_opt_ctx_t *ctx, const xd_config_t *cfg, const xd_conf_node_t *root)
+{
+    size_t max = sizeof(((struct sockaddr_un *)0)->sun_path) - 1;
+    size_t len = strlen(cfg->ctl_socket);
+    if (len <= max)
+        return;
+    const xd_conf_node_t *at = xd_conf_map_get(root, "ctl_socket");
+    if (at) {
+        xd_opt_push_key(ctx, "ctl_socket");
+        xd_opt_error(ctx, at, "path too long for a Unix socket (%zu bytes, at most %zu): %s",
+                     len, max, cfg->ctl_socket);
+    } else {
+        xd_opt_push_key(ctx, "data_dir");
+        xd_opt_error(ctx, xd_conf_map_get(root, "data_dir"),
+                     "the control socket %s would be %zu bytes, more than a Unix socket path "
+                     "may hold (%zu): shorten data_dir or set ctl_socket",
+                     cfg->ctl_socket, len, max);
+    }
+    xd_opt_pop(ctx);
 }
 
 static int
@@ -300,6 +348,9 @@ cfg_build(const xd_conf_names_t *names, xd_conf_doc_t *doc, const char *path, xd
         }
         if (!cfg->ctl_socket)
             cfg->ctl_socket = cfg_join(cfg->data_dir, "xmppd.sock");
+        cfg_check_ctl_socket(ctx, cfg, root);
+        for (size_t i = 0; i < cfg->hosts.count; i++)
+            xd_map_put(&cfg->host_index, xd_str_c(cfg->hosts.items[i]), (void *)(uintptr_t)(i + 1));
         if (!cfg->module_dir)
             cfg->module_dir = xd_strdup(CFG_MODULE_DIR);
         if (!cfg->sql_database)
@@ -314,16 +365,19 @@ cfg_build(const xd_conf_names_t *names, xd_conf_doc_t *doc, const char *path, xd
             cfg_hosts_parse(ctx, cfg, root);
         /* Stage 3: cross references. */
         if (xd_opt_error_count(ctx) == 0) {
-            cfg_check_rules(ctx, cfg, &cfg->global);
+            cfg_rules_index_t ix;
+            cfg_rules_index_init(&ix, cfg);
+            cfg_check_rules(ctx, &ix, &cfg->global);
             cfg_check_host(ctx, cfg, &cfg->global);
             for (size_t i = 0; i < cfg->hosts.count; i++) {
                 xd_opt_push_key(ctx, "host_config");
                 xd_opt_push_key(ctx, cfg->hosts.items[i]);
-                cfg_check_rules(ctx, cfg, &cfg->hosts_conf[i]);
+                cfg_check_rules(ctx, &ix, &cfg->hosts_conf[i]);
                 cfg_check_host(ctx, cfg, &cfg->hosts_conf[i]);
                 xd_opt_pop(ctx);
                 xd_opt_pop(ctx);
             }
+            cfg_rules_index_free(&ix);
             cfg_check_listen(ctx, cfg, root);
         }
     }
@@ -372,6 +426,42 @@ xd_config_default_with(const xd_conf_names_t *names, xd_config_t **out)
         xd_free(err);
     }
     return rc;
+}
+
+/* ---- Reload ---------------------------------------------------------------------------------- */
+
+int
+xd_config_check_reload(const xd_config_t *running, const xd_config_t *cfg, char **err)
+{
+    xd_opt_ctx_t *ctx = xd_opt_ctx_new(NULL, cfg);
+    const xd_conf_node_t *root = cfg->doc ? xd_conf_doc_root(cfg->doc) : NULL;
+    if (cfg->path && root && root->kind == XD_CONF_MAP && root->count == 0) {
+        /* An empty file would run the built-in defaults: another domain,
+         * ./var, other listeners.  Never by accident. */
+        xd_opt_error(ctx, root, "the file is empty: a reload never falls back to the built-in "
+                     "defaults");
+    } else {
+        bool kept = false;
+        for (size_t i = 0; i < running->hosts.count && !kept; i++)
+            kept = xd_config_is_host(cfg, running->hosts.items[i]);
+        if (!kept) {
+            char list[256] = "";
+            size_t n = 0;
+            for (size_t i = 0; i < running->hosts.count && n < sizeof list - 8; i++)
+                n += (size_t)snprintf(list + n, sizeof list - n, "%s%s", i ? ", " : "",
+                                      running->hosts.items[i]);
+            xd_opt_push_key(ctx, "hosts");
+            xd_opt_error(ctx, xd_conf_map_get(root, "hosts") ? xd_conf_map_get(root, "hosts")
+                                                              : root,
+                         "serves none of the running hosts (%s): a reload never removes every "
+                         "host (restart xmppd to replace them all)", list);
+            xd_opt_pop(ctx);
+        }
+        xd_opt_diff(ctx, cfg_global_opts, running, cfg, root, XD_OPT_RESTART,
+                    "takes effect only at a restart");
+    }
+    int rc = xd_opt_ctx_finish(ctx, err);
+    return rc ? XD_ECONF_RESTART : 0;
 }
 
 xd_config_t *
@@ -440,7 +530,7 @@ xd_config_default_host(const xd_config_t *cfg)
 bool
 xd_config_is_host(const xd_config_t *cfg, const char *host)
 {
-    return host && xd_strlist_contains(&cfg->hosts, host);
+    return host && xd_map_get(&cfg->host_index, xd_str_c(host)) != NULL;
 }
 
 int

@@ -25,6 +25,7 @@
 
 static int cfg_users_parse(xd_opt_ctx_t *ctx, const xd_conf_node_t *node, void *field);
 static int cfg_domains_parse(xd_opt_ctx_t *ctx, const xd_conf_node_t *node, void *field);
+static int cfg_hosts_parse_list(xd_opt_ctx_t *ctx, const xd_conf_node_t *node, void *field);
 static void cfg_strlist_free(void *field);
 static int cfg_cidrs_parse(xd_opt_ctx_t *ctx, const xd_conf_node_t *node, void *field);
 static void cfg_cidrs_free(void *field);
@@ -40,6 +41,8 @@ static const xd_opt_custom_t cfg_users_type = { "list of users", cfg_users_parse
                                                 cfg_strlist_free };
 const xd_opt_custom_t cfg_domains_type = { "list of domains", cfg_domains_parse,
                                            cfg_strlist_free };
+const xd_opt_custom_t cfg_hosts_type = { "list of domains", cfg_hosts_parse_list,
+                                         cfg_strlist_free };
 static const xd_opt_custom_t cfg_cidrs_type = { "list of IP ranges", cfg_cidrs_parse,
                                                 cfg_cidrs_free };
 static const xd_opt_custom_t cfg_regexps_type = { "list of regular expressions",
@@ -152,6 +155,19 @@ static int
 cfg_domains_parse(xd_opt_ctx_t *ctx, const xd_conf_node_t *node, void *field)
 {
     return xd_opt_get_names(ctx, node, "domain", cfg_names(ctx)->domain, true, field);
+}
+
+/* `hosts` is a list even for one domain, as in ejabberd: a scalar is
+ * usually a list written wrong (`hosts: a.example, b.example`). */
+static int
+cfg_hosts_parse_list(xd_opt_ctx_t *ctx, const xd_conf_node_t *node, void *field)
+{
+    if (node->kind == XD_CONF_SCALAR && !xd_conf_is_null(node)) {
+        xd_opt_error(ctx, node, "expected a list of domains, got a scalar (write `hosts: [%s]`)",
+                     node->value);
+        return -1;
+    }
+    return cfg_domains_parse(ctx, node, field);
 }
 
 static void
@@ -497,9 +513,39 @@ cfg_rule_defined(const xd_rule_set_t *set, const char *name)
     return false;
 }
 
-void
-cfg_check_rules(xd_opt_ctx_t *ctx, const xd_config_t *cfg, const xd_host_conf_t *scope)
+/* Names → the defining item, for the cross-reference checks of stage 3. */
+static void
+cfg_index_names(xd_map_t *m, const void *items, size_t count, size_t size)
 {
+    for (size_t i = 0; i < count; i++) {
+        char *const *name = (char *const *)((const char *)items + i * size);
+        xd_map_put(m, xd_str_c(*name), (void *)name);
+    }
+}
+
+void
+cfg_rules_index_init(cfg_rules_index_t *ix, const xd_config_t *cfg)
+{
+    *ix = (cfg_rules_index_t){ XD_MAP_INIT, XD_MAP_INIT };
+    cfg_index_names(&ix->global_acls, cfg->global.acl.items, cfg->global.acl.count,
+                    sizeof(xd_acl_t));
+    cfg_index_names(&ix->shapers, cfg->shaper.items, cfg->shaper.count, sizeof(xd_shaper_t));
+}
+
+void
+cfg_rules_index_free(cfg_rules_index_t *ix)
+{
+    xd_map_free(&ix->global_acls, NULL);
+    xd_map_free(&ix->shapers, NULL);
+}
+
+void
+cfg_check_rules(xd_opt_ctx_t *ctx, const cfg_rules_index_t *ix, const xd_host_conf_t *scope)
+{
+    /* A host scope sees its own ACLs, then the top level's (xd_config_acl). */
+    xd_map_t own = XD_MAP_INIT;
+    if (scope->parent)
+        cfg_index_names(&own, scope->acl.items, scope->acl.count, sizeof(xd_acl_t));
     for (int pass = 0; pass < 2; pass++) {
         const xd_rule_set_t *set = pass == 0 ? &scope->access_rules : &scope->shaper_rules;
         xd_opt_push_key(ctx, pass == 0 ? "access_rules" : "shaper_rules");
@@ -512,10 +558,11 @@ cfg_check_rules(xd_opt_ctx_t *ctx, const xd_config_t *cfg, const xd_host_conf_t 
                     xd_opt_push_index(ctx, j);
                 if (c->node)
                     xd_opt_push_key(ctx, c->value);
-                if (c->acl && !cfg_builtin_acl(c->acl) && !xd_config_acl(scope, c->acl))
+                if (c->acl && !cfg_builtin_acl(c->acl) && !xd_map_get(&own, xd_str_c(c->acl)) &&
+                    !xd_map_get(&ix->global_acls, xd_str_c(c->acl)))
                     xd_opt_error(ctx, c->node, "unknown ACL \"%s\"", c->acl);
                 if (pass == 1 && strcmp(c->value, "none") != 0 && !cfg_is_number(c->value) &&
-                    !xd_config_shaper(cfg, c->value))
+                    !xd_map_get(&ix->shapers, xd_str_c(c->value)))
                     xd_opt_error(ctx, c->value_node, "unknown shaper \"%s\"", c->value);
                 if (c->node)
                     xd_opt_pop(ctx);
@@ -526,6 +573,7 @@ cfg_check_rules(xd_opt_ctx_t *ctx, const xd_config_t *cfg, const xd_host_conf_t 
         }
         xd_opt_pop(ctx);
     }
+    xd_map_free(&own, NULL);
 }
 
 const xd_acl_t *

@@ -225,10 +225,8 @@ cfg_host_key(xd_opt_ctx_t *ctx, const xd_conf_node_t *key, char **out)
 static const xd_conf_node_t *
 cfg_host_map(const xd_config_t *cfg, const char *host)
 {
-    for (size_t i = 0; host && i < cfg->host_config.count; i++)
-        if (strcmp(cfg->host_config.items[i].host, host) == 0)
-            return cfg->host_config.items[i].opts;
-    return NULL;
+    uintptr_t i = host ? (uintptr_t)xd_map_get(&cfg->host_config_index, xd_str_c(host)) : 0;
+    return i ? cfg->host_config.items[i - 1].opts : NULL;
 }
 
 /* Stage 2: one effective host scope per served host, its host_config
@@ -237,6 +235,9 @@ void
 cfg_hosts_parse(xd_opt_ctx_t *ctx, xd_config_t *cfg, const xd_conf_node_t *root)
 {
     cfg->hosts_conf = xd_calloc(cfg->hosts.count, sizeof *cfg->hosts_conf);
+    for (size_t i = 0; i < cfg->host_config.count; i++)
+        xd_map_put(&cfg->host_config_index, xd_str_c(cfg->host_config.items[i].host),
+                   (void *)(uintptr_t)(i + 1));
     xd_opt_push_key(ctx, "host_config");
     for (size_t i = 0; i < cfg->hosts.count; i++) {
         xd_host_conf_t *h = &cfg->hosts_conf[i];
@@ -293,12 +294,10 @@ cfg_check_host(xd_opt_ctx_t *ctx, const xd_config_t *cfg, const xd_host_conf_t *
 const xd_host_conf_t *
 xd_config_host(const xd_config_t *cfg, const char *host)
 {
-    if (!host)
+    if (!host || !cfg->hosts_conf)
         return NULL;
-    for (size_t i = 0; i < cfg->hosts.count; i++)
-        if (strcmp(cfg->hosts.items[i], host) == 0)
-            return &cfg->hosts_conf[i];
-    return NULL;
+    uintptr_t i = (uintptr_t)xd_map_get(&cfg->host_index, xd_str_c(host));
+    return i ? &cfg->hosts_conf[i - 1] : NULL;
 }
 
 const xd_module_conf_t *

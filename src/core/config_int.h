@@ -53,6 +53,7 @@ typedef struct cfg_shaper_form {
 extern const xd_opt_t cfg_acl_opts[];
 extern const xd_opt_t cfg_shaper_opts[];
 extern const xd_opt_custom_t cfg_domains_type;     /* a list of prepared, unique domains */
+extern const xd_opt_custom_t cfg_hosts_type;       /* the same, but never a bare scalar */
 extern const xd_opt_map_t cfg_acl_map;             /* acl */
 extern const xd_opt_map_t cfg_access_map;          /* access_rules */
 extern const xd_opt_map_t cfg_shaper_rules_map;    /* shaper_rules */
@@ -64,8 +65,17 @@ bool cfg_builtin_acl(const char *name);
 /* Whether `set` defines a rule called `name`. */
 bool cfg_rule_defined(const xd_rule_set_t *set, const char *name);
 
+/* The names stage 3 looks up, indexed once per load: the top-level ACLs and the shapers. */
+typedef struct cfg_rules_index {
+    xd_map_t global_acls; /* name → xd_acl_t */
+    xd_map_t shapers;     /* name → xd_shaper_t */
+} cfg_rules_index_t;
+
+void cfg_rules_index_init(cfg_rules_index_t *ix, const xd_config_t *cfg);
+void cfg_rules_index_free(cfg_rules_index_t *ix);
+
 /* Stage 3 for one scope: ACL names in rules, shaper names in shaper rules. */
-void cfg_check_rules(xd_opt_ctx_t *ctx, const xd_config_t *cfg, const xd_host_conf_t *scope);
+void cfg_check_rules(xd_opt_ctx_t *ctx, const cfg_rules_index_t *ix, const xd_host_conf_t *scope);
 
 /* ---- config_hosts.c -------------------------------------------------------------------------- */
 

@@ -21,6 +21,9 @@
 
 #include "core/config_int.h"
 
+/* RFC 6120 13.12: a server does not limit stanzas to fewer than 10000 bytes. */
+#define CFG_MIN_STANZA_SIZE 10000u
+
 static int cfg_domain_key(xd_opt_ctx_t *ctx, const xd_conf_node_t *key, char **out);
 static int cfg_component_host_check(xd_opt_ctx_t *ctx, const xd_conf_node_t *map, void *conf);
 static int cfg_listen_check(xd_opt_ctx_t *ctx, const xd_conf_node_t *map, void *conf);
@@ -85,7 +88,7 @@ const xd_opt_t cfg_listen_opts[] = {
                 "the trust store (`ca_file`/`ca_path`) and names an account in an XmppAddr."),
     XD_OPT_FULL("max_stanza_size", XD_OPT_TYPE_SIZE, L_, max_stanza_size, NULL, NULL,
                 "Largest stanza accepted, enforced while parsing; a bigger one closes the "
-                "stream with `policy-violation`.",
+                "stream with `policy-violation`. At least 10000 bytes (RFC 6120 13.12).",
                 0, "64KB (c2s, http), 128KB (s2s, component)"),
     XD_OPT_STRING("shaper", L_, shaper, "none",
                   "Traffic shaper for each connection: a name under `shaper`, a rule under "
@@ -167,11 +170,20 @@ cfg_listen_check(xd_opt_ctx_t *ctx, const xd_conf_node_t *map, void *conf)
     }
     if (!xd_conf_map_get(map, "worker"))
         l->worker = -1; /* every worker */
-    if (l->max_stanza_size == 0)
+    const xd_conf_node_t *mss = xd_conf_map_get(map, "max_stanza_size");
+    if (mss && !xd_conf_is_null(mss) && l->max_stanza_size < CFG_MIN_STANZA_SIZE) {
+        /* 0 used to mean "the default" silently: a written value is taken as written. */
+        xd_opt_push_key(ctx, "max_stanza_size");
+        xd_opt_error(ctx, mss, "%zu is too small (at least %u bytes: RFC 6120 13.12)",
+                     l->max_stanza_size, CFG_MIN_STANZA_SIZE);
+        xd_opt_pop(ctx);
+        rc = -1;
+    } else if (l->max_stanza_size == 0) {
         l->max_stanza_size = l->module == XD_LISTEN_MOD_S2S ||
                                      l->module == XD_LISTEN_MOD_COMPONENT
                                  ? 131072
                                  : 65536;
+    }
     if (l->module == XD_LISTEN_MOD_COMPONENT && !l->password && l->hosts.count == 0) {
         xd_opt_error(ctx, map, "a component listener needs `password` or `hosts`");
         rc = -1;

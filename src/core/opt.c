@@ -35,6 +35,7 @@
 #include "xmppd/assert.h"
 #include "xmppd/err.h"
 #include "xmppd/log.h"
+#include "xmppd/map.h"
 #include "xmppd/opt.h"
 
 #define OPT_MAX_PATH_DEPTH 128
@@ -493,10 +494,13 @@ xd_opt_each_string(xd_opt_ctx_t *ctx, const xd_conf_node_t *node, const char *ex
     return rc;
 }
 
+/* Lists built here grow by doubling: the capacity is the next power of two
+ * of count, so a list of n names costs O(n) copies, not O(n^2). */
 static void
 opt_strlist_push(xd_strlist_t *l, char *s)
 {
-    l->items = xd_realloc(l->items, (l->count + 1) * sizeof *l->items);
+    if ((l->count & (l->count - 1)) == 0) /* 0, 1, 2, 4, …: full */
+        l->items = xd_realloc(l->items, (l->count ? 2 * l->count : 1) * sizeof *l->items);
     l->items[l->count++] = s;
 }
 
@@ -515,17 +519,18 @@ typedef struct opt_names {
     xd_opt_prep_fn prep; /* the preparation */
     bool unique;         /* duplicates are errors */
     xd_strlist_t *out;   /* where the names go */
+    xd_map_t seen;       /* unique: the names so far (values unused) */
 } opt_names_t;
 
 static int
 opt_name_item(xd_opt_ctx_t *ctx, const xd_conf_node_t *it, const char *s, void *arg)
 {
     (void)s;
-    const opt_names_t *n = arg;
+    opt_names_t *n = arg;
     char *v = NULL;
     if (xd_opt_get_name(ctx, it, n->what, n->prep, &v) != 0)
         return -1;
-    if (n->unique && xd_strlist_contains(n->out, v)) {
+    if (n->unique && xd_map_put(&n->seen, xd_str_c(v), n) != NULL) {
         opt_error(ctx, XD_ECONF_TYPE, it, "duplicate %s \"%s\"", n->what, v);
         xd_free(v);
         return -1;
@@ -540,8 +545,12 @@ xd_opt_get_names(xd_opt_ctx_t *ctx, const xd_conf_node_t *node, const char *what
 {
     char expected[128];
     snprintf(expected, sizeof expected, "a list of %ss", what);
-    opt_names_t n = { what, prep, unique, out };
-    return xd_opt_each_string(ctx, node, expected, opt_name_item, &n);
+    opt_names_t n = { what, prep, unique, out, XD_MAP_INIT };
+    for (size_t i = 0; unique && i < out->count; i++)
+        xd_map_put(&n.seen, xd_str_c(out->items[i]), &n);
+    int rc = xd_opt_each_string(ctx, node, expected, opt_name_item, &n);
+    xd_map_free(&n.seen, NULL);
+    return rc;
 }
 
 /* ---- Values --------------------------------------------------------------------------------- */
@@ -580,16 +589,6 @@ opt_reserved(const xd_opt_map_t *m, const char *name)
     return false;
 }
 
-/* Index of the item named `name` among the first n of a map field, or n. */
-static size_t
-opt_map_find(const xd_opt_map_t *m, const xd_optmap_t *l, size_t n, const char *name)
-{
-    for (size_t i = 0; i < n; i++)
-        if (strcmp(*(char **)((char *)l->items + i * m->size), name) == 0)
-            return i;
-    return n;
-}
-
 static void
 opt_map_free(const xd_opt_map_t *m, xd_optmap_t *l)
 {
@@ -619,6 +618,7 @@ opt_parse_map(xd_opt_ctx_t *ctx, const xd_opt_map_t *m, const xd_conf_node_t *no
         return 0;
     l->items = xd_calloc(node->count, m->size);
     const xd_conf_node_t **keys = xd_calloc(node->count, sizeof *keys); /* per item */
+    xd_map_t names = XD_MAP_INIT; /* prepared name → its item's position + 1 */
     int rc = 0;
     for (size_t i = 0; i < node->count; i++) {
         const xd_conf_node_t *k = node->keys[i];
@@ -636,8 +636,8 @@ opt_parse_map(xd_opt_ctx_t *ctx, const xd_opt_map_t *m, const xd_conf_node_t *no
         } else {
             if (!m->key)
                 name = xd_strdup(k->value);
-            size_t dup = opt_map_find(m, l, l->count, name);
-            if (dup < l->count) {
+            size_t dup = (uintptr_t)xd_map_get(&names, xd_str_c(name));
+            if (dup-- > 0) {
                 opt_error(ctx, XD_ECONF_TYPE, k, "%s \"%s\" appears twice (also at line %u "
                           "column %u)", m->noun, k->value, keys[dup]->line, keys[dup]->col);
             } else if (xd_opt_parse_value(ctx, m->value, node->items[i],
@@ -651,12 +651,14 @@ opt_parse_map(xd_opt_ctx_t *ctx, const xd_opt_map_t *m, const xd_conf_node_t *no
         if (ok) {
             *(char **)item = name;
             keys[l->count++] = k;
+            xd_map_put(&names, xd_str_c(name), (void *)(uintptr_t)l->count);
         } else {
             xd_free(name);
             rc = -1;
         }
         xd_opt_pop(ctx);
     }
+    xd_map_free(&names, NULL);
     xd_free(keys);
     return rc;
 }
@@ -962,6 +964,178 @@ xd_opt_free(const xd_opt_t *table, void *conf)
 {
     for (const xd_opt_t *o = table; o->name; o++)
         opt_free_value(o, (char *)conf + o->offset);
+}
+
+/* ---- Differences ---------------------------------------------------------------------------- */
+
+static bool
+opt_str_eq(const char *a, const char *b)
+{
+    return a == b || (a && b && strcmp(a, b) == 0);
+}
+
+static bool
+opt_node_eq(const xd_conf_node_t *a, const xd_conf_node_t *b)
+{
+    if (!a || !b)
+        return a == b;
+    if (a->kind != b->kind || a->count != b->count)
+        return false;
+    if (a->kind == XD_CONF_SCALAR)
+        return a->len == b->len && memcmp(a->value, b->value, a->len) == 0 &&
+               a->quoted == b->quoted;
+    for (size_t i = 0; i < a->count; i++)
+        if ((a->kind == XD_CONF_MAP && !opt_node_eq(a->keys[i], b->keys[i])) ||
+            !opt_node_eq(a->items[i], b->items[i]))
+            return false;
+    return true;
+}
+
+/* A scalar value as text for a message ("" when it has no simple form). */
+static void
+opt_value_text(const xd_opt_t *o, const void *f, char *buf, size_t cap)
+{
+    buf[0] = '\0';
+    switch (o->type) {
+    case XD_OPT_TYPE_BOOL: snprintf(buf, cap, "%s", *(const bool *)f ? "true" : "false"); break;
+    case XD_OPT_TYPE_INT: snprintf(buf, cap, "%d", *(const int *)f); break;
+    case XD_OPT_TYPE_WORKERS: snprintf(buf, cap, "%u", *(const unsigned *)f); break;
+    case XD_OPT_TYPE_DURATION:
+        snprintf(buf, cap, "%" PRIu64 "ms", *(const uint64_t *)f);
+        break;
+    case XD_OPT_TYPE_SIZE: snprintf(buf, cap, "%zu", *(const size_t *)f); break;
+    case XD_OPT_TYPE_ENUM: {
+        const char *n = xd_opt_enum_name(o->range, *(const int *)f);
+        snprintf(buf, cap, "%s", n ? n : "?");
+        break;
+    }
+    case XD_OPT_TYPE_LOGLEVEL: {
+        const char *n = xd_opt_enum_name(opt_loglevels, *(const int *)f);
+        snprintf(buf, cap, "%s", n ? n : "?");
+        break;
+    }
+    case XD_OPT_TYPE_STRING:
+    case XD_OPT_TYPE_PATH: {
+        const char *v = *(char *const *)f;
+        snprintf(buf, cap, v ? "\"%s\"" : "unset", v);
+        break;
+    }
+    default: break;
+    }
+}
+
+static unsigned opt_diff_table(xd_opt_ctx_t *ctx, const xd_opt_t *table, const char *was,
+                               const char *now, const xd_conf_node_t *map, unsigned flags,
+                               const char *why);
+
+/* Compares one value of `o` (fields a and b); records what differs under the current path. */
+static unsigned
+opt_diff_value(xd_opt_ctx_t *ctx, const xd_opt_t *o, const void *a, const void *b,
+               const xd_conf_node_t *node, const char *why)
+{
+    bool eq = true;
+    switch (o->type) {
+    case XD_OPT_TYPE_BOOL: eq = *(const bool *)a == *(const bool *)b; break;
+    case XD_OPT_TYPE_INT:
+    case XD_OPT_TYPE_ENUM:
+    case XD_OPT_TYPE_LOGLEVEL: eq = *(const int *)a == *(const int *)b; break;
+    case XD_OPT_TYPE_WORKERS: eq = *(const unsigned *)a == *(const unsigned *)b; break;
+    case XD_OPT_TYPE_DURATION: eq = *(const uint64_t *)a == *(const uint64_t *)b; break;
+    case XD_OPT_TYPE_SIZE: eq = *(const size_t *)a == *(const size_t *)b; break;
+    case XD_OPT_TYPE_STRING:
+    case XD_OPT_TYPE_PATH: eq = opt_str_eq(*(char *const *)a, *(char *const *)b); break;
+    case XD_OPT_TYPE_STRING_LIST: {
+        const xd_strlist_t *la = a, *lb = b;
+        eq = la->count == lb->count;
+        for (size_t i = 0; eq && i < la->count; i++)
+            eq = strcmp(la->items[i], lb->items[i]) == 0;
+        break;
+    }
+    case XD_OPT_TYPE_NODE:
+        eq = opt_node_eq(*(const xd_conf_node_t *const *)a, *(const xd_conf_node_t *const *)b);
+        break;
+    case XD_OPT_TYPE_SUB:
+        return opt_diff_table(ctx, ((const xd_opt_sub_t *)o->range)->table, a, b, node, 0, why);
+    case XD_OPT_TYPE_SUB_LIST: {
+        const xd_opt_sub_t *sub = o->range;
+        const xd_optlist_t *la = a, *lb = b;
+        if (la->count != lb->count) {
+            xd_opt_error(ctx, node, "%zu entries, were %zu: %s", lb->count, la->count, why);
+            return 1;
+        }
+        unsigned n = 0;
+        for (size_t i = 0; i < la->count; i++) {
+            const xd_conf_node_t *it =
+                node && node->kind == XD_CONF_SEQ && i < node->count ? node->items[i] : NULL;
+            xd_opt_push_index(ctx, i);
+            n += opt_diff_table(ctx, sub->table, (const char *)la->items + i * sub->size,
+                                (const char *)lb->items + i * sub->size, it, 0, why);
+            xd_opt_pop(ctx);
+        }
+        return n;
+    }
+    case XD_OPT_TYPE_MAP: {
+        const xd_opt_map_t *m = o->range;
+        const xd_optmap_t *la = a, *lb = b;
+        eq = la->count == lb->count;
+        for (size_t i = 0; eq && i < la->count; i++) {
+            const char *ia = (const char *)la->items + i * m->size;
+            const char *ib = (const char *)lb->items + i * m->size;
+            if (!opt_str_eq(*(char *const *)ia, *(char *const *)ib)) {
+                eq = false;
+                break;
+            }
+            /* Values are compared quietly: the map is reported as one. */
+            xd_opt_ctx_t *quiet = xd_opt_ctx_new(NULL, NULL);
+            eq = opt_diff_value(quiet, m->value, ia + m->value->offset, ib + m->value->offset,
+                                NULL, why) == 0;
+            xd_opt_ctx_finish(quiet, NULL);
+        }
+        break;
+    }
+    case XD_OPT_TYPE_INLINE:
+    case XD_OPT_TYPE_CUSTOM:
+    case XD_OPT_TYPE_END:
+        break;
+    }
+    if (eq)
+        return 0;
+    char va[128], vb[128];
+    opt_value_text(o, a, va, sizeof va);
+    opt_value_text(o, b, vb, sizeof vb);
+    if (va[0] && !(o->flags & XD_OPT_SECRET))
+        xd_opt_error(ctx, node, "changed (was %s, now %s): %s", va, vb, why);
+    else
+        xd_opt_error(ctx, node, "changed: %s", why);
+    return 1;
+}
+
+static unsigned
+opt_diff_table(xd_opt_ctx_t *ctx, const xd_opt_t *table, const char *was, const char *now,
+               const xd_conf_node_t *map, unsigned flags, const char *why)
+{
+    unsigned n = 0;
+    for (const xd_opt_t *o = table; o->name; o++) {
+        if (o->type == XD_OPT_TYPE_INLINE) {
+            n += opt_diff_table(ctx, ((const xd_opt_sub_t *)o->range)->table, was + o->offset,
+                                now + o->offset, map, flags, why);
+            continue;
+        }
+        if (flags && !(o->flags & flags))
+            continue;
+        xd_opt_push_key(ctx, o->name);
+        n += opt_diff_value(ctx, o, was + o->offset, now + o->offset,
+                            xd_conf_map_get(map, o->name), why);
+        xd_opt_pop(ctx);
+    }
+    return n;
+}
+
+unsigned
+xd_opt_diff(xd_opt_ctx_t *ctx, const xd_opt_t *table, const void *was, const void *now,
+            const xd_conf_node_t *map, unsigned flags, const char *why)
+{
+    return opt_diff_table(ctx, table, was, now, map, flags, why);
 }
 
 static void

@@ -12,11 +12,17 @@
  *     have several parents but is freed once;
  *   - line and column are 1-based (libyaml's marks are 0-based);
  *   - mapping keys are scalars and unique (compared as bytes);
+ *   - a mapping of more than YML_INDEX_MIN keys is indexed: the document's
+ *     `index` maps (mapping node, key) to the key's position, so building
+ *     a mapping (its duplicate check) and every lookup in it
+ *     (xd_conf_map_get/_key) take constant time whatever its size, and a
+ *     parse is linear in the size of the file;
  *   - the expanded size of the tree (aliases counted as often as they are
  *     used) is at most YML_MAX_WEIGHT and nesting at most YML_MAX_DEPTH, so
  *     recursive walkers stay bounded whatever the input.
  */
 #include <errno.h>
+#include <inttypes.h>
 #include <fcntl.h>
 #include <stdarg.h>
 #include <stdatomic.h>
@@ -30,11 +36,13 @@
 #include "xmppd/alloc.h"
 #include "xmppd/assert.h"
 #include "xmppd/err.h"
+#include "xmppd/map.h"
 #include "xmppd/opt.h"
 
 #define YML_MAX_DEPTH 64          /* nested collections */
 #define YML_MAX_WEIGHT 1000000u   /* nodes after alias expansion */
 #define YML_MAX_FILE (16u << 20)  /* bytes of one configuration file */
+#define YML_INDEX_MIN 8           /* mappings with more keys are looked up through the index */
 
 struct xd_conf_doc {
     _Atomic unsigned refs;   /* references: the parser's caller, kept subtrees */
@@ -43,6 +51,9 @@ struct xd_conf_doc {
     size_t nnodes;           /* used entries of nodes */
     size_t cap;              /* allocated entries of nodes */
     xd_conf_node_t *root;    /* the document's node (a mapping when empty) */
+    xd_map_t index;          /* (mapping node address, key bytes) → position + 1, for the
+                                mappings of more than YML_INDEX_MIN keys; immutable after
+                                the parse */
 };
 
 typedef struct yml_frame {
@@ -130,6 +141,47 @@ yml_register_anchor(yml_builder_t *b, char *name, xd_conf_node_t *node, size_t w
     b->anchors[b->nanchors++] = (yml_anchor_t){ name, node, weight };
 }
 
+/* The index key of `key` in mapping `map`: the node's address in hex, then the key's bytes
+ * (xd_map keys are C strings, so a key holding a NUL byte is never indexed). */
+static xd_str_t
+yml_index_key(const xd_conf_node_t *map, const char *key, size_t len, char *buf, size_t cap,
+              char **heap)
+{
+    size_t n = 2 * sizeof(uintptr_t) + 1 + len;
+    char *p = n < cap ? buf : (*heap = xd_malloc(n + 1));
+    snprintf(p, n + 1, "%0*jx:", (int)(2 * sizeof(uintptr_t)), (uintmax_t)(uintptr_t)map);
+    memcpy(p + 2 * sizeof(uintptr_t) + 1, key, len);
+    return (xd_str_t){ p, n };
+}
+
+static void
+yml_index_put(xd_conf_doc_t *doc, const xd_conf_node_t *map, size_t pos)
+{
+    const xd_conf_node_t *k = map->keys[pos];
+    if (memchr(k->value, '\0', k->len))
+        return; /* found by yml_map_find's scan */
+    char buf[128], *heap = NULL;
+    xd_map_put(&doc->index, yml_index_key(map, k->value, k->len, buf, sizeof buf, &heap),
+               (void *)(uintptr_t)(pos + 1));
+    xd_free(heap);
+}
+
+/* Position of the key of `len` bytes in `map`, or -1. */
+static ssize_t
+yml_map_find(const xd_conf_node_t *map, const char *key, size_t len)
+{
+    if (map->count <= YML_INDEX_MIN || memchr(key, '\0', len)) {
+        for (size_t i = 0; i < map->count; i++)
+            if (map->keys[i]->len == len && memcmp(map->keys[i]->value, key, len) == 0)
+                return (ssize_t)i;
+        return -1;
+    }
+    char buf[128], *heap = NULL;
+    void *v = xd_map_get(&map->doc->index, yml_index_key(map, key, len, buf, sizeof buf, &heap));
+    xd_free(heap);
+    return v ? (ssize_t)((uintptr_t)v - 1) : -1;
+}
+
 static void
 yml_push_item(xd_conf_node_t *parent, size_t *cap, xd_conf_node_t *key, xd_conf_node_t *item)
 {
@@ -142,6 +194,12 @@ yml_push_item(xd_conf_node_t *parent, size_t *cap, xd_conf_node_t *key, xd_conf_
     if (parent->kind == XD_CONF_MAP)
         parent->keys[parent->count] = key;
     parent->items[parent->count++] = item;
+    if (parent->kind != XD_CONF_MAP || parent->count <= YML_INDEX_MIN)
+        return;
+    if (parent->count == YML_INDEX_MIN + 1) /* from now on looked up by the index */
+        for (size_t i = 0; i < YML_INDEX_MIN; i++)
+            yml_index_put(parent->doc, parent, i);
+    yml_index_put(parent->doc, parent, parent->count - 1);
 }
 
 /* Attaches a finished node of expanded size `weight` to the open frame. */
@@ -170,7 +228,8 @@ yml_attach(yml_builder_t *b, xd_conf_node_t *node, size_t weight)
                      xd_conf_kind_name(node));
             return;
         }
-        const xd_conf_node_t *prev = xd_conf_map_key(f->node, node->value);
+        ssize_t at = yml_map_find(f->node, node->value, node->len);
+        const xd_conf_node_t *prev = at >= 0 ? f->node->keys[at] : NULL;
         if (prev) {
             yml_fail(b, node->line, node->col, "duplicate key \"%s\" (first at line %u column %u)",
                      node->value, prev->line, prev->col);
@@ -388,6 +447,7 @@ xd_conf_doc_unref(xd_conf_doc_t *doc)
     for (size_t i = 0; i < doc->nnodes; i++)
         yml_node_free(doc->nodes[i]);
     xd_free(doc->nodes);
+    xd_map_free(&doc->index, NULL);
     xd_free(doc->file);
     xd_free(doc);
 }
@@ -403,10 +463,8 @@ xd_conf_map_key(const xd_conf_node_t *map, const char *key)
 {
     if (!map || map->kind != XD_CONF_MAP)
         return NULL;
-    for (size_t i = 0; i < map->count; i++)
-        if (strcmp(map->keys[i]->value, key) == 0)
-            return map->keys[i];
-    return NULL;
+    ssize_t i = yml_map_find(map, key, strlen(key));
+    return i >= 0 ? map->keys[i] : NULL;
 }
 
 const xd_conf_node_t *
@@ -414,10 +472,8 @@ xd_conf_map_get(const xd_conf_node_t *map, const char *key)
 {
     if (!map || map->kind != XD_CONF_MAP)
         return NULL;
-    for (size_t i = 0; i < map->count; i++)
-        if (strcmp(map->keys[i]->value, key) == 0)
-            return map->items[i];
-    return NULL;
+    ssize_t i = yml_map_find(map, key, strlen(key));
+    return i >= 0 ? map->items[i] : NULL;
 }
 
 bool

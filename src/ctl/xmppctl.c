@@ -8,8 +8,9 @@
  *   request:   command \t arg1 \t arg2 ... \n        (args may not contain \t or \n)
  *   response:  "ok\n" or "error <exit-code>\n", then the output, then EOF
  *
- * Exit codes: 0 success, 1 the command failed, 2 usage error,
- * 3 the server is not running (cannot connect).
+ * Exit codes: 0 success, 1 the command failed (or the socket may not be used:
+ * permission denied), 2 usage error, 3 the server is not running (no socket,
+ * or nobody accepts on it).
  *
  * Layers (docs/design.md): ctl uses core only.  With -c it loads the file
  * with core's loader for `ctl_socket`; the RFC 7622 preparation of the names
@@ -64,7 +65,8 @@ ctl_usage(FILE *out)
             "      --version        print the version\n"
             "\n"
             "Run `xmppctl help` for the commands the server offers.\n"
-            "Exit status: 0 ok, 1 command failed, 2 usage error, 3 server not running.\n");
+            "Exit status: 0 ok, 1 command failed (or permission denied on the socket),\n"
+            "2 usage error, 3 server not running.\n");
 }
 
 int
@@ -143,10 +145,22 @@ main(int argc, char **argv)
     owned_path = NULL;
     int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
     if (fd < 0 || connect(fd, (struct sockaddr *)&sa, sizeof sa) != 0) {
-        fprintf(stderr, "xmppctl: cannot connect to %s: %s (is xmppd running?)\n", sa.sun_path,
-                strerror(errno));
+        int e = errno;
         free(req);
-        return CTL_EXIT_DOWN;
+        if (e == EACCES || e == EPERM) {
+            /* The socket is mode 0600 in a private data_dir: the server runs, but
+             * for another user. */
+            fprintf(stderr, "xmppctl: permission denied on %s: run as the xmppd user or root\n",
+                    sa.sun_path);
+            return CTL_EXIT_FAIL;
+        }
+        if (e == ENOENT || e == ECONNREFUSED) {
+            fprintf(stderr, "xmppctl: cannot connect to %s: %s (is xmppd running?)\n",
+                    sa.sun_path, strerror(e));
+            return CTL_EXIT_DOWN;
+        }
+        fprintf(stderr, "xmppctl: cannot connect to %s: %s\n", sa.sun_path, strerror(e));
+        return CTL_EXIT_FAIL;
     }
     for (size_t off = 0; off < len;) {
         ssize_t n = write(fd, req + off, len - off);

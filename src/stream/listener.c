@@ -42,6 +42,18 @@ xd_listeners_count(void)
     return lst_count;
 }
 
+const char *
+xd_listener_module_name(const xd_listener_t *l)
+{
+    switch (l->module) {
+    case XD_LISTEN_C2S: return "c2s";
+    case XD_LISTEN_S2S: return "s2s";
+    case XD_LISTEN_COMPONENT: return "component";
+    case XD_LISTEN_HTTP: return "http";
+    }
+    return "?";
+}
+
 const xd_listener_t *
 xd_listeners_get(size_t i)
 {

@@ -87,6 +87,9 @@ void xd_listeners_stop_worker(xd_worker_t *w);
 /* Frees what prepare allocated (after the workers joined). */
 void xd_listeners_free(void);
 
+/* "c2s", "s2s", "component" or "http": what runs on l's connections. */
+const char *xd_listener_module_name(const xd_listener_t *l);
+
 /* Number of prepared listeners and their descriptions, for the ready log. */
 size_t xd_listeners_count(void);
 const xd_listener_t *xd_listeners_get(size_t i);

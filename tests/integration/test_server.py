@@ -138,6 +138,24 @@ def test_server__unknown_option_is_an_error(tmp_path):
     assert f"{cfg}:2:1:" in r.stderr and "loglevl" in r.stderr, r.stderr
 
 
+@pytest.mark.parametrize("text, where, why", [
+    # A socket path longer than sun_path used to pass the check and fail at start.
+    ("hosts: [localhost]\nctl_socket: /" + "s" * 120 + "\n", ":2:13: ctl_socket:",
+     "path too long for a Unix socket"),
+    # 0 used to mean the 64 KB default, silently.
+    ("hosts: [localhost]\nlisten:\n  - port: 5222\n    max_stanza_size: 0\n",
+     ":4:22: listen[0].max_stanza_size:", "0 is too small (at least 10000 bytes"),
+    ("hosts: localhost\n", ":1:8: hosts:", "expected a list of domains, got a scalar"),
+])
+def test_server__check_config_refuses(tmp_path, text, where, why):
+    cfg = tmp_path / "bad.yml"
+    cfg.write_text(text)
+    r = subprocess.run([os.path.join(build_dir(), "xmppd"), "--check-config", "-c", str(cfg)],
+                       capture_output=True, text=True, timeout=20)
+    assert r.returncode == 1, r.stdout + r.stderr
+    assert f"{cfg}{where}" in r.stderr and why in r.stderr, r.stderr
+
+
 def test_server__version_and_help():
     xmppd = os.path.join(build_dir(), "xmppd")
     r = subprocess.run([xmppd, "--version"], capture_output=True, text=True)
@@ -233,3 +251,146 @@ def test_ctl__stop_and_not_running(server):
     assert server.proc.wait(20) == 0
     r = server.ctl_run("status")
     assert r.returncode == 3
+
+
+# ---- reloads that cannot be applied (issue: hardening 14) ------------------------------------
+
+def _log_line(server, event, timeout=10):
+    """The first log line of `event`.  A SIGHUP has no answer to wait for:
+    this polls the log, and cannot pass before the line is written."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        for line in server.log_text().splitlines():
+            if f'event="{event}"' in line:
+                return line
+        time.sleep(0.05)
+    raise AssertionError(f"no {event} in the log:\n" + server.log_text())
+
+
+def _session(server):
+    from helpers import online, users
+    users(server, "ann")
+    c, _ = online(server, "ann")
+    return c
+
+
+def _host_unknown(server, host):
+    s = server.raw()
+    s.open_stream(host)
+    return s.stream_error() == "host-unknown"
+
+
+def test_reload__empty_file_is_refused(server):
+    """An empty file used to be accepted and run the built-in defaults."""
+    c = _session(server)
+    good = open(server.config_path).read()
+    open(server.config_path, "w").write("")
+    os.kill(server.pid, signal.SIGHUP)
+    line = _log_line(server, "config reload refused")
+    assert f"{server.config_path}:1:1: (top level): the file is empty" in line, line
+    assert 'event="config reloaded"' not in server.log_text()
+    c.roundtrip()  # the session still works
+    r = server.ctl_run("reload_config")
+    assert r.returncode == 1 and "the file is empty" in r.stderr, r.stderr
+    assert "reload refused: the running configuration stays in force" in r.stderr
+    open(server.config_path, "w").write(good)
+    assert server.ctl_run("reload_config").returncode == 0
+    c.roundtrip()
+
+
+def test_reload__dropping_every_host_is_refused(server):
+    c = _session(server)
+    good = open(server.config_path).read()
+    open(server.config_path, "w").write(good.replace("  - localhost\n", "  - other.example\n"))
+    r = server.ctl_run("reload_config")
+    assert r.returncode == 1, r.stdout + r.stderr
+    assert f"{server.config_path}:2:3: hosts: serves none of the running hosts (localhost)" \
+        in r.stderr, r.stderr
+    c.roundtrip()
+    assert _host_unknown(server, "other.example")  # nothing of the file was applied
+    assert "serves none of the running hosts" in _log_line(server, "config reload refused")
+
+
+def test_reload__listener_change_needs_restart(server):
+    c = _session(server)
+    good = open(server.config_path).read()
+    port = free_port()
+    changed = good.replace(f"port: {server.c2s_port}\n", f"port: {port}\n")
+    changed = changed.replace("  - localhost\n", "  - localhost\n  - extra.example\n")
+    open(server.config_path, "w").write(changed)
+    r = server.ctl_run("reload_config")
+    assert r.returncode == 1, r.stdout + r.stderr
+    want = (f"{server.config_path}:10:11: listen[0].port: changed (was {server.c2s_port}, "
+            f"now {port}): takes effect only at a restart")
+    assert want in r.stderr, r.stderr
+    assert want in _log_line(server, "config reload refused")
+    c.roundtrip()
+    # Never half-applied: the host added in the same file is not served, and
+    # the old port is the one that listens.
+    assert _host_unknown(server, "extra.example")
+    with pytest.raises(ConnectionRefusedError):
+        socket.create_connection(("127.0.0.1", port), timeout=5).close()
+    open(server.config_path, "w").write(good.replace("  - localhost\n",
+                                                     "  - localhost\n  - extra.example\n"))
+    r = server.ctl_run("reload_config")
+    assert r.returncode == 0, r.stderr
+    s = server.raw()
+    s.open_stream("extra.example")
+    s.recv_until(r"<stream:features")  # a live change applies
+    s.close()
+
+
+def test_reload__data_dir_change_needs_restart(server, tmp_path):
+    """data_dir was half-applied: the certificate of a reload went to the new
+    directory while the database stayed in the old one."""
+    c = _session(server)
+    good = open(server.config_path).read()
+    newdir = str(tmp_path / "elsewhere")
+    open(server.config_path, "w").write(
+        good.replace(f"data_dir: {server.data_dir}\n", f"data_dir: {newdir}\n"))
+    os.kill(server.pid, signal.SIGHUP)
+    line = _log_line(server, "config reload refused")
+    assert (f'{server.config_path}:6:11: data_dir: changed (was "{server.data_dir}", '
+            f'now "{newdir}")') in line, line
+    assert "takes effect only at a restart" in line
+    c.roundtrip()
+    assert not os.path.exists(newdir)
+    r = server.ctl_run("reload_config")
+    assert r.returncode == 1 and "data_dir: changed" in r.stderr and "sql_database" in r.stderr
+
+
+# ---- xmppctl: listener roles and socket errors (issue: hardening 16) -------------------------
+
+def test_ctl__status_shows_each_listener_role(server_factory):
+    """status used to print every listener as "c2s"."""
+    c2s, s2s, comp = free_port(), free_port(), free_port()
+    srv = server_factory(listen=(f"  - port: {c2s}\n    ip: 127.0.0.1\n    module: c2s\n"
+                                 f"  - port: {s2s}\n    ip: 127.0.0.1\n    module: s2s\n"
+                                 f"  - port: {comp}\n    ip: 127.0.0.1\n    module: component\n"
+                                 f"    password: secret\n"))
+    r = srv.ctl_run("status")
+    assert r.returncode == 0, r.stderr
+    assert f"listener c2s 127.0.0.1:{c2s} " in r.stdout, r.stdout
+    assert f"listener s2s 127.0.0.1:{s2s} " in r.stdout, r.stdout
+    assert f"listener component 127.0.0.1:{comp} " in r.stdout, r.stdout
+
+
+def test_ctl__permission_denied_is_not_server_down(server):
+    """A socket this user may not use was reported as "is xmppd running?"."""
+    if os.geteuid() == 0:
+        # Root may use any socket: ask as nobody (the private directories
+        # and the 0600 socket keep it out).
+        cmd = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
+               server.ctl, "--socket", server.ctl_socket, "status"]
+        r = subprocess.run(cmd, capture_output=True, text=True, timeout=20)
+    else:
+        os.chmod(server.ctl_socket, 0)
+        r = server.ctl_run("status")
+    assert r.returncode == 1, (r.returncode, r.stderr)
+    assert f"permission denied on {server.ctl_socket}: run as the xmppd user or root" \
+        in r.stderr, r.stderr
+    assert "is xmppd running" not in r.stderr
+    # Nothing listening: still "is xmppd running?", exit 3.
+    r = subprocess.run([server.ctl, "--socket", server.ctl_socket + ".none", "status"],
+                       capture_output=True, text=True, timeout=20)
+    assert r.returncode == 3 and "is xmppd running?" in r.stderr, r.stderr

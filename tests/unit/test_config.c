@@ -753,6 +753,135 @@ cfg_err_prefix(const char *yaml, const char *want)
     free(err);
 }
 
+/* The control socket must fit in sun_path (107 bytes and a NUL on Linux): checked at load,
+ * not when xmppd binds it. */
+static void
+test_config__ctl_socket_path_length(void **state)
+{
+    (void)state;
+    char dir[160], y[512];
+    memset(dir, 'd', sizeof dir);
+    dir[0] = '/';
+    dir[97] = '\0'; /* "/ddd…": 97 bytes; + "/xmppd.sock" = 108 */
+    snprintf(y, sizeof y, "data_dir: %s\n", dir);
+    char want[512];
+    snprintf(want, sizeof want,
+             "xmppd.yml:1:11: data_dir: the control socket %s/xmppd.sock would be 108 bytes, "
+             "more than a Unix socket path may hold (107): shorten data_dir or set ctl_socket",
+             dir);
+    cfg_err(y, want);
+    /* With a short ctl_socket the same data_dir is fine. */
+    snprintf(y, sizeof y, "data_dir: %s\nctl_socket: /run/x.sock\n", dir);
+    xd_config_unref(cfg_ok(y));
+    dir[96] = '\0'; /* 107 bytes: the longest that fits */
+    snprintf(y, sizeof y, "data_dir: %s\n", dir);
+    xd_config_unref(cfg_ok(y));
+    dir[96] = 'd';
+    snprintf(y, sizeof y, "ctl_socket: %s/xmppd.sock\n", dir);
+    snprintf(want, sizeof want,
+             "xmppd.yml:1:13: ctl_socket: path too long for a Unix socket (108 bytes, at most "
+             "107): %s/xmppd.sock", dir);
+    cfg_err(y, want);
+}
+
+/* Mappings past the index threshold: lookups, the duplicate check (with the first key's
+ * location) and names that collide only once prepared. */
+static void
+test_config__large_mappings(void **state)
+{
+    (void)state;
+    size_t cap = 64 * 1024, n = 0;
+    char *y = xd_malloc(cap);
+    n += (size_t)snprintf(y + n, cap - n, "hosts:\n");
+    for (int i = 0; i < 500; i++)
+        n += (size_t)snprintf(y + n, cap - n, "  - h%d.example\n", i);
+    n += (size_t)snprintf(y + n, cap - n, "acl:\n");
+    for (int i = 0; i < 500; i++)
+        n += (size_t)snprintf(y + n, cap - n, "  a%d: {user: u%d}\n", i, i);
+    n += (size_t)snprintf(y + n, cap - n, "access_rules:\n");
+    for (int i = 0; i < 500; i++)
+        n += (size_t)snprintf(y + n, cap - n, "  r%d: {allow: a%d}\n", i, i);
+    xd_config_t *cfg = cfg_ok(y);
+    assert_int_equal(xd_config_host_count(cfg), 500);
+    assert_true(xd_config_is_host(cfg, "h0.example") && xd_config_is_host(cfg, "h499.example"));
+    assert_false(xd_config_is_host(cfg, "h500.example"));
+    assert_string_equal(xd_config_host(cfg, "h321.example")->host, "h321.example");
+    assert_non_null(xd_config_acl(&cfg->global, "a499"));
+    const xd_conf_node_t *acl = xd_conf_map_get(xd_conf_doc_root(cfg->doc), "acl");
+    assert_int_equal(xd_conf_map_key(acl, "a250")->line, 3 + 500 + 250);
+    assert_null(xd_conf_map_get(acl, "a500"));
+    xd_config_unref(cfg);
+
+    /* An ACL name used but not defined, among many. */
+    n += (size_t)snprintf(y + n, cap - n, "  bad: {allow: nope}\n");
+    cfg_err_prefix(y, "xmppd.yml:1504:16: access_rules.bad.allow: unknown ACL \"nope\"");
+    xd_free(y);
+
+    /* Duplicates past the threshold, in the tree and after name preparation. */
+    n = 0;
+    y = xd_malloc(cap);
+    n += (size_t)snprintf(y + n, cap - n, "acl:\n");
+    for (int i = 0; i < 20; i++)
+        n += (size_t)snprintf(y + n, cap - n, "  a%d: {user: u}\n", i);
+    n += (size_t)snprintf(y + n, cap - n, "  a15: {user: u}\n");
+    cfg_err(y, "xmppd.yml:22:3: duplicate key \"a15\" (first at line 17 column 3)");
+    n = 0;
+    n += (size_t)snprintf(y + n, cap - n, "acl:\n");
+    for (int i = 0; i < 20; i++)
+        n += (size_t)snprintf(y + n, cap - n, "  a%d: {server: [s%d.example]}\n", i, i);
+    n += (size_t)snprintf(y + n, cap - n, "  b: {server: [");
+    for (int i = 0; i < 20; i++)
+        n += (size_t)snprintf(y + n, cap - n, "%s%c%d.example", i ? ", " : "",
+                              i == 19 ? 'S' : 's', i == 19 ? 7 : i);
+    n += (size_t)snprintf(y + n, cap - n, "]}\n");
+    xd_config_t *bad = NULL;
+    char *err = NULL;
+    assert_int_not_equal(xd_config_load_string("xmppd.yml", y, n, &bad, &err), 0);
+    assert_non_null(strstr(err, "acl.b.server[19]: duplicate domain \"s7.example\""));
+    assert_int_equal(strncmp(err, "xmppd.yml:22:", 13), 0);
+    free(err);
+    xd_free(y);
+}
+
+/* What a reload may not change: each difference named, secrets not printed. */
+static void
+test_config__check_reload(void **state)
+{
+    (void)state;
+    xd_config_t *a = cfg_ok("hosts: [a.example]\nsql_password: s3cret\nlisten:\n  - port: 5222\n");
+    xd_config_t *b = cfg_ok("hosts: [a.example, b.example]\nloglevel: debug\n"
+                            "sql_password: other\nlisten:\n  - port: 5222\n    backlog: 7\n");
+    char *err = NULL;
+    assert_int_equal(xd_config_check_reload(a, b, &err), XD_ECONF_RESTART);
+    assert_string_equal(err, "xmppd.yml:6:14: listen[0].backlog: changed (was 1024, now 7): "
+                             "takes effect only at a restart\nxmppd.yml:3:15: sql_password: "
+                             "changed: takes effect only at a restart");
+    free(err);
+    xd_config_unref(b);
+    /* Live changes only: accepted. */
+    b = cfg_ok("hosts: [b.example, a.example]\nloglevel: debug\nsql_password: s3cret\n"
+               "listen:\n  - port: 5222\n");
+    assert_int_equal(xd_config_check_reload(a, b, &err), 0);
+    assert_null(err);
+    xd_config_unref(b);
+    b = cfg_ok("hosts: [b.example]\nsql_password: s3cret\nlisten:\n  - port: 5222\n"
+               "  - port: 5223\n");
+    assert_int_equal(xd_config_check_reload(a, b, &err), XD_ECONF_RESTART);
+    assert_string_equal(err, "xmppd.yml:1:8: hosts: serves none of the running hosts "
+                             "(a.example): a reload never removes every host (restart xmppd "
+                             "to replace them all)\nxmppd.yml:4:3: listen: 2 entries, were 1: "
+                             "takes effect only at a restart");
+    free(err);
+    xd_config_unref(b);
+    b = cfg_ok("# nothing\n");
+    assert_int_equal(xd_config_check_reload(a, b, &err), XD_ECONF_RESTART);
+    assert_string_equal(err, "xmppd.yml:1:1: (top level): the file is empty: a reload never "
+                             "falls back to the built-in defaults");
+    free(err);
+    xd_config_unref(b);
+    xd_config_unref(a);
+}
+
 static void
 test_config__builtin_defaults(void **state)
 {
@@ -810,6 +939,9 @@ test_config__hosts(void **state)
     assert_int_equal(cfg->sql_port, 5432);
     xd_config_unref(cfg);
     cfg_err("hosts: []\n", "xmppd.yml:1:8: hosts: at least one host is required");
+    /* A list even for one host: a scalar is a list written wrong. */
+    cfg_err("hosts: a.example\n", "xmppd.yml:1:8: hosts: expected a list of domains, got a "
+                                  "scalar (write `hosts: [a.example]`)");
     cfg_err("hosts: [a.example, A.example]\n",
             "xmppd.yml:1:20: hosts[1]: duplicate domain \"a.example\"");
     cfg_err("hosts: [a.example]\nworkers: 0\nsql_port: 0\n",
@@ -866,6 +998,16 @@ test_config__listen(void **state)
             "xmppd.yml:4:13: listen[0].shaper: unknown shaper or shaper rule \"slow\"");
     cfg_err("listen: {port: 1}\n",
             "xmppd.yml:1:9: listen: expected a list of mappings, got a mapping");
+    /* A written max_stanza_size is taken as written: 0 is not "the default". */
+    cfg_err("listen:\n  - port: 1\n    max_stanza_size: 0\n",
+            "xmppd.yml:3:22: listen[0].max_stanza_size: 0 is too small (at least 10000 bytes: "
+            "RFC 6120 13.12)");
+    cfg_err("listen:\n  - port: 1\n    max_stanza_size: 9999\n",
+            "xmppd.yml:3:22: listen[0].max_stanza_size: 9999 is too small (at least 10000 "
+            "bytes: RFC 6120 13.12)");
+    cfg = cfg_ok("listen:\n  - port: 1\n    max_stanza_size: 10000\n");
+    assert_int_equal(xd_config_listen(cfg, 0)->max_stanza_size, 10000);
+    xd_config_unref(cfg);
     /* `worker` pins a listener to one worker; without it every worker accepts. */
     cfg = cfg_ok("workers: 2\nlisten:\n  - port: 5222\n  - port: 5223\n    worker: 1\n"
                  "  - port: 5224\n    worker: 0\n");
@@ -1336,6 +1478,9 @@ main(void)
         cmocka_unit_test(test_config__modules),
         cmocka_unit_test(test_config__example_file_loads),
         cmocka_unit_test(test_config__publish_and_get),
+        cmocka_unit_test(test_config__ctl_socket_path_length),
+        cmocka_unit_test(test_config__large_mappings),
+        cmocka_unit_test(test_config__check_reload),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
