@@ -210,6 +210,7 @@ typedef struct xd_host_conf {
     int max_auth_failures;             /* SASL failures before the stream is closed */
     uint64_t auth_failure_delay_ms;    /* pause before each SASL failure is answered */
     xd_strlist_t disable_sasl_mechanisms; /* mechanism names never offered */
+    bool sasl_tls13_tls_unique;        /* accept (not advertise) tls-unique on TLS 1.3 */
     char *sasl_authzid_access;         /* access rule: who may use another authzid */
     xd_acl_set_t acl;                  /* this scope's own ACLs */
     xd_rule_set_t access_rules;        /* this scope's own access rules */

@@ -66,6 +66,8 @@ c2s_cb_data(void *arg, xd_sasl_cb type, uint8_t *out, size_t cap, size_t *out_le
     xd_tls_cb_type t = type == XD_SASL_CB_TLS_EXPORTER   ? XD_TLS_CB_EXPORTER
                        : type == XD_SASL_CB_TLS_UNIQUE ? XD_TLS_CB_UNIQUE
                                                        : XD_TLS_CB_SERVER_END_POINT;
+    if (t == XD_TLS_CB_UNIQUE && !xd_tls_cb_available(c->tls, t))
+        return xd_tls_unique_tls13(c->tls, out, cap, out_len); /* cb_quiet, see setup */
     return xd_tls_channel_binding(c->tls, t, out, cap, out_len);
 }
 
@@ -104,7 +106,7 @@ c2s_sasl_setup(xd_conn_t *c)
             if ((mechs & XD_SASL_BIT(m)) && c2s_mech_disabled(hc, xd_sasl_mech_name(m)))
                 mechs &= ~XD_SASL_BIT(m);
     }
-    unsigned cb = 0;
+    unsigned cb = 0, quiet = 0;
     if (secure) {
         if (xd_tls_cb_available(c->tls, XD_TLS_CB_EXPORTER))
             cb |= XD_SASL_CB_BIT(XD_SASL_CB_TLS_EXPORTER);
@@ -112,12 +114,17 @@ c2s_sasl_setup(xd_conn_t *c)
             cb |= XD_SASL_CB_BIT(XD_SASL_CB_TLS_SERVER_END_POINT);
         if (xd_tls_cb_available(c->tls, XD_TLS_CB_UNIQUE))
             cb |= XD_SASL_CB_BIT(XD_SASL_CB_TLS_UNIQUE);
+        else if (hc && hc->sasl_tls13_tls_unique)
+            /* TLS 1.3: clients that know only tls-unique (slixmpp < 1.8.5)
+             * bind with it as OpenSSL computes it; never advertised. */
+            quiet |= XD_SASL_CB_BIT(XD_SASL_CB_TLS_UNIQUE);
     }
     xd_sasl_opts_t o = {
         .host = c->host,
         .mechs = mechs,
         .mechs_need_tls = need_tls,
         .cb_types = cb,
+        .cb_quiet = quiet,
         .cb_data = c2s_cb_data,
         .authz = c2s_authz,
         .arg = c,
