@@ -211,6 +211,7 @@ typedef struct xd_host_conf {
     int max_auth_failures;             /* SASL failures before the stream is closed */
     uint64_t auth_failure_delay_ms;    /* pause before each SASL failure is answered */
     xd_strlist_t disable_sasl_mechanisms; /* mechanism names never offered */
+    bool sasl_tls13_tls_unique;        /* accept (not advertise) tls-unique on TLS 1.3 */
     char *sasl_authzid_access;         /* access rule: who may use another authzid */
     xd_acl_set_t acl;                  /* this scope's own ACLs */
     xd_rule_set_t access_rules;        /* this scope's own access rules */
@@ -218,6 +219,23 @@ typedef struct xd_host_conf {
     xd_module_set_t modules;           /* this scope's own module entries */
     const struct xd_host_conf *parent; /* the global scope, or NULL for it */
 } xd_host_conf_t;
+
+/* ---- auth_limits ----------------------------------------------------------------------------- */
+
+/* Failed-authentication limits shared by all streams (src/auth/authlimit.h,
+ * docs/design.md 4.1): per address (IPv4 address, IPv6 /64) and per account.
+ * Immutable after load. */
+typedef struct xd_auth_limits {
+    int max_failures;          /* failures of an address within window that ban it; 0 = never */
+    uint64_t ban_lifetime_ms;  /* how long a banned address is refused */
+    uint64_t window_ms;        /* failures older than this (since the last one) are forgotten */
+    int delay_after;           /* failures of an address or account before answers slow down;
+                                  0 = never */
+    uint64_t delay_ms;         /* the first extra delay; doubled by each further failure */
+    uint64_t max_delay_ms;     /* ... up to this */
+    char *exempt;              /* access rule: addresses it allows are never limited */
+    int size;                  /* addresses and accounts remembered (oldest evicted) */
+} xd_auth_limits_t;
 
 /* ---- names ----------------------------------------------------------------------------------- */
 
@@ -279,6 +297,7 @@ typedef struct xd_config {
     uint64_t s2s_timeout_ms;     /* close s2s streams idle this long */
     int s2s_queue_max;           /* stanzas held for a remote domain while connecting */
     int s2s_max_streams;         /* outgoing s2s connections, all workers */
+    xd_auth_limits_t auth_limits; /* failed-authentication limits (all streams) */
     xd_shaper_set_t shaper;      /* traffic shapers */
     xd_host_entry_set_t host_config; /* per-host options, raw; effective ones in hosts_conf */
 

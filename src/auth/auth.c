@@ -37,6 +37,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "auth/authlimit.h"
 #include "auth/auth_int.h"
 #include "xmppd/alloc.h"
 #include "xmppd/assert.h"
@@ -376,6 +377,7 @@ xd_auth_stop(void)
         XD_LOG(NULL, XD_INFO, "auth stopped", "");
     }
     uv_mutex_unlock(&au.admin);
+    xd_authlimit_reset(); /* the failure table; workers that still fail start a new one */
 }
 
 /* ---- capabilities ---------------------------------------------------------------------------- */

@@ -9,6 +9,7 @@
  * xd_auth_register_commands (main.c: it runs the hook).
  */
 #include "auth/commands.h"
+#include "auth/authlimit.h"
 #include "xmppd/auth.h"
 #include "xmppd/cmd.h"
 #include "xmppd/err.h"
@@ -160,4 +161,5 @@ xd_auth_register_commands(xd_auth_removed_fn removed)
     acct_removed = removed;
     for (size_t i = 0; i < sizeof acct_cmds / sizeof acct_cmds[0]; i++)
         xd_cmd_register(&acct_cmds[i]);
+    xd_authlimit_register_commands(); /* auth_bans, auth_unban */
 }

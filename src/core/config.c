@@ -70,6 +70,38 @@ static const xd_opt_enum_t cfg_db_types[] = {
     { NULL, 0 },
 };
 
+#define A_ xd_auth_limits_t
+static const xd_opt_t cfg_auth_limits_opts[] = {
+    XD_OPT_INT("max_failures", A_, max_failures, "20", 0, 1000000,
+               "Failed authentications from one address (an IPv4 address, an IPv6 /64) within "
+               "`window` that ban it: its new streams are refused with `policy-violation` for "
+               "`ban_lifetime`. 0 never bans."),
+    XD_OPT_DURATION("ban_lifetime", A_, ban_lifetime_ms, "1h",
+                    "How long a banned address stays refused."),
+    XD_OPT_DURATION("window", A_, window_ms, "1h",
+                    "Failures are forgotten this long after the last one of their address "
+                    "or account."),
+    XD_OPT_INT("delay_after", A_, delay_after, "5", 0, 1000000,
+               "Failures of one address, or against one account from anywhere, after which "
+               "each further failure is answered later: `delay`, then twice as long each "
+               "time, up to `max_delay` (the stream reads nothing meanwhile). 0 never "
+               "delays."),
+    XD_OPT_DURATION("delay", A_, delay_ms, "1s", "The first extra delay."),
+    XD_OPT_DURATION("max_delay", A_, max_delay_ms, "30s", "The longest extra delay."),
+    XD_OPT_STRING("exempt", A_, exempt, "none",
+                  "Access rule evaluated for the peer's address (ACLs of kind `ip`): "
+                  "addresses it allows are neither delayed nor banned. Loopback is not "
+                  "exempt by default."),
+    XD_OPT_INT("size", A_, size, "8192", 16, 10000000,
+               "Addresses and accounts remembered, about 160 bytes each; when full, the "
+               "one touched longest ago is forgotten."),
+    XD_OPT_END,
+};
+#undef A_
+
+static const xd_opt_sub_t cfg_auth_limits_sub = { cfg_auth_limits_opts, sizeof(xd_auth_limits_t),
+                                                  NULL, "auth_limits" };
+
 #define C_ xd_config_t
 const xd_opt_t cfg_global_opts[] = {
     XD_OPT_CUSTOM("hosts", C_, hosts, "[localhost]", &cfg_hosts_type,
@@ -186,6 +218,9 @@ const xd_opt_t cfg_global_opts[] = {
     XD_OPT_FULL("sql_pool_size", XD_OPT_TYPE_INT, C_, sql_pool_size, "10",
                 (&(const xd_opt_range_t){ 1, 1000 }), "Database connections this node opens.",
                 XD_OPT_RESTART, NULL),
+    XD_OPT_SUB("auth_limits", C_, auth_limits, "{}", &cfg_auth_limits_sub,
+               "Failed-authentication limits for client SASL, component handshakes and "
+               "dialback, shared by all streams; see [auth_limits](#auth_limits)."),
     XD_OPT_MAP("shaper", C_, shaper, NULL, &cfg_shapers_map,
                "Traffic shapers: `name: rate` in bytes per second, or "
                "`name: {rate: N, burst_size: M}`; see [shaper](#shaper)."),
@@ -226,6 +261,17 @@ static const xd_config_doc_section_t cfg_sections[] = {
       "are built in. A rule under `host_config` replaces the top-level rule of the same "
       "name for that host.",
       NULL, 0 },
+    { "auth_limits",
+      "`auth_limits` counts failed authentications (client SASL attempts that tested "
+      "credentials, wrong component secrets, dialback keys the authoritative server called "
+      "invalid) per address and per account across all streams and workers, as ejabberd's "
+      "mod_fail2ban does: past `delay_after` failures each further failure is answered "
+      "later, and past `max_failures` the address is banned. Accounts are slowed down, "
+      "never banned, so that nobody can lock a user out. `xmppctl auth_bans` lists the "
+      "table and `xmppctl auth_unban` clears it.\n\n```yaml\nauth_limits:\n"
+      "  max_failures: 20\n  ban_lifetime: 1h\n  exempt: trusted_nets   # an access rule\n"
+      "```",
+      cfg_auth_limits_opts, sizeof(xd_auth_limits_t) },
     { "shaper",
       "`shaper` maps a name to a rate in bytes per second, or to a mapping:",
       cfg_shaper_opts, sizeof(cfg_shaper_form_t) },
@@ -379,6 +425,16 @@ cfg_build(const xd_conf_names_t *names, xd_conf_doc_t *doc, const char *path, xd
             }
             cfg_rules_index_free(&ix);
             cfg_check_listen(ctx, cfg, root);
+            const char *ex = cfg->auth_limits.exempt;
+            if (!cfg_builtin_acl(ex) && !cfg_rule_defined(&cfg->global.access_rules, ex)) {
+                const xd_conf_node_t *al = xd_conf_map_get(root, "auth_limits");
+                xd_opt_push_key(ctx, "auth_limits");
+                xd_opt_push_key(ctx, "exempt");
+                xd_opt_error(ctx, xd_conf_map_get(al, "exempt"),
+                             "unknown access rule \"%s\" (define it at the top level)", ex);
+                xd_opt_pop(ctx);
+                xd_opt_pop(ctx);
+            }
         }
     }
     int rc = xd_opt_ctx_finish(ctx, err);

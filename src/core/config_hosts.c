@@ -104,6 +104,15 @@ const xd_opt_t cfg_host_opts[] = {
                 "[]", NULL,
                 "SASL mechanisms never offered on this host, e.g. `[PLAIN]` or "
                 "`[SCRAM-SHA-1, SCRAM-SHA-1-PLUS]` (case-insensitive).", HOST_, NULL),
+    XD_OPT_FULL("sasl_tls13_tls_unique", XD_OPT_TYPE_BOOL, H_, sasl_tls13_tls_unique, "true",
+                NULL,
+                "Accept SCRAM-*-PLUS with the channel binding `tls-unique` on TLS 1.3 "
+                "connections, where RFC 9266 leaves it undefined, computed as OpenSSL-based "
+                "clients compute it (the Finished message). It is never advertised there "
+                "(XEP-0440 lists `tls-exporter` and `tls-server-end-point`); it keeps clients "
+                "that know no other binding (slixmpp before 1.8.5) on SCRAM with a binding "
+                "instead of PLAIN. The `y` flag stays a downgrade either way; see "
+                "docs/admin.md, \"Channel binding\".", HOST_, NULL),
     XD_OPT_FULL("sasl_authzid_access", XD_OPT_TYPE_STRING, H_, sasl_authzid_access, "none",
                 NULL,
                 "Access rule naming the users who may authenticate as themselves but act as "

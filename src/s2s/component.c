@@ -13,7 +13,9 @@
  *   no 'to', a domain that is a served host, or
  *   one the listener has no secret for         → host-unknown;
  *   anything but <handshake/> before it, or a
- *   wrong digest                               → not-authorized;
+ *   wrong digest                               → not-authorized (after the
+ *                                                auth_limits delay, if any);
+ *   an address banned by auth_limits           → policy-violation;
  *   the domain already has a component         → conflict;
  *   a stanza without 'to' or 'from'            → improper-addressing;
  *   a 'from' outside the component's domain    → invalid-from;
@@ -32,6 +34,7 @@
 #include <openssl/evp.h>
 
 #include "s2s/component.h"
+#include "auth/authlimit.h"
 #include "router/router.h"
 #include "stream/conn.h"
 #include "xmppd/alloc.h"
@@ -44,8 +47,9 @@
 #include "xmppd/stanza.h"
 
 typedef struct comp_state {
-    char *domain; /* the component's domain (normalised), once its header named it */
-    bool routed;  /* the service route for domain is ours */
+    char *domain;      /* the component's domain (normalised), once its header named it */
+    bool routed;       /* the service route for domain is ours */
+    xd_timer_t *delay; /* a wrong handshake's answer waits (auth_limits), or NULL */
 } comp_state_t;
 
 static uintptr_t
@@ -79,6 +83,8 @@ comp_closed(xd_conn_t *c)
         xd_service_remove(cs->domain, comp_service);
         XD_LOG(&c->log, XD_NOTICE, "component disconnected", "domain=%s", cs->domain);
     }
+    if (cs->delay)
+        xd_timer_free(cs->delay);
     xd_free(cs->domain);
     xd_free(cs);
     c->rs = NULL;
@@ -112,6 +118,13 @@ comp_stream_open(xd_conn_t *c, const xd_el_t *hdr)
     /* Answer from the domain asked for, so the error goes where expected. */
     xd_free(c->host);
     c->host = xd_strdup(dom);
+    char why[XD_AUTHLIMIT_TEXT_MAX];
+    if (xd_authlimit_banned((const struct sockaddr *)&c->peer, why, sizeof why)) {
+        XD_LOG(&c->log, XD_INFO, "component refused", "domain=%s reason=auth-ban", dom);
+        xd_free(dom);
+        c2s_close(c, XD_STREAM_POLICY_VIOLATION, why);
+        return;
+    }
     if (served || !xd_listener_component_secret(c->listener, dom)) {
         XD_LOG(&c->log, XD_WARN, "component refused", "domain=%s reason=%s", dom,
                served ? "served-host" : "no-secret");
@@ -149,6 +162,14 @@ comp_digest_ok(const char *sid, const char *secret, const char *given)
     return CRYPTO_memcmp(hex, low, 2 * (size_t)n) == 0;
 }
 
+/* The delayed answer to a wrong handshake. */
+static void
+comp_delay_fired(xd_timer_t *t, void *arg)
+{
+    (void)t;
+    c2s_close(arg, XD_STREAM_NOT_AUTHORIZED, "handshake failed");
+}
+
 static void
 comp_handshake(xd_conn_t *c, const xd_el_t *el)
 {
@@ -156,10 +177,23 @@ comp_handshake(xd_conn_t *c, const xd_el_t *el)
     const char *secret = xd_listener_component_secret(c->listener, cs->domain);
     const char *given = xd_el_text(el);
     if (!secret || !comp_digest_ok(c->sid, secret, given ? given : "")) {
-        XD_LOG(&c->log, XD_WARN, "component handshake failed", "domain=%s", cs->domain);
-        c2s_close(c, XD_STREAM_NOT_AUTHORIZED, "handshake failed");
+        /* auth_limits: counted for the address and the domain; past
+         * delay_after the answer waits, reading nothing meanwhile. */
+        xd_authlimit_result_t lim;
+        xd_authlimit_failed((const struct sockaddr *)&c->peer, cs->domain, &lim);
+        XD_LOG(&c->log, XD_WARN, "component handshake failed",
+               "domain=%s addr_failures=%u delay_ms=%llu%s", cs->domain, lim.addr_failures,
+               (unsigned long long)lim.delay_ms, lim.banned ? " banned=yes" : "");
+        if (lim.delay_ms == 0) {
+            c2s_close(c, XD_STREAM_NOT_AUTHORIZED, "handshake failed");
+            return;
+        }
+        c2s_block(c);
+        cs->delay = xd_timer_new(c->ws->worker, comp_delay_fired, c);
+        xd_timer_start(cs->delay, lim.delay_ms, 0);
         return;
     }
+    xd_authlimit_succeeded(cs->domain);
     int rc = xd_service_add(cs->domain, comp_service, (void *)comp_pack(c));
     if (rc != 0) {
         XD_LOG(&c->log, XD_WARN, "component refused", "domain=%s reason=%s", cs->domain,

@@ -15,6 +15,10 @@
  *       the key is recomputed from our secret (XEP-0185) ─► type valid/invalid
  *   stanzas: allowed for the (from domain, to domain) pairs authenticated on
  *       this stream; others close it with invalid-from
+ *   auth_limits (auth/authlimit.h): a key the authoritative server calls
+ *       invalid counts for the peer's address and the claimed domain; past
+ *       delay_after the type='invalid' answer waits, and an address banned
+ *       for it is refused at the header with policy-violation
  *
  * One stream may authenticate several pairs (dialback for each
  * <db:result/>): a remote server with several domains multiplexes them.
@@ -22,6 +26,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "auth/authlimit.h"
 #include "router/router.h"
 #include "s2s/s2s_int.h"
 #include "xmppd/alloc.h"
@@ -43,6 +48,14 @@ typedef struct in_pair {
     char local[IN_DOMAIN_MAX];
 } in_pair_t;
 
+/* A type='invalid' answer held back by auth_limits. */
+typedef struct in_delayed {
+    char remote[IN_DOMAIN_MAX];
+    char local[IN_DOMAIN_MAX];
+    uint64_t due_ms; /* loop time it is sent at */
+    bool close;      /* the address is banned: close the stream after it */
+} in_delayed_t;
+
 typedef struct s2s_in {
     char from[S2S_DOMAIN_MAX]; /* the header's 'from', normalised, or "" */
     bool v1;                   /* the header said version 1.x */
@@ -52,6 +65,9 @@ typedef struct s2s_in {
     size_t nauthed, cauthed;
     in_pair_t *pending;        /* pairs whose dialback verification is out */
     size_t npending, cpending;
+    in_delayed_t *delayed;     /* invalid answers waiting (at most IN_MAX_PAIRS) */
+    size_t ndelayed;
+    xd_timer_t *delay_timer;   /* fires at the first delayed answer, or NULL */
 } s2s_in_t;
 
 /* A new slot at the end of *v (n used, *cap allocated). */
@@ -79,6 +95,9 @@ in_closed(xd_conn_t *c)
         return;
     if (s->registered)
         s2s_registry_drop(c->id);
+    if (s->delay_timer)
+        xd_timer_free(s->delay_timer);
+    xd_free(s->delayed);
     xd_free(s->authed);
     xd_free(s->pending);
     xd_free(s);
@@ -169,6 +188,12 @@ in_stream_open(xd_conn_t *c, const xd_el_t *hdr)
     }
     xd_free(c->host);
     c->host = local;
+    char why[XD_AUTHLIMIT_TEXT_MAX];
+    if (xd_authlimit_banned((const struct sockaddr *)&c->peer, why, sizeof why)) {
+        XD_LOG(&c->log, XD_INFO, "s2s incoming refused", "reason=auth-ban");
+        c2s_close(c, XD_STREAM_POLICY_VIOLATION, why);
+        return;
+    }
     const char *from = xd_el_attr(hdr, "from");
     char *remote = NULL;
     if (from && xd_jid_prep_domain(xd_str_c(from), &remote) == 0)
@@ -311,6 +336,79 @@ in_dialback(xd_conn_t *c, const xd_el_t *el)
     s2s_verify_request(local, remote, c->sid, key, xd_worker_index(c->ws->worker), c->id);
 }
 
+/* Sends the type='invalid' answer for (remote, local); false when the
+ * stream was closed because the address is banned. */
+static bool
+in_send_invalid(xd_conn_t *c, const char *remote, const char *local, bool close)
+{
+    xd_dialback_t req = { .kind = XD_DIALBACK_RESULT, .type = XD_DIALBACK_REQUEST,
+                          .from = remote, .to = local, .key = xd_str_c("x") };
+    in_db_reply(c, &req, XD_DIALBACK_INVALID, 0);
+    if (!close)
+        return true;
+    char why[XD_AUTHLIMIT_TEXT_MAX];
+    if (!xd_authlimit_banned((const struct sockaddr *)&c->peer, why, sizeof why))
+        snprintf(why, sizeof why, "too many failed authentications");
+    c2s_close(c, XD_STREAM_POLICY_VIOLATION, why);
+    return false;
+}
+
+static void
+in_delay_fired(xd_timer_t *t, void *arg)
+{
+    (void)t;
+    xd_conn_t *c = arg;
+    s2s_in_t *s = c->rs;
+    uint64_t now = uv_now(c->tcp.loop), next = 0;
+    size_t i = 0;
+    while (i < s->ndelayed) {
+        in_delayed_t d = s->delayed[i];
+        if (d.due_ms > now) {
+            next = !next || d.due_ms < next ? d.due_ms : next;
+            i++;
+            continue;
+        }
+        memmove(&s->delayed[i], &s->delayed[i + 1], (s->ndelayed - i - 1) * sizeof d);
+        s->ndelayed--;
+        if (c->state == C2S_CLOSING || !in_send_invalid(c, d.remote, d.local, d.close))
+            return;
+    }
+    if (next)
+        xd_timer_start(s->delay_timer, next - now, 0);
+}
+
+/* A key the authoritative server called invalid: counted by auth_limits,
+ * answered now or after its delay. */
+static void
+in_invalid(xd_conn_t *c, const char *remote, const char *local)
+{
+    s2s_in_t *s = c->rs;
+    xd_authlimit_result_t lim;
+    xd_authlimit_failed((const struct sockaddr *)&c->peer, remote, &lim);
+    XD_LOG(&c->log, XD_NOTICE, "dialback key refused",
+           "remote=%s local=%s addr_failures=%u delay_ms=%llu%s", remote, local,
+           lim.addr_failures, (unsigned long long)lim.delay_ms, lim.banned ? " banned=yes" : "");
+    if (lim.delay_ms == 0) {
+        in_send_invalid(c, remote, local, lim.banned);
+        return;
+    }
+    if (s->ndelayed >= IN_MAX_PAIRS) {
+        c2s_close(c, XD_STREAM_POLICY_VIOLATION, "too many failed dialback requests");
+        return;
+    }
+    if (!s->delayed)
+        s->delayed = xd_calloc(IN_MAX_PAIRS, sizeof *s->delayed);
+    in_delayed_t *d = &s->delayed[s->ndelayed++];
+    snprintf(d->remote, sizeof d->remote, "%s", remote);
+    snprintf(d->local, sizeof d->local, "%s", local);
+    d->due_ms = uv_now(c->tcp.loop) + lim.delay_ms;
+    d->close = lim.banned;
+    if (!s->delay_timer)
+        s->delay_timer = xd_timer_new(c->ws->worker, in_delay_fired, c);
+    if (s->ndelayed == 1)
+        xd_timer_start(s->delay_timer, lim.delay_ms, 0);
+}
+
 void
 s2s_in_verified(xd_conn_t *c, const char *local, const char *remote, xd_dialback_type type)
 {
@@ -325,11 +423,11 @@ s2s_in_verified(xd_conn_t *c, const char *local, const char *remote, xd_dialback
     xd_dialback_t req = { .kind = XD_DIALBACK_RESULT, .type = XD_DIALBACK_REQUEST,
                           .from = remote, .to = local, .key = xd_str_c("x") };
     if (type == XD_DIALBACK_VALID) {
+        xd_authlimit_succeeded(remote);
         in_db_reply(c, &req, XD_DIALBACK_VALID, 0);
         in_authorize(c, remote, local, "dialback");
     } else if (type == XD_DIALBACK_INVALID) {
-        XD_LOG(&c->log, XD_NOTICE, "dialback key refused", "remote=%s local=%s", remote, local);
-        in_db_reply(c, &req, XD_DIALBACK_INVALID, 0);
+        in_invalid(c, remote, local);
     } else {
         in_db_reply(c, &req, XD_DIALBACK_ERROR, XD_COND_REMOTE_SERVER_NOT_FOUND);
     }

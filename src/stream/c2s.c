@@ -27,6 +27,7 @@
 #include "stream/c2s.h"
 #include "stream/c2s_int.h"
 
+#include "auth/authlimit.h"
 #include "core/worker.h"
 #include "router/preauth.h"
 #include "router/session.h"
@@ -157,6 +158,15 @@ c2s_stream_open(xd_conn_t *c, const xd_el_t *hdr)
         c->host = host;
     } else {
         xd_free(host);
+    }
+
+    /* auth_limits: an address banned for failed authentications. */
+    char why[XD_AUTHLIMIT_TEXT_MAX];
+    if (!s->authenticated && xd_authlimit_banned((const struct sockaddr *)&c->peer, why,
+                                                 sizeof why)) {
+        XD_LOG(&c->log, XD_INFO, "stream refused", "reason=auth-ban");
+        c2s_close(c, XD_STREAM_POLICY_VIOLATION, why);
+        return;
     }
 
     /* RFC 6120 4.8.1: the stream element in the streams namespace. */
@@ -474,6 +484,7 @@ c2s_closed(xd_conn_t *c)
     if (s->jid)
         xd_jid_unref(s->jid);
     xd_free(s->pending_failure);
+    xd_free(s->tried_user);
     xd_free(s);
     c->rs = NULL;
 }

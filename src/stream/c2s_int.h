@@ -27,12 +27,14 @@ typedef struct c2s {
     xd_session_t *session;     /* the bound session, or NULL */
     xd_timer_t *delay;         /* SASL failure delay */
     char *pending_failure;     /* <failure/> to send when the delay ends */
+    char *tried_user;          /* localpart whose credentials this exchange tests, or NULL */
     unsigned auth_failures;    /* SASL failures that tested credentials */
     unsigned proto_failures;   /* SASL failures that did not (bad cb type, 'y', malformed) */
     bool authenticated;        /* SASL succeeded */
     bool anonymous;            /* ... by ANONYMOUS */
     bool registered;           /* an account was registered in-band on this stream */
     bool delayed_close;        /* the failure being delayed is the last one allowed */
+    bool banned;               /* ... because auth_limits banned the address */
     bool sasl_checked;         /* this exchange asked the backend about the credentials */
 } c2s_t;
 

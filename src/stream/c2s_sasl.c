@@ -18,6 +18,7 @@
 
 #include "stream/c2s_int.h"
 
+#include "auth/authlimit.h"
 #include "stream/sasl.h"
 #include "stream/tls.h"
 #include "xmppd/acl.h"
@@ -66,6 +67,8 @@ c2s_cb_data(void *arg, xd_sasl_cb type, uint8_t *out, size_t cap, size_t *out_le
     xd_tls_cb_type t = type == XD_SASL_CB_TLS_EXPORTER   ? XD_TLS_CB_EXPORTER
                        : type == XD_SASL_CB_TLS_UNIQUE ? XD_TLS_CB_UNIQUE
                                                        : XD_TLS_CB_SERVER_END_POINT;
+    if (t == XD_TLS_CB_UNIQUE && !xd_tls_cb_available(c->tls, t))
+        return xd_tls_unique_tls13(c->tls, out, cap, out_len); /* cb_quiet, see setup */
     return xd_tls_channel_binding(c->tls, t, out, cap, out_len);
 }
 
@@ -104,7 +107,7 @@ c2s_sasl_setup(xd_conn_t *c)
             if ((mechs & XD_SASL_BIT(m)) && c2s_mech_disabled(hc, xd_sasl_mech_name(m)))
                 mechs &= ~XD_SASL_BIT(m);
     }
-    unsigned cb = 0;
+    unsigned cb = 0, quiet = 0;
     if (secure) {
         if (xd_tls_cb_available(c->tls, XD_TLS_CB_EXPORTER))
             cb |= XD_SASL_CB_BIT(XD_SASL_CB_TLS_EXPORTER);
@@ -112,12 +115,17 @@ c2s_sasl_setup(xd_conn_t *c)
             cb |= XD_SASL_CB_BIT(XD_SASL_CB_TLS_SERVER_END_POINT);
         if (xd_tls_cb_available(c->tls, XD_TLS_CB_UNIQUE))
             cb |= XD_SASL_CB_BIT(XD_SASL_CB_TLS_UNIQUE);
+        else if (hc && hc->sasl_tls13_tls_unique)
+            /* TLS 1.3: clients that know only tls-unique (slixmpp < 1.8.5)
+             * bind with it as OpenSSL computes it; never advertised. */
+            quiet |= XD_SASL_CB_BIT(XD_SASL_CB_TLS_UNIQUE);
     }
     xd_sasl_opts_t o = {
         .host = c->host,
         .mechs = mechs,
         .mechs_need_tls = need_tls,
         .cb_types = cb,
+        .cb_quiet = quiet,
         .cb_data = c2s_cb_data,
         .authz = c2s_authz,
         .arg = c,
@@ -175,6 +183,18 @@ c2s_send_sasl(xd_conn_t *c, const char *name, const uint8_t *data, size_t len, b
     xd_free(buf);
 }
 
+/* The stream ends after its last allowed failure: the stream's own
+ * max_auth_failures, or a ban of its address (auth_limits). */
+static void
+c2s_sasl_close_limit(xd_conn_t *c)
+{
+    char why[XD_AUTHLIMIT_TEXT_MAX];
+    if (!c2s_of(c)->banned ||
+        !xd_authlimit_banned((const struct sockaddr *)&c->peer, why, sizeof why))
+        snprintf(why, sizeof why, "too many authentication failures");
+    c2s_close(c, XD_STREAM_POLICY_VIOLATION, why);
+}
+
 void
 c2s_sasl_delay_done(xd_conn_t *c)
 {
@@ -185,7 +205,7 @@ c2s_sasl_delay_done(xd_conn_t *c)
     c2s_of(c)->pending_failure = NULL;
     if (c2s_of(c)->delayed_close) {
         /* RFC 6120 6.4.5: retries are limited; then the stream ends. */
-        c2s_close(c, XD_STREAM_POLICY_VIOLATION, "too many authentication failures");
+        c2s_sasl_close_limit(c);
         return;
     }
     c2s_unblock(c);
@@ -213,22 +233,39 @@ c2s_sasl_failure(xd_conn_t *c, const xd_sasl_result_t *r)
      * type it cannot use, the 'y' flag, PLAIN as the last resort, as
      * slixmpp does) must not lose its connection on the way; such
      * failures have their own, looser cap. */
-    bool counts = r->cond != XD_SASL_COND_ABORTED && c2s_of(c)->sasl_checked;
-    if (counts)
-        c2s_of(c)->auth_failures++;
-    else if (r->cond != XD_SASL_COND_ABORTED)
-        c2s_of(c)->proto_failures++;
-    c2s_of(c)->sasl_checked = false;
+    c2s_t *s = c2s_of(c);
+    bool counts = r->cond != XD_SASL_COND_ABORTED && s->sasl_checked;
+    /* auth_limits: the failure also counts for the address and the
+     * account across streams; past delay_after it is answered later. */
+    xd_authlimit_result_t lim = { 0 };
+    char account[XD_JID_MAX + 1] = "";
+    if (counts) {
+        s->auth_failures++;
+        if (s->tried_user)
+            snprintf(account, sizeof account, "%s@%s", s->tried_user, c->host);
+        xd_authlimit_failed((const struct sockaddr *)&c->peer, account, &lim);
+        if (lim.delay_ms > delay)
+            delay = lim.delay_ms;
+    } else if (r->cond != XD_SASL_COND_ABORTED) {
+        s->proto_failures++;
+    }
+    s->sasl_checked = false;
     XD_LOG(&c->log, XD_NOTICE, "authentication failed",
-           "mech=%s cond=%s user=%s failures=%u other_failures=%u",
+           "mech=%s cond=%s user=%s failures=%u other_failures=%u addr_failures=%u "
+           "account_failures=%u delay_ms=%llu%s",
            xd_sasl_mech_name(r->mech) ? xd_sasl_mech_name(r->mech) : "-",
-           xd_sasl_cond_name(r->cond), r->user ? r->user : "-", c2s_of(c)->auth_failures,
-           c2s_of(c)->proto_failures);
-    c2s_of(c)->delayed_close = c2s_of(c)->auth_failures >= max || c2s_of(c)->proto_failures >= C2S_MAX_PROTO_FAILURES;
+           xd_sasl_cond_name(r->cond), s->tried_user ? s->tried_user : "-", s->auth_failures,
+           s->proto_failures, lim.addr_failures, lim.account_failures,
+           (unsigned long long)(counts ? delay : 0), lim.banned ? " banned=yes" : "");
+    xd_free(s->tried_user);
+    s->tried_user = NULL;
+    s->banned = lim.banned;
+    s->delayed_close = s->auth_failures >= max || s->proto_failures >= C2S_MAX_PROTO_FAILURES ||
+                       lim.banned;
     if (!counts || delay == 0) {
         c2s_write_str(c, buf);
-        if (c2s_of(c)->delayed_close)
-            c2s_close(c, XD_STREAM_POLICY_VIOLATION, "too many authentication failures");
+        if (s->delayed_close)
+            c2s_sasl_close_limit(c);
         return;
     }
     /* Slow down guessing: answer after the delay, reading nothing meanwhile. */
@@ -275,6 +312,13 @@ c2s_sasl_success(xd_conn_t *c, const xd_sasl_result_t *r)
         c2s_sasl_failure(c, &f);
         return;
     }
+    if (r->user) {
+        char account[XD_JID_MAX + 1];
+        snprintf(account, sizeof account, "%s@%s", r->user, c->host);
+        xd_authlimit_succeeded(account); /* the account's failures; never the address's */
+    }
+    xd_free(c2s_of(c)->tried_user);
+    c2s_of(c)->tried_user = NULL;
     c2s_send_sasl(c, "success", r->out, r->out_len, r->out != NULL);
     c2s_of(c)->authenticated = true;
     c2s_of(c)->anonymous = r->anonymous;
@@ -309,6 +353,8 @@ c2s_sasl_result(xd_conn_t *c, const xd_sasl_result_t *r)
         break;
     case XD_SASL_NEED_SCRAM: {
         c2s_of(c)->sasl_checked = true;
+        xd_free(c2s_of(c)->tried_user);
+        c2s_of(c)->tried_user = r->user ? xd_strdup(r->user) : NULL;
         xd_conn_op_t *op = c2s_op_new(c, sizeof *op);
         int rc = xd_auth_get_scram(c->host, r->user, r->hash, c2s_on_scram, op);
         if (rc != 0) {
@@ -323,6 +369,8 @@ c2s_sasl_result(xd_conn_t *c, const xd_sasl_result_t *r)
     }
     case XD_SASL_NEED_CHECK: {
         c2s_of(c)->sasl_checked = true;
+        xd_free(c2s_of(c)->tried_user);
+        c2s_of(c)->tried_user = r->user ? xd_strdup(r->user) : NULL;
         xd_conn_op_t *op = c2s_op_new(c, sizeof *op);
         int rc = xd_auth_check_password(c->host, r->user, r->password, c2s_on_check, op);
         if (rc != 0) {

@@ -47,7 +47,8 @@ struct xd_sasl {
     char *host;                        /* served domain */
     unsigned mechs;                    /* effective XD_SASL_BIT set offered */
     unsigned need_tls;                 /* withheld for want of TLS */
-    unsigned cb_types;                 /* XD_SASL_CB_BIT set available */
+    unsigned cb_types;                 /* XD_SASL_CB_BIT set available (advertised) */
+    unsigned cb_quiet;                 /* also accepted, never advertised */
     xd_sasl_cb_data_fn cb_data;        /* binding data callback, or NULL */
     uint8_t cb_bytes[XD_SASL_CB_COUNT][XD_SASL_CB_DATA_MAX]; /* precomputed data */
     size_t cb_len[XD_SASL_CB_COUNT];   /* their lengths; 0 = none */
@@ -182,6 +183,7 @@ xd_sasl_new(const xd_sasl_opts_t *o)
     if (xd_jid_prep_domain(xd_str_c(o->host), &s->host) != 0)
         s->host = xd_strdup(o->host); /* compared as given; xd_jid_make will refuse it */
     s->cb_types = o->cb_types & ((1u << XD_SASL_CB_COUNT) - 1);
+    s->cb_quiet = s->cb_types ? o->cb_quiet & ((1u << XD_SASL_CB_COUNT) - 1) : 0;
     s->mechs = o->mechs & XD_SASL_MECHS_ALL;
     if (s->cb_types == 0)
         s->mechs &= ~(unsigned)XD_SASL_MECHS_SCRAM_PLUS; /* RFC 5802 6: no binding, no -PLUS */
@@ -706,7 +708,7 @@ sc_client_first(xd_sasl_t *s, const char *m, size_t n, xd_sasl_result_t *r)
         if (flag != 'p') {
             cond = XD_SASL_COND_MALFORMED_REQUEST;
             why = "a -PLUS mechanism needs p=<cb-name>";
-        } else if (cb < 0 || !(s->cb_types & XD_SASL_CB_BIT(cb))) {
+        } else if (cb < 0 || !((s->cb_types | s->cb_quiet) & XD_SASL_CB_BIT(cb))) {
             cond = XD_SASL_COND_NOT_AUTHORIZED;
             why = "unsupported channel binding type";
         }
@@ -715,7 +717,9 @@ sc_client_first(xd_sasl_t *s, const char *m, size_t n, xd_sasl_result_t *r)
         why = "channel binding needs a -PLUS mechanism";
     } else if (flag == 'y' && (s->mechs & XD_SASL_MECHS_SCRAM_PLUS)) {
         /* RFC5802 6: the client thinks we cannot bind, but we offered -PLUS:
-         * a downgrade attack stripped them. */
+         * a downgrade attack stripped them.  Refused whatever this stream
+         * tried before: a man in the middle could have sent a -PLUS
+         * attempt with a type we lack himself (docs/admin.md). */
         cond = XD_SASL_COND_NOT_AUTHORIZED;
         why = "server supports channel binding";
     }

@@ -91,7 +91,8 @@ typedef enum xd_sasl_mech {
 /* Channel-binding types (IANA "Channel-binding unique prefix").  tls-unique
  * is for TLS 1.2 only: it is undefined for TLS 1.3 (RFC 9266 3), and the c2s
  * offers it only on TLS 1.2 connections, where most existing clients
- * (slixmpp, older Smack and Gajim builds) know no other type. */
+ * (slixmpp, older Smack and Gajim builds) know no other type; on TLS 1.3 it
+ * accepts it without advertising it (opts.cb_quiet, sasl_tls13_tls_unique). */
 typedef enum xd_sasl_cb {
     XD_SASL_CB_TLS_EXPORTER = 0,     /* RFC 9266: exporter "EXPORTER-Channel-Binding", 32 bytes */
     XD_SASL_CB_TLS_SERVER_END_POINT, /* RFC 5929 4.1: hash of our certificate */
@@ -149,6 +150,9 @@ typedef struct xd_sasl_opts {
     unsigned mechs_need_tls;   /* XD_SASL_BIT set withheld for want of TLS: choosing one
                                   gives encryption-required instead of invalid-mechanism */
     unsigned cb_types;         /* XD_SASL_CB_BIT set this stream can bind to; 0 = none */
+    unsigned cb_quiet;         /* XD_SASL_CB_BIT set also accepted with -PLUS but never
+                                  advertised, and not enough alone to offer -PLUS (legacy
+                                  tls-unique on TLS 1.3; see xd_sasl_cb_offered) */
     xd_sasl_cb_data_fn cb_data; /* gets binding data; NULL: use cb_bytes */
     xd_str_t cb_bytes[XD_SASL_CB_COUNT]; /* precomputed binding data, used when cb_data is
                                             NULL; copied (at most XD_SASL_CB_DATA_MAX) */
@@ -199,7 +203,9 @@ void xd_sasl_free(xd_sasl_t *s);
 const char *const *xd_sasl_mechanisms(const xd_sasl_t *s);
 
 /* The XD_SASL_CB_BIT set to advertise in <sasl-channel-binding
- * xmlns='urn:xmpp:sasl-cb:0'/> (XEP-0440); 0 when no -PLUS is offered. */
+ * xmlns='urn:xmpp:sasl-cb:0'/> (XEP-0440); 0 when no -PLUS is offered.
+ * cb_quiet types are never in it.  The 'y' flag is a downgrade (RFC 5802
+ * 6) whenever -PLUS is offered, whatever the client tried before. */
 unsigned xd_sasl_cb_offered(const xd_sasl_t *s);
 
 /* "SCRAM-SHA-256-PLUS", …; NULL when out of range. */

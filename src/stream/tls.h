@@ -421,4 +421,14 @@ bool xd_tls_cb_available(const xd_tls_t *t, xd_tls_cb_type type);
 int xd_tls_channel_binding(const xd_tls_t *t, xd_tls_cb_type type, uint8_t *out, size_t cap,
                            size_t *len);
 
+/* tls-unique computed on a TLS 1.3 connection, where RFC 9266 leaves it
+ * undefined: the Finished message that RFC 5929 3.1 names for TLS 1.2 (the
+ * client's after a full handshake, the server's after a resumption), as
+ * OpenSSL-based clients that know no other binding compute it (CPython's
+ * ssl get_channel_binding(), hence slixmpp before 1.8.5).  For SASL with
+ * those clients only: never advertised (docs/admin.md, "Channel binding").
+ * Returns 0, XD_ENOTSUP (not TLS 1.3, or the handshake is not done),
+ * XD_ELIMIT, XD_ETLS. */
+int xd_tls_unique_tls13(const xd_tls_t *t, uint8_t *out, size_t cap, size_t *len);
+
 #endif

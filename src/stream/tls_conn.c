@@ -563,6 +563,36 @@ tls_endpoint_md(X509 *cert)
     return mdnid == NID_undef ? NULL : EVP_get_digestbynid(mdnid);
 }
 
+/* RFC5929 3.1: the first Finished of the latest handshake: the client's in
+ * a full handshake, the server's in a resumption (the TLS 1.2 order). */
+static int
+tls_unique(const xd_tls_t *t, uint8_t *out, size_t cap, size_t *len)
+{
+    uint8_t fin[EVP_MAX_MD_SIZE];
+    bool ours = t->client != (SSL_session_reused(t->ssl) == 1);
+    size_t n = ours ? SSL_get_finished(t->ssl, fin, sizeof fin)
+                    : SSL_get_peer_finished(t->ssl, fin, sizeof fin);
+    if (n == 0 || n > sizeof fin)
+        return XD_ETLS;
+    if (cap < n)
+        return XD_ELIMIT;
+    memcpy(out, fin, n);
+    *len = n;
+    return 0;
+}
+
+int
+xd_tls_unique_tls13(const xd_tls_t *t, uint8_t *out, size_t cap, size_t *len)
+{
+    if (t->state == TLS_FAILED || !xd_tls_handshake_done(t) ||
+        SSL_version(t->ssl) < TLS1_3_VERSION)
+        return XD_ENOTSUP;
+    ERR_clear_error();
+    int rc = tls_unique(t, out, cap, len);
+    ERR_clear_error();
+    return rc;
+}
+
 bool
 xd_tls_cb_available(const xd_tls_t *t, xd_tls_cb_type type)
 {
@@ -619,23 +649,9 @@ xd_tls_channel_binding(const xd_tls_t *t, xd_tls_cb_type type, uint8_t *out, siz
             *len = n;
         break;
     }
-    case XD_TLS_CB_UNIQUE: {
-        /* RFC5929 3.1: the first Finished of the latest handshake: the
-         * client's in a full handshake, the server's in a resumption. */
-        uint8_t fin[EVP_MAX_MD_SIZE];
-        bool ours = t->client != (SSL_session_reused(t->ssl) == 1);
-        size_t n = ours ? SSL_get_finished(t->ssl, fin, sizeof fin)
-                        : SSL_get_peer_finished(t->ssl, fin, sizeof fin);
-        if (n == 0 || n > sizeof fin)
-            rc = XD_ETLS;
-        else if (cap < n)
-            rc = XD_ELIMIT;
-        else {
-            memcpy(out, fin, n);
-            *len = n;
-        }
+    case XD_TLS_CB_UNIQUE:
+        rc = tls_unique(t, out, cap, len);
         break;
-    }
     default:
         rc = XD_ENOTSUP;
         break;

@@ -27,9 +27,11 @@ def cert_path(srv, host="localhost"):
 
 
 def slix_login(srv, jid, password, mech=None, tls12=False, use_ssl=False, port=None,
-               resource=None):
+               resource=None, stop_on_failure=True):
     """Logs in with slixmpp, verifying the server certificate against the
-    self-signed one the server made; returns (session_started, bound_jid, client)."""
+    self-signed one the server made; returns (session_started, bound_jid, client).
+    stop_on_failure=False lets slixmpp walk down its mechanism list after a
+    SASL failure, as it does by default."""
     state = {"ok": False, "jid": None, "failed": False}
 
     def make():
@@ -47,7 +49,8 @@ def slix_login(srv, jid, password, mech=None, tls12=False, use_ssl=False, port=N
 
         def on_fail(_):
             state["failed"] = True
-            c.disconnect()
+            if stop_on_failure:
+                c.disconnect()
 
         c.add_event_handler("session_start", on_start)
         c.add_event_handler("failed_auth", on_fail)
@@ -185,6 +188,63 @@ def test_scram_downgrade_flag_y_refused_when_plus_offered(server):
     c.open_stream()
     kind, cond = c.scram("erin", "pw", "SHA-256", gs2_flag="y")
     assert (kind, cond) == ("failure", "not-authorized")
+
+
+def test_slixmpp_tls_unique_only_stays_on_scram_over_tls13(server):
+    """Issue: slixmpp before 1.8.5 knows only tls-unique and uses it on TLS
+    1.3 too (then 'y' on plain SCRAM, then PLAIN).  Its first choice,
+    SCRAM-*-PLUS with tls-unique, is accepted on TLS 1.3 (legacy binding,
+    never advertised there), so it logs in with channel binding and no
+    failure on the way."""
+    users(server, "tess", password="pw-tess")
+    ok, jid, _ = slix_login(server, "tess@localhost", "pw-tess", stop_on_failure=False)
+    assert ok and jid.startswith("tess@localhost/"), server.log_text()
+    log = server.log_text()
+    assert re.search(r'"tls established".* version=TLSv1\.3', log), log
+    assert "authentication failed" not in log, log
+    assert re.search(r"authenticated.*mech=SCRAM-SHA-\d+-PLUS cb=tls-unique", log), log
+
+
+def test_tls13_tls_unique_accepted_but_not_advertised(server):
+    users(server, "uma", password="pw")
+    c = XClient(server.c2s_port)
+    c.open_stream()
+    c.starttls()
+    feats = c.open_stream()
+    assert c.tls_version() == "TLSv1.3"
+    cbs = re.findall(r"<channel-binding type=['\"]([^'\"]+)['\"]", feats)
+    assert cbs == ["tls-exporter", "tls-server-end-point"], feats  # XEP-0440: no tls-unique
+    real = c.cb_data
+    c.cb_data = lambda kind: bytes(len(real(kind)))
+    assert c.scram("uma", "pw", "SHA-256", cb="tls-unique") == ("failure", "not-authorized")
+    c.cb_data = real
+    assert c.scram("uma", "pw", "SHA-256", cb="tls-unique")[0] == "success"
+    assert "mech=SCRAM-SHA-256-PLUS cb=tls-unique" in server.log_text()
+
+
+def test_tls13_tls_unique_can_be_turned_off(server_factory):
+    srv = server_factory(extra_yaml="sasl_tls13_tls_unique: false\n")
+    users(srv, "val", password="pw")
+    c = XClient(srv.c2s_port)
+    c.open_stream()
+    c.starttls()
+    c.open_stream()
+    assert c.scram("val", "pw", "SHA-256", cb="tls-unique") == ("failure", "not-authorized")
+    assert c.scram("val", "pw", "SHA-256", cb="tls-exporter")[0] == "success"
+
+
+@pytest.mark.parametrize("tls12", [False, True])
+def test_scram_flag_y_still_refused_after_a_tls_unique_attempt(server, tls12):
+    """The 'y' downgrade check does not depend on what the stream tried
+    before: a man in the middle could send that attempt itself."""
+    users(server, "wes", password="pw")
+    c = XClient(server.c2s_port, tls_max=SSL.TLS1_2_VERSION if tls12 else None)
+    c.open_stream()
+    c.starttls()
+    c.open_stream()
+    c.auth("SCRAM-SHA-256-PLUS", b"p=tls-bogus,,n=wes,r=abcdefghijkl")
+    assert c.sasl_answer() == ("failure", "not-authorized")
+    assert c.scram("wes", "pw", "SHA-256", gs2_flag="y") == ("failure", "not-authorized")
 
 
 def test_tls12_offers_tls_unique(server):

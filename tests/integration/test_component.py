@@ -123,8 +123,9 @@ def test_slixmpp_component_round_trip(server_factory):
 class Raw:
     """A component stream by hand."""
 
-    def __init__(self, port, domain):
-        self.s = socket.create_connection(("127.0.0.1", port), timeout=5)
+    def __init__(self, port, domain, source=None):
+        self.s = socket.create_connection(("127.0.0.1", port), timeout=5,
+                                          source_address=(source, 0) if source else None)
         self.buf = b""
         self.s.sendall((f"<?xml version='1.0'?><stream:stream xmlns='jabber:component:accept' "
                         f"xmlns:stream='{NS_STREAMS}' to='{domain}'>").encode())

@@ -26,8 +26,12 @@ HASHES = {"SHA-1": "sha1", "SHA-256": "sha256", "SHA-512": "sha512"}
 
 class XClient:
     def __init__(self, port, host="127.0.0.1", timeout=10, direct_tls=False,
-                 tls_max=None, domain="localhost", cafile=None, certfile=None, keyfile=None):
-        self.sock = socket.create_connection((host, port), timeout=timeout)
+                 tls_max=None, domain="localhost", cafile=None, certfile=None, keyfile=None,
+                 source=None):
+        # source: the local address to connect from (127.0.0.2 is another
+        # peer address on loopback, for limits kept per address).
+        self.sock = socket.create_connection((host, port), timeout=timeout,
+                                             source_address=(source, 0) if source else None)
         self.timeout = timeout
         self.tls = None
         self.buf = b""

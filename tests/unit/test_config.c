@@ -1008,6 +1008,26 @@ test_config__listen(void **state)
     cfg = cfg_ok("listen:\n  - port: 1\n    max_stanza_size: 10000\n");
     assert_int_equal(xd_config_listen(cfg, 0)->max_stanza_size, 10000);
     xd_config_unref(cfg);
+    /* auth_limits: defaults, a bad value, an exempt rule that is not defined. */
+    cfg = cfg_ok("");
+    assert_int_equal(cfg->auth_limits.max_failures, 20);
+    assert_int_equal(cfg->auth_limits.ban_lifetime_ms, 3600000);
+    assert_int_equal(cfg->auth_limits.delay_after, 5);
+    assert_int_equal(cfg->auth_limits.size, 8192);
+    assert_string_equal(cfg->auth_limits.exempt, "none");
+    xd_config_unref(cfg);
+    cfg = cfg_ok("access_rules:\n  lan: {allow: {ip: 10.0.0.0/8}}\n"
+                 "auth_limits: {exempt: lan, max_failures: 0, window: 5min}\n");
+    assert_int_equal(cfg->auth_limits.max_failures, 0);
+    assert_int_equal(cfg->auth_limits.window_ms, 300000);
+    assert_int_equal(cfg->auth_limits.delay_ms, 1000);
+    xd_config_unref(cfg);
+    cfg_err("auth_limits: {size: 5}\n",
+            "xmppd.yml:1:21: auth_limits.size: 5 is out of range (expected 16..10000000)");
+    cfg_err("auth_limits: {exempt: trusted}\n",
+            "xmppd.yml:1:23: auth_limits.exempt: unknown access rule \"trusted\" (define it at "
+            "the top level)");
+    cfg_err("auth_limits: {bans: 3}\n", "xmppd.yml:1:15: auth_limits.bans: unknown option");
     /* `worker` pins a listener to one worker; without it every worker accepts. */
     cfg = cfg_ok("workers: 2\nlisten:\n  - port: 5222\n  - port: 5223\n    worker: 1\n"
                  "  - port: 5224\n    worker: 0\n");

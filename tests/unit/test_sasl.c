@@ -615,6 +615,56 @@ test_sasl__scram_downgrade_y(void **state)
     xd_sasl_free(s);
 }
 
+/* cb_quiet (legacy tls-unique on TLS 1.3): accepted with -PLUS, never
+ * advertised, not enough alone to offer -PLUS, and no way around 'y'. */
+static void
+test_sasl__scram_cb_quiet(void **state)
+{
+    (void)state;
+    xd_scram_cred_t cred;
+    make_cred(XD_SCRAM_SHA256, "pw", ITER, &cred);
+    uint8_t uniq[12];
+    for (size_t i = 0; i < sizeof uniq; i++)
+        uniq[i] = (uint8_t)(0x55 ^ i);
+    xd_sasl_opts_t o = fx_opts(XD_SASL_MECHS_ALL, CB_BOTH);
+    o.cb_quiet = XD_SASL_CB_BIT(XD_SASL_CB_TLS_UNIQUE);
+    o.cb_bytes[XD_SASL_CB_TLS_UNIQUE] = (xd_str_t){ (const char *)uniq, sizeof uniq };
+    xd_sasl_t *s = xd_sasl_new(&o);
+    assert_int_equal(xd_sasl_cb_offered(s), CB_BOTH);
+    tc_t c;
+    xd_sasl_result_t r;
+    tc_init(&c, XD_SCRAM_SHA256, "p=tls-unique,,", "romeo", "pw");
+    memcpy(c.cb, uniq, sizeof uniq);
+    c.cb_len = sizeof uniq;
+    scram_run(s, &c, "SCRAM-SHA-256-PLUS", &cred, 0, "pw", &r);
+    expect_success_v(&r, &c);
+    assert_int_equal(r.cb, XD_SASL_CB_TLS_UNIQUE);
+    xd_sasl_free(s);
+
+    /* Other bytes fail; 'y' after a refused type is still a downgrade. */
+    s = xd_sasl_new(&o);
+    tc_init(&c, XD_SCRAM_SHA256, "p=tls-unique,,", "romeo", "pw");
+    memcpy(c.cb, uniq, sizeof uniq);
+    c.cb[0] ^= 1;
+    c.cb_len = sizeof uniq;
+    scram_run(s, &c, "SCRAM-SHA-256-PLUS", &cred, 0, "pw", &r);
+    expect_fail(&r, XD_SASL_COND_NOT_AUTHORIZED);
+    start_s(s, "SCRAM-SHA-256", "y,,n=romeo,r=abcdef", &r);
+    expect_fail(&r, XD_SASL_COND_NOT_AUTHORIZED);
+    xd_sasl_free(s);
+
+    /* Quiet types alone offer no -PLUS, and then 'y' is fine. */
+    o.cb_types = 0;
+    s = xd_sasl_new(&o);
+    assert_int_equal(xd_sasl_cb_offered(s), 0);
+    start_s(s, "SCRAM-SHA-256-PLUS", "p=tls-unique,,n=romeo,r=abcdef", &r);
+    expect_fail(&r, XD_SASL_COND_INVALID_MECHANISM);
+    tc_init(&c, XD_SCRAM_SHA256, "y,,", "romeo", "pw");
+    scram_run(s, &c, "SCRAM-SHA-256", &cred, 0, "pw", &r);
+    expect_success_v(&r, &c);
+    xd_sasl_free(s);
+}
+
 static void
 test_sasl__scram_wrong_password(void **state)
 {
@@ -1499,6 +1549,7 @@ main(void)
         cmocka_unit_test(test_sasl__scram_nonce_must_match),
         cmocka_unit_test(test_sasl__scram_plus_flag_rules),
         cmocka_unit_test(test_sasl__scram_downgrade_y),
+        cmocka_unit_test(test_sasl__scram_cb_quiet),
         cmocka_unit_test(test_sasl__scram_wrong_password),
         cmocka_unit_test(test_sasl__scram_unknown_user_same_shape),
         cmocka_unit_test(test_sasl__scram_low_stored_iterations),
