@@ -253,6 +253,18 @@ def test_raw_addresses_canonical_and_malformed(server_factory):
     a.close()
 
 
+def test_xml_1_1_declaration_refused(server_factory):
+    """RFC 6120 11.8: XMPP is XML 1.0; a stream declared 1.1 is bad-format."""
+    srv = component_server(server_factory)
+    r = Raw.__new__(Raw)
+    r.s = socket.create_connection(("127.0.0.1", srv.comp_port), timeout=5)
+    r.buf = b""
+    r.send(f"<?xml version='1.1'?><stream:stream xmlns='jabber:component:accept' "
+           f"xmlns:stream='{NS_STREAMS}' to='bot.localhost'>")
+    assert "<bad-format" in r.error()
+    r.close()
+
+
 def test_bad_hosts_option_is_a_config_error(tmp_path):
     import subprocess
     from conftest import build_dir

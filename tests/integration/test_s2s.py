@@ -582,3 +582,16 @@ def test_relayed_addresses_arrive_canonical(server_factory):
     alice.close()
     bob.close()
 
+
+def test_xml_1_1_declaration_refused_on_s2s(server_factory):
+    """RFC 6120 11.8: XMPP is XML 1.0; a stream declared 1.1 is bad-format."""
+    p = make_pair(server_factory, start_b=False)
+    port = int(re.search(r"port: (\d+)\n    ip: 127.0.0.1\n    module: s2s",
+                         open(p.a.config_path).read()).group(1))
+    s = socket.create_connection((A_IP, port), timeout=10)
+    s.sendall(b"<?xml version='1.1'?><stream:stream xmlns='jabber:server' "
+              b"xmlns:db='jabber:server:dialback' xmlns:stream='http://etherx.jabber.org/streams' "
+              b"from='b.test' to='a.test' version='1.0'>")
+    buf = read_until(s, rb"</stream:error>")
+    assert b"<bad-format" in buf and b"<stream:features" not in buf, buf
+    s.close()
