@@ -2,10 +2,10 @@
  * stanza.h — helpers for the three stanza kinds (RFC 6120 8): replies,
  * stanza errors (RFC 6120 8.3) and IQ results.
  *
- * All functions take a received stanza (borrowed) and return a new stanza
- * with one reference, addressed back to the sender: 'to' is the original
- * 'from' and 'from' the original 'to' (either may be absent; the stream
- * stamps what is missing).
+ * The reply functions take a received stanza (borrowed) and return a new
+ * stanza with one reference, addressed back to the sender: 'to' is the
+ * original 'from' and 'from' the original 'to' (either may be absent; the
+ * stream stamps what is missing).
  */
 #ifndef XMPPD_STANZA_H
 #define XMPPD_STANZA_H
@@ -35,11 +35,26 @@ const xd_jid_t *xd_stanza_from(const xd_stanza_t *st);
  * (a session stamping its own JID). */
 void xd_stanza_set_from(const xd_stanza_t *st, xd_jid_t *jid);
 
+/* RFC 7622 3: st with its 'to' and 'from' in canonical form, for the
+ * stream that received it (an address is compared, routed and delivered as
+ * the full string of its parsed JID: "X@Example.COM./r" becomes
+ * "x@example.com/r").  Takes st and returns the stanza to pass on: st
+ * itself when both were canonical already (the common case costs two
+ * parses that are kept with the stanza and two comparisons), else the
+ * stanza thawed, rewritten and frozen again (in place when the caller's
+ * reference is the only one) with its parsed addresses kept.  An attribute
+ * that is absent, or not a JID, is left as it is: the stream refuses those
+ * first (xd_stanza_to / xd_stanza_from NULL with the attribute present). */
+xd_stanza_t *xd_stanza_canonical(xd_stanza_t *st);
+
 /* For a change that leaves 'to' and 'from' alone (adding a child, as a
  * stanza-id does): xd_stanza_thaw_keep thaws st (el.h: in place when the
  * caller's reference is the only one) and keeps its parsed addresses in
  * *keep; xd_stanza_freeze_keep freezes the builder and gives them to the
- * new stanza, so nobody parses them again. */
+ * new stanza, so nobody parses them again.  A caller may also fill *keep
+ * itself (references it gives away; NULL = none) with JIDs whose full
+ * strings are the builder's 'to' and 'from', as the session does with the
+ * 'to' it parsed and its bound JID. */
 typedef struct xd_stanza_keep {
     xd_jid_t *to, *from;
 } xd_stanza_keep_t;
@@ -57,8 +72,15 @@ bool xd_iq_is_request(const xd_el_t *el);
  * payload may be large), type='error' and <error type=…><cond/>[<text/>]
  * </error>.  `text` may be NULL; it is English ("en").  Returns NULL for a
  * stanza that must not be answered with an error: type='error' itself, or
- * an IQ result. */
+ * an IQ result.  The reply's 'from' is st's 'to' in canonical form; a 'to'
+ * that is not a JID is never echoed back (the reply then has no 'from'). */
 xd_stanza_t *xd_stanza_error(const xd_stanza_t *st, xd_cond cond, const char *text);
+
+/* The same, from `from` (NULL: as xd_stanza_error): for a stream that
+ * answers a 'to' that is not a JID (jid-malformed) from the domain it
+ * serves. */
+xd_stanza_t *xd_stanza_error_from(const xd_stanza_t *st, xd_cond cond, const char *text,
+                                  const char *from);
 
 /* An empty IQ result for the request st (<iq type='result' id=…/>). */
 xd_stanza_t *xd_iq_result(const xd_stanza_t *st);

@@ -417,10 +417,23 @@ xd_session_input(xd_session_t *s, xd_stanza_t *st)
             return XD_EINVAL;
         }
     }
+    /* RFC 7622: 'to' is parsed here once (the stanza carries the JID on to
+     * the router) and goes on in its canonical form; one that is not a JID
+     * is answered from the served host, never from itself (RFC 6120
+     * 8.3.3.8). */
     const char *to = xd_el_attr(el, "to");
+    xd_jid_t *tj = NULL;
+    if (to && xd_jid_parse(xd_str_c(to), &tj) != 0) {
+        sess_reply(s, xd_stanza_error_from(st, XD_COND_JID_MALFORMED, "'to' is not a JID",
+                                           s->host));
+        xd_stanza_unref(st);
+        return 0;
+    }
+    xd_str_t to_canon = tj ? xd_jid_full_str(tj) : (xd_str_t){ NULL, 0 };
     if (kind == XD_STANZA_IQ) {
         const xd_el_t *payload = xd_el_first_child(el);
-        bool to_server = !to || !strcmp(to, s->host) || xd_str_eq_c(xd_jid_bare_str(s->jid), to);
+        bool to_server = !tj || xd_str_eq_c(to_canon, s->host) ||
+                         xd_str_eq(xd_jid_bare_str(s->jid), to_canon);
         xd_stanza_t *reply = NULL;
         if (xd_iq_is_request(el) && to_server && payload) {
             if (xd_el_is(payload, "session", XD_NS_SESSION))
@@ -436,14 +449,19 @@ xd_session_input(xd_session_t *s, xd_stanza_t *st)
         if (reply) {
             sess_reply(s, reply);
             xd_stanza_unref(st);
+            xd_jid_unref(tj);
             return 0;
         }
     }
     bool own_presence = !to && kind == XD_STANZA_PRESENCE;
     bool available = kind == XD_STANZA_PRESENCE && !xd_el_attr(el, "type");
     /* Stamped in place: the parser's stanza is ours alone (a copy only
-     * when someone else holds it). */
+     * when someone else holds it).  The stanza then carries the parsed 'to'
+     * and the bound JID as its parsed 'from': the router parses neither. */
+    bool to_canonical = !tj || !strcmp(to, to_canon.p);
     xd_el_t *e = xd_stanza_thaw(st);
+    if (!to_canonical)
+        xd_el_set_attr(e, "to", to_canon.p);
     xd_str_t full = xd_jid_full_str(s->jid);
     xd_el_set_attr(e, "from", full.p);
     if (available)
@@ -457,8 +475,8 @@ xd_session_input(xd_session_t *s, xd_stanza_t *st)
         snprintf(buf, sizeof buf, "%.*s", (int)bare.len, bare.p);
         xd_el_set_attr(e, "to", buf);
     }
-    xd_stanza_t *out = xd_el_freeze(e);
-    xd_stanza_set_from(out, s->jid); /* the router need not parse it */
+    xd_stanza_keep_t keep = { .to = tj, .from = xd_jid_ref(s->jid) };
+    xd_stanza_t *out = xd_stanza_freeze_keep(e, &keep);
     if (xd_hook_active(XD_HOOK_USER_SEND_PACKET)) {
         xd_hook_packet_t ev = { .host = s->host, .jid = s->jid, .session = s, .st = out };
         xd_hook_run(XD_HOOK_USER_SEND_PACKET, s->host, &ev);

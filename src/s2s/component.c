@@ -18,8 +18,12 @@
  *   an address banned by auth_limits           → policy-violation;
  *   the domain already has a component         → conflict;
  *   a stanza without 'to' or 'from'            → improper-addressing;
+ *   a 'from' that is not a JID                 → improper-addressing;
  *   a 'from' outside the component's domain    → invalid-from;
  *   other first-level elements                 → unsupported-stanza-type.
+ * A 'to' that is not a JID gets a jid-malformed stanza error from the
+ * server's first host.  'to' and 'from' go on in canonical form (RFC 7622:
+ * "svc@GW.EXAMPLE." is delivered as "svc@gw.example").
  *
  * The service route's argument packs the owner worker and the connection
  * id into the pointer value, so nothing has to be freed when the route is
@@ -221,9 +225,33 @@ comp_stanza(xd_conn_t *c, xd_stanza_t *st)
         return;
     }
     const xd_jid_t *fj = xd_stanza_from(st); /* kept with the stanza for the router */
-    if (!fj || !xd_str_eq_c(xd_jid_domain(fj), cs->domain)) {
+    if (!fj) {
+        /* RFC 6120 4.9.3.7, as for a missing one. */
+        xd_stanza_unref(st);
+        c2s_close(c, XD_STREAM_IMPROPER_ADDRESSING, "'from' is not a JID");
+        return;
+    }
+    if (!xd_str_eq_c(xd_jid_domain(fj), cs->domain)) {
         xd_stanza_unref(st);
         c2s_close(c, XD_STREAM_INVALID_FROM, "'from' is not at the component's domain");
+        return;
+    }
+    /* RFC 7622: the addresses go on in canonical form. */
+    st = xd_stanza_canonical(st);
+    if (!xd_stanza_to(st)) {
+        /* RFC 6120 8.3.3.8, answered from the server's first host: never
+         * from the malformed address. */
+        xd_config_t *cfg = xd_config_get();
+        xd_stanza_t *reply = xd_stanza_error_from(st, XD_COND_JID_MALFORMED,
+                                                  "'to' is not a JID",
+                                                  cfg ? xd_config_default_host(cfg) : NULL);
+        if (cfg)
+            xd_config_unref(cfg);
+        if (reply) {
+            c2s_send_stanza(c, reply);
+            xd_stanza_unref(reply);
+        }
+        xd_stanza_unref(st);
         return;
     }
     xd_route_take(st);

@@ -14,7 +14,10 @@
  *   <db:verify from=R to=L id=…>key ─► we are L's authoritative server:
  *       the key is recomputed from our secret (XEP-0185) ─► type valid/invalid
  *   stanzas: allowed for the (from domain, to domain) pairs authenticated on
- *       this stream; others close it with invalid-from
+ *       this stream; others close it with invalid-from.  A 'from' that is
+ *       not a JID closes it with improper-addressing (RFC 6120 4.9.3.7); a
+ *       'to' that is not one gets jid-malformed back from our domain.  Both
+ *       addresses go on in canonical form (RFC 7622, xd_stanza_canonical)
  *   auth_limits (auth/authlimit.h): a key the authoritative server calls
  *       invalid counts for the peer's address and the claimed domain; past
  *       delay_after the type='invalid' answer waits, and an address banned
@@ -433,6 +436,34 @@ s2s_in_verified(xd_conn_t *c, const char *local, const char *remote, xd_dialback
     }
 }
 
+/* A stanza (taken) whose 'to' is not a JID, from the remote domain `fd`:
+ * answered with jid-malformed (RFC 6120 8.3.3.8) from a local domain this
+ * stream authenticated fd for (the stream's own first), back over our
+ * outgoing route; never from the malformed address.  A sender that holds
+ * no pair here is refused as any other. */
+static void
+in_malformed_to(xd_conn_t *c, xd_stanza_t *st, const char *fd)
+{
+    s2s_in_t *s = c->rs;
+    const char *local = NULL;
+    if (in_has(s->authed, s->nauthed, fd, c->host))
+        local = c->host;
+    for (size_t i = 0; !local && i < s->nauthed; i++)
+        if (!strcmp(s->authed[i].remote, fd))
+            local = s->authed[i].local;
+    if (!local) {
+        xd_stanza_unref(st);
+        c2s_close(c, XD_STREAM_INVALID_FROM, "that domain pair is not authenticated here");
+        return;
+    }
+    XD_LOG(&c->log, XD_INFO, "stanza refused", "remote=%s err=jid-malformed", fd);
+    xd_stanza_t *reply =
+        xd_stanza_error_from(st, XD_COND_JID_MALFORMED, "'to' is not a JID", local);
+    xd_stanza_unref(st);
+    if (reply)
+        xd_route_take(reply);
+}
+
 /* A stanza (taken): only for the pairs this stream authenticated. */
 static void
 in_stanza(xd_conn_t *c, xd_stanza_t *st)
@@ -445,16 +476,26 @@ in_stanza(xd_conn_t *c, xd_stanza_t *st)
         return;
     }
     /* Parsed here once; the router and the filters reuse them. */
-    const xd_jid_t *fj = xd_stanza_from(st), *tj = xd_stanza_to(st);
-    bool ok = fj && tj;
-    char fd[S2S_DOMAIN_MAX], td[S2S_DOMAIN_MAX];
-    if (ok) {
-        xd_str_t a = xd_jid_domain(fj), b = xd_jid_domain(tj);
-        snprintf(fd, sizeof fd, "%.*s", (int)a.len, a.p);
-        snprintf(td, sizeof td, "%.*s", (int)b.len, b.p);
-        ok = in_has(s->authed, s->nauthed, fd, td);
+    if (!xd_stanza_from(st)) {
+        /* RFC 6120 4.9.3.7: a value that violates the rules for addresses. */
+        xd_stanza_unref(st);
+        c2s_close(c, XD_STREAM_IMPROPER_ADDRESSING, "'from' is not a JID");
+        return;
     }
-    if (!ok) {
+    /* RFC 7622: relayed as the canonical addresses, so the recipient sees
+     * what the router compared ("X@A.EXAMPLE." arrives as "x@a.example"). */
+    st = xd_stanza_canonical(st);
+    const xd_jid_t *fj = xd_stanza_from(st), *tj = xd_stanza_to(st);
+    char fd[S2S_DOMAIN_MAX], td[S2S_DOMAIN_MAX];
+    xd_str_t a = xd_jid_domain(fj);
+    snprintf(fd, sizeof fd, "%.*s", (int)a.len, a.p);
+    if (!tj) {
+        in_malformed_to(c, st, fd);
+        return;
+    }
+    xd_str_t b = xd_jid_domain(tj);
+    snprintf(td, sizeof td, "%.*s", (int)b.len, b.p);
+    if (!in_has(s->authed, s->nauthed, fd, td)) {
         xd_stanza_unref(st);
         c2s_close(c, XD_STREAM_INVALID_FROM, "that domain pair is not authenticated here");
         return;

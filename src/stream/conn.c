@@ -738,6 +738,10 @@ c2s_parse_error(void *ud, int code, const char *detail)
         /* RFC 6120 11.6: UTF-8 only. */
         c2s_close(c, XD_STREAM_UNSUPPORTED_ENCODING, detail);
         break;
+    case XD_EXML_VERSION:
+        /* RFC 6120 11.8: XML 1.0 only; no condition is more specific. */
+        c2s_close(c, XD_STREAM_BAD_FORMAT, detail);
+        break;
     default:
         /* Syntax errors and invalid UTF-8 byte sequences: XML 1.0 4.3.3
          * makes bad UTF-8 a well-formedness error. */

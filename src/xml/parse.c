@@ -327,6 +327,8 @@ parse_map_error(const xmlError *e)
     case XML_ERR_ENTITY_NOT_STARTED:
     case XML_ERR_ENTITY_NOT_FINISHED:
         return XD_EXML_RESTRICTED;
+    case XML_ERR_UNKNOWN_VERSION:
+        return XD_EXML_VERSION;
     case XML_ERR_UNSUPPORTED_ENCODING:
     case XML_ERR_UNKNOWN_ENCODING:
     case XML_ERR_INVALID_ENCODING:
@@ -855,8 +857,19 @@ parse_start_document(void *ud)
     const char *enc = (const char *)c->encoding;
     if (!enc)
         enc = (const char *)c->input->encoding;
-    if ((enc && strcasecmp(enc, "UTF-8") != 0) || (c->input->buf && c->input->buf->encoder))
+    if ((enc && strcasecmp(enc, "UTF-8") != 0) || (c->input->buf && c->input->buf->encoder)) {
         parse_fail(p, XD_EXML_ENCODING, "encoding '%.64s' is not UTF-8", enc ? enc : "?");
+        return;
+    }
+    /* RFC6120 11.8: XMPP is defined in terms of XML 1.0 only.  libxml2
+     * only warns about another 1.x and would parse on (XML 1.0 fifth
+     * edition lets it, treating the document as 1.0); a stream that says
+     * 1.1 expects rules we do not apply (other name and line-end
+     * characters, C0 controls as references), so it is refused.  Without
+     * a declaration libxml2 reports "1.0". */
+    const char *ver = (const char *)c->version;
+    if (ver && strcmp(ver, "1.0") != 0)
+        parse_fail(p, XD_EXML_VERSION, "XML version '%.16s' is not 1.0", ver);
 }
 
 static void

@@ -77,13 +77,42 @@ xd_stanza_t *
 xd_stanza_freeze_keep(xd_el_t *el, xd_stanza_keep_t *keep)
 {
     xd_stanza_t *st = xd_el_freeze(el);
-    /* The slots were registered when the values were first put. */
+    /* The values may come from a parse of the caller's own (a session's
+     * 'to') rather than from a slot: register the slots all the same. */
+    pthread_once(&st_slots_once, st_slots_init);
     if (keep->to)
         xd_stanza_cache_put(st, ST_SLOT_TO, keep->to);
     if (keep->from)
         xd_stanza_cache_put(st, ST_SLOT_FROM, keep->from);
     keep->to = keep->from = NULL;
     return st;
+}
+
+/* True when attribute `attr` of el is absent, not a JID (j NULL: the
+ * caller refuses those), or already the canonical form j. */
+static bool
+st_attr_canonical(const xd_el_t *el, const char *attr, const xd_jid_t *j)
+{
+    const char *s = xd_el_attr(el, attr);
+    return !s || !j || xd_str_eq_c(xd_jid_full_str(j), s);
+}
+
+xd_stanza_t *
+xd_stanza_canonical(xd_stanza_t *st)
+{
+    const xd_jid_t *to = xd_stanza_to(st), *from = xd_stanza_from(st);
+    const xd_el_t *root = xd_stanza_root(st);
+    bool to_ok = st_attr_canonical(root, "to", to);
+    bool from_ok = st_attr_canonical(root, "from", from);
+    if (to_ok && from_ok)
+        return st; /* the common case: nothing is copied or serialised again */
+    xd_stanza_keep_t keep;
+    xd_el_t *el = xd_stanza_thaw_keep(st, &keep);
+    if (!to_ok)
+        xd_el_set_attr(el, "to", xd_jid_full_str(keep.to).p);
+    if (!from_ok)
+        xd_el_set_attr(el, "from", xd_jid_full_str(keep.from).p);
+    return xd_stanza_freeze_keep(el, &keep);
 }
 
 xd_stanza_kind
@@ -109,30 +138,44 @@ xd_iq_is_request(const xd_el_t *el)
            (!strcmp(t, "get") || !strcmp(t, "set"));
 }
 
-/* Swaps 'to' and 'from' on a builder whose attributes come from `orig`. */
+/* Addresses a reply to st on a builder whose attributes come from st: 'to'
+ * is st's 'from'; 'from' is `from` when given, else st's 'to' when that is
+ * a JID (in its canonical form).  A 'to' that is not a JID is never echoed
+ * (RFC 6120 8.3.3.8: it is what the error is about): the reply then has no
+ * 'from' unless the caller names one. */
 static void
-swap_addresses(xd_el_t *el, const xd_el_t *orig)
+swap_addresses(xd_el_t *el, const xd_stanza_t *st, const char *from)
 {
-    const char *to = xd_el_attr(orig, "to");
-    const char *from = xd_el_attr(orig, "from");
-    xd_el_set_attr(el, "to", from);
-    xd_el_set_attr(el, "from", to);
+    const xd_el_t *orig = xd_stanza_root(st);
+    xd_el_set_attr(el, "to", xd_el_attr(orig, "from"));
+    if (!from && xd_el_attr(orig, "to")) {
+        const xd_jid_t *to = xd_stanza_to(st);
+        from = to ? xd_jid_full_str(to).p : NULL;
+    }
+    xd_el_set_attr(el, "from", from);
 }
 
 static xd_el_t *
-reply_shell(const xd_el_t *orig, const char *type)
+reply_shell(const xd_stanza_t *st, const char *type, const char *from)
 {
+    const xd_el_t *orig = xd_stanza_root(st);
     xd_el_t *el = xd_el_new(xd_el_name(orig), NULL);
     const char *id = xd_el_attr(orig, "id");
     if (id)
         xd_el_set_attr(el, "id", id);
-    swap_addresses(el, orig);
+    swap_addresses(el, st, from);
     xd_el_set_attr(el, "type", type);
     return el;
 }
 
 xd_stanza_t *
 xd_stanza_error(const xd_stanza_t *st, xd_cond cond, const char *text)
+{
+    return xd_stanza_error_from(st, cond, text, NULL);
+}
+
+xd_stanza_t *
+xd_stanza_error_from(const xd_stanza_t *st, xd_cond cond, const char *text, const char *from)
 {
     const xd_el_t *orig = xd_stanza_root(st);
     const char *type = xd_el_attr(orig, "type");
@@ -144,10 +187,10 @@ xd_stanza_error(const xd_stanza_t *st, xd_cond cond, const char *text)
 
     xd_el_t *el;
     if (kind == XD_STANZA_IQ || kind == XD_STANZA_OTHER) {
-        el = reply_shell(orig, "error");
+        el = reply_shell(st, "error", from);
     } else {
         el = xd_stanza_edit(st);
-        swap_addresses(el, orig);
+        swap_addresses(el, st, from);
         xd_el_set_attr(el, "type", "error");
     }
     xd_el_t *err = xd_el_add_child(el, "error", NULL);
@@ -164,7 +207,7 @@ xd_stanza_error(const xd_stanza_t *st, xd_cond cond, const char *text)
 xd_el_t *
 xd_iq_result_builder(const xd_stanza_t *st)
 {
-    return reply_shell(xd_stanza_root(st), "result");
+    return reply_shell(st, "result", NULL);
 }
 
 xd_stanza_t *

@@ -12,7 +12,7 @@ import time
 import slixmpp
 from slixmpp.componentxmpp import ComponentXMPP
 
-from helpers import users
+from helpers import msg_rx, q, users
 from xclient import XClient, login
 from xmpptest import free_port, NS_STREAMS
 
@@ -216,6 +216,54 @@ def test_raw_handshake_and_addressing_errors(server_factory):
     assert "improper-addressing" in r.error()
     r.close()
     a.close()
+
+
+def connected(srv, domain="bot.localhost", secret=SECRET):
+    r = Raw(srv.comp_port, domain)
+    sid, _ = r.header_id()
+    r.handshake(sid, secret)
+    r.until(r"<handshake\s*/>")
+    return r
+
+
+def test_raw_addresses_canonical_and_malformed(server_factory):
+    """A component's addresses go on in canonical form (RFC 7622: case-folded
+    localpart and domain, no trailing dot, the resource as it is); a 'to'
+    that is not a JID is answered with jid-malformed from the server's
+    domain, never from itself (RFC 6120 8.3.3.8); a 'from' that is not a
+    JID is improper-addressing, as a missing one is."""
+    srv = component_server(server_factory)
+    r = connected(srv)
+    a, ajid = login(srv.c2s_port, "alice", "pw", resource="r")
+    r.send("<message from='Svc@BOT.LOCALHOST/X' to='ALICE@LOCALHOST/r' id='c1'>"
+           "<body>one</body></message>")
+    m = q(a.recv_until(msg_rx("c1")).group(0))
+    assert "from='svc@bot.localhost/X'" in m and f"to='{ajid}'" in m, m
+    r.send("<message from='svc@bot.localhost.' to='alice@localhost./r' id='c2'>"
+           "<body>two</body></message>")
+    m = q(a.recv_until(msg_rx("c2")).group(0))
+    assert "from='svc@bot.localhost'" in m and f"to='{ajid}'" in m, m
+    r.send("<message from='svc@bot.localhost' to='alice@@localhost' id='c3'>"
+           "<body>three</body></message>")
+    e = r.until(r"<message[^>]*id=['\"]c3['\"].*?</message>")
+    assert "type='error'" in e and "jid-malformed" in e, e
+    assert "from='localhost'" in e and "to='svc@bot.localhost'" in e and "alice@@" not in e, e
+    r.send("<message from='svc@bot..localhost' to='alice@localhost'><body>x</body></message>")
+    assert "improper-addressing" in r.error()
+    r.close()
+    a.close()
+
+
+def test_xml_1_1_declaration_refused(server_factory):
+    """RFC 6120 11.8: XMPP is XML 1.0; a stream declared 1.1 is bad-format."""
+    srv = component_server(server_factory)
+    r = Raw.__new__(Raw)
+    r.s = socket.create_connection(("127.0.0.1", srv.comp_port), timeout=5)
+    r.buf = b""
+    r.send(f"<?xml version='1.1'?><stream:stream xmlns='jabber:component:accept' "
+           f"xmlns:stream='{NS_STREAMS}' to='bot.localhost'>")
+    assert "<bad-format" in r.error()
+    r.close()
 
 
 def test_bad_hosts_option_is_a_config_error(tmp_path):

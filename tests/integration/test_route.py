@@ -62,6 +62,24 @@ def test_no_session_and_remote_domain_bounce(server):
     assert "jid-malformed" in expect(g, r"<message[^>]*id=['\"]j1.*?</message>")
 
 
+def test_addresses_canonical_and_malformed_to(server):
+    """RFC 7622: a client's 'to' goes on in canonical form (case-folded
+    localpart and domain, no trailing dot); RFC 6120 8.3.3.8: a 'to' that is
+    not a JID is answered from the server's domain, never from itself."""
+    users(server, "ida", "jon")
+    j, jjid = online(server, "jon", "Desk")
+    i, _ = online(server, "ida", "x")
+    i.send("<message to='JON@LocalHost./Desk' type='chat' id='k1'><body>x</body></message>")
+    m = expect(j, msg_rx("k1"))
+    assert f"to='{jjid}'" in m, m
+    i.send("<message to='not a jid@@' id='k2'><body>x</body></message>")
+    e = expect(i, msg_rx("k2"))
+    assert "jid-malformed" in e and "from='localhost'" in e and "jid@@" not in e, e
+    i.send("<iq to='@localhost' type='get' id='k3'><ping xmlns='urn:xmpp:ping'/></iq>")
+    e = expect(i, r"<iq[^>]*id=['\"]k3.*?</iq>")
+    assert "jid-malformed" in e and "from='localhost'" in e and "@localhost'" not in e, e
+
+
 def test_iq_between_resources_and_result_back(server):
     users(server, "ian")
     a, ajid = online(server, "ian", "a")

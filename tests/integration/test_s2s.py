@@ -558,3 +558,84 @@ def test_unanswered_multiplexing_falls_back_to_a_stream(server_factory):
         c2.close()
     finally:
         lsock.close()
+
+
+# ---- addresses on an incoming stream (RFC 7622, RFC 6120 4.9.3.7, 8.3.3.8) ----
+
+def raw_peer_into_b(server_factory):
+    """a.test and b.test (alice on a, bob on b, both online) and a stream
+    from a.test into b.test played by hand: dialback with keys made from
+    a.test's node secret (as in test_incoming_stream_multiplexes_two_domains),
+    so b.test's verification reaches the real a.test.  Returns (a, b, tls,
+    alice, ajid, bob, bjid)."""
+    import hashlib
+    import hmac
+    a_c2s, a_s2s = free_port(addr=A_IP), free_port(addr=A_IP)
+    b_c2s, b_s2s = free_port(addr=B_IP), free_port(addr=B_IP)
+    a = server_factory(hosts=("a.test",), listen=listen_yaml(A_IP, a_c2s, a_s2s),
+                       extra_yaml=f"s2s_hosts:\n  b.test: \"{B_IP}:{b_s2s}\"\n")
+    b = server_factory(hosts=("b.test",), listen=listen_yaml(B_IP, b_c2s, b_s2s),
+                       extra_yaml=f"s2s_hosts:\n  a.test: \"{A_IP}:{a_s2s}\"\n")
+    a.c2s_port, a.ip, a.domain = a_c2s, A_IP, "a.test"
+    b.c2s_port, b.ip, b.domain = b_c2s, B_IP, "b.test"
+    users(a, "alice")
+    users(b, "bob")
+    alice, ajid = online(a, "alice", "r")
+    bob, bjid = online(b, "bob", "r")
+    with open(os.path.join(a.data_dir, "secret"), "rb") as f:
+        secret = f.read()
+    db_key = hmac.new(secret, b"xmppd node key: dialback\x01", hashlib.sha256).digest()
+    raw = socket.create_connection((B_IP, b_s2s), timeout=10)
+    header = (b"<?xml version='1.0'?><stream:stream xmlns='jabber:server' "
+              b"xmlns:db='jabber:server:dialback' "
+              b"xmlns:stream='http://etherx.jabber.org/streams' "
+              b"from='a.test' to='b.test' version='1.0'>")
+    tls, buf = incoming_over_tls(raw, header, "b.test")
+    sid = re.search(rb"<stream:stream[^>]*\sid=['\"]([^'\"]+)", buf).group(1).decode()
+    k = hashlib.sha256(db_key).hexdigest().encode()
+    key = hmac.new(k, f"b.test a.test {sid}".encode(), hashlib.sha256).hexdigest()
+    tls.sendall(f"<db:result from='a.test' to='b.test'>{key}</db:result>".encode())
+    read_until(tls, rb"<db:result[^>]*type=['\"]valid")
+    return a, b, tls, alice, ajid, bob, bjid
+
+
+def test_relayed_addresses_arrive_canonical(server_factory):
+    """What a peer relays reaches the recipient in canonical form (RFC 7622:
+    localpart and domain case-folded, the domain's trailing dot gone, the
+    resource kept as it is); a 'to' that is not a JID is answered with
+    jid-malformed from b.test, not from itself; a 'from' that is not a JID
+    is improper-addressing (RFC 6120 4.9.3.7)."""
+    a, b, tls, alice, ajid, bob, bjid = raw_peer_into_b(server_factory)
+    tls.sendall(b"<message from='X@A.TEST/Res' to='BOB@B.TEST./r' type='chat' id='c1'>"
+                b"<body>one</body></message>")
+    m = expect(bob, helpers.msg_rx("c1"))
+    assert "from='x@a.test/Res'" in m and f"to='{bjid}'" in m, m
+    tls.sendall(b"<message from='x@a.test.' to='bob@b.test/r' type='chat' id='c2'>"
+                b"<body>two</body></message>")
+    m = expect(bob, helpers.msg_rx("c2"))
+    assert "from='x@a.test'" in m and "a.test." not in m, m
+    # A malformed 'to': the error goes back to the sender at a.test.
+    tls.sendall(f"<message from='{ajid}' to='bob@@b.test' type='chat' id='c3'>"
+                f"<body>three</body></message>".encode())
+    e = expect(alice, helpers.msg_rx("c3"))
+    assert "type='error'" in e and "jid-malformed" in e, e
+    assert "from='b.test'" in e and "bob@@" not in e, e
+    tls.sendall(b"<message from='x@@a.test' to='bob@b.test'><body>no</body></message>")
+    assert b"improper-addressing" in read_until(tls, rb"</stream:error>")
+    tls.close()
+    alice.close()
+    bob.close()
+
+
+def test_xml_1_1_declaration_refused_on_s2s(server_factory):
+    """RFC 6120 11.8: XMPP is XML 1.0; a stream declared 1.1 is bad-format."""
+    p = make_pair(server_factory, start_b=False)
+    port = int(re.search(r"port: (\d+)\n    ip: 127.0.0.1\n    module: s2s",
+                         open(p.a.config_path).read()).group(1))
+    s = socket.create_connection((A_IP, port), timeout=10)
+    s.sendall(b"<?xml version='1.1'?><stream:stream xmlns='jabber:server' "
+              b"xmlns:db='jabber:server:dialback' xmlns:stream='http://etherx.jabber.org/streams' "
+              b"from='b.test' to='a.test' version='1.0'>")
+    buf = read_until(s, rb"</stream:error>")
+    assert b"<bad-format" in buf and b"<stream:features" not in buf, buf
+    s.close()

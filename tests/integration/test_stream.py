@@ -190,6 +190,14 @@ def test_stream__non_utf8_encoding_declaration(server):
     assert s.stream_error() in ("unsupported-encoding",)
 
 
+def test_stream__xml_1_1_declaration(server):
+    """RFC 6120 11.8: XMPP is XML 1.0; libxml2 would parse a 1.1 stream on."""
+    s = server.raw()
+    s.send("<?xml version='1.1'?><stream:stream xmlns='jabber:client' "
+           "xmlns:stream='http://etherx.jabber.org/streams' to='localhost' version='1.0'>")
+    assert s.stream_error() == "bad-format"
+
+
 def test_stream__client_closes_stream(server):
     s = opened(server)
     s.send("</stream:stream>")

@@ -555,6 +555,88 @@ test_el__addresses_travel_with_the_stanza(void **state)
     xd_stanza_unref(st);
 }
 
+/* xd_stanza_canonical: a stanza whose addresses are canonical is handed
+ * back as it is (same object, same cached bytes); otherwise 'to' and 'from'
+ * are rewritten to the parsed full strings, the parsed JIDs kept; absent or
+ * malformed attributes are left alone. */
+static void
+test_el__canonical_addresses(void **state)
+{
+    (void)state;
+    const char *in = "<message from='a@x/r' to='b@x'><body>hi</body></message>";
+    xd_stanza_t *st = NULL;
+    assert_int_equal(xd_stanza_parse(in, strlen(in), XD_NS_CLIENT, &st), 0);
+    const char *bytes = xd_stanza_bytes(st, NULL);
+    assert_ptr_equal(xd_stanza_canonical(st), st);
+    assert_ptr_equal(xd_stanza_bytes(st, NULL), bytes); /* not serialised again */
+    xd_stanza_unref(st);
+
+    in = "<message from='A@X./Res' to='B@\xEF\xBC\xB8/r'><body>hi</body></message>";
+    assert_int_equal(xd_stanza_parse(in, strlen(in), XD_NS_CLIENT, &st), 0);
+    xd_stanza_t *other = xd_stanza_ref(st); /* shared: a copy is made */
+    const xd_jid_t *to = xd_stanza_to(st);
+    st = xd_stanza_canonical(st);
+    assert_ptr_not_equal(st, other);
+    assert_string_equal(xd_stanza_bytes(st, NULL),
+                        "<message from='a@x/Res' to='b@x/r'><body>hi</body></message>");
+    assert_ptr_equal(xd_stanza_to(st), to); /* the parsed JIDs came along */
+    assert_string_equal(xd_el_attr(xd_stanza_root(other), "from"), "A@X./Res");
+    xd_stanza_unref(other);
+    xd_stanza_unref(st);
+
+    /* Only 'from' differs; the only reference: changed in place. */
+    in = "<iq type='get' id='1' from='A@x' to='x'/>";
+    assert_int_equal(xd_stanza_parse(in, strlen(in), XD_NS_CLIENT, &st), 0);
+    st = xd_stanza_canonical(st);
+    assert_string_equal(xd_stanza_bytes(st, NULL), "<iq type='get' id='1' from='a@x' to='x'/>");
+    xd_stanza_unref(st);
+
+    /* Absent and malformed attributes stay as they are. */
+    in = "<message to='@@bad' from='Me@X'/>";
+    assert_int_equal(xd_stanza_parse(in, strlen(in), XD_NS_CLIENT, &st), 0);
+    st = xd_stanza_canonical(st);
+    assert_null(xd_stanza_to(st));
+    assert_string_equal(xd_stanza_bytes(st, NULL), "<message to='@@bad' from='me@x'/>");
+    xd_stanza_unref(st);
+    in = "<presence/>";
+    assert_int_equal(xd_stanza_parse(in, strlen(in), XD_NS_CLIENT, &st), 0);
+    assert_ptr_equal(xd_stanza_canonical(st), st);
+    xd_stanza_unref(st);
+}
+
+/* An error reply never echoes a 'to' that is not a JID (RFC 6120 8.3.3.8):
+ * without a 'from' of the caller's, it has none; a 'to' that is a JID comes
+ * back as the reply's 'from' in canonical form. */
+static void
+test_el__error_reply_addresses(void **state)
+{
+    (void)state;
+    const char *in = "<message from='a@x/r' to='not a jid@@' id='m'><body>b</body></message>";
+    xd_stanza_t *st = NULL, *e;
+    assert_int_equal(xd_stanza_parse(in, strlen(in), XD_NS_CLIENT, &st), 0);
+    e = xd_stanza_error(st, XD_COND_JID_MALFORMED, NULL);
+    assert_null(xd_el_attr(xd_stanza_root(e), "from"));
+    assert_string_equal(xd_el_attr(xd_stanza_root(e), "to"), "a@x/r");
+    xd_stanza_unref(e);
+    e = xd_stanza_error_from(st, XD_COND_JID_MALFORMED, "no", "x");
+    assert_string_equal(xd_el_attr(xd_stanza_root(e), "from"), "x");
+    assert_non_null(strstr(xd_stanza_bytes(e, NULL), "<jid-malformed"));
+    assert_null(strstr(xd_stanza_bytes(e, NULL), "jid@@"));
+    xd_stanza_unref(e);
+    xd_stanza_unref(st);
+
+    in = "<iq from='a@x/r' to='B@X.' id='q' type='get'><ping xmlns='urn:xmpp:ping'/></iq>";
+    assert_int_equal(xd_stanza_parse(in, strlen(in), XD_NS_CLIENT, &st), 0);
+    e = xd_stanza_error(st, XD_COND_SERVICE_UNAVAILABLE, NULL);
+    assert_string_equal(xd_el_attr(xd_stanza_root(e), "from"), "b@x");
+    xd_stanza_unref(e);
+    e = xd_iq_result(st);
+    assert_string_equal(xd_stanza_bytes(e, NULL),
+                        "<iq id='q' to='a@x/r' from='b@x' type='result'/>");
+    xd_stanza_unref(e);
+    xd_stanza_unref(st);
+}
+
 /* The bytes are right whichever way they are kept: in the stanza's own
  * arena (room left) or on the heap (a stanza that outgrew it).  Where they
  * live is counted by bench/msgpath.py (allocations per message), not here. */
@@ -612,6 +694,8 @@ main(void)
         cmocka_unit_test(test_el__serialize_deep_and_large),
         cmocka_unit_test(test_el__thaw_in_place_or_copy),
         cmocka_unit_test(test_el__addresses_travel_with_the_stanza),
+        cmocka_unit_test(test_el__canonical_addresses),
+        cmocka_unit_test(test_el__error_reply_addresses),
         cmocka_unit_test(test_el__bytes_same_in_arena_or_heap),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -1049,6 +1049,58 @@ test_xml__xml_declaration_with_and_without_encoding(void **state)
     xd_el_free(el);
 }
 
+static void
+test_xml__xml_version_other_than_1_0_is_refused(void **state)
+{
+    (void)state;
+    /* RFC6120 11.8: XML 1.0 only.  libxml2 warns about another 1.x and
+     * parses on; it fails on anything else itself. */
+    static const char *const bad[] = {
+        "<?xml version='1.1'?>",
+        "<?xml version=\"1.1\" encoding='UTF-8'?>",
+        "<?xml version='1.10'?>",
+        "<?xml version='2.0'?>",
+    };
+    const char *stream = "<stream:stream xmlns='jabber:client' "
+                         "xmlns:stream='http://etherx.jabber.org/streams'><presence/>";
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        char in[512];
+        snprintf(in, sizeof(in), "%s%s", bad[i], stream);
+        for (int bytewise = 0; bytewise < 2; bytewise++) {
+            rec_t r;
+            rec_parser(&r, NULL);
+            int rc = 0;
+            if (bytewise) {
+                for (size_t k = 0; in[k] && rc == 0; k++)
+                    rc = feed_all(&r, in + k, 1);
+            } else {
+                rc = feed_str(&r, in);
+            }
+            if (rc != XD_EXML_VERSION)
+                fail_msg("declaration %zu (bytewise %d) gives %s", i, bytewise, xd_err_name(rc));
+            assert_int_equal(r.opens, 0);
+            assert_int_equal(r.errors, 1);
+            rec_done(&r);
+        }
+    }
+    /* After a reset, the new stream's declaration is checked again. */
+    rec_t r;
+    rec_parser(&r, NULL);
+    assert_int_equal(feed_str(&r, HDR_C), 0); /* declares 1.0 */
+    xd_xml_parser_reset(r.p);
+    static const char hdr[] = HDR_C, decl[] = "<?xml version='1.0'?>";
+    char again[512];
+    snprintf(again, sizeof again, "<?xml version='1.1'?>%s", hdr + strlen(decl));
+    assert_int_equal(feed_str(&r, again), XD_EXML_VERSION);
+    assert_int_equal(r.opens, 1);
+    rec_done(&r);
+    /* The one-shot parser applies the same rule. */
+    xd_el_t *el = NULL;
+    const char *doc = "<?xml version='1.1'?><a/>";
+    assert_int_equal(xd_el_parse(doc, strlen(doc), &el), XD_EXML_VERSION);
+    assert_null(el);
+}
+
 /* The header of a jabber:server stream with one more prefix declared. */
 #define HDR_S                                                                   \
     "<stream:stream xmlns='jabber:server' xmlns:db='jabber:server:dialback' "  \
@@ -1532,6 +1584,7 @@ main(void)
         cmocka_unit_test(test_xml__single_byte_keepalives_never_count),
         cmocka_unit_test(test_xml__stream_close_then_only_whitespace),
         cmocka_unit_test(test_xml__xml_declaration_with_and_without_encoding),
+        cmocka_unit_test(test_xml__xml_version_other_than_1_0_is_refused),
         cmocka_unit_test(test_xml__prefixed_and_default_namespaces),
         cmocka_unit_test(test_xml__pause_after_every_event_gives_the_same_conversation),
         cmocka_unit_test(test_xml__pause_keeps_a_utf8_sequence_cut_by_the_feed),
