@@ -319,15 +319,16 @@ c2s_sasl_success(xd_conn_t *c, const xd_sasl_result_t *r)
     }
     xd_free(c2s_of(c)->tried_user);
     c2s_of(c)->tried_user = NULL;
-    c2s_send_sasl(c, "success", r->out, r->out_len, r->out != NULL);
     c2s_of(c)->authenticated = true;
     c2s_of(c)->anonymous = r->anonymous;
     c2s_of(c)->jid = jid;
     xd_log_ctx(&c->log, NULL, "conn=%llu ip=%s jid=%s", (unsigned long long)c->id, c->ip,
                xd_jid_full_str(jid).p);
+    /* Logged before the client can know: what it does next follows the line. */
     XD_LOG(&c->log, XD_NOTICE, "authenticated", "mech=%s cb=%s",
            xd_sasl_mech_name(r->mech),
            r->cb >= 0 ? xd_sasl_cb_name((xd_sasl_cb)r->cb) : "-");
+    c2s_send_sasl(c, "success", r->out, r->out_len, r->out != NULL);
     xd_sasl_free(c2s_of(c)->sasl);
     c2s_of(c)->sasl = NULL;
     /* RFC 6120 6.4.6: the client restarts the stream. */
