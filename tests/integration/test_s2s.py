@@ -639,3 +639,54 @@ def test_xml_1_1_declaration_refused_on_s2s(server_factory):
     buf = read_until(s, rb"</stream:error>")
     assert b"<bad-format" in buf and b"<stream:features" not in buf, buf
     s.close()
+
+
+@pytest.mark.slow
+def test_incoming_flood_to_an_offline_user_stays_bounded(server_factory, monkeypatch):
+    """40,000 messages pipelined over one incoming server stream to an
+    offline user: the stream is held while each is stored (xmppd/input.h),
+    so b's memory stays bounded; the default quota keeps 1,000 (the rest
+    bounce to a.test, which drops errors for a user it does not have).
+    A small ASan quarantine, as test_durability's flood test explains."""
+    asan = os.environ.get("ASAN_OPTIONS", "")
+    monkeypatch.setenv("ASAN_OPTIONS", (asan + ":" if asan else "") + "quarantine_size_mb=16")
+    a_c2s, a_s2s = free_port(addr=A_IP), free_port(addr=A_IP)
+    b_c2s, b_s2s = free_port(addr=B_IP), free_port(addr=B_IP)
+    a = server_factory(hosts=("a.test",), listen=listen_yaml(A_IP, a_c2s, a_s2s),
+                       extra_yaml=f"s2s_hosts:\n  b.test: \"{B_IP}:{b_s2s}\"\n")
+    b = server_factory(hosts=("b.test",), listen=listen_yaml(B_IP, b_c2s, b_s2s),
+                       extra_yaml=(f"s2s_hosts:\n  a.test: \"{A_IP}:{a_s2s}\"\n"
+                                   "modules:\n  mod_offline: {}\n  mod_ping: {}\n"))
+    b.c2s_port, b.ip, b.domain = b_c2s, B_IP, "b.test"
+    users(b, "bob", "carol")
+    tls, _ = dialback_in(a, B_IP, b_s2s, ["a.test"])
+    base = peak = b.rss_kib()
+    chunk = "".join(f"<message from='x@a.test/r' to='bob@b.test' type='chat'>"
+                    f"<body>flood {i}</body></message>" for i in range(1000)).encode()
+    for _ in range(40):
+        tls.sendall(chunk)
+        peak = max(peak, b.rss_kib())
+    # A barrier on the same stream: a message to carol, stored after every
+    # message before it was stored (or refused).
+    tls.sendall(b"<message from='x@a.test/r' to='carol@b.test' type='chat'>"
+                b"<body>last</body></message>")
+    carol, _ = online(b, "carol", "r", presence=False)
+    carol.send("<presence/>")
+    deadline = time.time() + 120
+    while True:  # stored only once the flood is through: log in again until it is there
+        try:
+            carol.recv_until(rb"<body>last</body>", timeout=2)
+            break
+        except AssertionError:
+            assert time.time() < deadline, "the barrier was never stored"
+            peak = max(peak, b.rss_kib())
+            carol.close()
+            carol, _ = online(b, "carol", "r", presence=False)
+            carol.send("<presence/>")
+    peak = max(peak, b.rss_kib())
+    assert peak - base < 100 * 1024, (base, peak)
+    bob, _ = online(b, "bob", "r")
+    got = re.findall(rb"<body>flood (\d+)</body>", bob.roundtrip())
+    assert [int(x) for x in got] == list(range(1000)), got[:5]
+    tls.close()
+    bob.close()
