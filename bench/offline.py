@@ -30,9 +30,13 @@ from xmpptest import Server  # noqa: E402
 def run(build, senders, messages, workers, pool):
     tmp = tempfile.mkdtemp(prefix="xd-offline-bench-")
     srv = Server(os.path.abspath(build), tmp, workers=workers,
-                 extra_yaml=(f"loglevel: warning\npool_threads: {pool}\n"
+                 extra_yaml=(f"pool_threads: {pool}\n"
                              "modules:\n  mod_offline:\n    max_user_messages: 1000000\n"
                              "    max_user_size: 1GiB\n"))
+    with open(srv.config_path) as f:  # the tests' debug log would dominate
+        conf = f.read().replace("loglevel: debug", "loglevel: notice")
+    with open(srv.config_path, "w") as f:
+        f.write(conf)
     srv.start()
     try:
         for i in range(senders):

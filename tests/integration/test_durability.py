@@ -147,6 +147,7 @@ def test_flood_to_an_offline_contact_stays_bounded(server_factory, monkeypatch):
         a.buf = b""
         peak = max(peak, srv.rss_kib())
     assert refused == 99_000, refused
+    print(f"flood: RSS base {base} KiB, peak {peak} KiB")
     assert peak < 300 * 1024, (base, peak)
     b, _ = online(srv, "bea", "y")
     assert body_ids(b, 1000)[-1] == "flood 999"
