@@ -10,7 +10,9 @@
  * reply for each request in arrival order); so one module sees its requests
  * one at a time and in order, without holding a pool thread while idle.
  * The FIFO is reference counted: a registration removed while requests are
- * queued leaves the drain job to finish them.
+ * queued leaves the drain job to finish them.  A SERIAL request holds its
+ * sender's stream (xmppd/input.h) until its reply is routed, as PARALLEL
+ * ones do through the pool.
  */
 #include <pthread.h>
 #include <stdatomic.h>
@@ -22,6 +24,7 @@
 #include "router/router.h"
 #include "xmppd/alloc.h"
 #include "xmppd/err.h"
+#include "xmppd/input.h"
 #include "xmppd/iq.h"
 #include "xmppd/stanza.h"
 
@@ -272,6 +275,7 @@ typedef struct iq_job {
     xd_jid_t *from, *to; /* references */
     char host[1024];     /* the host */
     xd_stanza_t *reply;  /* the handler's answer */
+    xd_input_ref_t in;   /* SERIAL: the sender's stream, held until the reply is routed */
 } iq_job_t;
 
 static xd_stanza_t *
@@ -341,6 +345,7 @@ iq_serial_drain(void *arg)
         xd_stanza_t *reply = iq_call(j->fn, j->ctx, j->arg, j->iq, j->from, j->to, j->host);
         if (reply)
             xd_route_take(reply);
+        xd_input_release(j->in); /* the sender's next stanza comes after the reply */
         iq_job_free(j);
     }
     iq_serial_unref(q);
@@ -434,8 +439,13 @@ xd_iq_dispatch(xd_stanza_t *iq, const xd_jid_t *to, const char *host, int target
     snprintf(j->host, sizeof j->host, "%s", host);
     int rc;
     if (e.serial) {
+        /* The drain job has no done callback on the sender's loop to hold
+         * the stream for it (xmppd/input.h): hold it here. */
+        j->in = xd_input_hold();
         rc = iq_serial_push(e.serial, j);
         iq_serial_unref(e.serial);
+        if (rc != 0)
+            xd_input_release(j->in);
     } else {
         rc = xd_pool_submit(iq_job_work, iq_job_done, j);
     }

@@ -17,6 +17,7 @@
 #include "core/pool.h"
 #include "core/worker.h"
 #include "xmppd/err.h"
+#include "xmppd/input.h"
 
 enum { JOBS = 8 };
 
@@ -269,6 +270,91 @@ test_pool__start_errors(void **state)
     xd_pool_stop(); /* idempotent */
 }
 
+/* ---- the order of a stream's input (xmppd/input.h) ---- */
+
+static _Atomic unsigned in_holds, in_releases; /* what the stream layer was told */
+static _Atomic unsigned in_release_after_done; /* releases that came after the done callback */
+static _Atomic bool in_wrong_thread;           /* a handler ran off the stream's worker */
+static xd_worker_t *in_owner;                  /* the worker the stream "lives" on */
+static xd_input_ref_t in_explicit;             /* taken on the worker, released from the test */
+
+static bool
+in_hold(xd_worker_t *w, uint64_t id)
+{
+    if (w != in_owner || xd_worker_self() != w)
+        atomic_store(&in_wrong_thread, true);
+    if (id != 7)
+        return false; /* no such stream */
+    atomic_fetch_add(&in_holds, 1);
+    return true;
+}
+
+static void
+in_release(xd_worker_t *w, uint64_t id)
+{
+    if (w != in_owner || xd_worker_self() != w || id != 7)
+        atomic_store(&in_wrong_thread, true);
+    if (atomic_load(&pt_done) > 0)
+        atomic_fetch_add(&in_release_after_done, 1);
+    atomic_fetch_add(&in_releases, 1);
+}
+
+/* On the owner: handling stream 7's element, a job with a done callback
+ * and an explicit hold; a job without done and one outside the element
+ * hold nothing; an unknown stream gives a ref with id 0. */
+static void
+in_msg(xd_worker_t *w, void *arg)
+{
+    (void)arg;
+    in_owner = w;
+    pt_jobs[0].submitter = w;
+    pt_jobs[1].submitter = w;
+    uint64_t prev = xd_input_enter(7);
+    pt_submit_rc[0] = xd_pool_submit(pt_work, pt_done_cb, &pt_jobs[0]);
+    pt_submit_rc[2] = xd_pool_submit(pt_work, NULL, &pt_jobs[2]);
+    in_explicit = xd_input_hold();
+    uint64_t inner = xd_input_enter(8); /* nested: another (unknown) stream */
+    xd_input_ref_t none = xd_input_hold();
+    xd_input_leave(inner);
+    if (none.id != 0)
+        atomic_store(&in_wrong_thread, true);
+    xd_input_leave(prev);
+    pt_submit_rc[1] = xd_pool_submit(pt_work, pt_done_cb, &pt_jobs[1]);
+    atomic_fetch_add(&pt_msgs, 1);
+}
+
+static void
+test_pool__holds_the_input_stream(void **state)
+{
+    (void)state;
+    atomic_store(&in_holds, 0);
+    atomic_store(&in_releases, 0);
+    atomic_store(&in_release_after_done, 0);
+    atomic_store(&in_wrong_thread, false);
+    xd_input_set_handlers(in_hold, in_release);
+    assert_int_equal(xd_pool_start(2, 16), 0);
+    assert_int_equal(xd_worker_post(xd_worker_get(1), in_msg, NULL), 0);
+    assert_int_equal(wait_for(&pt_msgs, 1, 5000), 1);
+    assert_int_equal(pt_submit_rc[0], 0);
+    assert_int_equal(pt_submit_rc[1], 0);
+    assert_int_equal(pt_submit_rc[2], 0);
+    assert_int_equal(wait_for(&pt_done, 2, 5000), 2);
+    assert_int_equal(wait_for(&in_releases, 1, 5000), 1);
+    /* The job with done held stream 7 and let go after done ran; the
+     * explicit hold is still in force. */
+    assert_int_equal(atomic_load(&in_holds), 2);
+    assert_int_equal(atomic_load(&in_release_after_done), 1);
+    assert_int_equal(in_explicit.id, 7);
+    assert_int_equal(in_explicit.worker, 1);
+    /* Released from this (non-worker) thread: runs on the owner. */
+    xd_input_release(in_explicit);
+    assert_int_equal(wait_for(&in_releases, 2, 5000), 2);
+    xd_input_release((xd_input_ref_t){ 0, 0 }); /* nothing */
+    assert_false(atomic_load(&in_wrong_thread));
+    assert_int_equal(atomic_load(&in_holds), 2);
+    xd_input_set_handlers(NULL, NULL);
+}
+
 int
 main(void)
 {
@@ -283,6 +369,8 @@ main(void)
         cmocka_unit_test_setup_teardown(test_pool__no_done_from_any_thread, pt_setup,
                                         pt_teardown),
         cmocka_unit_test_setup_teardown(test_pool__start_errors, pt_setup, pt_teardown),
+        cmocka_unit_test_setup_teardown(test_pool__holds_the_input_stream, pt_setup,
+                                        pt_teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
