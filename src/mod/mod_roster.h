@@ -35,6 +35,14 @@
 
 #define MOD_ROSTER_TEXT_MAX 1023 /* bytes of a name or a group (RFC 6121 2.3.3 limit we set) */
 
+/* The most `max_roster_size` may be.  A c2s stream that has more than
+ * 4 MiB queued to its peer is closed (C2S_MAX_WRITE_QUEUE,
+ * src/stream/conn.c) and the whole roster goes out in one IQ result: a
+ * roster built up to this, with the IQ around it and the bytes that
+ * changes the limit does not refuse (inbound subscription states,
+ * unsubscribes) add, stays well below that. */
+#define MOD_ROSTER_SIZE_CEILING ((size_t)2 << 20)
+
 /* One roster item. */
 typedef struct mod_roster_item {
     char *jid;                /* the contact's bare JID */
@@ -59,8 +67,10 @@ void mod_roster_list_clear(mod_roster_list_t *l);
 
 /* Where a host's rosters live and how big they may grow. */
 typedef struct mod_roster_store {
-    xd_db_t *db;      /* the host's database */
-    size_t max_items; /* items one roster may hold (0: no limit) */
+    xd_db_t *db;       /* the host's database */
+    size_t max_items;  /* items one roster may hold (0: no limit) */
+    size_t max_groups; /* groups one item may be in (0: no limit) */
+    size_t max_bytes;  /* bytes of a roster's items as sent, serialized (0: no limit) */
 } mod_roster_store_t;
 
 /* The store of the instance ctx (of mod_roster). */
@@ -79,7 +89,10 @@ int mod_roster_get_item(const mod_roster_store_t *rs, const char *host, const ch
 /* A roster set (RFC 6121 2.3): adds or updates contact with name (NULL =
  * none) and groups (duplicates collapsed); the subscription state stays.
  * *pushed (optional) gets the item as stored, *ver (optional) the new
- * version.  XD_EINVAL for an empty or over-long name or group. */
+ * version.  XD_EINVAL for an empty or over-long name or group or more
+ * groups than max_groups; XD_EFULL when it would add an item to a roster
+ * of max_items; XD_ELIMIT when it would grow the roster past max_bytes (a
+ * change that does not grow it is never refused). */
 int mod_roster_set_item(const mod_roster_store_t *rs, const char *host, const char *user, const char *contact,
                         const char *name, const char *const *groups, size_t ngroups,
                         mod_roster_item_t *pushed, int64_t *ver);
@@ -111,7 +124,10 @@ typedef struct mod_roster_sub_outcome {
  * subscribe from a stranger (3.1.3); an item left with nothing at all
  * outside the roster is deleted.  status: the <status/> of an inbound
  * subscribe (kept with the pending-in), or NULL.  Call mod_roster_push
- * afterwards when out->r.push, and clear out->item. */
+ * afterwards when out->r.push, and clear out->item.  XD_EFULL when an
+ * outbound event would add an item to a roster of max_items or past
+ * max_bytes, or an outbound subscribe / subscribed would grow the roster
+ * past max_bytes; inbound events and unsubscribes are never refused. */
 int mod_roster_subscription(const mod_roster_store_t *rs, const char *host, const char *user, const char *contact,
                             mod_roster_event ev, const char *status,
                             mod_roster_sub_outcome_t *out);
