@@ -27,8 +27,11 @@
  *
  * Each item's size as sent is kept with it (roster_item.wire_bytes,
  * written by every change here; NULL for rows from before schema 2 or
- * written by hand, measured and stored when the roster is next checked;
- * docs/admin.md, "Roster size").
+ * written by hand, measured and stored when the roster is next checked).
+ * What is written by hand around the module can still make a roster too
+ * big, so the sending side checks too: a roster result bigger than
+ * MOD_ROSTER_SEND_MAX is refused with resource-constraint, and a push that
+ * big is not sent (docs/admin.md, "Roster size").
  */
 #include <inttypes.h>
 #include <stdio.h>
@@ -963,8 +966,20 @@ mod_roster_push(const char *host, const char *user, const mod_roster_item_t *it,
             xd_el_t *q = xd_el_add_child(iq, "query", XD_NS_ROSTER);
             xd_el_set_attr(q, "ver", verbuf);
             mod_roster_item_to_el(q, it);
-            xd_session_send_take(&ents[i].ref, xd_el_freeze(iq));
-            sent++;
+            xd_stanza_t *st = xd_el_freeze(iq);
+            size_t len = 0;
+            (void)xd_stanza_bytes(st, &len); /* cached: the stream writes these bytes */
+            if (len > MOD_ROSTER_SEND_MAX) {
+                /* Only an item written by hand gets this big: sent, it
+                 * would end the stream (mod_roster.h). */
+                XD_LOG(NULL, XD_WARN, "roster push too big, not sent",
+                       "host=%s user=%s contact=%s bytes=%zu limit=%zu", host, user, it->jid,
+                       len, MOD_ROSTER_SEND_MAX);
+                xd_stanza_unref(st);
+            } else {
+                xd_session_send_take(&ents[i].ref, st);
+                sent++;
+            }
         }
         xd_session_info_clear(&ents[i]);
     }
@@ -1013,8 +1028,26 @@ roster_get(const xd_iq_req_t *req, const mod_roster_store_t *rs, const char *hos
     }
     for (size_t i = 0; i < l.n; i++)
         mod_roster_item_to_el(q, &l.items[i]);
+    size_t nitems = l.n;
     mod_roster_list_clear(&l);
-    return xd_el_freeze(r);
+    xd_stanza_t *res = xd_el_freeze(r);
+    size_t len = 0;
+    (void)xd_stanza_bytes(res, &len); /* cached: the stream writes these bytes */
+    if (len <= MOD_ROSTER_SEND_MAX)
+        return res;
+    /* Bigger than one stream can take (the write-time limits keep rosters
+     * below this; this one was built before them or by hand).  One IQ
+     * result cannot be split, and interim pushes (XEP-0237) would queue
+     * the same bytes at once: an error instead of the end of the session. */
+    xd_stanza_unref(res);
+    XD_LOG(NULL, XD_WARN, "roster too big to send", "host=%s user=%s items=%zu bytes=%zu limit=%zu",
+           host, user, nitems, len, MOD_ROSTER_SEND_MAX);
+    char text[160];
+    snprintf(text, sizeof text,
+             "the roster is too big to send (%zu items, %zu bytes; at most %zu): "
+             "remove items to shrink it",
+             nitems, len, MOD_ROSTER_SEND_MAX);
+    return iq_error(req, XD_COND_RESOURCE_CONSTRAINT, text);
 }
 
 static xd_stanza_t *

@@ -35,12 +35,16 @@
 
 #define MOD_ROSTER_TEXT_MAX 1023 /* bytes of a name or a group (RFC 6121 2.3.3 limit we set) */
 
-/* The most `max_roster_size` may be.  A c2s stream that has more than
- * 4 MiB queued to its peer is closed (C2S_MAX_WRITE_QUEUE,
- * src/stream/conn.c) and the whole roster goes out in one IQ result: a
- * roster built up to this, with the IQ around it and the bytes that
- * changes the limit does not refuse (inbound subscription states,
- * unsubscribes) add, stays well below that. */
+/* The largest roster stanza (a roster result or push, serialized) sent to
+ * a client.  A c2s stream that has more than 4 MiB queued to its peer is
+ * closed (C2S_MAX_WRITE_QUEUE, src/stream/conn.c): one stanza must stay
+ * well below that, with room for what else is queued at the time.  A
+ * bigger roster result is an IQ error, a bigger push is not sent. */
+#define MOD_ROSTER_SEND_MAX ((size_t)3 << 20)
+
+/* The most `max_roster_size` may be: a roster built up to it still fits in
+ * MOD_ROSTER_SEND_MAX with the IQ around it and the bytes that changes the
+ * limit does not refuse (inbound subscription states, unsubscribes) add. */
 #define MOD_ROSTER_SIZE_CEILING ((size_t)2 << 20)
 
 /* One roster item. */
@@ -158,7 +162,9 @@ int mod_roster_remove_user(const mod_roster_store_t *rs, const char *host, const
 void mod_roster_item_to_el(xd_el_t *parent, const mod_roster_item_t *it);
 
 /* Sends a roster push of `it` with ver to every interested resource of
- * user@host (RFC 6121 2.1.6, XEP-0237).  Any thread.  Returns how many. */
+ * user@host (RFC 6121 2.1.6, XEP-0237).  Any thread.  Returns how many.
+ * A push bigger than MOD_ROSTER_SEND_MAX (an item written by hand into
+ * the database) is not sent but logged: it would end the stream. */
 size_t mod_roster_push(const char *host, const char *user, const mod_roster_item_t *it,
                        int64_t ver);
 

@@ -351,6 +351,53 @@ def test_subscription_past_max_roster_size(server_factory):
     assert len(items(roster)) == 2 and "ask=" not in roster and "kim@" not in roster, roster
 
 
+def test_roster_written_by_hand_too_big_to_send(server_factory):
+    """A roster bigger than one stream can carry that the limits did not
+    stop (rows written into the database by hand, or before the limits):
+    the roster get is resource-constraint with a text instead of the end of
+    the session, a push of an item that big is not sent, changes that grow
+    the roster are refused, a removal goes through, and once the roster is
+    small enough the get answers again."""
+    import os
+    import sqlite3
+    srv = server_factory(extra_yaml=MODULES)
+    users(srv, "ann", "zed")
+    assert srv.stop() == 0
+    g = "x" * 1000
+    with sqlite3.connect(os.path.join(srv.data_dir, "xmppd.db")) as con:
+        rows = [("zed@localhost", 12000)] + [(f"c{i}@example.org", 100) for i in range(10)]
+        for jid, ngroups in rows:  # zed's item ~12 MB, the others ~100 KB each
+            con.execute("INSERT INTO roster_item (host, username, jid) VALUES (?, ?, ?)",
+                        ("localhost", "ann", jid))
+            con.executemany("INSERT INTO roster_group (host, username, jid, grp)"
+                            " VALUES (?, ?, ?, ?)",
+                            [("localhost", "ann", jid, f"{n:05d}{g}") for n in range(ngroups)])
+    srv.restart()
+    a, _ = login(srv.c2s_port, "ann", "pw", resource="r")
+    r = get(a, "g1")  # before the fix: the stream ends here
+    assert err(r, "resource-constraint") and "too big to send" in r, r[:2000]
+    a.roundtrip()
+    # zed asks, ann approves: a push of zed's item (subscription='from'),
+    # too big to send; ann's session goes on.
+    z, _ = login(srv.c2s_port, "zed", "pw", resource="r")
+    z.send("<presence/><presence to='ann@localhost' type='subscribe'/>")
+    z.roundtrip()
+    a.send("<presence to='zed@localhost' type='subscribed'/>")
+    z.recv_until(r"<presence[^>]*type=['\"]subscribed['\"]")
+    assert "jabber:iq:roster" not in q(a.roundtrip()), a.buf[:2000]
+    # Growing is refused, removing is not.
+    r = set_item(a, "s1", "jid='new@example.org'")
+    assert err(r, "resource-constraint"), r
+    r = set_item(a, "s2", "jid='zed@localhost' subscription='remove'")
+    assert "type='result'" in r, r
+    # ~1 MB left: under MOD_ROSTER_SEND_MAX, sent again.
+    r = get(a, "g2")
+    assert "type='result'" in r and len(items(r)) == 10, r[:2000]
+    a.roundtrip()
+    srv.stop()
+    assert "roster push too big, not sent" in srv.log_text()
+
+
 def test_roster_of_an_older_server_is_measured(server_factory):
     """A database from before the size limits (mod_roster schema 1, no
     sizes kept): the upgrade adds the column and the items already there
