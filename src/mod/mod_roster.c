@@ -8,11 +8,30 @@
  * is committed first, then pushed to every interested resource of the user
  * (including the requester), then answered.
  *
- * Size: `max_items` per host bounds the items in an account's roster.  A
- * roster set or an outbound subscription that would add one more is
- * refused (resource-constraint to the set; the subscribe is not forwarded
- * and the sender gets it back as a presence error); updates of existing
- * items and inbound requests (kept outside the roster) are not limited.
+ * Size: the whole roster goes to the client in one IQ result, and a c2s
+ * stream with more than 4 MiB queued to its peer is closed, so a roster
+ * must stay well below that or the session that asks for it ends.  Three
+ * limits per host, checked when a change is written, keep it so:
+ * `max_items` (items in the roster), `max_groups` (groups of one item) and
+ * `max_roster_size` (bytes of the items as sent: serialized, escaped; at
+ * most MOD_ROSTER_SIZE_CEILING).  A roster set over max_groups is
+ * not-acceptable (RFC 6121 2.3.3: a server-configured limit on the item);
+ * one that would add an item past max_items or grow the roster past
+ * max_roster_size is resource-constraint (a limit of the account, like a
+ * quota).  An outbound subscription that would add an item, or a
+ * subscribe / subscribed that would grow the roster past the limit, is not
+ * forwarded and goes back to the sender as a presence error.  Inbound
+ * events and unsubscribes are never refused, and a change that does not
+ * grow the roster always goes through, so a roster over a limit (built
+ * before it, or by hand in the database) can shrink again.
+ *
+ * Each item's size as sent is kept with it (roster_item.wire_bytes,
+ * written by every change here; NULL for rows from before schema 2 or
+ * written by hand, measured and stored when the roster is next checked).
+ * What is written by hand around the module can still make a roster too
+ * big, so the sending side checks too: a roster result bigger than
+ * MOD_ROSTER_SEND_MAX is refused with resource-constraint, and a push that
+ * big is not sent (docs/admin.md, "Roster size").
  */
 #include <inttypes.h>
 #include <stdio.h>
@@ -60,8 +79,16 @@ static const char *const ros_mig1[] = {
     NULL,
 };
 
+/* The size of each item as sent (NULL: not known yet, measured when the
+ * roster is next checked against max_roster_size). */
+static const char *const ros_mig2[] = {
+    "ALTER TABLE roster_item ADD COLUMN wire_bytes INTEGER",
+    NULL,
+};
+
 static const xd_db_migration_t ros_migrations[] = {
     { 1, NULL, ros_mig1 },
+    { 2, NULL, ros_mig2 },
     { 0, NULL, NULL },
 };
 
@@ -73,14 +100,60 @@ static const xd_module_schema_t ros_schemas[] = {
 /* ---- options, per-host limits ------------------------------------------------------------- */
 
 typedef struct ros_conf {
-    int max_items; /* items one roster may hold */
+    int max_items;          /* items one roster may hold */
+    int max_groups;         /* groups one item may be in */
+    size_t max_roster_size; /* bytes of a roster's items as sent */
 } ros_conf_t;
+
+#define ROS_SIZE_FLOOR ((size_t)1 << 10) /* smallest max_roster_size */
+
+/* max_roster_size: a size from ROS_SIZE_FLOOR to MOD_ROSTER_SIZE_CEILING. */
+static int
+ros_parse_roster_size(xd_opt_ctx_t *ctx, const xd_conf_node_t *node, void *field)
+{
+    size_t *out = field;
+    if (node->kind != XD_CONF_SCALAR || xd_opt_parse_size(node->value, out) != 0) {
+        xd_opt_error(ctx, node, "invalid size \"%s\" (expected a size such as 1MiB)",
+                     node->kind == XD_CONF_SCALAR ? node->value : xd_conf_kind_name(node));
+        return -1;
+    }
+    if (*out < ROS_SIZE_FLOOR || *out > MOD_ROSTER_SIZE_CEILING) {
+        xd_opt_error(ctx, node, "%s is out of range (expected 1KiB..2MiB: a roster result "
+                     "must stay well below the 4MiB a client stream may have queued)",
+                     node->value);
+        return -1;
+    }
+    return 0;
+}
+
+/* A size_t holds nothing to free. */
+static void
+ros_free_roster_size(void *field)
+{
+    *(size_t *)field = 0;
+}
+
+static const xd_opt_custom_t ros_roster_size = { "size", ros_parse_roster_size,
+                                                 ros_free_roster_size };
 
 #define C_ ros_conf_t
 static const xd_opt_t ros_opts[] = {
     XD_OPT_INT("max_items", C_, max_items, "5000", 1, 1000000,
                "Items an account's roster may hold; a roster set or subscription request that "
                "would add one more is refused with resource-constraint."),
+    XD_OPT_INT("max_groups", C_, max_groups, "64", 1, 10000,
+               "Groups one roster item may be in; a roster set with more (after duplicates are "
+               "collapsed) is refused with not-acceptable (RFC 6121 2.3.3)."),
+    XD_OPT_("max_roster_size", XD_OPT_TYPE_CUSTOM, C_, max_roster_size, "1MiB",
+            &ros_roster_size,
+            "Bytes an account's roster may take as the client gets it (the items serialized "
+            "and escaped, without the IQ around them), from 1KiB to 2MiB. The whole roster "
+            "goes out in one IQ result and a client stream with more than 4MiB queued is "
+            "closed, so a roster must stay well below that. A roster set, or a subscribe or "
+            "subscribed the user sends, that would grow the roster past it is refused with "
+            "resource-constraint; changes that do not grow the roster always go through. "
+            "See docs/admin.md, \"Roster size\".",
+            0),
     XD_OPT_END,
 };
 #undef C_
@@ -89,7 +162,28 @@ mod_roster_store_t
 mod_roster_store_of(xd_module_ctx_t *ctx)
 {
     const ros_conf_t *conf = xd_module_opts(ctx);
-    return (mod_roster_store_t){ xd_module_db(ctx), (size_t)conf->max_items };
+    return (mod_roster_store_t){ .db = xd_module_db(ctx),
+                                 .max_items = (size_t)conf->max_items,
+                                 .max_groups = (size_t)conf->max_groups,
+                                 .max_bytes = conf->max_roster_size };
+}
+
+/* The bytes of `it` inside a roster result or push: its <item/> as
+ * mod_roster_item_to_el builds and the stream serializes it. */
+static size_t
+item_wire_bytes(const mod_roster_item_t *it)
+{
+    xd_el_t *q = xd_el_new("query", XD_NS_ROSTER);
+    mod_roster_item_to_el(q, it);
+    size_t len = 0;
+    char *s = xd_el_serialize(q, NULL, &len);
+    xd_el_free(q);
+    /* Less the <query ...> start tag (no '>' in its one attribute, which
+     * the serializer escapes) and the end tag. */
+    const char *gt = s ? strchr(s, '>') : NULL;
+    size_t skip = gt ? (size_t)(gt - s) + 1 + strlen("</query>") : 0;
+    xd_free(s);
+    return len > skip ? len - skip : 0;
 }
 
 /* XD_EFULL when the roster of (host, user) already holds the host's
@@ -247,25 +341,31 @@ get_version(xd_db_conn_t *c, const char *host, const char *user, int64_t *out)
     return rc;
 }
 
+/* The items of the roster of (host, user) into out (empty). */
 static int
-get_all_tx(xd_db_conn_t *c, void *arg)
+load_all(xd_db_conn_t *c, const char *host, const char *user, mod_roster_list_t *out)
 {
-    get_all_t *g = arg;
-    mod_roster_list_clear(g->out); /* a retried transaction starts again */
-    xd_db_val_t key[] = { XD_DB_V_CSTR(g->host), XD_DB_V_CSTR(g->user) };
-    int rc = get_version(c, g->host, g->user, &g->out->version);
-    if (rc == 0)
-        rc = xd_db_query(c,
+    xd_db_val_t key[] = { XD_DB_V_CSTR(host), XD_DB_V_CSTR(user) };
+    int rc = xd_db_query(c,
                          "SELECT " ITEM_COLS " FROM roster_item WHERE host = ? AND username = ?"
                          " AND in_roster = 1 ORDER BY jid",
-                         key, 2, list_row, g->out);
-    grp_merge_t m = { g->out, 0 };
-    if (rc == 0 && g->out->n)
+                         key, 2, list_row, out);
+    grp_merge_t m = { out, 0 };
+    if (rc == 0 && out->n)
         rc = xd_db_query(c,
                          "SELECT jid, grp FROM roster_group WHERE host = ? AND username = ?"
                          " ORDER BY jid, grp",
                          key, 2, group_row, &m);
     return rc;
+}
+
+static int
+get_all_tx(xd_db_conn_t *c, void *arg)
+{
+    get_all_t *g = arg;
+    mod_roster_list_clear(g->out); /* a retried transaction starts again */
+    int rc = get_version(c, g->host, g->user, &g->out->version);
+    return rc != 0 ? rc : load_all(c, g->host, g->user, g->out);
 }
 
 int
@@ -361,8 +461,10 @@ bump_version(xd_db_conn_t *c, const char *host, const char *user, int64_t *out)
     return rc != 0 ? rc : get_version(c, host, user, out);
 }
 
+/* Writes the item's row (not its groups); wire_bytes: its size as sent. */
 static int
-store_state(xd_db_conn_t *c, const char *host, const char *user, const mod_roster_item_t *it)
+store_state(xd_db_conn_t *c, const char *host, const char *user, const mod_roster_item_t *it,
+            size_t wire_bytes)
 {
     xd_db_val_t v[] = {
         XD_DB_V_CSTR(host),
@@ -375,17 +477,86 @@ store_state(xd_db_conn_t *c, const char *host, const char *user, const mod_roste
         it->pending_status ? XD_DB_V_CSTR(it->pending_status) : XD_DB_V_NULL,
         XD_DB_V_INT(it->state.approved),
         XD_DB_V_INT(it->in_roster),
+        XD_DB_V_INT(wire_bytes),
     };
     return xd_db_query(c,
                        "INSERT INTO roster_item (host, username, jid, name, subscription, ask,"
-                       " pending_in, pending_status, approved, in_roster)"
-                       " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+                       " pending_in, pending_status, approved, in_roster, wire_bytes)"
+                       " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
                        " ON CONFLICT (host, username, jid) DO UPDATE SET name = excluded.name,"
                        " subscription = excluded.subscription, ask = excluded.ask,"
                        " pending_in = excluded.pending_in,"
                        " pending_status = excluded.pending_status,"
-                       " approved = excluded.approved, in_roster = excluded.in_roster",
-                       v, 10, NULL, NULL);
+                       " approved = excluded.approved, in_roster = excluded.in_roster,"
+                       " wire_bytes = excluded.wire_bytes",
+                       v, 11, NULL, NULL);
+}
+
+/* ---- size --------------------------------------------------------------------------------- */
+
+/* SUM(wire_bytes) and how many rows have none. */
+typedef struct size_sum {
+    int64_t bytes;   /* bytes of the items whose size is known */
+    int64_t unknown; /* items whose size is not */
+} size_sum_t;
+
+static int
+size_sum_row(void *arg, const xd_db_val_t *cols, size_t ncols)
+{
+    size_sum_t *t = arg;
+    if (ncols < 2)
+        return XD_EINTERNAL;
+    t->bytes = cols[0].type == XD_DB_INT64 ? cols[0].i : 0;
+    t->unknown = cols[1].type == XD_DB_INT64 ? cols[1].i : 0;
+    return 0;
+}
+
+/* Measures and stores the size of every item of the roster of (host,
+ * user): rows from before schema 2 or written by hand have none. */
+static int
+ros_measure(xd_db_conn_t *c, const char *host, const char *user)
+{
+    mod_roster_list_t l = { 0 };
+    int rc = load_all(c, host, user, &l);
+    for (size_t i = 0; rc == 0 && i < l.n; i++) {
+        xd_db_val_t v[] = { XD_DB_V_INT(item_wire_bytes(&l.items[i])), XD_DB_V_CSTR(host),
+                            XD_DB_V_CSTR(user), XD_DB_V_CSTR(l.items[i].jid) };
+        rc = xd_db_query(c,
+                         "UPDATE roster_item SET wire_bytes = ?"
+                         " WHERE host = ? AND username = ? AND jid = ?",
+                         v, 4, NULL, NULL);
+    }
+    mod_roster_list_clear(&l);
+    return rc;
+}
+
+/* XD_ELIMIT when the roster of (host, user), with contact's item taking
+ * new_bytes instead of what it takes now (if it is in the roster), would
+ * be bigger than max bytes.  Inside the transaction that changes it; the
+ * caller asks only for a change that grows the roster. */
+static int
+ros_room_for_bytes(xd_db_conn_t *c, size_t max, const char *host, const char *user,
+                   const char *contact, size_t new_bytes)
+{
+    if (!max)
+        return 0;
+    if (new_bytes > max)
+        return XD_ELIMIT;
+    static const char sql[] = "SELECT COALESCE(SUM(wire_bytes), 0), COUNT(*) - COUNT(wire_bytes)"
+                              " FROM roster_item WHERE host = ? AND username = ?"
+                              " AND in_roster = 1 AND jid != ?";
+    xd_db_val_t key[] = { XD_DB_V_CSTR(host), XD_DB_V_CSTR(user), XD_DB_V_CSTR(contact) };
+    size_sum_t t = { 0, 0 };
+    int rc = xd_db_query(c, sql, key, 3, size_sum_row, &t);
+    if (rc == 0 && t.unknown > 0) {
+        rc = ros_measure(c, host, user);
+        t = (size_sum_t){ 0, 0 };
+        if (rc == 0)
+            rc = xd_db_query(c, sql, key, 3, size_sum_row, &t);
+    }
+    if (rc != 0)
+        return rc;
+    return t.bytes < 0 || (uint64_t)t.bytes + new_bytes > max ? XD_ELIMIT : 0;
 }
 
 /* ---- set ---------------------------------------------------------------------------------- */
@@ -408,6 +579,7 @@ typedef struct set_args {
     const char **groups;                      /* sorted, unique */
     size_t ngroups;                           /* how many */
     size_t max;                               /* the host's max_items (0: none) */
+    size_t max_bytes;                         /* the host's max_roster_size (0: none) */
     mod_roster_item_t item;                   /* the stored item */
     int64_t ver;                              /* the new version */
 } set_args_t;
@@ -426,24 +598,30 @@ set_tx(xd_db_conn_t *c, void *arg)
         rc = ros_room_for_one(c, s->max, s->host, s->user);
     if (rc != 0)
         return rc;
+    size_t old_bytes = s->item.in_roster ? item_wire_bytes(&s->item) : 0;
     xd_free(s->item.name);
     s->item.name = s->name ? xd_strdup(s->name) : NULL;
     s->item.in_roster = true;
-    if ((rc = store_state(c, s->host, s->user, &s->item)) != 0)
+    for (size_t i = 0; i < s->item.ngroups; i++)
+        xd_free(s->item.groups[i]);
+    s->item.ngroups = 0;
+    for (size_t i = 0; i < s->ngroups; i++)
+        item_add_group(&s->item, s->groups[i], strlen(s->groups[i]));
+    size_t new_bytes = item_wire_bytes(&s->item);
+    if (new_bytes > old_bytes &&
+        (rc = ros_room_for_bytes(c, s->max_bytes, s->host, s->user, s->contact, new_bytes)) != 0)
+        return rc;
+    if ((rc = store_state(c, s->host, s->user, &s->item, new_bytes)) != 0)
         return rc;
     xd_db_val_t key[] = { XD_DB_V_CSTR(s->host), XD_DB_V_CSTR(s->user),
                           XD_DB_V_CSTR(s->contact), XD_DB_V_NULL };
     rc = xd_db_query(c, "DELETE FROM roster_group WHERE host = ? AND username = ? AND jid = ?",
                      key, 3, NULL, NULL);
-    for (size_t i = 0; i < s->item.ngroups; i++)
-        xd_free(s->item.groups[i]);
-    s->item.ngroups = 0;
     for (size_t i = 0; rc == 0 && i < s->ngroups; i++) {
         key[3] = XD_DB_V_CSTR(s->groups[i]);
         rc = xd_db_query(c,
                          "INSERT INTO roster_group (host, username, jid, grp) VALUES (?, ?, ?, ?)",
                          key, 4, NULL, NULL);
-        item_add_group(&s->item, s->groups[i], strlen(s->groups[i]));
     }
     return rc != 0 ? rc : bump_version(c, s->host, s->user, &s->ver);
 }
@@ -460,7 +638,7 @@ mod_roster_set_item(const mod_roster_store_t *rs, const char *host, const char *
     if (!contact || !*contact || (name && !text_ok(name)))
         return XD_EINVAL;
     set_args_t s = { .host = host, .user = user, .contact = contact, .name = name,
-                     .max = rs->max_items };
+                     .max = rs->max_items, .max_bytes = rs->max_bytes };
     s.groups = xd_calloc(ngroups + 1, sizeof *s.groups);
     for (size_t i = 0; i < ngroups; i++) {
         if (!groups[i] || !text_ok(groups[i])) {
@@ -473,6 +651,10 @@ mod_roster_set_item(const mod_roster_store_t *rs, const char *host, const char *
     for (size_t i = 0; i < ngroups; i++)
         if (s.ngroups == 0 || strcmp(s.groups[s.ngroups - 1], s.groups[i]) != 0)
             s.groups[s.ngroups++] = s.groups[i];
+    if (rs->max_groups && s.ngroups > rs->max_groups) {
+        xd_free(s.groups);
+        return XD_EINVAL;
+    }
     int rc = xd_db_tx(rs->db, set_tx, &s);
     xd_free(s.groups);
     if (rc < 0) {
@@ -555,6 +737,7 @@ typedef struct sub_args {
     const char *host, *user, *contact, *status; /* the request */
     mod_roster_event ev;                        /* the event */
     size_t max;                                 /* the host's max_items (0: none) */
+    size_t max_bytes;                           /* the host's max_roster_size (0: none) */
     mod_roster_sub_outcome_t *out;              /* result */
 } sub_args_t;
 
@@ -578,6 +761,8 @@ sub_tx(xd_db_conn_t *c, void *arg)
     bool outbound = s->ev <= MOD_ROSTER_OUT_UNSUBSCRIBED;
     if (o->r.changed) {
         bool had_pending = it->state.pending_in;
+        bool was_in = it->in_roster;
+        size_t old_bytes = was_in ? item_wire_bytes(it) : 0;
         it->state = o->r.state;
         if (outbound && !it->in_roster) {
             rc = ros_room_for_one(c, s->max, s->host, s->user);
@@ -591,6 +776,16 @@ sub_tx(xd_db_conn_t *c, void *arg)
         } else if (!had_pending && s->status) {
             it->pending_status = xd_strdup(s->status);
         }
+        /* What the user chose to add or ask for may not grow the roster
+         * past max_roster_size; the contact's answers and cancelling may. */
+        size_t new_bytes = item_wire_bytes(it);
+        bool chosen = outbound && (!was_in || s->ev == MOD_ROSTER_OUT_SUBSCRIBE ||
+                                   s->ev == MOD_ROSTER_OUT_SUBSCRIBED);
+        if (it->in_roster && chosen && new_bytes > old_bytes) {
+            rc = ros_room_for_bytes(c, s->max_bytes, s->host, s->user, s->contact, new_bytes);
+            if (rc != 0)
+                return rc == XD_ELIMIT ? XD_EFULL : rc;
+        }
         xd_db_val_t key[] = { XD_DB_V_CSTR(s->host), XD_DB_V_CSTR(s->user),
                               XD_DB_V_CSTR(s->contact) };
         mod_roster_state_t z = { 0 };
@@ -600,7 +795,7 @@ sub_tx(xd_db_conn_t *c, void *arg)
                                  "DELETE FROM roster_item WHERE host = ? AND username = ? AND jid = ?",
                                  key, 3, NULL, NULL);
         } else {
-            rc = store_state(c, s->host, s->user, it);
+            rc = store_state(c, s->host, s->user, it, new_bytes);
         }
         if (rc != 0)
             return rc;
@@ -620,7 +815,7 @@ mod_roster_subscription(const mod_roster_store_t *rs, const char *host, const ch
         return XD_ECLOSED;
     if ((unsigned)ev >= MOD_ROSTER_EVENT_COUNT || !contact || !*contact)
         return XD_EINVAL;
-    sub_args_t s = { host, user, contact, status, ev, rs->max_items, out };
+    sub_args_t s = { host, user, contact, status, ev, rs->max_items, rs->max_bytes, out };
     int rc = xd_db_tx(rs->db, sub_tx, &s);
     if (rc < 0) {
         mod_roster_item_clear(&out->item);
@@ -771,8 +966,20 @@ mod_roster_push(const char *host, const char *user, const mod_roster_item_t *it,
             xd_el_t *q = xd_el_add_child(iq, "query", XD_NS_ROSTER);
             xd_el_set_attr(q, "ver", verbuf);
             mod_roster_item_to_el(q, it);
-            xd_session_send_take(&ents[i].ref, xd_el_freeze(iq));
-            sent++;
+            xd_stanza_t *st = xd_el_freeze(iq);
+            size_t len = 0;
+            (void)xd_stanza_bytes(st, &len); /* cached: the stream writes these bytes */
+            if (len > MOD_ROSTER_SEND_MAX) {
+                /* Only an item written by hand gets this big: sent, it
+                 * would end the stream (mod_roster.h). */
+                XD_LOG(NULL, XD_WARN, "roster push too big, not sent",
+                       "host=%s user=%s contact=%s bytes=%zu limit=%zu", host, user, it->jid,
+                       len, MOD_ROSTER_SEND_MAX);
+                xd_stanza_unref(st);
+            } else {
+                xd_session_send_take(&ents[i].ref, st);
+                sent++;
+            }
         }
         xd_session_info_clear(&ents[i]);
     }
@@ -821,8 +1028,26 @@ roster_get(const xd_iq_req_t *req, const mod_roster_store_t *rs, const char *hos
     }
     for (size_t i = 0; i < l.n; i++)
         mod_roster_item_to_el(q, &l.items[i]);
+    size_t nitems = l.n;
     mod_roster_list_clear(&l);
-    return xd_el_freeze(r);
+    xd_stanza_t *res = xd_el_freeze(r);
+    size_t len = 0;
+    (void)xd_stanza_bytes(res, &len); /* cached: the stream writes these bytes */
+    if (len <= MOD_ROSTER_SEND_MAX)
+        return res;
+    /* Bigger than one stream can take (the write-time limits keep rosters
+     * below this; this one was built before them or by hand).  One IQ
+     * result cannot be split, and interim pushes (XEP-0237) would queue
+     * the same bytes at once: an error instead of the end of the session. */
+    xd_stanza_unref(res);
+    XD_LOG(NULL, XD_WARN, "roster too big to send", "host=%s user=%s items=%zu bytes=%zu limit=%zu",
+           host, user, nitems, len, MOD_ROSTER_SEND_MAX);
+    char text[160];
+    snprintf(text, sizeof text,
+             "the roster is too big to send (%zu items, %zu bytes; at most %zu): "
+             "remove items to shrink it",
+             nitems, len, MOD_ROSTER_SEND_MAX);
+    return iq_error(req, XD_COND_RESOURCE_CONSTRAINT, text);
 }
 
 static xd_stanza_t *
@@ -892,9 +1117,20 @@ roster_set(const xd_iq_req_t *req, const mod_roster_store_t *rs, const char *hos
     }
     mod_roster_item_t pushed;
     int rc = mod_roster_set_item(rs, host, user, contact, name, groups, ng, &pushed, &ver);
-    if (rc == XD_EFULL) {
+    if (rc == XD_EINVAL) {
+        /* The name and groups are checked above: too many groups (RFC 6121
+         * 2.3.3, a server-configured limit on the item). */
         char text[96];
-        snprintf(text, sizeof text, "the roster is full (%zu items)", rs->max_items);
+        snprintf(text, sizeof text, "an item may be in at most %zu groups", rs->max_groups);
+        reply = iq_error(req, XD_COND_NOT_ACCEPTABLE, text);
+        goto out;
+    }
+    if (rc == XD_EFULL || rc == XD_ELIMIT) {
+        char text[96];
+        if (rc == XD_EFULL)
+            snprintf(text, sizeof text, "the roster is full (%zu items)", rs->max_items);
+        else
+            snprintf(text, sizeof text, "the roster is full (%zu bytes)", rs->max_bytes);
         reply = iq_error(req, XD_COND_RESOURCE_CONSTRAINT, text);
         goto out;
     }

@@ -35,6 +35,18 @@
 
 #define MOD_ROSTER_TEXT_MAX 1023 /* bytes of a name or a group (RFC 6121 2.3.3 limit we set) */
 
+/* The largest roster stanza (a roster result or push, serialized) sent to
+ * a client.  A c2s stream that has more than 4 MiB queued to its peer is
+ * closed (C2S_MAX_WRITE_QUEUE, src/stream/conn.c): one stanza must stay
+ * well below that, with room for what else is queued at the time.  A
+ * bigger roster result is an IQ error, a bigger push is not sent. */
+#define MOD_ROSTER_SEND_MAX ((size_t)3 << 20)
+
+/* The most `max_roster_size` may be: a roster built up to it still fits in
+ * MOD_ROSTER_SEND_MAX with the IQ around it and the bytes that changes the
+ * limit does not refuse (inbound subscription states, unsubscribes) add. */
+#define MOD_ROSTER_SIZE_CEILING ((size_t)2 << 20)
+
 /* One roster item. */
 typedef struct mod_roster_item {
     char *jid;                /* the contact's bare JID */
@@ -59,8 +71,10 @@ void mod_roster_list_clear(mod_roster_list_t *l);
 
 /* Where a host's rosters live and how big they may grow. */
 typedef struct mod_roster_store {
-    xd_db_t *db;      /* the host's database */
-    size_t max_items; /* items one roster may hold (0: no limit) */
+    xd_db_t *db;       /* the host's database */
+    size_t max_items;  /* items one roster may hold (0: no limit) */
+    size_t max_groups; /* groups one item may be in (0: no limit) */
+    size_t max_bytes;  /* bytes of a roster's items as sent, serialized (0: no limit) */
 } mod_roster_store_t;
 
 /* The store of the instance ctx (of mod_roster). */
@@ -79,7 +93,10 @@ int mod_roster_get_item(const mod_roster_store_t *rs, const char *host, const ch
 /* A roster set (RFC 6121 2.3): adds or updates contact with name (NULL =
  * none) and groups (duplicates collapsed); the subscription state stays.
  * *pushed (optional) gets the item as stored, *ver (optional) the new
- * version.  XD_EINVAL for an empty or over-long name or group. */
+ * version.  XD_EINVAL for an empty or over-long name or group or more
+ * groups than max_groups; XD_EFULL when it would add an item to a roster
+ * of max_items; XD_ELIMIT when it would grow the roster past max_bytes (a
+ * change that does not grow it is never refused). */
 int mod_roster_set_item(const mod_roster_store_t *rs, const char *host, const char *user, const char *contact,
                         const char *name, const char *const *groups, size_t ngroups,
                         mod_roster_item_t *pushed, int64_t *ver);
@@ -111,7 +128,10 @@ typedef struct mod_roster_sub_outcome {
  * subscribe from a stranger (3.1.3); an item left with nothing at all
  * outside the roster is deleted.  status: the <status/> of an inbound
  * subscribe (kept with the pending-in), or NULL.  Call mod_roster_push
- * afterwards when out->r.push, and clear out->item. */
+ * afterwards when out->r.push, and clear out->item.  XD_EFULL when an
+ * outbound event would add an item to a roster of max_items or past
+ * max_bytes, or an outbound subscribe / subscribed would grow the roster
+ * past max_bytes; inbound events and unsubscribes are never refused. */
 int mod_roster_subscription(const mod_roster_store_t *rs, const char *host, const char *user, const char *contact,
                             mod_roster_event ev, const char *status,
                             mod_roster_sub_outcome_t *out);
@@ -142,7 +162,9 @@ int mod_roster_remove_user(const mod_roster_store_t *rs, const char *host, const
 void mod_roster_item_to_el(xd_el_t *parent, const mod_roster_item_t *it);
 
 /* Sends a roster push of `it` with ver to every interested resource of
- * user@host (RFC 6121 2.1.6, XEP-0237).  Any thread.  Returns how many. */
+ * user@host (RFC 6121 2.1.6, XEP-0237).  Any thread.  Returns how many.
+ * A push bigger than MOD_ROSTER_SEND_MAX (an item written by hand into
+ * the database) is not sent but logged: it would end the stream. */
 size_t mod_roster_push(const char *host, const char *user, const mod_roster_item_t *it,
                        int64_t ver);
 

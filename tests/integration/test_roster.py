@@ -211,3 +211,229 @@ def test_roster_size_limit(server_factory):
     roster = get(a, "g")
     assert roster.count("<item ") == 2 and "zed@localhost" not in roster, roster
     a.close()
+
+
+# ---- size: what one stream can carry ----------------------------------------------------------
+
+def big_item(i, ngroups=50, glen=1000):
+    """Attributes and groups of a roster item of about ngroups * glen bytes
+    (under the 64KB stanza limit of c2s)."""
+    groups = "".join(f"<group>{i:04d}-{g:03d}-{'x' * (glen - 9)}</group>" for g in range(ngroups))
+    return f"jid='c{i}@example.org' name='{'n' * 1000}'", groups
+
+
+def test_roster_too_big_for_the_stream_cannot_be_built(srv):
+    """Item 16(a): roster sets that build a roster bigger than one stream can
+    carry (4 MiB queued to a client ends its stream) are refused with
+    resource-constraint once the roster reaches max_roster_size (1 MiB by
+    default); the roster get then answers and the session lives on."""
+    users(srv, "alice")
+    c, _ = login(srv.c2s_port, "alice", "pw", resource="r")
+    refused = 0
+    for i in range(160):  # ~8 MiB when nothing stops it
+        attrs, groups = big_item(i)
+        r = set_item(c, f"b{i}", attrs, groups)
+        if "type='result'" in r:
+            assert refused == 0, r  # nothing is accepted after a refusal
+            continue
+        assert err(r, "resource-constraint") and "<text" in r, r
+        refused += 1
+        if refused == 3:
+            break
+    r = get(c, "g1")  # before the fix: the stream ends here (policy-violation)
+    c.roundtrip()  # the session is alive
+    assert "type='result'" in r and len(r) <= (1 << 20) + 2048, len(r)
+    assert len(items(r)) == i + 1 - refused, len(items(r))
+    assert refused, "every set was accepted"
+    c.close()
+
+
+def query_inner(r):
+    """The bytes inside <query>...</query> of a roster result: its items as sent."""
+    m = re.search(r"<query[^>]*>(.*)</query>", r, re.S)
+    return m.group(1) if m else ""
+
+
+def test_max_groups(server_factory):
+    """max_groups: a roster set whose item is in more groups (after
+    duplicates collapse) is not-acceptable (RFC 6121 2.3.3: a limit the
+    server sets on the item) and changes nothing."""
+    srv = server_factory(extra_yaml="modules:\n  mod_roster:\n    max_groups: 3\n")
+    users(srv, "alice")
+    c, _ = login(srv.c2s_port, "alice", "pw")
+    r = set_item(c, "m1", "jid='a@x.org'", "<group>A</group><group>B</group><group>C</group>"
+                 "<group>D</group>")
+    assert err(r, "not-acceptable") and "at most 3 groups" in r, r
+    assert items(get(c, "g1")) == []
+    r = set_item(c, "m2", "jid='a@x.org'", "<group>A</group><group>B</group><group>C</group>"
+                 "<group>A</group>")
+    assert "type='result'" in r, r
+    (it,) = items(get(c, "g2"))
+    assert it.count("<group>") == 3, it
+    # An update with too many groups leaves the item as it was.
+    r = set_item(c, "m3", "jid='a@x.org'", "".join(f"<group>{g}</group>" for g in "WXYZ"))
+    assert err(r, "not-acceptable"), r
+    (it,) = items(get(c, "g3"))
+    assert it.count("<group>") == 3 and "<group>W</group>" not in it, it
+
+
+def test_max_roster_size_counts_the_bytes_as_sent(server_factory):
+    """max_roster_size counts the items as the client gets them (serialized,
+    escaped): a roster filled to exactly the limit is accepted, one byte
+    more is resource-constraint, and a change that does not grow the
+    roster goes through."""
+    limit = 4096
+    srv = server_factory(extra_yaml="modules:\n  mod_roster:\n    max_roster_size: 4KiB\n")
+    users(srv, "alice")
+    c, _ = login(srv.c2s_port, "alice", "pw")
+    r = set_item(c, "s1", "jid='a@x.org' name='A &amp; &lt;B&gt;'",
+                 "<group>Friends &amp; co</group><group>\"Q\"</group>")
+    assert "type='result'" in r, r
+    used = len(query_inner(get(c, "g1")).encode())
+    # An item that fills the roster to the byte, with characters that are
+    # escaped on the wire (& → &amp;, ' → &apos;): the limit counts those.
+    head, tail = "<item jid='fill@x.org' name='", "' subscription='none'/>"
+    room = limit - used - len(head) - len(tail)
+    esc = "&amp;&apos;"  # & and ' as sent
+    k, rest = divmod(room, len(esc) + 1)  # k times "&'" + "n", then n's
+    name_sent = (esc + "n") * k + "n" * rest
+    name_wire = ("&amp;&apos;n") * k + "n" * rest
+    assert len(name_sent) == room
+    r = set_item(c, "s2", f"jid='fill@x.org' name='{name_wire}'")
+    assert "type='result'" in r, r
+    full = query_inner(get(c, "g2"))
+    assert len(full.encode()) == limit and name_sent in full, (len(full), full)
+    # One more item, however small: refused, with the limit in the text.
+    r = set_item(c, "s3", "jid='b@x.org'")
+    assert err(r, "resource-constraint") and "4096 bytes" in r, r
+    # Growing an item by one byte: refused; shrinking it goes through.
+    r = set_item(c, "s4", f"jid='fill@x.org' name='{name_wire}n'")
+    assert err(r, "resource-constraint"), r
+    r = set_item(c, "s5", f"jid='fill@x.org' name='{name_wire[:-1]}'")
+    assert "type='result'" in r, r
+    assert len(query_inner(get(c, "g3")).encode()) == limit - 1
+    # Removing makes room again.
+    r = set_item(c, "s6", "jid='fill@x.org' subscription='remove'")
+    assert "type='result'" in r, r
+    r = set_item(c, "s7", "jid='b@x.org'")
+    assert "type='result'" in r, r
+    c.roundtrip()
+
+
+def test_subscription_past_max_roster_size(server_factory):
+    """A subscribe the user sends that would add an item past
+    max_roster_size, or grow one (ask='subscribe'), is not forwarded and
+    comes back as a presence error; the roster is unchanged."""
+    srv = server_factory(extra_yaml="modules:\n  mod_roster:\n    max_roster_size: 1KiB\n")
+    users(srv, "ann", "zed", "kim")
+    a, _ = login(srv.c2s_port, "ann", "pw", resource="r")
+    z, _ = login(srv.c2s_port, "zed", "pw", resource="r")
+    z.send("<presence/>")
+    z.roundtrip()
+    # zed's item, then a filler up to exactly 1024 bytes.
+    assert "type='result'" in set_item(a, "s1", "jid='zed@localhost'")
+    used = len(query_inner(get(a, "g1")).encode())
+    head, tail = "<item jid='fill@x.org' name='", "' subscription='none'/>"
+    assert "type='result'" in set_item(
+        a, "s2", f"jid='fill@x.org' name='{'n' * (1024 - used - len(head) - len(tail))}'")
+    assert len(query_inner(get(a, "g2")).encode()) == 1024
+    # A new item (kim): refused.
+    a.send("<presence to='kim@localhost' type='subscribe' id='p1'/>")
+    e = a.recv_until(r"<presence[^>]*type=['\"]error['\"].*?</presence>").group(0).decode()
+    assert "resource-constraint" in e and "kim@localhost" in e, e
+    # ask='subscribe' on zed's item: refused too, and zed gets nothing.
+    a.send("<presence to='zed@localhost' type='subscribe' id='p2'/>")
+    e = a.recv_until(r"<presence[^>]*type=['\"]error['\"].*?</presence>").group(0).decode()
+    assert "resource-constraint" in e and "zed@localhost" in e, e
+    a.roundtrip()
+    assert "subscribe" not in q(z.roundtrip()), z.buf
+    roster = get(a, "g3")
+    assert len(items(roster)) == 2 and "ask=" not in roster and "kim@" not in roster, roster
+
+
+def test_roster_written_by_hand_too_big_to_send(server_factory):
+    """A roster bigger than one stream can carry that the limits did not
+    stop (rows written into the database by hand, or before the limits):
+    the roster get is resource-constraint with a text instead of the end of
+    the session, a push of an item that big is not sent, changes that grow
+    the roster are refused, a removal goes through, and once the roster is
+    small enough the get answers again."""
+    import os
+    import sqlite3
+    srv = server_factory(extra_yaml=MODULES)
+    users(srv, "ann", "zed")
+    assert srv.stop() == 0
+    g = "x" * 1000
+    with sqlite3.connect(os.path.join(srv.data_dir, "xmppd.db")) as con:
+        rows = [("zed@localhost", 12000)] + [(f"c{i}@example.org", 100) for i in range(10)]
+        for jid, ngroups in rows:  # zed's item ~12 MB, the others ~100 KB each
+            con.execute("INSERT INTO roster_item (host, username, jid) VALUES (?, ?, ?)",
+                        ("localhost", "ann", jid))
+            con.executemany("INSERT INTO roster_group (host, username, jid, grp)"
+                            " VALUES (?, ?, ?, ?)",
+                            [("localhost", "ann", jid, f"{n:05d}{g}") for n in range(ngroups)])
+    srv.restart()
+    a, _ = login(srv.c2s_port, "ann", "pw", resource="r")
+    r = get(a, "g1")  # before the fix: the stream ends here
+    assert err(r, "resource-constraint") and "too big to send" in r, r[:2000]
+    a.roundtrip()
+    # zed asks, ann approves: a push of zed's item (subscription='from'),
+    # too big to send; ann's session goes on.
+    z, _ = login(srv.c2s_port, "zed", "pw", resource="r")
+    z.send("<presence/><presence to='ann@localhost' type='subscribe'/>")
+    z.roundtrip()
+    a.send("<presence to='zed@localhost' type='subscribed'/>")
+    z.recv_until(r"<presence[^>]*type=['\"]subscribed['\"]")
+    assert "jabber:iq:roster" not in q(a.roundtrip()), a.buf[:2000]
+    # Growing is refused, removing is not.
+    r = set_item(a, "s1", "jid='new@example.org'")
+    assert err(r, "resource-constraint"), r
+    r = set_item(a, "s2", "jid='zed@localhost' subscription='remove'")
+    assert "type='result'" in r, r
+    # ~1 MB left: under MOD_ROSTER_SEND_MAX, sent again.
+    r = get(a, "g2")
+    assert "type='result'" in r and len(items(r)) == 10, r[:2000]
+    a.roundtrip()
+    srv.stop()
+    assert "roster push too big, not sent" in srv.log_text()
+
+
+def test_roster_of_an_older_server_is_measured(server_factory):
+    """A database from before the size limits (mod_roster schema 1, no
+    sizes kept): the upgrade adds the column and the items already there
+    are measured, so the limit holds for them too."""
+    import os
+    import sqlite3
+    srv = server_factory(extra_yaml="modules:\n  mod_roster:\n    max_roster_size: 1KiB\n")
+    users(srv, "ann")
+    a, _ = login(srv.c2s_port, "ann", "pw")
+    assert "type='result'" in set_item(a, "s1", f"jid='b@x.org' name='{'n' * 900}'")
+    a.close()
+    assert srv.stop() == 0
+    with sqlite3.connect(os.path.join(srv.data_dir, "xmppd.db")) as con:
+        con.executescript("ALTER TABLE roster_item DROP COLUMN wire_bytes;"
+                          "UPDATE schema_version SET version = 1 WHERE component = 'mod_roster';")
+    srv.restart()
+    a, _ = login(srv.c2s_port, "ann", "pw")
+    r = set_item(a, "s2", f"jid='c@x.org' name='{'n' * 100}'")
+    assert err(r, "resource-constraint") and "1024 bytes" in r, r
+    assert "type='result'" in set_item(a, "s3", "jid='c@x.org'")
+    its = items(get(a, "g1"))
+    assert len(its) == 2 and "n" * 900 in its[0], its
+    a.roundtrip()
+
+
+def test_max_roster_size_range(tmp_path):
+    """max_roster_size must stay well below what a client stream may have
+    queued: above 2MiB is a configuration error naming the option."""
+    import os
+    import subprocess
+    from conftest import build_dir
+    cfg = tmp_path / "xmppd.yml"
+    cfg.write_text(f"hosts: [localhost]\ndata_dir: {tmp_path}/var\n"
+                   "modules:\n  mod_roster:\n    max_roster_size: 3MiB\n")
+    p = subprocess.run([os.path.join(build_dir(), "xmppd"), "--config", str(cfg),
+                        "--check-config"], capture_output=True, text=True, timeout=30)
+    assert p.returncode != 0
+    assert "modules.mod_roster.max_roster_size" in p.stderr and "xmppd.yml:5" in p.stderr, p.stderr
+    assert "out of range" in p.stderr, p.stderr

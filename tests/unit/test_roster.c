@@ -5,8 +5,8 @@
  * remove with its cascade and remove actions, subscription events through
  * storage (items created for outbound events, hidden pending-in from a
  * stranger, pre-approval, auto-reply), the contacts filter, per-user
- * isolation, user removal, persistence across a reopen, and the <item/>
- * the pushes carry.
+ * isolation, user removal, persistence across a reopen, the <item/>
+ * the pushes carry, and the size limits (items, groups, bytes as sent).
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -406,6 +406,70 @@ test_roster__max_items(void **state)
     g_rs.max_items = 0;
 }
 
+/* max_groups and max_bytes (mod_roster.h): a set with more groups is
+ * XD_EINVAL; a set or outbound subscribe that would grow the roster past
+ * max_bytes (its items as sent) is refused, anything that does not grow
+ * it is not; sizes unknown (NULL, rows from before schema 2 or written by
+ * hand) are measured when the roster is checked. */
+static void
+test_roster__max_groups_and_bytes(void **state)
+{
+    fx_t *f = *state;
+    const char *g3[] = { "A", "B", "C" }, *g2[] = { "A", "B", "A" };
+    g_rs.max_groups = 2;
+    assert_int_equal(mod_roster_set_item(RS, H, "a", "h@x.org", NULL, g3, 3, NULL, NULL),
+                     XD_EINVAL);
+    assert_int_equal(mod_roster_set_item(RS, H, "a", "h@x.org", NULL, g2, 3, NULL, NULL), 0);
+    assert_int_equal(mod_roster_remove_item(RS, H, "a", "h@x.org", NULL, NULL), 0);
+    g_rs.max_groups = 0;
+
+    const size_t one = strlen("<item jid='b@x.org' subscription='none'/>");
+    g_rs.max_bytes = 3 * one;
+    assert_int_equal(mod_roster_set_item(RS, H, "a", "b@x.org", NULL, NULL, 0, NULL, NULL), 0);
+    assert_int_equal(mod_roster_set_item(RS, H, "a", "c@x.org", NULL, NULL, 0, NULL, NULL), 0);
+    assert_int_equal(mod_roster_set_item(RS, H, "a", "d@x.org", NULL, NULL, 0, NULL, NULL), 0);
+    assert_int_equal(count(f, "SELECT SUM(wire_bytes) FROM roster_item"), (int64_t)(3 * one));
+    assert_int_equal(mod_roster_set_item(RS, H, "a", "e@x.org", NULL, NULL, 0, NULL, NULL),
+                     XD_ELIMIT);
+    assert_int_equal(mod_roster_set_item(RS, H, "a", "b@x.org", "B", NULL, 0, NULL, NULL),
+                     XD_ELIMIT);
+    assert_int_equal(mod_roster_set_item(RS, H, "a", "b@x.org", NULL, NULL, 0, NULL, NULL), 0);
+    /* Another account is not counted. */
+    assert_int_equal(mod_roster_set_item(RS, H, "z", "e@x.org", NULL, NULL, 0, NULL, NULL), 0);
+
+    /* Sizes not known: measured, and refused all the same. */
+    xd_db_conn_t *c;
+    assert_int_equal(xd_db_acquire(f->db, &c), 0);
+    assert_int_equal(xd_db_query(c, "UPDATE roster_item SET wire_bytes = NULL", NULL, 0, NULL,
+                                 NULL),
+                     0);
+    xd_db_release(c);
+    assert_int_equal(mod_roster_set_item(RS, H, "a", "e@x.org", NULL, NULL, 0, NULL, NULL),
+                     XD_ELIMIT);
+    assert_int_equal(mod_roster_remove_item(RS, H, "a", "d@x.org", NULL, NULL), 0);
+    assert_int_equal(mod_roster_set_item(RS, H, "a", "e@x.org", NULL, NULL, 0, NULL, NULL), 0);
+    assert_int_equal(count(f, "SELECT COUNT(*) FROM roster_item WHERE username = 'a'"
+                              " AND wire_bytes IS NULL"),
+                     0);
+    assert_int_equal(count(f, "SELECT SUM(wire_bytes) FROM roster_item WHERE username = 'a'"),
+                     (int64_t)(3 * one));
+
+    /* Subscriptions: a new item or ask='subscribe' is refused; an inbound
+     * request (kept outside the roster) is not. */
+    mod_roster_sub_outcome_t o;
+    assert_int_equal(mod_roster_subscription(RS, H, "a", "f@x.org", MOD_ROSTER_OUT_SUBSCRIBE,
+                                             NULL, &o),
+                     XD_EFULL);
+    assert_int_equal(mod_roster_subscription(RS, H, "a", "e@x.org", MOD_ROSTER_OUT_SUBSCRIBE,
+                                             NULL, &o),
+                     XD_EFULL);
+    assert_int_equal(mod_roster_subscription(RS, H, "a", "g@x.org", MOD_ROSTER_IN_SUBSCRIBE,
+                                             "hi", &o),
+                     0);
+    mod_roster_item_clear(&o.item);
+    g_rs.max_bytes = 0;
+}
+
 #define T(fn) cmocka_unit_test_setup_teardown(fn, fx_setup, fx_teardown)
 
 int
@@ -419,6 +483,7 @@ main(void)
         T(test_roster__preapproval_through_storage),
         T(test_roster__isolation_remove_user_persistence),
         T(test_roster__max_items),
+        T(test_roster__max_groups_and_bytes),
         cmocka_unit_test(test_roster__item_element),
         cmocka_unit_test(test_roster__module_declared),
     };
