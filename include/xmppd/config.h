@@ -75,7 +75,10 @@ typedef struct xd_listen_conf {
     bool tls;                      /* direct TLS on connect (XEP-0368) */
     bool tls_verify;               /* c2s: ask clients for a certificate (SASL EXTERNAL) */
     size_t max_stanza_size;        /* bytes; 64KB c2s/http, 128KB s2s/component */
-    char *shaper;                  /* shaper or shaper rule name; "none" */
+    char *shaper;                  /* shaper or shaper rule name, "none"; NULL: the module's
+                                      default (XD_SHAPER_*) */
+    size_t max_queue;              /* bytes queued for a peer that does not read; 1MB c2s,
+                                      4MB s2s/component */
     char *access;                  /* access rule deciding who may connect */
     int backlog;                   /* listen(2) backlog */
     int max_connections;           /* open connections on this listener, all workers */
@@ -85,6 +88,13 @@ typedef struct xd_listen_conf {
     uint64_t idle_timeout_ms;      /* close after this long without traffic; 0 = never */
     int worker;                    /* the one worker that accepts here; -1 = every worker */
 } xd_listen_conf_t;
+
+/* The shaper of a listen entry without `shaper` (bytes/s, bucket bytes):
+ * c2s and s2s; components have none. */
+#define XD_SHAPER_C2S_RATE (64u << 10)
+#define XD_SHAPER_C2S_BURST (512u << 10)
+#define XD_SHAPER_S2S_RATE (1u << 20)
+#define XD_SHAPER_S2S_BURST (4u << 20)
 
 /* "c2s", "s2s", "component", "http". */
 const char *xd_listen_module_name(int module);

@@ -24,10 +24,23 @@
  * release.  Stanzas that come from no stream (a module's own, a timer's,
  * another worker's delivery) hold nothing: xd_input_hold returns a ref with
  * id 0, and releasing it does nothing.
+ *
+ * A stanza whose handling sends many stanzas (a presence broadcast to every
+ * contact, any fan-out) costs the server far more than its own bytes.  The
+ * module bills the stream for the copies, and the stream's listener shaper
+ * (token bucket, `shaper` in the listen entry) counts them as if the stream
+ * had sent them: once it is in debt its input pauses, after the stanza
+ * being handled, until the bucket has refilled.  So a client that floods
+ * broadcasts is slowed by its own shaper, and only it:
+ *
+ *     xd_input_ref_t in = xd_input_current();  // while handling the stanza
+ *     ...                                      // work on the pool, which holds it
+ *     xd_input_charge(in, bytes_of_all_copies);
  */
 #ifndef XMPPD_INPUT_H
 #define XMPPD_INPUT_H
 
+#include <stddef.h>
 #include <stdint.h>
 
 /* A held stream: its connection id (0: none) and owner worker. */
@@ -39,6 +52,15 @@ typedef struct xd_input_ref {
 /* Holds the stream whose stanza the calling thread is handling (a worker
  * loop, inside a stanza's handling); {0} when there is none. */
 xd_input_ref_t xd_input_hold(void);
+
+/* The stream whose stanza the calling thread is handling, without holding
+ * it ({0} when there is none), for xd_input_charge later. */
+xd_input_ref_t xd_input_current(void);
+
+/* Bills stream `ref` for `bytes` sent on its behalf (any thread; a ref with
+ * id 0, a stream that has gone, or one without a shaper: nothing).  Its
+ * input pauses while its shaper's bucket is in debt. */
+void xd_input_charge(xd_input_ref_t ref, size_t bytes);
 
 /* Releases a hold (any thread; a ref with id 0 does nothing).  The stream
  * goes on when its last hold is released. */

@@ -179,8 +179,8 @@ const xd_opt_t cfg_global_opts[] = {
                 "needed).",
                 XD_OPT_RESTART, NULL),
     XD_OPT_INT("s2s_queue_max", C_, s2s_queue_max, "1000", 1, 1000000,
-               "Stanzas held for one remote domain while its stream is being set up; more "
-               "bounce with resource-constraint."),
+               "Stanzas held for one remote domain while its stream is being set up (and "
+               "1 MiB of them at most); more bounce with resource-constraint."),
     XD_OPT_FULL("s2s_max_streams", XD_OPT_TYPE_INT, C_, s2s_max_streams, "10000",
                 (&(const xd_opt_range_t){ 1, 10000000 }),
                 "Outgoing server-to-server connections, all workers together (incoming ones "

@@ -4,7 +4,7 @@
  *
  * Sits in src/core beside config.c (config_int.h).  A listen entry is one
  * SUB_LIST item: cfg_listen_check fills what depends on other fields
- * (max_stanza_size per module) and checks what no single option can (the
+ * (max_stanza_size and max_queue per module) and checks what no single option can (the
  * address, a component's secrets).  `hosts` is a MAP of component domains,
  * prepared with the load's names, to {password}.  cfg_check_listen runs
  * after the host scopes exist: access rules and shapers named by a listener
@@ -12,7 +12,7 @@
  * that exists, and no two listeners may bind the same address and port.
  *
  * Invariants: a parsed entry always has an address that inet_pton accepts,
- * a max_stanza_size and a worker (-1 when every worker accepts); only
+ * a max_stanza_size, a max_queue and a worker (-1 when every worker accepts); only
  * component listeners have `hosts`.
  */
 #include <arpa/inet.h>
@@ -23,6 +23,13 @@
 
 /* RFC 6120 13.12: a server does not limit stanzas to fewer than 10000 bytes. */
 #define CFG_MIN_STANZA_SIZE 10000u
+/* max_queue: a few stanzas at least; the defaults per module (docs/admin.md).
+ * A client's is above the largest login burst the modules' defaults allow
+ * (a roster up to mod_roster's max_roster_size, 1 MiB; stored messages up
+ * to mod_offline's max_user_size, 2 MiB). */
+#define CFG_MIN_QUEUE (64u << 10)
+#define CFG_C2S_QUEUE ((size_t)4 << 20)
+#define CFG_S2S_QUEUE ((size_t)4 << 20)
 
 static int cfg_domain_key(xd_opt_ctx_t *ctx, const xd_conf_node_t *key, char **out);
 static int cfg_component_host_check(xd_opt_ctx_t *ctx, const xd_conf_node_t *map, void *conf);
@@ -90,9 +97,20 @@ const xd_opt_t cfg_listen_opts[] = {
                 "Largest stanza accepted, enforced while parsing; a bigger one closes the "
                 "stream with `policy-violation`. At least 10000 bytes (RFC 6120 13.12).",
                 0, "64KB (c2s, http), 128KB (s2s, component)"),
-    XD_OPT_STRING("shaper", L_, shaper, "none",
-                  "Traffic shaper for each connection: a name under `shaper`, a rule under "
-                  "`shaper_rules`, or `none`."),
+    XD_OPT_FULL("shaper", XD_OPT_TYPE_STRING, L_, shaper, NULL, NULL,
+                "Traffic shaper for each connection (a token bucket): a name under `shaper`, "
+                "a rule under `shaper_rules`, or `none`. It counts the bytes a connection sends "
+                "and the copies the server sends for it (the presence broadcast to every "
+                "contact); in debt, the connection's input pauses until the bucket refills. "
+                "Without it, c2s listeners get 64 KiB/s with a 512 KiB burst, s2s listeners "
+                "1 MiB/s with a 4 MiB burst, components none.",
+                0, "64 KiB/s, burst 512 KiB (c2s); 1 MiB/s, burst 4 MiB (s2s); none (component)"),
+    XD_OPT_FULL("max_queue", XD_OPT_TYPE_SIZE, L_, max_queue, NULL, NULL,
+                "Bytes queued for a connection that does not read what it is sent (beyond what "
+                "the kernel's socket buffer holds); more closes the stream with "
+                "`policy-violation`. At least 64KB; keep it above the largest login burst "
+                "(mod_roster's max_roster_size plus mod_offline's max_user_size).",
+                0, "4MB"),
     XD_OPT_STRING("access", L_, access, "all",
                   "Access rule that decides who may use this listener (c2s: which users may "
                   "log in). `all` allows everyone."),
@@ -184,6 +202,18 @@ cfg_listen_check(xd_opt_ctx_t *ctx, const xd_conf_node_t *map, void *conf)
                                  ? 131072
                                  : 65536;
     }
+    const xd_conf_node_t *mq = xd_conf_map_get(map, "max_queue");
+    if (mq && !xd_conf_is_null(mq) && l->max_queue < CFG_MIN_QUEUE) {
+        xd_opt_push_key(ctx, "max_queue");
+        xd_opt_error(ctx, mq, "%zu is too small (at least %u bytes)", l->max_queue,
+                     CFG_MIN_QUEUE);
+        xd_opt_pop(ctx);
+        rc = -1;
+    } else if (l->max_queue == 0) {
+        l->max_queue = l->module == XD_LISTEN_MOD_C2S || l->module == XD_LISTEN_MOD_HTTP
+                           ? CFG_C2S_QUEUE
+                           : CFG_S2S_QUEUE;
+    }
     if (l->module == XD_LISTEN_MOD_COMPONENT && !l->password && l->hosts.count == 0) {
         xd_opt_error(ctx, map, "a component listener needs `password` or `hosts`");
         rc = -1;
@@ -209,11 +239,13 @@ cfg_check_listen(xd_opt_ctx_t *ctx, const xd_config_t *cfg, const xd_conf_node_t
 
         bool access_ok = cfg_builtin_acl(l->access) ||
                          cfg_rule_defined(&cfg->global.access_rules, l->access);
-        bool shaper_ok = strcmp(l->shaper, "none") == 0 || xd_config_shaper(cfg, l->shaper) ||
+        bool shaper_ok = !l->shaper || strcmp(l->shaper, "none") == 0 ||
+                         xd_config_shaper(cfg, l->shaper) ||
                          cfg_rule_defined(&cfg->global.shaper_rules, l->shaper);
         for (size_t h = 0; h < cfg->hosts.count; h++) {
             access_ok = access_ok || cfg_rule_defined(&cfg->hosts_conf[h].access_rules, l->access);
-            shaper_ok = shaper_ok || cfg_rule_defined(&cfg->hosts_conf[h].shaper_rules, l->shaper);
+            shaper_ok = shaper_ok ||
+                        cfg_rule_defined(&cfg->hosts_conf[h].shaper_rules, l->shaper);
         }
         if (!access_ok) {
             xd_opt_push_key(ctx, "access");

@@ -80,6 +80,7 @@ static uv_cond_t wk_drain_cv;      /* signalled when a worker has drained */
 static unsigned wk_drained;        /* workers done draining (or never draining) */
 static xd_input_hold_fn wk_in_hold;       /* the stream layer's; set before start */
 static xd_input_release_fn wk_in_release; /* idem */
+static xd_input_charge_fn wk_in_charge;   /* idem */
 static _Thread_local uint64_t wk_input;   /* the stream whose element is handled, or 0 */
 static uv_sem_t wk_ready;          /* posted by each worker after init */
 static _Atomic uint64_t wk_grace_ms = WK_GRACE_MS_DEFAULT;
@@ -607,10 +608,12 @@ xd_timer_free(xd_timer_t *t)
 /* ---- the order of a stream's input ------------------------------------- */
 
 void
-xd_input_set_handlers(xd_input_hold_fn hold, xd_input_release_fn release)
+xd_input_set_handlers(xd_input_hold_fn hold, xd_input_release_fn release,
+                      xd_input_charge_fn charge)
 {
     wk_in_hold = hold;
     wk_in_release = release;
+    wk_in_charge = charge;
 }
 
 uint64_t
@@ -634,6 +637,17 @@ xd_input_hold(void)
     if (wk_self == NULL || wk_input == 0 || wk_in_hold == NULL)
         return ref;
     if (!wk_in_hold(wk_self, wk_input))
+        return ref;
+    ref.id = wk_input;
+    ref.worker = wk_self->index;
+    return ref;
+}
+
+xd_input_ref_t
+xd_input_current(void)
+{
+    xd_input_ref_t ref = { 0, 0 };
+    if (wk_self == NULL || wk_input == 0)
         return ref;
     ref.id = wk_input;
     ref.worker = wk_self->index;
@@ -665,5 +679,35 @@ xd_input_release(xd_input_ref_t ref)
     wk_release_msg_t *r = xd_new(wk_release_msg_t);
     r->id = ref.id;
     if (xd_worker_post_msg(wk_all[ref.worker], &r->m, wk_release_msg, r) != 0)
+        xd_free(r); /* the worker has stopped: its streams are gone */
+}
+
+typedef struct wk_charge_msg {
+    xd_worker_msg_t m; /* first: the inbox node */
+    uint64_t id;       /* the stream */
+    size_t bytes;      /* what it is billed */
+} wk_charge_msg_t;
+
+static void
+wk_charge_msg(xd_worker_t *w, void *arg)
+{
+    wk_charge_msg_t *r = arg;
+    wk_in_charge(w, r->id, r->bytes);
+    xd_free(r);
+}
+
+void
+xd_input_charge(xd_input_ref_t ref, size_t bytes)
+{
+    if (ref.id == 0 || bytes == 0 || wk_in_charge == NULL || ref.worker >= wk_count)
+        return;
+    if (wk_self != NULL && wk_self->index == ref.worker) {
+        wk_in_charge(wk_self, ref.id, bytes);
+        return;
+    }
+    wk_charge_msg_t *r = xd_new(wk_charge_msg_t);
+    r->id = ref.id;
+    r->bytes = bytes;
+    if (xd_worker_post_msg(wk_all[ref.worker], &r->m, wk_charge_msg, r) != 0)
         xd_free(r); /* the worker has stopped: its streams are gone */
 }

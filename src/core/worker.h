@@ -15,6 +15,7 @@
 #define XMPPD_CORE_WORKER_H
 
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 #include <uv.h>
 
@@ -106,10 +107,14 @@ void xd_worker_unhold(xd_worker_t *w);
  * The stream layer names the stream whose element is being handled on this
  * thread (enter/leave nest: leave restores what enter returned) and gives
  * the functions that pause and resume a stream's input by id on its owner
- * worker (hold returns false when there is no such stream). */
+ * worker (hold returns false when there is no such stream), and the one
+ * that bills a stream's shaper for bytes sent on its behalf (charge: a
+ * stream that is gone, or has no shaper, ignores it). */
 typedef bool (*xd_input_hold_fn)(xd_worker_t *w, uint64_t id);
 typedef void (*xd_input_release_fn)(xd_worker_t *w, uint64_t id);
-void xd_input_set_handlers(xd_input_hold_fn hold, xd_input_release_fn release);
+typedef void (*xd_input_charge_fn)(xd_worker_t *w, uint64_t id, size_t bytes);
+void xd_input_set_handlers(xd_input_hold_fn hold, xd_input_release_fn release,
+                           xd_input_charge_fn charge);
 uint64_t xd_input_enter(uint64_t id);
 void xd_input_leave(uint64_t prev);
 

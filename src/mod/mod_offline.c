@@ -53,9 +53,10 @@ typedef struct off_conf {
 static const xd_opt_t off_opts[] = {
     XD_OPT_INT("max_user_messages", O_, max_user_messages, "1000", 1, 1000000,
                "Messages kept per account; beyond it senders get resource-constraint."),
-    XD_OPT_SIZE("max_user_size", O_, max_user_size, "10MiB",
+    XD_OPT_SIZE("max_user_size", O_, max_user_size, "2MiB",
                 "Bytes of stored messages (their XML with the delay stamp) kept per account; a "
-                "message that would go beyond is refused with resource-constraint."),
+                "message that would go beyond is refused with resource-constraint.  They are "
+                "sent in one go at login: keep it below the c2s listeners' max_queue."),
     XD_OPT_END,
 };
 #undef O_

@@ -51,6 +51,7 @@
 #include "xmppd/config.h"
 #include "xmppd/err.h"
 #include "xmppd/hooks.h"
+#include "xmppd/input.h"
 #include "xmppd/log.h"
 #include "xmppd/module.h"
 #include "xmppd/route.h"
@@ -663,6 +664,7 @@ typedef struct bc_job {
     char bare[XD_JID_MAX + 1], full[XD_JID_MAX + 1];
     bool initial;         /* also probes and pending requests */
     strlist_t from, to, pending;
+    xd_input_ref_t in;    /* the sender's stream: billed for the copies (xmppd/input.h) */
 } bc_job_t;
 
 static void
@@ -685,8 +687,16 @@ bc_done(xd_module_ctx_t *ctx, void *arg, int status)
     if (status == 0) {
         /* RFC 6121 4.2.2, 4.5.2: to the contacts, and to all the user's
          * available sessions (this one included for available presence). */
-        for (size_t i = 0; i < j->from.n; i++)
+        size_t len = 0, copies = 0;
+        xd_stanza_bytes(j->pres, &len);
+        for (size_t i = 0; i < j->from.n; i++) {
             xd_route_take(pres_addr(j->pres, NULL, j->from.v[i]));
+            copies += len + strlen(j->from.v[i]) + sizeof " to=''" - 1;
+        }
+        /* One update, N copies: the sender's shaper pays for all of them,
+         * so a client that floods presence updates is paused by its own
+         * listener's shaper (docs/design.md "Fan-out is charged"). */
+        xd_input_charge(j->in, copies);
         pres_to_sessions(xd_stanza_ref(j->pres), j->bare);
         if (j->initial) {
             /* RFC 6121 4.3: probes, answered here for local contacts. */
@@ -720,6 +730,7 @@ bc_start(xd_module_ctx_t *ctx, const char *host, const xd_jid_t *jid, xd_stanza_
     bc_job_t *j = xd_new(bc_job_t);
     j->pres = pres;
     j->initial = initial;
+    j->in = xd_input_current(); /* held by the pool job until bc_done has run */
     xd_str_t l = xd_jid_local(jid), b = xd_jid_bare_str(jid), f = xd_jid_full_str(jid);
     snprintf(j->host, sizeof j->host, "%s", host);
     snprintf(j->user, sizeof j->user, "%.*s", (int)l.len, l.p);

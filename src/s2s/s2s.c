@@ -6,7 +6,8 @@
  *
  *   CONNECTING  the owner worker resolves, connects and authenticates
  *               (s2s_out.c); stanzas wait in the route's queue, bounded by
- *               s2s_queue_max (beyond: resource-constraint)
+ *               s2s_queue_max stanzas and S2S_QUEUE_BYTES (beyond:
+ *               resource-constraint)
  *   UP          stanzas are posted to the connection's worker
  *               (c2s_deliver), which writes them in order
  *
@@ -175,6 +176,11 @@ s2s_send_el(xd_conn_t *c, xd_el_t *el)
 
 /* ---- routes -------------------------------------------------------------------------------- */
 
+/* Bytes of stanzas one route holds while its stream is set up: well below
+ * the outgoing stream's write queue bound (4 MiB, s2s_out.c), which they
+ * all enter at once when it is up. */
+#define S2S_QUEUE_BYTES ((size_t)1 << 20)
+
 enum { ROUTE_CONNECTING, ROUTE_UP };
 
 typedef struct s2s_route {
@@ -184,6 +190,7 @@ typedef struct s2s_route {
     uint64_t conn_id;       /* the outgoing connection, 0 before it exists */
     xd_stanza_t **q;        /* stanzas waiting (CONNECTING) */
     size_t nq, qcap;
+    size_t qbytes;          /* their serialized bytes (S2S_QUEUE_BYTES at most) */
     s2s_verify_t *verifies; /* verifications to send on the stream */
     bool mux;               /* UP: other local domains may join its stream */
     bool muxed;             /* rides on another route's stream (conn_id is that one's) */
@@ -380,11 +387,14 @@ xd_s2s_route(xd_stanza_t *st, const char *remote)
         bounce(st, XD_COND_REMOTE_SERVER_NOT_FOUND, "the server is stopping");
         return;
     }
-    if (r->nq >= conf.queue_max) {
+    size_t len = 0;
+    xd_stanza_bytes(st, &len);
+    if (r->nq >= conf.queue_max || r->qbytes + len > S2S_QUEUE_BYTES) {
         pthread_mutex_unlock(&s2s_lock);
         bounce(st, XD_COND_RESOURCE_CONSTRAINT, "too many stanzas wait for that server");
         return;
     }
+    r->qbytes += len;
     if (r->nq == r->qcap) {
         r->qcap = r->qcap ? r->qcap * 2 : 8;
         r->q = xd_realloc(r->q, r->qcap * sizeof *r->q);
@@ -422,7 +432,7 @@ s2s_route_up(const char *local, const char *remote, xd_conn_t *c, const char *au
         q = r->q;
         nq = r->nq;
         r->q = NULL;
-        r->nq = r->qcap = 0;
+        r->nq = r->qcap = r->qbytes = 0;
     }
     pthread_mutex_unlock(&s2s_lock);
     /* On the owner worker: written before anything posted after the unlock. */
@@ -454,7 +464,7 @@ s2s_route_down(const char *local, const char *remote, uint64_t conn_id, xd_cond 
         bounce(r->q[i], cond, NULL);
         r->q[i] = NULL;
     }
-    r->nq = 0;
+    r->nq = r->qbytes = 0;
     for (s2s_verify_t *v = r->verifies; v; v = v->next)
         s2s_verify_answer(v, local, remote, XD_DIALBACK_ERROR);
     route_free(r);

@@ -79,6 +79,7 @@ static xd_listener_t out_listener = {
     .module = XD_LISTEN_S2S,
     .max_connections = 10000,
     .max_stanza_bytes = 131072,
+    .max_queue_bytes = (size_t)4 << 20, /* as s2s listeners (listen: max_queue) */
     .handshake_timeout_ms = 20000,
     .idle_timeout_ms = 600000,
 };

@@ -34,7 +34,7 @@
 
 #define C2S_LINGER_MS 2000          /* wait for the peer's </stream:stream> */
 #define C2S_SHUTDOWN_LINGER_MS 500  /* shorter while the server stops */
-#define C2S_MAX_WRITE_QUEUE (4u << 20) /* bytes queued to a peer that does not read */
+#define C2S_MAX_WRITE_QUEUE (4u << 20) /* queue bound of a listener that sets none */
 #define C2S_SWEEP_MS 1000          /* how often idle connections are looked at */
 #define C2S_TRIM_IDLE_MS 2000      /* silence after which a parser is trimmed */
 #define C2S_TRIM_RELEASE 256       /* trimmed parsers in one sweep that call malloc_trim */
@@ -192,16 +192,19 @@ c2s_tls_send(void *ud, const uint8_t *data, size_t len)
     return c2s_write_raw(ud, data, len);
 }
 
-/* A peer that does not read must not make us buffer without end.  The
- * close is posted: a write may come from another stream's input or a
- * delivery, which must not see this stream end under it. */
+/* A peer that does not read must not make us buffer without end: beyond
+ * the listener's max_queue bytes the stream is closed.  The close is
+ * posted: a write may come from another stream's input or a delivery,
+ * which must not see this stream end under it. */
 static void
 c2s_check_queue(xd_conn_t *c)
 {
+    size_t max = c->listener->max_queue_bytes ? c->listener->max_queue_bytes
+                                              : C2S_MAX_WRITE_QUEUE;
     if (c->state != C2S_CLOSING && !c->overflow &&
-        uv_stream_get_write_queue_size((uv_stream_t *)&c->tcp) > C2S_MAX_WRITE_QUEUE) {
-        XD_LOG(&c->log, XD_WARN, "write queue full", "bytes=%zu",
-               uv_stream_get_write_queue_size((uv_stream_t *)&c->tcp));
+        uv_stream_get_write_queue_size((uv_stream_t *)&c->tcp) > max) {
+        XD_LOG(&c->log, XD_WARN, "write queue full", "bytes=%zu max_queue=%zu",
+               uv_stream_get_write_queue_size((uv_stream_t *)&c->tcp), max);
         c->overflow = true;
         c2s_post_close(xd_worker_index(c->ws->worker), c->id, XD_STREAM_POLICY_VIOLATION,
                        "the peer does not read its stream");
@@ -343,6 +346,7 @@ c2s_finish(xd_conn_t *c, uint64_t linger_ms)
         xd_timer_stop(c->delay);
     /* Keep reading (and discarding) so the peer's close is seen. */
     c->blocked = false;
+    c->shaped = false;
     c2s_read_start(c);
     if (c->timer)
         xd_timer_start(c->timer, linger_ms, 0);
@@ -601,6 +605,15 @@ c2s_pause(xd_conn_t *c)
 
 static void c2s_resume(xd_conn_t *c);
 
+/* Input goes on when nothing keeps it paused: the role, holds, a stop, the
+ * shaper. */
+static void
+c2s_maybe_resume(xd_conn_t *c)
+{
+    if (!c->role_blocked && c->holds == 0 && !c->quiesced && !c->shaped)
+        c2s_resume(c);
+}
+
 void
 c2s_block(xd_conn_t *c)
 {
@@ -612,8 +625,7 @@ void
 c2s_unblock(xd_conn_t *c)
 {
     c->role_blocked = false;
-    if (c->holds == 0 && !c->quiesced)
-        c2s_resume(c);
+    c2s_maybe_resume(c);
 }
 
 /* xd_input_hold on this worker: the stream with `id` waits for a release. */
@@ -634,14 +646,28 @@ c2s_input_release(xd_worker_t *w, uint64_t id)
     xd_conn_t *c = c2s_conn_find(w, id);
     if (!c || XD_NEVER(c->holds == 0))
         return;
-    if (--c->holds == 0 && !c->role_blocked && !c->quiesced)
-        c2s_resume(c);
+    if (--c->holds == 0)
+        c2s_maybe_resume(c);
+}
+
+static void c2s_shape(xd_conn_t *c, size_t n);
+
+/* xd_input_charge on this worker: bytes sent on behalf of stream `id` (the
+ * copies of its broadcast) count against its shaper. */
+static void
+c2s_input_charge(xd_worker_t *w, uint64_t id, size_t bytes)
+{
+    xd_conn_t *c = c2s_conn_find(w, id);
+    if (!c || c->state == C2S_CLOSING)
+        return;
+    c->charged_bytes += bytes;
+    c2s_shape(c, bytes);
 }
 
 void
 xd_conn_setup(void)
 {
-    xd_input_set_handlers(c2s_input_hold, c2s_input_release);
+    xd_input_set_handlers(c2s_input_hold, c2s_input_release, c2s_input_charge);
 }
 
 xd_conn_op_t *
@@ -903,24 +929,45 @@ c2s_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
     *buf = uv_buf_init(c->ws->rbuf, sizeof c->ws->rbuf);
 }
 
-/* The per-connection shaper (token bucket): after n bytes, pause reading
- * until the bucket has refilled. */
+/* The per-connection shaper, a token bucket of the listener's burst bytes
+ * that fills at its rate.  Bytes read take tokens, and so do the bytes a
+ * stanza of the stream made the server send for it (xd_input_charge).  A
+ * bucket in debt pauses the input (after the element being handled, as a
+ * hold does) until it has refilled; nothing is dropped. */
 static void
-c2s_shape(xd_conn_t *c, size_t n)
+c2s_refill(xd_conn_t *c)
 {
     const xd_listener_t *l = c->listener;
-    if (!l->shaper_rate || c->state == C2S_CLOSING)
-        return;
     uint64_t now = uv_now(c->tcp.loop);
     c->tokens += (double)(now - c->tokens_ms) * (double)l->shaper_rate / 1000.0;
     if (c->tokens > (double)l->shaper_burst)
         c->tokens = (double)l->shaper_burst;
     c->tokens_ms = now;
-    c->tokens -= (double)n;
-    if (c->tokens >= 0 || c->blocked)
+}
+
+/* Milliseconds until the debt is paid (tokens < 0). */
+static uint64_t
+c2s_debt_ms(const xd_conn_t *c)
+{
+    return (uint64_t)(-c->tokens * 1000.0 / (double)c->listener->shaper_rate) + 1;
+}
+
+static void
+c2s_shape(xd_conn_t *c, size_t n)
+{
+    if (!c->listener->shaper_rate || c->state == C2S_CLOSING)
         return;
-    uint64_t wait = (uint64_t)(-c->tokens * 1000.0 / (double)l->shaper_rate) + 1;
-    c2s_read_stop(c);
+    c2s_refill(c);
+    c->tokens -= (double)n;
+    if (c->tokens >= 0 || c->shaped)
+        return; /* a pause in force re-checks the debt when it ends */
+    uint64_t wait = c2s_debt_ms(c);
+    c->shaped = true;
+    c->shaped_count++;
+    XD_LOG(&c->log, XD_DEBUG, "input shaped", "wait_ms=%llu debt=%.0f charged=%llu pauses=%llu",
+           (unsigned long long)wait, -c->tokens, (unsigned long long)c->charged_bytes,
+           (unsigned long long)c->shaped_count);
+    c2s_pause(c);
     xd_timer_start(c->delay, wait, 0);
 }
 
@@ -951,14 +998,22 @@ c2s_on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
         c2s_shape(c, (size_t)nread);
 }
 
-/* The shaper's pause is over. */
+/* The shaper's pause is over, unless what was charged meanwhile keeps the
+ * bucket in debt. */
 static void
 c2s_on_delay_timer(xd_timer_t *t, void *arg)
 {
     (void)t;
     xd_conn_t *c = arg;
-    if (!c->blocked && c->state != C2S_CLOSING)
-        c2s_read_start(c);
+    if (!c->shaped || c->state == C2S_CLOSING)
+        return;
+    c2s_refill(c);
+    if (c->tokens < 0) {
+        xd_timer_start(c->delay, c2s_debt_ms(c), 0);
+        return;
+    }
+    c->shaped = false;
+    c2s_maybe_resume(c);
 }
 
 /* Everything a new connection needs once its socket is in c->tcp: the

@@ -100,7 +100,7 @@ typedef struct xd_conn {
     bool starttls_go;            /* <proceed/> sent: the rest of the input is TLS */
     bool tls_ws;                 /* ... once the old stream's whitespace is skipped */
     bool reading;                /* uv_read_start is in force */
-    bool blocked;                /* input paused (role, holds or quiesced) */
+    bool blocked;                /* input paused (role, holds, quiesced or shaped) */
     bool role_blocked;           /* c2s_block: the role waits for an answer */
     bool quiesced;               /* the server stops: no more input */
     unsigned holds;              /* xd_input_hold count (xmppd/input.h) */
@@ -111,8 +111,11 @@ typedef struct xd_conn {
     size_t inbuf_len, inbuf_cap; /* bytes held, allocated */
     uint64_t last_input_ms;      /* loop time of the last bytes read */
     bool trimmed;                /* the parser gave its buffers back since then */
-    double tokens;               /* shaper: bytes that may be read now */
+    double tokens;               /* shaper: bytes that may be read now (< 0: debt) */
     uint64_t tokens_ms;          /* shaper: when tokens was last refilled */
+    bool shaped;                 /* shaper: input paused until the debt is paid */
+    uint64_t shaped_count;       /* shaper: pauses so far (logs) */
+    uint64_t charged_bytes;      /* bytes billed by xd_input_charge so far (logs) */
     struct sockaddr_storage peer; /* the peer's address (acl ip: rules) */
     char ip[48];                 /* printable peer address */
     char lang[36];               /* xml:lang of the stream */

@@ -126,6 +126,31 @@ xd_listener_component_secret(const xd_listener_t *l, const char *domain)
     return l->password;
 }
 
+/* The shaper of listener l: the one its entry names (`none`: none), else
+ * the default of its module (docs/admin.md "Shaper"): client streams are
+ * shaped so that no client notices (a login's roster, vCard and presence
+ * fit in the burst) and a flood does; server streams carry many users and
+ * get ten times more; components are the server's own services. */
+static void
+lst_shaper(xd_listener_t *l, const xd_listen_conf_t *lc, const struct xd_config *cfg)
+{
+    if (!lc->shaper) {
+        if (l->module == XD_LISTEN_C2S) {
+            l->shaper_rate = XD_SHAPER_C2S_RATE;
+            l->shaper_burst = XD_SHAPER_C2S_BURST;
+        } else if (l->module == XD_LISTEN_S2S) {
+            l->shaper_rate = XD_SHAPER_S2S_RATE;
+            l->shaper_burst = XD_SHAPER_S2S_BURST;
+        }
+        return;
+    }
+    const xd_shaper_t *sh = xd_config_shaper(cfg, lc->shaper);
+    if (sh) {
+        l->shaper_rate = sh->rate_bytes;
+        l->shaper_burst = sh->burst_bytes ? sh->burst_bytes : sh->rate_bytes;
+    }
+}
+
 int
 xd_listeners_prepare(const struct xd_config *cfg, char **err)
 {
@@ -170,11 +195,8 @@ xd_listeners_prepare(const struct xd_config *cfg, char **err)
         l->tls_verify = lc->tls_verify;
         l->worker = lc->worker;
         snprintf(l->access, sizeof l->access, "%s", lc->access ? lc->access : "all");
-        const xd_shaper_t *sh = lc->shaper ? xd_config_shaper(cfg, lc->shaper) : NULL;
-        if (sh) {
-            l->shaper_rate = sh->rate_bytes;
-            l->shaper_burst = sh->burst_bytes ? sh->burst_bytes : sh->rate_bytes;
-        }
+        lst_shaper(l, lc, cfg);
+        l->max_queue_bytes = lc->max_queue;
         atomic_init(&l->connections, 0);
         int rc = lst_probe(l);
         if (rc != 0) {

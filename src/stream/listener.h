@@ -48,6 +48,7 @@ typedef struct xd_listener {
     char access[64];              /* access rule deciding who may log in here */
     uint64_t shaper_rate;         /* bytes/s read per connection; 0 = unlimited */
     uint64_t shaper_burst;        /* token bucket size in bytes */
+    size_t max_queue_bytes;       /* write queue beyond which a stream is closed */
     int worker;                   /* the only worker that opens it; -1 = every worker */
     const struct xd_conn_role *role; /* the stream kind (stream/conn.h) */
     char *password;               /* component: the shared secret for every domain, or NULL */

@@ -32,7 +32,10 @@ class Server:
     """One xmppd process with its own directory, config and ports."""
 
     def __init__(self, build, dirpath, hosts=("localhost",), workers=2, extra_yaml="",
-                 listen=None, config_text=None, args=(), expect_clean_exit=True):
+                 listen=None, config_text=None, args=(), expect_clean_exit=True,
+                 listen_opts=""):
+        """listen_opts: more lines of the default c2s listen entry, such as
+        "    shaper: none\n"."""
         self.bin = os.path.join(build, "xmppd")
         self.ctl = os.path.join(build, "xmppctl")
         self.dir = str(dirpath)
@@ -51,7 +54,8 @@ class Server:
             if listen is None:
                 listen = (f"  - port: {self.c2s_port}\n"
                           f"    ip: 127.0.0.1\n"
-                          f"    module: c2s\n")
+                          f"    module: c2s\n"
+                          f"{listen_opts}")
             hosts_yaml = "".join(f"  - {h}\n" for h in self.hosts)
             config_text = (
                 f"hosts:\n{hosts_yaml}"

@@ -331,7 +331,7 @@ test_pool__holds_the_input_stream(void **state)
     atomic_store(&in_releases, 0);
     atomic_store(&in_release_after_done, 0);
     atomic_store(&in_wrong_thread, false);
-    xd_input_set_handlers(in_hold, in_release);
+    xd_input_set_handlers(in_hold, in_release, NULL);
     assert_int_equal(xd_pool_start(2, 16), 0);
     assert_int_equal(xd_worker_post(xd_worker_get(1), in_msg, NULL), 0);
     assert_int_equal(wait_for(&pt_msgs, 1, 5000), 1);
@@ -352,7 +352,7 @@ test_pool__holds_the_input_stream(void **state)
     xd_input_release((xd_input_ref_t){ 0, 0 }); /* nothing */
     assert_false(atomic_load(&in_wrong_thread));
     assert_int_equal(atomic_load(&in_holds), 2);
-    xd_input_set_handlers(NULL, NULL);
+    xd_input_set_handlers(NULL, NULL, NULL);
 }
 
 int
