@@ -223,6 +223,9 @@ typedef struct xd_host_conf {
     xd_strlist_t disable_sasl_mechanisms; /* mechanism names never offered */
     bool sasl_tls13_tls_unique;        /* accept (not advertise) tls-unique on TLS 1.3 */
     char *sasl_authzid_access;         /* access rule: who may use another authzid */
+    bool stream_management;            /* XEP-0198 offered on client streams */
+    int sm_max_unacked;                /* unacknowledged stanzas before the stream is closed */
+    int sm_ack_request_every;          /* <r/> after this many unacknowledged; 0 = never */
     xd_acl_set_t acl;                  /* this scope's own ACLs */
     xd_rule_set_t access_rules;        /* this scope's own access rules */
     xd_rule_set_t shaper_rules;        /* this scope's own shaper rules */

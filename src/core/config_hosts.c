@@ -119,6 +119,21 @@ const xd_opt_t cfg_host_opts[] = {
                 "another JID (a SASL authorization identity, RFC 6120 6.3.8). Everyone else "
                 "gets `invalid-authzid` for an authzid that is not their own bare JID.",
                 HOST_, NULL),
+    XD_OPT_FULL("stream_management", XD_OPT_TYPE_BOOL, H_, stream_management, "true", NULL,
+                "Offer stream management (XEP-0198) on client streams: acknowledgements both "
+                "ways; what a client did not acknowledge when its stream ends goes to its other "
+                "sessions or to offline storage. Resumption is not offered yet.",
+                HOST_, NULL),
+    XD_OPT_FULL("sm_max_unacked", XD_OPT_TYPE_INT, H_, sm_max_unacked, "5000",
+                (&(const xd_opt_range_t){ 10, 1000000 }),
+                "Stanzas sent to a client with stream management that it has not acknowledged; "
+                "one more closes its stream with `policy-violation` (and they are routed again).",
+                HOST_, NULL),
+    XD_OPT_FULL("sm_ack_request_every", XD_OPT_TYPE_INT, H_, sm_ack_request_every, "5",
+                (&(const xd_opt_range_t){ 0, 100000 }),
+                "The server asks a client with stream management for an acknowledgement "
+                "(`<r/>`) after this many stanzas sent since it last asked; 0 never asks.",
+                HOST_, NULL),
     XD_OPT_FULL("language", XD_OPT_TYPE_STRING, H_, language, "en", NULL,
                 "Default language (`xml:lang`) of the server's own messages.", HOST_, NULL),
     XD_OPT_FULL("scram_iterations", XD_OPT_TYPE_INT, H_, scram_iterations, "4096",

@@ -114,6 +114,8 @@ c2s_send_features(xd_conn_t *c)
     } else if (!s->session) {
         ADD("<bind xmlns='" XD_NS_BIND "'/>"
             "<session xmlns='" XD_NS_SESSION "'><optional/></session>");
+        if (c2s_sm_offered(c))
+            ADD("<sm xmlns='" XD_NS_SM "'/>"); /* XEP-0198 2 */
         if (len < sizeof buf)
             len = c2s_hook_features(c, true, buf, len, sizeof buf);
     }
@@ -363,6 +365,8 @@ c2s_element(xd_conn_t *c, xd_stanza_t *st)
         c2s_starttls(c, el, !s->authenticated);
     } else if (ns && !strcmp(ns, XD_NS_SASL)) {
         c2s_sasl_element(c, el);
+    } else if (s->authenticated && c2s_sm_element(c, el)) {
+        ; /* XEP-0198: enable, r, a, resume */
     } else if (xd_stanza_kind_of(el) == XD_STANZA_OTHER) {
         /* RFC 6120 4.9.3.24: a first-level element we do not understand. */
         c2s_close(c, XD_STREAM_UNSUPPORTED_STANZA_TYPE, NULL);
@@ -383,6 +387,8 @@ c2s_element(xd_conn_t *c, xd_stanza_t *st)
     } else {
         if (xd_session_input(s->session, st) == XD_EINVAL) /* takes st */
             c2s_close(c, XD_STREAM_INVALID_FROM, "'from' does not match the bound JID");
+        else
+            c2s_sm_handled(c);
         return;
     }
     xd_stanza_unref(st);
@@ -405,6 +411,7 @@ c2s_ops_deliver(uint64_t id, const xd_stanza_t *st)
     if (!c || c->state != C2S_OPEN || !c2s_of(c)->session)
         return XD_ENOTFOUND;
     c2s_send_stanza(c, st);
+    c2s_sm_sent(c, st);
     return 0;
 }
 
@@ -469,6 +476,7 @@ c2s_closing(xd_conn_t *c)
     /* The session ends now, not when the socket is finally closed. */
     xd_session_end(s->session, "closed");
     s->session = NULL;
+    c2s_sm_end(c); /* after: what the client did not acknowledge finds another way */
 }
 
 static void
@@ -478,6 +486,8 @@ c2s_closed(xd_conn_t *c)
     if (!s)
         return;
     xd_session_end(s->session, "disconnected"); /* the peer went away first */
+    s->session = NULL;
+    c2s_sm_end(c);
     if (s->delay)
         xd_timer_free(s->delay);
     xd_sasl_free(s->sasl);

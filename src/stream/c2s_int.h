@@ -19,12 +19,15 @@
 #include "stream/sasl.h"
 #include "xmppd/jid.h"
 
+typedef struct c2s_sm c2s_sm_t;
+
 /* A client stream's state (c->rs of a connection with role xd_c2s_role). */
 typedef struct c2s {
     xd_conn_t *conn;           /* the connection */
     xd_sasl_t *sasl;           /* SASL engine of the current exchange */
     xd_jid_t *jid;             /* the authorized account (bare JID) after SASL */
     xd_session_t *session;     /* the bound session, or NULL */
+    c2s_sm_t *sm;              /* stream management once enabled (c2s_sm.c), or NULL */
     xd_timer_t *delay;         /* SASL failure delay */
     char *pending_failure;     /* <failure/> to send when the delay ends */
     char *tried_user;          /* localpart whose credentials this exchange tests, or NULL */
@@ -55,5 +58,19 @@ void c2s_sasl_element(xd_conn_t *c, const xd_el_t *el);
 
 /* The SASL failure delay ended. */
 void c2s_sasl_delay_done(xd_conn_t *c);
+
+/* ---- c2s_sm.c (XEP-0198) ---- */
+
+/* Stream management is offered on this stream's host. */
+bool c2s_sm_offered(const xd_conn_t *c);
+/* An element in the urn:xmpp:sm:3 namespace: handled (true), else false. */
+bool c2s_sm_element(xd_conn_t *c, const xd_el_t *el);
+/* A stanza of the client was handled (counts for <a h/>). */
+void c2s_sm_handled(xd_conn_t *c);
+/* A stanza was written to the client: kept until acknowledged. */
+void c2s_sm_sent(xd_conn_t *c, const xd_stanza_t *st);
+/* The session has ended: what the client did not acknowledge is routed
+ * again; stream management state freed. */
+void c2s_sm_end(xd_conn_t *c);
 
 #endif
