@@ -392,6 +392,38 @@ def test_offline_store_hint_keeps_a_message_without_body(server_factory):
     assert_nothing_before(y, r"id=['\"]st2", barrier=send_marker(y, NOBODY))
 
 
+def test_message_carbons_no_copy_hint(server):
+    """XEP-0334 <no-copy/> (XEP-0280 6): the message reaches the resource it
+    is addressed to and is not carbon-copied, received or sent; the same
+    message without the hint is."""
+    users(server, "amy", "ben")
+    a, ajid = online(server, "amy", "a")
+    b, bjid = online(server, "amy", "b")
+    for x, i in ((a, "ea"), (b, "eb")):
+        x.send(f"<iq type='set' id='{i}'><enable xmlns='urn:xmpp:carbons:2'/></iq>")
+        assert "type='result'" in expect(x, rf"<iq[^>]*id=['\"]{i}['\"][^>]*/?>").replace('"', "'")
+    v, vjid = online(server, "ben", "v")
+    # Received.
+    v.send(f"<message to='{bjid}' type='chat' id='nc1'><body>only b</body>"
+           f"<no-copy xmlns='{HINTS}'/></message>")
+    assert "<body>only b</body>" in expect(b, msg_rx("nc1"))
+    v.send(f"<message to='{bjid}' type='chat' id='nc2'><body>b and a</body></message>")
+    expect(b, msg_rx("nc2"))
+    # The copy of nc2 is the barrier: one of nc1 would have come first.
+    carbon = assert_nothing_before(a, r"only b", barrier=(
+        r"<received xmlns=['\"]urn:xmpp:carbons:2['\"].*?</received>"))
+    assert "<body>b and a</body>" in carbon, carbon
+    # Sent.
+    a.send(f"<message to='{vjid}' type='chat' id='nc3'><body>only ben</body>"
+           f"<no-copy xmlns='{HINTS}'/></message>")
+    assert "<body>only ben</body>" in expect(v, msg_rx("nc3"))
+    a.send(f"<message to='{vjid}' type='chat' id='nc4'><body>ben and b</body></message>")
+    expect(v, msg_rx("nc4"))
+    sent = assert_nothing_before(b, r"only ben", barrier=(
+        r"<sent xmlns=['\"]urn:xmpp:carbons:2['\"].*?</sent>"))
+    assert "<body>ben and b</body>" in sent, sent
+
+
 def test_message_carbons(server):
     users(server, "uma", "vic")
     a, ajid = online(server, "uma", "a")
