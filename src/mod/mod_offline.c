@@ -12,10 +12,12 @@
  * delivered to it in order.
  *
  * What is stored: messages with a <body> or <subject> (chat states alone
- * and receipts are not worth keeping, XEP-0160 3); messages to accounts that
- * do not exist get service-unavailable; beyond `max_user_messages` or
- * `max_user_size` per account, resource-constraint (the sender learns it
- * was not kept).
+ * and receipts are not worth keeping, XEP-0160 3), and any with the XEP-0334
+ * <store/> hint; not one with <no-store/> (the sender gets service-
+ * unavailable, as from a host that keeps no messages; off_store_hint);
+ * messages to accounts that do not exist get service-unavailable; beyond
+ * `max_user_messages` or `max_user_size` per account, resource-constraint
+ * (the sender learns it was not kept).
  *
  * Threads: the router calls in on a worker loop; the database work runs on
  * the blocking pool (xd_db_async) and its answer comes back to that loop.
@@ -299,6 +301,25 @@ off_worth_keeping(const xd_el_t *el)
     return xd_el_child(el, "body", NULL) || xd_el_child(el, "subject", NULL);
 }
 
+/* XEP-0334 (Message Processing Hints, urn:xmpp:hints) as offline storage
+ * reads them.  <no-store/>: not kept "temporarily, e.g. for later delivery
+ * to an offline client"; it wins over a <store/> next to it (keeping
+ * nothing is the safe side of a contradiction).  <store/>: kept even with
+ * nothing XEP-0160 thinks worth keeping.  <no-permanent-store/> is about
+ * archives and logs (MAM), not this temporary store: ignored here.  Hints
+ * in an error SHOULD be ignored (XEP-0334 5): errors never get here. */
+typedef enum { OFF_HINT_NONE, OFF_HINT_STORE, OFF_HINT_NO_STORE } off_hint;
+
+static off_hint
+off_store_hint(const xd_el_t *el)
+{
+    if (xd_el_child(el, "no-store", XD_NS_HINTS))
+        return OFF_HINT_NO_STORE;
+    if (xd_el_child(el, "store", XD_NS_HINTS))
+        return OFF_HINT_STORE;
+    return OFF_HINT_NONE;
+}
+
 /* XD_HOOK_OFFLINE_MESSAGE: keeps the message (returns XD_HOOK_STOP) when
  * the host stores messages. */
 static int
@@ -312,8 +333,11 @@ off_store(xd_module_ctx_t *ctx, xd_hook_stanza_t *ev, void *arg)
     if (!xd_module_db(ctx))
         return XD_HOOK_OK;
     const xd_el_t *el = xd_stanza_root(st);
-    if (!off_worth_keeping(el))
+    off_hint hint = off_store_hint(el);
+    if (hint != OFF_HINT_STORE && !off_worth_keeping(el))
         return XD_HOOK_STOP; /* XEP-0160 3: nothing to keep, and no error */
+    if (hint == OFF_HINT_NO_STORE)
+        return XD_HOOK_OK; /* not kept: service-unavailable, as with no storage */
     struct timespec ts;
     clock_gettime(CLOCK_REALTIME, &ts);
     struct tm tm;

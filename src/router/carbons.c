@@ -23,6 +23,9 @@ xd_carbons_eligible(const xd_stanza_t *st)
     bool normal = (!type || !strcmp(type, "normal")) && xd_el_child(el, "body", NULL);
     if (!chat && !normal)
         return false;
+    /* XEP-0280 6: the sender opted out with <private/>, or with the XEP-0334
+     * <no-copy/> hint (honoured on bare-JID messages too: carbons are no
+     * part of RFC 6121 delivery, which the hint leaves alone). */
     if (xd_el_child(el, "private", XD_NS_CARBONS) || xd_el_child(el, "no-copy", XD_NS_HINTS) ||
         xd_el_child(el, "received", XD_NS_CARBONS) || xd_el_child(el, "sent", XD_NS_CARBONS))
         return false;

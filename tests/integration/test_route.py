@@ -332,6 +332,98 @@ def test_removing_an_account_drops_its_offline_messages(server_factory):
     assert count() == 0
 
 
+HINTS = "urn:xmpp:hints"
+
+
+def test_offline_no_store_hint_is_not_stored(server_factory):
+    """XEP-0334 <no-store/>: not kept for later delivery, so the sender gets
+    what it gets from a host that keeps no messages, service-unavailable
+    (RFC 6121 8.5.2.2.1); <no-store/> wins over a <store/> next to it."""
+    srv = server_factory(extra_yaml=OFFLINE)
+    users(srv, "uli", "vera")
+    v, _ = online(srv, "vera", "x")
+    v.send(f"<message to='uli@localhost' type='chat' id='ns1'><body>gone</body>"
+           f"<no-store xmlns='{HINTS}'/></message>")
+    e = expect(v, msg_rx("ns1"))
+    assert "type='error'" in e and "service-unavailable" in e, e
+    v.send(f"<message to='uli@localhost' id='ns2'><body>both</body>"
+           f"<store xmlns='{HINTS}'/><no-store xmlns='{HINTS}'/></message>")
+    e = expect(v, msg_rx("ns2"))
+    assert "type='error'" in e and "service-unavailable" in e, e
+    # A message without the hint is still kept (and ends the login's flood).
+    v.send("<message to='uli@localhost' type='chat' id='ns3'><body>kept</body></message>")
+    assert "service-unavailable" in expect(v, send_marker(v, NOBODY))  # stored by now
+    u, _ = online(srv, "uli", "r")
+    assert_nothing_before(u, r"id=['\"]ns[12]", barrier=msg_rx("ns3"))
+
+
+def test_offline_no_permanent_store_hint_is_stored(server_factory):
+    """XEP-0334 <no-permanent-store/> is about archives (MAM, logs): offline
+    storage is the temporary kind that only <no-store/> excludes, so the
+    message is kept and delivered like any other."""
+    srv = server_factory(extra_yaml=OFFLINE)
+    users(srv, "wim", "xena")
+    x, _ = online(srv, "xena", "x")
+    x.send(f"<message to='wim@localhost' type='chat' id='np1'><body>later</body>"
+           f"<no-permanent-store xmlns='{HINTS}'/></message>")
+    assert_nothing_before(x, r"id=['\"]np1", barrier=send_marker(x, NOBODY))
+    w, _ = online(srv, "wim", "r")
+    m = expect(w, msg_rx("np1"))
+    assert "<body>later</body>" in m and "urn:xmpp:delay" in m, m
+
+
+def test_offline_store_hint_keeps_a_message_without_body(server_factory):
+    """XEP-0334 <store/>: kept even with no <body> or <subject> (a receipt,
+    say), which offline storage otherwise drops (XEP-0160 3)."""
+    srv = server_factory(extra_yaml=OFFLINE)
+    users(srv, "yul", "zia")
+    z, _ = online(srv, "zia", "x")
+    z.send(f"<message to='yul@localhost' type='chat' id='st1'>"
+           f"<received xmlns='urn:xmpp:receipts' id='orig1'/><store xmlns='{HINTS}'/></message>")
+    # Without the hint: dropped, and no error either way.
+    z.send("<message to='yul@localhost' type='chat' id='st2'>"
+           "<received xmlns='urn:xmpp:receipts' id='orig2'/></message>")
+    assert_nothing_before(z, r"id=['\"]st[12]", barrier=send_marker(z, NOBODY))
+    y, _ = online(srv, "yul", "r", presence=False)
+    assert_nothing_before(y, r"<message", barrier=send_marker(y, NOBODY))
+    y.send("<presence/>")
+    m = expect(y, msg_rx("st1"))
+    assert "orig1" in m and "urn:xmpp:delay" in m, m
+    assert_nothing_before(y, r"id=['\"]st2", barrier=send_marker(y, NOBODY))
+
+
+def test_message_carbons_no_copy_hint(server):
+    """XEP-0334 <no-copy/> (XEP-0280 6): the message reaches the resource it
+    is addressed to and is not carbon-copied, received or sent; the same
+    message without the hint is."""
+    users(server, "amy", "ben")
+    a, ajid = online(server, "amy", "a")
+    b, bjid = online(server, "amy", "b")
+    for x, i in ((a, "ea"), (b, "eb")):
+        x.send(f"<iq type='set' id='{i}'><enable xmlns='urn:xmpp:carbons:2'/></iq>")
+        assert "type='result'" in expect(x, rf"<iq[^>]*id=['\"]{i}['\"][^>]*/?>").replace('"', "'")
+    v, vjid = online(server, "ben", "v")
+    # Received.
+    v.send(f"<message to='{bjid}' type='chat' id='nc1'><body>only b</body>"
+           f"<no-copy xmlns='{HINTS}'/></message>")
+    assert "<body>only b</body>" in expect(b, msg_rx("nc1"))
+    v.send(f"<message to='{bjid}' type='chat' id='nc2'><body>b and a</body></message>")
+    expect(b, msg_rx("nc2"))
+    # The copy of nc2 is the barrier: one of nc1 would have come first.
+    carbon = assert_nothing_before(a, r"only b", barrier=(
+        r"<received xmlns=['\"]urn:xmpp:carbons:2['\"].*?</received>"))
+    assert "<body>b and a</body>" in carbon, carbon
+    # Sent.
+    a.send(f"<message to='{vjid}' type='chat' id='nc3'><body>only ben</body>"
+           f"<no-copy xmlns='{HINTS}'/></message>")
+    assert "<body>only ben</body>" in expect(v, msg_rx("nc3"))
+    a.send(f"<message to='{vjid}' type='chat' id='nc4'><body>ben and b</body></message>")
+    expect(v, msg_rx("nc4"))
+    sent = assert_nothing_before(b, r"only ben", barrier=(
+        r"<sent xmlns=['\"]urn:xmpp:carbons:2['\"].*?</sent>"))
+    assert "<body>ben and b</body>" in sent, sent
+
+
 def test_message_carbons(server):
     users(server, "uma", "vic")
     a, ajid = online(server, "uma", "a")
