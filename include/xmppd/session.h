@@ -61,6 +61,18 @@ enum {
     XD_SESSION_SECURE = 1u << 2,     /* its transport is encrypted (TLS); set at bind */
 };
 
+/* A session's Client State Indication (XEP-0352) as its owner last
+ * published it: whether the client said it is inactive, and what the
+ * session manager held back for it meanwhile.  Counters only grow. */
+typedef struct xd_session_csi {
+    bool inactive;      /* the client sent <inactive/> (and not <active/> since) */
+    uint32_t queued;    /* stanzas held now */
+    uint64_t held;      /* stanzas ever held */
+    uint64_t flushed;   /* held stanzas written when the queue was flushed */
+    uint64_t coalesced; /* held presences replaced by a newer one from the same full JID */
+    uint64_t dropped;   /* held presences dropped (oldest first) at the queue's bound */
+} xd_session_csi_t;
+
 /* One session as the table has it (a copy). */
 typedef struct xd_session_info {
     xd_jid_t *jid;          /* the full JID (a reference) */
@@ -71,6 +83,7 @@ typedef struct xd_session_info {
     int priority;           /* its presence priority, -128..127 (RFC 6121 4.7.2.3) */
     xd_stanza_t *presence;  /* its last available presence (a reference), or NULL */
     unsigned flags;         /* XD_SESSION_* */
+    xd_session_csi_t csi;   /* XEP-0352 state and counters */
 } xd_session_info_t;
 
 /* The session bound to the full JID `full` into *out.  0 or XD_ENOTFOUND. */

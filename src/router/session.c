@@ -39,26 +39,15 @@
 static _Thread_local xd_session_t *sess_local; /* the calling worker's sessions */
 static void (*sess_slot_free[XD_SESSION_SLOTS])(void *); /* per slot; set once */
 static _Atomic int sess_nslots;                            /* slots taken */
+static _Thread_local size_t sess_inactive;      /* this worker's CSI-inactive sessions */
 
 /* ---- delivery ----------------------------------------------------------------------------- */
 
-/* On the owner worker: USER_RECEIVE_PACKET, then the transport writes st;
- * a session that is gone hands st to `gone`, or makes the sender an error.
- * Takes st. */
+/* Writes st through the transport; a session that is gone hands st to
+ * `gone`, or makes the sender an error.  Takes st. */
 static void
-sess_deliver_here(const xd_session_ops_t *ops, uint64_t id, xd_stanza_t *st,
-                  xd_session_gone_fn gone)
+sess_write(const xd_session_ops_t *ops, uint64_t id, xd_stanza_t *st, xd_session_gone_fn gone)
 {
-    if (xd_hook_active(XD_HOOK_USER_RECEIVE_PACKET)) {
-        xd_session_t *s = ops->session(id);
-        if (s) {
-            xd_hook_packet_t ev = { .host = s->host, .jid = s->jid, .session = s, .st = st };
-            xd_hook_run(XD_HOOK_USER_RECEIVE_PACKET, s->host, &ev);
-            if (!ev.st)
-                return; /* a handler took it */
-            st = ev.st;
-        }
-    }
     if (ops->deliver(id, st) != 0) {
         if (gone) {
             gone(st);
@@ -69,6 +58,36 @@ sess_deliver_here(const xd_session_ops_t *ops, uint64_t id, xd_stanza_t *st,
             xd_route_take(err);
     }
     xd_stanza_unref(st);
+}
+
+static bool csi_hold(xd_session_t *s, xd_stanza_t *st);
+static void csi_flush(xd_session_t *s);
+
+/* On the owner worker: USER_RECEIVE_PACKET, the session's CSI queue (held,
+ * or the queue flushed ahead of st), then the transport writes st.  Takes
+ * st. */
+static void
+sess_deliver_here(const xd_session_ops_t *ops, uint64_t id, xd_stanza_t *st,
+                  xd_session_gone_fn gone)
+{
+    xd_session_t *s = NULL;
+    if (xd_hook_active(XD_HOOK_USER_RECEIVE_PACKET) || sess_inactive)
+        s = ops->session(id);
+    if (s && xd_hook_active(XD_HOOK_USER_RECEIVE_PACKET)) {
+        xd_hook_packet_t ev = { .host = s->host, .jid = s->jid, .session = s, .st = st };
+        xd_hook_run(XD_HOOK_USER_RECEIVE_PACKET, s->host, &ev);
+        if (!ev.st)
+            return; /* a handler took it */
+        st = ev.st;
+    }
+    if (s && s->csi.inactive) {
+        /* A stanza with a `gone` must not be lost with the session: never
+         * held. */
+        if (!gone && csi_hold(s, st))
+            return;
+        csi_flush(s);
+    }
+    sess_write(ops, id, st, gone);
 }
 
 /* A close for a session on another worker. */
@@ -521,6 +540,13 @@ xd_session_end(xd_session_t *s, const char *reason)
         sess_local = s->next;
     if (s->next)
         s->next->prev = s->prev;
+    /* What CSI held goes with the session: presence and chat states are
+     * stale by the next session's time. */
+    if (s->csi.inactive)
+        sess_inactive--;
+    for (size_t i = 0; i < s->csi_n; i++)
+        xd_stanza_unref(s->csi_q[i]);
+    xd_free(s->csi_q);
     for (int i = 0; i < XD_SESSION_SLOTS; i++)
         if (s->slots[i] && sess_slot_free[i])
             sess_slot_free[i](s->slots[i]);
@@ -528,6 +554,169 @@ xd_session_end(xd_session_t *s, const char *reason)
     xd_jid_unref(s->jid);
     xd_free(s->host);
     xd_free(s);
+}
+
+/* ---- client state indication (XEP-0352) --------------------------------------------------- */
+
+typedef enum { CSI_FLUSH, CSI_PRESENCE, CSI_HOLD } csi_class;
+
+/* What an inactive session does with st: a presence that is only
+ * availability (not a subscription, probe or error) is coalesced; a
+ * message whose payload is only chat states or a PEP event (besides
+ * thread, delay, stanza-id and hints other than <store/>) is held;
+ * anything else (a body, a subject, an encrypted payload, <store/>, an
+ * IQ, an error) is urgent. */
+static csi_class
+csi_classify(const xd_el_t *el)
+{
+    xd_stanza_kind kind = xd_stanza_kind_of(el);
+    const char *type = xd_el_attr(el, "type");
+    if (kind == XD_STANZA_PRESENCE)
+        return !type || !strcmp(type, "unavailable") ? CSI_PRESENCE : CSI_FLUSH;
+    if (kind != XD_STANZA_MESSAGE || (type && !strcmp(type, "error")))
+        return CSI_FLUSH;
+    bool payload = false;
+    for (const xd_el_t *c = xd_el_first_child(el); c; c = xd_el_next(c)) {
+        const char *ns = xd_el_ns(c), *name = xd_el_name(c);
+        if (!ns) {
+            if (strcmp(name, "thread") != 0)
+                return CSI_FLUSH; /* body, subject, anything unknown */
+        } else if (!strcmp(ns, XD_NS_CHATSTATES) ||
+                   (!strcmp(ns, XD_NS_PUBSUB_EVENT) && !strcmp(name, "event"))) {
+            payload = true;
+        } else if (!strcmp(ns, XD_NS_HINTS)) {
+            if (!strcmp(name, "store"))
+                return CSI_FLUSH; /* XEP-0334: the sender says it matters */
+        } else if (strcmp(ns, XD_NS_DELAY) != 0 && strcmp(ns, XD_NS_SID) != 0) {
+            return CSI_FLUSH;
+        }
+    }
+    return payload ? CSI_HOLD : CSI_FLUSH;
+}
+
+static size_t
+csi_size(const xd_stanza_t *st)
+{
+    size_t n = 0;
+    xd_stanza_bytes(st, &n);
+    return n;
+}
+
+/* Tells the table (status commands) the session's state and counters. */
+static void
+csi_publish(xd_session_t *s)
+{
+    s->csi.queued = (uint32_t)s->csi_n;
+    xd_sm_set_csi(s->jid, s->ref.id, &s->csi);
+}
+
+/* Writes what is held, in order. */
+static void
+csi_flush(xd_session_t *s)
+{
+    if (!s->csi_n)
+        return;
+    /* Detached first: a write that fails routes an error, which may come
+     * back to this session and must find an empty queue. */
+    xd_stanza_t **q = s->csi_q;
+    size_t n = s->csi_n;
+    s->csi_q = NULL;
+    s->csi_n = s->csi_cap = s->csi_bytes = 0;
+    s->csi.flushed += n;
+    csi_publish(s);
+    for (size_t i = 0; i < n; i++)
+        sess_write(s->ref.ops, s->ref.id, q[i], NULL);
+    xd_free(q);
+}
+
+/* Removes entry i of the queue (its reference released). */
+static void
+csi_remove(xd_session_t *s, size_t i)
+{
+    s->csi_bytes -= csi_size(s->csi_q[i]);
+    xd_stanza_unref(s->csi_q[i]);
+    memmove(s->csi_q + i, s->csi_q + i + 1, (s->csi_n - i - 1) * sizeof *s->csi_q);
+    s->csi_n--;
+}
+
+static bool
+csi_is_presence(const xd_stanza_t *st)
+{
+    return xd_stanza_kind_of(xd_stanza_root(st)) == XD_STANZA_PRESENCE;
+}
+
+/* An inactive session's stanza: true when it was taken (held, or written
+ * with the queue when the bound left nothing else to do); false when it
+ * is urgent or does not fit: the caller flushes and writes it. */
+static bool
+csi_hold(xd_session_t *s, xd_stanza_t *st)
+{
+    csi_class k = csi_classify(xd_stanza_root(st));
+    size_t len = csi_size(st);
+    if (k == CSI_FLUSH || len > XD_SESSION_CSI_MAX_BYTES)
+        return false;
+    bool placed = false;
+    if (k == CSI_PRESENCE) {
+        /* Coalesced: the newest presence of a full JID, in the place of
+         * its first. */
+        const char *from = xd_el_attr(xd_stanza_root(st), "from");
+        for (size_t i = 0; from && i < s->csi_n; i++) {
+            const char *f = xd_el_attr(xd_stanza_root(s->csi_q[i]), "from");
+            if (csi_is_presence(s->csi_q[i]) && f && !strcmp(f, from)) {
+                s->csi_bytes -= csi_size(s->csi_q[i]);
+                xd_stanza_unref(s->csi_q[i]);
+                s->csi_q[i] = st;
+                s->csi_bytes += len;
+                s->csi.coalesced++;
+                placed = true;
+                break;
+            }
+        }
+    }
+    /* The bound: the oldest presences go first; a queue with none left
+     * to drop is flushed. */
+    while (s->csi_n + !placed > XD_SESSION_CSI_MAX ||
+           s->csi_bytes + (placed ? 0 : len) > XD_SESSION_CSI_MAX_BYTES) {
+        size_t i = 0;
+        while (i < s->csi_n && (!csi_is_presence(s->csi_q[i]) || s->csi_q[i] == st))
+            i++;
+        if (i == s->csi_n) {
+            if (!placed)
+                return false;
+            s->csi.held++;
+            csi_flush(s); /* st is in it */
+            return true;
+        }
+        csi_remove(s, i);
+        s->csi.dropped++;
+    }
+    if (!placed) {
+        if (s->csi_n == s->csi_cap) {
+            s->csi_cap = s->csi_cap ? s->csi_cap * 2 : 16;
+            s->csi_q = xd_realloc(s->csi_q, s->csi_cap * sizeof *s->csi_q);
+        }
+        s->csi_q[s->csi_n++] = st;
+        s->csi_bytes += len;
+    }
+    s->csi.held++;
+    csi_publish(s);
+    return true;
+}
+
+void
+xd_session_csi(xd_session_t *s, bool active)
+{
+    if (active) {
+        if (s->csi.inactive) {
+            s->csi.inactive = false;
+            sess_inactive--;
+        }
+        csi_flush(s);
+    } else if (!s->csi.inactive) {
+        s->csi.inactive = true;
+        sess_inactive++;
+    }
+    csi_publish(s);
 }
 
 /* ---- the calling worker's own sessions ---------------------------------------------------- */
@@ -627,6 +816,44 @@ cmd_connected_users_number(xd_cmd_call_t *call)
 }
 
 static int
+cmp_info(const void *a, const void *b)
+{
+    return strcmp(xd_jid_full_str(((const xd_session_info_t *)a)->jid).p,
+                  xd_jid_full_str(((const xd_session_info_t *)b)->jid).p);
+}
+
+#define SESS_INFO_MAX 256 /* sessions one user_sessions_info shows */
+
+static int
+cmd_user_sessions_info(xd_cmd_call_t *call)
+{
+    xd_jid_t *bare = NULL;
+    int rc = xd_jid_make(xd_str_c(call->args[0].text), xd_str_c(call->args[1].text),
+                         (xd_str_t){ NULL, 0 }, &bare);
+    if (rc != 0)
+        return xd_cmd_errorf(call, XD_EINVAL, "not a valid JID: %s", xd_strerror(rc));
+    xd_session_info_t *v = xd_calloc(SESS_INFO_MAX, sizeof *v);
+    size_t n = xd_session_list(bare, v, SESS_INFO_MAX);
+    if (n > SESS_INFO_MAX)
+        n = SESS_INFO_MAX;
+    qsort(v, n, sizeof *v, cmp_info);
+    for (size_t i = 0; i < n; i++) {
+        const xd_session_csi_t *c = &v[i].csi;
+        xd_cmd_add(call,
+                   "%s ip=%s available=%s priority=%d csi=%s queued=%u held=%llu "
+                   "flushed=%llu coalesced=%llu dropped=%llu",
+                   xd_jid_full_str(v[i].jid).p, v[i].ip, v[i].available ? "yes" : "no",
+                   v[i].priority, c->inactive ? "inactive" : "active", (unsigned)c->queued,
+                   (unsigned long long)c->held, (unsigned long long)c->flushed,
+                   (unsigned long long)c->coalesced, (unsigned long long)c->dropped);
+        xd_session_info_clear(&v[i]);
+    }
+    xd_free(v);
+    xd_jid_unref(bare);
+    return 0;
+}
+
+static int
 cmd_kick_session(xd_cmd_call_t *call)
 {
     xd_jid_t *full = NULL;
@@ -648,6 +875,11 @@ static const xd_cmd_arg_t args_opt_host[] = {
     { "host", XD_CMD_HOST, "only the sessions of this virtual host" },
 };
 
+static const xd_cmd_arg_t args_user[] = {
+    { "user", XD_CMD_USER, "the localpart" },
+    { "host", XD_CMD_HOST, "the virtual host" },
+};
+
 static const xd_cmd_arg_t args_kick[] = {
     { "user", XD_CMD_USER, "the localpart" },
     { "host", XD_CMD_HOST, "the virtual host" },
@@ -662,6 +894,11 @@ static const xd_cmd_t sess_cmds[] = {
     { .name = "connected_users_number", .doc = "how many sessions are bound",
       .args = args_opt_host, .nargs = 1, .nopt = 1, .result = XD_CMD_RES_INT,
       .flags = XD_CMD_ON_LOOP, .fn = cmd_connected_users_number },
+    { .name = "user_sessions_info",
+      .doc = "the sessions of an account, one per line: full JID, address, presence, and "
+             "client state (XEP-0352) with what was held back",
+      .args = args_user, .nargs = 2, .result = XD_CMD_RES_LIST, .flags = XD_CMD_ON_LOOP,
+      .fn = cmd_user_sessions_info },
     { .name = "kick_session", .doc = "close a session with a policy-violation stream error",
       .args = args_kick, .nargs = 4, .nopt = 1, .result = XD_CMD_RES_NONE,
       .flags = XD_CMD_ON_LOOP, .fn = cmd_kick_session },

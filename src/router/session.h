@@ -71,7 +71,18 @@ struct xd_session {
     char **directed;       /* JIDs it sent directed available presence to (RFC 6121 4.6) */
     size_t ndirected;      /* how many (bounded) */
     void *slots[XD_SESSION_SLOTS]; /* modules' values (xd_session_slot_new) */
+    /* XEP-0352 (xd_session_csi): while inactive, what is held back. */
+    xd_stanza_t **csi_q;   /* held stanzas in arrival order (references) */
+    size_t csi_n;          /* how many (<= XD_SESSION_CSI_MAX) */
+    size_t csi_cap;        /* room in csi_q */
+    size_t csi_bytes;      /* their serialized size (<= XD_SESSION_CSI_MAX_BYTES) */
+    xd_session_csi_t csi;  /* state and counters (published to the table) */
 };
+
+/* The bound of a session's CSI queue: stanzas and bytes.  A presence that
+ * would go beyond drops the oldest held presence; anything else flushes. */
+#define XD_SESSION_CSI_MAX 1000
+#define XD_SESSION_CSI_MAX_BYTES (256u * 1024u)
 
 /* A bind request. */
 typedef struct xd_session_bind_req {
@@ -108,7 +119,17 @@ int xd_session_input(xd_session_t *s, xd_stanza_t *st);
  * then s is freed. */
 void xd_session_end(xd_session_t *s, const char *reason);
 
-/* Registers connected_users, connected_users_number and kick_session. */
+/* Client State Indication (XEP-0352): the client sent <inactive/>
+ * (active false) or <active/> (flushes what was held).  While inactive,
+ * stanzas to the session are classified on their way to the transport:
+ * available/unavailable presence is held (the newest per full 'from'
+ * replacing an older one in its place), a message that is only chat
+ * states or a PEP event is held, anything else flushes the queue in order
+ * and is then written. */
+void xd_session_csi(xd_session_t *s, bool active);
+
+/* Registers connected_users, connected_users_number, user_sessions_info and
+ * kick_session. */
 void xd_session_register_commands(void);
 
 #endif

@@ -361,6 +361,22 @@ xd_sm_set_presence(const xd_jid_t *jid, uint64_t id, bool available, int priorit
 }
 
 int
+xd_sm_set_csi(const xd_jid_t *jid, uint64_t id, const xd_session_csi_t *csi)
+{
+    uint64_t h;
+    sm_shard_t *sh = sm_shard_for(jid, &h);
+    int rc = XD_ENOTFOUND;
+    uv_rwlock_wrlock(&sh->lock);
+    xd_session_info_t *cur = sm_locate(sh, h, jid, NULL);
+    if (cur && cur->ref.id == id) {
+        cur->csi = *csi;
+        rc = 0;
+    }
+    uv_rwlock_wrunlock(&sh->lock);
+    return rc;
+}
+
+int
 xd_session_set_flag(const xd_jid_t *jid, unsigned flag, bool on)
 {
     uint64_t h;

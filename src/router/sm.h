@@ -56,6 +56,10 @@ bool xd_sm_unbind(const xd_jid_t *jid, uint64_t id);
 int xd_sm_set_presence(const xd_jid_t *jid, uint64_t id, bool available, int priority,
                        const xd_stanza_t *presence);
 
+/* Publishes the CSI state and counters of the session bound to `jid` (if
+ * session `id` still holds it), for status commands.  XD_ENOTFOUND. */
+int xd_sm_set_csi(const xd_jid_t *jid, uint64_t id, const xd_session_csi_t *csi);
+
 /* The handle of the session bound to the full JID `full` (plain data, no
  * references taken) and whether any resource of the account has carbons
  * enabled: the router's lookup for a stanza to a full JID.  XD_ENOTFOUND. */

@@ -10,7 +10,8 @@
  *     <starttls/> ─► <proceed/> ─► TLS handshake ─► header ─► features: SASL
  *     <auth/> … <success/> ─► header ─► features: bind, session
  *     <iq><bind/></iq> ─► bound: the session manager takes every stanza
- *                          (xd_session_input, router/session.h)
+ *                          (xd_session_input, router/session.h), and
+ *                          <active/> / <inactive/> (XEP-0352, xd_session_csi)
  *
  * What stays here is the wire: header checks, features, STARTTLS and SASL
  * (c2s_sasl.c), and the
@@ -113,7 +114,8 @@ c2s_send_features(xd_conn_t *c)
             len = c2s_hook_features(c, false, buf, len, sizeof buf);
     } else if (!s->session) {
         ADD("<bind xmlns='" XD_NS_BIND "'/>"
-            "<session xmlns='" XD_NS_SESSION "'><optional/></session>");
+            "<session xmlns='" XD_NS_SESSION "'><optional/></session>"
+            "<csi xmlns='" XD_NS_CSI "'/>"); /* XEP-0352 2 */
         if (c2s_sm_offered(c))
             ADD("<sm xmlns='" XD_NS_SM "'/>"); /* XEP-0198 2 */
         if (len < sizeof buf)
@@ -367,6 +369,11 @@ c2s_element(xd_conn_t *c, xd_stanza_t *st)
         c2s_sasl_element(c, el);
     } else if (s->authenticated && c2s_sm_element(c, el)) {
         ; /* XEP-0198: enable, r, a, resume */
+    } else if (ns && !strcmp(ns, XD_NS_CSI) && s->session &&
+               (!strcmp(xd_el_name(el), "active") || !strcmp(xd_el_name(el), "inactive"))) {
+        /* XEP-0352: not a stanza; it changes what the session's delivery
+         * holds back (router/session.h), before the next element is read. */
+        xd_session_csi(s->session, !strcmp(xd_el_name(el), "active"));
     } else if (xd_stanza_kind_of(el) == XD_STANZA_OTHER) {
         /* RFC 6120 4.9.3.24: a first-level element we do not understand. */
         c2s_close(c, XD_STREAM_UNSUPPORTED_STANZA_TYPE, NULL);
