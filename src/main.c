@@ -72,6 +72,8 @@ static bool stopping;
 
 /* Stop: how long the work in flight may take before streams close. */
 #define STOP_DRAIN_MS 10000
+/* ... and the work their closing starts (the workers' grace period). */
+#define STOP_SETTLE_MS 5000
 static uint64_t started_ms;
 
 static void
@@ -630,7 +632,7 @@ main(int argc, char **argv)
      * the loops end.  The main loop is done: blocking calls are fine now. */
     xd_mark_loop_thread(false);
     /* The pool and the auth backends serve the drain. */
-    if (!xd_workers_wait_drained(STOP_DRAIN_MS + 2000))
+    if (!xd_workers_wait_drained(STOP_DRAIN_MS + STOP_SETTLE_MS + 2000))
         XD_LOG(NULL, XD_WARN, "stop: workers did not drain in time", "");
     xd_auth_stop();
     xd_pool_stop();

@@ -12,6 +12,8 @@
  *   draining (with xd_workers_set_drain): on_drain hook (no new input);
  *      │  when holds == 0 (the work in flight is done), or the drain timeout
  *   stopping: on_stop hook; grace timer armed (unref'd)
+ *      │  (drained) when holds == 0 again: the work the streams' closing
+ *      │  started is done too; xd_workers_wait_drained counts the worker
  *      │  when holds == 0 (no pool results outstanding)
  *   inbox closed: pushes refused (XD_ECLOSED), last messages drained, wake-up handle closed
  *      │  uv_run returns once every handle is closed; if the grace timer fires
@@ -61,6 +63,8 @@ struct xd_worker {
     bool draining;                 /* on_drain has run, on_stop not yet; owner only */
     uv_timer_t drain;              /* drain deadline; owner only */
     bool drain_armed;              /* drain was initialised; owner only */
+    bool settling;                 /* drained, streams closed, their work in flight */
+    bool drain_signalled;          /* counted in wk_drained; owner only */
     bool inbox_open;               /* wake-up handle open, pushes accepted; owner */
     unsigned holds;                /* xd_worker_hold count; owner only */
     uv_timer_t grace;              /* stop deadline; owner only */
@@ -111,6 +115,7 @@ wk_maybe_close(xd_worker_t *w)
 }
 
 static void wk_drained_now(xd_worker_t *w);
+static void wk_signal_drained(xd_worker_t *w);
 
 static void
 wk_inbox_cb(xd_inbox_t *q)
@@ -121,6 +126,8 @@ wk_inbox_cb(xd_inbox_t *q)
     xd_inbox_drain(&w->inbox, w, WK_BATCH);
     if (w->draining && w->holds == 0)
         wk_drained_now(w);
+    else if (w->settling && w->holds == 0)
+        wk_signal_drained(w);
     /* Closing happens here, never inside a message, so drain is not re-entered. */
     wk_maybe_close(w);
 }
@@ -170,6 +177,7 @@ wk_grace_cb(uv_timer_t *t)
 
     XD_LOG(&w->log, XD_WARN, "stop grace period over", "grace_ms=%llu holds=%u",
            (unsigned long long)grace_ms, w->holds);
+    wk_signal_drained(w); /* the pool may stop: what is left is cancelled */
     wk_close_leftovers(w);
     if (w->inbox_open) {
         /* Still waiting for pool results: say so again after another period. */
@@ -185,8 +193,25 @@ wk_drain_close_cb(uv_handle_t *h)
     (void)h;
 }
 
+/* Tells xd_workers_wait_drained that this worker is done with pool work:
+ * the streams' own work at their close (offline stores of what a client
+ * did not acknowledge, last-activity writes) included.  Once. */
+static void
+wk_signal_drained(xd_worker_t *w)
+{
+    if (w->drain_signalled || wk_drain_fn == NULL)
+        return;
+    w->drain_signalled = true;
+    w->settling = false;
+    uv_mutex_lock(&wk_drain_mu);
+    wk_drained++;
+    uv_cond_broadcast(&wk_drain_cv);
+    uv_mutex_unlock(&wk_drain_mu);
+}
+
 /* Draining is over (the work in flight is done, or the deadline passed):
- * tell xd_workers_wait_drained and close the streams. */
+ * close the streams, then wait (within the grace period) for the work
+ * their closing started before the pool may stop. */
 static void
 wk_drained_now(xd_worker_t *w)
 {
@@ -198,11 +223,10 @@ wk_drained_now(xd_worker_t *w)
         uv_close((uv_handle_t *)&w->drain, wk_drain_close_cb);
         w->drain_armed = false;
     }
-    uv_mutex_lock(&wk_drain_mu);
-    wk_drained++;
-    uv_cond_broadcast(&wk_drain_cv);
-    uv_mutex_unlock(&wk_drain_mu);
     wk_begin_stop(w);
+    w->settling = true;
+    if (w->holds == 0)
+        wk_signal_drained(w);
 }
 
 static void
@@ -268,6 +292,7 @@ wk_main(void *arg)
     uv_sem_post(&wk_ready);
 
     uv_run(&w->loop, UV_RUN_DEFAULT);
+    wk_signal_drained(w); /* the loop ended: nothing of ours is in flight */
 
     /* Only unref'd handles can be left: the grace timer and whatever the
      * code above us unref'd and forgot. */

@@ -65,9 +65,10 @@ void xd_workers_join(void);
  * xd_workers_start. */
 void xd_workers_set_drain(xd_worker_fn on_drain, uint64_t timeout_ms);
 
-/* Waits (off-loop) until every worker has drained or timeout_ms passed:
- * the blocking pool and the auth backends must keep running until then.
- * Returns true when all drained. */
+/* Waits (off-loop) until every worker has drained, closed its streams and
+ * seen the pool work their closing started come back (or its grace period
+ * passed), or timeout_ms passed: the blocking pool and the auth backends
+ * must keep running until then.  Returns true when all drained. */
 bool xd_workers_wait_drained(uint64_t timeout_ms);
 
 /* How long a stopping loop waits for its handles to close before it logs

@@ -201,3 +201,27 @@ def test_slixmpp_stream_management(server_factory):
     log = srv.log_text()
     assert "stream management enabled" in log, log
     assert "handled count too high" not in log and "stream error sent" not in log, log
+
+
+def test_unacknowledged_at_a_graceful_stop_are_stored(server_factory):
+    """The server stops while ann has three unacknowledged messages: her
+    stream closes with system-shutdown, and they are stored before the
+    storage closes (the stop waits for the work the streams' closing
+    starts); her next session gets them."""
+    import signal
+    srv = server_factory(extra_yaml=MODULES + "sm_ack_request_every: 0\n")
+    users(srv, "ann", "bob")
+    a, ajid = online(srv, "ann", "a")
+    enable(a)
+    b, _ = online(srv, "bob", "b")
+    for i in range(3):
+        b.send(f"<message to='{ajid}' type='chat' id='g{i}'><body>g{i}</body></message>")
+    b.roundtrip()
+    a.recv_until(r"id='g2'")
+    assert srv.stop(signal.SIGTERM) == 0
+    log = srv.log_text()
+    assert "offline store failed" not in log, log[-3000:]
+    srv.restart()
+    a2, _ = online(srv, "ann", "a2")
+    ids = re.findall(r"<message[^>]*id='(g\d)'", q(a2.roundtrip()))
+    assert ids == ["g0", "g1", "g2"], ids
