@@ -226,6 +226,7 @@ typedef struct xd_host_conf {
     bool stream_management;            /* XEP-0198 offered on client streams */
     int sm_max_unacked;                /* unacknowledged stanzas before the stream is closed */
     int sm_ack_request_every;          /* <r/> after this many unacknowledged; 0 = never */
+    uint64_t sm_ack_request_interval_ms; /* <r/> at the latest this long after one; 0 = never */
     xd_acl_set_t acl;                  /* this scope's own ACLs */
     xd_rule_set_t access_rules;        /* this scope's own access rules */
     xd_rule_set_t shaper_rules;        /* this scope's own shaper rules */

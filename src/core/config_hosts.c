@@ -134,6 +134,11 @@ const xd_opt_t cfg_host_opts[] = {
                 "The server asks a client with stream management for an acknowledgement "
                 "(`<r/>`) after this many stanzas sent since it last asked; 0 never asks.",
                 HOST_, NULL),
+    XD_OPT_FULL("sm_ack_request_interval", XD_OPT_TYPE_DURATION, H_,
+                sm_ack_request_interval_ms, "30s", NULL,
+                "The server asks a client with stream management for an acknowledgement at the "
+                "latest this long after a stanza it has not asked about yet (0 never).",
+                HOST_, NULL),
     XD_OPT_FULL("language", XD_OPT_TYPE_STRING, H_, language, "en", NULL,
                 "Default language (`xml:lang`) of the server's own messages.", HOST_, NULL),
     XD_OPT_FULL("scram_iterations", XD_OPT_TYPE_INT, H_, scram_iterations, "4096",

@@ -6,7 +6,9 @@
  *                                              without resume: not offered yet)
  *   client stanza handled ─► h_in++           <r/> ─► <a h='h_in'/>
  *   stanza delivered ─► queued (smq.h)        every sm_ack_request_every
- *                                             unacknowledged: <r/>
+ *                                             unacknowledged, or
+ *                                             sm_ack_request_interval after
+ *                                             the first not asked for: <r/>
  *   <a h/> ─► the acknowledged leave the queue; more than was sent:
  *             undefined-condition with <handled-count-too-high/> (XEP-0198 4)
  *   more than sm_max_unacked waiting: policy-violation
@@ -41,6 +43,9 @@ struct c2s_sm {
     unsigned unrequested;   /* stanzas sent since our last <r/> */
     unsigned request_every; /* sm_ack_request_every (0: never) */
     size_t max_unacked;     /* sm_max_unacked */
+    uint64_t interval_ms;   /* sm_ack_request_interval (0: never) */
+    xd_timer_t *timer;      /* runs while something unacknowledged was not asked for */
+    bool timer_on;          /* ... and is armed */
 };
 
 bool
@@ -62,6 +67,32 @@ c2s_sm_failed(xd_conn_t *c, const char *cond)
     c2s_write_str(c, buf);
 }
 
+/* Asks the client for an acknowledgement. */
+static void
+c2s_sm_request(xd_conn_t *c, c2s_sm_t *sm)
+{
+    sm->unrequested = 0;
+    if (sm->timer_on) {
+        xd_timer_stop(sm->timer);
+        sm->timer_on = false;
+    }
+    c2s_write_str(c, "<r xmlns='" XD_NS_SM "'/>");
+}
+
+/* sm_ack_request_interval passed with stanzas sent and not asked for. */
+static void
+c2s_sm_timer_fired(xd_timer_t *t, void *arg)
+{
+    (void)t;
+    xd_conn_t *c = arg;
+    c2s_sm_t *sm = c2s_of(c) ? c2s_of(c)->sm : NULL;
+    if (!sm)
+        return;
+    sm->timer_on = false;
+    if (sm->unrequested && c->state == C2S_OPEN)
+        c2s_sm_request(c, sm);
+}
+
 static void
 c2s_sm_enable(xd_conn_t *c, const xd_el_t *el)
 {
@@ -78,7 +109,10 @@ c2s_sm_enable(xd_conn_t *c, const xd_el_t *el)
     const xd_host_conf_t *hc = xd_config_host(cfg, c->host);
     sm->request_every = hc ? (unsigned)hc->sm_ack_request_every : 5;
     sm->max_unacked = hc ? (size_t)hc->sm_max_unacked : 5000;
+    sm->interval_ms = hc ? hc->sm_ack_request_interval_ms : 0;
     xd_config_unref(cfg);
+    if (sm->interval_ms)
+        sm->timer = xd_timer_new(c->ws->worker, c2s_sm_timer_fired, c);
     s->sm = sm;
     /* Resumption is not offered: 'resume' is left out of the answer, as
      * XEP-0198 3 allows. */
@@ -158,9 +192,13 @@ c2s_sm_sent(xd_conn_t *c, const xd_stanza_t *st)
         c2s_close(c, XD_STREAM_POLICY_VIOLATION, "too many unacknowledged stanzas");
         return;
     }
-    if (sm->request_every && ++sm->unrequested >= sm->request_every) {
-        sm->unrequested = 0;
-        c2s_write_str(c, "<r xmlns='" XD_NS_SM "'/>");
+    sm->unrequested++;
+    if (sm->request_every && sm->unrequested >= sm->request_every) {
+        c2s_sm_request(c, sm);
+    } else if (sm->timer && !sm->timer_on) {
+        /* Asked for at the latest this long after the first one since. */
+        xd_timer_start(sm->timer, sm->interval_ms, 0);
+        sm->timer_on = true;
     }
 }
 
@@ -207,5 +245,7 @@ c2s_sm_end(xd_conn_t *c)
     while ((st = xd_smq_take(&sm->q)) != NULL)
         c2s_sm_reroute(st);
     xd_smq_clear(&sm->q);
+    if (sm->timer)
+        xd_timer_free(sm->timer);
     xd_free(sm);
 }

@@ -225,3 +225,21 @@ def test_unacknowledged_at_a_graceful_stop_are_stored(server_factory):
     a2, _ = online(srv, "ann", "a2")
     ids = re.findall(r"<message[^>]*id='(g\d)'", q(a2.roundtrip()))
     assert ids == ["g0", "g1", "g2"], ids
+
+
+def test_server_requests_acks_on_a_timer(server_factory):
+    """sm_ack_request_interval: one stanza not asked about is asked for
+    that long after it, even below sm_ack_request_every; asking resets it."""
+    srv = server_factory(extra_yaml=MODULES + "sm_ack_request_every: 100\n"
+                                              "sm_ack_request_interval: 1s\n")
+    users(srv, "ann", "bob")
+    a, ajid = online(srv, "ann", "a")
+    enable(a)
+    b, _ = online(srv, "bob", "b")
+    t0 = time.time()
+    b.send(f"<message to='{ajid}' type='chat' id='k1'><body>k1</body></message>")
+    got = q(a.recv_until(r"<r xmlns='urn:xmpp:sm:3'/>", timeout=10).group(0))
+    assert time.time() - t0 >= 0.9, got  # not before the interval
+    a.send(f"<a xmlns='{SM}' h='1'/>")
+    b.send(f"<message to='{ajid}' type='chat' id='k2'><body>k2</body></message>")
+    a.recv_until(r"id='k2'.*?<r xmlns='urn:xmpp:sm:3'/>", timeout=10)
