@@ -540,12 +540,23 @@ class Lab:
         self._guard(srv.start)
         return srv
 
+    # Known hangs of the packaged servers at SIGTERM, not of the test: (log
+    # text, why).  The process is still stopped by PID (SIGKILL).
+    KNOWN_STOP_HANGS = ()
+
     def close(self):
         """Stops every process by PID; returns [problem strings]."""
         problems = []
         for srv in self.servers:
             rc = srv.stop()
             if rc not in (0, None):
+                out = srv.output_text()
+                known = [why for text, why in self.KNOWN_STOP_HANGS
+                         if rc == "hung (killed)" and text in out]
+                if known:
+                    print(f"{self.name} {srv.domain}: stopped by SIGKILL after a known hang: "
+                          f"{known[0]}")
+                    continue
                 problems.append(f"{self.name} {srv.domain} exited with {rc} after SIGTERM")
         if self._dns is not None:
             self._dns.stop()
@@ -728,6 +739,14 @@ class ProsodyLab(Lab):
     system resolver).  When skip is true, Unavailable (a missing package, a
     Prosody or dnsmasq that cannot start) becomes pytest.skip (see Lab)."""
 
+    # Prosody 0.12.3 (Debian 12): a client stream that is being retired while
+    # the server shuts down makes mod_c2s call a method of a connection
+    # that is gone; the shutdown coroutine dies and the process waits
+    # forever (seen once in CI, test_secure_auth_refuses_self_signed).
+    KNOWN_STOP_HANGS = (
+        ("mod_c2s.lua:469: attempt to call a nil value (method 'close')",
+         "Prosody 0.12 mod_c2s shutdown race (a client stream retired during shutdown)"),
+    )
     name = "prosody"
     require_env = "XMPPD_REQUIRE_PROSODY"
     server_class = Prosody
