@@ -37,8 +37,8 @@ def run(build, senders, messages, workers, pool):
         conf = f.read().replace("loglevel: debug", "loglevel: notice")
     with open(srv.config_path, "w") as f:
         f.write(conf)
-    srv.start()
     try:
+        srv.start()  # inside: a server that never gets ready is stopped too
         for i in range(senders):
             for u in (f"s{i}", f"r{i}"):
                 r = srv.ctl_run("register", u, "localhost", "pw")
