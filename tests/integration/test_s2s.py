@@ -51,7 +51,7 @@ def make_pair(server_factory, a_extra="", b_extra="", certs=None, start_b=True, 
             break
         kw, c2s = servers[name]
         srv = server_factory(**kw)
-        srv.c2s_port = c2s
+        srv.c2s_port, srv.s2s_port = c2s, ports[name][1]
         srv.ip = A_IP if name == "a" else B_IP
         srv.domain = f"{name}.test"
         users(srv, "alice", "bob", "carol")
@@ -432,15 +432,8 @@ def test_incoming_stream_keeps_order_across_deferred_work(server_factory):
     is handled on the pool (the roster is written first), and the message
     its sender sent right after it on the same stream must not overtake it:
     the stream is held meanwhile (xmppd/input.h)."""
-    a_c2s, a_s2s = free_port(addr=A_IP), free_port(addr=A_IP)
-    b_c2s, b_s2s = free_port(addr=B_IP), free_port(addr=B_IP)
-    a = server_factory(hosts=("a.test",), listen=listen_yaml(A_IP, a_c2s, a_s2s),
-                       extra_yaml=f"s2s_hosts:\n  b.test: \"{B_IP}:{b_s2s}\"\n")
-    b = server_factory(hosts=("b.test",), listen=listen_yaml(B_IP, b_c2s, b_s2s),
-                       extra_yaml=(f"s2s_hosts:\n  a.test: \"{A_IP}:{a_s2s}\"\n"
-                                   "modules:\n  mod_roster: {}\n  mod_ping: {}\n"))
-    b.c2s_port, b.ip, b.domain = b_c2s, B_IP, "b.test"
-    users(b, "bob")
+    p = make_pair(server_factory, b_extra="modules:\n  mod_roster: {}\n  mod_ping: {}\n")
+    a, b = p.a, p.b
     bob, bjid = online(b, "bob", "r", roster=True)
     n = 10
     # bob asks each contact for its presence: ask=subscribe in his roster.
@@ -448,7 +441,7 @@ def test_incoming_stream_keeps_order_across_deferred_work(server_factory):
         bob.send(f"<presence to='x{i}@a.test' type='subscribe'/>")
     for i in range(n):
         expect(bob, r"<iq[^>]*type=['\"]set['\"].*?x%d@a\.test.*?</iq>" % i)
-    tls, _ = dialback_in(a, B_IP, b_s2s, ["a.test"])
+    tls, _ = dialback_in(a, B_IP, b.s2s_port, ["a.test"])
     # Each approves, and its available presence follows (RFC 6121 3.1.5).
     tls.sendall("".join(f"<presence from='x{i}@a.test' to='bob@b.test' type='subscribed'/>"
                         f"<presence from='x{i}@a.test/r' to='bob@b.test'/>"
@@ -650,16 +643,9 @@ def test_incoming_flood_to_an_offline_user_stays_bounded(server_factory, monkeyp
     A small ASan quarantine, as test_durability's flood test explains."""
     asan = os.environ.get("ASAN_OPTIONS", "")
     monkeypatch.setenv("ASAN_OPTIONS", (asan + ":" if asan else "") + "quarantine_size_mb=16")
-    a_c2s, a_s2s = free_port(addr=A_IP), free_port(addr=A_IP)
-    b_c2s, b_s2s = free_port(addr=B_IP), free_port(addr=B_IP)
-    a = server_factory(hosts=("a.test",), listen=listen_yaml(A_IP, a_c2s, a_s2s),
-                       extra_yaml=f"s2s_hosts:\n  b.test: \"{B_IP}:{b_s2s}\"\n")
-    b = server_factory(hosts=("b.test",), listen=listen_yaml(B_IP, b_c2s, b_s2s),
-                       extra_yaml=(f"s2s_hosts:\n  a.test: \"{A_IP}:{a_s2s}\"\n"
-                                   "modules:\n  mod_offline: {}\n  mod_ping: {}\n"))
-    b.c2s_port, b.ip, b.domain = b_c2s, B_IP, "b.test"
-    users(b, "bob", "carol")
-    tls, _ = dialback_in(a, B_IP, b_s2s, ["a.test"])
+    p = make_pair(server_factory, b_extra="modules:\n  mod_offline: {}\n  mod_ping: {}\n")
+    a, b = p.a, p.b
+    tls, _ = dialback_in(a, B_IP, b.s2s_port, ["a.test"])
     base = peak = b.rss_kib()
     chunk = "".join(f"<message from='x@a.test/r' to='bob@b.test' type='chat'>"
                     f"<body>flood {i}</body></message>" for i in range(1000)).encode()
