@@ -1122,7 +1122,10 @@ xd_xml_parser_pause(xd_xml_parser_t *p)
 void
 xd_xml_parser_resume(xd_xml_parser_t *p)
 {
+    /* Also a pause asked for in the handler that is still running: a hold
+     * taken and released within one element must not stop the parser. */
     p->paused = false;
+    p->pause_req = false;
 }
 
 bool

@@ -53,6 +53,7 @@ typedef struct rec {
     const char *pause_on;   /* pause when a stanza with this name arrives */
     bool pause_all;         /* pause after every stanza and the stream close */
     bool pause_on_open;     /* pause in stream_open */
+    bool pause_then_resume; /* pause and resume within the stanza handler */
     int opens;              /* stream_open calls seen */
     int closes;             /* stream_close calls seen */
 } rec_t;
@@ -111,6 +112,11 @@ rec_stanza(void *ud, xd_stanza_t *st)
         xd_xml_parser_pause(r->p);
     if (r->pause_all)
         xd_xml_parser_pause(r->p);
+    if (r->pause_then_resume) {
+        /* A hold taken and released within one element (xmppd/input.h). */
+        xd_xml_parser_pause(r->p);
+        xd_xml_parser_resume(r->p);
+    }
     xd_stanza_unref(st);
 }
 
@@ -763,6 +769,23 @@ test_xml__reset_on_every_split(void **state)
             fail_msg("cut %zu:\n%s", cut, r.log);
         rec_done(&r);
     }
+}
+
+/* A pause cancelled by a resume in the same handler stops nothing. */
+static void
+test_xml__pause_resumed_in_the_handler(void **state)
+{
+    (void)state;
+    const char *in = HDR_C "<message id='1'/><presence id='2'/>";
+    rec_t r;
+    rec_parser(&r, NULL);
+    r.pause_then_resume = true;
+    size_t used = 0, n = strlen(in);
+    assert_int_equal(xd_xml_parser_feed(r.p, in, n, &used), 0);
+    assert_false(xd_xml_parser_paused(r.p));
+    assert_int_equal(used, n);
+    assert_int_equal(r.stanzas, 2);
+    rec_done(&r);
 }
 
 static void
@@ -1579,6 +1602,7 @@ main(void)
         cmocka_unit_test(test_xml__reset_mid_buffer_reports_consumed),
         cmocka_unit_test(test_xml__reset_on_every_split),
         cmocka_unit_test(test_xml__pause_and_resume),
+        cmocka_unit_test(test_xml__pause_resumed_in_the_handler),
         cmocka_unit_test(test_xml__pause_then_reset_drops_buffered_bytes),
         cmocka_unit_test(test_xml__events_fire_when_their_last_byte_arrives),
         cmocka_unit_test(test_xml__single_byte_keepalives_never_count),
