@@ -28,6 +28,7 @@
 #include <string.h>
 
 #include "stream/c2s_int.h"
+#include "core/worker.h"
 #include "stream/smq.h"
 #include "xmppd/alloc.h"
 #include "xmppd/config.h"
@@ -46,6 +47,7 @@ struct c2s_sm {
     uint64_t interval_ms;   /* sm_ack_request_interval (0: never) */
     xd_timer_t *timer;      /* runs while something unacknowledged was not asked for */
     bool timer_on;          /* ... and is armed */
+    bool closing;           /* over sm_max_unacked: the close is posted */
 };
 
 bool
@@ -187,9 +189,15 @@ c2s_sm_sent(xd_conn_t *c, const xd_stanza_t *st)
         return;
     xd_smq_push(&sm->q, st);
     if (sm->q.len > sm->max_unacked) {
-        XD_LOG(&c->log, XD_INFO, "stream management: too many unacknowledged", "count=%zu",
-               sm->q.len);
-        c2s_close(c, XD_STREAM_POLICY_VIOLATION, "too many unacknowledged stanzas");
+        if (!sm->closing) {
+            /* Not here: the caller is delivering (a CSI flush may still be
+             * walking this session); the close ends the session. */
+            sm->closing = true;
+            XD_LOG(&c->log, XD_INFO, "stream management: too many unacknowledged",
+                   "count=%zu", sm->q.len);
+            c2s_post_close(xd_worker_index(c->ws->worker), c->id, XD_STREAM_POLICY_VIOLATION,
+                           "too many unacknowledged stanzas");
+        }
         return;
     }
     sm->unrequested++;
