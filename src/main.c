@@ -595,6 +595,7 @@ main(int argc, char **argv)
     unsigned nworkers = xd_config_workers(cfg);
     xd_conn_setup();
     xd_workers_set_drain(worker_drain, STOP_DRAIN_MS);
+    xd_workers_set_grace_ms(STOP_SETTLE_MS);
     if ((rc = xd_workers_start(nworkers, worker_init, worker_stop, NULL)) != 0) {
         XD_LOG(NULL, XD_CRIT, "cannot start workers", "err=%s", xd_strerror(rc));
         begin_stop("startup failed");

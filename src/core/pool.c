@@ -68,7 +68,11 @@ pool_done_msg(xd_worker_t *w, void *arg)
 {
     pool_job_t *job = arg;
 
+    /* done runs as part of the stream's stanza: what it sends off the loop
+     * in turn holds the stream too (xmppd/input.h). */
+    uint64_t prev = xd_input_enter(job->in.id);
     job->done(job->arg, job->status);
+    xd_input_leave(prev);
     xd_worker_unhold(w);
     xd_input_release(job->in); /* after done: what it routes comes first */
     xd_free(job);
@@ -166,6 +170,7 @@ int
 xd_pool_submit(xd_pool_work_fn work, xd_pool_done_cb done, void *arg)
 {
     xd_worker_t *w = NULL;
+    xd_input_ref_t in = { 0, 0 };
     int rc;
 
     XD_ASSERT(work != NULL);
@@ -178,6 +183,7 @@ xd_pool_submit(xd_pool_work_fn work, xd_pool_done_cb done, void *arg)
         rc = xd_worker_hold(w);
         if (rc != 0)
             return rc;
+        in = xd_input_hold(); /* outside pl.mu: it calls into the stream layer */
     }
 
     uv_mutex_lock(&pl.mu);
@@ -193,8 +199,7 @@ xd_pool_submit(xd_pool_work_fn work, xd_pool_done_cb done, void *arg)
         job->done = done;
         job->arg = arg;
         job->w = w;
-        if (done != NULL)
-            job->in = xd_input_hold();
+        job->in = in;
         if (pl.tail != NULL)
             pl.tail->next = job;
         else
@@ -205,8 +210,10 @@ xd_pool_submit(xd_pool_work_fn work, xd_pool_done_cb done, void *arg)
     }
     uv_mutex_unlock(&pl.mu);
 
-    if (rc != 0 && w != NULL)
+    if (rc != 0 && w != NULL) {
         xd_worker_unhold(w);
+        xd_input_release(in);
+    }
     return rc;
 }
 
