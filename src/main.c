@@ -49,6 +49,7 @@
 #include "s2s/component.h"
 #include "s2s/s2s.h"
 #include "router/sm.h"
+#include "stream/c2s.h"
 #include "stream/conn.h"
 #include "stream/listener.h"
 #include "stream/tls.h"
@@ -409,6 +410,7 @@ worker_stop(xd_worker_t *w, void *arg)
     xd_listeners_stop_worker(w); /* no new connections (done already when drained) */
     xd_s2s_stop_worker(w);
     xd_conn_shutdown_worker(w); /* RFC 6120 4.9.3.20: system-shutdown to every stream */
+    xd_c2s_stop_worker(w);      /* sessions kept for resumption end too */
 }
 
 static int

@@ -227,6 +227,9 @@ typedef struct xd_host_conf {
     int sm_max_unacked;                /* unacknowledged stanzas before the stream is closed */
     int sm_ack_request_every;          /* <r/> after this many unacknowledged; 0 = never */
     uint64_t sm_ack_request_interval_ms; /* <r/> at the latest this long after one; 0 = never */
+    uint64_t sm_resume_timeout_ms;     /* a broken stream's session is kept this long; 0 = no resumption */
+    uint64_t sm_max_resume_timeout_ms; /* the most a client may ask for; 0 = sm_resume_timeout */
+    char *sm_resume_location;          /* 'location' of <enabled/>, or "" */
     xd_acl_set_t acl;                  /* this scope's own ACLs */
     xd_rule_set_t access_rules;        /* this scope's own access rules */
     xd_rule_set_t shaper_rules;        /* this scope's own shaper rules */

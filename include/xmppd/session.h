@@ -59,6 +59,7 @@ enum {
     XD_SESSION_INTERESTED = 1u << 0, /* asked for the roster: gets pushes (RFC 6121 2.1.6) */
     XD_SESSION_CARBONS = 1u << 1,    /* enabled message carbons (XEP-0280) */
     XD_SESSION_SECURE = 1u << 2,     /* its transport is encrypted (TLS); set at bind */
+    XD_SESSION_DETACHED = 1u << 3,   /* its connection broke; it waits to be resumed (XEP-0198) */
 };
 
 /* A session's Client State Indication (XEP-0352) as its owner last
@@ -161,6 +162,13 @@ xd_session_ref_t xd_session_ref(const xd_session_t *s);    /* its handle */
 
 /* Milliseconds since the client last sent anything on the transport. */
 uint64_t xd_session_idle_ms(const xd_session_t *s);
+
+/* True while the session is detached: its connection broke and stream
+ * management (XEP-0198) keeps it for the client to resume.  Stanzas sent
+ * to it wait in its queue, unread; nothing is written to the client (a
+ * module that pings or notifies a device acts on that: mod_ping leaves it
+ * alone, mod_push notifies the device). */
+bool xd_session_detached(const xd_session_t *s);
 
 /* Per-session values of a module: a slot is a process-wide index that a
  * module takes once (in its first start; slots are never given back) with

@@ -121,8 +121,9 @@ const xd_opt_t cfg_host_opts[] = {
                 HOST_, NULL),
     XD_OPT_FULL("stream_management", XD_OPT_TYPE_BOOL, H_, stream_management, "true", NULL,
                 "Offer stream management (XEP-0198) on client streams: acknowledgements both "
-                "ways; what a client did not acknowledge when its stream ends goes to its other "
-                "sessions or to offline storage. Resumption is not offered yet.",
+                "ways, and resumption of a session whose connection broke (see `sm_resume_timeout`); "
+                "what a client did not acknowledge when its session ends goes to its other "
+                "sessions or to offline storage.",
                 HOST_, NULL),
     XD_OPT_FULL("sm_max_unacked", XD_OPT_TYPE_INT, H_, sm_max_unacked, "5000",
                 (&(const xd_opt_range_t){ 10, 1000000 }),
@@ -138,6 +139,23 @@ const xd_opt_t cfg_host_opts[] = {
                 sm_ack_request_interval_ms, "30s", NULL,
                 "The server asks a client with stream management for an acknowledgement at the "
                 "latest this long after a stanza it has not asked about yet (0 never).",
+                HOST_, NULL),
+    XD_OPT_FULL("sm_resume_timeout", XD_OPT_TYPE_DURATION, H_, sm_resume_timeout_ms, "300s",
+                NULL,
+                "How long the session of a client with stream management resumption enabled "
+                "(`<enable resume='true'/>`) is kept after its connection broke (closed without "
+                "`</stream>`, or timed out), for the client to resume (XEP-0198 5). It stays "
+                "available meanwhile and what is sent to it waits; at the end it goes to offline "
+                "storage and unavailable presence is broadcast. 0 offers no resumption.",
+                HOST_, NULL),
+    XD_OPT_FULL("sm_max_resume_timeout", XD_OPT_TYPE_DURATION, H_, sm_max_resume_timeout_ms,
+                "0", NULL,
+                "The longest resume timeout a client may ask for with `max` on `<enable/>` "
+                "(it may always ask for less); 0: the same as `sm_resume_timeout`.",
+                HOST_, NULL),
+    XD_OPT_FULL("sm_resume_location", XD_OPT_TYPE_STRING, H_, sm_resume_location, NULL, NULL,
+                "`host:port` a client should reconnect to for resumption, sent as `location` "
+                "in `<enabled/>` (XEP-0198 3); empty: none.",
                 HOST_, NULL),
     XD_OPT_FULL("language", XD_OPT_TYPE_STRING, H_, language, "en", NULL,
                 "Default language (`xml:lang`) of the server's own messages.", HOST_, NULL),

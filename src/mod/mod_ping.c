@@ -67,6 +67,12 @@ static void
 ping_one(void *arg, xd_session_t *s)
 {
     const ping_sweep_t *w = arg;
+    if (xd_session_detached(s)) {
+        /* Its connection broke already; stream management keeps it for a
+         * resume, and its own timeout ends it. */
+        xd_session_slot_set(s, ping_slot, NULL);
+        return;
+    }
     uint64_t idle = xd_session_idle_ms(s);
     uintptr_t sent = (uintptr_t)xd_session_slot_get(s, ping_slot); /* time + 1 */
     if (sent) {

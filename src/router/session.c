@@ -27,6 +27,7 @@
 #include "router/router.h"
 #include "router/sm.h"
 #include "xmppd/alloc.h"
+#include "xmppd/assert.h"
 #include "xmppd/cmd.h"
 #include "xmppd/config.h"
 #include "xmppd/err.h"
@@ -516,6 +517,19 @@ xd_session_input(xd_session_t *s, xd_stanza_t *st)
     return 0;
 }
 
+/* Takes s off the calling worker's list. */
+static void
+sess_unlink(xd_session_t *s)
+{
+    if (s->prev)
+        s->prev->next = s->next;
+    else
+        sess_local = s->next;
+    if (s->next)
+        s->next->prev = s->prev;
+    s->prev = s->next = NULL;
+}
+
 void
 xd_session_end(xd_session_t *s, const char *reason)
 {
@@ -534,12 +548,7 @@ xd_session_end(xd_session_t *s, const char *reason)
     sess_directed_unavailable(s);
     xd_hook_session_t sev = { .host = s->host, .jid = s->jid, .reason = reason };
     xd_hook_run(XD_HOOK_SM_REMOVE_CONNECTION, s->host, &sev);
-    if (s->prev)
-        s->prev->next = s->next;
-    else
-        sess_local = s->next;
-    if (s->next)
-        s->next->prev = s->prev;
+    sess_unlink(s);
     /* What CSI held goes with the session: presence and chat states are
      * stale by the next session's time. */
     if (s->csi.inactive)
@@ -554,6 +563,44 @@ xd_session_end(xd_session_t *s, const char *reason)
     xd_jid_unref(s->jid);
     xd_free(s->host);
     xd_free(s);
+}
+
+/* ---- resumption (XEP-0198 5) -------------------------------------------------------------- */
+
+void
+xd_session_detach(xd_session_t *s, const xd_log_t *log)
+{
+    s->detached = true;
+    s->log = log;
+    xd_sm_rebind(s->jid, s->ref.id, &s->ref, NULL, true); /* the flag, for status commands */
+}
+
+void
+xd_session_release(xd_session_t *s)
+{
+    XD_ASSERT(!s->csi.inactive);
+    sess_unlink(s);
+}
+
+int
+xd_session_adopt(xd_session_t *s, const xd_session_ref_t *ref, const char *ip,
+                 const xd_log_t *log)
+{
+    s->next = sess_local;
+    if (sess_local)
+        sess_local->prev = s;
+    sess_local = s;
+    uint64_t old = s->ref.id;
+    s->ref = *ref;
+    s->log = log;
+    s->detached = false;
+    return xd_sm_rebind(s->jid, old, ref, ip, false);
+}
+
+bool
+xd_session_detached(const xd_session_t *s)
+{
+    return s->detached;
 }
 
 /* ---- client state indication (XEP-0352) --------------------------------------------------- */
@@ -840,9 +887,11 @@ cmd_user_sessions_info(xd_cmd_call_t *call)
     for (size_t i = 0; i < n; i++) {
         const xd_session_csi_t *c = &v[i].csi;
         xd_cmd_add(call,
-                   "%s ip=%s available=%s priority=%d csi=%s queued=%u held=%llu "
+                   "%s ip=%s state=%s available=%s priority=%d csi=%s queued=%u held=%llu "
                    "flushed=%llu coalesced=%llu dropped=%llu",
-                   xd_jid_full_str(v[i].jid).p, v[i].ip, v[i].available ? "yes" : "no",
+                   xd_jid_full_str(v[i].jid).p, v[i].ip,
+                   v[i].flags & XD_SESSION_DETACHED ? "detached" : "connected",
+                   v[i].available ? "yes" : "no",
                    v[i].priority, c->inactive ? "inactive" : "active", (unsigned)c->queued,
                    (unsigned long long)c->held, (unsigned long long)c->flushed,
                    (unsigned long long)c->coalesced, (unsigned long long)c->dropped);

@@ -67,6 +67,7 @@ struct xd_session {
     struct xd_sm_account *acct; /* the account's shared counters (sm.h), a reference */
     const xd_log_t *log;   /* the transport's log context (lent for the session's life) */
     bool available;        /* its own presence is available */
+    bool detached;         /* its transport keeps it for resumption (xd_session_detach) */
     bool nonneg_seen;      /* ... with a priority >= 0 since it became available */
     char **directed;       /* JIDs it sent directed available presence to (RFC 6121 4.6) */
     size_t ndirected;      /* how many (bounded) */
@@ -118,6 +119,32 @@ int xd_session_input(xd_session_t *s, xd_stanza_t *st);
  * SM_REMOVE_CONNECTION;
  * then s is freed. */
 void xd_session_end(xd_session_t *s, const char *reason);
+
+/* Stream management resumption (XEP-0198 5), for the transport that keeps
+ * a session whose connection broke:
+ *
+ *   xd_session_detach   the connection is gone; the session stays bound and
+ *                       available, reached through the same ref (the
+ *                       transport queues what is delivered to it); its log
+ *                       context is now `log` (the transport's, lent);
+ *   xd_session_release  the session leaves the calling worker's list (it is
+ *                       being handed to another worker or connection);
+ *                       CSI must be active by then (xd_session_csi(s, true)
+ *                       flushes what it held while the transport can still
+ *                       queue it);
+ *   xd_session_adopt    the calling worker takes it over, reached through
+ *                       `ref` from now on (the table entry is switched), no
+ *                       longer detached, client at `ip`, logging as `log`.
+ *                       XD_ENOTFOUND when another session took the
+ *                       resource meanwhile: s is this worker's anyway, and
+ *                       the caller ends it.
+ *
+ * Between release and adopt nothing may touch s but the transport moving
+ * it (an inbox message carries it). */
+void xd_session_detach(xd_session_t *s, const xd_log_t *log);
+void xd_session_release(xd_session_t *s);
+int xd_session_adopt(xd_session_t *s, const xd_session_ref_t *ref, const char *ip,
+                     const xd_log_t *log);
 
 /* Client State Indication (XEP-0352): the client sent <inactive/>
  * (active false) or <active/> (flushes what was held).  While inactive,

@@ -8,6 +8,7 @@
  * shard are guarded by its rwlock; the entries handed out are copies.
  */
 #include <stdatomic.h>
+#include <stdio.h>
 #include <string.h>
 #include <uv.h>
 
@@ -370,6 +371,29 @@ xd_sm_set_csi(const xd_jid_t *jid, uint64_t id, const xd_session_csi_t *csi)
     xd_session_info_t *cur = sm_locate(sh, h, jid, NULL);
     if (cur && cur->ref.id == id) {
         cur->csi = *csi;
+        rc = 0;
+    }
+    uv_rwlock_wrunlock(&sh->lock);
+    return rc;
+}
+
+int
+xd_sm_rebind(const xd_jid_t *jid, uint64_t old_id, const xd_session_ref_t *ref, const char *ip,
+             bool detached)
+{
+    uint64_t h;
+    sm_shard_t *sh = sm_shard_for(jid, &h);
+    int rc = XD_ENOTFOUND;
+    uv_rwlock_wrlock(&sh->lock);
+    xd_session_info_t *cur = sm_locate(sh, h, jid, NULL);
+    if (cur && cur->ref.id == old_id) {
+        cur->ref = *ref;
+        if (ip)
+            snprintf(cur->ip, sizeof cur->ip, "%s", ip);
+        if (detached)
+            cur->flags |= XD_SESSION_DETACHED;
+        else
+            cur->flags &= ~XD_SESSION_DETACHED;
         rc = 0;
     }
     uv_rwlock_wrunlock(&sh->lock);

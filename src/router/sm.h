@@ -60,6 +60,14 @@ int xd_sm_set_presence(const xd_jid_t *jid, uint64_t id, bool available, int pri
  * session `id` still holds it), for status commands.  XD_ENOTFOUND. */
 int xd_sm_set_csi(const xd_jid_t *jid, uint64_t id, const xd_session_csi_t *csi);
 
+/* Stream management resumption (XEP-0198 5): the session bound to `jid`
+ * (if session `old_id` still holds it) is reached through *ref from now
+ * on, its client connected from `ip` (NULL: unchanged), and its
+ * XD_SESSION_DETACHED flag says `detached`.  The presence state stays.
+ * 0, or XD_ENOTFOUND when another session holds the resource now. */
+int xd_sm_rebind(const xd_jid_t *jid, uint64_t old_id, const xd_session_ref_t *ref, const char *ip,
+                 bool detached);
+
 /* The handle of the session bound to the full JID `full` (plain data, no
  * references taken) and whether any resource of the account has carbons
  * enabled: the router's lookup for a stanza to a full JID.  XD_ENOTFOUND. */

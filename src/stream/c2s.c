@@ -415,7 +415,9 @@ static int
 c2s_ops_deliver(uint64_t id, const xd_stanza_t *st)
 {
     xd_conn_t *c = c2s_find(id);
-    if (!c || c->state != C2S_OPEN || !c2s_of(c)->session)
+    if (!c)
+        return c2s_sm_parked_deliver(id, st);
+    if (c->state != C2S_OPEN || !c2s_of(c)->session)
         return XD_ENOTFOUND;
     c2s_send_stanza(c, st);
     c2s_sm_sent(c, st);
@@ -428,14 +430,18 @@ c2s_ops_close(uint64_t id, xd_stream_cond cond, const char *text)
     xd_conn_t *c = c2s_find(id);
     if (c)
         c2s_close(c, cond, text);
+    else
+        c2s_sm_parked_close(id, cond, text);
 }
 
 static int
 c2s_ops_info(uint64_t id, xd_session_stats_t *out)
 {
     xd_conn_t *c = c2s_find(id);
-    if (!c)
-        return XD_ENOTFOUND;
+    if (!c) {
+        xd_worker_t *w = xd_worker_self();
+        return w && c2s_sm_parked_info(id, uv_now(xd_worker_loop(w)), out) ? 0 : XD_ENOTFOUND;
+    }
     out->idle_ms = uv_now(c->tcp.loop) - c->last_input_ms;
     out->secure = c2s_secure(c);
     return 0;
@@ -445,7 +451,7 @@ static xd_session_t *
 c2s_ops_session(uint64_t id)
 {
     xd_conn_t *c = c2s_find(id);
-    return c ? c2s_of(c)->session : NULL;
+    return c ? c2s_of(c)->session : c2s_sm_parked_session(id);
 }
 
 static const xd_session_ops_t xd_c2s_ops = {
@@ -455,6 +461,12 @@ static const xd_session_ops_t xd_c2s_ops = {
     .info = c2s_ops_info,
     .session = c2s_ops_session,
 };
+
+const xd_session_ops_t *
+xd_c2s_session_ops(void)
+{
+    return &xd_c2s_ops;
+}
 
 /* ---- lifetime --------------------------------------------------------------------------------- */
 
@@ -480,6 +492,10 @@ c2s_closing(xd_conn_t *c)
     c2s_t *s = c2s_of(c);
     if (s->delay)
         xd_timer_stop(s->delay);
+    /* A client that stopped answering (idle or ping timeout) may come back
+     * and resume (XEP-0198 5); any other close ends the session. */
+    if (c->error_sent && c->close_cond == XD_STREAM_CONNECTION_TIMEOUT && c2s_sm_detach(c))
+        return;
     /* The session ends now, not when the socket is finally closed. */
     xd_session_end(s->session, "closed");
     s->session = NULL;
@@ -492,7 +508,10 @@ c2s_closed(xd_conn_t *c)
     c2s_t *s = c2s_of(c);
     if (!s)
         return;
-    xd_session_end(s->session, "disconnected"); /* the peer went away first */
+    /* The peer went away without closing its stream: with resumption
+     * enabled the session waits for it (XEP-0198 5), else it ends. */
+    if (!c2s_sm_detach(c))
+        xd_session_end(s->session, "disconnected");
     s->session = NULL;
     c2s_sm_end(c);
     if (s->delay)

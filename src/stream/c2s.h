@@ -10,4 +10,8 @@
 /* The role of connections accepted on c2s listeners. */
 extern const xd_conn_role_t xd_c2s_role;
 
+/* The worker stops (after xd_conn_shutdown_worker): the sessions it keeps
+ * for stream management resumption end, as if their timeout had passed. */
+void xd_c2s_stop_worker(xd_worker_t *w);
+
 #endif

@@ -72,5 +72,20 @@ void c2s_sm_sent(xd_conn_t *c, const xd_stanza_t *st);
 /* The session has ended: what the client did not acknowledge is routed
  * again; stream management state freed. */
 void c2s_sm_end(xd_conn_t *c);
+/* The connection broke: with resumption enabled the session is parked
+ * (true: s->session and s->sm are taken), otherwise false. */
+bool c2s_sm_detach(xd_conn_t *c);
+/* The session transport's calls for an id no connection has: a parked
+ * session's (or one that moved: forwarded).  deliver: 0 or XD_ENOTFOUND;
+ * close and info: false when the id is unknown. */
+int c2s_sm_parked_deliver(uint64_t id, const xd_stanza_t *st);
+bool c2s_sm_parked_close(uint64_t id, xd_stream_cond cond, const char *text);
+bool c2s_sm_parked_info(uint64_t id, uint64_t now_ms, xd_session_stats_t *out);
+xd_session_t *c2s_sm_parked_session(uint64_t id);
+
+/* ---- c2s.c ---- */
+
+/* The session transport of client streams. */
+const xd_session_ops_t *xd_c2s_session_ops(void);
 
 #endif

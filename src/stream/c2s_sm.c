@@ -1,9 +1,8 @@
 /*
- * c2s_sm.c — stream management on client streams (XEP-0198, urn:xmpp:sm:3),
- * acknowledgements without resumption.
+ * c2s_sm.c — stream management on client streams (XEP-0198, urn:xmpp:sm:3):
+ * acknowledgements, and resumption of a session whose connection broke.
  *
- *   bound ─► <enable/> ─► <enabled/>          (resume='true' is answered
- *                                              without resume: not offered yet)
+ *   bound ─► <enable [resume max]/> ─► <enabled [id resume max location]/>
  *   client stanza handled ─► h_in++           <r/> ─► <a h='h_in'/>
  *   stanza delivered ─► queued (smq.h)        every sm_ack_request_every
  *                                             unacknowledged, or
@@ -12,43 +11,353 @@
  *   <a h/> ─► the acknowledged leave the queue; more than was sent:
  *             undefined-condition with <handled-count-too-high/> (XEP-0198 4)
  *   more than sm_max_unacked waiting: policy-violation
- *   the stream ends (closed, broken, kicked) ─► the session ends first, then
- *             each unacknowledged message is routed again to its 'to' (the
- *             account's other sessions, else offline storage: RFC 6121
- *             8.5.3.2.1), an unacknowledged IQ request gets
- *             service-unavailable, presence and errors are dropped.
+ *
+ * The end of a stream:
+ *   </stream> from the client, or a stream error of ours other than
+ *   connection-timeout, or no resumption enabled ─► the session ends first,
+ *   then each unacknowledged message is routed again to its 'to' (the
+ *   account's other sessions, else offline storage: RFC 6121 8.5.3.2.1), an
+ *   unacknowledged IQ request gets service-unavailable, presence and errors
+ *   are dropped;
+ *   the connection broke (or timed out) with resumption enabled ─► the
+ *   session is *parked*: it stays bound and available, reached through the
+ *   same handle (xd_c2s_ops with the broken connection's id, which this
+ *   file answers for now), and what is delivered to it joins the queue.
+ *   After the resume timeout it ends as above (unavailable is broadcast
+ *   then, not at the break).
+ *
+ * Resumption (XEP-0198 5): <resume previd h/> on a new authenticated,
+ * unbound stream of the same account, on any worker:
+ *
+ *   new stream (worker B)                     session's owner (worker A)
+ *   resume table: previd ─► (A, id, account)
+ *   account differs, or no entry: <failed><item-not-found/>
+ *   block input ─── take(previd, id, B, conn, h) ─►
+ *                                             parked (or still attached:
+ *                                             parked now, its connection
+ *                                             closed with conflict); CSI
+ *                                             flushed into the queue; off
+ *                                             A's lists; a forwarding entry
+ *                                             (id ─► B/conn) for stanzas
+ *                                             still on their way to A
+ *                 ◄── give(session, queue) ───
+ *   adopt (table entry switched to B/conn), drop what h acknowledges,
+ *   <resumed previd h/>, resend the rest in order, unblock input
+ *
+ * On one worker the same steps run without the inbox.  When the new stream
+ * is gone by the time the session arrives, the session is parked again
+ * where it arrived, under the same resume id.  Resume ids are 128 random
+ * bits, kept with the account they belong to.
  *
  * Order (RFC 6120 10.1, xmppd/input.h): <r/> is an element of the stream
  * like a stanza, handled after the work of the stanzas before it is done,
  * so <a h/> never counts a stanza whose effects (an offline store) are not
- * durable.  Owner worker only.
+ * durable.  Owner worker only, except the resume table (its mutex).
  */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include <openssl/rand.h>
+
 #include "stream/c2s_int.h"
 #include "core/worker.h"
+#include "router/session.h"
 #include "stream/smq.h"
 #include "xmppd/alloc.h"
 #include "xmppd/config.h"
 #include "xmppd/el.h"
+#include "xmppd/err.h"
 #include "xmppd/log.h"
+#include "xmppd/map.h"
 #include "xmppd/ns.h"
 #include "xmppd/route.h"
 #include "xmppd/stanza.h"
 
+#define SM_ID_LEN 32            /* resume id: 128 bits in hex */
+#define SM_MOVED_KEEP_MS 60000  /* a moved session's forwarding entry lives this long */
+
 struct c2s_sm {
-    xd_smq_t q;             /* sent, not yet acknowledged */
+    xd_smq_t q;             /* sent (or queued while parked), not yet acknowledged */
     uint32_t h_in;          /* client stanzas handled */
     unsigned unrequested;   /* stanzas sent since our last <r/> */
     unsigned request_every; /* sm_ack_request_every (0: never) */
     size_t max_unacked;     /* sm_max_unacked */
     uint64_t interval_ms;   /* sm_ack_request_interval (0: never) */
+    uint64_t resume_ms;     /* how long a broken stream's session is kept (0: not resumable) */
     xd_timer_t *timer;      /* runs while something unacknowledged was not asked for */
     bool timer_on;          /* ... and is armed */
     bool closing;           /* over sm_max_unacked: the close is posted */
+    char resume_id[SM_ID_LEN + 1]; /* "" when not resumable */
 };
+
+/* ---- the resume table (any thread) ------------------------------------------------------------ */
+
+/* Where a resumable session is: its owner and its transport id. */
+typedef struct sm_where {
+    unsigned worker;
+    uint64_t id;
+    char *account; /* the bare JID it belongs to */
+} sm_where_t;
+
+static uv_once_t sm_once = UV_ONCE_INIT;
+static uv_mutex_t sm_lock;
+static xd_map_t sm_table; /* resume id ─► sm_where_t */
+
+static void
+sm_table_init(void)
+{
+    uv_mutex_init(&sm_lock);
+}
+
+static void
+sm_where_free(void *v)
+{
+    sm_where_t *w = v;
+    xd_free(w->account);
+    xd_free(w);
+}
+
+/* Enters or moves resume id `rid` to (worker, id). */
+static void
+sm_table_put(const char *rid, unsigned worker, uint64_t id, const xd_jid_t *account)
+{
+    uv_once(&sm_once, sm_table_init);
+    sm_where_t *w = xd_new(sm_where_t);
+    w->worker = worker;
+    w->id = id;
+    xd_str_t bare = xd_jid_bare_str(account);
+    w->account = xd_strndup(bare.p, bare.len);
+    uv_mutex_lock(&sm_lock);
+    sm_where_t *old = xd_map_put(&sm_table, xd_str_c(rid), w);
+    uv_mutex_unlock(&sm_lock);
+    if (old)
+        sm_where_free(old);
+}
+
+/* Removes `rid` if it still names session id. */
+static void
+sm_table_del(const char *rid, uint64_t id)
+{
+    if (!rid[0])
+        return;
+    uv_once(&sm_once, sm_table_init);
+    sm_where_t *w = NULL;
+    uv_mutex_lock(&sm_lock);
+    sm_where_t *cur = xd_map_get(&sm_table, xd_str_c(rid));
+    if (cur && cur->id == id)
+        w = xd_map_del(&sm_table, xd_str_c(rid));
+    uv_mutex_unlock(&sm_lock);
+    if (w)
+        sm_where_free(w);
+}
+
+/* Where `rid` is, if it belongs to `account`: 0 or XD_ENOTFOUND (also for
+ * another account's id: nothing tells the two apart). */
+static int
+sm_table_get(const char *rid, const xd_jid_t *account, unsigned *worker, uint64_t *id)
+{
+    uv_once(&sm_once, sm_table_init);
+    xd_str_t bare = xd_jid_bare_str(account);
+    int rc = XD_ENOTFOUND;
+    uv_mutex_lock(&sm_lock);
+    sm_where_t *w = xd_map_get(&sm_table, xd_str_c(rid));
+    if (w && strlen(w->account) == bare.len && !memcmp(w->account, bare.p, bare.len)) {
+        *worker = w->worker;
+        *id = w->id;
+        rc = 0;
+    }
+    uv_mutex_unlock(&sm_lock);
+    return rc;
+}
+
+/* ---- parked sessions (owner worker) ----------------------------------------------------------- */
+
+/* A session whose connection broke, kept for resumption; or, once it moved
+ * (session NULL), where stanzas still arriving for its old id go. */
+typedef struct sm_parked {
+    uint64_t id;              /* the transport id the session is reached by */
+    xd_session_t *session;    /* the session, or NULL once moved */
+    c2s_sm_t *sm;             /* its stream management state */
+    xd_timer_t *timer;        /* the resume timeout; once moved, the entry's expiry */
+    xd_session_ref_t moved;   /* where it went (session NULL) */
+    xd_log_t log;             /* the session's log context while parked */
+    uint64_t last_input_ms;   /* when its client last sent anything */
+    bool secure;              /* its connection was encrypted */
+    bool ending;              /* an end is posted (over sm_max_unacked) */
+} sm_parked_t;
+
+static _Thread_local xd_map_t sm_parked; /* decimal id ─► sm_parked_t, this worker's */
+
+static sm_parked_t *
+parked_get(uint64_t id)
+{
+    char key[24];
+    snprintf(key, sizeof key, "%llu", (unsigned long long)id);
+    return xd_map_get(&sm_parked, xd_str_c(key));
+}
+
+static void
+parked_del(sm_parked_t *p)
+{
+    char key[24];
+    snprintf(key, sizeof key, "%llu", (unsigned long long)p->id);
+    xd_map_del(&sm_parked, xd_str_c(key));
+}
+
+static void
+parked_put(sm_parked_t *p)
+{
+    char key[24];
+    snprintf(key, sizeof key, "%llu", (unsigned long long)p->id);
+    xd_map_put(&sm_parked, xd_str_c(key), p);
+}
+
+static void sm_free_rerouting(c2s_sm_t *sm, const xd_log_t *log);
+
+/* Ends a parked session (or drops a forwarding entry). */
+static void
+parked_end(sm_parked_t *p, const char *reason)
+{
+    parked_del(p);
+    if (p->session) {
+        sm_table_del(p->sm->resume_id, p->id);
+        XD_LOG(&p->log, XD_INFO, "stream management: parked session ends", "reason=%s queued=%zu",
+               reason, p->sm->q.len);
+        xd_session_end(p->session, reason);
+        sm_free_rerouting(p->sm, &p->log);
+    }
+    xd_timer_free(p->timer);
+    xd_free(p);
+}
+
+static void
+parked_fired(xd_timer_t *t, void *arg)
+{
+    (void)t;
+    parked_end(arg, "timeout");
+}
+
+typedef struct sm_end_msg {
+    uint64_t id;
+} sm_end_msg_t;
+
+static void
+parked_end_msg(xd_worker_t *w, void *arg)
+{
+    (void)w;
+    sm_end_msg_t *m = arg;
+    sm_parked_t *p = parked_get(m->id);
+    if (p && p->session)
+        parked_end(p, "overflow");
+    xd_free(m);
+}
+
+/* Parks session s (with sm) as transport id `id` on the calling worker,
+ * for the resume timeout. */
+static void
+parked_new(xd_worker_t *w, uint64_t id, xd_session_t *s, c2s_sm_t *sm, const xd_log_t *log,
+           uint64_t last_input_ms, bool secure)
+{
+    sm_parked_t *p = xd_new(sm_parked_t);
+    p->id = id;
+    p->session = s;
+    p->sm = sm;
+    p->log = *log;
+    p->last_input_ms = last_input_ms;
+    p->secure = secure;
+    if (sm->timer) {
+        xd_timer_free(sm->timer);
+        sm->timer = NULL;
+        sm->timer_on = false;
+    }
+    sm->closing = false;
+    p->timer = xd_timer_new(w, parked_fired, p);
+    xd_timer_start(p->timer, sm->resume_ms, 0);
+    parked_put(p);
+    xd_session_detach(s, &p->log);
+    XD_LOG(&p->log, XD_INFO, "stream management: session parked", "resume_ms=%llu queued=%zu",
+           (unsigned long long)sm->resume_ms, sm->q.len);
+}
+
+/* ---- transport calls for parked sessions (c2s.c asks when no connection has the id) ---------- */
+
+int
+c2s_sm_parked_deliver(uint64_t id, const xd_stanza_t *st)
+{
+    sm_parked_t *p = parked_get(id);
+    if (!p)
+        return XD_ENOTFOUND;
+    if (!p->session) {
+        xd_session_send(&p->moved, st); /* it was on its way here when the session moved */
+        return 0;
+    }
+    if (p->ending)
+        return XD_ENOTFOUND;
+    xd_smq_push(&p->sm->q, st);
+    if (p->sm->q.len > p->sm->max_unacked) {
+        /* Not here: the caller is delivering. */
+        p->ending = true;
+        sm_end_msg_t *m = xd_new(sm_end_msg_t);
+        m->id = id;
+        if (xd_worker_post(xd_worker_self(), parked_end_msg, m) != 0)
+            xd_free(m);
+    }
+    return 0;
+}
+
+bool
+c2s_sm_parked_close(uint64_t id, xd_stream_cond cond, const char *text)
+{
+    sm_parked_t *p = parked_get(id);
+    if (!p)
+        return false;
+    if (!p->session) {
+        xd_session_close(&p->moved, cond, text);
+        return true;
+    }
+    /* Replaced by a new login of the resource, or kicked: the session
+     * ends now, what waited goes the usual way. */
+    parked_end(p, cond == XD_STREAM_CONFLICT ? "replaced" : "kicked");
+    return true;
+}
+
+bool
+c2s_sm_parked_info(uint64_t id, uint64_t now_ms, xd_session_stats_t *out)
+{
+    sm_parked_t *p = parked_get(id);
+    if (!p || !p->session)
+        return false;
+    out->idle_ms = now_ms - p->last_input_ms;
+    out->secure = p->secure;
+    return true;
+}
+
+xd_session_t *
+c2s_sm_parked_session(uint64_t id)
+{
+    sm_parked_t *p = parked_get(id);
+    return p ? p->session : NULL;
+}
+
+void
+xd_c2s_stop_worker(xd_worker_t *w)
+{
+    (void)w;
+    /* Every parked session ends: the server stops (graceful stop waits for
+     * the offline stores this starts). */
+    size_t n = xd_map_count(&sm_parked), k = 0;
+    sm_parked_t **all = xd_malloc((n ? n : 1) * sizeof *all);
+    for (size_t i = 0; i < sm_parked.cap; i++)
+        if (sm_parked.slots[i].key)
+            all[k++] = sm_parked.slots[i].val;
+    for (size_t i = 0; i < k; i++)
+        parked_end(all[i], "shutdown");
+    xd_free(all);
+    xd_map_free(&sm_parked, NULL);
+}
+
+/* ---- acknowledgements --------------------------------------------------------------------------- */
 
 bool
 c2s_sm_offered(const xd_conn_t *c)
@@ -61,11 +370,12 @@ c2s_sm_offered(const xd_conn_t *c)
 }
 
 static void
-c2s_sm_failed(xd_conn_t *c, const char *cond)
+c2s_sm_failed(xd_conn_t *c, const char *cond, const char *h)
 {
-    char buf[256];
+    char buf[320];
     snprintf(buf, sizeof buf,
-             "<failed xmlns='" XD_NS_SM "'><%s xmlns='" XD_NS_STANZAS "'/></failed>", cond);
+             "<failed xmlns='" XD_NS_SM "'%s%s%s><%s xmlns='" XD_NS_STANZAS "'/></failed>",
+             h ? " h='" : "", h ? h : "", h ? "'" : "", cond);
     c2s_write_str(c, buf);
 }
 
@@ -95,55 +405,343 @@ c2s_sm_timer_fired(xd_timer_t *t, void *arg)
         c2s_sm_request(c, sm);
 }
 
+/* The host's settings into sm (at enable, and again at resume: the new
+ * stream's host configuration is the one in force). */
 static void
-c2s_sm_enable(xd_conn_t *c, const xd_el_t *el)
+c2s_sm_configure(xd_conn_t *c, c2s_sm_t *sm)
 {
-    c2s_t *s = c2s_of(c);
-    (void)el;
-    if (!s->session || s->sm || !c2s_sm_offered(c)) {
-        /* XEP-0198 3: before binding, twice, or not offered. */
-        c2s_sm_failed(c, "unexpected-request");
-        return;
-    }
-    c2s_sm_t *sm = xd_new(c2s_sm_t);
-    xd_smq_init(&sm->q, 0);
     xd_config_t *cfg = xd_config_get();
     const xd_host_conf_t *hc = xd_config_host(cfg, c->host);
     sm->request_every = hc ? (unsigned)hc->sm_ack_request_every : 5;
     sm->max_unacked = hc ? (size_t)hc->sm_max_unacked : 5000;
     sm->interval_ms = hc ? hc->sm_ack_request_interval_ms : 0;
     xd_config_unref(cfg);
-    if (sm->interval_ms)
+    if (sm->interval_ms && !sm->timer)
         sm->timer = xd_timer_new(c->ws->worker, c2s_sm_timer_fired, c);
+}
+
+static bool
+c2s_attr_true(const char *v)
+{
+    return v && (!strcmp(v, "true") || !strcmp(v, "1"));
+}
+
+/* Writes <enabled/> into buf (XEP-0198 3) for enable element el. */
+static int
+c2s_sm_enable_to(xd_conn_t *c, const xd_el_t *el, char *buf, size_t cap)
+{
+    c2s_t *s = c2s_of(c);
+    c2s_sm_t *sm = xd_new(c2s_sm_t);
+    xd_smq_init(&sm->q, 0);
+    c2s_sm_configure(c, sm);
     s->sm = sm;
-    /* Resumption is not offered: 'resume' is left out of the answer, as
-     * XEP-0198 3 allows. */
-    c2s_write_str(c, "<enabled xmlns='" XD_NS_SM "'/>");
-    XD_LOG(&c->log, XD_INFO, "stream management enabled", "resume=no");
+    if (!c2s_attr_true(xd_el_attr(el, "resume")))
+        return snprintf(buf, cap, "<enabled xmlns='" XD_NS_SM "'/>");
+
+    xd_config_t *cfg = xd_config_get();
+    const xd_host_conf_t *hc = xd_config_host(cfg, c->host);
+    uint64_t timeout = hc ? hc->sm_resume_timeout_ms : 0;
+    uint64_t max = hc && hc->sm_max_resume_timeout_ms ? hc->sm_max_resume_timeout_ms : timeout;
+    char location[300] = "";
+    if (hc && hc->sm_resume_location && hc->sm_resume_location[0] &&
+        !strpbrk(hc->sm_resume_location, "'<&\""))
+        snprintf(location, sizeof location, " location='%s'", hc->sm_resume_location);
+    xd_config_unref(cfg);
+    /* XEP-0198 5: the client's 'max' is a preference in seconds. */
+    const char *mx = xd_el_attr(el, "max");
+    char *end = NULL;
+    unsigned long long want = mx ? strtoull(mx, &end, 10) : 0;
+    if (timeout && mx && end != mx && !*end && want > 0)
+        timeout = want * 1000 < max ? want * 1000 : max;
+    if (!timeout) {
+        /* Resumption off for this host: 'resume' is left out of the answer,
+         * as XEP-0198 3 allows. */
+        return snprintf(buf, cap, "<enabled xmlns='" XD_NS_SM "'/>");
+    }
+    unsigned char rnd[SM_ID_LEN / 2];
+    if (RAND_bytes(rnd, sizeof rnd) != 1)
+        return snprintf(buf, cap, "<enabled xmlns='" XD_NS_SM "'/>");
+    for (size_t i = 0; i < sizeof rnd; i++)
+        snprintf(sm->resume_id + 2 * i, 3, "%02x", rnd[i]);
+    sm->resume_ms = timeout;
+    sm_table_put(sm->resume_id, xd_worker_index(c->ws->worker), c->id, s->jid);
+    return snprintf(buf, cap,
+                    "<enabled xmlns='" XD_NS_SM "' id='%s' resume='true' max='%llu'%s/>",
+                    sm->resume_id, (unsigned long long)((timeout + 999) / 1000), location);
+}
+
+static void
+c2s_sm_enable(xd_conn_t *c, const xd_el_t *el)
+{
+    c2s_t *s = c2s_of(c);
+    if (!s->session || s->sm || !c2s_sm_offered(c)) {
+        /* XEP-0198 3: before binding, twice, or not offered. */
+        c2s_sm_failed(c, "unexpected-request", NULL);
+        return;
+    }
+    char buf[512];
+    c2s_sm_enable_to(c, el, buf, sizeof buf);
+    c2s_write_str(c, buf);
+    XD_LOG(&c->log, XD_INFO, "stream management enabled", "resume=%s",
+           s->sm->resume_id[0] ? "yes" : "no");
+}
+
+/* h of an <a/> or <resume/>: 0, or -1 when it is not a 32-bit count. */
+static int
+c2s_sm_h(const xd_el_t *el, uint32_t *h)
+{
+    const char *hs = xd_el_attr(el, "h");
+    char *end = NULL;
+    unsigned long long v = hs ? strtoull(hs, &end, 10) : 0;
+    if (!hs || end == hs || *end || *hs == '-' || v > UINT32_MAX)
+        return -1;
+    *h = (uint32_t)v;
+    return 0;
 }
 
 static void
 c2s_sm_ack(xd_conn_t *c, const xd_el_t *el)
 {
     c2s_sm_t *sm = c2s_of(c)->sm;
-    const char *hs = xd_el_attr(el, "h");
-    char *end = NULL;
-    unsigned long long h = hs ? strtoull(hs, &end, 10) : 0;
-    if (!hs || end == hs || *end || h > UINT32_MAX) {
+    uint32_t h;
+    if (c2s_sm_h(el, &h) != 0) {
         c2s_close(c, XD_STREAM_INVALID_XML, "<a/> needs 'h', a 32-bit count");
         return;
     }
-    if (xd_smq_ack(&sm->q, (uint32_t)h) != 0) {
+    if (xd_smq_ack(&sm->q, h) != 0) {
         /* XEP-0198 4: the peer acknowledged more than we sent. */
         char text[160];
-        snprintf(text, sizeof text, "h=%llu acknowledges more than the %u stanzas sent", h,
+        snprintf(text, sizeof text, "h=%u acknowledges more than the %u stanzas sent", h,
                  (unsigned)xd_smq_sent(&sm->q));
-        XD_LOG(&c->log, XD_INFO, "stream management: handled count too high", "h=%llu sent=%u",
+        XD_LOG(&c->log, XD_INFO, "stream management: handled count too high", "h=%u sent=%u",
                h, (unsigned)xd_smq_sent(&sm->q));
         c2s_close(c, XD_STREAM_UNDEFINED_CONDITION, text);
         return;
     }
 }
+
+/* ---- resumption ----------------------------------------------------------------------------------- */
+
+/* What travels between the new stream's worker and the session's. */
+typedef struct sm_move {
+    char previd[SM_ID_LEN + 1]; /* the resume id */
+    uint64_t old_id;            /* the session's transport id */
+    unsigned to_worker;         /* the new stream's worker */
+    uint64_t to_conn;           /* ... and connection */
+    uint32_t h;                 /* what the client says it received */
+    xd_session_t *session;      /* give: the session, or NULL (not found) */
+    c2s_sm_t *sm;               /* give: its state */
+    uint64_t last_input_ms;     /* give: when the old client last spoke */
+    bool secure;                /* give: the old connection was encrypted */
+    xd_log_t log;               /* give: its log context */
+} sm_move_t;
+
+static void sm_give_here(xd_worker_t *w, sm_move_t *m);
+
+static void
+sm_give_msg(xd_worker_t *w, void *arg)
+{
+    sm_give_here(w, arg);
+}
+
+/* Parks the session of live connection c now (a resume came for it before
+ * its broken connection was noticed). */
+static void c2s_sm_park(xd_conn_t *c);
+
+/* On the session's owner: takes it out for m->to_conn and gives it there. */
+static void
+sm_take_here(xd_worker_t *w, sm_move_t *m)
+{
+    xd_conn_t *old = c2s_conn_find(w, m->old_id);
+    if (old && old->role == &xd_c2s_role && c2s_of(old) && c2s_of(old)->sm && c2s_of(old)->session &&
+        !strcmp(c2s_of(old)->sm->resume_id, m->previd)) {
+        /* The client came back before we saw its old connection break
+         * (XEP-0198 5: the old one is the one to end). */
+        c2s_sm_park(old);
+        c2s_close(old, XD_STREAM_CONFLICT, "the session was resumed on another stream");
+    }
+    sm_parked_t *p = parked_get(m->old_id);
+    if (p && p->session && !p->ending && !strcmp(p->sm->resume_id, m->previd)) {
+        /* What CSI held joins the queue (XEP-0352 5: a resumed stream is
+         * active), then the session leaves this worker. */
+        xd_session_csi(p->session, true);
+        m->session = p->session;
+        m->sm = p->sm;
+        m->last_input_ms = p->last_input_ms;
+        m->secure = p->secure;
+        m->log = p->log;
+        xd_session_release(p->session);
+        /* Stanzas routed before the table entry switches still come here:
+         * forwarded for a while. */
+        p->session = NULL;
+        p->sm = NULL;
+        p->moved = (xd_session_ref_t){ .ops = xd_c2s_session_ops(), .worker = m->to_worker,
+                                       .id = m->to_conn };
+        xd_timer_start(p->timer, SM_MOVED_KEEP_MS, 0);
+        XD_LOG(&m->log, XD_INFO, "stream management: session handed over", "to_worker=%u",
+               m->to_worker);
+    }
+    if (m->to_worker == xd_worker_index(w)) {
+        sm_give_here(w, m);
+        return;
+    }
+    xd_worker_t *to = xd_worker_get(m->to_worker);
+    if (!to || xd_worker_post(to, sm_give_msg, m) != 0) {
+        /* The server stops: the session ends here. */
+        if (m->session) {
+            xd_session_ref_t ref = { .ops = xd_c2s_session_ops(), .worker = xd_worker_index(w),
+                                     .id = m->old_id };
+            xd_session_adopt(m->session, &ref, NULL, &m->log);
+            sm_table_del(m->sm->resume_id, m->old_id);
+            xd_session_end(m->session, "shutdown");
+            sm_free_rerouting(m->sm, &m->log);
+        }
+        xd_free(m);
+    }
+}
+
+static void
+sm_take_msg(xd_worker_t *w, void *arg)
+{
+    sm_take_here(w, arg);
+}
+
+/* The session could not be resumed (gone, or the account's resource was
+ * taken meanwhile): the client binds afresh. */
+static void
+c2s_sm_resume_failed(xd_conn_t *c, const char *why)
+{
+    XD_LOG(&c->log, XD_INFO, "stream management: resume failed", "reason=%s", why);
+    c2s_sm_failed(c, "item-not-found", NULL);
+}
+
+/* The session is this stream's again: what the client has is dropped,
+ * <resumed/>, then the rest again, in order (XEP-0198 5). */
+static void
+c2s_sm_resumed(xd_conn_t *c, uint32_t h)
+{
+    c2s_t *s = c2s_of(c);
+    c2s_sm_t *sm = s->sm;
+    c2s_sm_configure(c, sm);
+    xd_log_ctx(&c->log, NULL, "conn=%llu ip=%s jid=%s", (unsigned long long)c->id, c->ip,
+               xd_jid_full_str(s->session->jid).p);
+    char buf[320];
+    if (xd_smq_ack(&sm->q, h) != 0) {
+        /* The client says it got more than was ever sent. */
+        snprintf(buf, sizeof buf,
+                 "<failed xmlns='" XD_NS_SM "' h='%u'><undefined-condition xmlns='" XD_NS_STANZAS
+                 "'/></failed>",
+                 (unsigned)sm->h_in);
+        c2s_write_str(c, buf);
+        XD_LOG(&c->log, XD_INFO, "stream management: handled count too high", "h=%u sent=%u",
+               h, (unsigned)xd_smq_sent(&sm->q));
+        c2s_close(c, XD_STREAM_UNDEFINED_CONDITION, "h acknowledges more than was sent");
+        return;
+    }
+    snprintf(buf, sizeof buf, "<resumed xmlns='" XD_NS_SM "' previd='%s' h='%u'/>",
+             sm->resume_id, (unsigned)sm->h_in);
+    c2s_write_str(c, buf);
+    c2s_established(c);
+    size_t n = sm->q.len;
+    for (size_t i = 0; i < n; i++)
+        c2s_send_stanza(c, xd_smq_at(&sm->q, i));
+    XD_LOG(&c->log, XD_NOTICE, "session resumed", "worker=%u resent=%zu h=%u",
+           xd_worker_index(c->ws->worker), n, (unsigned)h);
+    if (n) {
+        sm->unrequested = (unsigned)n;
+        c2s_sm_request(c, sm);
+    }
+}
+
+/* On the new stream's worker: the session (or its absence) arrived. */
+static void
+sm_give_here(xd_worker_t *w, sm_move_t *m)
+{
+    xd_conn_t *c = c2s_conn_find(w, m->to_conn);
+    c2s_t *s = c && c->role == &xd_c2s_role ? c2s_of(c) : NULL;
+    bool usable = s && c->state == C2S_OPEN && s->authenticated && !s->session && !s->sm;
+    xd_session_t *sess = m->session;
+    c2s_sm_t *sm = m->sm;
+    unsigned wi = xd_worker_index(w);
+    if (!sess) {
+        if (usable)
+            c2s_sm_resume_failed(c, "no such session");
+    } else if (!usable) {
+        /* The new stream went away meanwhile: the session waits here for
+         * the next resume, under the same id. */
+        xd_session_ref_t ref = { .ops = xd_c2s_session_ops(), .worker = wi, .id = m->to_conn };
+        if (xd_session_adopt(sess, &ref, NULL, &m->log) != 0) {
+            sm_table_del(sm->resume_id, m->old_id);
+            xd_session_end(sess, "replaced");
+            sm_free_rerouting(sm, &m->log);
+        } else {
+            sm_table_put(sm->resume_id, wi, m->to_conn, sess->jid);
+            parked_new(w, m->to_conn, sess, sm, &m->log, m->last_input_ms, m->secure);
+        }
+    } else {
+        xd_session_ref_t ref = { .ops = xd_c2s_session_ops(), .worker = wi, .id = c->id };
+        sm_table_put(sm->resume_id, wi, c->id, sess->jid);
+        s->session = sess;
+        s->sm = sm;
+        sm->closing = false;
+        if (xd_session_adopt(sess, &ref, c->ip, &c->log) != 0) {
+            /* A new login took the resource while the session was parked:
+             * it ends, and what waited goes to the new holder. */
+            c2s_sm_resume_failed(c, "replaced");
+            xd_session_end(sess, "replaced");
+            s->session = NULL;
+            c2s_sm_end(c);
+        } else {
+            c2s_sm_resumed(c, m->h);
+        }
+    }
+    if (s && c->role_blocked)
+        c2s_unblock(c); /* last: it may read and handle what the client sent next */
+    xd_free(m);
+}
+
+/* <resume previd h/> on an authenticated, unbound stream. */
+static void
+c2s_sm_resume(xd_conn_t *c, const xd_el_t *el)
+{
+    c2s_t *s = c2s_of(c);
+    if (s->session || s->sm || !c2s_sm_offered(c)) {
+        c2s_sm_failed(c, "unexpected-request", NULL);
+        return;
+    }
+    const char *previd = xd_el_attr(el, "previd");
+    uint32_t h;
+    if (!previd || c2s_sm_h(el, &h) != 0) {
+        c2s_sm_failed(c, "bad-request", NULL);
+        return;
+    }
+    unsigned worker;
+    uint64_t id;
+    if (strlen(previd) != SM_ID_LEN || sm_table_get(previd, s->jid, &worker, &id) != 0) {
+        c2s_sm_resume_failed(c, "unknown id");
+        return;
+    }
+    sm_move_t *m = xd_new(sm_move_t);
+    memcpy(m->previd, previd, SM_ID_LEN + 1);
+    m->old_id = id;
+    m->to_worker = xd_worker_index(c->ws->worker);
+    m->to_conn = c->id;
+    m->h = h;
+    if (worker == m->to_worker) {
+        sm_take_here(c->ws->worker, m);
+        return;
+    }
+    xd_worker_t *w = xd_worker_get(worker);
+    if (!w || xd_worker_post(w, sm_take_msg, m) != 0) {
+        xd_free(m);
+        c2s_sm_resume_failed(c, "stopping");
+        return;
+    }
+    /* Nothing more is read until the session (or its absence) is here. */
+    c2s_block(c);
+}
+
+/* ---- elements ------------------------------------------------------------------------------------- */
 
 bool
 c2s_sm_element(xd_conn_t *c, const xd_el_t *el)
@@ -156,8 +754,7 @@ c2s_sm_element(xd_conn_t *c, const xd_el_t *el)
     if (!strcmp(name, "enable")) {
         c2s_sm_enable(c, el);
     } else if (!strcmp(name, "resume")) {
-        /* No session is kept to resume (yet): XEP-0198 5. */
-        c2s_sm_failed(c, s->session ? "unexpected-request" : "item-not-found");
+        c2s_sm_resume(c, el);
     } else if (!s->sm) {
         /* <r/> and <a/> only once enabled (XEP-0198 4). */
         c2s_close(c, XD_STREAM_UNSUPPORTED_STANZA_TYPE, "stream management is not enabled");
@@ -210,7 +807,9 @@ c2s_sm_sent(xd_conn_t *c, const xd_stanza_t *st)
     }
 }
 
-/* What becomes of one unacknowledged stanza when the stream is gone. */
+/* ---- the end of a stream -------------------------------------------------------------------------- */
+
+/* What becomes of one unacknowledged stanza when the session is gone. */
 static void
 c2s_sm_reroute(xd_stanza_t *st)
 {
@@ -238,16 +837,13 @@ c2s_sm_reroute(xd_stanza_t *st)
     }
 }
 
-void
-c2s_sm_end(xd_conn_t *c)
+/* Frees sm after routing again what it had not seen acknowledged (the
+ * session has ended). */
+static void
+sm_free_rerouting(c2s_sm_t *sm, const xd_log_t *log)
 {
-    c2s_t *s = c2s_of(c);
-    c2s_sm_t *sm = s ? s->sm : NULL;
-    if (!sm)
-        return;
-    s->sm = NULL;
     if (sm->q.len)
-        XD_LOG(&c->log, XD_INFO, "stream management: unacknowledged stanzas routed again",
+        XD_LOG(log, XD_INFO, "stream management: unacknowledged stanzas routed again",
                "count=%zu", sm->q.len);
     xd_stanza_t *st;
     while ((st = xd_smq_take(&sm->q)) != NULL)
@@ -256,4 +852,37 @@ c2s_sm_end(xd_conn_t *c)
     if (sm->timer)
         xd_timer_free(sm->timer);
     xd_free(sm);
+}
+
+static void
+c2s_sm_park(xd_conn_t *c)
+{
+    c2s_t *s = c2s_of(c);
+    parked_new(c->ws->worker, c->id, s->session, s->sm, &c->log, c->last_input_ms,
+               c2s_secure(c));
+    s->session = NULL;
+    s->sm = NULL;
+}
+
+bool
+c2s_sm_detach(xd_conn_t *c)
+{
+    c2s_t *s = c2s_of(c);
+    if (!s || !s->session || !s->sm || !s->sm->resume_ms || s->sm->closing || c->quiesced ||
+        c->ws->stopping)
+        return false;
+    c2s_sm_park(c);
+    return true;
+}
+
+void
+c2s_sm_end(xd_conn_t *c)
+{
+    c2s_t *s = c2s_of(c);
+    c2s_sm_t *sm = s ? s->sm : NULL;
+    if (!sm)
+        return;
+    s->sm = NULL;
+    sm_table_del(sm->resume_id, c->id);
+    sm_free_rerouting(sm, &c->log);
 }

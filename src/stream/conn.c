@@ -447,6 +447,8 @@ c2s_close(xd_conn_t *c, xd_stream_cond cond, const char *text)
         XD_LOG(&c->log, XD_INFO, "stream closed", "cond=%s text=\"%s\" stage=tls-handshake",
                xd_stream_cond_name(cond), text ? text : "");
         c->state = C2S_CLOSING;
+        c->error_sent = true;
+        c->close_cond = cond;
         c2s_destroy(c);
         return;
     }
@@ -455,6 +457,8 @@ c2s_close(xd_conn_t *c, xd_stream_cond cond, const char *text)
     char buf[1024];
     int n = xd_stream_error_format(buf, sizeof buf, cond, text);
     c->state = C2S_CLOSING; /* before the write: a full queue must not recurse */
+    c->error_sent = true;
+    c->close_cond = cond;
     c2s_write(c, buf, (size_t)n < sizeof buf ? (size_t)n : sizeof buf - 1);
     XD_LOG(&c->log, XD_INFO, "stream error sent", "cond=%s text=\"%s\"",
            xd_stream_cond_name(cond), text ? text : "");

@@ -106,6 +106,8 @@ typedef struct xd_conn {
     unsigned holds;              /* xd_input_hold count (xmppd/input.h) */
     bool overflow;               /* the write queue overflowed: closing, writes dropped */
     bool established;            /* authenticated (and bound): the idle timer applies */
+    bool error_sent;             /* we closed the stream with a stream error ... */
+    xd_stream_cond close_cond;   /* ... this one */
     char *host;                  /* the served domain of the stream (owned) */
     char *inbuf;                 /* plaintext received while blocked, not yet parsed */
     size_t inbuf_len, inbuf_cap; /* bytes held, allocated */

@@ -77,6 +77,12 @@ xd_smq_ack(xd_smq_t *q, uint32_t h)
     return 0;
 }
 
+const xd_stanza_t *
+xd_smq_at(const xd_smq_t *q, size_t i)
+{
+    return q->v[(q->head + i) & (q->cap - 1)];
+}
+
 void
 xd_smq_clear(xd_smq_t *q)
 {

@@ -44,6 +44,9 @@ int xd_smq_ack(xd_smq_t *q, uint32_t h);
  * it counts as acknowledged from now on), or NULL when none is left. */
 xd_stanza_t *xd_smq_take(xd_smq_t *q);
 
+/* The i-th unacknowledged stanza, oldest first (i < q->len; lent). */
+const xd_stanza_t *xd_smq_at(const xd_smq_t *q, size_t i);
+
 /* Drops everything and frees the ring. */
 void xd_smq_clear(xd_smq_t *q);
 

@@ -1,5 +1,5 @@
-"""Stream management (XEP-0198, urn:xmpp:sm:3) on client streams, without
-resumption: enabling, acknowledgements both ways, the server's requests,
+"""Stream management (XEP-0198, urn:xmpp:sm:3) on client streams, the
+acknowledgements (resumption: test_sm_resume.py): enabling, acknowledgements both ways, the server's requests,
 the peer's errors, the bound on unacknowledged stanzas, and what happens to
 what a client did not acknowledge when its stream ends (its other sessions
 or offline storage take the messages).  Counters across 2^32: test_smq.c."""
@@ -13,7 +13,8 @@ MODULES = "modules:\n  mod_roster: {}\n  mod_offline: {}\n  mod_ping: {}\n"
 
 
 def enable(c):
-    c.send(f"<enable xmlns='{SM}' resume='true'/>")
+    """Acknowledgements only: resumption is test_sm_resume.py's."""
+    c.send(f"<enable xmlns='{SM}'/>")
     got = q(c.recv_until(r"<enabled[^>]*/>|<failed.*?</failed>").group(0))
     assert got.startswith("<enabled"), got
     return got
@@ -33,7 +34,7 @@ def test_enable_and_counts_both_ways(server_factory):
     a, ajid = online(srv, "ann", "a", presence=False)
     assert f"<sm xmlns='{SM}'/>" in q(a.features)
     got = enable(a)
-    assert "resume=" not in got and "id=" not in got, got  # not offered (yet)
+    assert "resume=" not in got and "id=" not in got, got  # not asked for
     a.send(f"<enable xmlns='{SM}'/>")  # twice
     assert "unexpected-request" in q(a.recv_until(r"<failed.*?</failed>").group(0))
     # Three stanzas of ann handled: <a h='3'/>.
@@ -155,7 +156,7 @@ def test_too_many_unacknowledged(server_factory):
 
 def test_slixmpp_stream_management(server_factory):
     """slixmpp's XEP-0198 plugin against xmppd: it enables stream
-    management (asking for resumption, which is not offered), sends three
+    management (asking for resumption, which it gets), sends three
     messages to itself, gets them, asks for an acknowledgement and gets one
     that covers exactly what it sent (its 'stanza_acked' events), and
     acknowledges what it received."""

@@ -284,11 +284,15 @@ def run_slixmpp(make_client, address, timeout=15, **connect_kw):
             loop.run_until_complete(client.disconnect())
         return client
     finally:
-        # Let slixmpp's own tasks end before the loop goes away.
-        pending = [t for t in asyncio.all_tasks(loop) if not t.done()]
-        for t in pending:
-            t.cancel()
-        if pending:
-            loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
-        loop.close()
-        asyncio.set_event_loop(None)
+        close_loop(loop)
+
+
+def close_loop(loop):
+    """Lets slixmpp's own tasks end, then closes the loop."""
+    pending = [t for t in asyncio.all_tasks(loop) if not t.done()]
+    for t in pending:
+        t.cancel()
+    if pending:
+        loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
+    loop.close()
+    asyncio.set_event_loop(None)
