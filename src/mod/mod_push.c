@@ -16,11 +16,12 @@
  *   → not-acceptable; more than `max_registrations` → policy-violation.
  * The account's disco#info lists urn:xmpp:push:0 (the IQ handler).
  *
- * Trigger: XD_HOOK_OFFLINE_MESSAGE (a chat or normal message with a
+ * Triggers: XD_HOOK_OFFLINE_MESSAGE (a chat or normal message with a
  * <body> that no session takes), at PS_PRIO, before mod_offline stores it;
- * the handler never ends the chain.  When stream management keeps detached
- * sessions, the moment a message is queued for a detached session is the
- * second trigger, and it calls ps_notify() the same way (docs/admin.md).
+ * and XD_HOOK_USER_RECEIVE_PACKET for such a message delivered to a
+ * session that stream management keeps detached (its connection broke,
+ * xd_session_detached): it waits there for a resume, unread.  Neither
+ * handler ends its chain.
  *
  * Notification: for each registration of the account, an IQ-set from the
  * account's bare JID to APP:
@@ -64,6 +65,7 @@
 #include "xmppd/module.h"
 #include "xmppd/ns.h"
 #include "xmppd/route.h"
+#include "xmppd/session.h"
 #include "xmppd/stanza.h"
 #include "xmppd/storage.h"
 
@@ -547,6 +549,24 @@ ps_offline(xd_module_ctx_t *ctx, xd_hook_stanza_t *ev, void *arg)
     return XD_HOOK_OK;
 }
 
+/* XD_HOOK_USER_RECEIVE_PACKET: a message for a session whose connection
+ * broke and that stream management keeps for a resume waits there, unread:
+ * the device is told as for an offline message. */
+static int
+ps_receive(xd_module_ctx_t *ctx, xd_hook_packet_t *ev, void *arg)
+{
+    (void)arg;
+    if (!ev->session || !xd_session_detached(ev->session) || !xd_module_db(ctx))
+        return XD_HOOK_OK;
+    const xd_el_t *el = xd_stanza_root(ev->st);
+    const char *type = xd_el_attr(el, "type");
+    if (xd_stanza_kind_of(el) != XD_STANZA_MESSAGE ||
+        (type && strcmp(type, "chat") != 0 && strcmp(type, "normal") != 0))
+        return XD_HOOK_OK; /* what would not be stored offline is not notified either */
+    ps_notify(ctx, ev->host, ev->jid, ev->st);
+    return XD_HOOK_OK;
+}
+
 /* ---- answers from app servers ------------------------------------------------------------------ */
 
 /* A registration to delete after an error answer (one thread at a time). */
@@ -733,6 +753,9 @@ ps_start(xd_module_ctx_t *ctx)
     int rc = xd_module_iq(ctx, XD_IQ_USER, PS_NS, XD_IQ_PARALLEL, ps_iq, NULL);
     if (rc == 0)
         rc = xd_module_hook(ctx, XD_HOOK_OFFLINE_MESSAGE, PS_PRIO, ps_offline, NULL);
+    if (rc == 0)
+        rc = xd_module_hook(ctx, XD_HOOK_USER_RECEIVE_PACKET, XD_HOOK_PRIO_DEFAULT, ps_receive,
+                            NULL);
     if (rc == 0)
         rc = xd_module_hook(ctx, XD_HOOK_FILTER_PACKET, PS_FILTER_PRIO, ps_filter, NULL);
     if (rc == 0)

@@ -304,3 +304,41 @@ def test_app_server_over_s2s(server_factory):
     a.close()
     b.close()
     c.close()
+
+
+def test_detached_session_triggers_a_push(server_factory):
+    """alice's phone enables push and stream management with resumption,
+    becomes available, and its connection breaks: the session is parked
+    (still available, so messages go to it, not to offline storage), and
+    a message that waits there for the resume is notified.  Before the
+    break, the same message was not: the notification counts one."""
+    from test_sm_resume import authed, enable as sm_enable, resume, wait_log
+    srv = start(server_factory)
+    app = app_server(srv)
+    a, ajid = login(srv.c2s_port, "alice", "pw", resource="phone")
+    b, bjid = login(srv.c2s_port, "bob", "pw", resource="desk")
+    assert "type='result'" in enable(a, "node-P")
+    a.send("<presence/>")
+    a.roundtrip()
+    _, rid = sm_enable(a)
+    got = offline_msg(b, app, "while online")
+    assert not publishes(got), got  # delivered to the connected session
+    a.recv_until(r"while online")
+    a.sock.close()
+    wait_log(srv, "session parked")
+    # The session may be on another worker than bob's stream: the
+    # notification follows the delivery there, after bob's next stanza
+    # perhaps; waited for, not raced against a marker.
+    b.send("<message to='alice@localhost' type='chat' id='away'><body>while away</body>"
+           "</message>")
+    got = app.until(r".*?" + PUBLISH_RX, timeout=10)
+    ps = publishes(got)
+    assert len(ps) == 1 and "<publish node='node-P'>" in ps[0], got
+    assert field(ps[0], "last-message-sender") == bjid, ps[0]
+    assert field(ps[0], "message-count") == "1", ps[0]
+    c = authed(srv, "alice")
+    assert resume(c, rid, 0).startswith("<resumed")
+    text = c.roundtrip().decode()
+    # Never acknowledged, so resent, in order; both once.
+    assert re.findall(r"while \w+", text) == ["while online", "while away"], text
+    app.close()
