@@ -65,6 +65,9 @@ void c2s_sasl_delay_done(xd_conn_t *c);
 bool c2s_sm_offered(const xd_conn_t *c);
 /* An element in the urn:xmpp:sm:3 namespace: handled (true), else false. */
 bool c2s_sm_element(xd_conn_t *c, const xd_el_t *el);
+/* <enable/>: enables stream management on the bound stream and returns
+ * the answer to write (<enabled/>, or <failed/> when it cannot be). */
+const char *c2s_sm_start(xd_conn_t *c);
 /* A stanza of the client was handled (counts for <a h/>). */
 void c2s_sm_handled(xd_conn_t *c);
 /* A stanza was written to the client: kept until acknowledged. */

@@ -95,16 +95,14 @@ c2s_sm_timer_fired(xd_timer_t *t, void *arg)
         c2s_sm_request(c, sm);
 }
 
-static void
-c2s_sm_enable(xd_conn_t *c, const xd_el_t *el)
+const char *
+c2s_sm_start(xd_conn_t *c)
 {
     c2s_t *s = c2s_of(c);
-    (void)el;
-    if (!s->session || s->sm || !c2s_sm_offered(c)) {
+    if (!s->session || s->sm || !c2s_sm_offered(c))
         /* XEP-0198 3: before binding, twice, or not offered. */
-        c2s_sm_failed(c, "unexpected-request");
-        return;
-    }
+        return "<failed xmlns='" XD_NS_SM "'><unexpected-request xmlns='" XD_NS_STANZAS
+               "'/></failed>";
     c2s_sm_t *sm = xd_new(c2s_sm_t);
     xd_smq_init(&sm->q, 0);
     xd_config_t *cfg = xd_config_get();
@@ -116,10 +114,17 @@ c2s_sm_enable(xd_conn_t *c, const xd_el_t *el)
     if (sm->interval_ms)
         sm->timer = xd_timer_new(c->ws->worker, c2s_sm_timer_fired, c);
     s->sm = sm;
+    XD_LOG(&c->log, XD_INFO, "stream management enabled", "resume=no");
     /* Resumption is not offered: 'resume' is left out of the answer, as
      * XEP-0198 3 allows. */
-    c2s_write_str(c, "<enabled xmlns='" XD_NS_SM "'/>");
-    XD_LOG(&c->log, XD_INFO, "stream management enabled", "resume=no");
+    return "<enabled xmlns='" XD_NS_SM "'/>";
+}
+
+static void
+c2s_sm_enable(xd_conn_t *c, const xd_el_t *el)
+{
+    (void)el;
+    c2s_write_str(c, c2s_sm_start(c));
 }
 
 static void
