@@ -223,6 +223,8 @@ typedef struct xd_host_conf {
     xd_strlist_t disable_sasl_mechanisms; /* mechanism names never offered */
     bool sasl_tls13_tls_unique;        /* accept (not advertise) tls-unique on TLS 1.3 */
     char *sasl_authzid_access;         /* access rule: who may use another authzid */
+    bool fast;                         /* XEP-0484 FAST tokens offered in SASL2 */
+    uint64_t fast_token_ttl_ms;        /* lifetime of a FAST token */
     bool stream_management;            /* XEP-0198 offered on client streams */
     int sm_max_unacked;                /* unacknowledged stanzas before the stream is closed */
     int sm_ack_request_every;          /* <r/> after this many unacknowledged; 0 = never */

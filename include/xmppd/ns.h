@@ -30,6 +30,9 @@
 #define XD_NS_DIALBACK_FEAT "urn:xmpp:features:dialback"
 #define XD_NS_SM            "urn:xmpp:sm:3"
 #define XD_NS_CSI           "urn:xmpp:csi:0"
+#define XD_NS_SASL2         "urn:xmpp:sasl:2"   /* XEP-0388 */
+#define XD_NS_BIND2         "urn:xmpp:bind:0"   /* XEP-0386 */
+#define XD_NS_FAST          "urn:xmpp:fast:0"   /* XEP-0484 */
 #define XD_NS_ROSTERVER     "urn:xmpp:features:rosterver"
 #define XD_NS_PRE_APPROVAL  "urn:xmpp:features:pre-approval"
 #define XD_NS_REGISTER_FEAT "http://jabber.org/features/iq-register"

@@ -736,3 +736,18 @@ xd_auth_list_users_sync(const char *host, xd_auth_user_handler fn, void *arg)
     /* The db outlives xd_auth_stop (auth.h lifecycle), so it may be used unlocked. */
     return xd_user_list(db, xd_str_c(host), fn, arg);
 }
+
+xd_db_t *
+auth_internal_db(const char *host)
+{
+    xd_db_t *db = NULL;
+    if (host == NULL)
+        return NULL;
+    uv_once(&au_once, au_init_once);
+    uv_rwlock_rdlock(&au.lock);
+    const au_host_t *h = au_find(au.table, host);
+    if (au.running && h != NULL && h->method == XD_AUTH_INTERNAL)
+        db = au.db;
+    uv_rwlock_rdunlock(&au.lock);
+    return db;
+}

@@ -89,6 +89,10 @@ void auth_req_free(auth_req_t *req);
 /* The protocol name of op ("auth", "isuser", …; "get_scram"), for logs. */
 const char *auth_op_name(auth_op op);
 
+/* The database of host when its auth_method is internal and auth runs,
+ * else NULL (FAST tokens, fast.c).  It outlives xd_auth_stop. */
+xd_db_t *auth_internal_db(const char *host);
+
 /* ---- internal.c ------------------------------------------------------------------------------ */
 
 /* Runs req against the database on the calling (non-loop) thread and sets

@@ -119,6 +119,14 @@ const xd_opt_t cfg_host_opts[] = {
                 "another JID (a SASL authorization identity, RFC 6120 6.3.8). Everyone else "
                 "gets `invalid-authzid` for an authzid that is not their own bare JID.",
                 HOST_, NULL),
+    XD_OPT_FULL("fast", XD_OPT_TYPE_BOOL, H_, fast, "true", NULL,
+                "Offer FAST tokens (XEP-0484) inside SASL2 on TLS streams of hosts with "
+                "`auth_method: internal`: a client that logged in once gets a token and logs in "
+                "with it later in one round trip and without PBKDF2 (HT-SHA-256-* mechanisms). "
+                "See docs/admin.md, \"SASL2, Bind2 and FAST\".", HOST_, NULL),
+    XD_OPT_FULL("fast_token_ttl", XD_OPT_TYPE_DURATION, H_, fast_token_ttl_ms, "14d", NULL,
+                "How long a FAST token stays valid. A token used in its second half is rotated: "
+                "the login that uses it gets a new one.", HOST_, NULL),
     XD_OPT_FULL("stream_management", XD_OPT_TYPE_BOOL, H_, stream_management, "true", NULL,
                 "Offer stream management (XEP-0198) on client streams: acknowledgements both "
                 "ways, and resumption of a session whose connection broke (see `sm_resume_timeout`); "

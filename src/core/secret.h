@@ -19,6 +19,7 @@
  * changing a label changes every value made with its key. */
 #define XD_NODE_KEY_SCRAM_SALT "scram fake salt" /* stream/sasl.c */
 #define XD_NODE_KEY_DIALBACK "dialback"          /* s2s/s2s.c, XEP-0185 */
+#define XD_NODE_KEY_BIND2 "bind2 resource"      /* stream/c2s_sasl2.c, XEP-0386 */
 
 /* Reads <data_dir>/secret, creating it when missing or short (written to a
  * temporary file, fsync'd, renamed).  Blocking; call once at start-up,

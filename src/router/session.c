@@ -234,17 +234,21 @@ xd_session_pick(const xd_session_info_t *s, size_t n, const xd_stanza_t *st, boo
 
 /* ---- binding (RFC 6120 7) ----------------------------------------------------------------- */
 
-xd_stanza_t *
-xd_session_bind_iq(const xd_session_bind_req_t *req, const xd_stanza_t *iq, xd_session_t **out)
+/* Binds `want` (NULL or "": server-generated); -1 and *out, or the error
+ * condition (*text: its text or NULL). */
+static int
+sess_bind(const xd_session_bind_req_t *req, const char *want, xd_session_t **out,
+          const char **text)
 {
     *out = NULL;
-    const xd_el_t *bind = xd_el_first_child(xd_stanza_root(iq));
-    const char *want = xd_el_child_text(bind, "resource", XD_NS_BIND);
+    *text = NULL;
     char *res = NULL;
     xd_sm_account_t *acct = NULL; /* the bound account's shared object (sm.h) */
-    if (want && *want && xd_jid_prep_resource(xd_str_c(want), &res) != 0)
+    if (want && *want && xd_jid_prep_resource(xd_str_c(want), &res) != 0) {
         /* RFC 6120 7.7.2.1 */
-        return xd_stanza_error(iq, XD_COND_BAD_REQUEST, "the resource is not allowed");
+        *text = "the resource is not allowed";
+        return XD_COND_BAD_REQUEST;
+    }
     xd_config_t *cfg = xd_config_get();
     const xd_host_conf_t *hc = xd_config_host(cfg, req->host);
     int policy = hc ? hc->resource_conflict : XD_RESOURCE_REPLACE;
@@ -267,7 +271,8 @@ xd_session_bind_iq(const xd_session_bind_req_t *req, const xd_stanza_t *iq, xd_s
         }
         if (xd_jid_make(local, domain, xd_str_c(r), &full) != 0) {
             xd_free(res);
-            return xd_stanza_error(iq, XD_COND_BAD_REQUEST, "the resource is not allowed");
+            *text = "the resource is not allowed";
+            return XD_COND_BAD_REQUEST;
         }
         xd_session_info_t e = { .jid = full, .ref = req->ref, .since_ms = req->now_ms,
                                 .flags = req->secure ? XD_SESSION_SECURE : 0 };
@@ -290,11 +295,12 @@ xd_session_bind_iq(const xd_session_bind_req_t *req, const xd_stanza_t *iq, xd_s
         full = NULL;
         if (rc != XD_EEXIST) {
             xd_free(res);
-            return xd_stanza_error(iq, XD_COND_INTERNAL_SERVER_ERROR, NULL);
+            return XD_COND_INTERNAL_SERVER_ERROR;
         }
         if (res && policy == XD_RESOURCE_REFUSE) {
             xd_free(res);
-            return xd_stanza_error(iq, XD_COND_CONFLICT, "the resource is in use");
+            *text = "the resource is in use";
+            return XD_COND_CONFLICT;
         }
         /* rename, or a generated resource that collided: try a new one. */
         xd_free(res);
@@ -302,7 +308,7 @@ xd_session_bind_iq(const xd_session_bind_req_t *req, const xd_stanza_t *iq, xd_s
     }
     xd_free(res);
     if (!full)
-        return xd_stanza_error(iq, XD_COND_INTERNAL_SERVER_ERROR, NULL);
+        return XD_COND_INTERNAL_SERVER_ERROR;
 
     xd_session_t *s = xd_new(xd_session_t);
     s->ref = req->ref;
@@ -314,12 +320,31 @@ xd_session_bind_iq(const xd_session_bind_req_t *req, const xd_stanza_t *iq, xd_s
     if (sess_local)
         sess_local->prev = s;
     sess_local = s;
-    xd_el_t *reply = xd_iq_result_builder(iq);
-    xd_el_t *b = xd_el_add_child(reply, "bind", XD_NS_BIND);
-    xd_el_add_text(xd_el_add_child(b, "jid", NULL), xd_jid_full_str(full).p);
     xd_hook_session_t sev = { .host = s->host, .jid = s->jid, .reason = NULL };
     xd_hook_run(XD_HOOK_SM_REGISTER_CONNECTION, s->host, &sev);
     *out = s;
+    return -1;
+}
+
+int
+xd_session_bind(const xd_session_bind_req_t *req, const char *resource, xd_session_t **out)
+{
+    const char *text;
+    int cond = sess_bind(req, resource, out, &text);
+    return cond < 0 ? 0 : cond == XD_COND_CONFLICT ? XD_EEXIST : XD_EINVAL;
+}
+
+xd_stanza_t *
+xd_session_bind_iq(const xd_session_bind_req_t *req, const xd_stanza_t *iq, xd_session_t **out)
+{
+    const xd_el_t *bind = xd_el_first_child(xd_stanza_root(iq));
+    const char *text;
+    int cond = sess_bind(req, xd_el_child_text(bind, "resource", XD_NS_BIND), out, &text);
+    if (cond >= 0)
+        return xd_stanza_error(iq, (xd_cond)cond, text);
+    xd_el_t *reply = xd_iq_result_builder(iq);
+    xd_el_t *b = xd_el_add_child(reply, "bind", XD_NS_BIND);
+    xd_el_add_text(xd_el_add_child(b, "jid", NULL), xd_jid_full_str((*out)->jid).p);
     return xd_el_freeze(reply);
 }
 

@@ -106,6 +106,11 @@ typedef struct xd_session_bind_req {
 xd_stanza_t *xd_session_bind_iq(const xd_session_bind_req_t *req, const xd_stanza_t *iq,
                                 xd_session_t **out);
 
+/* As xd_session_bind_iq for `resource` (NULL: server-generated), without
+ * an IQ (XEP-0386 Bind2): 0 and *out; XD_EEXIST (resource_conflict
+ * refuse), XD_EINVAL (a resource not allowed, an internal error). */
+int xd_session_bind(const xd_session_bind_req_t *req, const char *resource, xd_session_t **out);
+
 /* A stanza the client sent on session s; the reference is taken (a fresh
  * stanza from the parser is stamped in place, without a copy).  0, or
  * XD_EINVAL when its 'from' is not the session's (the transport then

@@ -51,8 +51,27 @@ static const char *const mig_core_v1[] = {
     NULL,
 };
 
+/* core/2: FAST tokens (XEP-0484, src/auth/fast.c), two slots per account
+ * and client: 0 the token in use, 1 a newer one issued and not used yet.
+ * Only SHA-256(token) is kept. */
+static const char *const mig_core_v2[] = {
+    "CREATE TABLE fast_tokens ("
+    " host TEXT NOT NULL,"
+    " username TEXT NOT NULL,"
+    " client TEXT NOT NULL,"
+    " slot INTEGER NOT NULL CHECK (slot IN (0, 1)),"
+    " token_hash BLOB NOT NULL,"
+    " mechanism TEXT NOT NULL,"
+    " expires_at INTEGER NOT NULL,"
+    " replay_count INTEGER NOT NULL,"
+    " PRIMARY KEY (host, username, client, slot),"
+    " FOREIGN KEY (host, username) REFERENCES users (host, username) ON DELETE CASCADE)",
+    NULL,
+};
+
 static const xd_db_migration_t mig_core[] = {
     { 1, NULL, mig_core_v1 },
+    { 2, NULL, mig_core_v2 },
     { 0, NULL, NULL },
 };
 

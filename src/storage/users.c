@@ -57,6 +57,11 @@ users_put_creds(xd_db_conn_t *c, const users_op_t *op)
     xd_db_val_t key[] = { XD_DB_V_TEXT(op->host), XD_DB_V_TEXT(op->user) };
     int rc = xd_db_query(c, "DELETE FROM user_scram WHERE host = ? AND username = ?", key, 2,
                          NULL, NULL);
+    /* A new password ends every FAST token (XEP-0484): they were issued
+     * against the old one. */
+    if (rc == 0)
+        rc = xd_db_query(c, "DELETE FROM fast_tokens WHERE host = ? AND username = ?", key, 2,
+                         NULL, NULL);
     for (size_t i = 0; rc == 0 && i < op->ncreds; i++) {
         const xd_scram_cred_t *cr = &op->creds[i];
         size_t klen = xd_scram_key_len(cr->hash);

@@ -77,7 +77,7 @@ c2s_hook_features(xd_conn_t *c, bool authenticated, char *buf, size_t len, size_
     return len;
 }
 
-static void
+void
 c2s_send_features(xd_conn_t *c)
 {
     c2s_t *s = c2s_of(c);
@@ -99,6 +99,8 @@ c2s_send_features(xd_conn_t *c)
                 for (size_t i = 0; mechs[i]; i++)
                     ADD("<mechanism>%s</mechanism>", mechs[i]);
                 ADD("</mechanisms>");
+                if (len < sizeof buf)
+                    len = c2s_sasl2_feature(c, buf, len, sizeof buf); /* XEP-0388 */
             }
             unsigned cb = xd_sasl_cb_offered(s->sasl);
             if (cb) {
@@ -120,6 +122,12 @@ c2s_send_features(xd_conn_t *c)
             ADD("<sm xmlns='" XD_NS_SM "'/>"); /* XEP-0198 2 */
         if (len < sizeof buf)
             len = c2s_hook_features(c, true, buf, len, sizeof buf);
+    } else {
+        /* Bound by Bind2 (XEP-0386) in SASL2, without a restart: what may
+         * still be negotiated. */
+        ADD("<csi xmlns='" XD_NS_CSI "'/>");
+        if (c2s_sm_offered(c) && !s->sm)
+            ADD("<sm xmlns='" XD_NS_SM "'/>");
     }
     ADD("</stream:features>");
 #undef ADD
@@ -220,11 +228,11 @@ c2s_stream_open(xd_conn_t *c, const xd_el_t *hdr)
 
 /* ---- binding ---------------------------------------------------------------------------------- */
 
-static void
-c2s_bind(xd_conn_t *c, const xd_stanza_t *st)
+xd_session_bind_req_t
+c2s_bind_req(xd_conn_t *c)
 {
     c2s_t *s = c2s_of(c);
-    xd_session_bind_req_t req = {
+    return (xd_session_bind_req_t){
         .ref = { .ops = &xd_c2s_ops, .worker = xd_worker_index(c->ws->worker), .id = c->id },
         .user = s->jid,
         .host = c->host,
@@ -233,14 +241,27 @@ c2s_bind(xd_conn_t *c, const xd_stanza_t *st)
         .now_ms = uv_now(c->tcp.loop),
         .secure = c2s_secure(c),
     };
+}
+
+void
+c2s_bound(xd_conn_t *c, const char *how)
+{
+    c2s_t *s = c2s_of(c);
+    xd_log_ctx(&c->log, NULL, "conn=%llu ip=%s jid=%s", (unsigned long long)c->id, c->ip,
+               xd_jid_full_str(s->session->jid).p);
+    XD_LOG(&c->log, XD_NOTICE, "session bound", "worker=%u by=%s",
+           xd_worker_index(c->ws->worker), how);
+    c2s_established(c); /* the handshake timer becomes the idle timer */
+}
+
+static void
+c2s_bind(xd_conn_t *c, const xd_stanza_t *st)
+{
+    c2s_t *s = c2s_of(c);
+    xd_session_bind_req_t req = c2s_bind_req(c);
     xd_stanza_t *reply = xd_session_bind_iq(&req, st, &s->session);
-    if (s->session) {
-        xd_log_ctx(&c->log, NULL, "conn=%llu ip=%s jid=%s", (unsigned long long)c->id, c->ip,
-                   xd_jid_full_str(s->session->jid).p);
-        XD_LOG(&c->log, XD_NOTICE, "session bound", "worker=%u",
-               xd_worker_index(c->ws->worker));
-        c2s_established(c); /* the handshake timer becomes the idle timer */
-    }
+    if (s->session)
+        c2s_bound(c, "bind");
     c2s_send_stanza(c, reply);
     xd_stanza_unref(reply);
 }
@@ -367,6 +388,8 @@ c2s_element(xd_conn_t *c, xd_stanza_t *st)
         c2s_starttls(c, el, !s->authenticated);
     } else if (ns && !strcmp(ns, XD_NS_SASL)) {
         c2s_sasl_element(c, el);
+    } else if (ns && !strcmp(ns, XD_NS_SASL2)) {
+        c2s_sasl2_element(c, el); /* XEP-0388 */
     } else if (s->authenticated && c2s_sm_element(c, el)) {
         ; /* XEP-0198: enable, r, a, resume */
     } else if (ns && !strcmp(ns, XD_NS_CSI) && s->session &&
@@ -517,6 +540,7 @@ c2s_closed(xd_conn_t *c)
     if (s->delay)
         xd_timer_free(s->delay);
     xd_sasl_free(s->sasl);
+    c2s_sasl2_free(c);
     if (s->jid)
         xd_jid_unref(s->jid);
     xd_free(s->pending_failure);

@@ -20,6 +20,7 @@
 #include "xmppd/jid.h"
 
 typedef struct c2s_sm c2s_sm_t;
+typedef struct c2s_sasl2 c2s_sasl2_t;
 
 /* A client stream's state (c->rs of a connection with role xd_c2s_role). */
 typedef struct c2s {
@@ -28,6 +29,8 @@ typedef struct c2s {
     xd_jid_t *jid;             /* the authorized account (bare JID) after SASL */
     xd_session_t *session;     /* the bound session, or NULL */
     c2s_sm_t *sm;              /* stream management once enabled (c2s_sm.c), or NULL */
+    c2s_sasl2_t *s2;           /* the exchange is SASL2 (XEP-0388): what <authenticate/>
+                                  asked for (c2s_sasl2.c); NULL = RFC 6120 SASL */
     xd_timer_t *delay;         /* SASL failure delay */
     char *pending_failure;     /* <failure/> to send when the delay ends */
     char *tried_user;          /* localpart whose credentials this exchange tests, or NULL */
@@ -47,6 +50,15 @@ c2s_of(const xd_conn_t *c)
     return (c2s_t *)c->rs;
 }
 
+/* ---- c2s.c ---- */
+
+/* Writes the stream features of the stream's stage. */
+void c2s_send_features(xd_conn_t *c);
+/* A bind request for this stream (router/session.h). */
+xd_session_bind_req_t c2s_bind_req(xd_conn_t *c);
+/* c2s_of(c)->session was just bound (`how`: "bind", "bind2", for the log). */
+void c2s_bound(xd_conn_t *c, const char *how);
+
 /* ---- c2s_sasl.c ---- */
 
 /* A fresh SASL engine for this stage, with the mechanisms the host, the
@@ -55,6 +67,35 @@ void c2s_sasl_setup(xd_conn_t *c);
 
 /* An element in the SASL namespace (auth, response, abort). */
 void c2s_sasl_element(xd_conn_t *c, const xd_el_t *el);
+
+/* The path SASL and SASL2 share (the profile is c2s_of(c)->s2): */
+typedef enum c2s_sasl_op { C2S_SASL_START, C2S_SASL_STEP, C2S_SASL_ABORT } c2s_sasl_op;
+/* Whether an exchange may start or go on; otherwise the stream is closed
+ * (after an encryption-required failure when `starting`). */
+bool c2s_sasl_allowed(xd_conn_t *c, bool starting);
+/* Base64 text (present: SASL2 had the element) to the engine and its
+ * result out; flags are XD_SASL_START_*. */
+void c2s_sasl_input(xd_conn_t *c, c2s_sasl_op op, const char *mech, const char *text, size_t tlen,
+                    bool present, unsigned flags);
+/* An engine result: challenge, success, failure (counted, delayed,
+ * limited), or a backend question. */
+void c2s_sasl_result(xd_conn_t *c, const xd_sasl_result_t *r);
+/* A failure through the shared path (counting, delays, auth_limits). */
+void c2s_sasl_failure(xd_conn_t *c, const xd_sasl_result_t *r);
+
+/* ---- c2s_sasl2.c (XEP-0388 SASL2, XEP-0386 Bind2, XEP-0484 FAST) ---- */
+
+/* An element in the urn:xmpp:sasl:2 namespace (authenticate, response, abort). */
+void c2s_sasl2_element(xd_conn_t *c, const xd_el_t *el);
+/* The <authentication/> feature (with <inline/>) appended to buf. */
+size_t c2s_sasl2_feature(xd_conn_t *c, char *buf, size_t len, size_t cap);
+/* The engine's SUCCESS in a SASL2 exchange, the account set: FAST
+ * bookkeeping, Bind2, then <success/> and the features. */
+void c2s_sasl2_success(xd_conn_t *c, const xd_sasl_result_t *r);
+/* NEED_TOKEN: reads the client's FAST tokens for the engine. */
+void c2s_sasl2_need_token(xd_conn_t *c, const xd_sasl_result_t *r);
+/* Forgets the SASL2 request (the stream ends, or an RFC 6120 exchange starts). */
+void c2s_sasl2_free(xd_conn_t *c);
 
 /* The SASL failure delay ended. */
 void c2s_sasl_delay_done(xd_conn_t *c);
@@ -65,6 +106,10 @@ void c2s_sasl_delay_done(xd_conn_t *c);
 bool c2s_sm_offered(const xd_conn_t *c);
 /* An element in the urn:xmpp:sm:3 namespace: handled (true), else false. */
 bool c2s_sm_element(xd_conn_t *c, const xd_el_t *el);
+/* <enable/> (el: its attributes resume and max count): enables stream
+ * management on the bound stream and writes the answer into buf
+ * (<enabled/>, or <failed/> when it cannot be: false). */
+bool c2s_sm_start(xd_conn_t *c, const xd_el_t *el, char *buf, size_t cap);
 /* A stanza of the client was handled (counts for <a h/>). */
 void c2s_sm_handled(xd_conn_t *c);
 /* A stanza was written to the client: kept until acknowledged. */

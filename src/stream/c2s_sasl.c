@@ -102,6 +102,8 @@ c2s_sasl_setup(xd_conn_t *c)
                 need_tls |= XD_SASL_BIT(XD_SASL_PLAIN);
             if (secure && c->listener->tls_verify && c2s_client_cert_ok(c))
                 mechs |= XD_SASL_BIT(XD_SASL_EXTERNAL); /* XEP-0178 */
+            if (secure && hc->fast && xd_auth_supports_scram(c->host))
+                mechs |= XD_SASL_MECHS_HT; /* XEP-0484: tokens are kept by internal auth */
         }
         for (int m = 0; m < XD_SASL_MECH_COUNT; m++)
             if ((mechs & XD_SASL_BIT(m)) && c2s_mech_disabled(hc, xd_sasl_mech_name(m)))
@@ -140,7 +142,6 @@ c2s_sasl_setup(xd_conn_t *c)
 
 /* ---- the exchange --------------------------------------------------------------------------- */
 
-static void c2s_sasl_result(xd_conn_t *c, const xd_sasl_result_t *r);
 static void c2s_external(xd_conn_t *c, const xd_jid_t *authzid);
 
 static void
@@ -170,10 +171,11 @@ c2s_send_sasl(xd_conn_t *c, const char *name, const uint8_t *data, size_t len, b
 {
     size_t b64len = has_data ? xd_base64_encoded_len(len, 0) : 0;
     char *buf = xd_malloc(b64len + 128);
-    int n = snprintf(buf, 128, "<%s xmlns='" XD_NS_SASL "'>", name);
+    int n = snprintf(buf, 128, "<%s xmlns='%s'>", name,
+                     c2s_of(c)->s2 ? XD_NS_SASL2 : XD_NS_SASL);
     size_t off = (size_t)n;
-    if (has_data && len == 0) {
-        buf[off++] = '='; /* RFC 6120 6.4.2: empty data is "=" */
+    if (has_data && len == 0 && !c2s_of(c)->s2) {
+        buf[off++] = '='; /* RFC 6120 6.4.2: empty data is "=" (not in SASL2) */
     } else if (has_data) {
         off += xd_base64_encode(data, len, buf + off, 0);
     }
@@ -211,11 +213,16 @@ c2s_sasl_delay_done(xd_conn_t *c)
     c2s_unblock(c);
 }
 
-static void
+void
 c2s_sasl_failure(xd_conn_t *c, const xd_sasl_result_t *r)
 {
     char buf[512];
-    if (r->text)
+    if (c2s_of(c)->s2) /* XEP-0388 2.6.2: the RFC 6120 condition inside */
+        snprintf(buf, sizeof buf,
+                 "<failure xmlns='" XD_NS_SASL2 "'><%s xmlns='" XD_NS_SASL "'/>%s%s%s</failure>",
+                 xd_sasl_cond_name(r->cond), r->text ? "<text xml:lang='en'>" : "",
+                 r->text ? r->text : "", r->text ? "</text>" : "");
+    else if (r->text)
         snprintf(buf, sizeof buf,
                  "<failure xmlns='" XD_NS_SASL "'><%s/><text xml:lang='en'>%s</text></failure>",
                  xd_sasl_cond_name(r->cond), r->text);
@@ -325,9 +332,15 @@ c2s_sasl_success(xd_conn_t *c, const xd_sasl_result_t *r)
     xd_log_ctx(&c->log, NULL, "conn=%llu ip=%s jid=%s", (unsigned long long)c->id, c->ip,
                xd_jid_full_str(jid).p);
     /* Logged before the client can know: what it does next follows the line. */
-    XD_LOG(&c->log, XD_NOTICE, "authenticated", "mech=%s cb=%s",
+    XD_LOG(&c->log, XD_NOTICE, "authenticated", "mech=%s cb=%s sasl=%d%s",
            xd_sasl_mech_name(r->mech),
-           r->cb >= 0 ? xd_sasl_cb_name((xd_sasl_cb)r->cb) : "-");
+           r->cb >= 0 ? xd_sasl_cb_name((xd_sasl_cb)r->cb) : "-", c2s_of(c)->s2 ? 2 : 1,
+           xd_sasl_mech_is_ht(r->mech) ? " fast=yes" : "");
+    if (c2s_of(c)->s2) {
+        /* XEP-0388: no restart; inline features and <success/> follow. */
+        c2s_sasl2_success(c, r);
+        return;
+    }
     c2s_send_sasl(c, "success", r->out, r->out_len, r->out != NULL);
     xd_sasl_free(c2s_of(c)->sasl);
     c2s_of(c)->sasl = NULL;
@@ -338,7 +351,7 @@ c2s_sasl_success(xd_conn_t *c, const xd_sasl_result_t *r)
     c->header_sent = false;
 }
 
-static void
+void
 c2s_sasl_result(xd_conn_t *c, const xd_sasl_result_t *r)
 {
     bool was_blocked = c->blocked;
@@ -388,12 +401,19 @@ c2s_sasl_result(xd_conn_t *c, const xd_sasl_result_t *r)
         c2s_of(c)->sasl_checked = true;
         c2s_external(c, r->authzid); /* answers now, or blocks until the account check */
         return;
+    case XD_SASL_NEED_TOKEN:
+        c2s_of(c)->sasl_checked = true; /* a token is a credential: auth_limits count it */
+        xd_free(c2s_of(c)->tried_user);
+        c2s_of(c)->tried_user = r->user ? xd_strdup(r->user) : NULL;
+        c2s_sasl2_need_token(c, r); /* answers now, or blocks until the tokens are read */
+        return;
     case XD_SASL_NONE:
         break;
     }
     /* An answer from the backend ends the block it caused (unless a
      * failure delay or a close took over). */
-    if (was_blocked && c->blocked && !c2s_of(c)->pending_failure && c->state != C2S_CLOSING)
+    if (was_blocked && c->blocked && !c2s_of(c)->pending_failure && c->state != C2S_CLOSING &&
+        !c->op) /* a SASL2 success may wait for its FAST tokens to be stored */
         c2s_unblock(c);
 }
 
@@ -480,51 +500,71 @@ c2s_external(xd_conn_t *c, const xd_jid_t *authzid)
 
 /* Decodes base64 element text into out (cap bytes).  RFC 6120 6.4.2: "="
  * is empty data, nothing at all is no data; the data is strict base64
- * without white space.  Returns the length, or -1 for bad base64. */
+ * without white space.  SASL2 (XEP-0388 2.2): the element says whether
+ * there is data, "=" is not special, and white space around it is ignored.
+ * Returns the length, or -1 for bad base64. */
 static long
-c2s_b64_decode(const char *in, size_t inlen, uint8_t *out, size_t cap, bool *present)
+c2s_b64_decode(const char *in, size_t inlen, uint8_t *out, size_t cap, bool *present, bool sasl2)
 {
-    *present = inlen > 0;
-    if (inlen == 0 || (inlen == 1 && in[0] == '='))
-        return 0;
+    if (sasl2) {
+        while (inlen && strchr(" \t\r\n", in[0]))
+            in++, inlen--;
+        while (inlen && strchr(" \t\r\n", in[inlen - 1]))
+            inlen--;
+    } else {
+        *present = inlen > 0;
+        if (inlen == 0 || (inlen == 1 && in[0] == '='))
+            return 0;
+    }
     size_t n = 0;
+    if (inlen == 0)
+        return 0;
     return xd_base64_decode(in, inlen, out, cap, &n, 0) == 0 ? (long)n : -1;
 }
 
-void
-c2s_sasl_element(xd_conn_t *c, const xd_el_t *el)
+bool
+c2s_sasl_allowed(xd_conn_t *c, bool starting)
 {
-    const char *name = xd_el_name(el);
     if (c2s_of(c)->authenticated) {
-        /* RFC 6120 6.4.6: no second authentication on a stream. */
+        /* RFC 6120 6.4.6, XEP-0388 2.9: no second authentication on a stream. */
         c2s_close(c, XD_STREAM_POLICY_VIOLATION, "the stream is already authenticated");
-        return;
+        return false;
     }
     if (!c2s_of(c)->sasl || (!c2s_secure(c) && c->listener->starttls_required)) {
-        if (!strcmp(name, "auth")) {
-            c2s_write_str(c, "<failure xmlns='" XD_NS_SASL "'><encryption-required/>"
-                             "<text xml:lang='en'>use STARTTLS first</text></failure>");
+        if (starting) {
+            c2s_write_str(c, c2s_of(c)->s2
+                                 ? "<failure xmlns='" XD_NS_SASL2 "'><encryption-required xmlns='"
+                                   XD_NS_SASL "'/><text xml:lang='en'>use STARTTLS first</text>"
+                                   "</failure>"
+                                 : "<failure xmlns='" XD_NS_SASL "'><encryption-required/>"
+                                   "<text xml:lang='en'>use STARTTLS first</text></failure>");
             c2s_close(c, XD_STREAM_POLICY_VIOLATION, "TLS is required before authentication");
         } else {
             c2s_close(c, XD_STREAM_POLICY_VIOLATION, "no SASL exchange is in progress");
         }
-        return;
+        return false;
     }
+    return true;
+}
+
+void
+c2s_sasl_input(xd_conn_t *c, c2s_sasl_op op, const char *mech, const char *text, size_t tlen,
+               bool present, unsigned flags)
+{
     xd_sasl_result_t r;
-    if (!strcmp(name, "abort")) {
+    if (op == C2S_SASL_ABORT) {
         xd_sasl_abort(c2s_of(c)->sasl, &r);
         c2s_sasl_result(c, &r);
         return;
     }
-    const char *text = xd_el_text(el);
-    size_t tlen = text ? xd_el_text_len(el) : 0;
+    bool sasl2 = c2s_of(c)->s2 != NULL;
     uint8_t *data = NULL;
     size_t cap = xd_base64_decoded_max(tlen);
     long dlen = 0;
-    bool present = false, bad = tlen > xd_base64_encoded_len(XD_SASL_MSG_MAX, 0);
+    bool bad = tlen > xd_base64_encoded_len(XD_SASL_MSG_MAX, 0) + (sasl2 ? 256 : 0);
     if (!bad) {
         data = xd_malloc(cap + 1);
-        dlen = c2s_b64_decode(text ? text : "", tlen, data, cap, &present);
+        dlen = c2s_b64_decode(text ? text : "", tlen, data, cap, &present, sasl2);
         bad = dlen < 0;
     }
     if (bad) {
@@ -536,18 +576,31 @@ c2s_sasl_element(xd_conn_t *c, const xd_el_t *el)
         c2s_sasl_result(c, &r);
         return;
     }
-    if (!strcmp(name, "auth")) {
-        const char *mech = xd_el_attr(el, "mechanism");
-        xd_sasl_start(c2s_of(c)->sasl, xd_str_c(mech ? mech : ""), present ? data : NULL, (size_t)dlen,
-                      &r);
-    } else if (!strcmp(name, "response")) {
+    if (op == C2S_SASL_START)
+        xd_sasl_start_ex(c2s_of(c)->sasl, xd_str_c(mech ? mech : ""), present ? data : NULL,
+                         (size_t)dlen, flags, &r);
+    else
         xd_sasl_step(c2s_of(c)->sasl, data, (size_t)dlen, &r);
-    } else {
-        xd_free(data);
-        c2s_close(c, XD_STREAM_UNSUPPORTED_STANZA_TYPE, NULL);
-        return;
-    }
     OPENSSL_cleanse(data, (size_t)dlen);
     xd_free(data);
     c2s_sasl_result(c, &r);
+}
+
+void
+c2s_sasl_element(xd_conn_t *c, const xd_el_t *el)
+{
+    const char *name = xd_el_name(el);
+    c2s_sasl2_free(c); /* this exchange is RFC 6120 SASL */
+    if (!c2s_sasl_allowed(c, !strcmp(name, "auth")))
+        return;
+    const char *text = xd_el_text(el);
+    size_t tlen = text ? xd_el_text_len(el) : 0;
+    if (!strcmp(name, "abort"))
+        c2s_sasl_input(c, C2S_SASL_ABORT, NULL, NULL, 0, false, 0);
+    else if (!strcmp(name, "auth"))
+        c2s_sasl_input(c, C2S_SASL_START, xd_el_attr(el, "mechanism"), text, tlen, false, 0);
+    else if (!strcmp(name, "response"))
+        c2s_sasl_input(c, C2S_SASL_STEP, NULL, text, tlen, false, 0);
+    else
+        c2s_close(c, XD_STREAM_UNSUPPORTED_STANZA_TYPE, NULL);
 }

@@ -470,20 +470,28 @@ c2s_sm_enable_to(xd_conn_t *c, const xd_el_t *el, char *buf, size_t cap)
                     sm->resume_id, (unsigned long long)((timeout + 999) / 1000), location);
 }
 
-static void
-c2s_sm_enable(xd_conn_t *c, const xd_el_t *el)
+bool
+c2s_sm_start(xd_conn_t *c, const xd_el_t *el, char *buf, size_t cap)
 {
     c2s_t *s = c2s_of(c);
     if (!s->session || s->sm || !c2s_sm_offered(c)) {
         /* XEP-0198 3: before binding, twice, or not offered. */
-        c2s_sm_failed(c, "unexpected-request", NULL);
-        return;
+        snprintf(buf, cap, "<failed xmlns='" XD_NS_SM "'><unexpected-request xmlns='"
+                 XD_NS_STANZAS "'/></failed>");
+        return false;
     }
-    char buf[512];
-    c2s_sm_enable_to(c, el, buf, sizeof buf);
-    c2s_write_str(c, buf);
+    c2s_sm_enable_to(c, el, buf, cap);
     XD_LOG(&c->log, XD_INFO, "stream management enabled", "resume=%s",
            s->sm->resume_id[0] ? "yes" : "no");
+    return true;
+}
+
+static void
+c2s_sm_enable(xd_conn_t *c, const xd_el_t *el)
+{
+    char buf[512];
+    c2s_sm_start(c, el, buf, sizeof buf);
+    c2s_write_str(c, buf);
 }
 
 /* h of an <a/> or <resume/>: 0, or -1 when it is not a 32-bit count. */

@@ -18,6 +18,7 @@
 
 #include <openssl/crypto.h>
 #include <openssl/rand.h>
+#include <stdlib.h>
 #include <stdio.h>
 #include <string.h>
 #include <unistr.h>
@@ -38,6 +39,7 @@ typedef enum sasl_state {
     SASL_WAIT_SCRAM,    /* SCRAM: NEED_SCRAM out, waiting for provide_scram */
     SASL_WAIT_FINAL,    /* SCRAM: server-first out, waiting for client-final */
     SASL_WAIT_EXTERNAL, /* EXTERNAL: NEED_EXTERNAL out, waiting for provide_external */
+    SASL_WAIT_TOKEN,    /* HT-*: NEED_TOKEN out, waiting for provide_token */
     SASL_SUCCEEDED,     /* final */
 } sasl_state;
 
@@ -58,6 +60,7 @@ struct xd_sasl {
     size_t secret_len;                 /* bytes of secret */
     unsigned fake_iterations;          /* i= for unknown users */
     const char *mech_list[XD_SASL_MECH_COUNT + 1]; /* advertised, NULL-terminated */
+    const char *fast_list[XD_SASL_MECH_COUNT + 1]; /* HT-* for <fast/>, NULL-terminated */
     char *test_snonce;                 /* tests: fixed server nonce, or NULL */
 
     /* The exchange in progress. */
@@ -79,6 +82,8 @@ struct xd_sasl {
     char *nonce;                       /* SCRAM: combined nonce (NUL-terminated) */
     xd_scram_cred_t cred;              /* SCRAM: the credential (wiped) */
     bool fake;                         /* SCRAM: cred is a fake one: the proof fails */
+    unsigned flags;                    /* XD_SASL_START_* of the exchange */
+    uint8_t ht_proof[32];              /* HT: the client's initiator-hashed-token */
 
     /* The last result's storage. */
     uint8_t *out;                      /* challenge / additional data */
@@ -95,6 +100,10 @@ static const char *const sasl_mech_names[XD_SASL_MECH_COUNT] = {
     [XD_SASL_PLAIN] = "PLAIN",
     [XD_SASL_ANONYMOUS] = "ANONYMOUS",
     [XD_SASL_EXTERNAL] = "EXTERNAL",
+    [XD_SASL_HT_SHA_256_ENDP] = "HT-SHA-256-ENDP",
+    [XD_SASL_HT_SHA_256_EXPR] = "HT-SHA-256-EXPR",
+    [XD_SASL_HT_SHA_256_UNIQ] = "HT-SHA-256-UNIQ",
+    [XD_SASL_HT_SHA_256_NONE] = "HT-SHA-256-NONE",
 };
 
 static const char *const sasl_cb_names[XD_SASL_CB_COUNT] = {
@@ -158,6 +167,12 @@ sasl_mech_is_plus(xd_sasl_mech m)
     return m <= XD_SASL_SCRAM_SHA_1_PLUS;
 }
 
+bool
+xd_sasl_mech_is_ht(xd_sasl_mech m)
+{
+    return (unsigned)m < XD_SASL_MECH_COUNT && (XD_SASL_MECHS_HT & XD_SASL_BIT(m));
+}
+
 static xd_scram_hash
 sasl_mech_hash(xd_sasl_mech m)
 {
@@ -187,6 +202,14 @@ xd_sasl_new(const xd_sasl_opts_t *o)
     s->mechs = o->mechs & XD_SASL_MECHS_ALL;
     if (s->cb_types == 0)
         s->mechs &= ~(unsigned)XD_SASL_MECHS_SCRAM_PLUS; /* RFC 5802 6: no binding, no -PLUS */
+    /* HT-*: the binding each needs (UNIQ: tls-unique, else tls-exporter). */
+    unsigned cbs = s->cb_types | s->cb_quiet;
+    if (!(cbs & XD_SASL_CB_BIT(XD_SASL_CB_TLS_SERVER_END_POINT)))
+        s->mechs &= ~XD_SASL_BIT(XD_SASL_HT_SHA_256_ENDP);
+    if (!(cbs & XD_SASL_CB_BIT(XD_SASL_CB_TLS_EXPORTER)))
+        s->mechs &= ~XD_SASL_BIT(XD_SASL_HT_SHA_256_EXPR);
+    if (!(cbs & (XD_SASL_CB_BIT(XD_SASL_CB_TLS_UNIQUE) | XD_SASL_CB_BIT(XD_SASL_CB_TLS_EXPORTER))))
+        s->mechs &= ~XD_SASL_BIT(XD_SASL_HT_SHA_256_UNIQ);
     s->need_tls = o->mechs_need_tls & XD_SASL_MECHS_ALL & ~s->mechs;
     s->cb_data = o->cb_data;
     for (unsigned i = 0; i < XD_SASL_CB_COUNT; i++) {
@@ -206,11 +229,17 @@ xd_sasl_new(const xd_sasl_opts_t *o)
         s->secret_len = XD_NODE_KEY_LEN;
     }
     s->fake_iterations = o->fake_iterations ? o->fake_iterations : XD_SCRAM_ITERATIONS_DEFAULT;
-    size_t k = 0;
-    for (unsigned i = 0; i < XD_SASL_MECH_COUNT; i++)
-        if (s->mechs & XD_SASL_BIT(i))
+    size_t k = 0, f = 0;
+    for (unsigned i = 0; i < XD_SASL_MECH_COUNT; i++) {
+        if (!(s->mechs & XD_SASL_BIT(i)))
+            continue;
+        if (XD_SASL_MECHS_HT & XD_SASL_BIT(i))
+            s->fast_list[f++] = sasl_mech_names[i];
+        else
             s->mech_list[k++] = sasl_mech_names[i];
+    }
     s->mech_list[k] = NULL;
+    s->fast_list[f] = NULL;
     s->state = SASL_IDLE;
     s->cb = -1;
     return s;
@@ -243,6 +272,8 @@ sasl_reset(xd_sasl_t *s)
     s->cb_input_len = 0;
     s->fake = false;
     s->cb = -1;
+    s->flags = 0;
+    OPENSSL_cleanse(s->ht_proof, sizeof s->ht_proof);
 }
 
 /* Releases the previous result's storage. */
@@ -282,6 +313,12 @@ xd_sasl_cb_offered(const xd_sasl_t *s)
     return (s->mechs & XD_SASL_MECHS_SCRAM_PLUS) ? s->cb_types : 0;
 }
 
+const char *const *
+xd_sasl_fast_mechanisms(const xd_sasl_t *s)
+{
+    return s->fast_list;
+}
+
 bool
 xd_sasl_succeeded(const xd_sasl_t *s)
 {
@@ -304,6 +341,7 @@ sasl_result_init(xd_sasl_t *s, xd_sasl_result_t *r)
     r->kind = XD_SASL_NONE;
     r->mech = s->mech;
     r->cb = -1;
+    r->token = -1;
 }
 
 /* FAILURE: the exchange is over; the engine is IDLE again. */
@@ -796,6 +834,48 @@ sc_fake_cred(xd_sasl_t *s)
     s->fake = true;
 }
 
+static int
+sasl_strcmp(const void *a, const void *b)
+{
+    return strcmp(*(const char *const *)a, *(const char *const *)b); /* i;octet */
+}
+
+/* XEP-0474 4 (SSDP): ",h=" and the base64 hash, with the SCRAM hash, of
+ * the advertised mechanisms sorted and joined by 0x1E, then, when XEP-0440
+ * advertised channel bindings, 0x1F and their sorted names joined by 0x1E. */
+static void
+sasl_ssdp(const xd_sasl_t *s, char *out, size_t cap)
+{
+    const char *names[XD_SASL_MECH_COUNT + XD_SASL_CB_COUNT];
+    size_t n = 0, len = 0;
+    char buf[512];
+    for (; s->mech_list[n]; n++)
+        names[n] = s->mech_list[n];
+    qsort(names, n, sizeof *names, sasl_strcmp);
+    for (size_t i = 0; i < n; i++)
+        len += (size_t)snprintf(buf + len, sizeof buf - len, "%s%s", i ? "\x1e" : "", names[i]);
+    unsigned cb = xd_sasl_cb_offered(s);
+    if (cb) {
+        n = 0;
+        for (unsigned t = 0; t < XD_SASL_CB_COUNT; t++)
+            if (cb & XD_SASL_CB_BIT(t))
+                names[n++] = sasl_cb_names[t];
+        qsort(names, n, sizeof *names, sasl_strcmp);
+        len += (size_t)snprintf(buf + len, sizeof buf - len, "\x1f");
+        for (size_t i = 0; i < n; i++)
+            len += (size_t)snprintf(buf + len, sizeof buf - len, "%s%s", i ? "\x1e" : "",
+                                    names[i]);
+    }
+    XD_ASSERT(len < sizeof buf);
+    uint8_t dig[XD_SCRAM_KEY_MAX];
+    int rc = xd_scram_digest(s->hash, buf, len, dig);
+    XD_ASSERT(rc == 0);
+    size_t k = (size_t)snprintf(out, cap, ",h=");
+    XD_ASSERT(k + xd_base64_encoded_len(xd_scram_key_len(s->hash), 0) < cap);
+    k += xd_base64_encode(dig, xd_scram_key_len(s->hash), out + k, 0);
+    out[k] = '\0';
+}
+
 int
 xd_sasl_provide_scram(xd_sasl_t *s, int status, const xd_scram_cred_t *cred,
                       xd_sasl_result_t *r)
@@ -831,9 +911,13 @@ xd_sasl_provide_scram(xd_sasl_t *s, int status, const xd_scram_cred_t *cred,
     snprintf(s->nonce, nl + 1, "%s%s", s->cnonce, snonce);
     char salt[4 * ((XD_SCRAM_SALT_MAX + 2) / 3) + 1];
     xd_base64_encode(s->cred.salt, s->cred.salt_len, salt, 0);
-    size_t cap = nl + strlen(salt) + 32;
+    char ssdp[4 * ((XD_SCRAM_KEY_MAX + 2) / 3) + 8] = "";
+    if (s->flags & XD_SASL_START_SSDP)
+        sasl_ssdp(s, ssdp, sizeof ssdp);
+    size_t cap = nl + strlen(salt) + strlen(ssdp) + 32;
     s->sfirst = xd_malloc(cap);
-    int k = snprintf(s->sfirst, cap, "r=%s,s=%s,i=%u", s->nonce, salt, s->cred.iterations);
+    int k = snprintf(s->sfirst, cap, "r=%s,s=%s,i=%u%s", s->nonce, salt, s->cred.iterations,
+                     ssdp);
     XD_ASSERT(k > 0 && (size_t)k < cap);
     s->sfirst_len = (size_t)k;
     uint8_t *out = xd_malloc(s->sfirst_len);
@@ -927,6 +1011,107 @@ sc_client_final(xd_sasl_t *s, const char *m, size_t n, xd_sasl_result_t *r)
     return sasl_authorize(s, r, out, b64_len + 2);
 }
 
+/* ---- HT (draft-schmaus-kitten-sasl-ht, XEP-0484 FAST) ----------------------------------------- */
+
+void
+xd_sasl_ht_hmac(const uint8_t key[XD_SASL_HT_KEY_LEN], bool initiator, const uint8_t *cb,
+                size_t cb_len, uint8_t out[32])
+{
+    static const char ini[] = "Initiator", resp[] = "Responder";
+    uint8_t msg[sizeof ini - 1 + XD_SASL_CB_DATA_MAX];
+    XD_ASSERT(cb_len <= XD_SASL_CB_DATA_MAX);
+    memcpy(msg, initiator ? ini : resp, sizeof ini - 1);
+    if (cb_len)
+        memcpy(msg + sizeof ini - 1, cb, cb_len);
+    int rc = xd_scram_hmac(XD_SCRAM_SHA256, key, XD_SASL_HT_KEY_LEN, msg, sizeof ini - 1 + cb_len,
+                           out);
+    XD_ASSERT(rc == 0);
+}
+
+/* The binding of an HT mechanism on this stream, or -1 for NONE. */
+static int
+ht_cb_type(const xd_sasl_t *s, xd_sasl_mech m)
+{
+    unsigned cbs = s->cb_types; /* advertised: tls-unique only on TLS 1.2 */
+    switch (m) {
+    case XD_SASL_HT_SHA_256_ENDP:
+        return XD_SASL_CB_TLS_SERVER_END_POINT;
+    case XD_SASL_HT_SHA_256_EXPR:
+        return XD_SASL_CB_TLS_EXPORTER;
+    case XD_SASL_HT_SHA_256_UNIQ:
+        return (cbs & XD_SASL_CB_BIT(XD_SASL_CB_TLS_UNIQUE)) ? XD_SASL_CB_TLS_UNIQUE
+                                                             : XD_SASL_CB_TLS_EXPORTER;
+    default:
+        return -1;
+    }
+}
+
+/* initial-response = authcid NUL initiator-hashed-token (32 bytes) */
+static int
+sasl_ht_first(xd_sasl_t *s, const char *m, size_t n, xd_sasl_result_t *r)
+{
+    const char *nul = memchr(m, '\0', n);
+    if (nul == NULL || nul == m || (size_t)(m + n - nul - 1) != sizeof s->ht_proof)
+        return sasl_fail(s, r, XD_SASL_COND_MALFORMED_REQUEST,
+                         "HT needs authcid, NUL and a 32-byte hashed token");
+    if (!sasl_utf8_ok(m, (size_t)(nul - m)))
+        return sasl_fail(s, r, XD_SASL_COND_MALFORMED_REQUEST, "HT authcid is not UTF-8");
+    if (xd_jid_prep_local((xd_str_t){ m, (size_t)(nul - m) }, &s->user) != 0)
+        return sasl_fail(s, r, XD_SASL_COND_NOT_AUTHORIZED, NULL);
+    memcpy(s->ht_proof, nul + 1, sizeof s->ht_proof);
+    s->state = SASL_WAIT_TOKEN;
+    r->kind = XD_SASL_NEED_TOKEN;
+    r->user = s->user;
+    return 0;
+}
+
+int
+xd_sasl_provide_token(xd_sasl_t *s, int status, const xd_sasl_token_t *toks, size_t n,
+                      xd_sasl_result_t *r)
+{
+    if (s->state != SASL_WAIT_TOKEN) {
+        sasl_result_init(s, r);
+        return XD_EINVAL;
+    }
+    sasl_result_clear(s);
+    sasl_result_init(s, r);
+    if (status != 0 && status != XD_ENOTFOUND)
+        return sasl_fail(s, r, XD_SASL_COND_TEMPORARY_AUTH_FAILURE, NULL);
+    uint8_t cbd[XD_SASL_CB_DATA_MAX];
+    size_t cbl = 0;
+    int cb = ht_cb_type(s, s->mech);
+    if (cb >= 0) {
+        s->cb_input_len = 0;
+        if (!sc_cb_data(s, (xd_sasl_cb)cb))
+            return sasl_fail(s, r, XD_SASL_COND_TEMPORARY_AUTH_FAILURE,
+                             "channel binding data unavailable");
+        cbl = s->cb_input_len;
+        memcpy(cbd, s->cb_input, cbl);
+    }
+    int match = -1;
+    for (size_t i = 0; status == 0 && i < n; i++) {
+        uint8_t want[32];
+        xd_sasl_ht_hmac(toks[i].key, true, cbd, cbl, want);
+        /* every token is computed and compared: the time does not tell which */
+        bool eq = xd_scram_ct_eq(want, s->ht_proof, sizeof want);
+        if (eq && toks[i].mech == s->mech && match < 0)
+            match = (int)i;
+        OPENSSL_cleanse(want, sizeof want);
+    }
+    if (match < 0) {
+        OPENSSL_cleanse(cbd, sizeof cbd);
+        return sasl_fail(s, r, XD_SASL_COND_NOT_AUTHORIZED, NULL);
+    }
+    uint8_t *out = xd_malloc(32);
+    xd_sasl_ht_hmac(toks[match].key, false, cbd, cbl, out);
+    OPENSSL_cleanse(cbd, sizeof cbd);
+    s->cb = cb;
+    int rc = sasl_authorize(s, r, out, 32);
+    if (r->kind == XD_SASL_SUCCESS)
+        r->token = match;
+    return rc;
+}
+
 /* ---- driving --------------------------------------------------------------------------------- */
 
 /* The first client message of the exchange in s->mech. */
@@ -935,6 +1120,8 @@ sasl_first(xd_sasl_t *s, const char *m, size_t n, xd_sasl_result_t *r)
 {
     if (sasl_mech_is_scram(s->mech))
         return sc_client_first(s, m, n, r);
+    if (xd_sasl_mech_is_ht(s->mech))
+        return sasl_ht_first(s, m, n, r);
     switch (s->mech) {
     case XD_SASL_PLAIN:
         return sasl_plain(s, m, n, r);
@@ -951,6 +1138,13 @@ sasl_first(xd_sasl_t *s, const char *m, size_t n, xd_sasl_result_t *r)
 int
 xd_sasl_start(xd_sasl_t *s, xd_str_t mech, const void *data, size_t len, xd_sasl_result_t *r)
 {
+    return xd_sasl_start_ex(s, mech, data, len, 0, r);
+}
+
+int
+xd_sasl_start_ex(xd_sasl_t *s, xd_str_t mech, const void *data, size_t len, unsigned flags,
+                 xd_sasl_result_t *r)
+{
     sasl_result_clear(s);
     sasl_result_init(s, r);
     if (s->state == SASL_SUCCEEDED) {
@@ -963,6 +1157,8 @@ xd_sasl_start(xd_sasl_t *s, xd_str_t mech, const void *data, size_t len, xd_sasl
         return sasl_fail(s, r, XD_SASL_COND_MALFORMED_REQUEST, "an exchange is in progress");
     sasl_reset(s);
     int m = xd_sasl_mech_parse(mech);
+    if (m >= 0 && xd_sasl_mech_is_ht((xd_sasl_mech)m) && !(flags & XD_SASL_START_FAST))
+        m = -1; /* XEP-0484: tokens only through SASL2 with <fast/> */
     if (m < 0 || !(s->mechs & XD_SASL_BIT(m))) {
         /* RFC6120 6.4.5: encryption-required for a mechanism that TLS would allow. */
         if (m >= 0 && (s->need_tls & XD_SASL_BIT(m)))
@@ -970,7 +1166,10 @@ xd_sasl_start(xd_sasl_t *s, xd_str_t mech, const void *data, size_t len, xd_sasl
         return sasl_fail(s, r, XD_SASL_COND_INVALID_MECHANISM, NULL);
     }
     s->mech = (xd_sasl_mech)m;
+    s->flags = flags;
     r->mech = s->mech;
+    if (data == NULL && xd_sasl_mech_is_ht(s->mech))
+        return sasl_fail(s, r, XD_SASL_COND_MALFORMED_REQUEST, "HT needs an initial response");
     if (data == NULL) /* RFC4422 3.3: no initial response: an empty challenge */
         return sasl_challenge(s, r, NULL, 0, SASL_WANT_FIRST);
     if (len > XD_SASL_MSG_MAX)

@@ -76,6 +76,12 @@ typedef enum xd_sasl_mech {
     XD_SASL_PLAIN,
     XD_SASL_ANONYMOUS,
     XD_SASL_EXTERNAL,
+    /* FAST tokens (XEP-0484, draft-schmaus-kitten-sasl-ht): offered in
+     * SASL2's <fast/> only, never in the <mechanisms/> lists. */
+    XD_SASL_HT_SHA_256_ENDP, /* channel binding tls-server-end-point */
+    XD_SASL_HT_SHA_256_EXPR, /* tls-exporter */
+    XD_SASL_HT_SHA_256_UNIQ, /* tls-unique on TLS 1.2, tls-exporter on TLS 1.3 */
+    XD_SASL_HT_SHA_256_NONE, /* no channel binding */
     XD_SASL_MECH_COUNT
 } xd_sasl_mech;
 
@@ -86,7 +92,18 @@ typedef enum xd_sasl_mech {
 #define XD_SASL_MECHS_SCRAM_PLUS                                                  \
     (XD_SASL_BIT(XD_SASL_SCRAM_SHA_512_PLUS) | XD_SASL_BIT(XD_SASL_SCRAM_SHA_256_PLUS) | \
      XD_SASL_BIT(XD_SASL_SCRAM_SHA_1_PLUS))
+#define XD_SASL_MECHS_HT                                                          \
+    (XD_SASL_BIT(XD_SASL_HT_SHA_256_ENDP) | XD_SASL_BIT(XD_SASL_HT_SHA_256_EXPR) |  \
+     XD_SASL_BIT(XD_SASL_HT_SHA_256_UNIQ) | XD_SASL_BIT(XD_SASL_HT_SHA_256_NONE))
 #define XD_SASL_MECHS_ALL ((1u << XD_SASL_MECH_COUNT) - 1)
+
+#define XD_SASL_HT_KEY_LEN 32 /* bytes: SHA-256 of a FAST token, the HMAC key (see below) */
+
+/* Flags of xd_sasl_start_ex: what the profile (RFC 6120 SASL or XEP-0388
+ * SASL2) allows for this exchange. */
+#define XD_SASL_START_SSDP 1u /* SCRAM: the server-first message carries XEP-0474's
+                                 h= hash of the advertised mechanisms and cb types */
+#define XD_SASL_START_FAST 2u /* the HT-* mechanisms may be used (SASL2 with <fast/>) */
 
 /* Channel-binding types (IANA "Channel-binding unique prefix").  tls-unique
  * is for TLS 1.2 only: it is undefined for TLS 1.3 (RFC 9266 3), and the c2s
@@ -127,6 +144,7 @@ typedef enum xd_sasl_kind {
     XD_SASL_NEED_SCRAM,     /* xd_auth_get_scram(host, user, hash) → xd_sasl_provide_scram */
     XD_SASL_NEED_CHECK,     /* xd_auth_check_password(host, user, password) → provide_check */
     XD_SASL_NEED_EXTERNAL,  /* the client certificate's identities → provide_external */
+    XD_SASL_NEED_TOKEN,     /* HT-*: the FAST tokens of user → provide_token */
 } xd_sasl_kind;
 
 /* Gets the channel-binding data of `type` for this stream into out[0..cap)
@@ -187,7 +205,17 @@ typedef struct xd_sasl_result {
                                  else user@host); NULL for ANONYMOUS */
     bool anonymous;           /* SUCCESS: by ANONYMOUS; the c2s picks a random localpart */
     int cb;                   /* SUCCESS: the xd_sasl_cb bound to, -1 = none */
+    int token;                /* SUCCESS by HT-*: index of the token that matched */
 } xd_sasl_result_t;
+
+/* A FAST token as stored: the key is SHA-256(token).  Tokens are longer
+ * than SHA-256's block (64 bytes), so HMAC (RFC 2104 2) keys with exactly
+ * this hash: HMAC(token, m) == HMAC(SHA-256(token), m), and the server
+ * never needs the token itself. */
+typedef struct xd_sasl_token {
+    uint8_t key[XD_SASL_HT_KEY_LEN]; /* SHA-256 of the token */
+    xd_sasl_mech mech;               /* the HT-* mechanism it was issued for */
+} xd_sasl_token_t;
 
 typedef struct xd_sasl xd_sasl_t;
 
@@ -226,6 +254,34 @@ const char *xd_sasl_cond_name(xd_sasl_cond cond);
  * data != NULL with len 0).  Always 0 with *r filled. */
 int xd_sasl_start(xd_sasl_t *s, xd_str_t mech, const void *data, size_t len,
                   xd_sasl_result_t *r);
+
+/* As xd_sasl_start, with XD_SASL_START_* flags (xd_sasl_start: none).
+ * HT-* mechanisms without XD_SASL_START_FAST are invalid-mechanism. */
+int xd_sasl_start_ex(xd_sasl_t *s, xd_str_t mech, const void *data, size_t len, unsigned flags,
+                     xd_sasl_result_t *r);
+
+/* The NULL-terminated HT-* mechanism names to advertise in SASL2's <fast/>
+ * (XEP-0484), channel-binding ones first.  Lives as long as s. */
+const char *const *xd_sasl_fast_mechanisms(const xd_sasl_t *s);
+
+/* True for the HT-* mechanisms. */
+bool xd_sasl_mech_is_ht(xd_sasl_mech mech);
+
+/* HT (draft-schmaus-kitten-sasl-ht 3): the initiator's or responder's
+ * hashed token, HMAC-SHA-256(key, "Initiator"|"Responder" || cb), where key
+ * is SHA-256(token) (xd_sasl_token_t).  out gets 32 bytes. */
+void xd_sasl_ht_hmac(const uint8_t key[XD_SASL_HT_KEY_LEN], bool initiator, const uint8_t *cb,
+                     size_t cb_len, uint8_t out[32]);
+
+/* The answer to NEED_TOKEN: status 0 with toks[0..n) the user's unexpired
+ * tokens for this client (read during the call only); XD_ENOTFOUND (or n
+ * == 0) fails with not-authorized, other errors temporary-auth-failure.
+ * A token matches when its mechanism is the exchange's and the client's
+ * hashed token equals (constant time) the one computed with it; SUCCESS
+ * then carries the responder's hashed token as additional data and the
+ * index in r->token.  XD_EINVAL when NEED_TOKEN is not outstanding. */
+int xd_sasl_provide_token(xd_sasl_t *s, int status, const xd_sasl_token_t *toks, size_t n,
+                          xd_sasl_result_t *r);
 
 /* <response/>: the next client message.  Always 0 with *r filled (a
  * message nobody waits for is a FAILURE malformed-request). */

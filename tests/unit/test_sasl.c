@@ -1533,6 +1533,99 @@ test_sasl__fuzz_random_and_truncated(void **state)
     }
 }
 
+
+/* HT (draft-schmaus-kitten-sasl-ht) against vectors computed independently
+ * with Python's hmac module, keyed with the token itself:
+ *   tok = b"fast-" + bytes(range(32)).hex().encode()      # 69 bytes
+ *   cb  = bytes(0xA0 + i for i in range(32))               # fx_exporter
+ *   hashlib.sha256(tok).digest()                           -> ht_key
+ *   hmac.new(tok, b"Initiator", "sha256").digest()         -> ht_ini_none
+ *   hmac.new(tok, b"Initiator" + cb, "sha256").digest()    -> ht_ini_expr
+ *   hmac.new(tok, b"Responder" + cb, "sha256").digest()    -> ht_resp_expr
+ * The engine only ever has SHA-256(tok): equal results show that a token
+ * longer than the block is hashed into the key (RFC 2104 2). */
+static const uint8_t ht_key[32] = {
+    0x7a, 0xde, 0xf7, 0xe3, 0x8b, 0x0f, 0xf4, 0xe1, 0xb3, 0x32, 0xfb, 0x97, 0x37, 0x57, 0xae, 0xde,
+    0xee, 0xad, 0x22, 0x05, 0x60, 0xb4, 0x3b, 0x8e, 0x26, 0x5b, 0x4c, 0x88, 0x89, 0x1c, 0xfc, 0xb6,
+};
+static const uint8_t ht_ini_none[32] = {
+    0xa6, 0x7c, 0x4a, 0x96, 0x28, 0x7c, 0x7d, 0x85, 0x86, 0xfc, 0x99, 0xce, 0x4c, 0xca, 0x97, 0x0c,
+    0xc8, 0x83, 0x5a, 0x61, 0x3b, 0x72, 0x40, 0xb8, 0x7f, 0x09, 0x0a, 0x6d, 0xf6, 0x37, 0x7b, 0x42,
+};
+static const uint8_t ht_ini_expr[32] = {
+    0x06, 0x24, 0x2b, 0x04, 0xca, 0xf4, 0xd5, 0xd8, 0x4b, 0x12, 0x7a, 0x31, 0xfb, 0x08, 0x22, 0xb9,
+    0xfe, 0xd5, 0xfb, 0x95, 0x94, 0xe4, 0xc9, 0xa7, 0x68, 0x82, 0xa8, 0x46, 0x60, 0xe7, 0xa7, 0x00,
+};
+static const uint8_t ht_resp_expr[32] = {
+    0x37, 0xe8, 0x05, 0xf9, 0x46, 0xe9, 0xc3, 0xfb, 0x44, 0x1a, 0xe1, 0x4a, 0x8c, 0x89, 0xf3, 0x9d,
+    0xf2, 0x8c, 0x72, 0xdc, 0x8d, 0x09, 0x4e, 0x1a, 0xdd, 0x08, 0x42, 0x7b, 0xe6, 0x98, 0x65, 0x03,
+};
+
+static void
+test_sasl__ht_vectors(void **state)
+{
+    (void)state;
+    uint8_t out[32];
+    xd_sasl_ht_hmac(ht_key, true, NULL, 0, out);
+    assert_memory_equal(out, ht_ini_none, 32);
+    uint8_t cb[32];
+    for (unsigned i = 0; i < 32; i++)
+        cb[i] = (uint8_t)(0xA0 + i);
+    xd_sasl_ht_hmac(ht_key, true, cb, 32, out);
+    assert_memory_equal(out, ht_ini_expr, 32);
+    xd_sasl_ht_hmac(ht_key, false, cb, 32, out);
+    assert_memory_equal(out, ht_resp_expr, 32);
+
+    /* Through the engine: HT-SHA-256-EXPR with fx_exporter as binding. */
+    xd_sasl_t *s = fx_new(XD_SASL_MECHS_ALL, CB_BOTH);
+    assert_string_equal(xd_sasl_fast_mechanisms(s)[0], "HT-SHA-256-ENDP");
+    xd_sasl_result_t r;
+    uint8_t msg[4 + 32];
+    memcpy(msg, "amy", 4);
+    memcpy(msg + 4, ht_ini_expr, 32);
+    /* Not without XD_SASL_START_FAST (RFC 6120 SASL, SASL2 without <fast/>). */
+    xd_sasl_start(s, xd_str_c("HT-SHA-256-EXPR"), msg, sizeof msg, &r);
+    expect_fail(&r, XD_SASL_COND_INVALID_MECHANISM);
+    xd_sasl_start_ex(s, xd_str_c("HT-SHA-256-EXPR"), msg, sizeof msg, XD_SASL_START_FAST, &r);
+    assert_int_equal(r.kind, XD_SASL_NEED_TOKEN);
+    assert_string_equal(r.user, "amy");
+    xd_sasl_token_t toks[2] = { { .mech = XD_SASL_HT_SHA_256_NONE },
+                                { .mech = XD_SASL_HT_SHA_256_EXPR } };
+    memcpy(toks[0].key, ht_key, 32); /* right token, other mechanism: no match */
+    memcpy(toks[1].key, ht_key, 32);
+    assert_int_equal(xd_sasl_provide_token(s, 0, toks, 2, &r), 0);
+    assert_int_equal(r.kind, XD_SASL_SUCCESS);
+    assert_int_equal(r.token, 1);
+    assert_int_equal(r.out_len, 32);
+    assert_memory_equal(r.out, ht_resp_expr, 32);
+    xd_sasl_free(s);
+
+    /* A wrong token, and a token of another mechanism only. */
+    s = fx_new(XD_SASL_MECHS_ALL, CB_BOTH);
+    msg[10] ^= 1;
+    xd_sasl_start_ex(s, xd_str_c("HT-SHA-256-EXPR"), msg, sizeof msg, XD_SASL_START_FAST, &r);
+    xd_sasl_provide_token(s, 0, toks, 2, &r);
+    expect_fail(&r, XD_SASL_COND_NOT_AUTHORIZED);
+    msg[10] ^= 1;
+    xd_sasl_start_ex(s, xd_str_c("HT-SHA-256-EXPR"), msg, sizeof msg, XD_SASL_START_FAST, &r);
+    xd_sasl_provide_token(s, 0, toks, 1, &r);
+    expect_fail(&r, XD_SASL_COND_NOT_AUTHORIZED);
+    /* No initial response, or a short hash: malformed. */
+    xd_sasl_start_ex(s, xd_str_c("HT-SHA-256-EXPR"), NULL, 0, XD_SASL_START_FAST, &r);
+    expect_fail(&r, XD_SASL_COND_MALFORMED_REQUEST);
+    xd_sasl_start_ex(s, xd_str_c("HT-SHA-256-EXPR"), msg, sizeof msg - 1, XD_SASL_START_FAST, &r);
+    expect_fail(&r, XD_SASL_COND_MALFORMED_REQUEST);
+    xd_sasl_free(s);
+
+    /* Without channel binding only HT-SHA-256-NONE is offered. */
+    s = fx_new(XD_SASL_MECHS_ALL, 0);
+    assert_string_equal(xd_sasl_fast_mechanisms(s)[0], "HT-SHA-256-NONE");
+    assert_null(xd_sasl_fast_mechanisms(s)[1]);
+    for (const char *const *m = xd_sasl_mechanisms(s); *m; m++)
+        assert_null(strstr(*m, "HT-")); /* never in <mechanisms/> */
+    xd_sasl_free(s);
+}
+
 int
 main(void)
 {
@@ -1565,6 +1658,7 @@ main(void)
         cmocka_unit_test(test_sasl__external),
         cmocka_unit_test(test_sasl__state_rules),
         cmocka_unit_test(test_sasl__fuzz_random_and_truncated),
+        cmocka_unit_test(test_sasl__ht_vectors),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -244,19 +244,19 @@ test_storage__migrations_once_and_idempotent(void **state)
     xd_db_t *db = fx_open(f);
 
     assert_int_equal(xd_db_schema_version(db, "core", &v), 0);
-    assert_int_equal(v, 1);
+    assert_int_equal(v, 2);
     assert_int_equal(xd_db_schema_version(db, "nothing", &v), 0);
     assert_int_equal(v, 0);
     assert_int_equal(q1_int(db, "SELECT COUNT(*) FROM sqlite_master WHERE type = 'table'"
-                                " AND name IN ('users', 'user_scram', 'schema_version')"),
-                     3);
+                                " AND name IN ('users', 'user_scram', 'fast_tokens', 'schema_version')"),
+                     4);
     assert_int_equal(xd_user_create(db, HOST, XD_STR("keep"), NULL, 0), 0);
     xd_db_close(db);
 
     /* Reopen: nothing re-applied (CREATE TABLE would fail), data kept. */
     db = fx_open(f);
     assert_int_equal(xd_db_schema_version(db, "core", &v), 0);
-    assert_int_equal(v, 1);
+    assert_int_equal(v, 2);
     assert_int_equal(q1_int(db, "SELECT COUNT(*) FROM schema_version"), 1);
     assert_string_equal(q1(db, "SELECT username FROM users", buf), "keep");
     /* Migrating again by hand is a no-op too. */
@@ -269,7 +269,7 @@ test_storage__newer_schema_refused(void **state)
 {
     fx_t *f = *state;
     xd_db_t *db = fx_open(f);
-    exec_ok(db, "UPDATE schema_version SET version = 2 WHERE component = 'core'");
+    exec_ok(db, "UPDATE schema_version SET version = 3 WHERE component = 'core'");
     xd_db_close(db);
 
     db = NULL;
@@ -321,7 +321,7 @@ test_storage__second_component(void **state)
     assert_int_equal(xd_db_schema_version(db, "test_comp", &v), 0);
     assert_int_equal(v, 2);
     assert_int_equal(xd_db_schema_version(db, "core", &v), 0);
-    assert_int_equal(v, 1);
+    assert_int_equal(v, 2);
     assert_string_equal(q1(db, "SELECT v FROM comp_a", buf), "seed");
     /* The sqlite entry of version 2 won over the portable and pgsql ones. */
     assert_int_equal(q1_int(db, "SELECT COUNT(*) FROM sqlite_master WHERE name = 'comp_b_sqlite'"),
@@ -393,7 +393,7 @@ test_storage__failed_migration_rolls_back(void **state)
     assert_int_equal(xd_db_schema_version(db, "broken", &v), 0);
     assert_int_equal(v, 0);
     assert_int_equal(xd_db_schema_version(db, "core", &v), 0); /* core went first */
-    assert_int_equal(v, 1);
+    assert_int_equal(v, 2);
     xd_db_close(db);
 }
 
