@@ -94,6 +94,10 @@ size_t c2s_sasl2_feature(xd_conn_t *c, char *buf, size_t len, size_t cap);
 void c2s_sasl2_success(xd_conn_t *c, const xd_sasl_result_t *r);
 /* NEED_TOKEN: reads the client's FAST tokens for the engine. */
 void c2s_sasl2_need_token(xd_conn_t *c, const xd_sasl_result_t *r);
+/* The answer to a resume inline in <authenticate/> (<resumed/> or
+ * <failed/>): kept for <success/> (true), or false when no SASL2 exchange
+ * waits for one. */
+bool c2s_sasl2_resume_answer(xd_conn_t *c, const char *xml, bool resumed);
 /* Forgets the SASL2 request (the stream ends, or an RFC 6120 exchange starts). */
 void c2s_sasl2_free(xd_conn_t *c);
 
@@ -110,6 +114,13 @@ bool c2s_sm_element(xd_conn_t *c, const xd_el_t *el);
  * management on the bound stream and writes the answer into buf
  * (<enabled/>, or <failed/> when it cannot be: false). */
 bool c2s_sm_start(xd_conn_t *c, const xd_el_t *el, char *buf, size_t cap);
+/* <resume previd h/> (XEP-0198 5) on an authenticated, unbound stream,
+ * standalone or inline in SASL2: the answer goes to c2s_sasl2_resume_answer
+ * first, else it is written.  True when the session is on another worker:
+ * the stream is blocked until the answer. */
+bool c2s_sm_resume(xd_conn_t *c, const char *previd, const char *h);
+/* Writes again what the resumed session's client has not acknowledged. */
+void c2s_sm_resend(xd_conn_t *c);
 /* A stanza of the client was handled (counts for <a h/>). */
 void c2s_sm_handled(xd_conn_t *c);
 /* A stanza was written to the client: kept until acknowledged. */

@@ -18,11 +18,13 @@
  *     transaction, input blocked meanwhile), then Bind2, then <success/>
  *     and the stream features, without a stream restart.
  *
+ *   <resume xmlns='urn:xmpp:sm:3'/> inline (XEP-0198 8.2): tried first
+ *     in c2s_sasl2_finish; when the session is on another worker the
+ *     finish runs again with the answer (c2s_sasl2_resume_answer).
+ *
  * Not done: <continue/> and tasks (XEP-0388 2.6.3; nothing here needs a
  * second factor or a password change), TLS 0-RTT for FAST (not offered,
- * so <fast count/> is not checked), inline SM resumption (see
- * c2s_sasl2_parse: a <resume xmlns='urn:xmpp:sm:3'/> handler goes there and
- * in c2s_sasl2_finish, before the bind).
+ * so <fast count/> is not checked).
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -51,6 +53,13 @@
 #define C2S_BIND2_TAG_MAX 64   /* bytes of a Bind2 <tag/> */
 #define C2S_FAST_TOKEN_LEN 69  /* "fast-" + 64 hex digits: longer than SHA-256's block */
 
+typedef enum {
+    C2S_RESUME_NONE,    /* not asked, or not tried yet */
+    C2S_RESUME_TRYING,  /* c2s_sm_resume runs (an answer now is synchronous) */
+    C2S_RESUME_WAITING, /* the session's worker was asked; input blocked */
+    C2S_RESUME_DONE,    /* answered */
+} c2s_resume_state;
+
 struct c2s_sasl2 {
     char ua[XD_FAST_CLIENT_MAX + 1]; /* <user-agent id/>, "" = none */
     bool bind;                       /* <bind xmlns='urn:xmpp:bind:0'/> asked */
@@ -58,6 +67,11 @@ struct c2s_sasl2 {
     bool carbons;                    /* ... inline <enable xmlns='urn:xmpp:carbons:2'/> */
     bool csi_inactive;               /* ... inline <inactive xmlns='urn:xmpp:csi:0'/> */
     xd_el_t *sm;                     /* ... inline <enable xmlns='urn:xmpp:sm:3'/> (a copy) */
+    char *resume_previd;             /* inline <resume xmlns='urn:xmpp:sm:3'/>: previd, or NULL */
+    char *resume_h;                  /* ... and its h (as sent, checked by c2s_sm_resume) */
+    c2s_resume_state resume;         /* how far that resume is */
+    char *resume_xml;                /* its answer for <success/> (<resumed/> or <failed/>) */
+    bool resumed;                    /* ... the session is this stream's again */
     int want_token;                  /* <request-token mechanism/>: xd_sasl_mech, -1 none */
     bool fast;                       /* <fast/>: a token is presented */
     bool invalidate;                 /* ... with invalidate='true' */
@@ -76,6 +90,9 @@ c2s_sasl2_free(xd_conn_t *c)
         return;
     xd_free(s2->additional);
     xd_el_free(s2->sm);
+    xd_free(s2->resume_previd);
+    xd_free(s2->resume_h);
+    xd_free(s2->resume_xml);
     OPENSSL_cleanse(s2, sizeof *s2);
     xd_free(s2);
     c2s_of(c)->s2 = NULL;
@@ -91,7 +108,9 @@ c2s_sasl2_feature(xd_conn_t *c, char *buf, size_t len, size_t cap)
     ADD("<authentication xmlns='" XD_NS_SASL2 "'>");
     for (const char *const *m = xd_sasl_mechanisms(s->sasl); *m; m++)
         ADD("<mechanism>%s</mechanism>", *m);
-    ADD("<inline><bind xmlns='" XD_NS_BIND2 "'><inline>"
+    ADD("<inline>%s<bind xmlns='" XD_NS_BIND2 "'><inline>",
+        c2s_sm_offered(c) ? "<sm xmlns='" XD_NS_SM "'/>" : ""); /* XEP-0198 8.2 */
+    ADD(
         "<feature var='" XD_NS_CARBONS "'/><feature var='" XD_NS_CSI "'/>%s</inline></bind>",
         c2s_sm_offered(c) ? "<feature var='" XD_NS_SM "'/>" : "");
     const char *const *fm = xd_sasl_fast_mechanisms(s->sasl);
@@ -168,10 +187,12 @@ c2s_sasl2_parse(xd_conn_t *c, c2s_sasl2_t *s2, const xd_el_t *el, const xd_el_t 
             const char *inv = xd_el_attr(ch, "invalidate");
             s2->fast = true;
             s2->invalidate = inv && (!strcmp(inv, "true") || !strcmp(inv, "1"));
+        } else if (!strcmp(ns, XD_NS_SM) && !strcmp(name, "resume") && !s2->resume_previd) {
+            /* XEP-0198 8.2: tried in c2s_sasl2_finish before Bind2. */
+            const char *previd = xd_el_attr(ch, "previd"), *h = xd_el_attr(ch, "h");
+            s2->resume_previd = xd_strndup(previd ? previd : "", previd ? strnlen(previd, 64) : 0);
+            s2->resume_h = xd_strndup(h ? h : "", h ? strnlen(h, 16) : 0);
         }
-        /* Inline SM resumption (<resume xmlns='urn:xmpp:sm:3'/>) plugs in
-         * here: remember it, and try it in c2s_sasl2_finish before Bind2
-         * (XEP-0386 2.2: a resumed stream skips the bind). */
     }
     return NULL;
 }
@@ -305,24 +326,42 @@ c2s_bind2_resource(xd_conn_t *c, char *out, size_t cap)
         k += snprintf(out + k, cap - (size_t)k, "%02x", h[i]);
 }
 
-/* Bind2, then <success/> and the features. */
-static void
+/* An inline resume first (XEP-0198 8.2), then Bind2 unless it resumed,
+ * then <success/> and the features, then what the resumed session had not
+ * had acknowledged.  True when the resume waits for another worker: this
+ * runs again with its answer (c2s_sasl2_resume_answer). */
+static bool
 c2s_sasl2_finish(xd_conn_t *c)
 {
     c2s_t *s = c2s_of(c);
     c2s_sasl2_t *s2 = s->s2;
+    if (s2->resume_previd && s2->resume == C2S_RESUME_NONE) {
+        s2->resume = C2S_RESUME_TRYING;
+        if (c2s_sm_resume(c, s2->resume_previd, s2->resume_h)) {
+            s2->resume = C2S_RESUME_WAITING;
+            return true;
+        }
+    }
+    if (c->state != C2S_OPEN)
+        return false; /* the resume closed the stream (a count too high) */
     xd_el_t *succ = xd_el_new("success", XD_NS_SASL2);
     if (s2->additional)
         xd_el_add_text(xd_el_add_child(succ, "additional-data", NULL), s2->additional);
     xd_el_t *authz = xd_el_add_child(succ, "authorization-identifier", NULL);
-    if (s2->bind) {
+    xd_el_t *answer = NULL;
+    if (s2->resume_xml && xd_el_parse(s2->resume_xml, strlen(s2->resume_xml), &answer) == 0)
+        xd_el_append(succ, answer);
+    bool resumed = s2->resumed;
+    if (resumed) {
+        xd_el_add_text(authz, xd_jid_full_str(s->session->jid).p);
+    } else if (s2->bind) {
         char res[C2S_BIND2_TAG_MAX + 32];
         c2s_bind2_resource(c, res, sizeof res);
         xd_session_bind_req_t req = c2s_bind_req(c);
         if (xd_session_bind(&req, res, &s->session) != 0) /* a tag that is no resource */
             xd_session_bind(&req, NULL, &s->session);
     }
-    if (s->session) {
+    if (s->session && !resumed) {
         c2s_bound(c, "bind2");
         xd_el_t *bound = xd_el_add_child(succ, "bound", XD_NS_BIND2);
         if (s2->carbons) /* XEP-0280 through XEP-0386: cannot fail, no answer */
@@ -337,7 +376,7 @@ c2s_sasl2_finish(xd_conn_t *c)
                 xd_el_append(bound, a); /* <enabled id resume max/> or <failed/> */
         }
         xd_el_add_text(authz, xd_jid_full_str(s->session->jid).p);
-    } else {
+    } else if (!resumed) {
         xd_el_add_text(authz, xd_jid_bare_str(s->jid).p);
     }
     if (s2->token[0]) {
@@ -359,6 +398,25 @@ c2s_sasl2_finish(xd_conn_t *c)
     c2s_sasl2_free(c);
     /* XEP-0388 2.6.1: the features of the authenticated stream follow. */
     c2s_send_features(c);
+    if (resumed)
+        c2s_sm_resend(c);
+    return false;
+}
+
+bool
+c2s_sasl2_resume_answer(xd_conn_t *c, const char *xml, bool resumed)
+{
+    c2s_sasl2_t *s2 = c2s_of(c)->s2;
+    if (!s2 || (s2->resume != C2S_RESUME_TRYING && s2->resume != C2S_RESUME_WAITING))
+        return false;
+    bool waiting = s2->resume == C2S_RESUME_WAITING;
+    s2->resume = C2S_RESUME_DONE;
+    xd_free(s2->resume_xml);
+    s2->resume_xml = xd_strdup(xml);
+    s2->resumed = resumed;
+    if (waiting)
+        c2s_sasl2_finish(c); /* the caller unblocks the stream after */
+    return true;
 }
 
 static void
@@ -371,8 +429,8 @@ c2s_on_fast_update(void *arg, int status)
         XD_LOG(&c->log, XD_WARN, "FAST token update failed", "status=%s", xd_strerror(status));
         c2s_of(c)->s2->token[0] = '\0'; /* not stored: not given */
     }
-    c2s_sasl2_finish(c);
-    c2s_unblock(c);
+    if (!c2s_sasl2_finish(c))
+        c2s_unblock(c); /* else the resume's answer unblocks it */
 }
 
 void

@@ -369,16 +369,6 @@ c2s_sm_offered(const xd_conn_t *c)
     return on;
 }
 
-static void
-c2s_sm_failed(xd_conn_t *c, const char *cond, const char *h)
-{
-    char buf[320];
-    snprintf(buf, sizeof buf,
-             "<failed xmlns='" XD_NS_SM "'%s%s%s><%s xmlns='" XD_NS_STANZAS "'/></failed>",
-             h ? " h='" : "", h ? h : "", h ? "'" : "", cond);
-    c2s_write_str(c, buf);
-}
-
 /* Asks the client for an acknowledgement. */
 static void
 c2s_sm_request(xd_conn_t *c, c2s_sm_t *sm)
@@ -496,9 +486,8 @@ c2s_sm_enable(xd_conn_t *c, const xd_el_t *el)
 
 /* h of an <a/> or <resume/>: 0, or -1 when it is not a 32-bit count. */
 static int
-c2s_sm_h(const xd_el_t *el, uint32_t *h)
+c2s_sm_h(const char *hs, uint32_t *h)
 {
-    const char *hs = xd_el_attr(el, "h");
     char *end = NULL;
     unsigned long long v = hs ? strtoull(hs, &end, 10) : 0;
     if (!hs || end == hs || *end || *hs == '-' || v > UINT32_MAX)
@@ -512,7 +501,7 @@ c2s_sm_ack(xd_conn_t *c, const xd_el_t *el)
 {
     c2s_sm_t *sm = c2s_of(c)->sm;
     uint32_t h;
-    if (c2s_sm_h(el, &h) != 0) {
+    if (c2s_sm_h(xd_el_attr(el, "h"), &h) != 0) {
         c2s_close(c, XD_STREAM_INVALID_XML, "<a/> needs 'h', a 32-bit count");
         return;
     }
@@ -586,8 +575,8 @@ sm_take_here(xd_worker_t *w, sm_move_t *m)
         p->moved = (xd_session_ref_t){ .ops = xd_c2s_session_ops(), .worker = m->to_worker,
                                        .id = m->to_conn };
         xd_timer_start(p->timer, SM_MOVED_KEEP_MS, 0);
-        XD_LOG(&m->log, XD_INFO, "stream management: session handed over", "to_worker=%u",
-               m->to_worker);
+        XD_LOG(&m->log, XD_INFO, "stream management: session handed over",
+               "from_worker=%u to_worker=%u", xd_worker_index(w), m->to_worker);
     }
     if (m->to_worker == xd_worker_index(w)) {
         sm_give_here(w, m);
@@ -614,13 +603,29 @@ sm_take_msg(xd_worker_t *w, void *arg)
     sm_take_here(w, arg);
 }
 
+/* The answer to a resume: written, or, for one inline in SASL2's
+ * <authenticate/>, handed to c2s_sasl2.c for its <success/>.  A resumed
+ * session's queue is sent again right after the answer. */
+static void
+c2s_sm_answer(xd_conn_t *c, const char *xml, bool resumed)
+{
+    if (c2s_sasl2_resume_answer(c, xml, resumed))
+        return; /* SASL2 writes it, then calls c2s_sm_resend */
+    c2s_write_str(c, xml);
+    if (resumed)
+        c2s_sm_resend(c);
+}
+
 /* The session could not be resumed (gone, or the account's resource was
  * taken meanwhile): the client binds afresh. */
 static void
-c2s_sm_resume_failed(xd_conn_t *c, const char *why)
+c2s_sm_resume_failed(xd_conn_t *c, const char *cond, const char *why)
 {
+    char buf[200];
     XD_LOG(&c->log, XD_INFO, "stream management: resume failed", "reason=%s", why);
-    c2s_sm_failed(c, "item-not-found", NULL);
+    snprintf(buf, sizeof buf, "<failed xmlns='" XD_NS_SM "'><%s xmlns='" XD_NS_STANZAS
+             "'/></failed>", cond);
+    c2s_sm_answer(c, buf, false);
 }
 
 /* The session is this stream's again: what the client has is dropped,
@@ -648,13 +653,21 @@ c2s_sm_resumed(xd_conn_t *c, uint32_t h)
     }
     snprintf(buf, sizeof buf, "<resumed xmlns='" XD_NS_SM "' previd='%s' h='%u'/>",
              sm->resume_id, (unsigned)sm->h_in);
-    c2s_write_str(c, buf);
     c2s_established(c);
+    XD_LOG(&c->log, XD_NOTICE, "session resumed", "worker=%u resent=%zu h=%u",
+           xd_worker_index(c->ws->worker), sm->q.len, (unsigned)h);
+    c2s_sm_answer(c, buf, true);
+}
+
+void
+c2s_sm_resend(xd_conn_t *c)
+{
+    c2s_sm_t *sm = c2s_of(c)->sm;
+    if (!sm || c->state != C2S_OPEN)
+        return;
     size_t n = sm->q.len;
     for (size_t i = 0; i < n; i++)
         c2s_send_stanza(c, xd_smq_at(&sm->q, i));
-    XD_LOG(&c->log, XD_NOTICE, "session resumed", "worker=%u resent=%zu h=%u",
-           xd_worker_index(c->ws->worker), n, (unsigned)h);
     if (n) {
         sm->unrequested = (unsigned)n;
         c2s_sm_request(c, sm);
@@ -673,7 +686,7 @@ sm_give_here(xd_worker_t *w, sm_move_t *m)
     unsigned wi = xd_worker_index(w);
     if (!sess) {
         if (usable)
-            c2s_sm_resume_failed(c, "no such session");
+            c2s_sm_resume_failed(c, "item-not-found", "no such session");
     } else if (!usable) {
         /* The new stream went away meanwhile: the session waits here for
          * the next resume, under the same id. */
@@ -695,7 +708,7 @@ sm_give_here(xd_worker_t *w, sm_move_t *m)
         if (xd_session_adopt(sess, &ref, c->ip, &c->log) != 0) {
             /* A new login took the resource while the session was parked:
              * it ends, and what waited goes to the new holder. */
-            c2s_sm_resume_failed(c, "replaced");
+            c2s_sm_resume_failed(c, "item-not-found", "replaced");
             xd_session_end(sess, "replaced");
             s->session = NULL;
             c2s_sm_end(c);
@@ -708,26 +721,24 @@ sm_give_here(xd_worker_t *w, sm_move_t *m)
     xd_free(m);
 }
 
-/* <resume previd h/> on an authenticated, unbound stream. */
-static void
-c2s_sm_resume(xd_conn_t *c, const xd_el_t *el)
+bool
+c2s_sm_resume(xd_conn_t *c, const char *previd, const char *hs)
 {
     c2s_t *s = c2s_of(c);
     if (s->session || s->sm || !c2s_sm_offered(c)) {
-        c2s_sm_failed(c, "unexpected-request", NULL);
-        return;
+        c2s_sm_resume_failed(c, "unexpected-request", "not now");
+        return false;
     }
-    const char *previd = xd_el_attr(el, "previd");
     uint32_t h;
-    if (!previd || c2s_sm_h(el, &h) != 0) {
-        c2s_sm_failed(c, "bad-request", NULL);
-        return;
+    if (!previd || c2s_sm_h(hs, &h) != 0) {
+        c2s_sm_resume_failed(c, "bad-request", "malformed");
+        return false;
     }
     unsigned worker;
     uint64_t id;
     if (strlen(previd) != SM_ID_LEN || sm_table_get(previd, s->jid, &worker, &id) != 0) {
-        c2s_sm_resume_failed(c, "unknown id");
-        return;
+        c2s_sm_resume_failed(c, "item-not-found", "unknown id");
+        return false;
     }
     sm_move_t *m = xd_new(sm_move_t);
     memcpy(m->previd, previd, SM_ID_LEN + 1);
@@ -737,16 +748,17 @@ c2s_sm_resume(xd_conn_t *c, const xd_el_t *el)
     m->h = h;
     if (worker == m->to_worker) {
         sm_take_here(c->ws->worker, m);
-        return;
+        return false;
     }
     xd_worker_t *w = xd_worker_get(worker);
     if (!w || xd_worker_post(w, sm_take_msg, m) != 0) {
         xd_free(m);
-        c2s_sm_resume_failed(c, "stopping");
-        return;
+        c2s_sm_resume_failed(c, "item-not-found", "stopping");
+        return false;
     }
     /* Nothing more is read until the session (or its absence) is here. */
     c2s_block(c);
+    return true;
 }
 
 /* ---- elements ------------------------------------------------------------------------------------- */
@@ -762,7 +774,7 @@ c2s_sm_element(xd_conn_t *c, const xd_el_t *el)
     if (!strcmp(name, "enable")) {
         c2s_sm_enable(c, el);
     } else if (!strcmp(name, "resume")) {
-        c2s_sm_resume(c, el);
+        c2s_sm_resume(c, xd_el_attr(el, "previd"), xd_el_attr(el, "h"));
     } else if (!s->sm) {
         /* <r/> and <a/> only once enabled (XEP-0198 4). */
         c2s_close(c, XD_STREAM_UNSUPPORTED_STANZA_TYPE, "stream management is not enabled");

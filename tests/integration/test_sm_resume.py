@@ -49,6 +49,13 @@ def wait_log(srv, text, count=1, timeout=10):
         time.sleep(0.02)
 
 
+def crossed_workers(srv):
+    """A session was handed from one worker to another."""
+    return any(a != b for a, b in
+               re.findall(r"session handed over\" [^\n]*from_worker=(\d) to_worker=(\d)",
+                          srv.log_text()))
+
+
 def ids_of(text, prefix):
     return re.findall(r"<message[^>]*id='(" + prefix + r"\d+)'", text)
 
@@ -165,14 +172,10 @@ def test_resume_on_another_worker(server_factory):
         text = q(a.roundtrip())
         assert ids_of(text, "[wx]") == [f"x{i}"], text
         h_out += 2
-        log = srv.log_text()
-        workers = re.findall(r'event="(?:session bound|session resumed)" [^\n]*'
-                             r'jid=ann@localhost/a [^\n]*worker=(\d)', log)
-        if len(set(workers)) > 1:
+        if crossed_workers(srv):
             crossed = True
             break
     assert crossed, "every connection landed on one worker"
-    assert "session handed over" in srv.log_text()
 
 
 def test_resume_needs_the_same_account(server_factory):
@@ -398,3 +401,55 @@ def test_slixmpp_resumes(server_factory):
         close_loop(loop)
     assert st == {"starts": 1, "resumed": 1, "bodies": ["m1", "m2"]}, st
     assert "session resumed" in srv.log_text()
+
+
+def test_resume_inline_in_sasl2(server_factory):
+    """XEP-0198 8.2: <resume/> inside SASL2's <authenticate/> is tried
+    before Bind2; resumed, the <success/> carries <resumed/>, the bind is
+    ignored and the queue follows the features.  Repeated until one such
+    resume crossed workers (the answer then comes from the inbox).  An
+    unknown id: <failed/> in the <success/>, and Bind2 binds afresh."""
+    from test_sasl2 import authz_id, bind2, scram2, stream
+    srv = server_factory(extra_yaml=QUIET, workers=2)
+    users(srv, "amy", "bob", password="secret")
+    a = stream(srv.c2s_port)
+    kind, body, _ = scram2(a, "amy", "secret",
+                           extra=bind2(inline=f"<enable xmlns='{SM}' resume='true'/>"))
+    assert kind == "success", body
+    enabled = q(body)
+    m = re.search(r"<enabled xmlns='urn:xmpp:sm:3' id='([0-9a-f]{32})' resume='true'", enabled)
+    assert m, enabled
+    rid, ajid = m.group(1), authz_id(body)
+    a.recv_until(r"<stream:features>.*?</stream:features>")
+    b, _ = online(srv, "bob", "b", password="secret")
+    h = 0
+    crossed = False
+    for i in range(40):
+        b.send(f"<message to='{ajid}' type='chat' id='i{i}'><body>i{i}</body></message>")
+        a.recv_until(rf"id='i{i}'")
+        h += 1
+        a.sock.close()
+        wait_log(srv, "session parked", i + 1)
+        b.send(f"<message to='{ajid}' type='chat' id='j{i}'><body>j{i}</body></message>")
+        b.roundtrip()
+        a = stream(srv.c2s_port)
+        kind, body, _ = scram2(a, "amy", "secret",
+                               extra=f"<resume xmlns='{SM}' previd='{rid}' h='{h}'/>"
+                                     + bind2(tag="Ignored"))
+        body = q(body)
+        assert kind == "success" and f"<resumed xmlns='{SM}' previd='{rid}'" in body, body
+        assert authz_id(body) == ajid and "<bound" not in body, body
+        text = q(a.recv_until(rf"<stream:features>.*?</stream:features>.*?id='j{i}'").group(0))
+        assert ids_of(text, "[ij]") == [f"j{i}"], text
+        h += 1
+        if crossed_workers(srv):
+            crossed = True
+            break
+    assert crossed, "no resume crossed workers"
+    bad = stream(srv.c2s_port)
+    kind, body, _ = scram2(bad, "amy", "secret",
+                           extra=f"<resume xmlns='{SM}' previd='{'0' * 32}' h='0'/>"
+                                 + bind2(tag="Fresh"))
+    body = q(body)
+    assert kind == "success" and "<failed xmlns='urn:xmpp:sm:3'><item-not-found" in body, body
+    assert "<bound xmlns='urn:xmpp:bind:0'" in body and "/Fresh." in authz_id(body), body
