@@ -8,6 +8,7 @@ parked session the same way.  A real client library resumes at the end."""
 import re
 import signal
 import time
+from datetime import timedelta
 
 from helpers import online, q, users
 from xclient import XClient
@@ -453,3 +454,86 @@ def test_resume_inline_in_sasl2(server_factory):
     body = q(body)
     assert kind == "success" and "<failed xmlns='urn:xmpp:sm:3'><item-not-found" in body, body
     assert "<bound xmlns='urn:xmpp:bind:0'" in body and "/Fresh." in authz_id(body), body
+
+
+def test_aioxmpp_resumes(server_factory):
+    """aioxmpp's stream management: its client enables resumption and
+    reaches the server through a loopback relay; the relay resets both
+    TCP connections (the network is gone).  The client reconnects by
+    itself and resumes (on_stream_resumed, no on_stream_destroyed), and
+    the message bob sent meanwhile reaches it once."""
+    import asyncio
+    import socket
+    import struct
+
+    import aioxmpp
+    import aioxmpp.connector
+
+    srv = server_factory(extra_yaml=QUIET)
+    users(srv, "ann", "bob")
+    b, _ = online(srv, "bob", "b")
+    st = {"resumed": 0, "destroyed": 0, "bodies": []}
+    links = []  # (client side, server side) writers of the relay's connections
+
+    def reset(w):
+        sock = w.get_extra_info("socket")
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        w.transport.abort()
+
+    async def pipe(r, w):
+        try:
+            while data := await r.read(65536):
+                w.write(data)
+        except (ConnectionError, OSError):
+            pass
+
+    async def relay(cr, cw):
+        sr, sw = await asyncio.open_connection("127.0.0.1", srv.c2s_port)
+        links.append((cw, sw))
+        await asyncio.gather(pipe(cr, sw), pipe(sr, cw))
+
+    async def run():
+        proxy = await asyncio.start_server(relay, "127.0.0.1", 0)
+        port = proxy.sockets[0].getsockname()[1]
+        got_m1, got_m2 = asyncio.Event(), asyncio.Event()
+        client = aioxmpp.PresenceManagedClient(
+            aioxmpp.JID.fromstr("ann@localhost/ax"),
+            aioxmpp.make_security_layer("pw", no_verify=True),
+            override_peer=[("127.0.0.1", port, aioxmpp.connector.STARTTLSConnector())],
+        )
+        client.resumption_timeout = 60
+        client.backoff_start = timedelta(milliseconds=100)
+        client.on_stream_resumed.connect(lambda *_: st.__setitem__("resumed", st["resumed"] + 1))
+        client.on_stream_destroyed.connect(
+            lambda *_: st.__setitem__("destroyed", st["destroyed"] + 1))
+
+        def on_message(msg):
+            body = msg.body.any() if msg.body else None
+            st["bodies"].append(body)
+            (got_m1 if body == "m1" else got_m2).set()
+
+        client.stream.register_message_callback(aioxmpp.MessageType.CHAT, None, on_message)
+        async with client.connected() as stream:
+            assert stream.sm_enabled and stream.sm_resumable
+            b.send("<message to='ann@localhost/ax' type='chat' id='a1'><body>m1</body></message>")
+            await asyncio.wait_for(got_m1.wait(), 10)
+            cw, sw = links[0]
+            reset(sw)
+            reset(cw)
+            await asyncio.get_running_loop().run_in_executor(
+                None, wait_log, srv, "session parked")
+            b.send("<message to='ann@localhost/ax' type='chat' id='a2'><body>m2</body></message>")
+            b.roundtrip()
+            await asyncio.wait_for(got_m2.wait(), 20)
+            stream_destroyed = st["destroyed"]  # before the client's own end
+        proxy.close()
+        return stream_destroyed
+
+    loop = asyncio.new_event_loop()
+    try:
+        destroyed = loop.run_until_complete(asyncio.wait_for(run(), 40))
+    finally:
+        loop.close()
+    assert destroyed == 0, "the stream was lost, not resumed"
+    assert st["resumed"] == 1 and st["bodies"] == ["m1", "m2"], st
+    assert "session resumed" in srv.log_text()
