@@ -93,16 +93,27 @@ struct c2s_sm {
 
 /* ---- the resume table (any thread) ------------------------------------------------------------ */
 
-/* Where a resumable session is: its owner and its transport id. */
+/* Where a resumable session is: its owner and its transport id; or, once
+ * it ended, the count of the client's stanzas it had handled, kept for a
+ * while so that a late <resume/> learns it (XEP-0198 5: <failed h/>) and
+ * the client knows which of its last stanzas to send again. */
 typedef struct sm_where {
     unsigned worker;
     uint64_t id;
-    char *account; /* the bare JID it belongs to */
+    char *account;     /* the bare JID it belongs to */
+    bool ended;        /* the session is gone; h and ended_ms say when and how far */
+    uint32_t h;
+    uint64_t ended_ms;
 } sm_where_t;
+
+#define SM_ENDED_MAX 4096        /* ended sessions remembered (oldest forgotten first) */
+#define SM_ENDED_KEEP_MS 600000  /* ... for at most this long */
 
 static uv_once_t sm_once = UV_ONCE_INIT;
 static uv_mutex_t sm_lock;
-static xd_map_t sm_table; /* resume id ─► sm_where_t */
+static xd_map_t sm_table;                           /* resume id ─► sm_where_t */
+static char sm_ended[SM_ENDED_MAX][SM_ID_LEN + 1];  /* ring of ended ids, oldest at sm_ended_at */
+static size_t sm_ended_at, sm_ended_n;
 
 static void
 sm_table_init(void)
@@ -116,6 +127,12 @@ sm_where_free(void *v)
     sm_where_t *w = v;
     xd_free(w->account);
     xd_free(w);
+}
+
+static uint64_t
+sm_now_ms(void)
+{
+    return uv_hrtime() / 1000000u;
 }
 
 /* Enters or moves resume id `rid` to (worker, id). */
@@ -135,27 +152,40 @@ sm_table_put(const char *rid, unsigned worker, uint64_t id, const xd_jid_t *acco
         sm_where_free(old);
 }
 
-/* Removes `rid` if it still names session id. */
+/* Session id of `rid` ended having handled h of the client's stanzas. */
 static void
-sm_table_del(const char *rid, uint64_t id)
+sm_table_end(const char *rid, uint64_t id, uint32_t h)
 {
     if (!rid[0])
         return;
     uv_once(&sm_once, sm_table_init);
-    sm_where_t *w = NULL;
+    sm_where_t *gone = NULL;
     uv_mutex_lock(&sm_lock);
     sm_where_t *cur = xd_map_get(&sm_table, xd_str_c(rid));
-    if (cur && cur->id == id)
-        w = xd_map_del(&sm_table, xd_str_c(rid));
+    if (cur && !cur->ended && cur->id == id) {
+        cur->ended = true;
+        cur->h = h;
+        cur->ended_ms = sm_now_ms();
+        if (sm_ended_n == SM_ENDED_MAX) {
+            /* The oldest is forgotten. */
+            gone = xd_map_del(&sm_table, xd_str_c(sm_ended[sm_ended_at]));
+            sm_ended_at = (sm_ended_at + 1) % SM_ENDED_MAX;
+            sm_ended_n--;
+        }
+        memcpy(sm_ended[(sm_ended_at + sm_ended_n) % SM_ENDED_MAX], rid, SM_ID_LEN + 1);
+        sm_ended_n++;
+    }
     uv_mutex_unlock(&sm_lock);
-    if (w)
-        sm_where_free(w);
+    if (gone)
+        sm_where_free(gone);
 }
 
-/* Where `rid` is, if it belongs to `account`: 0 or XD_ENOTFOUND (also for
- * another account's id: nothing tells the two apart). */
+/* Where `rid` is, if it belongs to `account`: 0; XD_ENOTFOUND (also for
+ * another account's id: nothing tells the two apart); XD_ECLOSED when the
+ * session ended, with *h the count of the client's stanzas it handled. */
 static int
-sm_table_get(const char *rid, const xd_jid_t *account, unsigned *worker, uint64_t *id)
+sm_table_get(const char *rid, const xd_jid_t *account, unsigned *worker, uint64_t *id,
+             uint32_t *h)
 {
     uv_once(&sm_once, sm_table_init);
     xd_str_t bare = xd_jid_bare_str(account);
@@ -163,9 +193,14 @@ sm_table_get(const char *rid, const xd_jid_t *account, unsigned *worker, uint64_
     uv_mutex_lock(&sm_lock);
     sm_where_t *w = xd_map_get(&sm_table, xd_str_c(rid));
     if (w && strlen(w->account) == bare.len && !memcmp(w->account, bare.p, bare.len)) {
-        *worker = w->worker;
-        *id = w->id;
-        rc = 0;
+        if (!w->ended) {
+            *worker = w->worker;
+            *id = w->id;
+            rc = 0;
+        } else if (sm_now_ms() - w->ended_ms < SM_ENDED_KEEP_MS) {
+            *h = w->h;
+            rc = XD_ECLOSED;
+        }
     }
     uv_mutex_unlock(&sm_lock);
     return rc;
@@ -221,7 +256,7 @@ parked_end(sm_parked_t *p, const char *reason)
 {
     parked_del(p);
     if (p->session) {
-        sm_table_del(p->sm->resume_id, p->id);
+        sm_table_end(p->sm->resume_id, p->id, p->sm->h_in);
         XD_LOG(&p->log, XD_INFO, "stream management: parked session ends", "reason=%s queued=%zu",
                reason, p->sm->q.len);
         xd_session_end(p->session, reason);
@@ -589,7 +624,7 @@ sm_take_here(xd_worker_t *w, sm_move_t *m)
             xd_session_ref_t ref = { .ops = xd_c2s_session_ops(), .worker = xd_worker_index(w),
                                      .id = m->old_id };
             xd_session_adopt(m->session, &ref, NULL, &m->log);
-            sm_table_del(m->sm->resume_id, m->old_id);
+            sm_table_end(m->sm->resume_id, m->old_id, m->sm->h_in);
             xd_session_end(m->session, "shutdown");
             sm_free_rerouting(m->sm, &m->log);
         }
@@ -692,7 +727,7 @@ sm_give_here(xd_worker_t *w, sm_move_t *m)
          * the next resume, under the same id. */
         xd_session_ref_t ref = { .ops = xd_c2s_session_ops(), .worker = wi, .id = m->to_conn };
         if (xd_session_adopt(sess, &ref, NULL, &m->log) != 0) {
-            sm_table_del(sm->resume_id, m->old_id);
+            sm_table_end(sm->resume_id, m->old_id, sm->h_in);
             xd_session_end(sess, "replaced");
             sm_free_rerouting(sm, &m->log);
         } else {
@@ -734,9 +769,22 @@ c2s_sm_resume(xd_conn_t *c, const char *previd, const char *hs)
         c2s_sm_resume_failed(c, "bad-request", "malformed");
         return false;
     }
-    unsigned worker;
-    uint64_t id;
-    if (strlen(previd) != SM_ID_LEN || sm_table_get(previd, s->jid, &worker, &id) != 0) {
+    unsigned worker = 0;
+    uint64_t id = 0;
+    uint32_t ended_h = 0;
+    int rc = strlen(previd) == SM_ID_LEN ? sm_table_get(previd, s->jid, &worker, &id, &ended_h)
+                                         : XD_ENOTFOUND;
+    if (rc == XD_ECLOSED) {
+        /* Gone, but the client learns how far it got (XEP-0198 5). */
+        char buf[200];
+        XD_LOG(&c->log, XD_INFO, "stream management: resume failed", "reason=ended h=%u",
+               ended_h);
+        snprintf(buf, sizeof buf, "<failed xmlns='" XD_NS_SM "' h='%u'><item-not-found xmlns='"
+                 XD_NS_STANZAS "'/></failed>", (unsigned)ended_h);
+        c2s_sm_answer(c, buf, false);
+        return false;
+    }
+    if (rc != 0) {
         c2s_sm_resume_failed(c, "item-not-found", "unknown id");
         return false;
     }
@@ -903,6 +951,6 @@ c2s_sm_end(xd_conn_t *c)
     if (!sm)
         return;
     s->sm = NULL;
-    sm_table_del(sm->resume_id, c->id);
+    sm_table_end(sm->resume_id, c->id, sm->h_in);
     sm_free_rerouting(sm, &c->log);
 }

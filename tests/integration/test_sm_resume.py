@@ -221,7 +221,12 @@ def test_never_resumed_goes_offline_at_the_timeout(server_factory):
     assert "reason=timeout" in srv.log_text()
     a2, _ = online(srv, "ann", "a2")
     assert ids_of(q(a2.roundtrip()), "t") == ["t0", "t1", "t2", "t3"]
-    assert "item-not-found" in resume(authed(srv, "ann"), rid, 0)
+    # A late resume learns how many of ann's stanzas were handled: her
+    # directed presence (XEP-0198 5, <failed h/>); another account does not.
+    got = resume(authed(srv, "ann"), rid, 0)
+    assert "item-not-found" in got and "h='1'" in got, got
+    got = resume(authed(srv, "bob"), rid, 0)
+    assert "item-not-found" in got and "h=" not in got, got
 
 
 def test_new_login_replaces_a_parked_session(server_factory):
