@@ -225,6 +225,7 @@ typedef struct xd_host_conf {
     char *sasl_authzid_access;         /* access rule: who may use another authzid */
     bool fast;                         /* XEP-0484 FAST tokens offered in SASL2 */
     uint64_t fast_token_ttl_ms;        /* lifetime of a FAST token */
+    int max_user_sessions;             /* sessions per account; 0 = no limit */
     bool stream_management;            /* XEP-0198 offered on client streams */
     int sm_max_unacked;                /* unacknowledged stanzas before the stream is closed */
     int sm_ack_request_every;          /* <r/> after this many unacknowledged; 0 = never */

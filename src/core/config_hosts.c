@@ -127,6 +127,13 @@ const xd_opt_t cfg_host_opts[] = {
     XD_OPT_FULL("fast_token_ttl", XD_OPT_TYPE_DURATION, H_, fast_token_ttl_ms, "14d", NULL,
                 "How long a FAST token stays valid. A token used in its second half is rotated: "
                 "the login that uses it gets a new one.", HOST_, NULL),
+    XD_OPT_FULL("max_user_sessions", XD_OPT_TYPE_INT, H_, max_user_sessions, "10",
+                (&(const xd_opt_range_t){ 0, 100000 }),
+                "Sessions one account may have at once, connected or parked for stream "
+                "management resumption. A bind beyond it ends the account's other sessions "
+                "with `conflict`, parked ones first, then the oldest (as ejabberd does). "
+                "0: no limit.",
+                HOST_, NULL),
     XD_OPT_FULL("stream_management", XD_OPT_TYPE_BOOL, H_, stream_management, "true", NULL,
                 "Offer stream management (XEP-0198) on client streams: acknowledgements both "
                 "ways, and resumption of a session whose connection broke (see `sm_resume_timeout`); "

@@ -234,6 +234,55 @@ xd_session_pick(const xd_session_info_t *s, size_t n, const xd_stanza_t *st, boo
 
 /* ---- binding (RFC 6120 7) ----------------------------------------------------------------- */
 
+/* Parked sessions (their connection broke) go first, then the oldest. */
+static int
+sess_cmp_victim(const void *a, const void *b)
+{
+    const xd_session_info_t *x = a, *y = b;
+    bool dx = x->flags & XD_SESSION_DETACHED, dy = y->flags & XD_SESSION_DETACHED;
+    if (dx != dy)
+        return dx ? -1 : 1;
+    return x->since_ms < y->since_ms ? -1 : x->since_ms > y->since_ms;
+}
+
+/* max_user_sessions: the account of `full` just bound session `self`;
+ * beyond `max` sessions (0: no limit) the others end, parked ones first,
+ * then the oldest (as ejabberd does; a client that reconnects without
+ * resuming should not be refused because its dead sessions linger). */
+static void
+sess_limit(const xd_jid_t *full, uint64_t self, int max)
+{
+    if (max <= 0)
+        return;
+    size_t cap = (size_t)max + 4;
+    xd_session_info_t *v = xd_calloc(cap, sizeof *v);
+    size_t n = xd_session_list(full, v, cap);
+    if (n > cap) {
+        for (size_t i = 0; i < cap; i++)
+            xd_session_info_clear(&v[i]);
+        v = xd_realloc(v, n * sizeof *v);
+        memset(v, 0, n * sizeof *v);
+        size_t m = xd_session_list(full, v, n);
+        n = m < n ? m : n;
+    }
+    if (n > (size_t)max) {
+        qsort(v, n, sizeof *v, sess_cmp_victim);
+        size_t excess = n - (size_t)max;
+        for (size_t i = 0; i < n && excess; i++) {
+            if (v[i].ref.id == self)
+                continue;
+            XD_LOG(NULL, XD_INFO, "session closed: max_user_sessions", "jid=%s max=%d",
+                   xd_jid_full_str(v[i].jid).p, max);
+            xd_session_close(&v[i].ref, XD_STREAM_CONFLICT,
+                             "too many sessions of this account");
+            excess--;
+        }
+    }
+    for (size_t i = 0; i < n; i++)
+        xd_session_info_clear(&v[i]);
+    xd_free(v);
+}
+
 /* Binds `want` (NULL or "": server-generated); -1 and *out, or the error
  * condition (*text: its text or NULL). */
 static int
@@ -252,6 +301,7 @@ sess_bind(const xd_session_bind_req_t *req, const char *want, xd_session_t **out
     xd_config_t *cfg = xd_config_get();
     const xd_host_conf_t *hc = xd_config_host(cfg, req->host);
     int policy = hc ? hc->resource_conflict : XD_RESOURCE_REPLACE;
+    int max_sessions = hc ? hc->max_user_sessions : 0;
     xd_config_unref(cfg);
 
     xd_str_t local = xd_jid_local(req->user), domain = xd_jid_domain(req->user);
@@ -322,6 +372,7 @@ sess_bind(const xd_session_bind_req_t *req, const char *want, xd_session_t **out
     sess_local = s;
     xd_hook_session_t sev = { .host = s->host, .jid = s->jid, .reason = NULL };
     xd_hook_run(XD_HOOK_SM_REGISTER_CONNECTION, s->host, &sev);
+    sess_limit(full, req->ref.id, max_sessions);
     *out = s;
     return -1;
 }

@@ -542,3 +542,27 @@ def test_aioxmpp_resumes(server_factory):
     assert destroyed == 0, "the stream was lost, not resumed"
     assert st["resumed"] == 1 and st["bodies"] == ["m1", "m2"], st
     assert "session resumed" in srv.log_text()
+
+
+def test_max_user_sessions_ends_parked_ones_first(server_factory):
+    """max_user_sessions: 2.  ann has a parked session (a1) and a
+    connected one (a2); a third bind ends the parked one, a fourth the
+    oldest connected one (conflict).  Parked sessions cannot pile up
+    without bound for one account."""
+    srv = server_factory(extra_yaml=QUIET + "max_user_sessions: 2\n")
+    users(srv, "ann")
+    a1, _, rid = park(srv, resource="a1")
+    a1.sock.close()
+    wait_log(srv, "session parked")
+    a2, _ = online(srv, "ann", "a2")
+    a3, _ = online(srv, "ann", "a3")
+    wait_log(srv, "parked session ends")
+    got = resume(authed(srv, "ann"), rid, 0)
+    assert "item-not-found" in got, got
+    a2.roundtrip()  # still there
+    a4, _ = online(srv, "ann", "a4")
+    assert a2.stream_error() == "conflict"
+    a3.roundtrip()
+    a4.roundtrip()
+    out = srv.ctl_run("user_sessions_info", "ann", "localhost").stdout
+    assert sorted(re.findall(r"ann@localhost/(a\d)", out)) == ["a3", "a4"], out
