@@ -76,6 +76,7 @@
 
 #define SM_ID_LEN 32            /* resume id: 128 bits in hex */
 #define SM_MOVED_KEEP_MS 60000  /* a moved session's forwarding entry lives this long */
+#define SM_MAX_BYTES ((size_t)4 << 20) /* unacknowledged bytes when the listener sets none */
 
 struct c2s_sm {
     xd_smq_t q;             /* sent (or queued while parked), not yet acknowledged */
@@ -83,6 +84,7 @@ struct c2s_sm {
     unsigned unrequested;   /* stanzas sent since our last <r/> */
     unsigned request_every; /* sm_ack_request_every (0: never) */
     size_t max_unacked;     /* sm_max_unacked */
+    size_t max_bytes;       /* ... and their bytes: the listener's max_queue */
     uint64_t interval_ms;   /* sm_ack_request_interval (0: never) */
     uint64_t resume_ms;     /* how long a broken stream's session is kept (0: not resumable) */
     xd_timer_t *timer;      /* runs while something unacknowledged was not asked for */
@@ -90,6 +92,13 @@ struct c2s_sm {
     bool closing;           /* over sm_max_unacked: the close is posted */
     char resume_id[SM_ID_LEN + 1]; /* "" when not resumable */
 };
+
+/* More waits unacknowledged than sm_max_unacked stanzas or max_queue bytes. */
+static bool
+c2s_sm_over(const c2s_sm_t *sm)
+{
+    return sm->q.len > sm->max_unacked || sm->q.bytes > sm->max_bytes;
+}
 
 /* ---- the resume table (any thread) ------------------------------------------------------------ */
 
@@ -327,10 +336,10 @@ c2s_sm_parked_deliver(uint64_t id, const xd_stanza_t *st)
         xd_session_send(&p->moved, st); /* it was on its way here when the session moved */
         return 0;
     }
-    if (p->ending)
-        return XD_ENOTFOUND;
+    /* Queued also once the end is posted: it goes the way of the rest
+     * when the end runs (the bound is passed by what arrives until then). */
     xd_smq_push(&p->sm->q, st);
-    if (p->sm->q.len > p->sm->max_unacked) {
+    if (!p->ending && c2s_sm_over(p->sm)) {
         /* Not here: the caller is delivering. */
         p->ending = true;
         sm_end_msg_t *m = xd_new(sm_end_msg_t);
@@ -439,6 +448,9 @@ c2s_sm_configure(xd_conn_t *c, c2s_sm_t *sm)
     const xd_host_conf_t *hc = xd_config_host(cfg, c->host);
     sm->request_every = hc ? (unsigned)hc->sm_ack_request_every : 5;
     sm->max_unacked = hc ? (size_t)hc->sm_max_unacked : 5000;
+    /* What the server holds for a client that does not acknowledge is
+     * bounded like what it queues for one that does not read. */
+    sm->max_bytes = c->listener->max_queue_bytes ? c->listener->max_queue_bytes : SM_MAX_BYTES;
     sm->interval_ms = hc ? hc->sm_ack_request_interval_ms : 0;
     xd_config_unref(cfg);
     if (sm->interval_ms && !sm->timer)
@@ -853,13 +865,13 @@ c2s_sm_sent(xd_conn_t *c, const xd_stanza_t *st)
     if (!sm)
         return;
     xd_smq_push(&sm->q, st);
-    if (sm->q.len > sm->max_unacked) {
+    if (c2s_sm_over(sm)) {
         if (!sm->closing) {
             /* Not here: the caller is delivering (a CSI flush may still be
              * walking this session); the close ends the session. */
             sm->closing = true;
             XD_LOG(&c->log, XD_INFO, "stream management: too many unacknowledged",
-                   "count=%zu", sm->q.len);
+                   "count=%zu bytes=%zu", sm->q.len, sm->q.bytes);
             c2s_post_close(xd_worker_index(c->ws->worker), c->id, XD_STREAM_POLICY_VIOLATION,
                            "too many unacknowledged stanzas");
         }

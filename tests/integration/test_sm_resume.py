@@ -566,3 +566,37 @@ def test_max_user_sessions_ends_parked_ones_first(server_factory):
     a4.roundtrip()
     out = srv.ctl_run("user_sessions_info", "ann", "localhost").stdout
     assert sorted(re.findall(r"ann@localhost/(a\d)", out)) == ["a3", "a4"], out
+
+
+def test_unacknowledged_bytes_are_bounded_by_max_queue(server_factory):
+    """What the server keeps unacknowledged is bounded in bytes too (the
+    listener's max_queue, 64 KiB here), not only in stanzas: 4 KiB
+    messages to a connected client that reads but never acknowledges
+    close its stream; to a parked session they end it.  Both times the
+    messages go to offline storage, in order."""
+    srv = server_factory(extra_yaml=QUIET, listen_opts="    max_queue: 64KB\n")
+    users(srv, "ann", "bob")
+    b, _ = online(srv, "bob", "b")
+    a, ajid = online(srv, "ann", "a")
+    enable(a)
+    pad = "x" * 4096
+    for i in range(20):
+        b.send(f"<message to='{ajid}' type='chat' id='q{i}'><body>{pad}</body></message>")
+    assert a.stream_error(timeout=10) == "policy-violation"
+    b.roundtrip()
+    assert "bytes=" in srv.log_text()
+    n1, _ = online(srv, "ann", "n1")
+    got = ids_of(q(n1.roundtrip()), "q")
+    assert got == [f"q{i}" for i in range(20)], got
+    n1.send("</stream:stream>")
+    n1.read_to_close()
+    p, pjid, rid = park(srv, resource="p")
+    p.sock.close()
+    wait_log(srv, "session parked")
+    for i in range(20):
+        b.send(f"<message to='{pjid}' type='chat' id='k{i}'><body>{pad}</body></message>")
+    b.roundtrip()
+    wait_log(srv, "reason=overflow")
+    n2, _ = online(srv, "ann", "n2")
+    got = ids_of(q(n2.roundtrip()), "k")
+    assert got == [f"k{i}" for i in range(20)], got
