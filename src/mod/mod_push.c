@@ -41,8 +41,9 @@
  * `answer_timeout`) with the registration they were for.  The answer
  * comes back to the account's bare JID; a FILTER_PACKET handler (any
  * thread) takes it out before the router sees it: a result forgets the id,
- * an error from the JID the IQ went to disables the registration (XEP-0357
- * 8: the row is deleted).  No answer in time: forgotten, nothing disabled.
+ * an error (not of type 'wait') from the JID the IQ went to disables the
+ * registration (XEP-0357 8: the row is deleted).  No answer in time:
+ * forgotten, nothing disabled.
  *
  * Threads: the in-memory tables (pending ids, rate limits, counts) are
  * under the instance's mutex; storage runs on the blocking pool.
@@ -637,7 +638,12 @@ ps_filter(xd_module_ctx_t *ctx, xd_hook_filter_t *ev, void *arg)
     pthread_mutex_unlock(&s->mu);
     if (!ours)
         return XD_HOOK_OK;
-    if (strcmp(type, "error") == 0) {
+    /* An error that says "later" (type='wait': the app server is busy or
+     * rate-limits) is no reason to forget the device (XEP-0357 8 is about
+     * errors that say the registration is bad). */
+    const xd_el_t *err = xd_el_child(el, "error", NULL);
+    const char *etype = err ? xd_el_attr(err, "type") : NULL;
+    if (strcmp(type, "error") == 0 && !(etype && strcmp(etype, "wait") == 0)) {
         ps_disable_t *d = xd_new(ps_disable_t);
         snprintf(d->host, sizeof d->host, "%s", ev->host);
         d->p = p;

@@ -125,6 +125,16 @@ def test_enable_notify_and_answers(server_factory):
     p = publishes(offline_msg(b, app, "third"))[0]
     assert field(p, "message-count") == "3", p
 
+    # The app server answers "wait" (busy, rate-limited): nothing changes.
+    pid = re.search(r"id='([^']+)'", p).group(1)
+    app.send(f"<iq type='error' id='{pid}' from='{APP}' to='alice@localhost'>"
+             f"<error type='wait'><resource-constraint "
+             f"xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'/></error></iq>")
+    app.send(f"<message from='{APP}' to='{bjid}' id='wait1'><body>x</body></message>")
+    expect(b, r"<message[^>]*id='wait1'")
+    p = publishes(offline_msg(b, app, "fourth"))[0]
+    assert field(p, "message-count") == "4", p
+
     # The app server answers an error: the registration is disabled.
     pid = re.search(r"id='([^']+)'", p).group(1)
     app.send(f"<iq type='error' id='{pid}' from='{APP}' to='alice@localhost'>"
