@@ -5,14 +5,16 @@
  * normal message to an account with no session that takes it (RFC 6121
  * 8.5.2.2.1) is stored, stamped with <delay from='host' stamp='…'/>, and the
  * store is committed before the sender's stream goes on to its next stanza
- * (xmppd/input.h), so a message the sender saw answered past survives a
+ * (xmppd/input.h; the batched writer of mod_batch.h), so a message the sender saw answered past survives a
  * crash of the server, and a graceful stop drains the stores first.  When a session of the account
  * sends its initial available presence with a non-negative priority, the
  * stored messages are taken out (read and deleted in one transaction) and
  * delivered to it in order.
  *
- * What is stored: messages with a <body> or <subject> (chat states alone
- * and receipts are not worth keeping, XEP-0160 3), and any with the XEP-0334
+ * What is stored: messages with a <body> or <subject>, or an end-to-end
+ * encrypted payload sent without a body (OMEMO, OpenPGP:
+ * mod_msg_worth_keeping; chat states alone and receipts are not worth
+ * keeping, XEP-0160 3), and any with the XEP-0334
  * <store/> hint; not one with <no-store/> (the sender gets service-
  * unavailable, as from a host that keeps no messages; off_store_hint);
  * messages to accounts that do not exist get service-unavailable; beyond
@@ -30,6 +32,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "mod_batch.h"
 #include "mod_util.h"
 #include "xmppd/alloc.h"
 #include "xmppd/auth.h"
@@ -113,10 +116,8 @@ static const xd_module_schema_t off_schemas[] = {
 #define OFF_BATCH_MAX_BYTES (4u << 20)   /* their XML */
 
 typedef struct off_store {
-    struct off_store *next; /* the worker's FIFO */
-    xd_module_ctx_t *ctx;   /* the instance (held until done) */
+    mod_batch_item_t b;     /* first: the FIFO (mod_batch.h); b.bytes is xml_len */
     xd_stanza_t *orig;      /* the message as routed (for the error reply) */
-    xd_input_ref_t in;      /* the sender's stream, held until stored */
     char *host;             /* the account's host */
     char *user;             /* its localpart */
     char *xml;              /* what is stored: the message with its delay stamp */
@@ -124,19 +125,7 @@ typedef struct off_store {
     int64_t max;            /* quota: messages */
     int64_t max_bytes;      /* quota: bytes */
     int64_t now;            /* seconds since the epoch */
-    int status;             /* 0, XD_ENOTFOUND, XD_ELIMIT or an error */
 } off_store_t;
-
-typedef struct off_batch {
-    off_store_t *head;      /* the messages, in order */
-    xd_db_t *db;            /* where they go */
-} off_batch_t;
-
-/* The FIFO belongs to the worker thread: xd_db_async brings each answer
- * back to the thread that asked. */
-static _Thread_local off_store_t *off_q_head, *off_q_tail;
-static _Thread_local size_t off_q_len, off_q_bytes;
-static _Thread_local bool off_q_busy; /* a batch is being written */
 
 static bool
 off_same_account(const off_store_t *a, const off_store_t *b)
@@ -150,13 +139,13 @@ off_same_account(const off_store_t *a, const off_store_t *b)
 static int
 off_batch_tx(xd_db_conn_t *c, void *arg)
 {
-    off_batch_t *b = arg;
     int64_t n = 0, bytes = 0;
     const off_store_t *counted = NULL; /* the account n and bytes are for */
-    for (off_store_t *s = b->head; s; s = s->next) {
-        if (s->status == XD_ENOTFOUND)
+    for (mod_batch_item_t *it = arg; it; it = it->next) {
+        off_store_t *s = (off_store_t *)it;
+        if (s->b.status == XD_ENOTFOUND)
             continue; /* no such account (known before the transaction) */
-        s->status = 0; /* a retried transaction starts again */
+        s->b.status = 0; /* a retried transaction starts again */
         if (!counted || !off_same_account(counted, s)) {
             xd_db_val_t key[] = { XD_DB_V_CSTR(s->host), XD_DB_V_CSTR(s->user) };
             int rc = xd_db_query_int64(c,
@@ -173,7 +162,7 @@ off_batch_tx(xd_db_conn_t *c, void *arg)
             counted = s;
         }
         if (n >= s->max || bytes + (int64_t)s->xml_len > s->max_bytes) {
-            s->status = XD_ELIMIT;
+            s->b.status = XD_ELIMIT;
             continue;
         }
         xd_db_val_t row[] = {
@@ -195,16 +184,15 @@ off_batch_tx(xd_db_conn_t *c, void *arg)
     return 0;
 }
 
+/* mod_batch write: existence first, outside the transaction (the auth
+ * backend may be elsewhere), asked once per account of a run. */
 static int
-off_batch_work(xd_db_conn_t *c, void *arg)
+off_batch_write(xd_db_t *db, mod_batch_item_t *head)
 {
-    (void)c;
-    off_batch_t *b = arg;
-    /* Existence first, outside the transaction: the auth backend may be
-     * elsewhere.  Asked once per account of a run. */
     const off_store_t *asked = NULL;
     int known = 0;
-    for (off_store_t *s = b->head; s; s = s->next) {
+    for (mod_batch_item_t *it = head; it; it = it->next) {
+        off_store_t *s = (off_store_t *)it;
         if (!asked || !off_same_account(asked, s)) {
             bool exists = false;
             int rc = xd_auth_user_exists_sync(s->host, s->user, &exists);
@@ -215,36 +203,28 @@ off_batch_work(xd_db_conn_t *c, void *arg)
             known = exists ? 0 : XD_ENOTFOUND;
             asked = s;
         }
-        s->status = known;
+        s->b.status = known;
     }
-    return xd_db_tx(b->db, off_batch_tx, b);
+    return xd_db_tx(db, off_batch_tx, head);
 }
 
-static void off_batch_done(void *arg, int status);
-
-/* Answers one message: an error to the sender when it was not stored, then
- * its stream goes on. */
+/* mod_batch finish: an error to the sender when the message was not
+ * stored. */
 static void
-off_store_finish(off_store_t *s, int status)
+off_store_finish(mod_batch_item_t *it, int status)
 {
-    if (status == 0)
-        status = s->status;
+    off_store_t *s = (off_store_t *)it;
     if (status == XD_ENOTFOUND) {
         /* RFC 6121 8.5.2.2.1 for an account that does not exist. */
         xd_route_error(s->orig, XD_COND_SERVICE_UNAVAILABLE, NULL);
     } else if (status == XD_ELIMIT) {
         xd_route_error(s->orig, XD_COND_RESOURCE_CONSTRAINT,
                        "the recipient's offline storage is full");
-    } else if (status == XD_EFULL) {
-        xd_route_error(s->orig, XD_COND_RESOURCE_CONSTRAINT,
-                       "the server cannot store more messages now");
     } else if (status != 0) {
         XD_LOG(NULL, XD_ERROR, "offline store failed", "host=%s user=%s err=%s", s->host,
                s->user, xd_strerror(status));
         xd_route_error(s->orig, XD_COND_INTERNAL_SERVER_ERROR, NULL);
     }
-    xd_input_release(s->in);
-    xd_module_release(s->ctx);
     xd_stanza_unref(s->orig);
     xd_free(s->host);
     xd_free(s->user);
@@ -252,54 +232,18 @@ off_store_finish(off_store_t *s, int status)
     xd_free(s);
 }
 
-/* Writes the next batch when none is being written. */
-static void
-off_q_run(void)
-{
-    while (off_q_head && !off_q_busy) {
-        off_batch_t *b = xd_new(off_batch_t);
-        b->db = xd_module_db(off_q_head->ctx);
-        b->head = off_q_head;
-        off_store_t *last = off_q_head;
-        size_t n = 1, bytes = last->xml_len;
-        /* One database per batch (a host's modules share one today). */
-        while (last->next && n < OFF_BATCH_MAX && bytes + last->next->xml_len <= OFF_BATCH_MAX_BYTES &&
-               xd_module_db(last->next->ctx) == b->db) {
-            last = last->next;
-            n++;
-            bytes += last->xml_len;
-        }
-        off_q_head = last->next;
-        if (!off_q_head)
-            off_q_tail = NULL;
-        last->next = NULL;
-        off_q_len -= n;
-        off_q_bytes -= bytes;
-        off_q_busy = true;
-        int rc = xd_db_async(b->db, off_batch_work, off_batch_done, b);
-        if (rc != 0) /* cannot queue: these fail now, the next batch may pass */
-            off_batch_done(b, rc == XD_EFULL ? XD_EINTERNAL : rc);
-    }
-}
+static const mod_batch_ops_t off_batch_ops = {
+    .what = "offline store",
+    .write = off_batch_write,
+    .finish = off_store_finish,
+    .q_max = OFF_Q_MAX,
+    .q_max_bytes = OFF_Q_MAX_BYTES,
+    .batch_max = OFF_BATCH_MAX,
+    .batch_max_bytes = OFF_BATCH_MAX_BYTES,
+};
 
-static void
-off_batch_done(void *arg, int status)
-{
-    off_batch_t *b = arg;
-    off_q_busy = false;
-    for (off_store_t *s = b->head, *next; s; s = next) {
-        next = s->next;
-        off_store_finish(s, status);
-    }
-    xd_free(b);
-    off_q_run();
-}
-
-static bool
-off_worth_keeping(const xd_el_t *el)
-{
-    return xd_el_child(el, "body", NULL) || xd_el_child(el, "subject", NULL);
-}
+/* The FIFO belongs to the worker thread (mod_batch.h). */
+static _Thread_local mod_batch_q_t off_q;
 
 /* XEP-0334 (Message Processing Hints, urn:xmpp:hints) as offline storage
  * reads them.  <no-store/>: not kept "temporarily, e.g. for later delivery
@@ -334,7 +278,7 @@ off_store(xd_module_ctx_t *ctx, xd_hook_stanza_t *ev, void *arg)
         return XD_HOOK_OK;
     const xd_el_t *el = xd_stanza_root(st);
     off_hint hint = off_store_hint(el);
-    if (hint != OFF_HINT_STORE && !off_worth_keeping(el))
+    if (hint != OFF_HINT_STORE && !mod_msg_worth_keeping(el))
         return XD_HOOK_STOP; /* XEP-0160 3: nothing to keep, and no error */
     if (hint == OFF_HINT_NO_STORE)
         return XD_HOOK_OK; /* not kept: service-unavailable, as with no storage */
@@ -363,36 +307,23 @@ off_store(xd_module_ctx_t *ctx, xd_hook_stanza_t *ev, void *arg)
     size_t len;
     const char *bytes = xd_stanza_bytes(stamped, &len);
 
-    if (off_q_len >= OFF_Q_MAX || off_q_bytes + len > OFF_Q_MAX_BYTES) {
-        xd_stanza_unref(stamped);
-        XD_LOG(NULL, XD_WARN, "offline store queue full", "host=%s queued=%zu bytes=%zu", host,
-               off_q_len, off_q_bytes);
-        xd_route_error(st, XD_COND_RESOURCE_CONSTRAINT,
-                       "the server cannot store more messages now");
-        return XD_HOOK_STOP;
-    }
     off_store_t *s = xd_new(off_store_t);
-    s->ctx = ctx;
-    xd_module_hold(ctx);
     s->orig = xd_stanza_ref(st);
-    s->in = xd_input_hold();
     xd_str_t l = xd_jid_local(to);
     s->host = xd_strdup(host);
     s->user = xd_strndup(l.p, l.len);
     s->xml = xd_strndup(bytes, len);
     s->xml_len = len;
+    s->b.bytes = len;
     s->max = oc->max_user_messages;
     s->max_bytes = oc->max_user_size > (size_t)INT64_MAX ? INT64_MAX : (int64_t)oc->max_user_size;
     s->now = (int64_t)ts.tv_sec;
     xd_stanza_unref(stamped);
-    if (off_q_tail)
-        off_q_tail->next = s;
-    else
-        off_q_head = s;
-    off_q_tail = s;
-    off_q_len++;
-    off_q_bytes += len;
-    off_q_run();
+    if (mod_batch_push(&off_q, &off_batch_ops, ctx, &s->b) != 0) {
+        xd_route_error(st, XD_COND_RESOURCE_CONSTRAINT,
+                       "the server cannot store more messages now");
+        off_store_finish(&s->b, 0); /* nothing routed for 0: frees it */
+    }
     return XD_HOOK_STOP;
 }
 

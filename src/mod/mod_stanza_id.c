@@ -26,9 +26,7 @@
 #include <stdio.h>
 #include <string.h>
 
-#include <openssl/rand.h>
-
-#include "xmppd/base64.h"
+#include "mod_util.h"
 #include "xmppd/el.h"
 #include "xmppd/err.h"
 #include "xmppd/hooks.h"
@@ -37,27 +35,6 @@
 #include "xmppd/module.h"
 #include "xmppd/ns.h"
 #include "xmppd/stanza.h"
-
-#define SID_RAND_BATCH 4080 /* random bytes fetched at once per thread (a multiple of 15) */
-
-/* 120 random bits as 20 characters of the URL-safe base64 alphabet.  The
- * bytes come from a per-thread batch of RAND_bytes, so a message costs a
- * memcpy, not a call into the DRBG.  0, or XD_EINTERNAL when the DRBG
- * fails. */
-static int
-sid_new_id(char out[21])
-{
-    static _Thread_local unsigned char pool[SID_RAND_BATCH];
-    static _Thread_local size_t used = SID_RAND_BATCH;
-    if (used + 15 > SID_RAND_BATCH) {
-        if (RAND_bytes(pool, sizeof pool) != 1)
-            return XD_EINTERNAL;
-        used = 0;
-    }
-    xd_base64_encode(pool + used, 15, out, XD_BASE64_URL); /* 15 bytes: 20 characters */
-    used += 15;
-    return 0;
-}
 
 /* FILTER_PACKET: stamps messages to an account of the host. */
 static int
@@ -85,7 +62,7 @@ sid_filter(xd_module_ctx_t *hctx, xd_hook_filter_t *ev_, void *arg)
     if (account)
         snprintf(by, sizeof by, "%.*s@%.*s", (int)local.len, local.p, (int)dom.len, dom.p);
     char id[21];
-    if (!account || sid_new_id(id) != 0)
+    if (!account || mod_random_id(id) != 0)
         return XD_HOOK_OK; /* to the server itself, or no randomness: unstamped */
 
     /* In place when the router's reference is the only one (a message

@@ -3,8 +3,11 @@
  */
 #include <stdio.h>
 
+#include <openssl/rand.h>
+
 #include "mod_util.h"
 #include "xmppd/alloc.h"
+#include "xmppd/base64.h"
 #include "xmppd/err.h"
 #include "xmppd/hooks.h"
 #include "xmppd/jid.h"
@@ -67,4 +70,31 @@ mod_user_rows(xd_module_ctx_t *ctx, const char *sql)
 {
     return xd_module_hook(ctx, XD_HOOK_REMOVE_USER, XD_HOOK_PRIO_DEFAULT, rows_removed,
                           (void *)sql);
+}
+
+bool
+mod_msg_worth_keeping(const xd_el_t *msg)
+{
+    return xd_el_child(msg, "body", NULL) || xd_el_child(msg, "subject", NULL) ||
+           xd_el_child(msg, "encrypted", "eu.siacs.conversations.axolotl") ||
+           xd_el_child(msg, "encrypted", "urn:xmpp:omemo:2") ||
+           xd_el_child(msg, "openpgp", "urn:xmpp:openpgp:0") ||
+           xd_el_child(msg, "x", "jabber:x:encrypted");
+}
+
+#define RANDOM_BATCH 4080 /* random bytes fetched at once per thread (a multiple of 15) */
+
+int
+mod_random_id(char out[21])
+{
+    static _Thread_local unsigned char pool[RANDOM_BATCH];
+    static _Thread_local size_t used = RANDOM_BATCH;
+    if (used + 15 > RANDOM_BATCH) {
+        if (RAND_bytes(pool, sizeof pool) != 1)
+            return XD_EINTERNAL;
+        used = 0;
+    }
+    xd_base64_encode(pool + used, 15, out, XD_BASE64_URL); /* 15 bytes: 20 characters */
+    used += 15;
+    return 0;
 }

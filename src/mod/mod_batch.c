@@ -1,0 +1,106 @@
+/*
+ * mod_batch.c — batched, durable writes from a worker loop (see
+ * mod_batch.h).
+ */
+#include "mod_batch.h"
+
+#include "xmppd/alloc.h"
+#include "xmppd/err.h"
+#include "xmppd/log.h"
+
+typedef struct batch {
+    mod_batch_q_t *q;
+    const mod_batch_ops_t *ops;
+    mod_batch_item_t *head; /* the items, in order */
+    xd_db_t *db;            /* where they go */
+} batch_t;
+
+static void batch_done(void *arg, int status);
+
+static int
+batch_work(xd_db_conn_t *c, void *arg)
+{
+    (void)c;
+    batch_t *b = arg;
+    return b->ops->write(b->db, b->head);
+}
+
+/* Writes the next batch when none is being written. */
+static void
+batch_run(mod_batch_q_t *q, const mod_batch_ops_t *ops)
+{
+    while (q->head && !q->busy) {
+        batch_t *b = xd_new(batch_t);
+        b->q = q;
+        b->ops = ops;
+        b->db = xd_module_db(q->head->ctx);
+        b->head = q->head;
+        mod_batch_item_t *last = q->head;
+        size_t n = 1, bytes = last->bytes;
+        /* One database per batch (a host's modules share one today). */
+        while (last->next && n < ops->batch_max &&
+               bytes + last->next->bytes <= ops->batch_max_bytes &&
+               xd_module_db(last->next->ctx) == b->db) {
+            last = last->next;
+            n++;
+            bytes += last->bytes;
+        }
+        q->head = last->next;
+        if (!q->head)
+            q->tail = NULL;
+        last->next = NULL;
+        q->len -= n;
+        q->bytes -= bytes;
+        q->busy = true;
+        int rc = xd_db_async(b->db, batch_work, batch_done, b);
+        if (rc != 0) /* cannot queue: these fail now, the next batch may pass */
+            batch_done(b, rc == XD_EFULL ? XD_EINTERNAL : rc);
+    }
+}
+
+static void
+batch_done(void *arg, int status)
+{
+    batch_t *b = arg;
+    mod_batch_q_t *q = b->q;
+    const mod_batch_ops_t *ops = b->ops;
+    q->busy = false;
+    for (mod_batch_item_t *it = b->head, *next; it; it = next) {
+        next = it->next;
+        xd_module_ctx_t *ctx = it->ctx;
+        xd_input_ref_t in = it->in;
+        ops->finish(it, status != 0 ? status : it->status);
+        /* What finish routed (an error to the sender) goes before the
+         * sender's next stanza. */
+        xd_input_release(in);
+        xd_module_release(ctx);
+    }
+    xd_free(b);
+    batch_run(q, ops);
+}
+
+int
+mod_batch_push(mod_batch_q_t *q, const mod_batch_ops_t *ops, xd_module_ctx_t *ctx,
+               mod_batch_item_t *it)
+{
+    if (!xd_module_db(ctx))
+        return XD_EINVAL;
+    if (q->len >= ops->q_max || q->bytes + it->bytes > ops->q_max_bytes) {
+        XD_LOG(NULL, XD_WARN, "write queue full", "what=%s queued=%zu bytes=%zu", ops->what,
+               q->len, q->bytes);
+        return XD_EFULL;
+    }
+    it->next = NULL;
+    it->ctx = ctx;
+    xd_module_hold(ctx);
+    it->in = xd_input_hold();
+    if (q->tail)
+        q->tail->next = it;
+    else
+        q->head = it;
+    q->tail = it;
+    q->len++;
+    q->bytes += it->bytes;
+    batch_run(q, ops);
+    return 0;
+}
