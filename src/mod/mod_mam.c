@@ -1,0 +1,1390 @@
+/*
+ * mod_mam.c — the message archive (XEP-0313, urn:xmpp:mam:2), for the
+ * account's own archive.
+ *
+ * On for a host when `mod_mam` is listed under `modules`; needs
+ * mod_stanza_id (the archive id of a received message is the XEP-0359
+ * stanza-id it stamps).
+ *
+ * What is archived: chat and normal messages (no type is normal) that are
+ * worth keeping (a body or a subject, or an OMEMO/OpenPGP payload without a
+ * body: mod_msg_worth_keeping, as offline storage), or carry the XEP-0334
+ * <store/> hint; not errors, groupchat or headline messages, carbon copies
+ * (<sent/>, <received/>), archive results (<result/>), nor messages with
+ * <no-permanent-store/> or <no-store/> (they win over <store/>).  Both
+ * directions:
+ *
+ *   sent by a local user (USER_SEND_PACKET): into the sender's archive, with
+ *     an id of ours, stamped as <stanza-id by='sender@host'/> on the message
+ *     so that its carbon copies (<sent/>) show it; the stamp is taken off
+ *     again before the message leaves (FILTER_PACKET of the sender's host:
+ *     the recipient has no use for the sender's archive id).  Not for a
+ *     message to one's own bare JID: that one is archived as received.
+ *   received by a local user (FILTER_PACKET, after mod_stanza_id): into
+ *     the recipient's archive with the stanza-id mod_stanza_id stamped, so
+ *     the delivered message, its carbons and the archive show one id.
+ *
+ * Only messages a stream sent are archived: a message the server routes
+ * again on its own (stream management's unacknowledged messages of a
+ * session that ended, an offline message whose session went) comes from no
+ * stream and was archived when it was first routed.
+ *
+ * The writer: the per-worker batched FIFO of mod_batch.h (one transaction
+ * per batch; the sender's stream held until its rows are committed, so an
+ * answered IQ or SM ack after a message proves it archived).  When the
+ * FIFO is full the message is refused: resource-constraint to the sender,
+ * nothing delivered.  Preferences (XEP-0441) are applied on the pool before
+ * the transaction: the always/never lists, then the default (roster: the
+ * peer is in the account's roster with a subscription, asked through
+ * ROSTER_GET).
+ *
+ * Queries (IQ to one's own bare JID, PARALLEL): <query/> get → the form;
+ * set → results as messages to the querying full JID, in order, then the
+ * IQ result with <fin/>; <prefs/> get/set.  Another account's archive:
+ * forbidden.  Order: by time (microseconds, taken in the writing
+ * transaction and strictly increasing in the process), then by row.
+ *
+ * Retention: `archive_expiry` (a TICK on worker 0 deletes older rows of the
+ * host) and `xmppctl delete_old_mam_messages DAYS`; an account's removal
+ * deletes its archive and preferences.
+ *
+ * Left for later: XEP-0431 full-text search, the #extended metadata query,
+ * XEP-0424 retraction tombstones, export, room (MUC) archives.
+ */
+#include <stdatomic.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "mod_batch.h"
+#include "mod_util.h"
+#include "xmppd/alloc.h"
+#include "xmppd/auth.h"
+#include "xmppd/cmd.h"
+#include "xmppd/config.h"
+#include "xmppd/err.h"
+#include "xmppd/hooks.h"
+#include "xmppd/input.h"
+#include "xmppd/jid.h"
+#include "xmppd/log.h"
+#include "xmppd/module.h"
+#include "xmppd/ns.h"
+#include "xmppd/roster.h"
+#include "xmppd/route.h"
+#include "xmppd/session.h"
+#include "xmppd/stanza.h"
+#include "xmppd/storage.h"
+
+#define MAM_NS "urn:xmpp:mam:2"
+#define MAM_NS_EXT "urn:xmpp:mam:2#extended"
+#define MAM_FILTER_PRIO 70 /* FILTER_PACKET: after mod_stanza_id (60) */
+#define MAM_Q_MAX 10000
+#define MAM_Q_MAX_BYTES (64u << 20)
+#define MAM_BATCH_MAX 256
+#define MAM_BATCH_MAX_BYTES (4u << 20)
+#define MAM_ID_MAX 128     /* bytes of an archive id we look up */
+#define MAM_QUERYID_MAX 256 /* bytes of a queryid echoed back */
+
+enum { MAM_NEVER = 0, MAM_ALWAYS = 1, MAM_ROSTER = 2 };
+
+/* ---- options ----------------------------------------------------------------------------------- */
+
+typedef struct mam_conf {
+    int default_mode;        /* MAM_* for accounts without preferences */
+    int max_page;            /* results per query page */
+    int max_prefs_jids;      /* always + never entries per account */
+    uint64_t archive_expiry; /* ms; 0: kept for ever */
+} mam_conf_t;
+
+static const xd_opt_enum_t mam_modes[] = {
+    { "always", MAM_ALWAYS },
+    { "roster", MAM_ROSTER },
+    { "never", MAM_NEVER },
+    { NULL, 0 },
+};
+
+#define C_ mam_conf_t
+static const xd_opt_t mam_opts[] = {
+    XD_OPT_ENUM("default", C_, default_mode, "always", mam_modes,
+                "What is archived for an account that set no preferences (XEP-0441): "
+                "`always`, `roster` (only messages with contacts in the roster with a "
+                "subscription) or `never`."),
+    XD_OPT_INT("max_page", C_, max_page, "250", 1, 10000,
+               "Messages in one page of query results: a larger RSM <max/> is cut to it, and a "
+               "query without one gets this many."),
+    XD_OPT_INT("max_prefs_jids", C_, max_prefs_jids, "1000", 0, 100000,
+               "JIDs in an account's always and never lists together; a <prefs/> with more is "
+               "refused with not-acceptable."),
+    XD_OPT_DURATION("archive_expiry", C_, archive_expiry, "0",
+                    "Archived messages older than this are deleted (checked every minute, or "
+                    "every expiry when that is shorter).  0: kept until the account is removed "
+                    "or `xmppctl delete_old_mam_messages` deletes them."),
+    XD_OPT_END,
+};
+#undef C_
+
+/* ---- storage ----------------------------------------------------------------------------------- */
+
+static const char *const mam_mig1[] = {
+    "CREATE TABLE archive ("
+    " seq INTEGER PRIMARY KEY AUTOINCREMENT,"
+    " host TEXT NOT NULL,"
+    " username TEXT NOT NULL,"
+    " id TEXT NOT NULL,"
+    " ts INTEGER NOT NULL,"
+    " peer TEXT NOT NULL,"
+    " resource TEXT NOT NULL,"
+    " dir INTEGER NOT NULL,"
+    " body TEXT,"
+    " xml TEXT NOT NULL)",
+    "CREATE UNIQUE INDEX archive_id ON archive (host, username, id)",
+    "CREATE INDEX archive_ts ON archive (host, username, ts)",
+    "CREATE INDEX archive_peer ON archive (host, username, peer, ts)",
+    "CREATE INDEX archive_expiry ON archive (host, ts)",
+    "CREATE TABLE archive_prefs ("
+    " host TEXT NOT NULL,"
+    " username TEXT NOT NULL,"
+    " mode INTEGER NOT NULL,"
+    " PRIMARY KEY (host, username))",
+    "CREATE TABLE archive_prefs_jid ("
+    " host TEXT NOT NULL,"
+    " username TEXT NOT NULL,"
+    " jid TEXT NOT NULL,"
+    " always INTEGER NOT NULL,"
+    " PRIMARY KEY (host, username, jid))",
+    NULL,
+};
+
+static const xd_db_migration_t mam_migrations[] = {
+    { 1, NULL, mam_mig1 },
+    { 0, NULL, NULL },
+};
+
+static const xd_module_schema_t mam_schemas[] = {
+    { "mod_mam", mam_migrations },
+    { NULL, NULL },
+};
+
+/* Microseconds since the epoch, strictly increasing in the process (two
+ * rows never share a time, and rows written later never sort earlier). */
+static int64_t
+mam_now_us(void)
+{
+    static _Atomic int64_t last;
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    int64_t now = (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+    int64_t prev = atomic_load(&last);
+    int64_t t;
+    do {
+        t = now > prev ? now : prev + 1;
+    } while (!atomic_compare_exchange_weak(&last, &prev, t));
+    return t;
+}
+
+/* XEP-0082 "2010-07-10T23:08:25.123456Z" for us. */
+static void
+mam_stamp(int64_t us, char *buf, size_t cap)
+{
+    time_t s = (time_t)(us / 1000000);
+    struct tm tm;
+    gmtime_r(&s, &tm);
+    snprintf(buf, cap, "%04d-%02d-%02dT%02d:%02d:%02d.%06dZ", tm.tm_year + 1900, tm.tm_mon + 1,
+             tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, (int)(us % 1000000));
+}
+
+/* Days since 1970-01-01 of a civil date (proleptic Gregorian). */
+static int64_t
+mam_days(int64_t y, int64_t m, int64_t d)
+{
+    y -= m <= 2;
+    int64_t era = (y >= 0 ? y : y - 399) / 400;
+    int64_t yoe = y - era * 400;
+    int64_t doy = (153 * (m + (m > 2 ? -3 : 9)) + 2) / 5 + d - 1;
+    int64_t doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    return era * 146097 + doe - 719468;
+}
+
+static bool
+mam_digits(const char **p, int n, int64_t *out)
+{
+    int64_t v = 0;
+    for (int i = 0; i < n; i++) {
+        if ((*p)[i] < '0' || (*p)[i] > '9')
+            return false;
+        v = v * 10 + ((*p)[i] - '0');
+    }
+    *p += n;
+    *out = v;
+    return true;
+}
+
+/* A XEP-0082 DateTime (CCYY-MM-DDThh:mm:ss[.sss](Z|±hh:mm)) into
+ * microseconds since the epoch; false when it is not one. */
+static bool
+mam_parse_time(const char *s, int64_t *out)
+{
+    int64_t y, mo, d, h, mi, se, us = 0;
+    const char *p = s;
+    if (!mam_digits(&p, 4, &y) || *p++ != '-' || !mam_digits(&p, 2, &mo) || *p++ != '-' ||
+        !mam_digits(&p, 2, &d) || *p++ != 'T' || !mam_digits(&p, 2, &h) || *p++ != ':' ||
+        !mam_digits(&p, 2, &mi) || *p++ != ':' || !mam_digits(&p, 2, &se))
+        return false;
+    if (mo < 1 || mo > 12 || d < 1 || d > 31 || h > 23 || mi > 59 || se > 60)
+        return false;
+    if (*p == '.') {
+        p++;
+        int n = 0;
+        int64_t scale = 100000;
+        while (*p >= '0' && *p <= '9') {
+            if (n < 6)
+                us += (*p - '0') * scale;
+            scale /= 10;
+            n++;
+            p++;
+        }
+        if (n == 0)
+            return false;
+    }
+    int64_t off = 0;
+    if (*p == 'Z') {
+        p++;
+    } else if (*p == '+' || *p == '-') {
+        int sign = *p++ == '-' ? -1 : 1;
+        int64_t oh, om;
+        if (!mam_digits(&p, 2, &oh) || *p++ != ':' || !mam_digits(&p, 2, &om) || oh > 23 ||
+            om > 59)
+            return false;
+        off = sign * (oh * 3600 + om * 60);
+    } else {
+        return false;
+    }
+    if (*p)
+        return false;
+    int64_t secs = mam_days(y, mo, d) * 86400 + h * 3600 + mi * 60 + se - off;
+    *out = secs * 1000000 + us;
+    return true;
+}
+
+/* ---- what is archived -------------------------------------------------------------------------- */
+
+/* A message that goes into the archives: see the top of the file. */
+static bool
+mam_archivable(const xd_el_t *el)
+{
+    if (xd_stanza_kind_of(el) != XD_STANZA_MESSAGE)
+        return false;
+    const char *type = xd_el_attr(el, "type");
+    if (type && strcmp(type, "chat") != 0 && strcmp(type, "normal") != 0)
+        return false; /* error, groupchat, headline */
+    if (xd_el_child(el, "sent", XD_NS_CARBONS) || xd_el_child(el, "received", XD_NS_CARBONS) ||
+        xd_el_child(el, "result", MAM_NS))
+        return false;
+    if (xd_el_child(el, "no-permanent-store", XD_NS_HINTS) ||
+        xd_el_child(el, "no-store", XD_NS_HINTS))
+        return false;
+    return xd_el_child(el, "store", XD_NS_HINTS) || mod_msg_worth_keeping(el);
+}
+
+/* The stanza-id in msg claiming `by`, or NULL. */
+static const xd_el_t *
+mam_sid(const xd_el_t *msg, const char *by)
+{
+    for (const xd_el_t *c = xd_el_first_child(msg); c; c = xd_el_next(c))
+        if (xd_el_is(c, "stanza-id", XD_NS_SID)) {
+            const char *cby = xd_el_attr(c, "by");
+            if (cby && !strcmp(cby, by))
+                return c;
+        }
+    return NULL;
+}
+
+/* ---- the writer -------------------------------------------------------------------------------- */
+
+typedef struct mam_item {
+    mod_batch_item_t b;   /* first (mod_batch.h); b.bytes is the XML's length */
+    char *host, *user;    /* the archive's account */
+    char id[MAM_ID_MAX + 1];
+    char *peer;           /* the other party's bare JID */
+    char *resource;       /* its resource, "" */
+    int dir;              /* 0: received, 1: sent */
+    char *body;           /* or NULL */
+    char *xml;            /* the message */
+    bool check_account;   /* received without a session: does the account exist? */
+    int default_mode;     /* the host's default */
+} mam_item_t;
+
+static void
+mam_item_free(mam_item_t *m)
+{
+    xd_free(m->host);
+    xd_free(m->user);
+    xd_free(m->peer);
+    xd_free(m->resource);
+    xd_free(m->body);
+    xd_free(m->xml);
+    xd_free(m);
+}
+
+typedef struct mam_roster_ask {
+    bool found;
+} mam_roster_ask_t;
+
+static int
+mam_roster_item(void *arg, const xd_roster_view_t *item)
+{
+    mam_roster_ask_t *a = arg;
+    if (item->in_roster && item->sub != XD_ROSTER_SUB_NONE)
+        a->found = true;
+    return 0;
+}
+
+static int
+mam_int_row(void *arg, const xd_db_val_t *cols, size_t ncols)
+{
+    if (ncols >= 1 && cols[0].type == XD_DB_INT64)
+        *(int64_t *)arg = cols[0].i;
+    return 1;
+}
+
+/* The account's mode (MAM_*) for peer: the always/never lists first, then
+ * its default (the host's when it set none).  Pool thread. */
+static int
+mam_mode_for(xd_db_conn_t *c, const char *host, const char *user, const char *peer,
+             int host_default, bool *keep)
+{
+    xd_db_val_t k3[] = { XD_DB_V_CSTR(host), XD_DB_V_CSTR(user), XD_DB_V_CSTR(peer) };
+    int64_t always = -1;
+    int rc = xd_db_query(c,
+                         "SELECT always FROM archive_prefs_jid"
+                         " WHERE host = ? AND username = ? AND jid = ?",
+                         k3, 3, mam_int_row, &always);
+    if (rc != 0)
+        return rc;
+    if (always >= 0) {
+        *keep = always != 0;
+        return 0;
+    }
+    int64_t mode = -1;
+    rc = xd_db_query(c, "SELECT mode FROM archive_prefs WHERE host = ? AND username = ?", k3, 2,
+                     mam_int_row, &mode);
+    if (rc != 0)
+        return rc;
+    if (mode < 0)
+        mode = host_default;
+    if (mode == MAM_ROSTER) {
+        mam_roster_ask_t a = { false };
+        xd_hook_roster_get_t ev = {
+            .host = host, .user = user, .contact = peer, .fn = mam_roster_item, .arg = &a,
+        };
+        xd_hook_run(XD_HOOK_ROSTER_GET, host, &ev);
+        if (ev.served && ev.rc != 0)
+            return ev.rc;
+        *keep = a.found;
+        return 0;
+    }
+    *keep = mode == MAM_ALWAYS;
+    return 0;
+}
+
+/* Status of an item that is not written, without being an error. */
+#define MAM_SKIP 1
+
+static int
+mam_batch_tx(xd_db_conn_t *c, void *arg)
+{
+    for (mod_batch_item_t *it = arg; it; it = it->next) {
+        mam_item_t *m = (mam_item_t *)it;
+        if (m->b.status == MAM_SKIP)
+            continue;
+        int64_t ts = mam_now_us();
+        xd_db_val_t row[] = {
+            XD_DB_V_CSTR(m->host),     XD_DB_V_CSTR(m->user),     XD_DB_V_CSTR(m->id),
+            XD_DB_V_INT(ts),           XD_DB_V_CSTR(m->peer),     XD_DB_V_CSTR(m->resource),
+            XD_DB_V_INT(m->dir),       m->body ? XD_DB_V_CSTR(m->body) : XD_DB_V_NULL,
+            XD_DB_V_CSTR(m->xml),
+        };
+        int rc = xd_db_query(c,
+                             "INSERT INTO archive"
+                             " (host, username, id, ts, peer, resource, dir, body, xml)"
+                             " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                             row, 9, NULL, NULL);
+        if (rc == XD_EDB_CONSTRAINT) {
+            m->b.status = MAM_SKIP; /* the same id again: archived already */
+            continue;
+        }
+        if (rc != 0)
+            return rc;
+    }
+    return 0;
+}
+
+/* mod_batch write: which items the preferences (and, for received
+ * messages to accounts without a session, existence) let in; then one
+ * transaction for them. */
+static int
+mam_batch_write(xd_db_t *db, mod_batch_item_t *head)
+{
+    xd_db_conn_t *c;
+    int rc = xd_db_acquire(db, &c);
+    if (rc != 0)
+        return rc;
+    for (mod_batch_item_t *it = head; it && rc == 0; it = it->next) {
+        mam_item_t *m = (mam_item_t *)it;
+        m->b.status = 0;
+        if (m->check_account) {
+            bool exists = false;
+            int r = xd_auth_user_exists_sync(m->host, m->user, &exists);
+            if (r == XD_ENOTSUP)
+                exists = true;
+            else if (r != 0) {
+                rc = r;
+                break;
+            }
+            if (!exists) {
+                m->b.status = MAM_SKIP;
+                continue;
+            }
+        }
+        bool keep = true;
+        rc = mam_mode_for(c, m->host, m->user, m->peer, m->default_mode, &keep);
+        if (rc == 0 && !keep)
+            m->b.status = MAM_SKIP;
+    }
+    xd_db_release(c);
+    if (rc != 0)
+        return rc;
+    return xd_db_tx(db, mam_batch_tx, head);
+}
+
+static void
+mam_item_finish(mod_batch_item_t *it, int status)
+{
+    mam_item_t *m = (mam_item_t *)it;
+    if (status != 0 && status != MAM_SKIP)
+        XD_LOG(NULL, XD_ERROR, "archive write failed", "host=%s user=%s id=%s err=%s", m->host,
+               m->user, m->id, xd_strerror(status));
+    mam_item_free(m);
+}
+
+static const mod_batch_ops_t mam_batch_ops = {
+    .what = "archive",
+    .write = mam_batch_write,
+    .finish = mam_item_finish,
+    .q_max = MAM_Q_MAX,
+    .q_max_bytes = MAM_Q_MAX_BYTES,
+    .batch_max = MAM_BATCH_MAX,
+    .batch_max_bytes = MAM_BATCH_MAX_BYTES,
+};
+
+static _Thread_local mod_batch_q_t mam_q;
+
+static char *
+mam_strs(xd_str_t s)
+{
+    return xd_strndup(s.p ? s.p : "", s.len);
+}
+
+/* Queues msg for the archive of `account` (a JID of ours, bare part used);
+ * peer is the other party.  0, or XD_EFULL (the caller refuses the
+ * message). */
+static int
+mam_queue(xd_module_ctx_t *ctx, const xd_stanza_t *msg, const xd_jid_t *account,
+          const xd_jid_t *peer, int dir, const char *id, bool check_account)
+{
+    const mam_conf_t *mc = xd_module_opts(ctx);
+    size_t len;
+    const char *bytes = xd_stanza_bytes(msg, &len);
+    mam_item_t *m = xd_new(mam_item_t);
+    m->host = mam_strs(xd_jid_domain(account));
+    m->user = mam_strs(xd_jid_local(account));
+    snprintf(m->id, sizeof m->id, "%s", id);
+    m->peer = mam_strs(xd_jid_bare_str(peer));
+    m->resource = mam_strs(xd_jid_resource(peer));
+    m->dir = dir;
+    const char *body = xd_el_child_text(xd_stanza_root(msg), "body", NULL);
+    m->body = body ? xd_strdup(body) : NULL;
+    m->xml = xd_strndup(bytes, len);
+    m->b.bytes = len;
+    m->check_account = check_account;
+    m->default_mode = mc->default_mode;
+    int rc = mod_batch_push(&mam_q, &mam_batch_ops, ctx, &m->b);
+    if (rc != 0)
+        mam_item_free(m);
+    return rc;
+}
+
+/* USER_SEND_PACKET: a message a local user sends goes into the sender's
+ * archive under an id of ours, stamped on it for its carbon copies. */
+static int
+mam_sent(xd_module_ctx_t *ctx, xd_hook_packet_t *ev, void *arg)
+{
+    (void)arg;
+    const xd_el_t *root = xd_stanza_root(ev->st);
+    if (!mam_archivable(root))
+        return XD_HOOK_OK;
+    const xd_jid_t *to = xd_stanza_to(ev->st);
+    if (!to || xd_jid_eq_bare(to, ev->jid) || xd_input_current().id == 0)
+        return XD_HOOK_OK; /* to oneself: archived as received */
+    char by[XD_JID_MAX + 1];
+    xd_str_t bare = xd_jid_bare_str(ev->jid);
+    snprintf(by, sizeof by, "%.*s", (int)bare.len, bare.p);
+    char id[21];
+    if (mod_random_id(id) != 0)
+        return XD_HOOK_OK;
+    /* The sender's own archive id: one the client put there is forged. */
+    xd_stanza_keep_t keep;
+    xd_el_t *m = xd_stanza_thaw_keep(ev->st, &keep);
+    ev->st = NULL;
+    for (xd_el_t *c = xd_el_first_child_mut(m), *next; c; c = next) {
+        next = xd_el_next_mut(c);
+        const char *cby = xd_el_attr(c, "by");
+        if (xd_el_is(c, "stanza-id", XD_NS_SID) && cby && !strcmp(cby, by))
+            xd_el_remove_child(m, c);
+    }
+    xd_el_t *sid = xd_el_add_child(m, "stanza-id", XD_NS_SID);
+    xd_el_set_attr(sid, "id", id);
+    xd_el_set_attr(sid, "by", by);
+    ev->st = xd_stanza_freeze_keep(m, &keep);
+    if (mam_queue(ctx, ev->st, ev->jid, to, 1, id, false) != 0) {
+        xd_route_error(ev->st, XD_COND_RESOURCE_CONSTRAINT,
+                       "the server cannot archive more messages now");
+        xd_stanza_unref(ev->st);
+        ev->st = NULL;
+        return XD_HOOK_STOP;
+    }
+    return XD_HOOK_OK;
+}
+
+/* FILTER_PACKET: takes the sender's archive id off a message of ours on
+ * its way out, and archives a message to one of our accounts. */
+static int
+mam_filter(xd_module_ctx_t *ctx, xd_hook_filter_t *ev, void *arg)
+{
+    (void)arg;
+    const xd_el_t *root = xd_stanza_root(ev->st);
+    if (xd_stanza_kind_of(root) != XD_STANZA_MESSAGE)
+        return XD_HOOK_OK;
+    const xd_jid_t *from = xd_stanza_from(ev->st);
+    const xd_jid_t *to = ev->to;
+    if (from && to && xd_jid_local(from).len && xd_str_eq_c(xd_jid_domain(from), ev->host) &&
+        !xd_jid_eq_bare(from, to)) {
+        char by[XD_JID_MAX + 1];
+        xd_str_t fb = xd_jid_bare_str(from);
+        snprintf(by, sizeof by, "%.*s", (int)fb.len, fb.p);
+        if (mam_sid(root, by)) {
+            xd_stanza_keep_t keep;
+            xd_el_t *m = xd_stanza_thaw_keep(ev->st, &keep);
+            ev->st = NULL;
+            for (xd_el_t *c = xd_el_first_child_mut(m), *next; c; c = next) {
+                next = xd_el_next_mut(c);
+                const char *cby = xd_el_attr(c, "by");
+                if (xd_el_is(c, "stanza-id", XD_NS_SID) && cby && !strcmp(cby, by))
+                    xd_el_remove_child(m, c);
+            }
+            ev->st = xd_stanza_freeze_keep(m, &keep);
+            root = xd_stanza_root(ev->st);
+        }
+    }
+    if (!to || !xd_jid_local(to).len || !xd_str_eq_c(xd_jid_domain(to), ev->host) ||
+        !mam_archivable(root) || xd_input_current().id == 0)
+        return XD_HOOK_OK;
+    char tb[XD_JID_MAX + 1];
+    xd_str_t b = xd_jid_bare_str(to);
+    snprintf(tb, sizeof tb, "%.*s", (int)b.len, b.p);
+    const xd_el_t *sid = mam_sid(root, tb);
+    const char *id = sid ? xd_el_attr(sid, "id") : NULL;
+    if (!id || strlen(id) > MAM_ID_MAX)
+        return XD_HOOK_OK; /* no stanza-id (mod_stanza_id had no randomness) */
+    const xd_jid_t *peer = from ? from : to;
+    bool has_session = xd_session_list(to, NULL, 0) != 0;
+    if (mam_queue(ctx, ev->st, to, peer, 0, id, !has_session) != 0) {
+        xd_route_error(ev->st, XD_COND_RESOURCE_CONSTRAINT,
+                       "the server cannot archive more messages now");
+        xd_stanza_unref(ev->st);
+        ev->st = NULL;
+        return XD_HOOK_STOP;
+    }
+    return XD_HOOK_OK;
+}
+
+/* ---- queries ----------------------------------------------------------------------------------- */
+
+typedef struct mam_pos {
+    bool set;
+    int64_t ts, seq;
+} mam_pos_t;
+
+/* What a query selects: the account, the form's filters and bounds. */
+typedef struct mam_sel {
+    const char *host, *user;
+    const char *peer, *resource; /* with: bare JID; resource for a full JID, or NULL */
+    bool has_start, has_end;
+    int64_t start, end;          /* µs, inclusive */
+    mam_pos_t lower, upper;      /* exclusive bounds */
+    const char *id;              /* one id of `ids`, or NULL */
+} mam_sel_t;
+
+typedef struct mam_row {
+    int64_t seq, ts;
+    char *id, *xml;
+} mam_row_t;
+
+typedef struct mam_rows {
+    mam_row_t *v;
+    size_t n, cap;
+} mam_rows_t;
+
+static void
+mam_rows_clear(mam_rows_t *r)
+{
+    for (size_t i = 0; i < r->n; i++) {
+        xd_free(r->v[i].id);
+        xd_free(r->v[i].xml);
+    }
+    xd_free(r->v);
+    *r = (mam_rows_t){ 0 };
+}
+
+static int
+mam_row(void *arg, const xd_db_val_t *cols, size_t ncols)
+{
+    mam_rows_t *r = arg;
+    if (ncols < 4 || cols[0].type != XD_DB_INT64 || cols[1].type != XD_DB_INT64 ||
+        cols[2].type != XD_DB_TEXT || cols[3].type != XD_DB_TEXT)
+        return 0;
+    if (r->n == r->cap) {
+        r->cap = r->cap ? r->cap * 2 : 16;
+        r->v = xd_realloc(r->v, r->cap * sizeof *r->v);
+    }
+    r->v[r->n++] = (mam_row_t){ cols[0].i, cols[1].i, xd_strndup(cols[2].s.p, cols[2].s.len),
+                                xd_strndup(cols[3].s.p, cols[3].s.len) };
+    return 0;
+}
+
+#define MAM_SQL_MAX 1024
+#define MAM_PARAMS_MAX 16
+
+/* The WHERE clause of sel into sql (after `head`), its parameters into p. */
+static size_t
+mam_where(const mam_sel_t *sel, char *sql, const char *head, xd_db_val_t *p)
+{
+    size_t n = 0;
+    snprintf(sql, MAM_SQL_MAX, "%s WHERE host = ? AND username = ?", head);
+    p[n++] = XD_DB_V_CSTR(sel->host);
+    p[n++] = XD_DB_V_CSTR(sel->user);
+#define ADD(text) strncat(sql, text, MAM_SQL_MAX - strlen(sql) - 1)
+    if (sel->peer) {
+        ADD(" AND peer = ?");
+        p[n++] = XD_DB_V_CSTR(sel->peer);
+    }
+    if (sel->resource) {
+        ADD(" AND resource = ?");
+        p[n++] = XD_DB_V_CSTR(sel->resource);
+    }
+    if (sel->has_start) {
+        ADD(" AND ts >= ?");
+        p[n++] = XD_DB_V_INT(sel->start);
+    }
+    if (sel->has_end) {
+        ADD(" AND ts <= ?");
+        p[n++] = XD_DB_V_INT(sel->end);
+    }
+    if (sel->lower.set) {
+        ADD(" AND (ts > ? OR (ts = ? AND seq > ?))");
+        p[n++] = XD_DB_V_INT(sel->lower.ts);
+        p[n++] = XD_DB_V_INT(sel->lower.ts);
+        p[n++] = XD_DB_V_INT(sel->lower.seq);
+    }
+    if (sel->upper.set) {
+        ADD(" AND (ts < ? OR (ts = ? AND seq < ?))");
+        p[n++] = XD_DB_V_INT(sel->upper.ts);
+        p[n++] = XD_DB_V_INT(sel->upper.ts);
+        p[n++] = XD_DB_V_INT(sel->upper.seq);
+    }
+    if (sel->id) {
+        ADD(" AND id = ?");
+        p[n++] = XD_DB_V_CSTR(sel->id);
+    }
+    return n;
+}
+
+static int
+mam_select(xd_db_conn_t *c, const mam_sel_t *sel, bool desc, int64_t limit, mam_rows_t *out)
+{
+    char sql[MAM_SQL_MAX];
+    xd_db_val_t p[MAM_PARAMS_MAX];
+    size_t n = mam_where(sel, sql, "SELECT seq, ts, id, xml FROM archive", p);
+    ADD(desc ? " ORDER BY ts DESC, seq DESC LIMIT ?" : " ORDER BY ts, seq LIMIT ?");
+    p[n++] = XD_DB_V_INT(limit);
+    return xd_db_query(c, sql, p, n, mam_row, out);
+}
+
+static int
+mam_count(xd_db_conn_t *c, const mam_sel_t *sel, int64_t *out)
+{
+    char sql[MAM_SQL_MAX];
+    xd_db_val_t p[MAM_PARAMS_MAX];
+    size_t n = mam_where(sel, sql, "SELECT COUNT(*) FROM archive", p);
+    return xd_db_query_int64(c, sql, p, n, out);
+}
+#undef ADD
+
+static int
+mam_pos_row(void *arg, const xd_db_val_t *cols, size_t ncols)
+{
+    mam_pos_t *pos = arg;
+    if (ncols >= 2 && cols[0].type == XD_DB_INT64 && cols[1].type == XD_DB_INT64)
+        *pos = (mam_pos_t){ true, cols[0].i, cols[1].i };
+    return 1;
+}
+
+/* Where archive id `id` of the account is; XD_ENOTFOUND when it is not. */
+static int
+mam_find(xd_db_conn_t *c, const mam_sel_t *sel, const char *id, mam_pos_t *pos)
+{
+    xd_db_val_t k[] = { XD_DB_V_CSTR(sel->host), XD_DB_V_CSTR(sel->user), XD_DB_V_CSTR(id) };
+    *pos = (mam_pos_t){ 0 };
+    int rc = xd_db_query(c, "SELECT ts, seq FROM archive WHERE host = ? AND username = ? AND id = ?",
+                         k, 3, mam_pos_row, pos);
+    if (rc == 0 && !pos->set)
+        rc = XD_ENOTFOUND;
+    return rc;
+}
+
+static bool
+mam_pos_less(mam_pos_t a, mam_pos_t b)
+{
+    return a.ts < b.ts || (a.ts == b.ts && a.seq < b.seq);
+}
+
+static void
+mam_tighten(mam_pos_t *bound, mam_pos_t p, bool lower)
+{
+    if (!bound->set || (lower ? mam_pos_less(*bound, p) : mam_pos_less(p, *bound)))
+        *bound = p;
+}
+
+static int
+mam_row_cmp(const void *a, const void *b)
+{
+    const mam_row_t *x = a, *y = b;
+    if (x->ts != y->ts)
+        return x->ts < y->ts ? -1 : 1;
+    return x->seq < y->seq ? -1 : x->seq > y->seq;
+}
+
+static const char *
+mam_value(const xd_el_t *field)
+{
+    const char *v = field ? xd_el_child_text(field, "value", XD_NS_DATA) : NULL;
+    return v && *v ? v : NULL;
+}
+
+static xd_stanza_t *
+mam_form(const xd_iq_req_t *req)
+{
+    xd_el_t *r = xd_iq_result_builder(req->iq);
+    xd_el_t *q = xd_el_add_child(r, "query", MAM_NS);
+    xd_el_t *x = xd_el_add_child(q, "x", XD_NS_DATA);
+    xd_el_set_attr(x, "type", "form");
+    xd_el_t *f = xd_el_add_child(x, "field", XD_NS_DATA);
+    xd_el_set_attr(f, "type", "hidden");
+    xd_el_set_attr(f, "var", "FORM_TYPE");
+    xd_el_add_text(xd_el_add_child(f, "value", XD_NS_DATA), MAM_NS);
+    static const char *const fields[][2] = {
+        { "jid-single", "with" },       { "text-single", "start" },
+        { "text-single", "end" },       { "text-single", "before-id" },
+        { "text-single", "after-id" },
+    };
+    for (size_t i = 0; i < sizeof fields / sizeof fields[0]; i++) {
+        f = xd_el_add_child(x, "field", XD_NS_DATA);
+        xd_el_set_attr(f, "type", fields[i][0]);
+        xd_el_set_attr(f, "var", fields[i][1]);
+    }
+    f = xd_el_add_child(x, "field", XD_NS_DATA);
+    xd_el_set_attr(f, "type", "list-multi");
+    xd_el_set_attr(f, "var", "ids");
+    xd_el_t *v = xd_el_add_child(f, "validate", "http://jabber.org/protocol/xdata-validate");
+    xd_el_set_attr(v, "datatype", "xs:string");
+    xd_el_add_child(v, "open", "http://jabber.org/protocol/xdata-validate");
+    return xd_el_freeze(r);
+}
+
+/* One result message to the querying session. */
+static void
+mam_send_result(const xd_session_ref_t *to, const xd_iq_req_t *req, const char *queryid,
+                const mam_row_t *row)
+{
+    xd_stanza_t *orig = NULL;
+    if (xd_stanza_parse(row->xml, strlen(row->xml), XD_NS_CLIENT, &orig) != 0)
+        return;
+    xd_el_t *m = xd_el_new("message", NULL);
+    xd_str_t full = xd_jid_full_str(req->from), bare = xd_jid_bare_str(req->to);
+    char buf[XD_JID_MAX + 1];
+    snprintf(buf, sizeof buf, "%.*s", (int)full.len, full.p);
+    xd_el_set_attr(m, "to", buf);
+    snprintf(buf, sizeof buf, "%.*s", (int)bare.len, bare.p);
+    xd_el_set_attr(m, "from", buf);
+    xd_el_t *r = xd_el_add_child(m, "result", MAM_NS);
+    if (queryid)
+        xd_el_set_attr(r, "queryid", queryid);
+    xd_el_set_attr(r, "id", row->id);
+    xd_el_t *fw = xd_el_add_child(r, "forwarded", XD_NS_FORWARD);
+    char stamp[64];
+    mam_stamp(row->ts, stamp, sizeof stamp);
+    xd_el_set_attr(xd_el_add_child(fw, "delay", XD_NS_DELAY), "stamp", stamp);
+    xd_el_append(fw, xd_stanza_edit(orig));
+    xd_stanza_unref(orig);
+    xd_session_send_take(to, xd_el_freeze(m));
+}
+
+/* A query's answer, or an error: everything that can fail before the
+ * first result is sent. */
+static xd_stanza_t *
+mam_query(const xd_iq_req_t *req, const xd_el_t *query)
+{
+    const mam_conf_t *mc = xd_module_opts(req->ctx);
+    char host[XD_JID_PART_MAX + 1], user[XD_JID_PART_MAX + 1];
+    xd_str_t l = xd_jid_local(req->to), d = xd_jid_domain(req->to);
+    snprintf(host, sizeof host, "%.*s", (int)d.len, d.p);
+    snprintf(user, sizeof user, "%.*s", (int)l.len, l.p);
+    mam_sel_t sel = { .host = host, .user = user };
+    const char *queryid = xd_el_attr(query, "queryid");
+    if (queryid && strlen(queryid) > MAM_QUERYID_MAX)
+        return xd_stanza_error(req->iq, XD_COND_NOT_ACCEPTABLE, "the queryid is too long");
+
+    /* The form. */
+    const xd_el_t *x = xd_el_child(query, "x", XD_NS_DATA);
+    const char *after_id = NULL, *before_id = NULL;
+    const xd_el_t *ids = NULL;
+    xd_jid_t *with = NULL;
+    char wbare[XD_JID_MAX + 1], wres[XD_JID_PART_MAX + 1];
+    if (x) {
+        const char *xt = xd_el_attr(x, "type");
+        if (xt && strcmp(xt, "submit") != 0)
+            return xd_stanza_error(req->iq, XD_COND_BAD_REQUEST, "the form is not submitted");
+        for (const xd_el_t *f = xd_el_first_child(x); f; f = xd_el_next(f)) {
+            if (!xd_el_is(f, "field", XD_NS_DATA))
+                continue;
+            const char *var = xd_el_attr(f, "var");
+            const char *v = mam_value(f);
+            if (!var)
+                return xd_stanza_error(req->iq, XD_COND_BAD_REQUEST, "a field without var");
+            if (!strcmp(var, "FORM_TYPE")) {
+                if (!v || strcmp(v, MAM_NS) != 0)
+                    return xd_stanza_error(req->iq, XD_COND_BAD_REQUEST, "FORM_TYPE is not "
+                                           MAM_NS);
+            } else if (!strcmp(var, "with")) {
+                if (v && xd_jid_parse(xd_str_c(v), &with) != 0)
+                    return xd_stanza_error(req->iq, XD_COND_BAD_REQUEST, "'with' is not a JID");
+            } else if (!strcmp(var, "start") || !strcmp(var, "end")) {
+                bool s = var[0] == 's';
+                if (v && !mam_parse_time(v, s ? &sel.start : &sel.end)) {
+                    xd_jid_unref(with);
+                    return xd_stanza_error(req->iq, XD_COND_BAD_REQUEST,
+                                           "start and end are XEP-0082 DateTimes");
+                }
+                if (v)
+                    *(s ? &sel.has_start : &sel.has_end) = true;
+            } else if (!strcmp(var, "after-id")) {
+                after_id = v;
+            } else if (!strcmp(var, "before-id")) {
+                before_id = v;
+            } else if (!strcmp(var, "ids")) {
+                ids = f;
+            } else {
+                xd_jid_unref(with);
+                return xd_stanza_error(req->iq, XD_COND_BAD_REQUEST, "unknown field");
+            }
+        }
+    }
+    if (with) {
+        xd_str_t wb = xd_jid_bare_str(with), wr = xd_jid_resource(with);
+        snprintf(wbare, sizeof wbare, "%.*s", (int)wb.len, wb.p);
+        sel.peer = wbare;
+        if (wr.len) {
+            snprintf(wres, sizeof wres, "%.*s", (int)wr.len, wr.p);
+            sel.resource = wres;
+        }
+        xd_jid_unref(with);
+    }
+
+    /* RSM (XEP-0059). */
+    const xd_el_t *set = xd_el_child(query, "set", XD_NS_RSM);
+    int64_t max = mc->max_page;
+    const char *rsm_after = NULL, *rsm_before = NULL;
+    bool backwards = false;
+    if (set) {
+        const char *ms = xd_el_child_text(set, "max", XD_NS_RSM);
+        if (ms) {
+            char *end;
+            long long v = strtoll(ms, &end, 10);
+            if (!*ms || *end || v < 0)
+                return xd_stanza_error(req->iq, XD_COND_BAD_REQUEST, "<max/> is a number");
+            if (v < max)
+                max = v;
+        }
+        rsm_after = xd_el_child_text(set, "after", XD_NS_RSM);
+        const xd_el_t *b = xd_el_child(set, "before", XD_NS_RSM);
+        if (b) {
+            backwards = true;
+            rsm_before = xd_el_text(b);
+            if (rsm_before && !*rsm_before)
+                rsm_before = NULL;
+        }
+        if (rsm_after && !*rsm_after)
+            rsm_after = NULL;
+    }
+    bool flip = xd_el_child(query, "flip-page", MAM_NS) != NULL;
+
+    xd_db_conn_t *c;
+    int rc = xd_db_acquire(xd_module_db(req->ctx), &c);
+    if (rc != 0)
+        return xd_stanza_error(req->iq, XD_COND_INTERNAL_SERVER_ERROR, NULL);
+    mam_rows_t rows = { 0 };
+    int64_t count = 0, index = 0;
+    bool complete = true;
+    const char *bad = NULL;
+    mam_pos_t pos;
+    /* The set's bounds (before-id, after-id), then the page's (RSM). */
+    const char *cursors[4] = { after_id, before_id, rsm_after, rsm_before };
+    mam_pos_t page_lower = { 0 }, page_upper = { 0 };
+    for (int i = 0; i < 4 && rc == 0; i++) {
+        if (!cursors[i])
+            continue;
+        if (strlen(cursors[i]) > MAM_ID_MAX) {
+            rc = XD_ENOTFOUND;
+        } else {
+            rc = mam_find(c, &sel, cursors[i], &pos);
+        }
+        if (rc == XD_ENOTFOUND) {
+            bad = cursors[i];
+            break;
+        }
+        if (i == 0)
+            mam_tighten(&sel.lower, pos, true);
+        else if (i == 1)
+            mam_tighten(&sel.upper, pos, false);
+        else if (i == 2)
+            page_lower = pos;
+        else
+            page_upper = pos;
+    }
+    if (rc == 0 && ids) {
+        /* Those messages, in archive order. */
+        size_t nids = 0;
+        for (const xd_el_t *v = xd_el_first_child(ids); v; v = xd_el_next(v))
+            nids += xd_el_is(v, "value", XD_NS_DATA);
+        if (nids > (size_t)mc->max_page)
+            rc = XD_ELIMIT;
+        for (const xd_el_t *v = xd_el_first_child(ids); v && rc == 0; v = xd_el_next(v)) {
+            if (!xd_el_is(v, "value", XD_NS_DATA))
+                continue;
+            const char *id = xd_el_text(v);
+            if (!id || strlen(id) > MAM_ID_MAX) {
+                rc = XD_ENOTFOUND;
+                bad = id ? id : "";
+                break;
+            }
+            rc = mam_find(c, &sel, id, &pos);
+            if (rc == XD_ENOTFOUND) {
+                bad = id;
+                break;
+            }
+            sel.id = id;
+            if (rc == 0)
+                rc = mam_select(c, &sel, false, 1, &rows);
+            sel.id = NULL;
+        }
+        if (rc == 0) {
+            qsort(rows.v, rows.n, sizeof *rows.v, mam_row_cmp);
+            count = (int64_t)rows.n;
+        }
+    } else if (rc == 0) {
+        rc = mam_count(c, &sel, &count);
+        mam_sel_t page = sel;
+        if (page_lower.set)
+            mam_tighten(&page.lower, page_lower, true);
+        if (page_upper.set)
+            mam_tighten(&page.upper, page_upper, false);
+        if (rc == 0)
+            rc = mam_select(c, &page, backwards, max + 1, &rows);
+        if (rc == 0 && rows.n > (size_t)max) {
+            complete = false;
+            xd_free(rows.v[rows.n - 1].id);
+            xd_free(rows.v[rows.n - 1].xml);
+            rows.n--;
+        }
+        if (rc == 0 && backwards) /* chronological within the page */
+            for (size_t i = 0; i < rows.n / 2; i++) {
+                mam_row_t t = rows.v[i];
+                rows.v[i] = rows.v[rows.n - 1 - i];
+                rows.v[rows.n - 1 - i] = t;
+            }
+        if (rc == 0 && rows.n) {
+            mam_sel_t before_first = sel;
+            mam_tighten(&before_first.upper, (mam_pos_t){ true, rows.v[0].ts, rows.v[0].seq },
+                        false);
+            rc = mam_count(c, &before_first, &index);
+        }
+    }
+    xd_db_release(c);
+    if (rc == XD_ENOTFOUND || rc == XD_ELIMIT) {
+        mam_rows_clear(&rows);
+        char text[MAM_ID_MAX + 64];
+        if (rc == XD_ELIMIT)
+            return xd_stanza_error(req->iq, XD_COND_POLICY_VIOLATION, "too many ids");
+        snprintf(text, sizeof text, "no message with id %s in the archive", bad);
+        return xd_stanza_error(req->iq, XD_COND_ITEM_NOT_FOUND, text);
+    }
+    if (rc != 0) {
+        mam_rows_clear(&rows);
+        XD_LOG(NULL, XD_ERROR, "archive query failed", "host=%s user=%s err=%s", host, user,
+               xd_strerror(rc));
+        return xd_stanza_error(req->iq, XD_COND_INTERNAL_SERVER_ERROR, NULL);
+    }
+
+    /* The results, then <fin/>, to the querying session, from this
+     * thread: they arrive in that order. */
+    xd_session_info_t si;
+    if (xd_session_find(req->from, &si) != 0) {
+        mam_rows_clear(&rows);
+        return NULL; /* the session is gone */
+    }
+    for (size_t k = 0; k < rows.n; k++) {
+        size_t i = flip ? rows.n - 1 - k : k;
+        mam_send_result(&si.ref, req, queryid, &rows.v[i]);
+    }
+    xd_el_t *r = xd_iq_result_builder(req->iq);
+    xd_el_t *fin = xd_el_add_child(r, "fin", MAM_NS);
+    xd_el_set_attr(fin, "complete", complete ? "true" : "false");
+    xd_el_t *s = xd_el_add_child(fin, "set", XD_NS_RSM);
+    if (rows.n) {
+        xd_el_t *first = xd_el_add_child(s, "first", XD_NS_RSM);
+        char ix[32];
+        snprintf(ix, sizeof ix, "%lld", (long long)index);
+        xd_el_set_attr(first, "index", ix);
+        xd_el_add_text(first, rows.v[0].id);
+        xd_el_add_text(xd_el_add_child(s, "last", XD_NS_RSM), rows.v[rows.n - 1].id);
+    }
+    char cnt[32];
+    snprintf(cnt, sizeof cnt, "%lld", (long long)count);
+    xd_el_add_text(xd_el_add_child(s, "count", XD_NS_RSM), cnt);
+    xd_session_send_take(&si.ref, xd_el_freeze(r));
+    xd_session_info_clear(&si);
+    mam_rows_clear(&rows);
+    return NULL;
+}
+
+/* ---- preferences ------------------------------------------------------------------------------- */
+
+typedef struct mam_prefs {
+    int64_t mode;
+    xd_el_t *always, *never;
+} mam_prefs_t;
+
+static int
+mam_prefs_row(void *arg, const xd_db_val_t *cols, size_t ncols)
+{
+    mam_prefs_t *p = arg;
+    if (ncols < 2 || cols[0].type != XD_DB_TEXT || cols[1].type != XD_DB_INT64)
+        return 0;
+    xd_el_t *j = xd_el_add_child(cols[1].i ? p->always : p->never, "jid", MAM_NS);
+    xd_el_add_textn(j, cols[0].s.p, cols[0].s.len);
+    return 0;
+}
+
+static xd_stanza_t *
+mam_prefs_get(const xd_iq_req_t *req, const char *host, const char *user)
+{
+    const mam_conf_t *mc = xd_module_opts(req->ctx);
+    xd_db_conn_t *c;
+    if (xd_db_acquire(xd_module_db(req->ctx), &c) != 0)
+        return xd_stanza_error(req->iq, XD_COND_INTERNAL_SERVER_ERROR, NULL);
+    xd_el_t *r = xd_iq_result_builder(req->iq);
+    xd_el_t *pe = xd_el_add_child(r, "prefs", MAM_NS);
+    mam_prefs_t p = { -1, xd_el_add_child(pe, "always", MAM_NS),
+                      xd_el_add_child(pe, "never", MAM_NS) };
+    xd_db_val_t k[] = { XD_DB_V_CSTR(host), XD_DB_V_CSTR(user) };
+    int rc = xd_db_query(c, "SELECT mode FROM archive_prefs WHERE host = ? AND username = ?", k,
+                         2, mam_int_row, &p.mode);
+    if (rc == 0)
+        rc = xd_db_query(c,
+                         "SELECT jid, always FROM archive_prefs_jid WHERE host = ? AND username = ?"
+                         " ORDER BY jid",
+                         k, 2, mam_prefs_row, &p);
+    xd_db_release(c);
+    if (rc != 0) {
+        xd_el_free(r);
+        return xd_stanza_error(req->iq, XD_COND_INTERNAL_SERVER_ERROR, NULL);
+    }
+    xd_el_set_attr(pe, "default",
+                   xd_opt_enum_name(mam_modes, p.mode < 0 ? mc->default_mode : (int)p.mode));
+    return xd_el_freeze(r);
+}
+
+typedef struct mam_prefs_set {
+    const char *host, *user;
+    int mode;
+    const xd_el_t *prefs;
+} mam_prefs_set_t;
+
+static int
+mam_prefs_list(xd_db_conn_t *c, const mam_prefs_set_t *s, const char *name, int always)
+{
+    const xd_el_t *list = xd_el_child(s->prefs, name, MAM_NS);
+    for (const xd_el_t *j = list ? xd_el_first_child(list) : NULL; j; j = xd_el_next(j)) {
+        if (!xd_el_is(j, "jid", MAM_NS))
+            continue;
+        xd_jid_t *jid;
+        if (xd_jid_parse(xd_str_c(xd_el_text(j) ? xd_el_text(j) : ""), &jid) != 0)
+            return XD_EINVAL;
+        xd_str_t b = xd_jid_bare_str(jid);
+        xd_db_val_t row[] = { XD_DB_V_CSTR(s->host), XD_DB_V_CSTR(s->user), XD_DB_V_TEXT(b),
+                              XD_DB_V_INT(always) };
+        int rc = xd_db_query(c,
+                             "INSERT INTO archive_prefs_jid (host, username, jid, always)"
+                             " VALUES (?, ?, ?, ?)",
+                             row, 4, NULL, NULL);
+        if (rc == XD_EDB_CONSTRAINT) { /* listed twice, or in both lists */
+            xd_db_val_t upd[] = { XD_DB_V_INT(always), XD_DB_V_CSTR(s->host),
+                                  XD_DB_V_CSTR(s->user), XD_DB_V_TEXT(b) };
+            rc = xd_db_query(c,
+                             "UPDATE archive_prefs_jid SET always = ?"
+                             " WHERE host = ? AND username = ? AND jid = ?",
+                             upd, 4, NULL, NULL);
+        }
+        xd_jid_unref(jid);
+        if (rc != 0)
+            return rc;
+    }
+    return 0;
+}
+
+static int
+mam_prefs_tx(xd_db_conn_t *c, void *arg)
+{
+    const mam_prefs_set_t *s = arg;
+    xd_db_val_t k[] = { XD_DB_V_CSTR(s->host), XD_DB_V_CSTR(s->user), XD_DB_V_INT(s->mode) };
+    int rc = xd_db_query(c, "DELETE FROM archive_prefs_jid WHERE host = ? AND username = ?", k, 2,
+                         NULL, NULL);
+    if (rc == 0)
+        rc = xd_db_query(c, "DELETE FROM archive_prefs WHERE host = ? AND username = ?", k, 2,
+                         NULL, NULL);
+    if (rc == 0)
+        rc = xd_db_query(c, "INSERT INTO archive_prefs (host, username, mode) VALUES (?, ?, ?)",
+                         k, 3, NULL, NULL);
+    if (rc == 0)
+        rc = mam_prefs_list(c, s, "never", 0);
+    if (rc == 0) /* a JID in both lists: always wins (written last) */
+        rc = mam_prefs_list(c, s, "always", 1);
+    return rc;
+}
+
+static xd_stanza_t *
+mam_prefs(const xd_iq_req_t *req, const xd_el_t *prefs)
+{
+    const mam_conf_t *mc = xd_module_opts(req->ctx);
+    char host[XD_JID_PART_MAX + 1], user[XD_JID_PART_MAX + 1];
+    xd_str_t l = xd_jid_local(req->to), d = xd_jid_domain(req->to);
+    snprintf(host, sizeof host, "%.*s", (int)d.len, d.p);
+    snprintf(user, sizeof user, "%.*s", (int)l.len, l.p);
+    const char *type = xd_el_attr(xd_stanza_root(req->iq), "type");
+    if (type && !strcmp(type, "get"))
+        return mam_prefs_get(req, host, user);
+    const char *def = xd_el_attr(prefs, "default");
+    int mode = -1;
+    for (size_t i = 0; def && mam_modes[i].name; i++)
+        if (!strcmp(def, mam_modes[i].name))
+            mode = mam_modes[i].value;
+    if (mode < 0)
+        return xd_stanza_error(req->iq, XD_COND_BAD_REQUEST,
+                               "default is always, roster or never");
+    size_t njids = 0;
+    for (const xd_el_t *list = xd_el_first_child(prefs); list; list = xd_el_next(list))
+        for (const xd_el_t *j = xd_el_first_child(list); j; j = xd_el_next(j))
+            njids++;
+    if (njids > (size_t)mc->max_prefs_jids)
+        return xd_stanza_error(req->iq, XD_COND_NOT_ACCEPTABLE,
+                               "too many JIDs in the always and never lists");
+    mam_prefs_set_t s = { host, user, mode, prefs };
+    int rc = xd_db_tx(xd_module_db(req->ctx), mam_prefs_tx, &s);
+    if (rc == XD_EINVAL)
+        return xd_stanza_error(req->iq, XD_COND_JID_MALFORMED, "a jid in the lists is not a JID");
+    if (rc < 0)
+        return xd_stanza_error(req->iq, XD_COND_INTERNAL_SERVER_ERROR, NULL);
+    return mam_prefs_get(req, host, user); /* XEP-0313 7.2: the prefs as stored */
+}
+
+/* IQ urn:xmpp:mam:2 to an account's bare JID (pool thread). */
+static xd_stanza_t *
+mam_iq(const xd_iq_req_t *req)
+{
+    if (!xd_jid_eq_bare(req->from, req->to))
+        return xd_stanza_error(req->iq, XD_COND_FORBIDDEN, "only your own archive");
+    if (!xd_module_db(req->ctx))
+        return xd_stanza_error(req->iq, XD_COND_SERVICE_UNAVAILABLE, NULL);
+    const char *type = xd_el_attr(xd_stanza_root(req->iq), "type");
+    bool get = type && !strcmp(type, "get");
+    if (xd_el_is(req->payload, "prefs", MAM_NS))
+        return mam_prefs(req, req->payload);
+    if (!xd_el_is(req->payload, "query", MAM_NS))
+        return xd_stanza_error(req->iq, XD_COND_BAD_REQUEST, "expected <query/> or <prefs/>");
+    return get ? mam_form(req) : mam_query(req, req->payload);
+}
+
+/* ---- retention --------------------------------------------------------------------------------- */
+
+typedef struct mam_purge {
+    char host[XD_JID_PART_MAX + 1];
+    int64_t before; /* µs */
+    int64_t deleted;
+    int rc;
+} mam_purge_t;
+
+static int
+mam_purge_run(xd_db_t *db, mam_purge_t *p)
+{
+    xd_db_conn_t *c;
+    p->rc = xd_db_acquire(db, &c);
+    if (p->rc != 0)
+        return p->rc;
+    xd_db_val_t k[] = { XD_DB_V_CSTR(p->host), XD_DB_V_INT(p->before) };
+    p->rc = xd_db_query(c, "DELETE FROM archive WHERE host = ? AND ts < ?", k, 2, NULL, NULL);
+    if (p->rc == 0)
+        p->deleted = xd_db_changes(c);
+    xd_db_release(c);
+    return p->rc;
+}
+
+static void
+mam_purge_work(xd_module_ctx_t *ctx, void *arg)
+{
+    mam_purge_run(xd_module_db(ctx), arg);
+}
+
+static void
+mam_purge_done(xd_module_ctx_t *ctx, void *arg, int status)
+{
+    (void)ctx;
+    mam_purge_t *p = arg;
+    int rc = status ? status : p->rc;
+    if (rc != 0)
+        XD_LOG(NULL, XD_ERROR, "archive expiry failed", "host=%s err=%s", p->host,
+               xd_strerror(rc));
+    else if (p->deleted)
+        XD_LOG(NULL, XD_INFO, "expired archived messages deleted", "host=%s count=%lld",
+               p->host, (long long)p->deleted);
+    xd_free(p);
+}
+
+typedef struct mam_state {
+    _Atomic uint64_t next_purge_ms; /* worker 0's loop clock */
+} mam_state_t;
+
+/* TICK: on worker 0, deletes the messages older than archive_expiry every
+ * minute (or every expiry, when that is shorter). */
+static int
+mam_tick(xd_module_ctx_t *ctx, xd_hook_tick_t *ev, void *arg)
+{
+    (void)arg;
+    const mam_conf_t *mc = xd_module_opts(ctx);
+    mam_state_t *st = xd_module_state(ctx);
+    if (ev->worker != 0 || !mc->archive_expiry || !st || !xd_module_db(ctx) ||
+        ev->now_ms < atomic_load(&st->next_purge_ms))
+        return XD_HOOK_OK;
+    uint64_t every = mc->archive_expiry < 60000 ? mc->archive_expiry : 60000;
+    atomic_store(&st->next_purge_ms, ev->now_ms + every);
+    mam_purge_t *p = xd_new(mam_purge_t);
+    snprintf(p->host, sizeof p->host, "%s", xd_module_host(ctx));
+    p->before = mam_now_us() - (int64_t)mc->archive_expiry * 1000;
+    if (xd_module_submit(ctx, mam_purge_work, mam_purge_done, p) != 0)
+        xd_free(p);
+    return XD_HOOK_OK;
+}
+
+static const xd_cmd_arg_t mam_delete_args[] = {
+    { "days", XD_CMD_INT, "messages older than this many days are deleted" },
+};
+
+static int
+mam_delete_old(xd_cmd_call_t *call)
+{
+    int64_t days = call->args[0].i;
+    if (days < 0 || days > 1000000)
+        return xd_cmd_errorf(call, XD_EINVAL, "days is 0 or more");
+    int64_t total = 0;
+    for (size_t i = 0; i < call->cfg->hosts.count; i++) {
+        xd_module_ctx_t *ctx = xd_module_instance("mod_mam", call->cfg->hosts.items[i]);
+        if (!ctx)
+            continue;
+        mam_purge_t p = { .before = mam_now_us() - days * 86400 * 1000000 };
+        snprintf(p.host, sizeof p.host, "%s", call->cfg->hosts.items[i]);
+        int rc = xd_module_db(ctx) ? mam_purge_run(xd_module_db(ctx), &p) : 0;
+        xd_module_release(ctx);
+        if (rc != 0)
+            return xd_cmd_errorf(call, rc, "%s: %s", p.host, xd_strerror(rc));
+        total += p.deleted;
+    }
+    call->res.i = total;
+    return 0;
+}
+
+static const xd_cmd_t mam_cmd_delete_old = {
+    .name = "delete_old_mam_messages",
+    .doc = "delete archived messages (XEP-0313) older than DAYS days, on every host",
+    .args = mam_delete_args,
+    .nargs = 1,
+    .result = XD_CMD_RES_INT,
+    .result_doc = "how many messages were deleted",
+    .fn = mam_delete_old,
+};
+
+/* ---- module ------------------------------------------------------------------------------------ */
+
+static void
+mam_stop(xd_module_ctx_t *ctx)
+{
+    xd_free(xd_module_state(ctx));
+}
+
+static int
+mam_start(xd_module_ctx_t *ctx)
+{
+    xd_module_set_state(ctx, xd_new(mam_state_t));
+    int rc = xd_module_iq(ctx, XD_IQ_USER, MAM_NS, XD_IQ_PARALLEL, mam_iq, NULL);
+    if (rc == 0)
+        rc = xd_module_feature(ctx, XD_IQ_USER, MAM_NS_EXT);
+    if (rc == 0)
+        rc = xd_module_hook(ctx, XD_HOOK_USER_SEND_PACKET, XD_HOOK_PRIO_DEFAULT, mam_sent, NULL);
+    if (rc == 0)
+        rc = xd_module_hook(ctx, XD_HOOK_FILTER_PACKET, MAM_FILTER_PRIO, mam_filter, NULL);
+    if (rc == 0)
+        rc = xd_module_hook(ctx, XD_HOOK_TICK, XD_HOOK_PRIO_DEFAULT, mam_tick, NULL);
+    if (rc == 0)
+        rc = mod_user_rows(ctx, "DELETE FROM archive WHERE host = ? AND username = ?");
+    if (rc == 0)
+        rc = mod_user_rows(ctx, "DELETE FROM archive_prefs WHERE host = ? AND username = ?");
+    if (rc == 0)
+        rc = mod_user_rows(ctx, "DELETE FROM archive_prefs_jid WHERE host = ? AND username = ?");
+    if (rc == 0)
+        rc = xd_module_command(ctx, &mam_cmd_delete_old);
+    return rc ? xd_module_fail(ctx, rc, "cannot register: %s", xd_strerror(rc)) : 0;
+}
+
+static const char *const mam_depends[] = { "mod_stanza_id", NULL };
+
+const xd_module_t xd_mod_mam = {
+    .abi = XD_MODULE_ABI,
+    .name = "mod_mam",
+    .doc = "Message archive (XEP-0313): both directions, queries with RSM, preferences, expiry",
+    .depends = mam_depends,
+    .opts = mam_opts,
+    .opts_size = sizeof(mam_conf_t),
+    .schemas = mam_schemas,
+    .start = mam_start,
+    .stop = mam_stop,
+};

@@ -1,0 +1,323 @@
+"""mod_mam (XEP-0313, urn:xmpp:mam:2) through the wire: both directions
+archived, queries with the form fields and RSM paging, preferences, hints,
+carbons, account removal, durability against kill -9.
+
+Barriers: a message's archive rows are committed before the sender's next
+stanza is handled (the sender's stream is held, xmppd/input.h), so after
+the sender's round trip a query sees every message it sent."""
+import re
+import signal
+
+from helpers import iq, online, q, reply_rx, users
+from test_durability import restart_after
+
+NS = "urn:xmpp:mam:2"
+RSM = "http://jabber.org/protocol/rsm"
+MODS = "modules:\n  mod_roster: {}\n  mod_stanza_id: {}\n  mod_carbons: {}\n  mod_mam:\n"
+
+
+def start(server_factory, **opts):
+    yaml = MODS + "".join(f"    {k}: {v}\n" for k, v in opts.items())
+    if not opts:
+        yaml = MODS.rstrip(":\n") + ": {}\n"
+    srv = server_factory(extra_yaml=yaml)
+    users(srv, "alice", "bob", "carol")
+    return srv
+
+
+def chat(c, to, body, mid, extra=""):
+    c.send(f"<message to='{to}' type='chat' id='{mid}'><body>{body}</body>{extra}</message>")
+
+
+def form(**fields):
+    f = "".join(
+        f"<field var='{k.replace('_', '-')}'>"
+        + "".join(f"<value>{x}</value>" for x in (v if isinstance(v, list) else [v]))
+        + "</field>" for k, v in fields.items())
+    return (f"<x xmlns='jabber:x:data' type='submit'><field var='FORM_TYPE' type='hidden'>"
+            f"<value>{NS}</value></field>{f}</x>")
+
+
+_qid = iter(range(1, 1000000))
+
+
+def mam(c, rsm="", flip=False, to=None, **fields):
+    """Runs a query; returns (results as (id, body), fin reply text)."""
+    n = next(_qid)
+    body = (f"<query xmlns='{NS}' queryid='q{n}'>{form(**fields) if fields else ''}"
+            f"{f'<set xmlns={chr(39)}{RSM}{chr(39)}>{rsm}</set>' if rsm else ''}"
+            f"{'<flip-page/>' if flip else ''}</query>")
+    t = f" to='{to}'" if to else ""
+    c.send(f"<iq type='set' id='mq{n}'{t}>{body}</iq>")
+    m = c.recv_until(reply_rx(f"mq{n}"))
+    seen = q(m.string[:m.start()])
+    res = []
+    for r in re.findall(r"<message[^>]*>\s*<result xmlns='urn:xmpp:mam:2'.*?</message>\s*"
+                        r"</forwarded>\s*</result>\s*</message>", seen, re.S):
+        assert f"queryid='q{n}'" in r, r
+        rid = re.search(r"<result[^>]*\bid='([^']+)'", r).group(1)
+        b = re.search(r"<body>([^<]*)</body>", r)
+        res.append((rid, b.group(1) if b else None, r))
+    return res, q(m.group(0))
+
+
+def bodies(res):
+    return [b for _, b, _ in res]
+
+
+def fin_set(fin):
+    first = re.search(r"<first index='(\d+)'>([^<]+)</first>", fin)
+    last = re.search(r"<last>([^<]+)</last>", fin)
+    count = re.search(r"<count>(\d+)</count>", fin)
+    return (first and (int(first.group(1)), first.group(2)), last and last.group(1),
+            count and int(count.group(1)), "complete='true'" in fin)
+
+
+def test_both_directions_same_id_and_disco(server_factory):
+    srv = start(server_factory)
+    a, ajid = online(srv, "alice", "pc")
+    b, bjid = online(srv, "bob", "pc")
+    r = iq(a, "d1", "<query xmlns='http://jabber.org/protocol/disco#info'/>", typ="get",
+           to="alice@localhost")
+    assert f"var='{NS}'" in r and f"var='{NS}#extended'" in r, r
+    # The form.
+    r = iq(a, "f1", f"<query xmlns='{NS}'/>", typ="get")
+    for v in ("FORM_TYPE", "with", "start", "end", "before-id", "after-id", "ids"):
+        assert f"var='{v}'" in r, r
+    chat(a, "bob@localhost", "hello bob", "m1")
+    got = q(b.recv_until(r"<message[^>]*id='m1'.*?</message>").group(0))
+    # bob's copy carries his archive's id, not alice's.
+    sid = re.search(r"<stanza-id xmlns='urn:xmpp:sid:0' id='([^']+)' by='bob@localhost'/>", got)
+    assert sid, got
+    assert "by='alice@localhost'" not in got, got
+    chat(b, "alice@localhost", "hi alice", "m2")
+    a.recv_until(r"<message[^>]*id='m2'.*?</message>")
+    b.roundtrip()
+    res, fin = mam(b)
+    assert bodies(res) == ["hello bob", "hi alice"], res
+    assert res[0][0] == sid.group(1)  # the delivered stanza-id is the archive id
+    assert "<delay xmlns='urn:xmpp:delay' stamp='" in res[0][2], res[0][2]
+    assert f"to='{bjid}'" in res[0][2] and "from='bob@localhost'" in res[0][2]
+    assert "<message xmlns='jabber:client'" in res[0][2] or "<forwarded xmlns='urn:xmpp:forward:0'>" \
+        "<delay" in res[0][2]
+    assert "type='result'" in fin and "complete='true'" in fin, fin
+    res, fin = mam(a)
+    assert bodies(res) == ["hello bob", "hi alice"], res
+    assert fin_set(fin)[2] == 2
+    # Another account's archive.
+    r = iq(a, "x1", f"<query xmlns='{NS}'/>", to="bob@localhost")
+    assert "type='error'" in r and "<forbidden" in r, r
+
+
+def test_paging_filters_and_errors(server_factory):
+    srv = start(server_factory)
+    a, _ = online(srv, "alice", "pc")
+    b, _ = online(srv, "bob", "pc")
+    c, _ = online(srv, "carol", "pc")
+    for i in range(27):
+        chat(a, "bob@localhost", f"b{i}", f"x{i}")
+    chat(a, "carol@localhost", "c0", "y0")
+    a.roundtrip()
+    want = [f"b{i}" for i in range(27)] + ["c0"]
+    # Forward through everything, 10 at a time.
+    got, after, pages = [], None, 0
+    while True:
+        rsm = "<max>10</max>" + (f"<after>{after}</after>" if after else "")
+        res, fin = mam(a, rsm=rsm)
+        first, last, count, complete = fin_set(fin)
+        assert count == 28, fin
+        assert first[0] == len(got), fin
+        got += bodies(res)
+        pages += 1
+        after = last
+        if complete:
+            break
+    assert got == want and pages == 3
+    # Backwards from the last page.
+    got, before, pages = [], "", 0
+    while True:
+        res, fin = mam(a, rsm=f"<max>10</max><before>{before}</before>")
+        first, last, count, complete = fin_set(fin)
+        got = bodies(res) + got
+        assert first[0] == 28 - len(got), fin
+        pages += 1
+        before = first[1]
+        if complete:
+            break
+    assert got == want and pages == 3
+    # flip-page: the same page, newest first.
+    res, fin = mam(a, rsm="<max>5</max><before/>", flip=True)
+    assert bodies(res) == list(reversed(want[-5:])), res
+    # with: only carol; a full JID with another resource: nothing.
+    res, _ = mam(a, **{"with": "carol@localhost"})
+    assert bodies(res) == ["c0"]
+    res, _ = mam(a, **{"with": "carol@localhost/other"})
+    assert bodies(res) == []
+    res, _ = mam(a, **{"with": "carol@localhost/pc"})
+    assert bodies(res) == []  # alice sent to the bare JID: no resource archived
+    # ids, after-id, before-id.
+    all_res, _ = mam(a)
+    ids = [r[0] for r in all_res]
+    res, _ = mam(a, ids=[ids[5], ids[2]])
+    assert bodies(res) == ["b2", "b5"]
+    res, _ = mam(a, after_id=ids[20], before_id=ids[24])
+    assert bodies(res) == ["b21", "b22", "b23"]
+    # start / end: from the 11th message's time on, up to the 13th.
+    stamps = [re.search(r"stamp='([^']+)'", r[2]).group(1) for r in all_res]
+    res, _ = mam(a, start=stamps[10], end=stamps[12])
+    assert bodies(res) == ["b10", "b11", "b12"]
+    res, _ = mam(a, start="2100-01-01T00:00:00Z")
+    assert res == []
+    # Errors.
+    _, fin = mam(a, rsm="<after>nosuchid</after>")
+    assert "<item-not-found" in fin, fin
+    _, fin = mam(a, after_id="nosuchid")
+    assert "<item-not-found" in fin, fin
+    _, fin = mam(a, ids=["nosuchid"])
+    assert "<item-not-found" in fin, fin
+    _, fin = mam(a, start="yesterday")
+    assert "<bad-request" in fin, fin
+    _, fin = mam(a, unknown_field="x")
+    assert "<bad-request" in fin, fin
+    _, fin = mam(a, rsm="<max>lots</max>")
+    assert "<bad-request" in fin, fin
+    # max_page caps <max/> (250 by default: all 28 here); max 0: just the count.
+    res, fin = mam(a, rsm="<max>0</max>")
+    assert res == [] and fin_set(fin)[2] == 28 and "complete='false'" in fin, fin
+
+
+def test_max_page_caps_a_page(server_factory):
+    srv = start(server_factory, max_page=3)
+    a, _ = online(srv, "alice", "pc")
+    b, _ = online(srv, "bob", "pc")
+    for i in range(5):
+        chat(a, "bob@localhost", f"b{i}", f"x{i}")
+    a.roundtrip()
+    res, fin = mam(a, rsm="<max>100</max>")
+    assert bodies(res) == ["b0", "b1", "b2"] and "complete='false'" in fin, fin
+    res, fin = mam(a)
+    assert len(res) == 3, res
+    # ids beyond max_page: refused.
+    _, fin = mam(a, ids=["a", "b", "c", "d"])
+    assert "<policy-violation" in fin, fin
+
+
+def test_what_is_not_archived(server_factory):
+    srv = start(server_factory)
+    a, _ = online(srv, "alice", "pc")
+    a2, _ = online(srv, "alice", "phone")
+    b, _ = online(srv, "bob", "pc")
+    a2.send("<iq type='set' id='cb'><enable xmlns='urn:xmpp:carbons:2'/></iq>")
+    a2.recv_until(reply_rx("cb"))
+    hints = "urn:xmpp:hints"
+    chat(a, "bob@localhost", "nps", "h1", f"<no-permanent-store xmlns='{hints}'/>")
+    chat(a, "bob@localhost", "ns", "h2", f"<no-store xmlns='{hints}'/>")
+    a.send("<message to='bob@localhost' type='headline' id='h3'><body>hl</body></message>")
+    a.send("<message to='bob@localhost' type='chat' id='h4'>"
+           "<active xmlns='http://jabber.org/protocol/chatstates'/></message>")
+    a.send(f"<message to='bob@localhost' type='chat' id='h5'><store xmlns='{hints}'/>"
+           "<active xmlns='http://jabber.org/protocol/chatstates'/></message>")
+    a.send("<message to='bob@localhost' type='chat' id='h6'>"
+           "<encrypted xmlns='eu.siacs.conversations.axolotl'><header sid='1'/></encrypted>"
+           "</message>")
+    chat(a, "bob@localhost", "carbon", "h7")
+    # alice's other resource gets the sent carbon, with the archive's id.
+    sent = q(a2.recv_until(r"<message[^>]*>\s*<sent[^>]*>\s*<forwarded[^>]*>\s*"
+                           r"<message[^>]*id=.h7.*?</message>\s*</forwarded>\s*</sent>"
+                           r"\s*</message>").group(0))
+    sid = re.search(r"<stanza-id xmlns='urn:xmpp:sid:0' id='([^']+)' by='alice@localhost'/>",
+                    sent)
+    assert sid, sent
+    a.roundtrip()
+    res, _ = mam(a)
+    assert [r[2].count("id='h") for r in res] and [re.search(r"<message[^>]*id='(h\d)'",
+                                                             r[2].split("<forwarded")[1]).group(1)
+                                                   for r in res] == ["h5", "h6", "h7"], res
+    assert res[2][0] == sid.group(1)  # the carbon's id is the archive id
+    b.roundtrip()
+    res, _ = mam(b)  # one copy each, though carbons were on
+    assert len(res) == 3, res
+
+
+def test_prefs(server_factory):
+    srv = start(server_factory, max_prefs_jids=2)
+    a, _ = online(srv, "alice", "pc", roster=True)
+    b, _ = online(srv, "bob", "pc")
+    c, _ = online(srv, "carol", "pc")
+    r = iq(a, "p0", f"<prefs xmlns='{NS}'/>", typ="get")
+    assert "default='always'" in r, r
+    r = iq(a, "p1", f"<prefs xmlns='{NS}' default='never'><always><jid>carol@localhost</jid>"
+                    f"</always><never/></prefs>")
+    assert "default='never'" in r and "<jid>carol@localhost</jid>" in r, r
+    chat(a, "bob@localhost", "to bob", "n1")
+    chat(a, "carol@localhost", "to carol", "n2")
+    a.roundtrip()
+    res, _ = mam(a)
+    assert bodies(res) == ["to carol"], res
+    # roster: bob only once he is in alice's roster with a subscription.
+    r = iq(a, "p2", f"<prefs xmlns='{NS}' default='roster'/>")
+    assert "default='roster'" in r, r
+    chat(a, "bob@localhost", "before roster", "n3")
+    a.send("<presence to='bob@localhost' type='subscribe'/>")
+    b.recv_until(r"<presence[^>]*type='subscribe'")
+    b.send("<presence to='alice@localhost' type='subscribed'/>")
+    a.recv_until(r"<presence[^>]*type='subscribed'")
+    chat(a, "bob@localhost", "in roster", "n4")
+    a.roundtrip()
+    res, _ = mam(a)
+    assert bodies(res) == ["to carol", "in roster"], res
+    # Limits and bad input.
+    r = iq(a, "p3", f"<prefs xmlns='{NS}' default='always'><always><jid>x@y</jid><jid>z@y</jid>"
+                    f"</always><never><jid>w@y</jid></never></prefs>")
+    assert "<not-acceptable" in r, r
+    r = iq(a, "p4", f"<prefs xmlns='{NS}' default='sometimes'/>")
+    assert "<bad-request" in r, r
+    r = iq(a, "p5", f"<prefs xmlns='{NS}' default='always'><never><jid>@@</jid></never></prefs>")
+    assert "<jid-malformed" in r, r
+
+
+def test_removal_and_delete_old(server_factory):
+    srv = start(server_factory)
+    a, _ = online(srv, "alice", "pc")
+    b, _ = online(srv, "bob", "pc")
+    chat(a, "bob@localhost", "one", "r1")
+    a.roundtrip()
+    r = srv.ctl_run("delete_old_mam_messages", "1")
+    assert r.returncode == 0 and r.stdout.strip() == "0", r.stdout + r.stderr
+    res, _ = mam(a)
+    assert len(res) == 1
+    r = srv.ctl_run("delete_old_mam_messages", "0")
+    assert r.returncode == 0 and r.stdout.strip() == "2", r.stdout + r.stderr
+    res, _ = mam(a)
+    assert res == []
+    chat(a, "bob@localhost", "two", "r2")
+    a.roundtrip()
+    r = srv.ctl_run("unregister", "bob", "localhost")
+    assert r.returncode == 0, r.stdout + r.stderr
+    users(srv, "bob")
+    b, _ = online(srv, "bob", "pc")
+    b.roundtrip()
+    res, _ = mam(b)
+    assert res == [], res
+
+
+def test_archive_survives_kill_9(server_factory):
+    srv = start(server_factory)
+    a, _ = online(srv, "alice", "pc")
+    b, _ = online(srv, "bob", "pc")
+    n = 150
+    a.send("".join(f"<message to='bob@localhost' type='chat' id='k{i}'><body>k{i}</body>"
+                   f"</message>" for i in range(n)))
+    assert "error" not in q(a.roundtrip())
+    restart_after(srv, signal.SIGKILL)
+    a, _ = online(srv, "alice", "pc")
+    b, _ = online(srv, "bob", "pc")
+    for c in (a, b):
+        got, after = [], None
+        while True:
+            res, fin = mam(c, rsm="<max>100</max>" + (f"<after>{after}</after>" if after else ""))
+            got += bodies(res)
+            if "complete='true'" in fin:
+                break
+            after = fin_set(fin)[1]
+        assert got == [f"k{i}" for i in range(n)]
