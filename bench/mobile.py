@@ -3,22 +3,28 @@
 session costs, how fast SASL2 + Bind2 + FAST logs in, and what stream
 management adds to an idle session.
 
-    bench/mobile.py --build build-release park   [--accounts 1000] [--messages 100]
-                                                 [--resume on|off] [--sample 10]
-    bench/mobile.py --build build-release logins [--flow sasl1|sasl2|fast|all]
-                                                 [--accounts 1000] [--conc 16] [--procs 1]
-                                                 [--seconds 10]
-    bench/mobile.py --build build-release idle   [--sessions 10000] [--sm on|off]
-                                                 [--procs 2]
+    bench/mobile.py [--build build-release] [--cert rsa|ec] park
+                    [--accounts 1000] [--messages 100] [--resume on|off] [--sample 10]
+                    [--cut-batch K] [--expire SECONDS] [--pad BYTES]
+    bench/mobile.py [--build build-release] [--cert rsa|ec] logins
+                    [--flow sasl1|sasl2|fast|all] [--accounts 1000] [--conc 16]
+                    [--procs 1] [--seconds 10] [--reps 3]
+    bench/mobile.py [--build build-release] [--cert rsa|ec] idle
+                    [--sessions 10000] [--sm on|off] [--leave-unacked] [--procs 2]
 
 park: N accounts log in (STARTTLS, SCRAM-SHA-256, bind, <enable resume='true'/>
 or, with --resume off, <enable/>, available presence); a sender puts M chat
 messages to each full JID, which the account reads and never acknowledges;
 then every TCP connection is cut (no </stream>, no TLS close_notify), so the
 sessions park (or, without resumption, end and their messages go to offline
-storage).  The server's RSS and Pss are taken before the logins, after them,
-after the messages and after the cut; then a sample of accounts resumes
-(or logs in again) and must get exactly the M messages, in order.
+storage).  The server's RSS, Pss and glibc heap in use (malloc_stats() through
+gdb) are taken before the logins, after them, after the messages and after
+the cut; then a sample of accounts resumes (or logs in again) and must get
+exactly the M messages (what was stored for it), in order.  --cut-batch K
+cuts K connections at a time, each batch handled before the next; --expire S
+sets sm_resume_timeout and waits for the parked sessions to time out,
+counting what reached offline storage and what was refused ("offline store
+queue full"); --pad makes the bodies longer.
 
 logins: closed-loop login cycles on C connections (spread over P driver
 processes), for S seconds after a 2 s warm-up:
@@ -33,7 +39,8 @@ does its full share of every exchange).
 
 idle: S sessions (STARTTLS, SCRAM, bind, available presence; with --sm on
 also <enable resume='true'/>, two pings and an <a/> acknowledging them),
-held idle; RSS before and with them online.
+held idle (by default everything acknowledged; --leave-unacked leaves the
+last ping result waiting); RSS and heap before and with them online.
 
 The server is the release build in --build (meson setup build-release
 --buildtype=release), started by the script on 127.0.0.1 with a temporary
@@ -101,10 +108,14 @@ def raise_fd_limit():
 
 # ---- server -----------------------------------------------------------------------------
 
-def make_cert(d):
+def make_cert(d, kind="rsa"):
+    """A self-signed certificate: RSA-2048 (the shared harness's kind) or ECDSA P-256
+    (the kind xmppd creates for itself)."""
     pem = os.path.join(d, "cert.pem")
     key, crt = os.path.join(d, "k.pem"), os.path.join(d, "c.pem")
-    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", key,
+    newkey = ["-newkey", "rsa:2048"] if kind == "rsa" else [
+        "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256"]
+    subprocess.run(["openssl", "req", "-x509"] + newkey + ["-nodes", "-keyout", key,
                     "-out", crt, "-days", "30", "-subj", f"/CN={DOMAIN}",
                     "-addext", f"subjectAltName=DNS:{DOMAIN}"],
                    check=True, capture_output=True)
@@ -118,7 +129,7 @@ class Bench:
 
     def __init__(self, a, loglevel="warning", extra=""):
         self.tmp = tempfile.mkdtemp(prefix="xd-mobile-")
-        pem = make_cert(self.tmp)
+        pem = make_cert(self.tmp, a.cert)
         self.srv = Server(os.path.abspath(a.build), self.tmp, workers=a.workers,
                           listen_opts=LISTEN_OPTS,
                           extra_yaml=(f"certfiles:\n  - {pem}\n" + MODULES + extra))
@@ -430,9 +441,12 @@ async def gather_limited(n, conc, fn):
 
 # ---- 1. parked sessions -----------------------------------------------------------------
 
+PAD = ""
+
+
 def msg(jid, i, k):
     return (f"<message to='{jid}' type='chat' id='m{i}-{k}'><body>mobile bench message {k} "
-            f"to u{i}: the quick brown fox jumps over the lazy dog</body></message>")
+            f"to u{i}: the quick brown fox jumps over the lazy dog{PAD}</body></message>")
 
 
 def count_messages(buf):
@@ -553,6 +567,11 @@ async def park_run(a):
             if resume:  # all of it handled (the messages and the ping's result)
                 c.send(f"<a xmlns='{SM}' h='{m + 1}'/>")
             await c.close_stream()
+        # how much of the RSS is memory glibc holds freed: give it back and look again
+        if shutil.which("gdb"):
+            subprocess.run(["gdb", "-p", str(b.srv.pid), "-batch", "-nx",
+                            "-ex", "call (int) malloc_trim(0)"], capture_output=True, timeout=120)
+            out["trimmed"] = b.mem()
         if resume and a.expire:
             # the rest stay parked until sm_resume_timeout: then each ends and what
             # waited for it goes to offline storage
@@ -598,6 +617,8 @@ def stored_ids(db, i):
 
 
 def park_main(a):
+    global PAD
+    PAD = " " + "x" * (a.pad - 1) if a.pad > 0 else ""
     a.need = a.accounts
     raise_fd_limit()
     out = asyncio.run(park_run(a))
@@ -609,6 +630,9 @@ def park_main(a):
         h = out.get(k + "_heap")
         hs = f" heap_in_use={h[1] // 1024} KiB heap_system={h[0] // 1024} KiB" if h else ""
         print(f"  {k:7s} RSS {rss:8d} KiB  Pss {pss:8d} KiB{hs}")
+    if "trimmed" in out:
+        print(f"  after malloc_trim(0) (end of run): RSS {out['trimmed'][0]:8d} KiB  "
+              f"Pss {out['trimmed'][1]:8d} KiB")
     d = lambda x, y, i=0: (out[x][i] - out[y][i]) * 1024  # noqa: E731
     print(f"  per session online (SM on, RSS): {d('online', 'start') / n:9.0f} B")
     print(f"  per queued message (RSS):        {d('queued', 'online') / (n * m):9.0f} B")
@@ -689,7 +713,8 @@ def login_measure(b, a, flow, tokens):
     conc_each = [a.conc // a.procs + (1 if p < a.conc % a.procs else 0) for p in range(a.procs)]
     start_at = time.time() + 1.0
     warm = 2.0
-    with multiprocessing.get_context("fork").Pool(a.procs) as pool:
+    with multiprocessing.get_context("fork").Pool(
+            a.procs, initializer=signal.signal, initargs=(signal.SIGTERM, signal.SIG_DFL)) as pool:
         jobs = [pool.apply_async(login_proc, (flow, b.port, conc_each[p], a.accounts, tokens,
                                               start_at, warm, a.seconds, p, a.procs))
                 for p in range(a.procs)]
@@ -739,7 +764,7 @@ def logins_main(a):
 
 # ---- 3. idle sessions, SM on / off ------------------------------------------------------
 
-def idle_proc(port, ids, sm, conn, conc):
+def idle_proc(port, ids, sm, conn, conc, leave_unacked):
     """Holds the sessions of accounts `ids` until told to go."""
     async def run():
         ctx = tls_ctx()
@@ -758,6 +783,9 @@ def idle_proc(port, ids, sm, conn, conc):
                 # every stanza the server sent since <enabled/>: own presence, 2 results
                 c.send(f"<a xmlns='{SM}' h='3'/>")
                 await c.ping("i3")
+                if not leave_unacked:  # and the last result: nothing waits for an ack
+                    c.send(f"<a xmlns='{SM}' h='4'/><r xmlns='{SM}'/>")
+                    await c.until(rb"<a xmlns=['\"]" + SM.encode() + rb"['\"][^>]*/>")
             clients.append(c)
         ok = await gather_limited(len(ids), conc, lambda k: up(ids[k]))
         conn.send(("ready", len(ok)))
@@ -784,7 +812,7 @@ def idle_main(a):
         for p in range(a.procs):
             here, there = ctx.Pipe()
             ids = list(range(p, a.sessions, a.procs))
-            pr = ctx.Process(target=idle_proc, args=(b.port, ids, sm, there, 32))
+            pr = ctx.Process(target=idle_proc, args=(b.port, ids, sm, there, 32, a.leave_unacked))
             pr.start()
             pipes.append(here)
             procs.append(pr)
@@ -793,7 +821,8 @@ def idle_main(a):
         time.sleep(8)  # the parsers' idle trim (2 s), settled
         m1 = b.mem()
         h1 = b.heap()
-        print(f"sm={a.sm} sessions={n} up in {dt:.0f} s ({n / dt:.0f}/s)")
+        print(f"sm={a.sm}{' leave-unacked' if sm and a.leave_unacked else ''} sessions={n} "
+              f"up in {dt:.0f} s ({n / dt:.0f}/s)")
         print(f"  RSS {m0[0]} -> {m1[0]} KiB: {(m1[0] - m0[0]) * 1024 / n:.0f} B/session; "
               f"Pss {m0[1]} -> {m1[1]} KiB: {(m1[1] - m0[1]) * 1024 / n:.0f} B/session")
         if h0 and h1:
@@ -810,12 +839,17 @@ def main():
     ap.add_argument("--build", default="build-release")
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--cache", default="/var/tmp/xd-mobile-bench")
+    ap.add_argument("--cert", choices=("rsa", "ec"), default="rsa",
+                    help="server certificate: RSA-2048 (default, as the shared harness) or "
+                         "ECDSA P-256")
     sub = ap.add_subparsers(dest="cmd", required=True)
     p = sub.add_parser("park")
     p.add_argument("--accounts", type=int, default=1000)
     p.add_argument("--messages", type=int, default=100)
     p.add_argument("--resume", choices=("on", "off"), default="on")
     p.add_argument("--sample", type=int, default=10)
+    p.add_argument("--pad", type=int, default=0,
+                   help="make each message body this many bytes longer")
     p.add_argument("--cut-batch", type=int, default=0,
                    help="cut the connections K at a time, each batch handled before the next "
                         "(default: all at once)")
@@ -833,6 +867,9 @@ def main():
     p.add_argument("--sessions", type=int, default=10000)
     p.add_argument("--sm", choices=("on", "off"), default="on")
     p.add_argument("--procs", type=int, default=2)
+    p.add_argument("--leave-unacked", action="store_true",
+                   help="with --sm on: leave the last ping result unacknowledged (one stanza "
+                        "waits in each session's queue)")
     a = ap.parse_args()
     signal.signal(signal.SIGTERM, signal.default_int_handler)  # clean up on SIGTERM too
     print(f"# {time.strftime('%Y-%m-%d %H:%M:%S')} load {os.getloadavg()}", flush=True)
