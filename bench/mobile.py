@@ -143,7 +143,11 @@ class Bench:
         shutil.copy(cache_db, os.path.join(self.srv.data_dir, "xmppd.db"))
 
     def __enter__(self):
-        start_quiet(self.srv)
+        try:
+            start_quiet(self.srv)
+        except BaseException:
+            shutil.rmtree(self.tmp, ignore_errors=True)
+            raise
         return self
 
     def __exit__(self, *exc):
@@ -197,16 +201,20 @@ def start_quiet(srv):
     there is no "xmppd ready" line to wait for) and the control socket answers."""
     srv.start(wait=False)
     deadline = time.time() + 30
-    while True:
-        assert srv.proc.poll() is None, srv.stderr_text() + srv.log_text()
-        try:
-            socket.create_connection(("127.0.0.1", srv.c2s_port), timeout=1).close()
-            if srv.ctl_run("registered_users", DOMAIN).returncode == 0:
-                return
-        except OSError:
-            pass
-        assert time.time() < deadline, "xmppd did not start:\n" + srv.log_text()
-        time.sleep(0.1)
+    try:
+        while True:
+            assert srv.proc.poll() is None, srv.stderr_text() + srv.log_text()
+            try:
+                socket.create_connection(("127.0.0.1", srv.c2s_port), timeout=1).close()
+                if srv.ctl_run("registered_users", DOMAIN).returncode == 0:
+                    return
+            except OSError:
+                pass
+            assert time.time() < deadline, "xmppd did not start:\n" + srv.log_text()
+            time.sleep(0.1)
+    except BaseException:
+        srv.stop(signal.SIGTERM)  # never leave a server behind
+        raise
 
 
 def users_db(a, n):
