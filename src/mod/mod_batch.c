@@ -85,9 +85,17 @@ mod_batch_push(mod_batch_q_t *q, const mod_batch_ops_t *ops, xd_module_ctx_t *ct
 {
     if (!xd_module_db(ctx))
         return XD_EINVAL;
-    if (q->len >= ops->q_max || q->bytes + it->bytes > ops->q_max_bytes) {
-        XD_LOG(NULL, XD_WARN, "write queue full", "what=%s queued=%zu bytes=%zu", ops->what,
-               q->len, q->bytes);
+    /* A stanza of a stream is paced by its stream (held until written), so
+     * the bound is only reached by a database that cannot keep up.  One
+     * from no stream is the server's own: what a session that ended had not
+     * had acknowledged, routed again.  Its memory was held already (by that
+     * session's bounded queue) and refusing it would bounce it to a sender
+     * who may be gone, so it gets MOD_BATCH_NOSTREAM times the room: a mass
+     * disconnect fits, a database that stalls for good still hits a bound. */
+    size_t k = xd_input_current().id ? 1 : MOD_BATCH_NOSTREAM;
+    if (q->len >= ops->q_max * k || q->bytes + it->bytes > ops->q_max_bytes * k) {
+        XD_LOG(NULL, XD_WARN, "write queue full", "what=%s queued=%zu bytes=%zu stream=%s",
+               ops->what, q->len, q->bytes, k == 1 ? "yes" : "no");
         return XD_EFULL;
     }
     it->next = NULL;

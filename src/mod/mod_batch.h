@@ -13,7 +13,11 @@
  * order sent.  The FIFO is bounded: beyond it mod_batch_push fails at
  * once (the caller answers resource-constraint).  A held stream adds at
  * most one stanza's items, so the bound is hit only by stanzas that come
- * from no stream, or by a database that cannot keep up.
+ * from no stream, or by a database that cannot keep up.  Items pushed
+ * from no stream (the server routing again what an ended session had not
+ * had acknowledged: a mass disconnect ends thousands at once) get
+ * MOD_BATCH_NOSTREAM times the bounds, not to bounce what was already
+ * held in memory.
  *
  * Use: embed mod_batch_item_t as the first member of the module's item,
  * keep one `static _Thread_local mod_batch_q_t` per kind of write (the
@@ -38,6 +42,8 @@
 
 #include "xmppd/input.h"
 #include "xmppd/module.h"
+
+#define MOD_BATCH_NOSTREAM 16 /* bound factor for items from no stream */
 
 typedef struct mod_batch_item {
     struct mod_batch_item *next; /* the FIFO; then the batch */

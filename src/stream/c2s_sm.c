@@ -926,8 +926,13 @@ sm_free_rerouting(c2s_sm_t *sm, const xd_log_t *log)
         XD_LOG(log, XD_INFO, "stream management: unacknowledged stanzas routed again",
                "count=%zu", sm->q.len);
     xd_stanza_t *st;
+    /* Routed as the server's own, from no stream: whatever stream's input
+     * is being handled now (one whose close ended this session) is not
+     * what these stanzas came from, and must not be held or billed. */
+    uint64_t prev = xd_input_enter(0);
     while ((st = xd_smq_take(&sm->q)) != NULL)
         c2s_sm_reroute(st);
+    xd_input_leave(prev);
     xd_smq_clear(&sm->q);
     if (sm->timer)
         xd_timer_free(sm->timer);

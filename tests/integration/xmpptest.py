@@ -74,7 +74,15 @@ class Server:
         self.proc = subprocess.Popen([self.bin, "--config", self.config_path] + self.args,
                                      cwd=self.dir, stdout=self._stderr, stderr=self._stderr)
         if wait:
-            self.wait_ready()
+            try:
+                self.wait_ready()
+            except RuntimeError:
+                # Never leave a process behind that did not become ready
+                # (callers outside the fixtures have no teardown for it).
+                if self.proc.poll() is None:
+                    self.proc.kill()
+                    self.proc.wait(timeout=20)
+                raise
 
     def wait_ready(self, timeout=20, seen=0):
         """Until the log holds more than `seen` "xmppd ready" lines.  A new
