@@ -1,0 +1,524 @@
+"""mod_muc (XEP-0045 multi-user chat) through the wire, raw XML: the
+service's disco, entering (the order of the join sequence and its status
+codes), instant rooms, nick conflicts and changes, leaving, groupchat and
+private messages, history on entering, the subject, roles and affiliations
+(kick, ban, voice, members-only, passwords, max users), the configuration
+form and persistence across a restart, destruction, invitations,
+occupant-id, self-ping, two sessions under one nick, and an occupant whose
+session breaks.
+
+Barriers: the service holds a sender's stream until the room (on its owner
+worker) has handled the stanza, so a sender's round trip comes after what
+the room sent because of its earlier stanzas; another occupant's round trip
+after that is a barrier for what the room sent it (the room's copies were
+queued to it first)."""
+import re
+
+from helpers import assert_nothing_before, expect, iq, online, q, reply, take, users
+
+MUC = "conference.localhost"
+NS_MUC = "http://jabber.org/protocol/muc"
+NS_USER = NS_MUC + "#user"
+NS_OWNER = NS_MUC + "#owner"
+NS_ADMIN = NS_MUC + "#admin"
+INSTANT = (f"<query xmlns='{NS_OWNER}'><x xmlns='jabber:x:data' type='submit'/></query>")
+
+
+def start(server_factory, opts="", **kw):
+    srv = server_factory(extra_yaml=f"modules:\n  mod_muc: {{{opts}}}\n", **kw)
+    users(srv, "alice", "bob", "carol", "dave")
+    return srv
+
+
+def pres_rx(room, nick, unavailable=False):
+    """The presence from room/nick (optionally of type unavailable)."""
+    t = r"[^>]*type=['\"]unavailable['\"]" if unavailable else ""
+    frm = re.escape(f"{room}@{MUC}/{nick}")
+    return (rf"<presence(?=[^>]*from=['\"]{frm}['\"]){t}[^>]*>.*?</presence>")
+
+
+def subject_rx(room):
+    return rf"<message[^>]*from=['\"]{re.escape(room)}@{MUC}[^>]*>\s*<subject.*?</message>"
+
+
+def join(c, room, nick, body=""):
+    """Enters room as nick; returns what came up to and including the
+    subject (the end of the join sequence)."""
+    c.send(f"<presence to='{room}@{MUC}/{nick}'><x xmlns='{NS_MUC}'>{body}</x></presence>")
+    m = c.recv_until(r"(?s)^.*?<message[^>]*>\s*<subject[^>]*(/>|>.*?</subject>).*?</message>")
+    return q(m.group(0))
+
+
+def create(c, room, nick, form=INSTANT):
+    """Creates room (instant unless form says otherwise) as nick."""
+    seq = join(c, room, nick)
+    assert "code='201'" in seq, seq
+    r = iq(c, "cr-" + room, form, to=f"{room}@{MUC}")
+    assert "type='result'" in r, r
+    return seq
+
+
+def config(c, room, fields, iq_id="cfg"):
+    vals = "".join(f"<field var='muc#roomconfig_{k}'><value>{v}</value></field>"
+                   for k, v in fields.items())
+    return iq(c, iq_id, f"<query xmlns='{NS_OWNER}'><x xmlns='jabber:x:data' type='submit'>"
+                        f"<field var='FORM_TYPE'><value>{NS_MUC}#roomconfig</value></field>"
+                        f"{vals}</x></query>", to=f"{room}@{MUC}")
+
+
+def admin(c, item, room, iq_id="adm"):
+    return iq(c, iq_id, f"<query xmlns='{NS_ADMIN}'>{item}</query>", to=f"{room}@{MUC}")
+
+
+def groupchat(c, room, body, mid):
+    c.send(f"<message to='{room}@{MUC}' type='groupchat' id='{mid}'><body>{body}</body>"
+           f"</message>")
+
+
+def perr(cond):
+    """A presence error with condition cond (within one presence)."""
+    return rf"<presence[^>]*type='error'[^>]*>(?:(?!</presence>).)*<{cond} "
+
+
+def err_rx(kind, sid, cond):
+    """The error answer of kind (message, presence, iq) with id sid."""
+    return rf"<{kind}(?=[^>]*id='{sid}')(?=[^>]*type='error')[^>]*>.*?<{cond} "
+
+
+# ---- the service ----------------------------------------------------------------------------
+
+def test_service_disco_and_public_rooms(server_factory):
+    srv = start(server_factory)
+    a, _ = online(srv, "alice")
+    r = iq(a, "i1", "<query xmlns='http://jabber.org/protocol/disco#info'/>", typ="get", to=MUC)
+    assert "category='conference'" in r and f"var='{NS_MUC}'" in r, r
+    assert "var='urn:xmpp:occupant-id:0'" in r, r
+    # The server lists the service as an item? Not required; the service's
+    # rooms are its items.
+    r = iq(a, "i2", "<query xmlns='http://jabber.org/protocol/disco#items'/>", typ="get", to=MUC)
+    assert "<item" not in r, r
+    create(a, "lobby", "al")
+    config(a, "lobby", {"roomname": "The Lobby"})
+    create(a, "hidden", "al")
+    config(a, "hidden", {"publicroom": "0"})
+    r = iq(a, "i3", "<query xmlns='http://jabber.org/protocol/disco#items'/>", typ="get", to=MUC)
+    assert f"jid='lobby@{MUC}'" in r and "name='The Lobby'" in r, r
+    assert "hidden@" not in r, r
+    # The room's own disco#info: identity, features, muc#roominfo.
+    r = iq(a, "i4", "<query xmlns='http://jabber.org/protocol/disco#info'/>", typ="get",
+           to=f"lobby@{MUC}")
+    assert "name='The Lobby'" in r and "var='muc_public'" in r and "var='muc_temporary'" in r, r
+    assert "muc#roominfo" in r and "var='muc#roominfo_occupants'" in r, r
+    r = iq(a, "i5", "<query xmlns='http://jabber.org/protocol/disco#info'/>", typ="get",
+           to=f"nowhere@{MUC}")
+    assert "item-not-found" in r, r
+    # muc#unique gives a fresh name.
+    r = iq(a, "i6", f"<unique xmlns='{NS_MUC}#unique'/>", typ="get", to=MUC)
+    assert re.search(r"<unique[^>]*>[a-z0-9_-]{20}</unique>", r), r
+
+
+# ---- entering and leaving -------------------------------------------------------------------
+
+def test_join_sequence_order_and_codes(server_factory):
+    srv = start(server_factory)
+    a, ajid = online(srv, "alice")
+    b, bjid = online(srv, "bob")
+    seq = create(a, "r1", "al")
+    # A new room: self presence with owner/moderator, 201 and 110 last, then the subject.
+    self_p = re.search(pres_rx("r1", "al"), seq).group(0)
+    assert "affiliation='owner'" in self_p and "role='moderator'" in self_p, self_p
+    codes = re.findall(r"code='(\d+)'", self_p)
+    assert codes[-1] == "110" and "201" in codes, codes
+    assert "<occupant-id xmlns='urn:xmpp:occupant-id:0'" in self_p, self_p
+    assert seq.index("from='r1@" + MUC + "/al'") < seq.index("<subject"), seq
+    groupchat(a, "r1", "hello", "m1")
+    expect(a, r"id='m1'")
+    c, _ = online(srv, "carol")
+    join(c, "r1", "cc")
+    # Bob enters: al's and cc's presence first, then his own (110 last, no
+    # 201), then the history, then the subject.
+    seq = join(b, "r1", "bob")
+    i_al = seq.index(f"from='r1@{MUC}/al'")
+    i_cc = seq.index(f"from='r1@{MUC}/cc'")
+    i_self = seq.index(f"from='r1@{MUC}/bob'")
+    i_hist = seq.index("<body>hello</body>")
+    i_subj = seq.index("<subject")
+    assert max(i_al, i_cc) < i_self < i_hist < i_subj, seq
+    self_p = re.search(pres_rx("r1", "bob"), seq).group(0)
+    assert re.findall(r"code='(\d+)'", self_p) == ["110"], self_p
+    assert "role='participant'" in self_p and "affiliation='none'" in self_p, self_p
+    assert "urn:xmpp:delay" in seq[i_hist - 300:i_subj], seq
+    # Semi-anonymous: bob does not see al's real JID; al (moderator) sees bob's.
+    al_p = re.search(pres_rx("r1", "al"), seq).group(0)
+    assert "jid=" not in al_p, al_p
+    p = expect(a, pres_rx("r1", "bob"))
+    assert f"jid='{bjid}'" in p, p
+    # Occupant ids are stable per account and differ between accounts.
+    oid_b = re.search(r"occupant-id[^>]*id='([^']+)'", p).group(1)
+    assert oid_b and oid_b not in al_p
+    # Leaving: unavailable to all, 110 to the leaver.
+    b.send(f"<presence to='r1@{MUC}/bob' type='unavailable'><status>bye</status></presence>")
+    p = expect(b, pres_rx("r1", "bob", unavailable=True))
+    assert "code='110'" in p and "role='none'" in p, p
+    p = expect(a, pres_rx("r1", "bob", unavailable=True))
+    assert "code='110'" not in p and "<status>bye</status>" in p, p
+    seq = join(b, "r1", "bob")
+    assert f"id='{oid_b}'" in seq, seq
+
+
+def test_locked_room_and_nick_conflict_and_change(server_factory):
+    srv = start(server_factory)
+    a, _ = online(srv, "alice")
+    b, _ = online(srv, "bob")
+    seq = join(a, "r2", "al")
+    assert "code='201'" in seq
+    # Locked until configured: others get item-not-found.
+    b.send(f"<presence to='r2@{MUC}/bob'><x xmlns='{NS_MUC}'/></presence>")
+    expect(b, perr("item-not-found"))
+    r = iq(a, "cf", INSTANT, to=f"r2@{MUC}")
+    assert "type='result'" in r
+    join(b, "r2", "bob")
+    expect(a, pres_rx("r2", "bob"))
+    c, _ = online(srv, "carol")
+    c.send(f"<presence to='r2@{MUC}/al'><x xmlns='{NS_MUC}'/></presence>")
+    e = expect(c, r"<presence[^>]*type='error'.*?</presence>")
+    assert "<conflict " in e and f"from='r2@{MUC}/al'" in e, e
+    # Nick change: unavailable with 303 and the new nick, then the new presence.
+    b.send(f"<presence to='r2@{MUC}/robert'/>")
+    p = expect(a, pres_rx("r2", "bob", unavailable=True))
+    assert "code='303'" in p and "nick='robert'" in p, p
+    expect(a, pres_rx("r2", "robert"))
+    p = expect(b, pres_rx("r2", "bob", unavailable=True))
+    assert "code='303'" in p and "code='110'" in p, p
+    p = expect(b, pres_rx("r2", "robert"))
+    assert "code='110'" in p
+    # To a taken nick: conflict, and robert stays robert.
+    b.send(f"<presence to='r2@{MUC}/al'/>")
+    expect(b, perr("conflict"))
+    groupchat(b, "r2", "still here", "m2")
+    m = expect(a, r"<message[^>]*id='m2'.*?</message>")
+    assert f"from='r2@{MUC}/robert'" in m, m
+
+
+def test_messages_pm_and_errors(server_factory):
+    srv = start(server_factory)
+    a, _ = online(srv, "alice")
+    b, _ = online(srv, "bob")
+    c, _ = online(srv, "carol")
+    create(a, "r3", "al")
+    join(b, "r3", "bob")
+    groupchat(b, "r3", "hi all", "g1")
+    for s in (a, b):
+        m = expect(s, r"<message[^>]*id='g1'.*?</message>")
+        assert f"from='r3@{MUC}/bob'" in m and "type='groupchat'" in m, m
+        assert "occupant-id" in m, m
+    # Private message through the room.
+    b.send(f"<message to='r3@{MUC}/al' type='chat' id='p1'><body>psst</body></message>")
+    m = expect(a, r"<message[^>]*id='p1'.*?</message>")
+    assert f"from='r3@{MUC}/bob'" in m and f"xmlns='{NS_USER}'" in m, m
+    # To nobody: item-not-found; a non-occupant: not-acceptable.
+    b.send(f"<message to='r3@{MUC}/ghost' type='chat' id='p2'><body>?</body></message>")
+    expect(b, err_rx("message", "p2", "item-not-found"))
+    groupchat(c, "r3", "let me in", "g2")
+    expect(c, err_rx("message", "g2", "not-acceptable"))
+    assert_nothing_before(a, r"let me in", after=c, barrier=None)
+    # A room that is not there.
+    c.send(f"<message to='none@{MUC}' type='groupchat' id='g3'><body>x</body></message>")
+    expect(c, err_rx("message", "g3", "item-not-found"))
+    # Private messages off.
+    config(a, "r3", {"allowpm": "none"})
+    b.send(f"<message to='r3@{MUC}/al' type='chat' id='p3'><body>psst</body></message>")
+    expect(b, err_rx("message", "p3", "forbidden"))
+
+
+def test_history_on_join(server_factory):
+    srv = start(server_factory)
+    a, _ = online(srv, "alice")
+    b, _ = online(srv, "bob")
+    create(a, "r4", "al")
+    for i in range(25):
+        groupchat(a, "r4", f"msg{i}", f"h{i}")
+    expect(a, r"id='h24'")
+    # Default: the last 20.
+    seq = join(b, "r4", "bob")
+    bodies = re.findall(r"<body>(msg\d+)</body>", seq)
+    assert bodies == [f"msg{i}" for i in range(5, 25)], bodies
+    b.send(f"<presence to='r4@{MUC}/bob' type='unavailable'/>")
+    expect(b, pres_rx("r4", "bob", unavailable=True))
+    seq = join(b, "r4", "bob", "<history maxstanzas='3'/>")
+    assert re.findall(r"<body>(msg\d+)</body>", seq) == ["msg22", "msg23", "msg24"], seq
+    b.send(f"<presence to='r4@{MUC}/bob' type='unavailable'/>")
+    expect(b, pres_rx("r4", "bob", unavailable=True))
+    seq = join(b, "r4", "bob", "<history maxchars='0'/>")
+    assert "<body>" not in seq, seq
+    b.send(f"<presence to='r4@{MUC}/bob' type='unavailable'/>")
+    expect(b, pres_rx("r4", "bob", unavailable=True))
+    seq = join(b, "r4", "bob", "<history since='2000-01-01T00:00:00Z' maxstanzas='2'/>")
+    assert re.findall(r"<body>(msg\d+)</body>", seq) == ["msg23", "msg24"], seq
+    b.send(f"<presence to='r4@{MUC}/bob' type='unavailable'/>")
+    expect(b, pres_rx("r4", "bob", unavailable=True))
+    seq = join(b, "r4", "bob", "<history since='2999-01-01T00:00:00Z'/>")
+    assert "<body>" not in seq, seq
+
+
+def test_subject(server_factory):
+    srv = start(server_factory)
+    a, _ = online(srv, "alice")
+    b, _ = online(srv, "bob")
+    create(a, "r5", "al")
+    join(b, "r5", "bob")
+    a.send(f"<message to='r5@{MUC}' type='groupchat' id='s1'><subject>Today: tea</subject>"
+           f"</message>")
+    m = expect(b, r"<message[^>]*id='s1'.*?</message>")
+    assert "<subject>Today: tea</subject>" in m and f"from='r5@{MUC}/al'" in m, m
+    c, _ = online(srv, "carol")
+    seq = join(c, "r5", "cc")
+    assert "<subject>Today: tea</subject>" in seq, seq
+    # Only moderators once changesubject is off.
+    config(a, "r5", {"changesubject": "0"})
+    b.send(f"<message to='r5@{MUC}' type='groupchat' id='s2'><subject>mine</subject>"
+           f"</message>")
+    expect(b, err_rx("message", "s2", "forbidden"))
+
+
+# ---- roles and affiliations ---------------------------------------------------------------
+
+def test_kick_ban_voice(server_factory):
+    srv = start(server_factory)
+    a, _ = online(srv, "alice")
+    b, bjid = online(srv, "bob")
+    c, _ = online(srv, "carol")
+    create(a, "r6", "al")
+    join(b, "r6", "bob")
+    join(c, "r6", "cc")
+    # bob (participant) may not kick.
+    r = admin(b, "<item nick='cc' role='none'/>", "r6", "k0")
+    assert "<forbidden " in r, r
+    # Kick: 307, with actor and reason.
+    r = admin(a, "<item nick='cc' role='none'><reason>spam</reason></item>", "r6", "k1")
+    assert "type='result'" in r, r
+    p = expect(c, pres_rx("r6", "cc", unavailable=True))
+    assert "code='307'" in p and "code='110'" in p and "<reason>spam</reason>" in p, p
+    p = expect(b, pres_rx("r6", "cc", unavailable=True))
+    assert "code='307'" in p, p
+    # Voice: moderated room, visitor may not speak; voice makes it a participant.
+    config(a, "r6", {"moderatedroom": "1"})
+    join(c, "r6", "cc")
+    p = expect(a, pres_rx("r6", "cc"))
+    assert "role='visitor'" in p, p
+    groupchat(c, "r6", "can I?", "v1")
+    expect(c, err_rx("message", "v1", "forbidden"))
+    r = admin(a, "<item nick='cc' role='participant'/>", "r6", "v2")
+    assert "type='result'" in r, r
+    p = expect(c, pres_rx("r6", "cc"))
+    assert "role='participant'" in p, p
+    groupchat(c, "r6", "now I can", "v3")
+    expect(b, r"<message[^>]*id='v3'")
+    # Ban: 301, and no way back in.
+    r = admin(a, "<item jid='carol@localhost' affiliation='outcast'/>", "r6", "b1")
+    assert "type='result'" in r, r
+    p = expect(c, pres_rx("r6", "cc", unavailable=True))
+    assert "code='301'" in p, p
+    c.send(f"<presence to='r6@{MUC}/cc'><x xmlns='{NS_MUC}'/></presence>")
+    expect(c, perr("forbidden"))
+    r = iq(a, "l1", f"<query xmlns='{NS_ADMIN}'><item affiliation='outcast'/></query>",
+           typ="get", to=f"r6@{MUC}")
+    assert "jid='carol@localhost'" in r, r
+    # An owner cannot be kicked by an admin; the last owner cannot go.
+    r = admin(a, "<item jid='alice@localhost' affiliation='member'/>", "r6", "o1")
+    assert "<conflict " in r, r
+
+
+def test_members_only_password_max_users(server_factory):
+    srv = start(server_factory, "max_users: 3")
+    a, _ = online(srv, "alice")
+    b, _ = online(srv, "bob")
+    c, _ = online(srv, "carol")
+    d, _ = online(srv, "dave")
+    create(a, "r7", "al")
+    config(a, "r7", {"membersonly": "1"})
+    b.send(f"<presence to='r7@{MUC}/bob'><x xmlns='{NS_MUC}'/></presence>")
+    expect(b, perr("registration-required"))
+    r = admin(a, "<item jid='bob@localhost' affiliation='member'/>", "r7", "m1")
+    assert "type='result'" in r, r
+    join(b, "r7", "bob")
+    # Password.
+    create(a, "r8", "al")
+    r = config(a, "r8", {"passwordprotectedroom": "1"})
+    assert "<not-acceptable " in r, r  # a password room needs its secret
+    config(a, "r8", {"passwordprotectedroom": "1", "roomsecret": "s3cret"})
+    c.send(f"<presence to='r8@{MUC}/cc'><x xmlns='{NS_MUC}'/></presence>")
+    expect(c, perr("not-authorized"))
+    c.send(f"<presence to='r8@{MUC}/cc'><x xmlns='{NS_MUC}'><password>no</password></x>"
+           f"</presence>")
+    expect(c, perr("not-authorized"))
+    join(c, "r8", "cc", "<password>s3cret</password>")
+    # Max users (service limit 3): al, cc, bob in; dave is one too many.
+    join(b, "r8", "bob", "<password>s3cret</password>")
+    d.send(f"<presence to='r8@{MUC}/dd'><x xmlns='{NS_MUC}'><password>s3cret</password></x>"
+           f"</presence>")
+    expect(d, perr("service-unavailable"))
+    # Beyond the service's limit the form is refused.
+    r = config(a, "r8", {"maxusers": "4"})
+    assert "<not-acceptable " in r, r
+
+
+def test_config_form_round_trip_and_persistence(server_factory):
+    srv = start(server_factory)
+    a, _ = online(srv, "alice")
+    b, _ = online(srv, "bob")
+    create(a, "keep", "al")
+    r = iq(a, "g1", f"<query xmlns='{NS_OWNER}'/>", typ="get", to=f"keep@{MUC}")
+    assert "type='form'" in r and "muc#roomconfig_persistentroom" in r, r
+    for f in ("roomname", "roomdesc", "publicroom", "membersonly", "moderatedroom",
+              "passwordprotectedroom", "roomsecret", "whois", "maxusers", "allowpm",
+              "changesubject", "historylength", "allowinvites"):
+        assert f"var='muc#roomconfig_{f}'" in r, f
+    # Non-owners may not read it.
+    join(b, "keep", "bob")
+    r = iq(b, "g2", f"<query xmlns='{NS_OWNER}'/>", typ="get", to=f"keep@{MUC}")
+    assert "<forbidden " in r, r
+    r = config(a, "keep", {"roomname": "Kept", "roomdesc": "stays", "persistentroom": "1",
+                           "whois": "anyone", "historylength": "5"})
+    assert "type='result'" in r, r
+    m = expect(b, rf"<message[^>]*from='keep@{MUC}'[^>]*>.*?</message>")
+    assert "code='104'" in m and "code='172'" in m, m
+    r = iq(a, "g3", f"<query xmlns='{NS_OWNER}'/>", typ="get", to=f"keep@{MUC}")
+    assert re.search(r"var='muc#roomconfig_roomname'[^>]*>\s*<value>Kept</value>", r), r
+    assert re.search(r"var='muc#roomconfig_whois'[^>]*>\s*<value>anyone</value>", r), r
+    admin(a, "<item jid='dave@localhost' affiliation='member'/>", "keep", "m1")
+    a.send(f"<message to='keep@{MUC}' type='groupchat' id='s1'><subject>kept topic</subject>"
+           f"</message>")
+    expect(a, r"id='s1'")
+    a.roundtrip()
+    srv.stop()
+    srv.restart()
+    a, _ = online(srv, "alice")
+    r = iq(a, "i1", "<query xmlns='http://jabber.org/protocol/disco#items'/>", typ="get", to=MUC)
+    assert f"jid='keep@{MUC}'" in r and "name='Kept'" in r, r
+    seq = join(a, "keep", "al")
+    assert "code='201'" not in seq and "code='100'" in seq, seq
+    assert "affiliation='owner'" in seq and "<subject>kept topic</subject>" in seq, seq
+    r = iq(a, "l1", f"<query xmlns='{NS_ADMIN}'><item affiliation='member'/></query>",
+           typ="get", to=f"keep@{MUC}")
+    assert "jid='dave@localhost'" in r, r
+    r = iq(a, "g4", f"<query xmlns='{NS_OWNER}'/>", typ="get", to=f"keep@{MUC}")
+    assert re.search(r"var='muc#roomconfig_roomdesc'[^>]*>\s*<value>stays</value>", r), r
+    # Not persistent any more: gone after the next restart.
+    config(a, "keep", {"persistentroom": "0"})
+    a.roundtrip()
+    srv.stop()
+    srv.restart()
+    a, _ = online(srv, "alice")
+    r = iq(a, "i2", "<query xmlns='http://jabber.org/protocol/disco#items'/>", typ="get", to=MUC)
+    assert "keep@" not in r, r
+
+
+def test_destroy(server_factory):
+    srv = start(server_factory)
+    a, _ = online(srv, "alice")
+    b, _ = online(srv, "bob")
+    create(a, "doomed", "al")
+    config(a, "doomed", {"persistentroom": "1"})
+    join(b, "doomed", "bob")
+    r = iq(b, "d0", f"<query xmlns='{NS_OWNER}'><destroy/></query>", to=f"doomed@{MUC}")
+    assert "<forbidden " in r, r
+    r = iq(a, "d1", f"<query xmlns='{NS_OWNER}'><destroy jid='new@{MUC}'>"
+                    f"<reason>moved</reason></destroy></query>", to=f"doomed@{MUC}")
+    assert "type='result'" in r, r
+    p = expect(b, pres_rx("doomed", "bob", unavailable=True))
+    assert f"<destroy jid='new@{MUC}'><reason>moved</reason></destroy>" in p, p
+    r = iq(a, "i1", "<query xmlns='http://jabber.org/protocol/disco#items'/>", typ="get", to=MUC)
+    assert "doomed@" not in r, r
+    srv.stop()
+    srv.restart()
+    a, _ = online(srv, "alice")
+    r = iq(a, "i2", "<query xmlns='http://jabber.org/protocol/disco#info'/>", typ="get",
+           to=f"doomed@{MUC}")
+    assert "item-not-found" in r, r
+
+
+# ---- invitations, self-ping, sessions --------------------------------------------------------
+
+def test_mediated_invitation_and_decline(server_factory):
+    srv = start(server_factory)
+    a, ajid = online(srv, "alice")
+    c, _ = online(srv, "carol")
+    create(a, "party", "al")
+    a.send(f"<message to='party@{MUC}' id='inv1'><x xmlns='{NS_USER}'>"
+           f"<invite to='carol@localhost'><reason>come</reason></invite></x></message>")
+    m = expect(c, rf"<message[^>]*from='party@{MUC}'.*?</message>")
+    assert f"<invite from='{ajid}'><reason>come</reason></invite>" in m, m
+    assert "jabber:x:conference" in m, m
+    c.send(f"<message to='party@{MUC}' id='dec1'><x xmlns='{NS_USER}'>"
+           f"<decline to='{ajid}'><reason>busy</reason></decline></x></message>")
+    m = expect(a, rf"<message[^>]*from='party@{MUC}'.*?<decline.*?</message>")
+    assert "from='carol@localhost/" in m and "<reason>busy</reason>" in m, m
+
+
+def test_self_ping(server_factory):
+    srv = start(server_factory)
+    a, _ = online(srv, "alice")
+    b, _ = online(srv, "bob")
+    create(a, "pp", "al")
+    r = iq(a, "sp1", "<ping xmlns='urn:xmpp:ping'/>", typ="get", to=f"pp@{MUC}/al")
+    assert "type='result'" in r, r
+    r = iq(b, "sp2", "<ping xmlns='urn:xmpp:ping'/>", typ="get", to=f"pp@{MUC}/al")
+    assert "<not-acceptable " in r, r
+
+
+def test_two_sessions_one_nick(server_factory):
+    srv = start(server_factory)
+    a, _ = online(srv, "alice")
+    b1, _ = online(srv, "bob", "one")
+    b2, _ = online(srv, "bob", "two")
+    create(a, "duo", "al")
+    join(b1, "duo", "bob")
+    expect(a, pres_rx("duo", "bob"))
+    seq = join(b2, "duo", "bob")
+    assert "code='110'" in seq, seq
+    groupchat(a, "duo", "to both", "t1")
+    expect(b1, r"id='t1'")
+    expect(b2, r"id='t1'")
+    # One session leaves: only it hears; al sees bob still there.
+    b2.send(f"<presence to='duo@{MUC}/bob' type='unavailable'/>")
+    expect(b2, pres_rx("duo", "bob", unavailable=True))
+    b2.roundtrip()
+    assert_nothing_before(a, r"type='unavailable'", after=(b2,))
+    groupchat(a, "duo", "still", "t2")
+    expect(b1, r"id='t2'")
+    # Another account cannot take the nick.
+    c, _ = online(srv, "carol")
+    c.send(f"<presence to='duo@{MUC}/bob'><x xmlns='{NS_MUC}'/></presence>")
+    expect(c, perr("conflict"))
+
+
+def test_broken_session_leaves(server_factory):
+    srv = start(server_factory)
+    a, _ = online(srv, "alice")
+    b, _ = online(srv, "bob")
+    create(a, "brk", "al")
+    join(b, "brk", "bob")
+    expect(a, pres_rx("brk", "bob"))
+    b.sock.close()  # no </stream>: the connection breaks
+    p = expect(a, pres_rx("brk", "bob", unavailable=True), timeout=10)
+    assert "role='none'" in p, p
+
+
+def test_access_create_and_limits(server_factory):
+    srv = start(server_factory, "access_create: none, max_nick: 8, max_room_name: 10")
+    a, _ = online(srv, "alice")
+    a.send(f"<presence to='newroom@{MUC}/al'><x xmlns='{NS_MUC}'/></presence>")
+    expect(a, perr("not-allowed"))
+    a.send(f"<presence to='r@{MUC}/nickname_too_long'><x xmlns='{NS_MUC}'/></presence>")
+    expect(a, perr("not-acceptable"))
+    a.send(f"<presence to='roomnametoolong@{MUC}/al'><x xmlns='{NS_MUC}'/></presence>")
+    expect(a, perr("not-acceptable"))
+
+
+def test_max_rooms_per_user(server_factory):
+    srv = start(server_factory, "max_rooms_per_user: 1")
+    a, _ = online(srv, "alice")
+    create(a, "one", "al")
+    a.send(f"<presence to='two@{MUC}/al'><x xmlns='{NS_MUC}'/></presence>")
+    expect(a, perr("resource-constraint"))
