@@ -522,3 +522,69 @@ def test_max_rooms_per_user(server_factory):
     create(a, "one", "al")
     a.send(f"<presence to='two@{MUC}/al'><x xmlns='{NS_MUC}'/></presence>")
     expect(a, perr("resource-constraint"))
+
+
+# ---- a client library's view ----------------------------------------------------------------
+
+def test_slixmpp_creates_configures_and_chats(server_factory):
+    """slixmpp's XEP-0045 plugin: join_muc_wait creates the room (its own
+    presence with 201 and 110, then the subject), the owner reads and
+    submits the configuration form, sets the subject and chats; its echo
+    comes back; a raw client entering later sees all of it."""
+    import asyncio
+    import ssl
+
+    import slixmpp
+
+    from test_c2s import cert_path
+    from xmpptest import run_slixmpp
+    srv = start(server_factory)
+    room = f"slix@{MUC}"
+    seen = {}
+
+    def make():
+        c = slixmpp.ClientXMPP("alice@localhost/sx", "pw")
+        c.ssl_context = ssl.create_default_context(cafile=cert_path(srv))
+        c.register_plugin("xep_0045")
+        c.register_plugin("xep_0004")
+        muc = c.plugin["xep_0045"]
+        echo = asyncio.get_event_loop().create_future()
+
+        def on_groupchat(msg):
+            if msg["body"] == "from slixmpp" and not echo.done():
+                echo.set_result(msg)
+
+        c.add_event_handler("groupchat_message", on_groupchat)
+
+        async def go(_):
+            try:
+                pres, subject, occupants, history = await muc.join_muc_wait(
+                    room, "ally", timeout=10)
+                seen["codes"] = sorted(pres["muc"]["status_codes"])
+                seen["role"] = pres["muc"]["role"]
+                form = await muc.get_room_config(room)
+                seen["fields"] = set(form.get_fields().keys())
+                form.set_values({"muc#roomconfig_roomname": "Slix room",
+                                 "muc#roomconfig_persistentroom": True})
+                await muc.set_room_config(room, form)
+                muc.set_subject(room, "via slixmpp")
+                c.send_message(mto=room, mbody="from slixmpp", mtype="groupchat")
+                m = await asyncio.wait_for(echo, 10)
+                seen["echo_from"] = str(m["from"])
+            finally:
+                c.disconnect()
+
+        c.add_event_handler("session_start", lambda e: asyncio.ensure_future(go(e)))
+        return c
+
+    run_slixmpp(make, ("127.0.0.1", srv.c2s_port), timeout=30)
+    assert seen.get("codes") == [110, 201], seen
+    assert seen["role"] == "moderator", seen
+    assert "muc#roomconfig_persistentroom" in seen["fields"], seen
+    assert seen["echo_from"] == f"{room}/ally", seen
+    b, _ = online(srv, "bob")
+    seq = join(b, "slix", "bob")
+    assert "<body>from slixmpp</body>" in seq and "<subject>via slixmpp</subject>" in seq, seq
+    r = iq(b, "i1", "<query xmlns='http://jabber.org/protocol/disco#info'/>", typ="get",
+           to=room)
+    assert "name='Slix room'" in r and "var='muc_persistent'" in r, r
