@@ -49,6 +49,10 @@ static const xd_opt_t muc_opts[] = {
                "refused with not-acceptable."),
     XD_OPT_INT("max_nick", C_, max_nick, "64", 1, 1023,
                "Bytes of an occupant's nick; a longer one is refused with not-acceptable."),
+    XD_OPT_INT("max_affiliations", C_, max_affiliations, "10000", 1, 10000000,
+               "Owners, admins, members and outcasts of one room together; one more is "
+               "refused with resource-constraint (a persistent room stores them all on "
+               "every change)."),
     XD_OPT_END,
 };
 #undef C_

@@ -40,6 +40,7 @@ typedef struct muc_conf {
     int max_rooms_per_user; /* rooms one account may own (created); 0: no limit */
     int max_room_name;     /* bytes of a room's local part */
     int max_nick;          /* bytes of a nick */
+    int max_affiliations;  /* owners, admins, members and outcasts of a room */
 } muc_conf_t;
 
 /* A room as the directory has it (under muc_state_t.mu). */

@@ -918,9 +918,10 @@ room_invite(muc_call_t *c, muc_room_t *r, const muc_occ_t *o, const xd_stanza_t 
                 if (xd_jid_parse(xd_str_c(to), &ij) == 0) {
                     xd_str_t ib = xd_jid_bare_str(ij);
                     char *ibare = xd_strndup(ib.p, ib.len);
-                    if (aff_of(r, ibare) == AFF_NONE) {
+                    if (aff_of(r, ibare) == AFF_NONE &&
+                        xd_map_count(&r->affs) < (size_t)c->conf->max_affiliations) {
                         aff_set(r, ibare, AFF_MEMBER);
-                        room_publish(c, r, true);
+                        room_publish(c, r, r->cfg.persistent);
                     }
                     xd_free(ibare);
                     xd_jid_unref(ij);
@@ -1027,7 +1028,7 @@ room_message(muc_call_t *c, muc_room_t *r, const xd_stanza_t *st, const char *ni
     xd_stanza_t *m = msg_from_occ(r, o, st);
     for (size_t i = 0; i < r->nocc; i++)
         send_occ(c, m, r->occ[i]);
-    if (has_body && !subject)
+    if (has_body) /* with a body, a <subject/> is no subject change (XEP-0045 8.1) */
         hist_add(r, m);
     else
         xd_stanza_unref(m);
@@ -1439,6 +1440,13 @@ admin_item(muc_call_t *c, muc_room_t *r, muc_occ_t *me, int myaff, const xd_el_t
         occ_changed(c, r, o, actor, reason);
         return NO_ERROR;
     }
+    if (affs && !jid && nick) {
+        /* An affiliation by nick: the occupant's account. */
+        muc_occ_t *o = xd_map_get(&r->by_nick, xd_str_c(nick));
+        if (!o)
+            return XD_COND_ITEM_NOT_FOUND;
+        jid = o->bare;
+    }
     if (affs && jid) {
         int aff = name_index(aff_names, 5, affs);
         xd_jid_t *j = NULL;
@@ -1462,6 +1470,11 @@ admin_item(muc_call_t *c, muc_room_t *r, muc_occ_t *me, int myaff, const xd_el_t
                 *text = "the room needs an owner";
                 err = XD_COND_CONFLICT;
             }
+        }
+        if (err == NO_ERROR && aff != AFF_NONE && their == AFF_NONE &&
+            xd_map_count(&r->affs) >= (size_t)c->conf->max_affiliations) {
+            *text = "the room has too many affiliations";
+            err = XD_COND_RESOURCE_CONSTRAINT;
         }
         if (err != NO_ERROR) {
             xd_free(bare);

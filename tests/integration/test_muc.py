@@ -516,6 +516,34 @@ def test_access_create_and_limits(server_factory):
     expect(a, perr("not-acceptable"))
 
 
+def test_history_and_affiliation_limits(server_factory):
+    srv = start(server_factory, "max_history_size: 3, max_affiliations: 2")
+    a, _ = online(srv, "alice")
+    b, _ = online(srv, "bob")
+    create(a, "lim", "al")
+    # history_size (20) is above max_history_size: a new room keeps 3.
+    for i in range(5):
+        groupchat(a, "lim", f"msg{i}", f"l{i}")
+    # A message with a subject and a body is a message, kept in the history.
+    a.send(f"<message to='lim@{MUC}' type='groupchat' id='sb'><subject>s</subject>"
+           f"<body>both</body></message>")
+    expect(a, r"id='sb'")
+    r = config(a, "lim", {"historylength": "4"})
+    assert "<not-acceptable " in r, r
+    seq = join(b, "lim", "bob")
+    assert re.findall(r"<body>(\w+)</body>", seq) == ["msg3", "msg4", "both"], seq
+    # Affiliations: alice (owner) and one more; by nick works too.
+    r = admin(a, "<item nick='bob' affiliation='member'/>", "lim", "a1")
+    assert "type='result'" in r, r
+    p = expect(b, pres_rx("lim", "bob"))
+    assert "affiliation='member'" in p, p
+    r = admin(a, "<item jid='carol@localhost' affiliation='member'/>", "lim", "a2")
+    assert "<resource-constraint " in r, r
+    # Changing an existing one is fine at the limit.
+    r = admin(a, "<item jid='bob@localhost' affiliation='admin'/>", "lim", "a3")
+    assert "type='result'" in r, r
+
+
 def test_max_rooms_per_user(server_factory):
     srv = start(server_factory, "max_rooms_per_user: 1")
     a, _ = online(srv, "alice")
