@@ -14,6 +14,8 @@ after that is a barrier for what the room sent it (the room's copies were
 queued to it first)."""
 import re
 
+import pytest
+
 from helpers import assert_nothing_before, expect, iq, online, q, reply, take, users
 
 MUC = "conference.localhost"
@@ -24,9 +26,13 @@ NS_ADMIN = NS_MUC + "#admin"
 INSTANT = (f"<query xmlns='{NS_OWNER}'><x xmlns='jabber:x:data' type='submit'/></query>")
 
 
-def start(server_factory, opts="", **kw):
-    srv = server_factory(extra_yaml=f"modules:\n  mod_muc: {{{opts}}}\n", **kw)
-    users(srv, "alice", "bob", "carol", "dave")
+def start(server_factory, opts="", shaper=False, **kw):
+    extra = f"modules:\n  mod_muc: {{{opts}}}\n"
+    if shaper:
+        extra += "shaper:\n  tight: {rate: 50000, burst_size: 20000}\n"
+        kw["listen_opts"] = "    shaper: tight\n"
+    srv = server_factory(extra_yaml=extra, **kw)
+    users(srv, "alice", "bob", "carol", "dave", *(f"o{i}" for i in range(9 if shaper else 0)))
     return srv
 
 
@@ -616,3 +622,39 @@ def test_slixmpp_creates_configures_and_chats(server_factory):
     r = iq(b, "i1", "<query xmlns='http://jabber.org/protocol/disco#info'/>", typ="get",
            to=room)
     assert "name='Slix room'" in r and "var='muc_persistent'" in r, r
+
+
+@pytest.mark.slow
+def test_fanout_is_charged_to_the_sender(server_factory):
+    """A listener shaper of 20 KB burst at 50 KB/s: alice's 20 groupchat
+    messages are ~12 KB on her stream, within the burst, but the room sends
+    each to 10 occupants (~120 KB): her stream waits for its shaper, so her
+    round trip after them takes at least (copies - burst) / rate, and the
+    pauses are logged with what was charged."""
+    import time
+
+    srv = start(server_factory, shaper=True)
+    a, ajid = online(srv, "alice")
+    create(a, "big", "al")
+    others = []
+    for i in range(9):
+        c, _ = online(srv, f"o{i}")
+        join(c, "big", f"o{i}")
+        others.append(c)
+    a.roundtrip()
+    body = "x" * 500
+    min_copy = 500 + 60
+    t0 = time.time()
+    a.send("".join(f"<message to='big@{MUC}' type='groupchat' id='f{i}'><body>{body}</body>"
+                   f"</message>" for i in range(20)))
+    a.roundtrip()
+    elapsed = time.time() - t0
+    least = (20 * 10 * min_copy - 20000) / 50000
+    assert elapsed >= least * 0.9, (elapsed, least)
+    pauses = [ln for ln in srv.log_text().splitlines()
+              if 'event="input shaped"' in ln and f"jid={ajid}" in ln]
+    assert pauses, srv.log_text()[-3000:]
+    charged = int(re.search(r"charged=(\d+)", pauses[-1]).group(1))
+    assert charged >= 10 * min_copy, pauses
+    for c in others:
+        expect(c, r"id='f19'")
