@@ -658,3 +658,53 @@ def test_fanout_is_charged_to_the_sender(server_factory):
     assert charged >= 10 * min_copy, pauses
     for c in others:
         expect(c, r"id='f19'")
+
+
+def test_bad_input_gets_errors_not_crashes(server_factory):
+    """Odd stanzas to the service and a room get a clear error (or nothing,
+    for errors and results) and leave the room working."""
+    srv = start(server_factory)
+    a, _ = online(srv, "alice")
+    b, _ = online(srv, "bob")
+    create(a, "odd", "al")
+    join(b, "odd", "bob", "<history maxstanzas='-5' maxchars='x' seconds='' "
+                          "since='yesterday'/>")
+    room = f"odd@{MUC}"
+    r = admin(a, "<item/>", "odd", "b1")
+    assert "<bad-request " in r, r
+    r = admin(a, "<item nick='bob' role='emperor'/>", "odd", "b2")
+    assert "<bad-request " in r, r
+    r = admin(a, "<item jid='@@@' affiliation='member'/>", "odd", "b3")
+    assert "<jid-malformed " in r, r
+    r = iq(a, "b4", f"<query xmlns='{NS_ADMIN}'><item affiliation='emperor'/></query>",
+           typ="get", to=room)
+    assert "<bad-request " in r, r
+    r = config(a, "odd", {"maxusers": "many"}, "b5")
+    assert "<not-acceptable " in r, r
+    r = config(a, "odd", {"whois": "everybody"}, "b6")
+    assert "<not-acceptable " in r, r
+    r = iq(a, "b7", f"<query xmlns='{NS_OWNER}'><x xmlns='jabber:x:data' type='form'/></query>",
+           to=room)
+    assert "<bad-request " in r, r
+    r = iq(a, "b8", f"<query xmlns='{NS_OWNER}'/>", to=room)
+    assert "<bad-request " in r, r
+    r = iq(a, "b9", "<query xmlns='jabber:iq:version'/>", typ="get", to=room)
+    assert "<service-unavailable " in r, r
+    r = iq(a, "b10", "<query xmlns='jabber:iq:version'/>", typ="get", to=MUC)
+    assert "<service-unavailable " in r, r
+    a.send(f"<message to='{room}' id='b11'><x xmlns='{NS_USER}'><invite/></x></message>")
+    expect(a, err_rx("message", "b11", "jid-malformed"))
+    a.send(f"<message to='{room}' type='chat' id='b12'><body>x</body></message>")
+    expect(a, err_rx("message", "b12", "bad-request"))
+    a.send(f"<message to='{room}/bob' type='groupchat' id='b13'><body>x</body></message>")
+    expect(a, err_rx("message", "b13", "bad-request"))
+    a.send(f"<presence to='{room}'/>")
+    expect(a, perr("jid-malformed"))
+    # Errors and results are not answered.
+    a.send(f"<message to='{room}' type='error' id='b14'><body>x</body></message>")
+    a.send(f"<presence to='{room}/al' type='error'/>")
+    a.send(f"<iq to='{room}' type='result' id='b15'/>")
+    a.send(f"<message to='{MUC}' type='error' id='b16'/>")
+    assert_nothing_before(a, r"id='b1[456]'")
+    groupchat(b, "odd", "still fine", "ok1")
+    expect(a, r"id='ok1'")
