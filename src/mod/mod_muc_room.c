@@ -1523,12 +1523,55 @@ room_admin_iq(muc_call_t *c, muc_room_t *r, const xd_stanza_t *st, const xd_el_t
         xd_route_take(xd_iq_result(st));
 }
 
+/* The occupant whose real JID is `full` (that session, or for an answer
+ * from the account's bare JID, its first occupant), or NULL. */
+static muc_occ_t *
+occ_by_real(const muc_room_t *r, const xd_jid_t *jid)
+{
+    xd_str_t fs = xd_jid_full_str(jid);
+    char *full = xd_strndup(fs.p, fs.len);
+    muc_occ_t *o = xd_map_get(&r->by_full, xd_str_c(full));
+    xd_free(full);
+    if (o || !xd_jid_is_bare(jid))
+        return o;
+    xd_str_t bs = xd_jid_bare_str(jid);
+    for (size_t i = 0; i < r->nocc; i++)
+        if (strlen(r->occ[i]->bare) == bs.len && memcmp(r->occ[i]->bare, bs.p, bs.len) == 0)
+            return r->occ[i];
+    return NULL;
+}
+
+/* An IQ through an occupant JID (XEP-0045, Business Rules: IQ (bizrules-iq):
+ * forwarded to the real JID, neither side learning the other's): a
+ * request from occupant `me` to occupant `o` goes to o's first session
+ * (a vCard request to its account) from me's occupant JID; an answer to
+ * me's occupant JID from an occupant's real JID goes back to me's first
+ * session from the answerer's occupant JID. */
+static void
+iq_forward(muc_call_t *c, const muc_room_t *r, const xd_stanza_t *st, const muc_occ_t *from,
+           const muc_occ_t *to, bool request)
+{
+    xd_el_t *b = xd_stanza_edit(st);
+    char *oj = occ_jid(r, from->nick);
+    xd_el_set_attr(b, "from", oj);
+    xd_free(oj);
+    const xd_el_t *q = xd_el_first_child(xd_stanza_root(st));
+    bool vcard = request && q && xd_el_is(q, "vCard", XD_NS_VCARD);
+    send_to(c, b, vcard ? to->bare : to->full[0]);
+}
+
 static void
 room_iq(muc_call_t *c, muc_room_t *r, const xd_stanza_t *st, const char *nick)
 {
     const xd_el_t *root = xd_stanza_root(st);
-    if (!xd_iq_is_request(root))
+    if (!xd_iq_is_request(root)) {
+        /* An answer to a forwarded request: to the requester's occupant JID. */
+        muc_occ_t *requester = nick ? xd_map_get(&r->by_nick, xd_str_c(nick)) : NULL;
+        muc_occ_t *answerer = requester ? occ_by_real(r, xd_stanza_from(st)) : NULL;
+        if (answerer)
+            iq_forward(c, r, st, answerer, requester, false);
         return;
+    }
     const char *type = xd_el_attr(root, "type");
     bool set = strcmp(type, "set") == 0;
     const xd_el_t *q = xd_el_first_child(root);
@@ -1547,7 +1590,7 @@ room_iq(muc_call_t *c, muc_room_t *r, const xd_stanza_t *st, const char *nick)
         else if (!o)
             xd_route_error(st, XD_COND_ITEM_NOT_FOUND, NULL);
         else
-            xd_route_error(st, XD_COND_SERVICE_UNAVAILABLE, NULL);
+            iq_forward(c, r, st, me, o, true);
     } else if (q && xd_el_is(q, "query", XD_NS_DISCO_INFO) && !set) {
         room_disco_info(c, r, st);
     } else if (q && xd_el_is(q, "query", XD_NS_DISCO_ITEMS) && !set) {

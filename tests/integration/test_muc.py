@@ -26,8 +26,8 @@ NS_ADMIN = NS_MUC + "#admin"
 INSTANT = (f"<query xmlns='{NS_OWNER}'><x xmlns='jabber:x:data' type='submit'/></query>")
 
 
-def start(server_factory, opts="", shaper=False, **kw):
-    extra = f"modules:\n  mod_muc: {{{opts}}}\n"
+def start(server_factory, opts="", shaper=False, mods="", **kw):
+    extra = f"modules:\n  mod_muc: {{{opts}}}\n{mods}"
     if shaper:
         extra += "shaper:\n  tight: {rate: 50000, burst_size: 20000}\n"
         kw["listen_opts"] = "    shaper: tight\n"
@@ -471,6 +471,33 @@ def test_self_ping(server_factory):
     assert "type='result'" in r, r
     r = iq(b, "sp2", "<ping xmlns='urn:xmpp:ping'/>", typ="get", to=f"pp@{MUC}/al")
     assert "<not-acceptable " in r, r
+
+
+def test_iq_through_occupant_jid(server_factory):
+    """An IQ to an occupant JID reaches the occupant's real JID from the
+    sender's occupant JID, and the answer comes back the same way: neither
+    learns the other's real JID.  A vCard request goes to the account."""
+    srv = start(server_factory, mods="  mod_vcard: {}\n")
+    a, ajid = online(srv, "alice")
+    b, bjid = online(srv, "bob")
+    r = iq(b, "vs", "<vCard xmlns='vcard-temp'><FN>Bob B</FN></vCard>")
+    assert "type='result'" in r, r
+    create(a, "fw", "al")
+    join(b, "fw", "bob")
+    a.send(f"<iq type='get' id='v1' to='fw@{MUC}/bob'><query xmlns='jabber:iq:version'/></iq>")
+    got = expect(b, r"<iq[^>]*id='v1'.*?</iq>")
+    assert f"from='fw@{MUC}/al'" in got and ajid not in got, got
+    b.send(f"<iq type='result' id='v1' to='fw@{MUC}/al'><query xmlns='jabber:iq:version'>"
+           f"<name>bobclient</name></query></iq>")
+    r = reply(a, "v1")
+    assert f"from='fw@{MUC}/bob'" in r and "bobclient" in r and bjid not in r, r
+    # vcard-temp: the server answers for bob's account.
+    r = iq(a, "v2", "<vCard xmlns='vcard-temp'/>", typ="get", to=f"fw@{MUC}/bob")
+    assert f"from='fw@{MUC}/bob'" in r and "<FN>Bob B</FN>" in r and "bob@" not in r, r
+    # An answer from someone who is not in the room is dropped.
+    c, _ = online(srv, "carol")
+    c.send(f"<iq type='result' id='x1' to='fw@{MUC}/al'/>")
+    assert_nothing_before(a, r"id='x1'", after=c)
 
 
 def test_two_sessions_one_nick(server_factory):
