@@ -789,8 +789,11 @@ nick_change(muc_call_t *c, muc_room_t *r, muc_occ_t *o, const xd_stanza_t *st, c
 }
 
 static void
-room_leave(muc_call_t *c, muc_room_t *r, muc_occ_t *o, const char *full, const xd_stanza_t *st)
+room_leave(muc_call_t *c, muc_room_t *r, muc_occ_t *o, const char *full, const xd_stanza_t *st,
+           bool failed)
 {
+    int code = 333; /* removed because its session failed (an error came back) */
+    pres_extra_t ex = { .codes = &code, .ncodes = failed ? 1 : 0, .role = -1, .aff = -1 };
     if (o->nfull > 1) {
         /* One session of several leaves: only it hears of it. */
         size_t i = 0;
@@ -799,15 +802,16 @@ room_leave(muc_call_t *c, muc_room_t *r, muc_occ_t *o, const char *full, const x
         if (i == o->nfull)
             return;
         xd_map_del(&r->by_full, xd_str_c(full));
-        xd_el_t *b = occ_presence(r, o, true, true, full, NULL, true);
+        xd_el_t *b = occ_presence(r, o, true, true, full, &ex, true);
         xd_free(o->full[i]);
         o->full[i] = o->full[--o->nfull];
         send_to(c, b, full);
         return;
     }
-    xd_stanza_unref(o->pres);
-    o->pres = xd_stanza_ref(st); /* its status goes with the leave */
-    pres_extra_t ex = { .role = -1, .aff = -1 };
+    if (!failed) {
+        xd_stanza_unref(o->pres);
+        o->pres = xd_stanza_ref(st); /* its status goes with the leave */
+    }
     occ_remove(c, r, o, &ex);
 }
 
@@ -823,9 +827,13 @@ room_presence(muc_call_t *c, muc_room_t *r, bool created, const xd_stanza_t *st,
     muc_occ_t *o = xd_map_get(&r->by_full, xd_str_c(full));
     if (type && strcmp(type, "unavailable") == 0) {
         if (o)
-            room_leave(c, r, o, full, st);
+            room_leave(c, r, o, full, st, false);
+    } else if (type && strcmp(type, "error") == 0) {
+        /* The room's presence bounced: that session is gone. */
+        if (o)
+            room_leave(c, r, o, full, st, true);
     } else if (type) {
-        /* error, subscription presence: nothing for a room */
+        /* subscription presence, probes: nothing for a room */
     } else if (!nick || !*nick) {
         presence_error(st, XD_COND_JID_MALFORMED, "a nick is required");
     } else if ((int)strlen(nick) > c->conf->max_nick) {
@@ -958,11 +966,18 @@ room_message(muc_call_t *c, muc_room_t *r, const xd_stanza_t *st, const char *ni
 {
     const xd_el_t *root = xd_stanza_root(st);
     const char *type = xd_el_attr(root, "type");
-    if (type && strcmp(type, "error") == 0)
-        return; /* an error from an occupant's server: nothing to do here */
     xd_str_t fs = xd_jid_full_str(xd_stanza_from(st));
     char *full = xd_strndup(fs.p, fs.len);
     muc_occ_t *o = xd_map_get(&r->by_full, xd_str_c(full));
+    if (type && strcmp(type, "error") == 0) {
+        /* A message of the room bounced from an occupant's session (its
+         * server lost it, or it is gone without an unavailable): out, so
+         * that no ghost stays (status 333). */
+        if (o)
+            room_leave(c, r, o, full, st, true);
+        xd_free(full);
+        return;
+    }
     xd_free(full);
     const xd_el_t *ux = xd_el_child(root, "x", XD_NS_MUC_USER);
     bool groupchat = type && strcmp(type, "groupchat") == 0;
@@ -1259,7 +1274,7 @@ room_destroy(muc_call_t *c, muc_room_t *r, const xd_el_t *destroy)
     pres_extra_t ex = { .destroy = destroy, .role = ROLE_NONE, .aff = AFF_NONE };
     for (size_t i = 0; i < r->nocc; i++) {
         const muc_occ_t *o = r->occ[i];
-        xd_el_t *b = occ_presence(r, o, true, true, NULL, &ex, true);
+        xd_el_t *b = occ_presence(r, o, true, true, NULL, &ex, false);
         xd_stanza_t *st = xd_el_freeze(b);
         send_occ(c, st, o);
         xd_stanza_unref(st);

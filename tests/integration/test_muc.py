@@ -728,10 +728,31 @@ def test_bad_input_gets_errors_not_crashes(server_factory):
     a.send(f"<presence to='{room}'/>")
     expect(a, perr("jid-malformed"))
     # Errors and results are not answered.
-    a.send(f"<message to='{room}' type='error' id='b14'><body>x</body></message>")
-    a.send(f"<presence to='{room}/al' type='error'/>")
-    a.send(f"<iq to='{room}' type='result' id='b15'/>")
-    a.send(f"<message to='{MUC}' type='error' id='b16'/>")
-    assert_nothing_before(a, r"id='b1[456]'")
+    c, _ = online(srv, "carol")
+    c.send(f"<message to='{room}' type='error' id='b14'><body>x</body></message>")
+    c.send(f"<presence to='{room}/al' type='error'/>")
+    c.send(f"<iq to='{room}' type='result' id='b15'/>")
+    c.send(f"<message to='{MUC}' type='error' id='b16'/>")
+    assert_nothing_before(c, r"id='b1[456]'")
     groupchat(b, "odd", "still fine", "ok1")
     expect(a, r"id='ok1'")
+
+
+def test_bounce_from_occupant_removes_it(server_factory):
+    """An error back from an occupant's session (its server lost it) takes
+    that occupant out with status 333, so that no ghost stays."""
+    srv = start(server_factory)
+    a, _ = online(srv, "alice")
+    b, _ = online(srv, "bob")
+    create(a, "gh", "al")
+    join(b, "gh", "bob")
+    expect(a, pres_rx("gh", "bob"))
+    b.send(f"<message to='gh@{MUC}' type='error' id='e1'><body>x</body>"
+           f"<error type='cancel'><service-unavailable "
+           f"xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'/></error></message>")
+    p = expect(a, pres_rx("gh", "bob", unavailable=True))
+    assert "code='333'" in p and "role='none'" in p, p
+    join(b, "gh", "bob")
+    b.send(f"<presence to='gh@{MUC}/bob' type='error'/>")
+    p = expect(a, pres_rx("gh", "bob", unavailable=True))
+    assert "code='333'" in p, p
