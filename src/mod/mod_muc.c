@@ -453,6 +453,20 @@ muc_start(xd_module_ctx_t *ctx)
     return 0;
 }
 
+/* Options apply from the next stanza on (the rooms read them per stanza),
+ * so a reload keeps every room and its occupants; only the domain cannot
+ * move while rooms live on it. */
+static int
+muc_reload(xd_module_ctx_t *ctx, const void *old_opts)
+{
+    const muc_conf_t *o = old_opts, *n = xd_module_opts(ctx);
+    if (strcmp(o->host, n->host) != 0)
+        return xd_module_fail(ctx, XD_EINVAL,
+                              "host cannot change on a reload (%s to %s): restart the server",
+                              o->host, n->host);
+    return 0;
+}
+
 const xd_module_t xd_mod_muc = {
     .abi = XD_MODULE_ABI,
     .name = "mod_muc",
@@ -462,4 +476,5 @@ const xd_module_t xd_mod_muc = {
     .schemas = muc_schemas,
     .start = muc_start,
     .stop = muc_stop,
+    .reload = muc_reload,
 };

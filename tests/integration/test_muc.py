@@ -577,6 +577,30 @@ def test_history_and_affiliation_limits(server_factory):
     assert "type='result'" in r, r
 
 
+def test_reload_keeps_rooms(server_factory):
+    """A configuration reload that changes mod_muc's options keeps the
+    rooms and their occupants, and the new limits apply; a new host is
+    refused (the old one keeps serving)."""
+    srv = start(server_factory, "max_users: 5")
+    a, _ = online(srv, "alice")
+    b, _ = online(srv, "bob")
+    create(a, "stay", "al")
+    join(b, "stay", "bob")
+    text = open(srv.config_path).read()
+    open(srv.config_path, "w").write(text.replace("max_users: 5", "max_users: 2"))
+    assert srv.ctl_run("reload_config").returncode == 0
+    groupchat(a, "stay", "still here", "k1")
+    expect(b, r"id='k1'")
+    r = config(a, "stay", {"maxusers": "3"})
+    assert "<not-acceptable " in r, r
+    open(srv.config_path, "w").write(text.replace("max_users: 5",
+                                                  "max_users: 5, host: 'muc.@HOST@'"))
+    r = srv.ctl_run("reload_config")
+    assert r.returncode != 0 and "host cannot change" in r.stdout + r.stderr, r
+    groupchat(a, "stay", "and now", "k2")
+    expect(b, r"id='k2'")
+
+
 def test_max_rooms_per_user(server_factory):
     srv = start(server_factory, "max_rooms_per_user: 1")
     a, _ = online(srv, "alice")
