@@ -32,6 +32,10 @@ static const xd_opt_t muc_opts[] = {
     XD_OPT_STRING("access_create", C_, access_create, "all",
                   "Access rule: who may create rooms (others may only enter existing ones; "
                   "a refused creation is not-allowed)."),
+    XD_OPT_STRING("access_admin", C_, access_admin, "none",
+                  "Access rule: administrators of the service, who act as an owner of every "
+                  "room (enter locked, members-only and password rooms, configure, destroy, "
+                  "change affiliations) and may always create rooms."),
     XD_OPT_INT("max_users", C_, max_users, "200", 1, 1000000,
                "Occupants a room holds at most: the default and the largest value of a room's "
                "`muc#roomconfig_maxusers`.  One more is refused with service-unavailable "

@@ -34,6 +34,7 @@ typedef struct muc_conf {
     char *host;            /* service domain pattern ("conference.@HOST@") */
     char *name;            /* disco identity name */
     char *access_create;   /* access rule: who may create rooms */
+    char *access_admin;    /* access rule: administrators of the service */
     int max_users;         /* cap of a room's maxusers (and its default) */
     int history_size;      /* default room history length */
     int max_history_size;  /* cap of a room's history length */

@@ -143,6 +143,28 @@ aff_set(muc_room_t *r, const char *bare, int aff)
         xd_map_put(&r->affs, xd_str_c(bare), (void *)(intptr_t)aff);
 }
 
+/* An administrator of the service (access_admin): an owner of every room. */
+static bool
+service_admin(const muc_call_t *c, const xd_jid_t *jid)
+{
+    const char *rule = c->conf->access_admin;
+    if (!rule || strcmp(rule, "none") == 0 || !jid)
+        return false;
+    xd_config_t *cfg = xd_config_get();
+    bool ok = xd_access_match(cfg, xd_module_host(c->ctx), rule, jid, NULL) == XD_ACCESS_ALLOW;
+    xd_config_unref(cfg);
+    return ok;
+}
+
+/* The affiliation `jid` (bare form `bare`) acts with: its own, or owner
+ * for a service administrator. */
+static int
+eff_aff(const muc_call_t *c, const muc_room_t *r, const char *bare, const xd_jid_t *jid)
+{
+    int aff = aff_of(r, bare);
+    return aff < AFF_OWNER && service_admin(c, jid) ? AFF_OWNER : aff;
+}
+
 static int
 role_for(const muc_room_t *r, int aff)
 {
@@ -705,7 +727,7 @@ room_enter(muc_call_t *c, muc_room_t *r, bool created, const xd_stanza_t *st, co
 {
     const xd_el_t *root = xd_stanza_root(st);
     const xd_el_t *mx = xd_el_child(root, "x", XD_NS_MUC);
-    int aff = aff_of(r, bare);
+    int aff = eff_aff(c, r, bare, xd_stanza_from(st));
     muc_occ_t *same = xd_map_get(&r->by_nick, xd_str_c(nick));
     if (r->locked && aff != AFF_OWNER) {
         presence_error(st, XD_COND_ITEM_NOT_FOUND, "the room is locked until configured");
@@ -911,7 +933,7 @@ room_invite(muc_call_t *c, muc_room_t *r, const muc_occ_t *o, const xd_stanza_t 
         }
         xd_jid_unref(tj);
         if (invite) {
-            int aff = o ? aff_of(r, o->bare) : AFF_NONE;
+            int aff = o ? eff_aff(c, r, o->bare, xd_stanza_from(st)) : AFF_NONE;
             if (!o) {
                 xd_route_error(st, XD_COND_NOT_ACCEPTABLE, "only occupants invite");
                 break;
@@ -1593,7 +1615,7 @@ room_iq(muc_call_t *c, muc_room_t *r, const xd_stanza_t *st, const char *nick)
     xd_str_t fs = xd_jid_full_str(xd_stanza_from(st)), bs = xd_jid_bare_str(xd_stanza_from(st));
     char *full = xd_strndup(fs.p, fs.len), *bare = xd_strndup(bs.p, bs.len);
     muc_occ_t *me = xd_map_get(&r->by_full, xd_str_c(full));
-    int myaff = aff_of(r, bare);
+    int myaff = eff_aff(c, r, bare, xd_stanza_from(st));
     if (nick) {
         /* XEP-0410: a ping to one's own occupant JID says whether one is
          * still in. */
@@ -1657,13 +1679,14 @@ room_create(muc_call_t *c, const char *name, const xd_stanza_t *st)
     xd_str_t bs = xd_jid_bare_str(from);
     char *bare = xd_strndup(bs.p, bs.len);
     xd_config_t *cfg = xd_config_get();
-    bool allowed = xd_access_match(cfg, xd_module_host(c->ctx), c->conf->access_create, from,
-                                   NULL) == XD_ACCESS_ALLOW;
+    bool admin = service_admin(c, from);
+    bool allowed = admin || xd_access_match(cfg, xd_module_host(c->ctx), c->conf->access_create,
+                                            from, NULL) == XD_ACCESS_ALLOW;
     xd_config_unref(cfg);
     muc_room_t *r = NULL;
     if (!allowed) {
         xd_route_error(st, XD_COND_NOT_ALLOWED, "you may not create rooms here");
-    } else if (c->conf->max_rooms_per_user > 0 &&
+    } else if (!admin && c->conf->max_rooms_per_user > 0 &&
                muc_dir_count_creator(c->s, bare) >= (size_t)c->conf->max_rooms_per_user) {
         xd_route_error(st, XD_COND_RESOURCE_CONSTRAINT, "you have created too many rooms");
     } else {

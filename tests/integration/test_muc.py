@@ -601,6 +601,34 @@ def test_reload_keeps_rooms(server_factory):
     expect(b, r"id='k2'")
 
 
+def test_service_admin_acts_as_owner(server_factory):
+    """access_admin: dave owns every room in effect: he enters alice's
+    members-only password room without being a member or giving the
+    password, reads its configuration and destroys it; carol cannot."""
+    srv = start(server_factory, "access_admin: muc_admins, max_rooms_per_user: 1",
+                mods="acl:\n  dave_acl:\n    user: [dave]\n"
+                     "access_rules:\n  muc_admins:\n    - allow: dave_acl\n")
+    a, _ = online(srv, "alice")
+    c, _ = online(srv, "carol")
+    d, _ = online(srv, "dave")
+    create(a, "sa", "al")
+    config(a, "sa", {"membersonly": "1", "passwordprotectedroom": "1", "roomsecret": "pw"})
+    c.send(f"<presence to='sa@{MUC}/cc'><x xmlns='{NS_MUC}'/></presence>")
+    expect(c, perr("registration-required"))
+    r = iq(c, "g1", f"<query xmlns='{NS_OWNER}'/>", typ="get", to=f"sa@{MUC}")
+    assert "<forbidden " in r, r
+    seq = join(d, "sa", "dd")
+    assert "role='moderator'" in seq, seq
+    r = iq(d, "g2", f"<query xmlns='{NS_OWNER}'/>", typ="get", to=f"sa@{MUC}")
+    assert "type='result'" in r and "muc#roomconfig" in r, r
+    # max_rooms_per_user does not bind him.
+    create(d, "sa2", "dd")
+    create(d, "sa3", "dd")
+    r = iq(d, "d1", f"<query xmlns='{NS_OWNER}'><destroy/></query>", to=f"sa@{MUC}")
+    assert "type='result'" in r, r
+    expect(a, pres_rx("sa", "al", unavailable=True))
+
+
 def test_max_rooms_per_user(server_factory):
     srv = start(server_factory, "max_rooms_per_user: 1")
     a, _ = online(srv, "alice")
