@@ -342,7 +342,11 @@ def test_members_only_password_max_users(server_factory):
     c, _ = online(srv, "carol")
     d, _ = online(srv, "dave")
     create(a, "r7", "al")
+    join(c, "r7", "cc")
     config(a, "r7", {"membersonly": "1"})
+    # Carol is no member: out, with 322.
+    p = expect(c, pres_rx("r7", "cc", unavailable=True))
+    assert "code='322'" in p and "code='110'" in p, p
     b.send(f"<presence to='r7@{MUC}/bob'><x xmlns='{NS_MUC}'/></presence>")
     expect(b, perr("registration-required"))
     r = admin(a, "<item jid='bob@localhost' affiliation='member'/>", "r7", "m1")
