@@ -101,6 +101,11 @@ typedef struct muc_call {
     bool store;          /* the room's stored state changed */
 } muc_call_t;
 
+static void add_field(xd_el_t *x, const char *var, const char *type, const char *label,
+                      const char *value);
+static void occ_changed(muc_call_t *c, muc_room_t *r, muc_occ_t *o, const char *actor,
+                        const char *reason);
+
 /* ---- small helpers ----------------------------------------------------------------------------- */
 
 static void
@@ -983,6 +988,59 @@ room_invite(muc_call_t *c, muc_room_t *r, const muc_occ_t *o, const xd_stanza_t 
     xd_free(sender);
 }
 
+#define MUC_NS_REQUEST "http://jabber.org/protocol/muc#request"
+
+/* XEP-0045 8.6/7.13: a visitor asks for voice (the request form goes to
+ * every moderator), or a moderator answers one (muc#request_allow grants
+ * voice to muc#roomnick). */
+static void
+room_voice_request(muc_call_t *c, muc_room_t *r, muc_occ_t *o, const xd_stanza_t *st,
+                   const xd_el_t *form)
+{
+    if (!o) {
+        xd_route_error(st, XD_COND_NOT_ACCEPTABLE, "only occupants ask for voice");
+        return;
+    }
+    const char *allow = form_value(form, "muc#request_allow");
+    if (allow) {
+        /* A moderator's answer. */
+        if (o->role != ROLE_MODERATOR) {
+            xd_route_error(st, XD_COND_FORBIDDEN, "moderators answer voice requests");
+            return;
+        }
+        const char *who = form_value(form, "muc#roomnick");
+        muc_occ_t *v = who ? xd_map_get(&r->by_nick, xd_str_c(who)) : NULL;
+        if (form_bool(allow, false) && v && v->role == ROLE_VISITOR) {
+            v->role = ROLE_PARTICIPANT;
+            occ_changed(c, r, v, o->nick, NULL);
+        }
+        return;
+    }
+    if (o->role != ROLE_VISITOR) {
+        xd_route_error(st, XD_COND_NOT_ACCEPTABLE, "you have voice already");
+        return;
+    }
+    xd_el_t *b = xd_el_new("message", NULL);
+    xd_el_set_attr(b, "from", r->jid);
+    xd_el_t *x = xd_el_add_child(b, "x", XD_NS_DATA);
+    xd_el_set_attr(x, "type", "form");
+    xd_el_add_text(xd_el_add_child(x, "title", NULL), "Voice request");
+    xd_el_add_text(xd_el_add_child(x, "instructions", NULL),
+                   "To approve this request for voice, select the \"Grant voice to this "
+                   "person?\" checkbox and click OK. To skip this request, click the cancel "
+                   "button.");
+    add_field(x, "FORM_TYPE", "hidden", NULL, MUC_NS_REQUEST);
+    add_field(x, "muc#role", "list-single", "Requested role", "participant");
+    add_field(x, "muc#jid", "jid-single", "User ID", o->full[0]);
+    add_field(x, "muc#roomnick", "text-single", "Room Nickname", o->nick);
+    add_field(x, "muc#request_allow", "boolean", "Grant voice to this person?", "false");
+    xd_stanza_t *m = xd_el_freeze(b);
+    for (size_t i = 0; i < r->nocc; i++)
+        if (r->occ[i]->role == ROLE_MODERATOR)
+            send_occ(c, m, r->occ[i]);
+    xd_stanza_unref(m);
+}
+
 static void
 room_message(muc_call_t *c, muc_room_t *r, const xd_stanza_t *st, const char *nick)
 {
@@ -1006,6 +1064,12 @@ room_message(muc_call_t *c, muc_room_t *r, const xd_stanza_t *st, const char *ni
     if (!nick && !groupchat && ux &&
         (xd_el_child(ux, "invite", NULL) || xd_el_child(ux, "decline", NULL))) {
         room_invite(c, r, o, st, ux);
+        return;
+    }
+    const xd_el_t *form = xd_el_child(root, "x", XD_NS_DATA);
+    const char *ft = form ? form_value(form, "FORM_TYPE") : NULL;
+    if (!nick && !groupchat && ft && strcmp(ft, MUC_NS_REQUEST) == 0) {
+        room_voice_request(c, r, o, st, form);
         return;
     }
     if (!o) {

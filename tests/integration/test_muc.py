@@ -335,6 +335,39 @@ def test_kick_ban_voice(server_factory):
     assert "<conflict " in r, r
 
 
+def test_voice_request(server_factory):
+    """A visitor's voice request form reaches the moderators; a moderator's
+    approval makes the visitor a participant (XEP-0045 8.6)."""
+    srv = start(server_factory)
+    a, _ = online(srv, "alice")
+    c, cjid = online(srv, "carol")
+    create(a, "vr", "al")
+    config(a, "vr", {"moderatedroom": "1"})
+    join(c, "vr", "cc")
+    expect(a, pres_rx("vr", "cc"))
+    req = ("<x xmlns='jabber:x:data' type='submit'><field var='FORM_TYPE'>"
+           "<value>http://jabber.org/protocol/muc#request</value></field>"
+           "<field var='muc#role'><value>participant</value></field></x>")
+    c.send(f"<message to='vr@{MUC}' id='vr1'>{req}</message>")
+    m = expect(a, rf"<message[^>]*from='vr@{MUC}'[^>]*>.*?</message>")
+    assert "muc#request" in m and f"<value>{cjid}</value>" in m, m
+    assert re.search(r"var='muc#roomnick'[^>]*>\s*<value>cc</value>", m), m
+    # A visitor may not answer one; once a participant, asking is not-acceptable.
+    c.send(f"<message to='vr@{MUC}' id='vr2'><x xmlns='jabber:x:data' type='submit'>"
+           f"<field var='FORM_TYPE'><value>http://jabber.org/protocol/muc#request</value>"
+           f"</field><field var='muc#roomnick'><value>cc</value></field>"
+           f"<field var='muc#request_allow'><value>true</value></field></x></message>")
+    expect(c, err_rx("message", "vr2", "forbidden"))
+    a.send(f"<message to='vr@{MUC}' id='vr3'><x xmlns='jabber:x:data' type='submit'>"
+           f"<field var='FORM_TYPE'><value>http://jabber.org/protocol/muc#request</value>"
+           f"</field><field var='muc#roomnick'><value>cc</value></field>"
+           f"<field var='muc#request_allow'><value>true</value></field></x></message>")
+    p = expect(c, pres_rx("vr", "cc"))
+    assert "role='participant'" in p, p
+    c.send(f"<message to='vr@{MUC}' id='vr4'>{req}</message>")
+    expect(c, err_rx("message", "vr4", "not-acceptable"))
+
+
 def test_members_only_password_max_users(server_factory):
     srv = start(server_factory, "max_users: 3")
     a, _ = online(srv, "alice")
