@@ -21,6 +21,8 @@
 #include <stdatomic.h>
 
 #include "xmppd/module.h"
+#include "core/worker.h"
+#include "xmppd/owner.h"
 #include "xmppd/acl.h"
 #include "xmppd/err.h"
 #include "xmppd/module.h"
@@ -416,6 +418,125 @@ test_module__stop_waits_for_calls_in_flight(void **state)
     xd_config_unref(cfg);
 }
 
+/* xd_module_post runs the module's function on the chosen worker, with the
+ * instance held, in post order; xd_owner_of is stable and in range; off
+ * the loops xd_owner_self is -1; after the workers stopped a post is
+ * refused with XD_ECLOSED and the function never runs. */
+#define P_N 3
+#define P_EACH 50
+static _Atomic int p_seen[P_N];      /* runs per worker */
+static _Atomic int p_wrong;          /* runs on the wrong worker or out of order */
+static atomic_bool p_go;            /* lets p_block return */
+static int p_last[P_N];              /* owner-only: last sequence number run */
+
+struct p_arg {
+    unsigned worker;
+    int seq;
+    xd_module_ctx_t *expect;
+};
+
+static void
+p_fn(xd_module_ctx_t *ctx, void *arg)
+{
+    struct p_arg *a = arg;
+    if (xd_owner_self() != (int)a->worker || ctx != a->expect || a->seq != p_last[a->worker] + 1)
+        atomic_fetch_add(&p_wrong, 1);
+    p_last[a->worker] = a->seq;
+    atomic_fetch_add(&p_seen[a->worker], 1);
+    free(a);
+}
+
+static void
+p_never(xd_module_ctx_t *ctx, void *arg)
+{
+    (void)ctx;
+    (void)arg;
+    atomic_fetch_add(&p_wrong, 1);
+}
+
+/* Blocks its worker until the test lets it go: the instance's stop must
+ * wait for it (the post holds the instance). */
+static void
+p_block(xd_module_ctx_t *ctx, void *arg)
+{
+    (void)ctx;
+    (void)arg;
+    while (!atomic_load(&p_go))
+        sched_yield();
+    atomic_store(&w_released, true);
+}
+
+static void *
+p_stopper(void *arg)
+{
+    (void)arg;
+    xd_modules_stop();
+    return NULL;
+}
+
+static void
+p_noop(xd_worker_t *w, void *arg)
+{
+    (void)w;
+    (void)arg;
+}
+
+static void
+test_module__post_to_owner_worker(void **state)
+{
+    (void)state;
+    char *err = NULL;
+    assert_int_equal(xd_owner_workers(), 0);
+    assert_int_equal(xd_module_post(NULL, 0, p_never, NULL), XD_ECLOSED);
+    xd_config_t *cfg = load("hosts: [h1]\ndata_dir: /tmp/xd-test-module\n");
+    assert_int_equal(xd_workers_start(P_N, p_noop, p_noop, NULL), 0);
+    assert_int_equal(xd_modules_start(cfg, &err), 0);
+    xd_module_ctx_t *ctx = atomic_load(&w_ctx);
+    assert_int_equal(xd_owner_workers(), P_N);
+    assert_int_equal(xd_owner_self(), -1);
+    unsigned o = xd_owner_of("room@conference.h1");
+    assert_true(o < P_N);
+    assert_int_equal(xd_owner_of("room@conference.h1"), o); /* stable */
+    assert_int_equal(xd_owner_of_n("room@conference.h1xyz", 18), o);
+    bool used[P_N] = { false }; /* the hash spreads keys over the workers */
+    for (int i = 0; i < 64; i++) {
+        char k[32];
+        snprintf(k, sizeof k, "r%d@c.h1", i);
+        used[xd_owner_of(k)] = true;
+    }
+    for (unsigned w = 0; w < P_N; w++)
+        assert_true(used[w]);
+    assert_int_equal(xd_module_post(ctx, P_N, p_never, NULL), XD_EINVAL);
+    assert_int_equal(xd_module_post(ctx, 0, NULL, NULL), XD_EINVAL);
+    for (int seq = 1; seq <= P_EACH; seq++)
+        for (unsigned w = 0; w < P_N; w++) {
+            struct p_arg *a = malloc(sizeof *a);
+            *a = (struct p_arg){ w, seq, ctx };
+            assert_int_equal(xd_module_post(ctx, w, p_fn, a), 0);
+        }
+    for (unsigned w = 0; w < P_N; w++)
+        while (atomic_load(&p_seen[w]) < P_EACH)
+            sched_yield();
+    assert_int_equal(atomic_load(&p_wrong), 0);
+    /* The stop waits for a post in flight. */
+    atomic_store(&w_released, false);
+    atomic_store(&w_stop_saw_release, false);
+    assert_int_equal(xd_module_post(ctx, 1, p_block, NULL), 0);
+    pthread_t th;
+    pthread_create(&th, NULL, p_stopper, NULL);
+    while (xd_iq_register("h1", XD_IQ_HOST, "urn:t:w", XD_IQ_INLINE, w_iq, NULL) != 0)
+        sched_yield();
+    xd_iq_unregister("h1", XD_IQ_HOST, "urn:t:w");
+    atomic_store(&p_go, true);
+    pthread_join(th, NULL);
+    assert_true(atomic_load(&w_stop_saw_release));
+    xd_workers_stop();
+    xd_workers_join();
+    assert_int_equal(xd_module_post(ctx, 0, p_never, NULL), XD_ECLOSED);
+    assert_int_equal(atomic_load(&p_wrong), 0);
+    xd_config_unref(cfg);
+}
+
 int
 main(void)
 {
@@ -426,6 +547,7 @@ main(void)
         cmocka_unit_test_setup_teardown(test_module__so_errors_name_the_file, setup, teardown),
         cmocka_unit_test_setup_teardown(test_module__reload, setup, teardown),
         cmocka_unit_test_setup_teardown(test_module__always_and_handler_context, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_module__post_to_owner_worker, setup, teardown),
         cmocka_unit_test_setup_teardown(test_module__stop_waits_for_calls_in_flight, setup,
                                         teardown),
     };

@@ -1,0 +1,484 @@
+/*
+ * mod_muc.c — multi-user chat (XEP-0045), the service: its domain
+ * (`host`, default conference.@HOST@), its disco#info/items, the room
+ * directory read by every worker, the stored persistent rooms, and the
+ * route that hands each stanza for a room to the room's owner worker
+ * (mod_muc.h).  The rooms themselves are mod_muc_room.c.
+ */
+#include <string.h>
+#include <time.h>
+
+#include "mod_muc.h"
+#include "mod_util.h"
+
+#include "xmppd/alloc.h"
+#include "xmppd/err.h"
+#include "xmppd/jid.h"
+#include "xmppd/log.h"
+#include "xmppd/ns.h"
+#include "xmppd/route.h"
+#include "xmppd/stanza.h"
+#include "xmppd/storage.h"
+
+/* ---- options ----------------------------------------------------------------------------------- */
+
+#define C_ muc_conf_t
+static const xd_opt_t muc_opts[] = {
+    XD_OPT_STRING("host", C_, host, "conference.@HOST@",
+                  "Domain of the multi-user chat service; `@HOST@` is replaced by the served "
+                  "host."),
+    XD_OPT_STRING("name", C_, name, "Chatrooms",
+                  "Name of the service in its disco#info identity."),
+    XD_OPT_STRING("access_create", C_, access_create, "all",
+                  "Access rule: who may create rooms (others may only enter existing ones; "
+                  "a refused creation is not-allowed)."),
+    XD_OPT_STRING("access_admin", C_, access_admin, "none",
+                  "Access rule: administrators of the service, who act as an owner of every "
+                  "room (enter locked, members-only and password rooms, configure, destroy, "
+                  "change affiliations) and may always create rooms."),
+    XD_OPT_INT("max_users", C_, max_users, "200", 1, 1000000,
+               "Occupants a room holds at most: the default and the largest value of a room's "
+               "`muc#roomconfig_maxusers`.  One more is refused with service-unavailable "
+               "(owners and admins of the room still enter)."),
+    XD_OPT_INT("history_size", C_, history_size, "20", 0, 1000,
+               "Messages a new room keeps for the history sent on entering (the room's "
+               "`muc#roomconfig_historylength` default)."),
+    XD_OPT_INT("max_history_size", C_, max_history_size, "100", 0, 10000,
+               "The largest history length a room's owner may configure."),
+    XD_OPT_INT("max_rooms_per_user", C_, max_rooms_per_user, "0", 0, 1000000,
+               "Rooms one account may have created (live or stored); one more is refused "
+               "with resource-constraint.  0: no limit."),
+    XD_OPT_INT("max_room_name", C_, max_room_name, "256", 1, 1023,
+               "Bytes of a room's name (the local part of its JID); a longer one is "
+               "refused with not-acceptable."),
+    XD_OPT_INT("max_nick", C_, max_nick, "64", 1, 1023,
+               "Bytes of an occupant's nick; a longer one is refused with not-acceptable."),
+    XD_OPT_INT("max_affiliations", C_, max_affiliations, "10000", 1, 10000000,
+               "Owners, admins, members and outcasts of one room together; one more is "
+               "refused with resource-constraint (a persistent room stores them all on "
+               "every change)."),
+    XD_OPT_END,
+};
+#undef C_
+
+/* ---- storage ----------------------------------------------------------------------------------- */
+
+static const char *const muc_mig1[] = {
+    "CREATE TABLE muc_room ("
+    " host TEXT NOT NULL,"
+    " name TEXT NOT NULL,"
+    " state TEXT NOT NULL,"
+    " updated_at INTEGER NOT NULL,"
+    " PRIMARY KEY (host, name))",
+    NULL,
+};
+
+static const xd_db_migration_t muc_migrations[] = {
+    { 1, NULL, muc_mig1 },
+    { 0, NULL, NULL },
+};
+
+static const xd_module_schema_t muc_schemas[] = {
+    { "mod_muc", muc_migrations },
+    { NULL, NULL },
+};
+
+/* ---- directory --------------------------------------------------------------------------------- */
+
+static void
+dirent_free(void *v)
+{
+    muc_dirent_t *e = v;
+    if (!e)
+        return;
+    xd_free(e->title);
+    xd_free(e->creator);
+    xd_free(e->stored);
+    xd_free(e);
+}
+
+void
+muc_dir_update(muc_state_t *s, const char *name, const char *title, bool pub, bool persistent,
+               bool live, const char *creator, char *stored)
+{
+    pthread_mutex_lock(&s->mu);
+    muc_dirent_t *e = xd_map_get(&s->dir, xd_str_c(name));
+    if (!e) {
+        e = xd_new(muc_dirent_t);
+        xd_map_put(&s->dir, xd_str_c(name), e);
+    }
+    xd_free(e->title);
+    e->title = title && *title ? xd_strdup(title) : NULL;
+    e->pub = pub;
+    e->persistent = persistent;
+    e->live = live;
+    if (creator && (!e->creator || strcmp(e->creator, creator) != 0)) {
+        xd_free(e->creator);
+        e->creator = xd_strdup(creator);
+    }
+    xd_free(e->stored);
+    e->stored = stored;
+    pthread_mutex_unlock(&s->mu);
+}
+
+void
+muc_dir_remove(muc_state_t *s, const char *name)
+{
+    pthread_mutex_lock(&s->mu);
+    dirent_free(xd_map_del(&s->dir, xd_str_c(name)));
+    pthread_mutex_unlock(&s->mu);
+}
+
+char *
+muc_dir_stored(muc_state_t *s, const char *name)
+{
+    pthread_mutex_lock(&s->mu);
+    muc_dirent_t *e = xd_map_get(&s->dir, xd_str_c(name));
+    char *out = e && e->stored ? xd_strdup(e->stored) : NULL;
+    pthread_mutex_unlock(&s->mu);
+    return out;
+}
+
+struct count_arg {
+    const char *bare;
+    size_t n;
+};
+
+static int
+count_one(void *arg, const char *key, void *val)
+{
+    (void)key;
+    struct count_arg *c = arg;
+    muc_dirent_t *e = val;
+    if (e->creator && strcmp(e->creator, c->bare) == 0)
+        c->n++;
+    return 0;
+}
+
+size_t
+muc_dir_count_creator(muc_state_t *s, const char *bare)
+{
+    struct count_arg c = { bare, 0 };
+    pthread_mutex_lock(&s->mu);
+    xd_map_foreach(&s->dir, count_one, &c);
+    pthread_mutex_unlock(&s->mu);
+    return c.n;
+}
+
+/* ---- storing a room ---------------------------------------------------------------------------- */
+
+typedef struct muc_save {
+    muc_state_t *s;
+    char *name;          /* the room's local part */
+    xd_input_ref_t in;   /* released when written */
+    int rc;              /* the transaction's result */
+} muc_save_t;
+
+/* In the write transaction: the directory is read after the database's
+ * write lock is taken, so of two saves of one room the one that commits
+ * last writes the newest state. */
+static int
+muc_save_tx(xd_db_conn_t *c, void *arg)
+{
+    muc_save_t *j = arg;
+    char *state = muc_dir_stored(j->s, j->name);
+    xd_db_val_t key[2] = { XD_DB_V_CSTR(j->s->domain), XD_DB_V_CSTR(j->name) };
+    int rc = xd_db_query(c, "DELETE FROM muc_room WHERE host = ? AND name = ?", key, 2, NULL,
+                         NULL);
+    if (rc == 0 && state) {
+        xd_db_val_t row[4] = { XD_DB_V_CSTR(j->s->domain), XD_DB_V_CSTR(j->name),
+                               XD_DB_V_CSTR(state), XD_DB_V_INT((int64_t)time(NULL)) };
+        rc = xd_db_query(c,
+                         "INSERT INTO muc_room (host, name, state, updated_at) "
+                         "VALUES (?, ?, ?, ?)",
+                         row, 4, NULL, NULL);
+    }
+    xd_free(state);
+    return rc;
+}
+
+static void
+muc_save_work(xd_module_ctx_t *ctx, void *arg)
+{
+    muc_save_t *j = arg;
+    xd_db_t *db = xd_module_db(ctx);
+    j->rc = db ? xd_db_tx(db, muc_save_tx, j) : 0;
+}
+
+static void
+muc_save_done(xd_module_ctx_t *ctx, void *arg, int status)
+{
+    (void)ctx;
+    muc_save_t *j = arg;
+    if (status != 0 || j->rc != 0)
+        XD_LOG(NULL, XD_ERROR, "muc room not stored", "room=%s@%s err=%s", j->name,
+               j->s->domain, xd_strerror(status ? status : j->rc));
+    xd_input_release(j->in);
+    xd_free(j->name);
+    xd_free(j);
+}
+
+void
+muc_store(xd_module_ctx_t *ctx, const char *name, xd_input_ref_t in)
+{
+    muc_save_t *j = xd_new(muc_save_t);
+    *j = (muc_save_t){ .s = xd_module_state(ctx), .name = xd_strdup(name), .in = in };
+    int rc = xd_module_submit(ctx, muc_save_work, muc_save_done, j);
+    if (rc != 0) {
+        XD_LOG(NULL, XD_ERROR, "muc room not stored", "room=%s@%s err=%s", name,
+               j->s->domain, xd_strerror(rc));
+        xd_input_release(in);
+        xd_free(j->name);
+        xd_free(j);
+    }
+}
+
+/* Reads the stored rooms into the directory (start: off the loops). */
+static int
+load_row(void *arg, const xd_db_val_t *cols, size_t ncols)
+{
+    muc_state_t *s = arg;
+    if (ncols < 2 || cols[0].type != XD_DB_TEXT || cols[1].type != XD_DB_TEXT)
+        return 0;
+    char *name = xd_strndup(cols[0].s.p, cols[0].s.len);
+    char *state = xd_strndup(cols[1].s.p, cols[1].s.len);
+    xd_el_t *root = NULL;
+    if (xd_el_parse(state, strlen(state), &root) == 0) {
+        const xd_el_t *cfg = xd_el_child(root, "config", NULL);
+        const char *pub = cfg ? xd_el_attr(cfg, "public") : NULL;
+        muc_dir_update(s, name, cfg ? xd_el_attr(cfg, "title") : NULL,
+                       pub && strcmp(pub, "1") == 0, true, false, xd_el_attr(root, "creator"),
+                       state);
+        state = NULL;
+        xd_el_free(root);
+    } else {
+        XD_LOG(NULL, XD_ERROR, "muc stored room unreadable", "room=%s@%s", name, s->domain);
+    }
+    xd_free(state);
+    xd_free(name);
+    return 0;
+}
+
+static int
+muc_load(xd_module_ctx_t *ctx, muc_state_t *s)
+{
+    xd_db_t *db = xd_module_db(ctx);
+    if (!db)
+        return 0;
+    xd_db_conn_t *c = NULL;
+    int rc = xd_db_acquire(db, &c);
+    if (rc != 0)
+        return rc;
+    xd_db_val_t key[1] = { XD_DB_V_CSTR(s->domain) };
+    rc = xd_db_query(c, "SELECT name, state FROM muc_room WHERE host = ?", key, 1, load_row, s);
+    xd_db_release(c);
+    return rc;
+}
+
+/* ---- the service's own stanzas ----------------------------------------------------------------- */
+
+struct items_arg {
+    xd_el_t *q;
+    const char *domain;
+};
+
+static int
+item_one(void *arg, const char *key, void *val)
+{
+    struct items_arg *a = arg;
+    muc_dirent_t *e = val;
+    if (!e->pub)
+        return 0;
+    xd_el_t *it = xd_el_add_child(a->q, "item", NULL);
+    char *jid = xd_asprintf("%s@%s", key, a->domain);
+    xd_el_set_attr(it, "jid", jid);
+    xd_free(jid);
+    xd_el_set_attr(it, "name", e->title ? e->title : key);
+    return 0;
+}
+
+static void
+service_iq(xd_module_ctx_t *ctx, xd_stanza_t *st)
+{
+    muc_state_t *s = xd_module_state(ctx);
+    const muc_conf_t *c = xd_module_opts(ctx);
+    const xd_el_t *root = xd_stanza_root(st);
+    const char *type = xd_el_attr(root, "type");
+    const xd_el_t *q = xd_el_first_child(root);
+    if (type && strcmp(type, "get") == 0 && q && xd_el_is(q, "query", XD_NS_DISCO_INFO) &&
+        !xd_el_attr(q, "node")) {
+        xd_el_t *b = xd_iq_result_builder(st);
+        xd_el_t *r = xd_el_add_child(b, "query", XD_NS_DISCO_INFO);
+        xd_el_t *id = xd_el_add_child(r, "identity", NULL);
+        xd_el_set_attr(id, "category", "conference");
+        xd_el_set_attr(id, "type", "text");
+        xd_el_set_attr(id, "name", c->name);
+        static const char *const feats[] = { XD_NS_DISCO_INFO, XD_NS_DISCO_ITEMS, XD_NS_MUC,
+                                             MUC_NS_UNIQUE, MUC_NS_OCCUPANT_ID, XD_NS_PING,
+                                             NULL };
+        for (size_t i = 0; feats[i]; i++)
+            xd_el_set_attr(xd_el_add_child(r, "feature", NULL), "var", feats[i]);
+        xd_route_take(xd_el_freeze(b));
+    } else if (type && strcmp(type, "get") == 0 && q && xd_el_is(q, "query", XD_NS_DISCO_ITEMS) &&
+               !xd_el_attr(q, "node")) {
+        xd_el_t *b = xd_iq_result_builder(st);
+        struct items_arg a = { xd_el_add_child(b, "query", XD_NS_DISCO_ITEMS), s->domain };
+        pthread_mutex_lock(&s->mu);
+        xd_map_foreach(&s->dir, item_one, &a);
+        pthread_mutex_unlock(&s->mu);
+        xd_route_take(xd_el_freeze(b));
+    } else if (type && strcmp(type, "get") == 0 && q && xd_el_is(q, "unique", MUC_NS_UNIQUE)) {
+        /* A name nobody has: 120 random bits. */
+        char id[21];
+        if (mod_random_id(id) != 0) {
+            xd_route_error(st, XD_COND_INTERNAL_SERVER_ERROR, NULL);
+        } else {
+            for (char *p = id; *p; p++) /* the local part is case-folded: lower case only */
+                if (*p >= 'A' && *p <= 'Z')
+                    *p = (char)(*p - 'A' + 'a');
+            xd_el_t *b = xd_iq_result_builder(st);
+            xd_el_add_text(xd_el_add_child(b, "unique", MUC_NS_UNIQUE), id);
+            xd_route_take(xd_el_freeze(b));
+        }
+    } else if (type && strcmp(type, "get") == 0 && q && xd_el_is(q, "ping", XD_NS_PING)) {
+        xd_route_take(xd_iq_result(st));
+    } else if (xd_iq_is_request(root)) {
+        xd_route_error(st, XD_COND_SERVICE_UNAVAILABLE, NULL);
+    }
+    xd_stanza_unref(st);
+}
+
+/* ---- the route --------------------------------------------------------------------------------- */
+
+static void
+muc_post_run(xd_module_ctx_t *ctx, void *arg)
+{
+    muc_msg_t *m = arg;
+    xd_stanza_t *st = m->st;
+    xd_input_ref_t in = m->in;
+    xd_free(m);
+    muc_room_stanza(ctx, st, in, true);
+}
+
+/* Runs on the routing worker; owns st. */
+static void
+muc_route(xd_module_ctx_t *ctx, xd_stanza_t *st, void *arg)
+{
+    (void)arg;
+    const xd_jid_t *to = xd_stanza_to(st);
+    const xd_jid_t *from = xd_stanza_from(st);
+    const xd_el_t *root = xd_stanza_root(st);
+    if (!to || !from) {
+        xd_stanza_unref(st);
+        return;
+    }
+    xd_str_t local = xd_jid_local(to);
+    if (local.len == 0) {
+        if (xd_stanza_kind_of(root) == XD_STANZA_IQ)
+            service_iq(ctx, st);
+        else {
+            const char *type = xd_el_attr(root, "type");
+            if (xd_stanza_kind_of(root) == XD_STANZA_MESSAGE && (!type || strcmp(type, "error")))
+                xd_route_error(st, XD_COND_SERVICE_UNAVAILABLE, NULL);
+            xd_stanza_unref(st);
+        }
+        return;
+    }
+    xd_str_t bare = xd_jid_bare_str(to);
+    unsigned w = xd_owner_of_n(bare.p, bare.len);
+    if (xd_owner_self() == (int)w) {
+        muc_room_stanza(ctx, st, xd_input_current(), false);
+        return;
+    }
+    /* The sender's stream waits until the room has handled the stanza, so
+     * that what the room routes for it comes before the answer to the
+     * sender's next stanza (RFC 6120 10.1; a round trip is a barrier). */
+    muc_msg_t *m = xd_new(muc_msg_t);
+    m->st = st;
+    m->in = xd_input_hold();
+    int rc = xd_module_post(ctx, w, muc_post_run, m);
+    if (rc != 0) {
+        xd_input_release(m->in);
+        xd_free(m);
+        xd_route_error(st, XD_COND_SERVICE_UNAVAILABLE, "the service is stopping");
+        xd_stanza_unref(st);
+    }
+}
+
+/* ---- module ------------------------------------------------------------------------------------ */
+
+static char *
+muc_domain(const char *pattern, const char *host)
+{
+    const char *at = strstr(pattern, "@HOST@");
+    if (!at)
+        return xd_strdup(pattern);
+    return xd_asprintf("%.*s%s%s", (int)(at - pattern), pattern, host, at + 6);
+}
+
+static void
+muc_stop(xd_module_ctx_t *ctx)
+{
+    muc_state_t *s = xd_module_state(ctx);
+    if (!s)
+        return;
+    muc_rooms_free(s);
+    xd_map_free(&s->dir, dirent_free);
+    pthread_mutex_destroy(&s->mu);
+    xd_free(s->domain);
+    xd_free(s);
+}
+
+static int
+muc_start(xd_module_ctx_t *ctx)
+{
+    const muc_conf_t *c = xd_module_opts(ctx);
+    char *raw = muc_domain(c->host, xd_module_host(ctx));
+    char *domain = NULL;
+    int rc = xd_jid_prep_domain(xd_str_c(raw), &domain);
+    if (rc != 0) {
+        rc = xd_module_fail(ctx, XD_EINVAL, "host %s is not a domain", raw);
+        xd_free(raw);
+        return rc;
+    }
+    xd_free(raw);
+    muc_state_t *s = xd_new(muc_state_t);
+    s->domain = domain;
+    pthread_mutex_init(&s->mu, NULL);
+    xd_module_set_state(ctx, s);
+    rc = muc_load(ctx, s);
+    if (rc != 0)
+        return xd_module_fail(ctx, rc, "cannot read the stored rooms: %s", xd_strerror(rc));
+    rc = xd_module_service(ctx, domain, muc_route, NULL);
+    if (rc != 0)
+        return xd_module_fail(ctx, rc, "cannot serve %s: %s", domain, xd_strerror(rc));
+    XD_LOG(NULL, XD_INFO, "muc service", "domain=%s stored_rooms=%zu", domain,
+           xd_map_count(&s->dir));
+    return 0;
+}
+
+/* Options apply from the next stanza on (the rooms read them per stanza),
+ * so a reload keeps every room and its occupants; only the domain cannot
+ * move while rooms live on it. */
+static int
+muc_reload(xd_module_ctx_t *ctx, const void *old_opts)
+{
+    const muc_conf_t *o = old_opts, *n = xd_module_opts(ctx);
+    if (strcmp(o->host, n->host) != 0)
+        return xd_module_fail(ctx, XD_EINVAL,
+                              "host cannot change on a reload (%s to %s): restart the server",
+                              o->host, n->host);
+    return 0;
+}
+
+const xd_module_t xd_mod_muc = {
+    .abi = XD_MODULE_ABI,
+    .name = "mod_muc",
+    .doc = "Multi-user chat (XEP-0045): rooms on the service domain, each owned by one worker",
+    .opts = muc_opts,
+    .opts_size = sizeof(muc_conf_t),
+    .schemas = muc_schemas,
+    .start = muc_start,
+    .stop = muc_stop,
+    .reload = muc_reload,
+};

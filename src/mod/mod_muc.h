@@ -1,0 +1,96 @@
+/*
+ * mod_muc.h — multi-user chat (XEP-0045): what the service part
+ * (mod_muc.c: the route, the service's disco, the room directory, storage)
+ * and the room part (mod_muc_room.c: a room's state and protocol, on its
+ * owner worker) share.
+ *
+ * Threads (DESIGN.md 2): a room is owned by worker xd_owner_of(room bare
+ * JID).  The service handler runs on the routing worker and posts each
+ * stanza for a room to its owner (one inbox message); a room's state
+ * (occupants, history, affiliations) is touched there only, without a
+ * lock.  What other workers read — the public rooms for disco#items, the
+ * stored state of persistent rooms not in memory — is the directory, a
+ * map under one mutex, written by the owners when a room's configuration
+ * changes.
+ */
+#ifndef XMPPD_MOD_MOD_MUC_H
+#define XMPPD_MOD_MOD_MUC_H
+
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "xmppd/input.h"
+#include "xmppd/map.h"
+#include "xmppd/module.h"
+#include "xmppd/owner.h"
+
+#define MUC_NS_UNIQUE "http://jabber.org/protocol/muc#unique"
+#define MUC_NS_ROOMCONFIG "http://jabber.org/protocol/muc#roomconfig"
+#define MUC_NS_ROOMINFO "http://jabber.org/protocol/muc#roominfo"
+#define MUC_NS_OCCUPANT_ID "urn:xmpp:occupant-id:0"
+
+typedef struct muc_conf {
+    char *host;            /* service domain pattern ("conference.@HOST@") */
+    char *name;            /* disco identity name */
+    char *access_create;   /* access rule: who may create rooms */
+    char *access_admin;    /* access rule: administrators of the service */
+    int max_users;         /* cap of a room's maxusers (and its default) */
+    int history_size;      /* default room history length */
+    int max_history_size;  /* cap of a room's history length */
+    int max_rooms_per_user; /* rooms one account may own (created); 0: no limit */
+    int max_room_name;     /* bytes of a room's local part */
+    int max_nick;          /* bytes of a nick */
+    int max_affiliations;  /* owners, admins, members and outcasts of a room */
+} muc_conf_t;
+
+/* A room as the directory has it (under muc_state_t.mu). */
+typedef struct muc_dirent {
+    char *title;      /* roomname, or NULL */
+    bool pub;         /* publicroom: listed in disco#items */
+    bool persistent;  /* persistentroom */
+    bool live;        /* in memory on its owner worker */
+    char *creator;    /* bare JID of the creator (max_rooms_per_user) */
+    char *stored;     /* the stored state (persistent rooms), or NULL */
+} muc_dirent_t;
+
+typedef struct muc_state {
+    char *domain;             /* the service's domain */
+    pthread_mutex_t mu;       /* guards dir */
+    xd_map_t dir;             /* room local part → muc_dirent_t */
+    xd_map_t rooms[XD_OWNER_MAX_WORKERS]; /* per owner worker: local part → room (owner only) */
+} muc_state_t;
+
+/* A stanza on its way to its room's owner. */
+typedef struct muc_msg {
+    xd_stanza_t *st;       /* the stanza (a reference) */
+    xd_input_ref_t in;     /* the sender's stream, held until the room handled it */
+} muc_msg_t;
+
+/* mod_muc_room.c: handles a stanza to a room (to has a local part) on the
+ * room's owner worker; takes st.  `in` is the sender's stream, charged
+ * for the copies sent; held: the caller holds it (posted from another
+ * worker), released when done (after a store).  Not held: the stanza is
+ * handled inline, on the sender's own worker, and a store holds the
+ * stream by itself (xd_module_submit). */
+void muc_room_stanza(xd_module_ctx_t *ctx, xd_stanza_t *st, xd_input_ref_t in, bool held);
+/* Frees every room of the instance (stop: no handler runs any more). */
+void muc_rooms_free(muc_state_t *s);
+
+/* mod_muc.c: directory and storage. */
+/* Publishes room `name`'s directory entry (creates it); stored: the new
+ * stored state (NULL: none, the room is not persistent), taken. */
+void muc_dir_update(muc_state_t *s, const char *name, const char *title, bool pub,
+                    bool persistent, bool live, const char *creator, char *stored);
+/* Drops room `name` from the directory. */
+void muc_dir_remove(muc_state_t *s, const char *name);
+/* A copy of the stored state of room `name` (NULL: none). */
+char *muc_dir_stored(muc_state_t *s, const char *name);
+/* Rooms in the directory created by `bare`. */
+size_t muc_dir_count_creator(muc_state_t *s, const char *bare);
+/* Writes room `name`'s directory state to the database (a row, or none
+ * when it is not persistent), on the blocking pool; releases `in` when
+ * the write is done. */
+void muc_store(xd_module_ctx_t *ctx, const char *name, xd_input_ref_t in);
+
+#endif

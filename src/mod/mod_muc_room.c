@@ -1,0 +1,1821 @@
+/*
+ * mod_muc_room.c — a multi-user chat room (XEP-0045) on its owner worker:
+ * occupants, roles and affiliations, history, subject, configuration,
+ * destruction, invitations (mod_muc.h for the threads).
+ *
+ * Everything here runs on the room's owner worker and touches the room
+ * without a lock.  Every stanza the room sends is routed (xd_route_take)
+ * to an occupant's real full JID, one copy per session; the bytes of the
+ * copies a stanza caused are charged to its sender's stream
+ * (xd_input_charge), as the presence broadcast does.
+ */
+#include <openssl/evp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "mod_muc.h"
+#include "mod_util.h"
+
+#include "xmppd/alloc.h"
+#include "xmppd/acl.h"
+#include "xmppd/base64.h"
+#include "xmppd/config.h"
+#include "xmppd/err.h"
+#include "xmppd/jid.h"
+#include "xmppd/log.h"
+#include "xmppd/ns.h"
+#include "xmppd/route.h"
+#include "xmppd/stanza.h"
+
+enum { ROLE_NONE, ROLE_VISITOR, ROLE_PARTICIPANT, ROLE_MODERATOR };
+enum { AFF_NONE, AFF_OUTCAST, AFF_MEMBER, AFF_ADMIN, AFF_OWNER };
+enum { WHOIS_MODERATORS, WHOIS_ANYONE };
+enum { PM_ANYONE, PM_PARTICIPANTS, PM_MODERATORS, PM_NONE };
+
+static const char *const role_names[] = { "none", "visitor", "participant", "moderator" };
+static const char *const aff_names[] = { "none", "outcast", "member", "admin", "owner" };
+static const char *const pm_names[] = { "anyone", "participants", "moderators", "none" };
+
+static int
+name_index(const char *const *names, size_t n, const char *v)
+{
+    for (size_t i = 0; v && i < n; i++)
+        if (strcmp(names[i], v) == 0)
+            return (int)i;
+    return -1;
+}
+
+typedef struct muc_cfg {
+    char *title, *desc, *password; /* owned or NULL */
+    bool persistent, pub, members_only, moderated, password_protected;
+    bool changesubject, allowinvites;
+    int whois;     /* WHOIS_* */
+    int allowpm;   /* PM_* */
+    int maxusers;
+    int history;   /* messages kept */
+} muc_cfg_t;
+
+typedef struct muc_occ {
+    char *nick;          /* the occupant's nick */
+    char *bare;          /* its real bare JID */
+    char **full;         /* its sessions' real full JIDs */
+    size_t nfull;
+    int role;            /* ROLE_* */
+    xd_stanza_t *pres;   /* the last presence it sent (a reference) */
+    char oid[48];        /* XEP-0421 occupant id */
+} muc_occ_t;
+
+typedef struct muc_hist {
+    xd_stanza_t *st;     /* as broadcast, without 'to' */
+    time_t ts;           /* when */
+    size_t len;          /* its bytes (maxchars) */
+} muc_hist_t;
+
+typedef struct muc_room {
+    char *name;          /* local part */
+    char *jid;           /* bare room JID */
+    char *creator;       /* bare JID of its creator */
+    muc_cfg_t cfg;
+    xd_map_t affs;       /* bare JID → (void *)(intptr_t)AFF_* (never AFF_NONE) */
+    muc_occ_t **occ;     /* occupants, in no order */
+    size_t nocc, cap;
+    xd_map_t by_nick;    /* nick → occupant */
+    xd_map_t by_full;    /* real full JID → occupant */
+    muc_hist_t *hist;    /* ring of cfg.history */
+    size_t hcap, hstart, hn;
+    char *subject;       /* NULL: none set */
+    char *subject_nick;  /* who set it (nick), or NULL */
+    bool locked;         /* created, not configured yet (XEP-0045 10.1) */
+    char salt[24];       /* occupant ids */
+} muc_room_t;
+
+/* What handling one stanza sent: bytes charged to its sender. */
+typedef struct muc_call {
+    xd_module_ctx_t *ctx;
+    muc_state_t *s;
+    const muc_conf_t *conf;
+    xd_input_ref_t in;
+    size_t bytes;
+    bool store;          /* the room's stored state changed */
+} muc_call_t;
+
+static void add_field(xd_el_t *x, const char *var, const char *type, const char *label,
+                      const char *value);
+static void occ_changed(muc_call_t *c, muc_room_t *r, muc_occ_t *o, const char *actor,
+                        const char *reason);
+
+/* ---- small helpers ----------------------------------------------------------------------------- */
+
+static void
+send_to(muc_call_t *c, xd_el_t *b, const char *to)
+{
+    xd_el_set_attr(b, "to", to);
+    xd_stanza_t *st = xd_el_freeze(b);
+    size_t len = 0;
+    xd_stanza_bytes(st, &len);
+    c->bytes += len;
+    xd_route_take(st);
+}
+
+/* Sends a copy of st (no 'to') to every session of o. */
+static void
+send_occ(muc_call_t *c, const xd_stanza_t *st, const muc_occ_t *o)
+{
+    for (size_t i = 0; i < o->nfull; i++)
+        send_to(c, xd_stanza_edit(st), o->full[i]);
+}
+
+static char *
+occ_jid(const muc_room_t *r, const char *nick)
+{
+    return xd_asprintf("%s/%s", r->jid, nick);
+}
+
+static int
+aff_of(const muc_room_t *r, const char *bare)
+{
+    return (int)(intptr_t)xd_map_get(&r->affs, xd_str_c(bare));
+}
+
+static void
+aff_set(muc_room_t *r, const char *bare, int aff)
+{
+    if (aff == AFF_NONE)
+        xd_map_del(&r->affs, xd_str_c(bare));
+    else
+        xd_map_put(&r->affs, xd_str_c(bare), (void *)(intptr_t)aff);
+}
+
+/* An administrator of the service (access_admin): an owner of every room. */
+static bool
+service_admin(const muc_call_t *c, const xd_jid_t *jid)
+{
+    const char *rule = c->conf->access_admin;
+    if (!rule || strcmp(rule, "none") == 0 || !jid)
+        return false;
+    xd_config_t *cfg = xd_config_get();
+    bool ok = xd_access_match(cfg, xd_module_host(c->ctx), rule, jid, NULL) == XD_ACCESS_ALLOW;
+    xd_config_unref(cfg);
+    return ok;
+}
+
+/* The affiliation `jid` (bare form `bare`) acts with: its own, or owner
+ * for a service administrator. */
+static int
+eff_aff(const muc_call_t *c, const muc_room_t *r, const char *bare, const xd_jid_t *jid)
+{
+    int aff = aff_of(r, bare);
+    return aff < AFF_OWNER && service_admin(c, jid) ? AFF_OWNER : aff;
+}
+
+static int
+role_for(const muc_room_t *r, int aff)
+{
+    if (aff >= AFF_ADMIN)
+        return ROLE_MODERATOR;
+    if (r->cfg.moderated && aff < AFF_MEMBER)
+        return ROLE_VISITOR;
+    return ROLE_PARTICIPANT;
+}
+
+static void
+occupant_id(const muc_room_t *r, const char *bare, char out[48])
+{
+    unsigned char md[32];
+    unsigned mdlen = 0;
+    char *in = xd_asprintf("%s\n%s\n%s", r->salt, r->jid, bare);
+    EVP_Digest(in, strlen(in), md, &mdlen, EVP_sha256(), NULL);
+    xd_free(in);
+    static const char b64[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    size_t o = 0;
+    for (size_t i = 0; i + 2 < 24 && o + 4 < 48; i += 3) { /* 24 bytes → 32 chars */
+        unsigned v = (unsigned)md[i] << 16 | (unsigned)md[i + 1] << 8 | md[i + 2];
+        out[o++] = b64[v >> 18 & 63];
+        out[o++] = b64[v >> 12 & 63];
+        out[o++] = b64[v >> 6 & 63];
+        out[o++] = b64[v & 63];
+    }
+    out[o] = '\0';
+}
+
+static const char *
+form_value(const xd_el_t *x, const char *var)
+{
+    for (const xd_el_t *f = xd_el_first_child(x); f; f = xd_el_next(f)) {
+        const char *v = xd_el_attr(f, "var");
+        if (xd_el_is(f, "field", XD_NS_DATA) && v && strcmp(v, var) == 0) {
+            const char *t = xd_el_child_text(f, "value", XD_NS_DATA);
+            return t ? t : "";
+        }
+    }
+    return NULL;
+}
+
+static bool
+form_bool(const char *v, bool def)
+{
+    if (!v)
+        return def;
+    return strcmp(v, "1") == 0 || strcmp(v, "true") == 0;
+}
+
+static void
+stamp_of(time_t t, char out[32])
+{
+    struct tm tm;
+    gmtime_r(&t, &tm);
+    strftime(out, 32, "%Y-%m-%dT%H:%M:%SZ", &tm);
+}
+
+/* XEP-0082 date-time; -1 when it is not one. */
+static time_t
+parse_stamp(const char *s)
+{
+    struct tm tm = { 0 };
+    int y, mo, d, h, mi, sec;
+    if (!s || sscanf(s, "%4d-%2d-%2dT%2d:%2d:%2d", &y, &mo, &d, &h, &mi, &sec) != 6)
+        return -1;
+    tm.tm_year = y - 1900;
+    tm.tm_mon = mo - 1;
+    tm.tm_mday = d;
+    tm.tm_hour = h;
+    tm.tm_min = mi;
+    tm.tm_sec = sec;
+    time_t t = timegm(&tm);
+    const char *z = s + 19;
+    if (*z == '.')
+        while (*++z >= '0' && *z <= '9') {
+        }
+    if ((*z == '+' || *z == '-') && strlen(z) >= 6) {
+        int oh = atoi(z + 1), om = atoi(z + 4);
+        long off = (oh * 60L + om) * 60L;
+        t += *z == '+' ? -off : off;
+    }
+    return t;
+}
+
+/* ---- room life --------------------------------------------------------------------------------- */
+
+static void
+occ_free(muc_occ_t *o)
+{
+    for (size_t i = 0; i < o->nfull; i++)
+        xd_free(o->full[i]);
+    xd_free(o->full);
+    xd_free(o->nick);
+    xd_free(o->bare);
+    if (o->pres)
+        xd_stanza_unref(o->pres);
+    xd_free(o);
+}
+
+static void
+hist_clear(muc_room_t *r)
+{
+    for (size_t i = 0; i < r->hn; i++)
+        xd_stanza_unref(r->hist[(r->hstart + i) % r->hcap].st);
+    r->hn = r->hstart = 0;
+}
+
+static void
+room_free(void *v)
+{
+    muc_room_t *r = v;
+    if (!r)
+        return;
+    for (size_t i = 0; i < r->nocc; i++)
+        occ_free(r->occ[i]);
+    xd_free(r->occ);
+    xd_map_free(&r->by_nick, NULL);
+    xd_map_free(&r->by_full, NULL);
+    xd_map_free(&r->affs, NULL);
+    hist_clear(r);
+    xd_free(r->hist);
+    xd_free(r->subject);
+    xd_free(r->subject_nick);
+    xd_free(r->cfg.title);
+    xd_free(r->cfg.desc);
+    xd_free(r->cfg.password);
+    xd_free(r->creator);
+    xd_free(r->name);
+    xd_free(r->jid);
+    xd_free(r);
+}
+
+void
+muc_rooms_free(muc_state_t *s)
+{
+    for (size_t i = 0; i < XD_OWNER_MAX_WORKERS; i++)
+        xd_map_free(&s->rooms[i], room_free);
+}
+
+static void
+hist_resize(muc_room_t *r, size_t cap)
+{
+    /* Keeps the newest min(hn, cap) messages. */
+    muc_hist_t *n = cap ? xd_calloc(cap, sizeof *n) : NULL;
+    size_t keep = r->hn < cap ? r->hn : cap, drop = r->hn - keep;
+    for (size_t i = 0; i < r->hn; i++) {
+        muc_hist_t *h = &r->hist[(r->hstart + i) % r->hcap];
+        if (i < drop)
+            xd_stanza_unref(h->st);
+        else
+            n[i - drop] = *h;
+    }
+    xd_free(r->hist);
+    r->hist = n;
+    r->hcap = cap;
+    r->hstart = 0;
+    r->hn = keep;
+}
+
+static muc_room_t *
+room_new(muc_call_t *c, const char *name)
+{
+    muc_room_t *r = xd_new(muc_room_t);
+    r->name = xd_strdup(name);
+    r->jid = xd_asprintf("%s@%s", name, c->s->domain);
+    r->cfg.maxusers = c->conf->max_users;
+    r->cfg.history = c->conf->history_size < c->conf->max_history_size
+                         ? c->conf->history_size
+                         : c->conf->max_history_size;
+    r->cfg.changesubject = true;
+    r->cfg.allowinvites = false;
+    r->cfg.pub = true;
+    r->cfg.whois = WHOIS_MODERATORS;
+    r->cfg.allowpm = PM_ANYONE;
+    hist_resize(r, (size_t)r->cfg.history);
+    return r;
+}
+
+static int
+aff_one(void *arg, const char *key, void *val)
+{
+    xd_el_t *root = *(xd_el_t **)arg;
+    xd_el_t *a = xd_el_add_child(root, "aff", NULL);
+    xd_el_set_attr(a, "jid", key);
+    xd_el_set_attr(a, "a", aff_names[(int)(intptr_t)val]);
+    return 0;
+}
+
+/* The stored form of the room: configuration, affiliations, subject. */
+static char *
+room_serialize(const muc_room_t *r)
+{
+    xd_el_t *root = xd_el_new("room", "urn:xmppd:muc:room");
+    xd_el_set_attr(root, "salt", r->salt);
+    if (r->creator)
+        xd_el_set_attr(root, "creator", r->creator);
+    xd_el_t *cf = xd_el_add_child(root, "config", NULL);
+    const muc_cfg_t *g = &r->cfg;
+    if (g->title)
+        xd_el_set_attr(cf, "title", g->title);
+    if (g->desc)
+        xd_el_set_attr(cf, "desc", g->desc);
+    if (g->password)
+        xd_el_set_attr(cf, "password", g->password);
+    char num[32];
+    struct { const char *k; bool v; } flags[] = {
+        { "public", g->pub }, { "members", g->members_only }, { "moderated", g->moderated },
+        { "protected", g->password_protected }, { "subject", g->changesubject },
+        { "invites", g->allowinvites },
+    };
+    for (size_t i = 0; i < sizeof flags / sizeof *flags; i++)
+        xd_el_set_attr(cf, flags[i].k, flags[i].v ? "1" : "0");
+    xd_el_set_attr(cf, "whois", g->whois == WHOIS_ANYONE ? "anyone" : "moderators");
+    xd_el_set_attr(cf, "pm", pm_names[g->allowpm]);
+    snprintf(num, sizeof num, "%d", g->maxusers);
+    xd_el_set_attr(cf, "maxusers", num);
+    snprintf(num, sizeof num, "%d", g->history);
+    xd_el_set_attr(cf, "history", num);
+    if (r->subject) {
+        xd_el_t *sj = xd_el_add_child(root, "subject", NULL);
+        if (r->subject_nick)
+            xd_el_set_attr(sj, "nick", r->subject_nick);
+        xd_el_add_text(sj, r->subject);
+    }
+    xd_map_foreach(&r->affs, aff_one, &root);
+    char *out = xd_el_serialize(root, NULL, NULL);
+    xd_el_free(root);
+    return out;
+}
+
+static muc_room_t *
+room_restore(muc_call_t *c, const char *name, const char *stored)
+{
+    xd_el_t *root = NULL;
+    if (xd_el_parse(stored, strlen(stored), &root) != 0)
+        return NULL;
+    muc_room_t *r = room_new(c, name);
+    const char *salt = xd_el_attr(root, "salt");
+    snprintf(r->salt, sizeof r->salt, "%s", salt ? salt : "");
+    const char *creator = xd_el_attr(root, "creator");
+    r->creator = creator ? xd_strdup(creator) : NULL;
+    const xd_el_t *cf = xd_el_child(root, "config", NULL);
+    if (cf) {
+        muc_cfg_t *g = &r->cfg;
+        const char *v;
+        if ((v = xd_el_attr(cf, "title")))
+            g->title = xd_strdup(v);
+        if ((v = xd_el_attr(cf, "desc")))
+            g->desc = xd_strdup(v);
+        if ((v = xd_el_attr(cf, "password")))
+            g->password = xd_strdup(v);
+        g->persistent = true;
+        g->pub = form_bool(xd_el_attr(cf, "public"), true);
+        g->members_only = form_bool(xd_el_attr(cf, "members"), false);
+        g->moderated = form_bool(xd_el_attr(cf, "moderated"), false);
+        g->password_protected = form_bool(xd_el_attr(cf, "protected"), false);
+        g->changesubject = form_bool(xd_el_attr(cf, "subject"), true);
+        g->allowinvites = form_bool(xd_el_attr(cf, "invites"), false);
+        v = xd_el_attr(cf, "whois");
+        g->whois = v && strcmp(v, "anyone") == 0 ? WHOIS_ANYONE : WHOIS_MODERATORS;
+        int pm = name_index(pm_names, 4, xd_el_attr(cf, "pm"));
+        g->allowpm = pm < 0 ? PM_ANYONE : pm;
+        if ((v = xd_el_attr(cf, "maxusers")))
+            g->maxusers = atoi(v);
+        if ((v = xd_el_attr(cf, "history")))
+            g->history = atoi(v);
+        if (g->maxusers < 1 || g->maxusers > c->conf->max_users)
+            g->maxusers = c->conf->max_users;
+        if (g->history < 0 || g->history > c->conf->max_history_size)
+            g->history = c->conf->max_history_size;
+        hist_resize(r, (size_t)g->history);
+    }
+    const xd_el_t *sj = xd_el_child(root, "subject", NULL);
+    if (sj) {
+        r->subject = xd_strdup(xd_el_text(sj) ? xd_el_text(sj) : "");
+        const char *n = xd_el_attr(sj, "nick");
+        r->subject_nick = n ? xd_strdup(n) : NULL;
+    }
+    for (const xd_el_t *a = xd_el_first_child(root); a; a = xd_el_next(a)) {
+        if (!xd_el_is(a, "aff", NULL) || !xd_el_attr(a, "jid"))
+            continue;
+        int aff = name_index(aff_names, 5, xd_el_attr(a, "a"));
+        if (aff > AFF_NONE)
+            aff_set(r, xd_el_attr(a, "jid"), aff);
+    }
+    xd_el_free(root);
+    return r;
+}
+
+/* Publishes the room's directory entry and marks the stored state for a
+ * write when it is persistent (or was). */
+static void
+room_publish(muc_call_t *c, muc_room_t *r, bool store)
+{
+    char *stored = r->cfg.persistent ? room_serialize(r) : NULL;
+    muc_dir_update(c->s, r->name, r->cfg.title, r->cfg.pub && !r->locked, r->cfg.persistent,
+                   true, r->creator, stored);
+    if (store)
+        c->store = true;
+}
+
+/* Takes the room out of memory (and of the directory unless persistent). */
+static void
+room_drop(muc_call_t *c, muc_room_t *r, bool destroyed)
+{
+    int self = xd_owner_self();
+    xd_map_del(&c->s->rooms[self], xd_str_c(r->name));
+    if (destroyed || !r->cfg.persistent)
+        muc_dir_remove(c->s, r->name);
+    else
+        muc_dir_update(c->s, r->name, r->cfg.title, r->cfg.pub, true, false, r->creator,
+                       room_serialize(r));
+    room_free(r);
+}
+
+/* ---- presence ---------------------------------------------------------------------------------- */
+
+/* Presence of occupant o for an occupant who may see real JIDs (show_jid),
+ * with status codes; unavailable: a leave.  Returns the builder, no 'to'. */
+typedef struct pres_extra {
+    const int *codes;
+    size_t ncodes;
+    const char *newnick;    /* 303 */
+    const char *actor;      /* kick/ban: the moderator's nick */
+    const char *reason;
+    const xd_el_t *destroy; /* room destroyed: the <destroy/> to copy */
+    int role, aff;          /* -1: the occupant's */
+} pres_extra_t;
+
+static void
+add_status(xd_el_t *x, int code)
+{
+    char num[8];
+    snprintf(num, sizeof num, "%d", code);
+    xd_el_set_attr(xd_el_add_child(x, "status", NULL), "code", num);
+}
+
+static xd_el_t *
+occ_presence(const muc_room_t *r, const muc_occ_t *o, bool unavailable, bool show_jid,
+             const char *full_for_jid, const pres_extra_t *ex, bool self)
+{
+    xd_el_t *b;
+    if (!unavailable && o->pres) {
+        b = xd_stanza_edit(o->pres);
+        xd_el_remove_attr(b, "to");
+        xd_el_remove_attr(b, "id");
+        xd_el_remove_attr(b, "type");
+        for (xd_el_t *ch = xd_el_first_child_mut(b); ch;) {
+            xd_el_t *next = xd_el_next_mut(ch);
+            const char *ns = xd_el_ns(ch);
+            if (ns && (strcmp(ns, XD_NS_MUC) == 0 || strcmp(ns, XD_NS_MUC_USER) == 0 ||
+                       strcmp(ns, MUC_NS_OCCUPANT_ID) == 0))
+                xd_el_remove_child(b, ch);
+            ch = next;
+        }
+    } else {
+        b = xd_el_new("presence", NULL);
+        if (unavailable)
+            xd_el_set_attr(b, "type", "unavailable");
+        /* A leave keeps the status the occupant gave (XEP-0045 7.14). */
+        const xd_el_t *last = o->pres ? xd_stanza_root(o->pres) : NULL;
+        const char *lt = last ? xd_el_attr(last, "type") : NULL;
+        const char *status = lt && strcmp(lt, "unavailable") == 0
+                                 ? xd_el_child_text(last, "status", NULL)
+                                 : NULL;
+        if (unavailable && status)
+            xd_el_add_text(xd_el_add_child(b, "status", NULL), status);
+    }
+    char *from = occ_jid(r, o->nick);
+    xd_el_set_attr(b, "from", from);
+    xd_free(from);
+    xd_el_t *x = xd_el_add_child(b, "x", XD_NS_MUC_USER);
+    xd_el_t *item = xd_el_add_child(x, "item", NULL);
+    int aff = ex && ex->aff >= 0 ? ex->aff : aff_of(r, o->bare);
+    int role = ex && ex->role >= 0 ? ex->role : (unavailable ? ROLE_NONE : o->role);
+    xd_el_set_attr(item, "affiliation", aff_names[aff]);
+    xd_el_set_attr(item, "role", role_names[role]);
+    if (show_jid)
+        xd_el_set_attr(item, "jid", full_for_jid ? full_for_jid : o->full[0]);
+    if (ex && ex->newnick)
+        xd_el_set_attr(item, "nick", ex->newnick);
+    if (ex && ex->actor)
+        xd_el_set_attr(xd_el_add_child(item, "actor", NULL), "nick", ex->actor);
+    if (ex && ex->reason)
+        xd_el_add_text(xd_el_add_child(item, "reason", NULL), ex->reason);
+    if (ex && ex->destroy) {
+        xd_el_t *d = xd_el_add_child(x, "destroy", NULL);
+        const char *alt = xd_el_attr(ex->destroy, "jid");
+        if (alt)
+            xd_el_set_attr(d, "jid", alt);
+        const char *why = xd_el_child_text(ex->destroy, "reason", NULL);
+        if (!why)
+            why = xd_el_child_text(ex->destroy, "reason", XD_NS_MUC_OWNER);
+        if (why)
+            xd_el_add_text(xd_el_add_child(d, "reason", NULL), why);
+    }
+    for (size_t i = 0; ex && i < ex->ncodes; i++)
+        add_status(x, ex->codes[i]);
+    if (self) {
+        if (r->cfg.whois == WHOIS_ANYONE)
+            add_status(x, 100);
+        add_status(x, 110); /* last (XEP-0045 7.2.2) */
+    }
+    xd_el_set_attr(xd_el_add_child(b, "occupant-id", MUC_NS_OCCUPANT_ID), "id", o->oid);
+    return b;
+}
+
+static bool
+sees_jid(const muc_room_t *r, const muc_occ_t *viewer)
+{
+    return r->cfg.whois == WHOIS_ANYONE || viewer->role == ROLE_MODERATOR;
+}
+
+/* o's presence to every occupant (self codes to o's own sessions). */
+static void
+broadcast_presence(muc_call_t *c, const muc_room_t *r, const muc_occ_t *o, bool unavailable,
+                   const pres_extra_t *ex, const pres_extra_t *self_ex)
+{
+    for (size_t i = 0; i < r->nocc; i++) {
+        const muc_occ_t *v = r->occ[i];
+        bool self = v == o;
+        xd_el_t *b = occ_presence(r, o, unavailable, self || sees_jid(r, v), NULL,
+                                  self ? self_ex : ex, self);
+        xd_stanza_t *st = xd_el_freeze(b);
+        send_occ(c, st, v);
+        xd_stanza_unref(st);
+    }
+}
+
+static void
+occ_index_remove(muc_room_t *r, muc_occ_t *o)
+{
+    for (size_t i = 0; i < r->nocc; i++)
+        if (r->occ[i] == o) {
+            r->occ[i] = r->occ[--r->nocc];
+            break;
+        }
+    xd_map_del(&r->by_nick, xd_str_c(o->nick));
+    for (size_t i = 0; i < o->nfull; i++)
+        xd_map_del(&r->by_full, xd_str_c(o->full[i]));
+}
+
+/* Removes occupant o from the room with the presence of a leave to all
+ * (codes for everyone, e.g. 307 kicked), the occupant included. */
+static void
+occ_remove(muc_call_t *c, muc_room_t *r, muc_occ_t *o, const pres_extra_t *ex)
+{
+    pres_extra_t self_ex = ex ? *ex : (pres_extra_t){ .role = -1, .aff = -1 };
+    /* Everyone sees it, the leaver (with 110) among them. */
+    for (size_t i = 0; i < r->nocc; i++) {
+        const muc_occ_t *v = r->occ[i];
+        bool self = v == o;
+        xd_el_t *b = occ_presence(r, o, true, self || sees_jid(r, v), NULL,
+                                  self ? &self_ex : ex, self);
+        xd_stanza_t *st = xd_el_freeze(b);
+        send_occ(c, st, v);
+        xd_stanza_unref(st);
+    }
+    occ_index_remove(r, o);
+    occ_free(o);
+}
+
+/* ---- entering ---------------------------------------------------------------------------------- */
+
+static void
+send_history(muc_call_t *c, const muc_room_t *r, const xd_el_t *muc_x, const char *to)
+{
+    const xd_el_t *h = muc_x ? xd_el_child(muc_x, "history", NULL) : NULL;
+    long maxstanzas = -1, maxchars = -1, seconds = -1;
+    time_t since = -1;
+    if (h) {
+        const char *v;
+        if ((v = xd_el_attr(h, "maxstanzas")))
+            maxstanzas = strtol(v, NULL, 10);
+        if ((v = xd_el_attr(h, "maxchars")))
+            maxchars = strtol(v, NULL, 10);
+        if ((v = xd_el_attr(h, "seconds")))
+            seconds = strtol(v, NULL, 10);
+        since = parse_stamp(xd_el_attr(h, "since"));
+    }
+    time_t now = time(NULL);
+    /* From the newest back: how many fit every limit. */
+    size_t n = 0, chars = 0;
+    while (n < r->hn) {
+        const muc_hist_t *e = &r->hist[(r->hstart + r->hn - 1 - n) % r->hcap];
+        if (maxstanzas >= 0 && (long)n >= maxstanzas)
+            break;
+        if (maxchars >= 0 && (long)(chars + e->len) > maxchars)
+            break;
+        if (seconds >= 0 && now - e->ts > seconds)
+            break;
+        if (since >= 0 && e->ts < since)
+            break;
+        chars += e->len;
+        n++;
+    }
+    for (size_t i = r->hn - n; i < r->hn; i++) {
+        const muc_hist_t *e = &r->hist[(r->hstart + i) % r->hcap];
+        xd_el_t *b = xd_stanza_edit(e->st);
+        char stamp[32];
+        stamp_of(e->ts, stamp);
+        xd_el_t *d = xd_el_add_child(b, "delay", XD_NS_DELAY);
+        xd_el_set_attr(d, "from", r->jid);
+        xd_el_set_attr(d, "stamp", stamp);
+        send_to(c, b, to);
+    }
+}
+
+static void
+send_subject(muc_call_t *c, const muc_room_t *r, const char *to)
+{
+    xd_el_t *b = xd_el_new("message", NULL);
+    xd_el_set_attr(b, "type", "groupchat");
+    char *from = r->subject_nick ? occ_jid(r, r->subject_nick) : xd_strdup(r->jid);
+    xd_el_set_attr(b, "from", from);
+    xd_free(from);
+    xd_el_t *sj = xd_el_add_child(b, "subject", NULL);
+    if (r->subject && *r->subject)
+        xd_el_add_text(sj, r->subject);
+    send_to(c, b, to);
+}
+
+/* The sequence a new session of occupant o gets (XEP-0045 7.2): the other
+ * occupants' presence, its own (110 last), the history, the subject. */
+static void
+send_join_sequence(muc_call_t *c, const muc_room_t *r, const muc_occ_t *o, const char *full,
+                   const xd_el_t *muc_x, const int *codes, size_t ncodes)
+{
+    for (size_t i = 0; i < r->nocc; i++) {
+        const muc_occ_t *other = r->occ[i];
+        if (other == o)
+            continue;
+        send_to(c, occ_presence(r, other, false, sees_jid(r, o), NULL, NULL, false), full);
+    }
+    pres_extra_t ex = { .codes = codes, .ncodes = ncodes, .role = -1, .aff = -1 };
+    send_to(c, occ_presence(r, o, false, true, full, &ex, true), full);
+    send_history(c, r, muc_x, full);
+    send_subject(c, r, full);
+}
+
+static void
+presence_error(const xd_stanza_t *st, xd_cond cond, const char *text)
+{
+    xd_route_error(st, cond, text);
+}
+
+static void
+occ_add_full(muc_room_t *r, muc_occ_t *o, const char *full)
+{
+    o->full = xd_realloc(o->full, (o->nfull + 1) * sizeof *o->full);
+    o->full[o->nfull++] = xd_strdup(full);
+    xd_map_put(&r->by_full, xd_str_c(full), o);
+}
+
+static void
+room_enter(muc_call_t *c, muc_room_t *r, bool created, const xd_stanza_t *st, const char *full,
+           const char *bare, const char *nick)
+{
+    const xd_el_t *root = xd_stanza_root(st);
+    const xd_el_t *mx = xd_el_child(root, "x", XD_NS_MUC);
+    int aff = eff_aff(c, r, bare, xd_stanza_from(st));
+    muc_occ_t *same = xd_map_get(&r->by_nick, xd_str_c(nick));
+    if (r->locked && aff != AFF_OWNER) {
+        presence_error(st, XD_COND_ITEM_NOT_FOUND, "the room is locked until configured");
+        return;
+    }
+    if (aff == AFF_OUTCAST) {
+        presence_error(st, XD_COND_FORBIDDEN, "you are banned from this room");
+        return;
+    }
+    if (r->cfg.members_only && aff < AFF_MEMBER) {
+        presence_error(st, XD_COND_REGISTRATION_REQUIRED, "the room is members-only");
+        return;
+    }
+    if (same && strcmp(same->bare, bare) != 0) {
+        presence_error(st, XD_COND_CONFLICT, "that nick is in use");
+        return;
+    }
+    if (!same && (int)r->nocc >= r->cfg.maxusers && aff < AFF_ADMIN) {
+        presence_error(st, XD_COND_SERVICE_UNAVAILABLE, "the room is full");
+        return;
+    }
+    if (r->cfg.password_protected && aff < AFF_OWNER) {
+        const char *pw = mx ? xd_el_child_text(mx, "password", NULL) : NULL;
+        if (!pw || !r->cfg.password || strcmp(pw, r->cfg.password) != 0) {
+            presence_error(st, XD_COND_NOT_AUTHORIZED, "a password is required");
+            return;
+        }
+    }
+    if (same) {
+        /* Another session of the same account under its nick: it gets the
+         * room as it is; the others see nothing new. */
+        occ_add_full(r, same, full);
+        send_join_sequence(c, r, same, full, mx, NULL, 0);
+        return;
+    }
+    muc_occ_t *o = xd_new(muc_occ_t);
+    o->nick = xd_strdup(nick);
+    o->bare = xd_strdup(bare);
+    o->role = role_for(r, aff);
+    o->pres = xd_stanza_ref(st);
+    occupant_id(r, bare, o->oid);
+    occ_add_full(r, o, full);
+    if (r->nocc == r->cap) {
+        r->cap = r->cap ? r->cap * 2 : 8;
+        r->occ = xd_realloc(r->occ, r->cap * sizeof *r->occ);
+    }
+    r->occ[r->nocc++] = o;
+    xd_map_put(&r->by_nick, xd_str_c(o->nick), o);
+    /* The others learn of it first; its own presence ends its list. */
+    for (size_t i = 0; i < r->nocc; i++) {
+        const muc_occ_t *v = r->occ[i];
+        if (v == o)
+            continue;
+        xd_stanza_t *p = xd_el_freeze(occ_presence(r, o, false, sees_jid(r, v), NULL, NULL,
+                                                   false));
+        send_occ(c, p, v);
+        xd_stanza_unref(p);
+    }
+    int codes[1] = { 201 };
+    send_join_sequence(c, r, o, full, mx, codes, created ? 1 : 0);
+}
+
+static void
+nick_change(muc_call_t *c, muc_room_t *r, muc_occ_t *o, const xd_stanza_t *st, const char *nick)
+{
+    muc_occ_t *other = xd_map_get(&r->by_nick, xd_str_c(nick));
+    if (other && other != o) {
+        presence_error(st, XD_COND_CONFLICT, "that nick is in use");
+        return;
+    }
+    int codes[1] = { 303 };
+    pres_extra_t ex = { .codes = codes, .ncodes = 1, .newnick = nick, .role = o->role, .aff = -1 };
+    broadcast_presence(c, r, o, true, &ex, &ex);
+    xd_map_del(&r->by_nick, xd_str_c(o->nick));
+    xd_free(o->nick);
+    o->nick = xd_strdup(nick);
+    xd_map_put(&r->by_nick, xd_str_c(o->nick), o);
+    xd_stanza_unref(o->pres);
+    o->pres = xd_stanza_ref(st);
+    broadcast_presence(c, r, o, false, NULL, NULL);
+}
+
+static void
+room_leave(muc_call_t *c, muc_room_t *r, muc_occ_t *o, const char *full, const xd_stanza_t *st,
+           bool failed)
+{
+    int code = 333; /* removed because its session failed (an error came back) */
+    pres_extra_t ex = { .codes = &code, .ncodes = failed ? 1 : 0, .role = -1, .aff = -1 };
+    if (o->nfull > 1) {
+        /* One session of several leaves: only it hears of it. */
+        size_t i = 0;
+        while (i < o->nfull && strcmp(o->full[i], full) != 0)
+            i++;
+        if (i == o->nfull)
+            return;
+        xd_map_del(&r->by_full, xd_str_c(full));
+        xd_el_t *b = occ_presence(r, o, true, true, full, &ex, true);
+        xd_free(o->full[i]);
+        o->full[i] = o->full[--o->nfull];
+        send_to(c, b, full);
+        return;
+    }
+    if (!failed) {
+        xd_stanza_unref(o->pres);
+        o->pres = xd_stanza_ref(st); /* its status goes with the leave */
+    }
+    occ_remove(c, r, o, &ex);
+}
+
+static void
+room_presence(muc_call_t *c, muc_room_t *r, bool created, const xd_stanza_t *st,
+              const char *nick)
+{
+    const xd_el_t *root = xd_stanza_root(st);
+    const char *type = xd_el_attr(root, "type");
+    const xd_jid_t *from = xd_stanza_from(st);
+    xd_str_t fs = xd_jid_full_str(from), bs = xd_jid_bare_str(from);
+    char *full = xd_strndup(fs.p, fs.len), *bare = xd_strndup(bs.p, bs.len);
+    muc_occ_t *o = xd_map_get(&r->by_full, xd_str_c(full));
+    if (type && strcmp(type, "unavailable") == 0) {
+        if (o)
+            room_leave(c, r, o, full, st, false);
+    } else if (type && strcmp(type, "error") == 0) {
+        /* The room's presence bounced: that session is gone. */
+        if (o)
+            room_leave(c, r, o, full, st, true);
+    } else if (type) {
+        /* subscription presence, probes: nothing for a room */
+    } else if (!nick || !*nick) {
+        presence_error(st, XD_COND_JID_MALFORMED, "a nick is required");
+    } else if ((int)strlen(nick) > c->conf->max_nick) {
+        presence_error(st, XD_COND_NOT_ACCEPTABLE, "the nick is too long");
+    } else if (!o) {
+        room_enter(c, r, created, st, full, bare, nick);
+    } else if (strcmp(o->nick, nick) != 0) {
+        nick_change(c, r, o, st, nick);
+    } else {
+        /* A presence update: everyone sees the new show/status. */
+        xd_stanza_unref(o->pres);
+        o->pres = xd_stanza_ref(st);
+        broadcast_presence(c, r, o, false, NULL, NULL);
+    }
+    xd_free(full);
+    xd_free(bare);
+}
+
+/* ---- messages ---------------------------------------------------------------------------------- */
+
+static void
+hist_add(muc_room_t *r, xd_stanza_t *st)
+{
+    if (r->hcap == 0) {
+        xd_stanza_unref(st);
+        return;
+    }
+    size_t len = 0;
+    xd_stanza_bytes(st, &len);
+    muc_hist_t e = { st, time(NULL), len };
+    if (r->hn == r->hcap) {
+        xd_stanza_unref(r->hist[r->hstart].st);
+        r->hist[r->hstart] = e;
+        r->hstart = (r->hstart + 1) % r->hcap;
+    } else {
+        r->hist[(r->hstart + r->hn++) % r->hcap] = e;
+    }
+}
+
+/* A copy of the message from room/nick, without 'to', as everyone gets
+ * it: 'id' kept, occupant-id set. */
+static xd_stanza_t *
+msg_from_occ(const muc_room_t *r, const muc_occ_t *o, const xd_stanza_t *st)
+{
+    xd_el_t *b = xd_stanza_edit(st);
+    char *from = occ_jid(r, o->nick);
+    xd_el_set_attr(b, "from", from);
+    xd_free(from);
+    xd_el_remove_attr(b, "to");
+    xd_el_t *old;
+    while ((old = xd_el_child_mut(b, "occupant-id", MUC_NS_OCCUPANT_ID)))
+        xd_el_remove_child(b, old); /* never the sender's own claim */
+    xd_el_set_attr(xd_el_add_child(b, "occupant-id", MUC_NS_OCCUPANT_ID), "id", o->oid);
+    return xd_el_freeze(b);
+}
+
+static void
+room_invite(muc_call_t *c, muc_room_t *r, const muc_occ_t *o, const xd_stanza_t *st,
+            const xd_el_t *ux)
+{
+    const char *from = NULL;
+    xd_str_t fs = xd_jid_full_str(xd_stanza_from(st));
+    char *sender = xd_strndup(fs.p, fs.len);
+    from = sender;
+    for (const xd_el_t *e = xd_el_first_child(ux); e; e = xd_el_next(e)) {
+        bool invite = xd_el_is(e, "invite", XD_NS_MUC_USER);
+        bool decline = xd_el_is(e, "decline", XD_NS_MUC_USER);
+        if (!invite && !decline)
+            continue;
+        const char *to = xd_el_attr(e, "to");
+        xd_jid_t *tj = NULL;
+        if (!to || xd_jid_parse(xd_str_c(to), &tj) != 0) {
+            xd_route_error(st, XD_COND_JID_MALFORMED, NULL);
+            break;
+        }
+        xd_jid_unref(tj);
+        if (invite) {
+            int aff = o ? eff_aff(c, r, o->bare, xd_stanza_from(st)) : AFF_NONE;
+            if (!o) {
+                xd_route_error(st, XD_COND_NOT_ACCEPTABLE, "only occupants invite");
+                break;
+            }
+            if (!r->cfg.allowinvites && o->role != ROLE_MODERATOR && aff < AFF_ADMIN) {
+                xd_route_error(st, XD_COND_FORBIDDEN, "invitations are not allowed");
+                break;
+            }
+            if (r->cfg.members_only && aff >= AFF_ADMIN) {
+                /* An admin's invitation to a members-only room makes a member. */
+                xd_jid_t *ij = NULL;
+                if (xd_jid_parse(xd_str_c(to), &ij) == 0) {
+                    xd_str_t ib = xd_jid_bare_str(ij);
+                    char *ibare = xd_strndup(ib.p, ib.len);
+                    if (aff_of(r, ibare) == AFF_NONE &&
+                        xd_map_count(&r->affs) < (size_t)c->conf->max_affiliations) {
+                        aff_set(r, ibare, AFF_MEMBER);
+                        room_publish(c, r, r->cfg.persistent);
+                    }
+                    xd_free(ibare);
+                    xd_jid_unref(ij);
+                }
+            }
+        }
+        xd_el_t *b = xd_el_new("message", NULL);
+        xd_el_set_attr(b, "from", r->jid);
+        const char *mid = xd_el_attr(xd_stanza_root(st), "id");
+        if (mid)
+            xd_el_set_attr(b, "id", mid);
+        xd_el_t *x = xd_el_add_child(b, "x", XD_NS_MUC_USER);
+        xd_el_t *i = xd_el_add_child(x, invite ? "invite" : "decline", NULL);
+        xd_el_set_attr(i, "from", from);
+        const char *why = xd_el_child_text(e, "reason", XD_NS_MUC_USER);
+        if (why)
+            xd_el_add_text(xd_el_add_child(i, "reason", NULL), why);
+        if (invite && r->cfg.password_protected && r->cfg.password)
+            xd_el_add_text(xd_el_add_child(x, "password", NULL), r->cfg.password);
+        if (invite) {
+            /* XEP-0249 for clients that only know direct invitations. */
+            xd_el_t *d = xd_el_add_child(b, "x", XD_NS_X_CONFERENCE);
+            xd_el_set_attr(d, "jid", r->jid);
+            if (why)
+                xd_el_set_attr(d, "reason", why);
+        }
+        send_to(c, b, to);
+    }
+    xd_free(sender);
+}
+
+#define MUC_NS_REQUEST "http://jabber.org/protocol/muc#request"
+
+/* XEP-0045 8.6/7.13: a visitor asks for voice (the request form goes to
+ * every moderator), or a moderator answers one (muc#request_allow grants
+ * voice to muc#roomnick). */
+static void
+room_voice_request(muc_call_t *c, muc_room_t *r, muc_occ_t *o, const xd_stanza_t *st,
+                   const xd_el_t *form)
+{
+    if (!o) {
+        xd_route_error(st, XD_COND_NOT_ACCEPTABLE, "only occupants ask for voice");
+        return;
+    }
+    const char *allow = form_value(form, "muc#request_allow");
+    if (allow) {
+        /* A moderator's answer. */
+        if (o->role != ROLE_MODERATOR) {
+            xd_route_error(st, XD_COND_FORBIDDEN, "moderators answer voice requests");
+            return;
+        }
+        const char *who = form_value(form, "muc#roomnick");
+        muc_occ_t *v = who ? xd_map_get(&r->by_nick, xd_str_c(who)) : NULL;
+        if (form_bool(allow, false) && v && v->role == ROLE_VISITOR) {
+            v->role = ROLE_PARTICIPANT;
+            occ_changed(c, r, v, o->nick, NULL);
+        }
+        return;
+    }
+    if (o->role != ROLE_VISITOR) {
+        xd_route_error(st, XD_COND_NOT_ACCEPTABLE, "you have voice already");
+        return;
+    }
+    xd_el_t *b = xd_el_new("message", NULL);
+    xd_el_set_attr(b, "from", r->jid);
+    xd_el_t *x = xd_el_add_child(b, "x", XD_NS_DATA);
+    xd_el_set_attr(x, "type", "form");
+    xd_el_add_text(xd_el_add_child(x, "title", NULL), "Voice request");
+    xd_el_add_text(xd_el_add_child(x, "instructions", NULL),
+                   "To approve this request for voice, select the \"Grant voice to this "
+                   "person?\" checkbox and click OK. To skip this request, click the cancel "
+                   "button.");
+    add_field(x, "FORM_TYPE", "hidden", NULL, MUC_NS_REQUEST);
+    add_field(x, "muc#role", "list-single", "Requested role", "participant");
+    add_field(x, "muc#jid", "jid-single", "User ID", o->full[0]);
+    add_field(x, "muc#roomnick", "text-single", "Room Nickname", o->nick);
+    add_field(x, "muc#request_allow", "boolean", "Grant voice to this person?", "false");
+    xd_stanza_t *m = xd_el_freeze(b);
+    for (size_t i = 0; i < r->nocc; i++)
+        if (r->occ[i]->role == ROLE_MODERATOR)
+            send_occ(c, m, r->occ[i]);
+    xd_stanza_unref(m);
+}
+
+static void
+room_message(muc_call_t *c, muc_room_t *r, const xd_stanza_t *st, const char *nick)
+{
+    const xd_el_t *root = xd_stanza_root(st);
+    const char *type = xd_el_attr(root, "type");
+    xd_str_t fs = xd_jid_full_str(xd_stanza_from(st));
+    char *full = xd_strndup(fs.p, fs.len);
+    muc_occ_t *o = xd_map_get(&r->by_full, xd_str_c(full));
+    if (type && strcmp(type, "error") == 0) {
+        /* A message of the room bounced from an occupant's session (its
+         * server lost it, or it is gone without an unavailable): out, so
+         * that no ghost stays (status 333). */
+        if (o)
+            room_leave(c, r, o, full, st, true);
+        xd_free(full);
+        return;
+    }
+    xd_free(full);
+    const xd_el_t *ux = xd_el_child(root, "x", XD_NS_MUC_USER);
+    bool groupchat = type && strcmp(type, "groupchat") == 0;
+    if (!nick && !groupchat && ux &&
+        (xd_el_child(ux, "invite", NULL) || xd_el_child(ux, "decline", NULL))) {
+        room_invite(c, r, o, st, ux);
+        return;
+    }
+    const xd_el_t *form = xd_el_child(root, "x", XD_NS_DATA);
+    const char *ft = form ? form_value(form, "FORM_TYPE") : NULL;
+    if (!nick && !groupchat && ft && strcmp(ft, MUC_NS_REQUEST) == 0) {
+        room_voice_request(c, r, o, st, form);
+        return;
+    }
+    if (!o) {
+        xd_route_error(st, XD_COND_NOT_ACCEPTABLE, "only occupants may send messages");
+        return;
+    }
+    if (nick) {
+        /* A private message to room/nick. */
+        if (groupchat) {
+            xd_route_error(st, XD_COND_BAD_REQUEST, "groupchat messages go to the room");
+            return;
+        }
+        muc_occ_t *to = xd_map_get(&r->by_nick, xd_str_c(nick));
+        if (!to) {
+            xd_route_error(st, XD_COND_ITEM_NOT_FOUND, "no such occupant");
+            return;
+        }
+        bool ok = r->cfg.allowpm == PM_ANYONE ||
+                  (r->cfg.allowpm == PM_PARTICIPANTS && o->role >= ROLE_PARTICIPANT) ||
+                  (r->cfg.allowpm == PM_MODERATORS && o->role == ROLE_MODERATOR);
+        if (!ok) {
+            xd_route_error(st, XD_COND_FORBIDDEN, "private messages are not allowed");
+            return;
+        }
+        xd_stanza_t *m = msg_from_occ(r, o, st);
+        xd_el_t *b = xd_stanza_edit(m);
+        xd_stanza_unref(m);
+        if (!xd_el_child(root, "x", XD_NS_MUC_USER))
+            xd_el_add_child(b, "x", XD_NS_MUC_USER);
+        m = xd_el_freeze(b);
+        send_occ(c, m, to);
+        xd_stanza_unref(m);
+        return;
+    }
+    if (!groupchat) {
+        xd_route_error(st, XD_COND_BAD_REQUEST, "messages to the room are of type groupchat");
+        return;
+    }
+    if (o->role < ROLE_PARTICIPANT) {
+        xd_route_error(st, XD_COND_FORBIDDEN, "visitors have no voice here");
+        return;
+    }
+    const xd_el_t *subject = xd_el_child(root, "subject", NULL);
+    bool has_body = xd_el_child(root, "body", NULL) != NULL;
+    if (subject && !has_body) {
+        if (o->role != ROLE_MODERATOR && !r->cfg.changesubject) {
+            xd_route_error(st, XD_COND_FORBIDDEN, "only moderators change the subject");
+            return;
+        }
+        xd_free(r->subject);
+        xd_free(r->subject_nick);
+        r->subject = xd_strdup(xd_el_text(subject) ? xd_el_text(subject) : "");
+        r->subject_nick = xd_strdup(o->nick);
+        if (r->cfg.persistent)
+            room_publish(c, r, true);
+    }
+    xd_stanza_t *m = msg_from_occ(r, o, st);
+    for (size_t i = 0; i < r->nocc; i++)
+        send_occ(c, m, r->occ[i]);
+    if (has_body) /* with a body, a <subject/> is no subject change (XEP-0045 8.1) */
+        hist_add(r, m);
+    else
+        xd_stanza_unref(m);
+}
+
+/* ---- IQs --------------------------------------------------------------------------------------- */
+
+static void
+add_field(xd_el_t *x, const char *var, const char *type, const char *label, const char *value)
+{
+    xd_el_t *f = xd_el_add_child(x, "field", NULL);
+    xd_el_set_attr(f, "var", var);
+    if (type)
+        xd_el_set_attr(f, "type", type);
+    if (label)
+        xd_el_set_attr(f, "label", label);
+    xd_el_add_text(xd_el_add_child(f, "value", NULL), value ? value : "");
+}
+
+static void
+add_options(xd_el_t *f, const char *const *vals, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        xd_el_t *o = xd_el_add_child(f, "option", NULL);
+        xd_el_set_attr(o, "label", vals[i]);
+        xd_el_add_text(xd_el_add_child(o, "value", NULL), vals[i]);
+    }
+}
+
+static void
+room_disco_info(muc_call_t *c, muc_room_t *r, const xd_stanza_t *st)
+{
+    (void)c;
+    xd_el_t *b = xd_iq_result_builder(st);
+    xd_el_t *q = xd_el_add_child(b, "query", XD_NS_DISCO_INFO);
+    xd_el_t *id = xd_el_add_child(q, "identity", NULL);
+    xd_el_set_attr(id, "category", "conference");
+    xd_el_set_attr(id, "type", "text");
+    xd_el_set_attr(id, "name", r->cfg.title ? r->cfg.title : r->name);
+    const muc_cfg_t *g = &r->cfg;
+    const char *feats[] = {
+        XD_NS_MUC, XD_NS_DISCO_INFO, XD_NS_DISCO_ITEMS, MUC_NS_OCCUPANT_ID,
+        "http://jabber.org/protocol/muc#self-ping-optimization",
+        g->pub ? "muc_public" : "muc_hidden",
+        g->persistent ? "muc_persistent" : "muc_temporary",
+        g->members_only ? "muc_membersonly" : "muc_open",
+        g->moderated ? "muc_moderated" : "muc_unmoderated",
+        g->password_protected ? "muc_passwordprotected" : "muc_unsecured",
+        g->whois == WHOIS_ANYONE ? "muc_nonanonymous" : "muc_semianonymous",
+    };
+    for (size_t i = 0; i < sizeof feats / sizeof *feats; i++)
+        xd_el_set_attr(xd_el_add_child(q, "feature", NULL), "var", feats[i]);
+    xd_el_t *x = xd_el_add_child(q, "x", XD_NS_DATA);
+    xd_el_set_attr(x, "type", "result");
+    add_field(x, "FORM_TYPE", "hidden", NULL, MUC_NS_ROOMINFO);
+    add_field(x, "muc#roominfo_description", NULL, "Description", g->desc);
+    char num[24];
+    snprintf(num, sizeof num, "%zu", r->nocc);
+    add_field(x, "muc#roominfo_occupants", NULL, "Number of occupants", num);
+    add_field(x, "muc#roominfo_subject", NULL, "Subject", r->subject);
+    add_field(x, "muc#roominfo_subjectmod", "boolean", NULL, g->changesubject ? "1" : "0");
+    add_field(x, "muc#roomconfig_roomname", NULL, "Name", g->title);
+    snprintf(num, sizeof num, "%d", g->maxusers);
+    add_field(x, "muc#maxhistoryfetch", NULL, NULL, "");
+    add_field(x, "muc#roomconfig_maxusers", NULL, NULL, num);
+    xd_route_take(xd_el_freeze(b));
+}
+
+static void
+room_config_form(muc_room_t *r, const xd_stanza_t *st)
+{
+    const muc_cfg_t *g = &r->cfg;
+    xd_el_t *b = xd_iq_result_builder(st);
+    xd_el_t *q = xd_el_add_child(b, "query", XD_NS_MUC_OWNER);
+    xd_el_t *x = xd_el_add_child(q, "x", XD_NS_DATA);
+    xd_el_set_attr(x, "type", "form");
+    xd_el_add_text(xd_el_add_child(x, "title", NULL), "Room configuration");
+    add_field(x, "FORM_TYPE", "hidden", NULL, MUC_NS_ROOMCONFIG);
+    add_field(x, "muc#roomconfig_roomname", "text-single", "Room name", g->title);
+    add_field(x, "muc#roomconfig_roomdesc", "text-single", "Description", g->desc);
+    add_field(x, "muc#roomconfig_persistentroom", "boolean", "Persistent",
+              g->persistent ? "1" : "0");
+    add_field(x, "muc#roomconfig_publicroom", "boolean", "Listed in the directory",
+              g->pub ? "1" : "0");
+    add_field(x, "muc#roomconfig_membersonly", "boolean", "Members only",
+              g->members_only ? "1" : "0");
+    add_field(x, "muc#roomconfig_moderatedroom", "boolean", "Moderated",
+              g->moderated ? "1" : "0");
+    add_field(x, "muc#roomconfig_passwordprotectedroom", "boolean", "Password protected",
+              g->password_protected ? "1" : "0");
+    add_field(x, "muc#roomconfig_roomsecret", "text-private", "Password", g->password);
+    add_field(x, "muc#roomconfig_whois", "list-single", "Who may see real JIDs",
+              g->whois == WHOIS_ANYONE ? "anyone" : "moderators");
+    static const char *const whois[] = { "moderators", "anyone" };
+    /* The options of the list fields. */
+    for (xd_el_t *f = xd_el_first_child_mut(x); f; f = xd_el_next_mut(f)) {
+        const char *v = xd_el_attr(f, "var");
+        if (v && strcmp(v, "muc#roomconfig_whois") == 0)
+            add_options(f, whois, 2);
+    }
+    char num[24];
+    snprintf(num, sizeof num, "%d", g->maxusers);
+    add_field(x, "muc#roomconfig_maxusers", "text-single", "Maximum occupants", num);
+    add_field(x, "muc#roomconfig_allowpm", "list-single", "Who may send private messages",
+              pm_names[g->allowpm]);
+    for (xd_el_t *f = xd_el_first_child_mut(x); f; f = xd_el_next_mut(f)) {
+        const char *v = xd_el_attr(f, "var");
+        if (v && strcmp(v, "muc#roomconfig_allowpm") == 0)
+            add_options(f, pm_names, 4);
+    }
+    add_field(x, "muc#roomconfig_changesubject", "boolean", "Occupants may change the subject",
+              g->changesubject ? "1" : "0");
+    snprintf(num, sizeof num, "%d", g->history);
+    add_field(x, "muc#roomconfig_historylength", "text-single", "Messages of history", num);
+    add_field(x, "muc#roomconfig_allowinvites", "boolean", "Occupants may invite",
+              g->allowinvites ? "1" : "0");
+    xd_route_take(xd_el_freeze(b));
+}
+
+static bool
+parse_int_field(const char *v, int lo, int hi, int *out)
+{
+    if (!v)
+        return true;
+    char *end = NULL;
+    long n = strtol(v, &end, 10);
+    if (!*v || *end || n < lo || n > hi)
+        return false;
+    *out = (int)n;
+    return true;
+}
+
+/* Applies a submitted configuration; NULL, or the reason it is refused
+ * (nothing changed then). */
+static const char *
+room_config_apply(muc_call_t *c, muc_room_t *r, const xd_el_t *x)
+{
+    muc_cfg_t n = r->cfg;
+    const char *v;
+    if ((v = form_value(x, "FORM_TYPE")) && strcmp(v, MUC_NS_ROOMCONFIG) != 0)
+        return "not a muc#roomconfig form";
+    if (!parse_int_field(form_value(x, "muc#roomconfig_maxusers"), 1, c->conf->max_users,
+                         &n.maxusers))
+        return "maxusers out of range";
+    if (!parse_int_field(form_value(x, "muc#roomconfig_historylength"), 0,
+                         c->conf->max_history_size, &n.history))
+        return "historylength out of range";
+    if ((v = form_value(x, "muc#roomconfig_whois"))) {
+        if (strcmp(v, "anyone") == 0)
+            n.whois = WHOIS_ANYONE;
+        else if (strcmp(v, "moderators") == 0)
+            n.whois = WHOIS_MODERATORS;
+        else
+            return "whois is anyone or moderators";
+    }
+    if ((v = form_value(x, "muc#roomconfig_allowpm"))) {
+        int pm = name_index(pm_names, 4, v);
+        if (pm < 0)
+            return "allowpm is anyone, participants, moderators or none";
+        n.allowpm = pm;
+    }
+    n.persistent = form_bool(form_value(x, "muc#roomconfig_persistentroom"), n.persistent);
+    n.pub = form_bool(form_value(x, "muc#roomconfig_publicroom"), n.pub);
+    n.members_only = form_bool(form_value(x, "muc#roomconfig_membersonly"), n.members_only);
+    n.moderated = form_bool(form_value(x, "muc#roomconfig_moderatedroom"), n.moderated);
+    n.password_protected =
+        form_bool(form_value(x, "muc#roomconfig_passwordprotectedroom"), n.password_protected);
+    n.changesubject = form_bool(form_value(x, "muc#roomconfig_changesubject"), n.changesubject);
+    n.allowinvites = form_bool(form_value(x, "muc#roomconfig_allowinvites"), n.allowinvites);
+    const char *title = form_value(x, "muc#roomconfig_roomname");
+    const char *desc = form_value(x, "muc#roomconfig_roomdesc");
+    const char *secret = form_value(x, "muc#roomconfig_roomsecret");
+    if (n.password_protected && !(secret && *secret) && !(r->cfg.password && !secret))
+        return "a password protected room needs roomsecret";
+    int was_whois = r->cfg.whois;
+    bool was_members = r->cfg.members_only;
+    n.title = title ? (*title ? xd_strdup(title) : NULL)
+                    : (r->cfg.title ? xd_strdup(r->cfg.title) : NULL);
+    n.desc = desc ? (*desc ? xd_strdup(desc) : NULL)
+                  : (r->cfg.desc ? xd_strdup(r->cfg.desc) : NULL);
+    n.password = secret ? (*secret ? xd_strdup(secret) : NULL)
+                        : (r->cfg.password ? xd_strdup(r->cfg.password) : NULL);
+    bool was_persistent = r->cfg.persistent;
+    xd_free(r->cfg.title);
+    xd_free(r->cfg.desc);
+    xd_free(r->cfg.password);
+    r->cfg = n;
+    if ((size_t)n.history != r->hcap)
+        hist_resize(r, (size_t)n.history);
+    r->locked = false;
+    /* Status codes of a configuration change (XEP-0045 10.2.1). */
+    int codes[4];
+    size_t nc = 0;
+    codes[nc++] = 104;
+    if (was_whois != n.whois)
+        codes[nc++] = n.whois == WHOIS_ANYONE ? 172 : 173;
+    xd_el_t *b = xd_el_new("message", NULL);
+    xd_el_set_attr(b, "type", "groupchat");
+    xd_el_set_attr(b, "from", r->jid);
+    xd_el_t *ux = xd_el_add_child(b, "x", XD_NS_MUC_USER);
+    for (size_t i = 0; i < nc; i++)
+        add_status(ux, codes[i]);
+    xd_stanza_t *m = xd_el_freeze(b);
+    for (size_t i = 0; i < r->nocc; i++)
+        send_occ(c, m, r->occ[i]);
+    xd_stanza_unref(m);
+    /* Members-only now: who is not a member leaves (321). */
+    if (n.members_only && !was_members) {
+        for (size_t i = r->nocc; i-- > 0;) {
+            muc_occ_t *o = r->occ[i];
+            if (aff_of(r, o->bare) < AFF_MEMBER) {
+                int code = 322;
+                pres_extra_t ex = { .codes = &code, .ncodes = 1, .role = ROLE_NONE,
+                                    .aff = -1 };
+                occ_remove(c, r, o, &ex);
+            }
+        }
+    }
+    room_publish(c, r, n.persistent || was_persistent);
+    return NULL;
+}
+
+static void
+room_destroy(muc_call_t *c, muc_room_t *r, const xd_el_t *destroy)
+{
+    int self_codes[1];
+    (void)self_codes;
+    pres_extra_t ex = { .destroy = destroy, .role = ROLE_NONE, .aff = AFF_NONE };
+    for (size_t i = 0; i < r->nocc; i++) {
+        const muc_occ_t *o = r->occ[i];
+        xd_el_t *b = occ_presence(r, o, true, true, NULL, &ex, false);
+        xd_stanza_t *st = xd_el_freeze(b);
+        send_occ(c, st, o);
+        xd_stanza_unref(st);
+    }
+    bool was = r->cfg.persistent;
+    room_drop(c, r, true);
+    if (was)
+        c->store = true;
+}
+
+static void
+room_owner_iq(muc_call_t *c, muc_room_t *r, const xd_stanza_t *st, const xd_el_t *q, int aff,
+              bool set)
+{
+    if (aff != AFF_OWNER) {
+        xd_route_error(st, XD_COND_FORBIDDEN, "owners only");
+        return;
+    }
+    if (!set) {
+        room_config_form(r, st);
+        return;
+    }
+    const xd_el_t *destroy = xd_el_child(q, "destroy", NULL);
+    if (destroy) {
+        xd_route_take(xd_iq_result(st));
+        room_destroy(c, r, destroy);
+        return;
+    }
+    const xd_el_t *x = xd_el_child(q, "x", XD_NS_DATA);
+    if (!x) {
+        xd_route_error(st, XD_COND_BAD_REQUEST, NULL);
+        return;
+    }
+    const char *type = xd_el_attr(x, "type");
+    if (type && strcmp(type, "cancel") == 0) {
+        xd_route_take(xd_iq_result(st));
+        if (r->locked) /* a new room whose owner gave up (XEP-0045 10.1.3) */
+            room_destroy(c, r, NULL);
+        return;
+    }
+    if (!type || strcmp(type, "submit") != 0) {
+        xd_route_error(st, XD_COND_BAD_REQUEST, "a submit or cancel form");
+        return;
+    }
+    const char *why = room_config_apply(c, r, x);
+    if (why)
+        xd_route_error(st, XD_COND_NOT_ACCEPTABLE, why);
+    else
+        xd_route_take(xd_iq_result(st));
+}
+
+/* Re-broadcasts o's presence after its role or affiliation changed. */
+static void
+occ_changed(muc_call_t *c, muc_room_t *r, muc_occ_t *o, const char *actor, const char *reason)
+{
+    (void)actor;
+    pres_extra_t ex = { .reason = reason, .role = -1, .aff = -1 };
+    broadcast_presence(c, r, o, false, &ex, &ex);
+}
+
+struct list_walk {
+    xd_el_t *q;
+    int want;
+};
+
+static int
+list_one(void *arg, const char *key, void *val)
+{
+    struct list_walk *w = arg;
+    if ((int)(intptr_t)val != w->want)
+        return 0;
+    xd_el_t *it = xd_el_add_child(w->q, "item", NULL);
+    xd_el_set_attr(it, "jid", key);
+    xd_el_set_attr(it, "affiliation", aff_names[w->want]);
+    return 0;
+}
+
+static void
+room_admin_get(muc_call_t *c, muc_room_t *r, const xd_stanza_t *st, const xd_el_t *q,
+               const muc_occ_t *me, int myaff)
+{
+    (void)c;
+    const xd_el_t *item = xd_el_child(q, "item", NULL);
+    if (!item) {
+        xd_route_error(st, XD_COND_BAD_REQUEST, NULL);
+        return;
+    }
+    const char *affs = xd_el_attr(item, "affiliation");
+    const char *roles = xd_el_attr(item, "role");
+    xd_el_t *b = xd_iq_result_builder(st);
+    xd_el_t *rq = xd_el_add_child(b, "query", XD_NS_MUC_ADMIN);
+    if (affs) {
+        int want = name_index(aff_names, 5, affs);
+        if (want <= AFF_NONE || myaff < AFF_ADMIN) {
+            xd_el_free(b);
+            xd_route_error(st, want <= AFF_NONE ? XD_COND_BAD_REQUEST : XD_COND_FORBIDDEN,
+                           NULL);
+            return;
+        }
+        struct list_walk w = { rq, want };
+        xd_map_foreach(&r->affs, list_one, &w);
+    } else if (roles) {
+        int want = name_index(role_names, 4, roles);
+        if (want <= ROLE_NONE || !me || me->role != ROLE_MODERATOR) {
+            xd_el_free(b);
+            xd_route_error(st, want <= ROLE_NONE ? XD_COND_BAD_REQUEST : XD_COND_FORBIDDEN,
+                           NULL);
+            return;
+        }
+        for (size_t i = 0; i < r->nocc; i++) {
+            const muc_occ_t *o = r->occ[i];
+            if (o->role != want)
+                continue;
+            xd_el_t *it = xd_el_add_child(rq, "item", NULL);
+            xd_el_set_attr(it, "nick", o->nick);
+            xd_el_set_attr(it, "role", role_names[o->role]);
+            xd_el_set_attr(it, "affiliation", aff_names[aff_of(r, o->bare)]);
+            xd_el_set_attr(it, "jid", o->full[0]);
+        }
+    } else {
+        xd_el_free(b);
+        xd_route_error(st, XD_COND_BAD_REQUEST, NULL);
+        return;
+    }
+    xd_route_take(xd_el_freeze(b));
+}
+
+struct owner_count { size_t n; };
+
+static int
+count_owner(void *arg, const char *key, void *val)
+{
+    (void)key;
+    if ((int)(intptr_t)val == AFF_OWNER)
+        ((struct owner_count *)arg)->n++;
+    return 0;
+}
+
+#define NO_ERROR XD_COND_COUNT
+
+/* One <item/> of an admin set: checked and applied; NO_ERROR or the error. */
+static xd_cond
+admin_item(muc_call_t *c, muc_room_t *r, muc_occ_t *me, int myaff, const xd_el_t *item,
+           const char **text)
+{
+    const char *nick = xd_el_attr(item, "nick");
+    const char *jid = xd_el_attr(item, "jid");
+    const char *roles = xd_el_attr(item, "role");
+    const char *affs = xd_el_attr(item, "affiliation");
+    const char *reason = xd_el_child_text(item, "reason", NULL);
+    const char *actor = me ? me->nick : NULL;
+    if (roles && nick) {
+        int role = name_index(role_names, 4, roles);
+        muc_occ_t *o = xd_map_get(&r->by_nick, xd_str_c(nick));
+        if (role < 0)
+            return XD_COND_BAD_REQUEST;
+        if (!o)
+            return XD_COND_ITEM_NOT_FOUND;
+        if (!me || me->role != ROLE_MODERATOR)
+            return XD_COND_FORBIDDEN;
+        int their = aff_of(r, o->bare);
+        if (role == ROLE_MODERATOR && myaff < AFF_ADMIN)
+            return XD_COND_FORBIDDEN;
+        if (their >= AFF_ADMIN && their >= myaff && o != me) {
+            *text = "an admin or owner keeps its role";
+            return XD_COND_NOT_ALLOWED;
+        }
+        if (o->role == ROLE_MODERATOR && role < ROLE_MODERATOR && myaff < AFF_ADMIN)
+            return XD_COND_NOT_ALLOWED;
+        if (role == ROLE_NONE) {
+            int code = 307;
+            pres_extra_t ex = { .codes = &code, .ncodes = 1, .actor = actor, .reason = reason,
+                                .role = ROLE_NONE, .aff = -1 };
+            occ_remove(c, r, o, &ex);
+            return NO_ERROR;
+        }
+        o->role = role;
+        occ_changed(c, r, o, actor, reason);
+        return NO_ERROR;
+    }
+    if (affs && !jid && nick) {
+        /* An affiliation by nick: the occupant's account. */
+        muc_occ_t *o = xd_map_get(&r->by_nick, xd_str_c(nick));
+        if (!o)
+            return XD_COND_ITEM_NOT_FOUND;
+        jid = o->bare;
+    }
+    if (affs && jid) {
+        int aff = name_index(aff_names, 5, affs);
+        xd_jid_t *j = NULL;
+        if (aff < 0)
+            return XD_COND_BAD_REQUEST;
+        if (xd_jid_parse(xd_str_c(jid), &j) != 0)
+            return XD_COND_JID_MALFORMED;
+        xd_str_t bs = xd_jid_bare_str(j);
+        char *bare = xd_strndup(bs.p, bs.len);
+        xd_jid_unref(j);
+        int their = aff_of(r, bare);
+        xd_cond err = NO_ERROR;
+        if (myaff < AFF_ADMIN)
+            err = XD_COND_FORBIDDEN;
+        else if (myaff == AFF_ADMIN && (aff >= AFF_ADMIN || their >= AFF_ADMIN))
+            err = XD_COND_FORBIDDEN;
+        else if (their == AFF_OWNER && aff != AFF_OWNER) {
+            struct owner_count oc = { 0 };
+            xd_map_foreach(&r->affs, count_owner, &oc);
+            if (oc.n <= 1) {
+                *text = "the room needs an owner";
+                err = XD_COND_CONFLICT;
+            }
+        }
+        if (err == NO_ERROR && aff != AFF_NONE && their == AFF_NONE &&
+            xd_map_count(&r->affs) >= (size_t)c->conf->max_affiliations) {
+            *text = "the room has too many affiliations";
+            err = XD_COND_RESOURCE_CONSTRAINT;
+        }
+        if (err != NO_ERROR) {
+            xd_free(bare);
+            return err;
+        }
+        aff_set(r, bare, aff);
+        /* Occupants of that account: out when banned or no longer a
+         * member of a members-only room, else their role follows. */
+        for (size_t i = r->nocc; i-- > 0;) {
+            muc_occ_t *o = r->occ[i];
+            if (strcmp(o->bare, bare) != 0)
+                continue;
+            if (aff == AFF_OUTCAST || (r->cfg.members_only && aff < AFF_MEMBER)) {
+                int code = aff == AFF_OUTCAST ? 301 : 321;
+                pres_extra_t ex = { .codes = &code, .ncodes = 1, .actor = actor,
+                                    .reason = reason, .role = ROLE_NONE, .aff = -1 };
+                occ_remove(c, r, o, &ex);
+            } else {
+                o->role = role_for(r, aff);
+                occ_changed(c, r, o, actor, reason);
+            }
+        }
+        xd_free(bare);
+        room_publish(c, r, r->cfg.persistent);
+        return NO_ERROR;
+    }
+    return XD_COND_BAD_REQUEST;
+}
+
+static void
+room_admin_iq(muc_call_t *c, muc_room_t *r, const xd_stanza_t *st, const xd_el_t *q,
+              muc_occ_t *me, int myaff, bool set)
+{
+    if (!set) {
+        room_admin_get(c, r, st, q, me, myaff);
+        return;
+    }
+    const char *text = NULL;
+    xd_cond err = NO_ERROR;
+    for (const xd_el_t *it = xd_el_first_child(q); it && err == NO_ERROR; it = xd_el_next(it))
+        if (xd_el_is(it, "item", XD_NS_MUC_ADMIN))
+            err = admin_item(c, r, me, myaff, it, &text);
+    if (err != NO_ERROR)
+        xd_route_error(st, err, text);
+    else
+        xd_route_take(xd_iq_result(st));
+}
+
+/* The occupant whose real JID is `full` (that session, or for an answer
+ * from the account's bare JID, its first occupant), or NULL. */
+static muc_occ_t *
+occ_by_real(const muc_room_t *r, const xd_jid_t *jid)
+{
+    xd_str_t fs = xd_jid_full_str(jid);
+    char *full = xd_strndup(fs.p, fs.len);
+    muc_occ_t *o = xd_map_get(&r->by_full, xd_str_c(full));
+    xd_free(full);
+    if (o || !xd_jid_is_bare(jid))
+        return o;
+    xd_str_t bs = xd_jid_bare_str(jid);
+    for (size_t i = 0; i < r->nocc; i++)
+        if (strlen(r->occ[i]->bare) == bs.len && memcmp(r->occ[i]->bare, bs.p, bs.len) == 0)
+            return r->occ[i];
+    return NULL;
+}
+
+/* An IQ through an occupant JID (XEP-0045, Business Rules: IQ (bizrules-iq):
+ * forwarded to the real JID, neither side learning the other's): a
+ * request from occupant `me` to occupant `o` goes to o's first session
+ * (a vCard request to its account) from me's occupant JID; an answer to
+ * me's occupant JID from an occupant's real JID goes back to me's first
+ * session from the answerer's occupant JID. */
+static void
+iq_forward(muc_call_t *c, const muc_room_t *r, const xd_stanza_t *st, const muc_occ_t *from,
+           const muc_occ_t *to, bool request)
+{
+    xd_el_t *b = xd_stanza_edit(st);
+    char *oj = occ_jid(r, from->nick);
+    xd_el_set_attr(b, "from", oj);
+    xd_free(oj);
+    const xd_el_t *q = xd_el_first_child(xd_stanza_root(st));
+    bool vcard = request && q && xd_el_is(q, "vCard", XD_NS_VCARD);
+    send_to(c, b, vcard ? to->bare : to->full[0]);
+}
+
+static void
+room_iq(muc_call_t *c, muc_room_t *r, const xd_stanza_t *st, const char *nick)
+{
+    const xd_el_t *root = xd_stanza_root(st);
+    if (!xd_iq_is_request(root)) {
+        /* An answer to a forwarded request: to the requester's occupant JID. */
+        muc_occ_t *requester = nick ? xd_map_get(&r->by_nick, xd_str_c(nick)) : NULL;
+        muc_occ_t *answerer = requester ? occ_by_real(r, xd_stanza_from(st)) : NULL;
+        if (answerer)
+            iq_forward(c, r, st, answerer, requester, false);
+        return;
+    }
+    const char *type = xd_el_attr(root, "type");
+    bool set = strcmp(type, "set") == 0;
+    const xd_el_t *q = xd_el_first_child(root);
+    xd_str_t fs = xd_jid_full_str(xd_stanza_from(st)), bs = xd_jid_bare_str(xd_stanza_from(st));
+    char *full = xd_strndup(fs.p, fs.len), *bare = xd_strndup(bs.p, bs.len);
+    muc_occ_t *me = xd_map_get(&r->by_full, xd_str_c(full));
+    int myaff = eff_aff(c, r, bare, xd_stanza_from(st));
+    if (nick) {
+        /* XEP-0410: a ping to one's own occupant JID says whether one is
+         * still in. */
+        muc_occ_t *o = xd_map_get(&r->by_nick, xd_str_c(nick));
+        if (q && xd_el_is(q, "ping", XD_NS_PING) && !set && me && o == me)
+            xd_route_take(xd_iq_result(st));
+        else if (!me)
+            xd_route_error(st, XD_COND_NOT_ACCEPTABLE, "not an occupant");
+        else if (!o)
+            xd_route_error(st, XD_COND_ITEM_NOT_FOUND, NULL);
+        else
+            iq_forward(c, r, st, me, o, true);
+    } else if (q && xd_el_is(q, "query", XD_NS_DISCO_INFO) && !set) {
+        room_disco_info(c, r, st);
+    } else if (q && xd_el_is(q, "query", XD_NS_DISCO_ITEMS) && !set) {
+        xd_el_t *b = xd_iq_result_builder(st);
+        xd_el_add_child(b, "query", XD_NS_DISCO_ITEMS);
+        xd_route_take(xd_el_freeze(b));
+    } else if (q && xd_el_is(q, "query", XD_NS_MUC_OWNER)) {
+        room_owner_iq(c, r, st, q, myaff, set);
+    } else if (q && xd_el_is(q, "query", XD_NS_MUC_ADMIN)) {
+        room_admin_iq(c, r, st, q, me, myaff, set);
+    } else if (q && xd_el_is(q, "ping", XD_NS_PING) && !set) {
+        xd_route_take(xd_iq_result(st));
+    } else {
+        xd_route_error(st, XD_COND_SERVICE_UNAVAILABLE, NULL);
+    }
+    xd_free(full);
+    xd_free(bare);
+}
+
+/* ---- entry ------------------------------------------------------------------------------------- */
+
+/* The room `name` on this worker: in memory, or restored from the
+ * directory's stored state; NULL when there is none. */
+static muc_room_t *
+room_find(muc_call_t *c, const char *name)
+{
+    int self = xd_owner_self();
+    muc_room_t *r = xd_map_get(&c->s->rooms[self], xd_str_c(name));
+    if (r)
+        return r;
+    char *stored = muc_dir_stored(c->s, name);
+    if (!stored)
+        return NULL;
+    r = room_restore(c, name, stored);
+    xd_free(stored);
+    if (r) {
+        xd_map_put(&c->s->rooms[self], xd_str_c(name), r);
+        room_publish(c, r, false);
+    }
+    return r;
+}
+
+/* Creates room `name` for the sender of st (an entering presence), or
+ * answers why not. */
+static muc_room_t *
+room_create(muc_call_t *c, const char *name, const xd_stanza_t *st)
+{
+    const xd_jid_t *from = xd_stanza_from(st);
+    xd_str_t bs = xd_jid_bare_str(from);
+    char *bare = xd_strndup(bs.p, bs.len);
+    xd_config_t *cfg = xd_config_get();
+    bool admin = service_admin(c, from);
+    bool allowed = admin || xd_access_match(cfg, xd_module_host(c->ctx), c->conf->access_create,
+                                            from, NULL) == XD_ACCESS_ALLOW;
+    xd_config_unref(cfg);
+    muc_room_t *r = NULL;
+    if (!allowed) {
+        xd_route_error(st, XD_COND_NOT_ALLOWED, "you may not create rooms here");
+    } else if (!admin && c->conf->max_rooms_per_user > 0 &&
+               muc_dir_count_creator(c->s, bare) >= (size_t)c->conf->max_rooms_per_user) {
+        xd_route_error(st, XD_COND_RESOURCE_CONSTRAINT, "you have created too many rooms");
+    } else {
+        r = room_new(c, name);
+        r->creator = xd_strdup(bare);
+        r->locked = true;
+        if (mod_random_id(r->salt) != 0)
+            snprintf(r->salt, sizeof r->salt, "%p", (void *)r);
+        aff_set(r, bare, AFF_OWNER);
+        xd_map_put(&c->s->rooms[xd_owner_self()], xd_str_c(name), r);
+        room_publish(c, r, false);
+    }
+    xd_free(bare);
+    return r;
+}
+
+void
+muc_room_stanza(xd_module_ctx_t *ctx, xd_stanza_t *st, xd_input_ref_t in, bool held)
+{
+    muc_call_t c = { .ctx = ctx, .s = xd_module_state(ctx), .conf = xd_module_opts(ctx),
+                     .in = in };
+    const xd_jid_t *to = xd_stanza_to(st);
+    xd_str_t local = xd_jid_local(to), res = xd_jid_resource(to);
+    char *name = xd_strndup(local.p, local.len);
+    char *nick = res.len ? xd_strndup(res.p, res.len) : NULL;
+    const xd_el_t *root = xd_stanza_root(st);
+    xd_stanza_kind kind = xd_stanza_kind_of(root);
+    const char *type = xd_el_attr(root, "type");
+    muc_room_t *r = room_find(&c, name);
+    bool created = false;
+    if ((int)local.len > c.conf->max_room_name) {
+        if (!type || strcmp(type, "error") != 0)
+            xd_route_error(st, XD_COND_NOT_ACCEPTABLE, "the room name is too long");
+    } else if (kind == XD_STANZA_PRESENCE && !type && nick &&
+               (int)strlen(nick) > c.conf->max_nick) {
+        xd_route_error(st, XD_COND_NOT_ACCEPTABLE, "the nick is too long");
+    } else if (!r && kind == XD_STANZA_PRESENCE && !type && nick) {
+        r = room_create(&c, name, st);
+        created = r != NULL;
+        if (r)
+            room_presence(&c, r, created, st, nick);
+    } else if (!r) {
+        if (kind == XD_STANZA_IQ || (kind == XD_STANZA_MESSAGE && (!type ||
+                                                                    strcmp(type, "error"))))
+            xd_route_error(st, XD_COND_ITEM_NOT_FOUND, "no such room");
+        else if (kind == XD_STANZA_PRESENCE && !type && !nick)
+            xd_route_error(st, XD_COND_JID_MALFORMED, "a nick is required");
+    } else if (kind == XD_STANZA_PRESENCE) {
+        room_presence(&c, r, false, st, nick);
+    } else if (kind == XD_STANZA_MESSAGE) {
+        room_message(&c, r, st, nick);
+    } else if (kind == XD_STANZA_IQ) {
+        room_iq(&c, r, st, nick);
+    }
+    /* A room nobody is in that is not kept goes (a locked new room whose
+     * owner left too). */
+    r = xd_map_get(&c.s->rooms[xd_owner_self()], xd_str_c(name));
+    if (r && r->nocc == 0 && !r->cfg.persistent)
+        room_drop(&c, r, true);
+    xd_input_charge(in, c.bytes);
+    if (c.store)
+        muc_store(ctx, name, held ? in : (xd_input_ref_t){ 0 }); /* releases in when written */
+    else if (held)
+        xd_input_release(in);
+    xd_free(name);
+    xd_free(nick);
+    xd_stanza_unref(st);
+}

@@ -1,0 +1,847 @@
+"""mod_muc (XEP-0045 multi-user chat) through the wire, raw XML: the
+service's disco, entering (the order of the join sequence and its status
+codes), instant rooms, nick conflicts and changes, leaving, groupchat and
+private messages, history on entering, the subject, roles and affiliations
+(kick, ban, voice, members-only, passwords, max users), the configuration
+form and persistence across a restart, destruction, invitations,
+occupant-id, self-ping, two sessions under one nick, and an occupant whose
+session breaks.
+
+Barriers: the service holds a sender's stream until the room (on its owner
+worker) has handled the stanza, so a sender's round trip comes after what
+the room sent because of its earlier stanzas; another occupant's round trip
+after that is a barrier for what the room sent it (the room's copies were
+queued to it first)."""
+import re
+
+import pytest
+
+from helpers import assert_nothing_before, expect, iq, online, q, reply, take, users
+
+MUC = "conference.localhost"
+NS_MUC = "http://jabber.org/protocol/muc"
+NS_USER = NS_MUC + "#user"
+NS_OWNER = NS_MUC + "#owner"
+NS_ADMIN = NS_MUC + "#admin"
+INSTANT = (f"<query xmlns='{NS_OWNER}'><x xmlns='jabber:x:data' type='submit'/></query>")
+
+
+def start(server_factory, opts="", shaper=False, mods="", **kw):
+    extra = f"modules:\n  mod_muc: {{{opts}}}\n{mods}"
+    if shaper:
+        extra += "shaper:\n  tight: {rate: 50000, burst_size: 20000}\n"
+        kw["listen_opts"] = "    shaper: tight\n"
+    srv = server_factory(extra_yaml=extra, **kw)
+    users(srv, "alice", "bob", "carol", "dave", *(f"o{i}" for i in range(9 if shaper else 0)))
+    return srv
+
+
+def pres_rx(room, nick, unavailable=False):
+    """The presence from room/nick (optionally of type unavailable)."""
+    t = r"[^>]*type=['\"]unavailable['\"]" if unavailable else ""
+    frm = re.escape(f"{room}@{MUC}/{nick}")
+    return (rf"<presence(?=[^>]*from=['\"]{frm}['\"]){t}[^>]*>.*?</presence>")
+
+
+def subject_rx(room):
+    return rf"<message[^>]*from=['\"]{re.escape(room)}@{MUC}[^>]*>\s*<subject.*?</message>"
+
+
+def join(c, room, nick, body=""):
+    """Enters room as nick; returns what came up to and including the
+    subject (the end of the join sequence)."""
+    c.send(f"<presence to='{room}@{MUC}/{nick}'><x xmlns='{NS_MUC}'>{body}</x></presence>")
+    m = c.recv_until(r"(?s)^.*?<message[^>]*>\s*<subject[^>]*(/>|>.*?</subject>).*?</message>")
+    return q(m.group(0))
+
+
+def create(c, room, nick, form=INSTANT):
+    """Creates room (instant unless form says otherwise) as nick."""
+    seq = join(c, room, nick)
+    assert "code='201'" in seq, seq
+    r = iq(c, "cr-" + room, form, to=f"{room}@{MUC}")
+    assert "type='result'" in r, r
+    return seq
+
+
+def config(c, room, fields, iq_id="cfg"):
+    vals = "".join(f"<field var='muc#roomconfig_{k}'><value>{v}</value></field>"
+                   for k, v in fields.items())
+    return iq(c, iq_id, f"<query xmlns='{NS_OWNER}'><x xmlns='jabber:x:data' type='submit'>"
+                        f"<field var='FORM_TYPE'><value>{NS_MUC}#roomconfig</value></field>"
+                        f"{vals}</x></query>", to=f"{room}@{MUC}")
+
+
+def admin(c, item, room, iq_id="adm"):
+    return iq(c, iq_id, f"<query xmlns='{NS_ADMIN}'>{item}</query>", to=f"{room}@{MUC}")
+
+
+def groupchat(c, room, body, mid):
+    c.send(f"<message to='{room}@{MUC}' type='groupchat' id='{mid}'><body>{body}</body>"
+           f"</message>")
+
+
+def perr(cond):
+    """A presence error with condition cond (within one presence)."""
+    return rf"<presence[^>]*type='error'[^>]*>(?:(?!</presence>).)*<{cond} "
+
+
+def err_rx(kind, sid, cond):
+    """The error answer of kind (message, presence, iq) with id sid."""
+    return rf"<{kind}(?=[^>]*id='{sid}')(?=[^>]*type='error')[^>]*>.*?<{cond} "
+
+
+# ---- the service ----------------------------------------------------------------------------
+
+def test_service_disco_and_public_rooms(server_factory):
+    srv = start(server_factory)
+    a, _ = online(srv, "alice")
+    r = iq(a, "i1", "<query xmlns='http://jabber.org/protocol/disco#info'/>", typ="get", to=MUC)
+    assert "category='conference'" in r and f"var='{NS_MUC}'" in r, r
+    assert "var='urn:xmpp:occupant-id:0'" in r, r
+    # The server lists the service as an item? Not required; the service's
+    # rooms are its items.
+    r = iq(a, "i2", "<query xmlns='http://jabber.org/protocol/disco#items'/>", typ="get", to=MUC)
+    assert "<item" not in r, r
+    create(a, "lobby", "al")
+    config(a, "lobby", {"roomname": "The Lobby"})
+    create(a, "hidden", "al")
+    config(a, "hidden", {"publicroom": "0"})
+    r = iq(a, "i3", "<query xmlns='http://jabber.org/protocol/disco#items'/>", typ="get", to=MUC)
+    assert f"jid='lobby@{MUC}'" in r and "name='The Lobby'" in r, r
+    assert "hidden@" not in r, r
+    # The room's own disco#info: identity, features, muc#roominfo.
+    r = iq(a, "i4", "<query xmlns='http://jabber.org/protocol/disco#info'/>", typ="get",
+           to=f"lobby@{MUC}")
+    assert "name='The Lobby'" in r and "var='muc_public'" in r and "var='muc_temporary'" in r, r
+    assert "muc#roominfo" in r and "var='muc#roominfo_occupants'" in r, r
+    r = iq(a, "i5", "<query xmlns='http://jabber.org/protocol/disco#info'/>", typ="get",
+           to=f"nowhere@{MUC}")
+    assert "item-not-found" in r, r
+    # muc#unique gives a fresh name.
+    r = iq(a, "i6", f"<unique xmlns='{NS_MUC}#unique'/>", typ="get", to=MUC)
+    assert re.search(r"<unique[^>]*>[a-z0-9_-]{20}</unique>", r), r
+
+
+# ---- entering and leaving -------------------------------------------------------------------
+
+def test_join_sequence_order_and_codes(server_factory):
+    srv = start(server_factory)
+    a, ajid = online(srv, "alice")
+    b, bjid = online(srv, "bob")
+    seq = create(a, "r1", "al")
+    # A new room: self presence with owner/moderator, 201 and 110 last, then the subject.
+    self_p = re.search(pres_rx("r1", "al"), seq).group(0)
+    assert "affiliation='owner'" in self_p and "role='moderator'" in self_p, self_p
+    codes = re.findall(r"code='(\d+)'", self_p)
+    assert codes[-1] == "110" and "201" in codes, codes
+    assert "<occupant-id xmlns='urn:xmpp:occupant-id:0'" in self_p, self_p
+    assert seq.index("from='r1@" + MUC + "/al'") < seq.index("<subject"), seq
+    groupchat(a, "r1", "hello", "m1")
+    expect(a, r"id='m1'")
+    c, _ = online(srv, "carol")
+    join(c, "r1", "cc")
+    # Bob enters: al's and cc's presence first, then his own (110 last, no
+    # 201), then the history, then the subject.
+    seq = join(b, "r1", "bob")
+    i_al = seq.index(f"from='r1@{MUC}/al'")
+    i_cc = seq.index(f"from='r1@{MUC}/cc'")
+    i_self = seq.index(f"from='r1@{MUC}/bob'")
+    i_hist = seq.index("<body>hello</body>")
+    i_subj = seq.index("<subject")
+    assert max(i_al, i_cc) < i_self < i_hist < i_subj, seq
+    self_p = re.search(pres_rx("r1", "bob"), seq).group(0)
+    assert re.findall(r"code='(\d+)'", self_p) == ["110"], self_p
+    assert "role='participant'" in self_p and "affiliation='none'" in self_p, self_p
+    assert "urn:xmpp:delay" in seq[i_hist - 300:i_subj], seq
+    # Semi-anonymous: bob does not see al's real JID; al (moderator) sees bob's.
+    al_p = re.search(pres_rx("r1", "al"), seq).group(0)
+    assert "jid=" not in al_p, al_p
+    p = expect(a, pres_rx("r1", "bob"))
+    assert f"jid='{bjid}'" in p, p
+    # Occupant ids are stable per account and differ between accounts.
+    oid_b = re.search(r"occupant-id[^>]*id='([^']+)'", p).group(1)
+    assert oid_b and oid_b not in al_p
+    # Leaving: unavailable to all, 110 to the leaver.
+    b.send(f"<presence to='r1@{MUC}/bob' type='unavailable'><status>bye</status></presence>")
+    p = expect(b, pres_rx("r1", "bob", unavailable=True))
+    assert "code='110'" in p and "role='none'" in p, p
+    p = expect(a, pres_rx("r1", "bob", unavailable=True))
+    assert "code='110'" not in p and "<status>bye</status>" in p, p
+    seq = join(b, "r1", "bob")
+    assert f"id='{oid_b}'" in seq, seq
+
+
+def test_locked_room_and_nick_conflict_and_change(server_factory):
+    srv = start(server_factory)
+    a, _ = online(srv, "alice")
+    b, _ = online(srv, "bob")
+    seq = join(a, "r2", "al")
+    assert "code='201'" in seq
+    # Locked until configured: others get item-not-found.
+    b.send(f"<presence to='r2@{MUC}/bob'><x xmlns='{NS_MUC}'/></presence>")
+    expect(b, perr("item-not-found"))
+    r = iq(a, "cf", INSTANT, to=f"r2@{MUC}")
+    assert "type='result'" in r
+    join(b, "r2", "bob")
+    expect(a, pres_rx("r2", "bob"))
+    c, _ = online(srv, "carol")
+    c.send(f"<presence to='r2@{MUC}/al'><x xmlns='{NS_MUC}'/></presence>")
+    e = expect(c, r"<presence[^>]*type='error'.*?</presence>")
+    assert "<conflict " in e and f"from='r2@{MUC}/al'" in e, e
+    # Nick change: unavailable with 303 and the new nick, then the new presence.
+    b.send(f"<presence to='r2@{MUC}/robert'/>")
+    p = expect(a, pres_rx("r2", "bob", unavailable=True))
+    assert "code='303'" in p and "nick='robert'" in p, p
+    expect(a, pres_rx("r2", "robert"))
+    p = expect(b, pres_rx("r2", "bob", unavailable=True))
+    assert "code='303'" in p and "code='110'" in p, p
+    p = expect(b, pres_rx("r2", "robert"))
+    assert "code='110'" in p
+    # To a taken nick: conflict, and robert stays robert.
+    b.send(f"<presence to='r2@{MUC}/al'/>")
+    expect(b, perr("conflict"))
+    groupchat(b, "r2", "still here", "m2")
+    m = expect(a, r"<message[^>]*id='m2'.*?</message>")
+    assert f"from='r2@{MUC}/robert'" in m, m
+
+
+def test_messages_pm_and_errors(server_factory):
+    srv = start(server_factory)
+    a, _ = online(srv, "alice")
+    b, _ = online(srv, "bob")
+    c, _ = online(srv, "carol")
+    create(a, "r3", "al")
+    join(b, "r3", "bob")
+    groupchat(b, "r3", "hi all", "g1")
+    for s in (a, b):
+        m = expect(s, r"<message[^>]*id='g1'.*?</message>")
+        assert f"from='r3@{MUC}/bob'" in m and "type='groupchat'" in m, m
+        assert "occupant-id" in m, m
+    # Private message through the room.
+    b.send(f"<message to='r3@{MUC}/al' type='chat' id='p1'><body>psst</body></message>")
+    m = expect(a, r"<message[^>]*id='p1'.*?</message>")
+    assert f"from='r3@{MUC}/bob'" in m and f"xmlns='{NS_USER}'" in m, m
+    # To nobody: item-not-found; a non-occupant: not-acceptable.
+    b.send(f"<message to='r3@{MUC}/ghost' type='chat' id='p2'><body>?</body></message>")
+    expect(b, err_rx("message", "p2", "item-not-found"))
+    groupchat(c, "r3", "let me in", "g2")
+    expect(c, err_rx("message", "g2", "not-acceptable"))
+    assert_nothing_before(a, r"let me in", after=c, barrier=None)
+    # A room that is not there.
+    c.send(f"<message to='none@{MUC}' type='groupchat' id='g3'><body>x</body></message>")
+    expect(c, err_rx("message", "g3", "item-not-found"))
+    # Private messages off.
+    config(a, "r3", {"allowpm": "none"})
+    b.send(f"<message to='r3@{MUC}/al' type='chat' id='p3'><body>psst</body></message>")
+    expect(b, err_rx("message", "p3", "forbidden"))
+
+
+def test_history_on_join(server_factory):
+    srv = start(server_factory)
+    a, _ = online(srv, "alice")
+    b, _ = online(srv, "bob")
+    create(a, "r4", "al")
+    for i in range(25):
+        groupchat(a, "r4", f"msg{i}", f"h{i}")
+    expect(a, r"id='h24'")
+    # Default: the last 20.
+    seq = join(b, "r4", "bob")
+    bodies = re.findall(r"<body>(msg\d+)</body>", seq)
+    assert bodies == [f"msg{i}" for i in range(5, 25)], bodies
+    b.send(f"<presence to='r4@{MUC}/bob' type='unavailable'/>")
+    expect(b, pres_rx("r4", "bob", unavailable=True))
+    seq = join(b, "r4", "bob", "<history maxstanzas='3'/>")
+    assert re.findall(r"<body>(msg\d+)</body>", seq) == ["msg22", "msg23", "msg24"], seq
+    b.send(f"<presence to='r4@{MUC}/bob' type='unavailable'/>")
+    expect(b, pres_rx("r4", "bob", unavailable=True))
+    seq = join(b, "r4", "bob", "<history maxchars='0'/>")
+    assert "<body>" not in seq, seq
+    b.send(f"<presence to='r4@{MUC}/bob' type='unavailable'/>")
+    expect(b, pres_rx("r4", "bob", unavailable=True))
+    seq = join(b, "r4", "bob", "<history since='2000-01-01T00:00:00Z' maxstanzas='2'/>")
+    assert re.findall(r"<body>(msg\d+)</body>", seq) == ["msg23", "msg24"], seq
+    b.send(f"<presence to='r4@{MUC}/bob' type='unavailable'/>")
+    expect(b, pres_rx("r4", "bob", unavailable=True))
+    seq = join(b, "r4", "bob", "<history since='2999-01-01T00:00:00Z'/>")
+    assert "<body>" not in seq, seq
+
+
+def test_subject(server_factory):
+    srv = start(server_factory)
+    a, _ = online(srv, "alice")
+    b, _ = online(srv, "bob")
+    create(a, "r5", "al")
+    join(b, "r5", "bob")
+    a.send(f"<message to='r5@{MUC}' type='groupchat' id='s1'><subject>Today: tea</subject>"
+           f"</message>")
+    m = expect(b, r"<message[^>]*id='s1'.*?</message>")
+    assert "<subject>Today: tea</subject>" in m and f"from='r5@{MUC}/al'" in m, m
+    c, _ = online(srv, "carol")
+    seq = join(c, "r5", "cc")
+    assert "<subject>Today: tea</subject>" in seq, seq
+    # Only moderators once changesubject is off.
+    config(a, "r5", {"changesubject": "0"})
+    b.send(f"<message to='r5@{MUC}' type='groupchat' id='s2'><subject>mine</subject>"
+           f"</message>")
+    expect(b, err_rx("message", "s2", "forbidden"))
+
+
+# ---- roles and affiliations ---------------------------------------------------------------
+
+def test_kick_ban_voice(server_factory):
+    srv = start(server_factory)
+    a, _ = online(srv, "alice")
+    b, bjid = online(srv, "bob")
+    c, _ = online(srv, "carol")
+    create(a, "r6", "al")
+    join(b, "r6", "bob")
+    join(c, "r6", "cc")
+    # bob (participant) may not kick.
+    r = admin(b, "<item nick='cc' role='none'/>", "r6", "k0")
+    assert "<forbidden " in r, r
+    # Kick: 307, with actor and reason.
+    r = admin(a, "<item nick='cc' role='none'><reason>spam</reason></item>", "r6", "k1")
+    assert "type='result'" in r, r
+    p = expect(c, pres_rx("r6", "cc", unavailable=True))
+    assert "code='307'" in p and "code='110'" in p and "<reason>spam</reason>" in p, p
+    p = expect(b, pres_rx("r6", "cc", unavailable=True))
+    assert "code='307'" in p, p
+    # Voice: moderated room, visitor may not speak; voice makes it a participant.
+    config(a, "r6", {"moderatedroom": "1"})
+    join(c, "r6", "cc")
+    p = expect(a, pres_rx("r6", "cc"))
+    assert "role='visitor'" in p, p
+    groupchat(c, "r6", "can I?", "v1")
+    expect(c, err_rx("message", "v1", "forbidden"))
+    r = admin(a, "<item nick='cc' role='participant'/>", "r6", "v2")
+    assert "type='result'" in r, r
+    p = expect(c, pres_rx("r6", "cc"))
+    assert "role='participant'" in p, p
+    groupchat(c, "r6", "now I can", "v3")
+    expect(b, r"<message[^>]*id='v3'")
+    # Ban: 301, and no way back in.
+    r = admin(a, "<item jid='carol@localhost' affiliation='outcast'/>", "r6", "b1")
+    assert "type='result'" in r, r
+    p = expect(c, pres_rx("r6", "cc", unavailable=True))
+    assert "code='301'" in p, p
+    c.send(f"<presence to='r6@{MUC}/cc'><x xmlns='{NS_MUC}'/></presence>")
+    expect(c, perr("forbidden"))
+    r = iq(a, "l1", f"<query xmlns='{NS_ADMIN}'><item affiliation='outcast'/></query>",
+           typ="get", to=f"r6@{MUC}")
+    assert "jid='carol@localhost'" in r, r
+    # An owner cannot be kicked by an admin; the last owner cannot go.
+    r = admin(a, "<item jid='alice@localhost' affiliation='member'/>", "r6", "o1")
+    assert "<conflict " in r, r
+
+
+def test_voice_request(server_factory):
+    """A visitor's voice request form reaches the moderators; a moderator's
+    approval makes the visitor a participant (XEP-0045 8.6)."""
+    srv = start(server_factory)
+    a, _ = online(srv, "alice")
+    c, cjid = online(srv, "carol")
+    create(a, "vr", "al")
+    config(a, "vr", {"moderatedroom": "1"})
+    join(c, "vr", "cc")
+    expect(a, pres_rx("vr", "cc"))
+    req = ("<x xmlns='jabber:x:data' type='submit'><field var='FORM_TYPE'>"
+           "<value>http://jabber.org/protocol/muc#request</value></field>"
+           "<field var='muc#role'><value>participant</value></field></x>")
+    c.send(f"<message to='vr@{MUC}' id='vr1'>{req}</message>")
+    m = expect(a, rf"<message[^>]*from='vr@{MUC}'[^>]*>.*?</message>")
+    assert "muc#request" in m and f"<value>{cjid}</value>" in m, m
+    assert re.search(r"var='muc#roomnick'[^>]*>\s*<value>cc</value>", m), m
+    # A visitor may not answer one; once a participant, asking is not-acceptable.
+    c.send(f"<message to='vr@{MUC}' id='vr2'><x xmlns='jabber:x:data' type='submit'>"
+           f"<field var='FORM_TYPE'><value>http://jabber.org/protocol/muc#request</value>"
+           f"</field><field var='muc#roomnick'><value>cc</value></field>"
+           f"<field var='muc#request_allow'><value>true</value></field></x></message>")
+    expect(c, err_rx("message", "vr2", "forbidden"))
+    a.send(f"<message to='vr@{MUC}' id='vr3'><x xmlns='jabber:x:data' type='submit'>"
+           f"<field var='FORM_TYPE'><value>http://jabber.org/protocol/muc#request</value>"
+           f"</field><field var='muc#roomnick'><value>cc</value></field>"
+           f"<field var='muc#request_allow'><value>true</value></field></x></message>")
+    p = expect(c, pres_rx("vr", "cc"))
+    assert "role='participant'" in p, p
+    c.send(f"<message to='vr@{MUC}' id='vr4'>{req}</message>")
+    expect(c, err_rx("message", "vr4", "not-acceptable"))
+
+
+def test_members_only_password_max_users(server_factory):
+    srv = start(server_factory, "max_users: 3")
+    a, _ = online(srv, "alice")
+    b, _ = online(srv, "bob")
+    c, _ = online(srv, "carol")
+    d, _ = online(srv, "dave")
+    create(a, "r7", "al")
+    join(c, "r7", "cc")
+    config(a, "r7", {"membersonly": "1"})
+    # Carol is no member: out, with 322.
+    p = expect(c, pres_rx("r7", "cc", unavailable=True))
+    assert "code='322'" in p and "code='110'" in p, p
+    b.send(f"<presence to='r7@{MUC}/bob'><x xmlns='{NS_MUC}'/></presence>")
+    expect(b, perr("registration-required"))
+    r = admin(a, "<item jid='bob@localhost' affiliation='member'/>", "r7", "m1")
+    assert "type='result'" in r, r
+    join(b, "r7", "bob")
+    # Password.
+    create(a, "r8", "al")
+    r = config(a, "r8", {"passwordprotectedroom": "1"})
+    assert "<not-acceptable " in r, r  # a password room needs its secret
+    config(a, "r8", {"passwordprotectedroom": "1", "roomsecret": "s3cret"})
+    c.send(f"<presence to='r8@{MUC}/cc'><x xmlns='{NS_MUC}'/></presence>")
+    expect(c, perr("not-authorized"))
+    c.send(f"<presence to='r8@{MUC}/cc'><x xmlns='{NS_MUC}'><password>no</password></x>"
+           f"</presence>")
+    expect(c, perr("not-authorized"))
+    join(c, "r8", "cc", "<password>s3cret</password>")
+    # Max users (service limit 3): al, cc, bob in; dave is one too many.
+    join(b, "r8", "bob", "<password>s3cret</password>")
+    d.send(f"<presence to='r8@{MUC}/dd'><x xmlns='{NS_MUC}'><password>s3cret</password></x>"
+           f"</presence>")
+    expect(d, perr("service-unavailable"))
+    # Beyond the service's limit the form is refused.
+    r = config(a, "r8", {"maxusers": "4"})
+    assert "<not-acceptable " in r, r
+
+
+def test_config_form_round_trip_and_persistence(server_factory):
+    srv = start(server_factory)
+    a, _ = online(srv, "alice")
+    b, _ = online(srv, "bob")
+    create(a, "keep", "al")
+    r = iq(a, "g1", f"<query xmlns='{NS_OWNER}'/>", typ="get", to=f"keep@{MUC}")
+    assert "type='form'" in r and "muc#roomconfig_persistentroom" in r, r
+    for f in ("roomname", "roomdesc", "publicroom", "membersonly", "moderatedroom",
+              "passwordprotectedroom", "roomsecret", "whois", "maxusers", "allowpm",
+              "changesubject", "historylength", "allowinvites"):
+        assert f"var='muc#roomconfig_{f}'" in r, f
+    # Non-owners may not read it.
+    join(b, "keep", "bob")
+    r = iq(b, "g2", f"<query xmlns='{NS_OWNER}'/>", typ="get", to=f"keep@{MUC}")
+    assert "<forbidden " in r, r
+    r = config(a, "keep", {"roomname": "Kept", "roomdesc": "stays", "persistentroom": "1",
+                           "whois": "anyone", "historylength": "5"})
+    assert "type='result'" in r, r
+    m = expect(b, rf"<message[^>]*from='keep@{MUC}'[^>]*>.*?</message>")
+    assert "code='104'" in m and "code='172'" in m, m
+    r = iq(a, "g3", f"<query xmlns='{NS_OWNER}'/>", typ="get", to=f"keep@{MUC}")
+    assert re.search(r"var='muc#roomconfig_roomname'[^>]*>\s*<value>Kept</value>", r), r
+    assert re.search(r"var='muc#roomconfig_whois'[^>]*>\s*<value>anyone</value>", r), r
+    admin(a, "<item jid='dave@localhost' affiliation='member'/>", "keep", "m1")
+    a.send(f"<message to='keep@{MUC}' type='groupchat' id='s1'><subject>kept topic</subject>"
+           f"</message>")
+    expect(a, r"id='s1'")
+    a.roundtrip()
+    srv.stop()
+    srv.restart()
+    a, _ = online(srv, "alice")
+    r = iq(a, "i1", "<query xmlns='http://jabber.org/protocol/disco#items'/>", typ="get", to=MUC)
+    assert f"jid='keep@{MUC}'" in r and "name='Kept'" in r, r
+    seq = join(a, "keep", "al")
+    assert "code='201'" not in seq and "code='100'" in seq, seq
+    assert "affiliation='owner'" in seq and "<subject>kept topic</subject>" in seq, seq
+    r = iq(a, "l1", f"<query xmlns='{NS_ADMIN}'><item affiliation='member'/></query>",
+           typ="get", to=f"keep@{MUC}")
+    assert "jid='dave@localhost'" in r, r
+    r = iq(a, "g4", f"<query xmlns='{NS_OWNER}'/>", typ="get", to=f"keep@{MUC}")
+    assert re.search(r"var='muc#roomconfig_roomdesc'[^>]*>\s*<value>stays</value>", r), r
+    # Not persistent any more: gone after the next restart.
+    config(a, "keep", {"persistentroom": "0"})
+    a.roundtrip()
+    srv.stop()
+    srv.restart()
+    a, _ = online(srv, "alice")
+    r = iq(a, "i2", "<query xmlns='http://jabber.org/protocol/disco#items'/>", typ="get", to=MUC)
+    assert "keep@" not in r, r
+
+
+def test_destroy(server_factory):
+    srv = start(server_factory)
+    a, _ = online(srv, "alice")
+    b, _ = online(srv, "bob")
+    create(a, "doomed", "al")
+    config(a, "doomed", {"persistentroom": "1"})
+    join(b, "doomed", "bob")
+    r = iq(b, "d0", f"<query xmlns='{NS_OWNER}'><destroy/></query>", to=f"doomed@{MUC}")
+    assert "<forbidden " in r, r
+    r = iq(a, "d1", f"<query xmlns='{NS_OWNER}'><destroy jid='new@{MUC}'>"
+                    f"<reason>moved</reason></destroy></query>", to=f"doomed@{MUC}")
+    assert "type='result'" in r, r
+    p = expect(b, pres_rx("doomed", "bob", unavailable=True))
+    assert f"<destroy jid='new@{MUC}'><reason>moved</reason></destroy>" in p, p
+    r = iq(a, "i1", "<query xmlns='http://jabber.org/protocol/disco#items'/>", typ="get", to=MUC)
+    assert "doomed@" not in r, r
+    srv.stop()
+    srv.restart()
+    a, _ = online(srv, "alice")
+    r = iq(a, "i2", "<query xmlns='http://jabber.org/protocol/disco#info'/>", typ="get",
+           to=f"doomed@{MUC}")
+    assert "item-not-found" in r, r
+
+
+# ---- invitations, self-ping, sessions --------------------------------------------------------
+
+def test_mediated_invitation_and_decline(server_factory):
+    srv = start(server_factory)
+    a, ajid = online(srv, "alice")
+    c, _ = online(srv, "carol")
+    create(a, "party", "al")
+    a.send(f"<message to='party@{MUC}' id='inv1'><x xmlns='{NS_USER}'>"
+           f"<invite to='carol@localhost'><reason>come</reason></invite></x></message>")
+    m = expect(c, rf"<message[^>]*from='party@{MUC}'.*?</message>")
+    assert f"<invite from='{ajid}'><reason>come</reason></invite>" in m, m
+    assert "jabber:x:conference" in m, m
+    c.send(f"<message to='party@{MUC}' id='dec1'><x xmlns='{NS_USER}'>"
+           f"<decline to='{ajid}'><reason>busy</reason></decline></x></message>")
+    m = expect(a, rf"<message[^>]*from='party@{MUC}'.*?<decline.*?</message>")
+    assert "from='carol@localhost/" in m and "<reason>busy</reason>" in m, m
+
+
+def test_self_ping(server_factory):
+    srv = start(server_factory)
+    a, _ = online(srv, "alice")
+    b, _ = online(srv, "bob")
+    create(a, "pp", "al")
+    r = iq(a, "sp1", "<ping xmlns='urn:xmpp:ping'/>", typ="get", to=f"pp@{MUC}/al")
+    assert "type='result'" in r, r
+    r = iq(b, "sp2", "<ping xmlns='urn:xmpp:ping'/>", typ="get", to=f"pp@{MUC}/al")
+    assert "<not-acceptable " in r, r
+
+
+def test_iq_through_occupant_jid(server_factory):
+    """An IQ to an occupant JID reaches the occupant's real JID from the
+    sender's occupant JID, and the answer comes back the same way: neither
+    learns the other's real JID.  A vCard request goes to the account."""
+    srv = start(server_factory, mods="  mod_vcard: {}\n")
+    a, ajid = online(srv, "alice")
+    b, bjid = online(srv, "bob")
+    r = iq(b, "vs", "<vCard xmlns='vcard-temp'><FN>Bob B</FN></vCard>")
+    assert "type='result'" in r, r
+    create(a, "fw", "al")
+    join(b, "fw", "bob")
+    a.send(f"<iq type='get' id='v1' to='fw@{MUC}/bob'><query xmlns='jabber:iq:version'/></iq>")
+    got = expect(b, r"<iq[^>]*id='v1'.*?</iq>")
+    assert f"from='fw@{MUC}/al'" in got and ajid not in got, got
+    b.send(f"<iq type='result' id='v1' to='fw@{MUC}/al'><query xmlns='jabber:iq:version'>"
+           f"<name>bobclient</name></query></iq>")
+    r = reply(a, "v1")
+    assert f"from='fw@{MUC}/bob'" in r and "bobclient" in r and bjid not in r, r
+    # vcard-temp: the server answers for bob's account.
+    r = iq(a, "v2", "<vCard xmlns='vcard-temp'/>", typ="get", to=f"fw@{MUC}/bob")
+    assert f"from='fw@{MUC}/bob'" in r and "<FN>Bob B</FN>" in r and "bob@" not in r, r
+    # An answer from someone who is not in the room is dropped.
+    c, _ = online(srv, "carol")
+    c.send(f"<iq type='result' id='x1' to='fw@{MUC}/al'/>")
+    assert_nothing_before(a, r"id='x1'", after=c)
+
+
+def test_two_sessions_one_nick(server_factory):
+    srv = start(server_factory)
+    a, _ = online(srv, "alice")
+    b1, _ = online(srv, "bob", "one")
+    b2, _ = online(srv, "bob", "two")
+    create(a, "duo", "al")
+    join(b1, "duo", "bob")
+    expect(a, pres_rx("duo", "bob"))
+    seq = join(b2, "duo", "bob")
+    assert "code='110'" in seq, seq
+    groupchat(a, "duo", "to both", "t1")
+    expect(b1, r"id='t1'")
+    expect(b2, r"id='t1'")
+    # One session leaves: only it hears; al sees bob still there.
+    b2.send(f"<presence to='duo@{MUC}/bob' type='unavailable'/>")
+    expect(b2, pres_rx("duo", "bob", unavailable=True))
+    b2.roundtrip()
+    assert_nothing_before(a, r"type='unavailable'", after=(b2,))
+    groupchat(a, "duo", "still", "t2")
+    expect(b1, r"id='t2'")
+    # Another account cannot take the nick.
+    c, _ = online(srv, "carol")
+    c.send(f"<presence to='duo@{MUC}/bob'><x xmlns='{NS_MUC}'/></presence>")
+    expect(c, perr("conflict"))
+
+
+def test_broken_session_leaves(server_factory):
+    srv = start(server_factory)
+    a, _ = online(srv, "alice")
+    b, _ = online(srv, "bob")
+    create(a, "brk", "al")
+    join(b, "brk", "bob")
+    expect(a, pres_rx("brk", "bob"))
+    b.sock.close()  # no </stream>: the connection breaks
+    p = expect(a, pres_rx("brk", "bob", unavailable=True), timeout=10)
+    assert "role='none'" in p, p
+
+
+def test_access_create_and_limits(server_factory):
+    srv = start(server_factory, "access_create: none, max_nick: 8, max_room_name: 10")
+    a, _ = online(srv, "alice")
+    a.send(f"<presence to='newroom@{MUC}/al'><x xmlns='{NS_MUC}'/></presence>")
+    expect(a, perr("not-allowed"))
+    a.send(f"<presence to='r@{MUC}/nickname_too_long'><x xmlns='{NS_MUC}'/></presence>")
+    expect(a, perr("not-acceptable"))
+    a.send(f"<presence to='roomnametoolong@{MUC}/al'><x xmlns='{NS_MUC}'/></presence>")
+    expect(a, perr("not-acceptable"))
+
+
+def test_history_and_affiliation_limits(server_factory):
+    srv = start(server_factory, "max_history_size: 3, max_affiliations: 2")
+    a, _ = online(srv, "alice")
+    b, _ = online(srv, "bob")
+    create(a, "lim", "al")
+    # history_size (20) is above max_history_size: a new room keeps 3.
+    for i in range(5):
+        groupchat(a, "lim", f"msg{i}", f"l{i}")
+    # A message with a subject and a body is a message, kept in the history.
+    a.send(f"<message to='lim@{MUC}' type='groupchat' id='sb'><subject>s</subject>"
+           f"<body>both</body></message>")
+    expect(a, r"id='sb'")
+    r = config(a, "lim", {"historylength": "4"})
+    assert "<not-acceptable " in r, r
+    seq = join(b, "lim", "bob")
+    assert re.findall(r"<body>(\w+)</body>", seq) == ["msg3", "msg4", "both"], seq
+    # Affiliations: alice (owner) and one more; by nick works too.
+    r = admin(a, "<item nick='bob' affiliation='member'/>", "lim", "a1")
+    assert "type='result'" in r, r
+    p = expect(b, pres_rx("lim", "bob"))
+    assert "affiliation='member'" in p, p
+    r = admin(a, "<item jid='carol@localhost' affiliation='member'/>", "lim", "a2")
+    assert "<resource-constraint " in r, r
+    # Changing an existing one is fine at the limit.
+    r = admin(a, "<item jid='bob@localhost' affiliation='admin'/>", "lim", "a3")
+    assert "type='result'" in r, r
+
+
+def test_reload_keeps_rooms(server_factory):
+    """A configuration reload that changes mod_muc's options keeps the
+    rooms and their occupants, and the new limits apply; a new host is
+    refused (the old one keeps serving)."""
+    srv = start(server_factory, "max_users: 5")
+    a, _ = online(srv, "alice")
+    b, _ = online(srv, "bob")
+    create(a, "stay", "al")
+    join(b, "stay", "bob")
+    text = open(srv.config_path).read()
+    open(srv.config_path, "w").write(text.replace("max_users: 5", "max_users: 2"))
+    assert srv.ctl_run("reload_config").returncode == 0
+    groupchat(a, "stay", "still here", "k1")
+    expect(b, r"id='k1'")
+    r = config(a, "stay", {"maxusers": "3"})
+    assert "<not-acceptable " in r, r
+    open(srv.config_path, "w").write(text.replace("max_users: 5",
+                                                  "max_users: 5, host: 'muc.@HOST@'"))
+    r = srv.ctl_run("reload_config")
+    assert r.returncode != 0 and "host cannot change" in r.stdout + r.stderr, r
+    groupchat(a, "stay", "and now", "k2")
+    expect(b, r"id='k2'")
+
+
+def test_service_admin_acts_as_owner(server_factory):
+    """access_admin: dave owns every room in effect: he enters alice's
+    members-only password room without being a member or giving the
+    password, reads its configuration and destroys it; carol cannot."""
+    srv = start(server_factory, "access_admin: muc_admins, max_rooms_per_user: 1",
+                mods="acl:\n  dave_acl:\n    user: [dave]\n"
+                     "access_rules:\n  muc_admins:\n    - allow: dave_acl\n")
+    a, _ = online(srv, "alice")
+    c, _ = online(srv, "carol")
+    d, _ = online(srv, "dave")
+    create(a, "sa", "al")
+    config(a, "sa", {"membersonly": "1", "passwordprotectedroom": "1", "roomsecret": "pw"})
+    c.send(f"<presence to='sa@{MUC}/cc'><x xmlns='{NS_MUC}'/></presence>")
+    expect(c, perr("registration-required"))
+    r = iq(c, "g1", f"<query xmlns='{NS_OWNER}'/>", typ="get", to=f"sa@{MUC}")
+    assert "<forbidden " in r, r
+    seq = join(d, "sa", "dd")
+    assert "role='moderator'" in seq, seq
+    r = iq(d, "g2", f"<query xmlns='{NS_OWNER}'/>", typ="get", to=f"sa@{MUC}")
+    assert "type='result'" in r and "muc#roomconfig" in r, r
+    # max_rooms_per_user does not bind him.
+    create(d, "sa2", "dd")
+    create(d, "sa3", "dd")
+    r = iq(d, "d1", f"<query xmlns='{NS_OWNER}'><destroy/></query>", to=f"sa@{MUC}")
+    assert "type='result'" in r, r
+    expect(a, pres_rx("sa", "al", unavailable=True))
+
+
+def test_max_rooms_per_user(server_factory):
+    srv = start(server_factory, "max_rooms_per_user: 1")
+    a, _ = online(srv, "alice")
+    create(a, "one", "al")
+    a.send(f"<presence to='two@{MUC}/al'><x xmlns='{NS_MUC}'/></presence>")
+    expect(a, perr("resource-constraint"))
+
+
+# ---- a client library's view ----------------------------------------------------------------
+
+def test_slixmpp_creates_configures_and_chats(server_factory):
+    """slixmpp's XEP-0045 plugin: join_muc_wait creates the room (its own
+    presence with 201 and 110, then the subject), the owner reads and
+    submits the configuration form, sets the subject and chats; its echo
+    comes back; a raw client entering later sees all of it."""
+    import asyncio
+    import ssl
+
+    import slixmpp
+
+    from test_c2s import cert_path
+    from xmpptest import run_slixmpp
+    srv = start(server_factory)
+    room = f"slix@{MUC}"
+    seen = {}
+
+    def make():
+        c = slixmpp.ClientXMPP("alice@localhost/sx", "pw")
+        c.ssl_context = ssl.create_default_context(cafile=cert_path(srv))
+        c.register_plugin("xep_0045")
+        c.register_plugin("xep_0004")
+        muc = c.plugin["xep_0045"]
+        echo = asyncio.get_event_loop().create_future()
+
+        def on_groupchat(msg):
+            if msg["body"] == "from slixmpp" and not echo.done():
+                echo.set_result(msg)
+
+        c.add_event_handler("groupchat_message", on_groupchat)
+
+        async def go(_):
+            try:
+                pres, subject, occupants, history = await muc.join_muc_wait(
+                    room, "ally", timeout=10)
+                seen["codes"] = sorted(pres["muc"]["status_codes"])
+                seen["role"] = pres["muc"]["role"]
+                form = await muc.get_room_config(room)
+                seen["fields"] = set(form.get_fields().keys())
+                form.set_values({"muc#roomconfig_roomname": "Slix room",
+                                 "muc#roomconfig_persistentroom": True})
+                await muc.set_room_config(room, form)
+                muc.set_subject(room, "via slixmpp")
+                c.send_message(mto=room, mbody="from slixmpp", mtype="groupchat")
+                m = await asyncio.wait_for(echo, 10)
+                seen["echo_from"] = str(m["from"])
+            finally:
+                c.disconnect()
+
+        c.add_event_handler("session_start", lambda e: asyncio.ensure_future(go(e)))
+        return c
+
+    run_slixmpp(make, ("127.0.0.1", srv.c2s_port), timeout=30)
+    assert seen.get("codes") == [110, 201], seen
+    assert seen["role"] == "moderator", seen
+    assert "muc#roomconfig_persistentroom" in seen["fields"], seen
+    assert seen["echo_from"] == f"{room}/ally", seen
+    b, _ = online(srv, "bob")
+    seq = join(b, "slix", "bob")
+    assert "<body>from slixmpp</body>" in seq and "<subject>via slixmpp</subject>" in seq, seq
+    r = iq(b, "i1", "<query xmlns='http://jabber.org/protocol/disco#info'/>", typ="get",
+           to=room)
+    assert "name='Slix room'" in r and "var='muc_persistent'" in r, r
+
+
+@pytest.mark.slow
+def test_fanout_is_charged_to_the_sender(server_factory):
+    """A listener shaper of 20 KB burst at 50 KB/s: alice's 20 groupchat
+    messages are ~12 KB on her stream, within the burst, but the room sends
+    each to 10 occupants (~120 KB): her stream waits for its shaper, so her
+    round trip after them takes at least (copies - burst) / rate, and the
+    pauses are logged with what was charged."""
+    import time
+
+    srv = start(server_factory, shaper=True)
+    a, ajid = online(srv, "alice")
+    create(a, "big", "al")
+    others = []
+    for i in range(9):
+        c, _ = online(srv, f"o{i}")
+        join(c, "big", f"o{i}")
+        others.append(c)
+    a.roundtrip()
+    body = "x" * 500
+    min_copy = 500 + 60
+    t0 = time.time()
+    a.send("".join(f"<message to='big@{MUC}' type='groupchat' id='f{i}'><body>{body}</body>"
+                   f"</message>" for i in range(20)))
+    a.roundtrip()
+    elapsed = time.time() - t0
+    least = (20 * 10 * min_copy - 20000) / 50000
+    assert elapsed >= least * 0.9, (elapsed, least)
+    pauses = [ln for ln in srv.log_text().splitlines()
+              if 'event="input shaped"' in ln and f"jid={ajid}" in ln]
+    assert pauses, srv.log_text()[-3000:]
+    charged = int(re.search(r"charged=(\d+)", pauses[-1]).group(1))
+    assert charged >= 10 * min_copy, pauses
+    for c in others:
+        expect(c, r"id='f19'")
+
+
+def test_bad_input_gets_errors_not_crashes(server_factory):
+    """Odd stanzas to the service and a room get a clear error (or nothing,
+    for errors and results) and leave the room working."""
+    srv = start(server_factory)
+    a, _ = online(srv, "alice")
+    b, _ = online(srv, "bob")
+    create(a, "odd", "al")
+    join(b, "odd", "bob", "<history maxstanzas='-5' maxchars='x' seconds='' "
+                          "since='yesterday'/>")
+    room = f"odd@{MUC}"
+    r = admin(a, "<item/>", "odd", "b1")
+    assert "<bad-request " in r, r
+    r = admin(a, "<item nick='bob' role='emperor'/>", "odd", "b2")
+    assert "<bad-request " in r, r
+    r = admin(a, "<item jid='@@@' affiliation='member'/>", "odd", "b3")
+    assert "<jid-malformed " in r, r
+    r = iq(a, "b4", f"<query xmlns='{NS_ADMIN}'><item affiliation='emperor'/></query>",
+           typ="get", to=room)
+    assert "<bad-request " in r, r
+    r = config(a, "odd", {"maxusers": "many"}, "b5")
+    assert "<not-acceptable " in r, r
+    r = config(a, "odd", {"whois": "everybody"}, "b6")
+    assert "<not-acceptable " in r, r
+    r = iq(a, "b7", f"<query xmlns='{NS_OWNER}'><x xmlns='jabber:x:data' type='form'/></query>",
+           to=room)
+    assert "<bad-request " in r, r
+    r = iq(a, "b8", f"<query xmlns='{NS_OWNER}'/>", to=room)
+    assert "<bad-request " in r, r
+    r = iq(a, "b9", "<query xmlns='jabber:iq:version'/>", typ="get", to=room)
+    assert "<service-unavailable " in r, r
+    r = iq(a, "b10", "<query xmlns='jabber:iq:version'/>", typ="get", to=MUC)
+    assert "<service-unavailable " in r, r
+    a.send(f"<message to='{room}' id='b11'><x xmlns='{NS_USER}'><invite/></x></message>")
+    expect(a, err_rx("message", "b11", "jid-malformed"))
+    a.send(f"<message to='{room}' type='chat' id='b12'><body>x</body></message>")
+    expect(a, err_rx("message", "b12", "bad-request"))
+    a.send(f"<message to='{room}/bob' type='groupchat' id='b13'><body>x</body></message>")
+    expect(a, err_rx("message", "b13", "bad-request"))
+    a.send(f"<presence to='{room}'/>")
+    expect(a, perr("jid-malformed"))
+    # Errors and results are not answered.
+    c, _ = online(srv, "carol")
+    c.send(f"<message to='{room}' type='error' id='b14'><body>x</body></message>")
+    c.send(f"<presence to='{room}/al' type='error'/>")
+    c.send(f"<iq to='{room}' type='result' id='b15'/>")
+    c.send(f"<message to='{MUC}' type='error' id='b16'/>")
+    assert_nothing_before(c, r"id='b1[456]'")
+    groupchat(b, "odd", "still fine", "ok1")
+    expect(a, r"id='ok1'")
+
+
+def test_bounce_from_occupant_removes_it(server_factory):
+    """An error back from an occupant's session (its server lost it) takes
+    that occupant out with status 333, so that no ghost stays."""
+    srv = start(server_factory)
+    a, _ = online(srv, "alice")
+    b, _ = online(srv, "bob")
+    create(a, "gh", "al")
+    join(b, "gh", "bob")
+    expect(a, pres_rx("gh", "bob"))
+    b.send(f"<message to='gh@{MUC}' type='error' id='e1'><body>x</body>"
+           f"<error type='cancel'><service-unavailable "
+           f"xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'/></error></message>")
+    p = expect(a, pres_rx("gh", "bob", unavailable=True))
+    assert "code='333'" in p and "role='none'" in p, p
+    join(b, "gh", "bob")
+    b.send(f"<presence to='gh@{MUC}/bob' type='error'/>")
+    p = expect(a, pres_rx("gh", "bob", unavailable=True))
+    assert "code='333'" in p, p
