@@ -44,6 +44,29 @@ static _Thread_local size_t sess_inactive;      /* this worker's CSI-inactive se
 
 /* ---- delivery ----------------------------------------------------------------------------- */
 
+/* A message that was on its way to a session that ended meanwhile (its
+ * stream closed between the router's lookup and the delivery) is routed
+ * again, as the router would route it now: to the account's other
+ * sessions or to offline storage (RFC 6121 8.5.3.2.1), not bounced.  Only
+ * when the session table no longer names that session (else it would
+ * come back here).  True when st was taken. */
+static bool
+sess_route_again(xd_stanza_t *st, uint64_t id)
+{
+    const xd_el_t *el = xd_stanza_root(st);
+    const char *type = xd_el_attr(el, "type");
+    const xd_jid_t *to = xd_stanza_to(st);
+    if (xd_stanza_kind_of(el) != XD_STANZA_MESSAGE || !to || xd_jid_is_bare(to) ||
+        (type && strcmp(type, "chat") != 0 && strcmp(type, "normal") != 0))
+        return false;
+    xd_session_ref_t now;
+    bool carbons;
+    if (xd_sm_find_ref(to, &now, &carbons) == 0 && now.id == id)
+        return false;
+    xd_route_take(st);
+    return true;
+}
+
 /* Writes st through the transport; a session that is gone hands st to
  * `gone`, or makes the sender an error.  Takes st. */
 static void
@@ -54,6 +77,8 @@ sess_write(const xd_session_ops_t *ops, uint64_t id, xd_stanza_t *st, xd_session
             gone(st);
             return;
         }
+        if (sess_route_again(st, id))
+            return;
         xd_stanza_t *err = xd_stanza_error(st, XD_COND_SERVICE_UNAVAILABLE, NULL);
         if (err)
             xd_route_take(err);

@@ -573,21 +573,30 @@ def test_unacknowledged_bytes_are_bounded_by_max_queue(server_factory):
     listener's max_queue, 64 KiB here), not only in stanzas: 4 KiB
     messages to a connected client that reads but never acknowledges
     close its stream; to a parked session they end it.  Both times the
-    messages go to offline storage, in order."""
-    srv = server_factory(extra_yaml=QUIET, listen_opts="    max_queue: 64KB\n")
+    messages go to offline storage, in order, also those that were on
+    their way when the session ended (none bounces to the sender)."""
+    # One worker: with two, what the sender routes after the session ended
+    # is stored by its own worker's writer beside the ended session's
+    # queue, and the two writers may interleave (a known gap, noted in
+    # docs/design.md 1.3: offline order across a session's end).
+    srv = server_factory(workers=1, extra_yaml=QUIET, listen_opts="    max_queue: 64KB\n")
     users(srv, "ann", "bob")
     b, _ = online(srv, "bob", "b")
     a, ajid = online(srv, "ann", "a")
     enable(a)
     pad = "x" * 4096
-    for i in range(20):
+    # 40: the stream closes after about 16; those sent after reach a
+    # session that is gone by the time they are delivered, and are routed
+    # again (to offline storage), not bounced.
+    for i in range(40):
         b.send(f"<message to='{ajid}' type='chat' id='q{i}'><body>{pad}</body></message>")
     assert a.stream_error(timeout=10) == "policy-violation"
-    b.roundtrip()
+    got_b = q(b.roundtrip())
+    assert "type='error'" not in got_b, got_b[:500]
     assert "bytes=" in srv.log_text()
     n1, _ = online(srv, "ann", "n1")
     got = ids_of(q(n1.roundtrip()), "q")
-    assert got == [f"q{i}" for i in range(20)], got
+    assert got == [f"q{i}" for i in range(40)], got
     n1.send("</stream:stream>")
     n1.read_to_close()
     p, pjid, rid = park(srv, resource="p")
