@@ -95,6 +95,7 @@ typedef struct mam_conf {
     int default_mode;        /* MAM_* for accounts without preferences */
     int max_page;            /* results per query page */
     int max_prefs_jids;      /* always + never entries per account */
+    int max_count;           /* messages counted for RSM <count/> and index */
     uint64_t archive_expiry; /* ms; 0: kept for ever */
 } mam_conf_t;
 
@@ -117,6 +118,12 @@ static const xd_opt_t mam_opts[] = {
     XD_OPT_INT("max_prefs_jids", C_, max_prefs_jids, "1000", 0, 100000,
                "JIDs in an account's always and never lists together; a <prefs/> with more is "
                "refused with not-acceptable."),
+    XD_OPT_INT("max_count", C_, max_count, "1000", 0, 1000000,
+               "Messages counted for a page's RSM <count/> and <first index/>: when more than "
+               "this many match the query (or precede the page), they are left out (XEP-0059 "
+               "lets a server omit them when counting is expensive) and a page costs the same "
+               "in any archive size.  A query with <max>0</max> asks for the count only and "
+               "always gets it exact."),
     XD_OPT_DURATION("archive_expiry", C_, archive_expiry, "0",
                     "Archived messages older than this are deleted (checked every minute, or "
                     "every expiry when that is shorter).  0: kept until the account is removed "
@@ -692,14 +699,16 @@ mam_where(const mam_sel_t *sel, char *sql, const char *head, xd_db_val_t *p)
         ADD(" AND ts <= ?");
         p[n++] = XD_DB_V_INT(sel->end);
     }
+    /* (ts, seq) past a position: the plain range on ts first, so that the
+     * index seeks to it instead of filtering from the account's first row. */
     if (sel->lower.set) {
-        ADD(" AND (ts > ? OR (ts = ? AND seq > ?))");
+        ADD(" AND ts >= ? AND (ts > ? OR seq > ?)");
         p[n++] = XD_DB_V_INT(sel->lower.ts);
         p[n++] = XD_DB_V_INT(sel->lower.ts);
         p[n++] = XD_DB_V_INT(sel->lower.seq);
     }
     if (sel->upper.set) {
-        ADD(" AND (ts < ? OR (ts = ? AND seq < ?))");
+        ADD(" AND ts <= ? AND (ts < ? OR seq < ?)");
         p[n++] = XD_DB_V_INT(sel->upper.ts);
         p[n++] = XD_DB_V_INT(sel->upper.ts);
         p[n++] = XD_DB_V_INT(sel->upper.seq);
@@ -729,6 +738,21 @@ mam_count(xd_db_conn_t *c, const mam_sel_t *sel, int64_t *out)
     xd_db_val_t p[MAM_PARAMS_MAX];
     size_t n = mam_where(sel, sql, "SELECT COUNT(*) FROM archive", p);
     return xd_db_query_int64(c, sql, p, n, out);
+}
+
+/* The messages of sel, counted up to `limit`: *exact is false (and *out
+ * limit + 1) when there are more.  Reads at most limit + 1 index entries. */
+static int
+mam_count_upto(xd_db_conn_t *c, const mam_sel_t *sel, int64_t limit, int64_t *out, bool *exact)
+{
+    char sql[MAM_SQL_MAX];
+    xd_db_val_t p[MAM_PARAMS_MAX];
+    size_t n = mam_where(sel, sql, "SELECT COUNT(*) FROM (SELECT 1 FROM archive", p);
+    ADD(" LIMIT ?)");
+    p[n++] = XD_DB_V_INT(limit + 1);
+    int rc = xd_db_query_int64(c, sql, p, n, out);
+    *exact = rc == 0 && *out <= limit;
+    return rc;
 }
 #undef ADD
 
@@ -946,6 +970,7 @@ mam_query(const xd_iq_req_t *req, const xd_el_t *query)
         return xd_stanza_error(req->iq, XD_COND_INTERNAL_SERVER_ERROR, NULL);
     mam_rows_t rows = { 0 };
     int64_t count = 0, index = 0;
+    bool has_count = false, has_index = false;
     bool complete = true;
     const char *bad = NULL;
     mam_pos_t pos;
@@ -1002,9 +1027,18 @@ mam_query(const xd_iq_req_t *req, const xd_el_t *query)
         if (rc == 0) {
             qsort(rows.v, rows.n, sizeof *rows.v, mam_row_cmp);
             count = (int64_t)rows.n;
+            has_count = has_index = true;
         }
     } else if (rc == 0) {
-        rc = mam_count(c, &sel, &count);
+        /* <count/>: exact when asked for alone (<max>0</max>), else only
+         * when at most max_count messages match (XEP-0059 2.1: it may be
+         * left out when it is expensive). */
+        if (max == 0) {
+            rc = mam_count(c, &sel, &count);
+            has_count = true;
+        } else {
+            rc = mam_count_upto(c, &sel, mc->max_count, &count, &has_count);
+        }
         mam_sel_t page = sel;
         if (page_lower.set)
             mam_tighten(&page.lower, page_lower, true);
@@ -1024,11 +1058,13 @@ mam_query(const xd_iq_req_t *req, const xd_el_t *query)
                 rows.v[i] = rows.v[rows.n - 1 - i];
                 rows.v[rows.n - 1 - i] = t;
             }
-        if (rc == 0 && rows.n) {
+        if (rc == 0 && rows.n && !backwards && !page_lower.set) {
+            has_index = true; /* the set's first message */
+        } else if (rc == 0 && rows.n) {
             mam_sel_t before_first = sel;
             mam_tighten(&before_first.upper, (mam_pos_t){ true, rows.v[0].ts, rows.v[0].seq },
                         false);
-            rc = mam_count(c, &before_first, &index);
+            rc = mam_count_upto(c, &before_first, mc->max_count, &index, &has_index);
         }
     }
     xd_db_release(c);
@@ -1066,13 +1102,15 @@ mam_query(const xd_iq_req_t *req, const xd_el_t *query)
         xd_el_t *first = xd_el_add_child(s, "first", XD_NS_RSM);
         char ix[32];
         snprintf(ix, sizeof ix, "%lld", (long long)index);
-        xd_el_set_attr(first, "index", ix);
+        if (has_index)
+            xd_el_set_attr(first, "index", ix);
         xd_el_add_text(first, rows.v[0].id);
         xd_el_add_text(xd_el_add_child(s, "last", XD_NS_RSM), rows.v[rows.n - 1].id);
     }
     char cnt[32];
     snprintf(cnt, sizeof cnt, "%lld", (long long)count);
-    xd_el_add_text(xd_el_add_child(s, "count", XD_NS_RSM), cnt);
+    if (has_count)
+        xd_el_add_text(xd_el_add_child(s, "count", XD_NS_RSM), cnt);
     xd_session_send_take(&si.ref, xd_el_freeze(r));
     xd_session_info_clear(&si);
     mam_rows_clear(&rows);
