@@ -48,7 +48,9 @@
  * host) and `xmppctl delete_old_mam_messages DAYS`; an account's removal
  * deletes its archive and preferences.
  *
- * Left for later: XEP-0431 full-text search, the #extended metadata query,
+ * Full-text search (XEP-0431): the SQL of the driver's index in mam_dialects.
+ *
+ * Left for later: the #extended metadata query,
  * XEP-0424 retraction tombstones, export, room (MUC) archives.
  */
 #include <stdatomic.h>
@@ -86,6 +88,9 @@
 #define MAM_BATCH_MAX_BYTES (4u << 20)
 #define MAM_ID_MAX 128     /* bytes of an archive id we look up */
 #define MAM_QUERYID_MAX 256 /* bytes of a queryid echoed back */
+#define MAM_NS_FTS "urn:xmpp:fulltext:0"
+#define MAM_FTS_FIELD "{urn:xmpp:fulltext:0}fulltext"
+#define MAM_FTS_MAX 1024    /* bytes of a full-text search (XEP-0431) */
 
 enum { MAM_NEVER = 0, MAM_ALWAYS = 1, MAM_ROSTER = 2 };
 
@@ -164,8 +169,32 @@ static const char *const mam_mig1[] = {
     NULL,
 };
 
+/* Full-text search (XEP-0431) over archive.body: the index is the
+ * driver's own (mam_dialects below holds the matching query SQL).  SQLite:
+ * an FTS5 table with the archive as external content, kept in step by
+ * triggers, filled from the rows already there.  Other drivers: nothing
+ * yet (PostgreSQL: a tsvector column with a GIN index). */
+static const char *const mam_mig2[] = { NULL };
+static const char *const mam_mig2_sqlite[] = {
+    "CREATE VIRTUAL TABLE archive_fts USING fts5(body, content='archive', content_rowid='seq')",
+    "CREATE TRIGGER archive_fts_insert AFTER INSERT ON archive WHEN new.body IS NOT NULL BEGIN"
+    " INSERT INTO archive_fts (rowid, body) VALUES (new.seq, new.body); END",
+    "CREATE TRIGGER archive_fts_delete AFTER DELETE ON archive WHEN old.body IS NOT NULL BEGIN"
+    " INSERT INTO archive_fts (archive_fts, rowid, body) VALUES ('delete', old.seq, old.body);"
+    " END",
+    "CREATE TRIGGER archive_fts_update AFTER UPDATE OF body ON archive BEGIN"
+    " INSERT INTO archive_fts (archive_fts, rowid, body)"
+    "  SELECT 'delete', old.seq, old.body WHERE old.body IS NOT NULL;"
+    " INSERT INTO archive_fts (rowid, body) SELECT new.seq, new.body WHERE new.body IS NOT NULL;"
+    " END",
+    "INSERT INTO archive_fts (archive_fts) VALUES ('rebuild')",
+    NULL,
+};
+
 static const xd_db_migration_t mam_migrations[] = {
     { 1, NULL, mam_mig1 },
+    { 2, NULL, mam_mig2 },
+    { 2, "sqlite", mam_mig2_sqlite },
     { 0, NULL, NULL },
 };
 
@@ -273,6 +302,84 @@ mam_parse_time(const char *s, int64_t *out)
     int64_t secs = mam_days(y, mo, d) * 86400 + h * 3600 + mi * 60 + se - off;
     *out = secs * 1000000 + us;
     return true;
+}
+
+/* ---- the SQL dialect of full-text search ------------------------------------------------------- */
+
+/* What differs between drivers in searching (XEP-0431): the condition on
+ * the archive (one `?`: the search) and how a user's text becomes that
+ * parameter.  A driver without an entry has no full-text search: the field
+ * is neither advertised nor accepted. */
+typedef struct mam_dialect {
+    const char *driver;
+    const char *fts_where;
+    /* The parameter for text into out (cap bytes); false when it has no
+     * word to search for. */
+    bool (*fts_param)(const char *text, char *out, size_t cap);
+} mam_dialect_t;
+
+/* FTS5: every word must occur (in any order), "a phrase" in quotes as
+ * one; each term is an FTS5 string, so the search has no operators and no
+ * syntax errors (AND, OR, NEAR, * are words like any other). */
+static bool
+mam_fts5_param(const char *text, char *out, size_t cap)
+{
+    size_t n = 0;
+    bool any = false;
+    const char *p = text;
+    out[0] = 0;
+    while (*p) {
+        while (*p == ' ' || *p == '\t' || *p == '\n' || *p == '\r')
+            p++;
+        if (!*p)
+            break;
+        const char *start = p, *end;
+        if (*p == '"') { /* a phrase, to the closing quote or the end */
+            start = ++p;
+            while (*p && *p != '"')
+                p++;
+            end = p;
+            if (*p)
+                p++;
+        } else {
+            while (*p && *p != ' ' && *p != '\t' && *p != '\n' && *p != '\r' && *p != '"')
+                p++;
+            end = p;
+        }
+        if (end == start)
+            continue;
+        /* Each byte at most twice (a quote is doubled), the two quotes and
+         * a space: the caller's cap is 2 * strlen(text) + 4 or more. */
+        if (n + 2 * (size_t)(end - start) + 4 > cap)
+            return false;
+        if (any)
+            out[n++] = ' ';
+        out[n++] = '"';
+        for (const char *c = start; c < end; c++) {
+            if (*c == '"')
+                out[n++] = '"';
+            out[n++] = *c;
+        }
+        out[n++] = '"';
+        out[n] = 0;
+        any = true;
+    }
+    return any;
+}
+
+static const mam_dialect_t mam_dialects[] = {
+    { "sqlite", " AND seq IN (SELECT rowid FROM archive_fts WHERE archive_fts MATCH ?)",
+      mam_fts5_param },
+};
+
+static const mam_dialect_t *
+mam_dialect(xd_db_t *db)
+{
+    const char *name = db ? xd_db_driver_name(db) : NULL;
+    for (size_t i = 0; name && i < sizeof mam_dialects / sizeof mam_dialects[0]; i++)
+        if (!strcmp(mam_dialects[i].driver, name))
+            return &mam_dialects[i];
+    return NULL;
 }
 
 /* ---- what is archived -------------------------------------------------------------------------- */
@@ -632,6 +739,8 @@ typedef struct mam_sel {
     int64_t start, end;          /* µs, inclusive */
     mam_pos_t lower, upper;      /* exclusive bounds */
     const char *id;              /* one id of `ids`, or NULL */
+    const char *fts_where;       /* the dialect's full-text condition, or NULL */
+    const char *fts;             /* its parameter */
 } mam_sel_t;
 
 typedef struct mam_row {
@@ -716,6 +825,10 @@ mam_where(const mam_sel_t *sel, char *sql, const char *head, xd_db_val_t *p)
     if (sel->id) {
         ADD(" AND id = ?");
         p[n++] = XD_DB_V_CSTR(sel->id);
+    }
+    if (sel->fts) {
+        ADD(sel->fts_where);
+        p[n++] = XD_DB_V_CSTR(sel->fts);
     }
     return n;
 }
@@ -834,6 +947,11 @@ mam_form(const xd_iq_req_t *req)
     xd_el_t *v = xd_el_add_child(f, "validate", "http://jabber.org/protocol/xdata-validate");
     xd_el_set_attr(v, "datatype", "xs:string");
     xd_el_add_child(v, "open", "http://jabber.org/protocol/xdata-validate");
+    if (mam_dialect(xd_module_db(req->ctx))) {
+        f = xd_el_add_child(x, "field", XD_NS_DATA);
+        xd_el_set_attr(f, "type", "text-single");
+        xd_el_set_attr(f, "var", MAM_FTS_FIELD);
+    }
     return xd_el_freeze(r);
 }
 
@@ -884,6 +1002,7 @@ mam_query(const xd_iq_req_t *req, const xd_el_t *query)
     const xd_el_t *x = xd_el_child(query, "x", XD_NS_DATA);
     const char *after_id = NULL, *before_id = NULL;
     const xd_el_t *ids = NULL;
+    const char *fulltext = NULL;
     xd_jid_t *with = NULL;
     char wbare[XD_JID_MAX + 1], wres[XD_JID_PART_MAX + 1];
     if (x) {
@@ -919,6 +1038,8 @@ mam_query(const xd_iq_req_t *req, const xd_el_t *query)
                 before_id = v;
             } else if (!strcmp(var, "ids")) {
                 ids = f;
+            } else if (!strcmp(var, MAM_FTS_FIELD) && mam_dialect(xd_module_db(req->ctx))) {
+                fulltext = v;
             } else {
                 xd_jid_unref(with);
                 return xd_stanza_error(req->iq, XD_COND_BAD_REQUEST, "unknown field");
@@ -934,6 +1055,20 @@ mam_query(const xd_iq_req_t *req, const xd_el_t *query)
             sel.resource = wres;
         }
         xd_jid_unref(with);
+    }
+
+    /* XEP-0431: the search as the dialect's parameter. */
+    char fts[2 * MAM_FTS_MAX + 4];
+    if (fulltext) {
+        const mam_dialect_t *dl = mam_dialect(xd_module_db(req->ctx));
+        if (strlen(fulltext) > MAM_FTS_MAX)
+            return xd_stanza_error(req->iq, XD_COND_NOT_ACCEPTABLE,
+                                   "the full-text search is too long");
+        if (!dl->fts_param(fulltext, fts, sizeof fts))
+            return xd_stanza_error(req->iq, XD_COND_BAD_REQUEST,
+                                   "the full-text search has no word");
+        sel.fts_where = dl->fts_where;
+        sel.fts = fts;
     }
 
     /* RSM (XEP-0059). */
@@ -1396,6 +1531,8 @@ mam_start(xd_module_ctx_t *ctx)
     int rc = xd_module_iq(ctx, XD_IQ_USER, MAM_NS, XD_IQ_PARALLEL, mam_iq, NULL);
     if (rc == 0)
         rc = xd_module_feature(ctx, XD_IQ_USER, MAM_NS_EXT);
+    if (rc == 0 && mam_dialect(xd_module_db(ctx)))
+        rc = xd_module_feature(ctx, XD_IQ_USER, MAM_NS_FTS);
     if (rc == 0)
         rc = xd_module_hook(ctx, XD_HOOK_USER_SEND_PACKET, XD_HOOK_PRIO_DEFAULT, mam_sent, NULL);
     if (rc == 0)

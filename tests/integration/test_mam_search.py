@@ -1,0 +1,81 @@
+"""mod_mam through the wire, second part: XEP-0431 full-text search (SQLite
+FTS5), the #extended metadata query.
+
+Barriers as in test_mam.py: after the sender's round trip its messages are
+in the archive."""
+from helpers import iq, online
+from test_mam import NS, bodies, chat, fin_set, mam, start
+
+FTS = "{urn:xmpp:fulltext:0}fulltext"
+
+
+def search(c, text, **kw):
+    kw[FTS] = text
+    return mam(c, **kw)
+
+
+def test_fulltext_search(server_factory):
+    srv = start(server_factory)
+    a, _ = online(srv, "alice", "pc")
+    b, _ = online(srv, "bob", "pc")
+    c, _ = online(srv, "carol", "pc")
+    r = iq(a, "d1", "<query xmlns='http://jabber.org/protocol/disco#info'/>", typ="get",
+           to="alice@localhost")
+    assert "var='urn:xmpp:fulltext:0'" in r, r
+    r = iq(a, "f1", f"<query xmlns='{NS}'/>", typ="get")
+    assert f"var='{FTS}'" in r, r
+    msgs = [("bob", "the quick brown fox"), ("bob", "a lazy dog sleeps"),
+            ("carol", "quick thinking, Brown"), ("bob", "brown quick fox again"),
+            ("carol", "nothing to see"), ("bob", "Café au lait")]
+    for i, (to, body) in enumerate(msgs):
+        chat(a, f"{to}@localhost", body, f"m{i}")
+    for i in range(12):
+        chat(a, "bob@localhost", f"page{i} needle", f"p{i}")
+    a.roundtrip()
+    # Every word, in any order, any case.
+    res, fin = search(a, "Quick BROWN")
+    assert bodies(res) == ["the quick brown fox", "quick thinking, Brown",
+                           "brown quick fox again"], res
+    assert "complete='true'" in fin and fin_set(fin)[2] == 3, fin
+    # A phrase: the words next to each other, in that order.
+    res, _ = search(a, '"quick brown"')
+    assert bodies(res) == ["the quick brown fox"], res
+    res, _ = search(a, '"brown quick" fox')
+    assert bodies(res) == ["brown quick fox again"], res
+    # Diacritics and case folded by the tokenizer.
+    res, _ = search(a, "cafe")
+    assert bodies(res) == ["Café au lait"], res
+    # No match; operators and FTS5 syntax are plain words.
+    res, fin = search(a, "elephant")
+    assert res == [] and "complete='true'" in fin, fin
+    res, fin = search(a, "quick AND NOT fox* (x) NEAR:1 ^")
+    assert res == [] and "type='result'" in fin, fin
+    # Combined with with=.
+    res, _ = search(a, "quick", **{"with": "carol@localhost"})
+    assert bodies(res) == ["quick thinking, Brown"], res
+    # Bob's archive has his received copies: searched separately.
+    b.roundtrip()
+    res, _ = search(b, "quick")
+    assert bodies(res) == ["the quick brown fox", "brown quick fox again"], res
+    # RSM paging through the results, forwards then backwards.
+    got, after = [], None
+    while True:
+        res, fin = search(a, "needle", rsm="<max>5</max>" + (f"<after>{after}</after>"
+                                                             if after else ""))
+        first, last, count, complete = fin_set(fin)
+        assert count == 12 and first[0] == len(got), fin
+        got += bodies(res)
+        after = last
+        if complete:
+            break
+    assert got == [f"page{i} needle" for i in range(12)], got
+    res, fin = search(a, "needle", rsm="<max>5</max><before/>")
+    assert bodies(res) == [f"page{i} needle" for i in range(7, 12)], res
+    assert fin_set(fin)[0][0] == 7, fin
+    # Bad input: no word, too long (1024 bytes at most).
+    _, fin = search(a, '"" ""')
+    assert "<bad-request" in fin, fin
+    _, fin = search(a, "x" * 1025)
+    assert "<not-acceptable" in fin, fin
+    res, fin = search(a, "x" * 1024)
+    assert res == [] and "type='result'" in fin, fin
