@@ -50,8 +50,10 @@
  *
  * Full-text search (XEP-0431): the SQL of the driver's index in mam_dialects.
  *
- * Left for later: the #extended metadata query,
- * XEP-0424 retraction tombstones, export, room (MUC) archives.
+ * Metadata (#extended): <metadata/> get → the first and last messages.
+ *
+ * Left for later: XEP-0424 retraction tombstones, export, room (MUC)
+ * archives.
  */
 #include <stdatomic.h>
 #include <stdint.h>
@@ -1392,6 +1394,65 @@ mam_prefs(const xd_iq_req_t *req, const xd_el_t *prefs)
     return mam_prefs_get(req, host, user); /* XEP-0313 7.2: the prefs as stored */
 }
 
+/* ---- archive metadata (urn:xmpp:mam:2#extended) ------------------------------------------------ */
+
+typedef struct mam_end {
+    bool set;
+    int64_t ts;
+    char id[MAM_ID_MAX + 1];
+} mam_end_t;
+
+static int
+mam_end_row(void *arg, const xd_db_val_t *cols, size_t ncols)
+{
+    mam_end_t *e = arg;
+    if (ncols >= 2 && cols[0].type == XD_DB_TEXT && cols[1].type == XD_DB_INT64) {
+        e->set = true;
+        snprintf(e->id, sizeof e->id, "%.*s", (int)cols[0].s.len, cols[0].s.p);
+        e->ts = cols[1].i;
+    }
+    return 1;
+}
+
+/* <metadata/>: the archive's first and last messages as <start id
+ * timestamp/> and <end id timestamp/>; an empty <metadata/> for an empty
+ * archive (XEP-0313 "Archive metadata").  Two index seeks. */
+static xd_stanza_t *
+mam_metadata(const xd_iq_req_t *req)
+{
+    char host[XD_JID_PART_MAX + 1], user[XD_JID_PART_MAX + 1];
+    xd_str_t l = xd_jid_local(req->to), d = xd_jid_domain(req->to);
+    snprintf(host, sizeof host, "%.*s", (int)d.len, d.p);
+    snprintf(user, sizeof user, "%.*s", (int)l.len, l.p);
+    xd_db_conn_t *c;
+    if (xd_db_acquire(xd_module_db(req->ctx), &c) != 0)
+        return xd_stanza_error(req->iq, XD_COND_INTERNAL_SERVER_ERROR, NULL);
+    xd_db_val_t k[] = { XD_DB_V_CSTR(host), XD_DB_V_CSTR(user) };
+    mam_end_t ends[2] = { 0 };
+    int rc = xd_db_query(c,
+                         "SELECT id, ts FROM archive WHERE host = ? AND username = ?"
+                         " ORDER BY ts, seq LIMIT 1",
+                         k, 2, mam_end_row, &ends[0]);
+    if (rc == 0)
+        rc = xd_db_query(c,
+                         "SELECT id, ts FROM archive WHERE host = ? AND username = ?"
+                         " ORDER BY ts DESC, seq DESC LIMIT 1",
+                         k, 2, mam_end_row, &ends[1]);
+    xd_db_release(c);
+    if (rc != 0)
+        return xd_stanza_error(req->iq, XD_COND_INTERNAL_SERVER_ERROR, NULL);
+    xd_el_t *r = xd_iq_result_builder(req->iq);
+    xd_el_t *md = xd_el_add_child(r, "metadata", MAM_NS);
+    for (int i = 0; i < 2 && ends[0].set && ends[1].set; i++) {
+        xd_el_t *e = xd_el_add_child(md, i ? "end" : "start", MAM_NS);
+        char stamp[64];
+        mam_stamp(ends[i].ts, stamp, sizeof stamp);
+        xd_el_set_attr(e, "id", ends[i].id);
+        xd_el_set_attr(e, "timestamp", stamp);
+    }
+    return xd_el_freeze(r);
+}
+
 /* IQ urn:xmpp:mam:2 to an account's bare JID (pool thread). */
 static xd_stanza_t *
 mam_iq(const xd_iq_req_t *req)
@@ -1404,8 +1465,12 @@ mam_iq(const xd_iq_req_t *req)
     bool get = type && !strcmp(type, "get");
     if (xd_el_is(req->payload, "prefs", MAM_NS))
         return mam_prefs(req, req->payload);
+    if (xd_el_is(req->payload, "metadata", MAM_NS))
+        return get ? mam_metadata(req)
+                   : xd_stanza_error(req->iq, XD_COND_BAD_REQUEST, "<metadata/> is an IQ-get");
     if (!xd_el_is(req->payload, "query", MAM_NS))
-        return xd_stanza_error(req->iq, XD_COND_BAD_REQUEST, "expected <query/> or <prefs/>");
+        return xd_stanza_error(req->iq, XD_COND_BAD_REQUEST,
+                               "expected <query/>, <prefs/> or <metadata/>");
     return get ? mam_form(req) : mam_query(req, req->payload);
 }
 

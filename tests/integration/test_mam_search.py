@@ -79,3 +79,26 @@ def test_fulltext_search(server_factory):
     assert "<not-acceptable" in fin, fin
     res, fin = search(a, "x" * 1024)
     assert res == [] and "type='result'" in fin, fin
+
+
+def test_metadata(server_factory):
+    """urn:xmpp:mam:2#extended: <metadata/> gives the first and last
+    messages' ids and times; an empty archive an empty <metadata/>."""
+    import re
+    srv = start(server_factory)
+    a, _ = online(srv, "alice", "pc")
+    b, _ = online(srv, "bob", "pc")
+    r = iq(a, "md0", f"<metadata xmlns='{NS}'/>", typ="get")
+    assert f"<metadata xmlns='{NS}'/>" in r, r
+    for i in range(3):
+        chat(a, "bob@localhost", f"m{i}", f"m{i}")
+    a.roundtrip()
+    res, _ = mam(a)
+    stamps = [re.search(r"stamp='([^']+)'", x[2]).group(1) for x in res]
+    r = iq(a, "md1", f"<metadata xmlns='{NS}'/>", typ="get")
+    assert f"<start id='{res[0][0]}' timestamp='{stamps[0]}'/>" in r, r
+    assert f"<end id='{res[2][0]}' timestamp='{stamps[2]}'/>" in r, r
+    r = iq(a, "md2", f"<metadata xmlns='{NS}'/>", typ="set")
+    assert "<bad-request" in r, r
+    r = iq(a, "md3", f"<metadata xmlns='{NS}'/>", typ="get", to="bob@localhost")
+    assert "<forbidden" in r, r
