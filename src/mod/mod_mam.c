@@ -308,13 +308,18 @@ mam_parse_time(const char *s, int64_t *out)
 
 /* ---- the SQL dialect of full-text search ------------------------------------------------------- */
 
-/* What differs between drivers in searching (XEP-0431): the condition on
- * the archive (one `?`: the search) and how a user's text becomes that
- * parameter.  A driver without an entry has no full-text search: the field
- * is neither advertised nor accepted. */
+/* What differs between drivers in searching (XEP-0431): the tables a
+ * search reads, its condition (one `?`: the search), the column that
+ * orders the matches (the archive's seq, through the index: rows are
+ * written with ts increasing with seq, see mam_batch_tx, so this order is
+ * the archive's), and how a user's text becomes the parameter.  A driver
+ * without an entry has no full-text search: the field is neither
+ * advertised nor accepted. */
 typedef struct mam_dialect {
     const char *driver;
+    const char *fts_from;
     const char *fts_where;
+    const char *fts_seq;
     /* The parameter for text into out (cap bytes); false when it has no
      * word to search for. */
     bool (*fts_param)(const char *text, char *out, size_t cap);
@@ -370,8 +375,10 @@ mam_fts5_param(const char *text, char *out, size_t cap)
 }
 
 static const mam_dialect_t mam_dialects[] = {
-    { "sqlite", " AND seq IN (SELECT rowid FROM archive_fts WHERE archive_fts MATCH ?)",
-      mam_fts5_param },
+    /* FTS5 walks its matches in rowid order, newest first when asked, and
+     * seeks to a rowid bound: a page reads about its own rows. */
+    { "sqlite", "archive_fts JOIN archive ON archive.seq = archive_fts.rowid",
+      " AND archive_fts MATCH ?", "archive_fts.rowid", mam_fts5_param },
 };
 
 static const mam_dialect_t *
@@ -511,11 +518,22 @@ mam_mode_for(xd_db_conn_t *c, const char *host, const char *user, const char *pe
 static int
 mam_batch_tx(xd_db_conn_t *c, void *arg)
 {
+    /* Rows are written with ts increasing with seq, whatever the clock
+     * did (a step back, a restart): the archive's order (ts, seq) is then
+     * seq's, which full-text search reads from its index. */
+    int64_t floor = 0;
+    int rc0 = xd_db_query(c, "SELECT ts FROM archive ORDER BY seq DESC LIMIT 1", NULL, 0,
+                          mam_int_row, &floor);
+    if (rc0 != 0)
+        return rc0;
     for (mod_batch_item_t *it = arg; it; it = it->next) {
         mam_item_t *m = (mam_item_t *)it;
         if (m->b.status == MAM_SKIP)
             continue;
         int64_t ts = mam_now_us();
+        if (ts <= floor)
+            ts = floor + 1;
+        floor = ts;
         xd_db_val_t row[] = {
             XD_DB_V_CSTR(m->host),     XD_DB_V_CSTR(m->user),     XD_DB_V_CSTR(m->id),
             XD_DB_V_INT(ts),           XD_DB_V_CSTR(m->peer),     XD_DB_V_CSTR(m->resource),
@@ -741,8 +759,8 @@ typedef struct mam_sel {
     int64_t start, end;          /* µs, inclusive */
     mam_pos_t lower, upper;      /* exclusive bounds */
     const char *id;              /* one id of `ids`, or NULL */
-    const char *fts_where;       /* the dialect's full-text condition, or NULL */
-    const char *fts;             /* its parameter */
+    const mam_dialect_t *dl;     /* full-text search: the dialect */
+    const char *fts;             /* its parameter, or NULL */
 } mam_sel_t;
 
 typedef struct mam_row {
@@ -785,12 +803,14 @@ mam_row(void *arg, const xd_db_val_t *cols, size_t ncols)
 #define MAM_SQL_MAX 1024
 #define MAM_PARAMS_MAX 16
 
-/* The WHERE clause of sel into sql (after `head`), its parameters into p. */
+/* `head` FROM the tables of sel WHERE its conditions into sql, their
+ * parameters into p. */
 static size_t
 mam_where(const mam_sel_t *sel, char *sql, const char *head, xd_db_val_t *p)
 {
     size_t n = 0;
-    snprintf(sql, MAM_SQL_MAX, "%s WHERE host = ? AND username = ?", head);
+    snprintf(sql, MAM_SQL_MAX, "%s FROM %s WHERE host = ? AND username = ?", head,
+             sel->fts ? sel->dl->fts_from : "archive");
     p[n++] = XD_DB_V_CSTR(sel->host);
     p[n++] = XD_DB_V_CSTR(sel->user);
 #define ADD(text) strncat(sql, text, MAM_SQL_MAX - strlen(sql) - 1)
@@ -829,8 +849,21 @@ mam_where(const mam_sel_t *sel, char *sql, const char *head, xd_db_val_t *p)
         p[n++] = XD_DB_V_CSTR(sel->id);
     }
     if (sel->fts) {
-        ADD(sel->fts_where);
+        ADD(sel->dl->fts_where);
         p[n++] = XD_DB_V_CSTR(sel->fts);
+        /* The bounds again on the index's order, for it to seek. */
+        if (sel->lower.set) {
+            ADD(" AND ");
+            ADD(sel->dl->fts_seq);
+            ADD(" > ?");
+            p[n++] = XD_DB_V_INT(sel->lower.seq);
+        }
+        if (sel->upper.set) {
+            ADD(" AND ");
+            ADD(sel->dl->fts_seq);
+            ADD(" < ?");
+            p[n++] = XD_DB_V_INT(sel->upper.seq);
+        }
     }
     return n;
 }
@@ -840,8 +873,14 @@ mam_select(xd_db_conn_t *c, const mam_sel_t *sel, bool desc, int64_t limit, mam_
 {
     char sql[MAM_SQL_MAX];
     xd_db_val_t p[MAM_PARAMS_MAX];
-    size_t n = mam_where(sel, sql, "SELECT seq, ts, id, xml FROM archive", p);
-    ADD(desc ? " ORDER BY ts DESC, seq DESC LIMIT ?" : " ORDER BY ts, seq LIMIT ?");
+    size_t n = mam_where(sel, sql, "SELECT seq, ts, id, xml", p);
+    if (sel->fts) {
+        ADD(" ORDER BY ");
+        ADD(sel->dl->fts_seq);
+        ADD(desc ? " DESC LIMIT ?" : " LIMIT ?");
+    } else {
+        ADD(desc ? " ORDER BY ts DESC, seq DESC LIMIT ?" : " ORDER BY ts, seq LIMIT ?");
+    }
     p[n++] = XD_DB_V_INT(limit);
     return xd_db_query(c, sql, p, n, mam_row, out);
 }
@@ -851,7 +890,7 @@ mam_count(xd_db_conn_t *c, const mam_sel_t *sel, int64_t *out)
 {
     char sql[MAM_SQL_MAX];
     xd_db_val_t p[MAM_PARAMS_MAX];
-    size_t n = mam_where(sel, sql, "SELECT COUNT(*) FROM archive", p);
+    size_t n = mam_where(sel, sql, "SELECT COUNT(*)", p);
     return xd_db_query_int64(c, sql, p, n, out);
 }
 
@@ -862,7 +901,7 @@ mam_count_upto(xd_db_conn_t *c, const mam_sel_t *sel, int64_t limit, int64_t *ou
 {
     char sql[MAM_SQL_MAX];
     xd_db_val_t p[MAM_PARAMS_MAX];
-    size_t n = mam_where(sel, sql, "SELECT COUNT(*) FROM (SELECT 1 FROM archive", p);
+    size_t n = mam_where(sel, sql, "SELECT COUNT(*) FROM (SELECT 1", p);
     ADD(" LIMIT ?)");
     p[n++] = XD_DB_V_INT(limit + 1);
     int rc = xd_db_query_int64(c, sql, p, n, out);
@@ -1069,7 +1108,7 @@ mam_query(const xd_iq_req_t *req, const xd_el_t *query)
         if (!dl->fts_param(fulltext, fts, sizeof fts))
             return xd_stanza_error(req->iq, XD_COND_BAD_REQUEST,
                                    "the full-text search has no word");
-        sel.fts_where = dl->fts_where;
+        sel.dl = dl;
         sel.fts = fts;
     }
 
