@@ -52,8 +52,11 @@
  *
  * Metadata (#extended): <metadata/> get → the first and last messages.
  *
- * Left for later: XEP-0424 retraction tombstones, export, room (MUC)
- * archives.
+ * Retraction (XEP-0424): a message with <retract id/> (archived itself)
+ * turns the sender's messages with that origin-id (or id) into tombstones
+ * in this archive: mam_retract.
+ *
+ * Left for later: export, room (MUC) archives.
  */
 #include <stdatomic.h>
 #include <stdint.h>
@@ -91,6 +94,7 @@
 #define MAM_ID_MAX 128     /* bytes of an archive id we look up */
 #define MAM_QUERYID_MAX 256 /* bytes of a queryid echoed back */
 #define MAM_NS_FTS "urn:xmpp:fulltext:0"
+#define MAM_NS_RETRACT "urn:xmpp:message-retract:1"
 #define MAM_FTS_FIELD "{urn:xmpp:fulltext:0}fulltext"
 #define MAM_FTS_MAX 1024    /* bytes of a full-text search (XEP-0431) */
 
@@ -193,10 +197,19 @@ static const char *const mam_mig2_sqlite[] = {
     NULL,
 };
 
+/* XEP-0424: the id a sender's client gave the message (its XEP-0359
+ * origin-id, else its id attribute), which a retraction names. */
+static const char *const mam_mig3[] = {
+    "ALTER TABLE archive ADD COLUMN msgid TEXT",
+    "CREATE INDEX archive_msgid ON archive (host, username, peer, msgid)",
+    NULL,
+};
+
 static const xd_db_migration_t mam_migrations[] = {
     { 1, NULL, mam_mig1 },
     { 2, NULL, mam_mig2 },
     { 2, "sqlite", mam_mig2_sqlite },
+    { 3, NULL, mam_mig3 },
     { 0, NULL, NULL },
 };
 
@@ -408,7 +421,8 @@ mam_archivable(const xd_el_t *el)
     if (xd_el_child(el, "no-permanent-store", XD_NS_HINTS) ||
         xd_el_child(el, "no-store", XD_NS_HINTS))
         return false;
-    return xd_el_child(el, "store", XD_NS_HINTS) || mod_msg_worth_keeping(el);
+    return xd_el_child(el, "store", XD_NS_HINTS) || xd_el_child(el, "retract", MAM_NS_RETRACT) ||
+           mod_msg_worth_keeping(el);
 }
 
 /* The stanza-id in msg claiming `by`, or NULL. */
@@ -435,6 +449,8 @@ typedef struct mam_item {
     int dir;              /* 0: received, 1: sent */
     char *body;           /* or NULL */
     char *xml;            /* the message */
+    char *msgid;          /* its origin-id or id, or NULL */
+    char *retract;        /* XEP-0424: the msgid it retracts, or NULL */
     bool check_account;   /* received without a session: does the account exist? */
     int default_mode;     /* the host's default */
 } mam_item_t;
@@ -448,6 +464,8 @@ mam_item_free(mam_item_t *m)
     xd_free(m->resource);
     xd_free(m->body);
     xd_free(m->xml);
+    xd_free(m->msgid);
+    xd_free(m->retract);
     xd_free(m);
 }
 
@@ -515,6 +533,79 @@ mam_mode_for(xd_db_conn_t *c, const char *host, const char *user, const char *pe
 /* Status of an item that is not written, without being an error. */
 #define MAM_SKIP 1
 
+/* The tombstone of an archived message (XEP-0424): its addressing (from,
+ * to, type, id), <retracted stamp/> and the origin-id it had; nothing of
+ * its content.  NULL when the stored XML does not parse. */
+static char *
+mam_tombstone(const char *xml, const char *msgid, int64_t now)
+{
+    xd_stanza_t *orig = NULL;
+    if (xd_stanza_parse(xml, strlen(xml), XD_NS_CLIENT, &orig) != 0)
+        return NULL;
+    const xd_el_t *o = xd_stanza_root(orig);
+    xd_el_t *m = xd_el_new("message", NULL);
+    static const char *const keep[] = { "from", "to", "type", "id" };
+    for (size_t i = 0; i < sizeof keep / sizeof keep[0]; i++)
+        if (xd_el_attr(o, keep[i]))
+            xd_el_set_attr(m, keep[i], xd_el_attr(o, keep[i]));
+    xd_stanza_unref(orig);
+    char stamp[64];
+    mam_stamp(now, stamp, sizeof stamp);
+    xd_el_set_attr(xd_el_add_child(m, "retracted", MAM_NS_RETRACT), "stamp", stamp);
+    xd_el_set_attr(xd_el_add_child(m, "origin-id", XD_NS_SID), "id", msgid);
+    xd_stanza_t *st = xd_el_freeze(m);
+    size_t len;
+    const char *b = xd_stanza_bytes(st, &len);
+    char *out = xd_strndup(b, len);
+    xd_stanza_unref(st);
+    return out;
+}
+
+typedef struct mam_seqs {
+    int64_t seq[16];
+    char *xml[16];
+    size_t n;
+} mam_seqs_t;
+
+static int
+mam_seq_row(void *arg, const xd_db_val_t *cols, size_t ncols)
+{
+    mam_seqs_t *r = arg;
+    if (ncols < 2 || cols[0].type != XD_DB_INT64 || cols[1].type != XD_DB_TEXT)
+        return 0;
+    r->seq[r->n] = cols[0].i;
+    r->xml[r->n] = xd_strndup(cols[1].s.p, cols[1].s.len);
+    return ++r->n == sizeof r->seq / sizeof r->seq[0];
+}
+
+/* XEP-0424: the messages a retraction names become tombstones in this
+ * archive.  Only the sender's own messages: the same direction and the
+ * same peer as the retraction (in the sender's archive its sent messages
+ * to that peer, in the recipient's the messages received from it), so
+ * nobody retracts another's message.  Retracted ones are left alone. */
+static int
+mam_retract(xd_db_conn_t *c, const mam_item_t *m, int64_t now)
+{
+    xd_db_val_t k[] = { XD_DB_V_CSTR(m->host), XD_DB_V_CSTR(m->user), XD_DB_V_CSTR(m->peer),
+                        XD_DB_V_CSTR(m->retract), XD_DB_V_INT(m->dir) };
+    mam_seqs_t r = { .n = 0 };
+    int rc = xd_db_query(c,
+                         "SELECT seq, xml FROM archive WHERE host = ? AND username = ?"
+                         " AND peer = ? AND msgid = ? AND dir = ? AND body IS NOT NULL",
+                         k, 5, mam_seq_row, &r);
+    for (size_t i = 0; i < r.n; i++) {
+        char *t = rc == 0 ? mam_tombstone(r.xml[i], m->retract, now) : NULL;
+        if (t) {
+            xd_db_val_t u[] = { XD_DB_V_CSTR(t), XD_DB_V_INT(r.seq[i]) };
+            rc = xd_db_query(c, "UPDATE archive SET body = NULL, xml = ? WHERE seq = ?", u, 2,
+                             NULL, NULL);
+            xd_free(t);
+        }
+        xd_free(r.xml[i]);
+    }
+    return rc;
+}
+
 static int
 mam_batch_tx(xd_db_conn_t *c, void *arg)
 {
@@ -534,17 +625,20 @@ mam_batch_tx(xd_db_conn_t *c, void *arg)
         if (ts <= floor)
             ts = floor + 1;
         floor = ts;
+        int rc = m->retract ? mam_retract(c, m, ts) : 0;
+        if (rc != 0)
+            return rc;
         xd_db_val_t row[] = {
             XD_DB_V_CSTR(m->host),     XD_DB_V_CSTR(m->user),     XD_DB_V_CSTR(m->id),
             XD_DB_V_INT(ts),           XD_DB_V_CSTR(m->peer),     XD_DB_V_CSTR(m->resource),
             XD_DB_V_INT(m->dir),       m->body ? XD_DB_V_CSTR(m->body) : XD_DB_V_NULL,
-            XD_DB_V_CSTR(m->xml),
+            XD_DB_V_CSTR(m->xml),      m->msgid ? XD_DB_V_CSTR(m->msgid) : XD_DB_V_NULL,
         };
-        int rc = xd_db_query(c,
-                             "INSERT INTO archive"
-                             " (host, username, id, ts, peer, resource, dir, body, xml)"
-                             " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                             row, 9, NULL, NULL);
+        rc = xd_db_query(c,
+                         "INSERT INTO archive"
+                         " (host, username, id, ts, peer, resource, dir, body, xml, msgid)"
+                         " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                         row, 10, NULL, NULL);
         if (rc == XD_EDB_CONSTRAINT) {
             m->b.status = MAM_SKIP; /* the same id again: archived already */
             continue;
@@ -638,8 +732,17 @@ mam_queue(xd_module_ctx_t *ctx, const xd_stanza_t *msg, const xd_jid_t *account,
     m->peer = mam_strs(xd_jid_bare_str(peer));
     m->resource = mam_strs(xd_jid_resource(peer));
     m->dir = dir;
-    const char *body = xd_el_child_text(xd_stanza_root(msg), "body", NULL);
+    const xd_el_t *root = xd_stanza_root(msg);
+    const char *body = xd_el_child_text(root, "body", NULL);
     m->body = body ? xd_strdup(body) : NULL;
+    const xd_el_t *oid = xd_el_child(root, "origin-id", XD_NS_SID);
+    const char *msgid = oid ? xd_el_attr(oid, "id") : xd_el_attr(root, "id");
+    if (msgid && *msgid && strlen(msgid) <= MAM_ID_MAX)
+        m->msgid = xd_strdup(msgid);
+    const xd_el_t *rt = xd_el_child(root, "retract", MAM_NS_RETRACT);
+    const char *rid = rt ? xd_el_attr(rt, "id") : NULL;
+    if (rid && *rid && strlen(rid) <= MAM_ID_MAX)
+        m->retract = xd_strdup(rid);
     m->xml = xd_strndup(bytes, len);
     m->b.bytes = len;
     m->check_account = check_account;
@@ -1637,6 +1740,8 @@ mam_start(xd_module_ctx_t *ctx)
         rc = xd_module_feature(ctx, XD_IQ_USER, MAM_NS_EXT);
     if (rc == 0 && mam_dialect(xd_module_db(ctx)))
         rc = xd_module_feature(ctx, XD_IQ_USER, MAM_NS_FTS);
+    if (rc == 0)
+        rc = xd_module_feature(ctx, XD_IQ_USER, MAM_NS_RETRACT);
     if (rc == 0)
         rc = xd_module_hook(ctx, XD_HOOK_USER_SEND_PACKET, XD_HOOK_PRIO_DEFAULT, mam_sent, NULL);
     if (rc == 0)

@@ -102,3 +102,60 @@ def test_metadata(server_factory):
     assert "<bad-request" in r, r
     r = iq(a, "md3", f"<metadata xmlns='{NS}'/>", typ="get", to="bob@localhost")
     assert "<forbidden" in r, r
+
+
+RETRACT = "urn:xmpp:message-retract:1"
+
+
+def retraction(c, to, rid, mid):
+    c.send(f"<message to='{to}' type='chat' id='{mid}'><retract xmlns='{RETRACT}' id='{rid}'/>"
+           f"<fallback xmlns='urn:xmpp:fallback:0' for='{RETRACT}'/>"
+           f"<body>This person attempted to retract a previous message</body>"
+           f"<store xmlns='urn:xmpp:hints'/></message>")
+
+
+def test_retraction_leaves_a_tombstone(server_factory):
+    """XEP-0424: the sender's retraction turns the message into a tombstone
+    in both archives (no body, no payload, <retracted stamp/> and the
+    origin-id), the retraction itself is archived; a retraction by anyone
+    else changes nothing."""
+    import re
+    srv = start(server_factory)
+    a, _ = online(srv, "alice", "pc")
+    b, _ = online(srv, "bob", "pc")
+    c, _ = online(srv, "carol", "pc")
+    r = iq(a, "d1", "<query xmlns='http://jabber.org/protocol/disco#info'/>", typ="get",
+           to="alice@localhost")
+    assert f"var='{RETRACT}'" in r, r
+    chat(a, "bob@localhost", "secret plans", "a1", "<origin-id xmlns='urn:xmpp:sid:0' id='o1'/>"
+         "<x xmlns='jabber:x:oob'><url>https://example.org/plans.pdf</url></x>")
+    chat(a, "bob@localhost", "keep this", "a2")
+    a.roundtrip()
+    chat(b, "alice@localhost", "bob's own o1", "o1")
+    b.roundtrip()
+    # Not the sender: bob names alice's a2, carol names o1; nothing changes.
+    retraction(b, "alice@localhost", "a2", "rb")
+    retraction(c, "alice@localhost", "o1", "rc")
+    c.roundtrip()
+    b.roundtrip()
+    res, _ = mam(a)
+    assert bodies(res)[:3] == ["secret plans", "keep this", "bob's own o1"], res
+    # alice retracts o1 (the origin-id of a1).
+    retraction(a, "bob@localhost", "o1", "ra")
+    a.roundtrip()
+    b.recv_until(r"<message[^>]*id='ra'")
+    b.roundtrip()
+    for cl, n in ((a, 6), (b, 5)):
+        res, _ = mam(cl)
+        assert len(res) == n, res
+        tomb = res[0][2]
+        assert res[0][1] is None and "secret" not in tomb and "oob" not in tomb, tomb
+        assert re.search(rf"<retracted xmlns='{RETRACT}' stamp='[^']+'/>", tomb), tomb
+        assert "<origin-id xmlns='urn:xmpp:sid:0' id='o1'/>" in tomb and "id='a1'" in tomb, tomb
+        assert bodies(res)[1:3] == ["keep this", "bob's own o1"], res
+        assert f"<retract xmlns='{RETRACT}' id='o1'/>" in res[-1][2], res[-1]
+        got, _ = search(cl, "secret")
+        assert got == [], got
+    # bob's message with id o1 stayed: another sender, another peer.
+    res, _ = mam(b, **{"with": "alice@localhost"})
+    assert "bob's own o1" in bodies(res), res
