@@ -56,14 +56,19 @@
  * turns the sender's messages with that origin-id (or id) into tombstones
  * in this archive: mam_retract.
  *
- * Left for later: export, room (MUC) archives.
+ * Export: `xmppctl export_mam USER HOST FILE` (XEP-0227 <archive/>).
+ *
+ * Left for later: room (MUC) archives.
  */
+#include <errno.h>
+#include <fcntl.h>
 #include <stdatomic.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "mod_batch.h"
 #include "mod_util.h"
@@ -1723,6 +1728,126 @@ static const xd_cmd_t mam_cmd_delete_old = {
     .fn = mam_delete_old,
 };
 
+/* ---- export (XEP-0227 form) -------------------------------------------------------------------- */
+
+typedef struct mam_export {
+    FILE *f;
+    int64_t n;
+    mam_pos_t last;
+} mam_export_t;
+
+/* One archived message as a XEP-0313 <result/>, like a query result. */
+static int
+mam_export_row(void *arg, const xd_db_val_t *cols, size_t ncols)
+{
+    mam_export_t *e = arg;
+    if (ncols < 4 || cols[0].type != XD_DB_INT64 || cols[1].type != XD_DB_INT64 ||
+        cols[2].type != XD_DB_TEXT || cols[3].type != XD_DB_TEXT)
+        return 0;
+    e->last = (mam_pos_t){ true, cols[1].i, cols[0].i };
+    xd_stanza_t *orig = NULL;
+    if (xd_stanza_parse(cols[3].s.p, cols[3].s.len, XD_NS_CLIENT, &orig) != 0)
+        return 0;
+    char id[MAM_ID_MAX + 1], stamp[64];
+    snprintf(id, sizeof id, "%.*s", (int)cols[2].s.len, cols[2].s.p);
+    xd_el_t *r = xd_el_new("result", MAM_NS);
+    xd_el_set_attr(r, "id", id);
+    xd_el_t *fw = xd_el_add_child(r, "forwarded", XD_NS_FORWARD);
+    mam_stamp(cols[1].i, stamp, sizeof stamp);
+    xd_el_set_attr(xd_el_add_child(fw, "delay", XD_NS_DELAY), "stamp", stamp);
+    xd_el_t *m = xd_stanza_edit(orig);
+    xd_stanza_unref(orig);
+    xd_el_set_attr(m, "xmlns", XD_NS_CLIENT); /* standalone: the message says its own */
+    xd_el_append(fw, m);
+    xd_stanza_t *st = xd_el_freeze(r);
+    size_t len;
+    const char *b = xd_stanza_bytes(st, &len);
+    int rc = fprintf(e->f, "        ") < 0 || fwrite(b, 1, len, e->f) != len ||
+                     fputc('\n', e->f) == EOF
+                 ? XD_EINTERNAL
+                 : 0;
+    xd_stanza_unref(st);
+    e->n++;
+    return rc;
+}
+
+static const xd_cmd_arg_t mam_export_args[] = {
+    { "user", XD_CMD_USER, "the account's localpart" },
+    { "host", XD_CMD_HOST, "its host" },
+    { "file", XD_CMD_STRING, "a new file (it must not exist) the server writes, mode 0600" },
+};
+
+/* xmppctl export_mam USER HOST FILE: the account's archive, oldest first,
+ * as XEP-0227 <server-data><host><user><archive xmlns='urn:xmpp:pie:0#mam'>
+ * with one XEP-0313 <result/> per message; read 1000 rows at a time. */
+static int
+mam_export_cmd(xd_cmd_call_t *call)
+{
+    const char *user = call->args[0].text, *host = call->args[1].text;
+    const char *path = call->args[2].text;
+    xd_module_ctx_t *ctx = xd_module_instance("mod_mam", host);
+    if (!ctx)
+        return xd_cmd_errorf(call, XD_ENOTFOUND, "mod_mam does not run on %s", host);
+    xd_db_t *db = xd_module_db(ctx);
+    int fd = db ? open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600) : -1;
+    if (fd < 0) {
+        int err = errno;
+        xd_module_release(ctx);
+        if (!db)
+            return xd_cmd_errorf(call, XD_ENOTSUP, "no database");
+        return xd_cmd_errorf(call, err == EEXIST ? XD_EEXIST : XD_EINVAL, "%s: %s", path,
+                             strerror(err));
+    }
+    mam_export_t e = { .f = fdopen(fd, "w") };
+    if (!e.f) {
+        close(fd);
+        xd_module_release(ctx);
+        return xd_cmd_errorf(call, XD_EINTERNAL, "%s: cannot open", path);
+    }
+    fprintf(e.f,
+            "<?xml version='1.0' encoding='UTF-8'?>\n<server-data xmlns='urn:xmpp:pie:0'>\n"
+            "  <host jid='%s'>\n    <user name='%s'>\n"
+            "      <archive xmlns='urn:xmpp:pie:0#mam'>\n",
+            host, user);
+    xd_db_conn_t *c;
+    int rc = xd_db_acquire(db, &c);
+    bool held = rc == 0;
+    while (rc == 0) {
+        int64_t before = e.n;
+        xd_db_val_t k[] = { XD_DB_V_CSTR(host), XD_DB_V_CSTR(user), XD_DB_V_INT(e.last.ts),
+                            XD_DB_V_INT(e.last.ts), XD_DB_V_INT(e.last.seq) };
+        rc = xd_db_query(c,
+                         "SELECT seq, ts, id, xml FROM archive WHERE host = ? AND username = ?"
+                         " AND ts >= ? AND (ts > ? OR seq > ?) ORDER BY ts, seq LIMIT 1000",
+                         k, 5, mam_export_row, &e);
+        if (rc != 0 || e.n - before < 1000)
+            break;
+    }
+    if (held)
+        xd_db_release(c);
+    fprintf(e.f, "      </archive>\n    </user>\n  </host>\n</server-data>\n");
+    bool bad = ferror(e.f) != 0;
+    if ((fclose(e.f) != 0 || bad) && rc == 0)
+        rc = XD_EINTERNAL;
+    xd_module_release(ctx);
+    if (rc != 0) {
+        unlink(path);
+        return xd_cmd_errorf(call, rc, "export of %s@%s: %s", user, host, xd_strerror(rc));
+    }
+    call->res.i = e.n;
+    return 0;
+}
+
+static const xd_cmd_t mam_cmd_export = {
+    .name = "export_mam",
+    .doc = "write an account's message archive to FILE (XEP-0227 form, oldest first)",
+    .args = mam_export_args,
+    .nargs = 3,
+    .result = XD_CMD_RES_INT,
+    .result_doc = "how many messages were written",
+    .fn = mam_export_cmd,
+};
+
 /* ---- module ------------------------------------------------------------------------------------ */
 
 static void
@@ -1756,6 +1881,8 @@ mam_start(xd_module_ctx_t *ctx)
         rc = mod_user_rows(ctx, "DELETE FROM archive_prefs_jid WHERE host = ? AND username = ?");
     if (rc == 0)
         rc = xd_module_command(ctx, &mam_cmd_delete_old);
+    if (rc == 0)
+        rc = xd_module_command(ctx, &mam_cmd_export);
     return rc ? xd_module_fail(ctx, rc, "cannot register: %s", xd_strerror(rc)) : 0;
 }
 

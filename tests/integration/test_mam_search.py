@@ -159,3 +159,46 @@ def test_retraction_leaves_a_tombstone(server_factory):
     # bob's message with id o1 stayed: another sender, another peer.
     res, _ = mam(b, **{"with": "alice@localhost"})
     assert "bob's own o1" in bodies(res), res
+
+
+def test_export_mam(server_factory, tmp_path):
+    """xmppctl export_mam USER HOST FILE writes the account's archive in the
+    XEP-0227 form, oldest first, across the 1000-row reads; a FILE that
+    exists is refused."""
+    import os
+    import xml.etree.ElementTree as ET
+    srv = start(server_factory)
+    a, _ = online(srv, "alice", "pc")
+    b, _ = online(srv, "bob", "pc")
+    a.send("".join(f"<message to='bob@localhost' type='chat' id='e{i}'><body>n{i}</body>"
+                   f"</message>" for i in range(1003)))
+    chat(a, "bob@localhost", "a &amp; b &lt;c&gt; 'q'", "last")
+    a.roundtrip()
+    res, _ = mam(a, rsm="<max>1</max><before/>")
+    path = str(tmp_path / "alice.xml")
+    r = srv.ctl_run("export_mam", "alice", "localhost", path)
+    assert r.returncode == 0 and r.stdout.strip() == "1004", r.stdout + r.stderr
+    assert oct(os.stat(path).st_mode & 0o777) == "0o600"
+    root = ET.parse(path).getroot()
+    assert root.tag == "{urn:xmpp:pie:0}server-data"
+    host = root.find("{urn:xmpp:pie:0}host")
+    user = host.find("{urn:xmpp:pie:0}user")
+    assert host.get("jid") == "localhost" and user.get("name") == "alice"
+    results = user.find("{urn:xmpp:pie:0#mam}archive").findall("{urn:xmpp:mam:2}result")
+    bodies_ = [x.find("{urn:xmpp:forward:0}forwarded/{jabber:client}message/{jabber:client}body")
+               .text for x in results]
+    assert bodies_ == [f"n{i}" for i in range(1003)] + ["a & b <c> 'q'"], bodies_[-3:]
+    assert results[-1].get("id") == res[0][0]
+    stamp = results[0].find("{urn:xmpp:forward:0}forwarded/{urn:xmpp:delay}delay").get("stamp")
+    assert stamp.endswith("Z"), stamp
+    # The file exists: refused, untouched.
+    r = srv.ctl_run("export_mam", "alice", "localhost", path)
+    assert r.returncode != 0 and "exists" in (r.stdout + r.stderr).lower(), r.stdout + r.stderr
+    # An account without messages: an empty archive element.
+    path2 = str(tmp_path / "carol.xml")
+    r = srv.ctl_run("export_mam", "carol", "localhost", path2)
+    assert r.returncode == 0 and r.stdout.strip() == "0", r.stdout + r.stderr
+    assert ET.parse(path2).getroot().find(".//{urn:xmpp:pie:0#mam}archive") is not None
+    # Not a host of ours.
+    r = srv.ctl_run("export_mam", "alice", "elsewhere.example", str(tmp_path / "x.xml"))
+    assert r.returncode != 0 and not os.path.exists(tmp_path / "x.xml"), r.stdout + r.stderr
