@@ -1891,7 +1891,8 @@ static const char *const mam_depends[] = { "mod_stanza_id", NULL };
 const xd_module_t xd_mod_mam = {
     .abi = XD_MODULE_ABI,
     .name = "mod_mam",
-    .doc = "Message archive (XEP-0313): both directions, queries with RSM, preferences, expiry",
+    .doc = "Message archive (XEP-0313): both directions, queries with RSM, full-text search, "
+           "preferences, retraction tombstones, expiry, export",
     .depends = mam_depends,
     .opts = mam_opts,
     .opts_size = sizeof(mam_conf_t),

@@ -90,6 +90,9 @@ def test_both_directions_same_id_and_disco(server_factory):
     sid = re.search(r"<stanza-id xmlns='urn:xmpp:sid:0' id='([^']+)' by='bob@localhost'/>", got)
     assert sid, got
     assert "by='alice@localhost'" not in got, got
+    # Delivery does not wait for the archive: only alice's round trip
+    # proves m1 written (in both archives) before bob's answer is.
+    a.roundtrip()
     chat(b, "alice@localhost", "hi alice", "m2")
     a.recv_until(r"<message[^>]*id='m2'.*?</message>")
     b.roundtrip()
