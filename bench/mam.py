@@ -49,10 +49,13 @@ PLANS = {
     "with page": W + " AND peer = ? ORDER BY ts DESC, seq DESC LIMIT ?",
     "bounded count": "SELECT COUNT(*) FROM (SELECT 1 FROM archive WHERE host = ? AND username = ?"
                      " AND ts <= ? AND (ts < ? OR seq < ?) LIMIT ?)",
-    "full-text page": "SELECT seq, ts, id, xml FROM archive_fts JOIN archive"
+    "full-text count": "SELECT COUNT(*) FROM (SELECT 1 FROM archive_fts CROSS JOIN archive"
+                       " ON archive.seq = archive_fts.rowid WHERE host = ? AND username = ?"
+                       " AND archive_fts MATCH ? LIMIT ?)",
+    "full-text page": "SELECT seq, ts, id, xml FROM archive_fts CROSS JOIN archive"
                       " ON archive.seq = archive_fts.rowid WHERE host = ? AND username = ?"
                       " AND archive_fts MATCH ? ORDER BY archive_fts.rowid DESC LIMIT ?",
-    "full-text before": "SELECT seq, ts, id, xml FROM archive_fts JOIN archive"
+    "full-text before": "SELECT seq, ts, id, xml FROM archive_fts CROSS JOIN archive"
                         " ON archive.seq = archive_fts.rowid WHERE host = ? AND username = ?"
                         " AND ts <= ? AND (ts < ? OR seq < ?) AND archive_fts MATCH ?"
                         " AND archive_fts.rowid < ? ORDER BY archive_fts.rowid DESC LIMIT ?",
@@ -148,7 +151,7 @@ def main():
     with open(srv.config_path, "w") as f:
         f.write(conf)
     try:
-        srv.start()
+        srv.restart(timeout=600)  # counts the "ready" lines of a kept directory's log
         fresh = srv.ctl_run("register", "alice", "localhost", "pw").returncode == 0
         srv.stop(signal.SIGTERM)
         dbs = [p for p in glob.glob(os.path.join(srv.data_dir, "**", "*"), recursive=True)
