@@ -1,5 +1,6 @@
 """mod_mam through the wire, second part: XEP-0431 full-text search (SQLite
-FTS5), the #extended metadata query.
+FTS5), the #extended metadata query, XEP-0424 retraction tombstones and
+xmppctl export_mam.
 
 Barriers as in test_mam.py: after the sender's round trip its messages are
 in the archive."""
@@ -202,3 +203,20 @@ def test_export_mam(server_factory, tmp_path):
     # Not a host of ours.
     r = srv.ctl_run("export_mam", "alice", "elsewhere.example", str(tmp_path / "x.xml"))
     assert r.returncode != 0 and not os.path.exists(tmp_path / "x.xml"), r.stdout + r.stderr
+
+
+def test_retraction_limit(server_factory):
+    """At most 16 messages become tombstones per retraction (the same
+    origin-id used 17 times): the rest are left as they are."""
+    srv = start(server_factory)
+    a, _ = online(srv, "alice", "pc")
+    b, _ = online(srv, "bob", "pc")
+    for i in range(17):
+        chat(a, "bob@localhost", f"dup{i}", f"d{i}",
+             "<origin-id xmlns='urn:xmpp:sid:0' id='same'/>")
+    a.roundtrip()
+    retraction(a, "bob@localhost", "same", "rr")
+    a.roundtrip()
+    res, _ = mam(a)
+    assert [x[1] for x in res[:17]].count(None) == 16, res
+    assert len(res) == 18 and res[17][1].startswith("This person"), res
