@@ -48,15 +48,27 @@
  * host) and `xmppctl delete_old_mam_messages DAYS`; an account's removal
  * deletes its archive and preferences.
  *
- * Left for later: XEP-0431 full-text search, the #extended metadata query,
- * XEP-0424 retraction tombstones, export, room (MUC) archives.
+ * Full-text search (XEP-0431): the SQL of the driver's index in mam_dialects.
+ *
+ * Metadata (#extended): <metadata/> get → the first and last messages.
+ *
+ * Retraction (XEP-0424): a message with <retract id/> (archived itself)
+ * turns the sender's messages with that origin-id (or id) into tombstones
+ * in this archive: mam_retract.
+ *
+ * Export: `xmppctl export_mam USER HOST FILE` (XEP-0227 <archive/>).
+ *
+ * Left for later: room (MUC) archives.
  */
+#include <errno.h>
+#include <fcntl.h>
 #include <stdatomic.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "mod_batch.h"
 #include "mod_util.h"
@@ -86,6 +98,10 @@
 #define MAM_BATCH_MAX_BYTES (4u << 20)
 #define MAM_ID_MAX 128     /* bytes of an archive id we look up */
 #define MAM_QUERYID_MAX 256 /* bytes of a queryid echoed back */
+#define MAM_NS_FTS "urn:xmpp:fulltext:0"
+#define MAM_NS_RETRACT "urn:xmpp:message-retract:1"
+#define MAM_FTS_FIELD "{urn:xmpp:fulltext:0}fulltext"
+#define MAM_FTS_MAX 1024    /* bytes of a full-text search (XEP-0431) */
 
 enum { MAM_NEVER = 0, MAM_ALWAYS = 1, MAM_ROSTER = 2 };
 
@@ -95,6 +111,7 @@ typedef struct mam_conf {
     int default_mode;        /* MAM_* for accounts without preferences */
     int max_page;            /* results per query page */
     int max_prefs_jids;      /* always + never entries per account */
+    int max_count;           /* messages counted for RSM <count/> and index */
     uint64_t archive_expiry; /* ms; 0: kept for ever */
 } mam_conf_t;
 
@@ -117,6 +134,12 @@ static const xd_opt_t mam_opts[] = {
     XD_OPT_INT("max_prefs_jids", C_, max_prefs_jids, "1000", 0, 100000,
                "JIDs in an account's always and never lists together; a <prefs/> with more is "
                "refused with not-acceptable."),
+    XD_OPT_INT("max_count", C_, max_count, "1000", 0, 1000000,
+               "Messages counted for a page's RSM <count/> and <first index/>: when more than "
+               "this many match the query (or precede the page), they are left out (XEP-0059 "
+               "lets a server omit them when counting is expensive) and a page costs the same "
+               "in any archive size.  A query with <max>0</max> asks for the count only and "
+               "always gets it exact."),
     XD_OPT_DURATION("archive_expiry", C_, archive_expiry, "0",
                     "Archived messages older than this are deleted (checked every minute, or "
                     "every expiry when that is shorter).  0: kept until the account is removed "
@@ -157,8 +180,46 @@ static const char *const mam_mig1[] = {
     NULL,
 };
 
+/* Full-text search (XEP-0431) over archive.body: the index is the
+ * driver's own (mam_dialects below holds the matching query SQL).  SQLite:
+ * an FTS5 table with the archive as external content, kept in step by
+ * triggers, filled from the rows already there.  Other drivers: nothing
+ * yet (PostgreSQL: a tsvector column with a GIN index). */
+static const char *const mam_mig2[] = { NULL };
+static const char *const mam_mig2_sqlite[] = {
+    "CREATE VIRTUAL TABLE archive_fts USING fts5(body, content='archive', content_rowid='seq')",
+    "CREATE TRIGGER archive_fts_insert AFTER INSERT ON archive WHEN new.body IS NOT NULL BEGIN"
+    " INSERT INTO archive_fts (rowid, body) VALUES (new.seq, new.body); END",
+    "CREATE TRIGGER archive_fts_delete AFTER DELETE ON archive WHEN old.body IS NOT NULL BEGIN"
+    " INSERT INTO archive_fts (archive_fts, rowid, body) VALUES ('delete', old.seq, old.body);"
+    " END",
+    "CREATE TRIGGER archive_fts_update AFTER UPDATE OF body ON archive BEGIN"
+    " INSERT INTO archive_fts (archive_fts, rowid, body)"
+    "  SELECT 'delete', old.seq, old.body WHERE old.body IS NOT NULL;"
+    " INSERT INTO archive_fts (rowid, body) SELECT new.seq, new.body WHERE new.body IS NOT NULL;"
+    " END",
+    "INSERT INTO archive_fts (archive_fts) VALUES ('rebuild')",
+    NULL,
+};
+
+/* XEP-0424: the id a sender's client gave the message (its XEP-0359
+ * origin-id, else its id attribute), which a retraction names.  msgid
+ * leads the index so that only a lookup by msgid can use it: an index
+ * starting (host, username) competes with archive_ts for every query, and
+ * in a database analyzed before this migration (statistics for the old
+ * indexes, none for this one) SQLite took it for the last page, sorting
+ * the whole archive. */
+static const char *const mam_mig3[] = {
+    "ALTER TABLE archive ADD COLUMN msgid TEXT",
+    "CREATE INDEX archive_msgid ON archive (msgid, host, username, peer)",
+    NULL,
+};
+
 static const xd_db_migration_t mam_migrations[] = {
     { 1, NULL, mam_mig1 },
+    { 2, NULL, mam_mig2 },
+    { 2, "sqlite", mam_mig2_sqlite },
+    { 3, NULL, mam_mig3 },
     { 0, NULL, NULL },
 };
 
@@ -268,6 +329,93 @@ mam_parse_time(const char *s, int64_t *out)
     return true;
 }
 
+/* ---- the SQL dialect of full-text search ------------------------------------------------------- */
+
+/* What differs between drivers in searching (XEP-0431): the tables a
+ * search reads, its condition (one `?`: the search), the column that
+ * orders the matches (the archive's seq, through the index: rows are
+ * written with ts increasing with seq, see mam_batch_tx, so this order is
+ * the archive's), and how a user's text becomes the parameter.  A driver
+ * without an entry has no full-text search: the field is neither
+ * advertised nor accepted. */
+typedef struct mam_dialect {
+    const char *driver;
+    const char *fts_from;
+    const char *fts_where;
+    const char *fts_seq;
+    /* The parameter for text into out (cap bytes); false when it has no
+     * word to search for. */
+    bool (*fts_param)(const char *text, char *out, size_t cap);
+} mam_dialect_t;
+
+/* FTS5: every word must occur (in any order), "a phrase" in quotes as
+ * one; each term is an FTS5 string, so the search has no operators and no
+ * syntax errors (AND, OR, NEAR, * are words like any other). */
+static bool
+mam_fts5_param(const char *text, char *out, size_t cap)
+{
+    size_t n = 0;
+    bool any = false;
+    const char *p = text;
+    out[0] = 0;
+    while (*p) {
+        while (*p == ' ' || *p == '\t' || *p == '\n' || *p == '\r')
+            p++;
+        if (!*p)
+            break;
+        const char *start = p, *end;
+        if (*p == '"') { /* a phrase, to the closing quote or the end */
+            start = ++p;
+            while (*p && *p != '"')
+                p++;
+            end = p;
+            if (*p)
+                p++;
+        } else {
+            while (*p && *p != ' ' && *p != '\t' && *p != '\n' && *p != '\r' && *p != '"')
+                p++;
+            end = p;
+        }
+        if (end == start)
+            continue;
+        /* Each byte at most twice (a quote is doubled), the two quotes and
+         * a space: the caller's cap is 2 * strlen(text) + 4 or more. */
+        if (n + 2 * (size_t)(end - start) + 4 > cap)
+            return false;
+        if (any)
+            out[n++] = ' ';
+        out[n++] = '"';
+        for (const char *c = start; c < end; c++) {
+            if (*c == '"')
+                out[n++] = '"';
+            out[n++] = *c;
+        }
+        out[n++] = '"';
+        out[n] = 0;
+        any = true;
+    }
+    return any;
+}
+
+static const mam_dialect_t mam_dialects[] = {
+    /* FTS5 walks its matches in rowid order, newest first when asked, and
+     * seeks to a rowid bound: a page reads about its own rows.  CROSS JOIN
+     * keeps FTS5 the outer loop: without it a count (no ORDER BY) may be
+     * planned over the account's rows with one FTS5 lookup each. */
+    { "sqlite", "archive_fts CROSS JOIN archive ON archive.seq = archive_fts.rowid",
+      " AND archive_fts MATCH ?", "archive_fts.rowid", mam_fts5_param },
+};
+
+static const mam_dialect_t *
+mam_dialect(xd_db_t *db)
+{
+    const char *name = db ? xd_db_driver_name(db) : NULL;
+    for (size_t i = 0; name && i < sizeof mam_dialects / sizeof mam_dialects[0]; i++)
+        if (!strcmp(mam_dialects[i].driver, name))
+            return &mam_dialects[i];
+    return NULL;
+}
+
 /* ---- what is archived -------------------------------------------------------------------------- */
 
 /* A message that goes into the archives: see the top of the file. */
@@ -285,7 +433,8 @@ mam_archivable(const xd_el_t *el)
     if (xd_el_child(el, "no-permanent-store", XD_NS_HINTS) ||
         xd_el_child(el, "no-store", XD_NS_HINTS))
         return false;
-    return xd_el_child(el, "store", XD_NS_HINTS) || mod_msg_worth_keeping(el);
+    return xd_el_child(el, "store", XD_NS_HINTS) || xd_el_child(el, "retract", MAM_NS_RETRACT) ||
+           mod_msg_worth_keeping(el);
 }
 
 /* The stanza-id in msg claiming `by`, or NULL. */
@@ -312,6 +461,8 @@ typedef struct mam_item {
     int dir;              /* 0: received, 1: sent */
     char *body;           /* or NULL */
     char *xml;            /* the message */
+    char *msgid;          /* its origin-id or id, or NULL */
+    char *retract;        /* XEP-0424: the msgid it retracts, or NULL */
     bool check_account;   /* received without a session: does the account exist? */
     int default_mode;     /* the host's default */
 } mam_item_t;
@@ -325,6 +476,8 @@ mam_item_free(mam_item_t *m)
     xd_free(m->resource);
     xd_free(m->body);
     xd_free(m->xml);
+    xd_free(m->msgid);
+    xd_free(m->retract);
     xd_free(m);
 }
 
@@ -392,25 +545,112 @@ mam_mode_for(xd_db_conn_t *c, const char *host, const char *user, const char *pe
 /* Status of an item that is not written, without being an error. */
 #define MAM_SKIP 1
 
+/* The tombstone of an archived message (XEP-0424): its addressing (from,
+ * to, type, id), <retracted stamp/> and the origin-id it had; nothing of
+ * its content.  NULL when the stored XML does not parse. */
+static char *
+mam_tombstone(const char *xml, const char *msgid, int64_t now)
+{
+    xd_stanza_t *orig = NULL;
+    if (xd_stanza_parse(xml, strlen(xml), XD_NS_CLIENT, &orig) != 0)
+        return NULL;
+    const xd_el_t *o = xd_stanza_root(orig);
+    xd_el_t *m = xd_el_new("message", NULL);
+    static const char *const keep[] = { "from", "to", "type", "id" };
+    for (size_t i = 0; i < sizeof keep / sizeof keep[0]; i++)
+        if (xd_el_attr(o, keep[i]))
+            xd_el_set_attr(m, keep[i], xd_el_attr(o, keep[i]));
+    xd_stanza_unref(orig);
+    char stamp[64];
+    mam_stamp(now, stamp, sizeof stamp);
+    xd_el_set_attr(xd_el_add_child(m, "retracted", MAM_NS_RETRACT), "stamp", stamp);
+    xd_el_set_attr(xd_el_add_child(m, "origin-id", XD_NS_SID), "id", msgid);
+    xd_stanza_t *st = xd_el_freeze(m);
+    size_t len;
+    const char *b = xd_stanza_bytes(st, &len);
+    char *out = xd_strndup(b, len);
+    xd_stanza_unref(st);
+    return out;
+}
+
+typedef struct mam_seqs {
+    int64_t seq[16];
+    char *xml[16];
+    size_t n;
+} mam_seqs_t;
+
+static int
+mam_seq_row(void *arg, const xd_db_val_t *cols, size_t ncols)
+{
+    mam_seqs_t *r = arg;
+    if (ncols < 2 || cols[0].type != XD_DB_INT64 || cols[1].type != XD_DB_TEXT)
+        return 0;
+    r->seq[r->n] = cols[0].i;
+    r->xml[r->n] = xd_strndup(cols[1].s.p, cols[1].s.len);
+    return ++r->n == sizeof r->seq / sizeof r->seq[0];
+}
+
+/* XEP-0424: the messages a retraction names become tombstones in this
+ * archive.  Only the sender's own messages: the same direction and the
+ * same peer as the retraction (in the sender's archive its sent messages
+ * to that peer, in the recipient's the messages received from it), so
+ * nobody retracts another's message.  Retracted ones are left alone. */
+static int
+mam_retract(xd_db_conn_t *c, const mam_item_t *m, int64_t now)
+{
+    xd_db_val_t k[] = { XD_DB_V_CSTR(m->host), XD_DB_V_CSTR(m->user), XD_DB_V_CSTR(m->peer),
+                        XD_DB_V_CSTR(m->retract), XD_DB_V_INT(m->dir) };
+    mam_seqs_t r = { .n = 0 };
+    int rc = xd_db_query(c,
+                         "SELECT seq, xml FROM archive WHERE host = ? AND username = ?"
+                         " AND peer = ? AND msgid = ? AND dir = ? AND body IS NOT NULL",
+                         k, 5, mam_seq_row, &r);
+    for (size_t i = 0; i < r.n; i++) {
+        char *t = rc == 0 ? mam_tombstone(r.xml[i], m->retract, now) : NULL;
+        if (t) {
+            xd_db_val_t u[] = { XD_DB_V_CSTR(t), XD_DB_V_INT(r.seq[i]) };
+            rc = xd_db_query(c, "UPDATE archive SET body = NULL, xml = ? WHERE seq = ?", u, 2,
+                             NULL, NULL);
+            xd_free(t);
+        }
+        xd_free(r.xml[i]);
+    }
+    return rc;
+}
+
 static int
 mam_batch_tx(xd_db_conn_t *c, void *arg)
 {
+    /* Rows are written with ts increasing with seq, whatever the clock
+     * did (a step back, a restart): the archive's order (ts, seq) is then
+     * seq's, which full-text search reads from its index. */
+    int64_t floor = 0;
+    int rc0 = xd_db_query(c, "SELECT ts FROM archive ORDER BY seq DESC LIMIT 1", NULL, 0,
+                          mam_int_row, &floor);
+    if (rc0 != 0)
+        return rc0;
     for (mod_batch_item_t *it = arg; it; it = it->next) {
         mam_item_t *m = (mam_item_t *)it;
         if (m->b.status == MAM_SKIP)
             continue;
         int64_t ts = mam_now_us();
+        if (ts <= floor)
+            ts = floor + 1;
+        floor = ts;
+        int rc = m->retract ? mam_retract(c, m, ts) : 0;
+        if (rc != 0)
+            return rc;
         xd_db_val_t row[] = {
             XD_DB_V_CSTR(m->host),     XD_DB_V_CSTR(m->user),     XD_DB_V_CSTR(m->id),
             XD_DB_V_INT(ts),           XD_DB_V_CSTR(m->peer),     XD_DB_V_CSTR(m->resource),
             XD_DB_V_INT(m->dir),       m->body ? XD_DB_V_CSTR(m->body) : XD_DB_V_NULL,
-            XD_DB_V_CSTR(m->xml),
+            XD_DB_V_CSTR(m->xml),      m->msgid ? XD_DB_V_CSTR(m->msgid) : XD_DB_V_NULL,
         };
-        int rc = xd_db_query(c,
-                             "INSERT INTO archive"
-                             " (host, username, id, ts, peer, resource, dir, body, xml)"
-                             " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                             row, 9, NULL, NULL);
+        rc = xd_db_query(c,
+                         "INSERT INTO archive"
+                         " (host, username, id, ts, peer, resource, dir, body, xml, msgid)"
+                         " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                         row, 10, NULL, NULL);
         if (rc == XD_EDB_CONSTRAINT) {
             m->b.status = MAM_SKIP; /* the same id again: archived already */
             continue;
@@ -504,8 +744,17 @@ mam_queue(xd_module_ctx_t *ctx, const xd_stanza_t *msg, const xd_jid_t *account,
     m->peer = mam_strs(xd_jid_bare_str(peer));
     m->resource = mam_strs(xd_jid_resource(peer));
     m->dir = dir;
-    const char *body = xd_el_child_text(xd_stanza_root(msg), "body", NULL);
+    const xd_el_t *root = xd_stanza_root(msg);
+    const char *body = xd_el_child_text(root, "body", NULL);
     m->body = body ? xd_strdup(body) : NULL;
+    const xd_el_t *oid = xd_el_child(root, "origin-id", XD_NS_SID);
+    const char *msgid = oid ? xd_el_attr(oid, "id") : xd_el_attr(root, "id");
+    if (msgid && *msgid && strlen(msgid) <= MAM_ID_MAX)
+        m->msgid = xd_strdup(msgid);
+    const xd_el_t *rt = xd_el_child(root, "retract", MAM_NS_RETRACT);
+    const char *rid = rt ? xd_el_attr(rt, "id") : NULL;
+    if (rid && *rid && strlen(rid) <= MAM_ID_MAX)
+        m->retract = xd_strdup(rid);
     m->xml = xd_strndup(bytes, len);
     m->b.bytes = len;
     m->check_account = check_account;
@@ -625,6 +874,8 @@ typedef struct mam_sel {
     int64_t start, end;          /* µs, inclusive */
     mam_pos_t lower, upper;      /* exclusive bounds */
     const char *id;              /* one id of `ids`, or NULL */
+    const mam_dialect_t *dl;     /* full-text search: the dialect */
+    const char *fts;             /* its parameter, or NULL */
 } mam_sel_t;
 
 typedef struct mam_row {
@@ -667,12 +918,14 @@ mam_row(void *arg, const xd_db_val_t *cols, size_t ncols)
 #define MAM_SQL_MAX 1024
 #define MAM_PARAMS_MAX 16
 
-/* The WHERE clause of sel into sql (after `head`), its parameters into p. */
+/* `head` FROM the tables of sel WHERE its conditions into sql, their
+ * parameters into p. */
 static size_t
 mam_where(const mam_sel_t *sel, char *sql, const char *head, xd_db_val_t *p)
 {
     size_t n = 0;
-    snprintf(sql, MAM_SQL_MAX, "%s WHERE host = ? AND username = ?", head);
+    snprintf(sql, MAM_SQL_MAX, "%s FROM %s WHERE host = ? AND username = ?", head,
+             sel->fts ? sel->dl->fts_from : "archive");
     p[n++] = XD_DB_V_CSTR(sel->host);
     p[n++] = XD_DB_V_CSTR(sel->user);
 #define ADD(text) strncat(sql, text, MAM_SQL_MAX - strlen(sql) - 1)
@@ -692,14 +945,16 @@ mam_where(const mam_sel_t *sel, char *sql, const char *head, xd_db_val_t *p)
         ADD(" AND ts <= ?");
         p[n++] = XD_DB_V_INT(sel->end);
     }
+    /* (ts, seq) past a position: the plain range on ts first, so that the
+     * index seeks to it instead of filtering from the account's first row. */
     if (sel->lower.set) {
-        ADD(" AND (ts > ? OR (ts = ? AND seq > ?))");
+        ADD(" AND ts >= ? AND (ts > ? OR seq > ?)");
         p[n++] = XD_DB_V_INT(sel->lower.ts);
         p[n++] = XD_DB_V_INT(sel->lower.ts);
         p[n++] = XD_DB_V_INT(sel->lower.seq);
     }
     if (sel->upper.set) {
-        ADD(" AND (ts < ? OR (ts = ? AND seq < ?))");
+        ADD(" AND ts <= ? AND (ts < ? OR seq < ?)");
         p[n++] = XD_DB_V_INT(sel->upper.ts);
         p[n++] = XD_DB_V_INT(sel->upper.ts);
         p[n++] = XD_DB_V_INT(sel->upper.seq);
@@ -707,6 +962,23 @@ mam_where(const mam_sel_t *sel, char *sql, const char *head, xd_db_val_t *p)
     if (sel->id) {
         ADD(" AND id = ?");
         p[n++] = XD_DB_V_CSTR(sel->id);
+    }
+    if (sel->fts) {
+        ADD(sel->dl->fts_where);
+        p[n++] = XD_DB_V_CSTR(sel->fts);
+        /* The bounds again on the index's order, for it to seek. */
+        if (sel->lower.set) {
+            ADD(" AND ");
+            ADD(sel->dl->fts_seq);
+            ADD(" > ?");
+            p[n++] = XD_DB_V_INT(sel->lower.seq);
+        }
+        if (sel->upper.set) {
+            ADD(" AND ");
+            ADD(sel->dl->fts_seq);
+            ADD(" < ?");
+            p[n++] = XD_DB_V_INT(sel->upper.seq);
+        }
     }
     return n;
 }
@@ -716,8 +988,14 @@ mam_select(xd_db_conn_t *c, const mam_sel_t *sel, bool desc, int64_t limit, mam_
 {
     char sql[MAM_SQL_MAX];
     xd_db_val_t p[MAM_PARAMS_MAX];
-    size_t n = mam_where(sel, sql, "SELECT seq, ts, id, xml FROM archive", p);
-    ADD(desc ? " ORDER BY ts DESC, seq DESC LIMIT ?" : " ORDER BY ts, seq LIMIT ?");
+    size_t n = mam_where(sel, sql, "SELECT seq, ts, id, xml", p);
+    if (sel->fts) {
+        ADD(" ORDER BY ");
+        ADD(sel->dl->fts_seq);
+        ADD(desc ? " DESC LIMIT ?" : " LIMIT ?");
+    } else {
+        ADD(desc ? " ORDER BY ts DESC, seq DESC LIMIT ?" : " ORDER BY ts, seq LIMIT ?");
+    }
     p[n++] = XD_DB_V_INT(limit);
     return xd_db_query(c, sql, p, n, mam_row, out);
 }
@@ -727,8 +1005,23 @@ mam_count(xd_db_conn_t *c, const mam_sel_t *sel, int64_t *out)
 {
     char sql[MAM_SQL_MAX];
     xd_db_val_t p[MAM_PARAMS_MAX];
-    size_t n = mam_where(sel, sql, "SELECT COUNT(*) FROM archive", p);
+    size_t n = mam_where(sel, sql, "SELECT COUNT(*)", p);
     return xd_db_query_int64(c, sql, p, n, out);
+}
+
+/* The messages of sel, counted up to `limit`: *exact is false (and *out
+ * limit + 1) when there are more.  Reads at most limit + 1 index entries. */
+static int
+mam_count_upto(xd_db_conn_t *c, const mam_sel_t *sel, int64_t limit, int64_t *out, bool *exact)
+{
+    char sql[MAM_SQL_MAX];
+    xd_db_val_t p[MAM_PARAMS_MAX];
+    size_t n = mam_where(sel, sql, "SELECT COUNT(*) FROM (SELECT 1", p);
+    ADD(" LIMIT ?)");
+    p[n++] = XD_DB_V_INT(limit + 1);
+    int rc = xd_db_query_int64(c, sql, p, n, out);
+    *exact = rc == 0 && *out <= limit;
+    return rc;
 }
 #undef ADD
 
@@ -810,6 +1103,11 @@ mam_form(const xd_iq_req_t *req)
     xd_el_t *v = xd_el_add_child(f, "validate", "http://jabber.org/protocol/xdata-validate");
     xd_el_set_attr(v, "datatype", "xs:string");
     xd_el_add_child(v, "open", "http://jabber.org/protocol/xdata-validate");
+    if (mam_dialect(xd_module_db(req->ctx))) {
+        f = xd_el_add_child(x, "field", XD_NS_DATA);
+        xd_el_set_attr(f, "type", "text-single");
+        xd_el_set_attr(f, "var", MAM_FTS_FIELD);
+    }
     return xd_el_freeze(r);
 }
 
@@ -860,6 +1158,7 @@ mam_query(const xd_iq_req_t *req, const xd_el_t *query)
     const xd_el_t *x = xd_el_child(query, "x", XD_NS_DATA);
     const char *after_id = NULL, *before_id = NULL;
     const xd_el_t *ids = NULL;
+    const char *fulltext = NULL;
     xd_jid_t *with = NULL;
     char wbare[XD_JID_MAX + 1], wres[XD_JID_PART_MAX + 1];
     if (x) {
@@ -895,6 +1194,8 @@ mam_query(const xd_iq_req_t *req, const xd_el_t *query)
                 before_id = v;
             } else if (!strcmp(var, "ids")) {
                 ids = f;
+            } else if (!strcmp(var, MAM_FTS_FIELD) && mam_dialect(xd_module_db(req->ctx))) {
+                fulltext = v;
             } else {
                 xd_jid_unref(with);
                 return xd_stanza_error(req->iq, XD_COND_BAD_REQUEST, "unknown field");
@@ -910,6 +1211,20 @@ mam_query(const xd_iq_req_t *req, const xd_el_t *query)
             sel.resource = wres;
         }
         xd_jid_unref(with);
+    }
+
+    /* XEP-0431: the search as the dialect's parameter. */
+    char fts[2 * MAM_FTS_MAX + 4];
+    if (fulltext) {
+        const mam_dialect_t *dl = mam_dialect(xd_module_db(req->ctx));
+        if (strlen(fulltext) > MAM_FTS_MAX)
+            return xd_stanza_error(req->iq, XD_COND_NOT_ACCEPTABLE,
+                                   "the full-text search is too long");
+        if (!dl->fts_param(fulltext, fts, sizeof fts))
+            return xd_stanza_error(req->iq, XD_COND_BAD_REQUEST,
+                                   "the full-text search has no word");
+        sel.dl = dl;
+        sel.fts = fts;
     }
 
     /* RSM (XEP-0059). */
@@ -946,6 +1261,7 @@ mam_query(const xd_iq_req_t *req, const xd_el_t *query)
         return xd_stanza_error(req->iq, XD_COND_INTERNAL_SERVER_ERROR, NULL);
     mam_rows_t rows = { 0 };
     int64_t count = 0, index = 0;
+    bool has_count = false, has_index = false;
     bool complete = true;
     const char *bad = NULL;
     mam_pos_t pos;
@@ -1002,9 +1318,18 @@ mam_query(const xd_iq_req_t *req, const xd_el_t *query)
         if (rc == 0) {
             qsort(rows.v, rows.n, sizeof *rows.v, mam_row_cmp);
             count = (int64_t)rows.n;
+            has_count = has_index = true;
         }
     } else if (rc == 0) {
-        rc = mam_count(c, &sel, &count);
+        /* <count/>: exact when asked for alone (<max>0</max>), else only
+         * when at most max_count messages match (XEP-0059 2.1: it may be
+         * left out when it is expensive). */
+        if (max == 0) {
+            rc = mam_count(c, &sel, &count);
+            has_count = true;
+        } else {
+            rc = mam_count_upto(c, &sel, mc->max_count, &count, &has_count);
+        }
         mam_sel_t page = sel;
         if (page_lower.set)
             mam_tighten(&page.lower, page_lower, true);
@@ -1024,11 +1349,17 @@ mam_query(const xd_iq_req_t *req, const xd_el_t *query)
                 rows.v[i] = rows.v[rows.n - 1 - i];
                 rows.v[rows.n - 1 - i] = t;
             }
-        if (rc == 0 && rows.n) {
+        if (rc == 0 && rows.n && !backwards && !page_lower.set) {
+            has_index = true; /* the set's first message */
+        } else if (rc == 0 && rows.n && backwards && !page_upper.set) {
+            /* The last page: what the count leaves; no second scan. */
+            has_index = has_count;
+            index = count - (int64_t)rows.n;
+        } else if (rc == 0 && rows.n) {
             mam_sel_t before_first = sel;
             mam_tighten(&before_first.upper, (mam_pos_t){ true, rows.v[0].ts, rows.v[0].seq },
                         false);
-            rc = mam_count(c, &before_first, &index);
+            rc = mam_count_upto(c, &before_first, mc->max_count, &index, &has_index);
         }
     }
     xd_db_release(c);
@@ -1066,13 +1397,15 @@ mam_query(const xd_iq_req_t *req, const xd_el_t *query)
         xd_el_t *first = xd_el_add_child(s, "first", XD_NS_RSM);
         char ix[32];
         snprintf(ix, sizeof ix, "%lld", (long long)index);
-        xd_el_set_attr(first, "index", ix);
+        if (has_index)
+            xd_el_set_attr(first, "index", ix);
         xd_el_add_text(first, rows.v[0].id);
         xd_el_add_text(xd_el_add_child(s, "last", XD_NS_RSM), rows.v[rows.n - 1].id);
     }
     char cnt[32];
     snprintf(cnt, sizeof cnt, "%lld", (long long)count);
-    xd_el_add_text(xd_el_add_child(s, "count", XD_NS_RSM), cnt);
+    if (has_count)
+        xd_el_add_text(xd_el_add_child(s, "count", XD_NS_RSM), cnt);
     xd_session_send_take(&si.ref, xd_el_freeze(r));
     xd_session_info_clear(&si);
     mam_rows_clear(&rows);
@@ -1219,6 +1552,65 @@ mam_prefs(const xd_iq_req_t *req, const xd_el_t *prefs)
     return mam_prefs_get(req, host, user); /* XEP-0313 7.2: the prefs as stored */
 }
 
+/* ---- archive metadata (urn:xmpp:mam:2#extended) ------------------------------------------------ */
+
+typedef struct mam_end {
+    bool set;
+    int64_t ts;
+    char id[MAM_ID_MAX + 1];
+} mam_end_t;
+
+static int
+mam_end_row(void *arg, const xd_db_val_t *cols, size_t ncols)
+{
+    mam_end_t *e = arg;
+    if (ncols >= 2 && cols[0].type == XD_DB_TEXT && cols[1].type == XD_DB_INT64) {
+        e->set = true;
+        snprintf(e->id, sizeof e->id, "%.*s", (int)cols[0].s.len, cols[0].s.p);
+        e->ts = cols[1].i;
+    }
+    return 1;
+}
+
+/* <metadata/>: the archive's first and last messages as <start id
+ * timestamp/> and <end id timestamp/>; an empty <metadata/> for an empty
+ * archive (XEP-0313 "Archive metadata").  Two index seeks. */
+static xd_stanza_t *
+mam_metadata(const xd_iq_req_t *req)
+{
+    char host[XD_JID_PART_MAX + 1], user[XD_JID_PART_MAX + 1];
+    xd_str_t l = xd_jid_local(req->to), d = xd_jid_domain(req->to);
+    snprintf(host, sizeof host, "%.*s", (int)d.len, d.p);
+    snprintf(user, sizeof user, "%.*s", (int)l.len, l.p);
+    xd_db_conn_t *c;
+    if (xd_db_acquire(xd_module_db(req->ctx), &c) != 0)
+        return xd_stanza_error(req->iq, XD_COND_INTERNAL_SERVER_ERROR, NULL);
+    xd_db_val_t k[] = { XD_DB_V_CSTR(host), XD_DB_V_CSTR(user) };
+    mam_end_t ends[2] = { 0 };
+    int rc = xd_db_query(c,
+                         "SELECT id, ts FROM archive WHERE host = ? AND username = ?"
+                         " ORDER BY ts, seq LIMIT 1",
+                         k, 2, mam_end_row, &ends[0]);
+    if (rc == 0)
+        rc = xd_db_query(c,
+                         "SELECT id, ts FROM archive WHERE host = ? AND username = ?"
+                         " ORDER BY ts DESC, seq DESC LIMIT 1",
+                         k, 2, mam_end_row, &ends[1]);
+    xd_db_release(c);
+    if (rc != 0)
+        return xd_stanza_error(req->iq, XD_COND_INTERNAL_SERVER_ERROR, NULL);
+    xd_el_t *r = xd_iq_result_builder(req->iq);
+    xd_el_t *md = xd_el_add_child(r, "metadata", MAM_NS);
+    for (int i = 0; i < 2 && ends[0].set && ends[1].set; i++) {
+        xd_el_t *e = xd_el_add_child(md, i ? "end" : "start", MAM_NS);
+        char stamp[64];
+        mam_stamp(ends[i].ts, stamp, sizeof stamp);
+        xd_el_set_attr(e, "id", ends[i].id);
+        xd_el_set_attr(e, "timestamp", stamp);
+    }
+    return xd_el_freeze(r);
+}
+
 /* IQ urn:xmpp:mam:2 to an account's bare JID (pool thread). */
 static xd_stanza_t *
 mam_iq(const xd_iq_req_t *req)
@@ -1231,8 +1623,12 @@ mam_iq(const xd_iq_req_t *req)
     bool get = type && !strcmp(type, "get");
     if (xd_el_is(req->payload, "prefs", MAM_NS))
         return mam_prefs(req, req->payload);
+    if (xd_el_is(req->payload, "metadata", MAM_NS))
+        return get ? mam_metadata(req)
+                   : xd_stanza_error(req->iq, XD_COND_BAD_REQUEST, "<metadata/> is an IQ-get");
     if (!xd_el_is(req->payload, "query", MAM_NS))
-        return xd_stanza_error(req->iq, XD_COND_BAD_REQUEST, "expected <query/> or <prefs/>");
+        return xd_stanza_error(req->iq, XD_COND_BAD_REQUEST,
+                               "expected <query/>, <prefs/> or <metadata/>");
     return get ? mam_form(req) : mam_query(req, req->payload);
 }
 
@@ -1343,6 +1739,126 @@ static const xd_cmd_t mam_cmd_delete_old = {
     .fn = mam_delete_old,
 };
 
+/* ---- export (XEP-0227 form) -------------------------------------------------------------------- */
+
+typedef struct mam_export {
+    FILE *f;
+    int64_t n;
+    mam_pos_t last;
+} mam_export_t;
+
+/* One archived message as a XEP-0313 <result/>, like a query result. */
+static int
+mam_export_row(void *arg, const xd_db_val_t *cols, size_t ncols)
+{
+    mam_export_t *e = arg;
+    if (ncols < 4 || cols[0].type != XD_DB_INT64 || cols[1].type != XD_DB_INT64 ||
+        cols[2].type != XD_DB_TEXT || cols[3].type != XD_DB_TEXT)
+        return 0;
+    e->last = (mam_pos_t){ true, cols[1].i, cols[0].i };
+    xd_stanza_t *orig = NULL;
+    if (xd_stanza_parse(cols[3].s.p, cols[3].s.len, XD_NS_CLIENT, &orig) != 0)
+        return 0;
+    char id[MAM_ID_MAX + 1], stamp[64];
+    snprintf(id, sizeof id, "%.*s", (int)cols[2].s.len, cols[2].s.p);
+    xd_el_t *r = xd_el_new("result", MAM_NS);
+    xd_el_set_attr(r, "id", id);
+    xd_el_t *fw = xd_el_add_child(r, "forwarded", XD_NS_FORWARD);
+    mam_stamp(cols[1].i, stamp, sizeof stamp);
+    xd_el_set_attr(xd_el_add_child(fw, "delay", XD_NS_DELAY), "stamp", stamp);
+    xd_el_t *m = xd_stanza_edit(orig);
+    xd_stanza_unref(orig);
+    xd_el_set_attr(m, "xmlns", XD_NS_CLIENT); /* standalone: the message says its own */
+    xd_el_append(fw, m);
+    xd_stanza_t *st = xd_el_freeze(r);
+    size_t len;
+    const char *b = xd_stanza_bytes(st, &len);
+    int rc = fprintf(e->f, "        ") < 0 || fwrite(b, 1, len, e->f) != len ||
+                     fputc('\n', e->f) == EOF
+                 ? XD_EINTERNAL
+                 : 0;
+    xd_stanza_unref(st);
+    e->n++;
+    return rc;
+}
+
+static const xd_cmd_arg_t mam_export_args[] = {
+    { "user", XD_CMD_USER, "the account's localpart" },
+    { "host", XD_CMD_HOST, "its host" },
+    { "file", XD_CMD_STRING, "a new file (it must not exist) the server writes, mode 0600" },
+};
+
+/* xmppctl export_mam USER HOST FILE: the account's archive, oldest first,
+ * as XEP-0227 <server-data><host><user><archive xmlns='urn:xmpp:pie:0#mam'>
+ * with one XEP-0313 <result/> per message; read 1000 rows at a time. */
+static int
+mam_export_cmd(xd_cmd_call_t *call)
+{
+    const char *user = call->args[0].text, *host = call->args[1].text;
+    const char *path = call->args[2].text;
+    xd_module_ctx_t *ctx = xd_module_instance("mod_mam", host);
+    if (!ctx)
+        return xd_cmd_errorf(call, XD_ENOTFOUND, "mod_mam does not run on %s", host);
+    xd_db_t *db = xd_module_db(ctx);
+    int fd = db ? open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600) : -1;
+    if (fd < 0) {
+        int err = errno;
+        xd_module_release(ctx);
+        if (!db)
+            return xd_cmd_errorf(call, XD_ENOTSUP, "no database");
+        return xd_cmd_errorf(call, err == EEXIST ? XD_EEXIST : XD_EINVAL, "%s: %s", path,
+                             strerror(err));
+    }
+    mam_export_t e = { .f = fdopen(fd, "w") };
+    if (!e.f) {
+        close(fd);
+        xd_module_release(ctx);
+        return xd_cmd_errorf(call, XD_EINTERNAL, "%s: cannot open", path);
+    }
+    fprintf(e.f,
+            "<?xml version='1.0' encoding='UTF-8'?>\n<server-data xmlns='urn:xmpp:pie:0'>\n"
+            "  <host jid='%s'>\n    <user name='%s'>\n"
+            "      <archive xmlns='urn:xmpp:pie:0#mam'>\n",
+            host, user);
+    xd_db_conn_t *c;
+    int rc = xd_db_acquire(db, &c);
+    bool held = rc == 0;
+    while (rc == 0) {
+        int64_t before = e.n;
+        xd_db_val_t k[] = { XD_DB_V_CSTR(host), XD_DB_V_CSTR(user), XD_DB_V_INT(e.last.ts),
+                            XD_DB_V_INT(e.last.ts), XD_DB_V_INT(e.last.seq) };
+        rc = xd_db_query(c,
+                         "SELECT seq, ts, id, xml FROM archive WHERE host = ? AND username = ?"
+                         " AND ts >= ? AND (ts > ? OR seq > ?) ORDER BY ts, seq LIMIT 1000",
+                         k, 5, mam_export_row, &e);
+        if (rc != 0 || e.n - before < 1000)
+            break;
+    }
+    if (held)
+        xd_db_release(c);
+    fprintf(e.f, "      </archive>\n    </user>\n  </host>\n</server-data>\n");
+    bool bad = ferror(e.f) != 0;
+    if ((fclose(e.f) != 0 || bad) && rc == 0)
+        rc = XD_EINTERNAL;
+    xd_module_release(ctx);
+    if (rc != 0) {
+        unlink(path);
+        return xd_cmd_errorf(call, rc, "export of %s@%s: %s", user, host, xd_strerror(rc));
+    }
+    call->res.i = e.n;
+    return 0;
+}
+
+static const xd_cmd_t mam_cmd_export = {
+    .name = "export_mam",
+    .doc = "write an account's message archive to FILE (XEP-0227 form, oldest first)",
+    .args = mam_export_args,
+    .nargs = 3,
+    .result = XD_CMD_RES_INT,
+    .result_doc = "how many messages were written",
+    .fn = mam_export_cmd,
+};
+
 /* ---- module ------------------------------------------------------------------------------------ */
 
 static void
@@ -1358,6 +1874,10 @@ mam_start(xd_module_ctx_t *ctx)
     int rc = xd_module_iq(ctx, XD_IQ_USER, MAM_NS, XD_IQ_PARALLEL, mam_iq, NULL);
     if (rc == 0)
         rc = xd_module_feature(ctx, XD_IQ_USER, MAM_NS_EXT);
+    if (rc == 0 && mam_dialect(xd_module_db(ctx)))
+        rc = xd_module_feature(ctx, XD_IQ_USER, MAM_NS_FTS);
+    if (rc == 0)
+        rc = xd_module_feature(ctx, XD_IQ_USER, MAM_NS_RETRACT);
     if (rc == 0)
         rc = xd_module_hook(ctx, XD_HOOK_USER_SEND_PACKET, XD_HOOK_PRIO_DEFAULT, mam_sent, NULL);
     if (rc == 0)
@@ -1372,6 +1892,8 @@ mam_start(xd_module_ctx_t *ctx)
         rc = mod_user_rows(ctx, "DELETE FROM archive_prefs_jid WHERE host = ? AND username = ?");
     if (rc == 0)
         rc = xd_module_command(ctx, &mam_cmd_delete_old);
+    if (rc == 0)
+        rc = xd_module_command(ctx, &mam_cmd_export);
     return rc ? xd_module_fail(ctx, rc, "cannot register: %s", xd_strerror(rc)) : 0;
 }
 
@@ -1380,7 +1902,8 @@ static const char *const mam_depends[] = { "mod_stanza_id", NULL };
 const xd_module_t xd_mod_mam = {
     .abi = XD_MODULE_ABI,
     .name = "mod_mam",
-    .doc = "Message archive (XEP-0313): both directions, queries with RSM, preferences, expiry",
+    .doc = "Message archive (XEP-0313): both directions, queries with RSM, full-text search, "
+           "preferences, retraction tombstones, expiry, export",
     .depends = mam_depends,
     .opts = mam_opts,
     .opts_size = sizeof(mam_conf_t),

@@ -90,6 +90,9 @@ def test_both_directions_same_id_and_disco(server_factory):
     sid = re.search(r"<stanza-id xmlns='urn:xmpp:sid:0' id='([^']+)' by='bob@localhost'/>", got)
     assert sid, got
     assert "by='alice@localhost'" not in got, got
+    # Delivery does not wait for the archive: only alice's round trip
+    # proves m1 written (in both archives) before bob's answer is.
+    a.roundtrip()
     chat(b, "alice@localhost", "hi alice", "m2")
     a.recv_until(r"<message[^>]*id='m2'.*?</message>")
     b.roundtrip()
@@ -200,6 +203,42 @@ def test_max_page_caps_a_page(server_factory):
     # ids beyond max_page: refused.
     _, fin = mam(a, ids=["a", "b", "c", "d"])
     assert "<policy-violation" in fin, fin
+
+
+def test_count_is_bounded_by_max_count(server_factory):
+    """<count/> and <first index/> are given only while at most max_count
+    messages are counted (XEP-0059 lets them be left out when expensive),
+    so a page costs the same in any archive size; <max>0</max> asks for
+    the count alone and gets it exact."""
+    srv = start(server_factory, max_count=5)
+    a, _ = online(srv, "alice", "pc")
+    b, _ = online(srv, "bob", "pc")
+    c, _ = online(srv, "carol", "pc")
+    for i in range(9):
+        chat(a, "bob@localhost", f"b{i}", f"x{i}")
+    for i in range(5):
+        chat(a, "carol@localhost", f"c{i}", f"y{i}")
+    a.roundtrip()
+    # 14 messages match: no count; the first page starts the set: index 0.
+    res, fin = mam(a, rsm="<max>3</max>")
+    first, last, count, _ = fin_set(fin)
+    assert bodies(res) == ["b0", "b1", "b2"] and count is None and first[0] == 0, fin
+    assert "<count>" not in fin, fin
+    # After the 3rd: 3 messages precede the page, counted.
+    res, fin = mam(a, rsm=f"<max>3</max><after>{last}</after>")
+    first, last, count, _ = fin_set(fin)
+    assert bodies(res) == ["b3", "b4", "b5"] and first[0] == 3 and count is None, fin
+    # The last page: 11 precede it, more than max_count: no index.
+    res, fin = mam(a, rsm="<max>3</max><before/>")
+    assert bodies(res) == ["c2", "c3", "c4"], res
+    assert re.search(r"<first>[^<]+</first>", fin) and "<count>" not in fin, fin
+    # with= carol: 5 match, exactly max_count: counted, index 2 on the last page.
+    res, fin = mam(a, rsm="<max>3</max><before/>", **{"with": "carol@localhost"})
+    first, last, count, complete = fin_set(fin)
+    assert bodies(res) == ["c2", "c3", "c4"] and count == 5 and first[0] == 2, fin
+    # <max>0</max>: the count alone, exact beyond max_count.
+    res, fin = mam(a, rsm="<max>0</max>")
+    assert res == [] and fin_set(fin)[2] == 14, fin
 
 
 def test_what_is_not_archived(server_factory):
