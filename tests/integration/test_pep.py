@@ -135,6 +135,26 @@ def test_disco_of_account(server_factory):
         assert f"var='{PS}#{f}'" in r, (f, r)
 
 
+def test_disco_items_lists_visible_nodes(server_factory):
+    srv = start(server_factory)
+    a, ajid = session(srv, "alice", "r")
+    b, bjid = session(srv, "bob", "b")
+    c, _ = session(srv, "carol", "c")
+    subscribe(b, bjid, a, ajid)
+    publish(a, "p1", "n-open", "<x xmlns='urn:x'/>", options={"access_model": "open"})
+    publish(a, "p2", "n-presence", "<x xmlns='urn:x'/>")
+    publish(a, "p3", "n-white", "<x xmlns='urn:x'/>", options={"access_model": "whitelist"})
+    DIT = "http://jabber.org/protocol/disco#items"
+
+    def nodes(cl, iid):
+        r = take_iq(cl, iid, f"<query xmlns='{DIT}'/>", typ="get", to="alice@localhost")
+        assert "type='result'" in r, r
+        return sorted(re.findall(r"node='([^']+)'", r))
+    assert nodes(a, "da") == ["n-open", "n-presence", "n-white"]
+    assert nodes(b, "db") == ["n-open", "n-presence"]
+    assert nodes(c, "dc") == ["n-open"]
+
+
 def test_errors(server_factory):
     srv = start(server_factory)
     a, _ = session(srv, "alice", "r")
