@@ -1414,6 +1414,9 @@ pp_filter(xd_module_ctx_t *ctx, xd_hook_filter_t *ev, void *arg)
 {
     (void)arg;
     const xd_el_t *el = xd_stanza_root(ev->st);
+    xd_str_t dom = xd_jid_domain(ev->to);
+    if (dom.len != strlen(ev->host) || memcmp(dom.p, ev->host, dom.len) != 0)
+        return XD_HOOK_OK; /* to another server (the filter sees outgoing stanzas too) */
     if (pp_is_ditems(el, ev->to))
         return pp_ditems_take(ctx, ev);
     if (xd_stanza_kind_of(el) != XD_STANZA_IQ || xd_jid_local(ev->to).len ||

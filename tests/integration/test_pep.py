@@ -370,3 +370,32 @@ def test_persistence_and_removal(server_factory):
     users(srv, "alice")
     a, _ = session(srv, "alice", "r")
     assert "item-not-found" in items(a, "g2", "alice@localhost", TUNE)
+
+
+# ---- the caps cache -----------------------------------------------------------------------------
+
+CAPS_QUERY = r"<iq[^>]*type=['\"]get['\"][^>]*>\s*<query[^>]*disco#info.*?</iq>"
+
+
+def test_caps_cache_bound_and_wrong_answer(server_factory):
+    srv = server_factory(extra_yaml=MODULES + "    caps_cache_size: 1\n")
+    users(srv, "alice")
+    fa = [TUNE, TUNE + "+notify"]
+    fb = [TUNE, TUNE + "+notify", "urn:example:b"]
+    x, _ = session(srv, "alice", "x", features=fa)     # A asked, cached
+    y, _ = session(srv, "alice", "y", features=fa, answer=False)  # known: not asked
+    z, _ = session(srv, "alice", "z", features=fb)     # B asked, cached, A evicted
+    w, _ = session(srv, "alice", "w", features=fa)     # A asked again (session() waits for it)
+    # A wrong answer (features that do not give the ver) is not kept.
+    from xclient import login
+    v, _ = login(srv.c2s_port, "alice", "pw", resource="v")
+    _, cel = caps_query(["urn:example:c", TUNE + "+notify"])
+    v.send(f"<presence>{cel}</presence>")
+    got = take(v, CAPS_QUERY)
+    iid = re.search(r"id='([^']+)'", got).group(1)
+    wrong, _ = caps_query(["urn:example:other"])
+    v.send(f"<iq type='result' id='{iid}' to='localhost'>{wrong}</iq>")
+    v.roundtrip()
+    u, _ = login(srv.c2s_port, "alice", "pw", resource="u")
+    u.send(f"<presence>{cel}</presence>")
+    take(u, CAPS_QUERY)  # still unknown: asked again
