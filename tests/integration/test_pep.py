@@ -399,3 +399,69 @@ def test_caps_cache_bound_and_wrong_answer(server_factory):
     u, _ = login(srv.c2s_port, "alice", "pw", resource="u")
     u.send(f"<presence>{cel}</presence>")
     take(u, CAPS_QUERY)  # still unknown: asked again
+
+
+# ---- slixmpp -------------------------------------------------------------------------------------
+
+def test_slixmpp_publish_options_and_items(server_factory):
+    """slixmpp's XEP-0060 plugin, as an OMEMO client uses it: the device list
+    published with publish-options (open, max), read back, the event
+    received; a raw-XML account without a subscription reads it too."""
+    import asyncio
+    import os
+    import ssl
+    import slixmpp
+    from xmpptest import run_slixmpp
+    srv = start(server_factory)
+    state = {}
+    node = "urn:xmpp:omemo:2:devices"
+
+    def make():
+        c = slixmpp.ClientXMPP("alice@localhost/slix", "pw")
+        c.ssl_context = ssl.create_default_context(
+            cafile=os.path.join(srv.data_dir, "certs", "localhost.pem"))
+        for p in ("xep_0004", "xep_0030", "xep_0060"):
+            c.register_plugin(p)
+        got_event = asyncio.Event()
+
+        def on_event(msg):
+            state["event"] = [i["id"] for i in msg["pubsub_event"]["items"]["substanzas"]]
+            got_event.set()
+
+        async def on_start(_):
+            try:
+                c.send_presence()
+                form = c["xep_0004"].make_form("submit")
+                form.add_field(var="FORM_TYPE", ftype="hidden", value=PS + "#publish-options")
+                form.add_field(var="pubsub#access_model", value="open")
+                form.add_field(var="pubsub#max_items", value="max")
+                payload = ET.fromstring("<devices xmlns='urn:xmpp:omemo:2'>"
+                                        "<device id='42'/></devices>")
+                r = await c["xep_0060"].publish(slixmpp.JID("alice@localhost"), node,
+                                                id="current", payload=payload, options=form)
+                state["published"] = r["pubsub"]["publish"]["item"]["id"]
+                await asyncio.wait_for(got_event.wait(), 5)
+                r = await c["xep_0060"].get_items(slixmpp.JID("alice@localhost"), node)
+                state["items"] = [i["id"] for i in r["pubsub"]["items"]["substanzas"]]
+                form2 = c["xep_0004"].make_form("submit")
+                form2.add_field(var="FORM_TYPE", ftype="hidden", value=PS + "#publish-options")
+                form2.add_field(var="pubsub#access_model", value="presence")
+                try:
+                    await c["xep_0060"].publish(slixmpp.JID("alice@localhost"), node,
+                                                id="current", payload=payload, options=form2)
+                except slixmpp.exceptions.IqError as e:
+                    state["precondition"] = e.iq["error"]["condition"]
+            finally:
+                c.disconnect()
+
+        c.add_event_handler("pubsub_publish", on_event)
+        c.add_event_handler("session_start", on_start)
+        return c
+
+    run_slixmpp(make, ("127.0.0.1", srv.c2s_port))
+    assert state.get("published") == "current", state
+    assert state.get("event") == ["current"], state
+    assert state.get("items") == ["current"], state
+    assert state.get("precondition") == "conflict", state
+    d, _ = session(srv, "dave", "d")
+    assert "device id='42'" in items(d, "dg", "alice@localhost", node)
