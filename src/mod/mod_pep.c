@@ -76,7 +76,7 @@
 #define PP_FILTER_PRIO 12
 #define PP_MAX_SESSIONS 64 /* sessions of one account looked at */
 
-/* ---- options ----------------------------------------------------------------------------------- */
+/* ---- options --------------------------------------------------------------------------------- */
 
 typedef struct pp_conf {
     int max_items_limit; /* what "max" means, and the largest max_items */
@@ -104,7 +104,7 @@ static const xd_opt_t pp_opts[] = {
 };
 #undef C_
 
-/* ---- storage ----------------------------------------------------------------------------------- */
+/* ---- storage --------------------------------------------------------------------------------- */
 
 static const char *const pp_mig1[] = {
     "CREATE TABLE pep_node ("
@@ -140,7 +140,7 @@ static const xd_module_schema_t pp_schemas[] = {
     { NULL, NULL },
 };
 
-/* ---- node configuration ------------------------------------------------------------------------ */
+/* ---- node configuration ---------------------------------------------------------------------- */
 
 enum { PP_MAX = -1 }; /* max_items "max" */
 
@@ -263,7 +263,7 @@ pp_precond_ok(const pp_cfg_t *have, const pp_cfg_t *want, unsigned set, const pp
     return true;
 }
 
-/* ---- state: the caps cache ----------------------------------------------------------------------- */
+/* ---- state: the caps cache ------------------------------------------------------------------- */
 
 typedef struct pp_caps {
     char **features; /* sorted? no: as given (owned) */
@@ -369,7 +369,7 @@ pp_wants(pp_state_t *s, const xd_stanza_t *pres, const char *node)
     return r;
 }
 
-/* ---- errors ------------------------------------------------------------------------------------- */
+/* ---- errors ---------------------------------------------------------------------------------- */
 
 static xd_stanza_t *
 pp_err(const xd_stanza_t *iq, xd_cond cond, const char *app, const char *feature,
@@ -388,7 +388,7 @@ pp_err(const xd_stanza_t *iq, xd_cond cond, const char *app, const char *feature
     return xd_el_freeze(el);
 }
 
-/* ---- a request, on the pool -------------------------------------------------------------------- */
+/* ---- a request, on the pool ------------------------------------------------------------------ */
 
 typedef struct pp_req {
     xd_module_ctx_t *ctx;
@@ -474,7 +474,7 @@ pp_trim(xd_db_conn_t *c, const char *host, const char *user, const char *node, i
                        p, 7, NULL, NULL);
 }
 
-/* ---- notifications ----------------------------------------------------------------------------- */
+/* ---- notifications --------------------------------------------------------------------------- */
 
 /* Sends `event` (an <event/> element, borrowed) from owner to full. */
 static size_t
@@ -599,7 +599,7 @@ pp_event(const char *node, xd_el_t **items_out)
     return ev;
 }
 
-/* ---- publish ----------------------------------------------------------------------------------- */
+/* ---- publish --------------------------------------------------------------------------------- */
 
 typedef struct pp_pub {
     const char *host, *user, *node, *id;
@@ -754,7 +754,7 @@ pp_publish(pp_req_t *r, const xd_el_t *pubsub, const xd_el_t *pub)
     return xd_el_freeze(res);
 }
 
-/* ---- retract ----------------------------------------------------------------------------------- */
+/* ---- retract --------------------------------------------------------------------------------- */
 
 static xd_stanza_t *
 pp_retract(pp_req_t *r, const xd_el_t *ret)
@@ -800,7 +800,7 @@ pp_retract(pp_req_t *r, const xd_el_t *ret)
     return xd_iq_result(iq);
 }
 
-/* ---- items ------------------------------------------------------------------------------------- */
+/* ---- items ----------------------------------------------------------------------------------- */
 
 /* Whether r's requester may read a node with cfg (on the pool). */
 static bool
@@ -925,7 +925,7 @@ pp_items_get(pp_req_t *r, const xd_el_t *items)
     return xd_el_freeze(res);
 }
 
-/* ---- owner: delete, purge, configure ----------------------------------------------------------- */
+/* ---- owner: delete, purge, configure --------------------------------------------------------- */
 
 static int
 pp_user_sql(xd_db_conn_t *c, const char *sql, const char *host, const char *user,
@@ -1072,7 +1072,7 @@ pp_owner(pp_req_t *r, const xd_el_t *pubsub, bool set)
     return xd_iq_result(r->iq);
 }
 
-/* ---- dispatch ---------------------------------------------------------------------------------- */
+/* ---- dispatch -------------------------------------------------------------------------------- */
 
 static const char *const pp_unsupported[][2] = {
     { "subscribe", "subscribe" },     { "unsubscribe", "subscribe" },
@@ -1170,7 +1170,7 @@ pp_iq(const xd_iq_req_t *req)
     return NULL;
 }
 
-/* ---- last items on presence -------------------------------------------------------------------- */
+/* ---- last items on presence ------------------------------------------------------------------ */
 
 typedef struct pp_last {
     char host[XD_JID_PART_MAX + 1];
@@ -1524,7 +1524,7 @@ pp_tick(xd_module_ctx_t *ctx, xd_hook_tick_t *ev, void *arg)
     return XD_HOOK_OK;
 }
 
-/* ---- disco ------------------------------------------------------------------------------------- */
+/* ---- disco ----------------------------------------------------------------------------------- */
 
 static const char *const pp_features[] = {
     XD_NS_PUBSUB "#publish",        XD_NS_PUBSUB "#auto-create",
@@ -1602,7 +1602,7 @@ pp_is_ditems(const xd_el_t *el, const xd_jid_t *to)
            !xd_el_attr(q, "node") && !xd_el_next(q);
 }
 
-/* ---- account removal --------------------------------------------------------------------------- */
+/* ---- account removal ------------------------------------------------------------------------- */
 
 static int
 pp_removed(xd_module_ctx_t *ctx, xd_hook_user_t *ev, void *arg)
@@ -1615,7 +1615,7 @@ pp_removed(xd_module_ctx_t *ctx, xd_hook_user_t *ev, void *arg)
     return XD_HOOK_OK;
 }
 
-/* ---- module ------------------------------------------------------------------------------------ */
+/* ---- module ---------------------------------------------------------------------------------- */
 
 static int
 pp_start(xd_module_ctx_t *ctx)
