@@ -322,8 +322,11 @@ def test_omemo_devicelist_and_bundles(server_factory):
 def test_bookmarks_whitelist(server_factory):
     srv = start(server_factory)
     a, ajid = session(srv, "alice", "r")
-    b, bjid = session(srv, "bob", "b")
-    subscribe(b, bjid, a, ajid)
+    b0, bjid = session(srv, "bob", "setup")
+    subscribe(b0, bjid, a, ajid)
+    b0.close()
+    # bob wants bookmark notifications (+notify) but may not have them.
+    b, bjid = session(srv, "bob", "b", features=[BOOKMARKS + "+notify", TUNE + "+notify"])
     opts = {"access_model": "whitelist", "max_items": "max", "persist_items": "true",
             "send_last_published_item": "never"}
     for room in ("r1", "r2"):
@@ -335,8 +338,10 @@ def test_bookmarks_whitelist(server_factory):
     # A contact with a presence subscription cannot read them.
     r = items(b, "peek", "alice@localhost", BOOKMARKS)
     assert "not-allowed" in r and "closed-node" in r and "r1@" not in r, r
-    # Nor is he told.
+    # Nor is he told; a node he may see is (the same caps).
     assert_nothing_before(b, "pubsub#event", barrier=send_marker(a, bjid))
+    assert "type='result'" in publish(a, "t", TUNE, tune("Seen"))
+    assert "Seen" in take(b, event_rx(TUNE))
     r = publish(a, "r3", BOOKMARKS, f"<conference xmlns='{BOOKMARKS}'/>", item_id="r3@m",
                 options={"access_model": "open"})
     assert "precondition-not-met" in r, r
