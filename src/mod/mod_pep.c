@@ -855,7 +855,7 @@ pp_items_get(pp_req_t *r, const xd_el_t *items)
     const char *node = xd_el_attr(items, "node");
     if (!node || !*node)
         return pp_err(iq, XD_COND_BAD_REQUEST, "nodeid-required", NULL, NULL);
-    int64_t max = -1;
+    int64_t max = INT32_MAX; /* "all": LIMIT -1 is SQLite only */
     const char *mi = xd_el_attr(items, "max_items");
     if (mi) {
         char *end = NULL;
