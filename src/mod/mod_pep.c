@@ -1,0 +1,1675 @@
+/*
+ * mod_pep.c — personal eventing (XEP-0163): a pubsub service (XEP-0060
+ * subset) on every account's bare JID.
+ *
+ * On for a host when `mod_pep` is listed under `modules` (it needs
+ * mod_roster for the presence access model).
+ *
+ * Protocol (IQ to an account's bare JID; the handlers run INLINE, copy the
+ * request and do the work on the blocking pool with xd_module_submit, which
+ * holds the sender's stream until the answer is routed: a publish's result
+ * means the item is stored):
+ *
+ *   pubsub  set <publish node='N'><item [id]>payload</item></publish>
+ *               [<publish-options><x type='submit'>…</x></publish-options>]
+ *               → the node is created on first publish (auto-create) with
+ *                 the default configuration, changed by the publish-options
+ *                 (pubsub#access_model, persist_items, max_items incl. "max",
+ *                 send_last_published_item); on an existing node a form
+ *                 that differs is refused with conflict +
+ *                 precondition-not-met (XEP-0060 7.1.5).  An item without
+ *                 id gets one.  Owner only.
+ *           set <retract node='N' [notify='true']><item id/></retract>
+ *           get <items node='N' [max_items]>[<item id/>…]</items>
+ *               → by the owner, and by others as the node's access model
+ *                 allows: open (anyone), presence (a contact the owner's
+ *                 roster has with subscription from or both), whitelist
+ *                 (the owner only).
+ *   pubsub#owner (owner only): <delete node/>, <purge node/>,
+ *           <configure node/> (get: the pubsub#node_config form; set: a
+ *           submitted one).
+ *
+ * Notifications (headline messages from the bare JID with a pubsub#event):
+ * to every available session of the account, and to the available sessions
+ * of the contacts (local accounts of the host that the owner's roster has
+ * with subscription from or both; not for whitelist nodes) whose entity
+ * capabilities (XEP-0115) include N+notify.  The caps' disco#info is asked
+ * once per ver (an IQ from the host to the first session that shows it,
+ * checked with xd_caps_ver) and kept in a bounded cache.  When a session
+ * becomes available, or its caps become known, it gets the last item of
+ * every node it may see and wants (send_last_published_item not never):
+ * its own account's and those of the accounts it has a subscription to.
+ *
+ * Storage: tables pep_node and pep_item (portable SQL).  REMOVE_USER
+ * deletes both.
+ */
+#include <ctype.h>
+#include <pthread.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "mod_util.h"
+#include "xmppd/alloc.h"
+#include "xmppd/caps.h"
+#include "xmppd/err.h"
+#include "xmppd/hooks.h"
+#include "xmppd/input.h"
+#include "xmppd/log.h"
+#include "xmppd/map.h"
+#include "xmppd/module.h"
+#include "xmppd/ns.h"
+#include "xmppd/roster.h"
+#include "xmppd/route.h"
+#include "xmppd/session.h"
+#include "xmppd/stanza.h"
+#include "xmppd/storage.h"
+
+#define PP_NS_ERRORS "http://jabber.org/protocol/pubsub#errors"
+#define PP_NS_PUBOPT "http://jabber.org/protocol/pubsub#publish-options"
+#define PP_NS_NODECFG "http://jabber.org/protocol/pubsub#node_config"
+#define PP_NODE_MAX 1024 /* bytes of a node name */
+#define PP_ID_MAX 1024   /* bytes of an item id */
+#define PP_CAPS_PREFIX "pepcaps-"
+#define PP_FILTER_PRIO 12
+#define PP_MAX_SESSIONS 64 /* sessions of one account looked at */
+
+/* ---- options --------------------------------------------------------------------------------- */
+
+typedef struct pp_conf {
+    int max_items_limit; /* what "max" means, and the largest max_items */
+    int max_nodes;       /* per account */
+    size_t max_item_size; /* serialized bytes of one item */
+    int caps_cache_size; /* entries in the caps cache */
+} pp_conf_t;
+
+#define C_ pp_conf_t
+static const xd_opt_t pp_opts[] = {
+    XD_OPT_INT("max_items_limit", C_, max_items_limit, "1000", 1, 100000,
+               "The most items a node keeps: pubsub#max_items \"max\" means this, and a larger "
+               "number is refused (not-acceptable in a node configuration, conflict + "
+               "precondition-not-met in publish-options)."),
+    XD_OPT_INT("max_nodes", C_, max_nodes, "100", 1, 100000,
+               "Nodes one account may have; a publish that would create one more is refused "
+               "with not-allowed."),
+    XD_OPT_SIZE("max_item_size", C_, max_item_size, "256KiB",
+                "Largest item, counted as its serialized XML in bytes; a larger one is refused "
+                "with not-acceptable + payload-too-big."),
+    XD_OPT_INT("caps_cache_size", C_, caps_cache_size, "10000", 1, 10000000,
+               "Entity capabilities (XEP-0115 ver strings) whose features the server keeps to "
+               "filter notifications by +notify; one more evicts an entry."),
+    XD_OPT_END,
+};
+#undef C_
+
+/* ---- storage --------------------------------------------------------------------------------- */
+
+static const char *const pp_mig1[] = {
+    "CREATE TABLE pep_node ("
+    " host TEXT NOT NULL,"
+    " username TEXT NOT NULL,"
+    " node TEXT NOT NULL,"
+    " access_model TEXT NOT NULL,"
+    " persist_items INTEGER NOT NULL,"
+    " max_items INTEGER NOT NULL,"
+    " send_last TEXT NOT NULL,"
+    " created_at INTEGER NOT NULL,"
+    " PRIMARY KEY (host, username, node))",
+    "CREATE TABLE pep_item ("
+    " host TEXT NOT NULL,"
+    " username TEXT NOT NULL,"
+    " node TEXT NOT NULL,"
+    " id TEXT NOT NULL,"
+    " seq INTEGER NOT NULL,"
+    " ts INTEGER NOT NULL,"
+    " xml TEXT NOT NULL,"
+    " PRIMARY KEY (host, username, node, id))",
+    "CREATE INDEX pep_item_seq ON pep_item (host, username, node, seq)",
+    NULL,
+};
+
+static const xd_db_migration_t pp_migrations[] = {
+    { 1, NULL, pp_mig1 },
+    { 0, NULL, NULL },
+};
+
+static const xd_module_schema_t pp_schemas[] = {
+    { "mod_pep", pp_migrations },
+    { NULL, NULL },
+};
+
+/* ---- node configuration ---------------------------------------------------------------------- */
+
+enum { PP_MAX = -1 }; /* max_items "max" */
+
+typedef struct pp_cfg {
+    char access[16];    /* open, presence, whitelist */
+    bool persist;       /* persist_items */
+    int64_t max_items;  /* a number, or PP_MAX */
+    char send_last[32]; /* never, on_sub, on_sub_and_presence */
+} pp_cfg_t;
+
+/* Which fields a form set (for publish-options preconditions). */
+enum { PP_F_ACCESS = 1, PP_F_PERSIST = 2, PP_F_MAX = 4, PP_F_SENDLAST = 8 };
+
+static void
+pp_cfg_default(pp_cfg_t *c)
+{
+    snprintf(c->access, sizeof c->access, "presence");
+    c->persist = true;
+    c->max_items = 1;
+    snprintf(c->send_last, sizeof c->send_last, "on_sub_and_presence");
+}
+
+static int64_t
+pp_cfg_max(const pp_cfg_t *c, const pp_conf_t *conf)
+{
+    int64_t m = c->max_items == PP_MAX ? conf->max_items_limit : c->max_items;
+    return c->persist ? m : 1;
+}
+
+static const char *
+pp_field_value(const xd_el_t *field)
+{
+    const char *v = xd_el_child_text(field, "value", NULL);
+    return v ? v : "";
+}
+
+static int
+pp_bool(const char *v)
+{
+    if (!strcmp(v, "1") || !strcmp(v, "true"))
+        return 1;
+    if (!strcmp(v, "0") || !strcmp(v, "false"))
+        return 0;
+    return -1;
+}
+
+/* Reads a submitted form (publish-options or node_config) into *c, the
+ * fields it names into *set.  0, or a message for not-acceptable /
+ * precondition-not-met (an unknown value, a form of another type). */
+static const char *
+pp_form_read(const xd_el_t *x, const char *form_type, const pp_conf_t *conf, pp_cfg_t *c,
+             unsigned *set)
+{
+    *set = 0;
+    if (!x || !xd_el_is(x, "x", XD_NS_DATA))
+        return "expected a jabber:x:data form";
+    const char *type = xd_el_attr(x, "type");
+    if (type && strcmp(type, "submit") != 0)
+        return "the form must be of type submit";
+    for (const xd_el_t *f = xd_el_first_child(x); f; f = xd_el_next(f)) {
+        if (!xd_el_is(f, "field", XD_NS_DATA))
+            continue;
+        const char *var = xd_el_attr(f, "var");
+        const char *v = pp_field_value(f);
+        if (!var)
+            continue;
+        if (!strcmp(var, "FORM_TYPE")) {
+            if (strcmp(v, form_type) != 0)
+                return "unexpected FORM_TYPE";
+        } else if (!strcmp(var, "pubsub#access_model")) {
+            if (strcmp(v, "open") && strcmp(v, "presence") && strcmp(v, "whitelist"))
+                return "pubsub#access_model: open, presence or whitelist";
+            snprintf(c->access, sizeof c->access, "%s", v);
+            *set |= PP_F_ACCESS;
+        } else if (!strcmp(var, "pubsub#persist_items")) {
+            int b = pp_bool(v);
+            if (b < 0)
+                return "pubsub#persist_items: a boolean";
+            c->persist = b;
+            *set |= PP_F_PERSIST;
+        } else if (!strcmp(var, "pubsub#max_items")) {
+            if (!strcmp(v, "max")) {
+                c->max_items = PP_MAX;
+            } else {
+                char *end = NULL;
+                long long n = *v ? strtoll(v, &end, 10) : -1;
+                if (!end || *end || n < 1 || n > conf->max_items_limit)
+                    return "pubsub#max_items: \"max\" or a number within the server's limit";
+                c->max_items = n;
+            }
+            *set |= PP_F_MAX;
+        } else if (!strcmp(var, "pubsub#send_last_published_item")) {
+            if (strcmp(v, "never") && strcmp(v, "on_sub") && strcmp(v, "on_sub_and_presence"))
+                return "pubsub#send_last_published_item: never, on_sub or on_sub_and_presence";
+            snprintf(c->send_last, sizeof c->send_last, "%s", v);
+            *set |= PP_F_SENDLAST;
+        }
+        /* Other fields (deliver_payloads, notify_*, title, …) are not
+         * configurable here and are ignored. */
+    }
+    return NULL;
+}
+
+/* Whether the preconditions `want` (fields `set`) hold for the node's cfg. */
+static bool
+pp_precond_ok(const pp_cfg_t *have, const pp_cfg_t *want, unsigned set, const pp_conf_t *conf)
+{
+    if ((set & PP_F_ACCESS) && strcmp(have->access, want->access) != 0)
+        return false;
+    if ((set & PP_F_PERSIST) && have->persist != want->persist)
+        return false;
+    if ((set & PP_F_MAX)) {
+        int64_t a = have->max_items == PP_MAX ? conf->max_items_limit : have->max_items;
+        int64_t b = want->max_items == PP_MAX ? conf->max_items_limit : want->max_items;
+        if (a != b)
+            return false;
+    }
+    if ((set & PP_F_SENDLAST) && strcmp(have->send_last, want->send_last) != 0)
+        return false;
+    return true;
+}
+
+/* ---- state: the caps cache ------------------------------------------------------------------- */
+
+typedef struct pp_caps {
+    char **features; /* sorted? no: as given (owned) */
+    size_t n;
+} pp_caps_t;
+
+typedef struct pp_caps_query {
+    char *ver;         /* what it asks about */
+    char *full;        /* the session asked */
+    uint64_t deadline; /* monotonic ms: forgotten after (TICK), the ver asked again */
+} pp_caps_query_t;
+
+#define PP_CAPS_TIMEOUT_MS 30000
+
+static uint64_t
+pp_now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+
+typedef struct pp_state {
+    pthread_mutex_t mu;  /* guards the rest */
+    xd_map_t caps;       /* ver → pp_caps_t */
+    xd_map_t asking;     /* iq id → pp_caps_query_t */
+    xd_map_t asked_ver;  /* ver → (void *)1 while a query is out */
+    uint64_t seq;        /* ids */
+} pp_state_t;
+
+static void
+pp_caps_free(void *v)
+{
+    pp_caps_t *c = v;
+    if (!c)
+        return;
+    for (size_t i = 0; i < c->n; i++)
+        xd_free(c->features[i]);
+    xd_free(c->features);
+    xd_free(c);
+}
+
+static void
+pp_query_free(void *v)
+{
+    pp_caps_query_t *q = v;
+    if (!q)
+        return;
+    xd_free(q->ver);
+    xd_free(q->full);
+    xd_free(q);
+}
+
+static void
+pp_noop_free(void *v)
+{
+    (void)v;
+}
+
+/* The caps ver a presence announces (hash sha-1), into buf; false when none. */
+static bool
+pp_presence_ver(const xd_stanza_t *pres, char *buf, size_t cap)
+{
+    if (!pres)
+        return false;
+    const xd_el_t *c = xd_el_child(xd_stanza_root(pres), "c", XD_NS_CAPS);
+    const char *ver = c ? xd_el_attr(c, "ver") : NULL;
+    const char *hash = c ? xd_el_attr(c, "hash") : NULL;
+    if (!ver || !hash || strcmp(hash, "sha-1") != 0 || strlen(ver) >= cap || !*ver)
+        return false;
+    snprintf(buf, cap, "%s", ver);
+    return true;
+}
+
+/* 1 when the caps `ver` include `feature`, 0 when not, -1 when unknown. */
+static int
+pp_caps_has(pp_state_t *s, const char *ver, const char *feature)
+{
+    int r = -1;
+    pthread_mutex_lock(&s->mu);
+    pp_caps_t *c = xd_map_get(&s->caps, xd_str_c(ver));
+    if (c) {
+        r = 0;
+        for (size_t i = 0; i < c->n && !r; i++)
+            r = strcmp(c->features[i], feature) == 0;
+    }
+    pthread_mutex_unlock(&s->mu);
+    return r;
+}
+
+/* Whether the session whose last presence is `pres` wants notifications of node. */
+static bool
+pp_wants(pp_state_t *s, const xd_stanza_t *pres, const char *node)
+{
+    char ver[64];
+    if (!pp_presence_ver(pres, ver, sizeof ver))
+        return false;
+    size_t n = strlen(node) + 8;
+    char *f = xd_malloc(n);
+    snprintf(f, n, "%s+notify", node);
+    bool r = pp_caps_has(s, ver, f) == 1;
+    xd_free(f);
+    return r;
+}
+
+/* ---- errors ---------------------------------------------------------------------------------- */
+
+static xd_stanza_t *
+pp_err(const xd_stanza_t *iq, xd_cond cond, const char *app, const char *feature,
+       const char *text)
+{
+    xd_stanza_t *e = xd_stanza_error(iq, cond, text);
+    if (!e || !app)
+        return e;
+    xd_el_t *el = xd_stanza_thaw(e);
+    xd_el_t *er = xd_el_child_mut(el, "error", NULL);
+    if (er) {
+        xd_el_t *a = xd_el_add_child(er, app, PP_NS_ERRORS);
+        if (feature)
+            xd_el_set_attr(a, "feature", feature);
+    }
+    return xd_el_freeze(el);
+}
+
+/* ---- a request, on the pool ------------------------------------------------------------------ */
+
+typedef struct pp_req {
+    xd_module_ctx_t *ctx;
+    xd_stanza_t *iq;      /* the request (ref) */
+    xd_jid_t *from;       /* ref */
+    char host[XD_JID_PART_MAX + 1];
+    char user[XD_JID_PART_MAX + 1]; /* the owner's localpart */
+    char owner[2 * XD_JID_PART_MAX + 2]; /* the owner's bare JID */
+    bool is_owner;        /* from the account itself */
+    bool owner_ns;        /* pubsub#owner */
+    xd_input_ref_t in;    /* the sender's stream, billed for the fan-out */
+    xd_stanza_t *reply;   /* the answer (ref) */
+} pp_req_t;
+
+typedef struct pp_node_row {
+    bool found;
+    pp_cfg_t cfg;
+} pp_node_row_t;
+
+static int
+pp_node_row(void *arg, const xd_db_val_t *cols, size_t ncols)
+{
+    pp_node_row_t *r = arg;
+    if (ncols < 4)
+        return 0;
+    r->found = true;
+    snprintf(r->cfg.access, sizeof r->cfg.access, "%.*s", (int)cols[0].s.len, cols[0].s.p);
+    r->cfg.persist = cols[1].i != 0;
+    r->cfg.max_items = cols[2].i;
+    snprintf(r->cfg.send_last, sizeof r->cfg.send_last, "%.*s", (int)cols[3].s.len,
+             cols[3].s.p);
+    return 1;
+}
+
+static int
+pp_node_load(xd_db_conn_t *c, const char *host, const char *user, const char *node,
+             pp_node_row_t *out)
+{
+    out->found = false;
+    xd_db_val_t key[] = { XD_DB_V_CSTR(host), XD_DB_V_CSTR(user), XD_DB_V_CSTR(node) };
+    return xd_db_query(c,
+                       "SELECT access_model, persist_items, max_items, send_last FROM pep_node"
+                       " WHERE host = ? AND username = ? AND node = ?",
+                       key, 3, pp_node_row, out);
+}
+
+static int
+pp_node_save(xd_db_conn_t *c, const char *host, const char *user, const char *node,
+             const pp_cfg_t *cfg, bool create)
+{
+    if (create) {
+        xd_db_val_t row[] = { XD_DB_V_CSTR(host),          XD_DB_V_CSTR(user),
+                              XD_DB_V_CSTR(node),          XD_DB_V_CSTR(cfg->access),
+                              XD_DB_V_INT(cfg->persist),   XD_DB_V_INT(cfg->max_items),
+                              XD_DB_V_CSTR(cfg->send_last), XD_DB_V_INT(time(NULL)) };
+        return xd_db_query(c,
+                           "INSERT INTO pep_node (host, username, node, access_model,"
+                           " persist_items, max_items, send_last, created_at)"
+                           " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                           row, 8, NULL, NULL);
+    }
+    xd_db_val_t row[] = { XD_DB_V_CSTR(cfg->access), XD_DB_V_INT(cfg->persist),
+                          XD_DB_V_INT(cfg->max_items), XD_DB_V_CSTR(cfg->send_last),
+                          XD_DB_V_CSTR(host), XD_DB_V_CSTR(user), XD_DB_V_CSTR(node) };
+    return xd_db_query(c,
+                       "UPDATE pep_node SET access_model = ?, persist_items = ?, max_items = ?,"
+                       " send_last = ? WHERE host = ? AND username = ? AND node = ?",
+                       row, 7, NULL, NULL);
+}
+
+/* Keeps the newest `keep` items of the node. */
+static int
+pp_trim(xd_db_conn_t *c, const char *host, const char *user, const char *node, int64_t keep)
+{
+    xd_db_val_t p[] = { XD_DB_V_CSTR(host), XD_DB_V_CSTR(user), XD_DB_V_CSTR(node),
+                        XD_DB_V_CSTR(host), XD_DB_V_CSTR(user), XD_DB_V_CSTR(node),
+                        XD_DB_V_INT(keep) };
+    return xd_db_query(c,
+                       "DELETE FROM pep_item WHERE host = ? AND username = ? AND node = ?"
+                       " AND seq NOT IN (SELECT seq FROM pep_item"
+                       " WHERE host = ? AND username = ? AND node = ?"
+                       " ORDER BY seq DESC LIMIT ?)",
+                       p, 7, NULL, NULL);
+}
+
+/* ---- notifications --------------------------------------------------------------------------- */
+
+/* Sends `event` (an <event/> element, borrowed) from owner to full. */
+static size_t
+pp_send_event(const char *owner, const char *full, const xd_el_t *event_src, const char *xml,
+              size_t len)
+{
+    (void)event_src;
+    xd_el_t *ev = NULL;
+    if (xd_el_parse(xml, len, &ev) != 0)
+        return 0;
+    xd_el_t *m = xd_el_new("message", NULL);
+    xd_el_set_attr(m, "from", owner);
+    xd_el_set_attr(m, "to", full);
+    xd_el_set_attr(m, "type", "headline");
+    char id[21];
+    if (mod_random_id(id) == 0)
+        xd_el_set_attr(m, "id", id);
+    xd_el_append(m, ev);
+    xd_stanza_t *st = xd_el_freeze(m);
+    size_t n = 0;
+    xd_stanza_bytes(st, &n);
+    xd_route_take(st);
+    return n;
+}
+
+typedef struct pp_contacts {
+    char **jids;
+    size_t n, cap;
+    unsigned mask; /* subscriptions that count */
+} pp_contacts_t;
+
+static int
+pp_contact_cb(void *arg, const xd_roster_view_t *item)
+{
+    pp_contacts_t *c = arg;
+    if (!item->in_roster || !(item->sub & c->mask))
+        return 0;
+    if (c->n == c->cap) {
+        c->cap = c->cap ? c->cap * 2 : 16;
+        c->jids = xd_realloc(c->jids, c->cap * sizeof *c->jids);
+    }
+    c->jids[c->n++] = xd_strdup(item->jid);
+    return 0;
+}
+
+static void
+pp_contacts_free(pp_contacts_t *c)
+{
+    for (size_t i = 0; i < c->n; i++)
+        xd_free(c->jids[i]);
+    xd_free(c->jids);
+}
+
+/* The roster of host/user: contacts whose subscription has a bit of mask. */
+static int
+pp_roster(const char *host, const char *user, const char *contact, unsigned mask,
+          pp_contacts_t *out)
+{
+    out->mask = mask;
+    xd_hook_roster_get_t ev = { .host = host, .user = user, .contact = contact,
+                                .fn = pp_contact_cb, .arg = out };
+    xd_hook_run(XD_HOOK_ROSTER_GET, host, &ev);
+    return ev.served ? ev.rc : XD_ENOTFOUND;
+}
+
+/* Sends the event to the sessions of `bare` (available; filtered by
+ * +notify unless all); returns the bytes sent. */
+static size_t
+pp_fan_account(pp_state_t *s, const char *owner, const char *bare, const char *node, bool all,
+               const char *xml, size_t len)
+{
+    xd_jid_t *j = NULL;
+    if (xd_jid_parse(xd_str_c(bare), &j) != 0)
+        return 0;
+    xd_session_info_t info[PP_MAX_SESSIONS];
+    size_t n = xd_session_list(j, info, PP_MAX_SESSIONS);
+    if (n > PP_MAX_SESSIONS)
+        n = PP_MAX_SESSIONS;
+    size_t bytes = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (info[i].available && (all || pp_wants(s, info[i].presence, node)))
+            bytes += pp_send_event(owner, xd_jid_full_str(info[i].jid).p, NULL, xml, len);
+        xd_session_info_clear(&info[i]);
+    }
+    xd_jid_unref(j);
+    return bytes;
+}
+
+/* The event of a node change to the owner's sessions and the contacts that
+ * may see it (on the pool). */
+static void
+pp_notify(pp_req_t *r, const char *node, const pp_cfg_t *cfg, xd_el_t *event)
+{
+    pp_state_t *s = xd_module_state(r->ctx);
+    size_t len = 0;
+    char *xml = xd_el_serialize(event, NULL, &len);
+    xd_el_free(event);
+    size_t bytes = pp_fan_account(s, r->owner, r->owner, node, true, xml, len);
+    if (strcmp(cfg->access, "whitelist") != 0) {
+        pp_contacts_t cs = { 0 };
+        int rc = pp_roster(r->host, r->user, NULL, XD_ROSTER_SUB_FROM, &cs);
+        if (rc != 0 && rc != XD_ENOTFOUND)
+            XD_LOG(NULL, XD_WARN, "pep: roster not read", "host=%s user=%s err=%s", r->host,
+                   r->user, xd_strerror(rc));
+        for (size_t i = 0; i < cs.n; i++)
+            if (strcmp(cs.jids[i], r->owner) != 0)
+                bytes += pp_fan_account(s, r->owner, cs.jids[i], node, false, xml, len);
+        pp_contacts_free(&cs);
+    }
+    xd_free(xml);
+    xd_input_charge(r->in, bytes);
+}
+
+static xd_el_t *
+pp_event(const char *node, xd_el_t **items_out)
+{
+    xd_el_t *ev = xd_el_new("event", XD_NS_PUBSUB_EVENT);
+    xd_el_t *items = xd_el_add_child(ev, "items", NULL);
+    xd_el_set_attr(items, "node", node);
+    if (items_out)
+        *items_out = items;
+    return ev;
+}
+
+/* ---- publish --------------------------------------------------------------------------------- */
+
+typedef struct pp_pub {
+    const char *host, *user, *node, *id;
+    const char *xml; /* the <item/> serialized */
+    size_t len;
+    pp_cfg_t want;    /* the publish-options applied to the defaults */
+    unsigned set;     /* fields the publish-options named */
+    const pp_conf_t *conf;
+    pp_cfg_t cfg;     /* out: the node's configuration */
+    int outcome;      /* out: 0, 1 precondition, 2 too many nodes */
+} pp_pub_t;
+
+static int
+pp_pub_tx(xd_db_conn_t *c, void *arg)
+{
+    pp_pub_t *p = arg;
+    p->outcome = 0;
+    pp_node_row_t row;
+    int rc = pp_node_load(c, p->host, p->user, p->node, &row);
+    if (rc != 0)
+        return rc;
+    if (row.found) {
+        if (!pp_precond_ok(&row.cfg, &p->want, p->set, p->conf)) {
+            p->outcome = 1;
+            return 0;
+        }
+        p->cfg = row.cfg;
+    } else {
+        xd_db_val_t key[] = { XD_DB_V_CSTR(p->host), XD_DB_V_CSTR(p->user) };
+        int64_t n = 0;
+        rc = xd_db_query_int64(c, "SELECT COUNT(*) FROM pep_node WHERE host = ? AND username = ?",
+                               key, 2, &n);
+        if (rc != 0)
+            return rc;
+        if (n >= p->conf->max_nodes) {
+            p->outcome = 2;
+            return 0;
+        }
+        p->cfg = p->want;
+        if ((rc = pp_node_save(c, p->host, p->user, p->node, &p->cfg, true)) != 0)
+            return rc;
+    }
+    xd_db_val_t key[] = { XD_DB_V_CSTR(p->host), XD_DB_V_CSTR(p->user), XD_DB_V_CSTR(p->node),
+                          XD_DB_V_CSTR(p->id) };
+    rc = xd_db_query(c,
+                     "DELETE FROM pep_item WHERE host = ? AND username = ? AND node = ? AND id = ?",
+                     key, 4, NULL, NULL);
+    int64_t seq = 0;
+    if (rc == 0)
+        rc = xd_db_query_int64(c,
+                               "SELECT COALESCE(MAX(seq), 0) FROM pep_item"
+                               " WHERE host = ? AND username = ? AND node = ?",
+                               key, 3, &seq);
+    if (rc != 0)
+        return rc;
+    xd_db_val_t row2[] = { XD_DB_V_CSTR(p->host), XD_DB_V_CSTR(p->user), XD_DB_V_CSTR(p->node),
+                           XD_DB_V_CSTR(p->id),   XD_DB_V_INT(seq + 1),  XD_DB_V_INT(time(NULL)),
+                           XD_DB_V_TEXT(((xd_str_t){ p->xml, p->len })) };
+    rc = xd_db_query(c,
+                     "INSERT INTO pep_item (host, username, node, id, seq, ts, xml)"
+                     " VALUES (?, ?, ?, ?, ?, ?, ?)",
+                     row2, 7, NULL, NULL);
+    if (rc == 0)
+        rc = pp_trim(c, p->host, p->user, p->node, pp_cfg_max(&p->cfg, p->conf));
+    return rc;
+}
+
+static xd_stanza_t *
+pp_publish(pp_req_t *r, const xd_el_t *pubsub, const xd_el_t *pub)
+{
+    const pp_conf_t *conf = xd_module_opts(r->ctx);
+    const xd_stanza_t *iq = r->iq;
+    if (!r->is_owner)
+        return pp_err(iq, XD_COND_FORBIDDEN, NULL, NULL, "only the account publishes here");
+    const char *node = xd_el_attr(pub, "node");
+    if (!node || !*node)
+        return pp_err(iq, XD_COND_BAD_REQUEST, "nodeid-required", NULL, NULL);
+    if (strlen(node) > PP_NODE_MAX)
+        return pp_err(iq, XD_COND_NOT_ACCEPTABLE, NULL, NULL, "node name too long");
+    const xd_el_t *item = NULL;
+    size_t nitems = 0;
+    for (const xd_el_t *c = xd_el_first_child(pub); c; c = xd_el_next(c))
+        if (xd_el_is(c, "item", XD_NS_PUBSUB)) {
+            item = c;
+            nitems++;
+        }
+    if (nitems == 0)
+        return pp_err(iq, XD_COND_BAD_REQUEST, "item-required", NULL, NULL);
+    if (nitems > 1)
+        return pp_err(iq, XD_COND_BAD_REQUEST, "invalid-payload", NULL, "one item per publish");
+    size_t npay = xd_el_child_count(item);
+    if (npay == 0)
+        return pp_err(iq, XD_COND_BAD_REQUEST, "payload-required", NULL, NULL);
+    if (npay > 1)
+        return pp_err(iq, XD_COND_BAD_REQUEST, "invalid-payload", NULL, "one payload per item");
+    pp_pub_t p = { .host = r->host, .user = r->user, .node = node, .conf = conf };
+    pp_cfg_default(&p.want);
+    const xd_el_t *po = xd_el_child(pubsub, "publish-options", XD_NS_PUBSUB);
+    if (po) {
+        const xd_el_t *x = xd_el_child(po, "x", XD_NS_DATA);
+        if (x) {
+            const char *why = pp_form_read(x, PP_NS_PUBOPT, conf, &p.want, &p.set);
+            if (why)
+                return pp_err(iq, XD_COND_CONFLICT, "precondition-not-met", NULL, why);
+        }
+    }
+    char gen[21];
+    const char *id = xd_el_attr(item, "id");
+    if (!id || !*id) {
+        if (mod_random_id(gen) != 0)
+            return pp_err(iq, XD_COND_INTERNAL_SERVER_ERROR, NULL, NULL, NULL);
+        id = gen;
+    }
+    if (strlen(id) > PP_ID_MAX)
+        return pp_err(iq, XD_COND_NOT_ACCEPTABLE, NULL, NULL, "item id too long");
+    /* The payload is stored; <item id=…/> is made in the namespace of
+     * where it goes (pubsub, pubsub#event). */
+    p.id = id;
+    char *xml = xd_el_serialize(xd_el_first_child(item), NULL, &p.len);
+    p.xml = xml;
+    if (p.len > conf->max_item_size) {
+        xd_free(xml);
+        return pp_err(iq, XD_COND_NOT_ACCEPTABLE, "payload-too-big", NULL, NULL);
+    }
+    int rc = xd_db_tx(xd_module_db(r->ctx), pp_pub_tx, &p);
+    xd_el_t *pl = NULL;
+    if (rc >= 0 && !p.outcome && xd_el_parse(xml, p.len, &pl) != 0)
+        rc = XD_EINVAL;
+    xd_free(xml);
+    if (rc < 0 || p.outcome) {
+        if (rc < 0) {
+            XD_LOG(NULL, XD_ERROR, "pep publish failed", "host=%s user=%s err=%s", r->host,
+                   r->user, xd_strerror(rc));
+            return pp_err(iq, XD_COND_INTERNAL_SERVER_ERROR, NULL, NULL, NULL);
+        }
+        if (p.outcome == 1)
+            return pp_err(iq, XD_COND_CONFLICT, "precondition-not-met", NULL,
+                          "the node's configuration differs from the publish-options");
+        return pp_err(iq, XD_COND_NOT_ALLOWED, NULL, NULL, "too many nodes for this account");
+    }
+    xd_el_t *items;
+    xd_el_t *ev = pp_event(node, &items);
+    xd_el_t *stored = xd_el_add_child(items, "item", NULL);
+    xd_el_set_attr(stored, "id", id);
+    xd_el_append(stored, pl);
+    pp_notify(r, node, &p.cfg, ev);
+    xd_el_t *res = xd_iq_result_builder(iq);
+    xd_el_t *ps = xd_el_add_child(res, "pubsub", XD_NS_PUBSUB);
+    xd_el_t *pe = xd_el_add_child(ps, "publish", NULL);
+    xd_el_set_attr(pe, "node", node);
+    xd_el_set_attr(xd_el_add_child(pe, "item", NULL), "id", id);
+    return xd_el_freeze(res);
+}
+
+/* ---- retract --------------------------------------------------------------------------------- */
+
+static xd_stanza_t *
+pp_retract(pp_req_t *r, const xd_el_t *ret)
+{
+    const xd_stanza_t *iq = r->iq;
+    if (!r->is_owner)
+        return pp_err(iq, XD_COND_FORBIDDEN, NULL, NULL, NULL);
+    const char *node = xd_el_attr(ret, "node");
+    if (!node || !*node)
+        return pp_err(iq, XD_COND_BAD_REQUEST, "nodeid-required", NULL, NULL);
+    const xd_el_t *item = xd_el_child(ret, "item", XD_NS_PUBSUB);
+    const char *id = item ? xd_el_attr(item, "id") : NULL;
+    if (!id || !*id)
+        return pp_err(iq, XD_COND_BAD_REQUEST, "item-required", NULL, NULL);
+    xd_db_conn_t *c = NULL;
+    int rc = xd_db_acquire(xd_module_db(r->ctx), &c);
+    pp_node_row_t row = { 0 };
+    int64_t gone = 0;
+    if (rc == 0)
+        rc = pp_node_load(c, r->host, r->user, node, &row);
+    if (rc == 0 && row.found) {
+        xd_db_val_t key[] = { XD_DB_V_CSTR(r->host), XD_DB_V_CSTR(r->user), XD_DB_V_CSTR(node),
+                              XD_DB_V_CSTR(id) };
+        rc = xd_db_query(c,
+                         "DELETE FROM pep_item WHERE host = ? AND username = ? AND node = ?"
+                         " AND id = ?",
+                         key, 4, NULL, NULL);
+        gone = rc == 0 ? xd_db_changes(c) : 0;
+    }
+    if (c)
+        xd_db_release(c);
+    if (rc != 0)
+        return pp_err(iq, XD_COND_INTERNAL_SERVER_ERROR, NULL, NULL, NULL);
+    if (!row.found || gone == 0)
+        return pp_err(iq, XD_COND_ITEM_NOT_FOUND, NULL, NULL, NULL);
+    const char *notify = xd_el_attr(ret, "notify");
+    if (notify && pp_bool(notify) == 1) {
+        xd_el_t *items;
+        xd_el_t *ev = pp_event(node, &items);
+        xd_el_set_attr(xd_el_add_child(items, "retract", NULL), "id", id);
+        pp_notify(r, node, &row.cfg, ev);
+    }
+    return xd_iq_result(iq);
+}
+
+/* ---- items ----------------------------------------------------------------------------------- */
+
+/* Whether r's requester may read a node with cfg (on the pool). */
+static bool
+pp_may_read(pp_req_t *r, const pp_cfg_t *cfg)
+{
+    if (r->is_owner || !strcmp(cfg->access, "open"))
+        return true;
+    if (strcmp(cfg->access, "presence") != 0)
+        return false;
+    xd_str_t b = xd_jid_bare_str(r->from);
+    char bare[2 * XD_JID_PART_MAX + 2];
+    snprintf(bare, sizeof bare, "%.*s", (int)b.len, b.p);
+    pp_contacts_t cs = { 0 };
+    pp_roster(r->host, r->user, bare, XD_ROSTER_SUB_FROM, &cs);
+    bool ok = false;
+    for (size_t i = 0; i < cs.n && !ok; i++)
+        ok = strcmp(cs.jids[i], bare) == 0;
+    pp_contacts_free(&cs);
+    return ok;
+}
+
+typedef struct pp_items {
+    xd_el_t *parent; /* <items/> being filled */
+    size_t n;
+    int rc;
+} pp_items_t;
+
+static int
+pp_item_row(void *arg, const xd_db_val_t *cols, size_t ncols)
+{
+    pp_items_t *it = arg;
+    if (ncols < 2)
+        return 0;
+    xd_el_t *el = NULL;
+    if (xd_el_parse(cols[1].s.p, cols[1].s.len, &el) != 0) {
+        it->rc = XD_EINVAL;
+        return 0;
+    }
+    char id[PP_ID_MAX + 1];
+    snprintf(id, sizeof id, "%.*s", (int)cols[0].s.len, cols[0].s.p);
+    xd_el_t *item = xd_el_add_child(it->parent, "item", NULL);
+    xd_el_set_attr(item, "id", id);
+    xd_el_append(item, el);
+    it->n++;
+    return 0;
+}
+
+static xd_stanza_t *
+pp_items_get(pp_req_t *r, const xd_el_t *items)
+{
+    const xd_stanza_t *iq = r->iq;
+    const char *node = xd_el_attr(items, "node");
+    if (!node || !*node)
+        return pp_err(iq, XD_COND_BAD_REQUEST, "nodeid-required", NULL, NULL);
+    int64_t max = INT32_MAX; /* "all": LIMIT -1 is SQLite only */
+    const char *mi = xd_el_attr(items, "max_items");
+    if (mi) {
+        char *end = NULL;
+        long long v = strtoll(mi, &end, 10);
+        if (!*mi || *end || v < 1)
+            return pp_err(iq, XD_COND_BAD_REQUEST, NULL, NULL, "max_items: a positive number");
+        max = v;
+    }
+    xd_db_conn_t *c = NULL;
+    int rc = xd_db_acquire(xd_module_db(r->ctx), &c);
+    pp_node_row_t row = { 0 };
+    if (rc == 0)
+        rc = pp_node_load(c, r->host, r->user, node, &row);
+    if (rc != 0 || !row.found) {
+        if (c)
+            xd_db_release(c);
+        return rc ? pp_err(iq, XD_COND_INTERNAL_SERVER_ERROR, NULL, NULL, NULL)
+                  : pp_err(iq, XD_COND_ITEM_NOT_FOUND, NULL, NULL, NULL);
+    }
+    xd_db_release(c); /* the roster read may take a connection of its own */
+    c = NULL;
+    if (!pp_may_read(r, &row.cfg)) {
+        if (!strcmp(row.cfg.access, "presence"))
+            return pp_err(iq, XD_COND_NOT_AUTHORIZED, "presence-subscription-required", NULL,
+                          NULL);
+        return pp_err(iq, XD_COND_NOT_ALLOWED, "closed-node", NULL, NULL);
+    }
+    xd_el_t *res = xd_iq_result_builder(iq);
+    xd_el_t *ps = xd_el_add_child(res, "pubsub", XD_NS_PUBSUB);
+    xd_el_t *out = xd_el_add_child(ps, "items", NULL);
+    xd_el_set_attr(out, "node", node);
+    pp_items_t it = { .parent = out };
+    rc = xd_db_acquire(xd_module_db(r->ctx), &c);
+    bool by_id = false;
+    for (const xd_el_t *ch = xd_el_first_child(items); ch && rc == 0; ch = xd_el_next(ch)) {
+        const char *id = xd_el_is(ch, "item", XD_NS_PUBSUB) ? xd_el_attr(ch, "id") : NULL;
+        if (!id)
+            continue;
+        by_id = true;
+        xd_db_val_t key[] = { XD_DB_V_CSTR(r->host), XD_DB_V_CSTR(r->user), XD_DB_V_CSTR(node),
+                              XD_DB_V_CSTR(id) };
+        rc = xd_db_query(c,
+                         "SELECT id, xml FROM pep_item WHERE host = ? AND username = ? AND node = ?"
+                         " AND id = ?",
+                         key, 4, pp_item_row, &it);
+    }
+    if (rc == 0 && !by_id) {
+        xd_db_val_t key[] = { XD_DB_V_CSTR(r->host), XD_DB_V_CSTR(r->user), XD_DB_V_CSTR(node),
+                              XD_DB_V_INT(max) };
+        rc = xd_db_query(c,
+                         "SELECT id, xml FROM pep_item WHERE host = ? AND username = ? AND node = ?"
+                         " ORDER BY seq DESC LIMIT ?",
+                         key, 4, pp_item_row, &it);
+    }
+    if (c)
+        xd_db_release(c);
+    if (rc == 0)
+        rc = it.rc;
+    if (rc != 0) {
+        xd_el_free(res);
+        return pp_err(iq, XD_COND_INTERNAL_SERVER_ERROR, NULL, NULL, NULL);
+    }
+    if (by_id && it.n == 0) {
+        xd_el_free(res);
+        return pp_err(iq, XD_COND_ITEM_NOT_FOUND, NULL, NULL, NULL);
+    }
+    return xd_el_freeze(res);
+}
+
+/* ---- owner: delete, purge, configure --------------------------------------------------------- */
+
+static int
+pp_user_sql(xd_db_conn_t *c, const char *sql, const char *host, const char *user,
+            const char *node)
+{
+    xd_db_val_t key[] = { XD_DB_V_CSTR(host), XD_DB_V_CSTR(user), XD_DB_V_CSTR(node) };
+    return xd_db_query(c, sql, key, 3, NULL, NULL);
+}
+
+typedef struct pp_del {
+    const char *host, *user, *node;
+    bool purge;
+    bool found;
+    pp_cfg_t cfg;
+} pp_del_t;
+
+static int
+pp_del_tx(xd_db_conn_t *c, void *arg)
+{
+    pp_del_t *d = arg;
+    pp_node_row_t row;
+    int rc = pp_node_load(c, d->host, d->user, d->node, &row);
+    d->found = row.found;
+    d->cfg = row.cfg;
+    if (rc != 0 || !row.found)
+        return rc;
+    rc = pp_user_sql(c, "DELETE FROM pep_item WHERE host = ? AND username = ? AND node = ?",
+                     d->host, d->user, d->node);
+    if (rc == 0 && !d->purge)
+        rc = pp_user_sql(c, "DELETE FROM pep_node WHERE host = ? AND username = ? AND node = ?",
+                         d->host, d->user, d->node);
+    return rc;
+}
+
+static xd_stanza_t *
+pp_configure(pp_req_t *r, const xd_el_t *cf, bool set)
+{
+    const pp_conf_t *conf = xd_module_opts(r->ctx);
+    const char *node = xd_el_attr(cf, "node");
+    if (!node || !*node)
+        return pp_err(r->iq, XD_COND_BAD_REQUEST, "nodeid-required", NULL, NULL);
+    xd_db_t *db = xd_module_db(r->ctx);
+    xd_db_conn_t *c = NULL;
+    int rc = xd_db_acquire(db, &c);
+    pp_node_row_t row = { 0 };
+    if (rc == 0)
+        rc = pp_node_load(c, r->host, r->user, node, &row);
+    xd_stanza_t *reply = NULL;
+    if (rc != 0) {
+        reply = pp_err(r->iq, XD_COND_INTERNAL_SERVER_ERROR, NULL, NULL, NULL);
+    } else if (!row.found) {
+        reply = pp_err(r->iq, XD_COND_ITEM_NOT_FOUND, NULL, NULL, NULL);
+    } else if (set) {
+        const xd_el_t *x = xd_el_child(cf, "x", XD_NS_DATA);
+        const char *type = x ? xd_el_attr(x, "type") : NULL;
+        unsigned fields = 0;
+        const char *why = NULL;
+        if (x && type && !strcmp(type, "cancel"))
+            why = NULL;
+        else if (!x)
+            why = "a node_config form is needed";
+        else
+            why = pp_form_read(x, PP_NS_NODECFG, conf, &row.cfg, &fields);
+        if (why) {
+            reply = pp_err(r->iq, XD_COND_NOT_ACCEPTABLE, NULL, NULL, why);
+        } else if (fields) {
+            rc = pp_node_save(c, r->host, r->user, node, &row.cfg, false);
+            if (rc == 0)
+                rc = pp_trim(c, r->host, r->user, node, pp_cfg_max(&row.cfg, conf));
+            reply = rc ? pp_err(r->iq, XD_COND_INTERNAL_SERVER_ERROR, NULL, NULL, NULL)
+                       : xd_iq_result(r->iq);
+        } else {
+            reply = xd_iq_result(r->iq);
+        }
+    } else {
+        xd_el_t *res = xd_iq_result_builder(r->iq);
+        xd_el_t *ps = xd_el_add_child(res, "pubsub", XD_NS_PUBSUB_OWNER);
+        xd_el_t *ce = xd_el_add_child(ps, "configure", NULL);
+        xd_el_set_attr(ce, "node", node);
+        xd_el_t *x = xd_el_add_child(ce, "x", XD_NS_DATA);
+        xd_el_set_attr(x, "type", "form");
+        char maxs[24];
+        if (row.cfg.max_items == PP_MAX)
+            snprintf(maxs, sizeof maxs, "max");
+        else
+            snprintf(maxs, sizeof maxs, "%lld", (long long)row.cfg.max_items);
+        struct {
+            const char *var, *type, *value;
+            const char *opts[4];
+        } fs[] = {
+            { "FORM_TYPE", "hidden", PP_NS_NODECFG, { NULL } },
+            { "pubsub#access_model", "list-single", row.cfg.access,
+              { "open", "presence", "whitelist", NULL } },
+            { "pubsub#persist_items", "boolean", row.cfg.persist ? "1" : "0", { NULL } },
+            { "pubsub#max_items", "text-single", maxs, { NULL } },
+            { "pubsub#send_last_published_item", "list-single", row.cfg.send_last,
+              { "never", "on_sub", "on_sub_and_presence", NULL } },
+        };
+        for (size_t i = 0; i < sizeof fs / sizeof *fs; i++) {
+            xd_el_t *f = xd_el_add_child(x, "field", NULL);
+            xd_el_set_attr(f, "var", fs[i].var);
+            xd_el_set_attr(f, "type", fs[i].type);
+            xd_el_add_text(xd_el_add_child(f, "value", NULL), fs[i].value);
+            for (size_t k = 0; fs[i].opts[k]; k++)
+                xd_el_add_text(xd_el_add_child(xd_el_add_child(f, "option", NULL), "value", NULL),
+                               fs[i].opts[k]);
+        }
+        reply = xd_el_freeze(res);
+    }
+    if (c)
+        xd_db_release(c);
+    return reply;
+}
+
+static xd_stanza_t *
+pp_owner(pp_req_t *r, const xd_el_t *pubsub, bool set)
+{
+    if (!r->is_owner)
+        return pp_err(r->iq, XD_COND_FORBIDDEN, NULL, NULL, NULL);
+    const xd_el_t *op = xd_el_first_child(pubsub);
+    if (!op)
+        return pp_err(r->iq, XD_COND_BAD_REQUEST, NULL, NULL, NULL);
+    if (xd_el_is(op, "configure", XD_NS_PUBSUB_OWNER))
+        return pp_configure(r, op, set);
+    bool del = xd_el_is(op, "delete", XD_NS_PUBSUB_OWNER);
+    bool purge = xd_el_is(op, "purge", XD_NS_PUBSUB_OWNER);
+    if (!del && !purge)
+        return pp_err(r->iq, XD_COND_FEATURE_NOT_IMPLEMENTED, "unsupported",
+                      xd_el_name(op), NULL);
+    if (!set)
+        return pp_err(r->iq, XD_COND_BAD_REQUEST, NULL, NULL, NULL);
+    const char *node = xd_el_attr(op, "node");
+    if (!node || !*node)
+        return pp_err(r->iq, XD_COND_BAD_REQUEST, "nodeid-required", NULL, NULL);
+    pp_del_t d = { .host = r->host, .user = r->user, .node = node, .purge = purge };
+    int rc = xd_db_tx(xd_module_db(r->ctx), pp_del_tx, &d);
+    if (rc < 0)
+        return pp_err(r->iq, XD_COND_INTERNAL_SERVER_ERROR, NULL, NULL, NULL);
+    if (!d.found)
+        return pp_err(r->iq, XD_COND_ITEM_NOT_FOUND, NULL, NULL, NULL);
+    xd_el_t *ev = xd_el_new("event", XD_NS_PUBSUB_EVENT);
+    xd_el_set_attr(xd_el_add_child(ev, del ? "delete" : "purge", NULL), "node", node);
+    pp_notify(r, node, &d.cfg, ev);
+    return xd_iq_result(r->iq);
+}
+
+/* ---- dispatch -------------------------------------------------------------------------------- */
+
+static const char *const pp_unsupported[][2] = {
+    { "subscribe", "subscribe" },     { "unsubscribe", "subscribe" },
+    { "subscriptions", "retrieve-subscriptions" }, { "affiliations", "retrieve-affiliations" },
+    { "options", "subscription-options" }, { "create", "create-nodes" },
+    { "default", "retrieve-default" },
+};
+
+static xd_stanza_t *
+pp_handle(pp_req_t *r)
+{
+    const xd_el_t *root = xd_stanza_root(r->iq);
+    const xd_el_t *pubsub = xd_el_first_child(root);
+    bool set = !strcmp(xd_el_attr(root, "type"), "set");
+    if (r->owner_ns)
+        return pp_owner(r, pubsub, set);
+    const xd_el_t *op = NULL;
+    for (const xd_el_t *c = xd_el_first_child(pubsub); c; c = xd_el_next(c))
+        if (!xd_el_is(c, "publish-options", XD_NS_PUBSUB)) {
+            op = c;
+            break;
+        }
+    if (!op || strcmp(xd_el_ns(op) ? xd_el_ns(op) : "", XD_NS_PUBSUB) != 0)
+        return pp_err(r->iq, XD_COND_BAD_REQUEST, NULL, NULL, "expected a pubsub request");
+    const char *name = xd_el_name(op);
+    if (set && !strcmp(name, "publish"))
+        return pp_publish(r, pubsub, op);
+    if (set && !strcmp(name, "retract"))
+        return pp_retract(r, op);
+    if (!set && !strcmp(name, "items"))
+        return pp_items_get(r, op);
+    for (size_t i = 0; i < sizeof pp_unsupported / sizeof *pp_unsupported; i++)
+        if (!strcmp(name, pp_unsupported[i][0]))
+            return pp_err(r->iq, XD_COND_FEATURE_NOT_IMPLEMENTED, "unsupported",
+                          pp_unsupported[i][1], NULL);
+    return pp_err(r->iq, XD_COND_BAD_REQUEST, NULL, NULL, "unknown pubsub request");
+}
+
+static void
+pp_req_free(pp_req_t *r)
+{
+    xd_stanza_unref(r->iq);
+    xd_jid_unref(r->from);
+    xd_stanza_unref(r->reply);
+    xd_free(r);
+}
+
+static void
+pp_req_work(xd_module_ctx_t *ctx, void *arg)
+{
+    (void)ctx;
+    pp_req_t *r = arg;
+    r->reply = pp_handle(r);
+}
+
+static void
+pp_req_done(xd_module_ctx_t *ctx, void *arg, int status)
+{
+    (void)ctx;
+    pp_req_t *r = arg;
+    if (status != 0)
+        xd_route_error(r->iq, XD_COND_INTERNAL_SERVER_ERROR, NULL);
+    else if (r->reply)
+        xd_route(r->reply);
+    pp_req_free(r);
+}
+
+static xd_stanza_t *
+pp_iq(const xd_iq_req_t *req)
+{
+    bool owner_ns = (bool)(uintptr_t)req->arg;
+    if (!xd_el_is(req->payload, "pubsub", owner_ns ? XD_NS_PUBSUB_OWNER : XD_NS_PUBSUB))
+        return xd_stanza_error(req->iq, XD_COND_BAD_REQUEST, "expected <pubsub/>");
+    if (!xd_module_db(req->ctx))
+        return xd_stanza_error(req->iq, XD_COND_SERVICE_UNAVAILABLE, NULL);
+    pp_req_t *r = xd_new(pp_req_t);
+    r->ctx = req->ctx;
+    r->iq = xd_stanza_ref(req->iq);
+    r->from = xd_jid_ref((xd_jid_t *)req->from);
+    r->owner_ns = owner_ns;
+    r->is_owner = xd_jid_eq_bare(req->from, req->to);
+    r->in = xd_input_current();
+    snprintf(r->host, sizeof r->host, "%s", req->host);
+    xd_str_t l = xd_jid_local(req->to);
+    snprintf(r->user, sizeof r->user, "%.*s", (int)l.len, l.p);
+    snprintf(r->owner, sizeof r->owner, "%s@%s", r->user, r->host);
+    int rc = xd_module_submit(req->ctx, pp_req_work, pp_req_done, r);
+    if (rc != 0) {
+        pp_req_free(r);
+        return xd_stanza_error(req->iq,
+                               rc == XD_EFULL ? XD_COND_RESOURCE_CONSTRAINT
+                                              : XD_COND_SERVICE_UNAVAILABLE,
+                               NULL);
+    }
+    return NULL;
+}
+
+/* ---- last items on presence ------------------------------------------------------------------ */
+
+typedef struct pp_last {
+    char host[XD_JID_PART_MAX + 1];
+    char user[XD_JID_PART_MAX + 1]; /* the session's account */
+    char *full;                     /* the session */
+    char ver[64];                   /* its caps */
+    xd_input_ref_t in;
+} pp_last_t;
+
+typedef struct pp_nodes {
+    char **names;
+    pp_cfg_t *cfgs;
+    size_t n, cap;
+} pp_nodes_t;
+
+static int
+pp_nodes_row(void *arg, const xd_db_val_t *cols, size_t ncols)
+{
+    pp_nodes_t *ns = arg;
+    if (ncols < 3)
+        return 0;
+    if (ns->n == ns->cap) {
+        ns->cap = ns->cap ? ns->cap * 2 : 8;
+        ns->names = xd_realloc(ns->names, ns->cap * sizeof *ns->names);
+        ns->cfgs = xd_realloc(ns->cfgs, ns->cap * sizeof *ns->cfgs);
+    }
+    ns->names[ns->n] = xd_strndup(cols[0].s.p, cols[0].s.len);
+    pp_cfg_t *c = &ns->cfgs[ns->n++];
+    memset(c, 0, sizeof *c);
+    snprintf(c->access, sizeof c->access, "%.*s", (int)cols[1].s.len, cols[1].s.p);
+    snprintf(c->send_last, sizeof c->send_last, "%.*s", (int)cols[2].s.len, cols[2].s.p);
+    return 0;
+}
+
+static void
+pp_nodes_free(pp_nodes_t *ns)
+{
+    for (size_t i = 0; i < ns->n; i++)
+        xd_free(ns->names[i]);
+    xd_free(ns->names);
+    xd_free(ns->cfgs);
+}
+
+/* Sends the full JID the last item of each node of account `user` that it
+ * may see and wants; returns the bytes. */
+static size_t
+pp_last_of(xd_module_ctx_t *ctx, xd_db_conn_t *c, pp_last_t *l, const char *user, bool self)
+{
+    pp_state_t *s = xd_module_state(ctx);
+    pp_nodes_t ns = { 0 };
+    xd_db_val_t key[] = { XD_DB_V_CSTR(l->host), XD_DB_V_CSTR(user) };
+    if (xd_db_query(c,
+                    "SELECT node, access_model, send_last FROM pep_node"
+                    " WHERE host = ? AND username = ?",
+                    key, 2, pp_nodes_row, &ns) != 0) {
+        pp_nodes_free(&ns);
+        return 0;
+    }
+    char owner[2 * XD_JID_PART_MAX + 2];
+    snprintf(owner, sizeof owner, "%s@%s", user, l->host);
+    size_t bytes = 0;
+    for (size_t i = 0; i < ns.n; i++) {
+        if (!strcmp(ns.cfgs[i].send_last, "never"))
+            continue;
+        if (!self && !strcmp(ns.cfgs[i].access, "whitelist"))
+            continue;
+        size_t fl = strlen(ns.names[i]) + 8;
+        char *f = xd_malloc(fl);
+        snprintf(f, fl, "%s+notify", ns.names[i]);
+        bool want = pp_caps_has(s, l->ver, f) == 1;
+        xd_free(f);
+        if (!want)
+            continue;
+        xd_el_t *items;
+        xd_el_t *ev = pp_event(ns.names[i], &items);
+        pp_items_t it = { .parent = items };
+        xd_db_val_t k3[] = { XD_DB_V_CSTR(l->host), XD_DB_V_CSTR(user),
+                             XD_DB_V_CSTR(ns.names[i]) };
+        int rc = xd_db_query(c,
+                             "SELECT id, xml FROM pep_item WHERE host = ? AND username = ?"
+                             " AND node = ? ORDER BY seq DESC LIMIT 1",
+                             k3, 3, pp_item_row, &it);
+        if (rc == 0 && it.rc == 0 && it.n == 1) {
+            size_t len = 0;
+            char *xml = xd_el_serialize(ev, NULL, &len);
+            bytes += pp_send_event(owner, l->full, NULL, xml, len);
+            xd_free(xml);
+        }
+        xd_el_free(ev);
+    }
+    pp_nodes_free(&ns);
+    return bytes;
+}
+
+static void
+pp_last_work(xd_module_ctx_t *ctx, void *arg)
+{
+    pp_last_t *l = arg;
+    pp_contacts_t cs = { 0 };
+    pp_roster(l->host, l->user, NULL, XD_ROSTER_SUB_TO, &cs);
+    xd_db_conn_t *c = NULL;
+    if (xd_db_acquire(xd_module_db(ctx), &c) != 0) {
+        pp_contacts_free(&cs);
+        return;
+    }
+    size_t bytes = pp_last_of(ctx, c, l, l->user, true);
+    size_t hl = strlen(l->host);
+    for (size_t i = 0; i < cs.n; i++) {
+        /* Local accounts of this host only (the contact's PEP of another
+         * server sends its own last items). */
+        const char *at = strchr(cs.jids[i], '@');
+        if (!at || strcmp(at + 1, l->host) != 0 || strchr(at + 1, '/'))
+            continue;
+        char user[XD_JID_PART_MAX + 1];
+        snprintf(user, sizeof user, "%.*s", (int)(at - cs.jids[i]), cs.jids[i]);
+        if (strcmp(user, l->user) != 0)
+            bytes += pp_last_of(ctx, c, l, user, false);
+    }
+    (void)hl;
+    xd_db_release(c);
+    pp_contacts_free(&cs);
+    xd_input_charge(l->in, bytes);
+}
+
+static void
+pp_last_done(xd_module_ctx_t *ctx, void *arg, int status)
+{
+    (void)ctx;
+    (void)status;
+    pp_last_t *l = arg;
+    xd_free(l->full);
+    xd_free(l);
+}
+
+static void
+pp_last_start(xd_module_ctx_t *ctx, const char *host, const xd_jid_t *full, const char *ver)
+{
+    pp_last_t *l = xd_new(pp_last_t);
+    snprintf(l->host, sizeof l->host, "%s", host);
+    xd_str_t u = xd_jid_local(full);
+    snprintf(l->user, sizeof l->user, "%.*s", (int)u.len, u.p);
+    l->full = xd_strdup(xd_jid_full_str(full).p);
+    snprintf(l->ver, sizeof l->ver, "%s", ver);
+    l->in = xd_input_current();
+    if (xd_module_submit(ctx, pp_last_work, pp_last_done, l) != 0)
+        pp_last_done(ctx, l, 0);
+}
+
+/* USER_AVAILABLE: the session gets the last items it wants; unknown caps
+ * are asked for first. */
+static int
+pp_available(xd_module_ctx_t *ctx, xd_hook_presence_t *ev, void *arg)
+{
+    (void)arg;
+    if (!ev->presence || !xd_module_db(ctx))
+        return XD_HOOK_OK;
+    char ver[64];
+    if (!pp_presence_ver(ev->presence, ver, sizeof ver))
+        return XD_HOOK_OK;
+    pp_state_t *s = xd_module_state(ctx);
+    const pp_conf_t *conf = xd_module_opts(ctx);
+    pthread_mutex_lock(&s->mu);
+    bool known = xd_map_get(&s->caps, xd_str_c(ver)) != NULL;
+    bool ask = !known && !xd_map_get(&s->asked_ver, xd_str_c(ver)) &&
+               xd_map_count(&s->asking) < (size_t)conf->caps_cache_size;
+    char id[64];
+    if (ask) {
+        snprintf(id, sizeof id, PP_CAPS_PREFIX "%llu", (unsigned long long)++s->seq);
+        pp_caps_query_t *q = xd_new(pp_caps_query_t);
+        q->ver = xd_strdup(ver);
+        q->full = xd_strdup(xd_jid_full_str(ev->jid).p);
+        q->deadline = pp_now_ms() + PP_CAPS_TIMEOUT_MS;
+        xd_map_put(&s->asking, xd_str_c(id), q);
+        xd_map_put(&s->asked_ver, xd_str_c(ver), (void *)1);
+    }
+    pthread_mutex_unlock(&s->mu);
+    if (known && ev->initial) {
+        pp_last_start(ctx, ev->host, ev->jid, ver);
+    } else if (ask) {
+        const xd_el_t *c = xd_el_child(xd_stanza_root(ev->presence), "c", XD_NS_CAPS);
+        const char *cnode = xd_el_attr(c, "node");
+        xd_el_t *iq = xd_el_new("iq", NULL);
+        xd_el_set_attr(iq, "type", "get");
+        xd_el_set_attr(iq, "id", id);
+        xd_el_set_attr(iq, "from", ev->host);
+        xd_el_set_attr(iq, "to", xd_jid_full_str(ev->jid).p);
+        xd_el_t *qe = xd_el_add_child(iq, "query", XD_NS_DISCO_INFO);
+        if (cnode) {
+            size_t n = strlen(cnode) + strlen(ver) + 2;
+            char *nv = xd_malloc(n);
+            snprintf(nv, n, "%s#%s", cnode, ver);
+            xd_el_set_attr(qe, "node", nv);
+            xd_free(nv);
+        }
+        xd_route_take(xd_el_freeze(iq));
+    }
+    return XD_HOOK_OK;
+}
+
+static void pp_ditems_work(xd_module_ctx_t *ctx, void *arg);
+static bool pp_is_ditems(const xd_el_t *el, const xd_jid_t *to);
+
+/* Takes a disco#items request to an account (see pp_ditems_work). */
+static int
+pp_ditems_take(xd_module_ctx_t *ctx, xd_hook_filter_t *ev)
+{
+    const xd_jid_t *from = xd_stanza_from(ev->st);
+    if (!from || !xd_module_db(ctx))
+        return XD_HOOK_OK;
+    pp_req_t *r = xd_new(pp_req_t);
+    r->ctx = ctx;
+    r->iq = ev->st; /* the filter's reference */
+    r->from = xd_jid_ref((xd_jid_t *)from);
+    r->is_owner = xd_jid_eq_bare(from, ev->to);
+    r->in = xd_input_current();
+    snprintf(r->host, sizeof r->host, "%s", ev->host);
+    xd_str_t l = xd_jid_local(ev->to);
+    snprintf(r->user, sizeof r->user, "%.*s", (int)l.len, l.p);
+    snprintf(r->owner, sizeof r->owner, "%s@%s", r->user, r->host);
+    if (xd_module_submit(ctx, pp_ditems_work, pp_req_done, r) != 0) {
+        r->iq = NULL;
+        pp_req_free(r);
+        return XD_HOOK_OK; /* mod_disco answers it */
+    }
+    ev->st = NULL;
+    return XD_HOOK_STOP;
+}
+
+static int
+pp_first_key(void *arg, const char *key, void *val)
+{
+    (void)val;
+    *(char **)arg = xd_strdup(key);
+    return 1;
+}
+
+/* FILTER_PACKET: the answer to a caps query of ours (to the host, with our
+ * id) fills the cache, and the session that answered gets its last items. */
+static int
+pp_filter(xd_module_ctx_t *ctx, xd_hook_filter_t *ev, void *arg)
+{
+    (void)arg;
+    const xd_el_t *el = xd_stanza_root(ev->st);
+    xd_str_t dom = xd_jid_domain(ev->to);
+    if (dom.len != strlen(ev->host) || memcmp(dom.p, ev->host, dom.len) != 0)
+        return XD_HOOK_OK; /* to another server (the filter sees outgoing stanzas too) */
+    if (pp_is_ditems(el, ev->to))
+        return pp_ditems_take(ctx, ev);
+    if (xd_stanza_kind_of(el) != XD_STANZA_IQ || xd_jid_local(ev->to).len ||
+        xd_jid_resource(ev->to).len)
+        return XD_HOOK_OK;
+    const char *id = xd_el_attr(el, "id");
+    const char *type = xd_el_attr(el, "type");
+    if (!id || strncmp(id, PP_CAPS_PREFIX, sizeof PP_CAPS_PREFIX - 1) != 0 || !type ||
+        (strcmp(type, "result") != 0 && strcmp(type, "error") != 0))
+        return XD_HOOK_OK;
+    pp_state_t *s = xd_module_state(ctx);
+    const pp_conf_t *conf = xd_module_opts(ctx);
+    const xd_jid_t *from = xd_stanza_from(ev->st);
+    pthread_mutex_lock(&s->mu);
+    pp_caps_query_t *q = xd_map_get(&s->asking, xd_str_c(id));
+    bool ours = q && from && strcmp(xd_jid_full_str(from).p, q->full) == 0;
+    if (ours) {
+        xd_map_del(&s->asking, xd_str_c(id));
+        xd_map_del(&s->asked_ver, xd_str_c(q->ver));
+    }
+    pthread_mutex_unlock(&s->mu);
+    if (!ours)
+        return XD_HOOK_OK;
+    const xd_el_t *query = xd_el_child(el, "query", XD_NS_DISCO_INFO);
+    char ver[29];
+    bool ok = !strcmp(type, "result") && query && xd_caps_ver(query, ver) == 0 &&
+              !strcmp(ver, q->ver);
+    if (!ok) {
+        XD_LOG(NULL, XD_DEBUG, "pep: caps answer not usable", "host=%s from=%s", ev->host,
+               q->full);
+    } else {
+        pp_caps_t *c = xd_new(pp_caps_t);
+        for (const xd_el_t *f = xd_el_first_child(query); f; f = xd_el_next(f)) {
+            const char *var = xd_el_is(f, "feature", XD_NS_DISCO_INFO) ? xd_el_attr(f, "var")
+                                                                        : NULL;
+            if (!var)
+                continue;
+            c->features = xd_realloc(c->features, (c->n + 1) * sizeof *c->features);
+            c->features[c->n++] = xd_strdup(var);
+        }
+        pthread_mutex_lock(&s->mu);
+        if (xd_map_count(&s->caps) >= (size_t)conf->caps_cache_size) {
+            /* Evict one entry (any): the cache is bounded. */
+            char *victim = NULL;
+            xd_map_foreach(&s->caps, pp_first_key, &victim);
+            if (victim)
+                pp_caps_free(xd_map_del(&s->caps, xd_str_c(victim)));
+            xd_free(victim);
+        }
+        pp_caps_free(xd_map_put(&s->caps, xd_str_c(q->ver), c));
+        pthread_mutex_unlock(&s->mu);
+        xd_jid_t *fj = NULL;
+        if (xd_jid_parse(xd_str_c(q->full), &fj) == 0) {
+            pp_last_start(ctx, ev->host, fj, q->ver);
+            xd_jid_unref(fj);
+        }
+    }
+    pp_query_free(q);
+    xd_stanza_unref(ev->st);
+    ev->st = NULL;
+    return XD_HOOK_STOP;
+}
+
+typedef struct pp_sweep {
+    uint64_t now;
+    char **keys;
+    size_t n, cap;
+} pp_sweep_t;
+
+static int
+pp_sweep_one(void *arg, const char *key, void *val)
+{
+    pp_sweep_t *w = arg;
+    if (w->now < ((pp_caps_query_t *)val)->deadline)
+        return 0;
+    if (w->n == w->cap) {
+        w->cap = w->cap ? w->cap * 2 : 16;
+        w->keys = xd_realloc(w->keys, w->cap * sizeof *w->keys);
+    }
+    w->keys[w->n++] = xd_strdup(key);
+    return 0;
+}
+
+/* TICK: caps queries nobody answered in time are forgotten, so that the
+ * next session showing that ver is asked again. */
+static int
+pp_tick(xd_module_ctx_t *ctx, xd_hook_tick_t *ev, void *arg)
+{
+    (void)arg;
+    if (ev->worker != 0)
+        return XD_HOOK_OK;
+    pp_state_t *s = xd_module_state(ctx);
+    pp_sweep_t w = { .now = pp_now_ms() };
+    pthread_mutex_lock(&s->mu);
+    xd_map_foreach(&s->asking, pp_sweep_one, &w);
+    for (size_t i = 0; i < w.n; i++) {
+        pp_caps_query_t *q = xd_map_del(&s->asking, xd_str_c(w.keys[i]));
+        if (q)
+            xd_map_del(&s->asked_ver, xd_str_c(q->ver));
+        pp_query_free(q);
+        xd_free(w.keys[i]);
+    }
+    pthread_mutex_unlock(&s->mu);
+    xd_free(w.keys);
+    return XD_HOOK_OK;
+}
+
+/* ---- disco ----------------------------------------------------------------------------------- */
+
+static const char *const pp_features[] = {
+    XD_NS_PUBSUB "#publish",        XD_NS_PUBSUB "#auto-create",
+    XD_NS_PUBSUB "#publish-options", XD_NS_PUBSUB "#retrieve-items",
+    XD_NS_PUBSUB "#retract",        XD_NS_PUBSUB "#delete-nodes",
+    XD_NS_PUBSUB "#purge-nodes",    XD_NS_PUBSUB "#config-node",
+    XD_NS_PUBSUB "#access-presence", XD_NS_PUBSUB "#access-open",
+    XD_NS_PUBSUB "#access-whitelist", XD_NS_PUBSUB "#persistent-items",
+    XD_NS_PUBSUB "#last-published", XD_NS_PUBSUB "#item-ids",
+    XD_NS_PUBSUB "#multi-items",    XD_NS_PUBSUB "#presence-notifications",
+    NULL,
+};
+
+/* disco#items of an account (XEP-0163 / XEP-0060 5.2: the nodes the
+ * requester may see).  mod_disco answers disco#items on the loop, where
+ * storage cannot be read: a FILTER_PACKET handler takes such requests
+ * (without a node) on their way and answers them from the pool. */
+static void
+pp_ditems_work(xd_module_ctx_t *ctx, void *arg)
+{
+    pp_req_t *r = arg;
+    xd_db_t *db = xd_module_db(ctx);
+    int ex = xd_user_exists(db, xd_str_c(r->host), xd_str_c(r->user));
+    if (ex != 1) {
+        r->reply = xd_stanza_error(r->iq, ex == 0 ? XD_COND_SERVICE_UNAVAILABLE
+                                                  : XD_COND_INTERNAL_SERVER_ERROR, NULL);
+        return;
+    }
+    pp_nodes_t ns = { 0 };
+    xd_db_conn_t *c = NULL;
+    int rc = xd_db_acquire(db, &c);
+    if (rc == 0) {
+        xd_db_val_t key[] = { XD_DB_V_CSTR(r->host), XD_DB_V_CSTR(r->user) };
+        rc = xd_db_query(c,
+                         "SELECT node, access_model, send_last FROM pep_node"
+                         " WHERE host = ? AND username = ? ORDER BY node",
+                         key, 2, pp_nodes_row, &ns);
+        xd_db_release(c);
+    }
+    if (rc != 0) {
+        pp_nodes_free(&ns);
+        r->reply = xd_stanza_error(r->iq, XD_COND_INTERNAL_SERVER_ERROR, NULL);
+        return;
+    }
+    xd_el_t *res = xd_iq_result_builder(r->iq);
+    xd_el_t *q = xd_el_add_child(res, "query", XD_NS_DISCO_ITEMS);
+    int presence_ok = -1; /* the roster is read once, when needed */
+    for (size_t i = 0; i < ns.n; i++) {
+        bool ok = r->is_owner || !strcmp(ns.cfgs[i].access, "open");
+        if (!ok && !strcmp(ns.cfgs[i].access, "presence")) {
+            if (presence_ok < 0)
+                presence_ok = pp_may_read(r, &ns.cfgs[i]);
+            ok = presence_ok;
+        }
+        if (!ok)
+            continue;
+        xd_el_t *it = xd_el_add_child(q, "item", NULL);
+        xd_el_set_attr(it, "jid", r->owner);
+        xd_el_set_attr(it, "node", ns.names[i]);
+    }
+    pp_nodes_free(&ns);
+    r->reply = xd_el_freeze(res);
+}
+
+/* Whether st is a disco#items get without a node to an account's bare JID. */
+static bool
+pp_is_ditems(const xd_el_t *el, const xd_jid_t *to)
+{
+    if (xd_stanza_kind_of(el) != XD_STANZA_IQ || !xd_jid_local(to).len ||
+        xd_jid_resource(to).len)
+        return false;
+    const char *type = xd_el_attr(el, "type");
+    const xd_el_t *q = xd_el_first_child(el);
+    return type && !strcmp(type, "get") && q && xd_el_is(q, "query", XD_NS_DISCO_ITEMS) &&
+           !xd_el_attr(q, "node") && !xd_el_next(q);
+}
+
+/* ---- account removal ------------------------------------------------------------------------- */
+
+static int
+pp_removed(xd_module_ctx_t *ctx, xd_hook_user_t *ev, void *arg)
+{
+    (void)arg;
+    mod_user_rows_delete(ctx, "DELETE FROM pep_item WHERE host = ? AND username = ?", ev->host,
+                         ev->user);
+    mod_user_rows_delete(ctx, "DELETE FROM pep_node WHERE host = ? AND username = ?", ev->host,
+                         ev->user);
+    return XD_HOOK_OK;
+}
+
+/* ---- module ---------------------------------------------------------------------------------- */
+
+static int
+pp_start(xd_module_ctx_t *ctx)
+{
+    if (!xd_module_db(ctx))
+        return xd_module_fail(ctx, XD_ECLOSED, "no database");
+    pp_state_t *s = xd_new(pp_state_t);
+    pthread_mutex_init(&s->mu, NULL);
+    xd_module_set_state(ctx, s);
+    int rc = xd_module_iq(ctx, XD_IQ_USER, XD_NS_PUBSUB, XD_IQ_INLINE, pp_iq, (void *)0);
+    if (rc == 0)
+        rc = xd_module_iq(ctx, XD_IQ_USER, XD_NS_PUBSUB_OWNER, XD_IQ_INLINE, pp_iq,
+                          (void *)(uintptr_t)1);
+    if (rc == 0)
+        rc = xd_module_identity(ctx, XD_IQ_USER, "pubsub", "pep", NULL);
+    for (size_t i = 0; rc == 0 && pp_features[i]; i++)
+        rc = xd_module_feature(ctx, XD_IQ_USER, pp_features[i]);
+    if (rc == 0)
+        rc = xd_module_hook(ctx, XD_HOOK_USER_AVAILABLE, XD_HOOK_PRIO_DEFAULT, pp_available,
+                            NULL);
+    if (rc == 0)
+        rc = xd_module_hook(ctx, XD_HOOK_FILTER_PACKET, PP_FILTER_PRIO, pp_filter, NULL);
+    if (rc == 0)
+        rc = xd_module_hook(ctx, XD_HOOK_TICK, XD_HOOK_PRIO_DEFAULT, pp_tick, NULL);
+    if (rc == 0)
+        rc = xd_module_hook(ctx, XD_HOOK_REMOVE_USER, XD_HOOK_PRIO_DEFAULT, pp_removed, NULL);
+    if (rc != 0)
+        return xd_module_fail(ctx, rc, "cannot register: %s", xd_strerror(rc));
+    return 0;
+}
+
+static void
+pp_stop(xd_module_ctx_t *ctx)
+{
+    pp_state_t *s = xd_module_state(ctx);
+    if (!s)
+        return;
+    xd_map_free(&s->caps, pp_caps_free);
+    xd_map_free(&s->asking, pp_query_free);
+    xd_map_free(&s->asked_ver, pp_noop_free);
+    pthread_mutex_destroy(&s->mu);
+    xd_free(s);
+}
+
+static const char *const pp_depends[] = { "mod_roster", NULL };
+
+const xd_module_t xd_mod_pep = {
+    .abi = XD_MODULE_ABI,
+    .name = "mod_pep",
+    .doc = "Personal eventing (XEP-0163): pubsub nodes on every account's bare JID",
+    .depends = pp_depends,
+    .opts = pp_opts,
+    .opts_size = sizeof(pp_conf_t),
+    .schemas = pp_schemas,
+    .start = pp_start,
+    .stop = pp_stop,
+};

@@ -1,0 +1,472 @@
+"""mod_pep (XEP-0163 personal eventing on the account's bare JID) through
+the wire, raw XML: publish and items by the owner with auto-create, errors,
++notify filtering by entity capabilities (the server asks the caps once per
+ver), the last item on available presence, OMEMO device lists and bundles
+(open access, max_items=max), XEP-0402 bookmarks (whitelist), retract,
+delete, purge, configure, the limits, persistence and account removal."""
+import re
+
+from helpers import assert_nothing_before, iq, reply, send_marker, take, take_iq, users
+from test_caps import ver_of
+import xml.etree.ElementTree as ET
+
+MODULES = ("modules:\n"
+           "  mod_roster: {}\n"
+           "  mod_pep:\n"
+           "    max_nodes: 6\n"
+           "    max_item_size: 2KiB\n"
+           "    max_items_limit: 50\n")
+
+PS = "http://jabber.org/protocol/pubsub"
+PSO = PS + "#owner"
+EV = PS + "#event"
+DI = "http://jabber.org/protocol/disco#info"
+TUNE = "http://jabber.org/protocol/tune"
+DEVICES = "eu.siacs.conversations.axolotl.devicelist"
+BUNDLES = "urn:xmpp:omemo:2:bundles"
+BOOKMARKS = "urn:xmpp:bookmarks:1"
+
+
+def start(server_factory):
+    srv = server_factory(extra_yaml=MODULES)
+    users(srv, "alice", "bob", "carol", "dave")
+    return srv
+
+
+def caps_query(features, node="https://example.org/client"):
+    """A client's disco#info and its caps <c/>."""
+    feats = "".join(f"<feature var='{f}'/>" for f in features)
+    q = f"<query xmlns='{DI}'><identity category='client' type='pc' name='T'/>{feats}</query>"
+    ver = ver_of(ET.fromstring(q))
+    return q, f"<c xmlns='http://jabber.org/protocol/caps' hash='sha-1' node='{node}' ver='{ver}'/>"
+
+
+def session(srv, user, res, features=None, answer=True):
+    """A session with available presence; with features: caps announced, and
+    the server's disco#info query answered (answer)."""
+    from xclient import login
+    c, jid = login(srv.c2s_port, user, "pw", resource=res)
+    if features is None:
+        c.send("<presence/>")
+        c.roundtrip()
+        return c, jid
+    q, cel = caps_query(features)
+    c.send(f"<presence>{cel}</presence>")
+    if answer:
+        got = take(c, r"<iq[^>]*type=['\"]get['\"][^>]*>\s*<query[^>]*disco#info.*?</iq>")
+        iid = re.search(r"id='([^']+)'", got).group(1)
+        frm = re.search(r"from='([^']+)'", got).group(1)
+        node = re.search(r"node='([^']+)'", got)
+        qn = q if not node else q.replace("<query ", f"<query node='{node.group(1)}' ", 1)
+        c.send(f"<iq type='result' id='{iid}' to='{frm}'>{qn}</iq>")
+    c.roundtrip()
+    return c, jid
+
+
+def subscribe(w, wjid, o, ojid):
+    """w subscribes to o's presence; o approves (o's roster: from)."""
+    wb, ob = wjid.split("/")[0], ojid.split("/")[0]
+    w.send(f"<presence to='{ob}' type='subscribe'/>")
+    take(o, rf"<presence(?=[^>]*from=['\"]{wb}['\"])[^>]*type=['\"]subscribe['\"]")
+    o.send(f"<presence to='{wb}' type='subscribed'/>")
+    take(w, rf"<presence(?=[^>]*from=['\"]{ob}['\"])[^>]*type=['\"]subscribed['\"]")
+    o.roundtrip()
+    w.roundtrip()
+
+
+def form(ftype, **fields):
+    f = "".join(f"<field var='pubsub#{k}'><value>{v}</value></field>" for k, v in fields.items())
+    return (f"<x xmlns='jabber:x:data' type='submit'><field var='FORM_TYPE' type='hidden'>"
+            f"<value>{PS}#{ftype}</value></field>{f}</x>")
+
+
+def publish(c, iid, node, payload, item_id=None, options=None, to=None):
+    i = f" id='{item_id}'" if item_id else ""
+    po = f"<publish-options>{form('publish-options', **options)}</publish-options>" if options else ""
+    return take_iq(c, iid, f"<pubsub xmlns='{PS}'><publish node='{node}'><item{i}>{payload}</item>"
+                      f"</publish>{po}</pubsub>", to=to)
+
+
+def items(c, iid, owner, node, extra="", inner=""):
+    return take_iq(c, iid, f"<pubsub xmlns='{PS}'><items node='{node}'{extra}>{inner}</items></pubsub>",
+              typ="get", to=owner)
+
+
+def tune(title):
+    return f"<tune xmlns='{TUNE}'><title>{title}</title></tune>"
+
+
+def event_rx(node):
+    return (rf"<message[^>]*>\s*<event xmlns=['\"]{re.escape(EV)}['\"]>\s*<items "
+            rf"node=['\"]{re.escape(node)}['\"].*?</message>")
+
+
+# ---- publish and items --------------------------------------------------------------------------
+
+def test_publish_autocreate_items_owner(server_factory):
+    srv = start(server_factory)
+    a, _ = session(srv, "alice", "r")
+    r = publish(a, "p1", TUNE, tune("One"))
+    assert "type='result'" in r, r
+    gen = re.search(r"<item id='([^']+)'", r).group(1)
+    # The own session is told.
+    ev = take(a, event_rx(TUNE))
+    assert "from='alice@localhost'" in ev and "type='headline'" in ev and "One" in ev, ev
+    r = items(a, "i1", "alice@localhost", TUNE)
+    assert f"<item id='{gen}'>" in r and "<title>One</title>" in r, r
+    # Default max_items 1: a second publish replaces the first.
+    assert "type='result'" in publish(a, "p2", TUNE, tune("Two"), item_id="t2")
+    r = items(a, "i2", "alice@localhost", TUNE)
+    assert "Two" in r and "One" not in r, r
+    # By id; an unknown id.
+    assert "Two" in items(a, "i3", "alice@localhost", TUNE, inner="<item id='t2'/>")
+    r = items(a, "i4", "alice@localhost", TUNE, inner="<item id='nope'/>")
+    assert "item-not-found" in r, r
+
+
+def test_disco_of_account(server_factory):
+    srv = start(server_factory)
+    a, _ = session(srv, "alice", "r")
+    r = iq(a, "d1", f"<query xmlns='{DI}'/>", typ="get", to="alice@localhost")
+    assert "category='pubsub'" in r and "type='pep'" in r, r
+    for f in ("publish", "auto-create", "publish-options", "retrieve-items", "retract",
+              "delete-nodes", "purge-nodes", "config-node", "access-presence", "access-open",
+              "access-whitelist", "persistent-items", "last-published"):
+        assert f"var='{PS}#{f}'" in r, (f, r)
+
+
+def test_disco_items_lists_visible_nodes(server_factory):
+    srv = start(server_factory)
+    a, ajid = session(srv, "alice", "r")
+    b, bjid = session(srv, "bob", "b")
+    c, _ = session(srv, "carol", "c")
+    subscribe(b, bjid, a, ajid)
+    publish(a, "p1", "n-open", "<x xmlns='urn:x'/>", options={"access_model": "open"})
+    publish(a, "p2", "n-presence", "<x xmlns='urn:x'/>")
+    publish(a, "p3", "n-white", "<x xmlns='urn:x'/>", options={"access_model": "whitelist"})
+    DIT = "http://jabber.org/protocol/disco#items"
+
+    def nodes(cl, iid):
+        r = take_iq(cl, iid, f"<query xmlns='{DIT}'/>", typ="get", to="alice@localhost")
+        assert "type='result'" in r, r
+        return sorted(re.findall(r"node='([^']+)'", r))
+    assert nodes(a, "da") == ["n-open", "n-presence", "n-white"]
+    assert nodes(b, "db") == ["n-open", "n-presence"]
+    assert nodes(c, "dc") == ["n-open"]
+
+
+def test_errors(server_factory):
+    srv = start(server_factory)
+    a, _ = session(srv, "alice", "r")
+    b, _ = session(srv, "bob", "r")
+    r = iq(a, "e1", f"<pubsub xmlns='{PS}'><publish><item>{tune('x')}</item></publish></pubsub>")
+    assert "bad-request" in r and "nodeid-required" in r, r
+    r = iq(a, "e2", f"<pubsub xmlns='{PS}'><publish node='n'/></pubsub>")
+    assert "bad-request" in r and "item-required" in r, r
+    r = iq(a, "e3", f"<pubsub xmlns='{PS}'><publish node='n'><item/></publish></pubsub>")
+    assert "bad-request" in r and "payload-required" in r, r
+    r = items(a, "e4", "alice@localhost", "missing")
+    assert "item-not-found" in r, r
+    r = publish(b, "e5", TUNE, tune("x"), to="alice@localhost")
+    assert "forbidden" in r, r
+    r = iq(a, "e6", f"<pubsub xmlns='{PS}'><subscribe node='n' jid='alice@localhost'/></pubsub>")
+    assert "feature-not-implemented" in r and "feature='subscribe'" in r, r
+    r = iq(a, "e7", f"<pubsub xmlns='{PS}'><retract node='n'><item id='x'/></retract></pubsub>")
+    assert "item-not-found" in r, r
+    r = iq(b, "e8", f"<pubsub xmlns='{PSO}'><delete node='n'/></pubsub>", to="alice@localhost")
+    assert "forbidden" in r, r
+    r = items(a, "e9", "alice@localhost", TUNE, extra=" max_items='x'")
+    assert "bad-request" in r, r
+
+
+def test_limits(server_factory):
+    srv = start(server_factory)
+    a, _ = session(srv, "alice", "r")
+    # max_item_size 2KiB.
+    r = publish(a, "big", "n0", f"<x xmlns='urn:x'>{'y' * 3000}</x>")
+    assert "not-acceptable" in r and "payload-too-big" in r, r
+    assert "type='result'" in publish(a, "ok", "n0", f"<x xmlns='urn:x'>{'y' * 1000}</x>")
+    # max_nodes 6.
+    for i in range(1, 6):
+        assert "type='result'" in publish(a, f"n{i}", f"n{i}", "<x xmlns='urn:x'/>")
+    r = publish(a, "n6", "n6", "<x xmlns='urn:x'/>")
+    assert "not-allowed" in r, r
+    # Publishing to an existing node still works.
+    assert "type='result'" in publish(a, "n5b", "n5", "<x xmlns='urn:x'/>")
+    # max_items beyond max_items_limit 50.
+    a.send(f"<iq type='set' id='c1'><pubsub xmlns='{PSO}'><configure node='n1'>"
+           f"{form('node_config', max_items='51')}</configure></pubsub></iq>")
+    assert "not-acceptable" in reply(a, "c1")
+
+
+# ---- notifications ------------------------------------------------------------------------------
+
+def test_notify_by_caps_and_subscription(server_factory):
+    srv = start(server_factory)
+    a, ajid = session(srv, "alice", "r")
+    b0, bjid = session(srv, "bob", "setup")
+    c0, cjid = session(srv, "carol", "setup")
+    subscribe(b0, bjid, a, ajid)
+    subscribe(c0, cjid, a, ajid)
+    b0.close()
+    c0.close()
+    # An item before bob is online: he gets it once his caps are known.
+    assert "type='result'" in publish(a, "p0", TUNE, tune("Before"))
+    b, bjid = session(srv, "bob", "b", features=[TUNE, TUNE + "+notify"])
+    ev = take(b, event_rx(TUNE))
+    assert "Before" in ev and "from='alice@localhost'" in ev, ev
+    c, _ = session(srv, "carol", "c", features=[TUNE])  # no +notify
+    # No subscription; the same caps as bob's: known, not asked again.
+    d, _ = session(srv, "dave", "d", features=[TUNE, TUNE + "+notify"], answer=False)
+    assert "type='result'" in publish(a, "p1", TUNE, tune("Now"))
+    ev = take(b, event_rx(TUNE))
+    assert "Now" in ev, ev
+    assert_nothing_before(c, "pubsub#event", barrier=send_marker(a, "carol@localhost/c"))
+    assert_nothing_before(d, "pubsub#event", barrier=send_marker(a, "dave@localhost/d"))
+    # A second session with the same caps: not asked again, gets the last item.
+    from xclient import login
+    b2, _ = login(srv.c2s_port, "bob", "pw", resource="b2")
+    _, cel = caps_query([TUNE, TUNE + "+notify"])
+    b2.send(f"<presence>{cel}</presence>")
+    ev = take(b2, event_rx(TUNE))
+    assert "Now" in ev, ev
+    seen = b2.roundtrip()
+    assert b"disco#info" not in seen, seen
+
+
+def test_retract_delete_purge(server_factory):
+    srv = start(server_factory)
+    a, _ = session(srv, "alice", "r")
+    opts = {"max_items": "10"}
+    for i in range(3):
+        assert "type='result'" in publish(a, f"p{i}", "n", f"<x xmlns='urn:x'>{i}</x>",
+                                          item_id=f"i{i}", options=opts)
+    r = items(a, "g", "alice@localhost", "n")
+    assert r.count("<item ") == 3, r
+    r = items(a, "g2", "alice@localhost", "n", extra=" max_items='2'")
+    assert r.count("<item ") == 2 and "i2" in r and "i1" in r and "i0" not in r, r
+    a.send(f"<iq type='set' id='rt'><pubsub xmlns='{PS}'><retract node='n' notify='true'>"
+           f"<item id='i1'/></retract></pubsub></iq>")
+    ev = take(a, r"<message[^>]*>.*?<retract id=['\"]i1['\"]/>.*?</message>")
+    assert "node='n'" in ev, ev
+    assert "type='result'" in reply(a, "rt")
+    r = items(a, "g3", "alice@localhost", "n")
+    assert r.count("<item ") == 2 and "i1" not in r, r
+    # Purge: items gone, node stays.
+    assert "type='result'" in take_iq(a, "pu", f"<pubsub xmlns='{PSO}'><purge node='n'/></pubsub>")
+    r = items(a, "g4", "alice@localhost", "n")
+    assert "type='result'" in r and "<item " not in r, r
+    # Delete: node gone.
+    assert "type='result'" in take_iq(a, "de", f"<pubsub xmlns='{PSO}'><delete node='n'/></pubsub>")
+    take(a, r"<message[^>]*>.*?<delete node=['\"]n['\"]/>.*?</message>")
+    assert "item-not-found" in items(a, "g5", "alice@localhost", "n")
+    assert "item-not-found" in iq(a, "de2", f"<pubsub xmlns='{PSO}'><delete node='n'/></pubsub>")
+
+
+def test_configure(server_factory):
+    srv = start(server_factory)
+    a, _ = session(srv, "alice", "r")
+    assert "type='result'" in publish(a, "p", "n", "<x xmlns='urn:x'/>")
+    r = iq(a, "cg", f"<pubsub xmlns='{PSO}'><configure node='n'/></pubsub>", typ="get")
+    assert "pubsub#node_config" in r, r
+    assert re.search(r"var='pubsub#access_model'[^>]*>\s*<value>presence</value>", r), r
+    assert re.search(r"var='pubsub#max_items'[^>]*>\s*<value>1</value>", r), r
+    r = iq(a, "cs", f"<pubsub xmlns='{PSO}'><configure node='n'>"
+                    f"{form('node_config', max_items='2', access_model='open')}"
+                    f"</configure></pubsub>")
+    assert "type='result'" in r, r
+    for i in range(3):
+        publish(a, f"q{i}", "n", f"<x xmlns='urn:x'>{i}</x>", item_id=f"k{i}")
+    r = items(a, "g", "alice@localhost", "n")
+    assert r.count("<item ") == 2 and "k0" not in r, r
+    r = iq(a, "cg2", f"<pubsub xmlns='{PSO}'><configure node='n'/></pubsub>", typ="get")
+    assert re.search(r"var='pubsub#access_model'[^>]*>\s*<value>open</value>", r), r
+    r = iq(a, "bad", f"<pubsub xmlns='{PSO}'><configure node='n'>"
+                     f"{form('node_config', access_model='roster')}</configure></pubsub>")
+    assert "not-acceptable" in r, r
+
+
+# ---- OMEMO and bookmarks ------------------------------------------------------------------------
+
+def test_omemo_devicelist_and_bundles(server_factory):
+    srv = start(server_factory)
+    a, _ = session(srv, "alice", "r")
+    d, _ = session(srv, "dave", "d")  # no subscription
+    dl = "<list xmlns='eu.siacs.conversations.axolotl'><device id='1234'/></list>"
+    r = publish(a, "dl", DEVICES, dl, item_id="current", options={"access_model": "open"})
+    assert "type='result'" in r, r
+    r = items(d, "dg", "alice@localhost", DEVICES)
+    assert "device id='1234'" in r, r
+    # Bundles: one node, an item per device, max_items=max.
+    opts = {"access_model": "open", "max_items": "max"}
+    for dev in ("1234", "5678"):
+        r = publish(a, f"b{dev}", BUNDLES, f"<bundle xmlns='urn:xmpp:omemo:2'><spk id='{dev}'/>"
+                    "</bundle>", item_id=dev, options=opts)
+        assert "type='result'" in r, r
+    r = items(d, "bg", "alice@localhost", BUNDLES)
+    assert "item id='1234'" in r and "item id='5678'" in r, r
+    r = items(d, "bg1", "alice@localhost", BUNDLES, inner="<item id='5678'/>")
+    assert "spk id='5678'" in r and "1234" not in r, r
+    # A precondition that does not hold for the existing node.
+    r = publish(a, "dl2", DEVICES, dl, item_id="current", options={"access_model": "presence"})
+    assert "conflict" in r and "precondition-not-met" in r, r
+    r = publish(a, "b3", BUNDLES, "<bundle xmlns='urn:xmpp:omemo:2'/>", item_id="9",
+                options={"max_items": "1"})
+    assert "precondition-not-met" in r, r
+    # "max" and the limit are the same precondition.
+    r = publish(a, "b4", BUNDLES, "<bundle xmlns='urn:xmpp:omemo:2'/>", item_id="9",
+                options={"max_items": "50", "access_model": "open"})
+    assert "type='result'" in r, r
+
+
+def test_bookmarks_whitelist(server_factory):
+    srv = start(server_factory)
+    a, ajid = session(srv, "alice", "r")
+    b0, bjid = session(srv, "bob", "setup")
+    subscribe(b0, bjid, a, ajid)
+    b0.close()
+    # bob wants bookmark notifications (+notify) but may not have them.
+    b, bjid = session(srv, "bob", "b", features=[BOOKMARKS + "+notify", TUNE + "+notify"])
+    opts = {"access_model": "whitelist", "max_items": "max", "persist_items": "true",
+            "send_last_published_item": "never"}
+    for room in ("r1", "r2"):
+        r = publish(a, room, BOOKMARKS, f"<conference xmlns='{BOOKMARKS}' name='{room}'/>",
+                    item_id=f"{room}@muc.localhost", options=opts)
+        assert "type='result'" in r, r
+    r = items(a, "own", "alice@localhost", BOOKMARKS)
+    assert "r1@muc.localhost" in r and "r2@muc.localhost" in r, r
+    # A contact with a presence subscription cannot read them.
+    r = items(b, "peek", "alice@localhost", BOOKMARKS)
+    assert "not-allowed" in r and "closed-node" in r and "r1@" not in r, r
+    # Nor is he told; a node he may see is (the same caps).
+    assert_nothing_before(b, "pubsub#event", barrier=send_marker(a, bjid))
+    assert "type='result'" in publish(a, "t", TUNE, tune("Seen"))
+    assert "Seen" in take(b, event_rx(TUNE))
+    r = publish(a, "r3", BOOKMARKS, f"<conference xmlns='{BOOKMARKS}'/>", item_id="r3@m",
+                options={"access_model": "open"})
+    assert "precondition-not-met" in r, r
+
+
+def test_presence_access_model(server_factory):
+    srv = start(server_factory)
+    a, ajid = session(srv, "alice", "r")
+    b, bjid = session(srv, "bob", "b")
+    c, _ = session(srv, "carol", "c")
+    subscribe(b, bjid, a, ajid)
+    assert "type='result'" in publish(a, "p", TUNE, tune("T"))
+    assert "<title>T</title>" in items(b, "bi", "alice@localhost", TUNE)
+    r = items(c, "ci", "alice@localhost", TUNE)
+    assert "not-authorized" in r and "presence-subscription-required" in r and "<title>" not in r
+
+
+# ---- persistence and removal --------------------------------------------------------------------
+
+def test_persistence_and_removal(server_factory):
+    srv = start(server_factory)
+    a, _ = session(srv, "alice", "r")
+    assert "type='result'" in publish(a, "p", TUNE, tune("Kept"), item_id="k")
+    a.close()
+    assert srv.stop() == 0
+    srv.restart()
+    a, _ = session(srv, "alice", "r")
+    assert "Kept" in items(a, "g", "alice@localhost", TUNE)
+    a.close()
+    assert srv.ctl_run("unregister", "alice", "localhost").returncode == 0
+    users(srv, "alice")
+    a, _ = session(srv, "alice", "r")
+    assert "item-not-found" in items(a, "g2", "alice@localhost", TUNE)
+
+
+# ---- the caps cache -----------------------------------------------------------------------------
+
+CAPS_QUERY = r"<iq[^>]*type=['\"]get['\"][^>]*>\s*<query[^>]*disco#info.*?</iq>"
+
+
+def test_caps_cache_bound_and_wrong_answer(server_factory):
+    srv = server_factory(extra_yaml=MODULES + "    caps_cache_size: 1\n")
+    users(srv, "alice")
+    fa = [TUNE, TUNE + "+notify"]
+    fb = [TUNE, TUNE + "+notify", "urn:example:b"]
+    x, _ = session(srv, "alice", "x", features=fa)     # A asked, cached
+    y, _ = session(srv, "alice", "y", features=fa, answer=False)  # known: not asked
+    z, _ = session(srv, "alice", "z", features=fb)     # B asked, cached, A evicted
+    w, _ = session(srv, "alice", "w", features=fa)     # A asked again (session() waits for it)
+    # A wrong answer (features that do not give the ver) is not kept.
+    from xclient import login
+    v, _ = login(srv.c2s_port, "alice", "pw", resource="v")
+    _, cel = caps_query(["urn:example:c", TUNE + "+notify"])
+    v.send(f"<presence>{cel}</presence>")
+    got = take(v, CAPS_QUERY)
+    iid = re.search(r"id='([^']+)'", got).group(1)
+    wrong, _ = caps_query(["urn:example:other"])
+    v.send(f"<iq type='result' id='{iid}' to='localhost'>{wrong}</iq>")
+    v.roundtrip()
+    u, _ = login(srv.c2s_port, "alice", "pw", resource="u")
+    u.send(f"<presence>{cel}</presence>")
+    take(u, CAPS_QUERY)  # still unknown: asked again
+
+
+# ---- slixmpp -------------------------------------------------------------------------------------
+
+def test_slixmpp_publish_options_and_items(server_factory):
+    """slixmpp's XEP-0060 plugin, as an OMEMO client uses it: the device list
+    published with publish-options (open, max), read back, the event
+    received; a raw-XML account without a subscription reads it too."""
+    import asyncio
+    import os
+    import ssl
+    import slixmpp
+    from xmpptest import run_slixmpp
+    srv = start(server_factory)
+    state = {}
+    node = "urn:xmpp:omemo:2:devices"
+
+    def make():
+        c = slixmpp.ClientXMPP("alice@localhost/slix", "pw")
+        c.ssl_context = ssl.create_default_context(
+            cafile=os.path.join(srv.data_dir, "certs", "localhost.pem"))
+        for p in ("xep_0004", "xep_0030", "xep_0060"):
+            c.register_plugin(p)
+        got_event = asyncio.Event()
+
+        def on_event(msg):
+            state["event"] = [i["id"] for i in msg["pubsub_event"]["items"]["substanzas"]]
+            got_event.set()
+
+        async def on_start(_):
+            try:
+                c.send_presence()
+                form = c["xep_0004"].make_form("submit")
+                form.add_field(var="FORM_TYPE", ftype="hidden", value=PS + "#publish-options")
+                form.add_field(var="pubsub#access_model", value="open")
+                form.add_field(var="pubsub#max_items", value="max")
+                payload = ET.fromstring("<devices xmlns='urn:xmpp:omemo:2'>"
+                                        "<device id='42'/></devices>")
+                r = await c["xep_0060"].publish(slixmpp.JID("alice@localhost"), node,
+                                                id="current", payload=payload, options=form)
+                state["published"] = r["pubsub"]["publish"]["item"]["id"]
+                await asyncio.wait_for(got_event.wait(), 5)
+                r = await c["xep_0060"].get_items(slixmpp.JID("alice@localhost"), node)
+                state["items"] = [i["id"] for i in r["pubsub"]["items"]["substanzas"]]
+                form2 = c["xep_0004"].make_form("submit")
+                form2.add_field(var="FORM_TYPE", ftype="hidden", value=PS + "#publish-options")
+                form2.add_field(var="pubsub#access_model", value="presence")
+                try:
+                    await c["xep_0060"].publish(slixmpp.JID("alice@localhost"), node,
+                                                id="current", payload=payload, options=form2)
+                except slixmpp.exceptions.IqError as e:
+                    state["precondition"] = e.iq["error"]["condition"]
+            finally:
+                c.disconnect()
+
+        c.add_event_handler("pubsub_publish", on_event)
+        c.add_event_handler("session_start", on_start)
+        return c
+
+    run_slixmpp(make, ("127.0.0.1", srv.c2s_port))
+    assert state.get("published") == "current", state
+    assert state.get("event") == ["current"], state
+    assert state.get("items") == ["current"], state
+    assert state.get("precondition") == "conflict", state
+    d, _ = session(srv, "dave", "d")
+    assert "device id='42'" in items(d, "dg", "alice@localhost", node)
