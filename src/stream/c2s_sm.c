@@ -259,17 +259,28 @@ parked_put(sm_parked_t *p)
 
 static void sm_free_rerouting(c2s_sm_t *sm, const xd_log_t *log);
 
+/* Ends session s, which stream management holds as transport id `id`
+ * with state sm (parked, or between workers): the resume id remembers h,
+ * the session ends, then what it had not had acknowledged is routed
+ * again and sm freed. */
+static void
+sm_session_end(xd_session_t *s, c2s_sm_t *sm, uint64_t id, const char *reason,
+               const xd_log_t *log)
+{
+    sm_table_end(sm->resume_id, id, sm->h_in);
+    xd_session_end(s, reason);
+    sm_free_rerouting(sm, log);
+}
+
 /* Ends a parked session (or drops a forwarding entry). */
 static void
 parked_end(sm_parked_t *p, const char *reason)
 {
     parked_del(p);
     if (p->session) {
-        sm_table_end(p->sm->resume_id, p->id, p->sm->h_in);
         XD_LOG(&p->log, XD_INFO, "stream management: parked session ends", "reason=%s queued=%zu",
                reason, p->sm->q.len);
-        xd_session_end(p->session, reason);
-        sm_free_rerouting(p->sm, &p->log);
+        sm_session_end(p->session, p->sm, p->id, reason, &p->log);
     }
     xd_timer_free(p->timer);
     xd_free(p);
@@ -636,9 +647,7 @@ sm_take_here(xd_worker_t *w, sm_move_t *m)
             xd_session_ref_t ref = { .ops = xd_c2s_session_ops(), .worker = xd_worker_index(w),
                                      .id = m->old_id };
             xd_session_adopt(m->session, &ref, NULL, &m->log);
-            sm_table_end(m->sm->resume_id, m->old_id, m->sm->h_in);
-            xd_session_end(m->session, "shutdown");
-            sm_free_rerouting(m->sm, &m->log);
+            sm_session_end(m->session, m->sm, m->old_id, "shutdown", &m->log);
         }
         xd_free(m);
     }
@@ -739,9 +748,7 @@ sm_give_here(xd_worker_t *w, sm_move_t *m)
          * the next resume, under the same id. */
         xd_session_ref_t ref = { .ops = xd_c2s_session_ops(), .worker = wi, .id = m->to_conn };
         if (xd_session_adopt(sess, &ref, NULL, &m->log) != 0) {
-            sm_table_end(sm->resume_id, m->old_id, sm->h_in);
-            xd_session_end(sess, "replaced");
-            sm_free_rerouting(sm, &m->log);
+            sm_session_end(sess, sm, m->old_id, "replaced", &m->log);
         } else {
             sm_table_put(sm->resume_id, wi, m->to_conn, sess->jid);
             parked_new(w, m->to_conn, sess, sm, &m->log, m->last_input_ms, m->secure);
