@@ -239,8 +239,8 @@ disco_start(xd_module_ctx_t *ctx)
         rc = xd_module_iq(ctx, XD_IQ_USER, XD_NS_DISCO_INFO, XD_IQ_INLINE, disco_info, NULL);
     if (rc == 0)
         rc = xd_module_iq(ctx, XD_IQ_HOST, XD_NS_DISCO_ITEMS, XD_IQ_INLINE, disco_items, NULL);
-    if (rc == 0) /* an account's items (DISCO_SM_ITEMS: PEP nodes, ...) */
-        rc = xd_module_iq(ctx, XD_IQ_USER, XD_NS_DISCO_ITEMS, XD_IQ_INLINE, disco_items, NULL);
+    if (rc == 0) /* an account's items (DISCO_SM_ITEMS: PEP nodes, read from storage) */
+        rc = xd_module_iq(ctx, XD_IQ_USER, XD_NS_DISCO_ITEMS, XD_IQ_PARALLEL, disco_items, NULL);
     if (rc == 0)
         rc = xd_module_feature(ctx, XD_IQ_HOST, XD_NS_CAPS); /* XEP-0115 for the server */
     if (rc == 0)

@@ -1370,35 +1370,6 @@ pp_available(xd_module_ctx_t *ctx, xd_hook_presence_t *ev, void *arg)
     return XD_HOOK_OK;
 }
 
-static void pp_ditems_work(xd_module_ctx_t *ctx, void *arg);
-static bool pp_is_ditems(const xd_el_t *el, const xd_jid_t *to);
-
-/* Takes a disco#items request to an account (see pp_ditems_work). */
-static int
-pp_ditems_take(xd_module_ctx_t *ctx, xd_hook_filter_t *ev)
-{
-    const xd_jid_t *from = xd_stanza_from(ev->st);
-    if (!from || !xd_module_db(ctx))
-        return XD_HOOK_OK;
-    pp_req_t *r = xd_new(pp_req_t);
-    r->ctx = ctx;
-    r->iq = ev->st; /* the filter's reference */
-    r->from = xd_jid_ref((xd_jid_t *)from);
-    r->is_owner = xd_jid_eq_bare(from, ev->to);
-    r->in = xd_input_current();
-    snprintf(r->host, sizeof r->host, "%s", ev->host);
-    xd_str_t l = xd_jid_local(ev->to);
-    snprintf(r->user, sizeof r->user, "%.*s", (int)l.len, l.p);
-    snprintf(r->owner, sizeof r->owner, "%s@%s", r->user, r->host);
-    if (xd_module_submit(ctx, pp_ditems_work, pp_req_done, r) != 0) {
-        r->iq = NULL;
-        pp_req_free(r);
-        return XD_HOOK_OK; /* mod_disco answers it */
-    }
-    ev->st = NULL;
-    return XD_HOOK_STOP;
-}
-
 static int
 pp_first_key(void *arg, const char *key, void *val)
 {
@@ -1417,8 +1388,6 @@ pp_filter(xd_module_ctx_t *ctx, xd_hook_filter_t *ev, void *arg)
     xd_str_t dom = xd_jid_domain(ev->to);
     if (dom.len != strlen(ev->host) || memcmp(dom.p, ev->host, dom.len) != 0)
         return XD_HOOK_OK; /* to another server (the filter sees outgoing stanzas too) */
-    if (pp_is_ditems(el, ev->to))
-        return pp_ditems_take(ctx, ev);
     if (xd_stanza_kind_of(el) != XD_STANZA_IQ || xd_jid_local(ev->to).len ||
         xd_jid_resource(ev->to).len)
         return XD_HOOK_OK;
@@ -1538,68 +1507,52 @@ static const char *const pp_features[] = {
     NULL,
 };
 
-/* disco#items of an account (XEP-0163 / XEP-0060 5.2: the nodes the
- * requester may see).  mod_disco answers disco#items on the loop, where
- * storage cannot be read: a FILTER_PACKET handler takes such requests
- * (without a node) on their way and answers them from the pool. */
-static void
-pp_ditems_work(xd_module_ctx_t *ctx, void *arg)
+/* DISCO_SM_ITEMS (on the pool: mod_disco answers an account's disco#items
+ * there): the account's nodes the requester may see (XEP-0163 / XEP-0060
+ * 5.2). */
+static int
+pp_disco_items(xd_module_ctx_t *ctx, xd_hook_disco_t *ev, void *arg)
 {
-    pp_req_t *r = arg;
+    (void)arg;
     xd_db_t *db = xd_module_db(ctx);
-    int ex = xd_user_exists(db, xd_str_c(r->host), xd_str_c(r->user));
-    if (ex != 1) {
-        r->reply = xd_stanza_error(r->iq, ex == 0 ? XD_COND_SERVICE_UNAVAILABLE
-                                                  : XD_COND_INTERNAL_SERVER_ERROR, NULL);
-        return;
-    }
+    if (ev->node || !ev->from || !db)
+        return XD_HOOK_OK;
+    pp_req_t r = { .ctx = ctx, .from = (xd_jid_t *)ev->from,
+                   .is_owner = xd_jid_eq_bare(ev->from, ev->to) };
+    snprintf(r.host, sizeof r.host, "%s", ev->host);
+    xd_str_t l = xd_jid_local(ev->to);
+    snprintf(r.user, sizeof r.user, "%.*s", (int)l.len, l.p);
+    snprintf(r.owner, sizeof r.owner, "%s@%s", r.user, r.host);
     pp_nodes_t ns = { 0 };
     xd_db_conn_t *c = NULL;
     int rc = xd_db_acquire(db, &c);
     if (rc == 0) {
-        xd_db_val_t key[] = { XD_DB_V_CSTR(r->host), XD_DB_V_CSTR(r->user) };
+        xd_db_val_t key[] = { XD_DB_V_CSTR(r.host), XD_DB_V_CSTR(r.user) };
         rc = xd_db_query(c,
                          "SELECT node, access_model, send_last FROM pep_node"
                          " WHERE host = ? AND username = ? ORDER BY node",
                          key, 2, pp_nodes_row, &ns);
         xd_db_release(c);
     }
-    if (rc != 0) {
-        pp_nodes_free(&ns);
-        r->reply = xd_stanza_error(r->iq, XD_COND_INTERNAL_SERVER_ERROR, NULL);
-        return;
-    }
-    xd_el_t *res = xd_iq_result_builder(r->iq);
-    xd_el_t *q = xd_el_add_child(res, "query", XD_NS_DISCO_ITEMS);
     int presence_ok = -1; /* the roster is read once, when needed */
-    for (size_t i = 0; i < ns.n; i++) {
-        bool ok = r->is_owner || !strcmp(ns.cfgs[i].access, "open");
+    for (size_t i = 0; rc == 0 && i < ns.n; i++) {
+        bool ok = r.is_owner || !strcmp(ns.cfgs[i].access, "open");
         if (!ok && !strcmp(ns.cfgs[i].access, "presence")) {
             if (presence_ok < 0)
-                presence_ok = pp_may_read(r, &ns.cfgs[i]);
+                presence_ok = pp_may_read(&r, &ns.cfgs[i]);
             ok = presence_ok;
         }
         if (!ok)
             continue;
-        xd_el_t *it = xd_el_add_child(q, "item", NULL);
-        xd_el_set_attr(it, "jid", r->owner);
+        xd_el_t *it = xd_el_add_child(ev->query, "item", NULL);
+        xd_el_set_attr(it, "jid", r.owner);
         xd_el_set_attr(it, "node", ns.names[i]);
     }
+    if (rc != 0)
+        XD_LOG(NULL, XD_WARN, "pep: nodes not listed", "host=%s user=%s err=%s", r.host, r.user,
+               xd_strerror(rc));
     pp_nodes_free(&ns);
-    r->reply = xd_el_freeze(res);
-}
-
-/* Whether st is a disco#items get without a node to an account's bare JID. */
-static bool
-pp_is_ditems(const xd_el_t *el, const xd_jid_t *to)
-{
-    if (xd_stanza_kind_of(el) != XD_STANZA_IQ || !xd_jid_local(to).len ||
-        xd_jid_resource(to).len)
-        return false;
-    const char *type = xd_el_attr(el, "type");
-    const xd_el_t *q = xd_el_first_child(el);
-    return type && !strcmp(type, "get") && q && xd_el_is(q, "query", XD_NS_DISCO_ITEMS) &&
-           !xd_el_attr(q, "node") && !xd_el_next(q);
+    return XD_HOOK_OK;
 }
 
 /* ---- account removal ------------------------------------------------------------------------- */
@@ -1638,6 +1591,9 @@ pp_start(xd_module_ctx_t *ctx)
                             NULL);
     if (rc == 0)
         rc = xd_module_hook(ctx, XD_HOOK_FILTER_PACKET, PP_FILTER_PRIO, pp_filter, NULL);
+    if (rc == 0)
+        rc = xd_module_hook(ctx, XD_HOOK_DISCO_SM_ITEMS, XD_HOOK_PRIO_DEFAULT, pp_disco_items,
+                            NULL);
     if (rc == 0)
         rc = xd_module_hook(ctx, XD_HOOK_TICK, XD_HOOK_PRIO_DEFAULT, pp_tick, NULL);
     if (rc == 0)
