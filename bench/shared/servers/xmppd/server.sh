@@ -11,17 +11,20 @@
 #   XMPPD_BIN      server binary   (default /work/main/build-release/xmppd)
 #   XMPPCTL_BIN    control tool    (default: xmppctl beside XMPPD_BIN)
 #   XD_PORT XD_DOMAIN XD_WORKERS XD_LOGLEVEL   (35222 xd.test 2 warning)
+#   XD_NAME        adapter name and state directory under $BENCH_RUN (xmppd)
+#   XD_MAM=1       also load mod_mam (message archive, both parties' copies)
+#                  with its defaults (the xmppd-mam adapter sets this)
 here=$(cd "$(dirname "$0")" && pwd)
 # shellcheck source=/dev/null
 . "$here/../common.sh"
-NAME=xmppd
+NAME=${XD_NAME:-xmppd}
 PORT=${XD_PORT:-35222}
 DOMAIN=${XD_DOMAIN:-xd.test}
 WORKERS=${XD_WORKERS:-2}
 LOGLEVEL=${XD_LOGLEVEL:-warning}
 XMPPD_BIN=${XMPPD_BIN:-/work/main/build-release/xmppd}
 XMPPCTL_BIN=${XMPPCTL_BIN:-$(dirname "$XMPPD_BIN")/xmppctl}
-RUN=$BENCH_RUN/xmppd
+RUN=$BENCH_RUN/$NAME
 CFG=$RUN/xmppd.yml
 SOCK=$RUN/xmppd.sock
 
@@ -47,6 +50,8 @@ setup)
     chmod 600 "$RUN/cert/$DOMAIN.key" "$RUN/cert/$DOMAIN.pem"
     sed -e "s|@DOMAIN@|$DOMAIN|g; s|@PORT@|$PORT|g; s|@RUN@|$RUN|g" \
         -e "s|@WORKERS@|$WORKERS|g; s|@LOGLEVEL@|$LOGLEVEL|g" "$here/xmppd.yml.in" > "$CFG"
+    # modules: is the config's last section
+    if [ "${XD_MAM:-0}" = 1 ]; then printf '  mod_mam: {}\n' >> "$CFG"; fi
     "$XMPPD_BIN" --check-config -c "$CFG" >&2 || { log "xmppd rejects $CFG"; exit 1; }
     ;;
 start)
