@@ -64,7 +64,8 @@ batch_done(void *arg, int status)
     batch_t *b = arg;
     mod_batch_q_t *q = b->q;
     const mod_batch_ops_t *ops = b->ops;
-    q->busy = false;
+    /* Still busy while the streams are released: each handles its next
+     * stanza now, and what those push waits for the batch cut below. */
     for (mod_batch_item_t *it = b->head, *next; it; it = next) {
         next = it->next;
         xd_module_ctx_t *ctx = it->ctx;
@@ -76,6 +77,7 @@ batch_done(void *arg, int status)
         xd_module_release(ctx);
     }
     xd_free(b);
+    q->busy = false;
     batch_run(q, ops);
 }
 

@@ -10,7 +10,12 @@
  * committed and the item answered, so the sender's next stanza (an IQ
  * whose answer says "done", a stream-management ack) is handled only
  * after the row is durable, and one sender's items are written in the
- * order sent.  The FIFO is bounded: beyond it mod_batch_push fails at
+ * order sent.  Group commit: the streams a finished batch releases go on
+ * with their next stanzas before the next batch is cut, so what they push
+ * shares one commit (before, the first of them started a batch of its own
+ * at once and a busy server alternated batches of one item with batches
+ * of all the rest).
+ * The FIFO is bounded: beyond it mod_batch_push fails at
  * once (the caller answers resource-constraint).  A held stream adds at
  * most one stanza's items, so the bound is hit only by stanzas that come
  * from no stream, or by a database that cannot keep up.  Items pushed

@@ -94,7 +94,7 @@
 #define MAM_FILTER_PRIO 70 /* FILTER_PACKET: after mod_stanza_id (60) */
 #define MAM_Q_MAX 10000
 #define MAM_Q_MAX_BYTES (64u << 20)
-#define MAM_BATCH_MAX 256
+#define MAM_BATCH_MAX 1024
 #define MAM_BATCH_MAX_BYTES (4u << 20)
 #define MAM_ID_MAX 128     /* bytes of an archive id we look up */
 #define MAM_QUERYID_MAX 256 /* bytes of a queryid echoed back */
