@@ -33,8 +33,10 @@ def available():
     return os.path.exists(SLAPD) and os.path.exists(SLAPADD)
 
 
-def _conf(d, port):
-    return f"""include /etc/ldap/schema/core.schema
+def _conf(d, port, tls):
+    tls_conf = (f"TLSCertificateFile {d}/cert.pem\nTLSCertificateKeyFile {d}/key.pem\n"
+                if tls else "")
+    return tls_conf + f"""include /etc/ldap/schema/core.schema
 include /etc/ldap/schema/cosine.schema
 include /etc/ldap/schema/inetorgperson.schema
 include /etc/ldap/schema/nis.schema
@@ -74,15 +76,27 @@ def _ldif():
 
 
 class Slapd:
-    def __init__(self, dirpath, port=None):
+    def __init__(self, dirpath, port=None, tls=False):
+        """tls: also listen for LDAPS on tls_port, with a self-signed
+        certificate for 127.0.0.1 (cacert: its path) that StartTLS uses too."""
         self.dir = str(dirpath)
         os.makedirs(os.path.join(self.dir, "db"), exist_ok=True)
         self.port = port or free_port()
+        self.tls_port = free_port() if tls else None
+        self.cacert = os.path.join(self.dir, "cert.pem") if tls else None
+        if tls:
+            r = subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes",
+                                "-keyout", os.path.join(self.dir, "key.pem"),
+                                "-out", self.cacert, "-days", "2", "-subj", "/CN=127.0.0.1",
+                                "-addext", "subjectAltName=IP:127.0.0.1",
+                                "-addext", "basicConstraints=critical,CA:TRUE"],
+                               capture_output=True, text=True, timeout=60)
+            assert r.returncode == 0, r.stderr
         self.conf = os.path.join(self.dir, "slapd.conf")
         self.log = os.path.join(self.dir, "slapd.log")
         self.proc = None
         with open(self.conf, "w") as f:
-            f.write(_conf(self.dir, self.port))
+            f.write(_conf(self.dir, self.port, tls))
         ldif = os.path.join(self.dir, "data.ldif")
         with open(ldif, "w") as f:
             f.write(_ldif())
@@ -92,8 +106,11 @@ class Slapd:
 
     def start(self, timeout=20):
         self._log = open(self.log, "ab")
+        urls = f"ldap://127.0.0.1:{self.port}/"
+        if self.tls_port:
+            urls += f" ldaps://127.0.0.1:{self.tls_port}/"
         self.proc = subprocess.Popen(
-            [SLAPD, "-d", "0", "-f", self.conf, "-h", f"ldap://127.0.0.1:{self.port}/"],
+            [SLAPD, "-d", "0", "-f", self.conf, "-h", urls],
             stdout=self._log, stderr=self._log)
         deadline = time.time() + timeout
         while time.time() < deadline:

@@ -201,3 +201,42 @@ def test_method_list_ldap_then_internal_down(server_factory, slapd):
     slapd.stop()
     assert plain(srv, "ivan", "ivanpw")[0] == "success"
     assert plain(srv, "ivan", "bad") == ("failure", "temporary-auth-failure")
+
+
+@pytest.fixture
+def slapd_tls(tmp_path):
+    s = ldapfix.Slapd(tmp_path / "slapd-tls", tls=True)
+    s.start()
+    yield s
+    s.stop()
+
+
+def tls_yaml(slapd, encrypt, port, extra):
+    return ("auth_method: ldap\n" + FAST_FAIL
+            + ldapfix.yaml(slapd, extra=f"ldap_encrypt: {encrypt}\n{extra}")
+            .replace(f"ldap_port: {slapd.port}", f"ldap_port: {port}"))
+
+
+@pytest.mark.parametrize("encrypt", ["tls", "starttls"])
+def test_ldap_tls(server_factory, slapd_tls, encrypt):
+    """LDAPS and StartTLS: the server's certificate is verified against
+    ldap_tls_cacertfile; without it (an untrusted certificate) the directory
+    cannot be asked, unless ldap_tls_verify is off."""
+    port = slapd_tls.tls_port if encrypt == "tls" else slapd_tls.port
+    srv = server_factory(extra_yaml=tls_yaml(
+        slapd_tls, encrypt, port, f"ldap_tls_cacertfile: {slapd_tls.cacert}\n"))
+    assert plain(srv, "alice", "alicepw")[0] == "success"
+    assert plain(srv, "alice", "bad") == ("failure", "not-authorized")
+    srv2 = server_factory(extra_yaml=tls_yaml(slapd_tls, encrypt, port, ""))
+    assert plain(srv2, "alice", "alicepw") == ("failure", "temporary-auth-failure")
+    srv3 = server_factory(extra_yaml=tls_yaml(slapd_tls, encrypt, port,
+                                              "ldap_tls_verify: false\n"))
+    assert plain(srv3, "alice", "alicepw")[0] == "success"
+
+
+def test_ldap_starttls_refused_by_plain_server(server_factory, slapd):
+    """A server without TLS refuses StartTLS: an error, never a fallback to
+    plain text."""
+    srv = server_factory(extra_yaml=tls_yaml(slapd, "starttls", slapd.port,
+                                             "ldap_tls_verify: false\n"))
+    assert plain(srv, "alice", "alicepw") == ("failure", "temporary-auth-failure")
