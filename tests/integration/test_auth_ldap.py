@@ -160,6 +160,35 @@ def test_ldap_timeout(server_factory, slapd):
         hang.close()
 
 
+def test_ldap_pool_bound(server_factory, slapd):
+    """ldap_pool_size: 1 against a server that never answers: the second
+    login at once finds the one connection busy, waits ldap_timeout for it
+    and gives up (temporary-auth-failure, "ldap pool busy")."""
+    hang = socket.socket()
+    hang.bind(("127.0.0.1", 0))
+    hang.listen(16)
+    try:
+        yml = (ldapfix.yaml(slapd, extra="ldap_pool_size: 1\n")
+               .replace(f"ldap_port: {slapd.port}", f"ldap_port: {hang.getsockname()[1]}")
+               .replace("ldap_timeout: 3s", "ldap_timeout: 1s"))
+        srv = server_factory(extra_yaml="auth_method: ldap\n" + FAST_FAIL + yml)
+        cs = []
+        for _ in range(2):
+            c = XClient(srv.c2s_port)
+            c.open_stream()
+            c.starttls()
+            c.open_stream()
+            cs.append(c)
+        for c in cs:
+            c.auth("PLAIN", b"\0alice\0alicepw")
+        for c in cs:
+            assert c.sasl_answer() == ("failure", "temporary-auth-failure")
+            c.close()
+        assert "ldap pool busy" in srv.log_text()
+    finally:
+        hang.close()
+
+
 def test_ldap_filter_injection(server_factory, slapd):
     """Filter metacharacters in a name are escaped (RFC 4515): "*)(uid=*"
     matches no entry, "*" only an entry whose uid is a literal "*"."""
