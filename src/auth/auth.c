@@ -613,6 +613,19 @@ out:
 
 /* ---- the chain ------------------------------------------------------------------------------- */
 
+static const char *
+au_method_name(int m)
+{
+    switch (m) {
+    case XD_AUTH_INTERNAL: return "internal";
+    case XD_AUTH_EXTERNAL: return "external";
+    case XD_AUTH_ANONYMOUS: return "anonymous";
+    case XD_AUTH_LDAP: return "ldap";
+    case XD_AUTH_PAM: return "pam";
+    }
+    return "?";
+}
+
 static bool
 au_op_writes(auth_op op)
 {
@@ -701,8 +714,9 @@ au_chain_run(auth_req_t *req)
             done = true;
         } else if (req->status != 0 && req->status != XD_ENOTFOUND &&
                    req->status != XD_ENOTSUP && req->status != XD_EAUTH_REFUSED) {
-            XD_LOG(NULL, XD_WARN, "auth method failed", "host=%s method=%d op=%s err=%s",
-                   req->host, m, auth_op_name(req->op), xd_err_name(req->status));
+            XD_LOG(NULL, XD_WARN, "auth method failed", "host=%s method=%s op=%s err=%s",
+                   req->host, au_method_name(m), auth_op_name(req->op),
+                   xd_err_name(req->status));
             if (first_err == 0)
                 first_err = req->status;
         }

@@ -118,3 +118,22 @@ def test_ldap_needs_ldap_base(tmp_path):
     r = subprocess.run([srv.bin, "--config", srv.config_path, "--check-config"],
                        capture_output=True, text=True, timeout=30)
     assert r.returncode != 0 and "ldap_base" in r.stdout + r.stderr
+
+
+@pytest.mark.parametrize("line,message", [
+    ("ldap_uids: \"bad attr\"", '"bad attr" is not an LDAP attribute name'),
+    ("ldap_uids: {mail: \"x@example.org\"}", "must hold %u exactly once"),
+    ("ldap_uids: {mail: \"%u%u\"}", "must hold %u exactly once"),
+    ("ldap_uids: []", "at least one attribute is needed"),
+    ("ldap_encrypt: ssl", "ldap_encrypt"),
+])
+def test_bad_ldap_option_is_a_config_error(tmp_path, line, message):
+    srv = Server(build_dir(), tmp_path / "srv",
+                 extra_yaml=f"auth_method: ldap\nldap_base: \"dc=example\"\n{line}\n")
+    r = subprocess.run([srv.bin, "--config", srv.config_path, "--check-config"],
+                       capture_output=True, text=True, timeout=30)
+    out = r.stdout + r.stderr
+    assert r.returncode != 0, out
+    n = open(srv.config_path).read().splitlines().index(line) + 1
+    assert re.search(re.escape(srv.config_path) + rf":{n}:\d+: ", out), out
+    assert message in out, out
