@@ -269,3 +269,37 @@ def test_ldap_starttls_refused_by_plain_server(server_factory, slapd):
     srv = server_factory(extra_yaml=tls_yaml(slapd, "starttls", slapd.port,
                                              "ldap_tls_verify: false\n"))
     assert plain(srv, "alice", "alicepw") == ("failure", "temporary-auth-failure")
+
+
+def test_ldap_xmppctl(server_factory, slapd):
+    """xmppctl's checks run the chain on the control thread (sync path);
+    registration has no method that stores and is refused."""
+    srv = ldap_server(server_factory, slapd)
+    ctl = srv.ctl_run
+    assert ctl("check_account", "alice", "localhost").returncode == 0
+    assert ctl("check_account", "nobody", "localhost").returncode == 1
+    assert ctl("check_password", "alice", "localhost", "alicepw").returncode == 0
+    assert ctl("check_password", "alice", "localhost", "bad").returncode == 1
+    r = ctl("register", "dave", "localhost", "pw")
+    assert r.returncode != 0, r.stdout + r.stderr
+
+
+def test_ldap_added_by_reload(server_factory, slapd):
+    """reload_config from internal to [internal, ldap]: LDAP accounts log in
+    from then on, internal ones still do; and back."""
+    srv = server_factory(extra_yaml=FAST_FAIL)
+    users(srv, "ivan", password="ivanpw")
+    assert plain(srv, "alice", "alicepw") == ("failure", "not-authorized")
+    base = open(srv.config_path).read()
+    with open(srv.config_path, "w") as f:
+        f.write(base + "auth_method: [internal, ldap]\n" + ldapfix.yaml(slapd))
+    r = srv.ctl_run("reload_config")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert plain(srv, "alice", "alicepw")[0] == "success"
+    assert plain(srv, "ivan", "ivanpw")[0] == "success"
+    assert mechanisms(srv) == ["PLAIN"]
+    with open(srv.config_path, "w") as f:
+        f.write(base)
+    assert srv.ctl_run("reload_config").returncode == 0
+    assert plain(srv, "alice", "alicepw") == ("failure", "not-authorized")
+    assert "SCRAM-SHA-256" in mechanisms(srv)
