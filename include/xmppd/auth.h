@@ -14,6 +14,18 @@
  *   anonymous  SASL ANONYMOUS: no accounts; password checks always fail
  *              and users never exist (0 + false through the callback);
  *              every other call returns XD_ENOTSUP at once.
+ *   ldap       a search for the user's entry with a service bind, then a
+ *              bind as that entry with the password (src/auth/ldap.c), on
+ *              the blocking pool.  Checks and existence only.
+ *   pam        pam_authenticate + pam_acct_mgmt of pam_service (pam.c), on
+ *              the blocking pool.  Checks and existence only.
+ *
+ * auth_method may list several methods, tried in order (as ejabberd's): a
+ * check or existence query succeeds when one method says yes, and fails with
+ * the first method's error (XD_ETIMEDOUT, XD_EINTERNAL, …) when none says
+ * yes and one could not answer; set_password, register and the removals go
+ * to the first method that stores passwords (internal, external), and give
+ * XD_ENOTSUP when there is none.  get_scram works with `internal` alone.
  *
  * Users are prepared localparts and hosts served domains (the caller
  * prepares them, e.g. from a normalised JID).  An unknown host gives
@@ -111,11 +123,15 @@ void xd_auth_stop(void);
 
 /* ---- capabilities (any thread) ---------------------------------------------------------------- */
 
-/* True when host's backend has SCRAM credentials (internal): the c2s may
- * offer SCRAM-SHA-*; otherwise only PLAIN. */
+/* True when host's backend has SCRAM credentials (auth_method internal
+ * alone): the c2s may offer SCRAM-SHA-*; otherwise only PLAIN. */
 bool xd_auth_supports_scram(const char *host);
 
-/* True when host uses auth_method anonymous (SASL ANONYMOUS). */
+/* True when one of host's methods checks passwords (all but anonymous):
+ * the c2s may offer PLAIN. */
+bool xd_auth_supports_plain(const char *host);
+
+/* True when host's methods include anonymous (SASL ANONYMOUS). */
 bool xd_auth_anonymous_allowed(const char *host);
 
 /* *out = host's xd_auth_method.  XD_ENOTFOUND when host is not served. */

@@ -197,7 +197,35 @@ typedef enum xd_auth_method {
     XD_AUTH_INTERNAL,  /* SCRAM credentials in the database */
     XD_AUTH_EXTERNAL,  /* extauth_program (ejabberd's external auth protocol) */
     XD_AUTH_ANONYMOUS, /* SASL ANONYMOUS */
+    XD_AUTH_LDAP,      /* bind as the user to an LDAP directory (ldap_*) */
+    XD_AUTH_PAM,       /* a PAM service (pam_*) */
 } xd_auth_method;
+
+/* auth_method: one method or a list tried in order (as ejabberd's), each at
+ * most once.  items[0] is also xd_host_conf_t.auth_method. */
+#define XD_AUTH_METHODS_MAX 5
+typedef struct xd_auth_methods {
+    int items[XD_AUTH_METHODS_MAX]; /* xd_auth_method values, in the order written */
+    size_t count;                   /* 1..XD_AUTH_METHODS_MAX */
+} xd_auth_methods_t;
+
+/* ldap_encrypt. */
+typedef enum xd_ldap_encrypt {
+    XD_LDAP_ENCRYPT_NONE,     /* plain ldap:// */
+    XD_LDAP_ENCRYPT_TLS,      /* ldaps:// (TLS from the first byte) */
+    XD_LDAP_ENCRYPT_STARTTLS, /* ldap:// then the StartTLS extended operation */
+} xd_ldap_encrypt;
+
+/* ldap_uids: the attributes that hold a user name, each with the format of
+ * its value ("%u" = the user name). */
+typedef struct xd_ldap_uids {
+    char **attrs;   /* owned attribute names */
+    char **formats; /* owned formats, one per attribute */
+    size_t count;   /* at least one */
+} xd_ldap_uids_t;
+
+/* pam_userinfotype: what is passed to PAM as the user name. */
+typedef enum xd_pam_userinfo { XD_PAM_USERNAME, XD_PAM_JID } xd_pam_userinfo;
 
 /* What resource binding does when the full JID is taken (RFC 6120 7.7.2.2). */
 typedef enum xd_resource_conflict {
@@ -210,12 +238,31 @@ typedef enum xd_resource_conflict {
  * effective ones of one host.  Immutable after load. */
 typedef struct xd_host_conf {
     char *host;                        /* the served host; NULL for the global scope */
-    int auth_method;                   /* xd_auth_method */
+    union {
+        int auth_method;               /* xd_auth_method: the first of auth_methods */
+        xd_auth_methods_t auth_methods; /* the methods tried in order */
+    };
     char *extauth_program;             /* external: command line of the script */
     int extauth_pool_size;             /* external: processes per host */
     char *language;                    /* default xml:lang of server messages */
     int scram_iterations;              /* PBKDF2 rounds for new SCRAM credentials */
     uint64_t extauth_timeout_ms;       /* external: answer time per request */
+    xd_strlist_t ldap_servers;         /* ldap: host names or addresses, tried in order */
+    int ldap_port;                     /* ldap: 0 = 389, or 636 with ldap_encrypt tls */
+    int ldap_encrypt;                  /* ldap: xd_ldap_encrypt */
+    bool ldap_tls_verify;              /* ldap: verify the server's certificate */
+    char *ldap_tls_cacertfile;         /* ldap: CA bundle (PEM) or NULL = system */
+    char *ldap_rootdn;                 /* ldap: DN of the service bind; "" = anonymous */
+    char *ldap_password;               /* ldap: password of the service bind */
+    char *ldap_base;                   /* ldap: search base of users */
+    xd_ldap_uids_t ldap_uids;          /* ldap: user name attributes */
+    char *ldap_filter;                 /* ldap: extra filter users must match, or "" */
+    int ldap_deref_aliases;            /* ldap: LDAP_DEREF_* */
+    uint64_t ldap_timeout_ms;          /* ldap: connect and per-operation limit */
+    int ldap_pool_size;                /* ldap: connections per host */
+    char *pam_service;                 /* pam: the service name (/etc/pam.d/NAME) */
+    int pam_userinfotype;              /* pam: xd_pam_userinfo */
+    char *pam_confdir;                 /* pam: directory of service files, NULL = /etc/pam.d */
     int resource_conflict;             /* xd_resource_conflict */
     bool allow_unencrypted_plain_auth; /* SASL PLAIN without TLS */
     int max_auth_failures;             /* SASL failures before the stream is closed */

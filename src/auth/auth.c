@@ -26,6 +26,19 @@
  * Sync requests (w == NULL) run internal work on the calling thread and
  * wait on the request's semaphore for external work.
  *
+ * Method lists (auth_method: [a, b, …]) and the ldap and pam methods go
+ * through the chain (au_chain_run), which runs on the blocking pool (async)
+ * or the calling thread (sync) and asks each method in turn: a CHECK or
+ * EXISTS stops at the first "yes"; an error of one method is kept and
+ * answered only when no later method says yes; the writing operations go to
+ * the first method that stores passwords (internal, external).  An external
+ * step is a sync sub-request to its script pool, submitted under the read
+ * lock like any other; the chain looks its host up again for every step, so
+ * a reload between steps is seen and no backend is used after it was freed
+ * (ldap and pam backends are reference-counted, script pools are reached
+ * under the lock only).  A single internal, external or anonymous method
+ * keeps its direct path.
+ *
  * Invariants: au.table, au.db and au.running change only under the write
  * lock, and start/reload/stop are serialised by au.admin; a request is
  * finished exactly once; every password copy is wiped when its request is
@@ -39,6 +52,7 @@
 
 #include "auth/authlimit.h"
 #include "auth/auth_int.h"
+#include "core/pool.h"
 #include "xmppd/alloc.h"
 #include "xmppd/assert.h"
 #include "xmppd/auth.h"
@@ -48,7 +62,11 @@
 /* One served host. */
 typedef struct au_host {
     char *host;          /* owned; normalised served domain (the sort key) */
-    int method;          /* xd_auth_method */
+    int method;          /* xd_auth_method: the first of methods */
+    xd_auth_methods_t methods; /* all of them, in order */
+    bool chain;          /* several methods, or ldap / pam: requests go through au_chain_run */
+    auth_ldap_t *ldap;   /* ldap: the backend (the table holds a reference) */
+    auth_pam_t *pam;     /* pam: the backend (the table holds a reference) */
     unsigned iterations; /* internal: scram_iterations for new credentials */
     auth_ext_t *ext;     /* external: the script pool (the table owns it) */
     bool reused;         /* reload: ext came from the previous table */
@@ -207,10 +225,67 @@ au_table_free(au_table_t *t, bool stop_exts)
     for (size_t i = 0; i < t->count; i++) {
         if (stop_exts && t->hosts[i].ext != NULL)
             auth_ext_stop(t->hosts[i].ext);
+        if (t->hosts[i].ldap != NULL)
+            auth_ldap_unref(t->hosts[i].ldap);
+        if (t->hosts[i].pam != NULL)
+            auth_pam_unref(t->hosts[i].pam);
         xd_free(t->hosts[i].host);
     }
     xd_free(t->hosts);
     xd_free(t);
+}
+
+/* Sets up one method of host h (au_build). */
+static int
+au_build_method(const xd_host_conf_t *hc, au_host_t *h, int method, const au_table_t *old,
+                xd_db_t *db, char **err)
+{
+    int rc = 0;
+    switch (method) {
+    case XD_AUTH_INTERNAL:
+        if (db == NULL) {
+            rc = XD_EINVAL;
+            if (err)
+                *err = xd_asprintf("host %s: auth_method internal needs a database", hc->host);
+        }
+        break;
+    case XD_AUTH_ANONYMOUS:
+        break;
+    case XD_AUTH_EXTERNAL: {
+        unsigned nproc = hc->extauth_pool_size > 0 ? (unsigned)hc->extauth_pool_size : 1;
+        if (hc->extauth_program == NULL || *hc->extauth_program == '\0') {
+            rc = XD_EINVAL;
+            if (err)
+                *err = xd_asprintf("host %s: auth_method external needs extauth_program",
+                                   hc->host);
+            break;
+        }
+        const au_host_t *prev = au_find(old, hc->host);
+        if (prev != NULL && prev->ext != NULL &&
+            auth_ext_same(prev->ext, hc->extauth_program, nproc)) {
+            h->ext = prev->ext;
+            h->reused = true;
+            break;
+        }
+        rc = auth_ext_start(hc->host, hc->extauth_program, nproc, hc->extauth_timeout_ms,
+                            &h->ext, err);
+        break;
+    }
+    case XD_AUTH_LDAP:
+        h->chain = true;
+        rc = auth_ldap_new(hc, &h->ldap, err);
+        break;
+    case XD_AUTH_PAM:
+        h->chain = true;
+        rc = auth_pam_new(hc, &h->pam, err);
+        break;
+    default:
+        rc = XD_EINVAL;
+        if (err)
+            *err = xd_asprintf("host %s: unknown auth_method %d", hc->host, method);
+        break;
+    }
+    return rc;
 }
 
 /* Builds the table for cfg.  External hosts of `old` whose program and pool
@@ -230,45 +305,12 @@ au_build(const xd_config_t *cfg, const au_table_t *old, xd_db_t *db, au_table_t 
         au_host_t *h = &t->hosts[t->count++];
         h->host = xd_strdup(hc->host);
         h->method = hc->auth_method;
+        h->methods = hc->auth_methods;
         h->iterations = hc->scram_iterations > 0 ? (unsigned)hc->scram_iterations
                                                  : XD_SCRAM_ITERATIONS_DEFAULT;
-        switch (hc->auth_method) {
-        case XD_AUTH_INTERNAL:
-            if (db == NULL) {
-                rc = XD_EINVAL;
-                if (err)
-                    *err = xd_asprintf("host %s: auth_method internal needs a database", hc->host);
-            }
-            break;
-        case XD_AUTH_ANONYMOUS:
-            break;
-        case XD_AUTH_EXTERNAL: {
-            unsigned nproc = hc->extauth_pool_size > 0 ? (unsigned)hc->extauth_pool_size : 1;
-            if (hc->extauth_program == NULL || *hc->extauth_program == '\0') {
-                rc = XD_EINVAL;
-                if (err)
-                    *err = xd_asprintf("host %s: auth_method external needs extauth_program",
-                                   hc->host);
-                break;
-            }
-            const au_host_t *prev = au_find(old, hc->host);
-            if (prev != NULL && prev->ext != NULL &&
-                auth_ext_same(prev->ext, hc->extauth_program, nproc)) {
-                h->ext = prev->ext;
-                h->reused = true;
-                break;
-            }
-            rc = auth_ext_start(hc->host, hc->extauth_program, nproc, hc->extauth_timeout_ms,
-                                &h->ext, err);
-            break;
-        }
-        default:
-            rc = XD_EINVAL;
-            if (err)
-                *err = xd_asprintf("host %s: unknown auth_method %d", hc->host,
-                                   hc->auth_method);
-            break;
-        }
+        h->chain = h->methods.count > 1;
+        for (size_t k = 0; k < h->methods.count && rc == 0; k++)
+            rc = au_build_method(hc, h, h->methods.items[k], old, db, err);
     }
     if (rc != 0) {
         for (size_t i = 0; i < t->count; i++)
@@ -400,18 +442,59 @@ xd_auth_method_of(const char *host, int *out)
     return rc;
 }
 
+/* host's method list into *out; false when host is not served. */
+static bool
+au_methods_of(const char *host, xd_auth_methods_t *out)
+{
+    bool found = false;
+    if (host == NULL)
+        return false;
+    uv_once(&au_once, au_init_once);
+    uv_rwlock_rdlock(&au.lock);
+    const au_host_t *h = au_find(au.table, host);
+    if (h != NULL) {
+        *out = h->methods;
+        found = true;
+    }
+    uv_rwlock_rdunlock(&au.lock);
+    return found;
+}
+
+static bool
+au_methods_have(const xd_auth_methods_t *m, int method)
+{
+    for (size_t i = 0; i < m->count; i++)
+        if (m->items[i] == method)
+            return true;
+    return false;
+}
+
 bool
 xd_auth_supports_scram(const char *host)
 {
-    int m;
-    return xd_auth_method_of(host, &m) == 0 && m == XD_AUTH_INTERNAL;
+    /* Every method must be able to serve the SCRAM exchange: only internal
+     * keeps SCRAM credentials, so only `internal` alone. */
+    xd_auth_methods_t m;
+    return au_methods_of(host, &m) && m.count == 1 && m.items[0] == XD_AUTH_INTERNAL;
+}
+
+bool
+xd_auth_supports_plain(const char *host)
+{
+    xd_auth_methods_t m;
+    if (!au_methods_of(host, &m))
+        return false;
+    for (size_t i = 0; i < m.count; i++)
+        if (m.items[i] != XD_AUTH_ANONYMOUS)
+            return true;
+    return false;
 }
 
 bool
 xd_auth_anonymous_allowed(const char *host)
 {
-    int m;
-    return xd_auth_method_of(host, &m) == 0 && m == XD_AUTH_ANONYMOUS;
+    xd_auth_methods_t m;
+    return au_methods_of(host, &m) && au_methods_have(&m, XD_AUTH_ANONYMOUS);
 }
 
 /* ---- dispatch -------------------------------------------------------------------------------- */
@@ -421,7 +504,11 @@ typedef enum au_route {
     AU_QUEUED,    /* a backend has it; it finishes (async: deliver, sync: sem) */
     AU_RUN_HERE,  /* sync internal: the caller runs auth_int_run now */
     AU_ANSWERED,  /* sync: status and results are set already */
+    AU_RUN_CHAIN, /* sync chain: the caller runs au_chain_run now */
 } au_route;
+
+static void au_chain_work(void *arg);
+static void au_chain_done(void *arg, int status);
 
 /* Answers req without a backend (anonymous): async through the inbox. */
 static au_route
@@ -452,6 +539,19 @@ au_dispatch(auth_req_t *req)
     const au_host_t *h = au_find(au.table, req->host);
     if (h == NULL) {
         rc = XD_ENOTFOUND;
+        goto out;
+    }
+    if (h->chain) {
+        if (req->op == AUTH_OP_GET_SCRAM) {
+            rc = XD_ENOTSUP; /* only `internal` alone serves SCRAM */
+        } else if (req->w == NULL) {
+            rc = AU_RUN_CHAIN;
+        } else {
+            req->held = false; /* the pool holds the worker and the stream itself */
+            rc = xd_pool_submit(au_chain_work, au_chain_done, req);
+            if (rc == 0)
+                rc = AU_QUEUED;
+        }
         goto out;
     }
     switch (h->method) {
@@ -511,6 +611,146 @@ out:
     return rc;
 }
 
+/* ---- the chain ------------------------------------------------------------------------------- */
+
+static const char *
+au_method_name(int m)
+{
+    switch (m) {
+    case XD_AUTH_INTERNAL: return "internal";
+    case XD_AUTH_EXTERNAL: return "external";
+    case XD_AUTH_ANONYMOUS: return "anonymous";
+    case XD_AUTH_LDAP: return "ldap";
+    case XD_AUTH_PAM: return "pam";
+    }
+    return "?";
+}
+
+static bool
+au_op_writes(auth_op op)
+{
+    return op != AUTH_OP_CHECK && op != AUTH_OP_EXISTS;
+}
+
+/* One external step of a chain: a sync sub-request to the script pool,
+ * submitted under the read lock (which the caller holds and this releases). */
+static void
+au_chain_ext(auth_ext_t *x, auth_req_t *req)
+{
+    auth_req_t *sub = au_req_new(req->op, req->host, req->user, req->password);
+    if (sub == NULL) {
+        uv_rwlock_rdunlock(&au.lock);
+        req->status = XD_EINVAL;
+        return;
+    }
+    XD_ASSERT(uv_sem_init(&sub->sem, 0) == 0);
+    int rc = auth_ext_submit(x, sub);
+    uv_rwlock_rdunlock(&au.lock);
+    if (rc == 0) {
+        uv_sem_wait(&sub->sem);
+        rc = sub->status;
+        req->flag = sub->flag;
+    }
+    req->status = rc;
+    uv_sem_destroy(&sub->sem);
+    auth_req_free(sub);
+}
+
+/* Runs req over its host's methods in order (off-loop; see the top). */
+static void
+au_chain_run(auth_req_t *req)
+{
+    int first_err = 0;
+    bool done = false, wrote = false;
+
+    xd_assert_off_loop();
+    for (size_t i = 0; !done; i++) {
+        uv_rwlock_rdlock(&au.lock);
+        const au_host_t *h = au.running ? au_find(au.table, req->host) : NULL;
+        if (h == NULL || i >= h->methods.count) {
+            if (h == NULL && i == 0)
+                first_err = au.running ? XD_ENOTFOUND : XD_ECLOSED;
+            uv_rwlock_rdunlock(&au.lock);
+            break;
+        }
+        int m = h->methods.items[i];
+        if (au_op_writes(req->op) && m != XD_AUTH_INTERNAL && m != XD_AUTH_EXTERNAL) {
+            uv_rwlock_rdunlock(&au.lock);
+            continue; /* cannot store passwords */
+        }
+        req->status = 0;
+        req->flag = false;
+        switch (m) {
+        case XD_AUTH_INTERNAL:
+            req->db = au.db;
+            req->iterations = h->iterations;
+            uv_rwlock_rdunlock(&au.lock);
+            auth_int_run(req);
+            break;
+        case XD_AUTH_EXTERNAL:
+            au_chain_ext(h->ext, req); /* unlocks */
+            break;
+        case XD_AUTH_LDAP: {
+            auth_ldap_t *l = auth_ldap_ref(h->ldap);
+            uv_rwlock_rdunlock(&au.lock);
+            auth_ldap_run(l, req);
+            auth_ldap_unref(l);
+            break;
+        }
+        case XD_AUTH_PAM: {
+            auth_pam_t *p = auth_pam_ref(h->pam);
+            uv_rwlock_rdunlock(&au.lock);
+            auth_pam_run(p, req);
+            auth_pam_unref(p);
+            break;
+        }
+        default: /* anonymous: no accounts, no passwords */
+            uv_rwlock_rdunlock(&au.lock);
+            break;
+        }
+        if (au_op_writes(req->op)) {
+            wrote = done = true; /* the first method that stores decides */
+        } else if (req->status == 0 && req->flag) {
+            done = true;
+        } else if (req->status != 0 && req->status != XD_ENOTFOUND &&
+                   req->status != XD_ENOTSUP && req->status != XD_EAUTH_REFUSED) {
+            XD_LOG(NULL, XD_WARN, "auth method failed", "host=%s method=%s op=%s err=%s",
+                   req->host, au_method_name(m), auth_op_name(req->op),
+                   xd_err_name(req->status));
+            if (first_err == 0)
+                first_err = req->status;
+        }
+    }
+    if (au_op_writes(req->op)) {
+        if (!wrote)
+            req->status = first_err ? first_err : XD_ENOTSUP; /* nothing stores passwords */
+        return;
+    }
+    if (done)
+        return; /* a yes */
+    /* Nobody said yes: an error of a method that could not answer outweighs
+     * the others' no (the account may be there). */
+    req->flag = false;
+    req->status = first_err;
+}
+
+static void
+au_chain_work(void *arg)
+{
+    au_chain_run(arg);
+}
+
+/* The requesting worker's loop; status is XD_ECANCELED when the pool shut
+ * down before au_chain_work ran. */
+static void
+au_chain_done(void *arg, int status)
+{
+    auth_req_t *req = arg;
+    if (status != 0)
+        req->status = status;
+    auth_req_deliver(req);
+}
+
 /* Starts an async request on the calling worker.  On error req is freed. */
 static int
 au_async(auth_req_t *req, void *cb, void *arg)
@@ -551,6 +791,9 @@ au_sync(auth_req_t *req)
         auth_int_run(req);
         rc = req->status;
     } else if (rc == AU_ANSWERED) {
+        rc = req->status;
+    } else if (rc == AU_RUN_CHAIN) {
+        au_chain_run(req);
         rc = req->status;
     }
     uv_sem_destroy(&req->sem);
@@ -724,7 +967,7 @@ xd_auth_list_users_sync(const char *host, xd_auth_user_handler fn, void *arg)
         rc = XD_ECLOSED;
     else if (h == NULL)
         rc = XD_ENOTFOUND;
-    else if (h->method != XD_AUTH_INTERNAL)
+    else if (!au_methods_have(&h->methods, XD_AUTH_INTERNAL))
         rc = XD_ENOTSUP;
     else {
         db = au.db;
@@ -746,7 +989,7 @@ auth_internal_db(const char *host)
     uv_once(&au_once, au_init_once);
     uv_rwlock_rdlock(&au.lock);
     const au_host_t *h = au_find(au.table, host);
-    if (au.running && h != NULL && h->method == XD_AUTH_INTERNAL)
+    if (au.running && h != NULL && h->method == XD_AUTH_INTERNAL && !h->chain)
         db = au.db;
     uv_rwlock_rdunlock(&au.lock);
     return db;

@@ -130,4 +130,27 @@ int auth_ext_submit(auth_ext_t *x, auth_req_t *req);
  * frees x.  Off-loop. */
 void auth_ext_stop(auth_ext_t *x);
 
+/* ---- ldap.c, pam.c --------------------------------------------------------------------------- */
+
+/* Password backends that can only answer CHECK and EXISTS (every other op
+ * gives XD_ENOTSUP).  Both block, so they run on the blocking pool or a
+ * sync caller's thread, never on a loop.  A backend is reference-counted:
+ * the auth table holds one reference and a request that runs it another,
+ * so a reload never frees one under a running request. */
+typedef struct auth_ldap auth_ldap_t;
+typedef struct auth_pam auth_pam_t;
+
+/* A backend for host with hc's ldap_* options; nothing is connected yet.
+ * XD_EINVAL with *err (malloc'd) for options libldap refuses. */
+int auth_ldap_new(const xd_host_conf_t *hc, auth_ldap_t **out, char **err);
+auth_ldap_t *auth_ldap_ref(auth_ldap_t *l);
+void auth_ldap_unref(auth_ldap_t *l); /* the last one closes the connections */
+/* Runs req (CHECK, EXISTS) and sets req->status and req->flag. */
+void auth_ldap_run(auth_ldap_t *l, auth_req_t *req);
+
+int auth_pam_new(const xd_host_conf_t *hc, auth_pam_t **out, char **err);
+auth_pam_t *auth_pam_ref(auth_pam_t *p);
+void auth_pam_unref(auth_pam_t *p);
+void auth_pam_run(auth_pam_t *p, auth_req_t *req);
+
 #endif

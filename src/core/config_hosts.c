@@ -20,12 +20,23 @@
 
 #include "core/config_int.h"
 #include "xmppd/alloc.h"
+#include "xmppd/assert.h"
 
 static int cfg_module_opts_parse(xd_opt_ctx_t *ctx, const xd_conf_node_t *node, void *field);
 static int cfg_host_opts_parse(xd_opt_ctx_t *ctx, const xd_conf_node_t *node, void *field);
 static void cfg_raw_map_free(void *field);
 static int cfg_host_key(xd_opt_ctx_t *ctx, const xd_conf_node_t *key, char **out);
 
+static int cfg_auth_methods_parse(xd_opt_ctx_t *ctx, const xd_conf_node_t *node, void *field);
+static void cfg_auth_methods_free(void *field);
+static int cfg_ldap_uids_parse(xd_opt_ctx_t *ctx, const xd_conf_node_t *node, void *field);
+static void cfg_ldap_uids_free(void *field);
+
+static const xd_opt_custom_t cfg_auth_methods_type = { "method or list of methods",
+                                                       cfg_auth_methods_parse,
+                                                       cfg_auth_methods_free };
+static const xd_opt_custom_t cfg_ldap_uids_type = { "attribute, {attribute: format} or list",
+                                                    cfg_ldap_uids_parse, cfg_ldap_uids_free };
 static const xd_opt_custom_t cfg_module_opts_type = { "module options", cfg_module_opts_parse,
                                                       cfg_raw_map_free };
 static const xd_opt_custom_t cfg_host_opts_type = { "host options", cfg_host_opts_parse,
@@ -37,6 +48,30 @@ static const xd_opt_enum_t cfg_auth_methods[] = {
     { "internal", XD_AUTH_INTERNAL },
     { "external", XD_AUTH_EXTERNAL },
     { "anonymous", XD_AUTH_ANONYMOUS },
+    { "ldap", XD_AUTH_LDAP },
+    { "pam", XD_AUTH_PAM },
+    { NULL, 0 },
+};
+
+static const xd_opt_enum_t cfg_ldap_encrypts[] = {
+    { "none", XD_LDAP_ENCRYPT_NONE },
+    { "tls", XD_LDAP_ENCRYPT_TLS },
+    { "starttls", XD_LDAP_ENCRYPT_STARTTLS },
+    { NULL, 0 },
+};
+
+/* The values of LDAP_DEREF_NEVER, _SEARCHING, _FINDING, _ALWAYS (RFC 4511 4.5.1.3). */
+static const xd_opt_enum_t cfg_ldap_derefs[] = {
+    { "never", 0 },
+    { "searching", 1 },
+    { "finding", 2 },
+    { "always", 3 },
+    { NULL, 0 },
+};
+
+static const xd_opt_enum_t cfg_pam_userinfos[] = {
+    { "username", XD_PAM_USERNAME },
+    { "jid", XD_PAM_JID },
     { NULL, 0 },
 };
 
@@ -69,9 +104,15 @@ const xd_opt_map_t cfg_host_config_map = {
 #define H_ xd_host_conf_t
 #define HOST_ XD_OPT_HOST
 const xd_opt_t cfg_host_opts[] = {
-    XD_OPT_FULL("auth_method", XD_OPT_TYPE_ENUM, H_, auth_method, "internal", cfg_auth_methods,
+    XD_OPT_FULL("auth_method", XD_OPT_TYPE_CUSTOM, H_, auth_methods, "internal",
+                &cfg_auth_methods_type,
                 "How users authenticate: `internal` (SCRAM credentials in the database), "
-                "`external` (`extauth_program`) or `anonymous` (SASL ANONYMOUS).",
+                "`external` (`extauth_program`), `anonymous` (SASL ANONYMOUS), `ldap` "
+                "(`ldap_*`) or `pam` (`pam_*`); or a list of them, tried in order (as "
+                "ejabberd's): a password is accepted when one method accepts it, an account "
+                "exists when one method knows it, and registration and password changes go "
+                "to the first method that stores passwords (`internal`, `external`). "
+                "SCRAM is offered only with `internal` alone; other lists get PLAIN.",
                 HOST_, NULL),
     XD_OPT_FULL("extauth_program", XD_OPT_TYPE_PATH, H_, extauth_program, NULL, NULL,
                 "Command line of the external authentication script (ejabberd's protocol: "
@@ -83,6 +124,61 @@ const xd_opt_t cfg_host_opts[] = {
     XD_OPT_FULL("extauth_timeout", XD_OPT_TYPE_DURATION, H_, extauth_timeout_ms, "10s", NULL,
                 "How long the external script may take to answer one request; after that "
                 "the request fails and the script is restarted.", HOST_, NULL),
+    XD_OPT_FULL("ldap_servers", XD_OPT_TYPE_STRING_LIST, H_, ldap_servers, "[localhost]",
+                NULL,
+                "LDAP servers (names or addresses), tried in order: when one cannot be "
+                "reached the next is used.", HOST_, NULL),
+    XD_OPT_FULL("ldap_port", XD_OPT_TYPE_INT, H_, ldap_port, "0",
+                (&(const xd_opt_range_t){ 0, 65535 }),
+                "Port of the LDAP servers; 0: 389, or 636 with `ldap_encrypt: tls`.", HOST_,
+                NULL),
+    XD_OPT_FULL("ldap_encrypt", XD_OPT_TYPE_ENUM, H_, ldap_encrypt, "none", cfg_ldap_encrypts,
+                "`none`, `tls` (LDAPS: TLS from the first byte) or `starttls` (the StartTLS "
+                "operation on the plain port; a server that refuses it is an error).",
+                HOST_, NULL),
+    XD_OPT_FULL("ldap_tls_verify", XD_OPT_TYPE_BOOL, H_, ldap_tls_verify, "true", NULL,
+                "Verify the LDAP server's certificate and name with `tls` and `starttls`.",
+                HOST_, NULL),
+    XD_OPT_FULL("ldap_tls_cacertfile", XD_OPT_TYPE_PATH, H_, ldap_tls_cacertfile, NULL, NULL,
+                "CA certificates (PEM) the LDAP server's certificate is verified against; "
+                "unset: the system's.", HOST_, NULL),
+    XD_OPT_FULL("ldap_rootdn", XD_OPT_TYPE_STRING, H_, ldap_rootdn, NULL, NULL,
+                "DN of the service bind that searches for users; unset: an anonymous bind.",
+                HOST_, NULL),
+    XD_OPT_FULL("ldap_password", XD_OPT_TYPE_STRING, H_, ldap_password, NULL, NULL,
+                "Password of `ldap_rootdn`.", HOST_, NULL),
+    XD_OPT_FULL("ldap_base", XD_OPT_TYPE_STRING, H_, ldap_base, NULL, NULL,
+                "Search base of the users, e.g. `ou=people,dc=example,dc=org`. Required with "
+                "`auth_method: ldap`.", HOST_, NULL),
+    XD_OPT_FULL("ldap_uids", XD_OPT_TYPE_CUSTOM, H_, ldap_uids, "uid", &cfg_ldap_uids_type,
+                "Attributes that hold the user name: `uid`, `{mail: \"%u@example.org\"}` "
+                "(a format where `%u` is the user name) or a list of them; a user matches "
+                "when any of them does.", HOST_, NULL),
+    XD_OPT_FULL("ldap_filter", XD_OPT_TYPE_STRING, H_, ldap_filter, NULL, NULL,
+                "An RFC 4515 filter every user must also match, e.g. "
+                "`(memberOf=cn=xmpp,ou=groups,dc=example,dc=org)`; unset: none.", HOST_, NULL),
+    XD_OPT_FULL("ldap_deref_aliases", XD_OPT_TYPE_ENUM, H_, ldap_deref_aliases, "never",
+                cfg_ldap_derefs,
+                "Alias dereferencing of the user search: `never`, `searching`, `finding` or "
+                "`always`.", HOST_, NULL),
+    XD_OPT_FULL("ldap_timeout", XD_OPT_TYPE_DURATION, H_, ldap_timeout_ms, "5s", NULL,
+                "How long connecting to an LDAP server, and each LDAP operation, may take; "
+                "then the next server is tried, or the login fails with "
+                "`temporary-auth-failure`.", HOST_, NULL),
+    XD_OPT_FULL("ldap_pool_size", XD_OPT_TYPE_INT, H_, ldap_pool_size, "4",
+                (&(const xd_opt_range_t){ 1, 64 }),
+                "LDAP connections kept open per host; more requests at once wait for one "
+                "(up to `ldap_timeout`).", HOST_, NULL),
+    XD_OPT_FULL("pam_service", XD_OPT_TYPE_STRING, H_, pam_service, "xmppd", NULL,
+                "PAM service name for `auth_method: pam` (its rules are in /etc/pam.d/NAME).",
+                HOST_, NULL),
+    XD_OPT_FULL("pam_userinfotype", XD_OPT_TYPE_ENUM, H_, pam_userinfotype, "username",
+                cfg_pam_userinfos,
+                "What PAM gets as the user name: `username` (the JID's localpart) or `jid` "
+                "(user@host).", HOST_, NULL),
+    XD_OPT_FULL("pam_confdir", XD_OPT_TYPE_PATH, H_, pam_confdir, NULL, NULL,
+                "Directory PAM reads the service file from instead of /etc/pam.d "
+                "(pam_start_confdir; for tests and private setups).", HOST_, NULL),
     XD_OPT_FULL("resource_conflict", XD_OPT_TYPE_ENUM, H_, resource_conflict, "replace",
                 cfg_resource_conflicts,
                 "When a client binds a resource that is already online: `replace` closes the "
@@ -340,7 +436,22 @@ cfg_check_host(xd_opt_ctx_t *ctx, const xd_config_t *cfg, const xd_host_conf_t *
     const xd_conf_node_t *hm = cfg_host_map(cfg, scope->host);
     bool own = !scope->host || xd_conf_map_get(hm, "auth_method") ||
                xd_conf_map_get(hm, "extauth_program");
-    if (own && scope->auth_method == XD_AUTH_EXTERNAL && !scope->extauth_program) {
+    bool ext = false, ldap = false;
+    for (size_t i = 0; i < scope->auth_methods.count; i++) {
+        ext |= scope->auth_methods.items[i] == XD_AUTH_EXTERNAL;
+        ldap |= scope->auth_methods.items[i] == XD_AUTH_LDAP;
+    }
+    own = own || xd_conf_map_get(hm, "ldap_base");
+    if (own && ldap && (!scope->ldap_base || !*scope->ldap_base)) {
+        const xd_conf_node_t *at = xd_conf_map_get(hm, "auth_method");
+        if (!at && cfg->doc)
+            at = xd_conf_map_get(xd_conf_doc_root(cfg->doc), "auth_method");
+        xd_opt_push_key(ctx, "auth_method");
+        xd_opt_error(ctx, at, "LDAP authentication needs ldap_base%s%s",
+                     scope->host ? " for host " : "", scope->host ? scope->host : "");
+        xd_opt_pop(ctx);
+    }
+    if (own && ext && !scope->extauth_program) {
         const xd_conf_node_t *at = xd_conf_map_get(hm, "auth_method");
         if (!at && cfg->doc)
             at = xd_conf_map_get(xd_conf_doc_root(cfg->doc), "auth_method");
@@ -349,6 +460,155 @@ cfg_check_host(xd_opt_ctx_t *ctx, const xd_config_t *cfg, const xd_host_conf_t *
                      scope->host ? " for host " : "", scope->host ? scope->host : "");
         xd_opt_pop(ctx);
     }
+}
+
+/* ---- auth_method and ldap_uids ------------------------------------------------------------ */
+
+static int
+cfg_auth_method_one(xd_opt_ctx_t *ctx, const xd_conf_node_t *it, const char *s, void *arg)
+{
+    xd_auth_methods_t *m = arg;
+    int v = -1;
+    for (const xd_opt_enum_t *e = cfg_auth_methods; e->name; e++)
+        if (strcmp(e->name, s) == 0)
+            v = e->value;
+    if (v < 0) {
+        xd_opt_error(ctx, it,
+                     "unknown authentication method \"%s\" (expected internal, external, "
+                     "anonymous, ldap or pam)", s);
+        return -1;
+    }
+    for (size_t i = 0; i < m->count; i++)
+        if (m->items[i] == v) {
+            xd_opt_error(ctx, it, "authentication method \"%s\" is listed twice", s);
+            return -1;
+        }
+    XD_ASSERT(m->count < XD_AUTH_METHODS_MAX); /* five methods, none twice */
+    m->items[m->count++] = v;
+    return 0;
+}
+
+static int
+cfg_auth_methods_parse(xd_opt_ctx_t *ctx, const xd_conf_node_t *node, void *field)
+{
+    xd_auth_methods_t m = { .count = 0 };
+    if (xd_opt_each_string(ctx, node, "a method or a list of methods", cfg_auth_method_one,
+                           &m) != 0)
+        return -1;
+    if (m.count == 0) {
+        xd_opt_error(ctx, node, "at least one authentication method is needed");
+        return -1;
+    }
+    *(xd_auth_methods_t *)field = m;
+    return 0;
+}
+
+static void
+cfg_auth_methods_free(void *field)
+{
+    memset(field, 0, sizeof(xd_auth_methods_t));
+}
+
+static void
+cfg_ldap_uids_free(void *field)
+{
+    xd_ldap_uids_t *u = field;
+    for (size_t i = 0; i < u->count; i++) {
+        xd_free(u->attrs[i]);
+        xd_free(u->formats[i]);
+    }
+    xd_free(u->attrs);
+    xd_free(u->formats);
+    memset(u, 0, sizeof *u);
+}
+
+/* An LDAP attribute description: a letter, then letters, digits and '-'
+ * (RFC 4512 1.4 descr), or a numeric OID. */
+static bool
+cfg_ldap_attr_ok(const char *a)
+{
+    if (!*a)
+        return false;
+    for (const char *p = a; *p; p++) {
+        bool alnum = (*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') ||
+                     (*p >= '0' && *p <= '9');
+        if (!alnum && *p != '-' && *p != '.' && *p != ';')
+            return false;
+    }
+    return true;
+}
+
+static int
+cfg_ldap_uid_add(xd_opt_ctx_t *ctx, const xd_conf_node_t *at, xd_ldap_uids_t *u,
+                 const char *attr, const char *fmt)
+{
+    if (!cfg_ldap_attr_ok(attr)) {
+        xd_opt_error(ctx, at, "\"%s\" is not an LDAP attribute name", attr);
+        return -1;
+    }
+    const char *pct = strstr(fmt, "%u");
+    if (!pct || strstr(pct + 2, "%u")) {
+        xd_opt_error(ctx, at, "the format of \"%s\" must hold %%u exactly once", attr);
+        return -1;
+    }
+    u->attrs = xd_realloc(u->attrs, (u->count + 1) * sizeof *u->attrs);
+    u->formats = xd_realloc(u->formats, (u->count + 1) * sizeof *u->formats);
+    u->attrs[u->count] = xd_strdup(attr);
+    u->formats[u->count] = xd_strdup(fmt);
+    u->count++;
+    return 0;
+}
+
+/* One item: "attr" or {attr: format, …}. */
+static int
+cfg_ldap_uid_item(xd_opt_ctx_t *ctx, const xd_conf_node_t *it, xd_ldap_uids_t *u)
+{
+    if (it->kind == XD_CONF_SCALAR)
+        return cfg_ldap_uid_add(ctx, it, u, it->value, "%u");
+    if (it->kind != XD_CONF_MAP) {
+        xd_opt_error(ctx, it, "expected an attribute or {attribute: format}, got %s",
+                     xd_conf_kind_name(it));
+        return -1;
+    }
+    int rc = 0;
+    for (size_t i = 0; i < it->count; i++) {
+        const xd_conf_node_t *v = it->items[i];
+        if (v->kind != XD_CONF_SCALAR) {
+            xd_opt_error(ctx, v, "expected a format string, got %s", xd_conf_kind_name(v));
+            rc = -1;
+            continue;
+        }
+        if (cfg_ldap_uid_add(ctx, it->keys[i], u, it->keys[i]->value, v->value) != 0)
+            rc = -1;
+    }
+    return rc;
+}
+
+static int
+cfg_ldap_uids_parse(xd_opt_ctx_t *ctx, const xd_conf_node_t *node, void *field)
+{
+    xd_ldap_uids_t u = { 0 };
+    int rc = 0;
+    if (node->kind == XD_CONF_SEQ) {
+        for (size_t i = 0; i < node->count; i++) {
+            xd_opt_push_index(ctx, i);
+            if (cfg_ldap_uid_item(ctx, node->items[i], &u) != 0)
+                rc = -1;
+            xd_opt_pop(ctx);
+        }
+    } else {
+        rc = cfg_ldap_uid_item(ctx, node, &u);
+    }
+    if (rc == 0 && u.count == 0) {
+        xd_opt_error(ctx, node, "at least one attribute is needed");
+        rc = -1;
+    }
+    if (rc != 0) {
+        cfg_ldap_uids_free(&u);
+        return -1;
+    }
+    *(xd_ldap_uids_t *)field = u;
+    return 0;
 }
 
 /* ---- Lookups --------------------------------------------------------------------------------- */

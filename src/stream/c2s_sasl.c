@@ -91,9 +91,13 @@ c2s_sasl_setup(xd_conn_t *c)
     unsigned mechs = 0, need_tls = 0;
     bool secure = c2s_secure(c);
     if (hc) {
-        if (hc->auth_method == XD_AUTH_ANONYMOUS) {
+        /* Exactly what the host's methods can verify: ANONYMOUS when they
+         * include anonymous; PLAIN when one checks passwords; SCRAM (and
+         * FAST, whose tokens internal auth keeps) only for `internal`
+         * alone, the one method with SCRAM credentials. */
+        if (xd_auth_anonymous_allowed(c->host))
             mechs |= XD_SASL_BIT(XD_SASL_ANONYMOUS);
-        } else {
+        if (xd_auth_supports_plain(c->host)) {
             if (xd_auth_supports_scram(c->host))
                 mechs |= XD_SASL_MECHS_SCRAM | (secure ? XD_SASL_MECHS_SCRAM_PLUS : 0);
             if (secure || hc->allow_unencrypted_plain_auth)
