@@ -30,6 +30,7 @@
 #include "xmppd/alloc.h"
 #include "xmppd/config.h"
 #include "xmppd/err.h"
+#include "xmppd/hooks.h"
 #include "xmppd/input.h"
 #include "xmppd/jid.h"
 #include "xmppd/log.h"
@@ -1105,9 +1106,13 @@ ps_unsubscribe(ps_op_t *o, const xd_el_t *op)
     if (!node)
         return ps_err(o, XD_COND_BAD_REQUEST, "nodeid-required", NULL, NULL);
     char jid[3 * XD_JID_PART_MAX + 3];
+    if (!xd_el_attr(op, "jid") || !*xd_el_attr(op, "jid"))
+        return ps_err(o, XD_COND_BAD_REQUEST, "jid-required", NULL, NULL);
     xd_stanza_t *e = ps_own_jid(o, op, jid, sizeof jid);
-    if (e)
-        return e;
+    if (e) { /* another's subscription: forbidden (XEP-0060 6.2.3.3) */
+        xd_stanza_unref(e);
+        return ps_err(o, XD_COND_FORBIDDEN, NULL, NULL, NULL);
+    }
     ps_node_t n;
     if (ps_node_load(o, node, &n) != 0)
         return ps_err(o, XD_COND_INTERNAL_SERVER_ERROR, NULL, NULL, NULL);
@@ -1902,6 +1907,84 @@ ps_route(xd_module_ctx_t *ctx, xd_stanza_t *st, void *arg)
     }
 }
 
+/* ---- account removal ---------------------------------------------------------------------------- */
+
+typedef struct ps_gone {
+    const char *svc;
+    char bare[2 * XD_JID_PART_MAX + 2];
+} ps_gone_t;
+
+/* The account's subscriptions (bare and full JIDs) and affiliations go,
+ * and so do the nodes it owns, with their items, subscribers and
+ * affiliations. */
+static int
+ps_gone_tx(xd_db_conn_t *c, void *arg)
+{
+    ps_gone_t *g = arg;
+    char lo[2 * XD_JID_PART_MAX + 3], hi[2 * XD_JID_PART_MAX + 3];
+    snprintf(lo, sizeof lo, "%s/", g->bare);
+    snprintf(hi, sizeof hi, "%s0", g->bare); /* '0' follows '/' */
+    xd_db_val_t k[] = { XD_DB_V_CSTR(g->svc), XD_DB_V_CSTR(g->bare) };
+    xd_db_val_t ks[] = { XD_DB_V_CSTR(g->svc), XD_DB_V_CSTR(g->bare), XD_DB_V_CSTR(lo),
+                         XD_DB_V_CSTR(hi) };
+    static const char *const owned[] = {
+        "DELETE FROM pubsub_item WHERE host = ? AND node IN"
+        " (SELECT node FROM pubsub_node WHERE host = ? AND owner = ?)",
+        "DELETE FROM pubsub_sub WHERE host = ? AND node IN"
+        " (SELECT node FROM pubsub_node WHERE host = ? AND owner = ?)",
+        "DELETE FROM pubsub_aff WHERE host = ? AND node IN"
+        " (SELECT node FROM pubsub_node WHERE host = ? AND owner = ?)",
+    };
+    xd_db_val_t ko[] = { XD_DB_V_CSTR(g->svc), XD_DB_V_CSTR(g->svc), XD_DB_V_CSTR(g->bare) };
+    int rc = 0;
+    for (size_t i = 0; rc == 0 && i < sizeof owned / sizeof *owned; i++)
+        rc = xd_db_query(c, owned[i], ko, 3, NULL, NULL);
+    if (rc == 0)
+        rc = xd_db_query(c, "DELETE FROM pubsub_node WHERE host = ? AND owner = ?", k, 2, NULL,
+                         NULL);
+    if (rc == 0)
+        rc = xd_db_query(c,
+                         "DELETE FROM pubsub_sub WHERE host = ? AND (jid = ?"
+                         " OR (jid >= ? AND jid < ?))",
+                         ks, 4, NULL, NULL);
+    if (rc == 0)
+        rc = xd_db_query(c, "DELETE FROM pubsub_aff WHERE host = ? AND jid = ?", k, 2, NULL,
+                         NULL);
+    return rc < 0 ? rc : -rc;
+}
+
+static void
+ps_gone_work(xd_module_ctx_t *ctx, void *arg)
+{
+    ps_gone_t *g = arg;
+    int rc = xd_db_tx(xd_module_db(ctx), ps_gone_tx, g);
+    if (rc != 0)
+        XD_LOG(NULL, XD_WARN, "pubsub: removed account's data kept", "service=%s jid=%s err=%s",
+               g->svc, g->bare, xd_strerror(rc));
+}
+
+static void
+ps_gone_done(xd_module_ctx_t *ctx, void *arg, int status)
+{
+    (void)ctx;
+    (void)status;
+    xd_free(arg);
+}
+
+/* REMOVE_USER: of an account of the served host. */
+static int
+ps_removed(xd_module_ctx_t *ctx, xd_hook_user_t *ev, void *arg)
+{
+    (void)arg;
+    ps_state_t *s = xd_module_state(ctx);
+    ps_gone_t *g = xd_new(ps_gone_t);
+    g->svc = s->domain;
+    snprintf(g->bare, sizeof g->bare, "%s@%s", ev->user, ev->host);
+    if (xd_module_submit(ctx, ps_gone_work, ps_gone_done, g) != 0)
+        xd_free(g);
+    return XD_HOOK_OK;
+}
+
 /* ---- module ------------------------------------------------------------------------------------- */
 
 static char *
@@ -1957,6 +2040,8 @@ ps_start(xd_module_ctx_t *ctx)
     s->domain = domain;
     xd_module_set_state(ctx, s);
     rc = xd_module_service(ctx, domain, ps_route, NULL);
+    if (rc == 0)
+        rc = xd_module_hook(ctx, XD_HOOK_REMOVE_USER, XD_HOOK_PRIO_DEFAULT, ps_removed, NULL);
     if (rc != 0)
         return xd_module_fail(ctx, rc, "cannot serve %s: %s", domain, xd_strerror(rc));
     XD_LOG(NULL, XD_INFO, "pubsub service", "domain=%s", domain);

@@ -329,7 +329,8 @@ def test_subscribe_unsubscribe_options_lists(server_factory):
     assert f"jid='{bjid}'" in r, r
     err(ps(b, "l4", "<subscriptions node='n'/>", typ="get", ns=PSO), "forbidden")
     # Unsubscribe.
-    err(ps(b, "u0", "<unsubscribe node='n' jid='carol@localhost'/>"), "bad-request", "invalid-jid")
+    err(ps(b, "u0", "<unsubscribe node='n' jid='carol@localhost'/>"), "forbidden")  # 6.2.3.3
+    err(ps(b, "u00", "<unsubscribe node='n'/>"), "bad-request", "jid-required")
     ok(ps(b, "u1", f"<unsubscribe node='n' jid='{bjid}'/>"))
     err(ps(b, "u2", f"<unsubscribe node='n' jid='{bjid}'/>"), "unexpected-request",
         "not-subscribed")
@@ -504,6 +505,34 @@ def test_persistence(server_factory):
     b, _ = session(srv, "bob")
     assert "kept" in ok(items(b, "i", "n"))
     assert "node='n'" in ok(ps(b, "l", "<subscriptions/>", typ="get"))
+
+
+def test_account_removal(server_factory):
+    """An account's nodes, subscriptions and affiliations go with it."""
+    srv = start(server_factory)
+    a, _ = session(srv, "alice")
+    b, bjid = session(srv, "bob")
+    c, _ = session(srv, "carol")
+    ok(create(a, "c1", "alices"))
+    ok(publish(a, "p1", "alices", item_id="x"))
+    ok(create(c, "c2", "carols"))
+    ok(subscribe(b, "s1", "carols", "bob@localhost"))
+    ok(subscribe(b, "s2", "carols", bjid))
+    ok(ps(c, "a1", "<affiliations node='carols'><affiliation jid='bob@localhost' "
+                   "affiliation='publisher'/></affiliations>", ns=PSO))
+    a.close()
+    b.close()
+    for u in ("alice", "bob"):
+        assert srv.ctl_run("unregister", u, "localhost").returncode == 0
+    c.roundtrip()
+    users(srv, "alice", "bob")
+    a, _ = session(srv, "alice")
+    err(items(a, "i1", "alices"), "item-not-found")
+    ok(create(a, "c3", "alices"))  # the name is free again
+    r = ok(ps(c, "l1", "<subscriptions node='carols'/>", typ="get", ns=PSO))
+    assert "bob@" not in r, r
+    r = ok(ps(c, "l2", "<affiliations node='carols'/>", typ="get", ns=PSO))
+    assert "bob@" not in r, r
 
 
 # ---- slixmpp -----------------------------------------------------------------------------------------
