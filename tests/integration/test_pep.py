@@ -347,6 +347,39 @@ def test_bookmarks_whitelist(server_factory):
     assert "precondition-not-met" in r, r
 
 
+def test_private_storage_xep0223(server_factory):
+    """XEP-0223: private data in PEP with publish-options persist_items true
+    and access_model whitelist: the account reads it, a contact with a
+    presence subscription does not, is not told, and other options fail."""
+    srv = start(server_factory)
+    a, ajid = session(srv, "alice", "r")
+    b0, bjid = session(srv, "bob", "setup")
+    subscribe(b0, bjid, a, ajid)
+    b0.close()
+    node = "storage:bookmarks"
+    b, bjid = session(srv, "bob", "b", features=[node + "+notify"])
+    opts = {"persist_items": "true", "access_model": "whitelist"}
+    payload = "<storage xmlns='storage:bookmarks'><conference jid='r@muc.localhost'/></storage>"
+    assert "type='result'" in publish(a, "p1", node, payload, item_id="current", options=opts)
+    r = items(a, "g1", "alice@localhost", node)
+    assert "r@muc.localhost" in r, r
+    r = items(b, "g2", "alice@localhost", node)
+    assert "not-allowed" in r and "closed-node" in r and "muc.localhost" not in r, r
+    assert_nothing_before(b, "storage:bookmarks'><conference", barrier=send_marker(a, bjid))
+    # The same preconditions again: fine; persist_items false: refused.
+    assert "type='result'" in publish(a, "p2", node, payload, item_id="current", options=opts)
+    r = publish(a, "p3", node, payload, item_id="current",
+                options={"persist_items": "false", "access_model": "whitelist"})
+    assert "conflict" in r and "precondition-not-met" in r, r
+    # Stored: still there after a restart.
+    a.close()
+    b.close()
+    assert srv.stop() == 0
+    srv.restart()
+    a, _ = session(srv, "alice", "r")
+    assert "r@muc.localhost" in items(a, "g3", "alice@localhost", node)
+
+
 def test_presence_access_model(server_factory):
     srv = start(server_factory)
     a, ajid = session(srv, "alice", "r")

@@ -271,6 +271,25 @@ def test_publish_errors_and_preconditions(server_factory):
         "service-unavailable")
 
 
+def test_name_and_id_limits(server_factory):
+    """Node names and item ids up to 1024 bytes; longer ones not-acceptable."""
+    srv = start(server_factory)
+    a, _ = session(srv, "alice")
+    ok(create(a, "c1", "n" * 1024))
+    err(create(a, "c2", "n" * 1025), "not-acceptable")
+    err(items(a, "i1", "n" * 1025), "not-acceptable")
+    ok(publish(a, "p1", "n" * 1024, item_id="i" * 1024))
+    err(publish(a, "p2", "n" * 1024, item_id="i" * 1025), "not-acceptable")
+    assert "i" * 1024 in ok(items(a, "i2", "n" * 1024))
+    err(create(a, "c3", "t", title="x" * 256), "not-acceptable")
+    ok(create(a, "c4", "t", title="x" * 255))
+    err(create(a, "c5", "g", access_model="roster",
+               roster_groups_allowed=[f"group{i:03d}" + "y" * 40 for i in range(12)]),
+        "not-acceptable")
+    ok(create(a, "c6", "g", access_model="roster",
+              roster_groups_allowed=[f"group{i:03d}" + "y" * 40 for i in range(10)]))
+
+
 def test_publish_models(server_factory):
     srv = start(server_factory)
     a, _ = session(srv, "alice")
