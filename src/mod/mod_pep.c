@@ -23,8 +23,9 @@
  *           get <items node='N' [max_items]>[<item id/>…]</items>
  *               → by the owner, and by others as the node's access model
  *                 allows: open (anyone), presence (a contact the owner's
- *                 roster has with subscription from or both), whitelist
- *                 (the owner only).
+ *                 roster has with subscription from or both), roster (a
+ *                 contact in one of pubsub#roster_groups_allowed, kept in
+ *                 pep_node_group), whitelist (the owner only).
  *   pubsub#owner (owner only): <delete node/>, <purge node/>,
  *           <configure node/> (get: the pubsub#node_config form; set: a
  *           submitted one).
@@ -128,8 +129,20 @@ static const char *const pp_mig1[] = {
     NULL,
 };
 
+/* The roster groups of nodes with the roster access model. */
+static const char *const pp_mig2[] = {
+    "CREATE TABLE pep_node_group ("
+    " host TEXT NOT NULL,"
+    " username TEXT NOT NULL,"
+    " node TEXT NOT NULL,"
+    " grp TEXT NOT NULL,"
+    " PRIMARY KEY (host, username, node, grp))",
+    NULL,
+};
+
 static const xd_db_migration_t pp_migrations[] = {
     { 1, NULL, pp_mig1 },
+    { 2, NULL, pp_mig2 },
     { 0, NULL, NULL },
 };
 
@@ -149,8 +162,10 @@ typedef pse_cfg_t pp_cfg_t;
 static pse_limits_t
 pp_limits(const pp_conf_t *conf)
 {
-    return (pse_limits_t){ .access = PSE_AM_OPEN | PSE_AM_PRESENCE | PSE_AM_WHITELIST,
-                           .fields = PSE_F_ACCESS | PSE_F_PERSIST | PSE_F_MAX | PSE_F_SENDLAST,
+    return (pse_limits_t){ .access = PSE_AM_OPEN | PSE_AM_PRESENCE | PSE_AM_ROSTER |
+                                     PSE_AM_WHITELIST,
+                           .fields = PSE_F_ACCESS | PSE_F_PERSIST | PSE_F_MAX | PSE_F_SENDLAST |
+                                     PSE_F_GROUPS,
                            .max_items_limit = conf->max_items_limit };
 }
 
@@ -304,20 +319,71 @@ pp_node_row(void *arg, const xd_db_val_t *cols, size_t ncols)
 }
 
 static int
+pp_group_row(void *arg, const xd_db_val_t *cols, size_t ncols)
+{
+    pp_cfg_t *cfg = arg;
+    size_t used = strlen(cfg->groups);
+    if (ncols >= 1 && used + cols[0].s.len + 2 <= sizeof cfg->groups)
+        snprintf(cfg->groups + used, sizeof cfg->groups - used, "%.*s\n", (int)cols[0].s.len,
+                 cols[0].s.p);
+    return 0;
+}
+
+/* The roster groups of a roster-model node into cfg->groups. */
+static int
+pp_groups_load(xd_db_conn_t *c, const char *host, const char *user, const char *node,
+               pp_cfg_t *cfg)
+{
+    cfg->groups[0] = '\0';
+    if (strcmp(cfg->access, "roster") != 0)
+        return 0;
+    xd_db_val_t key[] = { XD_DB_V_CSTR(host), XD_DB_V_CSTR(user), XD_DB_V_CSTR(node) };
+    return xd_db_query(c,
+                       "SELECT grp FROM pep_node_group WHERE host = ? AND username = ?"
+                       " AND node = ? ORDER BY grp",
+                       key, 3, pp_group_row, cfg);
+}
+
+static int
+pp_groups_save(xd_db_conn_t *c, const char *host, const char *user, const char *node,
+               const pp_cfg_t *cfg)
+{
+    xd_db_val_t key[] = { XD_DB_V_CSTR(host), XD_DB_V_CSTR(user), XD_DB_V_CSTR(node) };
+    int rc = xd_db_query(c,
+                         "DELETE FROM pep_node_group WHERE host = ? AND username = ? AND node = ?",
+                         key, 3, NULL, NULL);
+    for (const char *g = cfg->groups; rc == 0 && *g && !strcmp(cfg->access, "roster");) {
+        const char *nl = strchr(g, '\n');
+        size_t gl = nl ? (size_t)(nl - g) : strlen(g);
+        xd_db_val_t row[] = { XD_DB_V_CSTR(host), XD_DB_V_CSTR(user), XD_DB_V_CSTR(node),
+                              XD_DB_V_TEXT(((xd_str_t){ g, gl })) };
+        rc = xd_db_query(c,
+                         "INSERT INTO pep_node_group (host, username, node, grp)"
+                         " VALUES (?, ?, ?, ?)",
+                         row, 4, NULL, NULL);
+        g += gl + (nl ? 1 : 0);
+    }
+    return rc;
+}
+
+static int
 pp_node_load(xd_db_conn_t *c, const char *host, const char *user, const char *node,
              pp_node_row_t *out)
 {
     out->found = false;
     xd_db_val_t key[] = { XD_DB_V_CSTR(host), XD_DB_V_CSTR(user), XD_DB_V_CSTR(node) };
-    return xd_db_query(c,
-                       "SELECT access_model, persist_items, max_items, send_last FROM pep_node"
-                       " WHERE host = ? AND username = ? AND node = ?",
-                       key, 3, pp_node_row, out);
+    int rc = xd_db_query(c,
+                         "SELECT access_model, persist_items, max_items, send_last FROM pep_node"
+                         " WHERE host = ? AND username = ? AND node = ?",
+                         key, 3, pp_node_row, out);
+    if (rc == 0 && out->found)
+        rc = pp_groups_load(c, host, user, node, &out->cfg);
+    return rc;
 }
 
 static int
-pp_node_save(xd_db_conn_t *c, const char *host, const char *user, const char *node,
-             const pp_cfg_t *cfg, bool create)
+pp_node_save_row(xd_db_conn_t *c, const char *host, const char *user, const char *node,
+                 const pp_cfg_t *cfg, bool create)
 {
     if (create) {
         xd_db_val_t row[] = { XD_DB_V_CSTR(host),          XD_DB_V_CSTR(user),
@@ -337,6 +403,14 @@ pp_node_save(xd_db_conn_t *c, const char *host, const char *user, const char *no
                        "UPDATE pep_node SET access_model = ?, persist_items = ?, max_items = ?,"
                        " send_last = ? WHERE host = ? AND username = ? AND node = ?",
                        row, 7, NULL, NULL);
+}
+
+static int
+pp_node_save(xd_db_conn_t *c, const char *host, const char *user, const char *node,
+             const pp_cfg_t *cfg, bool create)
+{
+    int rc = pp_node_save_row(c, host, user, node, cfg, create);
+    return rc ? rc : pp_groups_save(c, host, user, node, cfg);
 }
 
 /* Keeps the newest `keep` items of the node. */
@@ -390,13 +464,17 @@ pp_notify(pp_req_t *r, const char *node, const pp_cfg_t *cfg, xd_el_t *event)
     xd_el_free(event);
     size_t bytes = pp_fan_account(s, r->owner, r->owner, node, true, xml, len);
     if (strcmp(cfg->access, "whitelist") != 0) {
+        /* presence (and open): contacts with subscription from or both;
+         * roster: contacts in an allowed group. */
+        bool roster = !strcmp(cfg->access, "roster");
         pse_contacts_t cs = { 0 };
-        int rc = pse_roster(r->host, r->user, NULL, XD_ROSTER_SUB_FROM, &cs);
+        int rc = pse_roster(r->host, r->user, NULL, roster ? ~0u : XD_ROSTER_SUB_FROM, &cs);
         if (rc != 0 && rc != XD_ENOTFOUND)
             XD_LOG(NULL, XD_WARN, "pep: roster not read", "host=%s user=%s err=%s", r->host,
                    r->user, xd_strerror(rc));
         for (size_t i = 0; i < cs.n; i++)
-            if (strcmp(cs.jids[i], r->owner) != 0)
+            if (strcmp(cs.jids[i], r->owner) != 0 &&
+                (!roster || pse_groups_match_nl(cfg, cs.groups[i])))
                 bytes += pp_fan_account(s, r->owner, cs.jids[i], node, false, xml, len);
         pse_contacts_free(&cs);
     }
@@ -615,18 +693,11 @@ pp_may_read(pp_req_t *r, const pp_cfg_t *cfg)
 {
     if (r->is_owner || !strcmp(cfg->access, "open"))
         return true;
-    if (strcmp(cfg->access, "presence") != 0)
-        return false;
+    /* presence: subscription from or both; roster: in an allowed group. */
     xd_str_t b = xd_jid_bare_str(r->from);
     char bare[2 * XD_JID_PART_MAX + 2];
     snprintf(bare, sizeof bare, "%.*s", (int)b.len, b.p);
-    pse_contacts_t cs = { 0 };
-    pse_roster(r->host, r->user, bare, XD_ROSTER_SUB_FROM, &cs);
-    bool ok = false;
-    for (size_t i = 0; i < cs.n && !ok; i++)
-        ok = strcmp(cs.jids[i], bare) == 0;
-    pse_contacts_free(&cs);
-    return ok;
+    return pse_roster_allows(r->host, r->user, bare, cfg);
 }
 
 typedef struct pp_items {
@@ -688,6 +759,8 @@ pp_items_get(pp_req_t *r, const xd_el_t *items)
         if (!strcmp(row.cfg.access, "presence"))
             return pse_err(iq, XD_COND_NOT_AUTHORIZED, "presence-subscription-required", NULL,
                           NULL);
+        if (!strcmp(row.cfg.access, "roster"))
+            return pse_err(iq, XD_COND_NOT_AUTHORIZED, "not-in-roster-group", NULL, NULL);
         return pse_err(iq, XD_COND_NOT_ALLOWED, "closed-node", NULL, NULL);
     }
     xd_el_t *res = xd_iq_result_builder(iq);
@@ -763,6 +836,10 @@ pp_del_tx(xd_db_conn_t *c, void *arg)
                      d->host, d->user, d->node);
     if (rc == 0 && !d->purge)
         rc = pp_user_sql(c, "DELETE FROM pep_node WHERE host = ? AND username = ? AND node = ?",
+                         d->host, d->user, d->node);
+    if (rc == 0 && !d->purge)
+        rc = pp_user_sql(c,
+                         "DELETE FROM pep_node_group WHERE host = ? AND username = ? AND node = ?",
                          d->host, d->user, d->node);
     return rc;
 }
@@ -1021,6 +1098,13 @@ pp_last_of(xd_module_ctx_t *ctx, xd_db_conn_t *c, pp_last_t *l, const char *user
             continue;
         if (!self && !strcmp(ns.cfgs[i].access, "whitelist"))
             continue;
+        if (!self && !strcmp(ns.cfgs[i].access, "roster")) {
+            char who[2 * XD_JID_PART_MAX + 2];
+            snprintf(who, sizeof who, "%s@%s", l->user, l->host);
+            if (pp_groups_load(c, l->host, user, ns.names[i], &ns.cfgs[i]) != 0 ||
+                !pse_roster_allows(l->host, user, who, &ns.cfgs[i]))
+                continue;
+        }
         size_t fl = strlen(ns.names[i]) + 8;
         char *f = xd_malloc(fl);
         snprintf(f, fl, "%s+notify", ns.names[i]);
@@ -1285,7 +1369,8 @@ static const char *const pp_features[] = {
     XD_NS_PUBSUB "#retract",        XD_NS_PUBSUB "#delete-nodes",
     XD_NS_PUBSUB "#purge-nodes",    XD_NS_PUBSUB "#config-node",
     XD_NS_PUBSUB "#access-presence", XD_NS_PUBSUB "#access-open",
-    XD_NS_PUBSUB "#access-whitelist", XD_NS_PUBSUB "#persistent-items",
+    XD_NS_PUBSUB "#access-whitelist", XD_NS_PUBSUB "#access-roster",
+    XD_NS_PUBSUB "#persistent-items",
     XD_NS_PUBSUB "#last-published", XD_NS_PUBSUB "#item-ids",
     XD_NS_PUBSUB "#multi-items",    XD_NS_PUBSUB "#presence-notifications",
     NULL,
@@ -1326,6 +1411,11 @@ pp_disco_items(xd_module_ctx_t *ctx, xd_hook_disco_t *ev, void *arg)
                 presence_ok = pp_may_read(&r, &ns.cfgs[i]);
             ok = presence_ok;
         }
+        if (!ok && !strcmp(ns.cfgs[i].access, "roster") && xd_db_acquire(db, &c) == 0) {
+            int grc = pp_groups_load(c, r.host, r.user, ns.names[i], &ns.cfgs[i]);
+            xd_db_release(c);
+            ok = grc == 0 && pp_may_read(&r, &ns.cfgs[i]);
+        }
         if (!ok)
             continue;
         xd_el_t *it = xd_el_add_child(ev->query, "item", NULL);
@@ -1349,6 +1439,8 @@ pp_removed(xd_module_ctx_t *ctx, xd_hook_user_t *ev, void *arg)
                          ev->user);
     mod_user_rows_delete(ctx, "DELETE FROM pep_node WHERE host = ? AND username = ?", ev->host,
                          ev->user);
+    mod_user_rows_delete(ctx, "DELETE FROM pep_node_group WHERE host = ? AND username = ?",
+                         ev->host, ev->user);
     return XD_HOOK_OK;
 }
 

@@ -169,9 +169,10 @@ pse_form_read(const xd_el_t *x, const char *form_type, const pse_limits_t *lim, 
                 size_t gl = g ? strlen(g) : 0;
                 if (!gl)
                     continue;
+                const char *gv[1] = { g };
                 if (strchr(g, '\n') || used + gl + 2 > sizeof c->groups)
                     why = "pubsub#roster_groups_allowed: too many or too long groups";
-                else
+                else if (!pse_groups_match(c, gv, 1)) /* each group once */
                     used += (size_t)snprintf(c->groups + used, sizeof c->groups - used, "%s\n", g);
             }
         } else if (!strcmp(var, "pubsub#title")) {
@@ -394,6 +395,24 @@ pse_groups_match(const pse_cfg_t *c, const char *const *groups, size_t ngroups)
     return false;
 }
 
+bool
+pse_groups_match_nl(const pse_cfg_t *c, const char *groups_nl)
+{
+    const char *gv[64];
+    size_t ng = 0;
+    char *dup = xd_strdup(groups_nl);
+    for (char *p = dup, *nl; *p && ng < 64; p = nl + 1) {
+        nl = strchr(p, '\n');
+        if (!nl)
+            break;
+        *nl = '\0';
+        gv[ng++] = p;
+    }
+    bool ok = pse_groups_match(c, gv, ng);
+    xd_free(dup);
+    return ok;
+}
+
 /* ---- errors and events --------------------------------------------------------------------------- */
 
 xd_stanza_t *
@@ -509,19 +528,7 @@ pse_roster_allows(const char *host, const char *user, const char *who, const pse
         if (presence) {
             ok = true;
         } else {
-            /* Groups of the item, split back. */
-            const char *gv[64];
-            size_t ng = 0;
-            char *dup = xd_strdup(cs.groups[i]);
-            for (char *p = dup, *nl; *p && ng < 64; p = nl + 1) {
-                nl = strchr(p, '\n');
-                if (!nl)
-                    break;
-                *nl = '\0';
-                gv[ng++] = p;
-            }
-            ok = pse_groups_match(c, gv, ng);
-            xd_free(dup);
+            ok = pse_groups_match_nl(c, cs.groups[i]);
         }
     }
     pse_contacts_free(&cs);

@@ -117,6 +117,9 @@ void pse_cfg_decode(const char *s, size_t len, pse_cfg_t *c);
 /* Whether a roster item in `groups` is in one of the allowed groups. */
 bool pse_groups_match(const pse_cfg_t *c, const char *const *groups, size_t ngroups);
 
+/* As pse_groups_match for groups given one per line (pse_contacts_t). */
+bool pse_groups_match_nl(const pse_cfg_t *c, const char *groups_nl);
+
 /* An error reply to iq: cond, with <app xmlns=pubsub#errors [feature]/>
  * when app is set. */
 xd_stanza_t *pse_err(const xd_stanza_t *iq, xd_cond cond, const char *app, const char *feature,
