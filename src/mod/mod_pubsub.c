@@ -15,6 +15,12 @@
  * a client's round trip orders what the service sent for its earlier
  * stanzas (input.h).
  *
+ * A session of the served host that becomes available gets the last item
+ * of each node it (or its bare JID) is subscribed to whose
+ * send_last_published_item is on_sub_and_presence (USER_AVAILABLE, on the
+ * pool, reading only).  Deleting an account deletes its nodes,
+ * subscriptions and affiliations (REMOVE_USER).
+ *
  * Storage: pubsub_node, pubsub_item, pubsub_sub, pubsub_aff (portable SQL),
  * keyed by the service domain.  The node's configuration is one text column
  * (pse_cfg_encode).
@@ -1907,6 +1913,105 @@ ps_route(xd_module_ctx_t *ctx, xd_stanza_t *st, void *arg)
     }
 }
 
+/* ---- last items on presence (on_sub_and_presence) ----------------------------------------------- */
+
+typedef struct ps_avail {
+    const char *svc;
+    char bare[2 * XD_JID_PART_MAX + 2];
+    char full[3 * XD_JID_PART_MAX + 3];
+    xd_input_ref_t in;
+} ps_avail_t;
+
+typedef struct ps_subnodes {
+    char **nodes;
+    pse_cfg_t *cfgs;
+    size_t n, cap;
+} ps_subnodes_t;
+
+static int
+ps_subnode_row(void *arg, const xd_db_val_t *cols, size_t ncols)
+{
+    ps_subnodes_t *sn = arg;
+    if (ncols < 2)
+        return 0;
+    if (sn->n == sn->cap) {
+        sn->cap = sn->cap ? sn->cap * 2 : 8;
+        sn->nodes = xd_realloc(sn->nodes, sn->cap * sizeof *sn->nodes);
+        sn->cfgs = xd_realloc(sn->cfgs, sn->cap * sizeof *sn->cfgs);
+    }
+    sn->nodes[sn->n] = xd_strndup(cols[0].s.p, cols[0].s.len);
+    pse_cfg_default(&sn->cfgs[sn->n], true);
+    pse_cfg_decode(cols[1].s.p, cols[1].s.len, &sn->cfgs[sn->n]);
+    sn->n++;
+    return 0;
+}
+
+/* The last item of every node the session (or its bare JID) is subscribed
+ * to with delivery on and send_last_published_item on_sub_and_presence. */
+static void
+ps_avail_work(xd_module_ctx_t *ctx, void *arg)
+{
+    ps_avail_t *a = arg;
+    const ps_conf_t *conf = xd_module_opts(ctx);
+    xd_db_conn_t *c = NULL;
+    if (xd_db_acquire(xd_module_db(ctx), &c) != 0)
+        return;
+    ps_subnodes_t sn = { 0 };
+    xd_db_val_t k[] = { XD_DB_V_CSTR(a->svc), XD_DB_V_CSTR(a->svc), XD_DB_V_CSTR(a->bare),
+                        XD_DB_V_CSTR(a->full) };
+    int rc = xd_db_query(c,
+                         "SELECT n.node, n.config FROM pubsub_node n, pubsub_sub s"
+                         " WHERE n.host = ? AND s.host = ? AND s.node = n.node"
+                         " AND (s.jid = ? OR s.jid = ?) AND s.state = 'subscribed'"
+                         " AND s.deliver = 1 ORDER BY n.node",
+                         k, 4, ps_subnode_row, &sn);
+    ps_req_t r = { .ctx = ctx };
+    ps_op_t o = { .r = &r, .c = c, .conf = conf, .lim = ps_limits(conf), .svc = a->svc,
+                  .host = xd_module_host(ctx) };
+    for (size_t i = 0; rc == 0 && i < sn.n; i++) {
+        if (strcmp(sn.cfgs[i].send_last, "on_sub_and_presence") != 0 || !sn.cfgs[i].persist)
+            continue;
+        ps_expire(&o, sn.nodes[i], &sn.cfgs[i]);
+        ps_send_last(&o, sn.nodes[i], &sn.cfgs[i], a->full);
+    }
+    xd_db_release(c);
+    for (size_t i = 0; i < r.nout; i++)
+        xd_route_take(r.out[i]);
+    xd_free(r.out);
+    for (size_t i = 0; i < sn.n; i++)
+        xd_free(sn.nodes[i]);
+    xd_free(sn.nodes);
+    xd_free(sn.cfgs);
+    xd_input_charge(a->in, o.bytes);
+}
+
+static void
+ps_avail_done(xd_module_ctx_t *ctx, void *arg, int status)
+{
+    (void)ctx;
+    (void)status;
+    xd_free(arg);
+}
+
+/* USER_AVAILABLE: a session of the served host came online. */
+static int
+ps_available(xd_module_ctx_t *ctx, xd_hook_presence_t *ev, void *arg)
+{
+    (void)arg;
+    if (!ev->presence || !ev->initial)
+        return XD_HOOK_OK;
+    ps_state_t *s = xd_module_state(ctx);
+    ps_avail_t *a = xd_new(ps_avail_t);
+    a->svc = s->domain;
+    xd_str_t b = xd_jid_bare_str(ev->jid);
+    snprintf(a->bare, sizeof a->bare, "%.*s", (int)b.len, b.p);
+    snprintf(a->full, sizeof a->full, "%s", xd_jid_full_str(ev->jid).p);
+    a->in = xd_input_current();
+    if (xd_module_submit(ctx, ps_avail_work, ps_avail_done, a) != 0)
+        xd_free(a);
+    return XD_HOOK_OK;
+}
+
 /* ---- account removal ---------------------------------------------------------------------------- */
 
 typedef struct ps_gone {
@@ -2042,6 +2147,9 @@ ps_start(xd_module_ctx_t *ctx)
     rc = xd_module_service(ctx, domain, ps_route, NULL);
     if (rc == 0)
         rc = xd_module_hook(ctx, XD_HOOK_REMOVE_USER, XD_HOOK_PRIO_DEFAULT, ps_removed, NULL);
+    if (rc == 0)
+        rc = xd_module_hook(ctx, XD_HOOK_USER_AVAILABLE, XD_HOOK_PRIO_DEFAULT, ps_available,
+                            NULL);
     if (rc != 0)
         return xd_module_fail(ctx, rc, "cannot serve %s: %s", domain, xd_strerror(rc));
     XD_LOG(NULL, XD_INFO, "pubsub service", "domain=%s", domain);

@@ -95,7 +95,6 @@ def items(c, iid, node, extra="", inner=""):
 
 def subscribe(c, iid, node, jid, options=None):
     o = f"<options>{form('subscribe_options', **options)}</options>" if options else ""
-    o = o.replace(f"{PS}#subscribe_options", f"{PS}#subscribe_options")
     return ps(c, iid, f"<subscribe node='{node}' jid='{jid}'/>{o}")
 
 
@@ -333,8 +332,7 @@ def test_subscribe_unsubscribe_options_lists(server_factory):
     err(ps(b, "o2", "<options node='n' jid='carol@localhost'/>", typ="get"), "forbidden")
     err(ps(b, "o3", "<options node='n' jid='bob@localhost'/>", typ="get"), "unexpected-request",
         "not-subscribed")
-    sub_form = form("subscribe_options", deliver="0").replace(
-        "pubsub#subscribe_options", "pubsub#subscribe_options")
+    sub_form = form("subscribe_options", deliver="0")
     ok(ps(b, "o4", f"<options node='n' jid='{bjid}'>{sub_form}</options>"))
     ok(publish(a, "p1", "n", "<x xmlns='urn:x'>quiet</x>"))
     assert_nothing_before(b, "quiet", barrier=send_marker(a, bjid))
@@ -492,6 +490,32 @@ def test_notifications_payloads_type_config(server_factory):
     take(b, rf"<configuration node='n'")
     ok(ps(a, "r", "<retract node='n'><item id='i1'/></retract>"))
     assert_nothing_before(b, "<retract", barrier=send_marker(a, bjid))
+
+
+def test_last_item_on_presence(server_factory):
+    """on_sub_and_presence: a subscriber's session that becomes available
+    gets the last item of each such node; on_sub nodes and subscriptions
+    with delivery off send nothing then."""
+    srv = start(server_factory)
+    a, _ = session(srv, "alice")
+    b, bjid = session(srv, "bob")
+    ok(create(a, "c1", "both", max_items="5"))  # on_sub_and_presence by default
+    ok(create(a, "c2", "onsub", send_last_published_item="on_sub"))
+    ok(create(a, "c3", "quiet"))
+    for n in ("both", "onsub"):
+        ok(subscribe(b, f"s-{n}", n, "bob@localhost"))
+    ok(subscribe(b, "s-q", "quiet", "bob@localhost",
+                 options={"deliver": "0"}))
+    b.close()
+    ok(publish(a, "p0", "both", "<x xmlns='urn:x'>older</x>"))
+    ok(publish(a, "p1", "both", "<x xmlns='urn:x'>newest</x>"))
+    ok(publish(a, "p2", "onsub", "<x xmlns='urn:x'>not-sent</x>"))
+    ok(publish(a, "p3", "quiet", "<x xmlns='urn:x'>not-sent</x>"))
+    b, bjid = session(srv, "bob", "again", presence=False)
+    b.send("<presence/>")
+    ev = take(b, event_rx("both"))
+    assert "newest" in ev and f"to='{bjid}'" in ev and "older" not in ev, ev
+    assert_nothing_before(b, "not-sent")  # the presence's work is done by the round trip
 
 
 def test_item_expiry(server_factory):
