@@ -367,15 +367,23 @@ pp_groups_save(xd_db_conn_t *c, const char *host, const char *user, const char *
 }
 
 static int
-pp_node_load(xd_db_conn_t *c, const char *host, const char *user, const char *node,
+pp_node_load_row(xd_db_conn_t *c, const char *host, const char *user, const char *node,
              pp_node_row_t *out)
 {
     out->found = false;
     xd_db_val_t key[] = { XD_DB_V_CSTR(host), XD_DB_V_CSTR(user), XD_DB_V_CSTR(node) };
-    int rc = xd_db_query(c,
-                         "SELECT access_model, persist_items, max_items, send_last FROM pep_node"
-                         " WHERE host = ? AND username = ? AND node = ?",
-                         key, 3, pp_node_row, out);
+    return xd_db_query(c,
+                       "SELECT access_model, persist_items, max_items, send_last FROM pep_node"
+                       " WHERE host = ? AND username = ? AND node = ?",
+                       key, 3, pp_node_row, out);
+}
+
+/* The node's configuration with its roster groups. */
+static int
+pp_node_load(xd_db_conn_t *c, const char *host, const char *user, const char *node,
+             pp_node_row_t *out)
+{
+    int rc = pp_node_load_row(c, host, user, node, out);
     if (rc == 0 && out->found)
         rc = pp_groups_load(c, host, user, node, &out->cfg);
     return rc;
