@@ -380,15 +380,33 @@ ps_expire(ps_op_t *o, const char *node, const pse_cfg_t *cfg)
 }
 
 static int
+ps_seq_row(void *arg, const xd_db_val_t *cols, size_t ncols)
+{
+    if (ncols >= 1)
+        *(int64_t *)arg = cols[0].i;
+    return 1;
+}
+
+/* Keeps the newest `keep` items of the node: finds the seq of the keep-th
+ * newest and deletes the older ones (no LIMIT in a subquery: MySQL has
+ * none there). */
+static int
 ps_trim(ps_op_t *o, const char *node, int64_t keep)
 {
-    xd_db_val_t p[] = { XD_DB_V_CSTR(o->svc), XD_DB_V_CSTR(node), XD_DB_V_CSTR(o->svc),
-                        XD_DB_V_CSTR(node), XD_DB_V_INT(keep) };
-    return ps_sql(o,
-                  "DELETE FROM pubsub_item WHERE host = ? AND node = ?"
-                  " AND seq NOT IN (SELECT seq FROM pubsub_item"
-                  " WHERE host = ? AND node = ? ORDER BY seq DESC LIMIT ?)",
-                  p, 5);
+    if (keep <= 0) {
+        xd_db_val_t k[] = { XD_DB_V_CSTR(o->svc), XD_DB_V_CSTR(node) };
+        return ps_sql(o, "DELETE FROM pubsub_item WHERE host = ? AND node = ?", k, 2);
+    }
+    int64_t cut = -1;
+    xd_db_val_t q[] = { XD_DB_V_CSTR(o->svc), XD_DB_V_CSTR(node), XD_DB_V_INT(keep - 1) };
+    int rc = xd_db_query(o->c,
+                         "SELECT seq FROM pubsub_item WHERE host = ? AND node = ?"
+                         " ORDER BY seq DESC LIMIT 1 OFFSET ?",
+                         q, 3, ps_seq_row, &cut);
+    if (rc != 0 || cut < 0)
+        return rc;
+    xd_db_val_t d[] = { XD_DB_V_CSTR(o->svc), XD_DB_V_CSTR(node), XD_DB_V_INT(cut) };
+    return ps_sql(o, "DELETE FROM pubsub_item WHERE host = ? AND node = ? AND seq < ?", d, 3);
 }
 
 /* ---- subscribers and fan-out -------------------------------------------------------------------- */
