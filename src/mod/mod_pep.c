@@ -23,8 +23,9 @@
  *           get <items node='N' [max_items]>[<item id/>…]</items>
  *               → by the owner, and by others as the node's access model
  *                 allows: open (anyone), presence (a contact the owner's
- *                 roster has with subscription from or both), whitelist
- *                 (the owner only).
+ *                 roster has with subscription from or both), roster (a
+ *                 contact in one of pubsub#roster_groups_allowed, kept in
+ *                 pep_node_group), whitelist (the owner only).
  *   pubsub#owner (owner only): <delete node/>, <purge node/>,
  *           <configure node/> (get: the pubsub#node_config form; set: a
  *           submitted one).
@@ -52,6 +53,7 @@
 #include <time.h>
 
 #include "mod_util.h"
+#include "pubsub_engine.h"
 #include "xmppd/alloc.h"
 #include "xmppd/caps.h"
 #include "xmppd/err.h"
@@ -67,9 +69,6 @@
 #include "xmppd/stanza.h"
 #include "xmppd/storage.h"
 
-#define PP_NS_ERRORS "http://jabber.org/protocol/pubsub#errors"
-#define PP_NS_PUBOPT "http://jabber.org/protocol/pubsub#publish-options"
-#define PP_NS_NODECFG "http://jabber.org/protocol/pubsub#node_config"
 #define PP_NODE_MAX 1024 /* bytes of a node name */
 #define PP_ID_MAX 1024   /* bytes of an item id */
 #define PP_CAPS_PREFIX "pepcaps-"
@@ -130,8 +129,20 @@ static const char *const pp_mig1[] = {
     NULL,
 };
 
+/* The roster groups of nodes with the roster access model. */
+static const char *const pp_mig2[] = {
+    "CREATE TABLE pep_node_group ("
+    " host TEXT NOT NULL,"
+    " username TEXT NOT NULL,"
+    " node TEXT NOT NULL,"
+    " grp TEXT NOT NULL,"
+    " PRIMARY KEY (host, username, node, grp))",
+    NULL,
+};
+
 static const xd_db_migration_t pp_migrations[] = {
     { 1, NULL, pp_mig1 },
+    { 2, NULL, pp_mig2 },
     { 0, NULL, NULL },
 };
 
@@ -142,125 +153,27 @@ static const xd_module_schema_t pp_schemas[] = {
 
 /* ---- node configuration ---------------------------------------------------------------------- */
 
-enum { PP_MAX = -1 }; /* max_items "max" */
+/* The engine's configuration (pubsub_engine.h); PEP stores and offers the
+ * access model (open, presence, whitelist), persist_items, max_items and
+ * send_last_published_item. */
+typedef pse_cfg_t pp_cfg_t;
+#define PP_MAX PSE_MAX
 
-typedef struct pp_cfg {
-    char access[16];    /* open, presence, whitelist */
-    bool persist;       /* persist_items */
-    int64_t max_items;  /* a number, or PP_MAX */
-    char send_last[32]; /* never, on_sub, on_sub_and_presence */
-} pp_cfg_t;
-
-/* Which fields a form set (for publish-options preconditions). */
-enum { PP_F_ACCESS = 1, PP_F_PERSIST = 2, PP_F_MAX = 4, PP_F_SENDLAST = 8 };
-
-static void
-pp_cfg_default(pp_cfg_t *c)
+static pse_limits_t
+pp_limits(const pp_conf_t *conf)
 {
-    snprintf(c->access, sizeof c->access, "presence");
-    c->persist = true;
-    c->max_items = 1;
-    snprintf(c->send_last, sizeof c->send_last, "on_sub_and_presence");
+    return (pse_limits_t){ .access = PSE_AM_OPEN | PSE_AM_PRESENCE | PSE_AM_ROSTER |
+                                     PSE_AM_WHITELIST,
+                           .fields = PSE_F_ACCESS | PSE_F_PERSIST | PSE_F_MAX | PSE_F_SENDLAST |
+                                     PSE_F_GROUPS,
+                           .max_items_limit = conf->max_items_limit };
 }
 
 static int64_t
 pp_cfg_max(const pp_cfg_t *c, const pp_conf_t *conf)
 {
-    int64_t m = c->max_items == PP_MAX ? conf->max_items_limit : c->max_items;
-    return c->persist ? m : 1;
-}
-
-static const char *
-pp_field_value(const xd_el_t *field)
-{
-    const char *v = xd_el_child_text(field, "value", NULL);
-    return v ? v : "";
-}
-
-static int
-pp_bool(const char *v)
-{
-    if (!strcmp(v, "1") || !strcmp(v, "true"))
-        return 1;
-    if (!strcmp(v, "0") || !strcmp(v, "false"))
-        return 0;
-    return -1;
-}
-
-/* Reads a submitted form (publish-options or node_config) into *c, the
- * fields it names into *set.  0, or a message for not-acceptable /
- * precondition-not-met (an unknown value, a form of another type). */
-static const char *
-pp_form_read(const xd_el_t *x, const char *form_type, const pp_conf_t *conf, pp_cfg_t *c,
-             unsigned *set)
-{
-    *set = 0;
-    if (!x || !xd_el_is(x, "x", XD_NS_DATA))
-        return "expected a jabber:x:data form";
-    const char *type = xd_el_attr(x, "type");
-    if (type && strcmp(type, "submit") != 0)
-        return "the form must be of type submit";
-    for (const xd_el_t *f = xd_el_first_child(x); f; f = xd_el_next(f)) {
-        if (!xd_el_is(f, "field", XD_NS_DATA))
-            continue;
-        const char *var = xd_el_attr(f, "var");
-        const char *v = pp_field_value(f);
-        if (!var)
-            continue;
-        if (!strcmp(var, "FORM_TYPE")) {
-            if (strcmp(v, form_type) != 0)
-                return "unexpected FORM_TYPE";
-        } else if (!strcmp(var, "pubsub#access_model")) {
-            if (strcmp(v, "open") && strcmp(v, "presence") && strcmp(v, "whitelist"))
-                return "pubsub#access_model: open, presence or whitelist";
-            snprintf(c->access, sizeof c->access, "%s", v);
-            *set |= PP_F_ACCESS;
-        } else if (!strcmp(var, "pubsub#persist_items")) {
-            int b = pp_bool(v);
-            if (b < 0)
-                return "pubsub#persist_items: a boolean";
-            c->persist = b;
-            *set |= PP_F_PERSIST;
-        } else if (!strcmp(var, "pubsub#max_items")) {
-            if (!strcmp(v, "max")) {
-                c->max_items = PP_MAX;
-            } else {
-                char *end = NULL;
-                long long n = *v ? strtoll(v, &end, 10) : -1;
-                if (!end || *end || n < 1 || n > conf->max_items_limit)
-                    return "pubsub#max_items: \"max\" or a number within the server's limit";
-                c->max_items = n;
-            }
-            *set |= PP_F_MAX;
-        } else if (!strcmp(var, "pubsub#send_last_published_item")) {
-            if (strcmp(v, "never") && strcmp(v, "on_sub") && strcmp(v, "on_sub_and_presence"))
-                return "pubsub#send_last_published_item: never, on_sub or on_sub_and_presence";
-            snprintf(c->send_last, sizeof c->send_last, "%s", v);
-            *set |= PP_F_SENDLAST;
-        }
-        /* Other fields (deliver_payloads, notify_*, title, …) are not
-         * configurable here and are ignored. */
-    }
-    return NULL;
-}
-
-/* Whether the preconditions `want` (fields `set`) hold for the node's cfg. */
-static bool
-pp_precond_ok(const pp_cfg_t *have, const pp_cfg_t *want, unsigned set, const pp_conf_t *conf)
-{
-    if ((set & PP_F_ACCESS) && strcmp(have->access, want->access) != 0)
-        return false;
-    if ((set & PP_F_PERSIST) && have->persist != want->persist)
-        return false;
-    if ((set & PP_F_MAX)) {
-        int64_t a = have->max_items == PP_MAX ? conf->max_items_limit : have->max_items;
-        int64_t b = want->max_items == PP_MAX ? conf->max_items_limit : want->max_items;
-        if (a != b)
-            return false;
-    }
-    if ((set & PP_F_SENDLAST) && strcmp(have->send_last, want->send_last) != 0)
-        return false;
-    return true;
+    pse_limits_t lim = pp_limits(conf);
+    return pse_cfg_keep(c, &lim);
 }
 
 /* ---- state: the caps cache ------------------------------------------------------------------- */
@@ -369,25 +282,6 @@ pp_wants(pp_state_t *s, const xd_stanza_t *pres, const char *node)
     return r;
 }
 
-/* ---- errors ---------------------------------------------------------------------------------- */
-
-static xd_stanza_t *
-pp_err(const xd_stanza_t *iq, xd_cond cond, const char *app, const char *feature,
-       const char *text)
-{
-    xd_stanza_t *e = xd_stanza_error(iq, cond, text);
-    if (!e || !app)
-        return e;
-    xd_el_t *el = xd_stanza_thaw(e);
-    xd_el_t *er = xd_el_child_mut(el, "error", NULL);
-    if (er) {
-        xd_el_t *a = xd_el_add_child(er, app, PP_NS_ERRORS);
-        if (feature)
-            xd_el_set_attr(a, "feature", feature);
-    }
-    return xd_el_freeze(el);
-}
-
 /* ---- a request, on the pool ------------------------------------------------------------------ */
 
 typedef struct pp_req {
@@ -415,6 +309,7 @@ pp_node_row(void *arg, const xd_db_val_t *cols, size_t ncols)
     if (ncols < 4)
         return 0;
     r->found = true;
+    pse_cfg_default(&r->cfg, false);
     snprintf(r->cfg.access, sizeof r->cfg.access, "%.*s", (int)cols[0].s.len, cols[0].s.p);
     r->cfg.persist = cols[1].i != 0;
     r->cfg.max_items = cols[2].i;
@@ -424,7 +319,55 @@ pp_node_row(void *arg, const xd_db_val_t *cols, size_t ncols)
 }
 
 static int
-pp_node_load(xd_db_conn_t *c, const char *host, const char *user, const char *node,
+pp_group_row(void *arg, const xd_db_val_t *cols, size_t ncols)
+{
+    pp_cfg_t *cfg = arg;
+    size_t used = strlen(cfg->groups);
+    if (ncols >= 1 && used + cols[0].s.len + 2 <= sizeof cfg->groups)
+        snprintf(cfg->groups + used, sizeof cfg->groups - used, "%.*s\n", (int)cols[0].s.len,
+                 cols[0].s.p);
+    return 0;
+}
+
+/* The roster groups of a roster-model node into cfg->groups. */
+static int
+pp_groups_load(xd_db_conn_t *c, const char *host, const char *user, const char *node,
+               pp_cfg_t *cfg)
+{
+    cfg->groups[0] = '\0';
+    if (strcmp(cfg->access, "roster") != 0)
+        return 0;
+    xd_db_val_t key[] = { XD_DB_V_CSTR(host), XD_DB_V_CSTR(user), XD_DB_V_CSTR(node) };
+    return xd_db_query(c,
+                       "SELECT grp FROM pep_node_group WHERE host = ? AND username = ?"
+                       " AND node = ? ORDER BY grp",
+                       key, 3, pp_group_row, cfg);
+}
+
+static int
+pp_groups_save(xd_db_conn_t *c, const char *host, const char *user, const char *node,
+               const pp_cfg_t *cfg)
+{
+    xd_db_val_t key[] = { XD_DB_V_CSTR(host), XD_DB_V_CSTR(user), XD_DB_V_CSTR(node) };
+    int rc = xd_db_query(c,
+                         "DELETE FROM pep_node_group WHERE host = ? AND username = ? AND node = ?",
+                         key, 3, NULL, NULL);
+    for (const char *g = cfg->groups; rc == 0 && *g && !strcmp(cfg->access, "roster");) {
+        const char *nl = strchr(g, '\n');
+        size_t gl = nl ? (size_t)(nl - g) : strlen(g);
+        xd_db_val_t row[] = { XD_DB_V_CSTR(host), XD_DB_V_CSTR(user), XD_DB_V_CSTR(node),
+                              XD_DB_V_TEXT(((xd_str_t){ g, gl })) };
+        rc = xd_db_query(c,
+                         "INSERT INTO pep_node_group (host, username, node, grp)"
+                         " VALUES (?, ?, ?, ?)",
+                         row, 4, NULL, NULL);
+        g += gl + (nl ? 1 : 0);
+    }
+    return rc;
+}
+
+static int
+pp_node_load_row(xd_db_conn_t *c, const char *host, const char *user, const char *node,
              pp_node_row_t *out)
 {
     out->found = false;
@@ -435,9 +378,20 @@ pp_node_load(xd_db_conn_t *c, const char *host, const char *user, const char *no
                        key, 3, pp_node_row, out);
 }
 
+/* The node's configuration with its roster groups. */
 static int
-pp_node_save(xd_db_conn_t *c, const char *host, const char *user, const char *node,
-             const pp_cfg_t *cfg, bool create)
+pp_node_load(xd_db_conn_t *c, const char *host, const char *user, const char *node,
+             pp_node_row_t *out)
+{
+    int rc = pp_node_load_row(c, host, user, node, out);
+    if (rc == 0 && out->found)
+        rc = pp_groups_load(c, host, user, node, &out->cfg);
+    return rc;
+}
+
+static int
+pp_node_save_row(xd_db_conn_t *c, const char *host, const char *user, const char *node,
+                 const pp_cfg_t *cfg, bool create)
 {
     if (create) {
         xd_db_val_t row[] = { XD_DB_V_CSTR(host),          XD_DB_V_CSTR(user),
@@ -459,6 +413,14 @@ pp_node_save(xd_db_conn_t *c, const char *host, const char *user, const char *no
                        row, 7, NULL, NULL);
 }
 
+static int
+pp_node_save(xd_db_conn_t *c, const char *host, const char *user, const char *node,
+             const pp_cfg_t *cfg, bool create)
+{
+    int rc = pp_node_save_row(c, host, user, node, cfg, create);
+    return rc ? rc : pp_groups_save(c, host, user, node, cfg);
+}
+
 /* Keeps the newest `keep` items of the node. */
 static int
 pp_trim(xd_db_conn_t *c, const char *host, const char *user, const char *node, int64_t keep)
@@ -476,70 +438,6 @@ pp_trim(xd_db_conn_t *c, const char *host, const char *user, const char *node, i
 
 /* ---- notifications --------------------------------------------------------------------------- */
 
-/* Sends `event` (an <event/> element, borrowed) from owner to full. */
-static size_t
-pp_send_event(const char *owner, const char *full, const xd_el_t *event_src, const char *xml,
-              size_t len)
-{
-    (void)event_src;
-    xd_el_t *ev = NULL;
-    if (xd_el_parse(xml, len, &ev) != 0)
-        return 0;
-    xd_el_t *m = xd_el_new("message", NULL);
-    xd_el_set_attr(m, "from", owner);
-    xd_el_set_attr(m, "to", full);
-    xd_el_set_attr(m, "type", "headline");
-    char id[21];
-    if (mod_random_id(id) == 0)
-        xd_el_set_attr(m, "id", id);
-    xd_el_append(m, ev);
-    xd_stanza_t *st = xd_el_freeze(m);
-    size_t n = 0;
-    xd_stanza_bytes(st, &n);
-    xd_route_take(st);
-    return n;
-}
-
-typedef struct pp_contacts {
-    char **jids;
-    size_t n, cap;
-    unsigned mask; /* subscriptions that count */
-} pp_contacts_t;
-
-static int
-pp_contact_cb(void *arg, const xd_roster_view_t *item)
-{
-    pp_contacts_t *c = arg;
-    if (!item->in_roster || !(item->sub & c->mask))
-        return 0;
-    if (c->n == c->cap) {
-        c->cap = c->cap ? c->cap * 2 : 16;
-        c->jids = xd_realloc(c->jids, c->cap * sizeof *c->jids);
-    }
-    c->jids[c->n++] = xd_strdup(item->jid);
-    return 0;
-}
-
-static void
-pp_contacts_free(pp_contacts_t *c)
-{
-    for (size_t i = 0; i < c->n; i++)
-        xd_free(c->jids[i]);
-    xd_free(c->jids);
-}
-
-/* The roster of host/user: contacts whose subscription has a bit of mask. */
-static int
-pp_roster(const char *host, const char *user, const char *contact, unsigned mask,
-          pp_contacts_t *out)
-{
-    out->mask = mask;
-    xd_hook_roster_get_t ev = { .host = host, .user = user, .contact = contact,
-                                .fn = pp_contact_cb, .arg = out };
-    xd_hook_run(XD_HOOK_ROSTER_GET, host, &ev);
-    return ev.served ? ev.rc : XD_ENOTFOUND;
-}
-
 /* Sends the event to the sessions of `bare` (available; filtered by
  * +notify unless all); returns the bytes sent. */
 static size_t
@@ -556,7 +454,7 @@ pp_fan_account(pp_state_t *s, const char *owner, const char *bare, const char *n
     size_t bytes = 0;
     for (size_t i = 0; i < n; i++) {
         if (info[i].available && (all || pp_wants(s, info[i].presence, node)))
-            bytes += pp_send_event(owner, xd_jid_full_str(info[i].jid).p, NULL, xml, len);
+            bytes += pse_send_event(owner, xd_jid_full_str(info[i].jid).p, NULL, xml, len);
         xd_session_info_clear(&info[i]);
     }
     xd_jid_unref(j);
@@ -574,29 +472,22 @@ pp_notify(pp_req_t *r, const char *node, const pp_cfg_t *cfg, xd_el_t *event)
     xd_el_free(event);
     size_t bytes = pp_fan_account(s, r->owner, r->owner, node, true, xml, len);
     if (strcmp(cfg->access, "whitelist") != 0) {
-        pp_contacts_t cs = { 0 };
-        int rc = pp_roster(r->host, r->user, NULL, XD_ROSTER_SUB_FROM, &cs);
+        /* presence (and open): contacts with subscription from or both;
+         * roster: contacts in an allowed group. */
+        bool roster = !strcmp(cfg->access, "roster");
+        pse_contacts_t cs = { 0 };
+        int rc = pse_roster(r->host, r->user, NULL, roster ? ~0u : XD_ROSTER_SUB_FROM, &cs);
         if (rc != 0 && rc != XD_ENOTFOUND)
             XD_LOG(NULL, XD_WARN, "pep: roster not read", "host=%s user=%s err=%s", r->host,
                    r->user, xd_strerror(rc));
         for (size_t i = 0; i < cs.n; i++)
-            if (strcmp(cs.jids[i], r->owner) != 0)
+            if (strcmp(cs.jids[i], r->owner) != 0 &&
+                (!roster || pse_groups_match_nl(cfg, cs.groups[i])))
                 bytes += pp_fan_account(s, r->owner, cs.jids[i], node, false, xml, len);
-        pp_contacts_free(&cs);
+        pse_contacts_free(&cs);
     }
     xd_free(xml);
     xd_input_charge(r->in, bytes);
-}
-
-static xd_el_t *
-pp_event(const char *node, xd_el_t **items_out)
-{
-    xd_el_t *ev = xd_el_new("event", XD_NS_PUBSUB_EVENT);
-    xd_el_t *items = xd_el_add_child(ev, "items", NULL);
-    xd_el_set_attr(items, "node", node);
-    if (items_out)
-        *items_out = items;
-    return ev;
 }
 
 /* ---- publish --------------------------------------------------------------------------------- */
@@ -622,7 +513,8 @@ pp_pub_tx(xd_db_conn_t *c, void *arg)
     if (rc != 0)
         return rc;
     if (row.found) {
-        if (!pp_precond_ok(&row.cfg, &p->want, p->set, p->conf)) {
+        pse_limits_t lim = pp_limits(p->conf);
+        if (!pse_precond_ok(&row.cfg, &p->want, p->set, &lim)) {
             p->outcome = 1;
             return 0;
         }
@@ -673,12 +565,12 @@ pp_publish(pp_req_t *r, const xd_el_t *pubsub, const xd_el_t *pub)
     const pp_conf_t *conf = xd_module_opts(r->ctx);
     const xd_stanza_t *iq = r->iq;
     if (!r->is_owner)
-        return pp_err(iq, XD_COND_FORBIDDEN, NULL, NULL, "only the account publishes here");
+        return pse_err(iq, XD_COND_FORBIDDEN, NULL, NULL, "only the account publishes here");
     const char *node = xd_el_attr(pub, "node");
     if (!node || !*node)
-        return pp_err(iq, XD_COND_BAD_REQUEST, "nodeid-required", NULL, NULL);
+        return pse_err(iq, XD_COND_BAD_REQUEST, "nodeid-required", NULL, NULL);
     if (strlen(node) > PP_NODE_MAX)
-        return pp_err(iq, XD_COND_NOT_ACCEPTABLE, NULL, NULL, "node name too long");
+        return pse_err(iq, XD_COND_NOT_ACCEPTABLE, NULL, NULL, "node name too long");
     const xd_el_t *item = NULL;
     size_t nitems = 0;
     for (const xd_el_t *c = xd_el_first_child(pub); c; c = xd_el_next(c))
@@ -687,34 +579,35 @@ pp_publish(pp_req_t *r, const xd_el_t *pubsub, const xd_el_t *pub)
             nitems++;
         }
     if (nitems == 0)
-        return pp_err(iq, XD_COND_BAD_REQUEST, "item-required", NULL, NULL);
+        return pse_err(iq, XD_COND_BAD_REQUEST, "item-required", NULL, NULL);
     if (nitems > 1)
-        return pp_err(iq, XD_COND_BAD_REQUEST, "invalid-payload", NULL, "one item per publish");
+        return pse_err(iq, XD_COND_BAD_REQUEST, "invalid-payload", NULL, "one item per publish");
     size_t npay = xd_el_child_count(item);
     if (npay == 0)
-        return pp_err(iq, XD_COND_BAD_REQUEST, "payload-required", NULL, NULL);
+        return pse_err(iq, XD_COND_BAD_REQUEST, "payload-required", NULL, NULL);
     if (npay > 1)
-        return pp_err(iq, XD_COND_BAD_REQUEST, "invalid-payload", NULL, "one payload per item");
+        return pse_err(iq, XD_COND_BAD_REQUEST, "invalid-payload", NULL, "one payload per item");
     pp_pub_t p = { .host = r->host, .user = r->user, .node = node, .conf = conf };
-    pp_cfg_default(&p.want);
+    pse_cfg_default(&p.want, false);
     const xd_el_t *po = xd_el_child(pubsub, "publish-options", XD_NS_PUBSUB);
     if (po) {
         const xd_el_t *x = xd_el_child(po, "x", XD_NS_DATA);
         if (x) {
-            const char *why = pp_form_read(x, PP_NS_PUBOPT, conf, &p.want, &p.set);
+            pse_limits_t lim = pp_limits(conf);
+            const char *why = pse_form_read(x, PSE_NS_PUBOPT, &lim, &p.want, &p.set);
             if (why)
-                return pp_err(iq, XD_COND_CONFLICT, "precondition-not-met", NULL, why);
+                return pse_err(iq, XD_COND_CONFLICT, "precondition-not-met", NULL, why);
         }
     }
     char gen[21];
     const char *id = xd_el_attr(item, "id");
     if (!id || !*id) {
         if (mod_random_id(gen) != 0)
-            return pp_err(iq, XD_COND_INTERNAL_SERVER_ERROR, NULL, NULL, NULL);
+            return pse_err(iq, XD_COND_INTERNAL_SERVER_ERROR, NULL, NULL, NULL);
         id = gen;
     }
     if (strlen(id) > PP_ID_MAX)
-        return pp_err(iq, XD_COND_NOT_ACCEPTABLE, NULL, NULL, "item id too long");
+        return pse_err(iq, XD_COND_NOT_ACCEPTABLE, NULL, NULL, "item id too long");
     /* The payload is stored; <item id=…/> is made in the namespace of
      * where it goes (pubsub, pubsub#event). */
     p.id = id;
@@ -722,7 +615,7 @@ pp_publish(pp_req_t *r, const xd_el_t *pubsub, const xd_el_t *pub)
     p.xml = xml;
     if (p.len > conf->max_item_size) {
         xd_free(xml);
-        return pp_err(iq, XD_COND_NOT_ACCEPTABLE, "payload-too-big", NULL, NULL);
+        return pse_err(iq, XD_COND_NOT_ACCEPTABLE, "payload-too-big", NULL, NULL);
     }
     int rc = xd_db_tx(xd_module_db(r->ctx), pp_pub_tx, &p);
     xd_el_t *pl = NULL;
@@ -733,15 +626,15 @@ pp_publish(pp_req_t *r, const xd_el_t *pubsub, const xd_el_t *pub)
         if (rc < 0) {
             XD_LOG(NULL, XD_ERROR, "pep publish failed", "host=%s user=%s err=%s", r->host,
                    r->user, xd_strerror(rc));
-            return pp_err(iq, XD_COND_INTERNAL_SERVER_ERROR, NULL, NULL, NULL);
+            return pse_err(iq, XD_COND_INTERNAL_SERVER_ERROR, NULL, NULL, NULL);
         }
         if (p.outcome == 1)
-            return pp_err(iq, XD_COND_CONFLICT, "precondition-not-met", NULL,
+            return pse_err(iq, XD_COND_CONFLICT, "precondition-not-met", NULL,
                           "the node's configuration differs from the publish-options");
-        return pp_err(iq, XD_COND_NOT_ALLOWED, NULL, NULL, "too many nodes for this account");
+        return pse_err(iq, XD_COND_NOT_ALLOWED, NULL, NULL, "too many nodes for this account");
     }
     xd_el_t *items;
-    xd_el_t *ev = pp_event(node, &items);
+    xd_el_t *ev = pse_event(node, &items);
     xd_el_t *stored = xd_el_add_child(items, "item", NULL);
     xd_el_set_attr(stored, "id", id);
     xd_el_append(stored, pl);
@@ -761,14 +654,14 @@ pp_retract(pp_req_t *r, const xd_el_t *ret)
 {
     const xd_stanza_t *iq = r->iq;
     if (!r->is_owner)
-        return pp_err(iq, XD_COND_FORBIDDEN, NULL, NULL, NULL);
+        return pse_err(iq, XD_COND_FORBIDDEN, NULL, NULL, NULL);
     const char *node = xd_el_attr(ret, "node");
     if (!node || !*node)
-        return pp_err(iq, XD_COND_BAD_REQUEST, "nodeid-required", NULL, NULL);
+        return pse_err(iq, XD_COND_BAD_REQUEST, "nodeid-required", NULL, NULL);
     const xd_el_t *item = xd_el_child(ret, "item", XD_NS_PUBSUB);
     const char *id = item ? xd_el_attr(item, "id") : NULL;
     if (!id || !*id)
-        return pp_err(iq, XD_COND_BAD_REQUEST, "item-required", NULL, NULL);
+        return pse_err(iq, XD_COND_BAD_REQUEST, "item-required", NULL, NULL);
     xd_db_conn_t *c = NULL;
     int rc = xd_db_acquire(xd_module_db(r->ctx), &c);
     pp_node_row_t row = { 0 };
@@ -787,13 +680,13 @@ pp_retract(pp_req_t *r, const xd_el_t *ret)
     if (c)
         xd_db_release(c);
     if (rc != 0)
-        return pp_err(iq, XD_COND_INTERNAL_SERVER_ERROR, NULL, NULL, NULL);
+        return pse_err(iq, XD_COND_INTERNAL_SERVER_ERROR, NULL, NULL, NULL);
     if (!row.found || gone == 0)
-        return pp_err(iq, XD_COND_ITEM_NOT_FOUND, NULL, NULL, NULL);
+        return pse_err(iq, XD_COND_ITEM_NOT_FOUND, NULL, NULL, NULL);
     const char *notify = xd_el_attr(ret, "notify");
-    if (notify && pp_bool(notify) == 1) {
+    if (notify && pse_bool(notify) == 1) {
         xd_el_t *items;
-        xd_el_t *ev = pp_event(node, &items);
+        xd_el_t *ev = pse_event(node, &items);
         xd_el_set_attr(xd_el_add_child(items, "retract", NULL), "id", id);
         pp_notify(r, node, &row.cfg, ev);
     }
@@ -808,18 +701,11 @@ pp_may_read(pp_req_t *r, const pp_cfg_t *cfg)
 {
     if (r->is_owner || !strcmp(cfg->access, "open"))
         return true;
-    if (strcmp(cfg->access, "presence") != 0)
-        return false;
+    /* presence: subscription from or both; roster: in an allowed group. */
     xd_str_t b = xd_jid_bare_str(r->from);
     char bare[2 * XD_JID_PART_MAX + 2];
     snprintf(bare, sizeof bare, "%.*s", (int)b.len, b.p);
-    pp_contacts_t cs = { 0 };
-    pp_roster(r->host, r->user, bare, XD_ROSTER_SUB_FROM, &cs);
-    bool ok = false;
-    for (size_t i = 0; i < cs.n && !ok; i++)
-        ok = strcmp(cs.jids[i], bare) == 0;
-    pp_contacts_free(&cs);
-    return ok;
+    return pse_roster_allows(r->host, r->user, bare, cfg);
 }
 
 typedef struct pp_items {
@@ -854,14 +740,14 @@ pp_items_get(pp_req_t *r, const xd_el_t *items)
     const xd_stanza_t *iq = r->iq;
     const char *node = xd_el_attr(items, "node");
     if (!node || !*node)
-        return pp_err(iq, XD_COND_BAD_REQUEST, "nodeid-required", NULL, NULL);
+        return pse_err(iq, XD_COND_BAD_REQUEST, "nodeid-required", NULL, NULL);
     int64_t max = INT32_MAX; /* "all": LIMIT -1 is SQLite only */
     const char *mi = xd_el_attr(items, "max_items");
     if (mi) {
         char *end = NULL;
         long long v = strtoll(mi, &end, 10);
         if (!*mi || *end || v < 1)
-            return pp_err(iq, XD_COND_BAD_REQUEST, NULL, NULL, "max_items: a positive number");
+            return pse_err(iq, XD_COND_BAD_REQUEST, NULL, NULL, "max_items: a positive number");
         max = v;
     }
     xd_db_conn_t *c = NULL;
@@ -872,16 +758,18 @@ pp_items_get(pp_req_t *r, const xd_el_t *items)
     if (rc != 0 || !row.found) {
         if (c)
             xd_db_release(c);
-        return rc ? pp_err(iq, XD_COND_INTERNAL_SERVER_ERROR, NULL, NULL, NULL)
-                  : pp_err(iq, XD_COND_ITEM_NOT_FOUND, NULL, NULL, NULL);
+        return rc ? pse_err(iq, XD_COND_INTERNAL_SERVER_ERROR, NULL, NULL, NULL)
+                  : pse_err(iq, XD_COND_ITEM_NOT_FOUND, NULL, NULL, NULL);
     }
     xd_db_release(c); /* the roster read may take a connection of its own */
     c = NULL;
     if (!pp_may_read(r, &row.cfg)) {
         if (!strcmp(row.cfg.access, "presence"))
-            return pp_err(iq, XD_COND_NOT_AUTHORIZED, "presence-subscription-required", NULL,
+            return pse_err(iq, XD_COND_NOT_AUTHORIZED, "presence-subscription-required", NULL,
                           NULL);
-        return pp_err(iq, XD_COND_NOT_ALLOWED, "closed-node", NULL, NULL);
+        if (!strcmp(row.cfg.access, "roster"))
+            return pse_err(iq, XD_COND_NOT_AUTHORIZED, "not-in-roster-group", NULL, NULL);
+        return pse_err(iq, XD_COND_NOT_ALLOWED, "closed-node", NULL, NULL);
     }
     xd_el_t *res = xd_iq_result_builder(iq);
     xd_el_t *ps = xd_el_add_child(res, "pubsub", XD_NS_PUBSUB);
@@ -916,11 +804,11 @@ pp_items_get(pp_req_t *r, const xd_el_t *items)
         rc = it.rc;
     if (rc != 0) {
         xd_el_free(res);
-        return pp_err(iq, XD_COND_INTERNAL_SERVER_ERROR, NULL, NULL, NULL);
+        return pse_err(iq, XD_COND_INTERNAL_SERVER_ERROR, NULL, NULL, NULL);
     }
     if (by_id && it.n == 0) {
         xd_el_free(res);
-        return pp_err(iq, XD_COND_ITEM_NOT_FOUND, NULL, NULL, NULL);
+        return pse_err(iq, XD_COND_ITEM_NOT_FOUND, NULL, NULL, NULL);
     }
     return xd_el_freeze(res);
 }
@@ -957,6 +845,10 @@ pp_del_tx(xd_db_conn_t *c, void *arg)
     if (rc == 0 && !d->purge)
         rc = pp_user_sql(c, "DELETE FROM pep_node WHERE host = ? AND username = ? AND node = ?",
                          d->host, d->user, d->node);
+    if (rc == 0 && !d->purge)
+        rc = pp_user_sql(c,
+                         "DELETE FROM pep_node_group WHERE host = ? AND username = ? AND node = ?",
+                         d->host, d->user, d->node);
     return rc;
 }
 
@@ -966,7 +858,7 @@ pp_configure(pp_req_t *r, const xd_el_t *cf, bool set)
     const pp_conf_t *conf = xd_module_opts(r->ctx);
     const char *node = xd_el_attr(cf, "node");
     if (!node || !*node)
-        return pp_err(r->iq, XD_COND_BAD_REQUEST, "nodeid-required", NULL, NULL);
+        return pse_err(r->iq, XD_COND_BAD_REQUEST, "nodeid-required", NULL, NULL);
     xd_db_t *db = xd_module_db(r->ctx);
     xd_db_conn_t *c = NULL;
     int rc = xd_db_acquire(db, &c);
@@ -975,9 +867,9 @@ pp_configure(pp_req_t *r, const xd_el_t *cf, bool set)
         rc = pp_node_load(c, r->host, r->user, node, &row);
     xd_stanza_t *reply = NULL;
     if (rc != 0) {
-        reply = pp_err(r->iq, XD_COND_INTERNAL_SERVER_ERROR, NULL, NULL, NULL);
+        reply = pse_err(r->iq, XD_COND_INTERNAL_SERVER_ERROR, NULL, NULL, NULL);
     } else if (!row.found) {
-        reply = pp_err(r->iq, XD_COND_ITEM_NOT_FOUND, NULL, NULL, NULL);
+        reply = pse_err(r->iq, XD_COND_ITEM_NOT_FOUND, NULL, NULL, NULL);
     } else if (set) {
         const xd_el_t *x = xd_el_child(cf, "x", XD_NS_DATA);
         const char *type = x ? xd_el_attr(x, "type") : NULL;
@@ -988,14 +880,17 @@ pp_configure(pp_req_t *r, const xd_el_t *cf, bool set)
         else if (!x)
             why = "a node_config form is needed";
         else
-            why = pp_form_read(x, PP_NS_NODECFG, conf, &row.cfg, &fields);
+        {
+            pse_limits_t lim = pp_limits(conf);
+            why = pse_form_read(x, PSE_NS_NODECFG, &lim, &row.cfg, &fields);
+        }
         if (why) {
-            reply = pp_err(r->iq, XD_COND_NOT_ACCEPTABLE, NULL, NULL, why);
+            reply = pse_err(r->iq, XD_COND_NOT_ACCEPTABLE, NULL, NULL, why);
         } else if (fields) {
             rc = pp_node_save(c, r->host, r->user, node, &row.cfg, false);
             if (rc == 0)
                 rc = pp_trim(c, r->host, r->user, node, pp_cfg_max(&row.cfg, conf));
-            reply = rc ? pp_err(r->iq, XD_COND_INTERNAL_SERVER_ERROR, NULL, NULL, NULL)
+            reply = rc ? pse_err(r->iq, XD_COND_INTERNAL_SERVER_ERROR, NULL, NULL, NULL)
                        : xd_iq_result(r->iq);
         } else {
             reply = xd_iq_result(r->iq);
@@ -1005,34 +900,8 @@ pp_configure(pp_req_t *r, const xd_el_t *cf, bool set)
         xd_el_t *ps = xd_el_add_child(res, "pubsub", XD_NS_PUBSUB_OWNER);
         xd_el_t *ce = xd_el_add_child(ps, "configure", NULL);
         xd_el_set_attr(ce, "node", node);
-        xd_el_t *x = xd_el_add_child(ce, "x", XD_NS_DATA);
-        xd_el_set_attr(x, "type", "form");
-        char maxs[24];
-        if (row.cfg.max_items == PP_MAX)
-            snprintf(maxs, sizeof maxs, "max");
-        else
-            snprintf(maxs, sizeof maxs, "%lld", (long long)row.cfg.max_items);
-        struct {
-            const char *var, *type, *value;
-            const char *opts[4];
-        } fs[] = {
-            { "FORM_TYPE", "hidden", PP_NS_NODECFG, { NULL } },
-            { "pubsub#access_model", "list-single", row.cfg.access,
-              { "open", "presence", "whitelist", NULL } },
-            { "pubsub#persist_items", "boolean", row.cfg.persist ? "1" : "0", { NULL } },
-            { "pubsub#max_items", "text-single", maxs, { NULL } },
-            { "pubsub#send_last_published_item", "list-single", row.cfg.send_last,
-              { "never", "on_sub", "on_sub_and_presence", NULL } },
-        };
-        for (size_t i = 0; i < sizeof fs / sizeof *fs; i++) {
-            xd_el_t *f = xd_el_add_child(x, "field", NULL);
-            xd_el_set_attr(f, "var", fs[i].var);
-            xd_el_set_attr(f, "type", fs[i].type);
-            xd_el_add_text(xd_el_add_child(f, "value", NULL), fs[i].value);
-            for (size_t k = 0; fs[i].opts[k]; k++)
-                xd_el_add_text(xd_el_add_child(xd_el_add_child(f, "option", NULL), "value", NULL),
-                               fs[i].opts[k]);
-        }
+        pse_limits_t lim = pp_limits(conf);
+        pse_cfg_form(ce, "form", PSE_NS_NODECFG, &row.cfg, &lim);
         reply = xd_el_freeze(res);
     }
     if (c)
@@ -1044,28 +913,28 @@ static xd_stanza_t *
 pp_owner(pp_req_t *r, const xd_el_t *pubsub, bool set)
 {
     if (!r->is_owner)
-        return pp_err(r->iq, XD_COND_FORBIDDEN, NULL, NULL, NULL);
+        return pse_err(r->iq, XD_COND_FORBIDDEN, NULL, NULL, NULL);
     const xd_el_t *op = xd_el_first_child(pubsub);
     if (!op)
-        return pp_err(r->iq, XD_COND_BAD_REQUEST, NULL, NULL, NULL);
+        return pse_err(r->iq, XD_COND_BAD_REQUEST, NULL, NULL, NULL);
     if (xd_el_is(op, "configure", XD_NS_PUBSUB_OWNER))
         return pp_configure(r, op, set);
     bool del = xd_el_is(op, "delete", XD_NS_PUBSUB_OWNER);
     bool purge = xd_el_is(op, "purge", XD_NS_PUBSUB_OWNER);
     if (!del && !purge)
-        return pp_err(r->iq, XD_COND_FEATURE_NOT_IMPLEMENTED, "unsupported",
+        return pse_err(r->iq, XD_COND_FEATURE_NOT_IMPLEMENTED, "unsupported",
                       xd_el_name(op), NULL);
     if (!set)
-        return pp_err(r->iq, XD_COND_BAD_REQUEST, NULL, NULL, NULL);
+        return pse_err(r->iq, XD_COND_BAD_REQUEST, NULL, NULL, NULL);
     const char *node = xd_el_attr(op, "node");
     if (!node || !*node)
-        return pp_err(r->iq, XD_COND_BAD_REQUEST, "nodeid-required", NULL, NULL);
+        return pse_err(r->iq, XD_COND_BAD_REQUEST, "nodeid-required", NULL, NULL);
     pp_del_t d = { .host = r->host, .user = r->user, .node = node, .purge = purge };
     int rc = xd_db_tx(xd_module_db(r->ctx), pp_del_tx, &d);
     if (rc < 0)
-        return pp_err(r->iq, XD_COND_INTERNAL_SERVER_ERROR, NULL, NULL, NULL);
+        return pse_err(r->iq, XD_COND_INTERNAL_SERVER_ERROR, NULL, NULL, NULL);
     if (!d.found)
-        return pp_err(r->iq, XD_COND_ITEM_NOT_FOUND, NULL, NULL, NULL);
+        return pse_err(r->iq, XD_COND_ITEM_NOT_FOUND, NULL, NULL, NULL);
     xd_el_t *ev = xd_el_new("event", XD_NS_PUBSUB_EVENT);
     xd_el_set_attr(xd_el_add_child(ev, del ? "delete" : "purge", NULL), "node", node);
     pp_notify(r, node, &d.cfg, ev);
@@ -1096,7 +965,7 @@ pp_handle(pp_req_t *r)
             break;
         }
     if (!op || strcmp(xd_el_ns(op) ? xd_el_ns(op) : "", XD_NS_PUBSUB) != 0)
-        return pp_err(r->iq, XD_COND_BAD_REQUEST, NULL, NULL, "expected a pubsub request");
+        return pse_err(r->iq, XD_COND_BAD_REQUEST, NULL, NULL, "expected a pubsub request");
     const char *name = xd_el_name(op);
     if (set && !strcmp(name, "publish"))
         return pp_publish(r, pubsub, op);
@@ -1106,9 +975,9 @@ pp_handle(pp_req_t *r)
         return pp_items_get(r, op);
     for (size_t i = 0; i < sizeof pp_unsupported / sizeof *pp_unsupported; i++)
         if (!strcmp(name, pp_unsupported[i][0]))
-            return pp_err(r->iq, XD_COND_FEATURE_NOT_IMPLEMENTED, "unsupported",
+            return pse_err(r->iq, XD_COND_FEATURE_NOT_IMPLEMENTED, "unsupported",
                           pp_unsupported[i][1], NULL);
-    return pp_err(r->iq, XD_COND_BAD_REQUEST, NULL, NULL, "unknown pubsub request");
+    return pse_err(r->iq, XD_COND_BAD_REQUEST, NULL, NULL, "unknown pubsub request");
 }
 
 static void
@@ -1199,7 +1068,7 @@ pp_nodes_row(void *arg, const xd_db_val_t *cols, size_t ncols)
     }
     ns->names[ns->n] = xd_strndup(cols[0].s.p, cols[0].s.len);
     pp_cfg_t *c = &ns->cfgs[ns->n++];
-    memset(c, 0, sizeof *c);
+    pse_cfg_default(c, false);
     snprintf(c->access, sizeof c->access, "%.*s", (int)cols[1].s.len, cols[1].s.p);
     snprintf(c->send_last, sizeof c->send_last, "%.*s", (int)cols[2].s.len, cols[2].s.p);
     return 0;
@@ -1237,6 +1106,13 @@ pp_last_of(xd_module_ctx_t *ctx, xd_db_conn_t *c, pp_last_t *l, const char *user
             continue;
         if (!self && !strcmp(ns.cfgs[i].access, "whitelist"))
             continue;
+        if (!self && !strcmp(ns.cfgs[i].access, "roster")) {
+            char who[2 * XD_JID_PART_MAX + 2];
+            snprintf(who, sizeof who, "%s@%s", l->user, l->host);
+            if (pp_groups_load(c, l->host, user, ns.names[i], &ns.cfgs[i]) != 0 ||
+                !pse_roster_allows(l->host, user, who, &ns.cfgs[i]))
+                continue;
+        }
         size_t fl = strlen(ns.names[i]) + 8;
         char *f = xd_malloc(fl);
         snprintf(f, fl, "%s+notify", ns.names[i]);
@@ -1245,7 +1121,7 @@ pp_last_of(xd_module_ctx_t *ctx, xd_db_conn_t *c, pp_last_t *l, const char *user
         if (!want)
             continue;
         xd_el_t *items;
-        xd_el_t *ev = pp_event(ns.names[i], &items);
+        xd_el_t *ev = pse_event(ns.names[i], &items);
         pp_items_t it = { .parent = items };
         xd_db_val_t k3[] = { XD_DB_V_CSTR(l->host), XD_DB_V_CSTR(user),
                              XD_DB_V_CSTR(ns.names[i]) };
@@ -1256,7 +1132,7 @@ pp_last_of(xd_module_ctx_t *ctx, xd_db_conn_t *c, pp_last_t *l, const char *user
         if (rc == 0 && it.rc == 0 && it.n == 1) {
             size_t len = 0;
             char *xml = xd_el_serialize(ev, NULL, &len);
-            bytes += pp_send_event(owner, l->full, NULL, xml, len);
+            bytes += pse_send_event(owner, l->full, NULL, xml, len);
             xd_free(xml);
         }
         xd_el_free(ev);
@@ -1269,11 +1145,11 @@ static void
 pp_last_work(xd_module_ctx_t *ctx, void *arg)
 {
     pp_last_t *l = arg;
-    pp_contacts_t cs = { 0 };
-    pp_roster(l->host, l->user, NULL, XD_ROSTER_SUB_TO, &cs);
+    pse_contacts_t cs = { 0 };
+    pse_roster(l->host, l->user, NULL, XD_ROSTER_SUB_TO, &cs);
     xd_db_conn_t *c = NULL;
     if (xd_db_acquire(xd_module_db(ctx), &c) != 0) {
-        pp_contacts_free(&cs);
+        pse_contacts_free(&cs);
         return;
     }
     size_t bytes = pp_last_of(ctx, c, l, l->user, true);
@@ -1291,7 +1167,7 @@ pp_last_work(xd_module_ctx_t *ctx, void *arg)
     }
     (void)hl;
     xd_db_release(c);
-    pp_contacts_free(&cs);
+    pse_contacts_free(&cs);
     xd_input_charge(l->in, bytes);
 }
 
@@ -1501,7 +1377,8 @@ static const char *const pp_features[] = {
     XD_NS_PUBSUB "#retract",        XD_NS_PUBSUB "#delete-nodes",
     XD_NS_PUBSUB "#purge-nodes",    XD_NS_PUBSUB "#config-node",
     XD_NS_PUBSUB "#access-presence", XD_NS_PUBSUB "#access-open",
-    XD_NS_PUBSUB "#access-whitelist", XD_NS_PUBSUB "#persistent-items",
+    XD_NS_PUBSUB "#access-whitelist", XD_NS_PUBSUB "#access-roster",
+    XD_NS_PUBSUB "#persistent-items",
     XD_NS_PUBSUB "#last-published", XD_NS_PUBSUB "#item-ids",
     XD_NS_PUBSUB "#multi-items",    XD_NS_PUBSUB "#presence-notifications",
     NULL,
@@ -1542,6 +1419,11 @@ pp_disco_items(xd_module_ctx_t *ctx, xd_hook_disco_t *ev, void *arg)
                 presence_ok = pp_may_read(&r, &ns.cfgs[i]);
             ok = presence_ok;
         }
+        if (!ok && !strcmp(ns.cfgs[i].access, "roster") && xd_db_acquire(db, &c) == 0) {
+            int grc = pp_groups_load(c, r.host, r.user, ns.names[i], &ns.cfgs[i]);
+            xd_db_release(c);
+            ok = grc == 0 && pp_may_read(&r, &ns.cfgs[i]);
+        }
         if (!ok)
             continue;
         xd_el_t *it = xd_el_add_child(ev->query, "item", NULL);
@@ -1565,6 +1447,8 @@ pp_removed(xd_module_ctx_t *ctx, xd_hook_user_t *ev, void *arg)
                          ev->user);
     mod_user_rows_delete(ctx, "DELETE FROM pep_node WHERE host = ? AND username = ?", ev->host,
                          ev->user);
+    mod_user_rows_delete(ctx, "DELETE FROM pep_node_group WHERE host = ? AND username = ?",
+                         ev->host, ev->user);
     return XD_HOOK_OK;
 }
 

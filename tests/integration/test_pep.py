@@ -131,6 +131,7 @@ def test_disco_of_account(server_factory):
     assert "category='pubsub'" in r and "type='pep'" in r, r
     for f in ("publish", "auto-create", "publish-options", "retrieve-items", "retract",
               "delete-nodes", "purge-nodes", "config-node", "access-presence", "access-open",
+              "access-roster",
               "access-whitelist", "persistent-items", "last-published"):
         assert f"var='{PS}#{f}'" in r, (f, r)
 
@@ -282,7 +283,7 @@ def test_configure(server_factory):
     r = iq(a, "cg2", f"<pubsub xmlns='{PSO}'><configure node='n'/></pubsub>", typ="get")
     assert re.search(r"var='pubsub#access_model'[^>]*>\s*<value>open</value>", r), r
     r = iq(a, "bad", f"<pubsub xmlns='{PSO}'><configure node='n'>"
-                     f"{form('node_config', access_model='roster')}</configure></pubsub>")
+                     f"{form('node_config', access_model='authorize')}</configure></pubsub>")
     assert "not-acceptable" in r, r
 
 
@@ -345,6 +346,84 @@ def test_bookmarks_whitelist(server_factory):
     r = publish(a, "r3", BOOKMARKS, f"<conference xmlns='{BOOKMARKS}'/>", item_id="r3@m",
                 options={"access_model": "open"})
     assert "precondition-not-met" in r, r
+
+
+def test_private_storage_xep0223(server_factory):
+    """XEP-0223: private data in PEP with publish-options persist_items true
+    and access_model whitelist: the account reads it, a contact with a
+    presence subscription does not, is not told, and other options fail."""
+    srv = start(server_factory)
+    a, ajid = session(srv, "alice", "r")
+    b0, bjid = session(srv, "bob", "setup")
+    subscribe(b0, bjid, a, ajid)
+    b0.close()
+    node = "storage:bookmarks"
+    b, bjid = session(srv, "bob", "b", features=[node + "+notify"])
+    opts = {"persist_items": "true", "access_model": "whitelist"}
+    payload = "<storage xmlns='storage:bookmarks'><conference jid='r@muc.localhost'/></storage>"
+    assert "type='result'" in publish(a, "p1", node, payload, item_id="current", options=opts)
+    r = items(a, "g1", "alice@localhost", node)
+    assert "r@muc.localhost" in r, r
+    r = items(b, "g2", "alice@localhost", node)
+    assert "not-allowed" in r and "closed-node" in r and "muc.localhost" not in r, r
+    assert_nothing_before(b, "storage:bookmarks'><conference", barrier=send_marker(a, bjid))
+    # The same preconditions again: fine; persist_items false: refused.
+    assert "type='result'" in publish(a, "p2", node, payload, item_id="current", options=opts)
+    r = publish(a, "p3", node, payload, item_id="current",
+                options={"persist_items": "false", "access_model": "whitelist"})
+    assert "conflict" in r and "precondition-not-met" in r, r
+    # Stored: still there after a restart.
+    a.close()
+    b.close()
+    assert srv.stop() == 0
+    srv.restart()
+    a, _ = session(srv, "alice", "r")
+    assert "r@muc.localhost" in items(a, "g3", "alice@localhost", node)
+
+
+def test_roster_access_model(server_factory):
+    """The roster access model through the shared engine: contacts in one of
+    pubsub#roster_groups_allowed read, are notified (with +notify) and see
+    the node in disco#items; others get not-authorized + not-in-roster-group."""
+    srv = start(server_factory)
+    a, ajid = session(srv, "alice", "r")
+    for u in ("bob", "carol"):
+        w, wjid = session(srv, u, "setup")
+        subscribe(w, wjid, a, ajid)
+        w.close()
+    for u, g in (("bob", "Friends"), ("carol", "Work")):
+        r = take_iq(a, f"ro-{u}", f"<query xmlns='jabber:iq:roster'><item jid='{u}@localhost'>"
+                                  f"<group>{g}</group></item></query>")
+        assert "type='result'" in r, r
+    opts = {"access_model": "roster", "roster_groups_allowed": "Friends"}
+    assert "type='result'" in publish(a, "p0", TUNE, tune("First"), options=opts)
+    b, bjid = session(srv, "bob", "b", features=[TUNE, TUNE + "+notify"])
+    assert "First" in take(b, event_rx(TUNE))  # the last item on available
+    c, cjid = session(srv, "carol", "c", features=[TUNE, TUNE + "+notify"], answer=False)
+    assert "type='result'" in publish(a, "p1", TUNE, tune("Second"), options=opts)
+    assert "Second" in take(b, event_rx(TUNE))
+    assert_nothing_before(c, "pubsub#event", barrier=send_marker(a, cjid))
+    assert "Second" in items(b, "bi", "alice@localhost", TUNE)
+    r = items(c, "ci", "alice@localhost", TUNE)
+    assert "not-authorized" in r and "not-in-roster-group" in r and "<title>" not in r, r
+    DIT = "http://jabber.org/protocol/disco#items"
+    r = take_iq(b, "bd", f"<query xmlns='{DIT}'/>", typ="get", to="alice@localhost")
+    assert f"node='{TUNE}'" in r, r
+    r = take_iq(c, "cd", f"<query xmlns='{DIT}'/>", typ="get", to="alice@localhost")
+    assert "type='result'" in r and f"node='{TUNE}'" not in r, r
+    r = iq(a, "cg", f"<pubsub xmlns='{PSO}'><configure node='{TUNE}'/></pubsub>", typ="get")
+    assert re.search(r"var='pubsub#roster_groups_allowed'[^>]*>\s*<value>Friends</value>", r), r
+    # Other groups as a precondition: refused; Work added by configure: carol reads.
+    r = publish(a, "p2", TUNE, tune("x"), options={"access_model": "roster",
+                                                   "roster_groups_allowed": "Work"})
+    assert "precondition-not-met" in r, r
+    a.send(f"<iq type='set' id='cs'><pubsub xmlns='{PSO}'><configure node='{TUNE}'>"
+           f"<x xmlns='jabber:x:data' type='submit'><field var='FORM_TYPE' type='hidden'>"
+           f"<value>{PS}#node_config</value></field>"
+           f"<field var='pubsub#roster_groups_allowed'><value>Friends</value><value>Work</value>"
+           f"<value>Work</value></field></x></configure></pubsub></iq>")
+    assert "type='result'" in reply(a, "cs")
+    assert "Second" in items(c, "ci2", "alice@localhost", TUNE)
 
 
 def test_presence_access_model(server_factory):
