@@ -174,8 +174,9 @@ const xd_opt_t cfg_listen_opts[] = {
                     "HTTP listeners: a WebSocket silent this long gets a ping frame; one "
                     "that stays silent as long again is closed. 0: never."),
     XD_OPT_STRING("websocket_see_other_uri", L_, websocket_see_other, NULL,
-                  "HTTP listeners: answer every WebSocket session with a `see-other-uri` "
-                  "stream error naming this URI (RFC 7395 3.6.1), to move clients elsewhere."),
+                  "HTTP listeners: answer every WebSocket `<open/>` with "
+                  "`<close see-other-uri='…'/>` naming this URI (RFC 7395 3.6.1), to move "
+                  "clients elsewhere."),
     XD_OPT_END,
 };
 #undef L_
