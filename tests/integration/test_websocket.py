@@ -279,3 +279,41 @@ def test_stream_management_over_websocket(server_factory):
     w.recv_until(r"id='x1'")
     w.send("<r xmlns='urn:xmpp:sm:3'/>")
     assert re.match(r"<a xmlns='urn:xmpp:sm:3' h='1'/>", w.recv_until(r"^<a ")), "ack"
+
+
+def test_websocket_over_tls_and_host_meta_says_wss(server_factory):
+    srv = web(server_factory, module=False, http_opts="    tls: true\n")
+    users(srv, "dave")
+    ctx = ssl.create_default_context(cafile=cert_path(srv))
+    w = WS(srv.http_port, tls_context=ctx)
+    assert w.status == 101
+    assert w.login("dave", "pw") == "dave@localhost/ws"
+    assert re.search(r'event="authenticated" conn=\d+ ip=127\.0\.0\.1 jid=dave@localhost',
+                     srv.log_text())
+    import socket
+    s = ctx.wrap_socket(socket.create_connection(("127.0.0.1", srv.http_port), timeout=10),
+                        server_hostname="localhost")
+    s.sendall(f"GET /.well-known/host-meta.json HTTP/1.1\r\nHost: localhost:{srv.http_port}"
+              f"\r\nConnection: close\r\n\r\n".encode())
+    out = b""
+    while True:
+        d = s.recv(65536)
+        if not d:
+            break
+        out += d
+    assert f'"href":"wss://localhost:{srv.http_port}/ws"'.encode() in out
+
+
+def test_websocket_on_ipv6_listener(server_factory):
+    from xmpptest import free_port, have_ipv6
+    import pytest
+    if not have_ipv6():
+        pytest.skip("no IPv6 loopback")
+    port = free_port()
+    c2s = free_port()
+    srv = server_factory(listen=(f"  - port: {c2s}\n    ip: 127.0.0.1\n    module: c2s\n"
+                                 f"  - port: {port}\n    ip: '::1'\n    module: http\n"))
+    users(srv, "erin")
+    w = WS(port, host="::1")
+    assert w.status == 101
+    assert w.login("erin", "pw") == "erin@localhost/ws"

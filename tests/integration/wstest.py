@@ -64,8 +64,11 @@ def connect(port, timeout=10):
 class WS:
     """One WebSocket connection to xmppd's /ws."""
 
-    def __init__(self, port, path="/ws", protocol="xmpp", origin=None, extra=""):
-        self.sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+    def __init__(self, port, path="/ws", protocol="xmpp", origin=None, extra="",
+                 tls_context=None, host="127.0.0.1"):
+        self.sock = socket.create_connection((host, port), timeout=10)
+        if tls_context:
+            self.sock = tls_context.wrap_socket(self.sock, server_hostname="localhost")
         key = base64.b64encode(os.urandom(16)).decode()
         req = (f"GET {path} HTTP/1.1\r\nHost: localhost:{port}\r\nUpgrade: websocket\r\n"
                f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
