@@ -63,7 +63,10 @@ typedef struct xd_http_handler {
 
 /* Registers handler `name` ("websocket", "bosh", "upload"), served at
  * default_path on listeners without request_handlers (NULL: only where
- * named).  h and ud must live until xd_http_unregister.  0 or XD_EEXIST. */
+ * named).  0 or XD_EEXIST.  Unregistering stops new requests from
+ * reaching the handler, not the callbacks of requests already begun
+ * (`aborted` of a held one among them): h and ud must stay valid for as
+ * long as the process runs (static data of the module). */
 int xd_http_register(const char *name, const char *default_path, const xd_http_handler_t *h,
                      void *ud);
 void xd_http_unregister(const char *name);
