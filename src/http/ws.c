@@ -50,10 +50,8 @@ typedef struct ws_conn {
     bool binary;              /* a binary message came */
     bool peer_closed;         /* the peer's close frame came */
     bool close_sent;          /* our close frame is queued */
-    char *out;                /* role output not yet cut into elements */
-    size_t out_len, out_cap;
-    int depth;                /* element depth at the end of out */
-    size_t elem_start;        /* where the open top-level element starts in out */
+    char *out;                /* role output not yet cut into elements, or NULL */
+    size_t out_len;
     xd_timer_t *ping;         /* keepalive */
     uint64_t last_in_ms;      /* loop time of the last input */
     bool ping_out;            /* a ping went out since */
@@ -196,17 +194,19 @@ ws_emit_open(ws_conn_t *w, const char *tag, size_t n)
     xd_free(o);
 }
 
-/* Cuts w->out into top-level elements.  The text is our own serializer's
- * (well-formed; no comments or CDATA), so tags are found by '<' and their
- * ends by '>' outside quotes. */
-static void
-ws_cut(ws_conn_t *w)
+/* Cuts buf[0..len) into top-level elements and sends them; returns where
+ * the uncut rest starts (an open element or a partial tag).  The text is
+ * our own serializer's (well-formed; no comments or CDATA), so tags are
+ * found by '<' and their ends by '>' outside quotes.  The scan starts at
+ * depth 0: what is kept between writes holds no complete element. */
+static size_t
+ws_cut(ws_conn_t *w, const char *buf, size_t len)
 {
-    size_t i = 0, done = 0;
-    while (i < w->out_len) {
-        char ch = w->out[i];
-        if (ch != '<') {
-            if (w->depth == 0)
+    size_t i = 0, done = 0, elem_start = 0;
+    int depth = 0;
+    while (i < len) {
+        if (buf[i] != '<') {
+            if (depth == 0)
                 done = i + 1; /* whitespace between elements */
             i++;
             continue;
@@ -214,75 +214,78 @@ ws_cut(ws_conn_t *w)
         /* find the end of this tag */
         size_t j = i + 1;
         char q = 0;
-        while (j < w->out_len && (q || w->out[j] != '>')) {
-            if (q && w->out[j] == q)
+        while (j < len && (q || buf[j] != '>')) {
+            if (q && buf[j] == q)
                 q = 0;
-            else if (!q && (w->out[j] == '\'' || w->out[j] == '"'))
-                q = w->out[j];
+            else if (!q && (buf[j] == '\'' || buf[j] == '"'))
+                q = buf[j];
             j++;
         }
-        if (j >= w->out_len)
+        if (j >= len)
             break; /* the rest of the tag comes with the next write */
-        const char *t = w->out + i;
+        const char *t = buf + i;
         size_t tl = j + 1 - i;
         if (t[1] == '?') {
-            if (w->depth == 0)
+            if (depth == 0)
                 done = j + 1; /* <?xml?> */
         } else if (t[1] == '/') {
-            if (w->depth == 0) {
+            if (depth == 0) {
                 /* </stream:stream> */
                 ws_send_msg(w, "<close xmlns='" NS_FRAMING "'/>",
                             sizeof("<close xmlns='" NS_FRAMING "'/>") - 1);
                 ws_send_close(w, w->too_big ? WSLAY_CODE_MESSAGE_TOO_BIG
                                             : WSLAY_CODE_NORMAL_CLOSURE);
                 done = j + 1;
-            } else if (--w->depth == 0) {
-                ws_emit(w, w->out + w->elem_start, j + 1 - w->elem_start);
+            } else if (--depth == 0) {
+                ws_emit(w, buf + elem_start, j + 1 - elem_start);
                 done = j + 1;
             }
-        } else if (w->depth == 0 && tl > 15 && !memcmp(t, "<stream:stream", 14)) {
+        } else if (depth == 0 && tl > 15 && !memcmp(t, "<stream:stream", 14)) {
             ws_emit_open(w, t, tl);
             done = j + 1;
         } else if (t[tl - 2] == '/') {
-            if (w->depth == 0) {
+            if (depth == 0) {
                 ws_emit(w, t, tl);
                 done = j + 1;
             }
         } else {
-            if (w->depth++ == 0)
-                w->elem_start = i;
+            if (depth++ == 0)
+                elem_start = i;
         }
         i = j + 1;
     }
-    /* Keep what is not cut yet: the open element and a partial tag. */
-    size_t keep_from = w->depth > 0 ? w->elem_start : done;
-    memmove(w->out, w->out + keep_from, w->out_len - keep_from);
-    w->out_len -= keep_from;
+    return depth > 0 ? elem_start : done;
 }
 
+/* What the role writes: scanned in place; only an unfinished rest is
+ * copied, and kept until the write that completes it. */
 static void
 ws_write(xd_conn_t *c, const char *p, size_t n)
 {
     ws_conn_t *w = c->xs;
     if (w->close_sent)
         return;
-    if (w->out_len + n > w->out_cap) {
-        size_t cap = w->out_cap ? w->out_cap : 1024;
-        while (cap < w->out_len + n)
-            cap *= 2;
-        w->out = xd_realloc(w->out, cap);
-        w->out_cap = cap;
+    if (w->out_len == 0) {
+        size_t used = ws_cut(w, p, n);
+        if (used < n) {
+            w->out = xd_malloc(n - used);
+            memcpy(w->out, p + used, n - used);
+            w->out_len = n - used;
+        }
+        return;
     }
+    w->out = xd_realloc(w->out, w->out_len + n);
     memcpy(w->out + w->out_len, p, n);
     w->out_len += n;
-    /* The scan starts over at the kept part, which holds no complete element. */
-    w->depth = 0;
-    ws_cut(w);
-    if (!w->out_len && w->out_cap > 65536) {
+    size_t used = ws_cut(w, w->out, w->out_len);
+    if (used == w->out_len) {
         xd_free(w->out);
         w->out = NULL;
-        w->out_cap = 0;
+        w->out_len = 0;
+        return;
     }
+    memmove(w->out, w->out + used, w->out_len - used);
+    w->out_len -= used;
 }
 
 /* ---- input: messages to the stream -------------------------------------------------------- */
