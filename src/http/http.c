@@ -536,20 +536,28 @@ xd_http_response_end(xd_http_req_t *r)
 }
 
 /* The access log line of r, once answered. */
+/* s for a quoted log value: at most cap-1 bytes, quotes, backslashes and
+ * control bytes as '_'. */
+static const char *
+log_safe(const char *s, char *buf, size_t cap)
+{
+    size_t j = 0;
+    for (const char *p = s ? s : "-"; *p && j + 1 < cap; p++)
+        buf[j++] = (*p == '"' || *p == '\\' || (unsigned char)*p < 0x20) ? '_' : *p;
+    buf[j] = '\0';
+    return buf;
+}
+
 static void
 access_log(const xd_http_req_t *r)
 {
-    const char *ua = xd_http_req_header(r, "User-Agent");
-    char uab[96];
-    size_t j = 0;
-    for (const char *p = ua ? ua : "-"; *p && j + 1 < sizeof uab; p++)
-        uab[j++] = (*p == '"' || *p == '\\' || (unsigned char)*p < 0x20) ? '_' : *p;
-    uab[j] = '\0';
+    char uab[96], pathb[201];
+    const char *ua = log_safe(xd_http_req_header(r, "User-Agent"), uab, sizeof uab);
+    const char *path = log_safe(r->path, pathb, sizeof pathb);
     uint64_t ms = uv_now(r->hc->c->tcp.loop) - r->start_ms;
     XD_LOG(&r->hc->c->log, XD_INFO, "http request",
-           "method=%s path=\"%.200s\" status=%d bytes=%llu ms=%llu ua=\"%s\"", r->method,
-           r->path ? r->path : "-", r->status, (unsigned long long)r->sent,
-           (unsigned long long)ms, uab);
+           "method=%s path=\"%s\" status=%d bytes=%llu ms=%llu ua=\"%s\"", r->method, path,
+           r->status, (unsigned long long)r->sent, (unsigned long long)ms, ua);
 }
 
 /* r is answered: log, free, and go on with the connection (the next

@@ -37,6 +37,18 @@ def get(port, path, headers="", method="GET", body=b""):
     return status, hdrs, data
 
 
+def wait_log(srv, pattern, timeout=5):
+    """The log line matching pattern (the server logs a request right after
+    answering it, so the line may follow the response by a moment)."""
+    deadline = time.time() + timeout
+    while True:
+        m = re.search(pattern, srv.log_text(), re.M)
+        if m or time.time() > deadline:
+            assert m, srv.log_text()[-800:]
+            return m
+        time.sleep(0.05)
+
+
 def closed_by_server(s, timeout=10):
     """Reads until EOF; returns what came (fails when the server keeps it open)."""
     s.settimeout(timeout)
@@ -265,9 +277,8 @@ def test_bad_request_400(server_factory):
 def test_access_log(server_factory):
     srv = web(server_factory)
     get(srv.http_port, "/test/echo", "User-Agent: probe/1.0\r\n")
-    assert re.search(r'event="http request" conn=\d+ ip=127\.0\.0\.1 method=GET '
-                     r'path="/test/echo" status=200 bytes=4 ms=\d+ ua="probe/1\.0"',
-                     srv.log_text())
+    wait_log(srv, r'event="http request" conn=\d+ ip=127\.0\.0\.1 method=GET '
+                  r'path="/test/echo" status=200 bytes=4 ms=\d+ ua="probe/1\.0"$')
 
 
 def test_held_request_answered_later(server_factory):
@@ -327,3 +338,14 @@ def test_piecewise_response(server_factory):
     # keep-alive after a piecewise response
     s.sendall(b"GET /test/echo HTTP/1.1\r\nHost: x\r\n\r\n")
     assert read_response(s)[2] == b"echo"
+
+
+def test_access_log_value_cannot_break_the_line(server_factory):
+    srv = web(server_factory)
+    s = connect(srv.http_port)
+    s.sendall(b'GET /nothing"x=1\\y HTTP/1.1\r\nHost: x\r\nUser-Agent: a"b\\c\r\n'
+              b'Connection: close\r\n\r\n')
+    out = closed_by_server(s)
+    assert out.startswith(b"HTTP/1.1 ")
+    wait_log(srv, r'event="http request" conn=\d+ ip=127\.0\.0\.1 method=GET '
+                  r'path="/nothing_x=1_y" status=\d+ bytes=\d+ ms=\d+ ua="a_b_c"$')
