@@ -262,6 +262,21 @@ cfg_listen_check(xd_opt_ctx_t *ctx, const xd_conf_node_t *map, void *conf)
         xd_opt_error(ctx, map, "`hosts` is for component listeners");
         rc = -1;
     }
+    if (l->request_handlers.count > 0 && l->module != XD_LISTEN_MOD_HTTP) {
+        xd_opt_error(ctx, map, "`request_handlers` is for http listeners");
+        rc = -1;
+    }
+    const xd_conf_node_t *rh = xd_conf_map_get(map, "request_handlers");
+    for (size_t i = 0; i < l->request_handlers.count; i++) {
+        const char *path = l->request_handlers.items[i].name;
+        if (path[0] != '/') {
+            const xd_conf_node_t *at = rh ? xd_conf_map_key(rh, path) : NULL;
+            xd_opt_push_key(ctx, "request_handlers");
+            xd_opt_error(ctx, at ? at : map, "the path \"%s\" must start with /", path);
+            xd_opt_pop(ctx);
+            rc = -1;
+        }
+    }
     return rc;
 }
 
