@@ -48,6 +48,7 @@
 #include "router/session.h"
 #include "s2s/component.h"
 #include "s2s/s2s.h"
+#include "http/http_int.h"
 #include "router/sm.h"
 #include "stream/c2s.h"
 #include "stream/conn.h"
@@ -577,6 +578,9 @@ main(int argc, char **argv)
      * other servers. */
     xd_listeners_set_role(XD_LISTEN_S2S, &xd_s2s_in_role);
     xd_listeners_set_role(XD_LISTEN_COMPONENT, &xd_component_role);
+    /* http listeners: the HTTP server and its built-in handlers (src/http). */
+    xd_http_setup();
+    xd_listeners_set_role(XD_LISTEN_HTTP, &xd_http_role);
     xd_router_set_remote(xd_s2s_route);
     if ((rc = xd_listeners_prepare(cfg, &err)) != 0) {
         XD_LOG(NULL, XD_CRIT, "cannot listen", "error=\"%s\"", err ? err : xd_strerror(rc));

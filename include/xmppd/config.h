@@ -65,6 +65,18 @@ typedef struct xd_component_host_set {
     size_t count;               /* number of items */
 } xd_component_host_set_t;
 
+/* One entry of an http listener's `request_handlers`: a path prefix and the
+ * handler registered under that name (xmppd/http.h). */
+typedef struct xd_http_route_conf {
+    char *name;    /* the path prefix, "/ws" */
+    char *handler; /* "websocket" */
+} xd_http_route_conf_t;
+
+typedef struct xd_http_route_set {
+    xd_http_route_conf_t *items; /* owned, in document order */
+    size_t count;                /* number of items */
+} xd_http_route_set_t;
+
 /* One entry of `listen`.  Immutable after load. */
 typedef struct xd_listen_conf {
     int port;                      /* 1..65535, required */
@@ -87,6 +99,16 @@ typedef struct xd_listen_conf {
     uint64_t handshake_timeout_ms; /* until the stream is authenticated */
     uint64_t idle_timeout_ms;      /* close after this long without traffic; 0 = never */
     int worker;                    /* the one worker that accepts here; -1 = every worker */
+    /* http listeners (docs/admin.md "HTTP and WebSocket") */
+    xd_http_route_set_t request_handlers; /* path prefix -> handler; none: the defaults */
+    size_t max_header_size;        /* request line and headers, bytes (431 beyond) */
+    size_t max_body_size;          /* collected bodies, bytes (413 beyond) */
+    uint64_t header_timeout_ms;    /* until a request's headers are in (slowloris) */
+    int request_rate;              /* requests per second per connection (429 beyond) */
+    xd_strlist_t cors_origins;     /* origins CORS answers allow; "*" any; none: no CORS */
+    xd_strlist_t websocket_origins;/* allowed Origin values of WebSocket upgrades; none: any */
+    uint64_t websocket_ping_ms;    /* ping an idle WebSocket this often; 0 never */
+    char *websocket_see_other;     /* RFC 7395 3.6.1: redirect every session there */
 } xd_listen_conf_t;
 
 /* The shaper of a listen entry without `shaper` (bytes/s, bucket bytes):

@@ -70,6 +70,14 @@ static const xd_opt_map_t cfg_component_hosts_map = {
     .key = cfg_domain_key,
 };
 
+static const xd_opt_map_t cfg_http_routes_map = {
+    .type_name = "map of paths to handler names",
+    .expected = "a mapping {path: handler}",
+    .noun = "path",
+    .size = sizeof(xd_http_route_conf_t),
+    .value = XD_OPT_MAP_VALUE(XD_OPT_TYPE_STRING, offsetof(xd_http_route_conf_t, handler), NULL),
+};
+
 #define L_ xd_listen_conf_t
 const xd_opt_t cfg_listen_opts[] = {
     XD_OPT_FULL("port", XD_OPT_TYPE_INT, L_, port, NULL,
@@ -137,6 +145,38 @@ const xd_opt_t cfg_listen_opts[] = {
                 "them. Keeps a noisy or bulk listener (a gateway, a load generator) off the "
                 "other workers' loops, and lets tests place sessions on a chosen worker.",
                 0, "every worker"),
+    XD_OPT_MAP("request_handlers", L_, request_handlers, NULL, &cfg_http_routes_map,
+               "HTTP listeners: `{path: handler}`, the handler that serves each path prefix "
+               "(`websocket`, `host_meta`, and those of modules). Without it every handler "
+               "is served at its default path (`/ws`, `/.well-known/host-meta`, "
+               "`/.well-known/host-meta.json`)."),
+    XD_OPT_SIZE("max_header_size", L_, max_header_size, "8KB",
+                "HTTP listeners: request line and headers of a request; more is answered "
+                "431 and the connection closed."),
+    XD_OPT_SIZE("max_body_size", L_, max_body_size, "1MB",
+                "HTTP listeners: a request body the server collects for its handler; more is "
+                "answered 413. Handlers that stream bodies (uploads) set their own limit."),
+    XD_OPT_DURATION("header_timeout", L_, header_timeout_ms, "10s",
+                    "HTTP listeners: time a client has for a request's line and headers, "
+                    "counted from the connection or the previous response (slow clients, "
+                    "slowloris); also how long an idle keep-alive connection stays open."),
+    XD_OPT_INT("request_rate", L_, request_rate, "50", 1, 1000000,
+               "HTTP listeners: requests per second one connection may make (a burst of as "
+               "many); beyond, the request is answered 429 and the connection closed."),
+    XD_OPT_STRING_LIST("cors_origins", L_, cors_origins, "[\"*\"]",
+                       "HTTP listeners: origins that browser pages may call from (CORS, "
+                       "answered on every handler's path and to preflight OPTIONS); `*` any; "
+                       "`[]` sends no CORS headers."),
+    XD_OPT_STRING_LIST("websocket_origins", L_, websocket_origins, "[]",
+                       "HTTP listeners: Origin values a WebSocket upgrade may carry "
+                       "(`https://chat.example.org`); others are answered 403. `[]`: any."),
+    XD_OPT_DURATION("websocket_ping_interval", L_, websocket_ping_ms, "60s",
+                    "HTTP listeners: a WebSocket silent this long gets a ping frame; one "
+                    "that stays silent as long again is closed. 0: never."),
+    XD_OPT_STRING("websocket_see_other_uri", L_, websocket_see_other, NULL,
+                  "HTTP listeners: answer every WebSocket `<open/>` with "
+                  "`<close see-other-uri='…'/>` naming this URI (RFC 7395 3.6.1), to move "
+                  "clients elsewhere."),
     XD_OPT_END,
 };
 #undef L_
@@ -221,6 +261,21 @@ cfg_listen_check(xd_opt_ctx_t *ctx, const xd_conf_node_t *map, void *conf)
     if (l->hosts.count > 0 && l->module != XD_LISTEN_MOD_COMPONENT) {
         xd_opt_error(ctx, map, "`hosts` is for component listeners");
         rc = -1;
+    }
+    if (l->request_handlers.count > 0 && l->module != XD_LISTEN_MOD_HTTP) {
+        xd_opt_error(ctx, map, "`request_handlers` is for http listeners");
+        rc = -1;
+    }
+    const xd_conf_node_t *rh = xd_conf_map_get(map, "request_handlers");
+    for (size_t i = 0; i < l->request_handlers.count; i++) {
+        const char *path = l->request_handlers.items[i].name;
+        if (path[0] != '/') {
+            const xd_conf_node_t *at = rh ? xd_conf_map_key(rh, path) : NULL;
+            xd_opt_push_key(ctx, "request_handlers");
+            xd_opt_error(ctx, at ? at : map, "the path \"%s\" must start with /", path);
+            xd_opt_pop(ctx);
+            rc = -1;
+        }
     }
     return rc;
 }

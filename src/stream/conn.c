@@ -130,8 +130,12 @@ c2s_on_write(uv_write_t *req, int status)
 {
     (void)status; /* a failed write shows up as a read error or EOF */
     c2s_wreq_t *w = req->data;
+    xd_conn_t *c = (xd_conn_t *)req->handle;
     xd_stanza_unref(w->st);
     xd_free(w);
+    if (c->xport && c->xport->drained && !uv_is_closing((uv_handle_t *)&c->tcp) &&
+        uv_stream_get_write_queue_size((uv_stream_t *)&c->tcp) == 0)
+        c->xport->drained(c);
 }
 
 /* As much of data as the socket takes now, without a copy: the number of
@@ -214,7 +218,7 @@ c2s_check_queue(xd_conn_t *c)
 /* Stream bytes to the client: through TLS once it is up.  st, when given,
  * owns data (its serialization), which a queued write then references. */
 static void
-c2s_write_ref(xd_conn_t *c, const char *data, size_t len, const xd_stanza_t *st)
+c2s_write_wire_ref(xd_conn_t *c, const char *data, size_t len, const xd_stanza_t *st)
 {
     if (c->overflow && c->state != C2S_CLOSING)
         return; /* closing soon; nothing more is queued */
@@ -227,6 +231,28 @@ c2s_write_ref(xd_conn_t *c, const char *data, size_t len, const xd_stanza_t *st)
         c2s_write_raw_ref(c, data, len, st);
     }
     c2s_check_queue(c);
+}
+
+/* What the role writes: through the transport when there is one. */
+static void
+c2s_write_ref(xd_conn_t *c, const char *data, size_t len, const xd_stanza_t *st)
+{
+    if (c->xport)
+        c->xport->write(c, data, len);
+    else
+        c2s_write_wire_ref(c, data, len, st);
+}
+
+void
+c2s_write_wire(xd_conn_t *c, const void *p, size_t n)
+{
+    c2s_write_wire_ref(c, p, n, NULL);
+}
+
+size_t
+c2s_queued(const xd_conn_t *c)
+{
+    return uv_stream_get_write_queue_size((const uv_stream_t *)&c->tcp);
 }
 
 void
@@ -296,6 +322,8 @@ c2s_on_close(uv_handle_t *h)
         xd_xml_parser_free(c->parser);
     if (c->tls)
         xd_tls_free(c->tls);
+    if (c->xport)
+        c->xport->free(c);
     xd_free(c->inbuf);
     xd_free(c->host);
     XD_LOG(&c->log, XD_INFO, "connection closed", "");
@@ -335,6 +363,8 @@ c2s_finish(xd_conn_t *c, uint64_t linger_ms)
     c->state = C2S_CLOSING;
     if (c->role->closing)
         c->role->closing(c); /* what the stream carried ends now, not when the socket goes */
+    if (c->xport && c->xport->closing)
+        c->xport->closing(c);
     if (c->tls)
         xd_tls_shutdown(c->tls);
     uv_shutdown_t *sreq = xd_malloc(sizeof *sreq);
@@ -572,6 +602,8 @@ static int
 c2s_tls_plain(void *ud, const uint8_t *data, size_t len)
 {
     xd_conn_t *c = ud;
+    if (c->xport)
+        return c->xport->input(c, (const char *)data, len);
     return c2s_input(c, (const char *)data, len);
 }
 
@@ -893,6 +925,31 @@ c2s_input(xd_conn_t *c, const char *p, size_t n)
     return 0;
 }
 
+int
+c2s_feed(xd_conn_t *c, const char *p, size_t n)
+{
+    return c2s_input(c, p, n);
+}
+
+void
+c2s_set_timeout(xd_conn_t *c, uint64_t ms)
+{
+    if (!c->timer || c->state == C2S_CLOSING)
+        return;
+    if (ms)
+        xd_timer_start(c->timer, ms, 0);
+    else
+        xd_timer_stop(c->timer);
+}
+
+void
+c2s_end(xd_conn_t *c)
+{
+    if (c->state == C2S_CLOSING || uv_is_closing((uv_handle_t *)&c->tcp))
+        return;
+    c2s_finish(c, C2S_SHUTDOWN_LINGER_MS);
+}
+
 /* Ends a pause: parses what was kept, then the TLS engine's queue, then
  * reads again. */
 static void
@@ -902,6 +959,11 @@ c2s_resume(xd_conn_t *c)
         return;
     c->blocked = false;
     xd_xml_parser_resume(c->parser);
+    if (c->xport && c->xport->resume) {
+        c->xport->resume(c);
+        if (c->blocked || c->state == C2S_CLOSING || uv_is_closing((uv_handle_t *)&c->tcp))
+            return;
+    }
     if (c->inbuf_len) {
         char *buf = c->inbuf;
         size_t len = c->inbuf_len;
@@ -995,6 +1057,8 @@ c2s_on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
     if (c->tls) {
         if (!c2s_tls_in(c, buf->base, (size_t)nread))
             return;
+    } else if (c->xport) {
+        c->xport->input(c, buf->base, (size_t)nread);
     } else {
         c2s_input(c, buf->base, (size_t)nread);
     }

@@ -54,7 +54,30 @@
 typedef enum { C2S_HEADER, C2S_OPEN, C2S_CLOSING } c2s_state;
 
 struct xd_conn_op;
+struct xd_listen_conf;
 struct xd_conn;
+
+/* A transport under the stream (HTTP, WebSocket: src/http): when c->xport
+ * is set, the plaintext from the peer goes to it instead of the XML
+ * parser, and what the role writes goes through it instead of to the
+ * wire.  It feeds the parser with c2s_feed and writes the wire with
+ * c2s_write_wire.  Owner worker only. */
+typedef struct xd_conn_xport {
+    const char *name; /* "http", "websocket": logs */
+    /* Plaintext from the peer: 0, or XD_TLS_PAUSE when c is paused (the
+     * transport keeps what it did not consume and takes it on resume). */
+    int (*input)(struct xd_conn *c, const char *p, size_t n);
+    /* Stream bytes the role writes (our header, stanzas, </stream:stream>). */
+    void (*write)(struct xd_conn *c, const char *p, size_t n);
+    /* Input resumes (c2s_unblock): what the transport kept goes first (optional). */
+    void (*resume)(struct xd_conn *c);
+    /* Everything queued was written (optional). */
+    void (*drained)(struct xd_conn *c);
+    /* Our side is closing, before the write side is shut down (optional). */
+    void (*closing)(struct xd_conn *c);
+    /* The connection is freed: release c->xs. */
+    void (*free)(struct xd_conn *c);
+} xd_conn_xport_t;
 
 /* What a stream role does with its events (all on the owner worker; the
  * connection is valid for the call). */
@@ -79,6 +102,10 @@ typedef struct xd_conn_role {
     void (*closing)(struct xd_conn *c);
     /* The connection is being freed: release c->rs (optional). */
     void (*closed)(struct xd_conn *c);
+    /* A listener of this role is prepared: its own settings from the
+     * listen entry, kept in l->ext until listener_free (optional). */
+    int (*listener_prepare)(struct xd_listener *l, const struct xd_listen_conf *lc, char **err);
+    void (*listener_free)(struct xd_listener *l);
 } xd_conn_role_t;
 
 typedef struct xd_conn {
@@ -124,6 +151,8 @@ typedef struct xd_conn {
     char sid[33];                /* stream id of this stage, 128 random bits in hex */
     const xd_conn_role_t *role;  /* who handles the stream */
     void *rs;                    /* the role's state */
+    const xd_conn_xport_t *xport; /* the transport under the stream, or NULL (conn.h) */
+    void *xs;                    /* the transport's state */
 } xd_conn_t;
 
 /* An outstanding asynchronous request's token.  The connection drops its
@@ -208,6 +237,17 @@ void c2s_unblock(xd_conn_t *c);
  * connection back, or NULL when it closed meanwhile, and frees op. */
 xd_conn_op_t *c2s_op_new(xd_conn_t *c, size_t size);
 xd_conn_t *c2s_op_done(xd_conn_op_t *op);
+
+/* Transports (xd_conn_xport_t): stream text to the XML parser (0 or
+ * XD_TLS_PAUSE, as xport->input), bytes to the wire (through TLS when
+ * on), the connection's one timer (0: stopped; it closes the connection
+ * when it fires) and the end of the connection without a stream error. */
+int c2s_feed(xd_conn_t *c, const char *p, size_t n);
+void c2s_write_wire(xd_conn_t *c, const void *p, size_t n);
+void c2s_set_timeout(xd_conn_t *c, uint64_t ms);
+void c2s_end(xd_conn_t *c);
+/* The bytes waiting in the connection's write queue. */
+size_t c2s_queued(const xd_conn_t *c);
 
 /* True once TLS is up on the stream. */
 bool c2s_secure(const xd_conn_t *c);

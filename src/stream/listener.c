@@ -158,13 +158,8 @@ xd_listeners_prepare(const struct xd_config *cfg, char **err)
     lst_table = xd_calloc(n ? n : 1, sizeof *lst_table);
     lst_count = 0;
     for (size_t i = 0; i < n; i++) {
+        int rc;
         const xd_listen_conf_t *lc = xd_config_listen(cfg, i);
-        if (lc->module == XD_LISTEN_MOD_HTTP) {
-            /* http listeners arrive with their issue. */
-            XD_LOG(NULL, XD_WARN, "listener not supported yet", "port=%d module=%s", lc->port,
-                   xd_listen_module_name(lc->module));
-            continue;
-        }
         xd_listener_t *l = &lst_table[lst_count];
         if (lst_resolve(l, lc->ip, lc->port) != 0) {
             if (asprintf(err, "listen: invalid address \"%s\"", lc->ip) < 0)
@@ -173,6 +168,7 @@ xd_listeners_prepare(const struct xd_config *cfg, char **err)
         }
         l->module = lc->module == XD_LISTEN_MOD_COMPONENT ? XD_LISTEN_COMPONENT
                     : lc->module == XD_LISTEN_MOD_S2S     ? XD_LISTEN_S2S
+                    : lc->module == XD_LISTEN_MOD_HTTP    ? XD_LISTEN_HTTP
                                                           : XD_LISTEN_C2S;
         l->role = lst_roles[l->module];
         if (!l->role) {
@@ -198,12 +194,14 @@ xd_listeners_prepare(const struct xd_config *cfg, char **err)
         lst_shaper(l, lc, cfg);
         l->max_queue_bytes = lc->max_queue;
         atomic_init(&l->connections, 0);
-        int rc = lst_probe(l);
+        rc = lst_probe(l);
         if (rc != 0) {
             if (asprintf(err, "cannot listen on %s: %s", l->name, xd_strerror(rc)) < 0)
                 *err = NULL;
             return rc;
         }
+        if (l->role->listener_prepare && (rc = l->role->listener_prepare(l, lc, err)) != 0)
+            return rc;
         lst_count++;
     }
     return 0;
@@ -299,6 +297,8 @@ xd_listeners_free(void)
         }
         xd_free(l->secrets);
         xd_free(l->password);
+        if (l->ext && l->role->listener_free)
+            l->role->listener_free(l);
     }
     xd_free(lst_table);
     lst_table = NULL;

@@ -54,6 +54,7 @@ typedef struct xd_listener {
     char *password;               /* component: the shared secret for every domain, or NULL */
     struct xd_listener_secret *secrets; /* component: per-domain secrets (`hosts`) */
     size_t nsecrets;              /* how many */
+    void *ext;                    /* the role's own settings (http: src/http) */
     _Atomic unsigned connections; /* open connections, all workers */
 } xd_listener_t;
 

@@ -1067,6 +1067,24 @@ test_config__listen(void **state)
             "xmppd.yml:4:35: listen[0].hosts.b.example.password: the secret must not be empty");
     cfg_err("listen:\n  - port: 5222\n    hosts: {b.example: {password: s}}\n",
             "xmppd.yml:2:5: listen[0]: `hosts` is for component listeners");
+    /* http listeners: paths to handler names, in document order; only there. */
+    cfg = cfg_ok("listen:\n  - port: 5280\n    module: http\n"
+                 "    request_handlers:\n      /ws: websocket\n      /bosh: bosh\n"
+                 "    websocket_origins: [https://a.example]\n");
+    l = xd_config_listen(cfg, 0);
+    assert_int_equal(l->request_handlers.count, 2);
+    assert_string_equal(l->request_handlers.items[1].name, "/bosh");
+    assert_string_equal(l->request_handlers.items[1].handler, "bosh");
+    assert_int_equal(l->max_header_size, 8192);
+    assert_int_equal(l->header_timeout_ms, 10000);
+    assert_int_equal(l->cors_origins.count, 1);
+    assert_string_equal(l->cors_origins.items[0], "*");
+    assert_int_equal(l->websocket_origins.count, 1);
+    xd_config_unref(cfg);
+    cfg_err("listen:\n  - port: 5222\n    request_handlers: {/ws: websocket}\n",
+            "xmppd.yml:2:5: listen[0]: `request_handlers` is for http listeners");
+    cfg_err("listen:\n  - port: 5280\n    module: http\n    request_handlers: {ws: websocket}\n",
+            "xmppd.yml:4:24: listen[0].request_handlers: the path \"ws\" must start with /");
 }
 
 static void

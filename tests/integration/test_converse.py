@@ -1,0 +1,163 @@
+"""Converse.js (the npm package, installed by scripts/web-deps) in Debian's
+headless Chromium logs in to xmppd over WebSocket and exchanges messages
+with a slixmpp account on the TCP listener.
+
+The page and Converse's dist files are served from loopback by a small
+Python server of the test; Chromium is driven through chromium-driver
+(python3-selenium).  Nothing is fetched at test time: without the browser
+or the package the test is skipped and names the script to run."""
+import functools
+import http.server
+import os
+import shutil
+import ssl
+import threading
+import time
+
+import pytest
+import slixmpp
+
+from helpers import users
+from test_c2s import cert_path
+from test_http import web
+from xmpptest import run_slixmpp
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+DIST = os.path.join(ROOT, "tests", "web", "node_modules", "converse.js", "dist")
+CHROMIUM = "/usr/bin/chromium"
+CHROMEDRIVER = "/usr/bin/chromedriver"
+
+PAGE = """<!doctype html>
+<html><head><meta charset="utf-8">
+<link rel="stylesheet" href="/dist/converse.min.css">
+<script type="module" src="/dist/converse.min.js"></script>
+</head><body>
+<script type="module">
+window.xd = {connected: false, msgs: [], errors: []};
+converse.plugins.add('xmppd-test', {
+  initialize() {
+    const api = this._converse.api;
+    window.xd.api = api;
+    api.listen.on('connected', () => {
+      // every <message/> the client receives, as Strophe hands it over
+      api.connection.get().addHandler((st) => {
+        const b = st.querySelector('body');
+        if (b) window.xd.msgs.push(b.textContent);
+        return true;
+      }, null, 'message');
+      window.xd.connected = true;
+    });
+  }
+});
+converse.initialize({
+  websocket_url: 'ws://127.0.0.1:%(port)d/ws',
+  discover_connection_methods: false,
+  jid: 'alice@localhost/converse',
+  password: 'pw',
+  auto_login: true,
+  view_mode: 'fullscreen',
+  persistent_store: 'sessionStorage',
+  whitelisted_plugins: ['xmppd-test'],
+  loglevel: 'info',
+}).catch((e) => window.xd.errors.push(String(e)));
+</script></body></html>
+"""
+
+
+class _Quiet(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, *args):
+        pass
+
+
+def _serve(directory):
+    handler = functools.partial(_Quiet, directory=directory)
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    t = threading.Thread(target=httpd.serve_forever, daemon=True)
+    t.start()
+    return httpd
+
+
+def _wait(driver, script, timeout=20):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        v = driver.execute_script(script)
+        if v:
+            return v
+        time.sleep(0.1)
+    errs = driver.execute_script("return window.xd && window.xd.errors")
+    logs = []
+    try:
+        logs = [e["message"] for e in driver.get_log("browser")][-20:]
+    except Exception:
+        pass
+    raise AssertionError(f"timed out waiting for {script!r}; errors={errs} console={logs}")
+
+
+@pytest.mark.slow  # about 30 s, most of it Chromium's start
+def test_converse_over_websocket(server_factory, tmp_path):
+    if not (os.path.exists(CHROMIUM) and os.path.exists(CHROMEDRIVER)):
+        pytest.skip("chromium and chromium-driver are missing: run scripts/deps")
+    if not os.path.exists(os.path.join(DIST, "converse.min.js")):
+        pytest.skip("Converse.js is missing: run scripts/web-deps")
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    srv = web(server_factory, module=False)
+    users(srv, "alice", "bob")
+
+    site = tmp_path / "site"
+    site.mkdir()
+    os.symlink(DIST, site / "dist")
+    (site / "index.html").write_text(PAGE % {"port": srv.http_port})
+    httpd = _serve(str(site))
+
+    opts = webdriver.ChromeOptions()
+    opts.binary_location = CHROMIUM
+    for a in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+              "--no-first-run", "--disable-extensions", f"--user-data-dir={tmp_path / 'profile'}"):
+        opts.add_argument(a)
+    opts.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=opts)
+    bob_got = []
+    try:
+        driver.set_page_load_timeout(30)
+        driver.get(f"http://127.0.0.1:{httpd.server_address[1]}/index.html")
+        _wait(driver, "return window.xd && window.xd.connected")
+        # The browser's session is an ordinary c2s session of the server.
+        assert "jid=alice@localhost/converse" in srv.log_text()
+
+        ready = threading.Event()
+
+        class Bob(slixmpp.ClientXMPP):
+            def __init__(self):
+                super().__init__("bob@localhost/tcp", "pw")
+                self.ssl_context = ssl.create_default_context(cafile=cert_path(srv))
+                self.add_event_handler("session_start", self.start)
+                self.add_event_handler("message", self.on_message)
+
+            async def start(self, _):
+                self.send_presence()
+                self.send_message(mto="alice@localhost/converse", mbody="hello converse",
+                                  mtype="chat")
+                ready.set()
+
+            def on_message(self, msg):
+                if msg["body"]:
+                    bob_got.append(str(msg["body"]))
+                    self.disconnect()
+
+        t = threading.Thread(target=lambda: run_slixmpp(lambda: Bob(),
+                                                        ("127.0.0.1", srv.c2s_port), timeout=30))
+        t.start()
+        _wait(driver, "return window.xd.msgs.includes('hello converse')")
+        assert ready.wait(5)
+        driver.execute_script("""
+            const {$msg} = converse.env;
+            window.xd.api.send($msg({to: 'bob@localhost/tcp', type: 'chat', id: 'cv1'})
+                               .c('body').t('hello slixmpp'));
+        """)
+        t.join(30)
+        assert bob_got == ["hello slixmpp"]
+    finally:
+        driver.quit()
+        httpd.shutdown()

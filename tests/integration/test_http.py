@@ -1,0 +1,351 @@
+"""The HTTP listener (`module: http`, src/http/http.c) through the wire:
+routing to registered handlers, HEAD/OPTIONS/CORS, keep-alive, the limits
+(header size 431, body size 413, request rate 429, header timeout against
+slow clients) and the request-handler API of xmppd/http.h as BOSH and
+upload use it (tests/modules/mod_httptest.c: collected, streamed and held
+requests, piecewise responses)."""
+import os
+import re
+import socket
+import time
+
+from conftest import build_dir
+from xmpptest import free_port
+from wstest import connect, http_request, read_response
+
+
+def web(server_factory, http_opts="", extra_yaml="", module=True):
+    """An xmppd with a c2s listener and an http listener (srv.http_port)."""
+    port = free_port()
+    c2s = free_port()
+    listen = (f"  - port: {c2s}\n    ip: 127.0.0.1\n    module: c2s\n"
+              f"  - port: {port}\n    ip: 127.0.0.1\n    module: http\n{http_opts}")
+    if module:
+        extra_yaml += (f"module_dir: {os.path.join(build_dir(), 'tests', 'modules')}\n"
+                       "modules:\n  mod_httptest: {}\n")
+    srv = server_factory(listen=listen, extra_yaml=extra_yaml)
+    srv.http_port = port
+    srv.c2s_port = c2s
+    return srv
+
+
+def get(port, path, headers="", method="GET", body=b""):
+    raw = (f"{method} {path} HTTP/1.1\r\nHost: localhost:{port}\r\n{headers}"
+           f"Content-Length: {len(body)}\r\n\r\n").encode() + body
+    status, hdrs, data, s = http_request(port, raw)
+    s.close()
+    return status, hdrs, data
+
+
+def wait_log(srv, pattern, timeout=5):
+    """The log line matching pattern (the server logs a request right after
+    answering it, so the line may follow the response by a moment)."""
+    deadline = time.time() + timeout
+    while True:
+        m = re.search(pattern, srv.log_text(), re.M)
+        if m or time.time() > deadline:
+            assert m, srv.log_text()[-800:]
+            return m
+        time.sleep(0.05)
+
+
+def closed_by_server(s, timeout=10):
+    """Reads until EOF; returns what came (fails when the server keeps it open)."""
+    s.settimeout(timeout)
+    out = b""
+    while True:
+        try:
+            d = s.recv(65536)
+        except ConnectionResetError:
+            return out
+        if not d:
+            return out
+        out += d
+
+
+def test_host_meta_xml_and_json(server_factory):
+    srv = web(server_factory, module=False)
+    st, h, body = get(srv.http_port, "/.well-known/host-meta")
+    assert st == 200 and h["content-type"].startswith("application/xrd+xml")
+    assert (f"<Link rel='urn:xmpp:alt-connections:websocket' "
+            f"href='ws://localhost:{srv.http_port}/ws'/>").encode() in body
+    st, h, body = get(srv.http_port, "/.well-known/host-meta.json")
+    assert st == 200 and h["content-type"] == "application/json"
+    import json
+    links = json.loads(body)["links"]
+    assert {"rel": "urn:xmpp:alt-connections:websocket",
+            "href": f"ws://localhost:{srv.http_port}/ws"} in links
+    # Behind a TLS-terminating proxy the URL says wss.
+    st, h, body = get(srv.http_port, "/.well-known/host-meta.json",
+                      "X-Forwarded-Proto: https\r\n")
+    assert b'"href":"wss://localhost:' in body
+
+
+def test_host_meta_names_the_configured_path(server_factory):
+    srv = web(server_factory, module=False, http_opts=(
+        "    request_handlers:\n      /xmpp-websocket: websocket\n"
+        "      /.well-known/host-meta: host_meta\n"))
+    st, h, body = get(srv.http_port, "/.well-known/host-meta")
+    assert st == 200
+    assert f"href='ws://localhost:{srv.http_port}/xmpp-websocket'".encode() in body
+    # Paths the listener does not name are not served, defaults included.
+    assert get(srv.http_port, "/ws")[0] == 404
+    assert get(srv.http_port, "/.well-known/host-meta.json")[0] == 404
+
+
+def test_bad_host_header_is_400(server_factory):
+    srv = web(server_factory, module=False)
+    st, _, _, s = http_request(srv.http_port,
+                               b"GET /.well-known/host-meta HTTP/1.1\r\nHost: a'b\r\n\r\n")
+    assert st == 400
+
+
+def test_unknown_path_404_and_method_405(server_factory):
+    srv = web(server_factory)
+    st, h, body = get(srv.http_port, "/nothing/here")
+    assert st == 404 and b"404" in body
+    # /test/echow is not under /test/echo
+    assert get(srv.http_port, "/test/echow")[0] == 404
+    st, h, body = get(srv.http_port, "/.well-known/host-meta", method="POST", body=b"x")
+    assert st == 405
+    assert h["allow"] == "GET, HEAD"
+
+
+def test_head_has_headers_but_no_body(server_factory):
+    srv = web(server_factory)
+    s = connect(srv.http_port)
+    # HEAD, then GET on the same connection: a body after HEAD would be
+    # read as the start of the second response.
+    s.sendall(b"HEAD /test/big?1000 HTTP/1.1\r\nHost: x\r\n\r\n"
+              b"GET /test/echo HTTP/1.1\r\nHost: x\r\n\r\n")
+    buf = b""
+    while buf.count(b"HTTP/1.1 ") < 2 or not buf.endswith(b"echo"):
+        d = s.recv(65536)
+        assert d, buf
+        buf += d
+    first, second = buf.split(b"HTTP/1.1 ", 2)[1:]
+    assert first.startswith(b"200") and b"Content-Length: 1000\r\n" in first
+    assert first.endswith(b"\r\n\r\n")  # no body
+    assert second.startswith(b"200") and second.endswith(b"\r\n\r\necho")
+    s.close()
+
+
+def test_options_preflight_and_cors(server_factory):
+    srv = web(server_factory)
+    st, h, body = get(srv.http_port, "/test/echo", method="OPTIONS",
+                      headers="Origin: https://app.example\r\n"
+                              "Access-Control-Request-Method: POST\r\n"
+                              "Access-Control-Request-Headers: Content-Type\r\n")
+    assert st == 204
+    assert h["access-control-allow-origin"] == "*"
+    assert "POST" in h["access-control-allow-methods"]
+    assert h["access-control-allow-headers"] == "Content-Type"
+    assert "OPTIONS" in h["allow"]
+    # A simple request from a page gets the header too; one without Origin not.
+    st, h, _ = get(srv.http_port, "/test/echo", "Origin: https://app.example\r\n")
+    assert st == 200 and h["access-control-allow-origin"] == "*"
+    st, h, _ = get(srv.http_port, "/test/echo")
+    assert "access-control-allow-origin" not in h
+    # OPTIONS * answers for the server
+    st, h, _ = get(srv.http_port, "*", method="OPTIONS")
+    assert st == 204
+
+
+def test_cors_allow_list(server_factory):
+    srv = web(server_factory, http_opts="    cors_origins: [https://good.example]\n")
+    st, h, _ = get(srv.http_port, "/test/echo", "Origin: https://good.example\r\n")
+    assert h["access-control-allow-origin"] == "https://good.example"
+    assert h["vary"] == "Origin"
+    st, h, _ = get(srv.http_port, "/test/echo", "Origin: https://evil.example\r\n")
+    assert st == 200 and "access-control-allow-origin" not in h
+
+
+def test_keep_alive_and_pipelining(server_factory):
+    srv = web(server_factory)
+    s = connect(srv.http_port)
+    for i in range(3):
+        body = f"ping{i}".encode()
+        s.sendall(b"POST /test/echo HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\n" + body)
+        st, h, data = read_response(s)
+        assert st == 200 and data == body and h["connection"] == "keep-alive"
+    # Pipelined: three requests in one write, three answers in order.
+    s.sendall(b"".join(b"POST /test/echo HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\n\r\n"
+                       + bytes([65 + i]) for i in range(3)))
+    got = [read_response(s)[2] for _ in range(3)]
+    assert got == [b"A", b"B", b"C"]
+    # Connection: close is honoured.
+    s.sendall(b"GET /test/echo HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    rest = closed_by_server(s)
+    assert b"Connection: close" in rest and rest.endswith(b"echo")
+    s.close()
+
+
+def test_oversized_header_431(server_factory):
+    srv = web(server_factory, http_opts="    max_header_size: 2KB\n")
+    s = connect(srv.http_port)
+    s.sendall(b"GET /test/echo HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 3000 + b"\r\n\r\n")
+    out = closed_by_server(s)
+    assert out.startswith(b"HTTP/1.1 431 "), out
+    # Just under the limit passes.
+    st, _, _ = get(srv.http_port, "/test/echo", "X-Big: " + "a" * 1500 + "\r\n")
+    assert st == 200
+
+
+def test_too_many_header_lines_431(server_factory):
+    srv = web(server_factory, http_opts="    max_header_size: 64KB\n")
+    s = connect(srv.http_port)
+    s.sendall(b"GET /test/echo HTTP/1.1\r\n" + b"".join(b"X-%d: 1\r\n" % i for i in range(150))
+              + b"\r\n")
+    assert closed_by_server(s).startswith(b"HTTP/1.1 431 ")
+
+
+def test_oversized_body_413(server_factory):
+    srv = web(server_factory, http_opts="    max_body_size: 10KB\n")
+    # Announced: refused before the body is read, and the connection closes.
+    s = connect(srv.http_port)
+    s.sendall(b"POST /test/echo HTTP/1.1\r\nHost: x\r\nContent-Length: 20000\r\n\r\n")
+    out = closed_by_server(s)
+    assert out.startswith(b"HTTP/1.1 413 ") and b"Connection: close" in out
+    # Chunked, without a length: refused when it passes the limit.
+    s = connect(srv.http_port)
+    s.sendall(b"POST /test/echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+              + b"1000\r\n" + b"a" * 4096 + b"\r\n"
+              + b"1000\r\n" + b"a" * 4096 + b"\r\n"
+              + b"1000\r\n" + b"a" * 4096 + b"\r\n")
+    assert closed_by_server(s).startswith(b"HTTP/1.1 413 ")
+    # At the limit passes.
+    st, _, data = get(srv.http_port, "/test/echo", method="POST", body=b"z" * 10240)
+    assert st == 200 and len(data) == 10240
+
+
+def test_header_timeout_closes_slow_client(server_factory):
+    srv = web(server_factory, http_opts="    header_timeout: 1s\n")
+    s = connect(srv.http_port)
+    start = time.time()
+    s.sendall(b"GET /test/echo HTTP/1.1\r\nHost: x\r\n")
+    # Trickling header bytes does not extend the time (slowloris).
+    s.settimeout(0.3)
+    closed = False
+    for _ in range(20):
+        try:
+            s.sendall(b"X-a: b\r\n")
+            d = s.recv(100)
+            if not d:
+                closed = True
+                break
+        except socket.timeout:
+            continue
+        except (BrokenPipeError, ConnectionResetError):
+            closed = True
+            break
+    assert closed, "the server kept a slow client past header_timeout"
+    assert time.time() - start < 4
+    assert re.search(r'event="stream error sent" conn=\d+ ip=127\.0\.0\.1 cond=connection-timeout',
+                     srv.log_text())
+
+
+def test_idle_keep_alive_connection_closes(server_factory):
+    srv = web(server_factory, http_opts="    header_timeout: 1s\n")
+    s = connect(srv.http_port)
+    s.sendall(b"GET /test/echo HTTP/1.1\r\nHost: x\r\n\r\n")
+    st, _, _ = read_response(s)
+    assert st == 200
+    start = time.time()
+    assert closed_by_server(s, timeout=5) == b""
+    assert time.time() - start < 4
+
+
+def test_request_rate_429(server_factory):
+    srv = web(server_factory, http_opts="    request_rate: 5\n")
+    s = connect(srv.http_port)
+    s.sendall(b"GET /test/echo HTTP/1.1\r\nHost: x\r\n\r\n" * 20)
+    out = closed_by_server(s)
+    assert out.count(b"HTTP/1.1 200 ") == 5
+    assert b"HTTP/1.1 429 " in out
+
+
+def test_bad_request_400(server_factory):
+    srv = web(server_factory)
+    s = connect(srv.http_port)
+    s.sendall(b"GET /test/echo HTTP/1.1\r\nHost x no colon\r\n\r\n")
+    assert closed_by_server(s).startswith(b"HTTP/1.1 400 ")
+    s = connect(srv.http_port)
+    s.sendall(b"GET http://elsewhere/ HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert closed_by_server(s).startswith(b"HTTP/1.1 400 ")
+
+
+def test_access_log(server_factory):
+    srv = web(server_factory)
+    get(srv.http_port, "/test/echo", "User-Agent: probe/1.0\r\n")
+    wait_log(srv, r'event="http request" conn=\d+ ip=127\.0\.0\.1 method=GET '
+                  r'path="/test/echo" status=200 bytes=4 ms=\d+ ua="probe/1\.0"$')
+
+
+def test_held_request_answered_later(server_factory):
+    srv = web(server_factory)
+    s = connect(srv.http_port)
+    # The second request waits for the first's answer (one at a time).
+    s.sendall(b"GET /test/hold HTTP/1.1\r\nHost: x\r\n\r\nGET /test/echo HTTP/1.1\r\nHost: x\r\n\r\n")
+    st, _, data = read_response(s)
+    assert st == 200 and data == b"held"
+    st, _, data = read_response(s)
+    assert st == 200 and data == b"echo"
+    s.close()
+
+
+def test_held_request_client_leaves(server_factory):
+    srv = web(server_factory)
+    s = connect(srv.http_port)
+    s.sendall(b"GET /test/hold HTTP/1.1\r\nHost: x\r\n\r\n")
+    s.close()
+    # The late answer finds nobody and the server goes on.
+    time.sleep(0.3)
+    assert get(srv.http_port, "/test/echo")[0] == 200
+
+
+def test_streamed_upload_100mb(server_factory):
+    """A 100 MB PUT streams through the handler, paused and resumed, while
+    the server's memory stays far below the body's size."""
+    srv = web(server_factory)
+    rss0 = srv.rss_kib()
+    size = 100 * 1024 * 1024
+    s = connect(srv.http_port, 30)
+    s.sendall(f"PUT /test/stream HTTP/1.1\r\nHost: x\r\nContent-Length: {size}\r\n\r\n".encode())
+    chunk = b"u" * (1 << 20)
+    for _ in range(100):
+        s.sendall(chunk)
+    st, _, data = read_response(s)
+    assert st == 200 and data == f"received {size}".encode()
+    assert srv.rss_kib() - rss0 < 40 * 1024, (rss0, srv.rss_kib())
+
+
+def test_streamed_handler_refuses_early(server_factory):
+    srv = web(server_factory)
+    s = connect(srv.http_port)
+    s.sendall(b"PUT /test/stream HTTP/1.1\r\nHost: x\r\nContent-Length: 300000000\r\n\r\n"
+              + b"x" * 1000)
+    assert closed_by_server(s).startswith(b"HTTP/1.1 413 ")
+
+
+def test_piecewise_response(server_factory):
+    srv = web(server_factory)
+    n = 20 * 1024 * 1024 + 7
+    s = connect(srv.http_port, 30)
+    s.sendall(f"GET /test/big?{n} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+    st, h, data = read_response(s)
+    assert st == 200 and int(h["content-length"]) == n and len(data) == n
+    assert data.count(b"x") == n
+    # keep-alive after a piecewise response
+    s.sendall(b"GET /test/echo HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert read_response(s)[2] == b"echo"
+
+
+def test_access_log_value_cannot_break_the_line(server_factory):
+    srv = web(server_factory)
+    s = connect(srv.http_port)
+    s.sendall(b'GET /nothing"x=1\\y HTTP/1.1\r\nHost: x\r\nUser-Agent: a"b\\c\r\n'
+              b'Connection: close\r\n\r\n')
+    out = closed_by_server(s)
+    assert out.startswith(b"HTTP/1.1 ")
+    wait_log(srv, r'event="http request" conn=\d+ ip=127\.0\.0\.1 method=GET '
+                  r'path="/nothing_x=1_y" status=\d+ bytes=\d+ ms=\d+ ua="a_b_c"$')
