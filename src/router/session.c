@@ -951,8 +951,10 @@ static int
 cmd_connected_users(xd_cmd_call_t *call)
 {
     xd_session_foreach(call->args[0].text, list_session, call);
-    /* Stable output: sorted (qsort: a server may have many sessions). */
-    qsort(call->res.items, call->res.n, sizeof *call->res.items, cmp_str);
+    /* Stable output: sorted (qsort: a server may have many sessions).
+     * No sessions: no list at all, and qsort must not see its NULL. */
+    if (call->res.n > 1)
+        qsort(call->res.items, call->res.n, sizeof *call->res.items, cmp_str);
     return 0;
 }
 

@@ -405,6 +405,14 @@ def test_garbage_on_direct_tls_port_closes_quietly(server_factory):
 
 # ---- binding ---------------------------------------------------------------------------
 
+def test_connected_users_with_nobody_connected(server):
+    # An empty list: no output, and the server (under UBSan) lives on.
+    r = server.ctl_run("connected_users")
+    assert r.returncode == 0 and r.stdout.strip() == ""
+    assert server.ctl_run("connected_users_number").stdout.strip() == "0"
+    assert server.proc.poll() is None
+
+
 def test_bind_server_generated_and_chosen(server):
     users(server, "max", password="pw")
     c, jid = login(server.c2s_port, "max", "pw")
