@@ -296,3 +296,61 @@ def test_fast_token(server_factory, storage_yaml):
     c = stream(srv.c2s_port)
     kind, body = fast_login(c, "alice", "fast-" + "0" * 64)
     assert kind == "failure", body
+
+
+# ---- faults: the database goes away under a working xmppd ---------------------------------------
+
+PRIVATE_SET = ("<query xmlns='jabber:iq:private'><n xmlns='storage:fault'>{}</n></query>")
+
+
+@pytest.mark.slow
+def test_pgsql_restart_loses_no_acknowledged_write(server_factory, pg_server):
+    """PostgreSQL stops while clients work and comes back: what was
+    acknowledged before is there; a request made while it is down waits for
+    it (sql_fault_wait) and goes through when it returns in time, or fails
+    with a clear stanza error and a log line when it does not; the pool
+    reconnects and `xmppctl status` shows its health throughout."""
+    pg = pg_server
+    srv = start(server_factory, lambda extra="": pg.yaml(pg.new_database(),
+                                                          "sql_fault_wait: 8s\n"))
+    a, _ = online(srv, "alice", "pc")
+    # Acknowledged writes: offline messages (the round trip comes after
+    # their store) and a private-storage IQ result.
+    for i in range(3):
+        a.send(f"<message to='bob@localhost' type='chat' id='m{i}'><body>before {i}</body>"
+               f"</message>")
+    a.roundtrip()
+    ok(iq(a, "p0", PRIVATE_SET.format("zero")))
+    st = srv.ctl_run("status").stdout
+    assert re.search(r"database pgsql up open=\d+ idle=\d+ busy=\d+ max=10 failures=0", st), st
+    try:
+        # Down, and back within the wait: the request waits and succeeds.
+        pg.stop()
+        a.send(f"<iq type='set' id='p1'>{PRIVATE_SET.format('one')}</iq>")
+        pg.start()
+        assert "type='result'" in expect(a, r"<iq[^>]*id='p1'[^>]*>", timeout=30)
+        # Down for longer than the wait: a clear error, and a log line.
+        pg.stop()
+        a.send(f"<iq type='set' id='p2'>{PRIVATE_SET.format('two')}</iq>")
+        r = expect(a, r"<iq[^>]*id='p2'.*?</iq>", timeout=30)
+        assert "type='error'" in r and "internal-server-error" in r, r
+        assert 'event="db unavailable"' in srv.log_text()
+        st = srv.ctl_run("status").stdout
+        assert re.search(r"database pgsql down .*failures=[1-9]\d*.*last_error=\"", st), st
+    finally:
+        if pg.proc is None or pg.proc.poll() is not None:
+            pg.start()
+    # Back: new writes go through on new connections.
+    a.send("<message to='bob@localhost' type='chat' id='m3'><body>after 3</body></message>")
+    a.roundtrip()
+    ok(iq(a, "p3", PRIVATE_SET.format("three")))
+    st = srv.ctl_run("status").stdout
+    assert re.search(r"database pgsql up .*reconnects=[1-9]", st), st
+    # Nothing acknowledged was lost.
+    b, _ = online(srv, "bob", "pc")
+    for i, text in ((0, "before 0"), (1, "before 1"), (2, "before 2"), (3, "after 3")):
+        assert text in expect(b, rf"<message[^>]*id='m{i}'.*?</message>")
+    r = ok(iq(a, "g", "<query xmlns='jabber:iq:private'><n xmlns='storage:fault'/></query>",
+              typ="get"))
+    assert ">three<" in r, r
+    assert srv.proc.poll() is None  # no crash
