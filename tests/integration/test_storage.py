@@ -354,3 +354,35 @@ def test_pgsql_restart_loses_no_acknowledged_write(server_factory, pg_server):
               typ="get"))
     assert ">three<" in r, r
     assert srv.proc.poll() is None  # no crash
+
+
+@pytest.mark.slow
+def test_concurrent_registrations_all_succeed(server_factory, storage_yaml):
+    """Many clients register at once: none may get an error.  On PostgreSQL
+    (SERIALIZABLE) the credentials' delete-then-insert of a new account made
+    concurrent registrations conflict until xd_db_tx gave up."""
+    import threading
+    srv = start(server_factory, storage_yaml, names=())
+    errors = []
+
+    def one(i):
+        try:
+            for k in range(12):
+                c = XClient(srv.c2s_port)
+                c.open_stream()
+                c.starttls()
+                c.open_stream()
+                r = iq(c, "r", reg_query(f"c{i}x{k}", f"pass-word-{i}"))
+                if "type='result'" not in r:
+                    errors.append(r)
+                c.close()
+        except Exception as e:  # noqa: BLE001 - reported below
+            errors.append(repr(e))
+    ts = [threading.Thread(target=one, args=(i,)) for i in range(20)]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join()
+    assert errors == [], errors[:3]
+    r = srv.ctl_run("registered_users", "localhost")
+    assert len(r.stdout.split()) == 20 * 12, r.stdout[:200]
