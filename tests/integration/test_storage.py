@@ -386,3 +386,25 @@ def test_concurrent_registrations_all_succeed(server_factory, storage_yaml):
     assert errors == [], errors[:3]
     r = srv.ctl_run("registered_users", "localhost")
     assert len(r.stdout.split()) == 20 * 12, r.stdout[:200]
+
+
+def test_pgsql_ssl_option_reaches_the_connection(tmp_path, pg_server):
+    """sql_ssl is libpq's sslmode: `require` against this PostgreSQL (no
+    TLS configured) stops the start with a clear message instead of
+    falling back to plain text."""
+    from conftest import build_dir
+    from xmpptest import Server
+    srv = Server(build_dir(), tmp_path / "srv",
+                 extra_yaml=pg_server.yaml(pg_server.new_database()).replace(
+                     "sql_ssl: disable", "sql_ssl: require"))
+    srv.start(wait=False)
+    try:
+        rc = srv.proc.wait(timeout=60)
+    finally:
+        if srv.proc.poll() is None:
+            srv.proc.kill()
+            srv.proc.wait(timeout=20)
+    assert rc != 0
+    text = srv.log_text() + srv.stderr_text()
+    assert "server does not support SSL, but SSL was required" in text, text[-2000:]
+    assert "cannot open the database" in text, text[-2000:]
