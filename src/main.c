@@ -293,6 +293,8 @@ on_signal(uv_signal_t *h, int signum)
 
 /* ---- control commands --------------------------------------------------- */
 
+static xd_db_t *status_db; /* the database, for cmd_status; set once at start */
+
 static int
 cmd_status(xd_cmd_call_t *call)
 {
@@ -305,6 +307,18 @@ cmd_status(xd_cmd_call_t *call)
         const xd_listener_t *l = xd_listeners_get(i);
         xd_cmd_printf(call, "listener %s %s connections=%u\n", xd_listener_module_name(l),
                       l->name, atomic_load(&((xd_listener_t *)l)->connections));
+    }
+    if (status_db != NULL) {
+        /* The pool's health (its lock is held only for bookkeeping). */
+        xd_db_status_t st;
+        xd_db_status(status_db, &st);
+        xd_cmd_printf(call,
+                      "database %s %s open=%u idle=%u busy=%u max=%u failures=%llu "
+                      "reconnects=%llu%s%s%s\n",
+                      st.driver, st.up ? "up" : "down", st.open, st.idle, st.busy, st.max,
+                      (unsigned long long)st.failures, (unsigned long long)st.reconnects,
+                      st.last_error[0] ? " last_error=\"" : "", st.last_error,
+                      st.last_error[0] ? "\"" : "");
     }
     return 0;
 }
@@ -517,19 +531,28 @@ main(int argc, char **argv)
         goto out_config;
     }
 
-    if (cfg->sql_type != XD_SQL_SQLITE) {
-        /* PostgreSQL, MySQL and ODBC drivers arrive with their issue. */
-        XD_LOG(NULL, XD_CRIT, "sql_type not supported yet", "sql_type=%d", cfg->sql_type);
-        fprintf(stderr, "xmppd: only sql_type: sqlite is supported so far\n");
-        goto out_config;
-    }
+    static const char *const sql_drivers[] = { [XD_SQL_SQLITE] = "sqlite",
+                                               [XD_SQL_PGSQL] = "pgsql",
+                                               [XD_SQL_MYSQL] = "mysql",
+                                               [XD_SQL_ODBC] = "odbc" };
     /* SQLite's own page cache per connection is kept small: the operating
      * system caches the file anyway, and every pooled connection would hold
      * its own copy of the same pages. */
-    xd_db_params_t params = { .driver = "sqlite",
+    xd_db_params_t params = { .driver = sql_drivers[cfg->sql_type],
                               .path = cfg->sql_database,
                               .max_conns = (unsigned)cfg->sql_pool_size,
                               .cache_kib = 2048 };
+    if (cfg->sql_type != XD_SQL_SQLITE) {
+        params.path = NULL;
+        params.server = cfg->sql_server;
+        params.port = (unsigned)cfg->sql_port;
+        params.database = cfg->sql_database;
+        params.username = cfg->sql_username;
+        params.password = cfg->sql_password;
+        params.ssl = cfg->sql_ssl;
+        params.ssl_cafile = cfg->sql_ssl_cafile;
+        params.fault_wait_ms = (unsigned)cfg->sql_fault_wait_ms;
+    }
     if ((rc = xd_db_open(&params, &db)) != 0) {
         XD_LOG(NULL, XD_CRIT, "cannot open storage", "path=%s err=%s", cfg->sql_database,
                xd_strerror(rc));
@@ -537,7 +560,9 @@ main(int argc, char **argv)
                 xd_strerror(rc));
         goto out_config;
     }
-    XD_LOG(NULL, XD_NOTICE, "storage ready", "driver=sqlite path=%s", cfg->sql_database);
+    XD_LOG(NULL, XD_NOTICE, "storage ready", "driver=%s database=%s", params.driver,
+           cfg->sql_database);
+    status_db = db;
 
     if ((rc = xd_pool_start(xd_config_pool_threads(cfg), xd_config_pool_queue(cfg))) != 0) {
         XD_LOG(NULL, XD_CRIT, "cannot start the blocking pool", "err=%s", xd_strerror(rc));

@@ -4,8 +4,8 @@
  *
  * Layers, from the bottom:
  *
- *   xd_db_driver_t   a backend as a table of functions ("sqlite" now; "pgsql",
- *                    "mysql", "odbc" later).  Callers never touch a driver.
+ *   xd_db_driver_t   a backend as a table of functions ("sqlite", "pgsql";
+ *                    "mysql", "odbc").  Callers never touch a driver.
  *   xd_db_conn_t     one driver connection.  Used by one thread at a time: a
  *                    thread that holds a connection of a database gets the
  *                    same one back from every nested xd_db_acquire(), so
@@ -22,6 +22,24 @@
  * SQL: `?` placeholders, one per parameter (a network driver rewrites them,
  * e.g. to $n).  Keep SQL text in string literals: each connection caches a
  * prepared statement per distinct SQL text.
+ *
+ * Dialects (DESIGN.md 4.x): the SQL every module writes is portable, and
+ * the few things SQL engines spell differently are written as `{token}`s
+ * that xd_db_query/xd_db_exec (and migrations) expand per dialect in ONE
+ * table (src/storage/dialect.c):
+ *
+ *   {int}      a 64-bit integer column type (sqlite INTEGER, pgsql BIGINT)
+ *   {blob}     a bytes column type (BLOB, BYTEA, LONGBLOB)
+ *   {text}     unbounded text that is not part of a key or index
+ *   {key}      text that is part of a primary key or index (pgsql: bytewise
+ *              COLLATE "C", as SQLite compares; mysql: a bounded VARCHAR)
+ *   {autoid}   an auto-numbered 64-bit primary key column definition
+ *   {octets:E} the length in bytes of the text expression E
+ *
+ * Upserts go through xd_db_upsert.  A failed statement inside a transaction
+ * may end the transaction (PostgreSQL aborts it): inside xd_db_tx treat an
+ * error as the end of the body, never as a test ("insert, and on a
+ * constraint error update"); use xd_db_upsert for that.
  *
  * Ownership (STYLE.md 3.7 R6): parameter values are borrowed for the call;
  * row values passed to a handler are lent for that call only — copy what you
@@ -77,7 +95,7 @@ typedef int (*xd_db_row_handler)(void *arg, const xd_db_val_t *cols, size_t ncol
 /* Open parameters.  Fields a driver does not use are ignored; 0 / NULL
  * selects the default. */
 typedef struct xd_db_params {
-    const char *driver;       /* "sqlite" (default) */
+    const char *driver;       /* "sqlite" (default), "pgsql", … */
     const char *path;         /* sqlite: the database file; missing directories
                                  are created with mode 0700 */
     const char *conninfo;     /* network drivers: connection string */
@@ -85,6 +103,18 @@ typedef struct xd_db_params {
     unsigned busy_timeout_ms; /* wait this long for a lock (default 5000) */
     unsigned cache_kib;       /* sqlite page cache per connection (default 8192) */
     unsigned max_conns;       /* pool size cap (default 32); beyond it callers wait */
+    /* Network drivers (conninfo, when set, is used instead). */
+    const char *server;       /* host name, address or socket directory */
+    unsigned port;            /* 0: the driver's default */
+    const char *database;     /* database name */
+    const char *username;
+    const char *password;     /* never logged */
+    const char *ssl;          /* pgsql sslmode: disable, prefer, require, verify-ca,
+                                 verify-full; NULL: the driver's default */
+    const char *ssl_cafile;   /* CA certificates for verify-ca / verify-full */
+    unsigned connect_timeout_s; /* per connection attempt (default 5) */
+    unsigned fault_wait_ms;   /* how long a request waits for an unreachable
+                                 database before it fails (default 5000) */
 } xd_db_params_t;
 
 /* A backend.  `h` is the driver's own connection handle.  Every function but
@@ -107,6 +137,12 @@ typedef struct xd_db_driver {
     int64_t (*last_insert_id)(void *h);
     int64_t (*changes)(void *h); /* rows changed by the last statement */
     const char *(*errmsg)(void *h);
+    /* Optional (NULL: the driver's name).  The SQL dialect this handle
+     * speaks: "sqlite", "pgsql", "mysql", "mssql"; ODBC asks the server. */
+    const char *(*dialect)(void *h);
+    /* Optional (NULL: always).  False once the connection is lost (server
+     * restarted, network cut): the pool then opens a new one and retries. */
+    bool (*alive)(void *h);
 } xd_db_driver_t;
 
 /* The driver called `name`, or NULL. */
@@ -134,6 +170,25 @@ void xd_db_close(xd_db_t *db);
 /* The driver name ("sqlite"). */
 const char *xd_db_driver_name(const xd_db_t *db);
 
+/* The SQL dialect ("sqlite", "pgsql", "mysql", "mssql"): what a module
+ * that needs a dialect's own SQL (full-text search) switches on. */
+const char *xd_db_dialect(const xd_db_t *db);
+
+/* The pool's health, for `xmppctl status`. */
+typedef struct xd_db_status {
+    const char *driver;     /* driver name */
+    unsigned open;          /* connections open (or being opened) */
+    unsigned idle;          /* of which idle */
+    unsigned busy;          /* of which held by a thread */
+    unsigned max;           /* the pool's cap */
+    uint64_t failures;      /* connections lost or refused since start */
+    uint64_t reconnects;    /* connections re-opened after a loss */
+    bool up;                /* the last connection attempt succeeded */
+    char last_error[160];   /* the last connection failure ("" when none) */
+} xd_db_status_t;
+
+void xd_db_status(xd_db_t *db, xd_db_status_t *out);
+
 /* The calling thread's connection to db: the one it already holds (counted),
  * else an idle one, else a new one (waits when max_conns are in use).
  * Release with xd_db_release() in the same thread. */
@@ -160,6 +215,29 @@ int64_t xd_db_changes(xd_db_conn_t *c);
 /* The driver's message for the last failure on c ("" when none); valid until
  * the next call on c.  For logging only: it may quote data. */
 const char *xd_db_errmsg(const xd_db_conn_t *c);
+
+/* An insert that, when a row with the same key exists, leaves it (IGNORE),
+ * replaces its other columns (REPLACE) or adds the new values to them
+ * (ADD, e.g. a counter).  The dialect table spells it (ON CONFLICT,
+ * ON DUPLICATE KEY).  cols[0..ncols) are the columns bound in order, the
+ * first nkey of them the conflict key (a primary key or unique index). */
+typedef enum xd_db_upsert_mode {
+    XD_DB_UPSERT_IGNORE,
+    XD_DB_UPSERT_REPLACE,
+    XD_DB_UPSERT_ADD,
+} xd_db_upsert_mode;
+
+typedef struct xd_db_upsert {
+    const char *table;
+    const char *const *cols; /* column names */
+    size_t ncols;
+    size_t nkey;             /* 1 ≤ nkey ≤ ncols; REPLACE/ADD need nkey < ncols */
+    xd_db_upsert_mode mode;
+} xd_db_upsert_t;
+
+/* Runs the upsert u with params[0..u->ncols).  xd_db_changes() is 0 when
+ * IGNORE kept an existing row. */
+int xd_db_upsert(xd_db_conn_t *c, const xd_db_upsert_t *u, const xd_db_val_t *params);
 
 /* ---- transactions -------------------------------------------------------- */
 
@@ -193,11 +271,13 @@ int xd_db_async(xd_db_t *db, xd_db_work_fn work, xd_db_done_cb done, void *arg);
 /* ---- migrations ---------------------------------------------------------- */
 
 /* One step of a component's schema.  Versions start at 1 and increase by 1.
- * A version may appear twice: once with driver == NULL (portable SQL) and
- * once per driver that needs its own dialect; the driver's entry wins. */
+ * A version may appear several times: once with driver == NULL (portable
+ * SQL, with {tokens}) and once per dialect ("pgsql") or driver that needs
+ * its own SQL (full-text indexes); a driver's entry wins over its
+ * dialect's, which wins over the portable one. */
 typedef struct xd_db_migration {
     unsigned version;        /* 1, 2, … ; 0 ends the list */
-    const char *driver;      /* NULL = every driver, else a driver name */
+    const char *driver;      /* NULL = every driver, else a dialect or driver name */
     const char *const *sql;  /* NULL-terminated statements, run in order */
 } xd_db_migration_t;
 

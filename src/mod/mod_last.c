@@ -44,10 +44,10 @@ static struct timespec last_boot; /* CLOCK_MONOTONIC at the first start (server 
 
 static const char *const last_mig1[] = {
     "CREATE TABLE last_activity ("
-    " host TEXT NOT NULL,"
-    " username TEXT NOT NULL,"
-    " seconds INTEGER NOT NULL," /* when it went unavailable, seconds since the epoch */
-    " status TEXT NOT NULL,"
+    " host {key} NOT NULL,"
+    " username {key} NOT NULL,"
+    " seconds {int} NOT NULL," /* when it went unavailable, seconds since the epoch */
+    " status {text} NOT NULL,"
     " PRIMARY KEY (host, username))",
     NULL,
 };

@@ -152,30 +152,30 @@ static const xd_opt_t mam_opts[] = {
 
 static const char *const mam_mig1[] = {
     "CREATE TABLE archive ("
-    " seq INTEGER PRIMARY KEY AUTOINCREMENT,"
-    " host TEXT NOT NULL,"
-    " username TEXT NOT NULL,"
-    " id TEXT NOT NULL,"
-    " ts INTEGER NOT NULL,"
-    " peer TEXT NOT NULL,"
-    " resource TEXT NOT NULL,"
-    " dir INTEGER NOT NULL,"
-    " body TEXT,"
-    " xml TEXT NOT NULL)",
+    " seq {autoid},"
+    " host {key} NOT NULL,"
+    " username {key} NOT NULL,"
+    " id {key} NOT NULL,"
+    " ts {int} NOT NULL,"
+    " peer {key} NOT NULL,"
+    " resource {text} NOT NULL,"
+    " dir {int} NOT NULL,"
+    " body {text},"
+    " xml {text} NOT NULL)",
     "CREATE UNIQUE INDEX archive_id ON archive (host, username, id)",
     "CREATE INDEX archive_ts ON archive (host, username, ts)",
     "CREATE INDEX archive_peer ON archive (host, username, peer, ts)",
     "CREATE INDEX archive_expiry ON archive (host, ts)",
     "CREATE TABLE archive_prefs ("
-    " host TEXT NOT NULL,"
-    " username TEXT NOT NULL,"
-    " mode INTEGER NOT NULL,"
+    " host {key} NOT NULL,"
+    " username {key} NOT NULL,"
+    " mode {int} NOT NULL,"
     " PRIMARY KEY (host, username))",
     "CREATE TABLE archive_prefs_jid ("
-    " host TEXT NOT NULL,"
-    " username TEXT NOT NULL,"
-    " jid TEXT NOT NULL,"
-    " always INTEGER NOT NULL,"
+    " host {key} NOT NULL,"
+    " username {key} NOT NULL,"
+    " jid {key} NOT NULL,"
+    " always {int} NOT NULL,"
     " PRIMARY KEY (host, username, jid))",
     NULL,
 };
@@ -183,9 +183,15 @@ static const char *const mam_mig1[] = {
 /* Full-text search (XEP-0431) over archive.body: the index is the
  * driver's own (mam_dialects below holds the matching query SQL).  SQLite:
  * an FTS5 table with the archive as external content, kept in step by
- * triggers, filled from the rows already there.  Other drivers: nothing
- * yet (PostgreSQL: a tsvector column with a GIN index). */
+ * triggers, filled from the rows already there.  PostgreSQL: a GIN index
+ * on the body's tsvector.  Other dialects: nothing (no full-text search
+ * is offered). */
 static const char *const mam_mig2[] = { NULL };
+static const char *const mam_mig2_pgsql[] = {
+    "CREATE INDEX archive_fts ON archive"
+    " USING GIN (to_tsvector('simple', COALESCE(body, '')))",
+    NULL,
+};
 static const char *const mam_mig2_sqlite[] = {
     "CREATE VIRTUAL TABLE archive_fts USING fts5(body, content='archive', content_rowid='seq')",
     "CREATE TRIGGER archive_fts_insert AFTER INSERT ON archive WHEN new.body IS NOT NULL BEGIN"
@@ -210,7 +216,7 @@ static const char *const mam_mig2_sqlite[] = {
  * indexes, none for this one) SQLite took it for the last page, sorting
  * the whole archive. */
 static const char *const mam_mig3[] = {
-    "ALTER TABLE archive ADD COLUMN msgid TEXT",
+    "ALTER TABLE archive ADD COLUMN msgid {key}",
     "CREATE INDEX archive_msgid ON archive (msgid, host, username, peer)",
     NULL,
 };
@@ -219,6 +225,7 @@ static const xd_db_migration_t mam_migrations[] = {
     { 1, NULL, mam_mig1 },
     { 2, NULL, mam_mig2 },
     { 2, "sqlite", mam_mig2_sqlite },
+    { 2, "pgsql", mam_mig2_pgsql },
     { 3, NULL, mam_mig3 },
     { 0, NULL, NULL },
 };
@@ -404,12 +411,20 @@ static const mam_dialect_t mam_dialects[] = {
      * planned over the account's rows with one FTS5 lookup each. */
     { "sqlite", "archive_fts CROSS JOIN archive ON archive.seq = archive_fts.rowid",
       " AND archive_fts MATCH ?", "archive_fts.rowid", mam_fts5_param },
+    /* PostgreSQL: an expression GIN index over the body's words ('simple':
+     * lower case, no stemming, as FTS5's unicode61).  The terms are passed
+     * quoted, as for FTS5, to websearch_to_tsquery: every word must occur,
+     * a quoted phrase as one, and OR or - are words like any other. */
+    { "pgsql", "archive",
+      " AND to_tsvector('simple', COALESCE(body, ''))"
+      " @@ websearch_to_tsquery('simple', ?)",
+      "seq", mam_fts5_param },
 };
 
 static const mam_dialect_t *
 mam_dialect(xd_db_t *db)
 {
-    const char *name = db ? xd_db_driver_name(db) : NULL;
+    const char *name = db ? xd_db_dialect(db) : NULL;
     for (size_t i = 0; name && i < sizeof mam_dialects / sizeof mam_dialects[0]; i++)
         if (!strcmp(mam_dialects[i].driver, name))
             return &mam_dialects[i];
@@ -646,17 +661,18 @@ mam_batch_tx(xd_db_conn_t *c, void *arg)
             XD_DB_V_INT(m->dir),       m->body ? XD_DB_V_CSTR(m->body) : XD_DB_V_NULL,
             XD_DB_V_CSTR(m->xml),      m->msgid ? XD_DB_V_CSTR(m->msgid) : XD_DB_V_NULL,
         };
-        rc = xd_db_query(c,
-                         "INSERT INTO archive"
-                         " (host, username, id, ts, peer, resource, dir, body, xml, msgid)"
-                         " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                         row, 10, NULL, NULL);
-        if (rc == XD_EDB_CONSTRAINT) {
+        /* IGNORE, not a constraint error: on PostgreSQL a failed
+         * statement ends the transaction. */
+        static const char *const cols[] = { "host", "username", "id",  "ts",  "peer",
+                                            "resource", "dir",  "body", "xml", "msgid" };
+        static const xd_db_upsert_t ups = { "archive", cols, 10, 3, XD_DB_UPSERT_IGNORE };
+        rc = xd_db_upsert(c, &ups, row);
+        if (rc != 0)
+            return rc;
+        if (xd_db_changes(c) == 0) {
             m->b.status = MAM_SKIP; /* the same id again: archived already */
             continue;
         }
-        if (rc != 0)
-            return rc;
     }
     return 0;
 }
@@ -1017,7 +1033,7 @@ mam_count_upto(xd_db_conn_t *c, const mam_sel_t *sel, int64_t limit, int64_t *ou
     char sql[MAM_SQL_MAX];
     xd_db_val_t p[MAM_PARAMS_MAX];
     size_t n = mam_where(sel, sql, "SELECT COUNT(*) FROM (SELECT 1", p);
-    ADD(" LIMIT ?)");
+    ADD(" LIMIT ?) AS counted"); /* PostgreSQL and MySQL want the alias */
     p[n++] = XD_DB_V_INT(limit + 1);
     int rc = xd_db_query_int64(c, sql, p, n, out);
     *exact = rc == 0 && *out <= limit;
@@ -1478,18 +1494,11 @@ mam_prefs_list(xd_db_conn_t *c, const mam_prefs_set_t *s, const char *name, int 
         xd_str_t b = xd_jid_bare_str(jid);
         xd_db_val_t row[] = { XD_DB_V_CSTR(s->host), XD_DB_V_CSTR(s->user), XD_DB_V_TEXT(b),
                               XD_DB_V_INT(always) };
-        int rc = xd_db_query(c,
-                             "INSERT INTO archive_prefs_jid (host, username, jid, always)"
-                             " VALUES (?, ?, ?, ?)",
-                             row, 4, NULL, NULL);
-        if (rc == XD_EDB_CONSTRAINT) { /* listed twice, or in both lists */
-            xd_db_val_t upd[] = { XD_DB_V_INT(always), XD_DB_V_CSTR(s->host),
-                                  XD_DB_V_CSTR(s->user), XD_DB_V_TEXT(b) };
-            rc = xd_db_query(c,
-                             "UPDATE archive_prefs_jid SET always = ?"
-                             " WHERE host = ? AND username = ? AND jid = ?",
-                             upd, 4, NULL, NULL);
-        }
+        /* Listed twice, or in both lists: the last one counts. */
+        static const char *const cols[] = { "host", "username", "jid", "always" };
+        static const xd_db_upsert_t ups = { "archive_prefs_jid", cols, 4, 3,
+                                            XD_DB_UPSERT_REPLACE };
+        int rc = xd_db_upsert(c, &ups, row);
         xd_jid_unref(jid);
         if (rc != 0)
             return rc;

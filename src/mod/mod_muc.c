@@ -65,10 +65,10 @@ static const xd_opt_t muc_opts[] = {
 
 static const char *const muc_mig1[] = {
     "CREATE TABLE muc_room ("
-    " host TEXT NOT NULL,"
-    " name TEXT NOT NULL,"
-    " state TEXT NOT NULL,"
-    " updated_at INTEGER NOT NULL,"
+    " host {key} NOT NULL,"
+    " name {key} NOT NULL,"
+    " state {text} NOT NULL,"
+    " updated_at {int} NOT NULL,"
     " PRIMARY KEY (host, name))",
     NULL,
 };

@@ -68,11 +68,11 @@ static const xd_opt_t off_opts[] = {
 
 static const char *const off_mig1[] = {
     "CREATE TABLE offline_msg ("
-    " id INTEGER PRIMARY KEY AUTOINCREMENT,"
-    " host TEXT NOT NULL,"
-    " username TEXT NOT NULL,"
-    " created_at INTEGER NOT NULL,"
-    " xml TEXT NOT NULL)",
+    " id {autoid},"
+    " host {key} NOT NULL,"
+    " username {key} NOT NULL,"
+    " created_at {int} NOT NULL,"
+    " xml {text} NOT NULL)",
     "CREATE INDEX offline_msg_user ON offline_msg (host, username, id)",
     NULL,
 };
@@ -80,8 +80,8 @@ static const char *const off_mig1[] = {
 /* The byte quota: each row's size, and an index that answers count and
  * sum without reading the messages. */
 static const char *const off_mig2[] = {
-    "ALTER TABLE offline_msg ADD COLUMN size INTEGER NOT NULL DEFAULT 0",
-    "UPDATE offline_msg SET size = LENGTH(CAST(xml AS BLOB))",
+    "ALTER TABLE offline_msg ADD COLUMN size {int} NOT NULL DEFAULT 0",
+    "UPDATE offline_msg SET size = {octets:xml}",
     "CREATE INDEX offline_msg_quota ON offline_msg (host, username, size)",
     NULL,
 };

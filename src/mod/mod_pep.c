@@ -107,23 +107,23 @@ static const xd_opt_t pp_opts[] = {
 
 static const char *const pp_mig1[] = {
     "CREATE TABLE pep_node ("
-    " host TEXT NOT NULL,"
-    " username TEXT NOT NULL,"
-    " node TEXT NOT NULL,"
-    " access_model TEXT NOT NULL,"
-    " persist_items INTEGER NOT NULL,"
-    " max_items INTEGER NOT NULL,"
-    " send_last TEXT NOT NULL,"
-    " created_at INTEGER NOT NULL,"
+    " host {key} NOT NULL,"
+    " username {key} NOT NULL,"
+    " node {key} NOT NULL,"
+    " access_model {text} NOT NULL,"
+    " persist_items {int} NOT NULL,"
+    " max_items {int} NOT NULL,"
+    " send_last {text} NOT NULL,"
+    " created_at {int} NOT NULL,"
     " PRIMARY KEY (host, username, node))",
     "CREATE TABLE pep_item ("
-    " host TEXT NOT NULL,"
-    " username TEXT NOT NULL,"
-    " node TEXT NOT NULL,"
-    " id TEXT NOT NULL,"
-    " seq INTEGER NOT NULL,"
-    " ts INTEGER NOT NULL,"
-    " xml TEXT NOT NULL,"
+    " host {key} NOT NULL,"
+    " username {key} NOT NULL,"
+    " node {key} NOT NULL,"
+    " id {key} NOT NULL,"
+    " seq {int} NOT NULL,"
+    " ts {int} NOT NULL,"
+    " xml {text} NOT NULL,"
     " PRIMARY KEY (host, username, node, id))",
     "CREATE INDEX pep_item_seq ON pep_item (host, username, node, seq)",
     NULL,

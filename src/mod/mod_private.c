@@ -66,12 +66,12 @@ static const xd_opt_t pv_opts[] = {
 
 static const char *const pv_mig1[] = {
     "CREATE TABLE private_storage ("
-    " host TEXT NOT NULL,"
-    " username TEXT NOT NULL,"
-    " ns TEXT NOT NULL,"
-    " name TEXT NOT NULL,"
-    " xml TEXT NOT NULL,"
-    " updated_at INTEGER NOT NULL,"
+    " host {key} NOT NULL,"
+    " username {key} NOT NULL,"
+    " ns {key} NOT NULL,"
+    " name {key} NOT NULL,"
+    " xml {text} NOT NULL,"
+    " updated_at {int} NOT NULL,"
     " PRIMARY KEY (host, username, ns, name))",
     NULL,
 };
@@ -210,7 +210,7 @@ pv_set_tx(xd_db_conn_t *c, void *arg)
     xd_db_val_t key[] = { XD_DB_V_CSTR(s->host), XD_DB_V_CSTR(s->user) };
     int64_t total = 0;
     rc = xd_db_query_int64(c,
-                           "SELECT COALESCE(SUM(LENGTH(CAST(xml AS BLOB))), 0)"
+                           "SELECT COALESCE(SUM({octets:xml}), 0)"
                            " FROM private_storage WHERE host = ? AND username = ?",
                            key, 2, &total);
     if (rc != 0)

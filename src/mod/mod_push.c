@@ -114,12 +114,12 @@ static const xd_opt_t ps_opts[] = {
 
 static const char *const ps_mig1[] = {
     "CREATE TABLE push_registration ("
-    " host TEXT NOT NULL,"
-    " username TEXT NOT NULL,"
-    " jid TEXT NOT NULL,"
-    " node TEXT NOT NULL,"
-    " options TEXT,"
-    " created_at INTEGER NOT NULL,"
+    " host {key} NOT NULL,"
+    " username {key} NOT NULL,"
+    " jid {key} NOT NULL,"
+    " node {key} NOT NULL,"
+    " options {text},"
+    " created_at {int} NOT NULL,"
     " PRIMARY KEY (host, username, jid, node))",
     NULL,
 };

@@ -52,29 +52,29 @@
 
 static const char *const ros_mig1[] = {
     "CREATE TABLE roster_item ("
-    " host TEXT NOT NULL,"
-    " username TEXT NOT NULL,"
-    " jid TEXT NOT NULL,"
-    " name TEXT,"
-    " subscription INTEGER NOT NULL DEFAULT 0," /* mod_roster_subscr */
-    " ask INTEGER NOT NULL DEFAULT 0,"
-    " pending_in INTEGER NOT NULL DEFAULT 0,"
-    " pending_status TEXT,"
-    " approved INTEGER NOT NULL DEFAULT 0,"
-    " in_roster INTEGER NOT NULL DEFAULT 1,"
+    " host {key} NOT NULL,"
+    " username {key} NOT NULL,"
+    " jid {key} NOT NULL,"
+    " name {text},"
+    " subscription {int} NOT NULL DEFAULT 0," /* mod_roster_subscr */
+    " ask {int} NOT NULL DEFAULT 0,"
+    " pending_in {int} NOT NULL DEFAULT 0,"
+    " pending_status {text},"
+    " approved {int} NOT NULL DEFAULT 0,"
+    " in_roster {int} NOT NULL DEFAULT 1,"
     " PRIMARY KEY (host, username, jid))",
     "CREATE TABLE roster_group ("
-    " host TEXT NOT NULL,"
-    " username TEXT NOT NULL,"
-    " jid TEXT NOT NULL,"
-    " grp TEXT NOT NULL,"
+    " host {key} NOT NULL,"
+    " username {key} NOT NULL,"
+    " jid {key} NOT NULL,"
+    " grp {key} NOT NULL,"
     " PRIMARY KEY (host, username, jid, grp),"
     " FOREIGN KEY (host, username, jid) REFERENCES roster_item (host, username, jid)"
     " ON DELETE CASCADE)",
     "CREATE TABLE roster_version ("
-    " host TEXT NOT NULL,"
-    " username TEXT NOT NULL,"
-    " version INTEGER NOT NULL,"
+    " host {key} NOT NULL,"
+    " username {key} NOT NULL,"
+    " version {int} NOT NULL,"
     " PRIMARY KEY (host, username))",
     NULL,
 };
@@ -82,7 +82,7 @@ static const char *const ros_mig1[] = {
 /* The size of each item as sent (NULL: not known yet, measured when the
  * roster is next checked against max_roster_size). */
 static const char *const ros_mig2[] = {
-    "ALTER TABLE roster_item ADD COLUMN wire_bytes INTEGER",
+    "ALTER TABLE roster_item ADD COLUMN wire_bytes {int}",
     NULL,
 };
 
@@ -453,11 +453,10 @@ mod_roster_get_item(const mod_roster_store_t *rs, const char *host, const char *
 static int
 bump_version(xd_db_conn_t *c, const char *host, const char *user, int64_t *out)
 {
-    xd_db_val_t key[] = { XD_DB_V_CSTR(host), XD_DB_V_CSTR(user) };
-    int rc = xd_db_query(c,
-                         "INSERT INTO roster_version (host, username, version) VALUES (?, ?, 1)"
-                         " ON CONFLICT (host, username) DO UPDATE SET version = version + 1",
-                         key, 2, NULL, NULL);
+    static const char *const cols[] = { "host", "username", "version" };
+    static const xd_db_upsert_t ups = { "roster_version", cols, 3, 2, XD_DB_UPSERT_ADD };
+    xd_db_val_t v[] = { XD_DB_V_CSTR(host), XD_DB_V_CSTR(user), XD_DB_V_INT(1) };
+    int rc = xd_db_upsert(c, &ups, v);
     return rc != 0 ? rc : get_version(c, host, user, out);
 }
 
@@ -479,17 +478,12 @@ store_state(xd_db_conn_t *c, const char *host, const char *user, const mod_roste
         XD_DB_V_INT(it->in_roster),
         XD_DB_V_INT(wire_bytes),
     };
-    return xd_db_query(c,
-                       "INSERT INTO roster_item (host, username, jid, name, subscription, ask,"
-                       " pending_in, pending_status, approved, in_roster, wire_bytes)"
-                       " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
-                       " ON CONFLICT (host, username, jid) DO UPDATE SET name = excluded.name,"
-                       " subscription = excluded.subscription, ask = excluded.ask,"
-                       " pending_in = excluded.pending_in,"
-                       " pending_status = excluded.pending_status,"
-                       " approved = excluded.approved, in_roster = excluded.in_roster,"
-                       " wire_bytes = excluded.wire_bytes",
-                       v, 11, NULL, NULL);
+    static const char *const cols[] = { "host",       "username",       "jid",
+                                        "name",       "subscription",   "ask",
+                                        "pending_in", "pending_status", "approved",
+                                        "in_roster",  "wire_bytes" };
+    static const xd_db_upsert_t ups = { "roster_item", cols, 11, 3, XD_DB_UPSERT_REPLACE };
+    return xd_db_upsert(c, &ups, v);
 }
 
 /* ---- size --------------------------------------------------------------------------------- */

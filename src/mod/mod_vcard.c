@@ -192,17 +192,17 @@ static const xd_opt_t vc_opts[] = {
 
 static const char *const vc_mig1[] = {
     "CREATE TABLE vcard ("
-    " host TEXT NOT NULL,"
-    " username TEXT NOT NULL,"
-    " xml TEXT NOT NULL,"
-    " updated_at INTEGER NOT NULL,"
+    " host {key} NOT NULL,"
+    " username {key} NOT NULL,"
+    " xml {text} NOT NULL,"
+    " updated_at {int} NOT NULL,"
     " PRIMARY KEY (host, username))",
     NULL,
 };
 
 /* XEP-0153: the photo's hash, NULL until computed (rows from version 1). */
 static const char *const vc_mig2[] = {
-    "ALTER TABLE vcard ADD COLUMN photo_hash TEXT",
+    "ALTER TABLE vcard ADD COLUMN photo_hash {text}",
     NULL,
 };
 

@@ -14,27 +14,27 @@
 
 static const char *const prv_mig1[] = {
     "CREATE TABLE privacy_list ("
-    " host TEXT NOT NULL,"
-    " username TEXT NOT NULL,"
-    " name TEXT NOT NULL,"
-    " created_at INTEGER NOT NULL,"
+    " host {key} NOT NULL,"
+    " username {key} NOT NULL,"
+    " name {key} NOT NULL,"
+    " created_at {int} NOT NULL,"
     " PRIMARY KEY (host, username, name))",
     "CREATE TABLE privacy_item ("
-    " host TEXT NOT NULL,"
-    " username TEXT NOT NULL,"
-    " name TEXT NOT NULL,"
-    " ord INTEGER NOT NULL CHECK (ord >= 0 AND ord <= 4294967295),"
-    " type TEXT NOT NULL CHECK (type IN ('', 'jid', 'group', 'subscription')),"
-    " value TEXT NOT NULL,"
-    " action TEXT NOT NULL CHECK (action IN ('allow', 'deny')),"
-    " kinds INTEGER NOT NULL,"
+    " host {key} NOT NULL,"
+    " username {key} NOT NULL,"
+    " name {key} NOT NULL,"
+    " ord {int} NOT NULL CHECK (ord >= 0 AND ord <= 4294967295),"
+    " type {text} NOT NULL CHECK (type IN ('', 'jid', 'group', 'subscription')),"
+    " value {text} NOT NULL,"
+    " action {text} NOT NULL CHECK (action IN ('allow', 'deny')),"
+    " kinds {int} NOT NULL,"
     " PRIMARY KEY (host, username, name, ord),"
     " FOREIGN KEY (host, username, name) REFERENCES privacy_list (host, username, name)"
     " ON DELETE CASCADE)",
     "CREATE TABLE privacy_default ("
-    " host TEXT NOT NULL,"
-    " username TEXT NOT NULL,"
-    " name TEXT NOT NULL,"
+    " host {key} NOT NULL,"
+    " username {key} NOT NULL,"
+    " name {key} NOT NULL,"
     " PRIMARY KEY (host, username),"
     " FOREIGN KEY (host, username, name) REFERENCES privacy_list (host, username, name)"
     " ON DELETE CASCADE)",
@@ -51,10 +51,10 @@ static const xd_db_migration_t prv_migrations[] = {
  * account, the JIDs as block items numbered 1, 2, … in the order blocked. */
 static const char *const blk_mig1[] = {
     "CREATE TABLE blocklist ("
-    " host TEXT NOT NULL,"
-    " username TEXT NOT NULL,"
-    " jid TEXT NOT NULL,"
-    " created_at INTEGER NOT NULL,"
+    " host {key} NOT NULL,"
+    " username {key} NOT NULL,"
+    " jid {key} NOT NULL,"
+    " created_at {int} NOT NULL,"
     " PRIMARY KEY (host, username, jid))",
     NULL,
 };
@@ -127,10 +127,9 @@ prv_sql_tx(xd_db_conn_t *c, void *arg)
     if (t->put) {
         xd_db_val_t k[] = { XD_DB_V_CSTR(t->host), XD_DB_V_CSTR(t->user),
                             XD_DB_V_CSTR(t->put->name), XD_DB_V_INT(t->now) };
-        rc = xd_db_query(c,
-                         "INSERT INTO privacy_list (host, username, name, created_at)"
-                         " VALUES (?, ?, ?, ?) ON CONFLICT (host, username, name) DO NOTHING",
-                         k, 4, NULL, NULL);
+        static const char *const cols[] = { "host", "username", "name", "created_at" };
+        static const xd_db_upsert_t ups = { "privacy_list", cols, 4, 3, XD_DB_UPSERT_IGNORE };
+        rc = xd_db_upsert(c, &ups, k);
         if (rc >= 0)
             rc = xd_db_query(c,
                              "DELETE FROM privacy_item"
@@ -160,10 +159,10 @@ prv_sql_tx(xd_db_conn_t *c, void *arg)
     if (rc >= 0 && t->def_op == 1) {
         xd_db_val_t k[] = { XD_DB_V_CSTR(t->host), XD_DB_V_CSTR(t->user),
                             XD_DB_V_CSTR(t->def_name) };
-        rc = xd_db_query(c,
-                         "INSERT INTO privacy_default (host, username, name) VALUES (?, ?, ?)"
-                         " ON CONFLICT (host, username) DO UPDATE SET name = excluded.name",
-                         k, 3, NULL, NULL);
+        static const char *const cols[] = { "host", "username", "name" };
+        static const xd_db_upsert_t ups = { "privacy_default", cols, 3, 2,
+                                            XD_DB_UPSERT_REPLACE };
+        rc = xd_db_upsert(c, &ups, k);
     } else if (rc >= 0 && t->def_op == 2) {
         xd_db_val_t k[] = { XD_DB_V_CSTR(t->host), XD_DB_V_CSTR(t->user) };
         rc = xd_db_query(c, "DELETE FROM privacy_default WHERE host = ? AND username = ?", k, 2,

@@ -19,10 +19,52 @@ struct xd_db_conn {
     void *h;                     /* driver handle; immutable */
     unsigned refs;               /* nested acquires by the holder; 0 when idle */
     unsigned tx_depth;           /* 0 outside xd_db_tx, 1 in it, >1 in savepoints */
+    bool dead;                   /* the driver lost the connection (alive() false) */
     struct xd_db_conn *next;     /* db->idle list (idle) or thread list (held) */
 };
 
 /* The SQLite driver (src/storage/sqlite.c). */
 extern const xd_db_driver_t xd_db_driver_sqlite;
+/* The PostgreSQL driver over libpq (src/storage/pgsql.c). */
+extern const xd_db_driver_t xd_db_driver_pgsql;
+
+/* A driver's open() that fails writes why here (the pool shows it in
+ * xd_db_status: there is no handle to ask errmsg). */
+extern _Thread_local char xd_db_open_err[160];
+
+/* ---- dialects (src/storage/dialect.c) ------------------------------------ */
+
+typedef enum xd_db_ups_style {
+    XD_DB_UPS_ON_CONFLICT,   /* INSERT … ON CONFLICT (key) DO … (SQLite, PostgreSQL) */
+    XD_DB_UPS_DUPLICATE_KEY, /* INSERT … ON DUPLICATE KEY UPDATE (MySQL, MariaDB) */
+} xd_db_ups_style;
+
+/* How one SQL engine spells what storage.h's {tokens} stand for. */
+typedef struct xd_db_dialect_def {
+    const char *name;   /* "sqlite", "pgsql", "mysql" */
+    const char *t_int;  /* {int} */
+    const char *t_blob; /* {blob} */
+    const char *t_text; /* {text} */
+    const char *t_key;  /* {key} */
+    const char *autoid; /* {autoid} */
+    const char *octets; /* {octets:E}: a format with one %.*s for E */
+    xd_db_ups_style upsert;
+} xd_db_dialect_def_t;
+
+/* The dialect called name, or NULL. */
+const xd_db_dialect_def_t *xd_db_dialect_find(const char *name);
+
+/* Expands the {tokens} of sql.  *out is NULL when sql has none (use it as
+ * it is), else a new string the caller frees.  XD_EINVAL: an unknown or
+ * unterminated token. */
+int xd_db_expand(const xd_db_dialect_def_t *d, const char *sql, char **out);
+
+/* The SQL text of upsert u in dialect d, a new string (XD_EINVAL: bad u). */
+int xd_db_upsert_sql(const xd_db_dialect_def_t *d, const xd_db_upsert_t *u, char **out);
+
+/* pgsql: rewrites the `?` placeholders of sql outside literals, quoted
+ * identifiers and comments to $1, $2, …  *out is a new string, *nparams
+ * the count.  XD_EINVAL when sql holds more than one statement. */
+int xd_pg_rewrite(const char *sql, char **out, unsigned *nparams);
 
 #endif

@@ -33,19 +33,19 @@
  * plaintext column: passwords are stored only as SCRAM credentials. */
 static const char *const mig_core_v1[] = {
     "CREATE TABLE users ("
-    " host TEXT NOT NULL,"
-    " username TEXT NOT NULL,"
-    " created_at INTEGER NOT NULL,"
+    " host {key} NOT NULL,"
+    " username {key} NOT NULL,"
+    " created_at {int} NOT NULL,"
     " PRIMARY KEY (host, username))",
 
     "CREATE TABLE user_scram ("
-    " host TEXT NOT NULL,"
-    " username TEXT NOT NULL,"
-    " hash TEXT NOT NULL CHECK (hash IN ('SHA-1', 'SHA-256', 'SHA-512')),"
-    " salt BLOB NOT NULL,"
-    " iterations INTEGER NOT NULL CHECK (iterations > 0),"
-    " stored_key BLOB NOT NULL,"
-    " server_key BLOB NOT NULL,"
+    " host {key} NOT NULL,"
+    " username {key} NOT NULL,"
+    " hash {key} NOT NULL CHECK (hash IN ('SHA-1', 'SHA-256', 'SHA-512')),"
+    " salt {blob} NOT NULL,"
+    " iterations {int} NOT NULL CHECK (iterations > 0),"
+    " stored_key {blob} NOT NULL,"
+    " server_key {blob} NOT NULL,"
     " PRIMARY KEY (host, username, hash),"
     " FOREIGN KEY (host, username) REFERENCES users (host, username) ON DELETE CASCADE)",
     NULL,
@@ -56,14 +56,14 @@ static const char *const mig_core_v1[] = {
  * Only SHA-256(token) is kept. */
 static const char *const mig_core_v2[] = {
     "CREATE TABLE fast_tokens ("
-    " host TEXT NOT NULL,"
-    " username TEXT NOT NULL,"
-    " client TEXT NOT NULL,"
-    " slot INTEGER NOT NULL CHECK (slot IN (0, 1)),"
-    " token_hash BLOB NOT NULL,"
-    " mechanism TEXT NOT NULL,"
-    " expires_at INTEGER NOT NULL,"
-    " replay_count INTEGER NOT NULL,"
+    " host {key} NOT NULL,"
+    " username {key} NOT NULL,"
+    " client {key} NOT NULL,"
+    " slot {int} NOT NULL CHECK (slot IN (0, 1)),"
+    " token_hash {blob} NOT NULL,"
+    " mechanism {text} NOT NULL,"
+    " expires_at {int} NOT NULL,"
+    " replay_count {int} NOT NULL,"
     " PRIMARY KEY (host, username, client, slot),"
     " FOREIGN KEY (host, username) REFERENCES users (host, username) ON DELETE CASCADE)",
     NULL,
@@ -145,11 +145,14 @@ xd_db_unregister_migrations(const char *component)
     return rc;
 }
 
-/* The entry for (version, driver): the driver's own, else the portable. */
+/* The entry for (version, driver): the one for the driver, else the one
+ * for its dialect (odbc over PostgreSQL takes "pgsql"'s), else the
+ * portable one. */
 static const xd_db_migration_t *
-mig_pick(const xd_db_migration_t *list, unsigned version, const char *driver)
+mig_pick(const xd_db_migration_t *list, unsigned version, const char *driver,
+         const char *dialect)
 {
-    const xd_db_migration_t *any = NULL;
+    const xd_db_migration_t *any = NULL, *dl = NULL;
     for (const xd_db_migration_t *m = list; m->version != 0; m++) {
         if (m->version != version)
             continue;
@@ -157,8 +160,10 @@ mig_pick(const xd_db_migration_t *list, unsigned version, const char *driver)
             any = m;
         else if (strcmp(m->driver, driver) == 0)
             return m;
+        else if (strcmp(m->driver, dialect) == 0)
+            dl = m;
     }
-    return any;
+    return dl != NULL ? dl : any;
 }
 
 static int
@@ -181,9 +186,9 @@ mig_get_version(xd_db_conn_t *c, const char *component, unsigned *out)
 
 static const char mig_create_table[] =
     "CREATE TABLE IF NOT EXISTS schema_version ("
-    " component TEXT NOT NULL PRIMARY KEY,"
-    " version INTEGER NOT NULL,"
-    " updated_at INTEGER NOT NULL)";
+    " component {key} NOT NULL PRIMARY KEY,"
+    " version {int} NOT NULL,"
+    " updated_at {int} NOT NULL)";
 
 /* One component's migration; the body of a transaction. */
 static int
@@ -208,7 +213,7 @@ mig_apply(xd_db_conn_t *c, void *arg)
         return 0;
 
     for (unsigned v = cur + 1; v <= comp->max; v++) {
-        const xd_db_migration_t *m = mig_pick(comp->list, v, driver);
+        const xd_db_migration_t *m = mig_pick(comp->list, v, driver, xd_db_dialect(c->db));
         if (m == NULL) {
             XD_LOG(NULL, XD_ERROR, "db migration missing", "component=%s version=%u driver=%s",
                    comp->name, v, driver);

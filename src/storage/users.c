@@ -50,16 +50,21 @@ users_creds_check(const xd_scram_cred_t *creds, size_t n)
     return 0;
 }
 
-/* Replaces the user's credentials with op->creds. */
+/* Replaces the user's credentials with op->creds (fresh: the user was
+ * created in this transaction and has none, so nothing is deleted — on
+ * PostgreSQL those empty-range reads made concurrent registrations fail
+ * each other's SERIALIZABLE transactions). */
 static int
-users_put_creds(xd_db_conn_t *c, const users_op_t *op)
+users_put_creds(xd_db_conn_t *c, const users_op_t *op, bool fresh)
 {
     xd_db_val_t key[] = { XD_DB_V_TEXT(op->host), XD_DB_V_TEXT(op->user) };
-    int rc = xd_db_query(c, "DELETE FROM user_scram WHERE host = ? AND username = ?", key, 2,
+    int rc = 0;
+    if (!fresh)
+        rc = xd_db_query(c, "DELETE FROM user_scram WHERE host = ? AND username = ?", key, 2,
                          NULL, NULL);
     /* A new password ends every FAST token (XEP-0484): they were issued
      * against the old one. */
-    if (rc == 0)
+    if (rc == 0 && !fresh)
         rc = xd_db_query(c, "DELETE FROM fast_tokens WHERE host = ? AND username = ?", key, 2,
                          NULL, NULL);
     for (size_t i = 0; rc == 0 && i < op->ncreds; i++) {
@@ -105,7 +110,7 @@ users_create_tx(xd_db_conn_t *c, void *arg)
     if (rc == XD_EDB_CONSTRAINT)
         return XD_EEXIST; /* the primary key (host, username) */
     if (rc == 0 && op->ncreds > 0)
-        rc = users_put_creds(c, op);
+        rc = users_put_creds(c, op, true);
     return rc;
 }
 
@@ -140,7 +145,7 @@ users_set_tx(xd_db_conn_t *c, void *arg)
     int rc = users_exists_conn(c, op->host, op->user);
     if (rc == 0)
         return XD_ENOTFOUND;
-    return rc < 0 ? rc : users_put_creds(c, op);
+    return rc < 0 ? rc : users_put_creds(c, op, false);
 }
 
 int

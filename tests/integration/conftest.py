@@ -67,3 +67,45 @@ def server_factory(request, tmp_path):
 @pytest.fixture
 def server(server_factory):
     return server_factory()
+
+
+# ---- storage backends ----------------------------------------------------------------------
+#
+# The storage suite (test_storage.py) runs once per backend.  A backend is a
+# name in STORAGE_BACKENDS and a branch in `storage_yaml` that returns the
+# sql_* lines of an xmppd.yml for a fresh, empty database; a backend that
+# cannot run here is skipped with the reason.  To add one (mysql, odbc):
+# append its name and give it a session fixture like `pg_server`.
+
+STORAGE_BACKENDS = ["sqlite", "pgsql"]
+
+
+@pytest.fixture(scope="session")
+def pg_server():
+    """One PostgreSQL for the session (tests/integration/pgsql.py)."""
+    import pgsql
+    why = pgsql.available()
+    if why:
+        pytest.skip(why)
+    pg = pgsql.PgServer()
+    try:
+        pg.init()
+        pg.start()
+        pg.setup_role()
+        yield pg
+    finally:
+        pg.cleanup()
+
+
+@pytest.fixture(params=STORAGE_BACKENDS)
+def storage_yaml(request):
+    """Returns yaml(extra="") → the sql_* configuration of a new empty
+    database on the backend request.param."""
+    backend = request.param
+    if backend == "sqlite":
+        yield lambda extra="": extra
+    elif backend == "pgsql":
+        pg = request.getfixturevalue("pg_server")
+        yield lambda extra="": pg.yaml(pg.new_database(), extra)
+    else:
+        pytest.skip(f"storage backend {backend} not set up")
