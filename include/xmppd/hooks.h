@@ -215,8 +215,11 @@ typedef struct xd_hook_account_import {
     bool *taken;             /* taken[0..nchildren): out, per child */
     size_t nchildren;        /* children of user_el */
     int rc;                  /* out: 0 or an XD_E* code */
-    char err[256];           /* out: what went wrong, for the operator */
+    char *err;               /* out: what went wrong, for the operator (a buffer of
+                              * XD_HOOK_IMPORT_ERR_MAX bytes, "" on entry) */
 } xd_hook_account_import_t;
+
+#define XD_HOOK_IMPORT_ERR_MAX 256 /* bytes of xd_hook_account_import_t.err */
 
 /* ROSTER_GET (blocking pool): the handler that keeps the host's rosters
  * calls fn for every item of user's roster (in_roster or only pending

@@ -227,7 +227,7 @@ blk_pie_import(xd_module_ctx_t *ctx, xd_hook_account_import_t *ev, void *arg)
             if (!xd_el_is(it, "item", XD_NS_BLOCKING))
                 continue;
             if (!raw || xd_jid_parse(xd_str_c(raw), &b) != 0) {
-                snprintf(ev->err, sizeof ev->err, "blocklist: not a JID: %s", raw ? raw : "");
+                snprintf(ev->err, XD_HOOK_IMPORT_ERR_MAX, "blocklist: not a JID: %s", raw ? raw : "");
                 rc = XD_EINVAL;
                 break;
             }
@@ -238,7 +238,7 @@ blk_pie_import(xd_module_ctx_t *ctx, xd_hook_account_import_t *ev, void *arg)
                 dup = strcmp(have[k], norm) == 0;
             const char *one[] = { norm };
             if (!dup && (rc = xd_privacy_block(j, one, 1)) != 0)
-                snprintf(ev->err, sizeof ev->err, "blocklist %s: %s", norm, xd_strerror(rc));
+                snprintf(ev->err, XD_HOOK_IMPORT_ERR_MAX, "blocklist %s: %s", norm, xd_strerror(rc));
             xd_free(norm);
             xd_jid_unref(b);
         }

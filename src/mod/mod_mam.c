@@ -1922,7 +1922,7 @@ mam_pie_result(xd_db_conn_t *c, xd_hook_account_import_t *ev, const xd_jid_t *ac
     const char *stamp = delay ? xd_el_attr(delay, "stamp") : NULL;
     int64_t ts = 0;
     if (!id || !*id || strlen(id) > MAM_ID_MAX || !msg || !stamp || !mam_parse_time(stamp, &ts)) {
-        snprintf(ev->err, sizeof ev->err, "archive: a <result/> without id, time or message%s%s",
+        snprintf(ev->err, XD_HOOK_IMPORT_ERR_MAX, "archive: a <result/> without id, time or message%s%s",
                  id ? ": " : "", id ? id : "");
         return XD_EINVAL;
     }
@@ -1938,7 +1938,7 @@ mam_pie_result(xd_db_conn_t *c, xd_hook_account_import_t *ev, const xd_jid_t *ac
     if (rc != 0 || !peer) {
         if (st)
             xd_stanza_unref(st);
-        snprintf(ev->err, sizeof ev->err, "archive %s: the message needs from and to", id);
+        snprintf(ev->err, XD_HOOK_IMPORT_ERR_MAX, "archive %s: the message needs from and to", id);
         return XD_EINVAL;
     }
     const xd_el_t *root = xd_stanza_root(st);
@@ -1961,7 +1961,7 @@ mam_pie_result(xd_db_conn_t *c, xd_hook_account_import_t *ev, const xd_jid_t *ac
                      " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                      row, 10, NULL, NULL);
     if (rc != 0)
-        snprintf(ev->err, sizeof ev->err, "archive %s: %s", id,
+        snprintf(ev->err, XD_HOOK_IMPORT_ERR_MAX, "archive %s: %s", id,
                  rc == XD_EDB_CONSTRAINT ? "the id is repeated" : xd_strerror(rc));
     xd_free(pbare);
     xd_free(pres);
@@ -1994,7 +1994,7 @@ mam_pie_import(xd_module_ctx_t *ctx, xd_hook_account_import_t *ev, void *arg)
     if (rc != 0) {
         ev->rc = rc;
         if (!ev->err[0])
-            snprintf(ev->err, sizeof ev->err, "archive: %s", xd_strerror(rc));
+            snprintf(ev->err, XD_HOOK_IMPORT_ERR_MAX, "archive: %s", xd_strerror(rc));
         return XD_HOOK_STOP;
     }
     return XD_HOOK_OK;

@@ -488,7 +488,7 @@ off_pie_import(xd_module_ctx_t *ctx, xd_hook_account_import_t *ev, void *arg)
     int rc = xd_db_acquire(xd_module_db(ctx), &c);
     if (rc != 0) {
         ev->rc = rc;
-        snprintf(ev->err, sizeof ev->err, "offline: %s", xd_strerror(rc));
+        snprintf(ev->err, XD_HOOK_IMPORT_ERR_MAX, "offline: %s", xd_strerror(rc));
         return XD_HOOK_STOP;
     }
     int64_t n = 0, bytes = 0, now = (int64_t)time(NULL);
@@ -508,13 +508,13 @@ off_pie_import(xd_module_ctx_t *ctx, xd_hook_account_import_t *ev, void *arg)
             rc = xd_stanza_parse(raw, len, XD_NS_CLIENT, &st);
             xd_free(raw);
             if (rc != 0) {
-                snprintf(ev->err, sizeof ev->err, "offline: a message is not a stanza");
+                snprintf(ev->err, XD_HOOK_IMPORT_ERR_MAX, "offline: a message is not a stanza");
                 break;
             }
             const char *xml = xd_stanza_bytes(st, &len);
             if (++n > conf->max_user_messages ||
                 (bytes += (int64_t)len) > (int64_t)conf->max_user_size) {
-                snprintf(ev->err, sizeof ev->err,
+                snprintf(ev->err, XD_HOOK_IMPORT_ERR_MAX,
                          "offline: more than max_user_messages or max_user_size");
                 rc = XD_ELIMIT;
             } else {
@@ -527,7 +527,7 @@ off_pie_import(xd_module_ctx_t *ctx, xd_hook_account_import_t *ev, void *arg)
                                  " VALUES (?, ?, ?, ?, ?)",
                                  row, 5, NULL, NULL);
                 if (rc != 0)
-                    snprintf(ev->err, sizeof ev->err, "offline: %s", xd_strerror(rc));
+                    snprintf(ev->err, XD_HOOK_IMPORT_ERR_MAX, "offline: %s", xd_strerror(rc));
             }
             xd_stanza_unref(st);
         }

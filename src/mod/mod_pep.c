@@ -1697,7 +1697,7 @@ pp_pie_node(xd_db_conn_t *c, xd_hook_account_import_t *ev, const pp_conf_t *conf
     rc = xd_db_query_int64(c, "SELECT COUNT(*) FROM pep_node WHERE host = ? AND username = ?",
                            key, 2, &n);
     if (rc == 0 && n >= conf->max_nodes) {
-        snprintf(ev->err, sizeof ev->err, "pep: more nodes than max_nodes");
+        snprintf(ev->err, XD_HOOK_IMPORT_ERR_MAX, "pep: more nodes than max_nodes");
         return XD_ELIMIT;
     }
     return rc != 0 ? rc : pp_node_save(c, ev->host, ev->user, node, cfg, true);
@@ -1726,7 +1726,7 @@ pp_pie_import(xd_module_ctx_t *ctx, xd_hook_account_import_t *ev, void *arg)
                 if (!cfgel && !items)
                     continue;
                 if (!node || !*node || strlen(node) >= 1024) {
-                    snprintf(ev->err, sizeof ev->err, "pep: a node without a name");
+                    snprintf(ev->err, XD_HOOK_IMPORT_ERR_MAX, "pep: a node without a name");
                     rc = XD_EINVAL;
                     break;
                 }
@@ -1737,7 +1737,7 @@ pp_pie_import(xd_module_ctx_t *ctx, xd_hook_account_import_t *ev, void *arg)
                     const char *why = pp_form_read(xd_el_child(e, "x", XD_NS_DATA),
                                                    PP_NS_NODECFG, conf, &cfg, &set);
                     if (why) {
-                        snprintf(ev->err, sizeof ev->err, "pep node %s: %s", node, why);
+                        snprintf(ev->err, XD_HOOK_IMPORT_ERR_MAX, "pep node %s: %s", node, why);
                         rc = XD_EINVAL;
                         break;
                     }
@@ -1753,7 +1753,7 @@ pp_pie_import(xd_module_ctx_t *ctx, xd_hook_account_import_t *ev, void *arg)
                     if (!xd_el_is(it, "item", XD_NS_PUBSUB))
                         continue;
                     if (!id || !*id || strlen(id) > PP_ID_MAX || !payload) {
-                        snprintf(ev->err, sizeof ev->err,
+                        snprintf(ev->err, XD_HOOK_IMPORT_ERR_MAX,
                                  "pep node %s: an item without id or payload", node);
                         rc = XD_EINVAL;
                         break;
@@ -1780,7 +1780,7 @@ pp_pie_import(xd_module_ctx_t *ctx, xd_hook_account_import_t *ev, void *arg)
     if (rc != 0) {
         ev->rc = rc;
         if (!ev->err[0])
-            snprintf(ev->err, sizeof ev->err, "pep: %s", xd_strerror(rc));
+            snprintf(ev->err, XD_HOOK_IMPORT_ERR_MAX, "pep: %s", xd_strerror(rc));
         return XD_HOOK_STOP;
     }
     return XD_HOOK_OK;

@@ -384,13 +384,13 @@ pl_pie_import(xd_module_ctx_t *ctx, xd_hook_account_import_t *ev, void *arg)
             if (rc == 0 && pl.n)
                 rc = xd_privacy_set_list(j, &pl);
             if (rc != 0)
-                snprintf(ev->err, sizeof ev->err, "privacy list '%s': %s",
+                snprintf(ev->err, XD_HOOK_IMPORT_ERR_MAX, "privacy list '%s': %s",
                          xd_el_attr(l, "name") ? xd_el_attr(l, "name") : "",
                          why ? why : xd_strerror(rc));
             xd_privacy_list_clear(&pl);
         }
         if (rc == 0 && def && *def && (rc = xd_privacy_set_default(j, def)) != 0)
-            snprintf(ev->err, sizeof ev->err, "privacy default '%s': %s", def, xd_strerror(rc));
+            snprintf(ev->err, XD_HOOK_IMPORT_ERR_MAX, "privacy default '%s': %s", def, xd_strerror(rc));
     }
     if (j)
         xd_jid_unref(j);

@@ -346,7 +346,7 @@ pv_pie_import(xd_module_ctx_t *ctx, xd_hook_account_import_t *ev, void *arg)
                        .max_user_size = lim->max_user_size, .now = (int64_t)time(NULL) };
         for (const xd_el_t *c = xd_el_first_child(q); c && rc == 0; c = xd_el_next(c)) {
             if (pv_reserved(xd_el_ns(c))) {
-                snprintf(ev->err, sizeof ev->err, "private: reserved namespace %s",
+                snprintf(ev->err, XD_HOOK_IMPORT_ERR_MAX, "private: reserved namespace %s",
                          xd_el_ns(c) ? xd_el_ns(c) : "jabber:client");
                 rc = XD_EINVAL;
                 break;
@@ -356,12 +356,12 @@ pv_pie_import(xd_module_ctx_t *ctx, xd_hook_account_import_t *ev, void *arg)
             it->name = xd_el_name(c);
             it->xml = xd_el_serialize(c, NULL, &it->len);
             if (it->len > lim->max_size) {
-                snprintf(ev->err, sizeof ev->err, "private: an element is larger than max_size");
+                snprintf(ev->err, XD_HOOK_IMPORT_ERR_MAX, "private: an element is larger than max_size");
                 rc = XD_EINVAL;
             }
         }
         if (rc == 0 && (rc = xd_db_tx(xd_module_db(ctx), pv_set_tx, &s)) < 0)
-            snprintf(ev->err, sizeof ev->err, "private: %s",
+            snprintf(ev->err, XD_HOOK_IMPORT_ERR_MAX, "private: %s",
                      rc == XD_ELIMIT ? "more than max_user_size" : xd_strerror(rc));
         for (size_t k = 0; k < s.n; k++)
             xd_free(s.items[k].xml);

@@ -1297,7 +1297,7 @@ static int
 ros_pie_fail(xd_hook_account_import_t *ev, const char *what, const char *jid)
 {
     ev->rc = XD_EINVAL;
-    snprintf(ev->err, sizeof ev->err, "roster: %s%s%s", what, jid ? ": " : "", jid ? jid : "");
+    snprintf(ev->err, XD_HOOK_IMPORT_ERR_MAX, "roster: %s%s%s", what, jid ? ": " : "", jid ? jid : "");
     return XD_HOOK_STOP;
 }
 
@@ -1343,7 +1343,7 @@ ros_pie_import(xd_module_ctx_t *ctx, xd_hook_account_import_t *ev, void *arg)
     int rc = xd_db_acquire(xd_module_db(ctx), &c);
     if (rc != 0) {
         ev->rc = rc;
-        snprintf(ev->err, sizeof ev->err, "roster: %s", xd_strerror(rc));
+        snprintf(ev->err, XD_HOOK_IMPORT_ERR_MAX, "roster: %s", xd_strerror(rc));
         return XD_HOOK_STOP;
     }
     size_t i = 0, n = 0;
@@ -1417,7 +1417,7 @@ ros_pie_import(xd_module_ctx_t *ctx, xd_hook_account_import_t *ev, void *arg)
     xd_db_release(c);
     if (rc != 0 && ev->rc == 0) {
         ev->rc = rc;
-        snprintf(ev->err, sizeof ev->err, "roster: %s", xd_strerror(rc));
+        snprintf(ev->err, XD_HOOK_IMPORT_ERR_MAX, "roster: %s", xd_strerror(rc));
     }
     return rc != 0 ? XD_HOOK_STOP : XD_HOOK_OK;
 }

@@ -573,7 +573,7 @@ vc_pie_import(xd_module_ctx_t *ctx, xd_hook_account_import_t *ev, void *arg)
         int rc = 0;
         if (len > conf->max_size) {
             rc = XD_EINVAL;
-            snprintf(ev->err, sizeof ev->err, "vCard: larger than max_size (%zu bytes)",
+            snprintf(ev->err, XD_HOOK_IMPORT_ERR_MAX, "vCard: larger than max_size (%zu bytes)",
                      conf->max_size);
         }
         char hash[VC_HASH_LEN + 1];
@@ -581,7 +581,7 @@ vc_pie_import(xd_module_ctx_t *ctx, xd_hook_account_import_t *ev, void *arg)
         vc_store_t s = { .host = ev->host, .user = ev->user, .xml = xml, .len = len,
                          .now = (int64_t)time(NULL), .hash = hash };
         if (rc == 0 && (rc = xd_db_tx(xd_module_db(ctx), vc_store_tx, &s)) < 0)
-            snprintf(ev->err, sizeof ev->err, "vCard: %s", xd_strerror(rc));
+            snprintf(ev->err, XD_HOOK_IMPORT_ERR_MAX, "vCard: %s", xd_strerror(rc));
         xd_free(xml);
         if (rc < 0 || rc == XD_EINVAL) {
             ev->rc = rc;

@@ -400,11 +400,12 @@ pie_import_tx(xd_db_conn_t *c, void *arg)
     for (const xd_el_t *ch = xd_el_first_child(im->u); ch; ch = xd_el_next(ch), i++)
         if (xd_el_is(ch, "scram-credentials", XD_NS_PIE_SCRAM))
             im->taken[i] = true;
+    char err[XD_HOOK_IMPORT_ERR_MAX] = "";
     xd_hook_account_import_t ev = { .host = im->host, .user = im->user, .user_el = im->u,
-                                    .taken = im->taken, .nchildren = im->n };
+                                    .taken = im->taken, .nchildren = im->n, .err = err };
     xd_hook_run(XD_HOOK_ACCOUNT_IMPORT, im->host, &ev);
     if (ev.rc != 0) {
-        snprintf(im->err, sizeof im->err, "%s", ev.err[0] ? ev.err : xd_strerror(ev.rc));
+        snprintf(im->err, sizeof im->err, "%s", err[0] ? err : xd_strerror(ev.rc));
         return ev.rc < 0 ? ev.rc : XD_EINVAL;
     }
     return 0;
