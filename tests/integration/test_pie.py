@@ -345,3 +345,32 @@ def test_scram_only_password_attribute(server_factory, pie_config, tmp_path):
     assert r.returncode == 0 and "imported uma@localhost" in r.stdout, r.stdout + r.stderr
     x, _ = login(dst.c2s_port, "uma", "uma & pw", mech="SCRAM-SHA-1")
     x.close()
+
+
+def test_import_is_held_to_the_new_servers_limits(server_factory, pie_config, tmp_path):
+    """The importing server's limits apply: a roster over max_items, or more
+    offline messages than max_user_messages, refuse that account whole."""
+    src = start(server_factory, pie_config)
+    users(src, "alice", "bob", "carol")
+    a, _ = online(src, "alice")
+    for who in ("bob", "carol"):
+        r = iq(a, who, f"<query xmlns='jabber:iq:roster'><item jid='{who}@localhost'/></query>")
+        assert "type='result'" in r, r
+    a.close()
+    b, _ = online(src, "bob", presence=False)
+    for i in range(3):
+        b.send(f"<message to='carol@localhost' type='chat' id='o{i}'><body>{i}</body></message>")
+    b.roundtrip()
+    b.close()
+    path = export_host(src, tmp_path)
+    cfg = pie_config.replace("  mod_roster: {}\n", "  mod_roster:\n    max_items: 1\n")
+    cfg = cfg.replace("  mod_offline: {}\n", "  mod_offline:\n    max_user_messages: 2\n")
+    dst = start(server_factory, cfg)
+    r = dst.ctl_run("import_file", path)
+    out = r.stdout + r.stderr
+    assert r.returncode != 0, out
+    assert "error: alice@localhost: roster: more items than max_items" in out, out
+    assert "error: carol@localhost: offline: more than max_user_messages" in out, out
+    assert "imported bob@localhost" in out and "1 imported, 2 failed" in out, out
+    for u in ("alice", "carol"):
+        assert dst.ctl_run("check_account", u, "localhost").returncode == 1
