@@ -224,6 +224,16 @@ def test_existing_account_is_left_alone(server_factory, pie_config, tmp_path):
     # alice still has her own password.
     x, _ = login(dst.c2s_port, "alice", "other")
     x.close()
+    # No such account, no such file, a file that is not XEP-0227.
+    r = dst.ctl_run("export_account", "nobody", "localhost", str(tmp_path / "nobody.xml"))
+    assert r.returncode != 0 and "nobody@localhost does not exist" in r.stdout + r.stderr, r
+    assert not os.path.exists(tmp_path / "nobody.xml")
+    r = dst.ctl_run("import_file", str(tmp_path / "missing.xml"))
+    assert r.returncode != 0 and "No such file" in r.stdout + r.stderr, r
+    other = tmp_path / "other.xml"
+    other.write_text("<roster xmlns='jabber:iq:roster'/>")
+    r = dst.ctl_run("import_file", str(other))
+    assert r.returncode != 0 and "not a XEP-0227 file" in r.stdout + r.stderr, r
 
 
 def scram_of(path, user):
