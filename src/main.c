@@ -44,6 +44,7 @@
 #include "core/worker.h"
 #include "auth/commands.h"
 #include "mod/builtin.h"
+#include "router/pie.h"
 #include "router/router.h"
 #include "router/session.h"
 #include "s2s/component.h"
@@ -638,6 +639,7 @@ main(int argc, char **argv)
         xd_cmd_register(&server_cmds[i]);
     xd_auth_register_commands(account_removed);
     xd_session_register_commands();
+    xd_pie_register_commands();
     xd_s2s_register_commands();
     if ((rc = xd_ctl_start(main_loop, xd_config_ctl_socket(cfg), &err)) != 0) {
         XD_LOG(NULL, XD_CRIT, "cannot open the control socket", "error=\"%s\"",

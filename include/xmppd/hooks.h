@@ -185,6 +185,42 @@ typedef struct xd_hook_user {
     const char *user;  /* the localpart, prepared */
 } xd_hook_user_t;
 
+/* ACCOUNT_EXPORT (blocking pool or the command's thread; may block): a
+ * handler appends what it keeps of the account to `user`, the <user
+ * xmlns='urn:xmpp:pie:0'/> element of XEP-0227 (its children in the
+ * handler's own namespaces: <query xmlns='jabber:iq:roster'/>, <vCard/>,
+ * …).  On a storage failure it sets rc (an XD_E* code) and `module` and
+ * returns XD_HOOK_STOP: the account's export fails as a whole. */
+typedef struct xd_hook_account_export {
+    const char *host;    /* the served host */
+    const char *user;    /* the localpart, prepared */
+    xd_el_t *user_el;    /* the <user/> being built, mutable for the run */
+    int rc;              /* out: 0 or the first error */
+    const char *module;  /* out: who failed (for the message) */
+} xd_hook_account_export_t;
+
+/* ACCOUNT_IMPORT (the command's thread; may block): runs inside the
+ * storage transaction (xd_db_tx) that creates the account, so a handler
+ * writes with the synchronous storage API on xd_module_db() and everything
+ * of the account is stored or nothing is.  A handler stores the children of
+ * `user_el` in its namespaces and sets taken[i] for the i-th child it
+ * stored (children counted from 0 in document order); children no handler
+ * took are reported as unknown.  On bad data or a storage failure it sets
+ * rc (XD_EINVAL for bad data), writes a message to err and returns
+ * XD_HOOK_STOP: the account is not imported. */
+typedef struct xd_hook_account_import {
+    const char *host;        /* the served host */
+    const char *user;        /* the localpart, prepared */
+    const xd_el_t *user_el;  /* the <user/> from the file */
+    bool *taken;             /* taken[0..nchildren): out, per child */
+    size_t nchildren;        /* children of user_el */
+    int rc;                  /* out: 0 or an XD_E* code */
+    char *err;               /* out: what went wrong, for the operator (a buffer of
+                              * XD_HOOK_IMPORT_ERR_MAX bytes, "" on entry) */
+} xd_hook_account_import_t;
+
+#define XD_HOOK_IMPORT_ERR_MAX 256 /* bytes of xd_hook_account_import_t.err */
+
 /* ROSTER_GET (blocking pool): the handler that keeps the host's rosters
  * calls fn for every item of user's roster (in_roster or only pending
  * in; with contact set, for that contact's item if there is one), sets rc

@@ -162,6 +162,97 @@ blk_iq(const xd_iq_req_t *req)
     return rc != 0 ? blk_error(req, rc) : xd_iq_result(req->iq);
 }
 
+/* ---- XEP-0227 export and import (ACCOUNT_EXPORT, ACCOUNT_IMPORT) ---------------------------- */
+
+static xd_jid_t *
+blk_pie_jid(const char *host, const char *user)
+{
+    xd_jid_t *j = NULL;
+    return xd_jid_make(xd_str_c(user), xd_str_c(host), XD_STR_NULL, &j) == 0 ? j : NULL;
+}
+
+/* <blocklist xmlns='urn:xmpp:blocking'/> with the blocked JIDs (as a
+ * blocklist get answers). */
+static int
+blk_pie_export(xd_module_ctx_t *ctx, xd_hook_account_export_t *ev, void *arg)
+{
+    (void)ctx;
+    (void)arg;
+    xd_jid_t *j = blk_pie_jid(ev->host, ev->user);
+    char **items = NULL;
+    size_t n = 0;
+    int rc = j ? xd_privacy_blocklist(j, &items, &n) : XD_EINVAL;
+    if (rc == 0 && n) {
+        xd_el_t *bl = xd_el_add_child(ev->user_el, "blocklist", XD_NS_BLOCKING);
+        for (size_t i = 0; i < n; i++)
+            xd_el_set_attr(xd_el_add_child(bl, "item", XD_NS_BLOCKING), "jid", items[i]);
+    }
+    blk_items_free(items, n);
+    if (j)
+        xd_jid_unref(j);
+    if (rc != 0) {
+        ev->rc = rc;
+        ev->module = "mod_blocking";
+        return XD_HOOK_STOP;
+    }
+    return XD_HOOK_OK;
+}
+
+/* Blocks the JIDs the account does not block yet (mod_privacy may have
+ * imported them already with the default list).  Runs late, as
+ * mod_privacy's import does (the store keeps memory too). */
+static int
+blk_pie_import(xd_module_ctx_t *ctx, xd_hook_account_import_t *ev, void *arg)
+{
+    (void)ctx;
+    (void)arg;
+    xd_jid_t *j = NULL;
+    int rc = 0;
+    size_t i = 0;
+    for (const xd_el_t *bl = xd_el_first_child(ev->user_el); bl && rc == 0;
+         bl = xd_el_next(bl), i++) {
+        if (!xd_el_is(bl, "blocklist", XD_NS_BLOCKING))
+            continue;
+        ev->taken[i] = true;
+        if (!j && !(j = blk_pie_jid(ev->host, ev->user))) {
+            rc = XD_EINVAL;
+            break;
+        }
+        char **have = NULL;
+        size_t nhave = 0;
+        rc = xd_privacy_blocklist(j, &have, &nhave);
+        for (const xd_el_t *it = xd_el_first_child(bl); it && rc == 0; it = xd_el_next(it)) {
+            xd_jid_t *b = NULL;
+            const char *raw = xd_el_attr(it, "jid");
+            if (!xd_el_is(it, "item", XD_NS_BLOCKING))
+                continue;
+            if (!raw || xd_jid_parse(xd_str_c(raw), &b) != 0) {
+                snprintf(ev->err, XD_HOOK_IMPORT_ERR_MAX, "blocklist: not a JID: %s", raw ? raw : "");
+                rc = XD_EINVAL;
+                break;
+            }
+            xd_str_t f = xd_jid_full_str(b);
+            char *norm = xd_strndup(f.p, f.len);
+            bool dup = false;
+            for (size_t k = 0; k < nhave && !dup; k++)
+                dup = strcmp(have[k], norm) == 0;
+            const char *one[] = { norm };
+            if (!dup && (rc = xd_privacy_block(j, one, 1)) != 0)
+                snprintf(ev->err, XD_HOOK_IMPORT_ERR_MAX, "blocklist %s: %s", norm, xd_strerror(rc));
+            xd_free(norm);
+            xd_jid_unref(b);
+        }
+        blk_items_free(have, nhave);
+    }
+    if (j)
+        xd_jid_unref(j);
+    if (rc != 0) {
+        ev->rc = rc;
+        return XD_HOOK_STOP;
+    }
+    return XD_HOOK_OK;
+}
+
 /* ---- module ---------------------------------------------------------------------------------- */
 
 static int
@@ -196,6 +287,11 @@ blk_start(xd_module_ctx_t *ctx)
     rc = xd_module_iq(ctx, XD_IQ_USER, XD_NS_BLOCKING, XD_IQ_PARALLEL, blk_iq, NULL);
     if (rc == 0) /* 2: clients ask their server */
         rc = xd_module_feature(ctx, XD_IQ_HOST, XD_NS_BLOCKING);
+    if (rc == 0)
+        rc = xd_module_hook(ctx, XD_HOOK_ACCOUNT_EXPORT, XD_HOOK_PRIO_DEFAULT, blk_pie_export, NULL);
+    if (rc == 0) /* after mod_privacy's (XD_HOOK_PRIO_DEFAULT + 20) */
+        rc = xd_module_hook(ctx, XD_HOOK_ACCOUNT_IMPORT, XD_HOOK_PRIO_DEFAULT + 30, blk_pie_import,
+                            NULL);
     if (rc == 0) /* the account's lists go with it (the items cascade) */
         rc = mod_user_rows(ctx, "DELETE FROM privacy_list WHERE host = ? AND username = ?");
     if (rc != 0) {

@@ -1752,22 +1752,23 @@ static const xd_cmd_t mam_cmd_delete_old = {
 
 typedef struct mam_export {
     FILE *f;
+    xd_el_t *into; /* or: append the results here */
     int64_t n;
     mam_pos_t last;
 } mam_export_t;
 
-/* One archived message as a XEP-0313 <result/>, like a query result. */
-static int
-mam_export_row(void *arg, const xd_db_val_t *cols, size_t ncols)
+/* One archived row (seq, ts, id, xml) as a XEP-0313 <result/>, like a
+ * query result; NULL for a row that cannot be read. */
+static xd_el_t *
+mam_export_el(mam_export_t *e, const xd_db_val_t *cols, size_t ncols)
 {
-    mam_export_t *e = arg;
     if (ncols < 4 || cols[0].type != XD_DB_INT64 || cols[1].type != XD_DB_INT64 ||
         cols[2].type != XD_DB_TEXT || cols[3].type != XD_DB_TEXT)
-        return 0;
+        return NULL;
     e->last = (mam_pos_t){ true, cols[1].i, cols[0].i };
     xd_stanza_t *orig = NULL;
     if (xd_stanza_parse(cols[3].s.p, cols[3].s.len, XD_NS_CLIENT, &orig) != 0)
-        return 0;
+        return NULL;
     char id[MAM_ID_MAX + 1], stamp[64];
     snprintf(id, sizeof id, "%.*s", (int)cols[2].s.len, cols[2].s.p);
     xd_el_t *r = xd_el_new("result", MAM_NS);
@@ -1779,6 +1780,21 @@ mam_export_row(void *arg, const xd_db_val_t *cols, size_t ncols)
     xd_stanza_unref(orig);
     xd_el_set_attr(m, "xmlns", XD_NS_CLIENT); /* standalone: the message says its own */
     xd_el_append(fw, m);
+    e->n++;
+    return r;
+}
+
+static int
+mam_export_row(void *arg, const xd_db_val_t *cols, size_t ncols)
+{
+    mam_export_t *e = arg;
+    xd_el_t *r = mam_export_el(e, cols, ncols);
+    if (!r)
+        return 0;
+    if (e->into) { /* XEP-0227 export of a whole account (ACCOUNT_EXPORT) */
+        xd_el_append(e->into, r);
+        return 0;
+    }
     xd_stanza_t *st = xd_el_freeze(r);
     size_t len;
     const char *b = xd_stanza_bytes(st, &len);
@@ -1787,7 +1803,30 @@ mam_export_row(void *arg, const xd_db_val_t *cols, size_t ncols)
                  ? XD_EINTERNAL
                  : 0;
     xd_stanza_unref(st);
-    e->n++;
+    return rc;
+}
+
+/* The account's archive, oldest first, 1000 rows a query, through
+ * mam_export_row. */
+static int
+mam_export_rows(xd_db_t *db, const char *host, const char *user, mam_export_t *e)
+{
+    xd_db_conn_t *c;
+    int rc = xd_db_acquire(db, &c);
+    if (rc != 0)
+        return rc;
+    while (rc == 0) {
+        int64_t before = e->n;
+        xd_db_val_t k[] = { XD_DB_V_CSTR(host), XD_DB_V_CSTR(user), XD_DB_V_INT(e->last.ts),
+                            XD_DB_V_INT(e->last.ts), XD_DB_V_INT(e->last.seq) };
+        rc = xd_db_query(c,
+                         "SELECT seq, ts, id, xml FROM archive WHERE host = ? AND username = ?"
+                         " AND ts >= ? AND (ts > ? OR seq > ?) ORDER BY ts, seq LIMIT 1000",
+                         k, 5, mam_export_row, e);
+        if (rc != 0 || e->n - before < 1000)
+            break;
+    }
+    xd_db_release(c);
     return rc;
 }
 
@@ -1829,22 +1868,7 @@ mam_export_cmd(xd_cmd_call_t *call)
             "  <host jid='%s'>\n    <user name='%s'>\n"
             "      <archive xmlns='urn:xmpp:pie:0#mam'>\n",
             host, user);
-    xd_db_conn_t *c;
-    int rc = xd_db_acquire(db, &c);
-    bool held = rc == 0;
-    while (rc == 0) {
-        int64_t before = e.n;
-        xd_db_val_t k[] = { XD_DB_V_CSTR(host), XD_DB_V_CSTR(user), XD_DB_V_INT(e.last.ts),
-                            XD_DB_V_INT(e.last.ts), XD_DB_V_INT(e.last.seq) };
-        rc = xd_db_query(c,
-                         "SELECT seq, ts, id, xml FROM archive WHERE host = ? AND username = ?"
-                         " AND ts >= ? AND (ts > ? OR seq > ?) ORDER BY ts, seq LIMIT 1000",
-                         k, 5, mam_export_row, &e);
-        if (rc != 0 || e.n - before < 1000)
-            break;
-    }
-    if (held)
-        xd_db_release(c);
+    int rc = mam_export_rows(db, host, user, &e);
     fprintf(e.f, "      </archive>\n    </user>\n  </host>\n</server-data>\n");
     bool bad = ferror(e.f) != 0;
     if ((fclose(e.f) != 0 || bad) && rc == 0)
@@ -1867,6 +1891,123 @@ static const xd_cmd_t mam_cmd_export = {
     .result_doc = "how many messages were written",
     .fn = mam_export_cmd,
 };
+
+/* ---- XEP-0227 whole-account export and import (ACCOUNT_EXPORT, ACCOUNT_IMPORT) ----------------- */
+
+#define MAM_NS_PIE "urn:xmpp:pie:0#mam"
+
+/* The archive as export_mam writes it: <archive xmlns='urn:xmpp:pie:0#mam'>
+ * with one <result/> per message, oldest first (held in memory for the
+ * account being exported). */
+static int
+mam_pie_export(xd_module_ctx_t *ctx, xd_hook_account_export_t *ev, void *arg)
+{
+    (void)arg;
+    mam_export_t e = { .into = xd_el_new("archive", MAM_NS_PIE) };
+    int rc = mam_export_rows(xd_module_db(ctx), ev->host, ev->user, &e);
+    if (rc != 0) {
+        xd_el_free(e.into);
+        ev->rc = rc;
+        ev->module = "mod_mam";
+        return XD_HOOK_STOP;
+    }
+    if (e.n)
+        xd_el_append(ev->user_el, e.into);
+    else
+        xd_el_free(e.into);
+    return XD_HOOK_OK;
+}
+
+/* One <result/>: stored with its id and time; direction and peer from the
+ * message's from/to. */
+static int
+mam_pie_result(xd_db_conn_t *c, xd_hook_account_import_t *ev, const xd_jid_t *account,
+               const xd_el_t *r)
+{
+    const char *id = xd_el_attr(r, "id");
+    const xd_el_t *fw = xd_el_child(r, "forwarded", XD_NS_FORWARD);
+    const xd_el_t *delay = fw ? xd_el_child(fw, "delay", XD_NS_DELAY) : NULL;
+    const xd_el_t *msg = fw ? xd_el_child(fw, "message", XD_NS_CLIENT) : NULL;
+    const char *stamp = delay ? xd_el_attr(delay, "stamp") : NULL;
+    int64_t ts = 0;
+    if (!id || !*id || strlen(id) > MAM_ID_MAX || !msg || !stamp || !mam_parse_time(stamp, &ts)) {
+        snprintf(ev->err, XD_HOOK_IMPORT_ERR_MAX, "archive: a <result/> without id, time or message%s%s",
+                 id ? ": " : "", id ? id : "");
+        return XD_EINVAL;
+    }
+    size_t len;
+    char *raw = xd_el_serialize(msg, XD_NS_CLIENT, &len);
+    xd_stanza_t *st = NULL;
+    int rc = xd_stanza_parse(raw, len, XD_NS_CLIENT, &st);
+    xd_free(raw);
+    const xd_jid_t *from = rc == 0 ? xd_stanza_from(st) : NULL;
+    const xd_jid_t *to = rc == 0 ? xd_stanza_to(st) : NULL;
+    int dir = from && xd_jid_eq_bare(from, account) ? 1 : 0;
+    const xd_jid_t *peer = dir ? to : from;
+    if (rc != 0 || !peer) {
+        if (st)
+            xd_stanza_unref(st);
+        snprintf(ev->err, XD_HOOK_IMPORT_ERR_MAX, "archive %s: the message needs from and to", id);
+        return XD_EINVAL;
+    }
+    const xd_el_t *root = xd_stanza_root(st);
+    const char *body = xd_el_child_text(root, "body", NULL);
+    const xd_el_t *oid = xd_el_child(root, "origin-id", XD_NS_SID);
+    const char *msgid = oid ? xd_el_attr(oid, "id") : xd_el_attr(root, "id");
+    if (msgid && (!*msgid || strlen(msgid) > MAM_ID_MAX))
+        msgid = NULL;
+    char *pbare = mam_strs(xd_jid_bare_str(peer)), *pres = mam_strs(xd_jid_resource(peer));
+    const char *xml = xd_stanza_bytes(st, &len);
+    xd_db_val_t row[] = {
+        XD_DB_V_CSTR(ev->host), XD_DB_V_CSTR(ev->user), XD_DB_V_CSTR(id),
+        XD_DB_V_INT(ts),        XD_DB_V_CSTR(pbare),    XD_DB_V_CSTR(pres),
+        XD_DB_V_INT(dir),       body ? XD_DB_V_CSTR(body) : XD_DB_V_NULL,
+        XD_DB_V_TEXT(((xd_str_t){ xml, len })), msgid ? XD_DB_V_CSTR(msgid) : XD_DB_V_NULL,
+    };
+    rc = xd_db_query(c,
+                     "INSERT INTO archive"
+                     " (host, username, id, ts, peer, resource, dir, body, xml, msgid)"
+                     " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                     row, 10, NULL, NULL);
+    if (rc != 0)
+        snprintf(ev->err, XD_HOOK_IMPORT_ERR_MAX, "archive %s: %s", id,
+                 rc == XD_EDB_CONSTRAINT ? "the id is repeated" : xd_strerror(rc));
+    xd_free(pbare);
+    xd_free(pres);
+    xd_stanza_unref(st);
+    return rc;
+}
+
+static int
+mam_pie_import(xd_module_ctx_t *ctx, xd_hook_account_import_t *ev, void *arg)
+{
+    (void)arg;
+    xd_jid_t *account = NULL;
+    int rc = xd_jid_make(xd_str_c(ev->user), xd_str_c(ev->host), XD_STR_NULL, &account);
+    xd_db_conn_t *c = NULL;
+    if (rc == 0)
+        rc = xd_db_acquire(xd_module_db(ctx), &c);
+    size_t i = 0;
+    for (const xd_el_t *a = xd_el_first_child(ev->user_el); a && rc == 0; a = xd_el_next(a), i++) {
+        if (!xd_el_is(a, "archive", MAM_NS_PIE))
+            continue;
+        ev->taken[i] = true;
+        for (const xd_el_t *r = xd_el_first_child(a); r && rc == 0; r = xd_el_next(r))
+            if (xd_el_is(r, "result", MAM_NS))
+                rc = mam_pie_result(c, ev, account, r);
+    }
+    if (c)
+        xd_db_release(c);
+    if (account)
+        xd_jid_unref(account);
+    if (rc != 0) {
+        ev->rc = rc;
+        if (!ev->err[0])
+            snprintf(ev->err, XD_HOOK_IMPORT_ERR_MAX, "archive: %s", xd_strerror(rc));
+        return XD_HOOK_STOP;
+    }
+    return XD_HOOK_OK;
+}
 
 /* ---- module ------------------------------------------------------------------------------------ */
 
@@ -1903,6 +2044,12 @@ mam_start(xd_module_ctx_t *ctx)
         rc = xd_module_command(ctx, &mam_cmd_delete_old);
     if (rc == 0)
         rc = xd_module_command(ctx, &mam_cmd_export);
+    if (rc == 0)
+        rc = xd_module_hook(ctx, XD_HOOK_ACCOUNT_EXPORT, XD_HOOK_PRIO_DEFAULT, mam_pie_export,
+                            NULL);
+    if (rc == 0)
+        rc = xd_module_hook(ctx, XD_HOOK_ACCOUNT_IMPORT, XD_HOOK_PRIO_DEFAULT, mam_pie_import,
+                            NULL);
     return rc ? xd_module_fail(ctx, rc, "cannot register: %s", xd_strerror(rc)) : 0;
 }
 

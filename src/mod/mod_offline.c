@@ -433,12 +433,125 @@ off_available(xd_module_ctx_t *ctx, xd_hook_presence_t *ev, void *arg)
 
 /* ---- module ------------------------------------------------------------------------------------ */
 
+/* ---- XEP-0227 export and import (ACCOUNT_EXPORT, ACCOUNT_IMPORT) ---------------------------- */
+
+static int
+off_pie_row(void *arg, const xd_db_val_t *cols, size_t ncols)
+{
+    xd_el_t *om = arg;
+    if (ncols < 1 || cols[0].type != XD_DB_TEXT)
+        return 0;
+    xd_stanza_t *st = NULL;
+    if (xd_stanza_parse(cols[0].s.p, cols[0].s.len, XD_NS_CLIENT, &st) != 0)
+        return 0; /* unreadable rows are not delivered either */
+    xd_el_t *m = xd_stanza_edit(st);
+    xd_stanza_unref(st);
+    xd_el_set_attr(m, "xmlns", XD_NS_CLIENT); /* in <offline-messages/> of urn:xmpp:pie:0 */
+    xd_el_append(om, m);
+    return 0;
+}
+
+/* The stored messages, oldest first, with their delay stamps, in
+ * <offline-messages/> (XEP-0227 4.3). */
+static int
+off_pie_export(xd_module_ctx_t *ctx, xd_hook_account_export_t *ev, void *arg)
+{
+    (void)arg;
+    xd_db_conn_t *c;
+    int rc = xd_db_acquire(xd_module_db(ctx), &c);
+    if (rc == 0) {
+        xd_el_t *om = xd_el_new("offline-messages", NULL);
+        xd_db_val_t key[] = { XD_DB_V_CSTR(ev->host), XD_DB_V_CSTR(ev->user) };
+        rc = xd_db_query(c,
+                         "SELECT xml FROM offline_msg WHERE host = ? AND username = ? ORDER BY id",
+                         key, 2, off_pie_row, om);
+        xd_db_release(c);
+        if (rc == 0 && xd_el_first_child(om))
+            xd_el_append(ev->user_el, om);
+        else
+            xd_el_free(om);
+    }
+    if (rc != 0) {
+        ev->rc = rc;
+        ev->module = "mod_offline";
+        return XD_HOOK_STOP;
+    }
+    return XD_HOOK_OK;
+}
+
+static int
+off_pie_import(xd_module_ctx_t *ctx, xd_hook_account_import_t *ev, void *arg)
+{
+    (void)arg;
+    const off_conf_t *conf = xd_module_opts(ctx);
+    xd_db_conn_t *c;
+    int rc = xd_db_acquire(xd_module_db(ctx), &c);
+    if (rc != 0) {
+        ev->rc = rc;
+        snprintf(ev->err, XD_HOOK_IMPORT_ERR_MAX, "offline: %s", xd_strerror(rc));
+        return XD_HOOK_STOP;
+    }
+    int64_t n = 0, bytes = 0, now = (int64_t)time(NULL);
+    size_t i = 0;
+    for (const xd_el_t *om = xd_el_first_child(ev->user_el); om && rc == 0;
+         om = xd_el_next(om), i++) {
+        if (!xd_el_is(om, "offline-messages", NULL) || xd_el_ns(om))
+            continue;
+        ev->taken[i] = true;
+        for (const xd_el_t *m = xd_el_first_child(om); m && rc == 0; m = xd_el_next(m)) {
+            if (!xd_el_is(m, "message", XD_NS_CLIENT))
+                continue;
+            /* Through the parser once more: stored as routed stanzas are. */
+            size_t len;
+            char *raw = xd_el_serialize(m, XD_NS_CLIENT, &len);
+            xd_stanza_t *st = NULL;
+            rc = xd_stanza_parse(raw, len, XD_NS_CLIENT, &st);
+            xd_free(raw);
+            if (rc != 0) {
+                snprintf(ev->err, XD_HOOK_IMPORT_ERR_MAX, "offline: a message is not a stanza");
+                break;
+            }
+            const char *xml = xd_stanza_bytes(st, &len);
+            if (++n > conf->max_user_messages ||
+                (bytes += (int64_t)len) > (int64_t)conf->max_user_size) {
+                snprintf(ev->err, XD_HOOK_IMPORT_ERR_MAX,
+                         "offline: more than max_user_messages or max_user_size");
+                rc = XD_ELIMIT;
+            } else {
+                xd_db_val_t row[] = {
+                    XD_DB_V_CSTR(ev->host), XD_DB_V_CSTR(ev->user), XD_DB_V_INT(now),
+                    XD_DB_V_TEXT(((xd_str_t){ xml, len })), XD_DB_V_INT((int64_t)len),
+                };
+                rc = xd_db_query(c,
+                                 "INSERT INTO offline_msg (host, username, created_at, xml, size)"
+                                 " VALUES (?, ?, ?, ?, ?)",
+                                 row, 5, NULL, NULL);
+                if (rc != 0)
+                    snprintf(ev->err, XD_HOOK_IMPORT_ERR_MAX, "offline: %s", xd_strerror(rc));
+            }
+            xd_stanza_unref(st);
+        }
+    }
+    xd_db_release(c);
+    if (rc != 0) {
+        ev->rc = rc;
+        return XD_HOOK_STOP;
+    }
+    return XD_HOOK_OK;
+}
+
 static int
 off_start(xd_module_ctx_t *ctx)
 {
     int rc = xd_module_hook(ctx, XD_HOOK_OFFLINE_MESSAGE, XD_HOOK_PRIO_DEFAULT, off_store, NULL);
     if (rc == 0)
         rc = xd_module_hook(ctx, XD_HOOK_USER_AVAILABLE, XD_HOOK_PRIO_DEFAULT, off_available,
+                            NULL);
+    if (rc == 0)
+        rc = xd_module_hook(ctx, XD_HOOK_ACCOUNT_EXPORT, XD_HOOK_PRIO_DEFAULT, off_pie_export,
+                            NULL);
+    if (rc == 0)
+        rc = xd_module_hook(ctx, XD_HOOK_ACCOUNT_IMPORT, XD_HOOK_PRIO_DEFAULT, off_pie_import,
                             NULL);
     if (rc == 0) /* the account's stored messages go with it */
         rc = mod_user_rows(ctx, "DELETE FROM offline_msg WHERE host = ? AND username = ?");

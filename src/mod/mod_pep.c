@@ -1454,6 +1454,222 @@ pp_removed(xd_module_ctx_t *ctx, xd_hook_user_t *ev, void *arg)
 
 /* ---- module ---------------------------------------------------------------------------------- */
 
+/* ---- XEP-0227 export and import (ACCOUNT_EXPORT, ACCOUNT_IMPORT) ---------------------------- *
+ *
+ * XEP-0227 5.9: node configurations in <pubsub xmlns='…#owner'> as
+ * <configure node=…> with a submitted node_config form, items in <pubsub
+ * xmlns='…pubsub'> as <items node=…><item id=…>, oldest first. */
+
+static int
+pp_pie_node_row(void *arg, const xd_db_val_t *cols, size_t ncols)
+{
+    xd_el_t *owner = arg;
+    if (ncols < 5)
+        return 0;
+    char node[1024], maxs[24];
+    snprintf(node, sizeof node, "%.*s", (int)cols[0].s.len, cols[0].s.p);
+    if (cols[3].i == PP_MAX)
+        snprintf(maxs, sizeof maxs, "max");
+    else
+        snprintf(maxs, sizeof maxs, "%lld", (long long)cols[3].i);
+    char access[32], send_last[48];
+    snprintf(access, sizeof access, "%.*s", (int)cols[1].s.len, cols[1].s.p);
+    snprintf(send_last, sizeof send_last, "%.*s", (int)cols[4].s.len, cols[4].s.p);
+    xd_el_t *ce = xd_el_add_child(owner, "configure", XD_NS_PUBSUB_OWNER);
+    xd_el_set_attr(ce, "node", node);
+    xd_el_t *x = xd_el_add_child(ce, "x", XD_NS_DATA);
+    xd_el_set_attr(x, "type", "submit");
+    const char *fs[][2] = {
+        { "FORM_TYPE", PP_NS_NODECFG },
+        { "pubsub#access_model", access },
+        { "pubsub#persist_items", cols[2].i ? "1" : "0" },
+        { "pubsub#max_items", maxs },
+        { "pubsub#send_last_published_item", send_last },
+    };
+    for (size_t i = 0; i < sizeof fs / sizeof *fs; i++) {
+        xd_el_t *f = xd_el_add_child(x, "field", XD_NS_DATA);
+        xd_el_set_attr(f, "var", fs[i][0]);
+        xd_el_add_text(xd_el_add_child(f, "value", XD_NS_DATA), fs[i][1]);
+    }
+    return 0;
+}
+
+typedef struct pp_pie_items {
+    xd_el_t *pubsub; /* <pubsub/> */
+    xd_el_t *items;  /* the current node's <items/> */
+    char node[1024]; /* its name */
+    int rc;
+} pp_pie_items_t;
+
+static int
+pp_pie_item_row(void *arg, const xd_db_val_t *cols, size_t ncols)
+{
+    pp_pie_items_t *p = arg;
+    if (ncols < 3)
+        return 0;
+    char node[1024], id[PP_ID_MAX + 1];
+    snprintf(node, sizeof node, "%.*s", (int)cols[0].s.len, cols[0].s.p);
+    snprintf(id, sizeof id, "%.*s", (int)cols[1].s.len, cols[1].s.p);
+    xd_el_t *payload = NULL;
+    if (xd_el_parse(cols[2].s.p, cols[2].s.len, &payload) != 0)
+        return 0; /* unreadable: not served either */
+    if (!p->items || strcmp(node, p->node) != 0) {
+        p->items = xd_el_add_child(p->pubsub, "items", XD_NS_PUBSUB);
+        xd_el_set_attr(p->items, "node", node);
+        snprintf(p->node, sizeof p->node, "%s", node);
+    }
+    xd_el_t *item = xd_el_add_child(p->items, "item", XD_NS_PUBSUB);
+    xd_el_set_attr(item, "id", id);
+    xd_el_append(item, payload);
+    return 0;
+}
+
+static int
+pp_pie_export(xd_module_ctx_t *ctx, xd_hook_account_export_t *ev, void *arg)
+{
+    (void)arg;
+    xd_db_conn_t *c;
+    int rc = xd_db_acquire(xd_module_db(ctx), &c);
+    xd_el_t *owner = xd_el_new("pubsub", XD_NS_PUBSUB_OWNER);
+    pp_pie_items_t p = { .pubsub = xd_el_new("pubsub", XD_NS_PUBSUB) };
+    if (rc == 0) {
+        xd_db_val_t key[] = { XD_DB_V_CSTR(ev->host), XD_DB_V_CSTR(ev->user) };
+        rc = xd_db_query(c,
+                         "SELECT node, access_model, persist_items, max_items, send_last"
+                         " FROM pep_node WHERE host = ? AND username = ? ORDER BY node",
+                         key, 2, pp_pie_node_row, owner);
+        if (rc == 0)
+            rc = xd_db_query(c,
+                             "SELECT node, id, xml FROM pep_item WHERE host = ? AND username = ?"
+                             " ORDER BY node, seq",
+                             key, 2, pp_pie_item_row, &p);
+        xd_db_release(c);
+    }
+    if (rc == 0 && xd_el_first_child(owner)) {
+        xd_el_append(ev->user_el, owner);
+        owner = NULL;
+    }
+    if (rc == 0 && xd_el_first_child(p.pubsub)) {
+        xd_el_append(ev->user_el, p.pubsub);
+        p.pubsub = NULL;
+    }
+    xd_el_free(owner);
+    xd_el_free(p.pubsub);
+    if (rc != 0) {
+        ev->rc = rc;
+        ev->module = "mod_pep";
+        return XD_HOOK_STOP;
+    }
+    return XD_HOOK_OK;
+}
+
+/* Creates node with cfg unless it exists (then cfg is what is stored). */
+static int
+pp_pie_node(xd_db_conn_t *c, xd_hook_account_import_t *ev, const pp_conf_t *conf,
+            const char *node, pp_cfg_t *cfg, bool replace)
+{
+    pp_node_row_t row;
+    int rc = pp_node_load(c, ev->host, ev->user, node, &row);
+    if (rc != 0 || (row.found && replace))
+        return rc != 0 ? rc : pp_node_save(c, ev->host, ev->user, node, cfg, false);
+    if (row.found) {
+        *cfg = row.cfg;
+        return 0;
+    }
+    xd_db_val_t key[] = { XD_DB_V_CSTR(ev->host), XD_DB_V_CSTR(ev->user) };
+    int64_t n = 0;
+    rc = xd_db_query_int64(c, "SELECT COUNT(*) FROM pep_node WHERE host = ? AND username = ?",
+                           key, 2, &n);
+    if (rc == 0 && n >= conf->max_nodes) {
+        snprintf(ev->err, XD_HOOK_IMPORT_ERR_MAX, "pep: more nodes than max_nodes");
+        return XD_ELIMIT;
+    }
+    return rc != 0 ? rc : pp_node_save(c, ev->host, ev->user, node, cfg, true);
+}
+
+static int
+pp_pie_import(xd_module_ctx_t *ctx, xd_hook_account_import_t *ev, void *arg)
+{
+    (void)arg;
+    const pp_conf_t *conf = xd_module_opts(ctx);
+    xd_db_conn_t *c = NULL;
+    int rc = xd_db_acquire(xd_module_db(ctx), &c);
+    bool held = rc == 0;
+    /* Configurations first, wherever they are in <user/>. */
+    for (int pass = 0; pass < 2 && rc == 0; pass++) {
+        size_t i = 0;
+        for (const xd_el_t *ps = xd_el_first_child(ev->user_el); ps && rc == 0;
+             ps = xd_el_next(ps), i++) {
+            if (!xd_el_is(ps, "pubsub", pass == 0 ? XD_NS_PUBSUB_OWNER : XD_NS_PUBSUB))
+                continue;
+            ev->taken[i] = true;
+            for (const xd_el_t *e = xd_el_first_child(ps); e && rc == 0; e = xd_el_next(e)) {
+                const char *node = xd_el_attr(e, "node");
+                bool cfgel = pass == 0 && xd_el_is(e, "configure", XD_NS_PUBSUB_OWNER);
+                bool items = pass == 1 && xd_el_is(e, "items", XD_NS_PUBSUB);
+                if (!cfgel && !items)
+                    continue;
+                if (!node || !*node || strlen(node) >= 1024) {
+                    snprintf(ev->err, XD_HOOK_IMPORT_ERR_MAX, "pep: a node without a name");
+                    rc = XD_EINVAL;
+                    break;
+                }
+                pp_cfg_t cfg;
+                pp_cfg_default(&cfg);
+                if (cfgel) {
+                    unsigned set = 0;
+                    const char *why = pp_form_read(xd_el_child(e, "x", XD_NS_DATA),
+                                                   PP_NS_NODECFG, conf, &cfg, &set);
+                    if (why) {
+                        snprintf(ev->err, XD_HOOK_IMPORT_ERR_MAX, "pep node %s: %s", node, why);
+                        rc = XD_EINVAL;
+                        break;
+                    }
+                    rc = pp_pie_node(c, ev, conf, node, &cfg, true);
+                    continue;
+                }
+                rc = pp_pie_node(c, ev, conf, node, &cfg, false);
+                int64_t seq = 0;
+                for (const xd_el_t *it = xd_el_first_child(e); it && rc == 0;
+                     it = xd_el_next(it)) {
+                    const char *id = xd_el_attr(it, "id");
+                    const xd_el_t *payload = xd_el_first_child(it);
+                    if (!xd_el_is(it, "item", XD_NS_PUBSUB))
+                        continue;
+                    if (!id || !*id || strlen(id) > PP_ID_MAX || !payload) {
+                        snprintf(ev->err, XD_HOOK_IMPORT_ERR_MAX,
+                                 "pep node %s: an item without id or payload", node);
+                        rc = XD_EINVAL;
+                        break;
+                    }
+                    size_t len;
+                    char *xml = xd_el_serialize(payload, NULL, &len);
+                    xd_db_val_t row[] = { XD_DB_V_CSTR(ev->host), XD_DB_V_CSTR(ev->user),
+                                          XD_DB_V_CSTR(node),     XD_DB_V_CSTR(id),
+                                          XD_DB_V_INT(++seq),     XD_DB_V_INT(time(NULL)),
+                                          XD_DB_V_TEXT(((xd_str_t){ xml, len })) };
+                    rc = xd_db_query(c,
+                                     "INSERT INTO pep_item (host, username, node, id, seq, ts,"
+                                     " xml) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                                     row, 7, NULL, NULL);
+                    xd_free(xml);
+                }
+                if (rc == 0)
+                    rc = pp_trim(c, ev->host, ev->user, node, pp_cfg_max(&cfg, conf));
+            }
+        }
+    }
+    if (held)
+        xd_db_release(c);
+    if (rc != 0) {
+        ev->rc = rc;
+        if (!ev->err[0])
+            snprintf(ev->err, XD_HOOK_IMPORT_ERR_MAX, "pep: %s", xd_strerror(rc));
+        return XD_HOOK_STOP;
+    }
+    return XD_HOOK_OK;
+}
+
 static int
 pp_start(xd_module_ctx_t *ctx)
 {
@@ -1482,6 +1698,10 @@ pp_start(xd_module_ctx_t *ctx)
         rc = xd_module_hook(ctx, XD_HOOK_TICK, XD_HOOK_PRIO_DEFAULT, pp_tick, NULL);
     if (rc == 0)
         rc = xd_module_hook(ctx, XD_HOOK_REMOVE_USER, XD_HOOK_PRIO_DEFAULT, pp_removed, NULL);
+    if (rc == 0)
+        rc = xd_module_hook(ctx, XD_HOOK_ACCOUNT_EXPORT, XD_HOOK_PRIO_DEFAULT, pp_pie_export, NULL);
+    if (rc == 0)
+        rc = xd_module_hook(ctx, XD_HOOK_ACCOUNT_IMPORT, XD_HOOK_PRIO_DEFAULT, pp_pie_import, NULL);
     if (rc != 0)
         return xd_module_fail(ctx, rc, "cannot register: %s", xd_strerror(rc));
     return 0;

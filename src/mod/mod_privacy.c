@@ -305,6 +305,104 @@ pl_iq(const xd_iq_req_t *req)
     return type && strcmp(type, "get") == 0 ? pl_get(req) : pl_set(req);
 }
 
+/* ---- XEP-0227 export and import (ACCOUNT_EXPORT, ACCOUNT_IMPORT) ---------------------------- */
+
+/* The account's bare JID, for the store's calls (no session: nothing is
+ * pushed). */
+static xd_jid_t *
+pl_pie_jid(const char *host, const char *user)
+{
+    xd_jid_t *j = NULL;
+    return xd_jid_make(xd_str_c(user), xd_str_c(host), XD_STR_NULL, &j) == 0 ? j : NULL;
+}
+
+/* Every list with its items, and <default name=…/> (XEP-0227 4.6). */
+static int
+pl_pie_export(xd_module_ctx_t *ctx, xd_hook_account_export_t *ev, void *arg)
+{
+    (void)ctx;
+    (void)arg;
+    xd_jid_t *j = pl_pie_jid(ev->host, ev->user);
+    xd_privacy_view_t names;
+    int rc = j ? xd_privacy_get(j, NULL, &names) : XD_EINVAL;
+    if (rc == 0 && names.nnames) {
+        xd_el_t *q = xd_el_add_child(ev->user_el, "query", XD_NS_PRIVACY);
+        if (names.def)
+            xd_el_set_attr(xd_el_add_child(q, "default", XD_NS_PRIVACY), "name", names.def);
+        for (size_t i = 0; i < names.nnames && rc == 0; i++) {
+            xd_privacy_view_t one;
+            rc = xd_privacy_get(j, names.names[i], &one);
+            if (rc == 0) {
+                xd_privacy_list_to_el(q, &one.list, true);
+                xd_privacy_view_clear(&one);
+            }
+        }
+    }
+    if (rc == 0)
+        xd_privacy_view_clear(&names);
+    if (j)
+        xd_jid_unref(j);
+    if (rc != 0) {
+        ev->rc = rc;
+        ev->module = "mod_privacy";
+        return XD_HOOK_STOP;
+    }
+    return XD_HOOK_OK;
+}
+
+/* The lists, then the default.  The store keeps accounts in memory as
+ * well: this handler runs after the others (PL_PIE_PRIO), so a later
+ * failure that rolls the account back is unlikely to leave lists in
+ * memory that storage does not have. */
+static int
+pl_pie_import(xd_module_ctx_t *ctx, xd_hook_account_import_t *ev, void *arg)
+{
+    (void)ctx;
+    (void)arg;
+    xd_jid_t *j = NULL;
+    int rc = 0;
+    size_t i = 0;
+    for (const xd_el_t *q = xd_el_first_child(ev->user_el); q && rc == 0; q = xd_el_next(q), i++) {
+        if (!xd_el_is(q, "query", XD_NS_PRIVACY))
+            continue;
+        ev->taken[i] = true;
+        if (!j && !(j = pl_pie_jid(ev->host, ev->user))) {
+            rc = XD_EINVAL;
+            break;
+        }
+        const char *def = NULL;
+        for (const xd_el_t *l = xd_el_first_child(q); l && rc == 0; l = xd_el_next(l)) {
+            if (xd_el_is(l, "default", XD_NS_PRIVACY)) {
+                def = xd_el_attr(l, "name");
+                continue;
+            }
+            if (!xd_el_is(l, "list", XD_NS_PRIVACY))
+                continue;
+            xd_privacy_list_t pl;
+            const char *why = NULL;
+            rc = xd_privacy_list_parse(l, &pl, &why);
+            if (rc == 0 && pl.n)
+                rc = xd_privacy_set_list(j, &pl);
+            if (rc != 0)
+                snprintf(ev->err, XD_HOOK_IMPORT_ERR_MAX, "privacy list '%s': %s",
+                         xd_el_attr(l, "name") ? xd_el_attr(l, "name") : "",
+                         why ? why : xd_strerror(rc));
+            xd_privacy_list_clear(&pl);
+        }
+        if (rc == 0 && def && *def && (rc = xd_privacy_set_default(j, def)) != 0)
+            snprintf(ev->err, XD_HOOK_IMPORT_ERR_MAX, "privacy default '%s': %s", def, xd_strerror(rc));
+    }
+    if (j)
+        xd_jid_unref(j);
+    if (rc != 0) {
+        ev->rc = rc;
+        return XD_HOOK_STOP;
+    }
+    return XD_HOOK_OK;
+}
+
+#define PL_PIE_PRIO (XD_HOOK_PRIO_DEFAULT + 20) /* after the roster (groups) and the rest */
+
 /* ---- module ---------------------------------------------------------------------------------- */
 
 static int
@@ -339,6 +437,10 @@ pl_start(xd_module_ctx_t *ctx)
     rc = xd_module_iq(ctx, XD_IQ_USER, XD_NS_PRIVACY, XD_IQ_PARALLEL, pl_iq, NULL);
     if (rc == 0)
         rc = xd_module_feature(ctx, XD_IQ_HOST, XD_NS_PRIVACY);
+    if (rc == 0)
+        rc = xd_module_hook(ctx, XD_HOOK_ACCOUNT_EXPORT, XD_HOOK_PRIO_DEFAULT, pl_pie_export, NULL);
+    if (rc == 0)
+        rc = xd_module_hook(ctx, XD_HOOK_ACCOUNT_IMPORT, PL_PIE_PRIO, pl_pie_import, NULL);
     if (rc == 0) /* the account's lists go with it (the items cascade) */
         rc = mod_user_rows(ctx, "DELETE FROM privacy_list WHERE host = ? AND username = ?");
     if (rc != 0) {

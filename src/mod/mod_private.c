@@ -286,6 +286,94 @@ pv_iq(const xd_iq_req_t *req)
     return pv_set(req, user, lim);
 }
 
+/* ---- XEP-0227 export and import (ACCOUNT_EXPORT, ACCOUNT_IMPORT) ---------------------------- */
+
+static int
+pv_pie_row(void *arg, const xd_db_val_t *cols, size_t ncols)
+{
+    xd_el_t *q = arg, *el = NULL;
+    if (ncols < 1 || cols[0].type != XD_DB_TEXT)
+        return 0;
+    int rc = xd_el_parse(cols[0].s.p, cols[0].s.len, &el);
+    if (rc != 0)
+        return rc;
+    xd_el_append(q, el);
+    return 0;
+}
+
+/* Everything stored, in one jabber:iq:private <query/>. */
+static int
+pv_pie_export(xd_module_ctx_t *ctx, xd_hook_account_export_t *ev, void *arg)
+{
+    (void)arg;
+    xd_db_conn_t *c;
+    int rc = xd_db_acquire(xd_module_db(ctx), &c);
+    if (rc == 0) {
+        xd_el_t *q = xd_el_new("query", XD_NS_PRIVATE);
+        xd_db_val_t key[] = { XD_DB_V_CSTR(ev->host), XD_DB_V_CSTR(ev->user) };
+        rc = xd_db_query(c,
+                         "SELECT xml FROM private_storage WHERE host = ? AND username = ?"
+                         " ORDER BY ns, name",
+                         key, 2, pv_pie_row, q);
+        xd_db_release(c);
+        if (rc == 0 && xd_el_first_child(q))
+            xd_el_append(ev->user_el, q);
+        else
+            xd_el_free(q);
+    }
+    if (rc != 0) {
+        ev->rc = rc;
+        ev->module = "mod_private";
+        return XD_HOOK_STOP;
+    }
+    return XD_HOOK_OK;
+}
+
+static int
+pv_pie_import(xd_module_ctx_t *ctx, xd_hook_account_import_t *ev, void *arg)
+{
+    (void)arg;
+    const pv_conf_t *lim = xd_module_opts(ctx);
+    size_t i = 0;
+    int rc = 0;
+    for (const xd_el_t *q = xd_el_first_child(ev->user_el); q && rc == 0; q = xd_el_next(q), i++) {
+        if (!xd_el_is(q, "query", XD_NS_PRIVATE))
+            continue;
+        ev->taken[i] = true;
+        size_t n = xd_el_child_count(q);
+        pv_set_t s = { .host = ev->host, .user = ev->user,
+                       .items = xd_calloc(n ? n : 1, sizeof(pv_item_t)),
+                       .max_user_size = lim->max_user_size, .now = (int64_t)time(NULL) };
+        for (const xd_el_t *c = xd_el_first_child(q); c && rc == 0; c = xd_el_next(c)) {
+            if (pv_reserved(xd_el_ns(c))) {
+                snprintf(ev->err, XD_HOOK_IMPORT_ERR_MAX, "private: reserved namespace %s",
+                         xd_el_ns(c) ? xd_el_ns(c) : "jabber:client");
+                rc = XD_EINVAL;
+                break;
+            }
+            pv_item_t *it = &s.items[s.n++];
+            it->ns = xd_el_ns(c);
+            it->name = xd_el_name(c);
+            it->xml = xd_el_serialize(c, NULL, &it->len);
+            if (it->len > lim->max_size) {
+                snprintf(ev->err, XD_HOOK_IMPORT_ERR_MAX, "private: an element is larger than max_size");
+                rc = XD_EINVAL;
+            }
+        }
+        if (rc == 0 && (rc = xd_db_tx(xd_module_db(ctx), pv_set_tx, &s)) < 0)
+            snprintf(ev->err, XD_HOOK_IMPORT_ERR_MAX, "private: %s",
+                     rc == XD_ELIMIT ? "more than max_user_size" : xd_strerror(rc));
+        for (size_t k = 0; k < s.n; k++)
+            xd_free(s.items[k].xml);
+        xd_free(s.items);
+    }
+    if (rc < 0) {
+        ev->rc = rc;
+        return XD_HOOK_STOP;
+    }
+    return XD_HOOK_OK;
+}
+
 /* ---- module ------------------------------------------------------------------------------------ */
 
 static int
@@ -294,6 +382,10 @@ pv_start(xd_module_ctx_t *ctx)
     if (!xd_module_db(ctx))
         return xd_module_fail(ctx, XD_ECLOSED, "no database");
     int rc = xd_module_iq(ctx, XD_IQ_USER, XD_NS_PRIVATE, XD_IQ_PARALLEL, pv_iq, NULL);
+    if (rc == 0)
+        rc = xd_module_hook(ctx, XD_HOOK_ACCOUNT_EXPORT, XD_HOOK_PRIO_DEFAULT, pv_pie_export, NULL);
+    if (rc == 0)
+        rc = xd_module_hook(ctx, XD_HOOK_ACCOUNT_IMPORT, XD_HOOK_PRIO_DEFAULT, pv_pie_import, NULL);
     if (rc == 0) /* the account's private data goes with it */
         rc = mod_user_rows(ctx, "DELETE FROM private_storage WHERE host = ? AND username = ?");
     if (rc != 0)

@@ -1226,6 +1226,196 @@ ros_features(xd_module_ctx_t *ctx, xd_hook_features_t *ev, void *arg)
     return XD_HOOK_OK;
 }
 
+/* ---- XEP-0227 export and import (ACCOUNT_EXPORT, ACCOUNT_IMPORT) ---------------------------- */
+
+typedef struct ros_pie_pending {
+    xd_el_t *user_el; /* where the <presence type='subscribe'/> go */
+    const char *to;   /* the account's bare JID */
+} ros_pie_pending_t;
+
+static int
+ros_pie_pending_row(void *arg, const xd_db_val_t *cols, size_t ncols)
+{
+    ros_pie_pending_t *p = arg;
+    if (ncols < 2 || cols[0].type != XD_DB_TEXT)
+        return 0;
+    char *jid = val_dup(&cols[0]), *status = val_dup(&cols[1]);
+    xd_el_t *pr = xd_el_add_child(p->user_el, "presence", XD_NS_CLIENT);
+    xd_el_set_attr(pr, "type", "subscribe");
+    xd_el_set_attr(pr, "from", jid);
+    xd_el_set_attr(pr, "to", p->to);
+    if (status)
+        xd_el_add_text(xd_el_add_child(pr, "status", XD_NS_CLIENT), status);
+    xd_free(jid);
+    xd_free(status);
+    return 0;
+}
+
+/* The roster as a jabber:iq:roster <query/> (as a roster get shows it), and
+ * pending incoming subscription requests as <presence type='subscribe'/>. */
+static int
+ros_pie_export(xd_module_ctx_t *ctx, xd_hook_account_export_t *ev, void *arg)
+{
+    (void)arg;
+    mod_roster_store_t rs = mod_roster_store_of(ctx);
+    mod_roster_list_t l;
+    int rc = mod_roster_get_all(&rs, ev->host, ev->user, &l);
+    if (rc == 0) {
+        xd_el_t *q = xd_el_add_child(ev->user_el, "query", XD_NS_ROSTER);
+        for (size_t i = 0; i < l.n; i++)
+            mod_roster_item_to_el(q, &l.items[i]);
+        mod_roster_list_clear(&l);
+        char *to = xd_asprintf("%s@%s", ev->user, ev->host);
+        ros_pie_pending_t p = { ev->user_el, to };
+        xd_db_conn_t *c;
+        rc = xd_db_acquire(rs.db, &c);
+        if (rc == 0) {
+            xd_db_val_t key[] = { XD_DB_V_CSTR(ev->host), XD_DB_V_CSTR(ev->user) };
+            rc = xd_db_query(c,
+                             "SELECT jid, pending_status FROM roster_item WHERE host = ?"
+                             " AND username = ? AND pending_in != 0 ORDER BY jid",
+                             key, 2, ros_pie_pending_row, &p);
+            xd_db_release(c);
+        }
+        xd_free(to);
+    }
+    if (rc != 0) {
+        ev->rc = rc;
+        ev->module = "mod_roster";
+        return XD_HOOK_STOP;
+    }
+    return XD_HOOK_OK;
+}
+
+static int
+ros_pie_fail(xd_hook_account_import_t *ev, const char *what, const char *jid)
+{
+    ev->rc = XD_EINVAL;
+    snprintf(ev->err, XD_HOOK_IMPORT_ERR_MAX, "roster: %s%s%s", what, jid ? ": " : "", jid ? jid : "");
+    return XD_HOOK_STOP;
+}
+
+/* A contact's bare JID, normalised (NULL when it is not a JID). */
+static char *
+ros_pie_bare(const char *s)
+{
+    xd_jid_t *j = NULL;
+    if (!s || xd_jid_parse(xd_str_c(s), &j) != 0)
+        return NULL;
+    xd_str_t b = xd_jid_bare_str(j);
+    char *out = xd_strndup(b.p, b.len);
+    xd_jid_unref(j);
+    return out;
+}
+
+/* Stores one item (row and groups) as it is, inside the import's transaction. */
+static int
+ros_pie_store(xd_db_conn_t *c, const char *host, const char *user, mod_roster_item_t *it)
+{
+    if (it->ngroups)
+        qsort(it->groups, it->ngroups, sizeof *it->groups, cmp_str);
+    int rc = store_state(c, host, user, it, it->in_roster ? item_wire_bytes(it) : 0);
+    xd_db_val_t key[] = { XD_DB_V_CSTR(host), XD_DB_V_CSTR(user), XD_DB_V_CSTR(it->jid),
+                          XD_DB_V_NULL };
+    for (size_t i = 0; rc == 0 && i < it->ngroups; i++) {
+        if (i > 0 && strcmp(it->groups[i], it->groups[i - 1]) == 0)
+            continue;
+        key[3] = XD_DB_V_CSTR(it->groups[i]);
+        rc = xd_db_query(c,
+                         "INSERT INTO roster_group (host, username, jid, grp) VALUES (?, ?, ?, ?)",
+                         key, 4, NULL, NULL);
+    }
+    return rc;
+}
+
+static int
+ros_pie_import(xd_module_ctx_t *ctx, xd_hook_account_import_t *ev, void *arg)
+{
+    (void)arg;
+    const ros_conf_t *conf = xd_module_opts(ctx);
+    xd_db_conn_t *c;
+    int rc = xd_db_acquire(xd_module_db(ctx), &c);
+    if (rc != 0) {
+        ev->rc = rc;
+        snprintf(ev->err, XD_HOOK_IMPORT_ERR_MAX, "roster: %s", xd_strerror(rc));
+        return XD_HOOK_STOP;
+    }
+    size_t i = 0, n = 0;
+    bool changed = false;
+    for (const xd_el_t *ch = xd_el_first_child(ev->user_el); ch && rc == 0;
+         ch = xd_el_next(ch), i++) {
+        if (xd_el_is(ch, "query", XD_NS_ROSTER)) {
+            for (const xd_el_t *e = xd_el_first_child(ch); e && rc == 0; e = xd_el_next(e)) {
+                if (!xd_el_is(e, "item", XD_NS_ROSTER))
+                    continue;
+                mod_roster_item_t it = { .in_roster = true };
+                it.jid = ros_pie_bare(xd_el_attr(e, "jid"));
+                const char *sub = xd_el_attr(e, "subscription");
+                int s = sub ? xd_roster_sub_parse(sub) : XD_ROSTER_SUB_NONE;
+                const char *name = xd_el_attr(e, "name");
+                if (!it.jid || s < 0 || (name && !text_ok(name))) {
+                    rc = ros_pie_fail(ev, "bad item", xd_el_attr(e, "jid"));
+                    mod_roster_item_clear(&it);
+                    break;
+                }
+                if (conf->max_items > 0 && ++n > (size_t)conf->max_items) {
+                    rc = ros_pie_fail(ev, "more items than max_items", NULL);
+                    mod_roster_item_clear(&it);
+                    break;
+                }
+                it.name = name ? xd_strdup(name) : NULL;
+                it.state.sub = (mod_roster_subscr)s;
+                const char *ask = xd_el_attr(e, "ask"), *appr = xd_el_attr(e, "approved");
+                it.state.ask = ask && strcmp(ask, "subscribe") == 0;
+                it.state.approved = appr && (strcmp(appr, "true") == 0 || strcmp(appr, "1") == 0);
+                for (const xd_el_t *g = xd_el_first_child(e); g; g = xd_el_next(g))
+                    if (xd_el_is(g, "group", XD_NS_ROSTER) && xd_el_text(g) &&
+                        text_ok(xd_el_text(g)))
+                        item_add_group(&it, xd_el_text(g), strlen(xd_el_text(g)));
+                rc = ros_pie_store(c, ev->host, ev->user, &it);
+                mod_roster_item_clear(&it);
+                changed = true;
+            }
+            ev->taken[i] = true;
+        } else if (xd_el_is(ch, "presence", XD_NS_CLIENT)) {
+            const char *type = xd_el_attr(ch, "type");
+            if (!type || strcmp(type, "subscribe") != 0)
+                continue;
+            char *from = ros_pie_bare(xd_el_attr(ch, "from"));
+            if (!from) {
+                rc = ros_pie_fail(ev, "bad subscription request", xd_el_attr(ch, "from"));
+                break;
+            }
+            mod_roster_item_t it = { 0 };
+            rc = load_item(c, ev->host, ev->user, from, &it);
+            if (rc == XD_ENOTFOUND) {
+                it.jid = xd_strdup(from);
+                rc = 0;
+            }
+            if (rc == 0 && !it.pending_status) {
+                const char *st = xd_el_child_text(ch, "status", NULL);
+                it.pending_status = st ? xd_strdup(st) : NULL;
+            }
+            it.state.pending_in = true;
+            if (rc == 0)
+                rc = store_state(c, ev->host, ev->user, &it,
+                                 it.in_roster ? item_wire_bytes(&it) : 0);
+            mod_roster_item_clear(&it);
+            xd_free(from);
+            ev->taken[i] = true;
+        }
+    }
+    int64_t ver;
+    if (rc == 0 && changed)
+        rc = bump_version(c, ev->host, ev->user, &ver);
+    xd_db_release(c);
+    if (rc != 0 && ev->rc == 0) {
+        ev->rc = rc;
+        snprintf(ev->err, XD_HOOK_IMPORT_ERR_MAX, "roster: %s", xd_strerror(rc));
+    }
+    return rc != 0 ? XD_HOOK_STOP : XD_HOOK_OK;
+}
+
 static int
 ros_start(xd_module_ctx_t *ctx)
 {
@@ -1236,6 +1426,12 @@ ros_start(xd_module_ctx_t *ctx)
         rc = xd_module_hook(ctx, XD_HOOK_ROSTER_GET, XD_HOOK_PRIO_DEFAULT, ros_get_hook, NULL);
     if (rc == 0)
         rc = xd_module_hook(ctx, XD_HOOK_C2S_STREAM_FEATURES, XD_HOOK_PRIO_DEFAULT, ros_features,
+                            NULL);
+    if (rc == 0)
+        rc = xd_module_hook(ctx, XD_HOOK_ACCOUNT_EXPORT, XD_HOOK_PRIO_DEFAULT, ros_pie_export,
+                            NULL);
+    if (rc == 0)
+        rc = xd_module_hook(ctx, XD_HOOK_ACCOUNT_IMPORT, XD_HOOK_PRIO_DEFAULT, ros_pie_import,
                             NULL);
     if (rc == 0)
         rc = mod_presence_start(ctx); /* subscriptions, broadcast, probes (mod_presence.c) */

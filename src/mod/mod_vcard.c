@@ -534,6 +534,64 @@ vc_user_iq(const xd_iq_req_t *req)
     return xd_iq_result(req->iq);
 }
 
+/* ---- XEP-0227 export and import (ACCOUNT_EXPORT, ACCOUNT_IMPORT) ---------------------------- */
+
+static int
+vc_pie_export(xd_module_ctx_t *ctx, xd_hook_account_export_t *ev, void *arg)
+{
+    (void)arg;
+    vc_row_t row = { 0 };
+    int rc = vc_load(xd_module_db(ctx), ev->host, ev->user, &row);
+    xd_el_t *card = NULL;
+    if (rc == 0 && row.xml && xd_el_parse(row.xml, row.len, &card) != 0)
+        rc = XD_EINTERNAL;
+    xd_free(row.xml);
+    if (rc != 0) {
+        ev->rc = rc;
+        ev->module = "mod_vcard";
+        return XD_HOOK_STOP;
+    }
+    if (card)
+        xd_el_append(ev->user_el, card);
+    return XD_HOOK_OK;
+}
+
+static int
+vc_pie_import(xd_module_ctx_t *ctx, xd_hook_account_import_t *ev, void *arg)
+{
+    (void)arg;
+    const vc_conf_t *conf = xd_module_opts(ctx);
+    size_t i = 0;
+    for (const xd_el_t *ch = xd_el_first_child(ev->user_el); ch; ch = xd_el_next(ch), i++) {
+        if (!xd_el_is(ch, "vCard", XD_NS_VCARD))
+            continue;
+        ev->taken[i] = true;
+        if (!xd_el_first_child(ch) && xd_el_text_len(ch) == 0)
+            continue;
+        size_t len = 0;
+        char *xml = xd_el_serialize(ch, NULL, &len);
+        int rc = 0;
+        if (len > conf->max_size) {
+            rc = XD_EINVAL;
+            snprintf(ev->err, XD_HOOK_IMPORT_ERR_MAX, "vCard: larger than max_size (%zu bytes)",
+                     conf->max_size);
+        }
+        char hash[VC_HASH_LEN + 1];
+        vc_photo_hash(ch, hash);
+        vc_store_t s = { .host = ev->host, .user = ev->user, .xml = xml, .len = len,
+                         .now = (int64_t)time(NULL), .hash = hash };
+        if (rc == 0 && (rc = xd_db_tx(xd_module_db(ctx), vc_store_tx, &s)) < 0)
+            snprintf(ev->err, XD_HOOK_IMPORT_ERR_MAX, "vCard: %s", xd_strerror(rc));
+        xd_free(xml);
+        if (rc < 0 || rc == XD_EINVAL) {
+            ev->rc = rc;
+            return XD_HOOK_STOP;
+        }
+        vc_hash_set(xd_module_state(ctx), ev->user, hash);
+    }
+    return XD_HOOK_OK;
+}
+
 /* IQs to the host's JID (INLINE: no storage). */
 static xd_stanza_t *
 vc_host_iq(const xd_iq_req_t *req)
@@ -598,6 +656,10 @@ vc_start(xd_module_ctx_t *ctx)
     if (rc == 0)
         rc = xd_module_hook(ctx, XD_HOOK_REMOVE_USER, XD_HOOK_PRIO_DEFAULT, vc_user_removed,
                             NULL);
+    if (rc == 0)
+        rc = xd_module_hook(ctx, XD_HOOK_ACCOUNT_EXPORT, XD_HOOK_PRIO_DEFAULT, vc_pie_export, NULL);
+    if (rc == 0)
+        rc = xd_module_hook(ctx, XD_HOOK_ACCOUNT_IMPORT, XD_HOOK_PRIO_DEFAULT, vc_pie_import, NULL);
     if (rc == 0) /* the account's vCard goes with it */
         rc = mod_user_rows(ctx, "DELETE FROM vcard WHERE host = ? AND username = ?");
     if (rc != 0) /* the state goes in vc_stop, once the handlers are gone */
