@@ -1464,32 +1464,28 @@ static int
 pp_pie_node_row(void *arg, const xd_db_val_t *cols, size_t ncols)
 {
     xd_el_t *owner = arg;
-    if (ncols < 5)
+    if (ncols < 1 || cols[0].type != XD_DB_TEXT)
         return 0;
-    char node[1024], maxs[24];
+    char node[1024];
     snprintf(node, sizeof node, "%.*s", (int)cols[0].s.len, cols[0].s.p);
-    if (cols[3].i == PP_MAX)
-        snprintf(maxs, sizeof maxs, "max");
-    else
-        snprintf(maxs, sizeof maxs, "%lld", (long long)cols[3].i);
-    char access[32], send_last[48];
-    snprintf(access, sizeof access, "%.*s", (int)cols[1].s.len, cols[1].s.p);
-    snprintf(send_last, sizeof send_last, "%.*s", (int)cols[4].s.len, cols[4].s.p);
-    xd_el_t *ce = xd_el_add_child(owner, "configure", XD_NS_PUBSUB_OWNER);
-    xd_el_set_attr(ce, "node", node);
-    xd_el_t *x = xd_el_add_child(ce, "x", XD_NS_DATA);
-    xd_el_set_attr(x, "type", "submit");
-    const char *fs[][2] = {
-        { "FORM_TYPE", PP_NS_NODECFG },
-        { "pubsub#access_model", access },
-        { "pubsub#persist_items", cols[2].i ? "1" : "0" },
-        { "pubsub#max_items", maxs },
-        { "pubsub#send_last_published_item", send_last },
-    };
-    for (size_t i = 0; i < sizeof fs / sizeof *fs; i++) {
-        xd_el_t *f = xd_el_add_child(x, "field", XD_NS_DATA);
-        xd_el_set_attr(f, "var", fs[i][0]);
-        xd_el_add_text(xd_el_add_child(f, "value", XD_NS_DATA), fs[i][1]);
+    xd_el_set_attr(xd_el_add_child(owner, "configure", XD_NS_PUBSUB_OWNER), "node", node);
+    return 0;
+}
+
+/* The submitted node_config form of each <configure node=…/> the node
+ * rows gave: the engine's form of the node as stored (roster groups too). */
+static int
+pp_pie_node_forms(xd_db_conn_t *c, const char *host, const char *user, const pp_conf_t *conf,
+                  xd_el_t *owner)
+{
+    pse_limits_t lim = pp_limits(conf);
+    for (xd_el_t *ce = xd_el_first_child_mut(owner); ce; ce = xd_el_next_mut(ce)) {
+        pp_node_row_t row;
+        int rc = pp_node_load(c, host, user, xd_el_attr(ce, "node"), &row);
+        if (rc != 0)
+            return rc;
+        if (row.found)
+            pse_cfg_form(ce, "submit", PSE_NS_NODECFG, &row.cfg, &lim);
     }
     return 0;
 }
@@ -1535,9 +1531,10 @@ pp_pie_export(xd_module_ctx_t *ctx, xd_hook_account_export_t *ev, void *arg)
     if (rc == 0) {
         xd_db_val_t key[] = { XD_DB_V_CSTR(ev->host), XD_DB_V_CSTR(ev->user) };
         rc = xd_db_query(c,
-                         "SELECT node, access_model, persist_items, max_items, send_last"
-                         " FROM pep_node WHERE host = ? AND username = ? ORDER BY node",
+                         "SELECT node FROM pep_node WHERE host = ? AND username = ? ORDER BY node",
                          key, 2, pp_pie_node_row, owner);
+        if (rc == 0)
+            rc = pp_pie_node_forms(c, ev->host, ev->user, xd_module_opts(ctx), owner);
         if (rc == 0)
             rc = xd_db_query(c,
                              "SELECT node, id, xml FROM pep_item WHERE host = ? AND username = ?"
@@ -1615,11 +1612,12 @@ pp_pie_import(xd_module_ctx_t *ctx, xd_hook_account_import_t *ev, void *arg)
                     break;
                 }
                 pp_cfg_t cfg;
-                pp_cfg_default(&cfg);
+                pse_cfg_default(&cfg, false);
                 if (cfgel) {
                     unsigned set = 0;
-                    const char *why = pp_form_read(xd_el_child(e, "x", XD_NS_DATA),
-                                                   PP_NS_NODECFG, conf, &cfg, &set);
+                    pse_limits_t lim = pp_limits(conf);
+                    const char *why = pse_form_read(xd_el_child(e, "x", XD_NS_DATA),
+                                                    PSE_NS_NODECFG, &lim, &cfg, &set);
                     if (why) {
                         snprintf(ev->err, XD_HOOK_IMPORT_ERR_MAX, "pep node %s: %s", node, why);
                         rc = XD_EINVAL;
