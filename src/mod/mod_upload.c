@@ -4,8 +4,9 @@
  * XEP-0128 form with max-file-size), slot requests checked against the
  * size limit, the allowed content types, the access rule and the owner's
  * quota, the slot rows (upload_slot), the expiry of old files (a TICK
- * every sweep_interval, or `xmppctl upload_expire HOST`) and the removal
- * of an account's files with the account.  The HTTP side (PUT, GET) is
+ * every sweep_interval, or `xmppctl upload_expire HOST`), the removal
+ * of an account's files with the account, and of a file whose sharing
+ * message its owner retracts (XEP-0424).  The HTTP side (PUT, GET) is
  * upload_http.c; the layout of slots and URLs is upload.h.
  */
 #include <errno.h>
@@ -98,6 +99,14 @@ static const char *const up_mig1[] = {
     " complete INTEGER NOT NULL)",
     "CREATE INDEX upload_slot_owner ON upload_slot (owner_host, owner_user)",
     "CREATE INDEX upload_slot_created ON upload_slot (host, created_at)",
+    /* Messages in which the owner shared a file's URL (XEP-0424 retraction). */
+    "CREATE TABLE upload_share ("
+    " slot_id TEXT NOT NULL,"
+    " owner_host TEXT NOT NULL,"
+    " owner_user TEXT NOT NULL,"
+    " msg_id TEXT NOT NULL,"
+    " PRIMARY KEY (slot_id, msg_id))",
+    "CREATE INDEX upload_share_msg ON upload_share (owner_host, owner_user, msg_id)",
     NULL,
 };
 
@@ -648,7 +657,9 @@ up_delete_victims(const up_state_t *s, xd_db_conn_t *c, const up_victims_t *v)
     for (size_t i = 0; i < v->n && rc == 0; i++) {
         up_unlink_slot(s, v->ids[i], v->names[i]);
         xd_db_val_t k[] = { XD_DB_V_CSTR(v->ids[i]) };
-        rc = xd_db_query(c, "DELETE FROM upload_slot WHERE id = ?", k, 1, NULL, NULL);
+        rc = xd_db_query(c, "DELETE FROM upload_share WHERE slot_id = ?", k, 1, NULL, NULL);
+        if (rc == 0)
+            rc = xd_db_query(c, "DELETE FROM upload_slot WHERE id = ?", k, 1, NULL, NULL);
     }
     return rc;
 }
@@ -795,6 +806,171 @@ up_remove_user(xd_module_ctx_t *ctx, xd_hook_user_t *ev, void *arg)
                ev->user, ev->host, xd_strerror(rc));
         up_rm_done(ctx, j, rc);
     }
+    return XD_HOOK_OK;
+}
+
+/* ---- retraction (XEP-0424) -------------------------------------------------------------------- */
+
+#define UP_NS_RETRACT1 "urn:xmpp:message-retract:1"
+#define UP_NS_RETRACT0 "urn:xmpp:message-retract:0"
+#define UP_NS_FASTEN "urn:xmpp:fasten:0"
+#define UP_SHARES_MAX 8 /* slot URLs remembered per message */
+
+typedef struct up_share_job {
+    char *owner_host, *owner_user;
+    char *msg_id;
+    bool retract;                          /* else: remember the shares */
+    char ids[UP_SHARES_MAX][UP_ID_LEN + 1];
+    size_t nids;
+} up_share_job_t;
+
+static int
+up_share_tx(xd_db_conn_t *c, void *arg)
+{
+    up_share_job_t *j = arg;
+    for (size_t i = 0; i < j->nids; i++) {
+        /* Only the owner's own files: another's URL in a message is no share. */
+        int64_t n = 0;
+        xd_db_val_t k[] = { XD_DB_V_CSTR(j->ids[i]), XD_DB_V_CSTR(j->owner_host),
+                            XD_DB_V_CSTR(j->owner_user), XD_DB_V_CSTR(j->msg_id) };
+        int rc = xd_db_query_int64(c,
+                                   "SELECT COUNT(*) FROM upload_slot s WHERE s.id = ? AND "
+                                   "s.owner_host = ? AND s.owner_user = ? AND NOT EXISTS "
+                                   "(SELECT 1 FROM upload_share m WHERE m.slot_id = s.id "
+                                   "AND m.msg_id = ?)",
+                                   k, 4, &n);
+        if (rc != 0)
+            return rc;
+        if (n == 0)
+            continue;
+        xd_db_val_t row[] = { XD_DB_V_CSTR(j->ids[i]), XD_DB_V_CSTR(j->owner_host),
+                              XD_DB_V_CSTR(j->owner_user), XD_DB_V_CSTR(j->msg_id) };
+        rc = xd_db_query(c,
+                         "INSERT INTO upload_share (slot_id, owner_host, owner_user, msg_id) "
+                         "VALUES (?, ?, ?, ?)",
+                         row, 4, NULL, NULL);
+        if (rc != 0)
+            return rc;
+    }
+    return 0;
+}
+
+static void
+up_share_work(xd_module_ctx_t *ctx, void *arg)
+{
+    up_share_job_t *j = arg;
+    xd_db_t *db = xd_module_db(ctx);
+    if (!db)
+        return;
+    int rc;
+    size_t gone = 0;
+    if (!j->retract) {
+        rc = xd_db_tx(db, up_share_tx, j);
+    } else {
+        xd_db_conn_t *c = NULL;
+        rc = xd_db_acquire(db, &c);
+        if (rc == 0) {
+            up_victims_t v = { 0 };
+            xd_db_val_t k[] = { XD_DB_V_CSTR(j->owner_host), XD_DB_V_CSTR(j->owner_user),
+                                XD_DB_V_CSTR(j->msg_id) };
+            rc = xd_db_query(c,
+                             "SELECT s.id, s.name FROM upload_slot s, upload_share m "
+                             "WHERE m.slot_id = s.id AND m.owner_host = ? AND m.owner_user = ? "
+                             "AND m.msg_id = ?",
+                             k, 3, up_victim_row, &v);
+            if (rc == 0)
+                rc = up_delete_victims(xd_module_state(ctx), c, &v);
+            gone = v.n;
+            xd_free(v.ids);
+            xd_free(v.names);
+            xd_db_release(c);
+        }
+    }
+    if (rc != 0)
+        XD_LOG(NULL, XD_ERROR, "upload share not handled", "user=%s@%s retract=%d err=%s",
+               j->owner_user, j->owner_host, j->retract, xd_strerror(rc));
+    else if (gone)
+        XD_LOG(NULL, XD_INFO, "upload retracted", "user=%s@%s files=%zu", j->owner_user,
+               j->owner_host, gone);
+}
+
+static void
+up_share_done(xd_module_ctx_t *ctx, void *arg, int status)
+{
+    (void)ctx;
+    (void)status;
+    up_share_job_t *j = arg;
+    xd_free(j->owner_host);
+    xd_free(j->owner_user);
+    xd_free(j->msg_id);
+    xd_free(j);
+}
+
+/* Adds the slot ids of the GET URLs of this service found in text. */
+static void
+up_find_urls(const up_state_t *s, const char *host, const char *text, up_share_job_t *j)
+{
+    if (!text)
+        return;
+    char *prefix = xd_asprintf("%s/%s/", s->get_base, host);
+    size_t pn = strlen(prefix);
+    for (const char *p = text; (p = strstr(p, prefix)) && j->nids < UP_SHARES_MAX; p += pn) {
+        const char *id = p + pn;
+        size_t n = strspn(id, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_");
+        if (n != UP_ID_LEN || id[n] != '/')
+            continue;
+        memcpy(j->ids[j->nids], id, UP_ID_LEN);
+        j->ids[j->nids][UP_ID_LEN] = '\0';
+        j->nids++;
+    }
+    xd_free(prefix);
+}
+
+/* USER_SEND_PACKET: a message of a local user that shares one of its files
+ * (the GET URL in its body or an XEP-0066 <x><url/>) is remembered by its
+ * id (its XEP-0359 origin-id, else its 'id'); a retraction of that id
+ * (XEP-0424, message-retract:1 or the fastening of :0) deletes the file. */
+static int
+up_sent(xd_module_ctx_t *ctx, xd_hook_packet_t *ev, void *arg)
+{
+    (void)arg;
+    const xd_el_t *m = ev->st ? xd_stanza_root(ev->st) : NULL;
+    if (!m || xd_stanza_kind_of(m) != XD_STANZA_MESSAGE || !ev->jid)
+        return XD_HOOK_OK;
+    const char *type = xd_el_attr(m, "type");
+    if (type && !strcmp(type, "error"))
+        return XD_HOOK_OK;
+    up_state_t *s = xd_module_state(ctx);
+    up_share_job_t *j = xd_new(up_share_job_t);
+    const xd_el_t *r = xd_el_child(m, "retract", UP_NS_RETRACT1);
+    const char *rid = r ? xd_el_attr(r, "id") : NULL;
+    if (!rid) {
+        const xd_el_t *f = xd_el_child(m, "apply-to", UP_NS_FASTEN);
+        if (f && xd_el_child(f, "retract", UP_NS_RETRACT0))
+            rid = xd_el_attr(f, "id");
+    }
+    if (rid) {
+        j->retract = true;
+        j->msg_id = xd_strdup(rid);
+    } else {
+        up_find_urls(s, xd_module_host(ctx), xd_el_child_text(m, "body", NULL), j);
+        const xd_el_t *oob = xd_el_child(m, "x", XD_NS_OOB);
+        up_find_urls(s, xd_module_host(ctx), oob ? xd_el_child_text(oob, "url", NULL) : NULL, j);
+        const xd_el_t *oid = xd_el_child(m, "origin-id", XD_NS_SID);
+        const char *id = oid && xd_el_attr(oid, "id") ? xd_el_attr(oid, "id") : xd_el_attr(m, "id");
+        if (j->nids && id)
+            j->msg_id = xd_strdup(id);
+    }
+    if (!j->msg_id || strlen(j->msg_id) > 256) {
+        xd_free(j->msg_id);
+        xd_free(j);
+        return XD_HOOK_OK;
+    }
+    xd_str_t d = xd_jid_domain(ev->jid), u = xd_jid_local(ev->jid);
+    j->owner_host = xd_strndup(d.p, d.len);
+    j->owner_user = xd_strndup(u.p, u.len);
+    if (xd_module_submit(ctx, up_share_work, up_share_done, j) != 0)
+        up_share_done(ctx, j, 0);
     return XD_HOOK_OK;
 }
 
@@ -999,6 +1175,8 @@ up_start(xd_module_ctx_t *ctx)
         rc = xd_module_hook(ctx, XD_HOOK_REMOVE_USER, XD_HOOK_PRIO_DEFAULT, up_remove_user, NULL);
     if (rc == 0)
         rc = xd_module_hook(ctx, XD_HOOK_TICK, XD_HOOK_PRIO_DEFAULT, up_tick, NULL);
+    if (rc == 0)
+        rc = xd_module_hook(ctx, XD_HOOK_USER_SEND_PACKET, XD_HOOK_PRIO_DEFAULT, up_sent, NULL);
     if (rc == 0)
         rc = xd_module_command(ctx, &up_cmd_expire);
     if (rc != 0)

@@ -400,3 +400,43 @@ def test_slixmpp_upload_then_raw_get(server_factory, tmp_path):
     st, h, body = http(srv, "GET", out["url"])
     assert st == 200 and body == content
     assert h["content-type"] == "text/plain"
+
+
+def test_retraction_deletes_the_shared_file(server_factory):
+    srv = start(server_factory)
+    users(srv, "alice", "bob")
+    a, _ = online(srv, "alice")
+    b, _ = online(srv, "bob")
+    put, get = slot_urls(request_slot(a, "pic.png", 3, "image/png"))
+    assert http(srv, "PUT", put, b"png", "Content-Type: image/png\r\n")[0] == 201
+    put2, get2 = slot_urls(request_slot(a, "other.png", 3, "image/png", rid="s2"))
+    assert http(srv, "PUT", put2, b"oth", "Content-Type: image/png\r\n")[0] == 201
+    # alice shares both: pic.png in the body of o1, other.png as the OOB URL of o2.
+    a.send(f"<message to='bob@localhost' type='chat' id='m1'><body>{get}</body>"
+           "<origin-id xmlns='urn:xmpp:sid:0' id='o1'/></message>")
+    a.send(f"<message to='bob@localhost' type='chat' id='o2'><body>look</body>"
+           f"<x xmlns='jabber:x:oob'><url>{get2}</url></x></message>")
+    # bob passes alice's URL on and retracts his message: not his file.
+    b.send(f"<message to='alice@localhost' type='chat' id='b1'><body>{get}</body>"
+           "<origin-id xmlns='urn:xmpp:sid:0' id='ob1'/></message>")
+    b.send("<message to='alice@localhost' type='chat' id='b2'>"
+           "<retract id='ob1' xmlns='urn:xmpp:message-retract:1'/></message>")
+    b.roundtrip()
+    # A retraction of another message of alice's leaves her files alone.
+    a.send("<message to='bob@localhost' type='chat' id='r0'>"
+           "<retract id='nosuch' xmlns='urn:xmpp:message-retract:1'/></message>")
+    a.roundtrip()
+    assert http(srv, "GET", get)[2] == b"png"
+    assert http(srv, "GET", get2)[2] == b"oth"
+    # Retracting o1 (XEP-0424 :1) deletes pic.png; o2 by the fastening of :0.
+    a.send("<message to='bob@localhost' type='chat' id='r1'>"
+           "<retract id='o1' xmlns='urn:xmpp:message-retract:1'/></message>")
+    a.roundtrip()
+    assert http(srv, "GET", get)[0] == 404
+    assert http(srv, "GET", get2)[2] == b"oth"
+    a.send("<message to='bob@localhost' type='chat' id='r2'>"
+           "<apply-to id='o2' xmlns='urn:xmpp:fasten:0'>"
+           "<retract xmlns='urn:xmpp:message-retract:0'/></apply-to></message>")
+    a.roundtrip()
+    assert http(srv, "GET", get2)[0] == 404
+    assert stored_files(srv) == []
