@@ -440,3 +440,51 @@ def test_retraction_deletes_the_shared_file(server_factory):
     a.roundtrip()
     assert http(srv, "GET", get2)[0] == 404
     assert stored_files(srv) == []
+
+
+def test_sweep_runs_on_its_own(server_factory):
+    srv = start(server_factory, "expire_days: 1\nsweep_interval: 1s")
+    users(srv, "alice")
+    c, _ = online(srv, "alice")
+    put, get = slot_urls(request_slot(c, "old.txt", 3, "text/plain"))
+    assert http(srv, "PUT", put, b"old", "Content-Type: text/plain\r\n")[0] == 201
+    db = sqlite3.connect(os.path.join(srv.data_dir, "xmppd.db"))
+    db.execute("UPDATE upload_slot SET created_at = created_at - 2 * 86400")
+    db.commit()
+    db.close()
+    deadline = time.time() + 15
+    while http(srv, "GET", get)[0] != 404:
+        assert time.time() < deadline, "the sweep did not run"
+        time.sleep(0.1)
+    assert stored_files(srv) == []
+
+
+def test_long_names_are_cut_keeping_the_extension(server_factory):
+    srv = start(server_factory)
+    users(srv, "alice")
+    c, _ = online(srv, "alice")
+    _, get = slot_urls(request_slot(c, "a" * 300 + ".jpeg", 1, "image/jpeg"))
+    name = urllib.parse.unquote(get.rsplit("/", 1)[1])
+    assert name == "a" * 123 + ".jpeg" and len(name) == 128
+    # Multi-byte characters are never cut in half.
+    # (123 bytes are left before ".jpeg": the 62nd "я" would be cut.)
+    _, get = slot_urls(request_slot(c, "я" * 100 + ".jpeg", 1, "image/jpeg", rid="s2"))
+    name = urllib.parse.unquote(get.rsplit("/", 1)[1], errors="strict")
+    assert name == "я" * 61 + ".jpeg", name
+
+
+def test_one_message_shares_at_most_eight_files(server_factory):
+    srv = start(server_factory)
+    users(srv, "alice", "bob")
+    a, _ = online(srv, "alice")
+    gets = []
+    for i in range(9):
+        put, get = slot_urls(request_slot(a, f"f{i}.txt", 1, "text/plain", rid=f"s{i}"))
+        assert http(srv, "PUT", put, b"x", "Content-Type: text/plain\r\n")[0] == 201
+        gets.append(get)
+    a.send(f"<message to='bob@localhost' type='chat' id='m9'><body>{' '.join(gets)}</body>"
+           "</message>")
+    a.send("<message to='bob@localhost' type='chat' id='r9'>"
+           "<retract id='m9' xmlns='urn:xmpp:message-retract:1'/></message>")
+    a.roundtrip()
+    assert [http(srv, "GET", g)[0] for g in gets] == [404] * 8 + [200]
