@@ -22,7 +22,7 @@ NS = "urn:xmpp:http:upload:0"
 UP = "upload.localhost"
 
 
-def start(server_factory, opts="", http_opts="", extra=""):
+def start(server_factory, opts="", http_opts="", extra="", **kw):
     """An xmppd with c2s, an http listener (srv.http_port) and mod_upload."""
     port = free_port()
     c2s = free_port()
@@ -31,7 +31,7 @@ def start(server_factory, opts="", http_opts="", extra=""):
     mod = "".join(f"    {line}\n" for line in opts.splitlines() if line.strip())
     extra_yaml = ("modules:\n  mod_disco: {}\n  mod_roster: {}\n  mod_register: {}\n"
                   f"  mod_upload:{' {}' if not mod else ''}\n{mod}{extra}")
-    srv = server_factory(listen=listen, extra_yaml=extra_yaml)
+    srv = server_factory(listen=listen, extra_yaml=extra_yaml, **kw)
     srv.http_port = port
     srv.c2s_port = c2s
     return srv
@@ -488,3 +488,32 @@ def test_one_message_shares_at_most_eight_files(server_factory):
            "<retract id='m9' xmlns='urn:xmpp:message-retract:1'/></message>")
     a.roundtrip()
     assert [http(srv, "GET", g)[0] for g in gets] == [404] * 8 + [200]
+
+
+def test_two_hosts_and_a_restart(server_factory):
+    srv = start(server_factory, hosts=("localhost", "second.test"))
+    users(srv, "alice")
+    users(srv, "carol", host="second.test")
+    a, _ = online(srv, "alice")
+    c, _ = online(srv, "carol", domain="second.test")
+    pa, ga = slot_urls(request_slot(a, "a.txt", 1, "text/plain"))
+    ans = iq(c, "c1", f"<request xmlns='{NS}' filename='c.txt' size='1' content-type='text/plain'/>",
+             typ="get", to="upload.second.test")
+    pc, gc = slot_urls(ans)
+    assert gc.startswith(f"http://second.test:{srv.http_port}/upload/second.test/")
+    # Each host's service is for its own accounts.
+    ans = iq(a, "a2", f"<request xmlns='{NS}' filename='x' size='1'/>", typ="get",
+             to="upload.second.test")
+    assert "<forbidden" in ans
+    # A token of one host does not open a slot of the other.
+    forged = pc.replace("/upload/second.test/", "/upload/localhost/")
+    assert http(srv, "PUT", forged, b"c", "Content-Type: text/plain\r\n")[0] == 403
+    assert http(srv, "PUT", pa, b"a", "Content-Type: text/plain\r\n")[0] == 201
+    # The secret survives a restart: a slot asked for before it is filled after it.
+    a.close()
+    c.close()
+    srv.stop()
+    srv.restart()
+    assert http(srv, "PUT", pc, b"c", "Content-Type: text/plain\r\n")[0] == 201
+    assert http(srv, "GET", ga)[2] == b"a"
+    assert http(srv, "GET", gc)[2] == b"c"
