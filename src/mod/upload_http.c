@@ -111,7 +111,7 @@ up_http_unref(void)
 
 /* ---- transfers ----------------------------------------------------------------------------- */
 
-static void up_submit(up_xfer_t *x, up_job job);
+static bool up_submit(up_xfer_t *x, up_job job);
 
 static void
 up_xfer_free(up_xfer_t *x)
@@ -621,7 +621,9 @@ up_job_work(xd_module_ctx_t *ctx, void *arg)
 
 static void up_job_done(xd_module_ctx_t *ctx, void *arg, int status);
 
-static void
+/* Queues x's next job; false when it could not be (x is then answered
+ * and may be freed: the caller must not touch it again). */
+static bool
 up_submit(up_xfer_t *x, up_job job)
 {
     if (job == UP_JOB_WRITE || job == UP_JOB_FINISH) {
@@ -651,7 +653,9 @@ up_submit(up_xfer_t *x, up_job job)
         else if (r)
             up_fail(x, r, 503, rc == XD_EFULL ? "server busy" : "the upload service is stopping");
         up_maybe_free(x);
+        return false;
     }
+    return true;
 }
 
 static void
@@ -674,13 +678,13 @@ up_job_done(xd_module_ctx_t *ctx, void *arg, int status)
             x->answered = true;
             xd_http_req_set_data(r, NULL);
             xd_http_response_end(r);
+            up_maybe_free(x);
         } else {
             x->ready = (size_t)x->nread;
             x->off += x->nread;
             x->left -= x->nread;
-            up_get_push(x, r);
+            up_get_push(x, r); /* x may be gone afterwards */
         }
-        up_maybe_free(x);
         return;
     }
     if (x->status && x->status != 201) {
@@ -698,10 +702,12 @@ up_job_done(xd_module_ctx_t *ctx, void *arg, int status)
         }
         __attribute__((fallthrough)); /* the body may go on */
     case UP_JOB_WRITE:
-        if (x->eof)
+        if (x->eof) {
             up_submit(x, UP_JOB_FINISH);
-        else if (x->len >= UP_CHUNK)
-            up_submit(x, UP_JOB_WRITE);
+            break; /* the whole body is in: nothing to resume */
+        }
+        if (x->len >= UP_CHUNK && !up_submit(x, UP_JOB_WRITE))
+            break;
         if (x->paused && !(x->job != UP_JOB_NONE && x->len >= UP_CHUNK)) {
             x->paused = false;
             xd_http_req_resume(r);
