@@ -88,9 +88,14 @@ const char *xd_http_req_ip(const xd_http_req_t *r); /* the client's address */
 bool xd_http_req_secure(const xd_http_req_t *r);    /* came over TLS */
 xd_http_handle_t xd_http_req_handle(const xd_http_req_t *r);
 unsigned xd_http_req_worker(const xd_http_req_t *r);
-/* The request of handle h if it is still waiting for its answer (owner
- * worker only), or NULL. */
+/* The request of handle h if it is still waiting for its answer, or for
+ * the rest of a started response (owner worker only), or NULL. */
 xd_http_req_t *xd_http_req_find(xd_http_handle_t h);
+
+/* The handler's own pointer for request r (NULL until set): the state of a
+ * transfer, found again in `body`, `writable` and `aborted`. */
+void xd_http_req_set_data(xd_http_req_t *r, void *data);
+void *xd_http_req_data(const xd_http_req_t *r);
 
 /* Streamed bodies: no more `body` calls until resume. */
 void xd_http_req_pause(xd_http_req_t *r);

@@ -181,6 +181,7 @@ struct xd_http_req {
     uint64_t sent;            /* body bytes written */
     int64_t resp_length;      /* piecewise: the announced length, or -1 */
     uint64_t start_ms;
+    void *udata;              /* the handler's (xd_http_req_set_data) */
 };
 
 struct http_conn {
@@ -308,6 +309,18 @@ xd_http_req_worker(const xd_http_req_t *r)
     return xd_worker_index(r->hc->c->ws->worker);
 }
 
+void
+xd_http_req_set_data(xd_http_req_t *r, void *data)
+{
+    r->udata = data;
+}
+
+void *
+xd_http_req_data(const xd_http_req_t *r)
+{
+    return r->udata;
+}
+
 xd_http_handle_t
 xd_http_req_handle(const xd_http_req_t *r)
 {
@@ -322,7 +335,9 @@ xd_http_req_find(xd_http_handle_t h)
         return NULL;
     xd_conn_t *c = c2s_conn_find(w, h.conn_id);
     http_conn_t *hc = c ? hc_of(c) : NULL;
-    if (!hc || !hc->req || hc->req->seq != h.seq || hc->req->answered ||
+    /* A started response still waits for its pieces (a file read on the pool). */
+    if (!hc || !hc->req || hc->req->seq != h.seq ||
+        (hc->req->answered && !(hc->req->started && !hc->req->ended)) ||
         c->state == C2S_CLOSING)
         return NULL;
     return hc->req;
