@@ -105,8 +105,8 @@ typedef struct muc_room {
  * the history it gets at the end). */
 typedef struct muc_join {
     char *full;          /* the session */
-    char **nicks;        /* the occupants to list, as they were at entering */
-    size_t nnicks, next; /* how many; the next to send */
+    size_t next;         /* index in the room's occupants of the next to list (the
+                          * occupants keep their order; occ_index_remove moves it) */
     xd_stanza_t *pres;   /* the entering presence (its <x/>: history limits) */
     int codes[1];        /* its self-presence status codes (201) */
     size_t ncodes;
@@ -324,9 +324,6 @@ join_free(void *v)
     muc_join_t *j = v;
     if (!j)
         return;
-    for (size_t i = 0; i < j->nnicks; i++)
-        xd_free(j->nicks[i]);
-    xd_free(j->nicks);
     xd_free(j->full);
     xd_stanza_unref(j->pres);
     xd_free(j);
@@ -704,12 +701,27 @@ broadcast_presence(muc_call_t *c, const muc_room_t *r, const muc_occ_t *o, bool 
     xd_stanza_unref(st);
 }
 
+static int
+join_shift(void *arg, const char *key, void *val)
+{
+    (void)key;
+    muc_join_t *j = val;
+    if (j->next > *(size_t *)arg)
+        j->next--;
+    return 0;
+}
+
+/* Takes o out of the occupants, keeping their order (the cursors of the
+ * occupant lists being paced stay right). */
 static void
 occ_index_remove(muc_room_t *r, muc_occ_t *o)
 {
     for (size_t i = 0; i < r->nocc; i++)
         if (r->occ[i] == o) {
-            r->occ[i] = r->occ[--r->nocc];
+            memmove(&r->occ[i], &r->occ[i + 1], (r->nocc - i - 1) * sizeof *r->occ);
+            r->nocc--;
+            if (r->njoining)
+                xd_map_foreach(&r->joining, join_shift, &i);
             break;
         }
     xd_map_del(&r->by_nick, xd_str_c(o->nick));
@@ -815,16 +827,17 @@ join_continue(muc_call_t *c, muc_room_t *r, muc_join_t *j)
     }
     size_t sent = 0;
     size_t chunk = (size_t)c->conf->join_chunk;
-    while (j->next < j->nnicks && sent < chunk) {
-        /* As it is now; one that left meanwhile is not listed (its leave
-         * came before, and said nothing the joiner needs). */
-        const muc_occ_t *other = xd_map_get(&r->by_nick, xd_str_c(j->nicks[j->next++]));
-        if (!other || other == o)
+    while (j->next < r->nocc && sent < chunk) {
+        /* As they are now: one that left meanwhile is not listed (the
+         * joiner got its leave), one that came is (it got its entering
+         * too: the same presence twice). */
+        const muc_occ_t *other = r->occ[j->next++];
+        if (other == o)
             continue;
         send_to(c, occ_presence(r, other, false, sees_jid(r, o), NULL, NULL, false), j->full);
         sent++;
     }
-    if (j->next < j->nnicks) {
+    if (j->next < r->nocc && !(j->next == r->nocc - 1 && r->occ[j->next] == o)) {
         snprintf(j->ping, sizeof j->ping, "muc-list-%llu", (unsigned long long)++r->join_seq);
         xd_el_t *b = xd_el_new("iq", NULL);
         xd_el_set_attr(b, "type", "get");
@@ -878,10 +891,6 @@ send_join_sequence(muc_call_t *c, muc_room_t *r, const muc_occ_t *o, const char 
     join_drop(r, full);
     muc_join_t *j = xd_new(muc_join_t);
     j->full = xd_strdup(full);
-    j->nicks = xd_calloc(r->nocc, sizeof *j->nicks);
-    for (size_t i = 0; i < r->nocc; i++)
-        if (r->occ[i] != o)
-            j->nicks[j->nnicks++] = xd_strdup(r->occ[i]->nick);
     j->pres = xd_stanza_ref(st);
     j->ncodes = ncodes > 1 ? 1 : ncodes;
     if (j->ncodes)

@@ -159,13 +159,18 @@ class Counter:
                 return got
 
 
-def fill_room(srv, room, n, first_nick="f"):
-    """n occupants (o0..) in room, each its own account; returns the clients."""
-    names = [f"o{i}" for i in range(n)]
-    users(srv, *names)
+def fill_room(srv, room, n, first_nick="f", one_account=False):
+    """n occupants in room, each its own account (o0..), or sessions of one
+    account (o0/r0.., with no presence of their own: a room's occupants
+    need none); returns the clients."""
+    names = ["o0"] * n if one_account else [f"o{i}" for i in range(n)]
+    users(srv, *sorted(set(names)))
     cs = []
     for i, name in enumerate(names):
-        c, _ = online(srv, name)
+        if one_account:
+            c, _ = online(srv, name, resource=f"r{i}", presence=False, mech="PLAIN")
+        else:
+            c, _ = online(srv, name)
         if i == 0:
             create(c, room, f"{first_nick}{i}")
         else:
@@ -234,20 +239,27 @@ def test_joining_session_gets_messages_after_its_list(server_factory):
 
 
 @pytest.mark.slow
-def test_thousand_occupants_join_and_fan_out(server_factory):
-    """1,000 occupants: the last one's join (999 presences, paced) and a
-    message to all arrive; nobody is disconnected."""
-    srv = start(server_factory, workers=2,
-                extra="sm_ack_request_every: 0\nsm_max_unacked: 500\n")
-    cs = fill_room(srv, "huge", 1000)
+def test_many_occupants_join_and_fan_out(server_factory):
+    """400 occupants (sessions of one account that read nothing: the
+    room's lists to them wait for pings they never answer): a newcomer with
+    stream management (sm_max_unacked 100, join_chunk 50) gets the 400
+    presences (paced) and its own, then a message to all; nobody is
+    disconnected.  (1,000 in an ASan build on the shared 2-core machine took
+    over two minutes for the joins alone; the benchmark covers 1,000.)"""
+    n = 400
+    srv = start(server_factory, opts="join_chunk: 50", workers=2,
+                extra=f"sm_ack_request_every: 0\nsm_max_unacked: 100\nmax_user_sessions: {n}\n")
+    cs = fill_room(srv, "huge", n, one_account=True)
     users(srv, "joiner")
     j, _ = online(srv, "joiner")
     sm_enable(j)
     j.send(f"<presence to='huge@{MUC}/me'><x xmlns='{NS_MUC}'/></presence>")
     cnt = Counter(j)
-    got = cnt.pump_until(r"<message[^>]*>\s*<subject", timeout=120)
-    assert sum(1 for s in got if s.startswith("<presence")) == 1001
+    got = cnt.pump_until(r"<message[^>]*>\s*<subject", timeout=300)
+    assert sum(1 for s in got if s.startswith("<presence")) == n + 1
     groupchat(cs[0], "huge", "to everyone", "h1")
     cnt.pump_until(r"id='h1'", timeout=60)
-    for c in cs[1:]:
-        assert not c.closed
+    # Nobody was closed (the occupants that do not read hold what the room
+    # sent them in their queues, below the bounds).
+    r = srv.ctl_run("connected_users_number")
+    assert r.returncode == 0 and int(r.stdout.strip()) == n + 1, r.stdout + r.stderr
