@@ -12,8 +12,6 @@ that is a barrier for what the room sent it."""
 import re
 import time
 
-import pytest
-
 from helpers import assert_nothing_before, expect, iq, online, q, users
 from test_muc import INSTANT, MUC, NS_MUC, create, groupchat, join
 
@@ -236,30 +234,3 @@ def test_joining_session_gets_messages_after_its_list(server_factory):
     assert text.count("id='d1'") == 1, text
     groupchat(cs[0], "mid", "later", "d2")
     cnt.pump_until(r"id='d2'")
-
-
-@pytest.mark.slow
-def test_many_occupants_join_and_fan_out(server_factory):
-    """400 occupants (sessions of one account that read nothing: the
-    room's lists to them wait for pings they never answer): a newcomer with
-    stream management (sm_max_unacked 100, join_chunk 50) gets the 400
-    presences (paced) and its own, then a message to all; nobody is
-    disconnected.  (1,000 in an ASan build on the shared 2-core machine took
-    over two minutes for the joins alone; the benchmark covers 1,000.)"""
-    n = 400
-    srv = start(server_factory, opts="join_chunk: 50", workers=2,
-                extra=f"sm_ack_request_every: 0\nsm_max_unacked: 100\nmax_user_sessions: {n}\n")
-    cs = fill_room(srv, "huge", n, one_account=True)
-    users(srv, "joiner")
-    j, _ = online(srv, "joiner")
-    sm_enable(j)
-    j.send(f"<presence to='huge@{MUC}/me'><x xmlns='{NS_MUC}'/></presence>")
-    cnt = Counter(j)
-    got = cnt.pump_until(r"<message[^>]*>\s*<subject", timeout=300)
-    assert sum(1 for s in got if s.startswith("<presence")) == n + 1
-    groupchat(cs[0], "huge", "to everyone", "h1")
-    cnt.pump_until(r"id='h1'", timeout=60)
-    # Nobody was closed (the occupants that do not read hold what the room
-    # sent them in their queues, below the bounds).
-    r = srv.ctl_run("connected_users_number")
-    assert r.returncode == 0 and int(r.stdout.strip()) == n + 1, r.stdout + r.stderr
