@@ -13,7 +13,7 @@ import re
 import time
 
 from helpers import assert_nothing_before, expect, iq, online, q, users
-from test_muc import INSTANT, MUC, NS_MUC, create, groupchat, join
+from test_muc import MUC, NS_MUC, create, groupchat, join
 
 WORKER_RX = re.compile(r'event="session bound" conn=\d+ ip=\S+ jid=(\S+) worker=(\d+)')
 
