@@ -116,6 +116,16 @@ xd_el_t *xd_stanza_edit(const xd_stanza_t *st);
  * changes it before passing it on (stamping 'from', adding a stanza-id). */
 xd_el_t *xd_stanza_thaw(xd_stanza_t *st);
 
+/* A new stanza (one reference) equal to st but addressed `to` (NULL: no
+ * 'to'), which comes first among its attributes.  It shares st's children
+ * (st is held until it goes) and, when st has no 'to' and a root in the
+ * content namespace, st's serialization: its bytes are "<name to='…'" and
+ * st's bytes after "<name", so a stanza sent to many recipients that only
+ * 'to' tells apart (a group chat's fan-out) is serialized once.  Costs one
+ * small allocation for the root and one for the bytes.  Its children's
+ * parent is st's root; xd_stanza_thaw of it always copies. */
+xd_stanza_t *xd_stanza_readdress(const xd_stanza_t *st, const char *to);
+
 /* The stanza's serialization, computed once (the first caller wins an
  * atomic compare-and-swap; concurrent callers are safe) and cached for the
  * stanza's lifetime.  NUL-terminated; *len (if not NULL) gets the length. */

@@ -5,6 +5,7 @@
  * route that hands each stanza for a room to the room's owner worker
  * (mod_muc.h).  The rooms themselves are mod_muc_room.c.
  */
+#include <stdio.h>
 #include <string.h>
 #include <time.h>
 
@@ -57,6 +58,14 @@ static const xd_opt_t muc_opts[] = {
                "Owners, admins, members and outcasts of one room together; one more is "
                "refused with resource-constraint (a persistent room stores them all on "
                "every change)."),
+    XD_OPT_INT("join_chunk", C_, join_chunk, "200", 1, 100000,
+               "Occupant presences an entering session gets at once.  A longer occupant list "
+               "goes in chunks of this many, each after the session answered an XMPP ping "
+               "(XEP-0199) the room sent behind the chunk before, so that a room of 10,000 "
+               "does not put 10,000 presences in the client's queues at once (beyond the "
+               "listener's `max_queue` or `sm_max_unacked` the stream would be closed).  "
+               "Meanwhile the session gets the room's presence changes but no messages; its "
+               "own presence, the history and the subject end the list as usual."),
     XD_OPT_END,
 };
 #undef C_
@@ -405,6 +414,46 @@ muc_route(xd_module_ctx_t *ctx, xd_stanza_t *st, void *arg)
     }
 }
 
+/* ---- statistics -------------------------------------------------------------------------------- */
+
+static int
+muc_stats_cmd(xd_cmd_call_t *call)
+{
+    xd_module_ctx_t *ctx = xd_module_instance("mod_muc", call->args[0].text);
+    muc_state_t *s = ctx ? xd_module_state(ctx) : NULL;
+    if (!s) {
+        xd_module_release(ctx);
+        return xd_cmd_errorf(call, XD_ENOTFOUND, "mod_muc does not run on %s",
+                             call->args[0].text);
+    }
+    static const char *const names[] = { "fanouts", "fanout_posts", "fanout_copies",
+                                         "join_chunks" };
+    uint64_t v[4] = { atomic_load(&s->fanouts), atomic_load(&s->fanout_posts),
+                      atomic_load(&s->fanout_copies), atomic_load(&s->join_chunks) };
+    for (size_t i = 0; i < 4; i++)
+        xd_cmd_add(call, "%s %llu", names[i], (unsigned long long)v[i]);
+    xd_module_release(ctx);
+    return 0;
+}
+
+static const xd_cmd_arg_t muc_stats_args[] = {
+    { "host", XD_CMD_HOST, "the served host whose service to show" },
+};
+
+static const xd_cmd_t muc_stats = {
+    .name = "muc_stats",
+    .doc = "counters of a host's multi-user chat service",
+    .longdoc = "fanouts: stanzas a room sent to its occupants; fanout_posts: the inbox messages "
+               "they took (one per destination worker other than the room's, whatever the "
+               "number of occupants there); fanout_copies: the copies delivered (one per "
+               "occupant session); join_chunks: pings that paced an entering session's "
+               "occupant list (join_chunk).",
+    .args = muc_stats_args,
+    .nargs = 1,
+    .result = XD_CMD_RES_LIST,
+    .fn = muc_stats_cmd,
+};
+
 /* ---- module ------------------------------------------------------------------------------------ */
 
 static char *
@@ -452,6 +501,9 @@ muc_start(xd_module_ctx_t *ctx)
     rc = xd_module_service(ctx, domain, muc_route, NULL);
     if (rc != 0)
         return xd_module_fail(ctx, rc, "cannot serve %s: %s", domain, xd_strerror(rc));
+    rc = xd_module_command(ctx, &muc_stats);
+    if (rc != 0)
+        return xd_module_fail(ctx, rc, "cannot register muc_stats: %s", xd_strerror(rc));
     XD_LOG(NULL, XD_INFO, "muc service", "domain=%s stored_rooms=%zu", domain,
            xd_map_count(&s->dir));
     return 0;

@@ -17,6 +17,7 @@
 #define XMPPD_MOD_MOD_MUC_H
 
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
 
@@ -42,6 +43,7 @@ typedef struct muc_conf {
     int max_room_name;     /* bytes of a room's local part */
     int max_nick;          /* bytes of a nick */
     int max_affiliations;  /* owners, admins, members and outcasts of a room */
+    int join_chunk;        /* occupant presences sent to an entering session per ping */
 } muc_conf_t;
 
 /* A room as the directory has it (under muc_state_t.mu). */
@@ -59,6 +61,11 @@ typedef struct muc_state {
     pthread_mutex_t mu;       /* guards dir */
     xd_map_t dir;             /* room local part → muc_dirent_t */
     xd_map_t rooms[XD_OWNER_MAX_WORKERS]; /* per owner worker: local part → room (owner only) */
+    /* Counters (muc_stats), from every owner worker. */
+    _Atomic uint64_t fanouts;       /* stanzas fanned out to occupants */
+    _Atomic uint64_t fanout_posts;  /* inbox messages they took (one per other worker) */
+    _Atomic uint64_t fanout_copies; /* copies they made (one per session) */
+    _Atomic uint64_t join_chunks;   /* pings that paced an occupant list */
 } muc_state_t;
 
 /* A stanza on its way to its room's owner. */

@@ -10,6 +10,7 @@
  * (xd_input_charge), as the presence broadcast does.
  */
 #include <openssl/evp.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -27,6 +28,7 @@
 #include "xmppd/log.h"
 #include "xmppd/ns.h"
 #include "xmppd/route.h"
+#include "xmppd/session.h"
 #include "xmppd/stanza.h"
 
 enum { ROLE_NONE, ROLE_VISITOR, ROLE_PARTICIPANT, ROLE_MODERATOR };
@@ -61,6 +63,7 @@ typedef struct muc_occ {
     char *nick;          /* the occupant's nick */
     char *bare;          /* its real bare JID */
     char **full;         /* its sessions' real full JIDs */
+    int *worker;         /* per session: the worker that owned it at entering (-1: none) */
     size_t nfull;
     int role;            /* ROLE_* */
     xd_stanza_t *pres;   /* the last presence it sent (a reference) */
@@ -89,7 +92,26 @@ typedef struct muc_room {
     char *subject_nick;  /* who set it (nick), or NULL */
     bool locked;         /* created, not configured yet (XEP-0045 10.1) */
     char salt[24];       /* occupant ids */
+    xd_map_t joining;    /* real full JID → muc_join_t: still getting its occupant list */
+    size_t njoining;     /* entries of joining */
+    uint64_t join_seq;   /* ids of the pings that pace the lists */
 } muc_room_t;
+
+/* A session entering a big room: the occupant list goes in chunks of
+ * join_chunk presences, each after the session answered a ping sent
+ * behind the one before (so no more than a chunk waits in its stream's
+ * queues), then its own presence, the history and the subject.  Until then
+ * it gets the room's presence traffic but not its messages (they are in
+ * the history it gets at the end). */
+typedef struct muc_join {
+    char *full;          /* the session */
+    size_t next;         /* index in the room's occupants of the next to list (the
+                          * occupants keep their order; occ_index_remove moves it) */
+    xd_stanza_t *pres;   /* the entering presence (its <x/>: history limits) */
+    int codes[1];        /* its self-presence status codes (201) */
+    size_t ncodes;
+    char ping[40];       /* id of the ping waited for */
+} muc_join_t;
 
 /* What handling one stanza sent: bytes charged to its sender. */
 typedef struct muc_call {
@@ -125,6 +147,44 @@ send_occ(muc_call_t *c, const xd_stanza_t *st, const muc_occ_t *o)
 {
     for (size_t i = 0; i < o->nfull; i++)
         send_to(c, xd_stanza_edit(st), o->full[i]);
+}
+
+/* Who a fan-out goes to. */
+enum { FAN_ALL, FAN_SEES_JID, FAN_NO_JID, FAN_MODERATORS };
+
+static bool sees_jid(const muc_room_t *r, const muc_occ_t *viewer);
+
+/* st (no 'to') to every session of the occupants `sel` picks but `skip`,
+ * in one fan-out (route.h: one inbox message per worker, the bytes
+ * serialized once); live: not to sessions still getting their occupant
+ * list (messages). */
+static void
+fan_out(muc_call_t *c, const muc_room_t *r, const xd_stanza_t *st, int sel,
+        const muc_occ_t *skip, bool live)
+{
+    xd_fanout_t *f = xd_fanout_new(st);
+    size_t n = 0, tolen = 0;
+    for (size_t i = 0; i < r->nocc; i++) {
+        const muc_occ_t *v = r->occ[i];
+        if (v == skip || (sel == FAN_SEES_JID && !sees_jid(r, v)) ||
+            (sel == FAN_NO_JID && sees_jid(r, v)) ||
+            (sel == FAN_MODERATORS && v->role != ROLE_MODERATOR))
+            continue;
+        for (size_t k = 0; k < v->nfull; k++) {
+            if (live && r->njoining && xd_map_get(&r->joining, xd_str_c(v->full[k])))
+                continue;
+            xd_fanout_add(f, v->full[k], v->worker[k]);
+            tolen += strlen(v->full[k]);
+            n++;
+        }
+    }
+    size_t len = 0;
+    xd_stanza_bytes(st, &len);
+    c->bytes += n * (len + 6) + tolen; /* what the copies weigh: " to=''" each */
+    size_t posts = xd_fanout_send(f);
+    atomic_fetch_add_explicit(&c->s->fanouts, 1, memory_order_relaxed);
+    atomic_fetch_add_explicit(&c->s->fanout_posts, posts, memory_order_relaxed);
+    atomic_fetch_add_explicit(&c->s->fanout_copies, n, memory_order_relaxed);
 }
 
 static char *
@@ -259,11 +319,36 @@ parse_stamp(const char *s)
 /* ---- room life --------------------------------------------------------------------------------- */
 
 static void
+join_free(void *v)
+{
+    muc_join_t *j = v;
+    if (!j)
+        return;
+    xd_free(j->full);
+    xd_stanza_unref(j->pres);
+    xd_free(j);
+}
+
+/* Session `full` no longer enters (it left, or its list is done). */
+static void
+join_drop(muc_room_t *r, const char *full)
+{
+    if (!r->njoining)
+        return;
+    muc_join_t *j = xd_map_del(&r->joining, xd_str_c(full));
+    if (j) {
+        join_free(j);
+        r->njoining--;
+    }
+}
+
+static void
 occ_free(muc_occ_t *o)
 {
     for (size_t i = 0; i < o->nfull; i++)
         xd_free(o->full[i]);
     xd_free(o->full);
+    xd_free(o->worker);
     xd_free(o->nick);
     xd_free(o->bare);
     if (o->pres)
@@ -288,6 +373,7 @@ room_free(void *v)
     for (size_t i = 0; i < r->nocc; i++)
         occ_free(r->occ[i]);
     xd_free(r->occ);
+    xd_map_free(&r->joining, join_free);
     xd_map_free(&r->by_nick, NULL);
     xd_map_free(&r->by_full, NULL);
     xd_map_free(&r->affs, NULL);
@@ -585,33 +671,64 @@ sees_jid(const muc_room_t *r, const muc_occ_t *viewer)
     return r->cfg.whois == WHOIS_ANYONE || viewer->role == ROLE_MODERATOR;
 }
 
+/* o's presence to every occupant but o, in at most two fan-outs: one
+ * with the real JID for those who may see it, one without. */
+static void
+broadcast_others(muc_call_t *c, const muc_room_t *r, const muc_occ_t *o, bool unavailable,
+                 const pres_extra_t *ex)
+{
+    size_t with = 0, without = 0;
+    for (size_t i = 0; i < r->nocc; i++)
+        if (r->occ[i] != o)
+            *(sees_jid(r, r->occ[i]) ? &with : &without) += 1;
+    for (int v = 0; v < 2; v++) {
+        if (!(v ? with : without))
+            continue;
+        xd_stanza_t *st = xd_el_freeze(occ_presence(r, o, unavailable, v, NULL, ex, false));
+        fan_out(c, r, st, v ? FAN_SEES_JID : FAN_NO_JID, o, false);
+        xd_stanza_unref(st);
+    }
+}
+
 /* o's presence to every occupant (self codes to o's own sessions). */
 static void
 broadcast_presence(muc_call_t *c, const muc_room_t *r, const muc_occ_t *o, bool unavailable,
                    const pres_extra_t *ex, const pres_extra_t *self_ex)
 {
-    for (size_t i = 0; i < r->nocc; i++) {
-        const muc_occ_t *v = r->occ[i];
-        bool self = v == o;
-        xd_el_t *b = occ_presence(r, o, unavailable, self || sees_jid(r, v), NULL,
-                                  self ? self_ex : ex, self);
-        xd_stanza_t *st = xd_el_freeze(b);
-        send_occ(c, st, v);
-        xd_stanza_unref(st);
-    }
+    broadcast_others(c, r, o, unavailable, ex);
+    xd_stanza_t *st = xd_el_freeze(occ_presence(r, o, unavailable, true, NULL, self_ex, true));
+    send_occ(c, st, o);
+    xd_stanza_unref(st);
 }
 
+static int
+join_shift(void *arg, const char *key, void *val)
+{
+    (void)key;
+    muc_join_t *j = val;
+    if (j->next > *(size_t *)arg)
+        j->next--;
+    return 0;
+}
+
+/* Takes o out of the occupants, keeping their order (the cursors of the
+ * occupant lists being paced stay right). */
 static void
 occ_index_remove(muc_room_t *r, muc_occ_t *o)
 {
     for (size_t i = 0; i < r->nocc; i++)
         if (r->occ[i] == o) {
-            r->occ[i] = r->occ[--r->nocc];
+            memmove(&r->occ[i], &r->occ[i + 1], (r->nocc - i - 1) * sizeof *r->occ);
+            r->nocc--;
+            if (r->njoining)
+                xd_map_foreach(&r->joining, join_shift, &i);
             break;
         }
     xd_map_del(&r->by_nick, xd_str_c(o->nick));
-    for (size_t i = 0; i < o->nfull; i++)
+    for (size_t i = 0; i < o->nfull; i++) {
         xd_map_del(&r->by_full, xd_str_c(o->full[i]));
+        join_drop(r, o->full[i]);
+    }
 }
 
 /* Removes occupant o from the room with the presence of a leave to all
@@ -621,15 +738,7 @@ occ_remove(muc_call_t *c, muc_room_t *r, muc_occ_t *o, const pres_extra_t *ex)
 {
     pres_extra_t self_ex = ex ? *ex : (pres_extra_t){ .role = -1, .aff = -1 };
     /* Everyone sees it, the leaver (with 110) among them. */
-    for (size_t i = 0; i < r->nocc; i++) {
-        const muc_occ_t *v = r->occ[i];
-        bool self = v == o;
-        xd_el_t *b = occ_presence(r, o, true, self || sees_jid(r, v), NULL,
-                                  self ? &self_ex : ex, self);
-        xd_stanza_t *st = xd_el_freeze(b);
-        send_occ(c, st, v);
-        xd_stanza_unref(st);
-    }
+    broadcast_presence(c, r, o, true, ex, &self_ex);
     occ_index_remove(r, o);
     occ_free(o);
 }
@@ -694,22 +803,101 @@ send_subject(muc_call_t *c, const muc_room_t *r, const char *to)
     send_to(c, b, to);
 }
 
-/* The sequence a new session of occupant o gets (XEP-0045 7.2): the other
- * occupants' presence, its own (110 last), the history, the subject. */
+/* The end of the join sequence: its own presence (110 last), the
+ * history, the subject. */
 static void
-send_join_sequence(muc_call_t *c, const muc_room_t *r, const muc_occ_t *o, const char *full,
-                   const xd_el_t *muc_x, const int *codes, size_t ncodes)
+send_join_end(muc_call_t *c, const muc_room_t *r, const muc_occ_t *o, const char *full,
+              const xd_el_t *muc_x, const int *codes, size_t ncodes)
 {
-    for (size_t i = 0; i < r->nocc; i++) {
-        const muc_occ_t *other = r->occ[i];
-        if (other == o)
-            continue;
-        send_to(c, occ_presence(r, other, false, sees_jid(r, o), NULL, NULL, false), full);
-    }
     pres_extra_t ex = { .codes = codes, .ncodes = ncodes, .role = -1, .aff = -1 };
     send_to(c, occ_presence(r, o, false, true, full, &ex, true), full);
     send_history(c, r, muc_x, full);
     send_subject(c, r, full);
+}
+
+/* The next chunk of j's occupant list; then a ping to wait for, or the
+ * end of its join sequence (j is then dropped). */
+static void
+join_continue(muc_call_t *c, muc_room_t *r, muc_join_t *j)
+{
+    muc_occ_t *o = xd_map_get(&r->by_full, xd_str_c(j->full));
+    if (!o) {
+        join_drop(r, j->full);
+        return;
+    }
+    size_t sent = 0;
+    size_t chunk = (size_t)c->conf->join_chunk;
+    while (j->next < r->nocc && sent < chunk) {
+        /* As they are now: one that left meanwhile is not listed (the
+         * joiner got its leave), one that came is (it got its entering
+         * too: the same presence twice). */
+        const muc_occ_t *other = r->occ[j->next++];
+        if (other == o)
+            continue;
+        send_to(c, occ_presence(r, other, false, sees_jid(r, o), NULL, NULL, false), j->full);
+        sent++;
+    }
+    if (j->next < r->nocc && !(j->next == r->nocc - 1 && r->occ[j->next] == o)) {
+        snprintf(j->ping, sizeof j->ping, "muc-list-%llu", (unsigned long long)++r->join_seq);
+        xd_el_t *b = xd_el_new("iq", NULL);
+        xd_el_set_attr(b, "type", "get");
+        xd_el_set_attr(b, "id", j->ping);
+        xd_el_set_attr(b, "from", r->jid);
+        xd_el_add_child(b, "ping", XD_NS_PING);
+        send_to(c, b, j->full);
+        atomic_fetch_add_explicit(&c->s->join_chunks, 1, memory_order_relaxed);
+        return;
+    }
+    const xd_el_t *mx = xd_el_child(xd_stanza_root(j->pres), "x", XD_NS_MUC);
+    send_join_end(c, r, o, j->full, mx, j->codes, j->ncodes);
+    join_drop(r, j->full);
+}
+
+/* An answer (result or error: either says the session read what came
+ * before) to a ping of an occupant list from `from`. */
+static bool
+join_answer(muc_call_t *c, muc_room_t *r, const xd_stanza_t *st)
+{
+    const char *id = xd_el_attr(xd_stanza_root(st), "id");
+    if (!r->njoining || !id || strncmp(id, "muc-list-", 9) != 0)
+        return false;
+    xd_str_t fs = xd_jid_full_str(xd_stanza_from(st));
+    char *full = xd_strndup(fs.p, fs.len);
+    muc_join_t *j = xd_map_get(&r->joining, xd_str_c(full));
+    xd_free(full);
+    if (j && strcmp(j->ping, id) == 0)
+        join_continue(c, r, j);
+    return true;
+}
+
+/* The sequence a new session of occupant o gets (XEP-0045 7.2): the other
+ * occupants' presence, its own (110 last), the history, the subject.  A
+ * list longer than join_chunk is paced (muc_join_t). */
+static void
+send_join_sequence(muc_call_t *c, muc_room_t *r, const muc_occ_t *o, const char *full,
+                   const xd_stanza_t *st, const int *codes, size_t ncodes)
+{
+    const xd_el_t *muc_x = xd_el_child(xd_stanza_root(st), "x", XD_NS_MUC);
+    if (r->nocc - 1 <= (size_t)c->conf->join_chunk) {
+        for (size_t i = 0; i < r->nocc; i++) {
+            const muc_occ_t *other = r->occ[i];
+            if (other == o)
+                continue;
+            send_to(c, occ_presence(r, other, false, sees_jid(r, o), NULL, NULL, false), full);
+        }
+        send_join_end(c, r, o, full, muc_x, codes, ncodes);
+        return;
+    }
+    join_drop(r, full);
+    muc_join_t *j = xd_new(muc_join_t);
+    j->full = xd_strdup(full);
+    j->pres = xd_stanza_ref(st);
+    j->ncodes = ncodes > 1 ? 1 : ncodes;
+    if (j->ncodes)
+        j->codes[0] = codes[0];
+    xd_map_put(&r->joining, xd_str_c(full), j);
+    r->njoining++;
+    join_continue(c, r, j);
 }
 
 static void
@@ -718,10 +906,20 @@ presence_error(const xd_stanza_t *st, xd_cond cond, const char *text)
     xd_route_error(st, cond, text);
 }
 
+/* Adds session `full` (jid) to o, with the worker that has it now (the
+ * fan-outs' hint: a session of another server has none). */
 static void
-occ_add_full(muc_room_t *r, muc_occ_t *o, const char *full)
+occ_add_full(muc_room_t *r, muc_occ_t *o, const char *full, const xd_jid_t *jid)
 {
+    xd_session_info_t info = { 0 };
+    int worker = -1;
+    if (jid && xd_session_find(jid, &info) == 0) {
+        worker = (int)info.ref.worker;
+        xd_session_info_clear(&info);
+    }
     o->full = xd_realloc(o->full, (o->nfull + 1) * sizeof *o->full);
+    o->worker = xd_realloc(o->worker, (o->nfull + 1) * sizeof *o->worker);
+    o->worker[o->nfull] = worker;
     o->full[o->nfull++] = xd_strdup(full);
     xd_map_put(&r->by_full, xd_str_c(full), o);
 }
@@ -764,8 +962,8 @@ room_enter(muc_call_t *c, muc_room_t *r, bool created, const xd_stanza_t *st, co
     if (same) {
         /* Another session of the same account under its nick: it gets the
          * room as it is; the others see nothing new. */
-        occ_add_full(r, same, full);
-        send_join_sequence(c, r, same, full, mx, NULL, 0);
+        occ_add_full(r, same, full, xd_stanza_from(st));
+        send_join_sequence(c, r, same, full, st, NULL, 0);
         return;
     }
     muc_occ_t *o = xd_new(muc_occ_t);
@@ -774,7 +972,7 @@ room_enter(muc_call_t *c, muc_room_t *r, bool created, const xd_stanza_t *st, co
     o->role = role_for(r, aff);
     o->pres = xd_stanza_ref(st);
     occupant_id(r, bare, o->oid);
-    occ_add_full(r, o, full);
+    occ_add_full(r, o, full, xd_stanza_from(st));
     if (r->nocc == r->cap) {
         r->cap = r->cap ? r->cap * 2 : 8;
         r->occ = xd_realloc(r->occ, r->cap * sizeof *r->occ);
@@ -782,17 +980,9 @@ room_enter(muc_call_t *c, muc_room_t *r, bool created, const xd_stanza_t *st, co
     r->occ[r->nocc++] = o;
     xd_map_put(&r->by_nick, xd_str_c(o->nick), o);
     /* The others learn of it first; its own presence ends its list. */
-    for (size_t i = 0; i < r->nocc; i++) {
-        const muc_occ_t *v = r->occ[i];
-        if (v == o)
-            continue;
-        xd_stanza_t *p = xd_el_freeze(occ_presence(r, o, false, sees_jid(r, v), NULL, NULL,
-                                                   false));
-        send_occ(c, p, v);
-        xd_stanza_unref(p);
-    }
+    broadcast_others(c, r, o, false, NULL);
     int codes[1] = { 201 };
-    send_join_sequence(c, r, o, full, mx, codes, created ? 1 : 0);
+    send_join_sequence(c, r, o, full, st, codes, created ? 1 : 0);
 }
 
 static void
@@ -829,8 +1019,10 @@ room_leave(muc_call_t *c, muc_room_t *r, muc_occ_t *o, const char *full, const x
         if (i == o->nfull)
             return;
         xd_map_del(&r->by_full, xd_str_c(full));
+        join_drop(r, full);
         xd_el_t *b = occ_presence(r, o, true, true, full, &ex, true);
         xd_free(o->full[i]);
+        o->worker[i] = o->worker[o->nfull - 1];
         o->full[i] = o->full[--o->nfull];
         send_to(c, b, full);
         return;
@@ -1035,9 +1227,7 @@ room_voice_request(muc_call_t *c, muc_room_t *r, muc_occ_t *o, const xd_stanza_t
     add_field(x, "muc#roomnick", "text-single", "Room Nickname", o->nick);
     add_field(x, "muc#request_allow", "boolean", "Grant voice to this person?", "false");
     xd_stanza_t *m = xd_el_freeze(b);
-    for (size_t i = 0; i < r->nocc; i++)
-        if (r->occ[i]->role == ROLE_MODERATOR)
-            send_occ(c, m, r->occ[i]);
+    fan_out(c, r, m, FAN_MODERATORS, NULL, false);
     xd_stanza_unref(m);
 }
 
@@ -1127,8 +1317,7 @@ room_message(muc_call_t *c, muc_room_t *r, const xd_stanza_t *st, const char *ni
             room_publish(c, r, true);
     }
     xd_stanza_t *m = msg_from_occ(r, o, st);
-    for (size_t i = 0; i < r->nocc; i++)
-        send_occ(c, m, r->occ[i]);
+    fan_out(c, r, m, FAN_ALL, NULL, true);
     if (has_body) /* with a body, a <subject/> is no subject change (XEP-0045 8.1) */
         hist_add(r, m);
     else
@@ -1333,8 +1522,7 @@ room_config_apply(muc_call_t *c, muc_room_t *r, const xd_el_t *x)
     for (size_t i = 0; i < nc; i++)
         add_status(ux, codes[i]);
     xd_stanza_t *m = xd_el_freeze(b);
-    for (size_t i = 0; i < r->nocc; i++)
-        send_occ(c, m, r->occ[i]);
+    fan_out(c, r, m, FAN_ALL, NULL, true);
     xd_stanza_unref(m);
     /* Members-only now: who is not a member leaves (321). */
     if (n.members_only && !was_members) {
@@ -1665,6 +1853,8 @@ static void
 room_iq(muc_call_t *c, muc_room_t *r, const xd_stanza_t *st, const char *nick)
 {
     const xd_el_t *root = xd_stanza_root(st);
+    if (!xd_iq_is_request(root) && !nick && join_answer(c, r, st))
+        return;
     if (!xd_iq_is_request(root)) {
         /* An answer to a forwarded request: to the requester's occupant JID. */
         muc_occ_t *requester = nick ? xd_map_get(&r->by_nick, xd_str_c(nick)) : NULL;

@@ -4,7 +4,8 @@
  * On for a host when `mod_stanza_id` is listed under `modules`.
  *
  * Every message routed to an account of the host (bare or full JID; any
- * type but error) gets
+ * type but error and groupchat, which the account's archive does not keep)
+ * gets
  *
  *   <stanza-id xmlns='urn:xmpp:sid:0' id='…' by='user@host'/>
  *
@@ -61,9 +62,25 @@ sid_filter(xd_module_ctx_t *hctx, xd_hook_filter_t *ev_, void *arg)
                    xd_str_eq_c(dom, ev->host);
     if (account)
         snprintf(by, sizeof by, "%.*s@%.*s", (int)local.len, local.p, (int)dom.len, dom.p);
+    if (!account)
+        return XD_HOOK_OK; /* to the server itself */
+    /* A groupchat message is not the account's archive's (mod_mam keeps
+     * none): an id by the account would name nothing, and stamping each
+     * copy of a room's fan-out would copy and serialize it per occupant.
+     * Only a forged id by the account is removed (the copy then). */
+    bool groupchat = type && !strcmp(type, "groupchat");
+    if (groupchat) {
+        bool forged = false;
+        for (const xd_el_t *c = xd_el_first_child(root); c && !forged; c = xd_el_next(c)) {
+            const char *cby = xd_el_is(c, "stanza-id", XD_NS_SID) ? xd_el_attr(c, "by") : NULL;
+            forged = cby && !strcmp(cby, by);
+        }
+        if (!forged)
+            return XD_HOOK_OK;
+    }
     char id[21];
-    if (!account || mod_random_id(id) != 0)
-        return XD_HOOK_OK; /* to the server itself, or no randomness: unstamped */
+    if (!groupchat && mod_random_id(id) != 0)
+        return XD_HOOK_OK; /* no randomness: unstamped */
 
     /* In place when the router's reference is the only one (a message
      * fresh from a session or a peer), with its parsed addresses kept. */
@@ -78,9 +95,11 @@ sid_filter(xd_module_ctx_t *hctx, xd_hook_filter_t *ev_, void *arg)
                 xd_el_remove_child(m, c);
         }
     }
-    xd_el_t *sid = xd_el_add_child(m, "stanza-id", XD_NS_SID);
-    xd_el_set_attr(sid, "id", id);
-    xd_el_set_attr(sid, "by", by);
+    if (!groupchat) {
+        xd_el_t *sid = xd_el_add_child(m, "stanza-id", XD_NS_SID);
+        xd_el_set_attr(sid, "id", id);
+        xd_el_set_attr(sid, "by", by);
+    }
     ev->st = xd_stanza_freeze_keep(m, &keep);
     return XD_HOOK_OK;
 }

@@ -286,6 +286,39 @@ xd_el_serialize(const xd_el_t *el, const char *content_ns, size_t *len)
     return buf;
 }
 
+/* The bytes of a readdressed stanza (xd_stanza_readdress) whose base has
+ * no 'to' and a plain root (no prefix, the content namespace): "<name",
+ * its own to='…', then the base's cached bytes after "<name" — the body is
+ * serialized once for every recipient.  NULL when that does not apply. */
+static xd_stanza_bytes_t *
+ser_spliced(const xd_stanza_t *st)
+{
+    const xd_el_t *root = st->root, *broot = st->base->root;
+    if (root->prefix_len || root->ns || root->nattrs == 0 ||
+        root->nattrs != broot->nattrs + 1u || root->attrs[0].name_len != 2 ||
+        memcmp(root->attrs[0].name, "to", 2) != 0)
+        return NULL;
+    size_t blen;
+    const char *bb = xd_stanza_bytes(st->base, &blen);
+    size_t skip = 1u + root->name_len; /* "<name" */
+    if (blen < skip)
+        return NULL;
+    ser_t s = { 0 };
+    size_t hdr = offsetof(xd_stanza_bytes_t, data);
+    s.cap = hdr + blen + root->attrs[0].value_len + 32;
+    s.buf = xd_malloc(s.cap);
+    s.len = hdr;
+    ser_put(&s, bb, skip);
+    ser_put(&s, " to='", 5);
+    ser_escape(&s, root->attrs[0].value, root->attrs[0].value_len, ser_attr_tbl);
+    ser_putc(&s, '\'');
+    ser_put(&s, bb + skip, blen - skip);
+    ser_putc(&s, '\0');
+    xd_stanza_bytes_t *b = (xd_stanza_bytes_t *)s.buf;
+    b->len = s.len - 1 - hdr;
+    return b;
+}
+
 const char *
 xd_stanza_bytes(const xd_stanza_t *cst, size_t *len)
 {
@@ -293,7 +326,17 @@ xd_stanza_bytes(const xd_stanza_t *cst, size_t *len)
     xd_stanza_bytes_t *b = atomic_load_explicit(&st->bytes, memory_order_acquire);
     size_t hdr = offsetof(xd_stanza_bytes_t, data);
     xd_arena_t *a = st->arena;
-    if (!b && atomic_load_explicit(&st->refs, memory_order_acquire) == 1 &&
+    if (!b && st->base) {
+        xd_stanza_bytes_t *mine = ser_spliced(st), *expected = NULL;
+        if (mine && !atomic_compare_exchange_strong_explicit(&st->bytes, &expected, mine,
+                                                             memory_order_acq_rel,
+                                                             memory_order_acquire)) {
+            xd_free(mine);
+            mine = expected;
+        }
+        b = mine; /* NULL: serialized whole below */
+    }
+    if (!b && !st->base && atomic_load_explicit(&st->refs, memory_order_acquire) == 1 &&
         /* Read again: a holder that dropped its reference just now may have
          * published heap bytes first (the acquire above makes them seen). */
         !(b = atomic_load_explicit(&st->bytes, memory_order_acquire)) &&

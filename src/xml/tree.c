@@ -95,6 +95,7 @@ xd_tree_freeze(xd_el_t *root)
     st->bytes_in_arena = false;
     for (unsigned i = 0; i < XD_STANZA_CACHE_SLOTS; i++)
         atomic_init(&st->cache[i], NULL);
+    st->base = NULL;
     return st;
 }
 
@@ -373,7 +374,40 @@ xd_stanza_unref(xd_stanza_t *st)
     if (old != 1)
         return;
     tree_drop_cached(st);
+    xd_stanza_t *base = st->base; /* st lives in the arena */
     xd_arena_free(st->arena);
+    xd_stanza_unref(base);
+}
+
+xd_stanza_t *
+xd_stanza_readdress(const xd_stanza_t *cst, const char *to)
+{
+    xd_stanza_t *st = (xd_stanza_t *)cst;
+    xd_stanza_t *base = st->base ? st->base : st; /* never a chain */
+    const xd_el_t *src = st->root;
+    size_t to_len = to ? strlen(to) : 0;
+    xd_arena_t *a = xd_arena_new(sizeof(xd_el_t) + sizeof(xd_stanza_t) + 64 + to_len +
+                                 sizeof(xd_attr_t) * (src->nattrs + 1u));
+    xd_el_t *root = xd_arena_alloc(a, sizeof(*root));
+    *root = *src; /* names, namespaces and children stay the base's (read-only) */
+    root->node.next = NULL;
+    root->parent = NULL;
+    root->arena = a;
+    root->attrs = xd_arena_alloc(a, sizeof(xd_attr_t) * (src->nattrs + 1u));
+    root->nattrs = 0;
+    if (to) {
+        /* First, so that the serialization is "<name to='…'" and the rest
+         * of the base's bytes (xd_stanza_bytes). */
+        root->attrs[root->nattrs++] = (xd_attr_t){ .name = "to", .value = xd_arena_strndup(a, to, to_len),
+                                                   .name_len = 2, .value_len = (uint32_t)to_len };
+    }
+    for (uint32_t i = 0; i < src->nattrs; i++)
+        if (!(src->attrs[i].name_len == 2 && memcmp(src->attrs[i].name, "to", 2) == 0))
+            root->attrs[root->nattrs++] = src->attrs[i];
+    root->attr_cap = root->nattrs;
+    xd_stanza_t *out = xd_tree_freeze(root);
+    out->base = xd_stanza_ref(base);
+    return out;
 }
 
 /* ---- Cached values --------------------------------------------------------- */
@@ -429,7 +463,9 @@ tree_drop_cached(xd_stanza_t *st)
 xd_el_t *
 xd_stanza_thaw(xd_stanza_t *st)
 {
-    if (atomic_load_explicit(&st->refs, memory_order_acquire) != 1) {
+    if (st->base || atomic_load_explicit(&st->refs, memory_order_acquire) != 1) {
+        /* Shared (a readdressed stanza shares its children with its base,
+         * so it is never handed back as a builder). */
         /* Shared: the others keep theirs. */
         xd_el_t *copy = xd_stanza_edit(st);
         xd_stanza_unref(st);

@@ -102,6 +102,8 @@ struct xd_stanza {
     bool bytes_in_arena;             /* bytes lives in `arena` (written by the sole owner) */
     _Atomic(void *) cache[XD_STANZA_CACHE_SLOTS]; /* values of the layers above (el.h),
                                                    * released by their slot's free function */
+    xd_stanza_t *base;               /* xd_stanza_readdress: the stanza whose children and
+                                      * serialization this one shares (a reference), or NULL */
 };
 
 extern const char xd_tree_empty[1]; /* "" for elements without text */

@@ -90,3 +90,27 @@ def test_off_without_the_module(server_factory):
     assert "stanza-id" not in msg(b, "plain")
     a.close()
     b.close()
+
+
+def test_groupchat_not_stamped_forged_removed(server_factory):
+    """A room's groupchat message is not the account's archive's: no
+    stanza-id by the account is added to it (each copy of a room's
+    fan-out stays the shared one), and one forged by a sender is removed."""
+    srv = server_factory(extra_yaml=MODULES + "  mod_muc: {}\n")
+    users(srv, "alice", "bob")
+    a, _ = online(srv, "alice", "a1")
+    b, _ = online(srv, "bob", "b1")
+    room = "r@conference.localhost"
+    a.send(f"<presence to='{room}/al'><x xmlns='http://jabber.org/protocol/muc'/></presence>")
+    expect(a, r"<message[^>]*>\s*<subject")
+    a.send(f"<iq type='set' id='c1' to='{room}'><query xmlns='http://jabber.org/protocol/muc#owner'>"
+           "<x xmlns='jabber:x:data' type='submit'/></query></iq>")
+    expect(a, r"<iq[^>]*id='c1'")
+    b.send(f"<presence to='{room}/bo'><x xmlns='http://jabber.org/protocol/muc'/></presence>")
+    expect(b, r"<message[^>]*>\s*<subject")
+    a.send(f"<message to='{room}' type='groupchat' id='g1'><body>gc</body>"
+           f"<stanza-id xmlns='{SID}' id='FORGED' by='bob@localhost'/></message>")
+    m = msg(b, "gc")
+    assert "FORGED" not in m and not sids(m, "bob@localhost"), m
+    m = msg(a, "gc")
+    assert not sids(m, "alice@localhost"), m

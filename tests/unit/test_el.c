@@ -513,6 +513,59 @@ test_el__thaw_in_place_or_copy(void **state)
     xd_stanza_unref(mine);
 }
 
+/* xd_stanza_readdress: the same stanza to another 'to', sharing the base's
+ * children and bytes (a group chat's fan-out); the base lives as long as a
+ * readdressed copy does (LeakSanitizer checks both go). */
+static void
+test_el__readdress_shares_body_and_bytes(void **state)
+{
+    (void)state;
+    const char *in = "<message from='r@m/n' type='groupchat' id='1'><body>a&amp;b</body></message>";
+    xd_stanza_t *base = NULL;
+    assert_int_equal(xd_stanza_parse(in, strlen(in), XD_NS_CLIENT, &base), 0);
+    xd_stanza_t *one = xd_stanza_readdress(base, "u@x/r'1");
+    xd_stanza_t *two = xd_stanza_readdress(base, "v@x/r");
+    xd_stanza_unref(base); /* held by the copies */
+    size_t len;
+    const char *b = xd_stanza_bytes(one, &len);
+    assert_string_equal(b, "<message to='u@x/r&apos;1' from='r@m/n' type='groupchat' id='1'>"
+                           "<body>a&amp;b</body></message>");
+    assert_int_equal(len, strlen(b));
+    assert_string_equal(xd_stanza_bytes(two, NULL),
+                        "<message to='v@x/r' from='r@m/n' type='groupchat' id='1'>"
+                        "<body>a&amp;b</body></message>");
+    assert_string_equal(xd_jid_full_str(xd_stanza_to(two)).p, "v@x/r");
+    assert_string_equal(xd_el_attr(xd_stanza_root(one), "to"), "u@x/r'1");
+    assert_string_equal(xd_el_child_text(xd_stanza_root(two), "body", NULL), "a&b");
+    /* Readdressing a readdressed stanza replaces its 'to'. */
+    xd_stanza_t *three = xd_stanza_readdress(two, "w@x");
+    assert_string_equal(xd_stanza_bytes(three, NULL),
+                        "<message to='w@x' from='r@m/n' type='groupchat' id='1'>"
+                        "<body>a&amp;b</body></message>");
+    /* A thaw copies; the copy is a plain builder. */
+    xd_el_t *e = xd_stanza_thaw(three);
+    xd_el_add_child(e, "x", "urn:t");
+    xd_stanza_t *four = xd_el_freeze(e);
+    assert_string_equal(xd_stanza_bytes(four, NULL),
+                        "<message to='w@x' from='r@m/n' type='groupchat' id='1'>"
+                        "<body>a&amp;b</body><x xmlns='urn:t'/></message>");
+    xd_stanza_unref(four);
+    xd_stanza_unref(one);
+    xd_stanza_unref(two);
+
+    /* A base with a 'to' or a foreign root namespace: serialized whole. */
+    const char *in2 = "<iq xmlns='urn:other' to='a@b' type='get' id='q'><p/></iq>";
+    assert_int_equal(xd_stanza_parse(in2, strlen(in2), XD_NS_CLIENT, &base), 0);
+    one = xd_stanza_readdress(base, "c@d");
+    assert_string_equal(xd_stanza_bytes(one, NULL),
+                        "<iq xmlns='urn:other' to='c@d' type='get' id='q'><p/></iq>");
+    xd_stanza_unref(one);
+    one = xd_stanza_readdress(base, NULL);
+    assert_string_equal(xd_stanza_bytes(one, NULL), "<iq xmlns='urn:other' type='get' id='q'><p/></iq>");
+    xd_stanza_unref(one);
+    xd_stanza_unref(base);
+}
+
 /* The parsed addresses are parsed once, shared by every caller, dropped
  * with a thaw (the attributes may change), kept by thaw_keep; a bad 'to'
  * is NULL.  LeakSanitizer checks that the cached JIDs are released. */
@@ -697,6 +750,7 @@ main(void)
         cmocka_unit_test(test_el__canonical_addresses),
         cmocka_unit_test(test_el__error_reply_addresses),
         cmocka_unit_test(test_el__bytes_same_in_arena_or_heap),
+        cmocka_unit_test(test_el__readdress_shares_body_and_bytes),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
