@@ -21,7 +21,8 @@
  *
  * Transactions (xd_db_tx).  Outermost: driver begin (BEGIN IMMEDIATE), fn,
  * commit; BUSY anywhere → rollback, backoff, retry (DB_TX_ATTEMPTS in all).
- * Nested: SAVEPOINT xd_sp … RELEASE xd_sp, or ROLLBACK TO on failure.
+ * Nested: SAVEPOINT xd_sp … RELEASE SAVEPOINT xd_sp, or ROLLBACK TO SAVEPOINT on
+ * failure (the standard spelling: MySQL requires the SAVEPOINT keyword).
  */
 #include <pthread.h>
 #include <stdlib.h>
@@ -356,11 +357,11 @@ db_tx_nested(xd_db_conn_t *c, xd_db_tx_fn fn, void *arg)
     c->tx_depth--;
     if (rc < 0) {
         /* ROLLBACK TO keeps the savepoint; RELEASE drops it. */
-        if (xd_db_exec(c, "ROLLBACK TO xd_sp") == 0)
-            xd_db_exec(c, "RELEASE xd_sp");
+        if (xd_db_exec(c, "ROLLBACK TO SAVEPOINT xd_sp") == 0)
+            xd_db_exec(c, "RELEASE SAVEPOINT xd_sp");
         return rc;
     }
-    int r2 = xd_db_exec(c, "RELEASE xd_sp");
+    int r2 = xd_db_exec(c, "RELEASE SAVEPOINT xd_sp");
     return r2 < 0 ? r2 : rc;
 }
 
