@@ -24,5 +24,9 @@ struct xd_db_conn {
 
 /* The SQLite driver (src/storage/sqlite.c). */
 extern const xd_db_driver_t xd_db_driver_sqlite;
+/* The MariaDB/MySQL driver (src/storage/mysql.c). */
+extern const xd_db_driver_t xd_db_driver_mysql;
+/* The ODBC driver (src/storage/odbc.c). */
+extern const xd_db_driver_t xd_db_driver_odbc;
 
 #endif

@@ -65,8 +65,12 @@ static _Thread_local xd_db_conn_t *db_tl_held;
 /* ---- drivers ------------------------------------------------------------- */
 
 static pthread_mutex_t db_drv_mu = PTHREAD_MUTEX_INITIALIZER;
-static const xd_db_driver_t *db_drivers[DB_MAX_DRIVERS] = { &xd_db_driver_sqlite };
-static unsigned db_ndrivers = 1;
+static const xd_db_driver_t *db_drivers[DB_MAX_DRIVERS] = {
+    &xd_db_driver_sqlite,
+    &xd_db_driver_mysql,
+    &xd_db_driver_odbc,
+};
+static unsigned db_ndrivers = 3;
 
 const xd_db_driver_t *
 xd_db_driver_find(const char *name)
