@@ -23,6 +23,7 @@
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <stdarg.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <pthread.h>
@@ -31,6 +32,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/stat.h>
 #include <unistd.h>
 #include <uv.h>
@@ -290,6 +292,106 @@ on_signal(uv_signal_t *h, int signum)
     }
 }
 
+/* ---- storage parameters -------------------------------------------------- */
+
+/* A connection string being built; len == sizeof buf marks an overflow. */
+typedef struct sql_ci {
+    char buf[2048];
+    size_t len;
+} sql_ci_t;
+
+static void
+ci_put(sql_ci_t *c, const char *fmt, ...)
+{
+    if (c->len >= sizeof c->buf)
+        return;
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(c->buf + c->len, sizeof c->buf - c->len, fmt, ap);
+    va_end(ap);
+    c->len = n < 0 || (size_t)n >= sizeof c->buf - c->len ? sizeof c->buf : c->len + (size_t)n;
+}
+
+/* Appends " key='value'" (libpq quoting: \\ and \' escaped). */
+static void
+ci_kv(sql_ci_t *c, const char *key, const char *val)
+{
+    ci_put(c, "%s%s='", c->len ? " " : "", key);
+    for (const char *p = val; *p; p++)
+        ci_put(c, *p == '\\' || *p == '\'' ? "\\%c" : "%c", *p);
+    ci_put(c, "'");
+}
+
+/* Appends "key=value;" to an ODBC connection string; a value holding ';',
+ * braces or spaces at its ends is braced ("}" doubled), which not every
+ * driver accepts for every key, so plain values stay plain. */
+static void
+ci_odbc(sql_ci_t *c, const char *key, const char *val)
+{
+    size_t n = strlen(val);
+    if (strpbrk(val, ";{}") == NULL && (n == 0 || (val[0] != ' ' && val[n - 1] != ' '))) {
+        ci_put(c, "%s=%s;", key, val);
+        return;
+    }
+    ci_put(c, "%s={", key);
+    for (const char *p = val; *p; p++)
+        ci_put(c, *p == '}' ? "}}" : "%c", *p);
+    ci_put(c, "};");
+}
+
+/* Whether the ODBC connection string s sets key (case-insensitive, at the
+ * start or after ';'). */
+static bool
+odbc_has(const char *s, const char *key)
+{
+    size_t n = strlen(key);
+    for (const char *p = s; *p; p++)
+        if ((p == s || p[-1] == ';') && strncasecmp(p, key, n) == 0 && p[n] == '=')
+            return true;
+    return false;
+}
+
+/* The connection string of a network database from sql_*, or NULL for
+ * sqlite (and when too long): key=value pairs for mysql; for odbc,
+ * sql_server as an ODBC connection string ("Driver=…;Server=…") or a DSN
+ * name, completed with UID, PWD and Database when it does not set them.
+ * Caller frees. */
+static char *
+sql_conninfo(const xd_config_t *cfg)
+{
+    sql_ci_t c = { .len = 0 };
+    c.buf[0] = '\0';
+    if (cfg->sql_type == XD_SQL_MYSQL) {
+        char port[16];
+        snprintf(port, sizeof port, "%d", cfg->sql_port);
+        ci_kv(&c, "host", cfg->sql_server);
+        ci_kv(&c, "port", port);
+        ci_kv(&c, "dbname", cfg->sql_database);
+        ci_kv(&c, "user", cfg->sql_username);
+        ci_kv(&c, "password", cfg->sql_password);
+        if (cfg->sql_ssl != NULL)
+            ci_kv(&c, "sslmode", cfg->sql_ssl);
+        if (cfg->sql_ssl_cafile != NULL)
+            ci_kv(&c, "sslrootcert", cfg->sql_ssl_cafile);
+    } else if (cfg->sql_type == XD_SQL_ODBC) {
+        const char *s = cfg->sql_server;
+        ci_put(&c, strchr(s, '=') == NULL ? "DSN=%s" : "%s", s);
+        if (c.len > 0 && c.buf[c.len - 1] != ';')
+            ci_put(&c, ";");
+        if (!odbc_has(s, "UID") && cfg->sql_username[0] != '\0')
+            ci_odbc(&c, "UID", cfg->sql_username);
+        if (!odbc_has(s, "PWD") && cfg->sql_password[0] != '\0')
+            ci_odbc(&c, "PWD", cfg->sql_password);
+        if (!odbc_has(s, "Database") && strchr(s, '=') != NULL && cfg->sql_database[0] != '\0')
+            ci_odbc(&c, "Database", cfg->sql_database);
+    } else {
+        return NULL;
+    }
+    if (c.len >= sizeof c.buf)
+        return NULL;
+    return xd_strdup(c.buf);
+}
+
 /* ---- control commands --------------------------------------------------- */
 
 static int
@@ -516,27 +618,40 @@ main(int argc, char **argv)
         goto out_config;
     }
 
-    if (cfg->sql_type != XD_SQL_SQLITE) {
-        /* PostgreSQL, MySQL and ODBC drivers arrive with their issue. */
-        XD_LOG(NULL, XD_CRIT, "sql_type not supported yet", "sql_type=%d", cfg->sql_type);
-        fprintf(stderr, "xmppd: only sql_type: sqlite is supported so far\n");
+    if (cfg->sql_type == XD_SQL_PGSQL) {
+        /* The PostgreSQL driver arrives with its own branch. */
+        XD_LOG(NULL, XD_CRIT, "sql_type not supported yet", "sql_type=pgsql");
+        fprintf(stderr, "xmppd: sql_type: pgsql is not supported yet\n");
         goto out_config;
     }
     /* SQLite's own page cache per connection is kept small: the operating
      * system caches the file anyway, and every pooled connection would hold
      * its own copy of the same pages. */
-    xd_db_params_t params = { .driver = "sqlite",
-                              .path = cfg->sql_database,
+    static const char *const sql_drivers[] = { [XD_SQL_SQLITE] = "sqlite",
+                                               [XD_SQL_PGSQL] = "pgsql",
+                                               [XD_SQL_MYSQL] = "mysql",
+                                               [XD_SQL_ODBC] = "odbc" };
+    char *conninfo = sql_conninfo(cfg);
+    if (conninfo == NULL && cfg->sql_type != XD_SQL_SQLITE) {
+        fprintf(stderr, "xmppd: the database connection settings are too long\n");
+        goto out_config;
+    }
+    xd_db_params_t params = { .driver = sql_drivers[cfg->sql_type],
+                              .path = conninfo == NULL ? cfg->sql_database : NULL,
+                              .conninfo = conninfo,
                               .max_conns = (unsigned)cfg->sql_pool_size,
                               .cache_kib = 2048 };
-    if ((rc = xd_db_open(&params, &db)) != 0) {
+    rc = xd_db_open(&params, &db);
+    xd_free(conninfo); /* holds the password: gone as soon as copied */
+    if (rc != 0) {
         XD_LOG(NULL, XD_CRIT, "cannot open storage", "path=%s err=%s", cfg->sql_database,
                xd_strerror(rc));
         fprintf(stderr, "xmppd: cannot open the database %s: %s\n", cfg->sql_database,
                 xd_strerror(rc));
         goto out_config;
     }
-    XD_LOG(NULL, XD_NOTICE, "storage ready", "driver=sqlite path=%s", cfg->sql_database);
+    XD_LOG(NULL, XD_NOTICE, "storage ready", "driver=%s database=%s", params.driver,
+           cfg->sql_database);
 
     if ((rc = xd_pool_start(xd_config_pool_threads(cfg), xd_config_pool_queue(cfg))) != 0) {
         XD_LOG(NULL, XD_CRIT, "cannot start the blocking pool", "err=%s", xd_strerror(rc));

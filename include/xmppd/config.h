@@ -304,6 +304,8 @@ typedef struct xd_config {
     char *sql_username;          /* user name */
     char *sql_password;          /* password (never logged) */
     int sql_pool_size;           /* connections per node */
+    char *sql_ssl;               /* pgsql sslmode; NULL: the driver's default */
+    char *sql_ssl_cafile;        /* CA file for verify-ca / verify-full */
     char *ca_file;               /* trusted CA certificates (PEM) for peer verification */
     char *ca_path;               /* directory of trusted CAs (hashed); both NULL = system's */
     char *s2s_access;            /* access rule deciding which remote domains may federate */

@@ -218,6 +218,15 @@ const xd_opt_t cfg_global_opts[] = {
     XD_OPT_FULL("sql_pool_size", XD_OPT_TYPE_INT, C_, sql_pool_size, "10",
                 (&(const xd_opt_range_t){ 1, 1000 }), "Database connections this node opens.",
                 XD_OPT_RESTART, NULL),
+    XD_OPT_FULL("sql_ssl", XD_OPT_TYPE_STRING, C_, sql_ssl, NULL, NULL,
+                "TLS to the database server: `disable`, `require` (encrypted, certificate not "
+                "checked), `verify-ca` or `verify-full` (pgsql also `prefer`).  Unset: the "
+                "driver's default (mysql: `disable`).  odbc: set TLS in the connection string.",
+                XD_OPT_RESTART, NULL),
+    XD_OPT_FULL("sql_ssl_cafile", XD_OPT_TYPE_PATH, C_, sql_ssl_cafile, NULL, NULL,
+                "CA certificates that verify the database server's certificate (`verify-ca`, "
+                "`verify-full`).",
+                XD_OPT_RESTART, NULL),
     XD_OPT_SUB("auth_limits", C_, auth_limits, "{}", &cfg_auth_limits_sub,
                "Failed-authentication limits for client SASL, component handshakes and "
                "dialback, shared by all streams; see [auth_limits](#auth_limits)."),
