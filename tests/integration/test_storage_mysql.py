@@ -259,3 +259,47 @@ def test_database_restart_under_xmppd(server_factory, backend):
         time.sleep(0.2)
     assert kind == "success", (kind, val, srv.log_text()[-3000:])
     assert "db connection" in srv.log_text() or "db reconnect" in srv.log_text()
+
+
+def mysql_yaml(db):
+    return ("sql_type: mysql\nsql_server: 127.0.0.1\nsql_port: %d\nsql_username: %s\n"
+            "sql_password: %s\nsql_database: %s\n" % (db.port, db.user, db.password,
+                                                      db.database))
+
+
+def ssl_accepts(db):
+    out = db.sql("SHOW GLOBAL STATUS LIKE 'Ssl_accepts'")
+    return int(out.split()[1])
+
+
+def test_mysql_tls_verified(server_factory, mysql_db, tmp_path):
+    """sql_ssl: verify-full with the server's CA: the pool's connections are
+    TLS (the server counts the handshakes) and logins work; a CA that did not
+    sign the server's certificate stops xmppd at start with the reason."""
+    from helpers import users
+    from xclient import login
+    mysql_db.sql(fake_module_versions(), mysql_db.database)
+    before = ssl_accepts(mysql_db)
+    srv = server_factory(extra_yaml=mysql_yaml(mysql_db) +
+                         "sql_ssl: verify-full\nsql_ssl_cafile: %s\n" % mysql_db.cert)
+    users(srv, "alice")
+    c, _ = login(srv.c2s_port, "alice", "pw")
+    c.close()
+    assert ssl_accepts(mysql_db) > before
+
+    other = tmp_path / "other.crt"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout",
+                    str(tmp_path / "other.key"), "-out", str(other), "-days", "2",
+                    "-subj", "/CN=127.0.0.1"], check=True, capture_output=True)
+    with pytest.raises(RuntimeError) as e:
+        server_factory(extra_yaml=mysql_yaml(mysql_db) +
+                       "sql_ssl: verify-full\nsql_ssl_cafile: %s\n" % other,
+                       expect_clean_exit=False)
+    assert "db open failed" in str(e.value) and "certificate" in str(e.value).lower(), e.value
+
+
+def test_mysql_bad_ssl_mode_refused(server_factory, mysql_db):
+    with pytest.raises(RuntimeError) as e:
+        server_factory(extra_yaml=mysql_yaml(mysql_db) + "sql_ssl: sometimes\n",
+                       expect_clean_exit=False)
+    assert "bad conninfo value for sslmode" in str(e.value), e.value
