@@ -83,6 +83,9 @@ class MariaDB:
              "--skip-log-bin", "--innodb-buffer-pool-size=32M", "--innodb-log-file-size=16M",
              "--max-connections=200", "--character-set-server=utf8mb4",
              "--collation-server=utf8mb4_bin", "--ssl-cert=" + self.cert,
+             # full-text search finds short words and stopwords, as on SQLite
+             # (docs/admin.md recommends the same)
+             "--innodb-ft-min-token-size=1", "--innodb-ft-enable-stopword=OFF",
              "--ssl-key=" + self.key],
             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.monotonic() + timeout
@@ -119,6 +122,24 @@ class MariaDB:
     def recreate_db(self):
         self.sql("DROP DATABASE IF EXISTS %s" % self.database)
         self.setup_db()
+
+    def new_database(self):
+        """A new empty database (utf8mb4_bin) the xmppd user may use; its name."""
+        self._ndb = getattr(self, "_ndb", 0) + 1
+        name = "xmppd_t%d" % self._ndb
+        self.sql("CREATE DATABASE %s CHARACTER SET utf8mb4 COLLATE utf8mb4_bin;"
+                 "GRANT ALL ON %s.* TO '%s'@'127.0.0.1';"
+                 % (name, name, self.user))
+        return name
+
+    def yaml(self, database, extra=""):
+        """The sql_* lines of an xmppd.yml that use database."""
+        return ("sql_type: mysql\n"
+                "sql_server: 127.0.0.1\n"
+                "sql_port: %d\n"
+                "sql_database: %s\n"
+                "sql_username: %s\n"
+                "sql_password: %s\n%s" % (self.port, database, self.user, self.password, extra))
 
     def conninfo(self, **extra):
         kv = {"host": self.host, "port": str(self.port), "dbname": self.database,
