@@ -129,7 +129,8 @@ class MariaDB:
         name = "xmppd_t%d" % self._ndb
         self.sql("CREATE DATABASE %s CHARACTER SET utf8mb4 COLLATE utf8mb4_bin;"
                  "GRANT ALL ON %s.* TO '%s'@'127.0.0.1';"
-                 % (name, name, self.user))
+                 "GRANT ALL ON %s.* TO '%s'@'localhost';"
+                 % (name, name, self.user, name, self.user))
         return name
 
     def yaml(self, database, extra=""):
