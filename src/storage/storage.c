@@ -34,7 +34,9 @@
  * internal-server-error.  Nothing acknowledged is lost: a write is
  * acknowledged only after its COMMIT returned.  A COMMIT whose connection
  * breaks before the answer has an unknown outcome; it is retried, so such a
- * write may be applied twice (never lost).
+ * write may be applied twice (never lost).  Drivers without alive() (mysql,
+ * odbc) handle lost connections themselves and are never retried here but
+ * for XD_EDB_BUSY: they fail a write whose outcome is unknown instead.
  */
 #include <pthread.h>
 #include <stdio.h>

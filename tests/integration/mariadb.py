@@ -12,7 +12,8 @@ that xmppd connects as over TCP.
 The server is stopped by its PID (SIGTERM, then SIGKILL).  restart() stops
 and starts it on the same port and data, for reconnection tests.
 
-Use `mariadb_server` (session-scoped pytest fixture) or MariaDB() directly.
+Tests use conftest's session fixture `mariadb_server`; bench/storage.py uses MariaDB()
+directly.
 """
 import os
 import pwd
@@ -21,8 +22,6 @@ import signal
 import subprocess
 import tempfile
 import time
-
-import pytest
 
 from xmpptest import free_port
 
@@ -180,16 +179,3 @@ def available():
     except KeyError:
         return False
     return all(os.access(p, os.X_OK) for p in (INSTALL_DB, MARIADBD, CLIENT))
-
-
-@pytest.fixture(scope="session")
-def mariadb_server():
-    if not available():
-        pytest.skip("mariadb-server is not installed (scripts/deps)")
-    db = MariaDB()
-    try:
-        db.start()
-        db.setup_db()
-        yield db
-    finally:
-        db.cleanup()
