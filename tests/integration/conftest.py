@@ -74,8 +74,8 @@ def server(server_factory):
 # The storage suite (test_storage.py) runs once per backend.  A backend is a
 # name in STORAGE_BACKENDS and a branch in `storage_yaml` that returns the
 # sql_* lines of an xmppd.yml for a fresh, empty database; a backend that
-# cannot run here is skipped with the reason.  To add one (mysql, odbc):
-# append its name and give it a session fixture like `pg_server`.
+# cannot run here is skipped with the reason.  To add one: append its name
+# and give it a session fixture like `pg_server` or `mariadb_server`.
 
 STORAGE_BACKENDS = ["sqlite", "pgsql", "mysql", "odbc"]
 

@@ -1,12 +1,14 @@
 """The storage suite: every module's data through the wire, once per SQL
-backend (conftest.STORAGE_BACKENDS: sqlite, pgsql; mysql and odbc join by
-adding their name and fixture there).
+backend (conftest.STORAGE_BACKENDS: sqlite, pgsql, mysql on MariaDB, odbc on
+PostgreSQL through psqlODBC).
 
 Each test writes through XMPP, restarts xmppd on the same database (so what
 comes back was read from the database, not a cache), and reads it back
-through XMPP.  The PostgreSQL tests run a real server from Debian's packages
-(tests/integration/pgsql.py); the fault test stops and restarts it under a
-working xmppd.
+through XMPP.  PostgreSQL and MariaDB are real servers from Debian's
+packages, one of each per session (tests/integration/pgsql.py, mariadb.py),
+each test on a new database; the pgsql fault test stops and restarts
+PostgreSQL under a working xmppd (test_storage_mysql.py does the same for
+mysql and odbc).
 """
 import re
 
