@@ -263,3 +263,14 @@ def test_mysql_ssl_prefer_refused(server_factory, mysql_db):
         server_factory(extra_yaml=mysql_yaml(mysql_db) + "sql_ssl: prefer\n",
                        expect_clean_exit=False)
     assert 'sql_ssl "prefer" not supported by mysql' in str(e.value), e.value
+
+
+def test_odbc_sql_ssl_refused(server_factory, pg_db):
+    """sql_ssl means nothing to an ODBC driver (TLS is a setting of the
+    connection string): set with odbc it stops the start with the reason
+    instead of being ignored."""
+    pg, database = pg_db
+    with pytest.raises(RuntimeError) as e:
+        server_factory(extra_yaml=pg.odbc_yaml(database) + "sql_ssl: require\n",
+                       expect_clean_exit=False)
+    assert "sql_ssl and sql_ssl_cafile are not used by odbc" in str(e.value), e.value
