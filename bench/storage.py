@@ -8,11 +8,14 @@
                     then a ping (answered after every store committed);
   roster loads/s    K clients pipeline N roster gets of a 100-item roster.
 
-    bench/storage.py --build build [--backends sqlite,pgsql] [--clients 10]
+    bench/storage.py --build build [--backends sqlite,pgsql,mysql,odbc] [--clients 10]
 
 pgsql runs a PostgreSQL from Debian's packages in a temporary directory
 (tests/integration/pgsql.py; fsync off, as in the tests: the figure is the
-server's and the driver's cost, not a disk's).  Every server is started on
+server's and the driver's cost, not a disk's); odbc reaches the same
+PostgreSQL through unixODBC and psqlODBC.  mysql runs a MariaDB the same
+way (tests/integration/mariadb.py; InnoDB with its default durability:
+innodb_flush_log_at_trx_commit=1, binary log off).  Every server is started on
 loopback with a temporary directory and stopped by its PID.
 """
 import argparse
@@ -114,11 +117,16 @@ def bench_roster(srv, clients, loads):
     return clients * loads / dt
 
 
-def run(build, backend, args, pg):
+def run(build, backend, args, pg, my):
     tmp = tempfile.mkdtemp(prefix=f"xd-storage-bench-{backend}-")
     sql = ""
+    pool = f"sql_pool_size: {args.pool}\n"
     if backend == "pgsql":
-        sql = pg.yaml(pg.new_database(), f"sql_pool_size: {args.pool}\n")
+        sql = pg.yaml(pg.new_database(), pool)
+    elif backend == "odbc":
+        sql = pg.odbc_yaml(pg.new_database(), pool)
+    elif backend == "mysql":
+        sql = my.yaml(my.new_database(), pool)
     srv = Server(os.path.abspath(build), tmp, workers=args.workers,
                  extra_yaml=f"pool_threads: {args.pool}\n" + MODULES + sql)
     with open(srv.config_path) as f:  # the tests' debug log would dominate
@@ -147,7 +155,7 @@ def run(build, backend, args, pg):
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--build", default="build")
-    ap.add_argument("--backends", default="sqlite,pgsql")
+    ap.add_argument("--backends", default="sqlite,pgsql,mysql")
     ap.add_argument("--clients", type=int, default=10)
     ap.add_argument("--registrations", type=int, default=20, help="per client")
     ap.add_argument("--messages", type=int, default=500, help="per client")
@@ -155,26 +163,35 @@ def main():
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--pool", type=int, default=4)
     args = ap.parse_args()
-    pg = None
+    pg = my = None
     backends = args.backends.split(",")
-    if "pgsql" in backends:
+    if "pgsql" in backends or "odbc" in backends:
         import pgsql
-        why = pgsql.available()
+        why = pgsql.odbc_available() if "odbc" in backends else pgsql.available()
         if why:
             sys.exit("pgsql: " + why)
         pg = pgsql.PgServer()
         pg.init()
         pg.start()
         pg.setup_role()
+    if "mysql" in backends:
+        import mariadb
+        if not mariadb.available():
+            sys.exit("mysql: mariadb-server is not installed (scripts/deps)")
+        my = mariadb.MariaDB()
+        my.start()
+        my.setup_db()
     try:
         print(f"{'backend':8} {'registrations/s':>16} {'offline writes/s':>17} "
               f"{'roster loads/s':>15}")
         for b in backends:
-            reg, off, ros = run(args.build, b, args, pg)
+            reg, off, ros = run(args.build, b, args, pg, my)
             print(f"{b:8} {reg:16.1f} {off:17.1f} {ros:15.1f}", flush=True)
     finally:
         if pg:
             pg.cleanup()
+        if my:
+            my.cleanup()
 
 
 if __name__ == "__main__":

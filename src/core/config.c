@@ -220,8 +220,9 @@ const xd_opt_t cfg_global_opts[] = {
                 XD_OPT_RESTART, NULL),
     XD_OPT_FULL("sql_ssl", XD_OPT_TYPE_STRING, C_, sql_ssl, NULL, NULL,
                 "TLS to the database server (pgsql: libpq's sslmode: `disable`, `prefer`, "
-                "`require`, `verify-ca` or `verify-full`).  Unset: the driver's default "
-                "(pgsql: `prefer`).",
+                "`require`, `verify-ca` or `verify-full`; mysql the same names but no "
+                "`prefer`).  Unset: the driver's default (pgsql: `prefer`, mysql: "
+                "`disable`).  odbc: set TLS in the connection string (`sql_server`).",
                 XD_OPT_RESTART, NULL),
     XD_OPT_FULL("sql_ssl_cafile", XD_OPT_TYPE_PATH, C_, sql_ssl_cafile, NULL, NULL,
                 "CA certificates that verify the database server's certificate (`verify-ca`, "

@@ -192,6 +192,16 @@ static const char *const mam_mig2_pgsql[] = {
     " USING GIN (to_tsvector('simple', COALESCE(body, '')))",
     NULL,
 };
+/* MySQL/MariaDB: an InnoDB FULLTEXT index on body.  The body column gets
+ * a case- and accent-insensitive collation (as FTS5's unicode61 folds them;
+ * the database's utf8mb4_bin would make the search case-sensitive); body
+ * is never a key nor compared otherwise.  Implicit commit: DDL. */
+static const char *const mam_mig2_mysql[] = {
+    "ALTER TABLE archive MODIFY body LONGTEXT CHARACTER SET utf8mb4"
+    " COLLATE utf8mb4_unicode_ci NULL",
+    "CREATE FULLTEXT INDEX archive_fts ON archive (body)",
+    NULL,
+};
 static const char *const mam_mig2_sqlite[] = {
     "CREATE VIRTUAL TABLE archive_fts USING fts5(body, content='archive', content_rowid='seq')",
     "CREATE TRIGGER archive_fts_insert AFTER INSERT ON archive WHEN new.body IS NOT NULL BEGIN"
@@ -226,6 +236,7 @@ static const xd_db_migration_t mam_migrations[] = {
     { 2, NULL, mam_mig2 },
     { 2, "sqlite", mam_mig2_sqlite },
     { 2, "pgsql", mam_mig2_pgsql },
+    { 2, "mysql", mam_mig2_mysql },
     { 3, NULL, mam_mig3 },
     { 0, NULL, NULL },
 };
@@ -404,6 +415,52 @@ mam_fts5_param(const char *text, char *out, size_t cap)
     return any;
 }
 
+/* MySQL's boolean mode: every term required (+), each a quoted phrase so
+ * that operators (+ - < > ( ) ~ * @) inside it are plain characters; the
+ * term's own double quotes are dropped (a phrase cannot hold one). */
+static bool
+mam_mysql_param(const char *text, char *out, size_t cap)
+{
+    size_t n = 0;
+    bool any = false;
+    const char *p = text;
+    out[0] = 0;
+    while (*p) {
+        while (*p == ' ' || *p == '\t' || *p == '\n' || *p == '\r')
+            p++;
+        if (!*p)
+            break;
+        const char *start = p, *end;
+        if (*p == '"') {
+            start = ++p;
+            while (*p && *p != '"')
+                p++;
+            end = p;
+            if (*p)
+                p++;
+        } else {
+            while (*p && *p != ' ' && *p != '\t' && *p != '\n' && *p != '\r' && *p != '"')
+                p++;
+            end = p;
+        }
+        if (end == start)
+            continue;
+        /* Each byte once, "+\"", the closing quote and a space. */
+        if (n + (size_t)(end - start) + 5 > cap)
+            return false;
+        if (any)
+            out[n++] = ' ';
+        out[n++] = '+';
+        out[n++] = '"';
+        for (const char *c = start; c < end; c++)
+            out[n++] = *c;
+        out[n++] = '"';
+        out[n] = 0;
+        any = true;
+    }
+    return any;
+}
+
 static const mam_dialect_t mam_dialects[] = {
     /* FTS5 walks its matches in rowid order, newest first when asked, and
      * seeks to a rowid bound: a page reads about its own rows.  CROSS JOIN
@@ -419,6 +476,11 @@ static const mam_dialect_t mam_dialects[] = {
       " AND to_tsvector('simple', COALESCE(body, ''))"
       " @@ websearch_to_tsquery('simple', ?)",
       "seq", mam_fts5_param },
+    /* MySQL/MariaDB: InnoDB FULLTEXT in boolean mode.  Unlike FTS5, words
+     * shorter than innodb_ft_min_token_size (default 3) and the server's
+     * stopwords are not indexed, so they find nothing (docs/admin.md). */
+    { "mysql", "archive", " AND MATCH (body) AGAINST (? IN BOOLEAN MODE)", "seq",
+      mam_mysql_param },
 };
 
 static const mam_dialect_t *

@@ -132,10 +132,10 @@ static const char *const pp_mig1[] = {
 /* The roster groups of nodes with the roster access model. */
 static const char *const pp_mig2[] = {
     "CREATE TABLE pep_node_group ("
-    " host TEXT NOT NULL,"
-    " username TEXT NOT NULL,"
-    " node TEXT NOT NULL,"
-    " grp TEXT NOT NULL,"
+    " host {key} NOT NULL,"
+    " username {key} NOT NULL,"
+    " node {key} NOT NULL,"
+    " grp {key} NOT NULL,"
     " PRIMARY KEY (host, username, node, grp))",
     NULL,
 };
@@ -421,19 +421,41 @@ pp_node_save(xd_db_conn_t *c, const char *host, const char *user, const char *no
     return rc ? rc : pp_groups_save(c, host, user, node, cfg);
 }
 
+/* The first column of the first row, an integer, into *(int64_t *)arg. */
+static int
+pp_seq_row(void *arg, const xd_db_val_t *cols, size_t ncols)
+{
+    if (ncols >= 1 && cols[0].type == XD_DB_INT64)
+        *(int64_t *)arg = cols[0].i;
+    return 1;
+}
+
 /* Keeps the newest `keep` items of the node. */
 static int
 pp_trim(xd_db_conn_t *c, const char *host, const char *user, const char *node, int64_t keep)
 {
-    xd_db_val_t p[] = { XD_DB_V_CSTR(host), XD_DB_V_CSTR(user), XD_DB_V_CSTR(node),
-                        XD_DB_V_CSTR(host), XD_DB_V_CSTR(user), XD_DB_V_CSTR(node),
-                        XD_DB_V_INT(keep) };
+    if (keep <= 0) {
+        xd_db_val_t k[] = { XD_DB_V_CSTR(host), XD_DB_V_CSTR(user), XD_DB_V_CSTR(node) };
+        return xd_db_query(c, "DELETE FROM pep_item WHERE host = ? AND username = ? AND node = ?",
+                           k, 3, NULL, NULL);
+    }
+    /* The seq of the keep-th newest item, then the older ones go (no LIMIT
+     * in an IN subquery: MySQL/MariaDB have none there). */
+    int64_t cut = -1;
+    xd_db_val_t q[] = { XD_DB_V_CSTR(host), XD_DB_V_CSTR(user), XD_DB_V_CSTR(node),
+                        XD_DB_V_INT(keep - 1) };
+    int rc = xd_db_query(c,
+                         "SELECT seq FROM pep_item WHERE host = ? AND username = ? AND node = ?"
+                         " ORDER BY seq DESC LIMIT 1 OFFSET ?",
+                         q, 4, pp_seq_row, &cut);
+    if (rc != 0 || cut < 0)
+        return rc;
+    xd_db_val_t d[] = { XD_DB_V_CSTR(host), XD_DB_V_CSTR(user), XD_DB_V_CSTR(node),
+                        XD_DB_V_INT(cut) };
     return xd_db_query(c,
                        "DELETE FROM pep_item WHERE host = ? AND username = ? AND node = ?"
-                       " AND seq NOT IN (SELECT seq FROM pep_item"
-                       " WHERE host = ? AND username = ? AND node = ?"
-                       " ORDER BY seq DESC LIMIT ?)",
-                       p, 7, NULL, NULL);
+                       " AND seq < ?",
+                       d, 4, NULL, NULL);
 }
 
 /* ---- notifications --------------------------------------------------------------------------- */

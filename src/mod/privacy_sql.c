@@ -77,9 +77,32 @@ static const char *const blk_mig2[] = {
     NULL,
 };
 
+/* The same on MySQL: no ON CONFLICT … DO NOTHING; an update of a key
+ * column to itself (table-qualified: INSERT … SELECT is ambiguous
+ * otherwise) keeps an existing row, as DO NOTHING does (never INSERT
+ * IGNORE, which hides every other error too). */
+static const char *const blk_mig2_mysql[] = {
+    "INSERT INTO privacy_list (host, username, name, created_at)"
+    " SELECT host, username, '" XD_PRIVACY_BLOCKED_LIST "', MIN(created_at) FROM blocklist"
+    " GROUP BY host, username"
+    " ON DUPLICATE KEY UPDATE privacy_list.name = privacy_list.name",
+    "INSERT INTO privacy_item (host, username, name, ord, type, value, action, kinds)"
+    " SELECT b.host, b.username, '" XD_PRIVACY_BLOCKED_LIST "',"
+    " (SELECT COUNT(*) FROM blocklist o WHERE o.host = b.host AND o.username = b.username"
+    "  AND (o.created_at < b.created_at OR (o.created_at = b.created_at AND o.jid < b.jid))) + 1,"
+    " 'jid', b.jid, 'deny', 0 FROM blocklist b"
+    " ON DUPLICATE KEY UPDATE privacy_item.ord = privacy_item.ord",
+    "INSERT INTO privacy_default (host, username, name)"
+    " SELECT DISTINCT host, username, '" XD_PRIVACY_BLOCKED_LIST "' FROM blocklist"
+    " ON DUPLICATE KEY UPDATE privacy_default.username = privacy_default.username",
+    "DROP TABLE blocklist",
+    NULL,
+};
+
 static const xd_db_migration_t blk_migrations[] = {
     { 1, NULL, blk_mig1 },
     { 2, NULL, blk_mig2 },
+    { 2, "mysql", blk_mig2_mysql },
     { 0, NULL, NULL },
 };
 

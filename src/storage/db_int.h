@@ -66,5 +66,9 @@ int xd_db_upsert_sql(const xd_db_dialect_def_t *d, const xd_db_upsert_t *u, char
  * identifiers and comments to $1, $2, …  *out is a new string, *nparams
  * the count.  XD_EINVAL when sql holds more than one statement. */
 int xd_pg_rewrite(const char *sql, char **out, unsigned *nparams);
+/* The MariaDB/MySQL driver (src/storage/mysql.c). */
+extern const xd_db_driver_t xd_db_driver_mysql;
+/* The ODBC driver (src/storage/odbc.c). */
+extern const xd_db_driver_t xd_db_driver_odbc;
 
 #endif

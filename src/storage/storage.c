@@ -21,7 +21,8 @@
  *
  * Transactions (xd_db_tx).  Outermost: driver begin (BEGIN IMMEDIATE), fn,
  * commit; BUSY anywhere → rollback, backoff, retry (DB_TX_ATTEMPTS in all).
- * Nested: SAVEPOINT xd_sp … RELEASE xd_sp, or ROLLBACK TO on failure.
+ * Nested: SAVEPOINT xd_sp … RELEASE SAVEPOINT xd_sp, or ROLLBACK TO SAVEPOINT on
+ * failure (the standard spelling: MySQL requires the SAVEPOINT keyword).
  *
  * Faults (network drivers).  A connection the driver reports lost
  * (alive() false: the server restarted, the network broke) is marked dead.
@@ -33,7 +34,9 @@
  * internal-server-error.  Nothing acknowledged is lost: a write is
  * acknowledged only after its COMMIT returned.  A COMMIT whose connection
  * breaks before the answer has an unknown outcome; it is retried, so such a
- * write may be applied twice (never lost).
+ * write may be applied twice (never lost).  Drivers without alive() (mysql,
+ * odbc) handle lost connections themselves and are never retried here but
+ * for XD_EDB_BUSY: they fail a write whose outcome is unknown instead.
  */
 #include <pthread.h>
 #include <stdio.h>
@@ -89,8 +92,10 @@ static _Thread_local xd_db_conn_t *db_tl_held;
 
 static pthread_mutex_t db_drv_mu = PTHREAD_MUTEX_INITIALIZER;
 static const xd_db_driver_t *db_drivers[DB_MAX_DRIVERS] = { &xd_db_driver_sqlite,
-                                                             &xd_db_driver_pgsql };
-static unsigned db_ndrivers = 2;
+                                                             &xd_db_driver_pgsql,
+                                                             &xd_db_driver_mysql,
+                                                             &xd_db_driver_odbc };
+static unsigned db_ndrivers = 4;
 
 const xd_db_driver_t *
 xd_db_driver_find(const char *name)
@@ -596,11 +601,11 @@ db_tx_nested(xd_db_conn_t *c, xd_db_tx_fn fn, void *arg)
     c->tx_depth--;
     if (rc < 0) {
         /* ROLLBACK TO keeps the savepoint; RELEASE drops it. */
-        if (xd_db_exec(c, "ROLLBACK TO xd_sp") == 0)
-            xd_db_exec(c, "RELEASE xd_sp");
+        if (xd_db_exec(c, "ROLLBACK TO SAVEPOINT xd_sp") == 0)
+            xd_db_exec(c, "RELEASE SAVEPOINT xd_sp");
         return rc;
     }
-    int r2 = xd_db_exec(c, "RELEASE xd_sp");
+    int r2 = xd_db_exec(c, "RELEASE SAVEPOINT xd_sp");
     return r2 < 0 ? r2 : rc;
 }
 

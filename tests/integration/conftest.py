@@ -74,10 +74,10 @@ def server(server_factory):
 # The storage suite (test_storage.py) runs once per backend.  A backend is a
 # name in STORAGE_BACKENDS and a branch in `storage_yaml` that returns the
 # sql_* lines of an xmppd.yml for a fresh, empty database; a backend that
-# cannot run here is skipped with the reason.  To add one (mysql, odbc):
-# append its name and give it a session fixture like `pg_server`.
+# cannot run here is skipped with the reason.  To add one: append its name
+# and give it a session fixture like `pg_server` or `mariadb_server`.
 
-STORAGE_BACKENDS = ["sqlite", "pgsql"]
+STORAGE_BACKENDS = ["sqlite", "pgsql", "mysql", "odbc"]
 
 
 @pytest.fixture(scope="session")
@@ -97,6 +97,21 @@ def pg_server():
         pg.cleanup()
 
 
+@pytest.fixture(scope="session")
+def mariadb_server():
+    """One MariaDB for the session (tests/integration/mariadb.py)."""
+    import mariadb
+    if not mariadb.available():
+        pytest.skip("mariadb-server is not installed (scripts/deps)")
+    db = mariadb.MariaDB()
+    try:
+        db.start()
+        db.setup_db()
+        yield db
+    finally:
+        db.cleanup()
+
+
 @pytest.fixture(params=STORAGE_BACKENDS)
 def storage_yaml(request):
     """Returns yaml(extra="") → the sql_* configuration of a new empty
@@ -107,5 +122,21 @@ def storage_yaml(request):
     elif backend == "pgsql":
         pg = request.getfixturevalue("pg_server")
         yield lambda extra="": pg.yaml(pg.new_database(), extra)
+    elif backend == "mysql":
+        my = request.getfixturevalue("mariadb_server")
+        yield lambda extra="": my.yaml(my.new_database(), extra)
+    elif backend == "odbc":
+        import pgsql
+        why = pgsql.odbc_available()
+        if why:
+            pytest.skip(why)
+        pg = request.getfixturevalue("pg_server")
+        # psqlODBC loses a few bytes of its own per connection
+        # (lsan-psqlodbc.supp): only allocations inside it are suppressed.
+        supp = os.path.join(os.path.dirname(os.path.abspath(__file__)), "lsan-psqlodbc.supp")
+        mp = request.getfixturevalue("monkeypatch")
+        old = os.environ.get("LSAN_OPTIONS", "")
+        mp.setenv("LSAN_OPTIONS", (old + ":" if old else "") + "suppressions=" + supp)
+        yield lambda extra="": pg.odbc_yaml(pg.new_database(), extra)
     else:
         pytest.skip(f"storage backend {backend} not set up")

@@ -26,6 +26,16 @@ PG_BIN = "/usr/lib/postgresql/15/bin"
 PG_USER = "postgres"
 ROLE = "xmppd"
 PASSWORD = "xmppd-test-pw"
+ODBC_DRIVER = "PostgreSQL Unicode"  # /etc/odbcinst.ini, from odbc-postgresql
+ODBC_SO = "/usr/lib/x86_64-linux-gnu/odbc/psqlodbcw.so"
+
+
+def odbc_available():
+    """Why PostgreSQL through ODBC cannot run here ("" when it can)."""
+    why = available()
+    if not why and not os.path.exists(ODBC_SO):
+        why = f"{ODBC_SO} missing (scripts/deps installs odbc-postgresql)"
+    return why
 
 
 def available():
@@ -138,6 +148,20 @@ class PgServer:
                 f"sql_username: {ROLE}\n"
                 f"sql_password: {PASSWORD}\n"
                 f"sql_ssl: disable\n{extra}")
+
+    def odbc_yaml(self, database, extra=""):
+        """The sql_* lines that reach database through unixODBC and psqlODBC
+        (DSN-less; UID, PWD and Database come from sql_username and co.)."""
+        return (f"sql_type: odbc\n"
+                f"sql_server: \"Driver={{{ODBC_DRIVER}}};Server=127.0.0.1;Port={self.port}\"\n"
+                f"sql_database: {database}\n"
+                f"sql_username: {ROLE}\n"
+                f"sql_password: {PASSWORD}\n{extra}")
+
+    def odbc_conninfo(self, database):
+        """A full ODBC connection string for database (driver-level tests)."""
+        return (f"Driver={{{ODBC_DRIVER}}};Server=127.0.0.1;Port={self.port};"
+                f"Database={database};UID={ROLE};PWD={PASSWORD}")
 
     def log_text(self):
         try:

@@ -4,9 +4,9 @@ server, exported, imported into a second server with a fresh data
 directory, then checked there with XMPP queries after a SCRAM login with the
 same password (the file holds SCRAM credentials, no password).
 
-The server's configuration is a fixture parameter (`pie_config`), so the
-same tests can run over other storage backends: a backend adds its YAML to
-BACKENDS."""
+The server's storage is a fixture parameter (`pie_config`, BACKENDS):
+every test runs on SQLite, PostgreSQL and MariaDB, and the round trip
+exports from SQLite and imports into each of them."""
 import os
 import re
 import stat
@@ -27,18 +27,27 @@ MODULES = ("modules:\n"
            "  mod_blocking: {}\n"
            "  mod_pep: {}\n")
 
-# Storage backends the round trip runs over (YAML added to every server's
-# config; "" is the default SQLite database in the server's data_dir).
-BACKENDS = {"sqlite": ""}
+# Storage backends the tests run over: each server of a test gets a new
+# empty database there.  test_round_trip exports from an SQLite server and
+# imports into the backend's: an account moved to PostgreSQL or MariaDB
+# with one command (xmppctl import_file), then logged in to there.
+BACKENDS = ["sqlite", "pgsql", "mysql"]
 
 
-@pytest.fixture(params=sorted(BACKENDS))
+@pytest.fixture(params=BACKENDS)
 def pie_config(request):
-    return MODULES + BACKENDS[request.param]
+    """cfg() → the YAML of a server on a new database of the backend."""
+    if request.param == "sqlite":
+        return lambda: MODULES
+    if request.param == "pgsql":
+        pg = request.getfixturevalue("pg_server")
+        return lambda: MODULES + pg.yaml(pg.new_database())
+    my = request.getfixturevalue("mariadb_server")
+    return lambda: MODULES + my.yaml(my.new_database())
 
 
 def start(server_factory, cfg):
-    return server_factory(extra_yaml=cfg)
+    return server_factory(extra_yaml=cfg())
 
 
 def fill(srv):
@@ -176,7 +185,7 @@ def export_host(srv, tmp_path, name="all.xml"):
 
 
 def test_round_trip(server_factory, pie_config, tmp_path):
-    src = start(server_factory, pie_config)
+    src = start(server_factory, lambda: MODULES)  # SQLite, the default
     fill(src)
     a, _ = online(src, "alice", password="alice-secret", resource="q", presence=False)
     archive = mam_results(a)
@@ -373,8 +382,9 @@ def test_import_is_held_to_the_new_servers_limits(server_factory, pie_config, tm
     b.roundtrip()
     b.close()
     path = export_host(src, tmp_path)
-    cfg = pie_config.replace("  mod_roster: {}\n", "  mod_roster:\n    max_items: 1\n")
-    cfg = cfg.replace("  mod_offline: {}\n", "  mod_offline:\n    max_user_messages: 2\n")
+    def cfg():
+        c = pie_config().replace("  mod_roster: {}\n", "  mod_roster:\n    max_items: 1\n")
+        return c.replace("  mod_offline: {}\n", "  mod_offline:\n    max_user_messages: 2\n")
     dst = start(server_factory, cfg)
     r = dst.ctl_run("import_file", path)
     out = r.stdout + r.stderr

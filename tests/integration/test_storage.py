@@ -1,12 +1,14 @@
 """The storage suite: every module's data through the wire, once per SQL
-backend (conftest.STORAGE_BACKENDS: sqlite, pgsql; mysql and odbc join by
-adding their name and fixture there).
+backend (conftest.STORAGE_BACKENDS: sqlite, pgsql, mysql on MariaDB, odbc on
+PostgreSQL through psqlODBC).
 
 Each test writes through XMPP, restarts xmppd on the same database (so what
 comes back was read from the database, not a cache), and reads it back
-through XMPP.  The PostgreSQL tests run a real server from Debian's packages
-(tests/integration/pgsql.py); the fault test stops and restarts it under a
-working xmppd.
+through XMPP.  PostgreSQL and MariaDB are real servers from Debian's
+packages, one of each per session (tests/integration/pgsql.py, mariadb.py),
+each test on a new database; the pgsql fault test stops and restarts
+PostgreSQL under a working xmppd (test_storage_mysql.py does the same for
+mysql and odbc).
 """
 import re
 
@@ -34,6 +36,7 @@ MODULES = ("modules:\n"
            "  mod_carbons: {}\n"
            "  mod_mam: {}\n"
            "  mod_pep: {}\n"
+           "  mod_pubsub: {}\n"
            "  mod_muc: {}\n"
            "  mod_push:\n"
            "    min_interval: 0s\n")
@@ -253,6 +256,47 @@ def test_pep_items(server_factory, storage_yaml):
               typ="get"))
     # The node keeps one item (the default max_items): the last one.
     assert "id='i2'" in r and ">e2<" in r and "id='i0'" not in r, r
+
+
+def test_pubsub_service_node_subscription_items(server_factory, storage_yaml):
+    """The pubsub service's tables (pubsub_node, _aff, _sub, _item) across a
+    restart: the node's configuration, an affiliation, a subscription and
+    the items trimmed to max_items (the trim without LIMIT in a subquery)."""
+    srv = start(server_factory, storage_yaml)
+    svc = "pubsub.localhost"
+    a, _ = online(srv, "alice", "pc")
+    b, _ = online(srv, "bob", "pc")
+    form = (f"<x xmlns='jabber:x:data' type='submit'><field var='FORM_TYPE' type='hidden'>"
+            f"<value>{PS}#node_config</value></field>"
+            f"<field var='pubsub#max_items'><value>2</value></field>"
+            f"<field var='pubsub#title'><value>Süße Grüße</value></field></x>")
+    ok(iq(a, "c", f"<pubsub xmlns='{PS}'><create node='news'/><configure>{form}</configure>"
+                  f"</pubsub>", to=svc))
+    ok(iq(a, "af", f"<pubsub xmlns='{PS}#owner'><affiliations node='news'><affiliation "
+                   f"jid='carol@localhost' affiliation='publisher'/></affiliations></pubsub>",
+          to=svc))
+    ok(iq(b, "s", f"<pubsub xmlns='{PS}'><subscribe node='news' jid='bob@localhost'/></pubsub>",
+          to=svc))
+    for i in range(4):
+        ok(iq(a, f"p{i}", f"<pubsub xmlns='{PS}'><publish node='news'><item id='i{i}'>"
+                          f"<entry xmlns='urn:x'>e{i} ü</entry></item></publish></pubsub>",
+              to=svc))
+    a.close()
+    b.close()
+    restart(srv)
+    a, _ = online(srv, "alice", "pc")
+    b, _ = online(srv, "bob", "pc")
+    r = ok(iq(b, "it", f"<pubsub xmlns='{PS}'><items node='news'/></pubsub>", typ="get",
+              to=svc))
+    assert ">e3 ü<" in r and ">e2 ü<" in r and "id='i1'" not in r and "id='i0'" not in r, r
+    r = ok(iq(a, "cf", f"<pubsub xmlns='{PS}#owner'><configure node='news'/></pubsub>",
+              typ="get", to=svc))
+    assert "Süße Grüße" in r, r
+    r = ok(iq(b, "ls", f"<pubsub xmlns='{PS}'><subscriptions/></pubsub>", typ="get", to=svc))
+    assert "node='news'" in r and "subscription='subscribed'" in r, r
+    r = ok(iq(a, "la", f"<pubsub xmlns='{PS}#owner'><affiliations node='news'/></pubsub>",
+              typ="get", to=svc))
+    assert "jid='carol@localhost'" in r and "affiliation='publisher'" in r, r
 
 
 def test_muc_persistent_room(server_factory, storage_yaml):
