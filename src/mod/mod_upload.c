@@ -88,23 +88,23 @@ static const xd_opt_t up_opts[] = {
 
 static const char *const up_mig1[] = {
     "CREATE TABLE upload_slot ("
-    " id TEXT NOT NULL PRIMARY KEY,"
-    " host TEXT NOT NULL,"
-    " owner_host TEXT NOT NULL,"
-    " owner_user TEXT NOT NULL,"
-    " name TEXT NOT NULL,"
-    " size INTEGER NOT NULL,"
-    " content_type TEXT NOT NULL,"
-    " created_at INTEGER NOT NULL,"
-    " complete INTEGER NOT NULL)",
+    " id {key} NOT NULL PRIMARY KEY,"
+    " host {key} NOT NULL,"
+    " owner_host {key} NOT NULL,"
+    " owner_user {key} NOT NULL,"
+    " name {text} NOT NULL,"
+    " size {int} NOT NULL,"
+    " content_type {text} NOT NULL,"
+    " created_at {int} NOT NULL,"
+    " complete {int} NOT NULL)",
     "CREATE INDEX upload_slot_owner ON upload_slot (owner_host, owner_user)",
     "CREATE INDEX upload_slot_created ON upload_slot (host, created_at)",
     /* Messages in which the owner shared a file's URL (XEP-0424 retraction). */
     "CREATE TABLE upload_share ("
-    " slot_id TEXT NOT NULL,"
-    " owner_host TEXT NOT NULL,"
-    " owner_user TEXT NOT NULL,"
-    " msg_id TEXT NOT NULL,"
+    " slot_id {key} NOT NULL,"
+    " owner_host {key} NOT NULL,"
+    " owner_user {key} NOT NULL,"
+    " msg_id {key} NOT NULL,"
     " PRIMARY KEY (slot_id, msg_id))",
     "CREATE INDEX upload_share_msg ON upload_share (owner_host, owner_user, msg_id)",
     NULL,

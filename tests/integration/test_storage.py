@@ -452,3 +452,23 @@ def test_pgsql_ssl_option_reaches_the_connection(tmp_path, pg_server):
     text = srv.log_text() + srv.stderr_text()
     assert "server does not support SSL, but SSL was required" in text, text[-2000:]
     assert "cannot open the database" in text, text[-2000:]
+
+
+# ---- HTTP File Upload -------------------------------------------------------------------------
+
+def test_upload_slot_survives_restart(server_factory, storage_yaml):
+    # The slot is a row (upload_slot): requested before a restart, its PUT
+    # and GET are served after it from what the database kept.
+    from test_upload import http, request_slot, slot_urls
+    from test_upload import start as upload_start
+    srv = upload_start(server_factory, extra=storage_yaml(""))
+    users(srv, "alice")
+    c, _ = online(srv, "alice")
+    data = "é".encode() * 500
+    put, get = slot_urls(request_slot(c, "nötes.txt", len(data), "text/plain"))
+    c.close()
+    restart(srv)
+    st, _, _ = http(srv, "PUT", put, data, "Content-Type: text/plain\r\n")
+    assert st == 201
+    st, _, body = http(srv, "GET", get)
+    assert st == 200 and body == data
