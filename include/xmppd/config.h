@@ -109,6 +109,13 @@ typedef struct xd_listen_conf {
     xd_strlist_t websocket_origins;/* allowed Origin values of WebSocket upgrades; none: any */
     uint64_t websocket_ping_ms;    /* ping an idle WebSocket this often; 0 never */
     char *websocket_see_other;     /* RFC 7395 3.6.1: redirect every session there */
+    /* BOSH on http listeners (docs/admin.md "BOSH") */
+    uint64_t bosh_max_inactivity_ms; /* a session without a request ends after this */
+    uint64_t bosh_max_wait_ms;     /* longest a request is held */
+    int bosh_max_hold;             /* requests held at once */
+    int bosh_max_requests;         /* requests in flight (the rid window) */
+    uint64_t bosh_max_pause_ms;    /* longest pause a client may ask for */
+    size_t bosh_max_queue;         /* bytes queued for a session with no request held */
 } xd_listen_conf_t;
 
 /* The shaper of a listen entry without `shaper` (bytes/s, bucket bytes):

@@ -177,6 +177,27 @@ const xd_opt_t cfg_listen_opts[] = {
                   "HTTP listeners: answer every WebSocket `<open/>` with "
                   "`<close see-other-uri='…'/>` naming this URI (RFC 7395 3.6.1), to move "
                   "clients elsewhere."),
+    XD_OPT_DURATION("bosh_max_inactivity", L_, bosh_max_inactivity_ms, "60s",
+                    "HTTP listeners: a BOSH session with no request held ends after this long "
+                    "(XEP-0124 `inactivity`), as a client stream whose peer went silent: "
+                    "unavailable presence, or a stream management session to resume."),
+    XD_OPT_DURATION("bosh_max_wait", L_, bosh_max_wait_ms, "60s",
+                    "HTTP listeners: the longest a BOSH request is held before an empty answer "
+                    "(the client's `wait` is cut to it)."),
+    XD_OPT_INT("bosh_max_hold", L_, bosh_max_hold, "1", 0, 16,
+               "HTTP listeners: BOSH requests held at once per session (the client's `hold` "
+               "is cut to it)."),
+    XD_OPT_INT("bosh_max_requests", L_, bosh_max_requests, "2", 1, 17,
+               "HTTP listeners: BOSH requests a session may have in flight, the window of "
+               "request ids (`requests`; at least hold + 1 is used); more is overactivity "
+               "(policy-violation)."),
+    XD_OPT_DURATION("bosh_max_pause", L_, bosh_max_pause_ms, "120s",
+                    "HTTP listeners: the longest pause a BOSH client may ask for (`maxpause`); "
+                    "a longer one ends the session with policy-violation."),
+    XD_OPT_SIZE("bosh_max_queue", L_, bosh_max_queue, "256KB",
+                "HTTP listeners: stanzas kept for a BOSH session while no request is held; "
+                "beyond, the session ends with a policy-violation stream error as a TCP "
+                "client that does not read would."),
     XD_OPT_END,
 };
 #undef L_

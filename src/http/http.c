@@ -1182,6 +1182,8 @@ http_listener_prepare(xd_listener_t *l, const xd_listen_conf_t *lc, char **err)
         const char *h = rc->handler ? rc->handler : "";
         if (!strcmp(h, "ejabberd_http_ws") || !strcmp(h, "mod_websocket"))
             h = "websocket";
+        else if (!strcmp(h, "mod_bosh"))
+            h = "bosh";
         else if (!strcmp(h, "mod_host_meta"))
             h = "host_meta";
         hl->route_handler[i] = xd_strdup(h);
@@ -1197,6 +1199,12 @@ http_listener_prepare(xd_listener_t *l, const xd_listen_conf_t *lc, char **err)
     hl->nws_origins = lc->websocket_origins.count;
     hl->ws_ping_ms = lc->websocket_ping_ms;
     hl->ws_see_other = lc->websocket_see_other ? xd_strdup(lc->websocket_see_other) : NULL;
+    hl->bosh_inactivity_ms = lc->bosh_max_inactivity_ms ? lc->bosh_max_inactivity_ms : 60000;
+    hl->bosh_wait_ms = lc->bosh_max_wait_ms ? lc->bosh_max_wait_ms : 60000;
+    hl->bosh_hold = lc->bosh_max_hold > 0 ? (unsigned)lc->bosh_max_hold : 0;
+    hl->bosh_requests = lc->bosh_max_requests > 0 ? (unsigned)lc->bosh_max_requests : 2;
+    hl->bosh_pause_ms = lc->bosh_max_pause_ms;
+    hl->bosh_queue = lc->bosh_max_queue ? lc->bosh_max_queue : 262144;
     l->ext = hl;
     /* The connection's first timer is the header timeout; WebSocket
      * streams get the handshake timeout when they start.  No STARTTLS:
@@ -1239,4 +1247,5 @@ xd_http_setup(void)
     done = true;
     http_ws_setup();
     http_hostmeta_setup();
+    http_bosh_setup();
 }

@@ -29,6 +29,10 @@ typedef struct http_listener {
     size_t nws_origins;
     uint64_t ws_ping_ms;      /* websocket_ping_interval */
     char *ws_see_other;       /* websocket_see_other_uri, or NULL */
+    /* BOSH (bosh.c) */
+    uint64_t bosh_inactivity_ms, bosh_wait_ms, bosh_pause_ms;
+    unsigned bosh_hold, bosh_requests;
+    size_t bosh_queue;
 } http_listener_t;
 
 /* The stream role of http listeners: a connection that is no stream
@@ -55,5 +59,6 @@ void http_upgrade(xd_http_req_t *r, const char *headers, http_upgrade_fn start);
 /* Built-in handlers. */
 void http_ws_setup(void);
 void http_hostmeta_setup(void);
+void http_bosh_setup(void);
 
 #endif

@@ -1199,6 +1199,30 @@ c2s_conn_open(xd_worker_t *w, int fd, xd_listener_t *l, const xd_conn_role_t *ro
     return c;
 }
 
+xd_conn_t *
+c2s_conn_open_detached(xd_worker_t *w, xd_listener_t *l, const xd_conn_role_t *role,
+                       const char *ip)
+{
+    xd_wstate_t *ws = xd_wstate(w);
+    xd_conn_t *c = xd_new(xd_conn_t);
+    c->ws = ws;
+    c->listener = l;
+    uv_tcp_init(xd_worker_loop(w), &c->tcp); /* no socket: never read or written */
+    if (c2s_conn_init(c, w, l, role, NULL) > l->max_connections) {
+        XD_LOG(&c->log, XD_WARN, "connection refused", "role=%s reason=max_connections",
+               role->name);
+        c->state = C2S_CLOSING;
+        c2s_destroy(c);
+        return NULL;
+    }
+    snprintf(c->ip, sizeof c->ip, "%s", ip);
+    xd_log_ctx(&c->log, NULL, "conn=%llu ip=%s", (unsigned long long)c->id, c->ip);
+    xd_timer_start(c->timer, l->handshake_timeout_ms, 0);
+    XD_LOG(&c->log, XD_INFO, "connection opened", "role=%s worker=%u detached=1",
+           role->name, xd_worker_index(w));
+    return c;
+}
+
 bool
 c2s_tls_client(xd_conn_t *c, const char *local, const char *remote, const char *alpn)
 {

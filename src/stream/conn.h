@@ -249,6 +249,14 @@ void c2s_end(xd_conn_t *c);
 /* The bytes waiting in the connection's write queue. */
 size_t c2s_queued(const xd_conn_t *c);
 
+/* A connection without a socket for a transport that carries its stream
+ * over many requests (BOSH: src/http/bosh.c): a `role` stream on worker w
+ * counted on listener l, its peer address `ip`, the handshake timer
+ * running.  The caller sets c->xport and c->xs and calls the role's
+ * accepted.  NULL at l's max_connections. */
+xd_conn_t *c2s_conn_open_detached(xd_worker_t *w, xd_listener_t *l, const xd_conn_role_t *role,
+                                  const char *ip);
+
 /* True once TLS is up on the stream. */
 bool c2s_secure(const xd_conn_t *c);
 

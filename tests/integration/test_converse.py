@@ -1,6 +1,7 @@
 """Converse.js (the npm package, installed by scripts/web-deps) in Debian's
-headless Chromium logs in to xmppd over WebSocket and exchanges messages
-with a slixmpp account on the TCP listener.
+headless Chromium logs in to xmppd over WebSocket, and in a second test
+over BOSH, and exchanges messages with a slixmpp account on the TCP
+listener.
 
 The page and Converse's dist files are served from loopback by a small
 Python server of the test; Chromium is driven through chromium-driver
@@ -50,9 +51,9 @@ converse.plugins.add('xmppd-test', {
   }
 });
 converse.initialize({
-  websocket_url: 'ws://127.0.0.1:%(port)d/ws',
+  %(transport)s,
   discover_connection_methods: false,
-  jid: 'alice@localhost/converse',
+  jid: 'alice@localhost/%(resource)s',
   password: 'pw',
   auto_login: true,
   view_mode: 'fullscreen',
@@ -93,8 +94,9 @@ def _wait(driver, script, timeout=20):
     raise AssertionError(f"timed out waiting for {script!r}; errors={errs} console={logs}")
 
 
-@pytest.mark.slow  # about 30 s, most of it Chromium's start
-def test_converse_over_websocket(server_factory, tmp_path):
+def _converse_login_and_exchange(server_factory, tmp_path, transport, resource):
+    """Converse.js logs alice in (transport: its connection option) and
+    exchanges a message with bob, a slixmpp client on the TCP listener."""
     if not (os.path.exists(CHROMIUM) and os.path.exists(CHROMEDRIVER)):
         pytest.skip("chromium and chromium-driver are missing: run scripts/deps")
     if not os.path.exists(os.path.join(DIST, "converse.min.js")):
@@ -108,7 +110,8 @@ def test_converse_over_websocket(server_factory, tmp_path):
     site = tmp_path / "site"
     site.mkdir()
     os.symlink(DIST, site / "dist")
-    (site / "index.html").write_text(PAGE % {"port": srv.http_port})
+    (site / "index.html").write_text(PAGE % {
+        "transport": transport % {"port": srv.http_port}, "resource": resource})
     httpd = _serve(str(site))
 
     opts = webdriver.ChromeOptions()
@@ -124,7 +127,7 @@ def test_converse_over_websocket(server_factory, tmp_path):
         driver.get(f"http://127.0.0.1:{httpd.server_address[1]}/index.html")
         _wait(driver, "return window.xd && window.xd.connected")
         # The browser's session is an ordinary c2s session of the server.
-        assert "jid=alice@localhost/converse" in srv.log_text()
+        assert f"jid=alice@localhost/{resource}" in srv.log_text()
 
         ready = threading.Event()
 
@@ -137,7 +140,7 @@ def test_converse_over_websocket(server_factory, tmp_path):
 
             async def start(self, _):
                 self.send_presence()
-                self.send_message(mto="alice@localhost/converse", mbody="hello converse",
+                self.send_message(mto=f"alice@localhost/{resource}", mbody="hello converse",
                                   mtype="chat")
                 ready.set()
 
@@ -161,3 +164,18 @@ def test_converse_over_websocket(server_factory, tmp_path):
     finally:
         driver.quit()
         httpd.shutdown()
+
+
+@pytest.mark.slow  # about 30 s, most of it Chromium's start
+def test_converse_over_websocket(server_factory, tmp_path):
+    _converse_login_and_exchange(server_factory, tmp_path,
+                                 "websocket_url: 'ws://127.0.0.1:%(port)d/ws'", "converse")
+
+
+@pytest.mark.slow  # about 30 s, most of it Chromium's start
+def test_converse_over_bosh(server_factory, tmp_path):
+    """The same over BOSH (XEP-0124/0206): Strophe's long polling with
+    hold 1, restart after SASL, requests on keep-alive connections."""
+    _converse_login_and_exchange(server_factory, tmp_path,
+                                 "bosh_service_url: 'http://127.0.0.1:%(port)d/bosh'",
+                                 "converse-bosh")
