@@ -345,7 +345,12 @@ pse_cfg_decode(const char *s, size_t len, pse_cfg_t *c)
             snprintf(key, sizeof key, "%.*s", (int)(eq - s), s);
             int vl = (int)(e - eq - 1);
             const char *v = eq + 1;
-            long long n = strtoll(v, NULL, 10);
+            /* The value is not NUL-terminated (a row value is lent as
+             * bytes and a length): the number goes through a copy. */
+            char num[24];
+            snprintf(num, sizeof num, "%.*s", vl < (int)sizeof num - 1 ? vl : (int)sizeof num - 1,
+                     v);
+            long long n = strtoll(num, NULL, 10);
 #define STR_(f) snprintf(c->f, sizeof c->f, "%.*s", vl, v)
             if (!strcmp(key, "access"))
                 STR_(access);

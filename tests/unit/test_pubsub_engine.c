@@ -180,13 +180,31 @@ test_storage_text(void **st)
     assert_string_equal(d.access, "open");
 }
 
+/* A row value is lent as bytes and a length, not a C string (an ODBC or
+ * MySQL result buffer ends where the value ends): decoding reads no byte
+ * past it, the number at the very end included. */
+static void
+test_storage_text_unterminated(void **st)
+{
+    (void)st;
+    static const char text[] = "access=open\x1f" "expire=42";
+    char *buf = xd_malloc(sizeof text - 1);
+    memcpy(buf, text, sizeof text - 1);
+    pse_cfg_t d;
+    pse_cfg_default(&d, false);
+    pse_cfg_decode(buf, sizeof text - 1, &d);
+    xd_free(buf);
+    assert_string_equal(d.access, "open");
+    assert_int_equal(d.item_expire, 42);
+}
+
 int
 main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_form_fields),     cmocka_unit_test(test_form_refusals),
         cmocka_unit_test(test_preconditions),   cmocka_unit_test(test_form_round_trip),
-        cmocka_unit_test(test_storage_text),
+        cmocka_unit_test(test_storage_text),    cmocka_unit_test(test_storage_text_unterminated),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
