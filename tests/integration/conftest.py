@@ -112,7 +112,15 @@ def mariadb_server():
         db.cleanup()
 
 
-@pytest.fixture(params=STORAGE_BACKENDS)
+def _backend_params(names):
+    """The backends as fixture parameters: MariaDB and ODBC are marked slow,
+    so the ThreadSanitizer pass (not slow) runs the storage code's threading
+    on sqlite and pgsql only; the AddressSanitizer pass runs all four."""
+    return [pytest.param(b, marks=pytest.mark.slow) if b in ("mysql", "odbc") else b
+            for b in names]
+
+
+@pytest.fixture(params=_backend_params(STORAGE_BACKENDS))
 def storage_yaml(request):
     """Returns yaml(extra="") → the sql_* configuration of a new empty
     database on the backend request.param."""

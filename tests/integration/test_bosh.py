@@ -11,6 +11,8 @@ import hashlib
 import hmac
 import os
 import re
+
+import pytest
 import socket
 import ssl
 import threading
@@ -207,6 +209,7 @@ def test_rid_out_of_order_waits_for_the_gap(server_factory):
     assert got.index("id='p1'") < got.index("id='p2'"), got
 
 
+@pytest.mark.slow  # timers; the ThreadSanitizer pass keeps the other BOSH tests
 def test_repeated_rid_gets_the_same_response(server_factory):
     srv = bosh_srv(server_factory)
     b, probe, _ = online_bosh(srv)
@@ -222,6 +225,7 @@ def test_repeated_rid_gets_the_same_response(server_factory):
     expect(probe, UNAVAILABLE)
 
 
+@pytest.mark.slow  # timers; the ThreadSanitizer pass keeps the other BOSH tests
 def test_rid_beyond_the_window_is_item_not_found(server_factory):
     srv = bosh_srv(server_factory)
     b, probe, _ = online_bosh(srv)
@@ -245,6 +249,7 @@ def test_unknown_sid_and_bad_requests(server_factory):
     assert get(srv.http_port, "/bosh")[0] == 405
 
 
+@pytest.mark.slow  # timers; the ThreadSanitizer pass keeps the other BOSH tests
 def test_client_terminate_ends_the_session(server_factory):
     srv = bosh_srv(server_factory)
     b, probe, _ = online_bosh(srv)
@@ -254,6 +259,7 @@ def test_client_terminate_ends_the_session(server_factory):
     assert "condition='item-not-found'" in b.call()
 
 
+@pytest.mark.slow  # timers; the ThreadSanitizer pass keeps the other BOSH tests
 def test_inactivity_ends_the_session(server_factory):
     srv = bosh_srv(server_factory, "    bosh_max_inactivity: 1s\n")
     b, probe, _ = online_bosh(srv)
@@ -262,6 +268,7 @@ def test_inactivity_ends_the_session(server_factory):
     assert "condition='item-not-found'" in b.call()
 
 
+@pytest.mark.slow  # timers; the ThreadSanitizer pass keeps the other BOSH tests
 def test_pause_beyond_maxpause_is_policy_violation(server_factory):
     srv = bosh_srv(server_factory, "    bosh_max_pause: 5s\n")
     b, probe, _ = online_bosh(srv)
@@ -269,6 +276,7 @@ def test_pause_beyond_maxpause_is_policy_violation(server_factory):
     expect(probe, UNAVAILABLE)
 
 
+@pytest.mark.slow  # timers; the ThreadSanitizer pass keeps the other BOSH tests
 def test_overactivity_is_policy_violation(server_factory):
     srv = bosh_srv(server_factory)
     b, probe, _ = online_bosh(srv)
@@ -279,6 +287,7 @@ def test_overactivity_is_policy_violation(server_factory):
     expect(probe, UNAVAILABLE)
 
 
+@pytest.mark.slow  # timers; the ThreadSanitizer pass keeps the other BOSH tests
 def test_queue_bound_ends_the_session(server_factory):
     srv = bosh_srv(server_factory, "    bosh_max_queue: 4KB\n")
     b, probe, _ = online_bosh(srv)

@@ -34,7 +34,8 @@ MODULES = ("modules:\n"
 BACKENDS = ["sqlite", "pgsql", "mysql"]
 
 
-@pytest.fixture(params=BACKENDS)
+@pytest.fixture(params=[b if b == "sqlite" else pytest.param(b, marks=pytest.mark.slow)
+                        for b in BACKENDS])
 def pie_config(request):
     """cfg() → the YAML of a server on a new database of the backend."""
     if request.param == "sqlite":

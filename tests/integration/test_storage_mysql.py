@@ -23,6 +23,10 @@ import pytest
 from conftest import build_dir
 from xmpptest import free_port
 
+# Driver-specific (MariaDB, ODBC): the AddressSanitizer pass runs it; the
+# ThreadSanitizer pass covers the storage threading on sqlite and pgsql.
+pytestmark = pytest.mark.slow
+
 SUPP = os.path.join(os.path.dirname(os.path.abspath(__file__)), "lsan-psqlodbc.supp")
 
 
