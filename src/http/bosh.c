@@ -528,11 +528,36 @@ bosh_feed_header(bosh_sess_t *s)
     bosh_feed(s, h, strlen(h));
 }
 
-/* One request in rid order: its stanzas to the stream, then held. */
-static void
+/* Overactivity (XEP-0124 11) in rid order: an empty request while `hold`
+ * requests are held, within `polling` of the last empty one. */
+static bool
+bosh_too_fast(bosh_sess_t *s, const xd_el_t *body)
+{
+    uint64_t now = uv_now(s->c->tcp.loop);
+    bool empty = !xd_el_first_child(body) && xd_el_attr_count(body) <= 4 &&
+                 !xd_el_attr(body, "type") && !xd_el_attr(body, "pause") &&
+                 !xd_el_attr_ns(body, "restart", NS_XBOSH);
+    bool too_fast = empty && s->hold && s->nheld >= s->hold && s->last_empty_ms &&
+                    now - s->last_empty_ms < BOSH_POLLING_MS;
+    if (empty)
+        s->last_empty_ms = now ? now : 1;
+    return too_fast;
+}
+
+/* One request in rid order: its stanzas to the stream, then held. False
+ * when it ended the session. */
+static bool
 bosh_process(bosh_sess_t *s, const xd_el_t *body, xd_http_handle_t h, uint64_t rid)
 {
     s->hi = rid;
+    if (!s->c || s->c->state == C2S_CLOSING) {
+        bosh_answer_term(h, "item-not-found");
+        return false;
+    }
+    if (bosh_too_fast(s, body)) {
+        bosh_fail(s, h, "policy-violation");
+        return false;
+    }
     bosh_cached_t *slot = cache_slot(s, rid);
     xd_free(slot->resp);
     slot->resp = NULL;
@@ -556,20 +581,21 @@ bosh_process(bosh_sess_t *s, const xd_el_t *body, xd_http_handle_t h, uint64_t r
         s->client_term = true;
         bosh_feed(s, "</stream:stream>", 16);
         bosh_flush(s, true);
-        return;
+        return false;
     }
     if (pause) {
         uint64_t p = strtoull(pause, NULL, 10) * 1000;
         if (p > s->hl->bosh_pause_ms) {
             s->nheld--;
             bosh_fail(s, h, "policy-violation");
-            return;
+            return false;
         }
         s->pause_ms = p;
         while (s->nheld)
             bosh_answer_oldest(s);
     }
     bosh_flush(s, false);
+    return true;
 }
 
 /* A request for session s (on its owner): rid order, window, retransmission. */
@@ -608,19 +634,10 @@ bosh_request_sess(bosh_sess_t *s, xd_el_t *body, xd_http_handle_t h)
         xd_el_free(body);
         return;
     }
-    /* XEP-0124 11, overactivity: more requests at once than `requests`, or
-     * an empty request while `hold` are held, within `polling` of the last
-     * empty one. */
-    uint64_t now = uv_now(s->c->tcp.loop);
-    bool empty = !xd_el_first_child(body) && xd_el_attr_count(body) <= 4 &&
-                 !xd_el_attr(body, "type") && !xd_el_attr(body, "pause") &&
-                 !xd_el_attr_ns(body, "restart", NS_XBOSH);
-    bool too_many = rid != s->hi + 1 && s->nheld + s->npend + 1 > s->requests;
-    bool too_fast = empty && s->hold && s->nheld >= s->hold && s->last_empty_ms &&
-                    now - s->last_empty_ms < BOSH_POLLING_MS;
-    if (empty)
-        s->last_empty_ms = now ? now : 1;
-    if (too_many || too_fast) {
+    /* XEP-0124 11, overactivity: more requests at once than `requests`.
+     * The other kind (empty requests too fast) is judged in rid order, in
+     * bosh_process: requests may reach the owner out of order. */
+    if (rid != s->hi + 1 && s->nheld + s->npend + 1 > s->requests) {
         bosh_fail(s, h, "policy-violation");
         xd_el_free(body);
         return;
@@ -637,18 +654,17 @@ bosh_request_sess(bosh_sess_t *s, xd_el_t *body, xd_http_handle_t h)
         s->pend[s->npend++] = (bosh_pend_t){ h, rid, body };
         return;
     }
-    bosh_process(s, body, h, rid);
+    bool alive = bosh_process(s, body, h, rid);
     xd_el_free(body);
     /* the gap filled: what waited goes in order */
-    for (bool more = true; more && s->c;) {
+    for (bool more = alive; more && s->c;) {
         more = false;
         for (unsigned i = 0; i < s->npend; i++)
             if (s->pend[i].rid == s->hi + 1) {
                 bosh_pend_t p = s->pend[i];
                 s->pend[i] = s->pend[--s->npend];
-                bosh_process(s, p.body, p.h, p.rid);
+                more = bosh_process(s, p.body, p.h, p.rid);
                 xd_el_free(p.body);
-                more = true;
                 break;
             }
     }

@@ -288,6 +288,20 @@ def test_overactivity_is_policy_violation(server_factory):
 
 
 @pytest.mark.slow  # timers; the ThreadSanitizer pass keeps the other BOSH tests
+def test_overactivity_is_judged_in_rid_order(server_factory):
+    # The second empty request may reach the session first (requests travel
+    # between workers): it waits for the gap and is judged in rid order.
+    srv = bosh_srv(server_factory)
+    b, probe, _ = online_bosh(srv)
+    second = b.send(rid=b.rid + 2)
+    held = b.send(rid=b.rid + 1)
+    r = Bosh.read(second)
+    assert "policy-violation" in r, r
+    b.read(held)
+    expect(probe, UNAVAILABLE)
+
+
+@pytest.mark.slow  # timers; the ThreadSanitizer pass keeps the other BOSH tests
 def test_queue_bound_ends_the_session(server_factory):
     srv = bosh_srv(server_factory, "    bosh_max_queue: 4KB\n")
     b, probe, _ = online_bosh(srv)
