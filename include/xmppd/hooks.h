@@ -266,6 +266,39 @@ typedef struct xd_hook_disco {
     xd_el_t *query;        /* the reply's <query/>, mutable for the run */
 } xd_hook_disco_t;
 
+/* MUC_ROOM_EVENT: something happened in a multi-user chat room (mod_muc),
+ * on the room's owner worker, after the room's state changed and before
+ * the occupants hear of it (so a round trip of an occupant that got the
+ * room's stanza comes after the handlers ran).  Every string is lent for
+ * the run; a handler that keeps anything copies it. */
+typedef enum xd_muc_event_kind {
+    XD_MUC_EV_JOIN,     /* nick entered the room */
+    XD_MUC_EV_LEAVE,    /* nick left; text: the status it left with, or NULL */
+    XD_MUC_EV_NICK,     /* nick is now known as new_nick */
+    XD_MUC_EV_SUBJECT,  /* nick set the subject to text ("" : cleared it) */
+    XD_MUC_EV_MESSAGE,  /* nick said text (the body of a groupchat message; st: the message
+                         * as broadcast, from room/nick, without 'to') */
+    XD_MUC_EV_KICK,     /* nick was kicked by actor (NULL: the service); text: the reason */
+    XD_MUC_EV_BAN,      /* nick was banned by actor; text: the reason */
+    XD_MUC_EV_CONFIG,   /* the configuration changed (title and logging are the new ones) */
+    XD_MUC_EV_DESTROY,  /* the room was destroyed; text: the reason, or NULL */
+} xd_muc_event_kind;
+
+typedef struct xd_hook_muc_event {
+    const char *host;      /* the served host the MUC service belongs to */
+    const char *service;   /* the service's domain ("conference.example.org") */
+    const char *room;      /* the room's local part */
+    const char *title;     /* its muc#roomconfig_roomname, or NULL */
+    bool logging;          /* its configuration enables logging (muc#roomconfig_enablelogging) */
+    int kind;              /* xd_muc_event_kind: XD_MUC_EV_JOIN, _LEAVE, _NICK, _SUBJECT, _MESSAGE,
+                            * _KICK, _BAN, _CONFIG, _DESTROY (hooks.h) */
+    const char *nick;      /* the occupant concerned, or NULL (CONFIG, DESTROY) */
+    const char *new_nick;  /* NICK: the new nick */
+    const char *actor;     /* KICK, BAN: the moderator's nick, or NULL */
+    const char *text;      /* see the kinds */
+    const xd_stanza_t *st; /* MESSAGE: the message; else the stanza that caused it, or NULL */
+} xd_hook_muc_event_t;
+
 /* ---- handlers and the typed calls ---------------------------------------------------------- */
 
 /* A handler as stored (any hook's handler type, converted). */

@@ -53,6 +53,7 @@ typedef struct muc_cfg {
     char *title, *desc, *password; /* owned or NULL */
     bool persistent, pub, members_only, moderated, password_protected;
     bool changesubject, allowinvites;
+    bool logging;  /* muc#roomconfig_enablelogging: MUC_ROOM_EVENT handlers log it */
     int whois;     /* WHOIS_* */
     int allowpm;   /* PM_* */
     int maxusers;
@@ -127,6 +128,20 @@ static void add_field(xd_el_t *x, const char *var, const char *type, const char 
                       const char *value);
 static void occ_changed(muc_call_t *c, muc_room_t *r, muc_occ_t *o, const char *actor,
                         const char *reason);
+
+/* Tells the MUC_ROOM_EVENT handlers (mod_muc_log) what happened in r. */
+static void
+room_event(muc_call_t *c, const muc_room_t *r, int kind, const char *nick, const char *new_nick,
+           const char *actor, const char *text, const xd_stanza_t *st)
+{
+    if (!xd_hook_active(XD_HOOK_MUC_ROOM_EVENT))
+        return;
+    xd_hook_muc_event_t ev = { .host = xd_module_host(c->ctx), .service = c->s->domain,
+                               .room = r->name, .title = r->cfg.title,
+                               .logging = r->cfg.logging, .kind = kind, .nick = nick,
+                               .new_nick = new_nick, .actor = actor, .text = text, .st = st };
+    xd_hook_run(XD_HOOK_MUC_ROOM_EVENT, ev.host, &ev);
+}
 
 /* ---- small helpers ----------------------------------------------------------------------------- */
 
@@ -467,6 +482,7 @@ room_serialize(const muc_room_t *r)
         { "public", g->pub }, { "members", g->members_only }, { "moderated", g->moderated },
         { "protected", g->password_protected }, { "subject", g->changesubject },
         { "invites", g->allowinvites },
+        { "logging", g->logging },
     };
     for (size_t i = 0; i < sizeof flags / sizeof *flags; i++)
         xd_el_set_attr(cf, flags[i].k, flags[i].v ? "1" : "0");
@@ -516,6 +532,7 @@ room_restore(muc_call_t *c, const char *name, const char *stored)
         g->password_protected = form_bool(xd_el_attr(cf, "protected"), false);
         g->changesubject = form_bool(xd_el_attr(cf, "subject"), true);
         g->allowinvites = form_bool(xd_el_attr(cf, "invites"), false);
+        g->logging = form_bool(xd_el_attr(cf, "logging"), false);
         v = xd_el_attr(cf, "whois");
         g->whois = v && strcmp(v, "anyone") == 0 ? WHOIS_ANYONE : WHOIS_MODERATORS;
         int pm = name_index(pm_names, 4, xd_el_attr(cf, "pm"));
@@ -737,6 +754,15 @@ static void
 occ_remove(muc_call_t *c, muc_room_t *r, muc_occ_t *o, const pres_extra_t *ex)
 {
     pres_extra_t self_ex = ex ? *ex : (pres_extra_t){ .role = -1, .aff = -1 };
+    int kind = XD_MUC_EV_LEAVE;
+    for (size_t i = 0; ex && i < ex->ncodes; i++)
+        kind = ex->codes[i] == 307 ? XD_MUC_EV_KICK : ex->codes[i] == 301 ? XD_MUC_EV_BAN : kind;
+    const xd_el_t *last = o->pres ? xd_stanza_root(o->pres) : NULL;
+    const char *lt = last ? xd_el_attr(last, "type") : NULL;
+    const char *status = lt && strcmp(lt, "unavailable") == 0
+                             ? xd_el_child_text(last, "status", NULL) : NULL;
+    room_event(c, r, kind, o->nick, NULL, ex ? ex->actor : NULL,
+               kind == XD_MUC_EV_LEAVE ? status : ex->reason, o->pres);
     /* Everyone sees it, the leaver (with 110) among them. */
     broadcast_presence(c, r, o, true, ex, &self_ex);
     occ_index_remove(r, o);
@@ -979,6 +1005,7 @@ room_enter(muc_call_t *c, muc_room_t *r, bool created, const xd_stanza_t *st, co
     }
     r->occ[r->nocc++] = o;
     xd_map_put(&r->by_nick, xd_str_c(o->nick), o);
+    room_event(c, r, XD_MUC_EV_JOIN, o->nick, NULL, NULL, NULL, st);
     /* The others learn of it first; its own presence ends its list. */
     broadcast_others(c, r, o, false, NULL);
     int codes[1] = { 201 };
@@ -995,6 +1022,7 @@ nick_change(muc_call_t *c, muc_room_t *r, muc_occ_t *o, const xd_stanza_t *st, c
     }
     int codes[1] = { 303 };
     pres_extra_t ex = { .codes = codes, .ncodes = 1, .newnick = nick, .role = o->role, .aff = -1 };
+    room_event(c, r, XD_MUC_EV_NICK, o->nick, nick, NULL, NULL, st);
     broadcast_presence(c, r, o, true, &ex, &ex);
     xd_map_del(&r->by_nick, xd_str_c(o->nick));
     xd_free(o->nick);
@@ -1313,10 +1341,14 @@ room_message(muc_call_t *c, muc_room_t *r, const xd_stanza_t *st, const char *ni
         xd_free(r->subject_nick);
         r->subject = xd_strdup(xd_el_text(subject) ? xd_el_text(subject) : "");
         r->subject_nick = xd_strdup(o->nick);
+        room_event(c, r, XD_MUC_EV_SUBJECT, o->nick, NULL, NULL, r->subject, st);
         if (r->cfg.persistent)
             room_publish(c, r, true);
     }
     xd_stanza_t *m = msg_from_occ(r, o, st);
+    if (has_body)
+        room_event(c, r, XD_MUC_EV_MESSAGE, o->nick, NULL, NULL,
+                   xd_el_child_text(root, "body", NULL), m);
     fan_out(c, r, m, FAN_ALL, NULL, true);
     if (has_body) /* with a body, a <subject/> is no subject change (XEP-0045 8.1) */
         hist_add(r, m);
@@ -1435,6 +1467,8 @@ room_config_form(muc_room_t *r, const xd_stanza_t *st)
     add_field(x, "muc#roomconfig_historylength", "text-single", "Messages of history", num);
     add_field(x, "muc#roomconfig_allowinvites", "boolean", "Occupants may invite",
               g->allowinvites ? "1" : "0");
+    add_field(x, "muc#roomconfig_enablelogging", "boolean", "Public logs of the room",
+              g->logging ? "1" : "0");
     xd_route_take(xd_el_freeze(b));
 }
 
@@ -1488,6 +1522,7 @@ room_config_apply(muc_call_t *c, muc_room_t *r, const xd_el_t *x)
         form_bool(form_value(x, "muc#roomconfig_passwordprotectedroom"), n.password_protected);
     n.changesubject = form_bool(form_value(x, "muc#roomconfig_changesubject"), n.changesubject);
     n.allowinvites = form_bool(form_value(x, "muc#roomconfig_allowinvites"), n.allowinvites);
+    n.logging = form_bool(form_value(x, "muc#roomconfig_enablelogging"), n.logging);
     const char *title = form_value(x, "muc#roomconfig_roomname");
     const char *desc = form_value(x, "muc#roomconfig_roomdesc");
     const char *secret = form_value(x, "muc#roomconfig_roomsecret");
@@ -1509,6 +1544,7 @@ room_config_apply(muc_call_t *c, muc_room_t *r, const xd_el_t *x)
     if ((size_t)n.history != r->hcap)
         hist_resize(r, (size_t)n.history);
     r->locked = false;
+    room_event(c, r, XD_MUC_EV_CONFIG, NULL, NULL, NULL, NULL, NULL);
     /* Status codes of a configuration change (XEP-0045 10.2.1). */
     int codes[4];
     size_t nc = 0;
@@ -1546,6 +1582,10 @@ room_destroy(muc_call_t *c, muc_room_t *r, const xd_el_t *destroy)
     int self_codes[1];
     (void)self_codes;
     pres_extra_t ex = { .destroy = destroy, .role = ROLE_NONE, .aff = AFF_NONE };
+    const char *why = destroy ? xd_el_child_text(destroy, "reason", NULL) : NULL;
+    if (destroy && !why)
+        why = xd_el_child_text(destroy, "reason", XD_NS_MUC_OWNER);
+    room_event(c, r, XD_MUC_EV_DESTROY, NULL, NULL, NULL, why, NULL);
     for (size_t i = 0; i < r->nocc; i++) {
         const muc_occ_t *o = r->occ[i];
         xd_el_t *b = occ_presence(r, o, true, true, NULL, &ex, false);
