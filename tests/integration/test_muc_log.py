@@ -278,6 +278,23 @@ def test_logging_off_writes_nothing(server_factory):
     assert "loud@" in top and "onoff@" in top and "quiet@" not in top, top
 
 
+def test_persistent_room_keeps_logging_across_restart(server_factory):
+    srv = start(server_factory)
+    a, _ = online(srv, "alice")
+    create(a, "kept", "al")
+    r = config(a, "kept", {"persistentroom": "1", "enablelogging": "1"})
+    assert "type='result'" in r, r
+    a.roundtrip()  # the room's stored state is written
+    srv.stop()
+    srv.restart()
+    a, _ = online(srv, "alice")
+    join(a, "kept", "al")
+    say(a, "kept", "after the restart", "k1")
+    flush(srv)
+    _, page = read_day(srv, "kept")
+    assert re.search(r"al</span> joins the room</div>\n.*after the restart", page), page
+
+
 # ---- escaping ------------------------------------------------------------------------------------
 
 XSS_NICK = "<img src=x onerror=\"window.pwned='nick'\">"
@@ -408,7 +425,7 @@ def test_timezone_local(server_factory):
     assert "what time is it" in page
 
 
-def test_outdir_option_and_bad_outdir(server_factory, tmp_path):
+def test_outdir_option(server_factory, tmp_path):
     out = tmp_path / "logs-@HOST@"
     srv = start(server_factory, f"outdir: \"{out}\"")
     a, _ = online(srv, "alice")
