@@ -345,7 +345,8 @@ static const char ml_css[] =
     "font:.85em/1.5 ui-monospace,\"DejaVu Sans Mono\",monospace}\n"
     ".nick{font-weight:600}.info{color:var(--dim);font-style:italic}\n"
     ".subject{background:var(--subject);border-radius:.25rem}\n"
-    ".me{font-style:italic}ul.days{columns:12rem;padding-left:1.25rem}\n";
+    ".info .body{font-style:normal}.me{font-style:italic}\n"
+    "ul.days{columns:12rem;padding-left:1.25rem}\n";
 
 static void
 page_head(ml_buf_t *b, const ml_conf_t *c, const char *title)
