@@ -470,6 +470,26 @@ def test_queue_bound_drops_and_counts(server_factory):
     assert "after the burst" in read_day(srv, "busy")[1]
 
 
+def test_write_failure_logged_and_counted(server_factory):
+    """A room directory that cannot be made (a file is in the way): the
+    failure is logged with the path and counted, other rooms go on."""
+    srv = start(server_factory)
+    os.makedirs(outdir(srv), exist_ok=True)
+    with open(os.path.join(outdir(srv), f"blocked@{MUC}"), "w") as f:
+        f.write("in the way")
+    a, _ = online(srv, "alice")
+    logged_room(a, "blocked", "al")
+    say(a, "blocked", "nowhere to go", "w1")
+    stats = flush(srv)
+    assert stats["write_errors"] != "0", stats
+    assert re.search(rf'event="muc log write failed" host=localhost path=\S*blocked@{MUC}\S* '
+                     r'error="', srv.log_text()), srv.log_text()[-2000:]
+    logged_room(a, "open", "al")
+    say(a, "open", "somewhere to go", "w2")
+    flush(srv)
+    assert "somewhere to go" in read_day(srv, "open")[1]
+
+
 def test_ctl_on_host_without_module(server_factory):
     srv = server_factory(extra_yaml="modules:\n  mod_muc: {}\n")
     r = srv.ctl_run("muc_log_flush", "localhost")
