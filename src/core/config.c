@@ -309,7 +309,9 @@ static const xd_config_doc_section_t cfg_sections[] = {
       "`host_config` maps a served domain to options that apply to that host only. These "
       "options may appear there; `acl`, `access_rules`, `shaper_rules` and `modules` are "
       "merged with the top-level definitions by name, the others replace the top-level "
-      "value.",
+      "value. The `sql_*` options of the top level may appear there too: a host with a "
+      "database of its own, the options it does not set taken from the top level (one pool "
+      "per distinct database; docs/admin.md, \"A database per virtual host\").",
       cfg_host_opts, sizeof(xd_host_conf_t) },
     { NULL, NULL, NULL, 0 },
 };
