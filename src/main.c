@@ -309,8 +309,13 @@ status_pool(void *arg, xd_db_t *db, const char *label, const char *const *hosts,
                   "reconnects=%llu name=\"%s\" hosts=",
                   st.driver, st.up ? "up" : "down", st.open, st.idle, st.busy, st.max,
                   (unsigned long long)st.failures, (unsigned long long)st.reconnects, label);
+    /* The served ones: a host a reload removed stays in the pool's list. */
+    bool first = true;
     for (size_t i = 0; i < nhosts; i++)
-        xd_cmd_printf(call, "%s%s", i ? "," : "", hosts[i]);
+        if (xd_config_is_host(call->cfg, hosts[i])) {
+            xd_cmd_printf(call, "%s%s", first ? "" : ",", hosts[i]);
+            first = false;
+        }
     xd_cmd_printf(call, "%s%s%s\n", st.last_error[0] ? " last_error=\"" : "", st.last_error,
                   st.last_error[0] ? "\"" : "");
 }

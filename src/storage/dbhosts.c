@@ -198,22 +198,21 @@ xd_db_hosts_update(const xd_config_t *cfg, char **err)
     /* Check first: a refused update changes nothing. */
     for (size_t i = 0; i < nhosts; i++) {
         const char *host = xd_config_host_name(cfg, i);
-        if (dbh_find(dbh.pools, dbh.npools, xd_config_sql(cfg, host)) == dbh.npools) {
-            *err = xd_asprintf("host %s: its database is not open: takes effect only at a "
-                               "restart", host);
+        size_t k = dbh_find(dbh.pools, dbh.npools, xd_config_sql(cfg, host));
+        uintptr_t was = (uintptr_t)xd_map_get(&dbh.hosts, xd_str_c(host));
+        if (k == dbh.npools || (was && was != k + 1)) {
+            *err = xd_asprintf("host %s: its database %s: takes effect only at a restart",
+                               host, k == dbh.npools ? "is not open" : "changed");
             pthread_rwlock_unlock(&dbh.lock);
             return XD_ENOTFOUND;
         }
     }
-    xd_map_free(&dbh.hosts, NULL);
-    for (size_t k = 0; k < dbh.npools; k++) {
-        dbh_pool_t *p = &dbh.pools[k];
-        for (size_t i = 0; i < p->nhosts; i++)
-            xd_free(p->hosts[i]);
-        p->nhosts = 0;
-    }
+    /* Only additions: a host no longer served keeps its entry (a reload
+     * that fails after this step leaves the running hosts as they were). */
     for (size_t i = 0; i < nhosts; i++) {
         const char *host = xd_config_host_name(cfg, i);
+        if (xd_map_get(&dbh.hosts, xd_str_c(host)))
+            continue;
         size_t k = dbh_find(dbh.pools, dbh.npools, xd_config_sql(cfg, host));
         dbh_pool_add_host(&dbh.pools[k], host);
         xd_map_put(&dbh.hosts, xd_str_c(host), (void *)(uintptr_t)(k + 1));

@@ -28,10 +28,12 @@
  * stays open and *err (malloc'd) names the database and its hosts. */
 int xd_db_hosts_open(const xd_config_t *cfg, char **err);
 
-/* Reload: maps the hosts of cfg to the open pools (a new host whose
- * database is open gets that pool; hosts no longer served are forgotten,
- * their pools stay open).  XD_ENOTFOUND with *err when a host's database is
- * not open (xd_config_check_reload refuses such a file first). */
+/* Reload: maps the hosts new in cfg to the open pools of their databases.
+ * Hosts already mapped keep their pool, also when cfg no longer serves
+ * them (a reload that fails later leaves nothing unmapped; xd_db_hosts_each
+ * callers filter by the served hosts).  XD_ENOTFOUND with *err, and
+ * nothing changed, when a host's database is not open or is not the one
+ * it had (xd_config_check_reload refuses such a file first). */
 int xd_db_hosts_update(const xd_config_t *cfg, char **err);
 
 /* The pool of a served host, or NULL (unknown host, nothing open). */

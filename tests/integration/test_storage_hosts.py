@@ -229,6 +229,8 @@ def test_reload_refuses_a_changed_host_database(server_factory, tmp_path):
     r = srv.ctl_run("reload_config")
     assert r.returncode == 0, r.stdout + r.stderr
     users(srv, "dave", host="d.test")
+    st, lines = pool_lines(srv)
+    assert len(lines) == 2 and re.search(r"xmppd\.db\" hosts=a\.test,d\.test$", st, re.M), st
     assert rows(os.path.join(srv.data_dir, "xmppd.db"),
                 "SELECT host, username FROM users") == [("d.test", "dave")]
     # A new host on a database nobody uses: refused.
