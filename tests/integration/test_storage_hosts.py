@@ -25,7 +25,9 @@ MODULES = ("modules:\n"
            "    registration_timeout: 0\n"
            "  mod_roster: {}\n"
            "  mod_offline: {}\n"
-           "  mod_private: {}\n")
+           "  mod_private: {}\n"
+           "  mod_stanza_id: {}\n"
+           "  mod_mam: {}\n")
 
 ROSTER_GET = "<query xmlns='jabber:iq:roster'/>"
 
@@ -123,6 +125,11 @@ def test_two_hosts_two_sqlite_files(server_factory, tmp_path):
         ("b.test", "bob", "alice@a.test")]
     assert rows(file_b, "SELECT host, username FROM offline_msg") == [("b.test", "bob")]
     assert rows(file_a, "SELECT COUNT(*) FROM offline_msg") == [(0,)]
+    # Each side's archive (MAM) is in its own host's file.
+    assert rows(file_a, "SELECT host, username, peer FROM archive") == [
+        ("a.test", "alice", "bob@b.test")]
+    assert rows(file_b, "SELECT host, username, peer FROM archive") == [
+        ("b.test", "bob", "alice@a.test")]
     a.close()
 
     # Two pools, each naming its hosts.
