@@ -160,6 +160,12 @@ def test_two_hosts_two_sqlite_files(server_factory, tmp_path):
     assert srv.ctl_run("check_account", "carol", "c.test").returncode == 1
     assert srv.ctl_run("check_account", "bob", "b.test").returncode == 0
 
+    # delete_old_mam_messages empties each host's own archive.
+    r = srv.ctl_run("delete_old_mam_messages", "0")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert rows(file_a, "SELECT COUNT(*) FROM archive") == [(0,)]
+    assert rows(file_b, "SELECT COUNT(*) FROM archive") == [(0,)]
+
 
 def test_export_import_per_host(server_factory, tmp_path):
     """export/import (XEP-0227) read and write each host's own database:
