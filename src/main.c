@@ -55,6 +55,7 @@
 #include "stream/conn.h"
 #include "stream/listener.h"
 #include "stream/tls.h"
+#include "storage/dbhosts.h"
 #include "xmppd/auth.h"
 #include "xmppd/iq.h"
 #include "xmppd/service.h"
@@ -247,7 +248,8 @@ reload(xd_cmd_call_t *call)
     }
     /* Modules, auth backends and certificates first: if they fail, nothing
      * changes. */
-    if ((rc = xd_s2s_check_config(cfg, &err)) != 0 || (rc = xd_auth_reload(cfg, &err)) != 0 ||
+    if ((rc = xd_s2s_check_config(cfg, &err)) != 0 ||
+        (rc = xd_db_hosts_update(cfg, &err)) != 0 || (rc = xd_auth_reload(cfg, &err)) != 0 ||
         (rc = load_tls(cfg, &err)) != 0 || (rc = xd_modules_reload(cfg, &err)) != 0) {
         XD_LOG(NULL, XD_ERROR, "config reload failed", "file=%s error=\"%s\"", config_path,
                err ? err : xd_strerror(rc));
@@ -294,7 +296,29 @@ on_signal(uv_signal_t *h, int signum)
 
 /* ---- control commands --------------------------------------------------- */
 
-static xd_db_t *status_db; /* the database, for cmd_status; set once at start */
+/* One line per database pool (its hosts named), for cmd_status. */
+static void
+status_pool(void *arg, xd_db_t *db, const char *label, const char *const *hosts, size_t nhosts)
+{
+    xd_cmd_call_t *call = arg;
+    /* The pool's health (its lock is held only for bookkeeping). */
+    xd_db_status_t st;
+    xd_db_status(db, &st);
+    xd_cmd_printf(call,
+                  "database %s %s open=%u idle=%u busy=%u max=%u failures=%llu "
+                  "reconnects=%llu name=\"%s\" hosts=",
+                  st.driver, st.up ? "up" : "down", st.open, st.idle, st.busy, st.max,
+                  (unsigned long long)st.failures, (unsigned long long)st.reconnects, label);
+    /* The served ones: a host a reload removed stays in the pool's list. */
+    bool first = true;
+    for (size_t i = 0; i < nhosts; i++)
+        if (xd_config_is_host(call->cfg, hosts[i])) {
+            xd_cmd_printf(call, "%s%s", first ? "" : ",", hosts[i]);
+            first = false;
+        }
+    xd_cmd_printf(call, "%s%s%s\n", st.last_error[0] ? " last_error=\"" : "", st.last_error,
+                  st.last_error[0] ? "\"" : "");
+}
 
 static int
 cmd_status(xd_cmd_call_t *call)
@@ -309,18 +333,7 @@ cmd_status(xd_cmd_call_t *call)
         xd_cmd_printf(call, "listener %s %s connections=%u\n", xd_listener_module_name(l),
                       l->name, atomic_load(&((xd_listener_t *)l)->connections));
     }
-    if (status_db != NULL) {
-        /* The pool's health (its lock is held only for bookkeeping). */
-        xd_db_status_t st;
-        xd_db_status(status_db, &st);
-        xd_cmd_printf(call,
-                      "database %s %s open=%u idle=%u busy=%u max=%u failures=%llu "
-                      "reconnects=%llu%s%s%s\n",
-                      st.driver, st.up ? "up" : "down", st.open, st.idle, st.busy, st.max,
-                      (unsigned long long)st.failures, (unsigned long long)st.reconnects,
-                      st.last_error[0] ? " last_error=\"" : "", st.last_error,
-                      st.last_error[0] ? "\"" : "");
-    }
+    xd_db_hosts_each(status_pool, call);
     return 0;
 }
 
@@ -532,38 +545,13 @@ main(int argc, char **argv)
         goto out_config;
     }
 
-    static const char *const sql_drivers[] = { [XD_SQL_SQLITE] = "sqlite",
-                                               [XD_SQL_PGSQL] = "pgsql",
-                                               [XD_SQL_MYSQL] = "mysql",
-                                               [XD_SQL_ODBC] = "odbc" };
-    /* SQLite's own page cache per connection is kept small: the operating
-     * system caches the file anyway, and every pooled connection would hold
-     * its own copy of the same pages. */
-    xd_db_params_t params = { .driver = sql_drivers[cfg->sql_type],
-                              .path = cfg->sql_database,
-                              .max_conns = (unsigned)cfg->sql_pool_size,
-                              .cache_kib = 2048 };
-    if (cfg->sql_type != XD_SQL_SQLITE) {
-        params.path = NULL;
-        params.server = cfg->sql_server;
-        params.port = (unsigned)cfg->sql_port;
-        params.database = cfg->sql_database;
-        params.username = cfg->sql_username;
-        params.password = cfg->sql_password;
-        params.ssl = cfg->sql_ssl;
-        params.ssl_cafile = cfg->sql_ssl_cafile;
-        params.fault_wait_ms = (unsigned)cfg->sql_fault_wait_ms;
-    }
-    if ((rc = xd_db_open(&params, &db)) != 0) {
-        XD_LOG(NULL, XD_CRIT, "cannot open storage", "path=%s err=%s", cfg->sql_database,
-               xd_strerror(rc));
-        fprintf(stderr, "xmppd: cannot open the database %s: %s\n", cfg->sql_database,
-                xd_strerror(rc));
+    /* One pool per distinct database of the hosts (migrated), and the
+     * host → pool table everything that stores asks (storage/dbhosts.h). */
+    if ((rc = xd_db_hosts_open(cfg, &err)) != 0) {
+        fprintf(stderr, "xmppd: %s\n", err ? err : xd_strerror(rc));
         goto out_config;
     }
-    XD_LOG(NULL, XD_NOTICE, "storage ready", "driver=%s database=%s", params.driver,
-           cfg->sql_database);
-    status_db = db;
+    db = xd_db_hosts_default();
 
     if ((rc = xd_pool_start(xd_config_pool_threads(cfg), xd_config_pool_queue(cfg))) != 0) {
         XD_LOG(NULL, XD_CRIT, "cannot start the blocking pool", "err=%s", xd_strerror(rc));
@@ -691,7 +679,7 @@ out_sm:
 out_pool:
     xd_pool_stop();
 out_db:
-    xd_db_close(db);
+    xd_db_hosts_close();
 out_config:
     free(err);
     xd_node_secret_clear();

@@ -220,6 +220,30 @@ typedef struct xd_host_entry_set {
     size_t count;           /* number of items */
 } xd_host_entry_set_t;
 
+/* ---- sql: the database of a scope ---------------------------------------------------------- */
+
+/* The sql_* options of one scope: the top level (xd_host_conf_t.sql of
+ * xd_config_t.global, the same values as xd_config_t.sql_*), or a host, whose
+ * host_config may set any of them and inherits the others from the top
+ * level (as ejabberd's host_config).  sql_database and sql_port have their
+ * computed defaults filled in (sqlite: <data_dir>/xmppd.db; pgsql 5432, mysql
+ * 3306).  Two scopes name the same database (one pool) when
+ * xd_sql_conf_same_db; a load refuses two that do with different pool
+ * settings.  Immutable after load. */
+typedef struct xd_sql_conf {
+    int type;                    /* xd_sql_type */
+    char *server;                /* host name or socket directory (odbc: connection string) */
+    int port;                    /* 0 for sqlite/odbc */
+    char *database;              /* database name; sqlite: file path */
+    char *username;
+    char *password;              /* never logged */
+    int pool_size;               /* connections of the pool */
+    char *ssl;                   /* NULL: the driver's default */
+    char *ssl_cafile;
+    uint64_t fault_wait_ms;
+    bool own;                    /* a host that sets sql_* in its host_config */
+} xd_sql_conf_t;
+
 /* ---- scopes ---------------------------------------------------------------------------------- */
 
 typedef enum xd_auth_method {
@@ -313,6 +337,7 @@ typedef struct xd_host_conf {
     xd_rule_set_t access_rules;        /* this scope's own access rules */
     xd_rule_set_t shaper_rules;        /* this scope's own shaper rules */
     xd_module_set_t modules;           /* this scope's own module entries */
+    xd_sql_conf_t sql;                 /* the scope's database (sql_*); see xd_sql_conf_t */
     const struct xd_host_conf *parent; /* the global scope, or NULL for it */
 } xd_host_conf_t;
 
@@ -471,6 +496,18 @@ const xd_shaper_t *xd_config_shaper(const xd_config_t *cfg, const char *name);
  * NULL for a host that is not served. */
 const xd_module_conf_t *xd_config_module(const xd_config_t *cfg, const char *host,
                                          const char *name);
+
+/* The database settings of `host` (normalised; NULL: the top level), or NULL
+ * when host is not served. */
+const xd_sql_conf_t *xd_config_sql(const xd_config_t *cfg, const char *host);
+
+/* Whether a and b name the same database: the same sql_type and, for sqlite,
+ * the same sql_database path as written; else the same sql_server,
+ * sql_port and sql_database. */
+bool xd_sql_conf_same_db(const xd_sql_conf_t *a, const xd_sql_conf_t *b);
+
+/* The sql_type's name ("sqlite", "pgsql", "mysql", "odbc"). */
+const char *xd_sql_type_name(int type);
 
 /* ---- addresses ------------------------------------------------------------------------------- */
 

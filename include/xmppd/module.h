@@ -122,8 +122,11 @@ void xd_module_release(xd_module_ctx_t *ctx);
  * stop in progress. */
 xd_module_ctx_t *xd_module_instance(const char *name, const char *host);
 
-/* The database of the instance's host, or NULL when the server runs
- * without one (tests). */
+/* The database of the instance's host: its own when its host_config sets
+ * sql_* options, else the top level's (hosts naming the same database share
+ * one pool).  With ctx NULL, the first host's.  NULL when the server runs
+ * without one (tests).  Code that acts for another host uses that host's
+ * instance (xd_module_instance) and its database. */
 xd_db_t *xd_module_db(const xd_module_ctx_t *ctx);
 
 /* Blocking work for the instance: work(ctx, arg) runs on the blocking pool
@@ -210,9 +213,10 @@ int xd_modules_reload(const xd_config_t *cfg, char **err);
 /* Stops every instance (reverse start order) and unloads the .so files. */
 void xd_modules_stop(void);
 
-/* The database instances get from xd_module_db (before xd_modules_start;
- * NULL after xd_modules_stop).  The schemas of every module are applied to
- * it before the module first starts. */
+/* The database xd_module_db gives for a NULL ctx, and for every host when
+ * the storage layer has no pools open (tests); set before xd_modules_start,
+ * NULL after xd_modules_stop.  The schemas of every module are applied to
+ * every open database before the module first starts. */
 void xd_modules_set_db(xd_db_t *db);
 
 /* Running instances of module `name` (tests, status). */

@@ -53,6 +53,7 @@
 #include "auth/authlimit.h"
 #include "auth/auth_int.h"
 #include "core/pool.h"
+#include "storage/dbhosts.h"
 #include "xmppd/alloc.h"
 #include "xmppd/assert.h"
 #include "xmppd/auth.h"
@@ -70,6 +71,7 @@ typedef struct au_host {
     unsigned iterations; /* internal: scram_iterations for new credentials */
     auth_ext_t *ext;     /* external: the script pool (the table owns it) */
     bool reused;         /* reload: ext came from the previous table */
+    xd_db_t *db;         /* internal: the host's database (storage/dbhosts.h), else au.db */
 } au_host_t;
 
 /* Everything served; immutable once published. */
@@ -309,8 +311,10 @@ au_build(const xd_config_t *cfg, const au_table_t *old, xd_db_t *db, au_table_t 
         h->iterations = hc->scram_iterations > 0 ? (unsigned)hc->scram_iterations
                                                  : XD_SCRAM_ITERATIONS_DEFAULT;
         h->chain = h->methods.count > 1;
+        /* The host's own pool when the storage layer has one (its sql_*). */
+        h->db = xd_db_host(hc->host) ? xd_db_host(hc->host) : db;
         for (size_t k = 0; k < h->methods.count && rc == 0; k++)
-            rc = au_build_method(hc, h, h->methods.items[k], old, db, err);
+            rc = au_build_method(hc, h, h->methods.items[k], old, h->db, err);
     }
     if (rc != 0) {
         for (size_t i = 0; i < t->count; i++)
@@ -556,7 +560,7 @@ au_dispatch(auth_req_t *req)
     }
     switch (h->method) {
     case XD_AUTH_INTERNAL:
-        req->db = au.db;
+        req->db = h->db;
         req->iterations = h->iterations;
         if (req->w == NULL) {
             rc = AU_RUN_HERE;
@@ -682,7 +686,7 @@ au_chain_run(auth_req_t *req)
         req->flag = false;
         switch (m) {
         case XD_AUTH_INTERNAL:
-            req->db = au.db;
+            req->db = h->db;
             req->iterations = h->iterations;
             uv_rwlock_rdunlock(&au.lock);
             auth_int_run(req);
@@ -970,7 +974,7 @@ xd_auth_list_users_sync(const char *host, xd_auth_user_handler fn, void *arg)
     else if (!au_methods_have(&h->methods, XD_AUTH_INTERNAL))
         rc = XD_ENOTSUP;
     else {
-        db = au.db;
+        db = h->db;
         rc = 0;
     }
     uv_rwlock_rdunlock(&au.lock);
@@ -990,7 +994,7 @@ auth_internal_db(const char *host)
     uv_rwlock_rdlock(&au.lock);
     const au_host_t *h = au_find(au.table, host);
     if (au.running && h != NULL && h->method == XD_AUTH_INTERNAL && !h->chain)
-        db = au.db;
+        db = h->db;
     uv_rwlock_rdunlock(&au.lock);
     return db;
 }

@@ -57,7 +57,7 @@ static const xd_opt_enum_t cfg_tls_versions[] = {
     { NULL, 0 },
 };
 
-static const xd_opt_enum_t cfg_sql_types[] = {
+const xd_opt_enum_t cfg_sql_types[] = {
     { "sqlite", XD_SQL_SQLITE },
     { "pgsql", XD_SQL_PGSQL },
     { "mysql", XD_SQL_MYSQL },
@@ -202,36 +202,39 @@ const xd_opt_t cfg_global_opts[] = {
     XD_OPT_FULL("sql_type", XD_OPT_TYPE_ENUM, C_, sql_type, "sqlite", cfg_sql_types,
                 "SQL database: `sqlite` (embedded, nothing to install), `pgsql`, `mysql` or "
                 "`odbc`.",
-                XD_OPT_RESTART, NULL),
+                XD_OPT_HOST | XD_OPT_RESTART, NULL),
     XD_OPT_FULL("sql_server", XD_OPT_TYPE_STRING, C_, sql_server, "localhost", NULL,
-                "Database server host name (or ODBC connection string).", XD_OPT_RESTART, NULL),
+                "Database server host name (or ODBC connection string).",
+                XD_OPT_HOST | XD_OPT_RESTART, NULL),
     XD_OPT_FULL("sql_port", XD_OPT_TYPE_INT, C_, sql_port, NULL,
-                (&(const xd_opt_range_t){ 1, 65535 }), "Database server port.", XD_OPT_RESTART,
-                "5432 (pgsql), 3306 (mysql)"),
+                (&(const xd_opt_range_t){ 1, 65535 }), "Database server port.",
+                XD_OPT_HOST | XD_OPT_RESTART, "5432 (pgsql), 3306 (mysql)"),
     XD_OPT_FULL("sql_database", XD_OPT_TYPE_STRING, C_, sql_database, NULL, NULL,
-                "Database name; for sqlite the path of the database file.", XD_OPT_RESTART,
-                "`<data_dir>/xmppd.db` (sqlite), `xmppd` (others)"),
+                "Database name; for sqlite the path of the database file.",
+                XD_OPT_HOST | XD_OPT_RESTART, "`<data_dir>/xmppd.db` (sqlite), `xmppd` (others)"),
     XD_OPT_FULL("sql_username", XD_OPT_TYPE_STRING, C_, sql_username, "xmppd", NULL,
-                "Database user.", XD_OPT_RESTART, NULL),
+                "Database user.", XD_OPT_HOST | XD_OPT_RESTART, NULL),
     XD_OPT_FULL("sql_password", XD_OPT_TYPE_STRING, C_, sql_password, "\"\"", NULL,
-                "Database password.", XD_OPT_SECRET | XD_OPT_RESTART, NULL),
+                "Database password.", XD_OPT_HOST | XD_OPT_SECRET | XD_OPT_RESTART, NULL),
     XD_OPT_FULL("sql_pool_size", XD_OPT_TYPE_INT, C_, sql_pool_size, "10",
-                (&(const xd_opt_range_t){ 1, 1000 }), "Database connections this node opens.",
-                XD_OPT_RESTART, NULL),
+                (&(const xd_opt_range_t){ 1, 1000 }),
+                "Connections of a database's pool on this node (each distinct database has "
+                "its own pool; hosts that name the same database share it).",
+                XD_OPT_HOST | XD_OPT_RESTART, NULL),
     XD_OPT_FULL("sql_ssl", XD_OPT_TYPE_STRING, C_, sql_ssl, NULL, NULL,
                 "TLS to the database server (pgsql: libpq's sslmode: `disable`, `prefer`, "
                 "`require`, `verify-ca` or `verify-full`; mysql the same names but no "
                 "`prefer`).  Unset: the driver's default (pgsql: `prefer`, mysql: "
                 "`disable`).  odbc: set TLS in the connection string (`sql_server`).",
-                XD_OPT_RESTART, NULL),
+                XD_OPT_HOST | XD_OPT_RESTART, NULL),
     XD_OPT_FULL("sql_ssl_cafile", XD_OPT_TYPE_PATH, C_, sql_ssl_cafile, NULL, NULL,
                 "CA certificates that verify the database server's certificate (`verify-ca`, "
                 "`verify-full`).",
-                XD_OPT_RESTART, NULL),
+                XD_OPT_HOST | XD_OPT_RESTART, NULL),
     XD_OPT_FULL("sql_fault_wait", XD_OPT_TYPE_DURATION, C_, sql_fault_wait_ms, "5s", NULL,
                 "How long a request waits for an unreachable database (reconnecting with "
                 "backoff) before it fails with internal-server-error.",
-                XD_OPT_RESTART, NULL),
+                XD_OPT_HOST | XD_OPT_RESTART, NULL),
     XD_OPT_SUB("auth_limits", C_, auth_limits, "{}", &cfg_auth_limits_sub,
                "Failed-authentication limits for client SASL, component handshakes and "
                "dialback, shared by all streams; see [auth_limits](#auth_limits)."),
@@ -306,7 +309,9 @@ static const xd_config_doc_section_t cfg_sections[] = {
       "`host_config` maps a served domain to options that apply to that host only. These "
       "options may appear there; `acl`, `access_rules`, `shaper_rules` and `modules` are "
       "merged with the top-level definitions by name, the others replace the top-level "
-      "value.",
+      "value. The `sql_*` options of the top level may appear there too: a host with a "
+      "database of its own, the options it does not set taken from the top level (one pool "
+      "per distinct database; docs/admin.md, \"A database per virtual host\").",
       cfg_host_opts, sizeof(xd_host_conf_t) },
     { NULL, NULL, NULL, 0 },
 };
@@ -529,6 +534,7 @@ xd_config_check_reload(const xd_config_t *running, const xd_config_t *cfg, char 
         }
         xd_opt_diff(ctx, cfg_global_opts, running, cfg, root, XD_OPT_RESTART,
                     "takes effect only at a restart");
+        cfg_check_reload_sql(ctx, running, cfg);
     }
     int rc = xd_opt_ctx_finish(ctx, err);
     return rc ? XD_ECONF_RESTART : 0;

@@ -26,6 +26,9 @@ static int cfg_module_opts_parse(xd_opt_ctx_t *ctx, const xd_conf_node_t *node, 
 static int cfg_host_opts_parse(xd_opt_ctx_t *ctx, const xd_conf_node_t *node, void *field);
 static void cfg_raw_map_free(void *field);
 static int cfg_host_key(xd_opt_ctx_t *ctx, const xd_conf_node_t *key, char **out);
+static void cfg_sql_parse(xd_opt_ctx_t *ctx, xd_config_t *cfg, const xd_conf_node_t *root);
+static void cfg_sql_free(xd_sql_conf_t *q);
+static const xd_conf_node_t *cfg_host_map(const xd_config_t *cfg, const char *host);
 
 static int cfg_auth_methods_parse(xd_opt_ctx_t *ctx, const xd_conf_node_t *node, void *field);
 static void cfg_auth_methods_free(void *field);
@@ -297,6 +300,38 @@ const xd_opt_t cfg_host_opts[] = {
 const xd_opt_sub_t cfg_host_sub = { cfg_host_opts, sizeof(xd_host_conf_t), NULL,
                                            "host_config" };
 
+/* The sql_* options of a host_config entry, parsed into xd_host_conf_t.sql
+ * with the top level as fallback.  The same names, types and defaults as
+ * the top-level entries of config.c (which docs/configuration.md shows, marked
+ * host); sql_database and sql_port get their computed defaults afterwards. */
+#define S_ xd_sql_conf_t
+static const xd_opt_t cfg_host_sql_opts[] = {
+    XD_OPT_FULL("sql_type", XD_OPT_TYPE_ENUM, S_, type, "sqlite", cfg_sql_types,
+                "See the top-level sql_type.", XD_OPT_RESTART, NULL),
+    XD_OPT_FULL("sql_server", XD_OPT_TYPE_STRING, S_, server, "localhost", NULL,
+                "See the top-level sql_server.", XD_OPT_RESTART, NULL),
+    XD_OPT_FULL("sql_port", XD_OPT_TYPE_INT, S_, port, NULL,
+                (&(const xd_opt_range_t){ 1, 65535 }), "See the top-level sql_port.",
+                XD_OPT_RESTART, NULL),
+    XD_OPT_FULL("sql_database", XD_OPT_TYPE_STRING, S_, database, NULL, NULL,
+                "See the top-level sql_database.", XD_OPT_RESTART, NULL),
+    XD_OPT_FULL("sql_username", XD_OPT_TYPE_STRING, S_, username, "xmppd", NULL,
+                "See the top-level sql_username.", XD_OPT_RESTART, NULL),
+    XD_OPT_FULL("sql_password", XD_OPT_TYPE_STRING, S_, password, "\"\"", NULL,
+                "See the top-level sql_password.", XD_OPT_SECRET | XD_OPT_RESTART, NULL),
+    XD_OPT_FULL("sql_pool_size", XD_OPT_TYPE_INT, S_, pool_size, "10",
+                (&(const xd_opt_range_t){ 1, 1000 }), "See the top-level sql_pool_size.",
+                XD_OPT_RESTART, NULL),
+    XD_OPT_FULL("sql_ssl", XD_OPT_TYPE_STRING, S_, ssl, NULL, NULL,
+                "See the top-level sql_ssl.", XD_OPT_RESTART, NULL),
+    XD_OPT_FULL("sql_ssl_cafile", XD_OPT_TYPE_PATH, S_, ssl_cafile, NULL, NULL,
+                "See the top-level sql_ssl_cafile.", XD_OPT_RESTART, NULL),
+    XD_OPT_FULL("sql_fault_wait", XD_OPT_TYPE_DURATION, S_, fault_wait_ms, "5s", NULL,
+                "See the top-level sql_fault_wait.", XD_OPT_RESTART, NULL),
+    XD_OPT_END,
+};
+#undef S_
+
 /* ---- modules and host_config: mappings kept raw ---------------------------------------------- */
 
 /* A mapping of options kept as a node for a later parse (null: none). */
@@ -347,7 +382,7 @@ cfg_host_opts_parse(xd_opt_ctx_t *ctx, const xd_conf_node_t *node, void *field)
     int rc = 0;
     for (size_t j = 0; node->kind == XD_CONF_MAP && j < node->count; j++) {
         const char *key = node->keys[j]->value;
-        if (cfg_find_opt(cfg_host_opts, key))
+        if (cfg_find_opt(cfg_host_opts, key) || cfg_find_opt(cfg_host_sql_opts, key))
             continue;
         xd_opt_push_key(ctx, key);
         if (cfg_find_opt(cfg_global_opts, key))
@@ -375,6 +410,205 @@ cfg_host_key(xd_opt_ctx_t *ctx, const xd_conf_node_t *key, char **out)
     }
     *out = dom;
     return 0;
+}
+
+/* ---- sql_* per host -------------------------------------------------------------------------- */
+
+static const char *const cfg_sql_type_names[] = { [XD_SQL_SQLITE] = "sqlite",
+                                                  [XD_SQL_PGSQL] = "pgsql",
+                                                  [XD_SQL_MYSQL] = "mysql",
+                                                  [XD_SQL_ODBC] = "odbc" };
+
+const char *
+xd_sql_type_name(int type)
+{
+    return type >= 0 && type <= XD_SQL_ODBC ? cfg_sql_type_names[type] : "?";
+}
+
+static bool
+cfg_str_eq(const char *a, const char *b)
+{
+    return (!a && !b) || (a && b && strcmp(a, b) == 0);
+}
+
+bool
+xd_sql_conf_same_db(const xd_sql_conf_t *a, const xd_sql_conf_t *b)
+{
+    if (a->type != b->type || !cfg_str_eq(a->database, b->database))
+        return false;
+    return a->type == XD_SQL_SQLITE || (cfg_str_eq(a->server, b->server) && a->port == b->port);
+}
+
+/* The first option of the pool's settings in which a and b (the same
+ * database) differ, or NULL. */
+static const char *
+cfg_sql_conflict(const xd_sql_conf_t *a, const xd_sql_conf_t *b)
+{
+    if (a->pool_size != b->pool_size)
+        return "sql_pool_size";
+    if (a->fault_wait_ms != b->fault_wait_ms)
+        return "sql_fault_wait";
+    if (a->type == XD_SQL_SQLITE)
+        return NULL;
+    if (!cfg_str_eq(a->username, b->username))
+        return "sql_username";
+    if (!cfg_str_eq(a->password, b->password))
+        return "sql_password";
+    if (!cfg_str_eq(a->ssl, b->ssl))
+        return "sql_ssl";
+    if (!cfg_str_eq(a->ssl_cafile, b->ssl_cafile))
+        return "sql_ssl_cafile";
+    return NULL;
+}
+
+/* The computed defaults of sql_database and sql_port (as config.c's for the top level). */
+static void
+cfg_sql_defaults(xd_sql_conf_t *q, const char *data_dir)
+{
+    if (!q->database)
+        q->database = q->type == XD_SQL_SQLITE
+                          ? xd_asprintf("%s%sxmppd.db", data_dir,
+                                        data_dir[0] && data_dir[strlen(data_dir) - 1] == '/'
+                                            ? ""
+                                            : "/")
+                          : xd_strdup("xmppd");
+    if (q->port == 0)
+        q->port = q->type == XD_SQL_PGSQL ? 5432 : q->type == XD_SQL_MYSQL ? 3306 : 0;
+}
+
+static void
+cfg_sql_copy_global(xd_sql_conf_t *q, const xd_config_t *cfg)
+{
+    *q = (xd_sql_conf_t){
+        .type = cfg->sql_type,
+        .server = cfg->sql_server ? xd_strdup(cfg->sql_server) : NULL,
+        .port = cfg->sql_port,
+        .database = cfg->sql_database ? xd_strdup(cfg->sql_database) : NULL,
+        .username = cfg->sql_username ? xd_strdup(cfg->sql_username) : NULL,
+        .password = cfg->sql_password ? xd_strdup(cfg->sql_password) : NULL,
+        .pool_size = cfg->sql_pool_size,
+        .ssl = cfg->sql_ssl ? xd_strdup(cfg->sql_ssl) : NULL,
+        .ssl_cafile = cfg->sql_ssl_cafile ? xd_strdup(cfg->sql_ssl_cafile) : NULL,
+        .fault_wait_ms = cfg->sql_fault_wait_ms,
+    };
+}
+
+/* Whether host_config map `hm` sets any sql_* option; the first such key in *at. */
+static bool
+cfg_sql_own(const xd_conf_node_t *hm, const xd_conf_node_t **at)
+{
+    for (size_t j = 0; hm && hm->kind == XD_CONF_MAP && j < hm->count; j++)
+        if (cfg_find_opt(cfg_host_sql_opts, hm->keys[j]->value)) {
+            if (at)
+                *at = hm->keys[j];
+            return true;
+        }
+    return false;
+}
+
+/* Stage 2 for sql_*: the top level's settings, then each host's (its
+ * host_config first, the top level as fallback); hosts that name the same
+ * database must agree on its pool. */
+static void
+cfg_sql_parse(xd_opt_ctx_t *ctx, xd_config_t *cfg, const xd_conf_node_t *root)
+{
+    cfg_sql_copy_global(&cfg->global.sql, cfg);
+    xd_opt_push_key(ctx, "host_config");
+    for (size_t i = 0; i < cfg->hosts.count; i++) {
+        xd_host_conf_t *h = &cfg->hosts_conf[i];
+        const xd_conf_node_t *hm = cfg_host_map(cfg, cfg->hosts.items[i]);
+        if (!cfg_sql_own(hm, NULL)) {
+            cfg_sql_copy_global(&h->sql, cfg);
+            continue;
+        }
+        xd_opt_push_key(ctx, cfg->hosts.items[i]);
+        if (xd_opt_parse_layered(ctx, cfg_host_sql_opts, hm, root, &h->sql) == 0) {
+            cfg_sql_defaults(&h->sql, cfg->data_dir);
+            h->sql.own = true;
+        }
+        xd_opt_pop(ctx);
+    }
+    /* One pool per database: the hosts that share one agree on its settings. */
+    for (size_t i = 0; i < cfg->hosts.count; i++) {
+        const xd_sql_conf_t *a = &cfg->hosts_conf[i].sql;
+        if (!a->own || !a->database)
+            continue;
+        const xd_sql_conf_t *b = &cfg->global.sql;
+        const char *other = NULL, *what = NULL;
+        if (xd_sql_conf_same_db(a, b) && (what = cfg_sql_conflict(a, b)))
+            other = "the top level";
+        for (size_t k = 0; k < i && !what; k++) {
+            b = &cfg->hosts_conf[k].sql;
+            if (b->database && xd_sql_conf_same_db(a, b) && (what = cfg_sql_conflict(a, b)))
+                other = cfg->hosts.items[k];
+        }
+        if (!what)
+            continue;
+        const xd_conf_node_t *hm = cfg_host_map(cfg, cfg->hosts.items[i]);
+        const xd_conf_node_t *at = xd_conf_map_get(hm, what);
+        if (!at)
+            cfg_sql_own(hm, &at);
+        xd_opt_push_key(ctx, cfg->hosts.items[i]);
+        xd_opt_push_key(ctx, at == xd_conf_map_get(hm, what) ? what : at->value);
+        xd_opt_error(ctx, at,
+                     "names the same database as %s (%s %s) with another %s: hosts that "
+                     "share a database share its one pool; give them the same settings",
+                     other, xd_sql_type_name(a->type), a->database, what);
+        xd_opt_pop(ctx);
+        xd_opt_pop(ctx);
+    }
+    xd_opt_pop(ctx);
+}
+
+static void
+cfg_sql_free(xd_sql_conf_t *q)
+{
+    xd_opt_free(cfg_host_sql_opts, q);
+    memset(q, 0, sizeof *q);
+}
+
+const xd_sql_conf_t *
+xd_config_sql(const xd_config_t *cfg, const char *host)
+{
+    if (!host)
+        return &cfg->global.sql;
+    const xd_host_conf_t *h = xd_config_host(cfg, host);
+    return h ? &h->sql : NULL;
+}
+
+void
+cfg_check_reload_sql(xd_opt_ctx_t *ctx, const xd_config_t *running, const xd_config_t *cfg)
+{
+    xd_opt_push_key(ctx, "host_config");
+    for (size_t i = 0; i < cfg->hosts.count; i++) {
+        const char *host = cfg->hosts.items[i];
+        const xd_sql_conf_t *now = &cfg->hosts_conf[i].sql;
+        const xd_sql_conf_t *was = xd_config_sql(running, host);
+        const xd_conf_node_t *hm = cfg_host_map(cfg, host);
+        xd_opt_push_key(ctx, host);
+        if (was) {
+            /* A host without sql_* of its own in either follows the top
+             * level, whose changes xd_config_check_reload reports. */
+            if (was->own || now->own)
+                xd_opt_diff(ctx, cfg_host_sql_opts, was, now, hm, XD_OPT_RESTART,
+                            "takes effect only at a restart");
+        } else {
+            bool open = false;
+            for (size_t k = 0; k < running->hosts.count && !open; k++)
+                open = xd_sql_conf_same_db(&running->hosts_conf[k].sql, now) &&
+                       !cfg_sql_conflict(&running->hosts_conf[k].sql, now);
+            if (!open) {
+                const xd_conf_node_t *at = NULL;
+                cfg_sql_own(hm, &at);
+                xd_opt_error(ctx, at ? at : cfg->doc ? xd_conf_doc_root(cfg->doc) : NULL,
+                             "new host %s names a database no running host uses (%s %s): "
+                             "takes effect only at a restart",
+                             host, xd_sql_type_name(now->type), now->database);
+            }
+        }
+        xd_opt_pop(ctx);
+    }
+    xd_opt_pop(ctx);
 }
 
 /* ---- Host scopes ----------------------------------------------------------------------------- */
@@ -406,11 +640,13 @@ cfg_hosts_parse(xd_opt_ctx_t *ctx, xd_config_t *cfg, const xd_conf_node_t *root)
         xd_opt_pop(ctx);
     }
     xd_opt_pop(ctx);
+    cfg_sql_parse(ctx, cfg, root);
 }
 
 static void
 cfg_host_free(xd_host_conf_t *h)
 {
+    cfg_sql_free(&h->sql);
     xd_opt_free(cfg_host_opts, h);
     xd_free(h->host);
     h->host = NULL;
@@ -419,6 +655,7 @@ cfg_host_free(xd_host_conf_t *h)
 void
 cfg_hosts_free(xd_config_t *cfg)
 {
+    cfg_sql_free(&cfg->global.sql);
     if (!cfg->hosts_conf)
         return;
     for (size_t i = 0; i < cfg->hosts.count; i++)

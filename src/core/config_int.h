@@ -34,6 +34,9 @@ extern const xd_opt_t cfg_global_opts[];
 /* The name preparation of the load running in ctx. */
 const xd_conf_names_t *cfg_names(const xd_opt_ctx_t *ctx);
 
+/* The values of sql_type (the top-level table's, shared with host_config's sql_*). */
+extern const xd_opt_enum_t cfg_sql_types[];
+
 /* ---- config_listen.c ------------------------------------------------------------------------- */
 
 extern const xd_opt_t cfg_listen_opts[];
@@ -91,5 +94,9 @@ void cfg_check_host(xd_opt_ctx_t *ctx, const xd_config_t *cfg, const xd_host_con
 
 /* Frees cfg->hosts_conf. */
 void cfg_hosts_free(xd_config_t *cfg);
+
+/* Reload: a host's database (its sql_*) changed, or a new host names a
+ * database no running host uses: "takes effect only at a restart". */
+void cfg_check_reload_sql(xd_opt_ctx_t *ctx, const xd_config_t *running, const xd_config_t *cfg);
 
 #endif

@@ -35,6 +35,7 @@
 #include "xd_version.h"
 #include "core/pool.h"
 #include "core/worker.h"
+#include "storage/dbhosts.h"
 #include "xmppd/alloc.h"
 #include "xmppd/err.h"
 #include "xmppd/log.h"
@@ -156,8 +157,11 @@ xd_module_instance(const char *name, const char *host)
 xd_db_t *
 xd_module_db(const xd_module_ctx_t *ctx)
 {
-    (void)ctx; /* one database for every host until per-host storage lands */
-    return atomic_load(&md_db);
+    /* The pool of the instance's host (its sql_*, storage/dbhosts.h); the
+     * database given to xd_modules_set_db for NULL and when no pools are
+     * open (unit tests). */
+    xd_db_t *db = ctx ? xd_db_host(ctx->host) : NULL;
+    return db ? db : atomic_load(&md_db);
 }
 
 void
@@ -727,9 +731,13 @@ md_schemas(const xd_module_t *mod, char **err)
     xd_db_t *db = atomic_load(&md_db);
     if (!fresh || !db)
         return 0;
-    int rc = xd_db_migrate(db);
+    /* Every database of the hosts (its own pool per host_config sql_*). */
+    char *why = NULL;
+    int rc = xd_db_hosts_count() ? xd_db_hosts_migrate(&why) : xd_db_migrate(db);
     if (rc != 0)
-        *err = xd_asprintf("%s: cannot migrate its tables: %s", mod->name, xd_strerror(rc));
+        *err = xd_asprintf("%s: cannot migrate its tables: %s", mod->name,
+                           why ? why : xd_strerror(rc));
+    xd_free(why);
     return rc;
 }
 

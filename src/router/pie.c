@@ -33,6 +33,7 @@
 
 #include <libxml/xmlreader.h>
 
+#include "storage/dbhosts.h"
 #include "xmppd/alloc.h"
 #include "xmppd/auth.h"
 #include "xmppd/base64.h"
@@ -191,6 +192,14 @@ pie_finish(xd_cmd_call_t *call, FILE *f, const char *path, int rc)
     return rc;
 }
 
+/* The database of host: its own pool (host_config sql_*), else the default. */
+static xd_db_t *
+pie_host_db(const char *host)
+{
+    xd_db_t *db = xd_db_host(host);
+    return db ? db : xd_module_db(NULL);
+}
+
 static xd_db_t *
 pie_db(xd_cmd_call_t *call, const char *host)
 {
@@ -200,7 +209,7 @@ pie_db(xd_cmd_call_t *call, const char *host)
                       "stored to move)", host);
         return NULL;
     }
-    xd_db_t *db = xd_module_db(NULL);
+    xd_db_t *db = pie_host_db(host);
     if (!db)
         xd_cmd_errorf(call, XD_ENOTSUP, "no database");
     return db;
@@ -569,7 +578,7 @@ cmd_import_file(xd_cmd_call_t *call)
                             "imported", host);
                     run.failed++;
                 } else if (xd_auth_method_of(host, &method) != 0 || method != XD_AUTH_INTERNAL ||
-                           !(db = xd_module_db(NULL))) {
+                           !(db = pie_host_db(host))) {
                     pie_say(&run.out, "error: host %s: auth_method is not internal: its accounts "
                             "were not imported", host);
                     run.failed++;

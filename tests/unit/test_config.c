@@ -949,6 +949,50 @@ test_config__hosts(void **state)
             "256)\nxmppd.yml:3:11: sql_port: 0 is out of range (expected 1..65535)");
 }
 
+/* sql_* per host (issue 18): inherited from the top level, overridden per
+ * option, computed defaults per host, one pool per database. */
+static void
+test_config__sql_per_host(void **state)
+{
+    (void)state;
+    xd_config_t *cfg = cfg_ok("hosts: [a.example, b.example, c.example]\ndata_dir: /srv/x\n"
+                              "sql_pool_size: 4\n"
+                              "host_config:\n"
+                              "  b.example:\n"
+                              "    sql_database: /srv/b.db\n"
+                              "  c.example:\n"
+                              "    sql_type: pgsql\n"
+                              "    sql_server: db.example\n");
+    const xd_sql_conf_t *g = xd_config_sql(cfg, NULL);
+    const xd_sql_conf_t *a = xd_config_sql(cfg, "a.example");
+    const xd_sql_conf_t *b = xd_config_sql(cfg, "b.example");
+    const xd_sql_conf_t *c = xd_config_sql(cfg, "c.example");
+    assert_null(xd_config_sql(cfg, "d.example"));
+    assert_string_equal(g->database, "/srv/x/xmppd.db");
+    assert_false(a->own);
+    assert_string_equal(a->database, "/srv/x/xmppd.db");
+    assert_true(xd_sql_conf_same_db(a, g));
+    assert_true(b->own);
+    assert_int_equal(b->type, XD_SQL_SQLITE);
+    assert_string_equal(b->database, "/srv/b.db");
+    assert_int_equal(b->pool_size, 4); /* inherited */
+    assert_false(xd_sql_conf_same_db(a, b));
+    assert_int_equal(c->type, XD_SQL_PGSQL);
+    assert_string_equal(c->database, "xmppd"); /* computed for its type */
+    assert_int_equal(c->port, 5432);
+    assert_string_equal(c->server, "db.example");
+    xd_config_unref(cfg);
+
+    cfg_err("hosts: [a.example, b.example]\nhost_config:\n  b.example:\n    sql_type: oracle\n",
+            "xmppd.yml:4:15: host_config.b.example.sql_type: invalid value \"oracle\" "
+            "(expected one of: sqlite, pgsql, mysql, odbc)");
+    cfg_err("hosts: [a.example, b.example]\nhost_config:\n  b.example:\n"
+            "    sql_pool_size: 2\n",
+            "xmppd.yml:4:20: host_config.b.example.sql_pool_size: names the same database as "
+            "the top level (sqlite ./var/xmppd.db) with another sql_pool_size: hosts that "
+            "share a database share its one pool; give them the same settings");
+}
+
 static void
 test_config__listen(void **state)
 {
@@ -1507,6 +1551,7 @@ main(void)
         cmocka_unit_test(test_config__unknown_key_and_many_errors),
         cmocka_unit_test(test_config__builtin_defaults),
         cmocka_unit_test(test_config__hosts),
+        cmocka_unit_test(test_config__sql_per_host),
         cmocka_unit_test(test_config__listen),
         cmocka_unit_test(test_config__acl_parsing),
         cmocka_unit_test(test_config__cidr),
