@@ -46,6 +46,7 @@
  */
 #include <ctype.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -53,6 +54,7 @@
 #include <time.h>
 
 #include "mod_util.h"
+#include "pep_api.h"
 #include "pubsub_engine.h"
 #include "xmppd/alloc.h"
 #include "xmppd/caps.h"
@@ -74,6 +76,8 @@
 #define PP_CAPS_PREFIX "pepcaps-"
 #define PP_FILTER_PRIO 12
 #define PP_MAX_SESSIONS 64 /* sessions of one account looked at */
+
+static _Atomic(pep_watch_fn) pp_watcher; /* pep_watch_set */
 
 /* ---- options --------------------------------------------------------------------------------- */
 
@@ -521,6 +525,7 @@ typedef struct pp_pub {
     pp_cfg_t want;    /* the publish-options applied to the defaults */
     unsigned set;     /* fields the publish-options named */
     const pp_conf_t *conf;
+    bool lax;         /* an existing node keeps its configuration (pep_publish_as) */
     pp_cfg_t cfg;     /* out: the node's configuration */
     int outcome;      /* out: 0, 1 precondition, 2 too many nodes */
 } pp_pub_t;
@@ -536,7 +541,7 @@ pp_pub_tx(xd_db_conn_t *c, void *arg)
         return rc;
     if (row.found) {
         pse_limits_t lim = pp_limits(p->conf);
-        if (!pse_precond_ok(&row.cfg, &p->want, p->set, &lim)) {
+        if (!p->lax && !pse_precond_ok(&row.cfg, &p->want, p->set, &lim)) {
             p->outcome = 1;
             return 0;
         }
@@ -660,6 +665,9 @@ pp_publish(pp_req_t *r, const xd_el_t *pubsub, const xd_el_t *pub)
     xd_el_t *stored = xd_el_add_child(items, "item", NULL);
     xd_el_set_attr(stored, "id", id);
     xd_el_append(stored, pl);
+    pep_watch_fn watch = atomic_load(&pp_watcher);
+    if (watch) /* before the event (and the item in it) goes */
+        watch(r->ctx, r->host, r->user, node, id, pl);
     pp_notify(r, node, &p.cfg, ev);
     xd_el_t *res = xd_iq_result_builder(iq);
     xd_el_t *ps = xd_el_add_child(res, "pubsub", XD_NS_PUBSUB);
@@ -833,6 +841,122 @@ pp_items_get(pp_req_t *r, const xd_el_t *items)
         return pse_err(iq, XD_COND_ITEM_NOT_FOUND, NULL, NULL, NULL);
     }
     return xd_el_freeze(res);
+}
+
+/* ---- for other modules (pep_api.h) ---------------------------------------------------------- */
+
+void
+pep_watch_set(pep_watch_fn fn)
+{
+    atomic_store(&pp_watcher, fn);
+}
+
+static void
+pp_req_as(pp_req_t *r, xd_module_ctx_t *ctx, const char *host, const char *user)
+{
+    *r = (pp_req_t){ .ctx = ctx, .is_owner = true };
+    snprintf(r->host, sizeof r->host, "%s", host);
+    snprintf(r->user, sizeof r->user, "%s", user);
+    snprintf(r->owner, sizeof r->owner, "%s@%s", r->user, r->host);
+}
+
+int
+pep_publish_as(xd_module_ctx_t *pep, const char *host, const char *user, const char *node,
+               const char *id, const xd_el_t *payload, const pse_cfg_t *want)
+{
+    const pp_conf_t *conf = xd_module_opts(pep);
+    pp_pub_t p = { .host = host, .user = user, .node = node, .id = id, .conf = conf,
+                   .want = *want, .lax = true };
+    char *xml = xd_el_serialize(payload, NULL, &p.len);
+    p.xml = xml;
+    if (p.len > conf->max_item_size || strlen(node) > PP_NODE_MAX || strlen(id) > PP_ID_MAX) {
+        xd_free(xml);
+        return XD_ELIMIT;
+    }
+    int rc = xd_db_tx(xd_module_db(pep), pp_pub_tx, &p);
+    xd_el_t *pl = NULL;
+    if (rc >= 0 && p.outcome)
+        rc = XD_ELIMIT;
+    if (rc >= 0)
+        rc = xd_el_parse(xml, p.len, &pl);
+    xd_free(xml);
+    if (rc < 0 || rc > 0)
+        return rc < 0 ? rc : XD_EINVAL;
+    pp_req_t r;
+    pp_req_as(&r, pep, host, user);
+    xd_el_t *items;
+    xd_el_t *ev = pse_event(node, &items);
+    xd_el_t *stored = xd_el_add_child(items, "item", NULL);
+    xd_el_set_attr(stored, "id", id);
+    xd_el_append(stored, pl);
+    pp_notify(&r, node, &p.cfg, ev);
+    return 0;
+}
+
+int
+pep_retract_as(xd_module_ctx_t *pep, const char *host, const char *user, const char *node,
+               const char *id)
+{
+    xd_db_conn_t *c = NULL;
+    int rc = xd_db_acquire(xd_module_db(pep), &c);
+    pp_node_row_t row = { 0 };
+    int64_t gone = 0;
+    if (rc == 0)
+        rc = pp_node_load(c, host, user, node, &row);
+    if (rc == 0 && row.found) {
+        xd_db_val_t key[] = { XD_DB_V_CSTR(host), XD_DB_V_CSTR(user), XD_DB_V_CSTR(node),
+                              XD_DB_V_CSTR(id) };
+        rc = xd_db_query(c,
+                         "DELETE FROM pep_item WHERE host = ? AND username = ? AND node = ?"
+                         " AND id = ?",
+                         key, 4, NULL, NULL);
+        gone = rc == 0 ? xd_db_changes(c) : 0;
+    }
+    if (c)
+        xd_db_release(c);
+    if (rc != 0)
+        return rc;
+    if (!row.found || gone == 0)
+        return XD_ENOTFOUND;
+    pp_req_t r;
+    pp_req_as(&r, pep, host, user);
+    xd_el_t *items;
+    xd_el_t *ev = pse_event(node, &items);
+    xd_el_set_attr(xd_el_add_child(items, "retract", NULL), "id", id);
+    pp_notify(&r, node, &row.cfg, ev);
+    return 0;
+}
+
+int
+pep_items_read(xd_module_ctx_t *pep, const char *host, const char *user, const char *node,
+               xd_el_t **out)
+{
+    *out = NULL;
+    xd_db_conn_t *c = NULL;
+    int rc = xd_db_acquire(xd_module_db(pep), &c);
+    pp_node_row_t row = { 0 };
+    if (rc == 0)
+        rc = pp_node_load_row(c, host, user, node, &row);
+    pp_items_t it = { .parent = xd_el_new("items", XD_NS_PUBSUB) };
+    if (rc == 0 && row.found) {
+        xd_db_val_t key[] = { XD_DB_V_CSTR(host), XD_DB_V_CSTR(user), XD_DB_V_CSTR(node) };
+        rc = xd_db_query(c,
+                         "SELECT id, xml FROM pep_item WHERE host = ? AND username = ? AND node = ?"
+                         " ORDER BY seq",
+                         key, 3, pp_item_row, &it);
+        if (rc == 0)
+            rc = it.rc;
+    }
+    if (c)
+        xd_db_release(c);
+    if (rc == 0 && !row.found)
+        rc = XD_ENOTFOUND;
+    if (rc != 0) {
+        xd_el_free(it.parent);
+        return rc;
+    }
+    *out = it.parent;
+    return 0;
 }
 
 /* ---- owner: delete, purge, configure --------------------------------------------------------- */
