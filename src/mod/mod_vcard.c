@@ -531,7 +531,6 @@ vc_avatar_to_pep(const char *host, const char *user, const xd_el_t *card, const 
         xd_el_set_attr(info, "bytes", nb);
         xd_el_set_attr(info, "id", hash);
         xd_el_set_attr(info, "type", type && *type ? type : "image/png");
-        snprintf(id, sizeof id, "%s", hash);
     } else if (mod_random_id(id) != 0) {
         rc = XD_EINTERNAL;
     }
