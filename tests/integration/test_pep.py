@@ -6,6 +6,8 @@ ver), the last item on available presence, OMEMO device lists and bundles
 delete, purge, configure, the limits, persistence and account removal."""
 import re
 
+import pytest
+
 from helpers import assert_nothing_before, iq, reply, send_marker, take, take_iq, users
 from test_caps import ver_of
 import xml.etree.ElementTree as ET
@@ -812,3 +814,116 @@ def test_avatar_disable_both_ways_raw(server_factory):
     assert "type='result'" in take_iq(a, "v4", "<vCard xmlns='vcard-temp'><FN>A</FN></vCard>")
     ev = take(a, event_rx(AV_META))
     assert re.search(rf"<metadata xmlns='{AV_META}'\s*/>", ev), ev
+
+
+# ---- contacts on another server (s2s) ------------------------------------------------------------
+
+def s2s_pair(server_factory, a_pep_extra=""):
+    from test_s2s import make_pair
+    return make_pair(server_factory,
+                     a_extra="modules:\n  mod_roster: {}\n  mod_pep:"
+                     + (f"\n{a_pep_extra}" if a_pep_extra else " {}\n"),
+                     b_extra="modules:\n  mod_roster: {}\n")
+
+
+def s2s_take(c, pattern, timeout=10):
+    return take(c, pattern, timeout=timeout)
+
+
+def s2s_both(a, b):
+    """alice@a.test and bob@b.test subscribe to each other (both)."""
+    for (x, xb), (y, yb) in (((a, "alice@a.test"), (b, "bob@b.test")),
+                             ((b, "bob@b.test"), (a, "alice@a.test"))):
+        x.send(f"<presence to='{yb}' type='subscribe'/>")
+        s2s_take(y, rf"<presence(?=[^>]*from=['\"]{xb}['\"])[^>]*type=['\"]subscribe['\"]")
+        y.send(f"<presence to='{xb}' type='subscribed'/>")
+        s2s_take(x, rf"<presence(?=[^>]*from=['\"]{yb}['\"])[^>]*type=['\"]subscribed['\"]")
+
+
+def remote_caps(b, features, node="https://example.org/remote"):
+    """bob announces caps; a.test's disco#info query is answered."""
+    q, cel = caps_query(features, node=node)
+    b.send(f"<presence>{cel}</presence>")
+    got = s2s_take(b, r"<iq[^>]*type=['\"]get['\"][^>]*>\s*<query[^>]*disco#info.*?</iq>")
+    assert "from='a.test'" in got, got
+    iid = re.search(r"id='([^']+)'", got).group(1)
+    nd = re.search(r"node='([^']+)'", got)
+    qn = q if not nd else q.replace("<query ", f"<query node='{nd.group(1)}' ", 1)
+    b.send(f"<iq type='result' id='{iid}' to='a.test'>{qn}</iq>")
+
+
+@pytest.mark.slow
+def test_pep_to_contact_on_another_server(server_factory):
+    """alice@a.test's PEP reaches bob@b.test through s2s: the last item when
+    bob's presence (with caps asked for across) arrives, then each publish;
+    a node bob does not +notify is not sent; after bob's unavailable
+    presence nothing more goes to him.  A remote session that only sent
+    directed presence (no subscription) gets the last item of an open node,
+    not that of a presence node."""
+    from helpers import online
+    p = s2s_pair(server_factory)
+    a, ajid = online(p.a, "alice", "r")
+    b, bjid = online(p.b, "bob", "r")
+    s2s_both(a, b)
+    assert "type='result'" in publish(a, "p1", TUNE, tune("Before"), item_id="t1")
+    assert "type='result'" in publish(a, "p2", "urn:example:other", "<x xmlns='urn:example'/>")
+    remote_caps(b, [TUNE + "+notify"])
+    ev = s2s_take(b, event_rx(TUNE))
+    assert "from='alice@a.test'" in ev and "Before" in ev, ev
+    assert "type='result'" in publish(a, "p3", TUNE, tune("After"), item_id="t2")
+    ev = s2s_take(b, event_rx(TUNE))
+    assert "After" in ev and f"to='{bjid}'" in ev, ev
+    assert "type='result'" in publish(a, "p4", "urn:example:other", "<x xmlns='urn:example'/>")
+    a.send(f"<message to='{bjid}' id='mk1'><body>mark1</body></message>")
+    s2s_take(b, r"<message[^>]*id='mk1'")
+    assert "urn:example:other" not in b.buf.decode(), b.buf
+    # Unavailable: no more events for bob.
+    b.send("<presence type='unavailable'/>")
+    s2s_take(a, rf"<presence(?=[^>]*from=['\"]{re.escape(bjid)}['\"])[^>]*type=['\"]unavailable")
+    assert "type='result'" in publish(a, "p5", TUNE, tune("Gone"), item_id="t3")
+    a.send(f"<message to='{bjid}' id='mk2'><body>mark2</body></message>")
+    s2s_take(b, r"<message[^>]*id='mk2'")
+    assert "Gone" not in b.buf.decode(), b.buf
+    assert "type='result'" in publish(a, "p6", "urn:example:open", "<x xmlns='urn:example'/>",
+                                      options={"access_model": "open"})
+    feats = [TUNE + "+notify", "urn:example:open+notify"]
+    # carol@b.test, no subscription: directed presence with caps.
+    c, cjid = online(p.b, "carol", "c")
+    q, cel = caps_query(feats + ["urn:example:carol"], node="https://example.org/remote")
+    c.send(f"<presence to='alice@a.test'>{cel}</presence>")
+    got = s2s_take(c, r"<iq[^>]*type=['\"]get['\"][^>]*>\s*<query[^>]*disco#info.*?</iq>")
+    iid = re.search(r"id='([^']+)'", got).group(1)
+    nd = re.search(r"node='([^']+)'", got).group(1)
+    c.send(f"<iq type='result' id='{iid}' to='a.test'>"
+           + q.replace("<query ", f"<query node='{nd}' ", 1) + "</iq>")
+    s2s_take(c, event_rx("urn:example:open"))
+    a.send(f"<message to='{cjid}' id='mk3'><body>mark</body></message>")
+    s2s_take(c, r"<message[^>]*id='mk3'")
+    assert TUNE not in c.buf.decode(), c.buf
+
+
+@pytest.mark.slow
+def test_pep_remote_limits_and_access(server_factory):
+    """max_remote_resources: 1 keeps bob@b.test's first session only (the
+    second gets no events)."""
+    from helpers import online
+    p = s2s_pair(server_factory, a_pep_extra="    max_remote_resources: 1\n")
+    a, ajid = online(p.a, "alice", "r")
+    b1, b1jid = online(p.b, "bob", "r1")
+    b2, b2jid = online(p.b, "bob", "r2")
+    s2s_both(a, b1)
+    assert "type='result'" in publish(a, "p1", TUNE, tune("T1"), item_id="t1")
+    assert "type='result'" in publish(a, "p2", "urn:example:open", "<x xmlns='urn:example'/>",
+                                      options={"access_model": "open"})
+    feats = [TUNE + "+notify", "urn:example:open+notify"]
+    remote_caps(b1, feats)
+    s2s_take(b1, event_rx(TUNE))
+    # The second session: same caps (known), not remembered.
+    q, cel = caps_query(feats, node="https://example.org/remote")
+    b2.send(f"<presence>{cel}</presence>")
+    s2s_take(a, rf"<presence(?=[^>]*from=['\"]{re.escape(b2jid)}['\"])")
+    assert "type='result'" in publish(a, "p3", TUNE, tune("T2"), item_id="t2")
+    assert "T2" in s2s_take(b1, event_rx(TUNE))
+    a.send(f"<message to='{b2jid}' id='mk'><body>mark</body></message>")
+    s2s_take(b2, r"<message[^>]*id='mk'")
+    assert "<event" not in b2.buf.decode(), b2.buf
