@@ -40,12 +40,20 @@
  * becomes available, or its caps become known, it gets the last item of
  * every node it may see and wants (send_last_published_item not never):
  * its own account's and those of the accounts it has a subscription to.
+ * Contacts on other servers: the available presence their sessions send an
+ * account (FILTER_PACKET; at most max_remote_resources per account, until
+ * their unavailable presence) is remembered with its caps (asked from the
+ * host across s2s like a local session's); they get the account's
+ * notifications as local contacts do, and its last items when that
+ * presence first arrives (presence and roster models checked on the
+ * account's roster, as the presence alone proves no subscription).
  *
  * Storage: tables pep_node and pep_item (portable SQL).  REMOVE_USER
  * deletes both.
  */
 #include <ctype.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -53,9 +61,11 @@
 #include <time.h>
 
 #include "mod_util.h"
+#include "pep_api.h"
 #include "pubsub_engine.h"
 #include "xmppd/alloc.h"
 #include "xmppd/caps.h"
+#include "xmppd/config.h"
 #include "xmppd/err.h"
 #include "xmppd/hooks.h"
 #include "xmppd/input.h"
@@ -75,6 +85,8 @@
 #define PP_FILTER_PRIO 12
 #define PP_MAX_SESSIONS 64 /* sessions of one account looked at */
 
+static _Atomic(pep_watch_fn) pp_watcher; /* pep_watch_set */
+
 /* ---- options --------------------------------------------------------------------------------- */
 
 typedef struct pp_conf {
@@ -82,6 +94,7 @@ typedef struct pp_conf {
     int max_nodes;       /* per account */
     size_t max_item_size; /* serialized bytes of one item */
     int caps_cache_size; /* entries in the caps cache */
+    int max_remote_resources; /* remote contacts' sessions remembered per account */
 } pp_conf_t;
 
 #define C_ pp_conf_t
@@ -99,6 +112,10 @@ static const xd_opt_t pp_opts[] = {
     XD_OPT_INT("caps_cache_size", C_, caps_cache_size, "10000", 1, 10000000,
                "Entity capabilities (XEP-0115 ver strings) whose features the server keeps to "
                "filter notifications by +notify; one more evicts an entry."),
+    XD_OPT_INT("max_remote_resources", C_, max_remote_resources, "64", 1, 100000,
+               "Sessions of contacts on other servers whose available presence an account "
+               "remembers (to send them its notifications and last items); the presence of "
+               "one more is not remembered, and that session gets no notifications."),
     XD_OPT_END,
 };
 #undef C_
@@ -186,6 +203,7 @@ typedef struct pp_caps {
 typedef struct pp_caps_query {
     char *ver;         /* what it asks about */
     char *full;        /* the session asked */
+    char *owner;       /* for a remote session: the local account it told (bare), else NULL */
     uint64_t deadline; /* monotonic ms: forgotten after (TICK), the ver asked again */
 } pp_caps_query_t;
 
@@ -204,6 +222,7 @@ typedef struct pp_state {
     xd_map_t caps;       /* ver → pp_caps_t */
     xd_map_t asking;     /* iq id → pp_caps_query_t */
     xd_map_t asked_ver;  /* ver → (void *)1 while a query is out */
+    xd_map_t remote;     /* local bare JID → pp_remote_t: available sessions on other servers */
     uint64_t seq;        /* ids */
 } pp_state_t;
 
@@ -227,7 +246,31 @@ pp_query_free(void *v)
         return;
     xd_free(q->ver);
     xd_free(q->full);
+    xd_free(q->owner);
     xd_free(q);
+}
+
+/* The sessions of contacts on other servers that sent an account their
+ * available presence (their full JIDs and caps ver, "" without caps). */
+typedef struct pp_remote {
+    char **full;
+    char **ver;
+    size_t n;
+} pp_remote_t;
+
+static void
+pp_remote_free(void *v)
+{
+    pp_remote_t *r = v;
+    if (!r)
+        return;
+    for (size_t i = 0; i < r->n; i++) {
+        xd_free(r->full[i]);
+        xd_free(r->ver[i]);
+    }
+    xd_free(r->full);
+    xd_free(r->ver);
+    xd_free(r);
 }
 
 static void
@@ -483,6 +526,49 @@ pp_fan_account(pp_state_t *s, const char *owner, const char *bare, const char *n
     return bytes;
 }
 
+/* Sends the event to the remote sessions that told the owner their
+ * presence, are on its contact list cs (in an allowed group for roster
+ * nodes) and want it; returns the bytes sent. */
+static size_t
+pp_fan_remote(pp_state_t *s, const char *owner, const pse_contacts_t *cs, const pp_cfg_t *cfg,
+              const char *node, const char *xml, size_t len)
+{
+    pp_remote_t copy = { 0 };
+    pthread_mutex_lock(&s->mu);
+    pp_remote_t *rl = xd_map_get(&s->remote, xd_str_c(owner));
+    if (rl && rl->n) {
+        copy.full = xd_calloc(rl->n, sizeof *copy.full);
+        copy.ver = xd_calloc(rl->n, sizeof *copy.ver);
+        for (; copy.n < rl->n; copy.n++) {
+            copy.full[copy.n] = xd_strdup(rl->full[copy.n]);
+            copy.ver[copy.n] = xd_strdup(rl->ver[copy.n]);
+        }
+    }
+    pthread_mutex_unlock(&s->mu);
+    bool roster = !strcmp(cfg->access, "roster");
+    size_t fl = strlen(node) + 8, bytes = 0;
+    char *f = xd_malloc(fl);
+    snprintf(f, fl, "%s+notify", node);
+    for (size_t i = 0; i < copy.n; i++) {
+        const char *slash = strchr(copy.full[i], '/');
+        size_t bl = slash ? (size_t)(slash - copy.full[i]) : strlen(copy.full[i]);
+        bool listed = false;
+        for (size_t k = 0; k < cs->n && !listed; k++)
+            listed = strlen(cs->jids[k]) == bl && !memcmp(cs->jids[k], copy.full[i], bl) &&
+                     (!roster || pse_groups_match_nl(cfg, cs->groups[k]));
+        if (listed && *copy.ver[i] && pp_caps_has(s, copy.ver[i], f) == 1)
+            bytes += pse_send_event(owner, copy.full[i], NULL, xml, len);
+    }
+    xd_free(f);
+    for (size_t i = 0; i < copy.n; i++) {
+        xd_free(copy.full[i]);
+        xd_free(copy.ver[i]);
+    }
+    xd_free(copy.full);
+    xd_free(copy.ver);
+    return bytes;
+}
+
 /* The event of a node change to the owner's sessions and the contacts that
  * may see it (on the pool). */
 static void
@@ -506,6 +592,7 @@ pp_notify(pp_req_t *r, const char *node, const pp_cfg_t *cfg, xd_el_t *event)
             if (strcmp(cs.jids[i], r->owner) != 0 &&
                 (!roster || pse_groups_match_nl(cfg, cs.groups[i])))
                 bytes += pp_fan_account(s, r->owner, cs.jids[i], node, false, xml, len);
+        bytes += pp_fan_remote(s, r->owner, &cs, cfg, node, xml, len);
         pse_contacts_free(&cs);
     }
     xd_free(xml);
@@ -521,6 +608,7 @@ typedef struct pp_pub {
     pp_cfg_t want;    /* the publish-options applied to the defaults */
     unsigned set;     /* fields the publish-options named */
     const pp_conf_t *conf;
+    bool lax;         /* an existing node keeps its configuration (pep_publish_as) */
     pp_cfg_t cfg;     /* out: the node's configuration */
     int outcome;      /* out: 0, 1 precondition, 2 too many nodes */
 } pp_pub_t;
@@ -536,7 +624,7 @@ pp_pub_tx(xd_db_conn_t *c, void *arg)
         return rc;
     if (row.found) {
         pse_limits_t lim = pp_limits(p->conf);
-        if (!pse_precond_ok(&row.cfg, &p->want, p->set, &lim)) {
+        if (!p->lax && !pse_precond_ok(&row.cfg, &p->want, p->set, &lim)) {
             p->outcome = 1;
             return 0;
         }
@@ -660,6 +748,9 @@ pp_publish(pp_req_t *r, const xd_el_t *pubsub, const xd_el_t *pub)
     xd_el_t *stored = xd_el_add_child(items, "item", NULL);
     xd_el_set_attr(stored, "id", id);
     xd_el_append(stored, pl);
+    pep_watch_fn watch = atomic_load(&pp_watcher);
+    if (watch) /* before the event (and the item in it) goes */
+        watch(r->ctx, r->host, r->user, node, id, pl);
     pp_notify(r, node, &p.cfg, ev);
     xd_el_t *res = xd_iq_result_builder(iq);
     xd_el_t *ps = xd_el_add_child(res, "pubsub", XD_NS_PUBSUB);
@@ -833,6 +924,122 @@ pp_items_get(pp_req_t *r, const xd_el_t *items)
         return pse_err(iq, XD_COND_ITEM_NOT_FOUND, NULL, NULL, NULL);
     }
     return xd_el_freeze(res);
+}
+
+/* ---- for other modules (pep_api.h) ---------------------------------------------------------- */
+
+void
+pep_watch_set(pep_watch_fn fn)
+{
+    atomic_store(&pp_watcher, fn);
+}
+
+static void
+pp_req_as(pp_req_t *r, xd_module_ctx_t *ctx, const char *host, const char *user)
+{
+    *r = (pp_req_t){ .ctx = ctx, .is_owner = true };
+    snprintf(r->host, sizeof r->host, "%s", host);
+    snprintf(r->user, sizeof r->user, "%s", user);
+    snprintf(r->owner, sizeof r->owner, "%s@%s", r->user, r->host);
+}
+
+int
+pep_publish_as(xd_module_ctx_t *pep, const char *host, const char *user, const char *node,
+               const char *id, const xd_el_t *payload, const pse_cfg_t *want)
+{
+    const pp_conf_t *conf = xd_module_opts(pep);
+    pp_pub_t p = { .host = host, .user = user, .node = node, .id = id, .conf = conf,
+                   .want = *want, .lax = true };
+    char *xml = xd_el_serialize(payload, NULL, &p.len);
+    p.xml = xml;
+    if (p.len > conf->max_item_size || strlen(node) > PP_NODE_MAX || strlen(id) > PP_ID_MAX) {
+        xd_free(xml);
+        return XD_ELIMIT;
+    }
+    int rc = xd_db_tx(xd_module_db(pep), pp_pub_tx, &p);
+    xd_el_t *pl = NULL;
+    if (rc >= 0 && p.outcome)
+        rc = XD_ELIMIT;
+    if (rc >= 0)
+        rc = xd_el_parse(xml, p.len, &pl);
+    xd_free(xml);
+    if (rc < 0 || rc > 0)
+        return rc < 0 ? rc : XD_EINVAL;
+    pp_req_t r;
+    pp_req_as(&r, pep, host, user);
+    xd_el_t *items;
+    xd_el_t *ev = pse_event(node, &items);
+    xd_el_t *stored = xd_el_add_child(items, "item", NULL);
+    xd_el_set_attr(stored, "id", id);
+    xd_el_append(stored, pl);
+    pp_notify(&r, node, &p.cfg, ev);
+    return 0;
+}
+
+int
+pep_retract_as(xd_module_ctx_t *pep, const char *host, const char *user, const char *node,
+               const char *id)
+{
+    xd_db_conn_t *c = NULL;
+    int rc = xd_db_acquire(xd_module_db(pep), &c);
+    pp_node_row_t row = { 0 };
+    int64_t gone = 0;
+    if (rc == 0)
+        rc = pp_node_load(c, host, user, node, &row);
+    if (rc == 0 && row.found) {
+        xd_db_val_t key[] = { XD_DB_V_CSTR(host), XD_DB_V_CSTR(user), XD_DB_V_CSTR(node),
+                              XD_DB_V_CSTR(id) };
+        rc = xd_db_query(c,
+                         "DELETE FROM pep_item WHERE host = ? AND username = ? AND node = ?"
+                         " AND id = ?",
+                         key, 4, NULL, NULL);
+        gone = rc == 0 ? xd_db_changes(c) : 0;
+    }
+    if (c)
+        xd_db_release(c);
+    if (rc != 0)
+        return rc;
+    if (!row.found || gone == 0)
+        return XD_ENOTFOUND;
+    pp_req_t r;
+    pp_req_as(&r, pep, host, user);
+    xd_el_t *items;
+    xd_el_t *ev = pse_event(node, &items);
+    xd_el_set_attr(xd_el_add_child(items, "retract", NULL), "id", id);
+    pp_notify(&r, node, &row.cfg, ev);
+    return 0;
+}
+
+int
+pep_items_read(xd_module_ctx_t *pep, const char *host, const char *user, const char *node,
+               xd_el_t **out)
+{
+    *out = NULL;
+    xd_db_conn_t *c = NULL;
+    int rc = xd_db_acquire(xd_module_db(pep), &c);
+    pp_node_row_t row = { 0 };
+    if (rc == 0)
+        rc = pp_node_load_row(c, host, user, node, &row);
+    pp_items_t it = { .parent = xd_el_new("items", XD_NS_PUBSUB) };
+    if (rc == 0 && row.found) {
+        xd_db_val_t key[] = { XD_DB_V_CSTR(host), XD_DB_V_CSTR(user), XD_DB_V_CSTR(node) };
+        rc = xd_db_query(c,
+                         "SELECT id, xml FROM pep_item WHERE host = ? AND username = ? AND node = ?"
+                         " ORDER BY seq",
+                         key, 3, pp_item_row, &it);
+        if (rc == 0)
+            rc = it.rc;
+    }
+    if (c)
+        xd_db_release(c);
+    if (rc == 0 && !row.found)
+        rc = XD_ENOTFOUND;
+    if (rc != 0) {
+        xd_el_free(it.parent);
+        return rc;
+    }
+    *out = it.parent;
+    return 0;
 }
 
 /* ---- owner: delete, purge, configure --------------------------------------------------------- */
@@ -1068,6 +1275,9 @@ typedef struct pp_last {
     char user[XD_JID_PART_MAX + 1]; /* the session's account */
     char *full;                     /* the session */
     char ver[64];                   /* its caps */
+    char who[2 * XD_JID_PART_MAX + 2]; /* its bare JID */
+    char owner_user[XD_JID_PART_MAX + 1]; /* a remote session: the one account whose
+                                           * items it gets; "" for a local session */
     xd_input_ref_t in;
 } pp_last_t;
 
@@ -1129,12 +1339,15 @@ pp_last_of(xd_module_ctx_t *ctx, xd_db_conn_t *c, pp_last_t *l, const char *user
         if (!self && !strcmp(ns.cfgs[i].access, "whitelist"))
             continue;
         if (!self && !strcmp(ns.cfgs[i].access, "roster")) {
-            char who[2 * XD_JID_PART_MAX + 2];
-            snprintf(who, sizeof who, "%s@%s", l->user, l->host);
             if (pp_groups_load(c, l->host, user, ns.names[i], &ns.cfgs[i]) != 0 ||
-                !pse_roster_allows(l->host, user, who, &ns.cfgs[i]))
+                !pse_roster_allows(l->host, user, l->who, &ns.cfgs[i]))
                 continue;
         }
+        /* A remote session's presence reached the account, which says
+         * nothing of the subscription the presence model asks for. */
+        if (!self && l->owner_user[0] && !strcmp(ns.cfgs[i].access, "presence") &&
+            !pse_roster_allows(l->host, user, l->who, &ns.cfgs[i]))
+            continue;
         size_t fl = strlen(ns.names[i]) + 8;
         char *f = xd_malloc(fl);
         snprintf(f, fl, "%s+notify", ns.names[i]);
@@ -1167,6 +1380,15 @@ static void
 pp_last_work(xd_module_ctx_t *ctx, void *arg)
 {
     pp_last_t *l = arg;
+    if (l->owner_user[0]) {
+        xd_db_conn_t *rc = NULL;
+        if (xd_db_acquire(xd_module_db(ctx), &rc) != 0)
+            return;
+        size_t bytes = pp_last_of(ctx, rc, l, l->owner_user, false);
+        xd_db_release(rc);
+        xd_input_charge(l->in, bytes);
+        return;
+    }
     pse_contacts_t cs = { 0 };
     pse_roster(l->host, l->user, NULL, XD_ROSTER_SUB_TO, &cs);
     xd_db_conn_t *c = NULL;
@@ -1212,9 +1434,70 @@ pp_last_start(xd_module_ctx_t *ctx, const char *host, const xd_jid_t *full, cons
     snprintf(l->user, sizeof l->user, "%.*s", (int)u.len, u.p);
     l->full = xd_strdup(xd_jid_full_str(full).p);
     snprintf(l->ver, sizeof l->ver, "%s", ver);
+    snprintf(l->who, sizeof l->who, "%s@%s", l->user, l->host);
     l->in = xd_input_current();
     if (xd_module_submit(ctx, pp_last_work, pp_last_done, l) != 0)
         pp_last_done(ctx, l, 0);
+}
+
+/* The last items of local account `owner` (bare JID) for the remote session
+ * `full` (caps `ver`) whose available presence reached it. */
+static void
+pp_last_remote_start(xd_module_ctx_t *ctx, const char *host, const char *owner, const char *full,
+                     const char *ver)
+{
+    const char *at = strchr(owner, '@');
+    const char *slash = strchr(full, '/');
+    if (!at || !slash)
+        return;
+    pp_last_t *l = xd_new(pp_last_t);
+    snprintf(l->host, sizeof l->host, "%s", host);
+    snprintf(l->owner_user, sizeof l->owner_user, "%.*s", (int)(at - owner), owner);
+    snprintf(l->who, sizeof l->who, "%.*s", (int)(slash - full), full);
+    l->full = xd_strdup(full);
+    snprintf(l->ver, sizeof l->ver, "%s", ver);
+    l->in = xd_input_current();
+    if (xd_module_submit(ctx, pp_last_work, pp_last_done, l) != 0)
+        pp_last_done(ctx, l, 0);
+}
+
+/* Records a caps query about ver to session full (remote: for local account
+ * owner) under a new id (into id).  s->mu held. */
+static void
+pp_caps_note(pp_state_t *s, const char *ver, const char *full, const char *owner, char *id,
+             size_t idcap)
+{
+    snprintf(id, idcap, PP_CAPS_PREFIX "%llu", (unsigned long long)++s->seq);
+    pp_caps_query_t *q = xd_new(pp_caps_query_t);
+    q->ver = xd_strdup(ver);
+    q->full = xd_strdup(full);
+    q->owner = owner ? xd_strdup(owner) : NULL;
+    q->deadline = pp_now_ms() + PP_CAPS_TIMEOUT_MS;
+    xd_map_put(&s->asking, xd_str_c(id), q);
+    xd_map_put(&s->asked_ver, xd_str_c(ver), (void *)1);
+}
+
+/* Sends the disco#info query `id` about the caps in presence pres to full. */
+static void
+pp_caps_ask(const char *host, const char *full, const xd_stanza_t *pres, const char *ver,
+            const char *id)
+{
+    const xd_el_t *c = xd_el_child(xd_stanza_root(pres), "c", XD_NS_CAPS);
+    const char *cnode = xd_el_attr(c, "node");
+    xd_el_t *iq = xd_el_new("iq", NULL);
+    xd_el_set_attr(iq, "type", "get");
+    xd_el_set_attr(iq, "id", id);
+    xd_el_set_attr(iq, "from", host);
+    xd_el_set_attr(iq, "to", full);
+    xd_el_t *qe = xd_el_add_child(iq, "query", XD_NS_DISCO_INFO);
+    if (cnode) {
+        size_t n = strlen(cnode) + strlen(ver) + 2;
+        char *nv = xd_malloc(n);
+        snprintf(nv, n, "%s#%s", cnode, ver);
+        xd_el_set_attr(qe, "node", nv);
+        xd_free(nv);
+    }
+    xd_route_take(xd_el_freeze(iq));
 }
 
 /* USER_AVAILABLE: the session gets the last items it wants; unknown caps
@@ -1235,37 +1518,105 @@ pp_available(xd_module_ctx_t *ctx, xd_hook_presence_t *ev, void *arg)
     bool ask = !known && !xd_map_get(&s->asked_ver, xd_str_c(ver)) &&
                xd_map_count(&s->asking) < (size_t)conf->caps_cache_size;
     char id[64];
-    if (ask) {
-        snprintf(id, sizeof id, PP_CAPS_PREFIX "%llu", (unsigned long long)++s->seq);
-        pp_caps_query_t *q = xd_new(pp_caps_query_t);
-        q->ver = xd_strdup(ver);
-        q->full = xd_strdup(xd_jid_full_str(ev->jid).p);
-        q->deadline = pp_now_ms() + PP_CAPS_TIMEOUT_MS;
-        xd_map_put(&s->asking, xd_str_c(id), q);
-        xd_map_put(&s->asked_ver, xd_str_c(ver), (void *)1);
+    if (ask)
+        pp_caps_note(s, ver, xd_jid_full_str(ev->jid).p, NULL, id, sizeof id);
+    pthread_mutex_unlock(&s->mu);
+    if (known && ev->initial)
+        pp_last_start(ctx, ev->host, ev->jid, ver);
+    else if (ask)
+        pp_caps_ask(ev->host, xd_jid_full_str(ev->jid).p, ev->presence, ver, id);
+    return XD_HOOK_OK;
+}
+
+/* ---- contacts on other servers --------------------------------------------------------------- */
+
+/* An available or unavailable presence from a session on another server to
+ * local account `to` (FILTER_PACKET, any thread): remembered (at most
+ * max_remote_resources per account), its caps asked for when unknown, and
+ * the last items sent when it is new and its caps are known. */
+static void
+pp_remote_presence(xd_module_ctx_t *ctx, const char *host, const xd_stanza_t *st,
+                   const xd_jid_t *to)
+{
+    const xd_el_t *el = xd_stanza_root(st);
+    const xd_jid_t *from = xd_stanza_from(st);
+    const char *type = xd_el_attr(el, "type");
+    bool avail = !type || !*type, unavail = type && !strcmp(type, "unavailable");
+    if (!from || !xd_jid_resource(from).len || !xd_jid_local(from).len || (!avail && !unavail))
+        return;
+    xd_str_t fd = xd_jid_domain(from);
+    char fdom[XD_JID_PART_MAX + 1];
+    snprintf(fdom, sizeof fdom, "%.*s", (int)fd.len, fd.p);
+    xd_config_t *cfg = xd_config_get();
+    bool local = !cfg || xd_config_is_host(cfg, fdom);
+    xd_config_unref(cfg);
+    if (local) /* sessions of served hosts are in the session table */
+        return;
+    xd_str_t tb = xd_jid_bare_str(to);
+    char owner[2 * XD_JID_PART_MAX + 2];
+    snprintf(owner, sizeof owner, "%.*s", (int)tb.len, tb.p);
+    const char *full = xd_jid_full_str(from).p;
+    char ver[64] = "";
+    if (avail)
+        pp_presence_ver(st, ver, sizeof ver);
+    pp_state_t *s = xd_module_state(ctx);
+    const pp_conf_t *conf = xd_module_opts(ctx);
+    bool send_last = false, ask = false;
+    char id[64];
+    pthread_mutex_lock(&s->mu);
+    pp_remote_t *rl = xd_map_get(&s->remote, xd_str_c(owner));
+    size_t at = rl ? rl->n : 0;
+    for (size_t i = 0; rl && i < rl->n && at == rl->n; i++)
+        if (!strcmp(rl->full[i], full))
+            at = i;
+    if (unavail) {
+        if (rl && at < rl->n) {
+            xd_free(rl->full[at]);
+            xd_free(rl->ver[at]);
+            rl->full[at] = rl->full[rl->n - 1];
+            rl->ver[at] = rl->ver[rl->n - 1];
+            if (--rl->n == 0)
+                pp_remote_free(xd_map_del(&s->remote, xd_str_c(owner)));
+        }
+        pthread_mutex_unlock(&s->mu);
+        return;
+    }
+    bool fresh = !rl || at == rl->n;
+    if (fresh && rl && rl->n >= (size_t)conf->max_remote_resources) {
+        pthread_mutex_unlock(&s->mu);
+        XD_LOG(NULL, XD_DEBUG, "pep: remote presence not remembered (max_remote_resources)",
+               "host=%s owner=%s from=%s", host, owner, full);
+        return;
+    }
+    if (!rl) {
+        rl = xd_new(pp_remote_t);
+        xd_map_put(&s->remote, xd_str_c(owner), rl);
+    }
+    if (fresh) {
+        rl->full = xd_realloc(rl->full, (rl->n + 1) * sizeof *rl->full);
+        rl->ver = xd_realloc(rl->ver, (rl->n + 1) * sizeof *rl->ver);
+        rl->full[rl->n] = xd_strdup(full);
+        rl->ver[rl->n] = xd_strdup("");
+        at = rl->n++;
+    }
+    bool changed = strcmp(rl->ver[at], ver) != 0;
+    if (changed) {
+        xd_free(rl->ver[at]);
+        rl->ver[at] = xd_strdup(ver);
+    }
+    if (*ver && (fresh || changed)) {
+        bool known = xd_map_get(&s->caps, xd_str_c(ver)) != NULL;
+        ask = !known && !xd_map_get(&s->asked_ver, xd_str_c(ver)) &&
+              xd_map_count(&s->asking) < (size_t)conf->caps_cache_size;
+        send_last = known;
+        if (ask)
+            pp_caps_note(s, ver, full, owner, id, sizeof id);
     }
     pthread_mutex_unlock(&s->mu);
-    if (known && ev->initial) {
-        pp_last_start(ctx, ev->host, ev->jid, ver);
-    } else if (ask) {
-        const xd_el_t *c = xd_el_child(xd_stanza_root(ev->presence), "c", XD_NS_CAPS);
-        const char *cnode = xd_el_attr(c, "node");
-        xd_el_t *iq = xd_el_new("iq", NULL);
-        xd_el_set_attr(iq, "type", "get");
-        xd_el_set_attr(iq, "id", id);
-        xd_el_set_attr(iq, "from", ev->host);
-        xd_el_set_attr(iq, "to", xd_jid_full_str(ev->jid).p);
-        xd_el_t *qe = xd_el_add_child(iq, "query", XD_NS_DISCO_INFO);
-        if (cnode) {
-            size_t n = strlen(cnode) + strlen(ver) + 2;
-            char *nv = xd_malloc(n);
-            snprintf(nv, n, "%s#%s", cnode, ver);
-            xd_el_set_attr(qe, "node", nv);
-            xd_free(nv);
-        }
-        xd_route_take(xd_el_freeze(iq));
-    }
-    return XD_HOOK_OK;
+    if (send_last)
+        pp_last_remote_start(ctx, host, owner, full, ver);
+    else if (ask)
+        pp_caps_ask(host, full, st, ver, id);
 }
 
 static int
@@ -1286,6 +1637,10 @@ pp_filter(xd_module_ctx_t *ctx, xd_hook_filter_t *ev, void *arg)
     xd_str_t dom = xd_jid_domain(ev->to);
     if (dom.len != strlen(ev->host) || memcmp(dom.p, ev->host, dom.len) != 0)
         return XD_HOOK_OK; /* to another server (the filter sees outgoing stanzas too) */
+    if (xd_stanza_kind_of(el) == XD_STANZA_PRESENCE && xd_jid_local(ev->to).len) {
+        pp_remote_presence(ctx, ev->host, ev->st, ev->to);
+        return XD_HOOK_OK;
+    }
     if (xd_stanza_kind_of(el) != XD_STANZA_IQ || xd_jid_local(ev->to).len ||
         xd_jid_resource(ev->to).len)
         return XD_HOOK_OK;
@@ -1336,7 +1691,9 @@ pp_filter(xd_module_ctx_t *ctx, xd_hook_filter_t *ev, void *arg)
         pp_caps_free(xd_map_put(&s->caps, xd_str_c(q->ver), c));
         pthread_mutex_unlock(&s->mu);
         xd_jid_t *fj = NULL;
-        if (xd_jid_parse(xd_str_c(q->full), &fj) == 0) {
+        if (q->owner) {
+            pp_last_remote_start(ctx, ev->host, q->owner, q->full, q->ver);
+        } else if (xd_jid_parse(xd_str_c(q->full), &fj) == 0) {
             pp_last_start(ctx, ev->host, fj, q->ver);
             xd_jid_unref(fj);
         }
@@ -1736,6 +2093,7 @@ pp_stop(xd_module_ctx_t *ctx)
     xd_map_free(&s->caps, pp_caps_free);
     xd_map_free(&s->asking, pp_query_free);
     xd_map_free(&s->asked_ver, pp_noop_free);
+    xd_map_free(&s->remote, pp_remote_free);
     pthread_mutex_destroy(&s->mu);
     xd_free(s);
 }

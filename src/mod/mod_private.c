@@ -24,6 +24,9 @@
  *   - a set after which the account's stored bytes would exceed
  *     `max_user_size`: policy-violation, nothing stored.
  *
+ * With mod_pep on the host, storage:bookmarks is converted to and from the
+ * XEP-0402 node (XEP-0411; see the section below).
+ *
  * Storage: table `private_storage`, one row per (host, username, ns, name)
  * with the element serialized (xd_el_serialize).  PARALLEL: the handler runs
  * on the blocking pool with the synchronous storage API; its options come
@@ -34,9 +37,11 @@
 #include <time.h>
 
 #include "mod_util.h"
+#include "pep_api.h"
 #include "xmppd/alloc.h"
 #include "xmppd/err.h"
 #include "xmppd/hooks.h"
+#include "xmppd/jid.h"
 #include "xmppd/log.h"
 #include "xmppd/module.h"
 #include "xmppd/ns.h"
@@ -86,6 +91,182 @@ static const xd_module_schema_t pv_schemas[] = {
     { NULL, NULL },
 };
 
+/* ---- XEP-0411: bookmarks in private storage and in PEP (XEP-0402) --------------------------- *
+ *
+ * When mod_pep runs on the host, the PEP node urn:xmpp:bookmarks:1 is where
+ * the group chat bookmarks live: a set of <storage xmlns='storage:bookmarks'/>
+ * publishes each <conference/> there as an item whose id is the room's JID
+ * (changed ones only) and retracts the items it no longer names, so clients
+ * that use XEP-0402 get the notifications; a get of storage:bookmarks is
+ * built from the node's items (and the <url/> bookmarks of the stored copy,
+ * which XEP-0402 has no place for).  Without the node, the stored copy. */
+
+#define PV_NS_BM48 "storage:bookmarks"
+#define PV_NS_BM2 "urn:xmpp:bookmarks:1"
+
+static bool
+pv_truthy(const char *v)
+{
+    return v && (!strcmp(v, "true") || !strcmp(v, "1"));
+}
+
+/* Copies el's child (name, in ns) as a child of `to`, in ns2, text only. */
+static void
+pv_copy_text(xd_el_t *to, const char *ns2, const xd_el_t *from, const char *name, const char *ns)
+{
+    const char *t = xd_el_child_text(from, name, ns);
+    if (t)
+        xd_el_add_text(xd_el_add_child(to, name, ns2), t);
+}
+
+/* A re-parsed copy of el, or NULL. */
+static xd_el_t *
+pv_el_copy(const xd_el_t *el)
+{
+    size_t len;
+    char *xml = xd_el_serialize(el, NULL, &len);
+    xd_el_t *out = NULL;
+    if (xd_el_parse(xml, len, &out) != 0)
+        out = NULL;
+    xd_free(xml);
+    return out;
+}
+
+static const xd_el_t *
+pv_item_by_id(const xd_el_t *items, const char *id)
+{
+    for (const xd_el_t *it = items ? xd_el_first_child(items) : NULL; it; it = xd_el_next(it)) {
+        const char *iid = xd_el_attr(it, "id");
+        if (iid && !strcmp(iid, id))
+            return it;
+    }
+    return NULL;
+}
+
+static bool
+pv_same_xml(const xd_el_t *a, const xd_el_t *b)
+{
+    if (!a || !b)
+        return false;
+    size_t la, lb;
+    char *xa = xd_el_serialize(a, NULL, &la), *xb = xd_el_serialize(b, NULL, &lb);
+    bool same = la == lb && !memcmp(xa, xb, la);
+    xd_free(xa);
+    xd_free(xb);
+    return same;
+}
+
+/* XEP-0048 <storage/> → the items of urn:xmpp:bookmarks:1 (on the pool). */
+static void
+pv_bm_to_pep(const char *host, const char *user, const xd_el_t *storage)
+{
+    xd_module_ctx_t *pep = xd_module_instance("mod_pep", host);
+    if (!pep)
+        return;
+    xd_el_t *have = NULL;
+    int rc = pep_items_read(pep, host, user, PV_NS_BM2, &have);
+    if (rc != 0 && rc != XD_ENOTFOUND) {
+        XD_LOG(NULL, XD_WARN, "bookmarks not converted", "host=%s user=%s err=%s", host, user,
+               xd_strerror(rc));
+        xd_module_release(pep);
+        return;
+    }
+    pse_cfg_t want; /* XEP-0402 3: the node's configuration */
+    pse_cfg_default(&want, false);
+    snprintf(want.access, sizeof want.access, "whitelist");
+    want.persist = true;
+    want.max_items = PSE_MAX;
+    snprintf(want.send_last, sizeof want.send_last, "never");
+    size_t n = xd_el_child_count(storage), nseen = 0;
+    const char **seen = xd_calloc(n ? n : 1, sizeof *seen);
+    for (const xd_el_t *c = xd_el_first_child(storage); c; c = xd_el_next(c)) {
+        const char *jid = xd_el_attr(c, "jid");
+        xd_jid_t *j = NULL;
+        if (!xd_el_is(c, "conference", PV_NS_BM48) || !jid || xd_jid_parse(xd_str_c(jid), &j))
+            continue;
+        bool bare = xd_jid_local(j).len && !xd_jid_resource(j).len;
+        xd_jid_unref(j);
+        if (!bare)
+            continue;
+        seen[nseen++] = jid;
+        xd_el_t *conf = xd_el_new("conference", PV_NS_BM2);
+        const char *name = xd_el_attr(c, "name");
+        if (name)
+            xd_el_set_attr(conf, "name", name);
+        if (pv_truthy(xd_el_attr(c, "autojoin")))
+            xd_el_set_attr(conf, "autojoin", "true");
+        pv_copy_text(conf, PV_NS_BM2, c, "nick", PV_NS_BM48);
+        pv_copy_text(conf, PV_NS_BM2, c, "password", PV_NS_BM48);
+        const xd_el_t *old = pv_item_by_id(have, jid);
+        const xd_el_t *oldconf = old ? xd_el_first_child(old) : NULL;
+        const xd_el_t *ext = oldconf ? xd_el_child(oldconf, "extensions", PV_NS_BM2) : NULL;
+        xd_el_t *extc = ext ? pv_el_copy(ext) : NULL; /* kept: XEP-0048 has no place for it */
+        if (extc)
+            xd_el_append(conf, extc);
+        if (!pv_same_xml(conf, oldconf) &&
+            (rc = pep_publish_as(pep, host, user, PV_NS_BM2, jid, conf, &want)) != 0)
+            XD_LOG(NULL, XD_WARN, "bookmark not published", "host=%s user=%s room=%s err=%s",
+                   host, user, jid, xd_strerror(rc));
+        xd_el_free(conf);
+    }
+    for (const xd_el_t *it = have ? xd_el_first_child(have) : NULL; it; it = xd_el_next(it)) {
+        const char *id = xd_el_attr(it, "id");
+        bool kept = false;
+        for (size_t i = 0; id && i < nseen && !kept; i++)
+            kept = !strcmp(seen[i], id);
+        if (id && !kept)
+            pep_retract_as(pep, host, user, PV_NS_BM2, id);
+    }
+    xd_free(seen);
+    xd_el_free(have);
+    xd_module_release(pep);
+}
+
+/* The XEP-0402 items → <storage xmlns='storage:bookmarks'/>, with the <url/>
+ * children of the stored copy (may be NULL). */
+static xd_el_t *
+pv_bm_from_pep(const xd_el_t *items, const xd_el_t *stored)
+{
+    xd_el_t *st = xd_el_new("storage", PV_NS_BM48);
+    for (const xd_el_t *it = xd_el_first_child(items); it; it = xd_el_next(it)) {
+        const char *id = xd_el_attr(it, "id");
+        const xd_el_t *c = xd_el_first_child(it);
+        if (!id || !c || !xd_el_is(c, "conference", PV_NS_BM2))
+            continue;
+        xd_el_t *ce = xd_el_add_child(st, "conference", NULL);
+        xd_el_set_attr(ce, "jid", id);
+        const char *name = xd_el_attr(c, "name");
+        if (name)
+            xd_el_set_attr(ce, "name", name);
+        xd_el_set_attr(ce, "autojoin", pv_truthy(xd_el_attr(c, "autojoin")) ? "true" : "false");
+        pv_copy_text(ce, NULL, c, "nick", PV_NS_BM2);
+        pv_copy_text(ce, NULL, c, "password", PV_NS_BM2);
+    }
+    for (const xd_el_t *u = stored ? xd_el_first_child(stored) : NULL; u; u = xd_el_next(u)) {
+        xd_el_t *uc = xd_el_is(u, "url", PV_NS_BM48) ? pv_el_copy(u) : NULL;
+        if (uc)
+            xd_el_append(st, uc);
+    }
+    return st;
+}
+
+/* DISCO_SM_FEATURES: the conversion is there when mod_pep runs too. */
+static int
+pv_disco(xd_module_ctx_t *ctx, xd_hook_disco_t *ev, void *arg)
+{
+    (void)ctx;
+    (void)arg;
+    if (ev->node)
+        return XD_HOOK_OK;
+    xd_module_ctx_t *pep = xd_module_instance("mod_pep", ev->host);
+    if (pep) {
+        xd_el_set_attr(xd_el_add_child(ev->query, "feature", NULL), "var",
+                       "urn:xmpp:bookmarks-conversion:0");
+        xd_module_release(pep);
+    }
+    return XD_HOOK_OK;
+}
+
 /* ---- get --------------------------------------------------------------------------------------- */
 
 typedef struct pv_row {
@@ -122,6 +303,19 @@ pv_get(const xd_iq_req_t *req, const char *user)
         if (strcmp(xd_el_ns(c), xd_el_ns(first)) != 0) /* both non-NULL: checked before */
             return xd_stanza_error(req->iq, XD_COND_BAD_REQUEST,
                                    "one namespace per private storage get");
+    /* XEP-0411: bookmarks come from PEP when the node is there (read
+     * before our own connection is taken). */
+    xd_el_t *bm = NULL;
+    xd_module_ctx_t *pep = !strcmp(xd_el_ns(first), PV_NS_BM48)
+                               ? xd_module_instance("mod_pep", req->host)
+                               : NULL;
+    if (pep) {
+        int prc = pep_items_read(pep, req->host, user, PV_NS_BM2, &bm);
+        if (prc != 0 && prc != XD_ENOTFOUND)
+            XD_LOG(NULL, XD_WARN, "PEP bookmarks not read", "host=%s user=%s err=%s", req->host,
+                   user, xd_strerror(prc));
+        xd_module_release(pep);
+    }
     xd_db_t *db = xd_module_db(req->ctx);
     xd_db_conn_t *conn = NULL;
     int rc = db ? xd_db_acquire(db, &conn) : XD_ECLOSED;
@@ -142,7 +336,10 @@ pv_get(const xd_iq_req_t *req, const char *user)
         xd_free(row.xml);
         if (rc != 0)
             break;
-        if (el) {
+        if (bm && xd_el_is(c, "storage", PV_NS_BM48)) {
+            xd_el_append(q, pv_bm_from_pep(bm, el));
+            xd_el_free(el);
+        } else if (el) {
             xd_el_append(q, el);
         } else {
             /* Nothing stored: the element as asked, empty. */
@@ -151,6 +348,7 @@ pv_get(const xd_iq_req_t *req, const char *user)
     }
     if (conn)
         xd_db_release(conn);
+    xd_el_free(bm);
     if (rc != 0) {
         xd_el_free(r);
         XD_LOG(NULL, XD_ERROR, "private storage load failed", "host=%s user=%s err=%s",
@@ -249,6 +447,9 @@ pv_set(const xd_iq_req_t *req, const char *user, const pv_conf_t *lim)
                    req->host, user, xd_strerror(rc));
             reply = xd_stanza_error(req->iq, XD_COND_INTERNAL_SERVER_ERROR, NULL);
         } else {
+            for (const xd_el_t *c = xd_el_first_child(req->payload); c; c = xd_el_next(c))
+                if (xd_el_is(c, "storage", PV_NS_BM48))
+                    pv_bm_to_pep(req->host, user, c);
             reply = xd_iq_result(req->iq);
         }
     }
@@ -386,6 +587,8 @@ pv_start(xd_module_ctx_t *ctx)
         rc = xd_module_hook(ctx, XD_HOOK_ACCOUNT_EXPORT, XD_HOOK_PRIO_DEFAULT, pv_pie_export, NULL);
     if (rc == 0)
         rc = xd_module_hook(ctx, XD_HOOK_ACCOUNT_IMPORT, XD_HOOK_PRIO_DEFAULT, pv_pie_import, NULL);
+    if (rc == 0)
+        rc = xd_module_hook(ctx, XD_HOOK_DISCO_SM_FEATURES, XD_HOOK_PRIO_DEFAULT, pv_disco, NULL);
     if (rc == 0) /* the account's private data goes with it */
         rc = mod_user_rows(ctx, "DELETE FROM private_storage WHERE host = ? AND username = ?");
     if (rc != 0)

@@ -315,6 +315,30 @@ ps_sub_state(ps_op_t *o, const char *node, const char *jid, char out[64])
                 3, ps_str_row, out);
 }
 
+/* The subid of jid's subscription to node into out ("" when none). */
+static void
+ps_sub_id(ps_op_t *o, const char *node, const char *jid, char out[64])
+{
+    out[0] = '\0';
+    xd_db_val_t k[] = { XD_DB_V_CSTR(o->svc), XD_DB_V_CSTR(node), XD_DB_V_CSTR(jid) };
+    xd_db_query(o->c, "SELECT subid FROM pubsub_sub WHERE host = ? AND node = ? AND jid = ?", k,
+                3, ps_str_row, out);
+}
+
+/* XEP-0060 6.2.3.5, 6.3.4.3: a subid in the request that is not that of
+ * jid's subscription is not-acceptable + invalid-subid.  NULL when fine
+ * (no subid given, or the right one; *subid_out gets the stored one). */
+static xd_stanza_t *
+ps_subid_check(ps_op_t *o, const xd_el_t *op, const char *node, const char *jid,
+               char subid_out[64])
+{
+    ps_sub_id(o, node, jid, subid_out);
+    const char *given = xd_el_attr(op, "subid");
+    if (given && *subid_out && strcmp(given, subid_out) != 0)
+        return ps_err(o, XD_COND_NOT_ACCEPTABLE, "invalid-subid", NULL, NULL);
+    return NULL;
+}
+
 /* Whether the requester (bare or full JID) is subscribed. */
 static bool
 ps_subscribed(ps_op_t *o, const char *node)
@@ -1146,6 +1170,9 @@ ps_unsubscribe(ps_op_t *o, const xd_el_t *op)
     ps_sub_state(o, node, jid, state);
     if (!*state)
         return ps_err(o, XD_COND_UNEXPECTED_REQUEST, "not-subscribed", NULL, NULL);
+    char subid[64];
+    if ((e = ps_subid_check(o, op, node, jid, subid)) != NULL)
+        return e;
     xd_db_val_t k[] = { XD_DB_V_CSTR(o->svc), XD_DB_V_CSTR(node), XD_DB_V_CSTR(jid) };
     if (ps_sql(o, "DELETE FROM pubsub_sub WHERE host = ? AND node = ? AND jid = ?", k, 3) != 0)
         return ps_err(o, XD_COND_INTERNAL_SERVER_ERROR, NULL, NULL, NULL);
@@ -1187,6 +1214,9 @@ ps_options(ps_op_t *o, const xd_el_t *op, bool set)
                 3, ps_deliver_row, &deliver);
     if (deliver < 0)
         return ps_err(o, XD_COND_UNEXPECTED_REQUEST, "not-subscribed", NULL, NULL);
+    char subid[64];
+    if ((e = ps_subid_check(o, op, node, jid, subid)) != NULL)
+        return e;
     if (set) {
         const xd_el_t *x = xd_el_child(op, "x", XD_NS_DATA);
         bool d = deliver;
@@ -1205,6 +1235,8 @@ ps_options(ps_op_t *o, const xd_el_t *op, bool set)
     xd_el_t *oe = xd_el_add_child(ps, "options", NULL);
     xd_el_set_attr(oe, "node", node);
     xd_el_set_attr(oe, "jid", jid);
+    if (*subid)
+        xd_el_set_attr(oe, "subid", subid);
     xd_el_t *x = xd_el_add_child(oe, "x", XD_NS_DATA);
     xd_el_set_attr(x, "type", "form");
     xd_el_t *f = xd_el_add_child(x, "field", NULL);

@@ -41,8 +41,10 @@
  * presence, which XEP-0153 clients send after publishing a new photo.
  * Rows stored before the column existed get their hash at the next start.
  *
- * Not here: vCard search (XEP-0055), size limits per field, XEP-0084/PEP
- * avatars (with pubsub).
+ * With mod_pep on the host, the PHOTO and the XEP-0084 avatar follow each
+ * other (XEP-0398; see the section below).
+ *
+ * Not here: vCard search (XEP-0055), size limits per field.
  */
 #include <pthread.h>
 #include <stdatomic.h>
@@ -51,6 +53,7 @@
 #include <time.h>
 
 #include "mod_util.h"
+#include "pep_api.h"
 #include "xmppd/alloc.h"
 #include "xmppd/base64.h"
 #include "xmppd/err.h"
@@ -267,9 +270,11 @@ vc_load(xd_db_t *db, const char *host, const char *user, vc_row_t *out)
  * breaks allowed) into out; "" when there is no such photo or it does not
  * decode. */
 static void
-vc_photo_hash(const xd_el_t *card, char out[VC_HASH_LEN + 1])
+vc_photo_info(const xd_el_t *card, char out[VC_HASH_LEN + 1], size_t *bytes)
 {
     out[0] = '\0';
+    if (bytes)
+        *bytes = 0;
     const xd_el_t *photo = card ? xd_el_child(card, "PHOTO", XD_NS_VCARD) : NULL;
     const xd_el_t *bin = photo ? xd_el_child(photo, "BINVAL", XD_NS_VCARD) : NULL;
     size_t len = bin ? xd_el_text_len(bin) : 0;
@@ -283,8 +288,16 @@ vc_photo_hash(const xd_el_t *card, char out[VC_HASH_LEN + 1])
     if (ok && EVP_Digest(img, n, dig, &dlen, EVP_sha1(), NULL) == 1) {
         for (unsigned i = 0; i < dlen && 2 * i + 2 <= VC_HASH_LEN; i++)
             snprintf(out + 2 * i, 3, "%02x", dig[i]);
+        if (bytes)
+            *bytes = n;
     }
     xd_free(img);
+}
+
+static void
+vc_photo_hash(const xd_el_t *card, char out[VC_HASH_LEN + 1])
+{
+    vc_photo_info(card, out, NULL);
 }
 
 /* The same for a serialized vCard. */
@@ -458,6 +471,187 @@ vc_store_tx(xd_db_conn_t *c, void *arg)
                        row, 5, NULL, NULL);
 }
 
+/* ---- XEP-0398: the vCard's PHOTO and the XEP-0084 avatar in PEP ------------------------------ *
+ *
+ * With mod_pep on the host: a vCard set whose photo changed publishes it
+ * as urn:xmpp:avatar:data (item id: the SHA-1) and urn:xmpp:avatar:metadata
+ * (<info id bytes type/>), or an empty <metadata/> (avatar disabled, XEP-0084
+ * 4.3) when the photo went; a metadata publish by a client puts the image
+ * of its <info/> (from the data node) into the stored vCard's PHOTO (or
+ * takes the PHOTO out for an empty one), and the XEP-0153 hash follows.
+ * Both directions compare the SHA-1 first, so neither echoes the other. */
+
+#define VC_NS_AV_DATA "urn:xmpp:avatar:data"
+#define VC_NS_AV_META "urn:xmpp:avatar:metadata"
+
+/* The account's XEP-0153 hash now ("" without a photo). */
+static void
+vc_hash_get(vc_state_t *st, const char *user, char out[VC_HASH_LEN + 1])
+{
+    out[0] = '\0';
+    pthread_rwlock_rdlock(&st->lock);
+    const char *h = xd_map_get(&st->hashes, xd_str_c(user));
+    if (h)
+        snprintf(out, VC_HASH_LEN + 1, "%s", h);
+    pthread_rwlock_unlock(&st->lock);
+}
+
+/* The vCard's photo → the two avatar nodes (on the pool). */
+static void
+vc_avatar_to_pep(const char *host, const char *user, const xd_el_t *card, const char *hash,
+                 size_t bytes)
+{
+    xd_module_ctx_t *pep = xd_module_instance("mod_pep", host);
+    if (!pep)
+        return;
+    pse_cfg_t want;
+    pse_cfg_default(&want, false);
+    int rc = 0;
+    xd_el_t *meta = xd_el_new("metadata", VC_NS_AV_META);
+    char id[21];
+    if (*hash) {
+        const xd_el_t *photo = xd_el_child(card, "PHOTO", XD_NS_VCARD);
+        const char *type = xd_el_child_text(photo, "TYPE", XD_NS_VCARD);
+        const xd_el_t *bin = xd_el_child(photo, "BINVAL", XD_NS_VCARD);
+        const char *b64 = xd_el_text(bin);
+        size_t blen = xd_el_text_len(bin), k = 0;
+        char *clean = xd_malloc(blen + 1); /* base64 without the line breaks */
+        for (size_t i = 0; i < blen; i++)
+            if (!strchr(" \t\r\n", b64[i]))
+                clean[k++] = b64[i];
+        clean[k] = '\0';
+        xd_el_t *data = xd_el_new("data", VC_NS_AV_DATA);
+        xd_el_add_text(data, clean);
+        xd_free(clean);
+        rc = pep_publish_as(pep, host, user, VC_NS_AV_DATA, hash, data, &want);
+        xd_el_free(data);
+        xd_el_t *info = xd_el_add_child(meta, "info", NULL);
+        char nb[32];
+        snprintf(nb, sizeof nb, "%zu", bytes);
+        xd_el_set_attr(info, "bytes", nb);
+        xd_el_set_attr(info, "id", hash);
+        xd_el_set_attr(info, "type", type && *type ? type : "image/png");
+    } else if (mod_random_id(id) != 0) {
+        rc = XD_EINTERNAL;
+    }
+    if (rc == 0)
+        rc = pep_publish_as(pep, host, user, VC_NS_AV_META, *hash ? hash : id, meta, &want);
+    if (rc != 0)
+        XD_LOG(NULL, XD_WARN, "vCard avatar not published", "host=%s user=%s err=%s", host, user,
+               xd_strerror(rc));
+    xd_el_free(meta);
+    xd_module_release(pep);
+}
+
+/* pep_watch_fn: a client's XEP-0084 metadata publish → the vCard (pool). */
+static void
+vc_pep_watch(xd_module_ctx_t *pep, const char *host, const char *user, const char *node,
+             const char *id, const xd_el_t *payload)
+{
+    (void)id;
+    if (strcmp(node, VC_NS_AV_META) != 0 || !xd_el_is(payload, "metadata", VC_NS_AV_META))
+        return;
+    xd_module_ctx_t *vc = xd_module_instance("mod_vcard", host);
+    if (!vc)
+        return;
+    vc_state_t *st = xd_module_state(vc);
+    const vc_conf_t *conf = xd_module_opts(vc);
+    if (!st) {
+        xd_module_release(vc);
+        return;
+    }
+    xd_db_t *db = xd_module_db(vc);
+    /* The <info/> of an image in the data node (one without url). */
+    const xd_el_t *info = NULL;
+    for (const xd_el_t *c = xd_el_first_child(payload); c && !info; c = xd_el_next(c))
+        if (xd_el_is(c, "info", VC_NS_AV_META) && xd_el_attr(c, "id") &&
+            !*(xd_el_attr(c, "url") ? xd_el_attr(c, "url") : ""))
+            info = c;
+    const char *want = info ? xd_el_attr(info, "id") : "";
+    char old[VC_HASH_LEN + 1];
+    vc_hash_get(st, user, old);
+    xd_el_t *items = NULL, *card = NULL;
+    const char *b64 = NULL;
+    if (!strcmp(old, want) || (info && strlen(want) > VC_HASH_LEN))
+        goto out;
+    if (info) {
+        int rc = pep_items_read(pep, host, user, VC_NS_AV_DATA, &items);
+        for (const xd_el_t *it = rc == 0 ? xd_el_first_child(items) : NULL; it && !b64;
+             it = xd_el_next(it)) {
+            const char *iid = xd_el_attr(it, "id");
+            const xd_el_t *d = xd_el_first_child(it);
+            if (iid && !strcmp(iid, want) && xd_el_is(d, "data", VC_NS_AV_DATA))
+                b64 = xd_el_text(d);
+        }
+        if (!b64) {
+            XD_LOG(NULL, XD_DEBUG, "avatar data not found for the vCard", "host=%s user=%s id=%s",
+                   host, user, want);
+            goto out;
+        }
+    }
+    vc_row_t row = { 0 };
+    int rc = vc_load(db, host, user, &row);
+    if (rc == 0 && row.xml && xd_el_parse(row.xml, row.len, &card) != 0)
+        rc = XD_EINTERNAL;
+    xd_free(row.xml);
+    if (rc != 0) {
+        XD_LOG(NULL, XD_WARN, "vCard not updated from the avatar", "host=%s user=%s err=%s", host,
+               user, xd_strerror(rc));
+        goto out;
+    }
+    if (!card)
+        card = xd_el_new("vCard", XD_NS_VCARD);
+    xd_el_t *ph = xd_el_child_mut(card, "PHOTO", XD_NS_VCARD);
+    if (ph)
+        xd_el_remove_child(card, ph);
+    if (info) {
+        ph = xd_el_add_child(card, "PHOTO", XD_NS_VCARD);
+        const char *type = xd_el_attr(info, "type");
+        xd_el_add_text(xd_el_add_child(ph, "TYPE", XD_NS_VCARD),
+                       type && *type ? type : "image/png");
+        xd_el_add_text(xd_el_add_child(ph, "BINVAL", XD_NS_VCARD), b64);
+    }
+    char hash[VC_HASH_LEN + 1];
+    vc_photo_hash(card, hash);
+    size_t len = 0;
+    char *xml = xd_el_first_child(card) ? xd_el_serialize(card, NULL, &len) : NULL;
+    if (len > conf->max_size) {
+        XD_LOG(NULL, XD_INFO, "avatar too large for the vCard", "host=%s user=%s bytes=%zu", host,
+               user, len);
+    } else {
+        vc_store_t s = { .host = host, .user = user, .xml = xml, .len = len,
+                         .now = (int64_t)time(NULL), .hash = hash };
+        rc = xd_db_tx(db, vc_store_tx, &s);
+        if (rc < 0)
+            XD_LOG(NULL, XD_WARN, "vCard not stored from the avatar", "host=%s user=%s err=%s",
+                   host, user, xd_strerror(rc));
+        else
+            vc_hash_set(st, user, hash);
+    }
+    xd_free(xml);
+out:
+    xd_el_free(card);
+    xd_el_free(items);
+    xd_module_release(vc);
+}
+
+/* DISCO_SM_FEATURES: the conversion is there when mod_pep runs too. */
+static int
+vc_disco(xd_module_ctx_t *ctx, xd_hook_disco_t *ev, void *arg)
+{
+    (void)ctx;
+    (void)arg;
+    if (ev->node)
+        return XD_HOOK_OK;
+    xd_module_ctx_t *pep = xd_module_instance("mod_pep", ev->host);
+    if (pep) {
+        xd_el_set_attr(xd_el_add_child(ev->query, "feature", NULL), "var",
+                       "urn:xmpp:pep-vcard-conversion:0");
+        xd_module_release(pep);
+    }
+    return XD_HOOK_OK;
+}
+
 /* ---- handlers ---------------------------------------------------------------------------------- */
 
 static bool
@@ -519,8 +713,10 @@ vc_user_iq(const xd_iq_req_t *req)
             return xd_stanza_error(req->iq, XD_COND_NOT_ACCEPTABLE, text);
         }
     }
-    char hash[VC_HASH_LEN + 1];
-    vc_photo_hash(xml ? req->payload : NULL, hash);
+    char hash[VC_HASH_LEN + 1], old[VC_HASH_LEN + 1];
+    size_t bytes = 0;
+    vc_photo_info(xml ? req->payload : NULL, hash, &bytes);
+    vc_hash_get(xd_module_state(req->ctx), user, old);
     vc_store_t s = { .host = req->host, .user = user, .xml = xml, .len = len,
                      .now = (int64_t)time(NULL), .hash = hash };
     int rc = db ? xd_db_tx(db, vc_store_tx, &s) : XD_ECLOSED;
@@ -531,6 +727,8 @@ vc_user_iq(const xd_iq_req_t *req)
         return xd_stanza_error(req->iq, XD_COND_INTERNAL_SERVER_ERROR, NULL);
     }
     vc_hash_set(xd_module_state(req->ctx), user, hash);
+    if (strcmp(old, hash) != 0) /* XEP-0398 */
+        vc_avatar_to_pep(req->host, user, req->payload, hash, bytes);
     return xd_iq_result(req->iq);
 }
 
@@ -660,6 +858,10 @@ vc_start(xd_module_ctx_t *ctx)
         rc = xd_module_hook(ctx, XD_HOOK_ACCOUNT_EXPORT, XD_HOOK_PRIO_DEFAULT, vc_pie_export, NULL);
     if (rc == 0)
         rc = xd_module_hook(ctx, XD_HOOK_ACCOUNT_IMPORT, XD_HOOK_PRIO_DEFAULT, vc_pie_import, NULL);
+    if (rc == 0)
+        rc = xd_module_hook(ctx, XD_HOOK_DISCO_SM_FEATURES, XD_HOOK_PRIO_DEFAULT, vc_disco, NULL);
+    if (rc == 0)
+        pep_watch_set(vc_pep_watch);
     if (rc == 0) /* the account's vCard goes with it */
         rc = mod_user_rows(ctx, "DELETE FROM vcard WHERE host = ? AND username = ?");
     if (rc != 0) /* the state goes in vc_stop, once the handlers are gone */

@@ -6,6 +6,8 @@ ver), the last item on available presence, OMEMO device lists and bundles
 delete, purge, configure, the limits, persistence and account removal."""
 import re
 
+import pytest
+
 from helpers import assert_nothing_before, iq, reply, send_marker, take, take_iq, users
 from test_caps import ver_of
 import xml.etree.ElementTree as ET
@@ -549,3 +551,379 @@ def test_slixmpp_publish_options_and_items(server_factory):
     assert state.get("precondition") == "conflict", state
     d, _ = session(srv, "dave", "d")
     assert "device id='42'" in items(d, "dg", "alice@localhost", node)
+
+
+# ---- XEP-0411: bookmarks in private XML storage and in PEP (XEP-0402) ----------------------------
+
+CONV_MODULES = MODULES + "  mod_private: {}\n  mod_vcard: {}\n"
+BM48 = "storage:bookmarks"
+
+
+def start_conv(server_factory):
+    srv = server_factory(extra_yaml=CONV_MODULES)
+    users(srv, "alice", "bob", "carol", "dave")
+    return srv
+
+
+def retract_rx(node, item_id):
+    return (rf"<message[^>]*>\s*<event xmlns=['\"]{re.escape(EV)}['\"]>\s*<items "
+            rf"node=['\"]{re.escape(node)}['\"]>\s*<retract id=['\"]{re.escape(item_id)}['\"]"
+            rf".*?</message>")
+
+
+def test_bookmarks_conversion_disco(server_factory):
+    srv = start_conv(server_factory)
+    a, _ = session(srv, "alice", "r")
+    r = iq(a, "d1", f"<query xmlns='{DI}'/>", typ="get", to="alice@localhost")
+    assert "var='urn:xmpp:bookmarks-conversion:0'" in r, r
+
+
+def test_bookmarks_private_to_pep_and_back(server_factory):
+    """XEP-0411: bookmarks a XEP-0048 client stores in private XML storage
+    (slixmpp's xep_0048 over xep_0049) show up as XEP-0402 items with
+    notifications; a XEP-0402 publish shows up in the private storage; a
+    bookmark the old client drops is retracted (notified)."""
+    import asyncio
+    import os
+    import ssl
+    import slixmpp
+    from slixmpp.plugins.xep_0048 import Bookmarks
+    from xmpptest import run_slixmpp
+    srv = start_conv(server_factory)
+    a, _ = session(srv, "alice", "r", features=[BOOKMARKS + "+notify"])
+    state = {}
+
+    def make():
+        c = slixmpp.ClientXMPP("alice@localhost/slix", "pw")
+        c.ssl_context = ssl.create_default_context(
+            cafile=os.path.join(srv.data_dir, "certs", "localhost.pem"))
+        for p in ("xep_0004", "xep_0030", "xep_0060", "xep_0049", "xep_0048"):
+            c.register_plugin(p)
+
+        def conferences(res):
+            return sorted((str(x["jid"]), x["name"], x["nick"], x["autojoin"], x["password"])
+                          for x in res["private"]["bookmarks"]["substanzas"]
+                          if x.name == "conference")
+
+        async def on_start(_):
+            try:
+                bm = Bookmarks()
+                bm.add_conference("room@muc.localhost", "Al", name="Room", autojoin=True,
+                                  password="s3")
+                bm.add_url("https://example.org/", name="Ex")
+                await c["xep_0048"].set_bookmarks(bm, method="xep_0049")
+                r = await c["xep_0060"].get_items(slixmpp.JID("alice@localhost"), BOOKMARKS)
+                state["items"] = [(i["id"], str(i)) for i in r["pubsub"]["items"]["substanzas"]]
+                # A XEP-0402 client adds one.
+                payload = ET.fromstring(f"<conference xmlns='{BOOKMARKS}' name='Other'>"
+                                        "<nick>Ali</nick></conference>")
+                await c["xep_0060"].publish(slixmpp.JID("alice@localhost"), BOOKMARKS,
+                                            id="other@muc.localhost", payload=payload)
+                r = await c["xep_0048"].get_bookmarks(method="xep_0049")
+                state["private"] = conferences(r)
+                state["urls"] = [x["url"] for x in r["private"]["bookmarks"]["substanzas"]
+                                 if x.name == "url"]
+                # The old client drops the first one.
+                bm2 = Bookmarks()
+                bm2.add_conference("other@muc.localhost", "Ali", name="Other")
+                await c["xep_0048"].set_bookmarks(bm2, method="xep_0049")
+                r = await c["xep_0060"].get_items(slixmpp.JID("alice@localhost"), BOOKMARKS)
+                state["items2"] = [i["id"] for i in r["pubsub"]["items"]["substanzas"]]
+            finally:
+                c.disconnect()
+
+        c.add_event_handler("session_start", on_start)
+        return c
+
+    run_slixmpp(make, ("127.0.0.1", srv.c2s_port))
+    assert [i for i, _ in state.get("items", [])] == ["room@muc.localhost"], state
+    item = state["items"][0][1]
+    assert "autojoin=\"true\"" in item and "name=\"Room\"" in item, item
+    assert "<nick>Al</nick>" in item and "<password>s3</password>" in item, item
+    assert state.get("private") == [("other@muc.localhost", "Other", "Ali", False, ""),
+                                    ("room@muc.localhost", "Room", "Al", True, "s3")], state
+    assert state.get("urls") == ["https://example.org/"], state
+    assert state.get("items2") == ["other@muc.localhost"], state
+    # The XEP-0402 session was told of each change, the retraction too.
+    ev = take(a, event_rx(BOOKMARKS))
+    assert "id='room@muc.localhost'" in ev and "autojoin='true'" in ev, ev
+    ev = take(a, event_rx(BOOKMARKS))
+    assert "id='other@muc.localhost'" in ev, ev
+    take(a, retract_rx(BOOKMARKS, "room@muc.localhost"))
+    # The node is whitelist: another account reads nothing.
+    b, _ = session(srv, "bob", "b")
+    r = items(b, "ib", "alice@localhost", BOOKMARKS)
+    assert "type='error'" in r, r
+
+
+def test_bookmarks_pep_publish_shows_in_private_raw(server_factory):
+    """Raw XML: a XEP-0402 publish (with the XEP-0402 publish-options) is
+    what a later private storage get returns; an unchanged re-set of the
+    same bookmarks publishes nothing (no notification)."""
+    srv = start_conv(server_factory)
+    a, _ = session(srv, "alice", "r", features=[BOOKMARKS + "+notify"])
+    r = publish(a, "p1", BOOKMARKS,
+                f"<conference xmlns='{BOOKMARKS}' name='The Room' autojoin='true'>"
+                "<nick>A</nick><extensions><x xmlns='urn:example'/></extensions></conference>",
+                item_id="theroom@muc.localhost",
+                options={"persist_items": "true", "max_items": "max",
+                         "send_last_published_item": "never", "access_model": "whitelist"})
+    assert "type='result'" in r, r
+    take(a, event_rx(BOOKMARKS))
+    r = take_iq(a, "g1", f"<query xmlns='jabber:iq:private'><storage xmlns='{BM48}'/></query>",
+                typ="get")
+    assert "type='result'" in r, r
+    assert re.search(r"<conference(?=[^>]*jid='theroom@muc.localhost')(?=[^>]*name='The Room')"
+                     r"(?=[^>]*autojoin='true')[^>]*>\s*<nick>A</nick>", r), r
+    # Setting back what was read changes nothing: no event, extensions kept.
+    st = re.search(r"<storage.*</storage>", r).group(0)
+    r = take_iq(a, "s1", f"<query xmlns='jabber:iq:private'>{st}</query>")
+    assert "type='result'" in r, r
+    assert_nothing_before(a, event_rx(BOOKMARKS), after=a, pool=True)
+    r = items(a, "i1", "alice@localhost", BOOKMARKS)
+    assert "<x xmlns='urn:example'/>" in r and "The Room" in r, r
+    # A conference whose jid is not a bare room JID is not converted.
+    r = take_iq(a, "s2", "<query xmlns='jabber:iq:private'><storage xmlns='storage:bookmarks'>"
+                "<conference jid='not a jid' name='x'/></storage></query>")
+    assert "type='result'" in r, r
+    take(a, retract_rx(BOOKMARKS, "theroom@muc.localhost"))
+    r = items(a, "i2", "alice@localhost", BOOKMARKS)
+    assert "type='result'" in r and "<item " not in r, r
+
+
+# ---- XEP-0398: the vCard's PHOTO and the XEP-0084 avatar ----------------------------------------
+
+AV_DATA = "urn:xmpp:avatar:data"
+AV_META = "urn:xmpp:avatar:metadata"
+PNG1 = bytes.fromhex("89504e470d0a1a0a") + b"first avatar image" * 3
+PNG2 = bytes.fromhex("89504e470d0a1a0a") + b"second one"
+
+
+def test_avatar_conversion_disco(server_factory):
+    srv = start_conv(server_factory)
+    a, _ = session(srv, "alice", "r")
+    r = iq(a, "d1", f"<query xmlns='{DI}'/>", typ="get", to="alice@localhost")
+    assert "var='urn:xmpp:pep-vcard-conversion:0'" in r, r
+
+
+def test_avatar_vcard_to_pep_and_back(server_factory):
+    """XEP-0398 with slixmpp's xep_0054 and xep_0084: a vCard PHOTO becomes
+    the XEP-0084 data and metadata items (the contact with +notify is told);
+    an avatar published by a XEP-0084 client becomes the vCard's PHOTO and
+    the XEP-0153 hash the server stamps on presence."""
+    import asyncio
+    import base64
+    import hashlib
+    import os
+    import ssl
+    import slixmpp
+    from xmpptest import run_slixmpp
+    srv = start_conv(server_factory)
+    a, ajid = session(srv, "alice", "r", features=[AV_META + "+notify"])
+    b, bjid = session(srv, "bob", "b", features=[AV_META + "+notify", "urn:example:bob"])
+    subscribe(b, bjid, a, ajid)
+    h1, h2 = hashlib.sha1(PNG1).hexdigest(), hashlib.sha1(PNG2).hexdigest()
+    state = {}
+
+    def make():
+        c = slixmpp.ClientXMPP("alice@localhost/slix", "pw")
+        c.ssl_context = ssl.create_default_context(
+            cafile=os.path.join(srv.data_dir, "certs", "localhost.pem"))
+        for p in ("xep_0004", "xep_0030", "xep_0060", "xep_0163", "xep_0054", "xep_0084"):
+            c.register_plugin(p)
+
+        async def on_start(_):
+            try:
+                vc = c["xep_0054"].make_vcard()
+                vc["FN"] = "Alice"
+                vc["PHOTO"]["TYPE"] = "image/png"
+                vc["PHOTO"]["BINVAL"] = PNG1
+                await c["xep_0054"].publish_vcard(vc)
+                me = slixmpp.JID("alice@localhost")
+                r = await c["xep_0060"].get_items(me, AV_META)
+                state["meta"] = [(i["id"], str(i)) for i in r["pubsub"]["items"]["substanzas"]]
+                r = await c["xep_0060"].get_items(me, AV_DATA)
+                state["data"] = [(i["id"], i["payload"].text)
+                                 for i in r["pubsub"]["items"]["substanzas"]]
+                # A XEP-0084 client changes the avatar.
+                await c["xep_0084"].publish_avatar(PNG2)
+                await c["xep_0084"].publish_avatar_metadata(
+                    [{"id": h2, "type": "image/png", "bytes": len(PNG2)}])
+                r = await c["xep_0054"].get_vcard(me)
+                state["vcard"] = (r["vcard_temp"]["FN"], r["vcard_temp"]["PHOTO"]["BINVAL"],
+                                  r["vcard_temp"]["PHOTO"]["TYPE"])
+            finally:
+                c.disconnect()
+
+        c.add_event_handler("session_start", on_start)
+        return c
+
+    run_slixmpp(make, ("127.0.0.1", srv.c2s_port))
+    assert [i for i, _ in state.get("meta", [])] == [h1], state
+    meta = state["meta"][0][1]
+    assert f'bytes="{len(PNG1)}"' in meta and 'type="image/png"' in meta, meta
+    assert state.get("data") and state["data"][0][0] == h1, state
+    assert base64.b64decode(state["data"][0][1]) == PNG1, state
+    assert state.get("vcard") == ("Alice", PNG2, "image/png"), state
+    # The contact was told of the vCard's avatar, then of the client's.
+    ev = take(b, event_rx(AV_META))
+    assert f"id='{h1}'" in ev, ev
+    ev = take(b, event_rx(AV_META))
+    assert f"id='{h2}'" in ev, ev
+    # The XEP-0153 hash the server stamps follows the new avatar.
+    a.send("<presence><x xmlns='vcard-temp:x:update'><photo/></x></presence>")
+    take(b, rf"<presence(?=[^>]*from=['\"]{re.escape(ajid)}['\"])(?:(?!</presence>).)*"
+            rf"<photo>{h2}</photo>")
+
+
+def test_avatar_disable_both_ways_raw(server_factory):
+    """Raw XML: an empty XEP-0084 metadata (avatar off) takes the PHOTO out
+    of the vCard and keeps the rest; a vCard set without PHOTO after one
+    with publishes the empty metadata; an unchanged PHOTO publishes nothing;
+    metadata naming data that is not there leaves the vCard alone."""
+    import base64
+    import hashlib
+    srv = start_conv(server_factory)
+    a, ajid = session(srv, "alice", "r", features=[AV_META + "+notify"])
+    b64 = base64.b64encode(PNG1).decode()
+    h1 = hashlib.sha1(PNG1).hexdigest()
+    card = (f"<vCard xmlns='vcard-temp'><NICKNAME>al</NICKNAME><PHOTO><TYPE>image/png</TYPE>"
+            f"<BINVAL>{b64[:20]}\n{b64[20:]}</BINVAL></PHOTO></vCard>")
+    assert "type='result'" in take_iq(a, "v1", card)
+    ev = take(a, event_rx(AV_META))
+    assert f"<info bytes='{len(PNG1)}' id='{h1}' type='image/png'/>" in ev, ev
+    # The same vCard again: no new event.
+    assert "type='result'" in take_iq(a, "v2", card)
+    assert_nothing_before(a, event_rx(AV_META), after=a, pool=True)
+    # Metadata naming an image the data node lacks: the vCard keeps its photo.
+    r = publish(a, "m0", AV_META, f"<metadata xmlns='{AV_META}'><info id='{'0' * 40}' "
+                "bytes='3' type='image/png'/></metadata>", item_id="0" * 40)
+    assert "type='result'" in r, r
+    take(a, event_rx(AV_META))
+    r = take_iq(a, "g0", "<vCard xmlns='vcard-temp'/>", typ="get")
+    assert "<BINVAL>" in r, r
+    # Avatar off through XEP-0084: the PHOTO goes, the rest stays.
+    r = publish(a, "m1", AV_META, f"<metadata xmlns='{AV_META}'/>", item_id="off")
+    assert "type='result'" in r, r
+    take(a, event_rx(AV_META))
+    r = take_iq(a, "g1", "<vCard xmlns='vcard-temp'/>", typ="get")
+    assert "<NICKNAME>al</NICKNAME>" in r and "PHOTO" not in r, r
+    # A photo again by vCard, then a vCard without one: the empty metadata.
+    assert "type='result'" in take_iq(a, "v3", card)
+    assert f"id='{h1}'" in take(a, event_rx(AV_META))
+    assert "type='result'" in take_iq(a, "v4", "<vCard xmlns='vcard-temp'><FN>A</FN></vCard>")
+    ev = take(a, event_rx(AV_META))
+    assert re.search(rf"<metadata xmlns='{AV_META}'\s*/>", ev), ev
+
+
+# ---- contacts on another server (s2s) ------------------------------------------------------------
+
+def s2s_pair(server_factory, a_pep_extra=""):
+    from test_s2s import make_pair
+    return make_pair(server_factory,
+                     a_extra="modules:\n  mod_roster: {}\n  mod_pep:"
+                     + (f"\n{a_pep_extra}" if a_pep_extra else " {}\n"),
+                     b_extra="modules:\n  mod_roster: {}\n")
+
+
+def s2s_take(c, pattern, timeout=10):
+    return take(c, pattern, timeout=timeout)
+
+
+def s2s_both(a, b):
+    """alice@a.test and bob@b.test subscribe to each other (both)."""
+    for (x, xb), (y, yb) in (((a, "alice@a.test"), (b, "bob@b.test")),
+                             ((b, "bob@b.test"), (a, "alice@a.test"))):
+        x.send(f"<presence to='{yb}' type='subscribe'/>")
+        s2s_take(y, rf"<presence(?=[^>]*from=['\"]{xb}['\"])[^>]*type=['\"]subscribe['\"]")
+        y.send(f"<presence to='{xb}' type='subscribed'/>")
+        s2s_take(x, rf"<presence(?=[^>]*from=['\"]{yb}['\"])[^>]*type=['\"]subscribed['\"]")
+
+
+def remote_caps(b, features, node="https://example.org/remote"):
+    """bob announces caps; a.test's disco#info query is answered."""
+    q, cel = caps_query(features, node=node)
+    b.send(f"<presence>{cel}</presence>")
+    got = s2s_take(b, r"<iq[^>]*type=['\"]get['\"][^>]*>\s*<query[^>]*disco#info.*?</iq>")
+    assert "from='a.test'" in got, got
+    iid = re.search(r"id='([^']+)'", got).group(1)
+    nd = re.search(r"node='([^']+)'", got)
+    qn = q if not nd else q.replace("<query ", f"<query node='{nd.group(1)}' ", 1)
+    b.send(f"<iq type='result' id='{iid}' to='a.test'>{qn}</iq>")
+
+
+@pytest.mark.slow
+def test_pep_to_contact_on_another_server(server_factory):
+    """alice@a.test's PEP reaches bob@b.test through s2s: the last item when
+    bob's presence (with caps asked for across) arrives, then each publish;
+    a node bob does not +notify is not sent; after bob's unavailable
+    presence nothing more goes to him.  A remote session that only sent
+    directed presence (no subscription) gets the last item of an open node,
+    not that of a presence node."""
+    from helpers import online
+    p = s2s_pair(server_factory)
+    a, ajid = online(p.a, "alice", "r")
+    b, bjid = online(p.b, "bob", "r")
+    s2s_both(a, b)
+    assert "type='result'" in publish(a, "p1", TUNE, tune("Before"), item_id="t1")
+    assert "type='result'" in publish(a, "p2", "urn:example:other", "<x xmlns='urn:example'/>")
+    remote_caps(b, [TUNE + "+notify"])
+    ev = s2s_take(b, event_rx(TUNE))
+    assert "from='alice@a.test'" in ev and "Before" in ev, ev
+    assert "type='result'" in publish(a, "p3", TUNE, tune("After"), item_id="t2")
+    ev = s2s_take(b, event_rx(TUNE))
+    assert "After" in ev and f"to='{bjid}'" in ev, ev
+    assert "type='result'" in publish(a, "p4", "urn:example:other", "<x xmlns='urn:example'/>")
+    a.send(f"<message to='{bjid}' id='mk1'><body>mark1</body></message>")
+    s2s_take(b, r"<message[^>]*id='mk1'")
+    assert "urn:example:other" not in b.buf.decode(), b.buf
+    # Unavailable: no more events for bob.
+    b.send("<presence type='unavailable'/>")
+    s2s_take(a, rf"<presence(?=[^>]*from=['\"]{re.escape(bjid)}['\"])[^>]*type=['\"]unavailable")
+    assert "type='result'" in publish(a, "p5", TUNE, tune("Gone"), item_id="t3")
+    a.send(f"<message to='{bjid}' id='mk2'><body>mark2</body></message>")
+    s2s_take(b, r"<message[^>]*id='mk2'")
+    assert "Gone" not in b.buf.decode(), b.buf
+    assert "type='result'" in publish(a, "p6", "urn:example:open", "<x xmlns='urn:example'/>",
+                                      options={"access_model": "open"})
+    feats = [TUNE + "+notify", "urn:example:open+notify"]
+    # carol@b.test, no subscription: directed presence with caps.
+    c, cjid = online(p.b, "carol", "c")
+    q, cel = caps_query(feats + ["urn:example:carol"], node="https://example.org/remote")
+    c.send(f"<presence to='alice@a.test'>{cel}</presence>")
+    got = s2s_take(c, r"<iq[^>]*type=['\"]get['\"][^>]*>\s*<query[^>]*disco#info.*?</iq>")
+    iid = re.search(r"id='([^']+)'", got).group(1)
+    nd = re.search(r"node='([^']+)'", got).group(1)
+    c.send(f"<iq type='result' id='{iid}' to='a.test'>"
+           + q.replace("<query ", f"<query node='{nd}' ", 1) + "</iq>")
+    s2s_take(c, event_rx("urn:example:open"))
+    a.send(f"<message to='{cjid}' id='mk3'><body>mark</body></message>")
+    s2s_take(c, r"<message[^>]*id='mk3'")
+    assert TUNE not in c.buf.decode(), c.buf
+
+
+@pytest.mark.slow
+def test_pep_remote_limits_and_access(server_factory):
+    """max_remote_resources: 1 keeps bob@b.test's first session only (the
+    second gets no events)."""
+    from helpers import online
+    p = s2s_pair(server_factory, a_pep_extra="    max_remote_resources: 1\n")
+    a, ajid = online(p.a, "alice", "r")
+    b1, b1jid = online(p.b, "bob", "r1")
+    b2, b2jid = online(p.b, "bob", "r2")
+    s2s_both(a, b1)
+    assert "type='result'" in publish(a, "p1", TUNE, tune("T1"), item_id="t1")
+    assert "type='result'" in publish(a, "p2", "urn:example:open", "<x xmlns='urn:example'/>",
+                                      options={"access_model": "open"})
+    feats = [TUNE + "+notify", "urn:example:open+notify"]
+    remote_caps(b1, feats)
+    s2s_take(b1, event_rx(TUNE))
+    # The second session: same caps (known), not remembered.
+    q, cel = caps_query(feats, node="https://example.org/remote")
+    b2.send(f"<presence>{cel}</presence>")
+    s2s_take(a, rf"<presence(?=[^>]*from=['\"]{re.escape(b2jid)}['\"])")
+    assert "type='result'" in publish(a, "p3", TUNE, tune("T2"), item_id="t2")
+    assert "T2" in s2s_take(b1, event_rx(TUNE))
+    a.send(f"<message to='{b2jid}' id='mk'><body>mark</body></message>")
+    s2s_take(b2, r"<message[^>]*id='mk'")
+    assert "<event" not in b2.buf.decode(), b2.buf

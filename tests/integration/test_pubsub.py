@@ -693,3 +693,31 @@ def test_node_queue_bound(server_factory):
     for i, c in enumerate(cs):
         if i not in answers:
             assert "type='result'" in reply(c, f"q{i}", timeout=10).replace('"', "'")
+
+
+def test_subid_in_options_and_unsubscribe(server_factory):
+    """XEP-0060 6.2.3.5 and 6.3.4.3: a subid that is not the subscription's
+    is not-acceptable + invalid-subid (options get and set, unsubscribe);
+    the right one works, and the options form names it (6.3.2)."""
+    srv = start(server_factory)
+    a, _ = session(srv, "alice")
+    b, bjid = session(srv, "bob")
+    ok(create(a, "c", "n"))
+    r = ok(subscribe(b, "s1", "n", bjid))
+    subid = re.search(r"subid='([^']+)'", r).group(1)
+    err(ps(b, "o1", f"<options node='n' jid='{bjid}' subid='nope'/>", typ="get"),
+        "not-acceptable", "invalid-subid")
+    r = ok(ps(b, "o2", f"<options node='n' jid='{bjid}' subid='{subid}'/>", typ="get"))
+    assert f"subid='{subid}'" in r, r
+    r = ok(ps(b, "o3", f"<options node='n' jid='{bjid}'/>", typ="get"))
+    assert f"subid='{subid}'" in r, r
+    sub_form = form("subscribe_options", deliver="0")
+    err(ps(b, "o4", f"<options node='n' jid='{bjid}' subid='nope'>{sub_form}</options>"),
+        "not-acceptable", "invalid-subid")
+    ok(ps(b, "o5", f"<options node='n' jid='{bjid}' subid='{subid}'>{sub_form}</options>"))
+    err(ps(b, "u1", f"<unsubscribe node='n' jid='{bjid}' subid='nope'/>"), "not-acceptable",
+        "invalid-subid")
+    assert f"jid='{bjid}'" in ok(ps(a, "l1", "<subscriptions node='n'/>", typ="get", ns=PSO))
+    ok(ps(b, "u2", f"<unsubscribe node='n' jid='{bjid}' subid='{subid}'/>"))
+    err(ps(b, "u3", f"<unsubscribe node='n' jid='{bjid}'/>"), "unexpected-request",
+        "not-subscribed")
