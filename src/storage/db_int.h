@@ -32,6 +32,18 @@ extern const xd_db_driver_t xd_db_driver_pgsql;
  * xd_db_status: there is no handle to ask errmsg). */
 extern _Thread_local char xd_db_open_err[160];
 
+/* Connection events of a driver that reconnects by itself (sqlconn.c), on
+ * the calling thread, for xd_db_status: storage.c adds them to the pool's
+ * counters after each driver call and clears them.  up: 1 a connection
+ * attempt succeeded last, 0 one failed, -1 no attempt. */
+typedef struct xd_db_drv_events {
+    unsigned failures;     /* connections lost or refused */
+    unsigned reconnects;   /* connections re-opened after a loss */
+    int up;
+    char last_error[160];  /* the last failure */
+} xd_db_drv_events_t;
+extern _Thread_local xd_db_drv_events_t xd_db_drv_events;
+
 /* ---- dialects (src/storage/dialect.c) ------------------------------------ */
 
 typedef enum xd_db_ups_style {

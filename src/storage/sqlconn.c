@@ -16,6 +16,7 @@
 #include <strings.h>
 #include <time.h>
 
+#include "storage/db_int.h"
 #include "storage/sqlconn.h"
 #include "xmppd/alloc.h"
 #include "xmppd/assert.h"
@@ -182,6 +183,18 @@ xd_stmt_cache_clear(xd_stmt_cache_t *c)
 
 /* ---- connection keeper --------------------------------------------------- */
 
+_Thread_local xd_db_drv_events_t xd_db_drv_events = { .up = -1 };
+
+/* A connection lost or refused, for xmppctl status (db_int.h). */
+static void
+sqlc_note_failure(const xd_sqlc_t *k)
+{
+    xd_db_drv_events.failures++;
+    xd_db_drv_events.up = 0;
+    snprintf(xd_db_drv_events.last_error, sizeof xd_db_drv_events.last_error, "%.159s",
+             k->err);
+}
+
 void
 xd_sqlc_init(xd_sqlc_t *k, const xd_sqlc_ops_t *ops, unsigned fault_wait_ms)
 {
@@ -218,6 +231,8 @@ xd_sqlc_close(xd_sqlc_t *k)
 static void
 sqlc_down(xd_sqlc_t *k)
 {
+    if (k->up)
+        sqlc_note_failure(k);
     k->ops->disconnect(k);
     k->up = false;
     k->was_down = true;
@@ -237,10 +252,13 @@ sqlc_connect_wait(xd_sqlc_t *k)
         if (rc == 0) {
             k->up = true;
             k->was_down = false;
+            xd_db_drv_events.reconnects++;
+            xd_db_drv_events.up = 1;
             XD_LOG(NULL, XD_NOTICE, "db reconnected", "driver=%s attempts=%u waited_ms=%llu",
                    k->ops->driver, attempt, (unsigned long long)(xd_sql_now_ms() - start));
             return 0;
         }
+        sqlc_note_failure(k);
         uint64_t now = xd_sql_now_ms();
         if (rc == XD_EINVAL || rc == XD_ENOTSUP || now >= deadline) {
             char why[sizeof k->err];
@@ -275,6 +293,8 @@ sqlc_ensure(xd_sqlc_t *k)
             return 0;
         XD_LOG(NULL, XD_INFO, "db connection closed by the server", "driver=%s",
                k->ops->driver);
+        if (k->err[0] == '\0')
+            snprintf(k->err, sizeof k->err, "connection closed by the server");
     }
     return sqlc_connect_wait(k);
 }

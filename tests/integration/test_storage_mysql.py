@@ -317,12 +317,19 @@ def test_database_down_request_waits_then_fails(server_factory, backend):
         assert 'event="db unavailable"' in srv.log_text() and \
             "driver=%s" % db.name in srv.log_text()
         assert srv.proc.poll() is None
+        # xmppctl status shows the pool's health (the driver reconnects
+        # itself; its failures are counted all the same).
+        st = srv.ctl_run("status").stdout
+        assert re.search(r"database %s down .*failures=[1-9]\d*.*last_error=\"." % db.name,
+                         st), st
     finally:
         if db.server.proc is None or db.server.proc.poll() is not None:
             db.start()
     # Back: a new write goes through, and every acknowledged one is there.
     r = iq(a, "r3", ROSTER_SET.format("erin", "Erin"))
     assert "type='result'" in r, (r, srv.log_text()[-3000:])
+    st = srv.ctl_run("status").stdout
+    assert re.search(r"database %s up .*reconnects=[1-9]" % db.name, st), st
     r = iq(a, "g", "<query xmlns='jabber:iq:roster'/>", "get")
     for who in ("carol", "bob", "erin"):
         assert "%s@localhost" % who in r, (who, r)
@@ -330,3 +337,4 @@ def test_database_down_request_waits_then_fails(server_factory, backend):
     rows = db.query("SELECT jid FROM roster_item ORDER BY jid")
     assert rows.split() == ["bob@localhost", "carol@localhost", "erin@localhost"], rows
     assert srv.proc.poll() is None  # no crash
+
