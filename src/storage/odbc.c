@@ -9,14 +9,19 @@
  * "Driver={PostgreSQL Unicode};Server=…;Port=…") completed with UID, PWD and
  * Database from username, password and database (odbc_conninfo).  The
  * engine behind the driver (SQLGetInfo SQL_DBMS_NAME) picks the SQL
- * dialect: PostgreSQL → pgsql, MariaDB/MySQL → mysql; Microsoft SQL Server
- * (mssql) and others are refused at open with a clear message.
+ * dialect: PostgreSQL → pgsql, MariaDB/MySQL → mysql, Microsoft SQL Server
+ * → mssql (T-SQL, dialect.c; untested against a real server); others are
+ * refused at open with a clear message.
  * The SQL text reaches the server as written: `?` is ODBC's own marker; the
  * dialect of the server behind the driver is the dialect layer's concern.
  *
  * Values: INT64 binds as SQL_C_SBIGINT/SQL_BIGINT, TEXT as
  * SQL_C_CHAR/SQL_VARCHAR (UTF-8 bytes: the driver must be set up for UTF-8,
- * see docs/admin.md), BLOB as SQL_C_BINARY/SQL_VARBINARY.  Result columns of
+ * see docs/admin.md), BLOB as SQL_C_BINARY/SQL_VARBINARY.  On mssql TEXT
+ * is SQL_WVARCHAR, so that FreeTDS converts the UTF-8 to UTF-16 and sends
+ * NVARCHAR (as VARCHAR it would go through the server's code page), and a
+ * NULL is a VARBINARY (SQL Server converts a varbinary NULL to any column
+ * type, a varchar one not to VARBINARY).  Result columns of
  * integer SQL types (and NUMERIC/DECIMAL without a scale) come back as
  * INT64, binary ones as BLOB, everything else as TEXT.
  *
@@ -38,8 +43,12 @@
  * ODBC_PING_IDLE_MS is pinged ("SELECT 1") before it is used outside a
  * transaction; a database restart then costs no request.
  *
- * last_insert_id is not supported (0): ODBC has no portable way; SQL that
- * needs a generated key must return it (RETURNING / OUTPUT).
+ * last_insert_id asks the dialect's query (dialect.c: lastval(),
+ * LAST_INSERT_ID(), @@IDENTITY) after an INSERT, else 0.
+ *
+ * On mssql, transactions run SERIALIZABLE, for the reason pgsql.c gives
+ * (the modules' read-check-write bodies); a deadlock victim (1205,
+ * SQLSTATE 40001) is XD_EDB_BUSY and xd_db_tx runs the body again.
  */
 #include <pthread.h>
 #include <sql.h>
@@ -74,6 +83,7 @@ typedef struct odbc_conn {
     char state[6];                        /* SQLSTATE of the last failure */
     const char *dialect;                  /* from SQL_DBMS_NAME at connect; NULL: unknown */
     char dbms[64];                        /* SQL_DBMS_NAME as the driver said it */
+    bool last_insert;                     /* the last statement was an INSERT */
 } odbc_conn_t;
 
 static pthread_once_t odbc_once = PTHREAD_ONCE_INIT;
@@ -150,7 +160,7 @@ odbc_disconnect(odbc_conn_t *c)
 
 /* Asks the server which engine it is (SQL_DBMS_NAME) and names its SQL
  * dialect: PostgreSQL → pgsql, MySQL/MariaDB → mysql, Microsoft SQL Server
- * → mssql (no dialect yet: odbc_open refuses it), anything else NULL. */
+ * → mssql, anything else NULL (odbc_open refuses it). */
 static void
 odbc_probe_dialect(odbc_conn_t *c)
 {
@@ -189,6 +199,8 @@ odbc_connect(odbc_conn_t *c)
     c->dbc = dbc;
     c->last_used_ms = xd_sql_now_ms();
     odbc_probe_dialect(c);
+    if (c->dialect != NULL && strcmp(c->dialect, "mssql") == 0)
+        SQLSetConnectAttr(dbc, SQL_ATTR_TXN_ISOLATION, (SQLPOINTER)SQL_TXN_SERIALIZABLE, 0);
     return 0;
 }
 
@@ -256,6 +268,7 @@ odbc_bind(odbc_conn_t *c, SQLHSTMT st, const xd_db_val_t *params, size_t n, SQLL
         snprintf(c->k.err, sizeof c->k.err, "statement has %d parameters, %zu given", (int)np, n);
         return XD_EINVAL;
     }
+    bool mssql = c->dialect != NULL && strcmp(c->dialect, "mssql") == 0;
     for (size_t i = 0; i < n; i++) {
         const xd_db_val_t *v = &params[i];
         SQLUSMALLINT idx = (SQLUSMALLINT)(i + 1);
@@ -263,8 +276,10 @@ odbc_bind(odbc_conn_t *c, SQLHSTMT st, const xd_db_val_t *params, size_t n, SQLL
         switch (v->type) {
         case XD_DB_NULL:
             ind[i] = SQL_NULL_DATA;
-            r = SQLBindParameter(st, idx, SQL_PARAM_INPUT, SQL_C_CHAR, SQL_VARCHAR, 1, 0, NULL,
-                                 0, &ind[i]);
+            r = mssql ? SQLBindParameter(st, idx, SQL_PARAM_INPUT, SQL_C_BINARY, SQL_VARBINARY,
+                                         1, 0, NULL, 0, &ind[i])
+                      : SQLBindParameter(st, idx, SQL_PARAM_INPUT, SQL_C_CHAR, SQL_VARCHAR, 1,
+                                         0, NULL, 0, &ind[i]);
             break;
         case XD_DB_INT64:
             ind[i] = 0;
@@ -276,7 +291,7 @@ odbc_bind(odbc_conn_t *c, SQLHSTMT st, const xd_db_val_t *params, size_t n, SQLL
             bool text = v->type == XD_DB_TEXT;
             ind[i] = (SQLLEN)v->s.len;
             r = SQLBindParameter(st, idx, SQL_PARAM_INPUT, text ? SQL_C_CHAR : SQL_C_BINARY,
-                                 text ? SQL_VARCHAR : SQL_VARBINARY,
+                                 text ? (mssql ? SQL_WVARCHAR : SQL_VARCHAR) : SQL_VARBINARY,
                                  v->s.len > 0 ? v->s.len : 1, 0,
                                  (SQLPOINTER)(v->s.p != NULL ? v->s.p : ""), (SQLLEN)v->s.len,
                                  &ind[i]);
@@ -463,6 +478,10 @@ odbc_query_once(xd_sqlc_t *k, const char *sql, const xd_db_val_t *params, size_t
     odbc_conn_t *c = (odbc_conn_t *)k;
     c->state[0] = '\0';
     c->changes = 0;
+    const char *w = sql;
+    while (*w == ' ' || *w == '\n' || *w == '\t')
+        w++;
+    c->last_insert = strncasecmp(w, "INSERT", 6) == 0 || strncasecmp(w, "MERGE", 5) == 0;
     SQLHSTMT st = NULL;
     xd_stmt_ent_t *slot = NULL;
     int rc = odbc_prepare(c, sql, &st, &slot);
@@ -606,11 +625,28 @@ static const xd_sqlc_ops_t odbc_ops = {
     .end = odbc_end_once,
 };
 
+/* The id the last INSERT generated, from the dialect's query; 0 when the
+ * last statement was no INSERT (pgsql's lastval() fails in a session that
+ * used no sequence, and would end the transaction). */
 static int64_t
 odbc_last_insert_id(void *h)
 {
-    (void)h;
-    return 0;
+    odbc_conn_t *c = h;
+    const xd_db_dialect_def_t *d = c->dialect != NULL ? xd_db_dialect_find(c->dialect) : NULL;
+    if (!c->last_insert || c->dbc == NULL || d == NULL || d->last_id == NULL)
+        return 0;
+    SQLHSTMT st = NULL;
+    SQLBIGINT id = 0;
+    SQLLEN ind = 0;
+    if (!SQL_SUCCEEDED(SQLAllocHandle(SQL_HANDLE_STMT, c->dbc, &st)))
+        return 0;
+    if (!SQL_SUCCEEDED(SQLExecDirect(st, (SQLCHAR *)d->last_id, SQL_NTS)) ||
+        !SQL_SUCCEEDED(SQLFetch(st)) ||
+        !SQL_SUCCEEDED(SQLGetData(st, 1, SQL_C_SBIGINT, &id, sizeof id, &ind)) ||
+        ind == SQL_NULL_DATA)
+        id = 0;
+    SQLFreeHandle(SQL_HANDLE_STMT, st);
+    return (int64_t)id;
 }
 
 static int64_t
@@ -735,11 +771,11 @@ odbc_open(const xd_db_params_t *p, void **out)
     xd_stmt_cache_init(&c->cache, odbc_stmt_finalize);
     c->conninfo = ci;
     int rc = xd_sqlc_open(&c->k);
-    if (rc == 0 && (c->dialect == NULL || strcmp(c->dialect, "mssql") == 0)) {
+    if (rc == 0 && c->dialect == NULL) {
         snprintf(c->k.err, sizeof c->k.err,
-                 "the database behind ODBC is \"%s\": not supported (PostgreSQL, MariaDB "
-                 "or MySQL)%s",
-                 c->dbms, c->dialect != NULL ? "; Microsoft SQL Server has no SQL dialect yet" : "");
+                 "the database behind ODBC is \"%s\": not supported (PostgreSQL, MariaDB, "
+                 "MySQL or Microsoft SQL Server)",
+                 c->dbms);
         rc = XD_ENOTSUP;
     }
     if (rc < 0) {

@@ -338,3 +338,23 @@ def test_database_down_request_waits_then_fails(server_factory, backend):
     assert rows.split() == ["bob@localhost", "carol@localhost", "erin@localhost"], rows
     assert srv.proc.poll() is None  # no crash
 
+
+def test_odbc_freetds_example_fails_cleanly(server_factory):
+    """docs/admin.md's SQL Server configuration through FreeTDS (tdsodbc,
+    scripts/deps).  No SQL Server can run here: with nothing listening the
+    start stops with the driver's reason and no crash, which shows the
+    example's connection string reaches FreeTDS as written."""
+    import glob
+    if not glob.glob("/usr/lib/*/odbc/libtdsodbc.so"):
+        pytest.skip("tdsodbc is not installed (scripts/deps)")
+    port = free_port()
+    yaml = ("sql_type: odbc\n"
+            "sql_server: \"Driver={FreeTDS};Server=127.0.0.1;Port=%d;TDS_Version=7.4;"
+            "ClientCharset=UTF-8\"\n"
+            "sql_database: xmppd\nsql_username: xmppd\nsql_password: pw\n" % port)
+    with pytest.raises(RuntimeError) as e:
+        server_factory(extra_yaml=yaml, expect_clean_exit=False)
+    msg = str(e.value)
+    assert "db open failed" in msg and "driver=odbc" in msg, msg
+    assert "[08001]" in msg or "connect" in msg.lower(), msg
+    assert "pw" not in re.findall(r'err="([^"]*)"', msg)[0], msg  # the password is never logged
