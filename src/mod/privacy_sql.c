@@ -99,10 +99,19 @@ static const char *const blk_mig2_mysql[] = {
     NULL,
 };
 
+/* SQL Server (T-SQL: neither ON CONFLICT nor ON DUPLICATE KEY): its
+ * support came after mod_blocking's move into the privacy tables, so no
+ * SQL Server database can hold a blocklist row to move. */
+static const char *const blk_mig2_mssql[] = {
+    "DROP TABLE blocklist",
+    NULL,
+};
+
 static const xd_db_migration_t blk_migrations[] = {
     { 1, NULL, blk_mig1 },
     { 2, NULL, blk_mig2 },
     { 2, "mysql", blk_mig2_mysql },
+    { 2, "mssql", blk_mig2_mssql },
     { 0, NULL, NULL },
 };
 

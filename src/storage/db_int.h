@@ -32,16 +32,29 @@ extern const xd_db_driver_t xd_db_driver_pgsql;
  * xd_db_status: there is no handle to ask errmsg). */
 extern _Thread_local char xd_db_open_err[160];
 
+/* Connection events of a driver that reconnects by itself (sqlconn.c), on
+ * the calling thread, for xd_db_status: storage.c adds them to the pool's
+ * counters after each driver call and clears them.  up: 1 a connection
+ * attempt succeeded last, 0 one failed, -1 no attempt. */
+typedef struct xd_db_drv_events {
+    unsigned failures;     /* connections lost or refused */
+    unsigned reconnects;   /* connections re-opened after a loss */
+    int up;
+    char last_error[160];  /* the last failure */
+} xd_db_drv_events_t;
+extern _Thread_local xd_db_drv_events_t xd_db_drv_events;
+
 /* ---- dialects (src/storage/dialect.c) ------------------------------------ */
 
 typedef enum xd_db_ups_style {
     XD_DB_UPS_ON_CONFLICT,   /* INSERT … ON CONFLICT (key) DO … (SQLite, PostgreSQL) */
     XD_DB_UPS_DUPLICATE_KEY, /* INSERT … ON DUPLICATE KEY UPDATE (MySQL, MariaDB) */
+    XD_DB_UPS_MERGE,         /* MERGE … WITH (HOLDLOCK) (Microsoft SQL Server) */
 } xd_db_ups_style;
 
 /* How one SQL engine spells what storage.h's {tokens} stand for. */
 typedef struct xd_db_dialect_def {
-    const char *name;   /* "sqlite", "pgsql", "mysql" */
+    const char *name;   /* "sqlite", "pgsql", "mysql", "mssql" */
     const char *t_int;  /* {int} */
     const char *t_blob; /* {blob} */
     const char *t_text; /* {text} */
@@ -49,14 +62,19 @@ typedef struct xd_db_dialect_def {
     const char *autoid; /* {autoid} */
     const char *octets; /* {octets:E}: a format with one %.*s for E */
     xd_db_ups_style upsert;
+    const char *last_id; /* a query of the id the last INSERT generated (ODBC) */
+    bool tsql;          /* T-SQL: LIMIT/OFFSET, ADD COLUMN, CREATE TABLE IF NOT
+                           EXISTS and savepoints rewritten (xd_db_expand) */
 } xd_db_dialect_def_t;
 
 /* The dialect called name, or NULL. */
 const xd_db_dialect_def_t *xd_db_dialect_find(const char *name);
 
-/* Expands the {tokens} of sql.  *out is NULL when sql has none (use it as
- * it is), else a new string the caller frees.  XD_EINVAL: an unknown or
- * unterminated token. */
+/* Expands the {tokens} of sql (and, for a T-SQL dialect, rewrites what
+ * T-SQL spells otherwise: dialect.c).  *out is NULL when there is nothing
+ * to change (use sql as it is), else a new string the caller frees.
+ * XD_EINVAL: an unknown or unterminated token, or a LIMIT that T-SQL
+ * cannot express. */
 int xd_db_expand(const xd_db_dialect_def_t *d, const char *sql, char **out);
 
 /* The SQL text of upsert u in dialect d, a new string (XD_EINVAL: bad u). */

@@ -27,29 +27,20 @@
  * "UPDATE …; if no row changed, INSERT" works when the values are equal.
  *
  * Statements: MySQL takes `?` natively.  Each handle caches up to
- * MY_CACHE_SLOTS prepared statements keyed by SQL text (LRU), as sqlite.c
- * does; a statement whose query is running (a row handler that runs the
- * same SQL) gets a temporary one.  Results are stored client-side
- * (mysql_stmt_store_result) before the first row is handed out, so a row
- * handler may run other queries on the same connection.
+ * XD_STMT_CACHE_SLOTS prepared statements keyed by SQL text in the LRU cache
+ * shared with sqlite.c and odbc.c (sqlconn.c); a statement whose query is
+ * running (a row handler that runs the same SQL) gets a temporary one.
+ * Results are stored client-side (mysql_stmt_store_result) before the first
+ * row is handed out, so a row handler may run other queries on the same
+ * connection.
  *
- * Lost connections.  The server restarting or killing the connection makes
- * the handle unusable; the driver then reconnects (a new MYSQL, an empty
- * statement cache).  A request is retried on the new connection only when
- * that is safe:
- *   - before a statement runs outside a transaction, and before BEGIN, the
- *     socket is polled: an idle connection that is readable has been closed
- *     by the server, and is replaced before anything is sent;
- *   - a statement outside a transaction that fails with a lost connection
- *     is retried once when it is a read (SELECT/SHOW); a write may have been
- *     applied, so it fails with a clear message (XD_EDB);
- *   - inside a transaction a lost connection returns XD_EDB_BUSY: the server
- *     rolled the transaction back, and xd_db_tx retries its whole body on a
- *     fresh connection (reconnected by the next BEGIN);
- *   - a lost COMMIT is XD_EDB ("outcome unknown"), never retried.
- * Reconnection attempts back off (MY_RECONNECT_MIN_MS doubling to
- * MY_RECONNECT_MAX_MS per handle): while waiting, requests fail at once
- * with "database unreachable" instead of each waiting for a connect timeout.
+ * Lost connections: the connection keeper of sqlconn.c (shared with
+ * odbc.c) decides what is retried and waits, reconnecting with backoff, up
+ * to sql_fault_wait for a database that is away (sqlconn.h has the
+ * policy).  This file tells it when a connection is lost (client error
+ * numbers, my_errno_lost) and, before an idle connection is used, whether
+ * the server closed it: its socket is readable while nothing is expected
+ * (restart, wait_timeout, KILL), so it is replaced before anything is sent.
  *
  * Ownership: the handle and everything in it belong to the thread that
  * holds the connection (db_int.h).  Row values point into the statement's
@@ -68,25 +59,14 @@
 #include <time.h>
 
 #include "storage/db_int.h"
+#include "storage/sqlconn.h"
 #include "xmppd/alloc.h"
 #include "xmppd/assert.h"
 #include "xmppd/err.h"
 #include "xmppd/log.h"
 
-#define MY_CACHE_SLOTS 64          /* prepared statements per connection */
 #define MY_STACK_COLS 16           /* row arrays up to this size live on the stack */
 #define MY_CONNECT_TIMEOUT_S 10    /* default connect_timeout */
-#define MY_RECONNECT_MIN_MS 100    /* first pause after a failed reconnect */
-#define MY_RECONNECT_MAX_MS 5000   /* longest pause */
-#define MY_CONNINFO_KEYS 10        /* key=value pairs kept from conninfo */
-
-typedef struct my_stmt {
-    char *sql;         /* owned copy of the key; NULL = free slot */
-    uint64_t hash;     /* FNV-1a of sql */
-    MYSQL_STMT *stmt;  /* prepared statement */
-    uint64_t used;     /* LRU tick of the last use */
-    bool busy;         /* a query on it is running */
-} my_stmt_t;
 
 /* Connection settings parsed from conninfo; strings owned. */
 typedef struct my_opts {
@@ -99,81 +79,15 @@ typedef struct my_opts {
 
 /* One connection.  Touched only by the thread that holds it. */
 typedef struct my_conn {
+    xd_sqlc_t k;                     /* first: the keeper (sqlconn.h); k.err */
     MYSQL *m;                        /* NULL while disconnected */
     my_opts_t o;                     /* how to (re)connect */
-    my_stmt_t cache[MY_CACHE_SLOTS]; /* statement cache of the current MYSQL */
-    uint64_t tick;                   /* LRU clock */
-    bool in_tx;                      /* between begin and commit/rollback */
-    bool tx_lost;                    /* the connection died inside the transaction */
+    xd_stmt_cache_t cache;           /* MYSQL_STMTs of the current MYSQL */
     int64_t last_id;                 /* last AUTO_INCREMENT value generated */
     int64_t changes;                 /* rows matched by the last statement */
-    uint64_t retry_at_ms;            /* no reconnect before this (monotonic) */
-    unsigned backoff_ms;             /* next pause after a failed reconnect */
-    char err[384];                   /* last failure; "" when none */
 } my_conn_t;
 
-static uint64_t
-my_hash(const char *s)
-{
-    uint64_t h = 1469598103934665603ULL;
-    for (; *s; s++)
-        h = (h ^ (unsigned char)*s) * 1099511628211ULL;
-    return h;
-}
-
-static uint64_t
-my_now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
-}
-
 /* ---- conninfo ------------------------------------------------------------ */
-
-/* Reads the next key=value pair at *pp into key/val (owned).  0 at the end,
- * 1 for a pair, XD_EINVAL for a malformed string. */
-static int
-my_next_pair(const char **pp, char **key, char **val)
-{
-    const char *p = *pp;
-    while (*p == ' ' || *p == '\t' || *p == '\n')
-        p++;
-    if (*p == '\0')
-        return 0;
-    const char *k = p;
-    while (*p != '\0' && *p != '=' && *p != ' ')
-        p++;
-    if (*p != '=' || p == k)
-        return XD_EINVAL;
-    size_t klen = (size_t)(p - k);
-    p++;
-    size_t cap = strlen(p) + 1, n = 0;
-    char *v = xd_malloc(cap);
-    if (*p == '\'') {
-        for (p++; *p != '\'' && *p != '\0'; p++) {
-            if (*p == '\\' && p[1] != '\0')
-                p++;
-            v[n++] = *p;
-        }
-        if (*p != '\'') {
-            xd_free(v);
-            return XD_EINVAL;
-        }
-        p++;
-    } else {
-        for (; *p != ' ' && *p != '\t' && *p != '\0'; p++) {
-            if (*p == '\\' && p[1] != '\0')
-                p++;
-            v[n++] = *p;
-        }
-    }
-    v[n] = '\0';
-    *key = xd_strndup(k, klen);
-    *val = v;
-    *pp = p;
-    return 1;
-}
 
 static void
 my_opts_free(my_opts_t *o)
@@ -198,7 +112,7 @@ my_opts_parse(const char *conninfo, my_opts_t *o, char *err, size_t errlen)
     const char *p = conninfo != NULL ? conninfo : "";
     char *k, *v;
     int r;
-    while ((r = my_next_pair(&p, &k, &v)) == 1) {
+    while ((r = xd_sql_next_pair(&p, &k, &v)) == 1) {
         char **dst = NULL;
         int bad = 0;
         if (strcmp(k, "host") == 0) {
@@ -324,25 +238,16 @@ my_map(unsigned e)
     }
 }
 
-/* Drops every cached statement (they belong to the old MYSQL). */
 static void
-my_cache_clear(my_conn_t *c)
+my_stmt_finalize(void *st)
 {
-    for (unsigned i = 0; i < MY_CACHE_SLOTS; i++) {
-        my_stmt_t *e = &c->cache[i];
-        XD_DEBUG_ASSERT(!e->busy);
-        if (e->sql != NULL) {
-            mysql_stmt_close(e->stmt);
-            xd_free(e->sql);
-        }
-        memset(e, 0, sizeof *e);
-    }
+    mysql_stmt_close(st);
 }
 
 static void
 my_disconnect(my_conn_t *c)
 {
-    my_cache_clear(c);
+    xd_stmt_cache_clear(&c->cache);
     if (c->m != NULL)
         mysql_close(c->m);
     c->m = NULL;
@@ -352,7 +257,7 @@ my_disconnect(my_conn_t *c)
 static int
 my_fail(my_conn_t *c, unsigned e, const char *msg)
 {
-    snprintf(c->err, sizeof c->err, "%s (%u)", msg, e);
+    snprintf(c->k.err, sizeof c->k.err, "%s (%u)", msg, e);
     return my_map(e);
 }
 
@@ -372,14 +277,14 @@ my_setup(my_conn_t *c)
     return 0;
 }
 
-/* Opens c->m.  XD_EDB with the reason in c->err. */
+/* Opens c->m.  XD_EDB with the reason in c->k.err. */
 static int
 my_connect(my_conn_t *c)
 {
     XD_ASSERT(c->m == NULL);
     MYSQL *m = mysql_init(NULL);
     if (m == NULL) {
-        snprintf(c->err, sizeof c->err, "mysql_init failed");
+        snprintf(c->k.err, sizeof c->k.err, "mysql_init failed");
         return XD_EDB;
     }
     unsigned to = c->o.connect_timeout, rw = to * 6;
@@ -400,7 +305,7 @@ my_connect(my_conn_t *c)
     const char *host = c->o.socket != NULL ? "localhost" : c->o.host ? c->o.host : "localhost";
     if (mysql_real_connect(m, host, c->o.user, c->o.password, c->o.dbname, c->o.port,
                            c->o.socket, CLIENT_FOUND_ROWS | CLIENT_MULTI_STATEMENTS) == NULL) {
-        snprintf(c->err, sizeof c->err, "connect to %s:%u failed: %s (%u)",
+        snprintf(c->k.err, sizeof c->k.err, "connect to %s:%u failed: %s (%u)",
                  c->o.socket ? c->o.socket : host, c->o.port, mysql_error(m), mysql_errno(m));
         mysql_close(m);
         return XD_EDB;
@@ -414,81 +319,21 @@ my_connect(my_conn_t *c)
     return 0;
 }
 
-/* Reconnects a lost handle, respecting the backoff. */
-static int
-my_reconnect(my_conn_t *c)
-{
-    my_disconnect(c);
-    uint64_t now = my_now_ms();
-    if (now < c->retry_at_ms) {
-        snprintf(c->err, sizeof c->err, "database unreachable (next attempt in %llu ms)",
-                 (unsigned long long)(c->retry_at_ms - now));
-        return XD_EDB;
-    }
-    int rc = my_connect(c);
-    if (rc < 0) {
-        c->backoff_ms = c->backoff_ms == 0 ? MY_RECONNECT_MIN_MS : c->backoff_ms * 2;
-        if (c->backoff_ms > MY_RECONNECT_MAX_MS)
-            c->backoff_ms = MY_RECONNECT_MAX_MS;
-        c->retry_at_ms = now + c->backoff_ms;
-        XD_LOG(NULL, XD_WARN, "db reconnect failed", "driver=mysql err=\"%s\" retry_ms=%u",
-               c->err, c->backoff_ms);
-        return rc;
-    }
-    if (c->backoff_ms != 0 || c->retry_at_ms != 0)
-        XD_LOG(NULL, XD_NOTICE, "db reconnected", "driver=mysql");
-    c->backoff_ms = 0;
-    c->retry_at_ms = 0;
-    return 0;
-}
-
-/* Before using an idle handle: a socket that is readable while nothing is
- * expected means the server closed it (restart, wait_timeout, KILL).
- * Reconnects then, before anything is sent. */
-static int
-my_ensure(my_conn_t *c)
-{
-    if (c->m != NULL) {
-        struct pollfd pfd = { .fd = (int)mysql_get_socket(c->m), .events = POLLIN };
-        int n = pfd.fd >= 0 ? poll(&pfd, 1, 0) : 1;
-        if (n == 0)
-            return 0;
-        XD_LOG(NULL, XD_INFO, "db connection closed by the server", "driver=mysql");
-    }
-    return my_reconnect(c);
-}
-
 /* ---- statements ---------------------------------------------------------- */
 
-/* Finds or prepares the statement for sql.  *slot is the cache slot, or
+/* Finds or prepares the statement for sql.  *slot is the cache entry, or
  * NULL for a temporary statement the caller closes.  On a lost connection
  * returns XD_EDB with *lost set. */
 static int
-my_prepare(my_conn_t *c, const char *sql, MYSQL_STMT **out, my_stmt_t **slot, bool *lost)
+my_prepare(my_conn_t *c, const char *sql, MYSQL_STMT **out, xd_stmt_ent_t **slot, bool *lost)
 {
-    uint64_t h = my_hash(sql);
-    my_stmt_t *victim = NULL;
     bool nested = false;
-
-    c->tick++;
-    for (unsigned i = 0; i < MY_CACHE_SLOTS; i++) {
-        my_stmt_t *e = &c->cache[i];
-        if (e->sql != NULL && e->hash == h && strcmp(e->sql, sql) == 0) {
-            if (e->busy) {
-                nested = true;
-                break;
-            }
-            e->used = c->tick;
-            e->busy = true;
-            *out = e->stmt;
-            *slot = e;
-            return 0;
-        }
-        if (!e->busy &&
-            (victim == NULL || e->sql == NULL || (victim->sql != NULL && e->used < victim->used)))
-            victim = e;
+    xd_stmt_ent_t *hit = xd_stmt_cache_find(&c->cache, sql, &nested);
+    if (hit != NULL) {
+        *out = hit->stmt;
+        *slot = hit;
+        return 0;
     }
-
     MYSQL_STMT *st = mysql_stmt_init(c->m);
     if (st == NULL)
         return my_fail(c, mysql_errno(c->m), "mysql_stmt_init failed");
@@ -503,22 +348,8 @@ my_prepare(my_conn_t *c, const char *sql, MYSQL_STMT **out, my_stmt_t **slot, bo
     }
     my_bool upd = 1;
     mysql_stmt_attr_set(st, STMT_ATTR_UPDATE_MAX_LENGTH, &upd);
-    if (nested || victim == NULL) {
-        *out = st;
-        *slot = NULL;
-        return 0;
-    }
-    if (victim->sql != NULL) {
-        mysql_stmt_close(victim->stmt);
-        xd_free(victim->sql);
-    }
-    victim->sql = xd_strdup(sql);
-    victim->hash = h;
-    victim->stmt = st;
-    victim->used = c->tick;
-    victim->busy = true;
+    *slot = nested ? NULL : xd_stmt_cache_add(&c->cache, sql, st);
     *out = st;
-    *slot = victim;
     return 0;
 }
 
@@ -527,7 +358,7 @@ my_bind(my_conn_t *c, MYSQL_STMT *st, const xd_db_val_t *params, size_t n, MYSQL
         unsigned long *lens)
 {
     if (mysql_stmt_param_count(st) != n) {
-        snprintf(c->err, sizeof c->err, "statement has %lu parameters, %zu given",
+        snprintf(c->k.err, sizeof c->k.err, "statement has %lu parameters, %zu given",
                  mysql_stmt_param_count(st), n);
         return XD_EINVAL;
     }
@@ -553,7 +384,7 @@ my_bind(my_conn_t *c, MYSQL_STMT *st, const xd_db_val_t *params, size_t n, MYSQL
             b[i].length = &lens[i];
             break;
         default:
-            snprintf(c->err, sizeof c->err, "parameter %zu has bad type %d", i + 1,
+            snprintf(c->k.err, sizeof c->k.err, "parameter %zu has bad type %d", i + 1,
                      (int)v->type);
             return XD_EINVAL;
         }
@@ -665,13 +496,16 @@ my_row(const my_res_t *r, xd_db_val_t *cols)
     }
 }
 
-/* Runs one statement once.  *lost tells a lost connection. */
+/* Runs one statement once (the keeper's query).  *lost tells a lost
+ * connection. */
 static int
-my_query_once(my_conn_t *c, const char *sql, const xd_db_val_t *params, size_t nparams,
+my_query_once(xd_sqlc_t *k, const char *sql, const xd_db_val_t *params, size_t nparams,
               xd_db_row_handler fn, void *arg, bool *lost)
 {
+    my_conn_t *c = (my_conn_t *)k;
+    c->changes = 0;
     MYSQL_STMT *st = NULL;
-    my_stmt_t *slot = NULL;
+    xd_stmt_ent_t *slot = NULL;
     int rc = my_prepare(c, sql, &st, &slot, lost);
     if (rc < 0)
         return rc;
@@ -743,85 +577,18 @@ my_query_once(my_conn_t *c, const char *sql, const xd_db_val_t *params, size_t n
     if (stored)
         mysql_stmt_free_result(st);
     if (slot != NULL) {
-        slot->busy = false;
+        xd_stmt_cache_done(slot);
     } else {
         mysql_stmt_close(st);
     }
     return rc;
 }
 
-/* A statement that only reads: safe to send again after a lost connection. */
-static bool
-my_is_read(const char *sql)
-{
-    while (*sql == ' ' || *sql == '\n' || *sql == '\t' || *sql == '(')
-        sql++;
-    return strncasecmp(sql, "SELECT", 6) == 0 || strncasecmp(sql, "SHOW", 4) == 0;
-}
-
-/* A lost connection inside a transaction: the server has rolled it back;
- * xd_db_tx retries the whole body after our BUSY. */
+/* The keeper's exec: SQL text, maybe several statements. */
 static int
-my_lost_in_tx(my_conn_t *c)
+my_exec_once(xd_sqlc_t *k, const char *sql, bool *lost)
 {
-    c->tx_lost = true;
-    my_disconnect(c);
-    size_t len = strlen(c->err);
-    snprintf(c->err + len, sizeof c->err - len, "; connection lost in a transaction, retried");
-    return XD_EDB_BUSY;
-}
-
-static int
-my_query(void *h, const char *sql, const xd_db_val_t *params, size_t nparams,
-         xd_db_row_handler fn, void *arg)
-{
-    my_conn_t *c = h;
-    c->err[0] = '\0';
-    c->changes = 0;
-    if (c->in_tx) {
-        if (c->tx_lost || c->m == NULL)
-            return my_lost_in_tx(c);
-    } else {
-        int rc = my_ensure(c);
-        if (rc < 0)
-            return rc;
-    }
-    bool lost = false;
-    int rc = my_query_once(c, sql, params, nparams, fn, arg, &lost);
-    if (!lost)
-        return rc;
-    if (c->in_tx)
-        return my_lost_in_tx(c);
-    my_disconnect(c);
-    if (!my_is_read(sql)) {
-        size_t len = strlen(c->err);
-        snprintf(c->err + len, sizeof c->err - len,
-                 "; connection lost during a write, not retried (outcome unknown)");
-        XD_LOG(NULL, XD_WARN, "db connection lost", "driver=mysql err=\"%s\"", c->err);
-        return XD_EDB;
-    }
-    rc = my_reconnect(c);
-    if (rc == 0) {
-        lost = false;
-        rc = my_query_once(c, sql, params, nparams, fn, arg, &lost);
-        if (lost)
-            my_disconnect(c);
-    }
-    return rc;
-}
-
-static int
-my_exec(void *h, const char *sql)
-{
-    my_conn_t *c = h;
-    c->err[0] = '\0';
-    if (c->in_tx && (c->tx_lost || c->m == NULL))
-        return my_lost_in_tx(c);
-    if (!c->in_tx) {
-        int rc = my_ensure(c);
-        if (rc < 0)
-            return rc;
-    }
+    my_conn_t *c = (my_conn_t *)k;
     int rc = 0;
     unsigned e = 0;
     if (mysql_real_query(c->m, sql, strlen(sql)) != 0) {
@@ -848,82 +615,65 @@ my_exec(void *h, const char *sql)
             rc = my_fail(c, e, mysql_error(c->m));
         }
     }
-    if (rc < 0 && my_errno_lost(e)) {
-        if (c->in_tx)
-            return my_lost_in_tx(c);
-        my_disconnect(c); /* not retried: the text may have written */
-    }
+    *lost = rc < 0 && my_errno_lost(e);
     return rc;
 }
 
+/* One statement of transaction control. */
 static int
-my_begin(void *h)
+my_simple(my_conn_t *c, const char *sql, bool *lost)
 {
-    my_conn_t *c = h;
-    c->err[0] = '\0';
-    c->tx_lost = false;
-    int rc = my_ensure(c);
-    if (rc < 0)
-        return rc;
-    if (mysql_real_query(c->m, "START TRANSACTION", 17) != 0) {
-        unsigned e = mysql_errno(c->m);
-        rc = my_fail(c, e, mysql_error(c->m));
-        if (my_errno_lost(e)) {
-            my_disconnect(c);
-            return XD_EDB_BUSY; /* nothing ran: xd_db_tx retries */
-        }
-        return rc;
-    }
-    c->in_tx = true;
-    return 0;
+    if (mysql_real_query(c->m, sql, strlen(sql)) == 0)
+        return 0;
+    unsigned e = mysql_errno(c->m);
+    *lost = my_errno_lost(e);
+    return my_fail(c, e, mysql_error(c->m));
 }
 
 static int
-my_commit(void *h)
+my_begin_once(xd_sqlc_t *k, bool *lost)
 {
-    my_conn_t *c = h;
-    if (c->tx_lost || c->m == NULL) {
-        /* The body saw BUSY; xd_db_tx never commits then.  Defensive. */
-        c->in_tx = false;
-        return XD_EDB_BUSY;
-    }
-    if (mysql_real_query(c->m, "COMMIT", 6) != 0) {
-        unsigned e = mysql_errno(c->m);
-        int rc = my_fail(c, e, mysql_error(c->m));
-        if (my_errno_lost(e)) {
-            size_t len = strlen(c->err);
-            snprintf(c->err + len, sizeof c->err - len,
-                     "; connection lost during COMMIT (outcome unknown)");
-            my_disconnect(c);
-            c->in_tx = false;
-            return XD_EDB;
-        }
-        return rc; /* in_tx stays: xd_db_tx rolls back */
-    }
-    c->in_tx = false;
-    return 0;
+    return my_simple((my_conn_t *)k, "START TRANSACTION", lost);
 }
 
 static int
-my_rollback(void *h)
+my_end_once(xd_sqlc_t *k, bool commit, bool *lost)
 {
-    my_conn_t *c = h;
-    c->in_tx = false;
-    if (c->tx_lost || c->m == NULL) {
-        c->tx_lost = false;
-        return 0; /* the server rolled back when the connection died */
-    }
-    if (mysql_real_query(c->m, "ROLLBACK", 8) != 0) {
-        unsigned e = mysql_errno(c->m);
-        int rc = my_fail(c, e, mysql_error(c->m));
-        if (my_errno_lost(e)) {
-            my_disconnect(c);
-            return 0;
-        }
-        return rc;
-    }
-    return 0;
+    return my_simple((my_conn_t *)k, commit ? "COMMIT" : "ROLLBACK", lost);
 }
+
+/* Before using an idle connection: a socket that is readable while nothing
+ * is expected means the server closed it (restart, wait_timeout, KILL). */
+static bool
+my_usable(xd_sqlc_t *k)
+{
+    my_conn_t *c = (my_conn_t *)k;
+    struct pollfd pfd = { .fd = (int)mysql_get_socket(c->m), .events = POLLIN };
+    return pfd.fd >= 0 && poll(&pfd, 1, 0) == 0;
+}
+
+static int
+my_connect_k(xd_sqlc_t *k)
+{
+    return my_connect((my_conn_t *)k);
+}
+
+static void
+my_disconnect_k(xd_sqlc_t *k)
+{
+    my_disconnect((my_conn_t *)k);
+}
+
+static const xd_sqlc_ops_t my_ops = {
+    .driver = "mysql",
+    .connect = my_connect_k,
+    .disconnect = my_disconnect_k,
+    .usable = my_usable,
+    .query = my_query_once,
+    .exec = my_exec_once,
+    .begin = my_begin_once,
+    .end = my_end_once,
+};
 
 static int64_t
 my_last_insert_id(void *h)
@@ -937,19 +687,13 @@ my_changes(void *h)
     return ((my_conn_t *)h)->changes;
 }
 
-static const char *
-my_errmsg(void *h)
-{
-    return ((my_conn_t *)h)->err;
-}
-
 static void
 my_close(void *h)
 {
     my_conn_t *c = h;
     if (c == NULL)
         return;
-    my_disconnect(c);
+    xd_sqlc_close(&c->k);
     my_opts_free(&c->o);
     xd_free(c);
 }
@@ -974,16 +718,18 @@ my_open(const xd_db_params_t *p, void **out)
         return XD_EDB;
     }
     my_conn_t *c = xd_new(my_conn_t);
-    int rc = p->conninfo != NULL ? my_opts_parse(p->conninfo, &c->o, c->err, sizeof c->err)
-                                 : my_opts_params(p, &c->o, c->err, sizeof c->err);
+    xd_sqlc_init(&c->k, &my_ops, p->fault_wait_ms);
+    xd_stmt_cache_init(&c->cache, my_stmt_finalize);
+    int rc = p->conninfo != NULL ? my_opts_parse(p->conninfo, &c->o, c->k.err, sizeof c->k.err)
+                                 : my_opts_params(p, &c->o, c->k.err, sizeof c->k.err);
     if (rc == 0) {
         unsigned ms = p->busy_timeout_ms ? p->busy_timeout_ms : 5000;
         c->o.lock_wait_s = ms < 1000 ? 1 : ms / 1000;
-        rc = my_connect(c);
+        rc = xd_sqlc_open(&c->k);
     }
     if (rc < 0) {
-        XD_LOG(NULL, XD_ERROR, "db open failed", "driver=mysql err=\"%s\"", c->err);
-        snprintf(xd_db_open_err, sizeof xd_db_open_err, "%.159s", c->err);
+        XD_LOG(NULL, XD_ERROR, "db open failed", "driver=mysql err=\"%s\"", c->k.err);
+        snprintf(xd_db_open_err, sizeof xd_db_open_err, "%.159s", c->k.err);
         my_close(c);
         return rc;
     }
@@ -1002,15 +748,15 @@ const xd_db_driver_t xd_db_driver_mysql = {
     .name = "mysql",
     .open = my_open,
     .close = my_close,
-    .exec = my_exec,
-    .query = my_query,
-    .begin = my_begin,
-    .commit = my_commit,
-    .rollback = my_rollback,
+    .exec = xd_sqlc_exec,
+    .query = xd_sqlc_query,
+    .begin = xd_sqlc_begin,
+    .commit = xd_sqlc_commit,
+    .rollback = xd_sqlc_rollback,
     .last_insert_id = my_last_insert_id,
     .changes = my_changes,
-    .errmsg = my_errmsg,
+    .errmsg = xd_sqlc_errmsg,
     .dialect = my_dialect,
-    /* .alive stays NULL: the driver reconnects itself and decides what may
-     * be retried, so the pool never re-runs a write of unknown outcome. */
+    /* .alive stays NULL: the keeper (sqlconn.c) reconnects and decides what
+     * may be retried, so the pool never re-runs a write of unknown outcome. */
 };

@@ -9,19 +9,24 @@
  * "Driver={PostgreSQL Unicode};Server=…;Port=…") completed with UID, PWD and
  * Database from username, password and database (odbc_conninfo).  The
  * engine behind the driver (SQLGetInfo SQL_DBMS_NAME) picks the SQL
- * dialect: PostgreSQL → pgsql, MariaDB/MySQL → mysql; Microsoft SQL Server
- * (mssql) and others are refused at open with a clear message.
+ * dialect: PostgreSQL → pgsql, MariaDB/MySQL → mysql, Microsoft SQL Server
+ * → mssql (T-SQL, dialect.c; untested against a real server); others are
+ * refused at open with a clear message.
  * The SQL text reaches the server as written: `?` is ODBC's own marker; the
  * dialect of the server behind the driver is the dialect layer's concern.
  *
  * Values: INT64 binds as SQL_C_SBIGINT/SQL_BIGINT, TEXT as
  * SQL_C_CHAR/SQL_VARCHAR (UTF-8 bytes: the driver must be set up for UTF-8,
- * see docs/admin.md), BLOB as SQL_C_BINARY/SQL_VARBINARY.  Result columns of
+ * see docs/admin.md), BLOB as SQL_C_BINARY/SQL_VARBINARY.  On mssql TEXT
+ * is SQL_WVARCHAR, so that FreeTDS converts the UTF-8 to UTF-16 and sends
+ * NVARCHAR (as VARCHAR it would go through the server's code page), and a
+ * NULL is a VARBINARY (SQL Server converts a varbinary NULL to any column
+ * type, a varchar one not to VARBINARY).  Result columns of
  * integer SQL types (and NUMERIC/DECIMAL without a scale) come back as
  * INT64, binary ones as BLOB, everything else as TEXT.
  *
- * Statements are prepared once per SQL text per connection (LRU cache, as in
- * sqlite.c).  Every result is read completely (SQLGetData in chunks) into a
+ * Statements are prepared once per SQL text per connection (the LRU cache
+ * shared with sqlite.c and mysql.c, sqlconn.c).  Every result is read completely (SQLGetData in chunks) into a
  * buffer and the cursor closed before the first row is handed out: drivers
  * without multiple active result sets (FreeTDS without MARS) then still let
  * a row handler run other queries.  Row values point into that buffer.
@@ -29,16 +34,21 @@
  * Transactions: begin turns autocommit off, commit/rollback end it with
  * SQLEndTran and turn autocommit back on.
  *
- * Lost connections (SQLSTATE class 08): an idle handle whose last use is
- * older than ODBC_PING_IDLE_MS is pinged ("SELECT 1") before a statement
- * outside a transaction and before BEGIN, and reconnected when that fails,
- * so a database restart costs no request.  Then, as in mysql.c: a read
- * outside a transaction is retried once on a new connection, a write fails
- * with "outcome unknown", a loss inside a transaction is XD_EDB_BUSY (the
- * server rolled it back; xd_db_tx reruns the body), a lost COMMIT is XD_EDB.
+ * Lost connections: the connection keeper of sqlconn.c (shared with
+ * mysql.c) decides what is retried and waits, reconnecting with backoff, up
+ * to sql_fault_wait for a database that is away (sqlconn.h has the
+ * policy).  This file tells it when a connection is lost (SQLSTATE class
+ * 08, SQL_ATTR_CONNECTION_DEAD) and whether an idle one is still usable:
+ * ODBC cannot see the socket, so a handle idle longer than
+ * ODBC_PING_IDLE_MS is pinged ("SELECT 1") before it is used outside a
+ * transaction; a database restart then costs no request.
  *
- * last_insert_id is not supported (0): ODBC has no portable way; SQL that
- * needs a generated key must return it (RETURNING / OUTPUT).
+ * last_insert_id asks the dialect's query (dialect.c: lastval(),
+ * LAST_INSERT_ID(), @@IDENTITY) after an INSERT, else 0.
+ *
+ * On mssql, transactions run SERIALIZABLE, for the reason pgsql.c gives
+ * (the modules' read-check-write bodies); a deadlock victim (1205,
+ * SQLSTATE 40001) is XD_EDB_BUSY and xd_db_tx runs the body again.
  */
 #include <pthread.h>
 #include <sql.h>
@@ -51,43 +61,29 @@
 #include <time.h>
 
 #include "storage/db_int.h"
+#include "storage/sqlconn.h"
 #include "xmppd/alloc.h"
 #include "xmppd/assert.h"
 #include "xmppd/err.h"
 #include "xmppd/log.h"
 
-#define ODBC_CACHE_SLOTS 64        /* prepared statements per connection */
 #define ODBC_MAX_PARAMS 64         /* parameters of one statement */
 #define ODBC_PING_IDLE_MS 2000     /* ping a handle idle longer than this */
 #define ODBC_LOGIN_TIMEOUT_S 10    /* connect timeout */
-#define ODBC_RECONNECT_MIN_MS 100  /* first pause after a failed reconnect */
-#define ODBC_RECONNECT_MAX_MS 5000 /* longest pause */
 #define ODBC_CHUNK 8192            /* SQLGetData chunk */
-
-typedef struct odbc_stmt {
-    char *sql;      /* owned copy of the key; NULL = free slot */
-    uint64_t hash;  /* FNV-1a of sql */
-    SQLHSTMT stmt;  /* prepared statement */
-    uint64_t used;  /* LRU tick of the last use */
-    bool busy;      /* a query on it is running */
-} odbc_stmt_t;
 
 /* One connection.  Touched only by the thread that holds it. */
 typedef struct odbc_conn {
+    xd_sqlc_t k;                          /* first: the keeper (sqlconn.h); k.err */
     SQLHDBC dbc;                          /* NULL while disconnected */
     char *conninfo;                       /* owned: how to (re)connect */
-    odbc_stmt_t cache[ODBC_CACHE_SLOTS];  /* statements of the current dbc */
-    uint64_t tick;                        /* LRU clock */
-    bool in_tx;                           /* between begin and commit/rollback */
-    bool tx_lost;                         /* the connection died in the transaction */
+    xd_stmt_cache_t cache;                /* statements of the current dbc */
     int64_t changes;                      /* SQLRowCount of the last statement */
     uint64_t last_used_ms;                /* monotonic time of the last success */
-    uint64_t retry_at_ms;                 /* no reconnect before this */
-    unsigned backoff_ms;                  /* next pause after a failed reconnect */
     char state[6];                        /* SQLSTATE of the last failure */
-    char err[512];                        /* last failure; "" when none */
     const char *dialect;                  /* from SQL_DBMS_NAME at connect; NULL: unknown */
     char dbms[64];                        /* SQL_DBMS_NAME as the driver said it */
+    bool last_insert;                     /* the last statement was an INSERT */
 } odbc_conn_t;
 
 static pthread_once_t odbc_once = PTHREAD_ONCE_INIT;
@@ -101,23 +97,6 @@ odbc_env_init(void)
         return;
     }
     SQLSetEnvAttr(odbc_env, SQL_ATTR_ODBC_VERSION, (SQLPOINTER)SQL_OV_ODBC3, 0);
-}
-
-static uint64_t
-odbc_hash(const char *s)
-{
-    uint64_t h = 1469598103934665603ULL;
-    for (; *s; s++)
-        h = (h ^ (unsigned char)*s) * 1099511628211ULL;
-    return h;
-}
-
-static uint64_t
-odbc_now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
 }
 
 /* ---- errors -------------------------------------------------------------- */
@@ -136,7 +115,7 @@ odbc_fail(odbc_conn_t *c, SQLSMALLINT type, SQLHANDLE h, const char *what)
     }
     memcpy(c->state, state, sizeof c->state);
     c->state[5] = '\0';
-    snprintf(c->err, sizeof c->err, "%s: [%s] %s", what, c->state, (const char *)msg);
+    snprintf(c->k.err, sizeof c->k.err, "%s: [%s] %s", what, c->state, (const char *)msg);
     if (strncmp(c->state, "23", 2) == 0)
         return XD_EDB_CONSTRAINT;
     if (strcmp(c->state, "40001") == 0 || strcmp(c->state, "40P01") == 0 ||
@@ -163,23 +142,15 @@ odbc_lost(const odbc_conn_t *c)
 /* ---- connecting ---------------------------------------------------------- */
 
 static void
-odbc_cache_clear(odbc_conn_t *c)
+odbc_stmt_finalize(void *st)
 {
-    for (unsigned i = 0; i < ODBC_CACHE_SLOTS; i++) {
-        odbc_stmt_t *e = &c->cache[i];
-        XD_DEBUG_ASSERT(!e->busy);
-        if (e->sql != NULL) {
-            SQLFreeHandle(SQL_HANDLE_STMT, e->stmt);
-            xd_free(e->sql);
-        }
-        memset(e, 0, sizeof *e);
-    }
+    SQLFreeHandle(SQL_HANDLE_STMT, (SQLHSTMT)st);
 }
 
 static void
 odbc_disconnect(odbc_conn_t *c)
 {
-    odbc_cache_clear(c);
+    xd_stmt_cache_clear(&c->cache);
     if (c->dbc != NULL) {
         SQLDisconnect(c->dbc);
         SQLFreeHandle(SQL_HANDLE_DBC, c->dbc);
@@ -189,7 +160,7 @@ odbc_disconnect(odbc_conn_t *c)
 
 /* Asks the server which engine it is (SQL_DBMS_NAME) and names its SQL
  * dialect: PostgreSQL → pgsql, MySQL/MariaDB → mysql, Microsoft SQL Server
- * → mssql (no dialect yet: odbc_open refuses it), anything else NULL. */
+ * → mssql, anything else NULL (odbc_open refuses it). */
 static void
 odbc_probe_dialect(odbc_conn_t *c)
 {
@@ -226,35 +197,10 @@ odbc_connect(odbc_conn_t *c)
     }
     SQLSetConnectAttr(dbc, SQL_ATTR_AUTOCOMMIT, (SQLPOINTER)SQL_AUTOCOMMIT_ON, 0);
     c->dbc = dbc;
-    c->last_used_ms = odbc_now_ms();
+    c->last_used_ms = xd_sql_now_ms();
     odbc_probe_dialect(c);
-    return 0;
-}
-
-static int
-odbc_reconnect(odbc_conn_t *c)
-{
-    odbc_disconnect(c);
-    uint64_t now = odbc_now_ms();
-    if (now < c->retry_at_ms) {
-        snprintf(c->err, sizeof c->err, "database unreachable (next attempt in %llu ms)",
-                 (unsigned long long)(c->retry_at_ms - now));
-        return XD_EDB;
-    }
-    int rc = odbc_connect(c);
-    if (rc < 0) {
-        c->backoff_ms = c->backoff_ms == 0 ? ODBC_RECONNECT_MIN_MS : c->backoff_ms * 2;
-        if (c->backoff_ms > ODBC_RECONNECT_MAX_MS)
-            c->backoff_ms = ODBC_RECONNECT_MAX_MS;
-        c->retry_at_ms = now + c->backoff_ms;
-        XD_LOG(NULL, XD_WARN, "db reconnect failed", "driver=odbc err=\"%s\" retry_ms=%u",
-               c->err, c->backoff_ms);
-        return rc;
-    }
-    if (c->backoff_ms != 0 || c->retry_at_ms != 0)
-        XD_LOG(NULL, XD_NOTICE, "db reconnected", "driver=odbc");
-    c->backoff_ms = 0;
-    c->retry_at_ms = 0;
+    if (c->dialect != NULL && strcmp(c->dialect, "mssql") == 0)
+        SQLSetConnectAttr(dbc, SQL_ATTR_TXN_ISOLATION, (SQLPOINTER)SQL_TXN_SERIALIZABLE, 0);
     return 0;
 }
 
@@ -281,60 +227,24 @@ odbc_direct(odbc_conn_t *c, const char *sql)
     }
     SQLFreeHandle(SQL_HANDLE_STMT, st);
     if (rc == 0)
-        c->last_used_ms = odbc_now_ms();
+        c->last_used_ms = xd_sql_now_ms();
     return rc;
-}
-
-/* Before a statement outside a transaction: replaces a dead handle.  A
- * handle idle for a while is pinged first (a restarted server is found
- * before anything that writes is sent). */
-static int
-odbc_ensure(odbc_conn_t *c)
-{
-    if (c->dbc != NULL) {
-        SQLUINTEGER dead = SQL_CD_FALSE;
-        if (SQL_SUCCEEDED(SQLGetConnectAttr(c->dbc, SQL_ATTR_CONNECTION_DEAD, &dead, 0, NULL)) &&
-            dead == SQL_CD_TRUE) {
-            XD_LOG(NULL, XD_INFO, "db connection dead", "driver=odbc");
-        } else if (odbc_now_ms() - c->last_used_ms < ODBC_PING_IDLE_MS) {
-            return 0;
-        } else if (odbc_direct(c, "SELECT 1") == 0) {
-            return 0;
-        } else {
-            XD_LOG(NULL, XD_INFO, "db ping failed", "driver=odbc err=\"%s\"", c->err);
-        }
-    }
-    return odbc_reconnect(c);
 }
 
 /* ---- statements ---------------------------------------------------------- */
 
+/* Finds or prepares the statement for sql.  *slot is the cache entry, or
+ * NULL for a temporary statement the caller frees. */
 static int
-odbc_prepare(odbc_conn_t *c, const char *sql, SQLHSTMT *out, odbc_stmt_t **slot)
+odbc_prepare(odbc_conn_t *c, const char *sql, SQLHSTMT *out, xd_stmt_ent_t **slot)
 {
-    uint64_t h = odbc_hash(sql);
-    odbc_stmt_t *victim = NULL;
     bool nested = false;
-
-    c->tick++;
-    for (unsigned i = 0; i < ODBC_CACHE_SLOTS; i++) {
-        odbc_stmt_t *e = &c->cache[i];
-        if (e->sql != NULL && e->hash == h && strcmp(e->sql, sql) == 0) {
-            if (e->busy) {
-                nested = true;
-                break;
-            }
-            e->used = c->tick;
-            e->busy = true;
-            *out = e->stmt;
-            *slot = e;
-            return 0;
-        }
-        if (!e->busy &&
-            (victim == NULL || e->sql == NULL || (victim->sql != NULL && e->used < victim->used)))
-            victim = e;
+    xd_stmt_ent_t *hit = xd_stmt_cache_find(&c->cache, sql, &nested);
+    if (hit != NULL) {
+        *out = hit->stmt;
+        *slot = hit;
+        return 0;
     }
-
     SQLHSTMT st = NULL;
     if (!SQL_SUCCEEDED(SQLAllocHandle(SQL_HANDLE_STMT, c->dbc, &st)))
         return odbc_fail(c, SQL_HANDLE_DBC, c->dbc, "SQLAllocHandle");
@@ -343,22 +253,8 @@ odbc_prepare(odbc_conn_t *c, const char *sql, SQLHSTMT *out, odbc_stmt_t **slot)
         SQLFreeHandle(SQL_HANDLE_STMT, st);
         return rc;
     }
-    if (nested || victim == NULL) {
-        *out = st;
-        *slot = NULL;
-        return 0;
-    }
-    if (victim->sql != NULL) {
-        SQLFreeHandle(SQL_HANDLE_STMT, victim->stmt);
-        xd_free(victim->sql);
-    }
-    victim->sql = xd_strdup(sql);
-    victim->hash = h;
-    victim->stmt = st;
-    victim->used = c->tick;
-    victim->busy = true;
+    *slot = nested ? NULL : xd_stmt_cache_add(&c->cache, sql, st);
     *out = st;
-    *slot = victim;
     return 0;
 }
 
@@ -369,9 +265,10 @@ odbc_bind(odbc_conn_t *c, SQLHSTMT st, const xd_db_val_t *params, size_t n, SQLL
     if (!SQL_SUCCEEDED(SQLNumParams(st, &np)))
         return odbc_fail(c, SQL_HANDLE_STMT, st, "SQLNumParams");
     if ((size_t)np != n || n > ODBC_MAX_PARAMS) {
-        snprintf(c->err, sizeof c->err, "statement has %d parameters, %zu given", (int)np, n);
+        snprintf(c->k.err, sizeof c->k.err, "statement has %d parameters, %zu given", (int)np, n);
         return XD_EINVAL;
     }
+    bool mssql = c->dialect != NULL && strcmp(c->dialect, "mssql") == 0;
     for (size_t i = 0; i < n; i++) {
         const xd_db_val_t *v = &params[i];
         SQLUSMALLINT idx = (SQLUSMALLINT)(i + 1);
@@ -379,8 +276,10 @@ odbc_bind(odbc_conn_t *c, SQLHSTMT st, const xd_db_val_t *params, size_t n, SQLL
         switch (v->type) {
         case XD_DB_NULL:
             ind[i] = SQL_NULL_DATA;
-            r = SQLBindParameter(st, idx, SQL_PARAM_INPUT, SQL_C_CHAR, SQL_VARCHAR, 1, 0, NULL,
-                                 0, &ind[i]);
+            r = mssql ? SQLBindParameter(st, idx, SQL_PARAM_INPUT, SQL_C_BINARY, SQL_VARBINARY,
+                                         1, 0, NULL, 0, &ind[i])
+                      : SQLBindParameter(st, idx, SQL_PARAM_INPUT, SQL_C_CHAR, SQL_VARCHAR, 1,
+                                         0, NULL, 0, &ind[i]);
             break;
         case XD_DB_INT64:
             ind[i] = 0;
@@ -392,14 +291,14 @@ odbc_bind(odbc_conn_t *c, SQLHSTMT st, const xd_db_val_t *params, size_t n, SQLL
             bool text = v->type == XD_DB_TEXT;
             ind[i] = (SQLLEN)v->s.len;
             r = SQLBindParameter(st, idx, SQL_PARAM_INPUT, text ? SQL_C_CHAR : SQL_C_BINARY,
-                                 text ? SQL_VARCHAR : SQL_VARBINARY,
+                                 text ? (mssql ? SQL_WVARCHAR : SQL_VARCHAR) : SQL_VARBINARY,
                                  v->s.len > 0 ? v->s.len : 1, 0,
                                  (SQLPOINTER)(v->s.p != NULL ? v->s.p : ""), (SQLLEN)v->s.len,
                                  &ind[i]);
             break;
         }
         default:
-            snprintf(c->err, sizeof c->err, "parameter %zu has bad type %d", i + 1,
+            snprintf(c->k.err, sizeof c->k.err, "parameter %zu has bad type %d", i + 1,
                      (int)v->type);
             return XD_EINVAL;
         }
@@ -571,16 +470,25 @@ odbc_run(odbc_conn_t *c, SQLHSTMT st, odbc_res_t *r)
     return rc;
 }
 
-/* Runs one statement once, without retrying. */
+/* Runs one statement once (the keeper's query). */
 static int
-odbc_query_once(odbc_conn_t *c, const char *sql, const xd_db_val_t *params, size_t nparams,
-                xd_db_row_handler fn, void *arg)
+odbc_query_once(xd_sqlc_t *k, const char *sql, const xd_db_val_t *params, size_t nparams,
+                xd_db_row_handler fn, void *arg, bool *lost)
 {
+    odbc_conn_t *c = (odbc_conn_t *)k;
+    c->state[0] = '\0';
+    c->changes = 0;
+    const char *w = sql;
+    while (*w == ' ' || *w == '\n' || *w == '\t')
+        w++;
+    c->last_insert = strncasecmp(w, "INSERT", 6) == 0 || strncasecmp(w, "MERGE", 5) == 0;
     SQLHSTMT st = NULL;
-    odbc_stmt_t *slot = NULL;
+    xd_stmt_ent_t *slot = NULL;
     int rc = odbc_prepare(c, sql, &st, &slot);
-    if (rc < 0)
+    if (rc < 0) {
+        *lost = odbc_lost(c);
         return rc;
+    }
     SQLLEN ind[ODBC_MAX_PARAMS];
     odbc_res_t res = { 0 };
     rc = odbc_bind(c, st, params, nparams, ind);
@@ -589,27 +497,29 @@ odbc_query_once(odbc_conn_t *c, const char *sql, const xd_db_val_t *params, size
     else
         SQLFreeStmt(st, SQL_RESET_PARAMS);
     if (slot != NULL)
-        slot->busy = false;
+        xd_stmt_cache_done(slot);
     else
         SQLFreeHandle(SQL_HANDLE_STMT, st);
     if (rc == 0)
-        c->last_used_ms = odbc_now_ms();
+        c->last_used_ms = xd_sql_now_ms();
+    else
+        *lost = odbc_lost(c);
 
     /* Rows are handed out after the cursor is closed. */
     if (rc == 0 && fn != NULL && res.ncols > 0) {
         xd_db_val_t *cols = xd_calloc(res.ncols, sizeof *cols);
         for (size_t row = 0; row * res.ncols < res.ncells; row++) {
-            for (size_t k = 0; k < res.ncols; k++) {
-                const odbc_cell_t *cell = &res.cells[row * res.ncols + k];
+            for (size_t j = 0; j < res.ncols; j++) {
+                const odbc_cell_t *cell = &res.cells[row * res.ncols + j];
                 const char *p = res.buf != NULL ? res.buf + cell->off : "";
                 if (cell->type == XD_DB_NULL)
-                    cols[k] = XD_DB_V_NULL;
+                    cols[j] = XD_DB_V_NULL;
                 else if (cell->type == XD_DB_INT64)
-                    cols[k] = XD_DB_V_INT(cell->i);
+                    cols[j] = XD_DB_V_INT(cell->i);
                 else if (cell->type == XD_DB_BLOB)
-                    cols[k] = XD_DB_V_BLOB(p, cell->len);
+                    cols[j] = XD_DB_V_BLOB(p, cell->len);
                 else
-                    cols[k] = XD_DB_V_TEXT(((xd_str_t){ p, cell->len }));
+                    cols[j] = XD_DB_V_TEXT(((xd_str_t){ p, cell->len }));
             }
             int hr = fn(arg, cols, res.ncols);
             if (hr != 0) {
@@ -621,107 +531,6 @@ odbc_query_once(odbc_conn_t *c, const char *sql, const xd_db_val_t *params, size
     }
     odbc_res_free(&res);
     return rc;
-}
-
-static bool
-odbc_is_read(const char *sql)
-{
-    while (*sql == ' ' || *sql == '\n' || *sql == '\t' || *sql == '(')
-        sql++;
-    return strncasecmp(sql, "SELECT", 6) == 0;
-}
-
-static int
-odbc_lost_in_tx(odbc_conn_t *c)
-{
-    c->tx_lost = true;
-    odbc_disconnect(c);
-    size_t len = strlen(c->err);
-    snprintf(c->err + len, sizeof c->err - len, "; connection lost in a transaction, retried");
-    return XD_EDB_BUSY;
-}
-
-static int
-odbc_query(void *h, const char *sql, const xd_db_val_t *params, size_t nparams,
-           xd_db_row_handler fn, void *arg)
-{
-    odbc_conn_t *c = h;
-    c->err[0] = '\0';
-    c->state[0] = '\0';
-    c->changes = 0;
-    if (c->in_tx) {
-        if (c->tx_lost || c->dbc == NULL)
-            return odbc_lost_in_tx(c);
-    } else {
-        int rc = odbc_ensure(c);
-        if (rc < 0)
-            return rc;
-    }
-    int rc = odbc_query_once(c, sql, params, nparams, fn, arg);
-    if (rc == 0 || !odbc_lost(c))
-        return rc;
-    if (c->in_tx)
-        return odbc_lost_in_tx(c);
-    odbc_disconnect(c);
-    if (!odbc_is_read(sql)) {
-        size_t len = strlen(c->err);
-        snprintf(c->err + len, sizeof c->err - len,
-                 "; connection lost during a write, not retried (outcome unknown)");
-        XD_LOG(NULL, XD_WARN, "db connection lost", "driver=odbc err=\"%s\"", c->err);
-        return XD_EDB;
-    }
-    rc = odbc_reconnect(c);
-    if (rc == 0) {
-        rc = odbc_query_once(c, sql, params, nparams, fn, arg);
-        if (rc < 0 && odbc_lost(c))
-            odbc_disconnect(c);
-    }
-    return rc;
-}
-
-static int
-odbc_exec(void *h, const char *sql)
-{
-    odbc_conn_t *c = h;
-    c->err[0] = '\0';
-    c->state[0] = '\0';
-    if (c->in_tx && (c->tx_lost || c->dbc == NULL))
-        return odbc_lost_in_tx(c);
-    if (!c->in_tx) {
-        int rc = odbc_ensure(c);
-        if (rc < 0)
-            return rc;
-    }
-    int rc = odbc_direct(c, sql);
-    if (rc < 0 && odbc_lost(c)) {
-        if (c->in_tx)
-            return odbc_lost_in_tx(c);
-        odbc_disconnect(c);
-    }
-    return rc;
-}
-
-static int
-odbc_begin(void *h)
-{
-    odbc_conn_t *c = h;
-    c->err[0] = '\0';
-    c->state[0] = '\0';
-    c->tx_lost = false;
-    int rc = odbc_ensure(c);
-    if (rc < 0)
-        return rc;
-    if (!SQL_SUCCEEDED(SQLSetConnectAttr(c->dbc, SQL_ATTR_AUTOCOMMIT,
-                                         (SQLPOINTER)SQL_AUTOCOMMIT_OFF, 0))) {
-        rc = odbc_fail(c, SQL_HANDLE_DBC, c->dbc, "begin");
-        if (odbc_lost(c)) {
-            odbc_disconnect(c);
-            return XD_EDB_BUSY;
-        }
-        return rc;
-    }
-    c->in_tx = true;
-    return 0;
 }
 
 /* Ends the transaction with `how` and returns to autocommit. */
@@ -737,51 +546,107 @@ odbc_end(odbc_conn_t *c, SQLSMALLINT how)
 }
 
 static int
-odbc_commit(void *h)
+odbc_end_once(xd_sqlc_t *k, bool commit, bool *lost)
 {
-    odbc_conn_t *c = h;
-    if (c->tx_lost || c->dbc == NULL) {
-        c->in_tx = false;
-        return XD_EDB_BUSY;
-    }
-    int rc = odbc_end(c, SQL_COMMIT);
-    if (rc < 0 && odbc_lost(c)) {
-        size_t len = strlen(c->err);
-        snprintf(c->err + len, sizeof c->err - len,
-                 "; connection lost during COMMIT (outcome unknown)");
-        odbc_disconnect(c);
-        c->in_tx = false;
-        return XD_EDB;
-    }
-    if (rc == 0) {
-        c->in_tx = false;
-        c->last_used_ms = odbc_now_ms();
-    }
+    odbc_conn_t *c = (odbc_conn_t *)k;
+    c->state[0] = '\0';
+    int rc = odbc_end(c, commit ? SQL_COMMIT : SQL_ROLLBACK);
+    if (rc < 0)
+        *lost = odbc_lost(c);
+    else
+        c->last_used_ms = xd_sql_now_ms();
+    return rc;
+}
+
+/* BEGIN: autocommit off (ODBC has no BEGIN statement). */
+static int
+odbc_begin_once(xd_sqlc_t *k, bool *lost)
+{
+    odbc_conn_t *c = (odbc_conn_t *)k;
+    c->state[0] = '\0';
+    if (SQL_SUCCEEDED(SQLSetConnectAttr(c->dbc, SQL_ATTR_AUTOCOMMIT,
+                                        (SQLPOINTER)SQL_AUTOCOMMIT_OFF, 0)))
+        return 0;
+    int rc = odbc_fail(c, SQL_HANDLE_DBC, c->dbc, "begin");
+    *lost = odbc_lost(c);
     return rc;
 }
 
 static int
-odbc_rollback(void *h)
+odbc_exec_once(xd_sqlc_t *k, const char *sql, bool *lost)
 {
-    odbc_conn_t *c = h;
-    c->in_tx = false;
-    if (c->tx_lost || c->dbc == NULL) {
-        c->tx_lost = false;
-        return 0;
-    }
-    int rc = odbc_end(c, SQL_ROLLBACK);
-    if (rc < 0 && odbc_lost(c)) {
-        odbc_disconnect(c);
-        return 0;
-    }
+    odbc_conn_t *c = (odbc_conn_t *)k;
+    c->state[0] = '\0';
+    int rc = odbc_direct(c, sql);
+    if (rc < 0)
+        *lost = odbc_lost(c);
     return rc;
 }
 
+/* Before a statement outside a transaction: a dead handle is not usable;
+ * one idle for a while is pinged first (a restarted server is found before
+ * anything that writes is sent). */
+static bool
+odbc_usable(xd_sqlc_t *k)
+{
+    odbc_conn_t *c = (odbc_conn_t *)k;
+    SQLUINTEGER dead = SQL_CD_FALSE;
+    if (SQL_SUCCEEDED(SQLGetConnectAttr(c->dbc, SQL_ATTR_CONNECTION_DEAD, &dead, 0, NULL)) &&
+        dead == SQL_CD_TRUE)
+        return false;
+    if (xd_sql_now_ms() - c->last_used_ms < ODBC_PING_IDLE_MS)
+        return true;
+    if (odbc_direct(c, "SELECT 1") == 0)
+        return true;
+    XD_LOG(NULL, XD_INFO, "db ping failed", "driver=odbc err=\"%s\"", c->k.err);
+    return false;
+}
+
+static int
+odbc_connect_k(xd_sqlc_t *k)
+{
+    return odbc_connect((odbc_conn_t *)k);
+}
+
+static void
+odbc_disconnect_k(xd_sqlc_t *k)
+{
+    odbc_disconnect((odbc_conn_t *)k);
+}
+
+static const xd_sqlc_ops_t odbc_ops = {
+    .driver = "odbc",
+    .connect = odbc_connect_k,
+    .disconnect = odbc_disconnect_k,
+    .usable = odbc_usable,
+    .query = odbc_query_once,
+    .exec = odbc_exec_once,
+    .begin = odbc_begin_once,
+    .end = odbc_end_once,
+};
+
+/* The id the last INSERT generated, from the dialect's query; 0 when the
+ * last statement was no INSERT (pgsql's lastval() fails in a session that
+ * used no sequence, and would end the transaction). */
 static int64_t
 odbc_last_insert_id(void *h)
 {
-    (void)h;
-    return 0;
+    odbc_conn_t *c = h;
+    const xd_db_dialect_def_t *d = c->dialect != NULL ? xd_db_dialect_find(c->dialect) : NULL;
+    if (!c->last_insert || c->dbc == NULL || d == NULL || d->last_id == NULL)
+        return 0;
+    SQLHSTMT st = NULL;
+    SQLBIGINT id = 0;
+    SQLLEN ind = 0;
+    if (!SQL_SUCCEEDED(SQLAllocHandle(SQL_HANDLE_STMT, c->dbc, &st)))
+        return 0;
+    if (!SQL_SUCCEEDED(SQLExecDirect(st, (SQLCHAR *)d->last_id, SQL_NTS)) ||
+        !SQL_SUCCEEDED(SQLFetch(st)) ||
+        !SQL_SUCCEEDED(SQLGetData(st, 1, SQL_C_SBIGINT, &id, sizeof id, &ind)) ||
+        ind == SQL_NULL_DATA)
+        id = 0;
+    SQLFreeHandle(SQL_HANDLE_STMT, st);
+    return (int64_t)id;
 }
 
 static int64_t
@@ -790,19 +655,13 @@ odbc_changes(void *h)
     return ((odbc_conn_t *)h)->changes;
 }
 
-static const char *
-odbc_errmsg(void *h)
-{
-    return ((odbc_conn_t *)h)->err;
-}
-
 static void
 odbc_close(void *h)
 {
     odbc_conn_t *c = h;
     if (c == NULL)
         return;
-    odbc_disconnect(c);
+    xd_sqlc_close(&c->k);
     xd_free(c->conninfo);
     xd_free(c);
 }
@@ -908,19 +767,21 @@ odbc_open(const xd_db_params_t *p, void **out)
         return XD_EINVAL;
     }
     odbc_conn_t *c = xd_new(odbc_conn_t);
+    xd_sqlc_init(&c->k, &odbc_ops, p->fault_wait_ms);
+    xd_stmt_cache_init(&c->cache, odbc_stmt_finalize);
     c->conninfo = ci;
-    int rc = odbc_connect(c);
-    if (rc == 0 && (c->dialect == NULL || strcmp(c->dialect, "mssql") == 0)) {
-        snprintf(c->err, sizeof c->err,
-                 "the database behind ODBC is \"%s\": not supported (PostgreSQL, MariaDB "
-                 "or MySQL)%s",
-                 c->dbms, c->dialect != NULL ? "; Microsoft SQL Server has no SQL dialect yet" : "");
+    int rc = xd_sqlc_open(&c->k);
+    if (rc == 0 && c->dialect == NULL) {
+        snprintf(c->k.err, sizeof c->k.err,
+                 "the database behind ODBC is \"%s\": not supported (PostgreSQL, MariaDB, "
+                 "MySQL or Microsoft SQL Server)",
+                 c->dbms);
         rc = XD_ENOTSUP;
     }
     if (rc < 0) {
         /* The message may quote the connection string's driver, never PWD. */
-        XD_LOG(NULL, XD_ERROR, "db open failed", "driver=odbc err=\"%s\"", c->err);
-        snprintf(xd_db_open_err, sizeof xd_db_open_err, "%.159s", c->err);
+        XD_LOG(NULL, XD_ERROR, "db open failed", "driver=odbc err=\"%s\"", c->k.err);
+        snprintf(xd_db_open_err, sizeof xd_db_open_err, "%.159s", c->k.err);
         odbc_close(c);
         return rc;
     }
@@ -939,15 +800,15 @@ const xd_db_driver_t xd_db_driver_odbc = {
     .name = "odbc",
     .open = odbc_open,
     .close = odbc_close,
-    .exec = odbc_exec,
-    .query = odbc_query,
-    .begin = odbc_begin,
-    .commit = odbc_commit,
-    .rollback = odbc_rollback,
+    .exec = xd_sqlc_exec,
+    .query = xd_sqlc_query,
+    .begin = xd_sqlc_begin,
+    .commit = xd_sqlc_commit,
+    .rollback = xd_sqlc_rollback,
     .last_insert_id = odbc_last_insert_id,
     .changes = odbc_changes,
-    .errmsg = odbc_errmsg,
+    .errmsg = xd_sqlc_errmsg,
     .dialect = odbc_dialect,
-    /* .alive stays NULL: the driver reconnects itself and decides what may
-     * be retried, so the pool never re-runs a write of unknown outcome. */
+    /* .alive stays NULL: the keeper (sqlconn.c) reconnects and decides what
+     * may be retried, so the pool never re-runs a write of unknown outcome. */
 };

@@ -9,9 +9,9 @@
  * would only cost a lock per call.  Different connections run in parallel;
  * WAL lets readers proceed while one writer writes.
  *
- * Statement cache: each handle keeps up to SQ_CACHE_SLOTS prepared
+ * Statement cache: each handle keeps up to XD_STMT_CACHE_SLOTS prepared
  * statements keyed by SQL text (hash + strcmp), evicting the least recently
- * used.  A cached statement is "busy" while its query runs; a nested query
+ * used (the LRU cache shared with mysql.c and odbc.c, sqlconn.c).  A cached statement is "busy" while its query runs; a nested query
  * with the same text (from a row handler) prepares a temporary statement.
  * Invariant: between calls every cached statement is reset and has no
  * bindings, so no borrowed parameter bytes are referenced after a query.
@@ -23,6 +23,7 @@
 #include <sys/stat.h>
 
 #include "storage/db_int.h"
+#include "storage/sqlconn.h"
 #include "xmppd/alloc.h"
 #include "xmppd/assert.h"
 #include "xmppd/err.h"
@@ -32,32 +33,19 @@
 #if SQLITE_VERSION_NUMBER < SQ_MIN_VERSION
 #error "SQLite 3.24.0 or newer is required"
 #endif
-#define SQ_CACHE_SLOTS 64      /* prepared statements per connection */
 #define SQ_STACK_COLS 16       /* row arrays up to this size live on the stack */
-
-typedef struct sq_stmt {
-    char *sql;          /* owned copy of the key; NULL = free slot */
-    uint64_t hash;      /* FNV-1a of sql */
-    sqlite3_stmt *stmt; /* prepared statement */
-    uint64_t used;      /* LRU tick of the last use */
-    bool busy;          /* a query on it is running */
-} sq_stmt_t;
 
 /* One connection.  Touched only by the thread that holds it (db_int.h). */
 typedef struct sq_conn {
     sqlite3 *db;                       /* the connection */
-    sq_stmt_t cache[SQ_CACHE_SLOTS];   /* statement cache */
-    uint64_t tick;                     /* LRU clock */
+    xd_stmt_cache_t cache;             /* statement cache (sqlite3_stmt) */
     char err[256];                     /* last failure; "" when none */
 } sq_conn_t;
 
-static uint64_t
-sq_hash(const char *s)
+static void
+sq_stmt_finalize(void *st)
 {
-    uint64_t h = 1469598103934665603ULL;
-    for (; *s; s++)
-        h = (h ^ (unsigned char)*s) * 1099511628211ULL;
-    return h;
+    sqlite3_finalize(st);
 }
 
 /* Keeps SQLite's message and maps its result code to XD_E*. */
@@ -76,34 +64,18 @@ sq_fail(sq_conn_t *c, int rc)
     }
 }
 
-/* Finds or prepares the statement for sql.  *slot is the cache slot, or
+/* Finds or prepares the statement for sql.  *slot is the cache entry, or
  * NULL for a temporary statement the caller finalises. */
 static int
-sq_prepare(sq_conn_t *c, const char *sql, sqlite3_stmt **out, sq_stmt_t **slot)
+sq_prepare(sq_conn_t *c, const char *sql, sqlite3_stmt **out, xd_stmt_ent_t **slot)
 {
-    uint64_t h = sq_hash(sql);
-    sq_stmt_t *victim = NULL;
     bool nested = false;
-
-    c->tick++;
-    for (unsigned i = 0; i < SQ_CACHE_SLOTS; i++) {
-        sq_stmt_t *e = &c->cache[i];
-        if (e->sql != NULL && e->hash == h && strcmp(e->sql, sql) == 0) {
-            if (e->busy) {
-                nested = true; /* same SQL inside its own row handler */
-                break;
-            }
-            e->used = c->tick;
-            e->busy = true;
-            *out = e->stmt;
-            *slot = e;
-            return 0;
-        }
-        if (!e->busy && (victim == NULL || e->sql == NULL ||
-                         (victim->sql != NULL && e->used < victim->used)))
-            victim = e;
+    xd_stmt_ent_t *hit = xd_stmt_cache_find(&c->cache, sql, &nested);
+    if (hit != NULL) {
+        *out = hit->stmt;
+        *slot = hit;
+        return 0;
     }
-
     sqlite3_stmt *st = NULL;
     const char *tail = NULL;
     int rc = sqlite3_prepare_v3(c->db, sql, -1, nested ? 0 : SQLITE_PREPARE_PERSISTENT, &st,
@@ -118,22 +90,8 @@ sq_prepare(sq_conn_t *c, const char *sql, sqlite3_stmt **out, sq_stmt_t **slot)
         sqlite3_finalize(st);
         return XD_EINVAL;
     }
-    if (nested || victim == NULL) {
-        *out = st;
-        *slot = NULL;
-        return 0;
-    }
-    if (victim->sql != NULL) {
-        sqlite3_finalize(victim->stmt);
-        xd_free(victim->sql);
-    }
-    victim->sql = xd_strdup(sql);
-    victim->hash = h;
-    victim->stmt = st;
-    victim->used = c->tick;
-    victim->busy = true;
+    *slot = nested ? NULL : xd_stmt_cache_add(&c->cache, sql, st);
     *out = st;
-    *slot = victim;
     return 0;
 }
 
@@ -211,7 +169,7 @@ sq_query(void *h, const char *sql, const xd_db_val_t *params, size_t nparams,
 {
     sq_conn_t *c = h;
     sqlite3_stmt *st = NULL;
-    sq_stmt_t *slot = NULL;
+    xd_stmt_ent_t *slot = NULL;
     c->err[0] = '\0';
     int rc = sq_prepare(c, sql, &st, &slot);
     if (rc < 0)
@@ -247,7 +205,7 @@ sq_query(void *h, const char *sql, const xd_db_val_t *params, size_t nparams,
     sqlite3_reset(st);
     sqlite3_clear_bindings(st);
     if (slot != NULL)
-        slot->busy = false;
+        xd_stmt_cache_done(slot);
     else
         sqlite3_finalize(st);
     return rc;
@@ -313,13 +271,7 @@ sq_close(void *h)
     sq_conn_t *c = h;
     if (c == NULL)
         return;
-    for (unsigned i = 0; i < SQ_CACHE_SLOTS; i++) {
-        XD_DEBUG_ASSERT(!c->cache[i].busy);
-        if (c->cache[i].sql != NULL) {
-            sqlite3_finalize(c->cache[i].stmt);
-            xd_free(c->cache[i].sql);
-        }
-    }
+    xd_stmt_cache_clear(&c->cache);
     sqlite3_close(c->db); /* every statement is finalised: cannot be BUSY */
     xd_free(c);
 }
@@ -394,6 +346,7 @@ sq_open(const xd_db_params_t *p, void **out)
     }
 
     sq_conn_t *c = xd_new(sq_conn_t);
+    xd_stmt_cache_init(&c->cache, sq_stmt_finalize);
     int s = sqlite3_open_v2(p->path, &c->db,
                             SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX,
                             NULL);

@@ -275,6 +275,25 @@ db_note_failure(xd_db_t *db, const char *why)
     pthread_mutex_unlock(&db->mu);
 }
 
+/* Adds what a driver that reconnects by itself saw on this thread
+ * (db_int.h: xd_db_drv_events) to the pool's health. */
+static void
+db_take_drv_events(xd_db_t *db)
+{
+    xd_db_drv_events_t *e = &xd_db_drv_events;
+    if (e->failures == 0 && e->reconnects == 0 && e->up < 0)
+        return;
+    pthread_mutex_lock(&db->mu);
+    db->failures += e->failures;
+    db->reconnects += e->reconnects;
+    if (e->up >= 0)
+        db->up = e->up == 1;
+    if (e->failures > 0)
+        snprintf(db->last_error, sizeof db->last_error, "%s", e->last_error);
+    pthread_mutex_unlock(&db->mu);
+    *e = (xd_db_drv_events_t){ .up = -1 };
+}
+
 /* Opens a driver connection, retrying with backoff until the database's
  * fault wait has passed (the first connection of xd_db_open does not wait:
  * a wrong address fails the start at once). */
@@ -430,6 +449,7 @@ xd_db_release(xd_db_conn_t *c)
 static int
 db_check(xd_db_conn_t *c, int rc, const char *sql)
 {
+    db_take_drv_events(c->db);
     if (rc == XD_EDB || rc == XD_ENOTSUP)
         XD_LOG(NULL, XD_WARN, "db statement failed", "driver=%s err=\"%s\" sql=\"%.80s\"",
                c->db->drv->name, c->db->drv->errmsg(c->h), sql);
