@@ -84,7 +84,7 @@ class Server:
                     self.proc.wait(timeout=20)
                 raise
 
-    def wait_ready(self, timeout=20, seen=0):
+    def wait_ready(self, timeout=60, seen=0):
         """Until the log holds more than `seen` "xmppd ready" lines.  A new
         process has no one to answer a round trip before it is ready: this
         polls its log (and fails at the deadline, it cannot pass early)."""
