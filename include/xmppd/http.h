@@ -24,6 +24,12 @@
  * the pool) and resume it, so a 100 MB upload never sits in memory.  The
  * handler of a streamed body sets its own limit (xd_http_req_length).
  *
+ * Expect: 100-continue is the server's: the interim 100 goes out when the
+ * body is about to be read: after `request` of a streamed body unless the
+ * handler answered or paused, else at xd_http_req_resume.  A handler that
+ * refuses from the headers (or after a pause, from a check on the pool)
+ * thus answers before the client sends the body.
+ *
  * Responses: xd_http_respond for a whole body; for a large one
  * xd_http_response_start (status, length) then xd_http_response_write for
  * each piece and xd_http_response_end: `writable` runs whenever the write

@@ -15,6 +15,13 @@
  * connection's timer: header_timeout from the connection or the previous
  * response until the headers are in, and between two pieces of a body; it
  * stops while a handler holds the request.
+ *
+ * Expect: 100-continue (RFC 9110 10.1.1): the interim 100 goes out when
+ * the request is accepted and its body is about to be read (the headers
+ * in, a streamed body's handler not having answered or paused; else when
+ * it resumes); a refusal decided before (413, 404, 405, a handler's 403)
+ * is sent instead, without reading the body, and the connection closes.
+ * An expectation other than 100-continue is 417.
  */
 #include <ctype.h>
 #include <http_parser.h>
@@ -171,6 +178,8 @@ struct xd_http_req {
     bool ended;               /* ... and complete */
     bool close_after;         /* close the connection after the response */
     bool upgraded;            /* 101 sent: the connection changes hands */
+    bool expect;              /* Expect: 100-continue, with a body to come */
+    bool continued;           /* ... 100 sent (or the body came without it) */
     http_upgrade_fn upgrade;
     int64_t length;           /* Content-Length or -1 */
     char *body;               /* collected body */
@@ -355,6 +364,7 @@ static const char *
 status_text(int status)
 {
     switch (status) {
+    case 100: return "Continue";
     case 101: return "Switching Protocols";
     case 200: return "OK";
     case 201: return "Created";
@@ -373,6 +383,7 @@ status_text(int status)
     case 411: return "Length Required";
     case 413: return "Content Too Large";
     case 416: return "Range Not Satisfiable";
+    case 417: return "Expectation Failed";
     case 426: return "Upgrade Required";
     case 429: return "Too Many Requests";
     case 431: return "Request Header Fields Too Large";
@@ -434,6 +445,8 @@ write_head(xd_http_req_t *r, int status, const char *ctype, int64_t length)
         r->close_after = true;
     if (!r->keep_alive || hc->c->ws->stopping)
         r->close_after = true;
+    if (!r->complete && status != 101)
+        r->close_after = true; /* answered before the body was read: http_finish closes */
     char date[64];
     time_t now = time(NULL);
     struct tm tm;
@@ -601,6 +614,18 @@ http_finish(xd_http_req_t *r)
         hc->waiting = false;
         c2s_unblock(c); /* resumes: http_resume parses what waited */
     }
+}
+
+/* The interim 100 Continue, once, when the client waits for it before
+ * sending the body (RFC 9110 10.1.1). */
+static void
+send_continue(xd_http_req_t *r)
+{
+    if (!r->expect || r->continued || r->answered || r->complete)
+        return;
+    r->continued = true;
+    static const char line[] = "HTTP/1.1 100 Continue\r\n\r\n";
+    c2s_write_wire(r->hc->c, line, sizeof line - 1);
 }
 
 /* ---- parser callbacks ---------------------------------------------------------------------- */
@@ -785,6 +810,16 @@ on_headers_complete(http_parser *p)
         r->length = p->content_length <= INT64_MAX ? (int64_t)p->content_length : -1;
     /* The body's pieces (and the handler) get the timer from now. */
     c2s_set_timeout(hc->c, hc->hl->header_ms);
+    const char *expect = xd_http_req_header(r, "Expect");
+    if (expect && (p->http_major > 1 || (p->http_major == 1 && p->http_minor >= 1))) {
+        /* HTTP/1.0 knows no 100: there the field is ignored. */
+        size_t n = strlen(expect);
+        while (n && (expect[n - 1] == ' ' || expect[n - 1] == '\t'))
+            n--;
+        if (n != 12 || strncasecmp(expect, "100-continue", 12) != 0)
+            return req_fail(hc, 417, "only 100-continue is expected here");
+        r->expect = r->length != 0;
+    }
 
     const char *url = r->url ? r->url : "";
     if (p->method == HTTP_OPTIONS && !strcmp(url, "*")) {
@@ -826,8 +861,23 @@ on_headers_complete(http_parser *p)
     }
     if (p->upgrade && (!r->routed || r->early))
         r->close_after = true; /* the bytes after it are no HTTP */
-    if (!r->early && r->route.h->body)
+    if (r->early && r->expect) {
+        /* The client waits before sending the body: the answer now, and
+         * the connection ends (the body may come or not). */
+        r->close_after = true;
+        if (r->early == 204)
+            answer_options(r);
+        else
+            xd_http_error(r, r->early, r->early_text);
+        return -1;
+    }
+    if (!r->early && r->route.h->body) {
         r->route.h->request(r, r->route.ud); /* streamed: the handler sees the headers now */
+        if (hc->req != r)
+            return 0; /* answered and gone */
+    }
+    if (!r->early && !hc->body_paused)
+        send_continue(r); /* else when the handler resumes the body */
     return 0;
 }
 
@@ -838,6 +888,7 @@ on_body(http_parser *p, const char *at, size_t n)
     if (!hc->req || hc->dead)
         return -1; /* answered and closing: nothing more is parsed */
     xd_http_req_t *r = hc->req;
+    r->continued = true; /* the body comes: no 100 any more */
     if (r->early || r->answered)
         return 0; /* discarded: the answer does not depend on it */
     if (r->route.h->body) {
@@ -1079,6 +1130,7 @@ xd_http_req_resume(xd_http_req_t *r)
         return;
     hc->body_paused = false;
     c2s_set_timeout(hc->c, hc->hl->header_ms);
+    send_continue(r);
     if (hc->waiting && !hc->in_run) {
         hc->waiting = false;
         c2s_unblock(hc->c);

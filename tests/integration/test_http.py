@@ -6,8 +6,12 @@ upload use it (tests/modules/mod_httptest.c: collected, streamed and held
 requests, piecewise responses)."""
 import os
 import re
+import shutil
 import socket
+import subprocess
 import time
+
+import pytest
 
 from conftest import build_dir
 from xmpptest import free_port
@@ -47,6 +51,19 @@ def wait_log(srv, pattern, timeout=5):
             assert m, srv.log_text()[-800:]
             return m
         time.sleep(0.05)
+
+
+def read_head(s):
+    """The status line of one response head (an interim 100 or a final
+    response) without its headers' end; the bytes after the head stay on
+    the socket for read_response."""
+    buf = getattr(s, "_rest", b"")
+    while b"\r\n\r\n" not in buf:
+        d = s.recv(65536)
+        assert d, f"connection closed before a response: {buf!r}"
+        buf += d
+    head, s._rest = buf.split(b"\r\n\r\n", 1)
+    return head.split(b"\r\n")[0]
 
 
 def closed_by_server(s, timeout=10):
@@ -349,3 +366,71 @@ def test_access_log_value_cannot_break_the_line(server_factory):
     assert out.startswith(b"HTTP/1.1 ")
     wait_log(srv, r'event="http request" conn=\d+ ip=127\.0\.0\.1 method=GET '
                   r'path="/nothing_x=1_y" status=\d+ bytes=\d+ ms=\d+ ua="a_b_c"$')
+
+
+def test_expect_100_continue(server_factory):
+    """RFC 9110 10.1.1: a client that sends Expect: 100-continue waits for
+    100 Continue before it sends the body; a refusal comes instead, at once."""
+    srv = web(server_factory, http_opts="    max_body_size: 10KB\n")
+    exp = "Expect: 100-continue\r\n"
+    # A collected body: 100 before a byte of it is sent, then the answer.
+    s = connect(srv.http_port, 5)
+    s.sendall(f"POST /test/echo HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n{exp}\r\n".encode())
+    assert read_head(s) == b"HTTP/1.1 100 Continue"
+    s.sendall(b"hello")
+    st, h, data = read_response(s)
+    assert st == 200 and data == b"hello" and h["connection"] == "keep-alive"
+    # A streamed body, on the same connection: the handler took the headers.
+    s.sendall(f"PUT /test/stream HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n{exp}\r\n".encode())
+    assert read_head(s) == b"HTTP/1.1 100 Continue"
+    s.sendall(b"abc")
+    assert read_response(s)[:3:2] == (200, b"received 3")
+    # A body the client sends without waiting is fine as well.
+    s.sendall(f"POST /test/echo HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n{exp}\r\nok".encode())
+    st, _, data = read_response(s)
+    assert (st, data) in ((100, b""), (200, b"ok"))
+    if st == 100:
+        assert read_response(s)[2] == b"ok"
+    s.close()
+    # Refusals come instead of the 100, without the body, and the connection closes:
+    # over max_body_size, over the streamed handler's own limit, no handler, no method.
+    for req, status in ((b"POST /test/echo HTTP/1.1\r\nContent-Length: 20000\r\n", b"413"),
+                        (b"PUT /test/stream HTTP/1.1\r\nContent-Length: 300000000\r\n", b"413"),
+                        (b"POST /nothing HTTP/1.1\r\nContent-Length: 5\r\n", b"404"),
+                        (b"DELETE /test/echo HTTP/1.1\r\nContent-Length: 5\r\n", b"405")):
+        s = connect(srv.http_port, 5)
+        s.sendall(req + b"Host: x\r\n" + exp.encode() + b"\r\n")
+        out = closed_by_server(s, timeout=5)
+        assert out.startswith(b"HTTP/1.1 " + status + b" "), (req, out)
+        assert b"Connection: close" in out and b" 100 " not in out
+    # An expectation the server does not know: 417.
+    s = connect(srv.http_port, 5)
+    s.sendall(b"POST /test/echo HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n"
+              b"Expect: 200-ok\r\n\r\n")
+    assert closed_by_server(s, timeout=5).startswith(b"HTTP/1.1 417 ")
+    # HTTP/1.0 knows no 100 (RFC 9110 10.1.1): the expectation is ignored.
+    s = connect(srv.http_port, 5)
+    s.sendall(f"POST /test/echo HTTP/1.0\r\nHost: x\r\nContent-Length: 2\r\n{exp}\r\nhi"
+              .encode())
+    out = closed_by_server(s, timeout=5)
+    assert out.startswith(b"HTTP/1.1 200 ") and out.endswith(b"hi"), out
+
+
+def test_expect_100_continue_with_curl(server_factory, tmp_path):
+    """curl sends Expect: 100-continue for a large PUT and waits for the 100
+    (here up to 10 s) before it sends the body."""
+    curl = shutil.which("curl")
+    if not curl:
+        pytest.skip("curl is not installed")
+    srv = web(server_factory)
+    f = tmp_path / "body"
+    f.write_bytes(b"c" * 3_000_000)
+    start = time.time()
+    r = subprocess.run([curl, "-sS", "-v", "--expect100-timeout", "10", "-H",
+                        "Expect: 100-continue", "-T", str(f), "-o", "-",
+                        f"http://127.0.0.1:{srv.http_port}/test/stream"],
+                       capture_output=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout == b"received 3000000"
+    assert b"< HTTP/1.1 100 Continue" in r.stderr, r.stderr[-2000:]
+    assert time.time() - start < 8
