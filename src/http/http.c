@@ -9,8 +9,10 @@
  * (ws.c) replaces this transport and makes the connection a client stream.
  *
  * One request at a time per connection: while a handler holds a request,
- * input stops (pipelined bytes wait here, at most one read), so a
- * connection costs what one request costs.  Limits: the header bytes
+ * input stops at the first pipelined bytes (they wait here, at most one
+ * read), so a connection costs what one request costs; until such bytes
+ * come the socket is still read, so a client that goes away is seen and
+ * the handler learns it (`aborted`) while it holds the request.  Limits: the header bytes
  * (431), the collected body (413), requests per second (429), and the
  * connection's timer: header_timeout from the connection or the previous
  * response until the headers are in, and between two pieces of a body; it
@@ -1013,8 +1015,11 @@ http_run(http_conn_t *hc)
             return;
         }
         if (hc->body_paused || (r && r->complete && !r->answered)) {
+            /* A held request keeps the socket read until pipelined bytes
+             * come: its client's close reaches the handler (`aborted`). */
             hc->waiting = true;
-            c2s_block(c);
+            if (hc->body_paused || hc->pend_len)
+                c2s_block(c);
             break;
         }
         if (e == HPE_OK && used == 0)
@@ -1032,8 +1037,10 @@ http_input(xd_conn_t *c, const char *p, size_t n)
     if (hc->req && !hc->req->complete && hc->req->method[0])
         c2s_set_timeout(c, hc->hl->header_ms); /* a body goes on: its timer starts over */
     pend_add(hc, p, n);
-    if (hc->waiting)
+    if (hc->waiting) {
+        c2s_block(c); /* a held request: input stops at the first pipelined bytes */
         return XD_TLS_PAUSE;
+    }
     http_run(hc);
     if (c->xs == hc && hc->waiting)
         return XD_TLS_PAUSE;
@@ -1046,8 +1053,9 @@ http_resume(xd_conn_t *c)
     http_conn_t *hc = c->xs;
     hc->waiting = false;
     if (hc->req && !hc->req->answered && hc->req->complete) {
-        hc->waiting = true; /* still held */
-        c2s_block(c);
+        hc->waiting = true; /* still held: reading goes on until bytes come */
+        if (hc->pend_len)
+            c2s_block(c);
         return;
     }
     http_run(hc);

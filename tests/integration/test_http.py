@@ -434,3 +434,30 @@ def test_expect_100_continue_with_curl(server_factory, tmp_path):
     assert r.stdout == b"received 3000000"
     assert b"< HTTP/1.1 100 Continue" in r.stderr, r.stderr[-2000:]
     assert time.time() - start < 8
+
+
+def test_held_request_keeps_pipelined_input_bounded(server_factory):
+    """While a request is held, pipelined bytes wait (one read at most):
+    a flood behind a held request does not grow the server, and the
+    requests behind it are answered in order afterwards."""
+    srv = web(server_factory)
+    rss0 = srv.rss_kib()
+    s = connect(srv.http_port, 10)
+    s.sendall(b"GET /test/hold HTTP/1.1\r\nHost: x\r\n\r\n"
+              + b"GET /test/echo HTTP/1.1\r\nHost: x\r\n\r\n")
+    s.setblocking(False)
+    sent = 0
+    try:
+        while sent < 64 << 20:
+            sent += s.send(b"X" * 65536)
+    except BlockingIOError:
+        pass
+    s.setblocking(True)
+    s.settimeout(10)
+    assert sent < 64 << 20  # the server stopped reading
+    assert srv.rss_kib() - rss0 < 16 * 1024
+    st, _, data = read_response(s)
+    assert (st, data) == (200, b"held")
+    st, _, data = read_response(s)
+    assert (st, data) == (200, b"echo")
+    s.close()
