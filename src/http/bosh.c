@@ -804,6 +804,9 @@ bosh_create(xd_http_req_t *r, xd_el_t *body)
     s->flush_timer = xd_timer_new(w, bosh_flush_fired, s);
     c->xport = &bosh_xport;
     c->xs = s;
+    /* XEP-0206 Security: over HTTPS the stream is as secure as TLS c2s;
+     * channel binding cannot reach it (the TLS is the HTTP connection's). */
+    c->secure_carrier = xd_http_req_secure(r);
     c->role->accepted(c);
     bosh_table_put(s);
     XD_LOG(&c->log, XD_INFO, "bosh session", "sid=%s wait=%llu hold=%u", s->sid,

@@ -350,3 +350,31 @@ def test_held_request_whose_client_left_is_dropped(server_factory):
                "<ping xmlns='urn:xmpp:ping'/></iq>")
     b.until(r"<iq[^>]*id='p1'", r)
     assert "bosh session terminated" not in srv.log_text()
+
+
+def test_bosh_over_https_is_a_secure_stream(server_factory):
+    """XEP-0206 Security: over an HTTPS listener the stream is as secure as
+    a TLS c2s stream (PLAIN is offered), without -PLUS (no channel binding
+    reaches the session over HTTP); plain HTTP keeps PLAIN back."""
+    plain = free_port()
+    srv = bosh_srv(server_factory, "    tls: true\n"
+                   f"  - port: {plain}\n    ip: 127.0.0.1\n    module: http\n")
+    users(srv, "alice")
+    b = Bosh(srv.http_port, tls=ssl.create_default_context(cafile=cert_path(srv)))
+    r = b.until(r"<mechanisms", b.create())
+    mechs = re.findall(r"<mechanism>([^<]+)</mechanism>", r)
+    assert "PLAIN" in mechs and "SCRAM-SHA-256" in mechs, mechs
+    assert not [m for m in mechs if m.endswith("-PLUS")], mechs
+    r = b.call("<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='PLAIN'>"
+               + base64.b64encode(b"\0alice\0pw").decode() + "</auth>")
+    b.until(r"<success", r)
+    r = b.until(r"urn:ietf:params:xml:ns:xmpp-bind",
+                b.call(attrs=" xmpp:restart='true' to='localhost'"))
+    r = b.call("<iq xmlns='jabber:client' type='set' id='b1'>"
+               "<bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'/></iq>")
+    b.until(r"<jid>alice@localhost/", r)
+    # Plain HTTP: the policy of a c2s stream without TLS.
+    p = Bosh(plain)
+    r = p.until(r"<mechanisms", p.create())
+    mechs = re.findall(r"<mechanism>([^<]+)</mechanism>", r)
+    assert "PLAIN" not in mechs and "SCRAM-SHA-256" in mechs, mechs
