@@ -180,6 +180,7 @@ struct xd_http_req {
     bool ended;               /* ... and complete */
     bool close_after;         /* close the connection after the response */
     bool upgraded;            /* 101 sent: the connection changes hands */
+    bool upgrade_asked;       /* Upgrade: the bytes after it may be no HTTP */
     bool expect;              /* Expect: 100-continue, with a body to come */
     bool continued;           /* ... 100 sent (or the body came without it) */
     http_upgrade_fn upgrade;
@@ -449,6 +450,11 @@ write_head(xd_http_req_t *r, int status, const char *ctype, int64_t length)
         r->close_after = true;
     if (!r->complete && status != 101)
         r->close_after = true; /* answered before the body was read: http_finish closes */
+    if (r->upgrade_asked && status != 101)
+        /* A refused upgrade: what follows may be the new protocol's bytes
+         * (a proxy that took the upgrade for done forwards anything), never
+         * read as requests (WebSocket smuggling). */
+        r->close_after = true;
     char date[64];
     time_t now = time(NULL);
     struct tm tm;
@@ -729,6 +735,9 @@ on_header_field(http_parser *p, const char *at, size_t n)
     xd_http_req_t *r = hc->req;
     if (head_count(hc, n + 4))
         return -1;
+    if (memchr(at, ' ', n) || memchr(at, '\t', n))
+        /* RFC 9112 5.1: "Name : v" may be Name to one reader, "Name " to another. */
+        return req_fail(hc, 400, "white space in a header name");
     if (r->in_value || r->nhdr == 0) {
         if (r->nhdr >= HTTP_MAX_HEADERS)
             return req_fail(hc, 431, "too many header lines");
@@ -812,6 +821,14 @@ on_headers_complete(http_parser *p)
         r->length = p->content_length <= INT64_MAX ? (int64_t)p->content_length : -1;
     /* The body's pieces (and the handler) get the timer from now. */
     c2s_set_timeout(hc->c, hc->hl->header_ms);
+    if (p->http_major == 1 && p->http_minor >= 1) {
+        /* RFC 9112 3.2: exactly one Host (two could name two hosts to two readers). */
+        size_t hosts = 0;
+        for (size_t i = 0; i < r->nhdr; i++)
+            hosts += r->hname[i] && !strcasecmp(r->hname[i], "Host");
+        if (hosts != 1)
+            return req_fail(hc, 400, hosts ? "more than one Host" : "no Host");
+    }
     const char *expect = xd_http_req_header(r, "Expect");
     if (expect && (p->http_major > 1 || (p->http_major == 1 && p->http_minor >= 1))) {
         /* HTTP/1.0 knows no 100: there the field is ignored. */
@@ -861,8 +878,7 @@ on_headers_complete(http_parser *p)
         /* Announced too big: refused before a byte of it is read. */
         return req_fail(hc, 413, "request body too large");
     }
-    if (p->upgrade && (!r->routed || r->early))
-        r->close_after = true; /* the bytes after it are no HTTP */
+    r->upgrade_asked = p->upgrade;
     if (r->early && r->expect) {
         /* The client waits before sending the body: the answer now, and
          * the connection ends (the body may come or not). */
@@ -912,6 +928,22 @@ on_body(http_parser *p, const char *at, size_t n)
     return 0;
 }
 
+/* A chunk of a chunked body announces its size: a collected body that
+ * it would take past max_body_size is refused before the chunk is read. */
+static int
+on_chunk_header(http_parser *p)
+{
+    http_conn_t *hc = p->data;
+    if (!hc->req || hc->dead)
+        return -1; /* answered and closing: nothing more is parsed */
+    xd_http_req_t *r = hc->req;
+    if (r->early || r->answered || !r->routed || r->route.h->body)
+        return 0;
+    if (p->content_length > hc->hl->max_body - r->body_len)
+        return req_fail(hc, 413, "request body too large");
+    return 0;
+}
+
 static int
 on_message_complete(http_parser *p)
 {
@@ -946,6 +978,7 @@ static const http_parser_settings http_settings = {
     .on_headers_complete = on_headers_complete,
     .on_body = on_body,
     .on_message_complete = on_message_complete,
+    .on_chunk_header = on_chunk_header,
 };
 
 /* ---- the transport ---------------------------------------------------------------------------- */

@@ -436,6 +436,108 @@ def test_expect_100_continue_with_curl(server_factory, tmp_path):
     assert time.time() - start < 8
 
 
+def test_ambiguous_requests_are_400(server_factory):
+    """Requests that a proxy in front and xmppd could read differently
+    (request smuggling, RFC 9112 3.2, 5.1, 6.1, 6.3) or whose length cannot
+    be trusted: 400, and the connection closes before anything after them
+    is read as a request."""
+    srv = web(server_factory)
+    after = b"GET /test/echo HTTP/1.1\r\nHost: x\r\n\r\n"
+    for raw in (
+            # Content-Length and Transfer-Encoding together
+            b"POST /test/echo HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n"
+            b"Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+            # two different lengths
+            b"POST /test/echo HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\nab",
+            # a length that is no number, or overflows
+            b"POST /test/echo HTTP/1.1\r\nHost: x\r\nContent-Length: -1\r\n\r\n",
+            b"POST /test/echo HTTP/1.1\r\nHost: x\r\nContent-Length: 99999999999999999999999\r\n\r\n",
+            # a chunk size that overflows
+            b"POST /test/echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+            b"fffffffffffffffffffff\r\nab\r\n",
+            # a transfer coding other than chunked last: no way to find the end
+            b"POST /test/echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip\r\n\r\nab",
+            # white space between a field name and its colon
+            b"POST /test/echo HTTP/1.1\r\nHost: x\r\nContent-Length : 2\r\n\r\nab",
+            # HTTP/1.1 without Host, or with two
+            b"GET /test/echo HTTP/1.1\r\n\r\n",
+            b"GET /test/echo HTTP/1.1\r\nHost: x\r\nHost: y\r\n\r\n",
+    ):
+        s = connect(srv.http_port, 5)
+        s.sendall(raw + after)
+        out = closed_by_server(s, timeout=5)
+        assert out.startswith(b"HTTP/1.1 400 "), (raw, out)
+        assert out.count(b"HTTP/1.1 ") == 1, (raw, out)
+    # HTTP/1.0 needs no Host.
+    s = connect(srv.http_port, 5)
+    s.sendall(b"GET /test/echo HTTP/1.0\r\n\r\n")
+    assert closed_by_server(s, timeout=5).startswith(b"HTTP/1.1 200 ")
+
+
+def test_chunked_body_limits(server_factory):
+    """A chunked body is held to max_body_size as it comes, trailers to the
+    header limits, and a chunked body within the limit is collected."""
+    srv = web(server_factory, http_opts="    max_body_size: 10KB\n    max_header_size: 4KB\n")
+    s = connect(srv.http_port, 5)
+    s.sendall(b"POST /test/echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+              b"3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n")
+    st, _, data = read_response(s)
+    assert st == 200 and data == b"abcde"
+    # one chunk announcing more than the limit: refused before it is read
+    s = connect(srv.http_port, 5)
+    s.sendall(b"POST /test/echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+              b"100000\r\n" + b"a" * 100)
+    assert closed_by_server(s, timeout=5).startswith(b"HTTP/1.1 413 ")
+    # many small chunks passing it
+    s = connect(srv.http_port, 5)
+    s.sendall(b"POST /test/echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+              + b"1\r\na\r\n" * 10241)
+    assert closed_by_server(s, timeout=5).startswith(b"HTTP/1.1 413 ")
+    # trailers count against the header limits
+    s = connect(srv.http_port, 5)
+    s.sendall(b"POST /test/echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+              b"1\r\na\r\n0\r\n" + b"".join(b"X-%d: %s\r\n" % (i, b"t" * 50) for i in range(200))
+              + b"\r\n")
+    assert closed_by_server(s, timeout=5).startswith(b"HTTP/1.1 431 ")
+
+
+def test_bytes_after_an_upgrade(server_factory):
+    """The bytes after a WebSocket upgrade request, in the same write, are
+    the stream's first frame; after a refused upgrade they are never read
+    as HTTP."""
+    import base64
+    import struct
+    srv = web(server_factory)
+    key = base64.b64encode(os.urandom(16)).decode()
+    upgrade = (f"GET /ws HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\n"
+               f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
+               "Sec-WebSocket-Version: 13\r\nSec-WebSocket-Protocol: xmpp\r\n\r\n").encode()
+    payload = b"<open xmlns='urn:ietf:params:xml:ns:xmpp-framing' to='localhost' version='1.0'/>"
+    mask = os.urandom(4)
+    frame = (struct.pack("!BB", 0x81, 0x80 | len(payload)) + mask
+             + bytes(b ^ mask[i % 4] for i, b in enumerate(payload)))
+    s = connect(srv.http_port, 5)
+    s.sendall(upgrade + frame)
+    assert read_head(s).startswith(b"HTTP/1.1 101 ")
+    buf = s._rest
+    while b"<open " not in buf:
+        d = s.recv(65536)
+        assert d, buf
+        buf += d
+    s.close()
+    # A refused upgrade (no handler there): 404, and what follows is not HTTP.
+    s = connect(srv.http_port, 5)
+    s.sendall(upgrade.replace(b"/ws", b"/nothing") + b"GET /test/echo HTTP/1.1\r\nHost: x\r\n\r\n")
+    out = closed_by_server(s, timeout=5)
+    assert out.startswith(b"HTTP/1.1 404 ") and out.count(b"HTTP/1.1 ") == 1, out
+    # An upgrade the WebSocket handler refuses (no xmpp protocol): the same.
+    s = connect(srv.http_port, 5)
+    s.sendall(upgrade.replace(b"Sec-WebSocket-Protocol: xmpp\r\n", b"")
+              + b"GET /test/echo HTTP/1.1\r\nHost: x\r\n\r\n")
+    out = closed_by_server(s, timeout=5)
+    assert out.startswith(b"HTTP/1.1 400 ") and out.count(b"HTTP/1.1 ") == 1, out
+
+
 def test_held_request_keeps_pipelined_input_bounded(server_factory):
     """While a request is held, pipelined bytes wait (one read at most):
     a flood behind a held request does not grow the server, and the
