@@ -15,8 +15,9 @@
  * the handler learns it (`aborted`) while it holds the request.  Limits: the header bytes
  * (431), the collected body (413), requests per second (429), and the
  * connection's timer: header_timeout from the connection or the previous
- * response until the headers are in, and between two pieces of a body; it
- * stops while a handler holds the request.
+ * response until the headers are in, and between two pieces of a body of
+ * at least HTTP_MIN_BODY_PIECE bytes; it stops while a handler holds the
+ * request.
  *
  * Expect: 100-continue (RFC 9110 10.1.1): the interim 100 goes out when
  * the request is accepted and its body is about to be read (the headers
@@ -42,6 +43,7 @@
 #include "xmppd/ns.h"
 
 #define HTTP_MAX_HEADERS 100 /* header lines in one request (431 beyond) */
+#define HTTP_MIN_BODY_PIECE 1024 /* body bytes that restart the timer (slow POST) */
 
 /* ---- the handler registry ------------------------------------------------------------------ */
 
@@ -209,6 +211,7 @@ struct http_conn {
     bool pumping;             /* inside http_pump */
     bool dead;                /* answered with close: ignore further input */
     size_t head_bytes;        /* of the request being read */
+    size_t body_progress;     /* body bytes since its timer last restarted */
     double tokens;            /* request rate bucket */
     uint64_t tokens_ms;
     uint64_t seq;
@@ -687,6 +690,7 @@ on_message_begin(http_parser *p)
     r->start_ms = uv_now(hc->c->tcp.loop);
     hc->req = r;
     hc->head_bytes = 0;
+    hc->body_progress = 0;
     if (!rate_ok(hc))
         return req_fail(hc, 429, "too many requests on this connection");
     return 0;
@@ -1067,8 +1071,15 @@ http_input(xd_conn_t *c, const char *p, size_t n)
     http_conn_t *hc = c->xs;
     if (hc->dead)
         return 0;
-    if (hc->req && !hc->req->complete && hc->req->method[0])
-        c2s_set_timeout(c, hc->hl->header_ms); /* a body goes on: its timer starts over */
+    if (hc->req && !hc->req->complete && hc->req->method[0]) {
+        /* A body goes on: its timer starts over once a piece worth it came,
+         * so a trickle (slow POST) ends as a slow head does. */
+        hc->body_progress += n;
+        if (hc->body_progress >= HTTP_MIN_BODY_PIECE) {
+            hc->body_progress = 0;
+            c2s_set_timeout(c, hc->hl->header_ms);
+        }
+    }
     pend_add(hc, p, n);
     if (hc->waiting) {
         c2s_block(c); /* a held request: input stops at the first pipelined bytes */

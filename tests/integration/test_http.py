@@ -563,3 +563,41 @@ def test_held_request_keeps_pipelined_input_bounded(server_factory):
     st, _, data = read_response(s)
     assert (st, data) == (200, b"echo")
     s.close()
+
+
+def test_slow_body_is_cut_off(server_factory):
+    """A body that trickles (slow POST, "R-U-Dead-Yet") does not keep the
+    connection: each header_timeout must bring at least 1 KB of it; a slow
+    but steady body passes."""
+    srv = web(server_factory, http_opts="    header_timeout: 1s\n    max_body_size: 1MB\n")
+    s = connect(srv.http_port, 5)
+    start = time.time()
+    s.sendall(b"POST /test/echo HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\n\r\n")
+    closed = False
+    for _ in range(40):
+        try:
+            s.sendall(b"a" * 10)
+        except (BrokenPipeError, ConnectionResetError):
+            closed = True
+            break
+        s.settimeout(0.25)
+        try:
+            d = s.recv(100)
+            if not d:
+                closed = True
+                break
+        except socket.timeout:
+            continue
+        except ConnectionResetError:
+            closed = True
+            break
+    assert closed, "the server kept a trickling body past header_timeout"
+    assert time.time() - start < 4
+    # 2 KB every 0.3 s is slow but goes on.
+    s = connect(srv.http_port, 5)
+    s.sendall(b"POST /test/echo HTTP/1.1\r\nHost: x\r\nContent-Length: 16384\r\n\r\n")
+    for _ in range(8):
+        time.sleep(0.3)
+        s.sendall(b"b" * 2048)
+    st, _, data = read_response(s)
+    assert st == 200 and data == b"b" * 16384
