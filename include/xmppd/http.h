@@ -24,6 +24,17 @@
  * the pool) and resume it, so a 100 MB upload never sits in memory.  The
  * handler of a streamed body sets its own limit (xd_http_req_length).
  *
+ * Expect: 100-continue is the server's: the interim 100 goes out when the
+ * body is about to be read: after `request` of a streamed body unless the
+ * handler answered or paused, else at xd_http_req_resume.  A handler that
+ * refuses from the headers (or after a pause, from a check on the pool)
+ * thus answers before the client sends the body.
+ *
+ * A handler that keeps a request open (held, or a body paused, or a
+ * response started) learns that it went away unanswered through `aborted`:
+ * the client closed its connection (the server reads a held request's
+ * connection for that) or the server closed it (a timeout, the stop).
+ *
  * Responses: xd_http_respond for a whole body; for a large one
  * xd_http_response_start (status, length) then xd_http_response_write for
  * each piece and xd_http_response_end: `writable` runs whenever the write
@@ -54,7 +65,12 @@ typedef struct xd_http_handler {
     void (*body)(xd_http_req_t *r, const char *data, size_t len, void *ud);
     /* The write queue emptied during a started response (optional). */
     void (*writable)(xd_http_req_t *r, void *ud);
-    /* The request goes away unanswered: the client left (optional). */
+    /* The request goes away unanswered, or in the middle of a started
+     * response: its client closed the connection, or the server did
+     * (optional).  r, its handle and its data are valid during the call
+     * only; it must not be answered (xd_http_req_find(handle) already
+     * fails), so a handler frees its per-request data here and forgets
+     * the handle.  Runs on the request's worker, at most once. */
     void (*aborted)(xd_http_req_t *r, void *ud);
     /* Methods allowed (405 and OPTIONS' Allow otherwise), "GET, HEAD, POST";
      * NULL: any method. */

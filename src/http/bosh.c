@@ -27,6 +27,14 @@
  * with no request held is queued up to bosh_max_queue bytes, then the
  * stream is closed with policy-violation as for a TCP client that does not
  * read.
+ *
+ * A held request whose client goes away (its connection closes: the HTTP
+ * server's `aborted`) leaves the session: it no longer counts against
+ * `hold` and nothing is answered into it; a request waiting for a gap is
+ * forgotten as if it never came.  The client repeats what it got no answer
+ * to (XEP-0124 14.1): a repeated rid whose request was dropped is held
+ * again.  The request's udata is the sid it belongs to (a copy), so the
+ * owner can be told.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -179,8 +187,25 @@ static void
 bosh_answer_here(xd_http_handle_t h, const char *body, size_t len)
 {
     xd_http_req_t *r = xd_http_req_find(h);
-    if (r)
-        xd_http_respond(r, 200, "text/xml; charset=utf-8", body, len);
+    if (!r)
+        return;
+    xd_free(xd_http_req_data(r)); /* the sid (bosh_tag) */
+    xd_http_req_set_data(r, NULL);
+    xd_http_respond(r, 200, "text/xml; charset=utf-8", body, len);
+}
+
+/* Request r belongs to session sid: its `aborted` tells the owner. */
+static void
+bosh_tag(xd_http_req_t *r, const char *sid)
+{
+    xd_free(xd_http_req_data(r));
+    xd_http_req_set_data(r, xd_strdup(sid));
+}
+
+static bool
+handle_eq(xd_http_handle_t a, xd_http_handle_t b)
+{
+    return a.worker == b.worker && a.conn_id == b.conn_id && a.seq == b.seq;
 }
 
 static void
@@ -528,6 +553,30 @@ bosh_feed_header(bosh_sess_t *s)
     bosh_feed(s, h, strlen(h));
 }
 
+/* The request h went away unanswered (its client closed the connection):
+ * no longer held, no longer waiting for a gap. */
+static void
+bosh_drop(bosh_sess_t *s, xd_http_handle_t h)
+{
+    for (unsigned i = 0; i < s->nheld; i++)
+        if (handle_eq(s->held[i].h, h)) {
+            XD_LOG(s->c ? &s->c->log : NULL, XD_INFO, "bosh request gone", "sid=%s rid=%llu",
+                   s->sid, (unsigned long long)s->held[i].rid);
+            memmove(&s->held[i], &s->held[i + 1], (s->nheld - i - 1) * sizeof s->held[0]);
+            s->nheld--;
+            bosh_timers(s);
+            return;
+        }
+    for (unsigned i = 0; i < s->npend; i++)
+        if (handle_eq(s->pend[i].h, h)) {
+            XD_LOG(s->c ? &s->c->log : NULL, XD_INFO, "bosh request gone", "sid=%s rid=%llu",
+                   s->sid, (unsigned long long)s->pend[i].rid);
+            xd_el_free(s->pend[i].body);
+            s->pend[i] = s->pend[--s->npend];
+            return;
+        }
+}
+
 /* Overactivity (XEP-0124 11) in rid order: an empty request while `hold`
  * requests are held, within `polling` of the last empty one. */
 static bool
@@ -619,9 +668,23 @@ bosh_request_sess(bosh_sess_t *s, xd_el_t *body, xd_http_handle_t h)
                        (unsigned long long)rid);
                 bosh_answer(h, slot->resp, slot->len);
             } else {
-                for (unsigned i = 0; i < s->nheld; i++)
-                    if (s->held[i].rid == rid)
-                        s->held[i].h = h; /* the old request is gone */
+                unsigned i = 0;
+                while (i < s->nheld && s->held[i].rid != rid)
+                    i++;
+                if (i < s->nheld) {
+                    s->held[i].h = h; /* the old request is gone */
+                } else if (s->nheld <= BOSH_MAX_HOLD) {
+                    /* its request was dropped (bosh_drop): held again, in rid order */
+                    i = 0;
+                    while (i < s->nheld && s->held[i].rid < rid)
+                        i++;
+                    memmove(&s->held[i + 1], &s->held[i], (s->nheld - i) * sizeof s->held[0]);
+                    s->held[i] = (bosh_held_t){ h, rid, uv_now(s->c->tcp.loop) };
+                    s->nheld++;
+                    bosh_flush(s, false);
+                } else {
+                    bosh_fail(s, h, "policy-violation");
+                }
             }
         } else {
             bosh_fail(s, h, "item-not-found");
@@ -741,11 +804,15 @@ bosh_create(xd_http_req_t *r, xd_el_t *body)
     s->flush_timer = xd_timer_new(w, bosh_flush_fired, s);
     c->xport = &bosh_xport;
     c->xs = s;
+    /* XEP-0206 Security: over HTTPS the stream is as secure as TLS c2s;
+     * channel binding cannot reach it (the TLS is the HTTP connection's). */
+    c->secure_carrier = xd_http_req_secure(r);
     c->role->accepted(c);
     bosh_table_put(s);
     XD_LOG(&c->log, XD_INFO, "bosh session", "sid=%s wait=%llu hold=%u", s->sid,
            (unsigned long long)(s->wait_ms / 1000), s->hold);
     /* the creation request is held like any other and carries the attributes */
+    bosh_tag(r, s->sid);
     s->hi = rid;
     s->held[s->nheld++] = (bosh_held_t){ h, rid, uv_now(c->tcp.loop) };
     bosh_cached_t *slot = cache_slot(s, rid);
@@ -822,6 +889,7 @@ bosh_request(xd_http_req_t *r, void *ud)
         bosh_answer_term(h, "item-not-found");
         return;
     }
+    bosh_tag(r, sid);
     if (s) {
         bosh_request_sess(s, body, h);
         return;
@@ -838,8 +906,51 @@ bosh_request(xd_http_req_t *r, void *ud)
     }
 }
 
+typedef struct bosh_gone {
+    xd_http_handle_t h;
+    char sid[33];
+} bosh_gone_t;
+
+static void
+bosh_gone_msg(xd_worker_t *w, void *arg)
+{
+    bosh_gone_t *m = arg;
+    unsigned owner;
+    bosh_sess_t *s;
+    if (bosh_table_find(m->sid, xd_worker_index(w), &owner, &s) && s)
+        bosh_drop(s, m->h);
+    xd_free(m);
+}
+
+/* The client of a request closed its connection: its session (on its
+ * owner) forgets the request. */
+static void
+bosh_aborted(xd_http_req_t *r, void *ud)
+{
+    (void)ud;
+    char *sid = xd_http_req_data(r);
+    if (!sid)
+        return;
+    xd_http_req_set_data(r, NULL);
+    bosh_gone_t *m = xd_new(bosh_gone_t);
+    m->h = xd_http_req_handle(r);
+    snprintf(m->sid, sizeof m->sid, "%s", sid);
+    xd_free(sid);
+    unsigned self = xd_worker_index(xd_worker_self()), owner = 0;
+    bosh_sess_t *s = NULL;
+    if (!bosh_table_find(m->sid, self, &owner, &s)) {
+        xd_free(m);
+    } else if (s) {
+        bosh_drop(s, m->h);
+        xd_free(m);
+    } else if (xd_worker_post(xd_worker_get(owner), bosh_gone_msg, m) != 0) {
+        xd_free(m);
+    }
+}
+
 static const xd_http_handler_t bosh_handler = {
     .request = bosh_request,
+    .aborted = bosh_aborted,
     .methods = "POST",
 };
 

@@ -9,12 +9,22 @@
  * (ws.c) replaces this transport and makes the connection a client stream.
  *
  * One request at a time per connection: while a handler holds a request,
- * input stops (pipelined bytes wait here, at most one read), so a
- * connection costs what one request costs.  Limits: the header bytes
+ * input stops at the first pipelined bytes (they wait here, at most one
+ * read), so a connection costs what one request costs; until such bytes
+ * come the socket is still read, so a client that goes away is seen and
+ * the handler learns it (`aborted`) while it holds the request.  Limits: the header bytes
  * (431), the collected body (413), requests per second (429), and the
  * connection's timer: header_timeout from the connection or the previous
- * response until the headers are in, and between two pieces of a body; it
- * stops while a handler holds the request.
+ * response until the headers are in, and between two pieces of a body of
+ * at least HTTP_MIN_BODY_PIECE bytes; it stops while a handler holds the
+ * request.
+ *
+ * Expect: 100-continue (RFC 9110 10.1.1): the interim 100 goes out when
+ * the request is accepted and its body is about to be read (the headers
+ * in, a streamed body's handler not having answered or paused; else when
+ * it resumes); a refusal decided before (413, 404, 405, a handler's 403)
+ * is sent instead, without reading the body, and the connection closes.
+ * An expectation other than 100-continue is 417.
  */
 #include <ctype.h>
 #include <http_parser.h>
@@ -33,6 +43,7 @@
 #include "xmppd/ns.h"
 
 #define HTTP_MAX_HEADERS 100 /* header lines in one request (431 beyond) */
+#define HTTP_MIN_BODY_PIECE 1024 /* body bytes that restart the timer (slow POST) */
 
 /* ---- the handler registry ------------------------------------------------------------------ */
 
@@ -171,6 +182,9 @@ struct xd_http_req {
     bool ended;               /* ... and complete */
     bool close_after;         /* close the connection after the response */
     bool upgraded;            /* 101 sent: the connection changes hands */
+    bool upgrade_asked;       /* Upgrade: the bytes after it may be no HTTP */
+    bool expect;              /* Expect: 100-continue, with a body to come */
+    bool continued;           /* ... 100 sent (or the body came without it) */
     http_upgrade_fn upgrade;
     int64_t length;           /* Content-Length or -1 */
     char *body;               /* collected body */
@@ -197,6 +211,7 @@ struct http_conn {
     bool pumping;             /* inside http_pump */
     bool dead;                /* answered with close: ignore further input */
     size_t head_bytes;        /* of the request being read */
+    size_t body_progress;     /* body bytes since its timer last restarted */
     double tokens;            /* request rate bucket */
     uint64_t tokens_ms;
     uint64_t seq;
@@ -355,6 +370,7 @@ static const char *
 status_text(int status)
 {
     switch (status) {
+    case 100: return "Continue";
     case 101: return "Switching Protocols";
     case 200: return "OK";
     case 201: return "Created";
@@ -373,6 +389,7 @@ status_text(int status)
     case 411: return "Length Required";
     case 413: return "Content Too Large";
     case 416: return "Range Not Satisfiable";
+    case 417: return "Expectation Failed";
     case 426: return "Upgrade Required";
     case 429: return "Too Many Requests";
     case 431: return "Request Header Fields Too Large";
@@ -433,6 +450,13 @@ write_head(xd_http_req_t *r, int status, const char *ctype, int64_t length)
     if (length < 0 && status != 101 && status != 204)
         r->close_after = true;
     if (!r->keep_alive || hc->c->ws->stopping)
+        r->close_after = true;
+    if (!r->complete && status != 101)
+        r->close_after = true; /* answered before the body was read: http_finish closes */
+    if (r->upgrade_asked && status != 101)
+        /* A refused upgrade: what follows may be the new protocol's bytes
+         * (a proxy that took the upgrade for done forwards anything), never
+         * read as requests (WebSocket smuggling). */
         r->close_after = true;
     char date[64];
     time_t now = time(NULL);
@@ -603,6 +627,18 @@ http_finish(xd_http_req_t *r)
     }
 }
 
+/* The interim 100 Continue, once, when the client waits for it before
+ * sending the body (RFC 9110 10.1.1). */
+static void
+send_continue(xd_http_req_t *r)
+{
+    if (!r->expect || r->continued || r->answered || r->complete)
+        return;
+    r->continued = true;
+    static const char line[] = "HTTP/1.1 100 Continue\r\n\r\n";
+    c2s_write_wire(r->hc->c, line, sizeof line - 1);
+}
+
 /* ---- parser callbacks ---------------------------------------------------------------------- */
 
 /* The request fails with status (431, 413, 400, 429) and the connection closes. */
@@ -654,6 +690,7 @@ on_message_begin(http_parser *p)
     r->start_ms = uv_now(hc->c->tcp.loop);
     hc->req = r;
     hc->head_bytes = 0;
+    hc->body_progress = 0;
     if (!rate_ok(hc))
         return req_fail(hc, 429, "too many requests on this connection");
     return 0;
@@ -702,6 +739,9 @@ on_header_field(http_parser *p, const char *at, size_t n)
     xd_http_req_t *r = hc->req;
     if (head_count(hc, n + 4))
         return -1;
+    if (memchr(at, ' ', n) || memchr(at, '\t', n))
+        /* RFC 9112 5.1: "Name : v" may be Name to one reader, "Name " to another. */
+        return req_fail(hc, 400, "white space in a header name");
     if (r->in_value || r->nhdr == 0) {
         if (r->nhdr >= HTTP_MAX_HEADERS)
             return req_fail(hc, 431, "too many header lines");
@@ -785,6 +825,24 @@ on_headers_complete(http_parser *p)
         r->length = p->content_length <= INT64_MAX ? (int64_t)p->content_length : -1;
     /* The body's pieces (and the handler) get the timer from now. */
     c2s_set_timeout(hc->c, hc->hl->header_ms);
+    if (p->http_major == 1 && p->http_minor >= 1) {
+        /* RFC 9112 3.2: exactly one Host (two could name two hosts to two readers). */
+        size_t hosts = 0;
+        for (size_t i = 0; i < r->nhdr; i++)
+            hosts += r->hname[i] && !strcasecmp(r->hname[i], "Host");
+        if (hosts != 1)
+            return req_fail(hc, 400, hosts ? "more than one Host" : "no Host");
+    }
+    const char *expect = xd_http_req_header(r, "Expect");
+    if (expect && (p->http_major > 1 || (p->http_major == 1 && p->http_minor >= 1))) {
+        /* HTTP/1.0 knows no 100: there the field is ignored. */
+        size_t n = strlen(expect);
+        while (n && (expect[n - 1] == ' ' || expect[n - 1] == '\t'))
+            n--;
+        if (n != 12 || strncasecmp(expect, "100-continue", 12) != 0)
+            return req_fail(hc, 417, "only 100-continue is expected here");
+        r->expect = r->length != 0;
+    }
 
     const char *url = r->url ? r->url : "";
     if (p->method == HTTP_OPTIONS && !strcmp(url, "*")) {
@@ -824,10 +882,24 @@ on_headers_complete(http_parser *p)
         /* Announced too big: refused before a byte of it is read. */
         return req_fail(hc, 413, "request body too large");
     }
-    if (p->upgrade && (!r->routed || r->early))
-        r->close_after = true; /* the bytes after it are no HTTP */
-    if (!r->early && r->route.h->body)
+    r->upgrade_asked = p->upgrade;
+    if (r->early && r->expect) {
+        /* The client waits before sending the body: the answer now, and
+         * the connection ends (the body may come or not). */
+        r->close_after = true;
+        if (r->early == 204)
+            answer_options(r);
+        else
+            xd_http_error(r, r->early, r->early_text);
+        return -1;
+    }
+    if (!r->early && r->route.h->body) {
         r->route.h->request(r, r->route.ud); /* streamed: the handler sees the headers now */
+        if (hc->req != r)
+            return 0; /* answered and gone */
+    }
+    if (!r->early && !hc->body_paused)
+        send_continue(r); /* else when the handler resumes the body */
     return 0;
 }
 
@@ -838,6 +910,7 @@ on_body(http_parser *p, const char *at, size_t n)
     if (!hc->req || hc->dead)
         return -1; /* answered and closing: nothing more is parsed */
     xd_http_req_t *r = hc->req;
+    r->continued = true; /* the body comes: no 100 any more */
     if (r->early || r->answered)
         return 0; /* discarded: the answer does not depend on it */
     if (r->route.h->body) {
@@ -856,6 +929,22 @@ on_body(http_parser *p, const char *at, size_t n)
     memcpy(r->body + r->body_len, at, n);
     r->body_len += n;
     r->body[r->body_len] = '\0';
+    return 0;
+}
+
+/* A chunk of a chunked body announces its size: a collected body that
+ * it would take past max_body_size is refused before the chunk is read. */
+static int
+on_chunk_header(http_parser *p)
+{
+    http_conn_t *hc = p->data;
+    if (!hc->req || hc->dead)
+        return -1; /* answered and closing: nothing more is parsed */
+    xd_http_req_t *r = hc->req;
+    if (r->early || r->answered || !r->routed || r->route.h->body)
+        return 0;
+    if (p->content_length > hc->hl->max_body - r->body_len)
+        return req_fail(hc, 413, "request body too large");
     return 0;
 }
 
@@ -893,6 +982,7 @@ static const http_parser_settings http_settings = {
     .on_headers_complete = on_headers_complete,
     .on_body = on_body,
     .on_message_complete = on_message_complete,
+    .on_chunk_header = on_chunk_header,
 };
 
 /* ---- the transport ---------------------------------------------------------------------------- */
@@ -962,8 +1052,11 @@ http_run(http_conn_t *hc)
             return;
         }
         if (hc->body_paused || (r && r->complete && !r->answered)) {
+            /* A held request keeps the socket read until pipelined bytes
+             * come: its client's close reaches the handler (`aborted`). */
             hc->waiting = true;
-            c2s_block(c);
+            if (hc->body_paused || hc->pend_len)
+                c2s_block(c);
             break;
         }
         if (e == HPE_OK && used == 0)
@@ -978,11 +1071,20 @@ http_input(xd_conn_t *c, const char *p, size_t n)
     http_conn_t *hc = c->xs;
     if (hc->dead)
         return 0;
-    if (hc->req && !hc->req->complete && hc->req->method[0])
-        c2s_set_timeout(c, hc->hl->header_ms); /* a body goes on: its timer starts over */
+    if (hc->req && !hc->req->complete && hc->req->method[0]) {
+        /* A body goes on: its timer starts over once a piece worth it came,
+         * so a trickle (slow POST) ends as a slow head does. */
+        hc->body_progress += n;
+        if (hc->body_progress >= HTTP_MIN_BODY_PIECE) {
+            hc->body_progress = 0;
+            c2s_set_timeout(c, hc->hl->header_ms);
+        }
+    }
     pend_add(hc, p, n);
-    if (hc->waiting)
+    if (hc->waiting) {
+        c2s_block(c); /* a held request: input stops at the first pipelined bytes */
         return XD_TLS_PAUSE;
+    }
     http_run(hc);
     if (c->xs == hc && hc->waiting)
         return XD_TLS_PAUSE;
@@ -995,8 +1097,9 @@ http_resume(xd_conn_t *c)
     http_conn_t *hc = c->xs;
     hc->waiting = false;
     if (hc->req && !hc->req->answered && hc->req->complete) {
-        hc->waiting = true; /* still held */
-        c2s_block(c);
+        hc->waiting = true; /* still held: reading goes on until bytes come */
+        if (hc->pend_len)
+            c2s_block(c);
         return;
     }
     http_run(hc);
@@ -1079,6 +1182,7 @@ xd_http_req_resume(xd_http_req_t *r)
         return;
     hc->body_paused = false;
     c2s_set_timeout(hc->c, hc->hl->header_ms);
+    send_continue(r);
     if (hc->waiting && !hc->in_run) {
         hc->waiting = false;
         c2s_unblock(hc->c);

@@ -62,8 +62,8 @@ static int
 c2s_cb_data(void *arg, xd_sasl_cb type, uint8_t *out, size_t cap, size_t *out_len)
 {
     xd_conn_t *c = arg;
-    if (!c2s_secure(c))
-        return XD_ENOTSUP;
+    if (!c2s_secure(c) || !c->tls)
+        return XD_ENOTSUP; /* a secure carrier (BOSH over HTTPS) has no binding to give */
     xd_tls_cb_type t = type == XD_SASL_CB_TLS_EXPORTER   ? XD_TLS_CB_EXPORTER
                        : type == XD_SASL_CB_TLS_UNIQUE ? XD_TLS_CB_UNIQUE
                                                        : XD_TLS_CB_SERVER_END_POINT;
@@ -114,7 +114,7 @@ c2s_sasl_setup(xd_conn_t *c)
                 mechs &= ~XD_SASL_BIT(m);
     }
     unsigned cb = 0, quiet = 0;
-    if (secure) {
+    if (secure && c->tls) {
         if (xd_tls_cb_available(c->tls, XD_TLS_CB_EXPORTER))
             cb |= XD_SASL_CB_BIT(XD_SASL_CB_TLS_EXPORTER);
         if (xd_tls_cb_available(c->tls, XD_TLS_CB_SERVER_END_POINT))

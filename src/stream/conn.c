@@ -499,7 +499,7 @@ c2s_close(xd_conn_t *c, xd_stream_cond cond, const char *text)
 bool
 c2s_secure(const xd_conn_t *c)
 {
-    return c->tls && xd_tls_handshake_done(c->tls);
+    return (c->tls && xd_tls_handshake_done(c->tls)) || c->secure_carrier;
 }
 
 /* ---- stream open ------------------------------------------------------------------------------ */

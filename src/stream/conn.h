@@ -118,6 +118,8 @@ typedef struct xd_conn {
     xd_timer_t *timer;           /* handshake, then idle timeout, then linger */
     xd_timer_t *delay;           /* shaper pause */
     xd_tls_t *tls;               /* TLS engine once STARTTLS or direct TLS began */
+    bool secure_carrier;         /* no socket of its own, carried over TLS (BOSH over
+                                  * HTTPS): secure, but no channel binding */
     struct xd_conn_op *op;       /* outstanding asynchronous request, or NULL */
     xd_log_t log;                /* conn= ip= [host=] [jid=] */
     c2s_state state;             /* see the diagram */
@@ -257,7 +259,7 @@ size_t c2s_queued(const xd_conn_t *c);
 xd_conn_t *c2s_conn_open_detached(xd_worker_t *w, xd_listener_t *l, const xd_conn_role_t *role,
                                   const char *ip);
 
-/* True once TLS is up on the stream. */
+/* True once TLS is up on the stream (or its carrier is TLS: secure_carrier). */
 bool c2s_secure(const xd_conn_t *c);
 
 /* ---- the worker side (listener.c, main.c) ---- */

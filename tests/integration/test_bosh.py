@@ -21,7 +21,8 @@ import slixmpp
 
 from helpers import expect, online, users
 from test_c2s import cert_path
-from test_http import get, web
+from test_http import get, wait_log, web
+from xmpptest import free_port
 from wstest import connect, read_response
 from xmpptest import run_slixmpp
 
@@ -30,8 +31,8 @@ XB = "urn:xmpp:xbosh"
 
 
 class Bosh:
-    def __init__(self, port, path="/bosh"):
-        self.port, self.path = port, path
+    def __init__(self, port, path="/bosh", tls=None):
+        self.port, self.path, self.tls = port, path, tls
         self.rid = 1000
         self.sid = None
 
@@ -48,6 +49,8 @@ class Bosh:
     def post(self, body):
         b = body.encode()
         s = connect(self.port, 15)
+        if self.tls:
+            s = self.tls.wrap_socket(s, server_hostname="localhost")
         s.sendall((f"POST {self.path} HTTP/1.1\r\nHost: localhost\r\n"
                    f"Content-Type: text/xml; charset=utf-8\r\nContent-Length: {len(b)}\r\n"
                    "Connection: close\r\n\r\n").encode() + b)
@@ -320,3 +323,58 @@ def test_host_meta_names_bosh(server_factory):
             f"href='http://localhost:{srv.http_port}/bosh'/>").encode() in body
     st, h, body = get(srv.http_port, "/.well-known/host-meta.json")
     assert (f'"href":"http://localhost:{srv.http_port}/bosh"').encode() in body
+
+
+def test_held_request_whose_client_left_is_dropped(server_factory):
+    """A held request whose connection closes leaves the session: what comes
+    next goes to the next request, not into the dead one, and the client may
+    repeat the request it got no answer to."""
+    srv = bosh_srv(server_factory)
+    b, probe, _ = online_bosh(srv)
+    gone = b.send()  # held (hold 1)
+    gone.close()
+    wait_log(srv, rf'event="bosh request gone" .*rid={b.rid}$')
+    probe.send("<message to='alice@localhost/bosh' type='chat' id='m1'><body>one</body></message>")
+    r = b.call()  # answered at once with what came meanwhile
+    assert "<body>one</body>" in r, r
+    # Again, and the client repeats the rid it got no answer to.
+    gone = b.send()
+    gone.close()
+    wait_log(srv, rf'event="bosh request gone" .*rid={b.rid}$')
+    again = b.send(rid=b.rid)
+    probe.send("<message to='alice@localhost/bosh' type='chat' id='m2'><body>two</body></message>")
+    r = Bosh.read(again)
+    assert "<body>two</body>" in r, r
+    # The session goes on; nothing of it ended.
+    r = b.call("<iq xmlns='jabber:client' type='get' id='p1' to='localhost'>"
+               "<ping xmlns='urn:xmpp:ping'/></iq>")
+    b.until(r"<iq[^>]*id='p1'", r)
+    assert "bosh session terminated" not in srv.log_text()
+
+
+def test_bosh_over_https_is_a_secure_stream(server_factory):
+    """XEP-0206 Security: over an HTTPS listener the stream is as secure as
+    a TLS c2s stream (PLAIN is offered), without -PLUS (no channel binding
+    reaches the session over HTTP); plain HTTP keeps PLAIN back."""
+    plain = free_port()
+    srv = bosh_srv(server_factory, "    tls: true\n"
+                   f"  - port: {plain}\n    ip: 127.0.0.1\n    module: http\n")
+    users(srv, "alice")
+    b = Bosh(srv.http_port, tls=ssl.create_default_context(cafile=cert_path(srv)))
+    r = b.until(r"<mechanisms", b.create())
+    mechs = re.findall(r"<mechanism>([^<]+)</mechanism>", r)
+    assert "PLAIN" in mechs and "SCRAM-SHA-256" in mechs, mechs
+    assert not [m for m in mechs if m.endswith("-PLUS")], mechs
+    r = b.call("<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='PLAIN'>"
+               + base64.b64encode(b"\0alice\0pw").decode() + "</auth>")
+    b.until(r"<success", r)
+    r = b.until(r"urn:ietf:params:xml:ns:xmpp-bind",
+                b.call(attrs=" xmpp:restart='true' to='localhost'"))
+    r = b.call("<iq xmlns='jabber:client' type='set' id='b1'>"
+               "<bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'/></iq>")
+    b.until(r"<jid>alice@localhost/", r)
+    # Plain HTTP: the policy of a c2s stream without TLS.
+    p = Bosh(plain)
+    r = p.until(r"<mechanisms", p.create())
+    mechs = re.findall(r"<mechanism>([^<]+)</mechanism>", r)
+    assert "PLAIN" not in mechs and "SCRAM-SHA-256" in mechs, mechs

@@ -6,8 +6,12 @@ upload use it (tests/modules/mod_httptest.c: collected, streamed and held
 requests, piecewise responses)."""
 import os
 import re
+import shutil
 import socket
+import subprocess
 import time
+
+import pytest
 
 from conftest import build_dir
 from xmpptest import free_port
@@ -47,6 +51,19 @@ def wait_log(srv, pattern, timeout=5):
             assert m, srv.log_text()[-800:]
             return m
         time.sleep(0.05)
+
+
+def read_head(s):
+    """The status line of one response head (an interim 100 or a final
+    response) without its headers' end; the bytes after the head stay on
+    the socket for read_response."""
+    buf = getattr(s, "_rest", b"")
+    while b"\r\n\r\n" not in buf:
+        d = s.recv(65536)
+        assert d, f"connection closed before a response: {buf!r}"
+        buf += d
+    head, s._rest = buf.split(b"\r\n\r\n", 1)
+    return head.split(b"\r\n")[0]
 
 
 def closed_by_server(s, timeout=10):
@@ -349,3 +366,238 @@ def test_access_log_value_cannot_break_the_line(server_factory):
     assert out.startswith(b"HTTP/1.1 ")
     wait_log(srv, r'event="http request" conn=\d+ ip=127\.0\.0\.1 method=GET '
                   r'path="/nothing_x=1_y" status=\d+ bytes=\d+ ms=\d+ ua="a_b_c"$')
+
+
+def test_expect_100_continue(server_factory):
+    """RFC 9110 10.1.1: a client that sends Expect: 100-continue waits for
+    100 Continue before it sends the body; a refusal comes instead, at once."""
+    srv = web(server_factory, http_opts="    max_body_size: 10KB\n")
+    exp = "Expect: 100-continue\r\n"
+    # A collected body: 100 before a byte of it is sent, then the answer.
+    s = connect(srv.http_port, 5)
+    s.sendall(f"POST /test/echo HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n{exp}\r\n".encode())
+    assert read_head(s) == b"HTTP/1.1 100 Continue"
+    s.sendall(b"hello")
+    st, h, data = read_response(s)
+    assert st == 200 and data == b"hello" and h["connection"] == "keep-alive"
+    # A streamed body, on the same connection: the handler took the headers.
+    s.sendall(f"PUT /test/stream HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n{exp}\r\n".encode())
+    assert read_head(s) == b"HTTP/1.1 100 Continue"
+    s.sendall(b"abc")
+    assert read_response(s)[:3:2] == (200, b"received 3")
+    # A body the client sends without waiting is fine as well.
+    s.sendall(f"POST /test/echo HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n{exp}\r\nok".encode())
+    st, _, data = read_response(s)
+    assert (st, data) in ((100, b""), (200, b"ok"))
+    if st == 100:
+        assert read_response(s)[2] == b"ok"
+    s.close()
+    # Refusals come instead of the 100, without the body, and the connection closes:
+    # over max_body_size, over the streamed handler's own limit, no handler, no method.
+    for req, status in ((b"POST /test/echo HTTP/1.1\r\nContent-Length: 20000\r\n", b"413"),
+                        (b"PUT /test/stream HTTP/1.1\r\nContent-Length: 300000000\r\n", b"413"),
+                        (b"POST /nothing HTTP/1.1\r\nContent-Length: 5\r\n", b"404"),
+                        (b"DELETE /test/echo HTTP/1.1\r\nContent-Length: 5\r\n", b"405")):
+        s = connect(srv.http_port, 5)
+        s.sendall(req + b"Host: x\r\n" + exp.encode() + b"\r\n")
+        out = closed_by_server(s, timeout=5)
+        assert out.startswith(b"HTTP/1.1 " + status + b" "), (req, out)
+        assert b"Connection: close" in out and b" 100 " not in out
+    # An expectation the server does not know: 417.
+    s = connect(srv.http_port, 5)
+    s.sendall(b"POST /test/echo HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n"
+              b"Expect: 200-ok\r\n\r\n")
+    assert closed_by_server(s, timeout=5).startswith(b"HTTP/1.1 417 ")
+    # HTTP/1.0 knows no 100 (RFC 9110 10.1.1): the expectation is ignored.
+    s = connect(srv.http_port, 5)
+    s.sendall(f"POST /test/echo HTTP/1.0\r\nHost: x\r\nContent-Length: 2\r\n{exp}\r\nhi"
+              .encode())
+    out = closed_by_server(s, timeout=5)
+    assert out.startswith(b"HTTP/1.1 200 ") and out.endswith(b"hi"), out
+
+
+def test_expect_100_continue_with_curl(server_factory, tmp_path):
+    """curl sends Expect: 100-continue for a large PUT and waits for the 100
+    (here up to 10 s) before it sends the body."""
+    curl = shutil.which("curl")
+    if not curl:
+        pytest.skip("curl is not installed")
+    srv = web(server_factory)
+    f = tmp_path / "body"
+    f.write_bytes(b"c" * 3_000_000)
+    start = time.time()
+    r = subprocess.run([curl, "-sS", "-v", "--expect100-timeout", "10", "-H",
+                        "Expect: 100-continue", "-T", str(f), "-o", "-",
+                        f"http://127.0.0.1:{srv.http_port}/test/stream"],
+                       capture_output=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout == b"received 3000000"
+    assert b"< HTTP/1.1 100 Continue" in r.stderr, r.stderr[-2000:]
+    assert time.time() - start < 8
+
+
+def test_ambiguous_requests_are_400(server_factory):
+    """Requests that a proxy in front and xmppd could read differently
+    (request smuggling, RFC 9112 3.2, 5.1, 6.1, 6.3) or whose length cannot
+    be trusted: 400, and the connection closes before anything after them
+    is read as a request."""
+    srv = web(server_factory)
+    after = b"GET /test/echo HTTP/1.1\r\nHost: x\r\n\r\n"
+    for raw in (
+            # Content-Length and Transfer-Encoding together
+            b"POST /test/echo HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n"
+            b"Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+            # two different lengths
+            b"POST /test/echo HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\nab",
+            # a length that is no number, or overflows
+            b"POST /test/echo HTTP/1.1\r\nHost: x\r\nContent-Length: -1\r\n\r\n",
+            b"POST /test/echo HTTP/1.1\r\nHost: x\r\nContent-Length: 99999999999999999999999\r\n\r\n",
+            # a chunk size that overflows
+            b"POST /test/echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+            b"fffffffffffffffffffff\r\nab\r\n",
+            # a transfer coding other than chunked last: no way to find the end
+            b"POST /test/echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip\r\n\r\nab",
+            # white space between a field name and its colon
+            b"POST /test/echo HTTP/1.1\r\nHost: x\r\nContent-Length : 2\r\n\r\nab",
+            # HTTP/1.1 without Host, or with two
+            b"GET /test/echo HTTP/1.1\r\n\r\n",
+            b"GET /test/echo HTTP/1.1\r\nHost: x\r\nHost: y\r\n\r\n",
+    ):
+        s = connect(srv.http_port, 5)
+        s.sendall(raw + after)
+        out = closed_by_server(s, timeout=5)
+        assert out.startswith(b"HTTP/1.1 400 "), (raw, out)
+        assert out.count(b"HTTP/1.1 ") == 1, (raw, out)
+    # HTTP/1.0 needs no Host.
+    s = connect(srv.http_port, 5)
+    s.sendall(b"GET /test/echo HTTP/1.0\r\n\r\n")
+    assert closed_by_server(s, timeout=5).startswith(b"HTTP/1.1 200 ")
+
+
+def test_chunked_body_limits(server_factory):
+    """A chunked body is held to max_body_size as it comes, trailers to the
+    header limits, and a chunked body within the limit is collected."""
+    srv = web(server_factory, http_opts="    max_body_size: 10KB\n    max_header_size: 4KB\n")
+    s = connect(srv.http_port, 5)
+    s.sendall(b"POST /test/echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+              b"3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n")
+    st, _, data = read_response(s)
+    assert st == 200 and data == b"abcde"
+    # one chunk announcing more than the limit: refused before it is read
+    s = connect(srv.http_port, 5)
+    s.sendall(b"POST /test/echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+              b"100000\r\n" + b"a" * 100)
+    assert closed_by_server(s, timeout=5).startswith(b"HTTP/1.1 413 ")
+    # many small chunks passing it
+    s = connect(srv.http_port, 5)
+    s.sendall(b"POST /test/echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+              + b"1\r\na\r\n" * 10241)
+    assert closed_by_server(s, timeout=5).startswith(b"HTTP/1.1 413 ")
+    # trailers count against the header limits
+    s = connect(srv.http_port, 5)
+    s.sendall(b"POST /test/echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+              b"1\r\na\r\n0\r\n" + b"".join(b"X-%d: %s\r\n" % (i, b"t" * 50) for i in range(200))
+              + b"\r\n")
+    assert closed_by_server(s, timeout=5).startswith(b"HTTP/1.1 431 ")
+
+
+def test_bytes_after_an_upgrade(server_factory):
+    """The bytes after a WebSocket upgrade request, in the same write, are
+    the stream's first frame; after a refused upgrade they are never read
+    as HTTP."""
+    import base64
+    import struct
+    srv = web(server_factory)
+    key = base64.b64encode(os.urandom(16)).decode()
+    upgrade = (f"GET /ws HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\n"
+               f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
+               "Sec-WebSocket-Version: 13\r\nSec-WebSocket-Protocol: xmpp\r\n\r\n").encode()
+    payload = b"<open xmlns='urn:ietf:params:xml:ns:xmpp-framing' to='localhost' version='1.0'/>"
+    mask = os.urandom(4)
+    frame = (struct.pack("!BB", 0x81, 0x80 | len(payload)) + mask
+             + bytes(b ^ mask[i % 4] for i, b in enumerate(payload)))
+    s = connect(srv.http_port, 5)
+    s.sendall(upgrade + frame)
+    assert read_head(s).startswith(b"HTTP/1.1 101 ")
+    buf = s._rest
+    while b"<open " not in buf:
+        d = s.recv(65536)
+        assert d, buf
+        buf += d
+    s.close()
+    # A refused upgrade (no handler there): 404, and what follows is not HTTP.
+    s = connect(srv.http_port, 5)
+    s.sendall(upgrade.replace(b"/ws", b"/nothing") + b"GET /test/echo HTTP/1.1\r\nHost: x\r\n\r\n")
+    out = closed_by_server(s, timeout=5)
+    assert out.startswith(b"HTTP/1.1 404 ") and out.count(b"HTTP/1.1 ") == 1, out
+    # An upgrade the WebSocket handler refuses (no xmpp protocol): the same.
+    s = connect(srv.http_port, 5)
+    s.sendall(upgrade.replace(b"Sec-WebSocket-Protocol: xmpp\r\n", b"")
+              + b"GET /test/echo HTTP/1.1\r\nHost: x\r\n\r\n")
+    out = closed_by_server(s, timeout=5)
+    assert out.startswith(b"HTTP/1.1 400 ") and out.count(b"HTTP/1.1 ") == 1, out
+
+
+def test_held_request_keeps_pipelined_input_bounded(server_factory):
+    """While a request is held, pipelined bytes wait (one read at most):
+    a flood behind a held request does not grow the server, and the
+    requests behind it are answered in order afterwards."""
+    srv = web(server_factory)
+    rss0 = srv.rss_kib()
+    s = connect(srv.http_port, 10)
+    s.sendall(b"GET /test/hold HTTP/1.1\r\nHost: x\r\n\r\n"
+              + b"GET /test/echo HTTP/1.1\r\nHost: x\r\n\r\n")
+    s.setblocking(False)
+    sent = 0
+    try:
+        while sent < 64 << 20:
+            sent += s.send(b"X" * 65536)
+    except BlockingIOError:
+        pass
+    s.setblocking(True)
+    s.settimeout(10)
+    assert sent < 64 << 20  # the server stopped reading
+    assert srv.rss_kib() - rss0 < 16 * 1024
+    st, _, data = read_response(s)
+    assert (st, data) == (200, b"held")
+    st, _, data = read_response(s)
+    assert (st, data) == (200, b"echo")
+    s.close()
+
+
+def test_slow_body_is_cut_off(server_factory):
+    """A body that trickles (slow POST, "R-U-Dead-Yet") does not keep the
+    connection: each header_timeout must bring at least 1 KB of it; a slow
+    but steady body passes."""
+    srv = web(server_factory, http_opts="    header_timeout: 1s\n    max_body_size: 1MB\n")
+    s = connect(srv.http_port, 5)
+    start = time.time()
+    s.sendall(b"POST /test/echo HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\n\r\n")
+    closed = False
+    for _ in range(40):
+        try:
+            s.sendall(b"a" * 10)
+        except (BrokenPipeError, ConnectionResetError):
+            closed = True
+            break
+        s.settimeout(0.25)
+        try:
+            d = s.recv(100)
+            if not d:
+                closed = True
+                break
+        except socket.timeout:
+            continue
+        except ConnectionResetError:
+            closed = True
+            break
+    assert closed, "the server kept a trickling body past header_timeout"
+    assert time.time() - start < 4
+    # 2 KB every 0.3 s is slow but goes on.
+    s = connect(srv.http_port, 5)
+    s.sendall(b"POST /test/echo HTTP/1.1\r\nHost: x\r\nContent-Length: 16384\r\n\r\n")
+    for _ in range(8):
+        time.sleep(0.3)
+        s.sendall(b"b" * 2048)
+    st, _, data = read_response(s)
+    assert st == 200 and data == b"b" * 16384

@@ -535,3 +535,35 @@ def test_client_leaving_a_get_midway(server_factory):
     # The server goes on serving (and frees what the left transfers held:
     # the sanitizer checks at the end).
     assert http(srv, "GET", get)[2] == data
+
+
+def test_put_with_expect_100_continue(server_factory):
+    """A client that sends Expect: 100-continue gets 100 Continue once the
+    slot is checked, and a refusal instead, without sending the body."""
+    from test_http import closed_by_server, read_head
+    srv = start(server_factory)
+    users(srv, "alice")
+    c, _ = online(srv, "alice")
+    data = b"e" * 3000
+    put, get = slot_urls(request_slot(c, "e.txt", len(data), "text/plain"))
+    u = urllib.parse.urlsplit(put)
+    head = (f"PUT {u.path}?{u.query} HTTP/1.1\r\nHost: x\r\nContent-Type: text/plain\r\n"
+            f"Content-Length: {len(data)}\r\nExpect: 100-continue\r\n\r\n").encode()
+    # A wrong token: 403 at once, and the connection closes (the body never went).
+    bad = head.replace(b"token=", b"token=1")
+    s = connect(srv.http_port, 5)
+    s.sendall(bad)
+    out = closed_by_server(s, timeout=5)
+    assert out.startswith(b"HTTP/1.1 403 ") and b" 100 " not in out, out
+    # The right one: 100 Continue, then the body, then 201.
+    s = connect(srv.http_port, 5)
+    s.sendall(head)
+    assert read_head(s) == b"HTTP/1.1 100 Continue"
+    s.sendall(data)
+    assert read_response(s)[0] == 201
+    s.close()
+    assert http(srv, "GET", get)[2] == data
+    # The slot is filled: 409 instead of the 100.
+    s = connect(srv.http_port, 5)
+    s.sendall(head)
+    assert closed_by_server(s, timeout=5).startswith(b"HTTP/1.1 409 ")
