@@ -8,12 +8,14 @@ contacts online with entity capabilities (XEP-0115) whose disco#info
 announces http://jabber.org/protocol/tune+notify, and pubN online too.
 pubN publishes tune items as fast as the server acknowledges them, with a
 window of --window outstanding publish IQs, until N x publishes reaches
-about --notifications.  Each item carries the send time (this process's
+about --notifications (or --max-seconds have passed: no publish after it).  Each item carries the send time (this process's
 monotonic clock), so each contact's notification gives one publish ->
 notification latency.  Reported per run:
 
   notif/s    notifications received by all contacts / (last notification -
-             first publish)
+             first publish); distinct (contact, item) pairs: Prosody 0.12
+             sends each item twice to a contact (to its bare and its full
+             JID), the copies are in the RESULT line's stanzas=
   pub/s      publishes acknowledged per second
   p50, p99   publish -> notification latency (ms), over every notification
   srv cpu    server CPU time (user+system, /proc/PID/stat, with its child
@@ -34,7 +36,7 @@ here is stopped by its PID (the adapters' stop) at the end.
 
     bench/pep.py [--build build-release] [--servers xmppd,ejabberd,prosody]
                  [--contacts 100,1000] [--notifications 200000] [--window 16]
-                 [--rounds 1] [--keep-running]
+                 [--rounds 1] [--max-seconds 120] [--keep-running]
 """
 import argparse
 import asyncio
@@ -290,9 +292,14 @@ async def gather_limited(coros, limit):
     return await asyncio.gather(*(one(co) for co in coros))
 
 
+ROSTER_GETS = [0]
+
+
 async def roster(c):
-    c.send("<iq type='get' id='ro1'><query xmlns='jabber:iq:roster'/></iq>")
-    st = await c.wait(rb"^<iq[^>]*id=[\"']ro1", timeout=120)
+    ROSTER_GETS[0] += 1
+    iid = f"ro{ROSTER_GETS[0]}"
+    c.send(f"<iq type='get' id='{iid}'><query xmlns='jabber:iq:roster'/></iq>")
+    st = await c.wait(rf"^<iq[^>]*id=[\"']{iid}[\"']", timeout=600)
     items = {}
     for m in re.finditer(rb"<item\b[^>]*>", st):
         it = m.group(0)
@@ -447,20 +454,30 @@ async def ensure_roster(srv, pub, contacts):
         for c in cs:
             c.on_subscribe = contact_sub(c)
             c.send("<presence/>")
-        p.on_subscribe = lambda frm: p.send(f"<presence to='{frm}' type='subscribed'/>")
+        asked = set()
+
+        def pub_sub(frm):
+            asked.add(frm)
+            p.send(f"<presence to='{frm}' type='subscribed'/>")
+        p.on_subscribe = pub_sub
         p.send("<presence/>")
         for c in missing:
             p.send(f"<presence to='{c}@{srv.domain}' type='subscribe'/>")
-        deadline = time.monotonic() + 300
+        # Each contact's subscribe back comes after its subscribed; then
+        # the roster (one fetch every 5 s: a loaded server is slow with
+        # 1,000 items, and fetching adds to its load).
+        deadline = time.monotonic() + 900
         while time.monotonic() < deadline:
-            await asyncio.sleep(1)
+            await asyncio.sleep(5)
+            if len(asked) < len(missing):
+                continue
             items = await roster(p)
             left = [c for c in contacts if items.get(f"{c}@{srv.domain}") != "both"]
             if not left:
                 break
         else:
-            raise RuntimeError(f"{srv.name}: {len(left)} of {len(contacts)} contacts of {pub} "
-                               f"not 'both' after 300 s")
+            raise RuntimeError(f"{srv.name}: contacts of {pub} not all 'both' after 900 s"
+                               f" ({len(asked)} subscribed back)")
         for c in cs:
             c.close()
         print(f"  {srv.name}: {pub} roster: {len(missing)} mutual subscriptions in "
@@ -470,7 +487,7 @@ async def ensure_roster(srv, pub, contacts):
         p.close()
 
 
-async def measure(srv, n, total, window, tag):
+async def measure(srv, n, total, window, tag, max_seconds):
     contacts = [f"c{i}" for i in range(1, n + 1)]
     pub = f"pub{n}"
     await ensure_roster(srv, pub, contacts)
@@ -519,17 +536,24 @@ async def measure(srv, n, total, window, tag):
         state["acked"] += 1
         if typ != "result":
             state["errors"] += 1
-        if state["sent"] < pubs:
+        if state["sent"] < pubs and time.perf_counter_ns() < t_stop:
             send_next()
+        elif state["acked"] == state["sent"] and state["sent"] < pubs:  # --max-seconds
+            state["t_ack"] = time.perf_counter_ns()
+            if not done.done():
+                done.set_result(None)
         elif state["acked"] == pubs:
             state["t_ack"] = time.perf_counter_ns()
             if not done.done():
                 done.set_result(None)
     p.on_ack = on_ack
     t_start = time.perf_counter_ns()
+    t_stop = t_start + int(max_seconds * 1e9)
     for _ in range(min(window, pubs)):
         send_next()
-    await asyncio.wait_for(done, 600)
+    await asyncio.wait_for(done, max_seconds + 600)
+    pubs = state["sent"]
+    expected = pubs * ready
     last, idle = run.n, 0
     while run.n < expected and idle < 10:
         await asyncio.sleep(0.5)
@@ -606,7 +630,7 @@ async def main_async(a, servers):
         for n in a.contacts:
             for s in servers:
                 tag = f"r{int(time.time())}x{rnd}"
-                r = await measure(s, n, a.notifications, a.window, tag)
+                r = await measure(s, n, a.notifications, a.window, tag, a.max_seconds)
                 results.append(r)
                 print(row(r), flush=True)
     return results
@@ -621,6 +645,8 @@ def main():
                     help="about this many notifications per run (publishes = this / N)")
     ap.add_argument("--window", type=int, default=16, help="outstanding publish IQs")
     ap.add_argument("--rounds", type=int, default=1)
+    ap.add_argument("--max-seconds", type=float, default=120,
+                    help="no new publish after this many seconds (a slow server)")
     ap.add_argument("--work", default="/var/tmp/xmppbench-pep-work")
     ap.add_argument("--run", default="/var/tmp/xmppbench-pep")
     ap.add_argument("--bench-src", default=os.path.join(REPO, "..", "shared", "bench"))
