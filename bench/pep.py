@@ -590,7 +590,9 @@ def versions(servers, env):
     for s in servers:
         if s == "xmppd":
             r = subprocess.run([env["XMPPD_BIN"], "--version"], stdout=subprocess.PIPE, text=True)
-            rev = subprocess.run(["git", "-C", REPO, "rev-parse", "--short", "HEAD"],
+            # the last commit of the server's sources (not of bench/ or docs/)
+            rev = subprocess.run(["git", "-C", REPO, "log", "-1", "--format=%h", "--", "src",
+                                  "include", "meson.build", "meson_options.txt"],
                                  stdout=subprocess.PIPE, text=True).stdout.strip()
             out[s] = f"{r.stdout.strip().splitlines()[0] if r.stdout else '?'} ({rev})"
         else:
