@@ -24,7 +24,8 @@ notification latency.  Reported per run:
   cli cpu    this client's CPU in % of one core (one process, asyncio: it
              must not be the bottleneck; it runs on the same 2 cores)
 
-Servers run on loopback through the adapters in bench/shared/servers
+The client runs on uvloop when python3-uvloop (Debian) is installed, on
+plain asyncio otherwise.  Servers run on loopback through the adapters in bench/shared/servers
 (xmppd-pep, ejabberd-pep, prosody-pep), in a copy of the shared harness
 (../shared/bench, for common.sh and the ejabberd/Prosody adapters) under
 --work; their state lives under --run (kept between runs: users and rosters
