@@ -80,6 +80,24 @@ caps_cmp_str(const void *a, const void *b)
     return strcmp(*(char *const *)a, *(char *const *)b);
 }
 
+/* Items that end in '<' (features "var<", fields "var<value<…"): ordered
+ * as the strings before it are (XEP-0115 5.1 sorts the bare strings), so
+ * '<' sorts below every byte: "a/tune<" before "a/tune+notify<". */
+static int
+caps_cmp_term(const void *a, const void *b)
+{
+    const unsigned char *x = *(const unsigned char *const *)a;
+    const unsigned char *y = *(const unsigned char *const *)b;
+    for (;; x++, y++) {
+        unsigned cx = *x == '<' ? 1u : *x ? *x + 1u : 0u;
+        unsigned cy = *y == '<' ? 1u : *y ? *y + 1u : 0u;
+        if (cx != cy)
+            return cx < cy ? -1 : 1;
+        if (!cx)
+            return 0;
+    }
+}
+
 /* A growable array of malloc'd strings. */
 typedef struct caps_list {
     char **v;     /* items */
@@ -175,7 +193,7 @@ caps_form(const xd_el_t *x)
         return NULL;
     }
     if (fields.n > 1)
-        qsort(fields.v, fields.n, sizeof *fields.v, caps_cmp_str);
+        qsort(fields.v, fields.n, sizeof *fields.v, caps_cmp_term);
     caps_buf_t b = { 0 };
     caps_puts(&b, form_type);
     caps_puts(&b, "<");
@@ -216,7 +234,7 @@ xd_caps_ver(const xd_el_t *query, char out[29])
         }
     }
     ok = ok && caps_sort_unique(&ids, caps_cmp_identity, 0) &&
-         caps_sort_unique(&feats, caps_cmp_str, 0) && caps_sort_unique(&forms, caps_cmp_form, '<');
+         caps_sort_unique(&feats, caps_cmp_term, 0) && caps_sort_unique(&forms, caps_cmp_form, '<');
     if (ok) {
         EVP_MD_CTX *md = EVP_MD_CTX_new();
         unsigned char dig[SHA_DIGEST_LENGTH];

@@ -20,7 +20,8 @@ def ver_of(query):
     ids = sorted((i.get("category", ""), i.get("type", ""), i.get(XML_LANG, ""),
                   i.get("name", "")) for i in query.findall(f"{{{DI}}}identity"))
     s = "".join("/".join(i) + "<" for i in ids)
-    s += "".join(sorted(f.get("var") + "<" for f in query.findall(f"{{{DI}}}feature")))
+    # sorted as they are, then each with its '<' ("a/tune" before "a/tune+notify")
+    s += "".join(v + "<" for v in sorted(f.get("var") for f in query.findall(f"{{{DI}}}feature")))
     forms = []
     for x in query.findall("{jabber:x:data}x"):
         fields = {}

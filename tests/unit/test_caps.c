@@ -89,6 +89,35 @@ test_caps__refusals(void **state)
                             "<identity category='a' type='b' xml:lang='de'/></query>", ver), 0);
 }
 
+/* A feature that is a prefix of another sorts first, as the bare strings
+ * do (XEP-0115 5.1): slixmpp, ejabberd and Prosody give this ver. */
+static void
+test_caps__prefix_feature_sorts_first(void **state)
+{
+    (void)state;
+    char ver[29];
+    assert_int_equal(ver_of("<query xmlns='" DI "'>"
+                            "<identity category='client' type='pc' name='T'/>"
+                            "<feature var='http://jabber.org/protocol/tune+notify'/>"
+                            "<feature var='http://jabber.org/protocol/tune'/>"
+                            "</query>",
+                            ver),
+                     0);
+    assert_string_equal(ver, "mwdwlJLKVDw1b4bwt6urRMvMIuI=");
+    /* fields of a form likewise: "f" before "f1" */
+    char v2[29];
+    assert_int_equal(ver_of("<query xmlns='" DI "'>"
+                            "<identity category='client' type='pc' name='T'/>"
+                            "<x xmlns='jabber:x:data' type='result'>"
+                            "<field var='FORM_TYPE'><value>urn:x</value></field>"
+                            "<field var='f1'><value>b</value></field>"
+                            "<field var='f'><value>a</value></field>"
+                            "</x></query>",
+                            v2),
+                     0);
+    assert_string_equal(v2, "xuZw4EUj6zBvc/fA/hV1Uj06INw=");
+}
+
 int
 main(void)
 {
@@ -96,6 +125,7 @@ main(void)
         cmocka_unit_test(test_caps__simple_example),
         cmocka_unit_test(test_caps__complex_example),
         cmocka_unit_test(test_caps__refusals),
+        cmocka_unit_test(test_caps__prefix_feature_sorts_first),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
