@@ -504,6 +504,19 @@ muc_stop(xd_module_ctx_t *ctx)
     muc_state_t *s = xd_module_state(ctx);
     if (!s)
         return;
+    /* The history of the persistent rooms in memory goes to the database
+     * with the rest of their state (the loops are done: blocking is fine). */
+    char **names = muc_rooms_stash(s);
+    xd_db_t *db = xd_module_db(ctx);
+    for (size_t i = 0; names && names[i]; i++) {
+        muc_save_t j = { .s = s, .name = names[i] };
+        int rc = db ? xd_db_tx(db, muc_save_tx, &j) : 0;
+        if (rc != 0)
+            XD_LOG(NULL, XD_ERROR, "muc room not stored", "room=%s@%s err=%s", names[i],
+                   s->domain, xd_strerror(rc));
+        xd_free(names[i]);
+    }
+    xd_free(names);
     muc_rooms_free(s);
     xd_map_free(&s->dir, dirent_free);
     pthread_mutex_destroy(&s->mu);

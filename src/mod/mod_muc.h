@@ -91,6 +91,10 @@ typedef struct muc_msg {
 void muc_room_stanza(xd_module_ctx_t *ctx, xd_stanza_t *st, xd_input_ref_t in, bool held);
 /* Frees every room of the instance (stop: no handler runs any more). */
 void muc_rooms_free(muc_state_t *s);
+/* Stop: every persistent room in memory puts its stored state, history
+ * included, in the directory; their names (NULL-terminated, or NULL when
+ * none: xd_free each and the array) for muc_stop to write. */
+char **muc_rooms_stash(muc_state_t *s);
 /* TICK on an owner worker: hibernates that worker's persistent rooms that
  * have been empty for hibernation_timeout (mod_muc_room.c). */
 void muc_rooms_tick(xd_module_ctx_t *ctx, uint64_t now_ms);

@@ -707,6 +707,39 @@ muc_now_ms(void)
     return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
 }
 
+struct stash_walk {
+    muc_state_t *s;
+    char **names;
+    size_t n, cap;
+};
+
+static int
+stash_one(void *arg, const char *key, void *val)
+{
+    struct stash_walk *w = arg;
+    const muc_room_t *r = val;
+    if (!r->cfg.persistent || r->locked)
+        return 0;
+    muc_dir_update(w->s, r->name, r->cfg.title, r->cfg.pub, true, false, r->creator,
+                   room_serialize(r, true));
+    if (w->n + 1 >= w->cap) {
+        w->cap = w->cap ? w->cap * 2 : 16;
+        w->names = xd_realloc(w->names, w->cap * sizeof *w->names);
+    }
+    w->names[w->n++] = xd_strdup(key);
+    w->names[w->n] = NULL;
+    return 0;
+}
+
+char **
+muc_rooms_stash(muc_state_t *s)
+{
+    struct stash_walk w = { s, NULL, 0, 0 };
+    for (size_t i = 0; i < XD_OWNER_MAX_WORKERS; i++)
+        xd_map_foreach(&s->rooms[i], stash_one, &w);
+    return w.names;
+}
+
 struct idle_walk {
     uint64_t now, timeout;
     char **names;

@@ -1148,3 +1148,23 @@ def test_hibernation_and_wakeup(server_factory):
     r = iq(c, "d9", "<query xmlns='http://jabber.org/protocol/disco#info'/>", typ="get",
            to=f"tmp@{MUC}")
     assert "item-not-found" in r, r
+
+
+def test_persistent_history_survives_restart(server_factory):
+    """A persistent room in memory at a stop writes its history with its
+    state: after the restart a newcomer gets it; a temporary room's is
+    gone with it."""
+    srv = start(server_factory)
+    a, _ = online(srv, "alice")
+    create(a, "stay", "al")
+    config(a, "stay", {"persistentroom": "1"})
+    for i in range(3):
+        groupchat(a, "stay", f"before restart {i}", f"r{i}")
+        expect(a, rf"<message[^>]*id='r{i}'")
+    a.roundtrip()
+    srv.stop()
+    srv.restart()
+    b, _ = online(srv, "bob")
+    seq = join(b, "stay", "bob")
+    assert all(f"<body>before restart {i}</body>" in seq for i in range(3)), seq
+    assert seq.count("<delay ") == 3, seq
