@@ -1241,8 +1241,16 @@ mam_send_result(const xd_session_ref_t *to, const xd_iq_req_t *req, const char *
     xd_el_set_attr(xd_el_add_child(fw, "delay", XD_NS_DELAY), "stamp", stamp);
     xd_el_append(fw, xd_stanza_edit(orig));
     xd_stanza_unref(orig);
-    xd_session_send_take(to, xd_el_freeze(m));
+    if (to)
+        xd_session_send_take(to, xd_el_freeze(m));
+    else
+        xd_route_take(xd_el_freeze(m));
 }
+
+/* req->arg of a room archive's request (mam_room_iq): its requester may
+ * be on another server, so what goes to another domain than the host's is
+ * routed (a session of ours that is gone gets nothing). */
+static char mam_room_mark;
 
 /* A query's answer, or an error: everything that can fail before the
  * first result is sent. */
@@ -1486,13 +1494,15 @@ mam_query(const xd_iq_req_t *req, const xd_el_t *query)
     /* The results, then <fin/>, to the querying session, from this
      * thread: they arrive in that order. */
     xd_session_info_t si;
-    if (xd_session_find(req->from, &si) != 0) {
+    bool local = xd_session_find(req->from, &si) == 0;
+    if (!local && (req->arg != &mam_room_mark ||
+                   xd_str_eq_c(xd_jid_domain(req->from), req->host))) {
         mam_rows_clear(&rows);
         return NULL; /* the session is gone */
     }
     for (size_t k = 0; k < rows.n; k++) {
         size_t i = flip ? rows.n - 1 - k : k;
-        mam_send_result(&si.ref, req, queryid, &rows.v[i]);
+        mam_send_result(local ? &si.ref : NULL, req, queryid, &rows.v[i]);
     }
     xd_el_t *r = xd_iq_result_builder(req->iq);
     xd_el_t *fin = xd_el_add_child(r, "fin", MAM_NS);
@@ -1511,8 +1521,12 @@ mam_query(const xd_iq_req_t *req, const xd_el_t *query)
     snprintf(cnt, sizeof cnt, "%lld", (long long)count);
     if (has_count)
         xd_el_add_text(xd_el_add_child(s, "count", XD_NS_RSM), cnt);
-    xd_session_send_take(&si.ref, xd_el_freeze(r));
-    xd_session_info_clear(&si);
+    if (local) {
+        xd_session_send_take(&si.ref, xd_el_freeze(r));
+        xd_session_info_clear(&si);
+    } else {
+        xd_route_take(xd_el_freeze(r));
+    }
     mam_rows_clear(&rows);
     return NULL;
 }
@@ -1737,7 +1751,8 @@ mam_room_iq(xd_module_ctx_t *mam, const xd_stanza_t *iq, const xd_jid_t *room)
 {
     const xd_el_t *root = xd_stanza_root(iq);
     xd_iq_req_t req = { .iq = iq, .payload = xd_el_first_child(root), .from = xd_stanza_from(iq),
-                        .to = room, .host = xd_module_host(mam), .ctx = mam };
+                        .to = room, .host = xd_module_host(mam), .ctx = mam,
+                        .arg = &mam_room_mark };
     if (!xd_module_db(mam))
         return xd_stanza_error(iq, XD_COND_SERVICE_UNAVAILABLE, NULL);
     const char *type = xd_el_attr(root, "type");

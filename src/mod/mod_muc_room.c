@@ -2223,6 +2223,10 @@ static void
 room_mam_iq(muc_call_t *c, muc_room_t *r, const xd_stanza_t *st, const muc_occ_t *me,
             int myaff, xd_module_ctx_t *mam)
 {
+    if (!mam) { /* mod_mam stopped meanwhile */
+        xd_route_error(st, XD_COND_SERVICE_UNAVAILABLE, NULL);
+        return;
+    }
     bool occupant = me || occ_by_real(r, xd_stanza_from(st)) != NULL;
     bool open = r->cfg.pub && !r->cfg.members_only && !r->cfg.password_protected;
     if (myaff == AFF_OUTCAST || (!occupant && myaff < AFF_MEMBER && !open)) {
@@ -2327,6 +2331,10 @@ static void
 room_moderate(muc_call_t *c, muc_room_t *r, const xd_stanza_t *st, const xd_el_t *q,
               const muc_occ_t *me, xd_module_ctx_t *mam)
 {
+    if (!mam) { /* mod_mam stopped meanwhile */
+        xd_route_error(st, XD_COND_SERVICE_UNAVAILABLE, NULL);
+        return;
+    }
     bool v1 = xd_el_is(q, "moderate", MAM_NS_MODERATE);
     const xd_el_t *mod = v1 ? q : xd_el_child(q, "moderate", MAM_NS_MODERATE0);
     const char *id = xd_el_attr(q, "id");

@@ -932,6 +932,8 @@ def test_room_archive_queries(server_factory):
     assert "stanza-id" not in m.replace("by='bob@localhost'", ""), m
     res, fin = mam(b, to=f"plain@{MUC}")
     assert "service-unavailable" in fin, fin
+    r = moderate(a, "plain", "any", "pm1")
+    assert "service-unavailable" in r, r
     # A forged claim of the room's is taken off.
     b.send(f"<message to='arch@{MUC}' type='groupchat' id='fk'><body>forged</body>"
            f"<stanza-id xmlns='urn:xmpp:sid:0' id='fake' by='arch@{MUC}'/></message>")
@@ -1018,6 +1020,14 @@ def test_moderation_retracts_into_a_tombstone(server_factory):
     # Not a moderator.
     r = moderate(b, "mod", sids[1], "x1")
     assert "type='error'" in r and "<forbidden " in r, r
+    r = iq(a, "x0", "<moderate xmlns='urn:xmpp:message-moderate:1'><retract "
+                    "xmlns='urn:xmpp:message-retract:1'/></moderate>", to=f"mod@{MUC}")
+    assert "type='error'" in r and "<bad-request " in r, r
+    r = iq(a, "x5", f"<moderate xmlns='urn:xmpp:message-moderate:1' id='{sids[1]}'/>",
+           to=f"mod@{MUC}")
+    assert "type='error'" in r and "<bad-request " in r, r
+    r = moderate(a, "mod", "x" * 300, "x6")
+    assert "type='error'" in r and "<item-not-found " in r, r
     r = moderate(a, "mod", "no-such-id", "x2")
     assert "type='error'" in r and "<item-not-found " in r, r
     r = moderate(a, "mod", sids[0], "x3", reason="rude")
@@ -1168,3 +1178,44 @@ def test_persistent_history_survives_restart(server_factory):
     seq = join(b, "stay", "bob")
     assert all(f"<body>before restart {i}</body>" in seq for i in range(3)), seq
     assert seq.count("<delay ") == 3, seq
+
+
+def test_room_archive_for_a_remote_occupant(server_factory):
+    """A querier on another server (b.test) reads a public room's archive
+    on conference.a.test: the results and the <fin/> are routed to it over
+    s2s (it has no session here)."""
+    from test_mam import bodies, mam
+    from test_s2s import A_IP, B_IP, listen_yaml
+    from xmpptest import free_port
+    ports = {"a": (free_port(addr=A_IP), free_port(addr=A_IP)),
+             "b": (free_port(addr=B_IP), free_port(addr=B_IP))}
+    srvs = {}
+    for name, ip, other, oip in (("a", A_IP, "b", B_IP), ("b", B_IP, "a", A_IP)):
+        hosts = f"  {other}.test: \"{oip}:{ports[other][1]}\"\n"
+        if name == "b":
+            hosts += f"  conference.a.test: \"{A_IP}:{ports['a'][1]}\"\n"
+        extra = f"s2s_hosts:\n{hosts}s2s_connect_timeout: 5s\n"
+        if name == "a":
+            extra += ("modules:\n  mod_muc: {default_mam: true}\n" + MAM_MODS)
+        srv = server_factory(hosts=(f"{name}.test",), listen=listen_yaml(ip, *ports[name]),
+                             extra_yaml=extra)
+        srv.c2s_port = ports[name][0]
+        srv.ip = ip
+        srv.domain = f"{name}.test"
+        users(srv, "alice", "bob", host=f"{name}.test")
+        srvs[name] = srv
+    a, _ = online(srvs["a"], "alice", "r")
+    room = "conference.a.test"
+    a.send(f"<presence to='pub@{room}/al'><x xmlns='{NS_MUC}'/></presence>")
+    expect(a, r"<subject")
+    a.send(f"<iq type='set' id='cr' to='pub@{room}'>{INSTANT}</iq>")
+    expect(a, r"id='cr'")
+    for i in range(3):
+        a.send(f"<message to='pub@{room}' type='groupchat' id='r{i}'><body>remote {i}</body>"
+               f"</message>")
+        expect(a, rf"<message[^>]*id='r{i}'")
+    a.roundtrip()
+    b, _ = online(srvs["b"], "bob", "r")
+    res, fin = mam(b, to=f"pub@{room}")
+    assert bodies(res) == [f"remote {i}" for i in range(3)], (res, fin)
+    assert "type='result'" in fin and "complete='true'" in fin, fin
