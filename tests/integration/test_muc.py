@@ -1054,6 +1054,7 @@ def test_moderation_retracts_into_a_tombstone(server_factory):
 
 # ---- anti-flood -----------------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_max_messages_per_second(server_factory):
     """max_messages_per_second: a burst beyond it is refused with
     resource-constraint and not delivered; after a second, messages go
@@ -1100,6 +1101,7 @@ def wait_stats(srv, pred, timeout=15):
         time.sleep(0.2)
 
 
+@pytest.mark.slow
 def test_hibernation_and_wakeup(server_factory):
     """hibernation_timeout: persistent rooms nobody is in leave memory
     (muc_stats: rooms_live and history_bytes drop to 0) and come back on
@@ -1125,6 +1127,8 @@ def test_hibernation_and_wakeup(server_factory):
     after = wait_stats(srv, lambda s: s["rooms_live"] == 0)
     assert after["rooms_live"] == 0 and after["history_bytes"] == 0, after
     assert after["hibernations"] == n, after
+    print(f"muc memory: before {before['rooms_live']} rooms, {before['history_bytes']} "
+          f"history bytes; after {after['rooms_live']} rooms, {after['history_bytes']}")
     # Back on a disco request, a configuration request, a message.
     r = iq(a, "d1", "<query xmlns='http://jabber.org/protocol/disco#info'/>", typ="get",
            to=f"h1@{MUC}")
