@@ -11,6 +11,9 @@
 #ifndef XMPPD_MOD_MAM_H
 #define XMPPD_MOD_MAM_H
 
+#include <stdbool.h>
+
+#include "xmppd/input.h"
 #include "xmppd/jid.h"
 #include "xmppd/module.h"
 #include "xmppd/stanza.h"
@@ -20,10 +23,13 @@
 
 /* Queues msg (as the room sent it: from room/nick, no 'to') for the
  * archive of room `room` (bare JID) under archive id `id`.  Worker loop,
- * while a stanza is handled.  0, XD_EFULL (refuse the message) or
- * XD_EINVAL (no database). */
+ * while a stanza is handled.  The sender's stream is held until the row is
+ * committed: the stream being handled on this worker, else `held` (a hold
+ * the caller took on another worker, {0}: none), which the archive then
+ * takes over (*taken: the caller must not release it).  0, XD_EFULL
+ * (refuse the message) or XD_EINVAL (no database). */
 int mam_room_store(xd_module_ctx_t *mam, const xd_stanza_t *msg, const xd_jid_t *room,
-                   const char *id);
+                   const char *id, xd_input_ref_t held, bool *taken);
 
 /* Answers a urn:xmpp:mam:2 IQ (get: the form; set: a query, its results
  * and <fin/> to the requester's full JID) on the archive of `room`.  Pool

@@ -819,7 +819,8 @@ mam_strs(xd_str_t s)
  * message). */
 static int
 mam_queue_item(xd_module_ctx_t *ctx, const xd_stanza_t *msg, const xd_jid_t *account,
-               const xd_jid_t *peer, int dir, const char *id, bool check_account, bool room)
+               const xd_jid_t *peer, int dir, const char *id, bool check_account, bool room,
+               xd_input_ref_t give, bool *given)
 {
     const mam_conf_t *mc = xd_module_opts(ctx);
     size_t len;
@@ -850,6 +851,12 @@ mam_queue_item(xd_module_ctx_t *ctx, const xd_stanza_t *msg, const xd_jid_t *acc
     int rc = mod_batch_push(&mam_q, &mam_batch_ops, ctx, &m->b);
     if (rc != 0)
         mam_item_free(m);
+    else if (give.id && !m->b.in.id) {
+        /* No stream of this worker: the item keeps the caller's hold
+         * (released when it is finished, as its own would be). */
+        m->b.in = give;
+        *given = true;
+    }
     return rc;
 }
 
@@ -857,17 +864,20 @@ static int
 mam_queue(xd_module_ctx_t *ctx, const xd_stanza_t *msg, const xd_jid_t *account,
           const xd_jid_t *peer, int dir, const char *id, bool check_account)
 {
-    return mam_queue_item(ctx, msg, account, peer, dir, id, check_account, false);
+    bool given = false;
+    return mam_queue_item(ctx, msg, account, peer, dir, id, check_account, false,
+                          (xd_input_ref_t){ 0 }, &given);
 }
 
 int
 mam_room_store(xd_module_ctx_t *mam, const xd_stanza_t *msg, const xd_jid_t *room,
-               const char *id)
+               const char *id, xd_input_ref_t held, bool *taken)
 {
     const xd_jid_t *from = xd_stanza_from(msg);
+    *taken = false;
     if (!xd_module_db(mam) || !from || strlen(id) > MAM_ID_MAX)
         return XD_EINVAL;
-    return mam_queue_item(mam, msg, room, from, 0, id, false, true);
+    return mam_queue_item(mam, msg, room, from, 0, id, false, true, held, taken);
 }
 
 /* USER_SEND_PACKET: a message a local user sends goes into the sender's

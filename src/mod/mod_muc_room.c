@@ -128,6 +128,8 @@ typedef struct muc_call {
     xd_input_ref_t in;
     size_t bytes;
     bool store;          /* the room's stored state changed */
+    bool held;           /* in is held by the caller (posted from another worker) */
+    bool in_taken;       /* the archive took that hold over (mam_room_store) */
 } muc_call_t;
 
 static void add_field(xd_el_t *x, const char *var, const char *type, const char *label,
@@ -1550,7 +1552,14 @@ room_message(muc_call_t *c, muc_room_t *r, const xd_stanza_t *st, const char *ni
     xd_stanza_t *m = msg_from_occ(r, o, st, archive ? sid : NULL);
     if (archive) {
         xd_jid_t *rj = room_jid(r);
-        int rc = rj ? mam_room_store(mam, m, rj, sid) : XD_EINVAL;
+        bool taken = false;
+        int rc = rj ? mam_room_store(mam, m, rj, sid,
+                                     c->held && !c->in_taken && !c->store
+                                         ? c->in
+                                         : (xd_input_ref_t){ 0 },
+                                     &taken)
+                    : XD_EINVAL;
+        c->in_taken |= taken;
         xd_jid_unref(rj);
         if (rc == XD_EFULL) {
             xd_module_release(mam);
@@ -2496,7 +2505,7 @@ void
 muc_room_stanza(xd_module_ctx_t *ctx, xd_stanza_t *st, xd_input_ref_t in, bool held)
 {
     muc_call_t c = { .ctx = ctx, .s = xd_module_state(ctx), .conf = xd_module_opts(ctx),
-                     .in = in };
+                     .in = in, .held = held };
     const xd_jid_t *to = xd_stanza_to(st);
     xd_str_t local = xd_jid_local(to), res = xd_jid_resource(to);
     char *name = xd_strndup(local.p, local.len);
@@ -2539,8 +2548,8 @@ muc_room_stanza(xd_module_ctx_t *ctx, xd_stanza_t *st, xd_input_ref_t in, bool h
         r->empty_since = r->nocc ? 0 : r->empty_since ? r->empty_since : muc_now_ms();
     xd_input_charge(in, c.bytes);
     if (c.store)
-        muc_store(ctx, name, held ? in : (xd_input_ref_t){ 0 }); /* releases in when written */
-    else if (held)
+        muc_store(ctx, name, held && !c.in_taken ? in : (xd_input_ref_t){ 0 }); /* releases in */
+    else if (held && !c.in_taken) /* else the archive releases it when committed */
         xd_input_release(in);
     xd_free(name);
     xd_free(nick);

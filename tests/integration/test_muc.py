@@ -1223,3 +1223,25 @@ def test_room_archive_for_a_remote_occupant(server_factory):
     res, fin = mam(b, to=f"pub@{room}")
     assert bodies(res) == [f"remote {i}" for i in range(3)], (res, fin)
     assert "type='result'" in fin and "complete='true'" in fin, fin
+
+
+def test_room_archive_written_before_the_senders_next_answer(server_factory):
+    """The sender's stream is held until its archived messages are
+    committed, also when the room lives on another worker than the
+    sender's session: right after the sender's round trip, a query counts
+    every message (rooms on both workers)."""
+    from test_mam import fin_set, mam
+    srv = start(server_factory, opts="default_mam: true", mods=MAM_MODS)
+    a, _ = online(srv, "alice")
+    rooms = [f"w{i}" for i in range(6)]
+    for rm in rooms:
+        create(a, rm, "al")
+    n = 0
+    for _ in range(4):
+        a.send("".join(f"<message to='{rm}@{MUC}' type='groupchat' id='{rm}-{n + i}'><body>"
+                       f"{i}</body></message>" for i in range(50) for rm in rooms))
+        n += 50
+        assert "type='error'" not in q(a.roundtrip())
+        a.buf = a.buf[:0]  # the echoes
+        counts = [fin_set(mam(a, rsm="<max>0</max>", to=f"{rm}@{MUC}")[1])[2] for rm in rooms]
+        assert counts == [n] * len(rooms), counts
