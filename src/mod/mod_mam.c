@@ -58,7 +58,12 @@
  *
  * Export: `xmppctl export_mam USER HOST FILE` (XEP-0227 <archive/>).
  *
- * Left for later: room (MUC) archives.
+ * Room archives (mam.h): mod_muc keeps each archived room's messages in
+ * the same table (host = the MUC service's domain, username = the room,
+ * peer = the room, resource = the sender's nick), written by the same
+ * batcher (no preferences, no XEP-0424 retraction: a room's messages are
+ * retracted by its moderators, XEP-0425, mam_room_moderate) and read by the
+ * same queries (mam_room_iq).
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -70,6 +75,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "mam.h"
 #include "mod_batch.h"
 #include "mod_util.h"
 #include "xmppd/alloc.h"
@@ -541,6 +547,7 @@ typedef struct mam_item {
     char *msgid;          /* its origin-id or id, or NULL */
     char *retract;        /* XEP-0424: the msgid it retracts, or NULL */
     bool check_account;   /* received without a session: does the account exist? */
+    bool room;            /* a room's archive (mam.h): no preferences */
     int default_mode;     /* the host's default */
 } mam_item_t;
 
@@ -767,6 +774,8 @@ mam_batch_write(xd_db_t *db, mod_batch_item_t *head)
             }
         }
         bool keep = true;
+        if (m->room)
+            continue;
         rc = mam_mode_for(c, m->host, m->user, m->peer, m->default_mode, &keep);
         if (rc == 0 && !keep)
             m->b.status = MAM_SKIP;
@@ -809,8 +818,9 @@ mam_strs(xd_str_t s)
  * peer is the other party.  0, or XD_EFULL (the caller refuses the
  * message). */
 static int
-mam_queue(xd_module_ctx_t *ctx, const xd_stanza_t *msg, const xd_jid_t *account,
-          const xd_jid_t *peer, int dir, const char *id, bool check_account)
+mam_queue_item(xd_module_ctx_t *ctx, const xd_stanza_t *msg, const xd_jid_t *account,
+               const xd_jid_t *peer, int dir, const char *id, bool check_account, bool room,
+               xd_input_ref_t give, bool *given)
 {
     const mam_conf_t *mc = xd_module_opts(ctx);
     size_t len;
@@ -831,16 +841,43 @@ mam_queue(xd_module_ctx_t *ctx, const xd_stanza_t *msg, const xd_jid_t *account,
         m->msgid = xd_strdup(msgid);
     const xd_el_t *rt = xd_el_child(root, "retract", MAM_NS_RETRACT);
     const char *rid = rt ? xd_el_attr(rt, "id") : NULL;
-    if (rid && *rid && strlen(rid) <= MAM_ID_MAX)
+    if (rid && *rid && strlen(rid) <= MAM_ID_MAX && !room)
         m->retract = xd_strdup(rid);
     m->xml = xd_strndup(bytes, len);
     m->b.bytes = len;
     m->check_account = check_account;
+    m->room = room;
     m->default_mode = mc->default_mode;
     int rc = mod_batch_push(&mam_q, &mam_batch_ops, ctx, &m->b);
     if (rc != 0)
         mam_item_free(m);
+    else if (give.id && !m->b.in.id) {
+        /* No stream of this worker: the item keeps the caller's hold
+         * (released when it is finished, as its own would be). */
+        m->b.in = give;
+        *given = true;
+    }
     return rc;
+}
+
+static int
+mam_queue(xd_module_ctx_t *ctx, const xd_stanza_t *msg, const xd_jid_t *account,
+          const xd_jid_t *peer, int dir, const char *id, bool check_account)
+{
+    bool given = false;
+    return mam_queue_item(ctx, msg, account, peer, dir, id, check_account, false,
+                          (xd_input_ref_t){ 0 }, &given);
+}
+
+int
+mam_room_store(xd_module_ctx_t *mam, const xd_stanza_t *msg, const xd_jid_t *room,
+               const char *id, xd_input_ref_t held, bool *taken)
+{
+    const xd_jid_t *from = xd_stanza_from(msg);
+    *taken = false;
+    if (!xd_module_db(mam) || !from || strlen(id) > MAM_ID_MAX)
+        return XD_EINVAL;
+    return mam_queue_item(mam, msg, room, from, 0, id, false, true, held, taken);
 }
 
 /* USER_SEND_PACKET: a message a local user sends goes into the sender's
@@ -1214,8 +1251,16 @@ mam_send_result(const xd_session_ref_t *to, const xd_iq_req_t *req, const char *
     xd_el_set_attr(xd_el_add_child(fw, "delay", XD_NS_DELAY), "stamp", stamp);
     xd_el_append(fw, xd_stanza_edit(orig));
     xd_stanza_unref(orig);
-    xd_session_send_take(to, xd_el_freeze(m));
+    if (to)
+        xd_session_send_take(to, xd_el_freeze(m));
+    else
+        xd_route_take(xd_el_freeze(m));
 }
+
+/* req->arg of a room archive's request (mam_room_iq): its requester may
+ * be on another server, so what goes to another domain than the host's is
+ * routed (a session of ours that is gone gets nothing). */
+static char mam_room_mark;
 
 /* A query's answer, or an error: everything that can fail before the
  * first result is sent. */
@@ -1459,13 +1504,15 @@ mam_query(const xd_iq_req_t *req, const xd_el_t *query)
     /* The results, then <fin/>, to the querying session, from this
      * thread: they arrive in that order. */
     xd_session_info_t si;
-    if (xd_session_find(req->from, &si) != 0) {
+    bool local = xd_session_find(req->from, &si) == 0;
+    if (!local && (req->arg != &mam_room_mark ||
+                   xd_str_eq_c(xd_jid_domain(req->from), req->host))) {
         mam_rows_clear(&rows);
         return NULL; /* the session is gone */
     }
     for (size_t k = 0; k < rows.n; k++) {
         size_t i = flip ? rows.n - 1 - k : k;
-        mam_send_result(&si.ref, req, queryid, &rows.v[i]);
+        mam_send_result(local ? &si.ref : NULL, req, queryid, &rows.v[i]);
     }
     xd_el_t *r = xd_iq_result_builder(req->iq);
     xd_el_t *fin = xd_el_add_child(r, "fin", MAM_NS);
@@ -1484,8 +1531,12 @@ mam_query(const xd_iq_req_t *req, const xd_el_t *query)
     snprintf(cnt, sizeof cnt, "%lld", (long long)count);
     if (has_count)
         xd_el_add_text(xd_el_add_child(s, "count", XD_NS_RSM), cnt);
-    xd_session_send_take(&si.ref, xd_el_freeze(r));
-    xd_session_info_clear(&si);
+    if (local) {
+        xd_session_send_take(&si.ref, xd_el_freeze(r));
+        xd_session_info_clear(&si);
+    } else {
+        xd_route_take(xd_el_freeze(r));
+    }
     mam_rows_clear(&rows);
     return NULL;
 }
@@ -1701,6 +1752,152 @@ mam_iq(const xd_iq_req_t *req)
         return xd_stanza_error(req->iq, XD_COND_BAD_REQUEST,
                                "expected <query/>, <prefs/> or <metadata/>");
     return get ? mam_form(req) : mam_query(req, req->payload);
+}
+
+/* ---- room archives (mam.h) --------------------------------------------------------------------- */
+
+xd_stanza_t *
+mam_room_iq(xd_module_ctx_t *mam, const xd_stanza_t *iq, const xd_jid_t *room)
+{
+    const xd_el_t *root = xd_stanza_root(iq);
+    xd_iq_req_t req = { .iq = iq, .payload = xd_el_first_child(root), .from = xd_stanza_from(iq),
+                        .to = room, .host = xd_module_host(mam), .ctx = mam,
+                        .arg = &mam_room_mark };
+    if (!xd_module_db(mam))
+        return xd_stanza_error(iq, XD_COND_SERVICE_UNAVAILABLE, NULL);
+    const char *type = xd_el_attr(root, "type");
+    bool get = type && !strcmp(type, "get");
+    if (xd_el_is(req.payload, "metadata", MAM_NS))
+        return get ? mam_metadata(&req)
+                   : xd_stanza_error(iq, XD_COND_BAD_REQUEST, "<metadata/> is an IQ-get");
+    if (xd_el_is(req.payload, "prefs", MAM_NS))
+        return xd_stanza_error(iq, XD_COND_FEATURE_NOT_IMPLEMENTED,
+                               "a room's archive has no preferences");
+    if (!xd_el_is(req.payload, "query", MAM_NS))
+        return xd_stanza_error(iq, XD_COND_BAD_REQUEST, "expected <query/> or <metadata/>");
+    return get ? mam_form(&req) : mam_query(&req, req.payload);
+}
+
+typedef struct mam_one {
+    bool found;
+    char *xml;
+} mam_one_t;
+
+static int
+mam_one_row(void *arg, const xd_db_val_t *cols, size_t ncols)
+{
+    mam_one_t *o = arg;
+    if (ncols >= 1 && cols[0].type == XD_DB_TEXT) {
+        o->found = true;
+        o->xml = xd_strndup(cols[0].s.p, cols[0].s.len);
+    }
+    return 1;
+}
+
+/* The tombstone of a moderated room message (XEP-0425): its addressing,
+ * stanza-id and occupant-id, and <retracted stamp/> with the moderation
+ * `detail` (a serialized <retracted/>); nothing of its content. */
+static char *
+mam_moderated_tombstone(const char *xml, const char *detail, char **occ_id)
+{
+    xd_stanza_t *orig = NULL;
+    xd_el_t *ret = NULL;
+    if (xd_stanza_parse(xml, strlen(xml), XD_NS_CLIENT, &orig) != 0)
+        return NULL;
+    if (xd_el_parse(detail, strlen(detail), &ret) != 0) {
+        xd_stanza_unref(orig);
+        return NULL;
+    }
+    const xd_el_t *o = xd_stanza_root(orig);
+    xd_el_t *m = xd_el_new("message", NULL);
+    static const char *const keep[] = { "from", "to", "type", "id" };
+    for (size_t i = 0; i < sizeof keep / sizeof keep[0]; i++)
+        if (xd_el_attr(o, keep[i]))
+            xd_el_set_attr(m, keep[i], xd_el_attr(o, keep[i]));
+    const xd_el_t *oid = xd_el_child(o, "occupant-id", "urn:xmpp:occupant-id:0");
+    const char *ov = oid ? xd_el_attr(oid, "id") : NULL;
+    *occ_id = ov ? xd_strdup(ov) : NULL;
+    for (const xd_el_t *c = xd_el_first_child(o); c; c = xd_el_next(c)) {
+        if (xd_el_is(c, "stanza-id", XD_NS_SID) || c == oid) {
+            xd_el_t *cp = xd_el_add_child(m, xd_el_name(c), xd_el_ns(c));
+            const char *v;
+            if ((v = xd_el_attr(c, "id")))
+                xd_el_set_attr(cp, "id", v);
+            if ((v = xd_el_attr(c, "by")))
+                xd_el_set_attr(cp, "by", v);
+        }
+    }
+    xd_stanza_unref(orig);
+    char stamp[64];
+    mam_stamp(mam_now_us(), stamp, sizeof stamp);
+    xd_el_set_attr(ret, "stamp", stamp);
+    xd_el_append(m, ret);
+    xd_stanza_t *st = xd_el_freeze(m);
+    size_t len;
+    const char *b = xd_stanza_bytes(st, &len);
+    char *out = xd_strndup(b, len);
+    xd_stanza_unref(st);
+    return out;
+}
+
+int
+mam_room_moderate(xd_module_ctx_t *mam, const xd_jid_t *room, const char *id,
+                  const char *detail, char **occ_id)
+{
+    *occ_id = NULL;
+    xd_db_t *db = xd_module_db(mam);
+    if (!db)
+        return XD_ENOTFOUND;
+    if (strlen(id) > MAM_ID_MAX)
+        return XD_ENOTFOUND;
+    char *host = mam_strs(xd_jid_domain(room)), *user = mam_strs(xd_jid_local(room));
+    xd_db_conn_t *c;
+    int rc = xd_db_acquire(db, &c);
+    mam_one_t one = { 0 };
+    if (rc == 0) {
+        xd_db_val_t k[] = { XD_DB_V_CSTR(host), XD_DB_V_CSTR(user), XD_DB_V_CSTR(id) };
+        rc = xd_db_query(c, "SELECT xml FROM archive WHERE host = ? AND username = ? AND id = ?",
+                         k, 3, mam_one_row, &one);
+        if (rc == 0 && !one.found)
+            rc = XD_ENOTFOUND;
+        char *t = rc == 0 ? mam_moderated_tombstone(one.xml, detail, occ_id) : NULL;
+        if (rc == 0 && !t)
+            rc = XD_EINTERNAL;
+        if (t) {
+            xd_db_val_t u[] = { XD_DB_V_CSTR(t), XD_DB_V_CSTR(host), XD_DB_V_CSTR(user),
+                                XD_DB_V_CSTR(id) };
+            rc = xd_db_query(c,
+                             "UPDATE archive SET body = NULL, xml = ?"
+                             " WHERE host = ? AND username = ? AND id = ?",
+                             u, 4, NULL, NULL);
+            xd_free(t);
+        }
+        xd_db_release(c);
+    }
+    xd_free(one.xml);
+    xd_free(host);
+    xd_free(user);
+    return rc;
+}
+
+int
+mam_room_delete(xd_module_ctx_t *mam, const xd_jid_t *room)
+{
+    xd_db_t *db = xd_module_db(mam);
+    if (!db)
+        return 0;
+    char *host = mam_strs(xd_jid_domain(room)), *user = mam_strs(xd_jid_local(room));
+    xd_db_conn_t *c;
+    int rc = xd_db_acquire(db, &c);
+    if (rc == 0) {
+        xd_db_val_t k[] = { XD_DB_V_CSTR(host), XD_DB_V_CSTR(user) };
+        rc = xd_db_query(c, "DELETE FROM archive WHERE host = ? AND username = ?", k, 2, NULL,
+                         NULL);
+        xd_db_release(c);
+    }
+    xd_free(host);
+    xd_free(user);
+    return rc;
 }
 
 /* ---- retention --------------------------------------------------------------------------------- */

@@ -14,6 +14,7 @@
 
 #include "xmppd/alloc.h"
 #include "xmppd/err.h"
+#include "xmppd/hooks.h"
 #include "xmppd/jid.h"
 #include "xmppd/log.h"
 #include "xmppd/ns.h"
@@ -66,6 +67,20 @@ static const xd_opt_t muc_opts[] = {
                "listener's `max_queue` or `sm_max_unacked` the stream would be closed).  "
                "Meanwhile the session gets the room's presence changes but no messages; its "
                "own presence, the history and the subject end the list as usual."),
+    XD_OPT_BOOL("default_mam", C_, default_mam, "false",
+                "Whether a new room keeps an archive (XEP-0313 on the room's JID, the room "
+                "configuration's `muc#roomconfig_mam`, ejabberd's `mam` room option).  The "
+                "archive is mod_mam's (its table and writer): it needs mod_mam and a database "
+                "on the host; without them no room is archived."),
+    XD_OPT_INT("max_messages_per_second", C_, max_messages_per_second, "0", 0, 1000000,
+               "Messages (groupchat and private) one occupant may send per second, with a "
+               "burst of as many; one more is refused with resource-constraint and not "
+               "delivered.  0: no limit."),
+    XD_OPT_DURATION("hibernation_timeout", C_, hibernation_timeout, "0",
+                    "A persistent room nobody has been in for this long leaves memory "
+                    "(configuration, affiliations, subject and history go to its stored "
+                    "state and the database) and comes back on first use: an entering, a "
+                    "disco or configuration request, a message.  0: rooms stay in memory."),
     XD_OPT_END,
 };
 #undef C_
@@ -426,11 +441,15 @@ muc_stats_cmd(xd_cmd_call_t *call)
         return xd_cmd_errorf(call, XD_ENOTFOUND, "mod_muc does not run on %s",
                              call->args[0].text);
     }
-    static const char *const names[] = { "fanouts", "fanout_posts", "fanout_copies",
-                                         "join_chunks" };
-    uint64_t v[4] = { atomic_load(&s->fanouts), atomic_load(&s->fanout_posts),
-                      atomic_load(&s->fanout_copies), atomic_load(&s->join_chunks) };
-    for (size_t i = 0; i < 4; i++)
+    static const char *const names[] = { "fanouts",       "fanout_posts", "fanout_copies",
+                                         "join_chunks",   "rooms_live",   "history_bytes",
+                                         "hibernations",  "wakeups",      "flood_refusals" };
+    uint64_t v[9] = { atomic_load(&s->fanouts),       atomic_load(&s->fanout_posts),
+                      atomic_load(&s->fanout_copies), atomic_load(&s->join_chunks),
+                      atomic_load(&s->rooms_live),    atomic_load(&s->history_bytes),
+                      atomic_load(&s->hibernations),  atomic_load(&s->wakeups),
+                      atomic_load(&s->flood_refusals) };
+    for (size_t i = 0; i < 9; i++)
         xd_cmd_add(call, "%s %llu", names[i], (unsigned long long)v[i]);
     xd_module_release(ctx);
     return 0;
@@ -447,7 +466,10 @@ static const xd_cmd_t muc_stats = {
                "they took (one per destination worker other than the room's, whatever the "
                "number of occupants there); fanout_copies: the copies delivered (one per "
                "occupant session); join_chunks: pings that paced an entering session's "
-               "occupant list (join_chunk).",
+               "occupant list (join_chunk); rooms_live: rooms in memory; history_bytes: the "
+               "bytes of their history; hibernations and wakeups: persistent rooms that left "
+               "memory (hibernation_timeout) and came back; flood_refusals: messages refused "
+               "by max_messages_per_second.",
     .args = muc_stats_args,
     .nargs = 1,
     .result = XD_CMD_RES_LIST,
@@ -455,6 +477,17 @@ static const xd_cmd_t muc_stats = {
 };
 
 /* ---- module ------------------------------------------------------------------------------------ */
+
+/* TICK: every owner worker hibernates its idle rooms. */
+static int
+muc_tick(xd_module_ctx_t *ctx, xd_hook_tick_t *ev, void *arg)
+{
+    (void)arg;
+    const muc_conf_t *c = xd_module_opts(ctx);
+    if (c->hibernation_timeout && xd_owner_self() >= 0)
+        muc_rooms_tick(ctx, ev->now_ms);
+    return XD_HOOK_OK;
+}
 
 static char *
 muc_domain(const char *pattern, const char *host)
@@ -471,6 +504,19 @@ muc_stop(xd_module_ctx_t *ctx)
     muc_state_t *s = xd_module_state(ctx);
     if (!s)
         return;
+    /* The history of the persistent rooms in memory goes to the database
+     * with the rest of their state (the loops are done: blocking is fine). */
+    char **names = muc_rooms_stash(s);
+    xd_db_t *db = xd_module_db(ctx);
+    for (size_t i = 0; names && names[i]; i++) {
+        muc_save_t j = { .s = s, .name = names[i] };
+        int rc = db ? xd_db_tx(db, muc_save_tx, &j) : 0;
+        if (rc != 0)
+            XD_LOG(NULL, XD_ERROR, "muc room not stored", "room=%s@%s err=%s", names[i],
+                   s->domain, xd_strerror(rc));
+        xd_free(names[i]);
+    }
+    xd_free(names);
     muc_rooms_free(s);
     xd_map_free(&s->dir, dirent_free);
     pthread_mutex_destroy(&s->mu);
@@ -504,6 +550,9 @@ muc_start(xd_module_ctx_t *ctx)
     rc = xd_module_command(ctx, &muc_stats);
     if (rc != 0)
         return xd_module_fail(ctx, rc, "cannot register muc_stats: %s", xd_strerror(rc));
+    rc = xd_module_hook(ctx, XD_HOOK_TICK, XD_HOOK_PRIO_DEFAULT, muc_tick, NULL);
+    if (rc != 0)
+        return xd_module_fail(ctx, rc, "cannot hook TICK: %s", xd_strerror(rc));
     XD_LOG(NULL, XD_INFO, "muc service", "domain=%s stored_rooms=%zu", domain,
            xd_map_count(&s->dir));
     return 0;

@@ -44,6 +44,9 @@ typedef struct muc_conf {
     int max_nick;          /* bytes of a nick */
     int max_affiliations;  /* owners, admins, members and outcasts of a room */
     int join_chunk;        /* occupant presences sent to an entering session per ping */
+    bool default_mam;      /* a new room's muc#roomconfig_mam (its archive) */
+    int max_messages_per_second; /* per occupant; 0: no limit */
+    uint64_t hibernation_timeout; /* ms an empty persistent room stays in memory; 0: ever */
 } muc_conf_t;
 
 /* A room as the directory has it (under muc_state_t.mu). */
@@ -66,6 +69,11 @@ typedef struct muc_state {
     _Atomic uint64_t fanout_posts;  /* inbox messages they took (one per other worker) */
     _Atomic uint64_t fanout_copies; /* copies they made (one per session) */
     _Atomic uint64_t join_chunks;   /* pings that paced an occupant list */
+    _Atomic uint64_t rooms_live;    /* rooms in memory */
+    _Atomic uint64_t history_bytes; /* bytes of their history */
+    _Atomic uint64_t hibernations;  /* empty persistent rooms taken out of memory */
+    _Atomic uint64_t wakeups;       /* hibernated rooms brought back */
+    _Atomic uint64_t flood_refusals; /* messages refused by max_messages_per_second */
 } muc_state_t;
 
 /* A stanza on its way to its room's owner. */
@@ -83,6 +91,13 @@ typedef struct muc_msg {
 void muc_room_stanza(xd_module_ctx_t *ctx, xd_stanza_t *st, xd_input_ref_t in, bool held);
 /* Frees every room of the instance (stop: no handler runs any more). */
 void muc_rooms_free(muc_state_t *s);
+/* Stop: every persistent room in memory puts its stored state, history
+ * included, in the directory; their names (NULL-terminated, or NULL when
+ * none: xd_free each and the array) for muc_stop to write. */
+char **muc_rooms_stash(muc_state_t *s);
+/* TICK on an owner worker: hibernates that worker's persistent rooms that
+ * have been empty for hibernation_timeout (mod_muc_room.c). */
+void muc_rooms_tick(xd_module_ctx_t *ctx, uint64_t now_ms);
 
 /* mod_muc.c: directory and storage. */
 /* Publishes room `name`'s directory entry (creates it); stored: the new

@@ -16,6 +16,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "mam.h"
 #include "mod_muc.h"
 #include "mod_util.h"
 
@@ -58,6 +59,7 @@ typedef struct muc_cfg {
     int allowpm;   /* PM_* */
     int maxusers;
     int history;   /* messages kept */
+    bool mam;      /* the room keeps an archive (XEP-0313, mam.h) */
 } muc_cfg_t;
 
 typedef struct muc_occ {
@@ -69,6 +71,8 @@ typedef struct muc_occ {
     int role;            /* ROLE_* */
     xd_stanza_t *pres;   /* the last presence it sent (a reference) */
     char oid[48];        /* XEP-0421 occupant id */
+    double flood_tokens; /* max_messages_per_second: messages it may send now */
+    uint64_t flood_ms;   /* when they were counted (muc_now_ms) */
 } muc_occ_t;
 
 typedef struct muc_hist {
@@ -96,6 +100,9 @@ typedef struct muc_room {
     xd_map_t joining;    /* real full JID → muc_join_t: still getting its occupant list */
     size_t njoining;     /* entries of joining */
     uint64_t join_seq;   /* ids of the pings that pace the lists */
+    muc_state_t *s;      /* the service (counters) */
+    size_t hbytes;       /* bytes of the history (muc_state_t.history_bytes) */
+    uint64_t empty_since; /* muc_now_ms when the last occupant left; 0: occupied */
 } muc_room_t;
 
 /* A session entering a big room: the occupant list goes in chunks of
@@ -122,6 +129,8 @@ typedef struct muc_call {
     xd_input_ref_t in;
     size_t bytes;
     bool store;          /* the room's stored state changed */
+    bool held;           /* in is held by the caller (posted from another worker) */
+    bool in_taken;       /* the archive took that hold over (mam_room_store) */
 } muc_call_t;
 
 static void add_field(xd_el_t *x, const char *var, const char *type, const char *label,
@@ -234,6 +243,64 @@ service_admin(const muc_call_t *c, const xd_jid_t *jid)
     bool ok = xd_access_match(cfg, xd_module_host(c->ctx), rule, jid, NULL) == XD_ACCESS_ALLOW;
     xd_config_unref(cfg);
     return ok;
+}
+
+/* The mod_mam instance that keeps room r's archive (held: release it with
+ * xd_module_release), or NULL when the room keeps none (its configuration
+ * says no, or the host has no mod_mam or no database). */
+static xd_module_ctx_t *
+room_mam(const muc_call_t *c, const muc_room_t *r)
+{
+    if (!r->cfg.mam)
+        return NULL;
+    xd_module_ctx_t *m = xd_module_instance("mod_mam", xd_module_host(c->ctx));
+    if (m && !xd_module_db(m)) {
+        xd_module_release(m);
+        m = NULL;
+    }
+    return m;
+}
+
+static bool
+room_archived(const muc_call_t *c, const muc_room_t *r)
+{
+    xd_module_ctx_t *m = room_mam(c, r);
+    xd_module_release(m);
+    return m != NULL;
+}
+
+static xd_jid_t *
+room_jid(const muc_room_t *r)
+{
+    xd_jid_t *j = NULL;
+    return xd_jid_parse(xd_str_c(r->jid), &j) == 0 ? j : NULL;
+}
+
+/* max_messages_per_second: whether o may send one more message now (a
+ * bucket of a second's worth, refilled continuously). */
+static bool
+flood_ok(muc_call_t *c, muc_occ_t *o)
+{
+    int rate = c->conf->max_messages_per_second;
+    if (rate <= 0)
+        return true;
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    uint64_t now = (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+    if (!o->flood_ms) {
+        o->flood_tokens = rate;
+    } else {
+        o->flood_tokens += (double)(now - o->flood_ms) * rate / 1000.0;
+        if (o->flood_tokens > rate)
+            o->flood_tokens = rate;
+    }
+    o->flood_ms = now;
+    if (o->flood_tokens < 1.0) {
+        atomic_fetch_add_explicit(&c->s->flood_refusals, 1, memory_order_relaxed);
+        return false;
+    }
+    o->flood_tokens -= 1.0;
+    return true;
 }
 
 /* The affiliation `jid` (bare form `bare`) acts with: its own, or owner
@@ -372,11 +439,22 @@ occ_free(muc_occ_t *o)
 }
 
 static void
+hist_bytes(muc_room_t *r, size_t add, size_t sub)
+{
+    r->hbytes += add - sub;
+    if (add)
+        atomic_fetch_add_explicit(&r->s->history_bytes, add, memory_order_relaxed);
+    if (sub)
+        atomic_fetch_sub_explicit(&r->s->history_bytes, sub, memory_order_relaxed);
+}
+
+static void
 hist_clear(muc_room_t *r)
 {
     for (size_t i = 0; i < r->hn; i++)
         xd_stanza_unref(r->hist[(r->hstart + i) % r->hcap].st);
     r->hn = r->hstart = 0;
+    hist_bytes(r, 0, r->hbytes);
 }
 
 static void
@@ -385,6 +463,7 @@ room_free(void *v)
     muc_room_t *r = v;
     if (!r)
         return;
+    atomic_fetch_sub_explicit(&r->s->rooms_live, 1, memory_order_relaxed);
     for (size_t i = 0; i < r->nocc; i++)
         occ_free(r->occ[i]);
     xd_free(r->occ);
@@ -420,9 +499,10 @@ hist_resize(muc_room_t *r, size_t cap)
     size_t keep = r->hn < cap ? r->hn : cap, drop = r->hn - keep;
     for (size_t i = 0; i < r->hn; i++) {
         muc_hist_t *h = &r->hist[(r->hstart + i) % r->hcap];
-        if (i < drop)
+        if (i < drop) {
+            hist_bytes(r, 0, h->len);
             xd_stanza_unref(h->st);
-        else
+        } else
             n[i - drop] = *h;
     }
     xd_free(r->hist);
@@ -432,10 +512,36 @@ hist_resize(muc_room_t *r, size_t cap)
     r->hn = keep;
 }
 
+/* Appends st (taken) to the history as of ts, dropping the oldest when
+ * full. */
+static void
+hist_add_at(muc_room_t *r, xd_stanza_t *st, time_t ts)
+{
+    if (r->hcap == 0) {
+        xd_stanza_unref(st);
+        return;
+    }
+    size_t len = 0;
+    xd_stanza_bytes(st, &len);
+    muc_hist_t e = { st, ts, len };
+    hist_bytes(r, len, 0);
+    if (r->hn == r->hcap) {
+        hist_bytes(r, 0, r->hist[r->hstart].len);
+        xd_stanza_unref(r->hist[r->hstart].st);
+        r->hist[r->hstart] = e;
+        r->hstart = (r->hstart + 1) % r->hcap;
+    } else {
+        r->hist[(r->hstart + r->hn++) % r->hcap] = e;
+    }
+}
+
 static muc_room_t *
 room_new(muc_call_t *c, const char *name)
 {
     muc_room_t *r = xd_new(muc_room_t);
+    r->s = c->s;
+    atomic_fetch_add_explicit(&c->s->rooms_live, 1, memory_order_relaxed);
+    r->cfg.mam = c->conf->default_mam;
     r->name = xd_strdup(name);
     r->jid = xd_asprintf("%s@%s", name, c->s->domain);
     r->cfg.maxusers = c->conf->max_users;
@@ -461,9 +567,10 @@ aff_one(void *arg, const char *key, void *val)
     return 0;
 }
 
-/* The stored form of the room: configuration, affiliations, subject. */
+/* The stored form of the room: configuration, affiliations, subject;
+ * with_hist: the history too (a room leaving memory). */
 static char *
-room_serialize(const muc_room_t *r)
+room_serialize(const muc_room_t *r, bool with_hist)
 {
     xd_el_t *root = xd_el_new("room", "urn:xmppd:muc:room");
     xd_el_set_attr(root, "salt", r->salt);
@@ -492,6 +599,14 @@ room_serialize(const muc_room_t *r)
     xd_el_set_attr(cf, "maxusers", num);
     snprintf(num, sizeof num, "%d", g->history);
     xd_el_set_attr(cf, "history", num);
+    xd_el_set_attr(cf, "mam", g->mam ? "1" : "0");
+    for (size_t i = 0; with_hist && i < r->hn; i++) {
+        const muc_hist_t *e = &r->hist[(r->hstart + i) % r->hcap];
+        xd_el_t *h = xd_el_add_child(root, "hist", NULL);
+        snprintf(num, sizeof num, "%lld", (long long)e->ts);
+        xd_el_set_attr(h, "ts", num);
+        xd_el_append(h, xd_stanza_edit(e->st));
+    }
     if (r->subject) {
         xd_el_t *sj = xd_el_add_child(root, "subject", NULL);
         if (r->subject_nick)
@@ -533,6 +648,7 @@ room_restore(muc_call_t *c, const char *name, const char *stored)
         g->changesubject = form_bool(xd_el_attr(cf, "subject"), true);
         g->allowinvites = form_bool(xd_el_attr(cf, "invites"), false);
         g->logging = form_bool(xd_el_attr(cf, "logging"), false);
+        g->mam = form_bool(xd_el_attr(cf, "mam"), c->conf->default_mam);
         v = xd_el_attr(cf, "whois");
         g->whois = v && strcmp(v, "anyone") == 0 ? WHOIS_ANYONE : WHOIS_MODERATORS;
         int pm = name_index(pm_names, 4, xd_el_attr(cf, "pm"));
@@ -554,6 +670,18 @@ room_restore(muc_call_t *c, const char *name, const char *stored)
         r->subject_nick = n ? xd_strdup(n) : NULL;
     }
     for (const xd_el_t *a = xd_el_first_child(root); a; a = xd_el_next(a)) {
+        const xd_el_t *hm = xd_el_is(a, "hist", NULL) ? xd_el_first_child(a) : NULL;
+        if (hm) {
+            /* History kept while the room was out of memory. */
+            size_t len = 0;
+            char *raw = xd_el_serialize(hm, XD_NS_CLIENT, &len);
+            xd_stanza_t *hs = NULL;
+            const char *ts = xd_el_attr(a, "ts");
+            if (xd_stanza_parse(raw, len, XD_NS_CLIENT, &hs) == 0)
+                hist_add_at(r, hs, ts ? (time_t)strtoll(ts, NULL, 10) : time(NULL));
+            xd_free(raw);
+            continue;
+        }
         if (!xd_el_is(a, "aff", NULL) || !xd_el_attr(a, "jid"))
             continue;
         int aff = name_index(aff_names, 5, xd_el_attr(a, "a"));
@@ -569,7 +697,7 @@ room_restore(muc_call_t *c, const char *name, const char *stored)
 static void
 room_publish(muc_call_t *c, muc_room_t *r, bool store)
 {
-    char *stored = r->cfg.persistent ? room_serialize(r) : NULL;
+    char *stored = r->cfg.persistent ? room_serialize(r, false) : NULL;
     muc_dir_update(c->s, r->name, r->cfg.title, r->cfg.pub && !r->locked, r->cfg.persistent,
                    true, r->creator, stored);
     if (store)
@@ -586,8 +714,99 @@ room_drop(muc_call_t *c, muc_room_t *r, bool destroyed)
         muc_dir_remove(c->s, r->name);
     else
         muc_dir_update(c->s, r->name, r->cfg.title, r->cfg.pub, true, false, r->creator,
-                       room_serialize(r));
+                       room_serialize(r, true));
     room_free(r);
+}
+
+static uint64_t
+muc_now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+struct stash_walk {
+    muc_state_t *s;
+    char **names;
+    size_t n, cap;
+};
+
+static int
+stash_one(void *arg, const char *key, void *val)
+{
+    struct stash_walk *w = arg;
+    const muc_room_t *r = val;
+    if (!r->cfg.persistent || r->locked)
+        return 0;
+    muc_dir_update(w->s, r->name, r->cfg.title, r->cfg.pub, true, false, r->creator,
+                   room_serialize(r, true));
+    if (w->n + 1 >= w->cap) {
+        w->cap = w->cap ? w->cap * 2 : 16;
+        w->names = xd_realloc(w->names, w->cap * sizeof *w->names);
+    }
+    w->names[w->n++] = xd_strdup(key);
+    w->names[w->n] = NULL;
+    return 0;
+}
+
+char **
+muc_rooms_stash(muc_state_t *s)
+{
+    struct stash_walk w = { s, NULL, 0, 0 };
+    for (size_t i = 0; i < XD_OWNER_MAX_WORKERS; i++)
+        xd_map_foreach(&s->rooms[i], stash_one, &w);
+    return w.names;
+}
+
+struct idle_walk {
+    uint64_t now, timeout;
+    char **names;
+    size_t n, cap;
+};
+
+static int
+idle_one(void *arg, const char *key, void *val)
+{
+    struct idle_walk *w = arg;
+    const muc_room_t *r = val;
+    if (r->nocc || !r->cfg.persistent || r->locked || !r->empty_since ||
+        w->now - r->empty_since < w->timeout)
+        return 0;
+    if (w->n == w->cap) {
+        w->cap = w->cap ? w->cap * 2 : 16;
+        w->names = xd_realloc(w->names, w->cap * sizeof *w->names);
+    }
+    w->names[w->n++] = xd_strdup(key);
+    return 0;
+}
+
+/* Hibernation: persistent rooms of this worker nobody has been in for
+ * hibernation_timeout leave memory; their stored state (with the history)
+ * stays in the directory and goes to the database; room_find brings them
+ * back. */
+void
+muc_rooms_tick(xd_module_ctx_t *ctx, uint64_t now_ms)
+{
+    (void)now_ms;
+    muc_call_t c = { .ctx = ctx, .s = xd_module_state(ctx), .conf = xd_module_opts(ctx) };
+    int self = xd_owner_self();
+    if (!c.s || self < 0 || !c.conf->hibernation_timeout)
+        return;
+    struct idle_walk w = { muc_now_ms(), c.conf->hibernation_timeout, NULL, 0, 0 };
+    xd_map_foreach(&c.s->rooms[self], idle_one, &w);
+    char **names = w.names;
+    size_t n = w.n;
+    for (size_t i = 0; i < n; i++) {
+        muc_room_t *r = xd_map_get(&c.s->rooms[self], xd_str_c(names[i]));
+        if (r) {
+            room_drop(&c, r, false);
+            atomic_fetch_add_explicit(&c.s->hibernations, 1, memory_order_relaxed);
+            muc_store(ctx, names[i], (xd_input_ref_t){ 0 });
+        }
+        xd_free(names[i]);
+    }
+    xd_free(names);
 }
 
 /* ---- presence ---------------------------------------------------------------------------------- */
@@ -1104,26 +1323,15 @@ room_presence(muc_call_t *c, muc_room_t *r, bool created, const xd_stanza_t *st,
 static void
 hist_add(muc_room_t *r, xd_stanza_t *st)
 {
-    if (r->hcap == 0) {
-        xd_stanza_unref(st);
-        return;
-    }
-    size_t len = 0;
-    xd_stanza_bytes(st, &len);
-    muc_hist_t e = { st, time(NULL), len };
-    if (r->hn == r->hcap) {
-        xd_stanza_unref(r->hist[r->hstart].st);
-        r->hist[r->hstart] = e;
-        r->hstart = (r->hstart + 1) % r->hcap;
-    } else {
-        r->hist[(r->hstart + r->hn++) % r->hcap] = e;
-    }
+    hist_add_at(r, st, time(NULL));
 }
 
 /* A copy of the message from room/nick, without 'to', as everyone gets
- * it: 'id' kept, occupant-id set. */
+ * it: 'id' kept, occupant-id set; sid: the room's archive id, stamped as
+ * <stanza-id by='room'/> (a claim of the room's the sender put there is
+ * taken off in any case). */
 static xd_stanza_t *
-msg_from_occ(const muc_room_t *r, const muc_occ_t *o, const xd_stanza_t *st)
+msg_from_occ(const muc_room_t *r, const muc_occ_t *o, const xd_stanza_t *st, const char *sid)
 {
     xd_el_t *b = xd_stanza_edit(st);
     char *from = occ_jid(r, o->nick);
@@ -1134,6 +1342,17 @@ msg_from_occ(const muc_room_t *r, const muc_occ_t *o, const xd_stanza_t *st)
     while ((old = xd_el_child_mut(b, "occupant-id", MUC_NS_OCCUPANT_ID)))
         xd_el_remove_child(b, old); /* never the sender's own claim */
     xd_el_set_attr(xd_el_add_child(b, "occupant-id", MUC_NS_OCCUPANT_ID), "id", o->oid);
+    for (xd_el_t *ch = xd_el_first_child_mut(b), *next; ch; ch = next) {
+        next = xd_el_next_mut(ch);
+        const char *by = xd_el_attr(ch, "by");
+        if (xd_el_is(ch, "stanza-id", XD_NS_SID) && by && strcmp(by, r->jid) == 0)
+            xd_el_remove_child(b, ch);
+    }
+    if (sid) {
+        xd_el_t *e = xd_el_add_child(b, "stanza-id", XD_NS_SID);
+        xd_el_set_attr(e, "id", sid);
+        xd_el_set_attr(e, "by", r->jid);
+    }
     return xd_el_freeze(b);
 }
 
@@ -1294,6 +1513,11 @@ room_message(muc_call_t *c, muc_room_t *r, const xd_stanza_t *st, const char *ni
         xd_route_error(st, XD_COND_NOT_ACCEPTABLE, "only occupants may send messages");
         return;
     }
+    if (!flood_ok(c, o)) {
+        xd_route_error(st, XD_COND_RESOURCE_CONSTRAINT,
+                       "too many messages: the room takes fewer per second");
+        return;
+    }
     if (nick) {
         /* A private message to room/nick. */
         if (groupchat) {
@@ -1312,7 +1536,7 @@ room_message(muc_call_t *c, muc_room_t *r, const xd_stanza_t *st, const char *ni
             xd_route_error(st, XD_COND_FORBIDDEN, "private messages are not allowed");
             return;
         }
-        xd_stanza_t *m = msg_from_occ(r, o, st);
+        xd_stanza_t *m = msg_from_occ(r, o, st, NULL);
         xd_el_t *b = xd_stanza_edit(m);
         xd_stanza_unref(m);
         if (!xd_el_child(root, "x", XD_NS_MUC_USER))
@@ -1345,7 +1569,36 @@ room_message(muc_call_t *c, muc_room_t *r, const xd_stanza_t *st, const char *ni
         if (r->cfg.persistent)
             room_publish(c, r, true);
     }
-    xd_stanza_t *m = msg_from_occ(r, o, st);
+    /* Archived (a message worth keeping, XEP-0334 hints honoured) under
+     * the id stamped on every copy; refused when the archive cannot take
+     * it. */
+    xd_module_ctx_t *mam = has_body && !xd_el_child(root, "no-store", XD_NS_HINTS) &&
+                                   !xd_el_child(root, "no-permanent-store", XD_NS_HINTS)
+                               ? room_mam(c, r)
+                               : NULL;
+    char sid[21];
+    bool archive = mam && mod_random_id(sid) == 0;
+    xd_stanza_t *m = msg_from_occ(r, o, st, archive ? sid : NULL);
+    if (archive) {
+        xd_jid_t *rj = room_jid(r);
+        bool taken = false;
+        int rc = rj ? mam_room_store(mam, m, rj, sid,
+                                     c->held && !c->in_taken && !c->store
+                                         ? c->in
+                                         : (xd_input_ref_t){ 0 },
+                                     &taken)
+                    : XD_EINVAL;
+        c->in_taken |= taken;
+        xd_jid_unref(rj);
+        if (rc == XD_EFULL) {
+            xd_module_release(mam);
+            xd_stanza_unref(m);
+            xd_route_error(st, XD_COND_RESOURCE_CONSTRAINT,
+                           "the room cannot archive more messages now");
+            return;
+        }
+    }
+    xd_module_release(mam);
     if (has_body)
         room_event(c, r, XD_MUC_EV_MESSAGE, o->nick, NULL, NULL,
                    xd_el_child_text(root, "body", NULL), m);
@@ -1383,7 +1636,6 @@ add_options(xd_el_t *f, const char *const *vals, size_t n)
 static void
 room_disco_info(muc_call_t *c, muc_room_t *r, const xd_stanza_t *st)
 {
-    (void)c;
     xd_el_t *b = xd_iq_result_builder(st);
     xd_el_t *q = xd_el_add_child(b, "query", XD_NS_DISCO_INFO);
     xd_el_t *id = xd_el_add_child(q, "identity", NULL);
@@ -1403,6 +1655,14 @@ room_disco_info(muc_call_t *c, muc_room_t *r, const xd_stanza_t *st)
     };
     for (size_t i = 0; i < sizeof feats / sizeof *feats; i++)
         xd_el_set_attr(xd_el_add_child(q, "feature", NULL), "var", feats[i]);
+    if (room_archived(c, r)) {
+        /* Its archive (XEP-0313), the stanza-ids it stamps (XEP-0359),
+         * moderation (XEP-0425). */
+        static const char *const mam_feats[] = { XD_NS_MAM, XD_NS_MAM "#extended", XD_NS_SID,
+                                                 MAM_NS_MODERATE, MAM_NS_MODERATE0 };
+        for (size_t i = 0; i < sizeof mam_feats / sizeof *mam_feats; i++)
+            xd_el_set_attr(xd_el_add_child(q, "feature", NULL), "var", mam_feats[i]);
+    }
     xd_el_t *x = xd_el_add_child(q, "x", XD_NS_DATA);
     xd_el_set_attr(x, "type", "result");
     add_field(x, "FORM_TYPE", "hidden", NULL, MUC_NS_ROOMINFO);
@@ -1469,6 +1729,8 @@ room_config_form(muc_room_t *r, const xd_stanza_t *st)
               g->allowinvites ? "1" : "0");
     add_field(x, "muc#roomconfig_enablelogging", "boolean", "Public logs of the room",
               g->logging ? "1" : "0");
+    add_field(x, "muc#roomconfig_mam", "boolean", "Archive messages (XEP-0313)",
+              g->mam ? "1" : "0");
     xd_route_take(xd_el_freeze(b));
 }
 
@@ -1523,6 +1785,10 @@ room_config_apply(muc_call_t *c, muc_room_t *r, const xd_el_t *x)
     n.changesubject = form_bool(form_value(x, "muc#roomconfig_changesubject"), n.changesubject);
     n.allowinvites = form_bool(form_value(x, "muc#roomconfig_allowinvites"), n.allowinvites);
     n.logging = form_bool(form_value(x, "muc#roomconfig_enablelogging"), n.logging);
+    /* The archive: ours, ejabberd's and Prosody's names of the field. */
+    n.mam = form_bool(form_value(x, "mam"), n.mam);
+    n.mam = form_bool(form_value(x, "muc#roomconfig_enablearchiving"), n.mam);
+    n.mam = form_bool(form_value(x, "muc#roomconfig_mam"), n.mam);
     const char *title = form_value(x, "muc#roomconfig_roomname");
     const char *desc = form_value(x, "muc#roomconfig_roomdesc");
     const char *secret = form_value(x, "muc#roomconfig_roomsecret");
@@ -1576,6 +1842,83 @@ room_config_apply(muc_call_t *c, muc_room_t *r, const xd_el_t *x)
     return NULL;
 }
 
+typedef struct room_job {
+    xd_module_ctx_t *mam;   /* held */
+    xd_stanza_t *iq;        /* the request */
+    xd_jid_t *room;
+    char *name;             /* the room's local part */
+    xd_stanza_t *answer;    /* query: an error to route, or NULL */
+    /* moderation */
+    char *id;               /* the archive id moderated */
+    char *detail;           /* the tombstone's <retracted/> */
+    char *reason;           /* or NULL */
+    char *by;               /* room/nick of the moderator */
+    char oid[48];           /* its occupant-id */
+    char *occ_id;           /* the sender's occupant-id (from the archive) */
+    int rc;
+} room_job_t;
+
+static void
+room_job_free(room_job_t *j)
+{
+    xd_module_release(j->mam);
+    xd_stanza_unref(j->iq);
+    xd_jid_unref(j->room);
+    if (j->answer)
+        xd_stanza_unref(j->answer);
+    xd_free(j->name);
+    xd_free(j->id);
+    xd_free(j->detail);
+    xd_free(j->reason);
+    xd_free(j->by);
+    xd_free(j->occ_id);
+    xd_free(j);
+}
+
+static void
+archive_delete_work(xd_module_ctx_t *ctx, void *arg)
+{
+    (void)ctx;
+    room_job_t *j = arg;
+    j->rc = mam_room_delete(j->mam, j->room);
+}
+
+static void
+archive_delete_done(xd_module_ctx_t *ctx, void *arg, int status)
+{
+    (void)ctx;
+    room_job_t *j = arg;
+    if (status || j->rc)
+        XD_LOG(NULL, XD_ERROR, "muc room archive not deleted", "room=%s err=%s", j->name,
+               xd_strerror(status ? status : j->rc));
+    /* The room is gone either way: the owner learns it. */
+    xd_route_take(xd_iq_result(j->iq));
+    room_job_free(j);
+}
+
+/* A destroyed room's archive goes with it (a room created again under its
+ * name starts empty): the owner's destroy request `iq` is answered when it
+ * is deleted; false when the room has no archive (answer it yourself). */
+static bool
+room_archive_delete(muc_call_t *c, const muc_room_t *r, const xd_stanza_t *iq)
+{
+    xd_module_ctx_t *mam = room_mam(c, r);
+    if (!mam)
+        return false;
+    room_job_t *j = xd_new(room_job_t);
+    j->mam = mam;
+    j->iq = xd_stanza_ref(iq);
+    j->room = room_jid(r);
+    j->name = xd_strdup(r->name);
+    if (!j->room || xd_module_submit(c->ctx, archive_delete_work, archive_delete_done, j) != 0) {
+        XD_LOG(NULL, XD_ERROR, "muc room archive not deleted", "room=%s", r->name);
+        xd_route_error(iq, XD_COND_INTERNAL_SERVER_ERROR, "the archive was not deleted");
+        room_job_free(j);
+        return true;
+    }
+    return true;
+}
+
 static void
 room_destroy(muc_call_t *c, muc_room_t *r, const xd_el_t *destroy)
 {
@@ -1613,7 +1956,8 @@ room_owner_iq(muc_call_t *c, muc_room_t *r, const xd_stanza_t *st, const xd_el_t
     }
     const xd_el_t *destroy = xd_el_child(q, "destroy", NULL);
     if (destroy) {
-        xd_route_take(xd_iq_result(st));
+        if (!room_archive_delete(c, r, st))
+            xd_route_take(xd_iq_result(st));
         room_destroy(c, r, destroy);
         return;
     }
@@ -1889,6 +2233,199 @@ iq_forward(muc_call_t *c, const muc_room_t *r, const xd_stanza_t *st, const muc_
     send_to(c, b, vcard ? to->bare : to->full[0]);
 }
 
+/* ---- the room's archive (XEP-0313) and moderation (XEP-0425) ---------------------------------- */
+
+static muc_room_t *room_find(muc_call_t *c, const char *name);
+
+#define MUC_NS_FASTEN "urn:xmpp:fasten:0"
+#define MUC_NS_RETRACT "urn:xmpp:message-retract:1"
+#define MUC_NS_RETRACT0 "urn:xmpp:message-retract:0"
+
+static void
+mam_query_work(xd_module_ctx_t *ctx, void *arg)
+{
+    (void)ctx;
+    room_job_t *j = arg;
+    j->answer = mam_room_iq(j->mam, j->iq, j->room);
+}
+
+static void
+mam_query_done(xd_module_ctx_t *ctx, void *arg, int status)
+{
+    (void)ctx;
+    room_job_t *j = arg;
+    if (status != 0)
+        xd_route_error(j->iq, XD_COND_INTERNAL_SERVER_ERROR, NULL);
+    else if (j->answer) {
+        xd_route_take(j->answer);
+        j->answer = NULL;
+    }
+    room_job_free(j);
+}
+
+/* A urn:xmpp:mam:2 request on the room's archive (held: mam).  Who may
+ * read it: its occupants, its members (and admins, owners, service
+ * administrators), and anyone when the room is public and open (listed,
+ * neither members-only nor password-protected: what is said there is
+ * public). */
+static void
+room_mam_iq(muc_call_t *c, muc_room_t *r, const xd_stanza_t *st, const muc_occ_t *me,
+            int myaff, xd_module_ctx_t *mam)
+{
+    if (!mam) { /* mod_mam stopped meanwhile */
+        xd_route_error(st, XD_COND_SERVICE_UNAVAILABLE, NULL);
+        return;
+    }
+    bool occupant = me || occ_by_real(r, xd_stanza_from(st)) != NULL;
+    bool open = r->cfg.pub && !r->cfg.members_only && !r->cfg.password_protected;
+    if (myaff == AFF_OUTCAST || (!occupant && myaff < AFF_MEMBER && !open)) {
+        xd_module_release(mam);
+        xd_route_error(st, XD_COND_FORBIDDEN, "only occupants and members read this archive");
+        return;
+    }
+    room_job_t *j = xd_new(room_job_t);
+    j->mam = mam;
+    j->iq = xd_stanza_ref(st);
+    j->room = room_jid(r);
+    if (!j->room || xd_module_submit(c->ctx, mam_query_work, mam_query_done, j) != 0) {
+        xd_route_error(st, XD_COND_RESOURCE_CONSTRAINT, "the archive is busy");
+        room_job_free(j);
+    }
+}
+
+static void
+moderate_work(xd_module_ctx_t *ctx, void *arg)
+{
+    (void)ctx;
+    room_job_t *j = arg;
+    j->rc = mam_room_moderate(j->mam, j->room, j->id, j->detail, &j->occ_id);
+}
+
+/* The archive has the tombstone: the room tells its occupants (XEP-0425
+ * :1, and :0 for older clients, in one message) and drops the message
+ * from its history. */
+static void
+moderate_done(xd_module_ctx_t *ctx, void *arg, int status)
+{
+    room_job_t *j = arg;
+    int rc = status ? status : j->rc;
+    if (rc == XD_ENOTFOUND) {
+        xd_route_error(j->iq, XD_COND_ITEM_NOT_FOUND, "no message with that id in the archive");
+        room_job_free(j);
+        return;
+    }
+    if (rc != 0) {
+        XD_LOG(NULL, XD_ERROR, "muc moderation failed", "room=%s id=%s err=%s", j->name, j->id,
+               xd_strerror(rc));
+        xd_route_error(j->iq, XD_COND_INTERNAL_SERVER_ERROR, NULL);
+        room_job_free(j);
+        return;
+    }
+    xd_route_take(xd_iq_result(j->iq));
+    muc_call_t c = { .ctx = ctx, .s = xd_module_state(ctx), .conf = xd_module_opts(ctx) };
+    muc_room_t *r = room_find(&c, j->name);
+    if (r) {
+        xd_el_t *b = xd_el_new("message", NULL);
+        xd_el_set_attr(b, "type", "groupchat");
+        xd_el_set_attr(b, "from", r->jid);
+        char mid[21];
+        if (mod_random_id(mid) == 0)
+            xd_el_set_attr(b, "id", mid);
+        xd_el_t *rt = xd_el_add_child(b, "retract", MUC_NS_RETRACT);
+        xd_el_set_attr(rt, "id", j->id);
+        xd_el_t *md = xd_el_add_child(rt, "moderated", MAM_NS_MODERATE);
+        xd_el_set_attr(md, "by", j->by);
+        xd_el_set_attr(xd_el_add_child(md, "occupant-id", MUC_NS_OCCUPANT_ID), "id", j->oid);
+        if (j->reason)
+            xd_el_add_text(xd_el_add_child(rt, "reason", MUC_NS_RETRACT), j->reason);
+        xd_el_t *ap = xd_el_add_child(b, "apply-to", MUC_NS_FASTEN);
+        xd_el_set_attr(ap, "id", j->id);
+        xd_el_t *md0 = xd_el_add_child(ap, "moderated", MAM_NS_MODERATE0);
+        xd_el_set_attr(md0, "by", j->by);
+        xd_el_add_child(md0, "retract", MUC_NS_RETRACT0);
+        if (j->reason)
+            xd_el_add_text(xd_el_add_child(md0, "reason", MAM_NS_MODERATE0), j->reason);
+        xd_stanza_t *m = xd_el_freeze(b);
+        fan_out(&c, r, m, FAN_ALL, NULL, false);
+        xd_stanza_unref(m);
+        /* Out of the history: the ring without that message. */
+        for (size_t i = 0; i < r->hn; i++) {
+            muc_hist_t *e = &r->hist[(r->hstart + i) % r->hcap];
+            const xd_el_t *hr = xd_stanza_root(e->st);
+            bool hit = false;
+            for (const xd_el_t *ch = xd_el_first_child(hr); ch && !hit; ch = xd_el_next(ch)) {
+                const char *by = xd_el_attr(ch, "by"), *id = xd_el_attr(ch, "id");
+                hit = xd_el_is(ch, "stanza-id", XD_NS_SID) && by && id &&
+                      strcmp(by, r->jid) == 0 && strcmp(id, j->id) == 0;
+            }
+            if (!hit)
+                continue;
+            hist_bytes(r, 0, e->len);
+            xd_stanza_unref(e->st);
+            for (size_t k = i; k + 1 < r->hn; k++)
+                r->hist[(r->hstart + k) % r->hcap] = r->hist[(r->hstart + k + 1) % r->hcap];
+            r->hn--;
+            break;
+        }
+        if (r->nocc == 0 && r->cfg.persistent && !r->empty_since)
+            r->empty_since = muc_now_ms();
+    }
+    room_job_free(j);
+}
+
+/* XEP-0425: moderator `me` retracts a message of the archive (held: mam):
+ * <moderate id/> with <retract/> (urn:xmpp:message-moderate:1), or the
+ * older <apply-to id><moderate><retract/></moderate></apply-to> (:0). */
+static void
+room_moderate(muc_call_t *c, muc_room_t *r, const xd_stanza_t *st, const xd_el_t *q,
+              const muc_occ_t *me, xd_module_ctx_t *mam)
+{
+    if (!mam) { /* mod_mam stopped meanwhile */
+        xd_route_error(st, XD_COND_SERVICE_UNAVAILABLE, NULL);
+        return;
+    }
+    bool v1 = xd_el_is(q, "moderate", MAM_NS_MODERATE);
+    const xd_el_t *mod = v1 ? q : xd_el_child(q, "moderate", MAM_NS_MODERATE0);
+    const char *id = xd_el_attr(q, "id");
+    const xd_el_t *retract = mod ? xd_el_child(mod, v1 ? "retract" : "retract",
+                                               v1 ? MUC_NS_RETRACT : MUC_NS_RETRACT0)
+                                 : NULL;
+    const char *reason = mod ? xd_el_child_text(mod, "reason", v1 ? MAM_NS_MODERATE
+                                                                 : MAM_NS_MODERATE0)
+                             : NULL;
+    if (!mod || !retract || !id || !*id) {
+        xd_module_release(mam);
+        xd_route_error(st, XD_COND_BAD_REQUEST, "<moderate id/> with <retract/>");
+        return;
+    }
+    if (!me || me->role != ROLE_MODERATOR) {
+        xd_module_release(mam);
+        xd_route_error(st, XD_COND_FORBIDDEN, "only moderators retract messages");
+        return;
+    }
+    room_job_t *j = xd_new(room_job_t);
+    j->mam = mam;
+    j->iq = xd_stanza_ref(st);
+    j->room = room_jid(r);
+    j->name = xd_strdup(r->name);
+    j->id = xd_strdup(id);
+    j->reason = reason && *reason ? xd_strdup(reason) : NULL;
+    j->by = occ_jid(r, me->nick);
+    snprintf(j->oid, sizeof j->oid, "%s", me->oid);
+    xd_el_t *d = xd_el_new("retracted", MUC_NS_RETRACT);
+    xd_el_t *md = xd_el_add_child(d, "moderated", MAM_NS_MODERATE);
+    xd_el_set_attr(md, "by", j->by);
+    xd_el_set_attr(xd_el_add_child(md, "occupant-id", MUC_NS_OCCUPANT_ID), "id", j->oid);
+    if (j->reason)
+        xd_el_add_text(xd_el_add_child(d, "reason", MUC_NS_RETRACT), j->reason);
+    j->detail = xd_el_serialize(d, NULL, NULL);
+    xd_el_free(d);
+    if (!j->room || xd_module_submit(c->ctx, moderate_work, moderate_done, j) != 0) {
+        xd_route_error(st, XD_COND_RESOURCE_CONSTRAINT, "the archive is busy");
+        room_job_free(j);
+    }
+}
+
 static void
 room_iq(muc_call_t *c, muc_room_t *r, const xd_stanza_t *st, const char *nick)
 {
@@ -1928,6 +2465,12 @@ room_iq(muc_call_t *c, muc_room_t *r, const xd_stanza_t *st, const char *nick)
         xd_el_t *b = xd_iq_result_builder(st);
         xd_el_add_child(b, "query", XD_NS_DISCO_ITEMS);
         xd_route_take(xd_el_freeze(b));
+    } else if (q && xd_el_ns(q) && strcmp(xd_el_ns(q), XD_NS_MAM) == 0 && room_archived(c, r)) {
+        room_mam_iq(c, r, st, me, myaff, room_mam(c, r));
+    } else if (q && set && (xd_el_is(q, "moderate", MAM_NS_MODERATE) ||
+                            xd_el_is(q, "apply-to", MUC_NS_FASTEN)) &&
+               room_archived(c, r)) {
+        room_moderate(c, r, st, q, me, room_mam(c, r));
     } else if (q && xd_el_is(q, "query", XD_NS_MUC_OWNER)) {
         room_owner_iq(c, r, st, q, myaff, set);
     } else if (q && xd_el_is(q, "query", XD_NS_MUC_ADMIN)) {
@@ -1958,6 +2501,7 @@ room_find(muc_call_t *c, const char *name)
     r = room_restore(c, name, stored);
     xd_free(stored);
     if (r) {
+        atomic_fetch_add_explicit(&c->s->wakeups, 1, memory_order_relaxed);
         xd_map_put(&c->s->rooms[self], xd_str_c(name), r);
         room_publish(c, r, false);
     }
@@ -2001,7 +2545,7 @@ void
 muc_room_stanza(xd_module_ctx_t *ctx, xd_stanza_t *st, xd_input_ref_t in, bool held)
 {
     muc_call_t c = { .ctx = ctx, .s = xd_module_state(ctx), .conf = xd_module_opts(ctx),
-                     .in = in };
+                     .in = in, .held = held };
     const xd_jid_t *to = xd_stanza_to(st);
     xd_str_t local = xd_jid_local(to), res = xd_jid_resource(to);
     char *name = xd_strndup(local.p, local.len);
@@ -2040,10 +2584,12 @@ muc_room_stanza(xd_module_ctx_t *ctx, xd_stanza_t *st, xd_input_ref_t in, bool h
     r = xd_map_get(&c.s->rooms[xd_owner_self()], xd_str_c(name));
     if (r && r->nocc == 0 && !r->cfg.persistent)
         room_drop(&c, r, true);
+    else if (r) /* hibernation_timeout counts from here */
+        r->empty_since = r->nocc ? 0 : r->empty_since ? r->empty_since : muc_now_ms();
     xd_input_charge(in, c.bytes);
     if (c.store)
-        muc_store(ctx, name, held ? in : (xd_input_ref_t){ 0 }); /* releases in when written */
-    else if (held)
+        muc_store(ctx, name, held && !c.in_taken ? in : (xd_input_ref_t){ 0 }); /* releases in */
+    else if (held && !c.in_taken) /* else the archive releases it when committed */
         xd_input_release(in);
     xd_free(name);
     xd_free(nick);

@@ -845,3 +845,403 @@ def test_bounce_from_occupant_removes_it(server_factory):
     b.send(f"<presence to='gh@{MUC}/bob' type='error'/>")
     p = expect(a, pres_rx("gh", "bob", unavailable=True))
     assert "code='333'" in p, p
+
+
+# ---- the room's archive (XEP-0313 on the room JID) ------------------------------------------
+
+MAM_MODS = "  mod_stanza_id: {}\n  mod_mam: {}\n"
+NS_MAM = "urn:xmpp:mam:2"
+
+
+def room_sid(m, room):
+    """The archive id the room stamped on message m."""
+    s = re.search(rf"<stanza-id xmlns='urn:xmpp:sid:0' id='([^']+)' by='{room}@{MUC}'/>", m)
+    return s and s.group(1)
+
+
+def test_room_archive_queries(server_factory):
+    """A room whose configuration says muc#roomconfig_mam keeps its groupchat
+    messages in mod_mam's archive under the stanza-id it stamps on every
+    copy, and answers XEP-0313 queries on its JID (with, RSM, flip-page,
+    ids, full text) to the querying occupant; a room without it does not."""
+    from test_mam import bodies, fin_set, mam
+    srv = start(server_factory, mods=MAM_MODS)
+    a, _ = online(srv, "alice")
+    b, bjid = online(srv, "bob")
+    c, _ = online(srv, "carol")
+    create(a, "arch", "al")
+    r = iq(a, "g1", f"<query xmlns='{NS_OWNER}'/>", typ="get", to=f"arch@{MUC}")
+    assert re.search(r"var='muc#roomconfig_mam'[^>]*>\s*<value>0</value>", r), r
+    r = iq(a, "d0", "<query xmlns='http://jabber.org/protocol/disco#info'/>", typ="get",
+           to=f"arch@{MUC}")
+    assert f"var='{NS_MAM}'" not in r, r
+    assert "type='result'" in config(a, "arch", {"mam": "1", "publicroom": "0"})
+    r = iq(a, "d1", "<query xmlns='http://jabber.org/protocol/disco#info'/>", typ="get",
+           to=f"arch@{MUC}")
+    assert f"var='{NS_MAM}'" in r and "var='urn:xmpp:message-moderate:1'" in r, r
+    join(b, "arch", "bob")
+    sids = []
+    for i in range(6):
+        groupchat(a if i % 2 == 0 else b, "arch", f"word{i} {'apple' if i in (1, 4) else 'pear'}",
+                  f"g{i}")
+        m = expect(b, rf"<message[^>]*id='g{i}'.*?</message>")
+        sids.append(room_sid(m, "arch"))
+        assert sids[-1], m
+    a.roundtrip()
+    b.roundtrip()
+    # Everything, to bob's full JID from the room, ids as stamped.
+    res, fin = mam(b, to=f"arch@{MUC}")
+    assert bodies(res) == [f"word{i} {'apple' if i in (1, 4) else 'pear'}" for i in range(6)], res
+    assert [rid for rid, _, _ in res] == sids
+    assert f"to='{bjid}'" in res[0][2] and f"from='arch@{MUC}'" in res[0][2], res[0][2]
+    assert f"from='arch@{MUC}/al'" in res[0][2] and "<occupant-id" in res[0][2], res[0][2]
+    assert fin_set(fin)[2] == 6 and "complete='true'" in fin, fin
+    # RSM pages of 2, backwards from the end, flipped.
+    res, fin = mam(b, rsm="<max>2</max>", to=f"arch@{MUC}")
+    assert len(res) == 2 and "complete='false'" in fin, fin
+    res, fin = mam(b, rsm=f"<max>2</max><after>{fin_set(fin)[1]}</after>", to=f"arch@{MUC}")
+    assert [rid for rid, _, _ in res] == sids[2:4], res
+    res, fin = mam(b, rsm="<max>2</max><before/>", flip=True, to=f"arch@{MUC}")
+    assert [rid for rid, _, _ in res] == [sids[5], sids[4]], res
+    # with = an occupant JID (room/nick), ids, full text, start.
+    res, _ = mam(b, to=f"arch@{MUC}", **{"with": f"arch@{MUC}/bob"})
+    assert [rid for rid, _, _ in res] == sids[1::2], res
+    res, _ = mam(b, to=f"arch@{MUC}", ids=[sids[3], sids[0]])
+    assert [rid for rid, _, _ in res] == [sids[0], sids[3]], res
+    res, _ = mam(b, to=f"arch@{MUC}", **{"{urn:xmpp:fulltext:0}fulltext": "apple"})
+    assert bodies(res) == ["word1 apple", "word4 apple"], res
+    res, fin = mam(b, to=f"arch@{MUC}", after_id="nope")
+    assert "item-not-found" in fin, fin
+    # The form and the metadata.
+    r = iq(b, "f1", f"<query xmlns='{NS_MAM}'/>", typ="get", to=f"arch@{MUC}")
+    assert "var='with'" in r and "var='ids'" in r, r
+    r = iq(b, "md", f"<metadata xmlns='{NS_MAM}'/>", typ="get", to=f"arch@{MUC}")
+    assert f"<start id='{sids[0]}'" in r and f"<end id='{sids[5]}'" in r, r
+    # carol is no occupant nor member of this hidden room: forbidden; as a
+    # member she reads it.
+    res, fin = mam(c, to=f"arch@{MUC}")
+    assert res == [] and "<forbidden " in fin, fin
+    admin(a, "<item jid='carol@localhost' affiliation='member'/>", "arch", "mem")
+    res, fin = mam(c, to=f"arch@{MUC}")
+    assert len(res) == 6, fin
+    # A room without an archive: no stanza-id, no archive.
+    create(a, "plain", "al")
+    join(b, "plain", "bob")
+    groupchat(a, "plain", "unkept", "p1")
+    m = expect(b, r"<message[^>]*id='p1'.*?</message>")
+    assert "stanza-id" not in m.replace("by='bob@localhost'", ""), m
+    res, fin = mam(b, to=f"plain@{MUC}")
+    assert "service-unavailable" in fin, fin
+    r = moderate(a, "plain", "any", "pm1")
+    assert "service-unavailable" in r, r
+    # A forged claim of the room's is taken off.
+    b.send(f"<message to='arch@{MUC}' type='groupchat' id='fk'><body>forged</body>"
+           f"<stanza-id xmlns='urn:xmpp:sid:0' id='fake' by='arch@{MUC}'/></message>")
+    m = expect(a, r"<message[^>]*id='fk'.*?</message>")
+    assert "id='fake'" not in m and room_sid(m, "arch"), m
+    # A destroyed room's archive goes with it.
+    r = iq(a, "ds", f"<query xmlns='{NS_OWNER}'><destroy/></query>", to=f"arch@{MUC}")
+    assert "type='result'" in r, r
+    create(a, "arch", "al")
+    config(a, "arch", {"mam": "1"})
+    res, fin = mam(a, to=f"arch@{MUC}")
+    assert res == [] and "type='result'" in fin, fin
+
+
+def test_room_archive_default_and_slixmpp(server_factory):
+    """default_mam: new rooms keep an archive; slixmpp's XEP-0313 plugin
+    pages through a public room's archive (10 a page) from outside it."""
+    import asyncio
+    import ssl
+
+    import slixmpp
+
+    from test_c2s import cert_path
+    from xmpptest import run_slixmpp
+    srv = start(server_factory, opts="default_mam: true", mods=MAM_MODS)
+    a, _ = online(srv, "alice")
+    create(a, "pub", "al")
+    for i in range(25):
+        groupchat(a, "pub", f"s{i}", f"s{i}")
+    a.roundtrip()
+    got = []
+
+    def make():
+        c = slixmpp.ClientXMPP("bob@localhost/sx", "pw")
+        c.ssl_context = ssl.create_default_context(cafile=cert_path(srv))
+        c.register_plugin("xep_0313")
+
+        async def go(_):
+            try:
+                async for m in c.plugin["xep_0313"].iterate(jid=f"pub@{MUC}", total=100,
+                                                            rsm={"max": 10}):
+                    got.append(m["mam_result"]["forwarded"]["stanza"]["body"])
+            finally:
+                c.disconnect()
+
+        c.add_event_handler("session_start", lambda e: asyncio.ensure_future(go(e)))
+        return c
+
+    run_slixmpp(make, ("127.0.0.1", srv.c2s_port), timeout=30)
+    assert got == [f"s{i}" for i in range(25)], got
+
+
+# ---- moderation (XEP-0425) ------------------------------------------------------------------
+
+def moderate(c, room, sid, iq_id, reason="spam", v=1):
+    if v == 1:
+        body = (f"<moderate xmlns='urn:xmpp:message-moderate:1' id='{sid}'>"
+                f"<retract xmlns='urn:xmpp:message-retract:1'/><reason>{reason}</reason>"
+                f"</moderate>")
+    else:
+        body = (f"<apply-to xmlns='urn:xmpp:fasten:0' id='{sid}'>"
+                f"<moderate xmlns='urn:xmpp:message-moderate:0'>"
+                f"<retract xmlns='urn:xmpp:message-retract:0'/><reason>{reason}</reason>"
+                f"</moderate></apply-to>")
+    return iq(c, iq_id, body, to=f"{room}@{MUC}")
+
+
+def test_moderation_retracts_into_a_tombstone(server_factory):
+    """A moderator retracts bob's message (XEP-0425 :1 and :0): every
+    occupant gets the retraction, the archive keeps a tombstone without the
+    body, an entering occupant's history no longer has it; bob (no
+    moderator) is forbidden, an unknown id is item-not-found."""
+    from test_mam import mam
+    srv = start(server_factory, opts="default_mam: true", mods=MAM_MODS)
+    a, _ = online(srv, "alice")
+    b, _ = online(srv, "bob")
+    create(a, "mod", "al")
+    join(b, "mod", "bob")
+    sids = []
+    for i, body in enumerate(["nasty words", "fine words", "more nastiness"]):
+        groupchat(b, "mod", body, f"m{i}")
+        sids.append(room_sid(expect(a, rf"<message[^>]*id='m{i}'.*?</message>"), "mod"))
+    b.roundtrip()
+    # Not a moderator.
+    r = moderate(b, "mod", sids[1], "x1")
+    assert "type='error'" in r and "<forbidden " in r, r
+    r = iq(a, "x0", "<moderate xmlns='urn:xmpp:message-moderate:1'><retract "
+                    "xmlns='urn:xmpp:message-retract:1'/></moderate>", to=f"mod@{MUC}")
+    assert "type='error'" in r and "<bad-request " in r, r
+    r = iq(a, "x5", f"<moderate xmlns='urn:xmpp:message-moderate:1' id='{sids[1]}'/>",
+           to=f"mod@{MUC}")
+    assert "type='error'" in r and "<bad-request " in r, r
+    r = moderate(a, "mod", "x" * 300, "x6")
+    assert "type='error'" in r and "<item-not-found " in r, r
+    r = moderate(a, "mod", "no-such-id", "x2")
+    assert "type='error'" in r and "<item-not-found " in r, r
+    r = moderate(a, "mod", sids[0], "x3", reason="rude")
+    assert "type='result'" in r, r
+    m = expect(b, r"<message[^>]*from='mod@conference.localhost'[^>]*>(?:(?!</message>).)*"
+                  r"<retract .*?</message>")
+    assert f"<retract xmlns='urn:xmpp:message-retract:1' id='{sids[0]}'>" in m, m
+    assert f"<moderated xmlns='urn:xmpp:message-moderate:1' by='mod@{MUC}/al'>" in m, m
+    assert "<reason>rude</reason>" in m, m
+    assert f"<apply-to xmlns='urn:xmpp:fasten:0' id='{sids[0]}'>" in m, m
+    r = moderate(a, "mod", sids[2], "x4", v=0)
+    assert "type='result'" in r, r
+    expect(b, rf"<retract xmlns='urn:xmpp:message-retract:1' id='{sids[2]}'>")
+    res, _ = mam(a, to=f"mod@{MUC}")
+    assert [rid for rid, _, _ in res] == sids, res
+    assert "nasty" not in res[0][2] and "<retracted " in res[0][2], res[0][2]
+    assert f"by='mod@{MUC}/al'" in res[0][2] and "<reason>rude</reason>" in res[0][2], res[0][2]
+    assert "<body>fine words</body>" in res[1][2], res[1][2]
+    assert "nastiness" not in res[2][2] and "<retracted " in res[2][2], res[2][2]
+    c, _ = online(srv, "carol")
+    seq = join(c, "mod", "carol")
+    assert "fine words" in seq and "nasty" not in seq, seq
+
+
+# ---- anti-flood -----------------------------------------------------------------------------
+
+@pytest.mark.slow
+def test_max_messages_per_second(server_factory):
+    """max_messages_per_second: a burst beyond it is refused with
+    resource-constraint and not delivered; after a second, messages go
+    again."""
+    import time
+    srv = start(server_factory, opts="max_messages_per_second: 3")
+    a, _ = online(srv, "alice")
+    b, _ = online(srv, "bob")
+    create(a, "calm", "al")
+    join(b, "calm", "bob")
+    b.send("".join(f"<message to='calm@{MUC}' type='groupchat' id='f{i}'><body>f{i}</body>"
+                   f"</message>" for i in range(10)))
+    seen = q(b.roundtrip())
+    errs = re.findall(r"<message(?=[^>]*type='error')[^>]*id='(f\d)'", seen)
+    assert len(errs) >= 5, seen
+    assert "<resource-constraint " in seen, seen
+    a.roundtrip()
+    got = q(a.roundtrip())
+    for e in errs:
+        assert f"id='{e}'" not in got, got
+    # A second later the bucket has filled again.
+    time.sleep(1.2)
+    groupchat(b, "calm", "again", "ok1")
+    expect(a, r"<message[^>]*id='ok1'")
+    r = q(srv.ctl_run("muc_stats", "localhost").stdout)
+    assert re.search(r"flood_refusals (\d+)", r).group(1) == str(len(errs)), r
+
+
+# ---- hibernation ----------------------------------------------------------------------------
+
+def stats(srv):
+    r = srv.ctl_run("muc_stats", "localhost")
+    assert r.returncode == 0, r.stdout + r.stderr
+    return {k: int(v) for k, v in (ln.split() for ln in r.stdout.split("\n") if ln.strip())}
+
+
+def wait_stats(srv, pred, timeout=15):
+    import time
+    end = time.monotonic() + timeout
+    while True:
+        s = stats(srv)
+        if pred(s) or time.monotonic() > end:
+            return s
+        time.sleep(0.2)
+
+
+@pytest.mark.slow
+def test_hibernation_and_wakeup(server_factory):
+    """hibernation_timeout: persistent rooms nobody is in leave memory
+    (muc_stats: rooms_live and history_bytes drop to 0) and come back on
+    first use (disco, configuration, a message, an entering) with their
+    configuration, affiliations, subject and history, across a restart
+    too; a temporary room is not kept."""
+    srv = start(server_factory, opts="hibernation_timeout: 1s")
+    a, _ = online(srv, "alice")
+    n = 8
+    for i in range(n):
+        create(a, f"h{i}", "al")
+        config(a, f"h{i}", {"persistentroom": "1", "roomname": f"Room {i}"})
+        admin(a, "<item jid='dave@localhost' affiliation='member'/>", f"h{i}", f"m{i}")
+        a.send(f"<message to='h{i}@{MUC}' type='groupchat' id='s{i}'><subject>topic {i}"
+               f"</subject></message>")
+        groupchat(a, f"h{i}", f"kept {i}", f"k{i}")
+        expect(a, rf"<message[^>]*id='k{i}'")
+    before = stats(srv)
+    assert before["rooms_live"] == n and before["history_bytes"] > 0, before
+    for i in range(n):
+        a.send(f"<presence to='h{i}@{MUC}/al' type='unavailable'/>")
+        expect(a, pres_rx(f"h{i}", "al", unavailable=True))
+    after = wait_stats(srv, lambda s: s["rooms_live"] == 0)
+    assert after["rooms_live"] == 0 and after["history_bytes"] == 0, after
+    assert after["hibernations"] == n, after
+    print(f"muc memory: before {before['rooms_live']} rooms, {before['history_bytes']} "
+          f"history bytes; after {after['rooms_live']} rooms, {after['history_bytes']}")
+    # Back on a disco request, a configuration request, a message.
+    r = iq(a, "d1", "<query xmlns='http://jabber.org/protocol/disco#info'/>", typ="get",
+           to=f"h1@{MUC}")
+    assert "name='Room 1'" in r and "var='muc_persistent'" in r, r
+    r = iq(a, "g2", f"<query xmlns='{NS_OWNER}'/>", typ="get", to=f"h2@{MUC}")
+    assert re.search(r"var='muc#roomconfig_roomname'[^>]*>\s*<value>Room 2</value>", r), r
+    a.send(f"<message to='h3@{MUC}' type='groupchat' id='out'><body>x</body></message>")
+    m = expect(a, err_rx("message", "out", "not-acceptable"))
+    assert "item-not-found" not in m, m
+    # An entering: history, subject and affiliations are there.
+    b, _ = online(srv, "bob")
+    seq = join(b, "h4", "bob")
+    assert "<body>kept 4</body>" in seq and "<subject>topic 4</subject>" in seq, seq
+    r = iq(a, "l4", f"<query xmlns='{NS_ADMIN}'><item affiliation='member'/></query>",
+           typ="get", to=f"h4@{MUC}")
+    assert "jid='dave@localhost'" in r, r
+    s = stats(srv)
+    assert s["wakeups"] >= 4 and s["rooms_live"] >= 4, s
+    # Hibernated rooms keep their history across a restart.
+    wait_stats(srv, lambda s: s["hibernations"] >= n + 3)
+    a.roundtrip()
+    srv.stop()
+    srv.restart()
+    c, _ = online(srv, "carol")
+    seq = join(c, "h5", "carol")
+    assert "<body>kept 5</body>" in seq and "<subject>topic 5</subject>" in seq, seq
+    # A temporary room goes when empty, as before.
+    create(c, "tmp", "ca")
+    c.send(f"<presence to='tmp@{MUC}/ca' type='unavailable'/>")
+    expect(c, pres_rx("tmp", "ca", unavailable=True))
+    r = iq(c, "d9", "<query xmlns='http://jabber.org/protocol/disco#info'/>", typ="get",
+           to=f"tmp@{MUC}")
+    assert "item-not-found" in r, r
+
+
+def test_persistent_history_survives_restart(server_factory):
+    """A persistent room in memory at a stop writes its history with its
+    state: after the restart a newcomer gets it; a temporary room's is
+    gone with it."""
+    srv = start(server_factory)
+    a, _ = online(srv, "alice")
+    create(a, "stay", "al")
+    config(a, "stay", {"persistentroom": "1"})
+    for i in range(3):
+        groupchat(a, "stay", f"before restart {i}", f"r{i}")
+        expect(a, rf"<message[^>]*id='r{i}'")
+    a.roundtrip()
+    srv.stop()
+    srv.restart()
+    b, _ = online(srv, "bob")
+    seq = join(b, "stay", "bob")
+    assert all(f"<body>before restart {i}</body>" in seq for i in range(3)), seq
+    assert seq.count("<delay ") == 3, seq
+
+
+def test_room_archive_for_a_remote_occupant(server_factory):
+    """A querier on another server (b.test) reads a public room's archive
+    on conference.a.test: the results and the <fin/> are routed to it over
+    s2s (it has no session here)."""
+    from test_mam import bodies, mam
+    from test_s2s import A_IP, B_IP, listen_yaml
+    from xmpptest import free_port
+    ports = {"a": (free_port(addr=A_IP), free_port(addr=A_IP)),
+             "b": (free_port(addr=B_IP), free_port(addr=B_IP))}
+    srvs = {}
+    for name, ip, other, oip in (("a", A_IP, "b", B_IP), ("b", B_IP, "a", A_IP)):
+        hosts = f"  {other}.test: \"{oip}:{ports[other][1]}\"\n"
+        if name == "b":
+            hosts += f"  conference.a.test: \"{A_IP}:{ports['a'][1]}\"\n"
+        extra = f"s2s_hosts:\n{hosts}s2s_connect_timeout: 5s\n"
+        if name == "a":
+            extra += ("modules:\n  mod_muc: {default_mam: true}\n" + MAM_MODS)
+        srv = server_factory(hosts=(f"{name}.test",), listen=listen_yaml(ip, *ports[name]),
+                             extra_yaml=extra)
+        srv.c2s_port = ports[name][0]
+        srv.ip = ip
+        srv.domain = f"{name}.test"
+        users(srv, "alice", "bob", host=f"{name}.test")
+        srvs[name] = srv
+    a, _ = online(srvs["a"], "alice", "r")
+    room = "conference.a.test"
+    a.send(f"<presence to='pub@{room}/al'><x xmlns='{NS_MUC}'/></presence>")
+    expect(a, r"<subject")
+    a.send(f"<iq type='set' id='cr' to='pub@{room}'>{INSTANT}</iq>")
+    expect(a, r"id='cr'")
+    for i in range(3):
+        a.send(f"<message to='pub@{room}' type='groupchat' id='r{i}'><body>remote {i}</body>"
+               f"</message>")
+        expect(a, rf"<message[^>]*id='r{i}'")
+    a.roundtrip()
+    b, _ = online(srvs["b"], "bob", "r")
+    res, fin = mam(b, to=f"pub@{room}")
+    assert bodies(res) == [f"remote {i}" for i in range(3)], (res, fin)
+    assert "type='result'" in fin and "complete='true'" in fin, fin
+
+
+def test_room_archive_written_before_the_senders_next_answer(server_factory):
+    """The sender's stream is held until its archived messages are
+    committed, also when the room lives on another worker than the
+    sender's session: right after the sender's round trip, a query counts
+    every message (rooms on both workers)."""
+    from test_mam import fin_set, mam
+    srv = start(server_factory, opts="default_mam: true", mods=MAM_MODS)
+    a, _ = online(srv, "alice")
+    rooms = [f"w{i}" for i in range(6)]
+    for rm in rooms:
+        create(a, rm, "al")
+    n = 0
+    for _ in range(4):
+        a.send("".join(f"<message to='{rm}@{MUC}' type='groupchat' id='{rm}-{n + i}'><body>"
+                       f"{i}</body></message>" for i in range(50) for rm in rooms))
+        n += 50
+        assert "type='error'" not in q(a.roundtrip())
+        a.buf = a.buf[:0]  # the echoes
+        counts = [fin_set(mam(a, rsm="<max>0</max>", to=f"{rm}@{MUC}")[1])[2] for rm in rooms]
+        assert counts == [n] * len(rooms), counts
