@@ -1131,8 +1131,8 @@ mam_count_upto(xd_db_conn_t *c, const mam_sel_t *sel, int64_t limit, int64_t *ou
 {
     char sql[MAM_SQL_MAX];
     xd_db_val_t p[MAM_PARAMS_MAX];
-    size_t n = mam_where(sel, sql, "SELECT COUNT(*) FROM (SELECT 1", p);
-    ADD(" LIMIT ?) AS counted"); /* PostgreSQL and MySQL want the alias */
+    size_t n = mam_where(sel, sql, "SELECT COUNT(*) FROM (SELECT 1 AS one", p);
+    ADD(" LIMIT ?) AS counted"); /* the alias for PostgreSQL and MySQL, the name for T-SQL */
     p[n++] = XD_DB_V_INT(limit + 1);
     int rc = xd_db_query_int64(c, sql, p, n, out);
     *exact = rc == 0 && *out <= limit;
