@@ -74,6 +74,27 @@ def rss_kib(pids):
     return total
 
 
+def cpu_s(pids):
+    """CPU seconds (user + system) the given PID(s) and their descendants
+    have used so far."""
+    if isinstance(pids, int):
+        pids = [pids]
+    seen, todo, total = set(), list(pids), 0
+    while todo:
+        p = todo.pop()
+        if p in seen:
+            continue
+        seen.add(p)
+        try:
+            with open(f"/proc/{p}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            total += int(fields[11]) + int(fields[12])
+        except OSError:
+            pass
+        todo += _children(p)
+    return total / os.sysconf("SC_CLK_TCK")
+
+
 class RssPeak(threading.Thread):
     """Samples rss_kib(pids) every 20 ms; .peak is the highest seen."""
 

@@ -47,8 +47,8 @@ import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
-from webclient import (BoshClient, RssPeak, TcpClient, WsClient, http_get,  # noqa: E402
-                       http_put, request_slot, rss_kib)
+from webclient import (BoshClient, RssPeak, TcpClient, WsClient, cpu_s,  # noqa: E402
+                       http_get, http_put, request_slot, rss_kib)
 
 MECH = "SCRAM-SHA-1"     # the one SCRAM all three offer with their stored passwords
 
@@ -178,16 +178,16 @@ def msg(srv, a):
 
     th = [threading.Thread(target=recv_all, args=(k,)) for k in range(p)]
     th += [threading.Thread(target=send_all, args=(k,)) for k in range(p)]
-    t0 = time.time()
+    c0, t0 = cpu_s(srv.pids), time.time()
     for t in th:
         t.start()
     for t in th:
         t.join()
-    dt = time.time() - t0
+    dt, c1 = time.time() - t0, cpu_s(srv.pids)
     close_all([c for pr in pairs for c in pr])
     total = sum(got)
     return {"pairs": p, "sent": per * p, "delivered": total, "seconds": round(dt, 2),
-            "msgs_per_s": round(total / dt)}
+            "msgs_per_s": round(total / dt), "srv_cpu_s": round(c1 - c0, 2)}
 
 
 def upload(srv, a):
@@ -201,22 +201,27 @@ def upload(srv, a):
         before = srv.rss()
         mon = RssPeak(srv.pids)
         mon.start()
+        c0 = cpu_s(srv.pids)
         t_put, status, body = http_put(put_url, size, hdrs)
+        c1 = cpu_s(srv.pids)
         mon.stop = True
         mon.join()
         out.update(put_status=status, put_mb_s=round(size / t_put / 1e6, 1),
-                   put_s=round(t_put, 2), put_peak_mib=round((mon.peak - before) / 1024, 1))
+                   put_s=round(t_put, 2), put_srv_cpu_s=round(c1 - c0, 2),
+                   put_peak_mib=round((mon.peak - before) / 1024, 1))
         if status not in (200, 201):
             out["put_error"] = body[:200]
             return out
         before = srv.rss()
         mon = RssPeak(srv.pids)
         mon.start()
+        c0 = cpu_s(srv.pids)
         t_get, status, n = http_get(get_url)
+        c1 = cpu_s(srv.pids)
         mon.stop = True
         mon.join()
         out.update(get_status=status, get_bytes=n, get_mb_s=round(size / t_get / 1e6, 1),
-                   get_s=round(t_get, 2), get_peak_mib=round((mon.peak - before) / 1024, 1),
+                   get_s=round(t_get, 2), get_srv_cpu_s=round(c1 - c0, 2), get_peak_mib=round((mon.peak - before) / 1024, 1),
                    rss_after_mib=round(srv.rss() / 1024, 1))
     finally:
         c.close()
