@@ -144,6 +144,17 @@ def idle(srv, a):
         prev = r
         say(f"{srv.name}: {name} {len(sess)}/{n} sessions in {dt:.1f} s, RSS {r} KiB"
             + (f", {len(errs)} failed, first: {errs[0]}" if errs else ""))
+    if a.late:
+        # all groups still held: what the sessions after the warm-up cost
+        # once the server has had --late seconds more (ejabberd's processes
+        # collect and hibernate later than the settle)
+        time.sleep(a.late)
+        r = srv.rss()
+        after = sum(res[f"{g}_n"] for g, _ in groups[1:])
+        res["rss_late"] = r
+        if after:
+            res["late_kib"] = (r - res["rss_warm"]) / after
+        say(f"{srv.name}: {a.late:.0f} s later RSS {r} KiB")
     close_all(held)
     return res
 
@@ -240,6 +251,8 @@ def main():
     ap.add_argument("--mb", type=int, default=100)
     ap.add_argument("--reps", type=int, default=1)
     ap.add_argument("--settle", type=float, default=5)
+    ap.add_argument("--late", type=float, default=0,
+                    help="idle: sample RSS again this many seconds after the last group")
     ap.add_argument("--workers", type=int, default=8, help="logins in flight")
     ap.add_argument("--no-bosh", action="store_true")
     ap.add_argument("--password", default="password")
