@@ -366,6 +366,13 @@ class _Reader:
         """n bytes: returned when keep, else only counted."""
         parts = []
         while n:
+            if not self.data and not keep:
+                # discarding: straight into the scratch buffer, no copies
+                k = self.s.recv_into(self.chunk, min(n, len(self.chunk)))
+                if not k:
+                    raise EOFError("body cut short")
+                n -= k
+                continue
             if not self.data:
                 self.fill()
             k = min(n, len(self.data))
