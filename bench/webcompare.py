@@ -243,7 +243,7 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--adapters", required=True, help="servers/ of the harness copy")
     ap.add_argument("--servers", default="xmppd-web ejabberd-web prosody-web")
-    ap.add_argument("--tests", default="idle msg upload")
+    ap.add_argument("--tests", default="idle msg upload", help="of idle msg upload, space or comma separated")
     ap.add_argument("--sessions", type=int, default=1000)
     ap.add_argument("--pairs", type=int, default=4)
     ap.add_argument("--messages", type=int, default=20000)
