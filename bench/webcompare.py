@@ -265,7 +265,7 @@ def main():
           f"tests=[{a.tests}] sessions={a.sessions} pairs={a.pairs} messages={a.messages} "
           f"mb={a.mb} reps={a.reps} settle={a.settle} workers={a.workers}", flush=True)
     for rep in range(1, a.reps + 1):
-        for test in a.tests.split():
+        for test in a.tests.replace(",", " ").split():
             for srv in servers:
                 load = os.getloadavg()[0]
                 say(f"rep {rep} {test} {srv.name} (load {load:.2f})")
