@@ -109,14 +109,21 @@ class RssPeak(threading.Thread):
 
 
 class Scram:
-    """Client side of SCRAM-SHA-1 / SCRAM-SHA-256 (no channel binding)."""
+    """Client side of SCRAM-SHA-1 / SCRAM-SHA-256 (no channel binding), or
+    of PLAIN (mech "PLAIN": one <auth/>, no challenge; .plain is set)."""
 
     def __init__(self, user, password, mech="SCRAM-SHA-1"):
         self.mech, self.password = mech, password
+        self.plain = None
+        if mech == "PLAIN":
+            self.plain = base64.b64encode(f"\0{user}\0{password}".encode()).decode()
+            return
         self.hash = {"SCRAM-SHA-1": "sha1", "SCRAM-SHA-256": "sha256"}[mech]
         self.first = f"n={user},r={base64.b64encode(os.urandom(18)).decode()}"
 
     def auth(self):
+        if self.plain is not None:
+            return f"<auth xmlns='{SASL}' mechanism='PLAIN'>{self.plain}</auth>"
         return (f"<auth xmlns='{SASL}' mechanism='{self.mech}'>"
                 + base64.b64encode(("n,," + self.first).encode()).decode() + "</auth>")
 
@@ -155,8 +162,9 @@ class TcpClient:
         self.until(rb"</stream:features>")
         sc = Scram(user, password, mech)
         self.s.sendall(sc.auth().encode())
-        m = self.until(CHALLENGE.encode())
-        self.s.sendall(sc.response(m.group(1).decode()).encode())
+        if sc.plain is None:
+            m = self.until(CHALLENGE.encode())
+            self.s.sendall(sc.response(m.group(1).decode()).encode())
         m = self.until(rb"<(success|failure)")
         if m.group(1) != b"success":
             raise RuntimeError(f"{user}: SASL failure: {self.buf[-300:]!r}")
@@ -272,7 +280,8 @@ class WsClient:
         self.until(r"<(\w+:)?features")
         sc = Scram(user, password, mech)
         self.send(sc.auth())
-        self.send(sc.response(self.until(CHALLENGE).group(1)))
+        if sc.plain is None:
+            self.send(sc.response(self.until(CHALLENGE).group(1)))
         m = self.until(r"<(success|failure)")
         if m.group(1) != "success":
             raise RuntimeError(f"{user}: SASL failure over WebSocket")
@@ -308,9 +317,12 @@ class BoshClient:
         self.sid = m.group(1)
         self.until(r"SCRAM", r)
         sc = Scram(user, password, mech)
-        r = self.until(CHALLENGE, self.call("", sc.auth()))
-        r = self.until(r"<(success|failure)",
-                       self.call("", sc.response(re.search(CHALLENGE, r).group(1))))
+        if sc.plain is None:
+            r = self.until(CHALLENGE, self.call("", sc.auth()))
+            r = self.until(r"<(success|failure)",
+                           self.call("", sc.response(re.search(CHALLENGE, r).group(1))))
+        else:
+            r = self.until(r"<(success|failure)", self.call("", sc.auth()))
         if "<success" not in r:
             raise RuntimeError(f"{user}: SASL failure over BOSH: {r[:300]}")
         self.until(r"xmpp-bind", self.call(f" to='{domain}' xmpp:restart='true' xml:lang='en'"))

@@ -50,7 +50,8 @@ sys.path.insert(0, HERE)
 from webclient import (BoshClient, RssPeak, TcpClient, WsClient, cpu_s,  # noqa: E402
                        http_get, http_put, request_slot, rss_kib)
 
-MECH = "SCRAM-SHA-1"     # the one SCRAM all three offer with their stored passwords
+MECH = "SCRAM-SHA-1"     # the one SCRAM all three offer with their stored passwords;
+                         # --mech PLAIN for a check of what SCRAM costs a server
 
 
 def say(*a):
@@ -254,16 +255,20 @@ def main():
     ap.add_argument("--late", type=float, default=0,
                     help="idle: sample RSS again this many seconds after the last group")
     ap.add_argument("--workers", type=int, default=8, help="logins in flight")
+    ap.add_argument("--mech", default="SCRAM-SHA-1", choices=["SCRAM-SHA-1", "PLAIN"])
     ap.add_argument("--no-bosh", action="store_true")
     ap.add_argument("--password", default="password")
     a = ap.parse_args()
+    global MECH
+    MECH = a.mech
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     servers = [Server(a.adapters, s) for s in a.servers.split()]
     results = []
     print(f"# webcompare {time.strftime('%Y-%m-%dT%H:%M:%S%z')} servers=[{a.servers}] "
           f"tests=[{a.tests}] sessions={a.sessions} pairs={a.pairs} messages={a.messages} "
-          f"mb={a.mb} reps={a.reps} settle={a.settle} workers={a.workers}", flush=True)
+          f"mb={a.mb} reps={a.reps} settle={a.settle} workers={a.workers} mech={a.mech}",
+          flush=True)
     for rep in range(1, a.reps + 1):
         for test in a.tests.replace(",", " ").split():
             for srv in servers:
