@@ -326,9 +326,10 @@ class BoshClient:
         if "<success" not in r:
             raise RuntimeError(f"{user}: SASL failure over BOSH: {r[:300]}")
         self.until(r"xmpp-bind", self.call(f" to='{domain}' xmpp:restart='true' xml:lang='en'"))
-        r = self.until(r"</jid>", self.call("", BIND.format(resource)))
-        if presence:
-            self.call("", PRESENCE)
+        # presence in the bind request: on its own, a server that has
+        # nothing to answer holds the request for the whole `wait`
+        self.until(r"</jid>", self.call("", BIND.format(resource)
+                                        + (PRESENCE if presence else "")))
 
     def call(self, attrs="", inner=""):
         self.rid += 1
