@@ -21,83 +21,17 @@ and its standard library are needed.
 """
 import argparse
 import os
-import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
-import threading
 import time
-import urllib.parse
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
-from ws import TcpClient, free_port, rss_kib  # noqa: E402
-
-
-class RssPeak(threading.Thread):
-    def __init__(self, pid):
-        super().__init__(daemon=True)
-        self.pid, self.peak, self.stop = pid, 0, False
-
-    def run(self):
-        while not self.stop:
-            self.peak = max(self.peak, rss_kib(self.pid))
-            time.sleep(0.02)
-
-
-def http_head(s):
-    buf = b""
-    while b"\r\n\r\n" not in buf:
-        d = s.recv(65536)
-        if not d:
-            raise EOFError(buf)
-        buf += d
-    head, rest = buf.split(b"\r\n\r\n", 1)
-    status = int(head.split(b" ", 2)[1])
-    m = re.search(rb"(?i)content-length:\s*(\d+)", head)
-    return status, int(m.group(1)) if m else 0, rest
-
-
-def put(port, url, size, chunk):
-    u = urllib.parse.urlsplit(url)
-    s = socket.create_connection(("127.0.0.1", port))
-    t0 = time.perf_counter()
-    s.sendall((f"PUT {u.path}?{u.query} HTTP/1.1\r\nHost: localhost\r\n"
-               f"Content-Type: application/octet-stream\r\nContent-Length: {size}\r\n\r\n")
-              .encode())
-    left = size
-    while left:
-        n = min(left, len(chunk))
-        s.sendall(chunk[:n] if n < len(chunk) else chunk)
-        left -= n
-    status, _, _ = http_head(s)
-    dt = time.perf_counter() - t0
-    s.close()
-    assert status == 201, status
-    return dt
-
-
-def get(port, url, size):
-    u = urllib.parse.urlsplit(url)
-    s = socket.create_connection(("127.0.0.1", port))
-    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
-    t0 = time.perf_counter()
-    s.sendall(f"GET {u.path} HTTP/1.1\r\nHost: localhost\r\n\r\n".encode())
-    status, n, rest = http_head(s)
-    assert status == 200 and n == size, (status, n)
-    got = len(rest)
-    buf = bytearray(1 << 20)
-    while got < n:
-        k = s.recv_into(buf)
-        if not k:
-            raise EOFError(got)
-        got += k
-    dt = time.perf_counter() - t0
-    s.close()
-    return dt
+from webclient import (RssPeak, TcpClient, free_port, http_get, http_put,  # noqa: E402
+                       request_slot, rss_kib)
 
 
 def main():
@@ -132,27 +66,22 @@ def main():
         chunk = os.urandom(1 << 20)
         print(f"file: {args.mb} MB ({size} bytes), {args.runs} runs")
         for run in range(args.runs):
-            c.buf = b""
-            c.s.sendall((f"<iq type='get' id='s{run}' to='upload.localhost'>"
-                         f"<request xmlns='urn:xmpp:http:upload:0' filename='big{run}.bin' "
-                         f"size='{size}' content-type='application/octet-stream'/></iq>")
-                        .encode())
-            m = c.until(rb"<put url=['\"]([^'\"]*)['\"].*?<get url=['\"]([^'\"]*)['\"]")
-            put_url = m.group(1).decode().replace("&amp;", "&")
-            get_url = m.group(2).decode()
+            put_url, hdrs, get_url = request_slot(c, "upload.localhost", f"big{run}.bin", size)
             before = rss_kib(proc.pid)
             mon = RssPeak(proc.pid)
             mon.start()
-            t_put = put(http, put_url, size, chunk)
+            t_put, status, _ = http_put(put_url, size, hdrs, chunk=chunk)
             mon.stop = True
             mon.join()
+            assert status == 201, status
             put_peak = mon.peak - before
             before = rss_kib(proc.pid)
             mon = RssPeak(proc.pid)
             mon.start()
-            t_get = get(http, get_url, size)
+            t_get, status, n = http_get(get_url)
             mon.stop = True
             mon.join()
+            assert status == 200 and n == size, (status, n)
             get_peak = mon.peak - before
             print(f"run {run + 1}: PUT {size / t_put / 1e6:7.1f} MB/s ({t_put:.2f} s), "
                   f"RSS +{put_peak / 1024:.1f} MiB peak;  GET {size / t_get / 1e6:7.1f} MB/s "

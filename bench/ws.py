@@ -18,14 +18,14 @@ are part of the measure: the figure is a lower bound for the server).
 
 The server is the build in --build, started on loopback with a temporary
 data directory, 2 workers, `shaper: none`, and stopped by its PID.
-Only /usr/bin/python3 and its standard library are needed.
+Only /usr/bin/python3 and its standard library are needed.  The clients are
+bench/webclient.py's; bench/webcompare.py runs the same against ejabberd and
+Prosody.
 """
 import argparse
 import os
-import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -33,75 +33,8 @@ import threading
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, os.path.join(HERE, "..", "tests", "integration"))
-from wstest import WS  # noqa: E402
-
-
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    p = s.getsockname()[1]
-    s.close()
-    return p
-
-
-def rss_kib(pid):
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    return 0
-
-
-class TcpClient:
-    """A plain c2s client: SCRAM-SHA-256 and bind without TLS."""
-
-    def __init__(self, port, user, password):
-        import base64
-        import hashlib
-        import hmac
-        self.s = socket.create_connection(("127.0.0.1", port), timeout=20)
-        self.buf = b""
-        hdr = ("<?xml version='1.0'?><stream:stream xmlns='jabber:client' "
-               "xmlns:stream='http://etherx.jabber.org/streams' to='localhost' version='1.0'>")
-        self.s.sendall(hdr.encode())
-        self.until(rb"</stream:features>")
-        nonce = base64.b64encode(os.urandom(18)).decode()
-        first = f"n={user},r={nonce}"
-        self.s.sendall(("<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='SCRAM-SHA-256'>"
-                        + base64.b64encode(("n,," + first).encode()).decode()
-                        + "</auth>").encode())
-        m = self.until(rb"<challenge[^>]*>([^<]*)</challenge>")
-        sf = base64.b64decode(m.group(1)).decode()
-        a = dict(kv.split("=", 1) for kv in sf.split(","))
-        salted = hashlib.pbkdf2_hmac("sha256", password.encode(), base64.b64decode(a["s"]),
-                                     int(a["i"]))
-        fb = f"c=biws,r={a['r']}"
-        am = f"{first},{sf},{fb}".encode()
-        ck = hmac.new(salted, b"Client Key", "sha256").digest()
-        cs = hmac.new(hashlib.sha256(ck).digest(), am, "sha256").digest()
-        proof = base64.b64encode(bytes(x ^ y for x, y in zip(ck, cs))).decode()
-        self.s.sendall(("<response xmlns='urn:ietf:params:xml:ns:xmpp-sasl'>"
-                        + base64.b64encode(f"{fb},p={proof}".encode()).decode()
-                        + "</response>").encode())
-        self.until(rb"<success")
-        self.buf = b""
-        self.s.sendall(hdr.encode())
-        self.until(rb"</stream:features>")
-        self.s.sendall(b"<iq type='set' id='b'><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'/>"
-                       b"</iq><presence/>")
-        self.until(rb"</jid>")
-
-    def until(self, pat):
-        rx = re.compile(pat, re.S)
-        while True:
-            m = rx.search(self.buf)
-            if m:
-                return m
-            d = self.s.recv(65536)
-            if not d:
-                raise EOFError(self.buf)
-            self.buf += d
+sys.path.insert(0, HERE)
+from webclient import TcpClient, WsClient, free_port, rss_kib  # noqa: E402
 
 
 def main():
@@ -147,9 +80,8 @@ def main():
         r1 = rss_kib(proc.pid)
         ws = []
         for i in range(n):
-            w = WS(http)
+            w = WsClient(http)
             w.login(f"u{i}", "pw", resource="r")
-            w.send("<presence/>")
             ws.append(w)
         time.sleep(3)
         r2 = rss_kib(proc.pid)
@@ -160,18 +92,18 @@ def main():
         for w in ws:
             w.close()
         for t in tcp:
-            t.s.close()
+            t.close()
 
         # messages/s between WebSocket clients
         base = 3 * n
         for t in warm:
-            t.s.close()
+            t.close()
         per = args.messages // args.pairs
         pairs = []
         for p in range(args.pairs):
-            a, b = WS(http), WS(http)
-            a.login(f"u{base + 2 * p}", "pw", resource="a")
-            b.login(f"u{base + 2 * p + 1}", "pw", resource="b")
+            a, b = WsClient(http), WsClient(http)
+            a.login(f"u{base + 2 * p}", "pw", resource="a", presence=False)
+            b.login(f"u{base + 2 * p + 1}", "pw", resource="b", presence=False)
             pairs.append((a, b, f"u{base + 2 * p + 1}@localhost/b"))
         done = []
 
