@@ -87,6 +87,8 @@ typedef struct muc_room {
     char *creator;       /* bare JID of its creator */
     muc_cfg_t cfg;
     xd_map_t affs;       /* bare JID → (void *)(intptr_t)AFF_* (never AFF_NONE) */
+    xd_map_t reg_nick;   /* bare JID → its reserved nick (char *; members and up, 7.10) */
+    xd_map_t reg_owner;  /* reserved nick → the bare JID it is reserved for (char *) */
     muc_occ_t **occ;     /* occupants, in no order */
     size_t nocc, cap;
     xd_map_t by_nick;    /* nick → occupant */
@@ -223,6 +225,36 @@ aff_of(const muc_room_t *r, const char *bare)
     return (int)(intptr_t)xd_map_get(&r->affs, xd_str_c(bare));
 }
 
+/* The nick reserved for bare (NULL: none), and the JID a nick is
+ * reserved for. */
+static const char *
+reg_nick_of(const muc_room_t *r, const char *bare)
+{
+    return xd_map_get(&r->reg_nick, xd_str_c(bare));
+}
+
+static const char *
+reg_owner_of(const muc_room_t *r, const char *nick)
+{
+    return xd_map_get(&r->reg_owner, xd_str_c(nick));
+}
+
+/* Reserves nick for bare (XEP-0045 7.10), replacing what it had; NULL
+ * drops its reservation. */
+static void
+reg_set(muc_room_t *r, const char *bare, const char *nick)
+{
+    char *old = xd_map_del(&r->reg_nick, xd_str_c(bare));
+    if (old) {
+        xd_free(xd_map_del(&r->reg_owner, xd_str_c(old)));
+        xd_free(old);
+    }
+    if (nick) {
+        xd_map_put(&r->reg_nick, xd_str_c(bare), xd_strdup(nick));
+        xd_map_put(&r->reg_owner, xd_str_c(nick), xd_strdup(bare));
+    }
+}
+
 static void
 aff_set(muc_room_t *r, const char *bare, int aff)
 {
@@ -230,6 +262,8 @@ aff_set(muc_room_t *r, const char *bare, int aff)
         xd_map_del(&r->affs, xd_str_c(bare));
     else
         xd_map_put(&r->affs, xd_str_c(bare), (void *)(intptr_t)aff);
+    if (aff < AFF_MEMBER) /* a reserved nick goes with the membership */
+        reg_set(r, bare, NULL);
 }
 
 /* An administrator of the service (access_admin): an owner of every room. */
@@ -471,6 +505,8 @@ room_free(void *v)
     xd_map_free(&r->by_nick, NULL);
     xd_map_free(&r->by_full, NULL);
     xd_map_free(&r->affs, NULL);
+    xd_map_free(&r->reg_nick, xd_free);
+    xd_map_free(&r->reg_owner, xd_free);
     hist_clear(r);
     xd_free(r->hist);
     xd_free(r->subject);
@@ -567,6 +603,16 @@ aff_one(void *arg, const char *key, void *val)
     return 0;
 }
 
+static int
+reg_one(void *arg, const char *key, void *val)
+{
+    xd_el_t *root = *(xd_el_t **)arg;
+    xd_el_t *a = xd_el_add_child(root, "reg", NULL);
+    xd_el_set_attr(a, "jid", key);
+    xd_el_set_attr(a, "nick", val);
+    return 0;
+}
+
 /* The stored form of the room: configuration, affiliations, subject;
  * with_hist: the history too (a room leaving memory). */
 static char *
@@ -614,6 +660,7 @@ room_serialize(const muc_room_t *r, bool with_hist)
         xd_el_add_text(sj, r->subject);
     }
     xd_map_foreach(&r->affs, aff_one, &root);
+    xd_map_foreach(&r->reg_nick, reg_one, &root); /* after the affiliations it needs */
     char *out = xd_el_serialize(root, NULL, NULL);
     xd_el_free(root);
     return out;
@@ -680,6 +727,11 @@ room_restore(muc_call_t *c, const char *name, const char *stored)
             if (xd_stanza_parse(raw, len, XD_NS_CLIENT, &hs) == 0)
                 hist_add_at(r, hs, ts ? (time_t)strtoll(ts, NULL, 10) : time(NULL));
             xd_free(raw);
+            continue;
+        }
+        if (xd_el_is(a, "reg", NULL) && xd_el_attr(a, "jid") && xd_el_attr(a, "nick")) {
+            if (aff_of(r, xd_el_attr(a, "jid")) >= AFF_MEMBER)
+                reg_set(r, xd_el_attr(a, "jid"), xd_el_attr(a, "nick"));
             continue;
         }
         if (!xd_el_is(a, "aff", NULL) || !xd_el_attr(a, "jid"))
@@ -1193,6 +1245,11 @@ room_enter(muc_call_t *c, muc_room_t *r, bool created, const xd_stanza_t *st, co
         presence_error(st, XD_COND_CONFLICT, "that nick is in use");
         return;
     }
+    const char *holder = reg_owner_of(r, nick);
+    if (holder && strcmp(holder, bare) != 0) {
+        presence_error(st, XD_COND_CONFLICT, "that nick is reserved in this room");
+        return;
+    }
     if (!same && (int)r->nocc >= r->cfg.maxusers && aff < AFF_ADMIN) {
         presence_error(st, XD_COND_SERVICE_UNAVAILABLE, "the room is full");
         return;
@@ -1237,6 +1294,11 @@ nick_change(muc_call_t *c, muc_room_t *r, muc_occ_t *o, const xd_stanza_t *st, c
     muc_occ_t *other = xd_map_get(&r->by_nick, xd_str_c(nick));
     if (other && other != o) {
         presence_error(st, XD_COND_CONFLICT, "that nick is in use");
+        return;
+    }
+    const char *holder = reg_owner_of(r, nick);
+    if (holder && strcmp(holder, o->bare) != 0) {
+        presence_error(st, XD_COND_CONFLICT, "that nick is reserved in this room");
         return;
     }
     int codes[1] = { 303 };
@@ -1644,7 +1706,7 @@ room_disco_info(muc_call_t *c, muc_room_t *r, const xd_stanza_t *st)
     xd_el_set_attr(id, "name", r->cfg.title ? r->cfg.title : r->name);
     const muc_cfg_t *g = &r->cfg;
     const char *feats[] = {
-        XD_NS_MUC, XD_NS_DISCO_INFO, XD_NS_DISCO_ITEMS, MUC_NS_OCCUPANT_ID,
+        XD_NS_MUC, XD_NS_DISCO_INFO, XD_NS_DISCO_ITEMS, MUC_NS_OCCUPANT_ID, XD_NS_REGISTER,
         "http://jabber.org/protocol/muc#self-ping-optimization",
         g->pub ? "muc_public" : "muc_hidden",
         g->persistent ? "muc_persistent" : "muc_temporary",
@@ -1993,9 +2055,33 @@ occ_changed(muc_call_t *c, muc_room_t *r, muc_occ_t *o, const char *actor, const
     broadcast_presence(c, r, o, false, &ex, &ex);
 }
 
+/* The occupants of account bare after its affiliation became aff: out
+ * when banned or no longer a member of a members-only room, else their
+ * role follows. */
+static void
+aff_follow(muc_call_t *c, muc_room_t *r, const char *bare, int aff, const char *actor,
+           const char *reason)
+{
+    for (size_t i = r->nocc; i-- > 0;) {
+        muc_occ_t *o = r->occ[i];
+        if (strcmp(o->bare, bare) != 0)
+            continue;
+        if (aff == AFF_OUTCAST || (r->cfg.members_only && aff < AFF_MEMBER)) {
+            int code = aff == AFF_OUTCAST ? 301 : 321;
+            pres_extra_t ex = { .codes = &code, .ncodes = 1, .actor = actor,
+                                .reason = reason, .role = ROLE_NONE, .aff = -1 };
+            occ_remove(c, r, o, &ex);
+        } else {
+            o->role = role_for(r, aff);
+            occ_changed(c, r, o, actor, reason);
+        }
+    }
+}
+
 struct list_walk {
     xd_el_t *q;
     int want;
+    const muc_room_t *r;
 };
 
 static int
@@ -2007,6 +2093,9 @@ list_one(void *arg, const char *key, void *val)
     xd_el_t *it = xd_el_add_child(w->q, "item", NULL);
     xd_el_set_attr(it, "jid", key);
     xd_el_set_attr(it, "affiliation", aff_names[w->want]);
+    const char *nick = reg_nick_of(w->r, key);
+    if (nick) /* its reserved nick (9.5, 10.5) */
+        xd_el_set_attr(it, "nick", nick);
     return 0;
 }
 
@@ -2032,7 +2121,7 @@ room_admin_get(muc_call_t *c, muc_room_t *r, const xd_stanza_t *st, const xd_el_
                            NULL);
             return;
         }
-        struct list_walk w = { rq, want };
+        struct list_walk w = { rq, want, r };
         xd_map_foreach(&r->affs, list_one, &w);
     } else if (roles) {
         int want = name_index(role_names, 4, roles);
@@ -2154,27 +2243,104 @@ admin_item(muc_call_t *c, muc_room_t *r, muc_occ_t *me, int myaff, const xd_el_t
             return err;
         }
         aff_set(r, bare, aff);
-        /* Occupants of that account: out when banned or no longer a
-         * member of a members-only room, else their role follows. */
-        for (size_t i = r->nocc; i-- > 0;) {
-            muc_occ_t *o = r->occ[i];
-            if (strcmp(o->bare, bare) != 0)
-                continue;
-            if (aff == AFF_OUTCAST || (r->cfg.members_only && aff < AFF_MEMBER)) {
-                int code = aff == AFF_OUTCAST ? 301 : 321;
-                pres_extra_t ex = { .codes = &code, .ncodes = 1, .actor = actor,
-                                    .reason = reason, .role = ROLE_NONE, .aff = -1 };
-                occ_remove(c, r, o, &ex);
-            } else {
-                o->role = role_for(r, aff);
-                occ_changed(c, r, o, actor, reason);
-            }
-        }
+        aff_follow(c, r, bare, aff, actor, reason);
         xd_free(bare);
         room_publish(c, r, r->cfg.persistent);
         return NO_ERROR;
     }
     return XD_COND_BAD_REQUEST;
+}
+
+#define MUC_NS_REGISTER "http://jabber.org/protocol/muc#register"
+
+/* jabber:iq:register on the room (XEP-0045 7.10): a user registers by
+ * submitting the form with the nick they want; they become a member with
+ * that nick reserved (nobody else may enter or change to it).  Anyone not
+ * banned may in an open room; in a members-only room only its members
+ * (reserving their nick: membership there is the admins' to give).
+ * <remove/> drops the reservation and a plain membership. */
+static void
+room_register_iq(muc_call_t *c, muc_room_t *r, const xd_stanza_t *st, const xd_el_t *q,
+                 const char *bare, int myaff, bool set)
+{
+    const char *mine = reg_nick_of(r, bare);
+    if (!mine && (myaff == AFF_OUTCAST || (r->cfg.members_only && myaff < AFF_MEMBER))) {
+        xd_route_error(st, XD_COND_NOT_ALLOWED,
+                       myaff == AFF_OUTCAST ? "you are banned from this room"
+                                            : "the admins of this room give its membership");
+        return;
+    }
+    if (!set) {
+        xd_el_t *b = xd_iq_result_builder(st);
+        xd_el_t *rq = xd_el_add_child(b, "query", XD_NS_REGISTER);
+        if (mine) {
+            xd_el_add_child(rq, "registered", NULL);
+            xd_el_add_text(xd_el_add_child(rq, "username", NULL), mine);
+        } else {
+            xd_el_add_text(xd_el_add_child(rq, "instructions", NULL),
+                           "Choose the nick reserved for you in this room; you become a "
+                           "member of it.");
+            xd_el_t *x = xd_el_add_child(rq, "x", XD_NS_DATA);
+            xd_el_set_attr(x, "type", "form");
+            xd_el_add_text(xd_el_add_child(x, "title", NULL), "Room registration");
+            add_field(x, "FORM_TYPE", "hidden", NULL, MUC_NS_REGISTER);
+            xd_el_t *f = xd_el_add_child(x, "field", NULL);
+            xd_el_set_attr(f, "var", "muc#register_roomnick");
+            xd_el_set_attr(f, "type", "text-single");
+            xd_el_set_attr(f, "label", "Desired nickname");
+            xd_el_add_child(f, "required", NULL);
+        }
+        xd_route_take(xd_el_freeze(b));
+        return;
+    }
+    if (xd_el_child(q, "remove", NULL)) {
+        if (!mine) {
+            xd_route_error(st, XD_COND_ITEM_NOT_FOUND, "you are not registered with this room");
+            return;
+        }
+        reg_set(r, bare, NULL);
+        if (myaff == AFF_MEMBER) {
+            aff_set(r, bare, AFF_NONE);
+            aff_follow(c, r, bare, AFF_NONE, NULL, NULL);
+        }
+        room_publish(c, r, r->cfg.persistent);
+        xd_route_take(xd_iq_result(st));
+        return;
+    }
+    const xd_el_t *x = xd_el_child(q, "x", XD_NS_DATA);
+    const char *xtype = x ? xd_el_attr(x, "type") : NULL;
+    if (xtype && strcmp(xtype, "cancel") == 0) {
+        xd_route_take(xd_iq_result(st));
+        return;
+    }
+    const char *ft = x ? form_value(x, "FORM_TYPE") : NULL;
+    const char *nick = x ? form_value(x, "muc#register_roomnick") : NULL;
+    if (!x || !xtype || strcmp(xtype, "submit") != 0 || (ft && strcmp(ft, MUC_NS_REGISTER) != 0)) {
+        xd_route_error(st, XD_COND_BAD_REQUEST, "submit the muc#register form");
+        return;
+    }
+    if (!nick || !*nick || (int)strlen(nick) > c->conf->max_nick) {
+        xd_route_error(st, XD_COND_NOT_ACCEPTABLE, "muc#register_roomnick is not a usable nick");
+        return;
+    }
+    const char *holder = reg_owner_of(r, nick);
+    const muc_occ_t *in = xd_map_get(&r->by_nick, xd_str_c(nick));
+    if ((holder && strcmp(holder, bare) != 0) || (in && strcmp(in->bare, bare) != 0)) {
+        xd_route_error(st, XD_COND_CONFLICT, "that nick is taken in this room");
+        return;
+    }
+    if (myaff == AFF_NONE &&
+        xd_map_count(&r->affs) >= (size_t)c->conf->max_affiliations) {
+        xd_route_error(st, XD_COND_RESOURCE_CONSTRAINT, "the room has too many affiliations");
+        return;
+    }
+    if (myaff < AFF_MEMBER) {
+        aff_set(r, bare, AFF_MEMBER);
+        aff_follow(c, r, bare, AFF_MEMBER, NULL, NULL);
+    }
+    reg_set(r, bare, nick);
+    room_publish(c, r, r->cfg.persistent);
+    xd_route_take(xd_iq_result(st));
 }
 
 static void
@@ -2459,8 +2625,24 @@ room_iq(muc_call_t *c, muc_room_t *r, const xd_stanza_t *st, const char *nick)
             xd_route_error(st, XD_COND_ITEM_NOT_FOUND, NULL);
         else
             iq_forward(c, r, st, me, o, true);
+    } else if (q && xd_el_is(q, "query", XD_NS_DISCO_INFO) && !set &&
+               xd_el_attr(q, "node") && strcmp(xd_el_attr(q, "node"), "x-roomuser-item") == 0) {
+        /* 7.12: one's reserved nick, or an empty answer */
+        xd_el_t *b = xd_iq_result_builder(st);
+        xd_el_t *rq = xd_el_add_child(b, "query", XD_NS_DISCO_INFO);
+        xd_el_set_attr(rq, "node", "x-roomuser-item");
+        const char *mine = reg_nick_of(r, bare);
+        if (mine) {
+            xd_el_t *id = xd_el_add_child(rq, "identity", NULL);
+            xd_el_set_attr(id, "category", "conference");
+            xd_el_set_attr(id, "type", "text");
+            xd_el_set_attr(id, "name", mine);
+        }
+        xd_route_take(xd_el_freeze(b));
     } else if (q && xd_el_is(q, "query", XD_NS_DISCO_INFO) && !set) {
         room_disco_info(c, r, st);
+    } else if (q && xd_el_is(q, "query", XD_NS_REGISTER)) {
+        room_register_iq(c, r, st, q, bare, myaff, set);
     } else if (q && xd_el_is(q, "query", XD_NS_DISCO_ITEMS) && !set) {
         xd_el_t *b = xd_iq_result_builder(st);
         xd_el_add_child(b, "query", XD_NS_DISCO_ITEMS);

@@ -1245,3 +1245,105 @@ def test_room_archive_written_before_the_senders_next_answer(server_factory):
         a.buf = a.buf[:0]  # the echoes
         counts = [fin_set(mam(a, rsm="<max>0</max>", to=f"{rm}@{MUC}")[1])[2] for rm in rooms]
         assert counts == [n] * len(rooms), counts
+
+
+# ---- registration (XEP-0045 7.10, 7.12) -------------------------------------------------------
+
+NS_REG = "jabber:iq:register"
+
+
+def register(c, room, nick, iq_id):
+    return iq(c, iq_id, f"<query xmlns='{NS_REG}'><x xmlns='jabber:x:data' type='submit'>"
+                        f"<field var='FORM_TYPE'><value>{NS_MUC}#register</value></field>"
+                        f"<field var='muc#register_roomnick'><value>{nick}</value></field>"
+                        f"</x></query>", to=f"{room}@{MUC}")
+
+
+def test_room_registration_reserves_the_nick(server_factory):
+    srv = start(server_factory)
+    a, _ = online(srv, "alice")
+    b, _ = online(srv, "bob")
+    c, _ = online(srv, "carol")
+    create(a, "reg", "al")
+    config(a, "reg", {"persistentroom": "1"})
+    r = iq(b, "di", f"<query xmlns='http://jabber.org/protocol/disco#info'/>", typ="get",
+           to=f"reg@{MUC}")
+    assert f"var='{NS_REG}'" in r, r
+    # the form, then a registration: bob becomes a member with "bobby" reserved
+    r = iq(b, "f1", f"<query xmlns='{NS_REG}'/>", typ="get", to=f"reg@{MUC}")
+    assert "type='result'" in r and "var='muc#register_roomnick'" in r, r
+    assert f"<value>{NS_MUC}#register</value>" in r and "<required/>" in r, r
+    join(b, "reg", "bob")
+    take(a, pres_rx("reg", "bob"))  # his entrance
+    r = register(b, "reg", "bobby", "r1")
+    assert "type='result'" in r, r
+    # in the room already: everyone sees his new affiliation
+    p = take(a, pres_rx("reg", "bob"))
+    assert "affiliation='member'" in p, p
+    r = iq(b, "f2", f"<query xmlns='{NS_REG}'/>", typ="get", to=f"reg@{MUC}")
+    assert "<registered/>" in r and "<username>bobby</username>" in r, r
+    r = iq(b, "n1", "<query xmlns='http://jabber.org/protocol/disco#info' node='x-roomuser-item'/>",
+           typ="get", to=f"reg@{MUC}")
+    assert re.search(r"<identity[^>]*name='bobby'", r), r
+    r = iq(c, "n2", "<query xmlns='http://jabber.org/protocol/disco#info' node='x-roomuser-item'/>",
+           typ="get", to=f"reg@{MUC}")
+    assert "type='result'" in r and "<identity" not in r, r
+    r = iq(a, "ml", f"<query xmlns='{NS_ADMIN}'><item affiliation='member'/></query>",
+           typ="get", to=f"reg@{MUC}")
+    assert re.search(r"<item[^>]*jid='bob@localhost'[^>]*nick='bobby'", r) or \
+        re.search(r"<item[^>]*nick='bobby'[^>]*jid='bob@localhost'", r), r
+    # nobody else enters as, or changes to, a reserved nick; nor registers it
+    c.send(f"<presence to='reg@{MUC}/bobby'><x xmlns='{NS_MUC}'/></presence>")
+    expect(c, perr("conflict"))
+    join(c, "reg", "cc")
+    c.send(f"<presence to='reg@{MUC}/bobby'/>")
+    expect(c, perr("conflict"))
+    assert "<conflict " in register(c, "reg", "bobby", "r2")
+    assert "<conflict " in register(c, "reg", "al", "r3")  # in use by alice
+    assert "<not-acceptable " in register(c, "reg", "", "r4")
+    assert "<bad-request " in iq(c, "r5", f"<query xmlns='{NS_REG}'/>", to=f"reg@{MUC}")
+    # bob himself may take it
+    b.send(f"<presence to='reg@{MUC}/bobby'/>")
+    p = expect(b, pres_rx("reg", "bobby"))
+    # it lasts across a restart (persistent room)
+    srv.stop()
+    srv.restart()
+    c, _ = online(srv, "carol")
+    c.send(f"<presence to='reg@{MUC}/bobby'><x xmlns='{NS_MUC}'/></presence>")
+    expect(c, perr("conflict"))
+    b, _ = online(srv, "bob")
+    r = iq(b, "f3", f"<query xmlns='{NS_REG}'/>", typ="get", to=f"reg@{MUC}")
+    assert "<username>bobby</username>" in r, r
+    # unregistering frees the nick and the membership
+    r = iq(b, "u1", f"<query xmlns='{NS_REG}'><remove/></query>", to=f"reg@{MUC}")
+    assert "type='result'" in r, r
+    join(c, "reg", "bobby")
+    a2, _ = online(srv, "alice")
+    r = iq(a2, "ml2", f"<query xmlns='{NS_ADMIN}'><item affiliation='member'/></query>",
+           typ="get", to=f"reg@{MUC}")
+    assert "type='result'" in r and "bob@localhost" not in r, r
+
+
+def test_room_registration_refusals(server_factory):
+    srv = start(server_factory)
+    a, _ = online(srv, "alice")
+    b, _ = online(srv, "bob")
+    create(a, "closed", "al")
+    config(a, "closed", {"membersonly": "1"})
+    # a members-only room's membership is the admins' to give
+    r = iq(b, "f1", f"<query xmlns='{NS_REG}'/>", typ="get", to=f"closed@{MUC}")
+    assert "<not-allowed " in r, r
+    assert "<not-allowed " in register(b, "closed", "bee", "r1")
+    # a member there may reserve a nick
+    admin(a, "<item jid='bob@localhost' affiliation='member'/>", "closed", "m1")
+    assert "type='result'" in register(b, "closed", "bee", "r2")
+    # banned: not allowed either, and the reservation went with the membership
+    admin(a, "<item jid='bob@localhost' affiliation='outcast'/>", "closed", "b1")
+    r = iq(b, "f2", f"<query xmlns='{NS_REG}'/>", typ="get", to=f"closed@{MUC}")
+    assert "<not-allowed " in r, r
+    admin(a, "<item jid='bob@localhost' affiliation='none'/>", "closed", "b2")
+    r = iq(b, "f3", f"<query xmlns='{NS_REG}'/>", typ="get", to=f"closed@{MUC}")
+    assert "<not-allowed " in r and "<registered/>" not in r, r
+    # unknown room
+    r = iq(b, "f4", f"<query xmlns='{NS_REG}'/>", typ="get", to=f"nosuch@{MUC}")
+    assert "<item-not-found " in r, r
