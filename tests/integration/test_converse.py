@@ -53,12 +53,13 @@ converse.plugins.add('xmppd-test', {
 converse.initialize({
   %(transport)s,
   discover_connection_methods: false,
-  jid: 'alice@localhost/%(resource)s',
+  jid: '%(user)s@localhost/%(resource)s',
   password: 'pw',
   auto_login: true,
   view_mode: 'fullscreen',
   persistent_store: 'sessionStorage',
   whitelisted_plugins: ['xmppd-test'],
+  muc_history_max_stanzas: 20,
   loglevel: 'info',
 }).catch((e) => window.xd.errors.push(String(e)));
 </script></body></html>
@@ -111,7 +112,7 @@ def _converse_login_and_exchange(server_factory, tmp_path, transport, resource):
     site.mkdir()
     os.symlink(DIST, site / "dist")
     (site / "index.html").write_text(PAGE % {
-        "transport": transport % {"port": srv.http_port}, "resource": resource})
+        "transport": transport % {"port": srv.http_port}, "resource": resource, "user": "alice"})
     httpd = _serve(str(site))
 
     opts = webdriver.ChromeOptions()
@@ -179,3 +180,92 @@ def test_converse_over_bosh(server_factory, tmp_path):
     _converse_login_and_exchange(server_factory, tmp_path,
                                  "bosh_service_url: 'http://127.0.0.1:%(port)d/bosh'",
                                  "converse-bosh")
+
+
+@pytest.mark.slow  # about 30 s, most of it Chromium's start
+def test_converse_group_chat(server_factory, tmp_path):
+    """Converse.js as a group chat client (the MUC issue's "Converse.js's
+    expectations hold"): it enters a room alice (raw XML on TCP) made, with
+    her subject, the history and the occupant list as Converse models them;
+    its groupchat message reaches alice; and it creates and configures a
+    room of its own through the owner form (auto_configure)."""
+    if not (os.path.exists(CHROMIUM) and os.path.exists(CHROMEDRIVER)):
+        pytest.skip("chromium and chromium-driver are missing: run scripts/deps")
+    if not os.path.exists(os.path.join(DIST, "converse.min.js")):
+        pytest.skip("Converse.js is missing: run scripts/web-deps")
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    from helpers import expect, iq, online
+    from test_muc import MUC, config, create, groupchat
+
+    srv = web(server_factory, module=False, extra_yaml="modules:\n  mod_muc: {}\n")
+    users(srv, "alice", "bob")
+    a, _ = online(srv, "alice")
+    create(a, "lounge", "al")
+    config(a, "lounge", {"persistentroom": "1", "roomname": "Lounge"})
+    a.send(f"<message to='lounge@{MUC}' type='groupchat' id='s1'><subject>Welcome</subject>"
+           f"</message>")
+    expect(a, r"id='s1'")
+    groupchat(a, "lounge", "first words", "h1")
+    groupchat(a, "lounge", "second words", "h2")
+    expect(a, r"id='h2'")
+
+    site = tmp_path / "site"
+    site.mkdir()
+    os.symlink(DIST, site / "dist")
+    (site / "index.html").write_text(PAGE % {
+        "transport": f"websocket_url: 'ws://127.0.0.1:{srv.http_port}/ws'",
+        "resource": "conv", "user": "bob"})
+    httpd = _serve(str(site))
+    opts = webdriver.ChromeOptions()
+    opts.binary_location = CHROMIUM
+    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                "--no-first-run", "--disable-extensions",
+                f"--user-data-dir={tmp_path / 'profile'}"):
+        opts.add_argument(arg)
+    opts.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=opts)
+    try:
+        driver.set_page_load_timeout(30)
+        driver.get(f"http://127.0.0.1:{httpd.server_address[1]}/index.html")
+        _wait(driver, "return window.xd && window.xd.connected")
+        driver.execute_script(f"""
+            window.xd.api.rooms.open('lounge@{MUC}', {{nick: 'conv'}})
+                .then((r) => window.xd.room = r)
+                .catch((e) => window.xd.errors.push(String(e)));
+        """)
+        _wait(driver, "return window.xd.room && window.xd.room.isEntered()")
+        _wait(driver, "const s = window.xd.room.get('subject'); return s && s.text === 'Welcome'")
+        _wait(driver, "const b = window.xd.room.messages.pluck('body');"
+                      " return b.includes('first words') && b.includes('second words')")
+        _wait(driver, "return window.xd.room.occupants.pluck('nick').includes('al')")
+        assert driver.execute_script("return window.xd.room.features.get('persistent')")
+        assert driver.execute_script("return window.xd.room.get('name')") in ("Lounge", None)
+        # alice sees Converse enter, and gets its message
+        expect(a, rf"<presence[^>]*from='lounge@{MUC}/conv'")
+        driver.execute_script("window.xd.room.sendMessage({body: 'from converse'})")
+        m = expect(a, rf"<message[^>]*from='lounge@{MUC}/conv'[^>]*>.*?from converse.*?</message>")
+        assert "type='groupchat'" in m, m
+        # a room Converse creates and configures itself
+        driver.execute_script(f"""
+            window.xd.api.rooms.open('made@{MUC}', {{nick: 'conv', auto_configure: true,
+                roomconfig: {{persistentroom: true, roomdesc: 'made by converse',
+                              whois: 'anyone'}}}})
+                .then((r) => window.xd.made = r)
+                .catch((e) => window.xd.errors.push(String(e)));
+        """)
+        _wait(driver, "return window.xd.made && window.xd.made.isEntered()")
+        deadline = time.time() + 20
+        while True:
+            r = iq(a, f"d{int(time.time() * 1000)}",
+                   "<query xmlns='http://jabber.org/protocol/disco#info'/>", typ="get",
+                   to=f"made@{MUC}")
+            if "muc_persistent" in r and "made by converse" in r:
+                break
+            assert time.time() < deadline, r
+            time.sleep(0.2)
+        assert "muc_nonanonymous" in r, r
+    finally:
+        driver.quit()
+        httpd.shutdown()
