@@ -635,9 +635,16 @@ all_digits(const char *s, size_t n)
 static void
 dir_entries(const char *dir, ml_list_t *out)
 {
-    DIR *d = opendir(dir);
-    if (!d)
+    /* open + fdopendir, not opendir: ThreadSanitizer does not see
+     * opendir's descriptor created, so closing one that reuses the number
+     * of a worker loop's closed epoll descriptor was reported as a race. */
+    int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    DIR *d = fd >= 0 ? fdopendir(fd) : NULL;
+    if (!d) {
+        if (fd >= 0)
+            close(fd);
         return;
+    }
     struct dirent *de;
     while ((de = readdir(d)))
         if (de->d_name[0] != '.')

@@ -518,6 +518,7 @@ def test_last_item_on_presence(server_factory):
     assert_nothing_before(b, "not-sent")  # the presence's work is done by the round trip
 
 
+@pytest.mark.slow  # a 1 s expiry against the clock; under ThreadSanitizer a round trip can take it
 def test_item_expiry(server_factory):
     srv = start(server_factory)
     a, _ = session(srv, "alice")
