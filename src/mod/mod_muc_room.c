@@ -1742,7 +1742,7 @@ room_disco_info(muc_call_t *c, muc_room_t *r, const xd_stanza_t *st)
 }
 
 static void
-room_config_form(muc_room_t *r, const xd_stanza_t *st)
+room_config_form(muc_call_t *c, muc_room_t *r, const xd_stanza_t *st)
 {
     const muc_cfg_t *g = &r->cfg;
     xd_el_t *b = xd_iq_result_builder(st);
@@ -1789,8 +1789,13 @@ room_config_form(muc_room_t *r, const xd_stanza_t *st)
     add_field(x, "muc#roomconfig_historylength", "text-single", "Messages of history", num);
     add_field(x, "muc#roomconfig_allowinvites", "boolean", "Occupants may invite",
               g->allowinvites ? "1" : "0");
-    add_field(x, "muc#roomconfig_enablelogging", "boolean", "Public logs of the room",
-              g->logging ? "1" : "0");
+    /* Offered where something logs rooms (mod_muc_log on this host). */
+    xd_module_ctx_t *logger = xd_module_instance("mod_muc_log", xd_module_host(c->ctx));
+    if (logger) {
+        add_field(x, "muc#roomconfig_enablelogging", "boolean", "Public logs of the room",
+                  g->logging ? "1" : "0");
+        xd_module_release(logger);
+    }
     add_field(x, "muc#roomconfig_mam", "boolean", "Archive messages (XEP-0313)",
               g->mam ? "1" : "0");
     xd_route_take(xd_el_freeze(b));
@@ -2013,7 +2018,7 @@ room_owner_iq(muc_call_t *c, muc_room_t *r, const xd_stanza_t *st, const xd_el_t
         return;
     }
     if (!set) {
-        room_config_form(r, st);
+        room_config_form(c, r, st);
         return;
     }
     const xd_el_t *destroy = xd_el_child(q, "destroy", NULL);

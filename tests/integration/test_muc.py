@@ -417,6 +417,8 @@ def test_config_form_round_trip_and_persistence(server_factory):
               "passwordprotectedroom", "roomsecret", "whois", "maxusers", "allowpm",
               "changesubject", "historylength", "allowinvites"):
         assert f"var='muc#roomconfig_{f}'" in r, f
+    # no mod_muc_log on this host: no logging switch offered
+    assert "muc#roomconfig_enablelogging" not in r, r
     # Non-owners may not read it.
     join(b, "keep", "bob")
     r = iq(b, "g2", f"<query xmlns='{NS_OWNER}'/>", typ="get", to=f"keep@{MUC}")
