@@ -760,6 +760,33 @@ pp_publish(pp_req_t *r, const xd_el_t *pubsub, const xd_el_t *pub)
     return xd_el_freeze(res);
 }
 
+/* Deletes item id of host/user's node (row: the node, loaded).  0,
+ * XD_ENOTFOUND (no such node or item) or a storage error. */
+static int
+pp_item_delete(xd_db_t *db, const char *host, const char *user, const char *node,
+               const char *id, pp_node_row_t *row)
+{
+    xd_db_conn_t *c = NULL;
+    int rc = xd_db_acquire(db, &c);
+    int64_t gone = 0;
+    if (rc == 0)
+        rc = pp_node_load(c, host, user, node, row);
+    if (rc == 0 && row->found) {
+        xd_db_val_t key[] = { XD_DB_V_CSTR(host), XD_DB_V_CSTR(user), XD_DB_V_CSTR(node),
+                              XD_DB_V_CSTR(id) };
+        rc = xd_db_query(c,
+                         "DELETE FROM pep_item WHERE host = ? AND username = ? AND node = ?"
+                         " AND id = ?",
+                         key, 4, NULL, NULL);
+        gone = rc == 0 ? xd_db_changes(c) : 0;
+    }
+    if (c)
+        xd_db_release(c);
+    if (rc != 0)
+        return rc;
+    return row->found && gone > 0 ? 0 : XD_ENOTFOUND;
+}
+
 /* ---- retract --------------------------------------------------------------------------------- */
 
 static xd_stanza_t *
@@ -775,27 +802,12 @@ pp_retract(pp_req_t *r, const xd_el_t *ret)
     const char *id = item ? xd_el_attr(item, "id") : NULL;
     if (!id || !*id)
         return pse_err(iq, XD_COND_BAD_REQUEST, "item-required", NULL, NULL);
-    xd_db_conn_t *c = NULL;
-    int rc = xd_db_acquire(xd_module_db(r->ctx), &c);
     pp_node_row_t row = { 0 };
-    int64_t gone = 0;
-    if (rc == 0)
-        rc = pp_node_load(c, r->host, r->user, node, &row);
-    if (rc == 0 && row.found) {
-        xd_db_val_t key[] = { XD_DB_V_CSTR(r->host), XD_DB_V_CSTR(r->user), XD_DB_V_CSTR(node),
-                              XD_DB_V_CSTR(id) };
-        rc = xd_db_query(c,
-                         "DELETE FROM pep_item WHERE host = ? AND username = ? AND node = ?"
-                         " AND id = ?",
-                         key, 4, NULL, NULL);
-        gone = rc == 0 ? xd_db_changes(c) : 0;
-    }
-    if (c)
-        xd_db_release(c);
+    int rc = pp_item_delete(xd_module_db(r->ctx), r->host, r->user, node, id, &row);
+    if (rc == XD_ENOTFOUND)
+        return pse_err(iq, XD_COND_ITEM_NOT_FOUND, NULL, NULL, NULL);
     if (rc != 0)
         return pse_err(iq, XD_COND_INTERNAL_SERVER_ERROR, NULL, NULL, NULL);
-    if (!row.found || gone == 0)
-        return pse_err(iq, XD_COND_ITEM_NOT_FOUND, NULL, NULL, NULL);
     const char *notify = xd_el_attr(ret, "notify");
     if (notify && pse_bool(notify) == 1) {
         xd_el_t *items;
@@ -929,6 +941,18 @@ pp_items_get(pp_req_t *r, const xd_el_t *items)
 /* ---- for other modules (pep_api.h) ---------------------------------------------------------- */
 
 void
+pep_disco_conversion(const xd_hook_disco_t *ev, const char *var)
+{
+    if (ev->node)
+        return;
+    xd_module_ctx_t *pep = xd_module_instance("mod_pep", ev->host);
+    if (pep) {
+        xd_el_set_attr(xd_el_add_child(ev->query, "feature", NULL), "var", var);
+        xd_module_release(pep);
+    }
+}
+
+void
 pep_watch_set(pep_watch_fn fn)
 {
     atomic_store(&pp_watcher, fn);
@@ -980,27 +1004,10 @@ int
 pep_retract_as(xd_module_ctx_t *pep, const char *host, const char *user, const char *node,
                const char *id)
 {
-    xd_db_conn_t *c = NULL;
-    int rc = xd_db_acquire(xd_module_db(pep), &c);
     pp_node_row_t row = { 0 };
-    int64_t gone = 0;
-    if (rc == 0)
-        rc = pp_node_load(c, host, user, node, &row);
-    if (rc == 0 && row.found) {
-        xd_db_val_t key[] = { XD_DB_V_CSTR(host), XD_DB_V_CSTR(user), XD_DB_V_CSTR(node),
-                              XD_DB_V_CSTR(id) };
-        rc = xd_db_query(c,
-                         "DELETE FROM pep_item WHERE host = ? AND username = ? AND node = ?"
-                         " AND id = ?",
-                         key, 4, NULL, NULL);
-        gone = rc == 0 ? xd_db_changes(c) : 0;
-    }
-    if (c)
-        xd_db_release(c);
+    int rc = pp_item_delete(xd_module_db(pep), host, user, node, id, &row);
     if (rc != 0)
         return rc;
-    if (!row.found || gone == 0)
-        return XD_ENOTFOUND;
     pp_req_t r;
     pp_req_as(&r, pep, host, user);
     xd_el_t *items;

@@ -641,14 +641,7 @@ vc_disco(xd_module_ctx_t *ctx, xd_hook_disco_t *ev, void *arg)
 {
     (void)ctx;
     (void)arg;
-    if (ev->node)
-        return XD_HOOK_OK;
-    xd_module_ctx_t *pep = xd_module_instance("mod_pep", ev->host);
-    if (pep) {
-        xd_el_set_attr(xd_el_add_child(ev->query, "feature", NULL), "var",
-                       "urn:xmpp:pep-vcard-conversion:0");
-        xd_module_release(pep);
-    }
+    pep_disco_conversion(ev, "urn:xmpp:pep-vcard-conversion:0");
     return XD_HOOK_OK;
 }
 

@@ -14,6 +14,7 @@
 
 #include "pubsub_engine.h"
 #include "xmppd/el.h"
+#include "xmppd/hooks.h"
 #include "xmppd/module.h"
 
 /* Publishes `payload` as item `id` of node on host/user's account and
@@ -41,5 +42,9 @@ int pep_items_read(xd_module_ctx_t *pep, const char *host, const char *user, con
 typedef void (*pep_watch_fn)(xd_module_ctx_t *pep, const char *host, const char *user,
                              const char *node, const char *id, const xd_el_t *payload);
 void pep_watch_set(pep_watch_fn fn);
+
+/* DISCO_SM_FEATURES for a conversion: adds feature `var` to an account's
+ * disco#info (no node) when mod_pep runs on its host. */
+void pep_disco_conversion(const xd_hook_disco_t *ev, const char *var);
 
 #endif

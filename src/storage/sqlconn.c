@@ -310,20 +310,27 @@ sqlc_lost_in_tx(xd_sqlc_t *k)
     return XD_EDB_BUSY;
 }
 
+/* Before a statement: a transaction whose connection went is lost
+ * (XD_EDB_BUSY: xd_db_tx runs it again); outside one, a connection that is
+ * down is reopened (bounded by sql_fault_wait).  0, or the error. */
+static int
+sqlc_usable(xd_sqlc_t *k)
+{
+    k->err[0] = '\0';
+    if (k->in_tx)
+        return k->tx_lost || !k->up ? sqlc_lost_in_tx(k) : 0;
+    int rc = sqlc_ensure(k);
+    return rc < 0 ? rc : 0;
+}
+
 int
 xd_sqlc_query(void *h, const char *sql, const xd_db_val_t *params, size_t nparams,
               xd_db_row_handler fn, void *arg)
 {
     xd_sqlc_t *k = h;
-    k->err[0] = '\0';
-    if (k->in_tx) {
-        if (k->tx_lost || !k->up)
-            return sqlc_lost_in_tx(k);
-    } else {
-        int rc = sqlc_ensure(k);
-        if (rc < 0)
-            return rc;
-    }
+    int rc0 = sqlc_usable(k);
+    if (rc0 < 0)
+        return rc0;
     bool lost = false;
     int rc = k->ops->query(k, sql, params, nparams, fn, arg, &lost);
     if (!lost)
@@ -351,15 +358,9 @@ int
 xd_sqlc_exec(void *h, const char *sql)
 {
     xd_sqlc_t *k = h;
-    k->err[0] = '\0';
-    if (k->in_tx) {
-        if (k->tx_lost || !k->up)
-            return sqlc_lost_in_tx(k);
-    } else {
-        int rc = sqlc_ensure(k);
-        if (rc < 0)
-            return rc;
-    }
+    int rc0 = sqlc_usable(k);
+    if (rc0 < 0)
+        return rc0;
     bool lost = false;
     int rc = k->ops->exec(k, sql, &lost);
     if (lost) {
