@@ -46,11 +46,15 @@
 #include "xmppd/owner.h"
 #include "xmppd/route.h"
 #include "xmppd/service.h"
+#include "xmppd/session.h"
 #include "xmppd/stanza.h"
 #include "xmppd/storage.h"
 
 #define PS_NODE_MAX 1024 /* bytes of a node name */
 #define PS_ID_MAX 1024   /* bytes of an item id */
+#define PS_SUBS_CAP 1000 /* subscriptions of one JID to one node read at once (max_subscriptions) */
+#define PS_RES_MAX 64    /* sessions of one account looked at for pubsub#show-values */
+#define PS_NS_SHIM "http://jabber.org/protocol/shim"
 
 /* ---- options ----------------------------------------------------------------------------------- */
 
@@ -62,6 +66,8 @@ typedef struct ps_conf {
     int max_nodes;          /* nodes on the service */
     size_t max_item_size;   /* serialized bytes of one payload */
     int max_queue;          /* operations waiting per node */
+    bool multi_subscribe;   /* a JID may subscribe to a node more than once */
+    int max_subscriptions;  /* subscriptions of one JID to one node */
 } ps_conf_t;
 
 #define C_ ps_conf_t
@@ -85,6 +91,13 @@ static const xd_opt_t ps_opts[] = {
     XD_OPT_INT("max_queue", C_, max_queue, "256", 1, 100000,
                "Requests for one node that wait while it handles another; one more is "
                "answered resource-constraint."),
+    XD_OPT_BOOL("multi_subscribe", C_, multi_subscribe, "true",
+                "A JID may subscribe to a node several times, each subscription with its own "
+                "subid and options (XEP-0060 6.1.6, feature `multi-subscribe`); when off, "
+                "subscribing again answers with the subscription the JID has."),
+    XD_OPT_INT("max_subscriptions", C_, max_subscriptions, "16", 1, 1000,
+               "Subscriptions one JID (bare or full, as subscribed) may hold to one node; one "
+               "more is refused with policy-violation + too-many-subscriptions."),
     XD_OPT_END,
 };
 #undef C_
@@ -126,8 +139,41 @@ static const char *const ps_mig1[] = {
     NULL,
 };
 
+/* Several subscriptions per (node, jid) (XEP-0060 6.1.6): the subid joins
+ * the key (a {key} now: a MySQL key cannot hold LONGTEXT), and each
+ * subscription keeps its pubsub#show-values (PS_SHOW_* bits; 0: delivered
+ * whatever the presence).  Portable without ALTER … RENAME (which SQL
+ * Server spells otherwise): the rows move through a table of their own. */
+static const char *const ps_mig2[] = {
+    "CREATE TABLE pubsub_sub_v1 ("
+    " host {key} NOT NULL,"
+    " node {key} NOT NULL,"
+    " jid {key} NOT NULL,"
+    " subid {text} NOT NULL,"
+    " state {text} NOT NULL,"
+    " deliver {int} NOT NULL)",
+    "INSERT INTO pubsub_sub_v1 (host, node, jid, subid, state, deliver)"
+    " SELECT host, node, jid, subid, state, deliver FROM pubsub_sub",
+    "DROP TABLE pubsub_sub",
+    "CREATE TABLE pubsub_sub ("
+    " host {key} NOT NULL,"
+    " node {key} NOT NULL,"
+    " jid {key} NOT NULL,"
+    " subid {key} NOT NULL,"
+    " state {text} NOT NULL,"
+    " deliver {int} NOT NULL,"
+    " shows {int} NOT NULL,"
+    " PRIMARY KEY (host, node, jid, subid))",
+    "INSERT INTO pubsub_sub (host, node, jid, subid, state, deliver, shows)"
+    " SELECT host, node, jid, subid, state, deliver, 0 FROM pubsub_sub_v1",
+    "DROP TABLE pubsub_sub_v1",
+    "CREATE INDEX pubsub_sub_jid ON pubsub_sub (host, jid)",
+    NULL,
+};
+
 static const xd_db_migration_t ps_migrations[] = {
     { 1, NULL, ps_mig1 },
+    { 2, NULL, ps_mig2 },
     { 0, NULL, NULL },
 };
 
@@ -206,9 +252,12 @@ ps_out(ps_op_t *o, xd_stanza_t *st)
     r->out[r->nout++] = st;
 }
 
-/* The message carrying event (borrowed) from the service to `to`. */
+/* The message carrying event (borrowed) from the service to `to`, with a
+ * SHIM header per subid (XEP-0060 12.x "Inclusion of SHIM Headers") after
+ * the event when nsubids > 0. */
 static void
-ps_send(ps_op_t *o, const char *to, const char *type, const xd_el_t *ev)
+ps_send_shim(ps_op_t *o, const char *to, const char *type, const xd_el_t *ev,
+             const char *const *subids, size_t nsubids)
 {
     size_t len = 0;
     char *xml = xd_el_serialize(ev, NULL, &len);
@@ -222,9 +271,23 @@ ps_send(ps_op_t *o, const char *to, const char *type, const xd_el_t *ev)
         if (mod_random_id(id) == 0)
             xd_el_set_attr(m, "id", id);
         xd_el_append(m, e);
+        if (nsubids) {
+            xd_el_t *h = xd_el_add_child(m, "headers", PS_NS_SHIM);
+            for (size_t i = 0; i < nsubids; i++) {
+                xd_el_t *he = xd_el_add_child(h, "header", NULL);
+                xd_el_set_attr(he, "name", "SubID");
+                xd_el_add_text(he, subids[i]);
+            }
+        }
         ps_out(o, xd_el_freeze(m));
     }
     xd_free(xml);
+}
+
+static void
+ps_send(ps_op_t *o, const char *to, const char *type, const xd_el_t *ev)
+{
+    ps_send_shim(o, to, type, ev, NULL, 0);
 }
 
 static xd_stanza_t *
@@ -305,50 +368,113 @@ ps_aff(ps_op_t *o, const char *node, const ps_node_t *n, const char *jid, char o
                 ps_str_row, out);
 }
 
-/* The subscription state of `jid` (exact: bare or full) to the node ("" when none). */
-static void
-ps_sub_state(ps_op_t *o, const char *node, const char *jid, char out[64])
+/* ---- one JID's subscriptions to a node ------------------------------------------------------- */
+
+/* pubsub#show-values as bits; none set: delivered whatever the presence. */
+static const char *const ps_show_names[] = { "away", "chat", "dnd", "online", "xa", NULL };
+enum { PS_SHOW_ALL = 31 };
+
+/* A subscription's options (pubsub#subscribe_options). */
+typedef struct ps_subopt {
+    bool deliver;    /* pubsub#deliver */
+    unsigned shows;  /* pubsub#show-values, as bits of ps_show_names; 0: no filter */
+} ps_subopt_t;
+
+typedef struct ps_sub {
+    char subid[64];
+    char state[16];
+    ps_subopt_t opt;
+} ps_sub_t;
+
+/* The subscriptions of one JID (exact: bare or full) to one node, by subid. */
+typedef struct ps_mysubs {
+    ps_sub_t *s;
+    size_t n, cap;
+} ps_mysubs_t;
+
+static int
+ps_mysub_row(void *arg, const xd_db_val_t *cols, size_t ncols)
 {
-    out[0] = '\0';
-    xd_db_val_t k[] = { XD_DB_V_CSTR(o->svc), XD_DB_V_CSTR(node), XD_DB_V_CSTR(jid) };
-    xd_db_query(o->c, "SELECT state FROM pubsub_sub WHERE host = ? AND node = ? AND jid = ?", k,
-                3, ps_str_row, out);
+    ps_mysubs_t *m = arg;
+    if (ncols < 4 || m->n >= PS_SUBS_CAP)
+        return 0;
+    if (m->n == m->cap) {
+        m->cap = m->cap ? m->cap * 2 : 4;
+        m->s = xd_realloc(m->s, m->cap * sizeof *m->s);
+    }
+    ps_sub_t *r = &m->s[m->n++];
+    snprintf(r->subid, sizeof r->subid, "%.*s", (int)cols[0].s.len, cols[0].s.p);
+    snprintf(r->state, sizeof r->state, "%.*s", (int)cols[1].s.len, cols[1].s.p);
+    r->opt.deliver = cols[2].i != 0;
+    r->opt.shows = (unsigned)cols[3].i & PS_SHOW_ALL;
+    return 0;
 }
 
-/* The subid of jid's subscription to node into out ("" when none). */
-static void
-ps_sub_id(ps_op_t *o, const char *node, const char *jid, char out[64])
+static int
+ps_mysubs_load(ps_op_t *o, const char *node, const char *jid, ps_mysubs_t *m)
 {
-    out[0] = '\0';
+    m->n = 0;
     xd_db_val_t k[] = { XD_DB_V_CSTR(o->svc), XD_DB_V_CSTR(node), XD_DB_V_CSTR(jid) };
-    xd_db_query(o->c, "SELECT subid FROM pubsub_sub WHERE host = ? AND node = ? AND jid = ?", k,
-                3, ps_str_row, out);
+    return xd_db_query(o->c,
+                       "SELECT subid, state, deliver, shows FROM pubsub_sub"
+                       " WHERE host = ? AND node = ? AND jid = ? ORDER BY subid",
+                       k, 3, ps_mysub_row, m);
 }
 
-/* XEP-0060 6.2.3.5, 6.3.4.3: a subid in the request that is not that of
- * jid's subscription is not-acceptable + invalid-subid.  NULL when fine
- * (no subid given, or the right one; *subid_out gets the stored one). */
-static xd_stanza_t *
-ps_subid_check(ps_op_t *o, const xd_el_t *op, const char *node, const char *jid,
-               char subid_out[64])
+static void
+ps_mysubs_free(ps_mysubs_t *m)
 {
-    ps_sub_id(o, node, jid, subid_out);
-    const char *given = xd_el_attr(op, "subid");
-    if (given && *subid_out && strcmp(given, subid_out) != 0)
-        return ps_err(o, XD_COND_NOT_ACCEPTABLE, "invalid-subid", NULL, NULL);
+    xd_free(m->s);
+    memset(m, 0, sizeof *m);
+}
+
+/* The first of m in `state`, or NULL. */
+static const ps_sub_t *
+ps_mysubs_in(const ps_mysubs_t *m, const char *state)
+{
+    for (size_t i = 0; i < m->n; i++)
+        if (!strcmp(m->s[i].state, state))
+            return &m->s[i];
     return NULL;
 }
 
-/* Whether the requester (bare or full JID) is subscribed. */
+/* The subscription a request (unsubscribe, options) is about: by its subid,
+ * or the only one (XEP-0060 6.2.3, 6.3.4).  NULL and *out, or the error:
+ * none (unexpected-request + not-subscribed), a subid that is not one of
+ * them (not-acceptable + invalid-subid), several and no subid (bad-request
+ * + subid-required). */
+static xd_stanza_t *
+ps_sub_pick(ps_op_t *o, const xd_el_t *op, const ps_mysubs_t *m, const ps_sub_t **out)
+{
+    if (m->n == 0)
+        return ps_err(o, XD_COND_UNEXPECTED_REQUEST, "not-subscribed", NULL, NULL);
+    const char *given = xd_el_attr(op, "subid");
+    if (given && *given) {
+        for (size_t i = 0; i < m->n; i++)
+            if (!strcmp(m->s[i].subid, given)) {
+                *out = &m->s[i];
+                return NULL;
+            }
+        return ps_err(o, XD_COND_NOT_ACCEPTABLE, "invalid-subid", NULL, NULL);
+    }
+    if (m->n > 1)
+        return ps_err(o, XD_COND_BAD_REQUEST, "subid-required", NULL, NULL);
+    *out = &m->s[0];
+    return NULL;
+}
+
+/* Whether the requester (bare or full JID) has a subscription in state subscribed. */
 static bool
 ps_subscribed(ps_op_t *o, const char *node)
 {
-    char s[64];
-    ps_sub_state(o, node, o->from_bare, s);
-    if (!strcmp(s, "subscribed"))
-        return true;
-    ps_sub_state(o, node, o->from_full, s);
-    return !strcmp(s, "subscribed");
+    int64_t n = 0;
+    xd_db_val_t k[] = { XD_DB_V_CSTR(o->svc), XD_DB_V_CSTR(node), XD_DB_V_CSTR(o->from_bare),
+                        XD_DB_V_CSTR(o->from_full) };
+    xd_db_query_int64(o->c,
+                      "SELECT COUNT(*) FROM pubsub_sub WHERE host = ? AND node = ?"
+                      " AND (jid = ? OR jid = ?) AND state = 'subscribed'",
+                      k, 4, &n);
+    return n > 0;
 }
 
 /* The owner's roster allows the requester (presence, roster models): the
@@ -440,6 +566,7 @@ typedef struct ps_subs {
     char **states;
     bool *deliver;
     char **subids;
+    unsigned *shows;
     size_t n, cap;
 } ps_subs_t;
 
@@ -447,7 +574,7 @@ static int
 ps_subs_row(void *arg, const xd_db_val_t *cols, size_t ncols)
 {
     ps_subs_t *s = arg;
-    if (ncols < 4)
+    if (ncols < 5)
         return 0;
     if (s->n == s->cap) {
         s->cap = s->cap ? s->cap * 2 : 16;
@@ -455,7 +582,9 @@ ps_subs_row(void *arg, const xd_db_val_t *cols, size_t ncols)
         s->states = xd_realloc(s->states, s->cap * sizeof *s->states);
         s->subids = xd_realloc(s->subids, s->cap * sizeof *s->subids);
         s->deliver = xd_realloc(s->deliver, s->cap * sizeof *s->deliver);
+        s->shows = xd_realloc(s->shows, s->cap * sizeof *s->shows);
     }
+    s->shows[s->n] = (unsigned)cols[4].i & PS_SHOW_ALL;
     s->jids[s->n] = xd_strndup(cols[0].s.p, cols[0].s.len);
     s->states[s->n] = xd_strndup(cols[1].s.p, cols[1].s.len);
     s->subids[s->n] = xd_strndup(cols[2].s.p, cols[2].s.len);
@@ -475,6 +604,7 @@ ps_subs_free(ps_subs_t *s)
     xd_free(s->states);
     xd_free(s->subids);
     xd_free(s->deliver);
+    xd_free(s->shows);
     memset(s, 0, sizeof *s);
 }
 
@@ -483,21 +613,97 @@ ps_subs_load(ps_op_t *o, const char *node, ps_subs_t *s)
 {
     xd_db_val_t k[] = { XD_DB_V_CSTR(o->svc), XD_DB_V_CSTR(node) };
     return xd_db_query(o->c,
-                       "SELECT jid, state, subid, deliver FROM pubsub_sub"
-                       " WHERE host = ? AND node = ? ORDER BY jid",
+                       "SELECT jid, state, subid, deliver, shows FROM pubsub_sub"
+                       " WHERE host = ? AND node = ? ORDER BY jid, subid",
                        k, 2, ps_subs_row, s);
 }
 
-/* The event to every subscriber that takes deliveries. */
+/* The show of an available presence, as a bit of ps_show_names. */
+static unsigned
+ps_show_bit(const xd_stanza_t *pres)
+{
+    const char *show = pres ? xd_el_child_text(xd_stanza_root(pres), "show", NULL) : NULL;
+    if (!show || !*show)
+        show = "online";
+    for (unsigned i = 0; ps_show_names[i]; i++)
+        if (!strcmp(show, ps_show_names[i]))
+            return 1u << i;
+    return 0;
+}
+
+/* The shows of jid's available sessions that a headline to jid reaches
+ * (a full JID: that session; a bare JID: those of non-negative priority,
+ * RFC 6121 8.5.2.1.1), read from the session table.  A JID of another
+ * domain that has no session here is not known: PS_SHOW_ALL. */
+static unsigned
+ps_presence_shows(ps_op_t *o, const char *jid)
+{
+    xd_jid_t *j = NULL;
+    if (xd_jid_parse(xd_str_c(jid), &j) != 0)
+        return 0;
+    xd_session_info_t *si = xd_calloc(PS_RES_MAX, sizeof *si);
+    size_t total = 0, n = 0;
+    bool full = xd_jid_resource(j).len > 0;
+    if (full) {
+        if (xd_session_find(j, &si[0]) == 0)
+            total = n = 1;
+    } else {
+        total = xd_session_list(j, si, PS_RES_MAX);
+        n = total < PS_RES_MAX ? total : PS_RES_MAX;
+    }
+    unsigned bits = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (si[i].available && si[i].presence && (full || si[i].priority >= 0))
+            bits |= ps_show_bit(si[i].presence);
+        xd_session_info_clear(&si[i]);
+    }
+    xd_free(si);
+    if (total == 0 && !xd_str_eq(xd_jid_domain(j), xd_str_c(o->host)))
+        bits = PS_SHOW_ALL;
+    xd_jid_unref(j);
+    return bits;
+}
+
+/* The event to every subscriber JID that has a subscription taking
+ * deliveries (subscribed, pubsub#deliver on, and its pubsub#show-values,
+ * if any, matching the JID's presence now): one message per JID (XEP-0060
+ * 6.1.6), naming the subscriptions that asked for it in SHIM headers when
+ * `shim` (items: published and retracted, 12.x). */
 static void
-ps_notify(ps_op_t *o, const char *node, const pse_cfg_t *cfg, const xd_el_t *ev)
+ps_notify_ex(ps_op_t *o, const char *node, const pse_cfg_t *cfg, const xd_el_t *ev, bool shim)
 {
     ps_subs_t s = { 0 };
     ps_subs_load(o, node, &s);
-    for (size_t i = 0; i < s.n; i++)
-        if (!strcmp(s.states[i], "subscribed") && s.deliver[i])
-            ps_send(o, s.jids[i], cfg->notif_type, ev);
+    const char **ids = s.n ? xd_calloc(s.n, sizeof *ids) : NULL;
+    for (size_t i = 0; i < s.n;) {
+        size_t j = i, nids = 0;
+        unsigned have = 0;
+        bool looked = false;
+        for (; j < s.n && !strcmp(s.jids[j], s.jids[i]); j++) {
+            if (strcmp(s.states[j], "subscribed") != 0 || !s.deliver[j])
+                continue;
+            if (s.shows[j]) {
+                if (!looked) {
+                    have = ps_presence_shows(o, s.jids[i]);
+                    looked = true;
+                }
+                if (!(have & s.shows[j]))
+                    continue;
+            }
+            ids[nids++] = s.subids[j];
+        }
+        if (nids)
+            ps_send_shim(o, s.jids[i], cfg->notif_type, ev, ids, shim ? nids : 0);
+        i = j;
+    }
+    xd_free(ids);
     ps_subs_free(&s);
+}
+
+static void
+ps_notify(ps_op_t *o, const char *node, const pse_cfg_t *cfg, const xd_el_t *ev)
+{
+    ps_notify_ex(o, node, cfg, ev, false);
 }
 
 /* ---- items -------------------------------------------------------------------------------------- */
@@ -525,9 +731,11 @@ ps_item_row(void *arg, const xd_db_val_t *cols, size_t ncols)
     return 0;
 }
 
-/* The last item of the node to `to` (send_last_published_item). */
+/* The last item of the node to `to` (send_last_published_item), for the
+ * subscription subid (a SHIM header) when set. */
 static void
-ps_send_last(ps_op_t *o, const char *node, const pse_cfg_t *cfg, const char *to)
+ps_send_last(ps_op_t *o, const char *node, const pse_cfg_t *cfg, const char *to,
+             const char *subid)
 {
     xd_el_t *items;
     xd_el_t *ev = pse_event(node, &items);
@@ -538,7 +746,7 @@ ps_send_last(ps_op_t *o, const char *node, const pse_cfg_t *cfg, const char *to)
                          " ORDER BY seq DESC LIMIT 1",
                          k, 2, ps_item_row, &it);
     if (rc == 0 && it.n == 1)
-        ps_send(o, to, cfg->notif_type, ev);
+        ps_send_shim(o, to, cfg->notif_type, ev, &subid, subid ? 1 : 0);
     xd_el_free(ev);
 }
 
@@ -742,9 +950,13 @@ ps_delete_purge(ps_op_t *o, const xd_el_t *op, bool del)
         if (uri)
             xd_el_set_attr(xd_el_add_child(d, "redirect", NULL), "uri", uri);
         if (n.cfg.notify_delete)
-            for (size_t i = 0; i < subs.n; i++)
-                if (!strcmp(subs.states[i], "subscribed"))
+            for (size_t i = 0; i < subs.n; i++) {
+                bool told = false; /* once per JID (rows are by jid) */
+                for (size_t j = i; j > 0 && !strcmp(subs.jids[j - 1], subs.jids[i]); j--)
+                    told = told || !strcmp(subs.states[j - 1], "subscribed");
+                if (!told && !strcmp(subs.states[i], "subscribed"))
                     ps_send(o, subs.jids[i], n.cfg.notif_type, ev);
+            }
     } else if (n.cfg.notify_retract) {
         ps_notify(o, node, &n.cfg, ev);
     }
@@ -865,7 +1077,7 @@ ps_publish(ps_op_t *o, const xd_el_t *pubsub, const xd_el_t *op)
     if (n.cfg.deliver_payloads && npay && xd_el_parse(xml, len, &pl) == 0)
         xd_el_append(ie, pl);
     xd_free(xml);
-    ps_notify(o, node, &n.cfg, ev);
+    ps_notify_ex(o, node, &n.cfg, ev, true);
     xd_el_free(ev);
     xd_el_t *ps;
     xd_el_t *res = ps_result(o, XD_NS_PUBSUB, &ps);
@@ -923,7 +1135,7 @@ ps_retract(ps_op_t *o, const xd_el_t *op)
         xd_el_t *items;
         xd_el_t *ev = pse_event(node, &items);
         xd_el_set_attr(xd_el_add_child(items, "retract", NULL), "id", id);
-        ps_notify(o, node, &n.cfg, ev);
+        ps_notify_ex(o, node, &n.cfg, ev, true);
         xd_el_free(ev);
     }
     return xd_iq_result(o->iq);
@@ -1057,43 +1269,166 @@ ps_ask_owner(ps_op_t *o, const char *node, const ps_node_t *n, const char *jid)
 }
 
 static int
-ps_sub_put(ps_op_t *o, const char *node, const char *jid, const char *subid, const char *state,
-           bool deliver)
+ps_sub_insert(ps_op_t *o, const char *node, const char *jid, const char *subid,
+              const char *state, const ps_subopt_t *opt)
 {
-    xd_db_val_t k[] = { XD_DB_V_CSTR(o->svc), XD_DB_V_CSTR(node), XD_DB_V_CSTR(jid) };
-    int rc = ps_sql(o, "DELETE FROM pubsub_sub WHERE host = ? AND node = ? AND jid = ?", k, 3);
     xd_db_val_t row[] = { XD_DB_V_CSTR(o->svc), XD_DB_V_CSTR(node),   XD_DB_V_CSTR(jid),
-                          XD_DB_V_CSTR(subid),  XD_DB_V_CSTR(state),  XD_DB_V_INT(deliver) };
-    if (rc == 0)
-        rc = ps_sql(o,
-                    "INSERT INTO pubsub_sub (host, node, jid, subid, state, deliver)"
-                    " VALUES (?, ?, ?, ?, ?, ?)",
-                    row, 6);
-    return rc;
+                          XD_DB_V_CSTR(subid),  XD_DB_V_CSTR(state),  XD_DB_V_INT(opt->deliver),
+                          XD_DB_V_INT(opt->shows) };
+    return ps_sql(o,
+                  "INSERT INTO pubsub_sub (host, node, jid, subid, state, deliver, shows)"
+                  " VALUES (?, ?, ?, ?, ?, ?, ?)",
+                  row, 7);
 }
 
-/* Reads the subscribe_options form: pubsub#deliver into *deliver. */
-static const char *
-ps_subopts_read(const xd_el_t *x, bool *deliver)
+static int
+ps_sub_set_opts(ps_op_t *o, const char *node, const char *jid, const char *subid,
+                const ps_subopt_t *opt)
+{
+    xd_db_val_t v[] = { XD_DB_V_INT(opt->deliver), XD_DB_V_INT(opt->shows),
+                        XD_DB_V_CSTR(o->svc),      XD_DB_V_CSTR(node),
+                        XD_DB_V_CSTR(jid),         XD_DB_V_CSTR(subid) };
+    return ps_sql(o,
+                  "UPDATE pubsub_sub SET deliver = ?, shows = ? WHERE host = ? AND node = ?"
+                  " AND jid = ? AND subid = ?",
+                  v, 6);
+}
+
+static const ps_subopt_t ps_subopt_default = { .deliver = true, .shows = 0 };
+
+/* What reading a subscribe_options form found wrong. */
+typedef enum {
+    PS_OPT_OK,
+    PS_OPT_INVALID,     /* bad-request + invalid-options */
+    PS_OPT_COLLECTIONS, /* feature-not-implemented + unsupported collections */
+} ps_optres_t;
+
+/* Reads a submitted pubsub#subscribe_options form into *opt (fields it
+ * does not name keep their value).  Offered: pubsub#deliver and
+ * pubsub#show-values.  Digests, message bodies and leases are not:
+ * pubsub#digest and pubsub#include_body may be submitted false,
+ * pubsub#digest_frequency a number (it means nothing without digests),
+ * pubsub#expire empty; pubsub#subscription_type and _depth are about
+ * collections, which the service has none of.  *why says what is wrong. */
+static ps_optres_t
+ps_subopts_read(const xd_el_t *x, ps_subopt_t *opt, const char **why)
 {
     const char *type = xd_el_attr(x, "type");
-    if (type && strcmp(type, "submit") != 0)
-        return "the form must be of type submit";
+    if (type && strcmp(type, "submit") != 0) {
+        *why = "the form must be of type submit";
+        return PS_OPT_INVALID;
+    }
     for (const xd_el_t *f = xd_el_first_child(x); f; f = xd_el_next(f)) {
         const char *var = xd_el_attr(f, "var");
-        const char *v = xd_el_child_text(f, "value", NULL);
         if (!var || !xd_el_is(f, "field", XD_NS_DATA))
             continue;
-        if (!strcmp(var, "FORM_TYPE") && (!v || strcmp(v, PSE_NS_SUBOPT) != 0))
-            return "unexpected FORM_TYPE";
-        if (!strcmp(var, "pubsub#deliver")) {
-            int b = pse_bool(v ? v : "");
-            if (b < 0)
-                return "pubsub#deliver: a boolean";
-            *deliver = b;
+        const char *v = xd_el_child_text(f, "value", NULL);
+        if (!v)
+            v = "";
+        if (!strcmp(var, "FORM_TYPE")) {
+            if (strcmp(v, PSE_NS_SUBOPT) != 0) {
+                *why = "unexpected FORM_TYPE";
+                return PS_OPT_INVALID;
+            }
+        } else if (!strcmp(var, "pubsub#deliver")) {
+            int b = pse_bool(v);
+            if (b < 0) {
+                *why = "pubsub#deliver: a boolean";
+                return PS_OPT_INVALID;
+            }
+            opt->deliver = b;
+        } else if (!strcmp(var, "pubsub#show-values")) {
+            unsigned bits = 0;
+            for (const xd_el_t *ve = xd_el_first_child(f); ve; ve = xd_el_next(ve)) {
+                if (!xd_el_is(ve, "value", XD_NS_DATA))
+                    continue;
+                const char *t = xd_el_text(ve);
+                unsigned bit = 0;
+                for (unsigned i = 0; ps_show_names[i] && t; i++)
+                    if (!strcmp(t, ps_show_names[i]))
+                        bit = 1u << i;
+                if (!bit) {
+                    *why = "pubsub#show-values: away, chat, dnd, online or xa";
+                    return PS_OPT_INVALID;
+                }
+                bits |= bit;
+            }
+            opt->shows = bits;
+        } else if (!strcmp(var, "pubsub#digest") || !strcmp(var, "pubsub#include_body")) {
+            int b = pse_bool(v);
+            if (b != 0) {
+                *why = b < 0 ? "a boolean"
+                             : "digests and message bodies are not offered (false only)";
+                return PS_OPT_INVALID;
+            }
+        } else if (!strcmp(var, "pubsub#digest_frequency")) {
+            char *end = NULL;
+            long long n = strtoll(v, &end, 10);
+            if (!*v || *end || n < 0) {
+                *why = "pubsub#digest_frequency: a number of milliseconds";
+                return PS_OPT_INVALID;
+            }
+        } else if (!strcmp(var, "pubsub#expire")) {
+            if (*v) {
+                *why = "time-based subscriptions (leases) are not offered";
+                return PS_OPT_INVALID;
+            }
+        } else if (!strcmp(var, "pubsub#subscription_type") ||
+                   !strcmp(var, "pubsub#subscription_depth")) {
+            *why = "the service has no collection nodes";
+            return PS_OPT_COLLECTIONS;
+        } else {
+            *why = "unknown subscription option";
+            return PS_OPT_INVALID;
         }
     }
-    return NULL;
+    return PS_OPT_OK;
+}
+
+/* The error for a ps_subopts_read result. */
+static xd_stanza_t *
+ps_subopts_err(ps_op_t *o, ps_optres_t res, const char *why)
+{
+    if (res == PS_OPT_COLLECTIONS)
+        return ps_err(o, XD_COND_FEATURE_NOT_IMPLEMENTED, "unsupported", "collections", why);
+    return ps_err(o, XD_COND_BAD_REQUEST, "invalid-options", NULL, why);
+}
+
+/* Adds the pubsub#subscribe_options form (type "form" or "result") with
+ * opt to parent. */
+static void
+ps_subopts_form(xd_el_t *parent, const char *type, const ps_subopt_t *opt)
+{
+    bool form = !strcmp(type, "form");
+    xd_el_t *x = xd_el_add_child(parent, "x", XD_NS_DATA);
+    xd_el_set_attr(x, "type", type);
+    xd_el_t *f = xd_el_add_child(x, "field", NULL);
+    xd_el_set_attr(f, "var", "FORM_TYPE");
+    xd_el_set_attr(f, "type", "hidden");
+    xd_el_add_text(xd_el_add_child(f, "value", NULL), PSE_NS_SUBOPT);
+    f = xd_el_add_child(x, "field", NULL);
+    xd_el_set_attr(f, "var", "pubsub#deliver");
+    xd_el_set_attr(f, "type", "boolean");
+    if (form)
+        xd_el_set_attr(f, "label", "Enable delivery?");
+    xd_el_add_text(xd_el_add_child(f, "value", NULL), opt->deliver ? "1" : "0");
+    f = xd_el_add_child(x, "field", NULL);
+    xd_el_set_attr(f, "var", "pubsub#show-values");
+    xd_el_set_attr(f, "type", "list-multi");
+    if (form) {
+        static const char *const labels[] = { "Away", "Want to Chat", "Do Not Disturb",
+                                              "Available", "Extended Away" };
+        xd_el_set_attr(f, "label",
+                       "Deliver only while my presence is one of these (none: always)");
+        for (unsigned i = 0; ps_show_names[i]; i++) {
+            xd_el_t *op = xd_el_add_child(f, "option", NULL);
+            xd_el_set_attr(op, "label", labels[i]);
+            xd_el_add_text(xd_el_add_child(op, "value", NULL), ps_show_names[i]);
+        }
+    }
+    for (unsigned i = 0; ps_show_names[i]; i++)
+        if (opt->shows & (1u << i))
+            xd_el_add_text(xd_el_add_child(f, "value", NULL), ps_show_names[i]);
 }
 
 static xd_stanza_t *
@@ -1115,118 +1450,146 @@ ps_subscribe(ps_op_t *o, const xd_el_t *pubsub, const xd_el_t *op)
     ps_aff(o, node, &n, o->from_bare, aff);
     if ((e = ps_access(o, node, &n, aff, true)) != NULL)
         return e;
-    bool deliver = true;
+    /* Subscribe and configure (6.3.7): <options/> without node or jid. */
+    ps_subopt_t opt = ps_subopt_default;
     const xd_el_t *oe = xd_el_child(pubsub, "options", XD_NS_PUBSUB);
     const xd_el_t *ox = oe ? xd_el_child(oe, "x", XD_NS_DATA) : NULL;
+    if (oe && (xd_el_attr(oe, "node") || xd_el_attr(oe, "jid")))
+        return ps_err(o, XD_COND_BAD_REQUEST, NULL, NULL,
+                      "options with subscribe name neither node nor jid");
     if (ox) {
-        const char *why = ps_subopts_read(ox, &deliver);
-        if (why)
-            return ps_err(o, XD_COND_BAD_REQUEST, "invalid-options", NULL, why);
+        const char *why = NULL;
+        ps_optres_t res = ps_subopts_read(ox, &opt, &why);
+        if (res != PS_OPT_OK)
+            return ps_subopts_err(o, res, why);
     }
-    char state[64];
-    ps_sub_state(o, node, jid, state);
-    if (!strcmp(state, "pending"))
-        return ps_err(o, XD_COND_NOT_AUTHORIZED, "pending-subscription", NULL, NULL);
-    bool approve = !strcmp(n.cfg.access, "authorize") && strcmp(aff, "owner") != 0 &&
-                   strcmp(aff, "publisher") != 0 && strcmp(aff, "member") != 0;
-    const char *newstate = !strcmp(state, "subscribed") ? "subscribed"
-                           : approve                    ? "pending"
-                                                        : "subscribed";
-    char subid[21];
-    if (mod_random_id(subid) != 0 || ps_sub_put(o, node, jid, subid, newstate, deliver) != 0)
+    ps_mysubs_t mine = { 0 };
+    if (ps_mysubs_load(o, node, jid, &mine) != 0)
         return ps_err(o, XD_COND_INTERNAL_SERVER_ERROR, NULL, NULL, NULL);
-    if (!strcmp(newstate, "pending"))
+    if (ps_mysubs_in(&mine, "pending")) {
+        ps_mysubs_free(&mine);
+        return ps_err(o, XD_COND_NOT_AUTHORIZED, "pending-subscription", NULL, NULL);
+    }
+    char subid[64], newstate[16];
+    bool fresh = true;
+    if (mine.n > 0 && !o->conf->multi_subscribe) {
+        /* One subscription per JID: the one it has (6.1.6), with the options
+         * given now. */
+        snprintf(subid, sizeof subid, "%s", mine.s[0].subid);
+        snprintf(newstate, sizeof newstate, "%s", mine.s[0].state);
+        if (!ox)
+            opt = mine.s[0].opt;
+        fresh = false;
+    } else if (mine.n >= (size_t)o->conf->max_subscriptions) {
+        ps_mysubs_free(&mine);
+        return ps_err(o, XD_COND_POLICY_VIOLATION, "too-many-subscriptions", NULL, NULL);
+    } else {
+        /* Approved once, approved for the next ones too. */
+        bool approve = !strcmp(n.cfg.access, "authorize") && strcmp(aff, "owner") != 0 &&
+                       strcmp(aff, "publisher") != 0 && strcmp(aff, "member") != 0 &&
+                       !ps_mysubs_in(&mine, "subscribed");
+        snprintf(newstate, sizeof newstate, "%s", approve ? "pending" : "subscribed");
+        if (mod_random_id(subid) != 0) {
+            ps_mysubs_free(&mine);
+            return ps_err(o, XD_COND_INTERNAL_SERVER_ERROR, NULL, NULL, NULL);
+        }
+    }
+    ps_mysubs_free(&mine);
+    int rc = fresh ? ps_sub_insert(o, node, jid, subid, newstate, &opt)
+                   : ps_sub_set_opts(o, node, jid, subid, &opt);
+    if (rc != 0)
+        return ps_err(o, XD_COND_INTERNAL_SERVER_ERROR, NULL, NULL, NULL);
+    if (fresh && !strcmp(newstate, "pending"))
         ps_ask_owner(o, node, &n, jid);
     xd_el_t *ps;
     xd_el_t *res = ps_result(o, XD_NS_PUBSUB, &ps);
     ps_sub_el(ps, node, jid, subid, newstate);
+    if (ox)
+        ps_subopts_form(xd_el_add_child(ps, "options", NULL), "result", &opt);
     xd_stanza_t *reply = xd_el_freeze(res);
-    if (!strcmp(newstate, "subscribed") && strcmp(n.cfg.send_last, "never") != 0 && deliver &&
-        n.cfg.persist)
-        ps_send_last(o, node, &n.cfg, jid);
+    if (fresh && !strcmp(newstate, "subscribed") && strcmp(n.cfg.send_last, "never") != 0 &&
+        opt.deliver && n.cfg.persist &&
+        (!opt.shows || (ps_presence_shows(o, jid) & opt.shows)))
+        ps_send_last(o, node, &n.cfg, jid, subid);
     return reply;
+}
+
+/* The JID named by an unsubscribe or options request, which must be the
+ * requester's (else forbidden, XEP-0060 6.2.3.3, 6.3.4.1), and the node. */
+static xd_stanza_t *
+ps_sub_request(ps_op_t *o, const xd_el_t *op, char *jid, size_t cap, ps_node_t *n)
+{
+    const char *node = ps_node_attr(op);
+    if (!node)
+        return ps_err(o, XD_COND_BAD_REQUEST, "nodeid-required", NULL, NULL);
+    if (!xd_el_attr(op, "jid") || !*xd_el_attr(op, "jid"))
+        return ps_err(o, XD_COND_BAD_REQUEST, "jid-required", NULL, NULL);
+    xd_stanza_t *e = ps_own_jid(o, op, jid, cap);
+    if (e) {
+        xd_stanza_unref(e);
+        return ps_err(o, XD_COND_FORBIDDEN, NULL, NULL, NULL);
+    }
+    if (ps_node_load(o, node, n) != 0)
+        return ps_err(o, XD_COND_INTERNAL_SERVER_ERROR, NULL, NULL, NULL);
+    if (!n->found)
+        return ps_err(o, XD_COND_ITEM_NOT_FOUND, NULL, NULL, NULL);
+    return NULL;
 }
 
 static xd_stanza_t *
 ps_unsubscribe(ps_op_t *o, const xd_el_t *op)
 {
-    const char *node = ps_node_attr(op);
-    if (!node)
-        return ps_err(o, XD_COND_BAD_REQUEST, "nodeid-required", NULL, NULL);
     char jid[3 * XD_JID_PART_MAX + 3];
-    if (!xd_el_attr(op, "jid") || !*xd_el_attr(op, "jid"))
-        return ps_err(o, XD_COND_BAD_REQUEST, "jid-required", NULL, NULL);
-    xd_stanza_t *e = ps_own_jid(o, op, jid, sizeof jid);
-    if (e) { /* another's subscription: forbidden (XEP-0060 6.2.3.3) */
-        xd_stanza_unref(e);
-        return ps_err(o, XD_COND_FORBIDDEN, NULL, NULL, NULL);
-    }
     ps_node_t n;
-    if (ps_node_load(o, node, &n) != 0)
-        return ps_err(o, XD_COND_INTERNAL_SERVER_ERROR, NULL, NULL, NULL);
-    if (!n.found)
-        return ps_err(o, XD_COND_ITEM_NOT_FOUND, NULL, NULL, NULL);
-    char state[64];
-    ps_sub_state(o, node, jid, state);
-    if (!*state)
-        return ps_err(o, XD_COND_UNEXPECTED_REQUEST, "not-subscribed", NULL, NULL);
-    char subid[64];
-    if ((e = ps_subid_check(o, op, node, jid, subid)) != NULL)
+    xd_stanza_t *e = ps_sub_request(o, op, jid, sizeof jid, &n);
+    if (e)
         return e;
-    xd_db_val_t k[] = { XD_DB_V_CSTR(o->svc), XD_DB_V_CSTR(node), XD_DB_V_CSTR(jid) };
-    if (ps_sql(o, "DELETE FROM pubsub_sub WHERE host = ? AND node = ? AND jid = ?", k, 3) != 0)
+    const char *node = ps_node_attr(op);
+    ps_mysubs_t mine = { 0 };
+    if (ps_mysubs_load(o, node, jid, &mine) != 0)
         return ps_err(o, XD_COND_INTERNAL_SERVER_ERROR, NULL, NULL, NULL);
-    return xd_iq_result(o->iq);
-}
-
-static int
-ps_deliver_row(void *arg, const xd_db_val_t *cols, size_t ncols)
-{
-    int *d = arg;
-    if (ncols >= 1)
-        *d = cols[0].i != 0;
-    return 1;
+    const ps_sub_t *sub = NULL;
+    if ((e = ps_sub_pick(o, op, &mine, &sub)) == NULL) {
+        xd_db_val_t k[] = { XD_DB_V_CSTR(o->svc), XD_DB_V_CSTR(node), XD_DB_V_CSTR(jid),
+                            XD_DB_V_CSTR(sub->subid) };
+        if (ps_sql(o, "DELETE FROM pubsub_sub WHERE host = ? AND node = ? AND jid = ?"
+                      " AND subid = ?",
+                   k, 4) != 0)
+            e = ps_err(o, XD_COND_INTERNAL_SERVER_ERROR, NULL, NULL, NULL);
+    }
+    ps_mysubs_free(&mine);
+    return e ? e : xd_iq_result(o->iq);
 }
 
 static xd_stanza_t *
 ps_options(ps_op_t *o, const xd_el_t *op, bool set)
 {
-    const char *node = ps_node_attr(op);
-    if (!node)
-        return ps_err(o, XD_COND_BAD_REQUEST, "nodeid-required", NULL, NULL);
     char jid[3 * XD_JID_PART_MAX + 3];
-    const char *j = xd_el_attr(op, "jid");
-    if (!j || !*j)
-        return ps_err(o, XD_COND_BAD_REQUEST, "jid-required", NULL, NULL);
-    xd_stanza_t *e = ps_own_jid(o, op, jid, sizeof jid);
-    if (e) {
-        xd_stanza_unref(e);
-        return ps_err(o, XD_COND_FORBIDDEN, NULL, NULL, NULL);
-    }
     ps_node_t n;
-    if (ps_node_load(o, node, &n) != 0)
-        return ps_err(o, XD_COND_INTERNAL_SERVER_ERROR, NULL, NULL, NULL);
-    if (!n.found)
-        return ps_err(o, XD_COND_ITEM_NOT_FOUND, NULL, NULL, NULL);
-    int deliver = -1;
-    xd_db_val_t k[] = { XD_DB_V_CSTR(o->svc), XD_DB_V_CSTR(node), XD_DB_V_CSTR(jid) };
-    xd_db_query(o->c, "SELECT deliver FROM pubsub_sub WHERE host = ? AND node = ? AND jid = ?", k,
-                3, ps_deliver_row, &deliver);
-    if (deliver < 0)
-        return ps_err(o, XD_COND_UNEXPECTED_REQUEST, "not-subscribed", NULL, NULL);
-    char subid[64];
-    if ((e = ps_subid_check(o, op, node, jid, subid)) != NULL)
+    xd_stanza_t *e = ps_sub_request(o, op, jid, sizeof jid, &n);
+    if (e)
         return e;
+    const char *node = ps_node_attr(op);
+    ps_mysubs_t mine = { 0 };
+    if (ps_mysubs_load(o, node, jid, &mine) != 0)
+        return ps_err(o, XD_COND_INTERNAL_SERVER_ERROR, NULL, NULL, NULL);
+    const ps_sub_t *sub = NULL;
+    if ((e = ps_sub_pick(o, op, &mine, &sub)) != NULL) {
+        ps_mysubs_free(&mine);
+        return e;
+    }
+    ps_sub_t cur = *sub;
+    ps_mysubs_free(&mine);
     if (set) {
         const xd_el_t *x = xd_el_child(op, "x", XD_NS_DATA);
-        bool d = deliver;
-        const char *why = x ? ps_subopts_read(x, &d) : "a subscribe_options form is needed";
-        if (why)
-            return ps_err(o, XD_COND_BAD_REQUEST, "invalid-options", NULL, why);
-        xd_db_val_t v[] = { XD_DB_V_INT(d), XD_DB_V_CSTR(o->svc), XD_DB_V_CSTR(node),
-                            XD_DB_V_CSTR(jid) };
-        if (ps_sql(o, "UPDATE pubsub_sub SET deliver = ? WHERE host = ? AND node = ? AND jid = ?",
-                   v, 4) != 0)
+        if (!x)
+            return ps_err(o, XD_COND_BAD_REQUEST, "invalid-options", NULL,
+                          "a subscribe_options form is needed");
+        const char *why = NULL;
+        ps_optres_t res = ps_subopts_read(x, &cur.opt, &why);
+        if (res != PS_OPT_OK)
+            return ps_subopts_err(o, res, why);
+        if (ps_sub_set_opts(o, node, jid, cur.subid, &cur.opt) != 0)
             return ps_err(o, XD_COND_INTERNAL_SERVER_ERROR, NULL, NULL, NULL);
         return xd_iq_result(o->iq);
     }
@@ -1235,19 +1598,29 @@ ps_options(ps_op_t *o, const xd_el_t *op, bool set)
     xd_el_t *oe = xd_el_add_child(ps, "options", NULL);
     xd_el_set_attr(oe, "node", node);
     xd_el_set_attr(oe, "jid", jid);
-    if (*subid)
-        xd_el_set_attr(oe, "subid", subid);
-    xd_el_t *x = xd_el_add_child(oe, "x", XD_NS_DATA);
-    xd_el_set_attr(x, "type", "form");
-    xd_el_t *f = xd_el_add_child(x, "field", NULL);
-    xd_el_set_attr(f, "var", "FORM_TYPE");
-    xd_el_set_attr(f, "type", "hidden");
-    xd_el_add_text(xd_el_add_child(f, "value", NULL), PSE_NS_SUBOPT);
-    f = xd_el_add_child(x, "field", NULL);
-    xd_el_set_attr(f, "var", "pubsub#deliver");
-    xd_el_set_attr(f, "type", "boolean");
-    xd_el_set_attr(f, "label", "Enable delivery?");
-    xd_el_add_text(xd_el_add_child(f, "value", NULL), deliver ? "1" : "0");
+    xd_el_set_attr(oe, "subid", cur.subid);
+    ps_subopts_form(oe, "form", &cur.opt);
+    return xd_el_freeze(res);
+}
+
+/* The default subscription options (6.4), of the service or of a node. */
+static xd_stanza_t *
+ps_sub_default(ps_op_t *o, const xd_el_t *op)
+{
+    const char *node = ps_node_attr(op);
+    if (node) {
+        ps_node_t n;
+        if (ps_node_load(o, node, &n) != 0)
+            return ps_err(o, XD_COND_INTERNAL_SERVER_ERROR, NULL, NULL, NULL);
+        if (!n.found)
+            return ps_err(o, XD_COND_ITEM_NOT_FOUND, NULL, NULL, NULL);
+    }
+    xd_el_t *ps;
+    xd_el_t *res = ps_result(o, XD_NS_PUBSUB, &ps);
+    xd_el_t *d = xd_el_add_child(ps, "default", NULL);
+    if (node)
+        xd_el_set_attr(d, "node", node);
+    ps_subopts_form(d, "result", &ps_subopt_default);
     return xd_el_freeze(res);
 }
 
@@ -1303,7 +1676,8 @@ ps_user_list(ps_op_t *o, const xd_el_t *op, bool subs)
                             XD_DB_V_CSTR(node ? node : "") };
         rc = xd_db_query(o->c,
                          "SELECT node, jid, state, subid FROM pubsub_sub WHERE host = ?"
-                         " AND (jid = ? OR jid = ?) AND (? = '' OR node = ?) ORDER BY node",
+                         " AND (jid = ? OR jid = ?) AND (? = '' OR node = ?)"
+                         " ORDER BY node, jid, subid",
                          k, 5, ps_list_row, &r);
     } else {
         xd_db_val_t k[] = { XD_DB_V_CSTR(o->svc), XD_DB_V_CSTR(o->from_bare),
@@ -1356,7 +1730,7 @@ ps_owner_list(ps_op_t *o, const xd_el_t *op, bool subs, bool set)
             xd_db_val_t k[] = { XD_DB_V_CSTR(o->svc), XD_DB_V_CSTR(node) };
             rc = xd_db_query(o->c,
                              "SELECT node, jid, state, subid FROM pubsub_sub"
-                             " WHERE host = ? AND node = ? ORDER BY jid",
+                             " WHERE host = ? AND node = ? ORDER BY jid, subid",
                              k, 2, ps_list_row, &r);
         } else {
             xd_db_val_t k[] = { XD_DB_V_CSTR(o->svc), XD_DB_V_CSTR(node), XD_DB_V_CSTR(o->svc),
@@ -1404,22 +1778,52 @@ ps_owner_list(ps_op_t *o, const xd_el_t *op, bool subs, bool set)
         const char *v = xd_el_attr(c, kind);
         xd_db_val_t k[] = { XD_DB_V_CSTR(o->svc), XD_DB_V_CSTR(node), XD_DB_V_CSTR(j) };
         if (subs) {
-            char was[64];
-            ps_sub_state(o, node, j, was);
-            if (!strcmp(v, "none")) {
-                ps_sql(o, "DELETE FROM pubsub_sub WHERE host = ? AND node = ? AND jid = ?", k, 3);
-            } else {
-                char subid[21];
-                if (mod_random_id(subid) == 0)
-                    ps_sub_put(o, node, j, subid, v, true);
+            /* With a subid: that subscription (a subid the JID does not
+             * have makes a new subscription: the service names it);
+             * without: every subscription of the JID, or a new one. */
+            ps_mysubs_t mine = { 0 };
+            ps_mysubs_load(o, node, j, &mine);
+            const char *given = xd_el_attr(c, "subid");
+            ps_mysubs_t pick = { 0 };
+            for (size_t i = 0; i < mine.n; i++)
+                if (!given || !*given || !strcmp(mine.s[i].subid, given)) {
+                    if (pick.n == pick.cap) {
+                        pick.cap = pick.cap ? pick.cap * 2 : 4;
+                        pick.s = xd_realloc(pick.s, pick.cap * sizeof *pick.s);
+                    }
+                    pick.s[pick.n++] = mine.s[i];
+                }
+            ps_mysubs_free(&mine);
+            if (pick.n == 0 && strcmp(v, "none") != 0) {
+                pick.s = xd_new(ps_sub_t);
+                pick.n = pick.cap = 1;
+                pick.s[0].opt = ps_subopt_default;
+                if (mod_random_id(pick.s[0].subid) != 0 ||
+                    ps_sub_insert(o, node, j, pick.s[0].subid, v, &pick.s[0].opt) != 0)
+                    pick.n = 0;
             }
-            if (strcmp(was, v) != 0) {
-                /* The subscriber is told (8.8.2.1). */
-                xd_el_t *ev = xd_el_new("event", XD_NS_PUBSUB_EVENT);
-                ps_sub_el(ev, node, j, NULL, v);
-                ps_send(o, j, NULL, ev);
-                xd_el_free(ev);
+            for (size_t i = 0; i < pick.n; i++) {
+                ps_sub_t *sub = &pick.s[i];
+                xd_db_val_t ks[] = { XD_DB_V_CSTR(v),    XD_DB_V_CSTR(o->svc),
+                                     XD_DB_V_CSTR(node), XD_DB_V_CSTR(j),
+                                     XD_DB_V_CSTR(sub->subid) };
+                if (!strcmp(v, "none"))
+                    ps_sql(o, "DELETE FROM pubsub_sub WHERE host = ? AND node = ? AND jid = ?"
+                              " AND subid = ?",
+                           ks + 1, 4);
+                else if (*sub->state)
+                    ps_sql(o, "UPDATE pubsub_sub SET state = ? WHERE host = ? AND node = ?"
+                              " AND jid = ? AND subid = ?",
+                           ks, 5);
+                if (strcmp(sub->state, v) != 0) {
+                    /* The subscriber is told (8.8.2.1), with the subid (6.1.6). */
+                    xd_el_t *ev = xd_el_new("event", XD_NS_PUBSUB_EVENT);
+                    ps_sub_el(ev, node, j, sub->subid, v);
+                    ps_send(o, j, NULL, ev);
+                    xd_el_free(ev);
+                }
             }
+            ps_mysubs_free(&pick);
         } else if (!strcmp(j, n.owner)) {
             continue;
         } else {
@@ -1479,24 +1883,31 @@ ps_authorization(ps_op_t *o, const xd_el_t *x)
     ps_aff(o, node, &n, o->from_bare, aff);
     if (strcmp(aff, "owner") != 0)
         return;
-    char state[64];
-    ps_sub_state(o, node, jid, state);
-    if (strcmp(state, "pending") != 0)
+    ps_mysubs_t mine = { 0 };
+    ps_mysubs_load(o, node, jid, &mine);
+    const ps_sub_t *p = ps_mysubs_in(&mine, "pending");
+    if (!p) {
+        ps_mysubs_free(&mine);
         return;
+    }
+    ps_sub_t sub = *p;
+    ps_mysubs_free(&mine);
     bool yes = pse_bool(allow) == 1;
-    xd_db_val_t k[] = { XD_DB_V_CSTR(o->svc), XD_DB_V_CSTR(node), XD_DB_V_CSTR(jid) };
+    xd_db_val_t k[] = { XD_DB_V_CSTR(o->svc), XD_DB_V_CSTR(node), XD_DB_V_CSTR(jid),
+                        XD_DB_V_CSTR(sub.subid) };
     if (yes)
         ps_sql(o, "UPDATE pubsub_sub SET state = 'subscribed' WHERE host = ? AND node = ?"
-                  " AND jid = ?",
-               k, 3);
+                  " AND jid = ? AND subid = ?",
+               k, 4);
     else
-        ps_sql(o, "DELETE FROM pubsub_sub WHERE host = ? AND node = ? AND jid = ?", k, 3);
+        ps_sql(o, "DELETE FROM pubsub_sub WHERE host = ? AND node = ? AND jid = ? AND subid = ?",
+               k, 4);
     xd_el_t *ev = xd_el_new("event", XD_NS_PUBSUB_EVENT);
-    ps_sub_el(ev, node, jid, NULL, yes ? "subscribed" : "none");
+    ps_sub_el(ev, node, jid, sub.subid, yes ? "subscribed" : "none");
     ps_send(o, jid, NULL, ev);
     xd_el_free(ev);
-    if (yes && strcmp(n.cfg.send_last, "never") != 0 && n.cfg.persist)
-        ps_send_last(o, node, &n.cfg, jid);
+    if (yes && strcmp(n.cfg.send_last, "never") != 0 && n.cfg.persist && sub.opt.deliver)
+        ps_send_last(o, node, &n.cfg, jid, sub.subid);
 }
 
 /* ---- disco -------------------------------------------------------------------------------------- */
@@ -1519,7 +1930,8 @@ static const char *const ps_features[] = {
     XD_NS_PUBSUB "#access-authorize",   XD_NS_PUBSUB "#access-whitelist",
     XD_NS_PUBSUB "#get-pending",        XD_NS_PUBSUB "#last-published",
     XD_NS_PUBSUB "#meta-data",          XD_NS_PUBSUB "#config-node-max",
-    XD_NS_PUBSUB "#item-expire",        XD_NS_PUBSUB "#retrieve-items",
+    XD_NS_PUBSUB "#item-expire",        XD_NS_PUBSUB "#retrieve-default-sub",
+    XD_NS_PUBSUB "#presence-notifications", XD_NS_PUBSUB "#subscription-notifications",
     NULL,
 };
 
@@ -1591,8 +2003,10 @@ ps_disco(ps_op_t *o, const xd_el_t *q, bool info)
             xd_el_set_attr(xd_el_add_child(r, "feature", NULL), "var", base[i]);
         if (!node) {
             for (size_t i = 0; ps_features[i]; i++)
-                if (i == 0 || strcmp(ps_features[i], ps_features[i - 1]) != 0)
-                    xd_el_set_attr(xd_el_add_child(r, "feature", NULL), "var", ps_features[i]);
+                xd_el_set_attr(xd_el_add_child(r, "feature", NULL), "var", ps_features[i]);
+            if (conf->multi_subscribe)
+                xd_el_set_attr(xd_el_add_child(r, "feature", NULL), "var",
+                               XD_NS_PUBSUB "#multi-subscribe");
         } else {
             xd_el_set_attr(xd_el_add_child(r, "feature", NULL), "var", XD_NS_PUBSUB);
             xd_el_t *x = pse_cfg_form(r, "result", PSE_NS_META, &n.cfg, &o->lim);
@@ -1712,7 +2126,7 @@ ps_handle_iq(ps_op_t *o)
         if (!set && !strcmp(name, "affiliations"))
             return ps_user_list(o, op, false);
         if (!set && !strcmp(name, "default"))
-            return ps_default(o);
+            return ps_sub_default(o, op);
     }
     return ps_err(o, XD_COND_BAD_REQUEST, NULL, NULL, "unknown pubsub request");
 }
@@ -2021,8 +2435,10 @@ ps_avail_work(xd_module_ctx_t *ctx, void *arg)
     for (size_t i = 0; rc == 0 && i < sn.n; i++) {
         if (strcmp(sn.cfgs[i].send_last, "on_sub_and_presence") != 0 || !sn.cfgs[i].persist)
             continue;
+        if (i > 0 && !strcmp(sn.nodes[i], sn.nodes[i - 1]))
+            continue; /* once per node, whatever the subscriptions (6.1.6) */
         ps_expire(&o, sn.nodes[i], &sn.cfgs[i]);
-        ps_send_last(&o, sn.nodes[i], &sn.cfgs[i], a->full);
+        ps_send_last(&o, sn.nodes[i], &sn.cfgs[i], a->full, NULL);
     }
     xd_db_release(c);
     for (size_t i = 0; i < r.nout; i++)

@@ -378,7 +378,7 @@ def test_owner_manages_subscriptions_and_affiliations(server_factory):
     ok(ps(a, "m1", "<subscriptions node='n'><subscription jid='bob@localhost' "
                    "subscription='subscribed'/></subscriptions>", ns=PSO))
     take(b, rf"<message[^>]*>\s*<event xmlns='{re.escape(EV)}'>\s*<subscription node='n' "
-            r"jid='bob@localhost' subscription='subscribed'/>")
+            r"jid='bob@localhost' subid='[^']+' subscription='subscribed'/>")
     ok(publish(a, "p", "n", "<x xmlns='urn:x'>hello</x>"))
     assert "hello" in take(b, event_rx("n"))
     ok(ps(a, "m2", "<subscriptions node='n'><subscription jid='bob@localhost' "
@@ -418,14 +418,14 @@ def test_authorize_access_model(server_factory):
                f"<field var='pubsub#subscriber_jid'><value>{who}</value></field>"
                f"<field var='pubsub#allow'><value>{allow}</value></field></x></message>")
     answer("bob@localhost", "true")
-    take(b, rf"<subscription node='n' jid='bob@localhost' subscription='subscribed'/>")
+    take(b, r"<subscription node='n' jid='bob@localhost' subid='[^']+' subscription='subscribed'/>")
     assert "first" in take(b, event_rx("n"))  # the last item, once approved
     assert "first" in ok(items(b, "i1", "n"))
     # Denied.
     ok(subscribe(c, "s3", "n", "carol@localhost"))
     take(a, rf"<message[^>]*from='{SVC}'[^>]*>.*?carol@localhost.*?</message>")
     answer("carol@localhost", "false")
-    take(c, rf"<subscription node='n' jid='carol@localhost' subscription='none'/>")
+    take(c, r"<subscription node='n' jid='carol@localhost' subid='[^']+' subscription='none'/>")
     err(items(c, "i2", "n"), "not-authorized", "not-subscribed")
     # Someone else's answer does nothing.
     ok(subscribe(c, "s4", "n", "carol@localhost"))
@@ -722,3 +722,351 @@ def test_subid_in_options_and_unsubscribe(server_factory):
     ok(ps(b, "u2", f"<unsubscribe node='n' jid='{bjid}' subid='{subid}'/>"))
     err(ps(b, "u3", f"<unsubscribe node='n' jid='{bjid}'/>"), "unexpected-request",
         "not-subscribed")
+
+
+# ---- multiple subscriptions, subscription options (XEP-0060 6.1.6, 6.3, 6.4) --------------------
+
+SHIM = "http://jabber.org/protocol/shim"
+
+
+def subids_of(ev):
+    """The SubID SHIM headers of a notification, in order."""
+    return re.findall(r"<header name='SubID'>([^<]+)</header>", ev)
+
+
+def test_disco_lists_exactly_the_subscription_features(server_factory):
+    """disco#info names each feature once, and the subscription ones the
+    service has: multi-subscribe (with the option on), subscription-options,
+    retrieve-default-sub, presence-notifications, subscription-notifications."""
+    srv = start(server_factory)
+    a, _ = session(srv, "alice")
+    r = ok(take_iq(a, "d1", f"<query xmlns='{DI}'/>", typ="get", to=SVC))
+    feats = re.findall(r"<feature var='([^']+)'/>", r)
+    assert len(feats) == len(set(feats)), feats
+    for f in ("multi-subscribe", "subscription-options", "retrieve-default-sub",
+              "presence-notifications", "subscription-notifications"):
+        assert f"{PS}#{f}" in feats, (f, feats)
+    for f in ("leased-subscription", "collections", "filtered-notifications"):
+        assert f"{PS}#{f}" not in feats, (f, feats)
+
+
+def test_multi_subscribe(server_factory):
+    """One JID, several subscriptions: each its own subid; unsubscribe and
+    options need the subid (bad-request + subid-required) and refuse a
+    wrong one (not-acceptable + invalid-subid); the lists show each; a
+    notification goes once to the JID with a SHIM SubID header per
+    subscription that takes it; max_subscriptions is a policy-violation +
+    too-many-subscriptions."""
+    srv = start(server_factory, "    max_subscriptions: 3\n")
+    a, _ = session(srv, "alice")
+    b, bjid = session(srv, "bob")
+    ok(create(a, "c", "n", send_last_published_item="never"))
+    r1 = ok(subscribe(b, "s1", "n", "bob@localhost"))
+    r2 = ok(subscribe(b, "s2", "n", "bob@localhost"))
+    s1 = re.search(r"subid='([^']+)'", r1).group(1)
+    s2 = re.search(r"subid='([^']+)'", r2).group(1)
+    assert s1 != s2 and "subscription='subscribed'" in r2, (r1, r2)
+    # Both listed, to the subscriber and to the owner.
+    r = ok(ps(b, "l1", "<subscriptions node='n'/>", typ="get"))
+    assert f"subid='{s1}'" in r and f"subid='{s2}'" in r, r
+    r = ok(ps(a, "l2", "<subscriptions node='n'/>", typ="get", ns=PSO))
+    assert f"subid='{s1}'" in r and f"subid='{s2}'" in r, r
+    assert r.count("jid='bob@localhost'") == 2, r
+    # Which one? The subid is required, and must be one of them.
+    err(ps(b, "u0", "<unsubscribe node='n' jid='bob@localhost'/>"), "bad-request",
+        "subid-required")
+    err(ps(b, "o0", "<options node='n' jid='bob@localhost'/>", typ="get"), "bad-request",
+        "subid-required")
+    sub_off = form("subscribe_options", deliver="0")
+    err(ps(b, "o1", f"<options node='n' jid='bob@localhost'>{sub_off}</options>"), "bad-request",
+        "subid-required")
+    err(ps(b, "o2", "<options node='n' jid='bob@localhost' subid='nope'/>", typ="get"),
+        "not-acceptable", "invalid-subid")
+    err(ps(b, "u1", "<unsubscribe node='n' jid='bob@localhost' subid='nope'/>"),
+        "not-acceptable", "invalid-subid")
+    r = ok(ps(b, "o3", f"<options node='n' jid='bob@localhost' subid='{s2}'/>", typ="get"))
+    assert f"subid='{s2}'" in r and f"{PS}#subscribe_options" in r, r
+    # One notification, naming both subscriptions.
+    ok(publish(a, "p1", "n", "<x xmlns='urn:x'>one</x>", item_id="i1"))
+    ev = take(b, event_rx("n"))
+    assert ">one<" in ev and f"<headers xmlns='{SHIM}'>" in ev, ev
+    assert sorted(subids_of(ev)) == sorted([s1, s2]), ev
+    assert ev.index("</event>") < ev.index("<headers"), ev  # after the event (12.x)
+    assert_nothing_before(b, ">one<", barrier=send_marker(a, bjid))
+    # Delivery off for s1: the next one names s2 only.
+    ok(ps(b, "o4", f"<options node='n' jid='bob@localhost' subid='{s1}'>{sub_off}</options>"))
+    ok(publish(a, "p2", "n", "<x xmlns='urn:x'>two</x>", item_id="i2"))
+    ev = take(b, event_rx("n"))
+    assert ">two<" in ev and subids_of(ev) == [s2], ev
+    # Retractions carry the headers too.
+    ok(ps(a, "r", "<retract node='n' notify='1'><item id='i2'/></retract>"))
+    ev = take(b, event_rx("n"))
+    assert "<retract id='i2'/>" in ev and subids_of(ev) == [s2], ev
+    # A third, then the limit.
+    ok(subscribe(b, "s3", "n", "bob@localhost"))
+    err(subscribe(b, "s4", "n", "bob@localhost"), "policy-violation", "too-many-subscriptions")
+    # A full JID's subscriptions are its own.
+    ok(subscribe(b, "s5", "n", bjid))
+    # Unsubscribe one by subid; the others stay.
+    ok(ps(b, "u2", f"<unsubscribe node='n' jid='bob@localhost' subid='{s1}'/>"))
+    r = ok(ps(b, "l3", "<subscriptions node='n'/>", typ="get"))
+    assert s1 not in r and f"subid='{s2}'" in r and r.count("<subscription ") == 3, r
+    # The owner removes one subscription by subid, then all of the JID's.
+    ok(ps(a, "m1", f"<subscriptions node='n'><subscription jid='bob@localhost' subid='{s2}' "
+                   "subscription='none'/></subscriptions>", ns=PSO))
+    take(b, rf"<subscription node='n' jid='bob@localhost' subid='{s2}' subscription='none'/>")
+    r = ok(ps(b, "l4", "<subscriptions node='n'/>", typ="get"))
+    assert s2 not in r and r.count("<subscription ") == 2, r
+    ok(ps(a, "m2", "<subscriptions node='n'><subscription jid='bob@localhost' "
+                   "subscription='none'/></subscriptions>", ns=PSO))
+    r = ok(ps(b, "l5", "<subscriptions node='n'/>", typ="get"))
+    assert r.count("<subscription ") == 1 and f"jid='{bjid}'" in r, r
+    # The one left needs no subid.
+    ok(ps(b, "u3", f"<unsubscribe node='n' jid='{bjid}'/>"))
+
+
+def test_multi_subscribe_off(server_factory):
+    """multi_subscribe false: subscribing again answers with the
+    subscription the JID has (6.1.6), and disco does not offer the feature."""
+    srv = start(server_factory, "    multi_subscribe: false\n")
+    a, _ = session(srv, "alice")
+    b, _ = session(srv, "bob")
+    r = ok(take_iq(a, "d1", f"<query xmlns='{DI}'/>", typ="get", to=SVC))
+    assert "multi-subscribe" not in r and "subscription-options" in r, r
+    ok(create(a, "c", "n"))
+    r1 = ok(subscribe(b, "s1", "n", "bob@localhost"))
+    r2 = ok(subscribe(b, "s2", "n", "bob@localhost", options={"deliver": "0"}))
+    s1 = re.search(r"subid='([^']+)'", r1).group(1)
+    assert f"subid='{s1}'" in r2 and "subscription='subscribed'" in r2, r2
+    r = ok(ps(b, "l", "<subscriptions node='n'/>", typ="get"))
+    assert r.count("<subscription ") == 1, r
+    r = ok(ps(b, "o", "<options node='n' jid='bob@localhost'/>", typ="get"))
+    assert re.search(r"var='pubsub#deliver'[^>]*>\s*<value>0</value>", r), r
+
+
+def test_subscription_options_form_and_errors(server_factory):
+    """The options form (6.3.2): pubsub#deliver and pubsub#show-values, and
+    not what is not offered (digests, bodies); a submitted form with a bad
+    value or an option that is not offered is bad-request +
+    invalid-options (6.3.5); collection options are feature-not-implemented
+    + unsupported collections; the default options (6.4)."""
+    srv = start(server_factory)
+    a, _ = session(srv, "alice")
+    b, bjid = session(srv, "bob")
+    ok(create(a, "c", "n"))
+    ok(subscribe(b, "s", "n", bjid))
+    r = ok(ps(b, "g", f"<options node='n' jid='{bjid}'/>", typ="get"))
+    assert "type='form'" in r and "var='pubsub#deliver'" in r, r
+    assert re.search(r"var='pubsub#show-values' type='list-multi'", r), r
+    for v in ("away", "chat", "dnd", "online", "xa"):
+        assert re.search(rf"<option label='[^']+'><value>{v}</value></option>", r), (v, r)
+    for absent in ("pubsub#digest", "pubsub#include_body", "pubsub#expire",
+                   "pubsub#subscription_type"):
+        assert absent not in r, (absent, r)
+
+    def opts(iid, x):
+        return ps(b, iid, f"<options node='n' jid='{bjid}'>{x}</options>")
+    for iid, fields in (("e1", {"deliver": "maybe"}), ("e2", {"show-values": ["away", "sleeping"]}),
+                        ("e3", {"digest": "1"}), ("e4", {"include_body": "true"}),
+                        ("e5", {"expire": "2030-01-01T00:00:00Z"}),
+                        ("e6", {"digest_frequency": "soon"}), ("e7", {"nonsense": "1"})):
+        err(opts(iid, form("subscribe_options", **fields)), "bad-request", "invalid-options")
+    err(opts("e8", form("node_config", deliver="1")), "bad-request", "invalid-options")
+    err(opts("e9", ""), "bad-request", "invalid-options")
+    err(opts("e10", form("subscribe_options", subscription_type="items")),
+        "feature-not-implemented", "unsupported", "collections")
+    err(opts("e11", form("subscribe_options", subscription_depth="all")),
+        "feature-not-implemented", "unsupported", "collections")
+    # What is offered as off may be submitted off.
+    ok(opts("k1", form("subscribe_options", deliver="1", digest="0", include_body="false",
+                       digest_frequency="86400000", **{"show-values": ["chat", "online"]})))
+    r = ok(ps(b, "g2", f"<options node='n' jid='{bjid}'/>", typ="get"))
+    assert re.search(r"var='pubsub#show-values'.*?</option>\s*<value>chat</value>\s*"
+                     r"<value>online</value>\s*</field>", r, re.S), r
+    # An empty show-values list: no presence filter.
+    ok(opts("k2", "<x xmlns='jabber:x:data' type='submit'><field var='FORM_TYPE' type='hidden'>"
+                  f"<value>{PS}#subscribe_options</value></field>"
+                  "<field var='pubsub#show-values'/></x>"))
+    r = ok(ps(b, "g3", f"<options node='n' jid='{bjid}'/>", typ="get"))
+    assert not re.search(r"</option>\s*<value>", r), r
+    # Errors of the request itself (6.3.4).
+    err(ps(b, "n1", f"<options node='zz' jid='{bjid}'/>", typ="get"), "item-not-found")
+    err(ps(b, "n2", "<options node='n'/>", typ="get"), "bad-request", "jid-required")
+    err(ps(b, "n3", f"<options jid='{bjid}'/>", typ="get"), "bad-request", "nodeid-required")
+    err(ps(b, "n4", "<options node='n' jid='alice@localhost'/>", typ="get"), "forbidden")
+    err(ps(a, "n5", "<options node='n' jid='alice@localhost'/>", typ="get"), "unexpected-request",
+        "not-subscribed")
+    # Default subscription options (6.4): of the service and of a node.
+    for iid, el in (("d1", "<default/>"), ("d2", "<default node='n'/>")):
+        r = ok(ps(b, iid, el, typ="get"))
+        assert f"{PS}#subscribe_options" in r and "type='result'" in r, r
+        assert re.search(r"var='pubsub#deliver'[^>]*>\s*<value>1</value>", r), r
+        assert "node_config" not in r, r
+    err(ps(b, "d3", "<default node='zz'/>", typ="get"), "item-not-found")
+
+
+def test_subscribe_and_configure(server_factory):
+    """6.3.7: <options/> after <subscribe/> configures the new subscription
+    and the answer carries the resulting options as a result form; options
+    naming a node or jid is bad-request; invalid options make no
+    subscription."""
+    srv = start(server_factory)
+    a, _ = session(srv, "alice")
+    b, bjid = session(srv, "bob")
+    ok(create(a, "c", "n"))
+    ok(publish(a, "p0", "n", "<x xmlns='urn:x'>last</x>"))
+    err(subscribe(b, "s0", "n", bjid, options={"deliver": "perhaps"}), "bad-request",
+        "invalid-options")
+    err(ps(b, "s1", f"<subscribe node='n' jid='{bjid}'/><options node='n' jid='{bjid}'>"
+                    f"{form('subscribe_options', deliver='1')}</options>"), "bad-request")
+    assert "<subscription " not in ok(ps(b, "l", "<subscriptions/>", typ="get"))
+    r = ok(subscribe(b, "s2", "n", bjid, options={"deliver": "0",
+                                                   "show-values": ["chat", "dnd"]}))
+    assert "subscription='subscribed'" in r, r
+    assert re.search(rf"<subscription [^>]*/>\s*<options>\s*<x xmlns='jabber:x:data' "
+                     rf"type='result'>.*?{re.escape(PS)}#subscribe_options", r, re.S), r
+    assert re.search(r"var='pubsub#deliver'[^>]*>\s*<value>0</value>", r), r
+    assert re.search(r"var='pubsub#show-values'[^>]*>\s*<value>chat</value>\s*"
+                     r"<value>dnd</value>", r), r
+    # Delivery off from the start: not even the last item.
+    assert_nothing_before(b, ">last<", barrier=send_marker(a, bjid))
+    r = ok(ps(b, "g", f"<options node='n' jid='{bjid}'/>", typ="get"))
+    assert re.search(r"var='pubsub#deliver'[^>]*>\s*<value>0</value>", r), r
+
+
+def test_show_values_presence_based_delivery(server_factory):
+    """pubsub#show-values: a subscription takes notifications only while the
+    subscriber's presence (its session for a full JID; any available one of
+    non-negative priority for a bare JID) has one of the shows; none listed:
+    always."""
+    srv = start(server_factory)
+    a, ajid = session(srv, "alice")
+    b, bjid = session(srv, "bob")
+    c, cjid = session(srv, "carol")
+    ok(create(a, "cr", "n", send_last_published_item="never"))
+    ok(subscribe(b, "s1", "n", bjid, options={"show-values": ["chat", "online"]}))
+    ok(subscribe(c, "s2", "n", "carol@localhost", options={"show-values": ["away"]}))
+    n = [0]
+
+    def pub():
+        n[0] += 1
+        word = f"w{n[0]}x"
+        ok(publish(a, f"p{n[0]}", "n", f"<x xmlns='urn:x'>{word}</x>"))
+        return word
+
+    # bob online (no show), carol online: bob only.
+    w = pub()
+    assert w in take(b, event_rx("n"))
+    assert_nothing_before(c, w, barrier=send_marker(a, cjid))
+    # bob dnd, carol away: carol only.
+    b.send("<presence><show>dnd</show></presence>")
+    b.roundtrip()
+    c.send("<presence><show>away</show></presence>")
+    c.roundtrip()
+    w = pub()
+    assert w in take(c, event_rx("n"))
+    assert_nothing_before(b, w, barrier=send_marker(a, bjid))
+    # bob chat: again.
+    b.send("<presence><show>chat</show></presence>")
+    b.roundtrip()
+    w = pub()
+    assert w in take(b, event_rx("n"))
+    # carol's away session goes negative priority: a headline to the bare
+    # JID would not reach it, so nothing.
+    c.send("<presence><show>away</show><priority>-1</priority></presence>")
+    c.roundtrip()
+    w = pub()
+    assert_nothing_before(c, w, barrier=send_marker(a, cjid))
+    # carol offline: nothing either (and no offline storage of it).
+    c.close()
+    w = pub()
+    c, cjid = session(srv, "carol", "again", presence=False)
+    c.send("<presence><show>away</show></presence>")
+    c.roundtrip()
+    assert_nothing_before(c, w, barrier=send_marker(a, cjid))
+    w = pub()
+    assert w in take(c, event_rx("n"))
+
+
+def test_slixmpp_multi_subscribe_and_options(server_factory):
+    """A client's view, slixmpp's XEP-0060 plugin: two subscriptions with
+    options at subscribe time, both listed, options of one read by subid,
+    one notification naming both subids, unsubscribe by subid."""
+    import asyncio
+    import os
+    import ssl
+    import xml.etree.ElementTree as ET
+    import slixmpp
+    from xmpptest import run_slixmpp
+    srv = start(server_factory)
+    state = {}
+
+    def make():
+        c = slixmpp.ClientXMPP("alice@localhost/slix", "pw")
+        c.ssl_context = ssl.create_default_context(
+            cafile=os.path.join(srv.data_dir, "certs", "localhost.pem"))
+        for p in ("xep_0004", "xep_0030", "xep_0060"):
+            c.register_plugin(p)
+        got = asyncio.Event()
+
+        def on_event(msg):
+            hs = msg.xml.findall(f"{{{SHIM}}}headers/{{{SHIM}}}header")
+            state.setdefault("headers", []).append(sorted(h.text for h in hs
+                                                          if h.get("name") == "SubID"))
+            got.set()
+
+        async def on_start(_):
+            svc = slixmpp.JID(SVC)
+            p = c["xep_0060"]
+            try:
+                c.send_presence()
+                info = await c["xep_0030"].get_info(svc)
+                state["features"] = info["disco_info"]["features"]
+                await p.create_node(svc, "multi")
+                subids = []
+                for shows in (["online"], ["chat", "online"]):
+                    f = c["xep_0004"].make_form(ftype="submit")
+                    f.add_field(var="FORM_TYPE", ftype="hidden",
+                                value=f"{PS}#subscribe_options")
+                    f.add_field(var="pubsub#deliver", ftype="boolean", value=True)
+                    f.add_field(var="pubsub#show-values", ftype="list-multi", value=shows)
+                    r = await p.subscribe(svc, "multi", options=f)
+                    subids.append(r["pubsub"]["subscription"]["subid"])
+                    state.setdefault("result_shows", []).append(
+                        r["pubsub"]["options"]["options"].get_values()["pubsub#show-values"])
+                state["subids"] = subids
+                r = await p.get_subscriptions(svc, "multi")
+                state["listed"] = sorted(s["subid"] for s in r["pubsub"]["subscriptions"])
+                try:
+                    await p.get_subscription_options(svc, "multi", "alice@localhost")
+                except slixmpp.exceptions.IqError as e:
+                    state["no_subid"] = e.iq["error"]["condition"]
+                iq = c.Iq(sto=svc, stype="get")
+                iq["pubsub"]["options"]["node"] = "multi"
+                iq["pubsub"]["options"]["jid"] = "alice@localhost"
+                iq["pubsub"]["options"].xml.set("subid", subids[1])
+                r = await iq.send()
+                state["opts"] = r["pubsub"]["options"]["options"].get_values()["pubsub#show-values"]
+                payload = ET.fromstring("<entry xmlns='urn:example'>hi</entry>")
+                await p.publish(svc, "multi", id="e1", payload=payload)
+                await asyncio.wait_for(got.wait(), 5)
+                await p.unsubscribe(svc, "multi", subid=subids[0])
+                r = await p.get_subscriptions(svc, "multi")
+                state["after"] = [s["subid"] for s in r["pubsub"]["subscriptions"]]
+            finally:
+                c.disconnect()
+
+        c.add_event_handler("pubsub_publish", on_event)
+        c.add_event_handler("session_start", on_start)
+        return c
+
+    run_slixmpp(make, ("127.0.0.1", srv.c2s_port))
+    assert f"{PS}#multi-subscribe" in state.get("features", ()), state
+    subids = state.get("subids", [])
+    assert len(subids) == 2 and subids[0] != subids[1], state
+    assert state.get("result_shows") == [["online"], ["chat", "online"]], state
+    assert state.get("listed") == sorted(subids), state
+    assert state.get("no_subid") == "bad-request", state
+    assert state.get("opts") == ["chat", "online"], state
+    assert state.get("headers") == [sorted(subids)], state
+    assert state.get("after") == [subids[1]], state
