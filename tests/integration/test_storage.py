@@ -472,3 +472,67 @@ def test_upload_slot_survives_restart(server_factory, storage_yaml):
     assert st == 201
     st, _, body = http(srv, "GET", get)
     assert st == 200 and body == data
+
+
+def test_pubsub_subscriptions_of_an_older_schema_are_kept(server_factory, storage_yaml,
+                                                          request):
+    """mod_pubsub schema 1 kept one subscription per (node, jid) (the subid
+    was no part of the key): the upgrade to 2 keeps the subscriptions, and
+    the JID can then hold several, each notified by its subid."""
+    import os
+    import sqlite3
+    backend = request.node.callspec.params["storage_yaml"]
+    seen = {}
+
+    def capture(extra=""):
+        seen["yaml"] = storage_yaml(extra)
+        return seen["yaml"]
+    srv = start(server_factory, capture)
+    svc = "pubsub.localhost"
+    a, _ = online(srv, "alice", "pc")
+    ok(iq(a, "c", f"<pubsub xmlns='{PS}'><create node='news'/></pubsub>", to=svc))
+    a.close()
+    assert srv.stop() == 0
+    key, int_, text = {"sqlite": ("TEXT", "INTEGER", "TEXT"),
+                       "mysql": ("VARCHAR(191) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin",
+                                 "BIGINT", "LONGTEXT")}.get(
+        backend, ('TEXT COLLATE "C"', "BIGINT", "TEXT"))
+    old = ["DROP TABLE pubsub_sub",
+           f"CREATE TABLE pubsub_sub (host {key} NOT NULL, node {key} NOT NULL,"
+           f" jid {key} NOT NULL, subid {text} NOT NULL, state {text} NOT NULL,"
+           f" deliver {int_} NOT NULL, PRIMARY KEY (host, node, jid))",
+           f"INSERT INTO pubsub_sub VALUES ('{svc}', 'news', 'bob@localhost', 'oldsubid',"
+           f" 'subscribed', 1)",
+           "UPDATE schema_version SET version = 1 WHERE component = 'mod_pubsub'"]
+    database = (re.search(r"sql_database: (\S+)", seen["yaml"]) or [None, None])[1]
+    if backend == "sqlite":
+        with sqlite3.connect(os.path.join(srv.data_dir, "xmppd.db")) as con:
+            con.executescript(";".join(old))
+    elif backend == "mysql":
+        request.getfixturevalue("mariadb_server").sql(";".join(old), database)
+    else:
+        import pgsql
+        request.getfixturevalue("pg_server").psql(
+            f"SET ROLE {pgsql.ROLE};" + ";".join(old), database)
+    srv.restart()
+    a, _ = online(srv, "alice", "pc")
+    b, _ = online(srv, "bob", "pc")
+    r = ok(iq(b, "ls", f"<pubsub xmlns='{PS}'><subscriptions/></pubsub>", typ="get", to=svc))
+    assert "subid='oldsubid'" in r and "subscription='subscribed'" in r, r
+    r = ok(iq(b, "s", f"<pubsub xmlns='{PS}'><subscribe node='news' jid='bob@localhost'/>"
+                      f"</pubsub>", to=svc))
+    new = re.search(r"subid='([^']+)'", r).group(1)
+    assert new != "oldsubid", r
+    r = ok(iq(b, "ls2", f"<pubsub xmlns='{PS}'><subscriptions/></pubsub>", typ="get", to=svc))
+    assert "subid='oldsubid'" in r and f"subid='{new}'" in r, r
+    ok(iq(a, "p", f"<pubsub xmlns='{PS}'><publish node='news'><item id='i1'>"
+                  f"<entry xmlns='urn:x'>hi</entry></item></publish></pubsub>", to=svc))
+    ev = expect(b, r"<message[^>]*from=['\"]pubsub.localhost['\"].*?</message>")
+    assert sorted(re.findall(r"<header name=['\"]SubID['\"]>([^<]+)<", ev)) == \
+        sorted(["oldsubid", new]), ev
+    ok(iq(b, "u", f"<pubsub xmlns='{PS}'><unsubscribe node='news' jid='bob@localhost' "
+                  f"subid='oldsubid'/></pubsub>", to=svc))
+    restart(srv)
+    b, _ = online(srv, "bob", "pc")
+    r = ok(iq(b, "ls3", f"<pubsub xmlns='{PS}'><subscriptions/></pubsub>", typ="get", to=svc))
+    assert "oldsubid" not in r and f"subid='{new}'" in r, r
