@@ -823,6 +823,18 @@ def test_multi_subscribe(server_factory):
     assert r.count("<subscription ") == 1 and f"jid='{bjid}'" in r, r
     # The one left needs no subid.
     ok(ps(b, "u3", f"<unsubscribe node='n' jid='{bjid}'/>"))
+    # Purge and delete: once per JID, without headers (12.x).
+    ok(subscribe(b, "s6", "n", "bob@localhost"))
+    ok(subscribe(b, "s7", "n", "bob@localhost"))
+    ok(ps(a, "pu", "<purge node='n'/>", ns=PSO))
+    ev = take(b, rf"<message[^>]*>\s*<event xmlns='{re.escape(EV)}'>\s*<purge node='n'/>"
+                 r".*?</message>")
+    assert "<headers" not in ev, ev
+    ok(ps(a, "de", "<delete node='n'/>", ns=PSO))
+    ev = take(b, rf"<message[^>]*>\s*<event xmlns='{re.escape(EV)}'>\s*<delete node='n'"
+                 r".*?</message>")
+    assert "<headers" not in ev, ev
+    assert_nothing_before(b, "<(purge|delete) node='n'", barrier=send_marker(a, bjid))
 
 
 def test_multi_subscribe_off(server_factory):
