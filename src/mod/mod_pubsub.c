@@ -23,7 +23,12 @@
  *
  * Storage: pubsub_node, pubsub_item, pubsub_sub, pubsub_aff (portable SQL),
  * keyed by the service domain.  The node's configuration is one text column
- * (pse_cfg_encode).
+ * (pse_cfg_encode).  A JID may hold several subscriptions to a node
+ * (multi_subscribe), pubsub_sub rows told apart by subid, each with its
+ * options (pubsub#deliver, pubsub#show-values); a notification goes once
+ * per JID, naming the subscriptions that take it in SHIM headers.
+ * show-values is checked against the session table (session.h, any
+ * thread, never blocks) when the notification is made, on the pool.
  */
 #include <stdio.h>
 #include <stdlib.h>
