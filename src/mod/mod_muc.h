@@ -45,6 +45,14 @@ typedef struct muc_conf {
     int max_affiliations;  /* owners, admins, members and outcasts of a room */
     int join_chunk;        /* occupant presences sent to an entering session per ping */
     bool default_mam;      /* a new room's muc#roomconfig_mam (its archive) */
+    /* A new room's other defaults (ejabberd's default_room_options). */
+    char *default_lang;                 /* muc#roomconfig_lang ("": none) */
+    xd_strlist_t default_getmemberlist; /* muc#roomconfig_getmemberlist: roles */
+    bool default_allow_voice_requests;  /* allow_voice_requests */
+    uint64_t default_voice_request_min_interval; /* voice_request_min_interval, ms */
+    bool default_allow_visitor_status;  /* allow_visitor_status */
+    bool default_allow_visitor_nickchange; /* allow_visitor_nickchange */
+    bool default_members_by_default;    /* members_by_default */
     int max_messages_per_second; /* per occupant; 0: no limit */
     uint64_t hibernation_timeout; /* ms an empty persistent room stays in memory; 0: ever */
 } muc_conf_t;
@@ -98,6 +106,11 @@ char **muc_rooms_stash(muc_state_t *s);
 /* TICK on an owner worker: hibernates that worker's persistent rooms that
  * have been empty for hibernation_timeout (mod_muc_room.c). */
 void muc_rooms_tick(xd_module_ctx_t *ctx, uint64_t now_ms);
+
+/* The roles of list l (moderator, participant, visitor) as a mask of
+ * 1 << role, for muc#roomconfig_getmemberlist (mod_muc_room.c); -1 when
+ * one is not a role. */
+int muc_memberlist_roles(const xd_strlist_t *l);
 
 /* mod_muc.c: directory and storage. */
 /* Publishes room `name`'s directory entry (creates it); stored: the new

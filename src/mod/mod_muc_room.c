@@ -50,6 +50,19 @@ name_index(const char *const *names, size_t n, const char *v)
     return -1;
 }
 
+int
+muc_memberlist_roles(const xd_strlist_t *l)
+{
+    int mask = 0;
+    for (size_t i = 0; i < l->count; i++) {
+        int role = name_index(role_names, 4, l->items[i]);
+        if (role <= ROLE_NONE)
+            return -1;
+        mask |= 1 << role;
+    }
+    return mask;
+}
+
 typedef struct muc_cfg {
     char *title, *desc, *password; /* owned or NULL */
     bool persistent, pub, members_only, moderated, password_protected;
@@ -57,6 +70,14 @@ typedef struct muc_cfg {
     bool logging;  /* muc#roomconfig_enablelogging: MUC_ROOM_EVENT handlers log it */
     int whois;     /* WHOIS_* */
     int allowpm;   /* PM_* */
+    char *lang;    /* muc#roomconfig_lang: a language tag, or NULL */
+    char *pubsub;  /* muc#roomconfig_pubsub: the XMPP URI of a node, or NULL */
+    int getmemberlist;        /* 1 << ROLE_* that may get the member list */
+    bool voice_requests;      /* allow_voice_requests: visitors may ask for voice */
+    int voice_interval;       /* voice_request_min_interval: s between one's requests */
+    bool visitor_status;      /* allow_visitor_status: a visitor's <status/> is broadcast */
+    bool visitor_nickchange;  /* allow_visitor_nickchange */
+    bool members_by_default;  /* moderated: unaffiliated occupants enter as participants */
     int maxusers;
     int history;   /* messages kept */
     bool mam;      /* the room keeps an archive (XEP-0313, mam.h) */
@@ -68,6 +89,7 @@ typedef struct muc_occ {
     char **full;         /* its sessions' real full JIDs */
     int *worker;         /* per session: the worker that owned it at entering (-1: none) */
     size_t nfull;
+    uint64_t voice_ms;   /* when it last asked for voice (muc_now_ms); 0: never */
     int role;            /* ROLE_* */
     xd_stanza_t *pres;   /* the last presence it sent (a reference) */
     char oid[48];        /* XEP-0421 occupant id */
@@ -139,6 +161,8 @@ static void add_field(xd_el_t *x, const char *var, const char *type, const char 
                       const char *value);
 static void occ_changed(muc_call_t *c, muc_room_t *r, muc_occ_t *o, const char *actor,
                         const char *reason);
+static void aff_follow(muc_call_t *c, muc_room_t *r, const char *bare, int aff,
+                       const char *actor, const char *reason);
 
 /* Tells the MUC_ROOM_EVENT handlers (mod_muc_log) what happened in r. */
 static void
@@ -351,7 +375,7 @@ role_for(const muc_room_t *r, int aff)
 {
     if (aff >= AFF_ADMIN)
         return ROLE_MODERATOR;
-    if (r->cfg.moderated && aff < AFF_MEMBER)
+    if (r->cfg.moderated && aff < AFF_MEMBER && !r->cfg.members_by_default)
         return ROLE_VISITOR;
     return ROLE_PARTICIPANT;
 }
@@ -395,6 +419,31 @@ form_bool(const char *v, bool def)
     if (!v)
         return def;
     return strcmp(v, "1") == 0 || strcmp(v, "true") == 0;
+}
+
+/* A mask of 1 << ROLE_* as the role names, space-separated, and back
+ * (unknown names are skipped). */
+static void
+roles_text(int mask, char *out, size_t size)
+{
+    out[0] = '\0';
+    for (int role = ROLE_VISITOR; role <= ROLE_MODERATOR; role++)
+        if (mask & 1 << role)
+            snprintf(out + strlen(out), size - strlen(out), "%s%s", *out ? " " : "",
+                     role_names[role]);
+}
+
+static int
+roles_parse(const char *v)
+{
+    int mask = 0;
+    for (int role = ROLE_VISITOR; role <= ROLE_MODERATOR; role++) {
+        size_t n = strlen(role_names[role]);
+        for (const char *p = v; (p = strstr(p, role_names[role])); p += n)
+            if ((p == v || p[-1] == ' ') && (p[n] == ' ' || p[n] == '\0'))
+                mask |= 1 << role;
+    }
+    return mask;
 }
 
 static void
@@ -514,6 +563,8 @@ room_free(void *v)
     xd_free(r->cfg.title);
     xd_free(r->cfg.desc);
     xd_free(r->cfg.password);
+    xd_free(r->cfg.lang);
+    xd_free(r->cfg.pubsub);
     xd_free(r->creator);
     xd_free(r->name);
     xd_free(r->jid);
@@ -581,6 +632,15 @@ room_new(muc_call_t *c, const char *name)
     r->name = xd_strdup(name);
     r->jid = xd_asprintf("%s@%s", name, c->s->domain);
     r->cfg.maxusers = c->conf->max_users;
+    const muc_conf_t *d = c->conf;
+    r->cfg.lang = d->default_lang && *d->default_lang ? xd_strdup(d->default_lang) : NULL;
+    int gml = muc_memberlist_roles(&d->default_getmemberlist);
+    r->cfg.getmemberlist = gml < 0 ? 0 : gml;
+    r->cfg.voice_requests = d->default_allow_voice_requests;
+    r->cfg.voice_interval = (int)(d->default_voice_request_min_interval / 1000);
+    r->cfg.visitor_status = d->default_allow_visitor_status;
+    r->cfg.visitor_nickchange = d->default_allow_visitor_nickchange;
+    r->cfg.members_by_default = d->default_members_by_default;
     r->cfg.history = c->conf->history_size < c->conf->max_history_size
                          ? c->conf->history_size
                          : c->conf->max_history_size;
@@ -641,6 +701,21 @@ room_serialize(const muc_room_t *r, bool with_hist)
         xd_el_set_attr(cf, flags[i].k, flags[i].v ? "1" : "0");
     xd_el_set_attr(cf, "whois", g->whois == WHOIS_ANYONE ? "anyone" : "moderators");
     xd_el_set_attr(cf, "pm", pm_names[g->allowpm]);
+    if (g->lang)
+        xd_el_set_attr(cf, "lang", g->lang);
+    if (g->pubsub)
+        xd_el_set_attr(cf, "pubsub", g->pubsub);
+    char roles[40];
+    roles_text(g->getmemberlist, roles, sizeof roles);
+    xd_el_set_attr(cf, "getmemberlist", roles);
+    struct { const char *k; bool v; } more[] = {
+        { "voicereq", g->voice_requests }, { "vstatus", g->visitor_status },
+        { "vnick", g->visitor_nickchange }, { "mbd", g->members_by_default },
+    };
+    for (size_t i = 0; i < sizeof more / sizeof *more; i++)
+        xd_el_set_attr(cf, more[i].k, more[i].v ? "1" : "0");
+    snprintf(num, sizeof num, "%d", g->voice_interval);
+    xd_el_set_attr(cf, "voiceint", num);
     snprintf(num, sizeof num, "%d", g->maxusers);
     xd_el_set_attr(cf, "maxusers", num);
     snprintf(num, sizeof num, "%d", g->history);
@@ -700,6 +775,21 @@ room_restore(muc_call_t *c, const char *name, const char *stored)
         g->whois = v && strcmp(v, "anyone") == 0 ? WHOIS_ANYONE : WHOIS_MODERATORS;
         int pm = name_index(pm_names, 4, xd_el_attr(cf, "pm"));
         g->allowpm = pm < 0 ? PM_ANYONE : pm;
+        /* Fields a room stored before they existed keep the defaults. */
+        if ((v = xd_el_attr(cf, "lang"))) {
+            xd_free(g->lang);
+            g->lang = *v ? xd_strdup(v) : NULL;
+        }
+        if ((v = xd_el_attr(cf, "pubsub")) && *v)
+            g->pubsub = xd_strdup(v);
+        if ((v = xd_el_attr(cf, "getmemberlist")))
+            g->getmemberlist = roles_parse(v);
+        g->voice_requests = form_bool(xd_el_attr(cf, "voicereq"), g->voice_requests);
+        g->visitor_status = form_bool(xd_el_attr(cf, "vstatus"), g->visitor_status);
+        g->visitor_nickchange = form_bool(xd_el_attr(cf, "vnick"), g->visitor_nickchange);
+        g->members_by_default = form_bool(xd_el_attr(cf, "mbd"), g->members_by_default);
+        if ((v = xd_el_attr(cf, "voiceint")) && atoi(v) >= 0)
+            g->voice_interval = atoi(v);
         if ((v = xd_el_attr(cf, "maxusers")))
             g->maxusers = atoi(v);
         if ((v = xd_el_attr(cf, "history")))
@@ -1221,6 +1311,22 @@ occ_add_full(muc_room_t *r, muc_occ_t *o, const char *full, const xd_jid_t *jid)
     xd_map_put(&r->by_full, xd_str_c(full), o);
 }
 
+/* st as the room keeps it for an occupant of role `role` (a new
+ * reference): a visitor's without its <status/> when the room does not
+ * broadcast visitors' status text (allow_visitor_status). */
+static xd_stanza_t *
+pres_kept(const muc_room_t *r, const xd_stanza_t *st, int role)
+{
+    if (role != ROLE_VISITOR || r->cfg.visitor_status ||
+        !xd_el_child(xd_stanza_root(st), "status", NULL))
+        return xd_stanza_ref(st);
+    xd_el_t *b = xd_stanza_edit(st);
+    xd_el_t *status;
+    while ((status = xd_el_child_mut(b, "status", NULL)))
+        xd_el_remove_child(b, status);
+    return xd_el_freeze(b);
+}
+
 static void
 room_enter(muc_call_t *c, muc_room_t *r, bool created, const xd_stanza_t *st, const char *full,
            const char *bare, const char *nick)
@@ -1272,7 +1378,7 @@ room_enter(muc_call_t *c, muc_room_t *r, bool created, const xd_stanza_t *st, co
     o->nick = xd_strdup(nick);
     o->bare = xd_strdup(bare);
     o->role = role_for(r, aff);
-    o->pres = xd_stanza_ref(st);
+    o->pres = pres_kept(r, st, o->role);
     occupant_id(r, bare, o->oid);
     occ_add_full(r, o, full, xd_stanza_from(st));
     if (r->nocc == r->cap) {
@@ -1281,7 +1387,7 @@ room_enter(muc_call_t *c, muc_room_t *r, bool created, const xd_stanza_t *st, co
     }
     r->occ[r->nocc++] = o;
     xd_map_put(&r->by_nick, xd_str_c(o->nick), o);
-    room_event(c, r, XD_MUC_EV_JOIN, o->nick, NULL, NULL, NULL, st);
+    room_event(c, r, XD_MUC_EV_JOIN, o->nick, NULL, NULL, NULL, o->pres);
     /* The others learn of it first; its own presence ends its list. */
     broadcast_others(c, r, o, false, NULL);
     int codes[1] = { 201 };
@@ -1292,6 +1398,10 @@ static void
 nick_change(muc_call_t *c, muc_room_t *r, muc_occ_t *o, const xd_stanza_t *st, const char *nick)
 {
     muc_occ_t *other = xd_map_get(&r->by_nick, xd_str_c(nick));
+    if (o->role == ROLE_VISITOR && !r->cfg.visitor_nickchange) {
+        presence_error(st, XD_COND_NOT_ALLOWED, "visitors may not change their nick here");
+        return;
+    }
     if (other && other != o) {
         presence_error(st, XD_COND_CONFLICT, "that nick is in use");
         return;
@@ -1310,7 +1420,7 @@ nick_change(muc_call_t *c, muc_room_t *r, muc_occ_t *o, const xd_stanza_t *st, c
     o->nick = xd_strdup(nick);
     xd_map_put(&r->by_nick, xd_str_c(o->nick), o);
     xd_stanza_unref(o->pres);
-    o->pres = xd_stanza_ref(st);
+    o->pres = pres_kept(r, st, o->role);
     broadcast_presence(c, r, o, false, NULL, NULL);
 }
 
@@ -1338,7 +1448,7 @@ room_leave(muc_call_t *c, muc_room_t *r, muc_occ_t *o, const char *full, const x
     }
     if (!failed) {
         xd_stanza_unref(o->pres);
-        o->pres = xd_stanza_ref(st); /* its status goes with the leave */
+        o->pres = pres_kept(r, st, o->role); /* its status goes with the leave */
     }
     occ_remove(c, r, o, &ex);
 }
@@ -1373,7 +1483,7 @@ room_presence(muc_call_t *c, muc_room_t *r, bool created, const xd_stanza_t *st,
     } else {
         /* A presence update: everyone sees the new show/status. */
         xd_stanza_unref(o->pres);
-        o->pres = xd_stanza_ref(st);
+        o->pres = pres_kept(r, st, o->role);
         broadcast_presence(c, r, o, false, NULL, NULL);
     }
     xd_free(full);
@@ -1521,6 +1631,18 @@ room_voice_request(muc_call_t *c, muc_room_t *r, muc_occ_t *o, const xd_stanza_t
         xd_route_error(st, XD_COND_NOT_ACCEPTABLE, "you have voice already");
         return;
     }
+    if (!r->cfg.voice_requests) {
+        xd_route_error(st, XD_COND_FORBIDDEN, "voice requests are disabled in this room");
+        return;
+    }
+    uint64_t now = muc_now_ms();
+    if (o->voice_ms && r->cfg.voice_interval > 0 &&
+        now - o->voice_ms < (uint64_t)r->cfg.voice_interval * 1000) {
+        xd_route_error(st, XD_COND_RESOURCE_CONSTRAINT,
+                       "wait a while before asking for voice again");
+        return;
+    }
+    o->voice_ms = now;
     xd_el_t *b = xd_el_new("message", NULL);
     xd_el_set_attr(b, "from", r->jid);
     xd_el_t *x = xd_el_add_child(b, "x", XD_NS_DATA);
@@ -1729,6 +1851,9 @@ room_disco_info(muc_call_t *c, muc_room_t *r, const xd_stanza_t *st)
     xd_el_set_attr(x, "type", "result");
     add_field(x, "FORM_TYPE", "hidden", NULL, MUC_NS_ROOMINFO);
     add_field(x, "muc#roominfo_description", NULL, "Description", g->desc);
+    add_field(x, "muc#roominfo_lang", NULL, "Language of discussion", g->lang);
+    if (g->pubsub)
+        add_field(x, "muc#roomconfig_pubsub", NULL, "Associated pubsub node", g->pubsub);
     char num[24];
     snprintf(num, sizeof num, "%zu", r->nocc);
     add_field(x, "muc#roominfo_occupants", NULL, "Number of occupants", num);
@@ -1739,6 +1864,59 @@ room_disco_info(muc_call_t *c, muc_room_t *r, const xd_stanza_t *st)
     add_field(x, "muc#maxhistoryfetch", NULL, NULL, "");
     add_field(x, "muc#roomconfig_maxusers", NULL, NULL, num);
     xd_route_take(xd_el_freeze(b));
+}
+
+struct jids_walk {
+    xd_el_t *f;
+    int want;
+};
+
+static int
+jids_one(void *arg, const char *key, void *val)
+{
+    struct jids_walk *w = arg;
+    if ((int)(intptr_t)val == w->want)
+        xd_el_add_text(xd_el_add_child(w->f, "value", NULL), key);
+    return 0;
+}
+
+/* The form's fields beyond XEP-0045's first set: the member list's roles,
+ * ejabberd's voice request and visitor options, the full owner and admin
+ * lists (10.1.3). */
+static void
+config_form_more(const muc_room_t *r, xd_el_t *x)
+{
+    const muc_cfg_t *g = &r->cfg;
+    xd_el_t *f = xd_el_add_child(x, "field", NULL);
+    xd_el_set_attr(f, "var", "muc#roomconfig_getmemberlist");
+    xd_el_set_attr(f, "type", "list-multi");
+    xd_el_set_attr(f, "label", "Roles that may get the member list");
+    for (int role = ROLE_VISITOR; role <= ROLE_MODERATOR; role++)
+        if (g->getmemberlist & 1 << role)
+            xd_el_add_text(xd_el_add_child(f, "value", NULL), role_names[role]);
+    add_options(f, role_names + 1, 3);
+    add_field(x, "allow_voice_requests", "boolean", "Visitors may ask for voice",
+              g->voice_requests ? "1" : "0");
+    char num[24];
+    snprintf(num, sizeof num, "%d", g->voice_interval);
+    add_field(x, "voice_request_min_interval", "text-single",
+              "Seconds between one visitor's voice requests", num);
+    add_field(x, "allow_visitor_status", "boolean", "Visitors' status text is shown",
+              g->visitor_status ? "1" : "0");
+    add_field(x, "allow_visitor_nickchange", "boolean", "Visitors may change their nick",
+              g->visitor_nickchange ? "1" : "0");
+    add_field(x, "members_by_default", "boolean",
+              "Moderated: occupants without affiliation enter with voice",
+              g->members_by_default ? "1" : "0");
+    static const char *const lists[2][2] = { { "muc#roomconfig_roomadmins", "Room admins" },
+                                             { "muc#roomconfig_roomowners", "Room owners" } };
+    for (int i = 0; i < 2; i++) {
+        struct jids_walk w = { xd_el_add_child(x, "field", NULL), i ? AFF_OWNER : AFF_ADMIN };
+        xd_el_set_attr(w.f, "var", lists[i][0]);
+        xd_el_set_attr(w.f, "type", "jid-multi");
+        xd_el_set_attr(w.f, "label", lists[i][1]);
+        xd_map_foreach(&r->affs, jids_one, &w);
+    }
 }
 
 static void
@@ -1753,6 +1931,10 @@ room_config_form(muc_call_t *c, muc_room_t *r, const xd_stanza_t *st)
     add_field(x, "FORM_TYPE", "hidden", NULL, MUC_NS_ROOMCONFIG);
     add_field(x, "muc#roomconfig_roomname", "text-single", "Room name", g->title);
     add_field(x, "muc#roomconfig_roomdesc", "text-single", "Description", g->desc);
+    add_field(x, "muc#roomconfig_lang", "text-single", "Language of discussion (a tag: en)",
+              g->lang);
+    add_field(x, "muc#roomconfig_pubsub", "text-single", "Associated pubsub node (XMPP URI)",
+              g->pubsub);
     add_field(x, "muc#roomconfig_persistentroom", "boolean", "Persistent",
               g->persistent ? "1" : "0");
     add_field(x, "muc#roomconfig_publicroom", "boolean", "Listed in the directory",
@@ -1789,6 +1971,7 @@ room_config_form(muc_call_t *c, muc_room_t *r, const xd_stanza_t *st)
     add_field(x, "muc#roomconfig_historylength", "text-single", "Messages of history", num);
     add_field(x, "muc#roomconfig_allowinvites", "boolean", "Occupants may invite",
               g->allowinvites ? "1" : "0");
+    config_form_more(r, x);
     /* Offered where something logs rooms (mod_muc_log on this host). */
     xd_module_ctx_t *logger = xd_module_instance("mod_muc_log", xd_module_host(c->ctx));
     if (logger) {
@@ -1812,6 +1995,218 @@ parse_int_field(const char *v, int lo, int hi, int *out)
         return false;
     *out = (int)n;
     return true;
+}
+
+/* The field `var` of form x, or NULL. */
+static const xd_el_t *
+form_field(const xd_el_t *x, const char *var)
+{
+    for (const xd_el_t *f = xd_el_first_child(x); f; f = xd_el_next(f)) {
+        const char *v = xd_el_attr(f, "var");
+        if (xd_el_is(f, "field", XD_NS_DATA) && v && strcmp(v, var) == 0)
+            return f;
+    }
+    return NULL;
+}
+
+/* The value of the first of the field's names that the form has (ejabberd
+ * renamed some: both are taken), or NULL. */
+static const char *
+form_value2(const xd_el_t *x, const char *var, const char *old)
+{
+    const char *v = form_value(x, var);
+    return v ? v : form_value(x, old);
+}
+
+/* A language tag (RFC 5646's letters, digits and hyphens, at most 35). */
+static bool
+lang_ok(const char *v)
+{
+    size_t n = strlen(v);
+    if (n > 35 || v[0] == '-' || v[n - 1] == '-')
+        return false;
+    for (const char *p = v; *p; p++)
+        if (!((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') ||
+              (*p >= '0' && *p <= '9') || *p == '-'))
+            return false;
+    return true;
+}
+
+#define MUC_PUBSUB_MAX 1024 /* bytes of muc#roomconfig_pubsub */
+
+/* The full owner and admin lists of a form (10.1.3): [0] admins, [1]
+ * owners, as bare JIDs; given: the field was sent. */
+typedef struct aff_lists {
+    char **jid[2];
+    size_t n[2];
+    bool given[2];
+} aff_lists_t;
+
+static void
+aff_lists_free(aff_lists_t *l)
+{
+    for (int i = 0; i < 2; i++) {
+        for (size_t k = 0; k < l->n[i]; k++)
+            xd_free(l->jid[i][k]);
+        xd_free(l->jid[i]);
+    }
+}
+
+static bool
+aff_lists_has(const aff_lists_t *l, int i, const char *bare)
+{
+    for (size_t k = 0; k < l->n[i]; k++)
+        if (strcmp(l->jid[i][k], bare) == 0)
+            return true;
+    return false;
+}
+
+/* What the lists make of bare's affiliation `cur`. */
+static int
+aff_lists_target(const aff_lists_t *l, const char *bare, int cur)
+{
+    if (l->given[1] && aff_lists_has(l, 1, bare))
+        return AFF_OWNER;
+    if (l->given[0] && aff_lists_has(l, 0, bare))
+        return AFF_ADMIN;
+    if ((cur == AFF_OWNER && l->given[1]) || (cur == AFF_ADMIN && l->given[0]))
+        return AFF_NONE;
+    return cur;
+}
+
+struct keys_walk {
+    char **keys;
+    size_t n;
+};
+
+static int
+keys_one(void *arg, const char *key, void *val)
+{
+    (void)val;
+    struct keys_walk *w = arg;
+    w->keys[w->n++] = xd_strdup(key);
+    return 0;
+}
+
+/* Reads muc#roomconfig_roomowners/_roomadmins into l and checks them
+ * against the room: NULL, or why they are refused. */
+static const char *
+aff_lists_parse(muc_call_t *c, const muc_room_t *r, const xd_el_t *x, aff_lists_t *l)
+{
+    static const char *const vars[2] = { "muc#roomconfig_roomadmins",
+                                         "muc#roomconfig_roomowners" };
+    size_t max = (size_t)c->conf->max_affiliations;
+    for (int i = 0; i < 2; i++) {
+        const xd_el_t *f = form_field(x, vars[i]);
+        if (!f)
+            continue;
+        l->given[i] = true;
+        for (const xd_el_t *v = xd_el_first_child(f); v; v = xd_el_next(v)) {
+            if (!xd_el_is(v, "value", XD_NS_DATA))
+                continue;
+            const char *t = xd_el_text(v);
+            xd_jid_t *j = NULL;
+            if (!t || !*t)
+                continue;
+            if (l->n[i] >= max)
+                return "the room has too many affiliations";
+            if (xd_jid_parse(xd_str_c(t), &j) != 0)
+                return "roomowners and roomadmins take JIDs";
+            xd_str_t bs = xd_jid_bare_str(j);
+            char *bare = xd_strndup(bs.p, bs.len);
+            xd_jid_unref(j);
+            if (aff_lists_has(l, i, bare)) {
+                xd_free(bare);
+                continue;
+            }
+            l->jid[i] = xd_realloc(l->jid[i], (l->n[i] + 1) * sizeof *l->jid[i]);
+            l->jid[i][l->n[i]++] = bare;
+        }
+    }
+    if (l->given[1] && l->n[1] == 0)
+        return "the room needs an owner";
+    for (size_t k = 0; k < l->n[0]; k++)
+        if (aff_lists_has(l, 1, l->jid[0][k]))
+            return "a JID is in both roomowners and roomadmins";
+    /* The affiliations there would be. */
+    size_t count = 0;
+    struct keys_walk w = { xd_calloc(xd_map_count(&r->affs) + 1, sizeof(char *)), 0 };
+    xd_map_foreach(&r->affs, keys_one, &w);
+    for (size_t k = 0; k < w.n; k++) {
+        count += aff_lists_target(l, w.keys[k], aff_of(r, w.keys[k])) != AFF_NONE;
+        xd_free(w.keys[k]);
+    }
+    xd_free(w.keys);
+    for (int i = 0; i < 2; i++)
+        for (size_t k = 0; k < l->n[i]; k++)
+            count += aff_of(r, l->jid[i][k]) == AFF_NONE;
+    return count > max ? "the room has too many affiliations" : NULL;
+}
+
+/* Gives every JID the affiliation the lists make of it; its occupants
+ * follow (aff_follow). */
+static void
+aff_lists_apply(muc_call_t *c, muc_room_t *r, const aff_lists_t *l)
+{
+    if (!l->given[0] && !l->given[1])
+        return;
+    struct keys_walk w = { xd_calloc(xd_map_count(&r->affs) + l->n[0] + l->n[1] + 1,
+                                     sizeof(char *)), 0 };
+    xd_map_foreach(&r->affs, keys_one, &w);
+    for (int i = 0; i < 2; i++)
+        for (size_t k = 0; k < l->n[i]; k++)
+            w.keys[w.n++] = xd_strdup(l->jid[i][k]);
+    for (size_t k = 0; k < w.n; k++) {
+        int cur = aff_of(r, w.keys[k]), want = aff_lists_target(l, w.keys[k], cur);
+        if (want != cur) {
+            aff_set(r, w.keys[k], want);
+            aff_follow(c, r, w.keys[k], want, NULL, NULL);
+        }
+        xd_free(w.keys[k]);
+    }
+    xd_free(w.keys);
+}
+
+/* The fields config_form_more offers, and lang and pubsub, into n (its
+ * lang and pubsub still the room's: the caller copies them); NULL or why
+ * they are refused. */
+static const char *
+config_parse_more(const xd_el_t *x, muc_cfg_t *n)
+{
+    const char *v;
+    const xd_el_t *f = form_field(x, "muc#roomconfig_getmemberlist");
+    if (f) {
+        n->getmemberlist = 0;
+        for (const xd_el_t *e = xd_el_first_child(f); e; e = xd_el_next(e)) {
+            if (!xd_el_is(e, "value", XD_NS_DATA) || !xd_el_text(e) || !*xd_el_text(e))
+                continue;
+            int role = name_index(role_names, 4, xd_el_text(e));
+            if (role <= ROLE_NONE)
+                return "getmemberlist takes moderator, participant and visitor";
+            n->getmemberlist |= 1 << role;
+        }
+    }
+    if ((v = form_value(x, "muc#roomconfig_lang")) && *v && !lang_ok(v))
+        return "lang is a language tag (en, pt-BR)";
+    if ((v = form_value(x, "muc#roomconfig_pubsub")) && *v &&
+        (strncmp(v, "xmpp:", 5) != 0 || strlen(v) > MUC_PUBSUB_MAX))
+        return "pubsub is the XMPP URI of a node (xmpp:service?;node=name)";
+    if (!parse_int_field(form_value2(x, "voice_request_min_interval",
+                                     "muc#roomconfig_voicerequestmininterval"),
+                         0, 365 * 86400, &n->voice_interval))
+        return "voice_request_min_interval is seconds (0 to a year)";
+    n->voice_requests = form_bool(form_value2(x, "allow_voice_requests",
+                                              "muc#roomconfig_allowvoicerequests"),
+                                  n->voice_requests);
+    n->visitor_status = form_bool(form_value2(x, "allow_visitor_status",
+                                              "muc#roomconfig_allowvisitorstatus"),
+                                  n->visitor_status);
+    n->visitor_nickchange = form_bool(form_value2(x, "allow_visitor_nickchange",
+                                                  "muc#roomconfig_allowvisitornickchange"),
+                                      n->visitor_nickchange);
+    n->members_by_default = form_bool(form_value(x, "members_by_default"),
+                                      n->members_by_default);
+    return NULL;
 }
 
 /* Applies a submitted configuration; NULL, or the reason it is refused
@@ -1843,6 +2238,9 @@ room_config_apply(muc_call_t *c, muc_room_t *r, const xd_el_t *x)
             return "allowpm is anyone, participants, moderators or none";
         n.allowpm = pm;
     }
+    const char *more = config_parse_more(x, &n);
+    if (more)
+        return more;
     n.persistent = form_bool(form_value(x, "muc#roomconfig_persistentroom"), n.persistent);
     n.pub = form_bool(form_value(x, "muc#roomconfig_publicroom"), n.pub);
     n.members_only = form_bool(form_value(x, "muc#roomconfig_membersonly"), n.members_only);
@@ -1861,6 +2259,20 @@ room_config_apply(muc_call_t *c, muc_room_t *r, const xd_el_t *x)
     const char *secret = form_value(x, "muc#roomconfig_roomsecret");
     if (n.password_protected && !(secret && *secret) && !(r->cfg.password && !secret))
         return "a password protected room needs roomsecret";
+    aff_lists_t lists = { 0 };
+    const char *bad_list = aff_lists_parse(c, r, x, &lists);
+    if (bad_list) {
+        aff_lists_free(&lists);
+        return bad_list;
+    }
+    const char *lang = form_value(x, "muc#roomconfig_lang");
+    const char *pubsub = form_value(x, "muc#roomconfig_pubsub");
+    n.lang = lang ? (*lang ? xd_strdup(lang) : NULL)
+                  : (r->cfg.lang ? xd_strdup(r->cfg.lang) : NULL);
+    n.pubsub = pubsub ? (*pubsub ? xd_strdup(pubsub) : NULL)
+                      : (r->cfg.pubsub ? xd_strdup(r->cfg.pubsub) : NULL);
+    xd_free(r->cfg.lang);
+    xd_free(r->cfg.pubsub);
     int was_whois = r->cfg.whois;
     bool was_members = r->cfg.members_only;
     n.title = title ? (*title ? xd_strdup(title) : NULL)
@@ -1905,6 +2317,8 @@ room_config_apply(muc_call_t *c, muc_room_t *r, const xd_el_t *x)
             }
         }
     }
+    aff_lists_apply(c, r, &lists);
+    aff_lists_free(&lists);
     room_publish(c, r, n.persistent || was_persistent);
     return NULL;
 }
@@ -2104,6 +2518,19 @@ list_one(void *arg, const char *key, void *val)
     return 0;
 }
 
+/* muc#roomconfig_getmemberlist: whether occupant me (NULL: not in the
+ * room, affiliation myaff) may get the member list.  It holds real JIDs:
+ * in a semi-anonymous room only for those who see them (XEP-0045 5.2);
+ * a member not in the room asks as a participant would. */
+static bool
+memberlist_ok(const muc_room_t *r, const muc_occ_t *me, int myaff)
+{
+    if (me)
+        return (r->cfg.getmemberlist & 1 << me->role) && sees_jid(r, me);
+    return myaff == AFF_MEMBER && r->cfg.whois == WHOIS_ANYONE &&
+           (r->cfg.getmemberlist & 1 << ROLE_PARTICIPANT);
+}
+
 static void
 room_admin_get(muc_call_t *c, muc_room_t *r, const xd_stanza_t *st, const xd_el_t *q,
                const muc_occ_t *me, int myaff)
@@ -2120,7 +2547,8 @@ room_admin_get(muc_call_t *c, muc_room_t *r, const xd_stanza_t *st, const xd_el_
     xd_el_t *rq = xd_el_add_child(b, "query", XD_NS_MUC_ADMIN);
     if (affs) {
         int want = name_index(aff_names, 5, affs);
-        if (want <= AFF_NONE || myaff < AFF_ADMIN) {
+        if (want <= AFF_NONE ||
+            (myaff < AFF_ADMIN && !(want == AFF_MEMBER && memberlist_ok(r, me, myaff)))) {
             xd_el_free(b);
             xd_route_error(st, want <= AFF_NONE ? XD_COND_BAD_REQUEST : XD_COND_FORBIDDEN,
                            NULL);

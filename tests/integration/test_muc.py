@@ -1349,3 +1349,270 @@ def test_room_registration_refusals(server_factory):
     # unknown room
     r = iq(b, "f4", f"<query xmlns='{NS_REG}'/>", typ="get", to=f"nosuch@{MUC}")
     assert "<item-not-found " in r, r
+
+
+# ---- the rest of ejabberd's room options (issue 15) ----------------------------------------
+
+def config_multi(c, room, fields, iq_id="cfgm"):
+    """A configuration form whose fields have several values (lists of
+    values; a list of none sends the field empty); names are full vars."""
+    vals = "".join(f"<field var='{k}'>" + "".join(f"<value>{v}</value>" for v in vs) +
+                   "</field>" for k, vs in fields.items())
+    return iq(c, iq_id, f"<query xmlns='{NS_OWNER}'><x xmlns='jabber:x:data' type='submit'>"
+                        f"<field var='FORM_TYPE'><value>{NS_MUC}#roomconfig</value></field>"
+                        f"{vals}</x></query>", to=f"{room}@{MUC}")
+
+
+def form_values(r, var):
+    """The values of field var in a form (in order)."""
+    m = re.search(rf"<field[^>]*var='{re.escape(var)}'[^>]*>(.*?)</field>", r, re.S)
+    assert m, (var, r)
+    body = re.sub(r"<option.*?</option>", "", m.group(1), flags=re.S)
+    return re.findall(r"<value>([^<]*)</value>", body)
+
+
+NEW_FIELDS = ("muc#roomconfig_lang", "muc#roomconfig_pubsub", "muc#roomconfig_getmemberlist",
+              "muc#roomconfig_roomowners", "muc#roomconfig_roomadmins",
+              "allow_voice_requests", "voice_request_min_interval", "allow_visitor_status",
+              "allow_visitor_nickchange", "members_by_default")
+
+
+def test_config_lang_and_pubsub_in_roominfo(server_factory):
+    """muc#roomconfig_lang and muc#roomconfig_pubsub: offered, kept, shown in
+    the room's disco#info (muc#roominfo_lang, muc#roomconfig_pubsub); a value
+    that is no language tag or no XMPP URI is refused with not-acceptable."""
+    srv = start(server_factory)
+    a, _ = online(srv, "alice")
+    create(a, "lang", "al")
+    r = iq(a, "g1", f"<query xmlns='{NS_OWNER}'/>", typ="get", to=f"lang@{MUC}")
+    for f in NEW_FIELDS:
+        assert f"var='{f}'" in r, (f, r)
+    assert form_values(r, "muc#roomconfig_lang") in ([], [""]), r
+    node = "xmpp:pubsub.localhost?;node=lang-news"
+    r = config(a, "lang", {"lang": "fr-CA", "pubsub": node.replace("&", "&amp;")})
+    assert "type='result'" in r, r
+    r = iq(a, "d1", "<query xmlns='http://jabber.org/protocol/disco#info'/>", typ="get",
+           to=f"lang@{MUC}")
+    assert form_values(r, "muc#roominfo_lang") == ["fr-CA"], r
+    assert form_values(r, "muc#roomconfig_pubsub") == [node], r
+    r = iq(a, "g2", f"<query xmlns='{NS_OWNER}'/>", typ="get", to=f"lang@{MUC}")
+    assert form_values(r, "muc#roomconfig_lang") == ["fr-CA"], r
+    assert form_values(r, "muc#roomconfig_pubsub") == [node], r
+    for bad in ({"lang": "no tag!"}, {"lang": "x" * 100}, {"pubsub": "https://example.com/"},
+                {"pubsub": "xmpp:" + "n" * 2000}):
+        r = config(a, "lang", bad, "bad")
+        assert "<not-acceptable " in r, (bad, r)
+    # An empty value unsets them.
+    assert "type='result'" in config(a, "lang", {"lang": "", "pubsub": ""})
+    r = iq(a, "d2", "<query xmlns='http://jabber.org/protocol/disco#info'/>", typ="get",
+           to=f"lang@{MUC}")
+    assert "muc#roomconfig_pubsub" not in r, r
+    assert form_values(r, "muc#roominfo_lang") in ([], [""]), r
+
+
+def test_config_roomowners_and_roomadmins(server_factory):
+    """muc#roomconfig_roomowners/_roomadmins are the full lists (XEP-0045
+    10.1.3): who is listed gets the affiliation, who is no longer listed
+    loses it, occupants see their new affiliation and role; no owner left,
+    a JID in both lists, a malformed JID and more than max_affiliations are
+    refused with not-acceptable and change nothing."""
+    srv = start(server_factory, "max_affiliations: 4")
+    a, _ = online(srv, "alice")
+    b, _ = online(srv, "bob")
+    create(a, "lists", "al")
+    join(b, "lists", "bob")
+    expect(a, pres_rx("lists", "bob"))
+    r = iq(a, "g1", f"<query xmlns='{NS_OWNER}'/>", typ="get", to=f"lists@{MUC}")
+    assert form_values(r, "muc#roomconfig_roomowners") == ["alice@localhost"], r
+    assert re.search(r"var='muc#roomconfig_roomadmins'[^>]*type='jid-multi'|"
+                     r"type='jid-multi'[^>]*var='muc#roomconfig_roomadmins'", r), r
+    r = config_multi(a, "lists", {"muc#roomconfig_roomadmins": ["bob@localhost",
+                                                                 "carol@localhost/res"]})
+    assert "type='result'" in r, r
+    p = expect(b, pres_rx("lists", "bob"))
+    assert "affiliation='admin'" in p and "role='moderator'" in p, p
+    r = iq(a, "l1", f"<query xmlns='{NS_ADMIN}'><item affiliation='admin'/></query>",
+           typ="get", to=f"lists@{MUC}")
+    assert "jid='bob@localhost'" in r and "jid='carol@localhost'" in r, r
+    r = config_multi(a, "lists", {"muc#roomconfig_roomowners": ["alice@localhost",
+                                                                 "dave@localhost"],
+                                  "muc#roomconfig_roomadmins": ["carol@localhost"]})
+    assert "type='result'" in r, r
+    p = expect(b, pres_rx("lists", "bob"))
+    assert "affiliation='none'" in p and "role='participant'" in p, p
+    r = iq(a, "g2", f"<query xmlns='{NS_OWNER}'/>", typ="get", to=f"lists@{MUC}")
+    assert sorted(form_values(r, "muc#roomconfig_roomowners")) == ["alice@localhost",
+                                                                   "dave@localhost"], r
+    assert form_values(r, "muc#roomconfig_roomadmins") == ["carol@localhost"], r
+    for bad in ({"muc#roomconfig_roomowners": []},
+                {"muc#roomconfig_roomowners": ["alice@localhost"],
+                 "muc#roomconfig_roomadmins": ["alice@localhost"]},
+                {"muc#roomconfig_roomadmins": ["@@bad"]},
+                {"muc#roomconfig_roomadmins": [f"u{i}@localhost" for i in range(5)]}):
+        r = config_multi(a, "lists", bad, "bad")
+        assert "<not-acceptable " in r, (bad, r)
+    r = iq(a, "g3", f"<query xmlns='{NS_OWNER}'/>", typ="get", to=f"lists@{MUC}")
+    assert sorted(form_values(r, "muc#roomconfig_roomowners")) == ["alice@localhost",
+                                                                   "dave@localhost"], r
+    assert form_values(r, "muc#roomconfig_roomadmins") == ["carol@localhost"], r
+    # Owners may drop themselves while another owner stays.
+    r = config_multi(a, "lists", {"muc#roomconfig_roomowners": ["dave@localhost"]})
+    assert "type='result'" in r, r
+    r = iq(a, "g4", f"<query xmlns='{NS_OWNER}'/>", typ="get", to=f"lists@{MUC}")
+    assert "<forbidden " in r, r
+
+
+def test_config_getmemberlist(server_factory):
+    """muc#roomconfig_getmemberlist: the roles that may get the member list
+    (affiliation='member'); in a semi-anonymous room only those who see real
+    JIDs (XEP-0045 5.2 ***); admins and owners always may."""
+    srv = start(server_factory)
+    a, _ = online(srv, "alice")
+    b, _ = online(srv, "bob")
+    create(a, "gml", "al")
+    config(a, "gml", {"whois": "anyone"})
+    admin(a, "<item jid='dave@localhost' affiliation='member'/>", "gml", "m1")
+    join(b, "gml", "bob")
+    get = f"<query xmlns='{NS_ADMIN}'><item affiliation='member'/></query>"
+    r = iq(b, "l1", get, typ="get", to=f"gml@{MUC}")
+    assert "type='result'" in r and "jid='dave@localhost'" in r, r
+    # Other lists stay the admins'.
+    r = iq(b, "l2", f"<query xmlns='{NS_ADMIN}'><item affiliation='outcast'/></query>",
+           typ="get", to=f"gml@{MUC}")
+    assert "<forbidden " in r, r
+    r = config_multi(a, "gml", {"muc#roomconfig_getmemberlist": ["moderator"]})
+    assert "type='result'" in r, r
+    r = iq(a, "g1", f"<query xmlns='{NS_OWNER}'/>", typ="get", to=f"gml@{MUC}")
+    assert form_values(r, "muc#roomconfig_getmemberlist") == ["moderator"], r
+    r = iq(b, "l3", get, typ="get", to=f"gml@{MUC}")
+    assert "<forbidden " in r, r
+    r = iq(a, "l4", get, typ="get", to=f"gml@{MUC}")
+    assert "jid='dave@localhost'" in r, r
+    # Semi-anonymous: a participant may not, whatever the list says.
+    config_multi(a, "gml", {"muc#roomconfig_getmemberlist": ["participant", "moderator"],
+                            "muc#roomconfig_whois": ["moderators"]})
+    r = iq(b, "l5", get, typ="get", to=f"gml@{MUC}")
+    assert "<forbidden " in r, r
+    r = config_multi(a, "gml", {"muc#roomconfig_getmemberlist": ["emperor"]}, "bad")
+    assert "<not-acceptable " in r, r
+
+
+def test_config_voice_requests(server_factory):
+    """allow_voice_requests off: a visitor's request is forbidden;
+    voice_request_min_interval: a second request within it is
+    resource-constraint, with 0 it goes again."""
+    srv = start(server_factory)
+    a, _ = online(srv, "alice")
+    c, _ = online(srv, "carol")
+    create(a, "vq", "al")
+    config(a, "vq", {"moderatedroom": "1"})
+    assert "type='result'" in config_multi(a, "vq", {"allow_voice_requests": ["0"]})
+    join(c, "vq", "cc")
+    req = ("<x xmlns='jabber:x:data' type='submit'><field var='FORM_TYPE'>"
+           "<value>http://jabber.org/protocol/muc#request</value></field>"
+           "<field var='muc#role'><value>participant</value></field></x>")
+    c.send(f"<message to='vq@{MUC}' id='q1'>{req}</message>")
+    expect(c, err_rx("message", "q1", "forbidden"))
+    r = config_multi(a, "vq", {"muc#roomconfig_allowvoicerequests": ["1"],
+                               "muc#roomconfig_voicerequestmininterval": ["3600"]})
+    assert "type='result'" in r, r
+    r = iq(a, "g1", f"<query xmlns='{NS_OWNER}'/>", typ="get", to=f"vq@{MUC}")
+    assert form_values(r, "allow_voice_requests") == ["1"], r
+    assert form_values(r, "voice_request_min_interval") == ["3600"], r
+    a.roundtrip()
+    c.send(f"<message to='vq@{MUC}' id='q2'>{req}</message>")
+    m = expect(a, rf"<message[^>]*from='vq@{MUC}'[^>]*>(?:(?!</message>).)*muc#request.*?"
+                  r"</message>")
+    assert "<value>cc</value>" in m, m
+    c.send(f"<message to='vq@{MUC}' id='q3'>{req}</message>")
+    expect(c, err_rx("message", "q3", "resource-constraint"))
+    assert_nothing_before(a, "muc#request", after=[c])
+    assert "type='result'" in config_multi(a, "vq", {"voice_request_min_interval": ["0"]})
+    c.send(f"<message to='vq@{MUC}' id='q4'>{req}</message>")
+    expect(a, r"muc#request")
+    r = config_multi(a, "vq", {"voice_request_min_interval": ["-1"]}, "bad")
+    assert "<not-acceptable " in r, r
+
+
+def test_config_visitor_status_nickchange_and_members_by_default(server_factory):
+    """allow_visitor_status off: a visitor's <status/> is not broadcast;
+    allow_visitor_nickchange off: a visitor's nick change is not-allowed;
+    members_by_default on: in a moderated room, unaffiliated occupants enter
+    as participants (ejabberd), off: as visitors (XEP-0045's default)."""
+    srv = start(server_factory)
+    a, _ = online(srv, "alice")
+    c, _ = online(srv, "carol")
+    create(a, "vis", "al")
+    r = config_multi(a, "vis", {"muc#roomconfig_moderatedroom": ["1"],
+                                "allow_visitor_status": ["0"],
+                                "allow_visitor_nickchange": ["0"]})
+    assert "type='result'" in r, r
+    c.send(f"<presence to='vis@{MUC}/cc'><x xmlns='{NS_MUC}'/><show>away</show>"
+           f"<status>buy my stuff</status></presence>")
+    p = expect(a, pres_rx("vis", "cc"))
+    assert "role='visitor'" in p and "buy my stuff" not in p and "<show>away</show>" in p, p
+    expect(c, subject_rx("vis"))
+    c.send(f"<presence to='vis@{MUC}/cc'><status>cheap stuff</status></presence>")
+    p = expect(a, pres_rx("vis", "cc"))
+    assert "cheap stuff" not in p, p
+    c.send(f"<presence to='vis@{MUC}/cc2'/>")
+    e = expect(c, perr("not-allowed"))
+    assert f"from='vis@{MUC}/cc2'" in e, e
+    # With voice, the status goes through.
+    assert "type='result'" in admin(a, "<item nick='cc' role='participant'/>", "vis", "v1")
+    c.send(f"<presence to='vis@{MUC}/cc'><status>hello all</status></presence>")
+    p = expect(a, pres_rx("vis", "cc"))
+    assert "<status>hello all</status>" in p, p
+    c.send(f"<presence to='vis@{MUC}/cc' type='unavailable'/>")
+    expect(a, pres_rx("vis", "cc", unavailable=True))
+    # members_by_default.
+    assert "type='result'" in config_multi(a, "vis", {"members_by_default": ["1"]})
+    join(c, "vis", "cc")
+    p = expect(a, pres_rx("vis", "cc"))
+    assert "role='participant'" in p, p
+    c.send(f"<presence to='vis@{MUC}/cc' type='unavailable'/>")
+    expect(a, pres_rx("vis", "cc", unavailable=True))
+    assert "type='result'" in config_multi(a, "vis", {"members_by_default": ["0"]})
+    join(c, "vis", "cc")
+    p = expect(a, pres_rx("vis", "cc"))
+    assert "role='visitor'" in p, p
+
+
+def test_new_config_fields_survive_restart_and_service_defaults(server_factory):
+    """The new fields are stored with a persistent room and come back after
+    a restart; a new room takes the service's defaults (default_lang,
+    default_getmemberlist, default_allow_voice_requests,
+    default_voice_request_min_interval, default_allow_visitor_status,
+    default_allow_visitor_nickchange, default_members_by_default)."""
+    srv = start(server_factory,
+                "default_lang: de, default_getmemberlist: [moderator], "
+                "default_allow_voice_requests: false, "
+                "default_voice_request_min_interval: 2m, default_allow_visitor_status: false, "
+                "default_allow_visitor_nickchange: false, default_members_by_default: true")
+    a, _ = online(srv, "alice")
+    create(a, "defs", "al")
+    r = iq(a, "g1", f"<query xmlns='{NS_OWNER}'/>", typ="get", to=f"defs@{MUC}")
+    want = {"muc#roomconfig_lang": ["de"], "muc#roomconfig_getmemberlist": ["moderator"],
+            "allow_voice_requests": ["0"], "voice_request_min_interval": ["120"],
+            "allow_visitor_status": ["0"], "allow_visitor_nickchange": ["0"],
+            "members_by_default": ["1"]}
+    for k, v in want.items():
+        assert form_values(r, k) == v, (k, r)
+    new = {"muc#roomconfig_persistentroom": ["1"], "muc#roomconfig_lang": ["en"],
+           "muc#roomconfig_pubsub": ["xmpp:pubsub.localhost?;node=n1"],
+           "muc#roomconfig_getmemberlist": ["moderator", "participant"],
+           "muc#roomconfig_roomadmins": ["bob@localhost"],
+           "muc#roomconfig_roomowners": ["alice@localhost", "carol@localhost"],
+           "allow_voice_requests": ["1"], "voice_request_min_interval": ["7"],
+           "allow_visitor_status": ["1"], "allow_visitor_nickchange": ["1"],
+           "members_by_default": ["0"]}
+    assert "type='result'" in config_multi(a, "defs", new)
+    a.roundtrip()
+    srv.stop()
+    srv.restart()
+    a, _ = online(srv, "alice")
+    r = iq(a, "g2", f"<query xmlns='{NS_OWNER}'/>", typ="get", to=f"defs@{MUC}")
+    for k, v in new.items():
+        if k == "muc#roomconfig_persistentroom":
+            continue
+        assert sorted(form_values(r, k)) == sorted(v), (k, r)
