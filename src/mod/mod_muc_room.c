@@ -2862,6 +2862,54 @@ mam_query_done(xd_module_ctx_t *ctx, void *arg, int status)
     room_job_free(j);
 }
 
+/* Who may read the room's archive: its occupants, its members (and
+ * admins, owners, service administrators), and anyone when the room is
+ * public and open (listed, neither members-only nor password-protected:
+ * what is said there is public); never an outcast. */
+static bool
+archive_readable(const muc_room_t *r, const xd_stanza_t *st, const muc_occ_t *me, int myaff)
+{
+    bool occupant = me || occ_by_real(r, xd_stanza_from(st)) != NULL;
+    bool open = r->cfg.pub && !r->cfg.members_only && !r->cfg.password_protected;
+    return myaff != AFF_OUTCAST && (occupant || myaff >= AFF_MEMBER || open);
+}
+
+/* XEP-0441 on the room's archive.  What a room archives is its
+ * configuration's (muc#roomconfig_mam): every message while it is on, so
+ * its preferences are default='always' without JID lists.  A get shows
+ * them to whoever may read the archive; a set is the owners' and may only
+ * say the same (the owner turns the archive off in the room's
+ * configuration form); per-JID lists mean nothing in a room. */
+static void
+room_mam_prefs(const muc_room_t *r, const xd_stanza_t *st, const xd_el_t *q,
+               const muc_occ_t *me, int myaff, bool set)
+{
+    if (set ? myaff < AFF_OWNER : !archive_readable(r, st, me, myaff)) {
+        xd_route_error(st, XD_COND_FORBIDDEN,
+                       set ? "the owners set what a room archives"
+                           : "only occupants and members read this archive");
+        return;
+    }
+    if (set) {
+        const char *def = xd_el_attr(q, "default");
+        bool jids = false;
+        for (const xd_el_t *l = xd_el_first_child(q); l; l = xd_el_next(l))
+            jids |= xd_el_first_child(l) != NULL;
+        if (!def || strcmp(def, "always") != 0 || jids) {
+            xd_route_error(st, XD_COND_NOT_ACCEPTABLE,
+                           "a room archives every message while muc#roomconfig_mam is on; "
+                           "its owner turns that off in the room configuration");
+            return;
+        }
+    }
+    xd_el_t *b = xd_iq_result_builder(st);
+    xd_el_t *pe = xd_el_add_child(b, "prefs", XD_NS_MAM);
+    xd_el_set_attr(pe, "default", "always");
+    xd_el_add_child(pe, "always", NULL);
+    xd_el_add_child(pe, "never", NULL);
+    xd_route_take(xd_el_freeze(b));
+}
+
 /* A urn:xmpp:mam:2 request on the room's archive (held: mam).  Who may
  * read it: its occupants, its members (and admins, owners, service
  * administrators), and anyone when the room is public and open (listed,
@@ -2875,9 +2923,7 @@ room_mam_iq(muc_call_t *c, muc_room_t *r, const xd_stanza_t *st, const muc_occ_t
         xd_route_error(st, XD_COND_SERVICE_UNAVAILABLE, NULL);
         return;
     }
-    bool occupant = me || occ_by_real(r, xd_stanza_from(st)) != NULL;
-    bool open = r->cfg.pub && !r->cfg.members_only && !r->cfg.password_protected;
-    if (myaff == AFF_OUTCAST || (!occupant && myaff < AFF_MEMBER && !open)) {
+    if (!archive_readable(r, st, me, myaff)) {
         xd_module_release(mam);
         xd_route_error(st, XD_COND_FORBIDDEN, "only occupants and members read this archive");
         return;
@@ -3080,6 +3126,8 @@ room_iq(muc_call_t *c, muc_room_t *r, const xd_stanza_t *st, const char *nick)
         xd_el_t *b = xd_iq_result_builder(st);
         xd_el_add_child(b, "query", XD_NS_DISCO_ITEMS);
         xd_route_take(xd_el_freeze(b));
+    } else if (q && xd_el_is(q, "prefs", XD_NS_MAM) && room_archived(c, r)) {
+        room_mam_prefs(r, st, q, me, myaff, set);
     } else if (q && xd_el_ns(q) && strcmp(xd_el_ns(q), XD_NS_MAM) == 0 && room_archived(c, r)) {
         room_mam_iq(c, r, st, me, myaff, room_mam(c, r));
     } else if (q && set && (xd_el_is(q, "moderate", MAM_NS_MODERATE) ||

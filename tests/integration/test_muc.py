@@ -1616,3 +1616,37 @@ def test_new_config_fields_survive_restart_and_service_defaults(server_factory):
         if k == "muc#roomconfig_persistentroom":
             continue
         assert sorted(form_values(r, k)) == sorted(v), (k, r)
+
+
+def test_room_archive_prefs(server_factory):
+    """XEP-0441 on a room's JID: a room archives every message while its
+    configuration says so, so <prefs/> shows default='always' to who may
+    read the archive; a set is the owners' and may only say the same
+    (never, roster or JID lists are not-acceptable); a room without archive
+    answers service-unavailable as for its other MAM requests."""
+    srv = start(server_factory, opts="default_mam: true", mods=MAM_MODS)
+    a, _ = online(srv, "alice")
+    b, _ = online(srv, "bob")
+    c, _ = online(srv, "carol")
+    create(a, "pf", "al")
+    config(a, "pf", {"publicroom": "0"})
+    join(b, "pf", "bob")
+    get = f"<prefs xmlns='{NS_MAM}'/>"
+    r = iq(b, "p1", get, typ="get", to=f"pf@{MUC}")
+    assert "type='result'" in r and re.search(r"<prefs[^>]*default='always'", r), r
+    r = iq(c, "p2", get, typ="get", to=f"pf@{MUC}")
+    assert "<forbidden " in r, r
+    r = iq(b, "p3", f"<prefs xmlns='{NS_MAM}' default='always'/>", to=f"pf@{MUC}")
+    assert "<forbidden " in r, r
+    r = iq(a, "p4", f"<prefs xmlns='{NS_MAM}' default='always'><always/><never/></prefs>",
+           to=f"pf@{MUC}")
+    assert "type='result'" in r and "default='always'" in r, r
+    for bad in ("default='never'", "default='roster'", ""):
+        r = iq(a, "p5", f"<prefs xmlns='{NS_MAM}' {bad}/>", to=f"pf@{MUC}")
+        assert "<not-acceptable " in r, (bad, r)
+    r = iq(a, "p6", f"<prefs xmlns='{NS_MAM}' default='always'><never><jid>bob@localhost</jid>"
+                    f"</never></prefs>", to=f"pf@{MUC}")
+    assert "<not-acceptable " in r, r
+    config(a, "pf", {"mam": "0"})
+    r = iq(b, "p7", get, typ="get", to=f"pf@{MUC}")
+    assert "<service-unavailable " in r, r
