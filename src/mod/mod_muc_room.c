@@ -1600,6 +1600,9 @@ room_invite(muc_call_t *c, muc_room_t *r, const muc_occ_t *o, const xd_stanza_t 
 }
 
 #define MUC_NS_REQUEST "http://jabber.org/protocol/muc#request"
+#define MUC_NS_RETRACT "urn:xmpp:message-retract:1"
+static void room_retract(muc_call_t *c, muc_room_t *r, const muc_occ_t *o,
+                         const xd_stanza_t *st, const xd_el_t *rt);
 
 /* XEP-0045 8.6/7.13: a visitor asks for voice (the request form goes to
  * every moderator), or a moderator answers one (muc#request_allow grants
@@ -1736,6 +1739,11 @@ room_message(muc_call_t *c, muc_room_t *r, const xd_stanza_t *st, const char *ni
     }
     if (o->role < ROLE_PARTICIPANT) {
         xd_route_error(st, XD_COND_FORBIDDEN, "visitors have no voice here");
+        return;
+    }
+    const xd_el_t *retract = xd_el_child(root, "retract", MUC_NS_RETRACT);
+    if (retract && room_archived(c, r)) {
+        room_retract(c, r, o, st, retract);
         return;
     }
     const xd_el_t *subject = xd_el_child(root, "subject", NULL);
@@ -2336,6 +2344,7 @@ typedef struct room_job {
     char *by;               /* room/nick of the moderator */
     char oid[48];           /* its occupant-id */
     char *occ_id;           /* the sender's occupant-id (from the archive) */
+    xd_input_ref_t in;      /* retraction: the sender's stream, held until done, or {0} */
     int rc;
 } room_job_t;
 
@@ -2946,6 +2955,102 @@ moderate_work(xd_module_ctx_t *ctx, void *arg)
     j->rc = mam_room_moderate(j->mam, j->room, j->id, j->detail, &j->occ_id);
 }
 
+/* The history without the message the room stamped with archive id `sid`
+ * (retracted or moderated). */
+static void
+hist_drop_sid(muc_room_t *r, const char *sid)
+{
+    for (size_t i = 0; i < r->hn; i++) {
+        muc_hist_t *e = &r->hist[(r->hstart + i) % r->hcap];
+        const xd_el_t *hr = xd_stanza_root(e->st);
+        bool hit = false;
+        for (const xd_el_t *ch = xd_el_first_child(hr); ch && !hit; ch = xd_el_next(ch)) {
+            const char *by = xd_el_attr(ch, "by"), *id = xd_el_attr(ch, "id");
+            hit = xd_el_is(ch, "stanza-id", XD_NS_SID) && by && id &&
+                  strcmp(by, r->jid) == 0 && strcmp(id, sid) == 0;
+        }
+        if (!hit)
+            continue;
+        hist_bytes(r, 0, e->len);
+        xd_stanza_unref(e->st);
+        for (size_t k = i; k + 1 < r->hn; k++)
+            r->hist[(r->hstart + k) % r->hcap] = r->hist[(r->hstart + k + 1) % r->hcap];
+        r->hn--;
+        break;
+    }
+}
+
+static void
+retract_work(xd_module_ctx_t *ctx, void *arg)
+{
+    (void)ctx;
+    room_job_t *j = arg;
+    j->rc = mam_room_retract(j->mam, j->room, j->id, j->oid, j->detail);
+}
+
+/* The archive has the tombstone of an occupant's own message: its
+ * retraction goes to every occupant and the message out of the history;
+ * else the sender learns why not (nothing is forwarded). */
+static void
+retract_done(xd_module_ctx_t *ctx, void *arg, int status)
+{
+    room_job_t *j = arg;
+    int rc = status ? status : j->rc;
+    muc_call_t c = { .ctx = ctx, .s = xd_module_state(ctx), .conf = xd_module_opts(ctx) };
+    muc_room_t *r = rc == 0 ? room_find(&c, j->name) : NULL;
+    if (rc == XD_ENOTFOUND)
+        xd_route_error(j->iq, XD_COND_ITEM_NOT_FOUND, "no message with that id in the archive");
+    else if (rc == XD_EINVAL)
+        xd_route_error(j->iq, XD_COND_FORBIDDEN, "only its sender retracts a message");
+    else if (rc != 0) {
+        XD_LOG(NULL, XD_ERROR, "muc retraction failed", "room=%s id=%s err=%s", j->name, j->id,
+               xd_strerror(rc));
+        xd_route_error(j->iq, XD_COND_INTERNAL_SERVER_ERROR, NULL);
+    }
+    if (r) {
+        fan_out(&c, r, j->answer, FAN_ALL, NULL, true);
+        hist_drop_sid(r, j->id);
+        if (r->nocc == 0 && r->cfg.persistent && !r->empty_since)
+            r->empty_since = muc_now_ms();
+    }
+    xd_input_release(j->in);
+    room_job_free(j);
+}
+
+/* XEP-0424 in a room with an archive: occupant o retracts one of its own
+ * messages by the id the room stamped on it (<retract id/>, a groupchat
+ * message).  The archive checks that the message carries o's occupant-id
+ * (its account) and keeps a tombstone; then the retraction goes out. */
+static void
+room_retract(muc_call_t *c, muc_room_t *r, const muc_occ_t *o, const xd_stanza_t *st,
+             const xd_el_t *rt)
+{
+    const char *id = xd_el_attr(rt, "id");
+    if (!id || !*id) {
+        xd_route_error(st, XD_COND_BAD_REQUEST, "<retract/> names the message by its id");
+        return;
+    }
+    room_job_t *j = xd_new(room_job_t);
+    j->mam = room_mam(c, r);
+    j->iq = xd_stanza_ref(st);
+    j->room = room_jid(r);
+    j->name = xd_strdup(r->name);
+    j->id = xd_strdup(id);
+    snprintf(j->oid, sizeof j->oid, "%s", o->oid);
+    j->detail = xd_strdup("<retracted xmlns='" MUC_NS_RETRACT "'/>");
+    j->answer = msg_from_occ(r, o, st, NULL);
+    if (c->held && !c->in_taken && !c->store) { /* released when done */
+        j->in = c->in;
+        c->in_taken = true;
+    }
+    if (!j->mam || !j->room ||
+        xd_module_submit(c->ctx, retract_work, retract_done, j) != 0) {
+        xd_route_error(st, XD_COND_RESOURCE_CONSTRAINT, "the archive is busy");
+        xd_input_release(j->in);
+        room_job_free(j);
+    }
+}
+
 /* The archive has the tombstone: the room tells its occupants (XEP-0425
  * :1, and :0 for older clients, in one message) and drops the message
  * from its history. */
@@ -2993,25 +3098,7 @@ moderate_done(xd_module_ctx_t *ctx, void *arg, int status)
         xd_stanza_t *m = xd_el_freeze(b);
         fan_out(&c, r, m, FAN_ALL, NULL, false);
         xd_stanza_unref(m);
-        /* Out of the history: the ring without that message. */
-        for (size_t i = 0; i < r->hn; i++) {
-            muc_hist_t *e = &r->hist[(r->hstart + i) % r->hcap];
-            const xd_el_t *hr = xd_stanza_root(e->st);
-            bool hit = false;
-            for (const xd_el_t *ch = xd_el_first_child(hr); ch && !hit; ch = xd_el_next(ch)) {
-                const char *by = xd_el_attr(ch, "by"), *id = xd_el_attr(ch, "id");
-                hit = xd_el_is(ch, "stanza-id", XD_NS_SID) && by && id &&
-                      strcmp(by, r->jid) == 0 && strcmp(id, j->id) == 0;
-            }
-            if (!hit)
-                continue;
-            hist_bytes(r, 0, e->len);
-            xd_stanza_unref(e->st);
-            for (size_t k = i; k + 1 < r->hn; k++)
-                r->hist[(r->hstart + k) % r->hcap] = r->hist[(r->hstart + k + 1) % r->hcap];
-            r->hn--;
-            break;
-        }
+        hist_drop_sid(r, j->id);
         if (r->nocc == 0 && r->cfg.persistent && !r->empty_since)
             r->empty_since = muc_now_ms();
     }

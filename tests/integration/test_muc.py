@@ -1650,3 +1650,62 @@ def test_room_archive_prefs(server_factory):
     config(a, "pf", {"mam": "0"})
     r = iq(b, "p7", get, typ="get", to=f"pf@{MUC}")
     assert "<service-unavailable " in r, r
+
+
+def retract_msg(room, sid, mid):
+    return (f"<message to='{room}@{MUC}' type='groupchat' id='{mid}'>"
+            f"<retract xmlns='urn:xmpp:message-retract:1' id='{sid}'/>"
+            f"<fallback xmlns='urn:xmpp:fallback:0' for='urn:xmpp:message-retract:1'/>"
+            f"<body>/me retracted a message</body></message>")
+
+
+def test_occupant_retracts_own_message(server_factory):
+    """XEP-0424 in a room with an archive: an occupant retracts its own
+    message by the stanza-id the room stamped: every occupant gets the
+    retraction, the archive keeps a tombstone, newcomers' history loses it.
+    Another occupant (a moderator too: it has XEP-0425) is forbidden and
+    nothing is forwarded; an unknown id is item-not-found.  The sender is
+    matched by occupant-id (its account), not by nick."""
+    from test_mam import mam
+    srv = start(server_factory, opts="default_mam: true", mods=MAM_MODS)
+    a, _ = online(srv, "alice")
+    b, _ = online(srv, "bob")
+    c, _ = online(srv, "carol")
+    create(a, "rt", "al")
+    join(b, "rt", "bob")
+    join(c, "rt", "cc")
+    sids = []
+    for i, body in enumerate(["oops wrong room", "keep this"]):
+        groupchat(b, "rt", body, f"m{i}")
+        sids.append(room_sid(expect(c, rf"<message[^>]*id='m{i}'.*?</message>"), "rt"))
+    a.roundtrip()
+    b.roundtrip()
+    # Not the sender: carol, and alice the moderator.
+    for who, mid in ((c, "r1"), (a, "r2")):
+        who.send(retract_msg("rt", sids[0], mid))
+        expect(who, err_rx("message", mid, "forbidden"))
+    assert_nothing_before(b, r"id='r[12]'", after=[a, c])
+    # Unknown id.
+    b.send(retract_msg("rt", "no-such-id", "r3"))
+    expect(b, err_rx("message", "r3", "item-not-found"))
+    # bob retracts his own, under another nick: the account counts.
+    b.send(f"<presence to='rt@{MUC}/robert'/>")
+    expect(c, pres_rx("rt", "robert"))
+    b.send(retract_msg("rt", sids[0], "r4"))
+    for who in (a, c, b):
+        m = expect(who, r"<message[^>]*id='r4'.*?</message>")
+        assert f"from='rt@{MUC}/robert'" in m, m
+        assert f"<retract xmlns='urn:xmpp:message-retract:1' id='{sids[0]}'" in m, m
+    res, _ = mam(a, to=f"rt@{MUC}")
+    kept = {rid: xml for rid, _, xml in res}
+    assert "oops" not in kept[sids[0]] and "<retracted " in kept[sids[0]], kept[sids[0]]
+    assert "keep this" in kept[sids[1]], kept
+    d, _ = online(srv, "dave")
+    seq = join(d, "rt", "dd")
+    assert "keep this" in seq and "oops" not in seq, seq
+    # A room without an archive cannot check: the message passes as before.
+    create(a, "noarch", "al")
+    config(a, "noarch", {"mam": "0"})
+    join(b, "noarch", "bob")
+    b.send(retract_msg("noarch", "whatever", "r5"))
+    expect(a, r"<message[^>]*id='r5'")
