@@ -106,6 +106,14 @@ static const xd_opt_t muc_opts[] = {
                 "gets voice (enters as a participant; the room's `members_by_default`).  "
                 "false follows XEP-0045 (a visitor, who asks for voice); ejabberd's "
                 "default is true."),
+    XD_OPT_DURATION("history_flush_interval", C_, history_flush_interval, "1s",
+                    "How soon new messages of a persistent room's history (the last "
+                    "`historylength` sent to newcomers) reach its stored state: a room whose "
+                    "history changed is written (one row, with its configuration and "
+                    "affiliations) at most this often, on its worker's one-second tick, so "
+                    "a crash or `kill -9` loses at most that much of it.  0: the history is "
+                    "written only when the server stops or the room hibernates (a crash "
+                    "loses what came since)."),
     XD_OPT_INT("max_messages_per_second", C_, max_messages_per_second, "0", 0, 1000000,
                "Messages (groupchat and private) one occupant may send per second, with a "
                "burst of as many; one more is refused with resource-constraint and not "
@@ -477,13 +485,14 @@ muc_stats_cmd(xd_cmd_call_t *call)
     }
     static const char *const names[] = { "fanouts",       "fanout_posts", "fanout_copies",
                                          "join_chunks",   "rooms_live",   "history_bytes",
-                                         "hibernations",  "wakeups",      "flood_refusals" };
-    uint64_t v[9] = { atomic_load(&s->fanouts),       atomic_load(&s->fanout_posts),
+                                         "hibernations",  "wakeups",      "flood_refusals",
+                                         "history_flushes" };
+    uint64_t v[10] = { atomic_load(&s->fanouts),       atomic_load(&s->fanout_posts),
                       atomic_load(&s->fanout_copies), atomic_load(&s->join_chunks),
                       atomic_load(&s->rooms_live),    atomic_load(&s->history_bytes),
                       atomic_load(&s->hibernations),  atomic_load(&s->wakeups),
-                      atomic_load(&s->flood_refusals) };
-    for (size_t i = 0; i < 9; i++)
+                      atomic_load(&s->flood_refusals), atomic_load(&s->history_flushes) };
+    for (size_t i = 0; i < 10; i++)
         xd_cmd_add(call, "%s %llu", names[i], (unsigned long long)v[i]);
     xd_module_release(ctx);
     return 0;
@@ -503,7 +512,8 @@ static const xd_cmd_t muc_stats = {
                "occupant list (join_chunk); rooms_live: rooms in memory; history_bytes: the "
                "bytes of their history; hibernations and wakeups: persistent rooms that left "
                "memory (hibernation_timeout) and came back; flood_refusals: messages refused "
-               "by max_messages_per_second.",
+               "by max_messages_per_second; history_flushes: writes of a persistent room's "
+               "history (history_flush_interval).",
     .args = muc_stats_args,
     .nargs = 1,
     .result = XD_CMD_RES_LIST,
@@ -518,7 +528,7 @@ muc_tick(xd_module_ctx_t *ctx, xd_hook_tick_t *ev, void *arg)
 {
     (void)arg;
     const muc_conf_t *c = xd_module_opts(ctx);
-    if (c->hibernation_timeout && xd_owner_self() >= 0)
+    if ((c->hibernation_timeout || c->history_flush_interval) && xd_owner_self() >= 0)
         muc_rooms_tick(ctx, ev->now_ms);
     return XD_HOOK_OK;
 }

@@ -53,6 +53,8 @@ typedef struct muc_conf {
     bool default_allow_visitor_status;  /* allow_visitor_status */
     bool default_allow_visitor_nickchange; /* allow_visitor_nickchange */
     bool default_members_by_default;    /* members_by_default */
+    uint64_t history_flush_interval;    /* ms between writes of a persistent room's
+                                         * history (write-behind); 0: at stop only */
     int max_messages_per_second; /* per occupant; 0: no limit */
     uint64_t hibernation_timeout; /* ms an empty persistent room stays in memory; 0: ever */
 } muc_conf_t;
@@ -82,6 +84,7 @@ typedef struct muc_state {
     _Atomic uint64_t hibernations;  /* empty persistent rooms taken out of memory */
     _Atomic uint64_t wakeups;       /* hibernated rooms brought back */
     _Atomic uint64_t flood_refusals; /* messages refused by max_messages_per_second */
+    _Atomic uint64_t history_flushes; /* writes of a live room's history (write-behind) */
 } muc_state_t;
 
 /* A stanza on its way to its room's owner. */
@@ -104,7 +107,8 @@ void muc_rooms_free(muc_state_t *s);
  * none: xd_free each and the array) for muc_stop to write. */
 char **muc_rooms_stash(muc_state_t *s);
 /* TICK on an owner worker: hibernates that worker's persistent rooms that
- * have been empty for hibernation_timeout (mod_muc_room.c). */
+ * have been empty for hibernation_timeout, and writes the history of those
+ * whose history changed history_flush_interval ago or more (mod_muc_room.c). */
 void muc_rooms_tick(xd_module_ctx_t *ctx, uint64_t now_ms);
 
 /* The roles of list l (moderator, participant, visitor) as a mask of

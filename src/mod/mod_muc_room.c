@@ -127,6 +127,8 @@ typedef struct muc_room {
     muc_state_t *s;      /* the service (counters) */
     size_t hbytes;       /* bytes of the history (muc_state_t.history_bytes) */
     uint64_t empty_since; /* muc_now_ms when the last occupant left; 0: occupied */
+    bool hist_dirty;     /* persistent: the history changed since it was last stored */
+    uint64_t flushed_ms; /* muc_now_ms when it was last stored (history_flush_interval) */
 } muc_room_t;
 
 /* A session entering a big room: the occupant list goes in chunks of
@@ -839,7 +841,10 @@ room_restore(muc_call_t *c, const char *name, const char *stored)
 static void
 room_publish(muc_call_t *c, muc_room_t *r, bool store)
 {
-    char *stored = r->cfg.persistent ? room_serialize(r, false) : NULL;
+    /* With the history when it is written behind (history_flush_interval). */
+    char *stored = r->cfg.persistent
+                       ? room_serialize(r, c->conf->history_flush_interval > 0)
+                       : NULL;
     muc_dir_update(c->s, r->name, r->cfg.title, r->cfg.pub && !r->locked, r->cfg.persistent,
                    true, r->creator, stored);
     if (store)
@@ -923,6 +928,50 @@ idle_one(void *arg, const char *key, void *val)
     return 0;
 }
 
+struct flush_walk {
+    uint64_t now, interval;
+    char **names;
+    size_t n, cap;
+};
+
+static int
+flush_one(void *arg, const char *key, void *val)
+{
+    struct flush_walk *w = arg;
+    const muc_room_t *r = val;
+    if (!r->hist_dirty || !r->cfg.persistent || r->locked || w->now - r->flushed_ms < w->interval)
+        return 0;
+    if (w->n == w->cap) {
+        w->cap = w->cap ? w->cap * 2 : 16;
+        w->names = xd_realloc(w->names, w->cap * sizeof *w->names);
+    }
+    w->names[w->n++] = xd_strdup(key);
+    return 0;
+}
+
+/* Write-behind of the history (history_flush_interval): the persistent
+ * rooms of this worker whose history changed, and was last stored at least
+ * the interval ago, are stored with it (one write each), so that a crash
+ * loses at most an interval of it. */
+static void
+rooms_flush(muc_call_t *c, int self)
+{
+    struct flush_walk w = { muc_now_ms(), c->conf->history_flush_interval, NULL, 0, 0 };
+    xd_map_foreach(&c->s->rooms[self], flush_one, &w);
+    for (size_t i = 0; i < w.n; i++) {
+        muc_room_t *r = xd_map_get(&c->s->rooms[self], xd_str_c(w.names[i]));
+        if (r) {
+            r->hist_dirty = false;
+            r->flushed_ms = w.now;
+            room_publish(c, r, false);
+            atomic_fetch_add_explicit(&c->s->history_flushes, 1, memory_order_relaxed);
+            muc_store(c->ctx, w.names[i], (xd_input_ref_t){ 0 });
+        }
+        xd_free(w.names[i]);
+    }
+    xd_free(w.names);
+}
+
 /* Hibernation: persistent rooms of this worker nobody has been in for
  * hibernation_timeout leave memory; their stored state (with the history)
  * stays in the directory and goes to the database; room_find brings them
@@ -933,7 +982,11 @@ muc_rooms_tick(xd_module_ctx_t *ctx, uint64_t now_ms)
     (void)now_ms;
     muc_call_t c = { .ctx = ctx, .s = xd_module_state(ctx), .conf = xd_module_opts(ctx) };
     int self = xd_owner_self();
-    if (!c.s || self < 0 || !c.conf->hibernation_timeout)
+    if (!c.s || self < 0)
+        return;
+    if (c.conf->history_flush_interval)
+        rooms_flush(&c, self);
+    if (!c.conf->hibernation_timeout)
         return;
     struct idle_walk w = { muc_now_ms(), c.conf->hibernation_timeout, NULL, 0, 0 };
     xd_map_foreach(&c.s->rooms[self], idle_one, &w);
@@ -1496,6 +1549,7 @@ static void
 hist_add(muc_room_t *r, xd_stanza_t *st)
 {
     hist_add_at(r, st, time(NULL));
+    r->hist_dirty = r->cfg.persistent;
 }
 
 /* A copy of the message from room/nick, without 'to', as everyone gets
@@ -2976,6 +3030,7 @@ hist_drop_sid(muc_room_t *r, const char *sid)
         for (size_t k = i; k + 1 < r->hn; k++)
             r->hist[(r->hstart + k) % r->hcap] = r->hist[(r->hstart + k + 1) % r->hcap];
         r->hn--;
+        r->hist_dirty = r->cfg.persistent;
         break;
     }
 }

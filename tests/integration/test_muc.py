@@ -1709,3 +1709,36 @@ def test_occupant_retracts_own_message(server_factory):
     join(b, "noarch", "bob")
     b.send(retract_msg("noarch", "whatever", "r5"))
     expect(a, r"<message[^>]*id='r5'")
+
+
+@pytest.mark.slow
+def test_history_survives_kill_9(server_factory):
+    """history_flush_interval: a persistent room's new history is written
+    behind within the interval (muc_stats history_flushes), so after a
+    kill -9 and a restart a newcomer gets it, the archived room's too; with
+    0 it is written only at a stop, and a kill -9 loses what came since
+    (docs/admin.md)."""
+    import signal
+    for interval, kept in (("1s", True), ("0", False)):
+        srv = start(server_factory, opts=f"history_flush_interval: {interval}", mods=MAM_MODS)
+        a, _ = online(srv, "alice")
+        for room, extra in (("crash", {}), ("crasharch", {"mam": "1"})):
+            create(a, room, "al")
+            config(a, room, {"persistentroom": "1", **extra})
+            for i in range(3):
+                groupchat(a, room, f"{room} said {i}", f"{room}{i}")
+                expect(a, rf"<message[^>]*id='{room}{i}'")
+        a.roundtrip()
+        if kept:
+            s = wait_stats(srv, lambda s: s["history_flushes"] >= 2)
+            assert s["history_flushes"] >= 2, s
+        else:
+            assert stats(srv)["history_flushes"] == 0
+        srv.stop(signal.SIGKILL)
+        srv.restart()
+        b, _ = online(srv, "bob")
+        for room in ("crash", "crasharch"):
+            seq = join(b, room, "bob")
+            got = [f"<body>{room} said {i}</body>" in seq for i in range(3)]
+            assert got == [kept] * 3, (interval, room, seq)
+        srv.stop()
