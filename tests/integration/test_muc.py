@@ -1742,3 +1742,60 @@ def test_history_survives_kill_9(server_factory):
             got = [f"<body>{room} said {i}</body>" in seq for i in range(3)]
             assert got == [kept] * 3, (interval, room, seq)
         srv.stop()
+
+
+def test_slixmpp_sees_and_sets_the_new_fields(server_factory):
+    """A client's view of the new fields (slixmpp's XEP-0045 and XEP-0004
+    plugins): their types and values as the form gives them (the owner in
+    roomowners, the roles of getmemberlist), and a form it fills (lang,
+    roomadmins, getmemberlist, allow_voice_requests) takes effect."""
+    import asyncio
+    import ssl
+
+    import slixmpp
+
+    from test_c2s import cert_path
+    from xmpptest import run_slixmpp
+    srv = start(server_factory)
+    a, _ = online(srv, "alice", "raw")
+    create(a, "slixcfg", "al")
+    room = f"slixcfg@{MUC}"
+    seen = {}
+
+    def make():
+        c = slixmpp.ClientXMPP("alice@localhost/sx", "pw")
+        c.ssl_context = ssl.create_default_context(cafile=cert_path(srv))
+        c.register_plugin("xep_0045")
+        c.register_plugin("xep_0004")
+        muc = c.plugin["xep_0045"]
+
+        async def go(_):
+            try:
+                form = await muc.get_room_config(room)
+                fields = form.get_fields()
+                seen["types"] = {k: fields[k]["type"] for k in NEW_FIELDS}
+                seen["owners"] = fields["muc#roomconfig_roomowners"].get_value()
+                seen["gml"] = fields["muc#roomconfig_getmemberlist"].get_value()
+                form.set_values({"muc#roomconfig_lang": "nl",
+                                 "muc#roomconfig_roomadmins": ["bob@localhost"],
+                                 "muc#roomconfig_getmemberlist": ["moderator"],
+                                 "allow_voice_requests": False})
+                await muc.set_room_config(room, form)
+            finally:
+                c.disconnect()
+
+        c.add_event_handler("session_start", lambda e: asyncio.ensure_future(go(e)))
+        return c
+
+    run_slixmpp(make, ("127.0.0.1", srv.c2s_port), timeout=30)
+    assert seen["types"]["muc#roomconfig_roomowners"] == "jid-multi", seen
+    assert seen["types"]["muc#roomconfig_getmemberlist"] == "list-multi", seen
+    assert seen["types"]["allow_voice_requests"] == "boolean", seen
+    assert [str(j) for j in seen["owners"]] == ["alice@localhost"], seen
+    assert sorted(seen["gml"]) == ["moderator", "participant", "visitor"], seen
+    r = iq(a, "d1", "<query xmlns='http://jabber.org/protocol/disco#info'/>", typ="get", to=room)
+    assert form_values(r, "muc#roominfo_lang") == ["nl"], r
+    r = iq(a, "g1", f"<query xmlns='{NS_OWNER}'/>", typ="get", to=room)
+    assert form_values(r, "muc#roomconfig_roomadmins") == ["bob@localhost"], r
+    assert form_values(r, "muc#roomconfig_getmemberlist") == ["moderator"], r
+    assert form_values(r, "allow_voice_requests") == ["0"], r
