@@ -575,6 +575,9 @@ muc_start(xd_module_ctx_t *ctx)
     if (muc_memberlist_roles(&c->default_getmemberlist) < 0)
         return xd_module_fail(ctx, XD_EINVAL, "default_getmemberlist: the roles are "
                               "moderator, participant and visitor");
+    if (c->default_lang && *c->default_lang && !muc_lang_ok(c->default_lang))
+        return xd_module_fail(ctx, XD_EINVAL, "default_lang: \"%s\" is no language tag",
+                              c->default_lang);
     char *raw = muc_domain(c->host, xd_module_host(ctx));
     char *domain = NULL;
     int rc = xd_jid_prep_domain(xd_str_c(raw), &domain);
@@ -615,6 +618,9 @@ muc_reload(xd_module_ctx_t *ctx, const void *old_opts)
     if (muc_memberlist_roles(&n->default_getmemberlist) < 0)
         return xd_module_fail(ctx, XD_EINVAL, "default_getmemberlist: the roles are "
                               "moderator, participant and visitor");
+    if (n->default_lang && *n->default_lang && !muc_lang_ok(n->default_lang))
+        return xd_module_fail(ctx, XD_EINVAL, "default_lang: \"%s\" is no language tag",
+                              n->default_lang);
     if (strcmp(o->host, n->host) != 0)
         return xd_module_fail(ctx, XD_EINVAL,
                               "host cannot change on a reload (%s to %s): restart the server",

@@ -115,6 +115,9 @@ void muc_rooms_tick(xd_module_ctx_t *ctx, uint64_t now_ms);
  * 1 << role, for muc#roomconfig_getmemberlist (mod_muc_room.c); -1 when
  * one is not a role. */
 int muc_memberlist_roles(const xd_strlist_t *l);
+/* Whether v is a language tag for muc#roomconfig_lang (RFC 5646's
+ * letters, digits and hyphens, at most 35). */
+bool muc_lang_ok(const char *v);
 
 /* mod_muc.c: directory and storage. */
 /* Publishes room `name`'s directory entry (creates it); stored: the new

@@ -2080,9 +2080,8 @@ form_value2(const xd_el_t *x, const char *var, const char *old)
     return v ? v : form_value(x, old);
 }
 
-/* A language tag (RFC 5646's letters, digits and hyphens, at most 35). */
-static bool
-lang_ok(const char *v)
+bool
+muc_lang_ok(const char *v)
 {
     size_t n = strlen(v);
     if (n > 35 || v[0] == '-' || v[n - 1] == '-')
@@ -2248,7 +2247,7 @@ config_parse_more(const xd_el_t *x, muc_cfg_t *n)
             n->getmemberlist |= 1 << role;
         }
     }
-    if ((v = form_value(x, "muc#roomconfig_lang")) && *v && !lang_ok(v))
+    if ((v = form_value(x, "muc#roomconfig_lang")) && *v && !muc_lang_ok(v))
         return "lang is a language tag (en, pt-BR)";
     if ((v = form_value(x, "muc#roomconfig_pubsub")) && *v &&
         (strncmp(v, "xmpp:", 5) != 0 || strlen(v) > MUC_PUBSUB_MAX))

@@ -1799,3 +1799,15 @@ def test_slixmpp_sees_and_sets_the_new_fields(server_factory):
     assert form_values(r, "muc#roomconfig_roomadmins") == ["bob@localhost"], r
     assert form_values(r, "muc#roomconfig_getmemberlist") == ["moderator"], r
     assert form_values(r, "allow_voice_requests") == ["0"], r
+
+
+def test_bad_room_defaults_stop_the_start(server_factory):
+    """A default_getmemberlist role or a default_lang that is none stops the
+    start with the option's name."""
+    for opts, text in (("default_getmemberlist: [moderator, emperor]",
+                        "default_getmemberlist: the roles are"),
+                       ("default_lang: 'no tag!'", 'default_lang: "no tag!" is no language tag')):
+        with pytest.raises(RuntimeError) as e:
+            server_factory(extra_yaml=f"modules:\n  mod_muc: {{{opts}}}\n",
+                           expect_clean_exit=False)
+        assert text in str(e.value), e.value
