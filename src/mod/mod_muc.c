@@ -572,7 +572,7 @@ static int
 muc_start(xd_module_ctx_t *ctx)
 {
     const muc_conf_t *c = xd_module_opts(ctx);
-    if (muc_memberlist_roles(&c->default_getmemberlist) < 0)
+    if (muc_role_mask(&c->default_getmemberlist) < 0)
         return xd_module_fail(ctx, XD_EINVAL, "default_getmemberlist: the roles are "
                               "moderator, participant and visitor");
     if (c->default_lang && *c->default_lang && !muc_lang_ok(c->default_lang))
@@ -615,7 +615,7 @@ static int
 muc_reload(xd_module_ctx_t *ctx, const void *old_opts)
 {
     const muc_conf_t *o = old_opts, *n = xd_module_opts(ctx);
-    if (muc_memberlist_roles(&n->default_getmemberlist) < 0)
+    if (muc_role_mask(&n->default_getmemberlist) < 0)
         return xd_module_fail(ctx, XD_EINVAL, "default_getmemberlist: the roles are "
                               "moderator, participant and visitor");
     if (n->default_lang && *n->default_lang && !muc_lang_ok(n->default_lang))

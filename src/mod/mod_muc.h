@@ -100,6 +100,9 @@ typedef struct muc_msg {
  * handled inline, on the sender's own worker, and a store holds the
  * stream by itself (xd_module_submit). */
 void muc_room_stanza(xd_module_ctx_t *ctx, xd_stanza_t *st, xd_input_ref_t in, bool held);
+/* Whether v is a language tag for muc#roomconfig_lang (RFC 5646's
+ * letters, digits and hyphens, at most 35; mod_muc_room.c). */
+bool muc_lang_ok(const char *v);
 /* Frees every room of the instance (stop: no handler runs any more). */
 void muc_rooms_free(muc_state_t *s);
 /* Stop: every persistent room in memory puts its stored state, history
@@ -112,12 +115,8 @@ char **muc_rooms_stash(muc_state_t *s);
 void muc_rooms_tick(xd_module_ctx_t *ctx, uint64_t now_ms);
 
 /* The roles of list l (moderator, participant, visitor) as a mask of
- * 1 << role, for muc#roomconfig_getmemberlist (mod_muc_room.c); -1 when
- * one is not a role. */
-int muc_memberlist_roles(const xd_strlist_t *l);
-/* Whether v is a language tag for muc#roomconfig_lang (RFC 5646's
- * letters, digits and hyphens, at most 35). */
-bool muc_lang_ok(const char *v);
+ * 1 << role (mod_muc_room.c); -1 when one is not a role. */
+int muc_role_mask(const xd_strlist_t *l);
 
 /* mod_muc.c: directory and storage. */
 /* Publishes room `name`'s directory entry (creates it); stored: the new

@@ -51,7 +51,7 @@ name_index(const char *const *names, size_t n, const char *v)
 }
 
 int
-muc_memberlist_roles(const xd_strlist_t *l)
+muc_role_mask(const xd_strlist_t *l)
 {
     int mask = 0;
     for (size_t i = 0; i < l->count; i++) {
@@ -636,7 +636,7 @@ room_new(muc_call_t *c, const char *name)
     r->cfg.maxusers = c->conf->max_users;
     const muc_conf_t *d = c->conf;
     r->cfg.lang = d->default_lang && *d->default_lang ? xd_strdup(d->default_lang) : NULL;
-    int gml = muc_memberlist_roles(&d->default_getmemberlist);
+    int gml = muc_role_mask(&d->default_getmemberlist);
     r->cfg.getmemberlist = gml < 0 ? 0 : gml;
     r->cfg.voice_requests = d->default_allow_voice_requests;
     r->cfg.voice_interval = (int)(d->default_voice_request_min_interval / 1000);
@@ -2299,9 +2299,6 @@ room_config_apply(muc_call_t *c, muc_room_t *r, const xd_el_t *x)
             return "allowpm is anyone, participants, moderators or none";
         n.allowpm = pm;
     }
-    const char *more = config_parse_more(x, &n);
-    if (more)
-        return more;
     n.persistent = form_bool(form_value(x, "muc#roomconfig_persistentroom"), n.persistent);
     n.pub = form_bool(form_value(x, "muc#roomconfig_publicroom"), n.pub);
     n.members_only = form_bool(form_value(x, "muc#roomconfig_membersonly"), n.members_only);
@@ -2315,6 +2312,9 @@ room_config_apply(muc_call_t *c, muc_room_t *r, const xd_el_t *x)
     n.mam = form_bool(form_value(x, "mam"), n.mam);
     n.mam = form_bool(form_value(x, "muc#roomconfig_enablearchiving"), n.mam);
     n.mam = form_bool(form_value(x, "muc#roomconfig_mam"), n.mam);
+    const char *more = config_parse_more(x, &n);
+    if (more)
+        return more;
     const char *title = form_value(x, "muc#roomconfig_roomname");
     const char *desc = form_value(x, "muc#roomconfig_roomdesc");
     const char *secret = form_value(x, "muc#roomconfig_roomsecret");
