@@ -40,6 +40,7 @@ enum { PM_ANYONE, PM_PARTICIPANTS, PM_MODERATORS, PM_NONE };
 static const char *const role_names[] = { "none", "visitor", "participant", "moderator" };
 static const char *const aff_names[] = { "none", "outcast", "member", "admin", "owner" };
 static const char *const pm_names[] = { "anyone", "participants", "moderators", "none" };
+#define MUC_VOICE_INTERVAL_MAX (365 * 86400) /* s: voice_request_min_interval */
 
 static int
 name_index(const char *const *names, size_t n, const char *v)
@@ -639,7 +640,8 @@ room_new(muc_call_t *c, const char *name)
     int gml = muc_role_mask(&d->default_getmemberlist);
     r->cfg.getmemberlist = gml < 0 ? 0 : gml;
     r->cfg.voice_requests = d->default_allow_voice_requests;
-    r->cfg.voice_interval = (int)(d->default_voice_request_min_interval / 1000);
+    uint64_t vi = d->default_voice_request_min_interval / 1000;
+    r->cfg.voice_interval = vi > MUC_VOICE_INTERVAL_MAX ? MUC_VOICE_INTERVAL_MAX : (int)vi;
     r->cfg.visitor_status = d->default_allow_visitor_status;
     r->cfg.visitor_nickchange = d->default_allow_visitor_nickchange;
     r->cfg.members_by_default = d->default_members_by_default;
@@ -2254,7 +2256,7 @@ config_parse_more(const xd_el_t *x, muc_cfg_t *n)
         return "pubsub is the XMPP URI of a node (xmpp:service?;node=name)";
     if (!parse_int_field(form_value2(x, "voice_request_min_interval",
                                      "muc#roomconfig_voicerequestmininterval"),
-                         0, 365 * 86400, &n->voice_interval))
+                         0, MUC_VOICE_INTERVAL_MAX, &n->voice_interval))
         return "voice_request_min_interval is seconds (0 to a year)";
     n->voice_requests = form_bool(form_value2(x, "allow_voice_requests",
                                               "muc#roomconfig_allowvoicerequests"),
