@@ -91,7 +91,8 @@ static const xd_opt_t muc_opts[] = {
                     default_voice_request_min_interval, "30m",
                     "The least time between two voice requests of one occupant in a new "
                     "room (its `voice_request_min_interval`, in seconds in the form); one "
-                    "sooner is refused with resource-constraint.  0: no limit."),
+                    "sooner is refused with resource-constraint.  0: no limit; at most a "
+                    "year."),
     XD_OPT_BOOL("default_allow_visitor_status", C_, default_allow_visitor_status, "true",
                 "Whether the status text (`<status/>`) of a visitor goes to the other "
                 "occupants of a new room (its `allow_visitor_status`); when not, the room "
