@@ -43,6 +43,14 @@ xd_stanza_t *mam_room_iq(xd_module_ctx_t *mam, const xd_stanza_t *iq, const xd_j
 int mam_room_moderate(xd_module_ctx_t *mam, const xd_jid_t *room, const char *id,
                       const char *detail, char **occ_id);
 
+/* XEP-0424: occupant `occ_id` retracts its own archived message `id` of
+ * room `room`: as mam_room_moderate, but only when the archived message
+ * carries that occupant-id (XEP-0421: the same account).  Pool thread.
+ * 0, XD_ENOTFOUND, XD_EINVAL (another occupant's message), or a database
+ * error. */
+int mam_room_retract(xd_module_ctx_t *mam, const xd_jid_t *room, const char *id,
+                     const char *occ_id, const char *detail);
+
 /* Deletes room `room`'s archive (the room was destroyed).  Pool thread. */
 int mam_room_delete(xd_module_ctx_t *mam, const xd_jid_t *room);
 

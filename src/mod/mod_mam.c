@@ -1881,6 +1881,46 @@ mam_room_moderate(xd_module_ctx_t *mam, const xd_jid_t *room, const char *id,
 }
 
 int
+mam_room_retract(xd_module_ctx_t *mam, const xd_jid_t *room, const char *id,
+                 const char *occ_id, const char *detail)
+{
+    xd_db_t *db = xd_module_db(mam);
+    if (!db || strlen(id) > MAM_ID_MAX)
+        return XD_ENOTFOUND;
+    char *host = mam_strs(xd_jid_domain(room)), *user = mam_strs(xd_jid_local(room));
+    xd_db_conn_t *c;
+    int rc = xd_db_acquire(db, &c);
+    mam_one_t one = { 0 };
+    char *sender = NULL, *t = NULL;
+    if (rc == 0) {
+        xd_db_val_t k[] = { XD_DB_V_CSTR(host), XD_DB_V_CSTR(user), XD_DB_V_CSTR(id) };
+        rc = xd_db_query(c, "SELECT xml FROM archive WHERE host = ? AND username = ? AND id = ?",
+                         k, 3, mam_one_row, &one);
+        if (rc == 0 && !one.found)
+            rc = XD_ENOTFOUND;
+        if (rc == 0 && !(t = mam_moderated_tombstone(one.xml, detail, &sender)))
+            rc = XD_EINTERNAL;
+        if (rc == 0 && (!sender || strcmp(sender, occ_id) != 0))
+            rc = XD_EINVAL;
+        if (rc == 0) {
+            xd_db_val_t u[] = { XD_DB_V_CSTR(t), XD_DB_V_CSTR(host), XD_DB_V_CSTR(user),
+                                XD_DB_V_CSTR(id) };
+            rc = xd_db_query(c,
+                             "UPDATE archive SET body = NULL, xml = ?"
+                             " WHERE host = ? AND username = ? AND id = ?",
+                             u, 4, NULL, NULL);
+        }
+        xd_db_release(c);
+    }
+    xd_free(t);
+    xd_free(sender);
+    xd_free(one.xml);
+    xd_free(host);
+    xd_free(user);
+    return rc;
+}
+
+int
 mam_room_delete(xd_module_ctx_t *mam, const xd_jid_t *room)
 {
     xd_db_t *db = xd_module_db(mam);

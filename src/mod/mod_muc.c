@@ -72,6 +72,49 @@ static const xd_opt_t muc_opts[] = {
                 "configuration's `muc#roomconfig_mam`, ejabberd's `mam` room option).  The "
                 "archive is mod_mam's (its table and writer): it needs mod_mam and a database "
                 "on the host; without them no room is archived."),
+    XD_OPT_STRING("default_lang", C_, default_lang, NULL,
+                  "A new room's language of discussion (its `muc#roomconfig_lang`, shown as "
+                  "`muc#roominfo_lang` in its disco#info; ejabberd's `lang` room option): a "
+                  "language tag such as `en` or `pt-BR`.  Unset or empty: none."),
+    XD_OPT_STRING_LIST("default_getmemberlist", C_, default_getmemberlist,
+                       "[moderator, participant, visitor]",
+                       "Roles that may get a new room's member list (its "
+                       "`muc#roomconfig_getmemberlist`): an occupant of one of them may ask "
+                       "for the members (`affiliation='member'`); in a semi-anonymous room "
+                       "only those who see real JIDs (moderators) may, and admins and owners "
+                       "always may."),
+    XD_OPT_BOOL("default_allow_voice_requests", C_, default_allow_voice_requests, "true",
+                "Whether visitors of a new room may ask for voice (XEP-0045 7.13; the room's "
+                "`allow_voice_requests`, ejabberd's option of that name).  When not, a "
+                "request is refused with forbidden."),
+    XD_OPT_DURATION("default_voice_request_min_interval", C_,
+                    default_voice_request_min_interval, "30m",
+                    "The least time between two voice requests of one occupant in a new "
+                    "room (its `voice_request_min_interval`, in seconds in the form); one "
+                    "sooner is refused with resource-constraint.  0: no limit; at most a "
+                    "year."),
+    XD_OPT_BOOL("default_allow_visitor_status", C_, default_allow_visitor_status, "true",
+                "Whether the status text (`<status/>`) of a visitor goes to the other "
+                "occupants of a new room (its `allow_visitor_status`); when not, the room "
+                "takes it off the visitor's presence."),
+    XD_OPT_BOOL("default_allow_visitor_nickchange", C_, default_allow_visitor_nickchange,
+                "true",
+                "Whether visitors of a new room may change their nick (its "
+                "`allow_visitor_nickchange`); when not, a change is refused with "
+                "not-allowed."),
+    XD_OPT_BOOL("default_members_by_default", C_, default_members_by_default, "false",
+                "Whether an unaffiliated occupant entering a new room that is moderated "
+                "gets voice (enters as a participant; the room's `members_by_default`).  "
+                "false follows XEP-0045 (a visitor, who asks for voice); ejabberd's "
+                "default is true."),
+    XD_OPT_DURATION("history_flush_interval", C_, history_flush_interval, "1s",
+                    "How soon new messages of a persistent room's history (the last "
+                    "`historylength` sent to newcomers) reach its stored state: a room whose "
+                    "history changed is written (one row, with its configuration and "
+                    "affiliations) at most this often, on its worker's one-second tick, so "
+                    "a crash or `kill -9` loses at most that much of it.  0: the history is "
+                    "written only when the server stops or the room hibernates (a crash "
+                    "loses what came since)."),
     XD_OPT_INT("max_messages_per_second", C_, max_messages_per_second, "0", 0, 1000000,
                "Messages (groupchat and private) one occupant may send per second, with a "
                "burst of as many; one more is refused with resource-constraint and not "
@@ -443,13 +486,14 @@ muc_stats_cmd(xd_cmd_call_t *call)
     }
     static const char *const names[] = { "fanouts",       "fanout_posts", "fanout_copies",
                                          "join_chunks",   "rooms_live",   "history_bytes",
-                                         "hibernations",  "wakeups",      "flood_refusals" };
-    uint64_t v[9] = { atomic_load(&s->fanouts),       atomic_load(&s->fanout_posts),
+                                         "hibernations",  "wakeups",      "flood_refusals",
+                                         "history_flushes" };
+    uint64_t v[10] = { atomic_load(&s->fanouts),       atomic_load(&s->fanout_posts),
                       atomic_load(&s->fanout_copies), atomic_load(&s->join_chunks),
                       atomic_load(&s->rooms_live),    atomic_load(&s->history_bytes),
                       atomic_load(&s->hibernations),  atomic_load(&s->wakeups),
-                      atomic_load(&s->flood_refusals) };
-    for (size_t i = 0; i < 9; i++)
+                      atomic_load(&s->flood_refusals), atomic_load(&s->history_flushes) };
+    for (size_t i = 0; i < 10; i++)
         xd_cmd_add(call, "%s %llu", names[i], (unsigned long long)v[i]);
     xd_module_release(ctx);
     return 0;
@@ -469,7 +513,8 @@ static const xd_cmd_t muc_stats = {
                "occupant list (join_chunk); rooms_live: rooms in memory; history_bytes: the "
                "bytes of their history; hibernations and wakeups: persistent rooms that left "
                "memory (hibernation_timeout) and came back; flood_refusals: messages refused "
-               "by max_messages_per_second.",
+               "by max_messages_per_second; history_flushes: writes of a persistent room's "
+               "history (history_flush_interval).",
     .args = muc_stats_args,
     .nargs = 1,
     .result = XD_CMD_RES_LIST,
@@ -484,7 +529,7 @@ muc_tick(xd_module_ctx_t *ctx, xd_hook_tick_t *ev, void *arg)
 {
     (void)arg;
     const muc_conf_t *c = xd_module_opts(ctx);
-    if (c->hibernation_timeout && xd_owner_self() >= 0)
+    if ((c->hibernation_timeout || c->history_flush_interval) && xd_owner_self() >= 0)
         muc_rooms_tick(ctx, ev->now_ms);
     return XD_HOOK_OK;
 }
@@ -528,6 +573,12 @@ static int
 muc_start(xd_module_ctx_t *ctx)
 {
     const muc_conf_t *c = xd_module_opts(ctx);
+    if (muc_role_mask(&c->default_getmemberlist) < 0)
+        return xd_module_fail(ctx, XD_EINVAL, "default_getmemberlist: the roles are "
+                              "moderator, participant and visitor");
+    if (c->default_lang && *c->default_lang && !muc_lang_ok(c->default_lang))
+        return xd_module_fail(ctx, XD_EINVAL, "default_lang: \"%s\" is no language tag",
+                              c->default_lang);
     char *raw = muc_domain(c->host, xd_module_host(ctx));
     char *domain = NULL;
     int rc = xd_jid_prep_domain(xd_str_c(raw), &domain);
@@ -565,6 +616,12 @@ static int
 muc_reload(xd_module_ctx_t *ctx, const void *old_opts)
 {
     const muc_conf_t *o = old_opts, *n = xd_module_opts(ctx);
+    if (muc_role_mask(&n->default_getmemberlist) < 0)
+        return xd_module_fail(ctx, XD_EINVAL, "default_getmemberlist: the roles are "
+                              "moderator, participant and visitor");
+    if (n->default_lang && *n->default_lang && !muc_lang_ok(n->default_lang))
+        return xd_module_fail(ctx, XD_EINVAL, "default_lang: \"%s\" is no language tag",
+                              n->default_lang);
     if (strcmp(o->host, n->host) != 0)
         return xd_module_fail(ctx, XD_EINVAL,
                               "host cannot change on a reload (%s to %s): restart the server",

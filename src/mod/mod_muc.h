@@ -45,6 +45,16 @@ typedef struct muc_conf {
     int max_affiliations;  /* owners, admins, members and outcasts of a room */
     int join_chunk;        /* occupant presences sent to an entering session per ping */
     bool default_mam;      /* a new room's muc#roomconfig_mam (its archive) */
+    /* A new room's other defaults (ejabberd's default_room_options). */
+    char *default_lang;                 /* muc#roomconfig_lang ("": none) */
+    xd_strlist_t default_getmemberlist; /* muc#roomconfig_getmemberlist: roles */
+    bool default_allow_voice_requests;  /* allow_voice_requests */
+    uint64_t default_voice_request_min_interval; /* voice_request_min_interval, ms */
+    bool default_allow_visitor_status;  /* allow_visitor_status */
+    bool default_allow_visitor_nickchange; /* allow_visitor_nickchange */
+    bool default_members_by_default;    /* members_by_default */
+    uint64_t history_flush_interval;    /* ms between writes of a persistent room's
+                                         * history (write-behind); 0: at stop only */
     int max_messages_per_second; /* per occupant; 0: no limit */
     uint64_t hibernation_timeout; /* ms an empty persistent room stays in memory; 0: ever */
 } muc_conf_t;
@@ -74,6 +84,7 @@ typedef struct muc_state {
     _Atomic uint64_t hibernations;  /* empty persistent rooms taken out of memory */
     _Atomic uint64_t wakeups;       /* hibernated rooms brought back */
     _Atomic uint64_t flood_refusals; /* messages refused by max_messages_per_second */
+    _Atomic uint64_t history_flushes; /* writes of a live room's history (write-behind) */
 } muc_state_t;
 
 /* A stanza on its way to its room's owner. */
@@ -89,6 +100,9 @@ typedef struct muc_msg {
  * handled inline, on the sender's own worker, and a store holds the
  * stream by itself (xd_module_submit). */
 void muc_room_stanza(xd_module_ctx_t *ctx, xd_stanza_t *st, xd_input_ref_t in, bool held);
+/* Whether v is a language tag for muc#roomconfig_lang (RFC 5646's
+ * letters, digits and hyphens, at most 35; mod_muc_room.c). */
+bool muc_lang_ok(const char *v);
 /* Frees every room of the instance (stop: no handler runs any more). */
 void muc_rooms_free(muc_state_t *s);
 /* Stop: every persistent room in memory puts its stored state, history
@@ -96,8 +110,13 @@ void muc_rooms_free(muc_state_t *s);
  * none: xd_free each and the array) for muc_stop to write. */
 char **muc_rooms_stash(muc_state_t *s);
 /* TICK on an owner worker: hibernates that worker's persistent rooms that
- * have been empty for hibernation_timeout (mod_muc_room.c). */
+ * have been empty for hibernation_timeout, and writes the history of those
+ * whose history changed history_flush_interval ago or more (mod_muc_room.c). */
 void muc_rooms_tick(xd_module_ctx_t *ctx, uint64_t now_ms);
+
+/* The roles of list l (moderator, participant, visitor) as a mask of
+ * 1 << role (mod_muc_room.c); -1 when one is not a role. */
+int muc_role_mask(const xd_strlist_t *l);
 
 /* mod_muc.c: directory and storage. */
 /* Publishes room `name`'s directory entry (creates it); stored: the new

@@ -40,6 +40,7 @@ enum { PM_ANYONE, PM_PARTICIPANTS, PM_MODERATORS, PM_NONE };
 static const char *const role_names[] = { "none", "visitor", "participant", "moderator" };
 static const char *const aff_names[] = { "none", "outcast", "member", "admin", "owner" };
 static const char *const pm_names[] = { "anyone", "participants", "moderators", "none" };
+#define MUC_VOICE_INTERVAL_MAX (365 * 86400) /* s: voice_request_min_interval */
 
 static int
 name_index(const char *const *names, size_t n, const char *v)
@@ -50,6 +51,19 @@ name_index(const char *const *names, size_t n, const char *v)
     return -1;
 }
 
+int
+muc_role_mask(const xd_strlist_t *l)
+{
+    int mask = 0;
+    for (size_t i = 0; i < l->count; i++) {
+        int role = name_index(role_names, 4, l->items[i]);
+        if (role <= ROLE_NONE)
+            return -1;
+        mask |= 1 << role;
+    }
+    return mask;
+}
+
 typedef struct muc_cfg {
     char *title, *desc, *password; /* owned or NULL */
     bool persistent, pub, members_only, moderated, password_protected;
@@ -57,6 +71,14 @@ typedef struct muc_cfg {
     bool logging;  /* muc#roomconfig_enablelogging: MUC_ROOM_EVENT handlers log it */
     int whois;     /* WHOIS_* */
     int allowpm;   /* PM_* */
+    char *lang;    /* muc#roomconfig_lang: a language tag, or NULL */
+    char *pubsub;  /* muc#roomconfig_pubsub: the XMPP URI of a node, or NULL */
+    int getmemberlist;        /* 1 << ROLE_* that may get the member list */
+    bool voice_requests;      /* allow_voice_requests: visitors may ask for voice */
+    int voice_interval;       /* voice_request_min_interval: s between one's requests */
+    bool visitor_status;      /* allow_visitor_status: a visitor's <status/> is broadcast */
+    bool visitor_nickchange;  /* allow_visitor_nickchange */
+    bool members_by_default;  /* moderated: unaffiliated occupants enter as participants */
     int maxusers;
     int history;   /* messages kept */
     bool mam;      /* the room keeps an archive (XEP-0313, mam.h) */
@@ -68,6 +90,7 @@ typedef struct muc_occ {
     char **full;         /* its sessions' real full JIDs */
     int *worker;         /* per session: the worker that owned it at entering (-1: none) */
     size_t nfull;
+    uint64_t voice_ms;   /* when it last asked for voice (muc_now_ms); 0: never */
     int role;            /* ROLE_* */
     xd_stanza_t *pres;   /* the last presence it sent (a reference) */
     char oid[48];        /* XEP-0421 occupant id */
@@ -105,6 +128,8 @@ typedef struct muc_room {
     muc_state_t *s;      /* the service (counters) */
     size_t hbytes;       /* bytes of the history (muc_state_t.history_bytes) */
     uint64_t empty_since; /* muc_now_ms when the last occupant left; 0: occupied */
+    bool hist_dirty;     /* persistent: the history changed since it was last stored */
+    uint64_t flushed_ms; /* muc_now_ms when it was last stored (history_flush_interval) */
 } muc_room_t;
 
 /* A session entering a big room: the occupant list goes in chunks of
@@ -139,6 +164,8 @@ static void add_field(xd_el_t *x, const char *var, const char *type, const char 
                       const char *value);
 static void occ_changed(muc_call_t *c, muc_room_t *r, muc_occ_t *o, const char *actor,
                         const char *reason);
+static void aff_follow(muc_call_t *c, muc_room_t *r, const char *bare, int aff,
+                       const char *actor, const char *reason);
 
 /* Tells the MUC_ROOM_EVENT handlers (mod_muc_log) what happened in r. */
 static void
@@ -351,7 +378,7 @@ role_for(const muc_room_t *r, int aff)
 {
     if (aff >= AFF_ADMIN)
         return ROLE_MODERATOR;
-    if (r->cfg.moderated && aff < AFF_MEMBER)
+    if (r->cfg.moderated && aff < AFF_MEMBER && !r->cfg.members_by_default)
         return ROLE_VISITOR;
     return ROLE_PARTICIPANT;
 }
@@ -395,6 +422,31 @@ form_bool(const char *v, bool def)
     if (!v)
         return def;
     return strcmp(v, "1") == 0 || strcmp(v, "true") == 0;
+}
+
+/* A mask of 1 << ROLE_* as the role names, space-separated, and back
+ * (unknown names are skipped). */
+static void
+roles_text(int mask, char *out, size_t size)
+{
+    out[0] = '\0';
+    for (int role = ROLE_VISITOR; role <= ROLE_MODERATOR; role++)
+        if (mask & 1 << role)
+            snprintf(out + strlen(out), size - strlen(out), "%s%s", *out ? " " : "",
+                     role_names[role]);
+}
+
+static int
+roles_parse(const char *v)
+{
+    int mask = 0;
+    for (int role = ROLE_VISITOR; role <= ROLE_MODERATOR; role++) {
+        size_t n = strlen(role_names[role]);
+        for (const char *p = v; (p = strstr(p, role_names[role])); p += n)
+            if ((p == v || p[-1] == ' ') && (p[n] == ' ' || p[n] == '\0'))
+                mask |= 1 << role;
+    }
+    return mask;
 }
 
 static void
@@ -514,6 +566,8 @@ room_free(void *v)
     xd_free(r->cfg.title);
     xd_free(r->cfg.desc);
     xd_free(r->cfg.password);
+    xd_free(r->cfg.lang);
+    xd_free(r->cfg.pubsub);
     xd_free(r->creator);
     xd_free(r->name);
     xd_free(r->jid);
@@ -581,6 +635,16 @@ room_new(muc_call_t *c, const char *name)
     r->name = xd_strdup(name);
     r->jid = xd_asprintf("%s@%s", name, c->s->domain);
     r->cfg.maxusers = c->conf->max_users;
+    const muc_conf_t *d = c->conf;
+    r->cfg.lang = d->default_lang && *d->default_lang ? xd_strdup(d->default_lang) : NULL;
+    int gml = muc_role_mask(&d->default_getmemberlist);
+    r->cfg.getmemberlist = gml < 0 ? 0 : gml;
+    r->cfg.voice_requests = d->default_allow_voice_requests;
+    uint64_t vi = d->default_voice_request_min_interval / 1000;
+    r->cfg.voice_interval = vi > MUC_VOICE_INTERVAL_MAX ? MUC_VOICE_INTERVAL_MAX : (int)vi;
+    r->cfg.visitor_status = d->default_allow_visitor_status;
+    r->cfg.visitor_nickchange = d->default_allow_visitor_nickchange;
+    r->cfg.members_by_default = d->default_members_by_default;
     r->cfg.history = c->conf->history_size < c->conf->max_history_size
                          ? c->conf->history_size
                          : c->conf->max_history_size;
@@ -641,6 +705,21 @@ room_serialize(const muc_room_t *r, bool with_hist)
         xd_el_set_attr(cf, flags[i].k, flags[i].v ? "1" : "0");
     xd_el_set_attr(cf, "whois", g->whois == WHOIS_ANYONE ? "anyone" : "moderators");
     xd_el_set_attr(cf, "pm", pm_names[g->allowpm]);
+    if (g->lang)
+        xd_el_set_attr(cf, "lang", g->lang);
+    if (g->pubsub)
+        xd_el_set_attr(cf, "pubsub", g->pubsub);
+    char roles[40];
+    roles_text(g->getmemberlist, roles, sizeof roles);
+    xd_el_set_attr(cf, "getmemberlist", roles);
+    struct { const char *k; bool v; } more[] = {
+        { "voicereq", g->voice_requests }, { "vstatus", g->visitor_status },
+        { "vnick", g->visitor_nickchange }, { "mbd", g->members_by_default },
+    };
+    for (size_t i = 0; i < sizeof more / sizeof *more; i++)
+        xd_el_set_attr(cf, more[i].k, more[i].v ? "1" : "0");
+    snprintf(num, sizeof num, "%d", g->voice_interval);
+    xd_el_set_attr(cf, "voiceint", num);
     snprintf(num, sizeof num, "%d", g->maxusers);
     xd_el_set_attr(cf, "maxusers", num);
     snprintf(num, sizeof num, "%d", g->history);
@@ -700,6 +779,21 @@ room_restore(muc_call_t *c, const char *name, const char *stored)
         g->whois = v && strcmp(v, "anyone") == 0 ? WHOIS_ANYONE : WHOIS_MODERATORS;
         int pm = name_index(pm_names, 4, xd_el_attr(cf, "pm"));
         g->allowpm = pm < 0 ? PM_ANYONE : pm;
+        /* Fields a room stored before they existed keep the defaults. */
+        if ((v = xd_el_attr(cf, "lang"))) {
+            xd_free(g->lang);
+            g->lang = *v ? xd_strdup(v) : NULL;
+        }
+        if ((v = xd_el_attr(cf, "pubsub")) && *v)
+            g->pubsub = xd_strdup(v);
+        if ((v = xd_el_attr(cf, "getmemberlist")))
+            g->getmemberlist = roles_parse(v);
+        g->voice_requests = form_bool(xd_el_attr(cf, "voicereq"), g->voice_requests);
+        g->visitor_status = form_bool(xd_el_attr(cf, "vstatus"), g->visitor_status);
+        g->visitor_nickchange = form_bool(xd_el_attr(cf, "vnick"), g->visitor_nickchange);
+        g->members_by_default = form_bool(xd_el_attr(cf, "mbd"), g->members_by_default);
+        if ((v = xd_el_attr(cf, "voiceint")) && atoi(v) >= 0)
+            g->voice_interval = atoi(v);
         if ((v = xd_el_attr(cf, "maxusers")))
             g->maxusers = atoi(v);
         if ((v = xd_el_attr(cf, "history")))
@@ -749,7 +843,10 @@ room_restore(muc_call_t *c, const char *name, const char *stored)
 static void
 room_publish(muc_call_t *c, muc_room_t *r, bool store)
 {
-    char *stored = r->cfg.persistent ? room_serialize(r, false) : NULL;
+    /* With the history when it is written behind (history_flush_interval). */
+    char *stored = r->cfg.persistent
+                       ? room_serialize(r, c->conf->history_flush_interval > 0)
+                       : NULL;
     muc_dir_update(c->s, r->name, r->cfg.title, r->cfg.pub && !r->locked, r->cfg.persistent,
                    true, r->creator, stored);
     if (store)
@@ -833,6 +930,50 @@ idle_one(void *arg, const char *key, void *val)
     return 0;
 }
 
+struct flush_walk {
+    uint64_t now, interval;
+    char **names;
+    size_t n, cap;
+};
+
+static int
+flush_one(void *arg, const char *key, void *val)
+{
+    struct flush_walk *w = arg;
+    const muc_room_t *r = val;
+    if (!r->hist_dirty || !r->cfg.persistent || r->locked || w->now - r->flushed_ms < w->interval)
+        return 0;
+    if (w->n == w->cap) {
+        w->cap = w->cap ? w->cap * 2 : 16;
+        w->names = xd_realloc(w->names, w->cap * sizeof *w->names);
+    }
+    w->names[w->n++] = xd_strdup(key);
+    return 0;
+}
+
+/* Write-behind of the history (history_flush_interval): the persistent
+ * rooms of this worker whose history changed, and was last stored at least
+ * the interval ago, are stored with it (one write each), so that a crash
+ * loses at most an interval of it. */
+static void
+rooms_flush(muc_call_t *c, int self)
+{
+    struct flush_walk w = { muc_now_ms(), c->conf->history_flush_interval, NULL, 0, 0 };
+    xd_map_foreach(&c->s->rooms[self], flush_one, &w);
+    for (size_t i = 0; i < w.n; i++) {
+        muc_room_t *r = xd_map_get(&c->s->rooms[self], xd_str_c(w.names[i]));
+        if (r) {
+            r->hist_dirty = false;
+            r->flushed_ms = w.now;
+            room_publish(c, r, false);
+            atomic_fetch_add_explicit(&c->s->history_flushes, 1, memory_order_relaxed);
+            muc_store(c->ctx, w.names[i], (xd_input_ref_t){ 0 });
+        }
+        xd_free(w.names[i]);
+    }
+    xd_free(w.names);
+}
+
 /* Hibernation: persistent rooms of this worker nobody has been in for
  * hibernation_timeout leave memory; their stored state (with the history)
  * stays in the directory and goes to the database; room_find brings them
@@ -843,7 +984,11 @@ muc_rooms_tick(xd_module_ctx_t *ctx, uint64_t now_ms)
     (void)now_ms;
     muc_call_t c = { .ctx = ctx, .s = xd_module_state(ctx), .conf = xd_module_opts(ctx) };
     int self = xd_owner_self();
-    if (!c.s || self < 0 || !c.conf->hibernation_timeout)
+    if (!c.s || self < 0)
+        return;
+    if (c.conf->history_flush_interval)
+        rooms_flush(&c, self);
+    if (!c.conf->hibernation_timeout)
         return;
     struct idle_walk w = { muc_now_ms(), c.conf->hibernation_timeout, NULL, 0, 0 };
     xd_map_foreach(&c.s->rooms[self], idle_one, &w);
@@ -1221,6 +1366,22 @@ occ_add_full(muc_room_t *r, muc_occ_t *o, const char *full, const xd_jid_t *jid)
     xd_map_put(&r->by_full, xd_str_c(full), o);
 }
 
+/* st as the room keeps it for an occupant of role `role` (a new
+ * reference): a visitor's without its <status/> when the room does not
+ * broadcast visitors' status text (allow_visitor_status). */
+static xd_stanza_t *
+pres_kept(const muc_room_t *r, const xd_stanza_t *st, int role)
+{
+    if (role != ROLE_VISITOR || r->cfg.visitor_status ||
+        !xd_el_child(xd_stanza_root(st), "status", NULL))
+        return xd_stanza_ref(st);
+    xd_el_t *b = xd_stanza_edit(st);
+    xd_el_t *status;
+    while ((status = xd_el_child_mut(b, "status", NULL)))
+        xd_el_remove_child(b, status);
+    return xd_el_freeze(b);
+}
+
 static void
 room_enter(muc_call_t *c, muc_room_t *r, bool created, const xd_stanza_t *st, const char *full,
            const char *bare, const char *nick)
@@ -1272,7 +1433,7 @@ room_enter(muc_call_t *c, muc_room_t *r, bool created, const xd_stanza_t *st, co
     o->nick = xd_strdup(nick);
     o->bare = xd_strdup(bare);
     o->role = role_for(r, aff);
-    o->pres = xd_stanza_ref(st);
+    o->pres = pres_kept(r, st, o->role);
     occupant_id(r, bare, o->oid);
     occ_add_full(r, o, full, xd_stanza_from(st));
     if (r->nocc == r->cap) {
@@ -1281,7 +1442,7 @@ room_enter(muc_call_t *c, muc_room_t *r, bool created, const xd_stanza_t *st, co
     }
     r->occ[r->nocc++] = o;
     xd_map_put(&r->by_nick, xd_str_c(o->nick), o);
-    room_event(c, r, XD_MUC_EV_JOIN, o->nick, NULL, NULL, NULL, st);
+    room_event(c, r, XD_MUC_EV_JOIN, o->nick, NULL, NULL, NULL, o->pres);
     /* The others learn of it first; its own presence ends its list. */
     broadcast_others(c, r, o, false, NULL);
     int codes[1] = { 201 };
@@ -1292,6 +1453,10 @@ static void
 nick_change(muc_call_t *c, muc_room_t *r, muc_occ_t *o, const xd_stanza_t *st, const char *nick)
 {
     muc_occ_t *other = xd_map_get(&r->by_nick, xd_str_c(nick));
+    if (o->role == ROLE_VISITOR && !r->cfg.visitor_nickchange) {
+        presence_error(st, XD_COND_NOT_ALLOWED, "visitors may not change their nick here");
+        return;
+    }
     if (other && other != o) {
         presence_error(st, XD_COND_CONFLICT, "that nick is in use");
         return;
@@ -1310,7 +1475,7 @@ nick_change(muc_call_t *c, muc_room_t *r, muc_occ_t *o, const xd_stanza_t *st, c
     o->nick = xd_strdup(nick);
     xd_map_put(&r->by_nick, xd_str_c(o->nick), o);
     xd_stanza_unref(o->pres);
-    o->pres = xd_stanza_ref(st);
+    o->pres = pres_kept(r, st, o->role);
     broadcast_presence(c, r, o, false, NULL, NULL);
 }
 
@@ -1338,7 +1503,7 @@ room_leave(muc_call_t *c, muc_room_t *r, muc_occ_t *o, const char *full, const x
     }
     if (!failed) {
         xd_stanza_unref(o->pres);
-        o->pres = xd_stanza_ref(st); /* its status goes with the leave */
+        o->pres = pres_kept(r, st, o->role); /* its status goes with the leave */
     }
     occ_remove(c, r, o, &ex);
 }
@@ -1373,7 +1538,7 @@ room_presence(muc_call_t *c, muc_room_t *r, bool created, const xd_stanza_t *st,
     } else {
         /* A presence update: everyone sees the new show/status. */
         xd_stanza_unref(o->pres);
-        o->pres = xd_stanza_ref(st);
+        o->pres = pres_kept(r, st, o->role);
         broadcast_presence(c, r, o, false, NULL, NULL);
     }
     xd_free(full);
@@ -1386,6 +1551,7 @@ static void
 hist_add(muc_room_t *r, xd_stanza_t *st)
 {
     hist_add_at(r, st, time(NULL));
+    r->hist_dirty = r->cfg.persistent;
 }
 
 /* A copy of the message from room/nick, without 'to', as everyone gets
@@ -1490,6 +1656,9 @@ room_invite(muc_call_t *c, muc_room_t *r, const muc_occ_t *o, const xd_stanza_t 
 }
 
 #define MUC_NS_REQUEST "http://jabber.org/protocol/muc#request"
+#define MUC_NS_RETRACT "urn:xmpp:message-retract:1"
+static void room_retract(muc_call_t *c, muc_room_t *r, const muc_occ_t *o,
+                         const xd_stanza_t *st, const xd_el_t *rt);
 
 /* XEP-0045 8.6/7.13: a visitor asks for voice (the request form goes to
  * every moderator), or a moderator answers one (muc#request_allow grants
@@ -1521,6 +1690,18 @@ room_voice_request(muc_call_t *c, muc_room_t *r, muc_occ_t *o, const xd_stanza_t
         xd_route_error(st, XD_COND_NOT_ACCEPTABLE, "you have voice already");
         return;
     }
+    if (!r->cfg.voice_requests) {
+        xd_route_error(st, XD_COND_FORBIDDEN, "voice requests are disabled in this room");
+        return;
+    }
+    uint64_t now = muc_now_ms();
+    if (o->voice_ms && r->cfg.voice_interval > 0 &&
+        now - o->voice_ms < (uint64_t)r->cfg.voice_interval * 1000) {
+        xd_route_error(st, XD_COND_RESOURCE_CONSTRAINT,
+                       "wait a while before asking for voice again");
+        return;
+    }
+    o->voice_ms = now;
     xd_el_t *b = xd_el_new("message", NULL);
     xd_el_set_attr(b, "from", r->jid);
     xd_el_t *x = xd_el_add_child(b, "x", XD_NS_DATA);
@@ -1614,6 +1795,11 @@ room_message(muc_call_t *c, muc_room_t *r, const xd_stanza_t *st, const char *ni
     }
     if (o->role < ROLE_PARTICIPANT) {
         xd_route_error(st, XD_COND_FORBIDDEN, "visitors have no voice here");
+        return;
+    }
+    const xd_el_t *retract = xd_el_child(root, "retract", MUC_NS_RETRACT);
+    if (retract && room_archived(c, r)) {
+        room_retract(c, r, o, st, retract);
         return;
     }
     const xd_el_t *subject = xd_el_child(root, "subject", NULL);
@@ -1729,6 +1915,9 @@ room_disco_info(muc_call_t *c, muc_room_t *r, const xd_stanza_t *st)
     xd_el_set_attr(x, "type", "result");
     add_field(x, "FORM_TYPE", "hidden", NULL, MUC_NS_ROOMINFO);
     add_field(x, "muc#roominfo_description", NULL, "Description", g->desc);
+    add_field(x, "muc#roominfo_lang", NULL, "Language of discussion", g->lang);
+    if (g->pubsub)
+        add_field(x, "muc#roomconfig_pubsub", NULL, "Associated pubsub node", g->pubsub);
     char num[24];
     snprintf(num, sizeof num, "%zu", r->nocc);
     add_field(x, "muc#roominfo_occupants", NULL, "Number of occupants", num);
@@ -1739,6 +1928,59 @@ room_disco_info(muc_call_t *c, muc_room_t *r, const xd_stanza_t *st)
     add_field(x, "muc#maxhistoryfetch", NULL, NULL, "");
     add_field(x, "muc#roomconfig_maxusers", NULL, NULL, num);
     xd_route_take(xd_el_freeze(b));
+}
+
+struct jids_walk {
+    xd_el_t *f;
+    int want;
+};
+
+static int
+jids_one(void *arg, const char *key, void *val)
+{
+    struct jids_walk *w = arg;
+    if ((int)(intptr_t)val == w->want)
+        xd_el_add_text(xd_el_add_child(w->f, "value", NULL), key);
+    return 0;
+}
+
+/* The form's fields beyond XEP-0045's first set: the member list's roles,
+ * ejabberd's voice request and visitor options, the full owner and admin
+ * lists (10.1.3). */
+static void
+config_form_more(const muc_room_t *r, xd_el_t *x)
+{
+    const muc_cfg_t *g = &r->cfg;
+    xd_el_t *f = xd_el_add_child(x, "field", NULL);
+    xd_el_set_attr(f, "var", "muc#roomconfig_getmemberlist");
+    xd_el_set_attr(f, "type", "list-multi");
+    xd_el_set_attr(f, "label", "Roles that may get the member list");
+    for (int role = ROLE_VISITOR; role <= ROLE_MODERATOR; role++)
+        if (g->getmemberlist & 1 << role)
+            xd_el_add_text(xd_el_add_child(f, "value", NULL), role_names[role]);
+    add_options(f, role_names + 1, 3);
+    add_field(x, "allow_voice_requests", "boolean", "Visitors may ask for voice",
+              g->voice_requests ? "1" : "0");
+    char num[24];
+    snprintf(num, sizeof num, "%d", g->voice_interval);
+    add_field(x, "voice_request_min_interval", "text-single",
+              "Seconds between one visitor's voice requests", num);
+    add_field(x, "allow_visitor_status", "boolean", "Visitors' status text is shown",
+              g->visitor_status ? "1" : "0");
+    add_field(x, "allow_visitor_nickchange", "boolean", "Visitors may change their nick",
+              g->visitor_nickchange ? "1" : "0");
+    add_field(x, "members_by_default", "boolean",
+              "Moderated: occupants without affiliation enter with voice",
+              g->members_by_default ? "1" : "0");
+    static const char *const lists[2][2] = { { "muc#roomconfig_roomadmins", "Room admins" },
+                                             { "muc#roomconfig_roomowners", "Room owners" } };
+    for (int i = 0; i < 2; i++) {
+        struct jids_walk w = { xd_el_add_child(x, "field", NULL), i ? AFF_OWNER : AFF_ADMIN };
+        xd_el_set_attr(w.f, "var", lists[i][0]);
+        xd_el_set_attr(w.f, "type", "jid-multi");
+        xd_el_set_attr(w.f, "label", lists[i][1]);
+        xd_map_foreach(&r->affs, jids_one, &w);
+    }
 }
 
 static void
@@ -1753,6 +1995,10 @@ room_config_form(muc_call_t *c, muc_room_t *r, const xd_stanza_t *st)
     add_field(x, "FORM_TYPE", "hidden", NULL, MUC_NS_ROOMCONFIG);
     add_field(x, "muc#roomconfig_roomname", "text-single", "Room name", g->title);
     add_field(x, "muc#roomconfig_roomdesc", "text-single", "Description", g->desc);
+    add_field(x, "muc#roomconfig_lang", "text-single", "Language of discussion (a tag: en)",
+              g->lang);
+    add_field(x, "muc#roomconfig_pubsub", "text-single", "Associated pubsub node (XMPP URI)",
+              g->pubsub);
     add_field(x, "muc#roomconfig_persistentroom", "boolean", "Persistent",
               g->persistent ? "1" : "0");
     add_field(x, "muc#roomconfig_publicroom", "boolean", "Listed in the directory",
@@ -1789,6 +2035,7 @@ room_config_form(muc_call_t *c, muc_room_t *r, const xd_stanza_t *st)
     add_field(x, "muc#roomconfig_historylength", "text-single", "Messages of history", num);
     add_field(x, "muc#roomconfig_allowinvites", "boolean", "Occupants may invite",
               g->allowinvites ? "1" : "0");
+    config_form_more(r, x);
     /* Offered where something logs rooms (mod_muc_log on this host). */
     xd_module_ctx_t *logger = xd_module_instance("mod_muc_log", xd_module_host(c->ctx));
     if (logger) {
@@ -1812,6 +2059,217 @@ parse_int_field(const char *v, int lo, int hi, int *out)
         return false;
     *out = (int)n;
     return true;
+}
+
+/* The field `var` of form x, or NULL. */
+static const xd_el_t *
+form_field(const xd_el_t *x, const char *var)
+{
+    for (const xd_el_t *f = xd_el_first_child(x); f; f = xd_el_next(f)) {
+        const char *v = xd_el_attr(f, "var");
+        if (xd_el_is(f, "field", XD_NS_DATA) && v && strcmp(v, var) == 0)
+            return f;
+    }
+    return NULL;
+}
+
+/* The value of the first of the field's names that the form has (ejabberd
+ * renamed some: both are taken), or NULL. */
+static const char *
+form_value2(const xd_el_t *x, const char *var, const char *old)
+{
+    const char *v = form_value(x, var);
+    return v ? v : form_value(x, old);
+}
+
+bool
+muc_lang_ok(const char *v)
+{
+    size_t n = strlen(v);
+    if (n > 35 || v[0] == '-' || v[n - 1] == '-')
+        return false;
+    for (const char *p = v; *p; p++)
+        if (!((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') ||
+              (*p >= '0' && *p <= '9') || *p == '-'))
+            return false;
+    return true;
+}
+
+#define MUC_PUBSUB_MAX 1024 /* bytes of muc#roomconfig_pubsub */
+
+/* The full owner and admin lists of a form (10.1.3): [0] admins, [1]
+ * owners, as bare JIDs; given: the field was sent. */
+typedef struct aff_lists {
+    char **jid[2];
+    size_t n[2];
+    bool given[2];
+} aff_lists_t;
+
+static void
+aff_lists_free(aff_lists_t *l)
+{
+    for (int i = 0; i < 2; i++) {
+        for (size_t k = 0; k < l->n[i]; k++)
+            xd_free(l->jid[i][k]);
+        xd_free(l->jid[i]);
+    }
+}
+
+static bool
+aff_lists_has(const aff_lists_t *l, int i, const char *bare)
+{
+    for (size_t k = 0; k < l->n[i]; k++)
+        if (strcmp(l->jid[i][k], bare) == 0)
+            return true;
+    return false;
+}
+
+/* What the lists make of bare's affiliation `cur`. */
+static int
+aff_lists_target(const aff_lists_t *l, const char *bare, int cur)
+{
+    if (l->given[1] && aff_lists_has(l, 1, bare))
+        return AFF_OWNER;
+    if (l->given[0] && aff_lists_has(l, 0, bare))
+        return AFF_ADMIN;
+    if ((cur == AFF_OWNER && l->given[1]) || (cur == AFF_ADMIN && l->given[0]))
+        return AFF_NONE;
+    return cur;
+}
+
+struct keys_walk {
+    char **keys;
+    size_t n;
+};
+
+static int
+keys_one(void *arg, const char *key, void *val)
+{
+    (void)val;
+    struct keys_walk *w = arg;
+    w->keys[w->n++] = xd_strdup(key);
+    return 0;
+}
+
+/* Reads muc#roomconfig_roomowners/_roomadmins into l and checks them
+ * against the room: NULL, or why they are refused. */
+static const char *
+aff_lists_parse(muc_call_t *c, const muc_room_t *r, const xd_el_t *x, aff_lists_t *l)
+{
+    static const char *const vars[2] = { "muc#roomconfig_roomadmins",
+                                         "muc#roomconfig_roomowners" };
+    size_t max = (size_t)c->conf->max_affiliations;
+    for (int i = 0; i < 2; i++) {
+        const xd_el_t *f = form_field(x, vars[i]);
+        if (!f)
+            continue;
+        l->given[i] = true;
+        for (const xd_el_t *v = xd_el_first_child(f); v; v = xd_el_next(v)) {
+            if (!xd_el_is(v, "value", XD_NS_DATA))
+                continue;
+            const char *t = xd_el_text(v);
+            xd_jid_t *j = NULL;
+            if (!t || !*t)
+                continue;
+            if (l->n[i] >= max)
+                return "the room has too many affiliations";
+            if (xd_jid_parse(xd_str_c(t), &j) != 0)
+                return "roomowners and roomadmins take JIDs";
+            xd_str_t bs = xd_jid_bare_str(j);
+            char *bare = xd_strndup(bs.p, bs.len);
+            xd_jid_unref(j);
+            if (aff_lists_has(l, i, bare)) {
+                xd_free(bare);
+                continue;
+            }
+            l->jid[i] = xd_realloc(l->jid[i], (l->n[i] + 1) * sizeof *l->jid[i]);
+            l->jid[i][l->n[i]++] = bare;
+        }
+    }
+    if (l->given[1] && l->n[1] == 0)
+        return "the room needs an owner";
+    for (size_t k = 0; k < l->n[0]; k++)
+        if (aff_lists_has(l, 1, l->jid[0][k]))
+            return "a JID is in both roomowners and roomadmins";
+    /* The affiliations there would be. */
+    size_t count = 0;
+    struct keys_walk w = { xd_calloc(xd_map_count(&r->affs) + 1, sizeof(char *)), 0 };
+    xd_map_foreach(&r->affs, keys_one, &w);
+    for (size_t k = 0; k < w.n; k++) {
+        count += aff_lists_target(l, w.keys[k], aff_of(r, w.keys[k])) != AFF_NONE;
+        xd_free(w.keys[k]);
+    }
+    xd_free(w.keys);
+    for (int i = 0; i < 2; i++)
+        for (size_t k = 0; k < l->n[i]; k++)
+            count += aff_of(r, l->jid[i][k]) == AFF_NONE;
+    return count > max ? "the room has too many affiliations" : NULL;
+}
+
+/* Gives every JID the affiliation the lists make of it; its occupants
+ * follow (aff_follow). */
+static void
+aff_lists_apply(muc_call_t *c, muc_room_t *r, const aff_lists_t *l)
+{
+    if (!l->given[0] && !l->given[1])
+        return;
+    struct keys_walk w = { xd_calloc(xd_map_count(&r->affs) + l->n[0] + l->n[1] + 1,
+                                     sizeof(char *)), 0 };
+    xd_map_foreach(&r->affs, keys_one, &w);
+    for (int i = 0; i < 2; i++)
+        for (size_t k = 0; k < l->n[i]; k++)
+            w.keys[w.n++] = xd_strdup(l->jid[i][k]);
+    for (size_t k = 0; k < w.n; k++) {
+        int cur = aff_of(r, w.keys[k]), want = aff_lists_target(l, w.keys[k], cur);
+        if (want != cur) {
+            aff_set(r, w.keys[k], want);
+            aff_follow(c, r, w.keys[k], want, NULL, NULL);
+        }
+        xd_free(w.keys[k]);
+    }
+    xd_free(w.keys);
+}
+
+/* The fields config_form_more offers, and lang and pubsub, into n (its
+ * lang and pubsub still the room's: the caller copies them); NULL or why
+ * they are refused. */
+static const char *
+config_parse_more(const xd_el_t *x, muc_cfg_t *n)
+{
+    const char *v;
+    const xd_el_t *f = form_field(x, "muc#roomconfig_getmemberlist");
+    if (f) {
+        n->getmemberlist = 0;
+        for (const xd_el_t *e = xd_el_first_child(f); e; e = xd_el_next(e)) {
+            if (!xd_el_is(e, "value", XD_NS_DATA) || !xd_el_text(e) || !*xd_el_text(e))
+                continue;
+            int role = name_index(role_names, 4, xd_el_text(e));
+            if (role <= ROLE_NONE)
+                return "getmemberlist takes moderator, participant and visitor";
+            n->getmemberlist |= 1 << role;
+        }
+    }
+    if ((v = form_value(x, "muc#roomconfig_lang")) && *v && !muc_lang_ok(v))
+        return "lang is a language tag (en, pt-BR)";
+    if ((v = form_value(x, "muc#roomconfig_pubsub")) && *v &&
+        (strncmp(v, "xmpp:", 5) != 0 || strlen(v) > MUC_PUBSUB_MAX))
+        return "pubsub is the XMPP URI of a node (xmpp:service?;node=name)";
+    if (!parse_int_field(form_value2(x, "voice_request_min_interval",
+                                     "muc#roomconfig_voicerequestmininterval"),
+                         0, MUC_VOICE_INTERVAL_MAX, &n->voice_interval))
+        return "voice_request_min_interval is seconds (0 to a year)";
+    n->voice_requests = form_bool(form_value2(x, "allow_voice_requests",
+                                              "muc#roomconfig_allowvoicerequests"),
+                                  n->voice_requests);
+    n->visitor_status = form_bool(form_value2(x, "allow_visitor_status",
+                                              "muc#roomconfig_allowvisitorstatus"),
+                                  n->visitor_status);
+    n->visitor_nickchange = form_bool(form_value2(x, "allow_visitor_nickchange",
+                                                  "muc#roomconfig_allowvisitornickchange"),
+                                      n->visitor_nickchange);
+    n->members_by_default = form_bool(form_value(x, "members_by_default"),
+                                      n->members_by_default);
+    return NULL;
 }
 
 /* Applies a submitted configuration; NULL, or the reason it is refused
@@ -1856,11 +2314,28 @@ room_config_apply(muc_call_t *c, muc_room_t *r, const xd_el_t *x)
     n.mam = form_bool(form_value(x, "mam"), n.mam);
     n.mam = form_bool(form_value(x, "muc#roomconfig_enablearchiving"), n.mam);
     n.mam = form_bool(form_value(x, "muc#roomconfig_mam"), n.mam);
+    const char *more = config_parse_more(x, &n);
+    if (more)
+        return more;
     const char *title = form_value(x, "muc#roomconfig_roomname");
     const char *desc = form_value(x, "muc#roomconfig_roomdesc");
     const char *secret = form_value(x, "muc#roomconfig_roomsecret");
     if (n.password_protected && !(secret && *secret) && !(r->cfg.password && !secret))
         return "a password protected room needs roomsecret";
+    aff_lists_t lists = { 0 };
+    const char *bad_list = aff_lists_parse(c, r, x, &lists);
+    if (bad_list) {
+        aff_lists_free(&lists);
+        return bad_list;
+    }
+    const char *lang = form_value(x, "muc#roomconfig_lang");
+    const char *pubsub = form_value(x, "muc#roomconfig_pubsub");
+    n.lang = lang ? (*lang ? xd_strdup(lang) : NULL)
+                  : (r->cfg.lang ? xd_strdup(r->cfg.lang) : NULL);
+    n.pubsub = pubsub ? (*pubsub ? xd_strdup(pubsub) : NULL)
+                      : (r->cfg.pubsub ? xd_strdup(r->cfg.pubsub) : NULL);
+    xd_free(r->cfg.lang);
+    xd_free(r->cfg.pubsub);
     int was_whois = r->cfg.whois;
     bool was_members = r->cfg.members_only;
     n.title = title ? (*title ? xd_strdup(title) : NULL)
@@ -1905,6 +2380,8 @@ room_config_apply(muc_call_t *c, muc_room_t *r, const xd_el_t *x)
             }
         }
     }
+    aff_lists_apply(c, r, &lists);
+    aff_lists_free(&lists);
     room_publish(c, r, n.persistent || was_persistent);
     return NULL;
 }
@@ -1922,6 +2399,7 @@ typedef struct room_job {
     char *by;               /* room/nick of the moderator */
     char oid[48];           /* its occupant-id */
     char *occ_id;           /* the sender's occupant-id (from the archive) */
+    xd_input_ref_t in;      /* retraction: the sender's stream, held until done, or {0} */
     int rc;
 } room_job_t;
 
@@ -2104,6 +2582,19 @@ list_one(void *arg, const char *key, void *val)
     return 0;
 }
 
+/* muc#roomconfig_getmemberlist: whether occupant me (NULL: not in the
+ * room, affiliation myaff) may get the member list.  It holds real JIDs:
+ * in a semi-anonymous room only for those who see them (XEP-0045 5.2);
+ * a member not in the room asks as a participant would. */
+static bool
+memberlist_ok(const muc_room_t *r, const muc_occ_t *me, int myaff)
+{
+    if (me)
+        return (r->cfg.getmemberlist & 1 << me->role) && sees_jid(r, me);
+    return myaff == AFF_MEMBER && r->cfg.whois == WHOIS_ANYONE &&
+           (r->cfg.getmemberlist & 1 << ROLE_PARTICIPANT);
+}
+
 static void
 room_admin_get(muc_call_t *c, muc_room_t *r, const xd_stanza_t *st, const xd_el_t *q,
                const muc_occ_t *me, int myaff)
@@ -2120,7 +2611,8 @@ room_admin_get(muc_call_t *c, muc_room_t *r, const xd_stanza_t *st, const xd_el_
     xd_el_t *rq = xd_el_add_child(b, "query", XD_NS_MUC_ADMIN);
     if (affs) {
         int want = name_index(aff_names, 5, affs);
-        if (want <= AFF_NONE || myaff < AFF_ADMIN) {
+        if (want <= AFF_NONE ||
+            (myaff < AFF_ADMIN && !(want == AFF_MEMBER && memberlist_ok(r, me, myaff)))) {
             xd_el_free(b);
             xd_route_error(st, want <= AFF_NONE ? XD_COND_BAD_REQUEST : XD_COND_FORBIDDEN,
                            NULL);
@@ -2434,6 +2926,54 @@ mam_query_done(xd_module_ctx_t *ctx, void *arg, int status)
     room_job_free(j);
 }
 
+/* Who may read the room's archive: its occupants, its members (and
+ * admins, owners, service administrators), and anyone when the room is
+ * public and open (listed, neither members-only nor password-protected:
+ * what is said there is public); never an outcast. */
+static bool
+archive_readable(const muc_room_t *r, const xd_stanza_t *st, const muc_occ_t *me, int myaff)
+{
+    bool occupant = me || occ_by_real(r, xd_stanza_from(st)) != NULL;
+    bool open = r->cfg.pub && !r->cfg.members_only && !r->cfg.password_protected;
+    return myaff != AFF_OUTCAST && (occupant || myaff >= AFF_MEMBER || open);
+}
+
+/* XEP-0441 on the room's archive.  What a room archives is its
+ * configuration's (muc#roomconfig_mam): every message while it is on, so
+ * its preferences are default='always' without JID lists.  A get shows
+ * them to whoever may read the archive; a set is the owners' and may only
+ * say the same (the owner turns the archive off in the room's
+ * configuration form); per-JID lists mean nothing in a room. */
+static void
+room_mam_prefs(const muc_room_t *r, const xd_stanza_t *st, const xd_el_t *q,
+               const muc_occ_t *me, int myaff, bool set)
+{
+    if (set ? myaff < AFF_OWNER : !archive_readable(r, st, me, myaff)) {
+        xd_route_error(st, XD_COND_FORBIDDEN,
+                       set ? "the owners set what a room archives"
+                           : "only occupants and members read this archive");
+        return;
+    }
+    if (set) {
+        const char *def = xd_el_attr(q, "default");
+        bool jids = false;
+        for (const xd_el_t *l = xd_el_first_child(q); l; l = xd_el_next(l))
+            jids |= xd_el_first_child(l) != NULL;
+        if (!def || strcmp(def, "always") != 0 || jids) {
+            xd_route_error(st, XD_COND_NOT_ACCEPTABLE,
+                           "a room archives every message while muc#roomconfig_mam is on; "
+                           "its owner turns that off in the room configuration");
+            return;
+        }
+    }
+    xd_el_t *b = xd_iq_result_builder(st);
+    xd_el_t *pe = xd_el_add_child(b, "prefs", XD_NS_MAM);
+    xd_el_set_attr(pe, "default", "always");
+    xd_el_add_child(pe, "always", NULL);
+    xd_el_add_child(pe, "never", NULL);
+    xd_route_take(xd_el_freeze(b));
+}
+
 /* A urn:xmpp:mam:2 request on the room's archive (held: mam).  Who may
  * read it: its occupants, its members (and admins, owners, service
  * administrators), and anyone when the room is public and open (listed,
@@ -2447,9 +2987,7 @@ room_mam_iq(muc_call_t *c, muc_room_t *r, const xd_stanza_t *st, const muc_occ_t
         xd_route_error(st, XD_COND_SERVICE_UNAVAILABLE, NULL);
         return;
     }
-    bool occupant = me || occ_by_real(r, xd_stanza_from(st)) != NULL;
-    bool open = r->cfg.pub && !r->cfg.members_only && !r->cfg.password_protected;
-    if (myaff == AFF_OUTCAST || (!occupant && myaff < AFF_MEMBER && !open)) {
+    if (!archive_readable(r, st, me, myaff)) {
         xd_module_release(mam);
         xd_route_error(st, XD_COND_FORBIDDEN, "only occupants and members read this archive");
         return;
@@ -2470,6 +3008,103 @@ moderate_work(xd_module_ctx_t *ctx, void *arg)
     (void)ctx;
     room_job_t *j = arg;
     j->rc = mam_room_moderate(j->mam, j->room, j->id, j->detail, &j->occ_id);
+}
+
+/* The history without the message the room stamped with archive id `sid`
+ * (retracted or moderated). */
+static void
+hist_drop_sid(muc_room_t *r, const char *sid)
+{
+    for (size_t i = 0; i < r->hn; i++) {
+        muc_hist_t *e = &r->hist[(r->hstart + i) % r->hcap];
+        const xd_el_t *hr = xd_stanza_root(e->st);
+        bool hit = false;
+        for (const xd_el_t *ch = xd_el_first_child(hr); ch && !hit; ch = xd_el_next(ch)) {
+            const char *by = xd_el_attr(ch, "by"), *id = xd_el_attr(ch, "id");
+            hit = xd_el_is(ch, "stanza-id", XD_NS_SID) && by && id &&
+                  strcmp(by, r->jid) == 0 && strcmp(id, sid) == 0;
+        }
+        if (!hit)
+            continue;
+        hist_bytes(r, 0, e->len);
+        xd_stanza_unref(e->st);
+        for (size_t k = i; k + 1 < r->hn; k++)
+            r->hist[(r->hstart + k) % r->hcap] = r->hist[(r->hstart + k + 1) % r->hcap];
+        r->hn--;
+        r->hist_dirty = r->cfg.persistent;
+        break;
+    }
+}
+
+static void
+retract_work(xd_module_ctx_t *ctx, void *arg)
+{
+    (void)ctx;
+    room_job_t *j = arg;
+    j->rc = mam_room_retract(j->mam, j->room, j->id, j->oid, j->detail);
+}
+
+/* The archive has the tombstone of an occupant's own message: its
+ * retraction goes to every occupant and the message out of the history;
+ * else the sender learns why not (nothing is forwarded). */
+static void
+retract_done(xd_module_ctx_t *ctx, void *arg, int status)
+{
+    room_job_t *j = arg;
+    int rc = status ? status : j->rc;
+    muc_call_t c = { .ctx = ctx, .s = xd_module_state(ctx), .conf = xd_module_opts(ctx) };
+    muc_room_t *r = rc == 0 ? room_find(&c, j->name) : NULL;
+    if (rc == XD_ENOTFOUND)
+        xd_route_error(j->iq, XD_COND_ITEM_NOT_FOUND, "no message with that id in the archive");
+    else if (rc == XD_EINVAL)
+        xd_route_error(j->iq, XD_COND_FORBIDDEN, "only its sender retracts a message");
+    else if (rc != 0) {
+        XD_LOG(NULL, XD_ERROR, "muc retraction failed", "room=%s id=%s err=%s", j->name, j->id,
+               xd_strerror(rc));
+        xd_route_error(j->iq, XD_COND_INTERNAL_SERVER_ERROR, NULL);
+    }
+    if (r) {
+        fan_out(&c, r, j->answer, FAN_ALL, NULL, true);
+        hist_drop_sid(r, j->id);
+        if (r->nocc == 0 && r->cfg.persistent && !r->empty_since)
+            r->empty_since = muc_now_ms();
+    }
+    xd_input_release(j->in);
+    room_job_free(j);
+}
+
+/* XEP-0424 in a room with an archive: occupant o retracts one of its own
+ * messages by the id the room stamped on it (<retract id/>, a groupchat
+ * message).  The archive checks that the message carries o's occupant-id
+ * (its account) and keeps a tombstone; then the retraction goes out. */
+static void
+room_retract(muc_call_t *c, muc_room_t *r, const muc_occ_t *o, const xd_stanza_t *st,
+             const xd_el_t *rt)
+{
+    const char *id = xd_el_attr(rt, "id");
+    if (!id || !*id) {
+        xd_route_error(st, XD_COND_BAD_REQUEST, "<retract/> names the message by its id");
+        return;
+    }
+    room_job_t *j = xd_new(room_job_t);
+    j->mam = room_mam(c, r);
+    j->iq = xd_stanza_ref(st);
+    j->room = room_jid(r);
+    j->name = xd_strdup(r->name);
+    j->id = xd_strdup(id);
+    snprintf(j->oid, sizeof j->oid, "%s", o->oid);
+    j->detail = xd_strdup("<retracted xmlns='" MUC_NS_RETRACT "'/>");
+    j->answer = msg_from_occ(r, o, st, NULL);
+    if (c->held && !c->in_taken && !c->store) { /* released when done */
+        j->in = c->in;
+        c->in_taken = true;
+    }
+    if (!j->mam || !j->room ||
+        xd_module_submit(c->ctx, retract_work, retract_done, j) != 0) {
+        xd_route_error(st, XD_COND_RESOURCE_CONSTRAINT, "the archive is busy");
+        xd_input_release(j->in);
+        room_job_free(j);
+    }
 }
 
 /* The archive has the tombstone: the room tells its occupants (XEP-0425
@@ -2519,25 +3154,7 @@ moderate_done(xd_module_ctx_t *ctx, void *arg, int status)
         xd_stanza_t *m = xd_el_freeze(b);
         fan_out(&c, r, m, FAN_ALL, NULL, false);
         xd_stanza_unref(m);
-        /* Out of the history: the ring without that message. */
-        for (size_t i = 0; i < r->hn; i++) {
-            muc_hist_t *e = &r->hist[(r->hstart + i) % r->hcap];
-            const xd_el_t *hr = xd_stanza_root(e->st);
-            bool hit = false;
-            for (const xd_el_t *ch = xd_el_first_child(hr); ch && !hit; ch = xd_el_next(ch)) {
-                const char *by = xd_el_attr(ch, "by"), *id = xd_el_attr(ch, "id");
-                hit = xd_el_is(ch, "stanza-id", XD_NS_SID) && by && id &&
-                      strcmp(by, r->jid) == 0 && strcmp(id, j->id) == 0;
-            }
-            if (!hit)
-                continue;
-            hist_bytes(r, 0, e->len);
-            xd_stanza_unref(e->st);
-            for (size_t k = i; k + 1 < r->hn; k++)
-                r->hist[(r->hstart + k) % r->hcap] = r->hist[(r->hstart + k + 1) % r->hcap];
-            r->hn--;
-            break;
-        }
+        hist_drop_sid(r, j->id);
         if (r->nocc == 0 && r->cfg.persistent && !r->empty_since)
             r->empty_since = muc_now_ms();
     }
@@ -2652,6 +3269,8 @@ room_iq(muc_call_t *c, muc_room_t *r, const xd_stanza_t *st, const char *nick)
         xd_el_t *b = xd_iq_result_builder(st);
         xd_el_add_child(b, "query", XD_NS_DISCO_ITEMS);
         xd_route_take(xd_el_freeze(b));
+    } else if (q && xd_el_is(q, "prefs", XD_NS_MAM) && room_archived(c, r)) {
+        room_mam_prefs(r, st, q, me, myaff, set);
     } else if (q && xd_el_ns(q) && strcmp(xd_el_ns(q), XD_NS_MAM) == 0 && room_archived(c, r)) {
         room_mam_iq(c, r, st, me, myaff, room_mam(c, r));
     } else if (q && set && (xd_el_is(q, "moderate", MAM_NS_MODERATE) ||

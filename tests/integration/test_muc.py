@@ -1349,3 +1349,465 @@ def test_room_registration_refusals(server_factory):
     # unknown room
     r = iq(b, "f4", f"<query xmlns='{NS_REG}'/>", typ="get", to=f"nosuch@{MUC}")
     assert "<item-not-found " in r, r
+
+
+# ---- the rest of ejabberd's room options (issue 15) ----------------------------------------
+
+def config_multi(c, room, fields, iq_id="cfgm"):
+    """A configuration form whose fields have several values (lists of
+    values; a list of none sends the field empty); names are full vars."""
+    vals = "".join(f"<field var='{k}'>" + "".join(f"<value>{v}</value>" for v in vs) +
+                   "</field>" for k, vs in fields.items())
+    return iq(c, iq_id, f"<query xmlns='{NS_OWNER}'><x xmlns='jabber:x:data' type='submit'>"
+                        f"<field var='FORM_TYPE'><value>{NS_MUC}#roomconfig</value></field>"
+                        f"{vals}</x></query>", to=f"{room}@{MUC}")
+
+
+def form_values(r, var):
+    """The values of field var in a form (in order)."""
+    m = re.search(rf"<field[^>]*var='{re.escape(var)}'[^>]*>(.*?)</field>", r, re.S)
+    assert m, (var, r)
+    body = re.sub(r"<option.*?</option>", "", m.group(1), flags=re.S)
+    return re.findall(r"<value>([^<]*)</value>", body)
+
+
+NEW_FIELDS = ("muc#roomconfig_lang", "muc#roomconfig_pubsub", "muc#roomconfig_getmemberlist",
+              "muc#roomconfig_roomowners", "muc#roomconfig_roomadmins",
+              "allow_voice_requests", "voice_request_min_interval", "allow_visitor_status",
+              "allow_visitor_nickchange", "members_by_default")
+
+
+def test_config_lang_and_pubsub_in_roominfo(server_factory):
+    """muc#roomconfig_lang and muc#roomconfig_pubsub: offered, kept, shown in
+    the room's disco#info (muc#roominfo_lang, muc#roomconfig_pubsub); a value
+    that is no language tag or no XMPP URI is refused with not-acceptable."""
+    srv = start(server_factory)
+    a, _ = online(srv, "alice")
+    create(a, "lang", "al")
+    r = iq(a, "g1", f"<query xmlns='{NS_OWNER}'/>", typ="get", to=f"lang@{MUC}")
+    for f in NEW_FIELDS:
+        assert f"var='{f}'" in r, (f, r)
+    assert form_values(r, "muc#roomconfig_lang") in ([], [""]), r
+    node = "xmpp:pubsub.localhost?;node=lang-news"
+    r = config(a, "lang", {"lang": "fr-CA", "pubsub": node.replace("&", "&amp;")})
+    assert "type='result'" in r, r
+    r = iq(a, "d1", "<query xmlns='http://jabber.org/protocol/disco#info'/>", typ="get",
+           to=f"lang@{MUC}")
+    assert form_values(r, "muc#roominfo_lang") == ["fr-CA"], r
+    assert form_values(r, "muc#roomconfig_pubsub") == [node], r
+    r = iq(a, "g2", f"<query xmlns='{NS_OWNER}'/>", typ="get", to=f"lang@{MUC}")
+    assert form_values(r, "muc#roomconfig_lang") == ["fr-CA"], r
+    assert form_values(r, "muc#roomconfig_pubsub") == [node], r
+    for bad in ({"lang": "no tag!"}, {"lang": "x" * 100}, {"pubsub": "https://example.com/"},
+                {"pubsub": "xmpp:" + "n" * 2000}):
+        r = config(a, "lang", bad, "bad")
+        assert "<not-acceptable " in r, (bad, r)
+    # An empty value unsets them.
+    assert "type='result'" in config(a, "lang", {"lang": "", "pubsub": ""})
+    r = iq(a, "d2", "<query xmlns='http://jabber.org/protocol/disco#info'/>", typ="get",
+           to=f"lang@{MUC}")
+    assert "muc#roomconfig_pubsub" not in r, r
+    assert form_values(r, "muc#roominfo_lang") in ([], [""]), r
+
+
+def test_config_roomowners_and_roomadmins(server_factory):
+    """muc#roomconfig_roomowners/_roomadmins are the full lists (XEP-0045
+    10.1.3): who is listed gets the affiliation, who is no longer listed
+    loses it, occupants see their new affiliation and role; no owner left,
+    a JID in both lists, a malformed JID and more than max_affiliations are
+    refused with not-acceptable and change nothing."""
+    srv = start(server_factory, "max_affiliations: 4")
+    a, _ = online(srv, "alice")
+    b, _ = online(srv, "bob")
+    create(a, "lists", "al")
+    join(b, "lists", "bob")
+    expect(a, pres_rx("lists", "bob"))
+    r = iq(a, "g1", f"<query xmlns='{NS_OWNER}'/>", typ="get", to=f"lists@{MUC}")
+    assert form_values(r, "muc#roomconfig_roomowners") == ["alice@localhost"], r
+    assert re.search(r"var='muc#roomconfig_roomadmins'[^>]*type='jid-multi'|"
+                     r"type='jid-multi'[^>]*var='muc#roomconfig_roomadmins'", r), r
+    r = config_multi(a, "lists", {"muc#roomconfig_roomadmins": ["bob@localhost",
+                                                                 "carol@localhost/res"]})
+    assert "type='result'" in r, r
+    p = expect(b, pres_rx("lists", "bob"))
+    assert "affiliation='admin'" in p and "role='moderator'" in p, p
+    r = iq(a, "l1", f"<query xmlns='{NS_ADMIN}'><item affiliation='admin'/></query>",
+           typ="get", to=f"lists@{MUC}")
+    assert "jid='bob@localhost'" in r and "jid='carol@localhost'" in r, r
+    r = config_multi(a, "lists", {"muc#roomconfig_roomowners": ["alice@localhost",
+                                                                 "dave@localhost"],
+                                  "muc#roomconfig_roomadmins": ["carol@localhost"]})
+    assert "type='result'" in r, r
+    p = expect(b, pres_rx("lists", "bob"))
+    assert "affiliation='none'" in p and "role='participant'" in p, p
+    r = iq(a, "g2", f"<query xmlns='{NS_OWNER}'/>", typ="get", to=f"lists@{MUC}")
+    assert sorted(form_values(r, "muc#roomconfig_roomowners")) == ["alice@localhost",
+                                                                   "dave@localhost"], r
+    assert form_values(r, "muc#roomconfig_roomadmins") == ["carol@localhost"], r
+    for bad in ({"muc#roomconfig_roomowners": []},
+                {"muc#roomconfig_roomowners": ["alice@localhost"],
+                 "muc#roomconfig_roomadmins": ["alice@localhost"]},
+                {"muc#roomconfig_roomadmins": ["@@bad"]},
+                {"muc#roomconfig_roomadmins": [f"u{i}@localhost" for i in range(5)]}):
+        r = config_multi(a, "lists", bad, "bad")
+        assert "<not-acceptable " in r, (bad, r)
+    r = iq(a, "g3", f"<query xmlns='{NS_OWNER}'/>", typ="get", to=f"lists@{MUC}")
+    assert sorted(form_values(r, "muc#roomconfig_roomowners")) == ["alice@localhost",
+                                                                   "dave@localhost"], r
+    assert form_values(r, "muc#roomconfig_roomadmins") == ["carol@localhost"], r
+    # Owners may drop themselves while another owner stays.
+    r = config_multi(a, "lists", {"muc#roomconfig_roomowners": ["dave@localhost"]})
+    assert "type='result'" in r, r
+    r = iq(a, "g4", f"<query xmlns='{NS_OWNER}'/>", typ="get", to=f"lists@{MUC}")
+    assert "<forbidden " in r, r
+
+
+def test_config_getmemberlist(server_factory):
+    """muc#roomconfig_getmemberlist: the roles that may get the member list
+    (affiliation='member'); in a semi-anonymous room only those who see real
+    JIDs (XEP-0045 5.2 ***); admins and owners always may."""
+    srv = start(server_factory)
+    a, _ = online(srv, "alice")
+    b, _ = online(srv, "bob")
+    create(a, "gml", "al")
+    config(a, "gml", {"whois": "anyone"})
+    admin(a, "<item jid='dave@localhost' affiliation='member'/>", "gml", "m1")
+    join(b, "gml", "bob")
+    get = f"<query xmlns='{NS_ADMIN}'><item affiliation='member'/></query>"
+    r = iq(b, "l1", get, typ="get", to=f"gml@{MUC}")
+    assert "type='result'" in r and "jid='dave@localhost'" in r, r
+    # Other lists stay the admins'.
+    r = iq(b, "l2", f"<query xmlns='{NS_ADMIN}'><item affiliation='outcast'/></query>",
+           typ="get", to=f"gml@{MUC}")
+    assert "<forbidden " in r, r
+    r = config_multi(a, "gml", {"muc#roomconfig_getmemberlist": ["moderator"]})
+    assert "type='result'" in r, r
+    r = iq(a, "g1", f"<query xmlns='{NS_OWNER}'/>", typ="get", to=f"gml@{MUC}")
+    assert form_values(r, "muc#roomconfig_getmemberlist") == ["moderator"], r
+    r = iq(b, "l3", get, typ="get", to=f"gml@{MUC}")
+    assert "<forbidden " in r, r
+    r = iq(a, "l4", get, typ="get", to=f"gml@{MUC}")
+    assert "jid='dave@localhost'" in r, r
+    # Semi-anonymous: a participant may not, whatever the list says.
+    config_multi(a, "gml", {"muc#roomconfig_getmemberlist": ["participant", "moderator"],
+                            "muc#roomconfig_whois": ["moderators"]})
+    r = iq(b, "l5", get, typ="get", to=f"gml@{MUC}")
+    assert "<forbidden " in r, r
+    r = config_multi(a, "gml", {"muc#roomconfig_getmemberlist": ["emperor"]}, "bad")
+    assert "<not-acceptable " in r, r
+
+
+def test_config_voice_requests(server_factory):
+    """allow_voice_requests off: a visitor's request is forbidden;
+    voice_request_min_interval: a second request within it is
+    resource-constraint, with 0 it goes again."""
+    srv = start(server_factory)
+    a, _ = online(srv, "alice")
+    c, _ = online(srv, "carol")
+    create(a, "vq", "al")
+    config(a, "vq", {"moderatedroom": "1"})
+    assert "type='result'" in config_multi(a, "vq", {"allow_voice_requests": ["0"]})
+    join(c, "vq", "cc")
+    req = ("<x xmlns='jabber:x:data' type='submit'><field var='FORM_TYPE'>"
+           "<value>http://jabber.org/protocol/muc#request</value></field>"
+           "<field var='muc#role'><value>participant</value></field></x>")
+    c.send(f"<message to='vq@{MUC}' id='q1'>{req}</message>")
+    expect(c, err_rx("message", "q1", "forbidden"))
+    r = config_multi(a, "vq", {"muc#roomconfig_allowvoicerequests": ["1"],
+                               "muc#roomconfig_voicerequestmininterval": ["3600"]})
+    assert "type='result'" in r, r
+    r = iq(a, "g1", f"<query xmlns='{NS_OWNER}'/>", typ="get", to=f"vq@{MUC}")
+    assert form_values(r, "allow_voice_requests") == ["1"], r
+    assert form_values(r, "voice_request_min_interval") == ["3600"], r
+    a.roundtrip()
+    c.send(f"<message to='vq@{MUC}' id='q2'>{req}</message>")
+    m = expect(a, rf"<message[^>]*from='vq@{MUC}'[^>]*>(?:(?!</message>).)*muc#request.*?"
+                  r"</message>")
+    assert "<value>cc</value>" in m, m
+    c.send(f"<message to='vq@{MUC}' id='q3'>{req}</message>")
+    expect(c, err_rx("message", "q3", "resource-constraint"))
+    assert_nothing_before(a, "muc#request", after=[c])
+    assert "type='result'" in config_multi(a, "vq", {"voice_request_min_interval": ["0"]})
+    c.send(f"<message to='vq@{MUC}' id='q4'>{req}</message>")
+    expect(a, r"muc#request")
+    r = config_multi(a, "vq", {"voice_request_min_interval": ["-1"]}, "bad")
+    assert "<not-acceptable " in r, r
+
+
+def test_config_visitor_status_nickchange_and_members_by_default(server_factory):
+    """allow_visitor_status off: a visitor's <status/> is not broadcast;
+    allow_visitor_nickchange off: a visitor's nick change is not-allowed;
+    members_by_default on: in a moderated room, unaffiliated occupants enter
+    as participants (ejabberd), off: as visitors (XEP-0045's default)."""
+    srv = start(server_factory)
+    a, _ = online(srv, "alice")
+    c, _ = online(srv, "carol")
+    create(a, "vis", "al")
+    r = config_multi(a, "vis", {"muc#roomconfig_moderatedroom": ["1"],
+                                "allow_visitor_status": ["0"],
+                                "allow_visitor_nickchange": ["0"]})
+    assert "type='result'" in r, r
+    c.send(f"<presence to='vis@{MUC}/cc'><x xmlns='{NS_MUC}'/><show>away</show>"
+           f"<status>buy my stuff</status></presence>")
+    p = expect(a, pres_rx("vis", "cc"))
+    assert "role='visitor'" in p and "buy my stuff" not in p and "<show>away</show>" in p, p
+    expect(c, subject_rx("vis"))
+    c.send(f"<presence to='vis@{MUC}/cc'><status>cheap stuff</status></presence>")
+    p = expect(a, pres_rx("vis", "cc"))
+    assert "cheap stuff" not in p, p
+    c.send(f"<presence to='vis@{MUC}/cc2'/>")
+    e = expect(c, perr("not-allowed"))
+    assert f"from='vis@{MUC}/cc2'" in e, e
+    # With voice, the status goes through.
+    assert "type='result'" in admin(a, "<item nick='cc' role='participant'/>", "vis", "v1")
+    c.send(f"<presence to='vis@{MUC}/cc'><status>hello all</status></presence>")
+    p = expect(a, pres_rx("vis", "cc"))
+    assert "<status>hello all</status>" in p, p
+    c.send(f"<presence to='vis@{MUC}/cc' type='unavailable'/>")
+    expect(a, pres_rx("vis", "cc", unavailable=True))
+    # members_by_default.
+    assert "type='result'" in config_multi(a, "vis", {"members_by_default": ["1"]})
+    join(c, "vis", "cc")
+    p = expect(a, pres_rx("vis", "cc"))
+    assert "role='participant'" in p, p
+    c.send(f"<presence to='vis@{MUC}/cc' type='unavailable'/>")
+    expect(a, pres_rx("vis", "cc", unavailable=True))
+    assert "type='result'" in config_multi(a, "vis", {"members_by_default": ["0"]})
+    join(c, "vis", "cc")
+    p = expect(a, pres_rx("vis", "cc"))
+    assert "role='visitor'" in p, p
+
+
+def test_new_config_fields_survive_restart_and_service_defaults(server_factory):
+    """The new fields are stored with a persistent room and come back after
+    a restart; a new room takes the service's defaults (default_lang,
+    default_getmemberlist, default_allow_voice_requests,
+    default_voice_request_min_interval, default_allow_visitor_status,
+    default_allow_visitor_nickchange, default_members_by_default)."""
+    srv = start(server_factory,
+                "default_lang: de, default_getmemberlist: [moderator], "
+                "default_allow_voice_requests: false, "
+                "default_voice_request_min_interval: 2m, default_allow_visitor_status: false, "
+                "default_allow_visitor_nickchange: false, default_members_by_default: true")
+    a, _ = online(srv, "alice")
+    create(a, "defs", "al")
+    r = iq(a, "g1", f"<query xmlns='{NS_OWNER}'/>", typ="get", to=f"defs@{MUC}")
+    want = {"muc#roomconfig_lang": ["de"], "muc#roomconfig_getmemberlist": ["moderator"],
+            "allow_voice_requests": ["0"], "voice_request_min_interval": ["120"],
+            "allow_visitor_status": ["0"], "allow_visitor_nickchange": ["0"],
+            "members_by_default": ["1"]}
+    for k, v in want.items():
+        assert form_values(r, k) == v, (k, r)
+    new = {"muc#roomconfig_persistentroom": ["1"], "muc#roomconfig_lang": ["en"],
+           "muc#roomconfig_pubsub": ["xmpp:pubsub.localhost?;node=n1"],
+           "muc#roomconfig_getmemberlist": ["moderator", "participant"],
+           "muc#roomconfig_roomadmins": ["bob@localhost"],
+           "muc#roomconfig_roomowners": ["alice@localhost", "carol@localhost"],
+           "allow_voice_requests": ["1"], "voice_request_min_interval": ["7"],
+           "allow_visitor_status": ["1"], "allow_visitor_nickchange": ["1"],
+           "members_by_default": ["0"]}
+    assert "type='result'" in config_multi(a, "defs", new)
+    a.roundtrip()
+    srv.stop()
+    srv.restart()
+    a, _ = online(srv, "alice")
+    r = iq(a, "g2", f"<query xmlns='{NS_OWNER}'/>", typ="get", to=f"defs@{MUC}")
+    for k, v in new.items():
+        if k == "muc#roomconfig_persistentroom":
+            continue
+        assert sorted(form_values(r, k)) == sorted(v), (k, r)
+
+
+def test_room_archive_prefs(server_factory):
+    """XEP-0441 on a room's JID: a room archives every message while its
+    configuration says so, so <prefs/> shows default='always' to who may
+    read the archive; a set is the owners' and may only say the same
+    (never, roster or JID lists are not-acceptable); a room without archive
+    answers service-unavailable as for its other MAM requests."""
+    srv = start(server_factory, opts="default_mam: true", mods=MAM_MODS)
+    a, _ = online(srv, "alice")
+    b, _ = online(srv, "bob")
+    c, _ = online(srv, "carol")
+    create(a, "pf", "al")
+    config(a, "pf", {"publicroom": "0"})
+    join(b, "pf", "bob")
+    get = f"<prefs xmlns='{NS_MAM}'/>"
+    r = iq(b, "p1", get, typ="get", to=f"pf@{MUC}")
+    assert "type='result'" in r and re.search(r"<prefs[^>]*default='always'", r), r
+    r = iq(c, "p2", get, typ="get", to=f"pf@{MUC}")
+    assert "<forbidden " in r, r
+    r = iq(b, "p3", f"<prefs xmlns='{NS_MAM}' default='always'/>", to=f"pf@{MUC}")
+    assert "<forbidden " in r, r
+    r = iq(a, "p4", f"<prefs xmlns='{NS_MAM}' default='always'><always/><never/></prefs>",
+           to=f"pf@{MUC}")
+    assert "type='result'" in r and "default='always'" in r, r
+    for bad in ("default='never'", "default='roster'", ""):
+        r = iq(a, "p5", f"<prefs xmlns='{NS_MAM}' {bad}/>", to=f"pf@{MUC}")
+        assert "<not-acceptable " in r, (bad, r)
+    r = iq(a, "p6", f"<prefs xmlns='{NS_MAM}' default='always'><never><jid>bob@localhost</jid>"
+                    f"</never></prefs>", to=f"pf@{MUC}")
+    assert "<not-acceptable " in r, r
+    config(a, "pf", {"mam": "0"})
+    r = iq(b, "p7", get, typ="get", to=f"pf@{MUC}")
+    assert "<service-unavailable " in r, r
+
+
+def retract_msg(room, sid, mid):
+    return (f"<message to='{room}@{MUC}' type='groupchat' id='{mid}'>"
+            f"<retract xmlns='urn:xmpp:message-retract:1' id='{sid}'/>"
+            f"<fallback xmlns='urn:xmpp:fallback:0' for='urn:xmpp:message-retract:1'/>"
+            f"<body>/me retracted a message</body></message>")
+
+
+def test_occupant_retracts_own_message(server_factory):
+    """XEP-0424 in a room with an archive: an occupant retracts its own
+    message by the stanza-id the room stamped: every occupant gets the
+    retraction, the archive keeps a tombstone, newcomers' history loses it.
+    Another occupant (a moderator too: it has XEP-0425) is forbidden and
+    nothing is forwarded; an unknown id is item-not-found.  The sender is
+    matched by occupant-id (its account), not by nick."""
+    from test_mam import mam
+    srv = start(server_factory, opts="default_mam: true", mods=MAM_MODS)
+    a, _ = online(srv, "alice")
+    b, _ = online(srv, "bob")
+    c, _ = online(srv, "carol")
+    create(a, "rt", "al")
+    join(b, "rt", "bob")
+    join(c, "rt", "cc")
+    sids = []
+    for i, body in enumerate(["oops wrong room", "keep this"]):
+        groupchat(b, "rt", body, f"m{i}")
+        sids.append(room_sid(expect(c, rf"<message[^>]*id='m{i}'.*?</message>"), "rt"))
+    a.roundtrip()
+    b.roundtrip()
+    # Not the sender: carol, and alice the moderator.
+    for who, mid in ((c, "r1"), (a, "r2")):
+        who.send(retract_msg("rt", sids[0], mid))
+        expect(who, err_rx("message", mid, "forbidden"))
+    assert_nothing_before(b, r"id='r[12]'", after=[a, c])
+    # Unknown id.
+    b.send(retract_msg("rt", "no-such-id", "r3"))
+    expect(b, err_rx("message", "r3", "item-not-found"))
+    # bob retracts his own, under another nick: the account counts.
+    b.send(f"<presence to='rt@{MUC}/robert'/>")
+    expect(c, pres_rx("rt", "robert"))
+    b.send(retract_msg("rt", sids[0], "r4"))
+    for who in (a, c, b):
+        m = expect(who, r"<message[^>]*id='r4'.*?</message>")
+        assert f"from='rt@{MUC}/robert'" in m, m
+        assert f"<retract xmlns='urn:xmpp:message-retract:1' id='{sids[0]}'" in m, m
+    res, _ = mam(a, to=f"rt@{MUC}")
+    kept = {rid: xml for rid, _, xml in res}
+    assert "oops" not in kept[sids[0]] and "<retracted " in kept[sids[0]], kept[sids[0]]
+    assert "keep this" in kept[sids[1]], kept
+    d, _ = online(srv, "dave")
+    seq = join(d, "rt", "dd")
+    assert "keep this" in seq and "oops" not in seq, seq
+    # A room without an archive cannot check: the message passes as before.
+    create(a, "noarch", "al")
+    config(a, "noarch", {"mam": "0"})
+    join(b, "noarch", "bob")
+    b.send(retract_msg("noarch", "whatever", "r5"))
+    expect(a, r"<message[^>]*id='r5'")
+
+
+@pytest.mark.slow
+def test_history_survives_kill_9(server_factory):
+    """history_flush_interval: a persistent room's new history is written
+    behind within the interval (muc_stats history_flushes), so after a
+    kill -9 and a restart a newcomer gets it, the archived room's too; with
+    0 it is written only at a stop, and a kill -9 loses what came since
+    (docs/admin.md)."""
+    import signal
+    for interval, kept in (("1s", True), ("0", False)):
+        srv = start(server_factory, opts=f"history_flush_interval: {interval}", mods=MAM_MODS)
+        a, _ = online(srv, "alice")
+        for room, extra in (("crash", {}), ("crasharch", {"mam": "1"})):
+            create(a, room, "al")
+            config(a, room, {"persistentroom": "1", **extra})
+            for i in range(3):
+                groupchat(a, room, f"{room} said {i}", f"{room}{i}")
+                expect(a, rf"<message[^>]*id='{room}{i}'")
+        a.roundtrip()
+        if kept:
+            s = wait_stats(srv, lambda s: s["history_flushes"] >= 2)
+            assert s["history_flushes"] >= 2, s
+        else:
+            assert stats(srv)["history_flushes"] == 0
+        srv.stop(signal.SIGKILL)
+        srv.restart()
+        b, _ = online(srv, "bob")
+        for room in ("crash", "crasharch"):
+            seq = join(b, room, "bob")
+            got = [f"<body>{room} said {i}</body>" in seq for i in range(3)]
+            assert got == [kept] * 3, (interval, room, seq)
+        srv.stop()
+
+
+def test_slixmpp_sees_and_sets_the_new_fields(server_factory):
+    """A client's view of the new fields (slixmpp's XEP-0045 and XEP-0004
+    plugins): their types and values as the form gives them (the owner in
+    roomowners, the roles of getmemberlist), and a form it fills (lang,
+    roomadmins, getmemberlist, allow_voice_requests) takes effect."""
+    import asyncio
+    import ssl
+
+    import slixmpp
+
+    from test_c2s import cert_path
+    from xmpptest import run_slixmpp
+    srv = start(server_factory)
+    a, _ = online(srv, "alice", "raw")
+    create(a, "slixcfg", "al")
+    room = f"slixcfg@{MUC}"
+    seen = {}
+
+    def make():
+        c = slixmpp.ClientXMPP("alice@localhost/sx", "pw")
+        c.ssl_context = ssl.create_default_context(cafile=cert_path(srv))
+        c.register_plugin("xep_0045")
+        c.register_plugin("xep_0004")
+        muc = c.plugin["xep_0045"]
+
+        async def go(_):
+            try:
+                form = await muc.get_room_config(room)
+                fields = form.get_fields()
+                seen["types"] = {k: fields[k]["type"] for k in NEW_FIELDS}
+                seen["owners"] = fields["muc#roomconfig_roomowners"].get_value()
+                seen["gml"] = fields["muc#roomconfig_getmemberlist"].get_value()
+                form.set_values({"muc#roomconfig_lang": "nl",
+                                 "muc#roomconfig_roomadmins": ["bob@localhost"],
+                                 "muc#roomconfig_getmemberlist": ["moderator"],
+                                 "allow_voice_requests": False})
+                await muc.set_room_config(room, form)
+            finally:
+                c.disconnect()
+
+        c.add_event_handler("session_start", lambda e: asyncio.ensure_future(go(e)))
+        return c
+
+    run_slixmpp(make, ("127.0.0.1", srv.c2s_port), timeout=30)
+    assert seen["types"]["muc#roomconfig_roomowners"] == "jid-multi", seen
+    assert seen["types"]["muc#roomconfig_getmemberlist"] == "list-multi", seen
+    assert seen["types"]["allow_voice_requests"] == "boolean", seen
+    assert [str(j) for j in seen["owners"]] == ["alice@localhost"], seen
+    assert sorted(seen["gml"]) == ["moderator", "participant", "visitor"], seen
+    r = iq(a, "d1", "<query xmlns='http://jabber.org/protocol/disco#info'/>", typ="get", to=room)
+    assert form_values(r, "muc#roominfo_lang") == ["nl"], r
+    r = iq(a, "g1", f"<query xmlns='{NS_OWNER}'/>", typ="get", to=room)
+    assert form_values(r, "muc#roomconfig_roomadmins") == ["bob@localhost"], r
+    assert form_values(r, "muc#roomconfig_getmemberlist") == ["moderator"], r
+    assert form_values(r, "allow_voice_requests") == ["0"], r
+
+
+def test_bad_room_defaults_stop_the_start(server_factory):
+    """A default_getmemberlist role or a default_lang that is none stops the
+    start with the option's name."""
+    for opts, text in (("default_getmemberlist: [moderator, emperor]",
+                        "default_getmemberlist: the roles are"),
+                       ("default_lang: 'no tag!'", 'default_lang: "no tag!" is no language tag')):
+        with pytest.raises(RuntimeError) as e:
+            server_factory(extra_yaml=f"modules:\n  mod_muc: {{{opts}}}\n",
+                           expect_clean_exit=False)
+        assert text in str(e.value), e.value
