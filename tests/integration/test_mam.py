@@ -397,3 +397,135 @@ def test_slixmpp_pages_through_the_archive(server_factory):
 
     run_slixmpp(make, ("127.0.0.1", srv.c2s_port), timeout=30)
     assert got == [f"s{i}" for i in range(25)], got
+
+
+# ---- the journal (mod_mam.c "The writer"): appended at the ack, indexed later ----
+
+# Nothing is indexed by the background policy: only a reader's drain, the
+# bound, a stop or the replay at start move records into the archive.
+NO_BG = {"journal_idle": "1h", "journal_index_records": 100000000}
+
+
+def journal_records(srv, host="localhost"):
+    """(records, bytes) in the host's journal files (mam_journal.h framing)."""
+    import glob
+    import os
+    import struct
+    n = size = 0
+    for path in glob.glob(os.path.join(srv.data_dir, "mam-journal", host, "*.log")):
+        data = open(path, "rb").read()
+        assert data[:8] == b"XDMAMJ1\n", path
+        size += len(data) - 16
+        off = 16
+        while off + 8 <= len(data):
+            plen, _ = struct.unpack_from("=II", data, off)
+            off += 8 + plen
+            n += 1
+    return n, size
+
+
+def all_bodies(c):
+    got, after = [], None
+    while True:
+        res, fin = mam(c, rsm="<max>100</max>" + (f"<after>{after}</after>" if after else ""))
+        got += bodies(res)
+        if "complete='true'" in fin:
+            return got
+        after = fin_set(fin)[1]
+
+
+def test_query_right_after_ack_sees_the_journal(server_factory):
+    """A message answered (its sender's round trip done) is in the journal,
+    not yet in the archive: a query, the metadata, an export and
+    delete_old_mam_messages all see it (they drain the journal first)."""
+    srv = start(server_factory, **NO_BG)
+    a, _ = online(srv, "alice", "pc")
+    b, _ = online(srv, "bob", "pc")
+    chat(a, "bob@localhost", "fresh", "j1")
+    a.roundtrip()
+    assert journal_records(srv)[0] == 2  # alice's copy and bob's, not indexed yet
+    res, _ = mam(b)
+    assert bodies(res) == ["fresh"], res
+    assert journal_records(srv)[0] == 0
+    chat(a, "bob@localhost", "fresher", "j2")
+    a.roundtrip()
+    r = iq(a, "md", f"<metadata xmlns='{NS}'/>", typ="get")
+    ids = re.findall(r"<(?:start|end) id='([^']+)'", r)
+    assert len(ids) == 2 and ids[0] != ids[1], r
+    chat(a, "bob@localhost", "third", "j3")
+    a.roundtrip()
+    out = srv.data_dir + "/alice.xml"
+    r = srv.ctl_run("export_mam", "alice", "localhost", out)
+    assert r.returncode == 0 and r.stdout.strip() == "3", r.stdout + r.stderr
+    chat(a, "bob@localhost", "fourth", "j4")
+    a.roundtrip()
+    r = srv.ctl_run("delete_old_mam_messages", "0")
+    assert r.returncode == 0 and r.stdout.strip() == "8", r.stdout + r.stderr
+
+
+def test_journal_replayed_exactly_once_after_kill_9(server_factory):
+    """Answered messages still in the journal when the server is killed are
+    indexed at the next start, each once, in order; a second kill right
+    after the replay adds nothing twice."""
+    srv = start(server_factory, **NO_BG)
+    a, _ = online(srv, "alice", "pc")
+    b, _ = online(srv, "bob", "pc")
+    n = 150
+    a.send("".join(f"<message to='bob@localhost' type='chat' id='k{i}'><body>k{i}</body>"
+                   f"</message>" for i in range(n)))
+    assert "error" not in q(a.roundtrip())
+    # Half indexed (a query drains), half left in the journal.
+    assert len(all_bodies(b)) == n
+    a.send("".join(f"<message to='bob@localhost' type='chat' id='l{i}'><body>l{i}</body>"
+                   f"</message>" for i in range(n)))
+    assert "error" not in q(a.roundtrip())
+    assert journal_records(srv)[0] == 2 * n
+    restart_after(srv, signal.SIGKILL)
+    assert journal_records(srv)[0] == 0  # replayed before serving
+    restart_after(srv, signal.SIGKILL)
+    a, _ = online(srv, "alice", "pc")
+    b, _ = online(srv, "bob", "pc")
+    want = [f"k{i}" for i in range(n)] + [f"l{i}" for i in range(n)]
+    for c in (a, b):
+        assert all_bodies(c) == want
+
+
+def test_graceful_stop_indexes_the_journal(server_factory):
+    srv = start(server_factory, **NO_BG)
+    a, _ = online(srv, "alice", "pc")
+    b, _ = online(srv, "bob", "pc")
+    for i in range(30):
+        chat(a, "bob@localhost", f"g{i}", f"g{i}")
+    a.roundtrip()
+    assert journal_records(srv)[0] == 60
+    restart_after(srv, signal.SIGTERM)
+    assert journal_records(srv)[0] == 0  # indexed at the stop
+    b, _ = online(srv, "bob", "pc")
+    assert all_bodies(b) == [f"g{i}" for i in range(30)]
+
+
+def test_journal_bound_records_and_bytes(server_factory):
+    """The journal never holds more than journal_max_records records (nor
+    journal_max_bytes bytes): a batch that would pass the bound indexes the
+    backlog first, its sender held; nothing is lost."""
+    srv = start(server_factory, journal_max_records=5, **NO_BG)
+    a, _ = online(srv, "alice", "pc")
+    b, _ = online(srv, "bob", "pc")
+    peak = 0
+    for i in range(20):
+        chat(a, "bob@localhost", f"r{i}", f"r{i}")
+        a.roundtrip()
+        peak = max(peak, journal_records(srv)[0])
+    assert 4 <= peak <= 5, peak
+    assert all_bodies(b) == [f"r{i}" for i in range(20)]
+    srv.stop()
+    srv = start(server_factory, journal_max_bytes=2048, **NO_BG)
+    a, _ = online(srv, "alice", "pc")
+    b, _ = online(srv, "bob", "pc")
+    peak = 0
+    for i in range(20):
+        chat(a, "bob@localhost", "x" * 200 + f"s{i}", f"s{i}")
+        a.roundtrip()
+        peak = max(peak, journal_records(srv)[1])
+    assert 1024 < peak <= 2048, peak  # a batch is two ~700-byte records
+    assert all_bodies(b) == ["x" * 200 + f"s{i}" for i in range(20)]
