@@ -1307,7 +1307,7 @@ mam_sent(xd_module_ctx_t *ctx, xd_hook_packet_t *ev, void *arg)
     xd_str_t bare = xd_jid_bare_str(ev->jid);
     snprintf(by, sizeof by, "%.*s", (int)bare.len, bare.p);
     char id[21];
-    if (mod_random_id(id) != 0)
+    if (mod_sortable_id(id) != 0) /* time-ordered: archive_id is appended to */
         return XD_HOOK_OK;
     /* The sender's own archive id: one the client put there is forged. */
     xd_stanza_keep_t keep;

@@ -12,7 +12,9 @@
  * before it is delivered, stored offline or copied by carbons, so every
  * resource of the recipient, now or after an offline delivery, sees the same
  * id for the same message (stable) and no other message of the account has
- * it (unique: 120 random bits).  Any stanza-id element that claims the same
+ * it (unique: the millisecond, then 72 random bits, mod_sortable_id: ids sort by
+ * time, so the archive's index on them grows at its end, and stay
+ * unpredictable, XEP-0359 §6).  Any stanza-id element that claims the same
  * 'by' is removed first (§3.3: the sender must not be able to forge the
  * archive's ids); stanza-ids by other entities (a MUC room, the sender's
  * server) and <origin-id/> pass untouched.
@@ -79,7 +81,9 @@ sid_filter(xd_module_ctx_t *hctx, xd_hook_filter_t *ev_, void *arg)
             return XD_HOOK_OK;
     }
     char id[21];
-    if (!groupchat && mod_random_id(id) != 0)
+    /* Time-ordered (and unpredictable: 72 random bits): the archive's
+     * unique index on the id is appended to at its end. */
+    if (!groupchat && mod_sortable_id(id) != 0)
         return XD_HOOK_OK; /* no randomness: unstamped */
 
     /* In place when the router's reference is the only one (a message
