@@ -24,10 +24,13 @@
  *     the recipient's archive with the stanza-id mod_stanza_id stamped, so
  *     the delivered message, its carbons and the archive show one id.
  *
- * Only messages a stream sent are archived: a message the server routes
- * again on its own (stream management's unacknowledged messages of a
- * session that ended, an offline message whose session went) comes from no
- * stream and was archived when it was first routed.
+ * A message the server routes again on its own (stream management's
+ * unacknowledged messages of a session that ended, an offline message
+ * whose session went) was archived when it was first routed and is not
+ * archived again: it comes from no stream and already carries the
+ * account's stanza-id (mam_pre_filter).  Other messages from no stream
+ * (a room's private messages, the server's or a component's own) are
+ * archived for the recipient.
  *
  * The writer, in two steps.  (1) The durability point is an append-only
  * journal, one file per worker and host (mam_journal.h): the per-worker
@@ -1333,6 +1336,38 @@ mam_sent(xd_module_ctx_t *ctx, xd_hook_packet_t *ev, void *arg)
     return XD_HOOK_OK;
 }
 
+/* A message routed from no stream is either the server's own for one of
+ * our accounts (a room's private message or invitation, a component's or
+ * the server's message: archived) or one routed again (stream management's
+ * unacknowledged messages of a session that ended, an offline message
+ * whose session went: archived when first routed).  A routed-again message
+ * already carries the stanza-id by the account that mod_stanza_id stamped
+ * when it was first routed (and keeps now: a message routed from no stream
+ * comes from the server, not from a client that could forge one).  This
+ * FILTER_PACKET handler runs before mod_stanza_id and notes it for
+ * mam_filter, in the same hook run (the event's address checks that). */
+#define MAM_PRE_FILTER_PRIO 50
+static _Thread_local const void *mam_mark_ev;
+static _Thread_local bool mam_mark_again;
+
+static int
+mam_pre_filter(xd_module_ctx_t *ctx, xd_hook_filter_t *ev, void *arg)
+{
+    (void)ctx;
+    (void)arg;
+    mam_mark_ev = ev;
+    mam_mark_again = false;
+    const xd_jid_t *to = ev->to;
+    if (xd_input_current().id != 0 || !to || !xd_jid_local(to).len ||
+        xd_stanza_kind_of(xd_stanza_root(ev->st)) != XD_STANZA_MESSAGE)
+        return XD_HOOK_OK;
+    char tb[XD_JID_MAX + 1];
+    xd_str_t b = xd_jid_bare_str(to);
+    snprintf(tb, sizeof tb, "%.*s", (int)b.len, b.p);
+    mam_mark_again = mam_sid(xd_stanza_root(ev->st), tb) != NULL;
+    return XD_HOOK_OK;
+}
+
 /* FILTER_PACKET: takes the sender's archive id off a message of ours on
  * its way out, and archives a message to one of our accounts. */
 static int
@@ -1364,8 +1399,10 @@ mam_filter(xd_module_ctx_t *ctx, xd_hook_filter_t *ev, void *arg)
         }
     }
     if (!to || !xd_jid_local(to).len || !xd_str_eq_c(xd_jid_domain(to), ev->host) ||
-        !mam_archivable(root) || xd_input_current().id == 0)
+        !mam_archivable(root))
         return XD_HOOK_OK;
+    if (xd_input_current().id == 0 && (mam_mark_ev != ev || mam_mark_again))
+        return XD_HOOK_OK; /* routed again: archived the first time */
     char tb[XD_JID_MAX + 1];
     xd_str_t b = xd_jid_bare_str(to);
     snprintf(tb, sizeof tb, "%.*s", (int)b.len, b.p);
@@ -2783,6 +2820,9 @@ mam_start(xd_module_ctx_t *ctx)
         rc = xd_module_hook(ctx, XD_HOOK_USER_SEND_PACKET, XD_HOOK_PRIO_DEFAULT, mam_sent, NULL);
     if (rc == 0)
         rc = xd_module_hook(ctx, XD_HOOK_FILTER_PACKET, MAM_FILTER_PRIO, mam_filter, NULL);
+    if (rc == 0)
+        rc = xd_module_hook(ctx, XD_HOOK_FILTER_PACKET, MAM_PRE_FILTER_PRIO, mam_pre_filter,
+                            NULL);
     if (rc == 0)
         rc = xd_module_hook(ctx, XD_HOOK_TICK, XD_HOOK_PRIO_DEFAULT, mam_tick, NULL);
     if (rc == 0)

@@ -33,6 +33,7 @@
 #include "xmppd/el.h"
 #include "xmppd/err.h"
 #include "xmppd/hooks.h"
+#include "xmppd/input.h"
 #include "xmppd/iq.h"
 #include "xmppd/jid.h"
 #include "xmppd/module.h"
@@ -71,6 +72,17 @@ sid_filter(xd_module_ctx_t *hctx, xd_hook_filter_t *ev_, void *arg)
      * copy of a room's fan-out would copy and serialize it per occupant.
      * Only a forged id by the account is removed (the copy then). */
     bool groupchat = type && !strcmp(type, "groupchat");
+    /* Routed again by the server (from no stream: stream management's
+     * unacknowledged messages of a session that ended, an offline message
+     * whose session went): the id it was stamped with the first time stays
+     * (stable, the archive's; a client could not have forged it, its
+     * forgeries were removed when it was first routed). */
+    if (!groupchat && xd_input_current().id == 0)
+        for (const xd_el_t *c = xd_el_first_child(root); c; c = xd_el_next(c)) {
+            const char *cby = xd_el_is(c, "stanza-id", XD_NS_SID) ? xd_el_attr(c, "by") : NULL;
+            if (cby && !strcmp(cby, by))
+                return XD_HOOK_OK;
+        }
     if (groupchat) {
         bool forged = false;
         for (const xd_el_t *c = xd_el_first_child(root); c && !forged; c = xd_el_next(c)) {
