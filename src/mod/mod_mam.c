@@ -982,9 +982,9 @@ mam_ix_once(xd_module_ctx_t *ctx, mam_state_t *st, size_t *n)
     return rc;
 }
 
-/* Indexes every record appended before the call (all = true: until the
- * journals are empty, also of what is appended meanwhile).  Blocks: pool,
- * control or main thread.  Every reader or modifier of the archive calls
+/* Indexes every record appended before the call (and what the last
+ * transaction finds appended meanwhile).  Blocks: pool, control or main
+ * thread.  Every reader or modifier of the archive calls
  * it first, so that it sees every message whose sender was answered. */
 static int
 mam_drain(xd_module_ctx_t *ctx)
@@ -992,11 +992,16 @@ mam_drain(xd_module_ctx_t *ctx)
     mam_state_t *st = ctx ? xd_module_state(ctx) : NULL;
     if (!st || !st->journal_ok || !xd_module_db(ctx) || atomic_load(&st->j.pend_records) == 0)
         return 0;
-    uint64_t target[XD_OWNER_MAX_WORKERS];
+    /* Up to each file's size now (in its generation now): what is
+     * appended meanwhile is left to the next drain, so that a reader is
+     * not kept indexing a journal that keeps growing. */
+    uint64_t *target = xd_malloc(2 * XD_OWNER_MAX_WORKERS * sizeof *target);
+    uint64_t *tgen = target + XD_OWNER_MAX_WORKERS;
     for (unsigned w = 0; w < XD_OWNER_MAX_WORKERS; w++) {
         mam_jfile_t *f = &st->j.f[w];
         pthread_mutex_lock(&f->mu);
         target[w] = f->fd >= 0 ? f->size : 0;
+        tgen[w] = f->gen;
         pthread_mutex_unlock(&f->mu);
     }
     pthread_mutex_lock(&st->ix_mu);
@@ -1006,9 +1011,9 @@ mam_drain(xd_module_ctx_t *ctx)
         for (unsigned w = 0; w < XD_OWNER_MAX_WORKERS && !left; w++) {
             mam_jfile_t *f = &st->j.f[w];
             pthread_mutex_lock(&f->mu);
-            /* A rotated file (consumed back at the header) was consumed
-             * past the target before it was replaced. */
-            left = f->fd >= 0 && f->consumed < target[w] && f->consumed < f->size;
+            /* A rotated file (another generation) was consumed past the
+             * target before it was replaced. */
+            left = f->fd >= 0 && f->gen == tgen[w] && f->consumed < target[w];
             pthread_mutex_unlock(&f->mu);
         }
         if (!left)
@@ -1019,6 +1024,7 @@ mam_drain(xd_module_ctx_t *ctx)
             break;
     }
     pthread_mutex_unlock(&st->ix_mu);
+    xd_free(target);
     return rc;
 }
 

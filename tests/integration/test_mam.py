@@ -592,3 +592,32 @@ def test_rerouted_unacked_message_archived_once(server_factory):
     res, _ = mam(b)
     assert bodies(res) == ["once"], res
     assert res[0][0] == sid.group(1)
+
+
+def test_torn_journal_tail_is_cut_at_start(server_factory):
+    """A record cut short (a write a kill interrupted: its sender was never
+    answered) or damaged ends the journal: the start indexes the whole
+    records before it, logs the cut and serves."""
+    import glob
+    import os
+    srv = start(server_factory, **NO_BG)
+    a, _ = online(srv, "alice", "pc")
+    b, _ = online(srv, "bob", "pc")
+    for i in range(5):
+        chat(a, "bob@localhost", f"t{i}", f"t{i}")
+    a.roundtrip()
+    files = [p for p in glob.glob(os.path.join(srv.data_dir, "mam-journal", "localhost", "*.log"))
+             if os.path.getsize(p) > 16]
+    assert files
+    srv.expect_clean_exit = False
+    srv.proc.send_signal(signal.SIGKILL)
+    srv.proc.wait()
+    srv._stderr.close()
+    with open(files[0], "ab") as f:  # a frame announcing 4000 bytes, 12 there
+        f.write(b"\xa0\x0f\x00\x00\x00\x00\x00\x00garbage!!!!!")
+    srv.restart()
+    srv.expect_clean_exit = True
+    assert "a cut or damaged record ends it" in srv.log_text()
+    assert journal_records(srv)[0] == 0
+    b, _ = online(srv, "bob", "pc")
+    assert all_bodies(b) == [f"t{i}" for i in range(5)]
