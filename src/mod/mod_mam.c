@@ -761,6 +761,7 @@ mam_mono_ms(void)
 }
 
 #define MAM_IX_FILE_BYTES (4u << 20) /* read from one file per indexing transaction */
+#define MAM_IX_TX_BYTES (16u << 20)  /* from all files: with many workers, less of each */
 
 /* One record being indexed. */
 typedef struct mam_ix_rec {
@@ -900,10 +901,10 @@ mam_ix_tx(xd_db_conn_t *c, void *arg)
     return 0;
 }
 
-/* Reads f's records from its consumed offset (at most MAM_IX_FILE_BYTES,
- * whole records) into x.  0 or -errno. */
+/* Reads f's records from its consumed offset (at most `chunk` bytes, whole
+ * records; one record larger than that whole) into x.  0 or -errno. */
 static int
-mam_ix_read(mam_ix_t *x, mam_jfile_t *f)
+mam_ix_read(mam_ix_t *x, mam_jfile_t *f, size_t chunk)
 {
     pthread_mutex_lock(&f->mu);
     uint64_t start = f->consumed, size = f->size, gen = f->gen;
@@ -913,7 +914,7 @@ mam_ix_read(mam_ix_t *x, mam_jfile_t *f)
         return 0;
     /* The file stays open: only the indexer (one at a time, this one)
      * rotates it; appends only add beyond size. */
-    size_t want = size - start < MAM_IX_FILE_BYTES ? (size_t)(size - start) : MAM_IX_FILE_BYTES;
+    size_t want = size - start < chunk ? (size_t)(size - start) : chunk;
     uint32_t plen = 0;
     if (pread(fd, &plen, 4, (off_t)start) == 4 && (size_t)plen + 8 > want &&
         (uint64_t)plen + 8 <= size - start)
@@ -959,9 +960,23 @@ mam_ix_once(xd_module_ctx_t *ctx, mam_state_t *st, size_t *n)
     mam_ix_t x = { .st = st, .host = xd_module_host(ctx) };
     int rc = 0;
     *n = 0;
+    /* A worker's first append opens its file meanwhile (under its mutex). */
+    bool is_open[XD_OWNER_MAX_WORKERS];
+    size_t open = 0;
+    for (unsigned w = 0; w < XD_OWNER_MAX_WORKERS; w++) {
+        pthread_mutex_lock(&st->j.f[w].mu);
+        is_open[w] = st->j.f[w].fd >= 0;
+        pthread_mutex_unlock(&st->j.f[w].mu);
+        open += is_open[w];
+    }
+    size_t chunk = open ? MAM_IX_TX_BYTES / open : MAM_IX_FILE_BYTES;
+    if (chunk > MAM_IX_FILE_BYTES)
+        chunk = MAM_IX_FILE_BYTES;
+    if (chunk < (64u << 10))
+        chunk = 64u << 10;
     for (unsigned w = 0; w < XD_OWNER_MAX_WORKERS && rc == 0; w++)
-        if (st->j.f[w].fd >= 0)
-            rc = mam_ix_read(&x, &st->j.f[w]);
+        if (is_open[w])
+            rc = mam_ix_read(&x, &st->j.f[w], chunk);
     if (rc == 0 && x.nfiles) {
         qsort(x.v, x.n, sizeof *x.v, mam_ix_cmp);
         rc = xd_db_tx(xd_module_db(ctx), mam_ix_tx, &x);
