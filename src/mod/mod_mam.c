@@ -56,7 +56,9 @@
  * senders stay held meanwhile, which is the back-pressure), and first
  * thing in every reader or modifier of the archive (queries, metadata,
  * room queries and moderation, expiry, delete_old_mam_messages, exports,
- * account removal: mam_drain), so that each sees every answered message.
+ * account removal: mam_drain; for one account's archive only when the
+ * journal holds records of it, mam_drain_for), so that each sees every
+ * answered message.
  * Retractions (XEP-0424) are applied when indexed, in time order with the
  * account's other rows.
  *
@@ -111,6 +113,7 @@
 #include "xmppd/input.h"
 #include "xmppd/jid.h"
 #include "xmppd/log.h"
+#include "xmppd/map.h"
 #include "xmppd/module.h"
 #include "xmppd/ns.h"
 #include "xmppd/owner.h"
@@ -748,6 +751,8 @@ typedef struct mam_state {
     _Atomic int64_t last_append_ms;  /* CLOCK_MONOTONIC of the last append */
     atomic_bool ix_queued;           /* a background indexing is submitted */
     pthread_mutex_t ix_mu;           /* one indexer at a time */
+    pthread_mutex_t pend_mu;         /* guards pend */
+    xd_map_t pend;                   /* "user@host" -> records in the journal (uintptr_t) */
     bool journal_ok;                 /* the journal is open */
     mam_journal_t j;
 } mam_state_t;
@@ -758,6 +763,43 @@ mam_mono_ms(void)
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* The journal's records per archive ("user@host"): a reader of one
+ * account's archive drains the journal only when that account has some
+ * there.  +1 before a record is appended (so that nobody answered about it
+ * finds 0), -1 once it is committed in the archive (or its append
+ * failed). */
+static void
+mam_pend_add(mam_state_t *st, const char *host, const char *user, int delta)
+{
+    char key[2 * XD_JID_PART_MAX + 2];
+    int kl = snprintf(key, sizeof key, "%s@%s", user, host);
+    if (kl < 0 || (size_t)kl >= sizeof key)
+        return; /* not a JID of ours: never asked for */
+    xd_str_t k = { key, (size_t)kl };
+    pthread_mutex_lock(&st->pend_mu);
+    uintptr_t n = (uintptr_t)xd_map_get(&st->pend, k);
+    if (delta > 0)
+        xd_map_put(&st->pend, k, (void *)(n + 1));
+    else if (n > 1)
+        xd_map_put(&st->pend, k, (void *)(n - 1));
+    else if (n == 1)
+        xd_map_del(&st->pend, k);
+    pthread_mutex_unlock(&st->pend_mu);
+}
+
+static bool
+mam_pend_has(mam_state_t *st, const char *host, const char *user)
+{
+    char key[2 * XD_JID_PART_MAX + 2];
+    int kl = snprintf(key, sizeof key, "%s@%s", user, host);
+    if (kl < 0 || (size_t)kl >= sizeof key)
+        return true;
+    pthread_mutex_lock(&st->pend_mu);
+    bool has = xd_map_get(&st->pend, (xd_str_t){ key, (size_t)kl }) != NULL;
+    pthread_mutex_unlock(&st->pend_mu);
+    return has;
 }
 
 #define MAM_IX_FILE_BYTES (4u << 20) /* read from one file per indexing transaction */
@@ -982,6 +1024,8 @@ mam_ix_once(xd_module_ctx_t *ctx, mam_state_t *st, size_t *n)
         rc = xd_db_tx(xd_module_db(ctx), mam_ix_tx, &x);
     }
     if (rc == 0) {
+        for (size_t i = 0; i < x.n; i++)
+            mam_pend_add(st, x.v[i].r.host, x.v[i].r.user, -1);
         for (size_t i = 0; i < x.nfiles; i++) {
             int r = mam_journal_consumed(&st->j, x.files[i].f, x.files[i].end, x.files[i].n);
             if (r != 0)
@@ -1041,6 +1085,18 @@ mam_drain(xd_module_ctx_t *ctx)
     pthread_mutex_unlock(&st->ix_mu);
     xd_free(target);
     return rc;
+}
+
+/* mam_drain for a reader of one archive: nothing to do when the journal
+ * holds none of its records (other accounts' wait for their own readers or
+ * the background). */
+static int
+mam_drain_for(xd_module_ctx_t *ctx, const char *host, const char *user)
+{
+    mam_state_t *st = ctx ? xd_module_state(ctx) : NULL;
+    if (!st || !st->journal_ok || !mam_pend_has(st, host, user))
+        return 0;
+    return mam_drain(ctx);
 }
 
 /* Background indexing (pool): what the journals hold when it starts. */
@@ -1199,7 +1255,13 @@ mam_batch_write(xd_db_t *db, mod_batch_item_t *head)
         mam_rec_encode(&m->rec, buf + off);
         off += mam_rec_size(&m->rec);
     }
+    for (mod_batch_item_t *it = head; it; it = it->next)
+        if (it->status != MAM_SKIP)
+            mam_pend_add(st, ((mam_item_t *)it)->host, ((mam_item_t *)it)->user, 1);
     rc = mam_journal_append(&st->j, ((mam_item_t *)head)->worker, buf, bytes, n);
+    for (mod_batch_item_t *it = head; rc != 0 && it; it = it->next)
+        if (it->status != MAM_SKIP)
+            mam_pend_add(st, ((mam_item_t *)it)->host, ((mam_item_t *)it)->user, -1);
     xd_free(buf);
     if (rc == 0)
         atomic_store(&st->last_append_ms, mam_mono_ms());
@@ -1848,7 +1910,7 @@ mam_query(const xd_iq_req_t *req, const xd_el_t *query)
     bool flip = xd_el_child(query, "flip-page", MAM_NS) != NULL;
 
     xd_db_conn_t *c;
-    int rc = mam_drain(req->ctx); /* every answered message is in the archive */
+    int rc = mam_drain_for(req->ctx, host, user); /* every answered message is in the archive */
     if (rc == 0)
         rc = xd_db_acquire(xd_module_db(req->ctx), &c);
     if (rc != 0)
@@ -2176,7 +2238,8 @@ mam_metadata(const xd_iq_req_t *req)
     snprintf(host, sizeof host, "%.*s", (int)d.len, d.p);
     snprintf(user, sizeof user, "%.*s", (int)l.len, l.p);
     xd_db_conn_t *c;
-    if (mam_drain(req->ctx) != 0 || xd_db_acquire(xd_module_db(req->ctx), &c) != 0)
+    if (mam_drain_for(req->ctx, host, user) != 0 ||
+        xd_db_acquire(xd_module_db(req->ctx), &c) != 0)
         return xd_stanza_error(req->iq, XD_COND_INTERNAL_SERVER_ERROR, NULL);
     xd_db_val_t k[] = { XD_DB_V_CSTR(host), XD_DB_V_CSTR(user) };
     mam_end_t ends[2] = { 0 };
@@ -2323,7 +2386,7 @@ mam_room_moderate(xd_module_ctx_t *mam, const xd_jid_t *room, const char *id,
         return XD_ENOTFOUND;
     char *host = mam_strs(xd_jid_domain(room)), *user = mam_strs(xd_jid_local(room));
     xd_db_conn_t *c;
-    int rc = mam_drain(mam);
+    int rc = mam_drain_for(mam, host, user);
     if (rc == 0)
         rc = xd_db_acquire(db, &c);
     mam_one_t one = { 0 };
@@ -2361,7 +2424,7 @@ mam_room_delete(xd_module_ctx_t *mam, const xd_jid_t *room)
         return 0;
     char *host = mam_strs(xd_jid_domain(room)), *user = mam_strs(xd_jid_local(room));
     xd_db_conn_t *c;
-    int rc = mam_drain(mam);
+    int rc = mam_drain_for(mam, host, user);
     if (rc == 0)
         rc = xd_db_acquire(db, &c);
     if (rc == 0) {
@@ -2550,7 +2613,7 @@ static int
 mam_export_rows(xd_module_ctx_t *ctx, const char *host, const char *user, mam_export_t *e)
 {
     xd_db_conn_t *c;
-    int rc = mam_drain(ctx);
+    int rc = mam_drain_for(ctx, host, user);
     if (rc == 0)
         rc = xd_db_acquire(xd_module_db(ctx), &c);
     if (rc != 0)
@@ -2761,7 +2824,7 @@ mam_rm_work(xd_module_ctx_t *ctx, void *arg)
 {
     mam_rm_t *r = arg;
     xd_db_conn_t *c;
-    r->rc = mam_drain(ctx); /* its messages still in the journal go too */
+    r->rc = mam_drain_for(ctx, r->host, r->user); /* its messages in the journal go too */
     if (r->rc == 0)
         r->rc = xd_db_acquire(xd_module_db(ctx), &c);
     if (r->rc != 0)
@@ -2816,6 +2879,8 @@ mam_stop(xd_module_ctx_t *ctx)
         mam_journal_close(&st->j);
     }
     pthread_mutex_destroy(&st->ix_mu);
+    pthread_mutex_destroy(&st->pend_mu);
+    xd_map_free(&st->pend, NULL);
     xd_free(st);
 }
 
@@ -2824,6 +2889,7 @@ mam_start(xd_module_ctx_t *ctx)
 {
     mam_state_t *st = xd_new(mam_state_t);
     pthread_mutex_init(&st->ix_mu, NULL);
+    pthread_mutex_init(&st->pend_mu, NULL);
     for (unsigned w = 0; w < XD_OWNER_MAX_WORKERS; w++)
         st->j.f[w].fd = -1;
     xd_module_set_state(ctx, st);

@@ -621,3 +621,22 @@ def test_torn_journal_tail_is_cut_at_start(server_factory):
     assert journal_records(srv)[0] == 0
     b, _ = online(srv, "bob", "pc")
     assert all_bodies(b) == [f"t{i}" for i in range(5)]
+
+
+def test_query_drains_only_for_an_account_with_records_pending(server_factory):
+    """A query waits for the indexer only when the journal holds records of
+    the queried archive: carol's query leaves alice's and bob's records in
+    the journal; bob's moves them."""
+    srv = start(server_factory, **NO_BG)
+    a, _ = online(srv, "alice", "pc")
+    c, _ = online(srv, "carol", "pc")
+    chat(a, "bob@localhost", "pending", "p1")
+    a.roundtrip()
+    assert journal_records(srv)[0] == 2
+    res, _ = mam(c)
+    assert res == []
+    assert journal_records(srv)[0] == 2
+    b, _ = online(srv, "bob", "pc")
+    res, _ = mam(b)
+    assert bodies(res) == ["pending"], res
+    assert journal_records(srv)[0] == 0
