@@ -753,7 +753,8 @@ typedef struct mam_state {
     pthread_mutex_t ix_mu;           /* one indexer at a time */
     pthread_mutex_t pend_mu;         /* guards pend */
     xd_map_t pend;                   /* "user@host" -> records in the journal (uintptr_t) */
-    bool journal_ok;                 /* the journal is open */
+    bool journal_init;               /* mam_journal_open was called (close it) */
+    bool journal_ok;                 /* the journal is open and replayed */
     mam_journal_t j;
 } mam_state_t;
 
@@ -1155,6 +1156,7 @@ mam_journal_start(xd_module_ctx_t *ctx, mam_state_t *st)
     const mam_conf_t *mc = xd_module_opts(ctx);
     xd_config_t *cfg = xd_config_get();
     const char *dd = cfg ? xd_config_data_dir(cfg) : NULL;
+    st->journal_init = dd != NULL;
     int rc = dd ? mam_journal_open(&st->j, dd, xd_module_host(ctx), mc->journal_sync)
                 : XD_ENOTFOUND;
     if (cfg)
@@ -2876,8 +2878,9 @@ mam_stop(xd_module_ctx_t *ctx)
         if (rc != 0)
             XD_LOG(NULL, XD_WARN, "archive journal left for the next start", "host=%s err=%s",
                    xd_module_host(ctx), xd_strerror(rc));
-        mam_journal_close(&st->j);
     }
+    if (st->journal_init) /* also after a failed start: its files */
+        mam_journal_close(&st->j);
     pthread_mutex_destroy(&st->ix_mu);
     pthread_mutex_destroy(&st->pend_mu);
     xd_map_free(&st->pend, NULL);
