@@ -15,6 +15,9 @@
  * shares one commit (before, the first of them started a batch of its own
  * at once and a busy server alternated batches of one item with batches
  * of all the rest).
+ * (mod_mam's write is not a transaction but one append to its journal
+ * file, mam_journal.h: the durability point; an indexer fills the
+ * database later.)
  * The FIFO is bounded: beyond it mod_batch_push fails at
  * once (the caller answers resource-constraint).  A held stream adds at
  * most one stanza's items, so the bound is hit only by stanzas that come

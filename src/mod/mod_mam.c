@@ -24,19 +24,43 @@
  *     the recipient's archive with the stanza-id mod_stanza_id stamped, so
  *     the delivered message, its carbons and the archive show one id.
  *
- * Only messages a stream sent are archived: a message the server routes
- * again on its own (stream management's unacknowledged messages of a
- * session that ended, an offline message whose session went) comes from no
- * stream and was archived when it was first routed.
+ * A message the server routes again on its own (stream management's
+ * unacknowledged messages of a session that ended, an offline message
+ * whose session went) was archived when it was first routed and is not
+ * archived again: it comes from no stream and already carries the
+ * account's stanza-id (mam_pre_filter).  Other messages from no stream
+ * (a room's private messages, the server's or a component's own) are
+ * archived for the recipient.
  *
- * The writer: the per-worker batched FIFO of mod_batch.h (one transaction
- * per batch; the sender's stream held until its rows are committed, so an
- * answered IQ or SM ack after a message proves it archived).  When the
- * FIFO is full the message is refused: resource-constraint to the sender,
- * nothing delivered.  Preferences (XEP-0441) are applied on the pool before
- * the transaction: the always/never lists, then the default (roster: the
- * peer is in the account's roster with a subscription, asked through
- * ROSTER_GET).
+ * The writer, in two steps.  (1) The durability point is an append-only
+ * journal, one file per worker and host (mam_journal.h): the per-worker
+ * batched FIFO of mod_batch.h applies the preferences (XEP-0441, on the
+ * pool, as before the journal: the always/never lists, then the default;
+ * roster: the peer is in the account's roster with a subscription, asked
+ * through ROSTER_GET) and appends the kept messages' records with one
+ * write (fdatasync too with `journal_sync`); the sender's stream is held
+ * until that write returned, so an answered IQ or SM ack after a message
+ * proves it in the file.  When the FIFO is full the message is refused:
+ * resource-constraint to the sender, nothing delivered.  A message's time
+ * is taken when it is queued (microseconds, strictly increasing in the
+ * process: one sender's messages keep their order).  (2) The indexer moves
+ * journal records into the archive table in large transactions (up to 4
+ * MiB of each file; sorted by account, then time, so that an account's
+ * rows share index pages), one indexer at a time per host, and records in
+ * the same transaction how far each file is consumed (mam_journal: node,
+ * host, worker, generation, offset): a crash replays exactly what was not
+ * committed.  It runs when the backlog passes `journal_index_records`,
+ * when the journal has been idle for `journal_idle`, at a stop, at start
+ * before anything is served (the replay), when a batch would pass the
+ * journal's bound (`journal_max_records`, `journal_max_bytes`: the batch's
+ * senders stay held meanwhile, which is the back-pressure), and first
+ * thing in every reader or modifier of the archive (queries, metadata,
+ * room queries and moderation, expiry, delete_old_mam_messages, exports,
+ * account removal: mam_drain; for one account's archive only when the
+ * journal holds records of it, mam_drain_for), so that each sees every
+ * answered message.
+ * Retractions (XEP-0424) are applied when indexed, in time order with the
+ * account's other rows.
  *
  * Queries (IQ to one's own bare JID, PARALLEL): <query/> get → the form;
  * set → results as messages to the querying full JID, in order, then the
@@ -67,6 +91,7 @@
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <stdatomic.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -76,6 +101,7 @@
 #include <unistd.h>
 
 #include "mam.h"
+#include "mam_journal.h"
 #include "mod_batch.h"
 #include "mod_util.h"
 #include "xmppd/alloc.h"
@@ -87,8 +113,10 @@
 #include "xmppd/input.h"
 #include "xmppd/jid.h"
 #include "xmppd/log.h"
+#include "xmppd/map.h"
 #include "xmppd/module.h"
 #include "xmppd/ns.h"
+#include "xmppd/owner.h"
 #include "xmppd/roster.h"
 #include "xmppd/route.h"
 #include "xmppd/session.h"
@@ -119,6 +147,11 @@ typedef struct mam_conf {
     int max_prefs_jids;      /* always + never entries per account */
     int max_count;           /* messages counted for RSM <count/> and index */
     uint64_t archive_expiry; /* ms; 0: kept for ever */
+    bool journal_sync;       /* fdatasync after each append */
+    int journal_index_records; /* backlog that starts indexing */
+    uint64_t journal_idle;   /* ms without appends that starts indexing */
+    int journal_max_records; /* backlog bound: records */
+    size_t journal_max_bytes; /* backlog bound: bytes */
 } mam_conf_t;
 
 static const xd_opt_enum_t mam_modes[] = {
@@ -150,6 +183,25 @@ static const xd_opt_t mam_opts[] = {
                     "Archived messages older than this are deleted (checked every minute, or "
                     "every expiry when that is shorter).  0: kept until the account is removed "
                     "or `xmppctl delete_old_mam_messages` deletes them."),
+    XD_OPT_BOOL("journal_sync", C_, journal_sync, "false",
+                "fdatasync the archive journal after each batch appended to it, before the "
+                "senders are answered: an answered message then survives a power loss too "
+                "(without it, as SQLite's synchronous=NORMAL, a power loss may lose the last "
+                "batches; a crash of the server loses none).  Costs one disk flush per batch."),
+    XD_OPT_INT("journal_index_records", C_, journal_index_records, "10000", 1, 100000000,
+               "Archived messages waiting in the journal (records: one per archive a message "
+               "goes to) beyond which they are moved into the indexed archive at once, in the "
+               "background; below it they are moved when the journal has been idle for "
+               "`journal_idle`, or when a query or another reader of the archive needs them."),
+    XD_OPT_DURATION("journal_idle", C_, journal_idle, "1s",
+                    "How long the journal must go without appends before what it holds is "
+                    "indexed (checked once a second)."),
+    XD_OPT_INT("journal_max_records", C_, journal_max_records, "500000", 1, 1000000000,
+               "The journal's bound in records: a batch that would pass it waits (its senders "
+               "held) until the journal has been indexed; the per-worker write queue then fills "
+               "and further messages are refused with resource-constraint."),
+    XD_OPT_SIZE("journal_max_bytes", C_, journal_max_bytes, "256MiB",
+                "The journal's bound in bytes, as `journal_max_records`."),
     XD_OPT_END,
 };
 #undef C_
@@ -237,6 +289,20 @@ static const char *const mam_mig3[] = {
     NULL,
 };
 
+/* The journal (mam_journal.h): how far each journal file of a node (a data
+ * directory, by its id) has been moved into the archive, written in the same
+ * transaction as the rows. */
+static const char *const mam_mig4[] = {
+    "CREATE TABLE mam_journal ("
+    " node {key} NOT NULL,"
+    " host {key} NOT NULL,"
+    " worker {int} NOT NULL,"
+    " gen {int} NOT NULL,"
+    " pos {int} NOT NULL,"
+    " PRIMARY KEY (node, host, worker))",
+    NULL,
+};
+
 static const xd_db_migration_t mam_migrations[] = {
     { 1, NULL, mam_mig1 },
     { 2, NULL, mam_mig2 },
@@ -244,6 +310,7 @@ static const xd_db_migration_t mam_migrations[] = {
     { 2, "pgsql", mam_mig2_pgsql },
     { 2, "mysql", mam_mig2_mysql },
     { 3, NULL, mam_mig3 },
+    { 4, NULL, mam_mig4 },
     { 0, NULL, NULL },
 };
 
@@ -358,7 +425,7 @@ mam_parse_time(const char *s, int64_t *out)
 /* What differs between drivers in searching (XEP-0431): the tables a
  * search reads, its condition (one `?`: the search), the column that
  * orders the matches (the archive's seq, through the index: rows are
- * written with ts increasing with seq, see mam_batch_tx, so this order is
+ * written with ts increasing with seq per account, see mam_ix_tx, so this order is
  * the archive's), and how a user's text becomes the parameter.  A driver
  * without an entry has no full-text search: the field is neither
  * advertised nor accepted. */
@@ -549,6 +616,8 @@ typedef struct mam_item {
     bool check_account;   /* received without a session: does the account exist? */
     bool room;            /* a room's archive (mam.h): no preferences */
     int default_mode;     /* the host's default */
+    unsigned worker;      /* the worker that queued it: its journal */
+    mam_rec_t rec;        /* the journal record (pointing at the above), ts taken */
 } mam_item_t;
 
 static void
@@ -674,13 +743,126 @@ mam_seq_row(void *arg, const xd_db_val_t *cols, size_t ncols)
     return ++r->n == sizeof r->seq / sizeof r->seq[0];
 }
 
+/* ---- the journal and the indexer ----------------------------------------------------------------- */
+
+/* Per host (the instance's state): the journal files and the indexer. */
+typedef struct mam_state {
+    _Atomic uint64_t next_purge_ms;  /* worker 0's loop clock */
+    _Atomic int64_t last_append_ms;  /* CLOCK_MONOTONIC of the last append */
+    atomic_bool ix_queued;           /* a background indexing is submitted */
+    pthread_mutex_t ix_mu;           /* one indexer at a time */
+    pthread_mutex_t pend_mu;         /* guards pend */
+    xd_map_t pend;                   /* "user@host" -> records in the journal (uintptr_t) */
+    bool journal_init;               /* mam_journal_open was called (close it) */
+    bool journal_ok;                 /* the journal is open and replayed */
+    mam_journal_t j;
+} mam_state_t;
+
+static int64_t
+mam_mono_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* The journal's records per archive ("user@host"): a reader of one
+ * account's archive drains the journal only when that account has some
+ * there.  +1 before a record is appended (so that nobody answered about it
+ * finds 0), -1 once it is committed in the archive (or its append
+ * failed). */
+static void
+mam_pend_add(mam_state_t *st, const char *host, const char *user, int delta)
+{
+    char key[2 * XD_JID_PART_MAX + 2];
+    int kl = snprintf(key, sizeof key, "%s@%s", user, host);
+    if (kl < 0 || (size_t)kl >= sizeof key)
+        return; /* not a JID of ours: never asked for */
+    xd_str_t k = { key, (size_t)kl };
+    pthread_mutex_lock(&st->pend_mu);
+    uintptr_t n = (uintptr_t)xd_map_get(&st->pend, k);
+    if (delta > 0)
+        xd_map_put(&st->pend, k, (void *)(n + 1));
+    else if (n > 1)
+        xd_map_put(&st->pend, k, (void *)(n - 1));
+    else if (n == 1)
+        xd_map_del(&st->pend, k);
+    pthread_mutex_unlock(&st->pend_mu);
+}
+
+static bool
+mam_pend_has(mam_state_t *st, const char *host, const char *user)
+{
+    char key[2 * XD_JID_PART_MAX + 2];
+    int kl = snprintf(key, sizeof key, "%s@%s", user, host);
+    if (kl < 0 || (size_t)kl >= sizeof key)
+        return true;
+    pthread_mutex_lock(&st->pend_mu);
+    bool has = xd_map_get(&st->pend, (xd_str_t){ key, (size_t)kl }) != NULL;
+    pthread_mutex_unlock(&st->pend_mu);
+    return has;
+}
+
+#define MAM_IX_FILE_BYTES (4u << 20) /* read from one file per indexing transaction */
+#define MAM_IX_TX_BYTES (16u << 20)  /* from all files: with many workers, less of each */
+
+/* One record being indexed. */
+typedef struct mam_ix_rec {
+    mam_rec_t r;
+    unsigned file; /* index in mam_ix_t.files */
+    size_t pos;    /* order within the file */
+} mam_ix_rec_t;
+
+typedef struct mam_ix_file {
+    mam_jfile_t *f;
+    uint64_t gen, start, end, n;
+    unsigned char *buf;
+} mam_ix_file_t;
+
+typedef struct mam_ix {
+    mam_state_t *st;
+    const char *host;   /* the instance's host (the mam_journal key) */
+    mam_ix_file_t *files;
+    size_t nfiles;
+    mam_ix_rec_t *v;
+    size_t n, cap;
+} mam_ix_t;
+
+static int
+mam_ix_cmp(const void *a, const void *b)
+{
+    const mam_ix_rec_t *x = a, *y = b;
+    int c = strcmp(x->r.host, y->r.host);
+    if (c == 0)
+        c = strcmp(x->r.user, y->r.user);
+    if (c != 0)
+        return c;
+    if (x->r.ts != y->r.ts)
+        return x->r.ts < y->r.ts ? -1 : 1;
+    if (x->file != y->file)
+        return x->file < y->file ? -1 : 1;
+    return x->pos < y->pos ? -1 : x->pos > y->pos;
+}
+
+static void
+mam_ix_clear(mam_ix_t *x)
+{
+    for (size_t i = 0; i < x->nfiles; i++)
+        xd_free(x->files[i].buf);
+    xd_free(x->files);
+    xd_free(x->v);
+    x->files = NULL;
+    x->v = NULL;
+    x->nfiles = x->n = x->cap = 0;
+}
+
 /* XEP-0424: the messages a retraction names become tombstones in this
  * archive.  Only the sender's own messages: the same direction and the
  * same peer as the retraction (in the sender's archive its sent messages
  * to that peer, in the recipient's the messages received from it), so
  * nobody retracts another's message.  Retracted ones are left alone. */
 static int
-mam_retract(xd_db_conn_t *c, const mam_item_t *m, int64_t now)
+mam_retract(xd_db_conn_t *c, const mam_rec_t *m, int64_t now)
 {
     xd_db_val_t k[] = { XD_DB_V_CSTR(m->host), XD_DB_V_CSTR(m->user), XD_DB_V_CSTR(m->peer),
                         XD_DB_V_CSTR(m->retract), XD_DB_V_INT(m->dir) };
@@ -702,24 +884,32 @@ mam_retract(xd_db_conn_t *c, const mam_item_t *m, int64_t now)
     return rc;
 }
 
+/* The indexing transaction: the records, sorted by account then time, into
+ * the archive, and how far each journal is consumed, together. */
 static int
-mam_batch_tx(xd_db_conn_t *c, void *arg)
+mam_ix_tx(xd_db_conn_t *c, void *arg)
 {
-    /* Rows are written with ts increasing with seq, whatever the clock
-     * did (a step back, a restart): the archive's order (ts, seq) is then
-     * seq's, which full-text search reads from its index. */
+    mam_ix_t *x = arg;
+    const char *host = NULL, *user = NULL;
     int64_t floor = 0;
-    int rc0 = xd_db_query(c, "SELECT ts FROM archive ORDER BY seq DESC LIMIT 1", NULL, 0,
-                          mam_int_row, &floor);
-    if (rc0 != 0)
-        return rc0;
-    for (mod_batch_item_t *it = arg; it; it = it->next) {
-        mam_item_t *m = (mam_item_t *)it;
-        if (m->b.status == MAM_SKIP)
-            continue;
-        int64_t ts = mam_now_us();
-        if (ts <= floor)
-            ts = floor + 1;
+    for (size_t i = 0; i < x->n; i++) {
+        const mam_rec_t *m = &x->v[i].r;
+        if (!host || strcmp(host, m->host) != 0 || strcmp(user, m->user) != 0) {
+            /* An account's rows are written with ts increasing with seq,
+             * whatever the clock did (a step back, a restart) or the order
+             * in which the journals were read: the archive's order (ts,
+             * seq) is then seq's, which full-text search reads from its
+             * index. */
+            host = m->host;
+            user = m->user;
+            floor = 0;
+            xd_db_val_t k[] = { XD_DB_V_CSTR(host), XD_DB_V_CSTR(user) };
+            int rc = xd_db_query(c, "SELECT MAX(ts) FROM archive WHERE host = ? AND username = ?",
+                                 k, 2, mam_int_row, &floor);
+            if (rc != 0)
+                return rc;
+        }
+        int64_t ts = m->ts > floor ? m->ts : floor + 1;
         floor = ts;
         int rc = m->retract ? mam_retract(c, m, ts) : 0;
         if (rc != 0)
@@ -730,32 +920,298 @@ mam_batch_tx(xd_db_conn_t *c, void *arg)
             XD_DB_V_INT(m->dir),       m->body ? XD_DB_V_CSTR(m->body) : XD_DB_V_NULL,
             XD_DB_V_CSTR(m->xml),      m->msgid ? XD_DB_V_CSTR(m->msgid) : XD_DB_V_NULL,
         };
-        /* IGNORE, not a constraint error: on PostgreSQL a failed
-         * statement ends the transaction. */
+        /* IGNORE, not a constraint error: on PostgreSQL a failed statement
+         * ends the transaction.  The same id again (a record replayed that
+         * was indexed already) is left as it is. */
         static const char *const cols[] = { "host", "username", "id",  "ts",  "peer",
                                             "resource", "dir",  "body", "xml", "msgid" };
         static const xd_db_upsert_t ups = { "archive", cols, 10, 3, XD_DB_UPSERT_IGNORE };
         rc = xd_db_upsert(c, &ups, row);
         if (rc != 0)
             return rc;
-        if (xd_db_changes(c) == 0) {
-            m->b.status = MAM_SKIP; /* the same id again: archived already */
-            continue;
-        }
+    }
+    for (size_t i = 0; i < x->nfiles; i++) {
+        const mam_ix_file_t *f = &x->files[i];
+        xd_db_val_t row[] = { XD_DB_V_CSTR(x->st->j.node), XD_DB_V_CSTR(x->host),
+                              XD_DB_V_INT(f->f->worker), XD_DB_V_INT((int64_t)f->gen),
+                              XD_DB_V_INT((int64_t)f->end) };
+        static const char *const cols[] = { "node", "host", "worker", "gen", "pos" };
+        static const xd_db_upsert_t ups = { "mam_journal", cols, 5, 3, XD_DB_UPSERT_REPLACE };
+        int rc = xd_db_upsert(c, &ups, row);
+        if (rc != 0)
+            return rc;
     }
     return 0;
 }
 
+/* Reads f's records from its consumed offset (at most `chunk` bytes, whole
+ * records; one record larger than that whole) into x.  0 or -errno. */
+static int
+mam_ix_read(mam_ix_t *x, mam_jfile_t *f, size_t chunk)
+{
+    pthread_mutex_lock(&f->mu);
+    uint64_t start = f->consumed, size = f->size, gen = f->gen;
+    int fd = f->fd;
+    pthread_mutex_unlock(&f->mu);
+    if (fd < 0 || start >= size)
+        return 0;
+    /* The file stays open: only the indexer (one at a time, this one)
+     * rotates it; appends only add beyond size. */
+    size_t want = size - start < chunk ? (size_t)(size - start) : chunk;
+    uint32_t plen = 0;
+    if (pread(fd, &plen, 4, (off_t)start) == 4 && (size_t)plen + 8 > want &&
+        (uint64_t)plen + 8 <= size - start)
+        want = (size_t)plen + 8; /* one record larger than a chunk */
+    unsigned char *buf = xd_malloc(want ? want : 1);
+    size_t have = 0;
+    while (have < want) {
+        ssize_t r = pread(fd, buf + have, want - have, (off_t)(start + have));
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r <= 0) {
+            int err = r < 0 ? -errno : XD_EINTERNAL;
+            xd_free(buf);
+            return err;
+        }
+        have += (size_t)r;
+    }
+    size_t off = 0, used, pos = 0;
+    mam_rec_t rec;
+    unsigned fi = (unsigned)x->nfiles;
+    while (off < have && mam_rec_decode(buf + off, have - off, &rec, &used) == 0) {
+        if (x->n == x->cap) {
+            x->cap = x->cap ? x->cap * 2 : 1024;
+            x->v = xd_realloc(x->v, x->cap * sizeof *x->v);
+        }
+        x->v[x->n++] = (mam_ix_rec_t){ rec, fi, pos++ };
+        off += used;
+    }
+    if (off == 0) {
+        xd_free(buf);
+        return 0; /* nothing whole (mam_journal_open cut damaged tails) */
+    }
+    x->files = xd_realloc(x->files, (x->nfiles + 1) * sizeof *x->files);
+    x->files[x->nfiles++] = (mam_ix_file_t){ f, gen, start, start + off, pos, buf };
+    return 0;
+}
+
+/* One indexing transaction over what the journals hold now (a chunk of
+ * each).  Caller holds ix_mu.  *n: records indexed. */
+static int
+mam_ix_once(xd_module_ctx_t *ctx, mam_state_t *st, size_t *n)
+{
+    mam_ix_t x = { .st = st, .host = xd_module_host(ctx) };
+    int rc = 0;
+    *n = 0;
+    /* A worker's first append opens its file meanwhile (under its mutex). */
+    bool is_open[XD_OWNER_MAX_WORKERS];
+    size_t open = 0;
+    for (unsigned w = 0; w < XD_OWNER_MAX_WORKERS; w++) {
+        pthread_mutex_lock(&st->j.f[w].mu);
+        is_open[w] = st->j.f[w].fd >= 0;
+        pthread_mutex_unlock(&st->j.f[w].mu);
+        open += is_open[w];
+    }
+    size_t chunk = open ? MAM_IX_TX_BYTES / open : MAM_IX_FILE_BYTES;
+    if (chunk > MAM_IX_FILE_BYTES)
+        chunk = MAM_IX_FILE_BYTES;
+    if (chunk < (64u << 10))
+        chunk = 64u << 10;
+    for (unsigned w = 0; w < XD_OWNER_MAX_WORKERS && rc == 0; w++)
+        if (is_open[w])
+            rc = mam_ix_read(&x, &st->j.f[w], chunk);
+    if (rc == 0 && x.nfiles) {
+        qsort(x.v, x.n, sizeof *x.v, mam_ix_cmp);
+        rc = xd_db_tx(xd_module_db(ctx), mam_ix_tx, &x);
+    }
+    if (rc == 0) {
+        for (size_t i = 0; i < x.n; i++)
+            mam_pend_add(st, x.v[i].r.host, x.v[i].r.user, -1);
+        for (size_t i = 0; i < x.nfiles; i++) {
+            int r = mam_journal_consumed(&st->j, x.files[i].f, x.files[i].end, x.files[i].n);
+            if (r != 0)
+                XD_LOG(NULL, XD_WARN, "archive journal not rotated", "dir=%s worker=%u err=%s",
+                       st->j.dir, x.files[i].f->worker, xd_strerror(r));
+        }
+        *n = x.n;
+    } else {
+        XD_LOG(NULL, XD_ERROR, "archive indexing failed", "host=%s records=%zu err=%s",
+               xd_module_host(ctx), x.n, xd_strerror(rc));
+    }
+    mam_ix_clear(&x);
+    return rc;
+}
+
+/* Indexes every record appended before the call (and what the last
+ * transaction finds appended meanwhile).  Blocks: pool, control or main
+ * thread.  Every reader or modifier of the archive calls
+ * it first, so that it sees every message whose sender was answered. */
+static int
+mam_drain(xd_module_ctx_t *ctx)
+{
+    mam_state_t *st = ctx ? xd_module_state(ctx) : NULL;
+    if (!st || !st->journal_ok || !xd_module_db(ctx) || atomic_load(&st->j.pend_records) == 0)
+        return 0;
+    /* Up to each file's size now (in its generation now): what is
+     * appended meanwhile is left to the next drain, so that a reader is
+     * not kept indexing a journal that keeps growing. */
+    uint64_t *target = xd_malloc(2 * XD_OWNER_MAX_WORKERS * sizeof *target);
+    uint64_t *tgen = target + XD_OWNER_MAX_WORKERS;
+    for (unsigned w = 0; w < XD_OWNER_MAX_WORKERS; w++) {
+        mam_jfile_t *f = &st->j.f[w];
+        pthread_mutex_lock(&f->mu);
+        target[w] = f->fd >= 0 ? f->size : 0;
+        tgen[w] = f->gen;
+        pthread_mutex_unlock(&f->mu);
+    }
+    pthread_mutex_lock(&st->ix_mu);
+    int rc = 0;
+    for (;;) {
+        bool left = false;
+        for (unsigned w = 0; w < XD_OWNER_MAX_WORKERS && !left; w++) {
+            mam_jfile_t *f = &st->j.f[w];
+            pthread_mutex_lock(&f->mu);
+            /* A rotated file (another generation) was consumed past the
+             * target before it was replaced. */
+            left = f->fd >= 0 && f->gen == tgen[w] && f->consumed < target[w];
+            pthread_mutex_unlock(&f->mu);
+        }
+        if (!left)
+            break;
+        size_t n;
+        rc = mam_ix_once(ctx, st, &n);
+        if (rc != 0 || n == 0)
+            break;
+    }
+    pthread_mutex_unlock(&st->ix_mu);
+    xd_free(target);
+    return rc;
+}
+
+/* mam_drain for a reader of one archive: nothing to do when the journal
+ * holds none of its records (other accounts' wait for their own readers or
+ * the background). */
+static int
+mam_drain_for(xd_module_ctx_t *ctx, const char *host, const char *user)
+{
+    mam_state_t *st = ctx ? xd_module_state(ctx) : NULL;
+    if (!st || !st->journal_ok || !mam_pend_has(st, host, user))
+        return 0;
+    return mam_drain(ctx);
+}
+
+/* Background indexing (pool): what the journals hold when it starts. */
+static void
+mam_ix_work(xd_module_ctx_t *ctx, void *arg)
+{
+    (void)arg;
+    mam_drain(ctx);
+}
+
+static void
+mam_ix_done(xd_module_ctx_t *ctx, void *arg, int status)
+{
+    (void)arg;
+    (void)status;
+    mam_state_t *st = xd_module_state(ctx);
+    if (st)
+        atomic_store(&st->ix_queued, false);
+}
+
+/* Starts a background indexing unless one is queued.  Worker loop. */
+static void
+mam_ix_kick(xd_module_ctx_t *ctx, mam_state_t *st)
+{
+    bool no = false;
+    if (!atomic_compare_exchange_strong(&st->ix_queued, &no, true))
+        return;
+    if (xd_module_submit(ctx, mam_ix_work, mam_ix_done, NULL) != 0)
+        atomic_store(&st->ix_queued, false);
+}
+
+/* At start, before anything is served: the journals' consumed offsets
+ * from the database, then everything left in them indexed. */
+typedef struct mam_jrows {
+    mam_state_t *st;
+    bool had[XD_OWNER_MAX_WORKERS];
+} mam_jrows_t;
+
+static int
+mam_jrow(void *arg, const xd_db_val_t *cols, size_t ncols)
+{
+    mam_jrows_t *r = arg;
+    if (ncols < 3 || cols[0].type != XD_DB_INT64 || cols[1].type != XD_DB_INT64 ||
+        cols[2].type != XD_DB_INT64 || cols[0].i < 0 || cols[0].i >= XD_OWNER_MAX_WORKERS)
+        return 0;
+    mam_jfile_t *f = &r->st->j.f[cols[0].i];
+    if (f->fd >= 0 && !r->had[cols[0].i])
+        mam_journal_set_consumed(&r->st->j, f, (uint64_t)cols[1].i, (uint64_t)cols[2].i);
+    r->had[cols[0].i] = true;
+    return 0;
+}
+
+static int
+mam_journal_start(xd_module_ctx_t *ctx, mam_state_t *st)
+{
+    const mam_conf_t *mc = xd_module_opts(ctx);
+    xd_config_t *cfg = xd_config_get();
+    const char *dd = cfg ? xd_config_data_dir(cfg) : NULL;
+    st->journal_init = dd != NULL;
+    int rc = dd ? mam_journal_open(&st->j, dd, xd_module_host(ctx), mc->journal_sync)
+                : XD_ENOTFOUND;
+    if (cfg)
+        xd_config_unref(cfg);
+    if (rc != 0)
+        return xd_module_fail(ctx, rc, "archive journal: %s", xd_strerror(rc));
+    mam_jrows_t *jr = xd_new(mam_jrows_t);
+    jr->st = st;
+    xd_db_conn_t *c;
+    rc = xd_db_acquire(xd_module_db(ctx), &c);
+    if (rc == 0) {
+        xd_db_val_t k[] = { XD_DB_V_CSTR(st->j.node), XD_DB_V_CSTR(xd_module_host(ctx)) };
+        rc = xd_db_query(c, "SELECT worker, gen, pos FROM mam_journal WHERE node = ? AND host = ?",
+                         k, 2, mam_jrow, jr);
+        xd_db_release(c);
+    }
+    /* Files without a row: everything in them is left to index. */
+    for (unsigned w = 0; rc == 0 && w < XD_OWNER_MAX_WORKERS; w++)
+        if (st->j.f[w].fd >= 0 && !jr->had[w])
+            mam_journal_set_consumed(&st->j, &st->j.f[w], 0, 0);
+    xd_free(jr);
+    if (rc != 0)
+        return xd_module_fail(ctx, rc, "archive journal offsets: %s", xd_strerror(rc));
+    st->journal_ok = true;
+    uint64_t left = atomic_load(&st->j.pend_records);
+    if (left) {
+        XD_LOG(NULL, XD_INFO, "archive journal: replaying", "host=%s records=%llu",
+               xd_module_host(ctx), (unsigned long long)left);
+        rc = mam_drain(ctx);
+        if (rc != 0)
+            return xd_module_fail(ctx, rc, "archive journal replay: %s", xd_strerror(rc));
+    }
+    return 0;
+}
+
+/* ---- the writer ---------------------------------------------------------------------------------- */
+
 /* mod_batch write: which items the preferences (and, for received
- * messages to accounts without a session, existence) let in; then one
- * transaction for them. */
+ * messages to accounts without a session, existence) let in, evaluated as
+ * before the journal existed; then the records of those, appended to the
+ * worker's journal with one write.  Beyond the journal's bound the backlog
+ * is indexed first, here (the senders stay held meanwhile). */
 static int
 mam_batch_write(xd_db_t *db, mod_batch_item_t *head)
 {
+    xd_module_ctx_t *ctx = head->ctx;
+    const mam_conf_t *mc = xd_module_opts(ctx);
+    mam_state_t *st = xd_module_state(ctx);
+    if (!st || !st->journal_ok)
+        return XD_ECLOSED;
     xd_db_conn_t *c;
     int rc = xd_db_acquire(db, &c);
     if (rc != 0)
         return rc;
+    size_t bytes = 0, n = 0;
     for (mod_batch_item_t *it = head; it && rc == 0; it = it->next) {
         mam_item_t *m = (mam_item_t *)it;
         m->b.status = 0;
@@ -774,16 +1230,44 @@ mam_batch_write(xd_db_t *db, mod_batch_item_t *head)
             }
         }
         bool keep = true;
-        if (m->room)
-            continue;
-        rc = mam_mode_for(c, m->host, m->user, m->peer, m->default_mode, &keep);
+        if (!m->room)
+            rc = mam_mode_for(c, m->host, m->user, m->peer, m->default_mode, &keep);
         if (rc == 0 && !keep)
             m->b.status = MAM_SKIP;
+        if (rc == 0 && keep) {
+            bytes += mam_rec_size(&m->rec);
+            n++;
+        }
     }
     xd_db_release(c);
-    if (rc != 0)
+    if (rc != 0 || n == 0)
         return rc;
-    return xd_db_tx(db, mam_batch_tx, head);
+    if (atomic_load(&st->j.pend_records) + n > (uint64_t)mc->journal_max_records ||
+        atomic_load(&st->j.pend_bytes) + bytes > mc->journal_max_bytes) {
+        rc = mam_drain(ctx);
+        if (rc != 0)
+            return rc;
+    }
+    unsigned char *buf = xd_malloc(bytes);
+    size_t off = 0;
+    for (mod_batch_item_t *it = head; it; it = it->next) {
+        mam_item_t *m = (mam_item_t *)it;
+        if (m->b.status == MAM_SKIP)
+            continue;
+        mam_rec_encode(&m->rec, buf + off);
+        off += mam_rec_size(&m->rec);
+    }
+    for (mod_batch_item_t *it = head; it; it = it->next)
+        if (it->status != MAM_SKIP)
+            mam_pend_add(st, ((mam_item_t *)it)->host, ((mam_item_t *)it)->user, 1);
+    rc = mam_journal_append(&st->j, ((mam_item_t *)head)->worker, buf, bytes, n);
+    for (mod_batch_item_t *it = head; rc != 0 && it; it = it->next)
+        if (it->status != MAM_SKIP)
+            mam_pend_add(st, ((mam_item_t *)it)->host, ((mam_item_t *)it)->user, -1);
+    xd_free(buf);
+    if (rc == 0)
+        atomic_store(&st->last_append_ms, mam_mono_ms());
+    return rc;
 }
 
 static void
@@ -793,6 +1277,12 @@ mam_item_finish(mod_batch_item_t *it, int status)
     if (status != 0 && status != MAM_SKIP)
         XD_LOG(NULL, XD_ERROR, "archive write failed", "host=%s user=%s id=%s err=%s", m->host,
                m->user, m->id, xd_strerror(status));
+    /* Past the watermark: index in the background now. */
+    mam_state_t *st = xd_module_state(it->ctx);
+    const mam_conf_t *mc = xd_module_opts(it->ctx);
+    if (st && st->journal_ok &&
+        atomic_load(&st->j.pend_records) >= (uint64_t)mc->journal_index_records)
+        mam_ix_kick(it->ctx, st);
     mam_item_free(m);
 }
 
@@ -848,6 +1338,15 @@ mam_queue_item(xd_module_ctx_t *ctx, const xd_stanza_t *msg, const xd_jid_t *acc
     m->check_account = check_account;
     m->room = room;
     m->default_mode = mc->default_mode;
+    int self = xd_owner_self();
+    m->worker = self >= 0 ? (unsigned)self : 0;
+    /* The message's time, in the order the worker handles them (strictly
+     * increasing in the process: one sender's messages keep their order). */
+    m->rec = (mam_rec_t){ .host = m->host, .user = m->user, .id = m->id, .peer = m->peer,
+                          .resource = m->resource, .msgid = m->msgid, .retract = m->retract,
+                          .body = m->body, .xml = m->xml, .ts = mam_now_us(), .dir = dir,
+                          .flags = (room ? MAM_REC_ROOM : 0u) |
+                                   (check_account ? MAM_REC_CHECK_ACCOUNT : 0u) };
     int rc = mod_batch_push(&mam_q, &mam_batch_ops, ctx, &m->b);
     if (rc != 0)
         mam_item_free(m);
@@ -896,7 +1395,7 @@ mam_sent(xd_module_ctx_t *ctx, xd_hook_packet_t *ev, void *arg)
     xd_str_t bare = xd_jid_bare_str(ev->jid);
     snprintf(by, sizeof by, "%.*s", (int)bare.len, bare.p);
     char id[21];
-    if (mod_random_id(id) != 0)
+    if (mod_sortable_id(id) != 0) /* time-ordered: archive_id is appended to */
         return XD_HOOK_OK;
     /* The sender's own archive id: one the client put there is forged. */
     xd_stanza_keep_t keep;
@@ -919,6 +1418,38 @@ mam_sent(xd_module_ctx_t *ctx, xd_hook_packet_t *ev, void *arg)
         ev->st = NULL;
         return XD_HOOK_STOP;
     }
+    return XD_HOOK_OK;
+}
+
+/* A message routed from no stream is either the server's own for one of
+ * our accounts (a room's private message or invitation, a component's or
+ * the server's message: archived) or one routed again (stream management's
+ * unacknowledged messages of a session that ended, an offline message
+ * whose session went: archived when first routed).  A routed-again message
+ * already carries the stanza-id by the account that mod_stanza_id stamped
+ * when it was first routed (and keeps now: a message routed from no stream
+ * comes from the server, not from a client that could forge one).  This
+ * FILTER_PACKET handler runs before mod_stanza_id and notes it for
+ * mam_filter, in the same hook run (the event's address checks that). */
+#define MAM_PRE_FILTER_PRIO 50
+static _Thread_local const void *mam_mark_ev;
+static _Thread_local bool mam_mark_again;
+
+static int
+mam_pre_filter(xd_module_ctx_t *ctx, xd_hook_filter_t *ev, void *arg)
+{
+    (void)ctx;
+    (void)arg;
+    mam_mark_ev = ev;
+    mam_mark_again = false;
+    const xd_jid_t *to = ev->to;
+    if (xd_input_current().id != 0 || !to || !xd_jid_local(to).len ||
+        xd_stanza_kind_of(xd_stanza_root(ev->st)) != XD_STANZA_MESSAGE)
+        return XD_HOOK_OK;
+    char tb[XD_JID_MAX + 1];
+    xd_str_t b = xd_jid_bare_str(to);
+    snprintf(tb, sizeof tb, "%.*s", (int)b.len, b.p);
+    mam_mark_again = mam_sid(xd_stanza_root(ev->st), tb) != NULL;
     return XD_HOOK_OK;
 }
 
@@ -953,8 +1484,10 @@ mam_filter(xd_module_ctx_t *ctx, xd_hook_filter_t *ev, void *arg)
         }
     }
     if (!to || !xd_jid_local(to).len || !xd_str_eq_c(xd_jid_domain(to), ev->host) ||
-        !mam_archivable(root) || xd_input_current().id == 0)
+        !mam_archivable(root))
         return XD_HOOK_OK;
+    if (xd_input_current().id == 0 && (mam_mark_ev != ev || mam_mark_again))
+        return XD_HOOK_OK; /* routed again: archived the first time */
     char tb[XD_JID_MAX + 1];
     xd_str_t b = xd_jid_bare_str(to);
     snprintf(tb, sizeof tb, "%.*s", (int)b.len, b.p);
@@ -1379,7 +1912,9 @@ mam_query(const xd_iq_req_t *req, const xd_el_t *query)
     bool flip = xd_el_child(query, "flip-page", MAM_NS) != NULL;
 
     xd_db_conn_t *c;
-    int rc = xd_db_acquire(xd_module_db(req->ctx), &c);
+    int rc = mam_drain_for(req->ctx, host, user); /* every answered message is in the archive */
+    if (rc == 0)
+        rc = xd_db_acquire(xd_module_db(req->ctx), &c);
     if (rc != 0)
         return xd_stanza_error(req->iq, XD_COND_INTERNAL_SERVER_ERROR, NULL);
     mam_rows_t rows = { 0 };
@@ -1705,7 +2240,8 @@ mam_metadata(const xd_iq_req_t *req)
     snprintf(host, sizeof host, "%.*s", (int)d.len, d.p);
     snprintf(user, sizeof user, "%.*s", (int)l.len, l.p);
     xd_db_conn_t *c;
-    if (xd_db_acquire(xd_module_db(req->ctx), &c) != 0)
+    if (mam_drain_for(req->ctx, host, user) != 0 ||
+        xd_db_acquire(xd_module_db(req->ctx), &c) != 0)
         return xd_stanza_error(req->iq, XD_COND_INTERNAL_SERVER_ERROR, NULL);
     xd_db_val_t k[] = { XD_DB_V_CSTR(host), XD_DB_V_CSTR(user) };
     mam_end_t ends[2] = { 0 };
@@ -1852,7 +2388,9 @@ mam_room_moderate(xd_module_ctx_t *mam, const xd_jid_t *room, const char *id,
         return XD_ENOTFOUND;
     char *host = mam_strs(xd_jid_domain(room)), *user = mam_strs(xd_jid_local(room));
     xd_db_conn_t *c;
-    int rc = xd_db_acquire(db, &c);
+    int rc = mam_drain_for(mam, host, user);
+    if (rc == 0)
+        rc = xd_db_acquire(db, &c);
     mam_one_t one = { 0 };
     if (rc == 0) {
         xd_db_val_t k[] = { XD_DB_V_CSTR(host), XD_DB_V_CSTR(user), XD_DB_V_CSTR(id) };
@@ -1928,7 +2466,9 @@ mam_room_delete(xd_module_ctx_t *mam, const xd_jid_t *room)
         return 0;
     char *host = mam_strs(xd_jid_domain(room)), *user = mam_strs(xd_jid_local(room));
     xd_db_conn_t *c;
-    int rc = xd_db_acquire(db, &c);
+    int rc = mam_drain_for(mam, host, user);
+    if (rc == 0)
+        rc = xd_db_acquire(db, &c);
     if (rc == 0) {
         xd_db_val_t k[] = { XD_DB_V_CSTR(host), XD_DB_V_CSTR(user) };
         rc = xd_db_query(c, "DELETE FROM archive WHERE host = ? AND username = ?", k, 2, NULL,
@@ -1950,10 +2490,13 @@ typedef struct mam_purge {
 } mam_purge_t;
 
 static int
-mam_purge_run(xd_db_t *db, mam_purge_t *p)
+mam_purge_run(xd_module_ctx_t *ctx, mam_purge_t *p)
 {
     xd_db_conn_t *c;
-    p->rc = xd_db_acquire(db, &c);
+    p->rc = mam_drain(ctx);
+    if (p->rc != 0)
+        return p->rc;
+    p->rc = xd_db_acquire(xd_module_db(ctx), &c);
     if (p->rc != 0)
         return p->rc;
     xd_db_val_t k[] = { XD_DB_V_CSTR(p->host), XD_DB_V_INT(p->before) };
@@ -1967,7 +2510,7 @@ mam_purge_run(xd_db_t *db, mam_purge_t *p)
 static void
 mam_purge_work(xd_module_ctx_t *ctx, void *arg)
 {
-    mam_purge_run(xd_module_db(ctx), arg);
+    mam_purge_run(ctx, arg);
 }
 
 static void
@@ -1985,9 +2528,6 @@ mam_purge_done(xd_module_ctx_t *ctx, void *arg, int status)
     xd_free(p);
 }
 
-typedef struct mam_state {
-    _Atomic uint64_t next_purge_ms; /* worker 0's loop clock */
-} mam_state_t;
 
 /* TICK: on worker 0, deletes the messages older than archive_expiry every
  * minute (or every expiry, when that is shorter). */
@@ -1997,6 +2537,10 @@ mam_tick(xd_module_ctx_t *ctx, xd_hook_tick_t *ev, void *arg)
     (void)arg;
     const mam_conf_t *mc = xd_module_opts(ctx);
     mam_state_t *st = xd_module_state(ctx);
+    /* The journal, once appends have paused. */
+    if (ev->worker == 0 && st && st->journal_ok && atomic_load(&st->j.pend_records) &&
+        mam_mono_ms() - atomic_load(&st->last_append_ms) >= (int64_t)mc->journal_idle)
+        mam_ix_kick(ctx, st);
     if (ev->worker != 0 || !mc->archive_expiry || !st || !xd_module_db(ctx) ||
         ev->now_ms < atomic_load(&st->next_purge_ms))
         return XD_HOOK_OK;
@@ -2027,7 +2571,7 @@ mam_delete_old(xd_cmd_call_t *call)
             continue;
         mam_purge_t p = { .before = mam_now_us() - days * 86400 * 1000000 };
         snprintf(p.host, sizeof p.host, "%s", call->cfg->hosts.items[i]);
-        int rc = xd_module_db(ctx) ? mam_purge_run(xd_module_db(ctx), &p) : 0;
+        int rc = xd_module_db(ctx) ? mam_purge_run(ctx, &p) : 0;
         xd_module_release(ctx);
         if (rc != 0)
             return xd_cmd_errorf(call, rc, "%s: %s", p.host, xd_strerror(rc));
@@ -2108,10 +2652,12 @@ mam_export_row(void *arg, const xd_db_val_t *cols, size_t ncols)
 /* The account's archive, oldest first, 1000 rows a query, through
  * mam_export_row. */
 static int
-mam_export_rows(xd_db_t *db, const char *host, const char *user, mam_export_t *e)
+mam_export_rows(xd_module_ctx_t *ctx, const char *host, const char *user, mam_export_t *e)
 {
     xd_db_conn_t *c;
-    int rc = xd_db_acquire(db, &c);
+    int rc = mam_drain_for(ctx, host, user);
+    if (rc == 0)
+        rc = xd_db_acquire(xd_module_db(ctx), &c);
     if (rc != 0)
         return rc;
     while (rc == 0) {
@@ -2167,7 +2713,7 @@ mam_export_cmd(xd_cmd_call_t *call)
             "  <host jid='%s'>\n    <user name='%s'>\n"
             "      <archive xmlns='urn:xmpp:pie:0#mam'>\n",
             host, user);
-    int rc = mam_export_rows(db, host, user, &e);
+    int rc = mam_export_rows(ctx, host, user, &e);
     fprintf(e.f, "      </archive>\n    </user>\n  </host>\n</server-data>\n");
     bool bad = ferror(e.f) != 0;
     if ((fclose(e.f) != 0 || bad) && rc == 0)
@@ -2203,7 +2749,7 @@ mam_pie_export(xd_module_ctx_t *ctx, xd_hook_account_export_t *ev, void *arg)
 {
     (void)arg;
     mam_export_t e = { .into = xd_el_new("archive", MAM_NS_PIE) };
-    int rc = mam_export_rows(xd_module_db(ctx), ev->host, ev->user, &e);
+    int rc = mam_export_rows(ctx, ev->host, ev->user, &e);
     if (rc != 0) {
         xd_el_free(e.into);
         ev->rc = rc;
@@ -2308,19 +2854,92 @@ mam_pie_import(xd_module_ctx_t *ctx, xd_hook_account_import_t *ev, void *arg)
     return XD_HOOK_OK;
 }
 
+/* ---- account removal --------------------------------------------------------------------------- */
+
+typedef struct mam_rm {
+    char host[XD_JID_PART_MAX + 1], user[XD_JID_PART_MAX + 1];
+    int rc;
+} mam_rm_t;
+
+static void
+mam_rm_work(xd_module_ctx_t *ctx, void *arg)
+{
+    mam_rm_t *r = arg;
+    xd_db_conn_t *c;
+    r->rc = mam_drain_for(ctx, r->host, r->user); /* its messages in the journal go too */
+    if (r->rc == 0)
+        r->rc = xd_db_acquire(xd_module_db(ctx), &c);
+    if (r->rc != 0)
+        return;
+    xd_db_val_t key[] = { XD_DB_V_CSTR(r->host), XD_DB_V_CSTR(r->user) };
+    r->rc = xd_db_query(c, "DELETE FROM archive WHERE host = ? AND username = ?", key, 2, NULL,
+                        NULL);
+    xd_db_release(c);
+}
+
+static void
+mam_rm_done(xd_module_ctx_t *ctx, void *arg, int status)
+{
+    (void)ctx;
+    mam_rm_t *r = arg;
+    int rc = status ? status : r->rc;
+    if (rc != 0)
+        XD_LOG(NULL, XD_ERROR, "archive not removed", "host=%s user=%s err=%s", r->host, r->user,
+               xd_strerror(rc));
+    xd_free(r);
+}
+
+/* REMOVE_USER: the account's archive, after the journal is drained. */
+static int
+mam_removed(xd_module_ctx_t *ctx, xd_hook_user_t *ev, void *arg)
+{
+    (void)arg;
+    if (!xd_module_db(ctx))
+        return XD_HOOK_OK;
+    mam_rm_t *r = xd_new(mam_rm_t);
+    snprintf(r->host, sizeof r->host, "%s", ev->host);
+    snprintf(r->user, sizeof r->user, "%s", ev->user);
+    int rc = xd_module_submit(ctx, mam_rm_work, mam_rm_done, r);
+    if (rc != 0)
+        mam_rm_done(ctx, r, rc);
+    return XD_HOOK_OK;
+}
+
 /* ---- module ------------------------------------------------------------------------------------ */
 
 static void
 mam_stop(xd_module_ctx_t *ctx)
 {
-    xd_free(xd_module_state(ctx));
+    mam_state_t *st = xd_module_state(ctx);
+    if (st->journal_ok) {
+        /* What the journal holds is indexed now; what cannot be is
+         * replayed at the next start. */
+        int rc = mam_drain(ctx);
+        if (rc != 0)
+            XD_LOG(NULL, XD_WARN, "archive journal left for the next start", "host=%s err=%s",
+                   xd_module_host(ctx), xd_strerror(rc));
+    }
+    if (st->journal_init) /* also after a failed start: its files */
+        mam_journal_close(&st->j);
+    pthread_mutex_destroy(&st->ix_mu);
+    pthread_mutex_destroy(&st->pend_mu);
+    xd_map_free(&st->pend, NULL);
+    xd_free(st);
 }
 
 static int
 mam_start(xd_module_ctx_t *ctx)
 {
-    xd_module_set_state(ctx, xd_new(mam_state_t));
-    int rc = xd_module_iq(ctx, XD_IQ_USER, MAM_NS, XD_IQ_PARALLEL, mam_iq, NULL);
+    mam_state_t *st = xd_new(mam_state_t);
+    pthread_mutex_init(&st->ix_mu, NULL);
+    pthread_mutex_init(&st->pend_mu, NULL);
+    for (unsigned w = 0; w < XD_OWNER_MAX_WORKERS; w++)
+        st->j.f[w].fd = -1;
+    xd_module_set_state(ctx, st);
+    int rc = xd_module_db(ctx) ? mam_journal_start(ctx, st) : 0;
+    if (rc != 0)
+        return rc;
+    rc = xd_module_iq(ctx, XD_IQ_USER, MAM_NS, XD_IQ_PARALLEL, mam_iq, NULL);
     if (rc == 0)
         rc = xd_module_feature(ctx, XD_IQ_USER, MAM_NS_EXT);
     if (rc == 0 && mam_dialect(xd_module_db(ctx)))
@@ -2332,9 +2951,12 @@ mam_start(xd_module_ctx_t *ctx)
     if (rc == 0)
         rc = xd_module_hook(ctx, XD_HOOK_FILTER_PACKET, MAM_FILTER_PRIO, mam_filter, NULL);
     if (rc == 0)
+        rc = xd_module_hook(ctx, XD_HOOK_FILTER_PACKET, MAM_PRE_FILTER_PRIO, mam_pre_filter,
+                            NULL);
+    if (rc == 0)
         rc = xd_module_hook(ctx, XD_HOOK_TICK, XD_HOOK_PRIO_DEFAULT, mam_tick, NULL);
     if (rc == 0)
-        rc = mod_user_rows(ctx, "DELETE FROM archive WHERE host = ? AND username = ?");
+        rc = xd_module_hook(ctx, XD_HOOK_REMOVE_USER, XD_HOOK_PRIO_DEFAULT, mam_removed, NULL);
     if (rc == 0)
         rc = mod_user_rows(ctx, "DELETE FROM archive_prefs WHERE host = ? AND username = ?");
     if (rc == 0)

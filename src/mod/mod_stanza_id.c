@@ -12,7 +12,9 @@
  * before it is delivered, stored offline or copied by carbons, so every
  * resource of the recipient, now or after an offline delivery, sees the same
  * id for the same message (stable) and no other message of the account has
- * it (unique: 120 random bits).  Any stanza-id element that claims the same
+ * it (unique: the millisecond, then 72 random bits, mod_sortable_id: ids sort by
+ * time, so the archive's index on them grows at its end, and stay
+ * unpredictable, XEP-0359 §6).  Any stanza-id element that claims the same
  * 'by' is removed first (§3.3: the sender must not be able to forge the
  * archive's ids); stanza-ids by other entities (a MUC room, the sender's
  * server) and <origin-id/> pass untouched.
@@ -31,6 +33,7 @@
 #include "xmppd/el.h"
 #include "xmppd/err.h"
 #include "xmppd/hooks.h"
+#include "xmppd/input.h"
 #include "xmppd/iq.h"
 #include "xmppd/jid.h"
 #include "xmppd/module.h"
@@ -69,6 +72,17 @@ sid_filter(xd_module_ctx_t *hctx, xd_hook_filter_t *ev_, void *arg)
      * copy of a room's fan-out would copy and serialize it per occupant.
      * Only a forged id by the account is removed (the copy then). */
     bool groupchat = type && !strcmp(type, "groupchat");
+    /* Routed again by the server (from no stream: stream management's
+     * unacknowledged messages of a session that ended, an offline message
+     * whose session went): the id it was stamped with the first time stays
+     * (stable, the archive's; a client could not have forged it, its
+     * forgeries were removed when it was first routed). */
+    if (!groupchat && xd_input_current().id == 0)
+        for (const xd_el_t *c = xd_el_first_child(root); c; c = xd_el_next(c)) {
+            const char *cby = xd_el_is(c, "stanza-id", XD_NS_SID) ? xd_el_attr(c, "by") : NULL;
+            if (cby && !strcmp(cby, by))
+                return XD_HOOK_OK;
+        }
     if (groupchat) {
         bool forged = false;
         for (const xd_el_t *c = xd_el_first_child(root); c && !forged; c = xd_el_next(c)) {
@@ -79,7 +93,9 @@ sid_filter(xd_module_ctx_t *hctx, xd_hook_filter_t *ev_, void *arg)
             return XD_HOOK_OK;
     }
     char id[21];
-    if (!groupchat && mod_random_id(id) != 0)
+    /* Time-ordered (and unpredictable: 72 random bits): the archive's
+     * unique index on the id is appended to at its end. */
+    if (!groupchat && mod_sortable_id(id) != 0)
         return XD_HOOK_OK; /* no randomness: unstamped */
 
     /* In place when the router's reference is the only one (a message

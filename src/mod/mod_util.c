@@ -1,7 +1,10 @@
 /*
  * mod_util.c — helpers shared by the built-in modules (see mod_util.h).
  */
+#include <stdint.h>
 #include <stdio.h>
+#include <string.h>
+#include <time.h>
 
 #include <openssl/rand.h>
 
@@ -96,5 +99,22 @@ mod_random_id(char out[21])
     }
     xd_base64_encode(pool + used, 15, out, XD_BASE64_URL); /* 15 bytes: 20 characters */
     used += 15;
+    return 0;
+}
+
+int
+mod_sortable_id(char out[21])
+{
+    static const char abc[] = "-0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ_abcdefghijklmnopqrstuvwxyz";
+    char rnd[21];
+    if (mod_random_id(rnd) != 0)
+        return XD_EINTERNAL;
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    uint64_t ms = (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+    for (int i = 7; i >= 0; i--, ms >>= 6)
+        out[i] = abc[ms & 63];
+    memcpy(out + 8, rnd, 12);
+    out[20] = 0;
     return 0;
 }

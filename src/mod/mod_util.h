@@ -35,4 +35,11 @@ bool mod_msg_worth_keeping(const xd_el_t *msg);
  * RAND_bytes.  0, or XD_EINTERNAL when the DRBG fails. */
 int mod_random_id(char out[21]);
 
+/* An id that sorts by time: the milliseconds since the epoch as 8
+ * characters of an alphabet in ASCII order (-0-9A-Z_a-z), then 72 random
+ * bits as 12 (XEP-0359: unique and unpredictable), 20 in all.  Ids made
+ * later sort after earlier ones (bytewise, as the databases compare keys),
+ * so a B-tree keyed by them is appended to at its end.  0, or XD_EINTERNAL. */
+int mod_sortable_id(char out[21]);
+
 #endif

@@ -1,0 +1,97 @@
+#!/usr/bin/python3
+"""bench/mam_index.py — how fast mod_mam's indexer moves journaled
+messages into the archive (the rate the archive keeps up with when
+messages arrive for ever; issue 14, docs/performance.md "Throughput with
+archiving").
+
+PAIRS senders each send MESSAGES chat messages to their own recipient
+(both online), pipelined, with background indexing off (journal_idle 1h,
+journal_index_records out of reach): every message is answered once it is
+in the journal.  Then one archive query drains the journal: the time from
+sending it to its <fin/> is the indexing of every record (two per
+message: the sender's and the recipient's archive) in transactions of up
+to 4 MiB of each worker's journal, sorted by account.
+
+    bench/mam_index.py --build build-release [--pairs 50] [--messages 400] [--rounds 2]
+
+Each round adds to the same archive (the second round indexes into a
+table that already holds the first's rows).  The server runs on loopback
+with a temporary data directory and is stopped by its PID.
+"""
+import argparse
+import os
+import shutil
+import signal
+import sys
+import tempfile
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.join(HERE, "..", "tests", "integration"))
+
+from xclient import login  # noqa: E402
+from xmpptest import Server  # noqa: E402
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--build", default="build-release")
+    ap.add_argument("--pairs", type=int, default=50)
+    ap.add_argument("--messages", type=int, default=400)
+    ap.add_argument("--rounds", type=int, default=2)
+    a = ap.parse_args()
+    tmp = tempfile.mkdtemp(prefix="xd-mamix-bench-")
+    srv = Server(os.path.abspath(a.build), tmp, workers=2,
+                 extra_yaml="modules:\n  mod_roster: {}\n  mod_stanza_id: {}\n  mod_mam:\n"
+                            "    journal_idle: 1h\n    journal_index_records: 100000000\n")
+    with open(srv.config_path) as f:
+        conf = f.read().replace("loglevel: debug", "loglevel: notice")
+    with open(srv.config_path, "w") as f:
+        f.write(conf)
+    try:
+        srv.restart(timeout=120)
+        for i in range(a.pairs):
+            for u in (f"s{i}", f"r{i}"):
+                assert srv.ctl_run("register", u, "localhost", "pw").returncode == 0
+        snd = [login(srv.c2s_port, f"s{i}", "pw", resource="b")[0] for i in range(a.pairs)]
+        rcv = [login(srv.c2s_port, f"r{i}", "pw", resource="b")[0] for i in range(a.pairs)]
+        for c in snd + rcv:
+            c.send("<presence/>")
+        n = 0
+        for rnd in range(a.rounds):
+            t0 = time.perf_counter()
+            for i, c in enumerate(snd):
+                c.send("".join(f"<message to='r{i}@localhost' type='chat' id='m{rnd}-{k}'>"
+                               f"<body>round {rnd} message {k} of s{i} with a few words</body>"
+                               f"</message>" for k in range(a.messages)))
+            for i, c in enumerate(snd):
+                c.send(f"<iq type='get' id='p{rnd}'><ping xmlns='urn:xmpp:ping'/></iq>")
+                c.recv_until(rf"<iq[^>]*id=['\"]p{rnd}['\"]", timeout=600)
+            t_append = time.perf_counter() - t0
+            msgs = a.pairs * a.messages
+            n += msgs
+            t0 = time.perf_counter()
+            q = snd[0]
+            q.send(f"<iq type='set' id='q{rnd}'><query xmlns='urn:xmpp:mam:2'>"
+                   f"<set xmlns='http://jabber.org/protocol/rsm'><max>0</max></set>"
+                   f"</query></iq>")
+            m = q.recv_until(rf"<iq[^>]*id=['\"]q{rnd}['\"][^>]*>.*?</iq>", timeout=600)
+            t_index = time.perf_counter() - t0
+            count = m.group(0)
+            print(f"round {rnd}: {msgs} messages ({2 * msgs} records) journaled in "
+                  f"{t_append:.2f} s ({msgs / t_append:.0f} msgs/s, delivery included); "
+                  f"indexed in {t_index:.2f} s: {2 * msgs / t_index:.0f} records/s = "
+                  f"{msgs / t_index:.0f} msgs/s (archive now {2 * n} rows)",
+                  flush=True)
+            assert f"<count>{(rnd + 1) * a.messages}</count>" in str(count), count
+        load = open("/proc/loadavg").read().split()[:3]
+        print(f"load average {' '.join(load)}", flush=True)
+        for c in snd + rcv:
+            c.close()
+    finally:
+        srv.stop(signal.SIGTERM)
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
