@@ -2376,15 +2376,16 @@ mam_moderated_tombstone(const char *xml, const char *detail, char **occ_id)
     return out;
 }
 
-int
-mam_room_moderate(xd_module_ctx_t *mam, const xd_jid_t *room, const char *id,
-                  const char *detail, char **occ_id)
+/* The tombstone of room message `id` (XEP-0425 moderation, XEP-0424
+ * retraction by its sender): when `sender` is given, only a message whose
+ * occupant-id is that one (else XD_EINVAL); the message's occupant-id is
+ * handed back in *occ_id when asked for. */
+static int
+mam_room_tombstone(xd_module_ctx_t *mam, const xd_jid_t *room, const char *id,
+                   const char *detail, const char *sender, char **occ_id)
 {
-    *occ_id = NULL;
     xd_db_t *db = xd_module_db(mam);
-    if (!db)
-        return XD_ENOTFOUND;
-    if (strlen(id) > MAM_ID_MAX)
+    if (!db || strlen(id) > MAM_ID_MAX)
         return XD_ENOTFOUND;
     char *host = mam_strs(xd_jid_domain(room)), *user = mam_strs(xd_jid_local(room));
     xd_db_conn_t *c;
@@ -2392,53 +2393,16 @@ mam_room_moderate(xd_module_ctx_t *mam, const xd_jid_t *room, const char *id,
     if (rc == 0)
         rc = xd_db_acquire(db, &c);
     mam_one_t one = { 0 };
+    char *was = NULL, *t = NULL;
     if (rc == 0) {
         xd_db_val_t k[] = { XD_DB_V_CSTR(host), XD_DB_V_CSTR(user), XD_DB_V_CSTR(id) };
         rc = xd_db_query(c, "SELECT xml FROM archive WHERE host = ? AND username = ? AND id = ?",
                          k, 3, mam_one_row, &one);
         if (rc == 0 && !one.found)
             rc = XD_ENOTFOUND;
-        char *t = rc == 0 ? mam_moderated_tombstone(one.xml, detail, occ_id) : NULL;
-        if (rc == 0 && !t)
+        if (rc == 0 && !(t = mam_moderated_tombstone(one.xml, detail, &was)))
             rc = XD_EINTERNAL;
-        if (t) {
-            xd_db_val_t u[] = { XD_DB_V_CSTR(t), XD_DB_V_CSTR(host), XD_DB_V_CSTR(user),
-                                XD_DB_V_CSTR(id) };
-            rc = xd_db_query(c,
-                             "UPDATE archive SET body = NULL, xml = ?"
-                             " WHERE host = ? AND username = ? AND id = ?",
-                             u, 4, NULL, NULL);
-            xd_free(t);
-        }
-        xd_db_release(c);
-    }
-    xd_free(one.xml);
-    xd_free(host);
-    xd_free(user);
-    return rc;
-}
-
-int
-mam_room_retract(xd_module_ctx_t *mam, const xd_jid_t *room, const char *id,
-                 const char *occ_id, const char *detail)
-{
-    xd_db_t *db = xd_module_db(mam);
-    if (!db || strlen(id) > MAM_ID_MAX)
-        return XD_ENOTFOUND;
-    char *host = mam_strs(xd_jid_domain(room)), *user = mam_strs(xd_jid_local(room));
-    xd_db_conn_t *c;
-    int rc = xd_db_acquire(db, &c);
-    mam_one_t one = { 0 };
-    char *sender = NULL, *t = NULL;
-    if (rc == 0) {
-        xd_db_val_t k[] = { XD_DB_V_CSTR(host), XD_DB_V_CSTR(user), XD_DB_V_CSTR(id) };
-        rc = xd_db_query(c, "SELECT xml FROM archive WHERE host = ? AND username = ? AND id = ?",
-                         k, 3, mam_one_row, &one);
-        if (rc == 0 && !one.found)
-            rc = XD_ENOTFOUND;
-        if (rc == 0 && !(t = mam_moderated_tombstone(one.xml, detail, &sender)))
-            rc = XD_EINTERNAL;
-        if (rc == 0 && (!sender || strcmp(sender, occ_id) != 0))
+        if (rc == 0 && sender && (!was || strcmp(was, sender) != 0))
             rc = XD_EINVAL;
         if (rc == 0) {
             xd_db_val_t u[] = { XD_DB_V_CSTR(t), XD_DB_V_CSTR(host), XD_DB_V_CSTR(user),
@@ -2450,12 +2414,31 @@ mam_room_retract(xd_module_ctx_t *mam, const xd_jid_t *room, const char *id,
         }
         xd_db_release(c);
     }
+    if (occ_id && rc == 0) {
+        *occ_id = was;
+        was = NULL;
+    }
     xd_free(t);
-    xd_free(sender);
+    xd_free(was);
     xd_free(one.xml);
     xd_free(host);
     xd_free(user);
     return rc;
+}
+
+int
+mam_room_moderate(xd_module_ctx_t *mam, const xd_jid_t *room, const char *id,
+                  const char *detail, char **occ_id)
+{
+    *occ_id = NULL;
+    return mam_room_tombstone(mam, room, id, detail, NULL, occ_id);
+}
+
+int
+mam_room_retract(xd_module_ctx_t *mam, const xd_jid_t *room, const char *id,
+                 const char *occ_id, const char *detail)
+{
+    return mam_room_tombstone(mam, room, id, detail, occ_id, NULL);
 }
 
 int

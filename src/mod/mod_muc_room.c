@@ -1825,7 +1825,7 @@ room_message(muc_call_t *c, muc_room_t *r, const xd_stanza_t *st, const char *ni
                                ? room_mam(c, r)
                                : NULL;
     char sid[21];
-    bool archive = mam && mod_random_id(sid) == 0;
+    bool archive = mam && mod_sortable_id(sid) == 0;
     xd_stanza_t *m = msg_from_occ(r, o, st, archive ? sid : NULL);
     if (archive) {
         xd_jid_t *rj = room_jid(r);
