@@ -110,6 +110,7 @@ typedef struct ml_ev {
     int kind;        /* xd_muc_event_kind */
     int64_t sec;     /* wall clock when the room saw it */
     int ms;
+    int seq;         /* events of the host queued before it in the same ms */
     char *room;      /* room@service */
     char *title;     /* room title, or NULL */
     char *nick, *new_nick, *actor, *text;
@@ -125,6 +126,8 @@ typedef struct ml_state {
     bool paused;             /* muc_log_pause */
     bool dropping;           /* a drop was logged; reset when the writer takes a batch */
     uint64_t burst;          /* drops since then */
+    int64_t last_sec;        /* the clock of the latest event queued (anchors) */
+    int last_ms, last_seq;
     uint64_t written, dropped, write_errors;
 } ml_state_t;
 
@@ -362,16 +365,24 @@ html_reason(xd_buf_t *b, const char *label, const char *text)
     xd_buf_puts(b, ")");
 }
 
+/* A line's anchor: its time to the millisecond, and "-N" for the Nth more
+ * event of that millisecond (ml_on_event counts them), so that no two
+ * lines of a day share one. */
 static void
 line_html(xd_buf_t *b, const ml_conf_t *c, const ml_ev_t *e, const struct tm *tm)
 {
     char id[64];
-    snprintf(id, sizeof id, "t%02d%02d%02d%03d", tm->tm_hour, tm->tm_min, tm->tm_sec, e->ms);
+    int n = snprintf(id, sizeof id, "t%02d%02d%02d%03d", tm->tm_hour, tm->tm_min, tm->tm_sec,
+                     e->ms);
+    if (e->seq > 0 && n > 0 && (size_t)n < sizeof id)
+        snprintf(id + n, sizeof id - (size_t)n, "-%d", e->seq);
     const char *cls = e->kind == XD_MUC_EV_MESSAGE ? "msg"
                       : e->kind == XD_MUC_EV_SUBJECT ? "info subject"
                                                      : "info";
-    xd_buf_printf(b, "<div class=\"ev %s\" id=\"%s\"><a class=\"ts\" href=\"#%s\">[%02d:%02d:%02d]</a> ",
-               cls, id, id, tm->tm_hour, tm->tm_min, tm->tm_sec);
+    xd_buf_printf(b,
+                  "<div class=\"ev %s\" id=\"%s\">"
+                  "<a class=\"ts\" href=\"#%s\">[%02d:%02d:%02d]</a> ",
+                  cls, id, id, tm->tm_hour, tm->tm_min, tm->tm_sec);
     switch (e->kind) {
     case XD_MUC_EV_MESSAGE:
         if (e->text && strncmp(e->text, "/me ", 4) == 0) {
@@ -1031,12 +1042,8 @@ ml_on_event(xd_module_ctx_t *ctx, xd_hook_muc_event_t *ev, void *arg)
         return XD_HOOK_OK;
     ml_state_t *s = xd_module_state(ctx);
     const ml_conf_t *c = xd_module_opts(ctx);
-    struct timespec now;
-    clock_gettime(CLOCK_REALTIME, &now);
     ml_ev_t *e = xd_new(ml_ev_t);
     e->kind = ev->kind;
-    e->sec = (int64_t)now.tv_sec;
-    e->ms = (int)(now.tv_nsec / 1000000);
     e->room = xd_asprintf("%s@%s", ev->room, ev->service);
     e->title = dup_or_null(ev->title);
     e->nick = dup_or_null(ev->nick);
@@ -1044,6 +1051,20 @@ ml_on_event(xd_module_ctx_t *ctx, xd_hook_muc_event_t *ev, void *arg)
     e->actor = dup_or_null(ev->actor);
     e->text = dup_or_null(ev->text);
     pthread_mutex_lock(&s->mu);
+    /* The clock is read under the lock, so the queue's times never go back
+     * (but for the clock itself) and events of one millisecond get their
+     * numbers in queue order. */
+    struct timespec now;
+    clock_gettime(CLOCK_REALTIME, &now);
+    e->sec = (int64_t)now.tv_sec;
+    e->ms = (int)(now.tv_nsec / 1000000);
+    if (e->sec == s->last_sec && e->ms == s->last_ms) {
+        e->seq = ++s->last_seq;
+    } else {
+        s->last_sec = e->sec;
+        s->last_ms = e->ms;
+        s->last_seq = 0;
+    }
     if (s->queued >= (size_t)c->queue_size) {
         s->dropped++;
         s->burst++;

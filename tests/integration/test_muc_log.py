@@ -497,3 +497,29 @@ def test_ctl_on_host_without_module(server_factory):
     srv2 = start(server_factory)
     r = srv2.ctl_run("muc_log_stats", "nosuch.example")
     assert r.returncode != 0
+
+
+# ---- anchors -------------------------------------------------------------------------------------
+
+def test_anchors_unique_within_a_millisecond(server_factory):
+    """Messages sent back to back (one write: the room handles them in the
+    same turn of its loop, many within one millisecond) each get an anchor
+    of their own: the ids of a day page are unique, and every line links to
+    its own id."""
+    srv = start(server_factory)
+    a, _ = online(srv, "alice")
+    logged_room(a, "fast", "al")
+    n = 40
+    a.send("".join(f"<message to='fast@{MUC}' type='groupchat' id='f{i}'>"
+                   f"<body>burst {i}</body></message>" for i in range(n)))
+    expect(a, rf"<message[^>]*id='f{n - 1}'.*?</message>")
+    flush(srv)
+    _, page = read_day(srv, "fast")
+    lines = [ln for ln in page.split("\n") if ln.startswith("<div class=\"ev")]
+    ids = [re.search(r' id="([^"]+)"><a class="ts" href="#([^"]+)"', ln).groups()
+           for ln in lines]
+    assert all(i == h for i, h in ids), ids
+    assert sum("burst " in ln for ln in lines) == n, page
+    seen = [i for i, _ in ids]
+    dups = sorted({i for i in seen if seen.count(i) > 1})
+    assert not dups, f"shared anchors {dups} in {len(seen)} lines"
