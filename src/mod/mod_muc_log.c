@@ -48,6 +48,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "xmppd/acl.h"
 #include "xmppd/alloc.h"
 #include "xmppd/config.h"
 #include "xmppd/err.h"
@@ -55,6 +56,8 @@
 #include "xmppd/log.h"
 #include "xmppd/module.h"
 #include "xmppd/str.h"
+
+#include "muc_log.h"
 
 enum { FMT_HTML, FMT_PLAIN };
 enum { TZ_LOCAL, TZ_UTC };
@@ -68,6 +71,7 @@ typedef struct ml_conf {
     int dirtype;          /* DIR_* */
     bool spam_prevention; /* rel="nofollow" on links */
     int queue_size;       /* events waiting for the writer */
+    char *access_log;     /* access rule: who may switch a room's logging */
 } ml_conf_t;
 
 static const xd_opt_enum_t ml_formats[] = { { "html", FMT_HTML }, { "plaintext", FMT_PLAIN },
@@ -100,6 +104,12 @@ static const xd_opt_t ml_opts[] = {
     XD_OPT_INT("queue_size", C_, queue_size, "10000", 1, 10000000,
                "Events waiting to be written (per host).  An event beyond it is dropped, "
                "counted (`xmppctl muc_log_stats`) and logged once per burst."),
+    XD_OPT_STRING("access_log", C_, access_log, "all",
+                  "Access rule: who may turn a room's logging on or off.  Others (owners "
+                  "too) do not see `muc#roomconfig_enablelogging` in the room's form, and a "
+                  "form of theirs that changes it is refused with forbidden.  ejabberd's "
+                  "default is `muc_admin` (a rule its example configuration defines as its "
+                  "admins); `all` keeps the switch with every room owner."),
     XD_OPT_END,
 };
 #undef C_
@@ -1253,6 +1263,25 @@ static const xd_cmd_t ml_cmd_resume = {
     .result = XD_CMD_RES_NONE,
     .fn = ml_pause_cmd,
 };
+
+/* ---- access_log ------------------------------------------------------------------------------ */
+
+bool
+muc_log_may_switch(const char *host, const xd_jid_t *who)
+{
+    xd_module_ctx_t *ctx = xd_module_instance("mod_muc_log", host);
+    if (!ctx)
+        return true;
+    const ml_conf_t *c = xd_module_opts(ctx);
+    bool ok = true;
+    if (c->access_log && strcmp(c->access_log, "all") != 0) {
+        xd_config_t *cfg = xd_config_get();
+        ok = who && xd_access_match(cfg, host, c->access_log, who, NULL) == XD_ACCESS_ALLOW;
+        xd_config_unref(cfg);
+    }
+    xd_module_release(ctx);
+    return ok;
+}
 
 /* ---- module ------------------------------------------------------------------------------------ */
 
