@@ -17,6 +17,7 @@ import re
 import pytest
 
 from helpers import assert_nothing_before, expect, iq, online, q, reply, take, users
+from helpers import slixmpp_mam_bodies
 
 MUC = "conference.localhost"
 NS_MUC = "http://jabber.org/protocol/muc"
@@ -953,38 +954,13 @@ def test_room_archive_queries(server_factory):
 def test_room_archive_default_and_slixmpp(server_factory):
     """default_mam: new rooms keep an archive; slixmpp's XEP-0313 plugin
     pages through a public room's archive (10 a page) from outside it."""
-    import asyncio
-    import ssl
-
-    import slixmpp
-
-    from test_c2s import cert_path
-    from xmpptest import run_slixmpp
     srv = start(server_factory, opts="default_mam: true", mods=MAM_MODS)
     a, _ = online(srv, "alice")
     create(a, "pub", "al")
     for i in range(25):
         groupchat(a, "pub", f"s{i}", f"s{i}")
     a.roundtrip()
-    got = []
-
-    def make():
-        c = slixmpp.ClientXMPP("bob@localhost/sx", "pw")
-        c.ssl_context = ssl.create_default_context(cafile=cert_path(srv))
-        c.register_plugin("xep_0313")
-
-        async def go(_):
-            try:
-                async for m in c.plugin["xep_0313"].iterate(jid=f"pub@{MUC}", total=100,
-                                                            rsm={"max": 10}):
-                    got.append(m["mam_result"]["forwarded"]["stanza"]["body"])
-            finally:
-                c.disconnect()
-
-        c.add_event_handler("session_start", lambda e: asyncio.ensure_future(go(e)))
-        return c
-
-    run_slixmpp(make, ("127.0.0.1", srv.c2s_port), timeout=30)
+    got = slixmpp_mam_bodies(srv, "bob@localhost/sx", archive=f"pub@{MUC}")
     assert got == [f"s{i}" for i in range(25)], got
 
 
