@@ -38,4 +38,19 @@ _Noreturn void xd_assert_fail(const char *expr, const char *file, int line, cons
 #define XD_ALWAYS(e) (!!(e))
 #endif
 
+/* Test knobs: XD_DEBUG_DELAY("NAME") sleeps the calling thread for the
+ * milliseconds in environment variable NAME (unset, empty or 0: no delay),
+ * so that a test can widen a race window its regression guard needs to see
+ * (tests/integration sets NAME for the server it starts).  Compiled in only
+ * in builds with debug information (meson's `debug`: the debug and
+ * debugoptimized build types define XD_DEBUG_KNOBS); nothing in a release
+ * build.  Only where blocking is allowed (the blocking pool), never on a
+ * worker loop. */
+#ifdef XD_DEBUG_KNOBS
+void xd_debug_delay(const char *name);
+#define XD_DEBUG_DELAY(name) xd_debug_delay(name)
+#else
+#define XD_DEBUG_DELAY(name) ((void)0)
+#endif
+
 #endif

@@ -111,6 +111,17 @@ xd_asprintf(const char *fmt, ...)
     return s;
 }
 
+#ifdef XD_DEBUG_KNOBS
+void
+xd_debug_delay(const char *name)
+{
+    const char *v = getenv(name);
+    long ms = v ? strtol(v, NULL, 10) : 0;
+    if (ms > 0 && ms <= 60000)
+        usleep((useconds_t)ms * 1000);
+}
+#endif
+
 _Noreturn void
 xd_assert_fail(const char *expr, const char *file, int line, const char *func)
 {

@@ -41,6 +41,7 @@
 #include "xmppd/err.h"
 #include "xmppd/log.h"
 #include "xmppd/ns.h"
+#include "xmppd/str.h"
 
 #define HTTP_MAX_HEADERS 100 /* header lines in one request (431 beyond) */
 #define HTTP_MIN_BODY_PIECE 1024 /* body bytes that restart the timer (slow POST) */
@@ -187,8 +188,7 @@ struct xd_http_req {
     bool continued;           /* ... 100 sent (or the body came without it) */
     http_upgrade_fn upgrade;
     int64_t length;           /* Content-Length or -1 */
-    char *body;               /* collected body */
-    size_t body_len, body_cap;
+    xd_buf_t body;            /* collected body */
     char *extra;              /* added response headers */
     size_t extra_len;
     int status;               /* for the access log */
@@ -251,7 +251,7 @@ req_free(xd_http_req_t *r)
     xd_free(r->hvalue);
     xd_free(r->url);
     xd_free(r->path);
-    xd_free(r->body);
+    xd_buf_free(&r->body);
     xd_free(r->extra);
     xd_free(r);
 }
@@ -296,8 +296,8 @@ const char *
 xd_http_req_body(const xd_http_req_t *r, size_t *len)
 {
     if (len)
-        *len = r->body_len;
-    return r->body ? r->body : "";
+        *len = r->body.len;
+    return xd_buf_cstr(&r->body);
 }
 
 int64_t
@@ -917,18 +917,8 @@ on_body(http_parser *p, const char *at, size_t n)
         r->route.h->body(r, at, n, r->route.ud);
         return 0;
     }
-    if (r->body_len + n > hc->hl->max_body)
+    if (n > hc->hl->max_body - r->body.len || xd_buf_add(&r->body, at, n) != 0)
         return req_fail(hc, 413, "request body too large");
-    if (r->body_len + n + 1 > r->body_cap) {
-        size_t cap = r->body_cap ? r->body_cap : 1024;
-        while (cap < r->body_len + n + 1)
-            cap *= 2;
-        r->body = xd_realloc(r->body, cap);
-        r->body_cap = cap;
-    }
-    memcpy(r->body + r->body_len, at, n);
-    r->body_len += n;
-    r->body[r->body_len] = '\0';
     return 0;
 }
 
@@ -943,7 +933,7 @@ on_chunk_header(http_parser *p)
     xd_http_req_t *r = hc->req;
     if (r->early || r->answered || !r->routed || r->route.h->body)
         return 0;
-    if (p->content_length > hc->hl->max_body - r->body_len)
+    if (p->content_length > hc->hl->max_body - r->body.len)
         return req_fail(hc, 413, "request body too large");
     return 0;
 }

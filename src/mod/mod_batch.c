@@ -5,6 +5,7 @@
 #include "mod_batch.h"
 
 #include "xmppd/alloc.h"
+#include "xmppd/assert.h"
 #include "xmppd/err.h"
 #include "xmppd/log.h"
 
@@ -22,6 +23,7 @@ batch_work(xd_db_conn_t *c, void *arg)
 {
     (void)c;
     batch_t *b = arg;
+    XD_DEBUG_DELAY("XD_DEBUG_BATCH_DELAY_MS"); /* tests: the commit comes late */
     return b->ops->write(b->db, b->head);
 }
 

@@ -40,7 +40,6 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
-#include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -49,12 +48,16 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "xmppd/acl.h"
 #include "xmppd/alloc.h"
 #include "xmppd/config.h"
 #include "xmppd/err.h"
 #include "xmppd/hooks.h"
 #include "xmppd/log.h"
 #include "xmppd/module.h"
+#include "xmppd/str.h"
+
+#include "muc_log.h"
 
 enum { FMT_HTML, FMT_PLAIN };
 enum { TZ_LOCAL, TZ_UTC };
@@ -68,6 +71,7 @@ typedef struct ml_conf {
     int dirtype;          /* DIR_* */
     bool spam_prevention; /* rel="nofollow" on links */
     int queue_size;       /* events waiting for the writer */
+    char *access_log;     /* access rule: who may switch a room's logging */
 } ml_conf_t;
 
 static const xd_opt_enum_t ml_formats[] = { { "html", FMT_HTML }, { "plaintext", FMT_PLAIN },
@@ -100,6 +104,12 @@ static const xd_opt_t ml_opts[] = {
     XD_OPT_INT("queue_size", C_, queue_size, "10000", 1, 10000000,
                "Events waiting to be written (per host).  An event beyond it is dropped, "
                "counted (`xmppctl muc_log_stats`) and logged once per burst."),
+    XD_OPT_STRING("access_log", C_, access_log, "all",
+                  "Access rule: who may turn a room's logging on or off.  Others (owners "
+                  "too) do not see `muc#roomconfig_enablelogging` in the room's form, and a "
+                  "form of theirs that changes it is refused with forbidden.  ejabberd's "
+                  "default is `muc_admin` (a rule its example configuration defines as its "
+                  "admins); `all` keeps the switch with every room owner."),
     XD_OPT_END,
 };
 #undef C_
@@ -110,6 +120,7 @@ typedef struct ml_ev {
     int kind;        /* xd_muc_event_kind */
     int64_t sec;     /* wall clock when the room saw it */
     int ms;
+    int seq;         /* events of the host queued before it in the same ms */
     char *room;      /* room@service */
     char *title;     /* room title, or NULL */
     char *nick, *new_nick, *actor, *text;
@@ -125,51 +136,16 @@ typedef struct ml_state {
     bool paused;             /* muc_log_pause */
     bool dropping;           /* a drop was logged; reset when the writer takes a batch */
     uint64_t burst;          /* drops since then */
+    int64_t last_sec;        /* the clock of the latest event queued (anchors) */
+    int last_ms, last_seq;
     uint64_t written, dropped, write_errors;
 } ml_state_t;
 
 /* ---- text buffers and escaping ----------------------------------------------------------------- */
 
-typedef struct ml_buf {
-    char *p;
-    size_t len, cap;
-} ml_buf_t;
-
-static void
-buf_add(ml_buf_t *b, const char *s, size_t n)
-{
-    if (b->len + n + 1 > b->cap) {
-        size_t cap = b->cap ? b->cap : 256;
-        while (cap < b->len + n + 1)
-            cap *= 2;
-        b->p = xd_realloc(b->p, cap);
-        b->cap = cap;
-    }
-    memcpy(b->p + b->len, s, n);
-    b->len += n;
-    b->p[b->len] = '\0';
-}
-
-static void
-buf_puts(ml_buf_t *b, const char *s)
-{
-    buf_add(b, s, strlen(s));
-}
-
-static void __attribute__((format(printf, 2, 3)))
-buf_printf(ml_buf_t *b, const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    char *s = xd_vasprintf(fmt, ap);
-    va_end(ap);
-    buf_puts(b, s);
-    xd_free(s);
-}
-
 /* s (n bytes) escaped for HTML text and attribute values alike. */
 static void
-buf_html_n(ml_buf_t *b, const char *s, size_t n)
+buf_html_n(xd_buf_t *b, const char *s, size_t n)
 {
     size_t from = 0;
     for (size_t i = 0; i < n; i++) {
@@ -182,15 +158,15 @@ buf_html_n(ml_buf_t *b, const char *s, size_t n)
         case '\'': e = "&#39;"; break;
         default: continue;
         }
-        buf_add(b, s + from, i - from);
-        buf_puts(b, e);
+        xd_buf_add(b, s + from, i - from);
+        xd_buf_puts(b, e);
         from = i + 1;
     }
-    buf_add(b, s + from, n - from);
+    xd_buf_add(b, s + from, n - from);
 }
 
 static void
-buf_html(ml_buf_t *b, const char *s)
+buf_html(xd_buf_t *b, const char *s)
 {
     if (s)
         buf_html_n(b, s, strlen(s));
@@ -230,7 +206,7 @@ url_at(const char *s, size_t i, size_t n)
 
 /* A message body or subject: escaped, line breaks kept, URLs as links. */
 static void
-buf_body(ml_buf_t *b, const char *s, bool nofollow)
+buf_body(xd_buf_t *b, const char *s, bool nofollow)
 {
     if (!s)
         return;
@@ -239,16 +215,16 @@ buf_body(ml_buf_t *b, const char *s, bool nofollow)
         size_t ul = url_at(s, i, n);
         if (ul) {
             buf_html_n(b, s + from, i - from);
-            buf_puts(b, "<a href=\"");
+            xd_buf_puts(b, "<a href=\"");
             buf_html_n(b, s + i, ul);
-            buf_puts(b, nofollow ? "\" rel=\"nofollow\">" : "\">");
+            xd_buf_puts(b, nofollow ? "\" rel=\"nofollow\">" : "\">");
             buf_html_n(b, s + i, ul);
-            buf_puts(b, "</a>");
+            xd_buf_puts(b, "</a>");
             i += ul;
             from = i;
         } else if (s[i] == '\n') {
             buf_html_n(b, s + from, i - from);
-            buf_puts(b, "<br>\n");
+            xd_buf_puts(b, "<br>\n");
             from = ++i;
         } else if (s[i] == '\r') {
             buf_html_n(b, s + from, i - from);
@@ -263,7 +239,7 @@ buf_body(ml_buf_t *b, const char *s, bool nofollow)
 /* Plain text: continuation lines indented under the first, so that no
  * body can make a line that looks like one of the log's own. */
 static void
-buf_plain(ml_buf_t *b, const char *s)
+buf_plain(xd_buf_t *b, const char *s)
 {
     if (!s)
         return;
@@ -271,9 +247,9 @@ buf_plain(ml_buf_t *b, const char *s)
         if (*s == '\r')
             continue;
         if (*s == '\n')
-            buf_puts(b, "\n           ");
+            xd_buf_puts(b, "\n           ");
         else
-            buf_add(b, s, 1);
+            xd_buf_add(b, s, 1);
     }
 }
 
@@ -282,47 +258,45 @@ buf_plain(ml_buf_t *b, const char *s)
 static char *
 dir_name(const char *jid)
 {
-    ml_buf_t b = { 0 };
+    xd_buf_t b = { 0 };
     for (const unsigned char *p = (const unsigned char *)jid; *p; p++) {
         bool ok = (*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') ||
                   (*p >= '0' && *p <= '9') || strchr("@._+-", *p);
         if (ok && !(*p == '.' && p == (const unsigned char *)jid))
-            buf_add(&b, (const char *)p, 1);
+            xd_buf_add(&b, (const char *)p, 1);
         else
-            buf_printf(&b, "%%%02X", *p);
+            xd_buf_printf(&b, "%%%02X", *p);
     }
-    if (!b.p)
-        buf_puts(&b, "%00");
-    return b.p;
+    if (!b.len)
+        xd_buf_puts(&b, "%00");
+    return xd_buf_take(&b);
 }
 
 /* A directory name back as the JID it stands for. */
 static char *
 dir_name_decode(const char *name)
 {
-    ml_buf_t b = { 0 };
+    xd_buf_t b = { 0 };
     for (const char *p = name; *p; p++) {
         unsigned v;
         if (*p == '%' && p[1] && p[2] && sscanf(p + 1, "%2x", &v) == 1) {
             char ch = (char)v;
-            buf_add(&b, &ch, 1);
+            xd_buf_add(&b, &ch, 1);
             p += 2;
         } else {
-            buf_add(&b, p, 1);
+            xd_buf_add(&b, p, 1);
         }
     }
-    if (!b.p)
-        buf_puts(&b, "");
-    return b.p;
+    return xd_buf_take(&b);
 }
 
 /* A path segment of ours (dir_name) in an href: '%' itself escaped. */
 static void
-buf_href_seg(ml_buf_t *b, const char *seg)
+buf_href_seg(xd_buf_t *b, const char *seg)
 {
     for (const char *p = seg; *p; p++) {
         if (*p == '%')
-            buf_puts(b, "%25");
+            xd_buf_puts(b, "%25");
         else
             buf_html_n(b, p, 1);
     }
@@ -349,23 +323,23 @@ static const char ml_css[] =
     "ul.days{columns:12rem;padding-left:1.25rem}\n";
 
 static void
-page_head(ml_buf_t *b, const ml_conf_t *c, const char *title)
+page_head(xd_buf_t *b, const ml_conf_t *c, const char *title)
 {
-    buf_puts(b, "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\n"
+    xd_buf_puts(b, "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\n"
                 "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n"
                 "<meta name=\"generator\" content=\"xmppd mod_muc_log\">\n<title>");
     buf_html(b, title);
-    buf_puts(b, "</title>\n");
+    xd_buf_puts(b, "</title>\n");
     if (c->cssfile) {
-        buf_puts(b, "<link rel=\"stylesheet\" href=\"");
+        xd_buf_puts(b, "<link rel=\"stylesheet\" href=\"");
         buf_html(b, c->cssfile);
-        buf_puts(b, "\">\n");
+        xd_buf_puts(b, "\">\n");
     } else {
-        buf_puts(b, "<style>\n");
-        buf_puts(b, ml_css);
-        buf_puts(b, "</style>\n");
+        xd_buf_puts(b, "<style>\n");
+        xd_buf_puts(b, ml_css);
+        xd_buf_puts(b, "</style>\n");
     }
-    buf_puts(b, "</head>\n<body>\n");
+    xd_buf_puts(b, "</head>\n<body>\n");
 }
 
 /* The nick's colour: a hue from its bytes, the same on every page. */
@@ -379,151 +353,159 @@ nick_hue(const char *nick)
 }
 
 static void
-html_nick(ml_buf_t *b, const char *nick, bool brackets)
+html_nick(xd_buf_t *b, const char *nick, bool brackets)
 {
-    buf_printf(b, "<span class=\"nick\" style=\"color:hsl(%u 60%% 38%%)\">", nick_hue(nick));
+    xd_buf_printf(b, "<span class=\"nick\" style=\"color:hsl(%u 60%% 38%%)\">", nick_hue(nick));
     if (brackets)
-        buf_puts(b, "&lt;");
+        xd_buf_puts(b, "&lt;");
     buf_html(b, nick ? nick : "");
     if (brackets)
-        buf_puts(b, "&gt;");
-    buf_puts(b, "</span>");
+        xd_buf_puts(b, "&gt;");
+    xd_buf_puts(b, "</span>");
 }
 
 /* The reason of a kick, ban, leave or destruction, if any. */
 static void
-html_reason(ml_buf_t *b, const char *label, const char *text)
+html_reason(xd_buf_t *b, const char *label, const char *text)
 {
     if (!text || !*text)
         return;
-    buf_printf(b, " (%s: ", label);
+    xd_buf_printf(b, " (%s: ", label);
     buf_body(b, text, true);
-    buf_puts(b, ")");
+    xd_buf_puts(b, ")");
 }
 
+/* A line's anchor: its time to the millisecond, and "-N" for the Nth more
+ * event of that millisecond (ml_on_event counts them), so that no two
+ * lines of a day share one. */
 static void
-line_html(ml_buf_t *b, const ml_conf_t *c, const ml_ev_t *e, const struct tm *tm)
+line_html(xd_buf_t *b, const ml_conf_t *c, const ml_ev_t *e, const struct tm *tm)
 {
     char id[64];
-    snprintf(id, sizeof id, "t%02d%02d%02d%03d", tm->tm_hour, tm->tm_min, tm->tm_sec, e->ms);
+    int n = snprintf(id, sizeof id, "t%02d%02d%02d%03d", tm->tm_hour, tm->tm_min, tm->tm_sec,
+                     e->ms);
+    if (e->seq > 0 && n > 0 && (size_t)n < sizeof id)
+        snprintf(id + n, sizeof id - (size_t)n, "-%d", e->seq);
     const char *cls = e->kind == XD_MUC_EV_MESSAGE ? "msg"
                       : e->kind == XD_MUC_EV_SUBJECT ? "info subject"
                                                      : "info";
-    buf_printf(b, "<div class=\"ev %s\" id=\"%s\"><a class=\"ts\" href=\"#%s\">[%02d:%02d:%02d]</a> ",
-               cls, id, id, tm->tm_hour, tm->tm_min, tm->tm_sec);
+    xd_buf_printf(b,
+                  "<div class=\"ev %s\" id=\"%s\">"
+                  "<a class=\"ts\" href=\"#%s\">[%02d:%02d:%02d]</a> ",
+                  cls, id, id, tm->tm_hour, tm->tm_min, tm->tm_sec);
     switch (e->kind) {
     case XD_MUC_EV_MESSAGE:
         if (e->text && strncmp(e->text, "/me ", 4) == 0) {
-            buf_puts(b, "<span class=\"me\">* ");
+            xd_buf_puts(b, "<span class=\"me\">* ");
             html_nick(b, e->nick, false);
-            buf_puts(b, " ");
+            xd_buf_puts(b, " ");
             buf_body(b, e->text + 4, c->spam_prevention);
-            buf_puts(b, "</span>");
+            xd_buf_puts(b, "</span>");
         } else {
             html_nick(b, e->nick, true);
-            buf_puts(b, " <span class=\"body\">");
+            xd_buf_puts(b, " <span class=\"body\">");
             buf_body(b, e->text, c->spam_prevention);
-            buf_puts(b, "</span>");
+            xd_buf_puts(b, "</span>");
         }
         break;
     case XD_MUC_EV_JOIN:
         html_nick(b, e->nick, false);
-        buf_puts(b, " joins the room");
+        xd_buf_puts(b, " joins the room");
         break;
     case XD_MUC_EV_LEAVE:
         html_nick(b, e->nick, false);
-        buf_puts(b, " leaves the room");
+        xd_buf_puts(b, " leaves the room");
         html_reason(b, "status", e->text);
         break;
     case XD_MUC_EV_NICK:
         html_nick(b, e->nick, false);
-        buf_puts(b, " is now known as ");
+        xd_buf_puts(b, " is now known as ");
         html_nick(b, e->new_nick, false);
         break;
     case XD_MUC_EV_SUBJECT:
         html_nick(b, e->nick, false);
         if (e->text && *e->text) {
-            buf_puts(b, " has set the subject to: <span class=\"body\">");
+            xd_buf_puts(b, " has set the subject to: <span class=\"body\">");
             buf_body(b, e->text, c->spam_prevention);
-            buf_puts(b, "</span>");
+            xd_buf_puts(b, "</span>");
         } else {
-            buf_puts(b, " has cleared the subject");
+            xd_buf_puts(b, " has cleared the subject");
         }
         break;
     case XD_MUC_EV_KICK:
     case XD_MUC_EV_BAN:
         html_nick(b, e->nick, false);
-        buf_puts(b, e->kind == XD_MUC_EV_KICK ? " has been kicked" : " has been banned");
+        xd_buf_puts(b, e->kind == XD_MUC_EV_KICK ? " has been kicked" : " has been banned");
         if (e->actor) {
-            buf_puts(b, " by ");
+            xd_buf_puts(b, " by ");
             html_nick(b, e->actor, false);
         }
         html_reason(b, "reason", e->text);
         break;
     case XD_MUC_EV_CONFIG:
-        buf_puts(b, "The room's configuration was changed");
+        xd_buf_puts(b, "The room's configuration was changed");
         break;
     case XD_MUC_EV_DESTROY:
-        buf_puts(b, "The room was destroyed");
+        xd_buf_puts(b, "The room was destroyed");
         html_reason(b, "reason", e->text);
         break;
     default:
         break;
     }
-    buf_puts(b, "</div>\n");
+    xd_buf_puts(b, "</div>\n");
 }
 
 static void
-line_plain(ml_buf_t *b, const ml_ev_t *e, const struct tm *tm)
+line_plain(xd_buf_t *b, const ml_ev_t *e, const struct tm *tm)
 {
-    buf_printf(b, "[%02d:%02d:%02d] ", tm->tm_hour, tm->tm_min, tm->tm_sec);
+    xd_buf_printf(b, "[%02d:%02d:%02d] ", tm->tm_hour, tm->tm_min, tm->tm_sec);
     const char *nick = e->nick ? e->nick : "";
     switch (e->kind) {
     case XD_MUC_EV_MESSAGE:
         if (e->text && strncmp(e->text, "/me ", 4) == 0) {
-            buf_printf(b, "* %s ", nick);
+            xd_buf_printf(b, "* %s ", nick);
             buf_plain(b, e->text + 4);
         } else {
-            buf_printf(b, "<%s> ", nick);
+            xd_buf_printf(b, "<%s> ", nick);
             buf_plain(b, e->text);
         }
         break;
     case XD_MUC_EV_JOIN:
-        buf_printf(b, "*** %s joins the room", nick);
+        xd_buf_printf(b, "*** %s joins the room", nick);
         break;
     case XD_MUC_EV_LEAVE:
-        buf_printf(b, "*** %s leaves the room", nick);
+        xd_buf_printf(b, "*** %s leaves the room", nick);
         break;
     case XD_MUC_EV_NICK:
-        buf_printf(b, "*** %s is now known as %s", nick, e->new_nick ? e->new_nick : "");
+        xd_buf_printf(b, "*** %s is now known as %s", nick, e->new_nick ? e->new_nick : "");
         break;
     case XD_MUC_EV_SUBJECT:
-        buf_printf(b, "*** %s has set the subject to: ", nick);
+        xd_buf_printf(b, "*** %s has set the subject to: ", nick);
         buf_plain(b, e->text);
         break;
     case XD_MUC_EV_KICK:
     case XD_MUC_EV_BAN:
-        buf_printf(b, "*** %s has been %s", nick,
+        xd_buf_printf(b, "*** %s has been %s", nick,
                    e->kind == XD_MUC_EV_KICK ? "kicked" : "banned");
         if (e->actor)
-            buf_printf(b, " by %s", e->actor);
+            xd_buf_printf(b, " by %s", e->actor);
         break;
     case XD_MUC_EV_CONFIG:
-        buf_puts(b, "*** The room's configuration was changed");
+        xd_buf_puts(b, "*** The room's configuration was changed");
         break;
     case XD_MUC_EV_DESTROY:
-        buf_puts(b, "*** The room was destroyed");
+        xd_buf_puts(b, "*** The room was destroyed");
         break;
     default:
         break;
     }
     if ((e->kind == XD_MUC_EV_LEAVE || e->kind == XD_MUC_EV_KICK || e->kind == XD_MUC_EV_BAN ||
          e->kind == XD_MUC_EV_DESTROY) && e->text && *e->text) {
-        buf_puts(b, e->kind == XD_MUC_EV_LEAVE ? " (status: " : " (reason: ");
+        xd_buf_puts(b, e->kind == XD_MUC_EV_LEAVE ? " (status: " : " (reason: ");
         buf_plain(b, e->text);
-        buf_puts(b, ")");
+        xd_buf_puts(b, ")");
     }
-    buf_puts(b, "\n");
+    xd_buf_puts(b, "\n");
 }
 
 /* ---- files ------------------------------------------------------------------------------------- */
@@ -566,7 +548,7 @@ write_all(int fd, const char *p, size_t n)
 
 /* Replaces path with content at once (a reader never sees half a page). */
 static int
-write_file(const char *path, const ml_buf_t *content)
+write_file(const char *path, const xd_buf_t *content)
 {
     char *tmp = xd_asprintf("%s.XXXXXX", path);
     int fd = mkstemp(tmp);
@@ -575,7 +557,7 @@ write_file(const char *path, const ml_buf_t *content)
         if (fchmod(fd, 0644) != 0)
             rc = -errno;
         if (rc == 0)
-            rc = write_all(fd, content->p ? content->p : "", content->len);
+            rc = write_all(fd, xd_buf_cstr(content), content->len);
         if (close(fd) != 0 && rc == 0)
             rc = -errno;
         if (rc == 0 && rename(tmp, path) != 0)
@@ -718,37 +700,37 @@ write_room_index(const ml_state_t *s, const ml_conf_t *c, const char *room, cons
     char *rdir = xd_asprintf("%s/%s", s->outdir, dname);
     ml_list_t days = { 0 };
     room_days(rdir, ext_of(c), c->dirtype, &days);
-    ml_buf_t b = { 0 };
+    xd_buf_t b = { 0 };
     char *t = xd_asprintf("%s — logs", title && *title ? title : room);
     page_head(&b, c, t);
     xd_free(t);
-    buf_puts(&b, "<header><nav><a href=\"../index.html\">All rooms</a></nav><h1>");
+    xd_buf_puts(&b, "<header><nav><a href=\"../index.html\">All rooms</a></nav><h1>");
     buf_html(&b, title && *title ? title : room);
-    buf_puts(&b, "</h1><p class=\"jid\"><a href=\"xmpp:");
+    xd_buf_puts(&b, "</h1><p class=\"jid\"><a href=\"xmpp:");
     buf_html(&b, room);
-    buf_puts(&b, "?join\">");
+    xd_buf_puts(&b, "?join\">");
     buf_html(&b, room);
-    buf_puts(&b, "</a></p></header>\n<main>\n");
+    xd_buf_puts(&b, "</a></p></header>\n<main>\n");
     char month[8] = "";
     for (size_t i = 0; i < days.n; i++) {
         if (strncmp(month, days.v[i], 7) != 0) {
-            buf_printf(&b, "%s<h2>%.7s</h2>\n<ul class=\"days\">\n", month[0] ? "</ul>\n" : "",
+            xd_buf_printf(&b, "%s<h2>%.7s</h2>\n<ul class=\"days\">\n", month[0] ? "</ul>\n" : "",
                        days.v[i]);
             snprintf(month, sizeof month, "%.7s", days.v[i]);
         }
         char *rel = day_rel(c, days.v[i]);
-        buf_printf(&b, "<li><a href=\"%s\">%s</a></li>\n", rel, days.v[i]);
+        xd_buf_printf(&b, "<li><a href=\"%s\">%s</a></li>\n", rel, days.v[i]);
         xd_free(rel);
     }
     if (month[0])
-        buf_puts(&b, "</ul>\n");
+        xd_buf_puts(&b, "</ul>\n");
     if (!days.n)
-        buf_puts(&b, "<p class=\"info\">Nothing logged yet.</p>\n");
-    buf_puts(&b, "</main>\n</body></html>\n");
+        xd_buf_puts(&b, "<p class=\"info\">Nothing logged yet.</p>\n");
+    xd_buf_puts(&b, "</main>\n</body></html>\n");
     char *path = xd_asprintf("%s/index.html", rdir);
     int rc = write_file(path, &b);
     xd_free(path);
-    xd_free(b.p);
+    xd_buf_free(&b);
     list_free(&days);
     xd_free(rdir);
     xd_free(dname);
@@ -771,57 +753,57 @@ write_top_index(const ml_state_t *s, const ml_conf_t *c)
     list_free(&all);
     if (rooms.n)
         qsort(rooms.v, rooms.n, sizeof *rooms.v, str_asc);
-    ml_buf_t b = { 0 };
+    xd_buf_t b = { 0 };
     page_head(&b, c, "Room logs");
-    buf_puts(&b, "<header><h1>Room logs</h1></header>\n<main>\n<ul class=\"rooms\">\n");
+    xd_buf_puts(&b, "<header><h1>Room logs</h1></header>\n<main>\n<ul class=\"rooms\">\n");
     for (size_t i = 0; i < rooms.n; i++) {
         char *jid = dir_name_decode(rooms.v[i]);
-        buf_puts(&b, "<li><a href=\"");
+        xd_buf_puts(&b, "<li><a href=\"");
         buf_href_seg(&b, rooms.v[i]);
-        buf_puts(&b, "/index.html\">");
+        xd_buf_puts(&b, "/index.html\">");
         buf_html(&b, jid);
-        buf_puts(&b, "</a></li>\n");
+        xd_buf_puts(&b, "</a></li>\n");
         xd_free(jid);
     }
-    buf_puts(&b, "</ul>\n</main>\n</body></html>\n");
+    xd_buf_puts(&b, "</ul>\n</main>\n</body></html>\n");
     char *path = xd_asprintf("%s/index.html", s->outdir);
     int rc = write_file(path, &b);
     xd_free(path);
-    xd_free(b.p);
+    xd_buf_free(&b);
     list_free(&rooms);
     return rc;
 }
 
 /* The first lines of a new day file. */
 static void
-day_header(ml_buf_t *b, const ml_conf_t *c, const ml_ev_t *e, const char *day, const char *zone)
+day_header(xd_buf_t *b, const ml_conf_t *c, const ml_ev_t *e, const char *day, const char *zone)
 {
     const char *name = e->title && *e->title ? e->title : e->room;
     if (c->format == FMT_PLAIN) {
-        buf_printf(b, "Room: %s\n", e->room);
+        xd_buf_printf(b, "Room: %s\n", e->room);
         if (e->title && *e->title) {
-            buf_puts(b, "Title: ");
+            xd_buf_puts(b, "Title: ");
             buf_plain(b, e->title);
-            buf_puts(b, "\n");
+            xd_buf_puts(b, "\n");
         }
-        buf_printf(b, "Date: %s (%s)\n\n", day, zone);
+        xd_buf_printf(b, "Date: %s (%s)\n\n", day, zone);
         return;
     }
     char *t = xd_asprintf("%s — %s", name, day);
     page_head(b, c, t);
     xd_free(t);
-    buf_printf(b, "<header><nav><a href=\"%sindex.html\">All days</a></nav><h1>",
+    xd_buf_printf(b, "<header><nav><a href=\"%sindex.html\">All days</a></nav><h1>",
                c->dirtype == DIR_PLAIN ? "" : "../../");
     buf_html(b, name);
-    buf_puts(b, "</h1><p class=\"jid\"><a href=\"xmpp:");
+    xd_buf_puts(b, "</h1><p class=\"jid\"><a href=\"xmpp:");
     buf_html(b, e->room);
-    buf_puts(b, "?join\">");
+    xd_buf_puts(b, "?join\">");
     buf_html(b, e->room);
-    buf_puts(b, "</a></p>\n<h2>");
+    xd_buf_puts(b, "</a></p>\n<h2>");
     buf_html(b, day);
-    buf_puts(b, " <span class=\"tz\">(");
+    xd_buf_puts(b, " <span class=\"tz\">(");
     buf_html(b, zone);
-    buf_puts(b, ")</span></h2></header>\n<main class=\"log\">\n");
+    xd_buf_puts(b, ")</span></h2></header>\n<main class=\"log\">\n");
 }
 
 /* A room whose index a batch made stale. */
@@ -838,7 +820,7 @@ typedef struct ml_batch {
     size_t nd;
     bool top;         /* a room directory was created: rewrite the top index */
     char *path;       /* the day file being appended to */
-    ml_buf_t out;     /* what goes to it */
+    xd_buf_t out;     /* what goes to it */
     int err;          /* the first write error */
     char *err_path;
 } ml_batch_t;
@@ -881,7 +863,7 @@ batch_flush_file(ml_batch_t *bt)
         batch_fail(bt, rc, bt->path);
     xd_free(bt->path);
     bt->path = NULL;
-    bt->out.len = 0;
+    xd_buf_reset(&bt->out);
 }
 
 static void
@@ -972,7 +954,7 @@ write_batch(xd_module_ctx_t *ctx, ml_state_t *s, ml_ev_t *list)
         if (rc != 0)
             batch_fail(&bt, rc, s->outdir);
     }
-    xd_free(bt.out.p);
+    xd_buf_free(&bt.out);
     if (bt.err) {
         XD_LOG(NULL, XD_ERROR, "muc log write failed", "host=%s path=%s error=\"%s\"",
                xd_module_host(ctx), bt.err_path, xd_strerror(bt.err));
@@ -1070,12 +1052,8 @@ ml_on_event(xd_module_ctx_t *ctx, xd_hook_muc_event_t *ev, void *arg)
         return XD_HOOK_OK;
     ml_state_t *s = xd_module_state(ctx);
     const ml_conf_t *c = xd_module_opts(ctx);
-    struct timespec now;
-    clock_gettime(CLOCK_REALTIME, &now);
     ml_ev_t *e = xd_new(ml_ev_t);
     e->kind = ev->kind;
-    e->sec = (int64_t)now.tv_sec;
-    e->ms = (int)(now.tv_nsec / 1000000);
     e->room = xd_asprintf("%s@%s", ev->room, ev->service);
     e->title = dup_or_null(ev->title);
     e->nick = dup_or_null(ev->nick);
@@ -1083,6 +1061,20 @@ ml_on_event(xd_module_ctx_t *ctx, xd_hook_muc_event_t *ev, void *arg)
     e->actor = dup_or_null(ev->actor);
     e->text = dup_or_null(ev->text);
     pthread_mutex_lock(&s->mu);
+    /* The clock is read under the lock, so the queue's times never go back
+     * (but for the clock itself) and events of one millisecond get their
+     * numbers in queue order. */
+    struct timespec now;
+    clock_gettime(CLOCK_REALTIME, &now);
+    e->sec = (int64_t)now.tv_sec;
+    e->ms = (int)(now.tv_nsec / 1000000);
+    if (e->sec == s->last_sec && e->ms == s->last_ms) {
+        e->seq = ++s->last_seq;
+    } else {
+        s->last_sec = e->sec;
+        s->last_ms = e->ms;
+        s->last_seq = 0;
+    }
     if (s->queued >= (size_t)c->queue_size) {
         s->dropped++;
         s->burst++;
@@ -1271,6 +1263,25 @@ static const xd_cmd_t ml_cmd_resume = {
     .result = XD_CMD_RES_NONE,
     .fn = ml_pause_cmd,
 };
+
+/* ---- access_log ------------------------------------------------------------------------------ */
+
+bool
+muc_log_may_switch(const char *host, const xd_jid_t *who)
+{
+    xd_module_ctx_t *ctx = xd_module_instance("mod_muc_log", host);
+    if (!ctx)
+        return true;
+    const ml_conf_t *c = xd_module_opts(ctx);
+    bool ok = true;
+    if (c->access_log && strcmp(c->access_log, "all") != 0) {
+        xd_config_t *cfg = xd_config_get();
+        ok = who && xd_access_match(cfg, host, c->access_log, who, NULL) == XD_ACCESS_ALLOW;
+        xd_config_unref(cfg);
+    }
+    xd_module_release(ctx);
+    return ok;
+}
 
 /* ---- module ------------------------------------------------------------------------------------ */
 

@@ -19,6 +19,7 @@
 #include "mam.h"
 #include "mod_muc.h"
 #include "mod_util.h"
+#include "muc_log.h"
 
 #include "xmppd/alloc.h"
 #include "xmppd/acl.h"
@@ -2038,6 +2039,10 @@ room_config_form(muc_call_t *c, muc_room_t *r, const xd_stanza_t *st)
     config_form_more(r, x);
     /* Offered where something logs rooms (mod_muc_log on this host). */
     xd_module_ctx_t *logger = xd_module_instance("mod_muc_log", xd_module_host(c->ctx));
+    if (logger && !muc_log_may_switch(xd_module_host(c->ctx), xd_stanza_from(st))) {
+        xd_module_release(logger); /* mod_muc_log's access_log: not for them */
+        logger = NULL;
+    }
     if (logger) {
         add_field(x, "muc#roomconfig_enablelogging", "boolean", "Public logs of the room",
                   g->logging ? "1" : "0");
@@ -2520,6 +2525,12 @@ room_owner_iq(muc_call_t *c, muc_room_t *r, const xd_stanza_t *st, const xd_el_t
     }
     if (!type || strcmp(type, "submit") != 0) {
         xd_route_error(st, XD_COND_BAD_REQUEST, "a submit or cancel form");
+        return;
+    }
+    const char *lg = form_value(x, "muc#roomconfig_enablelogging");
+    if (lg && form_bool(lg, r->cfg.logging) != r->cfg.logging &&
+        !muc_log_may_switch(xd_module_host(c->ctx), xd_stanza_from(st))) {
+        xd_route_error(st, XD_COND_FORBIDDEN, "access_log of mod_muc_log: not yours to switch");
         return;
     }
     const char *why = room_config_apply(c, r, x);

@@ -12,34 +12,9 @@
 #include "xmppd/caps.h"
 #include "xmppd/err.h"
 #include "xmppd/ns.h"
+#include "xmppd/str.h"
 
 #define CAPS_NS_DATA "jabber:x:data"
-
-/* A growable string. */
-typedef struct caps_buf {
-    char *p;
-    size_t len, cap;
-} caps_buf_t;
-
-static void
-caps_puts(caps_buf_t *b, const char *s)
-{
-    size_t n = strlen(s);
-    if (b->len + n + 1 > b->cap) {
-        b->cap = (b->len + n + 1) * 2;
-        b->p = xd_realloc(b->p, b->cap);
-    }
-    memcpy(b->p + b->len, s, n + 1);
-    b->len += n;
-}
-
-static char *
-caps_take(caps_buf_t *b)
-{
-    char *p = b->p ? b->p : xd_strdup("");
-    *b = (caps_buf_t){ 0 };
-    return p;
-}
 
 /* Compares the first `nkeys` `sep`-terminated segments one by one (so
  * "a/x" sorts before "a-b/x" as "a" before "a-b"), then the rest. */
@@ -159,15 +134,15 @@ caps_field(const xd_el_t *field)
             caps_push(&vals, xd_strdup(caps_or_empty(xd_el_text(v))));
     if (vals.n > 1)
         qsort(vals.v, vals.n, sizeof *vals.v, caps_cmp_str);
-    caps_buf_t b = { 0 };
-    caps_puts(&b, caps_or_empty(xd_el_attr(field, "var")));
-    caps_puts(&b, "<");
+    xd_buf_t b = { 0 };
+    xd_buf_puts(&b, caps_or_empty(xd_el_attr(field, "var")));
+    xd_buf_puts(&b, "<");
     for (size_t i = 0; i < vals.n; i++) {
-        caps_puts(&b, vals.v[i]);
-        caps_puts(&b, "<");
+        xd_buf_puts(&b, vals.v[i]);
+        xd_buf_puts(&b, "<");
     }
     caps_list_free(&vals);
-    return caps_take(&b);
+    return xd_buf_take(&b);
 }
 
 /* One form as "FORM_TYPE<field<…", fields sorted by var; NULL without a
@@ -194,13 +169,13 @@ caps_form(const xd_el_t *x)
     }
     if (fields.n > 1)
         qsort(fields.v, fields.n, sizeof *fields.v, caps_cmp_term);
-    caps_buf_t b = { 0 };
-    caps_puts(&b, form_type);
-    caps_puts(&b, "<");
+    xd_buf_t b = { 0 };
+    xd_buf_puts(&b, form_type);
+    xd_buf_puts(&b, "<");
     for (size_t i = 0; i < fields.n; i++)
-        caps_puts(&b, fields.v[i]);
+        xd_buf_puts(&b, fields.v[i]);
     caps_list_free(&fields);
-    return caps_take(&b);
+    return xd_buf_take(&b);
 }
 
 int
@@ -210,21 +185,21 @@ xd_caps_ver(const xd_el_t *query, char out[29])
     bool ok = true;
     for (const xd_el_t *c = xd_el_first_child(query); c && ok; c = xd_el_next(c)) {
         if (xd_el_is(c, "identity", XD_NS_DISCO_INFO)) {
-            caps_buf_t b = { 0 };
-            caps_puts(&b, caps_or_empty(xd_el_attr(c, "category")));
-            caps_puts(&b, "/");
-            caps_puts(&b, caps_or_empty(xd_el_attr(c, "type")));
-            caps_puts(&b, "/");
-            caps_puts(&b, caps_or_empty(xd_el_attr_ns(c, "lang", XD_NS_XML)));
-            caps_puts(&b, "/");
-            caps_puts(&b, caps_or_empty(xd_el_attr(c, "name")));
-            caps_puts(&b, "<");
-            caps_push(&ids, caps_take(&b));
+            xd_buf_t b = { 0 };
+            xd_buf_puts(&b, caps_or_empty(xd_el_attr(c, "category")));
+            xd_buf_puts(&b, "/");
+            xd_buf_puts(&b, caps_or_empty(xd_el_attr(c, "type")));
+            xd_buf_puts(&b, "/");
+            xd_buf_puts(&b, caps_or_empty(xd_el_attr_ns(c, "lang", XD_NS_XML)));
+            xd_buf_puts(&b, "/");
+            xd_buf_puts(&b, caps_or_empty(xd_el_attr(c, "name")));
+            xd_buf_puts(&b, "<");
+            caps_push(&ids, xd_buf_take(&b));
         } else if (xd_el_is(c, "feature", XD_NS_DISCO_INFO)) {
-            caps_buf_t b = { 0 };
-            caps_puts(&b, caps_or_empty(xd_el_attr(c, "var")));
-            caps_puts(&b, "<");
-            caps_push(&feats, caps_take(&b));
+            xd_buf_t b = { 0 };
+            xd_buf_puts(&b, caps_or_empty(xd_el_attr(c, "var")));
+            xd_buf_puts(&b, "<");
+            caps_push(&feats, xd_buf_take(&b));
         } else if (xd_el_is(c, "x", CAPS_NS_DATA)) {
             char *f = caps_form(c);
             if (f)

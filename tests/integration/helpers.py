@@ -188,3 +188,39 @@ def subscribe_in_order(a, ajid, b, bjid):
                         timeout=20)
     assert re.search(rb"<presence[^>]*type=['\"]subscribed['\"]", ahead), ahead
 
+
+
+def slixmpp_mam_bodies(srv, jid, archive=None, total=100, page=10, timeout=30):
+    """Pages through an archive with slixmpp's XEP-0313 plugin (iterate,
+    RSM pages of `page`, at most `total` messages) as `jid` (password "pw")
+    and returns the bodies in the order they came.  archive: the JID of the
+    archive (a room's), None: the account's own."""
+    import asyncio
+    import ssl
+
+    import slixmpp
+
+    from test_c2s import cert_path
+    from xmpptest import run_slixmpp
+
+    got = []
+    where = {"jid": archive} if archive else {}
+
+    def make():
+        c = slixmpp.ClientXMPP(jid, "pw")
+        c.ssl_context = ssl.create_default_context(cafile=cert_path(srv))
+        c.register_plugin("xep_0313")
+
+        async def go(_):
+            try:
+                async for m in c.plugin["xep_0313"].iterate(total=total, rsm={"max": page},
+                                                            **where):
+                    got.append(m["mam_result"]["forwarded"]["stanza"]["body"])
+            finally:
+                c.disconnect()
+
+        c.add_event_handler("session_start", lambda e: asyncio.ensure_future(go(e)))
+        return c
+
+    run_slixmpp(make, ("127.0.0.1", srv.c2s_port), timeout=timeout)
+    return got

@@ -9,6 +9,7 @@ import re
 import signal
 
 from helpers import iq, online, q, reply_rx, users
+from helpers import slixmpp_mam_bodies
 from test_durability import restart_after
 
 NS = "urn:xmpp:mam:2"
@@ -365,37 +366,13 @@ def test_archive_survives_kill_9(server_factory):
 def test_slixmpp_pages_through_the_archive(server_factory):
     """slixmpp's XEP-0313 plugin (iterate, RSM pages of 10) reads all 25
     messages of an archive, in order."""
-    import asyncio
-    import ssl
-
-    import slixmpp
-
-    from test_c2s import cert_path
-    from xmpptest import run_slixmpp
     srv = start(server_factory)
     a, _ = online(srv, "alice", "pc")
     b, _ = online(srv, "bob", "pc")
     for i in range(25):
         chat(a, "bob@localhost", f"s{i}", f"s{i}")
     a.roundtrip()
-    got = []
-
-    def make():
-        c = slixmpp.ClientXMPP("alice@localhost/sx", "pw")
-        c.ssl_context = ssl.create_default_context(cafile=cert_path(srv))
-        c.register_plugin("xep_0313")
-
-        async def go(_):
-            try:
-                async for m in c.plugin["xep_0313"].iterate(total=100, rsm={"max": 10}):
-                    got.append(m["mam_result"]["forwarded"]["stanza"]["body"])
-            finally:
-                c.disconnect()
-
-        c.add_event_handler("session_start", lambda e: asyncio.ensure_future(go(e)))
-        return c
-
-    run_slixmpp(make, ("127.0.0.1", srv.c2s_port), timeout=30)
+    got = slixmpp_mam_bodies(srv, "alice@localhost/sx")
     assert got == [f"s{i}" for i in range(25)], got
 
 

@@ -23,9 +23,9 @@ from test_muc import MUC, NS_MUC, admin, config, create, groupchat, join
 NS_USER = NS_MUC + "#user"
 
 
-def start(server_factory, log_opts="timezone: universal"):
+def start(server_factory, log_opts="timezone: universal", extra=""):
     srv = server_factory(extra_yaml=("modules:\n  mod_muc: {}\n"
-                                     f"  mod_muc_log: {{{log_opts}}}\n"))
+                                     f"  mod_muc_log: {{{log_opts}}}\n{extra}"))
     users(srv, "alice", "bob", "carol")
     return srv
 
@@ -89,6 +89,46 @@ def test_enablelogging_in_config_form(server_factory):
     config(a, "form", {"enablelogging": "1"})
     r = iq(a, "f2", f"<query xmlns='{NS_MUC}#owner'/>", typ="get", to=f"form@{MUC}")
     assert re.search(r"var='muc#roomconfig_enablelogging'[^>]*>\s*<value>1</value>", r), r
+
+
+def test_access_log_decides_who_switches_logging(server_factory):
+    """access_log (ejabberd's): alice is allowed, bob owns a room too but is
+    not: his form has no enablelogging field, and his form that turns it on
+    is refused with forbidden and changes nothing (the room logs nothing);
+    one that leaves it as it is, and the rest of his configuration, go
+    through.  alice can turn logging on in bob's room (as its admin here),
+    and then bob cannot turn it off."""
+    srv = start(server_factory, "timezone: universal, access_log: loggers",
+                extra="acl:\n  logger_acl:\n    user: [alice]\n"
+                      "access_rules:\n  loggers:\n    - allow: logger_acl\n")
+    a, _ = online(srv, "alice")
+    b, _ = online(srv, "bob")
+    field = r"var='muc#roomconfig_enablelogging'"
+    logged_room(a, "allowed", "al")
+    r = iq(a, "f1", f"<query xmlns='{NS_MUC}#owner'/>", typ="get", to=f"allowed@{MUC}")
+    assert re.search(field + r"[^>]*>\s*<value>1</value>", r), r
+    create(b, "denied", "bo")
+    r = iq(b, "f2", f"<query xmlns='{NS_MUC}#owner'/>", typ="get", to=f"denied@{MUC}")
+    assert "muc#roomconfig_roomname" in r and not re.search(field, r), r
+    r = config(b, "denied", {"enablelogging": "1", "roomname": "Not Logged"}, "c1")
+    assert "type='error'" in r and "<forbidden " in r, r
+    r = config(b, "denied", {"enablelogging": "0", "roomname": "Named"}, "c2")
+    assert "type='result'" in r, r
+    say(b, "denied", "still off the record", "d1")
+    # bob makes alice an owner of his room; she turns logging on, he cannot
+    # turn it off.
+    r = admin(b, "<item jid='alice@localhost' affiliation='owner'/>", "denied", "o1")
+    assert "type='result'" in r, r
+    join(a, "denied", "al")
+    r = config(a, "denied", {"enablelogging": "1"}, "c3")
+    assert "type='result'" in r, r
+    r = config(b, "denied", {"enablelogging": "0"}, "c4")
+    assert "type='error'" in r and "<forbidden " in r, r
+    say(b, "denied", "now on the record", "d2")
+    flush(srv)
+    _, page = read_day(srv, "denied")
+    assert "now on the record" in page and "off the record" not in page, page
+    assert "<h1>Named</h1>" in page, page
 
 
 # ---- what a day file holds -------------------------------------------------------------------------
@@ -497,3 +537,29 @@ def test_ctl_on_host_without_module(server_factory):
     srv2 = start(server_factory)
     r = srv2.ctl_run("muc_log_stats", "nosuch.example")
     assert r.returncode != 0
+
+
+# ---- anchors -------------------------------------------------------------------------------------
+
+def test_anchors_unique_within_a_millisecond(server_factory):
+    """Messages sent back to back (one write: the room handles them in the
+    same turn of its loop, many within one millisecond) each get an anchor
+    of their own: the ids of a day page are unique, and every line links to
+    its own id."""
+    srv = start(server_factory)
+    a, _ = online(srv, "alice")
+    logged_room(a, "fast", "al")
+    n = 40
+    a.send("".join(f"<message to='fast@{MUC}' type='groupchat' id='f{i}'>"
+                   f"<body>burst {i}</body></message>" for i in range(n)))
+    expect(a, rf"<message[^>]*id='f{n - 1}'.*?</message>")
+    flush(srv)
+    _, page = read_day(srv, "fast")
+    lines = [ln for ln in page.split("\n") if ln.startswith("<div class=\"ev")]
+    ids = [re.search(r' id="([^"]+)"><a class="ts" href="#([^"]+)"', ln).groups()
+           for ln in lines]
+    assert all(i == h for i, h in ids), ids
+    assert sum("burst " in ln for ln in lines) == n, page
+    seen = [i for i, _ in ids]
+    dups = sorted({i for i in seen if seen.count(i) > 1})
+    assert not dups, f"shared anchors {dups} in {len(seen)} lines"

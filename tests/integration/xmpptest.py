@@ -33,9 +33,10 @@ class Server:
 
     def __init__(self, build, dirpath, hosts=("localhost",), workers=2, extra_yaml="",
                  listen=None, config_text=None, args=(), expect_clean_exit=True,
-                 listen_opts=""):
+                 listen_opts="", env=None):
         """listen_opts: more lines of the default c2s listen entry, such as
-        "    shaper: none\n"."""
+        "    shaper: none\n".  env: more environment variables of the server
+        (the debug build's test knobs, XD_DEBUG_DELAY in xmppd/assert.h)."""
         self.bin = os.path.join(build, "xmppd")
         self.ctl = os.path.join(build, "xmppctl")
         self.dir = str(dirpath)
@@ -49,6 +50,7 @@ class Server:
         self.ctl_socket = os.path.join(self.dir, "ctl.sock")
         self.args = list(args)
         self.expect_clean_exit = expect_clean_exit
+        self.env = dict(os.environ, **(env or {}))
         self.proc = None
         if config_text is None:
             if listen is None:
@@ -72,7 +74,8 @@ class Server:
     def start(self, wait=True):
         self._stderr = open(self.stderr_path, "wb")
         self.proc = subprocess.Popen([self.bin, "--config", self.config_path] + self.args,
-                                     cwd=self.dir, stdout=self._stderr, stderr=self._stderr)
+                                     cwd=self.dir, stdout=self._stderr, stderr=self._stderr,
+                                     env=self.env)
         if wait:
             try:
                 self.wait_ready()

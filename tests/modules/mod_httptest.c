@@ -8,7 +8,8 @@
  *                 trip through the blocking pool resumes it; answers "received N";
  *                 refuses a Content-Length above 200 MB with 413 before reading
  *   /test/hold    held request: answered later, from the pool's completion
- *                 (found again by its handle), "held"
+ *                 (found again by its handle), "held"; ?MS: held MS ms (default
+ *                 200); logs "httptest request held" when it holds it
  *   /test/big     ?N: a response of N bytes ('x') written piecewise, a
  *                 64 KiB piece whenever the write queue is empty
  */
@@ -20,6 +21,7 @@
 #include "xmppd/alloc.h"
 #include "xmppd/err.h"
 #include "xmppd/http.h"
+#include "xmppd/log.h"
 #include "xmppd/module.h"
 
 #define PAUSE_EVERY (256u * 1024u)
@@ -123,12 +125,17 @@ static const xd_http_handler_t stream_handler = {
 
 /* ---- /test/hold ---- */
 
+typedef struct {
+    xd_http_handle_t h;
+    long ms;
+} hold_t;
+
 static void
 pool_wait(xd_module_ctx_t *ctx, void *arg)
 {
     (void)ctx;
-    (void)arg;
-    usleep(200 * 1000);
+    hold_t *h = arg;
+    usleep((useconds_t)h->ms * 1000);
 }
 
 static void
@@ -136,8 +143,8 @@ hold_answer(xd_module_ctx_t *ctx, void *arg, int status)
 {
     (void)ctx;
     (void)status;
-    xd_http_handle_t *h = arg;
-    xd_http_req_t *r = xd_http_req_find(*h);
+    hold_t *h = arg;
+    xd_http_req_t *r = xd_http_req_find(h->h);
     xd_free(h);
     if (r)
         xd_http_respond(r, 200, "text/plain", "held", 4);
@@ -147,12 +154,18 @@ static void
 hold_request(xd_http_req_t *r, void *ud)
 {
     (void)ud;
-    xd_http_handle_t *h = xd_new(xd_http_handle_t);
-    *h = xd_http_req_handle(r);
+    long ms = atol(xd_http_req_query(r));
+    if (ms <= 0 || ms > 60000)
+        ms = 200;
+    hold_t *h = xd_new(hold_t);
+    h->h = xd_http_req_handle(r);
+    h->ms = ms;
     if (xd_module_submit(ht_ctx, pool_wait, hold_answer, h) != 0) {
         xd_free(h);
         xd_http_error(r, 503, "pool full");
+        return;
     }
+    XD_LOG(NULL, XD_INFO, "httptest request held", "ms=%ld", ms);
 }
 
 static const xd_http_handler_t hold_handler = {

@@ -15,13 +15,15 @@ here=$(cd "$(dirname "$0")" && pwd)
 export EJ_PORT=${EJW_PORT:-5225} EJ_DOMAIN=${EJW_DOMAIN:-ejw.test} EJ_DISTPORT=${EJW_DISTPORT:-25802}
 HTTP_PORT=${EJW_HTTP_PORT:-5290}
 . "$here/../common.sh"
+# shellcheck source=bench/shared/servers/web.sh
+. "$here/../web.sh"
 export BENCH_RUN=$BENCH_RUN/ejabberd-web
 RUN=$BENCH_RUN/ejabberd
 inner=$here/../ejabberd/server.sh
-case ${1:-} in
-setup)
-    "$inner" setup || exit 1
-    yml=$RUN/etc/ejabberd.yml
+WEB_CONFIG=$RUN/etc/ejabberd.yml WEB_WAIT=30
+WS_PATH=/ws BOSH_PATH=/bosh UPLOAD_HOST=upload.$EJ_DOMAIN
+web_setup() {
+    local yml=$WEB_CONFIG
     sed -i 's/^ERLANG_NODE=.*/ERLANG_NODE=ejweb@localhost/' "$RUN/etc/ejabberdctl.cfg"
     mkdir -p "$RUN/upload"
     sed -i "s|^listen:\$|listen:\n  -\n    port: $HTTP_PORT\n    ip: \"127.0.0.1\"\n    module: ejabberd_http\n    request_handlers:\n      /ws: ejabberd_http_ws\n      /bosh: mod_bosh\n      /upload: mod_http_upload|" "$yml"
@@ -29,12 +31,5 @@ setup)
     grep -q '^  mod_http_upload:' "$yml" && grep -q "port: $HTTP_PORT" "$yml" ||
         { log "cannot patch $yml"; exit 1; }
     chown -R ejabberd:ejabberd "$RUN"
-    ;;
-start)
-    [ -f "$RUN/etc/ejabberd.yml" ] || "$0" setup || exit 1
-    "$inner" start || exit 1
-    wait_listen "$HTTP_PORT" 30
-    ;;
-env) echo "$("$inner" env) HTTP_PORT=$HTTP_PORT WS_PATH=/ws BOSH_PATH=/bosh UPLOAD_HOST=upload.$EJ_DOMAIN" ;;
-*) exec "$inner" "$@" ;;
-esac
+}
+web_adapter "$@"

@@ -13,13 +13,15 @@ here=$(cd "$(dirname "$0")" && pwd)
 export PR_PORT=${PRW_PORT:-15225} PR_DOMAIN=${PRW_DOMAIN:-prw.test}
 HTTP_PORT=${PRW_HTTP_PORT:-15290}
 . "$here/../common.sh"
+# shellcheck source=bench/shared/servers/web.sh
+. "$here/../web.sh"
 export BENCH_RUN=$BENCH_RUN/prosody-web
 RUN=$BENCH_RUN/prosody
 CFG=$RUN/prosody.cfg.lua
 inner=$here/../prosody/server.sh
-case ${1:-} in
-setup)
-    "$inner" setup || exit 1
+WEB_CONFIG=$CFG WEB_WAIT=30
+WS_PATH=/xmpp-websocket BOSH_PATH=/http-bind UPLOAD_HOST=upload.$PR_DOMAIN
+web_setup() {
     sed -i -e "s|^http_ports = .*|http_ports = { $HTTP_PORT }\nhttp_interfaces = { \"127.0.0.1\" }\nhttp_default_host = \"$PR_DOMAIN\"|" \
         -e 's|^modules_enabled = {$|modules_enabled = {\n\t"websocket"; "bosh";|' "$CFG"
     # before the first VirtualHost: global options
@@ -28,12 +30,5 @@ setup)
     grep -q '"websocket"' "$CFG" && grep -q "http_ports = { $HTTP_PORT }" "$CFG" ||
         { log "cannot patch $CFG"; exit 1; }
     chown -R prosody:prosody "$RUN"
-    ;;
-start)
-    [ -f "$CFG" ] || "$0" setup || exit 1
-    "$inner" start || exit 1
-    wait_listen "$HTTP_PORT" 30
-    ;;
-env) echo "$("$inner" env) HTTP_PORT=$HTTP_PORT WS_PATH=/xmpp-websocket BOSH_PATH=/http-bind UPLOAD_HOST=upload.$PR_DOMAIN" ;;
-*) exec "$inner" "$@" ;;
-esac
+}
+web_adapter "$@"

@@ -12,10 +12,12 @@ export XD_NAME=xmppd-web XD_PORT=${XDW_PORT:-35225} XD_DOMAIN=${XDW_DOMAIN:-xdw.
 HTTP_PORT=${XDW_HTTP_PORT:-35290}
 inner=$here/../xmppd/server.sh
 . "$here/../common.sh"
-case ${1:-} in
-setup)
-    "$inner" setup || exit 1
-    cfg=$BENCH_RUN/$XD_NAME/xmppd.yml
+# shellcheck source=bench/shared/servers/web.sh
+. "$here/../web.sh"
+WEB_CONFIG=$BENCH_RUN/$XD_NAME/xmppd.yml WEB_WAIT=10
+WS_PATH=/ws BOSH_PATH=/bosh UPLOAD_HOST=upload.$XD_DOMAIN
+web_setup() {
+    local cfg=$WEB_CONFIG
     # the HTTP listener first in `listen:`, mod_upload at the end of `modules:`
     # (the config's last section)
     sed -i "s|^listen:\$|listen:\n  - port: $HTTP_PORT\n    ip: \"127.0.0.1\"\n    module: http\n    shaper: none\n    max_connections: 100000\n    request_rate: 1000000\n    bosh_max_inactivity: 1h|" "$cfg"
@@ -23,12 +25,5 @@ setup)
     printf '  mod_upload:\n    max_size: 200000000\n' >> "$cfg"
     "${XMPPD_BIN:-/work/main/build-release/xmppd}" --check-config -c "$cfg" >&2 ||
         { log "xmppd rejects $cfg"; exit 1; }
-    ;;
-start)
-    [ -f "$BENCH_RUN/$XD_NAME/xmppd.yml" ] || "$0" setup || exit 1
-    "$inner" start || exit 1
-    wait_listen "$HTTP_PORT" 10
-    ;;
-env) echo "$("$inner" env) HTTP_PORT=$HTTP_PORT WS_PATH=/ws BOSH_PATH=/bosh UPLOAD_HOST=upload.$XD_DOMAIN" ;;
-*) exec "$inner" "$@" ;;
-esac
+}
+web_adapter "$@"
