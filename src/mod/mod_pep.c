@@ -95,6 +95,7 @@ typedef struct pp_conf {
     size_t max_item_size; /* serialized bytes of one item */
     int caps_cache_size; /* entries in the caps cache */
     int max_remote_resources; /* remote contacts' sessions remembered per account */
+    int roster_cache_size; /* accounts whose roster is kept in memory */
 } pp_conf_t;
 
 #define C_ pp_conf_t
@@ -116,6 +117,10 @@ static const xd_opt_t pp_opts[] = {
                "Sessions of contacts on other servers whose available presence an account "
                "remembers (to send them its notifications and last items); the presence of "
                "one more is not remembered, and that session gets no notifications."),
+    XD_OPT_INT("roster_cache_size", C_, roster_cache_size, "10000", 1, 10000000,
+               "Accounts whose roster (contacts, subscriptions, groups) a publish finds in "
+               "memory instead of the database; a roster change drops the account's entry, "
+               "one more account evicts an entry, and an entry is read again after a minute."),
     XD_OPT_END,
 };
 #undef C_
@@ -224,7 +229,23 @@ typedef struct pp_state {
     xd_map_t asked_ver;  /* ver → (void *)1 while a query is out */
     xd_map_t remote;     /* local bare JID → pp_remote_t: available sessions on other servers */
     uint64_t seq;        /* ids */
+    xd_map_t rosters;    /* owner bare JID → pp_roster_t: the roster cache */
+    uint64_t roster_epoch; /* bumped by every invalidation (a load that saw another is not kept) */
 } pp_state_t;
+
+/* An account's roster as a publish needs it (the cache's entries; shared,
+ * read only, freed with its last reference). */
+typedef struct pp_roster {
+    _Atomic unsigned refs;
+    uint64_t loaded_ms;  /* read again after PP_ROSTER_TTL_MS */
+    size_t n, cap;
+    char **jids;         /* bare JIDs of the items in the roster */
+    char **groups;       /* their groups, one per line */
+    unsigned char *sub;  /* XD_ROSTER_SUB_* */
+} pp_roster_t;
+
+/* A change that bypasses ROSTER_CHANGED (an import) shows after this. */
+#define PP_ROSTER_TTL_MS 60000
 
 static void
 pp_caps_free(void *v)
@@ -307,21 +328,6 @@ pp_caps_has(pp_state_t *s, const char *ver, const char *feature)
             r = strcmp(c->features[i], feature) == 0;
     }
     pthread_mutex_unlock(&s->mu);
-    return r;
-}
-
-/* Whether the session whose last presence is `pres` wants notifications of node. */
-static bool
-pp_wants(pp_state_t *s, const xd_stanza_t *pres, const char *node)
-{
-    char ver[64];
-    if (!pp_presence_ver(pres, ver, sizeof ver))
-        return false;
-    size_t n = strlen(node) + 8;
-    char *f = xd_malloc(n);
-    snprintf(f, n, "%s+notify", node);
-    bool r = pp_caps_has(s, ver, f) == 1;
-    xd_free(f);
     return r;
 }
 
@@ -501,38 +507,207 @@ pp_trim(xd_db_conn_t *c, const char *host, const char *user, const char *node, i
                        d, 4, NULL, NULL);
 }
 
-/* ---- notifications --------------------------------------------------------------------------- */
+/* ---- the roster cache -------------------------------------------------------------------------- *
+ *
+ * A publish notifies the owner's contacts: those with subscription from or
+ * both (presence and open nodes), or in an allowed group (roster nodes).
+ * The roster is read once (ROSTER_GET, on the pool) and kept per account;
+ * ROSTER_CHANGED (after every committed change of an item) and REMOVE_USER
+ * drop the account's entry, so the next publish reads it again.  A load
+ * that raced with an invalidation is used once and not kept (the epoch).
+ * At most roster_cache_size accounts: one more evicts any one entry. */
 
-/* Sends the event to the sessions of `bare` (available; filtered by
- * +notify unless all); returns the bytes sent. */
-static size_t
-pp_fan_account(pp_state_t *s, const char *owner, const char *bare, const char *node, bool all,
-               const char *xml, size_t len)
+static int pp_first_key(void *arg, const char *key, void *val);
+
+static void
+pp_roster_unref(pp_roster_t *r)
+{
+    if (!r || atomic_fetch_sub(&r->refs, 1) != 1)
+        return;
+    for (size_t i = 0; i < r->n; i++) {
+        xd_free(r->jids[i]);
+        xd_free(r->groups[i]);
+    }
+    xd_free(r->jids);
+    xd_free(r->groups);
+    xd_free(r->sub);
+    xd_free(r);
+}
+
+static void
+pp_roster_unref_v(void *v)
+{
+    pp_roster_unref(v);
+}
+
+static int
+pp_roster_item(void *arg, const xd_roster_view_t *item)
+{
+    pp_roster_t *r = arg;
+    if (!item->in_roster)
+        return 0;
+    if (r->n == r->cap) {
+        r->cap = r->cap ? r->cap * 2 : 16;
+        r->jids = xd_realloc(r->jids, r->cap * sizeof *r->jids);
+        r->groups = xd_realloc(r->groups, r->cap * sizeof *r->groups);
+        r->sub = xd_realloc(r->sub, r->cap * sizeof *r->sub);
+    }
+    size_t gl = 1;
+    for (size_t i = 0; i < item->ngroups; i++)
+        gl += strlen(item->groups[i]) + 1;
+    char *g = xd_malloc(gl);
+    size_t used = 0;
+    g[0] = '\0';
+    for (size_t i = 0; i < item->ngroups; i++)
+        used += (size_t)snprintf(g + used, gl - used, "%s\n", item->groups[i]);
+    r->groups[r->n] = g;
+    r->sub[r->n] = (unsigned char)item->sub;
+    r->jids[r->n++] = xd_strdup(item->jid);
+    return 0;
+}
+
+/* The roster of host/user (owner: its bare JID), from the cache or read
+ * (on the pool); a reference, or NULL when no roster answered. */
+static pp_roster_t *
+pp_roster_get(pp_state_t *s, const pp_conf_t *conf, const char *host, const char *user,
+              const char *owner)
+{
+    uint64_t now = pp_now_ms();
+    pthread_mutex_lock(&s->mu);
+    pp_roster_t *r = xd_map_get(&s->rosters, xd_str_c(owner));
+    if (r && now - r->loaded_ms < PP_ROSTER_TTL_MS) {
+        atomic_fetch_add(&r->refs, 1);
+        pthread_mutex_unlock(&s->mu);
+        return r;
+    }
+    uint64_t epoch = s->roster_epoch;
+    pthread_mutex_unlock(&s->mu);
+    r = xd_new(pp_roster_t);
+    atomic_init(&r->refs, 1);
+    r->loaded_ms = now;
+    xd_hook_roster_get_t ev = { .host = host, .user = user, .fn = pp_roster_item, .arg = r };
+    xd_hook_run(XD_HOOK_ROSTER_GET, host, &ev);
+    int rc = ev.served ? ev.rc : XD_ENOTFOUND;
+    if (rc != 0) {
+        if (rc != XD_ENOTFOUND)
+            XD_LOG(NULL, XD_WARN, "pep: roster not read", "host=%s user=%s err=%s", host, user,
+                   xd_strerror(rc));
+        pp_roster_unref(r);
+        return NULL;
+    }
+    pthread_mutex_lock(&s->mu);
+    if (s->roster_epoch == epoch) {
+        pp_roster_t *old = xd_map_get(&s->rosters, xd_str_c(owner));
+        if (!old && xd_map_count(&s->rosters) >= (size_t)conf->roster_cache_size) {
+            char *victim = NULL;
+            xd_map_foreach(&s->rosters, pp_first_key, &victim);
+            if (victim)
+                pp_roster_unref(xd_map_del(&s->rosters, xd_str_c(victim)));
+            xd_free(victim);
+        }
+        atomic_fetch_add(&r->refs, 1);
+        pp_roster_unref(xd_map_put(&s->rosters, xd_str_c(owner), r));
+    }
+    pthread_mutex_unlock(&s->mu);
+    return r;
+}
+
+/* Drops the cached roster of host/user. */
+static void
+pp_roster_forget(pp_state_t *s, const char *host, const char *user)
+{
+    char owner[2 * XD_JID_PART_MAX + 2];
+    snprintf(owner, sizeof owner, "%s@%s", user, host);
+    pthread_mutex_lock(&s->mu);
+    s->roster_epoch++;
+    pp_roster_unref(xd_map_del(&s->rosters, xd_str_c(owner)));
+    pthread_mutex_unlock(&s->mu);
+}
+
+/* ROSTER_CHANGED (any thread): the account's next publish reads its roster. */
+static int
+pp_roster_changed(xd_module_ctx_t *ctx, xd_hook_roster_changed_t *ev, void *arg)
+{
+    (void)arg;
+    pp_roster_forget(xd_module_state(ctx), ev->host, ev->user);
+    return XD_HOOK_OK;
+}
+
+/* ---- notifications --------------------------------------------------------------------------- *
+ *
+ * One notification is one frozen <message/> without 'to' (serialized once)
+ * in one fan-out (route.h): one inbox message per destination worker, each
+ * recipient's copy readdressed there, as group chat does. */
+
+typedef struct pp_fan {
+    pp_state_t *s;
+    xd_fanout_t *f;
+    char *feature;      /* node+notify */
+    char ver[64];       /* the last caps ver looked up, and its answer */
+    bool ver_ok;
+    size_t copies, tolen;
+} pp_fan_t;
+
+/* Whether caps ver include the node's +notify (the last answer kept: most
+ * contacts run the same client). */
+static bool
+pp_fan_wants_ver(pp_fan_t *fc, const char *ver)
+{
+    if (!*ver)
+        return false;
+    if (strcmp(fc->ver, ver) != 0) {
+        snprintf(fc->ver, sizeof fc->ver, "%s", ver);
+        fc->ver_ok = pp_caps_has(fc->s, ver, fc->feature) == 1;
+    }
+    return fc->ver_ok;
+}
+
+static void
+pp_fan_add(pp_fan_t *fc, const char *to, int worker)
+{
+    xd_fanout_add(fc->f, to, worker);
+    fc->copies++;
+    fc->tolen += strlen(to);
+}
+
+/* Adds the available sessions of `bare` (filtered by +notify unless all). */
+static void
+pp_fan_account(pp_fan_t *fc, const char *bare, bool all)
 {
     xd_jid_t *j = NULL;
     if (xd_jid_parse(xd_str_c(bare), &j) != 0)
-        return 0;
+        return;
     xd_session_info_t info[PP_MAX_SESSIONS];
     size_t n = xd_session_list(j, info, PP_MAX_SESSIONS);
     if (n > PP_MAX_SESSIONS)
         n = PP_MAX_SESSIONS;
-    size_t bytes = 0;
     for (size_t i = 0; i < n; i++) {
-        if (info[i].available && (all || pp_wants(s, info[i].presence, node)))
-            bytes += pse_send_event(owner, xd_jid_full_str(info[i].jid).p, NULL, xml, len);
+        char ver[64];
+        if (info[i].available &&
+            (all || (pp_presence_ver(info[i].presence, ver, sizeof ver) &&
+                     pp_fan_wants_ver(fc, ver))))
+            pp_fan_add(fc, xd_jid_full_str(info[i].jid).p, (int)info[i].ref.worker);
         xd_session_info_clear(&info[i]);
     }
     xd_jid_unref(j);
-    return bytes;
 }
 
-/* Sends the event to the remote sessions that told the owner their
- * presence, are on its contact list cs (in an allowed group for roster
- * nodes) and want it; returns the bytes sent. */
-static size_t
-pp_fan_remote(pp_state_t *s, const char *owner, const pse_contacts_t *cs, const pp_cfg_t *cfg,
-              const char *node, const char *xml, size_t len)
+/* Whether roster item i may see a node with cfg (presence, open: from or
+ * both; roster: in an allowed group). */
+static bool
+pp_roster_sees(const pp_roster_t *ro, size_t i, const pp_cfg_t *cfg)
 {
+    if (!strcmp(cfg->access, "roster"))
+        return pse_groups_match_nl(cfg, ro->groups[i]);
+    return (ro->sub[i] & XD_ROSTER_SUB_FROM) != 0;
+}
+
+/* Adds the remote sessions that told the owner their presence, are on its
+ * roster ro with the right to see the node and want it. */
+static void
+pp_fan_remote(pp_fan_t *fc, const char *owner, const pp_roster_t *ro, const pp_cfg_t *cfg)
+{
+    pp_state_t *s = fc->s;
     pp_remote_t copy = { 0 };
     pthread_mutex_lock(&s->mu);
     pp_remote_t *rl = xd_map_get(&s->remote, xd_str_c(owner));
@@ -545,58 +720,57 @@ pp_fan_remote(pp_state_t *s, const char *owner, const pse_contacts_t *cs, const 
         }
     }
     pthread_mutex_unlock(&s->mu);
-    bool roster = !strcmp(cfg->access, "roster");
-    size_t fl = strlen(node) + 8, bytes = 0;
-    char *f = xd_malloc(fl);
-    snprintf(f, fl, "%s+notify", node);
     for (size_t i = 0; i < copy.n; i++) {
         const char *slash = strchr(copy.full[i], '/');
         size_t bl = slash ? (size_t)(slash - copy.full[i]) : strlen(copy.full[i]);
         bool listed = false;
-        for (size_t k = 0; k < cs->n && !listed; k++)
-            listed = strlen(cs->jids[k]) == bl && !memcmp(cs->jids[k], copy.full[i], bl) &&
-                     (!roster || pse_groups_match_nl(cfg, cs->groups[k]));
-        if (listed && *copy.ver[i] && pp_caps_has(s, copy.ver[i], f) == 1)
-            bytes += pse_send_event(owner, copy.full[i], NULL, xml, len);
+        for (size_t k = 0; ro && k < ro->n && !listed; k++)
+            listed = strlen(ro->jids[k]) == bl && !memcmp(ro->jids[k], copy.full[i], bl) &&
+                     pp_roster_sees(ro, k, cfg);
+        if (listed && pp_fan_wants_ver(fc, copy.ver[i]))
+            pp_fan_add(fc, copy.full[i], -1);
     }
-    xd_free(f);
     for (size_t i = 0; i < copy.n; i++) {
         xd_free(copy.full[i]);
         xd_free(copy.ver[i]);
     }
     xd_free(copy.full);
     xd_free(copy.ver);
-    return bytes;
 }
 
 /* The event of a node change to the owner's sessions and the contacts that
- * may see it (on the pool). */
+ * may see it (on the pool, or any thread: the roster may be read). */
 static void
 pp_notify(pp_req_t *r, const char *node, const pp_cfg_t *cfg, xd_el_t *event)
 {
     pp_state_t *s = xd_module_state(r->ctx);
-    size_t len = 0;
-    char *xml = xd_el_serialize(event, NULL, &len);
-    xd_el_free(event);
-    size_t bytes = pp_fan_account(s, r->owner, r->owner, node, true, xml, len);
+    const pp_conf_t *conf = xd_module_opts(r->ctx);
+    xd_el_t *m = xd_el_new("message", NULL);
+    xd_el_set_attr(m, "from", r->owner);
+    xd_el_set_attr(m, "type", "headline");
+    char id[21];
+    if (mod_random_id(id) == 0)
+        xd_el_set_attr(m, "id", id);
+    xd_el_append(m, event);
+    xd_stanza_t *st = xd_el_freeze(m);
+    size_t fl = strlen(node) + 8;
+    pp_fan_t fc = { .s = s, .f = xd_fanout_new(st), .feature = xd_malloc(fl) };
+    snprintf(fc.feature, fl, "%s+notify", node);
+    pp_fan_account(&fc, r->owner, true);
     if (strcmp(cfg->access, "whitelist") != 0) {
-        /* presence (and open): contacts with subscription from or both;
-         * roster: contacts in an allowed group. */
-        bool roster = !strcmp(cfg->access, "roster");
-        pse_contacts_t cs = { 0 };
-        int rc = pse_roster(r->host, r->user, NULL, roster ? ~0u : XD_ROSTER_SUB_FROM, &cs);
-        if (rc != 0 && rc != XD_ENOTFOUND)
-            XD_LOG(NULL, XD_WARN, "pep: roster not read", "host=%s user=%s err=%s", r->host,
-                   r->user, xd_strerror(rc));
-        for (size_t i = 0; i < cs.n; i++)
-            if (strcmp(cs.jids[i], r->owner) != 0 &&
-                (!roster || pse_groups_match_nl(cfg, cs.groups[i])))
-                bytes += pp_fan_account(s, r->owner, cs.jids[i], node, false, xml, len);
-        bytes += pp_fan_remote(s, r->owner, &cs, cfg, node, xml, len);
-        pse_contacts_free(&cs);
+        pp_roster_t *ro = pp_roster_get(s, conf, r->host, r->user, r->owner);
+        for (size_t i = 0; ro && i < ro->n; i++)
+            if (pp_roster_sees(ro, i, cfg) && strcmp(ro->jids[i], r->owner) != 0)
+                pp_fan_account(&fc, ro->jids[i], false);
+        pp_fan_remote(&fc, r->owner, ro, cfg);
+        pp_roster_unref(ro);
     }
-    xd_free(xml);
-    xd_input_charge(r->in, bytes);
+    size_t len = 0;
+    xd_stanza_bytes(st, &len);
+    xd_fanout_send(fc.f);
+    xd_stanza_unref(st);
+    xd_free(fc.feature);
+    xd_input_charge(r->in, fc.copies * (len + 6) + fc.tolen);
 }
 
 /* ---- publish --------------------------------------------------------------------------------- */
@@ -751,13 +925,16 @@ pp_publish(pp_req_t *r, const xd_el_t *pubsub, const xd_el_t *pub)
     pep_watch_fn watch = atomic_load(&pp_watcher);
     if (watch) /* before the event (and the item in it) goes */
         watch(r->ctx, r->host, r->user, node, id, pl);
-    pp_notify(r, node, &p.cfg, ev);
+    /* The item is stored: the result goes now, the notifications after it
+     * (both before the stream's next stanza is read: input.h). */
     xd_el_t *res = xd_iq_result_builder(iq);
     xd_el_t *ps = xd_el_add_child(res, "pubsub", XD_NS_PUBSUB);
     xd_el_t *pe = xd_el_add_child(ps, "publish", NULL);
     xd_el_set_attr(pe, "node", node);
     xd_el_set_attr(xd_el_add_child(pe, "item", NULL), "id", id);
-    return xd_el_freeze(res);
+    xd_route_take(xd_el_freeze(res));
+    pp_notify(r, node, &p.cfg, ev);
+    return NULL;
 }
 
 /* Deletes item id of host/user's node (row: the node, loaded).  0,
@@ -1829,6 +2006,7 @@ static int
 pp_removed(xd_module_ctx_t *ctx, xd_hook_user_t *ev, void *arg)
 {
     (void)arg;
+    pp_roster_forget(xd_module_state(ctx), ev->host, ev->user);
     mod_user_rows_delete(ctx, "DELETE FROM pep_item WHERE host = ? AND username = ?", ev->host,
                          ev->user);
     mod_user_rows_delete(ctx, "DELETE FROM pep_node WHERE host = ? AND username = ?", ev->host,
@@ -1974,6 +2152,7 @@ static int
 pp_pie_import(xd_module_ctx_t *ctx, xd_hook_account_import_t *ev, void *arg)
 {
     (void)arg;
+    pp_roster_forget(xd_module_state(ctx), ev->host, ev->user); /* the roster is imported too */
     const pp_conf_t *conf = xd_module_opts(ctx);
     xd_db_conn_t *c = NULL;
     int rc = xd_db_acquire(xd_module_db(ctx), &c);
@@ -2083,6 +2262,9 @@ pp_start(xd_module_ctx_t *ctx)
     if (rc == 0)
         rc = xd_module_hook(ctx, XD_HOOK_REMOVE_USER, XD_HOOK_PRIO_DEFAULT, pp_removed, NULL);
     if (rc == 0)
+        rc = xd_module_hook(ctx, XD_HOOK_ROSTER_CHANGED, XD_HOOK_PRIO_DEFAULT, pp_roster_changed,
+                            NULL);
+    if (rc == 0)
         rc = xd_module_hook(ctx, XD_HOOK_ACCOUNT_EXPORT, XD_HOOK_PRIO_DEFAULT, pp_pie_export, NULL);
     if (rc == 0)
         rc = xd_module_hook(ctx, XD_HOOK_ACCOUNT_IMPORT, XD_HOOK_PRIO_DEFAULT, pp_pie_import, NULL);
@@ -2101,6 +2283,7 @@ pp_stop(xd_module_ctx_t *ctx)
     xd_map_free(&s->asking, pp_query_free);
     xd_map_free(&s->asked_ver, pp_noop_free);
     xd_map_free(&s->remote, pp_remote_free);
+    xd_map_free(&s->rosters, pp_roster_unref_v);
     pthread_mutex_destroy(&s->mu);
     xd_free(s);
 }
