@@ -643,21 +643,28 @@ typedef struct pp_fan {
     pp_state_t *s;
     xd_fanout_t *f;
     char *feature;      /* node+notify */
+    const char *host;   /* the owner's host */
     char ver[64];       /* the last caps ver looked up, and its answer */
     bool ver_ok;
     size_t copies, tolen;
 } pp_fan_t;
 
-/* Whether caps ver include the node's +notify (the last answer kept: most
- * contacts run the same client). */
+/* Whether caps ver include the node's +notify, as the caps cache `other`
+ * (the contact's host's, or NULL) or the owner host's knows them (the last
+ * answer kept: most contacts run the same client). */
 static bool
-pp_fan_wants_ver(pp_fan_t *fc, const char *ver)
+pp_fan_wants_ver(pp_fan_t *fc, pp_state_t *other, const char *ver)
 {
     if (!*ver)
         return false;
     if (strcmp(fc->ver, ver) != 0) {
+        int r = other ? pp_caps_has(other, ver, fc->feature) : -1;
+        if (r < 0)
+            r = pp_caps_has(fc->s, ver, fc->feature);
+        if (r < 0)
+            return false;
         snprintf(fc->ver, sizeof fc->ver, "%s", ver);
-        fc->ver_ok = pp_caps_has(fc->s, ver, fc->feature) == 1;
+        fc->ver_ok = r == 1;
     }
     return fc->ver_ok;
 }
@@ -681,14 +688,26 @@ pp_fan_account(pp_fan_t *fc, const char *bare, bool all)
     size_t n = xd_session_list(j, info, PP_MAX_SESSIONS);
     if (n > PP_MAX_SESSIONS)
         n = PP_MAX_SESSIONS;
+    /* A contact on another local host: its sessions' caps were asked by
+     * mod_pep of that host. */
+    xd_module_ctx_t *other = NULL;
+    xd_str_t dom = xd_jid_domain(j);
+    if (n && !all && (dom.len != strlen(fc->host) || memcmp(dom.p, fc->host, dom.len) != 0)) {
+        char d[XD_JID_PART_MAX + 1];
+        snprintf(d, sizeof d, "%.*s", (int)dom.len, dom.p);
+        other = xd_module_instance("mod_pep", d);
+    }
+    pp_state_t *os = other ? xd_module_state(other) : NULL;
     for (size_t i = 0; i < n; i++) {
         char ver[64];
         if (info[i].available &&
             (all || (pp_presence_ver(info[i].presence, ver, sizeof ver) &&
-                     pp_fan_wants_ver(fc, ver))))
+                     pp_fan_wants_ver(fc, os, ver))))
             pp_fan_add(fc, xd_jid_full_str(info[i].jid).p, (int)info[i].ref.worker);
         xd_session_info_clear(&info[i]);
     }
+    if (other)
+        xd_module_release(other);
     xd_jid_unref(j);
 }
 
@@ -727,7 +746,7 @@ pp_fan_remote(pp_fan_t *fc, const char *owner, const pp_roster_t *ro, const pp_c
         for (size_t k = 0; ro && k < ro->n && !listed; k++)
             listed = strlen(ro->jids[k]) == bl && !memcmp(ro->jids[k], copy.full[i], bl) &&
                      pp_roster_sees(ro, k, cfg);
-        if (listed && pp_fan_wants_ver(fc, copy.ver[i]))
+        if (listed && pp_fan_wants_ver(fc, NULL, copy.ver[i]))
             pp_fan_add(fc, copy.full[i], -1);
     }
     for (size_t i = 0; i < copy.n; i++) {
@@ -754,7 +773,7 @@ pp_notify(pp_req_t *r, const char *node, const pp_cfg_t *cfg, xd_el_t *event)
     xd_el_append(m, event);
     xd_stanza_t *st = xd_el_freeze(m);
     size_t fl = strlen(node) + 8;
-    pp_fan_t fc = { .s = s, .f = xd_fanout_new(st), .feature = xd_malloc(fl) };
+    pp_fan_t fc = { .s = s, .f = xd_fanout_new(st), .feature = xd_malloc(fl), .host = r->host };
     snprintf(fc.feature, fl, "%s+notify", node);
     pp_fan_account(&fc, r->owner, true);
     if (strcmp(cfg->access, "whitelist") != 0) {
@@ -1499,14 +1518,16 @@ pp_nodes_free(pp_nodes_t *ns)
     xd_free(ns->cfgs);
 }
 
-/* Sends the full JID the last item of each node of account `user` that it
- * may see and wants; returns the bytes. */
+/* Sends the full JID the last item of each node of account user@ohost (c:
+ * a connection to that host's database) that it may see and wants (its
+ * caps as ctx's cache has them); returns the bytes. */
 static size_t
-pp_last_of(xd_module_ctx_t *ctx, xd_db_conn_t *c, pp_last_t *l, const char *user, bool self)
+pp_last_of(xd_module_ctx_t *ctx, xd_db_conn_t *c, pp_last_t *l, const char *ohost,
+           const char *user, bool self)
 {
     pp_state_t *s = xd_module_state(ctx);
     pp_nodes_t ns = { 0 };
-    xd_db_val_t key[] = { XD_DB_V_CSTR(l->host), XD_DB_V_CSTR(user) };
+    xd_db_val_t key[] = { XD_DB_V_CSTR(ohost), XD_DB_V_CSTR(user) };
     if (xd_db_query(c,
                     "SELECT node, access_model, send_last FROM pep_node"
                     " WHERE host = ? AND username = ?",
@@ -1515,7 +1536,7 @@ pp_last_of(xd_module_ctx_t *ctx, xd_db_conn_t *c, pp_last_t *l, const char *user
         return 0;
     }
     char owner[2 * XD_JID_PART_MAX + 2];
-    snprintf(owner, sizeof owner, "%s@%s", user, l->host);
+    snprintf(owner, sizeof owner, "%s@%s", user, ohost);
     size_t bytes = 0;
     for (size_t i = 0; i < ns.n; i++) {
         if (!strcmp(ns.cfgs[i].send_last, "never"))
@@ -1523,14 +1544,14 @@ pp_last_of(xd_module_ctx_t *ctx, xd_db_conn_t *c, pp_last_t *l, const char *user
         if (!self && !strcmp(ns.cfgs[i].access, "whitelist"))
             continue;
         if (!self && !strcmp(ns.cfgs[i].access, "roster")) {
-            if (pp_groups_load(c, l->host, user, ns.names[i], &ns.cfgs[i]) != 0 ||
-                !pse_roster_allows(l->host, user, l->who, &ns.cfgs[i]))
+            if (pp_groups_load(c, ohost, user, ns.names[i], &ns.cfgs[i]) != 0 ||
+                !pse_roster_allows(ohost, user, l->who, &ns.cfgs[i]))
                 continue;
         }
         /* A remote session's presence reached the account, which says
          * nothing of the subscription the presence model asks for. */
         if (!self && l->owner_user[0] && !strcmp(ns.cfgs[i].access, "presence") &&
-            !pse_roster_allows(l->host, user, l->who, &ns.cfgs[i]))
+            !pse_roster_allows(ohost, user, l->who, &ns.cfgs[i]))
             continue;
         size_t fl = strlen(ns.names[i]) + 8;
         char *f = xd_malloc(fl);
@@ -1542,7 +1563,7 @@ pp_last_of(xd_module_ctx_t *ctx, xd_db_conn_t *c, pp_last_t *l, const char *user
         xd_el_t *items;
         xd_el_t *ev = pse_event(ns.names[i], &items);
         pp_items_t it = { .parent = items };
-        xd_db_val_t k3[] = { XD_DB_V_CSTR(l->host), XD_DB_V_CSTR(user),
+        xd_db_val_t k3[] = { XD_DB_V_CSTR(ohost), XD_DB_V_CSTR(user),
                              XD_DB_V_CSTR(ns.names[i]) };
         int rc = xd_db_query(c,
                              "SELECT id, xml FROM pep_item WHERE host = ? AND username = ?"
@@ -1568,7 +1589,7 @@ pp_last_work(xd_module_ctx_t *ctx, void *arg)
         xd_db_conn_t *rc = NULL;
         if (xd_db_acquire(xd_module_db(ctx), &rc) != 0)
             return;
-        size_t bytes = pp_last_of(ctx, rc, l, l->owner_user, false);
+        size_t bytes = pp_last_of(ctx, rc, l, l->host, l->owner_user, false);
         xd_db_release(rc);
         xd_input_charge(l->in, bytes);
         return;
@@ -1580,20 +1601,33 @@ pp_last_work(xd_module_ctx_t *ctx, void *arg)
         pse_contacts_free(&cs);
         return;
     }
-    size_t bytes = pp_last_of(ctx, c, l, l->user, true);
-    size_t hl = strlen(l->host);
+    size_t bytes = pp_last_of(ctx, c, l, l->host, l->user, true);
+    xd_config_t *conf = xd_config_get();
     for (size_t i = 0; i < cs.n; i++) {
-        /* Local accounts of this host only (the contact's PEP of another
-         * server sends its own last items). */
+        /* Local accounts: of this host, and of the other hosts served here
+         * where mod_pep runs (the PEP of another server sends its own
+         * last items). */
         const char *at = strchr(cs.jids[i], '@');
-        if (!at || strcmp(at + 1, l->host) != 0 || strchr(at + 1, '/'))
+        if (!at || strchr(at + 1, '/'))
             continue;
         char user[XD_JID_PART_MAX + 1];
         snprintf(user, sizeof user, "%.*s", (int)(at - cs.jids[i]), cs.jids[i]);
-        if (strcmp(user, l->user) != 0)
-            bytes += pp_last_of(ctx, c, l, user, false);
+        if (!strcmp(at + 1, l->host)) {
+            if (strcmp(user, l->user) != 0)
+                bytes += pp_last_of(ctx, c, l, l->host, user, false);
+            continue;
+        }
+        if (!conf || !xd_config_is_host(conf, at + 1))
+            continue;
+        xd_module_ctx_t *o = xd_module_instance("mod_pep", at + 1);
+        xd_db_conn_t *oc = NULL;
+        if (o && xd_db_acquire(xd_module_db(o), &oc) == 0) {
+            bytes += pp_last_of(ctx, oc, l, at + 1, user, false);
+            xd_db_release(oc);
+        }
+        xd_module_release(o);
     }
-    (void)hl;
+    xd_config_unref(conf);
     xd_db_release(c);
     pse_contacts_free(&cs);
     xd_input_charge(l->in, bytes);

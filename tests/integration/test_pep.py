@@ -8,7 +8,8 @@ import re
 
 import pytest
 
-from helpers import assert_nothing_before, iq, reply, send_marker, take, take_iq, users
+from helpers import (assert_nothing_before, iq, reply, reply_rx, send_marker, take, take_iq,
+                     users)
 from test_caps import ver_of
 import xml.etree.ElementTree as ET
 
@@ -43,11 +44,11 @@ def caps_query(features, node="https://example.org/client"):
     return q, f"<c xmlns='http://jabber.org/protocol/caps' hash='sha-1' node='{node}' ver='{ver}'/>"
 
 
-def session(srv, user, res, features=None, answer=True):
+def session(srv, user, res, features=None, answer=True, **kw):
     """A session with available presence; with features: caps announced, and
-    the server's disco#info query answered (answer)."""
+    the server's disco#info query answered (answer); kw for login (domain)."""
     from xclient import login
-    c, jid = login(srv.c2s_port, user, "pw", resource=res)
+    c, jid = login(srv.c2s_port, user, "pw", resource=res, **kw)
     if features is None:
         c.send("<presence/>")
         c.roundtrip()
@@ -927,3 +928,139 @@ def test_pep_remote_limits_and_access(server_factory):
     a.send(f"<message to='{b2jid}' id='mk'><body>mark</body></message>")
     s2s_take(b2, r"<message[^>]*id='mk'")
     assert "<event" not in b2.buf.decode(), b2.buf
+
+
+# ---- the roster cache, the fan-out, other local hosts ---------------------------------------------
+
+MOOD = "http://jabber.org/protocol/mood"
+
+
+def mood(m):
+    return f"<mood xmlns='{MOOD}'><{m}/></mood>"
+
+
+def resubscribe(b, bjid, a, ajid):
+    """b asks for a's presence again and a approves (a's roster: from)."""
+    subscribe(b, bjid, a, ajid)
+
+
+def test_roster_change_takes_effect_on_next_publish(server_factory):
+    """The owner's roster is cached for publishes: a group change (roster
+    access model), a cancelled subscription and a removal each hold from the
+    very next publish; the notification of a later publish, and a message the
+    owner sends after the publish, are the barriers."""
+    srv = start(server_factory)
+    a, ajid = session(srv, "alice", "r")
+    w, wjid = session(srv, "bob", "setup")
+    subscribe(w, wjid, a, ajid)
+    w.close()
+    r = take_iq(a, "g1", "<query xmlns='jabber:iq:roster'><item jid='bob@localhost'>"
+                         "<group>Friends</group></item></query>")
+    assert "type='result'" in r, r
+    b, bjid = session(srv, "bob", "b", features=[TUNE + "+notify", MOOD + "+notify"])
+    ropts = {"access_model": "roster", "roster_groups_allowed": "Friends"}
+    assert "type='result'" in publish(a, "p1", MOOD, mood("happy"), options=ropts)
+    assert "happy" in take(b, event_rx(MOOD))
+    assert "type='result'" in publish(a, "p2", TUNE, tune("T1"))
+    assert "T1" in take(b, event_rx(TUNE))
+    # bob moves to another group: the roster node's next publish skips him.
+    r = take_iq(a, "g2", "<query xmlns='jabber:iq:roster'><item jid='bob@localhost'>"
+                         "<group>Work</group></item></query>")
+    assert "type='result'" in r, r
+    assert "type='result'" in publish(a, "p3", MOOD, mood("sad"))
+    assert "type='result'" in publish(a, "p4", TUNE, tune("T2"))
+    got = assert_nothing_before(b, "<sad", barrier=event_rx(TUNE))
+    assert "T2" in got
+    # Back in Friends: notified again.
+    r = take_iq(a, "g3", "<query xmlns='jabber:iq:roster'><item jid='bob@localhost'>"
+                         "<group>Friends</group></item></query>")
+    assert "type='result'" in r, r
+    assert "type='result'" in publish(a, "p5", MOOD, mood("calm"))
+    assert "calm" in take(b, event_rx(MOOD))
+    # alice cancels bob's subscription (her roster: none): nothing more.
+    a.send("<presence to='bob@localhost' type='unsubscribed'/>")
+    take(b, r"<presence(?=[^>]*from=['\"]alice@localhost)[^>]*type=['\"]unsubscribed['\"]")
+    assert "type='result'" in publish(a, "p6", TUNE, tune("T3"))
+    assert_nothing_before(b, "pubsub#event", barrier=send_marker(a, bjid))
+    resubscribe(b, bjid, a, ajid)
+    assert "type='result'" in publish(a, "p7", TUNE, tune("T4"))
+    assert "T4" in take(b, event_rx(TUNE))
+    # alice removes bob from her roster: nothing more.
+    r = take_iq(a, "g4", "<query xmlns='jabber:iq:roster'><item jid='bob@localhost' "
+                         "subscription='remove'/></query>")
+    assert "type='result'" in r, r
+    assert "type='result'" in publish(a, "p8", TUNE, tune("T5"))
+    assert_nothing_before(b, "pubsub#event", barrier=send_marker(a, bjid))
+    resubscribe(b, bjid, a, ajid)
+    assert "type='result'" in publish(a, "p9", TUNE, tune("T6"))
+    assert "T6" in take(b, event_rx(TUNE))
+
+
+def test_roster_cache_bound(server_factory):
+    """roster_cache_size 1: two publishers evict each other's roster, and
+    every publish still reaches exactly the contacts of the moment."""
+    srv = server_factory(extra_yaml=MODULES + "    roster_cache_size: 1\n")
+    users(srv, "alice", "bob", "carol", "dave")
+    a, ajid = session(srv, "alice", "r")
+    d, djid = session(srv, "dave", "r")
+    for o, ojid in ((a, ajid), (d, djid)):
+        w, wjid = session(srv, "bob", "setup")
+        subscribe(w, wjid, o, ojid)
+        w.close()
+    b, bjid = session(srv, "bob", "b", features=[TUNE + "+notify"])
+    for i in range(3):
+        assert "type='result'" in publish(a, f"pa{i}", TUNE, tune(f"A{i}"))
+        assert f"A{i}" in take(b, event_rx(TUNE))
+        assert "type='result'" in publish(d, f"pd{i}", TUNE, tune(f"D{i}"))
+        assert f"D{i}" in take(b, event_rx(TUNE))
+    r = take_iq(d, "rm", "<query xmlns='jabber:iq:roster'><item jid='bob@localhost' "
+                         "subscription='remove'/></query>")
+    assert "type='result'" in r, r
+    assert "type='result'" in publish(a, "pa9", TUNE, tune("A9"))
+    assert "A9" in take(b, event_rx(TUNE))
+    assert "type='result'" in publish(d, "pd9", TUNE, tune("D9"))
+    assert_nothing_before(b, "pubsub#event", barrier=send_marker(d, bjid))
+
+
+def test_overlapping_publishes_keep_order(server_factory):
+    """Sixteen publishes sent without waiting: every one answered, each
+    contact gets the notifications in publish order, and a message the owner
+    sends after them arrives after the last notification (RFC 6120 10.1)."""
+    srv = start(server_factory)
+    a, ajid = session(srv, "alice", "r")
+    subs = []
+    for u in ("bob", "carol", "dave"):
+        w, wjid = session(srv, u, "setup")
+        subscribe(w, wjid, a, ajid)
+        w.close()
+        subs.append(session(srv, u, "n", features=[TUNE + "+notify"], answer=u == "bob"))
+    body = "".join(f"<iq type='set' id='w{i}'><pubsub xmlns='{PS}'><publish node='{TUNE}'>"
+                   f"<item id='i{i}'>{tune(f'N{i}')}</item></publish></pubsub></iq>"
+                   for i in range(16))
+    a.send(body)
+    for c, cjid in subs:
+        a.send(f"<message to='{cjid}' type='chat' id='after-{cjid}'><body>x</body></message>")
+    for i in range(16):
+        assert "type='result'" in take(a, reply_rx(f"w{i}")), i
+    for c, cjid in subs:
+        for i in range(16):
+            got = take(c, rf"<message[^>]*>.*?</message>")
+            assert f"<title>N{i}</title>" in got, (cjid, i, got)
+        assert f"after-{cjid}" in take(c, rf"<message[^>]*>.*?</message>")
+
+
+def test_contact_on_another_local_host(server_factory):
+    """A contact on another virtual host of the same server gets the
+    notifications and, when its session becomes available, the last item."""
+    srv = server_factory(extra_yaml=MODULES, hosts=("localhost", "other.localhost"))
+    users(srv, "alice")
+    users(srv, "bob", host="other.localhost")
+    a, ajid = session(srv, "alice", "r")
+    w, wjid = session(srv, "bob", "setup", domain="other.localhost")
+    subscribe(w, wjid, a, ajid)
+    w.close()
+    assert "type='result'" in publish(a, "p0", TUNE, tune("Before"))
+    b, bjid = session(srv, "bob", "b", features=[TUNE + "+notify"], domain="other.localhost")
+    assert "Before" in take(b, event_rx(TUNE))  # the last item on available
+    assert "type='result'" in publish(a, "p1", TUNE, tune("After"))
+    assert "After" in take(b, event_rx(TUNE))
