@@ -41,8 +41,11 @@
  * every node it may see and wants (send_last_published_item not never):
  * its own account's and those of the accounts it has a subscription to.
  * Contacts on other servers: the available presence their sessions send an
- * account (FILTER_PACKET; at most max_remote_resources per account, until
- * their unavailable presence) is remembered with its caps (asked from the
+ * account (FILTER_PACKET; at most max_remote_resources per account, of
+ * which max_remote_per_domain from one server; until their unavailable
+ * presence, a bounce of a notification to them (all of the server's for
+ * remote-server-not-found/-timeout: the link is down) or
+ * remote_resource_ttl without a new presence) is remembered with its caps (asked from the
  * host across s2s like a local session's); they get the account's
  * notifications as local contacts do, and its last items when that
  * presence first arrives (presence and roster models checked on the
@@ -96,6 +99,8 @@ typedef struct pp_conf {
     int caps_cache_size; /* entries in the caps cache */
     int max_remote_resources; /* remote contacts' sessions remembered per account */
     int roster_cache_size; /* accounts whose roster is kept in memory */
+    int max_remote_per_domain; /* of max_remote_resources, from one other server */
+    uint64_t remote_resource_ttl; /* ms a remote session is remembered after its presence */
 } pp_conf_t;
 
 #define C_ pp_conf_t
@@ -117,6 +122,15 @@ static const xd_opt_t pp_opts[] = {
                "Sessions of contacts on other servers whose available presence an account "
                "remembers (to send them its notifications and last items); the presence of "
                "one more is not remembered, and that session gets no notifications."),
+    XD_OPT_INT("max_remote_per_domain", C_, max_remote_per_domain, "16", 1, 100000,
+               "Of an account's max_remote_resources, how many one other server's sessions may "
+               "take; the presence of one more from that server is not remembered, so that no "
+               "single server fills them."),
+    XD_OPT_DURATION("remote_resource_ttl", C_, remote_resource_ttl, "1d",
+                    "How long a remote session is remembered after its last available presence "
+                    "(its unavailable presence, and an error bounced for a notification to it, "
+                    "forget it at once; a remote-server-not-found or remote-server-timeout "
+                    "bounce forgets all sessions of that server)."),
     XD_OPT_INT("roster_cache_size", C_, roster_cache_size, "10000", 1, 10000000,
                "Accounts whose roster (contacts, subscriptions, groups) a publish finds in "
                "memory instead of the database; a roster change drops the account's entry, "
@@ -276,6 +290,7 @@ pp_query_free(void *v)
 typedef struct pp_remote {
     char **full;
     char **ver;
+    uint64_t *seen; /* monotonic ms of its last available presence */
     size_t n;
 } pp_remote_t;
 
@@ -291,7 +306,46 @@ pp_remote_free(void *v)
     }
     xd_free(r->full);
     xd_free(r->ver);
+    xd_free(r->seen);
     xd_free(r);
+}
+
+/* Forgets entry i of rl (the last one takes its place). */
+static void
+pp_remote_drop(pp_remote_t *rl, size_t i)
+{
+    xd_free(rl->full[i]);
+    xd_free(rl->ver[i]);
+    rl->n--;
+    rl->full[i] = rl->full[rl->n];
+    rl->ver[i] = rl->ver[rl->n];
+    rl->seen[i] = rl->seen[rl->n];
+}
+
+/* Whether full JID `full` is on domain dom (dom_len bytes). */
+static bool
+pp_full_on(const char *full, const char *dom, size_t dom_len)
+{
+    const char *at = strchr(full, '@');
+    const char *d = at ? at + 1 : full;
+    const char *slash = strchr(d, '/');
+    size_t dl = slash ? (size_t)(slash - d) : strlen(d);
+    return dl == dom_len && !memcmp(d, dom, dl);
+}
+
+/* Forgets rl's entries older than ttl (now: monotonic ms); how many. */
+static size_t
+pp_remote_expire(pp_remote_t *rl, uint64_t now, uint64_t ttl)
+{
+    size_t gone = 0;
+    for (size_t i = 0; i < rl->n;)
+        if (now - rl->seen[i] >= ttl) {
+            pp_remote_drop(rl, i);
+            gone++;
+        } else {
+            i++;
+        }
+    return gone;
 }
 
 static void
@@ -1789,21 +1843,28 @@ pp_remote_presence(xd_module_ctx_t *ctx, const char *host, const xd_stanza_t *st
             at = i;
     if (unavail) {
         if (rl && at < rl->n) {
-            xd_free(rl->full[at]);
-            xd_free(rl->ver[at]);
-            rl->full[at] = rl->full[rl->n - 1];
-            rl->ver[at] = rl->ver[rl->n - 1];
-            if (--rl->n == 0)
+            pp_remote_drop(rl, at);
+            if (rl->n == 0)
                 pp_remote_free(xd_map_del(&s->remote, xd_str_c(owner)));
         }
         pthread_mutex_unlock(&s->mu);
         return;
     }
+    uint64_t now = pp_now_ms();
     bool fresh = !rl || at == rl->n;
-    if (fresh && rl && rl->n >= (size_t)conf->max_remote_resources) {
+    if (fresh && rl && pp_remote_expire(rl, now, conf->remote_resource_ttl))
+        at = rl->n;
+    size_t same = 0; /* sessions of the sender's server remembered */
+    for (size_t i = 0; fresh && rl && i < rl->n; i++)
+        same += pp_full_on(rl->full[i], fd.p, fd.len);
+    const char *full_why = !fresh || !rl ? NULL
+                           : rl->n >= (size_t)conf->max_remote_resources ? "max_remote_resources"
+                           : same >= (size_t)conf->max_remote_per_domain ? "max_remote_per_domain"
+                                                                          : NULL;
+    if (full_why) {
         pthread_mutex_unlock(&s->mu);
-        XD_LOG(NULL, XD_DEBUG, "pep: remote presence not remembered (max_remote_resources)",
-               "host=%s owner=%s from=%s", host, owner, full);
+        XD_LOG(NULL, XD_DEBUG, "pep: remote presence not remembered", "host=%s owner=%s from=%s why=%s",
+               host, owner, full, full_why);
         return;
     }
     if (!rl) {
@@ -1813,10 +1874,12 @@ pp_remote_presence(xd_module_ctx_t *ctx, const char *host, const xd_stanza_t *st
     if (fresh) {
         rl->full = xd_realloc(rl->full, (rl->n + 1) * sizeof *rl->full);
         rl->ver = xd_realloc(rl->ver, (rl->n + 1) * sizeof *rl->ver);
+        rl->seen = xd_realloc(rl->seen, (rl->n + 1) * sizeof *rl->seen);
         rl->full[rl->n] = xd_strdup(full);
         rl->ver[rl->n] = xd_strdup("");
         at = rl->n++;
     }
+    rl->seen[at] = now;
     bool changed = strcmp(rl->ver[at], ver) != 0;
     if (changed) {
         xd_free(rl->ver[at]);
@@ -1835,6 +1898,47 @@ pp_remote_presence(xd_module_ctx_t *ctx, const char *host, const xd_stanza_t *st
         pp_last_remote_start(ctx, host, owner, full, ver);
     else if (ask)
         pp_caps_ask(host, full, st, ver, id);
+}
+
+/* An error message to local account `to` from a remote session (FILTER_PACKET):
+ * the bounce of a notification.  The session is forgotten; for
+ * remote-server-not-found or -timeout (the link is down) every session of
+ * that server the account remembers. */
+static void
+pp_remote_bounce(xd_module_ctx_t *ctx, const xd_stanza_t *st, const xd_jid_t *to)
+{
+    const xd_el_t *el = xd_stanza_root(st);
+    const xd_jid_t *from = xd_stanza_from(st);
+    if (!from || !xd_jid_resource(from).len)
+        return;
+    bool link_down = false;
+    const xd_el_t *err = xd_el_child(el, "error", NULL);
+    for (const xd_el_t *c = err ? xd_el_first_child(err) : NULL; c && !link_down;
+         c = xd_el_next(c))
+        link_down = !strcmp(xd_el_name(c), "remote-server-not-found") ||
+                    !strcmp(xd_el_name(c), "remote-server-timeout");
+    xd_str_t tb = xd_jid_bare_str(to);
+    char owner[2 * XD_JID_PART_MAX + 2];
+    snprintf(owner, sizeof owner, "%.*s", (int)tb.len, tb.p);
+    const char *full = xd_jid_full_str(from).p;
+    xd_str_t fd = xd_jid_domain(from);
+    pp_state_t *s = xd_module_state(ctx);
+    size_t gone = 0;
+    pthread_mutex_lock(&s->mu);
+    pp_remote_t *rl = xd_map_get(&s->remote, xd_str_c(owner));
+    for (size_t i = 0; rl && i < rl->n;)
+        if (link_down ? pp_full_on(rl->full[i], fd.p, fd.len) : !strcmp(rl->full[i], full)) {
+            pp_remote_drop(rl, i);
+            gone++;
+        } else {
+            i++;
+        }
+    if (rl && rl->n == 0)
+        pp_remote_free(xd_map_del(&s->remote, xd_str_c(owner)));
+    pthread_mutex_unlock(&s->mu);
+    if (gone)
+        XD_LOG(NULL, XD_DEBUG, "pep: remote sessions forgotten (bounce)", "owner=%s from=%s n=%zu",
+               owner, full, gone);
 }
 
 static int
@@ -1857,6 +1961,13 @@ pp_filter(xd_module_ctx_t *ctx, xd_hook_filter_t *ev, void *arg)
         return XD_HOOK_OK; /* to another server (the filter sees outgoing stanzas too) */
     if (xd_stanza_kind_of(el) == XD_STANZA_PRESENCE && xd_jid_local(ev->to).len) {
         pp_remote_presence(ctx, ev->host, ev->st, ev->to);
+        return XD_HOOK_OK;
+    }
+    if (xd_stanza_kind_of(el) == XD_STANZA_MESSAGE && xd_jid_local(ev->to).len &&
+        !xd_jid_resource(ev->to).len) {
+        const char *mt = xd_el_attr(el, "type");
+        if (mt && !strcmp(mt, "error"))
+            pp_remote_bounce(ctx, ev->st, ev->to);
         return XD_HOOK_OK;
     }
     if (xd_stanza_kind_of(el) != XD_STANZA_IQ || xd_jid_local(ev->to).len ||
@@ -1942,8 +2053,31 @@ pp_sweep_one(void *arg, const char *key, void *val)
     return 0;
 }
 
+typedef struct pp_expire {
+    uint64_t now, ttl;
+    char **empty;
+    size_t n, cap;
+} pp_expire_t;
+
+static int
+pp_expire_one(void *arg, const char *key, void *val)
+{
+    pp_expire_t *w = arg;
+    pp_remote_t *rl = val;
+    pp_remote_expire(rl, w->now, w->ttl);
+    if (rl->n)
+        return 0;
+    if (w->n == w->cap) {
+        w->cap = w->cap ? w->cap * 2 : 16;
+        w->empty = xd_realloc(w->empty, w->cap * sizeof *w->empty);
+    }
+    w->empty[w->n++] = xd_strdup(key);
+    return 0;
+}
+
 /* TICK: caps queries nobody answered in time are forgotten, so that the
- * next session showing that ver is asked again. */
+ * next session showing that ver is asked again; remote sessions not heard
+ * of for remote_resource_ttl too. */
 static int
 pp_tick(xd_module_ctx_t *ctx, xd_hook_tick_t *ev, void *arg)
 {
@@ -1961,7 +2095,15 @@ pp_tick(xd_module_ctx_t *ctx, xd_hook_tick_t *ev, void *arg)
         pp_query_free(q);
         xd_free(w.keys[i]);
     }
+    const pp_conf_t *conf = xd_module_opts(ctx);
+    pp_expire_t e = { .now = w.now, .ttl = conf->remote_resource_ttl };
+    xd_map_foreach(&s->remote, pp_expire_one, &e);
+    for (size_t i = 0; i < e.n; i++) {
+        pp_remote_free(xd_map_del(&s->remote, xd_str_c(e.empty[i])));
+        xd_free(e.empty[i]);
+    }
     pthread_mutex_unlock(&s->mu);
+    xd_free(e.empty);
     xd_free(w.keys);
     return XD_HOOK_OK;
 }

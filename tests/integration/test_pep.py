@@ -1064,3 +1064,88 @@ def test_contact_on_another_local_host(server_factory):
     assert "Before" in take(b, event_rx(TUNE))  # the last item on available
     assert "type='result'" in publish(a, "p1", TUNE, tune("After"))
     assert "After" in take(b, event_rx(TUNE))
+
+
+# ---- remote sessions: a bound per server, expiry ---------------------------------------------------
+
+def remote_second(a, b2, b2jid, feats):
+    """bob's second session on b.test shows the same caps (known to a.test)."""
+    q, cel = caps_query(feats, node="https://example.org/remote")
+    b2.send(f"<presence>{cel}</presence>")
+    s2s_take(a, rf"<presence(?=[^>]*from=['\"]{re.escape(b2jid)}['\"])")
+
+
+@pytest.mark.slow
+def test_pep_remote_per_domain_bound(server_factory):
+    """max_remote_per_domain: 1: one other server's sessions take one of the
+    account's 64 slots; bob@b.test's second session gets no events."""
+    from helpers import online
+    p = s2s_pair(server_factory, a_pep_extra="    max_remote_per_domain: 1\n")
+    a, ajid = online(p.a, "alice", "r")
+    b1, b1jid = online(p.b, "bob", "r1")
+    b2, b2jid = online(p.b, "bob", "r2")
+    s2s_both(a, b1)
+    assert "type='result'" in publish(a, "p1", TUNE, tune("T1"), item_id="t1")
+    feats = [TUNE + "+notify"]
+    remote_caps(b1, feats)
+    s2s_take(b1, event_rx(TUNE))
+    remote_second(a, b2, b2jid, feats)
+    assert "type='result'" in publish(a, "p2", TUNE, tune("T2"), item_id="t2")
+    assert "T2" in s2s_take(b1, event_rx(TUNE))
+    a.send(f"<message to='{b2jid}' id='mk'><body>mark</body></message>")
+    s2s_take(b2, r"<message[^>]*id='mk'")
+    assert "<event" not in b2.buf.decode(), b2.buf
+
+
+@pytest.mark.slow
+def test_pep_remote_sessions_expire(server_factory):
+    """remote_resource_ttl: a remote session not heard of for that long is
+    forgotten (its slot goes to the next one; it gets no more events)."""
+    import time
+    from helpers import online
+    p = s2s_pair(server_factory, a_pep_extra="    max_remote_per_domain: 1\n"
+                                             "    remote_resource_ttl: 2s\n")
+    a, ajid = online(p.a, "alice", "r")
+    b1, b1jid = online(p.b, "bob", "r1")
+    b2, b2jid = online(p.b, "bob", "r2")
+    s2s_both(a, b1)
+    assert "type='result'" in publish(a, "p1", TUNE, tune("T1"), item_id="t1")
+    feats = [TUNE + "+notify"]
+    remote_caps(b1, feats)
+    s2s_take(b1, event_rx(TUNE))
+    time.sleep(2.5)  # the time limit itself: r1 was last heard of 2.5 s ago
+    remote_second(a, b2, b2jid, feats)
+    assert "T1" in s2s_take(b2, event_rx(TUNE))  # r2 took the slot: its last item
+    assert "type='result'" in publish(a, "p2", TUNE, tune("T2"), item_id="t2")
+    assert "T2" in s2s_take(b2, event_rx(TUNE))
+    a.send(f"<message to='{b1jid}' id='mk'><body>mark</body></message>")
+    s2s_take(b1, r"<message[^>]*id='mk'")
+    assert "T2" not in b1.buf.decode(), b1.buf
+
+
+@pytest.mark.slow
+def test_pep_remote_sessions_forgotten_when_link_down(server_factory):
+    """b.test goes down: the notification to bob's remembered session
+    bounces (remote-server-not-found), and every b.test session alice's
+    account remembered is forgotten, so bob's session after b.test is back
+    takes the slot (max_remote_per_domain: 1)."""
+    from helpers import online
+    p = s2s_pair(server_factory, a_pep_extra="    max_remote_per_domain: 1\n")
+    a, ajid = online(p.a, "alice", "r")
+    b1, b1jid = online(p.b, "bob", "r1")
+    s2s_both(a, b1)
+    assert "type='result'" in publish(a, "p1", TUNE, tune("T1"), item_id="t1")
+    feats = [TUNE + "+notify"]
+    remote_caps(b1, feats)
+    s2s_take(b1, event_rx(TUNE))
+    p.b.stop()
+    assert "type='result'" in publish(a, "p2", TUNE, tune("T2"), item_id="t2")
+    # alice's own message to bob bounces after the notification's bounce.
+    a.send(f"<message to='{b1jid}' id='mk' type='chat'><body>mark</body></message>")
+    s2s_take(a, r"<message[^>]*id='mk'[^>]*type='error'|<message[^>]*type='error'[^>]*id='mk'",
+             timeout=30)
+    p.b.restart()
+    b2, b2jid = online(p.b, "bob", "r2")
+    q, cel = caps_query(feats, node="https://example.org/remote")
+    b2.send(f"<presence>{cel}</presence>")
+    assert "T2" in s2s_take(b2, event_rx(TUNE), timeout=30)  # the slot was free: last item
