@@ -76,6 +76,7 @@
 #include "xmppd/map.h"
 #include "xmppd/module.h"
 #include "xmppd/ns.h"
+#include "xmppd/owner.h"
 #include "xmppd/roster.h"
 #include "xmppd/route.h"
 #include "xmppd/session.h"
@@ -811,8 +812,52 @@ pp_fan_remote(pp_fan_t *fc, const char *owner, const pp_roster_t *ro, const pp_c
     xd_free(copy.ver);
 }
 
+/* The local part of a notification, run on the owner's worker: the
+ * account's sessions and its contacts' on this server.  Notifications of one
+ * account are posted there in the order of its requests (each is posted
+ * before the request's stream is released), so a contact gets them in that
+ * order, while the publisher's next publish is being stored. */
+typedef struct pp_fanjob {
+    pp_state_t *s;
+    xd_stanza_t *st;     /* the <message/> without 'to' (ref) */
+    pp_roster_t *ro;     /* the owner's roster (ref), NULL: own sessions only */
+    pp_cfg_t cfg;        /* the node's */
+    char host[XD_JID_PART_MAX + 1];
+    char owner[2 * XD_JID_PART_MAX + 2];
+    char *feature;       /* node+notify */
+    xd_input_ref_t in;   /* billed */
+    size_t copies, tolen; /* the remote part's, done already */
+} pp_fanjob_t;
+
+static void
+pp_fanjob_run(pp_fanjob_t *j)
+{
+    pp_fan_t fc = { .s = j->s, .f = xd_fanout_new(j->st), .feature = j->feature, .host = j->host,
+                    .copies = j->copies, .tolen = j->tolen };
+    pp_fan_account(&fc, j->owner, true);
+    for (size_t i = 0; j->ro && i < j->ro->n; i++)
+        if (pp_roster_sees(j->ro, i, &j->cfg) && strcmp(j->ro->jids[i], j->owner) != 0)
+            pp_fan_account(&fc, j->ro->jids[i], false);
+    size_t len = 0;
+    xd_stanza_bytes(j->st, &len);
+    xd_fanout_send(fc.f);
+    xd_input_charge(j->in, fc.copies * (len + 6) + fc.tolen);
+    pp_roster_unref(j->ro);
+    xd_stanza_unref(j->st);
+    xd_free(j->feature);
+    xd_free(j);
+}
+
+static void
+pp_fanjob_posted(xd_module_ctx_t *ctx, void *arg)
+{
+    (void)ctx;
+    pp_fanjob_run(arg);
+}
+
 /* The event of a node change to the owner's sessions and the contacts that
- * may see it (on the pool, or any thread: the roster may be read). */
+ * may see it (on the pool: the roster may be read).  Sessions on other
+ * servers are sent to from here; the rest from the owner's worker. */
 static void
 pp_notify(pp_req_t *r, const char *node, const pp_cfg_t *cfg, xd_el_t *event)
 {
@@ -825,25 +870,27 @@ pp_notify(pp_req_t *r, const char *node, const pp_cfg_t *cfg, xd_el_t *event)
     if (mod_random_id(id) == 0)
         xd_el_set_attr(m, "id", id);
     xd_el_append(m, event);
-    xd_stanza_t *st = xd_el_freeze(m);
+    pp_fanjob_t *j = xd_new(pp_fanjob_t);
+    j->s = s;
+    j->st = xd_el_freeze(m);
+    j->cfg = *cfg;
+    j->in = r->in;
+    snprintf(j->host, sizeof j->host, "%s", r->host);
+    snprintf(j->owner, sizeof j->owner, "%s", r->owner);
     size_t fl = strlen(node) + 8;
-    pp_fan_t fc = { .s = s, .f = xd_fanout_new(st), .feature = xd_malloc(fl), .host = r->host };
-    snprintf(fc.feature, fl, "%s+notify", node);
-    pp_fan_account(&fc, r->owner, true);
+    j->feature = xd_malloc(fl);
+    snprintf(j->feature, fl, "%s+notify", node);
     if (strcmp(cfg->access, "whitelist") != 0) {
-        pp_roster_t *ro = pp_roster_get(s, conf, r->host, r->user, r->owner);
-        for (size_t i = 0; ro && i < ro->n; i++)
-            if (pp_roster_sees(ro, i, cfg) && strcmp(ro->jids[i], r->owner) != 0)
-                pp_fan_account(&fc, ro->jids[i], false);
-        pp_fan_remote(&fc, r->owner, ro, cfg);
-        pp_roster_unref(ro);
+        j->ro = pp_roster_get(s, conf, r->host, r->user, r->owner);
+        pp_fan_t rc = { .s = s, .f = xd_fanout_new(j->st), .feature = j->feature, .host = r->host };
+        pp_fan_remote(&rc, r->owner, j->ro, cfg);
+        xd_fanout_send(rc.f);
+        j->copies = rc.copies;
+        j->tolen = rc.tolen;
     }
-    size_t len = 0;
-    xd_stanza_bytes(st, &len);
-    xd_fanout_send(fc.f);
-    xd_stanza_unref(st);
-    xd_free(fc.feature);
-    xd_input_charge(r->in, fc.copies * (len + 6) + fc.tolen);
+    if (xd_owner_workers() == 0 ||
+        xd_module_post(r->ctx, xd_owner_of(r->owner), pp_fanjob_posted, j) != 0)
+        pp_fanjob_run(j);
 }
 
 /* ---- publish --------------------------------------------------------------------------------- */
