@@ -821,6 +821,8 @@ typedef struct pp_fanjob {
     pp_state_t *s;
     xd_stanza_t *st;     /* the <message/> without 'to' (ref) */
     pp_roster_t *ro;     /* the owner's roster (ref), NULL: own sessions only */
+    size_t *idx, n;      /* the contacts of ro this worker sends to */
+    bool own;            /* and the owner's sessions */
     pp_cfg_t cfg;        /* the node's */
     char host[XD_JID_PART_MAX + 1];
     char owner[2 * XD_JID_PART_MAX + 2];
@@ -834,16 +836,17 @@ pp_fanjob_run(pp_fanjob_t *j)
 {
     pp_fan_t fc = { .s = j->s, .f = xd_fanout_new(j->st), .feature = j->feature, .host = j->host,
                     .copies = j->copies, .tolen = j->tolen };
-    pp_fan_account(&fc, j->owner, true);
-    for (size_t i = 0; j->ro && i < j->ro->n; i++)
-        if (pp_roster_sees(j->ro, i, &j->cfg) && strcmp(j->ro->jids[i], j->owner) != 0)
-            pp_fan_account(&fc, j->ro->jids[i], false);
+    if (j->own)
+        pp_fan_account(&fc, j->owner, true);
+    for (size_t k = 0; k < j->n; k++)
+        pp_fan_account(&fc, j->ro->jids[j->idx[k]], false);
     size_t len = 0;
     xd_stanza_bytes(j->st, &len);
     xd_fanout_send(fc.f);
     xd_input_charge(j->in, fc.copies * (len + 6) + fc.tolen);
     pp_roster_unref(j->ro);
     xd_stanza_unref(j->st);
+    xd_free(j->idx);
     xd_free(j->feature);
     xd_free(j);
 }
@@ -870,27 +873,71 @@ pp_notify(pp_req_t *r, const char *node, const pp_cfg_t *cfg, xd_el_t *event)
     if (mod_random_id(id) == 0)
         xd_el_set_attr(m, "id", id);
     xd_el_append(m, event);
-    pp_fanjob_t *j = xd_new(pp_fanjob_t);
-    j->s = s;
-    j->st = xd_el_freeze(m);
-    j->cfg = *cfg;
-    j->in = r->in;
-    snprintf(j->host, sizeof j->host, "%s", r->host);
-    snprintf(j->owner, sizeof j->owner, "%s", r->owner);
+    xd_stanza_t *st = xd_el_freeze(m);
     size_t fl = strlen(node) + 8;
-    j->feature = xd_malloc(fl);
-    snprintf(j->feature, fl, "%s+notify", node);
+    char *feature = xd_malloc(fl);
+    snprintf(feature, fl, "%s+notify", node);
+    pp_roster_t *ro = NULL;
+    size_t rcopies = 0, rtolen = 0;
     if (strcmp(cfg->access, "whitelist") != 0) {
-        j->ro = pp_roster_get(s, conf, r->host, r->user, r->owner);
-        pp_fan_t rc = { .s = s, .f = xd_fanout_new(j->st), .feature = j->feature, .host = r->host };
-        pp_fan_remote(&rc, r->owner, j->ro, cfg);
+        ro = pp_roster_get(s, conf, r->host, r->user, r->owner);
+        pp_fan_t rc = { .s = s, .f = xd_fanout_new(st), .feature = feature, .host = r->host };
+        pp_fan_remote(&rc, r->owner, ro, cfg);
         xd_fanout_send(rc.f);
-        j->copies = rc.copies;
-        j->tolen = rc.tolen;
+        rcopies = rc.copies;
+        rtolen = rc.tolen;
     }
-    if (xd_owner_workers() == 0 ||
-        xd_module_post(r->ctx, xd_owner_of(r->owner), pp_fanjob_posted, j) != 0)
-        pp_fanjob_run(j);
+    /* One job per worker, each with the contacts that the owner function
+     * gives it (a contact's notifications always go from the same worker,
+     * in order), so that both workers look sessions up and send. */
+    unsigned nw = xd_owner_workers();
+    if (nw == 0)
+        nw = 1;
+    unsigned ow = xd_owner_workers() ? xd_owner_of(r->owner) : 0;
+    pp_fanjob_t **jobs = xd_calloc(nw, sizeof *jobs);
+    for (unsigned w = 0; w < nw; w++) {
+        pp_fanjob_t *j = jobs[w] = xd_new(pp_fanjob_t);
+        j->s = s;
+        j->st = xd_stanza_ref(st);
+        j->cfg = *cfg;
+        j->in = r->in;
+        j->own = w == ow;
+        snprintf(j->host, sizeof j->host, "%s", r->host);
+        snprintf(j->owner, sizeof j->owner, "%s", r->owner);
+        j->feature = xd_strdup(feature);
+        if (ro) {
+            atomic_fetch_add(&ro->refs, 1);
+            j->ro = ro;
+        }
+        if (w == ow) {
+            j->copies = rcopies;
+            j->tolen = rtolen;
+        }
+    }
+    for (size_t i = 0; ro && i < ro->n; i++) {
+        if (!pp_roster_sees(ro, i, cfg) || !strcmp(ro->jids[i], r->owner))
+            continue;
+        pp_fanjob_t *j = jobs[xd_owner_workers() ? xd_owner_of(ro->jids[i]) % nw : 0];
+        if (!j->idx)
+            j->idx = xd_calloc(ro->n, sizeof *j->idx);
+        j->idx[j->n++] = i;
+    }
+    for (unsigned w = 0; w < nw; w++) {
+        if (!jobs[w]->own && !jobs[w]->n) {
+            pp_roster_unref(jobs[w]->ro);
+            xd_stanza_unref(jobs[w]->st);
+            xd_free(jobs[w]->feature);
+            xd_free(jobs[w]);
+            continue;
+        }
+        if (xd_owner_workers() == 0 ||
+            xd_module_post(r->ctx, w, pp_fanjob_posted, jobs[w]) != 0)
+            pp_fanjob_run(jobs[w]);
+    }
+    xd_free(jobs);
+    pp_roster_unref(ro);
+    xd_free(feature);
+    xd_stanza_unref(st);
 }
 
 /* ---- publish --------------------------------------------------------------------------------- */
