@@ -255,6 +255,7 @@ typedef struct pp_roster {
     uint64_t loaded_ms;  /* read again after PP_ROSTER_TTL_MS */
     size_t n, cap;
     char **jids;         /* bare JIDs of the items in the roster */
+    xd_jid_t **pj;       /* the same parsed (NULL: not a JID) */
     char **groups;       /* their groups, one per line */
     unsigned char *sub;  /* XD_ROSTER_SUB_* */
 } pp_roster_t;
@@ -582,8 +583,11 @@ pp_roster_unref(pp_roster_t *r)
     for (size_t i = 0; i < r->n; i++) {
         xd_free(r->jids[i]);
         xd_free(r->groups[i]);
+        if (r->pj[i])
+            xd_jid_unref(r->pj[i]);
     }
     xd_free(r->jids);
+    xd_free(r->pj);
     xd_free(r->groups);
     xd_free(r->sub);
     xd_free(r);
@@ -606,6 +610,7 @@ pp_roster_item(void *arg, const xd_roster_view_t *item)
         r->jids = xd_realloc(r->jids, r->cap * sizeof *r->jids);
         r->groups = xd_realloc(r->groups, r->cap * sizeof *r->groups);
         r->sub = xd_realloc(r->sub, r->cap * sizeof *r->sub);
+        r->pj = xd_realloc(r->pj, r->cap * sizeof *r->pj);
     }
     size_t gl = 1;
     for (size_t i = 0; i < item->ngroups; i++)
@@ -617,6 +622,9 @@ pp_roster_item(void *arg, const xd_roster_view_t *item)
         used += (size_t)snprintf(g + used, gl - used, "%s\n", item->groups[i]);
     r->groups[r->n] = g;
     r->sub[r->n] = (unsigned char)item->sub;
+    r->pj[r->n] = NULL;
+    if (xd_jid_parse(xd_str_c(item->jid), &r->pj[r->n]) != 0)
+        r->pj[r->n] = NULL;
     r->jids[r->n++] = xd_strdup(item->jid);
     return 0;
 }
@@ -732,12 +740,15 @@ pp_fan_add(pp_fan_t *fc, const char *to, int worker)
     fc->tolen += strlen(to);
 }
 
-/* Adds the available sessions of `bare` (filtered by +notify unless all). */
+/* Adds the available sessions of `bare` (parsed: pj, or NULL; filtered by
+ * +notify unless all). */
 static void
-pp_fan_account(pp_fan_t *fc, const char *bare, bool all)
+pp_fan_account(pp_fan_t *fc, const char *bare, const xd_jid_t *pj, bool all)
 {
     xd_jid_t *j = NULL;
-    if (xd_jid_parse(xd_str_c(bare), &j) != 0)
+    if (pj)
+        j = xd_jid_ref((xd_jid_t *)pj);
+    else if (xd_jid_parse(xd_str_c(bare), &j) != 0)
         return;
     xd_session_info_t info[PP_MAX_SESSIONS];
     size_t n = xd_session_list(j, info, PP_MAX_SESSIONS);
@@ -837,9 +848,9 @@ pp_fanjob_run(pp_fanjob_t *j)
     pp_fan_t fc = { .s = j->s, .f = xd_fanout_new(j->st), .feature = j->feature, .host = j->host,
                     .copies = j->copies, .tolen = j->tolen };
     if (j->own)
-        pp_fan_account(&fc, j->owner, true);
+        pp_fan_account(&fc, j->owner, NULL, true);
     for (size_t k = 0; k < j->n; k++)
-        pp_fan_account(&fc, j->ro->jids[j->idx[k]], false);
+        pp_fan_account(&fc, j->ro->jids[j->idx[k]], j->ro->pj[j->idx[k]], false);
     size_t len = 0;
     xd_stanza_bytes(j->st, &len);
     xd_fanout_send(fc.f);
