@@ -400,6 +400,8 @@ typedef struct pp_req {
     bool owner_ns;        /* pubsub#owner */
     xd_input_ref_t in;    /* the sender's stream, billed for the fan-out */
     xd_stanza_t *reply;   /* the answer (ref) */
+    bool defer;           /* notifications posted by pp_req_done (an IQ's) */
+    struct pp_fanjob *jobs; /* those, in order */
 } pp_req_t;
 
 typedef struct pp_node_row {
@@ -840,6 +842,8 @@ typedef struct pp_fanjob {
     char *feature;       /* node+notify */
     xd_input_ref_t in;   /* billed */
     size_t copies, tolen; /* the remote part's, done already */
+    unsigned worker;     /* where it runs */
+    struct pp_fanjob *next; /* pp_req_t.jobs */
 } pp_fanjob_t;
 
 static void
@@ -867,6 +871,13 @@ pp_fanjob_posted(xd_module_ctx_t *ctx, void *arg)
 {
     (void)ctx;
     pp_fanjob_run(arg);
+}
+
+static void
+pp_fanjob_post(xd_module_ctx_t *ctx, pp_fanjob_t *j)
+{
+    if (xd_owner_workers() == 0 || xd_module_post(ctx, j->worker, pp_fanjob_posted, j) != 0)
+        pp_fanjob_run(j);
 }
 
 /* The event of a node change to the owner's sessions and the contacts that
@@ -941,9 +952,15 @@ pp_notify(pp_req_t *r, const char *node, const pp_cfg_t *cfg, xd_el_t *event)
             xd_free(jobs[w]);
             continue;
         }
-        if (xd_owner_workers() == 0 ||
-            xd_module_post(r->ctx, w, pp_fanjob_posted, jobs[w]) != 0)
-            pp_fanjob_run(jobs[w]);
+        jobs[w]->worker = w;
+        if (r->defer) { /* pp_req_done posts them */
+            pp_fanjob_t **t = &r->jobs;
+            while (*t)
+                t = &(*t)->next;
+            *t = jobs[w];
+        } else {
+            pp_fanjob_post(r->ctx, jobs[w]);
+        }
     }
     xd_free(jobs);
     pp_roster_unref(ro);
@@ -1588,15 +1605,25 @@ pp_req_work(xd_module_ctx_t *ctx, void *arg)
     r->reply = pp_handle(r);
 }
 
+/* On the requester's worker, before its stream reads on: the answer, and
+ * the notifications posted to the workers (in the order of the stream's
+ * requests, each contact's from one worker).  Posted here rather than from
+ * the pool so that this worker's own share queues behind this callback:
+ * the stream's next request is stored while the copies go out. */
 static void
 pp_req_done(xd_module_ctx_t *ctx, void *arg, int status)
 {
-    (void)ctx;
     pp_req_t *r = arg;
     if (status != 0)
         xd_route_error(r->iq, XD_COND_INTERNAL_SERVER_ERROR, NULL);
     else if (r->reply)
         xd_route(r->reply);
+    while (r->jobs) {
+        pp_fanjob_t *j = r->jobs;
+        r->jobs = j->next;
+        j->next = NULL;
+        pp_fanjob_post(ctx, j);
+    }
     pp_req_free(r);
 }
 
@@ -1613,6 +1640,7 @@ pp_iq(const xd_iq_req_t *req)
     r->iq = xd_stanza_ref(req->iq);
     r->from = xd_jid_ref((xd_jid_t *)req->from);
     r->owner_ns = owner_ns;
+    r->defer = true;
     r->is_owner = xd_jid_eq_bare(req->from, req->to);
     r->in = xd_input_current();
     snprintf(r->host, sizeof r->host, "%s", req->host);
