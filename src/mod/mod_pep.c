@@ -41,8 +41,11 @@
  * every node it may see and wants (send_last_published_item not never):
  * its own account's and those of the accounts it has a subscription to.
  * Contacts on other servers: the available presence their sessions send an
- * account (FILTER_PACKET; at most max_remote_resources per account, until
- * their unavailable presence) is remembered with its caps (asked from the
+ * account (FILTER_PACKET; at most max_remote_resources per account, of
+ * which max_remote_per_domain from one server; until their unavailable
+ * presence, a bounce of a notification to them (all of the server's for
+ * remote-server-not-found/-timeout: the link is down) or
+ * remote_resource_ttl without a new presence) is remembered with its caps (asked from the
  * host across s2s like a local session's); they get the account's
  * notifications as local contacts do, and its last items when that
  * presence first arrives (presence and roster models checked on the
@@ -73,6 +76,7 @@
 #include "xmppd/map.h"
 #include "xmppd/module.h"
 #include "xmppd/ns.h"
+#include "xmppd/owner.h"
 #include "xmppd/roster.h"
 #include "xmppd/route.h"
 #include "xmppd/session.h"
@@ -95,6 +99,9 @@ typedef struct pp_conf {
     size_t max_item_size; /* serialized bytes of one item */
     int caps_cache_size; /* entries in the caps cache */
     int max_remote_resources; /* remote contacts' sessions remembered per account */
+    int roster_cache_size; /* accounts whose roster is kept in memory */
+    int max_remote_per_domain; /* of max_remote_resources, from one other server */
+    uint64_t remote_resource_ttl; /* ms a remote session is remembered after its presence */
 } pp_conf_t;
 
 #define C_ pp_conf_t
@@ -116,6 +123,19 @@ static const xd_opt_t pp_opts[] = {
                "Sessions of contacts on other servers whose available presence an account "
                "remembers (to send them its notifications and last items); the presence of "
                "one more is not remembered, and that session gets no notifications."),
+    XD_OPT_INT("max_remote_per_domain", C_, max_remote_per_domain, "16", 1, 100000,
+               "Of an account's max_remote_resources, how many one other server's sessions may "
+               "take; the presence of one more from that server is not remembered, so that no "
+               "single server fills them."),
+    XD_OPT_DURATION("remote_resource_ttl", C_, remote_resource_ttl, "1d",
+                    "How long a remote session is remembered after its last available presence "
+                    "(its unavailable presence, and an error bounced for a notification to it, "
+                    "forget it at once; a remote-server-not-found or remote-server-timeout "
+                    "bounce forgets all sessions of that server)."),
+    XD_OPT_INT("roster_cache_size", C_, roster_cache_size, "10000", 1, 10000000,
+               "Accounts whose roster (contacts, subscriptions, groups) a publish finds in "
+               "memory instead of the database; a roster change drops the account's entry, "
+               "one more account evicts an entry, and an entry is read again after a minute."),
     XD_OPT_END,
 };
 #undef C_
@@ -224,7 +244,24 @@ typedef struct pp_state {
     xd_map_t asked_ver;  /* ver → (void *)1 while a query is out */
     xd_map_t remote;     /* local bare JID → pp_remote_t: available sessions on other servers */
     uint64_t seq;        /* ids */
+    xd_map_t rosters;    /* owner bare JID → pp_roster_t: the roster cache */
+    uint64_t roster_epoch; /* bumped by every invalidation (a load that saw another is not kept) */
 } pp_state_t;
+
+/* An account's roster as a publish needs it (the cache's entries; shared,
+ * read only, freed with its last reference). */
+typedef struct pp_roster {
+    _Atomic unsigned refs;
+    uint64_t loaded_ms;  /* read again after PP_ROSTER_TTL_MS */
+    size_t n, cap;
+    char **jids;         /* bare JIDs of the items in the roster */
+    xd_jid_t **pj;       /* the same parsed (NULL: not a JID) */
+    char **groups;       /* their groups, one per line */
+    unsigned char *sub;  /* XD_ROSTER_SUB_* */
+} pp_roster_t;
+
+/* A change that bypasses ROSTER_CHANGED (an import) shows after this. */
+#define PP_ROSTER_TTL_MS 60000
 
 static void
 pp_caps_free(void *v)
@@ -255,6 +292,7 @@ pp_query_free(void *v)
 typedef struct pp_remote {
     char **full;
     char **ver;
+    uint64_t *seen; /* monotonic ms of its last available presence */
     size_t n;
 } pp_remote_t;
 
@@ -270,7 +308,46 @@ pp_remote_free(void *v)
     }
     xd_free(r->full);
     xd_free(r->ver);
+    xd_free(r->seen);
     xd_free(r);
+}
+
+/* Forgets entry i of rl (the last one takes its place). */
+static void
+pp_remote_drop(pp_remote_t *rl, size_t i)
+{
+    xd_free(rl->full[i]);
+    xd_free(rl->ver[i]);
+    rl->n--;
+    rl->full[i] = rl->full[rl->n];
+    rl->ver[i] = rl->ver[rl->n];
+    rl->seen[i] = rl->seen[rl->n];
+}
+
+/* Whether full JID `full` is on domain dom (dom_len bytes). */
+static bool
+pp_full_on(const char *full, const char *dom, size_t dom_len)
+{
+    const char *at = strchr(full, '@');
+    const char *d = at ? at + 1 : full;
+    const char *slash = strchr(d, '/');
+    size_t dl = slash ? (size_t)(slash - d) : strlen(d);
+    return dl == dom_len && !memcmp(d, dom, dl);
+}
+
+/* Forgets rl's entries older than ttl (now: monotonic ms); how many. */
+static size_t
+pp_remote_expire(pp_remote_t *rl, uint64_t now, uint64_t ttl)
+{
+    size_t gone = 0;
+    for (size_t i = 0; i < rl->n;)
+        if (now - rl->seen[i] >= ttl) {
+            pp_remote_drop(rl, i);
+            gone++;
+        } else {
+            i++;
+        }
+    return gone;
 }
 
 static void
@@ -310,21 +387,6 @@ pp_caps_has(pp_state_t *s, const char *ver, const char *feature)
     return r;
 }
 
-/* Whether the session whose last presence is `pres` wants notifications of node. */
-static bool
-pp_wants(pp_state_t *s, const xd_stanza_t *pres, const char *node)
-{
-    char ver[64];
-    if (!pp_presence_ver(pres, ver, sizeof ver))
-        return false;
-    size_t n = strlen(node) + 8;
-    char *f = xd_malloc(n);
-    snprintf(f, n, "%s+notify", node);
-    bool r = pp_caps_has(s, ver, f) == 1;
-    xd_free(f);
-    return r;
-}
-
 /* ---- a request, on the pool ------------------------------------------------------------------ */
 
 typedef struct pp_req {
@@ -338,6 +400,8 @@ typedef struct pp_req {
     bool owner_ns;        /* pubsub#owner */
     xd_input_ref_t in;    /* the sender's stream, billed for the fan-out */
     xd_stanza_t *reply;   /* the answer (ref) */
+    bool defer;           /* notifications posted by pp_req_done (an IQ's) */
+    struct pp_fanjob *jobs; /* those, in order */
 } pp_req_t;
 
 typedef struct pp_node_row {
@@ -501,38 +565,236 @@ pp_trim(xd_db_conn_t *c, const char *host, const char *user, const char *node, i
                        d, 4, NULL, NULL);
 }
 
-/* ---- notifications --------------------------------------------------------------------------- */
+/* ---- the roster cache -------------------------------------------------------------------------- *
+ *
+ * A publish notifies the owner's contacts: those with subscription from or
+ * both (presence and open nodes), or in an allowed group (roster nodes).
+ * The roster is read once (ROSTER_GET, on the pool) and kept per account;
+ * ROSTER_CHANGED (after every committed change of an item) and REMOVE_USER
+ * drop the account's entry, so the next publish reads it again.  A load
+ * that raced with an invalidation is used once and not kept (the epoch).
+ * At most roster_cache_size accounts: one more evicts any one entry. */
 
-/* Sends the event to the sessions of `bare` (available; filtered by
- * +notify unless all); returns the bytes sent. */
-static size_t
-pp_fan_account(pp_state_t *s, const char *owner, const char *bare, const char *node, bool all,
-               const char *xml, size_t len)
+static int pp_first_key(void *arg, const char *key, void *val);
+
+static void
+pp_roster_unref(pp_roster_t *r)
+{
+    if (!r || atomic_fetch_sub(&r->refs, 1) != 1)
+        return;
+    for (size_t i = 0; i < r->n; i++) {
+        xd_free(r->jids[i]);
+        xd_free(r->groups[i]);
+        if (r->pj[i])
+            xd_jid_unref(r->pj[i]);
+    }
+    xd_free(r->jids);
+    xd_free(r->pj);
+    xd_free(r->groups);
+    xd_free(r->sub);
+    xd_free(r);
+}
+
+static void
+pp_roster_unref_v(void *v)
+{
+    pp_roster_unref(v);
+}
+
+static int
+pp_roster_item(void *arg, const xd_roster_view_t *item)
+{
+    pp_roster_t *r = arg;
+    if (!item->in_roster)
+        return 0;
+    if (r->n == r->cap) {
+        r->cap = r->cap ? r->cap * 2 : 16;
+        r->jids = xd_realloc(r->jids, r->cap * sizeof *r->jids);
+        r->groups = xd_realloc(r->groups, r->cap * sizeof *r->groups);
+        r->sub = xd_realloc(r->sub, r->cap * sizeof *r->sub);
+        r->pj = xd_realloc(r->pj, r->cap * sizeof *r->pj);
+    }
+    size_t gl = 1;
+    for (size_t i = 0; i < item->ngroups; i++)
+        gl += strlen(item->groups[i]) + 1;
+    char *g = xd_malloc(gl);
+    size_t used = 0;
+    g[0] = '\0';
+    for (size_t i = 0; i < item->ngroups; i++)
+        used += (size_t)snprintf(g + used, gl - used, "%s\n", item->groups[i]);
+    r->groups[r->n] = g;
+    r->sub[r->n] = (unsigned char)item->sub;
+    r->pj[r->n] = NULL;
+    if (xd_jid_parse(xd_str_c(item->jid), &r->pj[r->n]) != 0)
+        r->pj[r->n] = NULL;
+    r->jids[r->n++] = xd_strdup(item->jid);
+    return 0;
+}
+
+/* The roster of host/user (owner: its bare JID), from the cache or read
+ * (on the pool); a reference, or NULL when no roster answered. */
+static pp_roster_t *
+pp_roster_get(pp_state_t *s, const pp_conf_t *conf, const char *host, const char *user,
+              const char *owner)
+{
+    uint64_t now = pp_now_ms();
+    pthread_mutex_lock(&s->mu);
+    pp_roster_t *r = xd_map_get(&s->rosters, xd_str_c(owner));
+    if (r && now - r->loaded_ms < PP_ROSTER_TTL_MS) {
+        atomic_fetch_add(&r->refs, 1);
+        pthread_mutex_unlock(&s->mu);
+        return r;
+    }
+    uint64_t epoch = s->roster_epoch;
+    pthread_mutex_unlock(&s->mu);
+    r = xd_new(pp_roster_t);
+    atomic_init(&r->refs, 1);
+    r->loaded_ms = now;
+    xd_hook_roster_get_t ev = { .host = host, .user = user, .fn = pp_roster_item, .arg = r };
+    xd_hook_run(XD_HOOK_ROSTER_GET, host, &ev);
+    int rc = ev.served ? ev.rc : XD_ENOTFOUND;
+    if (rc != 0) {
+        if (rc != XD_ENOTFOUND)
+            XD_LOG(NULL, XD_WARN, "pep: roster not read", "host=%s user=%s err=%s", host, user,
+                   xd_strerror(rc));
+        pp_roster_unref(r);
+        return NULL;
+    }
+    pthread_mutex_lock(&s->mu);
+    if (s->roster_epoch == epoch) {
+        pp_roster_t *old = xd_map_get(&s->rosters, xd_str_c(owner));
+        if (!old && xd_map_count(&s->rosters) >= (size_t)conf->roster_cache_size) {
+            char *victim = NULL;
+            xd_map_foreach(&s->rosters, pp_first_key, &victim);
+            if (victim)
+                pp_roster_unref(xd_map_del(&s->rosters, xd_str_c(victim)));
+            xd_free(victim);
+        }
+        atomic_fetch_add(&r->refs, 1);
+        pp_roster_unref(xd_map_put(&s->rosters, xd_str_c(owner), r));
+    }
+    pthread_mutex_unlock(&s->mu);
+    return r;
+}
+
+/* Drops the cached roster of host/user. */
+static void
+pp_roster_forget(pp_state_t *s, const char *host, const char *user)
+{
+    char owner[2 * XD_JID_PART_MAX + 2];
+    snprintf(owner, sizeof owner, "%s@%s", user, host);
+    pthread_mutex_lock(&s->mu);
+    s->roster_epoch++;
+    pp_roster_unref(xd_map_del(&s->rosters, xd_str_c(owner)));
+    pthread_mutex_unlock(&s->mu);
+}
+
+/* ROSTER_CHANGED (any thread): the account's next publish reads its roster. */
+static int
+pp_roster_changed(xd_module_ctx_t *ctx, xd_hook_roster_changed_t *ev, void *arg)
+{
+    (void)arg;
+    pp_roster_forget(xd_module_state(ctx), ev->host, ev->user);
+    return XD_HOOK_OK;
+}
+
+/* ---- notifications --------------------------------------------------------------------------- *
+ *
+ * One notification is one frozen <message/> without 'to' (serialized once)
+ * in one fan-out (route.h): one inbox message per destination worker, each
+ * recipient's copy readdressed there, as group chat does. */
+
+typedef struct pp_fan {
+    pp_state_t *s;
+    xd_fanout_t *f;
+    char *feature;      /* node+notify */
+    const char *host;   /* the owner's host */
+    char ver[64];       /* the last caps ver looked up, and its answer */
+    bool ver_ok;
+    size_t copies, tolen;
+} pp_fan_t;
+
+/* Whether caps ver include the node's +notify, as the caps cache `other`
+ * (the contact's host's, or NULL) or the owner host's knows them (the last
+ * answer kept: most contacts run the same client). */
+static bool
+pp_fan_wants_ver(pp_fan_t *fc, pp_state_t *other, const char *ver)
+{
+    if (!*ver)
+        return false;
+    if (strcmp(fc->ver, ver) != 0) {
+        int r = other ? pp_caps_has(other, ver, fc->feature) : -1;
+        if (r < 0)
+            r = pp_caps_has(fc->s, ver, fc->feature);
+        if (r < 0)
+            return false;
+        snprintf(fc->ver, sizeof fc->ver, "%s", ver);
+        fc->ver_ok = r == 1;
+    }
+    return fc->ver_ok;
+}
+
+static void
+pp_fan_add(pp_fan_t *fc, const char *to, int worker)
+{
+    xd_fanout_add(fc->f, to, worker);
+    fc->copies++;
+    fc->tolen += strlen(to);
+}
+
+/* Adds the available sessions of `bare` (parsed: pj, or NULL; filtered by
+ * +notify unless all). */
+static void
+pp_fan_account(pp_fan_t *fc, const char *bare, const xd_jid_t *pj, bool all)
 {
     xd_jid_t *j = NULL;
-    if (xd_jid_parse(xd_str_c(bare), &j) != 0)
-        return 0;
+    if (pj)
+        j = xd_jid_ref((xd_jid_t *)pj);
+    else if (xd_jid_parse(xd_str_c(bare), &j) != 0)
+        return;
     xd_session_info_t info[PP_MAX_SESSIONS];
     size_t n = xd_session_list(j, info, PP_MAX_SESSIONS);
     if (n > PP_MAX_SESSIONS)
         n = PP_MAX_SESSIONS;
-    size_t bytes = 0;
+    /* A contact on another local host: its sessions' caps were asked by
+     * mod_pep of that host. */
+    xd_module_ctx_t *other = NULL;
+    xd_str_t dom = xd_jid_domain(j);
+    if (n && !all && (dom.len != strlen(fc->host) || memcmp(dom.p, fc->host, dom.len) != 0)) {
+        char d[XD_JID_PART_MAX + 1];
+        snprintf(d, sizeof d, "%.*s", (int)dom.len, dom.p);
+        other = xd_module_instance("mod_pep", d);
+    }
+    pp_state_t *os = other ? xd_module_state(other) : NULL;
     for (size_t i = 0; i < n; i++) {
-        if (info[i].available && (all || pp_wants(s, info[i].presence, node)))
-            bytes += pse_send_event(owner, xd_jid_full_str(info[i].jid).p, NULL, xml, len);
+        char ver[64];
+        if (info[i].available &&
+            (all || (pp_presence_ver(info[i].presence, ver, sizeof ver) &&
+                     pp_fan_wants_ver(fc, os, ver))))
+            pp_fan_add(fc, xd_jid_full_str(info[i].jid).p, (int)info[i].ref.worker);
         xd_session_info_clear(&info[i]);
     }
+    if (other)
+        xd_module_release(other);
     xd_jid_unref(j);
-    return bytes;
 }
 
-/* Sends the event to the remote sessions that told the owner their
- * presence, are on its contact list cs (in an allowed group for roster
- * nodes) and want it; returns the bytes sent. */
-static size_t
-pp_fan_remote(pp_state_t *s, const char *owner, const pse_contacts_t *cs, const pp_cfg_t *cfg,
-              const char *node, const char *xml, size_t len)
+/* Whether roster item i may see a node with cfg (presence, open: from or
+ * both; roster: in an allowed group). */
+static bool
+pp_roster_sees(const pp_roster_t *ro, size_t i, const pp_cfg_t *cfg)
 {
+    if (!strcmp(cfg->access, "roster"))
+        return pse_groups_match_nl(cfg, ro->groups[i]);
+    return (ro->sub[i] & XD_ROSTER_SUB_FROM) != 0;
+}
+
+/* Adds the remote sessions that told the owner their presence, are on its
+ * roster ro with the right to see the node and want it. */
+static void
+pp_fan_remote(pp_fan_t *fc, const char *owner, const pp_roster_t *ro, const pp_cfg_t *cfg)
+{
+    pp_state_t *s = fc->s;
     pp_remote_t copy = { 0 };
     pthread_mutex_lock(&s->mu);
     pp_remote_t *rl = xd_map_get(&s->remote, xd_str_c(owner));
@@ -545,58 +807,165 @@ pp_fan_remote(pp_state_t *s, const char *owner, const pse_contacts_t *cs, const 
         }
     }
     pthread_mutex_unlock(&s->mu);
-    bool roster = !strcmp(cfg->access, "roster");
-    size_t fl = strlen(node) + 8, bytes = 0;
-    char *f = xd_malloc(fl);
-    snprintf(f, fl, "%s+notify", node);
     for (size_t i = 0; i < copy.n; i++) {
         const char *slash = strchr(copy.full[i], '/');
         size_t bl = slash ? (size_t)(slash - copy.full[i]) : strlen(copy.full[i]);
         bool listed = false;
-        for (size_t k = 0; k < cs->n && !listed; k++)
-            listed = strlen(cs->jids[k]) == bl && !memcmp(cs->jids[k], copy.full[i], bl) &&
-                     (!roster || pse_groups_match_nl(cfg, cs->groups[k]));
-        if (listed && *copy.ver[i] && pp_caps_has(s, copy.ver[i], f) == 1)
-            bytes += pse_send_event(owner, copy.full[i], NULL, xml, len);
+        for (size_t k = 0; ro && k < ro->n && !listed; k++)
+            listed = strlen(ro->jids[k]) == bl && !memcmp(ro->jids[k], copy.full[i], bl) &&
+                     pp_roster_sees(ro, k, cfg);
+        if (listed && pp_fan_wants_ver(fc, NULL, copy.ver[i]))
+            pp_fan_add(fc, copy.full[i], -1);
     }
-    xd_free(f);
     for (size_t i = 0; i < copy.n; i++) {
         xd_free(copy.full[i]);
         xd_free(copy.ver[i]);
     }
     xd_free(copy.full);
     xd_free(copy.ver);
-    return bytes;
+}
+
+/* The local part of a notification, run on the owner's worker: the
+ * account's sessions and its contacts' on this server.  Notifications of one
+ * account are posted there in the order of its requests (each is posted
+ * before the request's stream is released), so a contact gets them in that
+ * order, while the publisher's next publish is being stored. */
+typedef struct pp_fanjob {
+    pp_state_t *s;
+    xd_stanza_t *st;     /* the <message/> without 'to' (ref) */
+    pp_roster_t *ro;     /* the owner's roster (ref), NULL: own sessions only */
+    size_t *idx, n;      /* the contacts of ro this worker sends to */
+    bool own;            /* and the owner's sessions */
+    pp_cfg_t cfg;        /* the node's */
+    char host[XD_JID_PART_MAX + 1];
+    char owner[2 * XD_JID_PART_MAX + 2];
+    char *feature;       /* node+notify */
+    xd_input_ref_t in;   /* billed */
+    size_t copies, tolen; /* the remote part's, done already */
+    unsigned worker;     /* where it runs */
+    struct pp_fanjob *next; /* pp_req_t.jobs */
+} pp_fanjob_t;
+
+static void
+pp_fanjob_run(pp_fanjob_t *j)
+{
+    pp_fan_t fc = { .s = j->s, .f = xd_fanout_new(j->st), .feature = j->feature, .host = j->host,
+                    .copies = j->copies, .tolen = j->tolen };
+    if (j->own)
+        pp_fan_account(&fc, j->owner, NULL, true);
+    for (size_t k = 0; k < j->n; k++)
+        pp_fan_account(&fc, j->ro->jids[j->idx[k]], j->ro->pj[j->idx[k]], false);
+    size_t len = 0;
+    xd_stanza_bytes(j->st, &len);
+    xd_fanout_send(fc.f);
+    xd_input_charge(j->in, fc.copies * (len + 6) + fc.tolen);
+    pp_roster_unref(j->ro);
+    xd_stanza_unref(j->st);
+    xd_free(j->idx);
+    xd_free(j->feature);
+    xd_free(j);
+}
+
+static void
+pp_fanjob_posted(xd_module_ctx_t *ctx, void *arg)
+{
+    (void)ctx;
+    pp_fanjob_run(arg);
+}
+
+static void
+pp_fanjob_post(xd_module_ctx_t *ctx, pp_fanjob_t *j)
+{
+    if (xd_owner_workers() == 0 || xd_module_post(ctx, j->worker, pp_fanjob_posted, j) != 0)
+        pp_fanjob_run(j);
 }
 
 /* The event of a node change to the owner's sessions and the contacts that
- * may see it (on the pool). */
+ * may see it (on the pool: the roster may be read).  Sessions on other
+ * servers are sent to from here; the rest from the owner's worker. */
 static void
 pp_notify(pp_req_t *r, const char *node, const pp_cfg_t *cfg, xd_el_t *event)
 {
     pp_state_t *s = xd_module_state(r->ctx);
-    size_t len = 0;
-    char *xml = xd_el_serialize(event, NULL, &len);
-    xd_el_free(event);
-    size_t bytes = pp_fan_account(s, r->owner, r->owner, node, true, xml, len);
+    const pp_conf_t *conf = xd_module_opts(r->ctx);
+    xd_el_t *m = xd_el_new("message", NULL);
+    xd_el_set_attr(m, "from", r->owner);
+    xd_el_set_attr(m, "type", "headline");
+    char id[21];
+    if (mod_random_id(id) == 0)
+        xd_el_set_attr(m, "id", id);
+    xd_el_append(m, event);
+    xd_stanza_t *st = xd_el_freeze(m);
+    size_t fl = strlen(node) + 8;
+    char *feature = xd_malloc(fl);
+    snprintf(feature, fl, "%s+notify", node);
+    pp_roster_t *ro = NULL;
+    size_t rcopies = 0, rtolen = 0;
     if (strcmp(cfg->access, "whitelist") != 0) {
-        /* presence (and open): contacts with subscription from or both;
-         * roster: contacts in an allowed group. */
-        bool roster = !strcmp(cfg->access, "roster");
-        pse_contacts_t cs = { 0 };
-        int rc = pse_roster(r->host, r->user, NULL, roster ? ~0u : XD_ROSTER_SUB_FROM, &cs);
-        if (rc != 0 && rc != XD_ENOTFOUND)
-            XD_LOG(NULL, XD_WARN, "pep: roster not read", "host=%s user=%s err=%s", r->host,
-                   r->user, xd_strerror(rc));
-        for (size_t i = 0; i < cs.n; i++)
-            if (strcmp(cs.jids[i], r->owner) != 0 &&
-                (!roster || pse_groups_match_nl(cfg, cs.groups[i])))
-                bytes += pp_fan_account(s, r->owner, cs.jids[i], node, false, xml, len);
-        bytes += pp_fan_remote(s, r->owner, &cs, cfg, node, xml, len);
-        pse_contacts_free(&cs);
+        ro = pp_roster_get(s, conf, r->host, r->user, r->owner);
+        pp_fan_t rc = { .s = s, .f = xd_fanout_new(st), .feature = feature, .host = r->host };
+        pp_fan_remote(&rc, r->owner, ro, cfg);
+        xd_fanout_send(rc.f);
+        rcopies = rc.copies;
+        rtolen = rc.tolen;
     }
-    xd_free(xml);
-    xd_input_charge(r->in, bytes);
+    /* One job per worker, each with the contacts that the owner function
+     * gives it (a contact's notifications always go from the same worker,
+     * in order), so that both workers look sessions up and send. */
+    unsigned nw = xd_owner_workers();
+    if (nw == 0)
+        nw = 1;
+    unsigned ow = xd_owner_workers() ? xd_owner_of(r->owner) : 0;
+    pp_fanjob_t **jobs = xd_calloc(nw, sizeof *jobs);
+    for (unsigned w = 0; w < nw; w++) {
+        pp_fanjob_t *j = jobs[w] = xd_new(pp_fanjob_t);
+        j->s = s;
+        j->st = xd_stanza_ref(st);
+        j->cfg = *cfg;
+        j->in = r->in;
+        j->own = w == ow;
+        snprintf(j->host, sizeof j->host, "%s", r->host);
+        snprintf(j->owner, sizeof j->owner, "%s", r->owner);
+        j->feature = xd_strdup(feature);
+        if (ro) {
+            atomic_fetch_add(&ro->refs, 1);
+            j->ro = ro;
+        }
+        if (w == ow) {
+            j->copies = rcopies;
+            j->tolen = rtolen;
+        }
+    }
+    for (size_t i = 0; ro && i < ro->n; i++) {
+        if (!pp_roster_sees(ro, i, cfg) || !strcmp(ro->jids[i], r->owner))
+            continue;
+        pp_fanjob_t *j = jobs[xd_owner_workers() ? xd_owner_of(ro->jids[i]) % nw : 0];
+        if (!j->idx)
+            j->idx = xd_calloc(ro->n, sizeof *j->idx);
+        j->idx[j->n++] = i;
+    }
+    for (unsigned w = 0; w < nw; w++) {
+        if (!jobs[w]->own && !jobs[w]->n) {
+            pp_roster_unref(jobs[w]->ro);
+            xd_stanza_unref(jobs[w]->st);
+            xd_free(jobs[w]->feature);
+            xd_free(jobs[w]);
+            continue;
+        }
+        jobs[w]->worker = w;
+        if (r->defer) { /* pp_req_done posts them */
+            pp_fanjob_t **t = &r->jobs;
+            while (*t)
+                t = &(*t)->next;
+            *t = jobs[w];
+        } else {
+            pp_fanjob_post(r->ctx, jobs[w]);
+        }
+    }
+    xd_free(jobs);
+    pp_roster_unref(ro);
+    xd_free(feature);
+    xd_stanza_unref(st);
 }
 
 /* ---- publish --------------------------------------------------------------------------------- */
@@ -751,13 +1120,16 @@ pp_publish(pp_req_t *r, const xd_el_t *pubsub, const xd_el_t *pub)
     pep_watch_fn watch = atomic_load(&pp_watcher);
     if (watch) /* before the event (and the item in it) goes */
         watch(r->ctx, r->host, r->user, node, id, pl);
-    pp_notify(r, node, &p.cfg, ev);
+    /* The item is stored: the result goes now, the notifications after it
+     * (both before the stream's next stanza is read: input.h). */
     xd_el_t *res = xd_iq_result_builder(iq);
     xd_el_t *ps = xd_el_add_child(res, "pubsub", XD_NS_PUBSUB);
     xd_el_t *pe = xd_el_add_child(ps, "publish", NULL);
     xd_el_set_attr(pe, "node", node);
     xd_el_set_attr(xd_el_add_child(pe, "item", NULL), "id", id);
-    return xd_el_freeze(res);
+    xd_route_take(xd_el_freeze(res));
+    pp_notify(r, node, &p.cfg, ev);
+    return NULL;
 }
 
 /* Deletes item id of host/user's node (row: the node, loaded).  0,
@@ -1233,15 +1605,25 @@ pp_req_work(xd_module_ctx_t *ctx, void *arg)
     r->reply = pp_handle(r);
 }
 
+/* On the requester's worker, before its stream reads on: the answer, and
+ * the notifications posted to the workers (in the order of the stream's
+ * requests, each contact's from one worker).  Posted here rather than from
+ * the pool so that this worker's own share queues behind this callback:
+ * the stream's next request is stored while the copies go out. */
 static void
 pp_req_done(xd_module_ctx_t *ctx, void *arg, int status)
 {
-    (void)ctx;
     pp_req_t *r = arg;
     if (status != 0)
         xd_route_error(r->iq, XD_COND_INTERNAL_SERVER_ERROR, NULL);
     else if (r->reply)
         xd_route(r->reply);
+    while (r->jobs) {
+        pp_fanjob_t *j = r->jobs;
+        r->jobs = j->next;
+        j->next = NULL;
+        pp_fanjob_post(ctx, j);
+    }
     pp_req_free(r);
 }
 
@@ -1258,6 +1640,7 @@ pp_iq(const xd_iq_req_t *req)
     r->iq = xd_stanza_ref(req->iq);
     r->from = xd_jid_ref((xd_jid_t *)req->from);
     r->owner_ns = owner_ns;
+    r->defer = true;
     r->is_owner = xd_jid_eq_bare(req->from, req->to);
     r->in = xd_input_current();
     snprintf(r->host, sizeof r->host, "%s", req->host);
@@ -1322,14 +1705,16 @@ pp_nodes_free(pp_nodes_t *ns)
     xd_free(ns->cfgs);
 }
 
-/* Sends the full JID the last item of each node of account `user` that it
- * may see and wants; returns the bytes. */
+/* Sends the full JID the last item of each node of account user@ohost (c:
+ * a connection to that host's database) that it may see and wants (its
+ * caps as ctx's cache has them); returns the bytes. */
 static size_t
-pp_last_of(xd_module_ctx_t *ctx, xd_db_conn_t *c, pp_last_t *l, const char *user, bool self)
+pp_last_of(xd_module_ctx_t *ctx, xd_db_conn_t *c, pp_last_t *l, const char *ohost,
+           const char *user, bool self)
 {
     pp_state_t *s = xd_module_state(ctx);
     pp_nodes_t ns = { 0 };
-    xd_db_val_t key[] = { XD_DB_V_CSTR(l->host), XD_DB_V_CSTR(user) };
+    xd_db_val_t key[] = { XD_DB_V_CSTR(ohost), XD_DB_V_CSTR(user) };
     if (xd_db_query(c,
                     "SELECT node, access_model, send_last FROM pep_node"
                     " WHERE host = ? AND username = ?",
@@ -1338,7 +1723,7 @@ pp_last_of(xd_module_ctx_t *ctx, xd_db_conn_t *c, pp_last_t *l, const char *user
         return 0;
     }
     char owner[2 * XD_JID_PART_MAX + 2];
-    snprintf(owner, sizeof owner, "%s@%s", user, l->host);
+    snprintf(owner, sizeof owner, "%s@%s", user, ohost);
     size_t bytes = 0;
     for (size_t i = 0; i < ns.n; i++) {
         if (!strcmp(ns.cfgs[i].send_last, "never"))
@@ -1346,14 +1731,14 @@ pp_last_of(xd_module_ctx_t *ctx, xd_db_conn_t *c, pp_last_t *l, const char *user
         if (!self && !strcmp(ns.cfgs[i].access, "whitelist"))
             continue;
         if (!self && !strcmp(ns.cfgs[i].access, "roster")) {
-            if (pp_groups_load(c, l->host, user, ns.names[i], &ns.cfgs[i]) != 0 ||
-                !pse_roster_allows(l->host, user, l->who, &ns.cfgs[i]))
+            if (pp_groups_load(c, ohost, user, ns.names[i], &ns.cfgs[i]) != 0 ||
+                !pse_roster_allows(ohost, user, l->who, &ns.cfgs[i]))
                 continue;
         }
         /* A remote session's presence reached the account, which says
          * nothing of the subscription the presence model asks for. */
         if (!self && l->owner_user[0] && !strcmp(ns.cfgs[i].access, "presence") &&
-            !pse_roster_allows(l->host, user, l->who, &ns.cfgs[i]))
+            !pse_roster_allows(ohost, user, l->who, &ns.cfgs[i]))
             continue;
         size_t fl = strlen(ns.names[i]) + 8;
         char *f = xd_malloc(fl);
@@ -1365,7 +1750,7 @@ pp_last_of(xd_module_ctx_t *ctx, xd_db_conn_t *c, pp_last_t *l, const char *user
         xd_el_t *items;
         xd_el_t *ev = pse_event(ns.names[i], &items);
         pp_items_t it = { .parent = items };
-        xd_db_val_t k3[] = { XD_DB_V_CSTR(l->host), XD_DB_V_CSTR(user),
+        xd_db_val_t k3[] = { XD_DB_V_CSTR(ohost), XD_DB_V_CSTR(user),
                              XD_DB_V_CSTR(ns.names[i]) };
         int rc = xd_db_query(c,
                              "SELECT id, xml FROM pep_item WHERE host = ? AND username = ?"
@@ -1391,7 +1776,7 @@ pp_last_work(xd_module_ctx_t *ctx, void *arg)
         xd_db_conn_t *rc = NULL;
         if (xd_db_acquire(xd_module_db(ctx), &rc) != 0)
             return;
-        size_t bytes = pp_last_of(ctx, rc, l, l->owner_user, false);
+        size_t bytes = pp_last_of(ctx, rc, l, l->host, l->owner_user, false);
         xd_db_release(rc);
         xd_input_charge(l->in, bytes);
         return;
@@ -1403,20 +1788,33 @@ pp_last_work(xd_module_ctx_t *ctx, void *arg)
         pse_contacts_free(&cs);
         return;
     }
-    size_t bytes = pp_last_of(ctx, c, l, l->user, true);
-    size_t hl = strlen(l->host);
+    size_t bytes = pp_last_of(ctx, c, l, l->host, l->user, true);
+    xd_config_t *conf = xd_config_get();
     for (size_t i = 0; i < cs.n; i++) {
-        /* Local accounts of this host only (the contact's PEP of another
-         * server sends its own last items). */
+        /* Local accounts: of this host, and of the other hosts served here
+         * where mod_pep runs (the PEP of another server sends its own
+         * last items). */
         const char *at = strchr(cs.jids[i], '@');
-        if (!at || strcmp(at + 1, l->host) != 0 || strchr(at + 1, '/'))
+        if (!at || strchr(at + 1, '/'))
             continue;
         char user[XD_JID_PART_MAX + 1];
         snprintf(user, sizeof user, "%.*s", (int)(at - cs.jids[i]), cs.jids[i]);
-        if (strcmp(user, l->user) != 0)
-            bytes += pp_last_of(ctx, c, l, user, false);
+        if (!strcmp(at + 1, l->host)) {
+            if (strcmp(user, l->user) != 0)
+                bytes += pp_last_of(ctx, c, l, l->host, user, false);
+            continue;
+        }
+        if (!conf || !xd_config_is_host(conf, at + 1))
+            continue;
+        xd_module_ctx_t *o = xd_module_instance("mod_pep", at + 1);
+        xd_db_conn_t *oc = NULL;
+        if (o && xd_db_acquire(xd_module_db(o), &oc) == 0) {
+            bytes += pp_last_of(ctx, oc, l, at + 1, user, false);
+            xd_db_release(oc);
+        }
+        xd_module_release(o);
     }
-    (void)hl;
+    xd_config_unref(conf);
     xd_db_release(c);
     pse_contacts_free(&cs);
     xd_input_charge(l->in, bytes);
@@ -1578,21 +1976,28 @@ pp_remote_presence(xd_module_ctx_t *ctx, const char *host, const xd_stanza_t *st
             at = i;
     if (unavail) {
         if (rl && at < rl->n) {
-            xd_free(rl->full[at]);
-            xd_free(rl->ver[at]);
-            rl->full[at] = rl->full[rl->n - 1];
-            rl->ver[at] = rl->ver[rl->n - 1];
-            if (--rl->n == 0)
+            pp_remote_drop(rl, at);
+            if (rl->n == 0)
                 pp_remote_free(xd_map_del(&s->remote, xd_str_c(owner)));
         }
         pthread_mutex_unlock(&s->mu);
         return;
     }
+    uint64_t now = pp_now_ms();
     bool fresh = !rl || at == rl->n;
-    if (fresh && rl && rl->n >= (size_t)conf->max_remote_resources) {
+    if (fresh && rl && pp_remote_expire(rl, now, conf->remote_resource_ttl))
+        at = rl->n;
+    size_t same = 0; /* sessions of the sender's server remembered */
+    for (size_t i = 0; fresh && rl && i < rl->n; i++)
+        same += pp_full_on(rl->full[i], fd.p, fd.len);
+    const char *full_why = !fresh || !rl ? NULL
+                           : rl->n >= (size_t)conf->max_remote_resources ? "max_remote_resources"
+                           : same >= (size_t)conf->max_remote_per_domain ? "max_remote_per_domain"
+                                                                          : NULL;
+    if (full_why) {
         pthread_mutex_unlock(&s->mu);
-        XD_LOG(NULL, XD_DEBUG, "pep: remote presence not remembered (max_remote_resources)",
-               "host=%s owner=%s from=%s", host, owner, full);
+        XD_LOG(NULL, XD_DEBUG, "pep: remote presence not remembered", "host=%s owner=%s from=%s why=%s",
+               host, owner, full, full_why);
         return;
     }
     if (!rl) {
@@ -1602,10 +2007,12 @@ pp_remote_presence(xd_module_ctx_t *ctx, const char *host, const xd_stanza_t *st
     if (fresh) {
         rl->full = xd_realloc(rl->full, (rl->n + 1) * sizeof *rl->full);
         rl->ver = xd_realloc(rl->ver, (rl->n + 1) * sizeof *rl->ver);
+        rl->seen = xd_realloc(rl->seen, (rl->n + 1) * sizeof *rl->seen);
         rl->full[rl->n] = xd_strdup(full);
         rl->ver[rl->n] = xd_strdup("");
         at = rl->n++;
     }
+    rl->seen[at] = now;
     bool changed = strcmp(rl->ver[at], ver) != 0;
     if (changed) {
         xd_free(rl->ver[at]);
@@ -1624,6 +2031,47 @@ pp_remote_presence(xd_module_ctx_t *ctx, const char *host, const xd_stanza_t *st
         pp_last_remote_start(ctx, host, owner, full, ver);
     else if (ask)
         pp_caps_ask(host, full, st, ver, id);
+}
+
+/* An error message to local account `to` from a remote session (FILTER_PACKET):
+ * the bounce of a notification.  The session is forgotten; for
+ * remote-server-not-found or -timeout (the link is down) every session of
+ * that server the account remembers. */
+static void
+pp_remote_bounce(xd_module_ctx_t *ctx, const xd_stanza_t *st, const xd_jid_t *to)
+{
+    const xd_el_t *el = xd_stanza_root(st);
+    const xd_jid_t *from = xd_stanza_from(st);
+    if (!from || !xd_jid_resource(from).len)
+        return;
+    bool link_down = false;
+    const xd_el_t *err = xd_el_child(el, "error", NULL);
+    for (const xd_el_t *c = err ? xd_el_first_child(err) : NULL; c && !link_down;
+         c = xd_el_next(c))
+        link_down = !strcmp(xd_el_name(c), "remote-server-not-found") ||
+                    !strcmp(xd_el_name(c), "remote-server-timeout");
+    xd_str_t tb = xd_jid_bare_str(to);
+    char owner[2 * XD_JID_PART_MAX + 2];
+    snprintf(owner, sizeof owner, "%.*s", (int)tb.len, tb.p);
+    const char *full = xd_jid_full_str(from).p;
+    xd_str_t fd = xd_jid_domain(from);
+    pp_state_t *s = xd_module_state(ctx);
+    size_t gone = 0;
+    pthread_mutex_lock(&s->mu);
+    pp_remote_t *rl = xd_map_get(&s->remote, xd_str_c(owner));
+    for (size_t i = 0; rl && i < rl->n;)
+        if (link_down ? pp_full_on(rl->full[i], fd.p, fd.len) : !strcmp(rl->full[i], full)) {
+            pp_remote_drop(rl, i);
+            gone++;
+        } else {
+            i++;
+        }
+    if (rl && rl->n == 0)
+        pp_remote_free(xd_map_del(&s->remote, xd_str_c(owner)));
+    pthread_mutex_unlock(&s->mu);
+    if (gone)
+        XD_LOG(NULL, XD_DEBUG, "pep: remote sessions forgotten (bounce)", "owner=%s from=%s n=%zu",
+               owner, full, gone);
 }
 
 static int
@@ -1646,6 +2094,13 @@ pp_filter(xd_module_ctx_t *ctx, xd_hook_filter_t *ev, void *arg)
         return XD_HOOK_OK; /* to another server (the filter sees outgoing stanzas too) */
     if (xd_stanza_kind_of(el) == XD_STANZA_PRESENCE && xd_jid_local(ev->to).len) {
         pp_remote_presence(ctx, ev->host, ev->st, ev->to);
+        return XD_HOOK_OK;
+    }
+    if (xd_stanza_kind_of(el) == XD_STANZA_MESSAGE && xd_jid_local(ev->to).len &&
+        !xd_jid_resource(ev->to).len) {
+        const char *mt = xd_el_attr(el, "type");
+        if (mt && !strcmp(mt, "error"))
+            pp_remote_bounce(ctx, ev->st, ev->to);
         return XD_HOOK_OK;
     }
     if (xd_stanza_kind_of(el) != XD_STANZA_IQ || xd_jid_local(ev->to).len ||
@@ -1731,8 +2186,31 @@ pp_sweep_one(void *arg, const char *key, void *val)
     return 0;
 }
 
+typedef struct pp_expire {
+    uint64_t now, ttl;
+    char **empty;
+    size_t n, cap;
+} pp_expire_t;
+
+static int
+pp_expire_one(void *arg, const char *key, void *val)
+{
+    pp_expire_t *w = arg;
+    pp_remote_t *rl = val;
+    pp_remote_expire(rl, w->now, w->ttl);
+    if (rl->n)
+        return 0;
+    if (w->n == w->cap) {
+        w->cap = w->cap ? w->cap * 2 : 16;
+        w->empty = xd_realloc(w->empty, w->cap * sizeof *w->empty);
+    }
+    w->empty[w->n++] = xd_strdup(key);
+    return 0;
+}
+
 /* TICK: caps queries nobody answered in time are forgotten, so that the
- * next session showing that ver is asked again. */
+ * next session showing that ver is asked again; remote sessions not heard
+ * of for remote_resource_ttl too. */
 static int
 pp_tick(xd_module_ctx_t *ctx, xd_hook_tick_t *ev, void *arg)
 {
@@ -1750,7 +2228,15 @@ pp_tick(xd_module_ctx_t *ctx, xd_hook_tick_t *ev, void *arg)
         pp_query_free(q);
         xd_free(w.keys[i]);
     }
+    const pp_conf_t *conf = xd_module_opts(ctx);
+    pp_expire_t e = { .now = w.now, .ttl = conf->remote_resource_ttl };
+    xd_map_foreach(&s->remote, pp_expire_one, &e);
+    for (size_t i = 0; i < e.n; i++) {
+        pp_remote_free(xd_map_del(&s->remote, xd_str_c(e.empty[i])));
+        xd_free(e.empty[i]);
+    }
     pthread_mutex_unlock(&s->mu);
+    xd_free(e.empty);
     xd_free(w.keys);
     return XD_HOOK_OK;
 }
@@ -1829,6 +2315,7 @@ static int
 pp_removed(xd_module_ctx_t *ctx, xd_hook_user_t *ev, void *arg)
 {
     (void)arg;
+    pp_roster_forget(xd_module_state(ctx), ev->host, ev->user);
     mod_user_rows_delete(ctx, "DELETE FROM pep_item WHERE host = ? AND username = ?", ev->host,
                          ev->user);
     mod_user_rows_delete(ctx, "DELETE FROM pep_node WHERE host = ? AND username = ?", ev->host,
@@ -1974,6 +2461,7 @@ static int
 pp_pie_import(xd_module_ctx_t *ctx, xd_hook_account_import_t *ev, void *arg)
 {
     (void)arg;
+    pp_roster_forget(xd_module_state(ctx), ev->host, ev->user); /* the roster is imported too */
     const pp_conf_t *conf = xd_module_opts(ctx);
     xd_db_conn_t *c = NULL;
     int rc = xd_db_acquire(xd_module_db(ctx), &c);
@@ -2083,6 +2571,9 @@ pp_start(xd_module_ctx_t *ctx)
     if (rc == 0)
         rc = xd_module_hook(ctx, XD_HOOK_REMOVE_USER, XD_HOOK_PRIO_DEFAULT, pp_removed, NULL);
     if (rc == 0)
+        rc = xd_module_hook(ctx, XD_HOOK_ROSTER_CHANGED, XD_HOOK_PRIO_DEFAULT, pp_roster_changed,
+                            NULL);
+    if (rc == 0)
         rc = xd_module_hook(ctx, XD_HOOK_ACCOUNT_EXPORT, XD_HOOK_PRIO_DEFAULT, pp_pie_export, NULL);
     if (rc == 0)
         rc = xd_module_hook(ctx, XD_HOOK_ACCOUNT_IMPORT, XD_HOOK_PRIO_DEFAULT, pp_pie_import, NULL);
@@ -2101,6 +2592,7 @@ pp_stop(xd_module_ctx_t *ctx)
     xd_map_free(&s->asking, pp_query_free);
     xd_map_free(&s->asked_ver, pp_noop_free);
     xd_map_free(&s->remote, pp_remote_free);
+    xd_map_free(&s->rosters, pp_roster_unref_v);
     pthread_mutex_destroy(&s->mu);
     xd_free(s);
 }

@@ -8,7 +8,8 @@ import re
 
 import pytest
 
-from helpers import assert_nothing_before, iq, reply, send_marker, take, take_iq, users
+from helpers import (assert_nothing_before, iq, reply, reply_rx, send_marker, take, take_iq,
+                     users)
 from test_caps import ver_of
 import xml.etree.ElementTree as ET
 
@@ -29,10 +30,22 @@ BUNDLES = "urn:xmpp:omemo:2:bundles"
 BOOKMARKS = "urn:xmpp:bookmarks:1"
 
 
-def start(server_factory):
-    srv = server_factory(extra_yaml=MODULES)
+def start(server_factory, workers=1):
+    """One worker unless told, for pep_marker."""
+    srv = server_factory(extra_yaml=MODULES, workers=workers)
     users(srv, "alice", "bob", "carol", "dave")
     return srv
+
+
+def pep_marker(owner, to):
+    """The barrier after an owner's publish: the notifications go out from the
+    workers after the publish's result, and the owner's stream reads on
+    meanwhile.  A roster get (answered on the pool, its answer queued on the
+    owner's worker behind them) first, then the marker message (send_marker):
+    with one worker it reaches a contact after any notification."""
+    from helpers import pool_roundtrip
+    pool_roundtrip(owner)
+    return send_marker(owner, to)
 
 
 def caps_query(features, node="https://example.org/client"):
@@ -43,11 +56,11 @@ def caps_query(features, node="https://example.org/client"):
     return q, f"<c xmlns='http://jabber.org/protocol/caps' hash='sha-1' node='{node}' ver='{ver}'/>"
 
 
-def session(srv, user, res, features=None, answer=True):
+def session(srv, user, res, features=None, answer=True, **kw):
     """A session with available presence; with features: caps announced, and
-    the server's disco#info query answered (answer)."""
+    the server's disco#info query answered (answer); kw for login (domain)."""
     from xclient import login
-    c, jid = login(srv.c2s_port, user, "pw", resource=res)
+    c, jid = login(srv.c2s_port, user, "pw", resource=res, **kw)
     if features is None:
         c.send("<presence/>")
         c.roundtrip()
@@ -224,8 +237,8 @@ def test_notify_by_caps_and_subscription(server_factory):
     assert "type='result'" in publish(a, "p1", TUNE, tune("Now"))
     ev = take(b, event_rx(TUNE))
     assert "Now" in ev, ev
-    assert_nothing_before(c, "pubsub#event", barrier=send_marker(a, "carol@localhost/c"))
-    assert_nothing_before(d, "pubsub#event", barrier=send_marker(a, "dave@localhost/d"))
+    assert_nothing_before(c, "pubsub#event", barrier=pep_marker(a, "carol@localhost/c"))
+    assert_nothing_before(d, "pubsub#event", barrier=pep_marker(a, "dave@localhost/d"))
     # A second session with the same caps: not asked again, gets the last item.
     from xclient import login
     b2, _ = login(srv.c2s_port, "bob", "pw", resource="b2")
@@ -250,9 +263,10 @@ def test_retract_delete_purge(server_factory):
     assert r.count("<item ") == 2 and "i2" in r and "i1" in r and "i0" not in r, r
     a.send(f"<iq type='set' id='rt'><pubsub xmlns='{PS}'><retract node='n' notify='true'>"
            f"<item id='i1'/></retract></pubsub></iq>")
-    ev = take(a, r"<message[^>]*>.*?<retract id=['\"]i1['\"]/>.*?</message>")
-    assert "node='n'" in ev, ev
+    # The result first (the item is gone), then the notification.
     assert "type='result'" in reply(a, "rt")
+    ev = take(a, r"<message[^>]*>(?:(?!</message>).)*<retract id=['\"]i1['\"]/>.*?</message>")
+    assert "node='n'" in ev, ev
     r = items(a, "g3", "alice@localhost", "n")
     assert r.count("<item ") == 2 and "i1" not in r, r
     # Purge: items gone, node stays.
@@ -342,7 +356,7 @@ def test_bookmarks_whitelist(server_factory):
     r = items(b, "peek", "alice@localhost", BOOKMARKS)
     assert "not-allowed" in r and "closed-node" in r and "r1@" not in r, r
     # Nor is he told; a node he may see is (the same caps).
-    assert_nothing_before(b, "pubsub#event", barrier=send_marker(a, bjid))
+    assert_nothing_before(b, "pubsub#event", barrier=pep_marker(a, bjid))
     assert "type='result'" in publish(a, "t", TUNE, tune("Seen"))
     assert "Seen" in take(b, event_rx(TUNE))
     r = publish(a, "r3", BOOKMARKS, f"<conference xmlns='{BOOKMARKS}'/>", item_id="r3@m",
@@ -368,7 +382,7 @@ def test_private_storage_xep0223(server_factory):
     assert "r@muc.localhost" in r, r
     r = items(b, "g2", "alice@localhost", node)
     assert "not-allowed" in r and "closed-node" in r and "muc.localhost" not in r, r
-    assert_nothing_before(b, "storage:bookmarks'><conference", barrier=send_marker(a, bjid))
+    assert_nothing_before(b, "storage:bookmarks'><conference", barrier=pep_marker(a, bjid))
     # The same preconditions again: fine; persist_items false: refused.
     assert "type='result'" in publish(a, "p2", node, payload, item_id="current", options=opts)
     r = publish(a, "p3", node, payload, item_id="current",
@@ -404,7 +418,7 @@ def test_roster_access_model(server_factory):
     c, cjid = session(srv, "carol", "c", features=[TUNE, TUNE + "+notify"], answer=False)
     assert "type='result'" in publish(a, "p1", TUNE, tune("Second"), options=opts)
     assert "Second" in take(b, event_rx(TUNE))
-    assert_nothing_before(c, "pubsub#event", barrier=send_marker(a, cjid))
+    assert_nothing_before(c, "pubsub#event", barrier=pep_marker(a, cjid))
     assert "Second" in items(b, "bi", "alice@localhost", TUNE)
     r = items(c, "ci", "alice@localhost", TUNE)
     assert "not-authorized" in r and "not-in-roster-group" in r and "<title>" not in r, r
@@ -560,7 +574,7 @@ BM48 = "storage:bookmarks"
 
 
 def start_conv(server_factory):
-    srv = server_factory(extra_yaml=CONV_MODULES)
+    srv = server_factory(extra_yaml=CONV_MODULES, workers=1)
     users(srv, "alice", "bob", "carol", "dave")
     return srv
 
@@ -927,3 +941,221 @@ def test_pep_remote_limits_and_access(server_factory):
     a.send(f"<message to='{b2jid}' id='mk'><body>mark</body></message>")
     s2s_take(b2, r"<message[^>]*id='mk'")
     assert "<event" not in b2.buf.decode(), b2.buf
+
+
+# ---- the roster cache, the fan-out, other local hosts ---------------------------------------------
+
+MOOD = "http://jabber.org/protocol/mood"
+
+
+def mood(m):
+    return f"<mood xmlns='{MOOD}'><{m}/></mood>"
+
+
+def resubscribe(b, bjid, a, ajid):
+    """b asks for a's presence again and a approves (a's roster: from)."""
+    subscribe(b, bjid, a, ajid)
+
+
+def test_roster_change_takes_effect_on_next_publish(server_factory):
+    """The owner's roster is cached for publishes: a group change (roster
+    access model), a cancelled subscription and a removal each hold from the
+    very next publish; the notification of a later publish, and a message the
+    owner sends after the publish, are the barriers."""
+    srv = start(server_factory)
+    a, ajid = session(srv, "alice", "r")
+    w, wjid = session(srv, "bob", "setup")
+    subscribe(w, wjid, a, ajid)
+    w.close()
+    r = take_iq(a, "g1", "<query xmlns='jabber:iq:roster'><item jid='bob@localhost'>"
+                         "<group>Friends</group></item></query>")
+    assert "type='result'" in r, r
+    b, bjid = session(srv, "bob", "b", features=[TUNE + "+notify", MOOD + "+notify"])
+    ropts = {"access_model": "roster", "roster_groups_allowed": "Friends"}
+    assert "type='result'" in publish(a, "p1", MOOD, mood("happy"), options=ropts)
+    assert "happy" in take(b, event_rx(MOOD))
+    assert "type='result'" in publish(a, "p2", TUNE, tune("T1"))
+    assert "T1" in take(b, event_rx(TUNE))
+    # bob moves to another group: the roster node's next publish skips him.
+    r = take_iq(a, "g2", "<query xmlns='jabber:iq:roster'><item jid='bob@localhost'>"
+                         "<group>Work</group></item></query>")
+    assert "type='result'" in r, r
+    assert "type='result'" in publish(a, "p3", MOOD, mood("sad"))
+    assert "type='result'" in publish(a, "p4", TUNE, tune("T2"))
+    got = assert_nothing_before(b, "<sad", barrier=event_rx(TUNE))
+    assert "T2" in got
+    # Back in Friends: notified again.
+    r = take_iq(a, "g3", "<query xmlns='jabber:iq:roster'><item jid='bob@localhost'>"
+                         "<group>Friends</group></item></query>")
+    assert "type='result'" in r, r
+    assert "type='result'" in publish(a, "p5", MOOD, mood("calm"))
+    assert "calm" in take(b, event_rx(MOOD))
+    # alice cancels bob's subscription (her roster: none): nothing more.
+    a.send("<presence to='bob@localhost' type='unsubscribed'/>")
+    take(b, r"<presence(?=[^>]*from=['\"]alice@localhost)[^>]*type=['\"]unsubscribed['\"]")
+    assert "type='result'" in publish(a, "p6", TUNE, tune("T3"))
+    assert_nothing_before(b, "pubsub#event", barrier=pep_marker(a, bjid))
+    resubscribe(b, bjid, a, ajid)
+    assert "type='result'" in publish(a, "p7", TUNE, tune("T4"))
+    assert "T4" in take(b, event_rx(TUNE))
+    # alice removes bob from her roster: nothing more.
+    r = take_iq(a, "g4", "<query xmlns='jabber:iq:roster'><item jid='bob@localhost' "
+                         "subscription='remove'/></query>")
+    assert "type='result'" in r, r
+    assert "type='result'" in publish(a, "p8", TUNE, tune("T5"))
+    assert_nothing_before(b, "pubsub#event", barrier=pep_marker(a, bjid))
+    resubscribe(b, bjid, a, ajid)
+    assert "type='result'" in publish(a, "p9", TUNE, tune("T6"))
+    assert "T6" in take(b, event_rx(TUNE))
+
+
+def test_roster_cache_bound(server_factory):
+    """roster_cache_size 1: two publishers evict each other's roster, and
+    every publish still reaches exactly the contacts of the moment."""
+    srv = server_factory(extra_yaml=MODULES + "    roster_cache_size: 1\n", workers=1)
+    users(srv, "alice", "bob", "carol", "dave")
+    a, ajid = session(srv, "alice", "r")
+    d, djid = session(srv, "dave", "r")
+    for o, ojid in ((a, ajid), (d, djid)):
+        w, wjid = session(srv, "bob", "setup")
+        subscribe(w, wjid, o, ojid)
+        w.close()
+    b, bjid = session(srv, "bob", "b", features=[TUNE + "+notify"])
+    for i in range(3):
+        assert "type='result'" in publish(a, f"pa{i}", TUNE, tune(f"A{i}"))
+        assert f"A{i}" in take(b, event_rx(TUNE))
+        assert "type='result'" in publish(d, f"pd{i}", TUNE, tune(f"D{i}"))
+        assert f"D{i}" in take(b, event_rx(TUNE))
+    r = take_iq(d, "rm", "<query xmlns='jabber:iq:roster'><item jid='bob@localhost' "
+                         "subscription='remove'/></query>")
+    assert "type='result'" in r, r
+    assert "type='result'" in publish(a, "pa9", TUNE, tune("A9"))
+    assert "A9" in take(b, event_rx(TUNE))
+    assert "type='result'" in publish(d, "pd9", TUNE, tune("D9"))
+    assert_nothing_before(b, "pubsub#event", barrier=pep_marker(d, bjid))
+
+
+def test_overlapping_publishes_keep_order(server_factory):
+    """Sixteen publishes sent without waiting, two workers: every one
+    answered, and each contact gets the notifications in publish order
+    (they go out from the owner's worker while the next ones are stored)."""
+    srv = start(server_factory, workers=2)
+    a, ajid = session(srv, "alice", "r")
+    subs = []
+    for u in ("bob", "carol", "dave"):
+        w, wjid = session(srv, u, "setup")
+        subscribe(w, wjid, a, ajid)
+        w.close()
+        subs.append(session(srv, u, "n", features=[TUNE + "+notify"], answer=u == "bob"))
+    body = "".join(f"<iq type='set' id='w{i}'><pubsub xmlns='{PS}'><publish node='{TUNE}'>"
+                   f"<item id='i{i}'>{tune(f'N{i}')}</item></publish></pubsub></iq>"
+                   for i in range(16))
+    a.send(body)
+    for i in range(16):
+        assert "type='result'" in take(a, reply_rx(f"w{i}")), i
+    for c, cjid in subs:
+        for i in range(16):
+            got = take(c, rf"<message[^>]*>.*?</message>")
+            assert f"<title>N{i}</title>" in got, (cjid, i, got)
+
+
+def test_contact_on_another_local_host(server_factory):
+    """A contact on another virtual host of the same server gets the
+    notifications and, when its session becomes available, the last item."""
+    srv = server_factory(extra_yaml=MODULES, hosts=("localhost", "other.localhost"))
+    users(srv, "alice")
+    users(srv, "bob", host="other.localhost")
+    a, ajid = session(srv, "alice", "r")
+    w, wjid = session(srv, "bob", "setup", domain="other.localhost")
+    subscribe(w, wjid, a, ajid)
+    w.close()
+    assert "type='result'" in publish(a, "p0", TUNE, tune("Before"))
+    b, bjid = session(srv, "bob", "b", features=[TUNE + "+notify"], domain="other.localhost")
+    assert "Before" in take(b, event_rx(TUNE))  # the last item on available
+    assert "type='result'" in publish(a, "p1", TUNE, tune("After"))
+    assert "After" in take(b, event_rx(TUNE))
+
+
+# ---- remote sessions: a bound per server, expiry ---------------------------------------------------
+
+def remote_second(a, b2, b2jid, feats):
+    """bob's second session on b.test shows the same caps (known to a.test)."""
+    q, cel = caps_query(feats, node="https://example.org/remote")
+    b2.send(f"<presence>{cel}</presence>")
+    s2s_take(a, rf"<presence(?=[^>]*from=['\"]{re.escape(b2jid)}['\"])")
+
+
+@pytest.mark.slow
+def test_pep_remote_per_domain_bound(server_factory):
+    """max_remote_per_domain: 1: one other server's sessions take one of the
+    account's 64 slots; bob@b.test's second session gets no events."""
+    from helpers import online
+    p = s2s_pair(server_factory, a_pep_extra="    max_remote_per_domain: 1\n")
+    a, ajid = online(p.a, "alice", "r")
+    b1, b1jid = online(p.b, "bob", "r1")
+    b2, b2jid = online(p.b, "bob", "r2")
+    s2s_both(a, b1)
+    assert "type='result'" in publish(a, "p1", TUNE, tune("T1"), item_id="t1")
+    feats = [TUNE + "+notify"]
+    remote_caps(b1, feats)
+    s2s_take(b1, event_rx(TUNE))
+    remote_second(a, b2, b2jid, feats)
+    assert "type='result'" in publish(a, "p2", TUNE, tune("T2"), item_id="t2")
+    assert "T2" in s2s_take(b1, event_rx(TUNE))
+    a.send(f"<message to='{b2jid}' id='mk'><body>mark</body></message>")
+    s2s_take(b2, r"<message[^>]*id='mk'")
+    assert "<event" not in b2.buf.decode(), b2.buf
+
+
+@pytest.mark.slow
+def test_pep_remote_sessions_expire(server_factory):
+    """remote_resource_ttl: a remote session not heard of for that long is
+    forgotten (its slot goes to the next one; it gets no more events)."""
+    import time
+    from helpers import online
+    p = s2s_pair(server_factory, a_pep_extra="    max_remote_per_domain: 1\n"
+                                             "    remote_resource_ttl: 2s\n")
+    a, ajid = online(p.a, "alice", "r")
+    b1, b1jid = online(p.b, "bob", "r1")
+    b2, b2jid = online(p.b, "bob", "r2")
+    s2s_both(a, b1)
+    assert "type='result'" in publish(a, "p1", TUNE, tune("T1"), item_id="t1")
+    feats = [TUNE + "+notify"]
+    remote_caps(b1, feats)
+    s2s_take(b1, event_rx(TUNE))
+    time.sleep(2.5)  # the time limit itself: r1 was last heard of 2.5 s ago
+    remote_second(a, b2, b2jid, feats)
+    assert "T1" in s2s_take(b2, event_rx(TUNE))  # r2 took the slot: its last item
+    assert "type='result'" in publish(a, "p2", TUNE, tune("T2"), item_id="t2")
+    assert "T2" in s2s_take(b2, event_rx(TUNE))
+    a.send(f"<message to='{b1jid}' id='mk'><body>mark</body></message>")
+    s2s_take(b1, r"<message[^>]*id='mk'")
+    assert "T2" not in b1.buf.decode(), b1.buf
+
+
+@pytest.mark.slow
+def test_pep_remote_sessions_forgotten_when_link_down(server_factory):
+    """b.test goes down: the notification to bob's remembered session
+    bounces (remote-server-not-found), and every b.test session alice's
+    account remembered is forgotten, so bob's session after b.test is back
+    takes the slot (max_remote_per_domain: 1)."""
+    from helpers import online
+    p = s2s_pair(server_factory, a_pep_extra="    max_remote_per_domain: 1\n")
+    a, ajid = online(p.a, "alice", "r")
+    b1, b1jid = online(p.b, "bob", "r1")
+    s2s_both(a, b1)
+    assert "type='result'" in publish(a, "p1", TUNE, tune("T1"), item_id="t1")
+    feats = [TUNE + "+notify"]
+    remote_caps(b1, feats)
+    s2s_take(b1, event_rx(TUNE))
+    p.b.stop()
+    assert "type='result'" in publish(a, "p2", TUNE, tune("T2"), item_id="t2")
+    # alice's own message to bob bounces after the notification's bounce.
+    a.send(f"<message to='{b1jid}' id='mk' type='chat'><body>mark</body></message>")
+    s2s_take(a, r"<message[^>]*id='mk'[^>]*type='error'|<message[^>]*type='error'[^>]*id='mk'",
+             timeout=30)
+    p.b.restart()
+    b2, b2jid = online(p.b, "bob", "r2")
+    q, cel = caps_query(feats, node="https://example.org/remote")
+    b2.send(f"<presence>{cel}</presence>")
+    assert "T2" in s2s_take(b2, event_rx(TUNE), timeout=30)  # the slot was free: last item

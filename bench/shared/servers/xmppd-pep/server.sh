@@ -5,8 +5,10 @@
 # appended to the rendered config (modules: is its last section) after the
 # plain adapter's `setup`.
 # usage: as ../xmppd/server.sh
+# The port is below Linux's ephemeral range (32768-60999): 35226 was taken
+# by another benchmark's client connections in TIME-WAIT (bind failed).
 here=$(cd "$(dirname "$0")" && pwd)
-export XD_NAME=xmppd-pep XD_PORT=${XDP_PORT:-35226} XD_DOMAIN=${XDP_DOMAIN:-xdp.test}
+export XD_NAME=xmppd-pep XD_PORT=${XDP_PORT:-25226} XD_DOMAIN=${XDP_DOMAIN:-xdp.test}
 inner=$here/../xmppd/server.sh
 case ${1:-} in
 setup)
