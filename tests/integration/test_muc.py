@@ -1204,22 +1204,25 @@ def test_room_archive_for_a_remote_occupant(server_factory):
 
 
 def test_room_archive_written_before_the_senders_next_answer(server_factory):
-    """The sender's stream is held until its archived messages are
-    committed, also when the room lives on another worker than the
-    sender's session: right after the sender's round trip, the database
-    holds every message (read from outside: the file, not a query that
-    waits behind the writer's connection) and a query counts them all
-    (rooms on both workers).  The archive's commits come 50 ms late
+    """The sender's stream is held until its archived messages are durable
+    (appended to mod_mam's journal), also when the room lives on another
+    worker than the sender's session: right after the sender's round trip,
+    the journal and the database hold every message (read from outside:
+    the files, not a query; the background indexer is off, so only the
+    queries move records into the database) and a query counts them all
+    (rooms on both workers).  The archive's appends come 50 ms late
     (XD_DEBUG_BATCH_DELAY_MS, a debug build's knob, xmppd/assert.h), so a
-    sender released before its rows are committed finds them missing (this
+    sender released before its records are written finds them missing (this
     failed when mod_muc released the hold of a room on the other worker).
-    Few messages a round, since each waits for its commit.  In a release
+    Few messages a round, since each waits for its append.  In a release
     build the knob is compiled out and the test only guards."""
     import os
     import sqlite3
 
-    from test_mam import fin_set, mam
-    srv = start(server_factory, opts="default_mam: true", mods=MAM_MODS,
+    from test_mam import fin_set, journal_counts, mam
+    srv = start(server_factory, opts="default_mam: true",
+                mods="  mod_stanza_id: {}\n"
+                     "  mod_mam: {journal_idle: 1h, journal_index_records: 100000000}\n",
                 env={"XD_DEBUG_BATCH_DELAY_MS": "50"})
     a, _ = online(srv, "alice")
     rooms = [f"w{i}" for i in range(6)]
@@ -1232,12 +1235,15 @@ def test_room_archive_written_before_the_senders_next_answer(server_factory):
             rows = con.execute("SELECT username, count(*) FROM archive WHERE host = ? "
                                "GROUP BY username", (MUC,)).fetchall()
         con.close()
-        return dict(rows)
+        got = dict(rows)
+        for user, k in journal_counts(srv, of=MUC).items():
+            got[user] = got.get(user, 0) + k
+        return got
 
     n, per = 0, 5
     for _ in range(2):
         # One room at a time: a round trip right after a room on the other
-        # worker handled the last message finds its rows (not only after
+        # worker handled the last message finds its records (not only after
         # rooms on the sender's own worker made it wait).
         for k, rm in enumerate(rooms):
             a.send("".join(f"<message to='{rm}@{MUC}' type='groupchat' id='{rm}-{n + i}'>"
