@@ -47,6 +47,7 @@ typedef struct muc_conf {
     bool default_mam;      /* a new room's muc#roomconfig_mam (its archive) */
     int max_messages_per_second; /* per occupant; 0: no limit */
     uint64_t hibernation_timeout; /* ms an empty persistent room stays in memory; 0: ever */
+    xd_strlist_t default_presence_broadcast; /* a new room's muc#roomconfig_presencebroadcast */
 } muc_conf_t;
 
 /* A room as the directory has it (under muc_state_t.mu). */
@@ -98,6 +99,10 @@ char **muc_rooms_stash(muc_state_t *s);
 /* TICK on an owner worker: hibernates that worker's persistent rooms that
  * have been empty for hibernation_timeout (mod_muc_room.c). */
 void muc_rooms_tick(xd_module_ctx_t *ctx, uint64_t now_ms);
+
+/* The roles of list l (moderator, participant, visitor) as a mask of
+ * 1 << role (mod_muc_room.c); -1 when one is not a role. */
+int muc_role_mask(const xd_strlist_t *l);
 
 /* mod_muc.c: directory and storage. */
 /* Publishes room `name`'s directory entry (creates it); stored: the new
