@@ -82,6 +82,7 @@ typedef struct muc_occ {
     char *bare;          /* its real bare JID */
     char **full;         /* its sessions' real full JIDs */
     int *worker;         /* per session: the worker that owned it at entering (-1: none) */
+    xd_jid_t **jid;      /* per session: full parsed (a reference, or NULL): the fan-outs' 'to' */
     size_t nfull;
     int role;            /* ROLE_* */
     xd_stanza_t *pres;   /* the last presence it sent (a reference) */
@@ -216,7 +217,10 @@ fan_out(muc_call_t *c, const muc_room_t *r, const xd_stanza_t *st, int sel,
         for (size_t k = 0; k < v->nfull; k++) {
             if (live && r->njoining && xd_map_get(&r->joining, xd_str_c(v->full[k])))
                 continue;
-            xd_fanout_add(f, v->full[k], v->worker[k]);
+            if (v->jid[k])
+                xd_fanout_add_jid(f, v->jid[k], v->worker[k]);
+            else
+                xd_fanout_add(f, v->full[k], v->worker[k]);
             tolen += strlen(v->full[k]);
             n++;
         }
@@ -478,9 +482,13 @@ join_drop(muc_room_t *r, const char *full)
 static void
 occ_free(muc_occ_t *o)
 {
-    for (size_t i = 0; i < o->nfull; i++)
+    for (size_t i = 0; i < o->nfull; i++) {
         xd_free(o->full[i]);
+        if (o->jid[i])
+            xd_jid_unref(o->jid[i]);
+    }
     xd_free(o->full);
+    xd_free(o->jid);
     xd_free(o->worker);
     xd_free(o->nick);
     xd_free(o->bare);
@@ -1263,7 +1271,9 @@ occ_add_full(muc_room_t *r, muc_occ_t *o, const char *full, const xd_jid_t *jid)
     }
     o->full = xd_realloc(o->full, (o->nfull + 1) * sizeof *o->full);
     o->worker = xd_realloc(o->worker, (o->nfull + 1) * sizeof *o->worker);
+    o->jid = xd_realloc(o->jid, (o->nfull + 1) * sizeof *o->jid);
     o->worker[o->nfull] = worker;
+    o->jid[o->nfull] = jid ? xd_jid_ref((xd_jid_t *)jid) : NULL;
     o->full[o->nfull++] = xd_strdup(full);
     xd_map_put(&r->by_full, xd_str_c(full), o);
 }
@@ -1378,6 +1388,9 @@ room_leave(muc_call_t *c, muc_room_t *r, muc_occ_t *o, const char *full, const x
         join_drop(r, full);
         xd_el_t *b = occ_presence(r, o, true, true, full, &ex, true);
         xd_free(o->full[i]);
+        if (o->jid[i])
+            xd_jid_unref(o->jid[i]);
+        o->jid[i] = o->jid[o->nfull - 1];
         o->worker[i] = o->worker[o->nfull - 1];
         o->full[i] = o->full[--o->nfull];
         send_to(c, b, full);
