@@ -374,3 +374,30 @@ def test_presencebroadcast_bad_service_default_is_a_config_error(tmp_path):
     r = subprocess.run([os.path.join(build_dir(), "xmppd"), "--check-config", "-c", str(cfg)],
                        capture_output=True, text=True)
     assert r.returncode != 0 and "x.yml:3" in r.stderr and "boss" in r.stderr, r.stderr
+
+
+def test_presencebroadcast_survives_restart(server_factory):
+    """A persistent room keeps its presencebroadcast list (stored with its
+    configuration) across a restart, an empty list (no role) included."""
+    srv = start(server_factory, workers=1)
+    users(srv, "alice")
+    a, _ = online(srv, "alice")
+    for room, roles in (("kept", ["participant", "visitor"]), ("none", [])):
+        create(a, room, "al")
+        vals = "".join(f"<value>{r}</value>" for r in roles)
+        r = iq(a, "p" + room, f"<query xmlns='{NS_MUC}#owner'><x xmlns='jabber:x:data' type='submit'>"
+                              f"<field var='FORM_TYPE'><value>{NS_MUC}#roomconfig</value></field>"
+                              "<field var='muc#roomconfig_persistentroom'><value>1</value></field>"
+                              f"<field var='muc#roomconfig_presencebroadcast'>{vals}</field>"
+                              "</x></query>", to=f"{room}@{MUC}")
+        assert "type='result'" in r, r
+    a.roundtrip()
+    srv.stop()
+    srv.restart()
+    a, _ = online(srv, "alice")
+    for room, roles in (("kept", ["participant", "visitor"]), ("none", [])):
+        form = iq(a, "f" + room, f"<query xmlns='{NS_MUC}#owner'/>", typ="get", to=f"{room}@{MUC}")
+        field = re.search(r"<field[^>]*var='muc#roomconfig_presencebroadcast'.*?</field>",
+                          form).group(0)
+        assert re.findall(r"<value>([a-z]+)</value>", re.sub(r"<option.*?</option>", "", field)) \
+            == roles, field
