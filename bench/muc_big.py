@@ -4,6 +4,12 @@
 
     bench/muc_big.py [--build build-release] [--occupants 10000] [--rate 2]
                      [--hold 20] [--xmppload-src ../shared/bench/xmppload.c]
+                     [--presence-broadcast moderator] [--perf perf.data]
+
+--presence-broadcast: the roles the room announces to everyone
+(muc#roomconfig_presencebroadcast, through mod_muc's
+default_presence_broadcast): `moderator` fills the room linearly, the
+default (every role) quadratically, as every server does.
 
 1. xmppd (the build in --build) starts on loopback with a temporary data
    directory, 2 workers, mod_muc with max_users above the occupant count.
