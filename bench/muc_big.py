@@ -4,6 +4,12 @@
 
     bench/muc_big.py [--build build-release] [--occupants 10000] [--rate 2]
                      [--hold 20] [--xmppload-src ../shared/bench/xmppload.c]
+                     [--presence-broadcast moderator] [--perf perf.data]
+
+--presence-broadcast: the roles the room announces to everyone
+(muc#roomconfig_presencebroadcast, through mod_muc's
+default_presence_broadcast): `moderator` fills the room linearly, the
+default (every role) quadratically, as every server does.
 
 1. xmppd (the build in --build) starts on loopback with a temporary data
    directory, 2 workers, mod_muc with max_users above the occupant count.
@@ -60,7 +66,7 @@ access_rules:
     - allow: all
 modules:
   mod_register: {{ access: register, ip_access: all, registration_timeout: 0 }}
-  mod_muc: {{ max_users: {maxusers} }}
+  mod_muc: {{ max_users: {maxusers}, default_presence_broadcast: [{pbcast}] }}
 """
 
 
@@ -105,7 +111,16 @@ def main():
                     default=os.environ.get("XMPPLOAD_SRC",
                                            os.path.join(ROOT, "..", "shared", "bench",
                                                         "xmppload.c")))
+    ap.add_argument("--presence-broadcast", default="moderator,participant,visitor",
+                    help="the room's muc#roomconfig_presencebroadcast (mod_muc's "
+                         "default_presence_broadcast): 'moderator' announces only the room's "
+                         "owner, so filling the room is linear; the default announces everyone "
+                         "(quadratic)")
     ap.add_argument("--keep", action="store_true", help="keep the temporary directory (log)")
+    ap.add_argument("--perf", metavar="FILE",
+                    help="perf record the server during the hold into FILE")
+    ap.add_argument("--perf-call-graph", default="dwarf,16384",
+                    help="perf record --call-graph (dwarf: a release build has no frame pointers)")
     args = ap.parse_args()
     n = args.occupants
     tmp = tempfile.mkdtemp(prefix="muc-big-")
@@ -114,7 +129,8 @@ def main():
                    check=True)
     port = free_port()
     with open(os.path.join(tmp, "xmppd.yml"), "w") as f:
-        f.write(CONFIG.format(dir=tmp, port=port, maxconn=n + 100, maxusers=n + 100))
+        f.write(CONFIG.format(dir=tmp, port=port, maxconn=n + 100, maxusers=n + 100,
+                            pbcast=", ".join(args.presence_broadcast.split(","))))
     import resource
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, 4 * n + 4096), hard))
@@ -162,7 +178,13 @@ def main():
         std = asyncio.run(standard_client(port, f"user{n + 1}", "secret", "big@conference.localhost",
                                           "standard", n))
         t_hold = time.monotonic()
-        time.sleep(args.hold)
+        if args.perf:
+            subprocess.run(["perf", "record", "-q", "-F", "499", "--call-graph",
+                            args.perf_call_graph, "-p", str(srv.pid),
+                            "-o", args.perf, "--", "sleep", str(args.hold)],
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        else:
+            time.sleep(args.hold)
         cpu2 = cpu_s(srv.pid)
         rss2 = rss_kib(srv.pid)
         hold_s = time.monotonic() - t_hold
@@ -170,6 +192,7 @@ def main():
         drv.wait()
         err = "".join(lines)
         result = next((line for line in out.splitlines() if line.startswith("RESULT")), "")
+        print(f"presencebroadcast [{args.presence_broadcast}]")
         print(f"occupants {joined} of {n}: all joined in {t_full:.1f} s "
               f"({n / t_full:.0f} joins/s, server CPU {cpu1 - cpu0:.1f} s, "
               f"{(cpu1 - cpu0) / n * 1e3:.2f} ms per join incl. login)")

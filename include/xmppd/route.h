@@ -23,6 +23,7 @@
 
 #include "xmppd/conds.h"
 #include "xmppd/el.h"
+#include "xmppd/jid.h"
 
 /* Routes st; the caller keeps its reference. */
 void xd_route(const xd_stanza_t *st);
@@ -66,6 +67,11 @@ xd_fanout_t *xd_fanout_new(const xd_stanza_t *st);
 /* Adds recipient `to` (a full or bare JID, copied), whose session is on
  * worker `worker` (-1: not known, or not a local session). */
 void xd_fanout_add(xd_fanout_t *f, const char *to, int worker);
+
+/* The same for a parsed JID (a reference is taken): its copy carries it
+ * as its parsed 'to' (stanza.h), so the router does not parse the string
+ * of every copy again. */
+void xd_fanout_add_jid(xd_fanout_t *f, xd_jid_t *to, int worker);
 
 /* Sends every copy and frees f.  Returns how many inbox messages were
  * posted (one per destination worker other than the calling one). */

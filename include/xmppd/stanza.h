@@ -34,6 +34,9 @@ const xd_jid_t *xd_stanza_from(const xd_stanza_t *st);
  * 'from' attribute must be jid's full string: for the code that stamped it
  * (a session stamping its own JID). */
 void xd_stanza_set_from(const xd_stanza_t *st, xd_jid_t *jid);
+/* The same for 'to' (a fan-out's copy, xd_stanza_readdress to jid's full
+ * string: the router does not parse it again). */
+void xd_stanza_set_to(const xd_stanza_t *st, xd_jid_t *jid);
 
 /* RFC 7622 3: st with its 'to' and 'from' in canonical form, for the
  * stream that received it (an address is compared, routed and delivered as

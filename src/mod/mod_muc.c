@@ -24,6 +24,35 @@
 
 /* ---- options ----------------------------------------------------------------------------------- */
 
+/* A list of room roles (default_presence_broadcast). */
+static int
+muc_role_prep(xd_str_t in, char **out)
+{
+    static const char *const roles[] = { "moderator", "participant", "visitor" };
+    for (size_t i = 0; i < 3; i++)
+        if (in.len == strlen(roles[i]) && memcmp(in.p, roles[i], in.len) == 0) {
+            *out = xd_strdup(roles[i]);
+            return 0;
+        }
+    return XD_EINVAL;
+}
+
+static int
+muc_roles_parse(xd_opt_ctx_t *ctx, const xd_conf_node_t *node, void *field)
+{
+    return xd_opt_get_names(ctx, node, "role (moderator, participant or visitor)", muc_role_prep,
+                            true, field);
+}
+
+static void
+muc_roles_free(void *field)
+{
+    xd_strlist_free(field);
+}
+
+static const xd_opt_custom_t muc_roles_type = { "list of roles", muc_roles_parse,
+                                                muc_roles_free };
+
 #define C_ muc_conf_t
 static const xd_opt_t muc_opts[] = {
     XD_OPT_STRING("host", C_, host, "conference.@HOST@",
@@ -124,6 +153,16 @@ static const xd_opt_t muc_opts[] = {
                     "(configuration, affiliations, subject and history go to its stored "
                     "state and the database) and comes back on first use: an entering, a "
                     "disco or configuration request, a message.  0: rooms stay in memory."),
+    XD_OPT_CUSTOM("default_presence_broadcast", C_, default_presence_broadcast,
+                  "[moderator, participant, visitor]", &muc_roles_type,
+                       "Roles whose presence a new room broadcasts (its "
+                       "`muc#roomconfig_presencebroadcast`, ejabberd's `presence_broadcast` "
+                       "room option): an occupant of another role is not announced to the "
+                       "others (its entering, changes and leaving reach its own sessions "
+                       "only) and is not in the occupant list a newcomer gets.  A big room "
+                       "of listeners, e.g. `[moderator, participant]` with visitors entering "
+                       "a moderated room, then costs each entering a presence to the "
+                       "broadcast roles only instead of one to every occupant."),
     XD_OPT_END,
 };
 #undef C_

@@ -57,6 +57,7 @@ typedef struct muc_conf {
                                          * history (write-behind); 0: at stop only */
     int max_messages_per_second; /* per occupant; 0: no limit */
     uint64_t hibernation_timeout; /* ms an empty persistent room stays in memory; 0: ever */
+    xd_strlist_t default_presence_broadcast; /* a new room's muc#roomconfig_presencebroadcast */
 } muc_conf_t;
 
 /* A room as the directory has it (under muc_state_t.mu). */

@@ -34,6 +34,7 @@
 #include "xmppd/stanza.h"
 
 enum { ROLE_NONE, ROLE_VISITOR, ROLE_PARTICIPANT, ROLE_MODERATOR };
+#define PBCAST_ALL ((1 << ROLE_VISITOR) | (1 << ROLE_PARTICIPANT) | (1 << ROLE_MODERATOR))
 enum { AFF_NONE, AFF_OUTCAST, AFF_MEMBER, AFF_ADMIN, AFF_OWNER };
 enum { WHOIS_MODERATORS, WHOIS_ANYONE };
 enum { PM_ANYONE, PM_PARTICIPANTS, PM_MODERATORS, PM_NONE };
@@ -83,6 +84,7 @@ typedef struct muc_cfg {
     int maxusers;
     int history;   /* messages kept */
     bool mam;      /* the room keeps an archive (XEP-0313, mam.h) */
+    int pbcast;    /* muc#roomconfig_presencebroadcast: 1 << ROLE_* whose presence goes to all */
 } muc_cfg_t;
 
 typedef struct muc_occ {
@@ -90,11 +92,14 @@ typedef struct muc_occ {
     char *bare;          /* its real bare JID */
     char **full;         /* its sessions' real full JIDs */
     int *worker;         /* per session: the worker that owned it at entering (-1: none) */
+    xd_jid_t **jid;      /* per session: full parsed (a reference, or NULL): the fan-outs' 'to' */
     size_t nfull;
     uint64_t voice_ms;   /* when it last asked for voice (muc_now_ms); 0: never */
     int role;            /* ROLE_* */
     xd_stanza_t *pres;   /* the last presence it sent (a reference) */
     char oid[48];        /* XEP-0421 occupant id */
+    bool announced;      /* the others were told it is in (presencebroadcast: its role's
+                          * presence is broadcast); it is in the lists newcomers get */
     double flood_tokens; /* max_messages_per_second: messages it may send now */
     uint64_t flood_ms;   /* when they were counted (muc_now_ms) */
 } muc_occ_t;
@@ -227,7 +232,10 @@ fan_out(muc_call_t *c, const muc_room_t *r, const xd_stanza_t *st, int sel,
         for (size_t k = 0; k < v->nfull; k++) {
             if (live && r->njoining && xd_map_get(&r->joining, xd_str_c(v->full[k])))
                 continue;
-            xd_fanout_add(f, v->full[k], v->worker[k]);
+            if (v->jid[k])
+                xd_fanout_add_jid(f, v->jid[k], v->worker[k]);
+            else
+                xd_fanout_add(f, v->full[k], v->worker[k]);
             tolen += strlen(v->full[k]);
             n++;
         }
@@ -514,9 +522,13 @@ join_drop(muc_room_t *r, const char *full)
 static void
 occ_free(muc_occ_t *o)
 {
-    for (size_t i = 0; i < o->nfull; i++)
+    for (size_t i = 0; i < o->nfull; i++) {
         xd_free(o->full[i]);
+        if (o->jid[i])
+            xd_jid_unref(o->jid[i]);
+    }
     xd_free(o->full);
+    xd_free(o->jid);
     xd_free(o->worker);
     xd_free(o->nick);
     xd_free(o->bare);
@@ -654,6 +666,8 @@ room_new(muc_call_t *c, const char *name)
     r->cfg.pub = true;
     r->cfg.whois = WHOIS_MODERATORS;
     r->cfg.allowpm = PM_ANYONE;
+    int pb = muc_role_mask(&c->conf->default_presence_broadcast);
+    r->cfg.pbcast = pb < 0 ? PBCAST_ALL : pb;
     hist_resize(r, (size_t)r->cfg.history);
     return r;
 }
@@ -726,6 +740,12 @@ room_serialize(const muc_room_t *r, bool with_hist)
     snprintf(num, sizeof num, "%d", g->history);
     xd_el_set_attr(cf, "history", num);
     xd_el_set_attr(cf, "mam", g->mam ? "1" : "0");
+    char pb[40] = "";
+    for (int role = ROLE_VISITOR; role <= ROLE_MODERATOR; role++)
+        if (g->pbcast & (1 << role))
+            snprintf(pb + strlen(pb), sizeof pb - strlen(pb), "%s%s", *pb ? " " : "",
+                     role_names[role]);
+    xd_el_set_attr(cf, "pbcast", pb);
     for (size_t i = 0; with_hist && i < r->hn; i++) {
         const muc_hist_t *e = &r->hist[(r->hstart + i) % r->hcap];
         xd_el_t *h = xd_el_add_child(root, "hist", NULL);
@@ -776,6 +796,12 @@ room_restore(muc_call_t *c, const char *name, const char *stored)
         g->allowinvites = form_bool(xd_el_attr(cf, "invites"), false);
         g->logging = form_bool(xd_el_attr(cf, "logging"), false);
         g->mam = form_bool(xd_el_attr(cf, "mam"), c->conf->default_mam);
+        if ((v = xd_el_attr(cf, "pbcast"))) {
+            g->pbcast = 0;
+            for (int role = ROLE_VISITOR; role <= ROLE_MODERATOR; role++)
+                if (strstr(v, role_names[role]))
+                    g->pbcast |= 1 << role;
+        }
         v = xd_el_attr(cf, "whois");
         g->whois = v && strcmp(v, "anyone") == 0 ? WHOIS_ANYONE : WHOIS_MODERATORS;
         int pm = name_index(pm_names, 4, xd_el_attr(cf, "pm"));
@@ -1106,11 +1132,25 @@ sees_jid(const muc_room_t *r, const muc_occ_t *viewer)
 }
 
 /* o's presence to every occupant but o, in at most two fan-outs: one
- * with the real JID for those who may see it, one without. */
+ * with the real JID for those who may see it, one without.
+ * muc#roomconfig_presencebroadcast: an occupant whose role is not
+ * broadcast is not announced; one that was and whose role no longer is
+ * leaves the others' view (unavailable, role none, as ejabberd does). */
 static void
-broadcast_others(muc_call_t *c, const muc_room_t *r, const muc_occ_t *o, bool unavailable,
+broadcast_others(muc_call_t *c, const muc_room_t *r, muc_occ_t *o, bool unavailable,
                  const pres_extra_t *ex)
 {
+    bool show = !unavailable && (r->cfg.pbcast & (1 << o->role));
+    if (!show && !o->announced)
+        return;
+    pres_extra_t hide;
+    if (!show && !unavailable) {
+        hide = ex ? *ex : (pres_extra_t){ .role = -1, .aff = -1 };
+        hide.role = ROLE_NONE;
+        ex = &hide;
+        unavailable = true;
+    }
+    o->announced = show;
     size_t with = 0, without = 0;
     for (size_t i = 0; i < r->nocc; i++)
         if (r->occ[i] != o)
@@ -1126,7 +1166,7 @@ broadcast_others(muc_call_t *c, const muc_room_t *r, const muc_occ_t *o, bool un
 
 /* o's presence to every occupant (self codes to o's own sessions). */
 static void
-broadcast_presence(muc_call_t *c, const muc_room_t *r, const muc_occ_t *o, bool unavailable,
+broadcast_presence(muc_call_t *c, const muc_room_t *r, muc_occ_t *o, bool unavailable,
                    const pres_extra_t *ex, const pres_extra_t *self_ex)
 {
     broadcast_others(c, r, o, unavailable, ex);
@@ -1275,12 +1315,14 @@ join_continue(muc_call_t *c, muc_room_t *r, muc_join_t *j)
          * joiner got its leave), one that came is (it got its entering
          * too: the same presence twice). */
         const muc_occ_t *other = r->occ[j->next++];
-        if (other == o)
+        if (other == o || !other->announced) /* presencebroadcast: not listed */
             continue;
         send_to(c, occ_presence(r, other, false, sees_jid(r, o), NULL, NULL, false), j->full);
         sent++;
     }
-    if (j->next < r->nocc && !(j->next == r->nocc - 1 && r->occ[j->next] == o)) {
+    while (j->next < r->nocc && (r->occ[j->next] == o || !r->occ[j->next]->announced))
+        j->next++; /* no ping for a chunk with nobody in it */
+    if (j->next < r->nocc) {
         snprintf(j->ping, sizeof j->ping, "muc-list-%llu", (unsigned long long)++r->join_seq);
         xd_el_t *b = xd_el_new("iq", NULL);
         xd_el_set_attr(b, "type", "get");
@@ -1324,7 +1366,7 @@ send_join_sequence(muc_call_t *c, muc_room_t *r, const muc_occ_t *o, const char 
     if (r->nocc - 1 <= (size_t)c->conf->join_chunk) {
         for (size_t i = 0; i < r->nocc; i++) {
             const muc_occ_t *other = r->occ[i];
-            if (other == o)
+            if (other == o || !other->announced) /* presencebroadcast: not listed */
                 continue;
             send_to(c, occ_presence(r, other, false, sees_jid(r, o), NULL, NULL, false), full);
         }
@@ -1362,7 +1404,9 @@ occ_add_full(muc_room_t *r, muc_occ_t *o, const char *full, const xd_jid_t *jid)
     }
     o->full = xd_realloc(o->full, (o->nfull + 1) * sizeof *o->full);
     o->worker = xd_realloc(o->worker, (o->nfull + 1) * sizeof *o->worker);
+    o->jid = xd_realloc(o->jid, (o->nfull + 1) * sizeof *o->jid);
     o->worker[o->nfull] = worker;
+    o->jid[o->nfull] = jid ? xd_jid_ref((xd_jid_t *)jid) : NULL;
     o->full[o->nfull++] = xd_strdup(full);
     xd_map_put(&r->by_full, xd_str_c(full), o);
 }
@@ -1497,6 +1541,9 @@ room_leave(muc_call_t *c, muc_room_t *r, muc_occ_t *o, const char *full, const x
         join_drop(r, full);
         xd_el_t *b = occ_presence(r, o, true, true, full, &ex, true);
         xd_free(o->full[i]);
+        if (o->jid[i])
+            xd_jid_unref(o->jid[i]);
+        o->jid[i] = o->jid[o->nfull - 1];
         o->worker[i] = o->worker[o->nfull - 1];
         o->full[i] = o->full[--o->nfull];
         send_to(c, b, full);
@@ -2050,7 +2097,47 @@ room_config_form(muc_call_t *c, muc_room_t *r, const xd_stanza_t *st)
     }
     add_field(x, "muc#roomconfig_mam", "boolean", "Archive messages (XEP-0313)",
               g->mam ? "1" : "0");
+    {
+        /* muc#roomconfig_presencebroadcast: a list-multi, a value per role. */
+        xd_el_t *f = xd_el_add_child(x, "field", NULL);
+        xd_el_set_attr(f, "var", "muc#roomconfig_presencebroadcast");
+        xd_el_set_attr(f, "type", "list-multi");
+        xd_el_set_attr(f, "label", "Roles for which presence is broadcast");
+        for (int role = ROLE_MODERATOR; role >= ROLE_VISITOR; role--)
+            if (g->pbcast & (1 << role))
+                xd_el_add_text(xd_el_add_child(f, "value", NULL), role_names[role]);
+        static const char *const pb_roles[] = { "moderator", "participant", "visitor" };
+        add_options(f, pb_roles, 3);
+    }
     xd_route_take(xd_el_freeze(b));
+}
+
+/* A list-multi of roles (muc#roomconfig_presencebroadcast) as a mask of
+ * 1 << ROLE_*: false for a value that is not a role; *mask unchanged when
+ * the form has no such field (an empty field: no role). */
+static bool
+form_roles(const xd_el_t *x, const char *var, int *mask)
+{
+    for (const xd_el_t *f = xd_el_first_child(x); f; f = xd_el_next(f)) {
+        const char *v = xd_el_attr(f, "var");
+        if (!xd_el_is(f, "field", XD_NS_DATA) || !v || strcmp(v, var) != 0)
+            continue;
+        int m = 0;
+        for (const xd_el_t *val = xd_el_first_child(f); val; val = xd_el_next(val)) {
+            if (!xd_el_is(val, "value", XD_NS_DATA))
+                continue;
+            const char *t = xd_el_text(val);
+            if (!t || !*t)
+                continue;
+            int role = name_index(role_names, 4, t);
+            if (role <= ROLE_NONE)
+                return false;
+            m |= 1 << role;
+        }
+        *mask = m;
+        return true;
+    }
+    return true;
 }
 
 static bool
@@ -2306,6 +2393,8 @@ room_config_apply(muc_call_t *c, muc_room_t *r, const xd_el_t *x)
             return "allowpm is anyone, participants, moderators or none";
         n.allowpm = pm;
     }
+    if (!form_roles(x, "muc#roomconfig_presencebroadcast", &n.pbcast))
+        return "presencebroadcast lists moderator, participant, visitor";
     n.persistent = form_bool(form_value(x, "muc#roomconfig_persistentroom"), n.persistent);
     n.pub = form_bool(form_value(x, "muc#roomconfig_publicroom"), n.pub);
     n.members_only = form_bool(form_value(x, "muc#roomconfig_membersonly"), n.members_only);

@@ -15,6 +15,7 @@
 #include "xmppd/alloc.h"
 #include "xmppd/owner.h"
 #include "xmppd/route.h"
+#include "xmppd/stanza.h"
 
 /* The recipients bound for one worker: NUL-terminated JIDs back to back. */
 typedef struct fanout_dest {
@@ -23,6 +24,8 @@ typedef struct fanout_dest {
     char *to;             /* JIDs, each NUL-terminated */
     size_t len, cap;      /* bytes used, allocated */
     size_t n;             /* how many */
+    xd_jid_t **jids;      /* recipients given parsed (xd_fanout_add_jid), references */
+    size_t njids, jcap;
 } fanout_dest_t;
 
 struct xd_fanout {
@@ -45,6 +48,10 @@ fanout_dest_free(fanout_dest_t *d)
 {
     xd_stanza_unref(d->st);
     xd_free(d->to);
+    for (size_t i = 0; i < d->njids; i++)
+        if (d->jids[i])
+            xd_jid_unref(d->jids[i]);
+    xd_free(d->jids);
     xd_free(d);
 }
 
@@ -53,9 +60,17 @@ static void
 fanout_deliver(fanout_dest_t *d)
 {
     const char *p = d->to;
-    for (size_t i = 0; i < d->n; i++) {
+    for (size_t i = 0; i < d->n - d->njids; i++) {
         xd_route_take(xd_stanza_readdress(d->st, p));
         p += strlen(p) + 1;
+    }
+    for (size_t i = 0; i < d->njids; i++) {
+        xd_str_t s = xd_jid_full_str(d->jids[i]); /* NUL-terminated (jid.c) */
+        xd_stanza_t *copy = xd_stanza_readdress(d->st, s.p);
+        xd_stanza_set_to(copy, d->jids[i]);
+        xd_jid_unref(d->jids[i]);
+        d->jids[i] = NULL;
+        xd_route_take(copy);
     }
     fanout_dest_free(d);
 }
@@ -78,8 +93,9 @@ xd_fanout_new(const xd_stanza_t *st)
     return f;
 }
 
-void
-xd_fanout_add(xd_fanout_t *f, const char *to, int worker)
+/* The recipients bound for `worker` (created). */
+static fanout_dest_t *
+fanout_dest_for(xd_fanout_t *f, int worker)
 {
     int self = xd_owner_self();
     fanout_dest_t **slot;
@@ -89,7 +105,25 @@ xd_fanout_add(xd_fanout_t *f, const char *to, int worker)
         slot = &f->dest[worker];
     if (!*slot)
         *slot = fanout_dest_new(f->st);
-    fanout_dest_t *d = *slot;
+    return *slot;
+}
+
+void
+xd_fanout_add_jid(xd_fanout_t *f, xd_jid_t *to, int worker)
+{
+    fanout_dest_t *d = fanout_dest_for(f, worker);
+    if (d->njids == d->jcap) {
+        d->jcap = d->jcap ? d->jcap * 2 : 32;
+        d->jids = xd_realloc(d->jids, d->jcap * sizeof *d->jids);
+    }
+    d->jids[d->njids++] = xd_jid_ref(to);
+    d->n++;
+}
+
+void
+xd_fanout_add(xd_fanout_t *f, const char *to, int worker)
+{
+    fanout_dest_t *d = fanout_dest_for(f, worker);
     size_t n = strlen(to) + 1;
     if (d->cap - d->len < n) {
         d->cap = d->cap ? d->cap * 2 : 256;

@@ -64,6 +64,13 @@ xd_stanza_set_from(const xd_stanza_t *st, xd_jid_t *jid)
     xd_stanza_cache_put(st, ST_SLOT_FROM, xd_jid_ref(jid));
 }
 
+void
+xd_stanza_set_to(const xd_stanza_t *st, xd_jid_t *jid)
+{
+    pthread_once(&st_slots_once, st_slots_init);
+    xd_stanza_cache_put(st, ST_SLOT_TO, xd_jid_ref(jid));
+}
+
 xd_el_t *
 xd_stanza_thaw_keep(xd_stanza_t *st, xd_stanza_keep_t *keep)
 {

@@ -12,7 +12,7 @@ that is a barrier for what the room sent it."""
 import re
 import time
 
-from helpers import assert_nothing_before, expect, iq, online, q, users
+from helpers import assert_nothing_before, expect, iq, online, q, take_iq, users
 from test_muc import MUC, NS_MUC, create, groupchat, join
 
 WORKER_RX = re.compile(r'event="session bound" conn=\d+ ip=\S+ jid=(\S+) worker=(\d+)')
@@ -234,3 +234,170 @@ def test_joining_session_gets_messages_after_its_list(server_factory):
     assert text.count("id='d1'") == 1, text
     groupchat(cs[0], "mid", "later", "d2")
     cnt.pump_until(r"id='d2'")
+
+
+# ---- muc#roomconfig_presencebroadcast ---------------------------------------------------------
+
+def pb_config(c, room, roles, iq_id="pb"):
+    """Submits muc#roomconfig_presencebroadcast (a list-multi) with moderatedroom."""
+    vals = "".join(f"<value>{r}</value>" for r in roles)
+    return iq(c, iq_id, f"<query xmlns='{NS_MUC}#owner'><x xmlns='jabber:x:data' type='submit'>"
+                        f"<field var='FORM_TYPE'><value>{NS_MUC}#roomconfig</value></field>"
+                        "<field var='muc#roomconfig_moderatedroom'><value>1</value></field>"
+                        f"<field var='muc#roomconfig_presencebroadcast'>{vals}</field>"
+                        "</x></query>", to=f"{room}@{MUC}")
+
+
+def pres_of(room, nick, unavailable=False):
+    t = r"[^>]*type='unavailable'" if unavailable else ""
+    return rf"<presence(?=[^>]*from='{re.escape(room)}@{MUC}/{re.escape(nick)}'){t}[^>]*>.*?</presence>"
+
+
+def listed(seq, room):
+    """The nicks of the presences of a join sequence (its own last)."""
+    return re.findall(rf"<presence[^>]*from='{re.escape(room)}@{MUC}/([^']+)'", seq)
+
+
+def test_presencebroadcast_visitors_not_announced(server_factory):
+    """A moderated room broadcasting moderators' and participants' presence
+    only (XEP-0045 muc#roomconfig_presencebroadcast, ejabberd's
+    presence_broadcast): a visitor's entering reaches its own session (110)
+    and nobody else; a newcomer's occupant list leaves visitors out; voice
+    granted makes the visitor a participant whose presence everyone gets;
+    voice revoked takes it out of the others' view (unavailable, role
+    none); a visitor's leaving reaches only itself."""
+    srv = start(server_factory, workers=2)
+    users(srv, "alice", "bob", "carol", "dave")
+    a, _ = online(srv, "alice")
+    b, _ = online(srv, "bob")
+    c, _ = online(srv, "carol")
+    d, _ = online(srv, "dave")
+    room = "quiet"
+    create(a, room, "al")
+    r = pb_config(a, room, ["moderator", "participant"])
+    assert "type='result'" in r, r
+    form = iq(a, "f1", f"<query xmlns='{NS_MUC}#owner'/>", typ="get", to=f"{room}@{MUC}")
+    field = re.search(r"<field[^>]*var='muc#roomconfig_presencebroadcast'.*?</field>", form).group(0)
+    assert "type='list-multi'" in field, field
+    assert re.findall(r"<value>([a-z]+)</value>(?!</option)", re.sub(r"<option.*?</option>", "", field)) \
+        == ["moderator", "participant"], field
+    r = iq(a, "m1", f"<query xmlns='{NS_MUC}#admin'><item jid='bob@localhost' "
+                    "affiliation='member'/></query>", to=f"{room}@{MUC}")
+    assert "type='result'" in r, r
+    seq = join(b, room, "bo")  # a member: participant
+    assert listed(seq, room) == ["al", "bo"], seq
+    p = expect(a, pres_of(room, "bo"))
+    assert "role='participant'" in p, p
+    # Carol enters as a visitor: her own presence (110), nobody else hears.
+    seq = join(c, room, "ca")
+    assert listed(seq, room) == ["al", "bo", "ca"], seq
+    assert "role='visitor'" in seq and "code='110'" in seq, seq
+    assert_nothing_before(a, pres_of(room, "ca"), after=c)
+    assert_nothing_before(b, pres_of(room, "ca"), after=c)
+    # Dave (a visitor too) gets the moderator and the participant, not carol.
+    seq = join(d, room, "da")
+    assert listed(seq, room) == ["al", "bo", "da"], seq
+    # Voice for carol: now a participant, announced to everyone.
+    r = take_iq(a, "v1", f"<query xmlns='{NS_MUC}#admin'><item nick='ca' role='participant'/></query>",
+           to=f"{room}@{MUC}")
+    assert "type='result'" in r, r
+    for x in (a, b, d):
+        p = expect(x, pres_of(room, "ca"))
+        assert "role='participant'" in p and "type=" not in p.split(">")[0], p
+    p = expect(c, pres_of(room, "ca"))
+    assert "role='participant'" in p and "code='110'" in p, p
+    # A newcomer's list has her now.
+    users(srv, "erin")
+    e, _ = online(srv, "erin")
+    seq = join(e, room, "er")
+    assert listed(seq, room) == ["al", "bo", "ca", "er"], seq
+    # Voice revoked: the others see her go (unavailable, role none); she
+    # sees herself a visitor.
+    r = take_iq(a, "v2", f"<query xmlns='{NS_MUC}#admin'><item nick='ca' role='visitor'/></query>",
+           to=f"{room}@{MUC}")
+    assert "type='result'" in r, r
+    for x in (a, b, d):
+        p = expect(x, pres_of(room, "ca", unavailable=True))
+        assert "role='none'" in p, p
+    p = expect(c, pres_of(room, "ca"))
+    assert "role='visitor'" in p and "code='110'" in p and "unavailable" not in p, p
+    # A visitor's leaving: only its own session hears of it.
+    d.send(f"<presence to='{room}@{MUC}/da' type='unavailable'/>")
+    p = expect(d, pres_of(room, "da", unavailable=True))
+    assert "code='110'" in p, p
+    assert_nothing_before(a, pres_of(room, "da", unavailable=True), after=d)
+    assert_nothing_before(b, pres_of(room, "da", unavailable=True), after=d)
+    # Messages still reach visitors.
+    groupchat(a, room, "to all", "pb1")
+    for x in (b, c, e):
+        expect(x, r"<message[^>]*id='pb1'")
+
+
+def test_presencebroadcast_default_all_and_service_default(server_factory):
+    """Without configuration every role is broadcast (the form says
+    moderator, participant, visitor); the service's
+    default_presence_broadcast sets a new room's list, so a visitor of a
+    big room costs no presence to the others from its first entering; a
+    value that is not a role is refused with not-acceptable."""
+    srv = start(server_factory, workers=1, opts="default_presence_broadcast: [moderator]")
+    users(srv, "alice", "bob")
+    a, _ = online(srv, "alice")
+    b, _ = online(srv, "bob")
+    create(a, "lobby", "al")
+    form = iq(a, "f1", f"<query xmlns='{NS_MUC}#owner'/>", typ="get", to=f"lobby@{MUC}")
+    field = re.search(r"<field[^>]*var='muc#roomconfig_presencebroadcast'.*?</field>", form).group(0)
+    assert re.findall(r"<value>([a-z]+)</value>", re.sub(r"<option.*?</option>", "", field)) \
+        == ["moderator"], field
+    seq = join(b, "lobby", "bo")  # a participant, not broadcast here
+    assert listed(seq, "lobby") == ["al", "bo"], seq
+    assert_nothing_before(a, pres_of("lobby", "bo"), after=b)
+    r = pb_config(a, "lobby", ["moderator", "chatty"], "bad")
+    assert "type='error'" in r and "not-acceptable" in r, r
+    srv2 = start(server_factory, workers=1)
+    users(srv2, "carol")
+    c, _ = online(srv2, "carol")
+    create(c, "plain", "ca")
+    form = iq(c, "f2", f"<query xmlns='{NS_MUC}#owner'/>", typ="get", to=f"plain@{MUC}")
+    field = re.search(r"<field[^>]*var='muc#roomconfig_presencebroadcast'.*?</field>", form).group(0)
+    assert re.findall(r"<value>([a-z]+)</value>", re.sub(r"<option.*?</option>", "", field)) \
+        == ["moderator", "participant", "visitor"], field
+
+
+def test_presencebroadcast_bad_service_default_is_a_config_error(tmp_path):
+    """default_presence_broadcast with something that is not a role: the
+    configuration is refused, with where and why."""
+    import os
+    import subprocess
+    from conftest import build_dir
+    cfg = tmp_path / "x.yml"
+    cfg.write_text("modules:\n  mod_muc:\n    default_presence_broadcast: [moderator, boss]\n")
+    r = subprocess.run([os.path.join(build_dir(), "xmppd"), "--check-config", "-c", str(cfg)],
+                       capture_output=True, text=True)
+    assert r.returncode != 0 and "x.yml:3" in r.stderr and "boss" in r.stderr, r.stderr
+
+
+def test_presencebroadcast_survives_restart(server_factory):
+    """A persistent room keeps its presencebroadcast list (stored with its
+    configuration) across a restart, an empty list (no role) included."""
+    srv = start(server_factory, workers=1)
+    users(srv, "alice")
+    a, _ = online(srv, "alice")
+    for room, roles in (("kept", ["participant", "visitor"]), ("none", [])):
+        create(a, room, "al")
+        vals = "".join(f"<value>{r}</value>" for r in roles)
+        r = iq(a, "p" + room, f"<query xmlns='{NS_MUC}#owner'><x xmlns='jabber:x:data' type='submit'>"
+                              f"<field var='FORM_TYPE'><value>{NS_MUC}#roomconfig</value></field>"
+                              "<field var='muc#roomconfig_persistentroom'><value>1</value></field>"
+                              f"<field var='muc#roomconfig_presencebroadcast'>{vals}</field>"
+                              "</x></query>", to=f"{room}@{MUC}")
+        assert "type='result'" in r, r
+    a.roundtrip()
+    srv.stop()
+    srv.restart()
+    a, _ = online(srv, "alice")
+    for room, roles in (("kept", ["participant", "visitor"]), ("none", [])):
+        form = iq(a, "f" + room, f"<query xmlns='{NS_MUC}#owner'/>", typ="get", to=f"{room}@{MUC}")
+        field = re.search(r"<field[^>]*var='muc#roomconfig_presencebroadcast'.*?</field>",
+                          form).group(0)
+        assert re.findall(r"<value>([a-z]+)</value>", re.sub(r"<option.*?</option>", "", field)) \
+            == roles, field
