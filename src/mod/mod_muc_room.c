@@ -458,6 +458,24 @@ roles_parse(const char *v)
     return mask;
 }
 
+static void add_options(xd_el_t *f, const char *const *opts, size_t n);
+
+/* A list-multi form field of roles: the mask's as values, the three
+ * roles an occupant can have as options. */
+static void
+add_roles_field(xd_el_t *x, const char *var, const char *label, int mask)
+{
+    xd_el_t *f = xd_el_add_child(x, "field", NULL);
+    xd_el_set_attr(f, "var", var);
+    xd_el_set_attr(f, "type", "list-multi");
+    xd_el_set_attr(f, "label", label);
+    for (int role = ROLE_MODERATOR; role >= ROLE_VISITOR; role--)
+        if (mask & 1 << role)
+            xd_el_add_text(xd_el_add_child(f, "value", NULL), role_names[role]);
+    static const char *const roles[] = { "moderator", "participant", "visitor" };
+    add_options(f, roles, 3);
+}
+
 static void
 stamp_of(time_t t, char out[32])
 {
@@ -740,11 +758,8 @@ room_serialize(const muc_room_t *r, bool with_hist)
     snprintf(num, sizeof num, "%d", g->history);
     xd_el_set_attr(cf, "history", num);
     xd_el_set_attr(cf, "mam", g->mam ? "1" : "0");
-    char pb[40] = "";
-    for (int role = ROLE_VISITOR; role <= ROLE_MODERATOR; role++)
-        if (g->pbcast & (1 << role))
-            snprintf(pb + strlen(pb), sizeof pb - strlen(pb), "%s%s", *pb ? " " : "",
-                     role_names[role]);
+    char pb[40];
+    roles_text(g->pbcast, pb, sizeof pb);
     xd_el_set_attr(cf, "pbcast", pb);
     for (size_t i = 0; with_hist && i < r->hn; i++) {
         const muc_hist_t *e = &r->hist[(r->hstart + i) % r->hcap];
@@ -796,12 +811,8 @@ room_restore(muc_call_t *c, const char *name, const char *stored)
         g->allowinvites = form_bool(xd_el_attr(cf, "invites"), false);
         g->logging = form_bool(xd_el_attr(cf, "logging"), false);
         g->mam = form_bool(xd_el_attr(cf, "mam"), c->conf->default_mam);
-        if ((v = xd_el_attr(cf, "pbcast"))) {
-            g->pbcast = 0;
-            for (int role = ROLE_VISITOR; role <= ROLE_MODERATOR; role++)
-                if (strstr(v, role_names[role]))
-                    g->pbcast |= 1 << role;
-        }
+        if ((v = xd_el_attr(cf, "pbcast")))
+            g->pbcast = roles_parse(v);
         v = xd_el_attr(cf, "whois");
         g->whois = v && strcmp(v, "anyone") == 0 ? WHOIS_ANYONE : WHOIS_MODERATORS;
         int pm = name_index(pm_names, 4, xd_el_attr(cf, "pm"));
@@ -1999,14 +2010,8 @@ static void
 config_form_more(const muc_room_t *r, xd_el_t *x)
 {
     const muc_cfg_t *g = &r->cfg;
-    xd_el_t *f = xd_el_add_child(x, "field", NULL);
-    xd_el_set_attr(f, "var", "muc#roomconfig_getmemberlist");
-    xd_el_set_attr(f, "type", "list-multi");
-    xd_el_set_attr(f, "label", "Roles that may get the member list");
-    for (int role = ROLE_VISITOR; role <= ROLE_MODERATOR; role++)
-        if (g->getmemberlist & 1 << role)
-            xd_el_add_text(xd_el_add_child(f, "value", NULL), role_names[role]);
-    add_options(f, role_names + 1, 3);
+    add_roles_field(x, "muc#roomconfig_getmemberlist", "Roles that may get the member list",
+                    g->getmemberlist);
     add_field(x, "allow_voice_requests", "boolean", "Visitors may ask for voice",
               g->voice_requests ? "1" : "0");
     char num[24];
@@ -2097,18 +2102,8 @@ room_config_form(muc_call_t *c, muc_room_t *r, const xd_stanza_t *st)
     }
     add_field(x, "muc#roomconfig_mam", "boolean", "Archive messages (XEP-0313)",
               g->mam ? "1" : "0");
-    {
-        /* muc#roomconfig_presencebroadcast: a list-multi, a value per role. */
-        xd_el_t *f = xd_el_add_child(x, "field", NULL);
-        xd_el_set_attr(f, "var", "muc#roomconfig_presencebroadcast");
-        xd_el_set_attr(f, "type", "list-multi");
-        xd_el_set_attr(f, "label", "Roles for which presence is broadcast");
-        for (int role = ROLE_MODERATOR; role >= ROLE_VISITOR; role--)
-            if (g->pbcast & (1 << role))
-                xd_el_add_text(xd_el_add_child(f, "value", NULL), role_names[role]);
-        static const char *const pb_roles[] = { "moderator", "participant", "visitor" };
-        add_options(f, pb_roles, 3);
-    }
+    add_roles_field(x, "muc#roomconfig_presencebroadcast",
+                    "Roles for which presence is broadcast", g->pbcast);
     xd_route_take(xd_el_freeze(b));
 }
 
@@ -2329,18 +2324,8 @@ static const char *
 config_parse_more(const xd_el_t *x, muc_cfg_t *n)
 {
     const char *v;
-    const xd_el_t *f = form_field(x, "muc#roomconfig_getmemberlist");
-    if (f) {
-        n->getmemberlist = 0;
-        for (const xd_el_t *e = xd_el_first_child(f); e; e = xd_el_next(e)) {
-            if (!xd_el_is(e, "value", XD_NS_DATA) || !xd_el_text(e) || !*xd_el_text(e))
-                continue;
-            int role = name_index(role_names, 4, xd_el_text(e));
-            if (role <= ROLE_NONE)
-                return "getmemberlist takes moderator, participant and visitor";
-            n->getmemberlist |= 1 << role;
-        }
-    }
+    if (!form_roles(x, "muc#roomconfig_getmemberlist", &n->getmemberlist))
+        return "getmemberlist takes moderator, participant and visitor";
     if ((v = form_value(x, "muc#roomconfig_lang")) && *v && !muc_lang_ok(v))
         return "lang is a language tag (en, pt-BR)";
     if ((v = form_value(x, "muc#roomconfig_pubsub")) && *v &&
