@@ -66,4 +66,23 @@ void xd_input_charge(xd_input_ref_t ref, size_t bytes);
  * goes on when its last hold is released. */
 void xd_input_release(xd_input_ref_t ref);
 
+/* Work that a stanza sent to another worker (with a hold of its stream,
+ * xd_input_hold, released when the work is done) runs there from no
+ * stream: what it starts would hold nothing.  Lending the hold makes that
+ * worker act for the stream while the work runs: xd_input_current answers
+ * `held`, and xd_input_hold takes a further hold of it (the lender's is
+ * released after, so the stream waits for both), so an archive write or a
+ * database call the work starts holds the sender as if it ran inside the
+ * stanza's handling:
+ *
+ *     xd_input_ref_t prev = xd_input_lend(m->in);   // worker loop, posted work
+ *     handle(m->st);
+ *     xd_input_unlend(prev);
+ *     xd_input_release(m->in);
+ *
+ * Worker loops only; lend/unlend nest.  A stream handled meanwhile
+ * (xd_input_current of its own) wins over the lent one. */
+xd_input_ref_t xd_input_lend(xd_input_ref_t held);
+void xd_input_unlend(xd_input_ref_t prev);
+
 #endif

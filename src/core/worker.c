@@ -86,6 +86,7 @@ static xd_input_hold_fn wk_in_hold;       /* the stream layer's; set before star
 static xd_input_release_fn wk_in_release; /* idem */
 static xd_input_charge_fn wk_in_charge;   /* idem */
 static _Thread_local uint64_t wk_input;   /* the stream whose element is handled, or 0 */
+static _Thread_local xd_input_ref_t wk_lent; /* xd_input_lend: a stream held elsewhere, or {0} */
 static uv_sem_t wk_ready;          /* posted by each worker after init */
 static _Atomic uint64_t wk_grace_ms = WK_GRACE_MS_DEFAULT;
 
@@ -655,10 +656,60 @@ xd_input_leave(uint64_t prev)
     wk_input = prev;
 }
 
+typedef struct wk_hold_msg {
+    xd_worker_msg_t m; /* first: the inbox node */
+    uint64_t id;
+} wk_hold_msg_t;
+
+static void
+wk_hold_msg(xd_worker_t *w, void *arg)
+{
+    wk_hold_msg_t *h = arg;
+    (void)wk_in_hold(w, h->id); /* a stream that has gone ignores the release too */
+    xd_free(h);
+}
+
+xd_input_ref_t
+xd_input_lend(xd_input_ref_t held)
+{
+    xd_input_ref_t prev = wk_lent;
+    wk_lent = held;
+    return prev;
+}
+
+void
+xd_input_unlend(xd_input_ref_t prev)
+{
+    wk_lent = prev;
+}
+
+/* A further hold of the lent stream: on its own worker at once; on another
+ * one by a message, which arrives there before the release of the lender's
+ * hold (posted later from this thread: a worker's messages from one thread
+ * run in the order posted), so the stream never goes on in between. */
+static xd_input_ref_t
+wk_hold_lent(void)
+{
+    xd_input_ref_t ref = wk_lent, none = { 0, 0 };
+    if (ref.worker >= wk_count)
+        return none;
+    if (wk_self->index == ref.worker)
+        return wk_in_hold(wk_self, ref.id) ? ref : none;
+    wk_hold_msg_t *h = xd_new(wk_hold_msg_t);
+    h->id = ref.id;
+    if (xd_worker_post_msg(wk_all[ref.worker], &h->m, wk_hold_msg, h) != 0) {
+        xd_free(h);
+        return none;
+    }
+    return ref;
+}
+
 xd_input_ref_t
 xd_input_hold(void)
 {
     xd_input_ref_t ref = { 0, 0 };
+    if (wk_self != NULL && wk_input == 0 && wk_lent.id != 0 && wk_in_hold != NULL)
+        return wk_hold_lent();
     if (wk_self == NULL || wk_input == 0 || wk_in_hold == NULL)
         return ref;
     if (!wk_in_hold(wk_self, wk_input))
@@ -672,6 +723,8 @@ xd_input_ref_t
 xd_input_current(void)
 {
     xd_input_ref_t ref = { 0, 0 };
+    if (wk_self != NULL && wk_input == 0 && wk_lent.id != 0)
+        return wk_lent;
     if (wk_self == NULL || wk_input == 0)
         return ref;
     ref.id = wk_input;

@@ -463,7 +463,11 @@ muc_post_run(xd_module_ctx_t *ctx, void *arg)
     xd_stanza_t *st = m->st;
     xd_input_ref_t in = m->in;
     xd_free(m);
+    /* What the room starts for the stanza (an archive write for a private
+     * message's recipient, say) holds the sender as on its own worker. */
+    xd_input_ref_t prev = xd_input_lend(in);
     muc_room_stanza(ctx, st, in, true);
+    xd_input_unlend(prev);
 }
 
 /* Runs on the routing worker; owns st. */

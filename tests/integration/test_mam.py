@@ -540,28 +540,38 @@ def test_room_private_message_archived_for_the_recipient(server_factory):
     """A room's private message reaches the recipient from the room's
     worker, from no stream: it is the server's own and goes into the
     recipient's archive (before: only when the room happened to run on the
-    sender's worker)."""
+    sender's worker), and the sender's next answer waits for that write."""
     srv = server_factory(extra_yaml=MODS.rstrip(":\n") + ": {journal_idle: 1h}\n"
-                         "  mod_muc: {}\n")
-    users(srv, "alice", "bob")
+                         "  mod_muc: {}\n",
+                         env={"XD_DEBUG_BATCH_DELAY_MS": "50"})  # appends come late
+    users(srv, "alice", "bob", "carol", "dave")
     a, _ = online(srv, "alice", "pc")
     b, _ = online(srv, "bob", "pc")
+    c, _ = online(srv, "carol", "pc")
+    d, _ = online(srv, "dave", "pc")
     muc = "conference.localhost"
-    for c, nick in ((a, "al"), (b, "bo")):
-        c.send(f"<presence to='pm@{muc}/{nick}'><x xmlns='http://jabber.org/protocol/muc'/>"
-               f"</presence>")
-        c.recv_until(r"<message[^>]*>\s*<subject")
-        if c is a:  # an instant room
+    for cl, nick in ((a, "al"), (b, "bo"), (c, "ca"), (d, "da")):
+        cl.send(f"<presence to='pm@{muc}/{nick}'><x xmlns='http://jabber.org/protocol/muc'/>"
+                f"</presence>")
+        cl.recv_until(r"<message[^>]*>\s*<subject")
+        if cl is a:  # an instant room
             r = iq(a, "inst", "<query xmlns='http://jabber.org/protocol/muc#owner'>"
                               "<x xmlns='jabber:x:data' type='submit'/></query>", to=f"pm@{muc}")
             assert "type='result'" in r, r
-    for i in range(8):  # rooms and senders on either worker
-        a.send(f"<message to='pm@{muc}/bo' type='chat' id='pm{i}'><body>pm{i}</body>"
-               f"<x xmlns='http://jabber.org/protocol/muc#user'/></message>")
-        b.recv_until(rf"<message[^>]*id='pm{i}'.*?</message>")
-    b.roundtrip()
-    res, _ = mam(b)
-    assert bodies(res) == [f"pm{i}" for i in range(8)], res
+    # Three senders on consecutive connections: on both workers, so some
+    # send from the room's worker and some from the other.
+    want = []
+    for i in range(9):
+        cl = (a, c, d)[i % 3]
+        cl.send(f"<message to='pm@{muc}/bo' type='chat' id='pm{i}'><body>pm{i}</body>"
+                f"<x xmlns='http://jabber.org/protocol/muc#user'/></message>")
+        # The sender's round trip: the message is in bob's archive (the room
+        # on the other worker acts for the sender's stream, xd_input_lend),
+        # not only delivered.
+        cl.roundtrip()
+        want.append(f"pm{i}")
+        res, _ = mam(b)
+        assert bodies(res) == want, res
 
 
 def test_rerouted_unacked_message_archived_once(server_factory):
