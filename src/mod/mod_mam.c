@@ -37,7 +37,8 @@
  * batched FIFO of mod_batch.h applies the preferences (XEP-0441, on the
  * pool, as before the journal: the always/never lists, then the default;
  * roster: the peer is in the account's roster with a subscription, asked
- * through ROSTER_GET) and appends the kept messages' records with one
+ * through ROSTER_GET; the lists and the default come from a bounded cache
+ * per host, "the preferences cache") and appends the kept messages' records with one
  * write (fdatasync too with `journal_sync`); the sender's stream is held
  * until that write returned, so an answered IQ or SM ack after a message
  * proves it in the file.  When the FIFO is full the message is refused:
@@ -145,6 +146,7 @@ typedef struct mam_conf {
     int default_mode;        /* MAM_* for accounts without preferences */
     int max_page;            /* results per query page */
     int max_prefs_jids;      /* always + never entries per account */
+    int prefs_cache;         /* accounts whose preferences are kept in memory */
     int max_count;           /* messages counted for RSM <count/> and index */
     uint64_t archive_expiry; /* ms; 0: kept for ever */
     bool journal_sync;       /* fdatasync after each append */
@@ -173,6 +175,11 @@ static const xd_opt_t mam_opts[] = {
     XD_OPT_INT("max_prefs_jids", C_, max_prefs_jids, "1000", 0, 100000,
                "JIDs in an account's always and never lists together; a <prefs/> with more is "
                "refused with not-acceptable."),
+    XD_OPT_INT("prefs_cache", C_, prefs_cache, "10000", 0, 10000000,
+               "Accounts whose archiving preferences (XEP-0441) are kept in memory, so that "
+               "archiving a message reads no table; beyond it the least recently used are "
+               "dropped (read again at their next message).  0: read for every message.  A "
+               "default of `roster` still asks the roster for each message."),
     XD_OPT_INT("max_count", C_, max_count, "1000", 0, 1000000,
                "Messages counted for a page's RSM <count/> and <first index/>: when more than "
                "this many match the query (or precede the page), they are left out (XEP-0059 "
@@ -655,46 +662,6 @@ mam_int_row(void *arg, const xd_db_val_t *cols, size_t ncols)
     return 1;
 }
 
-/* The account's mode (MAM_*) for peer: the always/never lists first, then
- * its default (the host's when it set none).  Pool thread. */
-static int
-mam_mode_for(xd_db_conn_t *c, const char *host, const char *user, const char *peer,
-             int host_default, bool *keep)
-{
-    xd_db_val_t k3[] = { XD_DB_V_CSTR(host), XD_DB_V_CSTR(user), XD_DB_V_CSTR(peer) };
-    int64_t always = -1;
-    int rc = xd_db_query(c,
-                         "SELECT always FROM archive_prefs_jid"
-                         " WHERE host = ? AND username = ? AND jid = ?",
-                         k3, 3, mam_int_row, &always);
-    if (rc != 0)
-        return rc;
-    if (always >= 0) {
-        *keep = always != 0;
-        return 0;
-    }
-    int64_t mode = -1;
-    rc = xd_db_query(c, "SELECT mode FROM archive_prefs WHERE host = ? AND username = ?", k3, 2,
-                     mam_int_row, &mode);
-    if (rc != 0)
-        return rc;
-    if (mode < 0)
-        mode = host_default;
-    if (mode == MAM_ROSTER) {
-        mam_roster_ask_t a = { false };
-        xd_hook_roster_get_t ev = {
-            .host = host, .user = user, .contact = peer, .fn = mam_roster_item, .arg = &a,
-        };
-        xd_hook_run(XD_HOOK_ROSTER_GET, host, &ev);
-        if (ev.served && ev.rc != 0)
-            return ev.rc;
-        *keep = a.found;
-        return 0;
-    }
-    *keep = mode == MAM_ALWAYS;
-    return 0;
-}
-
 /* Status of an item that is not written, without being an error. */
 #define MAM_SKIP 1
 
@@ -753,6 +720,10 @@ typedef struct mam_state {
     pthread_mutex_t ix_mu;           /* one indexer at a time */
     pthread_mutex_t pend_mu;         /* guards pend */
     xd_map_t pend;                   /* "user@host" -> records in the journal (uintptr_t) */
+    pthread_mutex_t pc_mu;           /* guards the preferences cache below */
+    xd_map_t pc;                     /* "user@host" -> mam_pc_t */
+    struct mam_pc *pc_head, *pc_tail; /* most and least recently used */
+    uint64_t pc_gen;                 /* +1 at each invalidation */
     bool journal_init;               /* mam_journal_open was called (close it) */
     bool journal_ok;                 /* the journal is open and replayed */
     mam_journal_t j;
@@ -801,6 +772,186 @@ mam_pend_has(mam_state_t *st, const char *host, const char *user)
     bool has = xd_map_get(&st->pend, (xd_str_t){ key, (size_t)kl }) != NULL;
     pthread_mutex_unlock(&st->pend_mu);
     return has;
+}
+
+/* ---- the preferences cache --------------------------------------------------------------------- */
+
+/* An account's preferences (XEP-0441) as stored: its default (-1: none set,
+ * the host's applies) and its always/never lists.  Filled on the first
+ * message of the account that a batch evaluates; dropped when the account
+ * sets <prefs/> or is removed; at most `prefs_cache` accounts, the least
+ * recently used one dropped first.  A fill that started before a drop of
+ * the same account (pc_gen moved meanwhile) is not kept: it may have read
+ * the rows from before the change.  The roster is not cached: a default of
+ * `roster` still asks ROSTER_GET per message (mod_roster's own cache). */
+typedef struct mam_pc {
+    char *key;                 /* "user@host" */
+    int mode;                  /* MAM_*, or -1 */
+    xd_map_t jids;             /* bare JID -> (void *)(1 + always) */
+    struct mam_pc *prev, *next;
+} mam_pc_t;
+
+static void
+mam_pc_free(void *v)
+{
+    mam_pc_t *p = v;
+    if (!p)
+        return;
+    xd_map_free(&p->jids, NULL);
+    xd_free(p->key);
+    xd_free(p);
+}
+
+static void
+mam_pc_unlink(mam_state_t *st, mam_pc_t *p)
+{
+    if (p->prev)
+        p->prev->next = p->next;
+    else
+        st->pc_head = p->next;
+    if (p->next)
+        p->next->prev = p->prev;
+    else
+        st->pc_tail = p->prev;
+    p->prev = p->next = NULL;
+}
+
+static void
+mam_pc_push(mam_state_t *st, mam_pc_t *p)
+{
+    p->next = st->pc_head;
+    if (st->pc_head)
+        st->pc_head->prev = p;
+    st->pc_head = p;
+    if (!st->pc_tail)
+        st->pc_tail = p;
+}
+
+/* Drops the cached preferences of user@host (set or removed).  Any thread. */
+static void
+mam_pc_drop(mam_state_t *st, const char *host, const char *user)
+{
+    char key[2 * XD_JID_PART_MAX + 2];
+    int kl = snprintf(key, sizeof key, "%s@%s", user, host);
+    pthread_mutex_lock(&st->pc_mu);
+    st->pc_gen++;
+    if (kl > 0 && (size_t)kl < sizeof key) {
+        mam_pc_t *p = xd_map_del(&st->pc, (xd_str_t){ key, (size_t)kl });
+        if (p) {
+            mam_pc_unlink(st, p);
+            mam_pc_free(p);
+        }
+    }
+    pthread_mutex_unlock(&st->pc_mu);
+}
+
+static int
+mam_pc_jid_row(void *arg, const xd_db_val_t *cols, size_t ncols)
+{
+    mam_pc_t *p = arg;
+    if (ncols < 2 || cols[0].type != XD_DB_TEXT || cols[1].type != XD_DB_INT64)
+        return 0;
+    xd_map_put(&p->jids, cols[0].s, (void *)(uintptr_t)(1 + (cols[1].i != 0)));
+    return 0;
+}
+
+/* The stored preferences of user@host, read from the database.  Pool
+ * thread. */
+static int
+mam_pc_load(xd_db_conn_t *c, const char *host, const char *user, mam_pc_t *p)
+{
+    xd_db_val_t k[] = { XD_DB_V_CSTR(host), XD_DB_V_CSTR(user) };
+    int64_t mode = -1;
+    int rc = xd_db_query(c, "SELECT mode FROM archive_prefs WHERE host = ? AND username = ?", k,
+                         2, mam_int_row, &mode);
+    if (rc == 0)
+        rc = xd_db_query(c,
+                         "SELECT jid, always FROM archive_prefs_jid WHERE host = ? AND username = ?",
+                         k, 2, mam_pc_jid_row, p);
+    p->mode = mode >= 0 && mode <= MAM_ROSTER ? (int)mode : -1;
+    return rc;
+}
+
+/* The account's mode for peer from p: the always/never lists first
+ * (MAM_ALWAYS/MAM_NEVER), then its default (the host's when none). */
+static int
+mam_pc_mode(const mam_pc_t *p, const char *peer, int host_default)
+{
+    uintptr_t v = (uintptr_t)xd_map_get(&p->jids, xd_str_c(peer));
+    if (v)
+        return v == 2 ? MAM_ALWAYS : MAM_NEVER;
+    return p->mode >= 0 ? p->mode : host_default;
+}
+
+/* The account's mode (MAM_*) for peer: the always/never lists first, then
+ * its default (the host's when it set none); roster: the peer is in the
+ * account's roster with a subscription.  Pool thread; *c is acquired on
+ * first need (the caller releases it when set). */
+static int
+mam_mode_for(xd_module_ctx_t *ctx, xd_db_conn_t **c, const char *host, const char *user,
+             const char *peer, int host_default, bool *keep)
+{
+    const mam_conf_t *mc = xd_module_opts(ctx);
+    mam_state_t *st = xd_module_state(ctx);
+    char key[2 * XD_JID_PART_MAX + 2];
+    int kl = snprintf(key, sizeof key, "%s@%s", user, host);
+    bool cacheable = mc->prefs_cache > 0 && kl > 0 && (size_t)kl < sizeof key;
+    xd_str_t k = { key, cacheable ? (size_t)kl : 0 };
+    int mode = -1;
+    uint64_t gen = 0;
+    if (cacheable) {
+        pthread_mutex_lock(&st->pc_mu);
+        mam_pc_t *p = xd_map_get(&st->pc, k);
+        if (p) {
+            mam_pc_unlink(st, p);
+            mam_pc_push(st, p);
+            mode = mam_pc_mode(p, peer, host_default);
+        }
+        gen = st->pc_gen;
+        pthread_mutex_unlock(&st->pc_mu);
+    }
+    if (mode < 0) {
+        int rc = *c ? 0 : xd_db_acquire(xd_module_db(ctx), c);
+        if (rc != 0)
+            return rc;
+        mam_pc_t *p = xd_new(mam_pc_t);
+        rc = mam_pc_load(*c, host, user, p);
+        if (rc != 0) {
+            mam_pc_free(p);
+            return rc;
+        }
+        mode = mam_pc_mode(p, peer, host_default);
+        if (cacheable) {
+            pthread_mutex_lock(&st->pc_mu);
+            if (gen == st->pc_gen && !xd_map_get(&st->pc, k)) {
+                p->key = xd_strndup(key, (size_t)kl);
+                xd_map_put(&st->pc, k, p);
+                mam_pc_push(st, p);
+                p = NULL;
+                while (xd_map_count(&st->pc) > (size_t)mc->prefs_cache) {
+                    mam_pc_t *old = st->pc_tail;
+                    mam_pc_unlink(st, old);
+                    xd_map_del(&st->pc, xd_str_c(old->key));
+                    mam_pc_free(old);
+                }
+            }
+            pthread_mutex_unlock(&st->pc_mu);
+        }
+        mam_pc_free(p);
+    }
+    if (mode == MAM_ROSTER) {
+        mam_roster_ask_t a = { false };
+        xd_hook_roster_get_t ev = {
+            .host = host, .user = user, .contact = peer, .fn = mam_roster_item, .arg = &a,
+        };
+        xd_hook_run(XD_HOOK_ROSTER_GET, host, &ev);
+        if (ev.served && ev.rc != 0)
+            return ev.rc;
+        *keep = a.found;
+        return 0;
+    }
+    *keep = mode == MAM_ALWAYS;
+    return 0;
 }
 
 #define MAM_IX_FILE_BYTES (4u << 20) /* read from one file per indexing transaction */
@@ -1207,10 +1358,9 @@ mam_batch_write(xd_db_t *db, mod_batch_item_t *head)
     mam_state_t *st = xd_module_state(ctx);
     if (!st || !st->journal_ok)
         return XD_ECLOSED;
-    xd_db_conn_t *c;
-    int rc = xd_db_acquire(db, &c);
-    if (rc != 0)
-        return rc;
+    (void)db;
+    xd_db_conn_t *c = NULL; /* acquired when the preferences cache misses */
+    int rc = 0;
     size_t bytes = 0, n = 0;
     for (mod_batch_item_t *it = head; it && rc == 0; it = it->next) {
         mam_item_t *m = (mam_item_t *)it;
@@ -1231,7 +1381,7 @@ mam_batch_write(xd_db_t *db, mod_batch_item_t *head)
         }
         bool keep = true;
         if (!m->room)
-            rc = mam_mode_for(c, m->host, m->user, m->peer, m->default_mode, &keep);
+            rc = mam_mode_for(ctx, &c, m->host, m->user, m->peer, m->default_mode, &keep);
         if (rc == 0 && !keep)
             m->b.status = MAM_SKIP;
         if (rc == 0 && keep) {
@@ -1239,7 +1389,8 @@ mam_batch_write(xd_db_t *db, mod_batch_item_t *head)
             n++;
         }
     }
-    xd_db_release(c);
+    if (c)
+        xd_db_release(c);
     if (rc != 0 || n == 0)
         return rc;
     if (atomic_load(&st->j.pend_records) + n > (uint64_t)mc->journal_max_records ||
@@ -2202,6 +2353,9 @@ mam_prefs(const xd_iq_req_t *req, const xd_el_t *prefs)
                                "too many JIDs in the always and never lists");
     mam_prefs_set_t s = { host, user, mode, prefs };
     int rc = xd_db_tx(xd_module_db(req->ctx), mam_prefs_tx, &s);
+    /* Before the answer: the next message of the account reads the new
+     * preferences (also after a failure: what was stored is unknown). */
+    mam_pc_drop(xd_module_state(req->ctx), host, user);
     if (rc == XD_EINVAL)
         return xd_stanza_error(req->iq, XD_COND_JID_MALFORMED, "a jid in the lists is not a JID");
     if (rc < 0)
@@ -2857,7 +3011,16 @@ mam_rm_work(xd_module_ctx_t *ctx, void *arg)
     xd_db_val_t key[] = { XD_DB_V_CSTR(r->host), XD_DB_V_CSTR(r->user) };
     r->rc = xd_db_query(c, "DELETE FROM archive WHERE host = ? AND username = ?", key, 2, NULL,
                         NULL);
+    /* Its preferences here, not through mod_user_rows: the cache is
+     * dropped after they are gone. */
+    if (r->rc == 0)
+        r->rc = xd_db_query(c, "DELETE FROM archive_prefs_jid WHERE host = ? AND username = ?",
+                            key, 2, NULL, NULL);
+    if (r->rc == 0)
+        r->rc = xd_db_query(c, "DELETE FROM archive_prefs WHERE host = ? AND username = ?", key,
+                            2, NULL, NULL);
     xd_db_release(c);
+    mam_pc_drop(xd_module_state(ctx), r->host, r->user);
 }
 
 static void
@@ -2907,6 +3070,8 @@ mam_stop(xd_module_ctx_t *ctx)
     pthread_mutex_destroy(&st->ix_mu);
     pthread_mutex_destroy(&st->pend_mu);
     xd_map_free(&st->pend, NULL);
+    pthread_mutex_destroy(&st->pc_mu);
+    xd_map_free(&st->pc, mam_pc_free);
     xd_free(st);
 }
 
@@ -2916,6 +3081,7 @@ mam_start(xd_module_ctx_t *ctx)
     mam_state_t *st = xd_new(mam_state_t);
     pthread_mutex_init(&st->ix_mu, NULL);
     pthread_mutex_init(&st->pend_mu, NULL);
+    pthread_mutex_init(&st->pc_mu, NULL);
     for (unsigned w = 0; w < XD_OWNER_MAX_WORKERS; w++)
         st->j.f[w].fd = -1;
     xd_module_set_state(ctx, st);
@@ -2940,10 +3106,6 @@ mam_start(xd_module_ctx_t *ctx)
         rc = xd_module_hook(ctx, XD_HOOK_TICK, XD_HOOK_PRIO_DEFAULT, mam_tick, NULL);
     if (rc == 0)
         rc = xd_module_hook(ctx, XD_HOOK_REMOVE_USER, XD_HOOK_PRIO_DEFAULT, mam_removed, NULL);
-    if (rc == 0)
-        rc = mod_user_rows(ctx, "DELETE FROM archive_prefs WHERE host = ? AND username = ?");
-    if (rc == 0)
-        rc = mod_user_rows(ctx, "DELETE FROM archive_prefs_jid WHERE host = ? AND username = ?");
     if (rc == 0)
         rc = xd_module_command(ctx, &mam_cmd_delete_old);
     if (rc == 0)

@@ -640,3 +640,75 @@ def test_query_drains_only_for_an_account_with_records_pending(server_factory):
     res, _ = mam(b)
     assert bodies(res) == ["pending"], res
     assert journal_records(srv)[0] == 0
+
+
+def test_prefs_change_applies_to_the_very_next_message(server_factory):
+    """The preferences are cached per account: a <prefs/> set, and an
+    account's removal, must reach the next message, in both lists and the
+    default, for both directions."""
+    srv = start(server_factory)
+    a, _ = online(srv, "alice", "pc")
+    b, _ = online(srv, "bob", "pc")
+    r = iq(a, "c1", f"<prefs xmlns='{NS}' default='always'><never><jid>bob@localhost</jid>"
+                    f"</never></prefs>")
+    assert "<jid>bob@localhost</jid>" in r, r
+    chat(a, "bob@localhost", "never 1", "s1")
+    chat(b, "alice@localhost", "never 2", "s2")
+    a.roundtrip()
+    b.roundtrip()
+    r = iq(a, "c2", f"<prefs xmlns='{NS}' default='never'><always><jid>bob@localhost</jid>"
+                    f"</always></prefs>")
+    assert "default='never'" in r, r
+    chat(a, "bob@localhost", "always 1", "s3")
+    chat(b, "alice@localhost", "always 2", "s4")
+    a.roundtrip()
+    b.roundtrip()
+    res, _ = mam(a)
+    assert bodies(res) == ["always 1", "always 2"], res
+    r = iq(a, "c3", f"<prefs xmlns='{NS}' default='never'/>")
+    chat(a, "bob@localhost", "default never", "s5")
+    a.roundtrip()
+    r = iq(a, "c4", f"<prefs xmlns='{NS}' default='always'/>")
+    chat(a, "bob@localhost", "default always", "s6")
+    a.roundtrip()
+    res, _ = mam(a)
+    assert bodies(res) == ["always 1", "always 2", "default always"], res
+    # Removal: bob's cached "never" must not outlive his account.
+    r = iq(b, "c5", f"<prefs xmlns='{NS}' default='never'/>")
+    chat(b, "alice@localhost", "bob never", "s7")
+    b.roundtrip()
+    r = srv.ctl_run("unregister", "bob", "localhost")
+    assert r.returncode == 0, r.stdout + r.stderr
+    users(srv, "bob")
+    b, _ = online(srv, "bob", "pc2")
+    chat(b, "alice@localhost", "new bob", "s8")
+    b.roundtrip()
+    res, _ = mam(b)
+    assert bodies(res) == ["new bob"], res
+
+
+def test_prefs_cache_bound(server_factory):
+    """prefs_cache: 1 holds one account: alternating accounts with
+    different preferences are each read again, never answered from the
+    other's entry."""
+    srv = start(server_factory, prefs_cache=1)
+    a, _ = online(srv, "alice", "pc")
+    b, _ = online(srv, "bob", "pc")
+    c, _ = online(srv, "carol", "pc")
+    iq(a, "b1", f"<prefs xmlns='{NS}' default='never'><always><jid>carol@localhost</jid>"
+                f"</always></prefs>")
+    iq(b, "b2", f"<prefs xmlns='{NS}' default='always'><never><jid>carol@localhost</jid>"
+                f"</never></prefs>")
+    for i in range(3):
+        chat(a, "carol@localhost", f"a{i}", f"ba{i}")
+        a.roundtrip()
+        chat(b, "carol@localhost", f"b{i}", f"bb{i}")
+        b.roundtrip()
+        chat(a, "bob@localhost", f"ab{i}", f"bab{i}")
+        a.roundtrip()
+    res, _ = mam(a)
+    assert bodies(res) == ["a0", "a1", "a2"], res
+    res, _ = mam(b)
+    assert bodies(res) == ["ab0", "ab1", "ab2"], res
+    res, _ = mam(c)
+    assert bodies(res) == ["a0", "b0", "a1", "b1", "a2", "b2"], res
