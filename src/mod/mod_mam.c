@@ -50,8 +50,11 @@
  * rows share index pages), one indexer at a time per host, and records in
  * the same transaction how far each file is consumed (mam_journal: node,
  * host, worker, generation, offset): a crash replays exactly what was not
- * committed.  It runs when the backlog passes `journal_index_records`,
- * when the journal has been idle for `journal_idle`, at a stop, at start
+ * committed.  It runs when the backlog passes `journal_index_records`
+ * (200 000 records: a burst is not indexed while it lasts), when the
+ * journal has been idle for `journal_idle` (a run in the background gives
+ * way between its transactions when appends resume and the backlog is
+ * under that watermark: mam_ix_yield), at a stop, at start
  * before anything is served (the replay), when a batch would pass the
  * journal's bound (`journal_max_records`, `journal_max_bytes`: the batch's
  * senders stay held meanwhile, which is the back-pressure), and first
@@ -195,11 +198,14 @@ static const xd_opt_t mam_opts[] = {
                 "senders are answered: an answered message then survives a power loss too "
                 "(without it, as SQLite's synchronous=NORMAL, a power loss may lose the last "
                 "batches; a crash of the server loses none).  Costs one disk flush per batch."),
-    XD_OPT_INT("journal_index_records", C_, journal_index_records, "10000", 1, 100000000,
+    XD_OPT_INT("journal_index_records", C_, journal_index_records, "200000", 1, 100000000,
                "Archived messages waiting in the journal (records: one per archive a message "
                "goes to) beyond which they are moved into the indexed archive at once, in the "
                "background; below it they are moved when the journal has been idle for "
-               "`journal_idle`, or when a query or another reader of the archive needs them."),
+               "`journal_idle` (an indexing in progress gives way between its transactions "
+               "when messages are appended again), or when a query or another reader of the "
+               "archive needs them.  Keep it under `journal_max_records`, so that a long "
+               "burst is indexed before it reaches the bound."),
     XD_OPT_DURATION("journal_idle", C_, journal_idle, "1s",
                     "How long the journal must go without appends before what it holds is "
                     "indexed (checked once a second)."),
@@ -1197,8 +1203,19 @@ mam_ix_once(xd_module_ctx_t *ctx, mam_state_t *st, size_t *n)
  * transaction finds appended meanwhile).  Blocks: pool, control or main
  * thread.  Every reader or modifier of the archive calls
  * it first, so that it sees every message whose sender was answered. */
+/* The background indexer gives way between its transactions while
+ * messages are being appended and the backlog is under the watermark: a
+ * burst is taken at the journal's rate, and indexed once it pauses. */
+static bool
+mam_ix_yield(xd_module_ctx_t *ctx, mam_state_t *st)
+{
+    const mam_conf_t *mc = xd_module_opts(ctx);
+    return atomic_load(&st->j.pend_records) < (uint64_t)mc->journal_index_records &&
+           mam_mono_ms() - atomic_load(&st->last_append_ms) < (int64_t)mc->journal_idle;
+}
+
 static int
-mam_drain(xd_module_ctx_t *ctx)
+mam_drain_ex(xd_module_ctx_t *ctx, bool background)
 {
     mam_state_t *st = ctx ? xd_module_state(ctx) : NULL;
     if (!st || !st->journal_ok || !xd_module_db(ctx) || atomic_load(&st->j.pend_records) == 0)
@@ -1227,7 +1244,7 @@ mam_drain(xd_module_ctx_t *ctx)
             left = f->fd >= 0 && f->gen == tgen[w] && f->consumed < target[w];
             pthread_mutex_unlock(&f->mu);
         }
-        if (!left)
+        if (!left || (background && mam_ix_yield(ctx, st)))
             break;
         size_t n;
         rc = mam_ix_once(ctx, st, &n);
@@ -1237,6 +1254,12 @@ mam_drain(xd_module_ctx_t *ctx)
     pthread_mutex_unlock(&st->ix_mu);
     xd_free(target);
     return rc;
+}
+
+static int
+mam_drain(xd_module_ctx_t *ctx)
+{
+    return mam_drain_ex(ctx, false);
 }
 
 /* mam_drain for a reader of one archive: nothing to do when the journal
@@ -1256,7 +1279,7 @@ static void
 mam_ix_work(xd_module_ctx_t *ctx, void *arg)
 {
     (void)arg;
-    mam_drain(ctx);
+    mam_drain_ex(ctx, true);
 }
 
 static void

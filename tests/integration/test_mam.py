@@ -8,6 +8,8 @@ the sender's round trip a query sees every message it sent."""
 import re
 import signal
 
+import pytest
+
 from helpers import iq, online, q, reply_rx, users
 from test_durability import restart_after
 
@@ -712,3 +714,30 @@ def test_prefs_cache_bound(server_factory):
     assert bodies(res) == ["ab0", "ab1", "ab2"], res
     res, _ = mam(c)
     assert bodies(res) == ["a0", "b0", "a1", "b1", "a2", "b2"], res
+
+
+@pytest.mark.slow
+def test_a_burst_is_not_indexed_while_it_lasts(server_factory):
+    """With the default watermark (journal_index_records 200000), a burst of
+    20 000 records stays in the journal until a reader (or a pause of
+    journal_idle) indexes it: the indexer takes no CPU from delivery during
+    the burst (before: indexing started at 10 000 records, mid-burst)."""
+    import os
+    import sqlite3
+    srv = start(server_factory, journal_idle="1h")
+    a, _ = online(srv, "alice", "pc")
+    b, _ = online(srv, "bob", "pc")
+    n = 10000
+    for k in range(0, n, 500):
+        a.send("".join(f"<message to='bob@localhost' type='chat' id='u{i}'><body>u{i}</body>"
+                       f"</message>" for i in range(k, k + 500)))
+        m = b.recv_until(f"id='u{k + 499}'")  # bob reads: his stream stays under its bound
+        b.buf = b.buf[m.end():]
+    assert "error" not in q(a.roundtrip())
+    with sqlite3.connect(os.path.join(srv.data_dir, "xmppd.db")) as con:
+        rows = con.execute("SELECT COUNT(*) FROM archive").fetchone()[0]
+        pos = con.execute("SELECT COALESCE(SUM(pos), 0) FROM mam_journal").fetchone()[0]
+    assert rows == 0 and pos == 0, (rows, pos)
+    assert journal_records(srv)[0] == 2 * n
+    res, fin = mam(b, rsm="<max>0</max>")
+    assert fin_set(fin)[2] == n, fin
