@@ -61,8 +61,9 @@
  * thing in every reader or modifier of the archive (queries, metadata,
  * room queries and moderation, expiry, delete_old_mam_messages, exports,
  * account removal: mam_drain; for one account's archive only when the
- * journal holds records of it, mam_drain_for), so that each sees every
- * answered message.
+ * journal holds records of it, and then only that account's records,
+ * mam_drain_for; a removal drains all, mam_drain_before_delete), so that
+ * each sees every answered message.
  * Retractions (XEP-0424) are applied when indexed, in time order with the
  * account's other rows.
  *
@@ -730,6 +731,8 @@ typedef struct mam_state {
     xd_map_t pc;                     /* "user@host" -> mam_pc_t */
     struct mam_pc *pc_head, *pc_tail; /* most and least recently used */
     uint64_t pc_gen;                 /* +1 at each invalidation */
+    xd_map_t done;                   /* "w:gen:offset" of records a reader's drain
+                                      * indexed ahead of the indexer (under ix_mu) */
     bool journal_init;               /* mam_journal_open was called (close it) */
     bool journal_ok;                 /* the journal is open and replayed */
     mam_journal_t j;
@@ -983,7 +986,20 @@ typedef struct mam_ix {
     size_t nfiles;
     mam_ix_rec_t *v;
     size_t n, cap;
+    bool account_only;  /* one account's records (mam_drain_for): no offsets moved */
+    char **skipped;     /* done-set keys of the records passed over (indexed before) */
+    size_t nskipped;
 } mam_ix_t;
+
+/* The key of the record at byte `off` of worker w's file, generation gen,
+ * in mam_state_t.done. */
+static xd_str_t
+mam_done_key(char *buf, size_t cap, unsigned w, uint64_t gen, uint64_t off)
+{
+    int n = snprintf(buf, cap, "%u:%llu:%llu", w, (unsigned long long)gen,
+                     (unsigned long long)off);
+    return (xd_str_t){ buf, n > 0 ? (size_t)n : 0 };
+}
 
 static int
 mam_ix_cmp(const void *a, const void *b)
@@ -1008,9 +1024,13 @@ mam_ix_clear(mam_ix_t *x)
         xd_free(x->files[i].buf);
     xd_free(x->files);
     xd_free(x->v);
+    for (size_t i = 0; i < x->nskipped; i++)
+        xd_free(x->skipped[i]);
+    xd_free(x->skipped);
     x->files = NULL;
     x->v = NULL;
-    x->nfiles = x->n = x->cap = 0;
+    x->skipped = NULL;
+    x->nfiles = x->n = x->cap = x->nskipped = 0;
 }
 
 /* XEP-0424: the messages a retraction names become tombstones in this
@@ -1066,6 +1086,21 @@ mam_ix_tx(xd_db_conn_t *c, void *arg)
             if (rc != 0)
                 return rc;
         }
+        if (m->retract) {
+            /* Indexed already (a reader's drain before a restart, the
+             * replay now): not applied twice, which could tombstone a
+             * later message reusing the id. */
+            xd_db_val_t k[] = { XD_DB_V_CSTR(m->host), XD_DB_V_CSTR(m->user),
+                                XD_DB_V_CSTR(m->id) };
+            int64_t seen = 0;
+            int rc = xd_db_query(c,
+                                 "SELECT 1 FROM archive WHERE host = ? AND username = ? AND id = ?",
+                                 k, 3, mam_int_row, &seen);
+            if (rc != 0)
+                return rc;
+            if (seen)
+                continue;
+        }
         int64_t ts = m->ts > floor ? m->ts : floor + 1;
         floor = ts;
         int rc = m->retract ? mam_retract(c, m, ts) : 0;
@@ -1087,7 +1122,7 @@ mam_ix_tx(xd_db_conn_t *c, void *arg)
         if (rc != 0)
             return rc;
     }
-    for (size_t i = 0; i < x->nfiles; i++) {
+    for (size_t i = 0; i < x->nfiles && !x->account_only; i++) {
         const mam_ix_file_t *f = &x->files[i];
         xd_db_val_t row[] = { XD_DB_V_CSTR(x->st->j.node), XD_DB_V_CSTR(x->host),
                               XD_DB_V_INT(f->f->worker), XD_DB_V_INT((int64_t)f->gen),
@@ -1136,6 +1171,17 @@ mam_ix_read(mam_ix_t *x, mam_jfile_t *f, size_t chunk)
     mam_rec_t rec;
     unsigned fi = (unsigned)x->nfiles;
     while (off < have && mam_rec_decode(buf + off, have - off, &rec, &used) == 0) {
+        if (xd_map_count(&x->st->done)) {
+            char kb[80];
+            xd_str_t k = mam_done_key(kb, sizeof kb, f->worker, gen, start + off);
+            if (xd_map_get(&x->st->done, k)) {
+                x->skipped = xd_realloc(x->skipped, (x->nskipped + 1) * sizeof *x->skipped);
+                x->skipped[x->nskipped++] = xd_strndup(k.p, k.len);
+                pos++;
+                off += used;
+                continue;
+            }
+        }
         if (x->n == x->cap) {
             x->cap = x->cap ? x->cap * 2 : 1024;
             x->v = xd_realloc(x->v, x->cap * sizeof *x->v);
@@ -1178,19 +1224,22 @@ mam_ix_once(xd_module_ctx_t *ctx, mam_state_t *st, size_t *n)
         if (is_open[w])
             rc = mam_ix_read(&x, &st->j.f[w], chunk);
     if (rc == 0 && x.nfiles) {
-        qsort(x.v, x.n, sizeof *x.v, mam_ix_cmp);
+        if (x.n)
+            qsort(x.v, x.n, sizeof *x.v, mam_ix_cmp);
         rc = xd_db_tx(xd_module_db(ctx), mam_ix_tx, &x);
     }
     if (rc == 0) {
         for (size_t i = 0; i < x.n; i++)
             mam_pend_add(st, x.v[i].r.host, x.v[i].r.user, -1);
+        for (size_t i = 0; i < x.nskipped; i++)
+            xd_map_del(&st->done, xd_str_c(x.skipped[i]));
         for (size_t i = 0; i < x.nfiles; i++) {
             int r = mam_journal_consumed(&st->j, x.files[i].f, x.files[i].end, x.files[i].n);
             if (r != 0)
                 XD_LOG(NULL, XD_WARN, "archive journal not rotated", "dir=%s worker=%u err=%s",
                        st->j.dir, x.files[i].f->worker, xd_strerror(r));
         }
-        *n = x.n;
+        *n = x.n + x.nskipped; /* records passed, counted as the loop's progress */
     } else {
         XD_LOG(NULL, XD_ERROR, "archive indexing failed", "host=%s records=%zu err=%s",
                xd_module_host(ctx), x.n, xd_strerror(rc));
@@ -1265,13 +1314,109 @@ mam_drain(xd_module_ctx_t *ctx)
 /* mam_drain for a reader of one archive: nothing to do when the journal
  * holds none of its records (other accounts' wait for their own readers or
  * the background). */
+/* Before one archive's rows are deleted (an account's or a room's
+ * removal): the whole journal when it holds records of that archive, so
+ * that the journal's offsets pass them and no replay after a crash brings
+ * them back (mam_drain_for leaves the offsets where they are). */
 static int
-mam_drain_for(xd_module_ctx_t *ctx, const char *host, const char *user)
+mam_drain_before_delete(xd_module_ctx_t *ctx, const char *host, const char *user)
 {
     mam_state_t *st = ctx ? xd_module_state(ctx) : NULL;
     if (!st || !st->journal_ok || !mam_pend_has(st, host, user))
         return 0;
     return mam_drain(ctx);
+}
+
+static int
+mam_drain_for(xd_module_ctx_t *ctx, const char *host, const char *user)
+{
+    mam_state_t *st = ctx ? xd_module_state(ctx) : NULL;
+    if (!st || !st->journal_ok || !xd_module_db(ctx) || !mam_pend_has(st, host, user))
+        return 0;
+    /* Only this account's records, in one transaction: a reader does not
+     * wait for the whole backlog to be indexed.  The journal's offsets do
+     * not move; the records are noted in st->done, so that the indexer
+     * passes over them (and forgets them once its offset is past them).
+     * After a crash the replay indexes them again: the archive's unique id
+     * ignores a row that is there, and a retraction already indexed is not
+     * applied twice (mam_ix_tx). */
+    mam_ix_t x = { .st = st, .host = xd_module_host(ctx), .account_only = true };
+    int rc = 0;
+    uint64_t *gens = xd_calloc(XD_OWNER_MAX_WORKERS, sizeof *gens);
+    pthread_mutex_lock(&st->ix_mu);
+    for (unsigned w = 0; w < XD_OWNER_MAX_WORKERS && rc == 0; w++) {
+        mam_jfile_t *f = &st->j.f[w];
+        pthread_mutex_lock(&f->mu);
+        uint64_t at = f->consumed, size = f->size, gen = f->gen;
+        int fd = f->fd;
+        pthread_mutex_unlock(&f->mu);
+        while (fd >= 0 && at < size && rc == 0) {
+            size_t want = size - at < MAM_IX_FILE_BYTES ? (size_t)(size - at) : MAM_IX_FILE_BYTES;
+            uint32_t plen = 0;
+            if (pread(fd, &plen, 4, (off_t)at) == 4 && (size_t)plen + 8 > want &&
+                (uint64_t)plen + 8 <= size - at)
+                want = (size_t)plen + 8;
+            unsigned char *buf = xd_malloc(want ? want : 1);
+            size_t have = 0;
+            while (have < want) {
+                ssize_t r = pread(fd, buf + have, want - have, (off_t)(at + have));
+                if (r < 0 && errno == EINTR)
+                    continue;
+                if (r <= 0) {
+                    rc = r < 0 ? -errno : XD_EINTERNAL;
+                    break;
+                }
+                have += (size_t)r;
+            }
+            size_t off = 0, used, mine = 0;
+            mam_rec_t rec;
+            while (rc == 0 && off < have &&
+                   mam_rec_decode(buf + off, have - off, &rec, &used) == 0) {
+                char kb[80];
+                if (!strcmp(rec.host, host) && !strcmp(rec.user, user) &&
+                    !xd_map_get(&st->done, mam_done_key(kb, sizeof kb, w, gen, at + off))) {
+                    if (x.n == x.cap) {
+                        x.cap = x.cap ? x.cap * 2 : 64;
+                        x.v = xd_realloc(x.v, x.cap * sizeof *x.v);
+                    }
+                    /* pos: the byte offset (the file's order and the done key) */
+                    x.v[x.n++] = (mam_ix_rec_t){ rec, w, (size_t)(at + off) };
+                    mine++;
+                }
+                off += used;
+            }
+            if (mine) {
+                x.files = xd_realloc(x.files, (x.nfiles + 1) * sizeof *x.files);
+                x.files[x.nfiles++] = (mam_ix_file_t){ f, gen, at, at + off, mine, buf };
+            } else {
+                xd_free(buf);
+            }
+            if (off == 0)
+                break; /* nothing whole */
+            at += off;
+        }
+        gens[w] = gen;
+    }
+    if (rc == 0 && x.n) {
+        qsort(x.v, x.n, sizeof *x.v, mam_ix_cmp);
+        rc = xd_db_tx(xd_module_db(ctx), mam_ix_tx, &x);
+    }
+    if (rc == 0) {
+        for (size_t i = 0; i < x.n; i++) {
+            char kb[80];
+            unsigned w = x.v[i].file;
+            xd_map_put(&st->done, mam_done_key(kb, sizeof kb, w, gens[w], (uint64_t)x.v[i].pos),
+                       (void *)1);
+            mam_pend_add(st, x.v[i].r.host, x.v[i].r.user, -1);
+        }
+    } else {
+        XD_LOG(NULL, XD_ERROR, "archive indexing failed", "host=%s user=%s records=%zu err=%s",
+               xd_module_host(ctx), user, x.n, xd_strerror(rc));
+    }
+    pthread_mutex_unlock(&st->ix_mu);
+    mam_ix_clear(&x);
+    xd_free(gens);
+    return rc;
 }
 
 /* Background indexing (pool): what the journals hold when it starts. */
@@ -2626,7 +2771,7 @@ mam_room_delete(xd_module_ctx_t *mam, const xd_jid_t *room)
         return 0;
     char *host = mam_strs(xd_jid_domain(room)), *user = mam_strs(xd_jid_local(room));
     xd_db_conn_t *c;
-    int rc = mam_drain_for(mam, host, user);
+    int rc = mam_drain_before_delete(mam, host, user);
     if (rc == 0)
         rc = xd_db_acquire(db, &c);
     if (rc == 0) {
@@ -3026,7 +3171,7 @@ mam_rm_work(xd_module_ctx_t *ctx, void *arg)
 {
     mam_rm_t *r = arg;
     xd_db_conn_t *c;
-    r->rc = mam_drain_for(ctx, r->host, r->user); /* its messages in the journal go too */
+    r->rc = mam_drain_before_delete(ctx, r->host, r->user); /* its journaled ones go too */
     if (r->rc == 0)
         r->rc = xd_db_acquire(xd_module_db(ctx), &c);
     if (r->rc != 0)
@@ -3095,6 +3240,7 @@ mam_stop(xd_module_ctx_t *ctx)
     xd_map_free(&st->pend, NULL);
     pthread_mutex_destroy(&st->pc_mu);
     xd_map_free(&st->pc, mam_pc_free);
+    xd_map_free(&st->done, NULL);
     xd_free(st);
 }
 

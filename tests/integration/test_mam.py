@@ -448,7 +448,9 @@ def test_query_right_after_ack_sees_the_journal(server_factory):
     assert journal_records(srv)[0] == 2  # alice's copy and bob's, not indexed yet
     res, _ = mam(b)
     assert bodies(res) == ["fresh"], res
-    assert journal_records(srv)[0] == 0
+    # bob's record indexed by his query; the file keeps both until the
+    # indexer passes (alice's waits for her own reader).
+    assert journal_records(srv)[0] == 2
     chat(a, "bob@localhost", "fresher", "j2")
     a.roundtrip()
     r = iq(a, "md", f"<metadata xmlns='{NS}'/>", typ="get")
@@ -476,12 +478,13 @@ def test_journal_replayed_exactly_once_after_kill_9(server_factory):
     a.send("".join(f"<message to='bob@localhost' type='chat' id='k{i}'><body>k{i}</body>"
                    f"</message>" for i in range(n)))
     assert "error" not in q(a.roundtrip())
-    # Half indexed (a query drains), half left in the journal.
+    # bob's first half indexed by his query (the journal's offset stays:
+    # the replay meets those records again), the rest left in the journal.
     assert len(all_bodies(b)) == n
     a.send("".join(f"<message to='bob@localhost' type='chat' id='l{i}'><body>l{i}</body>"
                    f"</message>" for i in range(n)))
     assert "error" not in q(a.roundtrip())
-    assert journal_records(srv)[0] == 2 * n
+    assert journal_records(srv)[0] == 4 * n
     restart_after(srv, signal.SIGKILL)
     assert journal_records(srv)[0] == 0  # replayed before serving
     restart_after(srv, signal.SIGKILL)
@@ -628,7 +631,7 @@ def test_torn_journal_tail_is_cut_at_start(server_factory):
 def test_query_drains_only_for_an_account_with_records_pending(server_factory):
     """A query waits for the indexer only when the journal holds records of
     the queried archive: carol's query leaves alice's and bob's records in
-    the journal; bob's moves them."""
+    the journal; bob's indexes his own (test_a_reader_indexes_only_its_own_records)."""
     srv = start(server_factory, **NO_BG)
     a, _ = online(srv, "alice", "pc")
     c, _ = online(srv, "carol", "pc")
@@ -641,7 +644,7 @@ def test_query_drains_only_for_an_account_with_records_pending(server_factory):
     b, _ = online(srv, "bob", "pc")
     res, _ = mam(b)
     assert bodies(res) == ["pending"], res
-    assert journal_records(srv)[0] == 0
+    assert journal_records(srv)[0] == 2  # the offset moves with the indexer, not a reader
 
 
 def test_prefs_change_applies_to_the_very_next_message(server_factory):
@@ -741,3 +744,45 @@ def test_a_burst_is_not_indexed_while_it_lasts(server_factory):
     assert journal_records(srv)[0] == 2 * n
     res, fin = mam(b, rsm="<max>0</max>")
     assert fin_set(fin)[2] == n, fin
+
+
+def test_a_reader_indexes_only_its_own_records(server_factory):
+    """A query of an archive with records in the journal indexes only that
+    account's records (not the whole backlog); the indexer later passes
+    over them, and a replay after kill -9 adds none twice."""
+    import os
+    import sqlite3
+    srv = start(server_factory, **NO_BG)
+    a, _ = online(srv, "alice", "pc")
+    b, _ = online(srv, "bob", "pc")
+    c, _ = online(srv, "carol", "pc")
+    n = 300
+    chat(c, "carol@localhost", "note 1", "o1")  # to herself: one record, hers
+    c.roundtrip()
+    a.send("".join(f"<message to='bob@localhost' type='chat' id='v{i}'><body>v{i}</body>"
+                   f"</message>" for i in range(n)))
+    assert "error" not in q(a.roundtrip())
+    chat(c, "carol@localhost", "note 2", "o2")
+    c.roundtrip()
+
+    def rows():
+        with sqlite3.connect(os.path.join(srv.data_dir, "xmppd.db")) as con:
+            return con.execute("SELECT username, COUNT(*) FROM archive GROUP BY username"
+                               " ORDER BY username").fetchall()
+    assert bodies(mam(c)[0]) == ["note 1", "note 2"]
+    assert rows() == [("carol", 2)]  # alice's and bob's 600 records wait
+    assert journal_records(srv)[0] == 2 * n + 2
+    want = [f"v{i}" for i in range(n)]
+    assert all_bodies(b) == want
+    assert rows() == [("bob", n), ("carol", 2)]
+    restart_after(srv, signal.SIGKILL)  # replay: alice's indexed, bob's and carol's again
+    assert rows() == [("alice", n), ("bob", n), ("carol", 2)]
+    a, _ = online(srv, "alice", "pc")
+    b, _ = online(srv, "bob", "pc")
+    chat(a, "bob@localhost", "after", "w1")
+    a.roundtrip()
+    assert all_bodies(b) == want + ["after"]
+    restart_after(srv, signal.SIGTERM)  # the stop's drain passes over bob's, indexes alice's
+    assert rows() == [("alice", n + 1), ("bob", n + 1), ("carol", 2)]
+    a, _ = online(srv, "alice", "pc")
+    assert all_bodies(a) == want + ["after"]
