@@ -56,8 +56,9 @@
  * way between its transactions when appends resume and the backlog is
  * under that watermark: mam_ix_yield), at a stop, at start
  * before anything is served (the replay), when a batch would pass the
- * journal's bound (`journal_max_records`, `journal_max_bytes`: the batch's
- * senders stay held meanwhile, which is the back-pressure), and first
+ * journal's bound (`journal_max_records`, `journal_max_bytes`: indexing
+ * transactions until the batch fits; the batch's senders stay held
+ * meanwhile, which is the back-pressure), and first
  * thing in every reader or modifier of the archive (queries, metadata,
  * room queries and moderation, expiry, delete_old_mam_messages, exports,
  * account removal: mam_drain; for one account's archive only when the
@@ -1561,12 +1562,24 @@ mam_batch_write(xd_db_t *db, mod_batch_item_t *head)
         xd_db_release(c);
     if (rc != 0 || n == 0)
         return rc;
-    if (atomic_load(&st->j.pend_records) + n > (uint64_t)mc->journal_max_records ||
-        atomic_load(&st->j.pend_bytes) + bytes > mc->journal_max_bytes) {
-        rc = mam_drain(ctx);
-        if (rc != 0)
-            return rc;
+    /* At the bound: indexing transactions until the batch fits (not the
+     * whole journal: the senders are held for about one transaction, and
+     * a flood is taken at the indexer's rate). */
+    while (rc == 0 && (atomic_load(&st->j.pend_records) + n > (uint64_t)mc->journal_max_records ||
+                       atomic_load(&st->j.pend_bytes) + bytes > mc->journal_max_bytes)) {
+        size_t done = 0;
+        pthread_mutex_lock(&st->ix_mu);
+        if (atomic_load(&st->j.pend_records) + n > (uint64_t)mc->journal_max_records ||
+            atomic_load(&st->j.pend_bytes) + bytes > mc->journal_max_bytes)
+            rc = mam_ix_once(ctx, st, &done);
+        else
+            done = 1; /* another indexer made room meanwhile */
+        pthread_mutex_unlock(&st->ix_mu);
+        if (rc == 0 && done == 0)
+            break; /* nothing left to index: a batch larger than the bound goes in */
     }
+    if (rc != 0)
+        return rc;
     unsigned char *buf = xd_malloc(bytes);
     size_t off = 0;
     for (mod_batch_item_t *it = head; it; it = it->next) {

@@ -786,3 +786,30 @@ def test_a_reader_indexes_only_its_own_records(server_factory):
     assert rows() == [("alice", n + 1), ("bob", n + 1), ("carol", 2)]
     a, _ = online(srv, "alice", "pc")
     assert all_bodies(a) == want + ["after"]
+
+
+@pytest.mark.slow
+def test_the_bound_indexes_a_transaction_not_the_whole_journal(server_factory):
+    """A batch that would pass journal_max_bytes indexes until it fits (a
+    transaction of at most 4 MiB of each file), not the whole journal: its
+    senders are held for one transaction, and a flood goes on at the
+    indexer's rate (before: the 12 MiB journal was indexed at once, the
+    senders held throughout)."""
+    import os
+    import sqlite3
+    srv = start(server_factory, journal_max_bytes="12MiB", **NO_BG)
+    a, _ = online(srv, "alice", "pc")
+    b, _ = online(srv, "bob", "pc")
+    n, body = 1700, "y" * 2000
+    for k in range(0, n, 100):
+        a.send("".join(f"<message to='bob@localhost' type='chat' id='z{i}'><body>{body}{i}"
+                       f"</body></message>" for i in range(k, k + 100)))
+        m = b.recv_until(f"id='z{k + 99}'")
+        b.buf = b.buf[m.end():]
+    assert "error" not in q(a.roundtrip())
+    with sqlite3.connect(os.path.join(srv.data_dir, "xmppd.db")) as con:
+        rows = con.execute("SELECT COUNT(*) FROM archive").fetchone()[0]
+    # ~4.1 KB a record, 3 400 records: the bound (~3 000) passed once; one
+    # transaction moves ~1 000 records of a file (two files: ~2 000).
+    assert 0 < rows <= 2 * 1100, rows
+    assert all_bodies(b) == [f"{body}{i}" for i in range(n)]
