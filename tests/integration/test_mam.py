@@ -665,8 +665,8 @@ def test_prefs_change_applies_to_the_very_next_message(server_factory):
                     f"</always></prefs>")
     assert "default='never'" in r, r
     chat(a, "bob@localhost", "always 1", "s3")
+    a.roundtrip()  # in this order in alice's archive
     chat(b, "alice@localhost", "always 2", "s4")
-    a.roundtrip()
     b.roundtrip()
     res, _ = mam(a)
     assert bodies(res) == ["always 1", "always 2"], res
