@@ -37,7 +37,8 @@
  * batched FIFO of mod_batch.h applies the preferences (XEP-0441, on the
  * pool, as before the journal: the always/never lists, then the default;
  * roster: the peer is in the account's roster with a subscription, asked
- * through ROSTER_GET) and appends the kept messages' records with one
+ * through ROSTER_GET; the lists and the default come from a bounded cache
+ * per host, "the preferences cache") and appends the kept messages' records with one
  * write (fdatasync too with `journal_sync`); the sender's stream is held
  * until that write returned, so an answered IQ or SM ack after a message
  * proves it in the file.  When the FIFO is full the message is refused:
@@ -49,16 +50,21 @@
  * rows share index pages), one indexer at a time per host, and records in
  * the same transaction how far each file is consumed (mam_journal: node,
  * host, worker, generation, offset): a crash replays exactly what was not
- * committed.  It runs when the backlog passes `journal_index_records`,
- * when the journal has been idle for `journal_idle`, at a stop, at start
+ * committed.  It runs when the backlog passes `journal_index_records`
+ * (200 000 records: a burst is not indexed while it lasts), when the
+ * journal has been idle for `journal_idle` (a run in the background gives
+ * way between its transactions when appends resume and the backlog is
+ * under that watermark: mam_ix_yield), at a stop, at start
  * before anything is served (the replay), when a batch would pass the
- * journal's bound (`journal_max_records`, `journal_max_bytes`: the batch's
- * senders stay held meanwhile, which is the back-pressure), and first
+ * journal's bound (`journal_max_records`, `journal_max_bytes`: indexing
+ * transactions until the batch fits; the batch's senders stay held
+ * meanwhile, which is the back-pressure), and first
  * thing in every reader or modifier of the archive (queries, metadata,
  * room queries and moderation, expiry, delete_old_mam_messages, exports,
  * account removal: mam_drain; for one account's archive only when the
- * journal holds records of it, mam_drain_for), so that each sees every
- * answered message.
+ * journal holds records of it, and then only that account's records,
+ * mam_drain_for; a removal drains all, mam_drain_before_delete), so that
+ * each sees every answered message.
  * Retractions (XEP-0424) are applied when indexed, in time order with the
  * account's other rows.
  *
@@ -145,6 +151,7 @@ typedef struct mam_conf {
     int default_mode;        /* MAM_* for accounts without preferences */
     int max_page;            /* results per query page */
     int max_prefs_jids;      /* always + never entries per account */
+    int prefs_cache;         /* accounts whose preferences are kept in memory */
     int max_count;           /* messages counted for RSM <count/> and index */
     uint64_t archive_expiry; /* ms; 0: kept for ever */
     bool journal_sync;       /* fdatasync after each append */
@@ -173,6 +180,11 @@ static const xd_opt_t mam_opts[] = {
     XD_OPT_INT("max_prefs_jids", C_, max_prefs_jids, "1000", 0, 100000,
                "JIDs in an account's always and never lists together; a <prefs/> with more is "
                "refused with not-acceptable."),
+    XD_OPT_INT("prefs_cache", C_, prefs_cache, "10000", 0, 10000000,
+               "Accounts whose archiving preferences (XEP-0441) are kept in memory, so that "
+               "archiving a message reads no table; beyond it the least recently used are "
+               "dropped (read again at their next message).  0: read for every message.  A "
+               "default of `roster` still asks the roster for each message."),
     XD_OPT_INT("max_count", C_, max_count, "1000", 0, 1000000,
                "Messages counted for a page's RSM <count/> and <first index/>: when more than "
                "this many match the query (or precede the page), they are left out (XEP-0059 "
@@ -188,11 +200,14 @@ static const xd_opt_t mam_opts[] = {
                 "senders are answered: an answered message then survives a power loss too "
                 "(without it, as SQLite's synchronous=NORMAL, a power loss may lose the last "
                 "batches; a crash of the server loses none).  Costs one disk flush per batch."),
-    XD_OPT_INT("journal_index_records", C_, journal_index_records, "10000", 1, 100000000,
+    XD_OPT_INT("journal_index_records", C_, journal_index_records, "200000", 1, 100000000,
                "Archived messages waiting in the journal (records: one per archive a message "
                "goes to) beyond which they are moved into the indexed archive at once, in the "
                "background; below it they are moved when the journal has been idle for "
-               "`journal_idle`, or when a query or another reader of the archive needs them."),
+               "`journal_idle` (an indexing in progress gives way between its transactions "
+               "when messages are appended again), or when a query or another reader of the "
+               "archive needs them.  Keep it under `journal_max_records`, so that a long "
+               "burst is indexed before it reaches the bound."),
     XD_OPT_DURATION("journal_idle", C_, journal_idle, "1s",
                     "How long the journal must go without appends before what it holds is "
                     "indexed (checked once a second)."),
@@ -655,46 +670,6 @@ mam_int_row(void *arg, const xd_db_val_t *cols, size_t ncols)
     return 1;
 }
 
-/* The account's mode (MAM_*) for peer: the always/never lists first, then
- * its default (the host's when it set none).  Pool thread. */
-static int
-mam_mode_for(xd_db_conn_t *c, const char *host, const char *user, const char *peer,
-             int host_default, bool *keep)
-{
-    xd_db_val_t k3[] = { XD_DB_V_CSTR(host), XD_DB_V_CSTR(user), XD_DB_V_CSTR(peer) };
-    int64_t always = -1;
-    int rc = xd_db_query(c,
-                         "SELECT always FROM archive_prefs_jid"
-                         " WHERE host = ? AND username = ? AND jid = ?",
-                         k3, 3, mam_int_row, &always);
-    if (rc != 0)
-        return rc;
-    if (always >= 0) {
-        *keep = always != 0;
-        return 0;
-    }
-    int64_t mode = -1;
-    rc = xd_db_query(c, "SELECT mode FROM archive_prefs WHERE host = ? AND username = ?", k3, 2,
-                     mam_int_row, &mode);
-    if (rc != 0)
-        return rc;
-    if (mode < 0)
-        mode = host_default;
-    if (mode == MAM_ROSTER) {
-        mam_roster_ask_t a = { false };
-        xd_hook_roster_get_t ev = {
-            .host = host, .user = user, .contact = peer, .fn = mam_roster_item, .arg = &a,
-        };
-        xd_hook_run(XD_HOOK_ROSTER_GET, host, &ev);
-        if (ev.served && ev.rc != 0)
-            return ev.rc;
-        *keep = a.found;
-        return 0;
-    }
-    *keep = mode == MAM_ALWAYS;
-    return 0;
-}
-
 /* Status of an item that is not written, without being an error. */
 #define MAM_SKIP 1
 
@@ -753,6 +728,12 @@ typedef struct mam_state {
     pthread_mutex_t ix_mu;           /* one indexer at a time */
     pthread_mutex_t pend_mu;         /* guards pend */
     xd_map_t pend;                   /* "user@host" -> records in the journal (uintptr_t) */
+    pthread_mutex_t pc_mu;           /* guards the preferences cache below */
+    xd_map_t pc;                     /* "user@host" -> mam_pc_t */
+    struct mam_pc *pc_head, *pc_tail; /* most and least recently used */
+    uint64_t pc_gen;                 /* +1 at each invalidation */
+    xd_map_t done;                   /* "w:gen:offset" of records a reader's drain
+                                      * indexed ahead of the indexer (under ix_mu) */
     bool journal_init;               /* mam_journal_open was called (close it) */
     bool journal_ok;                 /* the journal is open and replayed */
     mam_journal_t j;
@@ -803,6 +784,186 @@ mam_pend_has(mam_state_t *st, const char *host, const char *user)
     return has;
 }
 
+/* ---- the preferences cache --------------------------------------------------------------------- */
+
+/* An account's preferences (XEP-0441) as stored: its default (-1: none set,
+ * the host's applies) and its always/never lists.  Filled on the first
+ * message of the account that a batch evaluates; dropped when the account
+ * sets <prefs/> or is removed; at most `prefs_cache` accounts, the least
+ * recently used one dropped first.  A fill that started before a drop of
+ * the same account (pc_gen moved meanwhile) is not kept: it may have read
+ * the rows from before the change.  The roster is not cached: a default of
+ * `roster` still asks ROSTER_GET per message (mod_roster's own cache). */
+typedef struct mam_pc {
+    char *key;                 /* "user@host" */
+    int mode;                  /* MAM_*, or -1 */
+    xd_map_t jids;             /* bare JID -> (void *)(1 + always) */
+    struct mam_pc *prev, *next;
+} mam_pc_t;
+
+static void
+mam_pc_free(void *v)
+{
+    mam_pc_t *p = v;
+    if (!p)
+        return;
+    xd_map_free(&p->jids, NULL);
+    xd_free(p->key);
+    xd_free(p);
+}
+
+static void
+mam_pc_unlink(mam_state_t *st, mam_pc_t *p)
+{
+    if (p->prev)
+        p->prev->next = p->next;
+    else
+        st->pc_head = p->next;
+    if (p->next)
+        p->next->prev = p->prev;
+    else
+        st->pc_tail = p->prev;
+    p->prev = p->next = NULL;
+}
+
+static void
+mam_pc_push(mam_state_t *st, mam_pc_t *p)
+{
+    p->next = st->pc_head;
+    if (st->pc_head)
+        st->pc_head->prev = p;
+    st->pc_head = p;
+    if (!st->pc_tail)
+        st->pc_tail = p;
+}
+
+/* Drops the cached preferences of user@host (set or removed).  Any thread. */
+static void
+mam_pc_drop(mam_state_t *st, const char *host, const char *user)
+{
+    char key[2 * XD_JID_PART_MAX + 2];
+    int kl = snprintf(key, sizeof key, "%s@%s", user, host);
+    pthread_mutex_lock(&st->pc_mu);
+    st->pc_gen++;
+    if (kl > 0 && (size_t)kl < sizeof key) {
+        mam_pc_t *p = xd_map_del(&st->pc, (xd_str_t){ key, (size_t)kl });
+        if (p) {
+            mam_pc_unlink(st, p);
+            mam_pc_free(p);
+        }
+    }
+    pthread_mutex_unlock(&st->pc_mu);
+}
+
+static int
+mam_pc_jid_row(void *arg, const xd_db_val_t *cols, size_t ncols)
+{
+    mam_pc_t *p = arg;
+    if (ncols < 2 || cols[0].type != XD_DB_TEXT || cols[1].type != XD_DB_INT64)
+        return 0;
+    xd_map_put(&p->jids, cols[0].s, (void *)(uintptr_t)(1 + (cols[1].i != 0)));
+    return 0;
+}
+
+/* The stored preferences of user@host, read from the database.  Pool
+ * thread. */
+static int
+mam_pc_load(xd_db_conn_t *c, const char *host, const char *user, mam_pc_t *p)
+{
+    xd_db_val_t k[] = { XD_DB_V_CSTR(host), XD_DB_V_CSTR(user) };
+    int64_t mode = -1;
+    int rc = xd_db_query(c, "SELECT mode FROM archive_prefs WHERE host = ? AND username = ?", k,
+                         2, mam_int_row, &mode);
+    if (rc == 0)
+        rc = xd_db_query(c,
+                         "SELECT jid, always FROM archive_prefs_jid WHERE host = ? AND username = ?",
+                         k, 2, mam_pc_jid_row, p);
+    p->mode = mode >= 0 && mode <= MAM_ROSTER ? (int)mode : -1;
+    return rc;
+}
+
+/* The account's mode for peer from p: the always/never lists first
+ * (MAM_ALWAYS/MAM_NEVER), then its default (the host's when none). */
+static int
+mam_pc_mode(const mam_pc_t *p, const char *peer, int host_default)
+{
+    uintptr_t v = (uintptr_t)xd_map_get(&p->jids, xd_str_c(peer));
+    if (v)
+        return v == 2 ? MAM_ALWAYS : MAM_NEVER;
+    return p->mode >= 0 ? p->mode : host_default;
+}
+
+/* The account's mode (MAM_*) for peer: the always/never lists first, then
+ * its default (the host's when it set none); roster: the peer is in the
+ * account's roster with a subscription.  Pool thread; *c is acquired on
+ * first need (the caller releases it when set). */
+static int
+mam_mode_for(xd_module_ctx_t *ctx, xd_db_conn_t **c, const char *host, const char *user,
+             const char *peer, int host_default, bool *keep)
+{
+    const mam_conf_t *mc = xd_module_opts(ctx);
+    mam_state_t *st = xd_module_state(ctx);
+    char key[2 * XD_JID_PART_MAX + 2];
+    int kl = snprintf(key, sizeof key, "%s@%s", user, host);
+    bool cacheable = mc->prefs_cache > 0 && kl > 0 && (size_t)kl < sizeof key;
+    xd_str_t k = { key, cacheable ? (size_t)kl : 0 };
+    int mode = -1;
+    uint64_t gen = 0;
+    if (cacheable) {
+        pthread_mutex_lock(&st->pc_mu);
+        mam_pc_t *p = xd_map_get(&st->pc, k);
+        if (p) {
+            mam_pc_unlink(st, p);
+            mam_pc_push(st, p);
+            mode = mam_pc_mode(p, peer, host_default);
+        }
+        gen = st->pc_gen;
+        pthread_mutex_unlock(&st->pc_mu);
+    }
+    if (mode < 0) {
+        int rc = *c ? 0 : xd_db_acquire(xd_module_db(ctx), c);
+        if (rc != 0)
+            return rc;
+        mam_pc_t *p = xd_new(mam_pc_t);
+        rc = mam_pc_load(*c, host, user, p);
+        if (rc != 0) {
+            mam_pc_free(p);
+            return rc;
+        }
+        mode = mam_pc_mode(p, peer, host_default);
+        if (cacheable) {
+            pthread_mutex_lock(&st->pc_mu);
+            if (gen == st->pc_gen && !xd_map_get(&st->pc, k)) {
+                p->key = xd_strndup(key, (size_t)kl);
+                xd_map_put(&st->pc, k, p);
+                mam_pc_push(st, p);
+                p = NULL;
+                while (xd_map_count(&st->pc) > (size_t)mc->prefs_cache) {
+                    mam_pc_t *old = st->pc_tail;
+                    mam_pc_unlink(st, old);
+                    xd_map_del(&st->pc, xd_str_c(old->key));
+                    mam_pc_free(old);
+                }
+            }
+            pthread_mutex_unlock(&st->pc_mu);
+        }
+        mam_pc_free(p);
+    }
+    if (mode == MAM_ROSTER) {
+        mam_roster_ask_t a = { false };
+        xd_hook_roster_get_t ev = {
+            .host = host, .user = user, .contact = peer, .fn = mam_roster_item, .arg = &a,
+        };
+        xd_hook_run(XD_HOOK_ROSTER_GET, host, &ev);
+        if (ev.served && ev.rc != 0)
+            return ev.rc;
+        *keep = a.found;
+        return 0;
+    }
+    *keep = mode == MAM_ALWAYS;
+    return 0;
+}
+
 #define MAM_IX_FILE_BYTES (4u << 20) /* read from one file per indexing transaction */
 #define MAM_IX_TX_BYTES (16u << 20)  /* from all files: with many workers, less of each */
 
@@ -826,7 +987,20 @@ typedef struct mam_ix {
     size_t nfiles;
     mam_ix_rec_t *v;
     size_t n, cap;
+    bool account_only;  /* one account's records (mam_drain_for): no offsets moved */
+    char **skipped;     /* done-set keys of the records passed over (indexed before) */
+    size_t nskipped;
 } mam_ix_t;
+
+/* The key of the record at byte `off` of worker w's file, generation gen,
+ * in mam_state_t.done. */
+static xd_str_t
+mam_done_key(char *buf, size_t cap, unsigned w, uint64_t gen, uint64_t off)
+{
+    int n = snprintf(buf, cap, "%u:%llu:%llu", w, (unsigned long long)gen,
+                     (unsigned long long)off);
+    return (xd_str_t){ buf, n > 0 ? (size_t)n : 0 };
+}
 
 static int
 mam_ix_cmp(const void *a, const void *b)
@@ -851,9 +1025,13 @@ mam_ix_clear(mam_ix_t *x)
         xd_free(x->files[i].buf);
     xd_free(x->files);
     xd_free(x->v);
+    for (size_t i = 0; i < x->nskipped; i++)
+        xd_free(x->skipped[i]);
+    xd_free(x->skipped);
     x->files = NULL;
     x->v = NULL;
-    x->nfiles = x->n = x->cap = 0;
+    x->skipped = NULL;
+    x->nfiles = x->n = x->cap = x->nskipped = 0;
 }
 
 /* XEP-0424: the messages a retraction names become tombstones in this
@@ -909,6 +1087,21 @@ mam_ix_tx(xd_db_conn_t *c, void *arg)
             if (rc != 0)
                 return rc;
         }
+        if (m->retract) {
+            /* Indexed already (a reader's drain before a restart, the
+             * replay now): not applied twice, which could tombstone a
+             * later message reusing the id. */
+            xd_db_val_t k[] = { XD_DB_V_CSTR(m->host), XD_DB_V_CSTR(m->user),
+                                XD_DB_V_CSTR(m->id) };
+            int64_t seen = 0;
+            int rc = xd_db_query(c,
+                                 "SELECT 1 FROM archive WHERE host = ? AND username = ? AND id = ?",
+                                 k, 3, mam_int_row, &seen);
+            if (rc != 0)
+                return rc;
+            if (seen)
+                continue;
+        }
         int64_t ts = m->ts > floor ? m->ts : floor + 1;
         floor = ts;
         int rc = m->retract ? mam_retract(c, m, ts) : 0;
@@ -930,7 +1123,7 @@ mam_ix_tx(xd_db_conn_t *c, void *arg)
         if (rc != 0)
             return rc;
     }
-    for (size_t i = 0; i < x->nfiles; i++) {
+    for (size_t i = 0; i < x->nfiles && !x->account_only; i++) {
         const mam_ix_file_t *f = &x->files[i];
         xd_db_val_t row[] = { XD_DB_V_CSTR(x->st->j.node), XD_DB_V_CSTR(x->host),
                               XD_DB_V_INT(f->f->worker), XD_DB_V_INT((int64_t)f->gen),
@@ -979,6 +1172,17 @@ mam_ix_read(mam_ix_t *x, mam_jfile_t *f, size_t chunk)
     mam_rec_t rec;
     unsigned fi = (unsigned)x->nfiles;
     while (off < have && mam_rec_decode(buf + off, have - off, &rec, &used) == 0) {
+        if (xd_map_count(&x->st->done)) {
+            char kb[80];
+            xd_str_t k = mam_done_key(kb, sizeof kb, f->worker, gen, start + off);
+            if (xd_map_get(&x->st->done, k)) {
+                x->skipped = xd_realloc(x->skipped, (x->nskipped + 1) * sizeof *x->skipped);
+                x->skipped[x->nskipped++] = xd_strndup(k.p, k.len);
+                pos++;
+                off += used;
+                continue;
+            }
+        }
         if (x->n == x->cap) {
             x->cap = x->cap ? x->cap * 2 : 1024;
             x->v = xd_realloc(x->v, x->cap * sizeof *x->v);
@@ -1021,19 +1225,22 @@ mam_ix_once(xd_module_ctx_t *ctx, mam_state_t *st, size_t *n)
         if (is_open[w])
             rc = mam_ix_read(&x, &st->j.f[w], chunk);
     if (rc == 0 && x.nfiles) {
-        qsort(x.v, x.n, sizeof *x.v, mam_ix_cmp);
+        if (x.n)
+            qsort(x.v, x.n, sizeof *x.v, mam_ix_cmp);
         rc = xd_db_tx(xd_module_db(ctx), mam_ix_tx, &x);
     }
     if (rc == 0) {
         for (size_t i = 0; i < x.n; i++)
             mam_pend_add(st, x.v[i].r.host, x.v[i].r.user, -1);
+        for (size_t i = 0; i < x.nskipped; i++)
+            xd_map_del(&st->done, xd_str_c(x.skipped[i]));
         for (size_t i = 0; i < x.nfiles; i++) {
             int r = mam_journal_consumed(&st->j, x.files[i].f, x.files[i].end, x.files[i].n);
             if (r != 0)
                 XD_LOG(NULL, XD_WARN, "archive journal not rotated", "dir=%s worker=%u err=%s",
                        st->j.dir, x.files[i].f->worker, xd_strerror(r));
         }
-        *n = x.n;
+        *n = x.n + x.nskipped; /* records passed, counted as the loop's progress */
     } else {
         XD_LOG(NULL, XD_ERROR, "archive indexing failed", "host=%s records=%zu err=%s",
                xd_module_host(ctx), x.n, xd_strerror(rc));
@@ -1046,8 +1253,19 @@ mam_ix_once(xd_module_ctx_t *ctx, mam_state_t *st, size_t *n)
  * transaction finds appended meanwhile).  Blocks: pool, control or main
  * thread.  Every reader or modifier of the archive calls
  * it first, so that it sees every message whose sender was answered. */
+/* The background indexer gives way between its transactions while
+ * messages are being appended and the backlog is under the watermark: a
+ * burst is taken at the journal's rate, and indexed once it pauses. */
+static bool
+mam_ix_yield(xd_module_ctx_t *ctx, mam_state_t *st)
+{
+    const mam_conf_t *mc = xd_module_opts(ctx);
+    return atomic_load(&st->j.pend_records) < (uint64_t)mc->journal_index_records &&
+           mam_mono_ms() - atomic_load(&st->last_append_ms) < (int64_t)mc->journal_idle;
+}
+
 static int
-mam_drain(xd_module_ctx_t *ctx)
+mam_drain_ex(xd_module_ctx_t *ctx, bool background)
 {
     mam_state_t *st = ctx ? xd_module_state(ctx) : NULL;
     if (!st || !st->journal_ok || !xd_module_db(ctx) || atomic_load(&st->j.pend_records) == 0)
@@ -1076,7 +1294,7 @@ mam_drain(xd_module_ctx_t *ctx)
             left = f->fd >= 0 && f->gen == tgen[w] && f->consumed < target[w];
             pthread_mutex_unlock(&f->mu);
         }
-        if (!left)
+        if (!left || (background && mam_ix_yield(ctx, st)))
             break;
         size_t n;
         rc = mam_ix_once(ctx, st, &n);
@@ -1088,11 +1306,21 @@ mam_drain(xd_module_ctx_t *ctx)
     return rc;
 }
 
+static int
+mam_drain(xd_module_ctx_t *ctx)
+{
+    return mam_drain_ex(ctx, false);
+}
+
 /* mam_drain for a reader of one archive: nothing to do when the journal
  * holds none of its records (other accounts' wait for their own readers or
  * the background). */
+/* Before one archive's rows are deleted (an account's or a room's
+ * removal): the whole journal when it holds records of that archive, so
+ * that the journal's offsets pass them and no replay after a crash brings
+ * them back (mam_drain_for leaves the offsets where they are). */
 static int
-mam_drain_for(xd_module_ctx_t *ctx, const char *host, const char *user)
+mam_drain_before_delete(xd_module_ctx_t *ctx, const char *host, const char *user)
 {
     mam_state_t *st = ctx ? xd_module_state(ctx) : NULL;
     if (!st || !st->journal_ok || !mam_pend_has(st, host, user))
@@ -1100,12 +1328,104 @@ mam_drain_for(xd_module_ctx_t *ctx, const char *host, const char *user)
     return mam_drain(ctx);
 }
 
+static int
+mam_drain_for(xd_module_ctx_t *ctx, const char *host, const char *user)
+{
+    mam_state_t *st = ctx ? xd_module_state(ctx) : NULL;
+    if (!st || !st->journal_ok || !xd_module_db(ctx) || !mam_pend_has(st, host, user))
+        return 0;
+    /* Only this account's records, in one transaction: a reader does not
+     * wait for the whole backlog to be indexed.  The journal's offsets do
+     * not move; the records are noted in st->done, so that the indexer
+     * passes over them (and forgets them once its offset is past them).
+     * After a crash the replay indexes them again: the archive's unique id
+     * ignores a row that is there, and a retraction already indexed is not
+     * applied twice (mam_ix_tx). */
+    mam_ix_t x = { .st = st, .host = xd_module_host(ctx), .account_only = true };
+    int rc = 0;
+    uint64_t *gens = xd_calloc(XD_OWNER_MAX_WORKERS, sizeof *gens);
+    pthread_mutex_lock(&st->ix_mu);
+    for (unsigned w = 0; w < XD_OWNER_MAX_WORKERS && rc == 0; w++) {
+        mam_jfile_t *f = &st->j.f[w];
+        pthread_mutex_lock(&f->mu);
+        uint64_t at = f->consumed, size = f->size, gen = f->gen;
+        int fd = f->fd;
+        pthread_mutex_unlock(&f->mu);
+        while (fd >= 0 && at < size && rc == 0) {
+            size_t want = size - at < MAM_IX_FILE_BYTES ? (size_t)(size - at) : MAM_IX_FILE_BYTES;
+            uint32_t plen = 0;
+            if (pread(fd, &plen, 4, (off_t)at) == 4 && (size_t)plen + 8 > want &&
+                (uint64_t)plen + 8 <= size - at)
+                want = (size_t)plen + 8;
+            unsigned char *buf = xd_malloc(want ? want : 1);
+            size_t have = 0;
+            while (have < want) {
+                ssize_t r = pread(fd, buf + have, want - have, (off_t)(at + have));
+                if (r < 0 && errno == EINTR)
+                    continue;
+                if (r <= 0) {
+                    rc = r < 0 ? -errno : XD_EINTERNAL;
+                    break;
+                }
+                have += (size_t)r;
+            }
+            size_t off = 0, used, mine = 0;
+            mam_rec_t rec;
+            while (rc == 0 && off < have &&
+                   mam_rec_decode(buf + off, have - off, &rec, &used) == 0) {
+                char kb[80];
+                if (!strcmp(rec.host, host) && !strcmp(rec.user, user) &&
+                    !xd_map_get(&st->done, mam_done_key(kb, sizeof kb, w, gen, at + off))) {
+                    if (x.n == x.cap) {
+                        x.cap = x.cap ? x.cap * 2 : 64;
+                        x.v = xd_realloc(x.v, x.cap * sizeof *x.v);
+                    }
+                    /* pos: the byte offset (the file's order and the done key) */
+                    x.v[x.n++] = (mam_ix_rec_t){ rec, w, (size_t)(at + off) };
+                    mine++;
+                }
+                off += used;
+            }
+            if (mine) {
+                x.files = xd_realloc(x.files, (x.nfiles + 1) * sizeof *x.files);
+                x.files[x.nfiles++] = (mam_ix_file_t){ f, gen, at, at + off, mine, buf };
+            } else {
+                xd_free(buf);
+            }
+            if (off == 0)
+                break; /* nothing whole */
+            at += off;
+        }
+        gens[w] = gen;
+    }
+    if (rc == 0 && x.n) {
+        qsort(x.v, x.n, sizeof *x.v, mam_ix_cmp);
+        rc = xd_db_tx(xd_module_db(ctx), mam_ix_tx, &x);
+    }
+    if (rc == 0) {
+        for (size_t i = 0; i < x.n; i++) {
+            char kb[80];
+            unsigned w = x.v[i].file;
+            xd_map_put(&st->done, mam_done_key(kb, sizeof kb, w, gens[w], (uint64_t)x.v[i].pos),
+                       (void *)1);
+            mam_pend_add(st, x.v[i].r.host, x.v[i].r.user, -1);
+        }
+    } else {
+        XD_LOG(NULL, XD_ERROR, "archive indexing failed", "host=%s user=%s records=%zu err=%s",
+               xd_module_host(ctx), user, x.n, xd_strerror(rc));
+    }
+    pthread_mutex_unlock(&st->ix_mu);
+    mam_ix_clear(&x);
+    xd_free(gens);
+    return rc;
+}
+
 /* Background indexing (pool): what the journals hold when it starts. */
 static void
 mam_ix_work(xd_module_ctx_t *ctx, void *arg)
 {
     (void)arg;
-    mam_drain(ctx);
+    mam_drain_ex(ctx, true);
 }
 
 static void
@@ -1207,10 +1527,9 @@ mam_batch_write(xd_db_t *db, mod_batch_item_t *head)
     mam_state_t *st = xd_module_state(ctx);
     if (!st || !st->journal_ok)
         return XD_ECLOSED;
-    xd_db_conn_t *c;
-    int rc = xd_db_acquire(db, &c);
-    if (rc != 0)
-        return rc;
+    (void)db;
+    xd_db_conn_t *c = NULL; /* acquired when the preferences cache misses */
+    int rc = 0;
     size_t bytes = 0, n = 0;
     for (mod_batch_item_t *it = head; it && rc == 0; it = it->next) {
         mam_item_t *m = (mam_item_t *)it;
@@ -1231,7 +1550,7 @@ mam_batch_write(xd_db_t *db, mod_batch_item_t *head)
         }
         bool keep = true;
         if (!m->room)
-            rc = mam_mode_for(c, m->host, m->user, m->peer, m->default_mode, &keep);
+            rc = mam_mode_for(ctx, &c, m->host, m->user, m->peer, m->default_mode, &keep);
         if (rc == 0 && !keep)
             m->b.status = MAM_SKIP;
         if (rc == 0 && keep) {
@@ -1239,15 +1558,28 @@ mam_batch_write(xd_db_t *db, mod_batch_item_t *head)
             n++;
         }
     }
-    xd_db_release(c);
+    if (c)
+        xd_db_release(c);
     if (rc != 0 || n == 0)
         return rc;
-    if (atomic_load(&st->j.pend_records) + n > (uint64_t)mc->journal_max_records ||
-        atomic_load(&st->j.pend_bytes) + bytes > mc->journal_max_bytes) {
-        rc = mam_drain(ctx);
-        if (rc != 0)
-            return rc;
+    /* At the bound: indexing transactions until the batch fits (not the
+     * whole journal: the senders are held for about one transaction, and
+     * a flood is taken at the indexer's rate). */
+    while (rc == 0 && (atomic_load(&st->j.pend_records) + n > (uint64_t)mc->journal_max_records ||
+                       atomic_load(&st->j.pend_bytes) + bytes > mc->journal_max_bytes)) {
+        size_t done = 0;
+        pthread_mutex_lock(&st->ix_mu);
+        if (atomic_load(&st->j.pend_records) + n > (uint64_t)mc->journal_max_records ||
+            atomic_load(&st->j.pend_bytes) + bytes > mc->journal_max_bytes)
+            rc = mam_ix_once(ctx, st, &done);
+        else
+            done = 1; /* another indexer made room meanwhile */
+        pthread_mutex_unlock(&st->ix_mu);
+        if (rc == 0 && done == 0)
+            break; /* nothing left to index: a batch larger than the bound goes in */
     }
+    if (rc != 0)
+        return rc;
     unsigned char *buf = xd_malloc(bytes);
     size_t off = 0;
     for (mod_batch_item_t *it = head; it; it = it->next) {
@@ -2202,6 +2534,9 @@ mam_prefs(const xd_iq_req_t *req, const xd_el_t *prefs)
                                "too many JIDs in the always and never lists");
     mam_prefs_set_t s = { host, user, mode, prefs };
     int rc = xd_db_tx(xd_module_db(req->ctx), mam_prefs_tx, &s);
+    /* Before the answer: the next message of the account reads the new
+     * preferences (also after a failure: what was stored is unknown). */
+    mam_pc_drop(xd_module_state(req->ctx), host, user);
     if (rc == XD_EINVAL)
         return xd_stanza_error(req->iq, XD_COND_JID_MALFORMED, "a jid in the lists is not a JID");
     if (rc < 0)
@@ -2449,7 +2784,7 @@ mam_room_delete(xd_module_ctx_t *mam, const xd_jid_t *room)
         return 0;
     char *host = mam_strs(xd_jid_domain(room)), *user = mam_strs(xd_jid_local(room));
     xd_db_conn_t *c;
-    int rc = mam_drain_for(mam, host, user);
+    int rc = mam_drain_before_delete(mam, host, user);
     if (rc == 0)
         rc = xd_db_acquire(db, &c);
     if (rc == 0) {
@@ -2849,7 +3184,7 @@ mam_rm_work(xd_module_ctx_t *ctx, void *arg)
 {
     mam_rm_t *r = arg;
     xd_db_conn_t *c;
-    r->rc = mam_drain_for(ctx, r->host, r->user); /* its messages in the journal go too */
+    r->rc = mam_drain_before_delete(ctx, r->host, r->user); /* its journaled ones go too */
     if (r->rc == 0)
         r->rc = xd_db_acquire(xd_module_db(ctx), &c);
     if (r->rc != 0)
@@ -2857,7 +3192,16 @@ mam_rm_work(xd_module_ctx_t *ctx, void *arg)
     xd_db_val_t key[] = { XD_DB_V_CSTR(r->host), XD_DB_V_CSTR(r->user) };
     r->rc = xd_db_query(c, "DELETE FROM archive WHERE host = ? AND username = ?", key, 2, NULL,
                         NULL);
+    /* Its preferences here, not through mod_user_rows: the cache is
+     * dropped after they are gone. */
+    if (r->rc == 0)
+        r->rc = xd_db_query(c, "DELETE FROM archive_prefs_jid WHERE host = ? AND username = ?",
+                            key, 2, NULL, NULL);
+    if (r->rc == 0)
+        r->rc = xd_db_query(c, "DELETE FROM archive_prefs WHERE host = ? AND username = ?", key,
+                            2, NULL, NULL);
     xd_db_release(c);
+    mam_pc_drop(xd_module_state(ctx), r->host, r->user);
 }
 
 static void
@@ -2907,6 +3251,9 @@ mam_stop(xd_module_ctx_t *ctx)
     pthread_mutex_destroy(&st->ix_mu);
     pthread_mutex_destroy(&st->pend_mu);
     xd_map_free(&st->pend, NULL);
+    pthread_mutex_destroy(&st->pc_mu);
+    xd_map_free(&st->pc, mam_pc_free);
+    xd_map_free(&st->done, NULL);
     xd_free(st);
 }
 
@@ -2916,6 +3263,7 @@ mam_start(xd_module_ctx_t *ctx)
     mam_state_t *st = xd_new(mam_state_t);
     pthread_mutex_init(&st->ix_mu, NULL);
     pthread_mutex_init(&st->pend_mu, NULL);
+    pthread_mutex_init(&st->pc_mu, NULL);
     for (unsigned w = 0; w < XD_OWNER_MAX_WORKERS; w++)
         st->j.f[w].fd = -1;
     xd_module_set_state(ctx, st);
@@ -2940,10 +3288,6 @@ mam_start(xd_module_ctx_t *ctx)
         rc = xd_module_hook(ctx, XD_HOOK_TICK, XD_HOOK_PRIO_DEFAULT, mam_tick, NULL);
     if (rc == 0)
         rc = xd_module_hook(ctx, XD_HOOK_REMOVE_USER, XD_HOOK_PRIO_DEFAULT, mam_removed, NULL);
-    if (rc == 0)
-        rc = mod_user_rows(ctx, "DELETE FROM archive_prefs WHERE host = ? AND username = ?");
-    if (rc == 0)
-        rc = mod_user_rows(ctx, "DELETE FROM archive_prefs_jid WHERE host = ? AND username = ?");
     if (rc == 0)
         rc = xd_module_command(ctx, &mam_cmd_delete_old);
     if (rc == 0)

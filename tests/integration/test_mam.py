@@ -8,6 +8,8 @@ the sender's round trip a query sees every message it sent."""
 import re
 import signal
 
+import pytest
+
 from helpers import iq, online, q, reply_rx, users
 from helpers import slixmpp_mam_bodies
 from test_durability import restart_after
@@ -449,7 +451,9 @@ def test_query_right_after_ack_sees_the_journal(server_factory):
     assert journal_records(srv)[0] == 2  # alice's copy and bob's, not indexed yet
     res, _ = mam(b)
     assert bodies(res) == ["fresh"], res
-    assert journal_records(srv)[0] == 0
+    # bob's record indexed by his query; the file keeps both until the
+    # indexer passes (alice's waits for her own reader).
+    assert journal_records(srv)[0] == 2
     chat(a, "bob@localhost", "fresher", "j2")
     a.roundtrip()
     r = iq(a, "md", f"<metadata xmlns='{NS}'/>", typ="get")
@@ -477,12 +481,13 @@ def test_journal_replayed_exactly_once_after_kill_9(server_factory):
     a.send("".join(f"<message to='bob@localhost' type='chat' id='k{i}'><body>k{i}</body>"
                    f"</message>" for i in range(n)))
     assert "error" not in q(a.roundtrip())
-    # Half indexed (a query drains), half left in the journal.
+    # bob's first half indexed by his query (the journal's offset stays:
+    # the replay meets those records again), the rest left in the journal.
     assert len(all_bodies(b)) == n
     a.send("".join(f"<message to='bob@localhost' type='chat' id='l{i}'><body>l{i}</body>"
                    f"</message>" for i in range(n)))
     assert "error" not in q(a.roundtrip())
-    assert journal_records(srv)[0] == 2 * n
+    assert journal_records(srv)[0] == 4 * n
     restart_after(srv, signal.SIGKILL)
     assert journal_records(srv)[0] == 0  # replayed before serving
     restart_after(srv, signal.SIGKILL)
@@ -639,7 +644,7 @@ def test_torn_journal_tail_is_cut_at_start(server_factory):
 def test_query_drains_only_for_an_account_with_records_pending(server_factory):
     """A query waits for the indexer only when the journal holds records of
     the queried archive: carol's query leaves alice's and bob's records in
-    the journal; bob's moves them."""
+    the journal; bob's indexes his own (test_a_reader_indexes_only_its_own_records)."""
     srv = start(server_factory, **NO_BG)
     a, _ = online(srv, "alice", "pc")
     c, _ = online(srv, "carol", "pc")
@@ -652,4 +657,172 @@ def test_query_drains_only_for_an_account_with_records_pending(server_factory):
     b, _ = online(srv, "bob", "pc")
     res, _ = mam(b)
     assert bodies(res) == ["pending"], res
-    assert journal_records(srv)[0] == 0
+    assert journal_records(srv)[0] == 2  # the offset moves with the indexer, not a reader
+
+
+def test_prefs_change_applies_to_the_very_next_message(server_factory):
+    """The preferences are cached per account: a <prefs/> set, and an
+    account's removal, must reach the next message, in both lists and the
+    default, for both directions."""
+    srv = start(server_factory)
+    a, _ = online(srv, "alice", "pc")
+    b, _ = online(srv, "bob", "pc")
+    r = iq(a, "c1", f"<prefs xmlns='{NS}' default='always'><never><jid>bob@localhost</jid>"
+                    f"</never></prefs>")
+    assert "<jid>bob@localhost</jid>" in r, r
+    chat(a, "bob@localhost", "never 1", "s1")
+    chat(b, "alice@localhost", "never 2", "s2")
+    a.roundtrip()
+    b.roundtrip()
+    r = iq(a, "c2", f"<prefs xmlns='{NS}' default='never'><always><jid>bob@localhost</jid>"
+                    f"</always></prefs>")
+    assert "default='never'" in r, r
+    chat(a, "bob@localhost", "always 1", "s3")
+    a.roundtrip()  # in this order in alice's archive
+    chat(b, "alice@localhost", "always 2", "s4")
+    b.roundtrip()
+    res, _ = mam(a)
+    assert bodies(res) == ["always 1", "always 2"], res
+    r = iq(a, "c3", f"<prefs xmlns='{NS}' default='never'/>")
+    chat(a, "bob@localhost", "default never", "s5")
+    a.roundtrip()
+    r = iq(a, "c4", f"<prefs xmlns='{NS}' default='always'/>")
+    chat(a, "bob@localhost", "default always", "s6")
+    a.roundtrip()
+    res, _ = mam(a)
+    assert bodies(res) == ["always 1", "always 2", "default always"], res
+    # Removal: bob's cached "never" must not outlive his account.
+    r = iq(b, "c5", f"<prefs xmlns='{NS}' default='never'/>")
+    chat(b, "alice@localhost", "bob never", "s7")
+    b.roundtrip()
+    r = srv.ctl_run("unregister", "bob", "localhost")
+    assert r.returncode == 0, r.stdout + r.stderr
+    users(srv, "bob")
+    b, _ = online(srv, "bob", "pc2")
+    chat(b, "alice@localhost", "new bob", "s8")
+    b.roundtrip()
+    res, _ = mam(b)
+    assert bodies(res) == ["new bob"], res
+
+
+def test_prefs_cache_bound(server_factory):
+    """prefs_cache: 1 holds one account: alternating accounts with
+    different preferences are each read again, never answered from the
+    other's entry."""
+    srv = start(server_factory, prefs_cache=1)
+    a, _ = online(srv, "alice", "pc")
+    b, _ = online(srv, "bob", "pc")
+    c, _ = online(srv, "carol", "pc")
+    iq(a, "b1", f"<prefs xmlns='{NS}' default='never'><always><jid>carol@localhost</jid>"
+                f"</always></prefs>")
+    iq(b, "b2", f"<prefs xmlns='{NS}' default='always'><never><jid>carol@localhost</jid>"
+                f"</never></prefs>")
+    for i in range(3):
+        chat(a, "carol@localhost", f"a{i}", f"ba{i}")
+        a.roundtrip()
+        chat(b, "carol@localhost", f"b{i}", f"bb{i}")
+        b.roundtrip()
+        chat(a, "bob@localhost", f"ab{i}", f"bab{i}")
+        a.roundtrip()
+    res, _ = mam(a)
+    assert bodies(res) == ["a0", "a1", "a2"], res
+    res, _ = mam(b)
+    assert bodies(res) == ["ab0", "ab1", "ab2"], res
+    res, _ = mam(c)
+    assert bodies(res) == ["a0", "b0", "a1", "b1", "a2", "b2"], res
+
+
+@pytest.mark.slow
+def test_a_burst_is_not_indexed_while_it_lasts(server_factory):
+    """With the default watermark (journal_index_records 200000), a burst of
+    20 000 records stays in the journal until a reader (or a pause of
+    journal_idle) indexes it: the indexer takes no CPU from delivery during
+    the burst (before: indexing started at 10 000 records, mid-burst)."""
+    import os
+    import sqlite3
+    srv = start(server_factory, journal_idle="1h")
+    a, _ = online(srv, "alice", "pc")
+    b, _ = online(srv, "bob", "pc")
+    n = 10000
+    for k in range(0, n, 500):
+        a.send("".join(f"<message to='bob@localhost' type='chat' id='u{i}'><body>u{i}</body>"
+                       f"</message>" for i in range(k, k + 500)))
+        m = b.recv_until(f"id='u{k + 499}'")  # bob reads: his stream stays under its bound
+        b.buf = b.buf[m.end():]
+    assert "error" not in q(a.roundtrip())
+    with sqlite3.connect(os.path.join(srv.data_dir, "xmppd.db")) as con:
+        rows = con.execute("SELECT COUNT(*) FROM archive").fetchone()[0]
+        pos = con.execute("SELECT COALESCE(SUM(pos), 0) FROM mam_journal").fetchone()[0]
+    assert rows == 0 and pos == 0, (rows, pos)
+    assert journal_records(srv)[0] == 2 * n
+    res, fin = mam(b, rsm="<max>0</max>")
+    assert fin_set(fin)[2] == n, fin
+
+
+def test_a_reader_indexes_only_its_own_records(server_factory):
+    """A query of an archive with records in the journal indexes only that
+    account's records (not the whole backlog); the indexer later passes
+    over them, and a replay after kill -9 adds none twice."""
+    import os
+    import sqlite3
+    srv = start(server_factory, **NO_BG)
+    a, _ = online(srv, "alice", "pc")
+    b, _ = online(srv, "bob", "pc")
+    c, _ = online(srv, "carol", "pc")
+    n = 300
+    chat(c, "carol@localhost", "note 1", "o1")  # to herself: one record, hers
+    c.roundtrip()
+    a.send("".join(f"<message to='bob@localhost' type='chat' id='v{i}'><body>v{i}</body>"
+                   f"</message>" for i in range(n)))
+    assert "error" not in q(a.roundtrip())
+    chat(c, "carol@localhost", "note 2", "o2")
+    c.roundtrip()
+
+    def rows():
+        with sqlite3.connect(os.path.join(srv.data_dir, "xmppd.db")) as con:
+            return con.execute("SELECT username, COUNT(*) FROM archive GROUP BY username"
+                               " ORDER BY username").fetchall()
+    assert bodies(mam(c)[0]) == ["note 1", "note 2"]
+    assert rows() == [("carol", 2)]  # alice's and bob's 600 records wait
+    assert journal_records(srv)[0] == 2 * n + 2
+    want = [f"v{i}" for i in range(n)]
+    assert all_bodies(b) == want
+    assert rows() == [("bob", n), ("carol", 2)]
+    restart_after(srv, signal.SIGKILL)  # replay: alice's indexed, bob's and carol's again
+    assert rows() == [("alice", n), ("bob", n), ("carol", 2)]
+    a, _ = online(srv, "alice", "pc")
+    b, _ = online(srv, "bob", "pc")
+    chat(a, "bob@localhost", "after", "w1")
+    a.roundtrip()
+    assert all_bodies(b) == want + ["after"]
+    restart_after(srv, signal.SIGTERM)  # the stop's drain passes over bob's, indexes alice's
+    assert rows() == [("alice", n + 1), ("bob", n + 1), ("carol", 2)]
+    a, _ = online(srv, "alice", "pc")
+    assert all_bodies(a) == want + ["after"]
+
+
+@pytest.mark.slow
+def test_the_bound_indexes_a_transaction_not_the_whole_journal(server_factory):
+    """A batch that would pass journal_max_bytes indexes until it fits (a
+    transaction of at most 4 MiB of each file), not the whole journal: its
+    senders are held for one transaction, and a flood goes on at the
+    indexer's rate (before: the 12 MiB journal was indexed at once, the
+    senders held throughout)."""
+    import os
+    import sqlite3
+    srv = start(server_factory, journal_max_bytes="12MiB", **NO_BG)
+    a, _ = online(srv, "alice", "pc")
+    b, _ = online(srv, "bob", "pc")
+    n, body = 1700, "y" * 2000
+    for k in range(0, n, 100):
+        a.send("".join(f"<message to='bob@localhost' type='chat' id='z{i}'><body>{body}{i}"
+                       f"</body></message>" for i in range(k, k + 100)))
+        m = b.recv_until(f"id='z{k + 99}'")
+        b.buf = b.buf[m.end():]
+    assert "error" not in q(a.roundtrip())
+    with sqlite3.connect(os.path.join(srv.data_dir, "xmppd.db")) as con:
+        rows = con.execute("SELECT COUNT(*) FROM archive").fetchone()[0]
+    # ~4.1 KB a record, 3 400 records: the bound (~3 000) passed once; one
+    # transaction moves ~1 000 records of a file (two files: ~2 000).
+    assert 0 < rows <= 2 * 1100, rows
+    assert all_bodies(b) == [f"{body}{i}" for i in range(n)]
