@@ -1282,7 +1282,9 @@ mam_drain_ex(xd_module_ctx_t *ctx, bool background)
         tgen[w] = f->gen;
         pthread_mutex_unlock(&f->mu);
     }
-    pthread_mutex_lock(&st->ix_mu);
+    /* The indexer's lock is taken per transaction: a reader's drain of one
+     * account (mam_drain_for) or a batch at the bound waits for one
+     * transaction of a long background run, not for all of it. */
     int rc = 0;
     for (;;) {
         bool left = false;
@@ -1297,11 +1299,12 @@ mam_drain_ex(xd_module_ctx_t *ctx, bool background)
         if (!left || (background && mam_ix_yield(ctx, st)))
             break;
         size_t n;
+        pthread_mutex_lock(&st->ix_mu);
         rc = mam_ix_once(ctx, st, &n);
+        pthread_mutex_unlock(&st->ix_mu);
         if (rc != 0 || n == 0)
             break;
     }
-    pthread_mutex_unlock(&st->ix_mu);
     xd_free(target);
     return rc;
 }
