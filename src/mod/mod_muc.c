@@ -3,7 +3,8 @@
  * (`host`, default conference.@HOST@), its disco#info/items, the room
  * directory read by every worker, the stored persistent rooms, and the
  * route that hands each stanza for a room to the room's owner worker
- * (mod_muc.h).  The rooms themselves are mod_muc_room.c.
+ * (mod_muc.h).  The rooms themselves are mod_muc_room.c and the files
+ * muc_room.h lists.
  */
 #include <stdio.h>
 #include <string.h>

@@ -1,8 +1,8 @@
 /*
  * mod_muc.h — multi-user chat (XEP-0045): what the service part
  * (mod_muc.c: the route, the service's disco, the room directory, storage)
- * and the room part (mod_muc_room.c: a room's state and protocol, on its
- * owner worker) share.
+ * and the room part (mod_muc_room.c and the files muc_room.h lists: a
+ * room's state and protocol, on its owner worker) share.
  *
  * Threads (DESIGN.md 2): a room is owned by worker xd_owner_of(room bare
  * JID).  The service handler runs on the routing worker and posts each
@@ -102,7 +102,7 @@ typedef struct muc_msg {
  * stream by itself (xd_module_submit). */
 void muc_room_stanza(xd_module_ctx_t *ctx, xd_stanza_t *st, xd_input_ref_t in, bool held);
 /* Whether v is a language tag for muc#roomconfig_lang (RFC 5646's
- * letters, digits and hyphens, at most 35; mod_muc_room.c). */
+ * letters, digits and hyphens, at most 35; mod_muc_iq.c). */
 bool muc_lang_ok(const char *v);
 /* Frees every room of the instance (stop: no handler runs any more). */
 void muc_rooms_free(muc_state_t *s);
