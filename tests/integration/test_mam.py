@@ -403,30 +403,30 @@ def journal_records(srv, host="localhost"):
     return n, size
 
 
-def journal_counts(srv, host="localhost", of=None):
-    """{username: records} in the journal files of host's mod_mam whose
-    archive is on domain `of` (all when None; mam_journal.h payload:
-    version, flags, dir, ts, then host, username, ... each a uint32
-    length, the bytes and a NUL)."""
+def journal_ids(srv, host="localhost", of=None):
+    """{username: {archive ids}} of the records in the journal files of
+    host's mod_mam whose archive is on domain `of` (all when None), read
+    from the start of each file: records already indexed may still be
+    there (mam_journal.h payload: version, flags, dir, ts, then host,
+    username, id, ... each a uint32 length, the bytes and a NUL)."""
     import glob
     import os
     import struct
-    counts = {}
+    ids = {}
     for path in glob.glob(os.path.join(srv.data_dir, "mam-journal", host, "*.log")):
         data = open(path, "rb").read()
         off = 16
         while off + 8 <= len(data):
             plen, _ = struct.unpack_from("=II", data, off)
-            p = off + 8 + 11
-            hlen, = struct.unpack_from("=I", data, p)
-            domain = data[p + 4:p + 4 + hlen].decode()
-            p += 4 + hlen + 1
-            ulen, = struct.unpack_from("=I", data, p)
-            user = data[p + 4:p + 4 + ulen].decode()
-            if of is None or domain == of:
-                counts[user] = counts.get(user, 0) + 1
+            p, fields = off + 8 + 11, []
+            for _ in range(3):  # host, username, id
+                n, = struct.unpack_from("=I", data, p)
+                fields.append(data[p + 4:p + 4 + n].decode())
+                p += 4 + n + 1
+            if of is None or fields[0] == of:
+                ids.setdefault(fields[1], set()).add(fields[2])
             off += 8 + plen
-    return counts
+    return ids
 
 
 def all_bodies(c):
