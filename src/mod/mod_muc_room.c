@@ -842,19 +842,20 @@ muc_rooms_stash(muc_state_t *s)
     return w.names;
 }
 
-struct idle_walk {
-    uint64_t now, timeout;
+/* The names of one worker's rooms that `pick` chooses (rooms are not
+ * changed while the map is walked: the caller acts on the names after). */
+struct room_walk {
+    uint64_t now, interval;
+    bool (*pick)(const struct room_walk *w, const muc_room_t *r);
     char **names;
     size_t n, cap;
 };
 
 static int
-idle_one(void *arg, const char *key, void *val)
+walk_one(void *arg, const char *key, void *val)
 {
-    struct idle_walk *w = arg;
-    const muc_room_t *r = val;
-    if (r->nocc || !r->cfg.persistent || r->locked || !r->empty_since ||
-        w->now - r->empty_since < w->timeout)
+    struct room_walk *w = arg;
+    if (!w->pick(w, val))
         return 0;
     if (w->n == w->cap) {
         w->cap = w->cap ? w->cap * 2 : 16;
@@ -864,25 +865,20 @@ idle_one(void *arg, const char *key, void *val)
     return 0;
 }
 
-struct flush_walk {
-    uint64_t now, interval;
-    char **names;
-    size_t n, cap;
-};
-
-static int
-flush_one(void *arg, const char *key, void *val)
+/* Empty persistent rooms idle for the interval (hibernation_timeout). */
+static bool
+idle_pick(const struct room_walk *w, const muc_room_t *r)
 {
-    struct flush_walk *w = arg;
-    const muc_room_t *r = val;
-    if (!r->hist_dirty || !r->cfg.persistent || r->locked || w->now - r->flushed_ms < w->interval)
-        return 0;
-    if (w->n == w->cap) {
-        w->cap = w->cap ? w->cap * 2 : 16;
-        w->names = xd_realloc(w->names, w->cap * sizeof *w->names);
-    }
-    w->names[w->n++] = xd_strdup(key);
-    return 0;
+    return !r->nocc && r->cfg.persistent && !r->locked && r->empty_since &&
+           w->now - r->empty_since >= w->interval;
+}
+
+/* Persistent rooms whose history changed and was stored the interval ago. */
+static bool
+flush_pick(const struct room_walk *w, const muc_room_t *r)
+{
+    return r->hist_dirty && r->cfg.persistent && !r->locked &&
+           w->now - r->flushed_ms >= w->interval;
 }
 
 /* Write-behind of the history (history_flush_interval): the persistent
@@ -892,8 +888,9 @@ flush_one(void *arg, const char *key, void *val)
 static void
 rooms_flush(muc_call_t *c, int self)
 {
-    struct flush_walk w = { muc_now_ms(), c->conf->history_flush_interval, NULL, 0, 0 };
-    xd_map_foreach(&c->s->rooms[self], flush_one, &w);
+    struct room_walk w = { muc_now_ms(), c->conf->history_flush_interval, flush_pick, NULL, 0,
+                           0 };
+    xd_map_foreach(&c->s->rooms[self], walk_one, &w);
     for (size_t i = 0; i < w.n; i++) {
         muc_room_t *r = xd_map_get(&c->s->rooms[self], xd_str_c(w.names[i]));
         if (r) {
@@ -924,8 +921,8 @@ muc_rooms_tick(xd_module_ctx_t *ctx, uint64_t now_ms)
         rooms_flush(&c, self);
     if (!c.conf->hibernation_timeout)
         return;
-    struct idle_walk w = { muc_now_ms(), c.conf->hibernation_timeout, NULL, 0, 0 };
-    xd_map_foreach(&c.s->rooms[self], idle_one, &w);
+    struct room_walk w = { muc_now_ms(), c.conf->hibernation_timeout, idle_pick, NULL, 0, 0 };
+    xd_map_foreach(&c.s->rooms[self], walk_one, &w);
     char **names = w.names;
     size_t n = w.n;
     for (size_t i = 0; i < n; i++) {

@@ -614,15 +614,7 @@ pp_roster_item(void *arg, const xd_roster_view_t *item)
         r->sub = xd_realloc(r->sub, r->cap * sizeof *r->sub);
         r->pj = xd_realloc(r->pj, r->cap * sizeof *r->pj);
     }
-    size_t gl = 1;
-    for (size_t i = 0; i < item->ngroups; i++)
-        gl += strlen(item->groups[i]) + 1;
-    char *g = xd_malloc(gl);
-    size_t used = 0;
-    g[0] = '\0';
-    for (size_t i = 0; i < item->ngroups; i++)
-        used += (size_t)snprintf(g + used, gl - used, "%s\n", item->groups[i]);
-    r->groups[r->n] = g;
+    r->groups[r->n] = pse_groups_nl(item);
     r->sub[r->n] = (unsigned char)item->sub;
     r->pj[r->n] = NULL;
     if (xd_jid_parse(xd_str_c(item->jid), &r->pj[r->n]) != 0)

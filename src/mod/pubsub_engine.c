@@ -471,6 +471,20 @@ pse_send_event(const char *from, const char *to, const char *type, const char *x
 
 /* ---- roster ------------------------------------------------------------------------------------- */
 
+char *
+pse_groups_nl(const xd_roster_view_t *item)
+{
+    size_t gl = 1;
+    for (size_t i = 0; i < item->ngroups; i++)
+        gl += strlen(item->groups[i]) + 1;
+    char *g = xd_malloc(gl);
+    size_t used = 0;
+    g[0] = '\0';
+    for (size_t i = 0; i < item->ngroups; i++)
+        used += (size_t)snprintf(g + used, gl - used, "%s\n", item->groups[i]);
+    return g;
+}
+
 static int
 contact_cb(void *arg, const xd_roster_view_t *item)
 {
@@ -482,15 +496,7 @@ contact_cb(void *arg, const xd_roster_view_t *item)
         c->jids = xd_realloc(c->jids, c->cap * sizeof *c->jids);
         c->groups = xd_realloc(c->groups, c->cap * sizeof *c->groups);
     }
-    size_t gl = 1;
-    for (size_t i = 0; i < item->ngroups; i++)
-        gl += strlen(item->groups[i]) + 1;
-    char *g = xd_malloc(gl);
-    size_t used = 0;
-    g[0] = '\0';
-    for (size_t i = 0; i < item->ngroups; i++)
-        used += (size_t)snprintf(g + used, gl - used, "%s\n", item->groups[i]);
-    c->groups[c->n] = g;
+    c->groups[c->n] = pse_groups_nl(item);
     c->jids[c->n++] = xd_strdup(item->jid);
     return 0;
 }

@@ -19,6 +19,7 @@
 
 #include "xmppd/conds.h"
 #include "xmppd/el.h"
+#include "xmppd/roster.h"
 #include "xmppd/stanza.h"
 
 #define PSE_NS_ERRORS "http://jabber.org/protocol/pubsub#errors"
@@ -119,6 +120,9 @@ bool pse_groups_match(const pse_cfg_t *c, const char *const *groups, size_t ngro
 
 /* As pse_groups_match for groups given one per line (pse_contacts_t). */
 bool pse_groups_match_nl(const pse_cfg_t *c, const char *groups_nl);
+
+/* A roster item's groups, one per line ("" for none; xd_free). */
+char *pse_groups_nl(const xd_roster_view_t *item);
 
 /* An error reply to iq: cond, with <app xmlns=pubsub#errors [feature]/>
  * when app is set. */
