@@ -1520,9 +1520,10 @@ ps_subscribe(ps_op_t *o, const xd_el_t *pubsub, const xd_el_t *op)
 }
 
 /* The JID named by an unsubscribe or options request, which must be the
- * requester's (else forbidden, XEP-0060 6.2.3.3, 6.3.4.1), and the node. */
+ * requester's (else forbidden, XEP-0060 6.2.3.3, 6.3.4.1), and the one of
+ * its subscriptions to the node the request names (ps_sub_pick) in *sub. */
 static xd_stanza_t *
-ps_sub_request(ps_op_t *o, const xd_el_t *op, char *jid, size_t cap, ps_node_t *n)
+ps_sub_request(ps_op_t *o, const xd_el_t *op, char *jid, size_t cap, ps_sub_t *sub)
 {
     const char *node = ps_node_attr(op);
     if (!node)
@@ -1534,57 +1535,46 @@ ps_sub_request(ps_op_t *o, const xd_el_t *op, char *jid, size_t cap, ps_node_t *
         xd_stanza_unref(e);
         return ps_err(o, XD_COND_FORBIDDEN, NULL, NULL, NULL);
     }
-    if (ps_node_load(o, node, n) != 0)
+    ps_node_t n;
+    if (ps_node_load(o, node, &n) != 0)
         return ps_err(o, XD_COND_INTERNAL_SERVER_ERROR, NULL, NULL, NULL);
-    if (!n->found)
+    if (!n.found)
         return ps_err(o, XD_COND_ITEM_NOT_FOUND, NULL, NULL, NULL);
-    return NULL;
+    ps_mysubs_t mine = { 0 };
+    if (ps_mysubs_load(o, node, jid, &mine) != 0)
+        return ps_err(o, XD_COND_INTERNAL_SERVER_ERROR, NULL, NULL, NULL);
+    const ps_sub_t *picked = NULL;
+    if ((e = ps_sub_pick(o, op, &mine, &picked)) == NULL)
+        *sub = *picked;
+    ps_mysubs_free(&mine);
+    return e;
 }
 
 static xd_stanza_t *
 ps_unsubscribe(ps_op_t *o, const xd_el_t *op)
 {
     char jid[3 * XD_JID_PART_MAX + 3];
-    ps_node_t n;
-    xd_stanza_t *e = ps_sub_request(o, op, jid, sizeof jid, &n);
+    ps_sub_t sub;
+    xd_stanza_t *e = ps_sub_request(o, op, jid, sizeof jid, &sub);
     if (e)
         return e;
-    const char *node = ps_node_attr(op);
-    ps_mysubs_t mine = { 0 };
-    if (ps_mysubs_load(o, node, jid, &mine) != 0)
+    xd_db_val_t k[] = { XD_DB_V_CSTR(o->svc), XD_DB_V_CSTR(ps_node_attr(op)), XD_DB_V_CSTR(jid),
+                        XD_DB_V_CSTR(sub.subid) };
+    if (ps_sql(o, "DELETE FROM pubsub_sub WHERE host = ? AND node = ? AND jid = ? AND subid = ?",
+               k, 4) != 0)
         return ps_err(o, XD_COND_INTERNAL_SERVER_ERROR, NULL, NULL, NULL);
-    const ps_sub_t *sub = NULL;
-    if ((e = ps_sub_pick(o, op, &mine, &sub)) == NULL) {
-        xd_db_val_t k[] = { XD_DB_V_CSTR(o->svc), XD_DB_V_CSTR(node), XD_DB_V_CSTR(jid),
-                            XD_DB_V_CSTR(sub->subid) };
-        if (ps_sql(o, "DELETE FROM pubsub_sub WHERE host = ? AND node = ? AND jid = ?"
-                      " AND subid = ?",
-                   k, 4) != 0)
-            e = ps_err(o, XD_COND_INTERNAL_SERVER_ERROR, NULL, NULL, NULL);
-    }
-    ps_mysubs_free(&mine);
-    return e ? e : xd_iq_result(o->iq);
+    return xd_iq_result(o->iq);
 }
 
 static xd_stanza_t *
 ps_options(ps_op_t *o, const xd_el_t *op, bool set)
 {
     char jid[3 * XD_JID_PART_MAX + 3];
-    ps_node_t n;
-    xd_stanza_t *e = ps_sub_request(o, op, jid, sizeof jid, &n);
+    ps_sub_t cur;
+    xd_stanza_t *e = ps_sub_request(o, op, jid, sizeof jid, &cur);
     if (e)
         return e;
     const char *node = ps_node_attr(op);
-    ps_mysubs_t mine = { 0 };
-    if (ps_mysubs_load(o, node, jid, &mine) != 0)
-        return ps_err(o, XD_COND_INTERNAL_SERVER_ERROR, NULL, NULL, NULL);
-    const ps_sub_t *sub = NULL;
-    if ((e = ps_sub_pick(o, op, &mine, &sub)) != NULL) {
-        ps_mysubs_free(&mine);
-        return e;
-    }
-    ps_sub_t cur = *sub;
-    ps_mysubs_free(&mine);
     if (set) {
         const xd_el_t *x = xd_el_child(op, "x", XD_NS_DATA);
         if (!x)
