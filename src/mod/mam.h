@@ -23,13 +23,12 @@
 
 /* Queues msg (as the room sent it: from room/nick, no 'to') for the
  * archive of room `room` (bare JID) under archive id `id`.  Worker loop,
- * while a stanza is handled.  The sender's stream is held until the row is
- * committed: the stream being handled on this worker, else `held` (a hold
- * the caller took on another worker, {0}: none), which the archive then
- * takes over (*taken: the caller must not release it).  0, XD_EFULL
+ * while a stanza is handled.  The sender's stream is held until the record
+ * is written (xd_input_hold: the stream being handled, or the one lent by
+ * mod_muc when the room is on another worker, xd_input_lend).  0, XD_EFULL
  * (refuse the message) or XD_EINVAL (no database). */
 int mam_room_store(xd_module_ctx_t *mam, const xd_stanza_t *msg, const xd_jid_t *room,
-                   const char *id, xd_input_ref_t held, bool *taken);
+                   const char *id);
 
 /* Answers a urn:xmpp:mam:2 IQ (get: the form; set: a query, its results
  * and <fin/> to the requester's full JID) on the archive of `room`.  Pool

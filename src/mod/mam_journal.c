@@ -50,7 +50,7 @@ mam_rec_size(const mam_rec_t *r)
     return n;
 }
 
-void
+size_t
 mam_rec_encode(const mam_rec_t *r, unsigned char *out)
 {
     const char *s[REC_NSTR];
@@ -74,6 +74,7 @@ mam_rec_encode(const mam_rec_t *r, unsigned char *out)
     uint32_t crc = (uint32_t)crc32(0L, out + 8, plen);
     memcpy(out, &plen, 4);
     memcpy(out + 4, &crc, 4);
+    return 8 + (size_t)plen;
 }
 
 int

@@ -52,8 +52,8 @@ typedef struct mam_rec {
 
 /* Framed bytes of r. */
 size_t mam_rec_size(const mam_rec_t *r);
-/* Writes r's frame (mam_rec_size bytes) at out. */
-void mam_rec_encode(const mam_rec_t *r, unsigned char *out);
+/* Writes r's frame (mam_rec_size bytes) at out; returns its size. */
+size_t mam_rec_encode(const mam_rec_t *r, unsigned char *out);
 /* The record at p (avail bytes): 0 and *used its frame's bytes; 1 when the
  * bytes end inside it or it is damaged (crc, lengths): the end of the
  * valid records. */

@@ -752,14 +752,26 @@ mam_mono_ms(void)
  * there.  +1 before a record is appended (so that nobody answered about it
  * finds 0), -1 once it is committed in the archive (or its append
  * failed). */
+/* "user@host", the key of an account's entries (pending records, cached
+ * preferences); .p NULL when it is longer than any JID of ours. */
+typedef char mam_key_buf_t[2 * XD_JID_PART_MAX + 2];
+
+static xd_str_t
+mam_acct_key(mam_key_buf_t buf, const char *host, const char *user)
+{
+    int kl = snprintf(buf, sizeof(mam_key_buf_t), "%s@%s", user, host);
+    if (kl <= 0 || (size_t)kl >= sizeof(mam_key_buf_t))
+        return (xd_str_t){ NULL, 0 };
+    return (xd_str_t){ buf, (size_t)kl };
+}
+
 static void
 mam_pend_add(mam_state_t *st, const char *host, const char *user, int delta)
 {
-    char key[2 * XD_JID_PART_MAX + 2];
-    int kl = snprintf(key, sizeof key, "%s@%s", user, host);
-    if (kl < 0 || (size_t)kl >= sizeof key)
+    mam_key_buf_t key;
+    xd_str_t k = mam_acct_key(key, host, user);
+    if (!k.p)
         return; /* not a JID of ours: never asked for */
-    xd_str_t k = { key, (size_t)kl };
     pthread_mutex_lock(&st->pend_mu);
     uintptr_t n = (uintptr_t)xd_map_get(&st->pend, k);
     if (delta > 0)
@@ -774,12 +786,12 @@ mam_pend_add(mam_state_t *st, const char *host, const char *user, int delta)
 static bool
 mam_pend_has(mam_state_t *st, const char *host, const char *user)
 {
-    char key[2 * XD_JID_PART_MAX + 2];
-    int kl = snprintf(key, sizeof key, "%s@%s", user, host);
-    if (kl < 0 || (size_t)kl >= sizeof key)
+    mam_key_buf_t key;
+    xd_str_t k = mam_acct_key(key, host, user);
+    if (!k.p)
         return true;
     pthread_mutex_lock(&st->pend_mu);
-    bool has = xd_map_get(&st->pend, (xd_str_t){ key, (size_t)kl }) != NULL;
+    bool has = xd_map_get(&st->pend, k) != NULL;
     pthread_mutex_unlock(&st->pend_mu);
     return has;
 }
@@ -841,12 +853,12 @@ mam_pc_push(mam_state_t *st, mam_pc_t *p)
 static void
 mam_pc_drop(mam_state_t *st, const char *host, const char *user)
 {
-    char key[2 * XD_JID_PART_MAX + 2];
-    int kl = snprintf(key, sizeof key, "%s@%s", user, host);
+    mam_key_buf_t key;
+    xd_str_t k = mam_acct_key(key, host, user);
     pthread_mutex_lock(&st->pc_mu);
     st->pc_gen++;
-    if (kl > 0 && (size_t)kl < sizeof key) {
-        mam_pc_t *p = xd_map_del(&st->pc, (xd_str_t){ key, (size_t)kl });
+    if (k.p) {
+        mam_pc_t *p = xd_map_del(&st->pc, k);
         if (p) {
             mam_pc_unlink(st, p);
             mam_pc_free(p);
@@ -903,10 +915,9 @@ mam_mode_for(xd_module_ctx_t *ctx, xd_db_conn_t **c, const char *host, const cha
 {
     const mam_conf_t *mc = xd_module_opts(ctx);
     mam_state_t *st = xd_module_state(ctx);
-    char key[2 * XD_JID_PART_MAX + 2];
-    int kl = snprintf(key, sizeof key, "%s@%s", user, host);
-    bool cacheable = mc->prefs_cache > 0 && kl > 0 && (size_t)kl < sizeof key;
-    xd_str_t k = { key, cacheable ? (size_t)kl : 0 };
+    mam_key_buf_t key;
+    xd_str_t k = mam_acct_key(key, host, user);
+    bool cacheable = mc->prefs_cache > 0 && k.p;
     int mode = -1;
     uint64_t gen = 0;
     if (cacheable) {
@@ -934,7 +945,7 @@ mam_mode_for(xd_module_ctx_t *ctx, xd_db_conn_t **c, const char *host, const cha
         if (cacheable) {
             pthread_mutex_lock(&st->pc_mu);
             if (gen == st->pc_gen && !xd_map_get(&st->pc, k)) {
-                p->key = xd_strndup(key, (size_t)kl);
+                p->key = xd_strndup(k.p, k.len);
                 xd_map_put(&st->pc, k, p);
                 mam_pc_push(st, p);
                 p = NULL;
@@ -1249,10 +1260,6 @@ mam_ix_once(xd_module_ctx_t *ctx, mam_state_t *st, size_t *n)
     return rc;
 }
 
-/* Indexes every record appended before the call (and what the last
- * transaction finds appended meanwhile).  Blocks: pool, control or main
- * thread.  Every reader or modifier of the archive calls
- * it first, so that it sees every message whose sender was answered. */
 /* The background indexer gives way between its transactions while
  * messages are being appended and the backlog is under the watermark: a
  * burst is taken at the journal's rate, and indexed once it pauses. */
@@ -1264,6 +1271,10 @@ mam_ix_yield(xd_module_ctx_t *ctx, mam_state_t *st)
            mam_mono_ms() - atomic_load(&st->last_append_ms) < (int64_t)mc->journal_idle;
 }
 
+/* Indexes every record appended before the call (and what the last
+ * transaction finds appended meanwhile).  Blocks: pool, control or main
+ * thread.  Every reader or modifier of the archive calls
+ * it first, so that it sees every message whose sender was answered. */
 static int
 mam_drain_ex(xd_module_ctx_t *ctx, bool background)
 {
@@ -1315,9 +1326,6 @@ mam_drain(xd_module_ctx_t *ctx)
     return mam_drain_ex(ctx, false);
 }
 
-/* mam_drain for a reader of one archive: nothing to do when the journal
- * holds none of its records (other accounts' wait for their own readers or
- * the background). */
 /* Before one archive's rows are deleted (an account's or a room's
  * removal): the whole journal when it holds records of that archive, so
  * that the journal's offsets pass them and no replay after a crash brings
@@ -1331,6 +1339,9 @@ mam_drain_before_delete(xd_module_ctx_t *ctx, const char *host, const char *user
     return mam_drain(ctx);
 }
 
+/* mam_drain for a reader of one archive: nothing to do when the journal
+ * holds none of its records (other accounts' wait for their own readers or
+ * the background). */
 static int
 mam_drain_for(xd_module_ctx_t *ctx, const char *host, const char *user)
 {
@@ -1589,8 +1600,7 @@ mam_batch_write(xd_db_t *db, mod_batch_item_t *head)
         mam_item_t *m = (mam_item_t *)it;
         if (m->b.status == MAM_SKIP)
             continue;
-        mam_rec_encode(&m->rec, buf + off);
-        off += mam_rec_size(&m->rec);
+        off += mam_rec_encode(&m->rec, buf + off);
     }
     for (mod_batch_item_t *it = head; it; it = it->next)
         if (it->status != MAM_SKIP)
@@ -1644,8 +1654,7 @@ mam_strs(xd_str_t s)
  * message). */
 static int
 mam_queue_item(xd_module_ctx_t *ctx, const xd_stanza_t *msg, const xd_jid_t *account,
-               const xd_jid_t *peer, int dir, const char *id, bool check_account, bool room,
-               xd_input_ref_t give, bool *given)
+               const xd_jid_t *peer, int dir, const char *id, bool check_account, bool room)
 {
     const mam_conf_t *mc = xd_module_opts(ctx);
     size_t len;
@@ -1685,12 +1694,6 @@ mam_queue_item(xd_module_ctx_t *ctx, const xd_stanza_t *msg, const xd_jid_t *acc
     int rc = mod_batch_push(&mam_q, &mam_batch_ops, ctx, &m->b);
     if (rc != 0)
         mam_item_free(m);
-    else if (give.id && !m->b.in.id) {
-        /* No stream of this worker: the item keeps the caller's hold
-         * (released when it is finished, as its own would be). */
-        m->b.in = give;
-        *given = true;
-    }
     return rc;
 }
 
@@ -1698,20 +1701,17 @@ static int
 mam_queue(xd_module_ctx_t *ctx, const xd_stanza_t *msg, const xd_jid_t *account,
           const xd_jid_t *peer, int dir, const char *id, bool check_account)
 {
-    bool given = false;
-    return mam_queue_item(ctx, msg, account, peer, dir, id, check_account, false,
-                          (xd_input_ref_t){ 0 }, &given);
+    return mam_queue_item(ctx, msg, account, peer, dir, id, check_account, false);
 }
 
 int
 mam_room_store(xd_module_ctx_t *mam, const xd_stanza_t *msg, const xd_jid_t *room,
-               const char *id, xd_input_ref_t held, bool *taken)
+               const char *id)
 {
     const xd_jid_t *from = xd_stanza_from(msg);
-    *taken = false;
     if (!xd_module_db(mam) || !from || strlen(id) > MAM_ID_MAX)
         return XD_EINVAL;
-    return mam_queue_item(mam, msg, room, from, 0, id, false, true, held, taken);
+    return mam_queue_item(mam, msg, room, from, 0, id, false, true);
 }
 
 /* USER_SEND_PACKET: a message a local user sends goes into the sender's

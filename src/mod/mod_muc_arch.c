@@ -199,7 +199,6 @@ retract_done(xd_module_ctx_t *ctx, void *arg, int status)
         if (r->nocc == 0 && r->cfg.persistent && !r->empty_since)
             r->empty_since = muc_now_ms();
     }
-    xd_input_release(j->in);
     muc_room_job_free(j);
 }
 
@@ -225,14 +224,9 @@ muc_room_retract(muc_call_t *c, muc_room_t *r, const muc_occ_t *o, const xd_stan
     snprintf(j->oid, sizeof j->oid, "%s", o->oid);
     j->detail = xd_strdup("<retracted xmlns='" MUC_NS_RETRACT "'/>");
     j->answer = muc_msg_from_occ(r, o, st, NULL);
-    if (c->held && !c->in_taken && !c->store) { /* released when done */
-        j->in = c->in;
-        c->in_taken = true;
-    }
     if (!j->mam || !j->room ||
         xd_module_submit(c->ctx, retract_work, retract_done, j) != 0) {
         xd_route_error(st, XD_COND_RESOURCE_CONSTRAINT, "the archive is busy");
-        xd_input_release(j->in);
         muc_room_job_free(j);
     }
 }

@@ -310,14 +310,7 @@ muc_room_message(muc_call_t *c, muc_room_t *r, const xd_stanza_t *st, const char
     xd_stanza_t *m = muc_msg_from_occ(r, o, st, archive ? sid : NULL);
     if (archive) {
         xd_jid_t *rj = muc_room_jid(r);
-        bool taken = false;
-        int rc = rj ? mam_room_store(mam, m, rj, sid,
-                                     c->held && !c->in_taken && !c->store
-                                         ? c->in
-                                         : (xd_input_ref_t){ 0 },
-                                     &taken)
-                    : XD_EINVAL;
-        c->in_taken |= taken;
+        int rc = rj ? mam_room_store(mam, m, rj, sid) : XD_EINVAL;
         xd_jid_unref(rj);
         if (rc == XD_EFULL) {
             xd_module_release(mam);
