@@ -278,6 +278,7 @@ typedef struct muc_save {
     muc_state_t *s;
     char *name;          /* the room's local part */
     xd_input_ref_t in;   /* released when written */
+    bool flush;          /* the history's write-behind: counted once written */
     int rc;              /* the transaction's result */
 } muc_save_t;
 
@@ -320,16 +321,19 @@ muc_save_done(xd_module_ctx_t *ctx, void *arg, int status)
     if (status != 0 || j->rc != 0)
         XD_LOG(NULL, XD_ERROR, "muc room not stored", "room=%s@%s err=%s", j->name,
                j->s->domain, xd_strerror(status ? status : j->rc));
+    else if (j->flush)
+        atomic_fetch_add_explicit(&j->s->history_flushes, 1, memory_order_relaxed);
     xd_input_release(j->in);
     xd_free(j->name);
     xd_free(j);
 }
 
 void
-muc_store(xd_module_ctx_t *ctx, const char *name, xd_input_ref_t in)
+muc_store_ex(xd_module_ctx_t *ctx, const char *name, xd_input_ref_t in, bool flush)
 {
     muc_save_t *j = xd_new(muc_save_t);
-    *j = (muc_save_t){ .s = xd_module_state(ctx), .name = xd_strdup(name), .in = in };
+    *j = (muc_save_t){ .s = xd_module_state(ctx), .name = xd_strdup(name), .in = in,
+                       .flush = flush };
     int rc = xd_module_submit(ctx, muc_save_work, muc_save_done, j);
     if (rc != 0) {
         XD_LOG(NULL, XD_ERROR, "muc room not stored", "room=%s@%s err=%s", name,
@@ -338,6 +342,12 @@ muc_store(xd_module_ctx_t *ctx, const char *name, xd_input_ref_t in)
         xd_free(j->name);
         xd_free(j);
     }
+}
+
+void
+muc_store(xd_module_ctx_t *ctx, const char *name, xd_input_ref_t in)
+{
+    muc_store_ex(ctx, name, in, false);
 }
 
 /* Reads the stored rooms into the directory (start: off the loops). */
@@ -532,12 +542,13 @@ muc_stats_cmd(xd_cmd_call_t *call)
                                          "join_chunks",   "rooms_live",   "history_bytes",
                                          "hibernations",  "wakeups",      "flood_refusals",
                                          "history_flushes" };
-    uint64_t v[10] = { atomic_load(&s->fanouts),       atomic_load(&s->fanout_posts),
+    enum { N = sizeof names / sizeof *names };
+    uint64_t v[N] = { atomic_load(&s->fanouts),       atomic_load(&s->fanout_posts),
                       atomic_load(&s->fanout_copies), atomic_load(&s->join_chunks),
                       atomic_load(&s->rooms_live),    atomic_load(&s->history_bytes),
                       atomic_load(&s->hibernations),  atomic_load(&s->wakeups),
                       atomic_load(&s->flood_refusals), atomic_load(&s->history_flushes) };
-    for (size_t i = 0; i < 10; i++)
+    for (size_t i = 0; i < N; i++)
         xd_cmd_add(call, "%s %llu", names[i], (unsigned long long)v[i]);
     xd_module_release(ctx);
     return 0;
@@ -613,19 +624,29 @@ muc_stop(xd_module_ctx_t *ctx)
     xd_free(s);
 }
 
+/* The service defaults the option table cannot check by itself. */
 static int
-muc_start(xd_module_ctx_t *ctx)
+muc_conf_check(xd_module_ctx_t *ctx, const muc_conf_t *c)
 {
-    const muc_conf_t *c = xd_module_opts(ctx);
     if (muc_role_mask(&c->default_getmemberlist) < 0)
         return xd_module_fail(ctx, XD_EINVAL, "default_getmemberlist: the roles are "
                               "moderator, participant and visitor");
     if (c->default_lang && *c->default_lang && !muc_lang_ok(c->default_lang))
         return xd_module_fail(ctx, XD_EINVAL, "default_lang: \"%s\" is no language tag",
                               c->default_lang);
+    return 0;
+}
+
+static int
+muc_start(xd_module_ctx_t *ctx)
+{
+    const muc_conf_t *c = xd_module_opts(ctx);
+    int rc = muc_conf_check(ctx, c);
+    if (rc != 0)
+        return rc;
     char *raw = muc_domain(c->host, xd_module_host(ctx));
     char *domain = NULL;
-    int rc = xd_jid_prep_domain(xd_str_c(raw), &domain);
+    rc = xd_jid_prep_domain(xd_str_c(raw), &domain);
     if (rc != 0) {
         rc = xd_module_fail(ctx, XD_EINVAL, "host %s is not a domain", raw);
         xd_free(raw);
@@ -660,12 +681,9 @@ static int
 muc_reload(xd_module_ctx_t *ctx, const void *old_opts)
 {
     const muc_conf_t *o = old_opts, *n = xd_module_opts(ctx);
-    if (muc_role_mask(&n->default_getmemberlist) < 0)
-        return xd_module_fail(ctx, XD_EINVAL, "default_getmemberlist: the roles are "
-                              "moderator, participant and visitor");
-    if (n->default_lang && *n->default_lang && !muc_lang_ok(n->default_lang))
-        return xd_module_fail(ctx, XD_EINVAL, "default_lang: \"%s\" is no language tag",
-                              n->default_lang);
+    int rc = muc_conf_check(ctx, n);
+    if (rc != 0)
+        return rc;
     if (strcmp(o->host, n->host) != 0)
         return xd_module_fail(ctx, XD_EINVAL,
                               "host cannot change on a reload (%s to %s): restart the server",

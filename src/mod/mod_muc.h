@@ -134,5 +134,8 @@ size_t muc_dir_count_creator(muc_state_t *s, const char *bare);
  * when it is not persistent), on the blocking pool; releases `in` when
  * the write is done. */
 void muc_store(xd_module_ctx_t *ctx, const char *name, xd_input_ref_t in);
+/* As muc_store; flush: the history's write-behind (history_flushes counts
+ * it once it is written). */
+void muc_store_ex(xd_module_ctx_t *ctx, const char *name, xd_input_ref_t in, bool flush);
 
 #endif

@@ -225,25 +225,22 @@ room_config_form(muc_call_t *c, muc_room_t *r, const xd_stanza_t *st)
 static bool
 form_roles(const xd_el_t *x, const char *var, int *mask)
 {
-    for (const xd_el_t *f = xd_el_first_child(x); f; f = xd_el_next(f)) {
-        const char *v = xd_el_attr(f, "var");
-        if (!xd_el_is(f, "field", XD_NS_DATA) || !v || strcmp(v, var) != 0)
-            continue;
-        int m = 0;
-        for (const xd_el_t *val = xd_el_first_child(f); val; val = xd_el_next(val)) {
-            if (!xd_el_is(val, "value", XD_NS_DATA))
-                continue;
-            const char *t = xd_el_text(val);
-            if (!t || !*t)
-                continue;
-            int role = muc_name_index(role_names, 4, t);
-            if (role <= ROLE_NONE)
-                return false;
-            m |= 1 << role;
-        }
-        *mask = m;
+    const xd_el_t *f = muc_form_field(x, var);
+    if (!f)
         return true;
+    int m = 0;
+    for (const xd_el_t *val = xd_el_first_child(f); val; val = xd_el_next(val)) {
+        if (!xd_el_is(val, "value", XD_NS_DATA))
+            continue;
+        const char *t = xd_el_text(val);
+        if (!t || !*t)
+            continue;
+        int role = muc_name_index(role_names, 4, t);
+        if (role <= ROLE_NONE)
+            return false;
+        m |= 1 << role;
     }
+    *mask = m;
     return true;
 }
 
@@ -258,18 +255,6 @@ parse_int_field(const char *v, int lo, int hi, int *out)
         return false;
     *out = (int)n;
     return true;
-}
-
-/* The field `var` of form x, or NULL. */
-static const xd_el_t *
-form_field(const xd_el_t *x, const char *var)
-{
-    for (const xd_el_t *f = xd_el_first_child(x); f; f = xd_el_next(f)) {
-        const char *v = xd_el_attr(f, "var");
-        if (xd_el_is(f, "field", XD_NS_DATA) && v && strcmp(v, var) == 0)
-            return f;
-    }
-    return NULL;
 }
 
 /* The value of the first of the field's names that the form has (ejabberd
@@ -359,7 +344,7 @@ aff_lists_parse(muc_call_t *c, const muc_room_t *r, const xd_el_t *x, aff_lists_
                                          "muc#roomconfig_roomowners" };
     size_t max = (size_t)c->conf->max_affiliations;
     for (int i = 0; i < 2; i++) {
-        const xd_el_t *f = form_field(x, vars[i]);
+        const xd_el_t *f = muc_form_field(x, vars[i]);
         if (!f)
             continue;
         l->given[i] = true;

@@ -310,17 +310,25 @@ occupant_id(const muc_room_t *r, const char *bare, char out[48])
     out[o] = '\0';
 }
 
-const char *
-muc_form_value(const xd_el_t *x, const char *var)
+const xd_el_t *
+muc_form_field(const xd_el_t *x, const char *var)
 {
     for (const xd_el_t *f = xd_el_first_child(x); f; f = xd_el_next(f)) {
         const char *v = xd_el_attr(f, "var");
-        if (xd_el_is(f, "field", XD_NS_DATA) && v && strcmp(v, var) == 0) {
-            const char *t = xd_el_child_text(f, "value", XD_NS_DATA);
-            return t ? t : "";
-        }
+        if (xd_el_is(f, "field", XD_NS_DATA) && v && strcmp(v, var) == 0)
+            return f;
     }
     return NULL;
+}
+
+const char *
+muc_form_value(const xd_el_t *x, const char *var)
+{
+    const xd_el_t *f = muc_form_field(x, var);
+    if (!f)
+        return NULL;
+    const char *t = xd_el_child_text(f, "value", XD_NS_DATA);
+    return t ? t : "";
 }
 
 bool
@@ -785,6 +793,11 @@ muc_room_publish(muc_call_t *c, muc_room_t *r, bool store)
                    true, r->creator, stored);
     if (store)
         c->store = true;
+    if (store && stored && c->conf->history_flush_interval > 0) {
+        /* That write carries the history: the write-behind has nothing to add. */
+        r->hist_dirty = false;
+        r->flushed_ms = muc_now_ms();
+    }
 }
 
 /* Takes the room out of memory (and of the directory unless persistent). */
@@ -897,8 +910,7 @@ rooms_flush(muc_call_t *c, int self)
             r->hist_dirty = false;
             r->flushed_ms = w.now;
             muc_room_publish(c, r, false);
-            atomic_fetch_add_explicit(&c->s->history_flushes, 1, memory_order_relaxed);
-            muc_store(c->ctx, w.names[i], (xd_input_ref_t){ 0 });
+            muc_store_ex(c->ctx, w.names[i], (xd_input_ref_t){ 0 }, true);
         }
         xd_free(w.names[i]);
     }
@@ -1550,7 +1562,7 @@ void
 muc_room_stanza(xd_module_ctx_t *ctx, xd_stanza_t *st, xd_input_ref_t in, bool held)
 {
     muc_call_t c = { .ctx = ctx, .s = xd_module_state(ctx), .conf = xd_module_opts(ctx),
-                     .in = in, .held = held };
+                     .in = in };
     const xd_jid_t *to = xd_stanza_to(st);
     xd_str_t local = xd_jid_local(to), res = xd_jid_resource(to);
     char *name = xd_strndup(local.p, local.len);
@@ -1593,8 +1605,8 @@ muc_room_stanza(xd_module_ctx_t *ctx, xd_stanza_t *st, xd_input_ref_t in, bool h
         r->empty_since = r->nocc ? 0 : r->empty_since ? r->empty_since : muc_now_ms();
     xd_input_charge(in, c.bytes);
     if (c.store)
-        muc_store(ctx, name, held && !c.in_taken ? in : (xd_input_ref_t){ 0 }); /* releases in */
-    else if (held && !c.in_taken) /* else the archive releases it when committed */
+        muc_store(ctx, name, held ? in : (xd_input_ref_t){ 0 }); /* releases in */
+    else if (held)
         xd_input_release(in);
     xd_free(name);
     xd_free(nick);

@@ -114,8 +114,6 @@ typedef struct muc_call {
     xd_input_ref_t in;
     size_t bytes;
     bool store;          /* the room's stored state changed */
-    bool held;           /* in is held by the caller (posted from another worker) */
-    bool in_taken;       /* the archive took that hold over (mam_room_store) */
 } muc_call_t;
 
 /* Who a fan-out goes to. */
@@ -144,7 +142,6 @@ typedef struct room_job {
     char *by;               /* room/nick of the moderator */
     char oid[48];           /* its occupant-id */
     char *occ_id;           /* the sender's occupant-id (from the archive) */
-    xd_input_ref_t in;      /* retraction: the sender's stream, held until done, or {0} */
     int rc;
 } room_job_t;
 
@@ -169,6 +166,9 @@ xd_jid_t *muc_room_jid(const muc_room_t *r);
 bool muc_flood_ok(muc_call_t *c, muc_occ_t *o);
 int muc_eff_aff(const muc_call_t *c, const muc_room_t *r, const char *bare, const xd_jid_t *jid);
 int muc_role_for(const muc_room_t *r, int aff);
+/* The field `var` of data form x, or NULL; its first value ("" when it
+ * has none), or NULL without the field. */
+const xd_el_t *muc_form_field(const xd_el_t *x, const char *var);
 const char *muc_form_value(const xd_el_t *x, const char *var);
 bool muc_form_bool(const char *v, bool def);
 void muc_add_roles_field(xd_el_t *x, const char *var, const char *label, int mask);
