@@ -332,7 +332,7 @@ pp_full_on(const char *full, const char *dom, size_t dom_len)
     const char *d = at ? at + 1 : full;
     const char *slash = strchr(d, '/');
     size_t dl = slash ? (size_t)(slash - d) : strlen(d);
-    return dl == dom_len && !memcmp(d, dom, dl);
+    return xd_str_eq((xd_str_t){ d, dl }, (xd_str_t){ dom, dom_len });
 }
 
 /* Forgets rl's entries older than ttl (now: monotonic ms); how many. */
@@ -400,7 +400,6 @@ typedef struct pp_req {
     bool owner_ns;        /* pubsub#owner */
     xd_input_ref_t in;    /* the sender's stream, billed for the fan-out */
     xd_stanza_t *reply;   /* the answer (ref) */
-    bool defer;           /* notifications posted by pp_req_done (an IQ's) */
     struct pp_fanjob *jobs; /* those, in order */
 } pp_req_t;
 
@@ -752,7 +751,7 @@ pp_fan_account(pp_fan_t *fc, const char *bare, const xd_jid_t *pj, bool all)
      * mod_pep of that host. */
     xd_module_ctx_t *other = NULL;
     xd_str_t dom = xd_jid_domain(j);
-    if (n && !all && (dom.len != strlen(fc->host) || memcmp(dom.p, fc->host, dom.len) != 0)) {
+    if (n && !all && !xd_str_eq_c(dom, fc->host)) {
         char d[XD_JID_PART_MAX + 1];
         snprintf(d, sizeof d, "%.*s", (int)dom.len, dom.p);
         other = xd_module_instance("mod_pep", d);
@@ -804,7 +803,7 @@ pp_fan_remote(pp_fan_t *fc, const char *owner, const pp_roster_t *ro, const pp_c
         size_t bl = slash ? (size_t)(slash - copy.full[i]) : strlen(copy.full[i]);
         bool listed = false;
         for (size_t k = 0; ro && k < ro->n && !listed; k++)
-            listed = strlen(ro->jids[k]) == bl && !memcmp(ro->jids[k], copy.full[i], bl) &&
+            listed = xd_str_eq_c((xd_str_t){ copy.full[i], bl }, ro->jids[k]) &&
                      pp_roster_sees(ro, k, cfg);
         if (listed && pp_fan_wants_ver(fc, NULL, copy.ver[i]))
             pp_fan_add(fc, copy.full[i], -1);
@@ -828,7 +827,6 @@ typedef struct pp_fanjob {
     pp_roster_t *ro;     /* the owner's roster (ref), NULL: own sessions only */
     size_t *idx, n;      /* the contacts of ro this worker sends to */
     bool own;            /* and the owner's sessions */
-    pp_cfg_t cfg;        /* the node's */
     char host[XD_JID_PART_MAX + 1];
     char owner[2 * XD_JID_PART_MAX + 2];
     char *feature;       /* node+notify */
@@ -913,7 +911,6 @@ pp_notify(pp_req_t *r, const char *node, const pp_cfg_t *cfg, xd_el_t *event)
         pp_fanjob_t *j = jobs[w] = xd_new(pp_fanjob_t);
         j->s = s;
         j->st = xd_stanza_ref(st);
-        j->cfg = *cfg;
         j->in = r->in;
         j->own = w == ow;
         snprintf(j->host, sizeof j->host, "%s", r->host);
@@ -945,7 +942,7 @@ pp_notify(pp_req_t *r, const char *node, const pp_cfg_t *cfg, xd_el_t *event)
             continue;
         }
         jobs[w]->worker = w;
-        if (r->defer) { /* pp_req_done posts them */
+        if (r->iq) { /* an IQ's: pp_req_done posts them */
             pp_fanjob_t **t = &r->jobs;
             while (*t)
                 t = &(*t)->next;
@@ -1632,7 +1629,6 @@ pp_iq(const xd_iq_req_t *req)
     r->iq = xd_stanza_ref(req->iq);
     r->from = xd_jid_ref((xd_jid_t *)req->from);
     r->owner_ns = owner_ns;
-    r->defer = true;
     r->is_owner = xd_jid_eq_bare(req->from, req->to);
     r->in = xd_input_current();
     snprintf(r->host, sizeof r->host, "%s", req->host);
@@ -2082,7 +2078,7 @@ pp_filter(xd_module_ctx_t *ctx, xd_hook_filter_t *ev, void *arg)
     (void)arg;
     const xd_el_t *el = xd_stanza_root(ev->st);
     xd_str_t dom = xd_jid_domain(ev->to);
-    if (dom.len != strlen(ev->host) || memcmp(dom.p, ev->host, dom.len) != 0)
+    if (!xd_str_eq_c(dom, ev->host))
         return XD_HOOK_OK; /* to another server (the filter sees outgoing stanzas too) */
     if (xd_stanza_kind_of(el) == XD_STANZA_PRESENCE && xd_jid_local(ev->to).len) {
         pp_remote_presence(ctx, ev->host, ev->st, ev->to);
