@@ -190,26 +190,34 @@ def subscribe_in_order(a, ajid, b, bjid):
 
 
 
+def slix_client(srv, jid, *plugins, password="pw"):
+    """A slixmpp client for jid that trusts srv's certificate, with plugins."""
+    import ssl
+
+    import slixmpp
+
+    from test_c2s import cert_path
+    c = slixmpp.ClientXMPP(jid, password)
+    c.ssl_context = ssl.create_default_context(cafile=cert_path(srv))
+    for p in plugins:
+        c.register_plugin(p)
+    return c
+
+
 def slixmpp_mam_bodies(srv, jid, archive=None, total=100, page=10, timeout=30):
     """Pages through an archive with slixmpp's XEP-0313 plugin (iterate,
     RSM pages of `page`, at most `total` messages) as `jid` (password "pw")
     and returns the bodies in the order they came.  archive: the JID of the
     archive (a room's), None: the account's own."""
     import asyncio
-    import ssl
 
-    import slixmpp
-
-    from test_c2s import cert_path
     from xmpptest import run_slixmpp
 
     got = []
     where = {"jid": archive} if archive else {}
 
     def make():
-        c = slixmpp.ClientXMPP(jid, "pw")
-        c.ssl_context = ssl.create_default_context(cafile=cert_path(srv))
-        c.register_plugin("xep_0313")
+        c = slix_client(srv, jid, "xep_0313")
 
         async def go(_):
             try:

@@ -17,7 +17,7 @@ import re
 import pytest
 
 from helpers import assert_nothing_before, expect, iq, online, q, reply, take, users
-from helpers import slixmpp_mam_bodies
+from helpers import slix_client, slixmpp_mam_bodies
 
 MUC = "conference.localhost"
 NS_MUC = "http://jabber.org/protocol/muc"
@@ -685,21 +685,14 @@ def test_slixmpp_creates_configures_and_chats(server_factory):
     submits the configuration form, sets the subject and chats; its echo
     comes back; a raw client entering later sees all of it."""
     import asyncio
-    import ssl
 
-    import slixmpp
-
-    from test_c2s import cert_path
     from xmpptest import run_slixmpp
     srv = start(server_factory)
     room = f"slix@{MUC}"
     seen = {}
 
     def make():
-        c = slixmpp.ClientXMPP("alice@localhost/sx", "pw")
-        c.ssl_context = ssl.create_default_context(cafile=cert_path(srv))
-        c.register_plugin("xep_0045")
-        c.register_plugin("xep_0004")
+        c = slix_client(srv, "alice@localhost/sx", "xep_0045", "xep_0004")
         muc = c.plugin["xep_0045"]
         echo = asyncio.get_event_loop().create_future()
 
@@ -1760,11 +1753,7 @@ def test_slixmpp_sees_and_sets_the_new_fields(server_factory):
     roomowners, the roles of getmemberlist), and a form it fills (lang,
     roomadmins, getmemberlist, allow_voice_requests) takes effect."""
     import asyncio
-    import ssl
 
-    import slixmpp
-
-    from test_c2s import cert_path
     from xmpptest import run_slixmpp
     srv = start(server_factory)
     a, _ = online(srv, "alice", "raw")
@@ -1773,10 +1762,7 @@ def test_slixmpp_sees_and_sets_the_new_fields(server_factory):
     seen = {}
 
     def make():
-        c = slixmpp.ClientXMPP("alice@localhost/sx", "pw")
-        c.ssl_context = ssl.create_default_context(cafile=cert_path(srv))
-        c.register_plugin("xep_0045")
-        c.register_plugin("xep_0004")
+        c = slix_client(srv, "alice@localhost/sx", "xep_0045", "xep_0004")
         muc = c.plugin["xep_0045"]
 
         async def go(_):

@@ -17,7 +17,7 @@ import re
 
 import pytest
 
-from helpers import expect, iq, online, users
+from helpers import expect, iq, online, slix_client, users
 from test_muc import MUC, NS_MUC, admin, config, create, groupchat, join
 
 NS_USER = NS_MUC + "#user"
@@ -139,11 +139,7 @@ def test_slixmpp_session_logged(server_factory):
     all of it in order, the room's index lists the day, the top index the
     room."""
     import asyncio
-    import ssl
 
-    import slixmpp
-
-    from test_c2s import cert_path
     from xmpptest import run_slixmpp
 
     srv = start(server_factory)
@@ -152,11 +148,7 @@ def test_slixmpp_session_logged(server_factory):
 
     def client(jid, script):
         def make():
-            c = slixmpp.ClientXMPP(jid, "pw")
-            c.ssl_context = ssl.create_default_context(cafile=cert_path(srv))
-            c.register_plugin("xep_0045")
-            c.register_plugin("xep_0004")
-            c.register_plugin("xep_0030")
+            c = slix_client(srv, jid, "xep_0045", "xep_0004", "xep_0030")
 
             async def go(_):
                 try:

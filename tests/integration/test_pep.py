@@ -9,7 +9,7 @@ import re
 import pytest
 
 from helpers import (assert_nothing_before, iq, reply, reply_rx, send_marker, take, take_iq,
-                     users)
+                     slix_client, users)
 from test_caps import ver_of
 import xml.etree.ElementTree as ET
 
@@ -508,8 +508,6 @@ def test_slixmpp_publish_options_and_items(server_factory):
     published with publish-options (open, max), read back, the event
     received; a raw-XML account without a subscription reads it too."""
     import asyncio
-    import os
-    import ssl
     import slixmpp
     from xmpptest import run_slixmpp
     srv = start(server_factory)
@@ -517,11 +515,7 @@ def test_slixmpp_publish_options_and_items(server_factory):
     node = "urn:xmpp:omemo:2:devices"
 
     def make():
-        c = slixmpp.ClientXMPP("alice@localhost/slix", "pw")
-        c.ssl_context = ssl.create_default_context(
-            cafile=os.path.join(srv.data_dir, "certs", "localhost.pem"))
-        for p in ("xep_0004", "xep_0030", "xep_0060"):
-            c.register_plugin(p)
+        c = slix_client(srv, "alice@localhost/slix", "xep_0004", "xep_0030", "xep_0060")
         got_event = asyncio.Event()
 
         def on_event(msg):
@@ -598,8 +592,6 @@ def test_bookmarks_private_to_pep_and_back(server_factory):
     notifications; a XEP-0402 publish shows up in the private storage; a
     bookmark the old client drops is retracted (notified)."""
     import asyncio
-    import os
-    import ssl
     import slixmpp
     from slixmpp.plugins.xep_0048 import Bookmarks
     from xmpptest import run_slixmpp
@@ -608,11 +600,7 @@ def test_bookmarks_private_to_pep_and_back(server_factory):
     state = {}
 
     def make():
-        c = slixmpp.ClientXMPP("alice@localhost/slix", "pw")
-        c.ssl_context = ssl.create_default_context(
-            cafile=os.path.join(srv.data_dir, "certs", "localhost.pem"))
-        for p in ("xep_0004", "xep_0030", "xep_0060", "xep_0049", "xep_0048"):
-            c.register_plugin(p)
+        c = slix_client(srv, "alice@localhost/slix", "xep_0004", "xep_0030", "xep_0060", "xep_0049", "xep_0048")
 
         def conferences(res):
             return sorted((str(x["jid"]), x["name"], x["nick"], x["autojoin"], x["password"])
@@ -728,8 +716,6 @@ def test_avatar_vcard_to_pep_and_back(server_factory):
     import asyncio
     import base64
     import hashlib
-    import os
-    import ssl
     import slixmpp
     from xmpptest import run_slixmpp
     srv = start_conv(server_factory)
@@ -740,11 +726,7 @@ def test_avatar_vcard_to_pep_and_back(server_factory):
     state = {}
 
     def make():
-        c = slixmpp.ClientXMPP("alice@localhost/slix", "pw")
-        c.ssl_context = ssl.create_default_context(
-            cafile=os.path.join(srv.data_dir, "certs", "localhost.pem"))
-        for p in ("xep_0004", "xep_0030", "xep_0060", "xep_0163", "xep_0054", "xep_0084"):
-            c.register_plugin(p)
+        c = slix_client(srv, "alice@localhost/slix", "xep_0004", "xep_0030", "xep_0060", "xep_0163", "xep_0054", "xep_0084")
 
         async def on_start(_):
             try:

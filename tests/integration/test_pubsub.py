@@ -18,7 +18,7 @@ import time
 
 import pytest
 
-from helpers import assert_nothing_before, iq, reply, send_marker, take, take_iq, users
+from helpers import assert_nothing_before, iq, reply, send_marker, slix_client, take, take_iq, users
 
 PS = "http://jabber.org/protocol/pubsub"
 PSO = PS + "#owner"
@@ -585,8 +585,6 @@ def test_slixmpp_xep0060(server_factory):
     """slixmpp's XEP-0060 plugin: create, configure, publish, subscribe, get
     notified, items, retract, delete."""
     import asyncio
-    import os
-    import ssl
     import xml.etree.ElementTree as ET
     import slixmpp
     from xmpptest import run_slixmpp
@@ -594,11 +592,7 @@ def test_slixmpp_xep0060(server_factory):
     state = {}
 
     def make():
-        c = slixmpp.ClientXMPP("alice@localhost/slix", "pw")
-        c.ssl_context = ssl.create_default_context(
-            cafile=os.path.join(srv.data_dir, "certs", "localhost.pem"))
-        for p in ("xep_0004", "xep_0030", "xep_0060"):
-            c.register_plugin(p)
+        c = slix_client(srv, "alice@localhost/slix", "xep_0004", "xep_0030", "xep_0060")
         got = asyncio.Event()
         got_retract = asyncio.Event()
 
@@ -1005,8 +999,6 @@ def test_slixmpp_multi_subscribe_and_options(server_factory):
     options at subscribe time, both listed, options of one read by subid,
     one notification naming both subids, unsubscribe by subid."""
     import asyncio
-    import os
-    import ssl
     import xml.etree.ElementTree as ET
     import slixmpp
     from xmpptest import run_slixmpp
@@ -1014,11 +1006,7 @@ def test_slixmpp_multi_subscribe_and_options(server_factory):
     state = {}
 
     def make():
-        c = slixmpp.ClientXMPP("alice@localhost/slix", "pw")
-        c.ssl_context = ssl.create_default_context(
-            cafile=os.path.join(srv.data_dir, "certs", "localhost.pem"))
-        for p in ("xep_0004", "xep_0030", "xep_0060"):
-            c.register_plugin(p)
+        c = slix_client(srv, "alice@localhost/slix", "xep_0004", "xep_0030", "xep_0060")
         got = asyncio.Event()
 
         def on_event(msg):
