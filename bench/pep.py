@@ -610,9 +610,12 @@ def prepare(work, src):
                    f"tar -C '{work}' -xf - && chmod -R u+w '{work}'", shell=True, check=True)
     ours = os.path.join(REPO, "bench", "shared", "servers")
     for a in os.listdir(ours):
-        dst = os.path.join(work, "servers", a)
+        src_a, dst = os.path.join(ours, a), os.path.join(work, "servers", a)
         shutil.rmtree(dst, ignore_errors=True)
-        shutil.copytree(os.path.join(ours, a), dst)
+        if os.path.isdir(src_a):
+            shutil.copytree(src_a, dst)
+        else:  # a shared script beside the adapters (servers/web.sh)
+            shutil.copy2(src_a, dst)
 
 
 def row(r):
