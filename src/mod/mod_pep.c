@@ -246,6 +246,7 @@ typedef struct pp_state {
     uint64_t seq;        /* ids */
     xd_map_t rosters;    /* owner bare JID → pp_roster_t: the roster cache */
     uint64_t roster_epoch; /* bumped by every invalidation (a load that saw another is not kept) */
+    uint64_t roster_hits, roster_loads, roster_evictions; /* pep_stats */
 } pp_state_t;
 
 /* An account's roster as a publish needs it (the cache's entries; shared,
@@ -633,10 +634,12 @@ pp_roster_get(pp_state_t *s, const pp_conf_t *conf, const char *host, const char
     pp_roster_t *r = xd_map_get(&s->rosters, xd_str_c(owner));
     if (r && now - r->loaded_ms < PP_ROSTER_TTL_MS) {
         atomic_fetch_add(&r->refs, 1);
+        s->roster_hits++;
         pthread_mutex_unlock(&s->mu);
         return r;
     }
     uint64_t epoch = s->roster_epoch;
+    s->roster_loads++;
     pthread_mutex_unlock(&s->mu);
     r = xd_new(pp_roster_t);
     atomic_init(&r->refs, 1);
@@ -657,8 +660,10 @@ pp_roster_get(pp_state_t *s, const pp_conf_t *conf, const char *host, const char
         if (!old && xd_map_count(&s->rosters) >= (size_t)conf->roster_cache_size) {
             char *victim = NULL;
             xd_map_foreach(&s->rosters, pp_first_key, &victim);
-            if (victim)
+            if (victim) {
                 pp_roster_unref(xd_map_del(&s->rosters, xd_str_c(victim)));
+                s->roster_evictions++;
+            }
             xd_free(victim);
         }
         atomic_fetch_add(&r->refs, 1);
@@ -2313,6 +2318,48 @@ pp_removed(xd_module_ctx_t *ctx, xd_hook_user_t *ev, void *arg)
     return XD_HOOK_OK;
 }
 
+/* ---- statistics ------------------------------------------------------------------------------ */
+
+static int
+pp_stats_cmd(xd_cmd_call_t *call)
+{
+    xd_module_ctx_t *ctx = xd_module_instance("mod_pep", call->args[0].text);
+    pp_state_t *s = ctx ? xd_module_state(ctx) : NULL;
+    if (!s) {
+        xd_module_release(ctx);
+        return xd_cmd_errorf(call, XD_ENOTFOUND, "mod_pep does not run on %s",
+                             call->args[0].text);
+    }
+    pthread_mutex_lock(&s->mu);
+    size_t entries = xd_map_count(&s->rosters);
+    uint64_t hits = s->roster_hits, loads = s->roster_loads, evictions = s->roster_evictions;
+    pthread_mutex_unlock(&s->mu);
+    xd_cmd_add(call, "roster_cache_entries %zu", entries);
+    xd_cmd_add(call, "roster_cache_hits %llu", (unsigned long long)hits);
+    xd_cmd_add(call, "roster_cache_loads %llu", (unsigned long long)loads);
+    xd_cmd_add(call, "roster_cache_evictions %llu", (unsigned long long)evictions);
+    xd_module_release(ctx);
+    return 0;
+}
+
+static const xd_cmd_arg_t pp_stats_args[] = {
+    { "host", XD_CMD_HOST, "the served host whose PEP to show" },
+};
+
+static const xd_cmd_t pp_stats = {
+    .name = "pep_stats",
+    .doc = "counters of a host's personal eventing (PEP)",
+    .longdoc = "roster_cache_entries: accounts whose roster is in memory (at most "
+               "roster_cache_size); roster_cache_hits: publishes that found the owner's roster "
+               "there; roster_cache_loads: rosters read from the database (not there, changed, "
+               "or older than a minute); roster_cache_evictions: entries dropped to make room "
+               "for another account's.",
+    .args = pp_stats_args,
+    .nargs = 1,
+    .result = XD_CMD_RES_LIST,
+    .fn = pp_stats_cmd,
+};
+
 /* ---- module ---------------------------------------------------------------------------------- */
 
 /* ---- XEP-0227 export and import (ACCOUNT_EXPORT, ACCOUNT_IMPORT) ---------------------------- *
@@ -2565,6 +2612,8 @@ pp_start(xd_module_ctx_t *ctx)
         rc = xd_module_hook(ctx, XD_HOOK_ACCOUNT_EXPORT, XD_HOOK_PRIO_DEFAULT, pp_pie_export, NULL);
     if (rc == 0)
         rc = xd_module_hook(ctx, XD_HOOK_ACCOUNT_IMPORT, XD_HOOK_PRIO_DEFAULT, pp_pie_import, NULL);
+    if (rc == 0)
+        rc = xd_module_command(ctx, &pp_stats);
     if (rc != 0)
         return xd_module_fail(ctx, rc, "cannot register: %s", xd_strerror(rc));
     return 0;

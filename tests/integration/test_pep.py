@@ -991,30 +991,69 @@ def test_roster_change_takes_effect_on_next_publish(server_factory):
     assert "T6" in take(b, event_rx(TUNE))
 
 
+def pep_stats(srv, host="localhost"):
+    """xmppctl pep_stats HOST as a dict of counters."""
+    r = srv.ctl_run("pep_stats", host)
+    assert r.returncode == 0, r.stdout + r.stderr
+    return {k: int(v) for k, v in (ln.split() for ln in r.stdout.split("\n") if ln.strip())}
+
+
 def test_roster_cache_bound(server_factory):
-    """roster_cache_size 1: two publishers evict each other's roster, and
-    every publish still reaches exactly the contacts of the moment."""
-    srv = server_factory(extra_yaml=MODULES + "    roster_cache_size: 1\n", workers=1)
-    users(srv, "alice", "bob", "carol", "dave")
-    a, ajid = session(srv, "alice", "r")
-    d, djid = session(srv, "dave", "r")
-    for o, ojid in ((a, ajid), (d, djid)):
-        w, wjid = session(srv, "bob", "setup")
-        subscribe(w, wjid, o, ojid)
-        w.close()
-    b, bjid = session(srv, "bob", "b", features=[TUNE + "+notify"])
-    for i in range(3):
-        assert "type='result'" in publish(a, f"pa{i}", TUNE, tune(f"A{i}"))
-        assert f"A{i}" in take(b, event_rx(TUNE))
-        assert "type='result'" in publish(d, f"pd{i}", TUNE, tune(f"D{i}"))
-        assert f"D{i}" in take(b, event_rx(TUNE))
-    r = take_iq(d, "rm", "<query xmlns='jabber:iq:roster'><item jid='bob@localhost' "
-                         "subscription='remove'/></query>")
-    assert "type='result'" in r, r
-    assert "type='result'" in publish(a, "pa9", TUNE, tune("A9"))
-    assert "A9" in take(b, event_rx(TUNE))
-    assert "type='result'" in publish(d, "pd9", TUNE, tune("D9"))
-    assert_nothing_before(b, "pubsub#event", barrier=pep_marker(d, bjid))
+    """roster_cache_size 2 and three publishers, each with a contact of its
+    own: pep_stats shows the entries staying at 2 while each roster read
+    past the bound evicts one, a publisher whose roster is there read from
+    memory (a hit), and an evicted publisher's next publish read from the
+    database again and reaching its own contact, and no other."""
+    srv = server_factory(extra_yaml=MODULES + "    roster_cache_size: 2\n", workers=1)
+    pairs = (("alice", "bob"), ("carol", "dave"), ("erin", "frank"))
+    users(srv, *[u for p in pairs for u in p])
+    owners, contacts = {}, {}
+    for o, w in pairs:
+        owners[o] = session(srv, o, "r")
+        wc, wjid = session(srv, w, "setup")
+        subscribe(wc, wjid, *owners[o])
+        wc.close()
+    for i, (o, w) in enumerate(pairs):  # the first session answers the caps query
+        contacts[o] = session(srv, w, "n", features=[TUNE + "+notify"], answer=i == 0)
+    assert pep_stats(srv)["roster_cache_entries"] == 0
+    n = 0
+
+    def pub(o):
+        """A publish by o, its event at o's contact (the barrier: the roster
+        was looked up before the event went); the counters after it."""
+        nonlocal n
+        n += 1
+        assert "type='result'" in publish(owners[o][0], f"p{n}", TUNE, tune(f"{o}{n}"))
+        ev = take(contacts[o][0], event_rx(TUNE))
+        assert f"{o}{n}<" in ev and f"from='{o}@localhost'" in ev, ev
+        return pep_stats(srv)
+
+    st = pub("alice")
+    assert (st["roster_cache_entries"], st["roster_cache_loads"]) == (1, 1), st
+    st = pub("alice")
+    assert (st["roster_cache_hits"], st["roster_cache_loads"]) == (1, 1), st
+    st = pub("carol")
+    assert (st["roster_cache_entries"], st["roster_cache_loads"]) == (2, 2), st
+    assert st["roster_cache_evictions"] == 0, st
+    st = pub("erin")
+    assert (st["roster_cache_entries"], st["roster_cache_loads"]) == (2, 3), st
+    assert st["roster_cache_evictions"] == 1, st
+    # alice or carol went: of their next publishes, the evicted one's is
+    # read from the database (and evicts another), every one at the bound.
+    reread = 0
+    for o in ("alice", "carol", "erin", "alice", "carol", "erin"):
+        before = st
+        st = pub(o)
+        assert st["roster_cache_entries"] == 2, st
+        loaded = st["roster_cache_loads"] - before["roster_cache_loads"]
+        assert loaded + st["roster_cache_hits"] - before["roster_cache_hits"] == 1, (before, st)
+        assert st["roster_cache_evictions"] - before["roster_cache_evictions"] == loaded, st
+        reread += loaded
+    assert reread >= 2, st
+    # Nobody got another publisher's events.
+    for o, _ in pairs:
+        c, cjid = contacts[o]
+        assert_nothing_before(c, "pubsub#event", barrier=pep_marker(owners[o][0], cjid))
 
 
 def test_overlapping_publishes_keep_order(server_factory):
