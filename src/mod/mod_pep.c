@@ -254,11 +254,8 @@ typedef struct pp_state {
 typedef struct pp_roster {
     _Atomic unsigned refs;
     uint64_t loaded_ms;  /* read again after PP_ROSTER_TTL_MS */
-    size_t n, cap;
-    char **jids;         /* bare JIDs of the items in the roster */
-    xd_jid_t **pj;       /* the same parsed (NULL: not a JID) */
-    char **groups;       /* their groups, one per line */
-    unsigned char *sub;  /* XD_ROSTER_SUB_* */
+    pse_contacts_t c;    /* the items in the roster, whatever their subscription */
+    xd_jid_t **pj;       /* c.jids parsed (NULL: not a JID) */
 } pp_roster_t;
 
 /* A change that bypasses ROSTER_CHANGED (an import) shows after this. */
@@ -582,16 +579,11 @@ pp_roster_unref(pp_roster_t *r)
 {
     if (!r || atomic_fetch_sub(&r->refs, 1) != 1)
         return;
-    for (size_t i = 0; i < r->n; i++) {
-        xd_free(r->jids[i]);
-        xd_free(r->groups[i]);
+    for (size_t i = 0; i < r->c.n; i++)
         if (r->pj[i])
             xd_jid_unref(r->pj[i]);
-    }
-    xd_free(r->jids);
     xd_free(r->pj);
-    xd_free(r->groups);
-    xd_free(r->sub);
+    pse_contacts_free(&r->c);
     xd_free(r);
 }
 
@@ -599,28 +591,6 @@ static void
 pp_roster_unref_v(void *v)
 {
     pp_roster_unref(v);
-}
-
-static int
-pp_roster_item(void *arg, const xd_roster_view_t *item)
-{
-    pp_roster_t *r = arg;
-    if (!item->in_roster)
-        return 0;
-    if (r->n == r->cap) {
-        r->cap = r->cap ? r->cap * 2 : 16;
-        r->jids = xd_realloc(r->jids, r->cap * sizeof *r->jids);
-        r->groups = xd_realloc(r->groups, r->cap * sizeof *r->groups);
-        r->sub = xd_realloc(r->sub, r->cap * sizeof *r->sub);
-        r->pj = xd_realloc(r->pj, r->cap * sizeof *r->pj);
-    }
-    r->groups[r->n] = pse_groups_nl(item);
-    r->sub[r->n] = (unsigned char)item->sub;
-    r->pj[r->n] = NULL;
-    if (xd_jid_parse(xd_str_c(item->jid), &r->pj[r->n]) != 0)
-        r->pj[r->n] = NULL;
-    r->jids[r->n++] = xd_strdup(item->jid);
-    return 0;
 }
 
 /* The roster of host/user (owner: its bare JID), from the cache or read
@@ -644,9 +614,7 @@ pp_roster_get(pp_state_t *s, const pp_conf_t *conf, const char *host, const char
     r = xd_new(pp_roster_t);
     atomic_init(&r->refs, 1);
     r->loaded_ms = now;
-    xd_hook_roster_get_t ev = { .host = host, .user = user, .fn = pp_roster_item, .arg = r };
-    xd_hook_run(XD_HOOK_ROSTER_GET, host, &ev);
-    int rc = ev.served ? ev.rc : XD_ENOTFOUND;
+    int rc = pse_roster(host, user, NULL, ~0u, &r->c);
     if (rc != 0) {
         if (rc != XD_ENOTFOUND)
             XD_LOG(NULL, XD_WARN, "pep: roster not read", "host=%s user=%s err=%s", host, user,
@@ -654,6 +622,10 @@ pp_roster_get(pp_state_t *s, const pp_conf_t *conf, const char *host, const char
         pp_roster_unref(r);
         return NULL;
     }
+    r->pj = r->c.n ? xd_calloc(r->c.n, sizeof *r->pj) : NULL;
+    for (size_t i = 0; i < r->c.n; i++)
+        if (xd_jid_parse(xd_str_c(r->c.jids[i]), &r->pj[i]) != 0)
+            r->pj[i] = NULL;
     pthread_mutex_lock(&s->mu);
     if (s->roster_epoch == epoch) {
         pp_roster_t *old = xd_map_get(&s->rosters, xd_str_c(owner));
@@ -775,16 +747,6 @@ pp_fan_account(pp_fan_t *fc, const char *bare, const xd_jid_t *pj, bool all)
     xd_jid_unref(j);
 }
 
-/* Whether roster item i may see a node with cfg (presence, open: from or
- * both; roster: in an allowed group). */
-static bool
-pp_roster_sees(const pp_roster_t *ro, size_t i, const pp_cfg_t *cfg)
-{
-    if (!strcmp(cfg->access, "roster"))
-        return pse_groups_match_nl(cfg, ro->groups[i]);
-    return (ro->sub[i] & XD_ROSTER_SUB_FROM) != 0;
-}
-
 /* Adds the remote sessions that told the owner their presence, are on its
  * roster ro with the right to see the node and want it. */
 static void
@@ -807,9 +769,9 @@ pp_fan_remote(pp_fan_t *fc, const char *owner, const pp_roster_t *ro, const pp_c
         const char *slash = strchr(copy.full[i], '/');
         size_t bl = slash ? (size_t)(slash - copy.full[i]) : strlen(copy.full[i]);
         bool listed = false;
-        for (size_t k = 0; ro && k < ro->n && !listed; k++)
-            listed = xd_str_eq_c((xd_str_t){ copy.full[i], bl }, ro->jids[k]) &&
-                     pp_roster_sees(ro, k, cfg);
+        for (size_t k = 0; ro && k < ro->c.n && !listed; k++)
+            listed = xd_str_eq_c((xd_str_t){ copy.full[i], bl }, ro->c.jids[k]) &&
+                     pse_contact_sees(&ro->c, k, cfg);
         if (listed && pp_fan_wants_ver(fc, NULL, copy.ver[i]))
             pp_fan_add(fc, copy.full[i], -1);
     }
@@ -849,7 +811,7 @@ pp_fanjob_run(pp_fanjob_t *j)
     if (j->own)
         pp_fan_account(&fc, j->owner, NULL, true);
     for (size_t k = 0; k < j->n; k++)
-        pp_fan_account(&fc, j->ro->jids[j->idx[k]], j->ro->pj[j->idx[k]], false);
+        pp_fan_account(&fc, j->ro->c.jids[j->idx[k]], j->ro->pj[j->idx[k]], false);
     size_t len = 0;
     xd_stanza_bytes(j->st, &len);
     xd_fanout_send(fc.f);
@@ -930,12 +892,12 @@ pp_notify(pp_req_t *r, const char *node, const pp_cfg_t *cfg, xd_el_t *event)
             j->tolen = rtolen;
         }
     }
-    for (size_t i = 0; ro && i < ro->n; i++) {
-        if (!pp_roster_sees(ro, i, cfg) || !strcmp(ro->jids[i], r->owner))
+    for (size_t i = 0; ro && i < ro->c.n; i++) {
+        if (!pse_contact_sees(&ro->c, i, cfg) || !strcmp(ro->c.jids[i], r->owner))
             continue;
-        pp_fanjob_t *j = jobs[xd_owner_workers() ? xd_owner_of(ro->jids[i]) % nw : 0];
+        pp_fanjob_t *j = jobs[xd_owner_workers() ? xd_owner_of(ro->c.jids[i]) % nw : 0];
         if (!j->idx)
-            j->idx = xd_calloc(ro->n, sizeof *j->idx);
+            j->idx = xd_calloc(ro->c.n, sizeof *j->idx);
         j->idx[j->n++] = i;
     }
     for (unsigned w = 0; w < nw; w++) {
@@ -1717,6 +1679,7 @@ pp_last_of(xd_module_ctx_t *ctx, xd_db_conn_t *c, pp_last_t *l, const char *ohos
     }
     char owner[2 * XD_JID_PART_MAX + 2];
     snprintf(owner, sizeof owner, "%s@%s", user, ohost);
+    pse_reader_t rd = { .host = ohost, .user = user, .who = l->who }; /* read once */
     size_t bytes = 0;
     for (size_t i = 0; i < ns.n; i++) {
         if (!strcmp(ns.cfgs[i].send_last, "never"))
@@ -1725,13 +1688,13 @@ pp_last_of(xd_module_ctx_t *ctx, xd_db_conn_t *c, pp_last_t *l, const char *ohos
             continue;
         if (!self && !strcmp(ns.cfgs[i].access, "roster")) {
             if (pp_groups_load(c, ohost, user, ns.names[i], &ns.cfgs[i]) != 0 ||
-                !pse_roster_allows(ohost, user, l->who, &ns.cfgs[i]))
+                !pse_reader_allows(&rd, &ns.cfgs[i]))
                 continue;
         }
         /* A remote session's presence reached the account, which says
          * nothing of the subscription the presence model asks for. */
         if (!self && l->owner_user[0] && !strcmp(ns.cfgs[i].access, "presence") &&
-            !pse_roster_allows(ohost, user, l->who, &ns.cfgs[i]))
+            !pse_reader_allows(&rd, &ns.cfgs[i]))
             continue;
         size_t fl = strlen(ns.names[i]) + 8;
         char *f = xd_malloc(fl);
@@ -1757,6 +1720,7 @@ pp_last_of(xd_module_ctx_t *ctx, xd_db_conn_t *c, pp_last_t *l, const char *ohos
         }
         xd_el_free(ev);
     }
+    pse_reader_free(&rd);
     pp_nodes_free(&ns);
     return bytes;
 }
@@ -2259,45 +2223,45 @@ pp_disco_items(xd_module_ctx_t *ctx, xd_hook_disco_t *ev, void *arg)
     xd_db_t *db = xd_module_db(ctx);
     if (ev->node || !ev->from || !db)
         return XD_HOOK_OK;
-    pp_req_t r = { .ctx = ctx, .from = (xd_jid_t *)ev->from,
-                   .is_owner = xd_jid_eq_bare(ev->from, ev->to) };
-    snprintf(r.host, sizeof r.host, "%s", ev->host);
+    bool is_owner = xd_jid_eq_bare(ev->from, ev->to);
+    char user[XD_JID_PART_MAX + 1], owner[2 * XD_JID_PART_MAX + 2];
     xd_str_t l = xd_jid_local(ev->to);
-    snprintf(r.user, sizeof r.user, "%.*s", (int)l.len, l.p);
-    snprintf(r.owner, sizeof r.owner, "%s@%s", r.user, r.host);
+    snprintf(user, sizeof user, "%.*s", (int)l.len, l.p);
+    snprintf(owner, sizeof owner, "%s@%s", user, ev->host);
     pp_nodes_t ns = { 0 };
     xd_db_conn_t *c = NULL;
     int rc = xd_db_acquire(db, &c);
     if (rc == 0) {
-        xd_db_val_t key[] = { XD_DB_V_CSTR(r.host), XD_DB_V_CSTR(r.user) };
+        xd_db_val_t key[] = { XD_DB_V_CSTR(ev->host), XD_DB_V_CSTR(user) };
         rc = xd_db_query(c,
                          "SELECT node, access_model, send_last FROM pep_node"
                          " WHERE host = ? AND username = ? ORDER BY node",
                          key, 2, pp_nodes_row, &ns);
         xd_db_release(c);
     }
-    int presence_ok = -1; /* the roster is read once, when needed */
+    xd_str_t fb = xd_jid_bare_str(ev->from);
+    char bare[2 * XD_JID_PART_MAX + 2];
+    snprintf(bare, sizeof bare, "%.*s", (int)fb.len, fb.p);
+    pse_reader_t rd = { .host = ev->host, .user = user, .who = bare }; /* read once */
     for (size_t i = 0; rc == 0 && i < ns.n; i++) {
-        bool ok = r.is_owner || !strcmp(ns.cfgs[i].access, "open");
-        if (!ok && !strcmp(ns.cfgs[i].access, "presence")) {
-            if (presence_ok < 0)
-                presence_ok = pp_may_read(&r, &ns.cfgs[i]);
-            ok = presence_ok;
-        }
+        bool ok = is_owner || !strcmp(ns.cfgs[i].access, "open");
+        if (!ok && !strcmp(ns.cfgs[i].access, "presence"))
+            ok = pse_reader_allows(&rd, &ns.cfgs[i]);
         if (!ok && !strcmp(ns.cfgs[i].access, "roster") && xd_db_acquire(db, &c) == 0) {
-            int grc = pp_groups_load(c, r.host, r.user, ns.names[i], &ns.cfgs[i]);
+            int grc = pp_groups_load(c, ev->host, user, ns.names[i], &ns.cfgs[i]);
             xd_db_release(c);
-            ok = grc == 0 && pp_may_read(&r, &ns.cfgs[i]);
+            ok = grc == 0 && pse_reader_allows(&rd, &ns.cfgs[i]);
         }
         if (!ok)
             continue;
         xd_el_t *it = xd_el_add_child(ev->query, "item", NULL);
-        xd_el_set_attr(it, "jid", r.owner);
+        xd_el_set_attr(it, "jid", owner);
         xd_el_set_attr(it, "node", ns.names[i]);
     }
     if (rc != 0)
-        XD_LOG(NULL, XD_WARN, "pep: nodes not listed", "host=%s user=%s err=%s", r.host, r.user,
+        XD_LOG(NULL, XD_WARN, "pep: nodes not listed", "host=%s user=%s err=%s", ev->host, user,
                xd_strerror(rc));
+    pse_reader_free(&rd);
     pp_nodes_free(&ns);
     return XD_HOOK_OK;
 }
