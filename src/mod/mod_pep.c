@@ -247,7 +247,17 @@ typedef struct pp_state {
     xd_map_t rosters;    /* owner bare JID → pp_roster_t: the roster cache */
     uint64_t roster_epoch; /* bumped by every invalidation (a load that saw another is not kept) */
     uint64_t roster_hits, roster_loads, roster_evictions; /* pep_stats */
+    _Atomic uint64_t next_due; /* monotonic ms of the first caps query or remote session the
+                                * TICK sweep may forget (UINT64_MAX: none); earlier is harmless */
 } pp_state_t;
+
+/* Something in s may be forgotten at `due` (s->mu held). */
+static void
+pp_due(pp_state_t *s, uint64_t due)
+{
+    if (due < atomic_load(&s->next_due))
+        atomic_store(&s->next_due, due);
+}
 
 /* An account's roster as a publish needs it (the cache's entries; shared,
  * read only, freed with its last reference). */
@@ -1835,6 +1845,7 @@ pp_caps_note(pp_state_t *s, const char *ver, const char *full, const char *owner
     q->full = xd_strdup(full);
     q->owner = owner ? xd_strdup(owner) : NULL;
     q->deadline = pp_now_ms() + PP_CAPS_TIMEOUT_MS;
+    pp_due(s, q->deadline);
     xd_map_put(&s->asking, xd_str_c(id), q);
     xd_map_put(&s->asked_ver, xd_str_c(ver), (void *)1);
 }
@@ -1970,6 +1981,7 @@ pp_remote_presence(xd_module_ctx_t *ctx, const char *host, const xd_stanza_t *st
         at = rl->n++;
     }
     rl->seen[at] = now;
+    pp_due(s, now + conf->remote_resource_ttl);
     bool changed = strcmp(rl->ver[at], ver) != 0;
     if (changed) {
         xd_free(rl->ver[at]);
@@ -2124,50 +2136,54 @@ pp_filter(xd_module_ctx_t *ctx, xd_hook_filter_t *ev, void *arg)
 }
 
 typedef struct pp_sweep {
-    uint64_t now;
-    char **keys;
+    uint64_t now, ttl;
+    uint64_t next; /* the first deadline of what stays */
+    char **keys;   /* entries to drop */
     size_t n, cap;
 } pp_sweep_t;
 
-static int
-pp_sweep_one(void *arg, const char *key, void *val)
+static void
+pp_sweep_key(pp_sweep_t *w, const char *key)
 {
-    pp_sweep_t *w = arg;
-    if (w->now < ((pp_caps_query_t *)val)->deadline)
-        return 0;
     if (w->n == w->cap) {
         w->cap = w->cap ? w->cap * 2 : 16;
         w->keys = xd_realloc(w->keys, w->cap * sizeof *w->keys);
     }
     w->keys[w->n++] = xd_strdup(key);
+}
+
+/* A caps query past its deadline is dropped. */
+static int
+pp_sweep_query(void *arg, const char *key, void *val)
+{
+    pp_sweep_t *w = arg;
+    uint64_t deadline = ((pp_caps_query_t *)val)->deadline;
+    if (w->now >= deadline)
+        pp_sweep_key(w, key);
+    else if (deadline < w->next)
+        w->next = deadline;
     return 0;
 }
 
-typedef struct pp_expire {
-    uint64_t now, ttl;
-    char **empty;
-    size_t n, cap;
-} pp_expire_t;
-
+/* An account's remote sessions older than ttl go; the account's entry
+ * with its last one. */
 static int
-pp_expire_one(void *arg, const char *key, void *val)
+pp_sweep_remote(void *arg, const char *key, void *val)
 {
-    pp_expire_t *w = arg;
+    pp_sweep_t *w = arg;
     pp_remote_t *rl = val;
     pp_remote_expire(rl, w->now, w->ttl);
-    if (rl->n)
-        return 0;
-    if (w->n == w->cap) {
-        w->cap = w->cap ? w->cap * 2 : 16;
-        w->empty = xd_realloc(w->empty, w->cap * sizeof *w->empty);
-    }
-    w->empty[w->n++] = xd_strdup(key);
+    if (!rl->n)
+        pp_sweep_key(w, key);
+    for (size_t i = 0; i < rl->n; i++)
+        if (rl->seen[i] + w->ttl < w->next)
+            w->next = rl->seen[i] + w->ttl;
     return 0;
 }
 
 /* TICK: caps queries nobody answered in time are forgotten, so that the
  * next session showing that ver is asked again; remote sessions not heard
- * of for remote_resource_ttl too. */
+ * of for remote_resource_ttl too.  Only when one may be due (next_due). */
 static int
 pp_tick(xd_module_ctx_t *ctx, xd_hook_tick_t *ev, void *arg)
 {
@@ -2175,9 +2191,12 @@ pp_tick(xd_module_ctx_t *ctx, xd_hook_tick_t *ev, void *arg)
     if (ev->worker != 0)
         return XD_HOOK_OK;
     pp_state_t *s = xd_module_state(ctx);
-    pp_sweep_t w = { .now = pp_now_ms() };
+    const pp_conf_t *conf = xd_module_opts(ctx);
+    pp_sweep_t w = { .now = pp_now_ms(), .ttl = conf->remote_resource_ttl, .next = UINT64_MAX };
+    if (w.now < atomic_load(&s->next_due))
+        return XD_HOOK_OK;
     pthread_mutex_lock(&s->mu);
-    xd_map_foreach(&s->asking, pp_sweep_one, &w);
+    xd_map_foreach(&s->asking, pp_sweep_query, &w);
     for (size_t i = 0; i < w.n; i++) {
         pp_caps_query_t *q = xd_map_del(&s->asking, xd_str_c(w.keys[i]));
         if (q)
@@ -2185,15 +2204,14 @@ pp_tick(xd_module_ctx_t *ctx, xd_hook_tick_t *ev, void *arg)
         pp_query_free(q);
         xd_free(w.keys[i]);
     }
-    const pp_conf_t *conf = xd_module_opts(ctx);
-    pp_expire_t e = { .now = w.now, .ttl = conf->remote_resource_ttl };
-    xd_map_foreach(&s->remote, pp_expire_one, &e);
-    for (size_t i = 0; i < e.n; i++) {
-        pp_remote_free(xd_map_del(&s->remote, xd_str_c(e.empty[i])));
-        xd_free(e.empty[i]);
+    w.n = 0;
+    xd_map_foreach(&s->remote, pp_sweep_remote, &w);
+    for (size_t i = 0; i < w.n; i++) {
+        pp_remote_free(xd_map_del(&s->remote, xd_str_c(w.keys[i])));
+        xd_free(w.keys[i]);
     }
+    atomic_store(&s->next_due, w.next);
     pthread_mutex_unlock(&s->mu);
-    xd_free(e.empty);
     xd_free(w.keys);
     return XD_HOOK_OK;
 }
@@ -2548,6 +2566,7 @@ pp_start(xd_module_ctx_t *ctx)
         return xd_module_fail(ctx, XD_ECLOSED, "no database");
     pp_state_t *s = xd_new(pp_state_t);
     pthread_mutex_init(&s->mu, NULL);
+    atomic_init(&s->next_due, UINT64_MAX);
     xd_module_set_state(ctx, s);
     int rc = xd_module_iq(ctx, XD_IQ_USER, XD_NS_PUBSUB, XD_IQ_INLINE, pp_iq, (void *)0);
     if (rc == 0)
