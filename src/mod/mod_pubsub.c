@@ -626,6 +626,14 @@ ps_presence_shows(ps_op_t *o, const char *jid)
     return bits;
 }
 
+/* Whether a subscription of jid with opt takes a delivery now: delivery
+ * on, and its pubsub#show-values, if any, matching jid's presence. */
+static bool
+ps_sub_takes(ps_op_t *o, const char *jid, const ps_subopt_t *opt)
+{
+    return opt->deliver && (!opt->shows || (ps_presence_shows(o, jid) & opt->shows));
+}
+
 /* The event to every subscriber JID that has a subscription taking
  * deliveries (subscribed, pubsub#deliver on, and its pubsub#show-values,
  * if any, matching the JID's presence now): one message per JID (XEP-0060
@@ -1472,8 +1480,7 @@ ps_subscribe(ps_op_t *o, const xd_el_t *pubsub, const xd_el_t *op)
         ps_subopts_form(xd_el_add_child(ps, "options", NULL), "result", &opt);
     xd_stanza_t *reply = xd_el_freeze(res);
     if (fresh && !strcmp(newstate, "subscribed") && strcmp(n.cfg.send_last, "never") != 0 &&
-        opt.deliver && n.cfg.persist &&
-        (!opt.shows || (ps_presence_shows(o, jid) & opt.shows)))
+        n.cfg.persist && ps_sub_takes(o, jid, &opt))
         ps_send_last(o, node, &n.cfg, jid, subid);
     return reply;
 }
@@ -1855,7 +1862,8 @@ ps_authorization(ps_op_t *o, const xd_el_t *x)
     ps_sub_el(ev, node, jid, sub.subid, yes ? "subscribed" : "none");
     ps_send(o, jid, NULL, ev);
     xd_el_free(ev);
-    if (yes && strcmp(n.cfg.send_last, "never") != 0 && n.cfg.persist && sub.opt.deliver)
+    if (yes && strcmp(n.cfg.send_last, "never") != 0 && n.cfg.persist &&
+        ps_sub_takes(o, jid, &sub.opt))
         ps_send_last(o, node, &n.cfg, jid, sub.subid);
 }
 
@@ -2332,6 +2340,7 @@ typedef struct ps_avail {
     const char *svc;
     char bare[2 * XD_JID_PART_MAX + 2];
     char full[3 * XD_JID_PART_MAX + 3];
+    unsigned show;       /* the session's show (a bit of ps_show_names) */
     xd_input_ref_t in;
 } ps_avail_t;
 
@@ -2339,13 +2348,18 @@ typedef struct ps_subnodes {
     char **nodes;
     pse_cfg_t *cfgs;
     size_t n, cap;
+    unsigned show;       /* rows whose pubsub#show-values miss it are skipped */
 } ps_subnodes_t;
 
+/* Columns node, config, shows. */
 static int
 ps_subnode_row(void *arg, const xd_db_val_t *cols, size_t ncols)
 {
     ps_subnodes_t *sn = arg;
-    if (ncols < 2)
+    if (ncols < 3)
+        return 0;
+    unsigned shows = (unsigned)cols[2].i & PS_SHOW_ALL;
+    if (shows && !(shows & sn->show))
         return 0;
     if (sn->n == sn->cap) {
         sn->cap = sn->cap ? sn->cap * 2 : 8;
@@ -2360,7 +2374,8 @@ ps_subnode_row(void *arg, const xd_db_val_t *cols, size_t ncols)
 }
 
 /* The last item of every node the session (or its bare JID) is subscribed
- * to with delivery on and send_last_published_item on_sub_and_presence. */
+ * to with delivery on, its pubsub#show-values (if any) naming the session's
+ * show, and send_last_published_item on_sub_and_presence. */
 static void
 ps_avail_work(xd_module_ctx_t *ctx, void *arg)
 {
@@ -2369,11 +2384,11 @@ ps_avail_work(xd_module_ctx_t *ctx, void *arg)
     xd_db_conn_t *c = NULL;
     if (xd_db_acquire(xd_module_db(ctx), &c) != 0)
         return;
-    ps_subnodes_t sn = { 0 };
+    ps_subnodes_t sn = { .show = a->show };
     xd_db_val_t k[] = { XD_DB_V_CSTR(a->svc), XD_DB_V_CSTR(a->svc), XD_DB_V_CSTR(a->bare),
                         XD_DB_V_CSTR(a->full) };
     int rc = xd_db_query(c,
-                         "SELECT n.node, n.config FROM pubsub_node n, pubsub_sub s"
+                         "SELECT n.node, n.config, s.shows FROM pubsub_node n, pubsub_sub s"
                          " WHERE n.host = ? AND s.host = ? AND s.node = n.node"
                          " AND (s.jid = ? OR s.jid = ?) AND s.state = 'subscribed'"
                          " AND s.deliver = 1 ORDER BY n.node",
@@ -2421,6 +2436,7 @@ ps_available(xd_module_ctx_t *ctx, xd_hook_presence_t *ev, void *arg)
     xd_str_t b = xd_jid_bare_str(ev->jid);
     snprintf(a->bare, sizeof a->bare, "%.*s", (int)b.len, b.p);
     snprintf(a->full, sizeof a->full, "%s", xd_jid_full_str(ev->jid).p);
+    a->show = ps_show_bit(ev->presence);
     a->in = xd_input_current();
     if (xd_module_submit(ctx, ps_avail_work, ps_avail_done, a) != 0)
         xd_free(a);
