@@ -266,16 +266,8 @@ ps_send_shim(ps_op_t *o, const char *to, const char *type, const xd_el_t *ev,
 {
     size_t len = 0;
     char *xml = xd_el_serialize(ev, NULL, &len);
-    xd_el_t *e = NULL;
-    if (xd_el_parse(xml, len, &e) == 0) {
-        xd_el_t *m = xd_el_new("message", NULL);
-        xd_el_set_attr(m, "from", o->svc);
-        xd_el_set_attr(m, "to", to);
-        xd_el_set_attr(m, "type", type ? type : "headline");
-        char id[21];
-        if (mod_random_id(id) == 0)
-            xd_el_set_attr(m, "id", id);
-        xd_el_append(m, e);
+    xd_el_t *m = pse_event_message(o->svc, to, type, xml, len);
+    if (m) {
         if (nsubids) {
             xd_el_t *h = xd_el_add_child(m, "headers", PS_NS_SHIM);
             for (size_t i = 0; i < nsubids; i++) {

@@ -448,12 +448,13 @@ pse_event(const char *node, xd_el_t **items_out)
     return ev;
 }
 
-size_t
-pse_send_event(const char *from, const char *to, const char *type, const char *xml, size_t len)
+xd_el_t *
+pse_event_message(const char *from, const char *to, const char *type, const char *xml,
+                  size_t len)
 {
     xd_el_t *ev = NULL;
     if (xd_el_parse(xml, len, &ev) != 0)
-        return 0;
+        return NULL;
     xd_el_t *m = xd_el_new("message", NULL);
     xd_el_set_attr(m, "from", from);
     xd_el_set_attr(m, "to", to);
@@ -462,6 +463,15 @@ pse_send_event(const char *from, const char *to, const char *type, const char *x
     if (mod_random_id(id) == 0)
         xd_el_set_attr(m, "id", id);
     xd_el_append(m, ev);
+    return m;
+}
+
+size_t
+pse_send_event(const char *from, const char *to, const char *type, const char *xml, size_t len)
+{
+    xd_el_t *m = pse_event_message(from, to, type, xml, len);
+    if (!m)
+        return 0;
     xd_stanza_t *st = xd_el_freeze(m);
     size_t n = 0;
     xd_stanza_bytes(st, &n);

@@ -132,8 +132,13 @@ xd_stanza_t *pse_err(const xd_stanza_t *iq, xd_cond cond, const char *app, const
 /* <event xmlns=pubsub#event><items node=…/></event>; *items_out is the <items/>. */
 xd_el_t *pse_event(const char *node, xd_el_t **items_out);
 
-/* Sends the serialized <event/> as a message from `from` to `to` of type
- * `type` (headline when NULL); returns its bytes.  Any thread. */
+/* The message carrying the serialized <event/> from `from` to `to`, of
+ * type `type` (headline when NULL), with a random id; NULL when xml does
+ * not parse.  Any thread. */
+xd_el_t *pse_event_message(const char *from, const char *to, const char *type, const char *xml,
+                           size_t len);
+
+/* Sends pse_event_message(…); returns its bytes (0: not sent).  Any thread. */
 size_t pse_send_event(const char *from, const char *to, const char *type, const char *xml,
                       size_t len);
 
