@@ -246,18 +246,26 @@ typedef struct pp_state {
     uint64_t seq;        /* ids */
     xd_map_t rosters;    /* owner bare JID → pp_roster_t: the roster cache */
     uint64_t roster_epoch; /* bumped by every invalidation (a load that saw another is not kept) */
+    uint64_t roster_hits, roster_loads, roster_evictions; /* pep_stats */
+    _Atomic uint64_t next_due; /* monotonic ms of the first caps query or remote session the
+                                * TICK sweep may forget (UINT64_MAX: none); earlier is harmless */
 } pp_state_t;
+
+/* Something in s may be forgotten at `due` (s->mu held). */
+static void
+pp_due(pp_state_t *s, uint64_t due)
+{
+    if (due < atomic_load(&s->next_due))
+        atomic_store(&s->next_due, due);
+}
 
 /* An account's roster as a publish needs it (the cache's entries; shared,
  * read only, freed with its last reference). */
 typedef struct pp_roster {
     _Atomic unsigned refs;
     uint64_t loaded_ms;  /* read again after PP_ROSTER_TTL_MS */
-    size_t n, cap;
-    char **jids;         /* bare JIDs of the items in the roster */
-    xd_jid_t **pj;       /* the same parsed (NULL: not a JID) */
-    char **groups;       /* their groups, one per line */
-    unsigned char *sub;  /* XD_ROSTER_SUB_* */
+    pse_contacts_t c;    /* the items in the roster, whatever their subscription */
+    xd_jid_t **pj;       /* c.jids parsed (NULL: not a JID) */
 } pp_roster_t;
 
 /* A change that bypasses ROSTER_CHANGED (an import) shows after this. */
@@ -581,16 +589,11 @@ pp_roster_unref(pp_roster_t *r)
 {
     if (!r || atomic_fetch_sub(&r->refs, 1) != 1)
         return;
-    for (size_t i = 0; i < r->n; i++) {
-        xd_free(r->jids[i]);
-        xd_free(r->groups[i]);
+    for (size_t i = 0; i < r->c.n; i++)
         if (r->pj[i])
             xd_jid_unref(r->pj[i]);
-    }
-    xd_free(r->jids);
     xd_free(r->pj);
-    xd_free(r->groups);
-    xd_free(r->sub);
+    pse_contacts_free(&r->c);
     xd_free(r);
 }
 
@@ -598,28 +601,6 @@ static void
 pp_roster_unref_v(void *v)
 {
     pp_roster_unref(v);
-}
-
-static int
-pp_roster_item(void *arg, const xd_roster_view_t *item)
-{
-    pp_roster_t *r = arg;
-    if (!item->in_roster)
-        return 0;
-    if (r->n == r->cap) {
-        r->cap = r->cap ? r->cap * 2 : 16;
-        r->jids = xd_realloc(r->jids, r->cap * sizeof *r->jids);
-        r->groups = xd_realloc(r->groups, r->cap * sizeof *r->groups);
-        r->sub = xd_realloc(r->sub, r->cap * sizeof *r->sub);
-        r->pj = xd_realloc(r->pj, r->cap * sizeof *r->pj);
-    }
-    r->groups[r->n] = pse_groups_nl(item);
-    r->sub[r->n] = (unsigned char)item->sub;
-    r->pj[r->n] = NULL;
-    if (xd_jid_parse(xd_str_c(item->jid), &r->pj[r->n]) != 0)
-        r->pj[r->n] = NULL;
-    r->jids[r->n++] = xd_strdup(item->jid);
-    return 0;
 }
 
 /* The roster of host/user (owner: its bare JID), from the cache or read
@@ -633,17 +614,17 @@ pp_roster_get(pp_state_t *s, const pp_conf_t *conf, const char *host, const char
     pp_roster_t *r = xd_map_get(&s->rosters, xd_str_c(owner));
     if (r && now - r->loaded_ms < PP_ROSTER_TTL_MS) {
         atomic_fetch_add(&r->refs, 1);
+        s->roster_hits++;
         pthread_mutex_unlock(&s->mu);
         return r;
     }
     uint64_t epoch = s->roster_epoch;
+    s->roster_loads++;
     pthread_mutex_unlock(&s->mu);
     r = xd_new(pp_roster_t);
     atomic_init(&r->refs, 1);
     r->loaded_ms = now;
-    xd_hook_roster_get_t ev = { .host = host, .user = user, .fn = pp_roster_item, .arg = r };
-    xd_hook_run(XD_HOOK_ROSTER_GET, host, &ev);
-    int rc = ev.served ? ev.rc : XD_ENOTFOUND;
+    int rc = pse_roster(host, user, NULL, ~0u, &r->c);
     if (rc != 0) {
         if (rc != XD_ENOTFOUND)
             XD_LOG(NULL, XD_WARN, "pep: roster not read", "host=%s user=%s err=%s", host, user,
@@ -651,14 +632,20 @@ pp_roster_get(pp_state_t *s, const pp_conf_t *conf, const char *host, const char
         pp_roster_unref(r);
         return NULL;
     }
+    r->pj = r->c.n ? xd_calloc(r->c.n, sizeof *r->pj) : NULL;
+    for (size_t i = 0; i < r->c.n; i++)
+        if (xd_jid_parse(xd_str_c(r->c.jids[i]), &r->pj[i]) != 0)
+            r->pj[i] = NULL;
     pthread_mutex_lock(&s->mu);
     if (s->roster_epoch == epoch) {
         pp_roster_t *old = xd_map_get(&s->rosters, xd_str_c(owner));
         if (!old && xd_map_count(&s->rosters) >= (size_t)conf->roster_cache_size) {
             char *victim = NULL;
             xd_map_foreach(&s->rosters, pp_first_key, &victim);
-            if (victim)
+            if (victim) {
                 pp_roster_unref(xd_map_del(&s->rosters, xd_str_c(victim)));
+                s->roster_evictions++;
+            }
             xd_free(victim);
         }
         atomic_fetch_add(&r->refs, 1);
@@ -770,16 +757,6 @@ pp_fan_account(pp_fan_t *fc, const char *bare, const xd_jid_t *pj, bool all)
     xd_jid_unref(j);
 }
 
-/* Whether roster item i may see a node with cfg (presence, open: from or
- * both; roster: in an allowed group). */
-static bool
-pp_roster_sees(const pp_roster_t *ro, size_t i, const pp_cfg_t *cfg)
-{
-    if (!strcmp(cfg->access, "roster"))
-        return pse_groups_match_nl(cfg, ro->groups[i]);
-    return (ro->sub[i] & XD_ROSTER_SUB_FROM) != 0;
-}
-
 /* Adds the remote sessions that told the owner their presence, are on its
  * roster ro with the right to see the node and want it. */
 static void
@@ -802,9 +779,9 @@ pp_fan_remote(pp_fan_t *fc, const char *owner, const pp_roster_t *ro, const pp_c
         const char *slash = strchr(copy.full[i], '/');
         size_t bl = slash ? (size_t)(slash - copy.full[i]) : strlen(copy.full[i]);
         bool listed = false;
-        for (size_t k = 0; ro && k < ro->n && !listed; k++)
-            listed = xd_str_eq_c((xd_str_t){ copy.full[i], bl }, ro->jids[k]) &&
-                     pp_roster_sees(ro, k, cfg);
+        for (size_t k = 0; ro && k < ro->c.n && !listed; k++)
+            listed = xd_str_eq_c((xd_str_t){ copy.full[i], bl }, ro->c.jids[k]) &&
+                     pse_contact_sees(&ro->c, k, cfg);
         if (listed && pp_fan_wants_ver(fc, NULL, copy.ver[i]))
             pp_fan_add(fc, copy.full[i], -1);
     }
@@ -844,7 +821,7 @@ pp_fanjob_run(pp_fanjob_t *j)
     if (j->own)
         pp_fan_account(&fc, j->owner, NULL, true);
     for (size_t k = 0; k < j->n; k++)
-        pp_fan_account(&fc, j->ro->jids[j->idx[k]], j->ro->pj[j->idx[k]], false);
+        pp_fan_account(&fc, j->ro->c.jids[j->idx[k]], j->ro->pj[j->idx[k]], false);
     size_t len = 0;
     xd_stanza_bytes(j->st, &len);
     xd_fanout_send(fc.f);
@@ -925,12 +902,12 @@ pp_notify(pp_req_t *r, const char *node, const pp_cfg_t *cfg, xd_el_t *event)
             j->tolen = rtolen;
         }
     }
-    for (size_t i = 0; ro && i < ro->n; i++) {
-        if (!pp_roster_sees(ro, i, cfg) || !strcmp(ro->jids[i], r->owner))
+    for (size_t i = 0; ro && i < ro->c.n; i++) {
+        if (!pse_contact_sees(&ro->c, i, cfg) || !strcmp(ro->c.jids[i], r->owner))
             continue;
-        pp_fanjob_t *j = jobs[xd_owner_workers() ? xd_owner_of(ro->jids[i]) % nw : 0];
+        pp_fanjob_t *j = jobs[xd_owner_workers() ? xd_owner_of(ro->c.jids[i]) % nw : 0];
         if (!j->idx)
-            j->idx = xd_calloc(ro->n, sizeof *j->idx);
+            j->idx = xd_calloc(ro->c.n, sizeof *j->idx);
         j->idx[j->n++] = i;
     }
     for (unsigned w = 0; w < nw; w++) {
@@ -1712,6 +1689,7 @@ pp_last_of(xd_module_ctx_t *ctx, xd_db_conn_t *c, pp_last_t *l, const char *ohos
     }
     char owner[2 * XD_JID_PART_MAX + 2];
     snprintf(owner, sizeof owner, "%s@%s", user, ohost);
+    pse_reader_t rd = { .host = ohost, .user = user, .who = l->who }; /* read once */
     size_t bytes = 0;
     for (size_t i = 0; i < ns.n; i++) {
         if (!strcmp(ns.cfgs[i].send_last, "never"))
@@ -1720,13 +1698,13 @@ pp_last_of(xd_module_ctx_t *ctx, xd_db_conn_t *c, pp_last_t *l, const char *ohos
             continue;
         if (!self && !strcmp(ns.cfgs[i].access, "roster")) {
             if (pp_groups_load(c, ohost, user, ns.names[i], &ns.cfgs[i]) != 0 ||
-                !pse_roster_allows(ohost, user, l->who, &ns.cfgs[i]))
+                !pse_reader_allows(&rd, &ns.cfgs[i]))
                 continue;
         }
         /* A remote session's presence reached the account, which says
          * nothing of the subscription the presence model asks for. */
         if (!self && l->owner_user[0] && !strcmp(ns.cfgs[i].access, "presence") &&
-            !pse_roster_allows(ohost, user, l->who, &ns.cfgs[i]))
+            !pse_reader_allows(&rd, &ns.cfgs[i]))
             continue;
         size_t fl = strlen(ns.names[i]) + 8;
         char *f = xd_malloc(fl);
@@ -1752,6 +1730,7 @@ pp_last_of(xd_module_ctx_t *ctx, xd_db_conn_t *c, pp_last_t *l, const char *ohos
         }
         xd_el_free(ev);
     }
+    pse_reader_free(&rd);
     pp_nodes_free(&ns);
     return bytes;
 }
@@ -1866,6 +1845,7 @@ pp_caps_note(pp_state_t *s, const char *ver, const char *full, const char *owner
     q->full = xd_strdup(full);
     q->owner = owner ? xd_strdup(owner) : NULL;
     q->deadline = pp_now_ms() + PP_CAPS_TIMEOUT_MS;
+    pp_due(s, q->deadline);
     xd_map_put(&s->asking, xd_str_c(id), q);
     xd_map_put(&s->asked_ver, xd_str_c(ver), (void *)1);
 }
@@ -2001,6 +1981,7 @@ pp_remote_presence(xd_module_ctx_t *ctx, const char *host, const xd_stanza_t *st
         at = rl->n++;
     }
     rl->seen[at] = now;
+    pp_due(s, now + conf->remote_resource_ttl);
     bool changed = strcmp(rl->ver[at], ver) != 0;
     if (changed) {
         xd_free(rl->ver[at]);
@@ -2155,50 +2136,54 @@ pp_filter(xd_module_ctx_t *ctx, xd_hook_filter_t *ev, void *arg)
 }
 
 typedef struct pp_sweep {
-    uint64_t now;
-    char **keys;
+    uint64_t now, ttl;
+    uint64_t next; /* the first deadline of what stays */
+    char **keys;   /* entries to drop */
     size_t n, cap;
 } pp_sweep_t;
 
-static int
-pp_sweep_one(void *arg, const char *key, void *val)
+static void
+pp_sweep_key(pp_sweep_t *w, const char *key)
 {
-    pp_sweep_t *w = arg;
-    if (w->now < ((pp_caps_query_t *)val)->deadline)
-        return 0;
     if (w->n == w->cap) {
         w->cap = w->cap ? w->cap * 2 : 16;
         w->keys = xd_realloc(w->keys, w->cap * sizeof *w->keys);
     }
     w->keys[w->n++] = xd_strdup(key);
+}
+
+/* A caps query past its deadline is dropped. */
+static int
+pp_sweep_query(void *arg, const char *key, void *val)
+{
+    pp_sweep_t *w = arg;
+    uint64_t deadline = ((pp_caps_query_t *)val)->deadline;
+    if (w->now >= deadline)
+        pp_sweep_key(w, key);
+    else if (deadline < w->next)
+        w->next = deadline;
     return 0;
 }
 
-typedef struct pp_expire {
-    uint64_t now, ttl;
-    char **empty;
-    size_t n, cap;
-} pp_expire_t;
-
+/* An account's remote sessions older than ttl go; the account's entry
+ * with its last one. */
 static int
-pp_expire_one(void *arg, const char *key, void *val)
+pp_sweep_remote(void *arg, const char *key, void *val)
 {
-    pp_expire_t *w = arg;
+    pp_sweep_t *w = arg;
     pp_remote_t *rl = val;
     pp_remote_expire(rl, w->now, w->ttl);
-    if (rl->n)
-        return 0;
-    if (w->n == w->cap) {
-        w->cap = w->cap ? w->cap * 2 : 16;
-        w->empty = xd_realloc(w->empty, w->cap * sizeof *w->empty);
-    }
-    w->empty[w->n++] = xd_strdup(key);
+    if (!rl->n)
+        pp_sweep_key(w, key);
+    for (size_t i = 0; i < rl->n; i++)
+        if (rl->seen[i] + w->ttl < w->next)
+            w->next = rl->seen[i] + w->ttl;
     return 0;
 }
 
 /* TICK: caps queries nobody answered in time are forgotten, so that the
  * next session showing that ver is asked again; remote sessions not heard
- * of for remote_resource_ttl too. */
+ * of for remote_resource_ttl too.  Only when one may be due (next_due). */
 static int
 pp_tick(xd_module_ctx_t *ctx, xd_hook_tick_t *ev, void *arg)
 {
@@ -2206,9 +2191,12 @@ pp_tick(xd_module_ctx_t *ctx, xd_hook_tick_t *ev, void *arg)
     if (ev->worker != 0)
         return XD_HOOK_OK;
     pp_state_t *s = xd_module_state(ctx);
-    pp_sweep_t w = { .now = pp_now_ms() };
+    const pp_conf_t *conf = xd_module_opts(ctx);
+    pp_sweep_t w = { .now = pp_now_ms(), .ttl = conf->remote_resource_ttl, .next = UINT64_MAX };
+    if (w.now < atomic_load(&s->next_due))
+        return XD_HOOK_OK;
     pthread_mutex_lock(&s->mu);
-    xd_map_foreach(&s->asking, pp_sweep_one, &w);
+    xd_map_foreach(&s->asking, pp_sweep_query, &w);
     for (size_t i = 0; i < w.n; i++) {
         pp_caps_query_t *q = xd_map_del(&s->asking, xd_str_c(w.keys[i]));
         if (q)
@@ -2216,15 +2204,14 @@ pp_tick(xd_module_ctx_t *ctx, xd_hook_tick_t *ev, void *arg)
         pp_query_free(q);
         xd_free(w.keys[i]);
     }
-    const pp_conf_t *conf = xd_module_opts(ctx);
-    pp_expire_t e = { .now = w.now, .ttl = conf->remote_resource_ttl };
-    xd_map_foreach(&s->remote, pp_expire_one, &e);
-    for (size_t i = 0; i < e.n; i++) {
-        pp_remote_free(xd_map_del(&s->remote, xd_str_c(e.empty[i])));
-        xd_free(e.empty[i]);
+    w.n = 0;
+    xd_map_foreach(&s->remote, pp_sweep_remote, &w);
+    for (size_t i = 0; i < w.n; i++) {
+        pp_remote_free(xd_map_del(&s->remote, xd_str_c(w.keys[i])));
+        xd_free(w.keys[i]);
     }
+    atomic_store(&s->next_due, w.next);
     pthread_mutex_unlock(&s->mu);
-    xd_free(e.empty);
     xd_free(w.keys);
     return XD_HOOK_OK;
 }
@@ -2254,45 +2241,45 @@ pp_disco_items(xd_module_ctx_t *ctx, xd_hook_disco_t *ev, void *arg)
     xd_db_t *db = xd_module_db(ctx);
     if (ev->node || !ev->from || !db)
         return XD_HOOK_OK;
-    pp_req_t r = { .ctx = ctx, .from = (xd_jid_t *)ev->from,
-                   .is_owner = xd_jid_eq_bare(ev->from, ev->to) };
-    snprintf(r.host, sizeof r.host, "%s", ev->host);
+    bool is_owner = xd_jid_eq_bare(ev->from, ev->to);
+    char user[XD_JID_PART_MAX + 1], owner[2 * XD_JID_PART_MAX + 2];
     xd_str_t l = xd_jid_local(ev->to);
-    snprintf(r.user, sizeof r.user, "%.*s", (int)l.len, l.p);
-    snprintf(r.owner, sizeof r.owner, "%s@%s", r.user, r.host);
+    snprintf(user, sizeof user, "%.*s", (int)l.len, l.p);
+    snprintf(owner, sizeof owner, "%s@%s", user, ev->host);
     pp_nodes_t ns = { 0 };
     xd_db_conn_t *c = NULL;
     int rc = xd_db_acquire(db, &c);
     if (rc == 0) {
-        xd_db_val_t key[] = { XD_DB_V_CSTR(r.host), XD_DB_V_CSTR(r.user) };
+        xd_db_val_t key[] = { XD_DB_V_CSTR(ev->host), XD_DB_V_CSTR(user) };
         rc = xd_db_query(c,
                          "SELECT node, access_model, send_last FROM pep_node"
                          " WHERE host = ? AND username = ? ORDER BY node",
                          key, 2, pp_nodes_row, &ns);
         xd_db_release(c);
     }
-    int presence_ok = -1; /* the roster is read once, when needed */
+    xd_str_t fb = xd_jid_bare_str(ev->from);
+    char bare[2 * XD_JID_PART_MAX + 2];
+    snprintf(bare, sizeof bare, "%.*s", (int)fb.len, fb.p);
+    pse_reader_t rd = { .host = ev->host, .user = user, .who = bare }; /* read once */
     for (size_t i = 0; rc == 0 && i < ns.n; i++) {
-        bool ok = r.is_owner || !strcmp(ns.cfgs[i].access, "open");
-        if (!ok && !strcmp(ns.cfgs[i].access, "presence")) {
-            if (presence_ok < 0)
-                presence_ok = pp_may_read(&r, &ns.cfgs[i]);
-            ok = presence_ok;
-        }
+        bool ok = is_owner || !strcmp(ns.cfgs[i].access, "open");
+        if (!ok && !strcmp(ns.cfgs[i].access, "presence"))
+            ok = pse_reader_allows(&rd, &ns.cfgs[i]);
         if (!ok && !strcmp(ns.cfgs[i].access, "roster") && xd_db_acquire(db, &c) == 0) {
-            int grc = pp_groups_load(c, r.host, r.user, ns.names[i], &ns.cfgs[i]);
+            int grc = pp_groups_load(c, ev->host, user, ns.names[i], &ns.cfgs[i]);
             xd_db_release(c);
-            ok = grc == 0 && pp_may_read(&r, &ns.cfgs[i]);
+            ok = grc == 0 && pse_reader_allows(&rd, &ns.cfgs[i]);
         }
         if (!ok)
             continue;
         xd_el_t *it = xd_el_add_child(ev->query, "item", NULL);
-        xd_el_set_attr(it, "jid", r.owner);
+        xd_el_set_attr(it, "jid", owner);
         xd_el_set_attr(it, "node", ns.names[i]);
     }
     if (rc != 0)
-        XD_LOG(NULL, XD_WARN, "pep: nodes not listed", "host=%s user=%s err=%s", r.host, r.user,
+        XD_LOG(NULL, XD_WARN, "pep: nodes not listed", "host=%s user=%s err=%s", ev->host, user,
                xd_strerror(rc));
+    pse_reader_free(&rd);
     pp_nodes_free(&ns);
     return XD_HOOK_OK;
 }
@@ -2312,6 +2299,48 @@ pp_removed(xd_module_ctx_t *ctx, xd_hook_user_t *ev, void *arg)
                          ev->host, ev->user);
     return XD_HOOK_OK;
 }
+
+/* ---- statistics ------------------------------------------------------------------------------ */
+
+static int
+pp_stats_cmd(xd_cmd_call_t *call)
+{
+    xd_module_ctx_t *ctx = xd_module_instance("mod_pep", call->args[0].text);
+    pp_state_t *s = ctx ? xd_module_state(ctx) : NULL;
+    if (!s) {
+        xd_module_release(ctx);
+        return xd_cmd_errorf(call, XD_ENOTFOUND, "mod_pep does not run on %s",
+                             call->args[0].text);
+    }
+    pthread_mutex_lock(&s->mu);
+    size_t entries = xd_map_count(&s->rosters);
+    uint64_t hits = s->roster_hits, loads = s->roster_loads, evictions = s->roster_evictions;
+    pthread_mutex_unlock(&s->mu);
+    xd_cmd_add(call, "roster_cache_entries %zu", entries);
+    xd_cmd_add(call, "roster_cache_hits %llu", (unsigned long long)hits);
+    xd_cmd_add(call, "roster_cache_loads %llu", (unsigned long long)loads);
+    xd_cmd_add(call, "roster_cache_evictions %llu", (unsigned long long)evictions);
+    xd_module_release(ctx);
+    return 0;
+}
+
+static const xd_cmd_arg_t pp_stats_args[] = {
+    { "host", XD_CMD_HOST, "the served host whose PEP to show" },
+};
+
+static const xd_cmd_t pp_stats = {
+    .name = "pep_stats",
+    .doc = "counters of a host's personal eventing (PEP)",
+    .longdoc = "roster_cache_entries: accounts whose roster is in memory (at most "
+               "roster_cache_size); roster_cache_hits: publishes that found the owner's roster "
+               "there; roster_cache_loads: rosters read from the database (not there, changed, "
+               "or older than a minute); roster_cache_evictions: entries dropped to make room "
+               "for another account's.",
+    .args = pp_stats_args,
+    .nargs = 1,
+    .result = XD_CMD_RES_LIST,
+    .fn = pp_stats_cmd,
+};
 
 /* ---- module ---------------------------------------------------------------------------------- */
 
@@ -2537,6 +2566,7 @@ pp_start(xd_module_ctx_t *ctx)
         return xd_module_fail(ctx, XD_ECLOSED, "no database");
     pp_state_t *s = xd_new(pp_state_t);
     pthread_mutex_init(&s->mu, NULL);
+    atomic_init(&s->next_due, UINT64_MAX);
     xd_module_set_state(ctx, s);
     int rc = xd_module_iq(ctx, XD_IQ_USER, XD_NS_PUBSUB, XD_IQ_INLINE, pp_iq, (void *)0);
     if (rc == 0)
@@ -2565,6 +2595,8 @@ pp_start(xd_module_ctx_t *ctx)
         rc = xd_module_hook(ctx, XD_HOOK_ACCOUNT_EXPORT, XD_HOOK_PRIO_DEFAULT, pp_pie_export, NULL);
     if (rc == 0)
         rc = xd_module_hook(ctx, XD_HOOK_ACCOUNT_IMPORT, XD_HOOK_PRIO_DEFAULT, pp_pie_import, NULL);
+    if (rc == 0)
+        rc = xd_module_command(ctx, &pp_stats);
     if (rc != 0)
         return xd_module_fail(ctx, rc, "cannot register: %s", xd_strerror(rc));
     return 0;

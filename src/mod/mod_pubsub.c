@@ -266,16 +266,8 @@ ps_send_shim(ps_op_t *o, const char *to, const char *type, const xd_el_t *ev,
 {
     size_t len = 0;
     char *xml = xd_el_serialize(ev, NULL, &len);
-    xd_el_t *e = NULL;
-    if (xd_el_parse(xml, len, &e) == 0) {
-        xd_el_t *m = xd_el_new("message", NULL);
-        xd_el_set_attr(m, "from", o->svc);
-        xd_el_set_attr(m, "to", to);
-        xd_el_set_attr(m, "type", type ? type : "headline");
-        char id[21];
-        if (mod_random_id(id) == 0)
-            xd_el_set_attr(m, "id", id);
-        xd_el_append(m, e);
+    xd_el_t *m = pse_event_message(o->svc, to, type, xml, len);
+    if (m) {
         if (nsubids) {
             xd_el_t *h = xd_el_add_child(m, "headers", PS_NS_SHIM);
             for (size_t i = 0; i < nsubids; i++) {
@@ -386,28 +378,33 @@ typedef struct ps_subopt {
 } ps_subopt_t;
 
 typedef struct ps_sub {
+    char *jid;       /* the subscriber, when a node's subscriptions were read; else NULL */
     char subid[64];
     char state[16];
     ps_subopt_t opt;
 } ps_sub_t;
 
-/* The subscriptions of one JID (exact: bare or full) to one node, by subid. */
-typedef struct ps_mysubs {
+/* Subscriptions to one node: of one JID (exact: bare or full) by subid,
+ * or of every JID by JID and subid (ps_subs_load). */
+typedef struct ps_subs {
     ps_sub_t *s;
     size_t n, cap;
-} ps_mysubs_t;
+} ps_subs_t;
 
+/* Columns subid, state, deliver, shows[, jid]: one JID's rows (four
+ * columns) stop at PS_SUBS_CAP. */
 static int
-ps_mysub_row(void *arg, const xd_db_val_t *cols, size_t ncols)
+ps_sub_row(void *arg, const xd_db_val_t *cols, size_t ncols)
 {
-    ps_mysubs_t *m = arg;
-    if (ncols < 4 || m->n >= PS_SUBS_CAP)
+    ps_subs_t *m = arg;
+    if (ncols < 4 || (ncols == 4 && m->n >= PS_SUBS_CAP))
         return 0;
     if (m->n == m->cap) {
         m->cap = m->cap ? m->cap * 2 : 4;
         m->s = xd_realloc(m->s, m->cap * sizeof *m->s);
     }
     ps_sub_t *r = &m->s[m->n++];
+    r->jid = ncols > 4 ? xd_strndup(cols[4].s.p, cols[4].s.len) : NULL;
     snprintf(r->subid, sizeof r->subid, "%.*s", (int)cols[0].s.len, cols[0].s.p);
     snprintf(r->state, sizeof r->state, "%.*s", (int)cols[1].s.len, cols[1].s.p);
     r->opt.deliver = cols[2].i != 0;
@@ -415,27 +412,36 @@ ps_mysub_row(void *arg, const xd_db_val_t *cols, size_t ncols)
     return 0;
 }
 
+/* The subscriptions of jid to node, or of every JID when jid is NULL. */
 static int
-ps_mysubs_load(ps_op_t *o, const char *node, const char *jid, ps_mysubs_t *m)
+ps_subs_load(ps_op_t *o, const char *node, const char *jid, ps_subs_t *m)
 {
-    m->n = 0;
+    if (!jid) {
+        xd_db_val_t k[] = { XD_DB_V_CSTR(o->svc), XD_DB_V_CSTR(node) };
+        return xd_db_query(o->c,
+                           "SELECT subid, state, deliver, shows, jid FROM pubsub_sub"
+                           " WHERE host = ? AND node = ? ORDER BY jid, subid",
+                           k, 2, ps_sub_row, m);
+    }
     xd_db_val_t k[] = { XD_DB_V_CSTR(o->svc), XD_DB_V_CSTR(node), XD_DB_V_CSTR(jid) };
     return xd_db_query(o->c,
                        "SELECT subid, state, deliver, shows FROM pubsub_sub"
                        " WHERE host = ? AND node = ? AND jid = ? ORDER BY subid",
-                       k, 3, ps_mysub_row, m);
+                       k, 3, ps_sub_row, m);
 }
 
 static void
-ps_mysubs_free(ps_mysubs_t *m)
+ps_subs_free(ps_subs_t *m)
 {
+    for (size_t i = 0; i < m->n; i++)
+        xd_free(m->s[i].jid);
     xd_free(m->s);
     memset(m, 0, sizeof *m);
 }
 
 /* The first of m in `state`, or NULL. */
 static const ps_sub_t *
-ps_mysubs_in(const ps_mysubs_t *m, const char *state)
+ps_subs_in(const ps_subs_t *m, const char *state)
 {
     for (size_t i = 0; i < m->n; i++)
         if (!strcmp(m->s[i].state, state))
@@ -449,7 +455,7 @@ ps_mysubs_in(const ps_mysubs_t *m, const char *state)
  * them (not-acceptable + invalid-subid), several and no subid (bad-request
  * + subid-required). */
 static xd_stanza_t *
-ps_sub_pick(ps_op_t *o, const xd_el_t *op, const ps_mysubs_t *m, const ps_sub_t **out)
+ps_sub_pick(ps_op_t *o, const xd_el_t *op, const ps_subs_t *m, const ps_sub_t **out)
 {
     if (m->n == 0)
         return ps_err(o, XD_COND_UNEXPECTED_REQUEST, "not-subscribed", NULL, NULL);
@@ -566,63 +572,6 @@ ps_trim(ps_op_t *o, const char *node, int64_t keep)
 
 /* ---- subscribers and fan-out -------------------------------------------------------------------- */
 
-typedef struct ps_subs {
-    char **jids;
-    char **states;
-    bool *deliver;
-    char **subids;
-    unsigned *shows;
-    size_t n, cap;
-} ps_subs_t;
-
-static int
-ps_subs_row(void *arg, const xd_db_val_t *cols, size_t ncols)
-{
-    ps_subs_t *s = arg;
-    if (ncols < 5)
-        return 0;
-    if (s->n == s->cap) {
-        s->cap = s->cap ? s->cap * 2 : 16;
-        s->jids = xd_realloc(s->jids, s->cap * sizeof *s->jids);
-        s->states = xd_realloc(s->states, s->cap * sizeof *s->states);
-        s->subids = xd_realloc(s->subids, s->cap * sizeof *s->subids);
-        s->deliver = xd_realloc(s->deliver, s->cap * sizeof *s->deliver);
-        s->shows = xd_realloc(s->shows, s->cap * sizeof *s->shows);
-    }
-    s->shows[s->n] = (unsigned)cols[4].i & PS_SHOW_ALL;
-    s->jids[s->n] = xd_strndup(cols[0].s.p, cols[0].s.len);
-    s->states[s->n] = xd_strndup(cols[1].s.p, cols[1].s.len);
-    s->subids[s->n] = xd_strndup(cols[2].s.p, cols[2].s.len);
-    s->deliver[s->n++] = cols[3].i != 0;
-    return 0;
-}
-
-static void
-ps_subs_free(ps_subs_t *s)
-{
-    for (size_t i = 0; i < s->n; i++) {
-        xd_free(s->jids[i]);
-        xd_free(s->states[i]);
-        xd_free(s->subids[i]);
-    }
-    xd_free(s->jids);
-    xd_free(s->states);
-    xd_free(s->subids);
-    xd_free(s->deliver);
-    xd_free(s->shows);
-    memset(s, 0, sizeof *s);
-}
-
-static int
-ps_subs_load(ps_op_t *o, const char *node, ps_subs_t *s)
-{
-    xd_db_val_t k[] = { XD_DB_V_CSTR(o->svc), XD_DB_V_CSTR(node) };
-    return xd_db_query(o->c,
-                       "SELECT jid, state, subid, deliver, shows FROM pubsub_sub"
-                       " WHERE host = ? AND node = ? ORDER BY jid, subid",
-                       k, 2, ps_subs_row, s);
-}
-
 /* The show of an available presence, as a bit of ps_show_names. */
 static unsigned
 ps_show_bit(const xd_stanza_t *pres)
@@ -669,6 +618,14 @@ ps_presence_shows(ps_op_t *o, const char *jid)
     return bits;
 }
 
+/* Whether a subscription of jid with opt takes a delivery now: delivery
+ * on, and its pubsub#show-values, if any, matching jid's presence. */
+static bool
+ps_sub_takes(ps_op_t *o, const char *jid, const ps_subopt_t *opt)
+{
+    return opt->deliver && (!opt->shows || (ps_presence_shows(o, jid) & opt->shows));
+}
+
 /* The event to every subscriber JID that has a subscription taking
  * deliveries (subscribed, pubsub#deliver on, and its pubsub#show-values,
  * if any, matching the JID's presence now): one message per JID (XEP-0060
@@ -678,27 +635,28 @@ static void
 ps_notify_ex(ps_op_t *o, const char *node, const pse_cfg_t *cfg, const xd_el_t *ev, bool shim)
 {
     ps_subs_t s = { 0 };
-    ps_subs_load(o, node, &s);
+    ps_subs_load(o, node, NULL, &s);
     const char **ids = s.n ? xd_calloc(s.n, sizeof *ids) : NULL;
     for (size_t i = 0; i < s.n;) {
         size_t j = i, nids = 0;
         unsigned have = 0;
         bool looked = false;
-        for (; j < s.n && !strcmp(s.jids[j], s.jids[i]); j++) {
-            if (strcmp(s.states[j], "subscribed") != 0 || !s.deliver[j])
+        for (; j < s.n && !strcmp(s.s[j].jid, s.s[i].jid); j++) {
+            const ps_sub_t *sj = &s.s[j];
+            if (strcmp(sj->state, "subscribed") != 0 || !sj->opt.deliver)
                 continue;
-            if (s.shows[j]) {
+            if (sj->opt.shows) {
                 if (!looked) {
-                    have = ps_presence_shows(o, s.jids[i]);
+                    have = ps_presence_shows(o, sj->jid);
                     looked = true;
                 }
-                if (!(have & s.shows[j]))
+                if (!(have & sj->opt.shows))
                     continue;
             }
-            ids[nids++] = s.subids[j];
+            ids[nids++] = sj->subid;
         }
         if (nids)
-            ps_send_shim(o, s.jids[i], cfg->notif_type, ev, ids, shim ? nids : 0);
+            ps_send_shim(o, s.s[i].jid, cfg->notif_type, ev, ids, shim ? nids : 0);
         i = j;
     }
     xd_free(ids);
@@ -934,7 +892,7 @@ ps_delete_purge(ps_op_t *o, const xd_el_t *op, bool del)
                       NULL);
     ps_subs_t subs = { 0 };
     if (del)
-        ps_subs_load(o, node, &subs); /* told after they are gone */
+        ps_subs_load(o, node, NULL, &subs); /* told after they are gone */
     int rc = 0;
     ps_node_sql(o, "DELETE FROM pubsub_item WHERE host = ? AND node = ?", node, &rc);
     if (del) {
@@ -956,11 +914,12 @@ ps_delete_purge(ps_op_t *o, const xd_el_t *op, bool del)
             xd_el_set_attr(xd_el_add_child(d, "redirect", NULL), "uri", uri);
         if (n.cfg.notify_delete)
             for (size_t i = 0; i < subs.n; i++) {
+                const ps_sub_t *si = &subs.s[i];
                 bool told = false; /* once per JID (rows are by jid) */
-                for (size_t j = i; j > 0 && !strcmp(subs.jids[j - 1], subs.jids[i]); j--)
-                    told = told || !strcmp(subs.states[j - 1], "subscribed");
-                if (!told && !strcmp(subs.states[i], "subscribed"))
-                    ps_send(o, subs.jids[i], n.cfg.notif_type, ev);
+                for (size_t j = i; j > 0 && !strcmp(subs.s[j - 1].jid, si->jid); j--)
+                    told = told || !strcmp(subs.s[j - 1].state, "subscribed");
+                if (!told && !strcmp(si->state, "subscribed"))
+                    ps_send(o, si->jid, n.cfg.notif_type, ev);
             }
     } else if (n.cfg.notify_retract) {
         ps_notify(o, node, &n.cfg, ev);
@@ -1468,11 +1427,11 @@ ps_subscribe(ps_op_t *o, const xd_el_t *pubsub, const xd_el_t *op)
         if (res != PS_OPT_OK)
             return ps_subopts_err(o, res, why);
     }
-    ps_mysubs_t mine = { 0 };
-    if (ps_mysubs_load(o, node, jid, &mine) != 0)
+    ps_subs_t mine = { 0 };
+    if (ps_subs_load(o, node, jid, &mine) != 0)
         return ps_err(o, XD_COND_INTERNAL_SERVER_ERROR, NULL, NULL, NULL);
-    if (ps_mysubs_in(&mine, "pending")) {
-        ps_mysubs_free(&mine);
+    if (ps_subs_in(&mine, "pending")) {
+        ps_subs_free(&mine);
         return ps_err(o, XD_COND_NOT_AUTHORIZED, "pending-subscription", NULL, NULL);
     }
     char subid[64], newstate[16];
@@ -1486,20 +1445,20 @@ ps_subscribe(ps_op_t *o, const xd_el_t *pubsub, const xd_el_t *op)
             opt = mine.s[0].opt;
         fresh = false;
     } else if (mine.n >= (size_t)o->conf->max_subscriptions) {
-        ps_mysubs_free(&mine);
+        ps_subs_free(&mine);
         return ps_err(o, XD_COND_POLICY_VIOLATION, "too-many-subscriptions", NULL, NULL);
     } else {
         /* Approved once, approved for the next ones too. */
         bool approve = !strcmp(n.cfg.access, "authorize") && strcmp(aff, "owner") != 0 &&
                        strcmp(aff, "publisher") != 0 && strcmp(aff, "member") != 0 &&
-                       !ps_mysubs_in(&mine, "subscribed");
+                       !ps_subs_in(&mine, "subscribed");
         snprintf(newstate, sizeof newstate, "%s", approve ? "pending" : "subscribed");
         if (mod_random_id(subid) != 0) {
-            ps_mysubs_free(&mine);
+            ps_subs_free(&mine);
             return ps_err(o, XD_COND_INTERNAL_SERVER_ERROR, NULL, NULL, NULL);
         }
     }
-    ps_mysubs_free(&mine);
+    ps_subs_free(&mine);
     int rc = fresh ? ps_sub_insert(o, node, jid, subid, newstate, &opt)
                    : ps_sub_set_opts(o, node, jid, subid, &opt);
     if (rc != 0)
@@ -1513,8 +1472,7 @@ ps_subscribe(ps_op_t *o, const xd_el_t *pubsub, const xd_el_t *op)
         ps_subopts_form(xd_el_add_child(ps, "options", NULL), "result", &opt);
     xd_stanza_t *reply = xd_el_freeze(res);
     if (fresh && !strcmp(newstate, "subscribed") && strcmp(n.cfg.send_last, "never") != 0 &&
-        opt.deliver && n.cfg.persist &&
-        (!opt.shows || (ps_presence_shows(o, jid) & opt.shows)))
+        n.cfg.persist && ps_sub_takes(o, jid, &opt))
         ps_send_last(o, node, &n.cfg, jid, subid);
     return reply;
 }
@@ -1540,13 +1498,13 @@ ps_sub_request(ps_op_t *o, const xd_el_t *op, char *jid, size_t cap, ps_sub_t *s
         return ps_err(o, XD_COND_INTERNAL_SERVER_ERROR, NULL, NULL, NULL);
     if (!n.found)
         return ps_err(o, XD_COND_ITEM_NOT_FOUND, NULL, NULL, NULL);
-    ps_mysubs_t mine = { 0 };
-    if (ps_mysubs_load(o, node, jid, &mine) != 0)
+    ps_subs_t mine = { 0 };
+    if (ps_subs_load(o, node, jid, &mine) != 0)
         return ps_err(o, XD_COND_INTERNAL_SERVER_ERROR, NULL, NULL, NULL);
     const ps_sub_t *picked = NULL;
     if ((e = ps_sub_pick(o, op, &mine, &picked)) == NULL)
         *sub = *picked;
-    ps_mysubs_free(&mine);
+    ps_subs_free(&mine);
     return e;
 }
 
@@ -1705,6 +1663,30 @@ ps_listed(const char *v, const char *const *list)
     return false;
 }
 
+/* An owner sets subscription sub of jid to state v ("none" deletes it; a
+ * sub just made, without a state, is only told); the subscriber is told of
+ * a change (8.8.2.1), with the subid (6.1.6). */
+static void
+ps_owner_set_sub(ps_op_t *o, const char *node, const char *jid, const ps_sub_t *sub,
+                 const char *v)
+{
+    xd_db_val_t ks[] = { XD_DB_V_CSTR(v), XD_DB_V_CSTR(o->svc), XD_DB_V_CSTR(node),
+                         XD_DB_V_CSTR(jid), XD_DB_V_CSTR(sub->subid) };
+    if (!strcmp(v, "none"))
+        ps_sql(o, "DELETE FROM pubsub_sub WHERE host = ? AND node = ? AND jid = ? AND subid = ?",
+               ks + 1, 4);
+    else if (*sub->state)
+        ps_sql(o, "UPDATE pubsub_sub SET state = ? WHERE host = ? AND node = ? AND jid = ?"
+                  " AND subid = ?",
+               ks, 5);
+    if (strcmp(sub->state, v) != 0) {
+        xd_el_t *ev = xd_el_new("event", XD_NS_PUBSUB_EVENT);
+        ps_sub_el(ev, node, jid, sub->subid, v);
+        ps_send(o, jid, NULL, ev);
+        xd_el_free(ev);
+    }
+}
+
 /* The owner's <subscriptions/> / <affiliations/>, get and set (8.8, 8.9). */
 static xd_stanza_t *
 ps_owner_list(ps_op_t *o, const xd_el_t *op, bool subs, bool set)
@@ -1776,49 +1758,20 @@ ps_owner_list(ps_op_t *o, const xd_el_t *op, bool subs, bool set)
             /* With a subid: that subscription (a subid the JID does not
              * have makes a new subscription: the service names it);
              * without: every subscription of the JID, or a new one. */
-            ps_mysubs_t mine = { 0 };
-            ps_mysubs_load(o, node, j, &mine);
+            ps_subs_t mine = { 0 };
+            ps_subs_load(o, node, j, &mine);
             const char *given = xd_el_attr(c, "subid");
-            ps_mysubs_t pick = { 0 };
+            size_t hit = 0;
             for (size_t i = 0; i < mine.n; i++)
                 if (!given || !*given || !strcmp(mine.s[i].subid, given)) {
-                    if (pick.n == pick.cap) {
-                        pick.cap = pick.cap ? pick.cap * 2 : 4;
-                        pick.s = xd_realloc(pick.s, pick.cap * sizeof *pick.s);
-                    }
-                    pick.s[pick.n++] = mine.s[i];
+                    ps_owner_set_sub(o, node, j, &mine.s[i], v);
+                    hit++;
                 }
-            ps_mysubs_free(&mine);
-            if (pick.n == 0 && strcmp(v, "none") != 0) {
-                pick.s = xd_new(ps_sub_t);
-                pick.n = pick.cap = 1;
-                pick.s[0].opt = ps_subopt_default;
-                if (mod_random_id(pick.s[0].subid) != 0 ||
-                    ps_sub_insert(o, node, j, pick.s[0].subid, v, &pick.s[0].opt) != 0)
-                    pick.n = 0;
-            }
-            for (size_t i = 0; i < pick.n; i++) {
-                ps_sub_t *sub = &pick.s[i];
-                xd_db_val_t ks[] = { XD_DB_V_CSTR(v),    XD_DB_V_CSTR(o->svc),
-                                     XD_DB_V_CSTR(node), XD_DB_V_CSTR(j),
-                                     XD_DB_V_CSTR(sub->subid) };
-                if (!strcmp(v, "none"))
-                    ps_sql(o, "DELETE FROM pubsub_sub WHERE host = ? AND node = ? AND jid = ?"
-                              " AND subid = ?",
-                           ks + 1, 4);
-                else if (*sub->state)
-                    ps_sql(o, "UPDATE pubsub_sub SET state = ? WHERE host = ? AND node = ?"
-                              " AND jid = ? AND subid = ?",
-                           ks, 5);
-                if (strcmp(sub->state, v) != 0) {
-                    /* The subscriber is told (8.8.2.1), with the subid (6.1.6). */
-                    xd_el_t *ev = xd_el_new("event", XD_NS_PUBSUB_EVENT);
-                    ps_sub_el(ev, node, j, sub->subid, v);
-                    ps_send(o, j, NULL, ev);
-                    xd_el_free(ev);
-                }
-            }
-            ps_mysubs_free(&pick);
+            ps_subs_free(&mine);
+            ps_sub_t fresh = { .opt = ps_subopt_default };
+            if (!hit && strcmp(v, "none") != 0 && mod_random_id(fresh.subid) == 0 &&
+                ps_sub_insert(o, node, j, fresh.subid, v, &fresh.opt) == 0)
+                ps_owner_set_sub(o, node, j, &fresh, v);
         } else if (!strcmp(j, n.owner)) {
             continue;
         } else {
@@ -1878,15 +1831,15 @@ ps_authorization(ps_op_t *o, const xd_el_t *x)
     ps_aff(o, node, &n, o->from_bare, aff);
     if (strcmp(aff, "owner") != 0)
         return;
-    ps_mysubs_t mine = { 0 };
-    ps_mysubs_load(o, node, jid, &mine);
-    const ps_sub_t *p = ps_mysubs_in(&mine, "pending");
+    ps_subs_t mine = { 0 };
+    ps_subs_load(o, node, jid, &mine);
+    const ps_sub_t *p = ps_subs_in(&mine, "pending");
     if (!p) {
-        ps_mysubs_free(&mine);
+        ps_subs_free(&mine);
         return;
     }
     ps_sub_t sub = *p;
-    ps_mysubs_free(&mine);
+    ps_subs_free(&mine);
     bool yes = pse_bool(allow) == 1;
     xd_db_val_t k[] = { XD_DB_V_CSTR(o->svc), XD_DB_V_CSTR(node), XD_DB_V_CSTR(jid),
                         XD_DB_V_CSTR(sub.subid) };
@@ -1901,7 +1854,8 @@ ps_authorization(ps_op_t *o, const xd_el_t *x)
     ps_sub_el(ev, node, jid, sub.subid, yes ? "subscribed" : "none");
     ps_send(o, jid, NULL, ev);
     xd_el_free(ev);
-    if (yes && strcmp(n.cfg.send_last, "never") != 0 && n.cfg.persist && sub.opt.deliver)
+    if (yes && strcmp(n.cfg.send_last, "never") != 0 && n.cfg.persist &&
+        ps_sub_takes(o, jid, &sub.opt))
         ps_send_last(o, node, &n.cfg, jid, sub.subid);
 }
 
@@ -2378,6 +2332,7 @@ typedef struct ps_avail {
     const char *svc;
     char bare[2 * XD_JID_PART_MAX + 2];
     char full[3 * XD_JID_PART_MAX + 3];
+    unsigned show;       /* the session's show (a bit of ps_show_names) */
     xd_input_ref_t in;
 } ps_avail_t;
 
@@ -2385,13 +2340,18 @@ typedef struct ps_subnodes {
     char **nodes;
     pse_cfg_t *cfgs;
     size_t n, cap;
+    unsigned show;       /* rows whose pubsub#show-values miss it are skipped */
 } ps_subnodes_t;
 
+/* Columns node, config, shows. */
 static int
 ps_subnode_row(void *arg, const xd_db_val_t *cols, size_t ncols)
 {
     ps_subnodes_t *sn = arg;
-    if (ncols < 2)
+    if (ncols < 3)
+        return 0;
+    unsigned shows = (unsigned)cols[2].i & PS_SHOW_ALL;
+    if (shows && !(shows & sn->show))
         return 0;
     if (sn->n == sn->cap) {
         sn->cap = sn->cap ? sn->cap * 2 : 8;
@@ -2406,7 +2366,8 @@ ps_subnode_row(void *arg, const xd_db_val_t *cols, size_t ncols)
 }
 
 /* The last item of every node the session (or its bare JID) is subscribed
- * to with delivery on and send_last_published_item on_sub_and_presence. */
+ * to with delivery on, its pubsub#show-values (if any) naming the session's
+ * show, and send_last_published_item on_sub_and_presence. */
 static void
 ps_avail_work(xd_module_ctx_t *ctx, void *arg)
 {
@@ -2415,11 +2376,11 @@ ps_avail_work(xd_module_ctx_t *ctx, void *arg)
     xd_db_conn_t *c = NULL;
     if (xd_db_acquire(xd_module_db(ctx), &c) != 0)
         return;
-    ps_subnodes_t sn = { 0 };
+    ps_subnodes_t sn = { .show = a->show };
     xd_db_val_t k[] = { XD_DB_V_CSTR(a->svc), XD_DB_V_CSTR(a->svc), XD_DB_V_CSTR(a->bare),
                         XD_DB_V_CSTR(a->full) };
     int rc = xd_db_query(c,
-                         "SELECT n.node, n.config FROM pubsub_node n, pubsub_sub s"
+                         "SELECT n.node, n.config, s.shows FROM pubsub_node n, pubsub_sub s"
                          " WHERE n.host = ? AND s.host = ? AND s.node = n.node"
                          " AND (s.jid = ? OR s.jid = ?) AND s.state = 'subscribed'"
                          " AND s.deliver = 1 ORDER BY n.node",
@@ -2467,6 +2428,7 @@ ps_available(xd_module_ctx_t *ctx, xd_hook_presence_t *ev, void *arg)
     xd_str_t b = xd_jid_bare_str(ev->jid);
     snprintf(a->bare, sizeof a->bare, "%.*s", (int)b.len, b.p);
     snprintf(a->full, sizeof a->full, "%s", xd_jid_full_str(ev->jid).p);
+    a->show = ps_show_bit(ev->presence);
     a->in = xd_input_current();
     if (xd_module_submit(ctx, ps_avail_work, ps_avail_done, a) != 0)
         xd_free(a);

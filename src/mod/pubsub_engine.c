@@ -448,12 +448,13 @@ pse_event(const char *node, xd_el_t **items_out)
     return ev;
 }
 
-size_t
-pse_send_event(const char *from, const char *to, const char *type, const char *xml, size_t len)
+xd_el_t *
+pse_event_message(const char *from, const char *to, const char *type, const char *xml,
+                  size_t len)
 {
     xd_el_t *ev = NULL;
     if (xd_el_parse(xml, len, &ev) != 0)
-        return 0;
+        return NULL;
     xd_el_t *m = xd_el_new("message", NULL);
     xd_el_set_attr(m, "from", from);
     xd_el_set_attr(m, "to", to);
@@ -462,6 +463,15 @@ pse_send_event(const char *from, const char *to, const char *type, const char *x
     if (mod_random_id(id) == 0)
         xd_el_set_attr(m, "id", id);
     xd_el_append(m, ev);
+    return m;
+}
+
+size_t
+pse_send_event(const char *from, const char *to, const char *type, const char *xml, size_t len)
+{
+    xd_el_t *m = pse_event_message(from, to, type, xml, len);
+    if (!m)
+        return 0;
     xd_stanza_t *st = xd_el_freeze(m);
     size_t n = 0;
     xd_stanza_bytes(st, &n);
@@ -495,8 +505,10 @@ contact_cb(void *arg, const xd_roster_view_t *item)
         c->cap = c->cap ? c->cap * 2 : 16;
         c->jids = xd_realloc(c->jids, c->cap * sizeof *c->jids);
         c->groups = xd_realloc(c->groups, c->cap * sizeof *c->groups);
+        c->sub = xd_realloc(c->sub, c->cap * sizeof *c->sub);
     }
     c->groups[c->n] = pse_groups_nl(item);
+    c->sub[c->n] = (unsigned char)item->sub;
     c->jids[c->n++] = xd_strdup(item->jid);
     return 0;
 }
@@ -510,6 +522,8 @@ pse_contacts_free(pse_contacts_t *c)
     }
     xd_free(c->jids);
     xd_free(c->groups);
+    xd_free(c->sub);
+    memset(c, 0, sizeof *c);
 }
 
 int
@@ -524,24 +538,48 @@ pse_roster(const char *host, const char *user, const char *contact, unsigned mas
 }
 
 bool
+pse_contact_sees(const pse_contacts_t *cs, size_t i, const pse_cfg_t *c)
+{
+    if (!strcmp(c->access, "roster"))
+        return pse_groups_match_nl(c, cs->groups[i]);
+    return (cs->sub[i] & XD_ROSTER_SUB_FROM) != 0;
+}
+
+bool
+pse_contacts_allow(const pse_contacts_t *cs, const char *who, const pse_cfg_t *c)
+{
+    if (strcmp(c->access, "presence") != 0 && strcmp(c->access, "roster") != 0)
+        return false;
+    for (size_t i = 0; i < cs->n; i++)
+        if (!strcmp(cs->jids[i], who))
+            return pse_contact_sees(cs, i, c);
+    return false;
+}
+
+bool
+pse_reader_allows(pse_reader_t *r, const pse_cfg_t *c)
+{
+    if (strcmp(c->access, "presence") != 0 && strcmp(c->access, "roster") != 0)
+        return false;
+    if (!r->read) {
+        pse_roster(r->host, r->user, r->who, ~0u, &r->cs);
+        r->read = true;
+    }
+    return pse_contacts_allow(&r->cs, r->who, c);
+}
+
+void
+pse_reader_free(pse_reader_t *r)
+{
+    pse_contacts_free(&r->cs);
+    r->read = false;
+}
+
+bool
 pse_roster_allows(const char *host, const char *user, const char *who, const pse_cfg_t *c)
 {
-    bool presence = !strcmp(c->access, "presence");
-    bool roster = !strcmp(c->access, "roster");
-    if (!presence && !roster)
-        return false;
-    pse_contacts_t cs = { 0 };
-    pse_roster(host, user, who, presence ? XD_ROSTER_SUB_FROM : ~0u, &cs);
-    bool ok = false;
-    for (size_t i = 0; i < cs.n && !ok; i++) {
-        if (strcmp(cs.jids[i], who) != 0)
-            continue;
-        if (presence) {
-            ok = true;
-        } else {
-            ok = pse_groups_match_nl(c, cs.groups[i]);
-        }
-    }
-    pse_contacts_free(&cs);
+    pse_reader_t r = { .host = host, .user = user, .who = who };
+    bool ok = pse_reader_allows(&r, c);
+    pse_reader_free(&r);
     return ok;
 }

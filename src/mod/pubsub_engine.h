@@ -132,8 +132,13 @@ xd_stanza_t *pse_err(const xd_stanza_t *iq, xd_cond cond, const char *app, const
 /* <event xmlns=pubsub#event><items node=…/></event>; *items_out is the <items/>. */
 xd_el_t *pse_event(const char *node, xd_el_t **items_out);
 
-/* Sends the serialized <event/> as a message from `from` to `to` of type
- * `type` (headline when NULL); returns its bytes.  Any thread. */
+/* The message carrying the serialized <event/> from `from` to `to`, of
+ * type `type` (headline when NULL), with a random id; NULL when xml does
+ * not parse.  Any thread. */
+xd_el_t *pse_event_message(const char *from, const char *to, const char *type, const char *xml,
+                           size_t len);
+
+/* Sends pse_event_message(…); returns its bytes (0: not sent).  Any thread. */
 size_t pse_send_event(const char *from, const char *to, const char *type, const char *xml,
                       size_t len);
 
@@ -142,19 +147,44 @@ size_t pse_send_event(const char *from, const char *to, const char *type, const 
 typedef struct pse_contacts {
     char **jids;      /* bare JIDs */
     char **groups;    /* their groups, one per line ("" for none) */
+    unsigned char *sub; /* their subscriptions (XD_ROSTER_SUB_* bits) */
     size_t n, cap;
     unsigned mask;    /* subscriptions that count (XD_ROSTER_SUB_* bits) */
 } pse_contacts_t;
 
 /* The roster of host/user (only `contact`'s item when set): contacts whose
- * subscription has a bit of mask.  0, XD_ENOTFOUND when no roster answered. */
+ * subscription has a bit of mask (~0u: every item).  0, XD_ENOTFOUND when
+ * no roster answered. */
 int pse_roster(const char *host, const char *user, const char *contact, unsigned mask,
                pse_contacts_t *out);
 void pse_contacts_free(pse_contacts_t *c);
 
+/* Whether contact i of cs may see a node with cfg: roster, in one of the
+ * allowed groups; other models, subscription from or both (who a
+ * notification goes to; pse_contacts_allow is who may read). */
+bool pse_contact_sees(const pse_contacts_t *cs, size_t i, const pse_cfg_t *c);
+
+/* Whether bare JID `who` may read a node with cfg by the roster cs (read
+ * with mask ~0u): presence (subscription from or both) or roster (and in
+ * one of the allowed groups).  Other models: false. */
+bool pse_contacts_allow(const pse_contacts_t *cs, const char *who, const pse_cfg_t *c);
+
+/* A requester's item in an owner's roster, read at its first use by a
+ * node of the presence or roster model and kept for the rest of the
+ * request (its other nodes). */
+typedef struct pse_reader {
+    const char *host, *user; /* the owner */
+    const char *who;         /* the requester's bare JID */
+    bool read;
+    pse_contacts_t cs;
+} pse_reader_t;
+
+/* pse_contacts_allow for r's requester (on the pool: may read the roster). */
+bool pse_reader_allows(pse_reader_t *r, const pse_cfg_t *c);
+void pse_reader_free(pse_reader_t *r);
+
 /* Whether bare JID `who` may read a node of host/user with cfg by its
- * roster: presence (subscription from or both) or roster (and in one of the
- * allowed groups).  Other models: false. */
+ * roster (pse_contacts_allow, the roster read for this call). */
 bool pse_roster_allows(const char *host, const char *user, const char *who, const pse_cfg_t *c);
 
 #endif

@@ -826,10 +826,10 @@ def s2s_take(c, pattern, timeout=10):
     return take(c, pattern, timeout=timeout)
 
 
-def s2s_both(a, b):
-    """alice@a.test and bob@b.test subscribe to each other (both)."""
-    for (x, xb), (y, yb) in (((a, "alice@a.test"), (b, "bob@b.test")),
-                             ((b, "bob@b.test"), (a, "alice@a.test"))):
+def s2s_both(a, b, ajid="alice@a.test", bjid="bob@b.test"):
+    """alice@a.test and bob@b.test (or the bare JIDs given) subscribe to
+    each other (both)."""
+    for (x, xb), (y, yb) in (((a, ajid), (b, bjid)), ((b, bjid), (a, ajid))):
         x.send(f"<presence to='{yb}' type='subscribe'/>")
         s2s_take(y, rf"<presence(?=[^>]*from=['\"]{xb}['\"])[^>]*type=['\"]subscribe['\"]")
         y.send(f"<presence to='{xb}' type='subscribed'/>")
@@ -991,30 +991,69 @@ def test_roster_change_takes_effect_on_next_publish(server_factory):
     assert "T6" in take(b, event_rx(TUNE))
 
 
+def pep_stats(srv, host="localhost"):
+    """xmppctl pep_stats HOST as a dict of counters."""
+    r = srv.ctl_run("pep_stats", host)
+    assert r.returncode == 0, r.stdout + r.stderr
+    return {k: int(v) for k, v in (ln.split() for ln in r.stdout.split("\n") if ln.strip())}
+
+
 def test_roster_cache_bound(server_factory):
-    """roster_cache_size 1: two publishers evict each other's roster, and
-    every publish still reaches exactly the contacts of the moment."""
-    srv = server_factory(extra_yaml=MODULES + "    roster_cache_size: 1\n", workers=1)
-    users(srv, "alice", "bob", "carol", "dave")
-    a, ajid = session(srv, "alice", "r")
-    d, djid = session(srv, "dave", "r")
-    for o, ojid in ((a, ajid), (d, djid)):
-        w, wjid = session(srv, "bob", "setup")
-        subscribe(w, wjid, o, ojid)
-        w.close()
-    b, bjid = session(srv, "bob", "b", features=[TUNE + "+notify"])
-    for i in range(3):
-        assert "type='result'" in publish(a, f"pa{i}", TUNE, tune(f"A{i}"))
-        assert f"A{i}" in take(b, event_rx(TUNE))
-        assert "type='result'" in publish(d, f"pd{i}", TUNE, tune(f"D{i}"))
-        assert f"D{i}" in take(b, event_rx(TUNE))
-    r = take_iq(d, "rm", "<query xmlns='jabber:iq:roster'><item jid='bob@localhost' "
-                         "subscription='remove'/></query>")
-    assert "type='result'" in r, r
-    assert "type='result'" in publish(a, "pa9", TUNE, tune("A9"))
-    assert "A9" in take(b, event_rx(TUNE))
-    assert "type='result'" in publish(d, "pd9", TUNE, tune("D9"))
-    assert_nothing_before(b, "pubsub#event", barrier=pep_marker(d, bjid))
+    """roster_cache_size 2 and three publishers, each with a contact of its
+    own: pep_stats shows the entries staying at 2 while each roster read
+    past the bound evicts one, a publisher whose roster is there read from
+    memory (a hit), and an evicted publisher's next publish read from the
+    database again and reaching its own contact, and no other."""
+    srv = server_factory(extra_yaml=MODULES + "    roster_cache_size: 2\n", workers=1)
+    pairs = (("alice", "bob"), ("carol", "dave"), ("erin", "frank"))
+    users(srv, *[u for p in pairs for u in p])
+    owners, contacts = {}, {}
+    for o, w in pairs:
+        owners[o] = session(srv, o, "r")
+        wc, wjid = session(srv, w, "setup")
+        subscribe(wc, wjid, *owners[o])
+        wc.close()
+    for i, (o, w) in enumerate(pairs):  # the first session answers the caps query
+        contacts[o] = session(srv, w, "n", features=[TUNE + "+notify"], answer=i == 0)
+    assert pep_stats(srv)["roster_cache_entries"] == 0
+    n = 0
+
+    def pub(o):
+        """A publish by o, its event at o's contact (the barrier: the roster
+        was looked up before the event went); the counters after it."""
+        nonlocal n
+        n += 1
+        assert "type='result'" in publish(owners[o][0], f"p{n}", TUNE, tune(f"{o}{n}"))
+        ev = take(contacts[o][0], event_rx(TUNE))
+        assert f"{o}{n}<" in ev and f"from='{o}@localhost'" in ev, ev
+        return pep_stats(srv)
+
+    st = pub("alice")
+    assert (st["roster_cache_entries"], st["roster_cache_loads"]) == (1, 1), st
+    st = pub("alice")
+    assert (st["roster_cache_hits"], st["roster_cache_loads"]) == (1, 1), st
+    st = pub("carol")
+    assert (st["roster_cache_entries"], st["roster_cache_loads"]) == (2, 2), st
+    assert st["roster_cache_evictions"] == 0, st
+    st = pub("erin")
+    assert (st["roster_cache_entries"], st["roster_cache_loads"]) == (2, 3), st
+    assert st["roster_cache_evictions"] == 1, st
+    # alice or carol went: of their next publishes, the evicted one's is
+    # read from the database (and evicts another), every one at the bound.
+    reread = 0
+    for o in ("alice", "carol", "erin", "alice", "carol", "erin"):
+        before = st
+        st = pub(o)
+        assert st["roster_cache_entries"] == 2, st
+        loaded = st["roster_cache_loads"] - before["roster_cache_loads"]
+        assert loaded + st["roster_cache_hits"] - before["roster_cache_hits"] == 1, (before, st)
+        assert st["roster_cache_evictions"] - before["roster_cache_evictions"] == loaded, st
+        reread += loaded
+    assert reread >= 2, st
+    # Nobody got another publisher's events.
+    for o, _ in pairs:
+        c, cjid = contacts[o]
+        assert_nothing_before(c, "pubsub#event", barrier=pep_marker(owners[o][0], cjid))
 
 
 def test_overlapping_publishes_keep_order(server_factory):
@@ -1067,26 +1106,61 @@ def remote_second(a, b2, b2jid, feats):
     s2s_take(a, rf"<presence(?=[^>]*from=['\"]{re.escape(b2jid)}['\"])")
 
 
+def s2s_two_domains(server_factory, a_pep_extra):
+    """a.test (mod_pep with a_pep_extra) and one server of two domains,
+    b.test and c.test, on another address: a.test reaches both there."""
+    from test_s2s import A_IP, B_IP, Pair, listen_yaml
+    from xmpptest import free_port
+    a_c2s, a_s2s = free_port(addr=A_IP), free_port(addr=A_IP)
+    b_c2s, b_s2s = free_port(addr=B_IP), free_port(addr=B_IP)
+    a = server_factory(hosts=("a.test",), listen=listen_yaml(A_IP, a_c2s, a_s2s),
+                       extra_yaml=(f"s2s_hosts:\n  b.test: \"{B_IP}:{b_s2s}\"\n"
+                                   f"  c.test: \"{B_IP}:{b_s2s}\"\n"
+                                   "modules:\n  mod_roster: {}\n  mod_pep:\n" + a_pep_extra))
+    b = server_factory(hosts=("b.test", "c.test"), listen=listen_yaml(B_IP, b_c2s, b_s2s),
+                       extra_yaml=(f"s2s_hosts:\n  a.test: \"{A_IP}:{a_s2s}\"\n"
+                                   "modules:\n  mod_roster: {}\n"))
+    a.c2s_port, a.ip, a.domain = a_c2s, A_IP, "a.test"
+    b.c2s_port, b.ip, b.domain = b_c2s, B_IP, "b.test"
+    users(a, "alice")
+    users(b, "bob")
+    users(b, "bob", host="c.test")
+    return Pair(a, b)
+
+
 @pytest.mark.slow
 def test_pep_remote_per_domain_bound(server_factory):
-    """max_remote_per_domain: 1: one other server's sessions take one of the
-    account's 64 slots; bob@b.test's second session gets no events."""
+    """max_remote_per_domain: 1 with contacts on two other domains (b.test
+    and c.test, one server): bob@b.test's first session fills b.test's
+    share and his second gets nothing, while bob@c.test's first session is
+    still remembered (its last item, then the events) and only his second
+    is not: one domain at its bound does not take another's."""
     from helpers import online
-    p = s2s_pair(server_factory, a_pep_extra="    max_remote_per_domain: 1\n")
+    p = s2s_two_domains(server_factory, "    max_remote_per_domain: 1\n")
     a, ajid = online(p.a, "alice", "r")
     b1, b1jid = online(p.b, "bob", "r1")
-    b2, b2jid = online(p.b, "bob", "r2")
+    c1, c1jid = online(p.b, "bob", "r1", domain="c.test")
     s2s_both(a, b1)
+    s2s_both(a, c1, bjid="bob@c.test")
     assert "type='result'" in publish(a, "p1", TUNE, tune("T1"), item_id="t1")
     feats = [TUNE + "+notify"]
     remote_caps(b1, feats)
-    s2s_take(b1, event_rx(TUNE))
+    assert "T1" in s2s_take(b1, event_rx(TUNE))
+    remote_second(a, c1, c1jid, feats)  # caps known: its last item at once
+    assert "T1" in s2s_take(c1, event_rx(TUNE))
+    # The second session of each domain: over that domain's share.
+    b2, b2jid = online(p.b, "bob", "r2")
+    c2, c2jid = online(p.b, "bob", "r2", domain="c.test")
     remote_second(a, b2, b2jid, feats)
+    remote_second(a, c2, c2jid, feats)
     assert "type='result'" in publish(a, "p2", TUNE, tune("T2"), item_id="t2")
-    assert "T2" in s2s_take(b1, event_rx(TUNE))
-    a.send(f"<message to='{b2jid}' id='mk'><body>mark</body></message>")
-    s2s_take(b2, r"<message[^>]*id='mk'")
-    assert "<event" not in b2.buf.decode(), b2.buf
+    for c in (b1, c1):
+        ev = s2s_take(c, event_rx(TUNE))
+        assert "T2" in ev and "from='alice@a.test'" in ev, ev
+    for c, cjid in ((b2, b2jid), (c2, c2jid)):
+        a.send(f"<message to='{cjid}' id='mk-{cjid}'><body>mark</body></message>")
+        s2s_take(c, rf"<message[^>]*id='mk-{re.escape(cjid)}'")
+        assert "<event" not in c.buf.decode(), c.buf
 
 
 @pytest.mark.slow

@@ -994,6 +994,49 @@ def test_show_values_presence_based_delivery(server_factory):
     assert w in take(c, event_rx("n"))
 
 
+def test_show_values_last_item(server_factory):
+    """pubsub#show-values holds for the last item too (XEP-0060 6.3.7,
+    12.x): not on subscribe, nor on the owner's approval (authorize), while
+    the subscriber's presence has none of the shows; on presence only to a
+    session whose show is listed."""
+    srv = start(server_factory)
+    a, ajid = session(srv, "alice")
+    b, bjid = session(srv, "bob")
+    c, cjid = session(srv, "carol")
+    ok(create(a, "c1", "n"))  # on_sub_and_presence
+    ok(publish(a, "p0", "n", "<x xmlns='urn:x'>last-n</x>"))
+    ok(create(a, "c2", "auth", access_model="authorize"))
+    ok(publish(a, "p1", "auth", "<x xmlns='urn:x'>last-auth</x>"))
+    # bob (online, no show) subscribes for chat only: no last item.
+    ok(subscribe(b, "s1", "n", "bob@localhost", options={"show-values": ["chat"]}))
+    assert_nothing_before(b, "last-n", barrier=send_marker(a, bjid))
+    # A session of his that is dnd gets nothing; one that is chat, the item.
+    bd, bdjid = session(srv, "bob", "dnd", presence=False)
+    bd.send("<presence><show>dnd</show></presence>")
+    assert_nothing_before(bd, "last-n")  # the presence's work is done by the round trip
+    bc, bcjid = session(srv, "bob", "chat", presence=False)
+    bc.send("<presence><show>chat</show></presence>")
+    ev = take(bc, event_rx("n"))
+    assert "last-n" in ev and f"to='{bcjid}'" in ev, ev
+    # carol asks for away only; alice approves while carol is online: nothing.
+    r = ok(subscribe(c, "s2", "auth", "carol@localhost", options={"show-values": ["away"]}))
+    assert "subscription='pending'" in r, r
+    take(a, rf"<message[^>]*from='{SVC}'[^>]*>.*?carol@localhost.*?</message>")
+    a.send(f"<message to='{SVC}'><x xmlns='jabber:x:data' type='submit'>"
+           f"<field var='FORM_TYPE' type='hidden'><value>{PS}#subscribe_authorization</value>"
+           f"</field><field var='pubsub#node'><value>auth</value></field>"
+           f"<field var='pubsub#subscriber_jid'><value>carol@localhost</value></field>"
+           f"<field var='pubsub#allow'><value>true</value></field></x></message>")
+    take(c, r"<subscription node='auth' jid='carol@localhost' subid='[^']+' "
+            r"subscription='subscribed'/>")
+    assert_nothing_before(c, "last-auth", barrier=send_marker(a, cjid))
+    # Her away session gets it when it comes.
+    ca, cajid = session(srv, "carol", "away", presence=False)
+    ca.send("<presence><show>away</show></presence>")
+    ev = take(ca, event_rx("auth"))
+    assert "last-auth" in ev and f"to='{cajid}'" in ev, ev
+
+
 def test_slixmpp_multi_subscribe_and_options(server_factory):
     """A client's view, slixmpp's XEP-0060 plugin: two subscriptions with
     options at subscribe time, both listed, options of one read by subid,
