@@ -561,6 +561,8 @@ room_config_apply(muc_call_t *c, muc_room_t *r, const xd_el_t *x)
     }
     aff_lists_apply(c, r, &lists);
     aff_lists_free(&lists);
+    /* presencebroadcast: who the others see follows the list (changed or not). */
+    muc_pbcast_follow(c, r);
     muc_room_publish(c, r, n.persistent || was_persistent);
     return NULL;
 }

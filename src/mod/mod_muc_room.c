@@ -1081,6 +1081,21 @@ muc_broadcast_presence(muc_call_t *c, const muc_room_t *r, muc_occ_t *o, bool un
     xd_stanza_unref(st);
 }
 
+/* muc#roomconfig_presencebroadcast changed (r->cfg.pbcast is the new
+ * list): the occupants of a role now broadcast that were not announced
+ * are, to every other occupant, with their presence as a newcomer's list
+ * has it; those of a role no longer broadcast leave the others' view (an
+ * unavailable presence, role none, as a leave), staying in the room. */
+void
+muc_pbcast_follow(muc_call_t *c, muc_room_t *r)
+{
+    for (size_t i = 0; i < r->nocc; i++) {
+        muc_occ_t *o = r->occ[i];
+        if (o->announced != ((r->cfg.pbcast & 1 << o->role) != 0))
+            broadcast_others(c, r, o, false, NULL);
+    }
+}
+
 static int
 join_shift(void *arg, const char *key, void *val)
 {

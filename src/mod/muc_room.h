@@ -185,6 +185,8 @@ bool muc_sees_jid(const muc_room_t *r, const muc_occ_t *viewer);
 void muc_broadcast_presence(muc_call_t *c, const muc_room_t *r, muc_occ_t *o, bool unavailable,
                             const pres_extra_t *ex, const pres_extra_t *self_ex);
 void muc_occ_remove(muc_call_t *c, muc_room_t *r, muc_occ_t *o, const pres_extra_t *ex);
+/* After a change of r->cfg.pbcast: who is announced follows it. */
+void muc_pbcast_follow(muc_call_t *c, muc_room_t *r);
 bool muc_join_answer(muc_call_t *c, muc_room_t *r, const xd_stanza_t *st);
 void muc_room_leave(muc_call_t *c, muc_room_t *r, muc_occ_t *o, const char *full,
                     const xd_stanza_t *st, bool failed);
