@@ -47,19 +47,6 @@ muc_name_index(const char *const *names, size_t n, const char *v)
     return -1;
 }
 
-int
-muc_role_mask(const xd_strlist_t *l)
-{
-    int mask = 0;
-    for (size_t i = 0; i < l->count; i++) {
-        int role = muc_name_index(role_names, 4, l->items[i]);
-        if (role <= ROLE_NONE)
-            return -1;
-        mask |= 1 << role;
-    }
-    return mask;
-}
-
 /* A session entering a big room: the occupant list goes in chunks of
  * join_chunk presences, each after the session answered a ping sent
  * behind the one before (so no more than a chunk waits in its stream's
@@ -339,10 +326,32 @@ muc_form_bool(const char *v, bool def)
     return strcmp(v, "1") == 0 || strcmp(v, "true") == 0;
 }
 
-/* A mask of 1 << ROLE_* as the role names, space-separated, and back
- * (unknown names are skipped). */
-static void
-roles_text(int mask, char *out, size_t size)
+/* ---- lists of roles (mod_muc.h: the one mapping) ----------------------------------------------- */
+
+int
+muc_role_bit(xd_str_t name)
+{
+    for (int role = ROLE_VISITOR; role <= ROLE_MODERATOR; role++)
+        if (xd_str_eq_c(name, role_names[role]))
+            return 1 << role;
+    return 0;
+}
+
+int
+muc_role_mask(const xd_strlist_t *l)
+{
+    int mask = 0;
+    for (size_t i = 0; i < l->count; i++) {
+        int bit = muc_role_bit(xd_str_c(l->items[i]));
+        if (!bit)
+            return -1;
+        mask |= bit;
+    }
+    return mask;
+}
+
+void
+muc_roles_to_text(int mask, char *out, size_t size)
 {
     out[0] = '\0';
     for (int role = ROLE_VISITOR; role <= ROLE_MODERATOR; role++)
@@ -351,21 +360,40 @@ roles_text(int mask, char *out, size_t size)
                      role_names[role]);
 }
 
-static int
-roles_parse(const char *v)
+int
+muc_roles_from_text(const char *v)
 {
     int mask = 0;
-    for (int role = ROLE_VISITOR; role <= ROLE_MODERATOR; role++) {
-        size_t n = strlen(role_names[role]);
-        for (const char *p = v; (p = strstr(p, role_names[role])); p += n)
-            if ((p == v || p[-1] == ' ') && (p[n] == ' ' || p[n] == '\0'))
-                mask |= 1 << role;
+    while (*v) {
+        size_t n = strcspn(v, " ");
+        mask |= muc_role_bit((xd_str_t){ v, n });
+        v += n + (v[n] == ' ');
     }
     return mask;
 }
 
-/* A list-multi form field of roles: the mask's as values, the three
- * roles an occupant can have as options. */
+bool
+muc_roles_from_form(const xd_el_t *x, const char *var, int *mask)
+{
+    const xd_el_t *f = muc_form_field(x, var);
+    if (!f)
+        return true;
+    int m = 0;
+    for (const xd_el_t *val = xd_el_first_child(f); val; val = xd_el_next(val)) {
+        if (!xd_el_is(val, "value", XD_NS_DATA))
+            continue;
+        const char *t = xd_el_text(val);
+        if (!t || !*t)
+            continue;
+        int bit = muc_role_bit(xd_str_c(t));
+        if (!bit)
+            return false;
+        m |= bit;
+    }
+    *mask = m;
+    return true;
+}
+
 void
 muc_add_roles_field(xd_el_t *x, const char *var, const char *label, int mask)
 {
@@ -373,11 +401,14 @@ muc_add_roles_field(xd_el_t *x, const char *var, const char *label, int mask)
     xd_el_set_attr(f, "var", var);
     xd_el_set_attr(f, "type", "list-multi");
     xd_el_set_attr(f, "label", label);
-    for (int role = ROLE_MODERATOR; role >= ROLE_VISITOR; role--)
+    const char *roles[3];
+    size_t n = 0;
+    for (int role = ROLE_MODERATOR; role >= ROLE_VISITOR; role--) {
+        roles[n++] = role_names[role];
         if (mask & 1 << role)
             xd_el_add_text(xd_el_add_child(f, "value", NULL), role_names[role]);
-    static const char *const roles[] = { "moderator", "participant", "visitor" };
-    muc_add_options(f, roles, 3);
+    }
+    muc_add_options(f, roles, n);
 }
 
 static void
@@ -647,7 +678,7 @@ room_serialize(const muc_room_t *r, bool with_hist)
     if (g->pubsub)
         xd_el_set_attr(cf, "pubsub", g->pubsub);
     char roles[40];
-    roles_text(g->getmemberlist, roles, sizeof roles);
+    muc_roles_to_text(g->getmemberlist, roles, sizeof roles);
     xd_el_set_attr(cf, "getmemberlist", roles);
     struct { const char *k; bool v; } more[] = {
         { "voicereq", g->voice_requests }, { "vstatus", g->visitor_status },
@@ -663,7 +694,7 @@ room_serialize(const muc_room_t *r, bool with_hist)
     xd_el_set_attr(cf, "history", num);
     xd_el_set_attr(cf, "mam", g->mam ? "1" : "0");
     char pb[40];
-    roles_text(g->pbcast, pb, sizeof pb);
+    muc_roles_to_text(g->pbcast, pb, sizeof pb);
     xd_el_set_attr(cf, "pbcast", pb);
     for (size_t i = 0; with_hist && i < r->hn; i++) {
         const muc_hist_t *e = &r->hist[(r->hstart + i) % r->hcap];
@@ -716,7 +747,7 @@ room_restore(muc_call_t *c, const char *name, const char *stored)
         g->logging = muc_form_bool(xd_el_attr(cf, "logging"), false);
         g->mam = muc_form_bool(xd_el_attr(cf, "mam"), c->conf->default_mam);
         if ((v = xd_el_attr(cf, "pbcast")))
-            g->pbcast = roles_parse(v);
+            g->pbcast = muc_roles_from_text(v);
         v = xd_el_attr(cf, "whois");
         g->whois = v && strcmp(v, "anyone") == 0 ? WHOIS_ANYONE : WHOIS_MODERATORS;
         int pm = muc_name_index(pm_names, 4, xd_el_attr(cf, "pm"));
@@ -729,7 +760,7 @@ room_restore(muc_call_t *c, const char *name, const char *stored)
         if ((v = xd_el_attr(cf, "pubsub")) && *v)
             g->pubsub = xd_strdup(v);
         if ((v = xd_el_attr(cf, "getmemberlist")))
-            g->getmemberlist = roles_parse(v);
+            g->getmemberlist = muc_roles_from_text(v);
         g->voice_requests = muc_form_bool(xd_el_attr(cf, "voicereq"), g->voice_requests);
         g->visitor_status = muc_form_bool(xd_el_attr(cf, "vstatus"), g->visitor_status);
         g->visitor_nickchange = muc_form_bool(xd_el_attr(cf, "vnick"), g->visitor_nickchange);

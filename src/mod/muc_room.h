@@ -171,6 +171,15 @@ int muc_role_for(const muc_room_t *r, int aff);
 const xd_el_t *muc_form_field(const xd_el_t *x, const char *var);
 const char *muc_form_value(const xd_el_t *x, const char *var);
 bool muc_form_bool(const char *v, bool def);
+/* A list of roles (mod_muc.h) as a mask in the other shapes: the
+ * names, space-separated (the stored configuration), and back (what is not
+ * a role is skipped); a list-multi field of data form x (false for a value
+ * that is not a role; *mask unchanged when the form has no such field; an
+ * empty field: no role); a list-multi field to add to form x, the mask's
+ * roles as values, the three as options. */
+void muc_roles_to_text(int mask, char *out, size_t size);
+int muc_roles_from_text(const char *v);
+bool muc_roles_from_form(const xd_el_t *x, const char *var, int *mask);
 void muc_add_roles_field(xd_el_t *x, const char *var, const char *label, int mask);
 void muc_hist_bytes(muc_room_t *r, size_t add, size_t sub);
 void muc_hist_resize(muc_room_t *r, size_t cap);
