@@ -119,7 +119,7 @@ void muc_rooms_tick(xd_module_ctx_t *ctx, uint64_t now_ms);
 /* Lists of room roles, in every shape they come in (the service's
  * default_presence_broadcast and default_getmemberlist, a room form's
  * presencebroadcast and getmemberlist, a stored room's; muc_room.h for the
- * room's), have one mapping (mod_muc_room.c): a list holds moderator,
+ * room's), have one mapping (mod_muc_util.c): a list holds moderator,
  * participant and visitor; as a mask, 1 << ROLE_* (muc_room.h). */
 /* 1 << ROLE_* of name when a list of roles may hold it, else 0. */
 int muc_role_bit(xd_str_t name);
