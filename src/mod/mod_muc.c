@@ -29,13 +29,10 @@
 static int
 muc_role_prep(xd_str_t in, char **out)
 {
-    static const char *const roles[] = { "moderator", "participant", "visitor" };
-    for (size_t i = 0; i < 3; i++)
-        if (in.len == strlen(roles[i]) && memcmp(in.p, roles[i], in.len) == 0) {
-            *out = xd_strdup(roles[i]);
-            return 0;
-        }
-    return XD_EINVAL;
+    if (!muc_role_bit(in))
+        return XD_EINVAL;
+    *out = xd_strndup(in.p, in.len);
+    return 0;
 }
 
 static int

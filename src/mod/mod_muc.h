@@ -25,6 +25,7 @@
 #include "xmppd/map.h"
 #include "xmppd/module.h"
 #include "xmppd/owner.h"
+#include "xmppd/str.h"
 
 #define MUC_NS_UNIQUE "http://jabber.org/protocol/muc#unique"
 #define MUC_NS_ROOMCONFIG "http://jabber.org/protocol/muc#roomconfig"
@@ -115,8 +116,14 @@ char **muc_rooms_stash(muc_state_t *s);
  * whose history changed history_flush_interval ago or more (mod_muc_room.c). */
 void muc_rooms_tick(xd_module_ctx_t *ctx, uint64_t now_ms);
 
-/* The roles of list l (moderator, participant, visitor) as a mask of
- * 1 << role (mod_muc_room.c); -1 when one is not a role. */
+/* Lists of room roles, in every shape they come in (the service's
+ * default_presence_broadcast and default_getmemberlist, a room form's
+ * presencebroadcast and getmemberlist, a stored room's; muc_room.h for the
+ * room's), have one mapping (mod_muc_util.c): a list holds moderator,
+ * participant and visitor; as a mask, 1 << ROLE_* (muc_room.h). */
+/* 1 << ROLE_* of name when a list of roles may hold it, else 0. */
+int muc_role_bit(xd_str_t name);
+/* The roles of list l as a mask; -1 when one is not a role. */
 int muc_role_mask(const xd_strlist_t *l);
 
 /* mod_muc.c: directory and storage. */

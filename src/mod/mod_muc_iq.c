@@ -219,31 +219,6 @@ room_config_form(muc_call_t *c, muc_room_t *r, const xd_stanza_t *st)
     xd_route_take(xd_el_freeze(b));
 }
 
-/* A list-multi of roles (muc#roomconfig_presencebroadcast) as a mask of
- * 1 << ROLE_*: false for a value that is not a role; *mask unchanged when
- * the form has no such field (an empty field: no role). */
-static bool
-form_roles(const xd_el_t *x, const char *var, int *mask)
-{
-    const xd_el_t *f = muc_form_field(x, var);
-    if (!f)
-        return true;
-    int m = 0;
-    for (const xd_el_t *val = xd_el_first_child(f); val; val = xd_el_next(val)) {
-        if (!xd_el_is(val, "value", XD_NS_DATA))
-            continue;
-        const char *t = xd_el_text(val);
-        if (!t || !*t)
-            continue;
-        int role = muc_name_index(role_names, 4, t);
-        if (role <= ROLE_NONE)
-            return false;
-        m |= 1 << role;
-    }
-    *mask = m;
-    return true;
-}
-
 static bool
 parse_int_field(const char *v, int lo, int hi, int *out)
 {
@@ -421,7 +396,7 @@ static const char *
 config_parse_more(const xd_el_t *x, muc_cfg_t *n)
 {
     const char *v;
-    if (!form_roles(x, "muc#roomconfig_getmemberlist", &n->getmemberlist))
+    if (!muc_roles_from_form(x, "muc#roomconfig_getmemberlist", &n->getmemberlist))
         return "getmemberlist takes moderator, participant and visitor";
     if ((v = muc_form_value(x, "muc#roomconfig_lang")) && *v && !muc_lang_ok(v))
         return "lang is a language tag (en, pt-BR)";
@@ -475,7 +450,7 @@ room_config_apply(muc_call_t *c, muc_room_t *r, const xd_el_t *x)
             return "allowpm is anyone, participants, moderators or none";
         n.allowpm = pm;
     }
-    if (!form_roles(x, "muc#roomconfig_presencebroadcast", &n.pbcast))
+    if (!muc_roles_from_form(x, "muc#roomconfig_presencebroadcast", &n.pbcast))
         return "presencebroadcast lists moderator, participant, visitor";
     n.persistent = muc_form_bool(muc_form_value(x, "muc#roomconfig_persistentroom"), n.persistent);
     n.pub = muc_form_bool(muc_form_value(x, "muc#roomconfig_publicroom"), n.pub);
@@ -561,6 +536,8 @@ room_config_apply(muc_call_t *c, muc_room_t *r, const xd_el_t *x)
     }
     aff_lists_apply(c, r, &lists);
     aff_lists_free(&lists);
+    /* presencebroadcast: who the others see follows the list (changed or not). */
+    muc_pbcast_follow(c, r);
     muc_room_publish(c, r, n.persistent || was_persistent);
     return NULL;
 }

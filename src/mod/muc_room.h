@@ -3,7 +3,9 @@
  * the room's structures and the helpers they call across files.  Private
  * to the room part of mod_muc (mod_muc.h for the threads):
  *
- *   mod_muc_room.c  small helpers, room life, presence, entering, entry
+ *   mod_muc_util.c  small helpers: sending and fan-out, affiliations, data forms,
+ *                   lists of roles, an occupant's presence
+ *   mod_muc_room.c  room life, presence, entering, entry
  *   mod_muc_msg.c   messages (groupchat, private, invitations, voice requests)
  *   mod_muc_iq.c    IQs: configuration form, affiliations and roles, registration, disco
  *   mod_muc_arch.c  the room's archive (XEP-0313), moderation (XEP-0425), retraction
@@ -145,7 +147,7 @@ typedef struct room_job {
     int rc;
 } room_job_t;
 
-/* mod_muc_room.c */
+/* mod_muc_util.c */
 int muc_name_index(const char *const *names, size_t n, const char *v);
 void muc_room_event(muc_call_t *c, const muc_room_t *r, int kind, const char *nick,
                     const char *new_nick, const char *actor, const char *text,
@@ -164,6 +166,7 @@ xd_module_ctx_t *muc_room_mam(const muc_call_t *c, const muc_room_t *r);
 bool muc_room_archived(const muc_call_t *c, const muc_room_t *r);
 xd_jid_t *muc_room_jid(const muc_room_t *r);
 bool muc_flood_ok(muc_call_t *c, muc_occ_t *o);
+bool muc_service_admin(const muc_call_t *c, const xd_jid_t *jid);
 int muc_eff_aff(const muc_call_t *c, const muc_room_t *r, const char *bare, const xd_jid_t *jid);
 int muc_role_for(const muc_room_t *r, int aff);
 /* The field `var` of data form x, or NULL; its first value ("" when it
@@ -171,20 +174,33 @@ int muc_role_for(const muc_room_t *r, int aff);
 const xd_el_t *muc_form_field(const xd_el_t *x, const char *var);
 const char *muc_form_value(const xd_el_t *x, const char *var);
 bool muc_form_bool(const char *v, bool def);
+/* A list of roles (mod_muc.h) as a mask in the other shapes: the
+ * names, space-separated (the stored configuration), and back (what is not
+ * a role is skipped); a list-multi field of data form x (false for a value
+ * that is not a role; *mask unchanged when the form has no such field; an
+ * empty field: no role); a list-multi field to add to form x, the mask's
+ * roles as values, the three as options. */
+void muc_roles_to_text(int mask, char *out, size_t size);
+int muc_roles_from_text(const char *v);
+bool muc_roles_from_form(const xd_el_t *x, const char *var, int *mask);
 void muc_add_roles_field(xd_el_t *x, const char *var, const char *label, int mask);
+void muc_add_status(xd_el_t *x, int code);
+xd_el_t *muc_occ_presence(const muc_room_t *r, const muc_occ_t *o, bool unavailable, bool show_jid,
+                          const char *full_for_jid, const pres_extra_t *ex, bool self);
+bool muc_sees_jid(const muc_room_t *r, const muc_occ_t *viewer);
+
+/* mod_muc_room.c */
 void muc_hist_bytes(muc_room_t *r, size_t add, size_t sub);
 void muc_hist_resize(muc_room_t *r, size_t cap);
 void muc_hist_add_at(muc_room_t *r, xd_stanza_t *st, time_t ts);
 void muc_room_publish(muc_call_t *c, muc_room_t *r, bool store);
 void muc_room_drop(muc_call_t *c, muc_room_t *r, bool destroyed);
 uint64_t muc_now_ms(void);
-void muc_add_status(xd_el_t *x, int code);
-xd_el_t *muc_occ_presence(const muc_room_t *r, const muc_occ_t *o, bool unavailable, bool show_jid,
-                          const char *full_for_jid, const pres_extra_t *ex, bool self);
-bool muc_sees_jid(const muc_room_t *r, const muc_occ_t *viewer);
 void muc_broadcast_presence(muc_call_t *c, const muc_room_t *r, muc_occ_t *o, bool unavailable,
                             const pres_extra_t *ex, const pres_extra_t *self_ex);
 void muc_occ_remove(muc_call_t *c, muc_room_t *r, muc_occ_t *o, const pres_extra_t *ex);
+/* After a change of r->cfg.pbcast: who is announced follows it. */
+void muc_pbcast_follow(muc_call_t *c, muc_room_t *r);
 bool muc_join_answer(muc_call_t *c, muc_room_t *r, const xd_stanza_t *st);
 void muc_room_leave(muc_call_t *c, muc_room_t *r, muc_occ_t *o, const char *full,
                     const xd_stanza_t *st, bool failed);

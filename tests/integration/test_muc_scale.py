@@ -401,3 +401,225 @@ def test_presencebroadcast_survives_restart(server_factory):
                           form).group(0)
         assert re.findall(r"<value>([a-z]+)</value>", re.sub(r"<option.*?</option>", "", field)) \
             == roles, field
+
+
+def room_form(c, room, fields, iq_id):
+    """Submits a muc#roomconfig form: fields maps a field (after
+    muc#roomconfig_) to a value or a list of values (list-multi).  Takes
+    its answer out: what came before it stays buffered."""
+    out = ""
+    for k, v in fields.items():
+        vals = "".join(f"<value>{x}</value>" for x in (v if isinstance(v, list) else [v]))
+        out += f"<field var='muc#roomconfig_{k}'>{vals}</field>"
+    return take_iq(c, iq_id, f"<query xmlns='{NS_MUC}#owner'><x xmlns='jabber:x:data' "
+                             f"type='submit'><field var='FORM_TYPE'><value>{NS_MUC}#roomconfig"
+                             f"</value></field>{out}</x></query>", to=f"{room}@{MUC}")
+
+
+_room_pings = iter(range(1, 1 << 30))
+
+
+def room_roundtrip(c, room):
+    """A ping to the room and its answer: the room answers on its owner
+    worker after what it did before, and its answer takes the way of what it
+    sent c, so everything the room sent c before is ahead of it.  Returns
+    what arrived ahead of it (it stays buffered), quotes normalised."""
+    pid = f"rp{next(_room_pings)}"
+    c.send(f"<iq type='get' id='{pid}' to='{room}@{MUC}'><ping xmlns='urn:xmpp:ping'/></iq>")
+    seen, m = c.before(rf"<iq[^>]*id='{pid}'[^>]*(/>|>.*?</iq>)")
+    assert "type='result'" in q(m.group(0)), m.group(0)
+    return q(seen)
+
+
+def first_tag(p):
+    return p.split(">")[0]
+
+
+def test_presencebroadcast_change_while_occupied(server_factory):
+    """presencebroadcast changed by the owner while occupants are in: the
+    occupants of roles no longer broadcast leave the others' view (an
+    unavailable presence, role none, as a leave: they themselves stay in,
+    hear nothing of it and keep receiving), and newcomers' lists leave
+    them out; the occupants of roles broadcast again are announced to
+    everybody with their current presence as a newcomer gets it (the real
+    JID to those who may see it, their role and affiliation, occupant-id)
+    and are in newcomers' lists again.  Voice granted and revoked after the
+    change follow the new list."""
+    srv = start(server_factory, workers=2)
+    users(srv, "alice", "bob", "carol", "dave", "erin", "frank")
+    a, _ = online(srv, "alice")
+    b, _ = online(srv, "bob")
+    c, cjid = online(srv, "carol")
+    d, _ = online(srv, "dave")
+    room = "shift"
+    create(a, room, "al")
+    r = room_form(a, room, {"moderatedroom": 1}, "mod")
+    assert "type='result'" in r, r
+    r = iq(a, "m1", f"<query xmlns='{NS_MUC}#admin'><item jid='bob@localhost' "
+                    "affiliation='member'/></query>", to=f"{room}@{MUC}")
+    assert "type='result'" in r, r
+    join(b, room, "bo")                     # participant
+    join(c, room, "ca")                     # visitor
+    join(d, room, "da")                     # visitor
+    for x in (a, b, c, d):
+        room_roundtrip(x, room)
+        x.buf = b""
+    # Visitors no longer broadcast: the others see them go, they stay.
+    r = room_form(a, room, {"presencebroadcast": ["moderator", "participant"]}, "pb1")
+    assert "type='result'" in r, r
+    for x, gone in ((a, ("ca", "da")), (b, ("ca", "da")), (c, ("da",)), (d, ("ca",))):
+        for nick in gone:
+            p = q(x.take(pres_of(room, nick, unavailable=True)).group(0))
+            assert "role='none'" in p and "code='110'" not in p, p
+    for x, me in ((c, "ca"), (d, "da")):
+        seen = room_roundtrip(x, room)
+        assert not re.search(pres_of(room, me, unavailable=True), seen, re.S), seen
+    for x in (a, b):
+        seen = room_roundtrip(x, room)
+        assert not re.search(r"<presence[^>]*type='unavailable'", seen), seen
+    # Carol is still in: she gets messages, her presence reaches only her.
+    groupchat(a, room, "still here?", "g1")
+    expect(c, r"<message[^>]*id='g1'")
+    c.send(f"<presence to='{room}@{MUC}/ca'><show>away</show><status>later</status></presence>")
+    p = expect(c, pres_of(room, "ca"))
+    assert "code='110'" in p and "<show>away</show>" in p, p
+    assert_nothing_before(a, pres_of(room, "ca"), barrier=None, after=c)
+    assert not re.search(pres_of(room, "ca"), room_roundtrip(b, room), re.S)
+    # A newcomer (a visitor) gets the moderator and the participant only.
+    e, _ = online(srv, "erin")
+    seq = join(e, room, "er")
+    assert listed(seq, room) == ["al", "bo", "er"], seq
+    # Participants no longer either: bob leaves the others' view.
+    r = room_form(a, room, {"presencebroadcast": ["moderator"]}, "pb2")
+    assert "type='result'" in r, r
+    for x in (a, c, d, e):
+        p = q(x.take(pres_of(room, "bo", unavailable=True)).group(0))
+        assert "role='none'" in p, p
+    seen = room_roundtrip(b, room)
+    assert not re.search(r"<presence[^>]*type='unavailable'", seen), seen
+    # Everybody again: bob, carol, dave and erin are announced to the
+    # others, as a newcomer sees them (alice, a moderator, sees real JIDs).
+    for x in (a, b, c, d, e):
+        room_roundtrip(x, room)
+        x.buf = b""
+    r = room_form(a, room, {"presencebroadcast": ["moderator", "participant", "visitor"]}, "pb3")
+    assert "type='result'" in r, r
+    back = {"bo": "participant", "ca": "visitor", "da": "visitor", "er": "visitor"}
+    for x, me in ((a, None), (b, "bo"), (c, "ca"), (d, "da"), (e, "er")):
+        for nick, role in back.items():
+            if nick == me:
+                continue
+            p = q(x.take(pres_of(room, nick)).group(0))
+            assert "type=" not in first_tag(p) and f"role='{role}'" in p, p
+            assert "code='110'" not in p and "urn:xmpp:occupant-id:0" in p, p
+            aff = "member" if nick == "bo" else "none"
+            assert f"affiliation='{aff}'" in p, p
+            assert ("jid=" in p.split("<item")[1].split(">")[0]) == (x is a), p
+            if nick == "ca":
+                assert "<show>away</show>" in p, p
+                assert (f"jid='{cjid}'" in p) == (x is a), p
+        seen = room_roundtrip(x, room)
+        assert not re.search(r"<presence", seen), seen
+    f, _ = online(srv, "frank")
+    seq = join(f, room, "fr")
+    assert listed(seq, room) == ["al", "bo", "ca", "da", "er", "fr"], seq
+    ca = re.search(pres_of(room, "ca"), seq, re.S).group(0)
+    assert "<show>away</show>" in ca and "<status>later</status>" in ca, ca
+    # Voice follows the list in force: with visitors not broadcast again,
+    # voice for dave announces him, revoking it takes him out of view.
+    r = room_form(a, room, {"presencebroadcast": ["moderator", "participant"]}, "pb4")
+    assert "type='result'" in r, r
+    for x, me in ((a, None), (b, None), (c, "ca"), (d, "da"), (e, "er"), (f, "fr")):
+        for nick in ("ca", "da", "er", "fr"):
+            if nick != me:
+                x.take(pres_of(room, nick, unavailable=True))
+        room_roundtrip(x, room)
+        x.buf = b""
+    r = take_iq(a, "v1", f"<query xmlns='{NS_MUC}#admin'><item nick='da' role='participant'/>"
+                         "</query>", to=f"{room}@{MUC}")
+    assert "type='result'" in r, r
+    for x in (a, b, c, e, f):
+        p = q(x.take(pres_of(room, "da")).group(0))
+        assert "type=" not in first_tag(p) and "role='participant'" in p, p
+    r = take_iq(a, "v2", f"<query xmlns='{NS_MUC}#admin'><item nick='da' role='visitor'/>"
+                         "</query>", to=f"{room}@{MUC}")
+    assert "type='result'" in r, r
+    for x in (a, b, c, e, f):
+        p = q(x.take(pres_of(room, "da", unavailable=True)).group(0))
+        assert "role='none'" in p, p
+
+
+def test_presencebroadcast_widened_announces_hidden_occupants(server_factory):
+    """Visitors not broadcast from the room's creation (the service's
+    default_presence_broadcast): when the owner adds visitor to the list
+    the visitors in the room are announced to the others, each as a
+    newcomer's list has it (its show and status, the real JID to the
+    moderator only, occupant-id), nothing goes to the visitor itself, and
+    a newcomer's list has them."""
+    srv = start(server_factory, workers=2, opts="default_presence_broadcast: [moderator, participant]")
+    users(srv, "alice", "bob", "carol", "dave")
+    a, _ = online(srv, "alice")
+    b, _ = online(srv, "bob")
+    c, cjid = online(srv, "carol")
+    room = "widen"
+    create(a, room, "al")
+    r = room_form(a, room, {"moderatedroom": 1}, "mod")
+    assert "type='result'" in r, r
+    r = iq(a, "m1", f"<query xmlns='{NS_MUC}#admin'><item jid='bob@localhost' "
+                    "affiliation='member'/></query>", to=f"{room}@{MUC}")
+    assert "type='result'" in r, r
+    join(b, room, "bo")
+    c.send(f"<presence to='{room}@{MUC}/ca'><x xmlns='{NS_MUC}'/><show>dnd</show>"
+           "<status>busy</status></presence>")
+    seq = expect(c, r"(?s)^.*?<message[^>]*>\s*<subject[^>]*(/>|>.*?</subject>).*?</message>")
+    assert "role='visitor'" in seq, seq
+    for x in (a, b, c):
+        assert not re.search(pres_of(room, "ca"), room_roundtrip(x, room), re.S)
+        x.buf = b""
+    r = room_form(a, room, {"presencebroadcast": ["moderator", "participant", "visitor"]}, "pb")
+    assert "type='result'" in r, r
+    for x in (a, b):
+        p = q(x.take(pres_of(room, "ca")).group(0))
+        assert "type=" not in first_tag(p) and "role='visitor'" in p, p
+        assert "affiliation='none'" in p and "code='110'" not in p, p
+        assert "<show>dnd</show>" in p and "<status>busy</status>" in p, p
+        assert "urn:xmpp:occupant-id:0" in p, p
+        assert (f"jid='{cjid}'" in p) == (x is a), p
+    assert not re.search(r"<presence", room_roundtrip(c, room)), c.buf
+    d, _ = online(srv, "dave")
+    seq = join(d, room, "da")
+    assert listed(seq, room) == ["al", "bo", "ca", "da"], seq
+
+
+def test_presencebroadcast_change_in_persistent_room_and_restart(server_factory):
+    """A persistent room whose presencebroadcast is narrowed while a visitor
+    is in: the others see the visitor go at once; after a restart the stored
+    list holds: a visitor entering is not announced, a newcomer's list
+    leaves it out."""
+    srv = start(server_factory, workers=1)
+    users(srv, "alice", "bob", "carol")
+    a, _ = online(srv, "alice")
+    c, _ = online(srv, "carol")
+    room = "kept2"
+    create(a, room, "al")
+    r = room_form(a, room, {"persistentroom": 1, "moderatedroom": 1}, "p1")
+    assert "type='result'" in r, r
+    join(c, room, "ca")                     # visitor, announced (all roles)
+    expect(a, pres_of(room, "ca"))
+    r = room_form(a, room, {"presencebroadcast": ["moderator", "participant"]}, "pb1")
+    assert "type='result'" in r, r
+    p = q(a.take(pres_of(room, "ca", unavailable=True)).group(0))
+    assert "role='none'" in p, p
+    a.roundtrip()
+    srv.stop()
+    srv.restart()
+    a, _ = online(srv, "alice")
+    b, _ = online(srv, "bob")
+    c, _ = online(srv, "carol")
+    seq = join(a, room, "al")
+    assert listed(seq, room) == ["al"], seq
+    seq = join(c, room, "ca")
+    assert "role='visitor'" in seq, seq
+    assert not re.search(pres_of(room, "ca"), room_roundtrip(a, room), re.S)
+    seq = join(b, room, "bo")
+    assert listed(seq, room) == ["al", "bo"], seq
