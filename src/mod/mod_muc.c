@@ -103,8 +103,8 @@ static const xd_opt_t muc_opts[] = {
                   "A new room's language of discussion (its `muc#roomconfig_lang`, shown as "
                   "`muc#roominfo_lang` in its disco#info; ejabberd's `lang` room option): a "
                   "language tag such as `en` or `pt-BR`.  Unset or empty: none."),
-    XD_OPT_STRING_LIST("default_getmemberlist", C_, default_getmemberlist,
-                       "[moderator, participant, visitor]",
+    XD_OPT_CUSTOM("default_getmemberlist", C_, default_getmemberlist,
+                  "[moderator, participant, visitor]", &muc_roles_type,
                        "Roles that may get a new room's member list (its "
                        "`muc#roomconfig_getmemberlist`): an occupant of one of them may ask "
                        "for the members (`affiliation='member'`); in a semi-anonymous room "
@@ -625,9 +625,6 @@ muc_stop(xd_module_ctx_t *ctx)
 static int
 muc_conf_check(xd_module_ctx_t *ctx, const muc_conf_t *c)
 {
-    if (muc_role_mask(&c->default_getmemberlist) < 0)
-        return xd_module_fail(ctx, XD_EINVAL, "default_getmemberlist: the roles are "
-                              "moderator, participant and visitor");
     if (c->default_lang && *c->default_lang && !muc_lang_ok(c->default_lang))
         return xd_module_fail(ctx, XD_EINVAL, "default_lang: \"%s\" is no language tag",
                               c->default_lang);

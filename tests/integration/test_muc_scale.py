@@ -376,6 +376,21 @@ def test_presencebroadcast_bad_service_default_is_a_config_error(tmp_path):
     assert r.returncode != 0 and "x.yml:3" in r.stderr and "boss" in r.stderr, r.stderr
 
 
+def test_getmemberlist_bad_service_default_is_a_config_error(tmp_path):
+    """default_getmemberlist is a list of roles like
+    default_presence_broadcast: something else is refused by
+    --check-config with the file, line and value (it was found only when
+    the module started, without a line)."""
+    import os
+    import subprocess
+    from conftest import build_dir
+    cfg = tmp_path / "g.yml"
+    cfg.write_text("modules:\n  mod_muc:\n    default_getmemberlist: [visitor, owner]\n")
+    r = subprocess.run([os.path.join(build_dir(), "xmppd"), "--check-config", "-c", str(cfg)],
+                       capture_output=True, text=True)
+    assert r.returncode != 0 and "g.yml:3" in r.stderr and "owner" in r.stderr, r.stderr
+
+
 def test_presencebroadcast_survives_restart(server_factory):
     """A persistent room keeps its presencebroadcast list (stored with its
     configuration) across a restart, an empty list (no role) included."""
