@@ -45,7 +45,7 @@ here is stopped by its PID (the adapters' stop) at the end.
     bench/pep.py [--build build-release] [--servers xmppd,ejabberd,prosody]
                  [--contacts 100,1000] [--notifications 200000] [--window 16]
                  [--rounds 1] [--max-seconds 120] [--driver c|python]
-                 [--keep-running]
+                 [--coalesce-us 500] [--keep-running]
 """
 import argparse
 import asyncio
@@ -598,6 +598,9 @@ async def measure(srv, n, total, window, tag, max_seconds, pepload=None):
     return res
 
 
+COALESCE_US = [500]  # --coalesce-us
+
+
 async def pepload_line(proc, word, timeout):
     """The next line of pepload's stdout that starts with word, as a dict."""
     while True:
@@ -621,7 +624,7 @@ async def measure_c(srv, n, total, window, tag, max_seconds, pepload):
         pepload, "--port", str(srv.port), "--domain", srv.domain, "--publisher", pub,
         "--contacts", str(n), "--pubs", str(pubs), "--window", str(window), "--tag", tag,
         "--max-seconds", str(max_seconds), "--password", PASSWORD,
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+        "--coalesce-us", str(COALESCE_US[0]), stdin=subprocess.PIPE, stdout=subprocess.PIPE)
     try:
         rd = await pepload_line(proc, "READY", 900)
         if rd["caps"] != VER:
@@ -750,6 +753,8 @@ def main():
     ap.add_argument("--run", default="/var/tmp/xmppbench-pep")
     ap.add_argument("--bench-src", default=os.path.join(REPO, "..", "shared", "bench"))
     ap.add_argument("--keep-running", action="store_true")
+    ap.add_argument("--coalesce-us", type=int, default=500,
+                    help="--driver c: its sleep after each poll of the run (bench/pepload.c)")
     ap.add_argument("--driver", choices=("c", "python"),
                     help="load driver: c (BUILD/bench/pepload, the default when it is built)"
                     " or python (this process)")
@@ -760,6 +765,7 @@ def main():
     if a.driver == "c" and not os.access(pepload, os.X_OK):
         ap.error(f"--driver c: {pepload} is not built (ninja -C {a.build} bench/pepload)")
     a.pepload = pepload if a.driver == "c" else None
+    COALESCE_US[0] = a.coalesce_us
     # SIGTERM (timeout, kill) ends the run through the finally below, which
     # stops the servers started here
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
@@ -777,7 +783,7 @@ def main():
     for s, v in versions(names, env).items():
         print(f"# {s}: {v}", flush=True)
     print(f"# load before: {open('/proc/loadavg').read().strip()}; cpus={os.cpu_count()}; "
-          + (f"driver=c ({a.pepload})" if a.pepload else
+          + (f"driver=c ({a.pepload}, coalesce {a.coalesce_us} us)" if a.pepload else
              f"driver=python (client loop={'uvloop' if uvloop else 'asyncio'})"), flush=True)
     if uvloop:
         asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
