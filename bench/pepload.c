@@ -821,7 +821,8 @@ pl_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *b)
         c->cap = keep * 2 > 65536 ? keep * 2 : 65536;
         c->buf = pl_xrealloc(c->buf, c->cap);
     }
-    memmove(c->buf, data + rest, keep);
+    if (keep)
+        memmove(c->buf, data + rest, keep);
     c->len = keep;
 }
 
