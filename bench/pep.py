@@ -28,11 +28,14 @@ notification latency.  Reported per run:
 Two load drivers (--driver) do the publishing and the counting, the same
 way (logins, caps, warm-up, marks, counts and latencies alike):
   c       bench/pepload.c, built as BUILD/bench/pepload: one libuv process
-          for the publisher and all contacts, about 1 µs of CPU per
-          notification (the default when it is built)
+          for the publisher and all contacts (the default when it is
+          built; bench/pepload_check.py checks its stream splitting);
+          2.5-6 µs of CPU per notification, most of it the kernel's reads
   python  this process (asyncio; on uvloop when python3-uvloop (Debian) is
-          installed), 6-7 µs of CPU per notification
-In both the setup (accounts, rosters) is this process's.  Servers run on loopback through the adapters in bench/shared/servers
+          installed): 4-8 µs per notification in xmppd's runs, 11-20 µs in
+          ejabberd's slower ones
+In both, the setup (accounts, rosters) is this process's.  Servers run on
+loopback through the adapters in bench/shared/servers
 (xmppd-pep, ejabberd-pep, prosody-pep), in a copy of the shared harness
 (../shared/bench, for common.sh and the ejabberd/Prosody adapters) under
 --work; their state lives under --run (kept between runs: users and rosters
