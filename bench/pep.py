@@ -21,11 +21,21 @@ notification latency.  Reported per run:
   srv cpu    server CPU time (user+system, /proc/PID/stat, with its child
              processes) per notification, in microseconds, and in % of one core
   rss        server resident set size after the run (VmRSS; VmHWM in the log)
-  cli cpu    this client's CPU in % of one core (one process, asyncio: it
-             must not be the bottleneck; it runs on the same 2 cores)
+  cli cpu    the load driver's CPU in % of one core (it must not be the
+             bottleneck: it runs on the same cores as the server); its µs
+             per notification is cli_cpu_us= in the RESULT lines
 
-The client runs on uvloop when python3-uvloop (Debian) is installed, on
-plain asyncio otherwise.  Servers run on loopback through the adapters in bench/shared/servers
+Two load drivers (--driver) do the publishing and the counting, the same
+way (logins, caps, warm-up, marks, counts and latencies alike):
+  c       bench/pepload.c, built as BUILD/bench/pepload: one libuv process
+          for the publisher and all contacts (the default when it is
+          built; bench/pepload_check.py checks its stream splitting);
+          2.5-6 µs of CPU per notification, most of it the kernel's reads
+  python  this process (asyncio; on uvloop when python3-uvloop (Debian) is
+          installed): 4-8 µs per notification in xmppd's runs, 11-20 µs in
+          ejabberd's slower ones
+In both, the setup (accounts, rosters) is this process's.  Servers run on
+loopback through the adapters in bench/shared/servers
 (xmppd-pep, ejabberd-pep, prosody-pep), in a copy of the shared harness
 (../shared/bench, for common.sh and the ejabberd/Prosody adapters) under
 --work; their state lives under --run (kept between runs: users and rosters
@@ -37,7 +47,8 @@ here is stopped by its PID (the adapters' stop) at the end.
 
     bench/pep.py [--build build-release] [--servers xmppd,ejabberd,prosody]
                  [--contacts 100,1000] [--notifications 200000] [--window 16]
-                 [--rounds 1] [--max-seconds 120] [--keep-running]
+                 [--rounds 1] [--max-seconds 120] [--driver c|python]
+                 [--coalesce-us 500] [--keep-running]
 """
 import argparse
 import asyncio
@@ -488,7 +499,9 @@ async def ensure_roster(srv, pub, contacts):
         p.close()
 
 
-async def measure(srv, n, total, window, tag, max_seconds):
+async def measure(srv, n, total, window, tag, max_seconds, pepload=None):
+    if pepload:
+        return await measure_c(srv, n, total, window, tag, max_seconds, pepload)
     contacts = [f"c{i}" for i in range(1, n + 1)]
     pub = f"pub{n}"
     await ensure_roster(srv, pub, contacts)
@@ -578,12 +591,97 @@ async def measure(srv, n, total, window, tag, max_seconds):
         "srv_cpu_us": scpu / run.n * 1e6 if run.n else 0.0, "srv_cpu_pct": scpu / wall * 100,
         "rss_mb": mem.get("VmRSS", 0), "hwm_mb": mem.get("VmHWM", 0),
         "cli_cpu_pct": ccpu / wall * 100, "wall_s": wall, "login_s": t_login,
+        "driver": "python", "cli_cpu_us": ccpu / run.n * 1e6 if run.n else 0.0,
+        "contact_min": min(c.got for c in cs), "contact_max": max(c.got for c in cs),
     }
     p.close()
     for c in cs:
         c.close()
     await asyncio.sleep(1)  # the servers see the streams end before the next one runs
     return res
+
+
+COALESCE_US = [500]  # --coalesce-us
+
+
+async def pepload_line(proc, word, timeout):
+    """The next line of pepload's stdout that starts with word, as a dict."""
+    while True:
+        line = await asyncio.wait_for(proc.stdout.readline(), timeout)
+        if not line:
+            rc = await proc.wait()
+            raise RuntimeError(f"pepload exited with status {rc} before {word}")
+        f = line.decode().split()
+        if f and f[0] == word:
+            return dict(kv.split("=", 1) for kv in f[1:])
+
+
+async def measure_c(srv, n, total, window, tag, max_seconds, pepload):
+    """measure() with bench/pepload.c as the publisher and the contacts:
+    the same run, the same figures (its CPU is the client's)."""
+    contacts = [f"c{i}" for i in range(1, n + 1)]
+    pub = f"pub{n}"
+    await ensure_roster(srv, pub, contacts)
+    pubs = max(1, total // n)
+    proc = await asyncio.create_subprocess_exec(
+        pepload, "--port", str(srv.port), "--domain", srv.domain, "--publisher", pub,
+        "--contacts", str(n), "--pubs", str(pubs), "--window", str(window), "--tag", tag,
+        "--max-seconds", str(max_seconds), "--password", PASSWORD,
+        "--coalesce-us", str(COALESCE_US[0]), stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    try:
+        rd = await pepload_line(proc, "READY", 900)
+        if rd["caps"] != VER:
+            raise RuntimeError(f"pepload's caps ver {rd['caps']} is not pep.py's {VER}")
+        ready = int(rd["ready"])
+        if ready < n:
+            print(f"  {srv.name}: only {ready} of {n} contacts get notifications", flush=True)
+        pid = srv.pid()
+        cpu0, ru0 = proc_cpu(pid), resource.getrusage(resource.RUSAGE_SELF)
+        proc.stdin.write(b"go\n")
+        await proc.stdin.drain()
+        r = await pepload_line(proc, "RESULT", max_seconds + 700)
+        cpu1, ru1 = proc_cpu(pid), resource.getrusage(resource.RUSAGE_SELF)
+        mem = proc_mem(pid)
+        proc.stdin.write(b"close\n")
+        proc.stdin.close()
+        rc = await asyncio.wait_for(proc.wait(), 60)
+        if rc != 0:
+            raise RuntimeError(f"pepload exited with status {rc}")
+    finally:
+        if proc.returncode is None:
+            proc.kill()  # ours, by its PID
+            await proc.wait()
+    got, wall = int(r["notifications"]), float(r["wall_s"])
+    scpu = cpu1 - cpu0
+    # the driver's CPU, and this process's (waiting for the RESULT line)
+    ccpu = float(r["cli_cpu_s"]) + (ru1.ru_utime + ru1.ru_stime) - (ru0.ru_utime + ru0.ru_stime)
+    res = {
+        "server": srv.name, "N": n, "ready": ready, "publishes": int(r["publishes"]),
+        "pub_errors": int(r["pub_errors"]), "notifications": got,
+        "expected": int(r["expected"]), "stanzas": int(r["stanzas"]),
+        "notif_s": float(r["notif_s"]), "pub_s": float(r["pub_s"]),
+        "p50_ms": float(r["p50_ms"]), "p99_ms": float(r["p99_ms"]), "max_ms": float(r["max_ms"]),
+        "srv_cpu_us": scpu / got * 1e6 if got else 0.0,
+        "srv_cpu_pct": scpu / wall * 100 if wall > 0 else 0.0,
+        "rss_mb": mem.get("VmRSS", 0), "hwm_mb": mem.get("VmHWM", 0),
+        "cli_cpu_pct": ccpu / wall * 100 if wall > 0 else 0.0, "wall_s": wall,
+        "login_s": float(rd["login_s"]), "driver": "c",
+        "cli_cpu_us": ccpu / got * 1e6 if got else 0.0,
+        "contact_min": int(r["contact_min"]), "contact_max": int(r["contact_max"]),
+        # the driver's system CPU per notification and its reads per notification
+        "cli_sys_us": float(r["cli_sys_s"]) / got * 1e6 if got else 0.0,
+        "reads_per_notif": int(r["reads"]) / got if got else 0.0,
+    }
+    if int(r["lost"]):
+        print(f"  {srv.name}: {r['lost']} contact connections lost during the run", flush=True)
+    await asyncio.sleep(1)  # the servers see the streams end before the next one runs
+    return res
+
+
+def complete(r):
+    """Every contact got every item of the run."""
+    return (r["ready"] == r["N"] and r["notifications"] == r["expected"] == r["publishes"] * r["N"]
+            and r["contact_min"] == r["contact_max"] == r["publishes"])
 
 
 def versions(servers, env):
@@ -636,7 +734,8 @@ async def main_async(a, servers):
         for n in a.contacts:
             for s in servers:
                 tag = f"r{int(time.time())}x{rnd}"
-                r = await measure(s, n, a.notifications, a.window, tag, a.max_seconds)
+                r = await measure(s, n, a.notifications, a.window, tag, a.max_seconds,
+                                  a.pepload)
                 results.append(r)
                 print(row(r), flush=True)
     return results
@@ -657,7 +756,19 @@ def main():
     ap.add_argument("--run", default="/var/tmp/xmppbench-pep")
     ap.add_argument("--bench-src", default=os.path.join(REPO, "..", "shared", "bench"))
     ap.add_argument("--keep-running", action="store_true")
+    ap.add_argument("--coalesce-us", type=int, default=500,
+                    help="--driver c: its sleep after each poll of the run (bench/pepload.c)")
+    ap.add_argument("--driver", choices=("c", "python"),
+                    help="load driver: c (BUILD/bench/pepload, the default when it is built)"
+                    " or python (this process)")
     a = ap.parse_args()
+    pepload = os.path.abspath(os.path.join(a.build, "bench", "pepload"))
+    if a.driver is None:
+        a.driver = "c" if os.access(pepload, os.X_OK) else "python"
+    if a.driver == "c" and not os.access(pepload, os.X_OK):
+        ap.error(f"--driver c: {pepload} is not built (ninja -C {a.build} bench/pepload)")
+    a.pepload = pepload if a.driver == "c" else None
+    COALESCE_US[0] = a.coalesce_us
     # SIGTERM (timeout, kill) ends the run through the finally below, which
     # stops the servers started here
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
@@ -675,7 +786,8 @@ def main():
     for s, v in versions(names, env).items():
         print(f"# {s}: {v}", flush=True)
     print(f"# load before: {open('/proc/loadavg').read().strip()}; cpus={os.cpu_count()}; "
-          f"client loop={'uvloop' if uvloop else 'asyncio'}", flush=True)
+          + (f"driver=c ({a.pepload}, coalesce {a.coalesce_us} us)" if a.pepload else
+             f"driver=python (client loop={'uvloop' if uvloop else 'asyncio'})"), flush=True)
     if uvloop:
         asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
     try:
@@ -690,6 +802,12 @@ def main():
         print(HEAD, flush=True)
         results = asyncio.run(main_async(a, servers))
         print(f"# load after: {open('/proc/loadavg').read().strip()}", flush=True)
+        bad = [r for r in results if not complete(r)]
+        print(f"# complete: {len(results) - len(bad)} of {len(results)} runs delivered every"
+              " item to every contact" + "".join(
+                  f"; NOT {r['server']} N={r['N']}: ready {r['ready']}, {r['notifications']}"
+                  f" of {r['publishes'] * r['N']}, per contact {r['contact_min']}"
+                  f"-{r['contact_max']}" for r in bad), flush=True)
         for r in results:
             print("RESULT " + " ".join(f"{k}={v:.2f}" if isinstance(v, float) else f"{k}={v}"
                                        for k, v in r.items()), flush=True)
