@@ -100,6 +100,7 @@ typedef struct pp_conf {
     int caps_cache_size; /* entries in the caps cache */
     int max_remote_resources; /* remote contacts' sessions remembered per account */
     int roster_cache_size; /* accounts whose roster is kept in memory */
+    int max_publishes_in_flight; /* publishes being fanned out before a publisher waits */
     int max_remote_per_domain; /* of max_remote_resources, from one other server */
     uint64_t remote_resource_ttl; /* ms a remote session is remembered after its presence */
 } pp_conf_t;
@@ -136,6 +137,15 @@ static const xd_opt_t pp_opts[] = {
                "Accounts whose roster (contacts, subscriptions, groups) a publish finds in "
                "memory instead of the database; a roster change drops the account's entry, "
                "one more account evicts an entry, and an entry is read again after a minute."),
+    XD_OPT_INT("max_publishes_in_flight", C_, max_publishes_in_flight, "32", 0, 1000000,
+               "Publishes of the host whose notifications are still being sent to the "
+               "contacts' sessions (on any worker) before publishers wait.  A publisher's "
+               "stream reads its next stanza once the item is stored, while the "
+               "notifications go out; with this many publishes in flight, a new publish's "
+               "stream reads on only after its own notifications have gone out, so the "
+               "queue of notifications stays bounded however fast accounts publish "
+               "(back-pressure, nothing refused).  0: every publisher waits for its own "
+               "notifications."),
     XD_OPT_END,
 };
 #undef C_
@@ -247,6 +257,8 @@ typedef struct pp_state {
     xd_map_t rosters;    /* owner bare JID → pp_roster_t: the roster cache */
     uint64_t roster_epoch; /* bumped by every invalidation (a load that saw another is not kept) */
     uint64_t roster_hits, roster_loads, roster_evictions; /* pep_stats */
+    _Atomic uint64_t in_flight;    /* publishes whose notifications are being sent */
+    _Atomic uint64_t flight_waits; /* publishes whose stream waited for them (pep_stats) */
     _Atomic uint64_t next_due; /* monotonic ms of the first caps query or remote session the
                                 * TICK sweep may forget (UINT64_MAX: none); earlier is harmless */
 } pp_state_t;
@@ -798,8 +810,18 @@ pp_fan_remote(pp_fan_t *fc, const char *owner, const pp_roster_t *ro, const pp_c
  * account are posted there in the order of its requests (each is posted
  * before the request's stream is released), so a contact gets them in that
  * order, while the publisher's next publish is being stored. */
+/* A publish's notifications in flight: its jobs (one per worker) and, when
+ * max_publishes_in_flight was reached, the hold of the publisher's stream
+ * that the last job to finish releases. */
+typedef struct pp_flight {
+    _Atomic unsigned jobs;
+    pp_state_t *s;
+    xd_input_ref_t hold; /* id 0: none */
+} pp_flight_t;
+
 typedef struct pp_fanjob {
     pp_state_t *s;
+    pp_flight_t *fl;     /* NULL: not counted (not a request's) */
     xd_stanza_t *st;     /* the <message/> without 'to' (ref) */
     pp_roster_t *ro;     /* the owner's roster (ref), NULL: own sessions only */
     size_t *idx, n;      /* the contacts of ro this worker sends to */
@@ -826,6 +848,12 @@ pp_fanjob_run(pp_fanjob_t *j)
     xd_stanza_bytes(j->st, &len);
     xd_fanout_send(fc.f);
     xd_input_charge(j->in, fc.copies * (len + 6) + fc.tolen);
+    pp_flight_t *fl = j->fl;
+    if (fl && atomic_fetch_sub(&fl->jobs, 1) == 1) {
+        atomic_fetch_sub(&fl->s->in_flight, 1);
+        xd_input_release(fl->hold);
+        xd_free(fl);
+    }
     pp_roster_unref(j->ro);
     xd_stanza_unref(j->st);
     xd_free(j->idx);
@@ -1584,6 +1612,26 @@ pp_req_done(xd_module_ctx_t *ctx, void *arg, int status)
         xd_route_error(r->iq, XD_COND_INTERNAL_SERVER_ERROR, NULL);
     else if (r->reply)
         xd_route(r->reply);
+    unsigned njobs = 0;
+    for (pp_fanjob_t *j = r->jobs; j; j = j->next)
+        njobs++;
+    if (njobs) {
+        pp_state_t *s = xd_module_state(ctx);
+        const pp_conf_t *conf = xd_module_opts(ctx);
+        pp_flight_t *fl = xd_new(pp_flight_t);
+        atomic_init(&fl->jobs, njobs);
+        fl->s = s;
+        if (atomic_fetch_add(&s->in_flight, 1) >= (uint64_t)conf->max_publishes_in_flight) {
+            /* The done callback runs as part of the stanza (the request's
+             * own hold is released after it): a further hold keeps the
+             * stream waiting until the last job releases it. */
+            fl->hold = xd_input_hold();
+            if (fl->hold.id)
+                atomic_fetch_add(&s->flight_waits, 1);
+        }
+        for (pp_fanjob_t *j = r->jobs; j; j = j->next)
+            j->fl = fl;
+    }
     while (r->jobs) {
         pp_fanjob_t *j = r->jobs;
         r->jobs = j->next;
@@ -2320,6 +2368,8 @@ pp_stats_cmd(xd_cmd_call_t *call)
     xd_cmd_add(call, "roster_cache_hits %llu", (unsigned long long)hits);
     xd_cmd_add(call, "roster_cache_loads %llu", (unsigned long long)loads);
     xd_cmd_add(call, "roster_cache_evictions %llu", (unsigned long long)evictions);
+    xd_cmd_add(call, "publishes_in_flight %llu", (unsigned long long)atomic_load(&s->in_flight));
+    xd_cmd_add(call, "publish_waits %llu", (unsigned long long)atomic_load(&s->flight_waits));
     xd_module_release(ctx);
     return 0;
 }
@@ -2335,7 +2385,9 @@ static const xd_cmd_t pp_stats = {
                "roster_cache_size); roster_cache_hits: publishes that found the owner's roster "
                "there; roster_cache_loads: rosters read from the database (not there, changed, "
                "or older than a minute); roster_cache_evictions: entries dropped to make room "
-               "for another account's.",
+               "for another account's; publishes_in_flight: publishes whose notifications are "
+               "being sent; publish_waits: publishes whose stream waited for its own "
+               "notifications (max_publishes_in_flight reached).",
     .args = pp_stats_args,
     .nargs = 1,
     .result = XD_CMD_RES_LIST,
@@ -2567,6 +2619,8 @@ pp_start(xd_module_ctx_t *ctx)
     pp_state_t *s = xd_new(pp_state_t);
     pthread_mutex_init(&s->mu, NULL);
     atomic_init(&s->next_due, UINT64_MAX);
+    atomic_init(&s->in_flight, 0);
+    atomic_init(&s->flight_waits, 0);
     xd_module_set_state(ctx, s);
     int rc = xd_module_iq(ctx, XD_IQ_USER, XD_NS_PUBSUB, XD_IQ_INLINE, pp_iq, (void *)0);
     if (rc == 0)

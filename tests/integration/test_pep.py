@@ -5,6 +5,7 @@ ver), the last item on available presence, OMEMO device lists and bundles
 (open access, max_items=max), XEP-0402 bookmarks (whitelist), retract,
 delete, purge, configure, the limits, persistence and account removal."""
 import re
+import time
 
 import pytest
 
@@ -1078,6 +1079,44 @@ def test_overlapping_publishes_keep_order(server_factory):
         for i in range(16):
             got = take(c, rf"<message[^>]*>.*?</message>")
             assert f"<title>N{i}</title>" in got, (cjid, i, got)
+
+
+def test_publishes_in_flight_bound(server_factory):
+    """max_publishes_in_flight 0: a publisher's stream reads its next
+    stanza only after its publish's notifications went out (the bound of
+    the notification queue, back-pressure): sixteen publishes sent without
+    waiting all answered, each one counted as a wait, the contacts get them
+    in order, and nothing is left in flight."""
+    srv = server_factory(extra_yaml=MODULES + "    max_publishes_in_flight: 0\n", workers=2)
+    users(srv, "alice", "bob", "carol", "dave")
+    a, ajid = session(srv, "alice", "r")
+    subs = []
+    for u in ("bob", "carol", "dave"):
+        w, wjid = session(srv, u, "setup")
+        subscribe(w, wjid, a, ajid)
+        w.close()
+        subs.append(session(srv, u, "n", features=[TUNE + "+notify"], answer=u == "bob"))
+    # The caps of the contacts known first (one publish, its event at each).
+    assert "type='result'" in publish(a, "p0", TUNE, tune("N0"))
+    for c, _ in subs:
+        assert "N0" in take(c, event_rx(TUNE))
+    waits0 = pep_stats(srv)["publish_waits"]
+    body = "".join(f"<iq type='set' id='w{i}'><pubsub xmlns='{PS}'><publish node='{TUNE}'>"
+                   f"<item id='i{i}'>{tune(f'M{i}')}</item></publish></pubsub></iq>"
+                   for i in range(16))
+    a.send(body)
+    for i in range(16):
+        assert "type='result'" in take(a, reply_rx(f"w{i}")), i
+    for c, cjid in subs:
+        for i in range(16):
+            got = take(c, rf"<message[^>]*>.*?</message>")
+            assert f"<title>M{i}</title>" in got, (cjid, i, got)
+    st = pep_stats(srv)
+    assert st["publish_waits"] - waits0 == 16, st
+    deadline = time.monotonic() + 10  # the last job's counter follows its writes
+    while st["publishes_in_flight"] and time.monotonic() < deadline:
+        st = pep_stats(srv)
+    assert st["publishes_in_flight"] == 0, st
 
 
 def test_contact_on_another_local_host(server_factory):
