@@ -18,7 +18,7 @@ transactions of up to 4 MiB of each worker's journal, sorted by account.
     bench/mam_index.py --build build-release [--pairs 50] [--messages 400] [--rounds 2]
                        [--perf DIR]
 
---perf DIR records `perf record -g` of the server into DIR/intake-N.data
+--perf DIR records `perf record --call-graph fp` (--perf-cg dwarf) of the server into DIR/intake-N.data
 and DIR/index-N.data (round N) for `perf report -i`.
 
 Each round adds to the same archive (the second round indexes into a
@@ -48,6 +48,7 @@ def main():
     ap.add_argument("--messages", type=int, default=400)
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--perf", metavar="DIR", help="perf record -g each phase into DIR")
+    ap.add_argument("--perf-cg", default="fp", help="perf's --call-graph (fp, dwarf)")
     a = ap.parse_args()
     if a.perf:
         os.makedirs(a.perf, exist_ok=True)
@@ -73,7 +74,7 @@ def main():
         def perf(name):
             if not a.perf:
                 return None
-            p = subprocess.Popen(["perf", "record", "-g", "-q", "-p", str(srv.pid),
+            p = subprocess.Popen(["perf", "record", "--call-graph", a.perf_cg, "-q", "-p", str(srv.pid),
                                   "-o", os.path.join(a.perf, f"{name}.data")],
                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             time.sleep(0.5)  # perf attached before the phase starts
