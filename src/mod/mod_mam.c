@@ -64,7 +64,9 @@
  * account removal: mam_drain; for one account's archive only when the
  * journal holds records of it, and then only that account's records,
  * mam_drain_for; a removal drains all, mam_drain_before_delete), so that
- * each sees every answered message.
+ * each sees every answered message.  SQLite's full-text index follows the
+ * rows in a pass of its own (mam_fts_pass: after a drain, every
+ * MAM_FTS_BATCH rows at the bound, and first in a full-text query).
  * Retractions (XEP-0424) are applied when indexed, in time order with the
  * account's other rows.
  *
@@ -318,6 +320,62 @@ static const char *const mam_mig4[] = {
     NULL,
 };
 
+/* archive_msgid keyed by the account first: migration 3's index led with
+ * the client's random id, so each new row went to a random page of one
+ * global B-tree (in a large archive, a page read and a page written per
+ * row); (host, username, msgid) puts an account's ids together, and the
+ * indexer writes an account's rows together.  Partial (msgid IS NOT NULL):
+ * only a condition on msgid (the retraction's `msgid = ?`) implies it, so
+ * no other query can choose this index, whatever the statistics (the reason
+ * migration 3 led with msgid; see there).  MySQL has no partial index: a
+ * plain one, its statistics taken when it is created. */
+static const char *const mam_mig5[] = {
+    "DROP INDEX archive_msgid",
+    "CREATE INDEX archive_msgid_acct ON archive (host, username, msgid) WHERE msgid IS NOT NULL",
+    NULL,
+};
+static const char *const mam_mig5_mysql[] = {
+    "DROP INDEX archive_msgid ON archive",
+    "CREATE INDEX archive_msgid_acct ON archive (host, username, msgid)",
+    NULL,
+};
+static const char *const mam_mig5_mssql[] = {
+    "DROP INDEX archive_msgid ON archive",
+    "CREATE INDEX archive_msgid_acct ON archive (host, username, msgid) WHERE msgid IS NOT NULL",
+    NULL,
+};
+
+/* SQLite's full-text index is filled in its own pass, not by a trigger per
+ * row: an FTS5 write inside a statement opens a savepoint in the virtual
+ * table, which flushes FTS5's pending terms as a new segment, so the
+ * trigger wrote (and later merged) one segment per archived row, most of
+ * an indexing transaction's cost.  mam_fts.pos: the rows up to that seq
+ * are in archive_fts; mam_fts_pass adds the ones after it with one
+ * INSERT … SELECT (one segment per pass) and moves pos, in one transaction.
+ * Deletes and body updates reach the index only for rows it has (a
+ * 'delete' of a row FTS5 never saw would corrupt it); a full-text query
+ * runs the pass first, so it finds every row.  (seq is AUTOINCREMENT: never
+ * reused below pos.) */
+static const char *const mam_mig6[] = { NULL };
+static const char *const mam_mig6_sqlite[] = {
+    "CREATE TABLE mam_fts (pos {int} NOT NULL)",
+    "INSERT INTO mam_fts (pos) SELECT COALESCE(MAX(seq), 0) FROM archive",
+    "DROP TRIGGER archive_fts_insert",
+    "DROP TRIGGER archive_fts_delete",
+    "DROP TRIGGER archive_fts_update",
+    "CREATE TRIGGER archive_fts_delete AFTER DELETE ON archive"
+    " WHEN old.body IS NOT NULL AND old.seq <= (SELECT pos FROM mam_fts) BEGIN"
+    " INSERT INTO archive_fts (archive_fts, rowid, body) VALUES ('delete', old.seq, old.body);"
+    " END",
+    "CREATE TRIGGER archive_fts_update AFTER UPDATE OF body ON archive"
+    " WHEN old.seq <= (SELECT pos FROM mam_fts) BEGIN"
+    " INSERT INTO archive_fts (archive_fts, rowid, body)"
+    "  SELECT 'delete', old.seq, old.body WHERE old.body IS NOT NULL;"
+    " INSERT INTO archive_fts (rowid, body) SELECT new.seq, new.body WHERE new.body IS NOT NULL;"
+    " END",
+    NULL,
+};
+
 static const xd_db_migration_t mam_migrations[] = {
     { 1, NULL, mam_mig1 },
     { 2, NULL, mam_mig2 },
@@ -326,6 +384,11 @@ static const xd_db_migration_t mam_migrations[] = {
     { 2, "mysql", mam_mig2_mysql },
     { 3, NULL, mam_mig3 },
     { 4, NULL, mam_mig4 },
+    { 5, NULL, mam_mig5 },
+    { 5, "mysql", mam_mig5_mysql },
+    { 5, "mssql", mam_mig5_mssql },
+    { 6, NULL, mam_mig6 },
+    { 6, "sqlite", mam_mig6_sqlite },
     { 0, NULL, NULL },
 };
 
@@ -734,6 +797,7 @@ typedef struct mam_state {
     uint64_t pc_gen;                 /* +1 at each invalidation */
     xd_map_t done;                   /* "w:gen:offset" of records a reader's drain
                                       * indexed ahead of the indexer (under ix_mu) */
+    _Atomic uint64_t fts_behind;     /* rows indexed since the last full-text pass */
     bool journal_init;               /* mam_journal_open was called (close it) */
     bool journal_ok;                 /* the journal is open and replayed */
     mam_journal_t j;
@@ -1241,6 +1305,7 @@ mam_ix_once(xd_module_ctx_t *ctx, mam_state_t *st, size_t *n)
         rc = xd_db_tx(xd_module_db(ctx), mam_ix_tx, &x);
     }
     if (rc == 0) {
+        atomic_fetch_add(&st->fts_behind, x.n);
         for (size_t i = 0; i < x.n; i++)
             mam_pend_add(st, x.v[i].r.host, x.v[i].r.user, -1);
         for (size_t i = 0; i < x.nskipped; i++)
@@ -1257,6 +1322,78 @@ mam_ix_once(xd_module_ctx_t *ctx, mam_state_t *st, size_t *n)
                xd_module_host(ctx), x.n, xd_strerror(rc));
     }
     mam_ix_clear(&x);
+    return rc;
+}
+
+/* ---- the full-text pass (SQLite: mam_mig6_sqlite) ---------------------------------------------- */
+
+#define MAM_FTS_BATCH 100000 /* rows behind the full-text index that start its pass at the bound */
+
+static bool
+mam_fts_deferred(xd_module_ctx_t *ctx)
+{
+    xd_db_t *db = xd_module_db(ctx);
+    const char *d = db ? xd_db_dialect(db) : NULL;
+    return d && !strcmp(d, "sqlite");
+}
+
+/* The archive's rows after mam_fts.pos into archive_fts, and pos moved past
+ * them: one statement (one FTS5 segment), in the caller's transaction. */
+static int
+mam_fts_tx(xd_db_conn_t *c, void *arg)
+{
+    int64_t *added = arg, pos = -1, top = 0;
+    *added = 0;
+    int rc = xd_db_query(c, "SELECT pos FROM mam_fts", NULL, 0, mam_int_row, &pos);
+    if (rc == 0)
+        rc = xd_db_query(c, "SELECT MAX(seq) FROM archive", NULL, 0, mam_int_row, &top);
+    if (rc != 0 || pos < 0 || top <= pos)
+        return rc;
+    xd_db_val_t k[] = { XD_DB_V_INT(pos), XD_DB_V_INT(top) };
+    rc = xd_db_query(c,
+                     "INSERT INTO archive_fts (rowid, body) SELECT seq, body FROM archive"
+                     " WHERE seq > ? AND seq <= ? AND body IS NOT NULL",
+                     k, 2, NULL, NULL);
+    xd_db_val_t u[] = { XD_DB_V_INT(top) };
+    if (rc == 0)
+        rc = xd_db_query(c, "UPDATE mam_fts SET pos = ?", u, 1, NULL, NULL);
+    *added = top - pos;
+    return rc;
+}
+
+/* The full-text pass when rows were indexed since the last one (`always`:
+ * when the database says the index is behind, whoever wrote the rows: a
+ * full-text query, the start).  Blocks: pool, control or main thread. */
+static int
+mam_fts_pass(xd_module_ctx_t *ctx, mam_state_t *st, bool always)
+{
+    if (!st || !mam_fts_deferred(ctx))
+        return 0;
+    uint64_t behind = atomic_exchange(&st->fts_behind, 0);
+    if (!behind && !always)
+        return 0;
+    if (!behind) {
+        /* Asked without a transaction first: a query does not queue
+         * behind the indexer's write lock when there is nothing to do. */
+        xd_db_conn_t *c;
+        int64_t pos = -1, top = 0;
+        int rc = xd_db_acquire(xd_module_db(ctx), &c);
+        if (rc != 0)
+            return rc;
+        rc = xd_db_query(c, "SELECT pos FROM mam_fts", NULL, 0, mam_int_row, &pos);
+        if (rc == 0)
+            rc = xd_db_query(c, "SELECT MAX(seq) FROM archive", NULL, 0, mam_int_row, &top);
+        xd_db_release(c);
+        if (rc != 0 || pos < 0 || top <= pos)
+            return rc;
+    }
+    int64_t added = 0;
+    int rc = xd_db_tx(xd_module_db(ctx), mam_fts_tx, &added);
+    if (rc != 0) {
+        atomic_fetch_add(&st->fts_behind, behind ? behind : 1);
+        XD_LOG(NULL, XD_ERROR, "archive full-text indexing failed", "host=%s err=%s",
+               xd_module_host(ctx), xd_strerror(rc));
+    }
     return rc;
 }
 
@@ -1297,6 +1434,7 @@ mam_drain_ex(xd_module_ctx_t *ctx, bool background)
      * account (mam_drain_for) or a batch at the bound waits for one
      * transaction of a long background run, not for all of it. */
     int rc = 0;
+    bool yielded = false;
     for (;;) {
         bool left = false;
         for (unsigned w = 0; w < XD_OWNER_MAX_WORKERS && !left; w++) {
@@ -1307,8 +1445,12 @@ mam_drain_ex(xd_module_ctx_t *ctx, bool background)
             left = f->fd >= 0 && f->gen == tgen[w] && f->consumed < target[w];
             pthread_mutex_unlock(&f->mu);
         }
-        if (!left || (background && mam_ix_yield(ctx, st)))
+        if (!left)
             break;
+        if (background && mam_ix_yield(ctx, st)) {
+            yielded = true;
+            break;
+        }
         size_t n;
         pthread_mutex_lock(&st->ix_mu);
         rc = mam_ix_once(ctx, st, &n);
@@ -1317,6 +1459,10 @@ mam_drain_ex(xd_module_ctx_t *ctx, bool background)
             break;
     }
     xd_free(target);
+    /* The full-text index follows in its own transaction (not while a
+     * burst is being taken). */
+    if (rc == 0 && !yielded)
+        rc = mam_fts_pass(ctx, st, false);
     return rc;
 }
 
@@ -1417,6 +1563,7 @@ mam_drain_for(xd_module_ctx_t *ctx, const char *host, const char *user)
         rc = xd_db_tx(xd_module_db(ctx), mam_ix_tx, &x);
     }
     if (rc == 0) {
+        atomic_fetch_add(&st->fts_behind, x.n);
         for (size_t i = 0; i < x.n; i++) {
             char kb[80];
             unsigned w = x.v[i].file;
@@ -1523,6 +1670,11 @@ mam_journal_start(xd_module_ctx_t *ctx, mam_state_t *st)
         if (rc != 0)
             return xd_module_fail(ctx, rc, "archive journal replay: %s", xd_strerror(rc));
     }
+    /* Rows a crash left behind the full-text index (indexed, not yet
+     * passed), or an import's. */
+    rc = mam_fts_pass(ctx, st, true);
+    if (rc != 0)
+        return xd_module_fail(ctx, rc, "archive full-text index: %s", xd_strerror(rc));
     return 0;
 }
 
@@ -1592,6 +1744,10 @@ mam_batch_write(xd_db_t *db, mod_batch_item_t *head)
         if (rc == 0 && done == 0)
             break; /* nothing left to index: a batch larger than the bound goes in */
     }
+    /* A flood indexed at the bound never ends a drain: the full-text index
+     * follows every MAM_FTS_BATCH rows. */
+    if (rc == 0 && atomic_load(&st->fts_behind) >= MAM_FTS_BATCH)
+        rc = mam_fts_pass(ctx, st, false);
     if (rc != 0)
         return rc;
     unsigned char *buf = xd_malloc(bytes);
@@ -2248,6 +2404,8 @@ mam_query(const xd_iq_req_t *req, const xd_el_t *query)
 
     xd_db_conn_t *c;
     int rc = mam_drain_for(req->ctx, host, user); /* every answered message is in the archive */
+    if (rc == 0 && sel.fts) /* and in the full-text index */
+        rc = mam_fts_pass(req->ctx, xd_module_state(req->ctx), true);
     if (rc == 0)
         rc = xd_db_acquire(xd_module_db(req->ctx), &c);
     if (rc != 0)

@@ -220,3 +220,62 @@ def test_retraction_limit(server_factory):
     res, _ = mam(a)
     assert [x[1] for x in res[:17]].count(None) == 16, res
     assert len(res) == 18 and res[17][1].startswith("This person"), res
+
+
+def test_fulltext_index_is_filled_after_the_rows_and_stays_sound(server_factory):
+    """SQLite: the full-text index is filled in its own pass after the rows
+    (mam_fts.pos: the rows up to it are indexed), not by a trigger per row.
+    A retraction and an account's removal that reach rows the index has not
+    seen yet leave it sound, and a search first brings it up to date, so it
+    finds every message and none that is retracted or deleted."""
+    import os
+    import sqlite3
+    from test_mam import NO_BG
+    srv = start(server_factory, **NO_BG)
+    a, _ = online(srv, "alice", "pc")
+    b, _ = online(srv, "bob", "pc")
+    c, _ = online(srv, "carol", "pc")
+    db = os.path.join(srv.data_dir, "xmppd.db")
+
+    def fts_pos():
+        with sqlite3.connect(db) as con:
+            return (con.execute("SELECT pos FROM mam_fts").fetchone()[0],
+                    con.execute("SELECT COALESCE(MAX(seq), 0) FROM archive").fetchone()[0])
+
+    chat(a, "bob@localhost", "alpha one", "a1", "<origin-id xmlns='urn:xmpp:sid:0' id='o1'/>")
+    chat(a, "bob@localhost", "alpha two", "a2")
+    a.roundtrip()
+    chat(c, "alice@localhost", "alpha from carol", "c1")
+    c.roundtrip()
+    # Plain queries index alice's and carol's rows; the full-text index has
+    # not seen them.
+    assert bodies(mam(a)[0]) == ["alpha one", "alpha two", "alpha from carol"]
+    assert bodies(mam(c)[0]) == ["alpha from carol"]
+    pos, top = fts_pos()
+    assert pos < top, (pos, top)
+    # The retraction tombstones a row beyond the index (alice's archive).
+    retraction(a, "bob@localhost", "o1", "ra")
+    a.roundtrip()
+    res, _ = mam(a)
+    assert res[0][1] is None and bodies(res)[1:3] == ["alpha two", "alpha from carol"], res
+    assert fts_pos()[0] == pos
+    # carol's account goes, its rows beyond the index with it.
+    assert srv.ctl_run("unregister", "carol", "localhost").returncode == 0
+    # A search brings the index up to date first.
+    got, _ = search(a, "alpha")
+    assert bodies(got) == ["alpha two", "alpha from carol"], got
+    pos, top = fts_pos()
+    assert pos == top, (pos, top)
+    got, _ = search(b, "alpha")  # bob's rows: indexed by his query, found by the search
+    assert bodies(got) == ["alpha two"], got
+    # Rows the index has: a retraction and a removal reach it too.
+    chat(b, "alice@localhost", "alpha from bob", "b1", "<origin-id xmlns='urn:xmpp:sid:0' id='o2'/>")
+    b.roundtrip()
+    assert bodies(search(a, "alpha")[0]) == ["alpha two", "alpha from carol", "alpha from bob"]
+    retraction(b, "alice@localhost", "o2", "rb")
+    b.roundtrip()
+    assert bodies(search(a, "alpha")[0]) == ["alpha two", "alpha from carol"]
+    assert bodies(search(b, "bob")[0]) == []
+    assert srv.stop() == 0
+    with sqlite3.connect(db) as con:
+        con.execute("INSERT INTO archive_fts (archive_fts) VALUES ('integrity-check')")
