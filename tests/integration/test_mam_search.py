@@ -279,3 +279,30 @@ def test_fulltext_index_is_filled_after_the_rows_and_stays_sound(server_factory)
     assert srv.stop() == 0
     with sqlite3.connect(db) as con:
         con.execute("INSERT INTO archive_fts (archive_fts) VALUES ('integrity-check')")
+
+
+def test_imported_archive_is_searchable(server_factory, tmp_path):
+    """Rows written by another path than the indexer (an account imported
+    with xmppctl import_file, XEP-0227) reach the full-text index through
+    the pass a search runs first."""
+    srv = start(server_factory)
+    a, _ = online(srv, "alice", "pc")
+    b, _ = online(srv, "bob", "pc")
+    chat(a, "bob@localhost", "zebra crossing", "z1")
+    chat(b, "alice@localhost", "yak shaving", "y1")
+    a.roundtrip()
+    b.roundtrip()
+    assert bodies(search(a, "zebra")[0]) == ["zebra crossing"]
+    path = str(tmp_path / "alice.xml")
+    r = srv.ctl_run("export_account", "alice", "localhost", path)
+    assert r.returncode == 0, r.stdout + r.stderr
+    a.close()
+    assert srv.ctl_run("unregister", "alice", "localhost").returncode == 0
+    c, _ = online(srv, "carol", "pc")
+    assert bodies(search(c, "zebra")[0]) == []
+    r = srv.ctl_run("import_file", path)
+    assert r.returncode == 0 and "1 imported, 0 failed" in r.stdout, r.stdout + r.stderr
+    a, _ = online(srv, "alice", "pc")
+    assert bodies(mam(a)[0]) == ["zebra crossing", "yak shaving"]
+    assert bodies(search(a, "zebra")[0]) == ["zebra crossing"]
+    assert bodies(search(a, "SHAVING")[0]) == ["yak shaving"]
