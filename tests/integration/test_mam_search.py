@@ -289,8 +289,8 @@ def test_imported_archive_is_searchable(server_factory, tmp_path):
     a, _ = online(srv, "alice", "pc")
     b, _ = online(srv, "bob", "pc")
     chat(a, "bob@localhost", "zebra crossing", "z1")
-    chat(b, "alice@localhost", "yak shaving", "y1")
     a.roundtrip()
+    chat(b, "alice@localhost", "yak shaving", "y1")
     b.roundtrip()
     assert bodies(search(a, "zebra")[0]) == ["zebra crossing"]
     path = str(tmp_path / "alice.xml")
