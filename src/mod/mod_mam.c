@@ -1542,9 +1542,10 @@ mam_drain_ex(xd_module_ctx_t *ctx, bool background)
     }
     xd_free(target);
     /* The full-text index follows in its own transaction (not while a
-     * burst is being taken). */
+     * burst is being taken).  Its failure (logged, retried at the next
+     * pass) is no reader's: a full-text query runs the pass itself. */
     if (rc == 0 && !yielded)
-        rc = mam_fts_pass(ctx, st, false);
+        (void)mam_fts_pass(ctx, st, false);
     return rc;
 }
 
@@ -1917,7 +1918,7 @@ mam_batch_write(xd_db_t *db, mod_batch_item_t *head)
     /* A flood indexed at the bound never ends a drain: the full-text index
      * follows every MAM_FTS_BATCH rows. */
     if (rc == 0 && atomic_load(&st->fts_behind) >= MAM_FTS_BATCH)
-        rc = mam_fts_pass(ctx, st, false);
+        (void)mam_fts_pass(ctx, st, false); /* not the senders' failure */
     if (rc != 0)
         return rc;
     unsigned char *buf = xd_malloc(bytes);
