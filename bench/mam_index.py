@@ -7,12 +7,19 @@ archiving").
 PAIRS senders each send MESSAGES chat messages to their own recipient
 (both online), pipelined, with background indexing off (journal_idle 1h,
 journal_index_records out of reach): every message is answered once it is
-in the journal.  Then one archive query drains the journal: the time from
-sending it to its <fin/> is the indexing of every record (two per
-message: the sender's and the recipient's archive) in transactions of up
-to 4 MiB of each worker's journal, sorted by account.
+in the journal.  Then one sender's archive query with the whole backlog
+in the journal times a reader of one account (it indexes only that
+account's records: its cost should follow the account's records, not the
+journal's), and `xmppctl delete_old_mam_messages 1000000` (which deletes
+nothing, but indexes the whole journal first) times the indexing of every
+record (two per message: the sender's and the recipient's archive) in
+transactions of up to 4 MiB of each worker's journal, sorted by account.
 
     bench/mam_index.py --build build-release [--pairs 50] [--messages 400] [--rounds 2]
+                       [--perf DIR]
+
+--perf DIR records `perf record --call-graph fp` (--perf-cg dwarf) of the server into DIR/intake-N.data
+and DIR/index-N.data (round N) for `perf report -i`.
 
 Each round adds to the same archive (the second round indexes into a
 table that already holds the first's rows).  The server runs on loopback
@@ -22,6 +29,7 @@ import argparse
 import os
 import shutil
 import signal
+import subprocess
 import sys
 import tempfile
 import time
@@ -39,7 +47,11 @@ def main():
     ap.add_argument("--pairs", type=int, default=50)
     ap.add_argument("--messages", type=int, default=400)
     ap.add_argument("--rounds", type=int, default=2)
+    ap.add_argument("--perf", metavar="DIR", help="perf record -g each phase into DIR")
+    ap.add_argument("--perf-cg", default="fp", help="perf's --call-graph (fp, dwarf)")
     a = ap.parse_args()
+    if a.perf:
+        os.makedirs(a.perf, exist_ok=True)
     tmp = tempfile.mkdtemp(prefix="xd-mamix-bench-")
     srv = Server(os.path.abspath(a.build), tmp, workers=2,
                  extra_yaml="modules:\n  mod_roster: {}\n  mod_stanza_id: {}\n  mod_mam:\n"
@@ -58,7 +70,23 @@ def main():
         for c in snd + rcv:
             c.send("<presence/>")
         n = 0
+
+        def perf(name):
+            if not a.perf:
+                return None
+            p = subprocess.Popen(["perf", "record", "--call-graph", a.perf_cg, "-q", "-p", str(srv.pid),
+                                  "-o", os.path.join(a.perf, f"{name}.data")],
+                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            time.sleep(0.5)  # perf attached before the phase starts
+            return p
+
+        def perf_end(p):
+            if p:
+                p.send_signal(signal.SIGINT)
+                p.wait(timeout=120)
+
         for rnd in range(a.rounds):
+            pr = perf(f"intake-{rnd}")
             t0 = time.perf_counter()
             for i, c in enumerate(snd):
                 c.send("".join(f"<message to='r{i}@localhost' type='chat' id='m{rnd}-{k}'>"
@@ -68,22 +96,34 @@ def main():
                 c.send(f"<iq type='get' id='p{rnd}'><ping xmlns='urn:xmpp:ping'/></iq>")
                 c.recv_until(rf"<iq[^>]*id=['\"]p{rnd}['\"]", timeout=600)
             t_append = time.perf_counter() - t0
+            perf_end(pr)
             msgs = a.pairs * a.messages
             n += msgs
+            # One account's reader with the whole backlog in the journal.
             t0 = time.perf_counter()
             q = snd[0]
             q.send(f"<iq type='set' id='q{rnd}'><query xmlns='urn:xmpp:mam:2'>"
                    f"<set xmlns='http://jabber.org/protocol/rsm'><max>0</max></set>"
                    f"</query></iq>")
             m = q.recv_until(rf"<iq[^>]*id=['\"]q{rnd}['\"][^>]*>.*?</iq>", timeout=600)
-            t_index = time.perf_counter() - t0
+            t_one = time.perf_counter() - t0
             count = m.group(0)
+            assert f"<count>{(rnd + 1) * a.messages}</count>" in str(count), count
+            # The whole journal (a delete of nothing indexes it all first).
+            pr = perf(f"index-{rnd}")
+            t0 = time.perf_counter()
+            r = srv.ctl_run("delete_old_mam_messages", "1000000", timeout=600)
+            t_index = time.perf_counter() - t0
+            perf_end(pr)
+            assert r.returncode == 0, r
+            recs = 2 * msgs - a.messages  # s0's were indexed by its query
             print(f"round {rnd}: {msgs} messages ({2 * msgs} records) journaled in "
                   f"{t_append:.2f} s ({msgs / t_append:.0f} msgs/s, delivery included); "
-                  f"indexed in {t_index:.2f} s: {2 * msgs / t_index:.0f} records/s = "
-                  f"{msgs / t_index:.0f} msgs/s (archive now {2 * n} rows)",
+                  f"one account's query (its {a.messages} records) {1000 * t_one:.1f} ms; "
+                  f"the other {recs} records indexed in {t_index:.2f} s: "
+                  f"{recs / t_index:.0f} records/s = {recs / 2 / t_index:.0f} msgs/s "
+                  f"(archive now {2 * n} rows)",
                   flush=True)
-            assert f"<count>{(rnd + 1) * a.messages}</count>" in str(count), count
         load = open("/proc/loadavg").read().split()[:3]
         print(f"load average {' '.join(load)}", flush=True)
         for c in snd + rcv:

@@ -22,7 +22,9 @@
 
 static const char mam_jmagic[8] = { 'X', 'D', 'M', 'A', 'M', 'J', '1', '\n' };
 
-#define REC_FIXED (1 + 1 + 1 + 8) /* version, flags, dir, ts */
+#define REC_VERSION 2
+#define REC_FIXED (1 + 1 + 8)     /* version, dir, ts */
+#define REC_FIXED_V1 (1 + 1 + 1 + 8) /* version, flags (unused), dir, ts */
 #define REC_NSTR 9
 
 static void
@@ -56,8 +58,7 @@ mam_rec_encode(const mam_rec_t *r, unsigned char *out)
     const char *s[REC_NSTR];
     rec_strs(r, s);
     unsigned char *p = out + 8;
-    *p++ = 1;
-    *p++ = (unsigned char)r->flags;
+    *p++ = REC_VERSION;
     *p++ = (unsigned char)r->dir;
     memcpy(p, &r->ts, 8);
     p += 8;
@@ -88,13 +89,15 @@ mam_rec_decode(unsigned char *p, size_t avail, mam_rec_t *r, size_t *used)
     if (plen < REC_FIXED || plen > MAM_REC_MAX || plen > avail - 8)
         return 1;
     unsigned char *q = p + 8, *end = q + plen;
-    if ((uint32_t)crc32(0L, q, plen) != crc || q[0] != 1)
+    if ((uint32_t)crc32(0L, q, plen) != crc || (q[0] != 1 && q[0] != REC_VERSION))
+        return 1;
+    size_t fixed = q[0] == 1 ? REC_FIXED_V1 : REC_FIXED;
+    if (plen < fixed)
         return 1;
     *r = (mam_rec_t){ 0 };
-    r->flags = q[1];
-    r->dir = q[2];
-    memcpy(&r->ts, q + 3, 8);
-    q += REC_FIXED;
+    r->dir = q[fixed - 9];
+    memcpy(&r->ts, q + fixed - 8, 8);
+    q += fixed;
     const char **s[REC_NSTR] = { &r->host,     &r->user,    &r->id,   &r->peer, &r->resource,
                                  &r->msgid,    &r->retract, &r->body, &r->xml };
     for (int i = 0; i < REC_NSTR; i++) {
@@ -274,6 +277,7 @@ int
 mam_journal_open(mam_journal_t *j, const char *data_dir, const char *host, bool sync)
 {
     j->sync = sync;
+    atomic_store(&j->nf, 0);
     atomic_store(&j->pend_records, 0);
     atomic_store(&j->pend_bytes, 0);
     for (unsigned w = 0; w < XD_OWNER_MAX_WORKERS; w++) {
@@ -317,6 +321,8 @@ mam_journal_open(mam_journal_t *j, const char *data_dir, const char *host, bool 
             continue;
         }
         f->fd = fd;
+        if (atomic_load(&j->nf) <= w)
+            atomic_store(&j->nf, (unsigned)w + 1);
         memcpy(&f->gen, hdr + 8, 8);
         f->size = (uint64_t)sb.st_size;
         f->consumed = MAM_JHDR;
@@ -328,7 +334,7 @@ mam_journal_open(mam_journal_t *j, const char *data_dir, const char *host, bool 
 void
 mam_journal_close(mam_journal_t *j)
 {
-    for (unsigned w = 0; w < XD_OWNER_MAX_WORKERS; w++) {
+    for (unsigned w = 0; w < XD_OWNER_MAX_WORKERS; w++) { /* every mutex was initialised */
         if (j->f[w].fd >= 0)
             close(j->f[w].fd);
         j->f[w].fd = -1;
@@ -357,10 +363,16 @@ mam_journal_set_consumed(mam_journal_t *j, mam_jfile_t *f, uint64_t gen, uint64_
 }
 
 int
-mam_journal_append(mam_journal_t *j, unsigned w, const unsigned char *buf, size_t bytes, size_t n)
+mam_journal_append(mam_journal_t *j, unsigned w, const unsigned char *buf, size_t bytes, size_t n,
+                   void (*placed)(void *arg, uint64_t gen, uint64_t at), void *arg)
 {
-    mam_jfile_t *f = &j->f[w % XD_OWNER_MAX_WORKERS];
+    w %= XD_OWNER_MAX_WORKERS;
+    mam_jfile_t *f = &j->f[w];
     pthread_mutex_lock(&f->mu);
+    /* Readers loop over nf files: raised before the file can hold records. */
+    unsigned nf = atomic_load(&j->nf);
+    while (nf <= w && !atomic_compare_exchange_weak(&j->nf, &nf, w + 1))
+        ;
     int rc = 0;
     if (f->fd < 0) {
         /* A new file: a generation no earlier file of this worker had
@@ -400,6 +412,8 @@ mam_journal_append(mam_journal_t *j, unsigned w, const unsigned char *buf, size_
         }
     }
     if (rc == 0) {
+        if (placed)
+            placed(arg, f->gen, f->size);
         f->size += bytes;
         f->records += n;
         atomic_fetch_add(&j->pend_records, n);

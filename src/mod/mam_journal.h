@@ -8,9 +8,11 @@
  *
  *     uint32 length of the payload | uint32 crc32 (zlib) of the payload | payload
  *
- * payload: uint8 version (1), uint8 flags (MAM_REC_*), uint8 dir, int64 ts
- * (µs), then host, username, id, peer, resource, msgid, retract, body, xml,
- * each a uint32 length (UINT32_MAX for none) and the bytes and a NUL.
+ * payload: uint8 version (2), uint8 dir, int64 ts (µs), then host, username,
+ * id, peer, resource, msgid, retract, body, xml, each a uint32 length
+ * (UINT32_MAX for none) and the bytes and a NUL.  Version 1 (journals
+ * written before) had a flags byte after the version, which nothing read:
+ * it is still decoded (replay after an upgrade), never written.
  * Native byte order: the file is read back by the process that wrote it, on
  * the same machine.  A record whose frame is cut short or whose crc does
  * not match ends the file (a write that a kill interrupted: its sender was
@@ -37,8 +39,6 @@
 #include "xmppd/owner.h"
 
 #define MAM_JHDR 16u               /* header bytes */
-#define MAM_REC_ROOM 0x1u          /* a room's archive: no preferences */
-#define MAM_REC_CHECK_ACCOUNT 0x2u /* received without a session: does the account exist? */
 #define MAM_REC_MAX (64u << 20)    /* a payload longer than this is not a record */
 
 /* One record.  Encoded from the caller's strings; decoded, the strings
@@ -47,7 +47,6 @@ typedef struct mam_rec {
     const char *host, *user, *id, *peer, *resource, *msgid, *retract, *body, *xml;
     int64_t ts;
     int dir;
-    unsigned flags;
 } mam_rec_t;
 
 /* Framed bytes of r. */
@@ -70,6 +69,7 @@ typedef struct mam_jfile {
 } mam_jfile_t;
 
 typedef struct mam_journal {
+    _Atomic unsigned nf; /* files that may exist: 1 + the highest worker seen */
     char dir[4096];    /* DATADIR/mam-journal/HOST */
     char node[40];     /* this data directory's id (mam-journal/node) */
     bool sync;         /* fdatasync after each append */
@@ -93,9 +93,13 @@ void mam_journal_set_consumed(mam_journal_t *j, mam_jfile_t *f, uint64_t gen, ui
 
 /* Appends `bytes` bytes (n records, already framed) to worker w's file,
  * opening it first when needed, with one write (fdatasync after it when
- * j->sync).  0 or -errno; on a short write the file is cut back. */
+ * j->sync).  0 or -errno; on a short write the file is cut back.  After a
+ * write that succeeded, placed(arg, gen, at) is called with the file's
+ * generation and the offset the bytes start at, under the file's mutex:
+ * before any reader of the file can see them. */
 int mam_journal_append(mam_journal_t *j, unsigned w, const unsigned char *buf, size_t bytes,
-                       size_t n);
+                       size_t n, void (*placed)(void *arg, uint64_t gen, uint64_t at),
+                       void *arg);
 
 /* After a commit of f's records up to `end` (n records): moves consumed;
  * an empty file is rotated.  0 or -errno (the rotation failed: appends go

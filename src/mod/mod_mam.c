@@ -62,9 +62,12 @@
  * thing in every reader or modifier of the archive (queries, metadata,
  * room queries and moderation, expiry, delete_old_mam_messages, exports,
  * account removal: mam_drain; for one account's archive only when the
- * journal holds records of it, and then only that account's records,
+ * journal holds records of it, and then only that account's records, read
+ * from where they were appended (kept per account in memory, mam_pend_t),
  * mam_drain_for; a removal drains all, mam_drain_before_delete), so that
- * each sees every answered message.
+ * each sees every answered message.  SQLite's full-text index follows the
+ * rows in a pass of its own (mam_fts_pass: after a drain, every
+ * MAM_FTS_BATCH rows at the bound, and first in a full-text query).
  * Retractions (XEP-0424) are applied when indexed, in time order with the
  * account's other rows.
  *
@@ -318,6 +321,62 @@ static const char *const mam_mig4[] = {
     NULL,
 };
 
+/* archive_msgid keyed by the account first: migration 3's index led with
+ * the client's random id, so each new row went to a random page of one
+ * global B-tree (in a large archive, a page read and a page written per
+ * row); (host, username, msgid) puts an account's ids together, and the
+ * indexer writes an account's rows together.  Partial (msgid IS NOT NULL):
+ * only a condition on msgid (the retraction's `msgid = ?`) implies it, so
+ * no other query can choose this index, whatever the statistics (the reason
+ * migration 3 led with msgid; see there).  MySQL has no partial index: a
+ * plain one, its statistics taken when it is created. */
+static const char *const mam_mig5[] = {
+    "DROP INDEX archive_msgid",
+    "CREATE INDEX archive_msgid_acct ON archive (host, username, msgid) WHERE msgid IS NOT NULL",
+    NULL,
+};
+static const char *const mam_mig5_mysql[] = {
+    "DROP INDEX archive_msgid ON archive",
+    "CREATE INDEX archive_msgid_acct ON archive (host, username, msgid)",
+    NULL,
+};
+static const char *const mam_mig5_mssql[] = {
+    "DROP INDEX archive_msgid ON archive",
+    "CREATE INDEX archive_msgid_acct ON archive (host, username, msgid) WHERE msgid IS NOT NULL",
+    NULL,
+};
+
+/* SQLite's full-text index is filled in its own pass, not by a trigger per
+ * row: an FTS5 write inside a statement opens a savepoint in the virtual
+ * table, which flushes FTS5's pending terms as a new segment, so the
+ * trigger wrote (and later merged) one segment per archived row, most of
+ * an indexing transaction's cost.  mam_fts.pos: the rows up to that seq
+ * are in archive_fts; mam_fts_pass adds the ones after it with one
+ * INSERT … SELECT (one segment per pass) and moves pos, in one transaction.
+ * Deletes and body updates reach the index only for rows it has (a
+ * 'delete' of a row FTS5 never saw would corrupt it); a full-text query
+ * runs the pass first, so it finds every row.  (seq is AUTOINCREMENT: never
+ * reused below pos.) */
+static const char *const mam_mig6[] = { NULL };
+static const char *const mam_mig6_sqlite[] = {
+    "CREATE TABLE mam_fts (pos {int} NOT NULL)",
+    "INSERT INTO mam_fts (pos) SELECT COALESCE(MAX(seq), 0) FROM archive",
+    "DROP TRIGGER archive_fts_insert",
+    "DROP TRIGGER archive_fts_delete",
+    "DROP TRIGGER archive_fts_update",
+    "CREATE TRIGGER archive_fts_delete AFTER DELETE ON archive"
+    " WHEN old.body IS NOT NULL AND old.seq <= (SELECT pos FROM mam_fts) BEGIN"
+    " INSERT INTO archive_fts (archive_fts, rowid, body) VALUES ('delete', old.seq, old.body);"
+    " END",
+    "CREATE TRIGGER archive_fts_update AFTER UPDATE OF body ON archive"
+    " WHEN old.seq <= (SELECT pos FROM mam_fts) BEGIN"
+    " INSERT INTO archive_fts (archive_fts, rowid, body)"
+    "  SELECT 'delete', old.seq, old.body WHERE old.body IS NOT NULL;"
+    " INSERT INTO archive_fts (rowid, body) SELECT new.seq, new.body WHERE new.body IS NOT NULL;"
+    " END",
+    NULL,
+};
+
 static const xd_db_migration_t mam_migrations[] = {
     { 1, NULL, mam_mig1 },
     { 2, NULL, mam_mig2 },
@@ -326,6 +385,11 @@ static const xd_db_migration_t mam_migrations[] = {
     { 2, "mysql", mam_mig2_mysql },
     { 3, NULL, mam_mig3 },
     { 4, NULL, mam_mig4 },
+    { 5, NULL, mam_mig5 },
+    { 5, "mysql", mam_mig5_mysql },
+    { 5, "mssql", mam_mig5_mssql },
+    { 6, NULL, mam_mig6 },
+    { 6, "sqlite", mam_mig6_sqlite },
     { 0, NULL, NULL },
 };
 
@@ -632,20 +696,23 @@ typedef struct mam_item {
     bool room;            /* a room's archive (mam.h): no preferences */
     int default_mode;     /* the host's default */
     unsigned worker;      /* the worker that queued it: its journal */
-    mam_rec_t rec;        /* the journal record (pointing at the above), ts taken */
+    int64_t ts;           /* taken when queued */
+    uint32_t rec_len;     /* its journal record's bytes (mam_batch_write) */
 } mam_item_t;
 
+/* m's journal record (pointing at m's strings). */
+static mam_rec_t
+mam_item_rec(const mam_item_t *m)
+{
+    return (mam_rec_t){ .host = m->host, .user = m->user, .id = m->id, .peer = m->peer,
+                        .resource = m->resource, .msgid = m->msgid, .retract = m->retract,
+                        .body = m->body, .xml = m->xml, .ts = m->ts, .dir = m->dir };
+}
+
+/* The item and its strings are one allocation (mam_queue_item). */
 static void
 mam_item_free(mam_item_t *m)
 {
-    xd_free(m->host);
-    xd_free(m->user);
-    xd_free(m->peer);
-    xd_free(m->resource);
-    xd_free(m->body);
-    xd_free(m->xml);
-    xd_free(m->msgid);
-    xd_free(m->retract);
     xd_free(m);
 }
 
@@ -727,13 +794,14 @@ typedef struct mam_state {
     atomic_bool ix_queued;           /* a background indexing is submitted */
     pthread_mutex_t ix_mu;           /* one indexer at a time */
     pthread_mutex_t pend_mu;         /* guards pend */
-    xd_map_t pend;                   /* "user@host" -> records in the journal (uintptr_t) */
+    xd_map_t pend;                   /* "user@host" -> mam_pend_t: its records in the journal */
     pthread_mutex_t pc_mu;           /* guards the preferences cache below */
     xd_map_t pc;                     /* "user@host" -> mam_pc_t */
     struct mam_pc *pc_head, *pc_tail; /* most and least recently used */
     uint64_t pc_gen;                 /* +1 at each invalidation */
     xd_map_t done;                   /* "w:gen:offset" of records a reader's drain
                                       * indexed ahead of the indexer (under ix_mu) */
+    _Atomic uint64_t fts_behind;     /* rows indexed since the last full-text pass */
     bool journal_init;               /* mam_journal_open was called (close it) */
     bool journal_ok;                 /* the journal is open and replayed */
     mam_journal_t j;
@@ -747,11 +815,6 @@ mam_mono_ms(void)
     return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
-/* The journal's records per archive ("user@host"): a reader of one
- * account's archive drains the journal only when that account has some
- * there.  +1 before a record is appended (so that nobody answered about it
- * finds 0), -1 once it is committed in the archive (or its append
- * failed). */
 /* "user@host", the key of an account's entries (pending records, cached
  * preferences); .p NULL when it is longer than any JID of ours. */
 typedef char mam_key_buf_t[2 * XD_JID_PART_MAX + 2];
@@ -765,21 +828,65 @@ mam_acct_key(mam_key_buf_t buf, const char *host, const char *user)
     return (xd_str_t){ buf, (size_t)kl };
 }
 
+/* Where a journal record is: worker w's file, generation gen, at byte off. */
+typedef struct mam_loc {
+    uint64_t gen, off;
+    uint32_t len;
+    unsigned w;
+} mam_loc_t;
+
+/* The journal's records of one archive ("user@host" in st->pend): a reader
+ * of one account's archive drains the journal only when the account has
+ * some there, and then reads just those (their places), not the journal.
+ * n: +1 before a record is appended (so that nobody answered about it finds
+ * none), -1 once it is committed in the archive (or its append failed).
+ * loc: the appended ones' places, in the order they were appended (added
+ * under the file's mutex, before the indexer can read them; taken off when
+ * indexed).  Under pend_mu. */
+typedef struct mam_pend {
+    size_t n;
+    mam_loc_t *loc;
+    size_t nloc, cap;
+} mam_pend_t;
+
 static void
-mam_pend_add(mam_state_t *st, const char *host, const char *user, int delta)
+mam_pend_free(void *v)
+{
+    mam_pend_t *e = v;
+    if (e)
+        xd_free(e->loc);
+    xd_free(e);
+}
+
+/* +1 for each of n records of user@host about to be appended; -1 for each
+ * whose append failed or that was indexed.  Caller holds pend_mu. */
+static void
+mam_pend_count_locked(mam_state_t *st, xd_str_t k, long delta)
+{
+    mam_pend_t *e = xd_map_get(&st->pend, k);
+    if (delta > 0) {
+        if (!e) {
+            e = xd_new(mam_pend_t);
+            xd_map_put(&st->pend, k, e);
+        }
+        e->n += (size_t)delta;
+    } else if (e) {
+        size_t d = (size_t)-delta;
+        e->n = d < e->n ? e->n - d : 0;
+        if (e->n == 0)
+            mam_pend_free(xd_map_del(&st->pend, k));
+    }
+}
+
+static void
+mam_pend_add(mam_state_t *st, const char *host, const char *user, long delta)
 {
     mam_key_buf_t key;
     xd_str_t k = mam_acct_key(key, host, user);
     if (!k.p)
         return; /* not a JID of ours: never asked for */
     pthread_mutex_lock(&st->pend_mu);
-    uintptr_t n = (uintptr_t)xd_map_get(&st->pend, k);
-    if (delta > 0)
-        xd_map_put(&st->pend, k, (void *)(n + 1));
-    else if (n > 1)
-        xd_map_put(&st->pend, k, (void *)(n - 1));
-    else if (n == 1)
-        xd_map_del(&st->pend, k);
+    mam_pend_count_locked(st, k, delta);
     pthread_mutex_unlock(&st->pend_mu);
 }
 
@@ -1210,6 +1317,43 @@ mam_ix_read(mam_ix_t *x, mam_jfile_t *f, size_t chunk)
     return 0;
 }
 
+/* After the indexer's commit of x: each account's count of records in the
+ * journal goes down by its records in x, and the places of every record
+ * the files' offsets passed are dropped (x.v is sorted by account: one
+ * lookup per account).  Caller holds ix_mu. */
+static void
+mam_pend_indexed(mam_state_t *st, const mam_ix_t *x)
+{
+    pthread_mutex_lock(&st->pend_mu);
+    for (size_t i = 0, j; i < x->n; i = j) {
+        const mam_rec_t *r = &x->v[i].r;
+        for (j = i + 1; j < x->n && !strcmp(x->v[j].r.user, r->user) &&
+                        !strcmp(x->v[j].r.host, r->host);
+             j++)
+            ;
+        mam_key_buf_t key;
+        xd_str_t k = mam_acct_key(key, r->host, r->user);
+        mam_pend_t *e = k.p ? xd_map_get(&st->pend, k) : NULL;
+        if (!e)
+            continue;
+        size_t keep = 0;
+        for (size_t l = 0; l < e->nloc; l++) {
+            const mam_loc_t *L = &e->loc[l];
+            bool passed = false;
+            for (size_t f = 0; f < x->nfiles && !passed; f++) {
+                const mam_ix_file_t *F = &x->files[f];
+                passed = F->f->worker == L->w &&
+                         (L->gen < F->gen || (L->gen == F->gen && L->off < F->end));
+            }
+            if (!passed)
+                e->loc[keep++] = *L;
+        }
+        e->nloc = keep;
+        mam_pend_count_locked(st, k, -(long)(j - i));
+    }
+    pthread_mutex_unlock(&st->pend_mu);
+}
+
 /* One indexing transaction over what the journals hold now (a chunk of
  * each).  Caller holds ix_mu.  *n: records indexed. */
 static int
@@ -1221,7 +1365,8 @@ mam_ix_once(xd_module_ctx_t *ctx, mam_state_t *st, size_t *n)
     /* A worker's first append opens its file meanwhile (under its mutex). */
     bool is_open[XD_OWNER_MAX_WORKERS];
     size_t open = 0;
-    for (unsigned w = 0; w < XD_OWNER_MAX_WORKERS; w++) {
+    unsigned nf = atomic_load(&st->j.nf);
+    for (unsigned w = 0; w < nf; w++) {
         pthread_mutex_lock(&st->j.f[w].mu);
         is_open[w] = st->j.f[w].fd >= 0;
         pthread_mutex_unlock(&st->j.f[w].mu);
@@ -1232,7 +1377,7 @@ mam_ix_once(xd_module_ctx_t *ctx, mam_state_t *st, size_t *n)
         chunk = MAM_IX_FILE_BYTES;
     if (chunk < (64u << 10))
         chunk = 64u << 10;
-    for (unsigned w = 0; w < XD_OWNER_MAX_WORKERS && rc == 0; w++)
+    for (unsigned w = 0; w < nf && rc == 0; w++)
         if (is_open[w])
             rc = mam_ix_read(&x, &st->j.f[w], chunk);
     if (rc == 0 && x.nfiles) {
@@ -1241,8 +1386,8 @@ mam_ix_once(xd_module_ctx_t *ctx, mam_state_t *st, size_t *n)
         rc = xd_db_tx(xd_module_db(ctx), mam_ix_tx, &x);
     }
     if (rc == 0) {
-        for (size_t i = 0; i < x.n; i++)
-            mam_pend_add(st, x.v[i].r.host, x.v[i].r.user, -1);
+        atomic_fetch_add(&st->fts_behind, x.n);
+        mam_pend_indexed(st, &x);
         for (size_t i = 0; i < x.nskipped; i++)
             xd_map_del(&st->done, xd_str_c(x.skipped[i]));
         for (size_t i = 0; i < x.nfiles; i++) {
@@ -1257,6 +1402,78 @@ mam_ix_once(xd_module_ctx_t *ctx, mam_state_t *st, size_t *n)
                xd_module_host(ctx), x.n, xd_strerror(rc));
     }
     mam_ix_clear(&x);
+    return rc;
+}
+
+/* ---- the full-text pass (SQLite: mam_mig6_sqlite) ---------------------------------------------- */
+
+#define MAM_FTS_BATCH 100000 /* rows behind the full-text index that start its pass at the bound */
+
+static bool
+mam_fts_deferred(xd_module_ctx_t *ctx)
+{
+    xd_db_t *db = xd_module_db(ctx);
+    const char *d = db ? xd_db_dialect(db) : NULL;
+    return d && !strcmp(d, "sqlite");
+}
+
+/* The archive's rows after mam_fts.pos into archive_fts, and pos moved past
+ * them: one statement (one FTS5 segment), in the caller's transaction. */
+static int
+mam_fts_tx(xd_db_conn_t *c, void *arg)
+{
+    int64_t *added = arg, pos = -1, top = 0;
+    *added = 0;
+    int rc = xd_db_query(c, "SELECT pos FROM mam_fts", NULL, 0, mam_int_row, &pos);
+    if (rc == 0)
+        rc = xd_db_query(c, "SELECT MAX(seq) FROM archive", NULL, 0, mam_int_row, &top);
+    if (rc != 0 || pos < 0 || top <= pos)
+        return rc;
+    xd_db_val_t k[] = { XD_DB_V_INT(pos), XD_DB_V_INT(top) };
+    rc = xd_db_query(c,
+                     "INSERT INTO archive_fts (rowid, body) SELECT seq, body FROM archive"
+                     " WHERE seq > ? AND seq <= ? AND body IS NOT NULL",
+                     k, 2, NULL, NULL);
+    xd_db_val_t u[] = { XD_DB_V_INT(top) };
+    if (rc == 0)
+        rc = xd_db_query(c, "UPDATE mam_fts SET pos = ?", u, 1, NULL, NULL);
+    *added = top - pos;
+    return rc;
+}
+
+/* The full-text pass when rows were indexed since the last one (`always`:
+ * when the database says the index is behind, whoever wrote the rows: a
+ * full-text query, the start).  Blocks: pool, control or main thread. */
+static int
+mam_fts_pass(xd_module_ctx_t *ctx, mam_state_t *st, bool always)
+{
+    if (!st || !mam_fts_deferred(ctx))
+        return 0;
+    uint64_t behind = atomic_exchange(&st->fts_behind, 0);
+    if (!behind && !always)
+        return 0;
+    if (!behind) {
+        /* Asked without a transaction first: a query does not queue
+         * behind the indexer's write lock when there is nothing to do. */
+        xd_db_conn_t *c;
+        int64_t pos = -1, top = 0;
+        int rc = xd_db_acquire(xd_module_db(ctx), &c);
+        if (rc != 0)
+            return rc;
+        rc = xd_db_query(c, "SELECT pos FROM mam_fts", NULL, 0, mam_int_row, &pos);
+        if (rc == 0)
+            rc = xd_db_query(c, "SELECT MAX(seq) FROM archive", NULL, 0, mam_int_row, &top);
+        xd_db_release(c);
+        if (rc != 0 || pos < 0 || top <= pos)
+            return rc;
+    }
+    int64_t added = 0;
+    int rc = xd_db_tx(xd_module_db(ctx), mam_fts_tx, &added);
+    if (rc != 0) {
+        atomic_fetch_add(&st->fts_behind, behind ? behind : 1);
+        XD_LOG(NULL, XD_ERROR, "archive full-text indexing failed", "host=%s err=%s",
+               xd_module_host(ctx), xd_strerror(rc));
+    }
     return rc;
 }
 
@@ -1283,10 +1500,12 @@ mam_drain_ex(xd_module_ctx_t *ctx, bool background)
         return 0;
     /* Up to each file's size now (in its generation now): what is
      * appended meanwhile is left to the next drain, so that a reader is
-     * not kept indexing a journal that keeps growing. */
-    uint64_t *target = xd_malloc(2 * XD_OWNER_MAX_WORKERS * sizeof *target);
-    uint64_t *tgen = target + XD_OWNER_MAX_WORKERS;
-    for (unsigned w = 0; w < XD_OWNER_MAX_WORKERS; w++) {
+     * not kept indexing a journal that keeps growing (nor a file opened
+     * after it). */
+    unsigned nf = atomic_load(&st->j.nf);
+    uint64_t *target = xd_malloc(2 * (nf ? nf : 1) * sizeof *target);
+    uint64_t *tgen = target + nf;
+    for (unsigned w = 0; w < nf; w++) {
         mam_jfile_t *f = &st->j.f[w];
         pthread_mutex_lock(&f->mu);
         target[w] = f->fd >= 0 ? f->size : 0;
@@ -1297,9 +1516,10 @@ mam_drain_ex(xd_module_ctx_t *ctx, bool background)
      * account (mam_drain_for) or a batch at the bound waits for one
      * transaction of a long background run, not for all of it. */
     int rc = 0;
+    bool yielded = false;
     for (;;) {
         bool left = false;
-        for (unsigned w = 0; w < XD_OWNER_MAX_WORKERS && !left; w++) {
+        for (unsigned w = 0; w < nf && !left; w++) {
             mam_jfile_t *f = &st->j.f[w];
             pthread_mutex_lock(&f->mu);
             /* A rotated file (another generation) was consumed past the
@@ -1307,8 +1527,12 @@ mam_drain_ex(xd_module_ctx_t *ctx, bool background)
             left = f->fd >= 0 && f->gen == tgen[w] && f->consumed < target[w];
             pthread_mutex_unlock(&f->mu);
         }
-        if (!left || (background && mam_ix_yield(ctx, st)))
+        if (!left)
             break;
+        if (background && mam_ix_yield(ctx, st)) {
+            yielded = true;
+            break;
+        }
         size_t n;
         pthread_mutex_lock(&st->ix_mu);
         rc = mam_ix_once(ctx, st, &n);
@@ -1317,6 +1541,11 @@ mam_drain_ex(xd_module_ctx_t *ctx, bool background)
             break;
     }
     xd_free(target);
+    /* The full-text index follows in its own transaction (not while a
+     * burst is being taken).  Its failure (logged, retried at the next
+     * pass) is no reader's: a full-text query runs the pass itself. */
+    if (rc == 0 && !yielded)
+        (void)mam_fts_pass(ctx, st, false);
     return rc;
 }
 
@@ -1339,6 +1568,19 @@ mam_drain_before_delete(xd_module_ctx_t *ctx, const char *host, const char *user
     return mam_drain(ctx);
 }
 
+#define MAM_DRAIN_GAP (16u << 10) /* other records read over rather than another read */
+
+static int
+mam_loc_cmp(const void *a, const void *b)
+{
+    const mam_loc_t *x = a, *y = b;
+    if (x->w != y->w)
+        return x->w < y->w ? -1 : 1;
+    if (x->gen != y->gen)
+        return x->gen < y->gen ? -1 : 1;
+    return x->off < y->off ? -1 : x->off > y->off;
+}
+
 /* mam_drain for a reader of one archive: nothing to do when the journal
  * holds none of its records (other accounts' wait for their own readers or
  * the background). */
@@ -1349,88 +1591,128 @@ mam_drain_for(xd_module_ctx_t *ctx, const char *host, const char *user)
     if (!st || !st->journal_ok || !xd_module_db(ctx) || !mam_pend_has(st, host, user))
         return 0;
     /* Only this account's records, in one transaction: a reader does not
-     * wait for the whole backlog to be indexed.  The journal's offsets do
-     * not move; the records are noted in st->done, so that the indexer
-     * passes over them (and forgets them once its offset is past them).
-     * After a crash the replay indexes them again: the archive's unique id
-     * ignores a row that is there, and a retraction already indexed is not
-     * applied twice (mam_ix_tx). */
+     * wait for the whole backlog to be indexed, and reads only the account's
+     * records (their places, mam_pend_t), not the journal.  The journal's
+     * offsets do not move; the records are noted in st->done, so that the
+     * indexer passes over them (and forgets them once its offset is past
+     * them).  After a crash the replay indexes them again: the archive's
+     * unique id ignores a row that is there, and a retraction already
+     * indexed is not applied twice (mam_ix_tx). */
     mam_ix_t x = { .st = st, .host = xd_module_host(ctx), .account_only = true };
     int rc = 0;
-    uint64_t *gens = xd_calloc(XD_OWNER_MAX_WORKERS, sizeof *gens);
+    mam_key_buf_t key;
+    xd_str_t k = mam_acct_key(key, host, user);
+    if (!k.p)
+        return mam_drain(ctx); /* no JID of ours: never has places */
     pthread_mutex_lock(&st->ix_mu);
-    for (unsigned w = 0; w < XD_OWNER_MAX_WORKERS && rc == 0; w++) {
-        mam_jfile_t *f = &st->j.f[w];
+    /* Under ix_mu the account's places only grow at their end (appends):
+     * the first nloc are the ones read here. */
+    mam_loc_t *loc = NULL;
+    size_t nloc = 0;
+    pthread_mutex_lock(&st->pend_mu);
+    mam_pend_t *e = k.p ? xd_map_get(&st->pend, k) : NULL;
+    if (e && e->nloc) {
+        nloc = e->nloc;
+        loc = xd_malloc(nloc * sizeof *loc);
+        memcpy(loc, e->loc, nloc * sizeof *loc);
+    }
+    pthread_mutex_unlock(&st->pend_mu);
+    if (nloc > 1)
+        qsort(loc, nloc, sizeof *loc, mam_loc_cmp);
+    size_t fcap = 0;
+    for (size_t i = 0, j; i < nloc && rc == 0; i = j) {
+        /* Records near each other in one file (other accounts' records
+         * between them, up to MAM_DRAIN_GAP bytes): one read. */
+        uint64_t end = loc[i].off + loc[i].len;
+        for (j = i + 1; j < nloc && loc[j].w == loc[i].w && loc[j].gen == loc[i].gen &&
+                        loc[j].off >= end && loc[j].off - end <= MAM_DRAIN_GAP &&
+                        loc[j].off + loc[j].len - loc[i].off <= MAM_IX_FILE_BYTES;
+             j++)
+            end = loc[j].off + loc[j].len;
+        mam_jfile_t *f = &st->j.f[loc[i].w];
         pthread_mutex_lock(&f->mu);
-        uint64_t at = f->consumed, size = f->size, gen = f->gen;
+        uint64_t consumed = f->consumed, gen = f->gen;
         int fd = f->fd;
         pthread_mutex_unlock(&f->mu);
-        while (fd >= 0 && at < size && rc == 0) {
-            size_t want = size - at < MAM_IX_FILE_BYTES ? (size_t)(size - at) : MAM_IX_FILE_BYTES;
-            uint32_t plen = 0;
-            if (pread(fd, &plen, 4, (off_t)at) == 4 && (size_t)plen + 8 > want &&
-                (uint64_t)plen + 8 <= size - at)
-                want = (size_t)plen + 8;
-            unsigned char *buf = xd_malloc(want ? want : 1);
-            size_t have = 0;
-            while (have < want) {
-                ssize_t r = pread(fd, buf + have, want - have, (off_t)(at + have));
-                if (r < 0 && errno == EINTR)
-                    continue;
-                if (r <= 0) {
-                    rc = r < 0 ? -errno : XD_EINTERNAL;
-                    break;
-                }
-                have += (size_t)r;
+        /* Another generation: consumed and rotated (the file stays open:
+         * only the indexer, waiting for ix_mu, rotates it). */
+        if (fd < 0 || gen != loc[i].gen)
+            continue;
+        size_t want = (size_t)(end - loc[i].off), have = 0;
+        unsigned char *buf = xd_malloc(want);
+        while (have < want) {
+            ssize_t r = pread(fd, buf + have, want - have, (off_t)(loc[i].off + have));
+            if (r < 0 && errno == EINTR)
+                continue;
+            if (r <= 0) {
+                rc = r < 0 ? -errno : XD_EINTERNAL;
+                break;
             }
-            size_t off = 0, used, mine = 0;
-            mam_rec_t rec;
-            while (rc == 0 && off < have &&
-                   mam_rec_decode(buf + off, have - off, &rec, &used) == 0) {
-                char kb[80];
-                if (!strcmp(rec.host, host) && !strcmp(rec.user, user) &&
-                    !xd_map_get(&st->done, mam_done_key(kb, sizeof kb, w, gen, at + off))) {
-                    if (x.n == x.cap) {
-                        x.cap = x.cap ? x.cap * 2 : 64;
-                        x.v = xd_realloc(x.v, x.cap * sizeof *x.v);
-                    }
-                    /* pos: the byte offset (the file's order and the done key) */
-                    x.v[x.n++] = (mam_ix_rec_t){ rec, w, (size_t)(at + off) };
-                    mine++;
-                }
-                off += used;
-            }
-            if (mine) {
-                x.files = xd_realloc(x.files, (x.nfiles + 1) * sizeof *x.files);
-                x.files[x.nfiles++] = (mam_ix_file_t){ f, gen, at, at + off, mine, buf };
-            } else {
-                xd_free(buf);
-            }
-            if (off == 0)
-                break; /* nothing whole */
-            at += off;
+            have += (size_t)r;
         }
-        gens[w] = gen;
+        size_t mine = 0;
+        unsigned fi = (unsigned)x.nfiles; /* the x.files entry of buf */
+        for (size_t l = i; l < j && rc == 0; l++) {
+            mam_rec_t rec;
+            size_t used, at = (size_t)(loc[l].off - loc[i].off);
+            char kb[80];
+            if (loc[l].off < consumed ||
+                xd_map_get(&st->done, mam_done_key(kb, sizeof kb, loc[l].w, gen, loc[l].off)))
+                continue; /* indexed already */
+            if (mam_rec_decode(buf + at, want - at, &rec, &used) != 0 || used != loc[l].len ||
+                strcmp(rec.host, host) != 0 || strcmp(rec.user, user) != 0) {
+                rc = XD_EINTERNAL; /* not what was appended there */
+                XD_LOG(NULL, XD_ERROR, "archive journal: a record is not where it was written",
+                       "dir=%s worker=%u at=%llu", st->j.dir, loc[l].w,
+                       (unsigned long long)loc[l].off);
+                break;
+            }
+            if (x.n == x.cap) {
+                x.cap = x.cap ? x.cap * 2 : 64;
+                x.v = xd_realloc(x.v, x.cap * sizeof *x.v);
+            }
+            /* pos: the byte offset (the file's order and the done key) */
+            x.v[x.n++] = (mam_ix_rec_t){ rec, fi, (size_t)loc[l].off };
+            mine++;
+        }
+        /* Kept for the records pointing into it (mam_ix_clear frees it). */
+        if (x.nfiles == fcap) {
+            fcap = fcap ? 2 * fcap : 16;
+            x.files = xd_realloc(x.files, fcap * sizeof *x.files);
+        }
+        x.files[x.nfiles++] = (mam_ix_file_t){ f, gen, loc[i].off, end, mine, buf };
     }
     if (rc == 0 && x.n) {
         qsort(x.v, x.n, sizeof *x.v, mam_ix_cmp);
         rc = xd_db_tx(xd_module_db(ctx), mam_ix_tx, &x);
     }
     if (rc == 0) {
+        atomic_fetch_add(&st->fts_behind, x.n);
         for (size_t i = 0; i < x.n; i++) {
             char kb[80];
-            unsigned w = x.v[i].file;
-            xd_map_put(&st->done, mam_done_key(kb, sizeof kb, w, gens[w], (uint64_t)x.v[i].pos),
+            const mam_ix_file_t *F = &x.files[x.v[i].file];
+            xd_map_put(&st->done,
+                       mam_done_key(kb, sizeof kb, F->f->worker, F->gen, (uint64_t)x.v[i].pos),
                        (void *)1);
-            mam_pend_add(st, x.v[i].r.host, x.v[i].r.user, -1);
         }
+        pthread_mutex_lock(&st->pend_mu);
+        e = k.p ? xd_map_get(&st->pend, k) : NULL;
+        if (e) {
+            /* The places read: indexed now, or before (the indexer's
+             * offset or another reader passed them). */
+            size_t drop = nloc <= e->nloc ? nloc : e->nloc;
+            memmove(e->loc, e->loc + drop, (e->nloc - drop) * sizeof *e->loc);
+            e->nloc -= drop;
+            mam_pend_count_locked(st, k, -(long)x.n);
+        }
+        pthread_mutex_unlock(&st->pend_mu);
     } else {
         XD_LOG(NULL, XD_ERROR, "archive indexing failed", "host=%s user=%s records=%zu err=%s",
                xd_module_host(ctx), user, x.n, xd_strerror(rc));
     }
     pthread_mutex_unlock(&st->ix_mu);
     mam_ix_clear(&x);
-    xd_free(gens);
+    xd_free(loc);
     return rc;
 }
 
@@ -1523,10 +1805,49 @@ mam_journal_start(xd_module_ctx_t *ctx, mam_state_t *st)
         if (rc != 0)
             return xd_module_fail(ctx, rc, "archive journal replay: %s", xd_strerror(rc));
     }
+    /* Rows a crash left behind the full-text index (indexed, not yet
+     * passed), or an import's. */
+    rc = mam_fts_pass(ctx, st, true);
+    if (rc != 0)
+        return xd_module_fail(ctx, rc, "archive full-text index: %s", xd_strerror(rc));
     return 0;
 }
 
 /* ---- the writer ---------------------------------------------------------------------------------- */
+
+/* A batch's records were appended at `at` of its worker's file (generation
+ * gen): each account's places (mam_pend_t), in the batch's order.  Under
+ * the file's mutex (mam_journal_append). */
+typedef struct mam_placed {
+    mam_state_t *st;
+    mod_batch_item_t *head;
+    unsigned w;
+} mam_placed_t;
+
+static void
+mam_placed(void *arg, uint64_t gen, uint64_t at)
+{
+    mam_placed_t *pl = arg;
+    mam_state_t *st = pl->st;
+    pthread_mutex_lock(&st->pend_mu);
+    for (mod_batch_item_t *it = pl->head; it; it = it->next) {
+        mam_item_t *m = (mam_item_t *)it;
+        if (it->status == MAM_SKIP)
+            continue;
+        mam_key_buf_t key;
+        xd_str_t k = mam_acct_key(key, m->host, m->user);
+        mam_pend_t *e = k.p ? xd_map_get(&st->pend, k) : NULL;
+        if (e) {
+            if (e->nloc == e->cap) {
+                e->cap = e->cap ? 2 * e->cap : 8;
+                e->loc = xd_realloc(e->loc, e->cap * sizeof *e->loc);
+            }
+            e->loc[e->nloc++] = (mam_loc_t){ gen, at, m->rec_len, pl->w };
+        }
+        at += m->rec_len;
+    }
+    pthread_mutex_unlock(&st->pend_mu);
+}
 
 /* mod_batch write: which items the preferences (and, for received
  * messages to accounts without a session, existence) let in, evaluated as
@@ -1568,7 +1889,9 @@ mam_batch_write(xd_db_t *db, mod_batch_item_t *head)
         if (rc == 0 && !keep)
             m->b.status = MAM_SKIP;
         if (rc == 0 && keep) {
-            bytes += mam_rec_size(&m->rec);
+            mam_rec_t r = mam_item_rec(m);
+            m->rec_len = (uint32_t)mam_rec_size(&r);
+            bytes += m->rec_len;
             n++;
         }
     }
@@ -1592,6 +1915,10 @@ mam_batch_write(xd_db_t *db, mod_batch_item_t *head)
         if (rc == 0 && done == 0)
             break; /* nothing left to index: a batch larger than the bound goes in */
     }
+    /* A flood indexed at the bound never ends a drain: the full-text index
+     * follows every MAM_FTS_BATCH rows. */
+    if (rc == 0 && atomic_load(&st->fts_behind) >= MAM_FTS_BATCH)
+        (void)mam_fts_pass(ctx, st, false); /* not the senders' failure */
     if (rc != 0)
         return rc;
     unsigned char *buf = xd_malloc(bytes);
@@ -1600,12 +1927,14 @@ mam_batch_write(xd_db_t *db, mod_batch_item_t *head)
         mam_item_t *m = (mam_item_t *)it;
         if (m->b.status == MAM_SKIP)
             continue;
-        off += mam_rec_encode(&m->rec, buf + off);
+        mam_rec_t r = mam_item_rec(m);
+        off += mam_rec_encode(&r, buf + off);
     }
     for (mod_batch_item_t *it = head; it; it = it->next)
         if (it->status != MAM_SKIP)
             mam_pend_add(st, ((mam_item_t *)it)->host, ((mam_item_t *)it)->user, 1);
-    rc = mam_journal_append(&st->j, ((mam_item_t *)head)->worker, buf, bytes, n);
+    mam_placed_t pl = { st, head, ((mam_item_t *)head)->worker };
+    rc = mam_journal_append(&st->j, pl.w, buf, bytes, n, mam_placed, &pl);
     for (mod_batch_item_t *it = head; rc != 0 && it; it = it->next)
         if (it->status != MAM_SKIP)
             mam_pend_add(st, ((mam_item_t *)it)->host, ((mam_item_t *)it)->user, -1);
@@ -1649,9 +1978,21 @@ mam_strs(xd_str_t s)
     return xd_strndup(s.p ? s.p : "", s.len);
 }
 
+/* Copies s (NUL-terminated) at *p and moves *p past it. */
+static char *
+mam_put(char **p, const char *s, size_t len)
+{
+    char *d = *p;
+    if (len)
+        memcpy(d, s, len);
+    d[len] = 0;
+    *p += len + 1;
+    return d;
+}
+
 /* Queues msg for the archive of `account` (a JID of ours, bare part used);
  * peer is the other party.  0, or XD_EFULL (the caller refuses the
- * message). */
+ * message).  The item and its strings are one allocation. */
 static int
 mam_queue_item(xd_module_ctx_t *ctx, const xd_stanza_t *msg, const xd_jid_t *account,
                const xd_jid_t *peer, int dir, const char *id, bool check_account, bool room)
@@ -1659,25 +2000,35 @@ mam_queue_item(xd_module_ctx_t *ctx, const xd_stanza_t *msg, const xd_jid_t *acc
     const mam_conf_t *mc = xd_module_opts(ctx);
     size_t len;
     const char *bytes = xd_stanza_bytes(msg, &len);
-    mam_item_t *m = xd_new(mam_item_t);
-    m->host = mam_strs(xd_jid_domain(account));
-    m->user = mam_strs(xd_jid_local(account));
-    snprintf(m->id, sizeof m->id, "%s", id);
-    m->peer = mam_strs(xd_jid_bare_str(peer));
-    m->resource = mam_strs(xd_jid_resource(peer));
-    m->dir = dir;
     const xd_el_t *root = xd_stanza_root(msg);
+    xd_str_t host = xd_jid_domain(account), user = xd_jid_local(account);
+    xd_str_t pbare = xd_jid_bare_str(peer), pres = xd_jid_resource(peer);
     const char *body = xd_el_child_text(root, "body", NULL);
-    m->body = body ? xd_strdup(body) : NULL;
     const xd_el_t *oid = xd_el_child(root, "origin-id", XD_NS_SID);
     const char *msgid = oid ? xd_el_attr(oid, "id") : xd_el_attr(root, "id");
-    if (msgid && *msgid && strlen(msgid) <= MAM_ID_MAX)
-        m->msgid = xd_strdup(msgid);
-    const xd_el_t *rt = xd_el_child(root, "retract", MAM_NS_RETRACT);
+    if (msgid && (!*msgid || strlen(msgid) > MAM_ID_MAX))
+        msgid = NULL;
+    const xd_el_t *rt = room ? NULL : xd_el_child(root, "retract", MAM_NS_RETRACT);
     const char *rid = rt ? xd_el_attr(rt, "id") : NULL;
-    if (rid && *rid && strlen(rid) <= MAM_ID_MAX && !room)
-        m->retract = xd_strdup(rid);
-    m->xml = xd_strndup(bytes, len);
+    if (rid && (!*rid || strlen(rid) > MAM_ID_MAX))
+        rid = NULL;
+    size_t lbody = body ? strlen(body) : 0, lmsgid = msgid ? strlen(msgid) : 0;
+    size_t lrid = rid ? strlen(rid) : 0;
+    size_t extra = host.len + user.len + pbare.len + pres.len + len + 5 +
+                   (body ? lbody + 1 : 0) + (msgid ? lmsgid + 1 : 0) + (rid ? lrid + 1 : 0);
+    mam_item_t *m = xd_malloc(sizeof *m + extra);
+    *m = (mam_item_t){ 0 };
+    char *p = (char *)(m + 1);
+    m->host = mam_put(&p, host.p, host.len);
+    m->user = mam_put(&p, user.p, user.len);
+    snprintf(m->id, sizeof m->id, "%s", id);
+    m->peer = mam_put(&p, pbare.p, pbare.len);
+    m->resource = mam_put(&p, pres.p, pres.len);
+    m->dir = dir;
+    m->body = body ? mam_put(&p, body, lbody) : NULL;
+    m->msgid = msgid ? mam_put(&p, msgid, lmsgid) : NULL;
+    m->retract = rid ? mam_put(&p, rid, lrid) : NULL;
+    m->xml = mam_put(&p, bytes, len);
     m->b.bytes = len;
     m->check_account = check_account;
     m->room = room;
@@ -1686,11 +2037,7 @@ mam_queue_item(xd_module_ctx_t *ctx, const xd_stanza_t *msg, const xd_jid_t *acc
     m->worker = self >= 0 ? (unsigned)self : 0;
     /* The message's time, in the order the worker handles them (strictly
      * increasing in the process: one sender's messages keep their order). */
-    m->rec = (mam_rec_t){ .host = m->host, .user = m->user, .id = m->id, .peer = m->peer,
-                          .resource = m->resource, .msgid = m->msgid, .retract = m->retract,
-                          .body = m->body, .xml = m->xml, .ts = mam_now_us(), .dir = dir,
-                          .flags = (room ? MAM_REC_ROOM : 0u) |
-                                   (check_account ? MAM_REC_CHECK_ACCOUNT : 0u) };
+    m->ts = mam_now_us();
     int rc = mod_batch_push(&mam_q, &mam_batch_ops, ctx, &m->b);
     if (rc != 0)
         mam_item_free(m);
@@ -2248,6 +2595,8 @@ mam_query(const xd_iq_req_t *req, const xd_el_t *query)
 
     xd_db_conn_t *c;
     int rc = mam_drain_for(req->ctx, host, user); /* every answered message is in the archive */
+    if (rc == 0 && sel.fts) /* and in the full-text index */
+        rc = mam_fts_pass(req->ctx, xd_module_state(req->ctx), true);
     if (rc == 0)
         rc = xd_db_acquire(xd_module_db(req->ctx), &c);
     if (rc != 0)
@@ -3253,7 +3602,7 @@ mam_stop(xd_module_ctx_t *ctx)
         mam_journal_close(&st->j);
     pthread_mutex_destroy(&st->ix_mu);
     pthread_mutex_destroy(&st->pend_mu);
-    xd_map_free(&st->pend, NULL);
+    xd_map_free(&st->pend, mam_pend_free);
     pthread_mutex_destroy(&st->pc_mu);
     xd_map_free(&st->pc, mam_pc_free);
     xd_map_free(&st->done, NULL);

@@ -407,8 +407,9 @@ def journal_ids(srv, host="localhost", of=None):
     """{username: {archive ids}} of the records in the journal files of
     host's mod_mam whose archive is on domain `of` (all when None), read
     from the start of each file: records already indexed may still be
-    there (mam_journal.h payload: version, flags, dir, ts, then host,
-    username, id, ... each a uint32 length, the bytes and a NUL)."""
+    there (mam_journal.h payload: version (2), dir, ts, then host,
+    username, id, ... each a uint32 length, the bytes and a NUL; version 1
+    had a flags byte after the version)."""
     import glob
     import os
     import struct
@@ -418,7 +419,7 @@ def journal_ids(srv, host="localhost", of=None):
         off = 16
         while off + 8 <= len(data):
             plen, _ = struct.unpack_from("=II", data, off)
-            p, fields = off + 8 + 11, []
+            p, fields = off + 8 + (11 if data[off + 8] == 1 else 10), []
             for _ in range(3):  # host, username, id
                 n, = struct.unpack_from("=I", data, p)
                 fields.append(data[p + 4:p + 4 + n].decode())
@@ -639,6 +640,57 @@ def test_torn_journal_tail_is_cut_at_start(server_factory):
     assert journal_records(srv)[0] == 0
     b, _ = online(srv, "bob", "pc")
     assert all_bodies(b) == [f"t{i}" for i in range(5)]
+
+
+def journal_record_v1(host, user, aid, peer, body, ts_us, dir_=0):
+    """A version-1 journal record (mam_journal.h; written before version 2
+    dropped its flags byte), framed."""
+    import struct
+    import zlib
+    xml = (f"<message xmlns='jabber:client' from='{peer}/r' to='{user}@{host}' type='chat'"
+           f" id='{aid}'><body>{body}</body></message>")
+    p = struct.pack("=BBBq", 1, 0x2, dir_, ts_us)
+    for s in (host, user, aid, peer, "r", aid, None, body, xml):
+        if s is None:
+            p += struct.pack("=I", 0xFFFFFFFF)
+        else:
+            b = s.encode()
+            p += struct.pack("=I", len(b)) + b + b"\0"
+    return struct.pack("=II", len(p), zlib.crc32(p)) + p
+
+
+def test_journal_of_the_previous_format_is_replayed(server_factory):
+    """A journal left by the previous release (version-1 records, with the
+    flags byte that version 2 dropped) is replayed at the start, each
+    message once, beside the current format."""
+    import os
+    import struct
+    import time
+    srv = start(server_factory, **NO_BG)
+    a, _ = online(srv, "alice", "pc")
+    b, _ = online(srv, "bob", "pc")
+    chat(b, "alice@localhost", "current format", "n1")
+    b.roundtrip()
+    srv.expect_clean_exit = False
+    srv.proc.send_signal(signal.SIGKILL)  # "current format" stays in 0.log or 1.log
+    srv.proc.wait()
+    srv._stderr.close()
+    now = int(time.time() * 1e6)
+    path = os.path.join(srv.data_dir, "mam-journal", "localhost", "7.log")
+    with open(path, "wb") as f:  # worker 7 of an earlier configuration, generation 1
+        f.write(b"XDMAMJ1\n" + struct.pack("=Q", 1))
+        f.write(journal_record_v1("localhost", "alice", "0000old1", "bob@localhost",
+                                  "old format one", now - 2000000))
+        f.write(journal_record_v1("localhost", "alice", "0000old2", "bob@localhost",
+                                  "old format two", now - 1000000))
+    srv.restart()
+    srv.expect_clean_exit = True
+    assert journal_records(srv)[0] == 0
+    a, _ = online(srv, "alice", "pc")
+    assert all_bodies(a) == ["old format one", "old format two", "current format"]
+    restart_after(srv, signal.SIGKILL)  # nothing replayed twice
+    a, _ = online(srv, "alice", "pc")
+    assert all_bodies(a) == ["old format one", "old format two", "current format"]
 
 
 def test_query_drains_only_for_an_account_with_records_pending(server_factory):

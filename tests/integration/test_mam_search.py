@@ -220,3 +220,168 @@ def test_retraction_limit(server_factory):
     res, _ = mam(a)
     assert [x[1] for x in res[:17]].count(None) == 16, res
     assert len(res) == 18 and res[17][1].startswith("This person"), res
+
+
+def test_fulltext_index_is_filled_after_the_rows_and_stays_sound(server_factory):
+    """SQLite: the full-text index is filled in its own pass after the rows
+    (mam_fts.pos: the rows up to it are indexed), not by a trigger per row.
+    A retraction and an account's removal that reach rows the index has not
+    seen yet leave it sound, and a search first brings it up to date, so it
+    finds every message and none that is retracted or deleted."""
+    import os
+    import sqlite3
+    from test_mam import NO_BG
+    srv = start(server_factory, **NO_BG)
+    a, _ = online(srv, "alice", "pc")
+    b, _ = online(srv, "bob", "pc")
+    c, _ = online(srv, "carol", "pc")
+    db = os.path.join(srv.data_dir, "xmppd.db")
+
+    def fts_pos():
+        with sqlite3.connect(db) as con:
+            return (con.execute("SELECT pos FROM mam_fts").fetchone()[0],
+                    con.execute("SELECT COALESCE(MAX(seq), 0) FROM archive").fetchone()[0])
+
+    chat(a, "bob@localhost", "alpha one", "a1", "<origin-id xmlns='urn:xmpp:sid:0' id='o1'/>")
+    chat(a, "bob@localhost", "alpha two", "a2")
+    a.roundtrip()
+    chat(c, "alice@localhost", "alpha from carol", "c1")
+    c.roundtrip()
+    # Plain queries index alice's and carol's rows; the full-text index has
+    # not seen them.
+    assert bodies(mam(a)[0]) == ["alpha one", "alpha two", "alpha from carol"]
+    assert bodies(mam(c)[0]) == ["alpha from carol"]
+    pos, top = fts_pos()
+    assert pos < top, (pos, top)
+    # The retraction tombstones a row beyond the index (alice's archive).
+    retraction(a, "bob@localhost", "o1", "ra")
+    a.roundtrip()
+    res, _ = mam(a)
+    assert res[0][1] is None and bodies(res)[1:3] == ["alpha two", "alpha from carol"], res
+    assert fts_pos()[0] == pos
+    # carol's account goes, its rows beyond the index with it.
+    assert srv.ctl_run("unregister", "carol", "localhost").returncode == 0
+    # A search brings the index up to date first.
+    got, _ = search(a, "alpha")
+    assert bodies(got) == ["alpha two", "alpha from carol"], got
+    pos, top = fts_pos()
+    assert pos == top, (pos, top)
+    got, _ = search(b, "alpha")  # bob's rows: indexed by his query, found by the search
+    assert bodies(got) == ["alpha two"], got
+    # Rows the index has: a retraction and a removal reach it too.
+    chat(b, "alice@localhost", "alpha from bob", "b1", "<origin-id xmlns='urn:xmpp:sid:0' id='o2'/>")
+    b.roundtrip()
+    assert bodies(search(a, "alpha")[0]) == ["alpha two", "alpha from carol", "alpha from bob"]
+    retraction(b, "alice@localhost", "o2", "rb")
+    b.roundtrip()
+    assert bodies(search(a, "alpha")[0]) == ["alpha two", "alpha from carol"]
+    assert bodies(search(b, "bob")[0]) == []
+    assert srv.stop() == 0
+    with sqlite3.connect(db) as con:
+        con.execute("INSERT INTO archive_fts (archive_fts) VALUES ('integrity-check')")
+
+
+def test_imported_archive_is_searchable(server_factory, tmp_path):
+    """Rows written by another path than the indexer (an account imported
+    with xmppctl import_file, XEP-0227) reach the full-text index through
+    the pass a search runs first."""
+    srv = start(server_factory)
+    a, _ = online(srv, "alice", "pc")
+    b, _ = online(srv, "bob", "pc")
+    chat(a, "bob@localhost", "zebra crossing", "z1")
+    a.roundtrip()
+    chat(b, "alice@localhost", "yak shaving", "y1")
+    b.roundtrip()
+    assert bodies(search(a, "zebra")[0]) == ["zebra crossing"]
+    path = str(tmp_path / "alice.xml")
+    r = srv.ctl_run("export_account", "alice", "localhost", path)
+    assert r.returncode == 0, r.stdout + r.stderr
+    a.close()
+    assert srv.ctl_run("unregister", "alice", "localhost").returncode == 0
+    c, _ = online(srv, "carol", "pc")
+    assert bodies(search(c, "zebra")[0]) == []
+    r = srv.ctl_run("import_file", path)
+    assert r.returncode == 0 and "1 imported, 0 failed" in r.stdout, r.stdout + r.stderr
+    a, _ = online(srv, "alice", "pc")
+    assert bodies(mam(a)[0]) == ["zebra crossing", "yak shaving"]
+    assert bodies(search(a, "zebra")[0]) == ["zebra crossing"]
+    assert bodies(search(a, "SHAVING")[0]) == ["yak shaving"]
+
+
+def test_upgrade_from_schema_4_keeps_search_and_retraction(server_factory):
+    """An archive of schema 4 (the full-text index kept by triggers,
+    archive_msgid led by the client's id) upgraded by migrations 5 and 6:
+    its rows stay searchable (mam_fts.pos starts past them), new rows are
+    found too, a retraction finds an old message through the new index, and
+    the full-text index passes FTS5's integrity-check."""
+    import os
+    import sqlite3
+    srv = start(server_factory)
+    a, _ = online(srv, "alice", "pc")
+    b, _ = online(srv, "bob", "pc")
+    chat(a, "bob@localhost", "old walrus", "w1", "<origin-id xmlns='urn:xmpp:sid:0' id='ow1'/>")
+    chat(a, "bob@localhost", "old narwhal", "w2")
+    a.roundtrip()
+    assert srv.stop() == 0
+    db = os.path.join(srv.data_dir, "xmppd.db")
+    with sqlite3.connect(db) as con:  # back to schema 4, the rows kept
+        con.executescript("""
+            DROP INDEX archive_msgid_acct;
+            CREATE INDEX archive_msgid ON archive (msgid, host, username, peer);
+            DROP TRIGGER archive_fts_delete;
+            DROP TRIGGER archive_fts_update;
+            DROP TABLE mam_fts;
+            DELETE FROM archive_fts;
+            INSERT INTO archive_fts (archive_fts) VALUES ('rebuild');
+            CREATE TRIGGER archive_fts_insert AFTER INSERT ON archive WHEN new.body IS NOT NULL
+              BEGIN INSERT INTO archive_fts (rowid, body) VALUES (new.seq, new.body); END;
+            CREATE TRIGGER archive_fts_delete AFTER DELETE ON archive WHEN old.body IS NOT NULL
+              BEGIN INSERT INTO archive_fts (archive_fts, rowid, body)
+                    VALUES ('delete', old.seq, old.body); END;
+            CREATE TRIGGER archive_fts_update AFTER UPDATE OF body ON archive BEGIN
+              INSERT INTO archive_fts (archive_fts, rowid, body)
+                SELECT 'delete', old.seq, old.body WHERE old.body IS NOT NULL;
+              INSERT INTO archive_fts (rowid, body)
+                SELECT new.seq, new.body WHERE new.body IS NOT NULL; END;
+            UPDATE schema_version SET version = 4 WHERE component = 'mod_mam';
+        """)
+        # Enough other rows (carol's, older) for the statistics to matter.
+        con.executemany("INSERT INTO archive (host, username, id, ts, peer, resource, dir,"
+                        " body, xml, msgid) VALUES ('localhost', ?, ?, ?, ?, '', 0, NULL,"
+                        " '<message/>', ?)",
+                        [("carol" if i % 2 else f"u{i % 50}", f"f{i}", i,
+                          f"c{i % 20}@localhost", f"m{i * 7919 % 10007}") for i in range(20000)])
+        con.execute("ANALYZE")
+    srv.restart()
+    with sqlite3.connect(db) as con:
+        assert con.execute("SELECT version FROM schema_version"
+                           " WHERE component = 'mod_mam'").fetchone()[0] == 6
+        assert con.execute("SELECT pos FROM mam_fts").fetchone()[0] == \
+            con.execute("SELECT MAX(seq) FROM archive").fetchone()[0]
+    a, _ = online(srv, "alice", "pc")
+    b, _ = online(srv, "bob", "pc")
+    chat(a, "bob@localhost", "new walrus", "w3")
+    a.roundtrip()
+    assert bodies(search(a, "walrus")[0]) == ["old walrus", "new walrus"]
+    assert bodies(mam(a)[0]) == ["old walrus", "old narwhal", "new walrus"]
+    assert bodies(search(b, "narwhal")[0]) == ["old narwhal"]
+    retraction(a, "bob@localhost", "ow1", "rw")
+    a.roundtrip()
+    assert bodies(search(a, "walrus")[0]) == ["new walrus"]
+    res, _ = mam(a)
+    assert res[0][1] is None and "retracted" in res[0][2], res
+    assert srv.stop() == 0
+    with sqlite3.connect(db) as con:
+        con.execute("INSERT INTO archive_fts (archive_fts) VALUES ('integrity-check')")
+        plan = con.execute("EXPLAIN QUERY PLAN SELECT seq, xml FROM archive WHERE host = ?"
+                           " AND username = ? AND peer = ? AND msgid = ? AND dir = ?"
+                           " AND body IS NOT NULL", ("localhost", "carol", "c1@localhost",
+                                                     "m7", 0)).fetchall()
+        assert "archive_msgid_acct" in str(plan), plan
+        # Statistics from before the new index (ANALYZE above): the last
+        # page still reads archive_ts in order (the partial index cannot
+        # serve it), no sort of the archive.
+        plan = con.execute("EXPLAIN QUERY PLAN SELECT seq, ts, id, xml FROM archive"
+                           " WHERE host = ? AND username = ? ORDER BY ts DESC, seq DESC"
+                           " LIMIT ?", ("h", "u", 50)).fetchall()
+        assert "archive_ts" in str(plan) and "TEMP B-TREE" not in str(plan), plan

@@ -17,6 +17,7 @@
 #include <unistd.h>
 
 #include <cmocka.h>
+#include <zlib.h>
 
 #include "mod/mam_journal.h"
 #include "xmppd/alloc.h"
@@ -26,8 +27,7 @@ rec(const char *body)
 {
     return (mam_rec_t){ .host = "h", .user = "alice", .id = "id1", .peer = "bob@h",
                         .resource = "", .msgid = NULL, .retract = NULL, .body = body,
-                        .xml = "<message/>", .ts = 1234567890123456, .dir = 1,
-                        .flags = MAM_REC_ROOM };
+                        .xml = "<message/>", .ts = 1234567890123456, .dir = 1 };
 }
 
 static unsigned char *
@@ -59,7 +59,6 @@ test_record_round_trip(void **state)
     assert_null(out.retract);
     assert_true(out.ts == in.ts);
     assert_int_equal(out.dir, 1);
-    assert_int_equal(out.flags, MAM_REC_ROOM);
     /* Without a body. */
     xd_free(b);
     in = rec(NULL);
@@ -67,6 +66,62 @@ test_record_round_trip(void **state)
     assert_int_equal(mam_rec_decode(b, n, &out, &used), 0);
     assert_null(out.body);
     xd_free(b);
+}
+
+/* A version-1 record (journals written before version 2 dropped its flags
+ * byte) still decodes: a journal left by the previous release replays. */
+static void
+test_record_version1(void **state)
+{
+    (void)state;
+    unsigned char b[256];
+    unsigned char *p = b + 8;
+    *p++ = 1;    /* version */
+    *p++ = 0x3;  /* flags, never read */
+    *p++ = 0;    /* dir */
+    int64_t ts = 1234567890123456;
+    memcpy(p, &ts, 8);
+    p += 8;
+    const char *s[] = { "h", "alice", "id1", "bob@h", "r", NULL, NULL, "hi", "<message/>" };
+    for (size_t i = 0; i < sizeof s / sizeof s[0]; i++) {
+        uint32_t len = s[i] ? (uint32_t)strlen(s[i]) : UINT32_MAX;
+        memcpy(p, &len, 4);
+        p += 4;
+        if (s[i]) {
+            memcpy(p, s[i], len + 1);
+            p += len + 1;
+        }
+    }
+    uint32_t plen = (uint32_t)(p - b - 8), crc = (uint32_t)crc32(0L, b + 8, plen);
+    memcpy(b, &plen, 4);
+    memcpy(b + 4, &crc, 4);
+    mam_rec_t out;
+    size_t used;
+    assert_int_equal(mam_rec_decode(b, 8 + plen, &out, &used), 0);
+    assert_int_equal(used, 8 + plen);
+    assert_int_equal(out.dir, 0);
+    assert_true(out.ts == ts);
+    assert_string_equal(out.user, "alice");
+    assert_string_equal(out.resource, "r");
+    assert_string_equal(out.body, "hi");
+    assert_null(out.msgid);
+    /* A version that never existed is not a record. */
+    b[8] = 7;
+    crc = (uint32_t)crc32(0L, b + 8, plen);
+    memcpy(b + 4, &crc, 4);
+    assert_int_equal(mam_rec_decode(b, 8 + plen, &out, &used), 1);
+    /* Version 2 is one byte shorter. */
+    mam_rec_t in = { .host = "h", .user = "alice", .id = "id1", .peer = "bob@h", .resource = "r",
+                     .body = "hi", .xml = "<message/>", .ts = ts };
+    assert_int_equal(mam_rec_size(&in), 8 + plen - 1);
+}
+
+static void
+placed(void *arg, uint64_t gen, uint64_t at)
+{
+    uint64_t *v = arg;
+    v[0] = gen;
+    v[1] = at;
 }
 
 static void
@@ -125,11 +180,17 @@ test_files(void **state)
     mam_rec_t r = rec("one");
     size_t n;
     unsigned char *b = frame(&r, &n);
-    assert_int_equal(mam_journal_append(j, 1, b, n, 1), 0);
-    assert_int_equal(mam_journal_append(j, 1, b, n, 1), 0);
+    assert_int_equal(atomic_load(&j->nf), 0);
+    uint64_t where[2] = { 0, 0 };
+    assert_int_equal(mam_journal_append(j, 1, b, n, 1, placed, where), 0);
+    assert_int_equal(atomic_load(&j->nf), 2); /* files 0 and 1 are looked at */
+    assert_true(where[1] == MAM_JHDR);
+    assert_int_equal(mam_journal_append(j, 1, b, n, 1, placed, where), 0);
+    assert_true(where[1] == MAM_JHDR + n); /* where the second record starts */
     assert_int_equal(atomic_load(&j->pend_records), 2);
     mam_jfile_t *jf = &j->f[1];
     uint64_t gen = jf->gen;
+    assert_true(where[0] == gen);
     assert_true(jf->size == MAM_JHDR + 2 * n);
     /* One consumed (committed); the process ends; a torn third record. */
     assert_int_equal(mam_journal_consumed(j, jf, MAM_JHDR + n, 1), 0);
@@ -145,6 +206,7 @@ test_files(void **state)
     memcpy(node, j->node, sizeof node);
     memset(j, 0, sizeof *j);
     assert_int_equal(mam_journal_open(j, f->dir, "h", false), 0);
+    assert_int_equal(atomic_load(&j->nf), 2); /* from the files found */
     assert_string_equal(j->node, node); /* the same data directory, the same node */
     assert_true(jf->gen == gen);
     /* Another generation's offset does not apply: everything is left. */
@@ -177,6 +239,7 @@ main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_record_round_trip),
+        cmocka_unit_test(test_record_version1),
         cmocka_unit_test(test_record_damaged),
         cmocka_unit_test_setup_teardown(test_files, setup, teardown),
     };
