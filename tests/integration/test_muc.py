@@ -1799,9 +1799,10 @@ def test_slixmpp_sees_and_sets_the_new_fields(server_factory):
 
 def test_bad_room_defaults_stop_the_start(server_factory):
     """A default_getmemberlist role or a default_lang that is none stops the
-    start with the option's name."""
+    start with the option's name (a role with where it is and the value)."""
     for opts, text in (("default_getmemberlist: [moderator, emperor]",
-                        "default_getmemberlist: the roles are"),
+                        'default_getmemberlist[1]: invalid role (moderator, participant or '
+                        'visitor) "emperor"'),
                        ("default_lang: 'no tag!'", 'default_lang: "no tag!" is no language tag')):
         with pytest.raises(RuntimeError) as e:
             server_factory(extra_yaml=f"modules:\n  mod_muc: {{{opts}}}\n",
