@@ -4,7 +4,8 @@
  * On for a host when `mod_stanza_id` is listed under `modules`.
  *
  * Every message routed to an account of the host (bare or full JID; any
- * type but error and groupchat, which the account's archive does not keep)
+ * type but error, groupchat and headline, which the account's archive does
+ * not keep)
  * gets
  *
  *   <stanza-id xmlns='urn:xmpp:sid:0' id='…' by='user@host'/>
@@ -67,23 +68,24 @@ sid_filter(xd_module_ctx_t *hctx, xd_hook_filter_t *ev_, void *arg)
         snprintf(by, sizeof by, "%.*s@%.*s", (int)local.len, local.p, (int)dom.len, dom.p);
     if (!account)
         return XD_HOOK_OK; /* to the server itself */
-    /* A groupchat message is not the account's archive's (mod_mam keeps
-     * none): an id by the account would name nothing, and stamping each
-     * copy of a room's fan-out would copy and serialize it per occupant.
-     * Only a forged id by the account is removed (the copy then). */
-    bool groupchat = type && !strcmp(type, "groupchat");
+    /* A groupchat or headline message is not the account's archive's
+     * (mod_mam keeps none, XEP-0313): an id by the account would name
+     * nothing, and stamping each copy of a room's or a PEP node's fan-out
+     * would copy and serialize it per recipient.  Only a forged id by the
+     * account is removed (the copy then). */
+    bool unarchived = type && (!strcmp(type, "groupchat") || !strcmp(type, "headline"));
     /* Routed again by the server (from no stream: stream management's
      * unacknowledged messages of a session that ended, an offline message
      * whose session went): the id it was stamped with the first time stays
      * (stable, the archive's; a client could not have forged it, its
      * forgeries were removed when it was first routed). */
-    if (!groupchat && xd_input_current().id == 0)
+    if (!unarchived && xd_input_current().id == 0)
         for (const xd_el_t *c = xd_el_first_child(root); c; c = xd_el_next(c)) {
             const char *cby = xd_el_is(c, "stanza-id", XD_NS_SID) ? xd_el_attr(c, "by") : NULL;
             if (cby && !strcmp(cby, by))
                 return XD_HOOK_OK;
         }
-    if (groupchat) {
+    if (unarchived) {
         bool forged = false;
         for (const xd_el_t *c = xd_el_first_child(root); c && !forged; c = xd_el_next(c)) {
             const char *cby = xd_el_is(c, "stanza-id", XD_NS_SID) ? xd_el_attr(c, "by") : NULL;
@@ -95,7 +97,7 @@ sid_filter(xd_module_ctx_t *hctx, xd_hook_filter_t *ev_, void *arg)
     char id[21];
     /* Time-ordered (and unpredictable: 72 random bits): the archive's
      * unique index on the id is appended to at its end. */
-    if (!groupchat && mod_sortable_id(id) != 0)
+    if (!unarchived && mod_sortable_id(id) != 0)
         return XD_HOOK_OK; /* no randomness: unstamped */
 
     /* In place when the router's reference is the only one (a message
@@ -111,7 +113,7 @@ sid_filter(xd_module_ctx_t *hctx, xd_hook_filter_t *ev_, void *arg)
                 xd_el_remove_child(m, c);
         }
     }
-    if (!groupchat) {
+    if (!unarchived) {
         xd_el_t *sid = xd_el_add_child(m, "stanza-id", XD_NS_SID);
         xd_el_set_attr(sid, "id", id);
         xd_el_set_attr(sid, "by", by);

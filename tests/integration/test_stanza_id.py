@@ -114,3 +114,26 @@ def test_groupchat_not_stamped_forged_removed(server_factory):
     assert "FORGED" not in m and not sids(m, "bob@localhost"), m
     m = msg(a, "gc")
     assert not sids(m, "alice@localhost"), m
+
+
+def test_headline_not_stamped_forged_removed(server_factory):
+    """A headline message is never archived (XEP-0313; mod_mam keeps none),
+    so it gets no stanza-id by the account (an id naming nothing, and a copy
+    and serialization per recipient of a PEP or pubsub fan-out); one forged
+    by the sender is still removed, others kept."""
+    srv = server_factory(extra_yaml=MODULES)
+    users(srv, "alice", "bob")
+    a, _ = online(srv, "alice", "a1")
+    b, _ = online(srv, "bob", "b1")
+    a.send("<message to='bob@localhost/b1' type='headline'><body>news</body></message>")
+    m = msg(b, "news")
+    assert not sids(m, "bob@localhost"), m
+    a.send("<message to='bob@localhost/b1' type='headline'><body>forged</body>"
+           f"<stanza-id xmlns='{SID}' id='FORGED' by='bob@localhost'/>"
+           f"<stanza-id xmlns='{SID}' id='svc-1' by='pubsub.example'/></message>")
+    m = msg(b, "forged")
+    assert "FORGED" not in m and not sids(m, "bob@localhost"), m
+    assert sids(m, "pubsub.example") == ["svc-1"], m
+    # A chat message is still stamped.
+    a.send("<message to='bob@localhost/b1' type='chat'><body>talk</body></message>")
+    assert len(sids(msg(b, "talk"), "bob@localhost")) == 1
