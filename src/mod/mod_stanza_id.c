@@ -41,6 +41,19 @@
 #include "xmppd/ns.h"
 #include "xmppd/stanza.h"
 
+/* Whether root has a stanza-id by the account local@dom. */
+static bool
+sid_has_by(const xd_el_t *root, xd_str_t local, xd_str_t dom)
+{
+    for (const xd_el_t *c = xd_el_first_child(root); c; c = xd_el_next(c)) {
+        const char *cby = xd_el_is(c, "stanza-id", XD_NS_SID) ? xd_el_attr(c, "by") : NULL;
+        if (cby && strlen(cby) == local.len + 1 + dom.len && !memcmp(cby, local.p, local.len) &&
+            cby[local.len] == '@' && !memcmp(cby + local.len + 1, dom.p, dom.len))
+            return true;
+    }
+    return false;
+}
+
 /* FILTER_PACKET: stamps messages to an account of the host. */
 static int
 sid_filter(xd_module_ctx_t *hctx, xd_hook_filter_t *ev_, void *arg)
@@ -64,8 +77,6 @@ sid_filter(xd_module_ctx_t *hctx, xd_hook_filter_t *ev_, void *arg)
      * other servers. */
     bool account = local.len > 0 && local.len + dom.len + 2 <= sizeof by &&
                    xd_str_eq_c(dom, ev->host);
-    if (account)
-        snprintf(by, sizeof by, "%.*s@%.*s", (int)local.len, local.p, (int)dom.len, dom.p);
     if (!account)
         return XD_HOOK_OK; /* to the server itself */
     /* A groupchat or headline message is not the account's archive's
@@ -79,21 +90,12 @@ sid_filter(xd_module_ctx_t *hctx, xd_hook_filter_t *ev_, void *arg)
      * whose session went): the id it was stamped with the first time stays
      * (stable, the archive's; a client could not have forged it, its
      * forgeries were removed when it was first routed). */
-    if (!unarchived && xd_input_current().id == 0)
-        for (const xd_el_t *c = xd_el_first_child(root); c; c = xd_el_next(c)) {
-            const char *cby = xd_el_is(c, "stanza-id", XD_NS_SID) ? xd_el_attr(c, "by") : NULL;
-            if (cby && !strcmp(cby, by))
-                return XD_HOOK_OK;
-        }
-    if (unarchived) {
-        bool forged = false;
-        for (const xd_el_t *c = xd_el_first_child(root); c && !forged; c = xd_el_next(c)) {
-            const char *cby = xd_el_is(c, "stanza-id", XD_NS_SID) ? xd_el_attr(c, "by") : NULL;
-            forged = cby && !strcmp(cby, by);
-        }
-        if (!forged)
-            return XD_HOOK_OK;
-    }
+    bool has = sid_has_by(root, local, dom);
+    if (!unarchived && has && xd_input_current().id == 0)
+        return XD_HOOK_OK;
+    if (unarchived && !has)
+        return XD_HOOK_OK; /* the common case of a fan-out's copy: nothing to do */
+    snprintf(by, sizeof by, "%.*s@%.*s", (int)local.len, local.p, (int)dom.len, dom.p);
     char id[21];
     /* Time-ordered (and unpredictable: 72 random bits): the archive's
      * unique index on the id is appended to at its end. */
