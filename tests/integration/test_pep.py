@@ -1057,28 +1057,39 @@ def test_roster_cache_bound(server_factory):
         assert_nothing_before(c, "pubsub#event", barrier=pep_marker(owners[o][0], cjid))
 
 
-def test_overlapping_publishes_keep_order(server_factory):
-    """Sixteen publishes sent without waiting, two workers: every one
-    answered, and each contact gets the notifications in publish order
-    (they go out from the owner's worker while the next ones are stored)."""
-    srv = start(server_factory, workers=2)
-    a, ajid = session(srv, "alice", "r")
+def three_contacts(srv, a, ajid):
+    """bob, carol and dave subscribed to alice (a), each online with a
+    session that wants tune notifications (bob's answers the caps query)."""
     subs = []
     for u in ("bob", "carol", "dave"):
         w, wjid = session(srv, u, "setup")
         subscribe(w, wjid, a, ajid)
         w.close()
         subs.append(session(srv, u, "n", features=[TUNE + "+notify"], answer=u == "bob"))
-    body = "".join(f"<iq type='set' id='w{i}'><pubsub xmlns='{PS}'><publish node='{TUNE}'>"
-                   f"<item id='i{i}'>{tune(f'N{i}')}</item></publish></pubsub></iq>"
-                   for i in range(16))
-    a.send(body)
+    return subs
+
+
+def pipelined_publishes(a, subs, tag):
+    """Sixteen publishes sent without waiting: every one answered, and each
+    contact gets the notifications in publish order."""
+    a.send("".join(f"<iq type='set' id='w{i}'><pubsub xmlns='{PS}'><publish node='{TUNE}'>"
+                   f"<item id='i{i}'>{tune(f'{tag}{i}')}</item></publish></pubsub></iq>"
+                   for i in range(16)))
     for i in range(16):
         assert "type='result'" in take(a, reply_rx(f"w{i}")), i
     for c, cjid in subs:
         for i in range(16):
-            got = take(c, rf"<message[^>]*>.*?</message>")
-            assert f"<title>N{i}</title>" in got, (cjid, i, got)
+            got = take(c, r"<message[^>]*>.*?</message>")
+            assert f"<title>{tag}{i}</title>" in got, (cjid, i, got)
+
+
+def test_overlapping_publishes_keep_order(server_factory):
+    """Sixteen publishes sent without waiting, two workers: every one
+    answered, and each contact gets the notifications in publish order
+    (they go out from the owner's worker while the next ones are stored)."""
+    srv = start(server_factory, workers=2)
+    a, ajid = session(srv, "alice", "r")
+    pipelined_publishes(a, three_contacts(srv, a, ajid), "N")
 
 
 def test_publishes_in_flight_bound(server_factory):
@@ -1090,27 +1101,13 @@ def test_publishes_in_flight_bound(server_factory):
     srv = server_factory(extra_yaml=MODULES + "    max_publishes_in_flight: 0\n", workers=2)
     users(srv, "alice", "bob", "carol", "dave")
     a, ajid = session(srv, "alice", "r")
-    subs = []
-    for u in ("bob", "carol", "dave"):
-        w, wjid = session(srv, u, "setup")
-        subscribe(w, wjid, a, ajid)
-        w.close()
-        subs.append(session(srv, u, "n", features=[TUNE + "+notify"], answer=u == "bob"))
+    subs = three_contacts(srv, a, ajid)
     # The caps of the contacts known first (one publish, its event at each).
     assert "type='result'" in publish(a, "p0", TUNE, tune("N0"))
     for c, _ in subs:
         assert "N0" in take(c, event_rx(TUNE))
     waits0 = pep_stats(srv)["publish_waits"]
-    body = "".join(f"<iq type='set' id='w{i}'><pubsub xmlns='{PS}'><publish node='{TUNE}'>"
-                   f"<item id='i{i}'>{tune(f'M{i}')}</item></publish></pubsub></iq>"
-                   for i in range(16))
-    a.send(body)
-    for i in range(16):
-        assert "type='result'" in take(a, reply_rx(f"w{i}")), i
-    for c, cjid in subs:
-        for i in range(16):
-            got = take(c, rf"<message[^>]*>.*?</message>")
-            assert f"<title>M{i}</title>" in got, (cjid, i, got)
+    pipelined_publishes(a, subs, "M")
     st = pep_stats(srv)
     assert st["publish_waits"] - waits0 == 16, st
     deadline = time.monotonic() + 10  # the last job's counter follows its writes
