@@ -450,6 +450,17 @@ def first_tag(p):
     return p.split(">")[0]
 
 
+def moderated_room_with_bob_member(a, room):
+    """alice (a) creates a moderated room (nick al) and makes bob a member,
+    so that bob enters as a participant and the others as visitors."""
+    create(a, room, "al")
+    r = room_form(a, room, {"moderatedroom": 1}, "mod")
+    assert "type='result'" in r, r
+    r = iq(a, "m1", f"<query xmlns='{NS_MUC}#admin'><item jid='bob@localhost' "
+                    "affiliation='member'/></query>", to=f"{room}@{MUC}")
+    assert "type='result'" in r, r
+
+
 def test_presencebroadcast_change_while_occupied(server_factory):
     """presencebroadcast changed by the owner while occupants are in: the
     occupants of roles no longer broadcast leave the others' view (an
@@ -467,12 +478,7 @@ def test_presencebroadcast_change_while_occupied(server_factory):
     c, cjid = online(srv, "carol")
     d, _ = online(srv, "dave")
     room = "shift"
-    create(a, room, "al")
-    r = room_form(a, room, {"moderatedroom": 1}, "mod")
-    assert "type='result'" in r, r
-    r = iq(a, "m1", f"<query xmlns='{NS_MUC}#admin'><item jid='bob@localhost' "
-                    "affiliation='member'/></query>", to=f"{room}@{MUC}")
-    assert "type='result'" in r, r
+    moderated_room_with_bob_member(a, room)
     join(b, room, "bo")                     # participant
     join(c, room, "ca")                     # visitor
     join(d, room, "da")                     # visitor
@@ -577,12 +583,7 @@ def test_presencebroadcast_widened_announces_hidden_occupants(server_factory):
     b, _ = online(srv, "bob")
     c, cjid = online(srv, "carol")
     room = "widen"
-    create(a, room, "al")
-    r = room_form(a, room, {"moderatedroom": 1}, "mod")
-    assert "type='result'" in r, r
-    r = iq(a, "m1", f"<query xmlns='{NS_MUC}#admin'><item jid='bob@localhost' "
-                    "affiliation='member'/></query>", to=f"{room}@{MUC}")
-    assert "type='result'" in r, r
+    moderated_room_with_bob_member(a, room)
     join(b, room, "bo")
     c.send(f"<presence to='{room}@{MUC}/ca'><x xmlns='{NS_MUC}'/><show>dnd</show>"
            "<status>busy</status></presence>")
