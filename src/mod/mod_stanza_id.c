@@ -41,16 +41,22 @@
 #include "xmppd/ns.h"
 #include "xmppd/stanza.h"
 
+/* Whether c is a stanza-id by the account local@dom. */
+static bool
+sid_by_account(const xd_el_t *c, xd_str_t local, xd_str_t dom)
+{
+    const char *cby = xd_el_is(c, "stanza-id", XD_NS_SID) ? xd_el_attr(c, "by") : NULL;
+    return cby && strlen(cby) == local.len + 1 + dom.len && !memcmp(cby, local.p, local.len) &&
+           cby[local.len] == '@' && !memcmp(cby + local.len + 1, dom.p, dom.len);
+}
+
 /* Whether root has a stanza-id by the account local@dom. */
 static bool
 sid_has_by(const xd_el_t *root, xd_str_t local, xd_str_t dom)
 {
-    for (const xd_el_t *c = xd_el_first_child(root); c; c = xd_el_next(c)) {
-        const char *cby = xd_el_is(c, "stanza-id", XD_NS_SID) ? xd_el_attr(c, "by") : NULL;
-        if (cby && strlen(cby) == local.len + 1 + dom.len && !memcmp(cby, local.p, local.len) &&
-            cby[local.len] == '@' && !memcmp(cby + local.len + 1, dom.p, dom.len))
+    for (const xd_el_t *c = xd_el_first_child(root); c; c = xd_el_next(c))
+        if (sid_by_account(c, local, dom))
             return true;
-    }
     return false;
 }
 
@@ -72,11 +78,9 @@ sid_filter(xd_module_ctx_t *hctx, xd_hook_filter_t *ev_, void *arg)
         return XD_HOOK_OK;
     xd_str_t local = xd_jid_local(to);
     xd_str_t dom = xd_jid_domain(to);
-    char by[1024 + 1 + 1024];
     /* Only for our accounts: the filter also sees what our users send to
      * other servers. */
-    bool account = local.len > 0 && local.len + dom.len + 2 <= sizeof by &&
-                   xd_str_eq_c(dom, ev->host);
+    bool account = local.len > 0 && xd_str_eq_c(dom, ev->host);
     if (!account)
         return XD_HOOK_OK; /* to the server itself */
     /* A groupchat or headline message is not the account's archive's
@@ -95,7 +99,6 @@ sid_filter(xd_module_ctx_t *hctx, xd_hook_filter_t *ev_, void *arg)
         return XD_HOOK_OK;
     if (unarchived && !has)
         return XD_HOOK_OK; /* the common case of a fan-out's copy: nothing to do */
-    snprintf(by, sizeof by, "%.*s@%.*s", (int)local.len, local.p, (int)dom.len, dom.p);
     char id[21];
     /* Time-ordered (and unpredictable: 72 random bits): the archive's
      * unique index on the id is appended to at its end. */
@@ -109,13 +112,12 @@ sid_filter(xd_module_ctx_t *hctx, xd_hook_filter_t *ev_, void *arg)
     ev->st = NULL;
     for (xd_el_t *c = xd_el_first_child_mut(m), *next; c; c = next) {
         next = xd_el_next_mut(c);
-        if (xd_el_is(c, "stanza-id", XD_NS_SID)) {
-            const char *cby = xd_el_attr(c, "by");
-            if (cby && !strcmp(cby, by))
-                xd_el_remove_child(m, c);
-        }
+        if (sid_by_account(c, local, dom))
+            xd_el_remove_child(m, c);
     }
     if (!unarchived) {
+        char by[XD_JID_PART_MAX * 2 + 2];
+        snprintf(by, sizeof by, "%.*s@%.*s", (int)local.len, local.p, (int)dom.len, dom.p);
         xd_el_t *sid = xd_el_add_child(m, "stanza-id", XD_NS_SID);
         xd_el_set_attr(sid, "id", id);
         xd_el_set_attr(sid, "by", by);
