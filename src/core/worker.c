@@ -656,15 +656,16 @@ xd_input_leave(uint64_t prev)
     wk_input = prev;
 }
 
-typedef struct wk_hold_msg {
+/* A hold or a release of stream `id`, posted to its worker. */
+typedef struct wk_stream_msg {
     xd_worker_msg_t m; /* first: the inbox node */
     uint64_t id;
-} wk_hold_msg_t;
+} wk_stream_msg_t;
 
 static void
 wk_hold_msg(xd_worker_t *w, void *arg)
 {
-    wk_hold_msg_t *h = arg;
+    wk_stream_msg_t *h = arg;
     (void)wk_in_hold(w, h->id); /* a stream that has gone ignores the release too */
     xd_free(h);
 }
@@ -695,7 +696,7 @@ wk_hold_lent(void)
         return none;
     if (wk_self->index == ref.worker)
         return wk_in_hold(wk_self, ref.id) ? ref : none;
-    wk_hold_msg_t *h = xd_new(wk_hold_msg_t);
+    wk_stream_msg_t *h = xd_new(wk_stream_msg_t);
     h->id = ref.id;
     if (xd_worker_post_msg(wk_all[ref.worker], &h->m, wk_hold_msg, h) != 0) {
         xd_free(h);
@@ -732,15 +733,10 @@ xd_input_current(void)
     return ref;
 }
 
-typedef struct wk_release_msg {
-    xd_worker_msg_t m; /* first: the inbox node */
-    uint64_t id;
-} wk_release_msg_t;
-
 static void
 wk_release_msg(xd_worker_t *w, void *arg)
 {
-    wk_release_msg_t *r = arg;
+    wk_stream_msg_t *r = arg;
     wk_in_release(w, r->id);
     xd_free(r);
 }
@@ -754,7 +750,7 @@ xd_input_release(xd_input_ref_t ref)
         wk_in_release(wk_self, ref.id);
         return;
     }
-    wk_release_msg_t *r = xd_new(wk_release_msg_t);
+    wk_stream_msg_t *r = xd_new(wk_stream_msg_t);
     r->id = ref.id;
     if (xd_worker_post_msg(wk_all[ref.worker], &r->m, wk_release_msg, r) != 0)
         xd_free(r); /* the worker has stopped: its streams are gone */
