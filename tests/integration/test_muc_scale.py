@@ -12,6 +12,8 @@ that is a barrier for what the room sent it."""
 import re
 import time
 
+import pytest
+
 from helpers import assert_nothing_before, expect, iq, online, q, take_iq, users
 from test_muc import MUC, NS_MUC, create, groupchat, join
 
@@ -363,32 +365,21 @@ def test_presencebroadcast_default_all_and_service_default(server_factory):
         == ["moderator", "participant", "visitor"], field
 
 
-def test_presencebroadcast_bad_service_default_is_a_config_error(tmp_path):
-    """default_presence_broadcast with something that is not a role: the
-    configuration is refused, with where and why."""
+@pytest.mark.parametrize("option, bad", [("default_presence_broadcast", "boss"),
+                                         ("default_getmemberlist", "owner")])
+def test_bad_role_list_is_a_config_error(tmp_path, option, bad):
+    """A service default that lists roles (default_presence_broadcast,
+    default_getmemberlist) with something that is not a role: the
+    configuration is refused by --check-config, with where (file and line)
+    and the value."""
     import os
     import subprocess
     from conftest import build_dir
     cfg = tmp_path / "x.yml"
-    cfg.write_text("modules:\n  mod_muc:\n    default_presence_broadcast: [moderator, boss]\n")
+    cfg.write_text(f"modules:\n  mod_muc:\n    {option}: [moderator, {bad}]\n")
     r = subprocess.run([os.path.join(build_dir(), "xmppd"), "--check-config", "-c", str(cfg)],
                        capture_output=True, text=True)
-    assert r.returncode != 0 and "x.yml:3" in r.stderr and "boss" in r.stderr, r.stderr
-
-
-def test_getmemberlist_bad_service_default_is_a_config_error(tmp_path):
-    """default_getmemberlist is a list of roles like
-    default_presence_broadcast: something else is refused by
-    --check-config with the file, line and value (it was found only when
-    the module started, without a line)."""
-    import os
-    import subprocess
-    from conftest import build_dir
-    cfg = tmp_path / "g.yml"
-    cfg.write_text("modules:\n  mod_muc:\n    default_getmemberlist: [visitor, owner]\n")
-    r = subprocess.run([os.path.join(build_dir(), "xmppd"), "--check-config", "-c", str(cfg)],
-                       capture_output=True, text=True)
-    assert r.returncode != 0 and "g.yml:3" in r.stderr and "owner" in r.stderr, r.stderr
+    assert r.returncode != 0 and "x.yml:3" in r.stderr and bad in r.stderr, r.stderr
 
 
 def test_presencebroadcast_survives_restart(server_factory):

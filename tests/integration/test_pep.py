@@ -398,6 +398,13 @@ def test_private_storage_xep0223(server_factory):
     assert "r@muc.localhost" in items(a, "g3", "alice@localhost", node)
 
 
+def roster_group(c, iid, jid, group):
+    """c puts jid in roster group `group` (a roster set), answered."""
+    r = take_iq(c, iid, f"<query xmlns='jabber:iq:roster'><item jid='{jid}'>"
+                        f"<group>{group}</group></item></query>")
+    assert "type='result'" in r, r
+
+
 def test_roster_access_model(server_factory):
     """The roster access model through the shared engine: contacts in one of
     pubsub#roster_groups_allowed read, are notified (with +notify) and see
@@ -409,9 +416,7 @@ def test_roster_access_model(server_factory):
         subscribe(w, wjid, a, ajid)
         w.close()
     for u, g in (("bob", "Friends"), ("carol", "Work")):
-        r = take_iq(a, f"ro-{u}", f"<query xmlns='jabber:iq:roster'><item jid='{u}@localhost'>"
-                                  f"<group>{g}</group></item></query>")
-        assert "type='result'" in r, r
+        roster_group(a, f"ro-{u}", f"{u}@localhost", g)
     opts = {"access_model": "roster", "roster_groups_allowed": "Friends"}
     assert "type='result'" in publish(a, "p0", TUNE, tune("First"), options=opts)
     b, bjid = session(srv, "bob", "b", features=[TUNE, TUNE + "+notify"])
@@ -950,9 +955,7 @@ def test_roster_change_takes_effect_on_next_publish(server_factory):
     w, wjid = session(srv, "bob", "setup")
     subscribe(w, wjid, a, ajid)
     w.close()
-    r = take_iq(a, "g1", "<query xmlns='jabber:iq:roster'><item jid='bob@localhost'>"
-                         "<group>Friends</group></item></query>")
-    assert "type='result'" in r, r
+    roster_group(a, "g1", "bob@localhost", "Friends")
     b, bjid = session(srv, "bob", "b", features=[TUNE + "+notify", MOOD + "+notify"])
     ropts = {"access_model": "roster", "roster_groups_allowed": "Friends"}
     assert "type='result'" in publish(a, "p1", MOOD, mood("happy"), options=ropts)
@@ -960,17 +963,13 @@ def test_roster_change_takes_effect_on_next_publish(server_factory):
     assert "type='result'" in publish(a, "p2", TUNE, tune("T1"))
     assert "T1" in take(b, event_rx(TUNE))
     # bob moves to another group: the roster node's next publish skips him.
-    r = take_iq(a, "g2", "<query xmlns='jabber:iq:roster'><item jid='bob@localhost'>"
-                         "<group>Work</group></item></query>")
-    assert "type='result'" in r, r
+    roster_group(a, "g2", "bob@localhost", "Work")
     assert "type='result'" in publish(a, "p3", MOOD, mood("sad"))
     assert "type='result'" in publish(a, "p4", TUNE, tune("T2"))
     got = assert_nothing_before(b, "<sad", barrier=event_rx(TUNE))
     assert "T2" in got
     # Back in Friends: notified again.
-    r = take_iq(a, "g3", "<query xmlns='jabber:iq:roster'><item jid='bob@localhost'>"
-                         "<group>Friends</group></item></query>")
-    assert "type='result'" in r, r
+    roster_group(a, "g3", "bob@localhost", "Friends")
     assert "type='result'" in publish(a, "p5", MOOD, mood("calm"))
     assert "calm" in take(b, event_rx(MOOD))
     # alice cancels bob's subscription (her roster: none): nothing more.
