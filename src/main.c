@@ -627,6 +627,7 @@ main(int argc, char **argv)
         xd_cmd_register(&server_cmds[i]);
     xd_auth_register_commands(account_removed);
     xd_session_register_commands();
+    xd_conn_register_commands();
     xd_pie_register_commands();
     xd_s2s_register_commands();
     if ((rc = xd_ctl_start(main_loop, xd_config_ctl_socket(cfg), &err)) != 0) {

@@ -386,6 +386,7 @@ typedef struct xd_config {
     int loglevel;                /* xd_log_level */
     char *log_file;              /* "-" = stderr */
     unsigned workers;            /* worker threads, 1..256 ("auto" resolved) */
+    bool io_uring;               /* batch a loop turn's writes through io_uring (Linux) */
     char *data_dir;              /* database, certificates, sockets */
     int pool_threads;            /* blocking pool threads */
     int pool_queue;              /* blocking pool queue bound */

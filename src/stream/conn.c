@@ -8,7 +8,9 @@
  * elements and enforces the limits of the listener.  conn.h has the state
  * diagram and the input path.
  */
+#include <errno.h>
 #include <malloc.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -21,6 +23,7 @@
 #include "stream/tls.h"
 #include "stream/wstate.h"
 #include "xmppd/alloc.h"
+#include "xmppd/cmd.h"
 #include "xmppd/assert.h"
 #include "xmppd/conds.h"
 #include "xmppd/config.h"
@@ -171,6 +174,348 @@ c2s_write_queue(xd_conn_t *c, const char *data, size_t len, const xd_stanza_t *s
     return rc;
 }
 
+/* ---- writes batched per loop turn ---------------------------------------------------------------
+ *
+ * A fan-out writes one copy to each of many connections in one loop turn;
+ * a write() each costs a system call, which in a virtual machine is most
+ * of what a copy costs.  With io_uring (option io_uring, Linux), a write
+ * that finds the connection's libuv queue empty is recorded instead
+ * (referencing the stanza's bytes, or a copy); before the loop waits for
+ * I/O again (a prepare handle), each connection with records gets one
+ * sendmsg of them, all in one submission.  MSG_DONTWAIT: the kernel
+ * completes every send inline (what the socket takes, or -EAGAIN), so
+ * nothing stays in the ring between turns; the rest goes into libuv's
+ * queue as a write that did not fit always did.  Order: a connection's
+ * records are written before anything queued later (a write finding
+ * records appends to them; libuv's queue is used only when it already
+ * holds bytes, and then no records exist).  A connection that shuts down
+ * or closes writes its records at once first (c2s_wb_flush_one). */
+
+#define WB_NONE UINT32_MAX
+#define WB_MAXIOV 64 /* records of one connection per sendmsg; more: written at once */
+
+typedef struct {
+    const char *p;
+    size_t len;
+    xd_stanza_t *st; /* holds p; NULL: p is our copy */
+    uint32_t next;   /* the connection's next record, or WB_NONE */
+} c2s_wb_rec_t;
+
+static int c2s_write_queue(xd_conn_t *c, const char *data, size_t len, const xd_stanza_t *st);
+static void c2s_check_queue(xd_conn_t *c);
+
+/* Per worker, for xmppctl write_stats (read from the control loop). */
+static struct {
+    _Atomic bool on;           /* batching in force */
+    _Atomic uint64_t submits;  /* io_uring submissions */
+    _Atomic uint64_t sends;    /* sendmsg of a connection's records */
+    _Atomic uint64_t records;  /* writes recorded */
+    _Atomic uint64_t rests;    /* sends whose rest went into libuv's queue */
+    _Atomic uint64_t at_once;  /* connections written before the turn's end (closing, many records) */
+} wb_stats[XD_MAX_WORKERS];
+
+#define WB_COUNT(ws, f, n) \
+    atomic_fetch_add_explicit(&wb_stats[xd_worker_index((ws)->worker)].f, (n), memory_order_relaxed)
+
+#ifdef XD_HAVE_LIBURING
+#include <liburing.h>
+
+#define WB_RING 256 /* sends per submission */
+
+struct c2s_wb {
+    uv_prepare_t prep;    /* flushes before the loop polls */
+    xd_wstate_t *ws;      /* whose */
+    struct io_uring ring;
+    c2s_wb_rec_t *rec;    /* this turn's records */
+    uint32_t nrec, caprec;
+    xd_conn_t **dirty;    /* connections with records (NULL: written since) */
+    uint32_t ndirty, capdirty;
+    struct iovec iov[WB_RING * WB_MAXIOV > 4096 ? 4096 : WB_RING * WB_MAXIOV];
+    struct msghdr msg[WB_RING];
+    uint32_t sent[WB_RING]; /* the dirty slot of each send of a submission */
+};
+#endif
+
+/* The end of a connection's records: `res` bytes of them were written
+ * (< 0: none; an error other than EAGAIN drops the rest, as a failed
+ * queued write does — the read side sees the error); the rest is queued. */
+static void
+c2s_wb_done(xd_conn_t *c, ssize_t res)
+{
+#ifdef XD_HAVE_LIBURING
+    struct c2s_wb *wb = c->ws->wb;
+    size_t done = res > 0 ? (size_t)res : 0;
+    bool dead = res < 0 && res != UV_EAGAIN, rest = false;
+    for (uint32_t i = c->wb_head; i != WB_NONE;) {
+        c2s_wb_rec_t *r = &wb->rec[i];
+        if (done >= r->len)
+            done -= r->len;
+        else if (!dead) {
+            if (!rest)
+                WB_COUNT(c->ws, rests, 1);
+            rest = true;
+            c2s_write_queue(c, r->p + done, r->len - done, r->st);
+            done = 0;
+        }
+        if (r->st)
+            xd_stanza_unref(r->st);
+        else
+            xd_free((char *)r->p);
+        r->p = NULL;
+        r->st = NULL;
+        i = r->next;
+    }
+    wb->dirty[c->wb_slot - 1] = NULL;
+#else
+    (void)res;
+#endif
+    c->wb_slot = 0;
+    c->wb_n = 0;
+    c->wb_bytes = 0;
+    c2s_check_queue(c);
+}
+
+/* A connection's records written now, without waiting for the turn's end. */
+static void
+c2s_wb_flush_one(xd_conn_t *c)
+{
+#ifdef XD_HAVE_LIBURING
+    if (!c->wb_slot)
+        return;
+    struct c2s_wb *wb = c->ws->wb;
+    uv_buf_t bufs[WB_MAXIOV];
+    unsigned n = 0;
+    for (uint32_t i = c->wb_head; i != WB_NONE && n < WB_MAXIOV; i = wb->rec[i].next)
+        bufs[n++] = uv_buf_init((char *)wb->rec[i].p, (unsigned)wb->rec[i].len);
+    WB_COUNT(c->ws, at_once, 1);
+    c2s_wb_done(c, uv_try_write((uv_stream_t *)&c->tcp, bufs, n));
+#else
+    (void)c;
+#endif
+}
+
+#ifdef XD_HAVE_LIBURING
+static void c2s_wb_off(struct c2s_wb *wb);
+
+/* Every connection's records: one sendmsg each, WB_RING per submission. */
+static void
+c2s_wb_flush(struct c2s_wb *wb)
+{
+    uint32_t i = 0;
+    while (i < wb->ndirty) {
+        unsigned n = 0;
+        size_t niov = 0;
+        for (; i < wb->ndirty && n < WB_RING; i++) {
+            xd_conn_t *c = wb->dirty[i];
+            uv_os_fd_t fd;
+            if (!c)
+                continue;
+            if (uv_fileno((uv_handle_t *)&c->tcp, &fd) != 0) {
+                c2s_wb_done(c, UV_EBADF);
+                continue;
+            }
+            if (niov + c->wb_n > sizeof wb->iov / sizeof wb->iov[0])
+                break; /* the next submission */
+            struct msghdr *m = &wb->msg[n];
+            memset(m, 0, sizeof *m);
+            m->msg_iov = &wb->iov[niov];
+            for (uint32_t k = c->wb_head; k != WB_NONE; k = wb->rec[k].next)
+                wb->iov[niov++] = (struct iovec){ (void *)wb->rec[k].p, wb->rec[k].len };
+            m->msg_iovlen = c->wb_n;
+            struct io_uring_sqe *sqe = io_uring_get_sqe(&wb->ring);
+            XD_ASSERT(sqe); /* the ring is empty at the start of each submission */
+            io_uring_prep_sendmsg(sqe, fd, m, MSG_DONTWAIT | MSG_NOSIGNAL);
+            io_uring_sqe_set_data64(sqe, i);
+            wb->sent[n++] = i;
+        }
+        if (n == 0)
+            continue;
+        WB_COUNT(wb->ws, submits, 1);
+        WB_COUNT(wb->ws, sends, n);
+        int rc;
+        do
+            rc = io_uring_submit(&wb->ring);
+        while (rc == -EINTR);
+        unsigned got = rc > 0 ? (unsigned)rc : 0, seen = 0;
+        while (seen < got) {
+            struct io_uring_cqe *cqe;
+            int wrc = io_uring_wait_cqe(&wb->ring, &cqe);
+            if (wrc == -EINTR)
+                continue;
+            if (wrc != 0) {
+                rc = wrc;
+                break;
+            }
+            xd_conn_t *c = wb->dirty[io_uring_cqe_get_data64(cqe)];
+            int res = cqe->res;
+            io_uring_cqe_seen(&wb->ring, cqe);
+            seen++;
+            if (c)
+                c2s_wb_done(c, res);
+        }
+        if (seen < n) {
+            /* The ring failed us.  A send it took but did not complete
+             * may have written part of its bytes: that stream is closed
+             * (its records dropped); what it did not take is written at
+             * once, and this worker writes that way from now on. */
+            XD_LOG(NULL, XD_ERROR, "io_uring failed; writing without it", "worker=%u err=%s",
+                   xd_worker_index(wb->ws->worker), strerror(rc < 0 ? -rc : EIO));
+            for (unsigned k = 0; k < got; k++) {
+                xd_conn_t *c = wb->dirty[wb->sent[k]];
+                if (c) {
+                    c2s_wb_done(c, UV_EIO);
+                    c2s_post_close(xd_worker_index(wb->ws->worker), c->id,
+                                   XD_STREAM_INTERNAL_SERVER_ERROR, NULL);
+                }
+            }
+            c2s_wb_off(wb);
+            return;
+        }
+    }
+    wb->ndirty = 0;
+    wb->nrec = 0;
+}
+
+static void
+c2s_wb_on_prepare(uv_prepare_t *h)
+{
+    struct c2s_wb *wb = h->data;
+    if (wb->ndirty)
+        c2s_wb_flush(wb);
+}
+
+static void
+c2s_wb_on_close(uv_handle_t *h)
+{
+    struct c2s_wb *wb = h->data;
+    io_uring_queue_exit(&wb->ring);
+    xd_free(wb->rec);
+    xd_free(wb->dirty);
+    xd_free(wb);
+}
+
+/* No more batching on this worker: what is recorded is written at once. */
+static void
+c2s_wb_off(struct c2s_wb *wb)
+{
+    for (uint32_t i = 0; i < wb->ndirty; i++)
+        if (wb->dirty[i])
+            c2s_wb_flush_one(wb->dirty[i]);
+    wb->ndirty = 0;
+    wb->nrec = 0;
+    wb->ws->wb = NULL;
+    atomic_store(&wb_stats[xd_worker_index(wb->ws->worker)].on, false);
+    uv_close((uv_handle_t *)&wb->prep, c2s_wb_on_close);
+}
+#endif
+
+/* Records a write for the end of the turn: false when it must go the
+ * direct way (no batching, a transport that watches its queue, or bytes
+ * already in libuv's queue, which come first). */
+static bool
+c2s_wb_take(xd_conn_t *c, const char *data, size_t len, const xd_stanza_t *st)
+{
+#ifdef XD_HAVE_LIBURING
+    struct c2s_wb *wb = c->ws->wb;
+    if (!wb || c->xport)
+        return false;
+    if (len == 0)
+        return true;
+    if (c->wb_slot && c->wb_n == WB_MAXIOV)
+        c2s_wb_flush_one(c);
+    if (!c->wb_slot) {
+        if (uv_stream_get_write_queue_size((uv_stream_t *)&c->tcp) != 0)
+            return false;
+        if (wb->ndirty == wb->capdirty) {
+            wb->capdirty = wb->capdirty ? wb->capdirty * 2 : 256;
+            wb->dirty = xd_realloc(wb->dirty, wb->capdirty * sizeof *wb->dirty);
+        }
+        wb->dirty[wb->ndirty++] = c;
+        c->wb_slot = wb->ndirty;
+        c->wb_head = c->wb_tail = WB_NONE;
+    }
+    if (wb->nrec == wb->caprec) {
+        wb->caprec = wb->caprec ? wb->caprec * 2 : 256;
+        wb->rec = xd_realloc(wb->rec, wb->caprec * sizeof *wb->rec);
+    }
+    uint32_t i = wb->nrec++;
+    c2s_wb_rec_t *r = &wb->rec[i];
+    if (st) {
+        r->st = xd_stanza_ref(st);
+        r->p = data;
+    } else {
+        char *copy = xd_malloc(len);
+        memcpy(copy, data, len);
+        r->st = NULL;
+        r->p = copy;
+    }
+    r->len = len;
+    r->next = WB_NONE;
+    if (c->wb_head == WB_NONE)
+        c->wb_head = i;
+    else
+        wb->rec[c->wb_tail].next = i;
+    c->wb_tail = i;
+    WB_COUNT(c->ws, records, 1);
+    c->wb_n++;
+    c->wb_bytes += len;
+    return true;
+#else
+    (void)c, (void)data, (void)len, (void)st;
+    return false;
+#endif
+}
+
+/* Batching for worker w when the configuration asks and the kernel lets. */
+static void
+c2s_wb_start(xd_worker_t *w)
+{
+#ifdef XD_HAVE_LIBURING
+    xd_wstate_t *ws = xd_wstate(w);
+    xd_config_t *cfg = xd_config_get();
+    bool on = cfg->io_uring;
+    xd_config_unref(cfg);
+    if (!on)
+        return;
+    struct c2s_wb *wb = xd_new(struct c2s_wb);
+    unsigned flags = 0;
+#ifdef IORING_SETUP_SUBMIT_ALL
+    flags |= IORING_SETUP_SUBMIT_ALL;
+#endif
+    int rc = io_uring_queue_init(WB_RING, &wb->ring, flags);
+    if (rc == -EINVAL && flags)
+        rc = io_uring_queue_init(WB_RING, &wb->ring, 0);
+    if (rc != 0) {
+        XD_LOG(NULL, XD_NOTICE, "io_uring unavailable; writing without it", "worker=%u err=%s",
+               xd_worker_index(w), strerror(-rc));
+        xd_free(wb);
+        return;
+    }
+    uv_prepare_init(xd_worker_loop(w), &wb->prep);
+    wb->prep.data = wb;
+    wb->ws = ws;
+    uv_prepare_start(&wb->prep, c2s_wb_on_prepare);
+    uv_unref((uv_handle_t *)&wb->prep);
+    ws->wb = wb;
+    atomic_store(&wb_stats[xd_worker_index(w)].on, true);
+#else
+    (void)w;
+#endif
+}
+
+/* The worker stops: its records written, no more batching. */
+static void
+c2s_wb_stop(xd_worker_t *w)
+{
+#ifdef XD_HAVE_LIBURING
+    xd_wstate_t *ws = xd_wstate(w);
+    if (ws->wb)
+        c2s_wb_off(ws->wb);
+#else
+    (void)w;
+#endif
+}
+
 /* Bytes to the socket: written at once when it takes them (the common
  * case: no allocation, no copy), the rest queued. */
 static int
@@ -178,6 +523,8 @@ c2s_write_raw_ref(xd_conn_t *c, const void *data, size_t len, const xd_stanza_t 
 {
     if (uv_is_closing((uv_handle_t *)&c->tcp) || c->shut)
         return XD_ECLOSED;
+    if (c2s_wb_take(c, data, len, st))
+        return 0;
     size_t n = c2s_write_now(c, data, len);
     if (n == len)
         return 0;
@@ -252,7 +599,7 @@ c2s_write_wire(xd_conn_t *c, const void *p, size_t n)
 size_t
 c2s_queued(const xd_conn_t *c)
 {
-    return uv_stream_get_write_queue_size((const uv_stream_t *)&c->tcp);
+    return uv_stream_get_write_queue_size((const uv_stream_t *)&c->tcp) + c->wb_bytes;
 }
 
 void
@@ -305,6 +652,7 @@ c2s_on_close(uv_handle_t *h)
 {
     xd_conn_t *c = (xd_conn_t *)h;
     xd_wstate_t *ws = c->ws;
+    XD_ASSERT(!c->wb_slot); /* c2s_destroy wrote them */
     if (c->prev)
         c->prev->next = c->next;
     else
@@ -345,6 +693,7 @@ c2s_destroy(xd_conn_t *c)
     }
     c->reading = false;
     uv_read_stop((uv_stream_t *)&c->tcp);
+    c2s_wb_flush_one(c); /* the worker's list must not outlive the connection */
     uv_close((uv_handle_t *)&c->tcp, c2s_on_close);
 }
 
@@ -367,6 +716,7 @@ c2s_finish(xd_conn_t *c, uint64_t linger_ms)
         c->xport->closing(c);
     if (c->tls)
         xd_tls_shutdown(c->tls);
+    c2s_wb_flush_one(c); /* uv_shutdown waits for libuv's queue only */
     uv_shutdown_t *sreq = xd_malloc(sizeof *sreq);
     if (uv_shutdown(sreq, (uv_stream_t *)&c->tcp, c2s_on_shutdown) == 0)
         c->shut = true;
@@ -1278,6 +1628,7 @@ xd_conn_start_worker(xd_worker_t *w)
     xd_wstate_t *ws = xd_wstate(w);
     ws->sweep = xd_timer_new(w, c2s_sweep, ws);
     xd_timer_start(ws->sweep, C2S_SWEEP_MS, C2S_SWEEP_MS);
+    c2s_wb_start(w);
 }
 
 void
@@ -1305,6 +1656,42 @@ xd_conn_shutdown_worker(xd_worker_t *w)
         /* RFC 6120 4.9.3.20 */
         c2s_close(c, XD_STREAM_SYSTEM_SHUTDOWN, "the server is stopping");
     }
+    c2s_wb_stop(w);
+}
+
+/* ---- xmppctl write_stats ----------------------------------------------------------------------- */
+
+static int
+cmd_write_stats(xd_cmd_call_t *call)
+{
+    unsigned n = xd_workers_count();
+    for (unsigned i = 0; i < n && i < XD_MAX_WORKERS; i++)
+        xd_cmd_add(call,
+                   "worker=%u io_uring=%s submissions=%llu sends=%llu writes=%llu "
+                   "queued_rests=%llu written_at_once=%llu",
+                   i, atomic_load(&wb_stats[i].on) ? "on" : "off",
+                   (unsigned long long)atomic_load(&wb_stats[i].submits),
+                   (unsigned long long)atomic_load(&wb_stats[i].sends),
+                   (unsigned long long)atomic_load(&wb_stats[i].records),
+                   (unsigned long long)atomic_load(&wb_stats[i].rests),
+                   (unsigned long long)atomic_load(&wb_stats[i].at_once));
+    return 0;
+}
+
+static const xd_cmd_t c2s_cmds[] = {
+    { .name = "write_stats",
+      .doc = "per worker: whether writes are batched through io_uring (option io_uring), "
+             "submissions (one per loop turn with writes), sends (one per connection and "
+             "turn), writes recorded, sends whose rest waited for the socket in the queue, "
+             "connections written before the turn's end (closing, or many writes)",
+      .result = XD_CMD_RES_LIST, .fn = cmd_write_stats },
+};
+
+void
+xd_conn_register_commands(void)
+{
+    for (size_t i = 0; i < sizeof c2s_cmds / sizeof c2s_cmds[0]; i++)
+        xd_cmd_register(&c2s_cmds[i]);
 }
 
 /* ---- reaching a connection from another thread ------------------------------------------------- */

@@ -155,6 +155,10 @@ typedef struct xd_conn {
     void *rs;                    /* the role's state */
     const xd_conn_xport_t *xport; /* the transport under the stream, or NULL (conn.h) */
     void *xs;                    /* the transport's state */
+    uint32_t wb_slot;            /* write batch (conn.c): 1 + place in the worker's list, 0: none */
+    uint32_t wb_head, wb_tail;   /* ... this turn's writes, chained, */
+    uint32_t wb_n;               /* ... how many */
+    size_t wb_bytes;             /* ... and their bytes */
 } xd_conn_t;
 
 /* An outstanding asynchronous request's token.  The connection drops its
@@ -281,6 +285,9 @@ void xd_conn_quiesce_worker(xd_worker_t *w);
 
 /* Server stop: closes every stream of w with system-shutdown. */
 void xd_conn_shutdown_worker(xd_worker_t *w);
+
+/* Registers the stream layer's xmppctl commands (write_stats). */
+void xd_conn_register_commands(void);
 
 /* Installs the certificate store used by STARTTLS and direct TLS from now
  * on (takes over the caller's reference; NULL = no TLS).  Any thread. */

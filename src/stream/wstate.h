@@ -29,6 +29,7 @@ typedef struct xd_wstate {
     size_t byid_n;              /* live entries */
     struct xd_timer *sweep;     /* c2s: periodic trim of idle connections */
     struct s2s_worker *s2s;     /* s2s: the resolver and outgoing attempts (s2s_out.c) */
+    struct c2s_wb *wb;          /* writes batched per loop turn (conn.c), NULL: off */
 } xd_wstate_t;
 
 static inline xd_wstate_t *

@@ -22,6 +22,7 @@ PORT=${XD_PORT:-35222}
 DOMAIN=${XD_DOMAIN:-xd.test}
 WORKERS=${XD_WORKERS:-2}
 LOGLEVEL=${XD_LOGLEVEL:-warning}
+IO_URING=${XD_IO_URING:-true}
 XMPPD_BIN=${XMPPD_BIN:-/work/main/build-release/xmppd}
 XMPPCTL_BIN=${XMPPCTL_BIN:-$(dirname "$XMPPD_BIN")/xmppctl}
 RUN=$BENCH_RUN/$NAME
@@ -49,7 +50,7 @@ setup)
     make_cert "$DOMAIN" "$RUN/cert"           # RSA-2048, like the other adapters
     chmod 600 "$RUN/cert/$DOMAIN.key" "$RUN/cert/$DOMAIN.pem"
     sed -e "s|@DOMAIN@|$DOMAIN|g; s|@PORT@|$PORT|g; s|@RUN@|$RUN|g" \
-        -e "s|@WORKERS@|$WORKERS|g; s|@LOGLEVEL@|$LOGLEVEL|g" "$here/xmppd.yml.in" > "$CFG"
+        -e "s|@WORKERS@|$WORKERS|g; s|@LOGLEVEL@|$LOGLEVEL|g; s|@IO_URING@|$IO_URING|g" "$here/xmppd.yml.in" > "$CFG"
     # modules: is the config's last section
     if [ "${XD_MAM:-0}" = 1 ]; then printf '  mod_mam: {}\n' >> "$CFG"; fi
     "$XMPPD_BIN" --check-config -c "$CFG" >&2 || { log "xmppd rejects $CFG"; exit 1; }

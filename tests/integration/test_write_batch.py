@@ -1,0 +1,134 @@
+"""Writes batched per loop turn (option io_uring, src/stream/conn.c "writes
+batched per loop turn"): a worker records the writes of a loop turn and
+hands them to the kernel in one io_uring submission; what a socket does not
+take goes into the connection's queue.  What a peer receives must be the
+same with batching on and off, byte for byte and in order, over TLS (the
+encrypted records are copies) and without (the stanza's own bytes are
+referenced), also when the peer's socket is full and when the stream is
+closed right after the writes (the records go out before the shutdown).
+
+The reader that does not read while the burst is sent makes the socket
+fill: several MiB to a peer that reads nothing cannot fit in loopback's
+buffers, so part of the burst waits in the queue (write_stats counts it)."""
+import re
+import socket
+
+import pytest
+
+from helpers import online, users
+from xclient import XClient
+
+# Plain streams for the referenced-bytes path; no shaper (the burst is
+# several MiB); a queue bound above the burst (the bound has its own test
+# in test_flood.py).
+PLAIN = "allow_unencrypted_plain_auth: true\n"
+LISTEN = "    shaper: none\n    starttls_required: false\n    max_queue: 64MiB\n"
+
+BURST = 2500          # messages
+FILL = "x" * 1800     # ~2 KB each: ~5 MB in all
+
+
+def plain_online(srv, user, resource):
+    c = XClient(srv.c2s_port)
+    c.open_stream()
+    kind, val = c.plain(user, "pw")
+    assert kind == "success", (kind, val)
+    c.open_stream()
+    text, jid = c.bind(resource)
+    assert jid, text
+    c.send("<presence/>")
+    c.roundtrip()
+    return c, jid
+
+
+def login(srv, user, resource, tls):
+    return online(srv, user, resource) if tls else plain_online(srv, user, resource)
+
+
+def write_stats(srv):
+    r = srv.ctl_run("write_stats")
+    assert r.returncode == 0, r.stdout + r.stderr
+    rows = [dict(kv.split("=", 1) for kv in ln.split()) for ln in r.stdout.splitlines()
+            if ln.startswith("worker=")]
+    assert rows, r.stdout
+    return rows
+
+
+def total(rows, key):
+    return sum(int(r[key]) for r in rows)
+
+
+def burst(tx, rxjid):
+    for i in range(BURST):
+        tx.send(f"<message to='{rxjid}' id='m{i}' type='chat'><body>{i} {FILL}</body></message>")
+    tx.roundtrip()  # every message routed: written, recorded or queued for rx
+
+
+def check_burst(data):
+    """The messages of burst(), whole, each once, in order."""
+    text = data.decode()
+    got = [int(m.group(1)) for m in re.finditer(
+        r"<message[^>]*id=['\"]m(\d+)['\"][^>]*>\s*<body>(\d+) (x*)</body>", text)]
+    assert got == list(range(BURST)), (len(got), got[:5], got[-5:])
+    assert text.count("<message") == BURST
+
+
+@pytest.mark.parametrize("tls", [True, False], ids=["tls", "plain"])
+@pytest.mark.parametrize("io_uring", ["true", "false"])
+def test_burst_to_a_full_socket_arrives_whole_and_in_order(server_factory, io_uring, tls):
+    srv = server_factory(extra_yaml=f"io_uring: {io_uring}\n" + PLAIN, listen_opts=LISTEN)
+    users(srv, "tx", "rx")
+    rx, rxjid = login(srv, "rx", "r", tls)
+    tx, _ = login(srv, "tx", "t", tls)
+    before = write_stats(srv)
+    burst(tx, rxjid)  # rx reads nothing meanwhile
+    rx.send("<iq type='get' id='end'><ping xmlns='urn:xmpp:ping'/></iq>")
+    m = rx.recv_until(r"<iq[^>]*id=['\"]end['\"]", timeout=60)
+    check_burst(m.string[:m.start()])
+    after = write_stats(srv)
+    if io_uring == "true":
+        assert all(r["io_uring"] == "on" for r in after), after
+        # recorded until the socket filled; then the queue holds bytes and
+        # later writes join it there (order)
+        assert total(after, "writes") > total(before, "writes")
+        assert total(after, "submissions") > total(before, "submissions")
+        # the socket filled: some send's rest waited in the queue
+        assert total(after, "queued_rests") > total(before, "queued_rests"), after
+    else:
+        assert all(r["io_uring"] == "off" for r in after), after
+        assert total(after, "writes") == 0
+
+
+@pytest.mark.parametrize("tls", [True, False], ids=["tls", "plain"])
+def test_writes_before_a_close_go_out_before_it(server_factory, tls):
+    """The burst to a full socket, then the stream is closed (kick_session):
+    the peer reads every message, then the stream error, then the close."""
+    srv = server_factory(extra_yaml="io_uring: true\n" + PLAIN, listen_opts=LISTEN)
+    users(srv, "tx", "rx")
+    rx, rxjid = login(srv, "rx", "r", tls)
+    tx, _ = login(srv, "tx", "t", tls)
+    burst(tx, rxjid)
+    r = srv.ctl_run("kick_session", "rx", "localhost", "r", "bye")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert rx.stream_error(timeout=60) == "policy-violation"
+    head, _, tail = rx.buf.partition(b"<stream:error>")
+    check_burst(head)
+    assert b"<message" not in tail
+
+
+def test_writes_and_close_in_one_turn(server_factory):
+    """One read of rx's input makes the server write ~3 x 60 KB to rx (its
+    messages to itself) and then close the stream (the XML error after
+    them), all in one loop turn, while rx's socket takes only part of it:
+    the records are written, their rest queued, before the shutdown (which
+    would refuse a later queued write: the rest and the error lost)."""
+    srv = server_factory(extra_yaml="io_uring: true\n" + PLAIN, listen_opts=LISTEN)
+    users(srv, "rx")
+    rx, rxjid = plain_online(srv, "rx", "r")
+    rx.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    big = "y" * 60000
+    rx.send("".join(f"<message to='{rxjid}' id='s{i}' type='chat'><body>{i} {big}</body>"
+                    "</message>" for i in range(3)) + "<message><body>broken</message>")
+    assert rx.stream_error(timeout=60) == "not-well-formed"
+    got = re.findall(rb"<message[^>]*id=['\"]s(\d)['\"][^>]*>\s*<body>\d (y*)</body>", rx.buf)
+    assert [(int(i), len(b)) for i, b in got] == [(0, 60000), (1, 60000), (2, 60000)]
