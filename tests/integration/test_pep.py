@@ -9,8 +9,8 @@ import time
 
 import pytest
 
-from helpers import (assert_nothing_before, iq, reply, reply_rx, send_marker, take, take_iq,
-                     slix_client, users)
+from helpers import (assert_nothing_before, expect, iq, reply, reply_rx, send_marker, take,
+                     take_iq, slix_client, users)
 from test_caps import ver_of
 import xml.etree.ElementTree as ET
 
@@ -1113,6 +1113,83 @@ def test_publishes_in_flight_bound(server_factory):
     while st["publishes_in_flight"] and time.monotonic() < deadline:
         st = pep_stats(srv)
     assert st["publishes_in_flight"] == 0, st
+
+
+def conv_flight(server_factory):
+    """max_publishes_in_flight 0 with the conversions: alice (r, the setter;
+    n, +notify for bookmarks and avatars), bob subscribed to her (n, the
+    same +notify); publish_waits before anything was converted."""
+    srv = server_factory(extra_yaml=MODULES + "    max_publishes_in_flight: 0\n"
+                         "  mod_private: {}\n  mod_vcard: {}\n", workers=2)
+    users(srv, "alice", "bob")
+    a, ajid = session(srv, "alice", "r")
+    w, wjid = session(srv, "bob", "setup")
+    subscribe(w, wjid, a, ajid)
+    w.close()
+    feats = [BOOKMARKS + "+notify", AV_META + "+notify"]
+    n, _ = session(srv, "alice", "n", features=feats)
+    b, _ = session(srv, "bob", "n", features=feats, answer=False)
+    return srv, a, n, b, pep_stats(srv)["publish_waits"]
+
+
+ANY_IQ = r"<iq[^>]*/>|<iq[^>]*[^/]>.*?</iq>"
+
+
+def no_flight_left(srv):
+    st = pep_stats(srv)
+    deadline = time.monotonic() + 10  # the last job's counter follows its writes
+    while st["publishes_in_flight"] and time.monotonic() < deadline:
+        st = pep_stats(srv)
+    assert st["publishes_in_flight"] == 0, st
+
+
+def test_bookmark_conversion_counts_in_flight(server_factory):
+    """max_publishes_in_flight 0: the publishes of the XEP-0411 conversion
+    count like a publish by IQ and hold the stream of the private XML set
+    that made them.  Sixteen bookmark sets sent without waiting (each adds
+    a conference: one publish each) are all answered in order, each one
+    waited for (publish_waits), alice's +notify session gets the sixteen
+    events in order, and nothing is left in flight."""
+    srv, a, n, _, waits0 = conv_flight(server_factory)
+
+    def confs(i):
+        return "".join(f"<conference jid='room{k}@muc.localhost' name='R{k}'/>"
+                       for k in range(i + 1))
+    a.send("".join(f"<iq type='set' id='b{i}'><query xmlns='jabber:iq:private'>"
+                   f"<storage xmlns='{BM48}'>{confs(i)}</storage></query></iq>"
+                   for i in range(16)))
+    for i in range(16):
+        r = expect(a, ANY_IQ)
+        assert f"id='b{i}'" in r and "type='result'" in r, (i, r)
+    for i in range(16):
+        ev = take(n, event_rx(BOOKMARKS))
+        assert f"id='room{i}@muc.localhost'" in ev, (i, ev)
+    st = pep_stats(srv)
+    assert st["publish_waits"] - waits0 == 16, st
+    no_flight_left(srv)
+
+
+def test_avatar_conversion_counts_in_flight(server_factory):
+    """The same for XEP-0398: four vCard sets sent without waiting, a new
+    photo each (two publishes each: data and metadata), all answered in
+    order, eight waits, bob (a contact, +notify) gets the four metadata
+    events in order, nothing left in flight."""
+    import base64
+    import hashlib
+    srv, a, _, b, waits0 = conv_flight(server_factory)
+    pngs = [PNG1, PNG2, PNG1, PNG2]
+    a.send("".join(f"<iq type='set' id='v{i}'><vCard xmlns='vcard-temp'><PHOTO>"
+                   f"<TYPE>image/png</TYPE><BINVAL>{base64.b64encode(p).decode()}</BINVAL>"
+                   f"</PHOTO></vCard></iq>" for i, p in enumerate(pngs)))
+    for i in range(len(pngs)):
+        r = expect(a, ANY_IQ)
+        assert f"id='v{i}'" in r and "type='result'" in r, (i, r)
+    for i, p in enumerate(pngs):
+        ev = take(b, event_rx(AV_META))
+        assert f"id='{hashlib.sha1(p).hexdigest()}'" in ev, (i, ev)
+    st = pep_stats(srv)
+    assert st["publish_waits"] - waits0 == 2 * len(pngs), st
+    no_flight_left(srv)
 
 
 def test_contact_on_another_local_host(server_factory):
