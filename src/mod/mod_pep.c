@@ -2401,13 +2401,10 @@ pp_removed(xd_module_ctx_t *ctx, xd_hook_user_t *ev, void *arg)
 static int
 pp_stats_cmd(xd_cmd_call_t *call)
 {
-    xd_module_ctx_t *ctx = xd_module_instance("mod_pep", call->args[0].text);
-    pp_state_t *s = ctx ? xd_module_state(ctx) : NULL;
-    if (!s) {
-        xd_module_release(ctx);
-        return xd_cmd_errorf(call, XD_ENOTFOUND, "mod_pep does not run on %s",
-                             call->args[0].text);
-    }
+    xd_module_ctx_t *ctx = xd_module_cmd_instance(call, "mod_pep", call->args[0].text);
+    if (!ctx)
+        return XD_ENOTFOUND;
+    pp_state_t *s = xd_module_state(ctx);
     pthread_mutex_lock(&s->mu);
     size_t entries = xd_map_count(&s->rosters);
     uint64_t hits = s->roster_hits, loads = s->roster_loads, evictions = s->roster_evictions;

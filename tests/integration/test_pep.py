@@ -998,6 +998,18 @@ def pep_stats(srv, host="localhost"):
     return {k: int(v) for k, v in (ln.split() for ln in r.stdout.split("\n") if ln.strip())}
 
 
+def test_pep_stats_of_a_host_without_pep(server_factory):
+    """pep_stats names the host mod_pep does not run on (a served host
+    without it: host_config adds it to the other one only)."""
+    srv = server_factory(extra_yaml="modules:\n  mod_roster: {}\nhost_config:\n  localhost:\n"
+                         "    modules:\n      mod_pep: {}\n",
+                         hosts=("localhost", "other.localhost"))
+    assert pep_stats(srv)["publishes_in_flight"] == 0
+    r = srv.ctl_run("pep_stats", "other.localhost")
+    assert r.returncode != 0, r.stdout
+    assert "mod_pep does not run on other.localhost" in r.stdout + r.stderr, r.stdout + r.stderr
+
+
 def test_roster_cache_bound(server_factory):
     """roster_cache_size 2 and three publishers, each with a contact of its
     own: pep_stats shows the entries staying at 2 while each roster read
