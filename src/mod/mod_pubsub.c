@@ -1687,6 +1687,55 @@ ps_owner_set_sub(ps_op_t *o, const char *node, const char *jid, const ps_sub_t *
     }
 }
 
+/* The JID of an owner's <subscription/> or <affiliation/>, normalised, or
+ * false when it has none or it does not parse. */
+static bool
+ps_entry_jid(const xd_el_t *c, char *out, size_t cap)
+{
+    const char *j = xd_el_attr(c, "jid");
+    xd_jid_t *jid = NULL;
+    if (!j || xd_jid_parse(xd_str_c(j), &jid) != 0)
+        return false;
+    snprintf(out, cap, "%s", xd_jid_full_str(jid).p);
+    xd_jid_unref(jid);
+    return true;
+}
+
+/* An invalid entry c of jid j as it is (8.8.2.4, 8.9.2.4), into list: the
+ * affiliation, or each subscription (of c's subid, if it names one), or
+ * subscription='none'. */
+static void
+ps_entry_original(ps_op_t *o, const char *node, const ps_node_t *n, const xd_el_t *c,
+                  const char *j, xd_el_t *list)
+{
+    if (!strcmp(xd_el_name(c), "affiliation")) {
+        char aff[64];
+        ps_aff(o, node, n, j, aff);
+        xd_el_t *e = xd_el_add_child(list, "affiliation", NULL);
+        xd_el_set_attr(e, "jid", j);
+        xd_el_set_attr(e, "affiliation", aff);
+        return;
+    }
+    ps_subs_t mine = { 0 };
+    ps_subs_load(o, node, j, &mine);
+    const char *given = xd_el_attr(c, "subid");
+    size_t hit = 0;
+    for (size_t i = 0; i < mine.n; i++)
+        if (!given || !*given || !strcmp(mine.s[i].subid, given)) {
+            xd_el_t *e = xd_el_add_child(list, "subscription", NULL);
+            xd_el_set_attr(e, "jid", j);
+            xd_el_set_attr(e, "subid", mine.s[i].subid);
+            xd_el_set_attr(e, "subscription", mine.s[i].state);
+            hit++;
+        }
+    ps_subs_free(&mine);
+    if (!hit) {
+        xd_el_t *e = xd_el_add_child(list, "subscription", NULL);
+        xd_el_set_attr(e, "jid", j);
+        xd_el_set_attr(e, "subscription", "none");
+    }
+}
+
 /* The owner's <subscriptions/> / <affiliations/>, get and set (8.8, 8.9). */
 static xd_stanza_t *
 ps_owner_list(ps_op_t *o, const xd_el_t *op, bool subs, bool set)
@@ -1724,35 +1773,44 @@ ps_owner_list(ps_op_t *o, const xd_el_t *op, bool subs, bool set)
         }
         return xd_el_freeze(res);
     }
-    /* Check every entry first: all or nothing (8.8.2.4, 8.9.2.4). */
+    /* A malformed entry (no jid or value, a JID that does not parse), or
+     * one JID twice among affiliations (8.9.2.4: MUST be bad-request):
+     * nothing is changed. */
     const char *kind = subs ? "subscription" : "affiliation";
     for (const xd_el_t *c = xd_el_first_child(op); c; c = xd_el_next(c)) {
         if (!xd_el_is(c, kind, XD_NS_PUBSUB_OWNER))
             continue;
-        const char *j = xd_el_attr(c, "jid");
-        const char *v = xd_el_attr(c, kind);
-        xd_jid_t *jid = NULL;
-        if (!j || !v || xd_jid_parse(xd_str_c(j), &jid) != 0)
+        char j[3 * XD_JID_PART_MAX + 3];
+        if (!xd_el_attr(c, kind) || !ps_entry_jid(c, j, sizeof j))
             return ps_err(o, XD_COND_BAD_REQUEST, NULL, NULL, "a jid and a value");
-        bool bare = xd_jid_resource(jid).len == 0;
-        xd_jid_unref(jid);
-        static const char *const states[] = { "subscribed", "none", "pending", NULL };
-        if (!ps_listed(v, subs ? states : ps_affs) || (!subs && !bare))
-            return ps_err(o, XD_COND_NOT_ACCEPTABLE, NULL, NULL, v);
-        if (!subs && !strcmp(j, n.owner) && strcmp(v, "owner") != 0)
-            return ps_err(o, XD_COND_NOT_ACCEPTABLE, NULL, NULL,
-                          "the node's creator stays its owner");
+        for (const xd_el_t *d = subs ? NULL : xd_el_next(c); d; d = xd_el_next(d)) {
+            char dj[3 * XD_JID_PART_MAX + 3];
+            if (xd_el_is(d, kind, XD_NS_PUBSUB_OWNER) && ps_entry_jid(d, dj, sizeof dj) &&
+                !strcmp(j, dj))
+                return ps_err(o, XD_COND_BAD_REQUEST, NULL, NULL, "one affiliation per JID");
+        }
     }
+    /* 8.8.2.4, 8.9.2.4: the valid entries are made; the invalid ones come
+     * back in the error with their original values. */
+    xd_el_t *bad = NULL;
     for (const xd_el_t *c = xd_el_first_child(op); c; c = xd_el_next(c)) {
         if (!xd_el_is(c, kind, XD_NS_PUBSUB_OWNER))
             continue;
-        xd_jid_t *jid = NULL;
-        if (xd_jid_parse(xd_str_c(xd_el_attr(c, "jid")), &jid) != 0)
-            continue;
         char j[3 * XD_JID_PART_MAX + 3];
-        snprintf(j, sizeof j, "%s", xd_jid_full_str(jid).p);
-        xd_jid_unref(jid);
+        if (!ps_entry_jid(c, j, sizeof j))
+            continue;
         const char *v = xd_el_attr(c, kind);
+        static const char *const states[] = { "subscribed", "none", "pending", NULL };
+        if (!ps_listed(v, subs ? states : ps_affs) || (!subs && strchr(j, '/')) ||
+            (!subs && !strcmp(j, n.owner) && strcmp(v, "owner") != 0)) {
+            if (!bad) {
+                bad = xd_el_new("pubsub", XD_NS_PUBSUB_OWNER);
+                xd_el_set_attr(xd_el_add_child(bad, subs ? "subscriptions" : "affiliations", NULL),
+                               "node", node);
+            }
+            ps_entry_original(o, node, &n, c, j, xd_el_first_child_mut(bad));
+            continue;
+        }
         xd_db_val_t k[] = { XD_DB_V_CSTR(o->svc), XD_DB_V_CSTR(node), XD_DB_V_CSTR(j) };
         if (subs) {
             /* With a subid: that subscription (a subid the JID does not
@@ -1798,8 +1856,15 @@ ps_owner_list(ps_op_t *o, const xd_el_t *op, bool subs, bool set)
             }
         }
     }
-    if (o->dberr)
+    if (o->dberr) {
+        xd_el_free(bad);
         return ps_err(o, XD_COND_INTERNAL_SERVER_ERROR, NULL, NULL, NULL);
+    }
+    if (bad) {
+        xd_el_t *er = xd_stanza_thaw(ps_err(o, XD_COND_NOT_ACCEPTABLE, NULL, NULL, NULL));
+        xd_el_append(er, bad);
+        return xd_el_freeze(er);
+    }
     return xd_iq_result(o->iq);
 }
 

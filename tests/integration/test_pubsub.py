@@ -395,6 +395,60 @@ def test_owner_manages_subscriptions_and_affiliations(server_factory):
     assert "affiliation='outcast'" in r, r
 
 
+def test_owner_changes_several_entries_partly_invalid(server_factory):
+    """XEP-0060 8.8.2.4 and 8.9.2.4: of several subscriptions or
+    affiliations set in one request, the invalid ones come back in the
+    not-acceptable error with their original, unaltered values and the
+    others are made; two <affiliation/> for one JID are a bad-request and
+    change nothing."""
+    srv = start(server_factory)
+    a, _ = session(srv, "alice")
+    ok(create(a, "c", "n", access_model="whitelist"))
+    ok(ps(a, "a0", "<affiliations node='n'><affiliation jid='bob@localhost' affiliation='member'/>"
+                   "</affiliations>", ns=PSO))
+    # The sole owner made none (the XEP's example) and an unknown affiliation.
+    r = err(ps(a, "a1", "<affiliations node='n'>"
+                        "<affiliation jid='alice@localhost' affiliation='none'/>"
+                        "<affiliation jid='carol@localhost' affiliation='publisher'/>"
+                        "<affiliation jid='bob@localhost' affiliation='king'/>"
+                        "</affiliations>", ns=PSO), "not-acceptable")
+    back = re.search(rf"<pubsub xmlns='{re.escape(PSO)}'>\s*<affiliations node='n'>(.*?)"
+                     r"</affiliations>\s*</pubsub>", r)
+    assert back, r
+    assert re.findall(r"<affiliation [^>]*/>", back.group(1)) == [
+        "<affiliation jid='alice@localhost' affiliation='owner'/>",
+        "<affiliation jid='bob@localhost' affiliation='member'/>"], r
+    r = ok(ps(a, "a2", "<affiliations node='n'/>", typ="get", ns=PSO))
+    assert "jid='carol@localhost' affiliation='publisher'" in r, r
+    assert "jid='bob@localhost' affiliation='member'" in r, r
+    assert "jid='alice@localhost' affiliation='owner'" in r, r
+    # One JID twice: bad-request, nothing changed.
+    err(ps(a, "a3", "<affiliations node='n'>"
+                    "<affiliation jid='dave@localhost' affiliation='member'/>"
+                    "<affiliation jid='dave@localhost' affiliation='publisher'/>"
+                    "</affiliations>", ns=PSO), "bad-request")
+    assert "dave@localhost" not in ok(ps(a, "a4", "<affiliations node='n'/>", typ="get", ns=PSO))
+    # Subscriptions: bob's stays as it was, carol's is made.
+    ok(ps(a, "m0", "<subscriptions node='n'><subscription jid='bob@localhost' "
+                   "subscription='subscribed'/></subscriptions>", ns=PSO))
+    r = err(ps(a, "m1", "<subscriptions node='n'>"
+                        "<subscription jid='bob@localhost' subscription='bogus'/>"
+                        "<subscription jid='carol@localhost' subscription='subscribed'/>"
+                        "<subscription jid='dave@localhost' subscription='maybe'/>"
+                        "</subscriptions>", ns=PSO), "not-acceptable")
+    back = re.search(rf"<pubsub xmlns='{re.escape(PSO)}'>\s*<subscriptions node='n'>(.*?)"
+                     r"</subscriptions>\s*</pubsub>", r)
+    assert back, r
+    got = re.findall(r"<subscription [^>]*/>", back.group(1))
+    assert len(got) == 2, r
+    assert re.match(r"<subscription jid='bob@localhost' (subid='[^']+' )?"
+                    r"subscription='subscribed'/>", got[0]), r
+    assert got[1] == "<subscription jid='dave@localhost' subscription='none'/>", r
+    r = ok(ps(a, "m2", "<subscriptions node='n'/>", typ="get", ns=PSO))
+    assert re.search(r"jid='carol@localhost'[^>]*subscription='subscribed'", r), r
+    assert re.search(r"jid='bob@localhost'[^>]*subscription='subscribed'", r), r
+
+
 def test_authorize_access_model(server_factory):
     srv = start(server_factory)
     a, _ = session(srv, "alice")
