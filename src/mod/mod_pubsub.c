@@ -975,7 +975,7 @@ ps_publish(ps_op_t *o, const xd_el_t *pubsub, const xd_el_t *op)
         return ps_err(o, XD_COND_BAD_REQUEST, "item-required", NULL, NULL);
     if (n.cfg.deliver_payloads && npay == 0)
         return ps_err(o, XD_COND_BAD_REQUEST, "payload-required", NULL, NULL);
-    if (!n.cfg.persist && !n.cfg.deliver_payloads && npay > 0)
+    if (!n.cfg.persist && !n.cfg.deliver_payloads && item) /* 7.1.3.6: any item */
         return ps_err(o, XD_COND_BAD_REQUEST, "item-forbidden", NULL, NULL);
     if (npay > 1)
         return ps_err(o, XD_COND_BAD_REQUEST, "invalid-payload", NULL, "one payload per item");

@@ -270,6 +270,20 @@ def test_publish_errors_and_preconditions(server_factory):
         "service-unavailable")
 
 
+def test_publish_to_transient_notification_node(server_factory):
+    """XEP-0060 7.1.3.6: a node that neither persists items nor delivers
+    payloads takes a publish without an item; one that provides an item,
+    even an empty one or only an id, is a bad-request with item-forbidden."""
+    srv = start(server_factory)
+    a, _ = session(srv, "alice")
+    ok(create(a, "c", "tr", persist_items="0", deliver_payloads="0"))
+    ok(ps(a, "p0", "<publish node='tr'/>"))
+    err(publish(a, "p1", "tr"), "bad-request", "item-forbidden")
+    err(ps(a, "p2", "<publish node='tr'><item/></publish>"), "bad-request", "item-forbidden")
+    err(ps(a, "p3", "<publish node='tr'><item id='x'/></publish>"), "bad-request",
+        "item-forbidden")
+
+
 def test_name_and_id_limits(server_factory):
     """Node names and item ids up to 1024 bytes; longer ones not-acceptable."""
     srv = start(server_factory)
