@@ -196,6 +196,24 @@ def test_errors(server_factory):
     assert "bad-request" in r, r
 
 
+def test_publish_options_unknown_field(server_factory):
+    """XEP-0060 7.1.5: a service MUST reject a publish whose publish-options
+    name a field it does not know: one no node configuration has, and one
+    that PEP nodes do not offer (deliver_payloads), both conflict +
+    precondition-not-met, nothing published; the fields PEP offers pass."""
+    srv = start(server_factory)
+    a, _ = session(srv, "alice", "r")
+    for i, opts in enumerate(({"frobnicate": "1"}, {"deliver_payloads": "0"})):
+        r = publish(a, f"u{i}", TUNE, tune("x"), options=opts)
+        assert "<conflict " in r and "precondition-not-met" in r, r
+    r = items(a, "i0", "alice@localhost", TUNE)
+    assert "item-not-found" in r, r
+    r = publish(a, "ok", TUNE, tune("y"), options={"access_model": "presence", "max_items": "1",
+                                                   "persist_items": "true",
+                                                   "send_last_published_item": "on_sub_and_presence"})
+    assert "type='result'" in r, r
+
+
 def test_limits(server_factory):
     srv = start(server_factory)
     a, _ = session(srv, "alice", "r")

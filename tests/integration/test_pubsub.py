@@ -263,6 +263,8 @@ def test_publish_errors_and_preconditions(server_factory):
     ok(publish(a, "e7", "n", options={"access_model": "open", "max_items": "20"}))  # max == 20
     err(publish(a, "e8", "n", options={"access_model": "whitelist"}), "conflict",
         "precondition-not-met")
+    # 7.1.5: a field the service does not know is refused too.
+    err(publish(a, "e8b", "n", options={"frobnicate": "1"}), "conflict", "precondition-not-met")
     err(ps(a, "e9", "<frobnicate node='n'/>"), "bad-request")
     err(ps(a, "e10", "<associate node='n'/>"), "feature-not-implemented", "unsupported",
         "collections")
