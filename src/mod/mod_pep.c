@@ -2317,7 +2317,9 @@ pp_tick(xd_module_ctx_t *ctx, xd_hook_tick_t *ev, void *arg)
 static const char *const pp_features[] = {
     XD_NS_PUBSUB "#publish",        XD_NS_PUBSUB "#auto-create",
     XD_NS_PUBSUB "#publish-options", XD_NS_PUBSUB "#retrieve-items",
-    XD_NS_PUBSUB "#retract",        XD_NS_PUBSUB "#delete-nodes",
+    XD_NS_PUBSUB "#retract-items",  XD_NS_PUBSUB "#delete-items",
+    XD_NS_PUBSUB "#delete-nodes",   XD_NS_PUBSUB "#auto-subscribe",
+    XD_NS_PUBSUB "#filtered-notifications",
     XD_NS_PUBSUB "#purge-nodes",    XD_NS_PUBSUB "#config-node",
     XD_NS_PUBSUB "#access-presence", XD_NS_PUBSUB "#access-open",
     XD_NS_PUBSUB "#access-whitelist", XD_NS_PUBSUB "#access-roster",

@@ -145,11 +145,14 @@ def test_disco_of_account(server_factory):
     a, _ = session(srv, "alice", "r")
     r = iq(a, "d1", f"<query xmlns='{DI}'/>", typ="get", to="alice@localhost")
     assert "category='pubsub'" in r and "type='pep'" in r, r
-    for f in ("publish", "auto-create", "publish-options", "retrieve-items", "retract",
+    # XEP-0163 4.1 (every XEP-0060 feature supported, by its registered
+    # name), 9: auto-subscribe and filtered-notifications are MUSTs.
+    for f in ("publish", "auto-create", "publish-options", "retrieve-items", "retract-items",
               "delete-nodes", "purge-nodes", "config-node", "access-presence", "access-open",
-              "access-roster",
+              "access-roster", "auto-subscribe", "filtered-notifications",
               "access-whitelist", "persistent-items", "last-published"):
         assert f"var='{PS}#{f}'" in r, (f, r)
+    assert f"var='{PS}#retract'" not in r, r  # not a XEP-0060 feature
 
 
 def test_disco_items_lists_visible_nodes(server_factory):

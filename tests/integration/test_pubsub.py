@@ -133,9 +133,15 @@ def test_disco_service_and_nodes(server_factory):
     assert "category='pubsub'" in r and "type='service'" in r, r
     for f in ("create-nodes", "instant-nodes", "publish", "subscribe", "retrieve-items",
               "access-authorize", "access-roster", "access-whitelist", "publish-options",
-              "item-expire", "modify-affiliations", "manage-subscriptions"):
+              "item-expire", "modify-affiliations", "manage-subscriptions", "retract-items",
+              "delete-items"):
         assert f"var='{PS}#{f}'" in r, (f, r)
     assert "collections" not in r, r
+    # No ad-hoc commands (XEP-0060 8.7.3.1: service-unavailable), so no
+    # get-pending advertised (8.7.1: only when it is supported).
+    assert "get-pending" not in r, r
+    err(take_iq(a, "gp", "<command xmlns='http://jabber.org/protocol/commands' "
+                f"node='{PS}#get-pending' action='execute'/>", to=SVC), "service-unavailable")
     ok(create(a, "c1", "news", title="News"))
     ok(create(a, "c2", "secret", access_model="whitelist"))
     b, _ = session(srv, "bob")
