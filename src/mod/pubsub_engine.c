@@ -103,7 +103,7 @@ pse_form_read(const xd_el_t *x, const char *form_type, const pse_limits_t *lim, 
             for (size_t i = 0; i < sizeof am_names / sizeof *am_names; i++)
                 ok |= (lim->access & (1u << i)) && !strcmp(v, am_names[i]);
             if (!ok)
-                why = "pubsub#access_model: not an access model of this service";
+                why = PSE_WHY_ACCESS;
             else
                 snprintf(c->access, sizeof c->access, "%s", v);
         } else if (!strcmp(var, "pubsub#persist_items")) {

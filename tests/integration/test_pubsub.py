@@ -205,6 +205,21 @@ def test_create_configure_delete_purge(server_factory):
     err(ps(a, "de2", "<delete node='n1'/>", ns=PSO), "item-not-found")
 
 
+def test_create_and_configure_errors(server_factory):
+    """XEP-0060 8.1.3: <configure/> follows <create/> and has no 'node'
+    (else bad-request); an access model the service does not support is
+    not-acceptable + unsupported-access-model (8.1.2); neither creates."""
+    srv = start(server_factory)
+    a, _ = session(srv, "alice")
+    cf = f"{form('node_config', max_items='3')}"
+    err(ps(a, "k1", f"<create node='k1'/><configure node='k1'>{cf}</configure>"), "bad-request")
+    err(ps(a, "k2", f"<configure>{cf}</configure><create node='k2'/>"), "bad-request")
+    err(create(a, "k3", "k3", access_model="bogus"), "not-acceptable", "unsupported-access-model")
+    for n in ("k1", "k2", "k3"):
+        err(items(a, f"i{n}", n), "item-not-found")
+    ok(ps(a, "k4", f"<create node='k4'/><configure>{cf}</configure>"))
+
+
 def test_create_access_rule_and_node_limit(server_factory):
     srv = start(server_factory, extra=(
         "    access_createnode: creators\n"
