@@ -1596,9 +1596,17 @@ pp_owner(pp_req_t *r, const xd_el_t *pubsub, bool set)
         return pp_configure(r, op, set);
     bool del = xd_el_is(op, "delete", XD_NS_PUBSUB_OWNER);
     bool purge = xd_el_is(op, "purge", XD_NS_PUBSUB_OWNER);
-    if (!del && !purge)
-        return pse_err(r->iq, XD_COND_FEATURE_NOT_IMPLEMENTED, "unsupported",
-                      xd_el_name(op), NULL);
+    if (!del && !purge) {
+        /* XEP-0060 8.3.3.2, 8.8.1.3, 8.9.1.3: the features not offered. */
+        static const char *const feats[][2] = { { "default", "retrieve-default" },
+                                                { "subscriptions", "manage-subscriptions" },
+                                                { "affiliations", "modify-affiliations" } };
+        const char *feature = xd_el_name(op);
+        for (size_t i = 0; i < sizeof feats / sizeof *feats; i++)
+            if (!strcmp(feature, feats[i][0]))
+                feature = feats[i][1];
+        return pse_err(r->iq, XD_COND_FEATURE_NOT_IMPLEMENTED, "unsupported", feature, NULL);
+    }
     if (!set)
         return pse_err(r->iq, XD_COND_BAD_REQUEST, NULL, NULL, NULL);
     const char *node = xd_el_attr(op, "node");

@@ -197,6 +197,19 @@ def test_errors(server_factory):
     assert "forbidden" in r, r
     r = items(a, "e9", "alice@localhost", TUNE, extra=" max_items='x'")
     assert "bad-request" in r, r
+    # The owner operations PEP does not offer name their XEP-0060 features
+    # (8.3.3.2 retrieve-default, 8.8.1.3 manage-subscriptions, 8.9.1.3
+    # modify-affiliations).
+    for i, (op, typ, feature) in enumerate((
+            ("<default/>", "get", "retrieve-default"),
+            (f"<subscriptions node='{TUNE}'/>", "get", "manage-subscriptions"),
+            (f"<subscriptions node='{TUNE}'><subscription jid='bob@localhost' "
+             "subscription='subscribed'/></subscriptions>", "set", "manage-subscriptions"),
+            (f"<affiliations node='{TUNE}'/>", "get", "modify-affiliations"),
+            (f"<affiliations node='{TUNE}'><affiliation jid='bob@localhost' "
+             "affiliation='member'/></affiliations>", "set", "modify-affiliations"))):
+        r = iq(a, f"o{i}", f"<pubsub xmlns='{PSO}'>{op}</pubsub>", typ=typ, to="alice@localhost")
+        assert "feature-not-implemented" in r and f"feature='{feature}'" in r, (op, r)
 
 
 def test_publish_options_unknown_field(server_factory):
