@@ -57,6 +57,15 @@ xd_input_ref_t xd_input_hold(void);
  * it ({0} when there is none), for xd_input_charge later. */
 xd_input_ref_t xd_input_current(void);
 
+/* On a blocking-pool thread, while it runs the work of a job submitted
+ * with a done callback inside a stanza's handling (xd_module_submit,
+ * xd_db_async, an XD_IQ_PARALLEL handler): that stanza's stream, which the
+ * job holds until its done has run; {0} for other pool work.  On a worker
+ * loop: xd_input_current().  For pool work that bills the stream
+ * (xd_input_charge) or hands it to another module's API (pep_api.h) —
+ * xd_input_current and xd_input_hold answer {0} on the pool. */
+xd_input_ref_t xd_input_job(void);
+
 /* Bills stream `ref` for `bytes` sent on its behalf (any thread; a ref with
  * id 0, a stream that has gone, or one without a shaper: nothing).  Its
  * input pauses while its shaper's bucket is in debt. */

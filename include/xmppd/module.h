@@ -173,6 +173,14 @@ int xd_module_service(xd_module_ctx_t *ctx, const char *domain, xd_service_fn fn
  * stops.  cmd must outlive the module (static data of the module). */
 int xd_module_command(xd_module_ctx_t *ctx, const xd_cmd_t *cmd);
 
+/* For a command's handler that acts on a host's instance (pep_stats HOST):
+ * the running instance of module `name` on `host` once its start has set
+ * its state (xd_module_state), held (release it with xd_module_release);
+ * or NULL with the call's error set ("NAME does not run on HOST"), for the
+ * handler to return XD_ENOTFOUND.  A module that sets no state uses
+ * xd_module_instance. */
+xd_module_ctx_t *xd_module_cmd_instance(xd_cmd_call_t *call, const char *name, const char *host);
+
 /* The server's version ("0.1.0"). */
 const char *xd_server_version(void);
 

@@ -114,7 +114,9 @@ pool_thread(void *unused)
         pl.running++;
         uv_mutex_unlock(&pl.mu);
 
+        xd_input_ref_t lent = xd_input_lend(job->in); /* xd_input_job */
         job->work(job->arg);
+        xd_input_unlend(lent);
         job->status = 0;
         pool_deliver(job);
 

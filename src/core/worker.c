@@ -733,6 +733,14 @@ xd_input_current(void)
     return ref;
 }
 
+/* On a pool thread the job's stream is lent by pool.c around its work
+ * (wk_self is NULL there: xd_input_current and xd_input_hold answer {0}). */
+xd_input_ref_t
+xd_input_job(void)
+{
+    return wk_self == NULL ? wk_lent : xd_input_current();
+}
+
 static void
 wk_release_msg(xd_worker_t *w, void *arg)
 {

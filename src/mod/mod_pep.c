@@ -145,7 +145,9 @@ static const xd_opt_t pp_opts[] = {
                "stream reads on only after its own notifications have gone out, so the "
                "queue of notifications stays bounded however fast accounts publish "
                "(back-pressure, nothing refused).  0: every publisher waits for its own "
-               "notifications."),
+               "notifications.  The publishes and retractions of the XEP-0411 bookmarks and "
+               "XEP-0398 avatar conversions count too, and hold the stream whose private XML "
+               "or vCard set made them."),
     XD_OPT_END,
 };
 #undef C_
@@ -817,6 +819,7 @@ typedef struct pp_flight {
     _Atomic unsigned jobs;
     pp_state_t *s;
     xd_input_ref_t hold; /* id 0: none */
+    xd_input_ref_t in;   /* pp_flight_hold: the stream to hold */
 } pp_flight_t;
 
 typedef struct pp_fanjob {
@@ -835,6 +838,17 @@ typedef struct pp_fanjob {
     struct pp_fanjob *next; /* pp_req_t.jobs */
 } pp_fanjob_t;
 
+/* One job of fl done: the last one ends the flight. */
+static void
+pp_flight_end(pp_flight_t *fl)
+{
+    if (fl && atomic_fetch_sub(&fl->jobs, 1) == 1) {
+        atomic_fetch_sub(&fl->s->in_flight, 1);
+        xd_input_release(fl->hold);
+        xd_free(fl);
+    }
+}
+
 static void
 pp_fanjob_run(pp_fanjob_t *j)
 {
@@ -848,12 +862,7 @@ pp_fanjob_run(pp_fanjob_t *j)
     xd_stanza_bytes(j->st, &len);
     xd_fanout_send(fc.f);
     xd_input_charge(j->in, fc.copies * (len + 6) + fc.tolen);
-    pp_flight_t *fl = j->fl;
-    if (fl && atomic_fetch_sub(&fl->jobs, 1) == 1) {
-        atomic_fetch_sub(&fl->s->in_flight, 1);
-        xd_input_release(fl->hold);
-        xd_free(fl);
-    }
+    pp_flight_end(j->fl);
     pp_roster_unref(j->ro);
     xd_stanza_unref(j->st);
     xd_free(j->idx);
@@ -873,6 +882,56 @@ pp_fanjob_post(xd_module_ctx_t *ctx, pp_fanjob_t *j)
 {
     if (xd_owner_workers() == 0 || xd_module_post(ctx, j->worker, pp_fanjob_posted, j) != 0)
         pp_fanjob_run(j);
+}
+
+/* Posts r's notification jobs (pp_notify) as one flight, counted in
+ * publishes_in_flight.  When max_publishes_in_flight flights are under way
+ * the requester's stream waits for this one: a hold of it that the last
+ * job releases.  in_stanza: called as part of the stream's stanza (an IQ's
+ * done callback; the request's own hold is released after it), so the
+ * hold is taken here.  Otherwise (pep_publish_as, on the pool, r->in given
+ * by the caller) a message to the stream's worker takes it: posted from
+ * this thread before the caller's pool job posts its done, it runs there
+ * before that job's hold of the stream is released (a worker runs one
+ * thread's messages in the order posted; a release posted from another
+ * worker after done comes later still), so the stream reads nothing in
+ * between. */
+static void pp_flight_hold(xd_module_ctx_t *ctx, void *arg);
+
+static void
+pp_flight_post(xd_module_ctx_t *ctx, pp_req_t *r, bool in_stanza)
+{
+    unsigned njobs = 0;
+    for (pp_fanjob_t *j = r->jobs; j; j = j->next)
+        njobs++;
+    if (njobs) {
+        pp_state_t *s = xd_module_state(ctx);
+        const pp_conf_t *conf = xd_module_opts(ctx);
+        pp_flight_t *fl = xd_new(pp_flight_t);
+        fl->s = s;
+        bool wait =
+            atomic_fetch_add(&s->in_flight, 1) >= (uint64_t)conf->max_publishes_in_flight;
+        bool post_hold = false;
+        if (wait && in_stanza) {
+            fl->hold = xd_input_hold();
+            if (fl->hold.id)
+                atomic_fetch_add(&s->flight_waits, 1);
+        } else if (wait && r->in.id) {
+            fl->in = r->in;
+            post_hold = true;
+        }
+        atomic_init(&fl->jobs, njobs + post_hold);
+        for (pp_fanjob_t *j = r->jobs; j; j = j->next)
+            j->fl = fl;
+        if (post_hold && xd_module_post(ctx, r->in.worker, pp_flight_hold, fl) != 0)
+            pp_flight_end(fl); /* stopping: no hold */
+    }
+    while (r->jobs) {
+        pp_fanjob_t *j = r->jobs;
+        r->jobs = j->next;
+        j->next = NULL;
+        pp_fanjob_post(ctx, j);
+    }
 }
 
 /* The event of a node change to the owner's sessions and the contacts that
@@ -947,14 +1006,10 @@ pp_notify(pp_req_t *r, const char *node, const pp_cfg_t *cfg, xd_el_t *event)
             continue;
         }
         jobs[w]->worker = w;
-        if (r->iq) { /* an IQ's: pp_req_done posts them */
-            pp_fanjob_t **t = &r->jobs;
-            while (*t)
-                t = &(*t)->next;
-            *t = jobs[w];
-        } else {
-            pp_fanjob_post(r->ctx, jobs[w]);
-        }
+        pp_fanjob_t **t = &r->jobs; /* posted by pp_flight_post */
+        while (*t)
+            t = &(*t)->next;
+        *t = jobs[w];
     }
     xd_free(jobs);
     pp_roster_unref(ro);
@@ -1306,6 +1361,21 @@ pp_items_get(pp_req_t *r, const xd_el_t *items)
 
 /* ---- for other modules (pep_api.h) ---------------------------------------------------------- */
 
+/* pep_publish_as / pep_retract_as: the hold of the caller's stream, taken on
+ * its worker (a job of the flight, so that the flight outlives it). */
+static void
+pp_flight_hold(xd_module_ctx_t *ctx, void *arg)
+{
+    (void)ctx;
+    pp_flight_t *fl = arg;
+    xd_input_ref_t prev = xd_input_lend(fl->in);
+    fl->hold = xd_input_hold();
+    xd_input_unlend(prev);
+    if (fl->hold.id)
+        atomic_fetch_add(&fl->s->flight_waits, 1);
+    pp_flight_end(fl);
+}
+
 void
 pep_disco_conversion(const xd_hook_disco_t *ev, const char *var)
 {
@@ -1325,17 +1395,18 @@ pep_watch_set(pep_watch_fn fn)
 }
 
 static void
-pp_req_as(pp_req_t *r, xd_module_ctx_t *ctx, const char *host, const char *user)
+pp_req_as(pp_req_t *r, xd_module_ctx_t *ctx, xd_input_ref_t in, const char *host,
+          const char *user)
 {
-    *r = (pp_req_t){ .ctx = ctx, .is_owner = true };
+    *r = (pp_req_t){ .ctx = ctx, .is_owner = true, .in = in };
     snprintf(r->host, sizeof r->host, "%s", host);
     snprintf(r->user, sizeof r->user, "%s", user);
     snprintf(r->owner, sizeof r->owner, "%s@%s", r->user, r->host);
 }
 
 int
-pep_publish_as(xd_module_ctx_t *pep, const char *host, const char *user, const char *node,
-               const char *id, const xd_el_t *payload, const pse_cfg_t *want)
+pep_publish_as(xd_module_ctx_t *pep, xd_input_ref_t in, const char *host, const char *user,
+               const char *node, const char *id, const xd_el_t *payload, const pse_cfg_t *want)
 {
     const pp_conf_t *conf = xd_module_opts(pep);
     pp_pub_t p = { .host = host, .user = user, .node = node, .id = id, .conf = conf,
@@ -1356,30 +1427,32 @@ pep_publish_as(xd_module_ctx_t *pep, const char *host, const char *user, const c
     if (rc < 0 || rc > 0)
         return rc < 0 ? rc : XD_EINVAL;
     pp_req_t r;
-    pp_req_as(&r, pep, host, user);
+    pp_req_as(&r, pep, in, host, user);
     xd_el_t *items;
     xd_el_t *ev = pse_event(node, &items);
     xd_el_t *stored = xd_el_add_child(items, "item", NULL);
     xd_el_set_attr(stored, "id", id);
     xd_el_append(stored, pl);
     pp_notify(&r, node, &p.cfg, ev);
+    pp_flight_post(pep, &r, false);
     return 0;
 }
 
 int
-pep_retract_as(xd_module_ctx_t *pep, const char *host, const char *user, const char *node,
-               const char *id)
+pep_retract_as(xd_module_ctx_t *pep, xd_input_ref_t in, const char *host, const char *user,
+               const char *node, const char *id)
 {
     pp_node_row_t row = { 0 };
     int rc = pp_item_delete(xd_module_db(pep), host, user, node, id, &row);
     if (rc != 0)
         return rc;
     pp_req_t r;
-    pp_req_as(&r, pep, host, user);
+    pp_req_as(&r, pep, in, host, user);
     xd_el_t *items;
     xd_el_t *ev = pse_event(node, &items);
     xd_el_set_attr(xd_el_add_child(items, "retract", NULL), "id", id);
     pp_notify(&r, node, &row.cfg, ev);
+    pp_flight_post(pep, &r, false);
     return 0;
 }
 
@@ -1523,9 +1596,17 @@ pp_owner(pp_req_t *r, const xd_el_t *pubsub, bool set)
         return pp_configure(r, op, set);
     bool del = xd_el_is(op, "delete", XD_NS_PUBSUB_OWNER);
     bool purge = xd_el_is(op, "purge", XD_NS_PUBSUB_OWNER);
-    if (!del && !purge)
-        return pse_err(r->iq, XD_COND_FEATURE_NOT_IMPLEMENTED, "unsupported",
-                      xd_el_name(op), NULL);
+    if (!del && !purge) {
+        /* XEP-0060 8.3.3.2, 8.8.1.3, 8.9.1.3: the features not offered. */
+        static const char *const feats[][2] = { { "default", "retrieve-default" },
+                                                { "subscriptions", "manage-subscriptions" },
+                                                { "affiliations", "modify-affiliations" } };
+        const char *feature = xd_el_name(op);
+        for (size_t i = 0; i < sizeof feats / sizeof *feats; i++)
+            if (!strcmp(feature, feats[i][0]))
+                feature = feats[i][1];
+        return pse_err(r->iq, XD_COND_FEATURE_NOT_IMPLEMENTED, "unsupported", feature, NULL);
+    }
     if (!set)
         return pse_err(r->iq, XD_COND_BAD_REQUEST, NULL, NULL, NULL);
     const char *node = xd_el_attr(op, "node");
@@ -1612,32 +1693,7 @@ pp_req_done(xd_module_ctx_t *ctx, void *arg, int status)
         xd_route_error(r->iq, XD_COND_INTERNAL_SERVER_ERROR, NULL);
     else if (r->reply)
         xd_route(r->reply);
-    unsigned njobs = 0;
-    for (pp_fanjob_t *j = r->jobs; j; j = j->next)
-        njobs++;
-    if (njobs) {
-        pp_state_t *s = xd_module_state(ctx);
-        const pp_conf_t *conf = xd_module_opts(ctx);
-        pp_flight_t *fl = xd_new(pp_flight_t);
-        atomic_init(&fl->jobs, njobs);
-        fl->s = s;
-        if (atomic_fetch_add(&s->in_flight, 1) >= (uint64_t)conf->max_publishes_in_flight) {
-            /* The done callback runs as part of the stanza (the request's
-             * own hold is released after it): a further hold keeps the
-             * stream waiting until the last job releases it. */
-            fl->hold = xd_input_hold();
-            if (fl->hold.id)
-                atomic_fetch_add(&s->flight_waits, 1);
-        }
-        for (pp_fanjob_t *j = r->jobs; j; j = j->next)
-            j->fl = fl;
-    }
-    while (r->jobs) {
-        pp_fanjob_t *j = r->jobs;
-        r->jobs = j->next;
-        j->next = NULL;
-        pp_fanjob_post(ctx, j);
-    }
+    pp_flight_post(ctx, r, true);
     pp_req_free(r);
 }
 
@@ -2269,7 +2325,9 @@ pp_tick(xd_module_ctx_t *ctx, xd_hook_tick_t *ev, void *arg)
 static const char *const pp_features[] = {
     XD_NS_PUBSUB "#publish",        XD_NS_PUBSUB "#auto-create",
     XD_NS_PUBSUB "#publish-options", XD_NS_PUBSUB "#retrieve-items",
-    XD_NS_PUBSUB "#retract",        XD_NS_PUBSUB "#delete-nodes",
+    XD_NS_PUBSUB "#retract-items",  XD_NS_PUBSUB "#delete-items",
+    XD_NS_PUBSUB "#delete-nodes",   XD_NS_PUBSUB "#auto-subscribe",
+    XD_NS_PUBSUB "#filtered-notifications",
     XD_NS_PUBSUB "#purge-nodes",    XD_NS_PUBSUB "#config-node",
     XD_NS_PUBSUB "#access-presence", XD_NS_PUBSUB "#access-open",
     XD_NS_PUBSUB "#access-whitelist", XD_NS_PUBSUB "#access-roster",
@@ -2353,13 +2411,10 @@ pp_removed(xd_module_ctx_t *ctx, xd_hook_user_t *ev, void *arg)
 static int
 pp_stats_cmd(xd_cmd_call_t *call)
 {
-    xd_module_ctx_t *ctx = xd_module_instance("mod_pep", call->args[0].text);
-    pp_state_t *s = ctx ? xd_module_state(ctx) : NULL;
-    if (!s) {
-        xd_module_release(ctx);
-        return xd_cmd_errorf(call, XD_ENOTFOUND, "mod_pep does not run on %s",
-                             call->args[0].text);
-    }
+    xd_module_ctx_t *ctx = xd_module_cmd_instance(call, "mod_pep", call->args[0].text);
+    if (!ctx)
+        return XD_ENOTFOUND;
+    pp_state_t *s = xd_module_state(ctx);
     pthread_mutex_lock(&s->mu);
     size_t entries = xd_map_count(&s->rosters);
     uint64_t hits = s->roster_hits, loads = s->roster_loads, evictions = s->roster_evictions;

@@ -171,6 +171,7 @@ pv_bm_to_pep(const char *host, const char *user, const xd_el_t *storage)
         xd_module_release(pep);
         return;
     }
+    xd_input_ref_t in = xd_input_job(); /* the set's stream: it waits for the fan-out */
     pse_cfg_t want; /* XEP-0402 3: the node's configuration */
     pse_cfg_default(&want, false);
     snprintf(want.access, sizeof want.access, "whitelist");
@@ -204,7 +205,7 @@ pv_bm_to_pep(const char *host, const char *user, const xd_el_t *storage)
         if (extc)
             xd_el_append(conf, extc);
         if (!pv_same_xml(conf, oldconf) &&
-            (rc = pep_publish_as(pep, host, user, PV_NS_BM2, jid, conf, &want)) != 0)
+            (rc = pep_publish_as(pep, in, host, user, PV_NS_BM2, jid, conf, &want)) != 0)
             XD_LOG(NULL, XD_WARN, "bookmark not published", "host=%s user=%s room=%s err=%s",
                    host, user, jid, xd_strerror(rc));
         xd_el_free(conf);
@@ -215,7 +216,7 @@ pv_bm_to_pep(const char *host, const char *user, const xd_el_t *storage)
         for (size_t i = 0; id && i < nseen && !kept; i++)
             kept = !strcmp(seen[i], id);
         if (id && !kept)
-            pep_retract_as(pep, host, user, PV_NS_BM2, id);
+            pep_retract_as(pep, in, host, user, PV_NS_BM2, id);
     }
     xd_free(seen);
     xd_el_free(have);

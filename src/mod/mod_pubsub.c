@@ -752,6 +752,14 @@ ps_create(ps_op_t *o, const xd_el_t *pubsub, const xd_el_t *op)
     pse_cfg_t cfg;
     pse_cfg_default(&cfg, true);
     const xd_el_t *ce = xd_el_child(pubsub, "configure", XD_NS_PUBSUB);
+    if (ce) { /* 8.1.3: after <create/>, without a 'node' of its own */
+        bool after = false;
+        for (const xd_el_t *c = xd_el_first_child(pubsub); c && c != ce; c = xd_el_next(c))
+            after |= c == op;
+        if (!after || xd_el_attr(ce, "node"))
+            return ps_err(o, XD_COND_BAD_REQUEST, NULL, NULL,
+                          "<configure/> follows <create/> and names no node");
+    }
     const xd_el_t *x = ce ? xd_el_child(ce, "x", XD_NS_DATA) : NULL;
     if (x) {
         for (const xd_el_t *f = xd_el_first_child(x); f; f = xd_el_next(f)) {
@@ -764,7 +772,9 @@ ps_create(ps_op_t *o, const xd_el_t *pubsub, const xd_el_t *op)
         unsigned set = 0;
         const char *why = pse_form_read(x, PSE_NS_NODECFG, &o->lim, &cfg, &set);
         if (why)
-            return ps_err(o, XD_COND_NOT_ACCEPTABLE, NULL, NULL, why);
+            return ps_err(o, XD_COND_NOT_ACCEPTABLE,
+                          !strcmp(why, PSE_WHY_ACCESS) ? "unsupported-access-model" : NULL, NULL,
+                          why);
     }
     ps_node_t n;
     int rc = ps_node_load(o, node, &n);
@@ -975,7 +985,7 @@ ps_publish(ps_op_t *o, const xd_el_t *pubsub, const xd_el_t *op)
         return ps_err(o, XD_COND_BAD_REQUEST, "item-required", NULL, NULL);
     if (n.cfg.deliver_payloads && npay == 0)
         return ps_err(o, XD_COND_BAD_REQUEST, "payload-required", NULL, NULL);
-    if (!n.cfg.persist && !n.cfg.deliver_payloads && npay > 0)
+    if (!n.cfg.persist && !n.cfg.deliver_payloads && item) /* 7.1.3.6: any item */
         return ps_err(o, XD_COND_BAD_REQUEST, "item-forbidden", NULL, NULL);
     if (npay > 1)
         return ps_err(o, XD_COND_BAD_REQUEST, "invalid-payload", NULL, "one payload per item");
@@ -1687,6 +1697,55 @@ ps_owner_set_sub(ps_op_t *o, const char *node, const char *jid, const ps_sub_t *
     }
 }
 
+/* The JID of an owner's <subscription/> or <affiliation/>, normalised, or
+ * false when it has none or it does not parse. */
+static bool
+ps_entry_jid(const xd_el_t *c, char *out, size_t cap)
+{
+    const char *j = xd_el_attr(c, "jid");
+    xd_jid_t *jid = NULL;
+    if (!j || xd_jid_parse(xd_str_c(j), &jid) != 0)
+        return false;
+    snprintf(out, cap, "%s", xd_jid_full_str(jid).p);
+    xd_jid_unref(jid);
+    return true;
+}
+
+/* An invalid entry c of jid j as it is (8.8.2.4, 8.9.2.4), into list: the
+ * affiliation, or each subscription (of c's subid, if it names one), or
+ * subscription='none'. */
+static void
+ps_entry_original(ps_op_t *o, const char *node, const ps_node_t *n, const xd_el_t *c,
+                  const char *j, xd_el_t *list)
+{
+    if (!strcmp(xd_el_name(c), "affiliation")) {
+        char aff[64];
+        ps_aff(o, node, n, j, aff);
+        xd_el_t *e = xd_el_add_child(list, "affiliation", NULL);
+        xd_el_set_attr(e, "jid", j);
+        xd_el_set_attr(e, "affiliation", aff);
+        return;
+    }
+    ps_subs_t mine = { 0 };
+    ps_subs_load(o, node, j, &mine);
+    const char *given = xd_el_attr(c, "subid");
+    size_t hit = 0;
+    for (size_t i = 0; i < mine.n; i++)
+        if (!given || !*given || !strcmp(mine.s[i].subid, given)) {
+            xd_el_t *e = xd_el_add_child(list, "subscription", NULL);
+            xd_el_set_attr(e, "jid", j);
+            xd_el_set_attr(e, "subid", mine.s[i].subid);
+            xd_el_set_attr(e, "subscription", mine.s[i].state);
+            hit++;
+        }
+    ps_subs_free(&mine);
+    if (!hit) {
+        xd_el_t *e = xd_el_add_child(list, "subscription", NULL);
+        xd_el_set_attr(e, "jid", j);
+        xd_el_set_attr(e, "subscription", "none");
+    }
+}
+
 /* The owner's <subscriptions/> / <affiliations/>, get and set (8.8, 8.9). */
 static xd_stanza_t *
 ps_owner_list(ps_op_t *o, const xd_el_t *op, bool subs, bool set)
@@ -1724,35 +1783,44 @@ ps_owner_list(ps_op_t *o, const xd_el_t *op, bool subs, bool set)
         }
         return xd_el_freeze(res);
     }
-    /* Check every entry first: all or nothing (8.8.2.4, 8.9.2.4). */
+    /* A malformed entry (no jid or value, a JID that does not parse), or
+     * one JID twice among affiliations (8.9.2.4: MUST be bad-request):
+     * nothing is changed. */
     const char *kind = subs ? "subscription" : "affiliation";
     for (const xd_el_t *c = xd_el_first_child(op); c; c = xd_el_next(c)) {
         if (!xd_el_is(c, kind, XD_NS_PUBSUB_OWNER))
             continue;
-        const char *j = xd_el_attr(c, "jid");
-        const char *v = xd_el_attr(c, kind);
-        xd_jid_t *jid = NULL;
-        if (!j || !v || xd_jid_parse(xd_str_c(j), &jid) != 0)
+        char j[3 * XD_JID_PART_MAX + 3];
+        if (!xd_el_attr(c, kind) || !ps_entry_jid(c, j, sizeof j))
             return ps_err(o, XD_COND_BAD_REQUEST, NULL, NULL, "a jid and a value");
-        bool bare = xd_jid_resource(jid).len == 0;
-        xd_jid_unref(jid);
-        static const char *const states[] = { "subscribed", "none", "pending", NULL };
-        if (!ps_listed(v, subs ? states : ps_affs) || (!subs && !bare))
-            return ps_err(o, XD_COND_NOT_ACCEPTABLE, NULL, NULL, v);
-        if (!subs && !strcmp(j, n.owner) && strcmp(v, "owner") != 0)
-            return ps_err(o, XD_COND_NOT_ACCEPTABLE, NULL, NULL,
-                          "the node's creator stays its owner");
+        for (const xd_el_t *d = subs ? NULL : xd_el_next(c); d; d = xd_el_next(d)) {
+            char dj[3 * XD_JID_PART_MAX + 3];
+            if (xd_el_is(d, kind, XD_NS_PUBSUB_OWNER) && ps_entry_jid(d, dj, sizeof dj) &&
+                !strcmp(j, dj))
+                return ps_err(o, XD_COND_BAD_REQUEST, NULL, NULL, "one affiliation per JID");
+        }
     }
+    /* 8.8.2.4, 8.9.2.4: the valid entries are made; the invalid ones come
+     * back in the error with their original values. */
+    xd_el_t *bad = NULL;
     for (const xd_el_t *c = xd_el_first_child(op); c; c = xd_el_next(c)) {
         if (!xd_el_is(c, kind, XD_NS_PUBSUB_OWNER))
             continue;
-        xd_jid_t *jid = NULL;
-        if (xd_jid_parse(xd_str_c(xd_el_attr(c, "jid")), &jid) != 0)
-            continue;
         char j[3 * XD_JID_PART_MAX + 3];
-        snprintf(j, sizeof j, "%s", xd_jid_full_str(jid).p);
-        xd_jid_unref(jid);
+        if (!ps_entry_jid(c, j, sizeof j))
+            continue;
         const char *v = xd_el_attr(c, kind);
+        static const char *const states[] = { "subscribed", "none", "pending", NULL };
+        if (!ps_listed(v, subs ? states : ps_affs) || (!subs && strchr(j, '/')) ||
+            (!subs && !strcmp(j, n.owner) && strcmp(v, "owner") != 0)) {
+            if (!bad) {
+                bad = xd_el_new("pubsub", XD_NS_PUBSUB_OWNER);
+                xd_el_set_attr(xd_el_add_child(bad, subs ? "subscriptions" : "affiliations", NULL),
+                               "node", node);
+            }
+            ps_entry_original(o, node, &n, c, j, xd_el_first_child_mut(bad));
+            continue;
+        }
         xd_db_val_t k[] = { XD_DB_V_CSTR(o->svc), XD_DB_V_CSTR(node), XD_DB_V_CSTR(j) };
         if (subs) {
             /* With a subid: that subscription (a subid the JID does not
@@ -1798,8 +1866,15 @@ ps_owner_list(ps_op_t *o, const xd_el_t *op, bool subs, bool set)
             }
         }
     }
-    if (o->dberr)
+    if (o->dberr) {
+        xd_el_free(bad);
         return ps_err(o, XD_COND_INTERNAL_SERVER_ERROR, NULL, NULL, NULL);
+    }
+    if (bad) {
+        xd_el_t *er = xd_stanza_thaw(ps_err(o, XD_COND_NOT_ACCEPTABLE, NULL, NULL, NULL));
+        xd_el_append(er, bad);
+        return xd_el_freeze(er);
+    }
     return xd_iq_result(o->iq);
 }
 
@@ -1868,7 +1943,8 @@ static const char *const ps_features[] = {
     XD_NS_PUBSUB "#retrieve-default",   XD_NS_PUBSUB "#delete-nodes",
     XD_NS_PUBSUB "#purge-nodes",        XD_NS_PUBSUB "#publish",
     XD_NS_PUBSUB "#publish-options",    XD_NS_PUBSUB "#item-ids",
-    XD_NS_PUBSUB "#retract-items",      XD_NS_PUBSUB "#retrieve-items",
+    XD_NS_PUBSUB "#retract-items",      XD_NS_PUBSUB "#delete-items",
+    XD_NS_PUBSUB "#retrieve-items",
     XD_NS_PUBSUB "#persistent-items",   XD_NS_PUBSUB "#subscribe",
     XD_NS_PUBSUB "#subscription-options", XD_NS_PUBSUB "#retrieve-subscriptions",
     XD_NS_PUBSUB "#retrieve-affiliations", XD_NS_PUBSUB "#manage-subscriptions",
@@ -1877,7 +1953,7 @@ static const char *const ps_features[] = {
     XD_NS_PUBSUB "#publish-only-affiliation", XD_NS_PUBSUB "#access-open",
     XD_NS_PUBSUB "#access-presence",    XD_NS_PUBSUB "#access-roster",
     XD_NS_PUBSUB "#access-authorize",   XD_NS_PUBSUB "#access-whitelist",
-    XD_NS_PUBSUB "#get-pending",        XD_NS_PUBSUB "#last-published",
+    XD_NS_PUBSUB "#last-published",
     XD_NS_PUBSUB "#meta-data",          XD_NS_PUBSUB "#config-node-max",
     XD_NS_PUBSUB "#item-expire",        XD_NS_PUBSUB "#retrieve-default-sub",
     XD_NS_PUBSUB "#presence-notifications", XD_NS_PUBSUB "#subscription-notifications",

@@ -504,6 +504,7 @@ vc_avatar_to_pep(const char *host, const char *user, const xd_el_t *card, const 
     xd_module_ctx_t *pep = xd_module_instance("mod_pep", host);
     if (!pep)
         return;
+    xd_input_ref_t in = xd_input_job(); /* the set's stream: it waits for the fan-out */
     pse_cfg_t want;
     pse_cfg_default(&want, false);
     int rc = 0;
@@ -523,7 +524,7 @@ vc_avatar_to_pep(const char *host, const char *user, const xd_el_t *card, const 
         xd_el_t *data = xd_el_new("data", VC_NS_AV_DATA);
         xd_el_add_text(data, clean);
         xd_free(clean);
-        rc = pep_publish_as(pep, host, user, VC_NS_AV_DATA, hash, data, &want);
+        rc = pep_publish_as(pep, in, host, user, VC_NS_AV_DATA, hash, data, &want);
         xd_el_free(data);
         xd_el_t *info = xd_el_add_child(meta, "info", NULL);
         char nb[32];
@@ -535,7 +536,7 @@ vc_avatar_to_pep(const char *host, const char *user, const xd_el_t *card, const 
         rc = XD_EINTERNAL;
     }
     if (rc == 0)
-        rc = pep_publish_as(pep, host, user, VC_NS_AV_META, *hash ? hash : id, meta, &want);
+        rc = pep_publish_as(pep, in, host, user, VC_NS_AV_META, *hash ? hash : id, meta, &want);
     if (rc != 0)
         XD_LOG(NULL, XD_WARN, "vCard avatar not published", "host=%s user=%s err=%s", host, user,
                xd_strerror(rc));

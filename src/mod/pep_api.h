@@ -6,6 +6,19 @@
  *
  * `pep` is the running mod_pep instance of the host (xd_module_instance
  * ("mod_pep", host), held by the caller).  All run on the blocking pool.
+ *
+ * `in` of pep_publish_as and pep_retract_as is the stream whose stanza made
+ * the change: xd_input_job() in pool work submitted while the stanza was
+ * handled (an XD_IQ_PARALLEL handler, xd_module_submit work), which holds
+ * the stream until it is done; {0} for a change no stream asked for (the
+ * server's own: then the notifications are counted but nobody waits).  The
+ * notifications are counted in pep_stats publishes_in_flight as those of a
+ * publish by IQ are, and that stream is billed for them (its shaper) and,
+ * with max_publishes_in_flight of the host's under way, reads its next
+ * stanza only after they have gone out (publish_waits), so a client that
+ * pipelines private XML or vCard sets cannot queue unbounded work.  The
+ * hold is taken before the calling job's own hold of the stream is
+ * released: call them from that job's work, not from later work of its own.
  */
 #ifndef XMPPD_MOD_PEP_API_H
 #define XMPPD_MOD_PEP_API_H
@@ -15,6 +28,7 @@
 #include "pubsub_engine.h"
 #include "xmppd/el.h"
 #include "xmppd/hooks.h"
+#include "xmppd/input.h"
 #include "xmppd/module.h"
 
 /* Publishes `payload` as item `id` of node on host/user's account and
@@ -22,12 +36,13 @@
  * is created with `want` (the fields `set` of it applied to the defaults);
  * an existing node keeps its configuration.  0, XD_ELIMIT (too big, too
  * many nodes) or a storage error. */
-int pep_publish_as(xd_module_ctx_t *pep, const char *host, const char *user, const char *node,
-                   const char *id, const xd_el_t *payload, const pse_cfg_t *want);
+int pep_publish_as(xd_module_ctx_t *pep, xd_input_ref_t in, const char *host, const char *user,
+                   const char *node, const char *id, const xd_el_t *payload,
+                   const pse_cfg_t *want);
 
 /* Retracts item `id` of node (notified).  0, XD_ENOTFOUND, or an error. */
-int pep_retract_as(xd_module_ctx_t *pep, const char *host, const char *user, const char *node,
-                   const char *id);
+int pep_retract_as(xd_module_ctx_t *pep, xd_input_ref_t in, const char *host, const char *user,
+                   const char *node, const char *id);
 
 /* The items of node, oldest first, as <item id=…>payload</item> children
  * of a new <items/> into *out (the caller frees it).  XD_ENOTFOUND when the

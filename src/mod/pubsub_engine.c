@@ -96,13 +96,14 @@ pse_form_read(const xd_el_t *x, const char *form_type, const pse_limits_t *lim, 
         if (!strcmp(var, "FORM_TYPE")) {
             if (strcmp(v, form_type) != 0)
                 return "unexpected FORM_TYPE";
+            continue;
         } else if (!strcmp(var, "pubsub#access_model")) {
             bit = PSE_F_ACCESS;
             bool ok = false;
             for (size_t i = 0; i < sizeof am_names / sizeof *am_names; i++)
                 ok |= (lim->access & (1u << i)) && !strcmp(v, am_names[i]);
             if (!ok)
-                why = "pubsub#access_model: not an access model of this service";
+                why = PSE_WHY_ACCESS;
             else
                 snprintf(c->access, sizeof c->access, "%s", v);
         } else if (!strcmp(var, "pubsub#persist_items")) {
@@ -182,10 +183,14 @@ pse_form_read(const xd_el_t *x, const char *form_type, const pse_limits_t *lim, 
             else
                 snprintf(c->title, sizeof c->title, "%s", v);
         }
-        /* Fields the service does not offer are ignored (XEP-0060 7.1.5
-         * leaves unknown publish-options to the service). */
-        if (!(bit & lim->fields))
+        /* Fields the service does not offer: a precondition on one fails
+         * (XEP-0060 7.1.5: the service MUST reject the publication upon
+         * unknown fields); a configuration form's are ignored. */
+        if (!(bit & lim->fields)) {
+            if (!strcmp(form_type, PSE_NS_PUBOPT))
+                return "a publish option this service does not know";
             continue;
+        }
         if (why)
             return why;
         *set |= bit;

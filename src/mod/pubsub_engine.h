@@ -97,7 +97,12 @@ int pse_bool(const char *v);
 
 /* Reads a submitted form (publish-options or node_config, by its FORM_TYPE)
  * into *c; the fields it named into *set.  NULL, or a message for
- * not-acceptable / precondition-not-met. */
+ * not-acceptable / precondition-not-met.  A field that lim does not offer
+ * fails a publish-options form (XEP-0060 7.1.5) and is ignored in a
+ * node_config one. */
+/* pse_form_read's message for an access model the service does not offer
+ * (XEP-0060 8.1.2: not-acceptable + unsupported-access-model on create). */
+#define PSE_WHY_ACCESS "pubsub#access_model: not an access model of this service"
 const char *pse_form_read(const xd_el_t *x, const char *form_type, const pse_limits_t *lim,
                           pse_cfg_t *c, unsigned *set);
 

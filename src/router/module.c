@@ -154,6 +154,19 @@ xd_module_instance(const char *name, const char *host)
     return found;
 }
 
+xd_module_ctx_t *
+xd_module_cmd_instance(xd_cmd_call_t *call, const char *name, const char *host)
+{
+    xd_module_ctx_t *ctx = xd_module_instance(name, host);
+    if (ctx && !xd_module_state(ctx)) { /* its start has not got that far */
+        xd_module_release(ctx);
+        ctx = NULL;
+    }
+    if (!ctx)
+        xd_cmd_errorf(call, XD_ENOTFOUND, "%s does not run on %s", name, host);
+    return ctx;
+}
+
 xd_db_t *
 xd_module_db(const xd_module_ctx_t *ctx)
 {

@@ -9,8 +9,8 @@ import time
 
 import pytest
 
-from helpers import (assert_nothing_before, iq, reply, reply_rx, send_marker, take, take_iq,
-                     slix_client, users)
+from helpers import (assert_nothing_before, expect, iq, reply, reply_rx, send_marker, take,
+                     take_iq, slix_client, users)
 from test_caps import ver_of
 import xml.etree.ElementTree as ET
 
@@ -145,11 +145,14 @@ def test_disco_of_account(server_factory):
     a, _ = session(srv, "alice", "r")
     r = iq(a, "d1", f"<query xmlns='{DI}'/>", typ="get", to="alice@localhost")
     assert "category='pubsub'" in r and "type='pep'" in r, r
-    for f in ("publish", "auto-create", "publish-options", "retrieve-items", "retract",
+    # XEP-0163 4.1 (every XEP-0060 feature supported, by its registered
+    # name), 9: auto-subscribe and filtered-notifications are MUSTs.
+    for f in ("publish", "auto-create", "publish-options", "retrieve-items", "retract-items",
               "delete-nodes", "purge-nodes", "config-node", "access-presence", "access-open",
-              "access-roster",
+              "access-roster", "auto-subscribe", "filtered-notifications",
               "access-whitelist", "persistent-items", "last-published"):
         assert f"var='{PS}#{f}'" in r, (f, r)
+    assert f"var='{PS}#retract'" not in r, r  # not a XEP-0060 feature
 
 
 def test_disco_items_lists_visible_nodes(server_factory):
@@ -194,6 +197,37 @@ def test_errors(server_factory):
     assert "forbidden" in r, r
     r = items(a, "e9", "alice@localhost", TUNE, extra=" max_items='x'")
     assert "bad-request" in r, r
+    # The owner operations PEP does not offer name their XEP-0060 features
+    # (8.3.3.2 retrieve-default, 8.8.1.3 manage-subscriptions, 8.9.1.3
+    # modify-affiliations).
+    for i, (op, typ, feature) in enumerate((
+            ("<default/>", "get", "retrieve-default"),
+            (f"<subscriptions node='{TUNE}'/>", "get", "manage-subscriptions"),
+            (f"<subscriptions node='{TUNE}'><subscription jid='bob@localhost' "
+             "subscription='subscribed'/></subscriptions>", "set", "manage-subscriptions"),
+            (f"<affiliations node='{TUNE}'/>", "get", "modify-affiliations"),
+            (f"<affiliations node='{TUNE}'><affiliation jid='bob@localhost' "
+             "affiliation='member'/></affiliations>", "set", "modify-affiliations"))):
+        r = iq(a, f"o{i}", f"<pubsub xmlns='{PSO}'>{op}</pubsub>", typ=typ, to="alice@localhost")
+        assert "feature-not-implemented" in r and f"feature='{feature}'" in r, (op, r)
+
+
+def test_publish_options_unknown_field(server_factory):
+    """XEP-0060 7.1.5: a service MUST reject a publish whose publish-options
+    name a field it does not know: one no node configuration has, and one
+    that PEP nodes do not offer (deliver_payloads), both conflict +
+    precondition-not-met, nothing published; the fields PEP offers pass."""
+    srv = start(server_factory)
+    a, _ = session(srv, "alice", "r")
+    for i, opts in enumerate(({"frobnicate": "1"}, {"deliver_payloads": "0"})):
+        r = publish(a, f"u{i}", TUNE, tune("x"), options=opts)
+        assert "<conflict " in r and "precondition-not-met" in r, r
+    r = items(a, "i0", "alice@localhost", TUNE)
+    assert "item-not-found" in r, r
+    r = publish(a, "ok", TUNE, tune("y"), options={"access_model": "presence", "max_items": "1",
+                                                   "persist_items": "true",
+                                                   "send_last_published_item": "on_sub_and_presence"})
+    assert "type='result'" in r, r
 
 
 def test_limits(server_factory):
@@ -998,6 +1032,18 @@ def pep_stats(srv, host="localhost"):
     return {k: int(v) for k, v in (ln.split() for ln in r.stdout.split("\n") if ln.strip())}
 
 
+def test_pep_stats_of_a_host_without_pep(server_factory):
+    """pep_stats names the host mod_pep does not run on (a served host
+    without it: host_config adds it to the other one only)."""
+    srv = server_factory(extra_yaml="modules:\n  mod_roster: {}\nhost_config:\n  localhost:\n"
+                         "    modules:\n      mod_pep: {}\n",
+                         hosts=("localhost", "other.localhost"))
+    assert pep_stats(srv)["publishes_in_flight"] == 0
+    r = srv.ctl_run("pep_stats", "other.localhost")
+    assert r.returncode != 0, r.stdout
+    assert "mod_pep does not run on other.localhost" in r.stdout + r.stderr, r.stdout + r.stderr
+
+
 def test_roster_cache_bound(server_factory):
     """roster_cache_size 2 and three publishers, each with a contact of its
     own: pep_stats shows the entries staying at 2 while each roster read
@@ -1113,6 +1159,83 @@ def test_publishes_in_flight_bound(server_factory):
     while st["publishes_in_flight"] and time.monotonic() < deadline:
         st = pep_stats(srv)
     assert st["publishes_in_flight"] == 0, st
+
+
+def conv_flight(server_factory):
+    """max_publishes_in_flight 0 with the conversions: alice (r, the setter;
+    n, +notify for bookmarks and avatars), bob subscribed to her (n, the
+    same +notify); publish_waits before anything was converted."""
+    srv = server_factory(extra_yaml=MODULES + "    max_publishes_in_flight: 0\n"
+                         "  mod_private: {}\n  mod_vcard: {}\n", workers=2)
+    users(srv, "alice", "bob")
+    a, ajid = session(srv, "alice", "r")
+    w, wjid = session(srv, "bob", "setup")
+    subscribe(w, wjid, a, ajid)
+    w.close()
+    feats = [BOOKMARKS + "+notify", AV_META + "+notify"]
+    n, _ = session(srv, "alice", "n", features=feats)
+    b, _ = session(srv, "bob", "n", features=feats, answer=False)
+    return srv, a, n, b, pep_stats(srv)["publish_waits"]
+
+
+ANY_IQ = r"<iq[^>]*/>|<iq[^>]*[^/]>.*?</iq>"
+
+
+def no_flight_left(srv):
+    st = pep_stats(srv)
+    deadline = time.monotonic() + 10  # the last job's counter follows its writes
+    while st["publishes_in_flight"] and time.monotonic() < deadline:
+        st = pep_stats(srv)
+    assert st["publishes_in_flight"] == 0, st
+
+
+def test_bookmark_conversion_counts_in_flight(server_factory):
+    """max_publishes_in_flight 0: the publishes of the XEP-0411 conversion
+    count like a publish by IQ and hold the stream of the private XML set
+    that made them.  Sixteen bookmark sets sent without waiting (each adds
+    a conference: one publish each) are all answered in order, each one
+    waited for (publish_waits), alice's +notify session gets the sixteen
+    events in order, and nothing is left in flight."""
+    srv, a, n, _, waits0 = conv_flight(server_factory)
+
+    def confs(i):
+        return "".join(f"<conference jid='room{k}@muc.localhost' name='R{k}'/>"
+                       for k in range(i + 1))
+    a.send("".join(f"<iq type='set' id='b{i}'><query xmlns='jabber:iq:private'>"
+                   f"<storage xmlns='{BM48}'>{confs(i)}</storage></query></iq>"
+                   for i in range(16)))
+    for i in range(16):
+        r = expect(a, ANY_IQ)
+        assert f"id='b{i}'" in r and "type='result'" in r, (i, r)
+    for i in range(16):
+        ev = take(n, event_rx(BOOKMARKS))
+        assert f"id='room{i}@muc.localhost'" in ev, (i, ev)
+    st = pep_stats(srv)
+    assert st["publish_waits"] - waits0 == 16, st
+    no_flight_left(srv)
+
+
+def test_avatar_conversion_counts_in_flight(server_factory):
+    """The same for XEP-0398: four vCard sets sent without waiting, a new
+    photo each (two publishes each: data and metadata), all answered in
+    order, eight waits, bob (a contact, +notify) gets the four metadata
+    events in order, nothing left in flight."""
+    import base64
+    import hashlib
+    srv, a, _, b, waits0 = conv_flight(server_factory)
+    pngs = [PNG1, PNG2, PNG1, PNG2]
+    a.send("".join(f"<iq type='set' id='v{i}'><vCard xmlns='vcard-temp'><PHOTO>"
+                   f"<TYPE>image/png</TYPE><BINVAL>{base64.b64encode(p).decode()}</BINVAL>"
+                   f"</PHOTO></vCard></iq>" for i, p in enumerate(pngs)))
+    for i in range(len(pngs)):
+        r = expect(a, ANY_IQ)
+        assert f"id='v{i}'" in r and "type='result'" in r, (i, r)
+    for i, p in enumerate(pngs):
+        ev = take(b, event_rx(AV_META))
+        assert f"id='{hashlib.sha1(p).hexdigest()}'" in ev, (i, ev)
+    st = pep_stats(srv)
+    assert st["publish_waits"] - waits0 == 2 * len(pngs), st
+    no_flight_left(srv)
 
 
 def test_contact_on_another_local_host(server_factory):

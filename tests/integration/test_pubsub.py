@@ -133,9 +133,15 @@ def test_disco_service_and_nodes(server_factory):
     assert "category='pubsub'" in r and "type='service'" in r, r
     for f in ("create-nodes", "instant-nodes", "publish", "subscribe", "retrieve-items",
               "access-authorize", "access-roster", "access-whitelist", "publish-options",
-              "item-expire", "modify-affiliations", "manage-subscriptions"):
+              "item-expire", "modify-affiliations", "manage-subscriptions", "retract-items",
+              "delete-items"):
         assert f"var='{PS}#{f}'" in r, (f, r)
     assert "collections" not in r, r
+    # No ad-hoc commands (XEP-0060 8.7.3.1: service-unavailable), so no
+    # get-pending advertised (8.7.1: only when it is supported).
+    assert "get-pending" not in r, r
+    err(take_iq(a, "gp", "<command xmlns='http://jabber.org/protocol/commands' "
+                f"node='{PS}#get-pending' action='execute'/>", to=SVC), "service-unavailable")
     ok(create(a, "c1", "news", title="News"))
     ok(create(a, "c2", "secret", access_model="whitelist"))
     b, _ = session(srv, "bob")
@@ -197,6 +203,21 @@ def test_create_configure_delete_purge(server_factory):
     assert "redirect uri='xmpp:pubsub.localhost?;node=n2'" in ev, ev
     err(items(a, "it3", "n1"), "item-not-found")
     err(ps(a, "de2", "<delete node='n1'/>", ns=PSO), "item-not-found")
+
+
+def test_create_and_configure_errors(server_factory):
+    """XEP-0060 8.1.3: <configure/> follows <create/> and has no 'node'
+    (else bad-request); an access model the service does not support is
+    not-acceptable + unsupported-access-model (8.1.2); neither creates."""
+    srv = start(server_factory)
+    a, _ = session(srv, "alice")
+    cf = f"{form('node_config', max_items='3')}"
+    err(ps(a, "k1", f"<create node='k1'/><configure node='k1'>{cf}</configure>"), "bad-request")
+    err(ps(a, "k2", f"<configure>{cf}</configure><create node='k2'/>"), "bad-request")
+    err(create(a, "k3", "k3", access_model="bogus"), "not-acceptable", "unsupported-access-model")
+    for n in ("k1", "k2", "k3"):
+        err(items(a, f"i{n}", n), "item-not-found")
+    ok(ps(a, "k4", f"<create node='k4'/><configure>{cf}</configure>"))
 
 
 def test_create_access_rule_and_node_limit(server_factory):
@@ -263,11 +284,27 @@ def test_publish_errors_and_preconditions(server_factory):
     ok(publish(a, "e7", "n", options={"access_model": "open", "max_items": "20"}))  # max == 20
     err(publish(a, "e8", "n", options={"access_model": "whitelist"}), "conflict",
         "precondition-not-met")
+    # 7.1.5: a field the service does not know is refused too.
+    err(publish(a, "e8b", "n", options={"frobnicate": "1"}), "conflict", "precondition-not-met")
     err(ps(a, "e9", "<frobnicate node='n'/>"), "bad-request")
     err(ps(a, "e10", "<associate node='n'/>"), "feature-not-implemented", "unsupported",
         "collections")
     err(take_iq(a, "e11", "<query xmlns='jabber:iq:version'/>", typ="get", to=SVC),
         "service-unavailable")
+
+
+def test_publish_to_transient_notification_node(server_factory):
+    """XEP-0060 7.1.3.6: a node that neither persists items nor delivers
+    payloads takes a publish without an item; one that provides an item,
+    even an empty one or only an id, is a bad-request with item-forbidden."""
+    srv = start(server_factory)
+    a, _ = session(srv, "alice")
+    ok(create(a, "c", "tr", persist_items="0", deliver_payloads="0"))
+    ok(ps(a, "p0", "<publish node='tr'/>"))
+    err(publish(a, "p1", "tr"), "bad-request", "item-forbidden")
+    err(ps(a, "p2", "<publish node='tr'><item/></publish>"), "bad-request", "item-forbidden")
+    err(ps(a, "p3", "<publish node='tr'><item id='x'/></publish>"), "bad-request",
+        "item-forbidden")
 
 
 def test_name_and_id_limits(server_factory):
@@ -393,6 +430,60 @@ def test_owner_manages_subscriptions_and_affiliations(server_factory):
     assert "<subscription " not in ok(ps(b, "l2", "<subscriptions/>", typ="get"))
     r = ok(ps(b, "l3", "<affiliations/>", typ="get"))
     assert "affiliation='outcast'" in r, r
+
+
+def test_owner_changes_several_entries_partly_invalid(server_factory):
+    """XEP-0060 8.8.2.4 and 8.9.2.4: of several subscriptions or
+    affiliations set in one request, the invalid ones come back in the
+    not-acceptable error with their original, unaltered values and the
+    others are made; two <affiliation/> for one JID are a bad-request and
+    change nothing."""
+    srv = start(server_factory)
+    a, _ = session(srv, "alice")
+    ok(create(a, "c", "n", access_model="whitelist"))
+    ok(ps(a, "a0", "<affiliations node='n'><affiliation jid='bob@localhost' affiliation='member'/>"
+                   "</affiliations>", ns=PSO))
+    # The sole owner made none (the XEP's example) and an unknown affiliation.
+    r = err(ps(a, "a1", "<affiliations node='n'>"
+                        "<affiliation jid='alice@localhost' affiliation='none'/>"
+                        "<affiliation jid='carol@localhost' affiliation='publisher'/>"
+                        "<affiliation jid='bob@localhost' affiliation='king'/>"
+                        "</affiliations>", ns=PSO), "not-acceptable")
+    back = re.search(rf"<pubsub xmlns='{re.escape(PSO)}'>\s*<affiliations node='n'>(.*?)"
+                     r"</affiliations>\s*</pubsub>", r)
+    assert back, r
+    assert re.findall(r"<affiliation [^>]*/>", back.group(1)) == [
+        "<affiliation jid='alice@localhost' affiliation='owner'/>",
+        "<affiliation jid='bob@localhost' affiliation='member'/>"], r
+    r = ok(ps(a, "a2", "<affiliations node='n'/>", typ="get", ns=PSO))
+    assert "jid='carol@localhost' affiliation='publisher'" in r, r
+    assert "jid='bob@localhost' affiliation='member'" in r, r
+    assert "jid='alice@localhost' affiliation='owner'" in r, r
+    # One JID twice: bad-request, nothing changed.
+    err(ps(a, "a3", "<affiliations node='n'>"
+                    "<affiliation jid='dave@localhost' affiliation='member'/>"
+                    "<affiliation jid='dave@localhost' affiliation='publisher'/>"
+                    "</affiliations>", ns=PSO), "bad-request")
+    assert "dave@localhost" not in ok(ps(a, "a4", "<affiliations node='n'/>", typ="get", ns=PSO))
+    # Subscriptions: bob's stays as it was, carol's is made.
+    ok(ps(a, "m0", "<subscriptions node='n'><subscription jid='bob@localhost' "
+                   "subscription='subscribed'/></subscriptions>", ns=PSO))
+    r = err(ps(a, "m1", "<subscriptions node='n'>"
+                        "<subscription jid='bob@localhost' subscription='bogus'/>"
+                        "<subscription jid='carol@localhost' subscription='subscribed'/>"
+                        "<subscription jid='dave@localhost' subscription='maybe'/>"
+                        "</subscriptions>", ns=PSO), "not-acceptable")
+    back = re.search(rf"<pubsub xmlns='{re.escape(PSO)}'>\s*<subscriptions node='n'>(.*?)"
+                     r"</subscriptions>\s*</pubsub>", r)
+    assert back, r
+    got = re.findall(r"<subscription [^>]*/>", back.group(1))
+    assert len(got) == 2, r
+    assert re.match(r"<subscription jid='bob@localhost' (subid='[^']+' )?"
+                    r"subscription='subscribed'/>", got[0]), r
+    assert got[1] == "<subscription jid='dave@localhost' subscription='none'/>", r
+    r = ok(ps(a, "m2", "<subscriptions node='n'/>", typ="get", ns=PSO))
+    assert re.search(r"jid='carol@localhost'[^>]*subscription='subscribed'", r), r
+    assert re.search(r"jid='bob@localhost'[^>]*subscription='subscribed'", r), r
 
 
 def test_authorize_access_model(server_factory):
