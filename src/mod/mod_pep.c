@@ -1241,6 +1241,11 @@ pp_items_get(pp_req_t *r, const xd_el_t *items)
             return pse_err(iq, XD_COND_BAD_REQUEST, NULL, NULL, "max_items: a positive number");
         max = v;
     }
+    const char *ids[PSE_ITEM_IDS_MAX];
+    int nids = pse_item_ids(items, ids); /* each id once */
+    if (nids < 0)
+        return pse_err(iq, XD_COND_POLICY_VIOLATION, NULL, NULL,
+                       "too many item ids in one request");
     xd_db_conn_t *c = NULL;
     int rc = xd_db_acquire(xd_module_db(r->ctx), &c);
     pp_node_row_t row = { 0 };
@@ -1268,14 +1273,10 @@ pp_items_get(pp_req_t *r, const xd_el_t *items)
     xd_el_set_attr(out, "node", node);
     pp_items_t it = { .parent = out };
     rc = xd_db_acquire(xd_module_db(r->ctx), &c);
-    bool by_id = false;
-    for (const xd_el_t *ch = xd_el_first_child(items); ch && rc == 0; ch = xd_el_next(ch)) {
-        const char *id = xd_el_is(ch, "item", XD_NS_PUBSUB) ? xd_el_attr(ch, "id") : NULL;
-        if (!id)
-            continue;
-        by_id = true;
+    bool by_id = nids > 0;
+    for (int i = 0; i < nids && rc == 0; i++) {
         xd_db_val_t key[] = { XD_DB_V_CSTR(r->host), XD_DB_V_CSTR(r->user), XD_DB_V_CSTR(node),
-                              XD_DB_V_CSTR(id) };
+                              XD_DB_V_CSTR(ids[i]) };
         rc = xd_db_query(c,
                          "SELECT id, xml FROM pep_item WHERE host = ? AND username = ? AND node = ?"
                          " AND id = ?",

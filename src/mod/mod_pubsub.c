@@ -1133,6 +1133,11 @@ ps_items(ps_op_t *o, const xd_el_t *op)
     if (!n.cfg.persist)
         return ps_err(o, XD_COND_FEATURE_NOT_IMPLEMENTED, "unsupported", "persistent-items",
                       NULL);
+    const char *ids[PSE_ITEM_IDS_MAX];
+    int nids = pse_item_ids(op, ids);
+    if (nids < 0)
+        return ps_err(o, XD_COND_POLICY_VIOLATION, NULL, NULL,
+                      "too many item ids in one request");
     ps_expire(o, node, &n.cfg);
     xd_el_t *ps;
     xd_el_t *res = ps_result(o, XD_NS_PUBSUB, &ps);
@@ -1140,13 +1145,9 @@ ps_items(ps_op_t *o, const xd_el_t *op)
     xd_el_set_attr(out, "node", node);
     ps_items_t it = { .parent = out, .payload = true };
     int rc = 0;
-    bool by_id = false;
-    for (const xd_el_t *ch = xd_el_first_child(op); ch && rc == 0; ch = xd_el_next(ch)) {
-        const char *id = xd_el_is(ch, "item", XD_NS_PUBSUB) ? xd_el_attr(ch, "id") : NULL;
-        if (!id)
-            continue;
-        by_id = true;
-        xd_db_val_t key[] = { XD_DB_V_CSTR(o->svc), XD_DB_V_CSTR(node), XD_DB_V_CSTR(id) };
+    bool by_id = nids > 0;
+    for (int i = 0; i < nids && rc == 0; i++) {
+        xd_db_val_t key[] = { XD_DB_V_CSTR(o->svc), XD_DB_V_CSTR(node), XD_DB_V_CSTR(ids[i]) };
         rc = xd_db_query(o->c,
                          "SELECT id, xml FROM pubsub_item WHERE host = ? AND node = ? AND id = ?",
                          key, 3, ps_item_row, &it);

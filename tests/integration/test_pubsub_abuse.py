@@ -1,0 +1,250 @@
+"""Abuse of pubsub, PEP, private storage and the message archive through
+the wire: what an authenticated user (or a stranger) can make the server
+do.  Each test asserts what a hardened server does (from an attacker
+review; raw XML in the style of test_pep.py and test_pubsub.py, whose
+helpers are reused).  Negative checks use barriers (helpers.py): a marker
+message from the same sender, or a round trip."""
+import re
+
+from helpers import assert_nothing_before, iq, online, send_marker, take, take_iq, users
+from xclient import login
+
+import test_pubsub as P
+
+PS = "http://jabber.org/protocol/pubsub"
+PSO = PS + "#owner"
+
+
+def count_items(r, item_id):
+    return len(re.findall(rf"<item[^>]*id='{re.escape(item_id)}'", r))
+
+
+def ids_request(n, prefix="i"):
+    """<item id/> for n distinct ids: one past the bound is refused."""
+    return "".join(f"<item id='{prefix}{i}'/>" for i in range(n))
+
+
+# ---- repeated ids or elements: one request, the same payload many times ------------------------
+
+PEP_MODULES = ("modules:\n"
+               "  mod_roster: {}\n"
+               "  mod_pep:\n"
+               "    max_item_size: 8KiB\n")
+
+
+def test_pep_items_by_repeated_id_not_amplified(server_factory):
+    """Any user may read an open PEP node (OMEMO bundles are open).  Asking
+    for the same item id N times must not make the server build (and send)
+    N copies of the item: XEP-0060 6.5.8 returns the items asked for, each
+    once.  mod_pep.c pp_items_get runs one SELECT per <item id/> and appends
+    every row: with a 64 KiB stanza of <item id='k'/> (about 4,000 of them)
+    and a 60 KiB item, one request makes the server build ~240 MB."""
+    srv = server_factory(extra_yaml=PEP_MODULES, workers=1)
+    users(srv, "alice", "bob")
+    a, _ = online(srv, "alice", "r")
+    b, _ = online(srv, "bob", "r")
+    blob = "<bundle xmlns='urn:x:bundle'>" + "A" * 3000 + "</bundle>"
+    po = P.form("publish-options", access_model="open")
+    r = take_iq(a, "p1", f"<pubsub xmlns='{PS}'><publish node='urn:x:bundle'>"
+                         f"<item id='k'>{blob}</item></publish><publish-options>{po}"
+                         f"</publish-options></pubsub>")
+    assert "type='result'" in r, r
+    many = "<item id='k'/>" * 100
+    r = take_iq(b, "g1", f"<pubsub xmlns='{PS}'><items node='urn:x:bundle'>{many}</items>"
+                         f"</pubsub>", typ="get", to="alice@localhost", timeout=20)
+    assert "type='result'" in r, r[:300]
+    n = count_items(r, "k")
+    assert n == 1, f"the item came {n} times ({len(r)} bytes for a {len(many)}-byte request)"
+    # At most 100 distinct ids (PSE_ITEM_IDS_MAX) in one request; more: policy-violation.
+    r = take_iq(b, "g2", f"<pubsub xmlns='{PS}'><items node='urn:x:bundle'>{ids_request(100)}"
+                         f"<item id='k'/></items></pubsub>", typ="get", to="alice@localhost")
+    assert "<policy-violation " in r and "too many item ids" in r, r[:500]
+    r = take_iq(b, "g3", f"<pubsub xmlns='{PS}'><items node='urn:x:bundle'>{ids_request(99)}"
+                         f"<item id='k'/><item id='k'/></items></pubsub>", typ="get",
+                to="alice@localhost")
+    assert "type='result'" in r and count_items(r, "k") == 1, r[:500]
+
+
+def test_pubsub_items_by_repeated_id_not_amplified(server_factory):
+    """The same on the pubsub service: mod_pubsub.c ps_items, one SELECT and
+    one copy per <item id/>."""
+    srv = P.start(server_factory)
+    a, _ = P.session(srv, "alice")
+    b, _ = P.session(srv, "bob")
+    P.ok(P.create(a, "c", "n"))
+    P.ok(P.publish(a, "p", "n", "<x xmlns='urn:x'>" + "B" * 1500 + "</x>", item_id="k"))
+    many = "<item id='k'/>" * 100
+    r = P.ok(take_iq(b, "g", f"<pubsub xmlns='{PS}'><items node='n'>{many}</items></pubsub>",
+                     typ="get", to=P.SVC, timeout=20))
+    n = count_items(r, "k")
+    assert n == 1, f"the item came {n} times ({len(r)} bytes for a {len(many)}-byte request)"
+    r = take_iq(b, "g2", f"<pubsub xmlns='{PS}'><items node='n'>{ids_request(101)}</items>"
+                         f"</pubsub>", typ="get", to=P.SVC)
+    P.err(r, "policy-violation")
+    assert "too many item ids" in r, r
+    r = P.ok(take_iq(b, "g3", f"<pubsub xmlns='{PS}'><items node='n'>{ids_request(99)}"
+                              f"<item id='k'/></items></pubsub>", typ="get", to=P.SVC))
+    assert count_items(r, "k") == 1, r[:500]
+
+
+def test_private_get_repeated_element_not_amplified(server_factory):
+    """XEP-0049 get: each requested element once.  mod_private.c pv_get
+    loads and appends the stored element once per child of the query, so
+    a get of N identical children returns N copies of a max_size (64 KiB
+    by default) element: ~4,000 x 64 KiB from one 64 KiB stanza."""
+    srv = server_factory(extra_yaml="modules:\n  mod_private:\n    max_size: 4KiB\n")
+    users(srv, "alice")
+    a, _ = login(srv.c2s_port, "alice", "pw", resource="r")
+    r = iq(a, "s1", "<query xmlns='jabber:iq:private'><big xmlns='urn:x:big'>"
+                    + "C" * 3000 + "</big></query>")
+    assert "type='result'" in r, r
+    many = "<big xmlns='urn:x:big'/>" * 100
+    r = iq(a, "g1", f"<query xmlns='jabber:iq:private'>{many}</query>", typ="get", timeout=20)
+    copies = r.count("CCCCCCCCCC" * 300)
+    assert "type='error'" in r or copies <= 1, f"{copies} copies of the stored element"
+
+
+# ---- covered surface (these pass; kept so that they stay so) ----------------------------------
+
+def test_pubsub_access_control_covered(server_factory):
+    """Covered surface (passes): a stranger neither retracts another's item,
+    nor configures, purges, deletes or reads the affiliations of a node it
+    does not own, nor reads a whitelist node; an owner cannot take the
+    creator's ownership away."""
+    srv = P.start(server_factory)
+    a, _ = P.session(srv, "alice")
+    b, _ = P.session(srv, "bob")
+    P.ok(P.create(a, "c", "n", publish_model="open"))
+    P.ok(P.publish(a, "p", "n", item_id="mine"))
+    P.err(P.ps(b, "r", "<retract node='n'><item id='mine'/></retract>"), "forbidden")
+    P.err(P.ps(b, "cf", "<configure node='n'/>", typ="get", ns=PSO), "forbidden")
+    P.err(P.ps(b, "pu", "<purge node='n'/>", ns=PSO), "forbidden")
+    P.err(P.ps(b, "de", "<delete node='n'/>", ns=PSO), "forbidden")
+    P.err(P.ps(b, "af", "<affiliations node='n'/>", typ="get", ns=PSO), "forbidden")
+    P.err(P.ps(b, "af2", "<affiliations node='n'><affiliation jid='bob@localhost' "
+                         "affiliation='owner'/></affiliations>", ns=PSO), "forbidden")
+    P.ok(P.create(a, "c2", "w", access_model="whitelist"))
+    P.ok(P.publish(a, "p2", "w", "<x xmlns='urn:x'>secret</x>"))
+    r = P.items(b, "i", "w")
+    assert "secret" not in r and "type='error'" in r, r
+    P.ok(P.ps(a, "af3", "<affiliations node='n'><affiliation jid='bob@localhost' "
+                        "affiliation='owner'/></affiliations>", ns=PSO))
+    P.err(P.ps(b, "af4", "<affiliations node='n'><affiliation jid='alice@localhost' "
+                         "affiliation='outcast'/></affiliations>", ns=PSO), "not-acceptable")
+
+
+def test_pep_presence_and_whitelist_nodes_closed_to_strangers(server_factory):
+    """Covered surface (passes): a stranger (no subscription) reads neither
+    a presence-access nor a whitelist PEP node, by items or by disco, and
+    gets no notification of a publish there."""
+    srv = server_factory(extra_yaml=PEP_MODULES, workers=1)
+    users(srv, "alice", "bob")
+    a, _ = online(srv, "alice", "r")
+    b, bjid = online(srv, "bob", "r")
+    for node, am in (("urn:x:pres", "presence"), ("urn:x:white", "whitelist")):
+        po = P.form("publish-options", access_model=am)
+        r = take_iq(a, f"p-{am}", f"<pubsub xmlns='{PS}'><publish node='{node}'><item id='i'>"
+                                  f"<s xmlns='{node}'>secret-{am}</s></item></publish>"
+                                  f"<publish-options>{po}</publish-options></pubsub>")
+        assert "type='result'" in r, r
+        r = take_iq(b, f"g-{am}", f"<pubsub xmlns='{PS}'><items node='{node}'/></pubsub>",
+                    typ="get", to="alice@localhost")
+        assert "secret" not in r and "type='error'" in r, r
+        r = take_iq(b, f"g2-{am}", f"<pubsub xmlns='{PS}'><items node='{node}'><item id='i'/>"
+                                   f"</items></pubsub>", typ="get", to="alice@localhost")
+        assert "secret" not in r and "type='error'" in r, r
+    r = take_iq(b, "di", "<query xmlns='http://jabber.org/protocol/disco#items'/>", typ="get",
+                to="alice@localhost")
+    assert "urn:x:pres" not in r and "urn:x:white" not in r, r
+    assert_nothing_before(b, r"secret-", after=a)
+
+
+def test_pubsub_pep_odd_inputs_answered(server_factory):
+    """Covered surface (passes): node configuration numbers negative, zero,
+    past the limit or past 2^63; items max_items zero, negative, garbage,
+    huge; subscribing another account; subscription options and
+    affiliations with garbage; PEP publishes without or with two payloads,
+    node names and item ids past their limits: each a clean error or a
+    bounded answer, and the services keep answering."""
+    srv = P.start(server_factory, extra="  mod_pep: {}\n")
+    a, _ = P.session(srv, "alice")
+    b, _ = P.session(srv, "bob")
+    P.ok(P.create(a, "c", "n"))
+    P.ok(P.publish(a, "p", "n", item_id="i"))
+    for i, (k, v) in enumerate((("max_items", "0"), ("max_items", "-1"),
+                                ("max_items", "99999999999999999999"), ("max_items", ""),
+                                ("item_expire", "-1"), ("item_expire", "1.5"),
+                                ("access_model", "everyone"), ("send_last_published_item", ""),
+                                ("notification_type", "chat"), ("title", "T" * 5000))):
+        r = P.ps(a, f"cf{i}", f"<configure node='n'>{P.form('node_config', **{k: v})}"
+                              f"</configure>", ns=PSO)
+        assert "type='error'" in r, (k, v, r)
+    r = P.ps(a, "cfx", f"<configure node='n'>{P.form('node_config', item_expire='9' * 19)}"
+                       f"</configure>", ns=PSO)
+    assert "type='result'" in r or "type='error'" in r, r
+    P.ok(P.publish(a, "p2", "n", item_id="j"))
+    for i, mi in enumerate(("0", "-1", "abc", "", "99999999999999999999")):
+        r = P.items(b, f"it{i}", "n", extra=f" max_items='{mi}'")
+        assert "type='error'" in r or "type='result'" in r, (mi, r)
+    P.err(P.subscribe(b, "s1", "n", "alice@localhost"), "bad-request", "invalid-jid")
+    P.err(P.subscribe(b, "s2", "n", "@@"), "bad-request", "invalid-jid")
+    r = P.subscribe(b, "s3", "n", "bob@localhost", options={"deliver": "maybe"})
+    assert "type='error'" in r, r
+    P.err(P.ps(a, "af", "<affiliations node='n'><affiliation jid='@@' affiliation='member'/>"
+                        "</affiliations>", ns=PSO), "bad-request")
+    P.err(P.ps(a, "af2", "<affiliations node='n'><affiliation jid='x@localhost' "
+                         "affiliation='god'/></affiliations>", ns=PSO), "not-acceptable")
+    # PEP on alice's own account.
+    for i, body in enumerate(("<publish node='t'><item/></publish>",
+                              "<publish node='t'><item><a xmlns='u'/><b xmlns='u'/></item>"
+                              "</publish>",
+                              f"<publish node='{'n' * 3000}'><item><a xmlns='u'/></item>"
+                              f"</publish>",
+                              f"<publish node='t'><item id='{'i' * 3000}'><a xmlns='u'/>"
+                              f"</item></publish>",
+                              "<publish><item><a xmlns='u'/></item></publish>",
+                              "<retract node='t'/>", "<items/>")):
+        r = take_iq(a, f"pep{i}", f"<pubsub xmlns='{PS}'>{body}</pubsub>",
+                    typ="get" if body == "<items/>" else "set", to="alice@localhost")
+        assert "type='error'" in r, (body[:80], r)
+    r = P.ok(P.ps(b, "alive", "<items node='n'/>", typ="get"))
+    assert "id='j'" in r, r
+
+
+MAM_MODULES = ("modules:\n  mod_roster: {}\n  mod_stanza_id: {}\n  mod_mam:\n"
+               "    default: always\n")
+
+
+def test_mam_rsm_and_form_edges(server_factory):
+    """Covered surface (passes): RSM <max/> negative, not a number, or past
+    2^63; an ids list longer than a page; a cursor id of 10 KB; a full-text
+    search longer than the limit; a queryid of 10 KB: each a clean error or
+    a bounded page, never a crash."""
+    srv = server_factory(extra_yaml=MAM_MODULES)
+    users(srv, "alice", "bob")
+    a, _ = online(srv, "alice", "r")
+    for i in range(3):
+        a.send(f"<message to='bob@localhost' type='chat' id='m{i}'><body>hi {i}</body></message>")
+    a.roundtrip()
+    MAM = "urn:xmpp:mam:2"
+
+    def query(qid, rsm="", fields="", attrs=""):
+        x = (f"<x xmlns='jabber:x:data' type='submit'><field var='FORM_TYPE' type='hidden'>"
+             f"<value>{MAM}</value></field>{fields}</x>") if fields else ""
+        s = f"<set xmlns='http://jabber.org/protocol/rsm'>{rsm}</set>" if rsm else ""
+        return iq(a, qid, f"<query xmlns='{MAM}'{attrs}>{x}{s}</query>", timeout=20)
+
+    assert "<bad-request " in query("q1", "<max>-1</max>")
+    assert "<bad-request " in query("q2", "<max>ten</max>")
+    assert "<bad-request " in query("q3", "<max></max>")
+    r = query("q4", "<max>99999999999999999999999</max>")
+    assert "type='result'" in r or "<bad-request " in r, r
+    ids = "<field var='ids'>" + "".join(f"<value>x{i}</value>" for i in range(2000)) + "</field>"
+    r = query("q5", fields=ids)
+    assert "type='error'" in r, r[:300]
+    r = query("q6", f"<after>{'z' * 10000}</after>")
+    assert "<item-not-found " in r, r[:300]
+    r = query("q7", attrs=f" queryid='{'q' * 10000}'")
+    assert "<not-acceptable " in r, r[:300]
+    r = query("q8", fields="<field var='start'><value>9999-99-99T99:99:99Z</value></field>")
+    assert "<bad-request " in r, r[:300]
