@@ -850,8 +850,10 @@ ps_configure(ps_op_t *o, const xd_el_t *op, bool set)
         xd_el_t *ev = xd_el_new("event", XD_NS_PUBSUB_EVENT);
         xd_el_t *c = xd_el_add_child(ev, "configuration", NULL);
         xd_el_set_attr(c, "node", node);
+        pse_limits_t lim = o->lim; /* the roster groups are the owner's to read */
+        lim.fields &= ~(unsigned)PSE_F_GROUPS;
         if (n.cfg.deliver_payloads)
-            pse_cfg_form(c, "result", PSE_NS_NODECFG, &n.cfg, &o->lim);
+            pse_cfg_form(c, "result", PSE_NS_NODECFG, &n.cfg, &lim);
         ps_notify(o, node, &n.cfg, ev);
         xd_el_free(ev);
     }
@@ -1958,12 +1960,34 @@ ps_disco(ps_op_t *o, const xd_el_t *q, bool info)
                 xd_el_set_attr(xd_el_add_child(r, "feature", NULL), "var",
                                XD_NS_PUBSUB "#multi-subscribe");
         } else {
+            /* The meta-data (XEP-0060 5.4) as the node's access model lets
+             * the requester see it: to one that may not read the node, a
+             * whitelist node does not exist (as in disco#items) and others
+             * show their access model only; the roster groups (the owner's
+             * private roster data) go to owners only. */
+            char aff[64];
+            ps_aff(o, node, &n, o->from_bare, aff);
+            bool owner = !strcmp(aff, "owner");
+            xd_stanza_t *denied = owner ? NULL : ps_access(o, node, &n, aff, false);
+            pse_limits_t lim = o->lim;
+            if (!owner)
+                lim.fields &= ~(unsigned)PSE_F_GROUPS;
+            if (denied) {
+                xd_stanza_unref(denied);
+                if (!strcmp(n.cfg.access, "whitelist") || !strcmp(aff, "outcast")) {
+                    xd_el_free(res);
+                    return ps_err(o, XD_COND_ITEM_NOT_FOUND, NULL, NULL, NULL);
+                }
+                lim.fields = PSE_F_ACCESS;
+            }
             xd_el_set_attr(xd_el_add_child(r, "feature", NULL), "var", XD_NS_PUBSUB);
-            xd_el_t *x = pse_cfg_form(r, "result", PSE_NS_META, &n.cfg, &o->lim);
-            xd_el_t *f = xd_el_add_child(x, "field", NULL);
-            xd_el_set_attr(f, "var", "pubsub#owner");
-            xd_el_set_attr(f, "type", "jid-multi");
-            xd_el_add_text(xd_el_add_child(f, "value", NULL), n.owner);
+            xd_el_t *x = pse_cfg_form(r, "result", PSE_NS_META, &n.cfg, &lim);
+            if (!denied) {
+                xd_el_t *f = xd_el_add_child(x, "field", NULL);
+                xd_el_set_attr(f, "var", "pubsub#owner");
+                xd_el_set_attr(f, "type", "jid-multi");
+                xd_el_add_text(xd_el_add_child(f, "value", NULL), n.owner);
+            }
         }
         return xd_el_freeze(res);
     }

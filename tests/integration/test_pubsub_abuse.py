@@ -104,6 +104,47 @@ def test_private_get_repeated_element_not_amplified(server_factory):
     assert "type='error'" in r or copies <= 1, f"{copies} copies of the stored element"
 
 
+# ---- node meta-data -------------------------------------------------------------------------------
+
+def test_pubsub_node_metadata_closed_to_strangers(server_factory):
+    """disco#info on a node (meta-data, XEP-0060 5.4) answers anyone with
+    the node's whole configuration form, pubsub#roster_groups_allowed
+    included: the names of the owner's roster groups (private roster data,
+    RFC 6121) reach a stranger who is in none of them, for a roster or a
+    whitelist node that disco#items hides from the same stranger
+    (mod_pubsub.c ps_disco: no ps_access for info)."""
+    srv = P.start(server_factory)
+    a, _ = P.session(srv, "alice")
+    b, _ = P.session(srv, "bob")
+    P.ok(P.create(a, "c1", "fr", access_model="roster",
+                  roster_groups_allowed=["Secret Lovers"]))
+    P.ok(P.create(a, "c2", "wl", access_model="whitelist", title="Quiet Plans"))
+    items = P.ok(take_iq(b, "di", f"<query xmlns='{P.DIT}'/>", typ="get", to=P.SVC))
+    assert "node='wl'" not in items, items
+    r1 = take_iq(b, "i1", f"<query xmlns='{P.DI}' node='fr'/>", typ="get", to=P.SVC)
+    r2 = take_iq(b, "i2", f"<query xmlns='{P.DI}' node='wl'/>", typ="get", to=P.SVC)
+    leaked = [x for x, r in (("Secret Lovers", r1), ("Quiet Plans", r2)) if x in r]
+    assert not leaked, f"a stranger read {leaked} from the nodes' meta-data: {r1} {r2}"
+    # What the stranger gets: a whitelist node does not exist (as in disco#items), the
+    # roster node shows its access model only.
+    P.err(r2, "item-not-found")
+    P.ok(r1)
+    assert "var='pubsub#access_model'" in r1 and "pubsub#owner" not in r1, r1
+    # The owner reads the whole meta-data, roster groups included.
+    r = P.ok(take_iq(a, "i3", f"<query xmlns='{P.DI}' node='fr'/>", typ="get", to=P.SVC))
+    assert "Secret Lovers" in r and "alice@localhost" in r, r
+    # A reader of an open node sees its meta-data but not the roster groups kept in its
+    # configuration, neither in disco#info nor in a configuration notification.
+    P.ok(P.create(a, "c3", "op", roster_groups_allowed=["Hidden Group"]))
+    r = P.ok(take_iq(b, "i4", f"<query xmlns='{P.DI}' node='op'/>", typ="get", to=P.SVC))
+    assert "alice@localhost" in r and "Hidden Group" not in r, r
+    P.ok(P.subscribe(b, "s1", "op", "bob@localhost"))
+    P.ok(P.ps(a, "cf", f"<configure node='op'>{P.form('node_config', title='Renamed')}"
+                       f"</configure>", ns=PSO))
+    got = take(b, P.event_rx("op", "configuration"))
+    assert "Renamed" in got and "Hidden Group" not in got, got
+
+
 # ---- covered surface (these pass; kept so that they stay so) ----------------------------------
 
 def test_pubsub_access_control_covered(server_factory):
