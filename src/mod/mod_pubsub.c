@@ -72,7 +72,7 @@ typedef struct ps_conf {
     size_t max_item_size;   /* serialized bytes of one payload */
     int max_queue;          /* operations waiting per node */
     bool multi_subscribe;   /* a JID may subscribe to a node more than once */
-    int max_subscriptions;  /* subscriptions of one JID to one node */
+    int max_subscriptions;  /* subscriptions of one account to one node */
 } ps_conf_t;
 
 #define C_ ps_conf_t
@@ -101,8 +101,9 @@ static const xd_opt_t ps_opts[] = {
                 "subid and options (XEP-0060 6.1.6, feature `multi-subscribe`); when off, "
                 "subscribing again answers with the subscription the JID has."),
     XD_OPT_INT("max_subscriptions", C_, max_subscriptions, "16", 1, 1000,
-               "Subscriptions one JID (bare or full, as subscribed) may hold to one node; one "
-               "more is refused with policy-violation + too-many-subscriptions."),
+               "Subscriptions one account (its bare JID and its full JIDs together) may hold "
+               "to one node; one more is refused with policy-violation + "
+               "too-many-subscriptions."),
     XD_OPT_END,
 };
 #undef C_
@@ -1398,6 +1399,27 @@ ps_subopts_form(xd_el_t *parent, const char *type, const ps_subopt_t *opt)
             xd_el_add_text(xd_el_add_child(f, "value", NULL), ps_show_names[i]);
 }
 
+/* How many subscriptions (pending ones only: `pending`) the requester's
+ * account has to the node: of its bare JID and of its full JIDs together
+ * (the subscriber names the resource: a bound per JID is none). */
+static int
+ps_account_subs(ps_op_t *o, const char *node, bool pending, int64_t *n)
+{
+    char lo[3 * XD_JID_PART_MAX + 4], hi[3 * XD_JID_PART_MAX + 4];
+    snprintf(lo, sizeof lo, "%s/", o->from_bare);
+    snprintf(hi, sizeof hi, "%s0", o->from_bare); /* '0' follows '/' */
+    xd_db_val_t k[] = { XD_DB_V_CSTR(o->svc), XD_DB_V_CSTR(node), XD_DB_V_CSTR(o->from_bare),
+                        XD_DB_V_CSTR(lo), XD_DB_V_CSTR(hi) };
+    *n = 0;
+    return xd_db_query_int64(o->c,
+                             pending ? "SELECT COUNT(*) FROM pubsub_sub WHERE host = ? AND node = ?"
+                                       " AND (jid = ? OR (jid >= ? AND jid < ?))"
+                                       " AND state = 'pending'"
+                                     : "SELECT COUNT(*) FROM pubsub_sub WHERE host = ? AND node = ?"
+                                       " AND (jid = ? OR (jid >= ? AND jid < ?))",
+                             k, 5, n);
+}
+
 static xd_stanza_t *
 ps_subscribe(ps_op_t *o, const xd_el_t *pubsub, const xd_el_t *op)
 {
@@ -1431,9 +1453,15 @@ ps_subscribe(ps_op_t *o, const xd_el_t *pubsub, const xd_el_t *op)
             return ps_subopts_err(o, res, why);
     }
     ps_subs_t mine = { 0 };
-    if (ps_subs_load(o, node, jid, &mine) != 0)
+    int64_t acct = 0, acct_pending = 0;
+    if (ps_subs_load(o, node, jid, &mine) != 0 ||
+        ps_account_subs(o, node, false, &acct) != 0 ||
+        ps_account_subs(o, node, true, &acct_pending) != 0) {
+        ps_subs_free(&mine);
         return ps_err(o, XD_COND_INTERNAL_SERVER_ERROR, NULL, NULL, NULL);
-    if (ps_subs_in(&mine, "pending")) {
+    }
+    /* One request waits for the owner per account, whatever the resource. */
+    if (acct_pending > 0) {
         ps_subs_free(&mine);
         return ps_err(o, XD_COND_NOT_AUTHORIZED, "pending-subscription", NULL, NULL);
     }
@@ -1447,7 +1475,7 @@ ps_subscribe(ps_op_t *o, const xd_el_t *pubsub, const xd_el_t *op)
         if (!ox)
             opt = mine.s[0].opt;
         fresh = false;
-    } else if (mine.n >= (size_t)o->conf->max_subscriptions) {
+    } else if (acct >= o->conf->max_subscriptions) {
         ps_subs_free(&mine);
         return ps_err(o, XD_COND_POLICY_VIOLATION, "too-many-subscriptions", NULL, NULL);
     } else {

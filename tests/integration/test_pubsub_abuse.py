@@ -104,6 +104,42 @@ def test_private_get_repeated_element_not_amplified(server_factory):
     assert "type='error'" in r or copies <= 1, f"{copies} copies of the stored element"
 
 
+# ---- pubsub: per-account bounds ----------------------------------------------------------------
+
+def test_pubsub_pending_requests_by_resource(server_factory):
+    """An authorize node: each subscription request sends the owner an
+    authorization form (XEP-0060 8.6).  The 'pending-subscription' check and
+    max_subscriptions are per subscribed JID, and the subscriber picks the
+    resource (ps_own_jid accepts any full JID of its own account), so one
+    account makes any number of pending subscriptions and floods the owner
+    with forms (and the table with rows).  A bounded server caps what one
+    account holds on a node."""
+    srv = P.start(server_factory, extra="    max_subscriptions: 2\n")
+    a, _ = P.session(srv, "alice")
+    b, _ = P.session(srv, "bob")
+    P.ok(P.create(a, "c", "n", access_model="authorize"))
+    accepted = 0
+    for i in range(12):
+        r = P.subscribe(b, f"s{i}", "n", f"bob@localhost/x{i}")
+        accepted += "type='result'" in r
+    b.roundtrip()
+    marker = send_marker(b, "alice@localhost/r")
+    seen, _ = a.before(marker, timeout=10)
+    forms = len(re.findall(rb"subscribe_authorization", seen))
+    assert accepted <= 2 and forms <= 2, \
+        f"one account holds {accepted} pending subscriptions; the owner got {forms} forms"
+    # One request per account waits for the owner: the others are pending-subscription.
+    assert accepted == 1 and forms == 1, (accepted, forms)
+    P.err(P.subscribe(b, "sb", "n", "bob@localhost"), "not-authorized")
+    # max_subscriptions holds for the account, bare and full JIDs together.
+    P.ok(P.create(a, "c2", "o"))
+    P.ok(P.subscribe(b, "o1", "o", "bob@localhost"))
+    P.ok(P.subscribe(b, "o2", "o", "bob@localhost/y0"))
+    r = P.subscribe(b, "o3", "o", "bob@localhost/y1")
+    P.err(r, "policy-violation")
+    assert "too-many-subscriptions" in r, r
+
+
 # ---- node meta-data -------------------------------------------------------------------------------
 
 def test_pubsub_node_metadata_closed_to_strangers(server_factory):
