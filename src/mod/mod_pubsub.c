@@ -69,6 +69,7 @@ typedef struct ps_conf {
     char *access_createnode; /* access rule: who may create nodes */
     int max_items_limit;    /* "max", and the largest max_items */
     int max_nodes;          /* nodes on the service */
+    int max_nodes_per_user; /* nodes one account owns (created) */
     size_t max_item_size;   /* serialized bytes of one payload */
     int max_queue;          /* operations waiting per node */
     bool multi_subscribe;   /* a JID may subscribe to a node more than once */
@@ -90,6 +91,9 @@ static const xd_opt_t ps_opts[] = {
                "number is refused with not-acceptable."),
     XD_OPT_INT("max_nodes", C_, max_nodes, "10000", 1, 10000000,
                "Nodes the service holds; one more is refused with resource-constraint."),
+    XD_OPT_INT("max_nodes_per_user", C_, max_nodes_per_user, "100", 1, 10000000,
+               "Nodes one account may own (have created) on the service, so that no account "
+               "takes all of max_nodes; one more is refused with resource-constraint."),
     XD_OPT_SIZE("max_item_size", C_, max_item_size, "256KiB",
                 "Largest item payload, counted as its serialized XML in bytes; a larger one "
                 "is refused with not-acceptable + payload-too-big."),
@@ -771,8 +775,15 @@ ps_create(ps_op_t *o, const xd_el_t *pubsub, const xd_el_t *op)
     int rc = ps_node_load(o, node, &n);
     if (rc == 0 && n.found)
         return ps_err(o, XD_COND_CONFLICT, NULL, NULL, "the node exists");
-    int64_t count = 0;
-    xd_db_val_t k[] = { XD_DB_V_CSTR(o->svc) };
+    int64_t count = 0, mine = 0;
+    xd_db_val_t k[] = { XD_DB_V_CSTR(o->svc), XD_DB_V_CSTR(o->from_bare) };
+    if (rc == 0)
+        rc = xd_db_query_int64(o->c,
+                               "SELECT COUNT(*) FROM pubsub_node WHERE host = ? AND owner = ?", k,
+                               2, &mine);
+    if (rc == 0 && mine >= o->conf->max_nodes_per_user)
+        return ps_err(o, XD_COND_RESOURCE_CONSTRAINT, NULL, NULL,
+                      "you have as many nodes as an account may have (max_nodes_per_user)");
     if (rc == 0)
         rc = xd_db_query_int64(o->c, "SELECT COUNT(*) FROM pubsub_node WHERE host = ?", k, 1,
                                &count);

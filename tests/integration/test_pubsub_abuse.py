@@ -140,6 +140,29 @@ def test_pubsub_pending_requests_by_resource(server_factory):
     assert "too-many-subscriptions" in r, r
 
 
+def test_pubsub_one_account_takes_every_node(server_factory):
+    """max_nodes is the service's total (ps_create counted every node of
+    the service): one account created them all and nobody else could
+    create one.  max_nodes_per_user (default 100) is each account's share:
+    alice tries to take all 110 nodes of the service, gets 100, and bob
+    still creates one."""
+    srv = server_factory(extra_yaml="modules:\n  mod_roster: {}\n  mod_pubsub:\n"
+                                    "    max_nodes: 110\n")
+    users(srv, "alice", "bob")
+    a, _ = P.session(srv, "alice")
+    b, _ = P.session(srv, "bob")
+    made, refused = 0, ""
+    for i in range(110):
+        r = P.create(a, f"c{i}", f"n{i}")
+        made += "type='result'" in r
+        refused = refused or ("" if "type='result'" in r else r)
+    r = P.create(b, "cb", "bobs")
+    assert "type='result'" in r, f"alice made {made} nodes and bob cannot make one: {r}"
+    assert made == 100, made
+    P.err(refused, "resource-constraint")
+    assert "max_nodes_per_user" in refused, refused
+
+
 # ---- node meta-data -------------------------------------------------------------------------------
 
 def test_pubsub_node_metadata_closed_to_strangers(server_factory):
