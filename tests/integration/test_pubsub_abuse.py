@@ -204,6 +204,62 @@ def test_pubsub_node_metadata_closed_to_strangers(server_factory):
     assert "Renamed" in got and "Hidden Group" not in got, got
 
 
+# ---- PEP: the caps cache -------------------------------------------------------------------------
+
+def test_pep_caps_cache_flush_by_one_account(server_factory):
+    """The caps cache (caps_cache_size) evicts any entry when full, and a
+    publish only notifies sessions whose caps ver is in the cache
+    (mod_pep.c pp_fan_wants_ver: unknown -> no notification, nothing asked).
+    One account that logs in with fresh caps vers (each a correct answer to
+    the server's disco#info) flushes everyone else's entries, and their
+    contacts then get no PEP notifications until they send a new presence.
+    XEP-0163 4.3.2 / XEP-0115 6.2: a contact whose +notify the server
+    cannot tell must still get the notification (asked again, or its
+    entry kept while it is online)."""
+    import test_pep as E
+    srv = server_factory(extra_yaml=E.MODULES + "    caps_cache_size: 2\n", workers=1)
+    users(srv, "alice", "bob", "carol")
+    a, ajid = E.session(srv, "alice", "r")
+    c0, cjid = E.session(srv, "carol", "setup")
+    E.subscribe(c0, cjid, a, ajid)
+    c0.close()
+    c, _ = E.session(srv, "carol", "c", features=[E.TUNE, E.TUNE + "+notify"])
+    assert "type='result'" in E.publish(a, "p0", E.TUNE, E.tune("Before"))
+    assert "Before" in take(c, E.event_rx(E.TUNE))
+    # bob, no contact of anyone, logs in ten times with caps of his own.
+    for i in range(10):
+        E.session(srv, "bob", f"b{i}", features=[f"urn:x:flush:{i}"])
+    assert "type='result'" in E.publish(a, "p1", E.TUNE, E.tune("After"))
+    marker = E.pep_marker(a, "carol@localhost/c")
+    seen, _ = c.before(marker, timeout=10)
+    assert b"After" in seen, "carol got no notification after bob's logins flushed the caps cache"
+
+
+def test_pep_caps_pinned_per_account_bound(server_factory):
+    """What one account pins is bounded (caps_pinned_per_account): with 2,
+    bob's third and fourth sessions (caps of their own) are cached
+    unpinned, so the fourth's evicts the third's from a cache of one
+    (caps_cache_size), and that session gets no notification while its
+    first two, pinned, and the fourth get theirs."""
+    import test_pep as E
+    srv = server_factory(extra_yaml=E.MODULES + "    caps_cache_size: 1\n"
+                                                "    caps_pinned_per_account: 2\n", workers=1)
+    users(srv, "alice", "bob")
+    a, ajid = E.session(srv, "alice", "r")
+    b0, bjid = E.session(srv, "bob", "setup")
+    E.subscribe(b0, bjid, a, ajid)
+    b0.close()
+    bs = [E.session(srv, "bob", f"b{i}", features=[E.TUNE, E.TUNE + "+notify", f"urn:x:{i}"])[0]
+          for i in range(4)]
+    assert "type='result'" in E.publish(a, "p1", E.TUNE, E.tune("Bound"))
+    got = []
+    for i, c in enumerate(bs):
+        marker = E.pep_marker(a, f"bob@localhost/b{i}")
+        seen, _ = c.before(marker, timeout=10)
+        got.append(b"Bound" in seen)
+    assert got == [True, True, False, True], got
+
+
 # ---- covered surface (these pass; kept so that they stay so) ----------------------------------
 
 def test_pubsub_access_control_covered(server_factory):
