@@ -36,7 +36,8 @@
  * with subscription from or both; not for whitelist nodes) whose entity
  * capabilities (XEP-0115) include N+notify.  The caps' disco#info is asked
  * once per ver (an IQ from the host to the first session that shows it,
- * checked with xd_caps_ver) and kept in a bounded cache.  When a session
+ * checked with xd_caps_ver) and kept in a bounded cache (the caps of
+ * available sessions pinned, pp_pin).  When a session
  * becomes available, or its caps become known, it gets the last item of
  * every node it may see and wants (send_last_published_item not never):
  * its own account's and those of the accounts it has a subscription to.
@@ -98,6 +99,7 @@ typedef struct pp_conf {
     int max_nodes;       /* per account */
     size_t max_item_size; /* serialized bytes of one item */
     int caps_cache_size; /* entries in the caps cache */
+    int caps_pinned_per_account; /* distinct caps one account's available sessions pin */
     int max_remote_resources; /* remote contacts' sessions remembered per account */
     int roster_cache_size; /* accounts whose roster is kept in memory */
     int max_publishes_in_flight; /* publishes being fanned out before a publisher waits */
@@ -119,7 +121,15 @@ static const xd_opt_t pp_opts[] = {
                 "with not-acceptable + payload-too-big."),
     XD_OPT_INT("caps_cache_size", C_, caps_cache_size, "10000", 1, 10000000,
                "Entity capabilities (XEP-0115 ver strings) whose features the server keeps to "
-               "filter notifications by +notify; one more evicts an entry."),
+               "filter notifications by +notify; one more evicts an entry.  Entries that "
+               "available sessions announce are pinned (see caps_pinned_per_account) and "
+               "count apart: only unpinned ones are evicted."),
+    XD_OPT_INT("caps_pinned_per_account", C_, caps_pinned_per_account, "8", 0, 1000,
+               "Distinct entity capabilities (ver strings) of one account's available "
+               "sessions that the caps cache keeps while those sessions are available, "
+               "whatever caps_cache_size, so that fresh caps of others cannot make a session "
+               "lose its notifications.  The caps of a session past this many of its "
+               "account's are cached but may be evicted."),
     XD_OPT_INT("max_remote_resources", C_, max_remote_resources, "64", 1, 100000,
                "Sessions of contacts on other servers whose available presence an account "
                "remembers (to send them its notifications and last items); the presence of "
@@ -254,6 +264,10 @@ typedef struct pp_state {
     xd_map_t caps;       /* ver → pp_caps_t */
     xd_map_t asking;     /* iq id → pp_caps_query_t */
     xd_map_t asked_ver;  /* ver → (void *)1 while a query is out */
+    xd_map_t pin_sess;   /* local full JID → its pinned ver (owned): available sessions */
+    xd_map_t pin_ver;    /* ver → (void *)(uintptr_t) sessions pinning it */
+    xd_map_t pin_acct;   /* bare JID → pp_pins_t: the distinct vers its sessions pin */
+    size_t caps_pinned;  /* entries of caps that are pinned */
     xd_map_t remote;     /* local bare JID → pp_remote_t: available sessions on other servers */
     uint64_t seq;        /* ids */
     xd_map_t rosters;    /* owner bare JID → pp_roster_t: the roster cache */
@@ -407,6 +421,117 @@ pp_caps_has(pp_state_t *s, const char *ver, const char *feature)
     }
     pthread_mutex_unlock(&s->mu);
     return r;
+}
+
+/* ---- the caps of available sessions: pinned ---------------------------------------------------
+ *
+ * The caps ver an available local session announces is pinned while the
+ * session is available: its cache entry is not evicted, so that the fresh
+ * caps of one account cannot flush the entries others' notifications need
+ * (pp_fan_wants_ver: unknown caps get none).  caps_cache_size bounds the
+ * unpinned entries; an account pins at most caps_pinned_per_account
+ * distinct vers (its sessions' others are cached unpinned), so the pinned
+ * ones are bounded by the available accounts.  s->mu held throughout. */
+
+typedef struct pp_pins {
+    char **ver;    /* distinct vers (owned) */
+    unsigned *cnt; /* sessions pinning each */
+    size_t n;
+} pp_pins_t;
+
+static void
+pp_pins_free(void *v)
+{
+    pp_pins_t *p = v;
+    if (!p)
+        return;
+    for (size_t i = 0; i < p->n; i++)
+        xd_free(p->ver[i]);
+    xd_free(p->ver);
+    xd_free(p->cnt);
+    xd_free(p);
+}
+
+/* One session more (d = 1) or fewer (d = -1) pins ver; an entry unpinned
+ * while the unpinned ones are over the bound goes. */
+static void
+pp_pin_ver(pp_state_t *s, const pp_conf_t *conf, const char *ver, int d)
+{
+    uintptr_t n = (uintptr_t)xd_map_get(&s->pin_ver, xd_str_c(ver));
+    bool cached = xd_map_get(&s->caps, xd_str_c(ver)) != NULL;
+    if (d > 0) {
+        if (n == 0 && cached)
+            s->caps_pinned++;
+        xd_map_put(&s->pin_ver, xd_str_c(ver), (void *)(n + 1));
+        return;
+    }
+    if (n > 1) {
+        xd_map_put(&s->pin_ver, xd_str_c(ver), (void *)(n - 1));
+        return;
+    }
+    xd_map_del(&s->pin_ver, xd_str_c(ver));
+    if (!cached)
+        return;
+    s->caps_pinned--;
+    if (xd_map_count(&s->caps) - s->caps_pinned > (size_t)conf->caps_cache_size)
+        pp_caps_free(xd_map_del(&s->caps, xd_str_c(ver)));
+}
+
+/* Session `full` pins nothing any more. */
+static void
+pp_unpin(pp_state_t *s, const pp_conf_t *conf, const char *full)
+{
+    char *ver = xd_map_del(&s->pin_sess, xd_str_c(full));
+    if (!ver)
+        return;
+    const char *slash = strchr(full, '/');
+    xd_str_t bare = { full, slash ? (size_t)(slash - full) : strlen(full) };
+    pp_pins_t *p = xd_map_get(&s->pin_acct, bare);
+    for (size_t i = 0; p && i < p->n; i++)
+        if (!strcmp(p->ver[i], ver)) {
+            if (--p->cnt[i] == 0) {
+                xd_free(p->ver[i]);
+                p->n--;
+                p->ver[i] = p->ver[p->n];
+                p->cnt[i] = p->cnt[p->n];
+            }
+            break;
+        }
+    if (p && p->n == 0)
+        pp_pins_free(xd_map_del(&s->pin_acct, bare));
+    pp_pin_ver(s, conf, ver, -1);
+    xd_free(ver);
+}
+
+/* Session `full` pins ver (its account's vers permitting). */
+static void
+pp_pin(pp_state_t *s, const pp_conf_t *conf, const char *full, const char *ver)
+{
+    const char *old = xd_map_get(&s->pin_sess, xd_str_c(full));
+    if (old && !strcmp(old, ver))
+        return;
+    pp_unpin(s, conf, full);
+    const char *slash = strchr(full, '/');
+    xd_str_t bare = { full, slash ? (size_t)(slash - full) : strlen(full) };
+    pp_pins_t *p = xd_map_get(&s->pin_acct, bare);
+    size_t i = 0;
+    while (p && i < p->n && strcmp(p->ver[i], ver) != 0)
+        i++;
+    if (!p || i == p->n) {
+        if ((p ? p->n : 0) >= (size_t)conf->caps_pinned_per_account)
+            return;
+        if (!p) {
+            p = xd_new(pp_pins_t);
+            xd_map_put(&s->pin_acct, bare, p);
+        }
+        p->ver = xd_realloc(p->ver, (p->n + 1) * sizeof *p->ver);
+        p->cnt = xd_realloc(p->cnt, (p->n + 1) * sizeof *p->cnt);
+        p->ver[p->n] = xd_strdup(ver);
+        p->cnt[p->n++] = 0;
+    }
+    p->cnt[i]++;
+    xd_map_put(&s->pin_sess, xd_str_c(full), xd_strdup(ver));
+    pp_pin_ver(s, conf, ver, 1);
 }
 
 /* ---- a request, on the pool ------------------------------------------------------------------ */
@@ -1296,6 +1421,11 @@ pp_items_get(pp_req_t *r, const xd_el_t *items)
             return pse_err(iq, XD_COND_BAD_REQUEST, NULL, NULL, "max_items: a positive number");
         max = v;
     }
+    const char *ids[PSE_ITEM_IDS_MAX];
+    int nids = pse_item_ids(items, ids); /* each id once */
+    if (nids < 0)
+        return pse_err(iq, XD_COND_POLICY_VIOLATION, NULL, NULL,
+                       "too many item ids in one request");
     xd_db_conn_t *c = NULL;
     int rc = xd_db_acquire(xd_module_db(r->ctx), &c);
     pp_node_row_t row = { 0 };
@@ -1323,14 +1453,10 @@ pp_items_get(pp_req_t *r, const xd_el_t *items)
     xd_el_set_attr(out, "node", node);
     pp_items_t it = { .parent = out };
     rc = xd_db_acquire(xd_module_db(r->ctx), &c);
-    bool by_id = false;
-    for (const xd_el_t *ch = xd_el_first_child(items); ch && rc == 0; ch = xd_el_next(ch)) {
-        const char *id = xd_el_is(ch, "item", XD_NS_PUBSUB) ? xd_el_attr(ch, "id") : NULL;
-        if (!id)
-            continue;
-        by_id = true;
+    bool by_id = nids > 0;
+    for (int i = 0; i < nids && rc == 0; i++) {
         xd_db_val_t key[] = { XD_DB_V_CSTR(r->host), XD_DB_V_CSTR(r->user), XD_DB_V_CSTR(node),
-                              XD_DB_V_CSTR(id) };
+                              XD_DB_V_CSTR(ids[i]) };
         rc = xd_db_query(c,
                          "SELECT id, xml FROM pep_item WHERE host = ? AND username = ? AND node = ?"
                          " AND id = ?",
@@ -1986,11 +2112,16 @@ pp_available(xd_module_ctx_t *ctx, xd_hook_presence_t *ev, void *arg)
     if (!ev->presence || !xd_module_db(ctx))
         return XD_HOOK_OK;
     char ver[64];
-    if (!pp_presence_ver(ev->presence, ver, sizeof ver))
-        return XD_HOOK_OK;
     pp_state_t *s = xd_module_state(ctx);
     const pp_conf_t *conf = xd_module_opts(ctx);
+    if (!pp_presence_ver(ev->presence, ver, sizeof ver)) {
+        pthread_mutex_lock(&s->mu);
+        pp_unpin(s, conf, xd_jid_full_str(ev->jid).p); /* no caps any more */
+        pthread_mutex_unlock(&s->mu);
+        return XD_HOOK_OK;
+    }
     pthread_mutex_lock(&s->mu);
+    pp_pin(s, conf, xd_jid_full_str(ev->jid).p, ver);
     bool known = xd_map_get(&s->caps, xd_str_c(ver)) != NULL;
     bool ask = !known && !xd_map_get(&s->asked_ver, xd_str_c(ver)) &&
                xd_map_count(&s->asking) < (size_t)conf->caps_cache_size;
@@ -2002,6 +2133,19 @@ pp_available(xd_module_ctx_t *ctx, xd_hook_presence_t *ev, void *arg)
         pp_last_start(ctx, ev->host, ev->jid, ver);
     else if (ask)
         pp_caps_ask(ev->host, xd_jid_full_str(ev->jid).p, ev->presence, ver, id);
+    return XD_HOOK_OK;
+}
+
+/* USER_UNAVAILABLE: the session's caps are no longer pinned. */
+static int
+pp_unavailable(xd_module_ctx_t *ctx, xd_hook_presence_t *ev, void *arg)
+{
+    (void)arg;
+    pp_state_t *s = xd_module_state(ctx);
+    const pp_conf_t *conf = xd_module_opts(ctx);
+    pthread_mutex_lock(&s->mu);
+    pp_unpin(s, conf, xd_jid_full_str(ev->jid).p);
+    pthread_mutex_unlock(&s->mu);
     return XD_HOOK_OK;
 }
 
@@ -2155,6 +2299,23 @@ pp_first_key(void *arg, const char *key, void *val)
     return 1;
 }
 
+/* The first unpinned entry of the caps cache (xd_map_foreach over s->caps). */
+typedef struct pp_victim {
+    pp_state_t *s;
+    char *key;
+} pp_victim_t;
+
+static int
+pp_first_unpinned(void *arg, const char *key, void *val)
+{
+    (void)val;
+    pp_victim_t *v = arg;
+    if (xd_map_get(&v->s->pin_ver, xd_str_c(key)))
+        return 0;
+    v->key = xd_strdup(key);
+    return 1;
+}
+
 /* FILTER_PACKET: the answer to a caps query of ours (to the host, with our
  * id) fills the cache, and the session that answered gets its last items. */
 static int
@@ -2215,15 +2376,20 @@ pp_filter(xd_module_ctx_t *ctx, xd_hook_filter_t *ev, void *arg)
             c->features[c->n++] = xd_strdup(var);
         }
         pthread_mutex_lock(&s->mu);
-        if (xd_map_count(&s->caps) >= (size_t)conf->caps_cache_size) {
-            /* Evict one entry (any): the cache is bounded. */
-            char *victim = NULL;
-            xd_map_foreach(&s->caps, pp_first_key, &victim);
-            if (victim)
-                pp_caps_free(xd_map_del(&s->caps, xd_str_c(victim)));
-            xd_free(victim);
+        bool had = xd_map_get(&s->caps, xd_str_c(q->ver)) != NULL;
+        bool pinned = xd_map_get(&s->pin_ver, xd_str_c(q->ver)) != NULL;
+        if (!had && !pinned &&
+            xd_map_count(&s->caps) - s->caps_pinned >= (size_t)conf->caps_cache_size) {
+            /* Evict one unpinned entry (any): the unpinned ones are bounded. */
+            pp_victim_t victim = { .s = s };
+            xd_map_foreach(&s->caps, pp_first_unpinned, &victim);
+            if (victim.key)
+                pp_caps_free(xd_map_del(&s->caps, xd_str_c(victim.key)));
+            xd_free(victim.key);
         }
         pp_caps_free(xd_map_put(&s->caps, xd_str_c(q->ver), c));
+        if (!had && pinned)
+            s->caps_pinned++;
         pthread_mutex_unlock(&s->mu);
         xd_jid_t *fj = NULL;
         if (q->owner) {
@@ -2689,6 +2855,9 @@ pp_start(xd_module_ctx_t *ctx)
         rc = xd_module_hook(ctx, XD_HOOK_USER_AVAILABLE, XD_HOOK_PRIO_DEFAULT, pp_available,
                             NULL);
     if (rc == 0)
+        rc = xd_module_hook(ctx, XD_HOOK_USER_UNAVAILABLE, XD_HOOK_PRIO_DEFAULT,
+                            pp_unavailable, NULL);
+    if (rc == 0)
         rc = xd_module_hook(ctx, XD_HOOK_FILTER_PACKET, PP_FILTER_PRIO, pp_filter, NULL);
     if (rc == 0)
         rc = xd_module_hook(ctx, XD_HOOK_DISCO_SM_ITEMS, XD_HOOK_PRIO_DEFAULT, pp_disco_items,
@@ -2720,6 +2889,9 @@ pp_stop(xd_module_ctx_t *ctx)
     xd_map_free(&s->caps, pp_caps_free);
     xd_map_free(&s->asking, pp_query_free);
     xd_map_free(&s->asked_ver, pp_noop_free);
+    xd_map_free(&s->pin_sess, xd_free);
+    xd_map_free(&s->pin_ver, pp_noop_free);
+    xd_map_free(&s->pin_acct, pp_pins_free);
     xd_map_free(&s->remote, pp_remote_free);
     xd_map_free(&s->rosters, pp_roster_unref_v);
     pthread_mutex_destroy(&s->mu);

@@ -43,6 +43,7 @@
 #include "xmppd/hooks.h"
 #include "xmppd/jid.h"
 #include "xmppd/log.h"
+#include "xmppd/map.h"
 #include "xmppd/module.h"
 #include "xmppd/ns.h"
 #include "xmppd/stanza.h"
@@ -315,7 +316,10 @@ pv_get(const xd_iq_req_t *req, const char *user)
     int rc = db ? xd_db_acquire(db, &conn) : XD_ECLOSED;
     xd_el_t *r = xd_iq_result_builder(req->iq);
     xd_el_t *q = xd_el_add_child(r, "query", XD_NS_PRIVATE);
+    xd_map_t asked = XD_MAP_INIT; /* names answered */
     for (const xd_el_t *c = first; c && rc == 0; c = xd_el_next(c)) {
+        if (xd_map_put(&asked, xd_str_c(xd_el_name(c)), (void *)1))
+            continue; /* each element once, however often it is asked (one namespace) */
         pv_row_t row = { 0 };
         xd_db_val_t key[] = { XD_DB_V_CSTR(req->host), XD_DB_V_CSTR(user),
                               XD_DB_V_CSTR(xd_el_ns(c)), XD_DB_V_CSTR(xd_el_name(c)) };
@@ -340,6 +344,7 @@ pv_get(const xd_iq_req_t *req, const char *user)
             xd_el_add_child(q, xd_el_name(c), xd_el_ns(c));
         }
     }
+    xd_map_free(&asked, NULL);
     if (conn)
         xd_db_release(conn);
     xd_el_free(bm);

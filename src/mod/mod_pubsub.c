@@ -69,10 +69,11 @@ typedef struct ps_conf {
     char *access_createnode; /* access rule: who may create nodes */
     int max_items_limit;    /* "max", and the largest max_items */
     int max_nodes;          /* nodes on the service */
+    int max_nodes_per_user; /* nodes one account owns (created) */
     size_t max_item_size;   /* serialized bytes of one payload */
     int max_queue;          /* operations waiting per node */
     bool multi_subscribe;   /* a JID may subscribe to a node more than once */
-    int max_subscriptions;  /* subscriptions of one JID to one node */
+    int max_subscriptions;  /* subscriptions of one account to one node */
 } ps_conf_t;
 
 #define C_ ps_conf_t
@@ -90,6 +91,9 @@ static const xd_opt_t ps_opts[] = {
                "number is refused with not-acceptable."),
     XD_OPT_INT("max_nodes", C_, max_nodes, "10000", 1, 10000000,
                "Nodes the service holds; one more is refused with resource-constraint."),
+    XD_OPT_INT("max_nodes_per_user", C_, max_nodes_per_user, "100", 1, 10000000,
+               "Nodes one account may own (have created) on the service, so that no account "
+               "takes all of max_nodes; one more is refused with resource-constraint."),
     XD_OPT_SIZE("max_item_size", C_, max_item_size, "256KiB",
                 "Largest item payload, counted as its serialized XML in bytes; a larger one "
                 "is refused with not-acceptable + payload-too-big."),
@@ -101,8 +105,9 @@ static const xd_opt_t ps_opts[] = {
                 "subid and options (XEP-0060 6.1.6, feature `multi-subscribe`); when off, "
                 "subscribing again answers with the subscription the JID has."),
     XD_OPT_INT("max_subscriptions", C_, max_subscriptions, "16", 1, 1000,
-               "Subscriptions one JID (bare or full, as subscribed) may hold to one node; one "
-               "more is refused with policy-violation + too-many-subscriptions."),
+               "Subscriptions one account (its bare JID and its full JIDs together) may hold "
+               "to one node; one more is refused with policy-violation + "
+               "too-many-subscriptions."),
     XD_OPT_END,
 };
 #undef C_
@@ -780,8 +785,15 @@ ps_create(ps_op_t *o, const xd_el_t *pubsub, const xd_el_t *op)
     int rc = ps_node_load(o, node, &n);
     if (rc == 0 && n.found)
         return ps_err(o, XD_COND_CONFLICT, NULL, NULL, "the node exists");
-    int64_t count = 0;
-    xd_db_val_t k[] = { XD_DB_V_CSTR(o->svc) };
+    int64_t count = 0, mine = 0;
+    xd_db_val_t k[] = { XD_DB_V_CSTR(o->svc), XD_DB_V_CSTR(o->from_bare) };
+    if (rc == 0)
+        rc = xd_db_query_int64(o->c,
+                               "SELECT COUNT(*) FROM pubsub_node WHERE host = ? AND owner = ?", k,
+                               2, &mine);
+    if (rc == 0 && mine >= o->conf->max_nodes_per_user)
+        return ps_err(o, XD_COND_RESOURCE_CONSTRAINT, NULL, NULL,
+                      "you have as many nodes as an account may have (max_nodes_per_user)");
     if (rc == 0)
         rc = xd_db_query_int64(o->c, "SELECT COUNT(*) FROM pubsub_node WHERE host = ?", k, 1,
                                &count);
@@ -860,8 +872,10 @@ ps_configure(ps_op_t *o, const xd_el_t *op, bool set)
         xd_el_t *ev = xd_el_new("event", XD_NS_PUBSUB_EVENT);
         xd_el_t *c = xd_el_add_child(ev, "configuration", NULL);
         xd_el_set_attr(c, "node", node);
+        pse_limits_t lim = o->lim; /* the roster groups are the owner's to read */
+        lim.fields &= ~(unsigned)PSE_F_GROUPS;
         if (n.cfg.deliver_payloads)
-            pse_cfg_form(c, "result", PSE_NS_NODECFG, &n.cfg, &o->lim);
+            pse_cfg_form(c, "result", PSE_NS_NODECFG, &n.cfg, &lim);
         ps_notify(o, node, &n.cfg, ev);
         xd_el_free(ev);
     }
@@ -1143,6 +1157,11 @@ ps_items(ps_op_t *o, const xd_el_t *op)
     if (!n.cfg.persist)
         return ps_err(o, XD_COND_FEATURE_NOT_IMPLEMENTED, "unsupported", "persistent-items",
                       NULL);
+    const char *ids[PSE_ITEM_IDS_MAX];
+    int nids = pse_item_ids(op, ids);
+    if (nids < 0)
+        return ps_err(o, XD_COND_POLICY_VIOLATION, NULL, NULL,
+                      "too many item ids in one request");
     ps_expire(o, node, &n.cfg);
     xd_el_t *ps;
     xd_el_t *res = ps_result(o, XD_NS_PUBSUB, &ps);
@@ -1150,13 +1169,9 @@ ps_items(ps_op_t *o, const xd_el_t *op)
     xd_el_set_attr(out, "node", node);
     ps_items_t it = { .parent = out, .payload = true };
     int rc = 0;
-    bool by_id = false;
-    for (const xd_el_t *ch = xd_el_first_child(op); ch && rc == 0; ch = xd_el_next(ch)) {
-        const char *id = xd_el_is(ch, "item", XD_NS_PUBSUB) ? xd_el_attr(ch, "id") : NULL;
-        if (!id)
-            continue;
-        by_id = true;
-        xd_db_val_t key[] = { XD_DB_V_CSTR(o->svc), XD_DB_V_CSTR(node), XD_DB_V_CSTR(id) };
+    bool by_id = nids > 0;
+    for (int i = 0; i < nids && rc == 0; i++) {
+        xd_db_val_t key[] = { XD_DB_V_CSTR(o->svc), XD_DB_V_CSTR(node), XD_DB_V_CSTR(ids[i]) };
         rc = xd_db_query(o->c,
                          "SELECT id, xml FROM pubsub_item WHERE host = ? AND node = ? AND id = ?",
                          key, 3, ps_item_row, &it);
@@ -1405,6 +1420,27 @@ ps_subopts_form(xd_el_t *parent, const char *type, const ps_subopt_t *opt)
             xd_el_add_text(xd_el_add_child(f, "value", NULL), ps_show_names[i]);
 }
 
+/* How many subscriptions (pending ones only: `pending`) the requester's
+ * account has to the node: of its bare JID and of its full JIDs together
+ * (the subscriber names the resource: a bound per JID is none). */
+static int
+ps_account_subs(ps_op_t *o, const char *node, bool pending, int64_t *n)
+{
+    char lo[3 * XD_JID_PART_MAX + 4], hi[3 * XD_JID_PART_MAX + 4];
+    snprintf(lo, sizeof lo, "%s/", o->from_bare);
+    snprintf(hi, sizeof hi, "%s0", o->from_bare); /* '0' follows '/' */
+    xd_db_val_t k[] = { XD_DB_V_CSTR(o->svc), XD_DB_V_CSTR(node), XD_DB_V_CSTR(o->from_bare),
+                        XD_DB_V_CSTR(lo), XD_DB_V_CSTR(hi) };
+    *n = 0;
+    return xd_db_query_int64(o->c,
+                             pending ? "SELECT COUNT(*) FROM pubsub_sub WHERE host = ? AND node = ?"
+                                       " AND (jid = ? OR (jid >= ? AND jid < ?))"
+                                       " AND state = 'pending'"
+                                     : "SELECT COUNT(*) FROM pubsub_sub WHERE host = ? AND node = ?"
+                                       " AND (jid = ? OR (jid >= ? AND jid < ?))",
+                             k, 5, n);
+}
+
 static xd_stanza_t *
 ps_subscribe(ps_op_t *o, const xd_el_t *pubsub, const xd_el_t *op)
 {
@@ -1438,9 +1474,15 @@ ps_subscribe(ps_op_t *o, const xd_el_t *pubsub, const xd_el_t *op)
             return ps_subopts_err(o, res, why);
     }
     ps_subs_t mine = { 0 };
-    if (ps_subs_load(o, node, jid, &mine) != 0)
+    int64_t acct = 0, acct_pending = 0;
+    if (ps_subs_load(o, node, jid, &mine) != 0 ||
+        ps_account_subs(o, node, false, &acct) != 0 ||
+        ps_account_subs(o, node, true, &acct_pending) != 0) {
+        ps_subs_free(&mine);
         return ps_err(o, XD_COND_INTERNAL_SERVER_ERROR, NULL, NULL, NULL);
-    if (ps_subs_in(&mine, "pending")) {
+    }
+    /* One request waits for the owner per account, whatever the resource. */
+    if (acct_pending > 0) {
         ps_subs_free(&mine);
         return ps_err(o, XD_COND_NOT_AUTHORIZED, "pending-subscription", NULL, NULL);
     }
@@ -1454,7 +1496,7 @@ ps_subscribe(ps_op_t *o, const xd_el_t *pubsub, const xd_el_t *op)
         if (!ox)
             opt = mine.s[0].opt;
         fresh = false;
-    } else if (mine.n >= (size_t)o->conf->max_subscriptions) {
+    } else if (acct >= o->conf->max_subscriptions) {
         ps_subs_free(&mine);
         return ps_err(o, XD_COND_POLICY_VIOLATION, "too-many-subscriptions", NULL, NULL);
     } else {
@@ -2033,12 +2075,34 @@ ps_disco(ps_op_t *o, const xd_el_t *q, bool info)
                 xd_el_set_attr(xd_el_add_child(r, "feature", NULL), "var",
                                XD_NS_PUBSUB "#multi-subscribe");
         } else {
+            /* The meta-data (XEP-0060 5.4) as the node's access model lets
+             * the requester see it: to one that may not read the node, a
+             * whitelist node does not exist (as in disco#items) and others
+             * show their access model only; the roster groups (the owner's
+             * private roster data) go to owners only. */
+            char aff[64];
+            ps_aff(o, node, &n, o->from_bare, aff);
+            bool owner = !strcmp(aff, "owner");
+            xd_stanza_t *denied = owner ? NULL : ps_access(o, node, &n, aff, false);
+            pse_limits_t lim = o->lim;
+            if (!owner)
+                lim.fields &= ~(unsigned)PSE_F_GROUPS;
+            if (denied) {
+                xd_stanza_unref(denied);
+                if (!strcmp(n.cfg.access, "whitelist") || !strcmp(aff, "outcast")) {
+                    xd_el_free(res);
+                    return ps_err(o, XD_COND_ITEM_NOT_FOUND, NULL, NULL, NULL);
+                }
+                lim.fields = PSE_F_ACCESS;
+            }
             xd_el_set_attr(xd_el_add_child(r, "feature", NULL), "var", XD_NS_PUBSUB);
-            xd_el_t *x = pse_cfg_form(r, "result", PSE_NS_META, &n.cfg, &o->lim);
-            xd_el_t *f = xd_el_add_child(x, "field", NULL);
-            xd_el_set_attr(f, "var", "pubsub#owner");
-            xd_el_set_attr(f, "type", "jid-multi");
-            xd_el_add_text(xd_el_add_child(f, "value", NULL), n.owner);
+            xd_el_t *x = pse_cfg_form(r, "result", PSE_NS_META, &n.cfg, &lim);
+            if (!denied) {
+                xd_el_t *f = xd_el_add_child(x, "field", NULL);
+                xd_el_set_attr(f, "var", "pubsub#owner");
+                xd_el_set_attr(f, "type", "jid-multi");
+                xd_el_add_text(xd_el_add_child(f, "value", NULL), n.owner);
+            }
         }
         return xd_el_freeze(res);
     }

@@ -425,6 +425,26 @@ pse_groups_match_nl(const pse_cfg_t *c, const char *groups_nl)
 
 /* ---- errors and events --------------------------------------------------------------------------- */
 
+int
+pse_item_ids(const xd_el_t *items, const char *ids[PSE_ITEM_IDS_MAX])
+{
+    int n = 0;
+    for (const xd_el_t *ch = xd_el_first_child(items); ch; ch = xd_el_next(ch)) {
+        const char *id = xd_el_is(ch, "item", XD_NS_PUBSUB) ? xd_el_attr(ch, "id") : NULL;
+        if (!id)
+            continue;
+        int k = 0;
+        while (k < n && strcmp(ids[k], id) != 0)
+            k++;
+        if (k < n)
+            continue;
+        if (n == PSE_ITEM_IDS_MAX)
+            return -1;
+        ids[n++] = id;
+    }
+    return n;
+}
+
 xd_stanza_t *
 pse_err(const xd_stanza_t *iq, xd_cond cond, const char *app, const char *feature,
         const char *text)

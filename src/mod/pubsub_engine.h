@@ -129,6 +129,16 @@ bool pse_groups_match_nl(const pse_cfg_t *c, const char *groups_nl);
 /* A roster item's groups, one per line ("" for none; xd_free). */
 char *pse_groups_nl(const xd_roster_view_t *item);
 
+/* The most distinct item ids one <items/> request may name (XEP-0060
+ * 6.5.8); more is refused with policy-violation (pse_item_ids). */
+#define PSE_ITEM_IDS_MAX 100
+
+/* The ids of the <item id/> children (pubsub namespace) of an <items/>
+ * request into ids (borrowed from items; in order, each once: a repeated id
+ * is asked once).  How many (0: none named, all items asked), or -1 when
+ * more than PSE_ITEM_IDS_MAX distinct ids are named. */
+int pse_item_ids(const xd_el_t *items, const char *ids[PSE_ITEM_IDS_MAX]);
+
 /* An error reply to iq: cond, with <app xmlns=pubsub#errors [feature]/>
  * when app is set. */
 xd_stanza_t *pse_err(const xd_stanza_t *iq, xd_cond cond, const char *app, const char *feature,

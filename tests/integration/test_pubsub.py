@@ -887,13 +887,14 @@ def test_multi_subscribe(server_factory):
     ok(ps(a, "r", "<retract node='n' notify='1'><item id='i2'/></retract>"))
     ev = take(b, event_rx("n"))
     assert "<retract id='i2'/>" in ev and subids_of(ev) == [s2], ev
-    # A third, then the limit.
+    # A third, then the limit: of the account, its bare and full JIDs together.
     ok(subscribe(b, "s3", "n", "bob@localhost"))
     err(subscribe(b, "s4", "n", "bob@localhost"), "policy-violation", "too-many-subscriptions")
-    # A full JID's subscriptions are its own.
-    ok(subscribe(b, "s5", "n", bjid))
+    err(subscribe(b, "s4f", "n", bjid), "policy-violation", "too-many-subscriptions")
     # Unsubscribe one by subid; the others stay.
     ok(ps(b, "u2", f"<unsubscribe node='n' jid='bob@localhost' subid='{s1}'/>"))
+    # A full JID's subscriptions are its own (counted with its account's).
+    ok(subscribe(b, "s5", "n", bjid))
     r = ok(ps(b, "l3", "<subscriptions node='n'/>", typ="get"))
     assert s1 not in r and f"subid='{s2}'" in r and r.count("<subscription ") == 3, r
     # The owner removes one subscription by subid, then all of the JID's.
