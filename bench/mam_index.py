@@ -16,10 +16,13 @@ record (two per message: the sender's and the recipient's archive) in
 transactions of up to 4 MiB of each worker's journal, sorted by account.
 
     bench/mam_index.py --build build-release [--pairs 50] [--messages 400] [--rounds 2]
-                       [--perf DIR]
+                       [--perf DIR [--perf-cg dwarf] [--perf-freq HZ]]
 
 --perf DIR records `perf record --call-graph fp` (--perf-cg dwarf) of the server into DIR/intake-N.data
-and DIR/index-N.data (round N) for `perf report -i`.
+and DIR/index-N.data (round N) for `perf report -i`.  Each indexing line gives the server's CPU
+time per record (user + system, all threads: less sensitive to other work on the machine than the
+rate); --syscalls adds the server's pwrite/pread/fdatasync calls per 1000 records while indexing
+(perf stat of syscall tracepoints: independent of the machine's load).
 
 Each round adds to the same archive (the second round indexes into a
 table that already holds the first's rows).  The server runs on loopback
@@ -49,6 +52,9 @@ def main():
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--perf", metavar="DIR", help="perf record -g each phase into DIR")
     ap.add_argument("--perf-cg", default="fp", help="perf's --call-graph (fp, dwarf)")
+    ap.add_argument("--syscalls", action="store_true",
+                    help="count the server's pwrite/pread/fdatasync calls while indexing (perf stat)")
+    ap.add_argument("--perf-freq", type=int, default=0, help="perf's -F (samples/s; 0: perf's default)")
     a = ap.parse_args()
     if a.perf:
         os.makedirs(a.perf, exist_ok=True)
@@ -70,11 +76,19 @@ def main():
         for c in snd + rcv:
             c.send("<presence/>")
         n = 0
+        tick = os.sysconf("SC_CLK_TCK")
+
+        def cpu():
+            """The server's CPU seconds (user + system, all threads)."""
+            with open(f"/proc/{srv.pid}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            return (int(fields[11]) + int(fields[12])) / tick
 
         def perf(name):
             if not a.perf:
                 return None
-            p = subprocess.Popen(["perf", "record", "--call-graph", a.perf_cg, "-q", "-p", str(srv.pid),
+            freq = ["-F", str(a.perf_freq)] if a.perf_freq else []
+            p = subprocess.Popen(["perf", "record", "--call-graph", a.perf_cg, *freq, "-q", "-p", str(srv.pid),
                                   "-o", os.path.join(a.perf, f"{name}.data")],
                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             time.sleep(0.5)  # perf attached before the phase starts
@@ -111,18 +125,37 @@ def main():
             assert f"<count>{(rnd + 1) * a.messages}</count>" in str(count), count
             # The whole journal (a delete of nothing indexes it all first).
             pr = perf(f"index-{rnd}")
-            t0 = time.perf_counter()
+            ps = None
+            if a.syscalls:
+                ps = subprocess.Popen(["perf", "stat", "-x", ",", "-p", str(srv.pid), "-e",
+                                       "syscalls:sys_enter_pwrite64,syscalls:sys_enter_pread64,"
+                                       "syscalls:sys_enter_fdatasync"],
+                                      stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+                time.sleep(0.5)
+            t0, c0 = time.perf_counter(), cpu()
             r = srv.ctl_run("delete_old_mam_messages", "1000000", timeout=600)
-            t_index = time.perf_counter() - t0
+            t_index, c_index = time.perf_counter() - t0, cpu() - c0
             perf_end(pr)
-            assert r.returncode == 0, r
             recs = 2 * msgs - a.messages  # s0's were indexed by its query
+            calls = ""
+            if ps:
+                ps.send_signal(signal.SIGINT)
+                err = ps.communicate(timeout=60)[1]
+                cnt = {}
+                for line in err.splitlines():
+                    f = line.split(",")
+                    if len(f) > 2 and f[0].isdigit():
+                        cnt[f[2].rsplit("_", 1)[-1]] = int(f[0])
+                calls = ", per 1000 records: " + " ".join(
+                    f"{k} {1000 * v / recs:.0f}" for k, v in sorted(cnt.items()))
+            assert r.returncode == 0, r
             print(f"round {rnd}: {msgs} messages ({2 * msgs} records) journaled in "
                   f"{t_append:.2f} s ({msgs / t_append:.0f} msgs/s, delivery included); "
                   f"one account's query (its {a.messages} records) {1000 * t_one:.1f} ms; "
                   f"the other {recs} records indexed in {t_index:.2f} s: "
-                  f"{recs / t_index:.0f} records/s = {recs / 2 / t_index:.0f} msgs/s "
-                  f"(archive now {2 * n} rows)",
+                  f"{recs / t_index:.0f} records/s = {recs / 2 / t_index:.0f} msgs/s, "
+                  f"server CPU {1e6 * c_index / recs:.1f} us/record "
+                  f"(archive now {2 * n} rows){calls}",
                   flush=True)
         load = open("/proc/loadavg").read().split()[:3]
         print(f"load average {' '.join(load)}", flush=True)

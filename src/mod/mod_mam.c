@@ -50,8 +50,10 @@
  * rows share index pages), one indexer at a time per host, and records in
  * the same transaction how far each file is consumed (mam_journal: node,
  * host, worker, generation, offset): a crash replays exactly what was not
- * committed.  It runs when the backlog passes `journal_index_records`
- * (200 000 records: a burst is not indexed while it lasts), when the
+ * committed (SQLite: 32 rows per INSERT, the transaction's pages in a
+ * larger cache, mam_ix_commit).  It runs when the backlog passes
+ * `journal_index_records` (200 000 records: a burst is not indexed while
+ * it lasts), when the
  * journal has been idle for `journal_idle` (a run in the background gives
  * way between its transactions when appends resume and the backlog is
  * under that watermark: mam_ix_yield), at a stop, at start
@@ -1108,6 +1110,7 @@ typedef struct mam_ix {
     bool account_only;  /* one account's records (mam_drain_for): no offsets moved */
     char **skipped;     /* done-set keys of the records passed over (indexed before) */
     size_t nskipped;
+    struct mam_ix_rows *rows; /* SQLite: rows waiting for their INSERT; else NULL */
 } mam_ix_t;
 
 /* The key of the record at byte `off` of worker w's file, generation gen,
@@ -1146,6 +1149,8 @@ mam_ix_clear(mam_ix_t *x)
     for (size_t i = 0; i < x->nskipped; i++)
         xd_free(x->skipped[i]);
     xd_free(x->skipped);
+    xd_free(x->rows);
+    x->rows = NULL;
     x->files = NULL;
     x->v = NULL;
     x->skipped = NULL;
@@ -1180,6 +1185,53 @@ mam_retract(xd_db_conn_t *c, const mam_rec_t *m, int64_t now)
     return rc;
 }
 
+static bool mam_fts_deferred(xd_module_ctx_t *ctx);
+
+/* SQLite: the rows of an indexing transaction go in MAM_IX_ROWS at a time,
+ * one INSERT of that many rows (one statement run, its program started once
+ * for them all), the rest one INSERT each.  Two statements, cached. */
+#define MAM_IX_ROWS 32
+#define MAM_IX_COLS 10
+#define MAM_IX_V1 "(?,?,?,?,?,?,?,?,?,?)"
+#define MAM_IX_V2 MAM_IX_V1 "," MAM_IX_V1
+#define MAM_IX_V4 MAM_IX_V2 "," MAM_IX_V2
+#define MAM_IX_V8 MAM_IX_V4 "," MAM_IX_V4
+#define MAM_IX_V16 MAM_IX_V8 "," MAM_IX_V8
+#define MAM_IX_V32 MAM_IX_V16 "," MAM_IX_V16
+#define MAM_IX_INSERT(v)                                                                       \
+    "INSERT INTO archive (host, username, id, ts, peer, resource, dir, body, xml, msgid)"     \
+    " VALUES " v " ON CONFLICT (host, username, id) DO NOTHING"
+
+typedef struct mam_ix_rows {
+    size_t n;
+    xd_db_val_t v[MAM_IX_ROWS * MAM_IX_COLS];
+} mam_ix_rows_t;
+
+/* The rows waiting in r into the archive: a full set with one statement, a
+ * part one row at a time (a statement per count would fill the cache). */
+static int
+mam_ix_flush(xd_db_conn_t *c, mam_ix_rows_t *r)
+{
+    _Static_assert(MAM_IX_ROWS == 32, "MAM_IX_V32 has MAM_IX_ROWS rows");
+    int rc = 0;
+    if (r->n == MAM_IX_ROWS)
+        rc = xd_db_query(c, MAM_IX_INSERT(MAM_IX_V32), r->v, MAM_IX_ROWS * MAM_IX_COLS, NULL,
+                         NULL);
+    else
+        for (size_t i = 0; i < r->n && rc == 0; i++)
+            rc = xd_db_query(c, MAM_IX_INSERT(MAM_IX_V1), &r->v[i * MAM_IX_COLS], MAM_IX_COLS,
+                             NULL, NULL);
+    r->n = 0;
+    return rc;
+}
+
+/* The buffer of mam_ix_flush for ctx's database, or NULL (one upsert a row). */
+static mam_ix_rows_t *
+mam_ix_rows_new(xd_module_ctx_t *ctx)
+{
+    return mam_fts_deferred(ctx) ? xd_malloc(sizeof(mam_ix_rows_t)) : NULL;
+}
+
 /* The indexing transaction: the records, sorted by account then time, into
  * the archive, and how far each journal is consumed, together. */
 static int
@@ -1188,6 +1240,11 @@ mam_ix_tx(xd_db_conn_t *c, void *arg)
     mam_ix_t *x = arg;
     const char *host = NULL, *user = NULL;
     int64_t floor = 0;
+    /* SQLite: several rows per INSERT (the ON CONFLICT form is PostgreSQL's
+     * too, but only SQLite's is tested here). */
+    mam_ix_rows_t *rows = x->rows;
+    if (rows)
+        rows->n = 0; /* a transaction run again (xd_db_tx) starts over */
     for (size_t i = 0; i < x->n; i++) {
         const mam_rec_t *m = &x->v[i].r;
         if (!host || strcmp(host, m->host) != 0 || strcmp(user, m->user) != 0) {
@@ -1222,7 +1279,11 @@ mam_ix_tx(xd_db_conn_t *c, void *arg)
         }
         int64_t ts = m->ts > floor ? m->ts : floor + 1;
         floor = ts;
-        int rc = m->retract ? mam_retract(c, m, ts) : 0;
+        int rc = 0;
+        if (m->retract && rows) /* the rows it may name are in the table first */
+            rc = mam_ix_flush(c, rows);
+        if (rc == 0 && m->retract)
+            rc = mam_retract(c, m, ts);
         if (rc != 0)
             return rc;
         xd_db_val_t row[] = {
@@ -1236,8 +1297,20 @@ mam_ix_tx(xd_db_conn_t *c, void *arg)
          * was indexed already) is left as it is. */
         static const char *const cols[] = { "host", "username", "id",  "ts",  "peer",
                                             "resource", "dir",  "body", "xml", "msgid" };
-        static const xd_db_upsert_t ups = { "archive", cols, 10, 3, XD_DB_UPSERT_IGNORE };
-        rc = xd_db_upsert(c, &ups, row);
+        static const xd_db_upsert_t ups = { "archive", cols, MAM_IX_COLS, 3,
+                                            XD_DB_UPSERT_IGNORE };
+        if (rows) {
+            memcpy(&rows->v[rows->n * MAM_IX_COLS], row, sizeof row);
+            if (++rows->n == MAM_IX_ROWS)
+                rc = mam_ix_flush(c, rows);
+        } else {
+            rc = xd_db_upsert(c, &ups, row);
+        }
+        if (rc != 0)
+            return rc;
+    }
+    if (rows) {
+        int rc = mam_ix_flush(c, rows);
         if (rc != 0)
             return rc;
     }
@@ -1354,6 +1427,50 @@ mam_pend_indexed(mam_state_t *st, const mam_ix_t *x)
     pthread_mutex_unlock(&st->pend_mu);
 }
 
+/* SQLite's page cache for the indexing transaction, KiB: a transaction's
+ * dirty pages (tens of MiB for MAM_IX_TX_BYTES of journal) stay in memory
+ * until its commit writes them once, instead of being spilled into the WAL
+ * mid-transaction (and read back) by the pool's smaller per-connection
+ * cache (dbhosts.c).  Set on the indexer's connection for its transaction
+ * only and set back after it: the pool's other connections, and this one
+ * afterwards, keep their size. */
+#define MAM_IX_CACHE_KIB (64 * 1024)
+
+static int
+mam_cache_row(void *arg, const xd_db_val_t *cols, size_t ncols)
+{
+    int64_t *v = arg;
+    if (ncols >= 1 && cols[0].type == XD_DB_INT64)
+        *v = cols[0].i;
+    return 1;
+}
+
+/* x's indexing transaction (mam_ix_tx), with SQLite's larger cache. */
+static int
+mam_ix_commit(xd_module_ctx_t *ctx, mam_ix_t *x)
+{
+    xd_db_t *db = xd_module_db(ctx);
+    if (!x->rows) /* not SQLite */
+        return xd_db_tx(db, mam_ix_tx, x);
+    xd_db_conn_t *c;
+    int rc = xd_db_acquire(db, &c); /* xd_db_tx below runs on it (same thread) */
+    if (rc != 0)
+        return rc;
+    int64_t was = 0;
+    char sql[64];
+    if (xd_db_query(c, "PRAGMA cache_size", NULL, 0, mam_cache_row, &was) == 0 && was != 0) {
+        snprintf(sql, sizeof sql, "PRAGMA cache_size=-%d", MAM_IX_CACHE_KIB);
+        (void)xd_db_exec(c, sql); /* a failure costs speed, not rows */
+    }
+    rc = xd_db_tx(db, mam_ix_tx, x);
+    if (was != 0) {
+        snprintf(sql, sizeof sql, "PRAGMA cache_size=%lld", (long long)was);
+        (void)xd_db_exec(c, sql);
+    }
+    xd_db_release(c);
+    return rc;
+}
+
 /* One indexing transaction over what the journals hold now (a chunk of
  * each).  Caller holds ix_mu.  *n: records indexed. */
 static int
@@ -1383,7 +1500,8 @@ mam_ix_once(xd_module_ctx_t *ctx, mam_state_t *st, size_t *n)
     if (rc == 0 && x.nfiles) {
         if (x.n)
             qsort(x.v, x.n, sizeof *x.v, mam_ix_cmp);
-        rc = xd_db_tx(xd_module_db(ctx), mam_ix_tx, &x);
+        x.rows = mam_ix_rows_new(ctx);
+        rc = mam_ix_commit(ctx, &x);
     }
     if (rc == 0) {
         atomic_fetch_add(&st->fts_behind, x.n);
@@ -1684,7 +1802,8 @@ mam_drain_for(xd_module_ctx_t *ctx, const char *host, const char *user)
     }
     if (rc == 0 && x.n) {
         qsort(x.v, x.n, sizeof *x.v, mam_ix_cmp);
-        rc = xd_db_tx(xd_module_db(ctx), mam_ix_tx, &x);
+        x.rows = mam_ix_rows_new(ctx);
+        rc = mam_ix_commit(ctx, &x);
     }
     if (rc == 0) {
         atomic_fetch_add(&st->fts_behind, x.n);

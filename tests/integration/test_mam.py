@@ -878,3 +878,28 @@ def test_the_bound_indexes_a_transaction_not_the_whole_journal(server_factory):
     # transaction moves ~1 000 records of a file (two files: ~2 000).
     assert 0 < rows <= 2 * 1100, rows
     assert all_bodies(b) == [f"{body}{i}" for i in range(n)]
+
+
+def test_retraction_indexed_with_the_messages_it_names(server_factory):
+    """A retraction indexed in the same transaction as the message it names,
+    behind more rows than one multi-row INSERT of the indexer takes (32):
+    the rows before it are in the table when it is applied, so that message
+    becomes a tombstone in both archives and the others keep their bodies."""
+    srv = start(server_factory, journal_idle="1h")
+    a, _ = online(srv, "alice", "pc")
+    b, _ = online(srv, "bob", "pc")
+    for k in range(40):
+        chat(a, "bob@localhost", f"m{k}", f"a{k}")
+    rt = "urn:xmpp:message-retract:1"
+    a.send(f"<message to='bob@localhost' type='chat' id='ra'><retract xmlns='{rt}' id='a35'/>"
+           f"<body>retracted</body><store xmlns='urn:xmpp:hints'/></message>")
+    a.roundtrip()
+    b.recv_until(r"<message[^>]*id='ra'")
+    b.roundtrip()
+    for cl in (a, b):
+        res, _ = mam(cl, rsm="<max>100</max>")
+        assert len(res) == 41, res
+        want = [f"m{k}" for k in range(40)]
+        want[35] = None
+        assert bodies(res)[:40] == want, bodies(res)
+        assert f"<retracted xmlns='{rt}'" in res[35][2] and "id='a35'" in res[35][2], res[35]
