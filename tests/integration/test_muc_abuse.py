@@ -1,0 +1,188 @@
+"""Abuse of group chat through the wire (an attacker review's findings,
+each test failing before its fix): what one account, or a stranger whose
+stanza reaches the room, can make mod_muc do: admin lists that take
+their sender out (use-after-free), a malformed history 'since', invitations
+and declines amplified, locked rooms answering strangers, a voice request
+interval reset by entering again, rooms per account without a default
+bound.  Raw XML in the style of test_muc.py (its helpers are reused).
+Negative checks use barriers (helpers.py): a marker message from the same
+sender, or a round trip."""
+
+from helpers import iq, online
+
+import test_muc as M
+
+
+def admin_get(c, room, item, iq_id):
+    return iq(c, iq_id, f"<query xmlns='{M.NS_ADMIN}'>{item}</query>", typ="get",
+              to=f"{room}@{M.MUC}")
+
+
+def test_muc_locked_room_not_listed(server_factory):
+    """Covered surface (passes): a locked room (created, not yet
+    configured) is not in the service's disco#items.  (Its disco#info is
+    checked in test_muc_locked_room_info.)"""
+    srv = M.start(server_factory)
+    a, _ = online(srv, "alice")
+    assert "code='201'" in M.join(a, "notyet", "al")
+    b, _ = online(srv, "bob")
+    r = iq(b, "di", "<query xmlns='http://jabber.org/protocol/disco#items'/>", typ="get",
+           to=M.MUC)
+    assert "notyet@" not in r, r
+
+
+def test_muc_admin_list_that_kicks_its_sender(server_factory):
+    """One muc#admin set whose first item takes the sender out of the room
+    (a kick of one's own nick, or a ban of one's own JID when there is
+    another owner) and has a second item: mod_muc_iq.c muc_room_admin_iq
+    passes the same `me` to every admin_item, and the first one freed it
+    (muc_occ_remove -> occ_free), so the second reads freed memory
+    (me->nick, me->role).  Any account can do this in a room it creates.
+    XEP-0045 8.2 lets the service refuse a self-kick (conflict); either
+    way the server answers and stays up."""
+    srv = M.start(server_factory)
+    a, _ = online(srv, "alice")
+    M.create(a, "lobby", "al")
+    b, _ = online(srv, "bob")
+    M.join(b, "lobby", "bo")
+    r = M.admin(a, "<item nick='al' role='none'/><item nick='bo' role='visitor'/>", "lobby",
+                iq_id="k1")
+    # Refused as ejabberd and Prosody do (conflict: XEP-0045 8.2); nothing changed.
+    assert "type='error'" in r and "<conflict " in r, r
+    r = admin_get(a, "lobby", "<item role='participant'/>", "k2")
+    assert "nick='bo'" in r, r
+    # A ban of one's own account (bob is an owner too) takes the sender
+    # out; the next item is the request of someone banned: refused.
+    assert "type='result'" in M.admin(a, "<item affiliation='owner' jid='bob@localhost'/>",
+                                      "lobby", iq_id="k3")
+    r = M.admin(a, "<item affiliation='outcast' jid='alice@localhost'/>"
+                   "<item affiliation='member' jid='carol@localhost'/>", "lobby", iq_id="k4")
+    assert "type='error'" in r and "<forbidden " in r, r
+    members = admin_get(b, "lobby", "<item affiliation='member'/>", "k5")
+    assert "type='result'" in members and "carol@" not in members, members
+    # The server is alive and the room still answers.
+    r = iq(b, "ping", "<query xmlns='http://jabber.org/protocol/disco#info'/>", typ="get",
+           to=f"lobby@{M.MUC}")
+    assert "type='result'" in r, r
+
+
+def test_muc_self_ban_with_two_nicks(server_factory):
+    """The same stale pointer by another path: an owner in the room under
+    two nicks (two sessions) bans her own JID from the session that entered
+    last.  admin_item passes actor = me->nick to muc_aff_follow, which
+    removes the occupants of the account from the last one back: `me`
+    first (freeing me->nick), then the other, whose unavailable presence
+    and room event read the freed actor nick.  The server must answer and
+    stay up (XEP-0045 9.1: a ban takes every occupant of the account out)."""
+    srv = M.start(server_factory)
+    a, _ = online(srv, "alice", "one")
+    M.create(a, "lobby", "al")
+    assert "type='result'" in M.admin(a, "<item affiliation='owner' jid='bob@localhost'/>",
+                                      "lobby", iq_id="o1")
+    a2, _ = online(srv, "alice", "two")
+    M.join(a2, "lobby", "al2")
+    r = M.admin(a2, "<item affiliation='outcast' jid='alice@localhost'/>", "lobby", iq_id="b1")
+    assert "type='result'" in r, r
+    # Both of her nicks are out, banned (301) by al2, which the second
+    # removal still names.
+    out = M.expect(a, M.pres_rx("lobby", "al", unavailable=True))
+    assert "code='301'" in out and "<actor nick='al2'/>" in out, out
+    # The server is alive (the room, empty and temporary, is gone).
+    b, _ = online(srv, "bob")
+    r = iq(b, "ping", "<query xmlns='http://jabber.org/protocol/disco#info'/>", typ="get",
+           to=M.MUC)
+    assert "type='result'" in r, r
+
+
+def test_muc_admin_cannot_touch_owner(server_factory):
+    """Covered surface (passes): an admin can neither ban, demote nor kick
+    an owner, nor make anyone admin (XEP-0045 9.x, 10.x business rules)."""
+    srv = M.start(server_factory)
+    a, ajid = online(srv, "alice")
+    M.create(a, "lobby", "al")
+    b, _ = online(srv, "bob")
+    assert "type='result'" in M.admin(a, "<item affiliation='admin' jid='bob@localhost'/>",
+                                      "lobby", iq_id="a1")
+    M.join(b, "lobby", "bo")
+    for i, item in enumerate(("<item affiliation='outcast' jid='alice@localhost'/>",
+                              "<item affiliation='member' jid='alice@localhost'/>",
+                              "<item affiliation='admin' jid='carol@localhost'/>",
+                              "<item role='none' nick='al'/>",
+                              "<item role='visitor' nick='al'/>")):
+        r = M.admin(b, item, "lobby", iq_id=f"b{i}")
+        assert "type='error'" in r, (item, r)
+    # A non-owner neither reads nor submits the configuration.
+    r = iq(b, "cf", f"<query xmlns='{M.NS_OWNER}'/>", typ="get", to=f"lobby@{M.MUC}")
+    assert "<forbidden " in r, r
+    r = M.config(b, "lobby", {"membersonly": "1"}, iq_id="cf2")
+    assert "<forbidden " in r, r
+    # The last owner cannot leave the room ownerless.
+    r = M.admin(a, "<item affiliation='member' jid='alice@localhost'/>", "lobby", iq_id="a2")
+    assert "<conflict " in r, r
+
+
+def test_muc_semianonymous_no_jid_leak(server_factory):
+    """Covered surface (passes): in a semi-anonymous room a participant
+    learns no real JID: not in presences, not from the member list, the
+    role list or the voice-request path."""
+    srv = M.start(server_factory)
+    a, _ = online(srv, "alice")
+    M.create(a, "lobby", "al")
+    b, _ = online(srv, "bob")
+    seq = M.join(b, "lobby", "bo")
+    assert "alice@" not in seq, seq
+    for i, item in enumerate(("<item affiliation='member'/>", "<item role='moderator'/>",
+                              "<item affiliation='owner'/>", "<item affiliation='admin'/>")):
+        r = admin_get(b, "lobby", item, f"m{i}")
+        assert "alice@" not in r and "<forbidden " in r, (item, r)
+
+
+def test_muc_odd_inputs_answered(server_factory):
+    """Covered surface (passes): admin items without attributes, bad JIDs,
+    unknown roles and nicks; configuration numbers out of range, empty or
+    past 2^63; roomowners with bad JIDs; history attributes negative, huge
+    or garbage; invitations and declines without or with a bad 'to'; a
+    voice approval for nobody: each gets its error (or is ignored) and the
+    room keeps answering."""
+    srv = M.start(server_factory)
+    a, _ = online(srv, "alice")
+    M.create(a, "odd", "al")
+    for i, (item, cond) in enumerate((
+            ("<item/>", "bad-request"),
+            ("<item affiliation='owner'/>", "bad-request"),
+            ("<item jid='@@@' affiliation='member'/>", "jid-malformed"),
+            ("<item jid='' affiliation='member'/>", None),
+            ("<item nick='nobody' role='participant'/>", "item-not-found"),
+            ("<item nick='al' role='king'/>", "bad-request"),
+            ("<item nick='nobody' affiliation='member'/>", "item-not-found"),
+            ("<item jid='x@localhost' affiliation='emperor'/>", "bad-request"))):
+        r = M.admin(a, item, "odd", iq_id=f"ad{i}")
+        assert "type='error'" in r and (cond is None or f"<{cond} " in r), (item, r)
+    for i, (k, v) in enumerate((("maxusers", "-1"), ("maxusers", "99999999999999999999"),
+                                ("maxusers", ""), ("maxusers", "abc"),
+                                ("historylength", "-5"), ("historylength", "1e9"),
+                                ("whois", "everybody"), ("allowpm", ""),
+                                ("presencebroadcast", "king"), ("roomowners", "@@"),
+                                ("voicerequestmininterval", "-1"))):
+        r = M.config(a, "odd", {k: v}, iq_id=f"cf{i}")
+        assert "type='error'" in r, (k, v, r)
+    b, bjid = online(srv, "bob")
+    for i, h in enumerate(("maxchars='-1'", "maxstanzas='99999999999999999999'",
+                           "seconds='-99'", "since='garbage'", "since=''",
+                           "maxchars='x' maxstanzas='' seconds='1e3'")):
+        M.join(b, "odd", f"b{i}", f"<history {h}/>")
+        b.send(f"<presence to='odd@{M.MUC}/b{i}' type='unavailable'/>")
+        b.roundtrip()
+    M.join(b, "odd", "bo")
+    for i, x in enumerate(("<invite/>", "<invite to='@@'/>", "<decline/>", "<decline to=''/>")):
+        b.send(f"<message to='odd@{M.MUC}' id='x{i}'><x xmlns='{M.NS_USER}'>{x}</x></message>")
+        got = M.expect(b, rf"<message[^>]*id='x{i}'[^>]*>.*?</message>")
+        assert "type='error'" in got, (x, got)
+    a.send(f"<message to='odd@{M.MUC}' id='va'><x xmlns='jabber:x:data' type='submit'>"
+           f"<field var='FORM_TYPE'><value>http://jabber.org/protocol/muc#request</value>"
+           f"</field><field var='muc#roomnick'><value>nobody</value></field>"
+           f"<field var='muc#request_allow'><value>true</value></field></x></message>")
+    a.roundtrip()
+    r = iq(b, "alive", "<query xmlns='http://jabber.org/protocol/disco#info'/>", typ="get",
+           to=f"odd@{M.MUC}")
+    assert "type='result'" in r, r
