@@ -31,6 +31,45 @@ def test_muc_locked_room_not_listed(server_factory):
     assert "notyet@" not in r, r
 
 
+def test_muc_history_since_short_stamp(server_factory):
+    """<history since/> is parsed by mod_muc_room.c parse_stamp: sscanf
+    with %4d-%2d-%2dT%2d:%2d:%2d matches far shorter text than a full
+    XEP-0082 stamp ('1-1-1T1:1:1', 11 bytes), and the code then reads the
+    zone at s + 19, past the end of the attribute's string (strlen and atoi
+    on whatever the arena holds next: here the name of the next attribute,
+    'abc-999999999', read as a zone of -999999999 hours).  The since of year
+    1 then lies 100,000 years ahead and the newcomer gets no history.  A
+    malformed since must be refused or ignored (XEP-0045 7.2.15: the
+    default history), never read past its end."""
+    srv = M.start(server_factory)
+    a, _ = online(srv, "alice")
+    M.create(a, "lobby", "al")
+    M.groupchat(a, "lobby", "old-message", "h1")
+    a.roundtrip()
+    b, _ = online(srv, "bob")
+    got = {}
+    for i, extra in enumerate(("", " abc-999999999='x'")):
+        seq = M.join(b, "lobby", f"b{i}", f"<history since='1-1-1T1:1:1'{extra}/>")
+        got[extra] = "old-message" in seq
+        b.send(f"<presence to='lobby@{M.MUC}/b{i}' type='unavailable'/>")
+        b.roundtrip()
+    assert got[""] == got[" abc-999999999='x'"], \
+        f"the history depends on bytes past the since attribute: {got}"
+    # Ignored as other malformed history attributes are: the default history.
+    assert got[""], got
+    for i, (since, has) in enumerate((("2999-01-01T00:00:00+01:00", False),
+                                      ("2000-01-01T00:00:00.123-05:00", True),
+                                      ("2999-01-01T00:00:00Z", False),
+                                      ("2999-01-01T00:00:00", True),
+                                      ("2999-01-01T00:00:00+01", True),
+                                      ("2999-13-01T00:00:00Z", True),
+                                      ("2999-01-01T00:00:00.Z", True))):
+        seq = M.join(b, "lobby", f"s{i}", f"<history since='{since}'/>")
+        assert ("old-message" in seq) == has, (since, seq)
+        b.send(f"<presence to='lobby@{M.MUC}/s{i}' type='unavailable'/>")
+        b.roundtrip()
+
+
 def test_muc_admin_list_that_kicks_its_sender(server_factory):
     """One muc#admin set whose first item takes the sender out of the room
     (a kick of one's own nick, or a ban of one's own JID when there is
