@@ -146,6 +146,18 @@ static const xd_opt_t muc_opts[] = {
                "Messages (groupchat and private) one occupant may send per second, with a "
                "burst of as many; one more is refused with resource-constraint and not "
                "delivered.  0: no limit."),
+    XD_OPT_INT("max_invitations", C_, max_invitations, "10", 1, 1000,
+               "Mediated invitations (`<invite/>`, XEP-0045 7.8.2) one message to a room "
+               "may hold; a message with more is refused with not-acceptable and none is "
+               "sent.  Each invitation also counts as a message against "
+               "`max_messages_per_second`: past it the rest of the message is refused with "
+               "resource-constraint."),
+    XD_OPT_INT("max_pending_invitations", C_, max_pending_invitations, "1000", 1, 1000000,
+               "Invitations a room remembers (for a day) so that their invitee may decline "
+               "them: a decline (`<decline/>`) is relayed only to someone who invited its "
+               "sender, once per invitation, and refused with not-acceptable otherwise, so "
+               "that nobody makes the room send declines to third parties.  Past this many "
+               "the oldest is forgotten (its decline is refused)."),
     XD_OPT_DURATION("hibernation_timeout", C_, hibernation_timeout, "0",
                     "A persistent room nobody has been in for this long leaves memory "
                     "(configuration, affiliations, subject and history go to its stored "

@@ -57,6 +57,8 @@ typedef struct muc_conf {
     uint64_t history_flush_interval;    /* ms between writes of a persistent room's
                                          * history (write-behind); 0: at stop only */
     int max_messages_per_second; /* per occupant; 0: no limit */
+    int max_invitations;   /* <invite/>s of one message to a room */
+    int max_pending_invitations; /* invitations a room remembers for their declines */
     uint64_t hibernation_timeout; /* ms an empty persistent room stays in memory; 0: ever */
     xd_strlist_t default_presence_broadcast; /* a new room's muc#roomconfig_presencebroadcast */
 } muc_conf_t;

@@ -7,8 +7,9 @@ interval reset by entering again, rooms per account without a default
 bound.  Raw XML in the style of test_muc.py (its helpers are reused).
 Negative checks use barriers (helpers.py): a marker message from the same
 sender, or a round trip."""
+import re
 
-from helpers import iq, online
+from helpers import iq, online, send_marker
 
 import test_muc as M
 
@@ -16,6 +17,123 @@ import test_muc as M
 def admin_get(c, room, item, iq_id):
     return iq(c, iq_id, f"<query xmlns='{M.NS_ADMIN}'>{item}</query>", typ="get",
               to=f"{room}@{M.MUC}")
+
+
+def test_muc_stranger_declines_are_not_amplified(server_factory):
+    """A stranger (never invited, not an occupant) sends the room one
+    message with many <decline to='victim'/>: mod_muc_msg.c room_invite
+    forwarded every one of them, from the room's JID, without checking that
+    the sender was invited and without muc_flood_ok.  XEP-0045 7.8.2: a
+    decline goes from the invitee to its inviter, one per invitation; one
+    stanza must not become many messages to a third party."""
+    srv = M.start(server_factory, opts="max_messages_per_second: 1")
+    a, ajid = online(srv, "alice")
+    M.create(a, "lobby", "al")
+    c, cjid = online(srv, "carol")
+    d, _ = online(srv, "dave")
+    declines = "".join(f"<decline to='{cjid}'><reason>spam {i}</reason></decline>"
+                       for i in range(20))
+    d.send(f"<message to='lobby@{M.MUC}' id='dx'><x xmlns='{M.NS_USER}'>{declines}</x>"
+           f"</message>")
+    marker = send_marker(d, cjid)
+    seen, _ = c.before(marker, timeout=10)
+    n = len(re.findall(rb"<decline ", seen))
+    assert n <= 1, f"carol got {n} declines relayed by the room from one stanza of dave's"
+    M.expect(d, M.err_rx("message", "dx", "not-acceptable"))
+    # One decline, but carol never invited dave: refused, nothing relayed.
+    d.send(f"<message to='lobby@{M.MUC}' id='d1'><x xmlns='{M.NS_USER}'>"
+           f"<decline to='{cjid}'/></x></message>")
+    M.expect(d, M.err_rx("message", "d1", "not-acceptable"))
+    marker = send_marker(d, cjid)
+    seen, _ = c.before(marker, timeout=10)
+    assert b"<decline " not in seen, seen
+    # Invited by alice, dave declines to her: relayed once; a second
+    # decline of the same invitation is refused.
+    a.send(f"<message to='lobby@{M.MUC}' id='i1'><x xmlns='{M.NS_USER}'>"
+           f"<invite to='dave@localhost'/></x></message>")
+    M.expect(d, rf"<message[^>]*from='lobby@{M.MUC}'[^>]*>.*?<invite .*?</message>")
+    for i in range(2):
+        d.send(f"<message to='lobby@{M.MUC}' id='d2{i}'><x xmlns='{M.NS_USER}'>"
+               f"<decline to='{ajid}'><reason>busy</reason></decline></x></message>")
+    M.expect(d, M.err_rx("message", "d21", "not-acceptable"))
+    marker = send_marker(d, ajid)
+    seen, _ = a.before(marker, timeout=10)
+    assert len(re.findall(rb"<decline ", seen)) == 1, seen
+    assert b"<reason>busy</reason>" in seen, seen
+
+
+def test_muc_one_message_many_invitations(server_factory):
+    """An occupant of a room that allows invitations sends one message with
+    20 <invite to='carol'/>: carol got 20 invitations (and with an admin
+    in a members-only room, each adds a member).  Invitations bypassed
+    max_messages_per_second (muc_flood_ok ran after room_invite).  Now
+    at most max_invitations (10) per message, each counted as a message
+    against max_messages_per_second."""
+    srv = M.start(server_factory, opts="max_messages_per_second: 1")
+    a, _ = online(srv, "alice")
+    M.create(a, "lobby", "al")
+    assert "type='result'" in M.config(a, "lobby", {"allowinvites": "1"})
+    b, _ = online(srv, "bob")
+    M.join(b, "lobby", "bo")
+    c, cjid = online(srv, "carol")
+    invites = "".join(f"<invite to='{cjid}'/>" for _ in range(20))
+    b.send(f"<message to='lobby@{M.MUC}' id='ix'><x xmlns='{M.NS_USER}'>{invites}</x>"
+           f"</message>")
+    marker = send_marker(b, cjid)
+    seen, _ = c.before(marker, timeout=10)
+    n = len(re.findall(rb"<invite ", seen))
+    assert n <= 1, f"carol got {n} invitations from one stanza"
+    M.expect(b, M.err_rx("message", "ix", "not-acceptable"))
+    # Three (within max_invitations) and one message a second: the first
+    # goes, the rest of the message is refused.
+    b.send(f"<message to='lobby@{M.MUC}' id='i3'><x xmlns='{M.NS_USER}'>"
+           f"<invite to='{cjid}'/><invite to='dave@localhost'/><invite to='alice@localhost'/>"
+           f"</x></message>")
+    M.expect(b, M.err_rx("message", "i3", "resource-constraint"))
+    marker = send_marker(b, cjid)
+    seen, _ = c.before(marker, timeout=10)
+    assert len(re.findall(rb"<invite ", seen)) <= 1, seen
+
+
+def test_muc_invitations_per_message_limit(server_factory):
+    """max_invitations (10 by default) without a message rate: ten
+    invitations in one message go, eleven are refused (none sent)."""
+    srv = M.start(server_factory)
+    a, _ = online(srv, "alice")
+    M.create(a, "lobby", "al")
+    c, cjid = online(srv, "carol")
+    for mid, n in (("i10", 10), ("i11", 11)):
+        invites = "".join(f"<invite to='{cjid}'><reason>{mid}</reason></invite>"
+                          for _ in range(n))
+        a.send(f"<message to='lobby@{M.MUC}' id='{mid}'><x xmlns='{M.NS_USER}'>{invites}</x>"
+               f"</message>")
+    M.expect(a, M.err_rx("message", "i11", "not-acceptable"))
+    marker = send_marker(a, cjid)
+    seen, _ = c.before(marker, timeout=10)
+    assert len(re.findall(rb"<reason>i10</reason></invite>", seen)) == 10, seen
+    assert b"i11" not in seen, seen
+
+
+def test_muc_pending_invitations_bounded(server_factory):
+    """max_pending_invitations: the room remembers that many invitations
+    for their declines; past it the oldest is forgotten and its decline
+    refused."""
+    srv = M.start(server_factory, opts="max_pending_invitations: 2")
+    a, ajid = online(srv, "alice")
+    M.create(a, "lobby", "al")
+    c, _ = online(srv, "carol")
+    d, _ = online(srv, "dave")
+    for i, who in enumerate(("carol", "dave", "bob")):
+        a.send(f"<message to='lobby@{M.MUC}' id='i{i}'><x xmlns='{M.NS_USER}'>"
+               f"<invite to='{who}@localhost'/></x></message>")
+    a.roundtrip()
+    for x, mid in ((c, "dc"), (d, "dd")):
+        x.send(f"<message to='lobby@{M.MUC}' id='{mid}'><x xmlns='{M.NS_USER}'>"
+               f"<decline to='{ajid}'/></x></message>")
+    M.expect(c, M.err_rx("message", "dc", "not-acceptable"))
+    marker = send_marker(d, ajid)
+    seen, _ = a.before(marker, timeout=10)
+    assert b"from='dave@localhost/" in seen and b"from='carol@localhost/" not in seen, seen
 
 
 def test_muc_locked_room_not_listed(server_factory):
