@@ -136,8 +136,31 @@ def test_muc_pending_invitations_bounded(server_factory):
     assert b"from='dave@localhost/" in seen and b"from='carol@localhost/" not in seen, seen
 
 
+def test_muc_register_in_locked_room(server_factory):
+    """A room just created is locked until its owner configures it: to
+    everyone else it does not exist (XEP-0045 10.1.1/10.1.2: item-not-found).
+    mod_muc_iq.c muc_room_register_iq does not look at r->locked, so a
+    stranger who guesses the name registers while the owner fills in the
+    form and is a member when the owner makes the room members-only."""
+    srv = M.start(server_factory)
+    a, _ = online(srv, "alice")
+    seq = M.join(a, "secret", "al")  # created, locked: not configured yet
+    assert "code='201'" in seq, seq
+    b, _ = online(srv, "bob")
+    reg = ("<query xmlns='jabber:iq:register'><x xmlns='jabber:x:data' type='submit'>"
+           "<field var='FORM_TYPE'><value>http://jabber.org/protocol/muc#register</value>"
+           "</field><field var='muc#register_roomnick'><value>bo</value></field></x></query>")
+    r = iq(b, "rg", reg, to=f"secret@{M.MUC}")
+    # The owner now makes it members-only.
+    assert "type='result'" in iq(a, "cr", M.INSTANT, to=f"secret@{M.MUC}")
+    assert "type='result'" in M.config(a, "secret", {"membersonly": "1"})
+    members = admin_get(a, "secret", "<item affiliation='member'/>", "ml")
+    assert "type='error'" in r and "item-not-found" in r and "bob@localhost" not in members, \
+        f"a stranger registered with a locked room: {r}; its members then: {members}"
+
+
 def test_muc_locked_room_not_listed(server_factory):
-    """Covered surface (passes): a locked room (created, not yet
+    """Covered surface (passed before): a locked room (created, not yet
     configured) is not in the service's disco#items.  (Its disco#info is
     checked in test_muc_locked_room_info.)"""
     srv = M.start(server_factory)
@@ -147,6 +170,30 @@ def test_muc_locked_room_not_listed(server_factory):
     r = iq(b, "di", "<query xmlns='http://jabber.org/protocol/disco#items'/>", typ="get",
            to=M.MUC)
     assert "notyet@" not in r, r
+
+
+def test_muc_locked_room_info(server_factory):
+    """A locked room answers anyone's disco#info (mod_muc_arch.c
+    muc_room_iq has no r->locked check), so a stranger can probe which
+    names are being created; with the registration of
+    test_muc_register_in_locked_room that is membership before the owner
+    has decided anything.  XEP-0045 10.1.1: until configured the room is
+    item-not-found to everyone but its owner (as for entering, which
+    room_enter refuses so)."""
+    srv = M.start(server_factory)
+    a, _ = online(srv, "alice")
+    assert "code='201'" in M.join(a, "notyet", "al")
+    b, _ = online(srv, "bob")
+    b.send(f"<presence to='notyet@{M.MUC}/bo'><x xmlns='{M.NS_MUC}'/></presence>")
+    entering = M.expect(b, M.perr("item-not-found"))
+    r = iq(b, "dn", "<query xmlns='http://jabber.org/protocol/disco#info'/>", typ="get",
+           to=f"notyet@{M.MUC}")
+    assert "<item-not-found " in r, f"entering: {entering!r}; disco#info: {r}"
+    # Its owner sees it; once configured, everyone does.
+    info = "<query xmlns='http://jabber.org/protocol/disco#info'/>"
+    assert "type='result'" in iq(a, "do", info, typ="get", to=f"notyet@{M.MUC}")
+    assert "type='result'" in iq(a, "cr", M.INSTANT, to=f"notyet@{M.MUC}")
+    assert "type='result'" in iq(b, "dn2", info, typ="get", to=f"notyet@{M.MUC}")
 
 
 def test_muc_history_since_short_stamp(server_factory):
