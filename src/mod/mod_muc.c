@@ -116,7 +116,7 @@ static const xd_opt_t muc_opts[] = {
                 "request is refused with forbidden."),
     XD_OPT_DURATION("default_voice_request_min_interval", C_,
                     default_voice_request_min_interval, "30m",
-                    "The least time between two voice requests of one occupant in a new "
+                    "The least time between two voice requests of one account in a new "
                     "room (its `voice_request_min_interval`, in seconds in the form); one "
                     "sooner is refused with resource-constraint.  0: no limit; at most a "
                     "year."),
@@ -158,6 +158,12 @@ static const xd_opt_t muc_opts[] = {
                "sender, once per invitation, and refused with not-acceptable otherwise, so "
                "that nobody makes the room send declines to third parties.  Past this many "
                "the oldest is forgotten (its decline is refused)."),
+    XD_OPT_INT("max_voice_requesters", C_, max_voice_requesters, "1000", 1, 1000000,
+               "Accounts whose last voice request a room remembers, so that a room's "
+               "`voice_request_min_interval` holds for an account (all its sessions and "
+               "nicks, across leaving and entering again) and not for one visit.  Past this "
+               "many, the entries older than the interval go, and if none is, the oldest "
+               "(that account may ask again at once)."),
     XD_OPT_DURATION("hibernation_timeout", C_, hibernation_timeout, "0",
                     "A persistent room nobody has been in for this long leaves memory "
                     "(configuration, affiliations, subject and history go to its stored "

@@ -281,14 +281,19 @@ room_voice_request(muc_call_t *c, muc_room_t *r, muc_occ_t *o, const xd_stanza_t
         xd_route_error(st, XD_COND_FORBIDDEN, "voice requests are disabled in this room");
         return;
     }
-    uint64_t now = muc_now_ms();
-    if (o->voice_ms && r->cfg.voice_interval > 0 &&
-        now - o->voice_ms < (uint64_t)r->cfg.voice_interval * 1000) {
+    /* The interval holds for the account (r->voice_last), not only for
+     * this visit of it. */
+    uint64_t now = muc_now_ms(), ivl = (uint64_t)r->cfg.voice_interval * 1000;
+    const uint64_t *last = xd_map_get(&r->voice_last, xd_str_c(o->bare));
+    uint64_t prev = last && *last > o->voice_ms ? *last : o->voice_ms;
+    if (prev && ivl > 0 && now - prev < ivl) {
         xd_route_error(st, XD_COND_RESOURCE_CONSTRAINT,
                        "wait a while before asking for voice again");
         return;
     }
     o->voice_ms = now;
+    if (ivl > 0)
+        stamps_put(&r->voice_last, o->bare, now, ivl, (size_t)c->conf->max_voice_requesters);
     xd_el_t *b = xd_el_new("message", NULL);
     xd_el_set_attr(b, "from", r->jid);
     xd_el_t *x = xd_el_add_child(b, "x", XD_NS_DATA);

@@ -199,6 +199,7 @@ room_free(void *v)
     xd_map_free(&r->reg_nick, xd_free);
     xd_map_free(&r->reg_owner, xd_free);
     xd_map_free(&r->invited, xd_free);
+    xd_map_free(&r->voice_last, xd_free);
     hist_clear(r);
     xd_free(r->hist);
     xd_free(r->subject);

@@ -298,6 +298,59 @@ def test_muc_self_ban_with_two_nicks(server_factory):
     assert "type='result'" in r, r
 
 
+VOICE_REQ = ("<x xmlns='jabber:x:data' type='submit'><field var='FORM_TYPE'>"
+             "<value>http://jabber.org/protocol/muc#request</value></field>"
+             "<field var='muc#role'><value>participant</value></field></x>")
+
+
+def test_muc_voice_request_interval_survives_rejoin(server_factory):
+    """voice_request_min_interval (30 min by default) was kept on the
+    occupant (muc_occ_t.voice_ms, mod_muc_msg.c room_voice_request): a
+    visitor who left and entered again was a new occupant and asked again
+    at once, each request a form to every moderator.  The interval must hold
+    for the account (XEP-0045 8.6 leaves the rate to the service; a limit
+    that one presence resets is none)."""
+    srv = M.start(server_factory)
+    a, _ = online(srv, "alice")
+    M.create(a, "vr", "al")
+    M.config(a, "vr", {"moderatedroom": "1"})
+    c, cjid = online(srv, "carol")
+    refused = 0
+    for i in range(4):
+        M.join(c, "vr", "cc")
+        c.send(f"<message to='vr@{M.MUC}' id='v{i}'>{VOICE_REQ}</message>")
+        c.send(f"<presence to='vr@{M.MUC}/cc' type='unavailable'/>")
+        got = M.expect(c, rf"<message[^>]*id='v{i}'[^>]*type='error'.*?</message>|"
+                          rf"<presence[^>]*type='unavailable'.*?</presence>")
+        refused += "resource-constraint" in got
+    marker = send_marker(c, "alice@localhost")
+    seen, _ = a.before(marker, timeout=10)
+    forms = len(re.findall(rb"<title>Voice request</title>", seen))
+    assert forms <= 1, f"the moderator got {forms} voice requests in a row ({refused} refused)"
+
+
+def test_muc_voice_requesters_bounded(server_factory):
+    """max_voice_requesters: a room remembers that many accounts' last
+    voice request; past it the oldest is forgotten (it may ask again)."""
+    srv = M.start(server_factory, opts="max_voice_requesters: 1")
+    a, _ = online(srv, "alice")
+    M.create(a, "vr", "al")
+    M.config(a, "vr", {"moderatedroom": "1"})
+    c, _ = online(srv, "carol")
+    d, _ = online(srv, "dave")
+    for i, (x, nick) in enumerate(((c, "cc"), (d, "dd"), (c, "cc"))):
+        M.join(x, "vr", nick)
+        x.send(f"<message to='vr@{M.MUC}' id='v{i}'>{VOICE_REQ}</message>")
+        x.send(f"<presence to='vr@{M.MUC}/{nick}' type='unavailable'/>")
+        got = M.expect(x, rf"<message[^>]*id='v{i}'[^>]*type='error'.*?</message>|"
+                          rf"<presence[^>]*type='unavailable'.*?</presence>")
+        assert "type='error'" not in got, got
+    marker = send_marker(c, "alice@localhost")
+    seen, _ = a.before(marker, timeout=10)
+    forms = re.findall(rb"<title>Voice request</title>", seen)
+    assert len(forms) == 3, seen
+
+
 def test_muc_admin_cannot_touch_owner(server_factory):
     """Covered surface (passes): an admin can neither ban, demote nor kick
     an owner, nor make anyone admin (XEP-0045 9.x, 10.x business rules)."""
