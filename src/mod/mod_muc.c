@@ -74,9 +74,14 @@ static const xd_opt_t muc_opts[] = {
                "`muc#roomconfig_historylength` default)."),
     XD_OPT_INT("max_history_size", C_, max_history_size, "100", 0, 10000,
                "The largest history length a room's owner may configure."),
-    XD_OPT_INT("max_rooms_per_user", C_, max_rooms_per_user, "0", 0, 1000000,
+    XD_OPT_INT("max_rooms_per_user", C_, max_rooms_per_user, "100", 0, 1000000,
                "Rooms one account may have created (live or stored); one more is refused "
-               "with resource-constraint.  0: no limit."),
+               "with resource-constraint (service administrators are not bound).  0: no "
+               "limit.  The default bounds what one account keeps in memory and storage "
+               "(persistent rooms, each with its history) and matches ejabberd's default "
+               "bound of what one account may be in (`max_user_conferences`, 100; ejabberd "
+               "and Prosody have no creation cap of their own, Prosody's "
+               "`restrict_room_creation` limits who creates)."),
     XD_OPT_INT("max_room_name", C_, max_room_name, "256", 1, 1023,
                "Bytes of a room's name (the local part of its JID); a longer one is "
                "refused with not-acceptable."),

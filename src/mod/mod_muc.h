@@ -40,7 +40,7 @@ typedef struct muc_conf {
     int max_users;         /* cap of a room's maxusers (and its default) */
     int history_size;      /* default room history length */
     int max_history_size;  /* cap of a room's history length */
-    int max_rooms_per_user; /* rooms one account may own (created); 0: no limit */
+    int max_rooms_per_user; /* rooms one account may own (created, 100); 0: no limit */
     int max_room_name;     /* bytes of a room's local part */
     int max_nick;          /* bytes of a nick */
     int max_affiliations;  /* owners, admins, members and outcasts of a room */

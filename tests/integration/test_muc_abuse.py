@@ -351,6 +351,27 @@ def test_muc_voice_requesters_bounded(server_factory):
     assert len(forms) == 3, seen
 
 
+def test_muc_rooms_per_account_bounded_by_default(server_factory):
+    """max_rooms_per_user was 0 (no limit) by default (mod_muc.c), and any
+    account may make a room persistent, so one account kept any number of
+    rooms in memory for ever (hibernation_timeout 0), each with up to
+    max_history_size messages of up to max_stanza_size.  Now 100 by
+    default (ejabberd lets one account be in 100 rooms by default,
+    max_user_conferences): the 101st is refused with resource-constraint."""
+    srv = M.start(server_factory)
+    b, _ = online(srv, "bob")
+    made, got = 0, ""
+    for i in range(101):
+        b.send(f"<presence to='r{i}@{M.MUC}/bo'><x xmlns='{M.NS_MUC}'/></presence>")
+        got = M.expect(b, rf"<presence[^>]*from='r{i}@{M.MUC}/bo'[^>]*>.*?</presence>")
+        if "type='error'" in got:
+            break
+        M.expect(b, M.subject_rx(f"r{i}"))
+        r = M.config(b, f"r{i}", {"persistentroom": "1"}, iq_id=f"c{i}")
+        made += "type='result'" in r
+    assert made == 100 and "<resource-constraint " in got, (made, got)
+
+
 def test_muc_admin_cannot_touch_owner(server_factory):
     """Covered surface (passes): an admin can neither ban, demote nor kick
     an owner, nor make anyone admin (XEP-0045 9.x, 10.x business rules)."""
