@@ -60,6 +60,7 @@ typedef struct muc_conf {
     int max_invitations;   /* <invite/>s of one message to a room */
     int max_pending_invitations; /* invitations a room remembers for their declines */
     int max_voice_requesters; /* accounts whose last voice request a room remembers */
+    int max_disco_items;   /* rooms one disco#items answer of the service lists (RSM) */
     uint64_t hibernation_timeout; /* ms an empty persistent room stays in memory; 0: ever */
     xd_strlist_t default_presence_broadcast; /* a new room's muc#roomconfig_presencebroadcast */
 } muc_conf_t;

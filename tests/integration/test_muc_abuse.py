@@ -372,6 +372,50 @@ def test_muc_rooms_per_account_bounded_by_default(server_factory):
     assert made == 100 and "<resource-constraint " in got, (made, got)
 
 
+def test_muc_service_items_paged(server_factory):
+    """The service's disco#items listed every public room in one answer,
+    growing with the service (XEP-0045 6.3 recommends result set
+    management).  Now at most max_disco_items per answer, in the order of
+    the room JIDs, paged with XEP-0059 (max, after, before, count)."""
+    srv = M.start(server_factory, opts="max_disco_items: 3")
+    a, _ = online(srv, "alice")
+    names = [f"r{i}" for i in range(5)]
+    for n in names:
+        M.create(a, n, "al")
+    jids = [f"{n}@{M.MUC}" for n in names]
+    RSM = "http://jabber.org/protocol/rsm"
+
+    def items(iq_id, rsm=None):
+        s = f"<set xmlns='{RSM}'>{rsm}</set>" if rsm is not None else ""
+        r = iq(a, iq_id, f"<query xmlns='http://jabber.org/protocol/disco#items'>{s}</query>",
+               typ="get", to=M.MUC)
+        return r, re.findall(r"<item jid='([^']*)'", r)
+
+    def tag(r, name):
+        m = re.search(rf"<{name}[^>]*>([^<]*)</{name}>", r)
+        return m and m.group(1)
+
+    r, got = items("p1")  # no <set/>: the first page, and a <set/> saying there are more
+    assert got == jids[:3] and tag(r, "count") == "5" and tag(r, "last") == jids[2], r
+    assert "index='0'" in r, r
+    r, got = items("p2", f"<max>3</max><after>{jids[2]}</after>")
+    assert got == jids[3:] and tag(r, "first") == jids[3] and "index='3'" in r, r
+    r, got = items("p3", "<max>2</max><before/>")  # the last page
+    assert got == jids[3:], r
+    r, got = items("p4", f"<max>10</max><before>{jids[3]}</before>")  # capped at 3
+    assert got == jids[:3], r
+    r, got = items("p5", "<max>0</max>")  # the count alone
+    assert got == [] and tag(r, "count") == "5", r
+    r, got = items("p6", f"<after>r1x@{M.MUC}</after>")  # an id that is gone: a key bound
+    assert got == jids[2:5], r
+    for i, bad in enumerate(("<max>x</max>", "<max>-1</max>", "<max></max>")):
+        r, _ = items(f"b{i}", bad)
+        assert "<bad-request " in r, r
+    r = iq(a, "inf", "<query xmlns='http://jabber.org/protocol/disco#info'/>", typ="get",
+           to=M.MUC)
+    assert f"var='{RSM}'" in r, r
+
+
 def test_muc_admin_cannot_touch_owner(server_factory):
     """Covered surface (passes): an admin can neither ban, demote nor kick
     an owner, nor make anyone admin (XEP-0045 9.x, 10.x business rules)."""
