@@ -7,6 +7,7 @@
  * muc_room.h lists.
  */
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
@@ -74,9 +75,14 @@ static const xd_opt_t muc_opts[] = {
                "`muc#roomconfig_historylength` default)."),
     XD_OPT_INT("max_history_size", C_, max_history_size, "100", 0, 10000,
                "The largest history length a room's owner may configure."),
-    XD_OPT_INT("max_rooms_per_user", C_, max_rooms_per_user, "0", 0, 1000000,
+    XD_OPT_INT("max_rooms_per_user", C_, max_rooms_per_user, "100", 0, 1000000,
                "Rooms one account may have created (live or stored); one more is refused "
-               "with resource-constraint.  0: no limit."),
+               "with resource-constraint (service administrators are not bound).  0: no "
+               "limit.  The default bounds what one account keeps in memory and storage "
+               "(persistent rooms, each with its history) and matches ejabberd's default "
+               "bound of what one account may be in (`max_user_conferences`, 100; ejabberd "
+               "and Prosody have no creation cap of their own, Prosody's "
+               "`restrict_room_creation` limits who creates)."),
     XD_OPT_INT("max_room_name", C_, max_room_name, "256", 1, 1023,
                "Bytes of a room's name (the local part of its JID); a longer one is "
                "refused with not-acceptable."),
@@ -116,7 +122,7 @@ static const xd_opt_t muc_opts[] = {
                 "request is refused with forbidden."),
     XD_OPT_DURATION("default_voice_request_min_interval", C_,
                     default_voice_request_min_interval, "30m",
-                    "The least time between two voice requests of one occupant in a new "
+                    "The least time between two voice requests of one account in a new "
                     "room (its `voice_request_min_interval`, in seconds in the form); one "
                     "sooner is refused with resource-constraint.  0: no limit; at most a "
                     "year."),
@@ -146,6 +152,32 @@ static const xd_opt_t muc_opts[] = {
                "Messages (groupchat and private) one occupant may send per second, with a "
                "burst of as many; one more is refused with resource-constraint and not "
                "delivered.  0: no limit."),
+    XD_OPT_INT("max_invitations", C_, max_invitations, "10", 1, 1000,
+               "Mediated invitations (`<invite/>`, XEP-0045 7.8.2) one message to a room "
+               "may hold; a message with more is refused with not-acceptable and none is "
+               "sent.  Each invitation also counts as a message against "
+               "`max_messages_per_second`: past it the rest of the message is refused with "
+               "resource-constraint."),
+    XD_OPT_INT("max_pending_invitations", C_, max_pending_invitations, "1000", 1, 1000000,
+               "Invitations a room remembers (for a day) so that their invitee may decline "
+               "them: a decline (`<decline/>`) is relayed only to someone who invited its "
+               "sender, once per invitation, and refused with not-acceptable otherwise, so "
+               "that nobody makes the room send declines to third parties.  Past this many "
+               "the oldest is forgotten (its decline is refused)."),
+    XD_OPT_INT("max_voice_requesters", C_, max_voice_requesters, "1000", 1, 1000000,
+               "Accounts whose last voice request a room remembers, so that a room's "
+               "`voice_request_min_interval` holds for an account (all its sessions and "
+               "nicks, across leaving and entering again) and not for one visit.  Past this "
+               "many, the entries older than the interval go, and if none is, the oldest "
+               "(that account may ask again at once)."),
+    XD_OPT_INT("max_disco_items", C_, max_disco_items, "100", 1, 100000,
+               "Rooms one disco#items answer of the service lists at most (XEP-0045 6.3), "
+               "in the order of their JIDs.  A client pages with result set management "
+               "(XEP-0059: `<set xmlns='http://jabber.org/protocol/rsm'>` with `<max/>`, "
+               "`<after/>` or `<before/>` a room JID, and `<max>0</max>` for the count "
+               "alone); the answer's `<set/>` has `<first/>`, `<last/>` and `<count/>`.  A "
+               "request without `<set/>` gets the first this many, with a `<set/>` when "
+               "there are more."),
     XD_OPT_DURATION("hibernation_timeout", C_, hibernation_timeout, "0",
                     "A persistent room nobody has been in for this long leaves memory "
                     "(configuration, affiliations, subject and history go to its stored "
@@ -392,29 +424,134 @@ muc_load(xd_module_ctx_t *ctx, muc_state_t *s)
 /* ---- the service's own stanzas ----------------------------------------------------------------- */
 
 struct items_arg {
-    xd_el_t *q;
     const char *domain;
+    char **jids;         /* the public rooms' JIDs */
+    size_t n, cap;
 };
 
 static int
-item_one(void *arg, const char *key, void *val)
+item_jid(void *arg, const char *key, void *val)
 {
     struct items_arg *a = arg;
     muc_dirent_t *e = val;
     if (!e->pub)
         return 0;
-    xd_el_t *it = xd_el_add_child(a->q, "item", NULL);
-    char *jid = xd_asprintf("%s@%s", key, a->domain);
-    xd_el_set_attr(it, "jid", jid);
-    xd_free(jid);
-    xd_el_set_attr(it, "name", e->title ? e->title : key);
+    if (a->n == a->cap) {
+        a->cap = a->cap ? a->cap * 2 : 64;
+        a->jids = xd_realloc(a->jids, a->cap * sizeof *a->jids);
+    }
+    a->jids[a->n++] = xd_asprintf("%s@%s", key, a->domain);
     return 0;
+}
+
+static int
+jid_cmp(const void *x, const void *y)
+{
+    return strcmp(*(char *const *)x, *(char *const *)y);
+}
+
+/* The index of the first of the n sorted jids that is greater than id
+ * (or not less than it: !after). */
+static size_t
+jids_bound(char *const *jids, size_t n, const char *id, bool after)
+{
+    size_t lo = 0, hi = n;
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+        int d = strcmp(jids[mid], id);
+        if (d < 0 || (after && d == 0))
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    return lo;
+}
+
+/* The service's disco#items: its public rooms, a page of at most
+ * max_disco_items in the order of their JIDs (XEP-0059: the JIDs are the
+ * ids; after/before are key bounds, so a page still follows when the room
+ * it names is gone). */
+static void
+service_items(xd_module_ctx_t *ctx, xd_stanza_t *st, const xd_el_t *q)
+{
+    muc_state_t *s = xd_module_state(ctx);
+    const muc_conf_t *c = xd_module_opts(ctx);
+    const xd_el_t *set = xd_el_child(q, "set", XD_NS_RSM);
+    size_t max = (size_t)c->max_disco_items;
+    const char *after = NULL, *before = NULL;
+    bool back = false;
+    if (set) {
+        const char *ms = xd_el_child_text(set, "max", XD_NS_RSM);
+        if (ms) {
+            char *end = NULL;
+            long long v = strtoll(ms, &end, 10);
+            if (!*ms || *end || v < 0) {
+                xd_route_error(st, XD_COND_BAD_REQUEST, "<max/> is a number");
+                return;
+            }
+            if ((unsigned long long)v < max)
+                max = (size_t)v;
+        }
+        after = xd_el_child_text(set, "after", XD_NS_RSM);
+        const xd_el_t *b = xd_el_child(set, "before", XD_NS_RSM);
+        back = b != NULL;
+        before = b ? xd_el_text(b) : NULL;
+        after = after && *after ? after : NULL;
+        before = before && *before ? before : NULL;
+    }
+    struct items_arg a = { .domain = s->domain };
+    pthread_mutex_lock(&s->mu);
+    xd_map_foreach(&s->dir, item_jid, &a);
+    pthread_mutex_unlock(&s->mu);
+    if (a.n)
+        qsort(a.jids, a.n, sizeof *a.jids, jid_cmp);
+    size_t from, to;
+    if (back) {
+        to = before ? jids_bound(a.jids, a.n, before, false) : a.n;
+        from = to > max ? to - max : 0;
+    } else {
+        from = after ? jids_bound(a.jids, a.n, after, true) : 0;
+        to = a.n - from > max ? from + max : a.n;
+    }
+    xd_el_t *b = xd_iq_result_builder(st);
+    xd_el_t *rq = xd_el_add_child(b, "query", XD_NS_DISCO_ITEMS);
+    for (size_t i = from; i < to; i++) {
+        xd_el_t *it = xd_el_add_child(rq, "item", NULL);
+        xd_el_set_attr(it, "jid", a.jids[i]);
+        /* Its name as the directory has it now (NULL: gone meanwhile). */
+        size_t at = strlen(a.jids[i]) - strlen(s->domain) - 1;
+        char *name = xd_strndup(a.jids[i], at);
+        pthread_mutex_lock(&s->mu);
+        muc_dirent_t *e = xd_map_get(&s->dir, xd_str_c(name));
+        char *title = e && e->title ? xd_strdup(e->title) : NULL;
+        pthread_mutex_unlock(&s->mu);
+        xd_el_set_attr(it, "name", title ? title : name);
+        xd_free(title);
+        xd_free(name);
+    }
+    if (set || to - from < a.n) {
+        xd_el_t *rs = xd_el_add_child(rq, "set", XD_NS_RSM);
+        if (to > from) {
+            char ix[32];
+            snprintf(ix, sizeof ix, "%zu", from);
+            xd_el_t *first = xd_el_add_child(rs, "first", XD_NS_RSM);
+            xd_el_set_attr(first, "index", ix);
+            xd_el_add_text(first, a.jids[from]);
+            xd_el_add_text(xd_el_add_child(rs, "last", XD_NS_RSM), a.jids[to - 1]);
+        }
+        char cnt[32];
+        snprintf(cnt, sizeof cnt, "%zu", a.n);
+        xd_el_add_text(xd_el_add_child(rs, "count", XD_NS_RSM), cnt);
+    }
+    for (size_t i = 0; i < a.n; i++)
+        xd_free(a.jids[i]);
+    xd_free(a.jids);
+    xd_route_take(xd_el_freeze(b));
 }
 
 static void
 service_iq(xd_module_ctx_t *ctx, xd_stanza_t *st)
 {
-    muc_state_t *s = xd_module_state(ctx);
     const muc_conf_t *c = xd_module_opts(ctx);
     const xd_el_t *root = xd_stanza_root(st);
     const char *type = xd_el_attr(root, "type");
@@ -429,18 +566,13 @@ service_iq(xd_module_ctx_t *ctx, xd_stanza_t *st)
         xd_el_set_attr(id, "name", c->name);
         static const char *const feats[] = { XD_NS_DISCO_INFO, XD_NS_DISCO_ITEMS, XD_NS_MUC,
                                              MUC_NS_UNIQUE, MUC_NS_OCCUPANT_ID, XD_NS_PING,
-                                             NULL };
+                                             XD_NS_RSM, NULL };
         for (size_t i = 0; feats[i]; i++)
             xd_el_set_attr(xd_el_add_child(r, "feature", NULL), "var", feats[i]);
         xd_route_take(xd_el_freeze(b));
     } else if (type && strcmp(type, "get") == 0 && q && xd_el_is(q, "query", XD_NS_DISCO_ITEMS) &&
                !xd_el_attr(q, "node")) {
-        xd_el_t *b = xd_iq_result_builder(st);
-        struct items_arg a = { xd_el_add_child(b, "query", XD_NS_DISCO_ITEMS), s->domain };
-        pthread_mutex_lock(&s->mu);
-        xd_map_foreach(&s->dir, item_one, &a);
-        pthread_mutex_unlock(&s->mu);
-        xd_route_take(xd_el_freeze(b));
+        service_items(ctx, st, q);
     } else if (type && strcmp(type, "get") == 0 && q && xd_el_is(q, "unique", MUC_NS_UNIQUE)) {
         /* A name nobody has: 120 random bits. */
         char id[21];

@@ -40,7 +40,7 @@ typedef struct muc_conf {
     int max_users;         /* cap of a room's maxusers (and its default) */
     int history_size;      /* default room history length */
     int max_history_size;  /* cap of a room's history length */
-    int max_rooms_per_user; /* rooms one account may own (created); 0: no limit */
+    int max_rooms_per_user; /* rooms one account may own (created, 100); 0: no limit */
     int max_room_name;     /* bytes of a room's local part */
     int max_nick;          /* bytes of a nick */
     int max_affiliations;  /* owners, admins, members and outcasts of a room */
@@ -57,6 +57,10 @@ typedef struct muc_conf {
     uint64_t history_flush_interval;    /* ms between writes of a persistent room's
                                          * history (write-behind); 0: at stop only */
     int max_messages_per_second; /* per occupant; 0: no limit */
+    int max_invitations;   /* <invite/>s of one message to a room */
+    int max_pending_invitations; /* invitations a room remembers for their declines */
+    int max_voice_requesters; /* accounts whose last voice request a room remembers */
+    int max_disco_items;   /* rooms one disco#items answer of the service lists (RSM) */
     uint64_t hibernation_timeout; /* ms an empty persistent room stays in memory; 0: ever */
     xd_strlist_t default_presence_broadcast; /* a new room's muc#roomconfig_presencebroadcast */
 } muc_conf_t;

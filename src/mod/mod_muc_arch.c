@@ -359,6 +359,14 @@ muc_room_iq(muc_call_t *c, muc_room_t *r, const xd_stanza_t *st, const char *nic
     char *full = xd_strndup(fs.p, fs.len), *bare = xd_strndup(bs.p, bs.len);
     muc_occ_t *me = xd_map_get(&r->by_full, xd_str_c(full));
     int myaff = muc_eff_aff(c, r, bare, xd_stanza_from(st));
+    if (r->locked && myaff != AFF_OWNER) {
+        /* XEP-0045 10.1.1: until its owner configures it the room is
+         * nobody else's to see or register with (entering is refused so). */
+        xd_route_error(st, XD_COND_ITEM_NOT_FOUND, "no such room");
+        xd_free(full);
+        xd_free(bare);
+        return;
+    }
     if (nick) {
         /* XEP-0410: a ping to one's own occupant JID says whether one is
          * still in. */

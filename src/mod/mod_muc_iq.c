@@ -804,17 +804,18 @@ count_owner(void *arg, const char *key, void *val)
 
 #define NO_ERROR XD_COND_COUNT
 
-/* One <item/> of an admin set: checked and applied; NO_ERROR or the error. */
+/* One <item/> of an admin set: checked and applied; NO_ERROR or the error.
+ * actor: a copy of me's nick (an item may remove me, whose nick the
+ * presences of the occupants removed after it still name). */
 static xd_cond
-admin_item(muc_call_t *c, muc_room_t *r, muc_occ_t *me, int myaff, const xd_el_t *item,
-           const char **text)
+admin_item(muc_call_t *c, muc_room_t *r, muc_occ_t *me, int myaff, const char *actor,
+           const xd_el_t *item, const char **text)
 {
     const char *nick = xd_el_attr(item, "nick");
     const char *jid = xd_el_attr(item, "jid");
     const char *roles = xd_el_attr(item, "role");
     const char *affs = xd_el_attr(item, "affiliation");
     const char *reason = xd_el_child_text(item, "reason", NULL);
-    const char *actor = me ? me->nick : NULL;
     if (roles && nick) {
         int role = muc_name_index(role_names, 4, roles);
         muc_occ_t *o = xd_map_get(&r->by_nick, xd_str_c(nick));
@@ -833,6 +834,13 @@ admin_item(muc_call_t *c, muc_room_t *r, muc_occ_t *me, int myaff, const xd_el_t
         }
         if (o->role == ROLE_MODERATOR && role < ROLE_MODERATOR && myaff < AFF_ADMIN)
             return XD_COND_NOT_ALLOWED;
+        if (role == ROLE_NONE && o == me) {
+            /* XEP-0045 8.2: a moderator who kicks himself may be refused
+             * (ejabberd and Prosody refuse it); one leaves with an
+             * unavailable presence. */
+            *text = "you cannot kick yourself: leave the room instead";
+            return XD_COND_CONFLICT;
+        }
         if (role == ROLE_NONE) {
             int code = 307;
             pres_extra_t ex = { .codes = &code, .ncodes = 1, .actor = actor, .reason = reason,
@@ -995,9 +1003,24 @@ muc_room_admin_iq(muc_call_t *c, muc_room_t *r, const xd_stanza_t *st, const xd_
     }
     const char *text = NULL;
     xd_cond err = NO_ERROR;
-    for (const xd_el_t *it = xd_el_first_child(q); it && err == NO_ERROR; it = xd_el_next(it))
-        if (xd_el_is(it, "item", XD_NS_MUC_ADMIN))
-            err = admin_item(c, r, me, myaff, it, &text);
+    const xd_jid_t *from = xd_stanza_from(st);
+    xd_str_t fs = xd_jid_full_str(from), bs = xd_jid_bare_str(from);
+    char *full = xd_strndup(fs.p, fs.len), *bare = xd_strndup(bs.p, bs.len);
+    for (const xd_el_t *it = xd_el_first_child(q); it && err == NO_ERROR; it = xd_el_next(it)) {
+        if (!xd_el_is(it, "item", XD_NS_MUC_ADMIN))
+            continue;
+        char *actor = me ? xd_strdup(me->nick) : NULL;
+        err = admin_item(c, r, me, myaff, actor, it, &text);
+        xd_free(actor);
+        /* The item may have taken the sender out of the room (a ban of
+         * its own account, a members-only room it is no member of now:
+         * `me` is freed) or changed its affiliation: the next item acts
+         * as what the sender is now. */
+        me = xd_map_get(&r->by_full, xd_str_c(full));
+        myaff = muc_eff_aff(c, r, bare, from);
+    }
+    xd_free(full);
+    xd_free(bare);
     if (err != NO_ERROR)
         xd_route_error(st, err, text);
     else

@@ -67,13 +67,93 @@ muc_msg_from_occ(const muc_room_t *r, const muc_occ_t *o, const xd_stanza_t *st,
     return xd_el_freeze(b);
 }
 
+#define MUC_INVITE_TTL_MS (24ULL * 3600 * 1000) /* an invitation may be declined so long */
+
+struct stamps_walk {
+    uint64_t now, ttl;
+    char **old;          /* keys older than ttl */
+    size_t nold;
+    const char *oldest;  /* the oldest key */
+    uint64_t oldest_at;
+};
+
+static int
+stamps_one(void *arg, const char *key, void *val)
+{
+    struct stamps_walk *w = arg;
+    uint64_t at = *(const uint64_t *)val;
+    if (w->now - at >= w->ttl)
+        w->old[w->nold++] = xd_strdup(key);
+    if (!w->oldest || at < w->oldest_at) {
+        w->oldest = key;
+        w->oldest_at = at;
+    }
+    return 0;
+}
+
+/* m (key → uint64_t * of muc_now_ms) gets key at now, bounded: when it
+ * holds max keys, those older than ttl_ms go, and if none did the oldest. */
 static void
-room_invite(muc_call_t *c, muc_room_t *r, const muc_occ_t *o, const xd_stanza_t *st,
+stamps_put(xd_map_t *m, const char *key, uint64_t now, uint64_t ttl_ms, size_t max)
+{
+    uint64_t *at = xd_map_get(m, xd_str_c(key));
+    if (!at && xd_map_count(m) >= max) {
+        struct stamps_walk w = { now, ttl_ms, xd_calloc(xd_map_count(m) + 1, sizeof(char *)),
+                                 0, NULL, 0 };
+        xd_map_foreach(m, stamps_one, &w);
+        char *oldest = !w.nold && w.oldest ? xd_strdup(w.oldest) : NULL;
+        for (size_t i = 0; i < w.nold; i++) {
+            xd_free(xd_map_del(m, xd_str_c(w.old[i])));
+            xd_free(w.old[i]);
+        }
+        xd_free(w.old);
+        if (oldest)
+            xd_free(xd_map_del(m, xd_str_c(oldest)));
+        xd_free(oldest);
+    }
+    if (!at) {
+        at = xd_new(uint64_t);
+        xd_map_put(m, xd_str_c(key), at);
+    }
+    *at = now;
+}
+
+/* The bare form of JID text `to`, or NULL when it is no JID. */
+static char *
+bare_of(const char *to)
+{
+    xd_jid_t *j = NULL;
+    if (!to || xd_jid_parse(xd_str_c(to), &j) != 0)
+        return NULL;
+    xd_str_t bs = xd_jid_bare_str(j);
+    char *bare = xd_strndup(bs.p, bs.len);
+    xd_jid_unref(j);
+    return bare;
+}
+
+/* Mediated invitations and declines (XEP-0045 7.8.2).  Bounded so that
+ * one stanza is not many from the room: at most max_invitations
+ * <invite/>s, each a message against the occupant's
+ * max_messages_per_second; one <decline/>, relayed only to someone who
+ * invited its sender (r->invited), once per invitation. */
+static void
+room_invite(muc_call_t *c, muc_room_t *r, muc_occ_t *o, const xd_stanza_t *st,
             const xd_el_t *ux)
 {
+    size_t ninv = 0, ndec = 0;
+    for (const xd_el_t *e = xd_el_first_child(ux); e; e = xd_el_next(e)) {
+        ninv += xd_el_is(e, "invite", XD_NS_MUC_USER);
+        ndec += xd_el_is(e, "decline", XD_NS_MUC_USER);
+    }
+    if (ninv > (size_t)c->conf->max_invitations || ndec > 1 || (ninv && ndec)) {
+        xd_route_error(st, XD_COND_NOT_ACCEPTABLE,
+                       ndec > 1 || (ninv && ndec) ? "one decline per message, alone"
+                                                  : "too many invitations in one message");
+        return;
+    }
     const char *from = NULL;
-    xd_str_t fs = xd_jid_full_str(xd_stanza_from(st));
-    char *sender = xd_strndup(fs.p, fs.len);
+    xd_str_t fs = xd_jid_full_str(xd_stanza_from(st)), sbs = xd_jid_bare_str(xd_stanza_from(st));
+    char *sender = xd_strndup(fs.p, fs.len), *sbare = xd_strndup(sbs.p, sbs.len);
     from = sender;
     for (const xd_el_t *e = xd_el_first_child(ux); e; e = xd_el_next(e)) {
         bool invite = xd_el_is(e, "invite", XD_NS_MUC_USER);
@@ -81,20 +161,42 @@ room_invite(muc_call_t *c, muc_room_t *r, const muc_occ_t *o, const xd_stanza_t 
         if (!invite && !decline)
             continue;
         const char *to = xd_el_attr(e, "to");
-        xd_jid_t *tj = NULL;
-        if (!to || xd_jid_parse(xd_str_c(to), &tj) != 0) {
+        char *tbare = bare_of(to);
+        if (!tbare) {
             xd_route_error(st, XD_COND_JID_MALFORMED, NULL);
             break;
         }
-        xd_jid_unref(tj);
-        if (invite) {
-            int aff = o ? muc_eff_aff(c, r, o->bare, xd_stanza_from(st)) : AFF_NONE;
-            if (!o) {
-                xd_route_error(st, XD_COND_NOT_ACCEPTABLE, "only occupants invite");
+        char *key = invite ? xd_asprintf("%s\n%s", tbare, sbare)
+                           : xd_asprintf("%s\n%s", sbare, tbare);
+        xd_free(tbare);
+        if (decline) {
+            uint64_t *at = xd_map_del(&r->invited, xd_str_c(key));
+            bool pending = at && muc_now_ms() - *at < MUC_INVITE_TTL_MS;
+            xd_free(at);
+            if (!pending) {
+                xd_free(key);
+                xd_route_error(st, XD_COND_NOT_ACCEPTABLE,
+                               "no invitation of yours from them to decline");
                 break;
             }
-            if (!r->cfg.allowinvites && o->role != ROLE_MODERATOR && aff < AFF_ADMIN) {
-                xd_route_error(st, XD_COND_FORBIDDEN, "invitations are not allowed");
+        }
+        if (invite) {
+            int aff = o ? muc_eff_aff(c, r, o->bare, xd_stanza_from(st)) : AFF_NONE;
+            const char *why = NULL;
+            xd_cond cond = XD_COND_COUNT;
+            if (!o) {
+                cond = XD_COND_NOT_ACCEPTABLE;
+                why = "only occupants invite";
+            } else if (!r->cfg.allowinvites && o->role != ROLE_MODERATOR && aff < AFF_ADMIN) {
+                cond = XD_COND_FORBIDDEN;
+                why = "invitations are not allowed";
+            } else if (!muc_flood_ok(c, o)) {
+                cond = XD_COND_RESOURCE_CONSTRAINT;
+                why = "too many messages: the room takes fewer per second";
+            }
+            if (cond != XD_COND_COUNT) {
+                xd_free(key);
+                xd_route_error(st, cond, why);
                 break;
             }
             if (r->cfg.members_only && aff >= AFF_ADMIN) {
@@ -112,7 +214,10 @@ room_invite(muc_call_t *c, muc_room_t *r, const muc_occ_t *o, const xd_stanza_t 
                     xd_jid_unref(ij);
                 }
             }
+            stamps_put(&r->invited, key, muc_now_ms(), MUC_INVITE_TTL_MS,
+                       (size_t)c->conf->max_pending_invitations);
         }
+        xd_free(key);
         xd_el_t *b = xd_el_new("message", NULL);
         xd_el_set_attr(b, "from", r->jid);
         const char *mid = xd_el_attr(xd_stanza_root(st), "id");
@@ -136,6 +241,7 @@ room_invite(muc_call_t *c, muc_room_t *r, const muc_occ_t *o, const xd_stanza_t 
         muc_send_to(c, b, to);
     }
     xd_free(sender);
+    xd_free(sbare);
 }
 
 #define MUC_NS_REQUEST "http://jabber.org/protocol/muc#request"
@@ -175,14 +281,19 @@ room_voice_request(muc_call_t *c, muc_room_t *r, muc_occ_t *o, const xd_stanza_t
         xd_route_error(st, XD_COND_FORBIDDEN, "voice requests are disabled in this room");
         return;
     }
-    uint64_t now = muc_now_ms();
-    if (o->voice_ms && r->cfg.voice_interval > 0 &&
-        now - o->voice_ms < (uint64_t)r->cfg.voice_interval * 1000) {
+    /* The interval holds for the account (r->voice_last), not only for
+     * this visit of it. */
+    uint64_t now = muc_now_ms(), ivl = (uint64_t)r->cfg.voice_interval * 1000;
+    const uint64_t *last = xd_map_get(&r->voice_last, xd_str_c(o->bare));
+    uint64_t prev = last && *last > o->voice_ms ? *last : o->voice_ms;
+    if (prev && ivl > 0 && now - prev < ivl) {
         xd_route_error(st, XD_COND_RESOURCE_CONSTRAINT,
                        "wait a while before asking for voice again");
         return;
     }
     o->voice_ms = now;
+    if (ivl > 0)
+        stamps_put(&r->voice_last, o->bare, now, ivl, (size_t)c->conf->max_voice_requesters);
     xd_el_t *b = xd_el_new("message", NULL);
     xd_el_set_attr(b, "from", r->jid);
     xd_el_t *x = xd_el_add_child(b, "x", XD_NS_DATA);

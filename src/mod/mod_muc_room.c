@@ -85,31 +85,38 @@ stamp_of(time_t t, char out[32])
     strftime(out, 32, "%Y-%m-%dT%H:%M:%SZ", &tm);
 }
 
-/* XEP-0082 date-time; -1 when it is not one. */
+/* XEP-0082 date-time (CCYY-MM-DDThh:mm:ss[.sss]TZD, TZD Z, +hh:mm or
+ * -hh:mm); -1 when it is not one.  Checked character by character: no
+ * read past the string's end. */
 static time_t
 parse_stamp(const char *s)
 {
-    struct tm tm = { 0 };
+    static const char shape[] = "dddd-dd-ddTdd:dd:dd";
+    for (size_t i = 0; s && shape[i]; i++)
+        if (shape[i] == 'd' ? !(s[i] >= '0' && s[i] <= '9') : s[i] != shape[i])
+            return -1;
     int y, mo, d, h, mi, sec;
-    if (!s || sscanf(s, "%4d-%2d-%2dT%2d:%2d:%2d", &y, &mo, &d, &h, &mi, &sec) != 6)
+    if (!s || sscanf(s, "%4d-%2d-%2dT%2d:%2d:%2d", &y, &mo, &d, &h, &mi, &sec) != 6 || mo < 1 ||
+        mo > 12 || d < 1 || d > 31 || h > 23 || mi > 59 || sec > 60)
         return -1;
-    tm.tm_year = y - 1900;
-    tm.tm_mon = mo - 1;
-    tm.tm_mday = d;
-    tm.tm_hour = h;
-    tm.tm_min = mi;
-    tm.tm_sec = sec;
+    struct tm tm = { .tm_year = y - 1900, .tm_mon = mo - 1, .tm_mday = d, .tm_hour = h,
+                     .tm_min = mi, .tm_sec = sec };
     time_t t = timegm(&tm);
     const char *z = s + 19;
-    if (*z == '.')
+    if (*z == '.') {
+        if (!(z[1] >= '0' && z[1] <= '9'))
+            return -1;
         while (*++z >= '0' && *z <= '9') {
         }
-    if ((*z == '+' || *z == '-') && strlen(z) >= 6) {
-        int oh = atoi(z + 1), om = atoi(z + 4);
-        long off = (oh * 60L + om) * 60L;
-        t += *z == '+' ? -off : off;
     }
-    return t;
+    if (z[0] == 'Z' && !z[1])
+        return t;
+    if ((*z != '+' && *z != '-') || !(z[1] >= '0' && z[1] <= '9') ||
+        !(z[2] >= '0' && z[2] <= '9') || z[3] != ':' || !(z[4] >= '0' && z[4] <= '9') ||
+        !(z[5] >= '0' && z[5] <= '9') || z[6])
+        return -1;
+    long off = (((z[1] - '0') * 10 + (z[2] - '0')) * 60L + (z[4] - '0') * 10 + (z[5] - '0')) * 60L;
+    return *z == '+' ? t - off : t + off;
 }
 
 /* ---- room life --------------------------------------------------------------------------------- */
@@ -191,6 +198,8 @@ room_free(void *v)
     xd_map_free(&r->affs, NULL);
     xd_map_free(&r->reg_nick, xd_free);
     xd_map_free(&r->reg_owner, xd_free);
+    xd_map_free(&r->invited, xd_free);
+    xd_map_free(&r->voice_last, xd_free);
     hist_clear(r);
     xd_free(r->hist);
     xd_free(r->subject);

@@ -106,6 +106,10 @@ typedef struct muc_room {
     uint64_t empty_since; /* muc_now_ms when the last occupant left; 0: occupied */
     bool hist_dirty;     /* persistent: the history changed since it was last stored */
     uint64_t flushed_ms; /* muc_now_ms when it was last stored (history_flush_interval) */
+    xd_map_t invited;    /* "invitee\ninviter" (bare JIDs) → uint64_t *: when, muc_now_ms
+                          * (the invitations a decline may answer: mod_muc_msg.c) */
+    xd_map_t voice_last; /* bare JID → uint64_t *: its last voice request, muc_now_ms (the
+                          * interval holds per account, across leaving and entering) */
 } muc_room_t;
 
 /* What handling one stanza sent: bytes charged to its sender. */
