@@ -92,8 +92,10 @@ static const xd_opt_t muc_opts[] = {
                "(XEP-0199) the room sent behind the chunk before, so that a room of 10,000 "
                "does not put 10,000 presences in the client's queues at once (beyond the "
                "listener's `max_queue` or `sm_max_unacked` the stream would be closed).  "
-               "Meanwhile the session gets the room's presence changes but no messages; its "
-               "own presence, the history and the subject end the list as usual."),
+               "Meanwhile the session gets the presence changes of the occupants listed to it "
+               "(the others come as they are when the list gets to them: each occupant once, "
+               "none that left before) but no messages; its own presence, the history and the "
+               "subject end the list as usual."),
     XD_OPT_BOOL("default_mam", C_, default_mam, "false",
                 "Whether a new room keeps an archive (XEP-0313 on the room's JID, the room "
                 "configuration's `muc#roomconfig_mam`, ejabberd's `mam` room option).  The "

@@ -676,7 +676,7 @@ broadcast_others(muc_call_t *c, const muc_room_t *r, muc_occ_t *o, bool unavaila
         if (!(v ? with : without))
             continue;
         xd_stanza_t *st = xd_el_freeze(muc_occ_presence(r, o, unavailable, v, NULL, ex, false));
-        muc_fan_out(c, r, st, v ? FAN_SEES_JID : FAN_NO_JID, o, false);
+        muc_fan_out_pres(c, r, st, v ? FAN_SEES_JID : FAN_NO_JID, o);
         xd_stanza_unref(st);
     }
 }
@@ -688,7 +688,13 @@ muc_broadcast_presence(muc_call_t *c, const muc_room_t *r, muc_occ_t *o, bool un
 {
     broadcast_others(c, r, o, unavailable, ex);
     xd_stanza_t *st = xd_el_freeze(muc_occ_presence(r, o, unavailable, true, NULL, self_ex, true));
-    muc_send_occ(c, st, o);
+    /* A session of o still getting its occupant list gets its own presence
+     * last, as it is then (XEP-0045 7.2.3), so no change of o before;
+     * only its leave. */
+    bool leave = unavailable && !(self_ex && self_ex->newnick);
+    for (size_t i = 0; i < o->nfull; i++)
+        if (leave || !r->njoining || !xd_map_get(&r->joining, xd_str_c(o->full[i])))
+            muc_send_to(c, xd_stanza_edit(st), o->full[i]);
     xd_stanza_unref(st);
 }
 
@@ -843,9 +849,10 @@ join_continue(muc_call_t *c, muc_room_t *r, muc_join_t *j)
     size_t sent = 0;
     size_t chunk = (size_t)c->conf->join_chunk;
     while (j->next < r->nocc && sent < chunk) {
-        /* As they are now: one that left meanwhile is not listed (the
-         * joiner got its leave), one that came is (it got its entering
-         * too: the same presence twice). */
+        /* As they are now: one that left meanwhile is not listed, one
+         * that came is; the room's presence traffic about an occupant
+         * reaches the joiner only once it was listed (muc_join_withholds),
+         * so it gets each once, and no leave of one it never saw. */
         const muc_occ_t *other = r->occ[j->next++];
         if (other == o || !other->announced) /* presencebroadcast: not listed */
             continue;
@@ -869,6 +876,13 @@ join_continue(muc_call_t *c, muc_room_t *r, muc_join_t *j)
     const xd_el_t *mx = xd_el_child(xd_stanza_root(j->pres), "x", XD_NS_MUC);
     send_join_end(c, r, o, j->full, mx, j->codes, j->ncodes);
     join_drop(r, j->full);
+}
+
+bool
+muc_join_withholds(const muc_room_t *r, const char *full, bool live, size_t at)
+{
+    const muc_join_t *j = xd_map_get(&r->joining, xd_str_c(full));
+    return j && (live || at >= j->next);
 }
 
 /* An answer (result or error: either says the session read what came

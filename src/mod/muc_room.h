@@ -156,6 +156,12 @@ void muc_send_to(muc_call_t *c, xd_el_t *b, const char *to);
 void muc_send_occ(muc_call_t *c, const xd_stanza_t *st, const muc_occ_t *o);
 void muc_fan_out(muc_call_t *c, const muc_room_t *r, const xd_stanza_t *st, int sel,
                  const muc_occ_t *skip, bool live);
+/* The presence st of occupant `about` to the others (as muc_fan_out,
+ * `about` skipped): a session still getting its occupant list gets it only
+ * when `about` was listed to it already (else the list brings about's
+ * state when it gets there; one gone meanwhile it never hears of). */
+void muc_fan_out_pres(muc_call_t *c, const muc_room_t *r, const xd_stanza_t *st, int sel,
+                      const muc_occ_t *about);
 char *muc_occ_jid(const muc_room_t *r, const char *nick);
 int muc_aff_of(const muc_room_t *r, const char *bare);
 const char *muc_reg_nick_of(const muc_room_t *r, const char *bare);
@@ -202,6 +208,11 @@ void muc_occ_remove(muc_call_t *c, muc_room_t *r, muc_occ_t *o, const pres_extra
 /* After a change of r->cfg.pbcast: who is announced follows it. */
 void muc_pbcast_follow(muc_call_t *c, muc_room_t *r);
 bool muc_join_answer(muc_call_t *c, muc_room_t *r, const xd_stanza_t *st);
+/* Whether session `full`, when still getting its occupant list, waits for
+ * what goes to the room now: live (a message: it comes in the history),
+ * or the presence of the occupant at index `at` of r->occ that its list
+ * has not reached yet (SIZE_MAX: none there). */
+bool muc_join_withholds(const muc_room_t *r, const char *full, bool live, size_t at);
 void muc_room_leave(muc_call_t *c, muc_room_t *r, muc_occ_t *o, const char *full,
                     const xd_stanza_t *st, bool failed);
 muc_room_t *muc_room_find(muc_call_t *c, const char *name);
