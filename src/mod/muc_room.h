@@ -106,6 +106,9 @@ typedef struct muc_room {
     uint64_t empty_since; /* muc_now_ms when the last occupant left; 0: occupied */
     bool hist_dirty;     /* persistent: the history changed since it was last stored */
     uint64_t flushed_ms; /* muc_now_ms when it was last stored (history_flush_interval) */
+    bool hist_loading;   /* restored: its history is being completed from its archive
+                          * (muc_room_hist_fill); entering sessions wait for it */
+    uint64_t fill_token; /* which completion (the room may go and come back meanwhile) */
 } muc_room_t;
 
 /* What handling one stanza sent: bytes charged to its sender. */
@@ -208,6 +211,10 @@ void muc_occ_remove(muc_call_t *c, muc_room_t *r, muc_occ_t *o, const pres_extra
 /* After a change of r->cfg.pbcast: who is announced follows it. */
 void muc_pbcast_follow(muc_call_t *c, muc_room_t *r);
 bool muc_join_answer(muc_call_t *c, muc_room_t *r, const xd_stanza_t *st);
+/* The history is complete (muc_room_hist_fill): the sessions that waited
+ * for it at the end of their occupant list get the rest of the list, their
+ * own presence, the history and the subject. */
+void muc_join_history_ready(muc_call_t *c, muc_room_t *r);
 /* Whether session `full`, when still getting its occupant list, waits for
  * what goes to the room now: live (a message: it comes in the history),
  * or the presence of the occupant at index `at` of r->occ that its list
@@ -246,5 +253,11 @@ void muc_iq_forward(muc_call_t *c, const muc_room_t *r, const xd_stanza_t *st,
 void muc_room_retract(muc_call_t *c, muc_room_t *r, const muc_occ_t *o, const xd_stanza_t *st,
                       const xd_el_t *rt);
 void muc_room_iq(muc_call_t *c, muc_room_t *r, const xd_stanza_t *st, const char *nick);
+/* A room just restored (start, or waking from hibernation) whose archive
+ * is on: when its stored history may be short of the archive (not stored
+ * whole when it left memory — a crash within history_flush_interval —, or
+ * fewer than its history length), the archive's newest messages complete
+ * it on the blocking pool (r->hist_loading until then). */
+void muc_room_hist_fill(muc_call_t *c, muc_room_t *r, bool whole);
 
 #endif
