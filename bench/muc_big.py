@@ -26,6 +26,14 @@ default (every role) quadratically, as every server does.
 4. The driver's own report: deliveries/s and fan-out latency to N-1
    occupants at the given rate.
 
+--driver mucjoin: steps 2-4 are bench/mucjoin.c instead (built with the
+server in --build: build-release/bench/mucjoin): it registers and logs in
+the N accounts itself, fills the room at --join-rate joins/s (0: as fast as
+--join-window joins in flight allow), however long that takes (the shared
+driver's join phase ends at 300 s), and reports the join phase's duration,
+joins/s, the server's CPU (/proc/PID/stat) and RSS per occupant; the load
+average (`uptime`) is printed before and after, as the machine is shared.
+
 Everything is stopped by PID at the end.  The figures are recorded in
 docs/performance.md ("Group chat", 10,000 occupants).
 """
@@ -101,6 +109,29 @@ async def standard_client(port, user, password, room, nick, n_expected):
     return {"join_s": t_self, "occupant_presences": n_list, "echo_s": back - t1}
 
 
+def load_avg():
+    return open("/proc/loadavg").read().split()[:3]
+
+
+def mucjoin(args, srv, port):
+    """The join phase by bench/mucjoin.c (its RESULT line, with the load)."""
+    drv = os.path.join(args.build, "bench", "mucjoin")
+    before = load_avg()
+    t0 = time.monotonic()
+    r = subprocess.run([drv, "--port", str(port), "--domain", "localhost", "--register",
+                        "--users", str(args.occupants), "--room", "big",
+                        "--rate", str(args.join_rate), "--window", str(args.join_window),
+                        "--max-seconds", str(args.max_seconds), "--pid", str(srv.pid)],
+                       stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    after = load_avg()
+    print(f"presencebroadcast [{args.presence_broadcast}], {args.occupants} occupants, "
+          f"join rate {args.join_rate or 'unpaced'}, window {args.join_window}")
+    print(f"load average before {' '.join(before)}, after {' '.join(after)} "
+          f"({time.monotonic() - t0:.0f} s with the logins)")
+    print(next((ln for ln in r.stdout.splitlines() if ln.startswith("RESULT")),
+               "no RESULT (exit %d): %s" % (r.returncode, r.stderr[-2000:])))
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--build", default=os.path.join(ROOT, "build-release"))
@@ -116,6 +147,15 @@ def main():
                          "default_presence_broadcast): 'moderator' announces only the room's "
                          "owner, so filling the room is linear; the default announces everyone "
                          "(quadratic)")
+    ap.add_argument("--driver", choices=("xmppload", "mucjoin"), default="xmppload",
+                    help="mucjoin: bench/mucjoin.c fills the room (no 300 s join limit), "
+                         "join phase figures only")
+    ap.add_argument("--join-rate", type=float, default=0,
+                    help="mucjoin: joins/s (0: as fast as --join-window allows)")
+    ap.add_argument("--join-window", type=int, default=200,
+                    help="mucjoin: joins waiting for their self-presence at once")
+    ap.add_argument("--max-seconds", type=float, default=3600,
+                    help="mucjoin: the longest join phase")
     ap.add_argument("--keep", action="store_true", help="keep the temporary directory (log)")
     ap.add_argument("--perf", metavar="FILE",
                     help="perf record the server during the hold into FILE")
@@ -125,8 +165,9 @@ def main():
     n = args.occupants
     tmp = tempfile.mkdtemp(prefix="muc-big-")
     load = os.path.join(tmp, "xmppload")
-    subprocess.run(["cc", "-O2", "-Wall", "-o", load, args.xmppload_src, "-lssl", "-lcrypto"],
-                   check=True)
+    if args.driver == "xmppload":
+        subprocess.run(["cc", "-O2", "-Wall", "-o", load, args.xmppload_src, "-lssl",
+                        "-lcrypto"], check=True)
     port = free_port()
     with open(os.path.join(tmp, "xmppd.yml"), "w") as f:
         f.write(CONFIG.format(dir=tmp, port=port, maxconn=n + 100, maxusers=n + 100,
@@ -145,6 +186,9 @@ def main():
             if srv.poll() is not None:
                 sys.exit("xmppd exited at start-up: see " + log)
             time.sleep(0.1)
+        if args.driver == "mucjoin":
+            mucjoin(args, srv, port)
+            return
         common = ["-p", str(port), "-d", "localhost", "-w", "secret", "-a", "plain"]
         subprocess.run([load, "-m", "register", "-n", str(n + 1), "-c", "50", "-L", "register"]
                        + common, check=True, stdout=subprocess.DEVNULL)

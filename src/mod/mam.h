@@ -12,6 +12,7 @@
 #define XMPPD_MOD_MAM_H
 
 #include <stdbool.h>
+#include <stdint.h>
 
 #include "xmppd/input.h"
 #include "xmppd/jid.h"
@@ -49,6 +50,20 @@ int mam_room_moderate(xd_module_ctx_t *mam, const xd_jid_t *room, const char *id
  * error. */
 int mam_room_retract(xd_module_ctx_t *mam, const xd_jid_t *room, const char *id,
                      const char *occ_id, const char *detail);
+
+/* One message of a room's archive as mam_room_recent hands it over: its
+ * archive id, its time (µs since the epoch) and the message as the room
+ * sent it (mam_room_store's msg). */
+typedef void (*mam_room_msg_fn)(void *arg, const char *id, int64_t ts_us, const char *xml,
+                                size_t len);
+
+/* The newest `max` messages of room `room`'s archive that still have
+ * their content (neither retracted nor moderated), newest first, each to
+ * fn, the journal's records of that archive indexed first (a room's join
+ * history completed from its archive after a crash).  Pool thread.  0 or
+ * a database error. */
+int mam_room_recent(xd_module_ctx_t *mam, const xd_jid_t *room, int max, mam_room_msg_fn fn,
+                    void *arg);
 
 /* Deletes room `room`'s archive (the room was destroyed).  Pool thread. */
 int mam_room_delete(xd_module_ctx_t *mam, const xd_jid_t *room);

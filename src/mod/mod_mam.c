@@ -3247,6 +3247,51 @@ mam_room_retract(xd_module_ctx_t *mam, const xd_jid_t *room, const char *id,
     return mam_room_tombstone(mam, room, id, detail, occ_id, NULL);
 }
 
+typedef struct mam_recent {
+    mam_room_msg_fn fn;
+    void *arg;
+} mam_recent_t;
+
+static int
+mam_recent_row(void *arg, const xd_db_val_t *cols, size_t ncols)
+{
+    mam_recent_t *r = arg;
+    if (ncols < 3 || cols[0].type != XD_DB_TEXT || cols[1].type != XD_DB_INT64 ||
+        cols[2].type != XD_DB_TEXT || cols[0].s.len > MAM_ID_MAX)
+        return 0;
+    char id[MAM_ID_MAX + 1];
+    snprintf(id, sizeof id, "%.*s", (int)cols[0].s.len, cols[0].s.p);
+    r->fn(r->arg, id, cols[1].i, cols[2].s.p, cols[2].s.len);
+    return 0;
+}
+
+int
+mam_room_recent(xd_module_ctx_t *mam, const xd_jid_t *room, int max, mam_room_msg_fn fn,
+                void *arg)
+{
+    xd_db_t *db = xd_module_db(mam);
+    if (!db || max <= 0)
+        return 0;
+    char *host = mam_strs(xd_jid_domain(room)), *user = mam_strs(xd_jid_local(room));
+    xd_db_conn_t *c;
+    int rc = mam_drain_for(mam, host, user);
+    if (rc == 0)
+        rc = xd_db_acquire(db, &c);
+    if (rc == 0) {
+        /* A room archives messages with a body only: none is a tombstone. */
+        xd_db_val_t k[] = { XD_DB_V_CSTR(host), XD_DB_V_CSTR(user), XD_DB_V_INT(max) };
+        mam_recent_t r = { fn, arg };
+        rc = xd_db_query(c,
+                         "SELECT id, ts, xml FROM archive WHERE host = ? AND username = ?"
+                         " AND body IS NOT NULL ORDER BY ts DESC, seq DESC LIMIT ?",
+                         k, 3, mam_recent_row, &r);
+        xd_db_release(c);
+    }
+    xd_free(host);
+    xd_free(user);
+    return rc;
+}
+
 int
 mam_room_delete(xd_module_ctx_t *mam, const xd_jid_t *room)
 {

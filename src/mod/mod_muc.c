@@ -98,8 +98,10 @@ static const xd_opt_t muc_opts[] = {
                "(XEP-0199) the room sent behind the chunk before, so that a room of 10,000 "
                "does not put 10,000 presences in the client's queues at once (beyond the "
                "listener's `max_queue` or `sm_max_unacked` the stream would be closed).  "
-               "Meanwhile the session gets the room's presence changes but no messages; its "
-               "own presence, the history and the subject end the list as usual."),
+               "Meanwhile the session gets the presence changes of the occupants listed to it "
+               "(the others come as they are when the list gets to them: each occupant once, "
+               "none that left before) but no messages; its own presence, the history and the "
+               "subject end the list as usual."),
     XD_OPT_BOOL("default_mam", C_, default_mam, "false",
                 "Whether a new room keeps an archive (XEP-0313 on the room's JID, the room "
                 "configuration's `muc#roomconfig_mam`, ejabberd's `mam` room option).  The "
@@ -147,7 +149,9 @@ static const xd_opt_t muc_opts[] = {
                     "affiliations) at most this often, on its worker's one-second tick, so "
                     "a crash or `kill -9` loses at most that much of it.  0: the history is "
                     "written only when the server stops or the room hibernates (a crash "
-                    "loses what came since)."),
+                    "loses what came since).  A room with an archive (`muc#roomconfig_mam`) "
+                    "loses none: restored after a crash, its history is completed from the "
+                    "archive."),
     XD_OPT_INT("max_messages_per_second", C_, max_messages_per_second, "0", 0, 1000000,
                "Messages (groupchat and private) one occupant may send per second, with a "
                "burst of as many; one more is refused with resource-constraint and not "
@@ -670,13 +674,14 @@ muc_stats_cmd(xd_cmd_call_t *call)
     static const char *const names[] = { "fanouts",       "fanout_posts", "fanout_copies",
                                          "join_chunks",   "rooms_live",   "history_bytes",
                                          "hibernations",  "wakeups",      "flood_refusals",
-                                         "history_flushes" };
+                                         "history_flushes", "history_fills" };
     enum { N = sizeof names / sizeof *names };
     uint64_t v[N] = { atomic_load(&s->fanouts),       atomic_load(&s->fanout_posts),
                       atomic_load(&s->fanout_copies), atomic_load(&s->join_chunks),
                       atomic_load(&s->rooms_live),    atomic_load(&s->history_bytes),
                       atomic_load(&s->hibernations),  atomic_load(&s->wakeups),
-                      atomic_load(&s->flood_refusals), atomic_load(&s->history_flushes) };
+                      atomic_load(&s->flood_refusals), atomic_load(&s->history_flushes),
+                      atomic_load(&s->history_fills) };
     for (size_t i = 0; i < N; i++)
         xd_cmd_add(call, "%s %llu", names[i], (unsigned long long)v[i]);
     xd_module_release(ctx);
@@ -698,7 +703,9 @@ static const xd_cmd_t muc_stats = {
                "bytes of their history; hibernations and wakeups: persistent rooms that left "
                "memory (hibernation_timeout) and came back; flood_refusals: messages refused "
                "by max_messages_per_second; history_flushes: writes of a persistent room's "
-               "history (history_flush_interval).",
+               "history (history_flush_interval); history_fills: restored rooms whose join "
+               "history was completed from the room's archive (after a crash within "
+               "history_flush_interval, or a stored history shorter than the archive).",
     .args = muc_stats_args,
     .nargs = 1,
     .result = XD_CMD_RES_LIST,

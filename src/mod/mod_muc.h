@@ -91,6 +91,7 @@ typedef struct muc_state {
     _Atomic uint64_t wakeups;       /* hibernated rooms brought back */
     _Atomic uint64_t flood_refusals; /* messages refused by max_messages_per_second */
     _Atomic uint64_t history_flushes; /* writes of a live room's history (write-behind) */
+    _Atomic uint64_t history_fills; /* restored rooms' histories completed from the archive */
 } muc_state_t;
 
 /* A stanza on its way to its room's owner. */

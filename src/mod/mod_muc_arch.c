@@ -23,6 +23,7 @@
 #include "xmppd/err.h"
 #include "xmppd/jid.h"
 #include "xmppd/log.h"
+#include "xmppd/map.h"
 #include "xmppd/ns.h"
 #include "xmppd/route.h"
 #include "xmppd/session.h"
@@ -420,4 +421,171 @@ muc_room_iq(muc_call_t *c, muc_room_t *r, const xd_stanza_t *st, const char *nic
     }
     xd_free(full);
     xd_free(bare);
+}
+
+/* ---- the join history from the archive --------------------------------------------------------- */
+
+/* One message of the archive for the history (oldest first once read). */
+typedef struct fill_msg {
+    char *id;
+    time_t ts;
+    xd_stanza_t *st;
+} fill_msg_t;
+
+typedef struct hist_fill {
+    xd_module_ctx_t *mam;  /* held */
+    xd_jid_t *room;
+    char *name;            /* the room's local part */
+    uint64_t token;        /* r->fill_token when asked */
+    int max;               /* its history length */
+    fill_msg_t *msgs;      /* newest first, as read */
+    size_t n;
+    int rc;
+} hist_fill_t;
+
+static _Atomic uint64_t fill_tokens;
+
+static void
+fill_row(void *arg, const char *id, int64_t ts_us, const char *xml, size_t len)
+{
+    hist_fill_t *f = arg;
+    xd_stanza_t *st = NULL;
+    if ((int)f->n >= f->max || xd_stanza_parse(xml, len, XD_NS_CLIENT, &st) != 0)
+        return;
+    f->msgs[f->n++] = (fill_msg_t){ xd_strdup(id), (time_t)(ts_us / 1000000), st };
+}
+
+static void
+fill_work(xd_module_ctx_t *ctx, void *arg)
+{
+    (void)ctx;
+    hist_fill_t *f = arg;
+    f->msgs = xd_calloc((size_t)f->max, sizeof *f->msgs);
+    f->rc = mam_room_recent(f->mam, f->room, f->max, fill_row, f);
+}
+
+static void
+fill_free(hist_fill_t *f)
+{
+    for (size_t i = 0; i < f->n; i++) {
+        xd_free(f->msgs[i].id);
+        xd_stanza_unref(f->msgs[i].st);
+    }
+    xd_free(f->msgs);
+    xd_module_release(f->mam);
+    xd_jid_unref(f->room);
+    xd_free(f->name);
+    xd_free(f);
+}
+
+/* The id the room stamped on a message of its history (its archive id),
+ * or NULL. */
+static const char *
+hist_sid(const muc_room_t *r, const xd_stanza_t *st)
+{
+    for (const xd_el_t *ch = xd_el_first_child(xd_stanza_root(st)); ch; ch = xd_el_next(ch)) {
+        const char *by = xd_el_attr(ch, "by");
+        if (xd_el_is(ch, "stanza-id", XD_NS_SID) && by && strcmp(by, r->jid) == 0)
+            return xd_el_attr(ch, "id");
+    }
+    return NULL;
+}
+
+/* The history becomes its messages and the archive's it lacks, in time
+ * order (of one second, the history's first: what it has came first),
+ * the newest history length of them.  Returns how many came from the
+ * archive. */
+static size_t
+hist_merge(muc_room_t *r, hist_fill_t *f)
+{
+    size_t hn = r->hn;
+    muc_hist_t *old = xd_calloc(hn ? hn : 1, sizeof *old);
+    for (size_t i = 0; i < hn; i++)
+        old[i] = r->hist[(r->hstart + i) % r->hcap];
+    /* The archive's, oldest first, without those the history has. */
+    xd_map_t have = XD_MAP_INIT;
+    for (size_t i = 0; i < hn; i++) {
+        const char *sid = hist_sid(r, old[i].st);
+        if (sid)
+            xd_map_put(&have, xd_str_c(sid), (void *)1);
+    }
+    fill_msg_t *add = xd_calloc(f->n ? f->n : 1, sizeof *add);
+    size_t na = 0;
+    for (size_t k = f->n; k-- > 0;)
+        if (!xd_map_get(&have, xd_str_c(f->msgs[k].id)))
+            add[na++] = f->msgs[k];
+    xd_map_free(&have, NULL);
+    /* Empty the ring (its stanzas move), then fill it in order. */
+    r->hn = r->hstart = 0;
+    muc_hist_bytes(r, 0, r->hbytes);
+    size_t i = 0, k = 0, from_archive = 0;
+    size_t skip = hn + na > r->hcap ? hn + na - r->hcap : 0;
+    while (i < hn || k < na) {
+        bool take_old = k == na || (i < hn && old[i].ts <= add[k].ts);
+        xd_stanza_t *st;
+        time_t ts;
+        if (take_old) {
+            st = old[i].st;
+            ts = old[i++].ts;
+        } else {
+            st = xd_stanza_ref(add[k].st);
+            ts = add[k++].ts;
+            from_archive += skip == 0;
+        }
+        if (skip) { /* older than the history length */
+            skip--;
+            xd_stanza_unref(st);
+            continue;
+        }
+        muc_hist_add_at(r, st, ts);
+    }
+    xd_free(old);
+    xd_free(add);
+    return from_archive;
+}
+
+static void
+fill_done(xd_module_ctx_t *ctx, void *arg, int status)
+{
+    hist_fill_t *f = arg;
+    muc_call_t c = { .ctx = ctx, .s = xd_module_state(ctx), .conf = xd_module_opts(ctx) };
+    int self = xd_owner_self();
+    muc_room_t *r = c.s && self >= 0 ? xd_map_get(&c.s->rooms[self], xd_str_c(f->name)) : NULL;
+    if (!r || !r->hist_loading || r->fill_token != f->token) { /* gone meanwhile */
+        fill_free(f);
+        return;
+    }
+    int rc = status ? status : f->rc;
+    if (rc != 0) {
+        XD_LOG(NULL, XD_WARN, "muc history not completed from the archive", "room=%s err=%s",
+               r->jid, xd_strerror(rc));
+    } else if (hist_merge(r, f) > 0) {
+        r->hist_dirty = r->cfg.persistent; /* stored with the next write-behind */
+        atomic_fetch_add_explicit(&c.s->history_fills, 1, memory_order_relaxed);
+    }
+    r->hist_loading = false;
+    muc_join_history_ready(&c, r);
+    fill_free(f);
+}
+
+void
+muc_room_hist_fill(muc_call_t *c, muc_room_t *r, bool whole)
+{
+    if (!r->cfg.mam || r->hcap == 0 || (whole && r->hn >= r->hcap))
+        return;
+    xd_module_ctx_t *mam = muc_room_mam(c, r);
+    if (!mam)
+        return;
+    hist_fill_t *f = xd_new(hist_fill_t);
+    f->mam = mam;
+    f->room = muc_room_jid(r);
+    f->name = xd_strdup(r->name);
+    f->max = (int)r->hcap;
+    f->token = atomic_fetch_add_explicit(&fill_tokens, 1, memory_order_relaxed) + 1;
+    if (!f->room || xd_module_submit(c->ctx, fill_work, fill_done, f) != 0) {
+        fill_free(f);
+        return;
+    }
+    r->hist_loading = true;
+    r->fill_token = f->token;
 }

@@ -53,6 +53,7 @@ typedef struct muc_join {
     int codes[1];        /* its self-presence status codes (201) */
     size_t ncodes;
     char ping[40];       /* id of the ping waited for */
+    bool hist_wait;      /* listed: waits for the history (muc_room_hist_fill) */
 } muc_join_t;
 
 /* ---- small helpers (the shared ones: mod_muc_util.c) ------------------------------------------- */
@@ -321,12 +322,16 @@ reg_one(void *arg, const char *key, void *val)
 }
 
 /* The stored form of the room: configuration, affiliations, subject;
- * with_hist: the history too (a room leaving memory). */
+ * with_hist: the history too; whole: all of it (a room leaving memory, its
+ * history not being completed from the archive: muc_room_hist_fill need
+ * not look there when it comes back). */
 static char *
-room_serialize(const muc_room_t *r, bool with_hist)
+room_serialize(const muc_room_t *r, bool with_hist, bool whole)
 {
     xd_el_t *root = xd_el_new("room", "urn:xmppd:muc:room");
     xd_el_set_attr(root, "salt", r->salt);
+    if (with_hist && whole && !r->hist_loading)
+        xd_el_set_attr(root, "whole", "1");
     if (r->creator)
         xd_el_set_attr(root, "creator", r->creator);
     xd_el_t *cf = xd_el_add_child(root, "config", NULL);
@@ -392,12 +397,13 @@ room_serialize(const muc_room_t *r, bool with_hist)
 }
 
 static muc_room_t *
-room_restore(muc_call_t *c, const char *name, const char *stored)
+room_restore(muc_call_t *c, const char *name, const char *stored, bool *whole)
 {
     xd_el_t *root = NULL;
     if (xd_el_parse(stored, strlen(stored), &root) != 0)
         return NULL;
     muc_room_t *r = room_new(c, name);
+    *whole = xd_el_attr(root, "whole") && strcmp(xd_el_attr(root, "whole"), "1") == 0;
     const char *salt = xd_el_attr(root, "salt");
     snprintf(r->salt, sizeof r->salt, "%s", salt ? salt : "");
     const char *creator = xd_el_attr(root, "creator");
@@ -493,7 +499,7 @@ muc_room_publish(muc_call_t *c, muc_room_t *r, bool store)
 {
     /* With the history when it is written behind (history_flush_interval). */
     char *stored = r->cfg.persistent
-                       ? room_serialize(r, c->conf->history_flush_interval > 0)
+                       ? room_serialize(r, c->conf->history_flush_interval > 0, false)
                        : NULL;
     muc_dir_update(c->s, r->name, r->cfg.title, r->cfg.pub && !r->locked, r->cfg.persistent,
                    true, r->creator, stored);
@@ -516,7 +522,7 @@ muc_room_drop(muc_call_t *c, muc_room_t *r, bool destroyed)
         muc_dir_remove(c->s, r->name);
     else
         muc_dir_update(c->s, r->name, r->cfg.title, r->cfg.pub, true, false, r->creator,
-                       room_serialize(r, true));
+                       room_serialize(r, true, true));
     room_free(r);
 }
 
@@ -542,7 +548,7 @@ stash_one(void *arg, const char *key, void *val)
     if (!r->cfg.persistent || r->locked)
         return 0;
     muc_dir_update(w->s, r->name, r->cfg.title, r->cfg.pub, true, false, r->creator,
-                   room_serialize(r, true));
+                   room_serialize(r, true, true));
     if (w->n + 1 >= w->cap) {
         w->cap = w->cap ? w->cap * 2 : 16;
         w->names = xd_realloc(w->names, w->cap * sizeof *w->names);
@@ -588,7 +594,7 @@ walk_one(void *arg, const char *key, void *val)
 static bool
 idle_pick(const struct room_walk *w, const muc_room_t *r)
 {
-    return !r->nocc && r->cfg.persistent && !r->locked && r->empty_since &&
+    return !r->nocc && r->cfg.persistent && !r->locked && r->empty_since && !r->hist_loading &&
            w->now - r->empty_since >= w->interval;
 }
 
@@ -685,7 +691,7 @@ broadcast_others(muc_call_t *c, const muc_room_t *r, muc_occ_t *o, bool unavaila
         if (!(v ? with : without))
             continue;
         xd_stanza_t *st = xd_el_freeze(muc_occ_presence(r, o, unavailable, v, NULL, ex, false));
-        muc_fan_out(c, r, st, v ? FAN_SEES_JID : FAN_NO_JID, o, false);
+        muc_fan_out_pres(c, r, st, v ? FAN_SEES_JID : FAN_NO_JID, o);
         xd_stanza_unref(st);
     }
 }
@@ -697,7 +703,13 @@ muc_broadcast_presence(muc_call_t *c, const muc_room_t *r, muc_occ_t *o, bool un
 {
     broadcast_others(c, r, o, unavailable, ex);
     xd_stanza_t *st = xd_el_freeze(muc_occ_presence(r, o, unavailable, true, NULL, self_ex, true));
-    muc_send_occ(c, st, o);
+    /* A session of o still getting its occupant list gets its own presence
+     * last, as it is then (XEP-0045 7.2.3), so no change of o before;
+     * only its leave. */
+    bool leave = unavailable && !(self_ex && self_ex->newnick);
+    for (size_t i = 0; i < o->nfull; i++)
+        if (leave || !r->njoining || !xd_map_get(&r->joining, xd_str_c(o->full[i])))
+            muc_send_to(c, xd_stanza_edit(st), o->full[i]);
     xd_stanza_unref(st);
 }
 
@@ -852,9 +864,10 @@ join_continue(muc_call_t *c, muc_room_t *r, muc_join_t *j)
     size_t sent = 0;
     size_t chunk = (size_t)c->conf->join_chunk;
     while (j->next < r->nocc && sent < chunk) {
-        /* As they are now: one that left meanwhile is not listed (the
-         * joiner got its leave), one that came is (it got its entering
-         * too: the same presence twice). */
+        /* As they are now: one that left meanwhile is not listed, one
+         * that came is; the room's presence traffic about an occupant
+         * reaches the joiner only once it was listed (muc_join_withholds),
+         * so it gets each once, and no leave of one it never saw. */
         const muc_occ_t *other = r->occ[j->next++];
         if (other == o || !other->announced) /* presencebroadcast: not listed */
             continue;
@@ -875,9 +888,58 @@ join_continue(muc_call_t *c, muc_room_t *r, muc_join_t *j)
         atomic_fetch_add_explicit(&c->s->join_chunks, 1, memory_order_relaxed);
         return;
     }
+    if (r->hist_loading) { /* listed: the rest when the history is there */
+        j->hist_wait = true;
+        j->ping[0] = '\0';
+        return;
+    }
     const xd_el_t *mx = xd_el_child(xd_stanza_root(j->pres), "x", XD_NS_MUC);
     send_join_end(c, r, o, j->full, mx, j->codes, j->ncodes);
     join_drop(r, j->full);
+}
+
+struct wait_walk {
+    char **fulls;
+    size_t n, cap;
+};
+
+static int
+wait_one(void *arg, const char *key, void *val)
+{
+    struct wait_walk *w = arg;
+    const muc_join_t *j = val;
+    if (!j->hist_wait)
+        return 0;
+    if (w->n == w->cap) {
+        w->cap = w->cap ? w->cap * 2 : 8;
+        w->fulls = xd_realloc(w->fulls, w->cap * sizeof *w->fulls);
+    }
+    w->fulls[w->n++] = xd_strdup(key);
+    return 0;
+}
+
+void
+muc_join_history_ready(muc_call_t *c, muc_room_t *r)
+{
+    struct wait_walk w = { NULL, 0, 0 };
+    if (r->njoining)
+        xd_map_foreach(&r->joining, wait_one, &w);
+    for (size_t i = 0; i < w.n; i++) {
+        muc_join_t *j = xd_map_get(&r->joining, xd_str_c(w.fulls[i]));
+        if (j && j->hist_wait) {
+            j->hist_wait = false;
+            join_continue(c, r, j); /* who came meanwhile, then the end */
+        }
+        xd_free(w.fulls[i]);
+    }
+    xd_free(w.fulls);
+}
+
+bool
+muc_join_withholds(const muc_room_t *r, const char *full, bool live, size_t at)
+{
+    const muc_join_t *j = xd_map_get(&r->joining, xd_str_c(full));
+    return j && (live || at >= j->next);
 }
 
 /* An answer (result or error: either says the session read what came
@@ -905,7 +967,7 @@ send_join_sequence(muc_call_t *c, muc_room_t *r, const muc_occ_t *o, const char 
                    const xd_stanza_t *st, const int *codes, size_t ncodes)
 {
     const xd_el_t *muc_x = xd_el_child(xd_stanza_root(st), "x", XD_NS_MUC);
-    if (r->nocc - 1 <= (size_t)c->conf->join_chunk) {
+    if (r->nocc - 1 <= (size_t)c->conf->join_chunk && !r->hist_loading) {
         for (size_t i = 0; i < r->nocc; i++) {
             const muc_occ_t *other = r->occ[i];
             if (other == o || !other->announced) /* presencebroadcast: not listed */
@@ -1150,12 +1212,14 @@ muc_room_find(muc_call_t *c, const char *name)
     char *stored = muc_dir_stored(c->s, name);
     if (!stored)
         return NULL;
-    r = room_restore(c, name, stored);
+    bool whole = false;
+    r = room_restore(c, name, stored, &whole);
     xd_free(stored);
     if (r) {
         atomic_fetch_add_explicit(&c->s->wakeups, 1, memory_order_relaxed);
         xd_map_put(&c->s->rooms[self], xd_str_c(name), r);
         muc_room_publish(c, r, false);
+        muc_room_hist_fill(c, r, whole);
     }
     return r;
 }

@@ -8,6 +8,7 @@
  * part (mod_muc.c) too.
  */
 #include <stdatomic.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <string.h>
 #include <time.h>
@@ -70,11 +71,17 @@ muc_send_occ(muc_call_t *c, const xd_stanza_t *st, const muc_occ_t *o)
 /* st (no 'to') to every session of the occupants `sel` picks but `skip`,
  * in one fan-out (route.h: one inbox message per worker, the bytes
  * serialized once); live: not to sessions still getting their occupant
- * list (messages). */
-void
-muc_fan_out(muc_call_t *c, const muc_room_t *r, const xd_stanza_t *st, int sel,
-            const muc_occ_t *skip, bool live)
+ * list (messages); about: the occupant whose presence st is, which a
+ * session still getting its list gets only once it was listed
+ * (muc_join_withholds). */
+static void
+fan_out(muc_call_t *c, const muc_room_t *r, const xd_stanza_t *st, int sel,
+        const muc_occ_t *skip, bool live, const muc_occ_t *about)
 {
+    size_t at = SIZE_MAX; /* about's place in the occupants */
+    for (size_t i = 0; about && r->njoining && i < r->nocc; i++)
+        if (r->occ[i] == about)
+            at = i;
     xd_fanout_t *f = xd_fanout_new(st);
     size_t n = 0, tolen = 0;
     for (size_t i = 0; i < r->nocc; i++) {
@@ -84,7 +91,7 @@ muc_fan_out(muc_call_t *c, const muc_room_t *r, const xd_stanza_t *st, int sel,
             (sel == FAN_MODERATORS && v->role != ROLE_MODERATOR))
             continue;
         for (size_t k = 0; k < v->nfull; k++) {
-            if (live && r->njoining && xd_map_get(&r->joining, xd_str_c(v->full[k])))
+            if (r->njoining && (live || about) && muc_join_withholds(r, v->full[k], live, at))
                 continue;
             if (v->jid[k])
                 xd_fanout_add_jid(f, v->jid[k], v->worker[k]);
@@ -101,6 +108,20 @@ muc_fan_out(muc_call_t *c, const muc_room_t *r, const xd_stanza_t *st, int sel,
     atomic_fetch_add_explicit(&c->s->fanouts, 1, memory_order_relaxed);
     atomic_fetch_add_explicit(&c->s->fanout_posts, posts, memory_order_relaxed);
     atomic_fetch_add_explicit(&c->s->fanout_copies, n, memory_order_relaxed);
+}
+
+void
+muc_fan_out(muc_call_t *c, const muc_room_t *r, const xd_stanza_t *st, int sel,
+            const muc_occ_t *skip, bool live)
+{
+    fan_out(c, r, st, sel, skip, live, NULL);
+}
+
+void
+muc_fan_out_pres(muc_call_t *c, const muc_room_t *r, const xd_stanza_t *st, int sel,
+                 const muc_occ_t *about)
+{
+    fan_out(c, r, st, sel, about, false, about);
 }
 
 char *

@@ -110,6 +110,9 @@ typedef struct muc_room {
                           * (the invitations a decline may answer: mod_muc_msg.c) */
     xd_map_t voice_last; /* bare JID → uint64_t *: its last voice request, muc_now_ms (the
                           * interval holds per account, across leaving and entering) */
+    bool hist_loading;   /* restored: its history is being completed from its archive
+                          * (muc_room_hist_fill); entering sessions wait for it */
+    uint64_t fill_token; /* which completion (the room may go and come back meanwhile) */
 } muc_room_t;
 
 /* What handling one stanza sent: bytes charged to its sender. */
@@ -160,6 +163,12 @@ void muc_send_to(muc_call_t *c, xd_el_t *b, const char *to);
 void muc_send_occ(muc_call_t *c, const xd_stanza_t *st, const muc_occ_t *o);
 void muc_fan_out(muc_call_t *c, const muc_room_t *r, const xd_stanza_t *st, int sel,
                  const muc_occ_t *skip, bool live);
+/* The presence st of occupant `about` to the others (as muc_fan_out,
+ * `about` skipped): a session still getting its occupant list gets it only
+ * when `about` was listed to it already (else the list brings about's
+ * state when it gets there; one gone meanwhile it never hears of). */
+void muc_fan_out_pres(muc_call_t *c, const muc_room_t *r, const xd_stanza_t *st, int sel,
+                      const muc_occ_t *about);
 char *muc_occ_jid(const muc_room_t *r, const char *nick);
 int muc_aff_of(const muc_room_t *r, const char *bare);
 const char *muc_reg_nick_of(const muc_room_t *r, const char *bare);
@@ -206,6 +215,15 @@ void muc_occ_remove(muc_call_t *c, muc_room_t *r, muc_occ_t *o, const pres_extra
 /* After a change of r->cfg.pbcast: who is announced follows it. */
 void muc_pbcast_follow(muc_call_t *c, muc_room_t *r);
 bool muc_join_answer(muc_call_t *c, muc_room_t *r, const xd_stanza_t *st);
+/* The history is complete (muc_room_hist_fill): the sessions that waited
+ * for it at the end of their occupant list get the rest of the list, their
+ * own presence, the history and the subject. */
+void muc_join_history_ready(muc_call_t *c, muc_room_t *r);
+/* Whether session `full`, when still getting its occupant list, waits for
+ * what goes to the room now: live (a message: it comes in the history),
+ * or the presence of the occupant at index `at` of r->occ that its list
+ * has not reached yet (SIZE_MAX: none there). */
+bool muc_join_withholds(const muc_room_t *r, const char *full, bool live, size_t at);
 void muc_room_leave(muc_call_t *c, muc_room_t *r, muc_occ_t *o, const char *full,
                     const xd_stanza_t *st, bool failed);
 muc_room_t *muc_room_find(muc_call_t *c, const char *name);
@@ -239,5 +257,11 @@ void muc_iq_forward(muc_call_t *c, const muc_room_t *r, const xd_stanza_t *st,
 void muc_room_retract(muc_call_t *c, muc_room_t *r, const muc_occ_t *o, const xd_stanza_t *st,
                       const xd_el_t *rt);
 void muc_room_iq(muc_call_t *c, muc_room_t *r, const xd_stanza_t *st, const char *nick);
+/* A room just restored (start, or waking from hibernation) whose archive
+ * is on: when its stored history may be short of the archive (not stored
+ * whole when it left memory — a crash within history_flush_interval —, or
+ * fewer than its history length), the archive's newest messages complete
+ * it on the blocking pool (r->hist_loading until then). */
+void muc_room_hist_fill(muc_call_t *c, muc_room_t *r, bool whole);
 
 #endif

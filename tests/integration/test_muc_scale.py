@@ -238,6 +238,127 @@ def test_joining_session_gets_messages_after_its_list(server_factory):
     cnt.pump_until(r"id='d2'")
 
 
+def stanzas_until(c, pattern, timeout=10):
+    """Reads c's stream stanza by stanza up to one matching `pattern`
+    (answering nothing: the room's pings wait); returns them."""
+    rx = re.compile(pattern, re.S)
+    got = []
+    deadline = time.time() + timeout
+    while True:
+        m = Counter.TOP.match(c.buf)
+        if not m:
+            assert not c.closed and time.time() < deadline, (got, c.buf[-800:])
+            c._recv_some(deadline)
+            continue
+        c.buf = c.buf[m.end():]
+        got.append(q(m.group(1)))
+        if rx.search(got[-1]):
+            return got
+
+
+def paced_join(c, room, nick):
+    """Enters room as nick, answering the pings of a paced list; returns the
+    stanzas up to the subject."""
+    c.send(f"<presence to='{room}@{MUC}/{nick}'><x xmlns='{NS_MUC}'/></presence>")
+    return Counter(c, sm=False).pump_until(r"<message[^>]*>\s*<subject")
+
+
+def view_of(stanzas, room):
+    """Replays the presences of `stanzas` (from room/nick) as a client keeps
+    its occupant list: a nick is in after its available presence, out after
+    its unavailable.  Asserts that, before the self-presence (110), an
+    occupant is announced once (no available for a nick in the list) and no
+    unavailable comes for a nick not in it; returns the list after, and the
+    self-presence."""
+    seen, own = {}, None
+    for s in stanzas:
+        m = re.match(rf"<presence[^>]*from='{re.escape(room)}@{MUC}/([^']+)'", s)
+        if not m:
+            continue
+        nick, gone = m.group(1), "type='unavailable'" in s.split(">")[0]
+        assert own is None or "code='110'" not in s, ("a second self-presence", s)
+        if "code='110'" in s:
+            own = s
+            continue
+        if gone:
+            assert nick in seen, ("unavailable for an occupant never announced", nick, stanzas)
+            del seen[nick]
+        else:
+            assert own is not None or nick not in seen, ("announced twice", nick, stanzas)
+            seen[nick] = s
+    return seen, own
+
+
+def test_paced_list_consistent_while_the_room_changes(server_factory):
+    """join_chunk 2 and a room of 7 that changes while a newcomer's list is
+    paced: an occupant not listed yet leaves, one enters, the room stops
+    broadcasting visitors' presence (muc#roomconfig_presencebroadcast)
+    and starts again, an occupant not listed yet changes its nick, and the
+    newcomer itself gets voice.  XEP-0045 7.2.3: the newcomer gets each
+    occupant's presence once, then its own (110) last: no occupant twice,
+    no unavailable for one it was never told of, no self-presence before
+    the end, and its final view is the room's (what a newcomer after it
+    is listed)."""
+    srv = start(server_factory, opts="join_chunk: 2", workers=2)
+    users(srv, "alice", "joiner", "late", "gina", *(f"o{i}" for i in range(6)))
+    a, _ = online(srv, "alice")
+    room = "busy"
+    create(a, room, "al")
+    assert "type='result'" in pb_config(a, room, ["moderator", "participant", "visitor"])
+    for who in ("o0", "o1", "o2", "gina"):  # participants; o3..o5 enter as visitors
+        r = iq(a, "m-" + who, f"<query xmlns='{NS_MUC}#admin'><item jid='{who}@localhost' "
+                              "affiliation='member'/></query>", to=f"{room}@{MUC}")
+        assert "type='result'" in r, r
+    occ = {}
+    for i in range(6):
+        occ[i], _ = online(srv, f"o{i}")
+        paced_join(occ[i], room, f"f{i}")
+    a.roundtrip()
+    j, _ = online(srv, "joiner")
+    j.send(f"<presence to='{room}@{MUC}/me'><x xmlns='{NS_MUC}'/></presence>")
+    ping = re.compile(r"^<iq[^>]*type='get'")
+    got = stanzas_until(j, ping.pattern)
+
+    def answer(last):
+        pid = re.search(r"id='([^']+)'", last).group(1)
+        j.send(f"<iq type='result' id='{pid}' to='{room}@{MUC}'/>")
+
+    # Listed so far: al and f0.  f4 (not listed yet) leaves, gina enters,
+    # then the room hides visitors (f3, f5 and the newcomer).
+    occ[4].send(f"<presence to='{room}@{MUC}/f4' type='unavailable'/>")
+    expect(occ[4], r"<presence[^>]*type='unavailable'")
+    g, _ = online(srv, "gina")
+    paced_join(g, room, "g0")
+    assert "type='result'" in pb_config(a, room, ["moderator", "participant"], "pb2")
+    a.roundtrip()
+    answer(got[-1])
+    got += stanzas_until(j, ping.pattern)
+    # Visitors broadcast again (f3 and f5 appear), gina (not listed yet)
+    # becomes g1, and the newcomer gets voice.
+    assert "type='result'" in pb_config(a, room, ["moderator", "participant", "visitor"], "pb3")
+    g.send(f"<presence to='{room}@{MUC}/g1'/>")
+    expect(g, r"<presence[^>]*from='[^']*/g1'[^>]*>(?:(?!</presence>).)*code='110'")
+    r = take_iq(a, "v1", f"<query xmlns='{NS_MUC}#admin'><item nick='me' role='participant'/>"
+                         "</query>", to=f"{room}@{MUC}")
+    assert "type='result'" in r, r
+    a.roundtrip()
+    while not re.search(r"<subject", got[-1]):
+        if ping.search(got[-1]):
+            answer(got[-1])
+        got += stanzas_until(j, r"^<iq[^>]*type='get'|^<message[^>]*>\s*<subject")
+    seen, own = view_of(got, room)
+    assert own and "role='participant'" in own, own
+    pres = [s for s in got if s.startswith("<presence")]
+    assert pres[-1] == own, pres  # its own last
+    expected = ["al", "f0", "f1", "f2", "f3", "f5", "g1"]
+    assert sorted(seen) == expected, (sorted(seen), got)
+    # The room as a newcomer after it sees it: the same.
+    late, _ = online(srv, "late")
+    after = paced_join(late, room, "late")
+    lseen, _ = view_of(after, room)
+    assert sorted(lseen) == sorted(expected + ["me"]), after
+
+
 # ---- muc#roomconfig_presencebroadcast ---------------------------------------------------------
 
 def pb_config(c, room, roles, iq_id="pb"):
