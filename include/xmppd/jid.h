@@ -45,6 +45,11 @@ bool xd_jid_eq_bare(const xd_jid_t *a, const xd_jid_t *b); /* bare parts equal *
 /* A new reference to the bare JID (the same object when already bare). */
 xd_jid_t *xd_jid_bare(xd_jid_t *jid);
 
+/* The bare JID of JID text, normalised ("Juliet@Example.COM/Home" gives
+ * "juliet@example.com"), as a new NUL-terminated string owned by the
+ * caller (xd_free); NULL when text is NULL or not a JID. */
+char *xd_jid_bare_text(const char *text);
+
 /* Part-wise preparation, for config values and SASL usernames.  On success
  * *out is a new NUL-terminated string owned by the caller (xd_free). */
 int xd_jid_prep_local(xd_str_t in, char **out);

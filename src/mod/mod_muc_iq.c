@@ -327,16 +327,13 @@ aff_lists_parse(muc_call_t *c, const muc_room_t *r, const xd_el_t *x, aff_lists_
             if (!xd_el_is(v, "value", XD_NS_DATA))
                 continue;
             const char *t = xd_el_text(v);
-            xd_jid_t *j = NULL;
             if (!t || !*t)
                 continue;
             if (l->n[i] >= max)
                 return "the room has too many affiliations";
-            if (xd_jid_parse(xd_str_c(t), &j) != 0)
+            char *bare = xd_jid_bare_text(t);
+            if (!bare)
                 return "roomowners and roomadmins take JIDs";
-            xd_str_t bs = xd_jid_bare_str(j);
-            char *bare = xd_strndup(bs.p, bs.len);
-            xd_jid_unref(j);
             if (aff_lists_has(l, i, bare)) {
                 xd_free(bare);
                 continue;
@@ -861,14 +858,11 @@ admin_item(muc_call_t *c, muc_room_t *r, muc_occ_t *me, int myaff, const char *a
     }
     if (affs && jid) {
         int aff = muc_name_index(aff_names, 5, affs);
-        xd_jid_t *j = NULL;
         if (aff < 0)
             return XD_COND_BAD_REQUEST;
-        if (xd_jid_parse(xd_str_c(jid), &j) != 0)
+        char *bare = xd_jid_bare_text(jid);
+        if (!bare)
             return XD_COND_JID_MALFORMED;
-        xd_str_t bs = xd_jid_bare_str(j);
-        char *bare = xd_strndup(bs.p, bs.len);
-        xd_jid_unref(j);
         int their = muc_aff_of(r, bare);
         xd_cond err = NO_ERROR;
         if (myaff < AFF_ADMIN)

@@ -118,18 +118,6 @@ stamps_put(xd_map_t *m, const char *key, uint64_t now, uint64_t ttl_ms, size_t m
     *at = now;
 }
 
-/* The bare form of JID text `to`, or NULL when it is no JID. */
-static char *
-bare_of(const char *to)
-{
-    xd_jid_t *j = NULL;
-    if (!to || xd_jid_parse(xd_str_c(to), &j) != 0)
-        return NULL;
-    xd_str_t bs = xd_jid_bare_str(j);
-    char *bare = xd_strndup(bs.p, bs.len);
-    xd_jid_unref(j);
-    return bare;
-}
 
 /* Mediated invitations and declines (XEP-0045 7.8.2).  Bounded so that
  * one stanza is not many from the room: at most max_invitations
@@ -161,7 +149,7 @@ room_invite(muc_call_t *c, muc_room_t *r, muc_occ_t *o, const xd_stanza_t *st,
         if (!invite && !decline)
             continue;
         const char *to = xd_el_attr(e, "to");
-        char *tbare = bare_of(to);
+        char *tbare = xd_jid_bare_text(to);
         if (!tbare) {
             xd_route_error(st, XD_COND_JID_MALFORMED, NULL);
             break;

@@ -1295,18 +1295,6 @@ ros_pie_fail(xd_hook_account_import_t *ev, const char *what, const char *jid)
     return XD_HOOK_STOP;
 }
 
-/* A contact's bare JID, normalised (NULL when it is not a JID). */
-static char *
-ros_pie_bare(const char *s)
-{
-    xd_jid_t *j = NULL;
-    if (!s || xd_jid_parse(xd_str_c(s), &j) != 0)
-        return NULL;
-    xd_str_t b = xd_jid_bare_str(j);
-    char *out = xd_strndup(b.p, b.len);
-    xd_jid_unref(j);
-    return out;
-}
 
 /* Stores one item (row and groups) as it is, inside the import's transaction. */
 static int
@@ -1349,7 +1337,7 @@ ros_pie_import(xd_module_ctx_t *ctx, xd_hook_account_import_t *ev, void *arg)
                 if (!xd_el_is(e, "item", XD_NS_ROSTER))
                     continue;
                 mod_roster_item_t it = { .in_roster = true };
-                it.jid = ros_pie_bare(xd_el_attr(e, "jid"));
+                it.jid = xd_jid_bare_text(xd_el_attr(e, "jid"));
                 const char *sub = xd_el_attr(e, "subscription");
                 int s = sub ? xd_roster_sub_parse(sub) : XD_ROSTER_SUB_NONE;
                 const char *name = xd_el_attr(e, "name");
@@ -1381,7 +1369,7 @@ ros_pie_import(xd_module_ctx_t *ctx, xd_hook_account_import_t *ev, void *arg)
             const char *type = xd_el_attr(ch, "type");
             if (!type || strcmp(type, "subscribe") != 0)
                 continue;
-            char *from = ros_pie_bare(xd_el_attr(ch, "from"));
+            char *from = xd_jid_bare_text(xd_el_attr(ch, "from"));
             if (!from) {
                 rc = ros_pie_fail(ev, "bad subscription request", xd_el_attr(ch, "from"));
                 break;

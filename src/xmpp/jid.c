@@ -875,6 +875,18 @@ xd_jid_bare_str(const xd_jid_t *jid)
                        (size_t)(jid->local_len ? jid->local_len + 1 : 0) + jid->domain_len };
 }
 
+char *
+xd_jid_bare_text(const char *text)
+{
+    xd_jid_t *j = NULL;
+    if (!text || xd_jid_parse(xd_str_c(text), &j) != 0)
+        return NULL;
+    xd_str_t b = xd_jid_bare_str(j);
+    char *out = xd_strndup(b.p, b.len);
+    xd_jid_unref(j);
+    return out;
+}
+
 xd_str_t
 xd_jid_full_str(const xd_jid_t *jid)
 {

@@ -673,6 +673,22 @@ test_jid__refcount(void **state)
 }
 
 static void
+test_jid__bare_text(void **state)
+{
+    (void)state;
+    char *b = xd_jid_bare_text("Juliet@Example.COM./Balcony");
+    assert_string_equal(b, "juliet@example.com");
+    xd_free(b);
+    b = xd_jid_bare_text("example.com/res");
+    assert_string_equal(b, "example.com");
+    xd_free(b);
+    assert_null(xd_jid_bare_text(NULL));
+    assert_null(xd_jid_bare_text(""));
+    assert_null(xd_jid_bare_text("a@b@c"));
+    assert_null(xd_jid_bare_text("juliet@/res"));
+}
+
+static void
 test_jid__make(void **state)
 {
     (void)state;
@@ -787,6 +803,7 @@ main(void)
         cmocka_unit_test(test_jid__bare),
         cmocka_unit_test(test_jid__refcount),
         cmocka_unit_test(test_jid__make),
+        cmocka_unit_test(test_jid__bare_text),
         cmocka_unit_test(test_jid__prep_parts),
         cmocka_unit_test(test_jid__reparse_is_fixed_point),
     };
