@@ -26,6 +26,9 @@
  *                 roster has with subscription from or both), roster (a
  *                 contact in one of pubsub#roster_groups_allowed, kept in
  *                 pep_node_group), whitelist (the owner only).
+ *           set <create node='N'/>[<configure>form</configure>]
+ *               → an empty node (default configuration or the form's);
+ *                 owner only (XEP-0060 8.1).
  *   pubsub#owner (owner only): <delete node/>, <purge node/>,
  *           <configure node/> (get: the pubsub#node_config form; set: a
  *           submitted one).
@@ -1359,6 +1362,83 @@ pp_items_get(pp_req_t *r, const xd_el_t *items)
     return xd_el_freeze(res);
 }
 
+/* ---- create ------------------------------------------------------------------------------------ */
+
+typedef struct pp_create {
+    const char *host, *user, *node;
+    const pp_cfg_t *cfg;
+    int max_nodes;
+    int outcome; /* out: 0 made, 1 exists, 2 too many nodes */
+} pp_create_t;
+
+static int
+pp_create_tx(xd_db_conn_t *c, void *arg)
+{
+    pp_create_t *p = arg;
+    pp_node_row_t row;
+    int rc = pp_node_load_row(c, p->host, p->user, p->node, &row);
+    if (rc != 0 || (p->outcome = row.found ? 1 : 0))
+        return rc;
+    xd_db_val_t key[] = { XD_DB_V_CSTR(p->host), XD_DB_V_CSTR(p->user) };
+    int64_t n = 0;
+    rc = xd_db_query_int64(c, "SELECT COUNT(*) FROM pep_node WHERE host = ? AND username = ?",
+                           key, 2, &n);
+    if (rc == 0 && n >= p->max_nodes)
+        p->outcome = 2;
+    if (rc != 0 || p->outcome)
+        return rc;
+    return pp_node_save(c, p->host, p->user, p->node, p->cfg, true);
+}
+
+/* XEP-0060 8.1 (create-nodes, create-and-configure): by the owner, a named
+ * node (no instant nodes), the default configuration changed by a
+ * <configure/> form that follows <create/>. */
+static xd_stanza_t *
+pp_create(pp_req_t *r, const xd_el_t *pubsub, const xd_el_t *op)
+{
+    const pp_conf_t *conf = xd_module_opts(r->ctx);
+    const xd_stanza_t *iq = r->iq;
+    if (!r->is_owner)
+        return pse_err(iq, XD_COND_FORBIDDEN, NULL, NULL, "only the account creates nodes here");
+    const char *node = xd_el_attr(op, "node");
+    if (!node || !*node)
+        return pse_err(iq, XD_COND_NOT_ACCEPTABLE, "nodeid-required", NULL, NULL);
+    if (strlen(node) > PP_NODE_MAX)
+        return pse_err(iq, XD_COND_NOT_ACCEPTABLE, NULL, NULL, "node name too long");
+    pp_cfg_t cfg;
+    pse_cfg_default(&cfg, false);
+    const xd_el_t *ce = xd_el_child(pubsub, "configure", XD_NS_PUBSUB);
+    if (ce) { /* 8.1.3: after <create/>, without a 'node' of its own */
+        bool after = false;
+        for (const xd_el_t *c = xd_el_first_child(pubsub); c && c != ce; c = xd_el_next(c))
+            after |= c == op;
+        if (!after || xd_el_attr(ce, "node"))
+            return pse_err(iq, XD_COND_BAD_REQUEST, NULL, NULL,
+                           "<configure/> follows <create/> and names no node");
+    }
+    const xd_el_t *x = ce ? xd_el_child(ce, "x", XD_NS_DATA) : NULL;
+    if (x) {
+        unsigned set = 0;
+        pse_limits_t lim = pp_limits(conf);
+        const char *why = pse_form_read(x, PSE_NS_NODECFG, &lim, &cfg, &set);
+        if (why)
+            return pse_err(iq, XD_COND_NOT_ACCEPTABLE,
+                           !strcmp(why, PSE_WHY_ACCESS) ? "unsupported-access-model" : NULL,
+                           NULL, why);
+    }
+    pp_create_t p = { .host = r->host, .user = r->user, .node = node, .cfg = &cfg,
+                      .max_nodes = conf->max_nodes };
+    int rc = xd_db_tx(xd_module_db(r->ctx), pp_create_tx, &p);
+    if (rc < 0)
+        return pse_err(iq, XD_COND_INTERNAL_SERVER_ERROR, NULL, NULL, NULL);
+    if (p.outcome == 1)
+        return pse_err(iq, XD_COND_CONFLICT, NULL, NULL, "the node exists");
+    if (p.outcome == 2)
+        return pse_err(iq, XD_COND_NOT_ALLOWED, "max-nodes-exceeded", NULL,
+                       "too many nodes for this account");
+    return xd_iq_result(iq);
+}
+
 /* ---- for other modules (pep_api.h) ---------------------------------------------------------- */
 
 /* pep_publish_as / pep_retract_as: the hold of the caller's stream, taken on
@@ -1629,7 +1709,7 @@ pp_owner(pp_req_t *r, const xd_el_t *pubsub, bool set)
 static const char *const pp_unsupported[][2] = {
     { "subscribe", "subscribe" },     { "unsubscribe", "subscribe" },
     { "subscriptions", "retrieve-subscriptions" }, { "affiliations", "retrieve-affiliations" },
-    { "options", "subscription-options" }, { "create", "create-nodes" },
+    { "options", "subscription-options" },
     { "default", "retrieve-default" },
 };
 
@@ -1656,6 +1736,8 @@ pp_handle(pp_req_t *r)
         return pp_retract(r, op);
     if (!set && !strcmp(name, "items"))
         return pp_items_get(r, op);
+    if (set && !strcmp(name, "create"))
+        return pp_create(r, pubsub, op);
     for (size_t i = 0; i < sizeof pp_unsupported / sizeof *pp_unsupported; i++)
         if (!strcmp(name, pp_unsupported[i][0]))
             return pse_err(r->iq, XD_COND_FEATURE_NOT_IMPLEMENTED, "unsupported",
@@ -2334,6 +2416,7 @@ static const char *const pp_features[] = {
     XD_NS_PUBSUB "#persistent-items",
     XD_NS_PUBSUB "#last-published", XD_NS_PUBSUB "#item-ids",
     XD_NS_PUBSUB "#multi-items",    XD_NS_PUBSUB "#presence-notifications",
+    XD_NS_PUBSUB "#create-nodes",   XD_NS_PUBSUB "#create-and-configure",
     NULL,
 };
 

@@ -150,7 +150,8 @@ def test_disco_of_account(server_factory):
     for f in ("publish", "auto-create", "publish-options", "retrieve-items", "retract-items",
               "delete-nodes", "purge-nodes", "config-node", "access-presence", "access-open",
               "access-roster", "auto-subscribe", "filtered-notifications",
-              "access-whitelist", "persistent-items", "last-published"):
+              "access-whitelist", "persistent-items", "last-published", "create-nodes",
+              "create-and-configure"):
         assert f"var='{PS}#{f}'" in r, (f, r)
     assert f"var='{PS}#retract'" not in r, r  # not a XEP-0060 feature
 
@@ -248,6 +249,59 @@ def test_limits(server_factory):
     a.send(f"<iq type='set' id='c1'><pubsub xmlns='{PSO}'><configure node='n1'>"
            f"{form('node_config', max_items='51')}</configure></pubsub></iq>")
     assert "not-acceptable" in reply(a, "c1")
+
+
+# ---- create, subscribe, unsubscribe (XEP-0163 8, XEP-0060 6.1, 6.2, 8.1) ------------------------
+
+def create(c, iid, node, cfg=None, to=None):
+    conf = f"<configure>{form('node_config', **cfg)}</configure>" if cfg is not None else ""
+    n = f" node='{node}'" if node is not None else ""
+    return take_iq(c, iid, f"<pubsub xmlns='{PS}'><create{n}/>{conf}</pubsub>", to=to)
+
+
+def sub(c, iid, owner, node, jid, op="subscribe"):
+    j = f" jid='{jid}'" if jid is not None else ""
+    return take_iq(c, iid, f"<pubsub xmlns='{PS}'><{op} node='{node}'{j}/></pubsub>", to=owner)
+
+
+def test_create_and_configure(server_factory):
+    """XEP-0060 8.1 on PEP: the owner creates a node (default configuration,
+    or the <configure/> form's), which then exists empty; nobody else may;
+    an existing node is a conflict; max_nodes bounds it as publish does."""
+    srv = start(server_factory)
+    a, _ = session(srv, "alice", "r")
+    b, _ = session(srv, "bob", "r")
+    assert "type='result'" in create(a, "c1", "n-plain")
+    r = items(a, "i1", "alice@localhost", "n-plain")
+    assert "type='result'" in r and "<item " not in r, r
+    r = iq(a, "g1", f"<pubsub xmlns='{PSO}'><configure node='n-plain'/></pubsub>", typ="get")
+    assert re.search(r"var='pubsub#access_model'[^>]*>\s*<value>presence</value>", r), r
+    assert "type='result'" in create(a, "c2", "n-open", {"access_model": "open",
+                                                         "max_items": "5"})
+    r = iq(a, "g2", f"<pubsub xmlns='{PSO}'><configure node='n-open'/></pubsub>", typ="get")
+    assert re.search(r"var='pubsub#access_model'[^>]*>\s*<value>open</value>", r), r
+    assert re.search(r"var='pubsub#max_items'[^>]*>\s*<value>5</value>", r), r
+    # The configuration holds for a publish without publish-options.
+    for i in range(3):
+        assert "type='result'" in publish(a, f"p{i}", "n-open", f"<x xmlns='urn:x'>{i}</x>")
+    assert items(b, "i2", "alice@localhost", "n-open").count("<item ") == 3
+    r = create(a, "c3", "n-plain")
+    assert "<conflict " in r, r
+    r = create(b, "c4", "n-bob", to="alice@localhost")
+    assert "forbidden" in r, r
+    r = create(a, "c5", None)
+    assert "not-acceptable" in r and "nodeid-required" in r, r
+    r = create(a, "c6", "n-auth", {"access_model": "authorize"})
+    assert "not-acceptable" in r and "unsupported-access-model" in r, r
+    r = take_iq(a, "c7", f"<pubsub xmlns='{PS}'><create node='n-x'/>"
+                         f"<configure node='n-x'>{form('node_config')}</configure></pubsub>")
+    assert "bad-request" in r, r
+    # max_nodes 6: four more fit.
+    for i in range(4):
+        assert "type='result'" in create(a, f"m{i}", f"n-m{i}")
+    r = create(a, "m4", "n-m4")
+    assert "not-allowed" in r, r
+    assert "item-not-found" in items(a, "i3", "alice@localhost", "n-m4")
 
 
 # ---- notifications ------------------------------------------------------------------------------
