@@ -55,7 +55,9 @@
  * checked with xd_caps_ver) and kept in a bounded cache.  When a session
  * becomes available, or its caps become known, it gets the last item of
  * every node it may see and wants (send_last_published_item not never):
- * its own account's and those of the accounts it has a subscription to.
+ * its own account's and those of the accounts it has a subscription to;
+ * and, caps or not, those of the host's accounts' nodes it subscribed to
+ * explicitly that say on_sub_and_presence.
  * Contacts on other servers: the available presence their sessions send an
  * account (FILTER_PACKET; at most max_remote_resources per account, of
  * which max_remote_per_domain from one server; until their unavailable
@@ -2307,7 +2309,41 @@ typedef struct pp_last {
     char owner_user[XD_JID_PART_MAX + 1]; /* a remote session: the one account whose
                                            * items it gets; "" for a local session */
     xd_input_ref_t in;
+    bool subs_only; /* no caps: only the nodes it subscribed to explicitly */
+    /* The session's explicit subscriptions to the host's accounts (its bare
+     * JID's or its own): "user\nnode" each. */
+    char **subs;
+    size_t nsubs, subcap;
 } pp_last_t;
+
+static int
+pp_last_sub_row(void *arg, const xd_db_val_t *cols, size_t ncols)
+{
+    pp_last_t *l = arg;
+    if (ncols < 3 || (!xd_str_eq_c(cols[2].s, l->who) && !xd_str_eq_c(cols[2].s, l->full)))
+        return 0;
+    if (l->nsubs == l->subcap) {
+        l->subcap = l->subcap ? l->subcap * 2 : 4;
+        l->subs = xd_realloc(l->subs, l->subcap * sizeof *l->subs);
+    }
+    size_t n = cols[0].s.len + cols[1].s.len + 2;
+    l->subs[l->nsubs] = xd_malloc(n);
+    snprintf(l->subs[l->nsubs++], n, "%.*s\n%.*s", (int)cols[0].s.len, cols[0].s.p,
+             (int)cols[1].s.len, cols[1].s.p);
+    return 0;
+}
+
+/* Whether l subscribed explicitly to node of account user (of l->host). */
+static bool
+pp_last_subscribed(const pp_last_t *l, const char *user, const char *node)
+{
+    size_t ul = strlen(user);
+    for (size_t i = 0; i < l->nsubs; i++)
+        if (!strncmp(l->subs[i], user, ul) && l->subs[i][ul] == '\n' &&
+            !strcmp(l->subs[i] + ul + 1, node))
+            return true;
+    return false;
+}
 
 typedef struct pp_nodes {
     char **names;
@@ -2345,10 +2381,12 @@ pp_nodes_free(pp_nodes_t *ns)
 
 /* Sends the full JID the last item of each node of account user@ohost (c:
  * a connection to that host's database) that it may see and wants (its
- * caps as ctx's cache has them); returns the bytes. */
+ * caps as ctx's cache has them, or an explicit subscription); contact: the
+ * session's account has a subscription to the account's presence.
+ * Returns the bytes. */
 static size_t
 pp_last_of(xd_module_ctx_t *ctx, xd_db_conn_t *c, pp_last_t *l, const char *ohost,
-           const char *user, bool self)
+           const char *user, bool self, bool contact)
 {
     pp_state_t *s = xd_module_state(ctx);
     pp_nodes_t ns = { 0 };
@@ -2376,13 +2414,18 @@ pp_last_of(xd_module_ctx_t *ctx, xd_db_conn_t *c, pp_last_t *l, const char *ohos
         }
         /* A remote session's presence reached the account, which says
          * nothing of the subscription the presence model asks for. */
-        if (!self && l->owner_user[0] && !strcmp(ns.cfgs[i].access, "presence") &&
+        if (!self && (l->owner_user[0] || !contact) && !strcmp(ns.cfgs[i].access, "presence") &&
             !pse_reader_allows(&rd, &ns.cfgs[i]))
             continue;
         size_t fl = strlen(ns.names[i]) + 8;
         char *f = xd_malloc(fl);
         snprintf(f, fl, "%s+notify", ns.names[i]);
-        bool want = pp_caps_has(s, l->ver, f) == 1;
+        /* +notify counts for a contact (or the account itself), an
+         * explicit subscription for anyone the node lets in. */
+        bool want = (contact && !l->subs_only && pp_caps_has(s, l->ver, f) == 1) ||
+                    (!self && !l->owner_user[0] && !strcmp(ohost, l->host) &&
+                     !strcmp(ns.cfgs[i].send_last, "on_sub_and_presence") &&
+                     pp_last_subscribed(l, user, ns.names[i]));
         xd_free(f);
         if (!want)
             continue;
@@ -2416,19 +2459,43 @@ pp_last_work(xd_module_ctx_t *ctx, void *arg)
         xd_db_conn_t *rc = NULL;
         if (xd_db_acquire(xd_module_db(ctx), &rc) != 0)
             return;
-        size_t bytes = pp_last_of(ctx, rc, l, l->host, l->owner_user, false);
+        size_t bytes = pp_last_of(ctx, rc, l, l->host, l->owner_user, false, true);
         xd_db_release(rc);
         xd_input_charge(l->in, bytes);
         return;
     }
-    pse_contacts_t cs = { 0 };
-    pse_roster(l->host, l->user, NULL, XD_ROSTER_SUB_TO, &cs);
     xd_db_conn_t *c = NULL;
-    if (xd_db_acquire(xd_module_db(ctx), &c) != 0) {
-        pse_contacts_free(&cs);
+    if (xd_db_acquire(xd_module_db(ctx), &c) != 0)
+        return;
+    /* Its explicit subscriptions to the host's accounts (XEP-0163 6.3.4:
+     * on_sub_and_presence sends the last item on the subscriber's presence
+     * too, whatever its caps). */
+    xd_db_val_t sk[] = { XD_DB_V_CSTR(l->host), XD_DB_V_CSTR(l->user), XD_DB_V_CSTR(l->host) };
+    if (xd_db_query(c,
+                    "SELECT username, node, jid FROM pep_sub WHERE shost = ? AND suser = ?"
+                    " AND host = ? ORDER BY username, node",
+                    sk, 3, pp_last_sub_row, l) != 0 ||
+        (l->subs_only && !l->nsubs)) {
+        xd_db_release(c);
         return;
     }
-    size_t bytes = pp_last_of(ctx, c, l, l->host, l->user, true);
+    pse_contacts_t cs = { 0 };
+    if (!l->subs_only)
+        pse_roster(l->host, l->user, NULL, XD_ROSTER_SUB_TO, &cs);
+    size_t bytes = l->subs_only ? 0 : pp_last_of(ctx, c, l, l->host, l->user, true, true);
+    /* The accounts it subscribed to that are no contacts of it. */
+    for (size_t i = 0; i < l->nsubs; i++) {
+        const char *nl = strchr(l->subs[i], '\n');
+        char user[XD_JID_PART_MAX + 1], bare[2 * XD_JID_PART_MAX + 2];
+        snprintf(user, sizeof user, "%.*s", (int)(nl - l->subs[i]), l->subs[i]);
+        snprintf(bare, sizeof bare, "%s@%s", user, l->host);
+        bool seen = !strcmp(user, l->user) ||
+                    (i > 0 && !strncmp(l->subs[i - 1], l->subs[i], (size_t)(nl - l->subs[i]) + 1));
+        for (size_t k = 0; k < cs.n && !seen; k++)
+            seen = !strcmp(cs.jids[k], bare);
+        if (!seen)
+            bytes += pp_last_of(ctx, c, l, l->host, user, false, false);
+    }
     xd_config_t *conf = xd_config_get();
     for (size_t i = 0; i < cs.n; i++) {
         /* Local accounts: of this host, and of the other hosts served here
@@ -2441,7 +2508,7 @@ pp_last_work(xd_module_ctx_t *ctx, void *arg)
         snprintf(user, sizeof user, "%.*s", (int)(at - cs.jids[i]), cs.jids[i]);
         if (!strcmp(at + 1, l->host)) {
             if (strcmp(user, l->user) != 0)
-                bytes += pp_last_of(ctx, c, l, l->host, user, false);
+                bytes += pp_last_of(ctx, c, l, l->host, user, false, true);
             continue;
         }
         if (!conf || !xd_config_is_host(conf, at + 1))
@@ -2449,7 +2516,7 @@ pp_last_work(xd_module_ctx_t *ctx, void *arg)
         xd_module_ctx_t *o = xd_module_instance("mod_pep", at + 1);
         xd_db_conn_t *oc = NULL;
         if (o && xd_db_acquire(xd_module_db(o), &oc) == 0) {
-            bytes += pp_last_of(ctx, oc, l, at + 1, user, false);
+            bytes += pp_last_of(ctx, oc, l, at + 1, user, false, true);
             xd_db_release(oc);
         }
         xd_module_release(o);
@@ -2466,6 +2533,9 @@ pp_last_done(xd_module_ctx_t *ctx, void *arg, int status)
     (void)ctx;
     (void)status;
     pp_last_t *l = arg;
+    for (size_t i = 0; i < l->nsubs; i++)
+        xd_free(l->subs[i]);
+    xd_free(l->subs);
     xd_free(l->full);
     xd_free(l);
 }
@@ -2474,6 +2544,7 @@ static void
 pp_last_start(xd_module_ctx_t *ctx, const char *host, const xd_jid_t *full, const char *ver)
 {
     pp_last_t *l = xd_new(pp_last_t);
+    l->subs_only = !*ver;
     snprintf(l->host, sizeof l->host, "%s", host);
     xd_str_t u = xd_jid_local(full);
     snprintf(l->user, sizeof l->user, "%.*s", (int)u.len, u.p);
@@ -2555,8 +2626,11 @@ pp_available(xd_module_ctx_t *ctx, xd_hook_presence_t *ev, void *arg)
     if (!ev->presence || !xd_module_db(ctx))
         return XD_HOOK_OK;
     char ver[64];
-    if (!pp_presence_ver(ev->presence, ver, sizeof ver))
+    if (!pp_presence_ver(ev->presence, ver, sizeof ver)) {
+        if (ev->initial) /* its explicit subscriptions only */
+            pp_last_start(ctx, ev->host, ev->jid, "");
         return XD_HOOK_OK;
+    }
     pp_state_t *s = xd_module_state(ctx);
     const pp_conf_t *conf = xd_module_opts(ctx);
     pthread_mutex_lock(&s->mu);

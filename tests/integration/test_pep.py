@@ -355,6 +355,46 @@ def test_subscribe_explicit_notifications(server_factory):
     assert "unexpected-request" in r and "not-subscribed" in r, r
 
 
+def test_subscriber_last_item_on_presence(server_factory):
+    """send_last_published_item on_sub_and_presence (XEP-0163 6.3.4): an
+    explicit subscriber's newly available session gets the last item
+    whatever its caps: carol (no contact, no caps); dave's subscribed full
+    JID, not his other resource; bob, a contact with +notify and
+    subscribed, once.  A node that says on_sub sends nothing then."""
+    srv = start(server_factory)
+    a, ajid = session(srv, "alice", "r")
+    b0, bjid = session(srv, "bob", "setup")
+    subscribe(b0, bjid, a, ajid)
+    b0.close()
+    A, node, onsub = "alice@localhost", "urn:example:open", "urn:example:onsub"
+    publish(a, "p0", node, "<x xmlns='urn:example'>last</x>", options={"access_model": "open"})
+    publish(a, "p1", onsub, "<x xmlns='urn:example'>onsub</x>",
+            options={"access_model": "open", "send_last_published_item": "on_sub"})
+    c, _ = session(srv, "carol", "c")
+    for n in (node, onsub):
+        sub(c, f"s{n}", A, n, "carol@localhost")
+        take(c, event_rx(n))
+    d, _ = session(srv, "dave", "d1")
+    sub(d, "s3", A, node, "dave@localhost/d1")
+    take(d, event_rx(node))
+    b, _ = session(srv, "bob", "b", features=[node + "+notify"])
+    take(b, event_rx(node))
+    sub(b, "s4", A, node, "bob@localhost")
+    take(b, event_rx(node))
+    for cl in (c, d, b):
+        cl.close()
+    c2, _ = session(srv, "carol", "c2")
+    assert "last" in take(c2, event_rx(node))
+    assert_nothing_before(c2, "onsub")
+    d1, _ = session(srv, "dave", "d1")
+    assert "last" in take(d1, event_rx(node))
+    d2, _ = session(srv, "dave", "d2")
+    assert_nothing_before(d2, "pubsub#event")
+    b2, _ = session(srv, "bob", "b2", features=[node + "+notify"], answer=False)
+    assert "last" in take(b2, event_rx(node))
+    assert_nothing_before(b2, "pubsub#event")
+
+
 def test_subscribe_access_and_errors(server_factory):
     """Subscribing passes the node's access model (XEP-0060 6.1.3): presence
     (bob, a contact, may; carol not), roster groups, whitelist (the owner
@@ -447,6 +487,8 @@ def test_subscriptions_persist_list_and_delete(server_factory):
     srv.restart()
     a, _ = session(srv, "alice", "r")
     c, _ = session(srv, "carol", "c")
+    take(c, event_rx("n1"))  # the last items on presence (on_sub_and_presence)
+    take(c, event_rx("n2"))
     r = take_iq(c, "l1", f"<pubsub xmlns='{PS}'><subscriptions/></pubsub>", typ="get", to=A)
     subs = re.findall(r"<subscription node='([^']+)' jid='([^']+)' subscription='subscribed'/>",
                       r)
