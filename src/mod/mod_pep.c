@@ -774,12 +774,104 @@ pp_roster_forget(pp_state_t *s, const char *host, const char *user)
     pthread_mutex_unlock(&s->mu);
 }
 
-/* ROSTER_CHANGED (any thread): the account's next publish reads its roster. */
+/* A roster change of account host/user about contact suser@shost: the
+ * contact's explicit subscriptions to the account's nodes that it may no
+ * longer read are cancelled (XEP-0163 10.1: the access is calculated again
+ * on a change of subscription or groups; until then the notifications
+ * check it themselves). */
+typedef struct pp_cancel {
+    char host[XD_JID_PART_MAX + 1], user[XD_JID_PART_MAX + 1];
+    char suser[XD_JID_PART_MAX + 1], shost[XD_JID_PART_MAX + 1];
+} pp_cancel_t;
+
+typedef struct pp_names {
+    char **v;
+    size_t n;
+} pp_names_t;
+
+static int
+pp_name_row(void *arg, const xd_db_val_t *cols, size_t ncols)
+{
+    pp_names_t *ns = arg;
+    if (ncols < 1)
+        return 0;
+    ns->v = xd_realloc(ns->v, (ns->n + 1) * sizeof *ns->v);
+    ns->v[ns->n++] = xd_strndup(cols[0].s.p, cols[0].s.len);
+    return 0;
+}
+
+static void
+pp_cancel_work(xd_module_ctx_t *ctx, void *arg)
+{
+    pp_cancel_t *k = arg;
+    xd_db_conn_t *c = NULL;
+    if (xd_db_acquire(xd_module_db(ctx), &c) != 0)
+        return;
+    pp_names_t ns = { 0 };
+    xd_db_val_t key[] = { XD_DB_V_CSTR(k->host), XD_DB_V_CSTR(k->user), XD_DB_V_CSTR(k->suser),
+                          XD_DB_V_CSTR(k->shost) };
+    int rc = xd_db_query(c,
+                         "SELECT DISTINCT node FROM pep_sub WHERE host = ? AND username = ?"
+                         " AND suser = ? AND shost = ?",
+                         key, 4, pp_name_row, &ns);
+    char bare[2 * XD_JID_PART_MAX + 2];
+    snprintf(bare, sizeof bare, "%s%s%s", k->suser, *k->suser ? "@" : "", k->shost);
+    size_t gone = 0;
+    for (size_t i = 0; rc == 0 && i < ns.n; i++) {
+        pp_node_row_t row;
+        if (pp_node_load(c, k->host, k->user, ns.v[i], &row) != 0 || !row.found ||
+            !strcmp(row.cfg.access, "open"))
+            continue;
+        xd_db_release(c); /* the roster read may take a connection of its own */
+        c = NULL;
+        bool ok = pse_roster_allows(k->host, k->user, bare, &row.cfg);
+        if (xd_db_acquire(xd_module_db(ctx), &c) != 0)
+            break;
+        if (ok)
+            continue;
+        xd_db_val_t d[] = { XD_DB_V_CSTR(k->host), XD_DB_V_CSTR(k->user), XD_DB_V_CSTR(ns.v[i]),
+                            XD_DB_V_CSTR(k->suser), XD_DB_V_CSTR(k->shost) };
+        if (xd_db_query(c,
+                        "DELETE FROM pep_sub WHERE host = ? AND username = ? AND node = ?"
+                        " AND suser = ? AND shost = ?",
+                        d, 5, NULL, NULL) == 0)
+            gone++;
+    }
+    if (c)
+        xd_db_release(c);
+    for (size_t i = 0; i < ns.n; i++)
+        xd_free(ns.v[i]);
+    xd_free(ns.v);
+    if (gone)
+        pp_roster_forget(xd_module_state(ctx), k->host, k->user);
+}
+
+static void
+pp_cancel_done(xd_module_ctx_t *ctx, void *arg, int status)
+{
+    (void)ctx;
+    (void)status;
+    xd_free(arg);
+}
+
+/* ROSTER_CHANGED (any thread): the account's next publish reads its roster;
+ * the contact's explicit subscriptions are checked again. */
 static int
 pp_roster_changed(xd_module_ctx_t *ctx, xd_hook_roster_changed_t *ev, void *arg)
 {
     (void)arg;
     pp_roster_forget(xd_module_state(ctx), ev->host, ev->user);
+    const char *jid = ev->item ? ev->item->jid : NULL;
+    if (!jid || !xd_module_db(ctx) || strchr(jid, '/'))
+        return XD_HOOK_OK;
+    const char *at = strchr(jid, '@');
+    pp_cancel_t *k = xd_new(pp_cancel_t);
+    snprintf(k->host, sizeof k->host, "%s", ev->host);
+    snprintf(k->user, sizeof k->user, "%s", ev->user);
+    snprintf(k->suser, sizeof k->suser, "%.*s", at ? (int)(at - jid) : 0, jid);
+    snprintf(k->shost, sizeof k->shost, "%s", at ? at + 1 : jid);
+    if (xd_module_submit(ctx, pp_cancel_work, pp_cancel_done, k) != 0)
+        xd_free(k); /* stopping or full: the notifications still check access */
     return XD_HOOK_OK;
 }
 

@@ -443,6 +443,29 @@ def test_subscribe_access_and_errors(server_factory):
     assert_nothing_before(b, "pubsub#event", barrier=pep_marker(a, "bob@localhost/b"))
 
 
+def test_subscription_cancelled_on_access_loss(server_factory):
+    """XEP-0163 10.1: a roster change that takes away a subscriber's right
+    to a presence node cancels its explicit subscription (an open node's
+    stays)."""
+    from helpers import POOL1
+    srv = server_factory(extra_yaml=POOL1 + MODULES)
+    users(srv, "alice", "bob")
+    a, ajid = session(srv, "alice", "r")
+    b, bjid = session(srv, "bob", "b")
+    subscribe(b, bjid, a, ajid)
+    A = "alice@localhost"
+    publish(a, "p1", "n-pres", "<x xmlns='urn:x'/>")
+    publish(a, "p2", "n-open", "<x xmlns='urn:x'/>", options={"access_model": "open"})
+    for n in ("n-pres", "n-open"):
+        assert "subscription='subscribed'" in sub(b, f"s{n}", A, n, "bob@localhost")
+    a.send("<presence to='bob@localhost' type='unsubscribed'/>")
+    take(b, r"<presence(?=[^>]*from=['\"]alice@localhost)[^>]*type=['\"]unsubscribed['\"]")
+    pool_roundtrip(a)
+    pool_roundtrip(b)
+    r = take_iq(b, "l1", f"<pubsub xmlns='{PS}'><subscriptions/></pubsub>", typ="get", to=A)
+    assert re.findall(r"<subscription node='([^']+)'", r) == ["n-open"], r
+
+
 def test_subscription_bounds(server_factory):
     """max_node_subscribers (per node) and max_subscriptions (per bare JID,
     its full JIDs included): the next one is policy-violation +
