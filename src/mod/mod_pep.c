@@ -50,7 +50,8 @@
  * full JID: that session; on another server: the JID as subscribed) that
  * the access model still lets see the node.  The subscriptions ride in the
  * roster cache entry (read with the roster, dropped with it by every
- * subscription change), so the +notify path costs one comparison more.  The caps' disco#info is asked
+ * subscription change), so the +notify path costs one comparison more.
+ * The caps' disco#info is asked
  * once per ver (an IQ from the host to the first session that shows it,
  * checked with xd_caps_ver) and kept in a bounded cache.  When a session
  * becomes available, or its caps become known, it gets the last item of
@@ -735,8 +736,8 @@ pp_roster_get(pp_state_t *s, const pp_conf_t *conf, xd_db_t *db, const char *hos
     rc = db ? xd_db_acquire(db, &c) : XD_ECLOSED;
     if (rc == 0) {
         rc = xd_db_query(c,
-                         "SELECT node, jid, suser, shost FROM pep_sub WHERE host = ? AND username = ?"
-                         " ORDER BY node, jid",
+                         "SELECT node, jid, suser, shost FROM pep_sub WHERE host = ?"
+                         " AND username = ? ORDER BY node, jid",
                          key, 2, pp_sub_row, r);
         xd_db_release(c);
     }
@@ -1660,7 +1661,7 @@ pp_items_get(pp_req_t *r, const xd_el_t *items)
     return xd_el_freeze(res);
 }
 
-/* ---- create ------------------------------------------------------------------------------------ */
+/* ---- create --------------------------------------------------------------------------------- */
 
 typedef struct pp_create {
     const char *host, *user, *node;
@@ -1737,10 +1738,11 @@ pp_create(pp_req_t *r, const xd_el_t *pubsub, const xd_el_t *op)
     return xd_iq_result(iq);
 }
 
-/* ---- subscribe, unsubscribe, subscriptions, affiliations --------------------------------------- */
+/* ---- subscribe, unsubscribe, subscriptions, affiliations ------------------------------------ */
 
-/* The JID a subscribe/unsubscribe names, prepared, into out (cap bytes)
- * and its bare JID into bare; NULL, or the error: none (jid-required), not
+/* The JID a subscribe/unsubscribe names, prepared, into out (cap bytes),
+ * its localpart and domain into suser and shost (XD_JID_PART_MAX + 1
+ * bytes each); NULL, or the error: none (jid-required), not
  * a JID or (subscribe) not the requester's (bad-request + invalid-jid,
  * XEP-0060 6.1.3.1), not the requester's (unsubscribe: forbidden, 6.2.3.3). */
 static xd_stanza_t *

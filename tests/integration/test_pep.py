@@ -525,7 +525,8 @@ def test_subscriptions_persist_list_and_delete(server_factory):
     assert re.findall(r"<affiliation node='([^']+)' affiliation='owner'/>", r) == ["n1", "n2"], r
     publish(a, "p3", "n1", "<x xmlns='urn:x'>after</x>")
     assert "after" in take(c, event_rx("n1"))
-    assert "type='result'" in take_iq(a, "de", f"<pubsub xmlns='{PSO}'><delete node='n1'/></pubsub>")
+    r = take_iq(a, "de", f"<pubsub xmlns='{PSO}'><delete node='n1'/></pubsub>")
+    assert "type='result'" in r, r
     take(c, r"<message[^>]*>.*?<delete node=['\"]n1['\"]/>.*?</message>")
     publish(a, "p4", "n1", "<x xmlns='urn:x'>again</x>", options={"access_model": "open"})
     assert_nothing_before(c, "again", barrier=pep_marker(a, "carol@localhost/c"))
