@@ -26,6 +26,17 @@
  *                 roster has with subscription from or both), roster (a
  *                 contact in one of pubsub#roster_groups_allowed, kept in
  *                 pep_node_group), whitelist (the owner only).
+ *           set <create node='N'/>[<configure>form</configure>]
+ *               → an empty node (default configuration or the form's);
+ *                 owner only (XEP-0060 8.1).
+ *           set <subscribe node='N' jid='J'/>, <unsubscribe …/>
+ *               → an explicit subscription of the requester's bare JID or
+ *                 one of its full JIDs, by the node's access model as for
+ *                 items (XEP-0060 6.1, 6.2); stored in pep_sub, bounded by
+ *                 max_node_subscribers and max_subscriptions; the last
+ *                 item follows the result (send_last_published_item).
+ *           get <subscriptions [node]/>, <affiliations [node]/>
+ *               → the requester's subscriptions; the owner's affiliations.
  *   pubsub#owner (owner only): <delete node/>, <purge node/>,
  *           <configure node/> (get: the pubsub#node_config form; set: a
  *           submitted one).
@@ -34,13 +45,21 @@
  * to every available session of the account, and to the available sessions
  * of the contacts (local accounts of the host that the owner's roster has
  * with subscription from or both; not for whitelist nodes) whose entity
- * capabilities (XEP-0115) include N+notify.  The caps' disco#info is asked
+ * capabilities (XEP-0115) include N+notify, and to the explicit
+ * subscribers whatever their caps (a bare JID: its available sessions; a
+ * full JID: that session; on another server: the JID as subscribed) that
+ * the access model still lets see the node.  The subscriptions ride in the
+ * roster cache entry (read with the roster, dropped with it by every
+ * subscription change), so the +notify path costs one comparison more.
+ * The caps' disco#info is asked
  * once per ver (an IQ from the host to the first session that shows it,
  * checked with xd_caps_ver) and kept in a bounded cache (the caps of
  * available sessions pinned, pp_pin).  When a session
  * becomes available, or its caps become known, it gets the last item of
  * every node it may see and wants (send_last_published_item not never):
- * its own account's and those of the accounts it has a subscription to.
+ * its own account's and those of the accounts it has a subscription to;
+ * and, caps or not, those of the host's accounts' nodes it subscribed to
+ * explicitly that say on_sub_and_presence.
  * Contacts on other servers: the available presence their sessions send an
  * account (FILTER_PACKET; at most max_remote_resources per account, of
  * which max_remote_per_domain from one server; until their unavailable
@@ -52,8 +71,8 @@
  * presence first arrives (presence and roster models checked on the
  * account's roster, as the presence alone proves no subscription).
  *
- * Storage: tables pep_node and pep_item (portable SQL).  REMOVE_USER
- * deletes both.
+ * Storage: tables pep_node, pep_item, pep_node_group and pep_sub (portable
+ * SQL).  REMOVE_USER deletes the account's rows and its subscriptions.
  */
 #include <ctype.h>
 #include <pthread.h>
@@ -105,6 +124,8 @@ typedef struct pp_conf {
     int max_publishes_in_flight; /* publishes being fanned out before a publisher waits */
     int max_remote_per_domain; /* of max_remote_resources, from one other server */
     uint64_t remote_resource_ttl; /* ms a remote session is remembered after its presence */
+    int max_node_subscribers; /* explicit subscriptions of one node */
+    int max_subscriptions;    /* explicit subscriptions of one bare JID on the host */
 } pp_conf_t;
 
 #define C_ pp_conf_t
@@ -158,6 +179,13 @@ static const xd_opt_t pp_opts[] = {
                "notifications.  The publishes and retractions of the XEP-0411 bookmarks and "
                "XEP-0398 avatar conversions count too, and hold the stream whose private XML "
                "or vCard set made them."),
+    XD_OPT_INT("max_node_subscribers", C_, max_node_subscribers, "1000", 1, 1000000,
+               "Explicit subscriptions (XEP-0060 6.1 subscribe) one node may have; one more "
+               "is refused with policy-violation + too-many-subscriptions."),
+    XD_OPT_INT("max_subscriptions", C_, max_subscriptions, "100", 1, 1000000,
+               "Explicit subscriptions one bare JID (with all its resources) may hold to the "
+               "nodes of the host's accounts; one more is refused with policy-violation + "
+               "too-many-subscriptions."),
     XD_OPT_END,
 };
 #undef C_
@@ -199,9 +227,27 @@ static const char *const pp_mig2[] = {
     NULL,
 };
 
+/* Explicit subscriptions (XEP-0060 6.1): jid as subscribed (bare or full);
+ * suser and shost its localpart ("" for none) and domain (the
+ * per-subscriber bound, the subscriber's lists, its account's removal). */
+static const char *const pp_mig3[] = {
+    "CREATE TABLE pep_sub ("
+    " host {key} NOT NULL,"
+    " username {key} NOT NULL,"
+    " node {key} NOT NULL,"
+    " jid {key} NOT NULL,"
+    " suser {key} NOT NULL,"
+    " shost {key} NOT NULL,"
+    " created_at {int} NOT NULL,"
+    " PRIMARY KEY (host, username, node, jid))",
+    "CREATE INDEX pep_sub_subscriber ON pep_sub (shost, suser)",
+    NULL,
+};
+
 static const xd_db_migration_t pp_migrations[] = {
     { 1, NULL, pp_mig1 },
     { 2, NULL, pp_mig2 },
+    { 3, NULL, pp_mig3 },
     { 0, NULL, NULL },
 };
 
@@ -294,6 +340,11 @@ typedef struct pp_roster {
     uint64_t loaded_ms;  /* read again after PP_ROSTER_TTL_MS */
     pse_contacts_t c;    /* the items in the roster, whatever their subscription */
     xd_jid_t **pj;       /* c.jids parsed (NULL: not a JID) */
+    /* The account's explicit subscriptions (pep_sub, by node): read with
+     * the roster, dropped with it on any change, so that a publish finds
+     * them without a query of its own. */
+    char **sub_node, **sub_jid, **sub_bare;
+    size_t nsub, subcap;
 } pp_roster_t;
 
 /* A change that bypasses ROSTER_CHANGED (an import) shows after this. */
@@ -733,7 +784,37 @@ pp_roster_unref(pp_roster_t *r)
             xd_jid_unref(r->pj[i]);
     xd_free(r->pj);
     pse_contacts_free(&r->c);
+    for (size_t i = 0; i < r->nsub; i++) {
+        xd_free(r->sub_node[i]);
+        xd_free(r->sub_jid[i]);
+        xd_free(r->sub_bare[i]);
+    }
+    xd_free(r->sub_node);
+    xd_free(r->sub_jid);
+    xd_free(r->sub_bare);
     xd_free(r);
+}
+
+static int
+pp_sub_row(void *arg, const xd_db_val_t *cols, size_t ncols)
+{
+    pp_roster_t *r = arg;
+    if (ncols < 4)
+        return 0;
+    if (r->nsub == r->subcap) {
+        r->subcap = r->subcap ? r->subcap * 2 : 4;
+        r->sub_node = xd_realloc(r->sub_node, r->subcap * sizeof *r->sub_node);
+        r->sub_jid = xd_realloc(r->sub_jid, r->subcap * sizeof *r->sub_jid);
+        r->sub_bare = xd_realloc(r->sub_bare, r->subcap * sizeof *r->sub_bare);
+    }
+    r->sub_node[r->nsub] = xd_strndup(cols[0].s.p, cols[0].s.len);
+    r->sub_jid[r->nsub] = xd_strndup(cols[1].s.p, cols[1].s.len);
+    size_t ul = cols[2].s.len, hl = cols[3].s.len;
+    char *bare = xd_malloc(ul + hl + 2);
+    snprintf(bare, ul + hl + 2, "%.*s%s%.*s", (int)ul, cols[2].s.p, ul ? "@" : "", (int)hl,
+             cols[3].s.p);
+    r->sub_bare[r->nsub++] = bare;
+    return 0;
 }
 
 static void
@@ -745,8 +826,8 @@ pp_roster_unref_v(void *v)
 /* The roster of host/user (owner: its bare JID), from the cache or read
  * (on the pool); a reference, or NULL when no roster answered. */
 static pp_roster_t *
-pp_roster_get(pp_state_t *s, const pp_conf_t *conf, const char *host, const char *user,
-              const char *owner)
+pp_roster_get(pp_state_t *s, const pp_conf_t *conf, xd_db_t *db, const char *host,
+              const char *user, const char *owner)
 {
     uint64_t now = pp_now_ms();
     pthread_mutex_lock(&s->mu);
@@ -775,8 +856,21 @@ pp_roster_get(pp_state_t *s, const pp_conf_t *conf, const char *host, const char
     for (size_t i = 0; i < r->c.n; i++)
         if (xd_jid_parse(xd_str_c(r->c.jids[i]), &r->pj[i]) != 0)
             r->pj[i] = NULL;
+    xd_db_conn_t *c = NULL;
+    xd_db_val_t key[] = { XD_DB_V_CSTR(host), XD_DB_V_CSTR(user) };
+    rc = db ? xd_db_acquire(db, &c) : XD_ECLOSED;
+    if (rc == 0) {
+        rc = xd_db_query(c,
+                         "SELECT node, jid, suser, shost FROM pep_sub WHERE host = ?"
+                         " AND username = ? ORDER BY node, jid",
+                         key, 2, pp_sub_row, r);
+        xd_db_release(c);
+    }
+    if (rc != 0) /* used once without them, not kept */
+        XD_LOG(NULL, XD_WARN, "pep: subscriptions not read", "host=%s user=%s err=%s", host,
+               user, xd_strerror(rc));
     pthread_mutex_lock(&s->mu);
-    if (s->roster_epoch == epoch) {
+    if (rc == 0 && s->roster_epoch == epoch) {
         pp_roster_t *old = xd_map_get(&s->rosters, xd_str_c(owner));
         if (!old && xd_map_count(&s->rosters) >= (size_t)conf->roster_cache_size) {
             char *victim = NULL;
@@ -806,12 +900,104 @@ pp_roster_forget(pp_state_t *s, const char *host, const char *user)
     pthread_mutex_unlock(&s->mu);
 }
 
-/* ROSTER_CHANGED (any thread): the account's next publish reads its roster. */
+/* A roster change of account host/user about contact suser@shost: the
+ * contact's explicit subscriptions to the account's nodes that it may no
+ * longer read are cancelled (XEP-0163 10.1: the access is calculated again
+ * on a change of subscription or groups; until then the notifications
+ * check it themselves). */
+typedef struct pp_cancel {
+    char host[XD_JID_PART_MAX + 1], user[XD_JID_PART_MAX + 1];
+    char suser[XD_JID_PART_MAX + 1], shost[XD_JID_PART_MAX + 1];
+} pp_cancel_t;
+
+typedef struct pp_names {
+    char **v;
+    size_t n;
+} pp_names_t;
+
+static int
+pp_name_row(void *arg, const xd_db_val_t *cols, size_t ncols)
+{
+    pp_names_t *ns = arg;
+    if (ncols < 1)
+        return 0;
+    ns->v = xd_realloc(ns->v, (ns->n + 1) * sizeof *ns->v);
+    ns->v[ns->n++] = xd_strndup(cols[0].s.p, cols[0].s.len);
+    return 0;
+}
+
+static void
+pp_cancel_work(xd_module_ctx_t *ctx, void *arg)
+{
+    pp_cancel_t *k = arg;
+    xd_db_conn_t *c = NULL;
+    if (xd_db_acquire(xd_module_db(ctx), &c) != 0)
+        return;
+    pp_names_t ns = { 0 };
+    xd_db_val_t key[] = { XD_DB_V_CSTR(k->host), XD_DB_V_CSTR(k->user), XD_DB_V_CSTR(k->suser),
+                          XD_DB_V_CSTR(k->shost) };
+    int rc = xd_db_query(c,
+                         "SELECT DISTINCT node FROM pep_sub WHERE host = ? AND username = ?"
+                         " AND suser = ? AND shost = ?",
+                         key, 4, pp_name_row, &ns);
+    char bare[2 * XD_JID_PART_MAX + 2];
+    snprintf(bare, sizeof bare, "%s%s%s", k->suser, *k->suser ? "@" : "", k->shost);
+    size_t gone = 0;
+    for (size_t i = 0; rc == 0 && i < ns.n; i++) {
+        pp_node_row_t row;
+        if (pp_node_load(c, k->host, k->user, ns.v[i], &row) != 0 || !row.found ||
+            !strcmp(row.cfg.access, "open"))
+            continue;
+        xd_db_release(c); /* the roster read may take a connection of its own */
+        c = NULL;
+        bool ok = pse_roster_allows(k->host, k->user, bare, &row.cfg);
+        if (xd_db_acquire(xd_module_db(ctx), &c) != 0)
+            break;
+        if (ok)
+            continue;
+        xd_db_val_t d[] = { XD_DB_V_CSTR(k->host), XD_DB_V_CSTR(k->user), XD_DB_V_CSTR(ns.v[i]),
+                            XD_DB_V_CSTR(k->suser), XD_DB_V_CSTR(k->shost) };
+        if (xd_db_query(c,
+                        "DELETE FROM pep_sub WHERE host = ? AND username = ? AND node = ?"
+                        " AND suser = ? AND shost = ?",
+                        d, 5, NULL, NULL) == 0)
+            gone++;
+    }
+    if (c)
+        xd_db_release(c);
+    for (size_t i = 0; i < ns.n; i++)
+        xd_free(ns.v[i]);
+    xd_free(ns.v);
+    if (gone)
+        pp_roster_forget(xd_module_state(ctx), k->host, k->user);
+}
+
+static void
+pp_cancel_done(xd_module_ctx_t *ctx, void *arg, int status)
+{
+    (void)ctx;
+    (void)status;
+    xd_free(arg);
+}
+
+/* ROSTER_CHANGED (any thread): the account's next publish reads its roster;
+ * the contact's explicit subscriptions are checked again. */
 static int
 pp_roster_changed(xd_module_ctx_t *ctx, xd_hook_roster_changed_t *ev, void *arg)
 {
     (void)arg;
     pp_roster_forget(xd_module_state(ctx), ev->host, ev->user);
+    const char *jid = ev->item ? ev->item->jid : NULL;
+    if (!jid || !xd_module_db(ctx) || strchr(jid, '/'))
+        return XD_HOOK_OK;
+    const char *at = strchr(jid, '@');
+    pp_cancel_t *k = xd_new(pp_cancel_t);
+    snprintf(k->host, sizeof k->host, "%s", ev->host);
+    snprintf(k->user, sizeof k->user, "%s", ev->user);
+    snprintf(k->suser, sizeof k->suser, "%.*s", at ? (int)(at - jid) : 0, jid);
+    snprintf(k->shost, sizeof k->shost, "%s", at ? at + 1 : jid);
+    if (xd_module_submit(ctx, pp_cancel_work, pp_cancel_done, k) != 0)
+        xd_free(k); /* stopping or full: the notifications still check access */
     return XD_HOOK_OK;
 }
 
@@ -859,10 +1045,13 @@ pp_fan_add(pp_fan_t *fc, const char *to, int worker)
     fc->tolen += strlen(to);
 }
 
-/* Adds the available sessions of `bare` (parsed: pj, or NULL; filtered by
- * +notify unless all). */
+/* Adds the available sessions of `bare` (parsed: pj, or NULL): all of them
+ * when all; else those that want the node by their caps +notify (when caps)
+ * or that one of its explicit subscriptions subs (nsubs JIDs as subscribed:
+ * the bare JID takes every session, a full JID its own) names. */
 static void
-pp_fan_account(pp_fan_t *fc, const char *bare, const xd_jid_t *pj, bool all)
+pp_fan_account(pp_fan_t *fc, const char *bare, const xd_jid_t *pj, bool all, bool caps,
+               char *const *subs, size_t nsubs)
 {
     xd_jid_t *j = NULL;
     if (pj)
@@ -875,9 +1064,11 @@ pp_fan_account(pp_fan_t *fc, const char *bare, const xd_jid_t *pj, bool all)
         n = PP_MAX_SESSIONS;
     /* A contact on another local host: its sessions' caps were asked by
      * mod_pep of that host. */
+    for (size_t i = 0; i < nsubs && !all; i++)
+        all = !strchr(subs[i], '/');
     xd_module_ctx_t *other = NULL;
     xd_str_t dom = xd_jid_domain(j);
-    if (n && !all && !xd_str_eq_c(dom, fc->host)) {
+    if (n && !all && caps && !xd_str_eq_c(dom, fc->host)) {
         char d[XD_JID_PART_MAX + 1];
         snprintf(d, sizeof d, "%.*s", (int)dom.len, dom.p);
         other = xd_module_instance("mod_pep", d);
@@ -885,9 +1076,13 @@ pp_fan_account(pp_fan_t *fc, const char *bare, const xd_jid_t *pj, bool all)
     pp_state_t *os = other ? xd_module_state(other) : NULL;
     for (size_t i = 0; i < n; i++) {
         char ver[64];
+        bool named = false;
+        for (size_t k = 0; k < nsubs && !named && info[i].available; k++)
+            named = !strcmp(subs[k], xd_jid_full_str(info[i].jid).p);
         if (info[i].available &&
-            (all || (pp_presence_ver(info[i].presence, ver, sizeof ver) &&
-                     pp_fan_wants_ver(fc, os, ver))))
+            (all || named ||
+             (caps && pp_presence_ver(info[i].presence, ver, sizeof ver) &&
+              pp_fan_wants_ver(fc, os, ver))))
             pp_fan_add(fc, xd_jid_full_str(info[i].jid).p, (int)info[i].ref.worker);
         xd_session_info_clear(&info[i]);
     }
@@ -896,10 +1091,25 @@ pp_fan_account(pp_fan_t *fc, const char *bare, const xd_jid_t *pj, bool all)
     xd_jid_unref(j);
 }
 
+/* Whether one of ro's subscriptions to node names the JID `full` (its bare
+ * JID: the first bl bytes): that subscription's copy reaches it. */
+static bool
+pp_sub_covers(const pp_roster_t *ro, const char *node, const char *full, size_t bl)
+{
+    for (size_t i = 0; ro && i < ro->nsub; i++)
+        if (!strcmp(ro->sub_node[i], node) &&
+            (!strcmp(ro->sub_jid[i], full) ||
+             xd_str_eq_c((xd_str_t){ full, bl }, ro->sub_jid[i])))
+            return true;
+    return false;
+}
+
 /* Adds the remote sessions that told the owner their presence, are on its
- * roster ro with the right to see the node and want it. */
+ * roster ro with the right to see the node and want it (and are not
+ * reached by an explicit subscription's copy). */
 static void
-pp_fan_remote(pp_fan_t *fc, const char *owner, const pp_roster_t *ro, const pp_cfg_t *cfg)
+pp_fan_remote(pp_fan_t *fc, const char *owner, const pp_roster_t *ro, const pp_cfg_t *cfg,
+              const char *node)
 {
     pp_state_t *s = fc->s;
     pp_remote_t copy = { 0 };
@@ -921,7 +1131,8 @@ pp_fan_remote(pp_fan_t *fc, const char *owner, const pp_roster_t *ro, const pp_c
         for (size_t k = 0; ro && k < ro->c.n && !listed; k++)
             listed = xd_str_eq_c((xd_str_t){ copy.full[i], bl }, ro->c.jids[k]) &&
                      pse_contact_sees(&ro->c, k, cfg);
-        if (listed && pp_fan_wants_ver(fc, NULL, copy.ver[i]))
+        if (listed && pp_fan_wants_ver(fc, NULL, copy.ver[i]) &&
+            !(ro->nsub && pp_sub_covers(ro, node, copy.full[i], bl)))
             pp_fan_add(fc, copy.full[i], -1);
     }
     for (size_t i = 0; i < copy.n; i++) {
@@ -930,6 +1141,44 @@ pp_fan_remote(pp_fan_t *fc, const char *owner, const pp_roster_t *ro, const pp_c
     }
     xd_free(copy.full);
     xd_free(copy.ver);
+}
+
+/* Whether explicit subscription i of ro (to a node with cfg of `owner`)
+ * still has the right to the node: open, anyone; presence and roster, a
+ * contact that sees it (its index into *k).  The owner's own are left out:
+ * its sessions get every notification. */
+static bool
+pp_sub_sees(const pp_roster_t *ro, size_t i, const pp_cfg_t *cfg, const char *owner, size_t *k)
+{
+    const char *bare = ro->sub_bare[i];
+    if (!strcmp(bare, owner) || !strcmp(cfg->access, "whitelist"))
+        return false;
+    for (size_t c = 0; c < ro->c.n; c++)
+        if (!strcmp(ro->c.jids[c], bare)) {
+            if (pse_contact_sees(&ro->c, c, cfg)) {
+                *k = c;
+                return true;
+            }
+            break;
+        }
+    return !strcmp(cfg->access, "open");
+}
+
+/* The copies to explicit subscribers on other servers: to the JID as
+ * subscribed (their server spreads a bare one). */
+static void
+pp_subs_remote(pp_fan_t *fc, const pp_roster_t *ro, const pp_cfg_t *cfg, const char *node,
+               const char *owner)
+{
+    xd_config_t *gc = xd_config_get();
+    for (size_t i = 0; gc && i < ro->nsub; i++) {
+        size_t k = SIZE_MAX;
+        const char *at = strchr(ro->sub_bare[i], '@');
+        if (!strcmp(ro->sub_node[i], node) && pp_sub_sees(ro, i, cfg, owner, &k) &&
+            !xd_config_is_host(gc, at ? at + 1 : ro->sub_bare[i]))
+            pp_fan_add(fc, ro->sub_jid[i], -1);
+    }
+    xd_config_unref(gc);
 }
 
 /* The local part of a notification, run on the owner's worker: the
@@ -953,6 +1202,8 @@ typedef struct pp_fanjob {
     xd_stanza_t *st;     /* the <message/> without 'to' (ref) */
     pp_roster_t *ro;     /* the owner's roster (ref), NULL: own sessions only */
     size_t *idx, n;      /* the contacts of ro this worker sends to */
+    size_t *sidx, ns;    /* the explicit subscriptions of ro (local) it sends to */
+    size_t *sk;          /* for each: the contact of idx whose they are, or SIZE_MAX */
     bool own;            /* and the owner's sessions */
     char host[XD_JID_PART_MAX + 1];
     char owner[2 * XD_JID_PART_MAX + 2];
@@ -980,9 +1231,32 @@ pp_fanjob_run(pp_fanjob_t *j)
     pp_fan_t fc = { .s = j->s, .f = xd_fanout_new(j->st), .feature = j->feature, .host = j->host,
                     .copies = j->copies, .tolen = j->tolen };
     if (j->own)
-        pp_fan_account(&fc, j->owner, NULL, true);
-    for (size_t k = 0; k < j->n; k++)
-        pp_fan_account(&fc, j->ro->c.jids[j->idx[k]], j->ro->pj[j->idx[k]], false);
+        pp_fan_account(&fc, j->owner, NULL, true, false, NULL, 0);
+    char **subs = j->ns ? xd_calloc(j->ns, sizeof *subs) : NULL;
+    for (size_t k = 0; k < j->n; k++) {
+        size_t ns = 0; /* the contact's explicit subscriptions */
+        for (size_t i = 0; i < j->ns; i++)
+            if (j->sk[i] == j->idx[k])
+                subs[ns++] = j->ro->sub_jid[j->sidx[i]];
+        pp_fan_account(&fc, j->ro->c.jids[j->idx[k]], j->ro->pj[j->idx[k]], false, true, subs,
+                       ns);
+    }
+    /* Subscribers that are not contacts who see the node (an open node):
+     * the sessions their subscriptions name, one account at a time. */
+    for (size_t i = 0; i < j->ns; i++) {
+        if (j->sk[i] != SIZE_MAX)
+            continue;
+        const char *bare = j->ro->sub_bare[j->sidx[i]];
+        size_t ns = 0;
+        for (size_t m = i; m < j->ns; m++)
+            if (j->sk[m] == SIZE_MAX && !strcmp(j->ro->sub_bare[j->sidx[m]], bare)) {
+                subs[ns++] = j->ro->sub_jid[j->sidx[m]];
+                if (m > i)
+                    j->sk[m] = SIZE_MAX - 1; /* done */
+            }
+        pp_fan_account(&fc, bare, NULL, false, false, subs, ns);
+    }
+    xd_free(subs);
     size_t len = 0;
     xd_stanza_bytes(j->st, &len);
     xd_fanout_send(fc.f);
@@ -991,6 +1265,8 @@ pp_fanjob_run(pp_fanjob_t *j)
     pp_roster_unref(j->ro);
     xd_stanza_unref(j->st);
     xd_free(j->idx);
+    xd_free(j->sidx);
+    xd_free(j->sk);
     xd_free(j->feature);
     xd_free(j);
 }
@@ -1081,9 +1357,11 @@ pp_notify(pp_req_t *r, const char *node, const pp_cfg_t *cfg, xd_el_t *event)
     pp_roster_t *ro = NULL;
     size_t rcopies = 0, rtolen = 0;
     if (strcmp(cfg->access, "whitelist") != 0) {
-        ro = pp_roster_get(s, conf, r->host, r->user, r->owner);
+        ro = pp_roster_get(s, conf, xd_module_db(r->ctx), r->host, r->user, r->owner);
         pp_fan_t rc = { .s = s, .f = xd_fanout_new(st), .feature = feature, .host = r->host };
-        pp_fan_remote(&rc, r->owner, ro, cfg);
+        pp_fan_remote(&rc, r->owner, ro, cfg, node);
+        if (ro && ro->nsub)
+            pp_subs_remote(&rc, ro, cfg, node, r->owner);
         xd_fanout_send(rc.f);
         rcopies = rc.copies;
         rtolen = rc.tolen;
@@ -1122,8 +1400,26 @@ pp_notify(pp_req_t *r, const char *node, const pp_cfg_t *cfg, xd_el_t *event)
             j->idx = xd_calloc(ro->c.n, sizeof *j->idx);
         j->idx[j->n++] = i;
     }
+    /* Explicit subscribers on this server: to the worker of their bare JID
+     * (a contact's: where its contact entry went). */
+    xd_config_t *gc = ro && ro->nsub ? xd_config_get() : NULL;
+    for (size_t i = 0; gc && i < ro->nsub; i++) {
+        size_t k = SIZE_MAX;
+        const char *at = strchr(ro->sub_bare[i], '@');
+        if (strcmp(ro->sub_node[i], node) != 0 || !pp_sub_sees(ro, i, cfg, r->owner, &k) ||
+            !xd_config_is_host(gc, at ? at + 1 : ro->sub_bare[i]))
+            continue;
+        pp_fanjob_t *j = jobs[xd_owner_workers() ? xd_owner_of(ro->sub_bare[i]) % nw : 0];
+        if (!j->sidx) {
+            j->sidx = xd_calloc(ro->nsub, sizeof *j->sidx);
+            j->sk = xd_calloc(ro->nsub, sizeof *j->sk);
+        }
+        j->sk[j->ns] = k;
+        j->sidx[j->ns++] = i;
+    }
+    xd_config_unref(gc);
     for (unsigned w = 0; w < nw; w++) {
-        if (!jobs[w]->own && !jobs[w]->n) {
+        if (!jobs[w]->own && !jobs[w]->n && !jobs[w]->ns) {
             pp_roster_unref(jobs[w]->ro);
             xd_stanza_unref(jobs[w]->st);
             xd_free(jobs[w]->feature);
@@ -1405,6 +1701,18 @@ pp_item_row(void *arg, const xd_db_val_t *cols, size_t ncols)
     return 0;
 }
 
+/* The error for a requester the node's access model keeps out (XEP-0060
+ * 6.1.3.2-4, 6.5.9.2-4). */
+static xd_stanza_t *
+pp_access_err(const xd_stanza_t *iq, const pp_cfg_t *cfg)
+{
+    if (!strcmp(cfg->access, "presence"))
+        return pse_err(iq, XD_COND_NOT_AUTHORIZED, "presence-subscription-required", NULL, NULL);
+    if (!strcmp(cfg->access, "roster"))
+        return pse_err(iq, XD_COND_NOT_AUTHORIZED, "not-in-roster-group", NULL, NULL);
+    return pse_err(iq, XD_COND_NOT_ALLOWED, "closed-node", NULL, NULL);
+}
+
 static xd_stanza_t *
 pp_items_get(pp_req_t *r, const xd_el_t *items)
 {
@@ -1439,14 +1747,8 @@ pp_items_get(pp_req_t *r, const xd_el_t *items)
     }
     xd_db_release(c); /* the roster read may take a connection of its own */
     c = NULL;
-    if (!pp_may_read(r, &row.cfg)) {
-        if (!strcmp(row.cfg.access, "presence"))
-            return pse_err(iq, XD_COND_NOT_AUTHORIZED, "presence-subscription-required", NULL,
-                          NULL);
-        if (!strcmp(row.cfg.access, "roster"))
-            return pse_err(iq, XD_COND_NOT_AUTHORIZED, "not-in-roster-group", NULL, NULL);
-        return pse_err(iq, XD_COND_NOT_ALLOWED, "closed-node", NULL, NULL);
-    }
+    if (!pp_may_read(r, &row.cfg))
+        return pp_access_err(iq, &row.cfg);
     xd_el_t *res = xd_iq_result_builder(iq);
     xd_el_t *ps = xd_el_add_child(res, "pubsub", XD_NS_PUBSUB);
     xd_el_t *out = xd_el_add_child(ps, "items", NULL);
@@ -1481,6 +1783,350 @@ pp_items_get(pp_req_t *r, const xd_el_t *items)
     if (by_id && it.n == 0) {
         xd_el_free(res);
         return pse_err(iq, XD_COND_ITEM_NOT_FOUND, NULL, NULL, NULL);
+    }
+    return xd_el_freeze(res);
+}
+
+/* ---- create --------------------------------------------------------------------------------- */
+
+typedef struct pp_create {
+    const char *host, *user, *node;
+    const pp_cfg_t *cfg;
+    int max_nodes;
+    int outcome; /* out: 0 made, 1 exists, 2 too many nodes */
+} pp_create_t;
+
+static int
+pp_create_tx(xd_db_conn_t *c, void *arg)
+{
+    pp_create_t *p = arg;
+    pp_node_row_t row;
+    int rc = pp_node_load_row(c, p->host, p->user, p->node, &row);
+    if (rc != 0 || (p->outcome = row.found ? 1 : 0))
+        return rc;
+    xd_db_val_t key[] = { XD_DB_V_CSTR(p->host), XD_DB_V_CSTR(p->user) };
+    int64_t n = 0;
+    rc = xd_db_query_int64(c, "SELECT COUNT(*) FROM pep_node WHERE host = ? AND username = ?",
+                           key, 2, &n);
+    if (rc == 0 && n >= p->max_nodes)
+        p->outcome = 2;
+    if (rc != 0 || p->outcome)
+        return rc;
+    return pp_node_save(c, p->host, p->user, p->node, p->cfg, true);
+}
+
+/* XEP-0060 8.1 (create-nodes, create-and-configure): by the owner, a named
+ * node (no instant nodes), the default configuration changed by a
+ * <configure/> form that follows <create/>. */
+static xd_stanza_t *
+pp_create(pp_req_t *r, const xd_el_t *pubsub, const xd_el_t *op)
+{
+    const pp_conf_t *conf = xd_module_opts(r->ctx);
+    const xd_stanza_t *iq = r->iq;
+    if (!r->is_owner)
+        return pse_err(iq, XD_COND_FORBIDDEN, NULL, NULL, "only the account creates nodes here");
+    const char *node = xd_el_attr(op, "node");
+    if (!node || !*node)
+        return pse_err(iq, XD_COND_NOT_ACCEPTABLE, "nodeid-required", NULL, NULL);
+    if (strlen(node) > PP_NODE_MAX)
+        return pse_err(iq, XD_COND_NOT_ACCEPTABLE, NULL, NULL, "node name too long");
+    pp_cfg_t cfg;
+    pse_cfg_default(&cfg, false);
+    const xd_el_t *ce = xd_el_child(pubsub, "configure", XD_NS_PUBSUB);
+    if (ce) { /* 8.1.3: after <create/>, without a 'node' of its own */
+        bool after = false;
+        for (const xd_el_t *c = xd_el_first_child(pubsub); c && c != ce; c = xd_el_next(c))
+            after |= c == op;
+        if (!after || xd_el_attr(ce, "node"))
+            return pse_err(iq, XD_COND_BAD_REQUEST, NULL, NULL,
+                           "<configure/> follows <create/> and names no node");
+    }
+    const xd_el_t *x = ce ? xd_el_child(ce, "x", XD_NS_DATA) : NULL;
+    if (x) {
+        unsigned set = 0;
+        pse_limits_t lim = pp_limits(conf);
+        const char *why = pse_form_read(x, PSE_NS_NODECFG, &lim, &cfg, &set);
+        if (why)
+            return pse_err(iq, XD_COND_NOT_ACCEPTABLE,
+                           !strcmp(why, PSE_WHY_ACCESS) ? "unsupported-access-model" : NULL,
+                           NULL, why);
+    }
+    pp_create_t p = { .host = r->host, .user = r->user, .node = node, .cfg = &cfg,
+                      .max_nodes = conf->max_nodes };
+    int rc = xd_db_tx(xd_module_db(r->ctx), pp_create_tx, &p);
+    if (rc < 0)
+        return pse_err(iq, XD_COND_INTERNAL_SERVER_ERROR, NULL, NULL, NULL);
+    if (p.outcome == 1)
+        return pse_err(iq, XD_COND_CONFLICT, NULL, NULL, "the node exists");
+    if (p.outcome == 2)
+        return pse_err(iq, XD_COND_NOT_ALLOWED, "max-nodes-exceeded", NULL,
+                       "too many nodes for this account");
+    return xd_iq_result(iq);
+}
+
+/* ---- subscribe, unsubscribe, subscriptions, affiliations ------------------------------------ */
+
+/* The JID a subscribe/unsubscribe names, prepared, into out (cap bytes),
+ * its localpart and domain into suser and shost (XD_JID_PART_MAX + 1
+ * bytes each); NULL, or the error: none (jid-required), not
+ * a JID or (subscribe) not the requester's (bad-request + invalid-jid,
+ * XEP-0060 6.1.3.1), not the requester's (unsubscribe: forbidden, 6.2.3.3). */
+static xd_stanza_t *
+pp_sub_jid(pp_req_t *r, const xd_el_t *op, bool sub, char *out, size_t cap, char *suser,
+           char *shost)
+{
+    const char *j = xd_el_attr(op, "jid");
+    if (!j || !*j)
+        return pse_err(r->iq, XD_COND_BAD_REQUEST, "jid-required", NULL, NULL);
+    xd_jid_t *jid = NULL;
+    if (xd_jid_parse(xd_str_c(j), &jid) != 0)
+        return pse_err(r->iq, XD_COND_BAD_REQUEST, "invalid-jid", NULL, NULL);
+    bool mine = xd_jid_eq_bare(jid, r->from);
+    xd_str_t l = xd_jid_local(jid), d = xd_jid_domain(jid);
+    snprintf(out, cap, "%s", xd_jid_full_str(jid).p);
+    snprintf(suser, XD_JID_PART_MAX + 1, "%.*s", (int)l.len, l.p);
+    snprintf(shost, XD_JID_PART_MAX + 1, "%.*s", (int)d.len, d.p);
+    xd_jid_unref(jid);
+    if (mine)
+        return NULL;
+    return sub ? pse_err(r->iq, XD_COND_BAD_REQUEST, "invalid-jid", NULL, NULL)
+               : pse_err(r->iq, XD_COND_FORBIDDEN, NULL, NULL, NULL);
+}
+
+typedef struct pp_sub {
+    const char *host, *user, *node, *jid, *suser, *shost;
+    const pp_conf_t *conf;
+    int outcome; /* out: 0 subscribed, 1 was already, 2 node gone, 3 node full, 4 JID full */
+} pp_sub_t;
+
+static int
+pp_sub_tx(xd_db_conn_t *c, void *arg)
+{
+    pp_sub_t *p = arg;
+    pp_node_row_t row;
+    int rc = pp_node_load_row(c, p->host, p->user, p->node, &row);
+    if (rc != 0)
+        return rc;
+    if (!row.found) {
+        p->outcome = 2;
+        return 0;
+    }
+    xd_db_val_t k4[] = { XD_DB_V_CSTR(p->host), XD_DB_V_CSTR(p->user), XD_DB_V_CSTR(p->node),
+                         XD_DB_V_CSTR(p->jid) };
+    int64_t n = 0;
+    rc = xd_db_query_int64(c,
+                           "SELECT COUNT(*) FROM pep_sub WHERE host = ? AND username = ?"
+                           " AND node = ? AND jid = ?",
+                           k4, 4, &n);
+    if (rc != 0 || (p->outcome = n > 0 ? 1 : 0))
+        return rc;
+    rc = xd_db_query_int64(c,
+                           "SELECT COUNT(*) FROM pep_sub WHERE host = ? AND username = ?"
+                           " AND node = ?",
+                           k4, 3, &n);
+    if (rc != 0 || (p->outcome = n >= p->conf->max_node_subscribers ? 3 : 0))
+        return rc;
+    xd_db_val_t kb[] = { XD_DB_V_CSTR(p->shost), XD_DB_V_CSTR(p->suser), XD_DB_V_CSTR(p->host) };
+    rc = xd_db_query_int64(c,
+                           "SELECT COUNT(*) FROM pep_sub WHERE shost = ? AND suser = ?"
+                           " AND host = ?",
+                           kb, 3, &n);
+    if (rc != 0 || (p->outcome = n >= p->conf->max_subscriptions ? 4 : 0))
+        return rc;
+    xd_db_val_t row2[] = { XD_DB_V_CSTR(p->host),  XD_DB_V_CSTR(p->user),
+                           XD_DB_V_CSTR(p->node),  XD_DB_V_CSTR(p->jid),
+                           XD_DB_V_CSTR(p->suser), XD_DB_V_CSTR(p->shost),
+                           XD_DB_V_INT(time(NULL)) };
+    return xd_db_query(c,
+                       "INSERT INTO pep_sub (host, username, node, jid, suser, shost, created_at)"
+                       " VALUES (?, ?, ?, ?, ?, ?, ?)",
+                       row2, 7, NULL, NULL);
+}
+
+/* The node's last item to `to` (XEP-0060 6.1.7, send_last_published_item
+ * on_sub or on_sub_and_presence); after the subscription's result, from
+ * the same thread. */
+static void
+pp_send_last_to(pp_req_t *r, const char *node, const char *to)
+{
+    xd_db_conn_t *c = NULL;
+    if (xd_db_acquire(xd_module_db(r->ctx), &c) != 0)
+        return;
+    xd_el_t *items;
+    xd_el_t *ev = pse_event(node, &items);
+    pp_items_t it = { .parent = items };
+    xd_db_val_t k3[] = { XD_DB_V_CSTR(r->host), XD_DB_V_CSTR(r->user), XD_DB_V_CSTR(node) };
+    int rc = xd_db_query(c,
+                         "SELECT id, xml FROM pep_item WHERE host = ? AND username = ?"
+                         " AND node = ? ORDER BY seq DESC LIMIT 1",
+                         k3, 3, pp_item_row, &it);
+    xd_db_release(c);
+    if (rc == 0 && it.rc == 0 && it.n == 1) {
+        size_t len = 0;
+        char *xml = xd_el_serialize(ev, NULL, &len);
+        xd_input_charge(r->in, pse_send_event(r->owner, to, NULL, xml, len));
+        xd_free(xml);
+    }
+    xd_el_free(ev);
+}
+
+/* XEP-0060 6.1: an explicit subscription of the requester (or one of its
+ * full JIDs) by the node's access model; kept in pep_sub and honoured by
+ * the notifications whatever the subscriber's caps say. */
+static xd_stanza_t *
+pp_subscribe(pp_req_t *r, const xd_el_t *op)
+{
+    const pp_conf_t *conf = xd_module_opts(r->ctx);
+    const xd_stanza_t *iq = r->iq;
+    const char *node = xd_el_attr(op, "node");
+    if (!node || !*node)
+        return pse_err(iq, XD_COND_BAD_REQUEST, "nodeid-required", NULL, NULL);
+    char jid[3 * XD_JID_PART_MAX + 3], suser[XD_JID_PART_MAX + 1], shost[XD_JID_PART_MAX + 1];
+    xd_stanza_t *e = pp_sub_jid(r, op, true, jid, sizeof jid, suser, shost);
+    if (e)
+        return e;
+    xd_db_conn_t *c = NULL;
+    int rc = xd_db_acquire(xd_module_db(r->ctx), &c);
+    pp_node_row_t row = { 0 };
+    if (rc == 0)
+        rc = pp_node_load(c, r->host, r->user, node, &row);
+    if (c)
+        xd_db_release(c); /* the roster read may take a connection of its own */
+    if (rc != 0)
+        return pse_err(iq, XD_COND_INTERNAL_SERVER_ERROR, NULL, NULL, NULL);
+    if (!row.found)
+        return pse_err(iq, XD_COND_ITEM_NOT_FOUND, NULL, NULL, NULL);
+    if (!pp_may_read(r, &row.cfg))
+        return pp_access_err(iq, &row.cfg);
+    pp_sub_t p = { .host = r->host, .user = r->user, .node = node, .jid = jid, .suser = suser,
+                   .shost = shost, .conf = conf };
+    rc = xd_db_tx(xd_module_db(r->ctx), pp_sub_tx, &p);
+    if (rc < 0)
+        return pse_err(iq, XD_COND_INTERNAL_SERVER_ERROR, NULL, NULL, NULL);
+    if (p.outcome == 2)
+        return pse_err(iq, XD_COND_ITEM_NOT_FOUND, NULL, NULL, NULL);
+    if (p.outcome == 3 || p.outcome == 4)
+        return pse_err(iq, XD_COND_POLICY_VIOLATION, "too-many-subscriptions", NULL,
+                       p.outcome == 3 ? "the node has too many subscribers"
+                                      : "too many subscriptions of this JID");
+    if (p.outcome == 0)
+        pp_roster_forget(xd_module_state(r->ctx), r->host, r->user);
+    xd_el_t *res = xd_iq_result_builder(iq);
+    xd_el_t *ps = xd_el_add_child(res, "pubsub", XD_NS_PUBSUB);
+    xd_el_t *se = xd_el_add_child(ps, "subscription", NULL);
+    xd_el_set_attr(se, "node", node);
+    xd_el_set_attr(se, "jid", jid);
+    xd_el_set_attr(se, "subscription", "subscribed");
+    xd_route_take(xd_el_freeze(res));
+    if (p.outcome == 0 && strcmp(row.cfg.send_last, "never") != 0)
+        pp_send_last_to(r, node, jid);
+    return NULL;
+}
+
+/* XEP-0060 6.2. */
+static xd_stanza_t *
+pp_unsubscribe(pp_req_t *r, const xd_el_t *op)
+{
+    const xd_stanza_t *iq = r->iq;
+    const char *node = xd_el_attr(op, "node");
+    if (!node || !*node)
+        return pse_err(iq, XD_COND_BAD_REQUEST, "nodeid-required", NULL, NULL);
+    char jid[3 * XD_JID_PART_MAX + 3], suser[XD_JID_PART_MAX + 1], shost[XD_JID_PART_MAX + 1];
+    xd_stanza_t *e = pp_sub_jid(r, op, false, jid, sizeof jid, suser, shost);
+    if (e)
+        return e;
+    xd_db_conn_t *c = NULL;
+    int rc = xd_db_acquire(xd_module_db(r->ctx), &c);
+    pp_node_row_t row = { 0 };
+    int64_t gone = 0;
+    if (rc == 0)
+        rc = pp_node_load_row(c, r->host, r->user, node, &row);
+    if (rc == 0 && row.found) {
+        xd_db_val_t k4[] = { XD_DB_V_CSTR(r->host), XD_DB_V_CSTR(r->user), XD_DB_V_CSTR(node),
+                             XD_DB_V_CSTR(jid) };
+        rc = xd_db_query(c,
+                         "DELETE FROM pep_sub WHERE host = ? AND username = ? AND node = ?"
+                         " AND jid = ?",
+                         k4, 4, NULL, NULL);
+        gone = rc == 0 ? xd_db_changes(c) : 0;
+    }
+    if (c)
+        xd_db_release(c);
+    if (rc != 0)
+        return pse_err(iq, XD_COND_INTERNAL_SERVER_ERROR, NULL, NULL, NULL);
+    if (!row.found)
+        return pse_err(iq, XD_COND_ITEM_NOT_FOUND, NULL, NULL, NULL);
+    if (gone == 0)
+        return pse_err(iq, XD_COND_UNEXPECTED_REQUEST, "not-subscribed", NULL, NULL);
+    pp_roster_forget(xd_module_state(r->ctx), r->host, r->user);
+    return xd_iq_result(iq);
+}
+
+typedef struct pp_list {
+    xd_el_t *parent;
+    bool affs; /* <affiliation node affiliation='owner'/>, else <subscription/> */
+} pp_list_t;
+
+static int
+pp_list_row(void *arg, const xd_db_val_t *cols, size_t ncols)
+{
+    pp_list_t *l = arg;
+    if (ncols < 1)
+        return 0;
+    char node[PP_NODE_MAX + 1];
+    snprintf(node, sizeof node, "%.*s", (int)cols[0].s.len, cols[0].s.p);
+    xd_el_t *e = xd_el_add_child(l->parent, l->affs ? "affiliation" : "subscription", NULL);
+    xd_el_set_attr(e, "node", node);
+    if (l->affs) {
+        xd_el_set_attr(e, "affiliation", "owner");
+    } else if (ncols >= 2) {
+        char *jid = xd_strndup(cols[1].s.p, cols[1].s.len);
+        xd_el_set_attr(e, "jid", jid);
+        xd_free(jid);
+        xd_el_set_attr(e, "subscription", "subscribed");
+    }
+    return 0;
+}
+
+/* XEP-0060 5.6 and 5.7: the requester's subscriptions to the account's
+ * nodes (all its JIDs), and its affiliations (owner of every node for the
+ * account; subscribers have none). */
+static xd_stanza_t *
+pp_list(pp_req_t *r, const xd_el_t *op, bool affs)
+{
+    const char *node = xd_el_attr(op, "node");
+    xd_el_t *res = xd_iq_result_builder(r->iq);
+    xd_el_t *ps = xd_el_add_child(res, "pubsub", XD_NS_PUBSUB);
+    pp_list_t l = { .parent = xd_el_add_child(ps, affs ? "affiliations" : "subscriptions", NULL),
+                    .affs = affs };
+    if (node)
+        xd_el_set_attr(l.parent, "node", node);
+    if (affs && !r->is_owner)
+        return xd_el_freeze(res);
+    xd_str_t fl = xd_jid_local(r->from), fd = xd_jid_domain(r->from);
+    char suser[XD_JID_PART_MAX + 1], shost[XD_JID_PART_MAX + 1];
+    snprintf(suser, sizeof suser, "%.*s", (int)fl.len, fl.p);
+    snprintf(shost, sizeof shost, "%.*s", (int)fd.len, fd.p);
+    xd_db_val_t key[] = { XD_DB_V_CSTR(r->host), XD_DB_V_CSTR(r->user),
+                          affs ? XD_DB_V_CSTR(node ? node : "") : XD_DB_V_CSTR(suser),
+                          XD_DB_V_CSTR(shost), XD_DB_V_CSTR(node ? node : "") };
+    const char *sql =
+        affs ? (node ? "SELECT node FROM pep_node WHERE host = ? AND username = ? AND node = ?"
+                     : "SELECT node FROM pep_node WHERE host = ? AND username = ? ORDER BY node")
+             : (node ? "SELECT node, jid FROM pep_sub WHERE host = ? AND username = ?"
+                       " AND suser = ? AND shost = ? AND node = ? ORDER BY node, jid"
+                     : "SELECT node, jid FROM pep_sub WHERE host = ? AND username = ?"
+                       " AND suser = ? AND shost = ? ORDER BY node, jid");
+    size_t nkey = affs ? (node ? 3 : 2) : (node ? 5 : 4);
+    xd_db_conn_t *c = NULL;
+    int rc = xd_db_acquire(xd_module_db(r->ctx), &c);
+    if (rc == 0) {
+        rc = xd_db_query(c, sql, key, nkey, pp_list_row, &l);
+        xd_db_release(c);
+    }
+    if (rc != 0) {
+        xd_el_free(res);
+        return pse_err(r->iq, XD_COND_INTERNAL_SERVER_ERROR, NULL, NULL, NULL);
     }
     return xd_el_freeze(res);
 }
@@ -1650,6 +2296,9 @@ pp_del_tx(xd_db_conn_t *c, void *arg)
         rc = pp_user_sql(c,
                          "DELETE FROM pep_node_group WHERE host = ? AND username = ? AND node = ?",
                          d->host, d->user, d->node);
+    if (rc == 0 && !d->purge)
+        rc = pp_user_sql(c, "DELETE FROM pep_sub WHERE host = ? AND username = ? AND node = ?",
+                         d->host, d->user, d->node);
     return rc;
 }
 
@@ -1739,23 +2388,31 @@ pp_owner(pp_req_t *r, const xd_el_t *pubsub, bool set)
     if (!node || !*node)
         return pse_err(r->iq, XD_COND_BAD_REQUEST, "nodeid-required", NULL, NULL);
     pp_del_t d = { .host = r->host, .user = r->user, .node = node, .purge = purge };
+    /* A deletion is told to the node's subscribers too (XEP-0060 8.4.2):
+     * the cache entry read before their rows go serves pp_notify. */
+    pp_state_t *s = xd_module_state(r->ctx);
+    pp_roster_t *pre = del ? pp_roster_get(s, xd_module_opts(r->ctx), xd_module_db(r->ctx),
+                                           r->host, r->user, r->owner)
+                           : NULL;
     int rc = xd_db_tx(xd_module_db(r->ctx), pp_del_tx, &d);
-    if (rc < 0)
-        return pse_err(r->iq, XD_COND_INTERNAL_SERVER_ERROR, NULL, NULL, NULL);
-    if (!d.found)
-        return pse_err(r->iq, XD_COND_ITEM_NOT_FOUND, NULL, NULL, NULL);
+    if (rc < 0 || !d.found) {
+        pp_roster_unref(pre);
+        return rc < 0 ? pse_err(r->iq, XD_COND_INTERNAL_SERVER_ERROR, NULL, NULL, NULL)
+                      : pse_err(r->iq, XD_COND_ITEM_NOT_FOUND, NULL, NULL, NULL);
+    }
     xd_el_t *ev = xd_el_new("event", XD_NS_PUBSUB_EVENT);
     xd_el_set_attr(xd_el_add_child(ev, del ? "delete" : "purge", NULL), "node", node);
     pp_notify(r, node, &d.cfg, ev);
+    if (del)
+        pp_roster_forget(s, r->host, r->user);
+    pp_roster_unref(pre);
     return xd_iq_result(r->iq);
 }
 
 /* ---- dispatch -------------------------------------------------------------------------------- */
 
 static const char *const pp_unsupported[][2] = {
-    { "subscribe", "subscribe" },     { "unsubscribe", "subscribe" },
-    { "subscriptions", "retrieve-subscriptions" }, { "affiliations", "retrieve-affiliations" },
-    { "options", "subscription-options" }, { "create", "create-nodes" },
+    { "options", "subscription-options" },
     { "default", "retrieve-default" },
 };
 
@@ -1782,6 +2439,14 @@ pp_handle(pp_req_t *r)
         return pp_retract(r, op);
     if (!set && !strcmp(name, "items"))
         return pp_items_get(r, op);
+    if (set && !strcmp(name, "create"))
+        return pp_create(r, pubsub, op);
+    if (set && !strcmp(name, "subscribe"))
+        return pp_subscribe(r, op);
+    if (set && !strcmp(name, "unsubscribe"))
+        return pp_unsubscribe(r, op);
+    if (!set && (!strcmp(name, "subscriptions") || !strcmp(name, "affiliations")))
+        return pp_list(r, op, !strcmp(name, "affiliations"));
     for (size_t i = 0; i < sizeof pp_unsupported / sizeof *pp_unsupported; i++)
         if (!strcmp(name, pp_unsupported[i][0]))
             return pse_err(r->iq, XD_COND_FEATURE_NOT_IMPLEMENTED, "unsupported",
@@ -1864,7 +2529,41 @@ typedef struct pp_last {
     char owner_user[XD_JID_PART_MAX + 1]; /* a remote session: the one account whose
                                            * items it gets; "" for a local session */
     xd_input_ref_t in;
+    bool subs_only; /* no caps: only the nodes it subscribed to explicitly */
+    /* The session's explicit subscriptions to the host's accounts (its bare
+     * JID's or its own): "user\nnode" each. */
+    char **subs;
+    size_t nsubs, subcap;
 } pp_last_t;
+
+static int
+pp_last_sub_row(void *arg, const xd_db_val_t *cols, size_t ncols)
+{
+    pp_last_t *l = arg;
+    if (ncols < 3 || (!xd_str_eq_c(cols[2].s, l->who) && !xd_str_eq_c(cols[2].s, l->full)))
+        return 0;
+    if (l->nsubs == l->subcap) {
+        l->subcap = l->subcap ? l->subcap * 2 : 4;
+        l->subs = xd_realloc(l->subs, l->subcap * sizeof *l->subs);
+    }
+    size_t n = cols[0].s.len + cols[1].s.len + 2;
+    l->subs[l->nsubs] = xd_malloc(n);
+    snprintf(l->subs[l->nsubs++], n, "%.*s\n%.*s", (int)cols[0].s.len, cols[0].s.p,
+             (int)cols[1].s.len, cols[1].s.p);
+    return 0;
+}
+
+/* Whether l subscribed explicitly to node of account user (of l->host). */
+static bool
+pp_last_subscribed(const pp_last_t *l, const char *user, const char *node)
+{
+    size_t ul = strlen(user);
+    for (size_t i = 0; i < l->nsubs; i++)
+        if (!strncmp(l->subs[i], user, ul) && l->subs[i][ul] == '\n' &&
+            !strcmp(l->subs[i] + ul + 1, node))
+            return true;
+    return false;
+}
 
 typedef struct pp_nodes {
     char **names;
@@ -1902,10 +2601,12 @@ pp_nodes_free(pp_nodes_t *ns)
 
 /* Sends the full JID the last item of each node of account user@ohost (c:
  * a connection to that host's database) that it may see and wants (its
- * caps as ctx's cache has them); returns the bytes. */
+ * caps as ctx's cache has them, or an explicit subscription); contact: the
+ * session's account has a subscription to the account's presence.
+ * Returns the bytes. */
 static size_t
 pp_last_of(xd_module_ctx_t *ctx, xd_db_conn_t *c, pp_last_t *l, const char *ohost,
-           const char *user, bool self)
+           const char *user, bool self, bool contact)
 {
     pp_state_t *s = xd_module_state(ctx);
     pp_nodes_t ns = { 0 };
@@ -1933,13 +2634,18 @@ pp_last_of(xd_module_ctx_t *ctx, xd_db_conn_t *c, pp_last_t *l, const char *ohos
         }
         /* A remote session's presence reached the account, which says
          * nothing of the subscription the presence model asks for. */
-        if (!self && l->owner_user[0] && !strcmp(ns.cfgs[i].access, "presence") &&
+        if (!self && (l->owner_user[0] || !contact) && !strcmp(ns.cfgs[i].access, "presence") &&
             !pse_reader_allows(&rd, &ns.cfgs[i]))
             continue;
         size_t fl = strlen(ns.names[i]) + 8;
         char *f = xd_malloc(fl);
         snprintf(f, fl, "%s+notify", ns.names[i]);
-        bool want = pp_caps_has(s, l->ver, f) == 1;
+        /* +notify counts for a contact (or the account itself), an
+         * explicit subscription for anyone the node lets in. */
+        bool want = (contact && !l->subs_only && pp_caps_has(s, l->ver, f) == 1) ||
+                    (!self && !l->owner_user[0] && !strcmp(ohost, l->host) &&
+                     !strcmp(ns.cfgs[i].send_last, "on_sub_and_presence") &&
+                     pp_last_subscribed(l, user, ns.names[i]));
         xd_free(f);
         if (!want)
             continue;
@@ -1973,19 +2679,43 @@ pp_last_work(xd_module_ctx_t *ctx, void *arg)
         xd_db_conn_t *rc = NULL;
         if (xd_db_acquire(xd_module_db(ctx), &rc) != 0)
             return;
-        size_t bytes = pp_last_of(ctx, rc, l, l->host, l->owner_user, false);
+        size_t bytes = pp_last_of(ctx, rc, l, l->host, l->owner_user, false, true);
         xd_db_release(rc);
         xd_input_charge(l->in, bytes);
         return;
     }
-    pse_contacts_t cs = { 0 };
-    pse_roster(l->host, l->user, NULL, XD_ROSTER_SUB_TO, &cs);
     xd_db_conn_t *c = NULL;
-    if (xd_db_acquire(xd_module_db(ctx), &c) != 0) {
-        pse_contacts_free(&cs);
+    if (xd_db_acquire(xd_module_db(ctx), &c) != 0)
+        return;
+    /* Its explicit subscriptions to the host's accounts (XEP-0163 6.3.4:
+     * on_sub_and_presence sends the last item on the subscriber's presence
+     * too, whatever its caps). */
+    xd_db_val_t sk[] = { XD_DB_V_CSTR(l->host), XD_DB_V_CSTR(l->user), XD_DB_V_CSTR(l->host) };
+    if (xd_db_query(c,
+                    "SELECT username, node, jid FROM pep_sub WHERE shost = ? AND suser = ?"
+                    " AND host = ? ORDER BY username, node",
+                    sk, 3, pp_last_sub_row, l) != 0 ||
+        (l->subs_only && !l->nsubs)) {
+        xd_db_release(c);
         return;
     }
-    size_t bytes = pp_last_of(ctx, c, l, l->host, l->user, true);
+    pse_contacts_t cs = { 0 };
+    if (!l->subs_only)
+        pse_roster(l->host, l->user, NULL, XD_ROSTER_SUB_TO, &cs);
+    size_t bytes = l->subs_only ? 0 : pp_last_of(ctx, c, l, l->host, l->user, true, true);
+    /* The accounts it subscribed to that are no contacts of it. */
+    for (size_t i = 0; i < l->nsubs; i++) {
+        const char *nl = strchr(l->subs[i], '\n');
+        char user[XD_JID_PART_MAX + 1], bare[2 * XD_JID_PART_MAX + 2];
+        snprintf(user, sizeof user, "%.*s", (int)(nl - l->subs[i]), l->subs[i]);
+        snprintf(bare, sizeof bare, "%s@%s", user, l->host);
+        bool seen = !strcmp(user, l->user) ||
+                    (i > 0 && !strncmp(l->subs[i - 1], l->subs[i], (size_t)(nl - l->subs[i]) + 1));
+        for (size_t k = 0; k < cs.n && !seen; k++)
+            seen = !strcmp(cs.jids[k], bare);
+        if (!seen)
+            bytes += pp_last_of(ctx, c, l, l->host, user, false, false);
+    }
     xd_config_t *conf = xd_config_get();
     for (size_t i = 0; i < cs.n; i++) {
         /* Local accounts: of this host, and of the other hosts served here
@@ -1998,7 +2728,7 @@ pp_last_work(xd_module_ctx_t *ctx, void *arg)
         snprintf(user, sizeof user, "%.*s", (int)(at - cs.jids[i]), cs.jids[i]);
         if (!strcmp(at + 1, l->host)) {
             if (strcmp(user, l->user) != 0)
-                bytes += pp_last_of(ctx, c, l, l->host, user, false);
+                bytes += pp_last_of(ctx, c, l, l->host, user, false, true);
             continue;
         }
         if (!conf || !xd_config_is_host(conf, at + 1))
@@ -2006,7 +2736,7 @@ pp_last_work(xd_module_ctx_t *ctx, void *arg)
         xd_module_ctx_t *o = xd_module_instance("mod_pep", at + 1);
         xd_db_conn_t *oc = NULL;
         if (o && xd_db_acquire(xd_module_db(o), &oc) == 0) {
-            bytes += pp_last_of(ctx, oc, l, at + 1, user, false);
+            bytes += pp_last_of(ctx, oc, l, at + 1, user, false, true);
             xd_db_release(oc);
         }
         xd_module_release(o);
@@ -2023,6 +2753,9 @@ pp_last_done(xd_module_ctx_t *ctx, void *arg, int status)
     (void)ctx;
     (void)status;
     pp_last_t *l = arg;
+    for (size_t i = 0; i < l->nsubs; i++)
+        xd_free(l->subs[i]);
+    xd_free(l->subs);
     xd_free(l->full);
     xd_free(l);
 }
@@ -2031,6 +2764,7 @@ static void
 pp_last_start(xd_module_ctx_t *ctx, const char *host, const xd_jid_t *full, const char *ver)
 {
     pp_last_t *l = xd_new(pp_last_t);
+    l->subs_only = !*ver;
     snprintf(l->host, sizeof l->host, "%s", host);
     xd_str_t u = xd_jid_local(full);
     snprintf(l->user, sizeof l->user, "%.*s", (int)u.len, u.p);
@@ -2118,6 +2852,8 @@ pp_available(xd_module_ctx_t *ctx, xd_hook_presence_t *ev, void *arg)
         pthread_mutex_lock(&s->mu);
         pp_unpin(s, conf, xd_jid_full_str(ev->jid).p); /* no caps any more */
         pthread_mutex_unlock(&s->mu);
+        if (ev->initial) /* its explicit subscriptions only */
+            pp_last_start(ctx, ev->host, ev->jid, "");
         return XD_HOOK_OK;
     }
     pthread_mutex_lock(&s->mu);
@@ -2500,6 +3236,9 @@ static const char *const pp_features[] = {
     XD_NS_PUBSUB "#persistent-items",
     XD_NS_PUBSUB "#last-published", XD_NS_PUBSUB "#item-ids",
     XD_NS_PUBSUB "#multi-items",    XD_NS_PUBSUB "#presence-notifications",
+    XD_NS_PUBSUB "#create-nodes",   XD_NS_PUBSUB "#create-and-configure",
+    XD_NS_PUBSUB "#subscribe",      XD_NS_PUBSUB "#retrieve-subscriptions",
+    XD_NS_PUBSUB "#retrieve-affiliations",
     NULL,
 };
 
@@ -2569,6 +3308,12 @@ pp_removed(xd_module_ctx_t *ctx, xd_hook_user_t *ev, void *arg)
                          ev->user);
     mod_user_rows_delete(ctx, "DELETE FROM pep_node_group WHERE host = ? AND username = ?",
                          ev->host, ev->user);
+    mod_user_rows_delete(ctx, "DELETE FROM pep_sub WHERE host = ? AND username = ?", ev->host,
+                         ev->user);
+    /* Its subscriptions to the host's accounts (their cached lists are
+     * read again within a minute; meanwhile a copy reaches no session). */
+    mod_user_rows_delete(ctx, "DELETE FROM pep_sub WHERE shost = ? AND suser = ?", ev->host,
+                         ev->user);
     return XD_HOOK_OK;
 }
 

@@ -9,8 +9,8 @@ import time
 
 import pytest
 
-from helpers import (assert_nothing_before, expect, iq, reply, reply_rx, send_marker, take,
-                     take_iq, slix_client, users)
+from helpers import (assert_nothing_before, expect, iq, pool_roundtrip, reply, reply_rx,
+                     send_marker, take, take_iq, slix_client, users)
 from test_caps import ver_of
 import xml.etree.ElementTree as ET
 
@@ -150,7 +150,9 @@ def test_disco_of_account(server_factory):
     for f in ("publish", "auto-create", "publish-options", "retrieve-items", "retract-items",
               "delete-nodes", "purge-nodes", "config-node", "access-presence", "access-open",
               "access-roster", "auto-subscribe", "filtered-notifications",
-              "access-whitelist", "persistent-items", "last-published"):
+              "access-whitelist", "persistent-items", "last-published", "create-nodes",
+              "create-and-configure", "subscribe", "retrieve-subscriptions",
+              "retrieve-affiliations"):
         assert f"var='{PS}#{f}'" in r, (f, r)
     assert f"var='{PS}#retract'" not in r, r  # not a XEP-0060 feature
 
@@ -190,7 +192,7 @@ def test_errors(server_factory):
     r = publish(b, "e5", TUNE, tune("x"), to="alice@localhost")
     assert "forbidden" in r, r
     r = iq(a, "e6", f"<pubsub xmlns='{PS}'><subscribe node='n' jid='alice@localhost'/></pubsub>")
-    assert "feature-not-implemented" in r and "feature='subscribe'" in r, r
+    assert "item-not-found" in r, r
     r = iq(a, "e7", f"<pubsub xmlns='{PS}'><retract node='n'><item id='x'/></retract></pubsub>")
     assert "item-not-found" in r, r
     r = iq(b, "e8", f"<pubsub xmlns='{PSO}'><delete node='n'/></pubsub>", to="alice@localhost")
@@ -248,6 +250,294 @@ def test_limits(server_factory):
     a.send(f"<iq type='set' id='c1'><pubsub xmlns='{PSO}'><configure node='n1'>"
            f"{form('node_config', max_items='51')}</configure></pubsub></iq>")
     assert "not-acceptable" in reply(a, "c1")
+
+
+# ---- create, subscribe, unsubscribe (XEP-0163 8, XEP-0060 6.1, 6.2, 8.1) ------------------------
+
+def create(c, iid, node, cfg=None, to=None):
+    conf = f"<configure>{form('node_config', **cfg)}</configure>" if cfg is not None else ""
+    n = f" node='{node}'" if node is not None else ""
+    return take_iq(c, iid, f"<pubsub xmlns='{PS}'><create{n}/>{conf}</pubsub>", to=to)
+
+
+def sub(c, iid, owner, node, jid, op="subscribe"):
+    j = f" jid='{jid}'" if jid is not None else ""
+    return take_iq(c, iid, f"<pubsub xmlns='{PS}'><{op} node='{node}'{j}/></pubsub>", to=owner)
+
+
+def test_create_and_configure(server_factory):
+    """XEP-0060 8.1 on PEP: the owner creates a node (default configuration,
+    or the <configure/> form's), which then exists empty; nobody else may;
+    an existing node is a conflict; max_nodes bounds it as publish does."""
+    srv = start(server_factory)
+    a, _ = session(srv, "alice", "r")
+    b, _ = session(srv, "bob", "r")
+    assert "type='result'" in create(a, "c1", "n-plain")
+    r = items(a, "i1", "alice@localhost", "n-plain")
+    assert "type='result'" in r and "<item " not in r, r
+    r = iq(a, "g1", f"<pubsub xmlns='{PSO}'><configure node='n-plain'/></pubsub>", typ="get")
+    assert re.search(r"var='pubsub#access_model'[^>]*>\s*<value>presence</value>", r), r
+    assert "type='result'" in create(a, "c2", "n-open", {"access_model": "open",
+                                                         "max_items": "5"})
+    r = iq(a, "g2", f"<pubsub xmlns='{PSO}'><configure node='n-open'/></pubsub>", typ="get")
+    assert re.search(r"var='pubsub#access_model'[^>]*>\s*<value>open</value>", r), r
+    assert re.search(r"var='pubsub#max_items'[^>]*>\s*<value>5</value>", r), r
+    # The configuration holds for a publish without publish-options.
+    for i in range(3):
+        assert "type='result'" in publish(a, f"p{i}", "n-open", f"<x xmlns='urn:x'>{i}</x>")
+    assert items(b, "i2", "alice@localhost", "n-open").count("<item ") == 3
+    r = create(a, "c3", "n-plain")
+    assert "<conflict " in r, r
+    r = create(b, "c4", "n-bob", to="alice@localhost")
+    assert "forbidden" in r, r
+    r = create(a, "c5", None)
+    assert "not-acceptable" in r and "nodeid-required" in r, r
+    r = create(a, "c6", "n-auth", {"access_model": "authorize"})
+    assert "not-acceptable" in r and "unsupported-access-model" in r, r
+    r = take_iq(a, "c7", f"<pubsub xmlns='{PS}'><create node='n-x'/>"
+                         f"<configure node='n-x'>{form('node_config')}</configure></pubsub>")
+    assert "bad-request" in r, r
+    # max_nodes 6: four more fit.
+    for i in range(4):
+        assert "type='result'" in create(a, f"m{i}", f"n-m{i}")
+    r = create(a, "m4", "n-m4")
+    assert "not-allowed" in r, r
+    assert "item-not-found" in items(a, "i3", "alice@localhost", "n-m4")
+
+
+def test_subscribe_explicit_notifications(server_factory):
+    """XEP-0060 6.1 on PEP: carol, no contact of alice, subscribes to her
+    open node: the result, then the last item; each publish reaches her
+    session although it announces no caps.  dave subscribes one full JID:
+    only that session is told.  bob, a contact with +notify, subscribed
+    too, gets one copy.  After unsubscribe carol gets nothing more."""
+    srv = start(server_factory)
+    a, ajid = session(srv, "alice", "r")
+    b0, bjid = session(srv, "bob", "setup")
+    subscribe(b0, bjid, a, ajid)
+    b0.close()
+    node = "urn:example:open"
+    assert "type='result'" in publish(a, "p0", node, "<x xmlns='urn:example'>first</x>",
+                                      item_id="i0", options={"access_model": "open"})
+    c, _ = session(srv, "carol", "c")
+    c.send(f"<iq type='set' id='s1' to='alice@localhost'><pubsub xmlns='{PS}'>"
+           f"<subscribe node='{node}' jid='carol@localhost'/></pubsub></iq>")
+    r = take(c, reply_rx("s1"))
+    assert "type='result'" in r and "subscription='subscribed'" in r, r
+    assert "jid='carol@localhost'" in r and f"node='{node}'" in r, r
+    ev = take(c, event_rx(node))
+    assert "first" in ev and "from='alice@localhost'" in ev, ev
+    # Subscribing again: the same subscription, no second last item.
+    r = sub(c, "s2", "alice@localhost", node, "carol@localhost")
+    assert "subscription='subscribed'" in r, r
+    d1, _ = session(srv, "dave", "d1")
+    d2, _ = session(srv, "dave", "d2")
+    r = sub(d1, "s3", "alice@localhost", node, "dave@localhost/d1")
+    assert "subscription='subscribed'" in r and "jid='dave@localhost/d1'" in r, r
+    take(d1, event_rx(node))
+    b, _ = session(srv, "bob", "b", features=[node + "+notify"])
+    take(b, event_rx(node))  # the last item on presence (+notify)
+    assert "subscription='subscribed'" in sub(b, "s4", "alice@localhost", node, "bob@localhost")
+    take(b, event_rx(node))  # and on subscribe
+    assert "type='result'" in publish(a, "p1", node, "<x xmlns='urn:example'>second</x>",
+                                      item_id="i1")
+    assert "second" in take(c, event_rx(node))
+    assert "second" in take(d1, event_rx(node))
+    assert "second" in take(b, event_rx(node))
+    assert_nothing_before(d2, "pubsub#event", barrier=pep_marker(a, "dave@localhost/d2"))
+    assert_nothing_before(b, "pubsub#event", barrier=pep_marker(a, "bob@localhost/b"))
+    assert "type='result'" in sub(c, "u1", "alice@localhost", node, "carol@localhost",
+                                  op="unsubscribe")
+    assert "type='result'" in publish(a, "p2", node, "<x xmlns='urn:example'>third</x>")
+    assert "third" in take(d1, event_rx(node))
+    assert_nothing_before(c, "pubsub#event", barrier=pep_marker(a, "carol@localhost/c"))
+    r = sub(c, "u2", "alice@localhost", node, "carol@localhost", op="unsubscribe")
+    assert "unexpected-request" in r and "not-subscribed" in r, r
+
+
+def test_subscriber_last_item_on_presence(server_factory):
+    """send_last_published_item on_sub_and_presence (XEP-0163 6.3.4): an
+    explicit subscriber's newly available session gets the last item
+    whatever its caps: carol (no contact, no caps); dave's subscribed full
+    JID, not his other resource; bob, a contact with +notify and
+    subscribed, once.  A node that says on_sub sends nothing then."""
+    srv = start(server_factory)
+    a, ajid = session(srv, "alice", "r")
+    b0, bjid = session(srv, "bob", "setup")
+    subscribe(b0, bjid, a, ajid)
+    b0.close()
+    A, node, onsub = "alice@localhost", "urn:example:open", "urn:example:onsub"
+    publish(a, "p0", node, "<x xmlns='urn:example'>last</x>", options={"access_model": "open"})
+    publish(a, "p1", onsub, "<x xmlns='urn:example'>onsub</x>",
+            options={"access_model": "open", "send_last_published_item": "on_sub"})
+    c, _ = session(srv, "carol", "c")
+    for n in (node, onsub):
+        sub(c, f"s{n}", A, n, "carol@localhost")
+        take(c, event_rx(n))
+    d, _ = session(srv, "dave", "d1")
+    sub(d, "s3", A, node, "dave@localhost/d1")
+    take(d, event_rx(node))
+    b, _ = session(srv, "bob", "b", features=[node + "+notify"])
+    take(b, event_rx(node))
+    sub(b, "s4", A, node, "bob@localhost")
+    take(b, event_rx(node))
+    for cl in (c, d, b):
+        cl.close()
+    c2, _ = session(srv, "carol", "c2")
+    assert "last" in take(c2, event_rx(node))
+    assert_nothing_before(c2, "onsub")
+    d1, _ = session(srv, "dave", "d1")
+    assert "last" in take(d1, event_rx(node))
+    d2, _ = session(srv, "dave", "d2")
+    assert_nothing_before(d2, "pubsub#event")
+    b2, _ = session(srv, "bob", "b2", features=[node + "+notify"], answer=False)
+    assert "last" in take(b2, event_rx(node))
+    assert_nothing_before(b2, "pubsub#event")
+
+
+def test_subscribe_access_and_errors(server_factory):
+    """Subscribing passes the node's access model (XEP-0060 6.1.3): presence
+    (bob, a contact, may; carol not), roster groups, whitelist (the owner
+    only); the JID must be the requester's (6.1.3.1 / 6.2.3.3); the node
+    must exist.  A subscriber that loses access gets nothing more."""
+    srv = start(server_factory)
+    a, ajid = session(srv, "alice", "r")
+    b, bjid = session(srv, "bob", "b")
+    c, _ = session(srv, "carol", "c")
+    subscribe(b, bjid, a, ajid)
+    publish(a, "p1", "n-pres", "<x xmlns='urn:x'>p</x>")
+    publish(a, "p2", "n-white", "<x xmlns='urn:x'/>", options={"access_model": "whitelist"})
+    publish(a, "p3", "n-roster", "<x xmlns='urn:x'/>",
+            options={"access_model": "roster", "roster_groups_allowed": "friends"})
+    A = "alice@localhost"
+    r = sub(c, "e1", A, "n-pres", "carol@localhost")
+    assert "not-authorized" in r and "presence-subscription-required" in r, r
+    r = sub(b, "e2", A, "n-white", "bob@localhost")
+    assert "not-allowed" in r and "closed-node" in r, r
+    r = sub(b, "e3", A, "n-roster", "bob@localhost")
+    assert "not-authorized" in r and "not-in-roster-group" in r, r
+    r = sub(b, "e4", A, "n-pres", "carol@localhost")
+    assert "bad-request" in r and "invalid-jid" in r, r
+    r = sub(b, "e5", A, "n-pres", None)
+    assert "bad-request" in r and "jid-required" in r, r
+    r = sub(b, "e6", A, "missing", "bob@localhost")
+    assert "item-not-found" in r, r
+    r = take_iq(b, "e7", f"<pubsub xmlns='{PS}'><subscribe jid='bob@localhost'/></pubsub>", to=A)
+    assert "nodeid-required" in r, r
+    # The owner may subscribe even to a whitelist node.
+    assert "subscription='subscribed'" in sub(a, "o1", A, "n-white", "alice@localhost")
+    r = sub(b, "s1", A, "n-pres", "bob@localhost")
+    assert "subscription='subscribed'" in r, r
+    take(b, event_rx("n-pres"))
+    r = sub(c, "e8", A, "n-pres", "bob@localhost", op="unsubscribe")
+    assert "forbidden" in r, r
+    r = sub(b, "e9", A, "missing", "bob@localhost", op="unsubscribe")
+    assert "item-not-found" in r, r
+    # alice cancels bob's presence subscription: his PEP one no longer counts.
+    publish(a, "p4", "n-pres", "<x xmlns='urn:x'>still</x>")
+    assert "still" in take(b, event_rx("n-pres"))
+    a.send("<presence to='bob@localhost' type='unsubscribed'/>")
+    take(b, r"<presence(?=[^>]*from=['\"]alice@localhost)[^>]*type=['\"]unsubscribed['\"]")
+    pool_roundtrip(a)
+    publish(a, "p5", "n-pres", "<x xmlns='urn:x'>gone</x>")
+    assert_nothing_before(b, "pubsub#event", barrier=pep_marker(a, "bob@localhost/b"))
+
+
+def test_subscription_cancelled_on_access_loss(server_factory):
+    """XEP-0163 10.1: a roster change that takes away a subscriber's right
+    to a presence node cancels its explicit subscription (an open node's
+    stays)."""
+    from helpers import POOL1
+    srv = server_factory(extra_yaml=POOL1 + MODULES)
+    users(srv, "alice", "bob")
+    a, ajid = session(srv, "alice", "r")
+    b, bjid = session(srv, "bob", "b")
+    subscribe(b, bjid, a, ajid)
+    A = "alice@localhost"
+    publish(a, "p1", "n-pres", "<x xmlns='urn:x'/>")
+    publish(a, "p2", "n-open", "<x xmlns='urn:x'/>", options={"access_model": "open"})
+    for n in ("n-pres", "n-open"):
+        assert "subscription='subscribed'" in sub(b, f"s{n}", A, n, "bob@localhost")
+    a.send("<presence to='bob@localhost' type='unsubscribed'/>")
+    take(b, r"<presence(?=[^>]*from=['\"]alice@localhost)[^>]*type=['\"]unsubscribed['\"]")
+    pool_roundtrip(a)
+    pool_roundtrip(b)
+    r = take_iq(b, "l1", f"<pubsub xmlns='{PS}'><subscriptions/></pubsub>", typ="get", to=A)
+    assert re.findall(r"<subscription node='([^']+)'", r) == ["n-open"], r
+
+
+def test_subscription_bounds(server_factory):
+    """max_node_subscribers (per node) and max_subscriptions (per bare JID,
+    its full JIDs included): the next one is policy-violation +
+    too-many-subscriptions; an unsubscribe frees the place."""
+    srv = server_factory(extra_yaml=MODULES + "    max_node_subscribers: 2\n"
+                                              "    max_subscriptions: 2\n")
+    users(srv, "alice", "bob", "carol", "dave")
+    a, _ = session(srv, "alice", "r")
+    for n in ("n1", "n2", "n3"):
+        publish(a, f"p{n}", n, "<x xmlns='urn:x'/>", options={"access_model": "open"})
+    c, _ = session(srv, "carol", "c")
+    A = "alice@localhost"
+    assert "subscription='subscribed'" in sub(c, "c1", A, "n1", "carol@localhost")
+    assert "subscription='subscribed'" in sub(c, "c2", A, "n2", "carol@localhost/c")
+    r = sub(c, "c3", A, "n3", "carol@localhost")
+    assert "policy-violation" in r and "too-many-subscriptions" in r, r
+    b, _ = session(srv, "bob", "b")
+    d, _ = session(srv, "dave", "d")
+    assert "subscription='subscribed'" in sub(b, "b1", A, "n1", "bob@localhost")
+    r = sub(d, "d1", A, "n1", "dave@localhost")
+    assert "policy-violation" in r and "too-many-subscriptions" in r, r
+    assert "type='result'" in sub(b, "b2", A, "n1", "bob@localhost", op="unsubscribe")
+    assert "subscription='subscribed'" in sub(d, "d2", A, "n1", "dave@localhost")
+
+
+def test_subscriptions_persist_list_and_delete(server_factory):
+    """Explicit subscriptions are stored: after a restart carol's are listed
+    (XEP-0060 5.6) and still notified; affiliations (5.7): the owner owns
+    every node, carol has none.  Deleting the node tells carol and ends
+    her subscription; removing her account ends the others."""
+    srv = start(server_factory)
+    a, _ = session(srv, "alice", "r")
+    A = "alice@localhost"
+    for n in ("n1", "n2"):
+        publish(a, f"p{n}", n, "<x xmlns='urn:x'/>", options={"access_model": "open"})
+    c, _ = session(srv, "carol", "c")
+    sub(c, "s1", A, "n1", "carol@localhost")
+    sub(c, "s2", A, "n2", "carol@localhost/c")
+    a.close()
+    c.close()
+    assert srv.stop() == 0
+    srv.restart()
+    a, _ = session(srv, "alice", "r")
+    c, _ = session(srv, "carol", "c")
+    take(c, event_rx("n1"))  # the last items on presence (on_sub_and_presence)
+    take(c, event_rx("n2"))
+    r = take_iq(c, "l1", f"<pubsub xmlns='{PS}'><subscriptions/></pubsub>", typ="get", to=A)
+    subs = re.findall(r"<subscription node='([^']+)' jid='([^']+)' subscription='subscribed'/>",
+                      r)
+    assert subs == [("n1", "carol@localhost"), ("n2", "carol@localhost/c")], r
+    r = take_iq(c, "l2", f"<pubsub xmlns='{PS}'><subscriptions node='n2'/></pubsub>", typ="get",
+                to=A)
+    assert "node='n2'" in r and "node='n1'" not in r, r
+    r = take_iq(c, "l3", f"<pubsub xmlns='{PS}'><affiliations/></pubsub>", typ="get", to=A)
+    assert "type='result'" in r and "<affiliation " not in r, r
+    r = take_iq(a, "l4", f"<pubsub xmlns='{PS}'><affiliations/></pubsub>", typ="get")
+    assert re.findall(r"<affiliation node='([^']+)' affiliation='owner'/>", r) == ["n1", "n2"], r
+    publish(a, "p3", "n1", "<x xmlns='urn:x'>after</x>")
+    assert "after" in take(c, event_rx("n1"))
+    r = take_iq(a, "de", f"<pubsub xmlns='{PSO}'><delete node='n1'/></pubsub>")
+    assert "type='result'" in r, r
+    take(c, r"<message[^>]*>.*?<delete node=['\"]n1['\"]/>.*?</message>")
+    publish(a, "p4", "n1", "<x xmlns='urn:x'>again</x>", options={"access_model": "open"})
+    assert_nothing_before(c, "again", barrier=pep_marker(a, "carol@localhost/c"))
+    r = take_iq(c, "l5", f"<pubsub xmlns='{PS}'><subscriptions/></pubsub>", typ="get", to=A)
+    assert "node='n1'" not in r and "node='n2'" in r, r
+    c.close()
+    assert srv.ctl_run("unregister", "carol", "localhost").returncode == 0
+    users(srv, "carol")
+    c, _ = session(srv, "carol", "c")
+    r = take_iq(c, "l6", f"<pubsub xmlns='{PS}'><subscriptions/></pubsub>", typ="get", to=A)
+    assert "<subscription " not in r, r
 
 
 # ---- notifications ------------------------------------------------------------------------------
@@ -602,6 +892,56 @@ def test_slixmpp_publish_options_and_items(server_factory):
     assert state.get("precondition") == "conflict", state
     d, _ = session(srv, "dave", "d")
     assert "device id='42'" in items(d, "dg", "alice@localhost", node)
+
+
+def test_slixmpp_subscribe_to_contact_node(server_factory):
+    """slixmpp's XEP-0060 plugin subscribes bob (no entity capabilities, so
+    no +notify) to his contact alice's tune node (presence access): the
+    subscription, the last item, then alice's next publish; unsubscribe."""
+    import asyncio
+    import slixmpp
+    from xmpptest import run_slixmpp
+    srv = start(server_factory)
+    a, ajid = session(srv, "alice", "r")
+    b0, bjid = session(srv, "bob", "setup")
+    subscribe(b0, bjid, a, ajid)
+    b0.close()
+    assert "type='result'" in publish(a, "p0", TUNE, tune("Before"), item_id="t0")
+    state = {"events": []}
+
+    def make():
+        c = slix_client(srv, "bob@localhost/slix", "xep_0004", "xep_0030", "xep_0060")
+        got = asyncio.Queue()
+
+        def on_event(msg):
+            if msg["pubsub_event"]["items"]["node"] == TUNE:
+                item = msg["pubsub_event"]["items"]["item"]
+                state["events"].append(item["id"])
+                got.put_nowait(item["id"])
+
+        async def on_start(_):
+            try:
+                c.send_presence()
+                r = await c["xep_0060"].subscribe(slixmpp.JID("alice@localhost"), TUNE)
+                state["sub"] = (r["pubsub"]["subscription"]["subscription"],
+                                str(r["pubsub"]["subscription"]["jid"]))
+                await asyncio.wait_for(got.get(), 5)
+                # alice (raw XML, blocking briefly) publishes again.
+                publish(a, "p1", TUNE, tune("After"), item_id="t1")
+                await asyncio.wait_for(got.get(), 5)
+                await c["xep_0060"].unsubscribe(slixmpp.JID("alice@localhost"), TUNE)
+                state["unsubscribed"] = True
+            finally:
+                c.disconnect()
+
+        c.add_event_handler("pubsub_publish", on_event)
+        c.add_event_handler("session_start", on_start)
+        return c
+
+    run_slixmpp(make, ("127.0.0.1", srv.c2s_port))
+    assert state.get("sub") == ("subscribed", "bob@localhost"), state
+    assert state["events"] == ["t0", "t1"], state
+    assert state.get("unsubscribed"), state
 
 
 # ---- XEP-0411: bookmarks in private XML storage and in PEP (XEP-0402) ----------------------------
