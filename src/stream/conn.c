@@ -193,6 +193,7 @@ c2s_write_queue(xd_conn_t *c, const char *data, size_t len, const xd_stanza_t *s
 
 #define WB_NONE UINT32_MAX
 #define WB_MAXIOV 64 /* records of one connection per sendmsg; more: written at once */
+#define WB_MAXREC 1024 /* records of a worker; more: the turn's records are sent first */
 
 typedef struct {
     const char *p;
@@ -212,6 +213,7 @@ static struct {
     _Atomic uint64_t records;  /* writes recorded */
     _Atomic uint64_t rests;    /* sends whose rest went into libuv's queue */
     _Atomic uint64_t at_once;  /* connections written before the turn's end (closing, many records) */
+    _Atomic uint64_t full;     /* turns whose records reached the bound (WB_MAXREC) */
 } wb_stats[XD_MAX_WORKERS];
 
 #define WB_COUNT(ws, f, n) \
@@ -225,6 +227,7 @@ static struct {
 struct c2s_wb {
     uv_prepare_t prep;    /* flushes before the loop polls */
     xd_wstate_t *ws;      /* whose */
+    uint32_t maxrec;      /* WB_MAXREC (a test knob in debug builds) */
     struct io_uring ring;
     c2s_wb_rec_t *rec;    /* this turn's records */
     uint32_t nrec, caprec;
@@ -421,8 +424,17 @@ c2s_wb_take(xd_conn_t *c, const char *data, size_t len, const xd_stanza_t *st)
         return false;
     if (len == 0)
         return true;
-    if (c->wb_slot && c->wb_n == WB_MAXIOV)
+    if (wb->nrec >= wb->maxrec) {
+        /* A turn that writes this much (a large fan-out, many inbox
+         * messages) sends what it has: the copies it holds stay bounded,
+         * and the first recipients need not wait for the last. */
+        WB_COUNT(c->ws, full, 1);
+        c2s_wb_flush(wb);
+        if (c->ws->wb != wb)
+            return false; /* the ring failed: batching is off */
+    } else if (c->wb_slot && c->wb_n == WB_MAXIOV) {
         c2s_wb_flush_one(c);
+    }
     if (!c->wb_slot) {
         if (uv_stream_get_write_queue_size((uv_stream_t *)&c->tcp) != 0)
             return false;
@@ -494,6 +506,13 @@ c2s_wb_start(xd_worker_t *w)
     uv_prepare_init(xd_worker_loop(w), &wb->prep);
     wb->prep.data = wb;
     wb->ws = ws;
+    wb->maxrec = WB_MAXREC;
+#ifdef XD_DEBUG_KNOBS
+    /* Tests reach the bound with a few copies (test_write_batch.py). */
+    const char *knob = getenv("XD_DEBUG_WB_MAXREC");
+    if (knob && atoi(knob) > 0)
+        wb->maxrec = (uint32_t)atoi(knob);
+#endif
     uv_prepare_start(&wb->prep, c2s_wb_on_prepare);
     uv_unref((uv_handle_t *)&wb->prep);
     ws->wb = wb;
@@ -1668,13 +1687,14 @@ cmd_write_stats(xd_cmd_call_t *call)
     for (unsigned i = 0; i < n && i < XD_MAX_WORKERS; i++)
         xd_cmd_add(call,
                    "worker=%u io_uring=%s submissions=%llu sends=%llu writes=%llu "
-                   "queued_rests=%llu written_at_once=%llu",
+                   "queued_rests=%llu written_at_once=%llu full_turns=%llu",
                    i, atomic_load(&wb_stats[i].on) ? "on" : "off",
                    (unsigned long long)atomic_load(&wb_stats[i].submits),
                    (unsigned long long)atomic_load(&wb_stats[i].sends),
                    (unsigned long long)atomic_load(&wb_stats[i].records),
                    (unsigned long long)atomic_load(&wb_stats[i].rests),
-                   (unsigned long long)atomic_load(&wb_stats[i].at_once));
+                   (unsigned long long)atomic_load(&wb_stats[i].at_once),
+                   (unsigned long long)atomic_load(&wb_stats[i].full));
     return 0;
 }
 
@@ -1683,7 +1703,8 @@ static const xd_cmd_t c2s_cmds[] = {
       .doc = "per worker: whether writes are batched through io_uring (option io_uring), "
              "submissions (one per loop turn with writes), sends (one per connection and "
              "turn), writes recorded, sends whose rest waited for the socket in the queue, "
-             "connections written before the turn's end (closing, or many writes)",
+             "connections written before the turn's end (closing, or many writes), turns "
+             "that reached the bound of 1,024 writes and sent them before recording more",
       .result = XD_CMD_RES_LIST, .fn = cmd_write_stats },
 };
 

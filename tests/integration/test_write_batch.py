@@ -132,3 +132,31 @@ def test_writes_and_close_in_one_turn(server_factory):
     assert rx.stream_error(timeout=60) == "not-well-formed"
     got = re.findall(rb"<message[^>]*id=['\"]s(\d)['\"][^>]*>\s*<body>\d (y*)</body>", rx.buf)
     assert [(int(i), len(b)) for i, b in got] == [(0, 60000), (1, 60000), (2, 60000)]
+
+
+@pytest.mark.parametrize("bound", [None, "4"], ids=["default", "bound4"])
+def test_records_bound_sends_before_recording_more(server_factory, bound):
+    """A worker holds at most WB_MAXREC records (1,024; the debug knob
+    XD_DEBUG_WB_MAXREC lowers it): 20 messages read in one turn, each
+    written to rx on the same worker, reach a bound of 4 several times
+    (full_turns counts it) and still arrive whole and in order; with the
+    default bound they fit in one turn's records."""
+    env = {"XD_DEBUG_WB_MAXREC": bound} if bound else {}
+    srv = server_factory(extra_yaml="io_uring: true\n" + PLAIN, listen_opts=LISTEN, workers=1,
+                         env=env)
+    users(srv, "tx", "rx")
+    rx, rxjid = plain_online(srv, "rx", "r")
+    tx, _ = plain_online(srv, "tx", "t")
+    before = total(write_stats(srv), "full_turns")
+    tx.send("".join(f"<message to='{rxjid}' id='b{i}' type='chat'><body>{i}</body></message>"
+                    for i in range(20)))
+    tx.roundtrip()
+    m = rx.recv_until(r"<message[^>]*id=['\"]b19['\"].*?</message>", timeout=20)
+    text = m.string[:m.end()].decode()
+    got = [int(x) for x in re.findall(r"id=['\"]b(\d+)['\"][^>]*>\s*<body>(?:\d+)</body>", text)]
+    assert got == list(range(20)), got
+    full = total(write_stats(srv), "full_turns") - before
+    if bound:
+        assert full >= 1, full
+    else:
+        assert full == 0, full
