@@ -664,13 +664,10 @@ muc_route(xd_module_ctx_t *ctx, xd_stanza_t *st, void *arg)
 static int
 muc_stats_cmd(xd_cmd_call_t *call)
 {
-    xd_module_ctx_t *ctx = xd_module_instance("mod_muc", call->args[0].text);
-    muc_state_t *s = ctx ? xd_module_state(ctx) : NULL;
-    if (!s) {
-        xd_module_release(ctx);
-        return xd_cmd_errorf(call, XD_ENOTFOUND, "mod_muc does not run on %s",
-                             call->args[0].text);
-    }
+    xd_module_ctx_t *ctx = xd_module_cmd_instance(call, "mod_muc", call->args[0].text);
+    if (!ctx)
+        return XD_ENOTFOUND;
+    muc_state_t *s = xd_module_state(ctx);
     static const char *const names[] = { "fanouts",       "fanout_posts", "fanout_copies",
                                          "join_chunks",   "rooms_live",   "history_bytes",
                                          "hibernations",  "wakeups",      "flood_refusals",

@@ -1108,14 +1108,7 @@ static const xd_cmd_arg_t ml_host_args[] = {
 static xd_module_ctx_t *
 ml_instance(xd_cmd_call_t *call)
 {
-    xd_module_ctx_t *ctx = xd_module_instance("mod_muc_log", call->args[0].text);
-    if (ctx && !xd_module_state(ctx)) {
-        xd_module_release(ctx);
-        ctx = NULL;
-    }
-    if (!ctx)
-        xd_cmd_errorf(call, XD_ENOTFOUND, "mod_muc_log does not run on %s", call->args[0].text);
-    return ctx;
+    return xd_module_cmd_instance(call, "mod_muc_log", call->args[0].text);
 }
 
 static void
