@@ -13,10 +13,22 @@ NS_STREAMS = "http://etherx.jabber.org/streams"
 NS_STREAM_ERRORS = "urn:ietf:params:xml:ns:xmpp-streams"
 
 
+_given_ports = set()
+
+
 def free_port(family=socket.AF_INET, addr="127.0.0.1"):
-    with socket.socket(family, socket.SOCK_STREAM) as s:
-        s.bind((addr, 0))
-        return s.getsockname()[1]
+    """A port free now, never one this process handed out before: the
+    kernel may give the same ephemeral port to two binds in a row once the
+    first socket is closed, and a server's c2s and s2s listeners then
+    collided (its config was refused: "already used by listen[0]")."""
+    for _ in range(100):
+        with socket.socket(family, socket.SOCK_STREAM) as s:
+            s.bind((addr, 0))
+            port = s.getsockname()[1]
+        if port not in _given_ports:
+            _given_ports.add(port)
+            return port
+    raise RuntimeError("no free port that was not handed out already")
 
 
 def have_ipv6():
