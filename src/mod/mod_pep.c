@@ -1832,15 +1832,10 @@ pp_create(pp_req_t *r, const xd_el_t *pubsub, const xd_el_t *op)
         return pse_err(iq, XD_COND_NOT_ACCEPTABLE, NULL, NULL, "node name too long");
     pp_cfg_t cfg;
     pse_cfg_default(&cfg, false);
-    const xd_el_t *ce = xd_el_child(pubsub, "configure", XD_NS_PUBSUB);
-    if (ce) { /* 8.1.3: after <create/>, without a 'node' of its own */
-        bool after = false;
-        for (const xd_el_t *c = xd_el_first_child(pubsub); c && c != ce; c = xd_el_next(c))
-            after |= c == op;
-        if (!after || xd_el_attr(ce, "node"))
-            return pse_err(iq, XD_COND_BAD_REQUEST, NULL, NULL,
-                           "<configure/> follows <create/> and names no node");
-    }
+    const xd_el_t *ce; /* 8.1.3 */
+    if (!pse_create_configure(pubsub, op, &ce))
+        return pse_err(iq, XD_COND_BAD_REQUEST, NULL, NULL,
+                       "<configure/> follows <create/> and names no node");
     const xd_el_t *x = ce ? xd_el_child(ce, "x", XD_NS_DATA) : NULL;
     if (x) {
         unsigned set = 0;

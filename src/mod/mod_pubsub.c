@@ -756,15 +756,10 @@ ps_create(ps_op_t *o, const xd_el_t *pubsub, const xd_el_t *op)
         return ps_err(o, XD_COND_NOT_ACCEPTABLE, NULL, NULL, "node name too long");
     pse_cfg_t cfg;
     pse_cfg_default(&cfg, true);
-    const xd_el_t *ce = xd_el_child(pubsub, "configure", XD_NS_PUBSUB);
-    if (ce) { /* 8.1.3: after <create/>, without a 'node' of its own */
-        bool after = false;
-        for (const xd_el_t *c = xd_el_first_child(pubsub); c && c != ce; c = xd_el_next(c))
-            after |= c == op;
-        if (!after || xd_el_attr(ce, "node"))
-            return ps_err(o, XD_COND_BAD_REQUEST, NULL, NULL,
-                          "<configure/> follows <create/> and names no node");
-    }
+    const xd_el_t *ce; /* 8.1.3 */
+    if (!pse_create_configure(pubsub, op, &ce))
+        return ps_err(o, XD_COND_BAD_REQUEST, NULL, NULL,
+                      "<configure/> follows <create/> and names no node");
     const xd_el_t *x = ce ? xd_el_child(ce, "x", XD_NS_DATA) : NULL;
     if (x) {
         for (const xd_el_t *f = xd_el_first_child(x); f; f = xd_el_next(f)) {

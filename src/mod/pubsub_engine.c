@@ -608,3 +608,15 @@ pse_roster_allows(const char *host, const char *user, const char *who, const pse
     pse_reader_free(&r);
     return ok;
 }
+
+bool
+pse_create_configure(const xd_el_t *pubsub, const xd_el_t *create, const xd_el_t **ce)
+{
+    *ce = xd_el_child(pubsub, "configure", XD_NS_PUBSUB);
+    if (!*ce)
+        return true;
+    bool after = false;
+    for (const xd_el_t *c = xd_el_first_child(pubsub); c && c != *ce; c = xd_el_next(c))
+        after |= c == create;
+    return after && !xd_el_attr(*ce, "node");
+}

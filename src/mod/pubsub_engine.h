@@ -95,6 +95,11 @@ int64_t pse_cfg_keep(const pse_cfg_t *c, const pse_limits_t *lim);
 /* "1"/"true" → 1, "0"/"false" → 0, else -1. */
 int pse_bool(const char *v);
 
+/* XEP-0060 8.1.3: the <configure/> of a create request in `pubsub`, which
+ * must follow `create` and name no node of its own.  *ce is it (NULL:
+ * none); false when one is there but misplaced (bad-request). */
+bool pse_create_configure(const xd_el_t *pubsub, const xd_el_t *create, const xd_el_t **ce);
+
 /* Reads a submitted form (publish-options or node_config, by its FORM_TYPE)
  * into *c; the fields it named into *set.  NULL, or a message for
  * not-acceptable / precondition-not-met.  A field that lim does not offer
