@@ -8,8 +8,10 @@ referenced), also when the peer's socket is full and when the stream is
 closed right after the writes (the records go out before the shutdown).
 
 The reader that does not read while the burst is sent makes the socket
-fill: several MiB to a peer that reads nothing cannot fit in loopback's
-buffers, so part of the burst waits in the queue (write_stats counts it)."""
+fill: its receive buffer is fixed and small (SO_RCVBUF before connecting),
+and the burst is larger than the biggest send buffer the kernel gives the
+server's socket (net.ipv4.tcp_wmem's maximum), so part of it waits in the
+queue (write_stats counts it) whatever the machine's settings."""
 import re
 import socket
 
@@ -24,12 +26,25 @@ from xclient import XClient
 PLAIN = "allow_unencrypted_plain_auth: true\n"
 LISTEN = "    shaper: none\n    starttls_required: false\n    max_queue: 64MiB\n"
 
-BURST = 2500          # messages
-FILL = "x" * 1800     # ~2 KB each: ~5 MB in all
+RCVBUF = 16384        # the reader's receive buffer
 
 
-def plain_online(srv, user, resource):
-    c = XClient(srv.c2s_port)
+def _wmem_max():
+    try:
+        with open("/proc/sys/net/ipv4/tcp_wmem") as f:
+            return int(f.read().split()[2])
+    except (OSError, ValueError, IndexError):
+        return 4 << 20
+
+
+FILL = "x" * 1800     # ~2 KB a message
+# Messages enough to exceed the server's largest send buffer by 1 MiB
+# (2,500 or more: ~5 MB with Linux's default 4 MiB maximum).
+BURST = max(2500, (_wmem_max() + (1 << 20)) // 1800 + 1)
+
+
+def plain_online(srv, user, resource, **kw):
+    c = XClient(srv.c2s_port, **kw)
     c.open_stream()
     kind, val = c.plain(user, "pw")
     assert kind == "success", (kind, val)
@@ -41,8 +56,9 @@ def plain_online(srv, user, resource):
     return c, jid
 
 
-def login(srv, user, resource, tls):
-    return online(srv, user, resource) if tls else plain_online(srv, user, resource)
+def login(srv, user, resource, tls, **kw):
+    return (online(srv, user, resource, **kw) if tls
+            else plain_online(srv, user, resource, **kw))
 
 
 def write_stats(srv):
@@ -78,7 +94,7 @@ def check_burst(data):
 def test_burst_to_a_full_socket_arrives_whole_and_in_order(server_factory, io_uring, tls):
     srv = server_factory(extra_yaml=f"io_uring: {io_uring}\n" + PLAIN, listen_opts=LISTEN)
     users(srv, "tx", "rx")
-    rx, rxjid = login(srv, "rx", "r", tls)
+    rx, rxjid = login(srv, "rx", "r", tls, rcvbuf=RCVBUF)
     tx, _ = login(srv, "tx", "t", tls)
     before = write_stats(srv)
     burst(tx, rxjid)  # rx reads nothing meanwhile
@@ -105,7 +121,7 @@ def test_writes_before_a_close_go_out_before_it(server_factory, tls):
     the peer reads every message, then the stream error, then the close."""
     srv = server_factory(extra_yaml="io_uring: true\n" + PLAIN, listen_opts=LISTEN)
     users(srv, "tx", "rx")
-    rx, rxjid = login(srv, "rx", "r", tls)
+    rx, rxjid = login(srv, "rx", "r", tls, rcvbuf=RCVBUF)
     tx, _ = login(srv, "tx", "t", tls)
     burst(tx, rxjid)
     r = srv.ctl_run("kick_session", "rx", "localhost", "r", "bye")

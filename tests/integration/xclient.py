@@ -27,11 +27,22 @@ HASHES = {"SHA-1": "sha1", "SHA-256": "sha256", "SHA-512": "sha512"}
 class XClient:
     def __init__(self, port, host="127.0.0.1", timeout=10, direct_tls=False,
                  tls_max=None, domain="localhost", cafile=None, certfile=None, keyfile=None,
-                 source=None):
+                 source=None, rcvbuf=None):
         # source: the local address to connect from (127.0.0.2 is another
         # peer address on loopback, for limits kept per address).
-        self.sock = socket.create_connection((host, port), timeout=timeout,
-                                             source_address=(source, 0) if source else None)
+        # rcvbuf: SO_RCVBUF set before connecting (a fixed, small receive
+        # window: the kernel does not grow it, so a peer that reads nothing
+        # fills its socket after a known number of bytes).
+        if rcvbuf is None:
+            self.sock = socket.create_connection((host, port), timeout=timeout,
+                                                 source_address=(source, 0) if source else None)
+        else:
+            self.sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
+            self.sock.settimeout(timeout)
+            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+            if source:
+                self.sock.bind((source, 0))
+            self.sock.connect((host, port))
         self.timeout = timeout
         self.tls = None
         self.buf = b""
