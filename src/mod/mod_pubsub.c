@@ -74,6 +74,7 @@ typedef struct ps_conf {
     int max_queue;          /* operations waiting per node */
     bool multi_subscribe;   /* a JID may subscribe to a node more than once */
     int max_subscriptions;  /* subscriptions of one account to one node */
+    int max_node_subscribers; /* subscriptions of one node, every JID's together */
 } ps_conf_t;
 
 #define C_ ps_conf_t
@@ -108,6 +109,14 @@ static const xd_opt_t ps_opts[] = {
                "Subscriptions one account (its bare JID and its full JIDs together) may hold "
                "to one node; one more is refused with policy-violation + "
                "too-many-subscriptions."),
+    XD_OPT_INT("max_node_subscribers", C_, max_node_subscribers, "10000", 1, 1000000,
+               "Subscriptions one node may have, of every JID (local or remote, subscribed "
+               "or pending) together, so that neither many accounts nor the owner grow a "
+               "node's subscriber list (and each publish's fan-out) without end.  One more "
+               "subscribe is refused with policy-violation + too-many-subscriptions; a new "
+               "subscription in the owner's subscriptions set (XEP-0060 8.8.2) comes back "
+               "in its not-acceptable error, the request's other entries made.  Existing "
+               "subscriptions are kept when the bound is lowered."),
     XD_OPT_END,
 };
 #undef C_
@@ -1436,6 +1445,18 @@ ps_account_subs(ps_op_t *o, const char *node, bool pending, int64_t *n)
                              k, 5, n);
 }
 
+/* How many subscriptions the node has, of every JID and in any state
+ * (max_node_subscribers).  The node's operations run one at a time
+ * (ps_queue_t), so nothing is added between this count and the insert. */
+static int
+ps_node_subs(ps_op_t *o, const char *node, int64_t *n)
+{
+    xd_db_val_t k[] = { XD_DB_V_CSTR(o->svc), XD_DB_V_CSTR(node) };
+    *n = 0;
+    return xd_db_query_int64(o->c, "SELECT COUNT(*) FROM pubsub_sub WHERE host = ? AND node = ?",
+                             k, 2, n);
+}
+
 static xd_stanza_t *
 ps_subscribe(ps_op_t *o, const xd_el_t *pubsub, const xd_el_t *op)
 {
@@ -1469,10 +1490,10 @@ ps_subscribe(ps_op_t *o, const xd_el_t *pubsub, const xd_el_t *op)
             return ps_subopts_err(o, res, why);
     }
     ps_subs_t mine = { 0 };
-    int64_t acct = 0, acct_pending = 0;
+    int64_t acct = 0, acct_pending = 0, all = 0;
     if (ps_subs_load(o, node, jid, &mine) != 0 ||
         ps_account_subs(o, node, false, &acct) != 0 ||
-        ps_account_subs(o, node, true, &acct_pending) != 0) {
+        ps_account_subs(o, node, true, &acct_pending) != 0 || ps_node_subs(o, node, &all) != 0) {
         ps_subs_free(&mine);
         return ps_err(o, XD_COND_INTERNAL_SERVER_ERROR, NULL, NULL, NULL);
     }
@@ -1494,6 +1515,11 @@ ps_subscribe(ps_op_t *o, const xd_el_t *pubsub, const xd_el_t *op)
     } else if (acct >= o->conf->max_subscriptions) {
         ps_subs_free(&mine);
         return ps_err(o, XD_COND_POLICY_VIOLATION, "too-many-subscriptions", NULL, NULL);
+    } else if (all >= o->conf->max_node_subscribers) {
+        ps_subs_free(&mine);
+        return ps_err(o, XD_COND_POLICY_VIOLATION, "too-many-subscriptions", NULL,
+                      "the node has as many subscriptions as it may have "
+                      "(max_node_subscribers)");
     } else {
         /* Approved once, approved for the next ones too. */
         bool approve = !strcmp(n.cfg.access, "authorize") && strcmp(aff, "owner") != 0 &&
@@ -1783,6 +1809,21 @@ ps_entry_original(ps_op_t *o, const char *node, const ps_node_t *n, const xd_el_
     }
 }
 
+/* Entry c of jid j is not made: it comes back as it is in the error's
+ * list, *bad, made on the first refusal. */
+static void
+ps_entry_refused(ps_op_t *o, const char *node, const ps_node_t *n, const xd_el_t *c,
+                 const char *j, xd_el_t **bad)
+{
+    bool subs = !strcmp(xd_el_name(c), "subscription");
+    if (!*bad) {
+        *bad = xd_el_new("pubsub", XD_NS_PUBSUB_OWNER);
+        xd_el_set_attr(xd_el_add_child(*bad, subs ? "subscriptions" : "affiliations", NULL),
+                       "node", node);
+    }
+    ps_entry_original(o, node, n, c, j, xd_el_first_child_mut(*bad));
+}
+
 /* The owner's <subscriptions/> / <affiliations/>, get and set (8.8, 8.9). */
 static xd_stanza_t *
 ps_owner_list(ps_op_t *o, const xd_el_t *op, bool subs, bool set)
@@ -1838,8 +1879,12 @@ ps_owner_list(ps_op_t *o, const xd_el_t *op, bool subs, bool set)
         }
     }
     /* 8.8.2.4, 8.9.2.4: the valid entries are made; the invalid ones come
-     * back in the error with their original values. */
+     * back in the error with their original values.  A new subscription
+     * past max_node_subscribers is one of those (`full`); `all` counts the
+     * node's subscriptions once one is to be made (-1: not yet read). */
     xd_el_t *bad = NULL;
+    int64_t all = -1;
+    bool full = false;
     for (const xd_el_t *c = xd_el_first_child(op); c; c = xd_el_next(c)) {
         if (!xd_el_is(c, kind, XD_NS_PUBSUB_OWNER))
             continue;
@@ -1850,12 +1895,7 @@ ps_owner_list(ps_op_t *o, const xd_el_t *op, bool subs, bool set)
         static const char *const states[] = { "subscribed", "none", "pending", NULL };
         if (!ps_listed(v, subs ? states : ps_affs) || (!subs && strchr(j, '/')) ||
             (!subs && !strcmp(j, n.owner) && strcmp(v, "owner") != 0)) {
-            if (!bad) {
-                bad = xd_el_new("pubsub", XD_NS_PUBSUB_OWNER);
-                xd_el_set_attr(xd_el_add_child(bad, subs ? "subscriptions" : "affiliations", NULL),
-                               "node", node);
-            }
-            ps_entry_original(o, node, &n, c, j, xd_el_first_child_mut(bad));
+            ps_entry_refused(o, node, &n, c, j, &bad);
             continue;
         }
         xd_db_val_t k[] = { XD_DB_V_CSTR(o->svc), XD_DB_V_CSTR(node), XD_DB_V_CSTR(j) };
@@ -1873,10 +1913,27 @@ ps_owner_list(ps_op_t *o, const xd_el_t *op, bool subs, bool set)
                     hit++;
                 }
             ps_subs_free(&mine);
+            if (hit && all >= 0 && !strcmp(v, "none"))
+                all -= (int64_t)hit;
+            if (hit || !strcmp(v, "none"))
+                continue;
+            int rc = all < 0 ? ps_node_subs(o, node, &all) : 0;
+            if (rc != 0) {
+                if (o->dberr == 0)
+                    o->dberr = rc < 0 ? rc : -rc;
+                break;
+            }
+            if (all >= o->conf->max_node_subscribers) {
+                ps_entry_refused(o, node, &n, c, j, &bad);
+                full = true;
+                continue;
+            }
             ps_sub_t fresh = { .opt = ps_subopt_default };
-            if (!hit && strcmp(v, "none") != 0 && mod_random_id(fresh.subid) == 0 &&
-                ps_sub_insert(o, node, j, fresh.subid, v, &fresh.opt) == 0)
+            if (mod_random_id(fresh.subid) == 0 &&
+                ps_sub_insert(o, node, j, fresh.subid, v, &fresh.opt) == 0) {
                 ps_owner_set_sub(o, node, j, &fresh, v);
+                all++;
+            }
         } else if (!strcmp(j, n.owner)) {
             continue;
         } else {
@@ -1908,7 +1965,11 @@ ps_owner_list(ps_op_t *o, const xd_el_t *op, bool subs, bool set)
         return ps_err(o, XD_COND_INTERNAL_SERVER_ERROR, NULL, NULL, NULL);
     }
     if (bad) {
-        xd_el_t *er = xd_stanza_thaw(ps_err(o, XD_COND_NOT_ACCEPTABLE, NULL, NULL, NULL));
+        xd_el_t *er = xd_stanza_thaw(
+            ps_err(o, XD_COND_NOT_ACCEPTABLE, NULL, NULL,
+                   full ? "the node has as many subscriptions as it may have "
+                          "(max_node_subscribers)"
+                        : NULL));
         xd_el_append(er, bad);
         return xd_el_freeze(er);
     }

@@ -163,6 +163,118 @@ def test_pubsub_one_account_takes_every_node(server_factory):
     assert "max_nodes_per_user" in refused, refused
 
 
+
+# ---- pubsub: per-node bound on subscriptions ------------------------------------------------------
+
+NODE_FULL = "max_node_subscribers"
+
+
+def node_subs(owner, node):
+    """The owner's list of the node's subscriptions: [(jid, state)]."""
+    r = P.ok(P.ps(owner, "ls", f"<subscriptions node='{node}'/>", typ="get", ns=PSO))
+    return re.findall(r"<subscription [^>]*jid='([^']+)'[^>]*subscription='([^']+)'", r)
+
+
+def test_pubsub_node_subscribers_bound_on_subscribe(server_factory):
+    """max_subscriptions bounds one account's subscriptions to a node, not
+    the node's: any number of accounts (local or over s2s) subscribing to
+    an open node grew its pubsub_sub rows, and each publish's fan-out,
+    without end.  With max_node_subscribers: 3 the fourth subscription is
+    policy-violation + too-many-subscriptions whoever asks (another
+    account, or a subscriber's second resource); an unsubscribe frees a
+    place; the rows are the bound's count, so it holds after a restart."""
+    srv = P.start(server_factory, extra="    max_node_subscribers: 3\n")
+    users(srv, "erin", "frank")
+    a, _ = P.session(srv, "alice")
+    P.ok(P.create(a, "c", "n"))
+    s = {u: P.session(srv, u)[0] for u in ("bob", "carol", "dave", "erin", "frank")}
+    for u in ("bob", "carol", "dave"):
+        P.ok(P.subscribe(s[u], "s", "n", f"{u}@localhost"))
+    r = P.subscribe(s["erin"], "s", "n", "erin@localhost")
+    P.err(r, "policy-violation", "too-many-subscriptions")
+    assert NODE_FULL in r, r
+    r = P.subscribe(s["bob"], "s2", "n", "bob@localhost/other")
+    P.err(r, "policy-violation", "too-many-subscriptions")
+    assert sorted(j for j, _ in node_subs(a, "n")) == [
+        "bob@localhost", "carol@localhost", "dave@localhost"]
+    # Another node has room of its own.
+    P.ok(P.create(a, "c2", "m"))
+    P.ok(P.subscribe(s["erin"], "sm", "m", "erin@localhost"))
+    # An unsubscribe frees a place.
+    P.ok(P.ps(s["dave"], "u", "<unsubscribe node='n' jid='dave@localhost'/>"))
+    P.ok(P.subscribe(s["erin"], "s3", "n", "erin@localhost"))
+    P.err(P.subscribe(s["frank"], "s", "n", "frank@localhost"), "policy-violation",
+          "too-many-subscriptions")
+    # The bound counts the stored subscriptions: it holds after a restart.
+    a.close()
+    for c in s.values():
+        c.close()
+    assert srv.stop() == 0
+    srv.restart()
+    f, _ = P.session(srv, "frank")
+    r = P.subscribe(f, "s", "n", "frank@localhost")
+    P.err(r, "policy-violation", "too-many-subscriptions")
+    assert NODE_FULL in r, r
+    d, _ = P.session(srv, "dave")
+    P.err(P.subscribe(d, "s", "n", "dave@localhost"), "policy-violation",
+          "too-many-subscriptions")
+    e, _ = P.session(srv, "erin")
+    P.ok(P.ps(e, "u", "<unsubscribe node='n' jid='erin@localhost'/>"))
+    P.ok(P.subscribe(f, "s2", "n", "frank@localhost"))
+    a, _ = P.session(srv, "alice")
+    assert sorted(j for j, _ in node_subs(a, "n")) == [
+        "bob@localhost", "carol@localhost", "frank@localhost"]
+
+
+def test_pubsub_node_subscribers_bound_on_owner_set(server_factory):
+    """The owner's subscriptions set (XEP-0060 8.8.2) makes a subscription
+    for any JID it names: one request of a few thousand entries (or many
+    requests) made that many rows.  With max_node_subscribers: 3 a new
+    subscription past the bound is refused like any invalid entry
+    (8.8.2.4): the other entries are made, the refused ones come back in
+    the not-acceptable error as they are (subscription='none'); changing
+    or removing existing ones still works, and a removal earlier in the
+    same request makes room for a later entry."""
+    srv = P.start(server_factory, extra="    max_node_subscribers: 3\n")
+    a, _ = P.session(srv, "alice")
+    b, _ = P.session(srv, "bob")
+    P.ok(P.create(a, "c", "n"))
+    P.ok(P.subscribe(b, "s", "n", "bob@localhost"))
+
+    def owner_set(iid, *entries):
+        body = "".join(f"<subscription jid='{j}' subscription='{v}'/>" for j, v in entries)
+        return P.ps(a, iid, f"<subscriptions node='n'>{body}</subscriptions>", ns=PSO)
+
+    many = [(f"u{i}@localhost", "subscribed") for i in range(20)]
+    r = P.err(owner_set("m1", ("carol@localhost", "subscribed"), *many), "not-acceptable")
+    assert NODE_FULL in r, r
+    back = re.search(rf"<pubsub xmlns='{re.escape(PSO)}'>\s*<subscriptions node='n'>(.*?)"
+                     r"</subscriptions>\s*</pubsub>", r)
+    assert back, r
+    got = re.findall(r"<subscription [^>]*/>", back.group(1))
+    assert got == [f"<subscription jid='u{i}@localhost' subscription='none'/>"
+                   for i in range(1, 20)], r
+    assert sorted(node_subs(a, "n")) == [("bob@localhost", "subscribed"),
+                                         ("carol@localhost", "subscribed"),
+                                         ("u0@localhost", "subscribed")]
+    # Full: a change of an existing subscription is made, a new one is not.
+    r = P.err(owner_set("m2", ("carol@localhost", "pending"), ("dave@localhost", "subscribed")),
+              "not-acceptable")
+    assert "jid='dave@localhost' subscription='none'" in r and NODE_FULL in r, r
+    assert ("carol@localhost", "pending") in node_subs(a, "n")
+    P.err(P.subscribe(b, "s2", "n", "bob@localhost/x"), "policy-violation",
+          "too-many-subscriptions")
+    # A removal makes room, in the same request for the entry after it.
+    P.ok(owner_set("m3", ("u0@localhost", "none"), ("dave@localhost", "subscribed")))
+    assert sorted(j for j, _ in node_subs(a, "n")) == [
+        "bob@localhost", "carol@localhost", "dave@localhost"]
+    # After an unsubscribe the owner may make one again.
+    P.ok(P.ps(b, "u", "<unsubscribe node='n' jid='bob@localhost'/>"))
+    P.err(owner_set("m4", ("erin@localhost", "subscribed"), ("frank@localhost", "subscribed")),
+          "not-acceptable")
+    assert sorted(j for j, _ in node_subs(a, "n")) == [
+        "carol@localhost", "dave@localhost", "erin@localhost"]
+
 # ---- node meta-data -------------------------------------------------------------------------------
 
 def test_pubsub_node_metadata_closed_to_strangers(server_factory):
