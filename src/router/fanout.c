@@ -87,6 +87,9 @@ xd_fanout_new(const xd_stanza_t *st)
 {
     xd_fanout_t *f = xd_new(xd_fanout_t);
     f->st = xd_stanza_ref(st);
+    /* Serialized once, before the copies: each copy's bytes are these with
+     * its 'to' spliced in, written into the copy's own block. */
+    (void)xd_stanza_bytes(st, NULL);
     f->nworkers = xd_owner_workers();
     if (f->nworkers)
         f->dest = xd_calloc(f->nworkers, sizeof *f->dest);

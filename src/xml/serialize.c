@@ -291,7 +291,7 @@ xd_el_serialize(const xd_el_t *el, const char *content_ns, size_t *len)
  * its own to='…', then the base's cached bytes after "<name" — the body is
  * serialized once for every recipient.  NULL when that does not apply. */
 static xd_stanza_bytes_t *
-ser_spliced(const xd_stanza_t *st)
+ser_spliced(const xd_stanza_t *st, char *room, size_t room_len, bool *in_room)
 {
     const xd_el_t *root = st->root, *broot = st->base->root;
     if (root->prefix_len || root->ns || root->nattrs == 0 ||
@@ -305,8 +305,16 @@ ser_spliced(const xd_stanza_t *st)
         return NULL;
     ser_t s = { 0 };
     size_t hdr = offsetof(xd_stanza_bytes_t, data);
-    s.cap = hdr + blen + root->attrs[0].value_len + 32;
-    s.buf = xd_malloc(s.cap);
+    size_t need = hdr + blen + root->attrs[0].value_len + 32;
+    if (room && room_len >= need) {
+        /* The copy's own arena (its sole owner asks): no allocation. */
+        s.buf = room;
+        s.cap = room_len;
+        s.fixed = true;
+    } else {
+        s.cap = need;
+        s.buf = xd_malloc(s.cap);
+    }
     s.len = hdr;
     ser_put(&s, bb, skip);
     ser_put(&s, " to='", 5);
@@ -316,6 +324,7 @@ ser_spliced(const xd_stanza_t *st)
     ser_putc(&s, '\0');
     xd_stanza_bytes_t *b = (xd_stanza_bytes_t *)s.buf;
     b->len = s.len - 1 - hdr;
+    *in_room = s.fixed;
     return b;
 }
 
@@ -327,14 +336,30 @@ xd_stanza_bytes(const xd_stanza_t *cst, size_t *len)
     size_t hdr = offsetof(xd_stanza_bytes_t, data);
     xd_arena_t *a = st->arena;
     if (!b && st->base) {
-        xd_stanza_bytes_t *mine = ser_spliced(st), *expected = NULL;
-        if (mine && !atomic_compare_exchange_strong_explicit(&st->bytes, &expected, mine,
-                                                             memory_order_acq_rel,
-                                                             memory_order_acquire)) {
+        /* The only reference: nobody else serializes or allocates in the
+         * arena now, so the spliced bytes may go into its free tail
+         * (xd_stanza_readdress sized it for them when the base's bytes
+         * were known): one allocation per copy instead of two. */
+        bool sole = atomic_load_explicit(&st->refs, memory_order_acquire) == 1 &&
+                    !(b = atomic_load_explicit(&st->bytes, memory_order_acquire));
+        bool in_arena = false;
+        xd_stanza_bytes_t *mine = NULL, *expected = NULL;
+        if (!b) {
+            char *room = sole ? (char *)xd_arena_alloc(a, 0) : NULL;
+            mine = ser_spliced(st, room, room ? (size_t)(a->end - room) : 0, &in_arena);
+        }
+        if (mine && in_arena) {
+            (void)xd_arena_alloc(a, offsetof(xd_stanza_bytes_t, data) + mine->len + 1);
+            st->bytes_in_arena = true;
+            atomic_store_explicit(&st->bytes, mine, memory_order_release);
+        } else if (mine && !atomic_compare_exchange_strong_explicit(&st->bytes, &expected, mine,
+                                                                    memory_order_acq_rel,
+                                                                    memory_order_acquire)) {
             xd_free(mine);
             mine = expected;
         }
-        b = mine; /* NULL: serialized whole below */
+        if (!b)
+            b = mine; /* NULL: serialized whole below */
     }
     if (!b && !st->base && atomic_load_explicit(&st->refs, memory_order_acquire) == 1 &&
         /* Read again: a holder that dropped its reference just now may have

@@ -386,8 +386,13 @@ xd_stanza_readdress(const xd_stanza_t *cst, const char *to)
     xd_stanza_t *base = st->base ? st->base : st; /* never a chain */
     const xd_el_t *src = st->root;
     size_t to_len = to ? strlen(to) : 0;
+    /* Room for the copy's bytes too when its base has been serialized
+     * (a fan-out serializes it first): the base's bytes with this 'to'
+     * spliced in go into the same block (xd_stanza_bytes). */
+    xd_stanza_bytes_t *bb = atomic_load_explicit(&base->bytes, memory_order_acquire);
+    size_t spliced = bb && to ? offsetof(xd_stanza_bytes_t, data) + bb->len + to_len + 48 : 0;
     xd_arena_t *a = xd_arena_new(sizeof(xd_el_t) + sizeof(xd_stanza_t) + 64 + to_len +
-                                 sizeof(xd_attr_t) * (src->nattrs + 1u));
+                                 sizeof(xd_attr_t) * (src->nattrs + 1u) + spliced);
     xd_el_t *root = xd_arena_alloc(a, sizeof(*root));
     *root = *src; /* names, namespaces and children stay the base's (read-only) */
     root->node.next = NULL;

@@ -30,6 +30,7 @@
 #include "xmppd/err.h"
 #include "xmppd/ns.h"
 #include "xmppd/stanza.h"
+#include "xml/tree.h"
 
 /* Serializes `el` (content ns NULL) and compares with `want`. */
 static void
@@ -566,6 +567,50 @@ test_el__readdress_shares_body_and_bytes(void **state)
     xd_stanza_unref(base);
 }
 
+/* A fan-out serializes its stanza first; each copy's bytes (the base's
+ * with the copy's 'to' spliced in) then go into the copy's own block, not a
+ * second allocation, while the copy has one holder.  A copy with more
+ * holders, or whose 'to' escapes past the room made for it, gets heap bytes;
+ * the bytes are the same either way. */
+static void
+test_el__readdress_bytes_in_the_copys_block(void **state)
+{
+    (void)state;
+    const char *in = "<message from='r@m/n' type='groupchat' id='1'><body>hi</body></message>";
+    xd_stanza_t *base = NULL;
+    assert_int_equal(xd_stanza_parse(in, strlen(in), XD_NS_CLIENT, &base), 0);
+    (void)xd_stanza_bytes(base, NULL);
+    xd_stanza_t *one = xd_stanza_readdress(base, "u@x/r");
+    assert_string_equal(xd_stanza_bytes(one, NULL),
+                        "<message to='u@x/r' from='r@m/n' type='groupchat' id='1'>"
+                        "<body>hi</body></message>");
+    assert_true(one->bytes_in_arena);
+    /* Two holders: another thread might serialize at the same time. */
+    xd_stanza_t *two = xd_stanza_readdress(base, "v@x/r");
+    xd_stanza_t *held = xd_stanza_ref(two);
+    assert_string_equal(xd_stanza_bytes(two, NULL),
+                        "<message to='v@x/r' from='r@m/n' type='groupchat' id='1'>"
+                        "<body>hi</body></message>");
+    assert_false(two->bytes_in_arena);
+    xd_stanza_unref(held);
+    /* Every character of the 'to' escaped: six times its length. */
+    char to[64] = "a@x/";
+    memset(to + 4, '\'', 40);
+    to[44] = '\0';
+    xd_stanza_t *three = xd_stanza_readdress(base, to);
+    size_t len;
+    const char *b = xd_stanza_bytes(three, &len);
+    assert_int_equal(len, strlen(b));
+    assert_int_equal(strncmp(b, "<message to='a@x/&apos;&apos;", 29), 0);
+    assert_non_null(strstr(b, "&apos;' from='r@m/n' type='groupchat' id='1'><body>hi</body></message>"));
+    assert_int_equal(len, strlen("<message to='a@x/' from='r@m/n' type='groupchat' id='1'>"
+                                 "<body>hi</body></message>") + 40 * 6);
+    xd_stanza_unref(base);
+    xd_stanza_unref(one);
+    xd_stanza_unref(two);
+    xd_stanza_unref(three);
+}
+
 /* The parsed addresses are parsed once, shared by every caller, dropped
  * with a thaw (the attributes may change), kept by thaw_keep; a bad 'to'
  * is NULL.  LeakSanitizer checks that the cached JIDs are released. */
@@ -751,6 +796,7 @@ main(void)
         cmocka_unit_test(test_el__error_reply_addresses),
         cmocka_unit_test(test_el__bytes_same_in_arena_or_heap),
         cmocka_unit_test(test_el__readdress_shares_body_and_bytes),
+        cmocka_unit_test(test_el__readdress_bytes_in_the_copys_block),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
