@@ -490,11 +490,24 @@ c2s_wb_start(xd_worker_t *w)
     if (!on)
         return;
     struct c2s_wb *wb = xd_new(struct c2s_wb);
-    unsigned flags = 0;
+    unsigned flags = 0, lean = 0;
 #ifdef IORING_SETUP_SUBMIT_ALL
     flags |= IORING_SETUP_SUBMIT_ALL;
 #endif
-    int rc = io_uring_queue_init(WB_RING, &wb->ring, flags);
+#if defined(IORING_SETUP_SINGLE_ISSUER) && defined(IORING_SETUP_DEFER_TASKRUN)
+    /* Only this worker's thread submits (the ring is made here, on it):
+     * the kernel skips the ring's locking and runs completion work only
+     * when this thread waits for it. */
+    lean = IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN;
+#endif
+#ifdef XD_DEBUG_KNOBS
+    const char *lk = getenv("XD_DEBUG_WB_LEAN");
+    if (lk && *lk == '0')
+        lean = 0;
+#endif
+    int rc = io_uring_queue_init(WB_RING, &wb->ring, flags | lean);
+    if (rc == -EINVAL && lean)
+        rc = io_uring_queue_init(WB_RING, &wb->ring, flags);
     if (rc == -EINVAL && flags)
         rc = io_uring_queue_init(WB_RING, &wb->ring, 0);
     if (rc != 0) {
