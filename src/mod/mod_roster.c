@@ -258,10 +258,16 @@ val_dup(const xd_db_val_t *v)
     return xd_strndup(v->s.p ? v->s.p : "", v->s.len);
 }
 
+/* The array grows by doubling: an item written by hand may have thousands
+ * of groups, and growing it one entry at a time copies it once per group
+ * (quadratic; ASan's realloc always moves the block). */
 static void
 item_add_group(mod_roster_item_t *it, const char *g, size_t len)
 {
-    it->groups = xd_realloc(it->groups, (it->ngroups + 1) * sizeof *it->groups);
+    if (it->ngroups >= it->groups_cap) {
+        it->groups_cap = it->ngroups < 4 ? 8 : it->ngroups * 2;
+        it->groups = xd_realloc(it->groups, it->groups_cap * sizeof *it->groups);
+    }
     it->groups[it->ngroups++] = xd_strndup(g, len);
 }
 
@@ -286,7 +292,10 @@ list_row(void *arg, const xd_db_val_t *cols, size_t ncols)
     mod_roster_list_t *l = arg;
     if (ncols < 8)
         return XD_EINTERNAL;
-    l->items = xd_realloc(l->items, (l->n + 1) * sizeof *l->items);
+    if (l->n == l->cap) { /* doubling, as item_add_group */
+        l->cap = l->cap ? l->cap * 2 : 16;
+        l->items = xd_realloc(l->items, l->cap * sizeof *l->items);
+    }
     memset(&l->items[l->n], 0, sizeof l->items[l->n]);
     item_from_row(&l->items[l->n++], cols);
     return 0;
@@ -756,7 +765,13 @@ sub_tx(xd_db_conn_t *c, void *arg)
     if (o->r.changed) {
         bool had_pending = it->state.pending_in;
         bool was_in = it->in_roster;
-        size_t old_bytes = was_in ? item_wire_bytes(it) : 0;
+        /* What the user chose to add or ask for may not grow the roster
+         * past max_roster_size; the contact's answers and cancelling may.
+         * Only then is the size before needed (an item written by hand
+         * can be megabytes to serialize). */
+        bool chosen = outbound && (!was_in || s->ev == MOD_ROSTER_OUT_SUBSCRIBE ||
+                                   s->ev == MOD_ROSTER_OUT_SUBSCRIBED);
+        size_t old_bytes = was_in && chosen ? item_wire_bytes(it) : 0;
         it->state = o->r.state;
         if (outbound && !it->in_roster) {
             rc = ros_room_for_one(c, s->max, s->host, s->user);
@@ -770,11 +785,7 @@ sub_tx(xd_db_conn_t *c, void *arg)
         } else if (!had_pending && s->status) {
             it->pending_status = xd_strdup(s->status);
         }
-        /* What the user chose to add or ask for may not grow the roster
-         * past max_roster_size; the contact's answers and cancelling may. */
         size_t new_bytes = item_wire_bytes(it);
-        bool chosen = outbound && (!was_in || s->ev == MOD_ROSTER_OUT_SUBSCRIBE ||
-                                   s->ev == MOD_ROSTER_OUT_SUBSCRIBED);
         if (it->in_roster && chosen && new_bytes > old_bytes) {
             rc = ros_room_for_bytes(c, s->max_bytes, s->host, s->user, s->contact, new_bytes);
             if (rc != 0)

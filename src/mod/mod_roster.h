@@ -57,12 +57,14 @@ typedef struct mod_roster_item {
     bool removed;             /* a push of subscription='remove' (never stored) */
     char **groups;            /* group names, sorted bytewise, no duplicates */
     size_t ngroups;           /* how many */
+    size_t groups_cap;        /* entries allocated in groups (by the storage functions) */
 } mod_roster_item_t;
 
 /* A roster. */
 typedef struct mod_roster_list {
     mod_roster_item_t *items; /* roster items (in_roster only), by jid */
     size_t n;                 /* how many */
+    size_t cap;               /* entries allocated in items */
     int64_t version;          /* the user's roster version (0: never changed) */
 } mod_roster_list_t;
 

@@ -215,6 +215,9 @@ def test_roster_size_limit(server_factory):
 
 # ---- size: what one stream can carry ----------------------------------------------------------
 
+SEND_MAX = 3 << 20  # MOD_ROSTER_SEND_MAX (src/mod/mod_roster.h): the largest roster stanza sent
+
+
 def big_item(i, ngroups=50, glen=1000):
     """Attributes and groups of a roster item of about ngroups * glen bytes
     (under the 64KB stanza limit of c2s)."""
@@ -363,10 +366,14 @@ def test_roster_written_by_hand_too_big_to_send(server_factory):
     srv = server_factory(extra_yaml=MODULES)
     users(srv, "ann", "zed")
     assert srv.stop() == 0
-    g = "x" * 1000
+    g = "x" * 1000  # a group is 1,020 bytes as sent: <group>NNNNNxxx…</group>
+    # zed's item just over MOD_ROSTER_SEND_MAX (its push is refused, and
+    # the roster with it); the ten others ~100 KB each, ~1 MB together.
+    # No bigger: every step costs the server time in proportion (ASan).
+    zed_groups = SEND_MAX // 1020 * 11 // 10
     with sqlite3.connect(os.path.join(srv.data_dir, "xmppd.db")) as con:
-        rows = [("zed@localhost", 12000)] + [(f"c{i}@example.org", 100) for i in range(10)]
-        for jid, ngroups in rows:  # zed's item ~12 MB, the others ~100 KB each
+        rows = [("zed@localhost", zed_groups)] + [(f"c{i}@example.org", 100) for i in range(10)]
+        for jid, ngroups in rows:
             con.execute("INSERT INTO roster_item (host, username, jid) VALUES (?, ?, ?)",
                         ("localhost", "ann", jid))
             con.executemany("INSERT INTO roster_group (host, username, jid, grp)"
@@ -376,6 +383,7 @@ def test_roster_written_by_hand_too_big_to_send(server_factory):
     a, _ = login(srv.c2s_port, "ann", "pw", resource="r")
     r = get(a, "g1")  # before the fix: the stream ends here
     assert err(r, "resource-constraint") and "too big to send" in r, r[:2000]
+    assert f"at most {SEND_MAX})" in r, r  # the limit the sizes above are made for
     a.roundtrip()
     # zed asks, ann approves: a push of zed's item (subscription='from'),
     # too big to send; ann's session goes on.

@@ -6,7 +6,8 @@
  * storage (items created for outbound events, hidden pending-in from a
  * stranger, pre-approval, auto-reply), the contacts filter, per-user
  * isolation, user removal, persistence across a reopen, the <item/>
- * the pushes carry, and the size limits (items, groups, bytes as sent).
+ * the pushes carry, the size limits (items, groups, bytes as sent), and
+ * rosters past the first allocations (many items, many groups).
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -134,6 +135,54 @@ test_roster__set_get_groups_roundtrip(void **state)
     mod_roster_item_clear(&it);
     assert_int_equal(mod_roster_get_item(RS, H, "alice", "nobody@example.net", &it), XD_ENOTFOUND);
     assert_null(it.jid);
+}
+
+/* Items and groups past the first few allocations (the arrays grow by
+ * doubling): every one comes back, in order, and an update to fewer groups
+ * reuses the array. */
+static void
+test_roster__many_items_and_groups(void **state)
+{
+    (void)state;
+    enum { NGROUPS = 300, NITEMS = 40 };
+    static char names[NGROUPS][8];
+    const char *groups[NGROUPS];
+    for (int i = 0; i < NGROUPS; i++) {
+        snprintf(names[i], sizeof names[i], "g%04d", i);
+        groups[i] = names[i];
+    }
+    for (int i = 0; i < NITEMS; i++) {
+        char jid[32];
+        snprintf(jid, sizeof jid, "c%02d@example.net", i);
+        assert_int_equal(mod_roster_set_item(RS, H, "alice", jid, NULL, groups,
+                                             i == 7 ? NGROUPS : 1, NULL, NULL),
+                         0);
+    }
+    mod_roster_list_t l;
+    assert_int_equal(mod_roster_get_all(RS, H, "alice", &l), 0);
+    assert_int_equal(l.n, NITEMS);
+    for (int i = 0; i < NITEMS; i++) {
+        char jid[32];
+        snprintf(jid, sizeof jid, "c%02d@example.net", i);
+        assert_string_equal(l.items[i].jid, jid);
+        assert_int_equal(l.items[i].ngroups, i == 7 ? NGROUPS : 1);
+    }
+    for (int g = 0; g < NGROUPS; g++)
+        assert_string_equal(l.items[7].groups[g], names[g]);
+    mod_roster_list_clear(&l);
+
+    mod_roster_item_t it;
+    assert_int_equal(mod_roster_set_item(RS, H, "alice", "c07@example.net", NULL, groups + 10, 20,
+                                         &it, NULL),
+                     0);
+    assert_int_equal(it.ngroups, 20);
+    assert_string_equal(it.groups[0], "g0010");
+    assert_string_equal(it.groups[19], "g0029");
+    mod_roster_item_clear(&it);
+    assert_int_equal(mod_roster_get_item(RS, H, "alice", "c07@example.net", &it), 0);
+    assert_int_equal(it.ngroups, 20);
+    assert_string_equal(it.groups[19], "g0029");
+    mod_roster_item_clear(&it);
 }
 
 static void
@@ -477,6 +526,7 @@ main(void)
 {
     const struct CMUnitTest tests[] = {
         T(test_roster__set_get_groups_roundtrip),
+        T(test_roster__many_items_and_groups),
         T(test_roster__validation_limits),
         T(test_roster__remove_cascade_and_actions),
         T(test_roster__subscription_through_storage),
