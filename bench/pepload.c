@@ -28,8 +28,9 @@
  * (contact, item) pair (Prosody sends copies to the bare and the full JID;
  * all copies are in stanzas=) and gives one publish -> notification
  * latency.  The input is split into complete top-level elements (the tags
- * are scanned, quotes in attribute values respected, no full XML parse);
- * marks are searched in <message/> elements only.
+ * are scanned, quotes in attribute values respected, no full XML parse:
+ * bench/benchclient.c, which also does the streams and their login, as for
+ * bench/mucjoin.c); marks are searched in <message/> elements only.
  *
  * Conversation with pep.py, one line each:
  *   stdout  READY ready=R contacts=N login_s=S warm=W caps=VER
@@ -72,6 +73,8 @@
 #include <openssl/evp.h>
 #include <uv.h>
 
+#include "benchclient.h"
+
 #define PL_NODE      "http://jabber.org/protocol/tune"
 #define PL_CAPS_NODE "https://xmppd.invalid/pepbench"
 /* pep.py's IDENTITY and FEATURES (sorted, as pep.py sorts them). */
@@ -93,20 +96,6 @@ static const char *const pl_features[] = {
 #define PL_LOGIN_WAIT_NS  600000000000LL /* all logins */
 #define PL_TICK_MS        100
 #define PL_IDLE_TICKS     50           /* 5 s without a notification: drained */
-#define PL_READ_SIZE      (256 * 1024)
-#define PL_MAX_ELEMENT    (16 * 1024 * 1024)
-
-/* One stream's login state. */
-typedef enum {
-    CS_CONNECTING, /* TCP connect, then the stream header */
-    CS_FEATURES1,  /* waiting for the features: then <auth/> */
-    CS_AUTH,       /* waiting for <success/> */
-    CS_FEATURES2,  /* after the restart: then the bind */
-    CS_BIND,       /* waiting for the bind result (id b1) */
-    CS_SESSION,    /* waiting for the session result (id s1) */
-    CS_ONLINE,     /* presence sent */
-    CS_ENDED,      /* the server ended the stream or the connection */
-} pl_cstate;
 
 /* The run's phase (one for the whole program). */
 typedef enum {
@@ -120,41 +109,23 @@ typedef enum {
     PH_CLOSE,     /* the streams end */
 } pl_phase;
 
-/* One client stream.  Owned by pl (the program's state); never freed
- * before exit (the handle is closed in PH_CLOSE). */
+/* One client stream (its login: benchclient.h).  Owned by pl (the
+ * program's state); never freed before exit (the handle is closed in
+ * PH_CLOSE). */
 typedef struct pl_conn {
-    uv_tcp_t     tcp;
-    uv_connect_t creq;
+    bc_conn_t    bc;          /* first: the callbacks cast back */
     int          idx;         /* 0: the publisher; i: contact ci */
-    char         user[32];    /* local part */
-    pl_cstate    state;
-    int          need_session; /* the features required a session */
-    /* Unparsed input: the incomplete top-level element (or tag) of the
-     * last read.  scan: bytes of it already scanned; depth: elements open
-     * inside it at scan (0: between top-level elements). */
-    char        *buf;
-    size_t       len, cap, scan;
-    int          depth;
     /* Run: the items of the run's tag received here (bit SEQ), their count. */
     uint8_t     *seen;
     uint64_t     got;
     int          last_warm;   /* number of the last warm-up tag seen, -1: none */
-    int          closing;     /* the end tag is on its way; the handle closes after it */
 } pl_conn_t;
-
-/* A write the socket did not take at once. */
-typedef struct {
-    uv_write_t req;
-    pl_conn_t *c;
-    int        close_after;
-    size_t     len;
-    char       data[];
-} pl_wr_t;
 
 static struct {
     /* options */
-    const char *host, *domain, *publisher, *password, *tag;
-    int         port, ncontacts, window, auto_go;
+    const char *publisher, *tag;
+    int         ncontacts, window, auto_go;
+    bc_client_t cl;            /* host, port, domain, password; the callbacks */
     long        pubs_planned;
     double      max_seconds;
     /* state */
@@ -188,184 +159,11 @@ static struct {
     int         lost;          /* connections lost after the login */
     struct rusage ru0;
     double      cli_cpu, cli_sys;  /* CPU over the run: all, system */
-    uint64_t    reads, iters;      /* over the run: reads with data, loop turns */             /* read callbacks with data over the run */
-    char        rbuf[PL_READ_SIZE];
+    uint64_t    reads0, iters; /* cl.reads when the run started; loop turns over the run */
 } pl;
-
-static int64_t
-pl_now(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
-}
-
-static void pl_die(const char *fmt, ...) __attribute__((format(printf, 1, 2), noreturn));
-
-static void
-pl_die(const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    fputs("pepload: ", stderr);
-    vfprintf(stderr, fmt, ap);
-    fputc('\n', stderr);
-    va_end(ap);
-    exit(1);
-}
-
-static void *
-pl_xrealloc(void *p, size_t n)
-{
-    p = realloc(p, n);
-    if (!p)
-        pl_die("out of memory (%zu bytes)", n);
-    return p;
-}
-
-/* ------------------------------------------------------------------ */
-/* Writing                                                             */
-
-static void
-pl_close_conn(pl_conn_t *c)
-{
-    if (!uv_is_closing((uv_handle_t *)&c->tcp))
-        uv_close((uv_handle_t *)&c->tcp, NULL);
-}
-
-static void
-pl_written(uv_write_t *req, int status)
-{
-    pl_wr_t *w = (pl_wr_t *)req;
-    if (status < 0 && w->c->state != CS_ENDED && pl.phase < PH_CLOSE)
-        fprintf(stderr, "pepload: %s: write: %s\n", w->c->user, uv_strerror(status));
-    if (w->close_after)
-        pl_close_conn(w->c);
-    free(w);
-}
-
-/* Sends n bytes on c (queued after earlier writes); closes the handle
- * once they are out when close_after. */
-static void
-pl_send_bytes(pl_conn_t *c, const char *s, size_t n, int close_after)
-{
-    if (c->state == CS_ENDED || uv_is_closing((uv_handle_t *)&c->tcp)) {
-        return;
-    }
-    uv_buf_t b = uv_buf_init((char *)s, (unsigned)n);
-    int r = uv_try_write((uv_stream_t *)&c->tcp, &b, 1);
-    if (r == (int)n) {
-        if (close_after)
-            pl_close_conn(c);
-        return;
-    }
-    if (r < 0 && r != UV_EAGAIN) {
-        if (pl.phase < PH_CLOSE)
-            fprintf(stderr, "pepload: %s: write: %s\n", c->user, uv_strerror(r));
-        if (close_after)
-            pl_close_conn(c);
-        return;
-    }
-    size_t done = r > 0 ? (size_t)r : 0;
-    pl_wr_t *w = pl_xrealloc(NULL, sizeof *w + n - done);
-    w->c = c;
-    w->close_after = close_after;
-    w->len = n - done;
-    memcpy(w->data, s + done, w->len);
-    b = uv_buf_init(w->data, (unsigned)w->len);
-    r = uv_write(&w->req, (uv_stream_t *)&c->tcp, &b, 1, pl_written);
-    if (r < 0) {
-        fprintf(stderr, "pepload: %s: write: %s\n", c->user, uv_strerror(r));
-        if (close_after)
-            pl_close_conn(c);
-        free(w);
-    }
-}
-
-static void pl_sendf(pl_conn_t *c, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-
-static void
-pl_sendf(pl_conn_t *c, const char *fmt, ...)
-{
-    char stack[2048], *s = stack;
-    va_list ap;
-    va_start(ap, fmt);
-    int n = vsnprintf(stack, sizeof stack, fmt, ap);
-    va_end(ap);
-    if (n < 0)
-        pl_die("vsnprintf failed");
-    if ((size_t)n >= sizeof stack) {
-        s = pl_xrealloc(NULL, (size_t)n + 1);
-        va_start(ap, fmt);
-        vsnprintf(s, (size_t)n + 1, fmt, ap);
-        va_end(ap);
-    }
-    pl_send_bytes(c, s, (size_t)n, 0);
-    if (s != stack)
-        free(s);
-}
 
 /* ------------------------------------------------------------------ */
 /* Looking into one element                                            */
-
-static int
-pl_has(const char *el, size_t len, const char *needle)
-{
-    return memmem(el, len, needle, strlen(needle)) != NULL;
-}
-
-/* The element's name (after '<'), its length in *n. */
-static const char *
-pl_name(const char *el, size_t len, size_t *n)
-{
-    size_t i = 1;
-    while (i < len && el[i] != ' ' && el[i] != '\t' && el[i] != '\r' && el[i] != '\n' &&
-           el[i] != '>' && el[i] != '/')
-        i++;
-    *n = i - 1;
-    return el + 1;
-}
-
-static int
-pl_is(const char *name, size_t n, const char *want)
-{
-    return n == strlen(want) && memcmp(name, want, n) == 0;
-}
-
-/* The raw value (entities as sent) of attribute `want` of the start tag at
- * el; NULL when absent. */
-static const char *
-pl_attr(const char *el, size_t len, const char *want, size_t *vlen)
-{
-    size_t wn = strlen(want), i;
-    pl_name(el, len, &i);
-    i += 1;
-    for (;;) {
-        while (i < len && (el[i] == ' ' || el[i] == '\t' || el[i] == '\r' || el[i] == '\n'))
-            i++;
-        if (i >= len || el[i] == '>' || el[i] == '/')
-            return NULL;
-        size_t a = i;
-        while (i < len && el[i] != '=' && el[i] != ' ' && el[i] != '>')
-            i++;
-        size_t an = i - a;
-        while (i < len && (el[i] == ' ' || el[i] == '='))
-            i++;
-        if (i >= len || (el[i] != '\'' && el[i] != '"'))
-            return NULL;
-        char q = el[i++];
-        size_t v = i;
-        while (i < len && el[i] != q)
-            i++;
-        if (i >= len)
-            return NULL;
-        if (an == wn && memcmp(el + a, want, wn) == 0) {
-            *vlen = i - v;
-            return el + v;
-        }
-        i++;
-    }
-}
 
 /* The attribute's value for a single-quoted attribute of ours ('
  * becomes &apos;; the rest is already escaped as the server sent it);
@@ -374,8 +172,8 @@ static char *
 pl_attr_dup(const char *el, size_t len, const char *want)
 {
     size_t vn = 0;
-    const char *v = pl_attr(el, len, want, &vn);
-    char *s = pl_xrealloc(NULL, vn * 6 + 1), *o = s;
+    const char *v = bc_attr(el, len, want, &vn);
+    char *s = bc_xrealloc(NULL, vn * 6 + 1), *o = s;
     for (size_t i = 0; v && i < vn; i++) {
         if (v[i] == '\'') {
             memcpy(o, "&apos;", 6);
@@ -394,49 +192,14 @@ pl_attr_dup(const char *el, size_t len, const char *want)
 static void pl_login_next(void);
 static void pl_warm_publish(void);
 
+/* bc_client_t.online: c is bound. */
 static void
-pl_header(pl_conn_t *c)
+pl_online(bc_conn_t *b)
 {
-    pl_sendf(c, "<?xml version='1.0'?><stream:stream xmlns='jabber:client' "
-                "xmlns:stream='http://etherx.jabber.org/streams' to='%s' version='1.0'>",
-             pl.domain);
-}
-
-static void
-pl_auth(pl_conn_t *c)
-{
-    char plain[512];
-    unsigned char b64[700];
-    int n = snprintf(plain, sizeof plain, "%c%s%c%s", 0, c->user, 0, pl.password);
-    if (n < 0 || (size_t)n >= sizeof plain)
-        pl_die("password too long");
-    EVP_EncodeBlock(b64, (const unsigned char *)plain, n);
-    pl_sendf(c, "<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='PLAIN'>%s</auth>",
-             (const char *)b64);
-    c->state = CS_AUTH;
-}
-
-/* A session the features announce without <optional/> inside (RFC 3921). */
-static int
-pl_session_required(const char *el, size_t len)
-{
-    const char *s = memmem(el, len, "<session", 8), *end = el + len;
-    if (!s || !pl_has(s, (size_t)(end - s), "urn:ietf:params:xml:ns:xmpp-session"))
-        return 0;
-    const char *gt = memchr(s, '>', (size_t)(end - s));
-    if (!gt || gt[-1] == '/')
-        return 1;
-    const char *close = memmem(gt, (size_t)(end - gt), "</session>", 10);
-    return !pl_has(gt, close ? (size_t)(close - gt) : (size_t)(end - gt), "optional");
-}
-
-static void
-pl_online(pl_conn_t *c)
-{
-    c->state = CS_ONLINE;
+    pl_conn_t *c = (pl_conn_t *)b;
     if (c->idx == 0) {
         /* no caps: the publisher wants no notifications */
-        pl_sendf(c, "<presence/>");
+        bc_sendf(b, "<presence/>");
         pl_login_next();
         return;
     }
@@ -444,9 +207,9 @@ pl_online(pl_conn_t *c)
     if (pl.online == pl.ncontacts) {
         /* all logged in: the presences (as pep.py's Python driver sends them) */
         for (int i = 1; i <= pl.ncontacts; i++)
-            pl_sendf(&pl.conns[i], "<presence><c xmlns='http://jabber.org/protocol/caps' "
+            bc_sendf(&pl.conns[i].bc, "<presence><c xmlns='http://jabber.org/protocol/caps' "
                      "hash='sha-1' node='" PL_CAPS_NODE "' ver='%s'/></presence>", pl.caps_ver);
-        pl.t_login = pl_now();
+        pl.t_login = bc_now_ns();
         pl.warm = 0;
         pl_warm_publish();
     } else {
@@ -460,12 +223,12 @@ pl_online(pl_conn_t *c)
 static void
 pl_publish(const char *id, const char *tag, long seq)
 {
-    pl_sendf(&pl.conns[0],
+    bc_sendf(&pl.conns[0].bc,
              "<iq type='set' id='%s'><pubsub xmlns='http://jabber.org/protocol/pubsub'>"
              "<publish node='" PL_NODE "'><item><tune xmlns='" PL_NODE "'><artist>pepbench"
              "</artist><title>pb:%s:%ld:%" PRId64 "</title><length>%ld</length></tune>"
              "</item></publish></pubsub></iq>",
-             id, tag, seq, pl_now(), seq % 600);
+             id, tag, seq, bc_now_ns(), seq % 600);
 }
 
 static void
@@ -476,7 +239,7 @@ pl_warm_publish(void)
     snprintf(tag, sizeof tag, "w%d", pl.warm);
     pl_publish(id, tag, 0);
     pl.phase = PH_WARM_ACK;
-    pl.deadline = pl_now() + PL_ACK_WAIT_NS;
+    pl.deadline = bc_now_ns() + PL_ACK_WAIT_NS;
 }
 
 static void
@@ -496,10 +259,10 @@ pl_on_ack(int ok)
     pl.acked++;
     if (!ok)
         pl.errors++;
-    if (pl.sent < pl.pubs_planned && pl_now() < pl.t_stop) {
+    if (pl.sent < pl.pubs_planned && bc_now_ns() < pl.t_stop) {
         pl_send_next();
     } else if (pl.acked == pl.sent) { /* all planned, or --max-seconds */
-        pl.t_ack = pl_now();
+        pl.t_ack = bc_now_ns();
         pl.expected = (uint64_t)pl.sent * (uint64_t)pl.ready;
         pl.phase = PH_DRAIN;
         pl.drain_last = pl.n;
@@ -513,7 +276,8 @@ pl_start_run(void)
 {
     pl.phase = PH_RUN;
     getrusage(RUSAGE_SELF, &pl.ru0);
-    pl.t_start = pl_now();
+    pl.t_start = bc_now_ns();
+    pl.reads0 = pl.cl.reads;
     pl.t_stop = pl.t_start + (int64_t)(pl.max_seconds * 1e9);
     pl.deadline = pl.t_stop + 600000000000LL;
     long first = pl.window < pl.pubs_planned ? pl.window : pl.pubs_planned;
@@ -559,7 +323,7 @@ pl_marks(pl_conn_t *c, const char *el, size_t len, int64_t now)
             }
             if (pl.nlat == pl.caplat) {
                 pl.caplat = pl.caplat ? pl.caplat * 2 : 1 << 16;
-                pl.lat = pl_xrealloc(pl.lat, pl.caplat * sizeof *pl.lat);
+                pl.lat = bc_xrealloc(pl.lat, pl.caplat * sizeof *pl.lat);
             }
             pl.lat[pl.nlat++] = now - sent;
             c->got++;
@@ -585,7 +349,7 @@ pl_answer(pl_conn_t *c, const char *el, size_t len, int get)
         snprintf(to, sizeof to, " to='%s'", from);
     else
         to[0] = '\0';
-    if (get && pl_has(el, len, "http://jabber.org/protocol/disco#info")) {
+    if (get && bc_has(el, len, "http://jabber.org/protocol/disco#info")) {
         const char *q = memmem(el, len, "<query", 6);
         char *node = q ? pl_attr_dup(q, len - (size_t)(q - el), "node") : NULL;
         char feats[512];
@@ -594,20 +358,20 @@ pl_answer(pl_conn_t *c, const char *el, size_t len, int get)
             fo += (size_t)snprintf(feats + fo, sizeof feats - fo, "<feature var='%s'/>",
                                    pl_features[i]);
         if (node && *node)
-            pl_sendf(c, "<iq type='result' id='%s'%s><query xmlns="
+            bc_sendf(&c->bc, "<iq type='result' id='%s'%s><query xmlns="
                         "'http://jabber.org/protocol/disco#info' node='%s'><identity "
                         "category='" PL_IDENTITY_CAT "' type='" PL_IDENTITY_TYPE "' name='"
                         PL_IDENTITY_NAME "'/>%s</query></iq>", id, to, node, feats);
         else
-            pl_sendf(c, "<iq type='result' id='%s'%s><query xmlns="
+            bc_sendf(&c->bc, "<iq type='result' id='%s'%s><query xmlns="
                         "'http://jabber.org/protocol/disco#info'><identity "
                         "category='" PL_IDENTITY_CAT "' type='" PL_IDENTITY_TYPE "' name='"
                         PL_IDENTITY_NAME "'/>%s</query></iq>", id, to, feats);
         free(node);
-    } else if ((!get && pl_has(el, len, "jabber:iq:roster")) || pl_has(el, len, "urn:xmpp:ping")) {
-        pl_sendf(c, "<iq type='result' id='%s'%s/>", id, to);
+    } else if ((!get && bc_has(el, len, "jabber:iq:roster")) || bc_has(el, len, "urn:xmpp:ping")) {
+        bc_sendf(&c->bc, "<iq type='result' id='%s'%s/>", id, to);
     } else {
-        pl_sendf(c, "<iq type='error' id='%s'%s><error type='cancel'><service-unavailable"
+        bc_sendf(&c->bc, "<iq type='error' id='%s'%s><error type='cancel'><service-unavailable"
                     " xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'/></error></iq>", id, to);
     }
     free(id);
@@ -618,31 +382,16 @@ static void
 pl_iq(pl_conn_t *c, const char *el, size_t len)
 {
     size_t tn = 0, in = 0;
-    const char *type = pl_attr(el, len, "type", &tn);
+    const char *type = bc_attr(el, len, "type", &tn);
     if (type && ((tn == 3 && memcmp(type, "get", 3) == 0) || (tn == 3 && memcmp(type, "set", 3) == 0))) {
         pl_answer(c, el, len, type[0] == 'g');
         return;
     }
     int ok = type && tn == 6 && memcmp(type, "result", 6) == 0;
-    const char *id = pl_attr(el, len, "id", &in);
+    const char *id = bc_attr(el, len, "id", &in);
     if (!id)
         return;
-    if (c->state == CS_BIND && in == 2 && memcmp(id, "b1", 2) == 0) {
-        const char *j = memmem(el, len, "<jid>", 5);
-        if (!ok || !j)
-            pl_die("%s@%s: bind failed: %.200s", c->user, pl.domain, el);
-        if (c->need_session) {
-            pl_sendf(c, "<iq type='set' id='s1'><session "
-                        "xmlns='urn:ietf:params:xml:ns:xmpp-session'/></iq>");
-            c->state = CS_SESSION;
-        } else {
-            pl_online(c);
-        }
-    } else if (c->state == CS_SESSION && in == 2 && memcmp(id, "s1", 2) == 0) {
-        if (!ok)
-            pl_die("%s@%s: session failed: %.200s", c->user, pl.domain, el);
-        pl_online(c);
-    } else if (c->idx == 0 && in > 2 && memcmp(id, "pb", 2) == 0 &&
+    if (c->idx == 0 && in > 2 && memcmp(id, "pb", 2) == 0 &&
                (pl.phase == PH_RUN || pl.phase == PH_DRAIN)) {
         pl_on_ack(ok);
     } else if (c->idx == 0 && pl.phase == PH_WARM_ACK && in > 4 && memcmp(id, "warm", 4) == 0) {
@@ -650,209 +399,39 @@ pl_iq(pl_conn_t *c, const char *el, size_t len)
         snprintf(want, sizeof want, "warm%d", pl.warm);
         if (in == strlen(want) && memcmp(id, want, in) == 0) {
             pl.phase = PH_WARM_WAIT;
-            pl.deadline = pl_now() + PL_WARM_WAIT_NS;
+            pl.deadline = bc_now_ns() + PL_WARM_WAIT_NS;
         }
     }
 }
 
-/* One complete top-level element of c's stream. */
+/* bc_client_t.element: one complete top-level element of c's stream that
+ * is not the login's. */
 static void
-pl_element(pl_conn_t *c, const char *el, size_t len, int64_t now)
+pl_element(bc_conn_t *b, const char *el, size_t len, int64_t now)
 {
+    pl_conn_t *c = (pl_conn_t *)b;
     size_t nn;
-    const char *name = pl_name(el, len, &nn);
-    if (pl_is(name, nn, "message")) {
+    const char *name = bc_name(el, len, &nn);
+    if (bc_is(name, nn, "message")) {
         if (c->idx > 0 && c->seen)
             pl_marks(c, el, len, now);
-    } else if (pl_is(name, nn, "iq")) {
+    } else if (bc_is(name, nn, "iq")) {
         pl_iq(c, el, len);
-    } else if (pl_is(name, nn, "presence")) {
-        /* nothing to do: subscriptions are made by pep.py */
-    } else if (pl_is(name, nn, "stream:features")) {
-        if (c->state == CS_FEATURES1) {
-            pl_auth(c);
-        } else if (c->state == CS_FEATURES2) {
-            c->need_session = pl_session_required(el, len);
-            pl_sendf(c, "<iq type='set' id='b1'><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'>"
-                        "<resource>%s</resource></bind></iq>", c->idx == 0 ? "pc" : "m");
-            c->state = CS_BIND;
-        }
-    } else if (pl_is(name, nn, "success")) {
-        if (c->state == CS_AUTH) {
-            c->state = CS_FEATURES2;
-            pl_header(c);
-        }
-    } else if (pl_is(name, nn, "failure")) {
-        pl_die("%s@%s: authentication failed: %.200s", c->user, pl.domain, el);
-    } else if (pl_is(name, nn, "stream:error")) {
-        if (pl.phase < PH_CLOSE)
-            pl_die("%s@%s: stream error: %.300s", c->user, pl.domain, el);
     }
+    /* presence: nothing to do (subscriptions are made by pep.py) */
 }
 
+/* bc_client_t.ended: a stream lost during the run is counted, one lost
+ * before it ends the program. */
 static void
-pl_ended(pl_conn_t *c, const char *why)
+pl_ended(bc_conn_t *c, bc_state was, const char *why)
 {
-    if (c->state == CS_ENDED)
-        return;
-    int was_online = c->state == CS_ONLINE;
-    c->state = CS_ENDED;
     if (pl.phase >= PH_DONE)
         return;
-    if (pl.phase < PH_RUN || !was_online)
-        pl_die("%s@%s: %s", c->user, pl.domain, why);
-    fprintf(stderr, "pepload: %s@%s: %s during the run\n", c->user, pl.domain, why);
+    if (pl.phase < PH_RUN || was != BC_ONLINE)
+        bc_die("%s@%s: %s", c->user, pl.cl.domain, why);
+    fprintf(stderr, "pepload: %s@%s: %s during the run\n", c->user, pl.cl.domain, why);
     pl.lost++;
-}
-
-/* Splits data[0, n) into top-level elements from c->scan on (c->depth
- * elements open there) and returns where the incomplete rest starts. */
-static size_t
-pl_split(pl_conn_t *c, const char *data, size_t n, int64_t now)
-{
-    size_t p = c->scan, elem = 0;
-    int depth = c->depth;
-    while (p < n) {
-        if (data[p] != '<') {
-            const char *lt = memchr(data + p, '<', n - p);
-            if (!lt) {
-                p = n;
-                break;
-            }
-            p = (size_t)(lt - data);
-        }
-        size_t t = p;
-        if (t + 1 >= n)
-            break;
-        char k = data[t + 1];
-        size_t q;
-        if (k == '?' || k == '!') { /* declaration, comment, CDATA */
-            if (k == '!' && t + 3 >= n)
-                break;
-            const char *endmark = k == '?' ? "?>" : data[t + 2] == '-' ? "-->" : "]]>";
-            if (k == '!' && data[t + 2] != '-' && data[t + 2] != '[')
-                pl_die("%s: unexpected markup: %.60s", c->user, data + t);
-            const char *e = memmem(data + t + 2, n - t - 2, endmark, strlen(endmark));
-            if (!e)
-                break;
-            p = (size_t)(e - data) + strlen(endmark);
-            continue;
-        }
-        char quote = 0;
-        for (q = t + 1; q < n; q++) {
-            char ch = data[q];
-            if (quote) {
-                if (ch == quote)
-                    quote = 0;
-            } else if (ch == '"' || ch == '\'') {
-                quote = ch;
-            } else if (ch == '>') {
-                break;
-            }
-        }
-        if (q >= n)
-            break; /* the tag is incomplete */
-        p = q + 1;
-        if (k == '/') {
-            if (depth == 0) { /* </stream:stream> */
-                pl_ended(c, "the server ended the stream");
-                continue;
-            }
-            if (--depth == 0)
-                pl_element(c, data + elem, p - elem, now);
-        } else if (data[q - 1] == '/') {
-            if (depth == 0)
-                pl_element(c, data + t, p - t, now);
-        } else if (depth == 0 && q - t >= 14 && memcmp(data + t, "<stream:stream", 14) == 0) {
-            /* the stream header (again after SASL) */
-        } else {
-            if (depth++ == 0)
-                elem = t;
-        }
-    }
-    /* The rest starts at the open top-level element, or at the tag being read. */
-    size_t rest = depth > 0 ? elem : p;
-    c->depth = depth;
-    c->scan = p - rest;
-    return rest;
-}
-
-static void
-pl_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *b)
-{
-    (void)h;
-    (void)suggested;
-    *b = uv_buf_init(pl.rbuf, sizeof pl.rbuf);
-}
-
-static void
-pl_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *b)
-{
-    pl_conn_t *c = s->data;
-    if (nread < 0) {
-        pl_ended(c, nread == UV_EOF ? "connection closed" : uv_strerror((int)nread));
-        uv_read_stop(s);
-        if (pl.phase < PH_CLOSE)
-            pl_close_conn(c);
-        return;
-    }
-    if (nread == 0 || c->state == CS_ENDED)
-        return;
-    int64_t now = pl_now();
-    if (pl.phase == PH_RUN || pl.phase == PH_DRAIN)
-        pl.reads++;
-    const char *data = b->base;
-    size_t n = (size_t)nread;
-    if (c->len) { /* an incomplete element from before: append */
-        if (c->len + n > c->cap) {
-            c->cap = (c->len + n) * 2;
-            c->buf = pl_xrealloc(c->buf, c->cap);
-        }
-        memcpy(c->buf + c->len, data, n);
-        c->len += n;
-        data = c->buf;
-        n = c->len;
-    }
-    size_t rest = pl_split(c, data, n, now);
-    size_t keep = n - rest;
-    if (keep > PL_MAX_ELEMENT)
-        pl_die("%s: an element of more than %d bytes", c->user, PL_MAX_ELEMENT);
-    if (keep > c->cap) {
-        c->cap = keep * 2 > 65536 ? keep * 2 : 65536;
-        c->buf = pl_xrealloc(c->buf, c->cap);
-    }
-    if (keep)
-        memmove(c->buf, data + rest, keep);
-    c->len = keep;
-}
-
-static void
-pl_connected(uv_connect_t *req, int status)
-{
-    pl_conn_t *c = req->data;
-    if (status < 0)
-        pl_die("%s: connect to %s:%d: %s", c->user, pl.host, pl.port, uv_strerror(status));
-    uv_tcp_nodelay(&c->tcp, 1);
-    int r = uv_read_start((uv_stream_t *)&c->tcp, pl_alloc, pl_read);
-    if (r < 0)
-        pl_die("%s: read: %s", c->user, uv_strerror(r));
-    c->state = CS_FEATURES1;
-    pl_header(c);
-}
-
-static void
-pl_connect(pl_conn_t *c)
-{
-    struct sockaddr_in sa;
-    int r = uv_ip4_addr(pl.host, pl.port, &sa);
-    if (r < 0)
-        pl_die("%s: %s", pl.host, uv_strerror(r));
-    uv_tcp_init(pl.loop, &c->tcp);
-    c->tcp.data = c;
-    c->creq.data = c;
-    r = uv_tcp_connect(&c->creq, &c->tcp, (const struct sockaddr *)&sa, pl_connected);
-    if (r < 0)
-        pl_die("%s: connect: %s", c->user, uv_strerror(r));
 }
 
 /* Starts contact logins up to PL_LOGIN_PARALLEL in flight. */
@@ -860,7 +439,7 @@ static void
 pl_login_next(void)
 {
     while (pl.next_login <= pl.ncontacts && pl.next_login - 1 - pl.online < PL_LOGIN_PARALLEL)
-        pl_connect(&pl.conns[pl.next_login++]);
+        bc_connect(&pl.conns[pl.next_login++].bc);
 }
 
 /* ------------------------------------------------------------------ */
@@ -914,7 +493,7 @@ pl_finish(void)
            pl.n && notif_wall > 0 ? (double)pl.n / notif_wall : 0.0,
            pub_wall > 0 ? (double)pl.sent / pub_wall : 0.0, pl_pct(0.50), pl_pct(0.99),
            pl.nlat ? (double)pl.lat[pl.nlat - 1] / 1e6 : 0.0, wall, notif_wall, pub_wall,
-           pl.cli_cpu, pl.cli_sys, pl.reads, pl.iters, cmin, cmax, pl.lost);
+           pl.cli_cpu, pl.cli_sys, pl.cl.reads - pl.reads0, pl.iters, cmin, cmax, pl.lost);
     fflush(stdout);
     pl.phase = PH_DONE;
     if (pl.auto_go || pl.in_lines >= 2 || pl.in_eof)
@@ -932,6 +511,7 @@ static void
 pl_close_all(void)
 {
     pl.phase = PH_CLOSE;
+    pl.cl.closing = 1;
     uv_timer_stop(&pl.tick);
     uv_close((uv_handle_t *)&pl.tick, NULL);
     if (pl.in_open) {
@@ -939,13 +519,13 @@ pl_close_all(void)
         pl.in_open = 0;
     }
     for (int i = 0; i <= pl.ncontacts; i++) {
-        pl_conn_t *c = &pl.conns[i];
-        if (c->state == CS_ENDED || c->state == CS_CONNECTING) {
-            if (c->state == CS_ENDED)
-                pl_close_conn(c);
+        bc_conn_t *c = &pl.conns[i].bc;
+        if (c->state == BC_ENDED || c->state == BC_CONNECTING) {
+            if (c->state == BC_ENDED)
+                bc_close(c);
             continue;
         }
-        pl_send_bytes(c, "</stream:stream>", 16, 1);
+        bc_send_bytes(c, "</stream:stream>", 16, 1);
     }
 }
 
@@ -970,16 +550,16 @@ static void
 pl_tick(uv_timer_t *t)
 {
     (void)t;
-    int64_t now = pl_now();
+    int64_t now = bc_now_ns();
     switch (pl.phase) {
     case PH_LOGIN:
         if (now > pl.t_login0 + PL_LOGIN_WAIT_NS)
-            pl_die("logins not done after %lld s (%d of %d contacts online)",
+            bc_die("logins not done after %lld s (%d of %d contacts online)",
                    PL_LOGIN_WAIT_NS / 1000000000, pl.online, pl.ncontacts);
         break;
     case PH_WARM_ACK:
         if (now > pl.deadline)
-            pl_die("no result for warm-up publish warm%d", pl.warm);
+            bc_die("no result for warm-up publish warm%d", pl.warm);
         break;
     case PH_WARM_WAIT:
         pl.ready = 0;
@@ -999,7 +579,7 @@ pl_tick(uv_timer_t *t)
         break;
     case PH_RUN:
         if (now > pl.deadline)
-            pl_die("run: %ld of %ld publishes acknowledged after %.0f s", pl.acked, pl.sent,
+            bc_die("run: %ld of %ld publishes acknowledged after %.0f s", pl.acked, pl.sent,
                    (double)(now - pl.t_start) / 1e9);
         break;
     case PH_DRAIN:
@@ -1032,7 +612,7 @@ pl_in_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *b)
         pl.in_eof = 1;
         uv_read_stop(s);
         if (pl.in_lines == 0)
-            pl_die("stdin closed before \"go\"");
+            bc_die("stdin closed before \"go\"");
     } else {
         pl.inlen += (size_t)nread;
         char *nl;
@@ -1065,7 +645,7 @@ pl_caps(void)
     unsigned char md[EVP_MAX_MD_SIZE];
     unsigned mdn = 0;
     if (!EVP_Digest(s, n, md, &mdn, EVP_sha1(), NULL))
-        pl_die("sha-1 failed");
+        bc_die("sha-1 failed");
     EVP_EncodeBlock((unsigned char *)pl.caps_ver, md, (int)mdn);
 }
 
@@ -1107,8 +687,9 @@ main(int argc, char **argv)
         {"coalesce-us", required_argument, NULL, 'c'},
         {NULL, 0, NULL, 0},
     };
-    pl.host = "127.0.0.1";
-    pl.password = "password";
+    pl.cl = (bc_client_t){ .prog = "pepload", .host = "127.0.0.1", .password = "password",
+                           .element = pl_element, .online = pl_online, .ended = pl_ended };
+    bc_init(&pl.cl);
     pl.window = 16;
     pl.max_seconds = 120;
     pl.coalesce_us = 500;
@@ -1116,32 +697,32 @@ main(int argc, char **argv)
     char *end;
     while ((o = getopt_long(argc, argv, "", opts, NULL)) != -1) {
         switch (o) {
-        case 'h': pl.host = optarg; break;
-        case 'p': pl.port = (int)strtol(optarg, &end, 10); if (*end) pl_usage(); break;
-        case 'd': pl.domain = optarg; break;
+        case 'h': pl.cl.host = optarg; break;
+        case 'p': pl.cl.port = (int)strtol(optarg, &end, 10); if (*end) pl_usage(); break;
+        case 'd': pl.cl.domain = optarg; break;
         case 'u': pl.publisher = optarg; break;
         case 'n': pl.ncontacts = (int)strtol(optarg, &end, 10); if (*end) pl_usage(); break;
         case 'k': pl.pubs_planned = strtol(optarg, &end, 10); if (*end) pl_usage(); break;
         case 'w': pl.window = (int)strtol(optarg, &end, 10); if (*end) pl_usage(); break;
         case 't': pl.tag = optarg; break;
         case 's': pl.max_seconds = strtod(optarg, &end); if (*end) pl_usage(); break;
-        case 'P': pl.password = optarg; break;
+        case 'P': pl.cl.password = optarg; break;
         case 'a': pl.auto_go = 1; break;
         case 'c': pl.coalesce_us = strtol(optarg, &end, 10); if (*end) pl_usage(); break;
         default: pl_usage();
         }
     }
-    if (optind != argc || !pl.domain || !pl.publisher || !pl.tag || pl.port <= 0 ||
-        pl.port > 65535 || pl.ncontacts < 1 || pl.ncontacts > 1000000 || pl.pubs_planned < 1 ||
-        pl.window < 1 || pl.max_seconds <= 0 || pl.coalesce_us < 0 || pl.coalesce_us > 100000 || strlen(pl.publisher) >= sizeof pl.conns->user ||
-        strlen(pl.domain) > 200 || strlen(pl.tag) > 64)
+    if (optind != argc || !pl.cl.domain || !pl.publisher || !pl.tag || pl.cl.port <= 0 ||
+        pl.cl.port > 65535 || pl.ncontacts < 1 || pl.ncontacts > 1000000 || pl.pubs_planned < 1 ||
+        pl.window < 1 || pl.max_seconds <= 0 || pl.coalesce_us < 0 || pl.coalesce_us > 100000 || strlen(pl.publisher) >= sizeof pl.conns->bc.user ||
+        strlen(pl.cl.domain) > 200 || strlen(pl.tag) > 64)
         pl_usage();
     int tag_ok = pl.tag[0] != 'w' && pl.tag[0] != '\0';
     for (const char *t = pl.tag; *t; t++)
         tag_ok &= *t == '_' || (*t >= '0' && *t <= '9') || (*t >= 'a' && *t <= 'z') ||
                   (*t >= 'A' && *t <= 'Z');
     if (!tag_ok)
-        pl_die("--tag: letters, digits and _ only, not starting with w (the warm-up's tags)");
+        bc_die("--tag: letters, digits and _ only, not starting with w (the warm-up's tags)");
     pl.taglen = strlen(pl.tag);
     signal(SIGPIPE, SIG_IGN);
     struct rlimit rl;
@@ -1152,31 +733,34 @@ main(int argc, char **argv)
     pl_caps();
 
     pl.loop = uv_default_loop();
+    pl.cl.loop = pl.loop;
     pl.conns = calloc((size_t)pl.ncontacts + 1, sizeof *pl.conns);
     if (!pl.conns)
-        pl_die("out of memory");
+        bc_die("out of memory");
     size_t bitmap = (size_t)pl.pubs_planned / 8 + 1;
     for (int i = 0; i <= pl.ncontacts; i++) {
         pl_conn_t *c = &pl.conns[i];
         c->idx = i;
         c->last_warm = -1;
         if (i == 0) {
-            snprintf(c->user, sizeof c->user, "%s", pl.publisher);
+            snprintf(c->bc.user, sizeof c->bc.user, "%s", pl.publisher);
+            c->bc.resource = "pc";
         } else {
-            snprintf(c->user, sizeof c->user, "c%d", i);
+            snprintf(c->bc.user, sizeof c->bc.user, "c%d", i);
+            c->bc.resource = "m";
             c->seen = calloc(bitmap, 1);
             if (!c->seen)
-                pl_die("out of memory");
+                bc_die("out of memory");
         }
     }
     uv_timer_init(pl.loop, &pl.tick);
     uv_timer_start(&pl.tick, pl_tick, PL_TICK_MS, PL_TICK_MS);
     if (!pl.auto_go) {
         if (uv_guess_handle(0) != UV_NAMED_PIPE)
-            pl_die("stdin must be a pipe (pep.py's), or give --auto");
+            bc_die("stdin must be a pipe (pep.py's), or give --auto");
         uv_pipe_init(pl.loop, &pl.in, 0);
             if (uv_pipe_open(&pl.in, 0) < 0)
-            pl_die("cannot read stdin");
+            bc_die("cannot read stdin");
         uv_read_start((uv_stream_t *)&pl.in, pl_in_alloc, pl_in_read);
         pl.in_open = 1;
     }
@@ -1184,11 +768,11 @@ main(int argc, char **argv)
     uv_check_start(&pl.check, pl_checked);
     uv_unref((uv_handle_t *)&pl.check); /* it keeps no loop alive */
     pl.phase = PH_LOGIN;
-    pl.t_login0 = pl_now();
+    pl.t_login0 = bc_now_ns();
     pl.next_login = 1;
-    pl_connect(&pl.conns[0]); /* the publisher first; its presence starts the contacts */
+    bc_connect(&pl.conns[0].bc); /* the publisher first; its presence starts the contacts */
     uv_run(pl.loop, UV_RUN_DEFAULT);
     if (pl.phase != PH_CLOSE)
-        pl_die("the loop stopped early");
+        bc_die("the loop stopped early");
     return 0;
 }
