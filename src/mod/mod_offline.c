@@ -41,6 +41,7 @@
 #include "xmppd/hooks.h"
 #include "xmppd/input.h"
 #include "xmppd/log.h"
+#include "xmppd/map.h"
 #include "xmppd/module.h"
 #include "xmppd/ns.h"
 #include "xmppd/opt.h"
@@ -125,6 +126,7 @@ typedef struct off_store {
     int64_t max;            /* quota: messages */
     int64_t max_bytes;      /* quota: bytes */
     int64_t now;            /* seconds since the epoch */
+    bool queued;            /* in the FIFO (finish: a store was tried) */
 } off_store_t;
 
 static bool
@@ -210,11 +212,38 @@ off_batch_write(xd_db_t *db, mod_batch_item_t *head)
 
 /* mod_batch finish: an error to the sender when the message was not
  * stored. */
+static void off_repop(xd_module_ctx_t *ctx, const char *host, const char *user);
+
+/* Whether the account of `to` has a session that takes offline messages
+ * now: available with a non-negative priority (RFC 6121 8.5.2.1.1). */
+static bool
+off_account_takes(const xd_jid_t *to)
+{
+    xd_session_info_t e[8];
+    size_t n = xd_session_list(to, e, 8), got = n < 8 ? n : 8;
+    bool takes = false;
+    for (size_t i = 0; i < got; i++) {
+        takes = takes || (e[i].available && e[i].priority >= 0);
+        xd_session_info_clear(&e[i]);
+    }
+    return takes || n > 8;
+}
+
 static void
 off_store_finish(mod_batch_item_t *it, int status)
 {
     off_store_t *s = (off_store_t *)it;
-    if (status == XD_ENOTFOUND) {
+    if (status == 0 && s->queued) {
+        /* Stored.  A session of the account that became available while
+         * the row was on its way took out what was stored before it (its
+         * pop ran first: another pool thread, or a store queued on
+         * another worker): this row would wait for the next login.  Take
+         * it out for that session now (a mass disconnect's messages
+         * stored while their accounts log in again). */
+        const xd_jid_t *to = xd_stanza_to(s->orig);
+        if (to && off_account_takes(to))
+            off_repop(it->ctx, s->host, s->user);
+    } else if (status == XD_ENOTFOUND) {
         /* RFC 6121 8.5.2.2.1 for an account that does not exist. */
         xd_route_error(s->orig, XD_COND_SERVICE_UNAVAILABLE, NULL);
     } else if (status == XD_ELIMIT) {
@@ -319,7 +348,9 @@ off_store(xd_module_ctx_t *ctx, xd_hook_stanza_t *ev, void *arg)
     s->max_bytes = oc->max_user_size > (size_t)INT64_MAX ? INT64_MAX : (int64_t)oc->max_user_size;
     s->now = (int64_t)ts.tv_sec;
     xd_stanza_unref(stamped);
+    s->queued = true;
     if (mod_batch_push(&off_q, &off_batch_ops, ctx, &s->b) != 0) {
+        s->queued = false;
         xd_route_error(st, XD_COND_RESOURCE_CONSTRAINT,
                        "the server cannot store more messages now");
         off_store_finish(&s->b, 0); /* nothing routed for 0: frees it */
@@ -333,7 +364,8 @@ typedef struct off_pop {
     xd_module_ctx_t *ctx;  /* the instance (held until done) */
     char host[1024];       /* the account */
     char user[1024];
-    xd_session_ref_t to;   /* the session to deliver to */
+    xd_session_ref_t to;   /* the session to deliver to (unless route) */
+    bool route;            /* a pop after a late store: routed to the account */
     char **msgs;           /* popped XML, in order */
     size_t n, cap;
 } off_pop_t;
@@ -377,6 +409,70 @@ off_pop_work(xd_db_conn_t *c, void *arg)
     return xd_db_tx(xd_module_db(p->ctx), off_pop_tx, p);
 }
 
+/* Pops after late stores, one at a time per account on this worker: a
+ * batch of 256 rows for one account starts one pop, not 256; rows stored
+ * while it runs start one more after it (OFF_REPOP_AGAIN). */
+#define OFF_REPOP_RUNNING ((void *)1)
+#define OFF_REPOP_AGAIN ((void *)2)
+static _Thread_local xd_map_t off_repops;
+
+static void off_pop_done(void *arg, int status);
+
+static xd_str_t
+off_repop_key(char *buf, size_t cap, const char *host, const char *user)
+{
+    int n = snprintf(buf, cap, "%s/%s", host, user);
+    return (xd_str_t){ buf, n < 0 ? 0 : (size_t)n < cap ? (size_t)n : cap - 1 };
+}
+
+static void
+off_repop_start(xd_module_ctx_t *ctx, const char *host, const char *user)
+{
+    off_pop_t *p = xd_new(off_pop_t);
+    p->ctx = ctx;
+    p->route = true;
+    snprintf(p->host, sizeof p->host, "%s", host);
+    snprintf(p->user, sizeof p->user, "%s", user);
+    xd_module_hold(ctx);
+    if (xd_db_async(xd_module_db(ctx), off_pop_work, off_pop_done, p) != 0) {
+        /* Stays stored: delivered at the next login. */
+        char kb[2100];
+        xd_map_del(&off_repops, off_repop_key(kb, sizeof kb, host, user));
+        if (xd_map_count(&off_repops) == 0)
+            xd_map_free(&off_repops, NULL);
+        xd_module_release(ctx);
+        xd_free(p);
+    }
+}
+
+static void
+off_repop(xd_module_ctx_t *ctx, const char *host, const char *user)
+{
+    char kb[2100];
+    xd_str_t k = off_repop_key(kb, sizeof kb, host, user);
+    if (xd_map_get(&off_repops, k)) {
+        xd_map_put(&off_repops, k, OFF_REPOP_AGAIN);
+        return;
+    }
+    xd_map_put(&off_repops, k, OFF_REPOP_RUNNING);
+    off_repop_start(ctx, host, user);
+}
+
+static void
+off_repop_done(xd_module_ctx_t *ctx, const char *host, const char *user)
+{
+    char kb[2100];
+    xd_str_t k = off_repop_key(kb, sizeof kb, host, user);
+    if (xd_map_get(&off_repops, k) == OFF_REPOP_AGAIN) {
+        xd_map_put(&off_repops, k, OFF_REPOP_RUNNING);
+        off_repop_start(ctx, host, user);
+        return;
+    }
+    xd_map_del(&off_repops, k);
+    if (xd_map_count(&off_repops) == 0)
+        xd_map_free(&off_repops, NULL); /* nothing left behind at the thread's end */
+}
+
 static void
 off_pop_done(void *arg, int status)
 {
@@ -387,16 +483,22 @@ off_pop_done(void *arg, int status)
     for (size_t i = 0; i < p->n; i++) {
         xd_stanza_t *st = NULL;
         if (status >= 0 &&
-            xd_stanza_parse(p->msgs[i], strlen(p->msgs[i]), XD_NS_CLIENT, &st) == 0)
+            xd_stanza_parse(p->msgs[i], strlen(p->msgs[i]), XD_NS_CLIENT, &st) == 0) {
             /* A session that ended before the message reached it: routed
              * again to the account (stored once more when no other session
              * takes it; it left the store when it was taken out). */
-            xd_session_send_take_or(&p->to, st, xd_route_take);
+            if (p->route)
+                xd_route_take(st);
+            else
+                xd_session_send_take_or(&p->to, st, xd_route_take);
+        }
         xd_free(p->msgs[i]);
     }
     if (p->n)
         XD_LOG(NULL, XD_INFO, "offline messages delivered", "host=%s user=%s count=%zu", p->host,
                p->user, p->n);
+    if (p->route)
+        off_repop_done(p->ctx, p->host, p->user);
     xd_free(p->msgs);
     xd_module_release(p->ctx);
     xd_free(p);
