@@ -77,8 +77,12 @@ ping_one(void *arg, xd_session_t *s)
     uintptr_t sent = (uintptr_t)xd_session_slot_get(s, ping_slot); /* time + 1 */
     if (sent) {
         uint64_t since = w->now - (uint64_t)(sent - 1);
-        if (idle < since) {
-            xd_session_slot_set(s, ping_slot, NULL); /* it said something: alive */
+        if (idle <= since) {
+            /* It said something: alive.  Input in the millisecond of the
+             * ping (the loop's clock is read once a turn, so a prompt
+             * answer can carry the ping's own time) counts: a silent
+             * client's last input is a whole interval older. */
+            xd_session_slot_set(s, ping_slot, NULL);
         } else {
             if (w->conf->kill && since >= w->conf->ack_timeout_ms) {
                 xd_session_ref_t ref = xd_session_ref(s);
