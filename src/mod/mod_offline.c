@@ -214,19 +214,19 @@ off_batch_write(xd_db_t *db, mod_batch_item_t *head)
  * stored. */
 static void off_repop(xd_module_ctx_t *ctx, const char *host, const char *user);
 
-/* Whether the account of `to` has a session that takes offline messages
- * now: available with a non-negative priority (RFC 6121 8.5.2.1.1). */
+/* Whether routing would hand `msg` to a session of its account now
+ * (RFC 6121 8.5.2: the picking rule of xd_session_pick). */
 static bool
-off_account_takes(const xd_jid_t *to)
+off_account_takes(const xd_stanza_t *msg, const xd_jid_t *to)
 {
-    xd_session_info_t e[8];
-    size_t n = xd_session_list(to, e, 8), got = n < 8 ? n : 8;
-    bool takes = false;
-    for (size_t i = 0; i < got; i++) {
-        takes = takes || (e[i].available && e[i].priority >= 0);
+    enum { MAX = 16 };
+    xd_session_info_t e[MAX];
+    bool take[MAX];
+    size_t n = xd_session_list(to, e, MAX), got = n < MAX ? n : MAX;
+    size_t k = xd_session_pick(e, got, msg, take);
+    for (size_t i = 0; i < got; i++)
         xd_session_info_clear(&e[i]);
-    }
-    return takes || n > 8;
+    return k > 0;
 }
 
 static void
@@ -241,7 +241,7 @@ off_store_finish(mod_batch_item_t *it, int status)
          * it out for that session now (a mass disconnect's messages
          * stored while their accounts log in again). */
         const xd_jid_t *to = xd_stanza_to(s->orig);
-        if (to && off_account_takes(to))
+        if (to && off_account_takes(s->orig, to))
             off_repop(it->ctx, s->host, s->user);
     } else if (status == XD_ENOTFOUND) {
         /* RFC 6121 8.5.2.2.1 for an account that does not exist. */
@@ -409,6 +409,29 @@ off_pop_work(xd_db_conn_t *c, void *arg)
     return xd_db_tx(xd_module_db(p->ctx), off_pop_tx, p);
 }
 
+static void off_pop_done(void *arg, int status);
+
+/* Takes the account's stored messages out on the pool: for the session
+ * `to`, or (to NULL) routed to the account.  false when the pool refused:
+ * they stay stored for the next login. */
+static bool
+off_pop_start(xd_module_ctx_t *ctx, const char *host, xd_str_t user, const xd_session_ref_t *to)
+{
+    off_pop_t *p = xd_new(off_pop_t);
+    p->ctx = ctx;
+    if (to)
+        p->to = *to;
+    p->route = !to;
+    snprintf(p->host, sizeof p->host, "%s", host);
+    snprintf(p->user, sizeof p->user, "%.*s", (int)user.len, user.p);
+    xd_module_hold(ctx);
+    if (xd_db_async(xd_module_db(ctx), off_pop_work, off_pop_done, p) == 0)
+        return true;
+    xd_module_release(ctx);
+    xd_free(p);
+    return false;
+}
+
 /* Pops after late stores, one at a time per account on this worker: a
  * batch of 256 rows for one account starts one pop, not 256; rows stored
  * while it runs start one more after it (OFF_REPOP_AGAIN). */
@@ -416,8 +439,7 @@ off_pop_work(xd_db_conn_t *c, void *arg)
 #define OFF_REPOP_AGAIN ((void *)2)
 static _Thread_local xd_map_t off_repops;
 
-static void off_pop_done(void *arg, int status);
-
+/* The account's entry: "host/user" into buf. */
 static xd_str_t
 off_repop_key(char *buf, size_t cap, const char *host, const char *user)
 {
@@ -425,24 +447,16 @@ off_repop_key(char *buf, size_t cap, const char *host, const char *user)
     return (xd_str_t){ buf, n < 0 ? 0 : (size_t)n < cap ? (size_t)n : cap - 1 };
 }
 
+/* A pop for the account (state RUNNING), or the entry goes. */
 static void
-off_repop_start(xd_module_ctx_t *ctx, const char *host, const char *user)
+off_repop_run(xd_module_ctx_t *ctx, const char *host, const char *user, xd_str_t k)
 {
-    off_pop_t *p = xd_new(off_pop_t);
-    p->ctx = ctx;
-    p->route = true;
-    snprintf(p->host, sizeof p->host, "%s", host);
-    snprintf(p->user, sizeof p->user, "%s", user);
-    xd_module_hold(ctx);
-    if (xd_db_async(xd_module_db(ctx), off_pop_work, off_pop_done, p) != 0) {
-        /* Stays stored: delivered at the next login. */
-        char kb[2100];
-        xd_map_del(&off_repops, off_repop_key(kb, sizeof kb, host, user));
-        if (xd_map_count(&off_repops) == 0)
-            xd_map_free(&off_repops, NULL);
-        xd_module_release(ctx);
-        xd_free(p);
-    }
+    xd_map_put(&off_repops, k, OFF_REPOP_RUNNING);
+    if (off_pop_start(ctx, host, (xd_str_t){ user, strlen(user) }, NULL))
+        return;
+    xd_map_del(&off_repops, k);
+    if (xd_map_count(&off_repops) == 0)
+        xd_map_free(&off_repops, NULL); /* nothing left behind at the thread's end */
 }
 
 static void
@@ -450,12 +464,10 @@ off_repop(xd_module_ctx_t *ctx, const char *host, const char *user)
 {
     char kb[2100];
     xd_str_t k = off_repop_key(kb, sizeof kb, host, user);
-    if (xd_map_get(&off_repops, k)) {
+    if (xd_map_get(&off_repops, k))
         xd_map_put(&off_repops, k, OFF_REPOP_AGAIN);
-        return;
-    }
-    xd_map_put(&off_repops, k, OFF_REPOP_RUNNING);
-    off_repop_start(ctx, host, user);
+    else
+        off_repop_run(ctx, host, user, k);
 }
 
 static void
@@ -464,13 +476,12 @@ off_repop_done(xd_module_ctx_t *ctx, const char *host, const char *user)
     char kb[2100];
     xd_str_t k = off_repop_key(kb, sizeof kb, host, user);
     if (xd_map_get(&off_repops, k) == OFF_REPOP_AGAIN) {
-        xd_map_put(&off_repops, k, OFF_REPOP_RUNNING);
-        off_repop_start(ctx, host, user);
+        off_repop_run(ctx, host, user, k);
         return;
     }
     xd_map_del(&off_repops, k);
     if (xd_map_count(&off_repops) == 0)
-        xd_map_free(&off_repops, NULL); /* nothing left behind at the thread's end */
+        xd_map_free(&off_repops, NULL);
 }
 
 static void
@@ -518,18 +529,9 @@ off_available(xd_module_ctx_t *ctx, xd_hook_presence_t *ev, void *arg)
     xd_session_info_t e;
     if (xd_session_find(full, &e) != 0)
         return XD_HOOK_OK;
-    off_pop_t *p = xd_new(off_pop_t);
-    p->ctx = ctx;
-    p->to = e.ref;
+    xd_session_ref_t to = e.ref;
     xd_session_info_clear(&e);
-    xd_str_t l = xd_jid_local(full);
-    snprintf(p->host, sizeof p->host, "%s", ev->host);
-    snprintf(p->user, sizeof p->user, "%.*s", (int)l.len, l.p);
-    xd_module_hold(ctx);
-    if (xd_db_async(xd_module_db(ctx), off_pop_work, off_pop_done, p) != 0) {
-        xd_module_release(ctx);
-        xd_free(p); /* stays stored: delivered at the next login */
-    }
+    (void)off_pop_start(ctx, ev->host, xd_jid_local(full), &to);
     return XD_HOOK_OK;
 }
 

@@ -291,7 +291,7 @@ xd_el_serialize(const xd_el_t *el, const char *content_ns, size_t *len)
  * its own to='…', then the base's cached bytes after "<name" — the body is
  * serialized once for every recipient.  NULL when that does not apply. */
 static xd_stanza_bytes_t *
-ser_spliced(const xd_stanza_t *st, char *room, size_t room_len, bool *in_room)
+ser_spliced(const xd_stanza_t *st, char *room, size_t room_len)
 {
     const xd_el_t *root = st->root, *broot = st->base->root;
     if (root->prefix_len || root->ns || root->nattrs == 0 ||
@@ -324,8 +324,7 @@ ser_spliced(const xd_stanza_t *st, char *room, size_t room_len, bool *in_room)
     ser_putc(&s, '\0');
     xd_stanza_bytes_t *b = (xd_stanza_bytes_t *)s.buf;
     b->len = s.len - 1 - hdr;
-    *in_room = s.fixed;
-    return b;
+    return b; /* in `room` unless it did not fit (s.fixed) */
 }
 
 const char *
@@ -339,27 +338,27 @@ xd_stanza_bytes(const xd_stanza_t *cst, size_t *len)
         /* The only reference: nobody else serializes or allocates in the
          * arena now, so the spliced bytes may go into its free tail
          * (xd_stanza_readdress sized it for them when the base's bytes
-         * were known): one allocation per copy instead of two. */
-        bool sole = atomic_load_explicit(&st->refs, memory_order_acquire) == 1 &&
-                    !(b = atomic_load_explicit(&st->bytes, memory_order_acquire));
-        bool in_arena = false;
-        xd_stanza_bytes_t *mine = NULL, *expected = NULL;
+         * were known): one allocation per copy instead of two.  The bytes
+         * are read again first, as below. */
+        bool sole = atomic_load_explicit(&st->refs, memory_order_acquire) == 1;
+        if (sole)
+            b = atomic_load_explicit(&st->bytes, memory_order_acquire);
         if (!b) {
             char *room = sole ? (char *)xd_arena_alloc(a, 0) : NULL;
-            mine = ser_spliced(st, room, room ? (size_t)(a->end - room) : 0, &in_arena);
-        }
-        if (mine && in_arena) {
-            (void)xd_arena_alloc(a, offsetof(xd_stanza_bytes_t, data) + mine->len + 1);
-            st->bytes_in_arena = true;
-            atomic_store_explicit(&st->bytes, mine, memory_order_release);
-        } else if (mine && !atomic_compare_exchange_strong_explicit(&st->bytes, &expected, mine,
-                                                                    memory_order_acq_rel,
-                                                                    memory_order_acquire)) {
-            xd_free(mine);
-            mine = expected;
-        }
-        if (!b)
+            xd_stanza_bytes_t *mine = ser_spliced(st, room, room ? (size_t)(a->end - room) : 0);
+            xd_stanza_bytes_t *expected = NULL;
+            if (mine && (char *)mine == room) {
+                (void)xd_arena_alloc(a, hdr + mine->len + 1); /* claims what was written */
+                st->bytes_in_arena = true;
+                atomic_store_explicit(&st->bytes, mine, memory_order_release);
+            } else if (mine && !atomic_compare_exchange_strong_explicit(
+                                   &st->bytes, &expected, mine, memory_order_acq_rel,
+                                   memory_order_acquire)) {
+                xd_free(mine);
+                mine = expected;
+            }
             b = mine; /* NULL: serialized whole below */
+        }
     }
     if (!b && !st->base && atomic_load_explicit(&st->refs, memory_order_acquire) == 1 &&
         /* Read again: a holder that dropped its reference just now may have
