@@ -252,13 +252,17 @@ pv_bm_from_pep(const xd_el_t *items, const xd_el_t *stored)
     return st;
 }
 
-/* DISCO_SM_FEATURES: the conversion is there when mod_pep runs too. */
+/* DISCO_SM_FEATURES: the conversion is there when mod_pep runs too;
+ * XEP-0411's feature, and XEP-0402's "#compat" (private XML storage and
+ * the PEP node are one set of bookmarks), which clients check before they
+ * keep bookmarks only in PEP. */
 static int
 pv_disco(xd_module_ctx_t *ctx, xd_hook_disco_t *ev, void *arg)
 {
     (void)ctx;
     (void)arg;
     pep_disco_conversion(ev, "urn:xmpp:bookmarks-conversion:0");
+    pep_disco_conversion(ev, "urn:xmpp:bookmarks:1#compat");
     return XD_HOOK_OK;
 }
 

@@ -967,6 +967,10 @@ def test_bookmarks_conversion_disco(server_factory):
     a, _ = session(srv, "alice", "r")
     r = iq(a, "d1", f"<query xmlns='{DI}'/>", typ="get", to="alice@localhost")
     assert "var='urn:xmpp:bookmarks-conversion:0'" in r, r
+    # XEP-0402 §Compatibility: clients (Conversations, Gajim) store
+    # bookmarks only through PEP when the account says it unifies them
+    # with private XML storage.
+    assert "var='urn:xmpp:bookmarks:1#compat'" in r, r
 
 
 def test_bookmarks_private_to_pep_and_back(server_factory):
