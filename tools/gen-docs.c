@@ -151,6 +151,28 @@ gd_rows(gd_buf_t *b, const xd_opt_t *table, int scope)
     }
 }
 
+/* The tables of a module's lists of mappings (SUB_LIST) and mappings
+ * (SUB), after the module's own: what one entry of `services` holds. */
+static void
+gd_subs(gd_buf_t *b, const xd_opt_t *table)
+{
+    for (const xd_opt_t *o = table; o->name; o++) {
+        const xd_opt_sub_t *sub = o->range;
+        if (o->type == XD_OPT_TYPE_INLINE) {
+            gd_subs(b, sub->table);
+            continue;
+        }
+        if (o->type != XD_OPT_TYPE_SUB_LIST && o->type != XD_OPT_TYPE_SUB)
+            continue;
+        gd_put(b, "\n`");
+        gd_put(b, o->name);
+        gd_put(b, o->type == XD_OPT_TYPE_SUB_LIST ? "` entries:\n" : "`:\n");
+        gd_put(b, "\n| Option | Type | Default | Range | Description |\n"
+                  "|---|---|---|---|---|\n");
+        gd_rows(b, sub->table, 0);
+    }
+}
+
 static char *
 gd_render(void)
 {
@@ -203,6 +225,7 @@ gd_render(void)
         gd_put(&b, "\n| Option | Type | Default | Range | Description |\n"
                    "|---|---|---|---|---|\n");
         gd_rows(&b, m->opts, 0);
+        gd_subs(&b, m->opts);
     }
     return b.p;
 }

@@ -47,6 +47,12 @@ bool xd_acl_match(const xd_host_conf_t *scope, const xd_acl_t *acl, const char *
 xd_access_t xd_access_match(const xd_config_t *cfg, const char *host, const char *rule,
                             const xd_jid_t *jid, const struct sockaddr *addr);
 
+/* xd_access_match by the running configuration (xd_config_get), for
+ * `jid` without an address; rule NULL: the accounts of `host` only (the
+ * default of the services a host offers its own users: upload slots,
+ * STUN/TURN credentials).  Any thread. */
+bool xd_access_allowed(const char *host, const char *rule, const xd_jid_t *jid);
+
 /* Evaluates shaper rule `rule` as above: the value of the first matching
  * clause ("normal", "none", "10"), or NULL when none matches or no such rule. */
 const char *xd_shaper_rule_match(const xd_config_t *cfg, const char *host, const char *rule,

@@ -503,15 +503,7 @@ static bool
 up_may_upload(xd_module_ctx_t *ctx, const xd_jid_t *from)
 {
     const up_conf_t *c = xd_module_opts(ctx);
-    const char *host = xd_module_host(ctx);
-    if (!c->access) {
-        xd_str_t d = xd_jid_domain(from);
-        return xd_jid_local(from).len > 0 && d.len == strlen(host) && !memcmp(d.p, host, d.len);
-    }
-    xd_config_t *cfg = xd_config_get();
-    bool ok = cfg && xd_access_match(cfg, host, c->access, from, NULL) == XD_ACCESS_ALLOW;
-    xd_config_unref(cfg);
-    return ok;
+    return xd_access_allowed(xd_module_host(ctx), c->access, from);
 }
 
 static void

@@ -184,6 +184,19 @@ xd_access_match(const xd_config_t *cfg, const char *host, const char *rule, cons
     return v && strcmp(v, "allow") == 0 ? XD_ACCESS_ALLOW : XD_ACCESS_DENY;
 }
 
+bool
+xd_access_allowed(const char *host, const char *rule, const xd_jid_t *jid)
+{
+    if (!rule) {
+        xd_str_t d = xd_jid_domain(jid);
+        return xd_jid_local(jid).len > 0 && d.len == strlen(host) && !memcmp(d.p, host, d.len);
+    }
+    xd_config_t *cfg = xd_config_get();
+    bool ok = cfg && xd_access_match(cfg, host, rule, jid, NULL) == XD_ACCESS_ALLOW;
+    xd_config_unref(cfg);
+    return ok;
+}
+
 const char *
 xd_shaper_rule_match(const xd_config_t *cfg, const char *host, const char *rule,
                      const xd_jid_t *jid, const struct sockaddr *addr)
