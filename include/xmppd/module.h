@@ -184,6 +184,17 @@ xd_module_ctx_t *xd_module_cmd_instance(xd_cmd_call_t *call, const char *name, c
 /* The server's version ("0.1.0"). */
 const char *xd_server_version(void);
 
+/* `pattern` with its "@HOST@" replaced by the instance's host (xd_free
+ * it): a service's domain option ("conference.@HOST@"), a path or URL that
+ * names the host. */
+char *xd_module_expand(const xd_module_ctx_t *ctx, const char *pattern);
+
+/* The domain a service of the instance answers on: xd_module_expand of
+ * `pattern`, prepared as a JID's domain part (xd_free it).  NULL when it
+ * is not a domain, with xd_module_fail already said ("host X is not a
+ * domain"): the start returns XD_EINVAL. */
+char *xd_module_service_domain(xd_module_ctx_t *ctx, const char *pattern);
+
 /* ---- registry ------------------------------------------------------------------------------- */
 
 /* Makes `mod` (static, outlives the process) available by name.  XD_EEXIST

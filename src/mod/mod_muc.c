@@ -722,15 +722,6 @@ muc_tick(xd_module_ctx_t *ctx, xd_hook_tick_t *ev, void *arg)
     return XD_HOOK_OK;
 }
 
-static char *
-muc_domain(const char *pattern, const char *host)
-{
-    const char *at = strstr(pattern, "@HOST@");
-    if (!at)
-        return xd_strdup(pattern);
-    return xd_asprintf("%.*s%s%s", (int)(at - pattern), pattern, host, at + 6);
-}
-
 static void
 muc_stop(xd_module_ctx_t *ctx)
 {
@@ -774,15 +765,9 @@ muc_start(xd_module_ctx_t *ctx)
     int rc = muc_conf_check(ctx, c);
     if (rc != 0)
         return rc;
-    char *raw = muc_domain(c->host, xd_module_host(ctx));
-    char *domain = NULL;
-    rc = xd_jid_prep_domain(xd_str_c(raw), &domain);
-    if (rc != 0) {
-        rc = xd_module_fail(ctx, XD_EINVAL, "host %s is not a domain", raw);
-        xd_free(raw);
-        return rc;
-    }
-    xd_free(raw);
+    char *domain = xd_module_service_domain(ctx, c->host);
+    if (!domain)
+        return XD_EINVAL;
     muc_state_t *s = xd_new(muc_state_t);
     s->domain = domain;
     pthread_mutex_init(&s->mu, NULL);

@@ -2711,15 +2711,6 @@ ps_removed(xd_module_ctx_t *ctx, xd_hook_user_t *ev, void *arg)
 
 /* ---- module ------------------------------------------------------------------------------------- */
 
-static char *
-ps_domain(const char *pattern, const char *host)
-{
-    const char *at = strstr(pattern, "@HOST@");
-    if (!at)
-        return xd_strdup(pattern);
-    return xd_asprintf("%.*s%s%s", (int)(at - pattern), pattern, host, at + 6);
-}
-
 static void
 ps_queue_free(void *v)
 {
@@ -2751,19 +2742,13 @@ ps_start(xd_module_ctx_t *ctx)
     const ps_conf_t *c = xd_module_opts(ctx);
     if (!xd_module_db(ctx))
         return xd_module_fail(ctx, XD_ECLOSED, "no database");
-    char *raw = ps_domain(c->host, xd_module_host(ctx));
-    char *domain = NULL;
-    int rc = xd_jid_prep_domain(xd_str_c(raw), &domain);
-    if (rc != 0) {
-        rc = xd_module_fail(ctx, XD_EINVAL, "host %s is not a domain", raw);
-        xd_free(raw);
-        return rc;
-    }
-    xd_free(raw);
+    char *domain = xd_module_service_domain(ctx, c->host);
+    if (!domain)
+        return XD_EINVAL;
     ps_state_t *s = xd_new(ps_state_t);
     s->domain = domain;
     xd_module_set_state(ctx, s);
-    rc = xd_module_service(ctx, domain, ps_route, NULL);
+    int rc = xd_module_service(ctx, domain, ps_route, NULL);
     if (rc == 0)
         rc = xd_module_hook(ctx, XD_HOOK_REMOVE_USER, XD_HOOK_PRIO_DEFAULT, ps_removed, NULL);
     if (rc == 0)

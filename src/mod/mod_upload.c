@@ -1125,14 +1125,9 @@ up_start(xd_module_ctx_t *ctx)
     const char *host = xd_module_host(ctx);
     up_state_t *s = xd_new(up_state_t);
     xd_module_set_state(ctx, s);
-    char *raw = up_expand(c->host, host);
-    int rc = xd_jid_prep_domain(xd_str_c(raw), &s->domain);
-    if (rc != 0) {
-        rc = xd_module_fail(ctx, XD_EINVAL, "host %s is not a domain", raw);
-        xd_free(raw);
-        return rc;
-    }
-    xd_free(raw);
+    s->domain = xd_module_service_domain(ctx, c->host);
+    if (!s->domain)
+        return XD_EINVAL;
     if (c->docroot) {
         s->docroot = up_expand(c->docroot, host);
     } else {
@@ -1140,7 +1135,7 @@ up_start(xd_module_ctx_t *ctx)
         s->docroot = xd_asprintf("%s/upload", cfg ? xd_config_data_dir(cfg) : ".");
         xd_config_unref(cfg);
     }
-    rc = up_mkdirs(s->docroot);
+    int rc = up_mkdirs(s->docroot);
     if (rc != 0)
         return xd_module_fail(ctx, rc, "cannot create %s: %s", s->docroot, xd_strerror(rc));
     rc = up_load_secret(ctx, s, c);

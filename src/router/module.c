@@ -38,6 +38,7 @@
 #include "storage/dbhosts.h"
 #include "xmppd/alloc.h"
 #include "xmppd/err.h"
+#include "xmppd/jid.h"
 #include "xmppd/log.h"
 
 #define MD_IDLE_WAIT_MS 10000 /* longest wait for a stopping instance's calls in flight */
@@ -267,6 +268,28 @@ xd_module_fail(xd_module_ctx_t *ctx, int code, const char *fmt, ...)
     ctx->fail = xd_vasprintf(fmt, ap);
     va_end(ap);
     return code;
+}
+
+char *
+xd_module_expand(const xd_module_ctx_t *ctx, const char *pattern)
+{
+    const char *at = strstr(pattern, "@HOST@");
+    if (!at)
+        return xd_strdup(pattern);
+    return xd_asprintf("%.*s%s%s", (int)(at - pattern), pattern, ctx->host, at + 6);
+}
+
+char *
+xd_module_service_domain(xd_module_ctx_t *ctx, const char *pattern)
+{
+    char *raw = xd_module_expand(ctx, pattern);
+    char *domain = NULL;
+    if (xd_jid_prep_domain(xd_str_c(raw), &domain) != 0) {
+        xd_module_fail(ctx, XD_EINVAL, "host %s is not a domain", raw);
+        domain = NULL;
+    }
+    xd_free(raw);
+    return domain;
 }
 
 static md_reg_t *

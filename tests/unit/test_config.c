@@ -21,6 +21,7 @@
 
 #include <cmocka.h>
 
+#include "mod/builtin.h"
 #include "xmppd/acl.h"
 #include "xmppd/alloc.h"
 #include "xmppd/config.h"
@@ -28,6 +29,7 @@
 #include "xmppd/jid.h"
 #include "xmppd/jid_opt.h"
 #include "xmppd/log.h"
+#include "xmppd/module.h"
 #include "xmppd/opt.h"
 
 /* ---- A test table covering every generic type ------------------------------------------------ */
@@ -334,6 +336,18 @@ test_config__every_default_parses(void **state)
         int rc = xd_opt_check_defaults(s->table, s->size, cfg, &err);
         if (rc != 0)
             fail_msg("defaults of %s: %s", s->title, err);
+    }
+    /* And every built-in module's table (a default that is not what its
+     * type reads, such as an unquoted "::", fails every start). */
+    assert_int_equal(xd_builtin_register(), 0);
+    const xd_module_t *mods[128];
+    size_t nmods = xd_module_builtins(mods, 128);
+    assert_true(nmods > 0 && nmods <= 128);
+    for (size_t i = 0; i < nmods; i++) {
+        if (!mods[i]->opts)
+            continue;
+        if (xd_opt_check_defaults(mods[i]->opts, mods[i]->opts_size, cfg, &err) != 0)
+            fail_msg("defaults of %s: %s", mods[i]->name, err);
     }
     xd_config_unref(cfg);
     assert_int_equal(xd_opt_check_defaults(t_opts, sizeof(t_conf_t), NULL, &err), 0);
