@@ -2,8 +2,8 @@
  * cmd.h — the command registry (DESIGN.md 5).
  *
  * A command is written once, as data plus one handler, and served by every
- * front end: xmppctl over the control socket now; the HTTP API, ad-hoc
- * commands (XEP-0050/XEP-0133) and the web admin later.  Each front end
+ * front end: xmppctl over the control socket, ad-hoc commands (XEP-0050,
+ * mod_adhoc); the HTTP API and the web admin later.  Each front end
  * turns its input into the same typed argument vector, checks it with
  * xd_cmd_prepare() and calls xd_cmd_run(); the typed result is formatted by
  * the front end (xmppctl prints lines, the HTTP API will emit JSON).
@@ -158,6 +158,18 @@ int xd_cmd_prepare(xd_cmd_call_t *call, const xd_cmd_t *cmd, xd_config_t *cfg, i
  * XD_CMD_ON_LOOP), sets res.kind, logs the call (never a password) and
  * returns the handler's status. */
 int xd_cmd_run(xd_cmd_call_t *call);
+
+/* For front ends off the main loop (ad-hoc commands, the HTTP API): runs
+ * call on the thread its command needs and then done(call, status, arg)
+ * on that same thread.  A command with XD_CMD_ON_LOOP is posted to the
+ * main loop (at most 64 wait; more: XD_EFULL, neither runs); any other
+ * runs at once on the calling thread, which must be allowed to block (a
+ * pool thread).  0, XD_EFULL, or XD_ECLOSED when the main loop no longer
+ * takes commands (the server is stopping); done is not called then.  A
+ * call still waiting when the main loop stops gets done with XD_ECLOSED
+ * and an error text, without having run. */
+typedef void (*xd_cmd_done_fn)(xd_cmd_call_t *call, int status, void *arg);
+int xd_cmd_run_async(xd_cmd_call_t *call, xd_cmd_done_fn done, void *arg);
 
 /* Frees the arguments (wiping passwords), the result and the config ref. */
 void xd_cmd_call_clear(xd_cmd_call_t *call);

@@ -2,6 +2,7 @@
  * ctl.c — the control socket (see ctl.h).  Main loop only.
  */
 #include <errno.h>
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
@@ -297,6 +298,96 @@ ctl_dispatch(ctl_client_t *cl)
         ctl_reply_call(cl, xd_cmd_errorf(&cl->call, XD_EINTERNAL, "cannot run: %s", uv_strerror(rc)));
 }
 
+/* ---- commands of other front ends that must run on this loop ------------------------------ */
+
+#define CTL_JOBS_MAX 64
+
+typedef struct ctl_job {
+    struct ctl_job *next;
+    xd_cmd_call_t *call;
+    xd_cmd_done_fn done;
+    void *arg;
+} ctl_job_t;
+
+static pthread_mutex_t ctl_jobs_mu = PTHREAD_MUTEX_INITIALIZER;
+static ctl_job_t *ctl_jobs, **ctl_jobs_tail = &ctl_jobs;
+static size_t ctl_njobs;
+static bool ctl_jobs_open;
+static uv_async_t ctl_jobs_async;
+
+static ctl_job_t *
+ctl_jobs_take(void)
+{
+    pthread_mutex_lock(&ctl_jobs_mu);
+    ctl_job_t *list = ctl_jobs;
+    ctl_jobs = NULL;
+    ctl_jobs_tail = &ctl_jobs;
+    ctl_njobs = 0;
+    pthread_mutex_unlock(&ctl_jobs_mu);
+    return list;
+}
+
+static void
+ctl_jobs_run(uv_async_t *a)
+{
+    (void)a;
+    for (ctl_job_t *j = ctl_jobs_take(), *next; j; j = next) {
+        next = j->next;
+        int rc = xd_cmd_run(j->call);
+        j->done(j->call, rc, j->arg);
+        xd_free(j);
+    }
+}
+
+static void
+ctl_jobs_start(uv_loop_t *loop)
+{
+    uv_async_init(loop, &ctl_jobs_async, ctl_jobs_run);
+    pthread_mutex_lock(&ctl_jobs_mu);
+    ctl_jobs_open = true;
+    pthread_mutex_unlock(&ctl_jobs_mu);
+}
+
+static void
+ctl_jobs_stop(void)
+{
+    pthread_mutex_lock(&ctl_jobs_mu);
+    bool was = ctl_jobs_open;
+    ctl_jobs_open = false;
+    pthread_mutex_unlock(&ctl_jobs_mu);
+    if (!was)
+        return;
+    for (ctl_job_t *j = ctl_jobs_take(), *next; j; j = next) {
+        next = j->next;
+        j->done(j->call, xd_cmd_errorf(j->call, XD_ECLOSED, "the server is stopping"), j->arg);
+        xd_free(j);
+    }
+    uv_close((uv_handle_t *)&ctl_jobs_async, NULL);
+}
+
+int
+xd_cmd_run_async(xd_cmd_call_t *call, xd_cmd_done_fn done, void *arg)
+{
+    if (!(call->cmd->flags & XD_CMD_ON_LOOP)) {
+        done(call, xd_cmd_run(call), arg);
+        return 0;
+    }
+    ctl_job_t *j = xd_new(ctl_job_t);
+    *j = (ctl_job_t){ .call = call, .done = done, .arg = arg };
+    pthread_mutex_lock(&ctl_jobs_mu);
+    int rc = !ctl_jobs_open ? XD_ECLOSED : ctl_njobs >= CTL_JOBS_MAX ? XD_EFULL : 0;
+    if (rc == 0) {
+        *ctl_jobs_tail = j;
+        ctl_jobs_tail = &j->next;
+        ctl_njobs++;
+        uv_async_send(&ctl_jobs_async); /* under the lock: the handle outlives it */
+    }
+    pthread_mutex_unlock(&ctl_jobs_mu);
+    if (rc != 0)
+        xd_free(j);
+    return rc;
+}
+
 static void
 ctl_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
 {
@@ -358,6 +449,7 @@ ctl_socket_alive(const char *path)
 int
 xd_ctl_start(uv_loop_t *loop, const char *path, char **err)
 {
+    ctl_jobs_start(loop);
     int reg = xd_cmd_register(&ctl_help_cmd);
     XD_ASSERT(reg == 0 || reg == XD_EEXIST);
     (void)reg;
@@ -394,6 +486,7 @@ xd_ctl_start(uv_loop_t *loop, const char *path, char **err)
 void
 xd_ctl_stop(void)
 {
+    ctl_jobs_stop();
     if (!ctl_open)
         return;
     ctl_open = false;
