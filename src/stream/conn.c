@@ -214,6 +214,7 @@ static struct {
     _Atomic uint64_t rests;    /* sends whose rest went into libuv's queue */
     _Atomic uint64_t at_once;  /* connections written before the turn's end (closing, many records) */
     _Atomic uint64_t full;     /* turns whose records reached the bound (WB_MAXREC) */
+    _Atomic uint64_t queued;   /* direct writes the socket did not take whole: rest queued */
 } wb_stats[XD_MAX_WORKERS];
 
 #define WB_COUNT(ws, f, n) \
@@ -560,6 +561,7 @@ c2s_write_raw_ref(xd_conn_t *c, const void *data, size_t len, const xd_stanza_t 
     size_t n = c2s_write_now(c, data, len);
     if (n == len)
         return 0;
+    WB_COUNT(c->ws, queued, 1);
     return c2s_write_queue(c, (const char *)data + n, len - n, st);
 }
 
@@ -1700,14 +1702,15 @@ cmd_write_stats(xd_cmd_call_t *call)
     for (unsigned i = 0; i < n && i < XD_MAX_WORKERS; i++)
         xd_cmd_add(call,
                    "worker=%u io_uring=%s submissions=%llu sends=%llu writes=%llu "
-                   "queued_rests=%llu written_at_once=%llu full_turns=%llu",
+                   "queued_rests=%llu written_at_once=%llu full_turns=%llu queued_writes=%llu",
                    i, atomic_load(&wb_stats[i].on) ? "on" : "off",
                    (unsigned long long)atomic_load(&wb_stats[i].submits),
                    (unsigned long long)atomic_load(&wb_stats[i].sends),
                    (unsigned long long)atomic_load(&wb_stats[i].records),
                    (unsigned long long)atomic_load(&wb_stats[i].rests),
                    (unsigned long long)atomic_load(&wb_stats[i].at_once),
-                   (unsigned long long)atomic_load(&wb_stats[i].full));
+                   (unsigned long long)atomic_load(&wb_stats[i].full),
+                   (unsigned long long)atomic_load(&wb_stats[i].queued));
     return 0;
 }
 
