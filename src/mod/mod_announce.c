@@ -1,0 +1,500 @@
+/*
+ * mod_announce.c — announcements and the message of the day, as
+ * ejabberd's module of that name: an administrator sends a message to a
+ * special resource of the server's JID.
+ *
+ *   HOST/announce/online       → to every session of HOST now;
+ *   HOST/announce/all          → to every account of HOST (to the bare
+ *                                JID: online ones get it, offline ones
+ *                                find it in offline storage), paced at
+ *                                `all_per_second` accounts a second;
+ *   HOST/announce/motd         → becomes the message of the day and goes
+ *                                to every session now;
+ *   HOST/announce/motd/update  → becomes the message of the day silently;
+ *   HOST/announce/motd/delete  → no message of the day any more.
+ *
+ * The message of the day reaches each account once, at its first
+ * available presence after it was set (accounts that got it are kept in
+ * the database; setting a new one forgets them).  What is sent: the
+ * <subject/> and <body/> of the administrator's message (its type, or
+ * normal), from the server's JID.  Who may: the `access` rule (default
+ * "admin"); others get forbidden.  Any other message to the server's
+ * resources is left to the router (service-unavailable).
+ */
+#include <pthread.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "xmppd/acl.h"
+#include "xmppd/alloc.h"
+#include "xmppd/auth.h"
+#include "xmppd/err.h"
+#include "xmppd/hooks.h"
+#include "xmppd/log.h"
+#include "xmppd/module.h"
+#include "xmppd/opt.h"
+#include "xmppd/owner.h"
+#include "xmppd/route.h"
+#include "xmppd/session.h"
+#include "xmppd/stanza.h"
+#include "xmppd/storage.h"
+
+#define AN_FILTER_PRIO 10 /* before the other filters: these never reach a session */
+#define AN_BODY_MAX (64u << 10)
+
+typedef struct an_conf {
+    char *access;
+    int per_second;
+} an_conf_t;
+
+#define C_ an_conf_t
+static const xd_opt_t an_opts[] = {
+    XD_OPT_STRING("access", C_, access, "admin",
+                  "Access rule: who may send announcements and set the message of the day."),
+    XD_OPT_INT("all_per_second", C_, per_second, "1000", 1, 1000000,
+               "Accounts an announcement to all gets sent to each second (offline storage "
+               "takes them at its pace)."),
+    XD_OPT_END,
+};
+#undef C_
+
+static const char *const an_mig1[] = {
+    "CREATE TABLE announce_motd (host {key} NOT NULL PRIMARY KEY, xml {text} NOT NULL)",
+    "CREATE TABLE announce_motd_seen (host {key} NOT NULL, username {key} NOT NULL,"
+    " PRIMARY KEY (host, username))",
+    NULL,
+};
+static const xd_db_migration_t an_migrations[] = { { 1, NULL, an_mig1 }, { 0, NULL, NULL } };
+static const xd_module_schema_t an_schemas[] = { { "mod_announce", an_migrations },
+                                                 { NULL, NULL } };
+
+/* An announcement to all accounts being sent. */
+typedef struct an_all {
+    struct an_all *next;
+    char *xml;      /* the message (without to) */
+    char **users;   /* localparts */
+    size_t n, next_i;
+} an_all_t;
+
+typedef struct an_state {
+    pthread_mutex_t mu;
+    char *motd;      /* the message of the day (serialized, without to), or NULL */
+    an_all_t *all;   /* announcements to all, oldest first (worker 0 sends) */
+} an_state_t;
+
+/* ---- the message ------------------------------------------------------------------------------ */
+
+/* The announcement made from the administrator's message: its subject and
+ * body, its type (or normal), from the host; serialized.  NULL when it has
+ * neither. */
+static char *
+an_payload(const xd_stanza_t *st, const char *host)
+{
+    const xd_el_t *root = xd_stanza_root(st);
+    const char *type = xd_el_attr(root, "type");
+    if (!type || (strcmp(type, "chat") && strcmp(type, "headline")))
+        type = "normal";
+    xd_el_t *m = xd_el_new("message", NULL); /* the content namespace, as routed stanzas */
+    xd_el_set_attr(m, "from", host);
+    xd_el_set_attr(m, "type", type);
+    bool any = false;
+    for (const xd_el_t *c = xd_el_first_child(root); c; c = xd_el_next(c)) {
+        const char *ns = xd_el_ns(c);
+        if ((ns && strcmp(ns, "jabber:client"))
+            || (strcmp(xd_el_name(c), "subject") && strcmp(xd_el_name(c), "body")))
+            continue; /* the stanza's own subject and body only */
+        xd_el_t *k = xd_el_add_child(m, xd_el_name(c), NULL);
+        const char *lang = xd_el_attr_ns(c, "lang", "http://www.w3.org/XML/1998/namespace");
+        if (lang)
+            xd_el_set_attr_ns(k, "xml:lang", "http://www.w3.org/XML/1998/namespace", lang);
+        xd_el_add_text(k, xd_el_text(c));
+        any = true;
+    }
+    size_t len = 0;
+    char *xml = any ? xd_el_serialize(m, "jabber:client", &len) : NULL;
+    xd_el_free(m);
+    if (xml && len > AN_BODY_MAX) {
+        xd_free(xml);
+        xml = NULL;
+    }
+    return xml;
+}
+
+/* Sends the announcement `xml` to `to`. */
+static void
+an_send(const char *xml, const char *to)
+{
+    xd_el_t *m = NULL;
+    if (xd_el_parse(xml, strlen(xml), &m) != 0)
+        return;
+    xd_el_set_attr(m, "to", to);
+    xd_route_take(xd_el_freeze(m));
+}
+
+static void
+an_send_session(void *arg, const xd_session_info_t *s)
+{
+    an_send(arg, xd_jid_full_str(s->jid).p);
+}
+
+/* ---- storage (pool) ---------------------------------------------------------------------------- */
+
+typedef struct an_job {
+    xd_module_ctx_t *ctx;
+    char *host;
+    char *user;     /* motd_seen: the account */
+    char *xml;      /* the motd to store, or NULL to delete */
+    char *to;       /* motd_seen: the session to send it to */
+    bool send;      /* motd_seen: it was new for the account */
+    an_all_t *all;  /* an announcement to all: its accounts */
+    int status;
+} an_job_t;
+
+static void
+an_job_free(an_job_t *j)
+{
+    xd_free(j->host);
+    xd_free(j->user);
+    xd_free(j->xml);
+    xd_free(j->to);
+    xd_free(j);
+}
+
+static int
+an_motd_tx(xd_db_conn_t *c, void *arg)
+{
+    an_job_t *j = arg;
+    xd_db_val_t h[] = { XD_DB_V_CSTR(j->host) };
+    int rc = xd_db_query(c, "DELETE FROM announce_motd_seen WHERE host = ?", h, 1, NULL, NULL);
+    if (rc == 0)
+        rc = xd_db_query(c, "DELETE FROM announce_motd WHERE host = ?", h, 1, NULL, NULL);
+    if (rc == 0 && j->xml) {
+        xd_db_val_t p[] = { XD_DB_V_CSTR(j->host), XD_DB_V_CSTR(j->xml) };
+        rc = xd_db_query(c, "INSERT INTO announce_motd (host, xml) VALUES (?, ?)", p, 2, NULL,
+                         NULL);
+    }
+    return rc;
+}
+
+static void
+an_motd_store(xd_module_ctx_t *ctx, void *arg)
+{
+    an_job_t *j = arg;
+    xd_db_t *db = xd_module_db(ctx);
+    j->status = db ? xd_db_tx(db, an_motd_tx, j) : XD_ECLOSED;
+}
+
+static void
+an_motd_stored(xd_module_ctx_t *ctx, void *arg, int status)
+{
+    (void)ctx;
+    an_job_t *j = arg;
+    if (status || j->status)
+        XD_LOG(NULL, XD_ERROR, "motd not stored", "host=%s err=%s", j->host,
+               xd_strerror(status ? status : j->status));
+    an_job_free(j);
+}
+
+static int
+an_seen_tx(xd_db_conn_t *c, void *arg)
+{
+    an_job_t *j = arg;
+    xd_db_val_t p[] = { XD_DB_V_CSTR(j->host), XD_DB_V_CSTR(j->user) };
+    int64_t n = 0;
+    int rc = xd_db_query_int64(c,
+                               "SELECT COUNT(*) FROM announce_motd_seen WHERE host = ? AND username = ?",
+                               p, 2, &n);
+    if (rc == 0 && n == 0) {
+        rc = xd_db_query(c, "INSERT INTO announce_motd_seen (host, username) VALUES (?, ?)", p, 2,
+                         NULL, NULL);
+        j->send = rc == 0;
+    }
+    return rc;
+}
+
+static void
+an_seen_work(xd_module_ctx_t *ctx, void *arg)
+{
+    an_job_t *j = arg;
+    xd_db_t *db = xd_module_db(ctx);
+    j->status = db ? xd_db_tx(db, an_seen_tx, j) : XD_ECLOSED;
+}
+
+static void
+an_seen_done(xd_module_ctx_t *ctx, void *arg, int status)
+{
+    (void)ctx;
+    an_job_t *j = arg;
+    if (!status && !j->status && j->send)
+        an_send(j->xml, j->to);
+    an_job_free(j);
+}
+
+static int
+an_user_row(void *arg, xd_str_t user)
+{
+    an_all_t *a = arg;
+    if (a->n % 256 == 0)
+        a->users = xd_realloc(a->users, (a->n + 256) * sizeof *a->users);
+    a->users[a->n++] = xd_strndup(user.p, user.len);
+    return 0;
+}
+
+static void
+an_all_free(an_all_t *a)
+{
+    for (size_t i = 0; i < a->n; i++)
+        xd_free(a->users[i]);
+    xd_free(a->users);
+    xd_free(a->xml);
+    xd_free(a);
+}
+
+static void
+an_all_list(xd_module_ctx_t *ctx, void *arg)
+{
+    (void)ctx;
+    an_job_t *j = arg;
+    j->status = xd_auth_list_users_sync(j->host, an_user_row, j->all);
+}
+
+static void
+an_all_listed(xd_module_ctx_t *ctx, void *arg, int status)
+{
+    an_job_t *j = arg;
+    an_state_t *s = xd_module_state(ctx);
+    if (status || j->status) {
+        XD_LOG(NULL, XD_ERROR, "announcement to all not sent", "host=%s err=%s", j->host,
+               xd_strerror(status ? status : j->status));
+        an_all_free(j->all);
+    } else {
+        XD_LOG(NULL, XD_INFO, "announcement to all", "host=%s accounts=%zu", j->host, j->all->n);
+        pthread_mutex_lock(&s->mu);
+        an_all_t **p = &s->all;
+        while (*p)
+            p = &(*p)->next;
+        *p = j->all;
+        pthread_mutex_unlock(&s->mu);
+    }
+    an_job_free(j);
+}
+
+/* TICK on worker 0: the next accounts of the announcements to all. */
+static int
+an_tick(xd_module_ctx_t *ctx, xd_hook_tick_t *ev, void *arg)
+{
+    (void)arg;
+    if (ev->worker != 0)
+        return XD_HOOK_OK;
+    an_state_t *s = xd_module_state(ctx);
+    const an_conf_t *c = xd_module_opts(ctx);
+    const char *host = xd_module_host(ctx);
+    size_t budget = (size_t)c->per_second;
+    while (budget) {
+        pthread_mutex_lock(&s->mu);
+        an_all_t *a = s->all;
+        pthread_mutex_unlock(&s->mu);
+        if (!a)
+            break;
+        for (; budget && a->next_i < a->n; budget--, a->next_i++) {
+            char to[3 * 1024 + 2];
+            snprintf(to, sizeof to, "%s@%s", a->users[a->next_i], host);
+            an_send(a->xml, to);
+        }
+        if (a->next_i < a->n)
+            break;
+        pthread_mutex_lock(&s->mu);
+        s->all = a->next;
+        pthread_mutex_unlock(&s->mu);
+        an_all_free(a);
+    }
+    return XD_HOOK_OK;
+}
+
+/* ---- the requests ------------------------------------------------------------------------------- */
+
+static void
+an_motd_set(xd_module_ctx_t *ctx, const char *host, const char *xml)
+{
+    an_state_t *s = xd_module_state(ctx);
+    pthread_mutex_lock(&s->mu);
+    xd_free(s->motd);
+    s->motd = xml ? xd_strdup(xml) : NULL;
+    pthread_mutex_unlock(&s->mu);
+    an_job_t *j = xd_new(an_job_t);
+    j->host = xd_strdup(host);
+    j->xml = xml ? xd_strdup(xml) : NULL;
+    if (xd_module_submit(ctx, an_motd_store, an_motd_stored, j) != 0) {
+        XD_LOG(NULL, XD_ERROR, "motd not stored", "host=%s err=%s", host, "pool full");
+        an_job_free(j);
+    }
+}
+
+/* FILTER_PACKET: a message to HOST/announce/… is taken here. */
+static int
+an_filter(xd_module_ctx_t *ctx, xd_hook_filter_t *ev, void *arg)
+{
+    (void)arg;
+    const xd_jid_t *to = ev->to;
+    xd_str_t res = xd_jid_resource(to);
+    if (xd_jid_local(to).len || res.len < 9 || memcmp(res.p, "announce/", 9) != 0)
+        return XD_HOOK_OK;
+    const xd_el_t *root = xd_stanza_root(ev->st);
+    const char *type = xd_el_attr(root, "type");
+    if (xd_stanza_kind_of(root) != XD_STANZA_MESSAGE || (type && !strcmp(type, "error")))
+        return XD_HOOK_OK;
+    const char *host = xd_module_host(ctx);
+    char what[32];
+    snprintf(what, sizeof what, "%.*s", (int)(res.len - 9), res.p + 9);
+    bool online = !strcmp(what, "online"), all = !strcmp(what, "all"),
+         motd = !strcmp(what, "motd"), update = !strcmp(what, "motd/update"),
+         del = !strcmp(what, "motd/delete");
+    if (!online && !all && !motd && !update && !del)
+        return XD_HOOK_OK; /* service-unavailable from the router */
+    xd_stanza_t *st = ev->st;
+    ev->st = NULL; /* taken */
+    const an_conf_t *c = xd_module_opts(ctx);
+    const xd_jid_t *from = xd_stanza_from(st);
+    if (!from || !xd_access_allowed(host, c->access, from)) {
+        xd_route_error(st, XD_COND_FORBIDDEN, "you may not send announcements");
+        xd_stanza_unref(st);
+        return XD_HOOK_STOP;
+    }
+    char *xml = del ? NULL : an_payload(st, host);
+    if (!del && !xml) {
+        xd_route_error(st, XD_COND_BAD_REQUEST, "an announcement has a subject or a body");
+        xd_stanza_unref(st);
+        return XD_HOOK_STOP;
+    }
+    xd_str_t by = xd_jid_bare_str(from);
+    XD_LOG(NULL, XD_INFO, "announce", "host=%s what=%s by=%.*s", host, what, (int)by.len, by.p);
+    if (motd || update || del)
+        an_motd_set(ctx, host, xml);
+    if (online || motd)
+        xd_session_foreach(host, an_send_session, xml);
+    if (all) {
+        an_job_t *j = xd_new(an_job_t);
+        j->host = xd_strdup(host);
+        j->all = xd_new(an_all_t);
+        j->all->xml = xml;
+        xml = NULL;
+        if (xd_module_submit(ctx, an_all_list, an_all_listed, j) != 0) {
+            xd_route_error(st, XD_COND_RESOURCE_CONSTRAINT, NULL);
+            an_all_free(j->all);
+            an_job_free(j);
+        }
+    }
+    xd_free(xml);
+    xd_stanza_unref(st);
+    return XD_HOOK_STOP;
+}
+
+/* USER_AVAILABLE: the message of the day, once per account. */
+static int
+an_available(xd_module_ctx_t *ctx, xd_hook_presence_t *ev, void *arg)
+{
+    (void)arg;
+    if (!ev->initial)
+        return XD_HOOK_OK;
+    an_state_t *s = xd_module_state(ctx);
+    pthread_mutex_lock(&s->mu);
+    char *xml = s->motd ? xd_strdup(s->motd) : NULL;
+    pthread_mutex_unlock(&s->mu);
+    if (!xml)
+        return XD_HOOK_OK;
+    an_job_t *j = xd_new(an_job_t);
+    j->host = xd_strdup(ev->host);
+    xd_str_t u = xd_jid_local(ev->jid), full = xd_jid_full_str(ev->jid);
+    j->user = xd_strndup(u.p, u.len);
+    j->to = xd_strndup(full.p, full.len);
+    j->xml = xml;
+    if (xd_module_submit(ctx, an_seen_work, an_seen_done, j) != 0)
+        an_job_free(j); /* next time */
+    return XD_HOOK_OK;
+}
+
+/* REMOVE_USER: the account's "seen" row. */
+static int
+an_removed(xd_module_ctx_t *ctx, xd_hook_user_t *ev, void *arg)
+{
+    (void)arg;
+    xd_db_t *db = xd_module_db(ctx);
+    xd_db_conn_t *c = NULL;
+    if (!db || xd_db_acquire(db, &c) != 0)
+        return XD_HOOK_OK;
+    xd_db_val_t p[] = { XD_DB_V_CSTR(ev->host), XD_DB_V_CSTR(ev->user) };
+    xd_db_query(c, "DELETE FROM announce_motd_seen WHERE host = ? AND username = ?", p, 2, NULL,
+                NULL);
+    xd_db_release(c);
+    return XD_HOOK_OK;
+}
+
+/* ---- module ----------------------------------------------------------------------------------- */
+
+static int
+an_motd_row(void *arg, const xd_db_val_t *cols, size_t ncols)
+{
+    char **out = arg;
+    if (ncols == 1 && cols[0].type == XD_DB_TEXT && !*out)
+        *out = xd_strndup(cols[0].s.p, cols[0].s.len);
+    return 0;
+}
+
+static void
+an_stop(xd_module_ctx_t *ctx)
+{
+    an_state_t *s = xd_module_state(ctx);
+    if (!s)
+        return;
+    while (s->all) {
+        an_all_t *a = s->all;
+        s->all = a->next;
+        if (a->next_i < a->n)
+            XD_LOG(NULL, XD_WARN, "announcement to all cut short by the stop", "host=%s sent=%zu of=%zu",
+                   xd_module_host(ctx), a->next_i, a->n);
+        an_all_free(a);
+    }
+    xd_free(s->motd);
+    pthread_mutex_destroy(&s->mu);
+    xd_free(s);
+    xd_module_set_state(ctx, NULL);
+}
+
+static int
+an_start(xd_module_ctx_t *ctx)
+{
+    an_state_t *s = xd_new(an_state_t);
+    pthread_mutex_init(&s->mu, NULL);
+    xd_module_set_state(ctx, s);
+    xd_db_t *db = xd_module_db(ctx);
+    xd_db_conn_t *c = NULL;
+    if (db && xd_db_acquire(db, &c) == 0) {
+        xd_db_val_t h[] = { XD_DB_V_CSTR(xd_module_host(ctx)) };
+        int rc = xd_db_query(c, "SELECT xml FROM announce_motd WHERE host = ?", h, 1, an_motd_row,
+                             &s->motd);
+        xd_db_release(c);
+        if (rc != 0)
+            return xd_module_fail(ctx, rc, "cannot read the message of the day: %s",
+                                  xd_strerror(rc));
+    }
+    int rc = xd_module_hook(ctx, XD_HOOK_FILTER_PACKET, AN_FILTER_PRIO, an_filter, NULL);
+    if (rc == 0)
+        rc = xd_module_hook(ctx, XD_HOOK_USER_AVAILABLE, XD_HOOK_PRIO_DEFAULT, an_available, NULL);
+    if (rc == 0)
+        rc = xd_module_hook(ctx, XD_HOOK_TICK, XD_HOOK_PRIO_DEFAULT, an_tick, NULL);
+    if (rc == 0)
+        rc = xd_module_hook(ctx, XD_HOOK_REMOVE_USER, XD_HOOK_PRIO_DEFAULT, an_removed, NULL);
+    return rc ? xd_module_fail(ctx, rc, "cannot register: %s", xd_strerror(rc)) : 0;
+}
+
+const xd_module_t xd_mod_announce = {
+    .abi = XD_MODULE_ABI,
+    .name = "mod_announce",
+    .doc = "Announcements to online or all accounts and the message of the day, sent to the "
+           "server's announce/ resources",
+    .opts = an_opts,
+    .opts_size = sizeof(an_conf_t),
+    .schemas = an_schemas,
+    .start = an_start,
+    .stop = an_stop,
+};
