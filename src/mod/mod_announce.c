@@ -28,6 +28,7 @@
 #include "xmppd/acl.h"
 #include "xmppd/alloc.h"
 #include "xmppd/auth.h"
+#include "xmppd/cmd.h"
 #include "xmppd/err.h"
 #include "xmppd/hooks.h"
 #include "xmppd/log.h"
@@ -330,6 +331,46 @@ an_motd_set(xd_module_ctx_t *ctx, const char *host, const char *xml)
     }
 }
 
+/* What an announcement does: the resource after "announce/", or the
+ * command's name. */
+enum { AN_ONLINE, AN_ALL, AN_MOTD, AN_UPDATE, AN_DELETE, AN_NONE };
+static const char *const an_kinds[] = { "online", "all", "motd", "motd/update", "motd/delete" };
+
+static int
+an_kind(const char *what, size_t len)
+{
+    for (int k = 0; k < AN_NONE; k++)
+        if (strlen(an_kinds[k]) == len && !memcmp(an_kinds[k], what, len))
+            return k;
+    return AN_NONE;
+}
+
+/* Carries out announcement `kind` of `xml` (taken; NULL for AN_DELETE) on
+ * ctx's host.  0, or XD_EFULL when the pool cannot list the accounts. */
+static int
+an_perform(xd_module_ctx_t *ctx, int kind, char *xml)
+{
+    const char *host = xd_module_host(ctx);
+    if (kind == AN_MOTD || kind == AN_UPDATE || kind == AN_DELETE)
+        an_motd_set(ctx, host, xml);
+    if (kind == AN_ONLINE || kind == AN_MOTD)
+        xd_session_foreach(host, an_send_session, xml);
+    if (kind == AN_ALL) {
+        an_job_t *j = xd_new(an_job_t);
+        j->host = xd_strdup(host);
+        j->all = xd_new(an_all_t);
+        j->all->xml = xml;
+        if (xd_module_submit(ctx, an_all_list, an_all_listed, j) != 0) {
+            an_all_free(j->all);
+            an_job_free(j);
+            return XD_EFULL;
+        }
+        return 0;
+    }
+    xd_free(xml);
+    return 0;
+}
+
 /* FILTER_PACKET: a message to HOST/announce/… is taken here. */
 static int
 an_filter(xd_module_ctx_t *ctx, xd_hook_filter_t *ev, void *arg)
@@ -343,14 +384,10 @@ an_filter(xd_module_ctx_t *ctx, xd_hook_filter_t *ev, void *arg)
     const char *type = xd_el_attr(root, "type");
     if (xd_stanza_kind_of(root) != XD_STANZA_MESSAGE || (type && !strcmp(type, "error")))
         return XD_HOOK_OK;
-    const char *host = xd_module_host(ctx);
-    char what[32];
-    snprintf(what, sizeof what, "%.*s", (int)(res.len - 9), res.p + 9);
-    bool online = !strcmp(what, "online"), all = !strcmp(what, "all"),
-         motd = !strcmp(what, "motd"), update = !strcmp(what, "motd/update"),
-         del = !strcmp(what, "motd/delete");
-    if (!online && !all && !motd && !update && !del)
+    int kind = an_kind(res.p + 9, res.len - 9);
+    if (kind == AN_NONE)
         return XD_HOOK_OK; /* service-unavailable from the router */
+    const char *host = xd_module_host(ctx);
     xd_stanza_t *st = ev->st;
     ev->st = NULL; /* taken */
     const an_conf_t *c = xd_module_opts(ctx);
@@ -360,33 +397,83 @@ an_filter(xd_module_ctx_t *ctx, xd_hook_filter_t *ev, void *arg)
         xd_stanza_unref(st);
         return XD_HOOK_STOP;
     }
-    char *xml = del ? NULL : an_payload(st, host);
-    if (!del && !xml) {
+    char *xml = kind == AN_DELETE ? NULL : an_payload(st, host);
+    if (kind != AN_DELETE && !xml) {
         xd_route_error(st, XD_COND_BAD_REQUEST, "an announcement has a subject or a body");
         xd_stanza_unref(st);
         return XD_HOOK_STOP;
     }
     xd_str_t by = xd_jid_bare_str(from);
-    XD_LOG(NULL, XD_INFO, "announce", "host=%s what=%s by=%.*s", host, what, (int)by.len, by.p);
-    if (motd || update || del)
-        an_motd_set(ctx, host, xml);
-    if (online || motd)
-        xd_session_foreach(host, an_send_session, xml);
-    if (all) {
-        an_job_t *j = xd_new(an_job_t);
-        j->host = xd_strdup(host);
-        j->all = xd_new(an_all_t);
-        j->all->xml = xml;
-        xml = NULL;
-        if (xd_module_submit(ctx, an_all_list, an_all_listed, j) != 0) {
-            xd_route_error(st, XD_COND_RESOURCE_CONSTRAINT, NULL);
-            an_all_free(j->all);
-            an_job_free(j);
-        }
-    }
-    xd_free(xml);
+    XD_LOG(NULL, XD_INFO, "announce", "host=%s what=%s by=%.*s", host, an_kinds[kind],
+           (int)by.len, by.p);
+    if (an_perform(ctx, kind, xml) != 0)
+        xd_route_error(st, XD_COND_RESOURCE_CONSTRAINT, NULL);
     xd_stanza_unref(st);
     return XD_HOOK_STOP;
+}
+
+/* ---- commands (xmppctl, ad-hoc) ------------------------------------------------------------ */
+
+static const xd_cmd_arg_t an_text_args[] = {
+    { "host", XD_CMD_HOST, "the virtual host" },
+    { "body", XD_CMD_STRING, "the text of the announcement" },
+    { "subject", XD_CMD_STRING, "its subject line" },
+};
+
+static int an_cmd(xd_cmd_call_t *call);
+
+static const xd_cmd_t an_cmds[] = {
+    { .name = "announce_online", .doc = "send an announcement to every session of a host",
+      .args = an_text_args, .nargs = 3, .nopt = 1, .result = XD_CMD_RES_NONE, .fn = an_cmd },
+    { .name = "announce_all",
+      .doc = "send an announcement to every account of a host (offline ones at their next login)",
+      .args = an_text_args, .nargs = 3, .nopt = 1, .result = XD_CMD_RES_NONE, .fn = an_cmd },
+    { .name = "set_motd",
+      .doc = "set a host's message of the day and send it to every session now",
+      .args = an_text_args, .nargs = 3, .nopt = 1, .result = XD_CMD_RES_NONE, .fn = an_cmd },
+    { .name = "update_motd",
+      .doc = "set a host's message of the day without sending it now",
+      .args = an_text_args, .nargs = 3, .nopt = 1, .result = XD_CMD_RES_NONE, .fn = an_cmd },
+    { .name = "delete_motd", .doc = "remove a host's message of the day",
+      .args = an_text_args, .nargs = 1, .result = XD_CMD_RES_NONE, .fn = an_cmd },
+};
+#define AN_NCMDS (sizeof an_cmds / sizeof an_cmds[0])
+
+static int
+an_cmd(xd_cmd_call_t *call)
+{
+    int kind = (int)(call->cmd - an_cmds); /* the table is in AN_* order */
+    const char *host = call->args[0].text;
+    xd_module_ctx_t *ctx = xd_module_cmd_instance(call, "mod_announce", host);
+    if (!ctx)
+        return XD_ENOTFOUND;
+    char *xml = NULL;
+    if (kind != AN_DELETE) {
+        const char *body = call->args[1].text, *subject = call->args[2].text;
+        xd_el_t *m = xd_el_new("message", NULL);
+        xd_el_set_attr(m, "from", host);
+        xd_el_set_attr(m, "type", "normal");
+        if (subject && *subject)
+            xd_el_add_text(xd_el_add_child(m, "subject", NULL), subject);
+        xd_el_add_text(xd_el_add_child(m, "body", NULL), body);
+        size_t len = 0;
+        xml = xd_el_serialize(m, "jabber:client", &len);
+        xd_el_free(m);
+        if (len > AN_BODY_MAX) {
+            xd_free(xml);
+            xd_module_release(ctx);
+            return xd_cmd_errorf(call, XD_EINVAL, "the announcement is longer than %u bytes",
+                                 AN_BODY_MAX);
+        }
+    }
+    XD_LOG(NULL, XD_INFO, "announce", "host=%s what=%s by=%s", host, an_kinds[kind],
+           call->origin ? call->origin : "command");
+    int rc = an_perform(ctx, kind, xml);
+    xd_module_release(ctx);
+    if (rc != 0)
+        return xd_cmd_errorf(call, rc, "the server is busy; try again");
+    xd_cmd_printf(call, "%s: done\n", call->cmd->name);
+    return 0;
 }
 
 /* USER_AVAILABLE: the message of the day, once per account. */
@@ -484,6 +571,8 @@ an_start(xd_module_ctx_t *ctx)
         rc = xd_module_hook(ctx, XD_HOOK_TICK, XD_HOOK_PRIO_DEFAULT, an_tick, NULL);
     if (rc == 0)
         rc = xd_module_hook(ctx, XD_HOOK_REMOVE_USER, XD_HOOK_PRIO_DEFAULT, an_removed, NULL);
+    for (size_t i = 0; rc == 0 && i < AN_NCMDS; i++)
+        rc = xd_module_command(ctx, &an_cmds[i]);
     return rc ? xd_module_fail(ctx, rc, "cannot register: %s", xd_strerror(rc)) : 0;
 }
 

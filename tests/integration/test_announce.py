@@ -79,3 +79,32 @@ def test_only_the_access_rule_may(server_factory):
     a.send("<message to='localhost/announce/everyone'><body>x</body></message>")
     err = expect(a, r"<message[^>]*type=['\"]error['\"].*?</message>")
     assert "<service-unavailable" in err, err
+
+
+def test_commands_from_xmppctl_and_adhoc(server_factory):
+    srv = server_factory(extra_yaml=CONF + "  mod_adhoc: {}\n")
+    users(srv, "admin", "bob", "gina")
+    b, _ = online(srv, "bob", "r")
+    r = srv.ctl_run("announce_online", "localhost", "From the console", "Console")
+    assert r.returncode == 0, r.stdout + r.stderr
+    m = expect(b, rx("From the console"))
+    assert "<subject>Console</subject>" in m, m
+    r = srv.ctl_run("announce_online", "nowhere.example", "x")
+    assert r.returncode != 0
+    # the same commands as ad-hoc commands (XEP-0050) for the admin
+    a, _ = online(srv, "admin", "r")
+    a.send("<iq type='set' id='ah' to='localhost'><command "
+           "xmlns='http://jabber.org/protocol/commands' node='api-commands/set_motd' "
+           "action='execute'><x xmlns='jabber:x:data' type='submit'>"
+           "<field var='host'><value>localhost</value></field>"
+           "<field var='body'><value>Motd by ad-hoc</value></field></x></command></iq>")
+    r = expect(a, r"<iq[^>]*id=['\"]ah['\"].*?</iq>")
+    assert "status='completed'" in r, r
+    expect(b, rx("Motd by ad-hoc"))  # sent to the sessions now
+    g, _ = online(srv, "gina", "r")  # and at gina's first login
+    expect(g, rx("Motd by ad-hoc"))
+    r = srv.ctl_run("delete_motd", "localhost")
+    assert r.returncode == 0, r.stdout + r.stderr
+    users(srv, "hal")
+    h, _ = online(srv, "hal", "r")
+    assert_nothing_before(h, rx("Motd by ad-hoc"), pool=True)
