@@ -40,6 +40,18 @@ bool xd_service_deliver(const char *domain, xd_stanza_t *st);
 /* True when `domain` has a service route now.  Any thread. */
 bool xd_service_exists(const char *domain);
 
+/* For a service's handler: the answers every service domain gives alike,
+ * so that the handler deals only with its own protocol.  Answers (or
+ * drops) st and returns true when it is not a request to the service
+ * itself: a stanza without from or to, one to a JID with a localpart, a
+ * message or presence (messages other than errors get
+ * service-unavailable, the rest is dropped), a disco#items get without a
+ * node (an empty list) or a ping (a result).  Returns false, untouched,
+ * for an IQ to the bare domain the handler answers: its disco#info, its
+ * own namespaces, and service-unavailable for what it does not know
+ * (xd_route_error).  st stays the caller's. */
+bool xd_service_answer_common(const xd_stanza_t *st);
+
 /* Drops every route (shutdown, tests). */
 void xd_service_clear(void);
 

@@ -51,6 +51,7 @@
 #include "xmppd/ns.h"
 #include "xmppd/opt.h"
 #include "xmppd/route.h"
+#include "xmppd/service.h"
 #include "xmppd/stanza.h"
 
 #define PX_NS "http://jabber.org/protocol/bytestreams"
@@ -757,19 +758,10 @@ px_route(xd_module_ctx_t *ctx, xd_stanza_t *st, void *arg)
     const xd_el_t *q = xd_el_first_child(root);
     bool get = type && !strcmp(type, "get"), set = type && !strcmp(type, "set");
     const xd_jid_t *from = xd_stanza_from(st);
-    if (!from || !xd_stanza_to(st) || xd_jid_local(xd_stanza_to(st)).len > 0
-        || xd_stanza_kind_of(root) != XD_STANZA_IQ) {
-        if (xd_iq_is_request(root)
-            || (xd_stanza_kind_of(root) == XD_STANZA_MESSAGE && (!type || strcmp(type, "error"))))
-            xd_route_error(st, XD_COND_SERVICE_UNAVAILABLE, NULL);
+    if (xd_service_answer_common(st)) {
+        ; /* not for the service itself */
     } else if (get && q && xd_el_is(q, "query", XD_NS_DISCO_INFO) && !xd_el_attr(q, "node")) {
         px_disco_info(&s->conf, st);
-    } else if (get && q && xd_el_is(q, "query", XD_NS_DISCO_ITEMS) && !xd_el_attr(q, "node")) {
-        xd_el_t *b = xd_iq_result_builder(st);
-        xd_el_add_child(b, "query", XD_NS_DISCO_ITEMS);
-        xd_route_take(xd_el_freeze(b));
-    } else if (get && q && xd_el_is(q, "ping", XD_NS_PING)) {
-        xd_route_take(xd_iq_result(st));
     } else if ((get || set) && q && xd_el_is(q, "query", PX_NS)) {
         if (!xd_access_allowed(xd_module_host(ctx), s->access, from))
             xd_route_error(st, XD_COND_FORBIDDEN, "you may not use this proxy");

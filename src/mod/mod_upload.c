@@ -34,6 +34,7 @@
 #include "xmppd/log.h"
 #include "xmppd/ns.h"
 #include "xmppd/route.h"
+#include "xmppd/service.h"
 #include "xmppd/stanza.h"
 #include "xmppd/storage.h"
 
@@ -577,21 +578,10 @@ up_route(xd_module_ctx_t *ctx, xd_stanza_t *st, void *arg)
     const char *type = xd_el_attr(root, "type");
     const xd_el_t *q = xd_el_first_child(root);
     bool get = type && !strcmp(type, "get");
-    if (!xd_stanza_from(st) || !xd_stanza_to(st) || xd_jid_local(xd_stanza_to(st)).len > 0) {
-        if (xd_iq_is_request(root))
-            xd_route_error(st, XD_COND_SERVICE_UNAVAILABLE, NULL);
-    } else if (xd_stanza_kind_of(root) != XD_STANZA_IQ) {
-        const char *t = type ? type : "";
-        if (xd_stanza_kind_of(root) == XD_STANZA_MESSAGE && strcmp(t, "error"))
-            xd_route_error(st, XD_COND_SERVICE_UNAVAILABLE, NULL);
+    if (xd_service_answer_common(st)) {
+        ; /* not for the service itself */
     } else if (get && q && xd_el_is(q, "query", XD_NS_DISCO_INFO) && !xd_el_attr(q, "node")) {
         up_disco_info(ctx, st);
-    } else if (get && q && xd_el_is(q, "query", XD_NS_DISCO_ITEMS) && !xd_el_attr(q, "node")) {
-        xd_el_t *b = xd_iq_result_builder(st);
-        xd_el_add_child(b, "query", XD_NS_DISCO_ITEMS);
-        xd_route_take(xd_el_freeze(b));
-    } else if (get && q && xd_el_is(q, "ping", XD_NS_PING)) {
-        xd_route_take(xd_iq_result(st));
     } else if (get && q && xd_el_is(q, "request", UP_NS) && xd_el_child_count(root) == 1) {
         up_slot_request(ctx, st, q);
     } else if (xd_iq_is_request(root)) {

@@ -44,7 +44,9 @@
  * With mod_pep on the host, the PHOTO and the XEP-0084 avatar follow each
  * other (XEP-0398; see the section below).
  *
- * Not here: vCard search (XEP-0055), size limits per field.
+ * The user directory (XEP-0055, option `search`): vcard_search.c.
+ *
+ * Not here: size limits per field.
  */
 #include <pthread.h>
 #include <stdatomic.h>
@@ -54,6 +56,7 @@
 
 #include "mod_util.h"
 #include "pep_api.h"
+#include "vcard_search.h"
 #include "xmppd/alloc.h"
 #include "xmppd/base64.h"
 #include "xmppd/err.h"
@@ -72,6 +75,7 @@
 typedef struct vc_conf {
     size_t max_size; /* largest serialized vCard accepted from an account, bytes */
     char *server;    /* the `vcard` option serialized as <vCard xmlns='vcard-temp'>, or NULL */
+    vcs_conf_t s;    /* the user directory (vcard_search.c) */
 } vc_conf_t;
 
 /* An element name we accept from the configuration: an XML NCName in ASCII
@@ -186,6 +190,19 @@ static const xd_opt_t vc_opts[] = {
                   "a mapping of vCard elements, for example `{FN: Example, URL: "
                   "\"https://example.org\"}`; a nested mapping is an element with children, "
                   "a list repeats the element. Unset: an empty vCard."),
+    XD_OPT_BOOL("search", C_, s.search, "false",
+                "The user directory (XEP-0055): a search service over the stored vCards."),
+    XD_OPT_STRING("host", C_, s.host, "vjud.@HOST@",
+                  "Domain of the user directory; `@HOST@` is replaced by the served host."),
+    XD_OPT_STRING("name", C_, s.name, "vJUD User Search",
+                  "Name of the user directory in its disco#info identity."),
+    XD_OPT_STRING("search_access", C_, s.access, NULL,
+                  "Access rule: who may search the directory (others get forbidden).  Unset: "
+                  "the accounts of the served host."),
+    XD_OPT_INT("matches", C_, s.matches, "30", 1, 10000, "Most results of one search."),
+    XD_OPT_BOOL("allow_return_all", C_, s.allow_return_all, "false",
+                "Whether a search with no field filled in lists every account with a vCard "
+                "(up to `matches`); otherwise it is refused with not-acceptable."),
     XD_OPT_END,
 };
 #undef C_
@@ -212,6 +229,7 @@ static const char *const vc_mig2[] = {
 static const xd_db_migration_t vc_migrations[] = {
     { 1, NULL, vc_mig1 },
     { 2, NULL, vc_mig2 },
+    { 3, NULL, vcs_migration },
     { 0, NULL, NULL },
 };
 
@@ -225,6 +243,7 @@ typedef struct vc_state {
     pthread_rwlock_t lock; /* guards hashes: read on every available presence */
     xd_map_t hashes;       /* username → hex hash (owned), only accounts with a photo */
     xd_stanza_t *server;   /* the server vCard (a frozen <vCard/>) or NULL */
+    void *search;          /* the user directory's service (vcard_search.c) or NULL */
 } vc_state_t;
 
 /* A stored vCard read back: xml is owned (xd_free), NULL when none. */
@@ -456,6 +475,8 @@ vc_store_tx(xd_db_conn_t *c, void *arg)
     xd_db_val_t key[] = { XD_DB_V_CSTR(s->host), XD_DB_V_CSTR(s->user) };
     int rc = xd_db_query(c, "DELETE FROM vcard WHERE host = ? AND username = ?", key, 2, NULL,
                          NULL);
+    if (rc == 0) /* the directory follows the vCard */
+        rc = vcs_index_tx(c, s->host, s->user, s->xml, s->len);
     if (rc != 0 || !s->xml)
         return rc;
     xd_db_val_t row[] = {
@@ -808,6 +829,7 @@ static void
 vc_state_free(vc_state_t *st)
 {
     xd_stanza_unref(st->server);
+    vcs_free(st->search);
     xd_map_free(&st->hashes, xd_free);
     pthread_rwlock_destroy(&st->lock);
     xd_free(st);
@@ -858,6 +880,19 @@ vc_start(xd_module_ctx_t *ctx)
         pep_watch_set(vc_pep_watch);
     if (rc == 0) /* the account's vCard goes with it */
         rc = mod_user_rows(ctx, "DELETE FROM vcard WHERE host = ? AND username = ?");
+    if (rc == 0)
+        rc = mod_user_rows(ctx, "DELETE FROM vcard_search WHERE host = ? AND username = ?");
+    if (rc == 0 && conf->s.search) {
+        size_t added = 0;
+        rc = vcs_backfill(db, host, &added);
+        if (rc != 0)
+            return xd_module_fail(ctx, rc, "cannot fill the user directory: %s", xd_strerror(rc));
+        if (added)
+            XD_LOG(NULL, XD_INFO, "user directory filled", "host=%s added=%zu", host, added);
+        rc = vcs_start(ctx, &conf->s, &st->search);
+        if (rc != 0)
+            return rc;
+    }
     if (rc != 0) /* the state goes in vc_stop, once the handlers are gone */
         return xd_module_fail(ctx, rc, "cannot register the vcard-temp handlers: %s",
                               xd_strerror(rc));

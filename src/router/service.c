@@ -9,6 +9,9 @@
 #include "xmppd/alloc.h"
 #include "xmppd/err.h"
 #include "xmppd/jid.h"
+#include "xmppd/ns.h"
+#include "xmppd/route.h"
+#include "xmppd/stanza.h"
 #include "xmppd/service.h"
 
 typedef struct {
@@ -116,4 +119,33 @@ xd_service_clear(void)
     svc_tab = NULL;
     svc_n = svc_cap = 0;
     pthread_rwlock_unlock(&svc_lock);
+}
+
+bool
+xd_service_answer_common(const xd_stanza_t *st)
+{
+    const xd_el_t *root = xd_stanza_root(st);
+    const char *type = xd_el_attr(root, "type");
+    const xd_jid_t *to = xd_stanza_to(st);
+    xd_stanza_kind kind = xd_stanza_kind_of(root);
+    if (!xd_stanza_from(st) || !to || xd_jid_local(to).len > 0 || kind != XD_STANZA_IQ) {
+        if (xd_iq_is_request(root)
+            || (kind == XD_STANZA_MESSAGE && (!type || strcmp(type, "error") != 0)))
+            xd_route_error(st, XD_COND_SERVICE_UNAVAILABLE, NULL);
+        return true;
+    }
+    const xd_el_t *q = xd_el_first_child(root);
+    if (!type || strcmp(type, "get") != 0 || !q)
+        return false;
+    if (xd_el_is(q, "query", XD_NS_DISCO_ITEMS) && !xd_el_attr(q, "node")) {
+        xd_el_t *b = xd_iq_result_builder(st);
+        xd_el_add_child(b, "query", XD_NS_DISCO_ITEMS);
+        xd_route_take(xd_el_freeze(b));
+        return true;
+    }
+    if (xd_el_is(q, "ping", XD_NS_PING)) {
+        xd_route_take(xd_iq_result(st));
+        return true;
+    }
+    return false;
 }

@@ -27,7 +27,8 @@ MODULES = ("modules:\n"
            "    registration_timeout: 0\n"
            "  mod_roster: {}\n"
            "  mod_offline: {}\n"
-           "  mod_vcard: {}\n"
+           "  mod_vcard:\n"
+           "    search: true\n"
            "  mod_private: {}\n"
            "  mod_privacy: {}\n"
            "  mod_blocking: {}\n"
@@ -147,6 +148,13 @@ def test_roster_offline_vcard_private_last(server_factory, storage_yaml):
     assert re.search(r"<item[^>]*jid='carol@localhost'[^>]*subscription='to'", r), r
     r = ok(iq(a, "v2", "<vCard xmlns='vcard-temp'/>", typ="get"))
     assert "<FN>Alice Liddell</FN>" in r and "caf\u00e9 \u2603" in r, r
+    # the user directory (XEP-0055) on the same database: a prefix search
+    # and a case-folded one
+    for i, value in enumerate(("alice l*", "ALICE LIDDELL")):
+        r = ok(iq(a, f"se{i}", "<query xmlns='jabber:iq:search'><x xmlns='jabber:x:data' "
+                               f"type='submit'><field var='fn'><value>{value}</value></field>"
+                               "</x></query>", to="vjud.localhost"))
+        assert "<value>alice@localhost</value>" in r, r
     r = ok(iq(a, "pv2", "<query xmlns='jabber:iq:private'><notes xmlns='storage:test'/>"
                         "</query>", typ="get"))
     assert "n\u00f6te" in r, r
