@@ -53,6 +53,21 @@ xd_access_t xd_access_match(const xd_config_t *cfg, const char *host, const char
  * STUN/TURN credentials).  Any thread. */
 bool xd_access_allowed(const char *host, const char *rule, const xd_jid_t *jid);
 
+/* Whether `who` may run command cmd (cmd.h) through a front end other
+ * than the control socket (ad-hoc commands, the HTTP API), asking on
+ * `host` (the host addressed, or the requester's own).  The command's
+ * access rule (NULL: "admin") must hold on every served host the call's
+ * arguments name (a host argument, a JID's domain) and on `host`; a call
+ * that names no host (a server-wide command, or a host argument left out
+ * meaning all hosts) needs the rule at the top level instead, where an
+ * ACL of lone localparts matches nobody.  call NULL: before the arguments
+ * are known (listing the commands): a command with a host or JID argument
+ * is asked about on `host`, others at the top level.  Any thread. */
+struct xd_cmd;
+struct xd_cmd_call;
+bool xd_cmd_allowed(const xd_config_t *cfg, const char *host, const struct xd_cmd *cmd,
+                    const struct xd_cmd_call *call, const xd_jid_t *who);
+
 /* Evaluates shaper rule `rule` as above: the value of the first matching
  * clause ("normal", "none", "10"), or NULL when none matches or no such rule. */
 const char *xd_shaper_rule_match(const xd_config_t *cfg, const char *host, const char *rule,

@@ -154,60 +154,6 @@ ah_session_take(xd_module_ctx_t *ctx, const char *id, const char *node, const ch
     return found;
 }
 
-/* ---- who may run what --------------------------------------------------------------------- */
-
-static bool
-ah_rule_allows(const xd_config_t *cfg, const char *host, const xd_cmd_t *cmd, const xd_jid_t *who)
-{
-    const char *rule = cmd->access ? cmd->access : "admin";
-    return xd_access_match(cfg, host, rule, who, NULL) == XD_ACCESS_ALLOW;
-}
-
-/* Whether `who` may see and start cmd on `host`: a command with a host
- * argument may be run for this host; one without is server-wide. */
-static bool
-ah_may_see(const xd_config_t *cfg, const char *host, const xd_cmd_t *cmd, const xd_jid_t *who)
-{
-    bool scoped = false;
-    for (size_t i = 0; i < cmd->nargs; i++)
-        if (cmd->args[i].type == XD_CMD_HOST || cmd->args[i].type == XD_CMD_JID)
-            scoped = true;
-    return ah_rule_allows(cfg, scoped ? host : NULL, cmd, who);
-}
-
-/* Whether `who` may run the prepared call: the rule holds on every served
- * host its arguments name and on the addressed one; a call that names no
- * host (a server-wide command, or a host argument left out: all hosts)
- * needs the rule at the top level. */
-static bool
-ah_may_run(const xd_config_t *cfg, const char *host, const xd_cmd_call_t *call,
-           const xd_jid_t *who)
-{
-    bool named_any = false;
-    for (size_t i = 0; i < call->cmd->nargs; i++) {
-        const char *v = call->args[i].text;
-        int type = call->cmd->args[i].type;
-        if (!v || (type != XD_CMD_HOST && type != XD_CMD_JID))
-            continue;
-        named_any = true;
-        const char *named = v;
-        char dom[XD_JID_PART_MAX + 1];
-        if (type == XD_CMD_JID) {
-            const char *at = strchr(v, '@'), *d = at ? at + 1 : v;
-            size_t n = strcspn(d, "/");
-            named = NULL;
-            if (n < sizeof dom) {
-                memcpy(dom, d, n);
-                dom[n] = '\0';
-                named = xd_config_is_host(cfg, dom) ? dom : NULL;
-            }
-        }
-        if (named && !ah_rule_allows(cfg, named, call->cmd, who))
-            return false;
-    }
-    return ah_rule_allows(cfg, named_any ? host : NULL, call->cmd, who);
-}
-
 /* ---- discovery ------------------------------------------------------------------------------- */
 
 typedef struct ah_list {
@@ -219,7 +165,7 @@ static int
 ah_item(void *arg, const xd_cmd_t *cmd)
 {
     ah_list_t *l = arg;
-    if (!ah_may_see(l->cfg, l->ev->host, cmd, l->ev->from))
+    if (!xd_cmd_allowed(l->cfg, l->ev->host, cmd, NULL, l->ev->from))
         return 0;
     char node[256];
     snprintf(node, sizeof node, AH_PREFIX "%s", cmd->name);
@@ -272,7 +218,7 @@ ah_disco_info(xd_module_ctx_t *ctx, xd_hook_disco_t *ev, void *arg)
     xd_cmd_hold_t *hold = NULL;
     const xd_cmd_t *cmd = xd_cmd_acquire(ev->node + strlen(AH_PREFIX), &hold);
     xd_config_t *cfg = xd_config_get();
-    if (cmd && cfg && ah_may_see(cfg, ev->host, cmd, ev->from)) {
+    if (cmd && cfg && xd_cmd_allowed(cfg, ev->host, cmd, NULL, ev->from)) {
         ah_identity(ev->query, "command-node", cmd->doc ? cmd->doc : cmd->name);
         xd_el_set_attr(xd_el_add_child(ev->query, "feature", NULL), "var", AH_NS);
         xd_el_set_attr(xd_el_add_child(ev->query, "feature", NULL), "var", XD_NS_DATA);
@@ -494,8 +440,7 @@ ah_run(xd_module_ctx_t *ctx, const xd_iq_req_t *req, const xd_cmd_t *cmd, xd_cmd
     j->hold = hold;
     xd_config_t *cfg = xd_config_get();
     int rc = xd_cmd_prepare(&j->call, cmd, cfg, argc, argv, "adhoc");
-    bool may = rc == 0 && cfg && ah_may_see(cfg, req->host, cmd, req->from)
-        && ah_may_run(cfg, req->host, &j->call, req->from);
+    bool may = rc == 0 && cfg && xd_cmd_allowed(cfg, req->host, cmd, &j->call, req->from);
     xd_config_unref(cfg);
     if (rc != 0) {
         j->status = rc;
@@ -556,7 +501,7 @@ ah_iq(const xd_iq_req_t *req)
     xd_cmd_hold_t *hold = NULL;
     const xd_cmd_t *cmd = xd_cmd_acquire(node + strlen(AH_PREFIX), &hold);
     xd_config_t *cfg = xd_config_get();
-    bool may = cmd && cfg && ah_may_see(cfg, req->host, cmd, req->from);
+    bool may = cmd && cfg && xd_cmd_allowed(cfg, req->host, cmd, NULL, req->from);
     xd_config_unref(cfg);
     if (!may) {
         xd_cmd_release(hold);

@@ -27,6 +27,7 @@
 #include <string.h>
 
 #include "xmppd/alloc.h"
+#include "xmppd/cmd.h"
 #include "xmppd/err.h"
 
 /* ---- Names ----------------------------------------------------------------------------------- */
@@ -202,4 +203,48 @@ xd_shaper_rule_match(const xd_config_t *cfg, const char *host, const char *rule,
                      const xd_jid_t *jid, const struct sockaddr *addr)
 {
     return acl_rule_eval(cfg, host, rule, jid, addr, false);
+}
+
+static bool
+acl_cmd_rule(const xd_config_t *cfg, const char *host, const xd_cmd_t *cmd, const xd_jid_t *who)
+{
+    return xd_access_match(cfg, host, cmd->access ? cmd->access : "admin", who, NULL) ==
+           XD_ACCESS_ALLOW;
+}
+
+bool
+xd_cmd_allowed(const xd_config_t *cfg, const char *host, const xd_cmd_t *cmd,
+               const xd_cmd_call_t *call, const xd_jid_t *who)
+{
+    bool scoped = false;
+    for (size_t i = 0; i < cmd->nargs; i++)
+        if (cmd->args[i].type == XD_CMD_HOST || cmd->args[i].type == XD_CMD_JID)
+            scoped = true;
+    if (!acl_cmd_rule(cfg, scoped ? host : NULL, cmd, who))
+        return false;
+    if (!call)
+        return true;
+    bool named_any = false;
+    for (size_t i = 0; i < cmd->nargs; i++) {
+        const char *v = call->args[i].text;
+        int type = cmd->args[i].type;
+        if (!v || (type != XD_CMD_HOST && type != XD_CMD_JID))
+            continue;
+        named_any = true;
+        const char *named = v;
+        char dom[XD_JID_PART_MAX + 1];
+        if (type == XD_CMD_JID) {
+            const char *at = strchr(v, '@'), *d = at ? at + 1 : v;
+            size_t n = strcspn(d, "/");
+            named = NULL;
+            if (n < sizeof dom) {
+                memcpy(dom, d, n);
+                dom[n] = '\0';
+                named = xd_config_is_host(cfg, dom) ? dom : NULL;
+            }
+        }
+        if (named && !acl_cmd_rule(cfg, named, cmd, who))
+            return false;
+    }
+    return acl_cmd_rule(cfg, named_any ? host : NULL, cmd, who);
 }
