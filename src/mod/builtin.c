@@ -15,7 +15,7 @@ extern const xd_module_t xd_mod_disco, xd_mod_ping, xd_mod_version, xd_mod_time,
     xd_mod_register, xd_mod_roster, xd_mod_offline, xd_mod_vcard, xd_mod_private,
     xd_mod_blocking, xd_mod_privacy, xd_mod_last, xd_mod_stanza_id, xd_mod_push,
     xd_mod_mam, xd_mod_muc, xd_mod_pep, xd_mod_pubsub, xd_mod_upload, xd_mod_stun_disco,
-    xd_mod_proxy65, xd_mod_adhoc, xd_mod_announce;
+    xd_mod_proxy65, xd_mod_adhoc, xd_mod_announce, xd_mod_http_api;
 extern const xd_module_t xd_mod_muc_log;
 
 /* In dependency order (mod_roster before the modules that read rosters). */
@@ -25,7 +25,7 @@ static const xd_module_t *const xd_builtins[] = {
     &xd_mod_blocking, &xd_mod_privacy, &xd_mod_last,    &xd_mod_stanza_id, &xd_mod_push,
     &xd_mod_mam,     &xd_mod_muc,    &xd_mod_pep,      &xd_mod_pubsub,  &xd_mod_upload,
     &xd_mod_muc_log, &xd_mod_stun_disco, &xd_mod_proxy65,
-    &xd_mod_adhoc, &xd_mod_announce,
+    &xd_mod_adhoc, &xd_mod_announce, &xd_mod_http_api,
 };
 
 int
