@@ -160,14 +160,17 @@ int xd_cmd_prepare(xd_cmd_call_t *call, const xd_cmd_t *cmd, xd_config_t *cfg, i
 int xd_cmd_run(xd_cmd_call_t *call);
 
 /* For front ends off the main loop (ad-hoc commands, the HTTP API): runs
- * call on the thread its command needs and then done(call, status, arg)
- * on that same thread.  A command with XD_CMD_ON_LOOP is posted to the
- * main loop (at most 64 wait; more: XD_EFULL, neither runs); any other
- * runs at once on the calling thread, which must be allowed to block (a
- * pool thread).  0, XD_EFULL, or XD_ECLOSED when the main loop no longer
- * takes commands (the server is stopping); done is not called then.  A
- * call still waiting when the main loop stops gets done with XD_ECLOSED
- * and an error text, without having run. */
+ * call as xmppctl runs it — with XD_CMD_ON_LOOP on the main loop, else on
+ * the main loop's thread pool, where it may block — and then
+ * done(call, status, arg) on the main loop.  The call belongs to no module
+ * instance while it runs, so a command that stops or reloads modules
+ * (reload_config) may stop the front end's own module: done must not
+ * use that module's context (find the instance again by name).  At most
+ * 64 calls wait; more: XD_EFULL, neither runs.  0, XD_EFULL, or
+ * XD_ECLOSED when the main loop no longer takes commands (the server is
+ * stopping); done is not called then.  A call still waiting when the main
+ * loop stops gets done with XD_ECLOSED and an error text, without having
+ * run. */
 typedef void (*xd_cmd_done_fn)(xd_cmd_call_t *call, int status, void *arg);
 int xd_cmd_run_async(xd_cmd_call_t *call, xd_cmd_done_fn done, void *arg);
 

@@ -307,6 +307,8 @@ typedef struct ctl_job {
     xd_cmd_call_t *call;
     xd_cmd_done_fn done;
     void *arg;
+    uv_work_t work; /* a command without XD_CMD_ON_LOOP: on the loop's pool */
+    int status;
 } ctl_job_t;
 
 static pthread_mutex_t ctl_jobs_mu = PTHREAD_MUTEX_INITIALIZER;
@@ -328,14 +330,40 @@ ctl_jobs_take(void)
 }
 
 static void
+ctl_job_work(uv_work_t *w)
+{
+    ctl_job_t *j = w->data;
+    j->status = xd_cmd_run(j->call);
+}
+
+static void
+ctl_job_after(uv_work_t *w, int status)
+{
+    ctl_job_t *j = w->data;
+    if (status != 0) /* canceled: the loop is closing */
+        j->status = xd_cmd_errorf(j->call, XD_ECLOSED, "the server is stopping");
+    j->done(j->call, j->status, j->arg);
+    xd_free(j);
+}
+
+static void
 ctl_jobs_run(uv_async_t *a)
 {
-    (void)a;
     for (ctl_job_t *j = ctl_jobs_take(), *next; j; j = next) {
         next = j->next;
-        int rc = xd_cmd_run(j->call);
-        j->done(j->call, rc, j->arg);
-        xd_free(j);
+        if (j->call->cmd->flags & XD_CMD_ON_LOOP) {
+            j->done(j->call, xd_cmd_run(j->call), j->arg);
+            xd_free(j);
+            continue;
+        }
+        j->work.data = j;
+        int rc = uv_queue_work(a->loop, &j->work, ctl_job_work, ctl_job_after);
+        if (rc != 0) {
+            j->done(j->call, xd_cmd_errorf(j->call, XD_EINTERNAL, "cannot run: %s",
+                                           uv_strerror(rc)),
+                    j->arg);
+            xd_free(j);
+        }
     }
 }
 
@@ -368,10 +396,6 @@ ctl_jobs_stop(void)
 int
 xd_cmd_run_async(xd_cmd_call_t *call, xd_cmd_done_fn done, void *arg)
 {
-    if (!(call->cmd->flags & XD_CMD_ON_LOOP)) {
-        done(call, xd_cmd_run(call), arg);
-        return 0;
-    }
     ctl_job_t *j = xd_new(ctl_job_t);
     *j = (ctl_job_t){ .call = call, .done = done, .arg = arg };
     pthread_mutex_lock(&ctl_jobs_mu);

@@ -34,10 +34,9 @@
  * Sessions: at most `max_sessions` per host (the oldest goes), each valid
  * for `session_timeout`, bound to the requester's full JID.
  *
- * Threads: the IQ is INLINE (parsing, access); a command runs on the
- * blocking pool (xd_module_submit, which holds the stream), or, with
- * XD_CMD_ON_LOOP, on the main loop (xd_cmd_run_async) with the stream held
- * until it answered.
+ * Threads: the IQ is INLINE (parsing, access); the command runs as
+ * xmppctl runs it (xd_cmd_run_async: the main loop or its thread pool),
+ * outside this module's instance, with the stream held until it answered.
  */
 #include <pthread.h>
 #include <stdio.h>
@@ -120,10 +119,12 @@ ah_session_new(xd_module_ctx_t *ctx, const char *node, const char *who, char id[
         ah_session_t *x = &st->s[i];
         if (x->id[0] && x->expires <= now)
             ah_slot_clear(x);
-        if (!x->id[0] && !slot)
-            slot = x;
-        else if (x->id[0] && (!slot || (slot->id[0] && x->expires < slot->expires)))
+        if (!x->id[0]) {
+            if (!slot || slot->id[0])
+                slot = x; /* a free one wins */
+        } else if (!slot || (slot->id[0] && x->expires < slot->expires)) {
             slot = x; /* none free so far: the oldest */
+        }
     }
     ah_slot_clear(slot);
     if (mod_random_id(slot->id) != 0) /* never in practice; still unique enough */
@@ -135,19 +136,22 @@ ah_session_new(xd_module_ctx_t *ctx, const char *node, const char *who, char id[
     pthread_mutex_unlock(&st->mu);
 }
 
-/* Takes session id of (node, who) out; false when there is none. */
-static bool
+enum { AH_NO_SESSION, AH_SESSION, AH_EXPIRED };
+
+/* Takes session id of (node, who) out: AH_SESSION, AH_EXPIRED (it was
+ * there, too old) or AH_NO_SESSION. */
+static int
 ah_session_take(xd_module_ctx_t *ctx, const char *id, const char *node, const char *who)
 {
     ah_state_t *st = xd_module_state(ctx);
     uint64_t now = ah_now_ms();
-    bool found = false;
+    int found = AH_NO_SESSION;
     pthread_mutex_lock(&st->mu);
-    for (size_t i = 0; i < st->cap && !found; i++) {
+    for (size_t i = 0; i < st->cap && found == AH_NO_SESSION; i++) {
         ah_session_t *x = &st->s[i];
-        if (!x->id[0] || strcmp(x->id, id))
+        if (!x->id[0] || strcmp(x->id, id) || strcmp(x->node, node) || strcmp(x->who, who))
             continue;
-        found = x->expires > now && !strcmp(x->node, node) && !strcmp(x->who, who);
+        found = x->expires > now ? AH_SESSION : AH_EXPIRED;
         ah_slot_clear(x);
     }
     pthread_mutex_unlock(&st->mu);
@@ -302,6 +306,7 @@ typedef struct ah_job {
     xd_module_ctx_t *ctx;
     xd_stanza_t *iq;        /* the request (a reference) */
     char *node;
+    char *sid;              /* the session it completes, or NULL */
     const xd_cmd_t *cmd;
     xd_cmd_hold_t *hold;
     xd_cmd_call_t call;
@@ -316,6 +321,7 @@ ah_job_free(ah_job_t *j)
     xd_cmd_release(j->hold);
     xd_stanza_unref(j->iq);
     xd_free(j->node);
+    xd_free(j->sid);
     xd_free(j);
 }
 
@@ -329,7 +335,7 @@ ah_answer(ah_job_t *j)
         return;
     }
     xd_el_t *iq;
-    xd_el_t *c = ah_reply(j->iq, j->node, NULL, "completed", &iq);
+    xd_el_t *c = ah_reply(j->iq, j->node, j->sid, "completed", &iq);
     if (j->status != 0) {
         xd_el_t *n = xd_el_add_child(c, "note", NULL);
         xd_el_set_attr(n, "type", "error");
@@ -378,37 +384,11 @@ ah_loop_done(xd_cmd_call_t *call, int status, void *arg)
     ah_job_free(j);
 }
 
-static void
-ah_pool_done(xd_cmd_call_t *call, int status, void *arg)
-{
-    (void)call;
-    ((ah_job_t *)arg)->status = status;
-}
-
-static void
-ah_work(xd_module_ctx_t *ctx, void *arg)
-{
-    (void)ctx;
-    ah_job_t *j = arg;
-    xd_cmd_run_async(&j->call, ah_pool_done, j); /* not ON_LOOP: runs here */
-}
-
-static void
-ah_after(xd_module_ctx_t *ctx, void *arg, int status)
-{
-    (void)ctx;
-    ah_job_t *j = arg;
-    if (status != 0)
-        j->status = xd_cmd_errorf(&j->call, status, "not run: the server is stopping");
-    ah_answer(j);
-    ah_job_free(j);
-}
-
 /* Prepares the call from the submitted form (or none) and starts it;
  * NULL (answered later) or an error reply. */
 static xd_stanza_t *
 ah_run(xd_module_ctx_t *ctx, const xd_iq_req_t *req, const xd_cmd_t *cmd, xd_cmd_hold_t *hold,
-       const char *node, const xd_el_t *x)
+       const char *node, const char *sid, const xd_el_t *x)
 {
     char *argv[XD_CMD_MAX_ARGS] = { 0 };
     int argc = 0;
@@ -436,6 +416,7 @@ ah_run(xd_module_ctx_t *ctx, const xd_iq_req_t *req, const xd_cmd_t *cmd, xd_cmd
     j->ctx = ctx;
     j->iq = xd_stanza_ref(req->iq);
     j->node = xd_strdup(node);
+    j->sid = sid ? xd_strdup(sid) : NULL;
     j->cmd = cmd;
     j->hold = hold;
     xd_config_t *cfg = xd_config_get();
@@ -452,22 +433,19 @@ ah_run(xd_module_ctx_t *ctx, const xd_iq_req_t *req, const xd_cmd_t *cmd, xd_cmd
         ah_job_free(j);
         return xd_stanza_error(req->iq, XD_COND_FORBIDDEN, "not for you on that host");
     }
-    if (cmd->flags & XD_CMD_ON_LOOP) {
-        j->in = xd_input_hold();
-        rc = xd_cmd_run_async(&j->call, ah_loop_done, j);
-        if (rc != 0) {
-            xd_input_release(j->in);
-            ah_job_free(j);
-            return xd_stanza_error(req->iq, rc == XD_EFULL ? XD_COND_RESOURCE_CONSTRAINT
-                                                           : XD_COND_SERVICE_UNAVAILABLE,
-                                   NULL);
-        }
-        return NULL;
-    }
-    rc = xd_module_submit(ctx, ah_work, ah_after, j);
+    /* As xmppctl runs it, outside this module's instance: a command may
+     * stop or reload modules, this one included (reload_config), and the
+     * stop must not wait for the command that asked for it.  The answer
+     * needs nothing of the instance (xd_route, xd_input_release: any
+     * thread). */
+    j->in = xd_input_hold();
+    rc = xd_cmd_run_async(&j->call, ah_loop_done, j);
     if (rc != 0) {
+        xd_input_release(j->in);
         ah_job_free(j);
-        return xd_stanza_error(req->iq, XD_COND_RESOURCE_CONSTRAINT, NULL);
+        return xd_stanza_error(req->iq, rc == XD_EFULL ? XD_COND_RESOURCE_CONSTRAINT
+                                                       : XD_COND_SERVICE_UNAVAILABLE,
+                               NULL);
     }
     return NULL;
 }
@@ -509,11 +487,11 @@ ah_iq(const xd_iq_req_t *req)
     }
     xd_str_t whos = xd_jid_full_str(req->from);
     char *who = xd_strndup(whos.p, whos.len);
-    bool known = sid && ah_session_take(ctx, sid, node, who);
+    int known = sid ? ah_session_take(ctx, sid, node, who) : AH_NO_SESSION;
     xd_free(who);
-    if (sid && !known) {
+    if (sid && known != AH_SESSION) {
         xd_cmd_release(hold);
-        return ah_error(req, "bad-sessionid");
+        return ah_error(req, known == AH_EXPIRED ? "session-expired" : "bad-sessionid");
     }
     if (!strcmp(action, "cancel")) {
         xd_cmd_release(hold);
@@ -536,7 +514,7 @@ ah_iq(const xd_iq_req_t *req)
         xd_cmd_release(hold);
         return r;
     }
-    return ah_run(ctx, req, cmd, hold, node, x);
+    return ah_run(ctx, req, cmd, hold, node, sid, x);
 }
 
 /* ---- module ----------------------------------------------------------------------------------- */

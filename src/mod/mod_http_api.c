@@ -19,9 +19,9 @@
  * command; 409 for a command that ran and failed, with its message.
  *
  * The account's host must run mod_http_api.  Credentials are checked on
- * the blocking pool (the host's auth backend), then the command runs
- * there or, with XD_CMD_ON_LOOP, on the main loop; the answer goes back
- * on the request's worker.  Put the handler on a TLS listener (or on
+ * the blocking pool (the host's auth backend), then the command runs as
+ * xmppctl runs it (xd_cmd_run_async), outside this module's instance; the
+ * answer goes back on the request's worker.  Put the handler on a TLS listener (or on
  * loopback): Basic credentials travel with every request.
  */
 #include <jansson.h>
@@ -199,13 +199,9 @@ api_work(xd_module_ctx_t *ctx, void *arg)
         api_result(j, rc);
         return;
     }
-    if (!may) {
+    if (!may)
         api_fail(j, 403, "this account may not run that command");
-        return;
-    }
-    if (!(j->cmd->flags & XD_CMD_ON_LOOP))
-        api_result(j, xd_cmd_run(&j->call));
-    /* else: the worker hands it to the main loop (api_done) */
+    /* else: api_done has it run (status still 0) */
 }
 
 static void
@@ -231,15 +227,20 @@ api_posted(xd_module_ctx_t *ctx, void *arg)
     api_answer(arg);
 }
 
-/* On the main loop: an ON_LOOP command ran. */
+/* On the main loop: the command ran.  This module's instance may have
+ * been stopped by it (reload_config): the answer goes back through the
+ * instance running now, found by name. */
 static void
-api_loop_done(xd_cmd_call_t *call, int status, void *arg)
+api_cmd_done(xd_cmd_call_t *call, int status, void *arg)
 {
     (void)call;
     api_job_t *j = arg;
     api_result(j, status);
-    if (xd_module_post(j->ctx, j->h.worker, api_posted, j) != 0)
-        api_job_free(j); /* the worker stopped: the request is gone with it */
+    xd_module_ctx_t *now = xd_module_instance("mod_http_api", j->host);
+    if (!now || xd_module_post(now, j->h.worker, api_posted, j) != 0)
+        api_job_free(j); /* no instance or worker to answer on: the client times out */
+    if (now)
+        xd_module_release(now);
 }
 
 static void
@@ -249,8 +250,12 @@ api_done(xd_module_ctx_t *ctx, void *arg, int status)
     api_job_t *j = arg;
     if (status != 0) {
         api_fail(j, 503, "the server is stopping");
-    } else if (j->status == 0 && j->cmd && (j->cmd->flags & XD_CMD_ON_LOOP)) {
-        int rc = xd_cmd_run_async(&j->call, api_loop_done, j);
+    } else if (j->status == 0) {
+        /* As xmppctl runs it, outside this instance (which the command may
+         * stop: a stop waits for the instance's own work). */
+        xd_module_release(j->ctx);
+        j->ctx = NULL;
+        int rc = xd_cmd_run_async(&j->call, api_cmd_done, j);
         if (rc == 0)
             return;
         api_fail(j, 503, rc == XD_EFULL ? "busy; try again" : "the server is stopping");

@@ -3,6 +3,7 @@ wire — discovery by access rule, the form of a command's arguments, a
 run through the form (on the pool) and one on the main loop, list and
 number results, sessions, cancel, errors, and who may run what."""
 import re
+import time
 
 from helpers import iq, online, users
 from xclient import login
@@ -159,3 +160,42 @@ def test_host_admin_cannot_run_server_wide_commands(server_factory):
     r = iq(a, "c2", command("api-commands/connected_users", "execute", None,
                             {"host": "localhost"}), to="localhost")
     assert "status='completed'" in r, r
+
+
+def test_sessions_side_by_side_and_echoed(server_factory):
+    """Two forms open at once (each its own session); the completed answer
+    carries the session id (XEP-0050 3.4)."""
+    srv = server_factory(extra_yaml=ADMIN)
+    users(srv, "admin")
+    a, _ = online(srv, "admin", "r")
+    r1 = iq(a, "o1", command("api-commands/register", "execute"), to="localhost")
+    r2 = iq(a, "o2", command("api-commands/register", "execute"), to="localhost")
+    s1 = re.search(r"sessionid='([^']+)'", r1).group(1)
+    s2 = re.search(r"sessionid='([^']+)'", r2).group(1)
+    assert s1 != s2
+    for sid, user in ((s1, "first"), (s2, "second")):
+        r = iq(a, "c" + user, command("api-commands/register", "complete", sid,
+                                      {"user": user, "host": "localhost", "password": "p"}),
+               to="localhost")
+        assert "status='completed'" in r and f"sessionid='{sid}'" in r, r
+
+
+def test_reload_that_restarts_the_adhoc_module_answers(server_factory):
+    """reload_config run as an ad-hoc command, with a change that restarts
+    mod_adhoc itself: the stop must not wait for the command that asked
+    for it (it waited its 10 s, then freed the instance under the running
+    command)."""
+    srv = server_factory(extra_yaml=ADMIN)
+    users(srv, "admin")
+    a, _ = online(srv, "admin", "r")
+    with open(srv.config_path) as f:
+        text = f.read()
+    with open(srv.config_path, "w") as f:
+        f.write(text.replace("mod_adhoc: {}", "mod_adhoc: {max_sessions: 7}"))
+    t0 = time.time()
+    r = iq(a, "rl", command("api-commands/reload_config"), to="localhost", timeout=30)
+    assert "status='completed'" in r, r
+    assert time.time() - t0 < 5, time.time() - t0
+    # the new instance serves
+    r = iq(a, "st", command("api-commands/status"), to="localhost")
+    assert "is running" in r, r

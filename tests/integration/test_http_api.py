@@ -3,6 +3,7 @@ JSON object of arguments, Basic credentials of an account), as a control
 panel or a script calls it."""
 import base64
 import json
+import time
 import urllib.error
 import urllib.request
 
@@ -25,7 +26,7 @@ def start(server_factory, extra=ADMIN):
     return srv
 
 
-def call(srv, command, args=None, cred="admin@localhost:pw", raw=None):
+def call(srv, command, args=None, cred="admin@localhost:pw", raw=None, timeout=20):
     """(status, decoded JSON body, headers) of POST /api/command."""
     data = raw if raw is not None else (json.dumps(args).encode() if args is not None else b"")
     req = urllib.request.Request(f"http://127.0.0.1:{srv.http_port}/api/{command}", data=data,
@@ -33,11 +34,14 @@ def call(srv, command, args=None, cred="admin@localhost:pw", raw=None):
     if cred:
         req.add_header("Authorization", "Basic " + base64.b64encode(cred.encode()).decode())
     try:
-        with urllib.request.urlopen(req, timeout=20) as r:
+        with urllib.request.urlopen(req, timeout=timeout) as r:
             return r.status, json.loads(r.read()), r.headers
     except urllib.error.HTTPError as e:
         body = e.read()
-        return e.code, (json.loads(body) if body else None), e.headers
+        try:
+            return e.code, (json.loads(body) if body else None), e.headers
+        except ValueError:
+            return e.code, body.decode(errors="replace"), e.headers  # the server's text page
 
 
 def test_commands_as_json(server_factory):
@@ -95,3 +99,29 @@ def test_credentials_and_rules(server_factory):
         raise AssertionError("GET answered")
     except urllib.error.HTTPError as e:
         assert e.code == 405, e.code
+
+
+def test_reload_that_removes_the_api_answers(server_factory):
+    """reload_config through the API with mod_http_api removed from the
+    file: the command stops the very instance it came through; it must
+    neither wait for itself nor use the freed instance."""
+    srv = start(server_factory)
+    users(srv, "admin")
+    with open(srv.config_path) as f:
+        text = f.read()
+    with open(srv.config_path, "w") as f:
+        f.write(text.replace("  mod_http_api: {}\n", "  mod_http_api: {}\n  mod_last: {}\n"))
+    st, body, _ = call(srv, "reload_config")
+    assert st == 200, (st, body)
+    with open(srv.config_path, "w") as f:
+        f.write(text.replace("modules:\n  mod_http_api: {}\n", "modules:\n  mod_last: {}\n"))
+    try:
+        call(srv, "reload_config", timeout=3)
+    except (urllib.error.URLError, ConnectionError, TimeoutError, OSError):
+        pass  # the handler went with the module: no answer is allowed, a crash is not
+    assert srv.proc.poll() is None  # still running
+    r = srv.ctl_run("status")
+    assert r.returncode == 0, r.stdout + r.stderr
+    # the reload took effect (mod_last runs, the API is gone)
+    st, _, _ = call(srv, "status")
+    assert st == 404, st
