@@ -133,7 +133,9 @@ struct px_conn {
     uint64_t bytes;         /* relayed from this side */
     double tokens;          /* max_rate bucket */
     bool reading, paused;   /* paused: by back-pressure or the rate */
-    bool rd_eof, wr_shut, closing;
+    bool rd_eof;            /* its end of stream came */
+    bool wr_shut, shut_done; /* ours to it: asked (after the queued bytes), done */
+    bool closing;
 };
 
 /* An activation handed from a worker to the proxy's loop. */
@@ -296,11 +298,17 @@ px_reply(px_conn_t *c, const unsigned char *msg, size_t len)
     px_send(c, NULL, d, len, true);
 }
 
+static void px_maybe_close(px_conn_t *c);
+
 static void
 px_shutdown_cb(uv_shutdown_t *req, int status)
 {
-    (void)status;
+    px_conn_t *c = req->handle->data;
     xd_free(req);
+    if (status == UV_ECANCELED || c->closing)
+        return; /* closed meanwhile */
+    c->shut_done = true;
+    px_maybe_close(c);
 }
 
 /* No more bytes to c after what is queued (its end of stream). */
@@ -424,8 +432,21 @@ px_relay(px_conn_t *c, char *data, size_t n)
     }
 }
 
+/* A transfer closes once both sides ended theirs and each end of stream
+ * was passed on after every byte queued before it (the shutdown of the
+ * other side completed): closing earlier would drop what is queued. */
+static void
+px_maybe_close(px_conn_t *c)
+{
+    px_conn_t *p = c->peer;
+    if (c->phase != PX_ACTIVE || !p)
+        return;
+    if (c->rd_eof && p->rd_eof && c->shut_done && p->shut_done)
+        px_close(c);
+}
+
 /* c has sent its last byte: its peer's sending side is shut after what
- * is queued; both close when both have ended. */
+ * is queued. */
 static void
 px_eof(px_conn_t *c)
 {
@@ -440,8 +461,7 @@ px_eof(px_conn_t *c)
         p->wr_shut = true;
         px_shutdown(p);
     }
-    if (p->rd_eof)
-        px_close(c);
+    px_maybe_close(c);
 }
 
 static void

@@ -207,3 +207,39 @@ def test_port_in_use_stops_the_start(server_factory):
         server_factory(extra_yaml="modules:\n  mod_proxy65:\n    host: 'not a domain!'\n",
                        expect_clean_exit=False)
     assert "host not a domain! is not a domain" in str(e.value), e.value
+
+
+def test_receiver_closed_first_still_gets_every_byte(server_factory):
+    """The target half-closes at once (it never sends), the initiator sends
+    more than the proxy's buffers and socket buffers hold, then ends: the
+    proxy passes the end on after the last queued byte (closing both at
+    the initiator's end dropped what was queued)."""
+    import threading
+    srv = start(server_factory)
+    users(srv, "ini", "tgt")
+    ini, ini_jid = online(srv, "ini", "send")
+    _, tgt_jid = online(srv, "tgt", "recv")
+    h = dst_hash("late", ini_jid, tgt_jid)
+    t = socket.socket()
+    t.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16384)
+    t.connect(("127.0.0.1", srv.proxy_port))
+    t.settimeout(10)
+    t.sendall(b"\x05\x01\x00")
+    assert recv_exact(t, 2) == b"\x05\x00"
+    t.sendall(b"\x05\x01\x00\x03\x28" + h.encode() + b"\x00\x00")
+    assert recv_exact(t, 47)[:2] == b"\x05\x00"
+    i, _ = socks_connect(srv.proxy_port, h)
+    r = iq(ini, "a", f"<query xmlns='{NS}' sid='late'><activate>{tgt_jid}</activate></query>",
+           to="proxy.localhost")
+    assert "type='result'" in r, r
+    t.shutdown(socket.SHUT_WR)
+    payload = os.urandom(12 << 20)
+
+    def send():
+        i.sendall(payload)
+        i.shutdown(socket.SHUT_WR)
+    th = threading.Thread(target=send)
+    th.start()
+    got = recv_all(t, timeout=30)
+    th.join(30)
+    assert len(got) == len(payload) and got == payload, (len(got), len(payload))
