@@ -25,6 +25,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "mod_util.h"
 #include "xmppd/acl.h"
 #include "xmppd/alloc.h"
 #include "xmppd/auth.h"
@@ -143,6 +144,8 @@ an_send_session(void *arg, const xd_session_info_t *s)
 typedef struct an_job {
     xd_module_ctx_t *ctx;
     char *host;
+    char **seen;    /* motd: accounts that got it now (n_seen) */
+    size_t n_seen;
     char *user;     /* motd_seen: the account */
     char *xml;      /* the motd to store, or NULL to delete */
     char *to;       /* motd_seen: the session to send it to */
@@ -154,6 +157,9 @@ typedef struct an_job {
 static void
 an_job_free(an_job_t *j)
 {
+    for (size_t i = 0; i < j->n_seen; i++)
+        xd_free(j->seen[i]);
+    xd_free(j->seen);
     xd_free(j->host);
     xd_free(j->user);
     xd_free(j->xml);
@@ -173,6 +179,16 @@ an_motd_tx(xd_db_conn_t *c, void *arg)
         xd_db_val_t p[] = { XD_DB_V_CSTR(j->host), XD_DB_V_CSTR(j->xml) };
         rc = xd_db_query(c, "INSERT INTO announce_motd (host, xml) VALUES (?, ?)", p, 2, NULL,
                          NULL);
+    }
+    /* Those it was sent to now have it (not again at their next login). */
+    for (size_t i = 0; rc == 0 && i < j->n_seen; i++) {
+        xd_db_val_t p[] = { XD_DB_V_CSTR(j->host), XD_DB_V_CSTR(j->seen[i]) };
+        int64_t n = 0;
+        rc = xd_db_query_int64(c, "SELECT COUNT(*) FROM announce_motd_seen"
+                                  " WHERE host = ? AND username = ?", p, 2, &n);
+        if (rc == 0 && n == 0)
+            rc = xd_db_query(c, "INSERT INTO announce_motd_seen (host, username) VALUES (?, ?)",
+                             p, 2, NULL, NULL);
     }
     return rc;
 }
@@ -314,8 +330,30 @@ an_tick(xd_module_ctx_t *ctx, xd_hook_tick_t *ev, void *arg)
 
 /* ---- the requests ------------------------------------------------------------------------------- */
 
+/* xd_session_foreach: the message of the day to a session, its account
+ * noted as having it. */
+typedef struct an_motd_send {
+    const char *xml;
+    an_job_t *j;
+} an_motd_send_t;
+
 static void
-an_motd_set(xd_module_ctx_t *ctx, const char *host, const char *xml)
+an_motd_session(void *arg, const xd_session_info_t *s)
+{
+    an_motd_send_t *m = arg;
+    an_send(m->xml, xd_jid_full_str(s->jid).p);
+    xd_str_t u = xd_jid_local(s->jid);
+    for (size_t i = 0; i < m->j->n_seen; i++)
+        if (xd_str_eq_c(u, m->j->seen[i]))
+            return;
+    if (m->j->n_seen % 64 == 0)
+        m->j->seen = xd_realloc(m->j->seen, (m->j->n_seen + 64) * sizeof *m->j->seen);
+    m->j->seen[m->j->n_seen++] = xd_strndup(u.p, u.len);
+}
+
+/* Sets the message of the day (xml NULL: none); send: to every session now. */
+static void
+an_motd_set(xd_module_ctx_t *ctx, const char *host, const char *xml, bool send)
 {
     an_state_t *s = xd_module_state(ctx);
     pthread_mutex_lock(&s->mu);
@@ -325,6 +363,10 @@ an_motd_set(xd_module_ctx_t *ctx, const char *host, const char *xml)
     an_job_t *j = xd_new(an_job_t);
     j->host = xd_strdup(host);
     j->xml = xml ? xd_strdup(xml) : NULL;
+    if (send && xml) {
+        an_motd_send_t m = { .xml = xml, .j = j };
+        xd_session_foreach(host, an_motd_session, &m);
+    }
     if (xd_module_submit(ctx, an_motd_store, an_motd_stored, j) != 0) {
         XD_LOG(NULL, XD_ERROR, "motd not stored", "host=%s err=%s", host, "pool full");
         an_job_free(j);
@@ -352,8 +394,8 @@ an_perform(xd_module_ctx_t *ctx, int kind, char *xml)
 {
     const char *host = xd_module_host(ctx);
     if (kind == AN_MOTD || kind == AN_UPDATE || kind == AN_DELETE)
-        an_motd_set(ctx, host, xml);
-    if (kind == AN_ONLINE || kind == AN_MOTD)
+        an_motd_set(ctx, host, xml, kind == AN_MOTD);
+    if (kind == AN_ONLINE)
         xd_session_foreach(host, an_send_session, xml);
     if (kind == AN_ALL) {
         an_job_t *j = xd_new(an_job_t);
@@ -378,8 +420,9 @@ an_filter(xd_module_ctx_t *ctx, xd_hook_filter_t *ev, void *arg)
     (void)arg;
     const xd_jid_t *to = ev->to;
     xd_str_t res = xd_jid_resource(to);
-    if (xd_jid_local(to).len || res.len < 9 || memcmp(res.p, "announce/", 9) != 0)
-        return XD_HOOK_OK;
+    if (xd_jid_local(to).len || res.len < 9 || memcmp(res.p, "announce/", 9) != 0
+        || !xd_str_eq_c(xd_jid_domain(to), xd_module_host(ctx)))
+        return XD_HOOK_OK; /* also run for stanzas from this host to others */
     const xd_el_t *root = xd_stanza_root(ev->st);
     const char *type = xd_el_attr(root, "type");
     if (xd_stanza_kind_of(root) != XD_STANZA_MESSAGE || (type && !strcmp(type, "error")))
@@ -500,22 +543,6 @@ an_available(xd_module_ctx_t *ctx, xd_hook_presence_t *ev, void *arg)
     return XD_HOOK_OK;
 }
 
-/* REMOVE_USER: the account's "seen" row. */
-static int
-an_removed(xd_module_ctx_t *ctx, xd_hook_user_t *ev, void *arg)
-{
-    (void)arg;
-    xd_db_t *db = xd_module_db(ctx);
-    xd_db_conn_t *c = NULL;
-    if (!db || xd_db_acquire(db, &c) != 0)
-        return XD_HOOK_OK;
-    xd_db_val_t p[] = { XD_DB_V_CSTR(ev->host), XD_DB_V_CSTR(ev->user) };
-    xd_db_query(c, "DELETE FROM announce_motd_seen WHERE host = ? AND username = ?", p, 2, NULL,
-                NULL);
-    xd_db_release(c);
-    return XD_HOOK_OK;
-}
-
 /* ---- module ----------------------------------------------------------------------------------- */
 
 static int
@@ -569,8 +596,8 @@ an_start(xd_module_ctx_t *ctx)
         rc = xd_module_hook(ctx, XD_HOOK_USER_AVAILABLE, XD_HOOK_PRIO_DEFAULT, an_available, NULL);
     if (rc == 0)
         rc = xd_module_hook(ctx, XD_HOOK_TICK, XD_HOOK_PRIO_DEFAULT, an_tick, NULL);
-    if (rc == 0)
-        rc = xd_module_hook(ctx, XD_HOOK_REMOVE_USER, XD_HOOK_PRIO_DEFAULT, an_removed, NULL);
+    if (rc == 0) /* the account's "seen" row goes with it (on the pool) */
+        rc = mod_user_rows(ctx, "DELETE FROM announce_motd_seen WHERE host = ? AND username = ?");
     for (size_t i = 0; rc == 0 && i < AN_NCMDS; i++)
         rc = xd_module_command(ctx, &an_cmds[i]);
     return rc ? xd_module_fail(ctx, rc, "cannot register: %s", xd_strerror(rc)) : 0;

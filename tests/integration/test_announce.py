@@ -41,6 +41,9 @@ def test_message_of_the_day(server_factory):
     b, _ = online(srv, "bob", "r")
     announce(a, "motd", "Welcome v1")
     expect(b, rx("Welcome v1"))  # online now
+    # ... and bob, who got it now, does not get it again at his next login
+    b2, _ = online(srv, "bob", "other")
+    assert_nothing_before(b2, rx("Welcome v1"), pool=True)
     # dave logs in later: gets it once, not at the next login
     d, _ = online(srv, "dave", "one")
     expect(d, rx("Welcome v1"))
@@ -108,3 +111,18 @@ def test_commands_from_xmppctl_and_adhoc(server_factory):
     users(srv, "hal")
     h, _ = online(srv, "hal", "r")
     assert_nothing_before(h, rx("Motd by ad-hoc"), pool=True)
+
+
+def test_announce_resource_of_another_domain_is_not_taken(server_factory):
+    """A message to DOMAIN/announce/online for a domain this host does not
+    serve goes where it is addressed (here: nowhere, an error), and the
+    host's users do not get it as an announcement."""
+    srv = server_factory(extra_yaml=CONF)
+    users(srv, "admin", "bob")
+    a, _ = online(srv, "admin", "r")
+    b, _ = online(srv, "bob", "r")
+    a.send("<message to='elsewhere.example/announce/online' id='x1'><body>Not ours</body>"
+           "</message>")
+    err = expect(a, r"<message[^>]*id=['\"]x1['\"].*?</message>")
+    assert "type='error'" in err and "forbidden" not in err, err
+    assert_nothing_before(b, rx("Not ours"), after=a)
