@@ -81,16 +81,25 @@ const char *const vcs_migration[] = {
     NULL,
 };
 
-/* s case-folded (Unicode lower case) into a new string; s cut at
- * VCS_FIELD_MAX bytes (on a character boundary: u8_tolower checks). */
+/* The length of s cut to at most max bytes, on a character boundary. */
+static size_t
+vcs_cut(const char *s, size_t max)
+{
+    size_t n = strlen(s);
+    if (n <= max)
+        return n;
+    n = max;
+    while (n > 0 && ((unsigned char)s[n] & 0xC0) == 0x80)
+        n--; /* s[n] continues a character: cut before it */
+    return n;
+}
+
+/* s case-folded (Unicode lower case) into a new string, from its first
+ * VCS_FIELD_MAX bytes. */
 static char *
 vcs_fold(const char *s)
 {
-    size_t n = strlen(s);
-    if (n > VCS_FIELD_MAX)
-        n = VCS_FIELD_MAX;
-    while (n > 0 && ((unsigned char)s[n] & 0xC0) == 0x80 && n < strlen(s))
-        n--; /* not in the middle of a character */
+    size_t n = vcs_cut(s, VCS_FIELD_MAX);
     size_t outlen = 0;
     uint8_t *r = u8_tolower((const uint8_t *)s, n, NULL, NULL, NULL, &outlen);
     if (!r)
@@ -142,7 +151,7 @@ vcs_index_tx(xd_db_conn_t *c, const char *host, const char *user, const char *xm
     row[1] = XD_DB_V_CSTR(user);
     for (size_t i = 0; i < VCS_NFIELDS; i++) {
         const char *v = vcs_value(card, &vcs_fields[i]);
-        keep[2 * i] = xd_strndup(v, strlen(v) > VCS_FIELD_MAX * 4 ? VCS_FIELD_MAX * 4 : strlen(v));
+        keep[2 * i] = xd_strndup(v, vcs_cut(v, VCS_FIELD_MAX * 4));
         keep[2 * i + 1] = vcs_fold(v);
         row[2 + 2 * i] = XD_DB_V_CSTR(keep[2 * i]);
         row[3 + 2 * i] = XD_DB_V_CSTR(keep[2 * i + 1]);
@@ -405,8 +414,8 @@ vcs_read(vcs_job_t *j, const xd_el_t *q)
     for (const xd_el_t *f = x ? xd_el_first_child(x) : NULL; f; f = xd_el_next(f)) {
         const char *var = xd_el_attr(f, "var");
         const char *v = xd_el_child_text(f, "value", XD_NS_DATA);
-        if (!var || !v || !*v)
-            continue;
+        if (!var || !v || !*v || !strcmp(v, "*"))
+            continue; /* a lone '*' matches anything: no condition */
         if (!strcmp(var, "user")) {
             xd_free(j->user);
             j->user = vcs_fold(v);
@@ -424,7 +433,7 @@ vcs_read(vcs_job_t *j, const xd_el_t *q)
     for (size_t i = 0; i < VCS_NFIELDS; i++) {
         const char *v = vcs_fields[i].legacy ? xd_el_child_text(q, vcs_fields[i].legacy, NULL)
                                              : NULL;
-        if (v && *v) {
+        if (v && *v && strcmp(v, "*")) {
             j->want[i] = vcs_fold(v);
             any = true;
         }

@@ -234,7 +234,9 @@ xd_cmd_allowed(const xd_config_t *cfg, const char *host, const xd_cmd_t *cmd,
         const char *named = v;
         char dom[XD_JID_PART_MAX + 1];
         if (type == XD_CMD_JID) {
-            const char *at = strchr(v, '@'), *d = at ? at + 1 : v;
+            /* the domain: after an '@' that comes before the resource */
+            size_t slash = strcspn(v, "/");
+            const char *at = memchr(v, '@', slash), *d = at ? at + 1 : v;
             size_t n = strcspn(d, "/");
             named = NULL;
             if (n < sizeof dom) {

@@ -76,9 +76,19 @@ def test_directory_searches(server_factory):
     assert jids(form_search(a, "s9", first="robert")) == ["bob@localhost"]
     set_vcard(b, "v5", "")
     assert jids(form_search(a, "s10", user="bob")) == []
-    # nothing filled in: refused (allow_return_all is off)
+    # nothing filled in: refused (allow_return_all is off), and a lone *
+    # (which would match anything) is nothing filled in
     r = form_search(a, "s11")
     assert "type='error'" in r and "<not-acceptable" in r, r
+    r = form_search(a, "s12", fn="*")
+    assert "type='error'" in r and "<not-acceptable" in r, r
+    r = iq(a, "l2", f"<query xmlns='{NS}'><last>*</last></query>", to="vjud.localhost")
+    assert "type='error'" in r and "<not-acceptable" in r, r
+    # a value longer than what is kept, cut inside a two-byte character:
+    # the vCard is stored and the account found by the value's beginning
+    set_vcard(c, "v6", "<FN>" + "x" * 719 + "é" * 10 + "</FN>")
+    r = form_search(a, "s13", fn="xxx*")
+    assert jids(r) == ["carol@localhost"], r
 
 
 def test_directory_limits_and_access(server_factory, tmp_path):
