@@ -24,6 +24,7 @@
 #include <pthread.h>
 #include <stdio.h>
 #include <string.h>
+#include <time.h>
 
 #include "mod_util.h"
 #include "xmppd/acl.h"
@@ -61,9 +62,12 @@ static const xd_opt_t an_opts[] = {
 #undef C_
 
 static const char *const an_mig1[] = {
-    "CREATE TABLE announce_motd (host {key} NOT NULL PRIMARY KEY, xml {text} NOT NULL)",
+    "CREATE TABLE announce_motd (host {key} NOT NULL PRIMARY KEY, xml {text} NOT NULL,"
+    " id {int} NOT NULL)",
+    /* motd: the id of the message of the day the account has (a seen row
+     * written late for an older one does not count for a newer one) */
     "CREATE TABLE announce_motd_seen (host {key} NOT NULL, username {key} NOT NULL,"
-    " PRIMARY KEY (host, username))",
+    " motd {int} NOT NULL, PRIMARY KEY (host, username))",
     NULL,
 };
 static const xd_db_migration_t an_migrations[] = { { 1, NULL, an_mig1 }, { 0, NULL, NULL } };
@@ -81,6 +85,7 @@ typedef struct an_all {
 typedef struct an_state {
     pthread_mutex_t mu;
     char *motd;      /* the message of the day (serialized, without to), or NULL */
+    int64_t motd_id; /* its id: microseconds of when it was set */
     an_all_t *all;   /* announcements to all, oldest first (worker 0 sends) */
 } an_state_t;
 
@@ -150,6 +155,7 @@ typedef struct an_job {
     char *xml;      /* the motd to store, or NULL to delete */
     char *to;       /* motd_seen: the session to send it to */
     bool send;      /* motd_seen: it was new for the account */
+    int64_t motd_id; /* the message of the day's id (both jobs) */
     an_all_t *all;  /* an announcement to all: its accounts */
     int status;
 } an_job_t;
@@ -176,19 +182,16 @@ an_motd_tx(xd_db_conn_t *c, void *arg)
     if (rc == 0)
         rc = xd_db_query(c, "DELETE FROM announce_motd WHERE host = ?", h, 1, NULL, NULL);
     if (rc == 0 && j->xml) {
-        xd_db_val_t p[] = { XD_DB_V_CSTR(j->host), XD_DB_V_CSTR(j->xml) };
-        rc = xd_db_query(c, "INSERT INTO announce_motd (host, xml) VALUES (?, ?)", p, 2, NULL,
-                         NULL);
+        xd_db_val_t p[] = { XD_DB_V_CSTR(j->host), XD_DB_V_CSTR(j->xml), XD_DB_V_INT(j->motd_id) };
+        rc = xd_db_query(c, "INSERT INTO announce_motd (host, xml, id) VALUES (?, ?, ?)", p, 3,
+                         NULL, NULL);
     }
     /* Those it was sent to now have it (not again at their next login). */
     for (size_t i = 0; rc == 0 && i < j->n_seen; i++) {
-        xd_db_val_t p[] = { XD_DB_V_CSTR(j->host), XD_DB_V_CSTR(j->seen[i]) };
-        int64_t n = 0;
-        rc = xd_db_query_int64(c, "SELECT COUNT(*) FROM announce_motd_seen"
-                                  " WHERE host = ? AND username = ?", p, 2, &n);
-        if (rc == 0 && n == 0)
-            rc = xd_db_query(c, "INSERT INTO announce_motd_seen (host, username) VALUES (?, ?)",
-                             p, 2, NULL, NULL);
+        xd_db_val_t p[] = { XD_DB_V_CSTR(j->host), XD_DB_V_CSTR(j->seen[i]),
+                            XD_DB_V_INT(j->motd_id) };
+        rc = xd_db_query(c, "INSERT INTO announce_motd_seen (host, username, motd)"
+                            " VALUES (?, ?, ?)", p, 3, NULL, NULL);
     }
     return rc;
 }
@@ -216,14 +219,18 @@ static int
 an_seen_tx(xd_db_conn_t *c, void *arg)
 {
     an_job_t *j = arg;
-    xd_db_val_t p[] = { XD_DB_V_CSTR(j->host), XD_DB_V_CSTR(j->user) };
+    xd_db_val_t p[] = { XD_DB_V_CSTR(j->host), XD_DB_V_CSTR(j->user), XD_DB_V_INT(j->motd_id) };
     int64_t n = 0;
     int rc = xd_db_query_int64(c,
-                               "SELECT COUNT(*) FROM announce_motd_seen WHERE host = ? AND username = ?",
-                               p, 2, &n);
+                               "SELECT COUNT(*) FROM announce_motd_seen"
+                               " WHERE host = ? AND username = ? AND motd = ?",
+                               p, 3, &n);
     if (rc == 0 && n == 0) {
-        rc = xd_db_query(c, "INSERT INTO announce_motd_seen (host, username) VALUES (?, ?)", p, 2,
-                         NULL, NULL);
+        rc = xd_db_query(c, "DELETE FROM announce_motd_seen WHERE host = ? AND username = ?", p,
+                         2, NULL, NULL);
+        if (rc == 0)
+            rc = xd_db_query(c, "INSERT INTO announce_motd_seen (host, username, motd)"
+                                " VALUES (?, ?, ?)", p, 3, NULL, NULL);
         j->send = rc == 0;
     }
     return rc;
@@ -356,11 +363,18 @@ static void
 an_motd_set(xd_module_ctx_t *ctx, const char *host, const char *xml, bool send)
 {
     an_state_t *s = xd_module_state(ctx);
+    struct timespec now;
+    clock_gettime(CLOCK_REALTIME, &now);
+    int64_t id = (int64_t)now.tv_sec * 1000000 + now.tv_nsec / 1000;
     pthread_mutex_lock(&s->mu);
     xd_free(s->motd);
     s->motd = xml ? xd_strdup(xml) : NULL;
+    if (id <= s->motd_id)
+        id = s->motd_id + 1; /* strictly newer than the one it replaces */
+    s->motd_id = id;
     pthread_mutex_unlock(&s->mu);
     an_job_t *j = xd_new(an_job_t);
+    j->motd_id = id;
     j->host = xd_strdup(host);
     j->xml = xml ? xd_strdup(xml) : NULL;
     if (send && xml) {
@@ -529,10 +543,12 @@ an_available(xd_module_ctx_t *ctx, xd_hook_presence_t *ev, void *arg)
     an_state_t *s = xd_module_state(ctx);
     pthread_mutex_lock(&s->mu);
     char *xml = s->motd ? xd_strdup(s->motd) : NULL;
+    int64_t id = s->motd_id;
     pthread_mutex_unlock(&s->mu);
     if (!xml)
         return XD_HOOK_OK;
     an_job_t *j = xd_new(an_job_t);
+    j->motd_id = id;
     j->host = xd_strdup(ev->host);
     xd_str_t u = xd_jid_local(ev->jid), full = xd_jid_full_str(ev->jid);
     j->user = xd_strndup(u.p, u.len);
@@ -548,9 +564,11 @@ an_available(xd_module_ctx_t *ctx, xd_hook_presence_t *ev, void *arg)
 static int
 an_motd_row(void *arg, const xd_db_val_t *cols, size_t ncols)
 {
-    char **out = arg;
-    if (ncols == 1 && cols[0].type == XD_DB_TEXT && !*out)
-        *out = xd_strndup(cols[0].s.p, cols[0].s.len);
+    an_state_t *s = arg;
+    if (ncols == 2 && cols[0].type == XD_DB_TEXT && cols[1].type == XD_DB_INT64 && !s->motd) {
+        s->motd = xd_strndup(cols[0].s.p, cols[0].s.len);
+        s->motd_id = cols[1].i;
+    }
     return 0;
 }
 
@@ -584,8 +602,8 @@ an_start(xd_module_ctx_t *ctx)
     xd_db_conn_t *c = NULL;
     if (db && xd_db_acquire(db, &c) == 0) {
         xd_db_val_t h[] = { XD_DB_V_CSTR(xd_module_host(ctx)) };
-        int rc = xd_db_query(c, "SELECT xml FROM announce_motd WHERE host = ?", h, 1, an_motd_row,
-                             &s->motd);
+        int rc = xd_db_query(c, "SELECT xml, id FROM announce_motd WHERE host = ?", h, 1,
+                             an_motd_row, s);
         xd_db_release(c);
         if (rc != 0)
             return xd_module_fail(ctx, rc, "cannot read the message of the day: %s",

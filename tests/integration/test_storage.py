@@ -39,6 +39,7 @@ MODULES = ("modules:\n"
            "  mod_pep: {}\n"
            "  mod_pubsub: {}\n"
            "  mod_muc: {}\n"
+           "  mod_announce: {}\n"
            "  mod_push:\n"
            "    min_interval: 0s\n")
 
