@@ -158,6 +158,65 @@ ah_session_take(xd_module_ctx_t *ctx, const char *id, const char *node, const ch
     return found;
 }
 
+/* ---- XEP-0133 service administration --------------------------------------------------------
+ *
+ * The standard nodes of the commands that have a registry command behind
+ * them: their own form fields (XEP-0133's vars), translated into the
+ * registry command's arguments (accountjid → user and host, the
+ * announcement's lines → body, the addressed host for a host argument),
+ * run and answered as the registry command is; a count is answered as the
+ * XEP's result field. */
+
+#define AH_ADMIN "http://jabber.org/protocol/admin#"
+
+typedef struct ah_field {
+    const char *var, *type, *label;
+    bool required;
+} ah_field_t;
+
+typedef struct ah_std {
+    const char *op;      /* node after AH_ADMIN */
+    const char *name;    /* the item's name */
+    const char *cmd;     /* the registry command */
+    ah_field_t f[3];     /* the form (var NULL: no more) */
+    const char *count;   /* answer: the number of the result's items in this field */
+} ah_std_t;
+
+#define AH_SUBJECT { "subject", "text-single", "Subject", false }
+#define AH_TEXT { "announcement", "text-multi", "Announcement", true }
+
+static const ah_std_t ah_stds[] = {
+    { "add-user", "Add a User", "register",
+      { { "accountjid", "jid-single", "The Jabber ID for the account to be added", true },
+        { "password", "text-private", "The password for this account", true },
+        { "password-verify", "text-private", "Retype password", true } }, NULL },
+    { "change-user-password", "Change User Password", "change_password",
+      { { "accountjid", "jid-single", "The Jabber ID for this account", true },
+        { "password", "text-private", "The new password for this account", true } }, NULL },
+    { "get-registered-users-num", "Get Number of Registered Users", "registered_users", { { 0 } },
+      "registeredusersnum" },
+    { "get-online-users-num", "Get Number of Online Users", "connected_users", { { 0 } },
+      "onlineusersnum" },
+    { "announce", "Send Announcement to Online Users", "announce_online", { AH_SUBJECT, AH_TEXT },
+      NULL },
+    { "set-motd", "Set Message of the Day", "set_motd", { AH_SUBJECT, AH_TEXT }, NULL },
+    { "edit-motd", "Edit Message of the Day", "update_motd", { AH_SUBJECT, AH_TEXT }, NULL },
+    { "delete-motd", "Delete Message of the Day", "delete_motd", { { 0 } }, NULL },
+};
+#define AH_NSTD (sizeof ah_stds / sizeof ah_stds[0])
+
+/* The standard command of node, or NULL. */
+static const ah_std_t *
+ah_std_of(const char *node)
+{
+    if (!node || strncmp(node, AH_ADMIN, strlen(AH_ADMIN)) != 0)
+        return NULL;
+    for (size_t i = 0; i < AH_NSTD; i++)
+        if (!strcmp(node + strlen(AH_ADMIN), ah_stds[i].op))
+            return &ah_stds[i];
+    return NULL;
+}
+
 /* ---- discovery ------------------------------------------------------------------------------- */
 
 typedef struct ah_list {
@@ -191,6 +250,17 @@ ah_disco_items(xd_module_ctx_t *ctx, xd_hook_disco_t *ev, void *arg)
     ah_list_t l = { .ev = ev, .cfg = xd_config_get() };
     if (l.cfg)
         xd_cmd_foreach(ah_item, &l);
+    for (size_t i = 0; l.cfg && i < AH_NSTD; i++) {
+        const xd_cmd_t *cmd = xd_cmd_find(ah_stds[i].cmd);
+        if (!cmd || !xd_cmd_allowed(l.cfg, ev->host, cmd, NULL, ev->from))
+            continue;
+        char node[128];
+        snprintf(node, sizeof node, AH_ADMIN "%s", ah_stds[i].op);
+        xd_el_t *it = xd_el_add_child(ev->query, "item", NULL);
+        xd_el_set_attr(it, "jid", ev->host);
+        xd_el_set_attr(it, "node", node);
+        xd_el_set_attr(it, "name", ah_stds[i].name);
+    }
     xd_config_unref(l.cfg);
     return XD_HOOK_OK;
 }
@@ -217,13 +287,15 @@ ah_disco_info(xd_module_ctx_t *ctx, xd_hook_disco_t *ev, void *arg)
         ah_identity(ev->query, "command-list", "Commands");
         return XD_HOOK_OK;
     }
-    if (strncmp(ev->node, AH_PREFIX, strlen(AH_PREFIX)) != 0)
+    const ah_std_t *std = ah_std_of(ev->node);
+    if (!std && strncmp(ev->node, AH_PREFIX, strlen(AH_PREFIX)) != 0)
         return XD_HOOK_OK;
     xd_cmd_hold_t *hold = NULL;
-    const xd_cmd_t *cmd = xd_cmd_acquire(ev->node + strlen(AH_PREFIX), &hold);
+    const xd_cmd_t *cmd = xd_cmd_acquire(std ? std->cmd : ev->node + strlen(AH_PREFIX), &hold);
     xd_config_t *cfg = xd_config_get();
     if (cmd && cfg && xd_cmd_allowed(cfg, ev->host, cmd, NULL, ev->from)) {
-        ah_identity(ev->query, "command-node", cmd->doc ? cmd->doc : cmd->name);
+        ah_identity(ev->query, "command-node",
+                    std ? std->name : cmd->doc ? cmd->doc : cmd->name);
         xd_el_set_attr(xd_el_add_child(ev->query, "feature", NULL), "var", AH_NS);
         xd_el_set_attr(xd_el_add_child(ev->query, "feature", NULL), "var", XD_NS_DATA);
     }
@@ -307,6 +379,7 @@ typedef struct ah_job {
     xd_stanza_t *iq;        /* the request (a reference) */
     char *node;
     char *sid;              /* the session it completes, or NULL */
+    const char *count;      /* XEP-0133: answer the result's count in this field, or NULL */
     const xd_cmd_t *cmd;
     xd_cmd_hold_t *hold;
     xd_cmd_call_t call;
@@ -344,6 +417,33 @@ ah_answer(ah_job_t *j)
         return;
     }
     char num[32];
+    if (j->count && r->kind == XD_CMD_RES_LIST) {
+        /* XEP-0133: the number as a result form; users online: distinct
+         * accounts among the sessions */
+        size_t n = r->n;
+        if (!strcmp(j->count, "onlineusersnum")) {
+            n = 0;
+            for (size_t i = 0; i < r->n; i++) {
+                size_t bl = strcspn(r->items[i], "/");
+                bool seen = false;
+                for (size_t k = 0; k < i && !seen; k++)
+                    seen = strcspn(r->items[k], "/") == bl && !strncmp(r->items[k], r->items[i], bl);
+                n += !seen;
+            }
+        }
+        xd_el_t *x = xd_el_add_child(c, "x", XD_NS_DATA);
+        xd_el_set_attr(x, "type", "result");
+        xd_el_t *ft = xd_el_add_child(x, "field", NULL);
+        xd_el_set_attr(ft, "var", "FORM_TYPE");
+        xd_el_set_attr(ft, "type", "hidden");
+        xd_el_add_text(xd_el_add_child(ft, "value", NULL), "http://jabber.org/protocol/admin");
+        xd_el_t *f = xd_el_add_child(x, "field", NULL);
+        xd_el_set_attr(f, "var", j->count);
+        snprintf(num, sizeof num, "%zu", n);
+        xd_el_add_text(xd_el_add_child(f, "value", NULL), num);
+        xd_route_take(xd_el_freeze(iq));
+        return;
+    }
     const char *text = NULL;
     switch (r->kind) {
     case XD_CMD_RES_STRING: text = r->text ? r->text : ""; break;
@@ -388,7 +488,7 @@ ah_loop_done(xd_cmd_call_t *call, int status, void *arg)
  * NULL (answered later) or an error reply. */
 static xd_stanza_t *
 ah_run(xd_module_ctx_t *ctx, const xd_iq_req_t *req, const xd_cmd_t *cmd, xd_cmd_hold_t *hold,
-       const char *node, const char *sid, const xd_el_t *x)
+       const char *node, const char *sid, const xd_el_t *x, const char *count)
 {
     char *argv[XD_CMD_MAX_ARGS] = { 0 };
     int argc = 0;
@@ -417,6 +517,7 @@ ah_run(xd_module_ctx_t *ctx, const xd_iq_req_t *req, const xd_cmd_t *cmd, xd_cmd
     j->iq = xd_stanza_ref(req->iq);
     j->node = xd_strdup(node);
     j->sid = sid ? xd_strdup(sid) : NULL;
+    j->count = count;
     j->cmd = cmd;
     j->hold = hold;
     xd_config_t *cfg = xd_config_get();
@@ -450,6 +551,124 @@ ah_run(xd_module_ctx_t *ctx, const xd_iq_req_t *req, const xd_cmd_t *cmd, xd_cmd
     return NULL;
 }
 
+/* The form of a standard command (XEP-0133's fields). */
+static xd_stanza_t *
+ah_std_form(xd_module_ctx_t *ctx, const xd_iq_req_t *req, const ah_std_t *std, const char *node)
+{
+    char sid[AH_ID_LEN + 1];
+    xd_str_t who = xd_jid_full_str(req->from);
+    char *w = xd_strndup(who.p, who.len);
+    ah_session_new(ctx, node, w, sid);
+    xd_free(w);
+    xd_el_t *iq;
+    xd_el_t *c = ah_reply(req->iq, node, sid, "executing", &iq);
+    xd_el_t *acts = xd_el_add_child(c, "actions", NULL);
+    xd_el_set_attr(acts, "execute", "complete");
+    xd_el_add_child(acts, "complete", NULL);
+    xd_el_t *x = xd_el_add_child(c, "x", XD_NS_DATA);
+    xd_el_set_attr(x, "type", "form");
+    xd_el_add_text(xd_el_add_child(x, "title", NULL), std->name);
+    xd_el_t *ft = xd_el_add_child(x, "field", NULL);
+    xd_el_set_attr(ft, "var", "FORM_TYPE");
+    xd_el_set_attr(ft, "type", "hidden");
+    xd_el_add_text(xd_el_add_child(ft, "value", NULL), "http://jabber.org/protocol/admin");
+    for (size_t i = 0; i < 3 && std->f[i].var; i++) {
+        xd_el_t *f = xd_el_add_child(x, "field", NULL);
+        xd_el_set_attr(f, "var", std->f[i].var);
+        xd_el_set_attr(f, "type", std->f[i].type);
+        xd_el_set_attr(f, "label", std->f[i].label);
+        if (std->f[i].required)
+            xd_el_add_child(f, "required", NULL);
+    }
+    return xd_el_freeze(iq);
+}
+
+static void
+ah_arg(xd_el_t *x, const char *var, const char *value, size_t len)
+{
+    xd_el_t *f = xd_el_add_child(x, "field", XD_NS_DATA);
+    xd_el_set_attr(f, "var", var);
+    xd_el_add_textn(xd_el_add_child(f, "value", XD_NS_DATA), value, len);
+}
+
+/* A standard command's submitted form as the registry command's fields
+ * (a new element), or NULL with *err. */
+static xd_el_t *
+ah_std_args(const ah_std_t *std, const xd_el_t *x, const char *host, const char **err)
+{
+    const char *jid = NULL, *pw = NULL, *pwv = NULL, *subject = NULL;
+    xd_el_t *out = xd_el_new("x", XD_NS_DATA);
+    size_t tlen = 0, tcap = 0;
+    char *text = NULL;
+    for (const xd_el_t *f = x ? xd_el_first_child(x) : NULL; f; f = xd_el_next(f)) {
+        const char *var = xd_el_attr(f, "var");
+        if (!var || !xd_el_is(f, "field", XD_NS_DATA))
+            continue;
+        const char *v = xd_el_child_text(f, "value", XD_NS_DATA);
+        if (!strcmp(var, "accountjid"))
+            jid = v;
+        else if (!strcmp(var, "password"))
+            pw = v;
+        else if (!strcmp(var, "password-verify"))
+            pwv = v;
+        else if (!strcmp(var, "subject"))
+            subject = v;
+        else if (!strcmp(var, "announcement")) /* text-multi: one value a line */
+            for (const xd_el_t *l = xd_el_first_child(f); l; l = xd_el_next(l)) {
+                if (!xd_el_is(l, "value", XD_NS_DATA))
+                    continue;
+                const char *t = xd_el_text(l) ? xd_el_text(l) : "";
+                size_t n = strlen(t);
+                if (tlen + n + 2 > tcap) {
+                    tcap = (tlen + n + 2) * 2;
+                    text = xd_realloc(text, tcap);
+                }
+                if (tlen)
+                    text[tlen++] = '\n';
+                memcpy(text + tlen, t, n);
+                tlen += n;
+                text[tlen] = '\0';
+            }
+    }
+    *err = NULL;
+    if (std->f[0].var && !strcmp(std->f[0].var, "accountjid")) {
+        xd_jid_t *j = NULL;
+        if (!jid || xd_jid_parse(xd_str_c(jid), &j) != 0 || !xd_jid_local(j).len) {
+            *err = "accountjid: the Jabber ID of an account";
+        } else {
+            xd_str_t u = xd_jid_local(j), d = xd_jid_domain(j);
+            ah_arg(out, "user", u.p, u.len);
+            ah_arg(out, "host", d.p, d.len);
+        }
+        xd_jid_unref(j);
+    } else {
+        ah_arg(out, "host", host, strlen(host));
+    }
+    if (!*err && std->f[1].var && !strcmp(std->f[1].var, "password")) {
+        if (!pw || !*pw)
+            *err = "password: required";
+        else if (std->f[2].var && (!pwv || strcmp(pw, pwv)))
+            *err = "The passwords do not match";
+        else
+            ah_arg(out, "password", pw, strlen(pw));
+    }
+    if (!*err && std->f[1].var && !strcmp(std->f[1].var, "announcement")) {
+        if (!text || !tlen)
+            *err = "announcement: required";
+        else {
+            ah_arg(out, "body", text, tlen);
+            if (subject && *subject)
+                ah_arg(out, "subject", subject, strlen(subject));
+        }
+    }
+    xd_free(text);
+    if (*err) {
+        xd_el_free(out);
+        return NULL;
+    }
+    return out;
+}
+
 /* XEP-0050 6: bad-request with one of its conditions. */
 static xd_stanza_t *
 ah_error(const xd_iq_req_t *req, const char *cond)
@@ -474,10 +693,11 @@ ah_iq(const xd_iq_req_t *req)
     const char *sid = xd_el_attr(req->payload, "sessionid");
     if (!action)
         action = "execute";
-    if (!node || strncmp(node, AH_PREFIX, strlen(AH_PREFIX)) != 0)
+    const ah_std_t *std = ah_std_of(node);
+    if (!node || (!std && strncmp(node, AH_PREFIX, strlen(AH_PREFIX)) != 0))
         return xd_stanza_error(req->iq, XD_COND_ITEM_NOT_FOUND, NULL);
     xd_cmd_hold_t *hold = NULL;
-    const xd_cmd_t *cmd = xd_cmd_acquire(node + strlen(AH_PREFIX), &hold);
+    const xd_cmd_t *cmd = xd_cmd_acquire(std ? std->cmd : node + strlen(AH_PREFIX), &hold);
     xd_config_t *cfg = xd_config_get();
     bool may = cmd && cfg && xd_cmd_allowed(cfg, req->host, cmd, NULL, req->from);
     xd_config_unref(cfg);
@@ -509,12 +729,28 @@ ah_iq(const xd_iq_req_t *req)
         xd_cmd_release(hold);
         return ah_error(req, "bad-payload");
     }
+    if (std) {
+        if (!x && !sid && std->f[0].var) {
+            xd_stanza_t *r = ah_std_form(ctx, req, std, node);
+            xd_cmd_release(hold);
+            return r;
+        }
+        const char *why = NULL;
+        xd_el_t *args = ah_std_args(std, x, req->host, &why);
+        if (!args) {
+            xd_cmd_release(hold);
+            return xd_stanza_error(req->iq, XD_COND_BAD_REQUEST, why);
+        }
+        xd_stanza_t *r = ah_run(ctx, req, cmd, hold, node, sid, args, std->count);
+        xd_el_free(args);
+        return r;
+    }
     if (!x && !sid && cmd->nargs > 0) {
         xd_stanza_t *r = ah_form(ctx, req, cmd, node);
         xd_cmd_release(hold);
         return r;
     }
-    return ah_run(ctx, req, cmd, hold, node, sid, x);
+    return ah_run(ctx, req, cmd, hold, node, sid, x, NULL);
 }
 
 /* ---- module ----------------------------------------------------------------------------------- */

@@ -5,7 +5,7 @@ number results, sessions, cancel, errors, and who may run what."""
 import re
 import time
 
-from helpers import iq, online, users
+from helpers import expect, iq, online, users
 from xclient import login
 
 NS = "http://jabber.org/protocol/commands"
@@ -199,3 +199,52 @@ def test_reload_that_restarts_the_adhoc_module_answers(server_factory):
     # the new instance serves
     r = iq(a, "st", command("api-commands/status"), to="localhost")
     assert "is running" in r, r
+
+
+ADMIN_NS = "http://jabber.org/protocol/admin#"
+
+
+def test_service_administration_nodes(server_factory):
+    """XEP-0133's standard nodes for what the registry can do: listed,
+    their own forms and fields, and the XEP's result fields."""
+    srv = server_factory(extra_yaml=ADMIN + "  mod_announce: {}\n")
+    users(srv, "admin", "bob")
+    a, _ = online(srv, "admin", "r")
+    b, _ = online(srv, "bob", "r")
+    r = iq(a, "l", f"<query xmlns='http://jabber.org/protocol/disco#items' node='{NS}'/>",
+           typ="get", to="localhost")
+    for op in ("add-user", "change-user-password", "get-registered-users-num",
+               "get-online-users-num", "announce", "set-motd", "edit-motd", "delete-motd"):
+        assert f"node='{ADMIN_NS}{op}'" in r, (op, r)
+    # add-user: the XEP's form, then the fields
+    r = iq(a, "a1", command(ADMIN_NS + "add-user", "execute"), to="localhost")
+    sid = re.search(r"sessionid='([^']+)'", r).group(1)
+    for var in ("accountjid", "password", "password-verify"):
+        assert f"var='{var}'" in r, r
+    assert "<value>http://jabber.org/protocol/admin</value>" in r, r
+    r = iq(a, "a2", command(ADMIN_NS + "add-user", "complete", sid,
+                            {"accountjid": "carol@localhost", "password": "pw1",
+                             "password-verify": "pw2"}), to="localhost")
+    assert "type='error'" in r and "do not match" in r, r
+    r = iq(a, "a3", command(ADMIN_NS + "add-user", "execute", None,
+                            {"accountjid": "carol@localhost", "password": "pw1",
+                             "password-verify": "pw1"}), to="localhost")
+    assert "status='completed'" in r, r
+    c, _ = login(srv.c2s_port, "carol", "pw1", resource="x")
+    # counts as the XEP's fields: 3 accounts; 2 accounts online (admin,
+    # bob; carol's login above has no presence but is a session too)
+    r = iq(a, "n1", command(ADMIN_NS + "get-registered-users-num"), to="localhost")
+    assert re.search(r"<field var='registeredusersnum'><value>3</value>", r), r
+    r = iq(a, "n2", command(ADMIN_NS + "get-online-users-num"), to="localhost")
+    assert re.search(r"<field var='onlineusersnum'><value>3</value>", r), r
+    c.close()
+    # announce: the lines of the text-multi field are the body
+    a.send(f"<iq type='set' id='an' to='localhost'><command xmlns='{NS}' "
+           f"node='{ADMIN_NS}announce' action='complete'><x xmlns='{XD}' type='submit'>"
+           "<field var='subject'><value>Heads up</value></field>"
+           "<field var='announcement'><value>line one</value><value>line two</value></field>"
+           "</x></command></iq>")
+    r = expect(a, r"<iq[^>]*id=['\"]an['\"].*?</iq>")
+    assert "status='completed'" in r, r
+    m = expect(b, r"<message[^>]*from=['\"]localhost['\"].*?</message>")
+    assert "<subject>Heads up</subject>" in m and "line one\nline two" in m, m
