@@ -300,10 +300,11 @@ ctl_dispatch(ctl_client_t *cl)
 
 /* ---- commands of other front ends that must run on this loop ------------------------------ */
 
-#define CTL_JOBS_MAX 64
+#define CTL_JOBS_MAX 64 /* calls waiting or running at once (front ends' bound) */
 
 typedef struct ctl_job {
     struct ctl_job *next;
+    struct ctl_job *prev_run, *next_run; /* on the loop's pool (ctl_running) */
     xd_cmd_call_t *call;
     xd_cmd_done_fn done;
     void *arg;
@@ -312,10 +313,11 @@ typedef struct ctl_job {
 } ctl_job_t;
 
 static pthread_mutex_t ctl_jobs_mu = PTHREAD_MUTEX_INITIALIZER;
-static ctl_job_t *ctl_jobs, **ctl_jobs_tail = &ctl_jobs;
-static size_t ctl_njobs;
+static ctl_job_t *ctl_jobs, **ctl_jobs_tail = &ctl_jobs; /* waiting for the loop */
+static size_t ctl_njobs;     /* waiting or running: CTL_JOBS_MAX at most */
 static bool ctl_jobs_open;
 static uv_async_t ctl_jobs_async;
+static ctl_job_t *ctl_running; /* on the loop's pool (the loop's thread only) */
 
 static ctl_job_t *
 ctl_jobs_take(void)
@@ -324,9 +326,28 @@ ctl_jobs_take(void)
     ctl_job_t *list = ctl_jobs;
     ctl_jobs = NULL;
     ctl_jobs_tail = &ctl_jobs;
-    ctl_njobs = 0;
     pthread_mutex_unlock(&ctl_jobs_mu);
     return list;
+}
+
+static bool
+ctl_jobs_taking(void)
+{
+    pthread_mutex_lock(&ctl_jobs_mu);
+    bool open = ctl_jobs_open;
+    pthread_mutex_unlock(&ctl_jobs_mu);
+    return open;
+}
+
+/* j's done with status, and its place in the bound freed. */
+static void
+ctl_job_end(ctl_job_t *j, int status)
+{
+    j->done(j->call, status, j->arg);
+    xd_free(j);
+    pthread_mutex_lock(&ctl_jobs_mu);
+    ctl_njobs--;
+    pthread_mutex_unlock(&ctl_jobs_mu);
 }
 
 static void
@@ -340,10 +361,15 @@ static void
 ctl_job_after(uv_work_t *w, int status)
 {
     ctl_job_t *j = w->data;
-    if (status != 0) /* canceled: the loop is closing */
+    if (j->prev_run)
+        j->prev_run->next_run = j->next_run;
+    else
+        ctl_running = j->next_run;
+    if (j->next_run)
+        j->next_run->prev_run = j->prev_run;
+    if (status != 0) /* cancelled before it ran: the server is stopping */
         j->status = xd_cmd_errorf(j->call, XD_ECLOSED, "the server is stopping");
-    j->done(j->call, j->status, j->arg);
-    xd_free(j);
+    ctl_job_end(j, j->status);
 }
 
 static void
@@ -351,19 +377,26 @@ ctl_jobs_run(uv_async_t *a)
 {
     for (ctl_job_t *j = ctl_jobs_take(), *next; j; j = next) {
         next = j->next;
+        if (!ctl_jobs_taking()) { /* an earlier one stopped the server */
+            ctl_job_end(j, xd_cmd_errorf(j->call, XD_ECLOSED, "the server is stopping"));
+            continue;
+        }
         if (j->call->cmd->flags & XD_CMD_ON_LOOP) {
-            j->done(j->call, xd_cmd_run(j->call), j->arg);
-            xd_free(j);
+            ctl_job_end(j, xd_cmd_run(j->call));
             continue;
         }
         j->work.data = j;
         int rc = uv_queue_work(a->loop, &j->work, ctl_job_work, ctl_job_after);
         if (rc != 0) {
-            j->done(j->call, xd_cmd_errorf(j->call, XD_EINTERNAL, "cannot run: %s",
-                                           uv_strerror(rc)),
-                    j->arg);
-            xd_free(j);
+            ctl_job_end(j, xd_cmd_errorf(j->call, XD_EINTERNAL, "cannot run: %s",
+                                         uv_strerror(rc)));
+            continue;
         }
+        j->prev_run = NULL;
+        j->next_run = ctl_running;
+        if (ctl_running)
+            ctl_running->prev_run = j;
+        ctl_running = j;
     }
 }
 
@@ -376,6 +409,9 @@ ctl_jobs_start(uv_loop_t *loop)
     pthread_mutex_unlock(&ctl_jobs_mu);
 }
 
+/* The stop (on the main loop): calls still waiting end with XD_ECLOSED
+ * without running; those on the pool that have not started are cancelled
+ * (their after-callback reports XD_ECLOSED); running ones finish. */
 static void
 ctl_jobs_stop(void)
 {
@@ -387,9 +423,10 @@ ctl_jobs_stop(void)
         return;
     for (ctl_job_t *j = ctl_jobs_take(), *next; j; j = next) {
         next = j->next;
-        j->done(j->call, xd_cmd_errorf(j->call, XD_ECLOSED, "the server is stopping"), j->arg);
-        xd_free(j);
+        ctl_job_end(j, xd_cmd_errorf(j->call, XD_ECLOSED, "the server is stopping"));
     }
+    for (ctl_job_t *j = ctl_running; j; j = j->next_run)
+        uv_cancel((uv_req_t *)&j->work);
     uv_close((uv_handle_t *)&ctl_jobs_async, NULL);
 }
 

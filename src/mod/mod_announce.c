@@ -173,26 +173,51 @@ an_job_free(an_job_t *j)
     xd_free(j);
 }
 
+static const char *const an_seen_cols[] = { "host", "username", "motd" };
+static const xd_db_upsert_t an_seen_ins = { "announce_motd_seen", an_seen_cols, 3, 2,
+                                            XD_DB_UPSERT_IGNORE };
+
+/* (host, user) has the message of the day `id` (or a newer one): its row
+ * is replaced unless it names a newer one.  *added: a row was written. */
+static int
+an_seen_put(xd_db_conn_t *c, const char *host, const char *user, int64_t id, bool *added)
+{
+    xd_db_val_t p[] = { XD_DB_V_CSTR(host), XD_DB_V_CSTR(user), XD_DB_V_INT(id) };
+    int rc = xd_db_query(c, "DELETE FROM announce_motd_seen WHERE host = ? AND username = ?"
+                            " AND motd < ?", p, 3, NULL, NULL);
+    if (rc == 0)
+        rc = xd_db_upsert(c, &an_seen_ins, p);
+    if (added)
+        *added = rc == 0 && xd_db_changes(c) > 0;
+    return rc;
+}
+
+/* Stores the message of the day j->xml (NULL: none) with id j->motd_id.
+ * Ids only grow: what an older set or a newer one left stays right when
+ * two sets commit in the other order (the older changes nothing the newer
+ * wrote), and seen rows of older messages go. */
 static int
 an_motd_tx(xd_db_conn_t *c, void *arg)
 {
     an_job_t *j = arg;
-    xd_db_val_t h[] = { XD_DB_V_CSTR(j->host) };
-    int rc = xd_db_query(c, "DELETE FROM announce_motd_seen WHERE host = ?", h, 1, NULL, NULL);
+    xd_db_val_t hi[] = { XD_DB_V_CSTR(j->host), XD_DB_V_INT(j->motd_id) };
+    int rc = xd_db_query(c, "DELETE FROM announce_motd_seen WHERE host = ? AND motd < ?", hi, 2,
+                         NULL, NULL);
     if (rc == 0)
-        rc = xd_db_query(c, "DELETE FROM announce_motd WHERE host = ?", h, 1, NULL, NULL);
-    if (rc == 0 && j->xml) {
+        rc = xd_db_query(c, "DELETE FROM announce_motd WHERE host = ? AND id < ?", hi, 2, NULL,
+                         NULL);
+    int64_t newer = 0;
+    if (rc == 0 && j->xml)
+        rc = xd_db_query_int64(c, "SELECT COUNT(*) FROM announce_motd WHERE host = ?", hi, 1,
+                               &newer);
+    if (rc == 0 && j->xml && newer == 0) {
         xd_db_val_t p[] = { XD_DB_V_CSTR(j->host), XD_DB_V_CSTR(j->xml), XD_DB_V_INT(j->motd_id) };
         rc = xd_db_query(c, "INSERT INTO announce_motd (host, xml, id) VALUES (?, ?, ?)", p, 3,
                          NULL, NULL);
     }
     /* Those it was sent to now have it (not again at their next login). */
-    for (size_t i = 0; rc == 0 && i < j->n_seen; i++) {
-        xd_db_val_t p[] = { XD_DB_V_CSTR(j->host), XD_DB_V_CSTR(j->seen[i]),
-                            XD_DB_V_INT(j->motd_id) };
-        rc = xd_db_query(c, "INSERT INTO announce_motd_seen (host, username, motd)"
-                            " VALUES (?, ?, ?)", p, 3, NULL, NULL);
-    }
+    for (size_t i = 0; rc == 0 && i < j->n_seen; i++)
+        rc = an_seen_put(c, j->host, j->seen[i], j->motd_id, NULL);
     return rc;
 }
 
@@ -215,6 +240,8 @@ an_motd_stored(xd_module_ctx_t *ctx, void *arg, int status)
     an_job_free(j);
 }
 
+/* A login: the account gets message of the day j->motd_id unless it has
+ * it or a newer one. */
 static int
 an_seen_tx(xd_db_conn_t *c, void *arg)
 {
@@ -223,16 +250,10 @@ an_seen_tx(xd_db_conn_t *c, void *arg)
     int64_t n = 0;
     int rc = xd_db_query_int64(c,
                                "SELECT COUNT(*) FROM announce_motd_seen"
-                               " WHERE host = ? AND username = ? AND motd = ?",
+                               " WHERE host = ? AND username = ? AND motd >= ?",
                                p, 3, &n);
-    if (rc == 0 && n == 0) {
-        rc = xd_db_query(c, "DELETE FROM announce_motd_seen WHERE host = ? AND username = ?", p,
-                         2, NULL, NULL);
-        if (rc == 0)
-            rc = xd_db_query(c, "INSERT INTO announce_motd_seen (host, username, motd)"
-                                " VALUES (?, ?, ?)", p, 3, NULL, NULL);
-        j->send = rc == 0;
-    }
+    if (rc == 0 && n == 0)
+        rc = an_seen_put(c, j->host, j->user, j->motd_id, &j->send);
     return rc;
 }
 
@@ -247,9 +268,12 @@ an_seen_work(xd_module_ctx_t *ctx, void *arg)
 static void
 an_seen_done(xd_module_ctx_t *ctx, void *arg, int status)
 {
-    (void)ctx;
     an_job_t *j = arg;
-    if (!status && !j->status && j->send)
+    an_state_t *s = xd_module_state(ctx);
+    pthread_mutex_lock(&s->mu);
+    bool current = s->motd_id == j->motd_id; /* not replaced meanwhile */
+    pthread_mutex_unlock(&s->mu);
+    if (!status && !j->status && j->send && current)
         an_send(j->xml, j->to);
     an_job_free(j);
 }

@@ -235,7 +235,10 @@ api_cmd_done(xd_cmd_call_t *call, int status, void *arg)
 {
     (void)call;
     api_job_t *j = arg;
-    api_result(j, status);
+    if (status == XD_ECLOSED || status == XD_EFULL)
+        api_fail(j, 503, "not run: the server is stopping or busy"); /* it did not run */
+    else
+        api_result(j, status);
     xd_module_ctx_t *now = xd_module_instance("mod_http_api", j->host);
     if (!now || xd_module_post(now, j->h.worker, api_posted, j) != 0)
         api_job_free(j); /* no instance or worker to answer on: the client times out */

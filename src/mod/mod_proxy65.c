@@ -262,6 +262,11 @@ px_write_cb(uv_write_t *req, int status)
             px_close(to);
         return;
     }
+    /* bytes going out count as activity too (a transfer's tail draining to
+     * a slow receiver after the sender ended) */
+    to->since_ms = px_now(to->st);
+    if (to->peer)
+        to->peer->since_ms = to->since_ms;
     /* Back-pressure off: the side that fills `to` reads again. */
     if (from && from == to->peer && from->paused && !from->closing
         && uv_stream_get_write_queue_size((uv_stream_t *)&to->tcp) < PX_BACKLOG_LOW

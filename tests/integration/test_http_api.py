@@ -125,3 +125,16 @@ def test_reload_that_removes_the_api_answers(server_factory):
     # the reload took effect (mod_last runs, the API is gone)
     st, _, _ = call(srv, "status")
     assert st == 404, st
+
+
+def test_stop_through_the_api(server_factory):
+    """stop as a call: the server stops cleanly (the stop runs inside the
+    queue of calls, which it closes)."""
+    srv = start(server_factory)
+    users(srv, "admin")
+    try:
+        st, body, _ = call(srv, "stop")
+        assert st == 200 and "stopping" in body, (st, body)
+    except (urllib.error.URLError, ConnectionError):
+        pass  # the stop may close the connection before the answer is written
+    assert srv.proc.wait(timeout=20) == 0
