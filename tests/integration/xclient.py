@@ -73,19 +73,31 @@ class XClient:
             ready = bool(select.select([self.sock], [], [], left)[0])
         if not ready:
             return
-        try:
-            d = self.tls.recv(65536) if self.tls else self.sock.recv(65536)
-        except SSL.WantReadError:
-            return
-        except (SSL.ZeroReturnError, ConnectionResetError):
-            d = b""
-        except SSL.SysCallError:
-            d = b""
-        except SSL.Error:
-            d = b""
-        if not d:
-            self.closed = True
-        self.buf += d
+        # Everything readable now (up to 1 MiB), not one TLS record: the
+        # callers search the whole buffer after each call.
+        chunks, got = [], 0
+        while True:
+            try:
+                d = self.tls.recv(65536) if self.tls else self.sock.recv(65536)
+            except SSL.WantReadError:
+                break
+            except (SSL.ZeroReturnError, ConnectionResetError):
+                d = b""
+            except SSL.SysCallError:
+                d = b""
+            except SSL.Error:
+                d = b""
+            if not d:
+                self.closed = True
+                break
+            chunks.append(d)
+            got += len(d)
+            if got >= (1 << 20):
+                break
+            if not (self.tls and self.tls.pending()) and \
+                    not select.select([self.sock], [], [], 0)[0]:
+                break
+        self.buf += b"".join(chunks)
 
     def recv_until(self, pattern, timeout=None):
         if isinstance(pattern, str):
