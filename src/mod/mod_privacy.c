@@ -153,6 +153,9 @@ xd_privacy_list_parse(const xd_el_t *list, xd_privacy_list_t *out, const char **
     if (*why)
         return XD_EINVAL;
     out->name = xd_strdup(name);
+    size_t cap = xd_el_child_count(list); /* one allocation (the stanza bounds it) */
+    if (cap)
+        out->items = xd_calloc(cap, sizeof *out->items);
     for (const xd_el_t *c = xd_el_first_child(list); c && !*why; c = xd_el_next(c)) {
         if (!xd_el_is(c, "item", XD_NS_PRIVACY)) {
             *why = "a list holds only items";
@@ -161,8 +164,7 @@ xd_privacy_list_parse(const xd_el_t *list, xd_privacy_list_t *out, const char **
         xd_privacy_item_t it;
         *why = pl_parse_item(c, &it);
         if (!*why) {
-            out->items = xd_realloc(out->items, (out->n + 1) * sizeof *out->items);
-            out->items[out->n++] = it; /* value moved */
+            out->items[out->n++] = it; /* value moved; n < cap: one item per child */
         } else {
             xd_free(it.value);
         }
