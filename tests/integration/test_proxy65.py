@@ -243,3 +243,59 @@ def test_receiver_closed_first_still_gets_every_byte(server_factory):
     got = recv_all(t, timeout=30)
     th.join(30)
     assert len(got) == len(payload) and got == payload, (len(got), len(payload))
+
+
+def test_slixmpp_clients_transfer_through_the_proxy(server_factory):
+    """Two clients of a real library (slixmpp's XEP-0065 plugin): the
+    initiator discovers the proxy from the server's disco#items, offers it
+    as streamhost, the target connects through it, the initiator
+    activates, and the bytes arrive."""
+    import asyncio
+
+    from helpers import slix_client
+    from xmpptest import close_loop
+
+    srv = start(server_factory)
+    users(srv, "ini", "tgt")
+    payload = os.urandom(256 * 1024)
+    got = bytearray()
+    loop = asyncio.new_event_loop()
+    asyncio.set_event_loop(loop)
+    try:
+        a = slix_client(srv, "ini@localhost/s", "xep_0030", "xep_0065")
+        b = slix_client(srv, "tgt@localhost/s", "xep_0030", "xep_0065")
+        b["xep_0065"].auto_accept = True  # the target takes the offered stream
+        started = {"a": loop.create_future(), "b": loop.create_future()}
+        done = loop.create_future()
+
+        def on_start(name, c):
+            c.send_presence()
+            started[name].set_result(True)
+
+        def on_data(d):
+            got.extend(d)
+            if len(got) >= len(payload) and not done.done():
+                done.set_result(True)
+
+        a.add_event_handler("session_start", lambda e: on_start("a", a))
+        b.add_event_handler("session_start", lambda e: on_start("b", b))
+        b.add_event_handler("socks5_data", on_data)
+        for c in (a, b):
+            c.loop = loop
+            c.connect(address=("127.0.0.1", srv.c2s_port))
+
+        async def main():
+            await asyncio.wait_for(asyncio.gather(*started.values()), 15)
+            proxies = await a["xep_0065"].discover_proxies(timeout=10)
+            assert "proxy.localhost" in {str(j) for j in proxies}, proxies
+            conn = await asyncio.wait_for(a["xep_0065"].handshake(b.boundjid), 15)
+            assert conn is not None
+            await conn.write(payload)
+            await asyncio.wait_for(done, 15)
+
+        loop.run_until_complete(main())
+        assert bytes(got) == payload, (len(got), len(payload))
+        for c in (a, b):
+            c.disconnect()
+    finally:
+        close_loop(loop)
