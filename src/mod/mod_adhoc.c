@@ -168,6 +168,7 @@ ah_session_take(xd_module_ctx_t *ctx, const char *id, const char *node, const ch
  * XEP's result field. */
 
 #define AH_ADMIN "http://jabber.org/protocol/admin#"
+#define AH_ADMIN_FORM "http://jabber.org/protocol/admin"
 
 typedef struct ah_field {
     const char *var, *type, *label;
@@ -331,8 +332,21 @@ ah_reply(const xd_stanza_t *st, const char *node, const char *sid, const char *s
     return c;
 }
 
-static xd_stanza_t *
-ah_form(xd_module_ctx_t *ctx, const xd_iq_req_t *req, const xd_cmd_t *cmd, const char *node)
+/* The hidden FORM_TYPE field of a form (XEP-0068). */
+static void
+ah_form_type(xd_el_t *x, const char *type)
+{
+    xd_el_t *ft = xd_el_add_child(x, "field", NULL);
+    xd_el_set_attr(ft, "var", "FORM_TYPE");
+    xd_el_set_attr(ft, "type", "hidden");
+    xd_el_add_text(xd_el_add_child(ft, "value", NULL), type);
+}
+
+/* A new session for the requester and the answer that opens it: status
+ * executing, the complete action, an empty form titled `title` (*x). */
+static xd_el_t *
+ah_form_start(xd_module_ctx_t *ctx, const xd_iq_req_t *req, const char *node, const char *title,
+              xd_el_t **x)
 {
     char sid[AH_ID_LEN + 1];
     xd_str_t who = xd_jid_full_str(req->from);
@@ -344,9 +358,17 @@ ah_form(xd_module_ctx_t *ctx, const xd_iq_req_t *req, const xd_cmd_t *cmd, const
     xd_el_t *acts = xd_el_add_child(c, "actions", NULL);
     xd_el_set_attr(acts, "execute", "complete");
     xd_el_add_child(acts, "complete", NULL);
-    xd_el_t *x = xd_el_add_child(c, "x", XD_NS_DATA);
-    xd_el_set_attr(x, "type", "form");
-    xd_el_add_text(xd_el_add_child(x, "title", NULL), cmd->name);
+    *x = xd_el_add_child(c, "x", XD_NS_DATA);
+    xd_el_set_attr(*x, "type", "form");
+    xd_el_add_text(xd_el_add_child(*x, "title", NULL), title);
+    return iq;
+}
+
+static xd_stanza_t *
+ah_form(xd_module_ctx_t *ctx, const xd_iq_req_t *req, const xd_cmd_t *cmd, const char *node)
+{
+    xd_el_t *x;
+    xd_el_t *iq = ah_form_start(ctx, req, node, cmd->name, &x);
     xd_el_add_text(xd_el_add_child(x, "instructions", NULL), cmd->longdoc ? cmd->longdoc
                                                                          : cmd->doc ? cmd->doc : "");
     xd_config_t *cfg = xd_config_get();
@@ -375,7 +397,6 @@ ah_form(xd_module_ctx_t *ctx, const xd_iq_req_t *req, const xd_cmd_t *cmd, const
 /* ---- running --------------------------------------------------------------------------------- */
 
 typedef struct ah_job {
-    xd_module_ctx_t *ctx;
     xd_stanza_t *iq;        /* the request (a reference) */
     char *node;
     char *sid;              /* the session it completes, or NULL */
@@ -433,10 +454,7 @@ ah_answer(ah_job_t *j)
         }
         xd_el_t *x = xd_el_add_child(c, "x", XD_NS_DATA);
         xd_el_set_attr(x, "type", "result");
-        xd_el_t *ft = xd_el_add_child(x, "field", NULL);
-        xd_el_set_attr(ft, "var", "FORM_TYPE");
-        xd_el_set_attr(ft, "type", "hidden");
-        xd_el_add_text(xd_el_add_child(ft, "value", NULL), "http://jabber.org/protocol/admin");
+        ah_form_type(x, AH_ADMIN_FORM);
         xd_el_t *f = xd_el_add_child(x, "field", NULL);
         xd_el_set_attr(f, "var", j->count);
         snprintf(num, sizeof num, "%zu", n);
@@ -487,7 +505,7 @@ ah_loop_done(xd_cmd_call_t *call, int status, void *arg)
 /* Prepares the call from the submitted form (or none) and starts it;
  * NULL (answered later) or an error reply. */
 static xd_stanza_t *
-ah_run(xd_module_ctx_t *ctx, const xd_iq_req_t *req, const xd_cmd_t *cmd, xd_cmd_hold_t *hold,
+ah_run(const xd_iq_req_t *req, const xd_cmd_t *cmd, xd_cmd_hold_t *hold,
        const char *node, const char *sid, const xd_el_t *x, const char *count)
 {
     char *argv[XD_CMD_MAX_ARGS] = { 0 };
@@ -513,7 +531,6 @@ ah_run(xd_module_ctx_t *ctx, const xd_iq_req_t *req, const xd_cmd_t *cmd, xd_cmd
         return xd_stanza_error(req->iq, XD_COND_BAD_REQUEST, "a required field is empty");
     }
     ah_job_t *j = xd_new(ah_job_t);
-    j->ctx = ctx;
     j->iq = xd_stanza_ref(req->iq);
     j->node = xd_strdup(node);
     j->sid = sid ? xd_strdup(sid) : NULL;
@@ -555,23 +572,9 @@ ah_run(xd_module_ctx_t *ctx, const xd_iq_req_t *req, const xd_cmd_t *cmd, xd_cmd
 static xd_stanza_t *
 ah_std_form(xd_module_ctx_t *ctx, const xd_iq_req_t *req, const ah_std_t *std, const char *node)
 {
-    char sid[AH_ID_LEN + 1];
-    xd_str_t who = xd_jid_full_str(req->from);
-    char *w = xd_strndup(who.p, who.len);
-    ah_session_new(ctx, node, w, sid);
-    xd_free(w);
-    xd_el_t *iq;
-    xd_el_t *c = ah_reply(req->iq, node, sid, "executing", &iq);
-    xd_el_t *acts = xd_el_add_child(c, "actions", NULL);
-    xd_el_set_attr(acts, "execute", "complete");
-    xd_el_add_child(acts, "complete", NULL);
-    xd_el_t *x = xd_el_add_child(c, "x", XD_NS_DATA);
-    xd_el_set_attr(x, "type", "form");
-    xd_el_add_text(xd_el_add_child(x, "title", NULL), std->name);
-    xd_el_t *ft = xd_el_add_child(x, "field", NULL);
-    xd_el_set_attr(ft, "var", "FORM_TYPE");
-    xd_el_set_attr(ft, "type", "hidden");
-    xd_el_add_text(xd_el_add_child(ft, "value", NULL), "http://jabber.org/protocol/admin");
+    xd_el_t *x;
+    xd_el_t *iq = ah_form_start(ctx, req, node, std->name, &x);
+    ah_form_type(x, AH_ADMIN_FORM);
     for (size_t i = 0; i < 3 && std->f[i].var; i++) {
         xd_el_t *f = xd_el_add_child(x, "field", NULL);
         xd_el_set_attr(f, "var", std->f[i].var);
@@ -741,7 +744,7 @@ ah_iq(const xd_iq_req_t *req)
             xd_cmd_release(hold);
             return xd_stanza_error(req->iq, XD_COND_BAD_REQUEST, why);
         }
-        xd_stanza_t *r = ah_run(ctx, req, cmd, hold, node, sid, args, std->count);
+        xd_stanza_t *r = ah_run(req, cmd, hold, node, sid, args, std->count);
         xd_el_free(args);
         return r;
     }
@@ -750,7 +753,7 @@ ah_iq(const xd_iq_req_t *req)
         xd_cmd_release(hold);
         return r;
     }
-    return ah_run(ctx, req, cmd, hold, node, sid, x, NULL);
+    return ah_run(req, cmd, hold, node, sid, x, NULL);
 }
 
 /* ---- module ----------------------------------------------------------------------------------- */

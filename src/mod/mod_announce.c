@@ -77,7 +77,7 @@ static const xd_module_schema_t an_schemas[] = { { "mod_announce", an_migrations
 /* An announcement to all accounts being sent. */
 typedef struct an_all {
     struct an_all *next;
-    char *xml;      /* the message (without to) */
+    xd_stanza_t *st; /* the message (without to), readdressed to each */
     char **users;   /* localparts */
     size_t n, next_i;
 } an_all_t;
@@ -127,21 +127,36 @@ an_payload(const xd_stanza_t *st, const char *host)
     return xml;
 }
 
-/* Sends the announcement `xml` to `to`. */
+/* A serialized announcement as a stanza to readdress, or NULL. */
+static xd_stanza_t *
+an_base(const char *xml)
+{
+    xd_el_t *m = NULL;
+    return xd_el_parse(xml, strlen(xml), &m) == 0 ? xd_el_freeze(m) : NULL;
+}
+
+/* The announcement `base` (no 'to') to `to`: a copy that shares its
+ * bytes (el.h), so one parse serves every recipient. */
+static void
+an_send_to(const xd_stanza_t *base, const char *to)
+{
+    if (base)
+        xd_route_take(xd_stanza_readdress(base, to));
+}
+
+/* Sends the announcement `xml` to `to` (one recipient). */
 static void
 an_send(const char *xml, const char *to)
 {
-    xd_el_t *m = NULL;
-    if (xd_el_parse(xml, strlen(xml), &m) != 0)
-        return;
-    xd_el_set_attr(m, "to", to);
-    xd_route_take(xd_el_freeze(m));
+    xd_stanza_t *base = an_base(xml);
+    an_send_to(base, to);
+    xd_stanza_unref(base);
 }
 
 static void
 an_send_session(void *arg, const xd_session_info_t *s)
 {
-    an_send(arg, xd_jid_full_str(s->jid).p);
+    an_send_to(arg, xd_jid_full_str(s->jid).p);
 }
 
 /* ---- storage (pool) ---------------------------------------------------------------------------- */
@@ -294,7 +309,7 @@ an_all_free(an_all_t *a)
     for (size_t i = 0; i < a->n; i++)
         xd_free(a->users[i]);
     xd_free(a->users);
-    xd_free(a->xml);
+    xd_stanza_unref(a->st);
     xd_free(a);
 }
 
@@ -347,7 +362,7 @@ an_tick(xd_module_ctx_t *ctx, xd_hook_tick_t *ev, void *arg)
         for (; budget && a->next_i < a->n; budget--, a->next_i++) {
             char to[3 * 1024 + 2];
             snprintf(to, sizeof to, "%s@%s", a->users[a->next_i], host);
-            an_send(a->xml, to);
+            an_send_to(a->st, to);
         }
         if (a->next_i < a->n)
             break;
@@ -364,7 +379,7 @@ an_tick(xd_module_ctx_t *ctx, xd_hook_tick_t *ev, void *arg)
 /* xd_session_foreach: the message of the day to a session, its account
  * noted as having it. */
 typedef struct an_motd_send {
-    const char *xml;
+    const xd_stanza_t *base;
     an_job_t *j;
 } an_motd_send_t;
 
@@ -372,7 +387,7 @@ static void
 an_motd_session(void *arg, const xd_session_info_t *s)
 {
     an_motd_send_t *m = arg;
-    an_send(m->xml, xd_jid_full_str(s->jid).p);
+    an_send_to(m->base, xd_jid_full_str(s->jid).p);
     xd_str_t u = xd_jid_local(s->jid);
     for (size_t i = 0; i < m->j->n_seen; i++)
         if (xd_str_eq_c(u, m->j->seen[i]))
@@ -402,8 +417,9 @@ an_motd_set(xd_module_ctx_t *ctx, const char *host, const char *xml, bool send)
     j->host = xd_strdup(host);
     j->xml = xml ? xd_strdup(xml) : NULL;
     if (send && xml) {
-        an_motd_send_t m = { .xml = xml, .j = j };
+        an_motd_send_t m = { .base = an_base(xml), .j = j };
         xd_session_foreach(host, an_motd_session, &m);
+        xd_stanza_unref((xd_stanza_t *)m.base);
     }
     if (xd_module_submit(ctx, an_motd_store, an_motd_stored, j) != 0) {
         XD_LOG(NULL, XD_ERROR, "motd not stored", "host=%s err=%s", host, "pool full");
@@ -433,13 +449,17 @@ an_perform(xd_module_ctx_t *ctx, int kind, char *xml)
     const char *host = xd_module_host(ctx);
     if (kind == AN_MOTD || kind == AN_UPDATE || kind == AN_DELETE)
         an_motd_set(ctx, host, xml, kind == AN_MOTD);
-    if (kind == AN_ONLINE)
-        xd_session_foreach(host, an_send_session, xml);
+    if (kind == AN_ONLINE) {
+        xd_stanza_t *base = an_base(xml);
+        xd_session_foreach(host, an_send_session, base);
+        xd_stanza_unref(base);
+    }
     if (kind == AN_ALL) {
         an_job_t *j = xd_new(an_job_t);
         j->host = xd_strdup(host);
         j->all = xd_new(an_all_t);
-        j->all->xml = xml;
+        j->all->st = an_base(xml);
+        xd_free(xml);
         if (xd_module_submit(ctx, an_all_list, an_all_listed, j) != 0) {
             an_all_free(j->all);
             an_job_free(j);
